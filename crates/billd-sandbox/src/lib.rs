@@ -1,0 +1,172 @@
+//! billd-sandbox: a local i'mport (PortOne V1) REST API server for demos, tests and benchmarks.
+//!
+//! It speaks the subset of the V1 API that a billing-key client needs — `getToken`, billing
+//! keys, `again`, `onetime`, lookups and cancel — with the real envelope, status codes and
+//! payment shape (checked against the official OpenAPI document in the tests), plus
+//! deterministic test cards ([`cards`]), fault injection ([`Fault`]) and a ledger of every
+//! attempt ([`Sandbox::ledger`], `GET /__sandbox/payments`).
+//!
+//! In a test:
+//!
+//! ```no_run
+//! use billd_sandbox::{Sandbox, SandboxConfig, cards};
+//!
+//! let sandbox = Sandbox::start(SandboxConfig::default()).unwrap();
+//! sandbox.register_customer("cust_1", cards::APPROVE).unwrap();
+//! let base = sandbox.base_url(); // point the client under test here
+//! // ... charge cust_1 through `base`, then:
+//! assert!(sandbox.ledger().iter().all(|p| p.status == "paid"));
+//! ```
+//!
+//! From a binary, [`serve`] runs the server on a listener until a shutdown future completes.
+
+#![warn(missing_docs)]
+
+mod api;
+mod auth;
+pub mod cards;
+mod config;
+mod faults;
+mod ledger;
+mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+
+pub use config::{
+    DEFAULT_IMP_KEY, DEFAULT_IMP_SECRET, DEFAULT_TOKEN_TTL, Fault, FaultRule, Latency,
+    SandboxConfig, SeedCustomer, duration,
+};
+pub use ledger::LedgerEntry;
+
+/// Serves the sandbox on `listener` until `shutdown` completes (for the `billd sandbox` command).
+///
+/// In-flight requests get up to a second to finish after `shutdown`.
+pub async fn serve(
+    cfg: SandboxConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = Arc::new(api::AppState::new(cfg)?);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("i'mport sandbox listening on http://{addr}");
+    }
+    server::run(api::router(state), listener, shutdown).await
+}
+
+/// A sandbox running on its own thread and tokio runtime; usable from plain `#[test]` functions.
+///
+/// Dropping it (or [`Sandbox::shutdown`]) stops the server and waits for its thread.
+pub struct Sandbox {
+    addr: SocketAddr,
+    state: Arc<api::AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Starts a sandbox on `127.0.0.1` with a free port.
+    pub fn start(cfg: SandboxConfig) -> anyhow::Result<Sandbox> {
+        Sandbox::start_on(cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts a sandbox on `addr` (port 0 picks a free port).
+    pub fn start_on(cfg: SandboxConfig, addr: SocketAddr) -> anyhow::Result<Sandbox> {
+        let state = Arc::new(api::AppState::new(cfg)?);
+        let std_listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot bind the sandbox to {addr}"))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("billd-sandbox")
+            .enable_all()
+            .build()
+            .context("cannot start the sandbox's tokio runtime")?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let app = api::router(state.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("billd-sandbox-{}", addr.port()))
+            .spawn(move || {
+                let shutdown = async {
+                    let _ = stop_rx.await;
+                };
+                if let Err(e) = runtime.block_on(server::run(app, listener, shutdown)) {
+                    tracing::error!("sandbox on {addr} stopped: {e:#}");
+                }
+            })
+            .context("cannot spawn the sandbox thread")?;
+        Ok(Sandbox {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every payment attempt ever stored, in order (the same as `GET /__sandbox/payments`).
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.state.ledger_entries()
+    }
+
+    /// Adds a fault rule (after the ones already active).
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.state.add_fault(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.state.clear_faults();
+    }
+
+    /// Registers (or replaces) a billing key for a card number, like
+    /// `POST /subscribe/customers/{customer_uid}`; fails on an invalid card number.
+    pub fn register_customer(&self, customer_uid: &str, card_number: &str) -> anyhow::Result<()> {
+        self.state.register_customer(customer_uid, card_number)
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("addr", &self.addr).finish()
+    }
+}

@@ -1,0 +1,540 @@
+//! `schedules.toml`: loading with figment (file, then `BILLD_…` env vars), validation into domain types.
+
+use crate::calendar::{ChargeClock, Interval};
+use crate::dunning::{DunningPolicy, OnExhausted};
+use chrono::{NaiveDate, NaiveTime};
+use chrono_tz::Tz;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute path of the file it came from.
+    pub file: PathBuf,
+    pub billing: Billing,
+    pub gateway: GatewaySettings,
+    pub dunning: DunningPolicy,
+    pub limits: Limits,
+    pub plans: Vec<Plan>,
+    pub subscriptions: Vec<SubscriptionSpec>,
+    /// Non-fatal remarks (e.g. an inline secret), to be logged by the caller.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Billing {
+    pub clock: ChargeClock,
+    pub database: PathBuf,
+    pub merchant_uid_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub base_url: String,
+    pub imp_key: String,
+    pub secret: SecretSpec,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+/// Safety rails against typos: beyond them billd refuses to charge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_amount: i64,
+    pub max_charges_per_pass: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_amount: 10_000_000, max_charges_per_pass: 1_000_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub amount: i64,
+    pub currency: String,
+    pub interval: Interval,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionSpec {
+    pub id: String,
+    pub customer_uid: String,
+    pub plan: String,
+    pub start: NaiveDate,
+    pub canceled: bool,
+}
+
+/// Where the gateway secret comes from; resolved only by commands that talk to the gateway.
+#[derive(Clone)]
+pub enum SecretSpec {
+    Value(Secret),
+    File(PathBuf),
+    Missing,
+}
+
+impl fmt::Debug for SecretSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSpec::Value(_) => f.write_str("Value([redacted])"),
+            SecretSpec::File(p) => write!(f, "File({})", p.display()),
+            SecretSpec::Missing => f.write_str("Missing"),
+        }
+    }
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl SecretSpec {
+    /// Reads the secret; the error names where billd looked.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match self {
+            SecretSpec::Value(s) => Ok(s.clone()),
+            SecretSpec::File(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    format!("gateway.imp_secret: cannot read the secret file {}: {e}", p.display())
+                })?;
+                let s = text.trim();
+                if s.is_empty() {
+                    return Err(format!("gateway.imp_secret: the secret file {} is empty", p.display()));
+                }
+                Ok(Secret(s.to_owned()))
+            }
+            SecretSpec::Missing => Err("gateway.imp_secret is not set: set the env var BILLD_GATEWAY__IMP_SECRET, \
+                 or gateway.imp_secret_file, or provide $CREDENTIALS_DIRECTORY/imp_secret (systemd LoadCredential)"
+                .into()),
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{}: {n} problem{} in the config", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {p}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    billing: RawBilling,
+    gateway: RawGateway,
+    #[serde(default)]
+    dunning: RawDunning,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    plans: Vec<RawPlan>,
+    #[serde(default)]
+    subscriptions: Vec<RawSubscription>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBilling {
+    timezone: String,
+    #[serde(default = "default_charge_time")]
+    charge_time: String,
+    #[serde(default = "default_database")]
+    database: String,
+    #[serde(default = "default_prefix")]
+    merchant_uid_prefix: String,
+}
+
+fn default_charge_time() -> String {
+    "10:00".into()
+}
+fn default_database() -> String {
+    "billd.sqlite3".into()
+}
+fn default_prefix() -> String {
+    "billd".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    base_url: String,
+    imp_key: String,
+    imp_secret: Option<StringOrNumber>,
+    imp_secret_file: Option<String>,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    #[serde(default = "default_concurrency")]
+    concurrency: i64,
+}
+
+/// Env vars are parsed as TOML values, so an all-digit secret arrives as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrNumber {
+    S(String),
+    I(i64),
+}
+
+fn default_timeout() -> String {
+    "30s".into()
+}
+fn default_concurrency() -> i64 {
+    16
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDunning {
+    #[serde(default = "default_retry_after")]
+    retry_after: Vec<String>,
+    #[serde(default = "default_on_exhausted")]
+    on_exhausted: String,
+}
+
+impl Default for RawDunning {
+    fn default() -> Self {
+        RawDunning { retry_after: default_retry_after(), on_exhausted: default_on_exhausted() }
+    }
+}
+
+fn default_retry_after() -> Vec<String> {
+    vec!["1d".into(), "2d".into(), "4d".into()]
+}
+fn default_on_exhausted() -> String {
+    "cancel".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_amount: Option<i64>,
+    max_charges_per_pass: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    id: String,
+    name: String,
+    amount: i64,
+    #[serde(default = "default_currency")]
+    currency: String,
+    interval: String,
+}
+
+fn default_currency() -> String {
+    "KRW".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubscription {
+    id: String,
+    customer_uid: String,
+    plan: String,
+    start: String,
+    status: Option<String>,
+}
+
+/// The config path: `--config`, else `BILLD_CONFIG`, else `./schedules.toml` (the caller passes the first two).
+pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
+    explicit.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("schedules.toml"))
+}
+
+/// Loads and validates the config at `path`, listing every problem found.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let fail = |p: String| ConfigError { file: path.to_path_buf(), problems: vec![p] };
+    let abs = std::path::absolute(path).map_err(|e| fail(format!("cannot resolve the path: {e}")))?;
+    if !abs.is_file() {
+        return Err(fail(
+            "config file not found (pass --config PATH or set BILLD_CONFIG; see README.md)".into(),
+        ));
+    }
+    let figment = Figment::new()
+        .merge(Toml::file_exact(&abs))
+        .merge(Env::prefixed("BILLD_").filter(|k| k.as_str().contains("__")).split("__"));
+    let raw: Raw = figment.extract().map_err(|e| ConfigError {
+        file: abs.clone(),
+        problems: e.into_iter().map(|e| describe_figment_error(&e)).collect(),
+    })?;
+    let secret_inline = figment
+        .find_metadata("gateway.imp_secret")
+        .is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
+    validate(raw, abs, secret_inline)
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let from = e
+        .metadata
+        .as_ref()
+        .filter(|m| !matches!(m.source, Some(figment::Source::File(_))))
+        .map(|m| format!(" (from {})", m.interpolate(&e.profile.clone().unwrap_or_default(), &e.path)))
+        .unwrap_or_default();
+    if key.is_empty() { format!("{}{from}", e.kind) } else { format!("{key}: {}{from}", e.kind) }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, ConfigError> {
+    let mut errs: Vec<String> = Vec::new();
+    let mut warnings = Vec::new();
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let timezone: Tz = raw.billing.timezone.parse().unwrap_or_else(|_| {
+        errs.push(format!(
+            "billing.timezone: {:?} is not an IANA time zone (like \"Asia/Seoul\")",
+            raw.billing.timezone
+        ));
+        Tz::UTC
+    });
+    let charge_time = parse_time(&raw.billing.charge_time).unwrap_or_else(|e| {
+        errs.push(format!("billing.charge_time: {e}"));
+        NaiveTime::MIN
+    });
+    if raw.billing.database.trim().is_empty() {
+        errs.push("billing.database: must name a file".into());
+    }
+    let database = dir.join(&raw.billing.database);
+    let prefix = raw.billing.merchant_uid_prefix;
+    if prefix.is_empty()
+        || prefix.len() > 12
+        || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        errs.push(format!(
+            "billing.merchant_uid_prefix: {prefix:?} must be 1-12 characters of letters, digits, - or _"
+        ));
+    }
+
+    let g = raw.gateway;
+    match reqwest::Url::parse(&g.base_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => errs.push(format!(
+            "gateway.base_url: {:?} is not an http(s) URL (like \"https://api.iamport.kr\")",
+            g.base_url
+        )),
+    }
+    if g.imp_key.trim().is_empty() {
+        errs.push("gateway.imp_key: must not be empty".into());
+    }
+    let timeout = crate::duration::parse(&g.timeout).unwrap_or_else(|e| {
+        errs.push(format!("gateway.timeout: {e}"));
+        Duration::from_secs(30)
+    });
+    if timeout.is_zero() {
+        errs.push("gateway.timeout: must be longer than 0s".into());
+    }
+    if !(1..=1024).contains(&g.concurrency) {
+        errs.push(format!("gateway.concurrency: {} must be between 1 and 1024", g.concurrency));
+    }
+    // Precedence: env var, then imp_secret_file, then the systemd credential, then an inline value.
+    let (from_env, inline) = match g.imp_secret {
+        Some(v) if !secret_inline => (Some(secret_text(v)), None),
+        other => (None, other.map(secret_text)),
+    };
+    let secret = if let Some(v) = from_env {
+        SecretSpec::Value(Secret(v))
+    } else if let Some(f) = &g.imp_secret_file {
+        SecretSpec::File(dir.join(f))
+    } else if let Some(creds) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        SecretSpec::File(PathBuf::from(creds).join("imp_secret"))
+    } else if let Some(v) = inline {
+        if !loopback_url(&g.base_url) {
+            warnings.push(format!(
+                "{}: gateway.imp_secret is written in the config file; prefer BILLD_GATEWAY__IMP_SECRET, \
+                 gateway.imp_secret_file or a systemd credential",
+                file.display()
+            ));
+        }
+        SecretSpec::Value(Secret(v))
+    } else {
+        SecretSpec::Missing
+    };
+
+    let mut dunning = DunningPolicy::default();
+    dunning.retry_after.clear();
+    for (i, r) in raw.dunning.retry_after.iter().enumerate() {
+        match crate::duration::parse(r) {
+            Ok(d) if !d.is_zero() => dunning.retry_after.push(d),
+            Ok(_) => errs.push(format!("dunning.retry_after[{i}]: must be longer than 0s")),
+            Err(e) => errs.push(format!("dunning.retry_after[{i}]: {e}")),
+        }
+    }
+    match OnExhausted::parse(&raw.dunning.on_exhausted) {
+        Ok(o) => dunning.on_exhausted = o,
+        Err(e) => errs.push(format!("dunning.on_exhausted: {e}")),
+    }
+
+    let mut limits = Limits::default();
+    if let Some(m) = raw.limits.max_amount {
+        if m <= 0 {
+            errs.push(format!("limits.max_amount: {m} must be positive"));
+        }
+        limits.max_amount = m;
+    }
+    if let Some(m) = raw.limits.max_charges_per_pass {
+        if m <= 0 {
+            errs.push(format!("limits.max_charges_per_pass: {m} must be positive"));
+        }
+        limits.max_charges_per_pass = m.max(0) as usize;
+    }
+
+    let mut plans = Vec::new();
+    let mut plan_ids = HashSet::new();
+    for (i, p) in raw.plans.into_iter().enumerate() {
+        let at = format!("plans[{i}] (id {:?})", p.id);
+        if !valid_id(&p.id) {
+            errs.push(format!("{at}.id: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        if !plan_ids.insert(p.id.clone()) {
+            errs.push(format!("{at}.id: duplicate plan id {:?}", p.id));
+        }
+        let name_len = p.name.chars().count();
+        if name_len == 0 || name_len > 40 {
+            errs.push(format!(
+                "{at}.name: {:?} is {name_len} characters; it is sent as the charge's name and must be 1-40",
+                p.name
+            ));
+        }
+        if p.amount <= 0 {
+            errs.push(format!("{at}.amount: {} must be a positive whole number of {}", p.amount, p.currency));
+        } else if p.amount > limits.max_amount {
+            errs.push(format!(
+                "{at}.amount: {} is above limits.max_amount ({}); raise the limit if this is intended",
+                p.amount, limits.max_amount
+            ));
+        }
+        if p.currency.len() != 3 || !p.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            errs.push(format!("{at}.currency: {:?} is not a currency code like \"KRW\"", p.currency));
+        }
+        let interval = p.interval.parse::<Interval>().unwrap_or_else(|e| {
+            errs.push(format!("{at}.interval: {e}"));
+            Interval { count: 1, unit: crate::calendar::Unit::Month }
+        });
+        plans.push(Plan { id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval });
+    }
+
+    let mut subs = Vec::new();
+    let mut sub_ids = HashSet::new();
+    for (i, s) in raw.subscriptions.into_iter().enumerate() {
+        let at = format!("subscriptions[{i}] (id {:?})", s.id);
+        if !valid_id(&s.id) {
+            errs.push(format!("{at}.id: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        if !sub_ids.insert(s.id.clone()) {
+            errs.push(format!("{at}.id: duplicate subscription id {:?}", s.id));
+        }
+        let cu_len = s.customer_uid.chars().count();
+        if cu_len == 0 || cu_len > 80 {
+            errs.push(format!("{at}.customer_uid: must be 1-80 characters (it is {cu_len})"));
+        }
+        if !plan_ids.contains(&s.plan) {
+            errs.push(format!("{at}.plan: unknown plan {:?} (no [[plans]] entry has that id)", s.plan));
+        }
+        let start = parse_date(&s.start).unwrap_or_else(|e| {
+            errs.push(format!("{at}.start: {e}"));
+            NaiveDate::MIN
+        });
+        let canceled = match s.status.as_deref() {
+            None | Some("active") => false,
+            Some("canceled") | Some("cancelled") => true,
+            Some(other) => {
+                errs.push(format!("{at}.status: {other:?} must be \"active\" or \"canceled\""));
+                false
+            }
+        };
+        subs.push(SubscriptionSpec { id: s.id, customer_uid: s.customer_uid, plan: s.plan, start, canceled });
+    }
+
+    if !errs.is_empty() {
+        return Err(ConfigError { file, problems: errs });
+    }
+    Ok(Config {
+        file,
+        billing: Billing { clock: ChargeClock { timezone, charge_time }, database, merchant_uid_prefix: prefix },
+        gateway: GatewaySettings {
+            base_url: g.base_url.trim_end_matches('/').to_owned(),
+            imp_key: g.imp_key,
+            secret,
+            timeout,
+            concurrency: g.concurrency.clamp(1, 1024) as usize,
+        },
+        dunning,
+        limits,
+        plans,
+        subscriptions: subs,
+        warnings,
+    })
+}
+
+fn secret_text(v: StringOrNumber) -> String {
+    match v {
+        StringOrNumber::S(s) => s,
+        StringOrNumber::I(i) => i.to_string(),
+    }
+}
+
+fn loopback_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| matches!(h, "127.0.0.1" | "localhost" | "[::1]")))
+        .unwrap_or(false)
+}
+
+/// Parses a local date `YYYY-MM-DD`, rejecting impossible ones like 2025-02-30.
+pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("{text:?} is not a valid date (YYYY-MM-DD, a day that exists)"))
+}
+
+fn parse_time(text: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(text.trim(), "%H:%M")
+        .or_else(|_| NaiveTime::parse_from_str(text.trim(), "%H:%M:%S"))
+        .map_err(|_| format!("{text:?} is not a time of day (HH:MM, 24-hour)"))
+}
+
+impl Config {
+    pub fn plan(&self, id: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.id == id)
+    }
+}

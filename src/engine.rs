@@ -1,0 +1,402 @@
+//! The billing pass: sync the config, reconcile unresolved attempts, open due periods, charge, record outcomes.
+
+use crate::config::Config;
+use crate::dunning::{Decision, Outcome};
+use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
+use crate::model::merchant_uid;
+use crate::store::{Attempt, AttemptResult, NewPeriod, Recorded, StatusChange, Store, from_ts, ts};
+use crate::sync;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{error, info, warn};
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PassReport {
+    pub reconciled: usize,
+    pub opened: usize,
+    pub sent: usize,
+    pub paid: usize,
+    pub declined: usize,
+    pub rejected: usize,
+    pub unresolved: usize,
+    pub next_wake: Option<DateTime<Utc>>,
+}
+
+/// Orchestrates the store and the gateway under the config's rules.
+pub struct Engine<G: Gateway> {
+    store: Arc<Mutex<Store>>,
+    gateway: Arc<G>,
+    cfg: Arc<Config>,
+}
+
+impl<G: Gateway> Clone for Engine<G> {
+    fn clone(&self) -> Self {
+        Engine { store: self.store.clone(), gateway: self.gateway.clone(), cfg: self.cfg.clone() }
+    }
+}
+
+/// How many rows one claim, open or reconcile step handles at once.
+const PAGE: usize = 1024;
+
+impl<G: Gateway> Engine<G> {
+    pub fn new(store: Store, gateway: G, cfg: Config) -> Self {
+        Engine { store: Arc::new(Mutex::new(store)), gateway: Arc::new(gateway), cfg: Arc::new(cfg) }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Replaces the config (after a reload); the next pass syncs it.
+    pub fn set_config(&mut self, cfg: Config) {
+        self.cfg = Arc::new(cfg);
+    }
+
+    /// Runs a store operation on the blocking pool.
+    pub async fn db<R: Send + 'static>(&self, f: impl FnOnce(&mut Store) -> Result<R> + Send + 'static) -> Result<R> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .context("database task panicked")?
+    }
+
+    /// Applies the config to the database. Refuses (and changes nothing) when it would cancel more than 10% of
+    /// the billed subscriptions, unless `force`.
+    pub async fn sync(&self, now: DateTime<Utc>, force: bool) -> Result<sync::SyncPlan> {
+        let cfg = self.cfg.clone();
+        self.db(move |s| {
+            let plan = sync::plan(&cfg, &s.config_subscriptions()?);
+            for w in &plan.warnings {
+                warn!(event = "config.sync", "{w}");
+            }
+            if plan.is_empty() {
+                return Ok(plan);
+            }
+            let active = s.billing_count()?;
+            if !force && !sync::cancel_allowed(plan.cancels(), active) {
+                anyhow::bail!(
+                    "{}: applying it would cancel {} of {} billed subscriptions; refusing (run `billd sync --force` \
+                     if that is intended)",
+                    cfg.file.display(),
+                    plan.cancels(),
+                    active
+                );
+            }
+            s.apply_sync(&plan, &cfg.billing.clock, ts(now))?;
+            for c in &plan.changes {
+                match c {
+                    sync::Change::Insert(sub) => info!(event = "subscription.created", subscription = %sub.id, plan = %sub.plan_id, start = %sub.start_date, "subscription.created"),
+                    sync::Change::Update { after, what, .. } => info!(event = "subscription.updated", subscription = %after.id, changes = %what.join("; "), "subscription.updated"),
+                    sync::Change::Cancel { id, reason } => info!(event = "subscription.canceled", subscription = %id, reason = %reason, "subscription.canceled"),
+                }
+            }
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// One full pass at the instant `now` (sync first, then [`Engine::charge_due`]).
+    pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport> {
+        if let Err(e) = self.sync(now, false).await {
+            error!(event = "config.sync", "config not applied: {e:#}");
+        }
+        self.charge_due(now).await
+    }
+
+    /// Reconciles unresolved attempts, then charges everything due at or before `now`, oldest period first.
+    pub async fn charge_due(&self, now: DateTime<Utc>) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        let (tx, rx) = mpsc::channel::<Recorded>(4096);
+        let writer = tokio::spawn(writer(self.clone(), rx, now));
+        let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
+        let result = self.drive(now, &tx, &sem, &mut report).await;
+        drop(tx);
+        let tally = writer.await.context("the outcome writer panicked")??;
+        result?;
+        report.paid = tally.paid;
+        report.declined = tally.declined;
+        report.rejected = tally.rejected;
+        report.unresolved = tally.unresolved;
+        report.next_wake = self.db(|s| s.next_wake()).await?.map(from_ts);
+        Ok(report)
+    }
+
+    async fn drive(
+        &self,
+        now: DateTime<Utc>,
+        tx: &mpsc::Sender<Recorded>,
+        sem: &Arc<Semaphore>,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
+        let stale = self.db(move |s| s.unresolved(ts(now), usize::MAX)).await?;
+        report.reconciled = stale.len();
+        for a in stale {
+            let permit = sem.clone().acquire_owned().await?;
+            let (me, tx) = (self.clone(), tx.clone());
+            tokio::spawn(async move {
+                let rec = me.reconcile(a, now).await;
+                let _ = tx.send(rec).await;
+                drop(permit);
+            });
+        }
+        // Wait until every reconciliation is recorded before sending anything new.
+        let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
+        drop(_all);
+        self.flush(tx).await?;
+
+        // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
+        loop {
+            let opened = self.open_due(now).await?;
+            report.opened += opened;
+            let mut claimed_any = false;
+            loop {
+                let batch = self.db(move |s| s.claim_due(ts(now), PAGE)).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                claimed_any = true;
+                for a in batch {
+                    report.sent += 1;
+                    let permit = sem.clone().acquire_owned().await?;
+                    let (me, tx) = (self.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let rec = me.send(a, now).await;
+                        let _ = tx.send(rec).await;
+                        drop(permit);
+                    });
+                }
+            }
+            // Outcomes decide whether later periods of the same subscriptions may open (catch-up, oldest first).
+            let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
+            drop(_all);
+            self.flush(tx).await?;
+            if opened == 0 && !claimed_any {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until the writer has committed everything sent to it so far.
+    async fn flush(&self, tx: &mpsc::Sender<Recorded>) -> Result<()> {
+        // The writer handles messages in order; a full permit cycle of the channel means all earlier ones are done.
+        let permits = tx.max_capacity();
+        let _p = tx.reserve_many(permits).await.context("the outcome writer stopped")?;
+        Ok(())
+    }
+
+    async fn open_due(&self, now: DateTime<Utc>) -> Result<usize> {
+        let cfg = self.cfg.clone();
+        self.db(move |s| {
+            let mut total = 0;
+            loop {
+                let due = s.subscriptions_to_open(ts(now), PAGE)?;
+                if due.is_empty() {
+                    return Ok(total);
+                }
+                let periods: Vec<NewPeriod> = due
+                    .iter()
+                    .map(|d| {
+                        let sub = &d.sub;
+                        let cal = sub.calendar();
+                        NewPeriod {
+                            subscription_id: sub.id.clone(),
+                            period: sub.next_period,
+                            due_at: d.next_due_at,
+                            merchant_uid: merchant_uid(&cfg.billing.merchant_uid_prefix, &sub.id, sub.next_period),
+                            customer_uid: sub.customer_uid.clone(),
+                            amount: sub.amount,
+                            currency: sub.currency.clone(),
+                            name: sub.plan_name.clone(),
+                            following_due_at: cal.due_at(&cfg.billing.clock, sub.next_period + 1).map(ts),
+                        }
+                    })
+                    .collect();
+                total += periods.len();
+                s.open_periods(&periods, ts(now))?;
+            }
+        })
+        .await
+    }
+
+    fn request(a: &Attempt) -> ChargeRequest {
+        ChargeRequest {
+            customer_uid: a.customer_uid.clone(),
+            merchant_uid: a.merchant_uid.clone(),
+            amount: a.amount,
+            currency: a.currency.clone(),
+            name: a.name.clone(),
+        }
+    }
+
+    /// Sends one committed attempt and decides what its outcome means.
+    async fn send(&self, a: Attempt, now: DateTime<Utc>) -> Recorded {
+        let outcome = self.gateway.charge(&Self::request(&a)).await;
+        let result = match outcome {
+            ChargeOutcome::Paid { imp_uid } => AttemptResult::Paid { imp_uid },
+            ChargeOutcome::Declined { imp_uid, reason } => AttemptResult::Declined { imp_uid, reason },
+            ChargeOutcome::Rejected { code, message } => {
+                // A refusal may mean "already paid" (a resend after a lost answer): confirm before giving up.
+                match self.gateway.find(&a.merchant_uid, "paid").await {
+                    Lookup::Found(p) => AttemptResult::Paid { imp_uid: p.imp_uid },
+                    Lookup::NotFound => AttemptResult::Rejected { reason: format!("code {code}: {message}") },
+                    Lookup::Error(e) => AttemptResult::Unresolved {
+                        reason: format!("rejected (code {code}: {message}) but the confirming lookup failed: {e}"),
+                    },
+                }
+            }
+            ChargeOutcome::Transient(r) => AttemptResult::Unresolved { reason: format!("transient: {r}") },
+            ChargeOutcome::Unknown(r) => AttemptResult::Unresolved { reason: format!("unknown outcome: {r}") },
+        };
+        self.decide(a, result, now)
+    }
+
+    /// Resolves an unresolved attempt by looking its merchant_uid up; resends only if the gateway never saw it.
+    async fn reconcile(&self, a: Attempt, now: DateTime<Utc>) -> Recorded {
+        let result = match self.gateway.find(&a.merchant_uid, "paid").await {
+            Lookup::Found(p) => {
+                if (p.amount - a.amount as f64).abs() > 0.000_1 {
+                    error!(event = "charge.mismatch", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                        expected = a.amount, paid = p.amount, "the gateway holds a paid payment with another amount");
+                }
+                Some(AttemptResult::Paid { imp_uid: p.imp_uid })
+            }
+            Lookup::Error(e) => Some(AttemptResult::Unresolved { reason: format!("lookup failed: {e}") }),
+            Lookup::NotFound => match self.gateway.find(&a.merchant_uid, "failed").await {
+                Lookup::Error(e) => Some(AttemptResult::Unresolved { reason: format!("lookup failed: {e}") }),
+                Lookup::Found(p) => {
+                    let (sub, period) = (a.subscription_id.clone(), a.period);
+                    let known = self.db(move |s| s.known_imp_uids(&sub, period)).await.unwrap_or_default();
+                    if known.contains(&p.imp_uid) {
+                        None
+                    } else {
+                        Some(AttemptResult::Declined {
+                            imp_uid: Some(p.imp_uid),
+                            reason: p.fail_reason.unwrap_or_else(|| "declined (no reason given)".into()),
+                        })
+                    }
+                }
+                Lookup::NotFound => None,
+            },
+        };
+        match result {
+            Some(r) => self.decide(a, r, now),
+            None if !a.billing => self.decide(
+                a,
+                AttemptResult::Abandoned { reason: "never reached the gateway; the subscription no longer bills".into() },
+                now,
+            ),
+            None => {
+                // The gateway has no record of it: resend the same merchant_uid (a paid one cannot be paid twice).
+                let id = a.id;
+                if let Err(e) = self.db(move |s| s.mark_resending(id, ts(now))).await {
+                    return self.decide(a, AttemptResult::Unresolved { reason: format!("database: {e:#}") }, now);
+                }
+                info!(event = "charge.resend", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                    "the gateway has no record of this attempt; sending it again");
+                Box::pin(self.send(a, now)).await
+            }
+        }
+    }
+
+    fn decide(&self, a: Attempt, result: AttemptResult, now: DateTime<Utc>) -> Recorded {
+        let policy = &self.cfg.dunning;
+        let decision = match &result {
+            AttemptResult::Paid { .. } => policy.decide(Outcome::Paid, a.declines, 0, now),
+            AttemptResult::Declined { .. } => policy.decide(Outcome::Declined, a.declines + 1, 0, now),
+            AttemptResult::Rejected { .. } => policy.decide(Outcome::Rejected, a.declines, 0, now),
+            AttemptResult::Unresolved { .. } => policy.decide(Outcome::Unresolved, a.declines, a.tries + 1, now),
+            AttemptResult::Abandoned { .. } => Decision::Paid,
+        };
+        Recorded { attempt: a, result, decision }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    paid: usize,
+    declined: usize,
+    rejected: usize,
+    unresolved: usize,
+}
+
+/// Commits outcomes in groups (one transaction per group), then logs them.
+async fn writer<G: Gateway>(engine: Engine<G>, mut rx: mpsc::Receiver<Recorded>, now: DateTime<Utc>) -> Result<Tally> {
+    let mut tally = Tally::default();
+    let mut buf = Vec::with_capacity(512);
+    while rx.recv_many(&mut buf, 512).await > 0 {
+        let batch = std::mem::take(&mut buf);
+        let (batch, changes) = engine
+            .db(move |s| {
+                let changes = s.record(&batch, ts(now))?;
+                Ok((batch, changes))
+            })
+            .await?;
+        for r in &batch {
+            log_outcome(r, &mut tally);
+        }
+        log_changes(&changes);
+    }
+    Ok(tally)
+}
+
+fn log_outcome(r: &Recorded, tally: &mut Tally) {
+    let a = &r.attempt;
+    match (&r.result, r.decision) {
+        (AttemptResult::Paid { imp_uid }, _) => {
+            tally.paid += 1;
+            info!(event = "charge.paid", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, attempt = a.attempt,
+                imp_uid = %imp_uid, "charge.paid");
+        }
+        (AttemptResult::Declined { reason, .. } | AttemptResult::Rejected { reason }, decision) => {
+            let failure = if matches!(r.result, AttemptResult::Declined { .. }) {
+                tally.declined += 1;
+                "declined"
+            } else {
+                tally.rejected += 1;
+                "rejected"
+            };
+            let (next_retry, final_action) = match decision {
+                Decision::RetryAt(t) => (t.to_rfc3339(), "retry"),
+                Decision::Exhausted(x) => ("none".to_string(), x.as_str()),
+                _ => ("none".to_string(), "none"),
+            };
+            warn!(event = "charge.failed", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, failure, reason = %reason,
+                attempt = a.attempt, next_retry = %next_retry, final_action, "charge.failed");
+        }
+        (AttemptResult::Unresolved { reason }, decision) => {
+            tally.unresolved += 1;
+            let check_at = match decision {
+                Decision::CheckAt(t) => t.to_rfc3339(),
+                _ => String::new(),
+            };
+            warn!(event = "charge.unknown", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, attempt = a.attempt,
+                reason = %reason, check_at = %check_at, "charge.unknown");
+        }
+        (AttemptResult::Abandoned { reason }, _) => {
+            info!(event = "charge.abandoned", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                reason = %reason, "charge.abandoned");
+        }
+    }
+}
+
+fn log_changes(changes: &[StatusChange]) {
+    for c in changes {
+        let event = format!("subscription.{}", c.to.as_str());
+        match c.to {
+            crate::model::Status::Active => {
+                info!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
+            }
+            _ => warn!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}"),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! i'mport V1 client: token cache, `again` and lookups, and the classification of every outcome.
+
+use crate::config::Secret;
+use serde::Deserialize;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// One charge of a billing key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargeRequest {
+    pub customer_uid: String,
+    pub merchant_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub name: String,
+}
+
+/// What one `again` call established.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChargeOutcome {
+    /// Approved (HTTP 200, code 0, status paid, for this merchant_uid and amount).
+    Paid { imp_uid: String },
+    /// Declined by the card company (HTTP 200, code 0, status failed).
+    Declined { imp_uid: Option<String>, reason: String },
+    /// Refused by the gateway (code != 0): nothing charged.
+    Rejected { code: i64, message: String },
+    /// Trouble that is not a decline (no connection, 429, 5xx): to be confirmed by a lookup.
+    Transient(String),
+    /// The request may have been processed but the answer is missing or unreadable.
+    Unknown(String),
+}
+
+/// A payment as a lookup returns it (only what billd needs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payment {
+    pub imp_uid: String,
+    pub merchant_uid: String,
+    pub amount: f64,
+    pub status: String,
+    pub fail_reason: Option<String>,
+}
+
+/// What a lookup by merchant_uid established.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Payment),
+    NotFound,
+    /// The lookup itself failed; nothing can be concluded.
+    Error(String),
+}
+
+/// The gateway operations the engine needs.
+pub trait Gateway: Send + Sync + 'static {
+    /// `POST /subscribe/payments/again`, classified. Never retried internally except once after a 401.
+    fn charge(&self, req: &ChargeRequest) -> impl Future<Output = ChargeOutcome> + Send;
+    /// `GET /payments/find/{merchant_uid}/{status}`.
+    fn find(&self, merchant_uid: &str, status: &str) -> impl Future<Output = Lookup> + Send;
+}
+
+/// The i'mport REST client.
+pub struct Iamport {
+    http: reqwest::Client,
+    base_url: String,
+    imp_key: String,
+    imp_secret: Secret,
+    timeout: Duration,
+    token: Mutex<Option<Token>>,
+}
+
+#[derive(Clone)]
+struct Token {
+    value: Secret,
+    refresh_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    code: i64,
+    message: Option<String>,
+    response: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    access_token: String,
+    now: i64,
+    expired_at: i64,
+}
+
+#[derive(Deserialize)]
+struct PaymentBody {
+    imp_uid: String,
+    merchant_uid: String,
+    amount: f64,
+    status: String,
+    #[serde(default)]
+    fail_reason: Option<String>,
+}
+
+/// Refresh this long before the server says the token expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+enum Sent {
+    Response(u16, String),
+    Error(reqwest::Error),
+}
+
+impl Iamport {
+    pub fn new(base_url: &str, imp_key: &str, imp_secret: Secret, timeout: Duration, concurrency: usize) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(concurrency)
+            .user_agent(concat!("billd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        Iamport {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            imp_key: imp_key.to_owned(),
+            imp_secret,
+            timeout,
+            token: Mutex::new(None),
+        }
+    }
+
+    /// A valid access token, fetching one if the cached one is near expiry (or `stale` was rejected).
+    async fn token(&self, stale: Option<&Secret>) -> Result<Secret, String> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            let rejected = stale.is_some_and(|s| s == &t.value);
+            if !rejected && Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let body = serde_json::json!({ "imp_key": self.imp_key, "imp_secret": self.imp_secret.expose() });
+        let resp = self
+            .http
+            .post(format!("{}/users/getToken", self.base_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("getToken: {}", describe(&e)))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| format!("getToken: {}", describe(&e)))?;
+        if status == 401 {
+            return Err("getToken: HTTP 401, the gateway refused gateway.imp_key/imp_secret".into());
+        }
+        let env: Envelope = serde_json::from_str(&text)
+            .map_err(|_| format!("getToken: HTTP {status} with an unreadable body: {}", snippet(&text)))?;
+        if status != 200 || env.code != 0 {
+            return Err(format!("getToken: HTTP {status}, code {}: {}", env.code, env.message.unwrap_or_default()));
+        }
+        let tok: TokenBody = env
+            .response
+            .and_then(|r| serde_json::from_value(r).ok())
+            .ok_or_else(|| "getToken: the response has no access_token/now/expired_at".to_string())?;
+        // Use the server's own clock: the lifetime is expired_at - now, whatever our clock says.
+        let life = Duration::from_secs(tok.expired_at.saturating_sub(tok.now).max(0) as u64);
+        let token = Token { value: Secret::new(tok.access_token), refresh_at: Instant::now() + life.saturating_sub(TOKEN_MARGIN) };
+        *cached = Some(token.clone());
+        Ok(token.value)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
+        match req.bearer_auth(token.expose()).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.text().await {
+                    Ok(t) => Sent::Response(status, t),
+                    Err(e) => Sent::Error(e),
+                }
+            }
+            Err(e) => Sent::Error(e),
+        }
+    }
+
+    /// Sends an authenticated request, re-authenticating once on a 401.
+    async fn authed(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Sent, String> {
+        let token = self.token(None).await?;
+        match self.send(build(), &token).await {
+            Sent::Response(401, _) => {
+                let fresh = self.token(Some(&token)).await?;
+                Ok(self.send(build(), &fresh).await)
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = reqwest::Url::parse(&self.base_url).expect("base_url was validated with the config");
+        url.path_segments_mut().expect("http(s) URLs have paths").pop_if_empty().extend(segments);
+        url
+    }
+}
+
+impl Gateway for Iamport {
+    async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
+        let body = serde_json::json!({
+            "customer_uid": req.customer_uid,
+            "merchant_uid": req.merchant_uid,
+            "amount": req.amount,
+            "currency": req.currency,
+            "name": req.name,
+        });
+        let url = self.url(&["subscribe", "payments", "again"]);
+        let sent = match self.authed(|| self.http.post(url.clone()).json(&body)).await {
+            Ok(s) => s,
+            // No token: the charge request never left.
+            Err(e) => return ChargeOutcome::Transient(e),
+        };
+        classify_charge(sent, req, self.timeout)
+    }
+
+    async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {
+        let url = self.url(&["payments", "find", merchant_uid, status]);
+        let sent = match self.authed(|| self.http.get(url.clone())).await {
+            Ok(s) => s,
+            Err(e) => return Lookup::Error(e),
+        };
+        match sent {
+            Sent::Error(e) => Lookup::Error(describe(&e)),
+            Sent::Response(404, _) => Lookup::NotFound,
+            Sent::Response(200, text) => match parse_payment(&text) {
+                Ok(Some(p)) if p.merchant_uid == merchant_uid => Lookup::Found(p),
+                Ok(Some(p)) => Lookup::Error(format!(
+                    "lookup of {merchant_uid} answered a payment for merchant_uid {}",
+                    p.merchant_uid
+                )),
+                Ok(None) => Lookup::Error(format!("lookup answered no payment: {}", snippet(&text))),
+                Err(e) => Lookup::Error(e),
+            },
+            Sent::Response(status, text) => Lookup::Error(format!("lookup: HTTP {status}: {}", snippet(&text))),
+        }
+    }
+}
+
+/// Parses an envelope carrying a payment: `Ok(None)` when code != 0.
+fn parse_payment(text: &str) -> Result<Option<Payment>, String> {
+    let env: Envelope =
+        serde_json::from_str(text).map_err(|_| format!("unreadable response body: {}", snippet(text)))?;
+    if env.code != 0 {
+        return Ok(None);
+    }
+    let p: PaymentBody = env
+        .response
+        .ok_or_else(|| "code 0 without a payment".to_string())
+        .and_then(|r| serde_json::from_value(r).map_err(|e| format!("malformed payment ({e}): {}", snippet(text))))?;
+    Ok(Some(Payment {
+        imp_uid: p.imp_uid,
+        merchant_uid: p.merchant_uid,
+        amount: p.amount,
+        status: p.status,
+        fail_reason: p.fail_reason,
+    }))
+}
+
+fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> ChargeOutcome {
+    let (status, text) = match sent {
+        Sent::Error(e) if e.is_connect() => return ChargeOutcome::Transient(describe(&e)),
+        Sent::Error(e) if e.is_timeout() => {
+            return ChargeOutcome::Unknown(format!("no answer within {}", crate::duration::format(timeout)));
+        }
+        Sent::Error(e) => return ChargeOutcome::Unknown(describe(&e)),
+        Sent::Response(s, t) => (s, t),
+    };
+    match status {
+        401 => return ChargeOutcome::Transient("HTTP 401 twice: the gateway refused the access token".into()),
+        429 => return ChargeOutcome::Transient("HTTP 429: rate limited by the gateway".into()),
+        500..=599 => return ChargeOutcome::Transient(format!("HTTP {status}: {}", snippet(&text))),
+        _ => {}
+    }
+    let env: Envelope = match serde_json::from_str(&text) {
+        Ok(e) => e,
+        Err(_) => return ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(&text))),
+    };
+    if env.code != 0 {
+        return ChargeOutcome::Rejected {
+            code: env.code,
+            message: env.message.unwrap_or_else(|| format!("HTTP {status}, code {}", env.code)),
+        };
+    }
+    if status != 200 {
+        return ChargeOutcome::Unknown(format!("HTTP {status} with code 0: {}", snippet(&text)));
+    }
+    let p: PaymentBody = match env.response.map(serde_json::from_value) {
+        Some(Ok(p)) => p,
+        _ => return ChargeOutcome::Unknown(format!("code 0 without a readable payment: {}", snippet(&text))),
+    };
+    if p.merchant_uid != req.merchant_uid || (p.amount - req.amount as f64).abs() > 0.000_1 {
+        return ChargeOutcome::Unknown(format!(
+            "the answer is for merchant_uid {} amount {}, not {} amount {}",
+            p.merchant_uid, p.amount, req.merchant_uid, req.amount
+        ));
+    }
+    match p.status.as_str() {
+        "paid" => ChargeOutcome::Paid { imp_uid: p.imp_uid },
+        "failed" => ChargeOutcome::Declined {
+            imp_uid: Some(p.imp_uid),
+            reason: p.fail_reason.filter(|r| !r.is_empty()).unwrap_or_else(|| "declined (no reason given)".into()),
+        },
+        other => ChargeOutcome::Unknown(format!("payment status {other:?}")),
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut msg = if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        "connection failed".to_string()
+    };
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// A short, single-line excerpt of a body for logs.
+fn snippet(text: &str) -> String {
+    let one: String = text.chars().take(120).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().count() > 120 { format!("{one}…") } else { one }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> ChargeRequest {
+        ChargeRequest {
+            customer_uid: "c".into(),
+            merchant_uid: "m-1".into(),
+            amount: 9900,
+            currency: "KRW".into(),
+            name: "n".into(),
+        }
+    }
+
+    fn classify(status: u16, body: &str) -> ChargeOutcome {
+        classify_charge(Sent::Response(status, body.into()), &req(), Duration::from_secs(30))
+    }
+
+    #[test]
+    fn classifies_paid_declined_rejected() {
+        let paid = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,"status":"paid"}}"#;
+        assert_eq!(classify(200, paid), ChargeOutcome::Paid { imp_uid: "imp_1".into() });
+        let failed = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_2","merchant_uid":"m-1","amount":9900,"status":"failed","fail_reason":"잔액부족"}}"#;
+        assert_eq!(
+            classify(200, failed),
+            ChargeOutcome::Declined { imp_uid: Some("imp_2".into()), reason: "잔액부족".into() }
+        );
+        let rejected = r#"{"code":-1,"message":"등록되지 않은 구매자입니다.","response":null}"#;
+        assert!(matches!(classify(200, rejected), ChargeOutcome::Rejected { code: -1, .. }));
+    }
+
+    #[test]
+    fn garbage_and_mismatches_are_unknown_never_paid() {
+        for body in [
+            "<html>502 Bad Gateway</html>",
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"m-1","amount":9900"#,
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"OTHER","amount":9900,"status":"paid"}}"#,
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"m-1","amount":1,"status":"paid"}}"#,
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"m-1","amount":"9900","status":"paid"}}"#,
+            r#"{"code":0,"message":null,"response":null}"#,
+        ] {
+            assert!(matches!(classify(200, body), ChargeOutcome::Unknown(_)), "{body}");
+        }
+        assert!(matches!(classify(500, "oops"), ChargeOutcome::Transient(_)));
+        assert!(matches!(classify(429, ""), ChargeOutcome::Transient(_)));
+    }
+}

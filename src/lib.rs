@@ -1,0 +1,11 @@
+//! billd: a recurring-billing scheduler for i'mport (PortOne V1) billing keys.
+
+pub mod calendar;
+pub mod config;
+pub mod dunning;
+pub mod duration;
+pub mod engine;
+pub mod gateway;
+pub mod model;
+pub mod store;
+pub mod sync;

@@ -1,0 +1,766 @@
+//! SQLite adapter: migrations, pragmas, and every read and write billd makes (one transaction per batch).
+
+use crate::calendar::{ChargeClock, Interval};
+use crate::dunning::{Decision, OnExhausted};
+use crate::model::{Source, Status, Subscription};
+use crate::sync::{Change, SyncPlan};
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// An open billd database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A charge attempt with what is needed to send or reconcile it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: i64,
+    pub subscription_id: String,
+    pub period: u64,
+    pub attempt: u32,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub name: String,
+    pub due_at: i64,
+    /// `pending` (intent committed, maybe sent) or `unknown` (sent; outcome to be confirmed).
+    pub status: String,
+    pub tries: u32,
+    /// Declined attempts of this period so far.
+    pub declines: u32,
+    /// Whether the subscription is still billed (active or past due).
+    pub billing: bool,
+}
+
+/// What the gateway's answer (or a lookup) established about an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    Paid { imp_uid: String },
+    Declined { imp_uid: Option<String>, reason: String },
+    Rejected { reason: String },
+    Unresolved { reason: String },
+    /// The gateway never saw it and the subscription no longer bills: closed without a charge.
+    Abandoned { reason: String },
+}
+
+/// An outcome to record, with the dunning decision for its period.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub attempt: Attempt,
+    pub result: AttemptResult,
+    pub decision: Decision,
+}
+
+/// A subscription status change made while recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub subscription_id: String,
+    pub from: Status,
+    pub to: Status,
+}
+
+/// A period to open: computed by the engine from the calendar.
+#[derive(Debug, Clone)]
+pub struct NewPeriod {
+    pub subscription_id: String,
+    pub period: u64,
+    pub due_at: i64,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub name: String,
+    /// Due instant of the period after this one (`None`: no further period).
+    pub following_due_at: Option<i64>,
+}
+
+/// A subscription that needs its next period opened.
+#[derive(Debug, Clone)]
+pub struct DueSubscription {
+    pub sub: Subscription,
+    pub next_due_at: i64,
+}
+
+/// One attempt row, for listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChargeRow {
+    pub subscription_id: String,
+    pub period: u64,
+    pub attempt: u32,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub failure: Option<String>,
+    pub imp_uid: Option<String>,
+    pub fail_reason: Option<String>,
+    pub due_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A subscription with its derived state, for listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionRow {
+    pub id: String,
+    pub customer_uid: String,
+    pub plan: String,
+    pub amount: i64,
+    pub currency: String,
+    pub interval: String,
+    pub status: String,
+    pub source: String,
+    pub next_due_at: Option<String>,
+    pub paid_periods: u64,
+}
+
+pub fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+pub fn from_ts(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(t, 0).unwrap_or_default()
+}
+
+fn rfc3339(t: i64) -> String {
+    from_ts(t).to_rfc3339()
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                bail!(
+                    "database {}: the folder {} does not exist (set billing.database)",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("database {}: cannot open", path.display()))?;
+        let mut store = Store { conn, path: path.to_path_buf() };
+        store.configure().with_context(|| format!("database {}", path.display()))?;
+        store.migrate().with_context(|| format!("database {}", path.display()))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!("cannot switch to WAL journaling (got {mode})");
+        }
+        self.conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: usize = self.conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+        if version > SCHEMA_VERSION {
+            bail!(
+                "schema version {version} is newer than this billd understands ({SCHEMA_VERSION}); \
+                 run the newer billd that wrote it"
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn tx(&mut self) -> Result<Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| format!("database {}: cannot start a write transaction", self.path.display()))
+    }
+
+    // ---- subscriptions -------------------------------------------------------------------------------------
+
+    /// Subscriptions that came from the config file.
+    pub fn config_subscriptions(&self) -> Result<Vec<Subscription>> {
+        let mut st = self.conn.prepare_cached(&format!("{SUB_SELECT} WHERE source = 'config' ORDER BY id"))?;
+        let rows = st.query_map([], sub_from_row)?;
+        rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+    }
+
+    pub fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
+        let mut st = self.conn.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?;
+        match st.query_row([id], sub_from_row).optional()? {
+            Some(r) => Ok(Some(r?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of subscriptions that are billed (active or past due).
+    pub fn billing_count(&self) -> Result<usize> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// Applies a sync plan in one transaction.
+    pub fn apply_sync(&mut self, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {
+        let tx = self.tx()?;
+        for change in &plan.changes {
+            match change {
+                Change::Insert(s) => {
+                    let due = s.calendar().due_at(clock, s.next_period).map(ts);
+                    tx.execute(
+                        "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
+                           start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
+                           created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+                        params![
+                            s.id,
+                            s.customer_uid,
+                            s.plan_id,
+                            s.plan_name,
+                            s.amount,
+                            s.currency,
+                            s.interval.to_string(),
+                            s.start_date.to_string(),
+                            s.anchor_date.to_string(),
+                            s.anchor_period as i64,
+                            s.next_period as i64,
+                            due,
+                            s.status.as_str(),
+                            s.source.as_str(),
+                            now
+                        ],
+                    )?;
+                    event(&tx, now, "subscription.created", Some(&s.id), json!({
+                        "plan": s.plan_id, "amount": s.amount, "currency": s.currency,
+                        "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str()
+                    }))?;
+                }
+                Change::Update { after: s, what, .. } => {
+                    let due = s.calendar().due_at(clock, s.next_period).map(ts);
+                    tx.execute(
+                        "UPDATE subscriptions SET customer_uid = ?2, plan_id = ?3, plan_name = ?4, amount = ?5,
+                           currency = ?6, interval = ?7, start_date = ?8, anchor_date = ?9, anchor_period = ?10,
+                           next_due_at = ?11, updated_at = ?12
+                         WHERE id = ?1",
+                        params![
+                            s.id,
+                            s.customer_uid,
+                            s.plan_id,
+                            s.plan_name,
+                            s.amount,
+                            s.currency,
+                            s.interval.to_string(),
+                            s.start_date.to_string(),
+                            s.anchor_date.to_string(),
+                            s.anchor_period as i64,
+                            due,
+                            now
+                        ],
+                    )?;
+                    event(&tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
+                }
+                Change::Cancel { id, reason } => {
+                    set_status_tx(&tx, id, Status::Canceled, now, reason)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets a subscription's status (operator commands); returns the previous status.
+    pub fn set_status(&mut self, id: &str, to: Status, now: i64, reason: &str) -> Result<Option<Status>> {
+        let tx = self.tx()?;
+        let from = set_status_tx(&tx, id, to, now, reason)?;
+        tx.commit()?;
+        Ok(from)
+    }
+
+    // ---- the pass --------------------------------------------------------------------------------------------
+
+    /// Billed subscriptions whose next period is due at or before `now` and that have no open period.
+    pub fn subscriptions_to_open(&self, now: i64, limit: usize) -> Result<Vec<DueSubscription>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "{SUB_SELECT} WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+             ORDER BY next_due_at, id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![now, limit as i64], |r| {
+            let due: i64 = r.get("next_due_at")?;
+            Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: due }))
+        })?;
+        rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+    }
+
+    /// Opens periods (one transaction) and advances their subscriptions.
+    pub fn open_periods(&mut self, periods: &[NewPeriod], now: i64) -> Result<()> {
+        let tx = self.tx()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
+                   name, state, next_attempt_at, opened_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', ?3, ?9)",
+            )?;
+            let mut adv = tx.prepare_cached(
+                "UPDATE subscriptions SET next_period = ?2 + 1, next_due_at = ?3, updated_at = ?4
+                 WHERE id = ?1 AND next_period = ?2",
+            )?;
+            for p in periods {
+                ins.execute(params![
+                    p.subscription_id,
+                    p.period as i64,
+                    p.due_at,
+                    p.merchant_uid,
+                    p.customer_uid,
+                    p.amount,
+                    p.currency,
+                    p.name,
+                    now
+                ])?;
+                if adv.execute(params![p.subscription_id, p.period as i64, p.following_due_at, now])? != 1 {
+                    bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Creates and commits (status pending) the next attempt of up to `limit` open periods due at or before
+    /// `now`. Only after this commit may their requests be sent.
+    pub fn claim_due(&mut self, now: i64, limit: usize) -> Result<Vec<Attempt>> {
+        let tx = self.tx()?;
+        let mut out = Vec::new();
+        {
+            let mut sel = tx.prepare_cached(
+                "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
+                        p.due_at, p.declines,
+                        (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
+                           AND a.period = p.period) AS made
+                 FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+                 WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
+                 ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
+            )?;
+            let rows = sel.query_map(params![now, limit as i64], |r| {
+                Ok(Attempt {
+                    id: 0,
+                    subscription_id: r.get(0)?,
+                    period: r.get::<_, i64>(1)? as u64,
+                    attempt: r.get::<_, i64>(9)? as u32 + 1,
+                    merchant_uid: r.get(2)?,
+                    customer_uid: r.get(3)?,
+                    amount: r.get(4)?,
+                    currency: r.get(5)?,
+                    name: r.get(6)?,
+                    due_at: r.get(7)?,
+                    status: "pending".into(),
+                    tries: 0,
+                    declines: r.get::<_, i64>(8)? as u32,
+                    billing: true,
+                })
+            })?;
+            for r in rows {
+                out.push(r?);
+            }
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
+                   status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+            )?;
+            let mut hold = tx.prepare_cached(
+                "UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2",
+            )?;
+            for a in &mut out {
+                ins.execute(params![
+                    a.subscription_id,
+                    a.period as i64,
+                    a.attempt as i64,
+                    a.merchant_uid,
+                    a.customer_uid,
+                    a.amount,
+                    a.currency,
+                    now
+                ])?;
+                a.id = tx.last_insert_rowid();
+                hold.execute(params![a.subscription_id, a.period as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Unresolved attempts to reconcile now: every `pending` one (left by a process that stopped) and every
+    /// `unknown` one whose check time has come.
+    pub fn unresolved(&self, now: i64, limit: usize) -> Result<Vec<Attempt>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "{ATTEMPT_SELECT} WHERE a.status IN ('pending', 'unknown') AND (a.status = 'pending' OR a.check_at <= ?1)
+             ORDER BY a.id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![now, limit as i64], attempt_from_row)?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Number of unresolved attempts (pending or unknown), whenever their check is due.
+    pub fn unresolved_count(&self) -> Result<usize> {
+        let n: i64 =
+            self.conn.query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| {
+                r.get(0)
+            })?;
+        Ok(n as usize)
+    }
+
+    /// imp_uids of earlier declined attempts of a period (to tell a new decline from an old one in a lookup).
+    pub fn known_imp_uids(&self, subscription_id: &str, period: u64) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT imp_uid FROM attempts WHERE subscription_id = ?1 AND period = ?2 AND imp_uid IS NOT NULL",
+        )?;
+        let rows = st.query_map(params![subscription_id, period as i64], |r| r.get(0))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Marks an unresolved attempt as being resent (the gateway has no record of it).
+    pub fn mark_resending(&mut self, attempt_id: i64, now: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE attempts SET status = 'pending', tries = tries + 1, updated_at = ?2
+             WHERE id = ?1 AND status IN ('pending', 'unknown')",
+            params![attempt_id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records outcomes and their decisions in one transaction (group commit).
+    pub fn record(&mut self, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
+        let tx = self.tx()?;
+        let mut changes = Vec::new();
+        for it in items {
+            record_one(&tx, it, now, &mut changes)
+                .with_context(|| format!("recording merchant_uid {}", it.attempt.merchant_uid))?;
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    /// The earliest instant at which something becomes due: a period, a retry or a check.
+    pub fn next_wake(&self) -> Result<Option<i64>> {
+        let t: Option<i64> = self.conn.query_row(
+            "SELECT min(t) FROM (
+               SELECT min(next_due_at) AS t FROM subscriptions WHERE status IN ('active', 'past_due')
+               UNION ALL
+               SELECT min(p.next_attempt_at) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+                 WHERE p.state = 'open' AND s.status IN ('active', 'past_due')
+               UNION ALL
+               SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown'))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(t)
+    }
+
+    // ---- listings ---------------------------------------------------------------------------------------------
+
+    pub fn list_subscriptions(&self, status: Option<Status>) -> Result<Vec<SubscriptionRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT s.id, s.customer_uid, s.plan_id, s.amount, s.currency, s.interval, s.status, s.source,
+                    s.next_due_at,
+                    (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid')
+             FROM subscriptions s WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id",
+        )?;
+        let rows = st.query_map(params![status.map(Status::as_str)], |r| {
+            let status: String = r.get(6)?;
+            let billing = matches!(status.as_str(), "active" | "past_due");
+            Ok(SubscriptionRow {
+                id: r.get(0)?,
+                customer_uid: r.get(1)?,
+                plan: r.get(2)?,
+                amount: r.get(3)?,
+                currency: r.get(4)?,
+                interval: r.get(5)?,
+                status,
+                source: r.get(7)?,
+                next_due_at: r.get::<_, Option<i64>>(8)?.filter(|_| billing).map(rfc3339),
+                paid_periods: r.get::<_, i64>(9)? as u64,
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    pub fn list_charges(
+        &self,
+        failed_only: bool,
+        since: Option<i64>,
+        subscription: Option<&str>,
+        after_id: i64,
+    ) -> Result<Vec<(i64, ChargeRow)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid, a.amount,
+                    a.currency, a.status, a.failure, a.imp_uid, a.fail_reason, p.due_at, a.created_at, a.updated_at
+             FROM attempts a JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
+             WHERE a.id > ?4 AND (?1 = 0 OR a.status = 'failed') AND (?2 IS NULL OR a.updated_at >= ?2)
+               AND (?3 IS NULL OR a.subscription_id = ?3)
+             ORDER BY a.id",
+        )?;
+        let rows = st.query_map(params![failed_only as i64, since, subscription, after_id], |r| {
+            Ok((
+                r.get(0)?,
+                ChargeRow {
+                    subscription_id: r.get(1)?,
+                    period: r.get::<_, i64>(2)? as u64,
+                    attempt: r.get::<_, i64>(3)? as u32,
+                    merchant_uid: r.get(4)?,
+                    customer_uid: r.get(5)?,
+                    amount: r.get(6)?,
+                    currency: r.get(7)?,
+                    status: r.get(8)?,
+                    failure: r.get(9)?,
+                    imp_uid: r.get(10)?,
+                    fail_reason: r.get(11)?,
+                    due_at: rfc3339(r.get(12)?),
+                    created_at: rfc3339(r.get(13)?),
+                    updated_at: rfc3339(r.get(14)?),
+                },
+            ))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Direct access for tests and diagnostics.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
+    anchor_date, anchor_period, next_period, next_due_at, status, source FROM subscriptions";
+
+fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
+    let interval: String = r.get("interval")?;
+    let status: String = r.get("status")?;
+    let source: String = r.get("source")?;
+    let start: String = r.get("start_date")?;
+    let anchor: String = r.get("anchor_date")?;
+    let id: String = r.get("id")?;
+    let parsed = (|| -> Result<Subscription> {
+        Ok(Subscription {
+            customer_uid: r.get("customer_uid")?,
+            plan_id: r.get("plan_id")?,
+            plan_name: r.get("plan_name")?,
+            amount: r.get("amount")?,
+            currency: r.get("currency")?,
+            interval: interval.parse::<Interval>().map_err(|e| anyhow!(e))?,
+            start_date: start.parse::<NaiveDate>()?,
+            anchor_date: anchor.parse::<NaiveDate>()?,
+            anchor_period: r.get::<_, i64>("anchor_period")? as u64,
+            next_period: r.get::<_, i64>("next_period")? as u64,
+            status: Status::parse(&status).ok_or_else(|| anyhow!("bad status {status:?}"))?,
+            source: if source == "config" { Source::Config } else { Source::Manual },
+            id: id.clone(),
+        })
+    })()
+    .with_context(|| format!("subscription {id:?} has a corrupt row"));
+    Ok(parsed)
+}
+
+const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid,
+    a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
+    s.status IN ('active', 'past_due') AS billing
+  FROM attempts a
+  JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
+  JOIN subscriptions s ON s.id = a.subscription_id";
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: r.get(0)?,
+        subscription_id: r.get(1)?,
+        period: r.get::<_, i64>(2)? as u64,
+        attempt: r.get::<_, i64>(3)? as u32,
+        merchant_uid: r.get(4)?,
+        customer_uid: r.get(5)?,
+        amount: r.get(6)?,
+        currency: r.get(7)?,
+        name: r.get(8)?,
+        due_at: r.get(9)?,
+        status: r.get(10)?,
+        tries: r.get::<_, i64>(11)? as u32,
+        declines: r.get::<_, i64>(12)? as u32,
+        billing: r.get(13)?,
+    })
+}
+
+fn event(tx: &Transaction<'_>, now: i64, kind: &str, sub: Option<&str>, detail: serde_json::Value) -> Result<()> {
+    tx.prepare_cached("INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![now, kind, sub, detail.to_string()])?;
+    Ok(())
+}
+
+fn current_status(tx: &Transaction<'_>, id: &str) -> Result<Option<Status>> {
+    let s: Option<String> = tx
+        .prepare_cached("SELECT status FROM subscriptions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(s.and_then(|s| Status::parse(&s)))
+}
+
+fn set_status_tx(tx: &Transaction<'_>, id: &str, to: Status, now: i64, reason: &str) -> Result<Option<Status>> {
+    let Some(from) = current_status(tx, id)? else { return Ok(None) };
+    if from == to || from == Status::Canceled {
+        return Ok(Some(from));
+    }
+    tx.prepare_cached("UPDATE subscriptions SET status = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, to.as_str(), now])?;
+    event(tx, now, &format!("subscription.{}", to.as_str()), Some(id), json!({ "from": from.as_str(), "reason": reason }))?;
+    Ok(Some(from))
+}
+
+fn record_one(tx: &Transaction<'_>, it: &Recorded, now: i64, changes: &mut Vec<StatusChange>) -> Result<()> {
+    let a = &it.attempt;
+    let mut status_to = |to: Status, reason: &str, changes: &mut Vec<StatusChange>| -> Result<()> {
+        let from = current_status(tx, &a.subscription_id)?;
+        if let Some(from) = from {
+            // Operator decisions (suspended, canceled) are never undone by a charge outcome.
+            let allowed = match to {
+                Status::Active => from == Status::PastDue,
+                Status::PastDue => from == Status::Active,
+                Status::Suspended | Status::Canceled => from.bills(),
+            };
+            if allowed {
+                set_status_tx(tx, &a.subscription_id, to, now, reason)?;
+                changes.push(StatusChange { subscription_id: a.subscription_id.clone(), from, to });
+            }
+        }
+        Ok(())
+    };
+    let detail = json!({
+        "merchant_uid": a.merchant_uid, "period": a.period, "attempt": a.attempt, "amount": a.amount,
+        "currency": a.currency,
+    });
+    match &it.result {
+        AttemptResult::Paid { imp_uid } => {
+            tx.prepare_cached(
+                "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
+                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![a.id, imp_uid, now])?;
+            tx.prepare_cached(
+                "UPDATE periods SET state = 'paid', next_attempt_at = NULL, closed_at = ?3
+                 WHERE subscription_id = ?1 AND period = ?2",
+            )?
+            .execute(params![a.subscription_id, a.period as i64, now])?;
+            let mut d = detail;
+            d["imp_uid"] = json!(imp_uid);
+            event(tx, now, "charge.paid", Some(&a.subscription_id), d)?;
+            status_to(Status::Active, "paid", changes)?;
+        }
+        AttemptResult::Unresolved { reason } => {
+            let Decision::CheckAt(at) = it.decision else { bail!("unresolved outcome needs a check time") };
+            tx.prepare_cached(
+                "UPDATE attempts SET status = 'unknown', fail_reason = ?2, tries = tries + 1, check_at = ?3,
+                   updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![a.id, reason, ts(at), now])?;
+            let mut d = detail;
+            d["reason"] = json!(reason);
+            d["check_at"] = json!(at.to_rfc3339());
+            event(tx, now, "charge.unknown", Some(&a.subscription_id), d)?;
+        }
+        AttemptResult::Abandoned { reason } => {
+            tx.prepare_cached(
+                "UPDATE attempts SET status = 'failed', failure = 'abandoned', fail_reason = ?2, check_at = NULL,
+                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![a.id, reason, now])?;
+            // The period stays open: it is charged again only if the subscription bills again.
+            tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
+                .execute(params![a.subscription_id, a.period as i64, now])?;
+            let mut d = detail;
+            d["reason"] = json!(reason);
+            event(tx, now, "charge.abandoned", Some(&a.subscription_id), d)?;
+        }
+        AttemptResult::Declined { imp_uid, reason } => {
+            record_failure(tx, it, now, "declined", imp_uid.as_deref(), reason, detail, &mut status_to, changes)?;
+        }
+        AttemptResult::Rejected { reason } => {
+            record_failure(tx, it, now, "rejected", None, reason, detail, &mut status_to, changes)?;
+        }
+    }
+    Ok(())
+}
+
+type StatusTo<'a> = dyn FnMut(Status, &str, &mut Vec<StatusChange>) -> Result<()> + 'a;
+
+#[allow(clippy::too_many_arguments)]
+fn record_failure(
+    tx: &Transaction<'_>,
+    it: &Recorded,
+    now: i64,
+    failure: &str,
+    imp_uid: Option<&str>,
+    reason: &str,
+    mut detail: serde_json::Value,
+    status_to: &mut StatusTo<'_>,
+    changes: &mut Vec<StatusChange>,
+) -> Result<()> {
+    let a = &it.attempt;
+    tx.prepare_cached(
+        "UPDATE attempts SET status = 'failed', failure = ?2, imp_uid = ?3, fail_reason = ?4, check_at = NULL,
+           resolved_at = ?5, updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![a.id, failure, imp_uid, reason, now])?;
+    if failure == "declined" {
+        tx.prepare_cached("UPDATE periods SET declines = declines + 1 WHERE subscription_id = ?1 AND period = ?2")?
+            .execute(params![a.subscription_id, a.period as i64])?;
+    }
+    detail["reason"] = json!(reason);
+    detail["failure"] = json!(failure);
+    match it.decision {
+        Decision::RetryAt(at) => {
+            tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
+                .execute(params![a.subscription_id, a.period as i64, ts(at)])?;
+            detail["next_retry"] = json!(at.to_rfc3339());
+            event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
+            status_to(Status::PastDue, reason, changes)?;
+        }
+        Decision::Exhausted(action) => {
+            tx.prepare_cached(
+                "UPDATE periods SET state = 'given_up', next_attempt_at = NULL, closed_at = ?3
+                 WHERE subscription_id = ?1 AND period = ?2",
+            )?
+            .execute(params![a.subscription_id, a.period as i64, now])?;
+            detail["final_action"] = json!(action.as_str());
+            event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
+            let why = format!("dunning exhausted: {reason}");
+            match action {
+                OnExhausted::Cancel => status_to(Status::Canceled, &why, changes)?,
+                OnExhausted::Suspend => status_to(Status::Suspended, &why, changes)?,
+                OnExhausted::Skip => status_to(Status::Active, &why, changes)?,
+            }
+        }
+        other => bail!("a failed attempt cannot be followed by {other:?}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Pure sync planning: what applying `schedules.toml` changes in the database, before anything is written.
+
+use crate::config::Config;
+use crate::model::{Source, Status, Subscription};
+use chrono::NaiveDate;
+use std::collections::HashMap;
+
+/// One change to the database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A subscription new to the database.
+    Insert(Subscription),
+    /// Plan, amount, name, currency or customer changes; they apply to periods not yet opened.
+    Update { before: Subscription, after: Subscription, what: Vec<String> },
+    /// Canceled because the file says so or no longer lists it (history is kept).
+    Cancel { id: String, reason: String },
+}
+
+/// The changes a sync would make, and what it would leave alone with a warning.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncPlan {
+    pub changes: Vec<Change>,
+    pub warnings: Vec<String>,
+}
+
+impl SyncPlan {
+    pub fn cancels(&self) -> usize {
+        self.changes.iter().filter(|c| matches!(c, Change::Cancel { .. })).count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Compares the config with the config-sourced subscriptions in the database.
+pub fn plan(cfg: &Config, db: &[Subscription]) -> SyncPlan {
+    let mut out = SyncPlan::default();
+    let by_id: HashMap<&str, &Subscription> = db.iter().map(|s| (s.id.as_str(), s)).collect();
+    for spec in &cfg.subscriptions {
+        let Some(plan) = cfg.plan(&spec.plan) else { continue };
+        let wanted = Subscription {
+            id: spec.id.clone(),
+            customer_uid: spec.customer_uid.clone(),
+            plan_id: plan.id.clone(),
+            plan_name: plan.name.clone(),
+            amount: plan.amount,
+            currency: plan.currency.clone(),
+            interval: plan.interval,
+            start_date: spec.start,
+            anchor_date: spec.start,
+            anchor_period: 0,
+            next_period: 0,
+            status: if spec.canceled { Status::Canceled } else { Status::Active },
+            source: Source::Config,
+        };
+        let Some(have) = by_id.get(spec.id.as_str()) else {
+            out.changes.push(Change::Insert(wanted));
+            continue;
+        };
+        if have.status == Status::Canceled {
+            if !spec.canceled {
+                out.warnings.push(format!(
+                    "subscription {:?} is canceled in the database and stays canceled; add it under a new id to bill it again",
+                    spec.id
+                ));
+            }
+            continue;
+        }
+        if spec.canceled {
+            out.changes.push(Change::Cancel {
+                id: spec.id.clone(),
+                reason: "status = \"canceled\" in the config".into(),
+            });
+            continue;
+        }
+        if have.source != Source::Config {
+            out.warnings.push(format!(
+                "subscription {:?} exists in the database (added by command); the config entry is ignored",
+                spec.id
+            ));
+            continue;
+        }
+        let mut after = (*have).clone();
+        let mut what = Vec::new();
+        if have.plan_id != wanted.plan_id {
+            what.push(format!("plan {} -> {}", have.plan_id, wanted.plan_id));
+        }
+        if have.plan_name != wanted.plan_name {
+            what.push(format!("name {:?} -> {:?}", have.plan_name, wanted.plan_name));
+        }
+        if have.amount != wanted.amount || have.currency != wanted.currency {
+            what.push(format!("amount {} {} -> {} {}", have.amount, have.currency, wanted.amount, wanted.currency));
+        }
+        if have.customer_uid != wanted.customer_uid {
+            what.push(format!("customer_uid {} -> {}", have.customer_uid, wanted.customer_uid));
+        }
+        after.plan_id = wanted.plan_id.clone();
+        after.plan_name = wanted.plan_name.clone();
+        after.amount = wanted.amount;
+        after.currency = wanted.currency.clone();
+        after.customer_uid = wanted.customer_uid.clone();
+        if have.start_date != wanted.start_date {
+            if have.next_period == 0 {
+                after.start_date = wanted.start_date;
+                after.anchor_date = wanted.start_date;
+                what.push(format!("start {} -> {}", have.start_date, wanted.start_date));
+            } else {
+                out.warnings.push(format!(
+                    "subscription {:?}: start changed from {} to {} after billing began; ignored \
+                     (cancel it and add a new subscription to bill on a new anchor)",
+                    spec.id, have.start_date, wanted.start_date
+                ));
+            }
+        }
+        if have.interval != wanted.interval {
+            // Keep the next due date and continue from it with the new interval.
+            let (anchor, at) = rebase(have);
+            after.interval = wanted.interval;
+            after.anchor_date = anchor;
+            after.anchor_period = at;
+            what.push(format!("interval {} -> {} from period {at} ({anchor})", have.interval, wanted.interval));
+        }
+        if !what.is_empty() {
+            out.changes.push(Change::Update { before: (*have).clone(), after, what });
+        }
+    }
+    let in_file: std::collections::HashSet<&str> = cfg.subscriptions.iter().map(|s| s.id.as_str()).collect();
+    for have in db {
+        if have.source == Source::Config && have.status != Status::Canceled && !in_file.contains(have.id.as_str()) {
+            out.changes.push(Change::Cancel {
+                id: have.id.clone(),
+                reason: format!("removed from {}", cfg.file.display()),
+            });
+        }
+    }
+    out
+}
+
+fn rebase(s: &Subscription) -> (NaiveDate, u64) {
+    match s.calendar().date_of(s.next_period) {
+        Some(d) => (d, s.next_period),
+        None => (s.anchor_date, s.anchor_period),
+    }
+}
+
+/// Whether a sync may cancel this many of the `active` billing subscriptions without `--force`:
+/// at most 10% of them (always at least one), so a truncated file cannot cancel the book.
+pub fn cancel_allowed(cancels: usize, active: usize) -> bool {
+    cancels <= 1 || cancels * 10 <= active
+}
