@@ -28,13 +28,9 @@ impl FromStr for Interval {
     fn from_str(text: &str) -> Result<Self, String> {
         let mut words = text.split_whitespace();
         let (Some(n), Some(u), None) = (words.next(), words.next(), words.next()) else {
-            return Err(format!(
-                "{text:?} is not an interval: write N day|week|month|year, like \"1 month\""
-            ));
+            return Err(format!("{text:?} is not an interval: write N day|week|month|year, like \"1 month\""));
         };
-        let count: u32 = n
-            .parse()
-            .map_err(|_| format!("{text:?}: {n:?} is not a positive whole number"))?;
+        let count: u32 = n.parse().map_err(|_| format!("{text:?}: {n:?} is not a positive whole number"))?;
         if count == 0 || count > 1000 {
             return Err(format!("{text:?}: the count must be between 1 and 1000"));
         }
@@ -44,9 +40,7 @@ impl FromStr for Interval {
             "month" | "months" => Unit::Month,
             "year" | "years" => Unit::Year,
             other => {
-                return Err(format!(
-                    "{text:?}: unknown unit {other:?} (use day, week, month or year)"
-                ));
+                return Err(format!("{text:?}: unknown unit {other:?} (use day, week, month or year)"));
             }
         };
         Ok(Interval { count, unit })
@@ -75,9 +69,7 @@ impl Interval {
             Unit::Day => anchor.checked_add_days(Days::new(steps)),
             Unit::Week => anchor.checked_add_days(Days::new(steps.checked_mul(7)?)),
             Unit::Month => anchor.checked_add_months(Months::new(u32::try_from(steps).ok()?)),
-            Unit::Year => {
-                anchor.checked_add_months(Months::new(u32::try_from(steps.checked_mul(12)?).ok()?))
-            }
+            Unit::Year => anchor.checked_add_months(Months::new(u32::try_from(steps.checked_mul(12)?).ok()?)),
         }
     }
 }
@@ -105,6 +97,11 @@ impl ChargeClock {
         }
         // Unreachable for real zones; fall back to reading the local time as UTC offset 0.
         local.and_utc()
+    }
+
+    /// The UTC instant of local midnight starting `date` (first valid local time in a DST gap).
+    pub fn due_at_midnight(&self, date: NaiveDate) -> DateTime<Utc> {
+        ChargeClock { timezone: self.timezone, charge_time: NaiveTime::MIN }.due_at(date)
     }
 
     /// The local date that `instant` falls on.
@@ -149,10 +146,7 @@ mod tests {
     #[test]
     fn month_end_anchor_clamps_and_comes_back() {
         let dates: Vec<_> = (0..5).map(|k| monthly().nth_date(d("2025-01-31"), k).unwrap()).collect();
-        assert_eq!(
-            dates,
-            [d("2025-01-31"), d("2025-02-28"), d("2025-03-31"), d("2025-04-30"), d("2025-05-31")]
-        );
+        assert_eq!(dates, [d("2025-01-31"), d("2025-02-28"), d("2025-03-31"), d("2025-04-30"), d("2025-05-31")]);
         assert_eq!(monthly().nth_date(d("2024-01-31"), 1).unwrap(), d("2024-02-29"));
     }
 
@@ -173,10 +167,7 @@ mod tests {
 
     #[test]
     fn interval_parsing() {
-        assert_eq!(
-            "3 Months".parse::<Interval>().unwrap(),
-            Interval { count: 3, unit: Unit::Month }
-        );
+        assert_eq!("3 Months".parse::<Interval>().unwrap(), Interval { count: 3, unit: Unit::Month });
         for bad in ["month", "0 months", "1 fortnight", "-1 day", "1.5 month", "1 month 2", ""] {
             assert!(bad.parse::<Interval>().is_err(), "{bad:?}");
         }
@@ -192,10 +183,7 @@ mod tests {
 
     #[test]
     fn dst_gap_moves_forward_and_overlap_takes_first() {
-        let ny = ChargeClock {
-            timezone: chrono_tz::America::New_York,
-            charge_time: "02:30:00".parse().unwrap(),
-        };
+        let ny = ChargeClock { timezone: chrono_tz::America::New_York, charge_time: "02:30:00".parse().unwrap() };
         // 2025-03-09 02:30 does not exist in New York: 03:00 EDT = 07:00 UTC.
         assert_eq!(ny.due_at(d("2025-03-09")).to_rfc3339(), "2025-03-09T07:00:00+00:00");
         let ny1 = ChargeClock { charge_time: "01:30:00".parse().unwrap(), ..ny };

@@ -117,9 +117,8 @@ impl SecretSpec {
         match self {
             SecretSpec::Value(s) => Ok(s.clone()),
             SecretSpec::File(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    format!("gateway.imp_secret: cannot read the secret file {}: {e}", p.display())
-                })?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("gateway.imp_secret: cannot read the secret file {}: {e}", p.display()))?;
                 let s = text.trim();
                 if s.is_empty() {
                     return Err(format!("gateway.imp_secret: the secret file {} is empty", p.display()));
@@ -282,9 +281,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let fail = |p: String| ConfigError { file: path.to_path_buf(), problems: vec![p] };
     let abs = std::path::absolute(path).map_err(|e| fail(format!("cannot resolve the path: {e}")))?;
     if !abs.is_file() {
-        return Err(fail(
-            "config file not found (pass --config PATH or set BILLD_CONFIG; see README.md)".into(),
-        ));
+        return Err(fail("config file not found (pass --config PATH or set BILLD_CONFIG; see README.md)".into()));
     }
     let figment = Figment::new()
         .merge(Toml::file_exact(&abs))
@@ -293,9 +290,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: abs.clone(),
         problems: e.into_iter().map(|e| describe_figment_error(&e)).collect(),
     })?;
-    let secret_inline = figment
-        .find_metadata("gateway.imp_secret")
-        .is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
+    let secret_inline =
+        figment.find_metadata("gateway.imp_secret").is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
     validate(raw, abs, secret_inline)
 }
 
@@ -311,9 +307,7 @@ fn describe_figment_error(e: &figment::Error) -> String {
 }
 
 fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, ConfigError> {

@@ -10,24 +10,21 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if num.is_empty() {
         return Err(format!("{text:?} is not a duration: expected a number and a unit, like 30s, 5m, 1h or 1d"));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: the number is too large"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration: the number is too large"))?;
     let secs = match unit.trim() {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => Some(n),
         "m" => n.checked_mul(60),
         "h" => n.checked_mul(3600),
         "d" => n.checked_mul(86_400),
-        "" => return Err(format!("{text:?} has no unit: write it like 30s, 5m, 1h or 1d")),
+        "" => {
+            return Err(format!("{text:?} has no unit: write it like 30s, 5m, 1h or 1d"));
+        }
         other => {
-            return Err(format!(
-                "{text:?} has an unknown unit {other:?}: use ms, s, m, h or d (30s, 5m, 1h, 1d)"
-            ));
+            return Err(format!("{text:?} has an unknown unit {other:?}: use ms, s, m, h or d (30s, 5m, 1h, 1d)"));
         }
     };
-    secs.map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long a duration"))
+    secs.map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 /// Formats a duration the way the config writes it (largest exact unit).

@@ -8,8 +8,9 @@ use crate::store::{Attempt, AttemptResult, NewPeriod, Recorded, StatusChange, St
 use crate::sync;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 /// What one pass did.
@@ -30,11 +31,17 @@ pub struct Engine<G: Gateway> {
     store: Arc<Mutex<Store>>,
     gateway: Arc<G>,
     cfg: Arc<Config>,
+    stop: Arc<AtomicBool>,
 }
 
 impl<G: Gateway> Clone for Engine<G> {
     fn clone(&self) -> Self {
-        Engine { store: self.store.clone(), gateway: self.gateway.clone(), cfg: self.cfg.clone() }
+        Engine {
+            store: self.store.clone(),
+            gateway: self.gateway.clone(),
+            cfg: self.cfg.clone(),
+            stop: self.stop.clone(),
+        }
     }
 }
 
@@ -43,7 +50,22 @@ const PAGE: usize = 1024;
 
 impl<G: Gateway> Engine<G> {
     pub fn new(store: Store, gateway: G, cfg: Config) -> Self {
-        Engine { store: Arc::new(Mutex::new(store)), gateway: Arc::new(gateway), cfg: Arc::new(cfg) }
+        Engine {
+            store: Arc::new(Mutex::new(store)),
+            gateway: Arc::new(gateway),
+            cfg: Arc::new(cfg),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Asks a running pass to take no new work: in-flight charges finish and are recorded; claimed attempts not
+    /// yet sent are released (their intent rows removed, as no request left).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     pub fn config(&self) -> &Config {
@@ -71,7 +93,7 @@ impl<G: Gateway> Engine<G> {
     pub async fn sync(&self, now: DateTime<Utc>, force: bool) -> Result<sync::SyncPlan> {
         let cfg = self.cfg.clone();
         self.db(move |s| {
-            let plan = sync::plan(&cfg, &s.config_subscriptions()?);
+            let plan = sync::plan(&cfg, &s.config_subscriptions()?, cfg.billing.clock.local_date(now));
             for w in &plan.warnings {
                 warn!(event = "config.sync", "{w}");
             }
@@ -112,7 +134,7 @@ impl<G: Gateway> Engine<G> {
     /// Reconciles unresolved attempts, then charges everything due at or before `now`, oldest period first.
     pub async fn charge_due(&self, now: DateTime<Utc>) -> Result<PassReport> {
         let mut report = PassReport::default();
-        let (tx, rx) = mpsc::channel::<Recorded>(4096);
+        let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
         let result = self.drive(now, &tx, &sem, &mut report).await;
@@ -130,7 +152,7 @@ impl<G: Gateway> Engine<G> {
     async fn drive(
         &self,
         now: DateTime<Utc>,
-        tx: &mpsc::Sender<Recorded>,
+        tx: &mpsc::Sender<Msg>,
         sem: &Arc<Semaphore>,
         report: &mut PassReport,
     ) -> Result<()> {
@@ -138,11 +160,14 @@ impl<G: Gateway> Engine<G> {
         let stale = self.db(move |s| s.unresolved(ts(now), usize::MAX)).await?;
         report.reconciled = stale.len();
         for a in stale {
+            if self.stopping() {
+                break;
+            }
             let permit = sem.clone().acquire_owned().await?;
             let (me, tx) = (self.clone(), tx.clone());
             tokio::spawn(async move {
                 let rec = me.reconcile(a, now).await;
-                let _ = tx.send(rec).await;
+                let _ = tx.send(Msg::Record(Box::new(rec))).await;
                 drop(permit);
             });
         }
@@ -153,6 +178,9 @@ impl<G: Gateway> Engine<G> {
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {
+            if self.stopping() {
+                return Ok(());
+            }
             let opened = self.open_due(now).await?;
             report.opened += opened;
             let mut claimed_any = false;
@@ -162,13 +190,21 @@ impl<G: Gateway> Engine<G> {
                     break;
                 }
                 claimed_any = true;
-                for a in batch {
-                    report.sent += 1;
+                let mut batch = batch.into_iter();
+                while let Some(a) = batch.next() {
                     let permit = sem.clone().acquire_owned().await?;
+                    if self.stopping() {
+                        let unsent: Vec<i64> = std::iter::once(a.id).chain(batch.map(|a| a.id)).collect();
+                        let n = unsent.len();
+                        self.db(move |s| s.release(&unsent, ts(now))).await?;
+                        info!(event = "pass.stopping", released = n, "stopping: {n} claimed charges were not sent");
+                        break;
+                    }
+                    report.sent += 1;
                     let (me, tx) = (self.clone(), tx.clone());
                     tokio::spawn(async move {
                         let rec = me.send(a, now).await;
-                        let _ = tx.send(rec).await;
+                        let _ = tx.send(Msg::Record(Box::new(rec))).await;
                         drop(permit);
                     });
                 }
@@ -177,18 +213,17 @@ impl<G: Gateway> Engine<G> {
             let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
             drop(_all);
             self.flush(tx).await?;
-            if opened == 0 && !claimed_any {
+            if (opened == 0 && !claimed_any) || self.stopping() {
                 return Ok(());
             }
         }
     }
 
     /// Waits until the writer has committed everything sent to it so far.
-    async fn flush(&self, tx: &mpsc::Sender<Recorded>) -> Result<()> {
-        // The writer handles messages in order; a full permit cycle of the channel means all earlier ones are done.
-        let permits = tx.max_capacity();
-        let _p = tx.reserve_many(permits).await.context("the outcome writer stopped")?;
-        Ok(())
+    async fn flush(&self, tx: &mpsc::Sender<Msg>) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        tx.send(Msg::Flush(ack)).await.ok().context("the outcome writer stopped")?;
+        done.await.context("the outcome writer stopped")
     }
 
     async fn open_due(&self, now: DateTime<Utc>) -> Result<usize> {
@@ -289,7 +324,9 @@ impl<G: Gateway> Engine<G> {
             Some(r) => self.decide(a, r, now),
             None if !a.billing => self.decide(
                 a,
-                AttemptResult::Abandoned { reason: "never reached the gateway; the subscription no longer bills".into() },
+                AttemptResult::Abandoned {
+                    reason: "never reached the gateway; the subscription no longer bills".into(),
+                },
                 now,
             ),
             None => {
@@ -326,22 +363,41 @@ struct Tally {
     unresolved: usize,
 }
 
+/// A message to the outcome writer.
+enum Msg {
+    Record(Box<Recorded>),
+    /// Acknowledged once everything sent before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Commits outcomes in groups (one transaction per group), then logs them.
-async fn writer<G: Gateway>(engine: Engine<G>, mut rx: mpsc::Receiver<Recorded>, now: DateTime<Utc>) -> Result<Tally> {
+async fn writer<G: Gateway>(engine: Engine<G>, mut rx: mpsc::Receiver<Msg>, now: DateTime<Utc>) -> Result<Tally> {
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(512);
     while rx.recv_many(&mut buf, 512).await > 0 {
-        let batch = std::mem::take(&mut buf);
-        let (batch, changes) = engine
-            .db(move |s| {
-                let changes = s.record(&batch, ts(now))?;
-                Ok((batch, changes))
-            })
-            .await?;
-        for r in &batch {
-            log_outcome(r, &mut tally);
+        let mut batch = Vec::with_capacity(buf.len());
+        let mut acks = Vec::new();
+        for m in buf.drain(..) {
+            match m {
+                Msg::Record(r) => batch.push(*r),
+                Msg::Flush(ack) => acks.push(ack),
+            }
         }
-        log_changes(&changes);
+        if !batch.is_empty() {
+            let (batch, changes) = engine
+                .db(move |s| {
+                    let changes = s.record(&batch, ts(now))?;
+                    Ok((batch, changes))
+                })
+                .await?;
+            for r in &batch {
+                log_outcome(r, &mut tally);
+            }
+            log_changes(&changes);
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
     }
     Ok(tally)
 }
@@ -396,7 +452,9 @@ fn log_changes(changes: &[StatusChange]) {
             crate::model::Status::Active => {
                 info!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
             }
-            _ => warn!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}"),
+            _ => {
+                warn!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
+            }
         }
     }
 }

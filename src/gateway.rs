@@ -158,7 +158,10 @@ impl Iamport {
             .ok_or_else(|| "getToken: the response has no access_token/now/expired_at".to_string())?;
         // Use the server's own clock: the lifetime is expired_at - now, whatever our clock says.
         let life = Duration::from_secs(tok.expired_at.saturating_sub(tok.now).max(0) as u64);
-        let token = Token { value: Secret::new(tok.access_token), refresh_at: Instant::now() + life.saturating_sub(TOKEN_MARGIN) };
+        let token = Token {
+            value: Secret::new(tok.access_token),
+            refresh_at: Instant::now() + life.saturating_sub(TOKEN_MARGIN),
+        };
         *cached = Some(token.clone());
         Ok(token.value)
     }
@@ -266,14 +269,18 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> Charge
         Sent::Response(s, t) => (s, t),
     };
     match status {
-        401 => return ChargeOutcome::Transient("HTTP 401 twice: the gateway refused the access token".into()),
+        401 => {
+            return ChargeOutcome::Transient("HTTP 401 twice: the gateway refused the access token".into());
+        }
         429 => return ChargeOutcome::Transient("HTTP 429: rate limited by the gateway".into()),
         500..=599 => return ChargeOutcome::Transient(format!("HTTP {status}: {}", snippet(&text))),
         _ => {}
     }
     let env: Envelope = match serde_json::from_str(&text) {
         Ok(e) => e,
-        Err(_) => return ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(&text))),
+        Err(_) => {
+            return ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(&text)));
+        }
     };
     if env.code != 0 {
         return ChargeOutcome::Rejected {
@@ -286,7 +293,9 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> Charge
     }
     let p: PaymentBody = match env.response.map(serde_json::from_value) {
         Some(Ok(p)) => p,
-        _ => return ChargeOutcome::Unknown(format!("code 0 without a readable payment: {}", snippet(&text))),
+        _ => {
+            return ChargeOutcome::Unknown(format!("code 0 without a readable payment: {}", snippet(&text)));
+        }
     };
     if p.merchant_uid != req.merchant_uid || (p.amount - req.amount as f64).abs() > 0.000_1 {
         return ChargeOutcome::Unknown(format!(

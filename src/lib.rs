@@ -1,11 +1,14 @@
 //! billd: a recurring-billing scheduler for i'mport (PortOne V1) billing keys.
 
 pub mod calendar;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dunning;
 pub mod duration;
 pub mod engine;
 pub mod gateway;
+pub mod logging;
 pub mod model;
 pub mod store;
 pub mod sync;

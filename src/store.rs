@@ -47,12 +47,23 @@ pub struct Attempt {
 /// What the gateway's answer (or a lookup) established about an attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptResult {
-    Paid { imp_uid: String },
-    Declined { imp_uid: Option<String>, reason: String },
-    Rejected { reason: String },
-    Unresolved { reason: String },
+    Paid {
+        imp_uid: String,
+    },
+    Declined {
+        imp_uid: Option<String>,
+        reason: String,
+    },
+    Rejected {
+        reason: String,
+    },
+    Unresolved {
+        reason: String,
+    },
     /// The gateway never saw it and the subscription no longer bills: closed without a charge.
-    Abandoned { reason: String },
+    Abandoned {
+        reason: String,
+    },
 }
 
 /// An outcome to record, with the dunning decision for its period.
@@ -256,10 +267,16 @@ impl Store {
                             now
                         ],
                     )?;
-                    event(&tx, now, "subscription.created", Some(&s.id), json!({
-                        "plan": s.plan_id, "amount": s.amount, "currency": s.currency,
-                        "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str()
-                    }))?;
+                    event(
+                        &tx,
+                        now,
+                        "subscription.created",
+                        Some(&s.id),
+                        json!({
+                            "plan": s.plan_id, "amount": s.amount, "currency": s.currency,
+                            "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str()
+                        }),
+                    )?;
                 }
                 Change::Update { after: s, what, .. } => {
                     let due = s.calendar().due_at(clock, s.next_period).map(ts);
@@ -429,9 +446,8 @@ impl Store {
     /// Number of unresolved attempts (pending or unknown), whenever their check is due.
     pub fn unresolved_count(&self) -> Result<usize> {
         let n: i64 =
-            self.conn.query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| {
-                r.get(0)
-            })?;
+            self.conn
+                .query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| r.get(0))?;
         Ok(n as usize)
     }
 
@@ -451,6 +467,28 @@ impl Store {
              WHERE id = ?1 AND status IN ('pending', 'unknown')",
             params![attempt_id, now],
         )?;
+        Ok(())
+    }
+
+    /// Removes claimed attempts that were never sent (on shutdown) and makes their periods due again.
+    pub fn release(&mut self, attempt_ids: &[i64], now: i64) -> Result<()> {
+        let tx = self.tx()?;
+        for id in attempt_ids {
+            let key: Option<(String, i64)> = tx
+                .prepare_cached(
+                    "DELETE FROM attempts WHERE id = ?1 AND status = 'pending' AND tries = 0
+                     RETURNING subscription_id, period",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((sub, period)) = key {
+                tx.prepare_cached(
+                    "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2",
+                )?
+                .execute(params![sub, period, now])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -627,13 +665,24 @@ fn current_status(tx: &Transaction<'_>, id: &str) -> Result<Option<Status>> {
 }
 
 fn set_status_tx(tx: &Transaction<'_>, id: &str, to: Status, now: i64, reason: &str) -> Result<Option<Status>> {
-    let Some(from) = current_status(tx, id)? else { return Ok(None) };
+    let Some(from) = current_status(tx, id)? else {
+        return Ok(None);
+    };
     if from == to || from == Status::Canceled {
         return Ok(Some(from));
     }
-    tx.prepare_cached("UPDATE subscriptions SET status = ?2, updated_at = ?3 WHERE id = ?1")?
-        .execute(params![id, to.as_str(), now])?;
-    event(tx, now, &format!("subscription.{}", to.as_str()), Some(id), json!({ "from": from.as_str(), "reason": reason }))?;
+    tx.prepare_cached("UPDATE subscriptions SET status = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+        id,
+        to.as_str(),
+        now
+    ])?;
+    event(
+        tx,
+        now,
+        &format!("subscription.{}", to.as_str()),
+        Some(id),
+        json!({ "from": from.as_str(), "reason": reason }),
+    )?;
     Ok(Some(from))
 }
 

@@ -20,7 +20,10 @@ pub enum Change {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncPlan {
     pub changes: Vec<Change>,
+    /// Config entries the sync leaves alone on purpose, or changes worth a warning.
     pub warnings: Vec<String>,
+    /// Remarks shown by `billd sync` only (e.g. entries canceled by dunning that the file still lists).
+    pub notes: Vec<String>,
 }
 
 impl SyncPlan {
@@ -33,11 +36,13 @@ impl SyncPlan {
 }
 
 /// Compares the config with the config-sourced subscriptions in the database.
-pub fn plan(cfg: &Config, db: &[Subscription]) -> SyncPlan {
+pub fn plan(cfg: &Config, db: &[Subscription], today: NaiveDate) -> SyncPlan {
     let mut out = SyncPlan::default();
     let by_id: HashMap<&str, &Subscription> = db.iter().map(|s| (s.id.as_str(), s)).collect();
     for spec in &cfg.subscriptions {
-        let Some(plan) = cfg.plan(&spec.plan) else { continue };
+        let Some(plan) = cfg.plan(&spec.plan) else {
+            continue;
+        };
         let wanted = Subscription {
             id: spec.id.clone(),
             customer_uid: spec.customer_uid.clone(),
@@ -54,12 +59,19 @@ pub fn plan(cfg: &Config, db: &[Subscription]) -> SyncPlan {
             source: Source::Config,
         };
         let Some(have) = by_id.get(spec.id.as_str()) else {
+            if let Some(second) = plan.interval.nth_date(spec.start, 1).filter(|d| *d <= today) {
+                out.warnings.push(format!(
+                    "subscription {:?} starts {} and its period of {second} is already due too: every period \
+                     since the start will be charged now (when migrating, set start to the next due date)",
+                    spec.id, spec.start
+                ));
+            }
             out.changes.push(Change::Insert(wanted));
             continue;
         };
         if have.status == Status::Canceled {
             if !spec.canceled {
-                out.warnings.push(format!(
+                out.notes.push(format!(
                     "subscription {:?} is canceled in the database and stays canceled; add it under a new id to bill it again",
                     spec.id
                 ));
@@ -67,10 +79,8 @@ pub fn plan(cfg: &Config, db: &[Subscription]) -> SyncPlan {
             continue;
         }
         if spec.canceled {
-            out.changes.push(Change::Cancel {
-                id: spec.id.clone(),
-                reason: "status = \"canceled\" in the config".into(),
-            });
+            out.changes
+                .push(Change::Cancel { id: spec.id.clone(), reason: "status = \"canceled\" in the config".into() });
             continue;
         }
         if have.source != Source::Config {
@@ -127,10 +137,8 @@ pub fn plan(cfg: &Config, db: &[Subscription]) -> SyncPlan {
     let in_file: std::collections::HashSet<&str> = cfg.subscriptions.iter().map(|s| s.id.as_str()).collect();
     for have in db {
         if have.source == Source::Config && have.status != Status::Canceled && !in_file.contains(have.id.as_str()) {
-            out.changes.push(Change::Cancel {
-                id: have.id.clone(),
-                reason: format!("removed from {}", cfg.file.display()),
-            });
+            out.changes
+                .push(Change::Cancel { id: have.id.clone(), reason: format!("removed from {}", cfg.file.display()) });
         }
     }
     out

@@ -18,10 +18,13 @@ use crate::auth::{TokenStore, token_from_authorization};
 use crate::config::{Fault, FaultRule, Latency, SandboxConfig};
 use crate::faults::{Applied, FaultBook, RateWindow};
 use crate::ledger::{
-    CancelRequest, CardInput, ChargeRequest, CustomerInfo, Buyer, Ledger, LedgerEntry,
-    MSG_NO_PAYMENT, Refusal, Sorting, Status,
+    Buyer, CancelRequest, CardInput, ChargeRequest, CustomerInfo, Ledger, LedgerEntry, MSG_NO_PAYMENT, Refusal,
+    Sorting, Status,
 };
 use crate::server::ConnControl;
+
+/// `user_agent` of payments whose request had none (what the real API records for API calls).
+const NO_USER_AGENT: &str = "sorry_not_supported_user_agent";
 
 /// Largest request body read (the real API's requests are a few hundred bytes).
 const BODY_LIMIT: usize = 1 << 20;
@@ -48,10 +51,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn now_s() -> i64 {
@@ -105,15 +105,9 @@ impl AppState {
         if customer_uid.is_empty() || customer_uid.chars().count() > 80 {
             anyhow::bail!("customer_uid must be 1 to 80 characters");
         }
-        lock(&self.ledger)
-            .seed_key(now_s(), customer_uid, card_number)
-            .map(|_| ())
-            .map_err(|why| {
-                anyhow::anyhow!(
-                    "cannot register {customer_uid} with card {}: {why}",
-                    crate::cards::mask(card_number)
-                )
-            })
+        lock(&self.ledger).seed_key(now_s(), customer_uid, card_number).map(|_| ()).map_err(|why| {
+            anyhow::anyhow!("cannot register {customer_uid} with card {}: {why}", crate::cards::mask(card_number))
+        })
     }
 
     /// Back to the state at start: no payments, the seeded keys, the configured faults.
@@ -128,10 +122,7 @@ impl AppState {
 /// The whole application: API routes (rate-limited, most of them authenticated) and `/__sandbox`.
 pub(crate) fn router(state: Shared) -> Router {
     let authed = Router::new()
-        .route(
-            "/subscribe/customers/{customer_uid}",
-            post(issue_customer).get(get_customer).delete(delete_customer),
-        )
+        .route("/subscribe/customers/{customer_uid}", post(issue_customer).get(get_customer).delete(delete_customer))
         .route("/subscribe/payments/onetime", post(onetime))
         .route("/subscribe/payments/again", post(again))
         .route("/payments/cancel", post(cancel))
@@ -146,11 +137,9 @@ pub(crate) fn router(state: Shared) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     let control = Router::new()
         .route("/__sandbox/payments", get(sandbox_payments))
-        .route(
-            "/__sandbox/faults",
-            get(sandbox_faults).post(sandbox_add_fault).delete(sandbox_clear_faults),
-        )
-        .route("/__sandbox/reset", post(sandbox_reset));
+        .route("/__sandbox/faults", get(sandbox_faults).post(sandbox_add_fault).delete(sandbox_clear_faults))
+        .route("/__sandbox/reset", post(sandbox_reset))
+        .route("/__sandbox/receipts/{imp_uid}", get(sandbox_receipt));
     api.merge(control).fallback(not_found).with_state(state)
 }
 
@@ -166,10 +155,7 @@ struct Envelope<'a, T: Serialize> {
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     r
 }
 
@@ -201,19 +187,11 @@ fn reply<T: Serialize>(result: Result<T, Refusal>) -> Response {
 }
 
 fn bad_request(message: impl Into<String>) -> Refusal {
-    Refusal {
-        http: 400,
-        code: 1,
-        message: message.into(),
-    }
+    Refusal { http: 400, code: 1, message: message.into() }
 }
 
 fn not_found_refusal(message: impl Into<String>) -> Refusal {
-    Refusal {
-        http: 404,
-        code: 1,
-        message: message.into(),
-    }
+    Refusal { http: 404, code: 1, message: message.into() }
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -249,14 +227,8 @@ async fn rate_limit(State(st): State<Shared>, req: Request, next: Next) -> Respo
 /// Accepts `Authorization: Bearer X`, `Authorization: X` and the legacy `X-ImpTokenHeader: X`.
 async fn require_token(State(st): State<Shared>, req: Request, next: Next) -> Response {
     let presented: Vec<&str> = [
-        req.headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(token_from_authorization),
-        req.headers()
-            .get("x-imptokenheader")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim),
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(token_from_authorization),
+        req.headers().get("x-imptokenheader").and_then(|v| v.to_str().ok()).map(str::trim),
     ]
     .into_iter()
     .flatten()
@@ -290,8 +262,8 @@ impl Params {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"));
         if form {
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-                .map_err(|e| bad_request(format!("malformed form body: {e}")))?;
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(&bytes).map_err(|e| bad_request(format!("malformed form body: {e}")))?;
             return Ok(Params(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -318,17 +290,14 @@ impl Params {
         if let Some(max) = max_chars {
             let n = s.chars().count();
             if n > max {
-                return Err(bad_request(format!(
-                    "`{key}` is {n} characters long; the maximum is {max}"
-                )));
+                return Err(bad_request(format!("`{key}` is {n} characters long; the maximum is {max}")));
             }
         }
         Ok(Some(s))
     }
 
     fn req_str(&self, key: &str, max_chars: Option<usize>) -> Result<String, Refusal> {
-        self.opt_str(key, max_chars)?
-            .ok_or_else(|| bad_request(format!("`{key}` is required")))
+        self.opt_str(key, max_chars)?.ok_or_else(|| bad_request(format!("`{key}` is required")))
     }
 
     /// A number field; strings holding a number are accepted (form bodies).
@@ -361,9 +330,9 @@ impl Params {
     fn opt_int(&self, key: &str, min: i64) -> Result<Option<i64>, Refusal> {
         match self.opt_num(key)? {
             None => Ok(None),
-            Some(x) if x.fract() != 0.0 || x < min as f64 || x > 1e15 => Err(bad_request(format!(
-                "`{key}` must be an integer of at least {min}"
-            ))),
+            Some(x) if x.fract() != 0.0 || x < min as f64 || x > 1e15 => {
+                Err(bad_request(format!("`{key}` must be an integer of at least {min}")))
+            }
             Some(x) => Ok(Some(x as i64)),
         }
     }
@@ -380,10 +349,9 @@ impl Params {
 
     fn opt_enum(&self, key: &str, allowed: &[&str]) -> Result<Option<String>, Refusal> {
         match self.opt_str(key, None)? {
-            Some(v) if !allowed.contains(&v.as_str()) => Err(bad_request(format!(
-                "`{key}` must be one of {}",
-                allowed.join(", ")
-            ))),
+            Some(v) if !allowed.contains(&v.as_str()) => {
+                Err(bad_request(format!("`{key}` must be one of {}", allowed.join(", "))))
+            }
             v => Ok(v),
         }
     }
@@ -412,17 +380,11 @@ fn buyer(p: &Params) -> Result<Buyer, Refusal> {
 /// The fields `again` and `onetime` share, checked against the spec's types and lengths.
 fn charge_request(p: &Params, headers: &HeaderMap, name_required: bool) -> Result<ChargeRequest, Refusal> {
     let merchant_uid = p.req_str("merchant_uid", Some(40))?;
-    let amount = p
-        .opt_amount("amount")?
-        .ok_or_else(|| bad_request("`amount` is required"))?;
+    let amount = p.opt_amount("amount")?.ok_or_else(|| bad_request("`amount` is required"))?;
     if amount == 0 {
         return Err(bad_request("`amount` must be greater than 0"));
     }
-    let name = if name_required {
-        Some(p.req_str("name", Some(40))?)
-    } else {
-        p.opt_str("name", Some(40))?
-    };
+    let name = if name_required { Some(p.req_str("name", Some(40))?) } else { p.opt_str("name", Some(40))? };
     if let Some(tax_free) = p.opt_amount("tax_free")? {
         if tax_free > amount {
             return Err(bad_request("`tax_free` must not exceed `amount`"));
@@ -456,7 +418,13 @@ fn charge_request(p: &Params, headers: &HeaderMap, name_required: bool) -> Resul
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect()),
+            .filter(|ua| !ua.is_empty())
+            .map_or_else(|| NO_USER_AGENT.to_string(), |ua| ua.chars().take(256).collect()),
+        receipt_base: headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+            .map(|host| format!("http://{host}/__sandbox/receipts")),
     })
 }
 
@@ -494,11 +462,7 @@ async fn get_token(State(st): State<Shared>, req: Request) -> Response {
     }
     let now = now_ms();
     let token = lock(&st.tokens).issue(now, new_token_value);
-    ok(AuthAnnotation {
-        access_token: &token.value,
-        now: now / 1000,
-        expired_at: token.expires_at_ms / 1000,
-    })
+    ok(AuthAnnotation { access_token: &token.value, now: now / 1000, expired_at: token.expires_at_ms / 1000 })
 }
 
 fn new_token_value() -> String {
@@ -509,21 +473,14 @@ fn new_token_value() -> String {
 // ---------------------------------------------------------------- billing keys
 
 fn path_value<T>(p: Result<Path<T>, PathRejection>) -> Result<T, Refusal> {
-    p.map(|Path(v)| v)
-        .map_err(|e| bad_request(format!("invalid path: {e}")))
+    p.map(|Path(v)| v).map_err(|e| bad_request(format!("invalid path: {e}")))
 }
 
 fn customer_not_found(customer_uid: &str) -> Refusal {
-    not_found_refusal(format!(
-        "요청하신 customer_uid({customer_uid})로 등록된 정보를 찾을 수 없습니다."
-    ))
+    not_found_refusal(format!("요청하신 customer_uid({customer_uid})로 등록된 정보를 찾을 수 없습니다."))
 }
 
-async fn issue_customer(
-    State(st): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
-    req: Request,
-) -> Response {
+async fn issue_customer(State(st): State<Shared>, path: Result<Path<String>, PathRejection>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let result = async {
         let customer_uid = path_value(path)?;
@@ -552,23 +509,16 @@ async fn issue_customer(
 }
 
 async fn get_customer(State(st): State<Shared>, path: Result<Path<String>, PathRejection>) -> Response {
-    reply(path_value(path).and_then(|uid| {
-        lock(&st.ledger)
-            .customer(&uid)
-            .cloned()
-            .ok_or_else(|| customer_not_found(&uid))
-    }))
+    reply(
+        path_value(path)
+            .and_then(|uid| lock(&st.ledger).customer(&uid).cloned().ok_or_else(|| customer_not_found(&uid))),
+    )
 }
 
-async fn delete_customer(
-    State(st): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
-) -> Response {
-    reply(path_value(path).and_then(|uid| {
-        lock(&st.ledger)
-            .delete_customer(&uid)
-            .ok_or_else(|| customer_not_found(&uid))
-    }))
+async fn delete_customer(State(st): State<Shared>, path: Result<Path<String>, PathRejection>) -> Response {
+    reply(
+        path_value(path).and_then(|uid| lock(&st.ledger).delete_customer(&uid).ok_or_else(|| customer_not_found(&uid))),
+    )
 }
 
 // ---------------------------------------------------------------- charges
@@ -619,13 +569,9 @@ async fn charge(
             None,
         ),
         Some(Fault::Garbage) => {
-            let mut r = Response::new(Body::from(
-                "<html><body><h1>502 Bad Gateway</h1>sandbox fault: garbage</body></html>",
-            ));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
+            let mut r =
+                Response::new(Body::from("<html><body><h1>502 Bad Gateway</h1>sandbox fault: garbage</body></html>"));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             r
         }
         _ => reply(process(&st, &p, &parts.headers)),
@@ -654,10 +600,7 @@ async fn sleep(d: Duration) {
 
 async fn get_payment(State(st): State<Shared>, path: Result<Path<String>, PathRejection>) -> Response {
     reply(path_value(path).and_then(|imp_uid| {
-        lock(&st.ledger)
-            .payment(&imp_uid)
-            .cloned()
-            .ok_or_else(|| not_found_refusal(MSG_NO_PAYMENT))
+        lock(&st.ledger).payment(&imp_uid).cloned().ok_or_else(|| not_found_refusal(MSG_NO_PAYMENT))
     }))
 }
 
@@ -667,11 +610,7 @@ fn query_pairs(q: Option<String>) -> Result<Vec<(String, String)>, Refusal> {
 }
 
 fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
 }
 
 fn status_segment(s: Option<&str>) -> Result<Option<Status>, Refusal> {
@@ -686,27 +625,24 @@ fn status_segment(s: Option<&str>) -> Result<Option<Status>, Refusal> {
 fn sorting(pairs: &[(String, String)]) -> Result<Sorting, Refusal> {
     match query_get(pairs, "sorting") {
         None => Ok(Sorting::default()),
-        Some(s) => Sorting::parse(s).ok_or_else(|| {
-            bad_request("sorting must be one of -started, started, -paid, paid, -updated, updated")
-        }),
+        Some(s) => Sorting::parse(s)
+            .ok_or_else(|| bad_request("sorting must be one of -started, started, -paid, paid, -updated, updated")),
     }
 }
 
-fn do_find(st: &AppState, merchant_uid: &str, status: Option<&str>, q: Option<String>) -> Result<crate::ledger::Payment, Refusal> {
+fn do_find(
+    st: &AppState,
+    merchant_uid: &str,
+    status: Option<&str>,
+    q: Option<String>,
+) -> Result<crate::ledger::Payment, Refusal> {
     let pairs = query_pairs(q)?;
     let status = status_segment(status)?;
     let sorting = sorting(&pairs)?;
-    lock(&st.ledger)
-        .find(merchant_uid, status, sorting)
-        .cloned()
-        .ok_or_else(|| not_found_refusal(MSG_NO_PAYMENT))
+    lock(&st.ledger).find(merchant_uid, status, sorting).cloned().ok_or_else(|| not_found_refusal(MSG_NO_PAYMENT))
 }
 
-async fn find(
-    State(st): State<Shared>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(q): RawQuery,
-) -> Response {
+async fn find(State(st): State<Shared>, path: Result<Path<String>, PathRejection>, RawQuery(q): RawQuery) -> Response {
     reply(path_value(path).and_then(|m| do_find(&st, &m, None, q)))
 }
 
@@ -718,7 +654,12 @@ async fn find_with_status(
     reply(path_value(path).and_then(|(m, s)| do_find(&st, &m, Some(&s), q)))
 }
 
-fn do_find_all(st: &AppState, merchant_uid: &str, status: Option<&str>, q: Option<String>) -> Result<crate::ledger::Paged, Refusal> {
+fn do_find_all(
+    st: &AppState,
+    merchant_uid: &str,
+    status: Option<&str>,
+    q: Option<String>,
+) -> Result<crate::ledger::Paged, Refusal> {
     let pairs = query_pairs(q)?;
     let status = status_segment(status)?;
     let sorting = sorting(&pairs)?;
@@ -807,10 +748,9 @@ async fn sandbox_add_fault(State(st): State<Shared>, body: axum::body::Bytes) ->
             st.add_fault(rule);
             sandbox_faults(State(st)).await
         }
-        Err(e) => plain_json(
-            StatusCode::BAD_REQUEST,
-            &serde_json::json!({ "error": format!("invalid fault rule: {e}") }),
-        ),
+        Err(e) => {
+            plain_json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": format!("invalid fault rule: {e}") }))
+        }
     }
 }
 
@@ -822,4 +762,28 @@ async fn sandbox_clear_faults(State(st): State<Shared>) -> Response {
 async fn sandbox_reset(State(st): State<Shared>) -> Response {
     st.reset();
     plain_json(StatusCode::OK, &serde_json::json!({ "reset": true }))
+}
+
+/// The page a payment's `receipt_url` points at.
+async fn sandbox_receipt(State(st): State<Shared>, path: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(imp_uid) = path_value(path) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let Some(p) = lock(&st.ledger).payment(&imp_uid).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such payment\n").into_response();
+    };
+    let text = format!(
+        "i'mport sandbox receipt (not a real sales slip)\n\nimp_uid:      {}\nmerchant_uid: {}\nname:         {}\namount:       {} {}\ncancelled:    {}\nstatus:       {}\ncard:         {} {}\napply_num:    {}\n",
+        p.imp_uid,
+        p.merchant_uid,
+        p.name.as_deref().unwrap_or("-"),
+        p.amount,
+        p.currency,
+        p.cancel_amount,
+        p.status.as_str(),
+        p.card_name,
+        p.card_number,
+        p.apply_num.as_deref().unwrap_or("-"),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }

@@ -19,10 +19,7 @@ pub(crate) struct TokenStore {
 
 impl TokenStore {
     pub(crate) fn new(ttl: Duration) -> TokenStore {
-        TokenStore {
-            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4).max(1),
-            current: None,
-        }
+        TokenStore { ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4).max(1), current: None }
     }
 
     /// Window before expiry in which `getToken` extends the token: 1 minute at the default 30-minute lifetime.
@@ -38,18 +35,16 @@ impl TokenStore {
     /// `POST /users/getToken` with good credentials: the same token while it is valid
     /// (extended when asked in its last minute), a new one otherwise.
     pub(crate) fn issue(&mut self, now_ms: i64, new_value: impl FnOnce() -> String) -> Token {
+        let (window, extension) = (self.window_ms(), self.extension_ms());
         match &mut self.current {
             Some(t) if now_ms < t.expires_at_ms => {
-                if t.expires_at_ms - now_ms <= self.window_ms() {
-                    t.expires_at_ms += self.extension_ms();
+                if t.expires_at_ms - now_ms <= window {
+                    t.expires_at_ms += extension;
                 }
                 t.clone()
             }
             _ => {
-                let t = Token {
-                    value: new_value(),
-                    expires_at_ms: now_ms.saturating_add(self.ttl_ms),
-                };
+                let t = Token { value: new_value(), expires_at_ms: now_ms.saturating_add(self.ttl_ms) };
                 self.current = Some(t.clone());
                 t
             }
@@ -58,9 +53,7 @@ impl TokenStore {
 
     /// True when `presented` is the current token and it has not expired.
     pub(crate) fn is_valid(&self, now_ms: i64, presented: &str) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|t| now_ms < t.expires_at_ms && t.value == presented)
+        self.current.as_ref().is_some_and(|t| now_ms < t.expires_at_ms && t.value == presented)
     }
 }
 

@@ -26,17 +26,14 @@ const DECLINE_FIRST_PREFIX: &str = "4000000000001";
 /// charges and approves from then on.
 ///
 /// The pattern is `4000000000001` + `n` + `0` + a Luhn check digit, so
-/// `decline_first(2) == "4000000000001202"`. Charges are counted per billing key
+/// `decline_first(2) == "4000000000001208"`. Charges are counted per billing key
 /// (`customer_uid`); re-issuing the key restarts the count. A key-in `onetime` payment without
 /// a `customer_uid` counts against a sandbox-wide counter for that `n`.
 ///
 /// # Panics
 /// When `n` is not in `1..=9`.
 pub fn decline_first(n: u32) -> String {
-    assert!(
-        (1..=9).contains(&n),
-        "decline_first(n) supports n in 1..=9, got {n}"
-    );
+    assert!((1..=9).contains(&n), "decline_first(n) supports n in 1..=9, got {n}");
     let body = format!("{DECLINE_FIRST_PREFIX}{n}0");
     let check = luhn_check_digit(&body);
     format!("{body}{check}")
@@ -53,19 +50,12 @@ pub fn luhn_valid(digits: &str) -> bool {
 /// The first 6 digits, `*` for the middle ones and the last 4: `424242******4242`.
 /// Spaces and dashes are removed first; anything shorter than 11 digits is fully masked.
 pub fn mask(card_number: &str) -> String {
-    let digits: Vec<char> = card_number
-        .chars()
-        .filter(|c| *c != ' ' && *c != '-')
-        .collect();
+    let digits: Vec<char> = card_number.chars().filter(|c| *c != ' ' && *c != '-').collect();
     let n = digits.len();
     if n < 11 {
         return "*".repeat(n);
     }
-    digits
-        .iter()
-        .enumerate()
-        .map(|(i, c)| if i < 6 || i >= n - 4 { *c } else { '*' })
-        .collect()
+    digits.iter().enumerate().map(|(i, c)| if i < 6 || i >= n - 4 { *c } else { '*' }).collect()
 }
 
 /// How a card (and a billing key issued for it) answers charges.
@@ -89,9 +79,7 @@ impl CardClass {
     pub fn decline_reason(self) -> Option<&'static str> {
         match self {
             CardClass::Approve => None,
-            CardClass::InsufficientFunds | CardClass::DeclineFirst(_) => {
-                Some(REASON_INSUFFICIENT_FUNDS)
-            }
+            CardClass::InsufficientFunds | CardClass::DeclineFirst(_) => Some(REASON_INSUFFICIENT_FUNDS),
             CardClass::Lost => Some(REASON_LOST),
             CardClass::Stolen => Some(REASON_STOLEN),
         }
@@ -125,20 +113,14 @@ pub(crate) enum CardError {
 /// Strips spaces and dashes, checks length and Luhn, and classifies the card.
 /// Returns the digits-only number (for masking) and its facts.
 pub(crate) fn inspect(card_number: &str) -> Result<(String, CardFacts), CardError> {
-    let digits: String = card_number
-        .chars()
-        .filter(|c| *c != ' ' && *c != '-')
-        .collect();
+    let digits: String = card_number.chars().filter(|c| *c != ' ' && *c != '-').collect();
     if !(13..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(CardError::Format);
     }
     if !luhn_valid(&digits) {
         return Err(CardError::Luhn);
     }
-    let facts = CardFacts {
-        class: classify(&digits),
-        company: company(&digits),
-    };
+    let facts = CardFacts { class: classify(&digits), company: company(&digits) };
     Ok((digits, facts))
 }
 
@@ -223,7 +205,7 @@ mod tests {
             assert!(luhn_valid(&card), "{card}");
             assert_eq!(classify(&card), CardClass::DeclineFirst(n));
         }
-        assert_eq!(decline_first(2), "4000000000001202");
+        assert_eq!(decline_first(2), "4000000000001208");
     }
 
     #[test]

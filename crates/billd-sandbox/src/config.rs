@@ -76,10 +76,9 @@ impl SandboxConfig {
     /// Reads a TOML file; errors name the file and, for bad keys or values, the key and line.
     pub fn from_toml_file(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read sandbox config {}", path.display()))?;
-        Self::from_toml_str(&text)
-            .with_context(|| format!("invalid sandbox config {}", path.display()))
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read sandbox config {}", path.display()))?;
+        Self::from_toml_str(&text).with_context(|| format!("invalid sandbox config {}", path.display()))
     }
 
     /// Parses TOML text (see the type's documentation for the format) and checks it.
@@ -197,11 +196,7 @@ impl<'de> Deserialize<'de> for Latency {
             }
         }
         fn fixed(d: Duration) -> Latency {
-            if d.is_zero() {
-                Latency::None
-            } else {
-                Latency::Fixed(d)
-            }
+            if d.is_zero() { Latency::None } else { Latency::Fixed(d) }
         }
         d.deserialize_any(V)
     }
@@ -305,39 +300,31 @@ pub mod duration {
     /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"30m"`, `"1h"` or a bare number of seconds.
     pub fn parse(text: &str) -> Result<Duration, String> {
         let t = text.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: expected e.g. \"250ms\", \"2s\", \"30m\""))?;
+        let value: f64 =
+            num.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. \"250ms\", \"2s\", \"30m\""))?;
         let factor = match unit.trim() {
             "ms" => 0.001,
             "" | "s" => 1.0,
             "m" | "min" => 60.0,
             "h" => 3600.0,
             other => {
-                return Err(format!(
-                    "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
-                ));
+                return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"));
             }
         };
         from_secs_f64(value * factor)
     }
 
     pub(crate) fn from_secs_f64(v: f64) -> Result<Duration, String> {
-        Duration::try_from_secs_f64(v).map_err(|_| format!("invalid duration {v}: must be a non-negative number of seconds"))
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| format!("invalid duration {v}: must be a non-negative number of seconds"))
     }
 
     /// Formats as `"250ms"` or `"2s"` (what [`parse`] reads back).
     pub fn format(d: Duration) -> String {
         let ms = d.as_millis();
-        if ms % 1000 == 0 {
-            format!("{}s", ms / 1000)
-        } else {
-            format!("{ms}ms")
-        }
+        if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
     }
 
     /// `serde(with)` entry point.
@@ -392,35 +379,19 @@ mod tests {
         )
         .expect("valid config");
         assert_eq!(cfg.token_ttl, Duration::from_secs(2));
-        assert_eq!(
-            cfg.latency,
-            Latency::Random {
-                min: Duration::from_millis(10),
-                max: Duration::from_millis(20)
-            }
-        );
+        assert_eq!(cfg.latency, Latency::Random { min: Duration::from_millis(10), max: Duration::from_millis(20) });
         assert_eq!(cfg.rate_limit, Some(50));
         assert_eq!(cfg.customers[0].customer_uid, "c1");
         assert_eq!(
             cfg.faults,
             vec![
-                FaultRule {
-                    customer_uid: Some("c1".into()),
-                    fault: Fault::Http500,
-                    times: Some(2)
-                },
+                FaultRule { customer_uid: Some("c1".into()), fault: Fault::Http500, times: Some(2) },
                 FaultRule {
                     customer_uid: None,
-                    fault: Fault::LoseResponseAfterCharge {
-                        hold: Duration::from_secs(35)
-                    },
+                    fault: Fault::LoseResponseAfterCharge { hold: Duration::from_secs(35) },
                     times: None
                 },
-                FaultRule {
-                    customer_uid: None,
-                    fault: Fault::Latency(Duration::from_millis(1500)),
-                    times: None
-                },
+                FaultRule { customer_uid: None, fault: Fault::Latency(Duration::from_millis(1500)), times: None },
             ]
         );
     }
@@ -453,10 +424,9 @@ mod tests {
 
     #[test]
     fn invalid_seed_card_is_refused_without_printing_the_number() {
-        let err = SandboxConfig::from_toml_str(
-            "[[customers]]\ncustomer_uid = \"c\"\ncard_number = \"4242424242424241\"",
-        )
-        .unwrap_err();
+        let err =
+            SandboxConfig::from_toml_str("[[customers]]\ncustomer_uid = \"c\"\ncard_number = \"4242424242424241\"")
+                .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("customers[0]"), "{msg}");
         assert!(!msg.contains("4242424242424241"), "{msg}");
@@ -502,10 +472,7 @@ mod tests {
 
     #[test]
     fn random_latency_stays_in_bounds() {
-        let l = Latency::Random {
-            min: Duration::from_millis(5),
-            max: Duration::from_millis(7),
-        };
+        let l = Latency::Random { min: Duration::from_millis(5), max: Duration::from_millis(7) };
         for _ in 0..100 {
             let d = l.sample();
             assert!(d >= Duration::from_millis(5) && d <= Duration::from_millis(7));

@@ -88,11 +88,7 @@ pub(crate) struct RateWindow {
 
 impl RateWindow {
     pub(crate) fn new(limit: u32) -> RateWindow {
-        RateWindow {
-            limit,
-            second: 0,
-            count: 0,
-        }
+        RateWindow { limit, second: 0, count: 0 }
     }
 
     /// Counts a request made during `second` (any monotonic second number); false = over the limit.
@@ -118,11 +114,7 @@ mod tests {
     use super::*;
 
     fn rule(customer: Option<&str>, fault: Fault, times: Option<u32>) -> FaultRule {
-        FaultRule {
-            customer_uid: customer.map(str::to_string),
-            fault,
-            times,
-        }
+        FaultRule { customer_uid: customer.map(str::to_string), fault, times }
     }
 
     #[test]

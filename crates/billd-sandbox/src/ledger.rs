@@ -116,8 +116,7 @@ pub(crate) struct Payment {
     pub buyer: Buyer,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom_data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    pub user_agent: String,
     pub status: Status,
     pub started_at: i64,
     pub paid_at: i64,
@@ -125,6 +124,8 @@ pub(crate) struct Payment {
     pub cancelled_at: i64,
     pub fail_reason: Option<String>,
     pub cancel_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_url: Option<String>,
     pub cancel_history: Vec<CancelRecord>,
     pub cancel_receipt_urls: Vec<String>,
     pub cash_receipt_issued: bool,
@@ -244,7 +245,10 @@ pub(crate) struct ChargeRequest {
     pub buyer: Buyer,
     pub custom_data: Option<String>,
     pub card_quota: i64,
-    pub user_agent: Option<String>,
+    /// The caller's `User-Agent` (the real API records it).
+    pub user_agent: String,
+    /// Receipt URLs are `{receipt_base}/{imp_uid}` (paid payments only).
+    pub receipt_base: Option<String>,
 }
 
 /// A validated `POST /payments/cancel`.
@@ -307,11 +311,7 @@ pub(crate) struct Refusal {
 impl Refusal {
     /// HTTP 200 with a non-zero code (the API's business failures).
     pub(crate) fn business(code: i64, message: impl Into<String>) -> Refusal {
-        Refusal {
-            http: 200,
-            code,
-            message: message.into(),
-        }
+        Refusal { http: 200, code, message: message.into() }
     }
 }
 
@@ -404,7 +404,12 @@ impl Ledger {
 
     /// Registers a key from a bare card number (seeds and [`crate::Sandbox::register_customer`]):
     /// only the number is checked, there is no expiry or birth date to check.
-    pub(crate) fn seed_key(&mut self, now: i64, customer_uid: &str, card_number: &str) -> Result<Customer, CardProblem> {
+    pub(crate) fn seed_key(
+        &mut self,
+        now: i64,
+        customer_uid: &str,
+        card_number: &str,
+    ) -> Result<Customer, CardProblem> {
         let (digits, facts) = cards::inspect(card_number).map_err(CardProblem::Number)?;
         Ok(self.store_key(now, customer_uid, &digits, facts, CustomerInfo::default()).clone())
     }
@@ -418,12 +423,7 @@ impl Ledger {
     }
 
     /// `POST /subscribe/payments/again`.
-    pub(crate) fn again(
-        &mut self,
-        now: i64,
-        customer_uid: &str,
-        req: ChargeRequest,
-    ) -> Result<Payment, Refusal> {
+    pub(crate) fn again(&mut self, now: i64, customer_uid: &str, req: ChargeRequest) -> Result<Payment, Refusal> {
         if !self.customers.contains_key(customer_uid) {
             return Err(Refusal::business(-1, MSG_UNKNOWN_CUSTOMER));
         }
@@ -433,14 +433,7 @@ impl Ledger {
         };
         let fail_reason = charge_key(customer);
         let card = KeyCard::of(customer);
-        Ok(self.record(
-            now,
-            req,
-            card,
-            Some(customer_uid.to_string()),
-            Some("payment"),
-            fail_reason,
-        ))
+        Ok(self.record(now, req, card, Some(customer_uid.to_string()), Some("payment"), fail_reason))
     }
 
     /// `POST /subscribe/payments/onetime`: key-in payment; with `customer_uid` the card is also
@@ -480,25 +473,16 @@ impl Ledger {
                     }
                     class => class.decline_reason(),
                 };
-                let card = KeyCard {
-                    masked: cards::mask(&digits),
-                    code: facts.company.code,
-                    name: facts.company.name,
-                };
+                let card = KeyCard { masked: cards::mask(&digits), code: facts.company.code, name: facts.company.name };
                 Ok(self.record(now, req, card, None, None, fail_reason))
             }
         }
     }
 
     fn refuse_if_paid(&self, merchant_uid: &str) -> Result<(), Refusal> {
-        let paid = self.by_merchant.get(merchant_uid).is_some_and(|idx| {
-            idx.iter().any(|&i| self.payments[i].paid_at > 0)
-        });
-        if paid {
-            Err(Refusal::business(1, format!("{MSG_ALREADY_PAID} ({merchant_uid})")))
-        } else {
-            Ok(())
-        }
+        let paid =
+            self.by_merchant.get(merchant_uid).is_some_and(|idx| idx.iter().any(|&i| self.payments[i].paid_at > 0));
+        if paid { Err(Refusal::business(1, format!("{MSG_ALREADY_PAID} ({merchant_uid})"))) } else { Ok(()) }
     }
 
     fn record(
@@ -544,6 +528,10 @@ impl Ledger {
             cancelled_at: 0,
             fail_reason: fail_reason.map(str::to_string),
             cancel_reason: None,
+            receipt_url: match (&req.receipt_base, paid) {
+                (Some(base), true) => Some(format!("{base}/{imp_uid}")),
+                _ => None,
+            },
             cancel_history: Vec::new(),
             cancel_receipt_urls: Vec::new(),
             cash_receipt_issued: false,
@@ -553,10 +541,7 @@ impl Ledger {
         };
         let index = self.payments.len();
         self.by_imp.insert(imp_uid, index);
-        self.by_merchant
-            .entry(req.merchant_uid)
-            .or_default()
-            .push(index);
+        self.by_merchant.entry(req.merchant_uid).or_default().push(index);
         self.payments.push(payment.clone());
         payment
     }
@@ -571,12 +556,7 @@ impl Ledger {
         let mut idx: Vec<usize> = self
             .by_merchant
             .get(merchant_uid)
-            .map(|v| {
-                v.iter()
-                    .copied()
-                    .filter(|&i| status.is_none_or(|s| self.payments[i].status == s))
-                    .collect()
-            })
+            .map(|v| v.iter().copied().filter(|&i| status.is_none_or(|s| self.payments[i].status == s)).collect())
             .unwrap_or_default();
         let key = |i: &usize| {
             let p = &self.payments[*i];
@@ -599,9 +579,7 @@ impl Ledger {
 
     /// `GET /payments/find/{merchant_uid}[/{status}]`: the first attempt in `sorting` order.
     pub(crate) fn find(&self, merchant_uid: &str, status: Option<Status>, sorting: Sorting) -> Option<&Payment> {
-        self.matching(merchant_uid, status, sorting)
-            .first()
-            .map(|&i| &self.payments[i])
+        self.matching(merchant_uid, status, sorting).first().map(|&i| &self.payments[i])
     }
 
     /// `GET /payments/findAll/{merchant_uid}[/{status}]` (`page` from 1).
@@ -615,12 +593,8 @@ impl Ledger {
     ) -> Paged {
         let idx = self.matching(merchant_uid, status, sorting);
         let total = idx.len();
-        let list = idx
-            .iter()
-            .skip((page - 1).saturating_mul(limit))
-            .take(limit)
-            .map(|&i| self.payments[i].clone())
-            .collect();
+        let list =
+            idx.iter().skip((page - 1).saturating_mul(limit)).take(limit).map(|&i| self.payments[i].clone()).collect();
         Paged {
             total,
             previous: if page > 1 { page - 1 } else { 0 },
@@ -633,9 +607,10 @@ impl Ledger {
     pub(crate) fn cancel(&mut self, now: i64, req: CancelRequest) -> Result<Payment, Refusal> {
         let index = match (&req.imp_uid, &req.merchant_uid) {
             (Some(imp), _) => self.by_imp.get(imp.as_str()).copied(),
-            (None, Some(m)) => self.by_merchant.get(m.as_str()).and_then(|v| {
-                v.iter().rev().copied().find(|&i| self.payments[i].paid_at > 0)
-            }),
+            (None, Some(m)) => self
+                .by_merchant
+                .get(m.as_str())
+                .and_then(|v| v.iter().rev().copied().find(|&i| self.payments[i].paid_at > 0)),
             (None, None) => None,
         };
         let Some(index) = index else {
@@ -703,11 +678,7 @@ struct KeyCard {
 
 impl KeyCard {
     fn of(c: &Customer) -> KeyCard {
-        KeyCard {
-            masked: c.card_number.clone(),
-            code: c.card_code,
-            name: c.card_name,
-        }
+        KeyCard { masked: c.card_number.clone(), code: c.card_code, name: c.card_name }
     }
 }
 
@@ -825,8 +796,7 @@ mod tests {
 
     fn ledger_with(customer_uid: &str, number: &str) -> Ledger {
         let mut l = Ledger::new(100_000_000_000);
-        l.issue_key(NOW, customer_uid, &card(number), CustomerInfo::default())
-            .expect("issue");
+        l.issue_key(NOW, customer_uid, &card(number), CustomerInfo::default()).expect("issue");
         l
     }
 
@@ -861,10 +831,7 @@ mod tests {
         assert_eq!(second.status, Status::Paid);
         assert_ne!(first.imp_uid, second.imp_uid);
         assert_eq!(l.find("m1", None, Sorting::default()).map(|p| &p.imp_uid), Some(&second.imp_uid));
-        assert_eq!(
-            l.find("m1", None, Sorting::Started { desc: false }).map(|p| &p.imp_uid),
-            Some(&first.imp_uid)
-        );
+        assert_eq!(l.find("m1", None, Sorting::Started { desc: false }).map(|p| &p.imp_uid), Some(&first.imp_uid));
         assert_eq!(l.find("m1", Some(Status::Failed), Sorting::default()).map(|p| &p.imp_uid), Some(&first.imp_uid));
         let all = l.find_all("m1", None, Sorting::default(), 1, 1);
         assert_eq!((all.total, all.previous, all.next, all.list.len()), (2, 0, 2, 1));
@@ -875,8 +842,7 @@ mod tests {
         let mut l = ledger_with("c", &cards::decline_first(1));
         let first = l.customer("c").expect("key").clone();
         assert_eq!(first.updated, 0);
-        l.issue_key(NOW + 5, "c", &card(cards::DECLINE_LOST), CustomerInfo::default())
-            .expect("reissue");
+        l.issue_key(NOW + 5, "c", &card(cards::DECLINE_LOST), CustomerInfo::default()).expect("reissue");
         let second = l.customer("c").expect("key");
         assert_eq!((second.inserted, second.updated), (NOW, NOW + 5));
         assert_eq!(second.class, CardClass::Lost);
@@ -913,15 +879,27 @@ mod tests {
         let mut l = ledger_with("c", cards::APPROVE);
         let p = l.again(NOW, "c", charge("m")).expect("charge");
         let part = l
-            .cancel(NOW + 1, CancelRequest { imp_uid: Some(p.imp_uid.clone()), amount: Some(900), ..Default::default() })
+            .cancel(
+                NOW + 1,
+                CancelRequest { imp_uid: Some(p.imp_uid.clone()), amount: Some(900), ..Default::default() },
+            )
             .expect("partial");
         assert_eq!((part.status, part.cancel_amount), (Status::Paid, 900));
-        let too_much = l.cancel(NOW + 2, CancelRequest { merchant_uid: Some("m".into()), amount: Some(9000), ..Default::default() });
+        let too_much = l.cancel(
+            NOW + 2,
+            CancelRequest { merchant_uid: Some("m".into()), amount: Some(9001), ..Default::default() },
+        );
         assert_eq!(too_much.map(|_| ()).unwrap_err().code, 1);
-        let bad_checksum = l.cancel(NOW + 2, CancelRequest { merchant_uid: Some("m".into()), checksum: Some(9900), ..Default::default() });
+        let bad_checksum = l.cancel(
+            NOW + 2,
+            CancelRequest { merchant_uid: Some("m".into()), checksum: Some(9900), ..Default::default() },
+        );
         assert_eq!(bad_checksum.map(|_| ()).unwrap_err().code, 1);
         let rest = l
-            .cancel(NOW + 2, CancelRequest { merchant_uid: Some("m".into()), checksum: Some(9000), ..Default::default() })
+            .cancel(
+                NOW + 2,
+                CancelRequest { merchant_uid: Some("m".into()), checksum: Some(9000), ..Default::default() },
+            )
             .expect("rest");
         assert_eq!((rest.status, rest.cancel_amount, rest.cancel_history.len()), (Status::Cancelled, 9900, 2));
         let again = l.cancel(NOW + 3, CancelRequest { imp_uid: Some(p.imp_uid), ..Default::default() });
@@ -934,9 +912,8 @@ mod tests {
     fn keyless_decline_first_counts_per_card_class() {
         let mut l = Ledger::new(1);
         let c = card(&cards::decline_first(2));
-        let statuses: Vec<Status> = (0..3)
-            .map(|i| l.onetime(NOW, None, &c, charge(&format!("m{i}"))).expect("onetime").status)
-            .collect();
+        let statuses: Vec<Status> =
+            (0..3).map(|i| l.onetime(NOW, None, &c, charge(&format!("m{i}"))).expect("onetime").status).collect();
         assert_eq!(statuses, [Status::Failed, Status::Failed, Status::Paid]);
     }
 }

@@ -39,8 +39,8 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 
 pub use config::{
-    DEFAULT_IMP_KEY, DEFAULT_IMP_SECRET, DEFAULT_TOKEN_TTL, Fault, FaultRule, Latency,
-    SandboxConfig, SeedCustomer, duration,
+    DEFAULT_IMP_KEY, DEFAULT_IMP_SECRET, DEFAULT_TOKEN_TTL, Fault, FaultRule, Latency, SandboxConfig, SeedCustomer,
+    duration,
 };
 pub use ledger::LedgerEntry;
 
@@ -78,8 +78,8 @@ impl Sandbox {
     /// Starts a sandbox on `addr` (port 0 picks a free port).
     pub fn start_on(cfg: SandboxConfig, addr: SocketAddr) -> anyhow::Result<Sandbox> {
         let state = Arc::new(api::AppState::new(cfg)?);
-        let std_listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot bind the sandbox to {addr}"))?;
+        let std_listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("cannot bind the sandbox to {addr}"))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -105,12 +105,7 @@ impl Sandbox {
                 }
             })
             .context("cannot spawn the sandbox thread")?;
-        Ok(Sandbox {
-            addr,
-            state,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        Ok(Sandbox { addr, state, stop: Some(stop_tx), thread: Some(thread) })
     }
 
     /// The address it listens on.

@@ -58,10 +58,7 @@ pub(crate) async fn run(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         conns.abort_all();
         while conns.join_next().await.is_some() {}
@@ -70,17 +67,13 @@ pub(crate) async fn run(
 }
 
 async fn serve_connection(app: Router, stream: tokio::net::TcpStream, mut stop: watch::Receiver<bool>) {
-    let control = ConnControl {
-        kill: Arc::new(Notify::new()),
-    };
+    let control = ConnControl { kill: Arc::new(Notify::new()) };
     let kill = control.kill.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(control.clone());
         app.clone().oneshot(req)
     });
-    let conn = http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+    let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut stopping = *stop.borrow();
     if stopping {

@@ -1,0 +1,374 @@
+//! Commands: argument definitions and what each command does.
+
+use crate::config::{self, Config};
+use crate::engine::Engine;
+use crate::gateway::Iamport;
+use crate::logging::LogFormat;
+use crate::model::Status;
+use crate::store::Store;
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+#[derive(Parser, Debug)]
+#[command(name = "billd", version, about = "Recurring billing for i'mport (PortOne V1) billing keys")]
+pub struct Args {
+    /// The config file (default ./schedules.toml).
+    #[arg(long, global = true, env = "BILLD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Console)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the scheduler daemon.
+    Run,
+    /// One full pass (sync the config, reconcile, charge everything due) and exit.
+    Tick {
+        /// The instant the pass runs at (RFC 3339, e.g. 2025-03-01T10:00:00+09:00); default now.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
+    },
+    /// Validate the config; exit 1 listing every problem.
+    Check,
+    /// Apply schedules.toml to the database.
+    Sync {
+        /// Show what would change without changing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow canceling more than 10% of the billed subscriptions at once.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List subscriptions.
+    Subscriptions {
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve a local i'mport V1 sandbox (for demos, tests and benchmarks) until SIGINT/SIGTERM.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+        /// The imp_key it accepts (default imp_sandbox_key).
+        #[arg(long)]
+        imp_key: Option<String>,
+        /// The imp_secret it accepts (default imp_sandbox_secret).
+        #[arg(long)]
+        imp_secret: Option<String>,
+        /// A sandbox TOML file: latency, rate limit, faults, token lifetime, seeded billing keys.
+        #[arg(long, value_name = "FILE")]
+        sandbox_config: Option<PathBuf>,
+    },
+    /// List charge attempts.
+    Charges {
+        /// Only failed attempts (declined or rejected).
+        #[arg(long)]
+        failed: bool,
+        /// Only attempts updated on or after this date (YYYY-MM-DD, billing timezone) or instant (RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        #[arg(long, value_name = "ID")]
+        subscription: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a parsed command and returns the process exit code.
+pub fn main(args: Args) -> Result<ExitCode> {
+    let path = config::resolve_path(args.config.as_deref());
+    match args.command {
+        Command::Check => check(&path),
+        Command::Tick { as_of } => {
+            let now = match as_of {
+                Some(s) => parse_instant(&s)?,
+                None => Utc::now(),
+            };
+            tick(&path, now)
+        }
+        Command::Run => crate::daemon::run(&path),
+        Command::Sync { dry_run, force } => sync(&path, dry_run, force),
+        Command::Subscriptions { status, json } => subscriptions(&path, status.as_deref(), json),
+        Command::Sandbox { listen, imp_key, imp_secret, sandbox_config } => {
+            sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
+        }
+        Command::Charges { failed, since, subscription, json } => {
+            charges(&path, failed, since.as_deref(), subscription.as_deref(), json)
+        }
+    }
+}
+
+/// Parses `--as-of`: RFC 3339 with an offset.
+pub fn parse_instant(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| anyhow!("--as-of {s:?} is not an RFC 3339 instant (like 2025-03-01T10:00:00+09:00)"))
+}
+
+/// Loads the config, logging its warnings.
+pub fn load_config(path: &Path) -> Result<Config> {
+    let cfg = config::load(path)?;
+    for w in &cfg.warnings {
+        warn!(event = "config.warning", "{w}");
+    }
+    Ok(cfg)
+}
+
+fn check(path: &Path) -> Result<ExitCode> {
+    match config::load(path) {
+        Ok(cfg) => {
+            let mut problems = Vec::new();
+            if let Err(e) = cfg.gateway.secret.resolve() {
+                problems.push(e);
+            }
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
+            if problems.is_empty() {
+                println!(
+                    "{}: OK ({} plans, {} subscriptions; database {})",
+                    cfg.file.display(),
+                    cfg.plans.len(),
+                    cfg.subscriptions.len(),
+                    cfg.billing.database.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in problems {
+                    eprintln!("{}: {p}", cfg.file.display());
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Takes the database's exclusive lock: one `run` or `tick` at a time per database.
+pub fn lock_database(db: &Path) -> Result<std::fs::File> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "database {} is in use by another `billd run` or `billd tick` (lock {}); \
+             only one scheduler may run per database",
+            db.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context(format!("cannot lock {}", lock_path.display())),
+    }
+}
+
+/// Builds the engine for a config: lock, database, gateway client.
+pub fn engine(cfg: Config) -> Result<(Engine<Iamport>, std::fs::File)> {
+    let lock = lock_database(&cfg.billing.database)?;
+    let store = Store::open(&cfg.billing.database)?;
+    let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
+    let g = &cfg.gateway;
+    let gateway = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency);
+    Ok((Engine::new(store, gateway, cfg), lock))
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn tick(path: &Path, now: DateTime<Utc>) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let (engine, _lock) = engine(cfg)?;
+    let report = runtime()?.block_on(engine.pass(now))?;
+    info!(
+        event = "pass.done",
+        as_of = %now.to_rfc3339(),
+        reconciled = report.reconciled,
+        opened = report.opened,
+        sent = report.sent,
+        paid = report.paid,
+        declined = report.declined,
+        rejected = report.rejected,
+        unresolved = report.unresolved,
+        next_wake = %report.next_wake.map(|t| t.to_rfc3339()).unwrap_or_else(|| "none".into()),
+        "pass.done"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let store = Store::open(&cfg.billing.database)?;
+    let plan = crate::sync::plan(&cfg, &store.config_subscriptions()?, cfg.billing.clock.local_date(Utc::now()));
+    for w in &plan.warnings {
+        println!("warning: {w}");
+    }
+    for n in &plan.notes {
+        println!("note: {n}");
+    }
+    for c in &plan.changes {
+        match c {
+            crate::sync::Change::Insert(s) => {
+                println!(
+                    "add     {} ({} {} {}, plan {}, start {})",
+                    s.id, s.amount, s.currency, s.interval, s.plan_id, s.start_date
+                )
+            }
+            crate::sync::Change::Update { after, what, .. } => {
+                println!("update  {}: {}", after.id, what.join("; "))
+            }
+            crate::sync::Change::Cancel { id, reason } => println!("cancel  {id}: {reason}"),
+        }
+    }
+    if plan.is_empty() {
+        println!("in sync: nothing to change");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let active = store.billing_count()?;
+    if !force && !crate::sync::cancel_allowed(plan.cancels(), active) {
+        eprintln!(
+            "refusing: this would cancel {} of {active} billed subscriptions (more than 10%); check {} or pass --force",
+            plan.cancels(),
+            cfg.file.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if dry_run {
+        println!("dry run: nothing changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut store = store;
+    store.apply_sync(&plan, &cfg.billing.clock, Utc::now().timestamp())?;
+    println!("applied {} change(s)", plan.changes.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn subscriptions(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let status = status
+        .map(|s| Status::parse(s).ok_or_else(|| anyhow!("--status {s:?}: use active, past_due, suspended or canceled")))
+        .transpose()?;
+    let store = Store::open(&cfg.billing.database)?;
+    let rows = store.list_subscriptions(status)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<16} {:<16} {:>10} {:<9} {:<9} {:<25} {:>5}",
+        "ID", "CUSTOMER", "PLAN", "AMOUNT", "STATUS", "SOURCE", "NEXT DUE", "PAID"
+    );
+    for r in &rows {
+        println!(
+            "{:<20} {:<16} {:<16} {:>10} {:<9} {:<9} {:<25} {:>5}",
+            r.id,
+            r.customer_uid,
+            r.plan,
+            format!("{} {}", r.amount, r.currency),
+            r.status,
+            r.source,
+            r.next_due_at.as_deref().unwrap_or("-"),
+            r.paid_periods
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn charges(path: &Path, failed: bool, since: Option<&str>, sub: Option<&str>, json: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let since = since
+        .map(|s| -> Result<i64> {
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Ok(t.timestamp());
+            }
+            let d = config::parse_date(s).map_err(|e| anyhow!("--since: {e}"))?;
+            Ok(cfg.billing.clock.due_at_midnight(d).timestamp())
+        })
+        .transpose()?;
+    let store = Store::open(&cfg.billing.database)?;
+    let rows: Vec<_> = store.list_charges(failed, since, sub, 0)?.into_iter().map(|(_, r)| r).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<26} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} DETAIL",
+        "DUE", "SUBSCRIPTION", "PER", "TRY", "MERCHANT_UID", "AMOUNT", "STATUS"
+    );
+    for r in &rows {
+        let detail = match (&r.imp_uid, &r.fail_reason) {
+            (_, Some(reason)) => {
+                format!("{}{reason}", r.failure.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())
+            }
+            (Some(imp), None) => imp.clone(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<26} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} {}",
+            r.due_at,
+            r.subscription_id,
+            r.period,
+            r.attempt,
+            r.merchant_uid,
+            format!("{} {}", r.amount, r.currency),
+            r.status,
+            detail
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sandbox(
+    listen: std::net::SocketAddr,
+    imp_key: Option<String>,
+    imp_secret: Option<String>,
+    file: Option<&Path>,
+) -> Result<ExitCode> {
+    let mut cfg = match file {
+        Some(f) => billd_sandbox::SandboxConfig::from_toml_file(f)?,
+        None => billd_sandbox::SandboxConfig::default(),
+    };
+    if let Some(k) = imp_key {
+        cfg.imp_key = k;
+    }
+    if let Some(s) = imp_secret {
+        cfg.imp_secret = s;
+    }
+    runtime()?.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("billd sandbox: i'mport V1 API at http://{addr}");
+        println!("  imp_key    = {}", cfg.imp_key);
+        println!("  imp_secret = {}", cfg.imp_secret);
+        println!("  ledger     = http://{addr}/__sandbox/payments");
+        let shutdown = async {
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        billd_sandbox::serve(cfg, listener, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
