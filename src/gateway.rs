@@ -98,7 +98,7 @@ struct PaymentBody {
     fail_reason: Option<String>,
 }
 
-/// Refresh this long before the server says the token expires.
+/// Refresh this long before the server says the token expires (a tenth of short lifetimes).
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
 enum Sent {

@@ -385,10 +385,10 @@ fn charge_request(p: &Params, headers: &HeaderMap, name_required: bool) -> Resul
         return Err(bad_request("`amount` must be greater than 0"));
     }
     let name = if name_required { Some(p.req_str("name", Some(40))?) } else { p.opt_str("name", Some(40))? };
-    if let Some(tax_free) = p.opt_amount("tax_free")? {
-        if tax_free > amount {
-            return Err(bad_request("`tax_free` must not exceed `amount`"));
-        }
+    if let Some(tax_free) = p.opt_amount("tax_free")?
+        && tax_free > amount
+    {
+        return Err(bad_request("`tax_free` must not exceed `amount`"));
     }
     p.opt_amount("vat_amount")?;
     p.opt_amount("vat")?;
@@ -402,10 +402,10 @@ fn charge_request(p: &Params, headers: &HeaderMap, name_required: bool) -> Resul
     p.opt_enum("cash_receipt_type", &["person", "company", "anonymous"])?;
     p.opt_int("product_count", 1)?;
     p.opt_str("channel_key", Some(55))?;
-    if let Some(extra) = p.0.get("extra") {
-        if !matches!(extra, Value::Object(_) | Value::Null | Value::String(_)) {
-            return Err(bad_request("`extra` must be an object"));
-        }
+    if let Some(extra) = p.0.get("extra")
+        && !matches!(extra, Value::Object(_) | Value::Null | Value::String(_))
+    {
+        return Err(bad_request("`extra` must be an object"));
     }
     Ok(ChargeRequest {
         merchant_uid,

@@ -44,7 +44,7 @@ pub fn luhn_valid(digits: &str) -> bool {
     if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return false;
     }
-    luhn_sum(digits.bytes().rev(), false) % 10 == 0
+    luhn_sum(digits.bytes().rev(), false).is_multiple_of(10)
 }
 
 /// The first 6 digits, `*` for the middle ones and the last 4: `424242******4242`.

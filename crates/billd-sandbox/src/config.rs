@@ -94,10 +94,10 @@ impl SandboxConfig {
         if self.token_ttl.is_zero() {
             anyhow::bail!("token_ttl must be longer than zero");
         }
-        if let Latency::Random { min, max } = self.latency {
-            if min > max {
-                anyhow::bail!("latency: min ({min:?}) is larger than max ({max:?})");
-            }
+        if let Latency::Random { min, max } = self.latency
+            && min > max
+        {
+            anyhow::bail!("latency: min ({min:?}) is larger than max ({max:?})");
         }
         if self.rate_limit == Some(0) {
             anyhow::bail!("rate_limit must be at least 1 (omit it for no limit)");
@@ -324,7 +324,7 @@ pub mod duration {
     /// Formats as `"250ms"` or `"2s"` (what [`parse`] reads back).
     pub fn format(d: Duration) -> String {
         let ms = d.as_millis();
-        if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+        if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
     }
 
     /// `serde(with)` entry point.

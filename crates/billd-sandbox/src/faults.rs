@@ -67,10 +67,8 @@ impl FaultBook {
                 }
                 _ => false,
             };
-            if used {
-                if let Some(t) = rule.times.as_mut() {
-                    *t = t.saturating_sub(1);
-                }
+            if used && let Some(t) = rule.times.as_mut() {
+                *t = t.saturating_sub(1);
             }
         }
         self.rules.retain(|r| r.times != Some(0));

@@ -597,7 +597,7 @@ impl Ledger {
             idx.iter().skip((page - 1).saturating_mul(limit)).take(limit).map(|&i| self.payments[i].clone()).collect();
         Paged {
             total,
-            previous: if page > 1 { page - 1 } else { 0 },
+            previous: page.saturating_sub(1),
             next: if page.saturating_mul(limit) < total { page + 1 } else { 0 },
             list,
         }
@@ -632,13 +632,13 @@ impl Ledger {
             }
         }
         let cancellable = p.amount - p.cancel_amount;
-        if let Some(checksum) = req.checksum {
-            if checksum != cancellable {
-                return Err(Refusal::business(
-                    1,
-                    format!("checksum이 일치하지 않습니다. 취소가능잔액은 {cancellable}입니다."),
-                ));
-            }
+        if let Some(checksum) = req.checksum
+            && checksum != cancellable
+        {
+            return Err(Refusal::business(
+                1,
+                format!("checksum이 일치하지 않습니다. 취소가능잔액은 {cancellable}입니다."),
+            ));
         }
         let amount = match req.amount {
             None | Some(0) => cancellable,
@@ -728,10 +728,10 @@ pub(crate) fn check_card(now: i64, card: &CardInput) -> Result<(String, CardFact
         Some(b) if valid_birth(b) => {}
         _ => return Err(CardProblem::Birth),
     }
-    if let Some(pwd) = card.pwd_2digit.as_deref() {
-        if pwd.len() != 2 || !pwd.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(CardProblem::Pwd);
-        }
+    if let Some(pwd) = card.pwd_2digit.as_deref()
+        && (pwd.len() != 2 || !pwd.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(CardProblem::Pwd);
     }
     Ok((digits, facts))
 }

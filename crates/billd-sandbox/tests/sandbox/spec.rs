@@ -93,10 +93,10 @@ fn documented_nullable(prop: &Value) -> bool {
 }
 
 fn allow_null(prop: &mut Value) {
-    if let Some(t) = prop.get("type").cloned() {
-        if let Value::String(t) = t {
-            prop["type"] = json!([t, "null"]);
-        }
+    if let Some(t) = prop.get("type").cloned()
+        && let Value::String(t) = t
+    {
+        prop["type"] = json!([t, "null"]);
     }
 }
 
@@ -266,20 +266,18 @@ async fn the_validation_catches_shapes_that_break_the_spec() {
     success(s, &paid);
     spec.assert_valid("PaymentResponse", "baseline", &paid);
 
-    let broken: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        (
-            "missing required status",
-            Box::new(|v: &mut Value| {
-                v["response"].as_object_mut().unwrap().remove("status");
-            }),
-        ),
-        ("amount as a string", Box::new(|v: &mut Value| v["response"]["amount"] = json!("9900"))),
-        ("null pg_tid (not documented nullable)", Box::new(|v: &mut Value| v["response"]["pg_tid"] = Value::Null)),
-        ("merchant_uid over 40", Box::new(|v: &mut Value| v["response"]["merchant_uid"] = json!("m".repeat(41)))),
-        ("a field the spec does not define", Box::new(|v: &mut Value| v["response"]["card_cvc"] = json!("123"))),
-        ("timestamp as float", Box::new(|v: &mut Value| v["response"]["paid_at"] = json!(1.5))),
-        ("null response on success", Box::new(|v: &mut Value| v["response"] = Value::Null)),
-        ("bad cancel_history item", Box::new(|v: &mut Value| v["response"]["cancel_history"] = json!([{"amount": 1}]))),
+    type Mutation = fn(&mut Value);
+    let broken: Vec<(&str, Mutation)> = vec![
+        ("missing required status", |v| {
+            v["response"].as_object_mut().unwrap().remove("status");
+        }),
+        ("amount as a string", |v| v["response"]["amount"] = json!("9900")),
+        ("null pg_tid (not documented nullable)", |v| v["response"]["pg_tid"] = Value::Null),
+        ("merchant_uid over 40", |v| v["response"]["merchant_uid"] = json!("m".repeat(41))),
+        ("a field the spec does not define", |v| v["response"]["card_cvc"] = json!("123")),
+        ("timestamp as float", |v| v["response"]["paid_at"] = json!(1.5)),
+        ("null response on success", |v| v["response"] = Value::Null),
+        ("bad cancel_history item", |v| v["response"]["cancel_history"] = json!([{"amount": 1}])),
     ];
     for (what, mutate) in broken {
         let mut copy = paid.clone();

@@ -1,0 +1,290 @@
+//! End-to-end billing behaviour: the real `billd` binary, `tick --as-of`, against the sandbox's ledger.
+
+mod common;
+
+use billd_sandbox::{Fault, FaultRule};
+use common::{MONTHLY, Setup, World, cards, sub};
+use std::time::Duration;
+
+fn world_with(body: &str, customers: &[(&str, &str)]) -> World {
+    let w = World::new(Setup { body, ..Default::default() });
+    for (c, card) in customers {
+        w.sandbox.register_customer(c, card).unwrap();
+    }
+    w
+}
+
+#[test]
+fn month_end_anchor_clamps_and_comes_back() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-31"));
+    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    w.tick_daily("2025-01-30", "2025-06-01", "10:00:00+09:00");
+    assert_eq!(
+        w.due_dates("s1", chrono_tz::Asia::Seoul),
+        [
+            "2025-01-31T10:00:00+09:00",
+            "2025-02-28T10:00:00+09:00",
+            "2025-03-31T10:00:00+09:00",
+            "2025-04-30T10:00:00+09:00",
+            "2025-05-31T10:00:00+09:00",
+        ]
+    );
+    assert_eq!(w.paid_for("c1").len(), 5);
+    w.assert_consistent();
+}
+
+#[test]
+fn leap_year_february_and_yearly_leap_day() {
+    let body = format!(
+        "{MONTHLY}\n[[plans]]\nid = \"yearly\"\nname = \"Yearly\"\namount = 99000\ninterval = \"1 year\"\n{}{}",
+        sub("m", "c1", "monthly", "2024-01-31"),
+        sub("y", "c2", "yearly", "2024-02-29")
+    );
+    let w = world_with(&body, &[("c1", cards::APPROVE), ("c2", cards::APPROVE)]);
+    for t in ["2024-01-31", "2024-02-29", "2025-02-28", "2028-02-29"] {
+        w.tick(&format!("{t}T10:00:00+09:00"));
+    }
+    let seoul = chrono_tz::Asia::Seoul;
+    assert_eq!(w.due_dates("m", seoul)[1], "2024-02-29T10:00:00+09:00");
+    assert_eq!(
+        w.due_dates("y", seoul),
+        [
+            "2024-02-29T10:00:00+09:00",
+            "2025-02-28T10:00:00+09:00",
+            "2026-02-28T10:00:00+09:00",
+            "2027-02-28T10:00:00+09:00",
+            "2028-02-29T10:00:00+09:00",
+        ]
+    );
+    w.assert_consistent();
+}
+
+#[test]
+fn due_at_charge_time_in_the_billing_timezone_not_before() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-03-01"));
+    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    // 10:00 in Seoul is 01:00 UTC.
+    w.tick("2025-03-01T00:59:59Z");
+    assert!(w.paid_for("c1").is_empty(), "charged before 10:00 Asia/Seoul");
+    w.tick("2025-03-01T01:00:00Z");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+}
+
+#[test]
+fn dst_gap_in_new_york_charges_once_at_the_first_valid_time() {
+    let w = World::new(Setup {
+        timezone: "America/New_York",
+        charge_time: "02:30",
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-02-09")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    // 2025-03-09 02:30 does not exist in New York (clocks jump 02:00 -> 03:00 EDT = 07:00 UTC).
+    for t in ["2025-02-09T07:30:00Z", "2025-03-09T06:59:00Z"] {
+        w.tick(t);
+    }
+    assert_eq!(w.paid_for("c1").len(), 1);
+    w.tick("2025-03-09T07:00:00Z");
+    w.tick("2025-03-09T08:00:00Z");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1"]);
+    assert_eq!(w.due_dates("s1", chrono_tz::America::New_York)[1], "2025-03-09T03:00:00-04:00");
+}
+
+#[test]
+fn declined_twice_then_paid_on_the_second_retry() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-15"));
+    let w = world_with(&body, &[("c1", &cards::decline_first(2))]);
+    w.tick("2025-01-15T10:00:00+09:00");
+    assert_eq!(w.status_of("s1"), "past_due");
+    // The first retry is 1 day after the first attempt, not earlier.
+    w.tick("2025-01-16T09:59:59+09:00");
+    assert_eq!(w.attempts_for("c1").len(), 1);
+    w.tick("2025-01-16T10:00:00+09:00");
+    assert_eq!(w.attempts_for("c1").len(), 2);
+    // The second retry 2 days after the previous attempt.
+    w.tick("2025-01-17T10:00:00+09:00");
+    assert_eq!(w.attempts_for("c1").len(), 2);
+    w.tick("2025-01-18T10:00:00+09:00");
+    let attempts = w.attempts_for("c1");
+    assert_eq!(attempts.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(), ["failed", "failed", "paid"]);
+    // Every attempt of the period uses the period's merchant_uid: the gateway itself prevents a second payment.
+    assert!(attempts.iter().all(|e| e.merchant_uid == "billd-s1-0"));
+    assert_eq!(w.status_of("s1"), "active");
+    w.assert_consistent();
+}
+
+fn always_declined(on_exhausted: &str) -> World {
+    let dunning = format!("retry_after = [\"1d\", \"2d\", \"4d\"]\non_exhausted = \"{on_exhausted}\"");
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = World::new(Setup { dunning: &dunning, body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w.tick_daily("2025-01-01", "2025-01-10", "10:00:00+09:00");
+    let attempts = w.attempts_for("c1");
+    assert_eq!(attempts.len(), 4, "first attempt and three retries");
+    assert!(attempts.iter().all(|e| e.status == "failed"));
+    w
+}
+
+#[test]
+fn always_declined_is_canceled_after_the_last_retry() {
+    let w = always_declined("cancel");
+    assert_eq!(w.status_of("s1"), "canceled");
+    w.tick_daily("2025-01-31", "2025-03-05", "10:00:00+09:00");
+    assert_eq!(w.attempts_for("c1").len(), 4, "a canceled subscription is never charged again");
+}
+
+#[test]
+fn always_declined_is_suspended_after_the_last_retry() {
+    let w = always_declined("suspend");
+    assert_eq!(w.status_of("s1"), "suspended");
+    w.tick("2025-03-05T10:00:00+09:00");
+    assert_eq!(w.attempts_for("c1").len(), 4, "a suspended subscription is not charged");
+}
+
+#[test]
+fn always_declined_with_skip_gives_the_period_up_and_bills_the_next() {
+    let w = always_declined("skip");
+    assert_eq!(w.status_of("s1"), "active");
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-02-01T10:00:00+09:00");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-1"], "period 0 given up, period 1 charged");
+    let given_up: String = w
+        .db()
+        .query_row("SELECT state FROM periods WHERE subscription_id = 's1' AND period = 0", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(given_up, "given_up");
+}
+
+#[test]
+fn unregistered_customer_is_a_hard_failure_without_retries() {
+    let body = format!("{MONTHLY}{}", sub("s1", "nobody", "monthly", "2025-01-01"));
+    let w = world_with(&body, &[]);
+    let out = w.tick("2025-01-01T10:00:00+09:00");
+    assert_eq!(w.attempts_for("nobody").len(), 0, "the gateway stores nothing for an unregistered key");
+    assert_eq!(w.status_of("s1"), "canceled");
+    let stderr = World::stderr(&out);
+    let line = stderr.lines().find(|l| l.contains("charge.failed")).expect("a charge.failed line");
+    for needle in ["s1", "nobody", "billd-s1-0", "9900", "등록되지 않은 구매자입니다", "attempt=1", "cancel"]
+    {
+        assert!(line.contains(needle), "{needle:?} missing from the log line: {line}");
+    }
+    w.tick_daily("2025-01-02", "2025-01-10", "10:00:00+09:00");
+    let attempts: i64 = w.db().query_row("SELECT count(*) FROM attempts", [], |r| r.get(0)).unwrap();
+    assert_eq!(attempts, 1, "no retries after a rejection");
+}
+
+#[test]
+fn catch_up_after_downtime_charges_every_missed_period_once_oldest_first() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-10"));
+    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    w.tick("2025-01-10T10:00:00+09:00");
+    // Down from January 11 to April 20.
+    w.tick("2025-04-20T10:00:00+09:00");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1", "billd-s1-2", "billd-s1-3"]);
+    w.tick("2025-04-20T10:00:00+09:00");
+    assert_eq!(w.paid_for("c1").len(), 4);
+    w.assert_consistent();
+}
+
+#[test]
+fn lost_response_after_the_charge_is_resolved_by_lookup_not_resent() {
+    let w = World::new(Setup {
+        timeout: "1s",
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.add_fault(FaultRule {
+        customer_uid: Some("c1".into()),
+        fault: Fault::LoseResponseAfterCharge { hold: Duration::from_secs(3) },
+        times: Some(1),
+    });
+    let out = w.tick("2025-01-01T10:00:00+09:00");
+    assert!(World::stderr(&out).contains("charge.unknown"));
+    assert_eq!(w.paid_for("c1").len(), 1, "the gateway charged");
+    let status: String = w.db().query_row("SELECT status FROM attempts", [], |r| r.get(0)).unwrap();
+    assert_eq!(status, "unknown");
+    // The next pass (a minute later) looks the merchant_uid up and records the payment.
+    w.tick("2025-01-01T10:01:00+09:00");
+    assert_eq!(w.paid_for("c1").len(), 1, "never charged twice");
+    assert_eq!(w.attempts_for("c1").len(), 1, "not even sent twice");
+    w.assert_consistent();
+    assert_eq!(w.status_of("s1"), "active");
+}
+
+#[test]
+fn dropped_connection_after_the_charge_is_resolved_by_lookup() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::DropAfterCharge, times: Some(1) });
+    w.tick("2025-01-01T10:00:00+09:00");
+    w.tick("2025-01-01T10:05:00+09:00");
+    assert_eq!(w.attempts_for("c1").len(), 1);
+    w.assert_consistent();
+}
+
+#[test]
+fn gateway_500_is_not_a_decline_and_is_retried_within_minutes() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    w.sandbox.add_fault(FaultRule { customer_uid: None, fault: Fault::Http500, times: Some(2) });
+    w.tick("2025-01-01T10:00:00+09:00");
+    assert_eq!(w.status_of("s1"), "active", "a 500 is not a decline");
+    assert!(w.paid_for("c1").is_empty());
+    // Second try at most 5 minutes later: still a 500.
+    w.tick("2025-01-01T10:05:00+09:00");
+    assert!(w.paid_for("c1").is_empty());
+    w.tick("2025-01-01T11:00:00+09:00");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+    let (declines, attempt): (i64, i64) = w
+        .db()
+        .query_row(
+            "SELECT p.declines, a.attempt FROM periods p JOIN attempts a USING (subscription_id, period)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((declines, attempt), (0, 1), "transient errors never use up a dunning retry");
+    w.assert_consistent();
+}
+
+#[test]
+fn garbage_answer_is_unknown_and_reconciled() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    w.sandbox.add_fault(FaultRule { customer_uid: None, fault: Fault::Garbage, times: Some(1) });
+    w.tick("2025-01-01T10:00:00+09:00");
+    assert!(w.paid_for("c1").is_empty());
+    w.tick("2025-01-01T10:02:00+09:00");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+    w.assert_consistent();
+}
+
+#[test]
+fn tokens_shorter_than_the_pass_are_renewed() {
+    let mut sandbox = billd_sandbox::SandboxConfig::default();
+    sandbox.token_ttl = Duration::from_secs(2);
+    sandbox.latency = billd_sandbox::Latency::Fixed(Duration::from_millis(300));
+    let mut body = MONTHLY.to_string();
+    for i in 0..12 {
+        body.push_str(&sub(&format!("s{i}"), "c1", "monthly", "2025-01-01"));
+    }
+    let w = World::new(Setup { sandbox, concurrency: 1, body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    // 12 charges x 300 ms at concurrency 1 outlive a 2 s token.
+    w.tick("2025-01-01T10:00:00+09:00");
+    assert_eq!(w.paid_for("c1").len(), 12);
+    w.assert_consistent();
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    let out =
+        w.billd().env("BILLD_LOG", "trace").args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"]).output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("charge.paid"));
+    assert!(!all.contains("imp_sandbox_secret"), "the secret was logged");
+    assert!(!all.to_lowercase().contains("bearer"), "an Authorization header was logged");
+}

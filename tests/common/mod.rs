@@ -1,0 +1,185 @@
+//! Test harness: a real sandbox on 127.0.0.1, a real config and SQLite file per test, the real `billd` binary.
+#![allow(dead_code)]
+
+use billd_sandbox::{LedgerEntry, Sandbox, SandboxConfig};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub use billd_sandbox::cards;
+
+/// One test's world: a temp folder with schedules.toml and the database, and a sandbox gateway.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub sandbox: Sandbox,
+    pub config: PathBuf,
+}
+
+pub struct Setup<'a> {
+    pub sandbox: SandboxConfig,
+    pub timezone: &'a str,
+    pub charge_time: &'a str,
+    pub timeout: &'a str,
+    pub concurrency: u32,
+    pub dunning: &'a str,
+    /// `[[plans]]` and `[[subscriptions]]` entries.
+    pub body: &'a str,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            sandbox: SandboxConfig::default(),
+            timezone: "Asia/Seoul",
+            charge_time: "10:00",
+            timeout: "5s",
+            concurrency: 4,
+            dunning: "retry_after = [\"1d\", \"2d\", \"4d\"]\non_exhausted = \"cancel\"",
+            body: "",
+        }
+    }
+}
+
+pub const MONTHLY: &str = r#"
+[[plans]]
+id = "monthly"
+name = "Monthly plan"
+amount = 9900
+interval = "1 month"
+"#;
+
+impl World {
+    pub fn new(setup: Setup<'_>) -> World {
+        let sandbox = Sandbox::start(setup.sandbox.clone()).expect("sandbox starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("schedules.toml");
+        let world = World { dir, sandbox, config };
+        world.write_config(&setup);
+        world
+    }
+
+    pub fn write_config(&self, setup: &Setup<'_>) {
+        let text = format!(
+            "[billing]\ntimezone = \"{}\"\ncharge_time = \"{}\"\ndatabase = \"billd.sqlite3\"\n\n\
+             [gateway]\nbase_url = \"{}\"\nimp_key = \"imp_sandbox_key\"\ntimeout = \"{}\"\nconcurrency = {}\n\n\
+             [dunning]\n{}\n{}",
+            setup.timezone,
+            setup.charge_time,
+            self.sandbox.base_url(),
+            setup.timeout,
+            setup.concurrency,
+            setup.dunning,
+            setup.body
+        );
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// A `billd` command for this world (the secret comes from the environment, never argv).
+    pub fn billd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("billd"));
+        c.arg("--config")
+            .arg(&self.config)
+            .env("BILLD_GATEWAY__IMP_SECRET", "imp_sandbox_secret")
+            .env("BILLD_LOG", "info")
+            .env_remove("BILLD_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        c
+    }
+
+    /// Runs `billd tick --as-of AS_OF` and asserts it exits 0.
+    pub fn tick(&self, as_of: &str) -> Output {
+        let out = self.billd().args(["tick", "--as-of", as_of]).output().expect("run billd");
+        assert!(
+            out.status.success(),
+            "billd tick --as-of {as_of} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Ticks once a day at `hh:mm` local (given as an RFC 3339 offset) from `from` to `to` inclusive.
+    pub fn tick_daily(&self, from: &str, to: &str, time_and_offset: &str) {
+        let mut d: chrono::NaiveDate = from.parse().unwrap();
+        let end: chrono::NaiveDate = to.parse().unwrap();
+        while d <= end {
+            self.tick(&format!("{d}T{time_and_offset}"));
+            d = d.succ_opt().unwrap();
+        }
+    }
+
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.sandbox.ledger()
+    }
+
+    /// Paid payments at the gateway, per merchant_uid (asserting there is at most one for each).
+    pub fn paid_by_merchant_uid(&self) -> BTreeMap<String, LedgerEntry> {
+        let mut out = BTreeMap::new();
+        for e in self.ledger().into_iter().filter(|e| e.status == "paid") {
+            let m = e.merchant_uid.clone();
+            assert!(out.insert(m.clone(), e).is_none(), "two paid payments for merchant_uid {m}");
+        }
+        out
+    }
+
+    /// Paid merchant_uids of one customer, in the order the gateway charged them.
+    pub fn paid_for(&self, customer_uid: &str) -> Vec<String> {
+        self.ledger()
+            .into_iter()
+            .filter(|e| e.status == "paid" && e.customer_uid.as_deref() == Some(customer_uid))
+            .map(|e| e.merchant_uid)
+            .collect()
+    }
+
+    pub fn attempts_for(&self, customer_uid: &str) -> Vec<LedgerEntry> {
+        self.ledger().into_iter().filter(|e| e.customer_uid.as_deref() == Some(customer_uid)).collect()
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("billd.sqlite3")).expect("open db")
+    }
+
+    pub fn status_of(&self, sub: &str) -> String {
+        self.db().query_row("SELECT status FROM subscriptions WHERE id = ?1", [sub], |r| r.get(0)).expect("status")
+    }
+
+    /// Local due dates of a subscription's periods, in order.
+    pub fn due_dates(&self, sub: &str, tz: chrono_tz::Tz) -> Vec<String> {
+        let db = self.db();
+        let mut st = db.prepare("SELECT due_at FROM periods WHERE subscription_id = ?1 ORDER BY period").unwrap();
+        st.query_map([sub], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|t| chrono::DateTime::from_timestamp(t.unwrap(), 0).unwrap().with_timezone(&tz).to_rfc3339())
+            .collect()
+    }
+
+    /// Asserts the database and the gateway agree: every paid attempt is a paid payment with the same imp_uid,
+    /// at most one paid attempt per period, and nothing is left unresolved.
+    pub fn assert_consistent(&self) {
+        let paid = self.paid_by_merchant_uid();
+        let db = self.db();
+        let mut st = db.prepare("SELECT merchant_uid, imp_uid FROM attempts WHERE status = 'paid'").unwrap();
+        let rows: Vec<(String, String)> =
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), paid.len(), "paid attempts in the db vs paid payments at the gateway");
+        for (m, imp) in rows {
+            let e = paid.get(&m).unwrap_or_else(|| panic!("db says {m} paid, the gateway does not"));
+            assert_eq!(e.imp_uid, imp, "imp_uid of {m}");
+        }
+        let unresolved: i64 = db
+            .query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(unresolved, 0, "unresolved attempts left");
+    }
+
+    pub fn stderr(out: &Output) -> String {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// A `[[subscriptions]]` entry.
+pub fn sub(id: &str, customer: &str, plan: &str, start: &str) -> String {
+    format!(
+        "\n[[subscriptions]]\nid = \"{id}\"\ncustomer_uid = \"{customer}\"\nplan = \"{plan}\"\nstart = \"{start}\"\n"
+    )
+}
