@@ -153,14 +153,8 @@ fn rfc3339(t: i64) -> String {
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                bail!(
-                    "database {}: the folder {} does not exist (set billing.database)",
-                    path.display(),
-                    dir.display()
-                );
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
         }
         let conn = Connection::open_with_flags(
             path,

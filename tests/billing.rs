@@ -262,9 +262,11 @@ fn garbage_answer_is_unknown_and_reconciled() {
 
 #[test]
 fn tokens_shorter_than_the_pass_are_renewed() {
-    let mut sandbox = billd_sandbox::SandboxConfig::default();
-    sandbox.token_ttl = Duration::from_secs(2);
-    sandbox.latency = billd_sandbox::Latency::Fixed(Duration::from_millis(300));
+    let sandbox = billd_sandbox::SandboxConfig {
+        token_ttl: Duration::from_secs(2),
+        latency: billd_sandbox::Latency::Fixed(Duration::from_millis(300)),
+        ..Default::default()
+    };
     let mut body = MONTHLY.to_string();
     for i in 0..12 {
         body.push_str(&sub(&format!("s{i}"), "c1", "monthly", "2025-01-01"));

@@ -61,12 +61,12 @@ fn parse_args() -> anyhow::Result<Args> {
         "--duration is capped at 300 seconds"
     );
     if let Some(url) = &args.url {
-        let host = url
-            .strip_prefix("http://")
-            .and_then(|rest| rest.split(['/', ':']).next())
-            .unwrap_or("");
+        let rest = url.strip_prefix("http://").unwrap_or("");
+        let host = rest.split(['/', ':']).next().unwrap_or("");
         anyhow::ensure!(
-            host == "localhost" || host.starts_with("127.") || host == "[" || host == "[::1]",
+            host == "localhost"
+                || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+                || rest.starts_with("[::1]"),
             "--url must be a loopback http:// address, got {url}"
         );
     }
