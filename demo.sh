@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 cargo build --quiet --bin billd
-billd=target/debug/billd
+billd="${CARGO_TARGET_DIR:-target}/debug/billd"
 work=$(mktemp -d)
 port=${BILLD_DEMO_PORT:-8787}
 export BILLD_CONFIG="$PWD/schedules.toml"

@@ -1,0 +1,186 @@
+//! `schedules.toml` validation through the real binary: every error names the file and the key.
+
+use std::path::Path;
+use std::process::Command;
+
+const GOOD: &str = r#"
+[billing]
+timezone = "Asia/Seoul"
+charge_time = "10:00"
+database = "billd.sqlite3"
+
+[gateway]
+base_url = "http://127.0.0.1:9"
+imp_key = "k"
+timeout = "30s"
+concurrency = 4
+
+[dunning]
+retry_after = ["1d", "2d"]
+on_exhausted = "suspend"
+
+[[plans]]
+id = "p"
+name = "Plan"
+amount = 9900
+interval = "1 month"
+
+[[subscriptions]]
+id = "s1"
+customer_uid = "c1"
+plan = "p"
+start = "2025-01-31"
+"#;
+
+fn check(dir: &Path, text: &str) -> (bool, String, String) {
+    let path = dir.join("schedules.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .env("BILLD_GATEWAY__IMP_SECRET", "s")
+        .env_remove("BILLD_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_good_config_and_the_repo_example_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = check(dir.path(), GOOD);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("OK (1 plans, 1 subscriptions"), "{stdout}");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules.toml");
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", example.to_str().unwrap(), "check"])
+        .env_remove("BILLD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn each_broken_config_names_the_file_and_the_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "impossible date",
+            "start = \"2025-01-31\"|start = \"2025-02-30\"",
+            &["subscriptions[0]", "start", "2025-02-30"],
+        ),
+        ("zero amount", "amount = 9900|amount = 0", &["plans[0]", "amount"]),
+        ("negative amount", "amount = 9900|amount = -5", &["plans[0]", "amount"]),
+        ("absurd amount", "amount = 9900|amount = 99000000000", &["plans[0]", "amount", "max_amount"]),
+        ("unknown plan", "plan = \"p\"|plan = \"nope\"", &["subscriptions[0]", "plan", "nope"]),
+        ("bad zone", "Asia/Seoul|Asia/Nowhere", &["billing.timezone", "Asia/Nowhere"]),
+        ("bad duration", "\"30s\"|\"30 parsecs\"", &["gateway.timeout"]),
+        ("bad retry", "\"2d\"]|\"2x\"]", &["dunning.retry_after[1]"]),
+        ("bad action", "\"suspend\"|\"explode\"", &["dunning.on_exhausted", "explode"]),
+        ("unknown key", "charge_time = \"10:00\"|charge_tme = \"10:00\"", &["charge_tme"]),
+        ("wrong type", "concurrency = 4|concurrency = \"four\"", &["gateway.concurrency"]),
+        (
+            "long name",
+            "name = \"Plan\"|name = \"A plan whose name is far longer than forty characters\"",
+            &["plans[0]", "name", "40"],
+        ),
+        ("bad interval", "\"1 month\"|\"1 fortnight\"", &["plans[0]", "interval", "fortnight"]),
+        ("bad time", "\"10:00\"|\"25:00\"", &["billing.charge_time"]),
+        ("bad url", "http://127.0.0.1:9|not a url", &["gateway.base_url"]),
+        ("syntax", "[billing]|[billing", &["line"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (what, edit, needles) in cases {
+        let (from, to) = edit.split_once('|').unwrap();
+        assert!(GOOD.contains(from), "{what}: the fixture lacks {from:?}");
+        let (ok, _, stderr) = check(dir.path(), &GOOD.replacen(from, to, 1));
+        assert!(!ok, "{what}: accepted");
+        assert!(stderr.contains("schedules.toml"), "{what}: the file is not named: {stderr}");
+        for n in *needles {
+            assert!(stderr.contains(n), "{what}: {n:?} missing from: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn duplicates_are_errors_and_all_problems_are_listed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{GOOD}\n[[plans]]\nid = \"p\"\nname = \"Again\"\namount = 1\ninterval = \"1 day\"\n\
+         \n[[subscriptions]]\nid = \"s1\"\ncustomer_uid = \"c2\"\nplan = \"p\"\nstart = \"2025-13-01\"\n"
+    );
+    let (ok, _, stderr) = check(dir.path(), &text);
+    assert!(!ok);
+    assert!(stderr.contains("duplicate plan id \"p\""), "{stderr}");
+    assert!(stderr.contains("duplicate subscription id \"s1\""), "{stderr}");
+    assert!(stderr.contains("2025-13-01"), "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_or_secret_is_an_error() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", "/nonexistent/schedules.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/schedules.toml: config file not found"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .env_remove("BILLD_GATEWAY__IMP_SECRET")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BILLD_GATEWAY__IMP_SECRET"));
+}
+
+#[test]
+fn env_vars_override_the_file_and_billd_config_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .arg("check")
+        .env("BILLD_CONFIG", &path)
+        .env("BILLD_GATEWAY__IMP_SECRET", "s")
+        .env("BILLD_GATEWAY__CONCURRENCY", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("gateway.concurrency: 0 must be between 1 and 1024"), "{stderr}");
+}
+
+#[test]
+fn the_secret_file_and_systemd_credential_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    std::fs::create_dir(dir.path().join("creds")).unwrap();
+    std::fs::write(dir.path().join("creds/imp_secret"), "from-credential\n").unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .env_remove("BILLD_GATEWAY__IMP_SECRET")
+        .env("CREDENTIALS_DIRECTORY", dir.path().join("creds"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // imp_secret_file wins over the credential; a missing file is named.
+    std::fs::write(&path, GOOD.replace("imp_key = \"k\"", "imp_key = \"k\"\nimp_secret_file = \"missing.secret\""))
+        .unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .env_remove("BILLD_GATEWAY__IMP_SECRET")
+        .env("CREDENTIALS_DIRECTORY", dir.path().join("creds"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.secret"));
+}
