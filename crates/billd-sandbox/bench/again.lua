@@ -5,8 +5,7 @@ local token = os.getenv("TOKEN")
 local customer = os.getenv("CUSTOMER_UID") or "bench_customer"
 local run = os.getenv("RUN_ID") or tostring(os.time())
 local counter = 0
-local thread_id = 0
-local next_thread = 0
+local next_thread = 0 -- setup() runs in the main state; thread_id becomes a global in each thread
 
 function setup(thread)
   next_thread = next_thread + 1

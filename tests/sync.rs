@@ -1,0 +1,120 @@
+//! Applying schedules.toml to the database: inserts, plan changes from the next unpaid period, cancels, guards.
+
+mod common;
+
+use common::{MONTHLY, Setup, World, cards, sub};
+
+fn plan(amount: i64, interval: &str) -> String {
+    format!("\n[[plans]]\nid = \"monthly\"\nname = \"Monthly plan\"\namount = {amount}\ninterval = \"{interval}\"\n")
+}
+
+fn rewrite(w: &World, body: &str) {
+    w.write_config(&Setup { body, ..Default::default() });
+}
+
+fn amounts(w: &World, customer: &str) -> Vec<i64> {
+    w.attempts_for(customer).iter().map(|e| e.amount).collect()
+}
+
+#[test]
+fn amount_change_applies_from_the_next_unpaid_period() {
+    let w = World::new(Setup {
+        body: &format!("{}{}", plan(9900, "1 month"), sub("s1", "c1", "monthly", "2025-01-05")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-05T10:00:00+09:00");
+    rewrite(&w, &format!("{}{}", plan(12000, "1 month"), sub("s1", "c1", "monthly", "2025-01-05")));
+    w.tick("2025-02-05T10:00:00+09:00");
+    assert_eq!(amounts(&w, "c1"), [9900, 12000]);
+}
+
+#[test]
+fn a_period_in_dunning_keeps_the_amount_it_opened_with() {
+    let w = World::new(Setup {
+        body: &format!("{}{}", plan(9900, "1 month"), sub("s1", "c1", "monthly", "2025-01-05")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", &cards::decline_first(1)).unwrap();
+    w.tick("2025-01-05T10:00:00+09:00");
+    rewrite(&w, &format!("{}{}", plan(12000, "1 month"), sub("s1", "c1", "monthly", "2025-01-05")));
+    w.tick("2025-01-06T10:00:00+09:00");
+    w.tick("2025-02-05T10:00:00+09:00");
+    assert_eq!(amounts(&w, "c1"), [9900, 9900, 12000]);
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1"]);
+}
+
+#[test]
+fn interval_change_keeps_the_next_due_date() {
+    let w = World::new(Setup {
+        body: &format!("{}{}", plan(9900, "1 month"), sub("s1", "c1", "monthly", "2025-01-31")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-31T10:00:00+09:00");
+    rewrite(&w, &format!("{}{}", plan(9900, "2 weeks"), sub("s1", "c1", "monthly", "2025-01-31")));
+    w.tick_daily("2025-02-01", "2025-03-15", "10:00:00+09:00");
+    let dates: Vec<String> = w.due_dates("s1", chrono_tz::Asia::Seoul).iter().map(|d| d[..10].to_string()).collect();
+    assert_eq!(dates, ["2025-01-31", "2025-02-28", "2025-03-14"]);
+}
+
+#[test]
+fn removed_or_canceled_entries_are_canceled_and_history_kept() {
+    let both = format!(
+        "{MONTHLY}{}{}{}",
+        sub("s1", "c1", "monthly", "2025-01-05"),
+        sub("s2", "c2", "monthly", "2025-01-05"),
+        sub("s3", "c3", "monthly", "2025-01-05")
+    );
+    let w = World::new(Setup { body: &both, ..Default::default() });
+    for c in ["c1", "c2", "c3"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    w.tick("2025-01-05T10:00:00+09:00");
+    let body = format!(
+        "{MONTHLY}{}{}\nstatus = \"canceled\"\n",
+        sub("s1", "c1", "monthly", "2025-01-05"),
+        sub("s3", "c3", "monthly", "2025-01-05").trim_end()
+    );
+    // Two cancels of three: above 10%, so the pass refuses the sync (and still bills the book as it was).
+    rewrite(&w, &body);
+    let out = w.tick("2025-02-05T10:00:00+09:00");
+    assert!(World::stderr(&out).contains("refusing"), "{}", World::stderr(&out));
+    assert_eq!(w.status_of("s2"), "active");
+    let sync = w.billd().arg("sync").output().unwrap();
+    assert_eq!(sync.status.code(), Some(1), "billd sync refuses too");
+    let dry = w.billd().args(["sync", "--dry-run", "--force"]).output().unwrap();
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.contains("cancel  s2") && text.contains("cancel  s3"), "{text}");
+    assert_eq!(w.status_of("s2"), "active", "a dry run changes nothing");
+    assert!(w.billd().args(["sync", "--force"]).status().unwrap().success());
+    assert_eq!(w.status_of("s2"), "canceled");
+    assert_eq!(w.status_of("s3"), "canceled");
+    w.tick("2025-03-05T10:00:00+09:00");
+    assert_eq!(w.paid_for("c1").len(), 3);
+    assert_eq!(w.paid_for("c2").len(), 2, "history kept, no new charges");
+    let kept: i64 =
+        w.db().query_row("SELECT count(*) FROM attempts WHERE subscription_id = 's2'", [], |r| r.get(0)).unwrap();
+    assert_eq!(kept, 2);
+    // Listing it again does not bring a canceled subscription back.
+    rewrite(&w, &both);
+    w.tick("2025-04-05T10:00:00+09:00");
+    assert_eq!(w.status_of("s2"), "canceled");
+}
+
+#[test]
+fn one_removed_subscription_is_canceled_by_the_pass() {
+    let mut body = MONTHLY.to_string();
+    for i in 0..3 {
+        body += &sub(&format!("s{i}"), "c1", "monthly", "2025-01-05");
+    }
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-05T10:00:00+09:00");
+    let fewer =
+        format!("{MONTHLY}{}{}", sub("s0", "c1", "monthly", "2025-01-05"), sub("s1", "c1", "monthly", "2025-01-05"));
+    rewrite(&w, &fewer);
+    w.tick("2025-02-05T10:00:00+09:00");
+    assert_eq!(w.status_of("s2"), "canceled");
+    assert_eq!(w.paid_for("c1").len(), 5);
+}
