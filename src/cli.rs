@@ -82,7 +82,30 @@ pub enum Command {
         subscription: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Keep running and print new attempts as they are recorded (with --failed: new failures).
+        #[arg(long)]
+        follow: bool,
     },
+    /// What will be charged when, per day, with totals.
+    Upcoming {
+        /// How many days ahead (default 30).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop charging a subscription until it is resumed.
+    Pause { subscription: String },
+    /// Resume a paused (suspended) subscription. Periods that fell due meanwhile are skipped unless --catch-up.
+    Resume {
+        subscription: String,
+        #[arg(long)]
+        catch_up: bool,
+    },
+    /// Cancel a subscription for good (its history is kept).
+    Cancel { subscription: String },
+    /// Charge a past-due subscription's open period now (same exactly-once rules as scheduled charges).
+    Retry { subscription: String },
 }
 
 /// Runs a parsed command and returns the process exit code.
@@ -103,9 +126,14 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Sandbox { listen, imp_key, imp_secret, sandbox_config } => {
             sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
         }
-        Command::Charges { failed, since, subscription, json } => {
-            charges(&path, failed, since.as_deref(), subscription.as_deref(), json)
+        Command::Charges { failed, since, subscription, json, follow } => {
+            charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
         }
+        Command::Upcoming { days, json } => crate::ops::upcoming(&path, days, json),
+        Command::Pause { subscription } => crate::ops::pause(&path, &subscription),
+        Command::Resume { subscription, catch_up } => crate::ops::resume(&path, &subscription, catch_up),
+        Command::Cancel { subscription } => crate::ops::cancel(&path, &subscription),
+        Command::Retry { subscription } => crate::ops::retry(&path, &subscription),
     }
 }
 
@@ -293,7 +321,14 @@ fn subscriptions(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn charges(path: &Path, failed: bool, since: Option<&str>, sub: Option<&str>, json: bool) -> Result<ExitCode> {
+fn charges(
+    path: &Path,
+    failed: bool,
+    since: Option<&str>,
+    sub: Option<&str>,
+    json: bool,
+    follow: bool,
+) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let since = since
         .map(|s| -> Result<i64> {
@@ -305,36 +340,60 @@ fn charges(path: &Path, failed: bool, since: Option<&str>, sub: Option<&str>, js
         })
         .transpose()?;
     let store = Store::open(&cfg.billing.database)?;
-    let rows: Vec<_> = store.list_charges(failed, since, sub, 0)?.into_iter().map(|(_, r)| r).collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<26} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} DETAIL",
-        "DUE", "SUBSCRIPTION", "PER", "TRY", "MERCHANT_UID", "AMOUNT", "STATUS"
-    );
-    for r in &rows {
-        let detail = match (&r.imp_uid, &r.fail_reason) {
-            (_, Some(reason)) => {
-                format!("{}{reason}", r.failure.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())
+    let tz = cfg.billing.clock.timezone;
+    let mut last = 0;
+    let mut first = true;
+    loop {
+        let rows = store.list_charges(failed, since, sub, last)?;
+        if let Some((id, _)) = rows.last() {
+            last = *id;
+        }
+        if json && !follow {
+            let rows: Vec<_> = rows.into_iter().map(|(_, r)| r).collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if first && !json {
+            println!(
+                "{:<17} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} DETAIL",
+                "DUE", "SUBSCRIPTION", "PER", "TRY", "MERCHANT_UID", "AMOUNT", "STATUS"
+            );
+        }
+        first = false;
+        for (_, r) in &rows {
+            if json {
+                println!("{}", serde_json::to_string(r)?);
+                continue;
             }
-            (Some(imp), None) => imp.clone(),
-            _ => String::new(),
-        };
-        println!(
-            "{:<26} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} {}",
-            r.due_at,
-            r.subscription_id,
-            r.period,
-            r.attempt,
-            r.merchant_uid,
-            format!("{} {}", r.amount, r.currency),
-            r.status,
-            detail
-        );
+            let detail = match (&r.imp_uid, &r.fail_reason) {
+                (_, Some(reason)) => {
+                    format!("{}{reason}", r.failure.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())
+                }
+                (Some(imp), None) => imp.clone(),
+                _ => String::new(),
+            };
+            let due = DateTime::parse_from_rfc3339(&r.due_at)
+                .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|_| r.due_at.clone());
+            println!(
+                "{:<17} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} {}",
+                due,
+                r.subscription_id,
+                r.period,
+                r.attempt,
+                r.merchant_uid,
+                format!("{} {}", r.amount, r.currency),
+                r.status,
+                detail
+            );
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn sandbox(

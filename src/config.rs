@@ -21,6 +21,8 @@ pub struct Config {
     pub gateway: GatewaySettings,
     pub dunning: DunningPolicy,
     pub limits: Limits,
+    /// Where to serve Prometheus metrics and `/healthz`, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub plans: Vec<Plan>,
     pub subscriptions: Vec<SubscriptionSpec>,
     /// Non-fatal remarks (e.g. an inline secret), to be logged by the caller.
@@ -162,6 +164,8 @@ struct Raw {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     plans: Vec<RawPlan>,
     #[serde(default)]
     subscriptions: Vec<RawSubscription>,
@@ -244,6 +248,12 @@ fn default_on_exhausted() -> String {
 struct RawLimits {
     max_amount: Option<i64>,
     max_charges_per_pass: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -413,6 +423,14 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         limits.max_charges_per_pass = m.max(0) as usize;
     }
 
+    let metrics_listen = raw.metrics.listen.as_deref().and_then(|l| match l.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(format!("metrics.listen: {l:?} is not an address like \"127.0.0.1:9187\""));
+            None
+        }
+    });
+
     let mut plans = Vec::new();
     let mut plan_ids = HashSet::new();
     for (i, p) in raw.plans.into_iter().enumerate() {
@@ -495,6 +513,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         },
         dunning,
         limits,
+        metrics_listen,
         plans,
         subscriptions: subs,
         warnings,

@@ -1,8 +1,11 @@
-//! `billd run`: the long-running scheduler loop, its wake-ups and its signals.
+//! `billd run`: the long-running scheduler loop, its wake-ups, its signals and what it tells systemd.
 
 use crate::cli;
+use crate::engine::{Engine, PassReport};
+use crate::gateway::Iamport;
+use crate::notify;
 use anyhow::{Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,6 +28,8 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        let metrics = engine.metrics();
+        metrics.beat();
 
         // tokio-cron-scheduler is only a wake-up ("look at the database now"), on a UTC schedule.
         let wake = Arc::new(Notify::new());
@@ -38,69 +43,166 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             .await?;
         sched.start().await?;
 
+        // The watchdog is pinged only while the scheduler loop shows progress.
+        let watchdog = notify::watchdog_interval();
+        if let Some(interval) = watchdog {
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval / 2);
+                loop {
+                    tick.tick().await;
+                    if m.since_beat() < interval {
+                        notify::watchdog();
+                    } else {
+                        warn!(event = "daemon.stalled", "the scheduler loop made no progress for {:?}", m.since_beat());
+                    }
+                }
+            });
+        }
+        if let Some(addr) = engine.config().metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen: cannot bind {addr}"))?;
+            let stale = watchdog.unwrap_or(MAX_SLEEP + Duration::from_secs(60)).max(Duration::from_secs(120));
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, m, stale).await {
+                    error!(event = "metrics.error", "the metrics server stopped: {e}");
+                }
+            });
+            info!(event = "metrics.listening", address = %addr, "metrics.listening");
+        }
+
+        // Startup: migrations ran when the store opened; apply the config, reconcile, then tell systemd.
         if let Err(e) = engine.sync(Utc::now(), false).await {
             error!(event = "config.sync", "config not applied: {e:#}");
         }
+        let first = engine.reconcile_only(Utc::now()).await;
+        if let Err(e) = &first {
+            error!(event = "pass.error", "startup reconciliation failed: {e:#}");
+        }
         info!(event = "daemon.started", config = %engine.config().file.display(),
             database = %engine.config().billing.database.display(), "daemon.started");
+        notify::ready(&status_line(&engine, None).await);
 
+        let max_sleep = watchdog.map(|w| (w / 2).min(MAX_SLEEP)).unwrap_or(MAX_SLEEP);
         loop {
+            metrics.beat();
             let result = {
                 let pass = engine.charge_due(Utc::now());
                 tokio::pin!(pass);
                 loop {
-                tokio::select! {
-                    r = &mut pass => break r,
-                    _ = term.recv() => { info!(event = "daemon.stopping", "SIGTERM: finishing in-flight charges"); engine.stop() }
-                    _ = int.recv() => { info!(event = "daemon.stopping", "SIGINT: finishing in-flight charges"); engine.stop() }
-                }
+                    tokio::select! {
+                        r = &mut pass => break r,
+                        _ = term.recv() => stop(&engine, "SIGTERM"),
+                        _ = int.recv() => stop(&engine, "SIGINT"),
+                    }
                 }
             };
-            let pause = match result {
+            let pause = match &result {
                 Ok(r) => {
                     if r.sent + r.reconciled > 0 {
-                        info!(event = "pass.done", reconciled = r.reconciled, opened = r.opened, sent = r.sent,
-                            paid = r.paid, declined = r.declined, rejected = r.rejected, unresolved = r.unresolved,
-                            "pass.done");
+                        info!(
+                            event = "pass.done",
+                            reconciled = r.reconciled,
+                            opened = r.opened,
+                            sent = r.sent,
+                            paid = r.paid,
+                            declined = r.declined,
+                            rejected = r.rejected,
+                            unresolved = r.unresolved,
+                            "pass.done"
+                        );
                     }
                     r.next_wake
                         .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                         .unwrap_or(MAX_SLEEP)
-                        .min(MAX_SLEEP)
+                        .min(max_sleep)
                 }
                 Err(e) => {
                     error!(event = "pass.error", "the pass could not run: {e:#}");
-                    ERROR_PAUSE
+                    ERROR_PAUSE.min(max_sleep)
                 }
             };
             if engine.stopping() {
                 break;
             }
+            notify::status(&status_line(&engine, result.as_ref().ok()).await);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = wake.notified() => {}
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => match cli::load_config(path) {
-                    Ok(new) => {
-                        if new.gateway.base_url != engine.config().gateway.base_url
-                            || new.gateway.imp_key != engine.config().gateway.imp_key
-                            || new.billing.database != engine.config().billing.database
-                        {
-                            warn!(event = "config.reload", "gateway or database settings changed: restart billd to apply them");
-                        }
-                        engine.set_config(new);
-                        match engine.sync(Utc::now(), false).await {
-                            Ok(_) => info!(event = "config.reload", "config reloaded"),
-                            Err(e) => error!(event = "config.reload", "config not applied: {e:#}"),
-                        }
-                    }
-                    Err(e) => error!(event = "config.reload", "new config refused, the running one stays in force: {e}"),
-                },
+                _ = term.recv() => { stop(&engine, "SIGTERM"); break }
+                _ = int.recv() => { stop(&engine, "SIGINT"); break }
+                _ = hup.recv() => reload(&mut engine, path).await,
             }
         }
         let _ = sched.clone().shutdown().await;
         info!(event = "daemon.stopped", "daemon.stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn stop(engine: &Engine<Iamport>, signal: &str) {
+    if !engine.stopping() {
+        info!(event = "daemon.stopping", signal, "daemon.stopping: finishing in-flight charges");
+        notify::stopping("stopping: finishing in-flight charges");
+        engine.stop();
+    }
+}
+
+/// SIGHUP: reload and apply the config; an invalid file is refused and the running config stays in force.
+async fn reload(engine: &mut Engine<Iamport>, path: &Path) {
+    notify::reloading();
+    match cli::load_config(path) {
+        Ok(new) => {
+            let old = engine.config();
+            if new.gateway.base_url != old.gateway.base_url
+                || new.gateway.imp_key != old.gateway.imp_key
+                || new.gateway.concurrency != old.gateway.concurrency
+                || new.gateway.timeout != old.gateway.timeout
+                || new.billing.database != old.billing.database
+                || new.metrics_listen != old.metrics_listen
+            {
+                warn!(
+                    event = "config.reload",
+                    "gateway, database or metrics settings changed: restart billd to apply them"
+                );
+            }
+            engine.set_config(new);
+            match engine.sync(Utc::now(), false).await {
+                Ok(plan) => info!(event = "config.reload", changes = plan.changes.len(), "config.reload: applied"),
+                Err(e) => error!(event = "config.reload", "config.reload: not applied: {e:#}"),
+            }
+        }
+        Err(e) => {
+            error!(event = "config.reload", "config.reload: new config refused, the running one stays in force: {e}")
+        }
+    }
+    notify::ready(&status_line(engine, None).await);
+}
+
+/// One line for `systemctl status`: what is due, in flight and failed.
+async fn status_line(engine: &Engine<Iamport>, report: Option<&PassReport>) -> String {
+    let now = Utc::now();
+    let tz = engine.config().billing.clock.timezone;
+    let midnight = engine.config().billing.clock.due_at_midnight(engine.config().billing.clock.local_date(now));
+    let counts = engine
+        .db(move |s| {
+            Ok((s.due_backlog(now.timestamp())?, s.failed_since(midnight.timestamp())?, s.unresolved_count()?))
+        })
+        .await;
+    let in_flight = engine.metrics().in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    match counts {
+        Ok((due, failed, unresolved)) => {
+            engine.metrics().due_backlog.store(due, std::sync::atomic::Ordering::Relaxed);
+            let next = report
+                .and_then(|r| r.next_wake)
+                .map(|t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
+                .unwrap_or_else(|| "-".into());
+            format!(
+                "due now {due}, in flight {in_flight}, failed today {failed}, unresolved {unresolved}; next wake {next}"
+            )
+        }
+        Err(e) => format!("database error: {e:#}"),
+    }
 }

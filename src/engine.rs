@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::dunning::{Decision, Outcome};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
+use crate::metrics::Metrics;
 use crate::model::merchant_uid;
 use crate::store::{Attempt, AttemptResult, NewPeriod, Recorded, StatusChange, Store, from_ts, ts};
 use crate::sync;
@@ -32,6 +33,7 @@ pub struct Engine<G: Gateway> {
     gateway: Arc<G>,
     cfg: Arc<Config>,
     stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl<G: Gateway> Clone for Engine<G> {
@@ -41,6 +43,7 @@ impl<G: Gateway> Clone for Engine<G> {
             gateway: self.gateway.clone(),
             cfg: self.cfg.clone(),
             stop: self.stop.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -55,7 +58,12 @@ impl<G: Gateway> Engine<G> {
             gateway: Arc::new(gateway),
             cfg: Arc::new(cfg),
             stop: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Asks a running pass to take no new work: in-flight charges finish and are recorded; claimed attempts not
@@ -131,34 +139,20 @@ impl<G: Gateway> Engine<G> {
         self.charge_due(now).await
     }
 
-    /// Reconciles unresolved attempts, then charges everything due at or before `now`, oldest period first.
-    pub async fn charge_due(&self, now: DateTime<Utc>) -> Result<PassReport> {
-        let mut report = PassReport::default();
+    /// Reconciles unresolved attempts only (at startup, before telling systemd we are ready).
+    pub async fn reconcile_only(&self, now: DateTime<Utc>) -> Result<usize> {
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
-        let result = self.drive(now, &tx, &sem, &mut report).await;
+        let result = self.reconcile_stale(now, &tx, &sem).await;
         drop(tx);
-        let tally = writer.await.context("the outcome writer panicked")??;
-        result?;
-        report.paid = tally.paid;
-        report.declined = tally.declined;
-        report.rejected = tally.rejected;
-        report.unresolved = tally.unresolved;
-        report.next_wake = self.db(|s| s.next_wake()).await?.map(from_ts);
-        Ok(report)
+        writer.await.context("the outcome writer panicked")??;
+        result
     }
 
-    async fn drive(
-        &self,
-        now: DateTime<Utc>,
-        tx: &mpsc::Sender<Msg>,
-        sem: &Arc<Semaphore>,
-        report: &mut PassReport,
-    ) -> Result<()> {
-        // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
+    async fn reconcile_stale(&self, now: DateTime<Utc>, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>) -> Result<usize> {
         let stale = self.db(move |s| s.unresolved(ts(now), usize::MAX)).await?;
-        report.reconciled = stale.len();
+        let n = stale.len();
         for a in stale {
             if self.stopping() {
                 break;
@@ -175,6 +169,38 @@ impl<G: Gateway> Engine<G> {
         let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
         drop(_all);
         self.flush(tx).await?;
+        Ok(n)
+    }
+
+    /// Reconciles unresolved attempts, then charges everything due at or before `now`, oldest period first.
+    pub async fn charge_due(&self, now: DateTime<Utc>) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        let (tx, rx) = mpsc::channel::<Msg>(4096);
+        let writer = tokio::spawn(writer(self.clone(), rx, now));
+        let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
+        let result = self.drive(now, &tx, &sem, &mut report).await;
+        drop(tx);
+        let tally = writer.await.context("the outcome writer panicked")??;
+        result?;
+        report.paid = tally.paid;
+        report.declined = tally.declined;
+        report.rejected = tally.rejected;
+        report.unresolved = tally.unresolved;
+        report.next_wake = self.db(|s| s.next_wake()).await?.map(from_ts);
+        self.metrics.last_success.store(ts(now), Ordering::Relaxed);
+        self.metrics.beat();
+        Ok(report)
+    }
+
+    async fn drive(
+        &self,
+        now: DateTime<Utc>,
+        tx: &mpsc::Sender<Msg>,
+        sem: &Arc<Semaphore>,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
+        report.reconciled = self.reconcile_stale(now, tx, sem).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {
@@ -190,6 +216,7 @@ impl<G: Gateway> Engine<G> {
                     break;
                 }
                 claimed_any = true;
+                failpoint("after_intent_commit");
                 let mut batch = batch.into_iter();
                 while let Some(a) = batch.next() {
                     let permit = sem.clone().acquire_owned().await?;
@@ -201,6 +228,7 @@ impl<G: Gateway> Engine<G> {
                         break;
                     }
                     report.sent += 1;
+                    self.metrics.beat();
                     let (me, tx) = (self.clone(), tx.clone());
                     tokio::spawn(async move {
                         let rec = me.send(a, now).await;
@@ -272,7 +300,22 @@ impl<G: Gateway> Engine<G> {
 
     /// Sends one committed attempt and decides what its outcome means.
     async fn send(&self, a: Attempt, now: DateTime<Utc>) -> Recorded {
-        let outcome = self.gateway.charge(&Self::request(&a)).await;
+        let req = Self::request(&a);
+        let started = std::time::Instant::now();
+        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let charge = self.gateway.charge(&req);
+        let outcome = if failpoint_armed("after_send") {
+            tokio::pin!(charge);
+            tokio::select! {
+                o = &mut charge => o,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => { failpoint("after_send"); unreachable!() }
+            }
+        } else {
+            charge.await
+        };
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.observe_latency(started.elapsed());
+        failpoint("after_response");
         let result = match outcome {
             ChargeOutcome::Paid { imp_uid } => AttemptResult::Paid { imp_uid },
             ChargeOutcome::Declined { imp_uid, reason } => AttemptResult::Declined { imp_uid, reason },
@@ -390,10 +433,17 @@ async fn writer<G: Gateway>(engine: Engine<G>, mut rx: mpsc::Receiver<Msg>, now:
                     Ok((batch, changes))
                 })
                 .await?;
+            let before = (tally.paid, tally.declined, tally.rejected, tally.unresolved);
             for r in &batch {
                 log_outcome(r, &mut tally);
             }
             log_changes(&changes);
+            let m = &engine.metrics;
+            m.paid.fetch_add((tally.paid - before.0) as u64, Ordering::Relaxed);
+            m.declined.fetch_add((tally.declined - before.1) as u64, Ordering::Relaxed);
+            m.rejected.fetch_add((tally.rejected - before.2) as u64, Ordering::Relaxed);
+            m.unresolved.fetch_add((tally.unresolved - before.3) as u64, Ordering::Relaxed);
+            m.beat();
         }
         for ack in acks {
             let _ = ack.send(());
@@ -457,4 +507,19 @@ fn log_changes(changes: &[StatusChange]) {
             }
         }
     }
+}
+
+/// Crash-test hook: when `BILLD_FAILPOINT` names this point, the process aborts here (like `kill -9`).
+/// Points: `after_intent_commit`, `after_send` (request sent, answer not yet read), `after_response`
+/// (answer read, outcome not committed).
+fn failpoint(name: &str) {
+    if failpoint_armed(name) {
+        eprintln!("billd: failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+fn failpoint_armed(name: &str) -> bool {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ARMED.get_or_init(|| std::env::var("BILLD_FAILPOINT").ok()).as_deref() == Some(name)
 }

@@ -12,9 +12,18 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. The level comes from `BILLD_LOG` (default `info`).
+/// Installs the global subscriber. The level comes from `BILLD_LOG` (default `info`). Under systemd (stderr
+/// connected to the journal) console logs go to journald with structured fields such as `EVENT=charge.failed`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("BILLD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if format == LogFormat::Console && std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(layer) = tracing_journald::layer() {
+            use tracing_subscriber::layer::SubscriberExt;
+            let layer = layer.with_field_prefix(None).with_syslog_identifier("billd".into());
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(layer));
+            return;
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

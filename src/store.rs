@@ -313,6 +313,76 @@ impl Store {
         Ok(from)
     }
 
+    /// Resumes a suspended subscription: its open period (if any) is retried at `now`; periods that fell due
+    /// while it was suspended are skipped unless `catch_up` (the engine passes where billing restarts).
+    pub fn resume(&mut self, id: &str, restart_period: u64, restart_due: Option<i64>, now: i64) -> Result<()> {
+        let tx = self.tx()?;
+        let n = tx.execute(
+            "UPDATE subscriptions SET status = 'active', next_period = max(next_period, ?2), next_due_at = ?3,
+               updated_at = ?4 WHERE id = ?1 AND status = 'suspended'",
+            params![id, restart_period as i64, restart_due, now],
+        )?;
+        if n != 1 {
+            bail!("subscription {id:?} is not suspended");
+        }
+        tx.execute(
+            "UPDATE periods SET next_attempt_at = ?2 WHERE subscription_id = ?1 AND state = 'open'
+               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = periods.subscription_id
+                                 AND a.period = periods.period AND a.status IN ('pending', 'unknown'))",
+            params![id, now],
+        )?;
+        event(
+            &tx,
+            now,
+            "subscription.active",
+            Some(id),
+            json!({ "from": "suspended", "reason": "resumed by operator",
+            "next_period": restart_period }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes a subscription's open period due now (operator `retry`); false if it has none waiting.
+    pub fn retry_now(&mut self, id: &str, now: i64) -> Result<bool> {
+        let tx = self.tx()?;
+        let n = tx.execute(
+            "UPDATE periods SET next_attempt_at = ?2 WHERE subscription_id = ?1 AND state = 'open'
+               AND next_attempt_at IS NOT NULL",
+            params![id, now],
+        )?;
+        if n > 0 {
+            event(&tx, now, "subscription.retry", Some(id), json!({ "reason": "retry requested by operator" }))?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Subscriptions that bill, with their next due instant and any open period's next attempt, for `upcoming`.
+    pub fn billing_subscriptions(&self) -> Result<Vec<(Subscription, Option<i64>, Option<(u64, i64, i64, String)>)>> {
+        let mut st =
+            self.conn.prepare_cached(&format!("{SUB_SELECT} WHERE status IN ('active', 'past_due') ORDER BY id"))?;
+        let subs: Vec<(Subscription, Option<i64>)> = st
+            .query_map([], |r| Ok((sub_from_row(r)?, r.get::<_, Option<i64>>("next_due_at")?)))?
+            .map(|r| -> Result<_> {
+                let (s, due) = r?;
+                Ok((s?, due))
+            })
+            .collect::<Result<_>>()?;
+        let mut open = self.conn.prepare_cached(
+            "SELECT period, next_attempt_at, amount, currency FROM periods
+             WHERE subscription_id = ?1 AND state = 'open' AND next_attempt_at IS NOT NULL",
+        )?;
+        let mut out = Vec::with_capacity(subs.len());
+        for (s, due) in subs {
+            let o = open
+                .query_row([&s.id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            out.push((s, due, o));
+        }
+        Ok(out)
+    }
+
     // ---- the pass --------------------------------------------------------------------------------------------
 
     /// Billed subscriptions whose next period is due at or before `now` and that have no open period.
@@ -512,6 +582,29 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(t)
+    }
+
+    /// Periods due at or before `now` that are not charged yet: open ones waiting for an attempt, and
+    /// subscriptions whose next period has fallen due.
+    pub fn due_backlog(&self, now: i64) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id
+                                        AND p.state = 'open'))
+                  + (SELECT count(*) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+                       WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due'))",
+            [now],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Failed attempts recorded at or after `since`.
+    pub fn failed_since(&self, since: i64) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM attempts WHERE status = 'failed' AND updated_at >= ?1",
+            [since],
+            |r| r.get(0),
+        )?)
     }
 
     // ---- listings ---------------------------------------------------------------------------------------------

@@ -56,10 +56,7 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
-    anyhow::ensure!(
-        args.duration <= Duration::from_secs(300),
-        "--duration is capped at 300 seconds"
-    );
+    anyhow::ensure!(args.duration <= Duration::from_secs(300), "--duration is capped at 300 seconds");
     if let Some(url) = &args.url {
         let rest = url.strip_prefix("http://").unwrap_or("");
         let host = rest.split(['/', ':']).next().unwrap_or("");
@@ -83,18 +80,13 @@ fn main() -> anyhow::Result<()> {
             (Some(s), base)
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run(args, base))
 }
 
 async fn run(args: Args, base: String) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let http =
+        reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(10)).build()?;
     let token: Value = http
         .post(format!("{base}/users/getToken"))
         .json(&json!({"imp_key": args.imp_key, "imp_secret": args.imp_secret}))
@@ -174,11 +166,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
     total.latencies_us.sort_unstable();
     let pct = |p: f64| {
         let n = total.latencies_us.len();
-        if n == 0 {
-            0.0
-        } else {
-            f64::from(total.latencies_us[((n as f64 * p) as usize).min(n - 1)]) / 1000.0
-        }
+        if n == 0 { 0.0 } else { f64::from(total.latencies_us[((n as f64 * p) as usize).min(n - 1)]) / 1000.0 }
     };
     let done = total.ok + total.failed;
     println!("target        {base}");
@@ -186,13 +174,7 @@ async fn run(args: Args, base: String) -> anyhow::Result<()> {
     println!("elapsed       {elapsed:.2} s");
     println!("requests      {done} ({} paid, {} failed)", total.ok, total.failed);
     println!("throughput    {:.0} requests/s", done as f64 / elapsed);
-    println!(
-        "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
-        pct(1.0)
-    );
+    println!("latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", pct(0.50), pct(0.90), pct(0.99), pct(1.0));
     anyhow::ensure!(total.failed == 0, "{} requests did not end paid", total.failed);
     Ok(())
 }

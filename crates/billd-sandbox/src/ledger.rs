@@ -1,6 +1,7 @@
 //! The sandbox's state and business rules: billing keys, payment attempts, cancels and lookups (no I/O; the clock is passed in).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
 use serde::{Deserialize, Serialize};
 
@@ -328,13 +329,10 @@ pub(crate) const MSG_ALREADY_PAID: &str = "이미 결제가 완료된 merchant_u
 
 /// All state of one sandbox.
 pub(crate) struct Ledger {
-    payments: Vec<Payment>,
-    by_imp: HashMap<String, usize>,
-    by_merchant: HashMap<String, Vec<usize>>,
+    payments: Payments,
     customers: HashMap<String, Customer>,
     /// Charges so far of `decline_first(n)` cards presented without a billing key, by `n`.
     keyless_attempts: HashMap<u32, u32>,
-    next_imp: u64,
     seq: u64,
 }
 
@@ -342,12 +340,9 @@ impl Ledger {
     /// An empty ledger whose `imp_uid`s start at `first_imp` (12 digits).
     pub(crate) fn new(first_imp: u64) -> Ledger {
         Ledger {
-            payments: Vec::new(),
-            by_imp: HashMap::new(),
-            by_merchant: HashMap::new(),
+            payments: Payments::new(first_imp),
             customers: HashMap::new(),
             keyless_attempts: HashMap::new(),
-            next_imp: first_imp,
             seq: 0,
         }
     }
@@ -480,8 +475,7 @@ impl Ledger {
     }
 
     fn refuse_if_paid(&self, merchant_uid: &str) -> Result<(), Refusal> {
-        let paid =
-            self.by_merchant.get(merchant_uid).is_some_and(|idx| idx.iter().any(|&i| self.payments[i].paid_at > 0));
+        let paid = self.payments.with_merchant(merchant_uid).iter().any(|&i| self.payments[i].paid_at > 0);
         if paid { Err(Refusal::business(1, format!("{MSG_ALREADY_PAID} ({merchant_uid})"))) } else { Ok(()) }
     }
 
@@ -495,8 +489,7 @@ impl Ledger {
         fail_reason: Option<&'static str>,
     ) -> Payment {
         self.seq += 1;
-        let imp_uid = format!("imp_{:012}", self.next_imp % 1_000_000_000_000);
-        self.next_imp += 1;
+        let imp_uid = self.payments.next_imp_uid();
         let paid = fail_reason.is_none();
         let payment = Payment {
             imp_uid: imp_uid.clone(),
@@ -539,25 +532,24 @@ impl Ledger {
             customer_uid_usage: usage,
             updated_at: now,
         };
-        let index = self.payments.len();
-        self.by_imp.insert(imp_uid, index);
-        self.by_merchant.entry(req.merchant_uid).or_default().push(index);
         self.payments.push(payment.clone());
         payment
     }
 
     /// `GET /payments/{imp_uid}`.
     pub(crate) fn payment(&self, imp_uid: &str) -> Option<&Payment> {
-        self.by_imp.get(imp_uid).map(|&i| &self.payments[i])
+        self.payments.index_of(imp_uid).map(|i| &self.payments[i])
     }
 
     /// Attempts with this merchant_uid (and status, if given), in `sorting` order.
     fn matching(&self, merchant_uid: &str, status: Option<Status>, sorting: Sorting) -> Vec<usize> {
         let mut idx: Vec<usize> = self
-            .by_merchant
-            .get(merchant_uid)
-            .map(|v| v.iter().copied().filter(|&i| status.is_none_or(|s| self.payments[i].status == s)).collect())
-            .unwrap_or_default();
+            .payments
+            .with_merchant(merchant_uid)
+            .iter()
+            .copied()
+            .filter(|&i| status.is_none_or(|s| self.payments[i].status == s))
+            .collect();
         let key = |i: &usize| {
             let p = &self.payments[*i];
             let t = match sorting {
@@ -606,11 +598,10 @@ impl Ledger {
     /// `POST /payments/cancel`: full or partial refund of a paid attempt.
     pub(crate) fn cancel(&mut self, now: i64, req: CancelRequest) -> Result<Payment, Refusal> {
         let index = match (&req.imp_uid, &req.merchant_uid) {
-            (Some(imp), _) => self.by_imp.get(imp.as_str()).copied(),
-            (None, Some(m)) => self
-                .by_merchant
-                .get(m.as_str())
-                .and_then(|v| v.iter().rev().copied().find(|&i| self.payments[i].paid_at > 0)),
+            (Some(imp), _) => self.payments.index_of(imp),
+            (None, Some(m)) => {
+                self.payments.with_merchant(m).iter().rev().copied().find(|&i| self.payments[i].paid_at > 0)
+            }
             (None, None) => None,
         };
         let Some(index) = index else {
@@ -666,6 +657,84 @@ impl Ledger {
             p.status = Status::Cancelled;
         }
         Ok(p.clone())
+    }
+}
+
+/// Append-only storage of payment attempts whose lookups never stall the server, even with
+/// millions of attempts: fixed-size chunks instead of one ever-growing `Vec` (no large copy on
+/// growth), `imp_uid`s that encode their index (no map), and a `merchant_uid` index split into
+/// shards (a resize rehashes one shard, not everything).
+struct Payments {
+    first_imp: u64,
+    chunks: Vec<Vec<Payment>>,
+    len: usize,
+    by_merchant: Vec<HashMap<String, Vec<usize>>>,
+    hasher: RandomState,
+}
+
+const CHUNK: usize = 4096;
+const SHARDS: usize = 64;
+
+impl Payments {
+    fn new(first_imp: u64) -> Payments {
+        Payments {
+            first_imp,
+            chunks: Vec::new(),
+            len: 0,
+            by_merchant: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The `imp_uid` the next pushed payment must carry: `imp_` + 12 digits.
+    fn next_imp_uid(&self) -> String {
+        format!("imp_{:012}", self.first_imp + self.len as u64)
+    }
+
+    fn index_of(&self, imp_uid: &str) -> Option<usize> {
+        let n: u64 = imp_uid.strip_prefix("imp_").filter(|d| d.len() == 12)?.parse().ok()?;
+        let i = usize::try_from(n.checked_sub(self.first_imp)?).ok()?;
+        (i < self.len && self[i].imp_uid == imp_uid).then_some(i)
+    }
+
+    fn shard(&self, merchant_uid: &str) -> usize {
+        (self.hasher.hash_one(merchant_uid) as usize) % SHARDS
+    }
+
+    /// Indexes of the attempts with this merchant_uid, oldest first.
+    fn with_merchant(&self, merchant_uid: &str) -> &[usize] {
+        self.by_merchant[self.shard(merchant_uid)].get(merchant_uid).map_or(&[], Vec::as_slice)
+    }
+
+    fn push(&mut self, payment: Payment) {
+        debug_assert_eq!(payment.imp_uid, self.next_imp_uid());
+        let index = self.len;
+        let shard = self.shard(&payment.merchant_uid);
+        self.by_merchant[shard].entry(payment.merchant_uid.clone()).or_default().push(index);
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(payment);
+        }
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Payment> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for Payments {
+    type Output = Payment;
+    fn index(&self, i: usize) -> &Payment {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Payments {
+    fn index_mut(&mut self, i: usize) -> &mut Payment {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
     }
 }
 
@@ -915,5 +984,24 @@ mod tests {
         let statuses: Vec<Status> =
             (0..3).map(|i| l.onetime(NOW, None, &c, charge(&format!("m{i}"))).expect("onetime").status).collect();
         assert_eq!(statuses, [Status::Failed, Status::Failed, Status::Paid]);
+    }
+
+    #[test]
+    fn lookups_work_across_storage_chunks() {
+        let mut l = ledger_with("c", cards::APPROVE);
+        let n = CHUNK * 2 + 10;
+        for i in 0..n {
+            l.again(NOW, "c", charge(&format!("m{i}"))).expect("charge");
+        }
+        assert_eq!(l.entries().len(), n);
+        for i in [0, CHUNK - 1, CHUNK, n - 1] {
+            let imp_uid = format!("imp_{:012}", 100_000_000_000u64 + i as u64);
+            let p = l.payment(&imp_uid).expect("by imp_uid");
+            assert_eq!(p.merchant_uid, format!("m{i}"));
+            assert_eq!(l.find(&p.merchant_uid, None, Sorting::default()).map(|f| &f.imp_uid), Some(&imp_uid));
+        }
+        for bogus in ["imp_099999999999", "imp_100000008202", "imp_1", "imps_100000000000", "imp_10000000000x"] {
+            assert!(l.payment(bogus).is_none(), "{bogus}");
+        }
     }
 }

@@ -28,6 +28,7 @@ pub mod cards;
 mod config;
 mod faults;
 mod ledger;
+mod params;
 mod server;
 
 use std::future::Future;

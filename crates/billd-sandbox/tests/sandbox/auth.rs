@@ -100,11 +100,11 @@ async fn missing_or_wrong_token_is_401_on_every_authenticated_endpoint() {
 
 #[tokio::test]
 async fn a_token_stops_working_when_its_short_lifetime_ends() {
-    let cfg = SandboxConfig { token_ttl: Duration::from_millis(1000), ..SandboxConfig::default() };
+    let cfg = SandboxConfig { token_ttl: Duration::from_millis(1500), ..SandboxConfig::default() };
     let env = Env::with(cfg).await;
     let (status, _) = env.get("/payments/imp_000000000000").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "valid token");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let (status, body) = env.get("/payments/imp_000000000000").await;
     failure(status, &body, StatusCode::UNAUTHORIZED, -1);
     let new_token = env.fresh_token().await;

@@ -36,10 +36,7 @@ fn official_python_client_works_against_the_sandbox() {
     assert!(out.status.success(), "the official client failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("official client OK"), "{stdout}");
     let ledger = sandbox.ledger();
-    let statuses: Vec<(&str, &str)> = ledger
-        .iter()
-        .map(|e| (e.merchant_uid.as_str(), e.status.as_str()))
-        .collect();
+    let statuses: Vec<(&str, &str)> = ledger.iter().map(|e| (e.merchant_uid.as_str(), e.status.as_str())).collect();
     assert_eq!(
         statuses,
         [("py_order_1", "cancelled"), ("py_order_3", "failed")],

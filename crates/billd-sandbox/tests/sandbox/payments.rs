@@ -32,6 +32,7 @@ async fn again_charges_a_billing_key_and_the_payment_can_be_looked_up() {
     for path in [
         format!("/payments/{imp_uid}"),
         "/payments/find/order_1".to_string(),
+        "/payments/find/order_1/".to_string(),
         "/payments/find/order_1/paid".to_string(),
     ] {
         let (status, body) = env.get(&path).await;
@@ -89,6 +90,8 @@ async fn a_failed_merchant_uid_can_be_retried_and_every_attempt_is_kept() {
     let uids: Vec<&Value> = all["list"].as_array().unwrap().iter().map(|p| &p["imp_uid"]).collect();
     assert_eq!(uids, [&paid["imp_uid"], &failed["imp_uid"]]);
 
+    let (s, b) = env.get("/payments/findAll/order_retry/").await;
+    assert_eq!(success(s, &b)["total"], 2, "an empty status segment means any status");
     let (s, b) = env.get("/payments/findAll/order_retry/paid").await;
     assert_eq!(success(s, &b)["total"], 1);
     let (s, b) = env.get("/payments/findAll/order_retry?limit=1&page=2").await;

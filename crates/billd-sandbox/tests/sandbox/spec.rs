@@ -242,8 +242,17 @@ async fn every_response_matches_the_official_spec() {
     }
 
     // Error envelopes: ResponseAnnotation with a string message and a null response.
-    let env = Env::start().await;
+    let env = Env::with(billd_sandbox::SandboxConfig { rate_limit: Some(1000), ..Default::default() }).await;
+    env.sandbox.register_customer("faulty", cards::APPROVE).unwrap();
+    env.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: Some("faulty".into()),
+        fault: billd_sandbox::Fault::Http500,
+        times: Some(1),
+    });
+    let limited = Env::with(billd_sandbox::SandboxConfig { rate_limit: Some(1), ..Default::default() }).await;
     let errors = [
+        env.again("faulty", "m").await,
+        rate_limited(&limited).await,
         env.again("nobody", "m").await,
         env.get("/payments/imp_000000000000").await,
         env.get("/subscribe/customers/nobody").await,
@@ -251,11 +260,24 @@ async fn every_response_matches_the_official_spec() {
         env.post("/subscribe/payments/again", &json!({})).await,
         env.raw_post("/users/getToken", &json!({"imp_key": "x", "imp_secret": "y"})).await,
     ];
+    let statuses: Vec<u16> = errors.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(statuses, [500, 429, 200, 404, 404, 200, 400, 401]);
     for (_status, body) in errors {
         spec.assert_valid("ResponseAnnotation", "error envelope", &body);
         assert!(body["message"].is_string() && body["response"].is_null(), "{body}");
         assert_ne!(body["code"], 0);
     }
+}
+
+/// A 429 answer (limit 1/s: of a few back-to-back requests, at most one per window passes).
+async fn rate_limited(env: &Env) -> (StatusCode, Value) {
+    for _ in 0..5 {
+        let (status, body) = env.get("/payments/find/m").await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (status, body);
+        }
+    }
+    panic!("no request was rate-limited");
 }
 
 #[tokio::test]

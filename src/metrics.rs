@@ -1,0 +1,170 @@
+//! Runtime counters and gauges, the health heartbeat, and their Prometheus text exposition (`/metrics`, `/healthz`).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Gateway latency histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Shared, lock-free metrics of one billd process.
+pub struct Metrics {
+    started: Instant,
+    pub paid: AtomicU64,
+    pub declined: AtomicU64,
+    pub rejected: AtomicU64,
+    pub unresolved: AtomicU64,
+    pub in_flight: AtomicI64,
+    /// Periods due now and not yet charged (set after each pass).
+    pub due_backlog: AtomicI64,
+    /// Unix seconds of the last pass that completed.
+    pub last_success: AtomicI64,
+    /// Milliseconds since start of the last sign of life of the scheduler loop.
+    heartbeat_ms: AtomicU64,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            paid: AtomicU64::new(0),
+            declined: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            unresolved: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            due_backlog: AtomicI64::new(0),
+            last_success: AtomicI64::new(0),
+            heartbeat_ms: AtomicU64::new(0),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records that the scheduler loop is making progress.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the loop last made progress.
+    pub fn since_beat(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)))
+    }
+
+    pub fn observe_latency(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ =
+            writeln!(o, "# HELP billd_charges_total Charge attempts by outcome.\n# TYPE billd_charges_total counter");
+        for (outcome, v) in [
+            ("paid", g(&self.paid)),
+            ("declined", g(&self.declined)),
+            ("rejected", g(&self.rejected)),
+            ("unresolved", g(&self.unresolved)),
+        ] {
+            let _ = writeln!(o, "billd_charges_total{{outcome=\"{outcome}\"}} {v}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP billd_charges_in_flight Charges sent and not yet answered.\n# TYPE billd_charges_in_flight gauge\n\
+             billd_charges_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP billd_due_backlog Periods due and not yet charged, as of the last pass.\n\
+             # TYPE billd_due_backlog gauge\nbilld_due_backlog {}",
+            self.due_backlog.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP billd_last_successful_pass_timestamp_seconds When the last pass completed.\n\
+             # TYPE billd_last_successful_pass_timestamp_seconds gauge\n\
+             billd_last_successful_pass_timestamp_seconds {}",
+            self.last_success.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP billd_gateway_latency_seconds Latency of charge requests to the gateway.\n\
+             # TYPE billd_gateway_latency_seconds histogram"
+        );
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(o, "billd_gateway_latency_seconds_bucket{{le=\"{b}\"}} {}", g(&self.latency_buckets[i]));
+        }
+        let count = g(&self.latency_count);
+        let _ = writeln!(o, "billd_gateway_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(o, "billd_gateway_latency_seconds_sum {}", g(&self.latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(o, "billd_gateway_latency_seconds_count {count}");
+        o
+    }
+}
+
+/// Serves `/metrics` and `/healthz` until the task is dropped. `/healthz` is 200 while the loop beats within
+/// `stale_after`, else 503.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    stale_after: Duration,
+) -> std::io::Result<()> {
+    use axum::{Router, http::StatusCode, routing::get};
+    let m1 = metrics.clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m1.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    let since = m.since_beat();
+                    if since <= stale_after {
+                        (StatusCode::OK, format!("ok: scheduler loop alive ({}s ago)\n", since.as_secs()))
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("stale: no progress for {}s\n", since.as_secs()))
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.paid.fetch_add(3, Ordering::Relaxed);
+        m.observe_latency(Duration::from_millis(40));
+        m.observe_latency(Duration::from_millis(400));
+        let text = m.render();
+        assert!(text.contains("billd_charges_total{outcome=\"paid\"} 3"));
+        assert!(text.contains("billd_gateway_latency_seconds_bucket{le=\"0.05\"} 1"));
+        assert!(text.contains("billd_gateway_latency_seconds_bucket{le=\"0.5\"} 2"));
+        assert!(text.contains("billd_gateway_latency_seconds_count 2"));
+    }
+}

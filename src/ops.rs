@@ -1,0 +1,202 @@
+//! Operator commands on a live database: upcoming charges, pause, resume, cancel, retry.
+
+use crate::cli::{engine, load_config, runtime};
+use crate::model::Status;
+use crate::store::{Store, from_ts};
+use anyhow::{Result, anyhow, bail};
+use chrono::{NaiveDate, Utc};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+fn open(path: &Path) -> Result<(crate::config::Config, Store)> {
+    let cfg = load_config(path)?;
+    let store = Store::open(&cfg.billing.database)?;
+    Ok((cfg, store))
+}
+
+fn existing(store: &Store, id: &str) -> Result<crate::model::Subscription> {
+    store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.path().display()))
+}
+
+pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
+    let (_, mut store) = open(path)?;
+    let sub = existing(&store, id)?;
+    match sub.status {
+        Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
+        Status::Suspended => println!("{id}: already paused (suspended)"),
+        _ => {
+            store.set_status(id, Status::Suspended, Utc::now().timestamp(), "paused by operator")?;
+            println!("{id}: paused (suspended); nothing is charged until `billd resume {id}`");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn cancel(path: &Path, id: &str) -> Result<ExitCode> {
+    let (_, mut store) = open(path)?;
+    let sub = existing(&store, id)?;
+    if sub.status == Status::Canceled {
+        println!("{id}: already canceled");
+    } else {
+        store.set_status(id, Status::Canceled, Utc::now().timestamp(), "canceled by operator")?;
+        println!("{id}: canceled; it will never be charged again (history kept)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
+    let (cfg, mut store) = open(path)?;
+    let sub = existing(&store, id)?;
+    if sub.status != Status::Suspended {
+        bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
+    }
+    let now = Utc::now();
+    let cal = sub.calendar();
+    let clock = &cfg.billing.clock;
+    let mut restart = sub.next_period;
+    if !catch_up {
+        while cal.due_at(clock, restart).is_some_and(|t| t < now) {
+            restart += 1;
+        }
+    }
+    let skipped = restart - sub.next_period;
+    store.resume(id, restart, cal.due_at(clock, restart).map(|t| t.timestamp()), now.timestamp())?;
+    let next = cal.due_at(clock, restart).map(|t| t.with_timezone(&clock.timezone).to_rfc3339()).unwrap_or_default();
+    if skipped > 0 {
+        println!(
+            "{id}: resumed; {skipped} period(s) that fell due while paused are not charged (--catch-up charges them); \
+             next charge {next}"
+        );
+    } else {
+        println!("{id}: resumed; next charge {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
+    let (cfg, mut store) = open(path)?;
+    let sub = existing(&store, id)?;
+    if !sub.status.bills() {
+        bail!("subscription {id:?} is {}; resume it first", sub.status);
+    }
+    let now = Utc::now();
+    if !store.retry_now(id, now.timestamp())? {
+        bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
+    }
+    drop(store);
+    // If a daemon runs it holds the lock and charges it on its next wake-up (within a minute).
+    match engine(cfg.clone()) {
+        Ok((engine, _lock)) => {
+            runtime()?.block_on(engine.charge_due(now))?;
+            let store = Store::open(&cfg.billing.database)?;
+            let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
+            match last {
+                Some(r) => println!(
+                    "{id}: attempt {} of period {} ({}): {}{}",
+                    r.attempt,
+                    r.period,
+                    r.merchant_uid,
+                    r.status,
+                    r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
+                ),
+                None => println!("{id}: no attempt recorded"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if format!("{e:#}").contains("in use by another") => {
+            println!("{id}: retry scheduled; the running billd charges it within a minute");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Upcoming {
+    at: String,
+    subscription: String,
+    customer_uid: String,
+    period: u64,
+    amount: i64,
+    currency: String,
+    kind: &'static str,
+}
+
+pub fn upcoming(path: &Path, days: u32, json: bool) -> Result<ExitCode> {
+    let (cfg, store) = open(path)?;
+    let clock = &cfg.billing.clock;
+    let now = Utc::now();
+    let until = now + chrono::Duration::days(i64::from(days));
+    let mut items = Vec::new();
+    for (sub, next_due, open) in store.billing_subscriptions()? {
+        if let Some((period, at, amount, currency)) = open {
+            items.push(Upcoming {
+                at: from_ts(at.max(now.timestamp())).with_timezone(&clock.timezone).to_rfc3339(),
+                subscription: sub.id.clone(),
+                customer_uid: sub.customer_uid.clone(),
+                period,
+                amount,
+                currency,
+                kind: "retry",
+            });
+        }
+        let cal = sub.calendar();
+        let mut p = sub.next_period;
+        let mut due = next_due.map(from_ts);
+        while let Some(t) = due.filter(|t| *t <= until) {
+            items.push(Upcoming {
+                at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
+                subscription: sub.id.clone(),
+                customer_uid: sub.customer_uid.clone(),
+                period: p,
+                amount: sub.amount,
+                currency: sub.currency.clone(),
+                kind: if t < now { "overdue" } else { "due" },
+            });
+            p += 1;
+            due = cal.due_at(clock, p);
+        }
+    }
+    items.sort_by(|a, b| a.at.cmp(&b.at).then(a.subscription.cmp(&b.subscription)));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut by_day: BTreeMap<NaiveDate, Vec<&Upcoming>> = BTreeMap::new();
+    for i in &items {
+        let d = chrono::DateTime::parse_from_rfc3339(&i.at).map(|t| t.date_naive()).unwrap_or_default();
+        by_day.entry(d).or_default().push(i);
+    }
+    let mut grand: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+    for (day, list) in &by_day {
+        let mut totals: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+        for i in list {
+            let t = totals.entry(&i.currency).or_default();
+            t.0 += 1;
+            t.1 += i.amount;
+            let g = grand.entry(&i.currency).or_default();
+            g.0 += 1;
+            g.1 += i.amount;
+        }
+        let summary: Vec<String> = totals.iter().map(|(c, (n, a))| format!("{n} charges, {a} {c}")).collect();
+        println!("{day}  {}", summary.join("; "));
+        for i in list {
+            println!(
+                "    {}  {:<20} {:<20} {:>10} {}  {}",
+                &i.at[11..16],
+                i.subscription,
+                i.customer_uid,
+                i.amount,
+                i.currency,
+                i.kind
+            );
+        }
+    }
+    let summary: Vec<String> = grand.iter().map(|(c, (n, a))| format!("{n} charges, {a} {c}")).collect();
+    println!(
+        "next {days} days: {}",
+        if summary.is_empty() { "nothing to charge".to_string() } else { summary.join("; ") }
+    );
+    Ok(ExitCode::SUCCESS)
+}
