@@ -16,13 +16,12 @@ pub enum LogFormat {
 /// connected to the journal) console logs go to journald with structured fields such as `EVENT=charge.failed`.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("BILLD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if format == LogFormat::Console && std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(layer) = tracing_journald::layer() {
-            use tracing_subscriber::layer::SubscriberExt;
-            let layer = layer.with_field_prefix(None).with_syslog_identifier("billd".into());
-            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(layer));
-            return;
-        }
+    let journal = format == LogFormat::Console && std::env::var_os("JOURNAL_STREAM").is_some();
+    if let Some(layer) = journal.then(tracing_journald::layer).and_then(Result::ok) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let layer = layer.with_field_prefix(None).with_syslog_identifier("billd".into());
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(layer));
+        return;
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

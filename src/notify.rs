@@ -39,14 +39,11 @@ pub fn watchdog() {
 
 /// The watchdog interval systemd expects pings within, if it enabled one for this process.
 pub fn watchdog_interval() -> Option<Duration> {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return None;
-    }
+    std::env::var_os("NOTIFY_SOCKET")?;
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
-        if pid != std::process::id() {
-            return None;
-        }
+    let pid = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok());
+    if pid.is_some_and(|pid| pid != std::process::id()) {
+        return None;
     }
     Some(Duration::from_micros(usec))
 }

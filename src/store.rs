@@ -123,6 +123,9 @@ pub struct ChargeRow {
     pub updated_at: String,
 }
 
+/// A billed subscription, its next due instant, and its open period (period, next attempt, amount, currency).
+pub type BillingSubscription = (Subscription, Option<i64>, Option<(u64, i64, i64, String)>);
+
 /// A subscription with its derived state, for listings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubscriptionRow {
@@ -359,7 +362,7 @@ impl Store {
     }
 
     /// Subscriptions that bill, with their next due instant and any open period's next attempt, for `upcoming`.
-    pub fn billing_subscriptions(&self) -> Result<Vec<(Subscription, Option<i64>, Option<(u64, i64, i64, String)>)>> {
+    pub fn billing_subscriptions(&self) -> Result<Vec<BillingSubscription>> {
         let mut st =
             self.conn.prepare_cached(&format!("{SUB_SELECT} WHERE status IN ('active', 'past_due') ORDER BY id"))?;
         let subs: Vec<(Subscription, Option<i64>)> = st
