@@ -310,7 +310,7 @@ fn describe_figment_error(e: &figment::Error) -> String {
     let from = e
         .metadata
         .as_ref()
-        .filter(|m| !matches!(m.source, Some(figment::Source::File(_))))
+        .filter(|m| m.name.to_lowercase().contains("environment"))
         .map(|m| format!(" (from {})", m.interpolate(&e.profile.clone().unwrap_or_default(), &e.path)))
         .unwrap_or_default();
     if key.is_empty() { format!("{}{from}", e.kind) } else { format!("{key}: {}{from}", e.kind) }

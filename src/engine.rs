@@ -210,7 +210,10 @@ impl<G: Gateway> Engine<G> {
             let opened = self.open_due(now).await?;
             report.opened += opened;
             let mut claimed_any = false;
-            loop {
+            'claim: loop {
+                if self.stopping() {
+                    break;
+                }
                 let batch = self.db(move |s| s.claim_due(ts(now), PAGE)).await?;
                 if batch.is_empty() {
                     break;
@@ -225,7 +228,7 @@ impl<G: Gateway> Engine<G> {
                         let n = unsent.len();
                         self.db(move |s| s.release(&unsent, ts(now))).await?;
                         info!(event = "pass.stopping", released = n, "stopping: {n} claimed charges were not sent");
-                        break;
+                        break 'claim;
                     }
                     report.sent += 1;
                     self.metrics.beat();

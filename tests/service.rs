@@ -1,0 +1,232 @@
+//! Running as a systemd service: sd_notify messages and their order, SIGHUP reloads (good and bad files),
+//! SIGTERM mid-charge, the watchdog, metrics, and the unit file's verification and security rating.
+
+mod common;
+
+use common::{MONTHLY, Setup, World, cards, sub};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn signal(child: &Child, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "billd did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Collects sd_notify datagrams.
+struct NotifySocket {
+    sock: UnixDatagram,
+    pub path: std::path::PathBuf,
+    pub seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn new(dir: &std::path::Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        NotifySocket { sock, path, seen: Vec::new() }
+    }
+
+    /// Reads messages until one contains `needle` (returns it) or the time runs out.
+    fn until(&mut self, needle: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < limit {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(msg.clone());
+                if msg.contains(needle) {
+                    return msg;
+                }
+            }
+        }
+        panic!("no sd_notify message with {needle:?} within {limit:?}; got {:?}", self.seen);
+    }
+}
+
+fn due_yesterday() -> String {
+    (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string()
+}
+
+#[test]
+fn notify_ready_reload_good_and_bad_then_stopping_in_order() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &due_yesterday()));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    let mut ns = NotifySocket::new(w.dir.path());
+    let mut child = w
+        .billd()
+        .arg("run")
+        .env("NOTIFY_SOCKET", &ns.path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = ns.until("READY=1", Duration::from_secs(20));
+    assert!(ready.contains("STATUS="), "{ready}");
+    ns.until("WATCHDOG=1", Duration::from_secs(5));
+    let status = ns.until("failed today", Duration::from_secs(10));
+    assert!(status.contains("due now 0"), "{status}");
+    assert_eq!(w.paid_for("c1").len(), 1);
+
+    // A good new file: reloaded and applied (the new subscription is charged).
+    let body2 = format!("{body}{}", sub("s2", "c2", "monthly", &due_yesterday()));
+    w.write_config(&Setup { body: &body2, ..Default::default() });
+    signal(&child, "-HUP");
+    let reloading = ns.until("RELOADING=1", Duration::from_secs(5));
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    ns.until("READY=1", Duration::from_secs(5));
+    let start = Instant::now();
+    while w.paid_for("c2").is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(70), "s2 not charged after the reload");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A broken file: refused; the running config stays in force.
+    let good = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(&w.config, good.replace("Asia/Seoul", "Mars/Olympus")).unwrap();
+    signal(&child, "-HUP");
+    ns.until("RELOADING=1", Duration::from_secs(5));
+    ns.until("READY=1", Duration::from_secs(5));
+    assert_eq!(w.status_of("s1"), "active");
+    assert_eq!(w.status_of("s2"), "active");
+
+    signal(&child, "-TERM");
+    ns.until("STOPPING=1", Duration::from_secs(5));
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("new config refused"), "{stderr}");
+    assert!(stderr.contains("Mars/Olympus"), "{stderr}");
+
+    // Order: READY before the first RELOADING, each RELOADING followed by a READY, STOPPING last.
+    let kinds: Vec<&str> = ns
+        .seen
+        .iter()
+        .filter_map(|m| ["READY=1", "RELOADING=1", "STOPPING=1"].into_iter().find(|k| m.lines().any(|l| l == *k)))
+        .collect();
+    assert_eq!(kinds, ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]);
+}
+
+#[test]
+fn sigterm_mid_charge_finishes_and_records_in_flight_charges() {
+    let sandbox = billd_sandbox::SandboxConfig {
+        latency: billd_sandbox::Latency::Fixed(Duration::from_millis(1500)),
+        ..Default::default()
+    };
+    let mut body = MONTHLY.to_string();
+    for i in 0..6 {
+        body += &sub(&format!("s{i}"), "c1", "monthly", &due_yesterday());
+    }
+    let w = World::new(Setup { sandbox, body: &body, concurrency: 2, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let mut child = w.billd().arg("run").stderr(Stdio::piped()).spawn().unwrap();
+    // Wait until the first charges are in flight (their intents committed), then stop.
+    let start = Instant::now();
+    loop {
+        let pending: i64 =
+            w.db().query_row("SELECT count(*) FROM attempts WHERE status = 'pending'", [], |r| r.get(0)).unwrap_or(0);
+        if pending > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no charge went out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    // The in-flight ones finished and were recorded; the rest were never sent and left nothing unresolved.
+    let paid = w.paid_for("c1").len();
+    assert!((1..6).contains(&paid), "{paid} charges went through before the stop");
+    w.assert_consistent();
+    // The next run charges the rest, once each.
+    let yesterday_plus = chrono::Utc::now().to_rfc3339();
+    w.tick(&yesterday_plus);
+    assert_eq!(w.paid_for("c1").len(), 6);
+    w.assert_consistent();
+}
+
+#[test]
+fn metrics_and_healthz() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let body = format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}{}",
+        sub("s1", "c1", "monthly", &due_yesterday())
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let mut child = w.billd().arg("run").stderr(Stdio::null()).spawn().unwrap();
+    let get = |path: &str| -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, out))
+    };
+    let start = Instant::now();
+    let text = loop {
+        if let Some((200, t)) = get("/metrics") {
+            if t.contains("billd_charges_total{outcome=\"paid\"} 1") {
+                break t;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "metrics never showed the paid charge");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for m in [
+        "billd_charges_in_flight 0",
+        "billd_due_backlog",
+        "billd_gateway_latency_seconds_count 1",
+        "billd_last_successful_pass_timestamp_seconds",
+    ] {
+        assert!(text.contains(m), "{m} missing:\n{text}");
+    }
+    let (code, health) = get("/healthz").unwrap();
+    assert_eq!(code, 200, "{health}");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn unit_file_verifies_and_rates_2_or_lower() {
+    let Ok(out) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        println!("SKIPPED: systemd-analyze is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/billd.service")).unwrap();
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let unit = unit.replace("/usr/local/bin/billd", assert_cmd::cargo::cargo_bin("billd").to_str().unwrap());
+    let path = dir.path().join("billd.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    assert!(verify.status.success(), "verify: {}", String::from_utf8_lossy(&verify.stderr));
+    assert!(verify.stderr.is_empty(), "verify warnings: {}", String::from_utf8_lossy(&verify.stderr));
+    let sec = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&sec.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for billd.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(level <= 2.0, "exposure {level} > 2.0:\n{text}");
+}
