@@ -1,6 +1,6 @@
 //! Pure billing calendar: intervals, period due dates anchored on the start date, local charge time to UTC.
 
-use chrono::{DateTime, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use std::fmt;
 use std::str::FromStr;
@@ -86,13 +86,20 @@ impl ChargeClock {
     /// used; in a repeated hour, the first occurrence.
     pub fn due_at(&self, date: NaiveDate) -> DateTime<Utc> {
         let local = NaiveDateTime::new(date, self.charge_time);
-        let mut probe = local;
-        // Gaps are at most a few hours; step forward in 15-minute steps until the wall time exists.
-        for _ in 0..=16 {
+        match self.timezone.from_local_datetime(&local) {
+            LocalResult::Single(t) => return t.with_timezone(&Utc),
+            LocalResult::Ambiguous(first, _) => return first.with_timezone(&Utc),
+            LocalResult::None => {}
+        }
+        // In a gap: the first valid time after it is where the gap ends, on a whole minute. Step minute by minute
+        // (gaps are an hour or less in practice; at most a day is searched).
+        let minute = NaiveTime::from_hms_opt(self.charge_time.hour(), self.charge_time.minute(), 0);
+        let mut probe = NaiveDateTime::new(date, minute.unwrap_or(self.charge_time));
+        for _ in 0..=24 * 60 {
+            probe += chrono::Duration::minutes(1);
             match self.timezone.from_local_datetime(&probe) {
-                LocalResult::Single(t) => return t.with_timezone(&Utc),
-                LocalResult::Ambiguous(first, _) => return first.with_timezone(&Utc),
-                LocalResult::None => probe += chrono::Duration::minutes(15),
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => return t.with_timezone(&Utc),
+                LocalResult::None => {}
             }
         }
         // Unreachable for real zones; fall back to reading the local time as UTC offset 0.

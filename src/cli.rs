@@ -48,12 +48,31 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// List subscriptions.
+    /// List subscriptions, or add one (`billd subscriptions add`).
+    #[command(args_conflicts_with_subcommands = true)]
     Subscriptions {
+        #[command(subcommand)]
+        action: Option<SubscriptionsCommand>,
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Billing keys at the gateway: register a card, show or delete a key.
+    Customers {
+        #[command(subcommand)]
+        action: CustomersCommand,
+    },
+    /// A key-in payment with a card read from stdin or a prompt (with --customer-uid the card is also saved).
+    ChargeOnce {
+        #[arg(long)]
+        merchant_uid: String,
+        #[arg(long)]
+        amount: i64,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        customer_uid: Option<String>,
     },
     /// Serve a local i'mport V1 sandbox (for demos, tests and benchmarks) until SIGINT/SIGTERM.
     Sandbox {
@@ -106,6 +125,56 @@ pub enum Command {
     Cancel { subscription: String },
     /// Charge a past-due subscription's open period now (same exactly-once rules as scheduled charges).
     Retry { subscription: String },
+    /// Add subscriptions from a CSV file (header `id,customer_uid,plan,start`; kept in the database only).
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Accept start dates more than one interval ago (every period since the start is charged at once).
+        #[arg(long)]
+        catch_up: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubscriptionsCommand {
+    /// Add a subscription kept in the database (a config sync never cancels it).
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        customer_uid: String,
+        #[arg(long)]
+        plan: String,
+        /// First due date (YYYY-MM-DD, billing timezone); default today.
+        #[arg(long)]
+        start: Option<String>,
+        /// Register the card (stdin JSON or prompt) as the billing key first.
+        #[arg(long)]
+        register_card: bool,
+        /// Charge the first period now.
+        #[arg(long)]
+        charge_now: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CustomersCommand {
+    /// Issue a billing key for a card (card number, expiry, birth, pwd_2digit from stdin JSON or a prompt).
+    Register {
+        customer_uid: String,
+        #[arg(long)]
+        pg: Option<String>,
+        #[arg(long)]
+        channel_key: Option<String>,
+    },
+    /// Show a billing key (the card masked).
+    Show { customer_uid: String },
+    /// Delete a billing key.
+    Delete {
+        customer_uid: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// Runs a parsed command and returns the process exit code.
@@ -122,7 +191,31 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Run => crate::daemon::run(&path),
         Command::Sync { dry_run, force } => sync(&path, dry_run, force),
-        Command::Subscriptions { status, json } => subscriptions(&path, status.as_deref(), json),
+        Command::Subscriptions { action: None, status, json } => subscriptions(&path, status.as_deref(), json),
+        Command::Subscriptions {
+            action: Some(SubscriptionsCommand::Add { id, customer_uid, plan, start, register_card, charge_now }),
+            ..
+        } => crate::customers::add_subscription(
+            &path,
+            &id,
+            &customer_uid,
+            &plan,
+            start.as_deref(),
+            register_card,
+            charge_now,
+        ),
+        Command::Customers { action } => match action {
+            CustomersCommand::Register { customer_uid, pg, channel_key } => {
+                crate::customers::register(&path, &customer_uid, pg.as_deref(), channel_key.as_deref())
+            }
+            CustomersCommand::Show { customer_uid } => crate::customers::show(&path, &customer_uid),
+            CustomersCommand::Delete { customer_uid, reason } => {
+                crate::customers::delete(&path, &customer_uid, reason.as_deref())
+            }
+        },
+        Command::ChargeOnce { merchant_uid, amount, name, customer_uid } => {
+            crate::customers::charge_once(&path, &merchant_uid, amount, &name, customer_uid.as_deref())
+        }
         Command::Sandbox { listen, imp_key, imp_secret, sandbox_config } => {
             sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
         }
@@ -134,6 +227,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Resume { subscription, catch_up } => crate::ops::resume(&path, &subscription, catch_up),
         Command::Cancel { subscription } => crate::ops::cancel(&path, &subscription),
         Command::Retry { subscription } => crate::ops::retry(&path, &subscription),
+        Command::Import { file, catch_up } => crate::import::run(&path, &file, catch_up),
     }
 }
 
@@ -215,7 +309,7 @@ pub fn engine(cfg: Config) -> Result<(Engine<Iamport>, std::fs::File)> {
     let store = Store::open(&cfg.billing.database)?;
     let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
     let g = &cfg.gateway;
-    let gateway = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency);
+    let gateway = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit);
     Ok((Engine::new(store, gateway, cfg), lock))
 }
 
@@ -344,9 +438,12 @@ fn charges(
     let mut last = 0;
     let mut first = true;
     loop {
-        let rows = store.list_charges(failed, since, sub, last)?;
+        let mut rows = store.list_charges(failed, since, sub, last)?;
         if let Some((id, _)) = rows.last() {
             last = *id;
+        }
+        if first && !follow && sub.is_none() {
+            rows.extend(store.list_one_time(failed, since)?.into_iter().map(|r| (0, r)));
         }
         if json && !follow {
             let rows: Vec<_> = rows.into_iter().map(|(_, r)| r).collect();

@@ -43,6 +43,8 @@ pub struct GatewaySettings {
     pub secret: SecretSpec,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// At most this many requests per second to the gateway (every request: token, charge, lookup), if set.
+    pub rate_limit: Option<f64>,
 }
 
 /// Safety rails against typos: beyond them billd refuses to charge.
@@ -204,6 +206,7 @@ struct RawGateway {
     timeout: String,
     #[serde(default = "default_concurrency")]
     concurrency: i64,
+    rate_limit: Option<f64>,
 }
 
 /// Env vars are parsed as TOML values, so an all-digit secret arrives as a number.
@@ -305,6 +308,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     validate(raw, abs, secret_inline)
 }
 
+/// Parses and validates config text as if it were the file `file` (no environment overrides; relative paths
+/// resolve against `file`'s folder). For fuzzing and tools; `billd` itself uses [`load`].
+pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let raw: Raw = Figment::from(Toml::string(text)).extract().map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        problems: e.into_iter().map(|e| describe_figment_error(&e)).collect(),
+    })?;
+    validate(raw, file.to_path_buf(), true)
+}
+
 fn describe_figment_error(e: &figment::Error) -> String {
     let key = e.path.join(".");
     let from = e
@@ -370,6 +383,9 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     }
     if !(1..=1024).contains(&g.concurrency) {
         errs.push(format!("gateway.concurrency: {} must be between 1 and 1024", g.concurrency));
+    }
+    if let Some(r) = g.rate_limit.filter(|r| !(r.is_finite() && *r > 0.0 && *r <= 1_000_000.0)) {
+        errs.push(format!("gateway.rate_limit: {r} must be a number of requests per second above 0"));
     }
     // Precedence: env var, then imp_secret_file, then the systemd credential, then an inline value.
     let (from_env, inline) = match g.imp_secret {
@@ -510,6 +526,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
             secret,
             timeout,
             concurrency: g.concurrency.clamp(1, 1024) as usize,
+            rate_limit: g.rate_limit,
         },
         dunning,
         limits,

@@ -160,6 +160,7 @@ async fn reload(engine: &mut Engine<Iamport>, path: &Path) {
                 || new.gateway.imp_key != old.gateway.imp_key
                 || new.gateway.concurrency != old.gateway.concurrency
                 || new.gateway.timeout != old.gateway.timeout
+                || new.gateway.rate_limit != old.gateway.rate_limit
                 || new.billing.database != old.billing.database
                 || new.metrics_listen != old.metrics_listen
             {

@@ -187,6 +187,10 @@ impl<G: Gateway> Engine<G> {
         report.rejected = tally.rejected;
         report.unresolved = tally.unresolved;
         report.next_wake = self.db(|s| s.next_wake()).await?.map(from_ts);
+        if self.log_over_amount_limit(now).await? > 0 {
+            // Held-back periods stay due: do not wake for them again at once.
+            report.next_wake = report.next_wake.map(|t| t.max(now + chrono::Duration::minutes(1)));
+        }
         self.metrics.last_success.store(ts(now), Ordering::Relaxed);
         self.metrics.beat();
         Ok(report)
@@ -207,6 +211,7 @@ impl<G: Gateway> Engine<G> {
             if self.stopping() {
                 return Ok(());
             }
+            self.check_charges_per_pass(now, report.sent).await?;
             let opened = self.open_due(now).await?;
             report.opened += opened;
             let mut claimed_any = false;
@@ -214,7 +219,8 @@ impl<G: Gateway> Engine<G> {
                 if self.stopping() {
                     break;
                 }
-                let batch = self.db(move |s| s.claim_due(ts(now), PAGE)).await?;
+                let max_amount = self.cfg.limits.max_amount;
+                let batch = self.db(move |s| s.claim_due_within(ts(now), PAGE, max_amount)).await?;
                 if batch.is_empty() {
                     break;
                 }
@@ -257,12 +263,41 @@ impl<G: Gateway> Engine<G> {
         done.await.context("the outcome writer stopped")
     }
 
+    /// Safety rail `limits.max_charges_per_pass`: before each round of a pass, refuses (an error; nothing of the
+    /// round is sent) when what was sent so far plus what is due now exceeds the limit.
+    async fn check_charges_per_pass(&self, now: DateTime<Utc>, sent: usize) -> Result<()> {
+        let max = self.cfg.limits.max_charges_per_pass;
+        let due = self.db(move |s| s.due_backlog(ts(now))).await?.max(0) as usize;
+        if sent + due > max {
+            let file = self.cfg.file.display();
+            error!(event = "pass.refused", due, sent, max_charges_per_pass = max,
+                "pass.refused: {due} charges are due, above limits.max_charges_per_pass ({max}); none of them is sent");
+            anyhow::bail!(
+                "{file}: limits.max_charges_per_pass: {due} charges are due (after {sent} sent in this pass), more \
+                 than the limit of {max}; refusing to send any of them (raise the limit if this is intended)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Safety rail `limits.max_amount`: logs every due charge held back because its amount is above the limit
+    /// (the store never opens or claims them); returns how many there are.
+    async fn log_over_amount_limit(&self, now: DateTime<Utc>) -> Result<usize> {
+        let max = self.cfg.limits.max_amount;
+        let held = self.db(move |s| s.over_amount_limit(ts(now), max)).await?;
+        for (sub, period, amount) in &held {
+            error!(event = "charge.refused", subscription = %sub, period, amount, max_amount = max,
+                "charge.refused: the amount is above limits.max_amount in {}; not charged", self.cfg.file.display());
+        }
+        Ok(held.len())
+    }
+
     async fn open_due(&self, now: DateTime<Utc>) -> Result<usize> {
         let cfg = self.cfg.clone();
         self.db(move |s| {
             let mut total = 0;
             loop {
-                let due = s.subscriptions_to_open(ts(now), PAGE)?;
+                let due = s.subscriptions_to_open_within(ts(now), PAGE, cfg.limits.max_amount)?;
                 if due.is_empty() {
                     return Ok(total);
                 }

@@ -66,6 +66,15 @@ pub struct Iamport {
     imp_secret: Secret,
     timeout: Duration,
     token: Mutex<Option<Token>>,
+    /// `gateway.rate_limit`: every request waits for a permit (see [`Iamport::with_rate_limit`]).
+    rate: Option<RateLimit>,
+}
+
+/// A token bucket holding one request (no bursts: at most one request every 1/rate seconds, which never exceeds
+/// the rate in any window); waiters queue in order on the mutex instead of all polling the bucket.
+struct RateLimit {
+    bucket: governor::DefaultDirectRateLimiter,
+    queue: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -122,6 +131,25 @@ impl Iamport {
             imp_secret,
             timeout,
             token: Mutex::new(None),
+            rate: None,
+        }
+    }
+
+    /// Sends at most `per_second` requests per second (token, charge and lookup requests alike; `None`: no limit).
+    pub fn with_rate_limit(mut self, per_second: Option<f64>) -> Self {
+        self.rate = per_second.filter(|r| r.is_finite() && *r > 0.0).and_then(|r| {
+            let period = Duration::from_secs_f64(1.0 / r).max(Duration::from_nanos(1));
+            governor::Quota::with_period(period)
+                .map(|q| RateLimit { bucket: governor::RateLimiter::direct(q), queue: Mutex::new(()) })
+        });
+        self
+    }
+
+    /// Waits until the rate limit lets one more request leave.
+    async fn permit(&self) {
+        if let Some(rate) = &self.rate {
+            let _turn = rate.queue.lock().await;
+            rate.bucket.until_ready().await;
         }
     }
 
@@ -135,6 +163,7 @@ impl Iamport {
             }
         }
         let body = serde_json::json!({ "imp_key": self.imp_key, "imp_secret": self.imp_secret.expose() });
+        self.permit().await;
         let resp = self
             .http
             .post(format!("{}/users/getToken", self.base_url))
@@ -143,7 +172,7 @@ impl Iamport {
             .await
             .map_err(|e| format!("getToken: {}", describe(&e)))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| format!("getToken: {}", describe(&e)))?;
+        let text = read_body(resp).await.map_err(|e| format!("getToken: {}", describe(&e)))?;
         if status == 401 {
             return Err("getToken: HTTP 401, the gateway refused gateway.imp_key/imp_secret".into());
         }
@@ -167,10 +196,11 @@ impl Iamport {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
+        self.permit().await;
         match req.bearer_auth(token.expose()).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                match resp.text().await {
+                match read_body(resp).await {
                     Ok(t) => Sent::Response(status, t),
                     Err(e) => Sent::Error(e),
                 }
@@ -195,6 +225,72 @@ impl Iamport {
         let mut url = reqwest::Url::parse(&self.base_url).expect("base_url was validated with the config");
         url.path_segments_mut().expect("http(s) URLs have paths").pop_if_empty().extend(segments);
         url
+    }
+}
+
+/// A parsed i'mport envelope, for the card commands.
+#[derive(Debug, Clone)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub code: i64,
+    pub message: Option<String>,
+    pub response: Option<serde_json::Value>,
+}
+
+impl Iamport {
+    /// An authenticated call (re-authenticating once on 401) whose answer is an envelope.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<ApiAnswer, String> {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let sent = self
+            .authed(|| {
+                let rb = self.http.request(method.clone(), url.clone());
+                match body {
+                    Some(b) => rb.json(b),
+                    None => rb,
+                }
+            })
+            .await?;
+        match sent {
+            Sent::Error(e) => Err(describe(&e)),
+            Sent::Response(status, text) => {
+                let env: Envelope = serde_json::from_str(&text)
+                    .map_err(|_| format!("HTTP {status} with an unreadable body: {}", snippet(&text)))?;
+                Ok(ApiAnswer { status, code: env.code, message: env.message, response: env.response })
+            }
+        }
+    }
+
+    /// `POST /subscribe/payments/onetime`: a key-in payment (with `customer_uid`, the card is also saved as a
+    /// billing key), classified like a charge.
+    pub async fn charge_once(
+        &self,
+        req: &ChargeRequest,
+        card: &crate::card::Card,
+        customer_uid: Option<&str>,
+    ) -> ChargeOutcome {
+        let mut body = card.request_fields();
+        body.insert("merchant_uid".into(), req.merchant_uid.clone().into());
+        body.insert("amount".into(), req.amount.into());
+        body.insert("currency".into(), req.currency.clone().into());
+        body.insert("name".into(), req.name.clone().into());
+        if let Some(c) = customer_uid {
+            body.insert("customer_uid".into(), c.into());
+        }
+        let body = serde_json::Value::Object(body);
+        let url = self.url(&["subscribe", "payments", "onetime"]);
+        match self.authed(|| self.http.post(url.clone()).json(&body)).await {
+            Ok(sent) => classify_charge(sent, req, self.timeout),
+            Err(e) => ChargeOutcome::Transient(e),
+        }
     }
 }
 
@@ -311,6 +407,36 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> Charge
         },
         other => ChargeOutcome::Unknown(format!("payment status {other:?}")),
     }
+}
+
+/// The most billd reads of one answer; i'mport's are a few KB.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Reads an answer's body, at most [`MAX_BODY`] bytes: a larger one is never buffered whole and is replaced by a
+/// marker that is not JSON, so it classifies as unreadable (an unknown outcome), never as paid.
+async fn read_body(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
+    let too_large = || format!("<billd: the answer is larger than {} KiB; not read>", MAX_BODY / 1024);
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Ok(too_large());
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > MAX_BODY {
+            return Ok(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Classifies an `again` answer (HTTP status and body) for `req`, as [`Gateway::charge`] does (for fuzzing).
+pub fn classify_charge_body(status: u16, body: &str, req: &ChargeRequest) -> ChargeOutcome {
+    classify_charge(Sent::Response(status, body.to_owned()), req, Duration::from_secs(30))
+}
+
+/// Parses a lookup answer's body as [`Gateway::find`] does: `Ok(None)` when code != 0 (for fuzzing).
+pub fn parse_payment_body(body: &str) -> Result<Option<Payment>, String> {
+    parse_payment(body)
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -1,13 +1,16 @@
 //! billd: a recurring-billing scheduler for i'mport (PortOne V1) billing keys.
 
 pub mod calendar;
+pub mod card;
 pub mod cli;
 pub mod config;
+pub mod customers;
 pub mod daemon;
 pub mod dunning;
 pub mod duration;
 pub mod engine;
 pub mod gateway;
+pub mod import;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -11,7 +11,8 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_one_time_charges.sql")];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -121,6 +122,17 @@ pub struct ChargeRow {
     pub due_at: String,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// A key-in payment made by `billd charge-once` (only the masked card is kept).
+#[derive(Debug, Clone)]
+pub struct OneTimeCharge {
+    pub merchant_uid: String,
+    pub customer_uid: Option<String>,
+    pub name: String,
+    pub amount: i64,
+    pub currency: String,
+    pub card_masked: String,
 }
 
 /// A billed subscription, its next due instant, and its open period (period, next attempt, amount, currency).
@@ -386,16 +398,171 @@ impl Store {
         Ok(out)
     }
 
+    /// Adds a subscription created by command (source `manual`: a config sync never cancels it).
+    pub fn insert_manual(&mut self, s: &Subscription, next_due_at: Option<i64>, now: i64) -> Result<()> {
+        let tx = self.tx()?;
+        if current_status(&tx, &s.id)?.is_some() {
+            bail!("subscription {:?} already exists", s.id);
+        }
+        tx.execute(
+            "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
+               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)",
+            params![
+                s.id,
+                s.customer_uid,
+                s.plan_id,
+                s.plan_name,
+                s.amount,
+                s.currency,
+                s.interval.to_string(),
+                s.start_date.to_string(),
+                next_due_at,
+                now
+            ],
+        )?;
+        event(
+            &tx,
+            now,
+            "subscription.created",
+            Some(&s.id),
+            json!({
+                "plan": s.plan_id, "amount": s.amount, "currency": s.currency, "start": s.start_date.to_string(),
+                "source": "manual"
+            }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends an event that belongs to no pass (e.g. a billing key registered by command).
+    pub fn log_event(
+        &mut self,
+        kind: &str,
+        subscription: Option<&str>,
+        detail: serde_json::Value,
+        now: i64,
+    ) -> Result<()> {
+        let tx = self.tx()?;
+        event(&tx, now, kind, subscription, detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A one-time charge by merchant_uid: (id, status, imp_uid, fail_reason).
+    pub fn one_time(&self, merchant_uid: &str) -> Result<Option<(i64, String, Option<String>, Option<String>)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, status, imp_uid, fail_reason FROM one_time_charges WHERE merchant_uid = ?1",
+                [merchant_uid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+    }
+
+    /// Commits the intent of a one-time charge (status pending) before it is sent; returns its row id.
+    pub fn begin_one_time(&mut self, c: &OneTimeCharge, now: i64) -> Result<i64> {
+        let tx = self.tx()?;
+        let id: i64 = tx.query_row(
+            "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked, status,
+               tries, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7)
+             ON CONFLICT (merchant_uid) DO UPDATE SET status = 'pending', tries = tries + 1, failure = NULL,
+               fail_reason = NULL, card_masked = excluded.card_masked, updated_at = excluded.updated_at
+               WHERE one_time_charges.status = 'failed'
+             RETURNING id",
+            params![c.merchant_uid, c.customer_uid, c.name, c.amount, c.currency, c.card_masked, now],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Records a one-time charge's outcome.
+    pub fn finish_one_time(
+        &mut self,
+        id: i64,
+        status: &str,
+        failure: Option<&str>,
+        imp_uid: Option<&str>,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let tx = self.tx()?;
+        tx.execute(
+            "UPDATE one_time_charges SET status = ?2, failure = ?3, imp_uid = coalesce(?4, imp_uid), fail_reason = ?5,
+               updated_at = ?6 WHERE id = ?1",
+            params![id, status, failure, imp_uid, reason, now],
+        )?;
+        let kind = match status {
+            "paid" => "charge.paid",
+            "failed" => "charge.failed",
+            _ => "charge.unknown",
+        };
+        let muid: String =
+            tx.query_row("SELECT merchant_uid FROM one_time_charges WHERE id = ?1", [id], |r| r.get(0))?;
+        event(
+            &tx,
+            now,
+            kind,
+            None,
+            json!({ "merchant_uid": muid, "one_time": true, "imp_uid": imp_uid, "reason": reason }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One-time charges as listing rows (subscription shown as `one-time`).
+    pub fn list_one_time(&self, failed_only: bool, since: Option<i64>) -> Result<Vec<ChargeRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT merchant_uid, coalesce(customer_uid, ''), amount, currency, status, failure, imp_uid, fail_reason,
+                    tries, created_at, updated_at
+             FROM one_time_charges WHERE (?1 = 0 OR status = 'failed') AND (?2 IS NULL OR updated_at >= ?2)
+             ORDER BY id",
+        )?;
+        let rows = st.query_map(params![failed_only as i64, since], |r| {
+            Ok(ChargeRow {
+                subscription_id: "one-time".into(),
+                period: 0,
+                attempt: r.get::<_, i64>(8)? as u32,
+                merchant_uid: r.get(0)?,
+                customer_uid: r.get(1)?,
+                amount: r.get(2)?,
+                currency: r.get(3)?,
+                status: r.get(4)?,
+                failure: r.get(5)?,
+                imp_uid: r.get(6)?,
+                fail_reason: r.get(7)?,
+                due_at: rfc3339(r.get(9)?),
+                created_at: rfc3339(r.get(9)?),
+                updated_at: rfc3339(r.get(10)?),
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
     // ---- the pass --------------------------------------------------------------------------------------------
 
     /// Billed subscriptions whose next period is due at or before `now` and that have no open period.
     pub fn subscriptions_to_open(&self, now: i64, limit: usize) -> Result<Vec<DueSubscription>> {
+        self.subscriptions_to_open_within(now, limit, i64::MAX)
+    }
+
+    /// [`Store::subscriptions_to_open`] leaving out those whose amount is above `max_amount` (a safety rail:
+    /// such a period is not opened, so fixing the amount or the limit lets it go out).
+    pub fn subscriptions_to_open_within(
+        &self,
+        now: i64,
+        limit: usize,
+        max_amount: i64,
+    ) -> Result<Vec<DueSubscription>> {
         let mut st = self.conn.prepare_cached(&format!(
-            "{SUB_SELECT} WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+            "{SUB_SELECT} WHERE status IN ('active', 'past_due') AND next_due_at <= ?1 AND amount <= ?3
                AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
              ORDER BY next_due_at, id LIMIT ?2"
         ))?;
-        let rows = st.query_map(params![now, limit as i64], |r| {
+        let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
             let due: i64 = r.get("next_due_at")?;
             Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: due }))
         })?;
@@ -439,6 +606,12 @@ impl Store {
     /// Creates and commits (status pending) the next attempt of up to `limit` open periods due at or before
     /// `now`. Only after this commit may their requests be sent.
     pub fn claim_due(&mut self, now: i64, limit: usize) -> Result<Vec<Attempt>> {
+        self.claim_due_within(now, limit, i64::MAX)
+    }
+
+    /// [`Store::claim_due`] leaving out periods whose amount is above `max_amount` (a safety rail: they stay
+    /// open and unclaimed until the limit allows them).
+    pub fn claim_due_within(&mut self, now: i64, limit: usize, max_amount: i64) -> Result<Vec<Attempt>> {
         let tx = self.tx()?;
         let mut out = Vec::new();
         {
@@ -449,9 +622,10 @@ impl Store {
                            AND a.period = p.period) AS made
                  FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                  WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
+                   AND p.amount <= ?3
                  ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
             )?;
-            let rows = sel.query_map(params![now, limit as i64], |r| {
+            let rows = sel.query_map(params![now, limit as i64, max_amount], |r| {
                 Ok(Attempt {
                     id: 0,
                     subscription_id: r.get(0)?,
@@ -585,6 +759,23 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(t)
+    }
+
+    /// Due charges held back because their amount is above `max_amount`: (subscription, period, amount), for
+    /// subscriptions whose next period has fallen due and for open periods waiting for an attempt.
+    pub fn over_amount_limit(&self, now: i64, max_amount: i64) -> Result<Vec<(String, u64, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, next_period, amount FROM subscriptions WHERE status IN ('active', 'past_due')
+               AND next_due_at <= ?1 AND amount > ?2
+               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+             UNION ALL
+             SELECT p.subscription_id, p.period, p.amount FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.status IN ('active', 'past_due')
+             ORDER BY 1, 2",
+        )?;
+        let rows =
+            st.query_map(params![now, max_amount], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
     }
 
     /// Periods due at or before `now` that are not charged yet: open ones waiting for an attempt, and

@@ -343,8 +343,8 @@ async fn onetime(State(st): State<Shared>, req: Request) -> Response {
     .await
 }
 
-/// Runs a charge with its faults: Http500 and Garbage skip the charge; otherwise the charge is
-/// recorded first, then latency, then a held or dropped response.
+/// Runs a charge with its faults: Http500, Garbage and Html502 skip the charge; otherwise the charge is
+/// recorded first, then latency, then a held, dropped or hostile response (see `hostile`).
 async fn charge(
     st: Shared,
     req: Request,
@@ -373,6 +373,7 @@ async fn charge(
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             r
         }
+        Some(Fault::Html502) => crate::hostile::html_502(),
         _ => reply(process(&st, &p, &parts.headers)),
     };
     sleep(st.latency.sample() + applied.extra_latency).await;
@@ -383,6 +384,9 @@ async fn charge(
                 conn.drop_connection();
                 std::future::pending::<()>().await;
             }
+        }
+        Some(f) if crate::hostile::mangles(&f) => {
+            return crate::hostile::mangle(&f, response, parts.extensions.get::<ConnControl>().cloned()).await;
         }
         _ => {}
     }

@@ -207,7 +207,9 @@ impl<'de> Deserialize<'de> for Latency {
 /// JSON (for `POST /__sandbox/faults`) and TOML use the same shape:
 /// `{"customer_uid": "cust_1", "fault": "http500", "times": 2}`;
 /// `fault` is one of `"http500"`, `"drop_after_charge"`, `"garbage"`,
-/// `{"lose_response_after_charge": {"hold": "35s"}}`, `{"latency": "2s"}`.
+/// `{"lose_response_after_charge": {"hold": "35s"}}`, `{"latency": "2s"}`, and the hostile answers
+/// `"html502"`, `"truncated_json"`, `"missing_fields"`, `"mistyped_fields"`, `"huge_body"`,
+/// `{"trickle": {"every": "20ms"}}`, `"reset_mid_body"`, `"wrong_merchant_uid"`, `"wrong_amount"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
@@ -241,6 +243,37 @@ pub enum Fault {
     Latency(#[serde(with = "duration")] Duration),
     /// HTTP 200 with a body that is not JSON; nothing is charged.
     Garbage,
+    /// HTTP 502 with an HTML error page, as a proxy in front of the API sends it; nothing is charged.
+    Html502,
+    /// The charge is recorded, then the answer's JSON is cut off halfway (with a matching `Content-Length`).
+    TruncatedJson,
+    /// The charge is recorded, then the answer has code 0 but its payment lacks `status` and `amount`.
+    MissingFields,
+    /// The charge is recorded, then the answer's payment has `amount` as a string and `status` as a number.
+    MistypedFields,
+    /// The charge is recorded, then the (valid JSON) answer is padded to 20 MiB and streamed without a
+    /// `Content-Length`.
+    HugeBody,
+    /// The charge is recorded, then the answer is sent one byte at a time, a byte every `every`.
+    Trickle {
+        /// The pause between two bytes.
+        #[serde(with = "duration")]
+        every: Duration,
+    },
+    /// The charge is recorded, then the answer's headers and half its body are sent and the connection is
+    /// closed mid-body.
+    ResetMidBody,
+    /// The charge is recorded, then a `paid` answer names another `merchant_uid` than the request's.
+    WrongMerchantUid,
+    /// The charge is recorded, then a `paid` answer carries another `amount` than the request's.
+    WrongAmount,
+}
+
+impl Fault {
+    /// Whether the fault keeps the request from being charged (decided before charging).
+    pub fn before_charge(&self) -> bool {
+        matches!(self, Fault::Http500 | Fault::Garbage | Fault::Html502)
+    }
 }
 
 /// A billing key registered at start, as if `POST /subscribe/customers/{customer_uid}` had been called.

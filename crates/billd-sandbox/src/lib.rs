@@ -27,6 +27,7 @@ mod auth;
 pub mod cards;
 mod config;
 mod faults;
+mod hostile;
 mod ledger;
 mod params;
 mod server;

@@ -1,0 +1,202 @@
+//! Card data typed by an operator: read from stdin (JSON) or a no-echo prompt, validated, and only ever shown masked.
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use std::fmt;
+use std::io::{IsTerminal, Read};
+
+/// A validated card. It never prints its number, birth date or PIN digits.
+pub struct Card {
+    number: String,
+    pub expiry: String,
+    birth: String,
+    pwd_2digit: Option<String>,
+}
+
+impl fmt::Debug for Card {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Card({}, expiry {})", self.masked(), self.expiry)
+    }
+}
+
+/// What the operator typed, before validation.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCard {
+    pub card_number: String,
+    pub expiry: String,
+    pub birth: String,
+    #[serde(default)]
+    pub pwd_2digit: Option<String>,
+}
+
+impl fmt::Debug for RawCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawCard([redacted])")
+    }
+}
+
+/// Masks a card number: at most the first 6 and last 4 digits, the rest `*` (shorter numbers: last 4 only).
+pub fn mask(number: &str) -> String {
+    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
+    let n = digits.len();
+    if n >= 13 {
+        let head: String = digits[..6].iter().collect();
+        let tail: String = digits[n - 4..].iter().collect();
+        format!("{head}{}{tail}", "*".repeat(n - 10))
+    } else if n > 4 {
+        format!("{}{}", "*".repeat(n - 4), digits[n - 4..].iter().collect::<String>())
+    } else {
+        "*".repeat(n)
+    }
+}
+
+fn luhn(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+impl Card {
+    /// Validates before anything is sent: digits only (spaces and dashes removed), 13-19 long, Luhn, expiry
+    /// `YYYY-MM` not before `today`'s month, birth `YYMMDD` or a 10-digit business number, `pwd_2digit` 2 digits.
+    /// Errors show the number masked.
+    pub fn validate(raw: RawCard, today: NaiveDate) -> Result<Card, String> {
+        let cleaned: String = raw.card_number.chars().filter(|c| *c != ' ' && *c != '-').collect();
+        if cleaned.is_empty() {
+            return Err("card_number is empty".into());
+        }
+        if !cleaned.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("card_number {} has characters other than digits, spaces and dashes", mask(&cleaned)));
+        }
+        let masked = mask(&cleaned);
+        if !(13..=19).contains(&cleaned.len()) {
+            return Err(format!("card_number {masked} has {} digits; a card has 13 to 19", cleaned.len()));
+        }
+        if !luhn(&cleaned) {
+            return Err(format!("card_number {masked} fails the Luhn check: a digit is mistyped"));
+        }
+        let exp = raw.expiry.trim();
+        let month = NaiveDate::parse_from_str(&format!("{exp}-01"), "%Y-%m-%d")
+            .map_err(|_| format!("expiry {exp:?} is not YYYY-MM"))?;
+        let this_month = NaiveDate::from_ymd_opt(today.year_ce().1 as i32, today.month0() + 1, 1).unwrap_or(today);
+        if month < this_month {
+            return Err(format!("expiry {exp} is in the past: the card has expired"));
+        }
+        let birth = raw.birth.trim();
+        if !(birth.len() == 6 || birth.len() == 10) || !birth.chars().all(|c| c.is_ascii_digit()) {
+            return Err("birth must be YYMMDD (6 digits) or a 10-digit business registration number".into());
+        }
+        if birth.len() == 6 {
+            let ok = NaiveDate::parse_from_str(&format!("20{birth}"), "%Y%m%d").is_ok()
+                || NaiveDate::parse_from_str(&format!("19{birth}"), "%Y%m%d").is_ok();
+            if !ok {
+                return Err("birth is not a valid YYMMDD date".into());
+            }
+        }
+        let pwd = raw.pwd_2digit.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
+        if let Some(p) = &pwd {
+            if p.len() != 2 || !p.chars().all(|c| c.is_ascii_digit()) {
+                return Err("pwd_2digit must be the first 2 digits of the card PIN".into());
+            }
+        }
+        Ok(Card { number: cleaned, expiry: exp.to_owned(), birth: birth.to_owned(), pwd_2digit: pwd })
+    }
+
+    pub fn masked(&self) -> String {
+        mask(&self.number)
+    }
+
+    /// The fields i'mport expects (`card_number` as dddd-dddd-dddd-dddd), for a request body only.
+    pub fn request_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let grouped: Vec<String> =
+            self.number.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        let mut m = serde_json::Map::new();
+        m.insert("card_number".into(), grouped.join("-").into());
+        m.insert("expiry".into(), self.expiry.clone().into());
+        m.insert("birth".into(), self.birth.clone().into());
+        if let Some(p) = &self.pwd_2digit {
+            m.insert("pwd_2digit".into(), p.clone().into());
+        }
+        m
+    }
+}
+
+use chrono::Datelike;
+
+/// Reads the card: JSON on stdin (`{"card_number", "expiry", "birth", "pwd_2digit"}`) when stdin is not a
+/// terminal, else prompts without echoing the number, birth date or PIN digits. Never from argv.
+pub fn read_card() -> Result<RawCard, String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let ask = |prompt: &str| {
+            rpassword::prompt_password(prompt).map_err(|e| format!("cannot read from the terminal: {e}"))
+        };
+        let card_number = ask("card number (not shown): ")?;
+        eprint!("expiry (YYYY-MM): ");
+        let mut expiry = String::new();
+        stdin.read_line(&mut expiry).map_err(|e| format!("cannot read expiry: {e}"))?;
+        let birth = ask("birth date YYMMDD or business number (not shown): ")?;
+        let pwd = ask("first 2 PIN digits (not shown, Enter to skip): ")?;
+        Ok(RawCard { card_number, expiry, birth, pwd_2digit: Some(pwd) })
+    } else {
+        let mut text = String::new();
+        stdin.lock().read_to_string(&mut text).map_err(|e| format!("cannot read the card from stdin: {e}"))?;
+        // serde_json's errors quote no input values, only positions and field names.
+        serde_json::from_str(&text).map_err(|e| {
+            format!("stdin: expected the card as JSON {{\"card_number\", \"expiry\", \"birth\", \"pwd_2digit\"}}: {e}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(n: &str, exp: &str, birth: &str) -> RawCard {
+        RawCard { card_number: n.into(), expiry: exp.into(), birth: birth.into(), pwd_2digit: Some("12".into()) }
+    }
+
+    fn today() -> NaiveDate {
+        "2026-11-24".parse().unwrap()
+    }
+
+    #[test]
+    fn accepts_a_good_card_and_masks_it() {
+        let c = Card::validate(raw("4242-4242 4242-4242", "2030-12", "900101"), today()).unwrap();
+        assert_eq!(c.masked(), "424242******4242");
+        assert_eq!(c.request_fields()["card_number"], "4242-4242-4242-4242");
+        assert!(!format!("{c:?}").contains("4242424242424242"));
+    }
+
+    #[test]
+    fn rejects_bad_cards_without_echoing_the_number() {
+        let cases = [
+            raw("4242424242424241", "2030-12", "900101"),
+            raw("4242a24242424242", "2030-12", "900101"),
+            raw("424242424242", "2030-12", "900101"),
+            raw("4242424242424242", "2026-10", "900101"),
+            raw("4242424242424242", "2030-13", "900101"),
+            raw("4242424242424242", "2030-12", "901301"),
+            raw("4242424242424242", "2030-12", "12345"),
+        ];
+        for r in cases {
+            let n = r.card_number.clone();
+            let e = Card::validate(r, today()).unwrap_err();
+            assert!(!e.contains(&n), "{e}");
+        }
+        assert!(Card::validate(raw("4242424242424242", "2026-11", "1234567890"), today()).is_ok());
+    }
+}

@@ -1,0 +1,411 @@
+//! `billd import FILE.csv`: bulk-loads subscriptions that are kept in the database only (source `manual`, so a
+//! config sync never cancels them), for books too large to write in `schedules.toml`.
+//!
+//! The file has a header row naming the columns `id,customer_uid,plan,start` (any order). Plans must exist in the
+//! config. The import runs in two passes over the file:
+//!
+//! 1. **Check**: every row is validated (id, customer_uid, plan, start; duplicate ids in the file; ids already in
+//!    the database with other values). Every problem is listed with its line and column and nothing is written.
+//! 2. **Insert**: rows go in with prepared statements, 10,000 per transaction, so a running daemon can keep
+//!    committing between them.
+//!
+//! Re-importing is safe: a row whose id is already in the database with the same customer_uid, plan and start is
+//! skipped (it is never changed, even if it was canceled since); the same id with other values is an error.
+
+use crate::config::{Config, parse_date};
+use crate::store::{Store, ts};
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{NaiveDate, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Rows per write transaction.
+const CHUNK: usize = 10_000;
+/// Problems listed before the rest are only counted.
+const MAX_LISTED: usize = 50;
+/// The columns, in the order the documentation gives them.
+const COLUMNS: [&str; 4] = ["id", "customer_uid", "plan", "start"];
+
+/// One valid row.
+struct Row {
+    line: u64,
+    id: String,
+    customer_uid: String,
+    plan: String,
+    start: NaiveDate,
+}
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    pub inserted: usize,
+    pub skipped: usize,
+}
+
+/// `billd import FILE`: the command.
+pub fn run(config: &Path, file: &Path, catch_up: bool) -> Result<ExitCode> {
+    let cfg = crate::cli::load_config(config)?;
+    let store = Store::open(&cfg.billing.database)?;
+    let started = Instant::now();
+    match import(&cfg, &store, file, catch_up, std::io::stderr().is_terminal()) {
+        Ok(s) => {
+            println!(
+                "imported {} subscription{} from {} ({} already in the database, skipped) in {:.1} s",
+                s.inserted,
+                if s.inserted == 1 { "" } else { "s" },
+                file.display(),
+                s.skipped,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ImportError::Invalid(problems, total)) => {
+            for p in &problems {
+                eprintln!("{}:{p}", file.display());
+            }
+            if total > problems.len() {
+                eprintln!("{}: … and {} more problems", file.display(), total - problems.len());
+            }
+            eprintln!("{}: {total} problem{} found; nothing was imported", file.display(), plural(total));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(ImportError::Other(e)) => Err(e),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Why an import did not complete.
+#[derive(Debug)]
+pub enum ImportError {
+    /// The file has problems (the first ones listed as `LINE: …`, and how many in all); nothing was written.
+    Invalid(Vec<String>, usize),
+    /// The file or the database could not be used.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ImportError {
+    fn from(e: anyhow::Error) -> Self {
+        ImportError::Other(e)
+    }
+}
+
+impl From<rusqlite::Error> for ImportError {
+    fn from(e: rusqlite::Error) -> Self {
+        ImportError::Other(e.into())
+    }
+}
+
+/// Checks the whole file, then inserts its rows. `progress` draws bars on stderr.
+pub fn import(
+    cfg: &Config,
+    store: &Store,
+    file: &Path,
+    catch_up: bool,
+    progress: bool,
+) -> Result<Summary, ImportError> {
+    let size = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    let bar = |len: u64, template: &str| {
+        if !progress {
+            return ProgressBar::hidden();
+        }
+        let b = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    };
+
+    // Pass 1: check every row; nothing is written unless the whole file is valid.
+    let checking = bar(size, "checking  [{bar:40}] {bytes}/{total_bytes} {elapsed}");
+    let today = cfg.billing.clock.local_date(Utc::now());
+    let mut problems = Problems::default();
+    // Ids seen so far, by a 64-bit hash (8 bytes each instead of the id; a false duplicate needs a collision, about
+    // one chance in 10^7 for a million rows), with the line each was on.
+    let mut seen: HashMap<u64, u64, BuildHasherDefault<DefaultHasher>> = HashMap::default();
+    let mut rows = 0u64;
+    {
+        let mut existing = store.conn().prepare(
+            "SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1",
+        )?;
+        for_each_row(file, &mut problems, |row, problems, byte| {
+            rows += 1;
+            if rows.is_multiple_of(4096) {
+                checking.set_position(byte);
+            }
+            let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(&row.id);
+            if let Some(first) = seen.insert(key, row.line) {
+                problems.push(row.line, "id", format!("duplicate id {:?} (also on line {first})", row.id));
+                return Ok(());
+            }
+            let Some(plan) = cfg.plan(&row.plan) else {
+                problems.push(
+                    row.line,
+                    "plan",
+                    format!("unknown plan {:?} (no [[plans]] entry in {} has that id)", row.plan, cfg.file.display()),
+                );
+                return Ok(());
+            };
+            if !catch_up && plan.interval.nth_date(row.start, 1).is_some_and(|second| second <= today) {
+                problems.push(
+                    row.line,
+                    "start",
+                    format!(
+                        "{} is more than one {} ago: every period since then would be charged at once; set start \
+                         to the next due date, or pass --catch-up to charge them all",
+                        row.start, plan.interval
+                    ),
+                );
+            }
+            if let Some(have) = existing
+                .query_row([&row.id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+                })
+                .optional()?
+                && let Some(why) = differs(&have, &row)
+            {
+                problems.push(row.line, "id", format!("subscription {:?} is already in the database {why}", row.id));
+            }
+            Ok(())
+        })?;
+    }
+    checking.finish_and_clear();
+    drop(seen);
+    if problems.total > 0 {
+        return Err(ImportError::Invalid(problems.listed, problems.total));
+    }
+
+    // Pass 2: insert, CHUNK rows per transaction.
+    let inserting = bar(rows, "importing [{bar:40}] {pos}/{len} rows {elapsed} (eta {eta})");
+    let now = ts(Utc::now());
+    let mut summary = Summary::default();
+    let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
+    let flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<()> {
+        let tx = Transaction::new_unchecked(store.conn(), TransactionBehavior::Immediate)
+            .with_context(|| format!("database {}: cannot start a write transaction", cfg.billing.database.display()))?;
+        insert_chunk(&tx, cfg, chunk, now, summary)?;
+        tx.commit()?;
+        inserting.inc(chunk.len() as u64);
+        chunk.clear();
+        Ok(())
+    };
+    let mut late = Problems::default();
+    for_each_row(file, &mut late, |row, _, _| {
+        chunk.push(row);
+        if chunk.len() == CHUNK {
+            flush(&mut chunk, &mut summary)?;
+        }
+        Ok(())
+    })?;
+    if late.total > 0 {
+        // The file changed between the passes.
+        return Err(ImportError::Other(anyhow!(
+            "{} changed while it was imported (line {}); rerun the import (rows already imported are skipped)",
+            file.display(),
+            late.listed.first().cloned().unwrap_or_default()
+        )));
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk, &mut summary)?;
+    }
+    inserting.finish_and_clear();
+    Ok(summary)
+}
+
+/// Why an existing row blocks the import of `row` (`None` when it is the same subscription: skipped).
+fn differs(have: &(String, String, String, String), row: &Row) -> Option<String> {
+    let (customer_uid, plan, start, source) = have;
+    if source != "manual" {
+        return Some(format!("from {source} (schedules.toml); use another id"));
+    }
+    let mut what = Vec::new();
+    if *customer_uid != row.customer_uid {
+        what.push(format!("customer_uid {customer_uid:?}"));
+    }
+    if *plan != row.plan {
+        what.push(format!("plan {plan:?}"));
+    }
+    if *start != row.start.to_string() {
+        what.push(format!("start {start}"));
+    }
+    (!what.is_empty()).then(|| format!("with {} (an import never changes a subscription)", what.join(", ")))
+}
+
+fn insert_chunk(tx: &Transaction<'_>, cfg: &Config, rows: &[Row], now: i64, summary: &mut Summary) -> Result<()> {
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
+           anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)
+         ON CONFLICT (id) DO NOTHING",
+    )?;
+    let mut event =
+        tx.prepare_cached("INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, 'subscription.created', ?2, ?3)")?;
+    let mut existing =
+        tx.prepare_cached("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
+    for row in rows {
+        let plan = cfg.plan(&row.plan).ok_or_else(|| anyhow!("line {}: unknown plan {:?}", row.line, row.plan))?;
+        let calendar = crate::calendar::Calendar { anchor: row.start, anchor_period: 0, interval: plan.interval };
+        let due = calendar.due_at(&cfg.billing.clock, 0).map(ts);
+        let start = row.start.to_string();
+        let n = ins.execute(params![
+            row.id,
+            row.customer_uid,
+            plan.id,
+            plan.name,
+            plan.amount,
+            plan.currency,
+            plan.interval.to_string(),
+            start,
+            due,
+            now
+        ])?;
+        if n == 0 {
+            // Checked in pass 1; look again in case another command wrote the same id since.
+            let have = existing.query_row([&row.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            if let Some(why) = differs(&have, row) {
+                bail!("line {}: subscription {:?} is already in the database {why}", row.line, row.id);
+            }
+            summary.skipped += 1;
+            continue;
+        }
+        let detail = serde_json::json!({
+            "plan": plan.id, "amount": plan.amount, "currency": plan.currency, "start": start, "status": "active",
+            "source": "manual", "imported": true,
+        });
+        event.execute(params![now, row.id, detail.to_string()])?;
+        summary.inserted += 1;
+    }
+    Ok(())
+}
+
+/// Problems found so far: the first [`MAX_LISTED`] as text, and a count.
+#[derive(Default)]
+struct Problems {
+    listed: Vec<String>,
+    total: usize,
+}
+
+impl Problems {
+    fn push(&mut self, line: u64, column: &str, message: String) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED {
+            let n = COLUMNS.iter().position(|c| *c == column).map(|i| format!(" {}", i + 1)).unwrap_or_default();
+            self.listed.push(format!("{line}: column{n} ({column}): {message}"));
+        }
+    }
+
+    fn push_line(&mut self, line: u64, message: String) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(format!("{line}: {message}"));
+        }
+    }
+}
+
+/// Reads the file, calling `f` with each row that is well-formed on its own (rows with problems are reported and
+/// skipped) and the byte offset reached.
+fn for_each_row(
+    file: &Path,
+    problems: &mut Problems,
+    mut f: impl FnMut(Row, &mut Problems, u64) -> Result<()>,
+) -> Result<()> {
+    let reader = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
+    let headers = match csv.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            problems.push_line(1, format!("cannot read the header row: {}", csv_error(&e)));
+            return Ok(());
+        }
+    };
+    let mut index = [usize::MAX; 4];
+    for (i, h) in headers.iter().enumerate() {
+        match COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)) {
+            Some(c) if index[c] == usize::MAX => index[c] = i,
+            Some(_) => problems.push_line(1, format!("column {} ({h}): duplicate column", i + 1)),
+            None => problems.push_line(
+                1,
+                format!("column {} ({h:?}): unknown column; the header must be {}", i + 1, COLUMNS.join(",")),
+            ),
+        }
+    }
+    let missing: Vec<&str> = COLUMNS.iter().zip(index).filter(|(_, i)| *i == usize::MAX).map(|(c, _)| *c).collect();
+    if !missing.is_empty() {
+        problems.push_line(
+            1,
+            format!("the header row lacks {} (it must be {}); is the header row missing?", missing.join(", "), COLUMNS.join(",")),
+        );
+    }
+    if problems.total > 0 {
+        return Ok(());
+    }
+    let width = headers.len();
+    let mut record = csv::StringRecord::new();
+    loop {
+        match csv.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                problems.push_line(line, csv_error(&e));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return Err(anyhow!("cannot read {}: {}", file.display(), csv_error(&e)));
+                }
+                continue;
+            }
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() == 1 && record.get(0) == Some("") {
+            continue; // a blank line
+        }
+        if record.len() != width {
+            problems.push_line(line, format!("{} fields, but the header has {width}", record.len()));
+            continue;
+        }
+        let get = |c: usize| record.get(index[c]).unwrap_or_default();
+        let before = problems.total;
+        let id = get(0);
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            problems.push(line, "id", format!("{id:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        let customer_uid = get(1);
+        let n = customer_uid.chars().count();
+        if n == 0 || n > 80 {
+            problems.push(line, "customer_uid", format!("must be 1-80 characters (it is {n})"));
+        }
+        let plan = get(2);
+        if plan.is_empty() {
+            problems.push(line, "plan", "is empty".into());
+        }
+        let start = parse_date(get(3)).unwrap_or_else(|e| {
+            problems.push(line, "start", e);
+            NaiveDate::MIN
+        });
+        if problems.total == before {
+            let row = Row { line, id: id.to_owned(), customer_uid: customer_uid.to_owned(), plan: plan.to_owned(), start };
+            f(row, problems, record.position().map(|p| p.byte()).unwrap_or(0))?;
+        }
+    }
+}
+
+fn csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!("field {} is not valid UTF-8", err.field() + 1),
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("{len} fields, but the header has {expected_len}")
+        }
+        _ => e.to_string(),
+    }
+}

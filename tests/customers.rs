@@ -1,0 +1,242 @@
+//! Card registration, key-in payments and one-step subscriptions against the sandbox; card data never leaks.
+
+mod common;
+
+use common::{MONTHLY, Setup, World, cards};
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+fn card_json(number: &str) -> String {
+    format!(r#"{{"card_number": "{number}", "expiry": "2031-12", "birth": "900101", "pwd_2digit": "12"}}"#)
+}
+
+/// Runs billd with the card JSON on stdin.
+fn with_card(w: &World, args: &[&str], card: &str) -> Output {
+    let mut child =
+        w.billd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(card.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn world() -> World {
+    World::new(Setup { body: MONTHLY, ..Default::default() })
+}
+
+#[test]
+fn register_show_reissue_and_delete_a_billing_key() {
+    let w = world();
+    let out = with_card(&w, &["customers", "register", "cust-1", "--pg", "kcp"], &card_json("4242-4242-4242-4242"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("424242******4242"), "{}", text(&out));
+    let show = w.billd().args(["customers", "show", "cust-1"]).output().unwrap();
+    assert!(show.status.success(), "{}", text(&show));
+    assert!(text(&show).contains("424242******4242"));
+    // Re-issue for the same customer_uid with another card: the key now points at the new card.
+    let again = with_card(&w, &["customers", "register", "cust-1"], &card_json(cards::DECLINE_LOST));
+    assert!(again.status.success(), "{}", text(&again));
+    let show = w.billd().args(["customers", "show", "cust-1"]).output().unwrap();
+    assert!(text(&show).contains("400000******9987"), "{}", text(&show));
+    let del = w.billd().args(["customers", "delete", "cust-1", "--reason", "customer left"]).output().unwrap();
+    assert!(del.status.success(), "{}", text(&del));
+    let gone = w.billd().args(["customers", "show", "cust-1"]).output().unwrap();
+    assert!(!gone.status.success());
+    assert!(text(&gone).contains("no billing key"), "{}", text(&gone));
+}
+
+#[test]
+fn invalid_cards_are_caught_before_sending() {
+    let w = world();
+    for (bad, needle) in [
+        (card_json("4242424242424241"), "Luhn"),
+        (card_json("4242 4242 4242"), "digits"),
+        (r#"{"card_number": "4242424242424242", "expiry": "2020-01", "birth": "900101"}"#.to_string(), "expired"),
+        (r#"{"card_number": "4242424242424242", "expiry": "2031-01", "birth": "9001"}"#.to_string(), "birth"),
+        ("not json".to_string(), "JSON"),
+    ] {
+        let out = with_card(&w, &["charge-once", "--merchant-uid", "m-1", "--amount", "1000", "--name", "x"], &bad);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(text(&out).contains(needle), "{needle:?} not in {}", text(&out));
+        assert!(!text(&out).contains("4242424242424241"), "the number was echoed");
+    }
+    assert!(w.ledger().is_empty(), "nothing may reach the gateway");
+}
+
+#[test]
+fn charge_once_paid_declined_and_never_twice() {
+    let w = world();
+    let ok = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-1", "--amount", "5000", "--name", "Setup fee"],
+        &card_json(cards::APPROVE),
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    let again = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-1", "--amount", "5000", "--name", "Setup fee"],
+        &card_json(cards::APPROVE),
+    );
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already paid"), "{}", text(&again));
+    let declined = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-2", "--amount", "5000", "--name", "Setup fee"],
+        &card_json(cards::DECLINE_INSUFFICIENT_FUNDS),
+    );
+    assert_eq!(declined.status.code(), Some(1));
+    assert!(text(&declined).contains("잔액부족"), "{}", text(&declined));
+    // The same merchant_uid may be tried again after a decline.
+    let retry = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-2", "--amount", "5000", "--name", "Setup fee"],
+        &card_json(cards::APPROVE),
+    );
+    assert!(retry.status.success(), "{}", text(&retry));
+    let paid: Vec<_> = w.ledger().into_iter().filter(|e| e.status == "paid").map(|e| e.merchant_uid).collect();
+    assert_eq!(paid, ["once-1", "once-2"]);
+    // Recorded in billd's ledger.
+    let list = w.billd().args(["charges", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let statuses: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["merchant_uid"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(statuses, [("once-1".to_string(), "paid".to_string()), ("once-2".to_string(), "paid".to_string())]);
+}
+
+#[test]
+fn charge_once_with_customer_uid_saves_the_billing_key() {
+    let w = world();
+    let out = with_card(
+        &w,
+        &[
+            "charge-once",
+            "--merchant-uid",
+            "first-1",
+            "--amount",
+            "9900",
+            "--name",
+            "First month",
+            "--customer-uid",
+            "cust-9",
+        ],
+        &card_json(cards::APPROVE),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let show = w.billd().args(["customers", "show", "cust-9"]).output().unwrap();
+    assert!(show.status.success(), "{}", text(&show));
+}
+
+#[test]
+fn subscription_set_up_and_first_charged_in_one_command() {
+    let w = world();
+    let out = with_card(
+        &w,
+        &[
+            "subscriptions",
+            "add",
+            "--id",
+            "web-1",
+            "--customer-uid",
+            "cust-web",
+            "--plan",
+            "monthly",
+            "--register-card",
+            "--charge-now",
+        ],
+        &card_json(cards::APPROVE),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("first charge paid"), "{}", text(&out));
+    assert_eq!(w.paid_for("cust-web"), ["billd-web-1-0"]);
+    // A sync never cancels it (the config does not list it), and a second run does not charge it again.
+    w.tick(&chrono::Utc::now().to_rfc3339());
+    assert_eq!(w.status_of("web-1"), "active");
+    assert_eq!(w.paid_for("cust-web").len(), 1);
+    // Next month's period is charged as usual.
+    w.tick(&(chrono::Utc::now() + chrono::Duration::days(32)).to_rfc3339());
+    assert_eq!(w.paid_for("cust-web"), ["billd-web-1-0", "billd-web-1-1"]);
+    let dup = w
+        .billd()
+        .args(["subscriptions", "add", "--id", "web-1", "--customer-uid", "x", "--plan", "monthly"])
+        .output()
+        .unwrap();
+    assert!(!dup.status.success());
+    let unknown = w
+        .billd()
+        .args(["subscriptions", "add", "--id", "web-2", "--customer-uid", "x", "--plan", "gold"])
+        .output()
+        .unwrap();
+    assert!(text(&unknown).contains("unknown plan \"gold\""), "{}", text(&unknown));
+}
+
+#[test]
+fn card_numbers_never_reach_the_database_or_any_output() {
+    let w = world();
+    let numbers = [cards::APPROVE, cards::DECLINE_INSUFFICIENT_FUNDS, "5105105105105100"];
+    let mut outputs = String::new();
+    let mut run = |args: &[&str], card: &str| {
+        let o = with_card(&w, args, card);
+        outputs += &text(&o);
+    };
+    run(&["customers", "register", "c-a"], &card_json("4242-4242-4242-4242"));
+    run(&["customers", "register", "c-b"], &card_json("5105 1051 0510 5100"));
+    run(&["charge-once", "--merchant-uid", "p-1", "--amount", "100", "--name", "n"], &card_json(cards::APPROVE));
+    run(
+        &["charge-once", "--merchant-uid", "p-2", "--amount", "100", "--name", "n"],
+        &card_json(cards::DECLINE_INSUFFICIENT_FUNDS),
+    );
+    run(
+        &["charge-once", "--merchant-uid", "p-3", "--amount", "100", "--name", "n", "--customer-uid", "c-c"],
+        &card_json("5105105105105100"),
+    );
+    run(
+        &[
+            "subscriptions",
+            "add",
+            "--id",
+            "s-x",
+            "--customer-uid",
+            "c-x",
+            "--plan",
+            "monthly",
+            "--register-card",
+            "--charge-now",
+        ],
+        &card_json(cards::APPROVE),
+    );
+    run(&["customers", "register", "c-bad"], &card_json("5105105105105101"));
+    for args in
+        [vec!["charges"], vec!["charges", "--json"], vec!["subscriptions", "--json"], vec!["customers", "show", "c-a"]]
+    {
+        let o = w.billd().args(&args).env("BILLD_LOG", "trace").output().unwrap();
+        outputs += &text(&o);
+    }
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(w.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("billd.sqlite3") {
+            stored.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    assert!(!stored.is_empty());
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(outputs.contains("424242******4242"), "masked numbers are shown: {outputs}");
+    for n in numbers.iter().copied().chain(["5105105105105101"]) {
+        let dashed: String =
+            n.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("-");
+        let spaced = dashed.replace('-', " ");
+        for form in [n.to_string(), dashed, spaced] {
+            assert!(!outputs.contains(&form), "{form} appears in the output");
+            assert!(!stored.contains(&form), "{form} appears in the database");
+        }
+    }
+    for secret in ["900101", "\"12\""] {
+        assert!(!stored.contains(secret), "{secret} appears in the database");
+    }
+}

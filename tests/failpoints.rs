@@ -1,0 +1,147 @@
+//! Crashes at each step of the exactly-once protocol (`BILLD_FAILPOINT`, which aborts the process like `kill -9`):
+//! after the intent commit, after sending and before the answer, after the answer and before the outcome commit.
+//! Each test checks the state at the crash (intent rows committed before anything reached the gateway), recovers
+//! with a plain rerun, and checks the gateway's ledger: one paid charge per period, a decline counted once,
+//! nothing left unresolved, no second `again` for a period the gateway had already seen.
+
+mod common;
+
+use common::{MONTHLY, Setup, World, cards, sub};
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const DUE: &str = "2025-01-01T10:00:00+09:00";
+
+fn world(latency_ms: u64) -> World {
+    let mut body = MONTHLY.to_string();
+    for i in 0..4 {
+        body += &sub(&format!("s{i}"), &format!("c{i}"), "monthly", "2025-01-01");
+    }
+    let sandbox = billd_sandbox::SandboxConfig {
+        latency: billd_sandbox::Latency::Fixed(Duration::from_millis(latency_ms)),
+        ..Default::default()
+    };
+    let w = World::new(Setup { sandbox, body: &body, concurrency: 4, ..Default::default() });
+    for i in 0..3 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    // c3's card is declined (insufficient funds): a decline must be counted once, never re-sent by recovery.
+    w.sandbox.register_customer("c3", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w
+}
+
+/// Runs a tick armed with the failpoint and asserts it died abnormally at that point.
+fn crash_at(w: &World, point: &str) -> Output {
+    let out = w.billd().args(["tick", "--as-of", DUE]).env("BILLD_FAILPOINT", point).output().unwrap();
+    let stderr = World::stderr(&out);
+    assert!(!out.status.success(), "the tick with BILLD_FAILPOINT={point} exited normally: {stderr}");
+    assert!(stderr.contains(&format!("failpoint {point}: aborting")), "{stderr}");
+    out
+}
+
+/// (merchant_uid → status) of every attempt row in the database.
+fn attempts(w: &World) -> Vec<(String, String)> {
+    let db = w.db();
+    let mut st = db.prepare("SELECT merchant_uid, status FROM attempts ORDER BY id").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+/// The protocol's core: nothing reaches the gateway without its intent row committed first.
+fn assert_every_charge_had_its_intent(w: &World) {
+    let intents: Vec<String> = attempts(w).into_iter().map(|(m, _)| m).collect();
+    for e in w.ledger() {
+        assert!(intents.contains(&e.merchant_uid), "{} reached the gateway with no committed intent", e.merchant_uid);
+    }
+}
+
+/// After recovery: s0..s2 paid once with one `again` each, c3 declined once (a retry scheduled), nothing unresolved.
+fn assert_recovered(w: &World) {
+    let out = w.tick(DUE);
+    let stderr = World::stderr(&out);
+    assert!(!stderr.contains("reconciled=0"), "the rerun reconciled nothing: {stderr}");
+    let paid = w.paid_by_merchant_uid();
+    assert_eq!(paid.keys().cloned().collect::<Vec<_>>(), ["billd-s0-0", "billd-s1-0", "billd-s2-0"]);
+    let mut per_uid: BTreeMap<String, usize> = BTreeMap::new();
+    for e in w.ledger() {
+        *per_uid.entry(e.merchant_uid).or_default() += 1;
+    }
+    for (m, n) in &per_uid {
+        assert_eq!(*n, 1, "{m} was sent to the gateway {n} times (a lookup should have settled it)");
+    }
+    let c3 = w.attempts_for("c3");
+    assert_eq!(c3.len(), 1, "c3's declined first attempt: {c3:?}");
+    assert_eq!(c3[0].status, "failed");
+    let declines: i64 = w
+        .db()
+        .query_row("SELECT declines FROM periods WHERE subscription_id = 's3' AND period = 0", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(declines, 1, "the decline is counted exactly once");
+    assert_eq!(w.status_of("s3"), "past_due");
+    w.assert_consistent();
+    // A day later the retry goes out as the policy says: a second attempt, same merchant_uid.
+    w.tick("2025-01-02T10:00:00+09:00");
+    assert_eq!(w.attempts_for("c3").len(), 2);
+    assert!(w.attempts_for("c3").iter().all(|e| e.merchant_uid == "billd-s3-0"));
+    assert_eq!(w.paid_by_merchant_uid().len(), 3);
+    w.assert_consistent();
+}
+
+#[test]
+fn crash_after_the_intent_commit_sends_nothing_and_recovers() {
+    let w = world(0);
+    crash_at(&w, "after_intent_commit");
+    let rows = attempts(&w);
+    assert_eq!(rows.len(), 4, "all four intents committed before the crash: {rows:?}");
+    assert!(rows.iter().all(|(_, s)| s == "pending"), "{rows:?}");
+    assert!(w.ledger().is_empty(), "nothing may be sent before the crash point: {:?}", w.ledger());
+    assert_recovered(&w);
+}
+
+#[test]
+fn crash_after_sending_before_the_answer_recovers_by_lookup() {
+    // The sandbox records each charge, then holds the answer 300 ms: billd aborts 50 ms after sending.
+    let w = world(300);
+    crash_at(&w, "after_send");
+    let rows = attempts(&w);
+    assert!(!rows.is_empty() && rows.iter().all(|(_, s)| s == "pending"), "{rows:?}");
+    assert_every_charge_had_its_intent(&w);
+    println!("at the crash: {} intents, {} charges at the gateway", rows.len(), w.ledger().len());
+    assert_recovered(&w);
+}
+
+#[test]
+fn crash_after_the_answer_before_recording_it_recovers_by_lookup() {
+    let w = world(0);
+    crash_at(&w, "after_response");
+    let rows = attempts(&w);
+    assert!(rows.iter().all(|(_, s)| s == "pending"), "no outcome can be recorded before the crash: {rows:?}");
+    assert!(!w.ledger().is_empty(), "the answer was read, so the gateway charged at least one");
+    assert_every_charge_had_its_intent(&w);
+    assert_recovered(&w);
+}
+
+#[test]
+fn the_daemon_crashing_after_its_intent_commit_recovers_on_restart() {
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string();
+    let body = format!("{MONTHLY}{}{}", sub("s0", "c0", "monthly", &yesterday), sub("s1", "c1", "monthly", &yesterday));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c0", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let out = w.billd().arg("run").env("BILLD_FAILPOINT", "after_intent_commit").output().unwrap();
+    assert!(!out.status.success(), "{}", World::stderr(&out));
+    assert!(World::stderr(&out).contains("failpoint after_intent_commit: aborting"));
+    assert_eq!(attempts(&w).len(), 2);
+    assert!(w.ledger().is_empty());
+
+    let mut child = w.billd().arg("run").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while w.paid_by_merchant_uid().len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the restarted daemon did not charge: {:?}", w.ledger());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(w.ledger().len(), 2, "one `again` per period");
+    w.assert_consistent();
+}

@@ -1,0 +1,141 @@
+//! The stable-toolchain counterpart of the cargo-fuzz targets in `fuzz/` (which need a nightly compiler): random
+//! and mutated input for the config parser and the gateway's answer classification. Neither may panic; a config
+//! error always names the file; an answer is taken as paid only when it really says paid, for this merchant_uid
+//! and this amount, with HTTP 200 and code 0. Set `PROPTEST_CASES` for a longer run.
+
+use billd::gateway::{ChargeOutcome, ChargeRequest, classify_charge_body, parse_payment_body};
+use proptest::prelude::*;
+use std::path::Path;
+
+const GOOD: &str = include_str!("bad_configs/_good.toml");
+
+/// Tokens that make mutations land on interesting parser paths.
+const TOKENS: &[&str] = &[
+    "\"", "'", "[", "]", "[[", "]]", "=", "\n", "#", "{", "}", ",", "0", "-1", "99999999999999999999", "1e400", "nan",
+    "true", "\"\"", "\"2025-02-30\"", "2025-01-31", "\"1 month\"", "\"0s\"", "\"Asia/Seoul\"", "\u{0}", "\u{feff}",
+    "plans", "[[subscriptions]]", "[billing]", "amount", "\"\\u0000\"", "\"\\", "inf", "\u{1F600}",
+];
+
+fn mutated_config() -> impl Strategy<Value = String> {
+    let edit = (0usize..GOOD.len(), 0usize..40, prop_oneof![
+        proptest::sample::select(TOKENS).prop_map(str::to_string),
+        any::<String>(),
+    ]);
+    proptest::collection::vec(edit, 1..6).prop_map(|edits| {
+        let mut text = GOOD.to_string();
+        for (at, cut, insert) in edits {
+            let mut at = at.min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + cut).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.replace_range(at..end, &insert);
+        }
+        text
+    })
+}
+
+fn req() -> ChargeRequest {
+    ChargeRequest {
+        customer_uid: "cust-1".into(),
+        merchant_uid: "billd-sub-1-0".into(),
+        amount: 9900,
+        currency: "KRW".into(),
+        name: "Plan".into(),
+    }
+}
+
+fn answer() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        Just(serde_json::json!("paid")),
+        Just(serde_json::json!("failed")),
+        Just(serde_json::json!("billd-sub-1-0")),
+        Just(serde_json::json!("billd-sub-1-1")),
+        Just(serde_json::json!(9900)),
+        Just(serde_json::json!(9900.0)),
+        Just(serde_json::json!("9900")),
+        Just(serde_json::json!(-9900)),
+        Just(serde_json::json!(null)),
+        Just(serde_json::json!(0)),
+        Just(serde_json::json!(1e300)),
+        Just(serde_json::json!([])),
+        Just(serde_json::json!({})),
+        any::<String>().prop_map(serde_json::Value::from),
+    ];
+    let key = proptest::sample::select(&["imp_uid", "merchant_uid", "amount", "status", "fail_reason", "extra"][..]);
+    let payment = proptest::collection::btree_map(key, value.clone(), 0..6);
+    (prop_oneof![Just(0i64), Just(1), Just(-1), any::<i64>()], payment, any::<bool>(), 0usize..4).prop_map(
+        |(code, payment, response_null, damage)| {
+            let response = if response_null { serde_json::Value::Null } else { serde_json::json!(payment) };
+            let text = serde_json::json!({ "code": code, "message": null, "response": response }).to_string();
+            match damage {
+                0 => text[..text.len() / 2].to_string(),
+                1 => format!("{text} trailing"),
+                _ => text,
+            }
+        },
+    )
+}
+
+fn really_paid(status: u16, body: &str, r: &ChargeRequest) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return false };
+    let p = &v["response"];
+    status == 200
+        && v["code"] == 0
+        && p["status"] == "paid"
+        && p["merchant_uid"] == r.merchant_uid.as_str()
+        && p["amount"].as_f64() == Some(r.amount as f64)
+        && p["imp_uid"].is_string()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn config_parser_never_panics_on_arbitrary_text(text in any::<String>()) {
+        let file = Path::new("/fuzz/schedules.toml");
+        if let Err(e) = billd::config::parse_str(&text, file) {
+            prop_assert!(e.to_string().contains("/fuzz/schedules.toml"));
+        }
+    }
+
+    #[test]
+    fn config_parser_never_panics_on_mutated_configs(text in mutated_config()) {
+        let file = Path::new("/fuzz/schedules.toml");
+        match billd::config::parse_str(&text, file) {
+            Err(e) => prop_assert!(e.to_string().contains("/fuzz/schedules.toml"), "{}", e),
+            Ok(cfg) => {
+                // Whatever got through is within the validated bounds.
+                for p in &cfg.plans {
+                    prop_assert!(p.amount > 0 && p.amount <= cfg.limits.max_amount);
+                    prop_assert!(!p.name.is_empty() && p.name.chars().count() <= 40);
+                }
+                prop_assert!(cfg.gateway.concurrency >= 1 && cfg.gateway.concurrency <= 1024);
+            }
+        }
+    }
+
+    #[test]
+    fn answer_classification_never_panics_and_never_invents_a_payment(
+        status in prop_oneof![Just(200u16), Just(400), Just(401), Just(404), Just(429), Just(500), Just(502), 100u16..600],
+        body in prop_oneof![answer(), any::<String>()],
+    ) {
+        let r = req();
+        let outcome = classify_charge_body(status, &body, &r);
+        if matches!(outcome, ChargeOutcome::Paid { .. }) {
+            prop_assert!(really_paid(status, &body, &r), "taken as paid: HTTP {} {}", status, body);
+        }
+        let fail_reason_ok = |b: &str| {
+            serde_json::from_str::<serde_json::Value>(b)
+                .map(|v| v["response"].get("fail_reason").is_none_or(|f| f.is_null() || f.is_string()))
+                .unwrap_or(false)
+        };
+        if really_paid(status, &body, &r) && fail_reason_ok(&body) {
+            prop_assert!(matches!(outcome, ChargeOutcome::Paid { .. }), "a real payment not taken as paid: {:?}", outcome);
+        }
+        let _ = parse_payment_body(&body);
+    }
+}
