@@ -178,10 +178,10 @@ fn metrics_and_healthz() {
     };
     let start = Instant::now();
     let text = loop {
-        if let Some((200, t)) = get("/metrics") {
-            if t.contains("billd_charges_total{outcome=\"paid\"} 1") {
-                break t;
-            }
+        if let Some((200, t)) = get("/metrics")
+            && t.contains("billd_charges_total{outcome=\"paid\"} 1")
+        {
+            break t;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "metrics never showed the paid charge");
         std::thread::sleep(Duration::from_millis(100));

@@ -1,0 +1,158 @@
+//! Operator commands on a live database: pause, resume, cancel, retry, upcoming, charges --follow, exit codes.
+
+mod common;
+
+use common::{MONTHLY, Setup, World, cards, sub};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn days_ago(n: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(n)).date_naive().to_string()
+}
+
+fn now_plus(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339()
+}
+
+fn run(w: &World, args: &[&str]) -> (i32, String) {
+    let o = w.billd().args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+    )
+}
+
+fn paused_world() -> World {
+    // Start 2 months and 2 days ago: periods 0, 1 and 2 are all due already.
+    let start = (chrono::Utc::now() - chrono::Months::new(2) - chrono::Duration::days(2)).date_naive().to_string();
+    let w =
+        World::new(Setup { body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &start)), ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let (code, out) = run(&w, &["pause", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    w.tick(&now_plus(0));
+    assert!(w.paid_for("c1").is_empty(), "a paused subscription was charged");
+    w
+}
+
+#[test]
+fn pause_then_resume_skips_the_periods_due_while_paused() {
+    let w = paused_world();
+    let (code, out) = run(&w, &["resume", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 period(s)"), "{out}");
+    w.tick(&now_plus(0));
+    assert!(w.paid_for("c1").is_empty());
+    w.tick(&now_plus(40));
+    assert_eq!(w.paid_for("c1"), ["billd-s1-3"]);
+}
+
+#[test]
+fn resume_with_catch_up_charges_the_missed_periods_oldest_first() {
+    let w = paused_world();
+    assert_eq!(run(&w, &["resume", "s1", "--catch-up"]).0, 0);
+    w.tick(&now_plus(0));
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1", "billd-s1-2"]);
+}
+
+#[test]
+fn cancel_and_unknown_subscriptions() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(1))),
+        ..Default::default()
+    });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let (code, out) = run(&w, &["cancel", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(w.status_of("s1"), "canceled");
+    w.tick(&now_plus(0));
+    assert!(w.ledger().is_empty());
+    let (code, out) = run(&w, &["pause", "nope"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("no subscription \"nope\""), "{out}");
+    let (code, out) = run(&w, &["resume", "s1"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(run(&w, &["subscriptions", "--status", "bogus"]).0, 1);
+    assert_eq!(run(&w, &["frobnicate"]).0, 2, "usage errors exit 2");
+}
+
+#[test]
+fn retry_charges_a_past_due_period_now() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(0))),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", &cards::decline_first(1)).unwrap();
+    w.tick(&now_plus(0));
+    assert_eq!(w.status_of("s1"), "past_due");
+    let (code, out) = run(&w, &["retry", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("attempt 2") && out.contains("paid"), "{out}");
+    assert_eq!(w.status_of("s1"), "active");
+    let (code, out) = run(&w, &["retry", "s1"]);
+    assert_eq!(code, 1, "nothing left to retry: {out}");
+    assert_eq!(w.paid_for("c1").len(), 1);
+}
+
+#[test]
+fn upcoming_lists_charges_per_day_with_totals() {
+    let body = format!(
+        "{MONTHLY}{}{}",
+        sub("s1", "c1", "monthly", &(chrono::Utc::now() + chrono::Duration::days(3)).date_naive().to_string()),
+        sub("s2", "c2", "monthly", &(chrono::Utc::now() + chrono::Duration::days(3)).date_naive().to_string())
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let o = w.billd().args(["upcoming", "--days", "10", "--json"]).output().unwrap();
+    let items: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i["amount"] == 9900 && i["kind"] == "due"));
+    let (code, out) = run(&w, &["upcoming", "--days", "40"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 charges, 19800 KRW"), "{out}");
+    assert!(out.contains("next 40 days: 4 charges, 39600 KRW"), "{out}");
+}
+
+#[test]
+fn charges_failed_follow_prints_new_failures_as_they_are_recorded() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let mut follow = w
+        .billd()
+        .args(["charges", "--failed", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    w.tick("2025-01-01T10:00:00+09:00");
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("billd-s1-0")) {
+        assert!(start.elapsed() < Duration::from_secs(15), "follow printed nothing: {seen:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    let line = seen.iter().find(|l| l.contains("billd-s1-0")).unwrap();
+    assert!(line.contains("failed") && line.contains("잔액부족"), "{line}");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    let o = w.billd().args(["charges", "--failed", "--json", "--since", "2025-01-01"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["failure"], "declined");
+}
