@@ -320,10 +320,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 fn tick(path: &Path, now: DateTime<Utc>) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let (engine, _lock) = engine(cfg)?;
+    let started = std::time::Instant::now();
     let report = runtime()?.block_on(engine.pass(now))?;
     info!(
         event = "pass.done",
         as_of = %now.to_rfc3339(),
+        pass_ms = started.elapsed().as_secs_f64() * 1e3,
+        charge_ms = report.charge_time().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
         reconciled = report.reconciled,
         opened = report.opened,
         sent = report.sent,

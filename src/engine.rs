@@ -25,6 +25,16 @@ pub struct PassReport {
     pub rejected: usize,
     pub unresolved: usize,
     pub next_wake: Option<DateTime<Utc>>,
+    /// When the pass committed its first intent, and its last outcome (for `charge_ms` in logs and benchmarks).
+    pub first_claim: Option<std::time::Instant>,
+    pub last_record: Option<std::time::Instant>,
+}
+
+impl PassReport {
+    /// From the first intent committed to the last outcome recorded (`None` when nothing was sent).
+    pub fn charge_time(&self) -> Option<std::time::Duration> {
+        Some(self.last_record?.saturating_duration_since(self.first_claim?))
+    }
 }
 
 /// Orchestrates the store and the gateway under the config's rules.
@@ -90,7 +100,10 @@ impl<G: Gateway> Engine<G> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+            // Every database error names the file (SQLite's own messages, like "disk I/O error", do not).
+            let path = guard.path().display().to_string();
             f(&mut guard)
+                .map_err(|e| if format!("{e:#}").contains(&path) { e } else { e.context(format!("database {path}")) })
         })
         .await
         .context("database task panicked")?
@@ -186,6 +199,7 @@ impl<G: Gateway> Engine<G> {
         report.declined = tally.declined;
         report.rejected = tally.rejected;
         report.unresolved = tally.unresolved;
+        report.last_record = tally.last_commit;
         report.next_wake = self.db(|s| s.next_wake()).await?.map(from_ts);
         if self.log_over_amount_limit(now).await? > 0 {
             // Held-back periods stay due: do not wake for them again at once.
@@ -212,25 +226,40 @@ impl<G: Gateway> Engine<G> {
                 return Ok(());
             }
             self.check_charges_per_pass(now, report.sent).await?;
-            let opened = self.open_due(now).await?;
-            report.opened += opened;
+            // A round opens at most one period per subscription due at its start (a later period of the same
+            // subscription waits for the next round, after the outcome of this one).
+            let max_amount = self.cfg.limits.max_amount;
+            let to_open = self.db(move |s| s.subscriptions_to_open_count(ts(now), max_amount)).await?;
+            let mut opened = 0;
             let mut claimed_any = false;
-            'claim: loop {
-                if self.stopping() {
+            // Pages are opened and claimed one step ahead, in a task of their own: the next page's intents commit
+            // while this page's requests go out, so sending never waits for the database (every attempt's intent
+            // is still committed before its request leaves).
+            let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open)));
+            'claim: while let Some(step) = next.take() {
+                let (n, batch) = step.await.context("the claim task panicked")??;
+                opened += n;
+                if batch.is_empty() && n == 0 {
                     break;
                 }
-                let max_amount = self.cfg.limits.max_amount;
-                let batch = self.db(move |s| s.claim_due_within(ts(now), PAGE, max_amount)).await?;
+                if !self.stopping() {
+                    next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open.saturating_sub(opened))));
+                }
                 if batch.is_empty() {
-                    break;
+                    continue;
                 }
                 claimed_any = true;
+                report.first_claim.get_or_insert_with(std::time::Instant::now);
                 failpoint("after_intent_commit");
                 let mut batch = batch.into_iter();
                 while let Some(a) = batch.next() {
                     let permit = sem.clone().acquire_owned().await?;
                     if self.stopping() {
-                        let unsent: Vec<i64> = std::iter::once(a.id).chain(batch.map(|a| a.id)).collect();
+                        let mut unsent: Vec<i64> = std::iter::once(a.id).chain(batch.map(|a| a.id)).collect();
+                        if let Some(step) = next.take() {
+                            let (_, ahead) = step.await.context("the claim task panicked")??;
+                            unsent.extend(ahead.iter().map(|a| a.id));
+                        }
                         let n = unsent.len();
                         self.db(move |s| s.release(&unsent, ts(now))).await?;
                         info!(event = "pass.stopping", released = n, "stopping: {n} claimed charges were not sent");
@@ -246,6 +275,7 @@ impl<G: Gateway> Engine<G> {
                     });
                 }
             }
+            report.opened += opened;
             // Outcomes decide whether later periods of the same subscriptions may open (catch-up, oldest first).
             let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
             drop(_all);
@@ -270,8 +300,13 @@ impl<G: Gateway> Engine<G> {
         let due = self.db(move |s| s.due_backlog(ts(now))).await?.max(0) as usize;
         if sent + due > max {
             let file = self.cfg.file.display();
-            error!(event = "pass.refused", due, sent, max_charges_per_pass = max,
-                "pass.refused: {due} charges are due, above limits.max_charges_per_pass ({max}); none of them is sent");
+            error!(
+                event = "pass.refused",
+                due,
+                sent,
+                max_charges_per_pass = max,
+                "pass.refused: {due} charges are due, above limits.max_charges_per_pass ({max}); none of them is sent"
+            );
             anyhow::bail!(
                 "{file}: limits.max_charges_per_pass: {due} charges are due (after {sent} sent in this pass), more \
                  than the limit of {max}; refusing to send any of them (raise the limit if this is intended)"
@@ -292,40 +327,46 @@ impl<G: Gateway> Engine<G> {
         Ok(held.len())
     }
 
-    async fn open_due(&self, now: DateTime<Utc>) -> Result<usize> {
+    /// One step of a pass: opens up to a page (at most `open_at_most`) of due periods, then claims (commits the
+    /// intents of) up to a page of attempts. Returns how many periods it opened and the claimed attempts.
+    async fn open_and_claim(self, now: DateTime<Utc>, open_at_most: usize) -> Result<(usize, Vec<Attempt>)> {
         let cfg = self.cfg.clone();
         self.db(move |s| {
-            let mut total = 0;
-            loop {
-                let due = s.subscriptions_to_open_within(ts(now), PAGE, cfg.limits.max_amount)?;
-                if due.is_empty() {
-                    return Ok(total);
-                }
-                let periods: Vec<NewPeriod> = due
-                    .iter()
-                    .map(|d| {
-                        let sub = &d.sub;
-                        let cal = sub.calendar();
-                        NewPeriod {
-                            subscription_id: sub.id.clone(),
-                            period: sub.next_period,
-                            due_at: d.next_due_at,
-                            merchant_uid: merchant_uid(&cfg.billing.merchant_uid_prefix, &sub.id, sub.next_period),
-                            customer_uid: sub.customer_uid.clone(),
-                            amount: sub.amount,
-                            currency: sub.currency.clone(),
-                            name: sub.plan_name.clone(),
-                            following_due_at: cal.due_at(&cfg.billing.clock, sub.next_period + 1).map(ts),
-                        }
-                    })
-                    .collect();
-                total += periods.len();
-                s.open_periods(&periods, ts(now))?;
-            }
+            let opened = if open_at_most > 0 { open_page(s, &cfg, now, open_at_most.min(PAGE))? } else { 0 };
+            Ok((opened, s.claim_due_within(ts(now), PAGE, cfg.limits.max_amount)?))
         })
         .await
     }
+}
 
+/// Opens up to `limit` due periods (one transaction); returns how many.
+fn open_page(s: &mut Store, cfg: &Config, now: DateTime<Utc>, limit: usize) -> Result<usize> {
+    let due = s.subscriptions_to_open_within(ts(now), limit, cfg.limits.max_amount)?;
+    let periods: Vec<NewPeriod> = due
+        .iter()
+        .map(|d| {
+            let sub = &d.sub;
+            let cal = sub.calendar();
+            NewPeriod {
+                subscription_id: sub.id.clone(),
+                period: sub.next_period,
+                due_at: d.next_due_at,
+                merchant_uid: merchant_uid(&cfg.billing.merchant_uid_prefix, &sub.id, sub.next_period),
+                customer_uid: sub.customer_uid.clone(),
+                amount: sub.amount,
+                currency: sub.currency.clone(),
+                name: sub.plan_name.clone(),
+                following_due_at: cal.due_at(&cfg.billing.clock, sub.next_period + 1).map(ts),
+            }
+        })
+        .collect();
+    if !periods.is_empty() {
+        s.open_periods(&periods, ts(now))?;
+    }
+    Ok(periods.len())
+}
+
+impl<G: Gateway> Engine<G> {
     fn request(a: &Attempt) -> ChargeRequest {
         ChargeRequest {
             customer_uid: a.customer_uid.clone(),
@@ -442,6 +483,7 @@ struct Tally {
     declined: usize,
     rejected: usize,
     unresolved: usize,
+    last_commit: Option<std::time::Instant>,
 }
 
 /// A message to the outcome writer.
@@ -471,6 +513,7 @@ async fn writer<G: Gateway>(engine: Engine<G>, mut rx: mpsc::Receiver<Msg>, now:
                     Ok((batch, changes))
                 })
                 .await?;
+            tally.last_commit = Some(std::time::Instant::now());
             let before = (tally.paid, tally.declined, tally.rejected, tally.unresolved);
             for r in &batch {
                 log_outcome(r, &mut tally);

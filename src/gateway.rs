@@ -61,6 +61,8 @@ pub trait Gateway: Send + Sync + 'static {
 /// The i'mport REST client.
 pub struct Iamport {
     http: reqwest::Client,
+    /// `base_url` parsed once (request URLs are built from it).
+    base: Option<reqwest::Url>,
     base_url: String,
     imp_key: String,
     imp_secret: Secret,
@@ -88,6 +90,26 @@ struct Envelope {
     code: i64,
     message: Option<String>,
     response: Option<serde_json::Value>,
+}
+
+/// An envelope whose `response` stays raw JSON text, read straight into what billd needs (no `Value` tree: a
+/// payment has some forty fields).
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    code: i64,
+    message: Option<String>,
+    #[serde(borrow)]
+    response: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The JSON body of an `again` request.
+#[derive(serde::Serialize)]
+struct AgainBody<'a> {
+    customer_uid: &'a str,
+    merchant_uid: &'a str,
+    amount: i64,
+    currency: &'a str,
+    name: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +148,7 @@ impl Iamport {
             .expect("the HTTP client builds with static settings");
         Iamport {
             http,
+            base: reqwest::Url::parse(base_url.trim_end_matches('/')).ok(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             imp_key: imp_key.to_owned(),
             imp_secret,
@@ -177,7 +200,8 @@ impl Iamport {
             return Err("getToken: HTTP 401, the gateway refused gateway.imp_key/imp_secret".into());
         }
         let env: Envelope = serde_json::from_str(&text)
-            .map_err(|_| format!("getToken: HTTP {status} with an unreadable body: {}", snippet(&text)))?;
+            // No excerpt: a token answer, even a mangled one, may carry an access token.
+            .map_err(|_| format!("getToken: HTTP {status} with an unreadable body ({} bytes)", text.len()))?;
         if status != 200 || env.code != 0 {
             return Err(format!("getToken: HTTP {status}, code {}: {}", env.code, env.message.unwrap_or_default()));
         }
@@ -222,7 +246,10 @@ impl Iamport {
     }
 
     fn url(&self, segments: &[&str]) -> reqwest::Url {
-        let mut url = reqwest::Url::parse(&self.base_url).expect("base_url was validated with the config");
+        let mut url = match &self.base {
+            Some(base) => base.clone(),
+            None => reqwest::Url::parse(&self.base_url).expect("base_url was validated with the config"),
+        };
         url.path_segments_mut().expect("http(s) URLs have paths").pop_if_empty().extend(segments);
         url
     }
@@ -296,13 +323,13 @@ impl Iamport {
 
 impl Gateway for Iamport {
     async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
-        let body = serde_json::json!({
-            "customer_uid": req.customer_uid,
-            "merchant_uid": req.merchant_uid,
-            "amount": req.amount,
-            "currency": req.currency,
-            "name": req.name,
-        });
+        let body = AgainBody {
+            customer_uid: &req.customer_uid,
+            merchant_uid: &req.merchant_uid,
+            amount: req.amount,
+            currency: &req.currency,
+            name: &req.name,
+        };
         let url = self.url(&["subscribe", "payments", "again"]);
         let sent = match self.authed(|| self.http.post(url.clone()).json(&body)).await {
             Ok(s) => s,
@@ -337,15 +364,18 @@ impl Gateway for Iamport {
 
 /// Parses an envelope carrying a payment: `Ok(None)` when code != 0.
 fn parse_payment(text: &str) -> Result<Option<Payment>, String> {
-    let env: Envelope =
+    let env: RawEnvelope<'_> =
         serde_json::from_str(text).map_err(|_| format!("unreadable response body: {}", snippet(text)))?;
     if env.code != 0 {
         return Ok(None);
     }
     let p: PaymentBody = env
         .response
+        .filter(|r| r.get() != "null")
         .ok_or_else(|| "code 0 without a payment".to_string())
-        .and_then(|r| serde_json::from_value(r).map_err(|e| format!("malformed payment ({e}): {}", snippet(text))))?;
+        .and_then(|r| {
+            serde_json::from_str(r.get()).map_err(|e| format!("malformed payment ({e}): {}", snippet(text)))
+        })?;
     Ok(Some(Payment {
         imp_uid: p.imp_uid,
         merchant_uid: p.merchant_uid,
@@ -372,7 +402,7 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> Charge
         500..=599 => return ChargeOutcome::Transient(format!("HTTP {status}: {}", snippet(&text))),
         _ => {}
     }
-    let env: Envelope = match serde_json::from_str(&text) {
+    let env: RawEnvelope<'_> = match serde_json::from_str(&text) {
         Ok(e) => e,
         Err(_) => {
             return ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(&text)));
@@ -387,7 +417,7 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> Charge
     if status != 200 {
         return ChargeOutcome::Unknown(format!("HTTP {status} with code 0: {}", snippet(&text)));
     }
-    let p: PaymentBody = match env.response.map(serde_json::from_value) {
+    let p: PaymentBody = match env.response.map(|r| serde_json::from_str(r.get())) {
         Some(Ok(p)) => p,
         _ => {
             return ChargeOutcome::Unknown(format!("code 0 without a readable payment: {}", snippet(&text)));
@@ -419,14 +449,14 @@ async fn read_body(mut resp: reqwest::Response) -> Result<String, reqwest::Error
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
         return Ok(too_large());
     }
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
     while let Some(chunk) = resp.chunk().await? {
         if buf.len() + chunk.len() > MAX_BODY {
             return Ok(too_large());
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// Classifies an `again` answer (HTTP status and body) for `req`, as [`Gateway::charge`] does (for fuzzing).

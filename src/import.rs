@@ -136,7 +136,7 @@ pub fn import(
         let mut existing = store.conn().prepare(
             "SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1",
         )?;
-        for_each_row(file, &mut problems, |row, problems, byte| {
+        for_each_row(cfg, file, &mut problems, |row, problems, byte| {
             rows += 1;
             if rows.is_multiple_of(4096) {
                 checking.set_position(byte);
@@ -147,12 +147,7 @@ pub fn import(
                 return Ok(());
             }
             let Some(plan) = cfg.plan(&row.plan) else {
-                problems.push(
-                    row.line,
-                    "plan",
-                    format!("unknown plan {:?} (no [[plans]] entry in {} has that id)", row.plan, cfg.file.display()),
-                );
-                return Ok(());
+                return Ok(()); // reported by for_each_row
             };
             if !catch_up && plan.interval.nth_date(row.start, 1).is_some_and(|second| second <= today) {
                 problems.push(
@@ -198,7 +193,7 @@ pub fn import(
         Ok(())
     };
     let mut late = Problems::default();
-    for_each_row(file, &mut late, |row, _, _| {
+    for_each_row(cfg, file, &mut late, |row, _, _| {
         chunk.push(row);
         if chunk.len() == CHUNK {
             flush(&mut chunk, &mut summary)?;
@@ -313,6 +308,7 @@ impl Problems {
 /// Reads the file, calling `f` with each row that is well-formed on its own (rows with problems are reported and
 /// skipped) and the byte offset reached.
 fn for_each_row(
+    cfg: &Config,
     file: &Path,
     problems: &mut Problems,
     mut f: impl FnMut(Row, &mut Problems, u64) -> Result<()>,
@@ -331,6 +327,10 @@ fn for_each_row(
         }
     };
     let mut index = [usize::MAX; 4];
+    if !headers.iter().any(|h| COLUMNS.iter().any(|c| c.eq_ignore_ascii_case(h))) {
+        problems.push_line(1, format!("the first line must be the header row {}", COLUMNS.join(",")));
+        return Ok(());
+    }
     for (i, h) in headers.iter().enumerate() {
         match COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)) {
             Some(c) if index[c] == usize::MAX => index[c] = i,
@@ -386,8 +386,12 @@ fn for_each_row(
             problems.push(line, "customer_uid", format!("must be 1-80 characters (it is {n})"));
         }
         let plan = get(2);
-        if plan.is_empty() {
-            problems.push(line, "plan", "is empty".into());
+        if cfg.plan(plan).is_none() {
+            problems.push(
+                line,
+                "plan",
+                format!("unknown plan {plan:?} (no [[plans]] entry in {} has that id)", cfg.file.display()),
+            );
         }
         let start = parse_date(get(3)).unwrap_or_else(|e| {
             problems.push(line, "start", e);

@@ -11,8 +11,11 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_one_time_charges.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_one_time_charges.sql"),
+    include_str!("../migrations/0003_pass_indexes.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -547,6 +550,17 @@ impl Store {
     /// Billed subscriptions whose next period is due at or before `now` and that have no open period.
     pub fn subscriptions_to_open(&self, now: i64, limit: usize) -> Result<Vec<DueSubscription>> {
         self.subscriptions_to_open_within(now, limit, i64::MAX)
+    }
+
+    /// How many subscriptions [`Store::subscriptions_to_open_within`] would return without a limit.
+    pub fn subscriptions_to_open_count(&self, now: i64, max_amount: i64) -> Result<usize> {
+        let n: i64 = self.conn.prepare_cached(
+            "SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+               AND amount <= ?2
+               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')",
+        )?
+        .query_row(params![now, max_amount], |r| r.get(0))?;
+        Ok(n as usize)
     }
 
     /// [`Store::subscriptions_to_open`] leaving out those whose amount is above `max_amount` (a safety rail:

@@ -56,7 +56,11 @@ impl Book {
     fn due_by(&self, t: DateTime<Utc>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for (id, interval, start) in &self.subs {
-            let cal = Calendar { anchor: start.parse().unwrap(), anchor_period: 0, interval: interval.parse::<Interval>().unwrap() };
+            let cal = Calendar {
+                anchor: start.parse().unwrap(),
+                anchor_period: 0,
+                interval: interval.parse::<Interval>().unwrap(),
+            };
             let mut p = 0;
             while cal.due_at(&self.clock, p).unwrap() <= t {
                 out.insert(format!("billd-{id}-{p}"));

@@ -22,9 +22,11 @@ fn world() -> World {
 
 fn attempt(w: &World) -> (String, String) {
     w.db()
-        .query_row("SELECT status, coalesce(fail_reason, '') FROM attempts WHERE merchant_uid = 'billd-s1-0'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT status, coalesce(fail_reason, '') FROM attempts WHERE merchant_uid = 'billd-s1-0'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap()
 }
 
@@ -40,8 +42,10 @@ fn hostile(fault: Fault, charged: bool, reason: &str) {
     let (status, fail_reason) = attempt(&w);
     assert_eq!(status, "unknown", "{fault:?} must leave the outcome unknown, got {status} ({fail_reason})");
     assert!(fail_reason.contains(reason), "{fault:?}: reason {fail_reason:?} lacks {reason:?}");
-    let line = stderr.lines().find(|l| l.contains("charge.unknown")).unwrap_or_else(|| panic!("no charge.unknown: {stderr}"));
+    let line =
+        stderr.lines().find(|l| l.contains("charge.unknown")).unwrap_or_else(|| panic!("no charge.unknown: {stderr}"));
     assert!(line.contains("merchant_uid=billd-s1-0") && line.contains(reason), "{fault:?}: unclear log line: {line}");
+    println!("{fault:?}: {line}");
     assert!(!stderr.contains("charge.paid"), "{fault:?} was taken for a payment: {stderr}");
     assert_eq!(w.ledger().len(), usize::from(charged), "{fault:?}: charged at the gateway");
 
@@ -113,7 +117,11 @@ fn a_dropped_connection_is_unknown() {
 
 #[test]
 fn paid_for_another_merchant_uid_is_unknown() {
-    hostile(Fault::WrongMerchantUid, true, "the answer is for merchant_uid billd-s1-0-other amount 9900, not billd-s1-0");
+    hostile(
+        Fault::WrongMerchantUid,
+        true,
+        "the answer is for merchant_uid billd-s1-0-other amount 9900, not billd-s1-0",
+    );
 }
 
 #[test]
@@ -154,4 +162,34 @@ fn a_gateway_that_stays_broken_is_retried_with_the_same_merchant_uid_only() {
     w.tick(&t.to_rfc3339());
     assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
     w.assert_consistent();
+}
+
+/// A token endpoint whose answer is cut off mid-token: the pass treats it as gateway trouble (nothing sent, no
+/// decline), and no part of the access token reaches the logs.
+#[test]
+fn a_mangled_token_answer_is_transient_and_never_logged() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 65536];
+            let _ = conn.read(&mut buf);
+            let body = r#"{"code":0,"message":null,"response":{"access_token":"tok_LEAKED_0123456789abcdef","now":17"#;
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = conn.write_all(format!("{head}{body}").as_bytes());
+        }
+    });
+    let w = world();
+    let text = std::fs::read_to_string(&w.config).unwrap().replace(&w.sandbox.base_url(), &format!("http://{addr}"));
+    std::fs::write(&w.config, text).unwrap();
+    let out = w.billd().env("BILLD_LOG", "trace").args(["tick", "--as-of", DUE]).output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains("LEAKED"), "the access token was logged: {all}");
+    assert!(!all.contains("panicked"), "{all}");
+    let (status, reason) = attempt(&w);
+    assert_eq!(status, "unknown");
+    assert!(reason.contains("transient: getToken: HTTP 200 with an unreadable body"), "{reason}");
 }

@@ -1,0 +1,838 @@
+//! Billing-day benchmark: the real `billd` binary against the in-process i'mport sandbox (loopback only).
+//!
+//! ```text
+//! cargo bench --bench drain                 # the full run (a few minutes): the figures in BENCHMARKS.md
+//! cargo bench --bench drain -- --quick      # the same phases, small (seconds); CI runs it as a test:
+//! cargo test --bench drain -- --quick       #   (debug build, only checks that every phase still works)
+//! cargo bench --bench drain -- --only 1,2   # some phases: 1 latency, 2 billd-bound, 3 rate limit, 4 large book
+//! ```
+//!
+//! Each phase starts its own sandbox with the latency or rate limit it needs, writes a `schedules.toml`, imports
+//! the book with `billd import`, and runs `billd tick --as-of …` or `billd run`. Figures are printed next to
+//! their limits, measured in the same run. No figure is asserted: a missed target is reported, not failed; only
+//! broken behaviour (a charge missing, a 429, a crash) fails the run.
+
+use billd_sandbox::{Latency, Sandbox, SandboxConfig, cards};
+use chrono::{Duration as Days, Utc};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BILLD: &str = env!("CARGO_BIN_EXE_billd");
+/// Billing keys in the sandbox; subscription `i` charges key `i % CUSTOMERS`.
+const CUSTOMERS: usize = 1000;
+const CONCURRENCY: usize = 64;
+/// Local due dates in these phases are in the future (so `import` needs no `--catch-up`); ticks use `--as-of`.
+const BILLING_DAY: &str = "2031-03-01";
+const AS_OF: &str = "2031-03-01T10:00:30+09:00";
+
+type Res<T> = Result<T, String>;
+
+struct Sizes {
+    latency_subs: usize,
+    bound_subs: usize,
+    rate_charges: usize,
+    book: usize,
+    book_due: usize,
+    unresolved: usize,
+    idle: Duration,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Vec<u32> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 3, 4]);
+    let sizes = if quick {
+        Sizes {
+            latency_subs: 2_000,
+            bound_subs: 5_000,
+            rate_charges: 150,
+            book: 20_000,
+            book_due: 2_000,
+            unresolved: 100,
+            idle: Duration::from_secs(3),
+        }
+    } else {
+        Sizes {
+            latency_subs: 20_000,
+            bound_subs: 50_000,
+            rate_charges: 3_000,
+            book: 1_000_000,
+            book_due: 100_000,
+            unresolved: 1_000,
+            idle: Duration::from_secs(65),
+        }
+    };
+    println!("billd drain benchmark ({}), binary {BILLD}", if quick { "quick" } else { "full" });
+    println!("machine: {}", machine());
+    println!("load average at start: {}", load());
+    let mut results: Vec<Figure> = Vec::new();
+    let mut failed = Vec::new();
+    let phases: [(u32, &str, fn(&Sizes, &mut Vec<Figure>) -> Res<()>); 4] = [
+        (1, "latency-bound", latency_bound),
+        (2, "billd-bound", billd_bound),
+        (3, "rate-limited", rate_limited),
+        (4, "large book, idle, start-up", large_book),
+    ];
+    for (n, name, phase) in phases {
+        if !only.contains(&n) {
+            continue;
+        }
+        println!("\n== phase {n}: {name}");
+        let t = Instant::now();
+        if let Err(e) = phase(&sizes, &mut results) {
+            println!("phase {n} FAILED: {e}");
+            failed.push(n);
+        }
+        println!("   (phase {n} took {:.1} s)", t.elapsed().as_secs_f64());
+    }
+    println!("\nload average at end: {}", load());
+    println!("\n| # | target | measured | limit | ratio | goal | |");
+    println!("|---|---|---|---|---|---|---|");
+    for f in &results {
+        println!("{}", f.row());
+    }
+    if !failed.is_empty() {
+        println!("\nphases that could not run: {failed:?}");
+        std::process::exit(1);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------- results
+
+/// One reported figure: `measured` next to `limit`, and the goal for `measured / limit`.
+struct Figure {
+    target: &'static str,
+    what: String,
+    measured: f64,
+    limit: f64,
+    unit: &'static str,
+    goal: Goal,
+}
+
+enum Goal {
+    /// measured / limit ≥ x
+    AtLeast(f64),
+    /// measured ≤ limit
+    Below,
+    /// |measured / limit - 1| ≤ x
+    Within(f64),
+    /// reported only
+    Info,
+}
+
+impl Figure {
+    fn ratio(&self) -> f64 {
+        if self.limit == 0.0 { 0.0 } else { self.measured / self.limit }
+    }
+
+    fn row(&self) -> String {
+        let (goal, met) = match self.goal {
+            Goal::AtLeast(x) => (format!("≥ {:.0}%", x * 100.0), self.ratio() >= x),
+            Goal::Below => ("< 100%".to_string(), self.ratio() < 1.0),
+            Goal::Within(x) => (format!("100% ± {:.0}%", x * 100.0), (self.ratio() - 1.0).abs() <= x),
+            Goal::Info => ("-".to_string(), true),
+        };
+        let mark = match self.goal {
+            Goal::Info => "",
+            _ if met => "met",
+            _ => "MISSED",
+        };
+        format!(
+            "| {} | {} | {} {} | {} {} | {:.1}% | {goal} | {mark} |",
+            self.target,
+            self.what,
+            num(self.measured),
+            self.unit,
+            num(self.limit),
+            self.unit,
+            self.ratio() * 100.0
+        )
+    }
+}
+
+fn num(x: f64) -> String {
+    if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") }
+}
+
+fn report(out: &mut Vec<Figure>, f: Figure) {
+    println!("   {}", f.row());
+    out.push(f);
+}
+
+// ------------------------------------------------------------------------------------------------- phases
+
+/// Target 1: 64 in flight at 50 ms each can do at most 1,280 charges/s.
+fn latency_bound(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
+    let latency = Duration::from_millis(50);
+    let sandbox = sandbox(SandboxConfig { latency: Latency::Fixed(latency), ..SandboxConfig::default() })?;
+    let w = World::new(&sandbox, None)?;
+    w.import(sizes.latency_subs, "s", |_| BILLING_DAY.to_string())?;
+    let pass = w.tick(AS_OF, &[])?;
+    pass.expect_all_paid(sizes.latency_subs)?;
+    let rate = pass.sent as f64 / pass.charge_s;
+    println!(
+        "   {} charges in {:.2} s (process {:.2} s, pass {:.2} s)",
+        pass.sent, pass.charge_s, pass.wall_s, pass.pass_s
+    );
+    let limit = CONCURRENCY as f64 / latency.as_secs_f64();
+    report(
+        out,
+        Figure {
+            target: "1",
+            what: format!("latency-bound: {} due, 50 ms, concurrency 64", pass.sent),
+            measured: rate,
+            limit,
+            unit: "charges/s",
+            goal: Goal::AtLeast(0.95),
+        },
+    );
+    report(
+        out,
+        Figure {
+            target: "1",
+            what: "  the same, whole `billd tick` process (exec to exit)".into(),
+            measured: pass.sent as f64 / pass.wall_s,
+            limit,
+            unit: "charges/s",
+            goal: Goal::Info,
+        },
+    );
+    Ok(())
+}
+
+/// Target 2: billd against a bare client loop, zero latency, same sandbox settings and concurrency.
+fn billd_bound(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
+    let n = sizes.bound_subs;
+    let bare1 = bare_client(n)?;
+    println!("   bare client: {n} charges in {:.2} s = {:.0}/s", n as f64 / bare1, bare1);
+    let sandbox = sandbox(SandboxConfig::default())?;
+    let w = World::new(&sandbox, None)?;
+    w.import(n, "s", |_| BILLING_DAY.to_string())?;
+    let pass = w.tick(AS_OF, &[])?;
+    pass.expect_all_paid(n)?;
+    let billd = pass.sent as f64 / pass.charge_s;
+    println!(
+        "   billd: {} charges in {:.2} s = {billd:.0}/s (process {:.2} s; pass {:.2} s, of which opening periods {:.2} s)",
+        pass.sent,
+        pass.charge_s,
+        pass.wall_s,
+        pass.pass_s,
+        pass.pass_s - pass.charge_s
+    );
+    drop(sandbox);
+    let bare2 = bare_client(n)?;
+    println!("   bare client again: {:.0}/s", bare2);
+    let bare = (bare1 + bare2) / 2.0;
+    report(
+        out,
+        Figure {
+            target: "2",
+            what: format!("billd-bound: {n} due, 0 ms, concurrency 64, vs a bare client loop"),
+            measured: billd,
+            limit: bare,
+            unit: "charges/s",
+            goal: Goal::AtLeast(0.70),
+        },
+    );
+    Ok(())
+}
+
+/// Target 3: `gateway.rate_limit = 50` against a sandbox that refuses above 55 requests per second.
+fn rate_limited(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
+    let sandbox = sandbox(SandboxConfig {
+        latency: Latency::Fixed(Duration::from_millis(50)),
+        rate_limit: Some(55),
+        ..SandboxConfig::default()
+    })?;
+    let w = World::new(&sandbox, Some(50.0))?;
+    w.import(sizes.rate_charges, "s", |_| BILLING_DAY.to_string())?;
+    let pass = w.tick(AS_OF, &[])?;
+    let refused = w.query_i64("SELECT count(*) FROM attempts WHERE fail_reason LIKE '%429%'")?;
+    let unresolved = w.query_i64("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')")?;
+    // Requests per second as the gateway counted them (its ledger has whole seconds; full seconds only).
+    let mut per_second = std::collections::BTreeMap::<i64, u32>::new();
+    for e in sandbox.ledger() {
+        *per_second.entry(e.started_at).or_default() += 1;
+    }
+    let inner: Vec<u32> = per_second.values().copied().collect();
+    let inner = if inner.len() > 2 { &inner[1..inner.len() - 1] } else { &inner[..] };
+    println!(
+        "   {} charges in {:.2} s; HTTP 429s: {refused}; unresolved: {unresolved}; charges per full second: min {} max {}",
+        pass.sent,
+        pass.charge_s,
+        inner.iter().min().unwrap_or(&0),
+        inner.iter().max().unwrap_or(&0)
+    );
+    if refused > 0 || unresolved > 0 {
+        return Err(format!("{refused} requests were refused with HTTP 429 ({unresolved} attempts unresolved)"));
+    }
+    pass.expect_all_paid(sizes.rate_charges)?;
+    report(
+        out,
+        Figure {
+            target: "3",
+            what: format!("rate-limited: {} charges, rate_limit 50, sandbox 429 above 55/s; 0 HTTP 429", pass.sent),
+            measured: pass.sent as f64 / pass.charge_s,
+            limit: 50.0,
+            unit: "charges/s",
+            goal: Goal::Within(0.05),
+        },
+    );
+    Ok(())
+}
+
+/// Targets 4, 5, 6: a large book (imported), an idle pass, the idle daemon, a drain of many due, start-up.
+fn large_book(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
+    let sandbox = sandbox(SandboxConfig::default())?;
+    let w = World::new(&sandbox, None)?;
+    // Local "today" in the billing zone; the book falls due over the 4 weeks after tomorrow.
+    let today = Utc::now().with_timezone(&chrono_tz::Asia::Seoul).date_naive();
+    let t = Instant::now();
+    w.import(sizes.book, "b", |i| (today + Days::days(1 + (i % 28) as i64)).to_string())?;
+    let import_s = t.elapsed().as_secs_f64();
+    println!("   imported {} subscriptions in {import_s:.1} s ({:.0} rows/s)", sizes.book, sizes.book as f64 / import_s);
+    println!("   database: {:.0} MB", w.db_size() as f64 / 1e6);
+
+    // 4a. A pass with nothing due (tick at the real time; the pass itself, sync included).
+    let mut passes: Vec<f64> = Vec::new();
+    for _ in 0..3 {
+        let pass = w.tick_now()?;
+        if pass.sent != 0 {
+            return Err(format!("an idle pass sent {} charges", pass.sent));
+        }
+        passes.push(pass.pass_s * 1e3);
+    }
+    passes.sort_by(f64::total_cmp);
+    println!("   idle pass (tick, nothing due): {passes:.1?} ms");
+    report(
+        out,
+        Figure {
+            target: "4",
+            what: format!("a pass with {} subscriptions, none due (median of 3)", sizes.book),
+            measured: passes[1],
+            limit: 200.0,
+            unit: "ms",
+            goal: Goal::Below,
+        },
+    );
+
+    // 4b, 5, 6 (no unresolved). The daemon with the book and nothing due: start-up, memory, CPU.
+    let mut d = Daemon::start(&w)?;
+    let ready0 = d.ready_s;
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu0, at0) = (cpu_seconds(d.pid())?, Instant::now());
+    std::thread::sleep(sizes.idle);
+    let cpu = (cpu_seconds(d.pid())? - cpu0) / at0.elapsed().as_secs_f64();
+    let (rss, hwm) = memory(d.pid())?;
+    d.stop()?;
+    println!(
+        "   daemon: READY after {ready0:.2} s; idle {:.0} s: CPU {:.3}% of a core, RSS {:.1} MB (peak {:.1} MB)",
+        sizes.idle.as_secs_f64(),
+        cpu * 100.0,
+        rss,
+        hwm
+    );
+    report(
+        out,
+        Figure {
+            target: "4",
+            what: format!("daemon RSS (peak) with {} subscriptions, none due", sizes.book),
+            measured: hwm,
+            limit: 64.0,
+            unit: "MB",
+            goal: Goal::Below,
+        },
+    );
+    report(
+        out,
+        Figure {
+            target: "5",
+            what: format!("idle daemon CPU over {:.0} s (cron wake-ups included)", sizes.idle.as_secs_f64()),
+            measured: cpu * 100.0,
+            limit: 1.0,
+            unit: "% of a core",
+            goal: Goal::Below,
+        },
+    );
+
+    // 6. Start-up with unresolved attempts: a tick that dies right after committing their intents leaves them
+    // pending; the daemon must look each one up (and resend it) before READY.
+    let yesterday = (today - Days::days(1)).to_string();
+    w.import(sizes.unresolved, "u", |_| yesterday.clone())?;
+    let crashed = w.tick_status(&[("BILLD_FAILPOINT", "after_intent_commit")])?;
+    if crashed.success() {
+        return Err("the failpoint tick did not stop after its intent commit".into());
+    }
+    let pending = w.query_i64("SELECT count(*) FROM attempts WHERE status = 'pending'")? as usize;
+    if pending != sizes.unresolved {
+        return Err(format!("expected {} pending attempts, found {pending}", sizes.unresolved));
+    }
+    let mut d = Daemon::start(&w)?;
+    let ready = d.ready_s;
+    let reconciled = w.query_i64("SELECT count(*) FROM attempts WHERE status = 'paid'")? as usize;
+    d.stop()?;
+    if reconciled != sizes.unresolved {
+        return Err(format!("{reconciled} of {} unresolved attempts were settled before READY", sizes.unresolved));
+    }
+    println!(
+        "   start-up: READY after {ready:.2} s with {pending} unresolved attempts (each looked up twice and resent), \
+         {ready0:.2} s with none"
+    );
+    report(
+        out,
+        Figure {
+            target: "6",
+            what: format!("exec to READY, {} subscriptions, no unresolved attempts", sizes.book),
+            measured: ready0,
+            limit: 2.0,
+            unit: "s",
+            goal: Goal::Below,
+        },
+    );
+    report(
+        out,
+        Figure {
+            target: "6",
+            what: format!("exec to READY, {} unresolved attempts (their lookups and resends included)", pending),
+            measured: ready,
+            limit: 2.0,
+            unit: "s",
+            goal: Goal::Below,
+        },
+    );
+
+    // 4c. Many due at once: memory stays flat while the daemon drains them.
+    w.import(sizes.book_due, "d", |_| yesterday.clone())?;
+    let mut d = Daemon::start(&w)?;
+    let started = Instant::now();
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let sent = loop {
+        if let Some(sent) = d.pass_done(Duration::from_millis(100)) {
+            break sent;
+        }
+        samples.push((started.elapsed().as_secs_f64(), memory(d.pid())?.0));
+        if started.elapsed() > Duration::from_secs(900) {
+            return Err("the drain did not finish within 15 minutes".into());
+        }
+    };
+    let drain_s = started.elapsed().as_secs_f64();
+    let (_, hwm_drain) = memory(d.pid())?;
+    d.stop()?;
+    let paid = w.query_i64("SELECT count(*) FROM attempts WHERE status = 'paid'")? as usize;
+    if sent != sizes.book_due || paid != sizes.book_due + sizes.unresolved {
+        return Err(format!("the drain sent {sent} and {paid} attempts are paid; expected {}", sizes.book_due));
+    }
+    let at = |f: f64| samples.get(((samples.len() as f64 * f) as usize).min(samples.len().saturating_sub(1)));
+    let show = |s: Option<&(f64, f64)>| s.map(|(t, m)| format!("{m:.1} MB at {t:.1} s")).unwrap_or_default();
+    println!(
+        "   drain of {sent} due: {drain_s:.1} s ({:.0}/s, start-up included); RSS {} / {} / {} / {}; peak {hwm_drain:.1} MB",
+        sent as f64 / drain_s,
+        show(at(0.1)),
+        show(at(0.4)),
+        show(at(0.7)),
+        show(at(1.0)),
+    );
+    report(
+        out,
+        Figure {
+            target: "4",
+            what: format!("daemon RSS (peak) draining {sent} due in a book of {}", sizes.book + sizes.book_due),
+            measured: hwm_drain,
+            limit: 64.0,
+            unit: "MB",
+            goal: Goal::Below,
+        },
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------- the world
+
+fn sandbox(cfg: SandboxConfig) -> Res<Sandbox> {
+    let s = Sandbox::start(cfg).map_err(|e| format!("sandbox: {e:#}"))?;
+    for c in 0..CUSTOMERS {
+        s.register_customer(&format!("cust-{c}"), cards::APPROVE).map_err(|e| e.to_string())?;
+    }
+    Ok(s)
+}
+
+/// A temp folder with `schedules.toml` and the database, pointed at one sandbox.
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+/// What `billd tick` reported.
+struct Pass {
+    sent: usize,
+    paid: usize,
+    unresolved: usize,
+    /// First intent committed to last outcome recorded.
+    charge_s: f64,
+    /// The pass (sync included), inside the process.
+    pass_s: f64,
+    /// Exec to exit.
+    wall_s: f64,
+}
+
+impl Pass {
+    fn expect_all_paid(&self, n: usize) -> Res<()> {
+        if self.sent != n || self.paid != n || self.unresolved != 0 {
+            return Err(format!(
+                "expected {n} charges paid, the pass sent {} (paid {}, unresolved {})",
+                self.sent, self.paid, self.unresolved
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl World {
+    fn new(sandbox: &Sandbox, rate_limit: Option<f64>) -> Res<World> {
+        let dir = tempfile::Builder::new().prefix("billd-bench-").tempdir().map_err(|e| e.to_string())?;
+        let config = dir.path().join("schedules.toml");
+        let rate = rate_limit.map(|r| format!("rate_limit = {r}\n")).unwrap_or_default();
+        let text = format!(
+            "[billing]\ntimezone = \"Asia/Seoul\"\ncharge_time = \"10:00\"\ndatabase = \"billd.sqlite3\"\n\
+             merchant_uid_prefix = \"bench\"\n\n\
+             [gateway]\nbase_url = \"{}\"\nimp_key = \"imp_sandbox_key\"\ntimeout = \"30s\"\nconcurrency = {CONCURRENCY}\n{rate}\n\
+             [limits]\nmax_charges_per_pass = 10000000\n\n\
+             [[plans]]\nid = \"monthly\"\nname = \"Monthly plan\"\namount = 9900\ninterval = \"1 month\"\n",
+            sandbox.base_url()
+        );
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        Ok(World { dir, config })
+    }
+
+    fn billd(&self) -> Command {
+        let mut c = Command::new(BILLD);
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--log-format")
+            .arg("json")
+            .env("BILLD_GATEWAY__IMP_SECRET", "imp_sandbox_secret")
+            .env("BILLD_LOG", "info")
+            .env_remove("BILLD_CONFIG")
+            .env_remove("BILLD_FAILPOINT")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Writes `n` rows (`{prefix}{i}`, key `cust-{i % CUSTOMERS}`, start `start(i)`) and runs `billd import`.
+    fn import(&self, n: usize, prefix: &str, start: impl Fn(usize) -> String) -> Res<()> {
+        let path = self.dir.path().join(format!("{prefix}.csv"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| e.to_string())?);
+        let mut put = || -> std::io::Result<()> {
+            writeln!(f, "id,customer_uid,plan,start")?;
+            for i in 0..n {
+                writeln!(f, "{prefix}{i},cust-{},monthly,{}", i % CUSTOMERS, start(i))?;
+            }
+            f.flush()
+        };
+        put().map_err(|e| e.to_string())?;
+        let out = self.billd().arg("import").arg(&path).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("billd import failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    fn tick(&self, as_of: &str, env: &[(&str, &str)]) -> Res<Pass> {
+        let mut c = self.billd();
+        c.args(["tick", "--as-of", as_of]);
+        self.run_tick(c, env)
+    }
+
+    fn tick_now(&self) -> Res<Pass> {
+        let mut c = self.billd();
+        c.arg("tick");
+        self.run_tick(c, &[])
+    }
+
+    fn run_tick(&self, mut c: Command, env: &[(&str, &str)]) -> Res<Pass> {
+        c.envs(env.iter().copied());
+        let t = Instant::now();
+        let out = c.output().map_err(|e| e.to_string())?;
+        let wall_s = t.elapsed().as_secs_f64();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!("billd tick failed ({}): {}", out.status, tail(&stderr)));
+        }
+        let done = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == "pass.done")
+            .ok_or_else(|| format!("billd tick logged no pass.done: {}", tail(&stderr)))?;
+        let n = |k: &str| done[k].as_u64().unwrap_or(0) as usize;
+        let ms = |k: &str| done[k].as_f64().unwrap_or(0.0) / 1e3;
+        Ok(Pass {
+            sent: n("sent"),
+            paid: n("paid"),
+            unresolved: n("unresolved"),
+            charge_s: ms("charge_ms"),
+            pass_s: ms("pass_ms"),
+            wall_s,
+        })
+    }
+
+    fn tick_status(&self, env: &[(&str, &str)]) -> Res<ExitStatus> {
+        let mut c = self.billd();
+        c.arg("tick").envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::null());
+        c.status().map_err(|e| e.to_string())
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("billd.sqlite3")
+    }
+
+    fn db_size(&self) -> u64 {
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        size(self.db_path()) + size(self.dir.path().join("billd.sqlite3-wal"))
+    }
+
+    fn query_i64(&self, sql: &str) -> Res<i64> {
+        let conn = rusqlite::Connection::open_with_flags(&self.db_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| e.to_string())?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        conn.query_row(sql, [], |r| r.get(0)).map_err(|e| e.to_string())
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+// ------------------------------------------------------------------------------------------------- the daemon
+
+/// A running `billd run` with its stderr read line by line and a NOTIFY_SOCKET.
+struct Daemon {
+    child: Child,
+    ready_s: f64,
+    events: mpsc::Receiver<Value>,
+    notify: UnixDatagram,
+}
+
+impl Daemon {
+    fn start(w: &World) -> Res<Daemon> {
+        let sock_path = w.dir.path().join(format!("notify-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = UnixDatagram::bind(&sock_path).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+        let mut c = w.billd();
+        c.arg("run").env("NOTIFY_SOCKET", &sock_path).stdout(Stdio::null()).stderr(Stdio::piped());
+        let t = Instant::now();
+        let mut child = c.spawn().map_err(|e| e.to_string())?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, events) = mpsc::channel();
+        let log = w.dir.path().join("daemon.log");
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).ok();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && (v["event"] == "pass.done" || v["level"] == "ERROR")
+                {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let mut d = Daemon { child, ready_s: 0.0, events, notify: sock };
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = d.notify.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1")
+            {
+                d.ready_s = t.elapsed().as_secs_f64();
+                return Ok(d);
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                return Err(format!("billd run exited before READY: {status} (log in {})", w.dir.path().display()));
+            }
+            if t.elapsed() > Duration::from_secs(300) {
+                return Err("billd run sent no READY within 5 minutes".into());
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The `sent` of the next `pass.done` logged within `wait`.
+    fn pass_done(&mut self, wait: Duration) -> Option<usize> {
+        match self.events.recv_timeout(wait) {
+            Ok(v) if v["event"] == "pass.done" => v["sent"].as_u64().map(|n| n as usize),
+            Ok(v) => {
+                println!("   daemon error: {v}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    fn stop(&mut self) -> Res<()> {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return if status.success() { Ok(()) } else { Err(format!("billd run exited with {status}")) };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        Err("billd run did not stop within 60 s of SIGTERM".into())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// (VmRSS, VmHWM) in MB.
+fn memory(pid: u32) -> Res<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0))
+}
+
+/// User + system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> Res<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok((ticks(11) + ticks(12)) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+// ------------------------------------------------------------------------------------------------- bare client
+
+/// Requests per second of a plain HTTP client loop: the same `again` requests, the same concurrency, a fresh
+/// sandbox with the same settings, no database.
+fn bare_client(n: usize) -> Res<f64> {
+    let sandbox = sandbox(SandboxConfig::default())?;
+    let base = sandbox.base_url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(CONCURRENCY)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let token: Value = http
+            .post(format!("{base}/users/getToken"))
+            .json(&serde_json::json!({"imp_key": "imp_sandbox_key", "imp_secret": "imp_sandbox_secret"}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let token = token["response"]["access_token"].as_str().ok_or("no token")?.to_string();
+        let next = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let url = format!("{base}/subscribe/payments/again");
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..CONCURRENCY {
+            let (http, token, next, failed, url) = (http.clone(), token.clone(), next.clone(), failed.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= n {
+                        break;
+                    }
+                    let body = serde_json::json!({
+                        "customer_uid": format!("cust-{}", i % CUSTOMERS),
+                        "merchant_uid": format!("bare-b{i}-0"),
+                        "amount": 9900,
+                        "currency": "KRW",
+                        "name": "Monthly plan",
+                    });
+                    let ok = match http.post(&url).bearer_auth(&token).json(&body).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            r.bytes().await.is_ok_and(|b| b.windows(15).any(|w| w == b"\"status\":\"paid\""))
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.map_err(|e| e.to_string())?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let failed = failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            return Err(format!("{failed} bare-client requests did not end paid"));
+        }
+        Ok(n as f64 / secs)
+    })
+}
+
+// ------------------------------------------------------------------------------------------------- machine
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("nproc {cores}, {cpu}, {mem} RAM")
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
