@@ -5,7 +5,7 @@ use crate::dunning::{Decision, Outcome};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
 use crate::metrics::Metrics;
 use crate::model::merchant_uid;
-use crate::store::{Attempt, AttemptResult, NewPeriod, Recorded, StatusChange, Store, from_ts, ts};
+use crate::store::{Attempt, AttemptResult, DueSubscription, NewPeriod, Recorded, StatusChange, Store, from_ts, ts};
 use crate::sync;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -327,43 +327,33 @@ impl<G: Gateway> Engine<G> {
         Ok(held.len())
     }
 
-    /// One step of a pass: opens up to a page (at most `open_at_most`) of due periods, then claims (commits the
-    /// intents of) up to a page of attempts. Returns how many periods it opened and the claimed attempts.
+    /// One step of a pass, one transaction: claims (commits the intents of) up to a page of attempts: due ones of
+    /// open periods first, then first attempts of newly opened periods (at most `open_at_most` of them). Returns
+    /// how many periods it opened and the claimed attempts.
     async fn open_and_claim(self, now: DateTime<Utc>, open_at_most: usize) -> Result<(usize, Vec<Attempt>)> {
         let cfg = self.cfg.clone();
         self.db(move |s| {
-            let opened = if open_at_most > 0 { open_page(s, &cfg, now, open_at_most.min(PAGE))? } else { 0 };
-            Ok((opened, s.claim_due_within(ts(now), PAGE, cfg.limits.max_amount)?))
+            let max_amount = cfg.limits.max_amount;
+            s.open_and_claim(ts(now), PAGE, open_at_most, max_amount, |d| new_period(&cfg, d))
         })
         .await
     }
 }
 
-/// Opens up to `limit` due periods (one transaction); returns how many.
-fn open_page(s: &mut Store, cfg: &Config, now: DateTime<Utc>, limit: usize) -> Result<usize> {
-    let due = s.subscriptions_to_open_within(ts(now), limit, cfg.limits.max_amount)?;
-    let periods: Vec<NewPeriod> = due
-        .iter()
-        .map(|d| {
-            let sub = &d.sub;
-            let cal = sub.calendar();
-            NewPeriod {
-                subscription_id: sub.id.clone(),
-                period: sub.next_period,
-                due_at: d.next_due_at,
-                merchant_uid: merchant_uid(&cfg.billing.merchant_uid_prefix, &sub.id, sub.next_period),
-                customer_uid: sub.customer_uid.clone(),
-                amount: sub.amount,
-                currency: sub.currency.clone(),
-                name: sub.plan_name.clone(),
-                following_due_at: cal.due_at(&cfg.billing.clock, sub.next_period + 1).map(ts),
-            }
-        })
-        .collect();
-    if !periods.is_empty() {
-        s.open_periods(&periods, ts(now))?;
+/// The period a due subscription opens next.
+fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
+    let sub = &d.sub;
+    NewPeriod {
+        subscription_id: sub.id.clone(),
+        period: sub.next_period,
+        due_at: d.next_due_at,
+        merchant_uid: merchant_uid(&cfg.billing.merchant_uid_prefix, &sub.id, sub.next_period),
+        customer_uid: sub.customer_uid.clone(),
+        amount: sub.amount,
+        currency: sub.currency.clone(),
+        name: sub.plan_name.clone(),
+        following_due_at: sub.calendar().due_at(&cfg.billing.clock, sub.next_period + 1).map(ts),
     }
-    Ok(periods.len())
 }
 
 impl<G: Gateway> Engine<G> {

@@ -571,16 +571,7 @@ impl Store {
         limit: usize,
         max_amount: i64,
     ) -> Result<Vec<DueSubscription>> {
-        let mut st = self.conn.prepare_cached(&format!(
-            "{SUB_SELECT} WHERE status IN ('active', 'past_due') AND next_due_at <= ?1 AND amount <= ?3
-               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
-             ORDER BY next_due_at, id LIMIT ?2"
-        ))?;
-        let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
-            let due: i64 = r.get("next_due_at")?;
-            Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: due }))
-        })?;
-        rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+        subscriptions_to_open_in(&self.conn, now, limit, max_amount)
     }
 
     /// Opens periods (one transaction) and advances their subscriptions.
@@ -627,64 +618,89 @@ impl Store {
     /// open and unclaimed until the limit allows them).
     pub fn claim_due_within(&mut self, now: i64, limit: usize, max_amount: i64) -> Result<Vec<Attempt>> {
         let tx = self.tx()?;
-        let mut out = Vec::new();
-        {
-            let mut sel = tx.prepare_cached(
-                "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
-                        p.due_at, p.declines,
-                        (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
-                           AND a.period = p.period) AS made
-                 FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-                 WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
-                   AND p.amount <= ?3
-                 ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
-            )?;
-            let rows = sel.query_map(params![now, limit as i64, max_amount], |r| {
-                Ok(Attempt {
-                    id: 0,
-                    subscription_id: r.get(0)?,
-                    period: r.get::<_, i64>(1)? as u64,
-                    attempt: r.get::<_, i64>(9)? as u32 + 1,
-                    merchant_uid: r.get(2)?,
-                    customer_uid: r.get(3)?,
-                    amount: r.get(4)?,
-                    currency: r.get(5)?,
-                    name: r.get(6)?,
-                    due_at: r.get(7)?,
-                    status: "pending".into(),
-                    tries: 0,
-                    declines: r.get::<_, i64>(8)? as u32,
-                    billing: true,
-                })
-            })?;
-            for r in rows {
-                out.push(r?);
-            }
+        let out = claim_in(&tx, now, limit, max_amount)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// One step of a pass, in one transaction: claims up to `limit` due attempts of open periods (as
+    /// [`Store::claim_due_within`]; retries and leftovers first), then fills the page by opening up to `open_limit`
+    /// due periods ([`Store::subscriptions_to_open_within`], built by `make`) and claiming their first attempts at
+    /// once. Returns how many periods it opened and every attempt claimed: their intents are committed.
+    pub fn open_and_claim(
+        &mut self,
+        now: i64,
+        limit: usize,
+        open_limit: usize,
+        max_amount: i64,
+        make: impl Fn(&DueSubscription) -> NewPeriod,
+    ) -> Result<(usize, Vec<Attempt>)> {
+        let tx = self.tx()?;
+        let mut out = claim_in(&tx, now, limit, max_amount)?;
+        let room = limit.saturating_sub(out.len()).min(open_limit);
+        let mut opened = 0;
+        if room > 0 {
+            let due = subscriptions_to_open_in(&tx, now, room, max_amount)?;
             let mut ins = tx.prepare_cached(
+                "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
+                   name, state, next_attempt_at, opened_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9)",
+            )?;
+            let mut adv = tx.prepare_cached(
+                "UPDATE subscriptions SET next_period = ?2 + 1, next_due_at = ?3, updated_at = ?4
+                 WHERE id = ?1 AND next_period = ?2",
+            )?;
+            let mut claim = tx.prepare_cached(
                 "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
                    status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
             )?;
-            let mut hold = tx.prepare_cached(
-                "UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2",
-            )?;
-            for a in &mut out {
+            for d in &due {
+                let p = make(d);
                 ins.execute(params![
-                    a.subscription_id,
-                    a.period as i64,
-                    a.attempt as i64,
-                    a.merchant_uid,
-                    a.customer_uid,
-                    a.amount,
-                    a.currency,
+                    p.subscription_id,
+                    p.period as i64,
+                    p.due_at,
+                    p.merchant_uid,
+                    p.customer_uid,
+                    p.amount,
+                    p.currency,
+                    p.name,
                     now
                 ])?;
-                a.id = tx.last_insert_rowid();
-                hold.execute(params![a.subscription_id, a.period as i64])?;
+                if adv.execute(params![p.subscription_id, p.period as i64, p.following_due_at, now])? != 1 {
+                    bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
+                }
+                claim.execute(params![
+                    p.subscription_id,
+                    p.period as i64,
+                    p.merchant_uid,
+                    p.customer_uid,
+                    p.amount,
+                    p.currency,
+                    now
+                ])?;
+                out.push(Attempt {
+                    id: tx.last_insert_rowid(),
+                    subscription_id: p.subscription_id,
+                    period: p.period,
+                    attempt: 1,
+                    merchant_uid: p.merchant_uid,
+                    customer_uid: p.customer_uid,
+                    amount: p.amount,
+                    currency: p.currency,
+                    name: p.name,
+                    due_at: p.due_at,
+                    status: "pending".into(),
+                    tries: 0,
+                    declines: 0,
+                    billing: true,
+                });
+                opened += 1;
             }
         }
         tx.commit()?;
-        Ok(out)
+        Ok((opened, out))
     }
 
     /// Unresolved attempts to reconcile now: every `pending` one (left by a process that stopped) and every
@@ -886,6 +902,85 @@ impl Store {
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
+}
+
+fn subscriptions_to_open_in(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+    max_amount: i64,
+) -> Result<Vec<DueSubscription>> {
+    let mut st = conn.prepare_cached(&format!(
+        "{SUB_SELECT} WHERE status IN ('active', 'past_due') AND next_due_at <= ?1 AND amount <= ?3
+           AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+         ORDER BY next_due_at, id LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
+        let due: i64 = r.get("next_due_at")?;
+        Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: due }))
+    })?;
+    rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+}
+
+/// Creates (status pending) the next attempt of up to `limit` open periods due at or before `now`, inside `tx`.
+fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Result<Vec<Attempt>> {
+    let mut out = Vec::new();
+    {
+        let mut sel = tx.prepare_cached(
+            "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
+                    p.due_at, p.declines,
+                    (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
+                       AND a.period = p.period) AS made
+             FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+             WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
+               AND p.amount <= ?3
+             ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
+        )?;
+        let rows = sel.query_map(params![now, limit as i64, max_amount], |r| {
+            Ok(Attempt {
+                id: 0,
+                subscription_id: r.get(0)?,
+                period: r.get::<_, i64>(1)? as u64,
+                attempt: r.get::<_, i64>(9)? as u32 + 1,
+                merchant_uid: r.get(2)?,
+                customer_uid: r.get(3)?,
+                amount: r.get(4)?,
+                currency: r.get(5)?,
+                name: r.get(6)?,
+                due_at: r.get(7)?,
+                status: "pending".into(),
+                tries: 0,
+                declines: r.get::<_, i64>(8)? as u32,
+                billing: true,
+            })
+        })?;
+        for r in rows {
+            out.push(r?);
+        }
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
+               status, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+        )?;
+        let mut hold = tx.prepare_cached(
+            "UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2",
+        )?;
+        for a in &mut out {
+            ins.execute(params![
+                a.subscription_id,
+                a.period as i64,
+                a.attempt as i64,
+                a.merchant_uid,
+                a.customer_uid,
+                a.amount,
+                a.currency,
+                now
+            ])?;
+            a.id = tx.last_insert_rowid();
+            hold.execute(params![a.subscription_id, a.period as i64])?;
+        }
+    }
+    Ok(out)
 }
 
 const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,

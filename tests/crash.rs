@@ -118,13 +118,15 @@ fn seed() -> u64 {
     seed
 }
 
-/// Whether the database still has work a daemon would do now: a period to open, a charge to send or a check due.
+/// Whether the database still has work a daemon would do at once: a period to open, a charge to send, or an attempt
+/// a killed process left pending. (An `unknown` attempt waits a minute for its check: not work at once.)
 fn work_left(w: &World) -> bool {
     let now = chrono::Utc::now().timestamp();
     let n: i64 = w
         .db()
         .query_row(
-            "SELECT (SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1)
+            "SELECT (SELECT count(*) FROM subscriptions s WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = s.id AND p.state = 'open'))
                   + (SELECT count(*) FROM periods WHERE state = 'open' AND next_attempt_at <= ?1)
                   + (SELECT count(*) FROM attempts WHERE status = 'pending')",
             [now],

@@ -9,6 +9,11 @@ use std::path::Path;
 
 const GOOD: &str = include_str!("bad_configs/_good.toml");
 
+/// The number of cases: `PROPTEST_CASES` when set (a longer run), else this test's default.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Tokens that make mutations land on interesting parser paths.
 const TOKENS: &[&str] = &[
     "\"",
@@ -124,7 +129,7 @@ fn really_paid(status: u16, body: &str, r: &ChargeRequest) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(4000), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn config_parser_never_panics_on_arbitrary_text(text in any::<String>()) {

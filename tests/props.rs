@@ -11,7 +11,6 @@
 
 use billd::calendar::{Calendar, ChargeClock, Interval, Unit};
 use billd::config::Config;
-use billd::dunning::unresolved_backoff;
 use billd::engine::Engine;
 use billd::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup, Payment};
 use billd::store::Store;
@@ -20,6 +19,11 @@ use chrono_tz::Tz;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+
+/// The number of cases: `PROPTEST_CASES` when set (a longer run), else this test's default.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Calendar
@@ -127,7 +131,7 @@ fn zone_and_date() -> impl Strategy<Value = (Tz, NaiveDate)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Due dates strictly increase and equal the model: month ends clamp (Jan 31 → Feb 28/29 → Mar 31), the anchor
     /// day comes back after short months, a Feb 29 anchor gives Feb 29 exactly in leap years.
@@ -447,10 +451,7 @@ impl Model {
             Script::Transient | Script::UnknownPaid | Script::UnknownDeclined | Script::UnknownNothing => {
                 let open = self.open.as_mut().unwrap();
                 open.next_attempt_at = None;
-                open.unresolved = Some(Unresolved {
-                    db_tries: db_tries + 1,
-                    check_at: now + unresolved_backoff(a_tries + 1).as_secs() as i64,
-                });
+                open.unresolved = Some(Unresolved { db_tries: db_tries + 1, check_at: now + backoff(a_tries + 1) });
             }
         }
     }
@@ -512,6 +513,11 @@ impl Model {
             }
         }
     }
+}
+
+/// The README's backoff for unresolved attempts: 1, 2, 4, … minutes after the n-th try, at most an hour.
+fn backoff(tries: u32) -> i64 {
+    (60i64 << tries.saturating_sub(1).min(10)).min(3600)
 }
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -594,7 +600,8 @@ fn secs(d: &str) -> i64 {
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
+    // On tmpfs when there is one: the model runs thousands of fsynced commits.
+    let dir = tempfile::Builder::new().tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
     let action = match case.action {
         Action::Cancel => "cancel",
         Action::Suspend => "suspend",
@@ -676,7 +683,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(160), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Random outcomes and clock jumps: the engine does exactly what the reference model says, pass by pass
     /// (which charges it sends, dunning retries and their times, statuses, unresolved checks and their backoff),

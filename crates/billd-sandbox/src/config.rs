@@ -486,6 +486,15 @@ mod tests {
             r#"{"fault":"garbage"}"#,
             r#"{"fault":{"lose_response_after_charge":{"hold":"1500ms"}}}"#,
             r#"{"fault":{"latency":"2s"}}"#,
+            r#"{"fault":"html502"}"#,
+            r#"{"fault":"truncated_json","times":1}"#,
+            r#"{"fault":"missing_fields"}"#,
+            r#"{"fault":"mistyped_fields"}"#,
+            r#"{"fault":"huge_body"}"#,
+            r#"{"fault":{"trickle":{"every":"20ms"}}}"#,
+            r#"{"fault":"reset_mid_body"}"#,
+            r#"{"fault":"wrong_merchant_uid"}"#,
+            r#"{"fault":"wrong_amount"}"#,
         ] {
             let rule: FaultRule = serde_json::from_str(json).expect(json);
             assert_eq!(serde_json::to_string(&rule).expect("serialize"), json);
