@@ -164,19 +164,26 @@ impl<G: Gateway> Engine<G> {
     }
 
     async fn reconcile_stale(&self, now: DateTime<Utc>, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>) -> Result<usize> {
-        let stale = self.db(move |s| s.unresolved(ts(now), usize::MAX)).await?;
-        let n = stale.len();
-        for a in stale {
-            if self.stopping() {
-                break;
+        // A page at a time (oldest first), so a large backlog (say, after a gateway outage) is never held at once.
+        let mut n = 0;
+        let mut after = 0;
+        'pages: loop {
+            let page = self.db(move |s| s.unresolved_after(ts(now), after, PAGE)).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            n += page.len();
+            for a in page {
+                if self.stopping() {
+                    break 'pages;
+                }
+                let permit = sem.clone().acquire_owned().await?;
+                let (me, tx) = (self.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let rec = me.reconcile(a, now).await;
+                    let _ = tx.send(Msg::Record(Box::new(rec))).await;
+                    drop(permit);
+                });
             }
-            let permit = sem.clone().acquire_owned().await?;
-            let (me, tx) = (self.clone(), tx.clone());
-            tokio::spawn(async move {
-                let rec = me.reconcile(a, now).await;
-                let _ = tx.send(Msg::Record(Box::new(rec))).await;
-                drop(permit);
-            });
         }
         // Wait until every reconciliation is recorded before sending anything new.
         let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;

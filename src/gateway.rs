@@ -369,13 +369,10 @@ fn parse_payment(text: &str) -> Result<Option<Payment>, String> {
     if env.code != 0 {
         return Ok(None);
     }
-    let p: PaymentBody = env
-        .response
-        .filter(|r| r.get() != "null")
-        .ok_or_else(|| "code 0 without a payment".to_string())
-        .and_then(|r| {
-            serde_json::from_str(r.get()).map_err(|e| format!("malformed payment ({e}): {}", snippet(text)))
-        })?;
+    let p: PaymentBody =
+        env.response.filter(|r| r.get() != "null").ok_or_else(|| "code 0 without a payment".to_string()).and_then(
+            |r| serde_json::from_str(r.get()).map_err(|e| format!("malformed payment ({e}): {}", snippet(text))),
+        )?;
     Ok(Some(Payment {
         imp_uid: p.imp_uid,
         merchant_uid: p.merchant_uid,

@@ -133,9 +133,9 @@ pub fn import(
     let mut seen: HashMap<u64, u64, BuildHasherDefault<DefaultHasher>> = HashMap::default();
     let mut rows = 0u64;
     {
-        let mut existing = store.conn().prepare(
-            "SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1",
-        )?;
+        let mut existing = store
+            .conn()
+            .prepare("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
         for_each_row(cfg, file, &mut problems, |row, problems, byte| {
             rows += 1;
             if rows.is_multiple_of(4096) {
@@ -154,8 +154,8 @@ pub fn import(
                     row.line,
                     "start",
                     format!(
-                        "{} is more than one {} ago: every period since then would be charged at once; set start \
-                         to the next due date, or pass --catch-up to charge them all",
+                        "{} is more than {} ago: every period since then would be charged at once; set start to \
+                         the next due date, or pass --catch-up to charge them all",
                         row.start, plan.interval
                     ),
                 );
@@ -184,8 +184,9 @@ pub fn import(
     let mut summary = Summary::default();
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
     let flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<()> {
-        let tx = Transaction::new_unchecked(store.conn(), TransactionBehavior::Immediate)
-            .with_context(|| format!("database {}: cannot start a write transaction", cfg.billing.database.display()))?;
+        let tx = Transaction::new_unchecked(store.conn(), TransactionBehavior::Immediate).with_context(|| {
+            format!("database {}: cannot start a write transaction", cfg.billing.database.display())
+        })?;
         insert_chunk(&tx, cfg, chunk, now, summary)?;
         tx.commit()?;
         inserting.inc(chunk.len() as u64);
@@ -241,8 +242,9 @@ fn insert_chunk(tx: &Transaction<'_>, cfg: &Config, rows: &[Row], now: i64, summ
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)
          ON CONFLICT (id) DO NOTHING",
     )?;
-    let mut event =
-        tx.prepare_cached("INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, 'subscription.created', ?2, ?3)")?;
+    let mut event = tx.prepare_cached(
+        "INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, 'subscription.created', ?2, ?3)",
+    )?;
     let mut existing =
         tx.prepare_cached("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
     for row in rows {
@@ -345,7 +347,11 @@ fn for_each_row(
     if !missing.is_empty() {
         problems.push_line(
             1,
-            format!("the header row lacks {} (it must be {}); is the header row missing?", missing.join(", "), COLUMNS.join(",")),
+            format!(
+                "the header row lacks {} (it must be {}); is the header row missing?",
+                missing.join(", "),
+                COLUMNS.join(",")
+            ),
         );
     }
     if problems.total > 0 {
@@ -398,7 +404,8 @@ fn for_each_row(
             NaiveDate::MIN
         });
         if problems.total == before {
-            let row = Row { line, id: id.to_owned(), customer_uid: customer_uid.to_owned(), plan: plan.to_owned(), start };
+            let row =
+                Row { line, id: id.to_owned(), customer_uid: customer_uid.to_owned(), plan: plan.to_owned(), start };
             f(row, problems, record.position().map(|p| p.byte()).unwrap_or(0))?;
         }
     }

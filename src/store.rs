@@ -706,11 +706,18 @@ impl Store {
     /// Unresolved attempts to reconcile now: every `pending` one (left by a process that stopped) and every
     /// `unknown` one whose check time has come.
     pub fn unresolved(&self, now: i64, limit: usize) -> Result<Vec<Attempt>> {
+        self.unresolved_after(now, 0, limit)
+    }
+
+    /// [`Store::unresolved`] a page at a time: those with an id above `after`, oldest first. (The `+` keeps SQLite
+    /// on the small unresolved index instead of walking every attempt ever made in id order.)
+    pub fn unresolved_after(&self, now: i64, after: i64, limit: usize) -> Result<Vec<Attempt>> {
         let mut st = self.conn.prepare_cached(&format!(
             "{ATTEMPT_SELECT} WHERE a.status IN ('pending', 'unknown') AND (a.status = 'pending' OR a.check_at <= ?1)
-             ORDER BY a.id LIMIT ?2"
+               AND +a.id > ?3
+             ORDER BY +a.id LIMIT ?2"
         ))?;
-        let rows = st.query_map(params![now, limit as i64], attempt_from_row)?;
+        let rows = st.query_map(params![now, limit.min(i64::MAX as usize) as i64, after], attempt_from_row)?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
@@ -962,9 +969,8 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Re
                status, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
         )?;
-        let mut hold = tx.prepare_cached(
-            "UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2",
-        )?;
+        let mut hold =
+            tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?;
         for a in &mut out {
             ins.execute(params![
                 a.subscription_id,

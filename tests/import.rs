@@ -1,0 +1,175 @@
+//! `billd import FILE.csv` and `gateway.rate_limit`, end to end with the real binary.
+
+mod common;
+
+use billd_sandbox::SandboxConfig;
+use common::{MONTHLY, Setup, World, cards, sub};
+
+fn world() -> World {
+    World::new(Setup { body: MONTHLY, ..Setup::default() })
+}
+
+fn write(w: &World, name: &str, text: &str) -> std::path::PathBuf {
+    let p = w.dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn count(w: &World, sql: &str) -> i64 {
+    w.db().query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn imports_then_bills_each_period_once_and_sync_leaves_them_alone() {
+    let w = world();
+    for c in ["c1", "c2", "c3"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    // A BOM, spaces around fields, quoting, a blank line and the columns in another order are all fine.
+    let csv = write(
+        &w,
+        "book.csv",
+        "\u{feff}customer_uid, id ,plan,start\nc1,s1,monthly,2030-01-31\n\"c2\",\"s2\",monthly,2030-02-15\n\nc3,s3,monthly,2030-03-01\n",
+    );
+    let out = w.billd().arg("import").arg(&csv).output().unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("imported 3 subscriptions") && stdout.contains("0 already"), "{stdout}");
+    assert_eq!(count(&w, "SELECT count(*) FROM subscriptions WHERE source = 'manual' AND status = 'active'"), 3);
+    assert_eq!(count(&w, "SELECT count(*) FROM events WHERE kind = 'subscription.created'"), 3);
+    // next_due_at follows the calendar: the start date at charge_time (10:00 in Seoul = 01:00 UTC).
+    let due: i64 = w.db().query_row("SELECT next_due_at FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(chrono::DateTime::from_timestamp(due, 0).unwrap().to_rfc3339(), "2030-01-31T01:00:00+00:00");
+
+    // Importing the same file again changes nothing.
+    let out = w.billd().arg("import").arg(&csv).output().unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 0 subscriptions"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 already in the database, skipped"));
+
+    // The config lists no subscription: ticks never cancel imported ones, and bill each period once.
+    w.tick_daily("2030-01-30", "2030-03-01", "10:30:00+09:00");
+    w.tick("2030-03-01T10:30:00+09:00");
+    assert_eq!(count(&w, "SELECT count(*) FROM subscriptions WHERE status = 'active'"), 3);
+    let mut paid: Vec<String> = w.paid_by_merchant_uid().into_keys().collect();
+    paid.sort();
+    assert_eq!(paid, ["billd-s1-0", "billd-s1-1", "billd-s2-0", "billd-s3-0"]);
+    w.assert_consistent();
+}
+
+#[test]
+fn a_bad_file_is_refused_whole_with_every_problem_located() {
+    let w = world();
+    let csv = write(
+        &w,
+        "bad.csv",
+        "id,customer_uid,plan,start\n\
+         ok1,c1,monthly,2030-01-01\n\
+         bad id,c2,monthly,2030-01-01\n\
+         s3,c3,weekly,2030-01-01\n\
+         s4,c4,monthly,2030-02-30\n\
+         ok1,c5,monthly,2030-01-01\n\
+         s6,,monthly,2030-01-01\n\
+         s7,c7,monthly\n",
+    );
+    let out = w.billd().arg("import").arg(&csv).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = World::stderr(&out);
+    for want in [
+        "bad.csv:3: column 1 (id): \"bad id\"",
+        "bad.csv:4: column 3 (plan): unknown plan \"weekly\"",
+        "bad.csv:5: column 4 (start): \"2030-02-30\" is not a valid date",
+        "bad.csv:6: column 1 (id): duplicate id \"ok1\" (also on line 2)",
+        "bad.csv:7: column 2 (customer_uid): must be 1-80 characters",
+        "bad.csv:8: 3 fields, but the header has 4",
+        "6 problems found; nothing was imported",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert_eq!(count(&w, "SELECT count(*) FROM subscriptions"), 0);
+
+    let no_header = write(&w, "nohdr.csv", "s1,c1,monthly,2030-01-01\n");
+    let out = w.billd().arg("import").arg(&no_header).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(World::stderr(&out).contains("nohdr.csv:1: the first line must be the header row"));
+}
+
+#[test]
+fn an_id_already_used_differently_is_refused_and_backdated_starts_need_catch_up() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("from-config", "cx", "monthly", "2030-01-01")),
+        ..Setup::default()
+    });
+    w.tick("2029-12-01T10:00:00+09:00"); // syncs the config entry
+    let first = write(&w, "a.csv", "id,customer_uid,plan,start\nm1,c1,monthly,2030-01-01\n");
+    assert!(w.billd().arg("import").arg(&first).status().unwrap().success());
+    let clash = write(
+        &w,
+        "b.csv",
+        "id,customer_uid,plan,start\nm2,c2,monthly,2030-01-01\nm1,OTHER,monthly,2030-01-01\nfrom-config,cx,monthly,2030-01-01\n",
+    );
+    let out = w.billd().arg("import").arg(&clash).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = World::stderr(&out);
+    assert!(
+        err.contains("b.csv:3: column 1 (id): subscription \"m1\" is already in the database with customer_uid \"c1\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("b.csv:4: column 1 (id): subscription \"from-config\" is already in the database from config"),
+        "{err}"
+    );
+    assert_eq!(
+        count(&w, "SELECT count(*) FROM subscriptions WHERE id = 'm2'"),
+        0,
+        "nothing of a refused file is written"
+    );
+
+    // Starting more than one interval ago would charge every period since: refused unless --catch-up.
+    let old = write(&w, "old.csv", "id,customer_uid,plan,start\nold1,c1,monthly,2020-01-15\n");
+    let out = w.billd().arg("import").arg(&old).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(World::stderr(&out).contains("old.csv:2: column 4 (start): 2020-01-15 is more than 1 month ago"));
+    assert!(w.billd().args(["import", "--catch-up"]).arg(&old).status().unwrap().success());
+    assert_eq!(count(&w, "SELECT count(*) FROM subscriptions WHERE id = 'old1'"), 1);
+}
+
+#[test]
+fn rate_limit_keeps_every_request_under_the_gateways_limit() {
+    // The sandbox answers HTTP 429 above 5 requests in a second; billd sends at most 4 per second.
+    let w = World::new(Setup {
+        sandbox: SandboxConfig { rate_limit: Some(5), ..SandboxConfig::default() },
+        concurrency: 8,
+        body: MONTHLY,
+        ..Setup::default()
+    });
+    let mut csv = String::from("id,customer_uid,plan,start\n");
+    for i in 0..10 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+        csv.push_str(&format!("r{i},c{i},monthly,2030-01-01\n"));
+    }
+    let path = write(&w, "r.csv", &csv);
+    assert!(w.billd().arg("import").arg(&path).status().unwrap().success());
+    let out = w
+        .billd()
+        .env("BILLD_GATEWAY__RATE_LIMIT", "4")
+        .args(["tick", "--as-of", "2030-01-01T10:00:30+09:00"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+    assert_eq!(w.paid_by_merchant_uid().len(), 10);
+    assert_eq!(count(&w, "SELECT count(*) FROM attempts WHERE fail_reason LIKE '%429%'"), 0);
+    w.assert_consistent();
+}
+
+#[test]
+fn rate_limit_must_be_positive() {
+    let w = world();
+    for bad in ["0", "-3", "\"fast\""] {
+        let out = w.billd().env("BILLD_GATEWAY__RATE_LIMIT", bad).arg("check").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "rate_limit = {bad}");
+        assert!(World::stderr(&out).contains("gateway.rate_limit"), "{bad}: {}", World::stderr(&out));
+    }
+    let out = w.billd().env("BILLD_GATEWAY__RATE_LIMIT", "2.5").arg("check").output().unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+}
