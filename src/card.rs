@@ -107,10 +107,8 @@ impl Card {
             }
         }
         let pwd = raw.pwd_2digit.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
-        if let Some(p) = &pwd {
-            if p.len() != 2 || !p.chars().all(|c| c.is_ascii_digit()) {
-                return Err("pwd_2digit must be the first 2 digits of the card PIN".into());
-            }
+        if pwd.as_ref().is_some_and(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_digit())) {
+            return Err("pwd_2digit must be the first 2 digits of the card PIN".into());
         }
         Ok(Card { number: cleaned, expiry: exp.to_owned(), birth: birth.to_owned(), pwd_2digit: pwd })
     }

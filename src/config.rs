@@ -324,7 +324,8 @@ fn describe_figment_error(e: &figment::Error) -> String {
         .metadata
         .as_ref()
         .filter(|m| m.name.to_lowercase().contains("environment"))
-        .map(|m| format!(" (from {})", m.interpolate(&e.profile.clone().unwrap_or_default(), &e.path)))
+        .filter(|_| !matches!(e.kind, figment::error::Kind::MissingField(_)))
+        .map(|_| format!(" (from the environment variable BILLD_{})", e.path.join("__").to_uppercase()))
         .unwrap_or_default();
     if key.is_empty() { format!("{}{from}", e.kind) } else { format!("{key}: {}{from}", e.kind) }
 }

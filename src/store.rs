@@ -127,6 +127,9 @@ pub struct ChargeRow {
     pub updated_at: String,
 }
 
+/// A recorded one-time charge: (row id, status, imp_uid, fail_reason).
+pub type OneTimeState = (i64, String, Option<String>, Option<String>);
+
 /// A key-in payment made by `billd charge-once` (only the masked card is kept).
 #[derive(Debug, Clone)]
 pub struct OneTimeCharge {
@@ -453,7 +456,7 @@ impl Store {
     }
 
     /// A one-time charge by merchant_uid: (id, status, imp_uid, fail_reason).
-    pub fn one_time(&self, merchant_uid: &str) -> Result<Option<(i64, String, Option<String>, Option<String>)>> {
+    pub fn one_time(&self, merchant_uid: &str) -> Result<Option<OneTimeState>> {
         Ok(self
             .conn
             .query_row(
@@ -741,7 +744,7 @@ impl Store {
     /// Marks an unresolved attempt as being resent (the gateway has no record of it).
     pub fn mark_resending(&mut self, attempt_id: i64, now: i64) -> Result<()> {
         self.conn.execute(
-            "UPDATE attempts SET status = 'pending', tries = tries + 1, updated_at = ?2
+            "UPDATE attempts SET status = 'pending', updated_at = ?2
              WHERE id = ?1 AND status IN ('pending', 'unknown')",
             params![attempt_id, now],
         )?;

@@ -478,9 +478,8 @@ impl Model {
             } else if let Some(imp) = latest_failed.filter(|i| !open.known_imp_uids.contains(i)) {
                 self.declined(now, imp);
             } else {
-                // The gateway never saw it: the same merchant_uid again.
-                self.open.as_mut().unwrap().unresolved.as_mut().unwrap().db_tries += 1;
-                self.send(now, u.db_tries, u.db_tries + 1, ledger, next, &mut calls);
+                // The gateway never saw it: the same merchant_uid again (a resend is one more unresolved try).
+                self.send(now, u.db_tries, u.db_tries, ledger, next, &mut calls);
             }
         }
         // 2. Open due periods and charge them, oldest first, until nothing more is due.
@@ -525,10 +524,10 @@ fn ts(t: DateTime<Utc>) -> i64 {
 }
 
 /// The database's view of one subscription, in the model's terms.
-fn db_view(
-    db: &rusqlite::Connection,
-    id: &str,
-) -> (String, u64, Option<(u64, u32, Option<i64>)>, Option<(u32, i64)>, BTreeMap<u64, String>) {
+/// (status, next period, open period (period, declines, next attempt), unresolved (tries, check_at), paid periods).
+type DbView = (String, u64, Option<(u64, u32, Option<i64>)>, Option<(u32, i64)>, BTreeMap<u64, String>);
+
+fn db_view(db: &rusqlite::Connection, id: &str) -> DbView {
     let (status, next_period): (String, i64) = db
         .query_row("SELECT status, next_period FROM subscriptions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
