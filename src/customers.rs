@@ -16,7 +16,7 @@ use std::process::ExitCode;
 fn gateway(cfg: &Config) -> Result<Iamport> {
     let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
     let g = &cfg.gateway;
-    Ok(Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency))
+    Ok(Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit))
 }
 
 fn today(cfg: &Config) -> NaiveDate {

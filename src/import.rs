@@ -58,7 +58,7 @@ pub fn run(config: &Path, file: &Path, catch_up: bool) -> Result<ExitCode> {
             println!(
                 "imported {} subscription{} from {} ({} already in the database, skipped) in {:.1} s",
                 s.inserted,
-                if s.inserted == 1 { "" } else { "s" },
+                plural(s.inserted),
                 file.display(),
                 s.skipped,
                 started.elapsed().as_secs_f64()

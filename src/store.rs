@@ -259,6 +259,12 @@ impl Store {
             match change {
                 Change::Insert(s) => {
                     let due = s.calendar().due_at(clock, s.next_period).map(ts);
+                    if current_status(&tx, &s.id)?.is_some() {
+                        // Added by command or import under the same id: the database's subscription stays as is.
+                        tracing::warn!(event = "config.sync", subscription = %s.id,
+                            "subscription {:?} in the config already exists in the database (added by command or import); the config entry is ignored", s.id);
+                        continue;
+                    }
                     tx.execute(
                         "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
                            start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
