@@ -118,3 +118,35 @@ fn one_removed_subscription_is_canceled_by_the_pass() {
     assert_eq!(w.status_of("s2"), "canceled");
     assert_eq!(w.paid_for("c1").len(), 5);
 }
+
+#[test]
+fn a_config_entry_with_the_id_of_a_manual_subscription_does_not_block_the_sync() {
+    let w = World::new(Setup { body: MONTHLY, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let add = w
+        .billd()
+        .args([
+            "subscriptions",
+            "add",
+            "--id",
+            "s1",
+            "--customer-uid",
+            "c1",
+            "--plan",
+            "monthly",
+            "--start",
+            "2025-01-05",
+        ])
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let body =
+        format!("{MONTHLY}{}{}", sub("s1", "c9", "monthly", "2025-01-05"), sub("s2", "c1", "monthly", "2025-01-05"));
+    rewrite(&w, &body);
+    let out = w.tick("2025-01-05T10:00:00+09:00");
+    assert!(World::stderr(&out).contains("already exists in the database"), "{}", World::stderr(&out));
+    // The manual subscription keeps its own customer; the new config entry is still applied.
+    let mut paid = w.paid_for("c1");
+    paid.sort();
+    assert_eq!(paid, ["billd-s1-0", "billd-s2-0"]);
+}
