@@ -1,7 +1,7 @@
 //! Card commands: register, show and delete billing keys, key-in payments (`charge-once`), `subscriptions add`.
 
 use crate::card::{Card, read_card};
-use crate::cli::{engine, load_config, runtime};
+use crate::cli::{load_config, runtime};
 use crate::config::Config;
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Iamport, Lookup};
 use crate::model::{Source, Status, Subscription};
@@ -314,27 +314,19 @@ pub fn add_subscription(
     if !charge_now {
         return Ok(ExitCode::SUCCESS);
     }
-    match engine(cfg.clone()) {
-        Ok((engine, _lock)) => {
-            runtime()?.block_on(engine.charge_due(now))?;
-            let store = Store::open(&cfg.billing.database)?;
-            let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
-            match last {
-                Some(r) if r.status == "paid" => {
-                    println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some(r) => {
-                    eprintln!("first charge {}: {} {}", r.merchant_uid, r.status, r.fail_reason.unwrap_or_default());
-                    Ok(ExitCode::FAILURE)
-                }
-                None => bail!("the first charge was not attempted"),
-            }
+    match crate::ops::charge_due_now(&cfg, id)? {
+        Some(Some(r)) if r.status == "paid" => {
+            println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
         }
-        Err(e) if format!("{e:#}").contains("in use by another") => {
+        Some(Some(r)) => {
+            eprintln!("first charge {}: {} {}", r.merchant_uid, r.status, r.fail_reason.unwrap_or_default());
+            Ok(ExitCode::FAILURE)
+        }
+        Some(None) => bail!("the first charge was not attempted"),
+        None => {
             println!("the running billd charges the first period within a minute");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err(e),
     }
 }

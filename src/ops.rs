@@ -85,29 +85,31 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
         bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
     }
     drop(store);
-    // If a daemon runs it holds the lock and charges it on its next wake-up (within a minute).
+    match charge_due_now(&cfg, id)? {
+        Some(Some(r)) => println!(
+            "{id}: attempt {} of period {} ({}): {}{}",
+            r.attempt,
+            r.period,
+            r.merchant_uid,
+            r.status,
+            r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
+        ),
+        Some(None) => println!("{id}: no attempt recorded"),
+        None => println!("{id}: retry scheduled; the running billd charges it within a minute"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a pass now for what is due (operator `retry`, `subscriptions add --charge-now`) and returns the
+/// subscription's latest attempt. `None` when a running daemon holds the lock: it charges it within a minute.
+pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<Option<Option<crate::store::ChargeRow>>> {
     match engine(cfg.clone()) {
         Ok((engine, _lock)) => {
-            runtime()?.block_on(engine.charge_due(now))?;
+            runtime()?.block_on(engine.charge_due(Utc::now()))?;
             let store = Store::open(&cfg.billing.database)?;
-            let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
-            match last {
-                Some(r) => println!(
-                    "{id}: attempt {} of period {} ({}): {}{}",
-                    r.attempt,
-                    r.period,
-                    r.merchant_uid,
-                    r.status,
-                    r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
-                ),
-                None => println!("{id}: no attempt recorded"),
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(Some(store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r)))
         }
-        Err(e) if format!("{e:#}").contains("in use by another") => {
-            println!("{id}: retry scheduled; the running billd charges it within a minute");
-            Ok(ExitCode::SUCCESS)
-        }
+        Err(e) if format!("{e:#}").contains("in use by another") => Ok(None),
         Err(e) => Err(e),
     }
 }
