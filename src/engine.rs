@@ -9,9 +9,10 @@ use crate::store::{Attempt, AttemptResult, DueSubscription, NewPeriod, Recorded,
 use crate::sync;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 /// What one pass did.
@@ -241,9 +242,14 @@ impl<G: Gateway> Engine<G> {
             let mut claimed_any = false;
             // Pages are opened and claimed one step ahead, in a task of their own: the next page's intents commit
             // while this page's requests go out, so sending never waits for the database (every attempt's intent
-            // is still committed before its request leaves).
+            // is still committed before its request leaves). `concurrency` senders take claimed attempts from a
+            // queue (no task and no semaphore wake-up per charge).
+            let queue = Arc::new(Queue::new(self.cfg.gateway.concurrency));
+            let sent = Arc::new(AtomicUsize::new(0));
+            let mut senders = Senders { queue: queue.clone(), set: tokio::task::JoinSet::new() };
+            let mut halted = false;
             let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open)));
-            'claim: while let Some(step) = next.take() {
+            while let Some(step) = next.take() {
                 let (n, batch) = step.await.context("the claim task panicked")??;
                 opened += n;
                 if batch.is_empty() && n == 0 {
@@ -255,42 +261,63 @@ impl<G: Gateway> Engine<G> {
                 if batch.is_empty() {
                     continue;
                 }
-                claimed_any = true;
-                report.first_claim.get_or_insert_with(std::time::Instant::now);
-                failpoint("after_intent_commit");
-                let mut batch = batch.into_iter();
-                while let Some(a) = batch.next() {
-                    let permit = sem.clone().acquire_owned().await?;
-                    if self.stopping() {
-                        let mut unsent: Vec<i64> = std::iter::once(a.id).chain(batch.map(|a| a.id)).collect();
-                        if let Some(step) = next.take() {
-                            let (_, ahead) = step.await.context("the claim task panicked")??;
-                            unsent.extend(ahead.iter().map(|a| a.id));
-                        }
-                        let n = unsent.len();
-                        self.db(move |s| s.release(&unsent, ts(now))).await?;
-                        info!(event = "pass.stopping", released = n, "stopping: {n} claimed charges were not sent");
-                        break 'claim;
+                if !claimed_any {
+                    claimed_any = true;
+                    report.first_claim.get_or_insert_with(std::time::Instant::now);
+                    failpoint("after_intent_commit");
+                    for _ in 0..self.cfg.gateway.concurrency {
+                        queue.senders.fetch_add(1, Ordering::SeqCst);
+                        senders.set.spawn(self.clone().sender(queue.clone(), tx.clone(), sent.clone(), now));
                     }
-                    report.sent += 1;
-                    self.metrics.beat();
-                    let (me, tx) = (self.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let rec = me.send(a, now).await;
-                        let _ = tx.send(Msg::Record(Box::new(rec))).await;
-                        drop(permit);
-                    });
                 }
+                queue.push(batch);
+                // Stay one page ahead, no more: the next page is pushed when this one runs low.
+                queue.wait_low(|| self.stopping()).await;
+                if self.stopping() || queue.senders.load(Ordering::SeqCst) == 0 {
+                    halted = true;
+                    break;
+                }
+            }
+            queue.close();
+            while let Some(done) = senders.set.join_next().await {
+                done.context("a sender panicked")?;
+            }
+            report.sent += sent.load(Ordering::Relaxed);
+            if halted || self.stopping() {
+                // Claimed but never sent (the senders stop taking work): remove their intents.
+                let mut unsent: Vec<i64> = queue.take_all().iter().map(|a| a.id).collect();
+                if let Some(step) = next.take() {
+                    let (_, ahead) = step.await.context("the claim task panicked")??;
+                    unsent.extend(ahead.iter().map(|a| a.id));
+                }
+                let n = unsent.len();
+                self.db(move |s| s.release(&unsent, ts(now))).await?;
+                info!(event = "pass.stopping", released = n, "stopping: {n} claimed charges were not sent");
             }
             report.opened += opened;
             // Outcomes decide whether later periods of the same subscriptions may open (catch-up, oldest first).
-            let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
-            drop(_all);
             self.flush(tx).await?;
             if (opened == 0 && !claimed_any) || self.stopping() {
                 return Ok(());
             }
         }
+    }
+
+    /// One of a round's senders: sends claimed attempts from the queue until it is closed and empty, or the engine
+    /// stops (a charge already taken is still sent and recorded).
+    /// A sender also stops if the outcome writer has failed (nothing more can be recorded).
+    async fn sender(self, queue: Arc<Queue>, tx: mpsc::Sender<Msg>, sent: Arc<AtomicUsize>, now: DateTime<Utc>) {
+        while !self.stopping() {
+            let Some(a) = queue.pop().await else { break };
+            sent.fetch_add(1, Ordering::Relaxed);
+            self.metrics.beat();
+            let rec = self.send(a, now).await;
+            if tx.send(Msg::Record(Box::new(rec))).await.is_err() {
+                break;
+            }
+        }
+        queue.senders.fetch_sub(1, Ordering::SeqCst);
+        queue.drained.notify_one();
     }
 
     /// Waits until the writer has committed everything sent to it so far.
@@ -471,6 +498,111 @@ impl<G: Gateway> Engine<G> {
             AttemptResult::Abandoned { .. } => Decision::Paid,
         };
         Recorded { attempt: a, result, decision }
+    }
+}
+
+/// A round's senders. If the round ends early (an error), they are left to finish the charges they hold (never
+/// cut off mid-request) and take nothing more; queued attempts stay pending, to be reconciled by the next pass.
+struct Senders {
+    queue: Arc<Queue>,
+    set: tokio::task::JoinSet<()>,
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.queue.take_all();
+        self.queue.close();
+        self.set.detach_all();
+    }
+}
+
+/// A round's claimed attempts waiting for a sender.
+struct Queue {
+    state: Mutex<(VecDeque<Attempt>, bool)>,
+    /// Senders wait here for attempts (or the close).
+    filled: Notify,
+    /// The claimer waits here for the queue to run low.
+    drained: Notify,
+    /// "Low": as many attempts as there are senders.
+    low: usize,
+    /// Senders still running.
+    senders: AtomicUsize,
+}
+
+impl Queue {
+    fn new(low: usize) -> Queue {
+        Queue {
+            state: Mutex::new((VecDeque::new(), false)),
+            filled: Notify::new(),
+            drained: Notify::new(),
+            low,
+            senders: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Attempt>, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, batch: Vec<Attempt>) {
+        self.lock().0.extend(batch);
+        self.filled.notify_waiters();
+    }
+
+    /// No more attempts will come: senders finish what is queued, then stop.
+    fn close(&self) {
+        self.lock().1 = true;
+        self.filled.notify_waiters();
+    }
+
+    fn take_all(&self) -> Vec<Attempt> {
+        self.lock().0.drain(..).collect()
+    }
+
+    fn try_pop(&self) -> Result<Attempt, bool> {
+        let mut state = self.lock();
+        match state.0.pop_front() {
+            Some(a) => {
+                if state.0.len() == self.low {
+                    self.drained.notify_one();
+                }
+                Ok(a)
+            }
+            None => Err(state.1),
+        }
+    }
+
+    /// The next attempt, or `None` once the queue is closed and empty.
+    async fn pop(&self) -> Option<Attempt> {
+        loop {
+            match self.try_pop() {
+                Ok(a) => return Some(a),
+                Err(true) => return None,
+                Err(false) => {}
+            }
+            // Register before looking again, so a push between the two is not missed.
+            let filled = self.filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
+            match self.try_pop() {
+                Ok(a) => return Some(a),
+                Err(true) => return None,
+                Err(false) => filled.await,
+            }
+        }
+    }
+
+    /// Returns once the queue holds `low` attempts or fewer, every sender has stopped, or `stop()`.
+    async fn wait_low(&self, stop: impl Fn() -> bool) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.lock().0.len() <= self.low || self.senders.load(Ordering::SeqCst) == 0 || stop() {
+                return;
+            }
+            drained.await;
+        }
     }
 }
 

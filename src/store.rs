@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_one_time_charges.sql"),
     include_str!("../migrations/0003_pass_indexes.sql"),
+    include_str!("../migrations/0004_lean_charge_path.sql"),
 ];
 
 /// The schema version this build writes.
@@ -46,6 +47,9 @@ pub struct Attempt {
     pub declines: u32,
     /// Whether the subscription is still billed (active or past due).
     pub billing: bool,
+    /// Whether the subscription was past due when the attempt was claimed (a payment makes it active again; no
+    /// other status can turn into past due while the attempt is out, as a subscription has one open period).
+    pub past_due: bool,
 }
 
 /// What the gateway's answer (or a lookup) established about an attempt.
@@ -210,13 +214,27 @@ impl Store {
                  run the newer billd that wrote it"
             );
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
         }
-        Ok(())
+        // Migrations may rebuild tables (SQLite's documented procedure: create, copy, drop, rename), which needs
+        // foreign keys off; they are checked before each migration commits and turned back on after.
+        self.conn.execute_batch("PRAGMA foreign_keys=OFF")?;
+        let result = (|| -> Result<()> {
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
+                let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+                if broken > 0 {
+                    bail!("migration {}: {broken} rows break a foreign key; nothing was changed", i + 1);
+                }
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.commit()?;
+            }
+            Ok(())
+        })();
+        self.conn.execute_batch("PRAGMA foreign_keys=ON")?;
+        result
     }
 
     fn tx(&mut self) -> Result<Transaction<'_>> {
@@ -390,7 +408,7 @@ impl Store {
         let mut st =
             self.conn.prepare_cached(&format!("{SUB_SELECT} WHERE status IN ('active', 'past_due') ORDER BY id"))?;
         let subs: Vec<(Subscription, Option<i64>)> = st
-            .query_map([], |r| Ok((sub_from_row(r)?, r.get::<_, Option<i64>>("next_due_at")?)))?
+            .query_map([], |r| Ok((sub_from_row(r)?, r.get::<_, Option<i64>>(11)?)))?
             .map(|r| -> Result<_> {
                 let (s, due) = r?;
                 Ok((s?, due))
@@ -704,6 +722,7 @@ impl Store {
                     tries: 0,
                     declines: 0,
                     billing: true,
+                    past_due: d.sub.status == Status::PastDue,
                 });
                 opened += 1;
             }
@@ -798,7 +817,7 @@ impl Store {
                SELECT min(next_due_at) AS t FROM subscriptions WHERE status IN ('active', 'past_due')
                UNION ALL
                SELECT min(p.next_attempt_at) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-                 WHERE p.state = 'open' AND s.status IN ('active', 'past_due')
+                 WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.status IN ('active', 'past_due')
                UNION ALL
                SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown'))",
             [],
@@ -932,7 +951,7 @@ fn subscriptions_to_open_in(
          ORDER BY next_due_at, id LIMIT ?2"
     ))?;
     let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
-        let due: i64 = r.get("next_due_at")?;
+        let due: i64 = r.get(11)?;
         Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: due }))
     })?;
     rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
@@ -946,7 +965,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Re
             "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
                     p.due_at, p.declines,
                     (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
-                       AND a.period = p.period) AS made
+                       AND a.period = p.period) AS made, s.status = 'past_due'
              FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
              WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
                AND p.amount <= ?3
@@ -968,6 +987,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Re
                 tries: 0,
                 declines: r.get::<_, i64>(8)? as u32,
                 billing: true,
+                past_due: r.get(10)?,
             })
         })?;
         for r in rows {
@@ -1001,26 +1021,27 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Re
 const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
     anchor_date, anchor_period, next_period, next_due_at, status, source FROM subscriptions";
 
+/// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
 fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
-    let interval: String = r.get("interval")?;
-    let status: String = r.get("status")?;
-    let source: String = r.get("source")?;
-    let start: String = r.get("start_date")?;
-    let anchor: String = r.get("anchor_date")?;
-    let id: String = r.get("id")?;
+    let id: String = r.get(0)?;
+    let interval = r.get_ref(6)?.as_str()?;
+    let start = r.get_ref(7)?.as_str()?;
+    let anchor = r.get_ref(8)?.as_str()?;
+    let status = r.get_ref(12)?.as_str()?;
+    let source = r.get_ref(13)?.as_str()?;
     let parsed = (|| -> Result<Subscription> {
         Ok(Subscription {
-            customer_uid: r.get("customer_uid")?,
-            plan_id: r.get("plan_id")?,
-            plan_name: r.get("plan_name")?,
-            amount: r.get("amount")?,
-            currency: r.get("currency")?,
+            customer_uid: r.get(1)?,
+            plan_id: r.get(2)?,
+            plan_name: r.get(3)?,
+            amount: r.get(4)?,
+            currency: r.get(5)?,
             interval: interval.parse::<Interval>().map_err(|e| anyhow!(e))?,
             start_date: start.parse::<NaiveDate>()?,
             anchor_date: anchor.parse::<NaiveDate>()?,
-            anchor_period: r.get::<_, i64>("anchor_period")? as u64,
-            next_period: r.get::<_, i64>("next_period")? as u64,
-            status: Status::parse(&status).ok_or_else(|| anyhow!("bad status {status:?}"))?,
+            anchor_period: r.get::<_, i64>(9)? as u64,
+            next_period: r.get::<_, i64>(10)? as u64,
+            status: Status::parse(status).ok_or_else(|| anyhow!("bad status {status:?}"))?,
             source: if source == "config" { Source::Config } else { Source::Manual },
             id: id.clone(),
         })
@@ -1031,7 +1052,7 @@ fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
 
 const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid,
     a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
-    s.status IN ('active', 'past_due') AS billing
+    s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -1052,6 +1073,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         tries: r.get::<_, i64>(11)? as u32,
         declines: r.get::<_, i64>(12)? as u32,
         billing: r.get(13)?,
+        past_due: r.get(14)?,
     })
 }
 
@@ -1125,10 +1147,30 @@ fn record_one(tx: &Transaction<'_>, it: &Recorded, now: i64, changes: &mut Vec<S
                  WHERE subscription_id = ?1 AND period = ?2",
             )?
             .execute(params![a.subscription_id, a.period as i64, now])?;
-            let mut d = detail;
-            d["imp_uid"] = json!(imp_uid);
-            event(tx, now, "charge.paid", Some(&a.subscription_id), d)?;
-            status_to(Status::Active, "paid", changes)?;
+            // The paid attempt row is the record of the payment (no separate event: this is the hot path of a
+            // billing day). A past-due subscription becomes active again; any other status stays as it is.
+            let recovered = a.past_due
+                && tx
+                    .prepare_cached(
+                        "UPDATE subscriptions SET status = 'active', updated_at = ?2
+                         WHERE id = ?1 AND status = 'past_due'",
+                    )?
+                    .execute(params![a.subscription_id, now])?
+                    == 1;
+            if recovered {
+                event(
+                    tx,
+                    now,
+                    "subscription.active",
+                    Some(&a.subscription_id),
+                    json!({ "from": Status::PastDue.as_str(), "reason": "paid" }),
+                )?;
+                changes.push(StatusChange {
+                    subscription_id: a.subscription_id.clone(),
+                    from: Status::PastDue,
+                    to: Status::Active,
+                });
+            }
         }
         AttemptResult::Unresolved { reason } => {
             let Decision::CheckAt(at) = it.decision else { bail!("unresolved outcome needs a check time") };
