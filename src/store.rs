@@ -1260,3 +1260,86 @@ fn record_failure(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-3 database (as billd 0.1 before migration 0004 left it) with a paid period, a declined one due
+    /// for a retry and an attempt whose outcome is unknown.
+    fn v3_database(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA foreign_keys=ON;
+             INSERT INTO subscriptions VALUES ('s1', 'c1', 'monthly', 'Monthly', 9900, 'KRW', '1 month', '2025-01-01',
+               '2025-01-01', 0, 2, 5000, 'past_due', 'config', 0, 0);
+             INSERT INTO subscriptions VALUES ('s2', 'c2', 'monthly', 'Monthly', 9900, 'KRW', '1 month', '2025-01-01',
+               '2025-01-01', 0, 1, 5000, 'active', 'manual', 0, 0);
+             INSERT INTO periods VALUES ('s1', 0, 10, 'billd-s1-0', 'c1', 9900, 'KRW', 'Monthly', 'paid', 0, NULL, 10, 11);
+             INSERT INTO periods VALUES ('s1', 1, 20, 'billd-s1-1', 'c1', 9900, 'KRW', 'Monthly', 'open', 1, 1000, 20, NULL);
+             INSERT INTO periods VALUES ('s2', 0, 10, 'billd-s2-0', 'c2', 9900, 'KRW', 'Monthly', 'open', 0, NULL, 10, NULL);
+             INSERT INTO attempts VALUES (1, 's1', 0, 1, 'billd-s1-0', 'c1', 9900, 'KRW', 'paid', NULL, 'imp_1', NULL, 0,
+               NULL, 10, 11, 11);
+             INSERT INTO attempts VALUES (2, 's1', 1, 1, 'billd-s1-1', 'c1', 9900, 'KRW', 'failed', 'declined', 'imp_2',
+               'insufficient funds', 0, NULL, 20, 21, 21);
+             INSERT INTO attempts VALUES (3, 's2', 0, 1, 'billd-s2-0', 'c2', 9900, 'KRW', 'unknown', NULL, NULL,
+               'timeout', 1, 500, 10, 12, NULL);
+             INSERT INTO events (at, kind, subscription_id, detail) VALUES (1, 'subscription.created', 's1', '{}');
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn migration_4_keeps_every_row_and_every_guarantee() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("billd.sqlite3");
+        v3_database(&path);
+        let mut store = Store::open(&path).unwrap();
+        let c = store.conn();
+        let one = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(one("PRAGMA user_version"), SCHEMA_VERSION as i64);
+        assert_eq!(one("PRAGMA foreign_keys"), 1, "foreign keys are back on after the migration");
+        assert_eq!(one("SELECT count(*) FROM pragma_foreign_key_check"), 0);
+        assert_eq!(one("SELECT count(*) FROM subscriptions"), 2);
+        assert_eq!(one("SELECT count(*) FROM periods"), 3);
+        assert_eq!(one("SELECT count(*) FROM attempts"), 3);
+        assert_eq!(one("SELECT count(*) FROM events"), 1);
+        assert_eq!(one("SELECT declines FROM periods WHERE subscription_id = 's1' AND period = 1"), 1);
+        let schema: String =
+            c.query_row("SELECT sql FROM sqlite_schema WHERE name = 'periods'", [], |r| r.get(0)).unwrap();
+        assert!(schema.contains("WITHOUT ROWID"), "{schema}");
+
+        // The local guarantees and the CHECKs hold in the rebuilt tables.
+        let second_paid = "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount,
+            currency, status, created_at, updated_at) VALUES ('s1', 0, 2, 'billd-s1-0', 'c1', 9900, 'KRW', 'paid', 1, 1)";
+        assert!(c.execute(second_paid, []).is_err(), "a second paid attempt for a period");
+        let second_unresolved = "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid,
+            amount, currency, status, created_at, updated_at)
+            VALUES ('s2', 0, 2, 'billd-s2-0', 'c2', 9900, 'KRW', 'pending', 1, 1)";
+        assert!(c.execute(second_unresolved, []).is_err(), "a second unresolved attempt for a period");
+        assert!(c.execute("UPDATE periods SET state = 'bogus' WHERE subscription_id = 's2'", []).is_err());
+        assert!(c.execute("UPDATE attempts SET failure = 'bogus' WHERE id = 2", []).is_err());
+        assert!(c.execute("UPDATE attempts SET status = 'bogus' WHERE id = 3", []).is_err());
+        let orphan = "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount,
+            currency, status, created_at, updated_at) VALUES ('s9', 0, 1, 'billd-s9-0', 'c9', 9900, 'KRW', 'failed', 1, 1)";
+        assert!(c.execute(orphan, []).is_err(), "an attempt without its period");
+
+        // What was unresolved is still found, and the due retry is claimed (as attempt 2 of a past-due period).
+        let unresolved = store.unresolved(600, 10).unwrap();
+        assert_eq!(
+            unresolved.iter().map(|a| (a.merchant_uid.as_str(), a.tries)).collect::<Vec<_>>(),
+            [("billd-s2-0", 1)]
+        );
+        assert!(store.unresolved(400, 10).unwrap().is_empty(), "its check is not due before check_at");
+        let claimed = store.claim_due(2000, 10).unwrap();
+        assert_eq!(claimed.len(), 1);
+        let a = &claimed[0];
+        assert_eq!((a.merchant_uid.as_str(), a.attempt, a.declines, a.past_due), ("billd-s1-1", 2, 1, true));
+        assert_eq!(store.next_wake().unwrap(), Some(500));
+    }
+}
