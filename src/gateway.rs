@@ -68,6 +68,8 @@ pub struct Iamport {
     imp_secret: Secret,
     timeout: Duration,
     token: Mutex<Option<Token>>,
+    /// `{base_url}/subscribe/payments/again`, built once (a charge is the hot path of a billing day).
+    again: Option<reqwest::Url>,
     /// `gateway.rate_limit`: every request waits for a permit (see [`Iamport::with_rate_limit`]).
     rate: Option<RateLimit>,
 }
@@ -100,6 +102,16 @@ struct RawEnvelope<'a> {
     message: Option<String>,
     #[serde(borrow)]
     response: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An envelope with its payment, read in one pass (the same fields [`RawEnvelope`] reads, so it accepts no body
+/// that the general path would refuse).
+#[derive(Deserialize)]
+struct PaymentEnvelope {
+    code: i64,
+    #[serde(rename = "message")]
+    _message: Option<String>,
+    response: PaymentBody,
 }
 
 /// The JSON body of an `again` request.
@@ -143,19 +155,25 @@ impl Iamport {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(concurrency)
+            // i'mport answers in place; a payment request is never re-sent to another address (a 3xx answer is an
+            // unknown outcome, settled by lookup). Without the redirect layer reqwest also parses each URL once less.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("billd/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings");
-        Iamport {
+        let mut me = Iamport {
             http,
             base: reqwest::Url::parse(base_url.trim_end_matches('/')).ok(),
             base_url: base_url.trim_end_matches('/').to_owned(),
+            again: None,
             imp_key: imp_key.to_owned(),
             imp_secret,
             timeout,
             token: Mutex::new(None),
             rate: None,
-        }
+        };
+        me.again = me.base.is_some().then(|| me.url(&["subscribe", "payments", "again"]));
+        me
     }
 
     /// Sends at most `per_second` requests per second (token, charge and lookup requests alike; `None`: no limit).
@@ -330,7 +348,7 @@ impl Gateway for Iamport {
             currency: &req.currency,
             name: &req.name,
         };
-        let url = self.url(&["subscribe", "payments", "again"]);
+        let url = self.again.clone().unwrap_or_else(|| self.url(&["subscribe", "payments", "again"]));
         let sent = match self.authed(|| self.http.post(url.clone()).json(&body)).await {
             Ok(s) => s,
             // No token: the charge request never left.
@@ -399,26 +417,13 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> Charge
         500..=599 => return ChargeOutcome::Transient(format!("HTTP {status}: {}", snippet(&text))),
         _ => {}
     }
-    let env: RawEnvelope<'_> = match serde_json::from_str(&text) {
-        Ok(e) => e,
-        Err(_) => {
-            return ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(&text)));
-        }
-    };
-    if env.code != 0 {
-        return ChargeOutcome::Rejected {
-            code: env.code,
-            message: env.message.unwrap_or_else(|| format!("HTTP {status}, code {}", env.code)),
-        };
-    }
-    if status != 200 {
-        return ChargeOutcome::Unknown(format!("HTTP {status} with code 0: {}", snippet(&text)));
-    }
-    let p: PaymentBody = match env.response.map(|r| serde_json::from_str(r.get())) {
-        Some(Ok(p)) => p,
-        _ => {
-            return ChargeOutcome::Unknown(format!("code 0 without a readable payment: {}", snippet(&text)));
-        }
+    let p = match serde_json::from_str::<PaymentEnvelope>(&text) {
+        // The usual answer, read in one pass. Whatever this accepts, the general path below reads the same way.
+        Ok(env) if env.code == 0 && status == 200 => env.response,
+        _ => match read_charge_answer(status, &text) {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        },
     };
     if p.merchant_uid != req.merchant_uid || (p.amount - req.amount as f64).abs() > 0.000_1 {
         return ChargeOutcome::Unknown(format!(
@@ -433,6 +438,25 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration) -> Charge
             reason: p.fail_reason.filter(|r| !r.is_empty()).unwrap_or_else(|| "declined (no reason given)".into()),
         },
         other => ChargeOutcome::Unknown(format!("payment status {other:?}")),
+    }
+}
+
+/// An `again` answer that is not a plain payment: a refusal (code != 0) or something unreadable.
+fn read_charge_answer(status: u16, text: &str) -> Result<PaymentBody, ChargeOutcome> {
+    let env: RawEnvelope<'_> = serde_json::from_str(text)
+        .map_err(|_| ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(text))))?;
+    if env.code != 0 {
+        return Err(ChargeOutcome::Rejected {
+            code: env.code,
+            message: env.message.unwrap_or_else(|| format!("HTTP {status}, code {}", env.code)),
+        });
+    }
+    if status != 200 {
+        return Err(ChargeOutcome::Unknown(format!("HTTP {status} with code 0: {}", snippet(text))));
+    }
+    match env.response.map(|r| serde_json::from_str(r.get())) {
+        Some(Ok(p)) => Ok(p),
+        _ => Err(ChargeOutcome::Unknown(format!("code 0 without a readable payment: {}", snippet(text)))),
     }
 }
 

@@ -85,19 +85,31 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
         bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
     }
     drop(store);
+    // Like `subscriptions add --charge-now`: exit 0 only when the retried charge is paid (or handed to the daemon).
     match charge_due_now(&cfg, id)? {
-        Some(Some(r)) => println!(
-            "{id}: attempt {} of period {} ({}): {}{}",
-            r.attempt,
-            r.period,
-            r.merchant_uid,
-            r.status,
-            r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
-        ),
-        Some(None) => println!("{id}: no attempt recorded"),
-        None => println!("{id}: retry scheduled; the running billd charges it within a minute"),
+        Some(Some(r)) => {
+            let line = format!(
+                "{id}: attempt {} of period {} ({}): {}{}",
+                r.attempt,
+                r.period,
+                r.merchant_uid,
+                r.status,
+                r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
+            );
+            if r.status == "paid" {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{line}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Some(None) => bail!("{id}: the retry was not attempted"),
+        None => {
+            println!("{id}: retry scheduled; the running billd charges it within a minute");
+            Ok(ExitCode::SUCCESS)
+        }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs a pass now for what is due (operator `retry`, `subscriptions add --charge-now`) and returns the

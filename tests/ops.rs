@@ -97,6 +97,24 @@ fn retry_charges_a_past_due_period_now() {
 }
 
 #[test]
+fn a_retry_that_is_declined_again_exits_1() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(0))),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", &cards::decline_first(2)).unwrap();
+    w.tick(&now_plus(0));
+    assert_eq!(w.status_of("s1"), "past_due");
+    let (code, out) = run(&w, &["retry", "s1"]);
+    assert_eq!(code, 1, "a declined retry is not a success: {out}");
+    assert!(out.contains("attempt 2") && out.contains("failed"), "{out}");
+    assert_eq!(w.status_of("s1"), "past_due");
+    let (code, out) = run(&w, &["retry", "s1"]);
+    assert_eq!(code, 0, "the third attempt is paid: {out}");
+    assert_eq!(w.paid_for("c1").len(), 1);
+}
+
+#[test]
 fn upcoming_lists_charges_per_day_with_totals() {
     let body = format!(
         "{MONTHLY}{}{}",
