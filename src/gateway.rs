@@ -546,6 +546,41 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_is_an_unknown_outcome_never_followed() {
+        let paid = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,"status":"paid"}}"#;
+        for status in [301, 302, 303, 307, 308] {
+            assert!(matches!(classify(status, "<html>Moved</html>"), ChargeOutcome::Unknown(_)), "{status}");
+            assert!(matches!(classify(status, paid), ChargeOutcome::Unknown(_)), "{status} with a payment body");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_does_not_follow_redirects() {
+        // A server that answers every request with a redirect to itself, and counts the requests.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{addr}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        let client = Iamport::new(&format!("http://{addr}"), "k", Secret::new("s"), Duration::from_secs(5), 4);
+        let request = client.http.post(client.url(&["subscribe", "payments", "again"])).body("{}");
+        let sent = client.send(request, &Secret::new("t")).await;
+        assert!(matches!(sent, Sent::Response(307, _)), "the redirect is the answer");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "no second request was made");
+    }
+
+    #[test]
     fn garbage_and_mismatches_are_unknown_never_paid() {
         for body in [
             "<html>502 Bad Gateway</html>",
