@@ -219,6 +219,15 @@ impl Store {
         }
         // Migrations may rebuild tables (SQLite's documented procedure: create, copy, drop, rename), which needs
         // foreign keys off; they are checked before each migration commits and turned back on after.
+        if version > 0 {
+            tracing::info!(
+                event = "database.migrate",
+                from = version,
+                to = SCHEMA_VERSION,
+                "database {}: migrating from schema {version} to {SCHEMA_VERSION} (a large history takes a while)",
+                self.path.display()
+            );
+        }
         self.conn.execute_batch("PRAGMA foreign_keys=OFF")?;
         let result = (|| -> Result<()> {
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
