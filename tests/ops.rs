@@ -78,15 +78,21 @@ fn cancel_and_unknown_subscriptions() {
     assert_eq!(run(&w, &["frobnicate"]).0, 2, "usage errors exit 2");
 }
 
-#[test]
-fn retry_charges_a_past_due_period_now() {
+/// Subscription `s1` past due after its first charge was declined by a card that declines `declines` times.
+fn past_due_world(declines: u32) -> World {
     let w = World::new(Setup {
         body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(0))),
         ..Default::default()
     });
-    w.sandbox.register_customer("c1", &cards::decline_first(1)).unwrap();
+    w.sandbox.register_customer("c1", &cards::decline_first(declines)).unwrap();
     w.tick(&now_plus(0));
     assert_eq!(w.status_of("s1"), "past_due");
+    w
+}
+
+#[test]
+fn retry_charges_a_past_due_period_now() {
+    let w = past_due_world(1);
     let (code, out) = run(&w, &["retry", "s1"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("attempt 2") && out.contains("paid"), "{out}");
@@ -98,13 +104,7 @@ fn retry_charges_a_past_due_period_now() {
 
 #[test]
 fn a_retry_that_is_declined_again_exits_1() {
-    let w = World::new(Setup {
-        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(0))),
-        ..Default::default()
-    });
-    w.sandbox.register_customer("c1", &cards::decline_first(2)).unwrap();
-    w.tick(&now_plus(0));
-    assert_eq!(w.status_of("s1"), "past_due");
+    let w = past_due_world(2);
     let (code, out) = run(&w, &["retry", "s1"]);
     assert_eq!(code, 1, "a declined retry is not a success: {out}");
     assert!(out.contains("attempt 2") && out.contains("failed"), "{out}");
