@@ -190,7 +190,67 @@ impl<G: Gateway> Engine<G> {
         let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
         drop(_all);
         self.flush(tx).await?;
-        Ok(n)
+        Ok(n + self.reconcile_one_time(now).await?)
+    }
+
+    /// Settles one-time charges (`billd charge-once`) left pending or unknown, by lookup only: a one-time charge is
+    /// never resent (billd does not keep the card). Paid or declined at the gateway: recorded so; no record there:
+    /// it never reached the gateway, so it is closed as abandoned (rerunning the command sends it). Only charges
+    /// untouched for longer than the gateway timeout, so a `charge-once` still waiting for its answer is left
+    /// alone; a failed lookup leaves the charge for the next pass.
+    async fn reconcile_one_time(&self, now: DateTime<Utc>) -> Result<usize> {
+        let quiet_since = ts(now) - self.cfg.gateway.timeout.as_secs() as i64 - 60;
+        let page = self.db(move |s| s.unresolved_one_time(quiet_since, PAGE)).await?;
+        let mut settled = 0;
+        for (id, merchant_uid) in page {
+            if self.stopping() {
+                break;
+            }
+            let (status, failure, imp_uid, reason) = match self.gateway.find(&merchant_uid, "paid").await {
+                Lookup::Found(p) => ("paid", None, Some(p.imp_uid), None),
+                Lookup::Error(e) => {
+                    warn!(event = "charge.unknown", merchant_uid = %merchant_uid, one_time = true, reason = %e,
+                        "charge.unknown: the one-time charge's lookup failed; looking again in the next pass");
+                    continue;
+                }
+                Lookup::NotFound => match self.gateway.find(&merchant_uid, "failed").await {
+                    Lookup::Found(p) => (
+                        "failed",
+                        Some("declined"),
+                        Some(p.imp_uid),
+                        Some(p.fail_reason.unwrap_or_else(|| "declined (no reason given)".into())),
+                    ),
+                    Lookup::Error(e) => {
+                        warn!(event = "charge.unknown", merchant_uid = %merchant_uid, one_time = true, reason = %e,
+                            "charge.unknown: the one-time charge's lookup failed; looking again in the next pass");
+                        continue;
+                    }
+                    Lookup::NotFound => (
+                        "failed",
+                        Some("abandoned"),
+                        None,
+                        Some("never reached the gateway: nothing was charged (rerun charge-once to send it)".into()),
+                    ),
+                },
+            };
+            let (imp, why) = (imp_uid.clone(), reason.clone());
+            let done = self
+                .db(move |s| s.settle_one_time(id, status, failure, imp.as_deref(), why.as_deref(), ts(now)))
+                .await?;
+            if !done {
+                continue;
+            }
+            settled += 1;
+            match (status, failure) {
+                ("paid", _) => info!(event = "charge.paid", merchant_uid = %merchant_uid, one_time = true,
+                    imp_uid = %imp_uid.unwrap_or_default(), "charge.paid"),
+                (_, Some("abandoned")) => info!(event = "charge.abandoned", merchant_uid = %merchant_uid,
+                    one_time = true, reason = %reason.unwrap_or_default(), "charge.abandoned"),
+                _ => warn!(event = "charge.failed", merchant_uid = %merchant_uid, one_time = true,
+                    failure = "declined", reason = %reason.unwrap_or_default(), "charge.failed"),
+            }
+        }
+        Ok(settled)
     }
 
     /// Reconciles unresolved attempts, then charges everything due at or before `now`, oldest period first.

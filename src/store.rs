@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_one_time_charges.sql"),
     include_str!("../migrations/0003_pass_indexes.sql"),
     include_str!("../migrations/0004_lean_charge_path.sql"),
+    include_str!("../migrations/0005_one_time_unresolved.sql"),
 ];
 
 /// The schema version this build writes.
@@ -528,12 +529,43 @@ impl Store {
         reason: Option<&str>,
         now: i64,
     ) -> Result<()> {
+        self.record_one_time(id, status, failure, imp_uid, reason, now, false).map(drop)
+    }
+
+    /// Records the outcome a lookup established for a one-time charge, if it is still pending or unknown (a
+    /// `charge-once` that finished meanwhile wins). Returns whether it did.
+    pub fn settle_one_time(
+        &mut self,
+        id: i64,
+        status: &str,
+        failure: Option<&str>,
+        imp_uid: Option<&str>,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        self.record_one_time(id, status, failure, imp_uid, reason, now, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_one_time(
+        &mut self,
+        id: i64,
+        status: &str,
+        failure: Option<&str>,
+        imp_uid: Option<&str>,
+        reason: Option<&str>,
+        now: i64,
+        only_unresolved: bool,
+    ) -> Result<bool> {
         let tx = self.tx()?;
-        tx.execute(
+        let changed = tx.execute(
             "UPDATE one_time_charges SET status = ?2, failure = ?3, imp_uid = coalesce(?4, imp_uid), fail_reason = ?5,
-               updated_at = ?6 WHERE id = ?1",
-            params![id, status, failure, imp_uid, reason, now],
+               updated_at = ?6 WHERE id = ?1 AND (?7 = 0 OR status IN ('pending', 'unknown'))",
+            params![id, status, failure, imp_uid, reason, now, only_unresolved],
         )?;
+        if changed == 0 {
+            return Ok(false);
+        }
         let kind = match status {
             "paid" => "charge.paid",
             "failed" => "charge.failed",
@@ -549,7 +581,18 @@ impl Store {
             json!({ "merchant_uid": muid, "one_time": true, "imp_uid": imp_uid, "reason": reason }),
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// One-time charges still pending or unknown whose last change is at or before `quiet_since` (older ones
+    /// first): (id, merchant_uid). A `charge-once` still running touched its row more recently than that.
+    pub fn unresolved_one_time(&self, quiet_since: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, merchant_uid FROM one_time_charges
+             WHERE status IN ('pending', 'unknown') AND updated_at <= ?1 ORDER BY updated_at, id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![quiet_since, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
     }
 
     /// One-time charges as listing rows (subscription shown as `one-time`).

@@ -110,6 +110,72 @@ fn charge_once_paid_declined_and_never_twice() {
 }
 
 #[test]
+fn a_pass_settles_one_time_charges_left_unresolved_by_lookup_only() {
+    let w = world();
+    for (uid, card) in [("once-paid", cards::APPROVE), ("once-declined", cards::DECLINE_INSUFFICIENT_FUNDS)] {
+        with_card(
+            &w,
+            &["charge-once", "--merchant-uid", uid, "--amount", "5000", "--name", "Setup fee"],
+            &card_json(card),
+        );
+    }
+    let at_gateway = w.ledger();
+    assert_eq!(at_gateway.len(), 2);
+    // As a `charge-once` that died before recording its outcome would leave them: an hour ago, outcome unknown.
+    // Plus one that died before its request left, and one whose command is still waiting for its answer.
+    let hour_ago = chrono::Utc::now().timestamp() - 3600;
+    let db = w.db();
+    db.execute(
+        "UPDATE one_time_charges SET status = 'pending', failure = NULL, imp_uid = NULL, fail_reason = NULL,
+           updated_at = ?1",
+        [hour_ago],
+    )
+    .unwrap();
+    db.execute("UPDATE one_time_charges SET status = 'unknown' WHERE merchant_uid = 'once-declined'", []).unwrap();
+    for (uid, at) in [("once-lost", hour_ago), ("once-in-flight", chrono::Utc::now().timestamp())] {
+        db.execute(
+            "INSERT INTO one_time_charges (merchant_uid, name, amount, currency, card_masked, status, tries,
+               created_at, updated_at) VALUES (?1, 'Setup fee', 5000, 'KRW', '424242******4242', 'pending', 1, ?2, ?2)",
+            rusqlite::params![uid, at],
+        )
+        .unwrap();
+    }
+    drop(db);
+
+    let out = w.tick(&chrono::Utc::now().to_rfc3339());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(w.ledger().len(), 2, "a lookup only: nothing is sent again\n{log}");
+    let state = |uid: &str| -> (String, Option<String>, Option<String>, Option<String>) {
+        w.db()
+            .query_row(
+                "SELECT status, failure, imp_uid, fail_reason FROM one_time_charges WHERE merchant_uid = ?1",
+                [uid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+    };
+    let imp_of = |uid: &str| at_gateway.iter().find(|e| e.merchant_uid == uid).map(|e| e.imp_uid.clone());
+    let paid = state("once-paid");
+    assert_eq!((paid.0.as_str(), paid.2), ("paid", imp_of("once-paid")), "{log}");
+    let declined = state("once-declined");
+    assert_eq!((declined.0.as_str(), declined.1.as_deref()), ("failed", Some("declined")), "{log}");
+    assert_eq!(declined.2, imp_of("once-declined"));
+    assert!(declined.3.unwrap_or_default().contains("잔액부족"));
+    let lost = state("once-lost");
+    assert_eq!((lost.0.as_str(), lost.1.as_deref()), ("failed", Some("abandoned")), "{log}");
+    assert_eq!(state("once-in-flight").0, "pending", "a charge-once still waiting for its answer is left alone");
+    assert!(log.contains("charge.abandoned") && log.contains("once-lost"), "{log}");
+    // The abandoned one may be sent again with the same command.
+    let again = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-lost", "--amount", "5000", "--name", "Setup fee"],
+        &card_json(cards::APPROVE),
+    );
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(w.ledger().len(), 3);
+}
+
+#[test]
 fn charge_once_with_customer_uid_saves_the_billing_key() {
     let w = world();
     let out = with_card(
