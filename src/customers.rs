@@ -184,7 +184,9 @@ pub fn charge_once(
                 }
                 Ok(None) => {}
                 Err(e) if e.starts_with("lookup failed") => bail!("merchant_uid {merchant_uid} is unresolved: {e}"),
-                Err(reason) => store.finish_one_time(id, "failed", Some("declined"), None, Some(&reason), now())?,
+                Err(reason) => {
+                    store.finish_one_time(id, "failed", Some("declined"), None, Some(&reason), now())?;
+                }
             },
             _ => {}
         }

@@ -235,7 +235,7 @@ impl<G: Gateway> Engine<G> {
             };
             let (imp, why) = (imp_uid.clone(), reason.clone());
             let done = self
-                .db(move |s| s.settle_one_time(id, status, failure, imp.as_deref(), why.as_deref(), ts(now)))
+                .db(move |s| s.finish_one_time(id, status, failure, imp.as_deref(), why.as_deref(), ts(now)))
                 .await?;
             if !done {
                 continue;

@@ -519,7 +519,8 @@ impl Store {
         Ok(id)
     }
 
-    /// Records a one-time charge's outcome.
+    /// Records a one-time charge's outcome, if it is still pending or unknown (whoever settles it first, the
+    /// `charge-once` that sent it or a pass's lookup, wins; they agree). Returns whether it did.
     pub fn finish_one_time(
         &mut self,
         id: i64,
@@ -528,40 +529,12 @@ impl Store {
         imp_uid: Option<&str>,
         reason: Option<&str>,
         now: i64,
-    ) -> Result<()> {
-        self.record_one_time(id, status, failure, imp_uid, reason, now, false).map(drop)
-    }
-
-    /// Records the outcome a lookup established for a one-time charge, if it is still pending or unknown (a
-    /// `charge-once` that finished meanwhile wins). Returns whether it did.
-    pub fn settle_one_time(
-        &mut self,
-        id: i64,
-        status: &str,
-        failure: Option<&str>,
-        imp_uid: Option<&str>,
-        reason: Option<&str>,
-        now: i64,
-    ) -> Result<bool> {
-        self.record_one_time(id, status, failure, imp_uid, reason, now, true)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn record_one_time(
-        &mut self,
-        id: i64,
-        status: &str,
-        failure: Option<&str>,
-        imp_uid: Option<&str>,
-        reason: Option<&str>,
-        now: i64,
-        only_unresolved: bool,
     ) -> Result<bool> {
         let tx = self.tx()?;
         let changed = tx.execute(
             "UPDATE one_time_charges SET status = ?2, failure = ?3, imp_uid = coalesce(?4, imp_uid), fail_reason = ?5,
-               updated_at = ?6 WHERE id = ?1 AND (?7 = 0 OR status IN ('pending', 'unknown'))",
-            params![id, status, failure, imp_uid, reason, now, only_unresolved],
+               updated_at = ?6 WHERE id = ?1 AND status IN ('pending', 'unknown')",
+            params![id, status, failure, imp_uid, reason, now],
         )?;
         if changed == 0 {
             return Ok(false);
