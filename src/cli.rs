@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tracing::warn;
 
 #[derive(Parser, Debug)]
 #[command(name = "billd", version, about = "Recurring billing for i'mport (PortOne V1) billing keys")]
@@ -322,21 +322,7 @@ fn tick(path: &Path, now: DateTime<Utc>) -> Result<ExitCode> {
     let (engine, _lock) = engine(cfg)?;
     let started = std::time::Instant::now();
     let report = runtime()?.block_on(engine.pass(now))?;
-    info!(
-        event = "pass.done",
-        as_of = %now.to_rfc3339(),
-        pass_ms = started.elapsed().as_secs_f64() * 1e3,
-        charge_ms = report.charge_time().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
-        reconciled = report.reconciled,
-        opened = report.opened,
-        sent = report.sent,
-        paid = report.paid,
-        declined = report.declined,
-        rejected = report.rejected,
-        unresolved = report.unresolved,
-        next_wake = %report.next_wake.map(|t| t.to_rfc3339()).unwrap_or_else(|| "none".into()),
-        "pass.done"
-    );
+    report.log_done(now, started.elapsed());
     Ok(ExitCode::SUCCESS)
 }
 

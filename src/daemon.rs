@@ -88,8 +88,9 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         let max_sleep = watchdog.map(|w| (w / 2).min(MAX_SLEEP)).unwrap_or(MAX_SLEEP);
         loop {
             metrics.beat();
+            let (pass_at, pass_started) = (Utc::now(), std::time::Instant::now());
             let result = {
-                let pass = engine.charge_due(Utc::now());
+                let pass = engine.charge_due(pass_at);
                 tokio::pin!(pass);
                 loop {
                     tokio::select! {
@@ -102,17 +103,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             let pause = match &result {
                 Ok(r) => {
                     if r.sent + r.reconciled > 0 {
-                        info!(
-                            event = "pass.done",
-                            reconciled = r.reconciled,
-                            opened = r.opened,
-                            sent = r.sent,
-                            paid = r.paid,
-                            declined = r.declined,
-                            rejected = r.rejected,
-                            unresolved = r.unresolved,
-                            "pass.done"
-                        );
+                        r.log_done(pass_at, pass_started.elapsed());
                     }
                     r.next_wake
                         .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))

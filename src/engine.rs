@@ -36,6 +36,25 @@ impl PassReport {
     pub fn charge_time(&self) -> Option<std::time::Duration> {
         Some(self.last_record?.saturating_duration_since(self.first_claim?))
     }
+
+    /// Logs the pass's `pass.done` line (`billd tick` always; `billd run` for passes that did something).
+    pub fn log_done(&self, as_of: DateTime<Utc>, took: std::time::Duration) {
+        info!(
+            event = "pass.done",
+            as_of = %as_of.to_rfc3339(),
+            pass_ms = took.as_secs_f64() * 1e3,
+            charge_ms = self.charge_time().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
+            reconciled = self.reconciled,
+            opened = self.opened,
+            sent = self.sent,
+            paid = self.paid,
+            declined = self.declined,
+            rejected = self.rejected,
+            unresolved = self.unresolved,
+            next_wake = %self.next_wake.map(|t| t.to_rfc3339()).unwrap_or_else(|| "none".into()),
+            "pass.done"
+        );
+    }
 }
 
 /// Orchestrates the store and the gateway under the config's rules.
