@@ -6,7 +6,7 @@ mod common;
 
 use billd::calendar::{Calendar, ChargeClock, Interval};
 use chrono::{DateTime, Utc};
-use common::{Setup, World, cards, sub};
+use common::{Rng, Setup, World, cards, sub};
 use std::collections::BTreeSet;
 
 const PLANS: &str = r#"
@@ -122,17 +122,8 @@ fn back_an_hour_and_forward_a_day_never_double_charges_or_skips() {
 /// New York's spring-forward night, with the charge time inside the skipped hour.
 #[test]
 fn a_random_walk_of_the_clock_through_dst_charges_each_period_once() {
-    let seed = std::env::var("BILLD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("seed: {seed} (rerun with BILLD_TEST_SEED={seed})");
-    let mut state = seed | 1;
-    let mut rand = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = Rng::from_env();
+    let mut rand = move |n: u64| rng.below(n);
     let book = Book {
         subs: vec![("d", "1 day", "2025-03-05"), ("w", "1 week", "2025-03-02"), ("m", "1 month", "2025-02-09")],
         clock: ChargeClock { timezone: chrono_tz::America::New_York, charge_time: "02:30:00".parse().unwrap() },

@@ -6,7 +6,7 @@
 mod common;
 
 use billd_sandbox::{Fault, FaultRule};
-use common::{MONTHLY, Setup, World, cards, sub};
+use common::{MONTHLY, Rng, Setup, World, cards, sub};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -27,19 +27,10 @@ const N: usize = 150;
 
 #[test]
 fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
-    let seed = std::env::var("BILLD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("seed: {seed} (rerun with BILLD_TEST_SEED={seed})");
     let kills_wanted: usize = std::env::var("BILLD_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let n = N * (kills_wanted / 20).max(1);
-    let mut state = seed | 1;
-    let mut rand = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = Rng::from_env();
+    let mut rand = move |n: u64| rng.below(n);
 
     let sandbox = billd_sandbox::SandboxConfig {
         latency: billd_sandbox::Latency::Random { min: Duration::from_millis(5), max: Duration::from_millis(40) },
@@ -110,14 +101,6 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
     w.assert_consistent();
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("BILLD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("seed: {seed} (rerun with BILLD_TEST_SEED={seed})");
-    seed
-}
-
 /// Whether the database still has work a daemon would do at once: a period to open, a charge to send, or an attempt
 /// a killed process left pending. (An `unknown` attempt waits a minute for its check: not work at once.)
 fn work_left(w: &World) -> bool {
@@ -144,13 +127,8 @@ fn work_left(w: &World) -> bool {
 /// once or given up after exactly one decline, and nothing is unresolved.
 #[test]
 fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_period() {
-    let mut state = seed() | 1;
-    let mut rand = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n.max(1)
-    };
+    let mut rng = Rng::from_env();
+    let mut rand = move |n: u64| rng.below(n);
     let kills_wanted: usize = std::env::var("BILLD_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     const BATCH: usize = 25;
     let start = (chrono::Utc::now() - chrono::Duration::days(2)).date_naive();

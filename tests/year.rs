@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub};
+use common::{MONTHLY, Rng, Setup, World, cards, sub};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -73,31 +73,9 @@ fn a_year_of_daily_passes_charges_exactly_what_is_due() {
     check_year(&w);
 }
 
-/// A small deterministic PRNG (xorshift64*), so a failing run can be replayed from its printed seed.
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("BILLD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("seed: {seed} (rerun with BILLD_TEST_SEED={seed})");
-    seed
-}
-
 #[test]
 fn a_year_with_sigkill_mid_pass_still_charges_exactly_what_is_due() {
-    let mut rng = Rng::new(seed());
+    let mut rng = Rng::from_env();
     let sandbox = billd_sandbox::SandboxConfig {
         latency: billd_sandbox::Latency::Fixed(Duration::from_millis(15)),
         ..Default::default()

@@ -183,3 +183,24 @@ pub fn sub(id: &str, customer: &str, plan: &str, start: &str) -> String {
         "\n[[subscriptions]]\nid = \"{id}\"\ncustomer_uid = \"{customer}\"\nplan = \"{plan}\"\nstart = \"{start}\"\n"
     )
 }
+
+/// A small deterministic PRNG (xorshift64*) seeded from `BILLD_TEST_SEED` or the clock; the seed is printed, so
+/// a failing run can be replayed. `below(n)` is in `0..n` (0 when `n` is 0).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = std::env::var("BILLD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        println!("seed: {seed} (rerun with BILLD_TEST_SEED={seed})");
+        Rng(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
