@@ -51,6 +51,44 @@ pub fn mask(number: &str) -> String {
     }
 }
 
+/// Blanks what could be card data in free text (an answer quoted in an error, which a proxy may have filled with
+/// the request): every run of 6 or more digits, single spaces or dashes allowed between them. Runs of 13 or more
+/// digits keep the first 6 and last 4, as [`mask`] does; shorter runs (a birth date, an expiry) are all `*`.
+pub fn redact_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // The run: digits, with single separators between digits.
+        let mut end = i;
+        while end < chars.len()
+            && (chars[end].is_ascii_digit()
+                || (matches!(chars[end], ' ' | '-') && chars.get(end + 1).is_some_and(char::is_ascii_digit)))
+        {
+            end += 1;
+        }
+        let run = &chars[i..end];
+        let n = run.iter().filter(|c| c.is_ascii_digit()).count();
+        let mut seen = 0;
+        for &c in run {
+            if c.is_ascii_digit() {
+                seen += 1;
+                let keep = n < 6 || (n >= 13 && (seen <= 6 || seen > n - 4));
+                out.push(if keep { c } else { '*' });
+            } else {
+                out.push(c);
+            }
+        }
+        i = end;
+    }
+    out
+}
+
 fn luhn(digits: &str) -> bool {
     let sum: u32 = digits
         .bytes()
@@ -90,10 +128,10 @@ impl Card {
         }
         let exp = raw.expiry.trim();
         let month = NaiveDate::parse_from_str(&format!("{exp}-01"), "%Y-%m-%d")
-            .map_err(|_| format!("expiry {exp:?} is not YYYY-MM"))?;
+            .map_err(|_| "expiry is not YYYY-MM".to_string())?;
         let this_month = NaiveDate::from_ymd_opt(today.year_ce().1 as i32, today.month0() + 1, 1).unwrap_or(today);
         if month < this_month {
-            return Err(format!("expiry {exp} is in the past: the card has expired"));
+            return Err("expiry is in the past: the card has expired".into());
         }
         let birth = raw.birth.trim();
         if !(birth.len() == 6 || birth.len() == 10) || !birth.chars().all(|c| c.is_ascii_digit()) {
@@ -152,16 +190,44 @@ pub fn read_card() -> Result<RawCard, String> {
     } else {
         let mut text = String::new();
         stdin.lock().read_to_string(&mut text).map_err(|e| format!("cannot read the card from stdin: {e}"))?;
-        // serde_json's errors quote no input values, only positions and field names.
-        serde_json::from_str(&text).map_err(|e| {
-            format!("stdin: expected the card as JSON {{\"card_number\", \"expiry\", \"birth\", \"pwd_2digit\"}}: {e}")
-        })
+        serde_json::from_str(&text).map_err(|e| json_error(&e))
     }
+}
+
+/// What was wrong with the card JSON, by position only: serde_json's own messages quote values (a card number
+/// typed as a JSON number would be printed whole).
+fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax | Category::Eof => "is not valid JSON",
+        Category::Data => "has a missing field or a field of the wrong type (every value is a string)",
+        Category::Io => "could not be read",
+    };
+    format!(
+        "stdin: the card {what} at line {} column {}; expected {{\"card_number\": \"…\", \"expiry\": \"YYYY-MM\", \
+         \"birth\": \"YYMMDD\", \"pwd_2digit\": \"..\"}}",
+        e.line(),
+        e.column()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_in_free_text_are_redacted() {
+        let echo = r#"{"birth":"900101","card_number":"4242424242424242","expiry":"2031-12","pwd_2digit":"12"}"#;
+        assert_eq!(
+            redact_numbers(echo),
+            r#"{"birth":"******","card_number":"424242******4242","expiry":"****-**","pwd_2digit":"12"}"#
+        );
+        assert_eq!(redact_numbers("card 4242-4242-4242-4242 ok"), "card 4242-42**-****-4242 ok");
+        assert_eq!(
+            redact_numbers("HTTP 502 at 10:00, code -1, amount 9900"),
+            "HTTP 502 at 10:00, code -1, amount 9900"
+        );
+    }
 
     fn raw(n: &str, exp: &str, birth: &str) -> RawCard {
         RawCard { card_number: n.into(), expiry: exp.into(), birth: birth.into(), pwd_2digit: Some("12".into()) }

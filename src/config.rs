@@ -296,9 +296,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     if !abs.is_file() {
         return Err(fail("config file not found (pass --config PATH or set BILLD_CONFIG; see README.md)".into()));
     }
-    let figment = Figment::new()
-        .merge(Toml::file_exact(&abs))
-        .merge(Env::prefixed("BILLD_").filter(|k| k.as_str().contains("__")).split("__"));
+    // BILLD_GATEWAY__IMP_SECRET is taken verbatim: figment reads other variables as TOML values, which would turn
+    // a secret like 0012345 into the number 12345.
+    const SECRET_VAR: &str = "BILLD_GATEWAY__IMP_SECRET";
+    let mut figment = Figment::new().merge(Toml::file_exact(&abs)).merge(
+        Env::prefixed("BILLD_")
+            .filter(|k| k.as_str().contains("__") && !k.as_str().eq_ignore_ascii_case("gateway__imp_secret"))
+            .split("__"),
+    );
+    if let Some(secret) = std::env::var_os(SECRET_VAR) {
+        let secret = secret.into_string().map_err(|_| fail(format!("{SECRET_VAR} is not valid UTF-8")))?;
+        figment = figment.merge(("gateway.imp_secret", secret));
+    }
     let raw: Raw = figment.extract().map_err(|e| ConfigError {
         file: abs.clone(),
         problems: e.into_iter().map(|e| describe_figment_error(&e)).collect(),
@@ -327,7 +336,16 @@ fn describe_figment_error(e: &figment::Error) -> String {
         .filter(|_| !matches!(e.kind, figment::error::Kind::MissingField(_)))
         .map(|_| format!(" (from the environment variable BILLD_{})", e.path.join("__").to_uppercase()))
         .unwrap_or_default();
-    if key.is_empty() { format!("{}{from}", e.kind) } else { format!("{key}: {}{from}", e.kind) }
+    // A TOML syntax error quotes the offending source line (which may hold an inline imp_secret): keep the
+    // position and the explanation only.
+    let kind: String = e
+        .kind
+        .to_string()
+        .lines()
+        .filter(|l| !l.trim_start().trim_start_matches(|c: char| c.is_ascii_digit()).trim_start().starts_with('|'))
+        .collect::<Vec<_>>()
+        .join(": ");
+    if key.is_empty() { format!("{kind}{from}") } else { format!("{key}: {kind}{from}") }
 }
 
 fn valid_id(s: &str) -> bool {

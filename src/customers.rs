@@ -41,9 +41,15 @@ fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("-")
 }
 
+/// The key's card number as the gateway gave it, masked here too in case it came unmasked.
+fn key_card(v: &Value) -> String {
+    let shown = str_field(v, "card_number");
+    if shown.chars().filter(char::is_ascii_digit).count() >= 13 { crate::card::mask(shown) } else { shown.to_owned() }
+}
+
 fn print_key(v: &Value) {
     println!("customer_uid  {}", str_field(v, "customer_uid"));
-    println!("card          {} {}", str_field(v, "card_number"), str_field(v, "card_name"));
+    println!("card          {} {}", key_card(v), str_field(v, "card_name"));
     println!("pg            {} ({})", str_field(v, "pg_provider"), str_field(v, "pg_id"));
     for k in ["inserted", "updated"] {
         let t = v.get(k).and_then(Value::as_i64).unwrap_or(0);
@@ -86,7 +92,7 @@ pub fn register(path: &Path, uid: &str, pg: Option<&str>, channel_key: Option<&s
     store.log_event(
         "customer.registered",
         None,
-        json!({ "customer_uid": uid, "card": str_field(&key, "card_number") }),
+        json!({ "customer_uid": uid, "card": key_card(&key) }),
         Utc::now().timestamp(),
     )?;
     println!("billing key registered");
@@ -284,7 +290,7 @@ pub fn add_subscription(
         let g = gateway(&cfg)?;
         let card = card(&cfg)?;
         let key = runtime()?.block_on(issue_key(&g, customer_uid, &card, None, None))?;
-        println!("billing key {customer_uid} registered: {}", str_field(&key, "card_number"));
+        println!("billing key {customer_uid} registered: {}", key_card(&key));
     }
     let sub = Subscription {
         id: id.to_owned(),

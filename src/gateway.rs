@@ -509,8 +509,11 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// A short, single-line excerpt of a body for logs.
+/// The start of an answer, for an error message: one line, at most 120 characters, with anything that could be
+/// card data blanked (a proxy may echo the request, and a key-in request carries the card).
 fn snippet(text: &str) -> String {
     let one: String = text.chars().take(120).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one = crate::card::redact_numbers(&one);
     if text.chars().count() > 120 { format!("{one}…") } else { one }
 }
 
@@ -543,6 +546,19 @@ mod tests {
         );
         let rejected = r#"{"code":-1,"message":"등록되지 않은 구매자입니다.","response":null}"#;
         assert!(matches!(classify(200, rejected), ChargeOutcome::Rejected { code: -1, .. }));
+    }
+
+    #[test]
+    fn an_answer_echoing_a_card_is_quoted_without_it() {
+        // Some proxies answer an error page that echoes the request: a key-in request carries the card.
+        let echo = r#"bad request: {"birth":"900101","card_number":"4242424242424242","expiry":"2031-12"}"#;
+        for outcome in [classify(500, echo), classify(200, echo), classify(302, echo)] {
+            let text = format!("{outcome:?}");
+            for secret in ["900101", "4242424242424242", "2031-12"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(text.contains("424242******4242"), "{text}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `schedules.toml` validation through the real binary: every error names the file and the key.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -183,4 +185,31 @@ fn the_secret_file_and_systemd_credential_are_read() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.secret"));
+}
+
+#[test]
+fn a_syntax_error_names_the_position_but_does_not_quote_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD.replace("imp_key = \"k\"", "imp_key = \"k\"\nimp_secret = \"SuperSecret0042");
+    let (ok, _, stderr) = check(dir.path(), &text);
+    assert!(!ok);
+    assert!(stderr.contains("TOML parse error at line 10"), "{stderr}");
+    assert!(!stderr.contains("SuperSecret0042"), "the secret's line was quoted: {stderr}");
+}
+
+#[test]
+fn an_all_digit_secret_from_the_environment_is_taken_verbatim() {
+    use common::{MONTHLY, Setup, World, cards, sub};
+    let sandbox = billd_sandbox::SandboxConfig { imp_secret: "0012345".into(), ..Default::default() };
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = World::new(Setup { sandbox, body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let out = w
+        .billd()
+        .env("BILLD_GATEWAY__IMP_SECRET", "0012345")
+        .args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(w.paid_for("c1").len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
 }

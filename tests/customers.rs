@@ -277,6 +277,11 @@ fn card_numbers_never_reach_the_database_or_any_output() {
         &card_json(cards::APPROVE),
     );
     run(&["customers", "register", "c-bad"], &card_json("5105105105105101"));
+    // A card typed with JSON numbers instead of strings: the parse error must not quote them.
+    run(
+        &["customers", "register", "c-num"],
+        r#"{"card_number": 4242424242424242, "expiry": "2031-12", "birth": 900101}"#,
+    );
     for args in
         [vec!["charges"], vec!["charges", "--json"], vec!["subscriptions", "--json"], vec!["customers", "show", "c-a"]]
     {
