@@ -150,7 +150,8 @@ async fn look_up(g: &Iamport, merchant_uid: &str) -> Result<Option<String>, Stri
         Lookup::Error(e) => Err(format!("lookup failed: {e}")),
         Lookup::NotFound => match g.find(merchant_uid, "failed").await {
             Lookup::Found(p) => Err(p.fail_reason.unwrap_or_else(|| "declined".into())),
-            _ => Ok(None),
+            Lookup::Error(e) => Err(format!("lookup failed: {e}")),
+            Lookup::NotFound => Ok(None),
         },
     }
 }
@@ -208,6 +209,16 @@ pub fn charge_once(
     };
     // The intent is committed before the request leaves.
     let id = store.begin_one_time(&charge, now())?;
+    // An outcome that stays unknown (the lookup failed too): recorded so; a rerun, or the next pass, settles it.
+    let leave_unknown = |store: &mut Store, r: &str, e: &str| -> anyhow::Error {
+        match store.finish_one_time(id, "unknown", None, None, Some(&format!("{r}; {e}")), now()) {
+            Err(db) => db,
+            Ok(_) => anyhow!(
+                "merchant_uid {merchant_uid}: outcome unknown ({r}) and the lookup failed; rerun the same command \
+                 later (it looks the payment up before sending anything), or let the running billd settle it"
+            ),
+        }
+    };
     let req = ChargeRequest {
         customer_uid: customer_uid.unwrap_or_default().to_owned(),
         merchant_uid: merchant_uid.to_owned(),
@@ -221,18 +232,15 @@ pub fn charge_once(
         ChargeOutcome::Declined { imp_uid, reason } => Err(("declined", imp_uid, reason)),
         ChargeOutcome::Rejected { code, message } => match rt.block_on(look_up(&g, merchant_uid)) {
             Ok(Some(imp)) => Ok(imp),
+            Err(e) if e.starts_with("lookup failed") => {
+                return Err(leave_unknown(&mut store, &format!("rejected (code {code}: {message})"), &e));
+            }
             _ => Err(("rejected", None, format!("code {code}: {message}"))),
         },
         ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => match rt.block_on(look_up(&g, merchant_uid)) {
             Ok(Some(imp)) => Ok(imp),
             Ok(None) => Err(("abandoned", None, format!("{r}; the gateway has no record of it: nothing was charged"))),
-            Err(e) if e.starts_with("lookup failed") => {
-                store.finish_one_time(id, "unknown", None, None, Some(&format!("{r}; {e}")), now())?;
-                bail!(
-                    "merchant_uid {merchant_uid}: outcome unknown ({r}) and the lookup failed; rerun the same \
-                     command later: it looks the payment up before sending anything"
-                );
-            }
+            Err(e) if e.starts_with("lookup failed") => return Err(leave_unknown(&mut store, &r, &e)),
             Err(reason) => Err(("declined", None, reason)),
         },
     };

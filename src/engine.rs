@@ -215,10 +215,11 @@ impl<G: Gateway> Engine<G> {
     /// Settles one-time charges (`billd charge-once`) left pending or unknown, by lookup only: a one-time charge is
     /// never resent (billd does not keep the card). Paid or declined at the gateway: recorded so; no record there:
     /// it never reached the gateway, so it is closed as abandoned (rerunning the command sends it). Only charges
-    /// untouched for longer than the gateway timeout, so a `charge-once` still waiting for its answer is left
-    /// alone; a failed lookup leaves the charge for the next pass.
+    /// untouched for longer than a `charge-once` can take (a token, a retried token, the charge and two lookups,
+    /// each within the gateway timeout), so one still waiting for an answer is left alone; should it still answer
+    /// later, its answer replaces an `abandoned`. A failed lookup leaves the charge for the next pass.
     async fn reconcile_one_time(&self, now: DateTime<Utc>) -> Result<usize> {
-        let quiet_since = ts(now) - self.cfg.gateway.timeout.as_secs() as i64 - 60;
+        let quiet_since = ts(now) - 5 * self.cfg.gateway.timeout.as_secs() as i64 - 60;
         let page = self.db(move |s| s.unresolved_one_time(quiet_since, PAGE)).await?;
         let mut settled = 0;
         for (id, merchant_uid) in page {

@@ -501,7 +501,9 @@ impl Store {
             .optional()?)
     }
 
-    /// Commits the intent of a one-time charge (status pending) before it is sent; returns its row id.
+    /// Commits the intent of a one-time charge (status pending) before it is sent; returns its row id. An earlier
+    /// row with this merchant_uid may be sent again if it failed, or if it is unresolved and the caller's lookup
+    /// found no record of it at the gateway.
     pub fn begin_one_time(&mut self, c: &OneTimeCharge, now: i64) -> Result<i64> {
         let tx = self.tx()?;
         let id: i64 = tx.query_row(
@@ -510,7 +512,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7)
              ON CONFLICT (merchant_uid) DO UPDATE SET status = 'pending', tries = tries + 1, failure = NULL,
                fail_reason = NULL, card_masked = excluded.card_masked, updated_at = excluded.updated_at
-               WHERE one_time_charges.status = 'failed'
+               WHERE one_time_charges.status IN ('failed', 'pending', 'unknown')
              RETURNING id",
             params![c.merchant_uid, c.customer_uid, c.name, c.amount, c.currency, c.card_masked, now],
             |r| r.get(0),
@@ -519,8 +521,9 @@ impl Store {
         Ok(id)
     }
 
-    /// Records a one-time charge's outcome, if it is still pending or unknown (whoever settles it first, the
-    /// `charge-once` that sent it or a pass's lookup, wins; they agree). Returns whether it did.
+    /// Records a one-time charge's outcome, if it is still pending or unknown, or was closed as abandoned by a
+    /// pass that found no record of it (the answer of the `charge-once` that sent it is better evidence). Returns
+    /// whether it did.
     pub fn finish_one_time(
         &mut self,
         id: i64,
@@ -533,7 +536,7 @@ impl Store {
         let tx = self.tx()?;
         let changed = tx.execute(
             "UPDATE one_time_charges SET status = ?2, failure = ?3, imp_uid = coalesce(?4, imp_uid), fail_reason = ?5,
-               updated_at = ?6 WHERE id = ?1 AND status IN ('pending', 'unknown')",
+               updated_at = ?6 WHERE id = ?1 AND (status IN ('pending', 'unknown') OR failure = 'abandoned')",
             params![id, status, failure, imp_uid, reason, now],
         )?;
         if changed == 0 {
@@ -1319,6 +1322,28 @@ mod tests {
              PRAGMA user_version = 3;",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_late_answer_replaces_abandoned_but_nothing_replaces_a_settled_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
+        let charge = OneTimeCharge {
+            merchant_uid: "m-1".into(),
+            customer_uid: None,
+            name: "n".into(),
+            amount: 100,
+            currency: "KRW".into(),
+            card_masked: "424242******4242".into(),
+        };
+        let id = store.begin_one_time(&charge, 1).unwrap();
+        // A pass found no record of it and closed it; the command's answer then arrives: paid.
+        assert!(store.finish_one_time(id, "failed", Some("abandoned"), None, Some("no record"), 2).unwrap());
+        assert!(store.finish_one_time(id, "paid", None, Some("imp_1"), None, 3).unwrap());
+        assert_eq!(store.one_time("m-1").unwrap().map(|s| s.1), Some("paid".to_string()));
+        // A settled payment is not replaced.
+        assert!(!store.finish_one_time(id, "failed", Some("abandoned"), None, None, 4).unwrap());
+        assert_eq!(store.one_time("m-1").unwrap().map(|s| (s.1, s.2)), Some(("paid".into(), Some("imp_1".into()))));
     }
 
     #[test]

@@ -173,6 +173,15 @@ fn a_pass_settles_one_time_charges_left_unresolved_by_lookup_only() {
     );
     assert!(again.status.success(), "{}", text(&again));
     assert_eq!(w.ledger().len(), 3);
+    // Rerunning the command on a charge left pending looks it up, finds nothing, and sends it.
+    let rerun = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-in-flight", "--amount", "5000", "--name", "Setup fee"],
+        &card_json(cards::APPROVE),
+    );
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    assert_eq!(state("once-in-flight").0, "paid");
+    assert_eq!(w.ledger().len(), 4);
 }
 
 #[test]
