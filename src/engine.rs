@@ -78,6 +78,10 @@ impl<G: Gateway> Clone for Engine<G> {
     }
 }
 
+/// How many refusals of a resend are taken as "the first request may still be in progress" before a refusal is
+/// final (see [`Engine::send_as`]).
+const RESEND_REFUSALS_TOLERATED: u32 = 3;
+
 /// How many rows one claim, open or reconcile step handles at once.
 const PAGE: usize = 1024;
 
@@ -350,6 +354,12 @@ impl<G: Gateway> Engine<G> {
                         senders.set.spawn(self.clone().sender(queue.clone(), tx.clone(), sent.clone(), now));
                     }
                 }
+                if self.stopping() {
+                    // Claimed as the stop came: never pushed, released below.
+                    queue.lock().0.extend(batch);
+                    halted = true;
+                    break;
+                }
                 queue.push(batch);
                 // Stay one page ahead, no more: the next page is pushed when this one runs low.
                 queue.wait_low(|| self.stopping()).await;
@@ -387,8 +397,15 @@ impl<G: Gateway> Engine<G> {
     /// stops (a charge already taken is still sent and recorded).
     /// A sender also stops if the outcome writer has failed (nothing more can be recorded).
     async fn sender(self, queue: Arc<Queue>, tx: mpsc::Sender<Msg>, sent: Arc<AtomicUsize>, now: DateTime<Utc>) {
+        // However the sender ends (a panic included), the claimer is told, so it never waits for it forever.
+        let _gone = SenderGone(queue.clone());
         while !self.stopping() {
             let Some(a) = queue.pop().await else { break };
+            if self.stopping() {
+                // Woken by a page pushed as the stop came: not sent, so released with the rest.
+                queue.lock().0.push_front(a);
+                break;
+            }
             sent.fetch_add(1, Ordering::Relaxed);
             self.metrics.beat();
             let rec = self.send(a, now).await;
@@ -396,8 +413,6 @@ impl<G: Gateway> Engine<G> {
                 break;
             }
         }
-        queue.senders.fetch_sub(1, Ordering::SeqCst);
-        queue.drained.notify_one();
     }
 
     /// Waits until the writer has committed everything sent to it so far.
@@ -483,6 +498,13 @@ impl<G: Gateway> Engine<G> {
 
     /// Sends one committed attempt and decides what its outcome means.
     async fn send(&self, a: Attempt, now: DateTime<Utc>) -> Recorded {
+        self.send_as(a, now, false).await
+    }
+
+    /// [`Engine::send`]; `resend`: the attempt was sent before (by a process that died or lost the answer) and the
+    /// lookups found nothing, so that request may still be in progress at the gateway: a refusal of this one (say,
+    /// a duplicate merchant_uid) is not taken as final unless a lookup settles it.
+    async fn send_as(&self, a: Attempt, now: DateTime<Utc>, resend: bool) -> Recorded {
         let req = Self::request(&a);
         let started = std::time::Instant::now();
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -506,6 +528,12 @@ impl<G: Gateway> Engine<G> {
                 // A refusal may mean "already paid" (a resend after a lost answer): confirm before giving up.
                 match self.gateway.find(&a.merchant_uid, "paid").await {
                     Lookup::Found(p) => AttemptResult::Paid { imp_uid: p.imp_uid },
+                    // A few times only: after the unresolved backoff (minutes), the first request is long over.
+                    Lookup::NotFound if resend && a.tries < RESEND_REFUSALS_TOLERATED => AttemptResult::Unresolved {
+                        reason: format!(
+                            "the resend was refused (code {code}: {message}); the first may be in progress"
+                        ),
+                    },
                     Lookup::NotFound => AttemptResult::Rejected { reason: format!("code {code}: {message}") },
                     Lookup::Error(e) => AttemptResult::Unresolved {
                         reason: format!("rejected (code {code}: {message}) but the confirming lookup failed: {e}"),
@@ -533,14 +561,15 @@ impl<G: Gateway> Engine<G> {
                 Lookup::Error(e) => Some(AttemptResult::Unresolved { reason: format!("lookup failed: {e}") }),
                 Lookup::Found(p) => {
                     let (sub, period) = (a.subscription_id.clone(), a.period);
-                    let known = self.db(move |s| s.known_imp_uids(&sub, period)).await.unwrap_or_default();
-                    if known.contains(&p.imp_uid) {
-                        None
-                    } else {
-                        Some(AttemptResult::Declined {
+                    match self.db(move |s| s.known_imp_uids(&sub, period)).await {
+                        // An earlier decline of this period: the gateway never saw this attempt.
+                        Ok(known) if known.contains(&p.imp_uid) => None,
+                        Ok(_) => Some(AttemptResult::Declined {
                             imp_uid: Some(p.imp_uid),
                             reason: p.fail_reason.unwrap_or_else(|| "declined (no reason given)".into()),
-                        })
+                        }),
+                        // Without the earlier declines, an old one could be taken for a new one: look again later.
+                        Err(e) => Some(AttemptResult::Unresolved { reason: format!("database: {e:#}") }),
                     }
                 }
                 Lookup::NotFound => None,
@@ -563,7 +592,7 @@ impl<G: Gateway> Engine<G> {
                 }
                 info!(event = "charge.resend", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
                     "the gateway has no record of this attempt; sending it again");
-                Box::pin(self.send(a, now)).await
+                Box::pin(self.send_as(a, now, true)).await
             }
         }
     }
@@ -593,6 +622,16 @@ impl Drop for Senders {
         self.queue.take_all();
         self.queue.close();
         self.set.detach_all();
+    }
+}
+
+/// Counts a sender out when it ends, however it ends.
+struct SenderGone(Arc<Queue>);
+
+impl Drop for SenderGone {
+    fn drop(&mut self) {
+        self.0.senders.fetch_sub(1, Ordering::SeqCst);
+        self.0.drained.notify_one();
     }
 }
 
@@ -812,4 +851,95 @@ fn failpoint(name: &str) {
 fn failpoint_armed(name: &str) -> bool {
     static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     ARMED.get_or_init(|| std::env::var("BILLD_FAILPOINT").ok()).as_deref() == Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gateway whose charge panics (a bug in a sender's path).
+    struct Panicky;
+
+    impl Gateway for Panicky {
+        async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+            panic!("a bug in a sender")
+        }
+        async fn find(&self, _: &str, _: &str) -> Lookup {
+            Lookup::NotFound
+        }
+    }
+
+    /// A gateway that loses the first answer, then refuses every request, and has no record of anything.
+    #[derive(Default)]
+    struct RefusesResends(AtomicUsize);
+
+    impl Gateway for RefusesResends {
+        async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+            match self.0.fetch_add(1, Ordering::SeqCst) {
+                0 => ChargeOutcome::Unknown("no answer".into()),
+                _ => ChargeOutcome::Rejected { code: 1, message: "duplicate merchant_uid".into() },
+            }
+        }
+        async fn find(&self, _: &str, _: &str) -> Lookup {
+            Lookup::NotFound
+        }
+    }
+
+    fn config(dir: &std::path::Path, concurrency: usize, subscriptions: usize) -> Config {
+        let mut text = format!(
+            "[billing]\ntimezone = \"Asia/Seoul\"\ncharge_time = \"10:00\"\n\n[gateway]\nbase_url = \
+             \"http://127.0.0.1:9\"\nimp_key = \"k\"\nimp_secret = \"s\"\nconcurrency = {concurrency}\n\n[[plans]]\n\
+             id = \"p\"\nname = \"Plan\"\namount = 9900\ninterval = \"1 month\"\n"
+        );
+        for i in 0..subscriptions {
+            text += &format!(
+                "[[subscriptions]]\nid = \"s{i}\"\ncustomer_uid = \"c{i}\"\nplan = \"p\"\nstart = \"2025-01-01\"\n"
+            );
+        }
+        crate::config::parse_str(&text, &dir.join("schedules.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_refused_resend_is_not_final_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1, 1);
+        let engine = Engine::new(Store::open(&cfg.billing.database).unwrap(), RefusesResends::default(), cfg);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let status = |e: &Engine<RefusesResends>| -> (String, String) {
+            let s = e.store.lock().unwrap();
+            let row = s.conn().query_row(
+                "SELECT a.status, p.state FROM attempts a JOIN periods p USING (subscription_id, period)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            );
+            row.unwrap()
+        };
+        let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+        rt.block_on(engine.pass(at)).unwrap();
+        assert_eq!(status(&engine), ("unknown".into(), "open".into()), "the first answer was lost");
+        // Each later pass finds no record and resends; the refusals are taken as final only after a few.
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            at += chrono::Duration::hours(2);
+            rt.block_on(engine.pass(at)).unwrap();
+            seen.push(status(&engine));
+        }
+        let until_final = seen.iter().position(|s| s.1 != "open").expect("a refusal becomes final at last");
+        assert_eq!(until_final as u32, RESEND_REFUSALS_TOLERATED - 1, "{seen:?}");
+        assert_eq!(seen[until_final], ("failed".into(), "given_up".into()), "{seen:?}");
+    }
+
+    #[test]
+    fn a_pass_whose_senders_all_panic_ends_with_an_error_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        // More than a page, so the claimer is waiting for the queue to run low when the senders die.
+        let cfg = config(dir.path(), 2, PAGE + 100);
+        let engine = Engine::new(Store::open(&cfg.billing.database).unwrap(), Panicky, cfg);
+        let now = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let result =
+            rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(20), engine.pass(now)).await });
+        let err = result.expect("the pass hung").expect_err("a pass whose senders panicked cannot succeed");
+        assert!(format!("{err:#}").contains("a sender panicked"), "{err:#}");
+    }
 }

@@ -429,12 +429,15 @@ impl Model {
         }
     }
 
-    /// Sends the open period's attempt (`a_tries`: the attempt's unresolved tries as the engine loaded them).
+    /// Sends the open period's attempt (`a_tries`: the attempt's unresolved tries as the engine loaded them;
+    /// `resend`: the gateway had no record of an earlier send of it, which may still be in progress).
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         now: i64,
         a_tries: u32,
         db_tries: u32,
+        resend: bool,
         ledger: &mut Vec<Entry>,
         next: &mut u64,
         calls: &mut Vec<String>,
@@ -447,8 +450,13 @@ impl Model {
                 let imp = ledger.last().unwrap().imp_uid.clone();
                 self.declined(now, imp)
             }
-            Script::Rejected => self.exhausted(period),
-            Script::Transient | Script::UnknownPaid | Script::UnknownDeclined | Script::UnknownNothing => {
+            // A refused resend is final only after the first few (RESEND_REFUSALS_TOLERATED = 3 tries).
+            Script::Rejected if !(resend && a_tries < 3) => self.exhausted(period),
+            Script::Rejected
+            | Script::Transient
+            | Script::UnknownPaid
+            | Script::UnknownDeclined
+            | Script::UnknownNothing => {
                 let open = self.open.as_mut().unwrap();
                 open.next_attempt_at = None;
                 open.unresolved = Some(Unresolved { db_tries: db_tries + 1, check_at: now + backoff(a_tries + 1) });
@@ -479,7 +487,7 @@ impl Model {
                 self.declined(now, imp);
             } else {
                 // The gateway never saw it: the same merchant_uid again (a resend is one more unresolved try).
-                self.send(now, u.db_tries, u.db_tries, ledger, next, &mut calls);
+                self.send(now, u.db_tries, u.db_tries, true, ledger, next, &mut calls);
             }
         }
         // 2. Open due periods and charge them, oldest first, until nothing more is due.
@@ -504,7 +512,7 @@ impl Model {
                 && open.unresolved.is_none()
                 && open.next_attempt_at.is_some_and(|t| t <= now)
             {
-                self.send(now, 0, 0, ledger, next, &mut calls);
+                self.send(now, 0, 0, false, ledger, next, &mut calls);
                 progress = true;
             }
             if !progress {
