@@ -188,13 +188,16 @@ impl<G: Gateway> Engine<G> {
     }
 
     async fn reconcile_stale(&self, now: DateTime<Utc>, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>) -> Result<usize> {
-        // A page at a time (oldest first), so a large backlog (say, after a gateway outage) is never held at once.
+        // A page at a time, so a large backlog (say, after a gateway outage) is never held at once.
         let mut n = 0;
-        let mut after = 0;
+        let mut after: Option<(String, u64)> = None;
         'pages: loop {
-            let page = self.db(move |s| s.unresolved_after(ts(now), after, PAGE)).await?;
+            let key = after.clone();
+            let page = self
+                .db(move |s| s.unresolved_after(ts(now), key.as_ref().map(|(s, p)| (s.as_str(), *p)), PAGE))
+                .await?;
             let Some(last) = page.last() else { break };
-            after = last.id;
+            after = Some((last.subscription_id.clone(), last.period));
             n += page.len();
             for a in page {
                 if self.stopping() {
