@@ -29,7 +29,7 @@ const CLOSED: &[&str] =
     &["PaymentAnnotation", "CustomerAnnotation", "AuthAnnotation", "PagedPaymentAnnotation", "PaymentCancelAnnotation"];
 
 fn spec_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/iamport-v1.openapi.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/iamport-v1.openapi.json")
 }
 
 fn load_spec() -> Value {
@@ -37,7 +37,7 @@ fn load_spec() -> Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "the official i'mport V1 spec is needed for this test but cannot be read at {}: {e} \
-             (it lives in shared/reference/ next to the repository checkout)",
+             (a copy of shared/reference/, see tests/reference/README.md)",
             path.display()
         )
     });
@@ -335,7 +335,7 @@ async fn nullable_fields_are_exactly_those_the_spec_text_calls_null() {
     assert!(!nullable.contains(&"PaymentAnnotation.pg_tid".to_string()));
 }
 
-/// The real response recorded by an official client (shared/reference/fixtures): every field it
+/// The real response recorded by an official client (tests/reference/fixtures): every field it
 /// carries is present in a sandbox payment with the same JSON type.
 #[tokio::test]
 async fn a_sandbox_payment_carries_every_field_of_a_recorded_real_response() {
