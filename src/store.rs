@@ -834,9 +834,22 @@ impl Store {
     pub fn record(&mut self, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
         let tx = self.tx()?;
         let mut changes = Vec::new();
-        for it in items {
-            record_one(&tx, it, now, &mut changes)
-                .with_context(|| format!("recording merchant_uid {}", it.attempt.merchant_uid))?;
+        {
+            // A billing day's outcomes are nearly all "paid": its two statements are prepared once per batch.
+            let mut paid = PaidStatements {
+                attempt: tx.prepare_cached(
+                    "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
+                       resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+                )?,
+                period: tx.prepare_cached(
+                    "UPDATE periods SET state = 'paid', next_attempt_at = NULL, closed_at = ?3
+                     WHERE subscription_id = ?1 AND period = ?2",
+                )?,
+            };
+            for it in items {
+                record_one(&tx, &mut paid, it, now, &mut changes)
+                    .with_context(|| format!("recording merchant_uid {}", it.attempt.merchant_uid))?;
+            }
         }
         tx.commit()?;
         Ok(changes)
@@ -1147,7 +1160,19 @@ fn set_status_tx(tx: &Transaction<'_>, id: &str, to: Status, now: i64, reason: &
     Ok(Some(from))
 }
 
-fn record_one(tx: &Transaction<'_>, it: &Recorded, now: i64, changes: &mut Vec<StatusChange>) -> Result<()> {
+/// The statements that record a paid attempt, prepared once for a batch of outcomes.
+struct PaidStatements<'a> {
+    attempt: rusqlite::CachedStatement<'a>,
+    period: rusqlite::CachedStatement<'a>,
+}
+
+fn record_one(
+    tx: &Transaction<'_>,
+    paid: &mut PaidStatements<'_>,
+    it: &Recorded,
+    now: i64,
+    changes: &mut Vec<StatusChange>,
+) -> Result<()> {
     let a = &it.attempt;
     let mut status_to = |to: Status, reason: &str, changes: &mut Vec<StatusChange>| -> Result<()> {
         let from = current_status(tx, &a.subscription_id)?;
@@ -1165,22 +1190,17 @@ fn record_one(tx: &Transaction<'_>, it: &Recorded, now: i64, changes: &mut Vec<S
         }
         Ok(())
     };
-    let detail = json!({
-        "merchant_uid": a.merchant_uid, "period": a.period, "attempt": a.attempt, "amount": a.amount,
-        "currency": a.currency,
-    });
+    // The event detail of an outcome that writes an event (a paid one does not).
+    let detail = || {
+        json!({
+            "merchant_uid": a.merchant_uid, "period": a.period, "attempt": a.attempt, "amount": a.amount,
+            "currency": a.currency,
+        })
+    };
     match &it.result {
         AttemptResult::Paid { imp_uid } => {
-            tx.prepare_cached(
-                "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
-                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![a.id, imp_uid, now])?;
-            tx.prepare_cached(
-                "UPDATE periods SET state = 'paid', next_attempt_at = NULL, closed_at = ?3
-                 WHERE subscription_id = ?1 AND period = ?2",
-            )?
-            .execute(params![a.subscription_id, a.period as i64, now])?;
+            paid.attempt.execute(params![a.id, imp_uid, now])?;
+            paid.period.execute(params![a.subscription_id, a.period as i64, now])?;
             // The paid attempt row is the record of the payment (no separate event: this is the hot path of a
             // billing day). A past-due subscription becomes active again; any other status stays as it is.
             let recovered = a.past_due
@@ -1213,7 +1233,7 @@ fn record_one(tx: &Transaction<'_>, it: &Recorded, now: i64, changes: &mut Vec<S
                    updated_at = ?4 WHERE id = ?1",
             )?
             .execute(params![a.id, reason, ts(at), now])?;
-            let mut d = detail;
+            let mut d = detail();
             d["reason"] = json!(reason);
             d["check_at"] = json!(at.to_rfc3339());
             event(tx, now, "charge.unknown", Some(&a.subscription_id), d)?;
@@ -1227,15 +1247,15 @@ fn record_one(tx: &Transaction<'_>, it: &Recorded, now: i64, changes: &mut Vec<S
             // The period stays open: it is charged again only if the subscription bills again.
             tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
                 .execute(params![a.subscription_id, a.period as i64, now])?;
-            let mut d = detail;
+            let mut d = detail();
             d["reason"] = json!(reason);
             event(tx, now, "charge.abandoned", Some(&a.subscription_id), d)?;
         }
         AttemptResult::Declined { imp_uid, reason } => {
-            record_failure(tx, it, now, "declined", imp_uid.as_deref(), reason, detail, &mut status_to, changes)?;
+            record_failure(tx, it, now, "declined", imp_uid.as_deref(), reason, detail(), &mut status_to, changes)?;
         }
         AttemptResult::Rejected { reason } => {
-            record_failure(tx, it, now, "rejected", None, reason, detail, &mut status_to, changes)?;
+            record_failure(tx, it, now, "rejected", None, reason, detail(), &mut status_to, changes)?;
         }
     }
     Ok(())
