@@ -549,7 +549,8 @@ impl<G: Gateway> Engine<G> {
         self.decide(a, result, now)
     }
 
-    /// Resolves an unresolved attempt by looking its merchant_uid up; resends only if the gateway never saw it.
+    /// Resolves an unresolved attempt by looking its merchant_uid up; resends only if the gateway never saw it, and
+    /// an attempt left `pending` only after a quiet period (see [`Engine::quiet_period`]).
     async fn reconcile(&self, a: Attempt, now: DateTime<Utc>) -> Recorded {
         let result = match self.gateway.find(&a.merchant_uid, "paid").await {
             Lookup::Found(p) => {
@@ -587,8 +588,23 @@ impl<G: Gateway> Engine<G> {
                 },
                 now,
             ),
+            None if a.status == "pending" => {
+                // Left pending by a process that stopped (or a pass that ended early): its request may have left
+                // and still be in progress at the gateway, which records a payment only once it is made. A resend
+                // now could be a second charge under the same merchant_uid (a merchant_uid is refused only once it
+                // is paid). Look again once any such request is over, and resend only then.
+                let quiet = self.quiet_period();
+                let reason = format!(
+                    "no record at the gateway yet; a request sent before billd stopped may still be in progress, so \
+                     it is looked up again after {} before anything is resent",
+                    crate::duration::format(quiet)
+                );
+                let at = now + chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::minutes(1));
+                Recorded { attempt: a, result: AttemptResult::Unresolved { reason }, decision: Decision::CheckAt(at) }
+            }
             None => {
-                // The gateway has no record of it: resend the same merchant_uid (a paid one cannot be paid twice).
+                // The gateway has no record of it, a quiet period after any earlier send: resend the same
+                // merchant_uid (a paid one cannot be paid twice).
                 let id = a.id;
                 if let Err(e) = self.db(move |s| s.mark_resending(id, ts(now))).await {
                     return self.decide(a, AttemptResult::Unresolved { reason: format!("database: {e:#}") }, now);
@@ -598,6 +614,12 @@ impl<G: Gateway> Engine<G> {
                 Box::pin(self.send_as(a, now, true)).await
             }
         }
+    }
+
+    /// How long an attempt left `pending` waits, after a lookup found no record of it, before it may be resent:
+    /// twice the time billd gives the gateway to answer a request, so that one still in progress is over.
+    fn quiet_period(&self) -> std::time::Duration {
+        2 * self.cfg.gateway.timeout
     }
 
     fn decide(&self, a: Attempt, result: AttemptResult, now: DateTime<Utc>) -> Recorded {

@@ -56,10 +56,28 @@ fn assert_every_charge_had_its_intent(w: &World) {
 }
 
 /// After recovery: s0..s2 paid once with one `again` each, c3 declined once (a retry scheduled), nothing unresolved.
+/// The rerun settles by lookup what the gateway had seen and resends nothing yet: a request of the process that died
+/// may still be in progress, so what has no record at the gateway is looked up again after a quiet period (twice
+/// the 5 s gateway timeout) and only then resent.
 fn assert_recovered(w: &World) {
+    let seen: Vec<String> = w.ledger().into_iter().map(|e| e.merchant_uid).collect();
     let out = w.tick(DUE);
     let stderr = World::stderr(&out);
     assert!(!stderr.contains("reconciled=0"), "the rerun reconciled nothing: {stderr}");
+    let after: Vec<String> = w.ledger().into_iter().map(|e| e.merchant_uid).collect();
+    assert_eq!(after, seen, "the rerun resent before the quiet period: {stderr}");
+    let held: Vec<(i64, i64)> = {
+        let db = w.db();
+        let mut st = db.prepare("SELECT tries, check_at FROM attempts WHERE status IN ('pending', 'unknown')").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let due = chrono::DateTime::parse_from_rfc3339(DUE).unwrap().timestamp();
+    assert!(held.iter().all(|&(tries, at)| tries == 1 && at == due + 10), "looked up again after 10 s: {held:?}");
+    assert_eq!(held.len(), attempts(w).len() - seen.len(), "everything the gateway never saw waits: {held:?}");
+    // Not yet at the end of the quiet period; then resent.
+    w.tick("2025-01-01T10:00:09+09:00");
+    assert_eq!(w.ledger().len(), seen.len(), "resent within the quiet period");
+    w.tick("2025-01-01T10:00:10+09:00");
     let paid = w.paid_by_merchant_uid();
     assert_eq!(paid.keys().cloned().collect::<Vec<_>>(), ["billd-s0-0", "billd-s1-0", "billd-s2-0"]);
     let mut per_uid: BTreeMap<String, usize> = BTreeMap::new();
@@ -80,7 +98,7 @@ fn assert_recovered(w: &World) {
     assert_eq!(w.status_of("s3"), "past_due");
     w.assert_consistent();
     // A day later the retry goes out as the policy says: a second attempt, same merchant_uid.
-    w.tick("2025-01-02T10:00:00+09:00");
+    w.tick("2025-01-02T10:00:10+09:00");
     assert_eq!(w.attempts_for("c3").len(), 2);
     assert!(w.attempts_for("c3").iter().all(|e| e.merchant_uid == "billd-s3-0"));
     assert_eq!(w.paid_by_merchant_uid().len(), 3);
