@@ -12,16 +12,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where a fatal error is reported: once, in the form the log's reader expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fatal {
+    /// A plain `billd: …` line on stderr (console logs on a terminal or a file).
+    Stderr,
+    /// A log event (JSON lines, or the journal, where a plain stderr line would be a second, unstructured copy).
+    Log,
+}
+
 /// Installs the global subscriber. The level comes from `BILLD_LOG` (default `info`). Under systemd (stderr
 /// connected to the journal) console logs go to journald with structured fields such as `EVENT=charge.failed`.
-pub fn init(format: LogFormat) {
+/// Returns where fatal errors are to be reported.
+pub fn init(format: LogFormat) -> Fatal {
     let filter = EnvFilter::try_from_env("BILLD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = format == LogFormat::Console && std::env::var_os("JOURNAL_STREAM").is_some();
     if let Some(layer) = journal.then(tracing_journald::layer).and_then(Result::ok) {
         use tracing_subscriber::layer::SubscriberExt;
         let layer = layer.with_field_prefix(None).with_syslog_identifier("billd".into());
         let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(layer));
-        return;
+        return Fatal::Log;
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -29,8 +39,14 @@ pub fn init(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Console => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-    };
+    match format {
+        LogFormat::Console => {
+            let _ = builder.try_init();
+            Fatal::Stderr
+        }
+        LogFormat::Json => {
+            let _ = builder.json().flatten_event(true).with_current_span(false).try_init();
+            Fatal::Log
+        }
+    }
 }

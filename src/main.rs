@@ -4,12 +4,15 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = billd::cli::Args::parse();
-    billd::logging::init(args.log_format);
+    let fatal = billd::logging::init(args.log_format);
     match billd::cli::main(args) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("billd: {e:#}");
+            // Once: a plain line for a reader of the console, an event for a reader of JSON lines or the journal.
+            match fatal {
+                billd::logging::Fatal::Stderr => eprintln!("billd: {e:#}"),
+                billd::logging::Fatal::Log => tracing::error!(event = "billd.failed", "{e:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -90,3 +90,25 @@ fn a_broken_config_stops_tick_before_any_database_or_charge() {
     assert!(stderr.contains("schedules.toml") && stderr.contains("plans[0]"), "{stderr}");
     assert!(!tmp.path().join("billd.sqlite3").exists(), "a database was created from a config that failed");
 }
+
+/// A fatal error is reported once: a plain `billd: …` line on the console, one JSON event with `--log-format json`
+/// (no plain copy in a stream of JSON lines).
+#[test]
+fn a_fatal_error_is_reported_once_in_the_log_format_asked_for() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_configs/does-not-exist.toml");
+    let out = billd(&config, &["tick"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("1 problem in the config").count(), 1, "console: {stderr}");
+    assert!(stderr.starts_with("billd: ") && stderr.contains("config file not found"), "console: {stderr}");
+
+    let out = billd(&config, &["--log-format", "json", "tick"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "json: {stderr}");
+    let event: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(event["level"], "ERROR");
+    assert_eq!(event["event"], "billd.failed");
+    assert!(event["message"].as_str().unwrap().contains("does-not-exist.toml"), "{event}");
+}
