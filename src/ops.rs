@@ -143,7 +143,7 @@ pub fn upcoming(path: &Path, days: u32, json: bool) -> Result<ExitCode> {
     let now = Utc::now();
     let until = now + chrono::Duration::days(i64::from(days));
     let mut items = Vec::new();
-    for (sub, next_due, open) in store.billing_subscriptions()? {
+    for (sub, next_due, open) in store.billing_subscriptions(until.timestamp())? {
         if let Some((period, at, amount, currency)) = open {
             items.push(Upcoming {
                 at: from_ts(at.max(now.timestamp())).with_timezone(&clock.timezone).to_rfc3339(),

@@ -174,3 +174,27 @@ fn charges_failed_follow_prints_new_failures_as_they_are_recorded() {
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["failure"], "declined");
 }
+
+#[test]
+fn upcoming_reads_only_what_falls_in_the_window_and_every_waiting_retry() {
+    let in_3_days = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive().to_string();
+    let body = format!(
+        "{MONTHLY}{}{}",
+        sub("s1", "c1", "monthly", &in_3_days),
+        sub("s2", "c2", "monthly", &days_ago(1)) // declined below: a retry waits
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c2", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w.tick(&chrono::Utc::now().to_rfc3339());
+    assert_eq!(w.status_of("s2"), "past_due");
+    let list = |days: &str| -> Vec<(String, String)> {
+        let o = w.billd().args(["upcoming", "--days", days, "--json"]).output().unwrap();
+        let items: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let items = items.as_array().unwrap().iter();
+        items.map(|i| (i["subscription"].as_str().unwrap().into(), i["kind"].as_str().unwrap().into())).collect()
+    };
+    // The retry is listed whatever the window; s1 only once its due date is in it.
+    assert_eq!(list("1"), [("s2".to_string(), "retry".to_string())]);
+    let ten = list("10");
+    assert!(ten.contains(&("s1".into(), "due".into())) && ten.contains(&("s2".into(), "retry".into())), "{ten:?}");
+}
