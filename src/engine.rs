@@ -82,6 +82,25 @@ impl<G: Gateway> Clone for Engine<G> {
 /// final (see [`Engine::send_as`]).
 const RESEND_REFUSALS_TOLERATED: u32 = 3;
 
+/// A pass's clock: the instant the pass runs at (`as_of`: now, or `tick --as-of`), and the real time since it began,
+/// so that what happens late in a long pass is timed as late.
+#[derive(Clone, Copy, Debug)]
+struct At {
+    as_of: DateTime<Utc>,
+    started: std::time::Instant,
+}
+
+impl At {
+    fn start(as_of: DateTime<Utc>) -> At {
+        At { as_of, started: std::time::Instant::now() }
+    }
+
+    /// The pass's instant plus the real time since it began.
+    fn now(self) -> DateTime<Utc> {
+        self.as_of + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
+}
+
 /// How many rows one claim, open or reconcile step handles at once.
 const PAGE: usize = 1024;
 
@@ -181,13 +200,14 @@ impl<G: Gateway> Engine<G> {
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
-        let result = self.reconcile_stale(now, &tx, &sem).await;
+        let result = self.reconcile_stale(At::start(now), &tx, &sem).await;
         drop(tx);
         writer.await.context("the outcome writer panicked")??;
         result
     }
 
-    async fn reconcile_stale(&self, now: DateTime<Utc>, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>) -> Result<usize> {
+    async fn reconcile_stale(&self, at: At, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>) -> Result<usize> {
+        let now = at.as_of;
         // A page at a time, so a large backlog (say, after a gateway outage) is never held at once.
         let mut n = 0;
         let mut after: Option<(String, u64)> = None;
@@ -206,7 +226,7 @@ impl<G: Gateway> Engine<G> {
                 let permit = sem.clone().acquire_owned().await?;
                 let (me, tx) = (self.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let rec = me.reconcile(a, now).await;
+                    let rec = me.reconcile(a, at).await;
                     let _ = tx.send(Msg::Record(Box::new(rec))).await;
                     drop(permit);
                 });
@@ -286,7 +306,7 @@ impl<G: Gateway> Engine<G> {
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
-        let result = self.drive(now, &tx, &sem, &mut report).await;
+        let result = self.drive(At::start(now), &tx, &sem, &mut report).await;
         drop(tx);
         let tally = writer.await.context("the outcome writer panicked")??;
         result?;
@@ -305,15 +325,10 @@ impl<G: Gateway> Engine<G> {
         Ok(report)
     }
 
-    async fn drive(
-        &self,
-        now: DateTime<Utc>,
-        tx: &mpsc::Sender<Msg>,
-        sem: &Arc<Semaphore>,
-        report: &mut PassReport,
-    ) -> Result<()> {
+    async fn drive(&self, at: At, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>, report: &mut PassReport) -> Result<()> {
+        let now = at.as_of;
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
-        report.reconciled = self.reconcile_stale(now, tx, sem).await?;
+        report.reconciled = self.reconcile_stale(at, tx, sem).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {
@@ -354,7 +369,7 @@ impl<G: Gateway> Engine<G> {
                     failpoint("after_intent_commit");
                     for _ in 0..self.cfg.gateway.concurrency {
                         queue.senders.fetch_add(1, Ordering::SeqCst);
-                        senders.set.spawn(self.clone().sender(queue.clone(), tx.clone(), sent.clone(), now));
+                        senders.set.spawn(self.clone().sender(queue.clone(), tx.clone(), sent.clone(), at));
                     }
                 }
                 if self.stopping() {
@@ -399,7 +414,7 @@ impl<G: Gateway> Engine<G> {
     /// One of a round's senders: sends claimed attempts from the queue until it is closed and empty, or the engine
     /// stops (a charge already taken is still sent and recorded).
     /// A sender also stops if the outcome writer has failed (nothing more can be recorded).
-    async fn sender(self, queue: Arc<Queue>, tx: mpsc::Sender<Msg>, sent: Arc<AtomicUsize>, now: DateTime<Utc>) {
+    async fn sender(self, queue: Arc<Queue>, tx: mpsc::Sender<Msg>, sent: Arc<AtomicUsize>, at: At) {
         // However the sender ends (a panic included), the claimer is told, so it never waits for it forever.
         let _gone = SenderGone(queue.clone());
         while !self.stopping() {
@@ -411,7 +426,7 @@ impl<G: Gateway> Engine<G> {
             }
             sent.fetch_add(1, Ordering::Relaxed);
             self.metrics.beat();
-            let rec = self.send(a, now).await;
+            let rec = self.send(a, at).await;
             if tx.send(Msg::Record(Box::new(rec))).await.is_err() {
                 break;
             }
@@ -500,14 +515,14 @@ impl<G: Gateway> Engine<G> {
     }
 
     /// Sends one committed attempt and decides what its outcome means.
-    async fn send(&self, a: Attempt, now: DateTime<Utc>) -> Recorded {
-        self.send_as(a, now, false).await
+    async fn send(&self, a: Attempt, at: At) -> Recorded {
+        self.send_as(a, at, false).await
     }
 
     /// [`Engine::send`]; `resend`: the attempt was sent before (by a process that died or lost the answer) and the
     /// lookups found nothing, so that request may still be in progress at the gateway: a refusal of this one (say,
     /// a duplicate merchant_uid) is not taken as final unless a lookup settles it.
-    async fn send_as(&self, a: Attempt, now: DateTime<Utc>, resend: bool) -> Recorded {
+    async fn send_as(&self, a: Attempt, at: At, resend: bool) -> Recorded {
         let req = Self::request(&a);
         let started = std::time::Instant::now();
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -546,12 +561,12 @@ impl<G: Gateway> Engine<G> {
             ChargeOutcome::Transient(r) => AttemptResult::Unresolved { reason: format!("transient: {r}") },
             ChargeOutcome::Unknown(r) => AttemptResult::Unresolved { reason: format!("unknown outcome: {r}") },
         };
-        self.decide(a, result, now)
+        self.decide(a, result, at)
     }
 
     /// Resolves an unresolved attempt by looking its merchant_uid up; resends only if the gateway never saw it, and
     /// an attempt left `pending` only after a quiet period (see [`Engine::quiet_period`]).
-    async fn reconcile(&self, a: Attempt, now: DateTime<Utc>) -> Recorded {
+    async fn reconcile(&self, a: Attempt, at: At) -> Recorded {
         let result = match self.gateway.find(&a.merchant_uid, "paid").await {
             Lookup::Found(p) => {
                 if (p.amount - a.amount as f64).abs() > 0.000_1 {
@@ -580,55 +595,61 @@ impl<G: Gateway> Engine<G> {
             },
         };
         match result {
-            Some(r) => self.decide(a, r, now),
+            Some(r) => self.decide(a, r, at),
+            // Left pending by a process that stopped (or a pass that ended early): its request may have left and
+            // still be in progress at the gateway, where a lookup may not find it yet (and a merchant_uid is
+            // refused only once it is paid), so a resend now could be a second charge. Neither resent nor given up
+            // now: looked up again after the quiet period.
+            // (A wait, not a failure: the quiet period exactly, not the unresolved backoff.)
+            None if a.status == "pending" => {
+                let reason = "no record at the gateway yet; a request sent before billd stopped may still be in \
+                              progress, so it is looked up again after the quiet period before anything else";
+                let decision = Decision::CheckAt(at.now() + self.quiet_period());
+                Recorded { attempt: a, result: AttemptResult::Unresolved { reason: reason.into() }, decision }
+            }
             None if !a.billing => self.decide(
                 a,
                 AttemptResult::Abandoned {
                     reason: "never reached the gateway; the subscription no longer bills".into(),
                 },
-                now,
+                at,
             ),
-            None if a.status == "pending" => {
-                // Left pending by a process that stopped (or a pass that ended early): its request may have left
-                // and still be in progress at the gateway, which records a payment only once it is made. A resend
-                // now could be a second charge under the same merchant_uid (a merchant_uid is refused only once it
-                // is paid). Look again once any such request is over, and resend only then.
-                let quiet = self.quiet_period();
-                let reason = format!(
-                    "no record at the gateway yet; a request sent before billd stopped may still be in progress, so \
-                     it is looked up again after {} before anything is resent",
-                    crate::duration::format(quiet)
-                );
-                let at = now + chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::minutes(1));
-                Recorded { attempt: a, result: AttemptResult::Unresolved { reason }, decision: Decision::CheckAt(at) }
-            }
             None => {
-                // The gateway has no record of it, a quiet period after any earlier send: resend the same
+                // The gateway has no record of it, at least a quiet period after the last send: resend the same
                 // merchant_uid (a paid one cannot be paid twice).
                 let id = a.id;
-                if let Err(e) = self.db(move |s| s.mark_resending(id, ts(now))).await {
-                    return self.decide(a, AttemptResult::Unresolved { reason: format!("database: {e:#}") }, now);
+                if let Err(e) = self.db(move |s| s.mark_resending(id, ts(at.as_of))).await {
+                    return self.decide(a, AttemptResult::Unresolved { reason: format!("database: {e:#}") }, at);
                 }
                 info!(event = "charge.resend", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
                     "the gateway has no record of this attempt; sending it again");
-                Box::pin(self.send_as(a, now, true)).await
+                Box::pin(self.send_as(a, at, true)).await
             }
         }
     }
 
-    /// How long an attempt left `pending` waits, after a lookup found no record of it, before it may be resent:
-    /// twice the time billd gives the gateway to answer a request, so that one still in progress is over.
-    fn quiet_period(&self) -> std::time::Duration {
-        2 * self.cfg.gateway.timeout
+    /// The least time between an unresolved outcome and the next look at it (so also between a send and any
+    /// resend): twice the time billd gives the gateway to answer a request, a margin for a request still in
+    /// progress there. (The gateway documents no time limit of its own, so this is a margin, not a guarantee.)
+    fn quiet_period(&self) -> chrono::Duration {
+        chrono::Duration::from_std(2 * self.cfg.gateway.timeout).unwrap_or(chrono::Duration::hours(1))
     }
 
-    fn decide(&self, a: Attempt, result: AttemptResult, now: DateTime<Utc>) -> Recorded {
+    fn decide(&self, a: Attempt, result: AttemptResult, at: At) -> Recorded {
         let policy = &self.cfg.dunning;
+        let now = at.as_of;
         let decision = match &result {
             AttemptResult::Paid { .. } => policy.decide(Outcome::Paid, a.declines, 0, now),
             AttemptResult::Declined { .. } => policy.decide(Outcome::Declined, a.declines + 1, 0, now),
             AttemptResult::Rejected { .. } => policy.decide(Outcome::Rejected, a.declines, 0, now),
-            AttemptResult::Unresolved { .. } => policy.decide(Outcome::Unresolved, a.declines, a.tries + 1, now),
+            // Timed from now in the pass (a request may leave well after the pass began), and never sooner than
+            // the quiet period.
+            AttemptResult::Unresolved { .. } => {
+                match policy.decide(Outcome::Unresolved, a.declines, a.tries + 1, at.now()) {
+                    Decision::CheckAt(t) => Decision::CheckAt(t.max(at.now() + self.quiet_period())),
+                    other => other,
+                }
+            }
             AttemptResult::Abandoned { .. } => Decision::Paid,
         };
         Recorded { attempt: a, result, decision }

@@ -204,8 +204,14 @@ fn lost_response_after_the_charge_is_resolved_by_lookup_not_resent() {
     assert_eq!(w.paid_for("c1").len(), 1, "the gateway charged");
     let status: String = w.db().query_row("SELECT status FROM attempts", [], |r| r.get(0)).unwrap();
     assert_eq!(status, "unknown");
-    // The next pass (a minute later) looks the merchant_uid up and records the payment.
-    w.tick("2025-01-01T10:01:00+09:00");
+    // Timed from the outcome (a 1 s timeout into the pass), not from the pass's start: the next look is a minute
+    // after billd gave up on the answer.
+    let check_at: i64 = w.db().query_row("SELECT check_at FROM attempts", [], |r| r.get(0)).unwrap();
+    let due = chrono::DateTime::parse_from_rfc3339("2025-01-01T10:00:00+09:00").unwrap().timestamp();
+    assert!(check_at >= due + 61, "looked at again {} s after the pass began", check_at - due);
+    // A pass after the backoff (a minute after the outcome, which came a timeout into the pass) looks the
+    // merchant_uid up and records the payment.
+    w.tick("2025-01-01T10:02:00+09:00");
     assert_eq!(w.paid_for("c1").len(), 1, "never charged twice");
     assert_eq!(w.attempts_for("c1").len(), 1, "not even sent twice");
     w.assert_consistent();
@@ -289,4 +295,28 @@ fn secrets_never_reach_the_logs() {
     assert!(all.contains("charge.paid"));
     assert!(!all.contains("imp_sandbox_secret"), "the secret was logged");
     assert!(!all.to_lowercase().contains("bearer"), "an Authorization header was logged");
+}
+
+/// An unresolved outcome is looked at again no sooner than twice `gateway.timeout` after it, even when the
+/// unresolved backoff is shorter (a margin for a request still in progress at the gateway).
+#[test]
+fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
+    let w = World::new(Setup {
+        timeout: "45s",
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::Http500, times: Some(1) });
+    w.tick("2025-01-01T10:00:00+09:00");
+    let (status, check_at): (String, i64) =
+        w.db().query_row("SELECT status, check_at FROM attempts", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let due = chrono::DateTime::parse_from_rfc3339("2025-01-01T10:00:00+09:00").unwrap().timestamp();
+    assert_eq!(status, "unknown");
+    assert!(check_at >= due + 90, "looked at again after {} s, before twice the 45 s timeout", check_at - due);
+    w.tick("2025-01-01T10:01:29+09:00");
+    assert!(w.ledger().is_empty(), "resent within the quiet period");
+    w.tick("2025-01-01T10:01:31+09:00");
+    assert_eq!(w.paid_for("c1").len(), 1);
+    w.assert_consistent();
 }

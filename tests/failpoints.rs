@@ -1,8 +1,9 @@
 //! Crashes at each step of the exactly-once protocol (`BILLD_FAILPOINT`, which aborts the process like `kill -9`):
 //! after the intent commit, after sending and before the answer, after the answer and before the outcome commit.
 //! Each test checks the state at the crash (intent rows committed before anything reached the gateway), recovers
-//! with a plain rerun, and checks the gateway's ledger: one paid charge per period, a decline counted once,
-//! nothing left unresolved, no second `again` for a period the gateway had already seen.
+//! with plain reruns (one at once, one after the quiet period), and checks the gateway's ledger: one paid charge per
+//! period, a decline counted once, nothing left unresolved, no second `again` for a period the gateway had already
+//! seen.
 
 mod common;
 
@@ -162,4 +163,28 @@ fn the_daemon_crashing_after_its_intent_commit_recovers_on_restart() {
     assert!(child.wait().unwrap().success());
     assert_eq!(w.ledger().len(), 2, "one `again` per period");
     w.assert_consistent();
+}
+
+/// A subscription paused while a killed run had its charge in flight: the charge is not closed as "never reached
+/// the gateway" at the first lookup that finds nothing (its request may still be in progress there), only at a
+/// look after the quiet period; the other periods recover as usual.
+#[test]
+fn an_in_flight_charge_of_a_paused_subscription_is_abandoned_only_after_the_quiet_period() {
+    let w = world(0);
+    crash_at(&w, "after_intent_commit");
+    let out = w.billd().args(["pause", "s0"]).output().unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+    let s0 = |w: &World| -> (String, Option<String>) {
+        w.db()
+            .query_row("SELECT status, failure FROM attempts WHERE subscription_id = 's0'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+    };
+    w.tick(DUE);
+    assert_eq!(s0(&w), ("unknown".to_string(), None), "given up while its request may be in progress");
+    w.tick("2025-01-01T10:00:10+09:00");
+    assert_eq!(s0(&w), ("failed".to_string(), Some("abandoned".to_string())));
+    assert!(!w.ledger().iter().any(|e| e.merchant_uid == "billd-s0-0"), "a paused subscription was charged");
+    assert_eq!(w.paid_by_merchant_uid().len(), 2, "s1 and s2 paid after the quiet period");
 }
