@@ -188,3 +188,27 @@ fn an_in_flight_charge_of_a_paused_subscription_is_abandoned_only_after_the_quie
     assert!(!w.ledger().iter().any(|e| e.merchant_uid == "billd-s0-0"), "a paused subscription was charged");
     assert_eq!(w.paid_by_merchant_uid().len(), 2, "s1 and s2 paid after the quiet period");
 }
+
+/// The hazard the quiet period is for: billd dies while the gateway is still making a charge. The sandbox charges
+/// c0's card 1.5 s after the request arrives, even with billd gone, and (as i'mport refuses a merchant_uid only once
+/// it is paid) would charge a second request for the same merchant_uid that came meanwhile. The rerun right after
+/// the crash finds nothing and must not send it again; once the quiet period is over, the lookup finds the payment.
+#[test]
+fn a_charge_still_in_progress_at_the_gateway_when_billd_died_is_not_sent_again() {
+    let w = world(0);
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: Some("c0".into()),
+        fault: billd_sandbox::Fault::ChargeLater { after: Duration::from_millis(1500) },
+        times: Some(1),
+    });
+    crash_at(&w, "after_send");
+    let s0 = |w: &World| w.ledger().into_iter().filter(|e| e.merchant_uid == "billd-s0-0").count();
+    assert_eq!(s0(&w), 0, "the charge is still in progress at the crash");
+    w.tick(DUE);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(s0(&w), 1, "the first request's charge was made, billd gone");
+    w.tick("2025-01-01T10:00:10+09:00");
+    assert_eq!(s0(&w), 1, "billd-s0-0 was sent again while its first charge was in progress");
+    assert_eq!(w.paid_by_merchant_uid().len(), 3);
+    w.assert_consistent();
+}

@@ -348,7 +348,7 @@ async fn onetime(State(st): State<Shared>, req: Request) -> Response {
 async fn charge(
     st: Shared,
     req: Request,
-    process: impl FnOnce(&AppState, &Params, &HeaderMap) -> Result<crate::ledger::Payment, Refusal>,
+    process: impl FnOnce(&AppState, &Params, &HeaderMap) -> Result<crate::ledger::Payment, Refusal> + Send + 'static,
 ) -> Response {
     let (parts, body) = req.into_parts();
     let p = match Params::read(&parts.headers, body).await {
@@ -374,6 +374,32 @@ async fn charge(
             r
         }
         Some(Fault::Html502) => crate::hostile::html_502(),
+        Some(Fault::ChargeLater { after }) => {
+            let after = *after;
+            let merchant_uid = p.0.get("merchant_uid").and_then(Value::as_str).unwrap_or_default().to_string();
+            let arrival = lock(&st.ledger).check_on_arrival(&merchant_uid);
+            match arrival {
+                Err(r) => reply::<crate::ledger::Payment>(Err(r)),
+                Ok(()) => {
+                    // In a task of its own: the charge is made even if the client has gone meanwhile.
+                    let (st, headers) = (st.clone(), parts.headers.clone());
+                    let made = tokio::spawn(async move {
+                        sleep(after).await;
+                        lock(&st.ledger).checked_on_arrival(&merchant_uid);
+                        process(&st, &p, &headers)
+                    });
+                    match made.await {
+                        Ok(result) => reply(result),
+                        Err(e) => envelope::<()>(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            -1,
+                            Some(&format!("sandbox: the charge task failed: {e}")),
+                            None,
+                        ),
+                    }
+                }
+            }
+        }
         _ => reply(process(&st, &p, &parts.headers)),
     };
     sleep(st.latency.sample() + applied.extra_latency).await;

@@ -207,7 +207,8 @@ impl<'de> Deserialize<'de> for Latency {
 /// JSON (for `POST /__sandbox/faults`) and TOML use the same shape:
 /// `{"customer_uid": "cust_1", "fault": "http500", "times": 2}`;
 /// `fault` is one of `"http500"`, `"drop_after_charge"`, `"garbage"`,
-/// `{"lose_response_after_charge": {"hold": "35s"}}`, `{"latency": "2s"}`, and the hostile answers
+/// `{"lose_response_after_charge": {"hold": "35s"}}`, `{"charge_later": {"after": "2s"}}`, `{"latency": "2s"}`,
+/// and the hostile answers
 /// `"html502"`, `"truncated_json"`, `"missing_fields"`, `"mistyped_fields"`, `"huge_body"`,
 /// `{"trickle": {"every": "20ms"}}`, `"reset_mid_body"`, `"wrong_merchant_uid"`, `"wrong_amount"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +240,15 @@ pub enum Fault {
     },
     /// The charge is recorded as usual, then the TCP connection is closed without any HTTP response.
     DropAfterCharge,
+    /// The request is checked on arrival (a paid merchant_uid is refused), and the card is charged `after` later,
+    /// in a task of its own that goes on if the client has gone: until then no lookup finds the payment, and a
+    /// second request for the same merchant_uid meanwhile is charged too, as i'mport refuses a merchant_uid only
+    /// once it is paid. The answer follows the charge.
+    ChargeLater {
+        /// How long the charge takes.
+        #[serde(with = "duration")]
+        after: Duration,
+    },
     /// Extra latency on top of the configured one (the charge still happens as usual).
     Latency(#[serde(with = "duration")] Duration),
     /// HTTP 200 with a body that is not JSON; nothing is charged.
@@ -485,6 +495,7 @@ mod tests {
             r#"{"customer_uid":"c1","fault":"drop_after_charge","times":1}"#,
             r#"{"fault":"garbage"}"#,
             r#"{"fault":{"lose_response_after_charge":{"hold":"1500ms"}}}"#,
+            r#"{"customer_uid":"c1","fault":{"charge_later":{"after":"1500ms"}}}"#,
             r#"{"fault":{"latency":"2s"}}"#,
             r#"{"fault":"html502"}"#,
             r#"{"fault":"truncated_json","times":1}"#,

@@ -1,6 +1,6 @@
 //! The sandbox's state and business rules: billing keys, payment attempts, cancels and lookups (no I/O; the clock is passed in).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use serde::{Deserialize, Serialize};
@@ -333,6 +333,9 @@ pub(crate) struct Ledger {
     customers: HashMap<String, Customer>,
     /// Charges so far of `decline_first(n)` cards presented without a billing key, by `n`.
     keyless_attempts: HashMap<u32, u32>,
+    /// merchant_uids whose next charge is already past the paid check (`Fault::ChargeLater`: checked on arrival,
+    /// charged later).
+    checked: HashSet<String>,
     seq: u64,
 }
 
@@ -343,6 +346,7 @@ impl Ledger {
             payments: Payments::new(first_imp),
             customers: HashMap::new(),
             keyless_attempts: HashMap::new(),
+            checked: HashSet::new(),
             seq: 0,
         }
     }
@@ -417,6 +421,18 @@ impl Ledger {
         self.customers.remove(customer_uid)
     }
 
+    /// The paid check of a charge made later (`Fault::ChargeLater`), as i'mport makes it: on arrival.
+    pub(crate) fn check_on_arrival(&self, merchant_uid: &str) -> Result<(), Refusal> {
+        self.paid_check(merchant_uid)
+    }
+
+    /// The next charge of `merchant_uid` (a `Fault::ChargeLater` one, made now) was checked on arrival and is
+    /// not checked again: a second request for the same merchant_uid that came meanwhile may have been charged
+    /// too (i'mport refuses a merchant_uid only once it is paid).
+    pub(crate) fn checked_on_arrival(&mut self, merchant_uid: &str) {
+        self.checked.insert(merchant_uid.to_string());
+    }
+
     /// `POST /subscribe/payments/again`.
     pub(crate) fn again(&mut self, now: i64, customer_uid: &str, req: ChargeRequest) -> Result<Payment, Refusal> {
         if !self.customers.contains_key(customer_uid) {
@@ -474,7 +490,16 @@ impl Ledger {
         }
     }
 
-    fn refuse_if_paid(&self, merchant_uid: &str) -> Result<(), Refusal> {
+    /// Refuses a merchant_uid that is already paid. A charge that passed this check on arrival
+    /// ([`Ledger::check_on_arrival`]) is not checked again when it is made.
+    fn refuse_if_paid(&mut self, merchant_uid: &str) -> Result<(), Refusal> {
+        if self.checked.remove(merchant_uid) {
+            return Ok(());
+        }
+        self.paid_check(merchant_uid)
+    }
+
+    fn paid_check(&self, merchant_uid: &str) -> Result<(), Refusal> {
         let paid = self.payments.with_merchant(merchant_uid).iter().any(|&i| self.payments[i].paid_at > 0);
         if paid { Err(Refusal::business(1, format!("{MSG_ALREADY_PAID} ({merchant_uid})"))) } else { Ok(()) }
     }
