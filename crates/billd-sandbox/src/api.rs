@@ -386,7 +386,9 @@ async fn charge(
                     let made = tokio::spawn(async move {
                         sleep(after).await;
                         lock(&st.ledger).checked_on_arrival(&merchant_uid);
-                        process(&st, &p, &headers)
+                        let made = process(&st, &p, &headers);
+                        lock(&st.ledger).arrival_check_done(&merchant_uid);
+                        made
                     });
                     match made.await {
                         Ok(result) => reply(result),

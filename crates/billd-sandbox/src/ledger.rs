@@ -433,6 +433,11 @@ impl Ledger {
         self.checked.insert(merchant_uid.to_string());
     }
 
+    /// After that charge (made or refused for another reason): later requests are checked as usual.
+    pub(crate) fn arrival_check_done(&mut self, merchant_uid: &str) {
+        self.checked.remove(merchant_uid);
+    }
+
     /// `POST /subscribe/payments/again`.
     pub(crate) fn again(&mut self, now: i64, customer_uid: &str, req: ChargeRequest) -> Result<Payment, Refusal> {
         if !self.customers.contains_key(customer_uid) {
