@@ -446,9 +446,11 @@ fn read_charge_answer(status: u16, text: &str) -> Result<PaymentBody, ChargeOutc
     let env: RawEnvelope<'_> = serde_json::from_str(text)
         .map_err(|_| ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(text))))?;
     if env.code != 0 {
+        // The refusal's own words, with any digit run that could be card data blanked, as in `snippet`.
+        let message = env.message.map(|m| crate::card::redact_numbers(&m));
         return Err(ChargeOutcome::Rejected {
             code: env.code,
-            message: env.message.unwrap_or_else(|| format!("HTTP {status}, code {}", env.code)),
+            message: message.unwrap_or_else(|| format!("HTTP {status}, code {}", env.code)),
         });
     }
     if status != 200 {
@@ -508,7 +510,6 @@ fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
-/// A short, single-line excerpt of a body for logs.
 /// The start of an answer, for an error message: one line, at most 120 characters, with anything that could be
 /// card data blanked (a proxy may echo the request, and a key-in request carries the card).
 fn snippet(text: &str) -> String {
@@ -559,6 +560,10 @@ mod tests {
             }
             assert!(text.contains("424242******4242"), "{text}");
         }
+        // A refusal whose message quotes the card (say, "invalid card number …") is logged without it.
+        let refusal = r#"{"code":-1,"message":"invalid card 4242424242424242 (birth 900101)","response":null}"#;
+        let ChargeOutcome::Rejected { code: -1, message } = classify(200, refusal) else { panic!("a refusal") };
+        assert_eq!(message, "invalid card 424242******4242 (birth ******)");
     }
 
     #[test]
