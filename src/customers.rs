@@ -330,17 +330,18 @@ pub fn add_subscription(
     if !charge_now {
         return Ok(ExitCode::SUCCESS);
     }
+    use crate::ops::ChargedNow;
     match crate::ops::charge_due_now(&cfg, id)? {
-        Some(Some(r)) if r.status == "paid" => {
+        ChargedNow::Attempt(r) if r.status == "paid" => {
             println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
-        Some(Some(r)) => {
+        ChargedNow::Attempt(r) => {
             eprintln!("first charge {}: {} {}", r.merchant_uid, r.status, r.fail_reason.unwrap_or_default());
             Ok(ExitCode::FAILURE)
         }
-        Some(None) => bail!("the first charge was not attempted"),
-        None => {
+        ChargedNow::NoAttempt => bail!("the first charge was not attempted"),
+        ChargedNow::LeftToDaemon => {
             println!("the running billd charges the first period within a minute");
             Ok(ExitCode::SUCCESS)
         }

@@ -87,7 +87,7 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
     drop(store);
     // Like `subscriptions add --charge-now`: exit 0 only when the retried charge is paid (or handed to the daemon).
     match charge_due_now(&cfg, id)? {
-        Some(Some(r)) => {
+        ChargedNow::Attempt(r) => {
             let line = format!(
                 "{id}: attempt {} of period {} ({}): {}{}",
                 r.attempt,
@@ -104,24 +104,35 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        Some(None) => bail!("{id}: the retry was not attempted"),
-        None => {
+        ChargedNow::NoAttempt => bail!("{id}: the retry was not attempted"),
+        ChargedNow::LeftToDaemon => {
             println!("{id}: retry scheduled; the running billd charges it within a minute");
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Runs a pass now for what is due (operator `retry`, `subscriptions add --charge-now`) and returns the
-/// subscription's latest attempt. `None` when a running daemon holds the lock: it charges it within a minute.
-pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<Option<Option<crate::store::ChargeRow>>> {
+/// What [`charge_due_now`] did for a subscription.
+pub enum ChargedNow {
+    /// Its latest attempt, as recorded after the pass.
+    Attempt(Box<crate::store::ChargeRow>),
+    /// The pass ran and the subscription has no attempt.
+    NoAttempt,
+    /// A running daemon holds the lock: it charges it within a minute.
+    LeftToDaemon,
+}
+
+/// Runs a pass now for what is due (operator `retry`, `subscriptions add --charge-now`) and returns what became
+/// of the subscription.
+pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<ChargedNow> {
     match engine(cfg.clone()) {
         Ok((engine, _lock)) => {
             runtime()?.block_on(engine.charge_due(Utc::now()))?;
             let store = Store::open(&cfg.billing.database)?;
-            Ok(Some(store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r)))
+            let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
+            Ok(last.map_or(ChargedNow::NoAttempt, |r| ChargedNow::Attempt(Box::new(r))))
         }
-        Err(e) if format!("{e:#}").contains("in use by another") => Ok(None),
+        Err(e) if format!("{e:#}").contains("in use by another") => Ok(ChargedNow::LeftToDaemon),
         Err(e) => Err(e),
     }
 }
