@@ -338,7 +338,7 @@ fn store_alone(db: &std::path::Path, n: usize, now: i64) -> Res<(f64, f64)> {
     loop {
         let t = thread_cpu_ns()?;
         let (_, batch) = store
-            .open_and_claim(now, 1024, usize::MAX, i64::MAX, |d| NewPeriod {
+            .open_and_claim(now, 1024, usize::MAX, i64::MAX, 30_000, |d| NewPeriod {
                 subscription_id: d.sub.id.clone(),
                 period: d.sub.next_period,
                 due_at: d.next_due_at,

@@ -328,48 +328,67 @@ fn tick(path: &Path, now: DateTime<Utc>) -> Result<ExitCode> {
 
 fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let store = Store::open(&cfg.billing.database)?;
-    let plan = crate::sync::plan(&cfg, &store.config_subscriptions()?, cfg.billing.clock.local_date(Utc::now()));
-    for w in &plan.warnings {
-        println!("warning: {w}");
-    }
-    for n in &plan.notes {
-        println!("note: {n}");
-    }
-    for c in &plan.changes {
-        match c {
-            crate::sync::Change::Insert(s) => {
-                println!(
-                    "add     {} ({} {} {}, plan {}, start {})",
-                    s.id, s.amount, s.currency, s.interval, s.plan_id, s.start_date
-                )
-            }
-            crate::sync::Change::Update { after, what, .. } => {
-                println!("update  {}: {}", after.id, what.join("; "))
-            }
-            crate::sync::Change::Cancel { id, reason } => println!("cancel  {id}: {reason}"),
+    let mut store = Store::open(&cfg.billing.database)?;
+    let today = cfg.billing.clock.local_date(Utc::now());
+    let show = |plan: &crate::sync::SyncPlan| {
+        for w in &plan.warnings {
+            println!("warning: {w}");
         }
-    }
-    if plan.is_empty() {
-        println!("in sync: nothing to change");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let active = store.billing_count()?;
-    if !force && !crate::sync::cancel_allowed(plan.cancels(), active) {
-        eprintln!(
-            "refusing: this would cancel {} of {active} billed subscriptions (more than 10%); check {} or pass --force",
-            plan.cancels(),
-            cfg.file.display()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
+        for c in &plan.changes {
+            match c {
+                crate::sync::Change::Insert(s) => {
+                    println!(
+                        "add     {} ({} {} {}, plan {}, start {})",
+                        s.id, s.amount, s.currency, s.interval, s.plan_id, s.start_date
+                    )
+                }
+                crate::sync::Change::Update { after, what, .. } => {
+                    println!("update  {}: {}", after.id, what.join("; "))
+                }
+                crate::sync::Change::Cancel { id, reason } => println!("cancel  {id}: {reason}"),
+            }
+        }
+        if plan.is_empty() {
+            println!("in sync: nothing to change");
+        }
+    };
     if dry_run {
-        println!("dry run: nothing changed");
+        let plan = crate::sync::plan(&cfg, &store.config_subscriptions()?, today);
+        show(&plan);
+        if !plan.is_empty() {
+            println!("dry run: nothing changed");
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut store = store;
-    store.apply_sync(&plan, &cfg.billing.clock, Utc::now().timestamp())?;
-    println!("applied {} change(s)", plan.changes.len());
+    // Planned and applied in one write transaction, from the rows as they are in it (a pass running meanwhile is
+    // never overwritten with a stale read).
+    let mut refused = false;
+    let plan = store.sync_with(&cfg.billing.clock, Utc::now().timestamp(), |subs, active| {
+        let plan = crate::sync::plan(&cfg, subs, today);
+        show(&plan);
+        if !plan.is_empty() && !force && !crate::sync::cancel_allowed(plan.cancels(), active) {
+            refused = true;
+            bail!(
+                "refusing: this would cancel {} of {active} billed subscriptions (more than 10%); check {} or pass \
+                 --force",
+                plan.cancels(),
+                cfg.file.display()
+            );
+        }
+        Ok(plan)
+    });
+    match plan {
+        Ok(plan) if !plan.is_empty() => println!("applied {} change(s)", plan.changes.len()),
+        Ok(_) => {}
+        Err(e) if refused => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

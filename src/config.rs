@@ -373,12 +373,10 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     }
     let database = dir.join(&raw.billing.database);
     let prefix = raw.billing.merchant_uid_prefix;
-    if prefix.is_empty()
-        || prefix.len() > 12
-        || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if prefix.is_empty() || prefix.len() > 12 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         errs.push(format!(
-            "billing.merchant_uid_prefix: {prefix:?} must be 1-12 characters of letters, digits, - or _"
+            "billing.merchant_uid_prefix: {prefix:?} must be 1-12 characters of letters, digits or _ (no '-': a \
+             merchant_uid is PREFIX-ID-PERIOD, and a '-' in the prefix would let two subscriptions share one)"
         ));
     }
 
@@ -503,6 +501,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
 
     let mut subs = Vec::new();
     let mut sub_ids = HashSet::new();
+    let mut sub_ids_nocase = std::collections::HashMap::new();
     for (i, s) in raw.subscriptions.into_iter().enumerate() {
         let at = format!("subscriptions[{i}] (id {:?})", s.id);
         if !valid_id(&s.id) {
@@ -510,6 +509,12 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         }
         if !sub_ids.insert(s.id.clone()) {
             errs.push(format!("{at}.id: duplicate subscription id {:?}", s.id));
+        } else if let Some(other) = sub_ids_nocase.insert(s.id.to_ascii_lowercase(), s.id.clone()) {
+            errs.push(format!(
+                "{at}.id: {:?} differs from subscription {other:?} only by case (their merchant_uids would too, and \
+                 the gateway may not tell them apart)",
+                s.id
+            ));
         }
         let cu_len = s.customer_uid.chars().count();
         if cu_len == 0 || cu_len > 80 {

@@ -142,18 +142,47 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>) -> Result<ExitCode> 
     }
 }
 
-/// Settles an attempt whose answer was lost by looking its merchant_uid up: Some(paid imp_uid) / Err(reason if
-/// failed) / Ok(None) when the gateway has no record of it.
-async fn look_up(g: &Iamport, merchant_uid: &str) -> Result<Option<String>, String> {
+/// What a lookup by merchant_uid says of a one-time charge.
+enum Found {
+    /// Paid, as asked (imp_uid).
+    Paid(String),
+    /// A paid payment for another amount, currency or card: never taken as this charge.
+    Mismatch(String),
+    /// A failed payment that is not one already recorded for this charge (imp_uid, reason).
+    Declined(String, String),
+    /// No record at the gateway.
+    Nothing,
+}
+
+/// Looks a one-time charge up by merchant_uid (paid, then failed). `known_failed`: the imp_uid of a decline already
+/// recorded for it (a lookup finding that one has found nothing new). Err: the lookup failed.
+async fn look_up(
+    g: &Iamport,
+    merchant_uid: &str,
+    amount: i64,
+    currency: &str,
+    customer_uid: Option<&str>,
+    known_failed: Option<&str>,
+) -> Result<Found, String> {
     match g.find(merchant_uid, "paid").await {
-        Lookup::Found(p) => Ok(Some(p.imp_uid)),
+        Lookup::Found(p) => Ok(match p.differs_from(amount, currency, customer_uid) {
+            None => Found::Paid(p.imp_uid),
+            Some(why) => Found::Mismatch(why),
+        }),
         Lookup::Error(e) => Err(format!("lookup failed: {e}")),
         Lookup::NotFound => match g.find(merchant_uid, "failed").await {
-            Lookup::Found(p) => Err(p.fail_reason.unwrap_or_else(|| "declined".into())),
+            Lookup::Found(p) if Some(p.imp_uid.as_str()) == known_failed => Ok(Found::Nothing),
+            Lookup::Found(p) if p.differs_from(amount, currency, customer_uid).is_some() => Ok(Found::Nothing),
+            Lookup::Found(p) => Ok(Found::Declined(p.imp_uid, p.fail_reason.unwrap_or_else(|| "declined".into()))),
             Lookup::Error(e) => Err(format!("lookup failed: {e}")),
-            Lookup::NotFound => Ok(None),
+            Lookup::NotFound => Ok(Found::Nothing),
         },
     }
+}
+
+/// The instant, in the billing time zone, for a message.
+fn local(cfg: &Config, t: i64) -> String {
+    crate::store::from_ts(t).with_timezone(&cfg.billing.clock.timezone).to_rfc3339()
 }
 
 pub fn charge_once(
@@ -167,6 +196,14 @@ pub fn charge_once(
     if merchant_uid.is_empty() || merchant_uid.chars().count() > 40 {
         bail!("--merchant-uid must be 1-40 characters");
     }
+    let prefix = &cfg.billing.merchant_uid_prefix;
+    if merchant_uid.starts_with(&format!("{prefix}-")) {
+        bail!(
+            "--merchant-uid {merchant_uid}: merchant_uids starting with \"{prefix}-\" are billd's own (subscription \
+             periods, billing.merchant_uid_prefix in {}); pick one outside that namespace",
+            cfg.file.display()
+        );
+    }
     if amount <= 0 || amount > cfg.limits.max_amount {
         bail!("--amount {amount} must be between 1 and limits.max_amount ({})", cfg.limits.max_amount);
     }
@@ -177,25 +214,64 @@ pub fn charge_once(
     if let Some(c) = customer_uid {
         check_customer_uid(c)?;
     }
+    let currency = "KRW";
     let g = gateway(&cfg)?;
     let mut store = Store::open(&cfg.billing.database)?;
+    if let Some((sub, period)) = store.period_by_merchant_uid(merchant_uid)? {
+        bail!("--merchant-uid {merchant_uid} is period {period} of subscription {sub:?}; pick another");
+    }
     let rt = runtime()?;
     let now = || Utc::now().timestamp();
-    if let Some((id, status, imp, _)) = store.one_time(merchant_uid)? {
-        match status.as_str() {
-            "paid" => bail!("merchant_uid {merchant_uid} is already paid (imp_uid {})", imp.unwrap_or_default()),
-            "pending" | "unknown" => match rt.block_on(look_up(&g, merchant_uid)) {
-                Ok(Some(imp)) => {
-                    store.finish_one_time(id, "paid", None, Some(&imp), None, now())?;
-                    bail!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
+    let timeout = g.timeout();
+    // The quiet period after a request whose outcome is unknown: no look at it (and no resend) before it is over.
+    let quiet = 2 * timeout.as_secs().max(1) as i64;
+    if let Some(prev) = store.one_time(merchant_uid)? {
+        if prev.amount != amount || prev.currency != currency || prev.customer_uid.as_deref() != customer_uid {
+            bail!(
+                "merchant_uid {merchant_uid} was first tried with amount {} {}{}; a rerun must ask for the same (or \
+                 use a new merchant_uid)",
+                prev.amount,
+                prev.currency,
+                prev.customer_uid.as_deref().map(|c| format!(" and customer_uid {c}")).unwrap_or_default()
+            );
+        }
+        if prev.status == "paid" {
+            bail!("merchant_uid {merchant_uid} is already paid (imp_uid {})", prev.imp_uid.unwrap_or_default());
+        }
+        if prev.failure.as_deref() == Some("mismatch") {
+            bail!(
+                "merchant_uid {merchant_uid} is held: {} (see `billd charges --failed`)",
+                prev.fail_reason.unwrap_or_default()
+            );
+        }
+        // Whatever billd recorded, the gateway is asked before anything is sent again.
+        let known = (prev.failure.as_deref() == Some("declined")).then_some(prev.imp_uid.as_deref()).flatten();
+        match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known)) {
+            Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
+            Ok(Found::Paid(imp)) => {
+                store.finish_one_time(prev.id, "paid", None, Some(&imp), None, now())?;
+                bail!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
+            }
+            Ok(Found::Mismatch(why)) => {
+                store.finish_one_time(prev.id, "failed", Some("mismatch"), None, Some(&why), now())?;
+                bail!("merchant_uid {merchant_uid}: {why}; not taken as this charge, nothing sent");
+            }
+            Ok(Found::Declined(imp, reason)) => {
+                store.finish_one_time(prev.id, "failed", Some("declined"), Some(&imp), Some(&reason), now())?;
+            }
+            Ok(Found::Nothing) => {
+                let unresolved = matches!(prev.status.as_str(), "pending" | "unknown");
+                // A row from before schema 6 has no check time: the longest a charge-once can take after its
+                // last change.
+                let check_at = prev.check_at.unwrap_or(prev.updated_at + 5 * timeout.as_secs() as i64 + 60);
+                if let Some(at) = Some(check_at).filter(|at| unresolved && *at > now()) {
+                    bail!(
+                        "merchant_uid {merchant_uid}: outcome unknown: billd will settle it; do not retry before {} \
+                         (its first request may still be in progress at the gateway)",
+                        local(&cfg, at)
+                    );
                 }
-                Ok(None) => {}
-                Err(e) if e.starts_with("lookup failed") => bail!("merchant_uid {merchant_uid} is unresolved: {e}"),
-                Err(reason) => {
-                    store.finish_one_time(id, "failed", Some("declined"), None, Some(&reason), now())?;
-                }
-            },
-            _ => {}
+            }
         }
     }
     let card = card(&cfg)?;
@@ -204,44 +280,48 @@ pub fn charge_once(
         customer_uid: customer_uid.map(str::to_owned),
         name: name.to_owned(),
         amount,
-        currency: "KRW".into(),
+        currency: currency.into(),
         card_masked: card.masked(),
     };
-    // The intent is committed before the request leaves.
-    let id = store.begin_one_time(&charge, now())?;
-    // An outcome that stays unknown (the lookup failed too): recorded so; a rerun, or the next pass, settles it.
-    let leave_unknown = |store: &mut Store, r: &str, e: &str| -> anyhow::Error {
-        match store.finish_one_time(id, "unknown", None, None, Some(&format!("{r}; {e}")), now()) {
-            Err(db) => db,
-            Ok(_) => anyhow!(
-                "merchant_uid {merchant_uid}: outcome unknown ({r}) and the lookup failed; rerun the same command \
-                 later (it looks the payment up before sending anything), or let the running billd settle it"
-            ),
-        }
-    };
+    // The intent is committed before the request leaves. No pass looks at it before the command is surely over
+    // (a token, a retried token, the charge and two lookups, each within the timeout) and a quiet period after.
+    let worst = 5 * timeout.as_secs() as i64 + quiet + 60;
+    let id = store.begin_one_time(&charge, now(), timeout.as_millis() as u64, now() + worst)?;
     let req = ChargeRequest {
         customer_uid: customer_uid.unwrap_or_default().to_owned(),
         merchant_uid: merchant_uid.to_owned(),
         amount,
-        currency: "KRW".into(),
+        currency: currency.into(),
         name: name.to_owned(),
     };
     let outcome = rt.block_on(g.charge_once(&req, &card, customer_uid));
+    // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
+    // it failed.
+    let settle = || match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, None)) {
+        Ok(Found::Paid(imp)) => Ok(Some(Ok(imp))),
+        Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
+        Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
+        Ok(Found::Nothing) => Ok(None),
+        Err(e) => Err(e),
+    };
     let settled = match outcome {
         ChargeOutcome::Paid { imp_uid } => Ok(imp_uid),
         ChargeOutcome::Declined { imp_uid, reason } => Err(("declined", imp_uid, reason)),
-        ChargeOutcome::Rejected { code, message } => match rt.block_on(look_up(&g, merchant_uid)) {
-            Ok(Some(imp)) => Ok(imp),
-            Err(e) if e.starts_with("lookup failed") => {
-                return Err(leave_unknown(&mut store, &format!("rejected (code {code}: {message})"), &e));
+        ChargeOutcome::Rejected { code, message } => match settle() {
+            Ok(Some(r)) => r,
+            // Refused and no record of it: nothing was charged.
+            Ok(None) => Err(("rejected", None, format!("code {code}: {message}"))),
+            Err(e) => {
+                let why = format!("rejected (code {code}: {message}); {e}");
+                return unknown(&cfg, &mut store, id, merchant_uid, &why, now() + quiet);
             }
-            _ => Err(("rejected", None, format!("code {code}: {message}"))),
         },
-        ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => match rt.block_on(look_up(&g, merchant_uid)) {
-            Ok(Some(imp)) => Ok(imp),
-            Ok(None) => Err(("abandoned", None, format!("{r}; the gateway has no record of it: nothing was charged"))),
-            Err(e) if e.starts_with("lookup failed") => return Err(leave_unknown(&mut store, &r, &e)),
-            Err(reason) => Err(("declined", None, reason)),
+        // The request may have been made: unknown until a lookup after the quiet period settles it (a lookup now
+        // that finds nothing proves nothing, as the gateway may still be making it).
+        ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => match settle() {
+            Ok(Some(r)) => r,
+            Ok(None) => return unknown(&cfg, &mut store, id, merchant_uid, &r, now() + quiet),
+            Err(e) => return unknown(&cfg, &mut store, id, merchant_uid, &format!("{r}; {e}"), now() + quiet),
         },
     };
     match settled {
@@ -255,11 +335,30 @@ pub fn charge_once(
         }
         Err((failure, imp, reason)) => {
             store.finish_one_time(id, "failed", Some(failure), imp.as_deref(), Some(&reason), now())?;
-            tracing::warn!(event = "charge.failed", merchant_uid, amount, failure, reason = %reason, "charge.failed");
+            if failure == "mismatch" {
+                tracing::error!(event = "charge.mismatch", merchant_uid, amount, reason = %reason,
+                    "charge.mismatch: not taken as paid; held for an operator");
+            } else {
+                tracing::warn!(event = "charge.failed", merchant_uid, amount, failure, reason = %reason,
+                    "charge.failed");
+            }
             eprintln!("not paid ({failure}): {merchant_uid} with card {}: {reason}", card.masked());
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A one-time charge whose outcome stays unknown: recorded so (no look at it before `check_at`); says what to do.
+fn unknown(cfg: &Config, store: &mut Store, id: i64, merchant_uid: &str, why: &str, check_at: i64) -> Result<ExitCode> {
+    store.one_time_unknown(id, why, check_at, Utc::now().timestamp())?;
+    tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, reason = %why, check_at = %local(cfg, check_at),
+        "charge.unknown");
+    eprintln!(
+        "outcome unknown: {merchant_uid} ({why}): billd will settle it; do not retry before {} (`billd charges` \
+         shows it once settled; a rerun of this command before then sends nothing)",
+        local(cfg, check_at)
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 /// `billd subscriptions add`: a subscription kept in the database only, optionally with its card registered and

@@ -71,6 +71,9 @@ pub enum Decision {
     Exhausted(OnExhausted),
     /// Unresolved; look the attempt up (and resend only if the gateway never saw it) at this instant.
     CheckAt(DateTime<Utc>),
+    /// Nothing more is attempted for the period until an operator acts (the gateway holds a payment under its
+    /// merchant_uid that is not the one billd asked for).
+    Hold,
 }
 
 impl DunningPolicy {

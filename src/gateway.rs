@@ -37,8 +37,37 @@ pub struct Payment {
     pub imp_uid: String,
     pub merchant_uid: String,
     pub amount: f64,
+    pub currency: Option<String>,
+    pub customer_uid: Option<String>,
     pub status: String,
     pub fail_reason: Option<String>,
+}
+
+impl Payment {
+    /// Why this payment is not the one billd asked for (`None`: it is): its amount, currency or billing key
+    /// differs from the request's. `customer_uid`: the billing key charged, if the request named one.
+    pub fn differs_from(&self, amount: i64, currency: &str, customer_uid: Option<&str>) -> Option<String> {
+        let mut why = Vec::new();
+        if (self.amount - amount as f64).abs() > 0.000_1 {
+            why.push(format!("amount {} (billd asked for {amount})", self.amount));
+        }
+        if self.currency.as_deref() != Some(currency) {
+            why.push(format!("currency {} (billd asked for {currency})", self.currency.as_deref().unwrap_or("none")));
+        }
+        if let Some(c) = customer_uid
+            && self.customer_uid.as_deref() != Some(c)
+        {
+            why.push(format!("customer_uid {} (billd asked for {c})", self.customer_uid.as_deref().unwrap_or("none")));
+        }
+        (!why.is_empty()).then(|| {
+            format!(
+                "the gateway holds payment {} under merchant_uid {} with {}",
+                self.imp_uid,
+                self.merchant_uid,
+                why.join(", ")
+            )
+        })
+    }
 }
 
 /// What a lookup by merchant_uid established.
@@ -52,6 +81,9 @@ pub enum Lookup {
 
 /// The gateway operations the engine needs.
 pub trait Gateway: Send + Sync + 'static {
+    /// How long a request is given to answer: the quiet period before anything sent with it is looked at again
+    /// (and so resent) is twice this.
+    fn timeout(&self) -> std::time::Duration;
     /// `POST /subscribe/payments/again`, classified. Never retried internally except once after a 401.
     fn charge(&self, req: &ChargeRequest) -> impl Future<Output = ChargeOutcome> + Send;
     /// `GET /payments/find/{merchant_uid}/{status}`.
@@ -136,6 +168,10 @@ struct PaymentBody {
     imp_uid: String,
     merchant_uid: String,
     amount: f64,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    customer_uid: Option<String>,
     status: String,
     #[serde(default)]
     fail_reason: Option<String>,
@@ -340,6 +376,10 @@ impl Iamport {
 }
 
 impl Gateway for Iamport {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
         let body = AgainBody {
             customer_uid: &req.customer_uid,
@@ -395,6 +435,8 @@ fn parse_payment(text: &str) -> Result<Option<Payment>, String> {
         imp_uid: p.imp_uid,
         merchant_uid: p.merchant_uid,
         amount: p.amount,
+        currency: p.currency,
+        customer_uid: p.customer_uid,
         status: p.status,
         fail_reason: p.fail_reason,
     }))

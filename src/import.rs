@@ -136,15 +136,34 @@ pub fn import(
         let mut existing = store
             .conn()
             .prepare("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
+        let mut same_but_case =
+            store.conn().prepare("SELECT id FROM subscriptions WHERE id = ?1 COLLATE NOCASE AND id <> ?1 LIMIT 1")?;
         for_each_row(cfg, file, &mut problems, |row, problems, byte| {
             rows += 1;
             if rows.is_multiple_of(4096) {
                 checking.set_position(byte);
             }
-            let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(&row.id);
+            // Compared regardless of case: ids that differ only by case would give merchant_uids that do too, and
+            // the gateway may not tell them apart.
+            let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(row.id.to_ascii_lowercase());
             if let Some(first) = seen.insert(key, row.line) {
-                problems.push(row.line, "id", format!("duplicate id {:?} (also on line {first})", row.id));
+                problems.push(
+                    row.line,
+                    "id",
+                    format!("duplicate id {:?} (also on line {first}), ids compared regardless of case", row.id),
+                );
                 return Ok(());
+            }
+            if let Some(other) = same_but_case.query_row([&row.id], |r| r.get::<_, String>(0)).optional()? {
+                problems.push(
+                    row.line,
+                    "id",
+                    format!(
+                        "{:?} differs from subscription {other:?} in the database only by case (their merchant_uids \
+                         would too, and the gateway may not tell them apart)",
+                        row.id
+                    ),
+                );
             }
             let Some(plan) = cfg.plan(&row.plan) else {
                 return Ok(()); // reported by for_each_row

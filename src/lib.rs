@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dunning;
 pub mod duration;
 pub mod engine;
+pub mod failpoint;
 pub mod gateway;
 pub mod import;
 pub mod logging;

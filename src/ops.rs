@@ -47,22 +47,26 @@ pub fn cancel(path: &Path, id: &str) -> Result<ExitCode> {
 
 pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     let (cfg, mut store) = open(path)?;
-    let sub = existing(&store, id)?;
-    if sub.status != Status::Suspended {
-        bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
-    }
+    existing(&store, id)?;
     let now = Utc::now();
-    let cal = sub.calendar();
-    let clock = &cfg.billing.clock;
-    let mut restart = sub.next_period;
-    if !catch_up {
-        while cal.due_at(clock, restart).is_some_and(|t| t < now) {
-            restart += 1;
+    let clock = cfg.billing.clock;
+    // Where billing restarts is decided from the subscription as it is inside the write transaction.
+    let (sub, restart) = store.resume_with(id, now.timestamp(), |sub, _suspended_at| {
+        let cal = sub.calendar();
+        let mut restart = sub.next_period;
+        if !catch_up {
+            while cal.due_at(&clock, restart).is_some_and(|t| t < now) {
+                restart += 1;
+            }
         }
-    }
+        Ok((restart, cal.due_at(&clock, restart).map(|t| t.timestamp())))
+    })?;
     let skipped = restart - sub.next_period;
-    store.resume(id, restart, cal.due_at(clock, restart).map(|t| t.timestamp()), now.timestamp())?;
-    let next = cal.due_at(clock, restart).map(|t| t.with_timezone(&clock.timezone).to_rfc3339()).unwrap_or_default();
+    let next = sub
+        .calendar()
+        .due_at(&clock, restart)
+        .map(|t| t.with_timezone(&clock.timezone).to_rfc3339())
+        .unwrap_or_default();
     if skipped > 0 {
         println!(
             "{id}: resumed; {skipped} period(s) that fell due while paused are not charged (--catch-up charges them); \

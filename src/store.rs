@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_pass_indexes.sql"),
     include_str!("../migrations/0004_lean_charge_path.sql"),
     include_str!("../migrations/0005_one_time_unresolved.sql"),
+    include_str!("../migrations/0006_exactly_once_holes.sql"),
 ];
 
 /// The schema version this build writes.
@@ -51,6 +52,11 @@ pub struct Attempt {
     /// Whether the subscription was past due when the attempt was claimed (a payment makes it active again; no
     /// other status can turn into past due while the attempt is out, as a subscription has one open period).
     pub past_due: bool,
+    /// The gateway timeout its latest request was sent with, in milliseconds (`None`: a row from before schema
+    /// 6). The quiet period before the next look at it is twice this, whatever the config says now.
+    pub timeout_ms: Option<u64>,
+    /// Resends of it that the gateway refused while no lookup found the first request.
+    pub refused_resends: u32,
 }
 
 /// What the gateway's answer (or a lookup) established about an attempt.
@@ -67,6 +73,16 @@ pub enum AttemptResult {
         reason: String,
     },
     Unresolved {
+        reason: String,
+    },
+    /// A resend refused by the gateway while no lookup finds the first request (which may still be in progress):
+    /// unresolved, and counted, so that a refusal becomes final only after a few.
+    ResendRefused {
+        reason: String,
+    },
+    /// A lookup found a paid payment under the attempt's merchant_uid whose amount, currency or customer differs
+    /// from what was sent: never taken as paid; the attempt is held (its period waits) for an operator.
+    Mismatch {
         reason: String,
     },
     /// The gateway never saw it and the subscription no longer bills: closed without a charge.
@@ -132,8 +148,33 @@ pub struct ChargeRow {
     pub updated_at: String,
 }
 
-/// A recorded one-time charge: (row id, status, imp_uid, fail_reason).
-pub type OneTimeState = (i64, String, Option<String>, Option<String>);
+/// A recorded one-time charge, as `charge-once` needs it before sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneTimeState {
+    pub id: i64,
+    pub customer_uid: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    /// `pending`, `paid`, `failed` or `unknown`.
+    pub status: String,
+    pub failure: Option<String>,
+    pub imp_uid: Option<String>,
+    pub fail_reason: Option<String>,
+    /// For an unresolved one: no look at it (by a pass, or a rerun's resend) before this instant (`None`: a row
+    /// from before schema 6; see `updated_at`).
+    pub check_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// A one-time charge for a pass to settle by lookup.
+#[derive(Debug, Clone)]
+pub struct UnresolvedOneTime {
+    pub id: i64,
+    pub merchant_uid: String,
+    pub customer_uid: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+}
 
 /// A key-in payment made by `billd charge-once` (only the masked card is kept).
 #[derive(Debug, Clone)]
@@ -280,17 +321,67 @@ impl Store {
         Ok(n as usize)
     }
 
-    /// Applies a sync plan in one transaction.
-    pub fn apply_sync(&mut self, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {
+    /// Applies the config to the database in one write transaction, with every read that decides a write made
+    /// inside it: `plan` gets the config-sourced subscriptions and the number of billed subscriptions as they are
+    /// in that transaction, and returns the changes (or an error: nothing is changed). So a pass or a command that
+    /// committed in between (say, a period opened) is never overwritten with values computed from a stale read.
+    pub fn sync_with(
+        &mut self,
+        clock: &ChargeClock,
+        now: i64,
+        plan: impl FnOnce(&[Subscription], usize) -> Result<SyncPlan>,
+    ) -> Result<SyncPlan> {
         let tx = self.tx()?;
+        let subs = {
+            let mut st = tx.prepare_cached(&format!("{SUB_SELECT} WHERE source = 'config' ORDER BY id"))?;
+            let rows = st.query_map([], sub_from_row)?;
+            rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect::<Result<Vec<_>>>()?
+        };
+        crate::failpoint::pause("sync_after_read");
+        let active = billing_count_in(&tx)?;
+        let plan = plan(&subs, active)?;
+        if !plan.is_empty() {
+            apply_sync_in(&tx, &plan, clock, now)?;
+            tx.commit()?;
+        }
+        Ok(plan)
+    }
+}
+
+fn billing_count_in(conn: &Connection) -> Result<usize> {
+    let n: i64 =
+        conn.query_row("SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due')", [], |r| r.get(0))?;
+    Ok(n as usize)
+}
+
+/// The subscription whose id equals `id` but for case, if any (ids that differ only by case are refused: their
+/// merchant_uids would too, and the gateway may not tell them apart).
+fn same_id_but_case(conn: &Connection, id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM subscriptions WHERE id = ?1 COLLATE NOCASE AND id <> ?1 LIMIT 1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Applies a sync plan inside `tx`. An update is guarded by the state the plan was computed from (a changed row
+/// is an error: nothing of the plan is applied).
+fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {
+    {
         for change in &plan.changes {
             match change {
                 Change::Insert(s) => {
                     let due = s.calendar().due_at(clock, s.next_period).map(ts);
-                    if current_status(&tx, &s.id)?.is_some() {
+                    if current_status(tx, &s.id)?.is_some() {
                         // Added by command or import under the same id: the database's subscription stays as is.
                         tracing::warn!(event = "config.sync", subscription = %s.id,
                             "subscription {:?} in the config already exists in the database (added by command or import); the config entry is ignored", s.id);
+                        continue;
+                    }
+                    if let Some(other) = same_id_but_case(tx, &s.id)? {
+                        tracing::error!(event = "config.sync", subscription = %s.id,
+                            "subscription {:?} in the config differs from subscription {other:?} in the database only \
+                             by case; it is not added (rename it: merchant_uids that differ only by case may be one \
+                             order at the gateway)", s.id);
                         continue;
                     }
                     tx.execute(
@@ -317,7 +408,7 @@ impl Store {
                         ],
                     )?;
                     event(
-                        &tx,
+                        tx,
                         now,
                         "subscription.created",
                         Some(&s.id),
@@ -327,13 +418,13 @@ impl Store {
                         }),
                     )?;
                 }
-                Change::Update { after: s, what, .. } => {
+                Change::Update { before, after: s, what } => {
                     let due = s.calendar().due_at(clock, s.next_period).map(ts);
-                    tx.execute(
+                    let n = tx.execute(
                         "UPDATE subscriptions SET customer_uid = ?2, plan_id = ?3, plan_name = ?4, amount = ?5,
                            currency = ?6, interval = ?7, start_date = ?8, anchor_date = ?9, anchor_period = ?10,
                            next_due_at = ?11, updated_at = ?12
-                         WHERE id = ?1",
+                         WHERE id = ?1 AND next_period = ?13 AND status = ?14",
                         params![
                             s.id,
                             s.customer_uid,
@@ -346,20 +437,26 @@ impl Store {
                             s.anchor_date.to_string(),
                             s.anchor_period as i64,
                             due,
-                            now
+                            now,
+                            before.next_period as i64,
+                            before.status.as_str()
                         ],
                     )?;
-                    event(&tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
+                    if n != 1 {
+                        bail!("subscription {:?} changed while the config was being applied; nothing applied", s.id);
+                    }
+                    event(tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
                 }
                 Change::Cancel { id, reason } => {
-                    set_status_tx(&tx, id, Status::Canceled, now, reason)?;
+                    set_status_tx(tx, id, Status::Canceled, now, reason)?;
                 }
             }
         }
-        tx.commit()?;
-        Ok(())
     }
+    Ok(())
+}
 
+impl Store {
     /// Sets a subscription's status (operator commands); returns the previous status.
     pub fn set_status(&mut self, id: &str, to: Status, now: i64, reason: &str) -> Result<Option<Status>> {
         let tx = self.tx()?;
@@ -368,17 +465,39 @@ impl Store {
         Ok(from)
     }
 
-    /// Resumes a suspended subscription: its open period (if any) is retried at `now`; periods that fell due
-    /// while it was suspended are skipped unless `catch_up` (the engine passes where billing restarts).
-    pub fn resume(&mut self, id: &str, restart_period: u64, restart_due: Option<i64>, now: i64) -> Result<()> {
+    /// Resumes a suspended subscription: its open period (if any) is retried at `now`, and billing restarts at
+    /// the period `restart` chooses. `restart` gets the subscription as it is inside this write transaction (so a
+    /// sync that changed its calendar meanwhile is seen) and the instant it was suspended, and returns the period
+    /// to restart at and its due instant. Returns the subscription as it was and the restart period.
+    pub fn resume_with(
+        &mut self,
+        id: &str,
+        now: i64,
+        restart: impl FnOnce(&Subscription, Option<i64>) -> Result<(u64, Option<i64>)>,
+    ) -> Result<(Subscription, u64)> {
         let tx = self.tx()?;
+        let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
+            Ok(s) => s?,
+            Err(rusqlite::Error::QueryReturnedNoRows) => bail!("no subscription {id:?}"),
+            Err(e) => return Err(e.into()),
+        };
+        if sub.status != Status::Suspended {
+            bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
+        }
+        let suspended_at: Option<i64> = tx.query_row(
+            "SELECT max(at) FROM events WHERE subscription_id = ?1 AND kind = 'subscription.suspended'",
+            [id],
+            |r| r.get(0),
+        )?;
+        crate::failpoint::pause("resume_after_read");
+        let (restart_period, restart_due) = restart(&sub, suspended_at)?;
         let n = tx.execute(
             "UPDATE subscriptions SET status = 'active', next_period = max(next_period, ?2), next_due_at = ?3,
-               updated_at = ?4 WHERE id = ?1 AND status = 'suspended'",
-            params![id, restart_period as i64, restart_due, now],
+               updated_at = ?4 WHERE id = ?1 AND status = 'suspended' AND next_period = ?5",
+            params![id, restart_period as i64, restart_due, now, sub.next_period as i64],
         )?;
         if n != 1 {
-            bail!("subscription {id:?} is not suspended");
+            bail!("subscription {id:?} changed while it was being resumed; nothing changed");
         }
         tx.execute(
             "UPDATE periods SET next_attempt_at = ?2 WHERE subscription_id = ?1 AND state = 'open'
@@ -395,7 +514,7 @@ impl Store {
             "next_period": restart_period }),
         )?;
         tx.commit()?;
-        Ok(())
+        Ok((sub, restart_period))
     }
 
     /// Makes a subscription's open period due now (operator `retry`); false if it has none waiting.
@@ -452,6 +571,13 @@ impl Store {
         if current_status(&tx, &s.id)?.is_some() {
             bail!("subscription {:?} already exists", s.id);
         }
+        if let Some(other) = same_id_but_case(&tx, &s.id)? {
+            bail!(
+                "subscription {:?} differs from subscription {other:?} only by case; pick another id (merchant_uids \
+                 that differ only by case may be one order at the gateway)",
+                s.id
+            );
+        }
         tx.execute(
             "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
                anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
@@ -497,36 +623,97 @@ impl Store {
         Ok(())
     }
 
-    /// A one-time charge by merchant_uid: (id, status, imp_uid, fail_reason).
+    /// A one-time charge by merchant_uid.
     pub fn one_time(&self, merchant_uid: &str) -> Result<Option<OneTimeState>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, status, imp_uid, fail_reason FROM one_time_charges WHERE merchant_uid = ?1",
+                "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
+                   updated_at
+                 FROM one_time_charges WHERE merchant_uid = ?1",
                 [merchant_uid],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok(OneTimeState {
+                        id: r.get(0)?,
+                        customer_uid: r.get(1)?,
+                        amount: r.get(2)?,
+                        currency: r.get(3)?,
+                        status: r.get(4)?,
+                        failure: r.get(5)?,
+                        imp_uid: r.get(6)?,
+                        fail_reason: r.get(7)?,
+                        check_at: r.get(8)?,
+                        updated_at: r.get(9)?,
+                    })
+                },
             )
+            .optional()?)
+    }
+
+    /// The subscription period (subscription, period) that owns `merchant_uid`, if any.
+    pub fn period_by_merchant_uid(&self, merchant_uid: &str) -> Result<Option<(String, u64)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT subscription_id, period FROM periods WHERE merchant_uid = ?1", [merchant_uid], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .optional()?)
     }
 
     /// Commits the intent of a one-time charge (status pending) before it is sent; returns its row id. An earlier
     /// row with this merchant_uid may be sent again if it failed, or if it is unresolved and the caller's lookup
-    /// found no record of it at the gateway.
-    pub fn begin_one_time(&mut self, c: &OneTimeCharge, now: i64) -> Result<i64> {
+    /// found no record of it at the gateway after its quiet period. `timeout_ms`: the gateway timeout the request
+    /// is sent with; `check_at`: no pass looks at it before then (the command may still be waiting for answers).
+    pub fn begin_one_time(&mut self, c: &OneTimeCharge, now: i64, timeout_ms: u64, check_at: i64) -> Result<i64> {
         let tx = self.tx()?;
         let id: i64 = tx.query_row(
             "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked, status,
-               tries, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7)
+               tries, created_at, updated_at, timeout_ms, check_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9)
              ON CONFLICT (merchant_uid) DO UPDATE SET status = 'pending', tries = tries + 1, failure = NULL,
-               fail_reason = NULL, card_masked = excluded.card_masked, updated_at = excluded.updated_at
+               fail_reason = NULL, card_masked = excluded.card_masked, updated_at = excluded.updated_at,
+               timeout_ms = excluded.timeout_ms, check_at = excluded.check_at
                WHERE one_time_charges.status IN ('failed', 'pending', 'unknown')
              RETURNING id",
-            params![c.merchant_uid, c.customer_uid, c.name, c.amount, c.currency, c.card_masked, now],
+            params![
+                c.merchant_uid,
+                c.customer_uid,
+                c.name,
+                c.amount,
+                c.currency,
+                c.card_masked,
+                now,
+                timeout_ms as i64,
+                check_at
+            ],
             |r| r.get(0),
         )?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// Leaves a one-time charge unknown (its answer was lost and no lookup found it): no look at it, by a pass or
+    /// a rerun, before `check_at`. Returns whether it did (a settled charge is left as it is).
+    pub fn one_time_unknown(&mut self, id: i64, reason: &str, check_at: i64, now: i64) -> Result<bool> {
+        let tx = self.tx()?;
+        let changed = tx.execute(
+            "UPDATE one_time_charges SET status = 'unknown', failure = NULL, fail_reason = ?2, check_at = ?3,
+               updated_at = ?4 WHERE id = ?1 AND status IN ('pending', 'unknown')",
+            params![id, reason, check_at, now],
+        )?;
+        if changed == 1 {
+            let muid: String =
+                tx.query_row("SELECT merchant_uid FROM one_time_charges WHERE id = ?1", [id], |r| r.get(0))?;
+            event(
+                &tx,
+                now,
+                "charge.unknown",
+                None,
+                json!({ "merchant_uid": muid, "one_time": true, "reason": reason, "check_at": rfc3339(check_at) }),
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
     }
 
     /// Records a one-time charge's outcome, if it is still pending or unknown, or was closed as abandoned by a
@@ -568,14 +755,23 @@ impl Store {
         Ok(true)
     }
 
-    /// One-time charges still pending or unknown whose last change is at or before `quiet_since` (older ones
-    /// first): (id, merchant_uid). A `charge-once` still running touched its row more recently than that.
-    pub fn unresolved_one_time(&self, quiet_since: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    /// One-time charges still pending or unknown whose check time has come (older ones first). A row from before
+    /// schema 6 has no check time: it is looked at `fallback_secs` after its last change.
+    pub fn unresolved_one_time(&self, now: i64, fallback_secs: i64, limit: usize) -> Result<Vec<UnresolvedOneTime>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, merchant_uid FROM one_time_charges
-             WHERE status IN ('pending', 'unknown') AND updated_at <= ?1 ORDER BY updated_at, id LIMIT ?2",
+            "SELECT id, merchant_uid, customer_uid, amount, currency FROM one_time_charges
+             WHERE status IN ('pending', 'unknown') AND coalesce(check_at, updated_at + ?2) <= ?1
+             ORDER BY updated_at, id LIMIT ?3",
         )?;
-        let rows = st.query_map(params![quiet_since, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = st.query_map(params![now, fallback_secs, limit as i64], |r| {
+            Ok(UnresolvedOneTime {
+                id: r.get(0)?,
+                merchant_uid: r.get(1)?,
+                customer_uid: r.get(2)?,
+                amount: r.get(3)?,
+                currency: r.get(4)?,
+            })
+        })?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
@@ -673,15 +869,21 @@ impl Store {
 
     /// Creates and commits (status pending) the next attempt of up to `limit` open periods due at or before
     /// `now`. Only after this commit may their requests be sent.
-    pub fn claim_due(&mut self, now: i64, limit: usize) -> Result<Vec<Attempt>> {
-        self.claim_due_within(now, limit, i64::MAX)
+    pub fn claim_due(&mut self, now: i64, limit: usize, timeout_ms: u64) -> Result<Vec<Attempt>> {
+        self.claim_due_within(now, limit, i64::MAX, timeout_ms)
     }
 
     /// [`Store::claim_due`] leaving out periods whose amount is above `max_amount` (a safety rail: they stay
     /// open and unclaimed until the limit allows them).
-    pub fn claim_due_within(&mut self, now: i64, limit: usize, max_amount: i64) -> Result<Vec<Attempt>> {
+    pub fn claim_due_within(
+        &mut self,
+        now: i64,
+        limit: usize,
+        max_amount: i64,
+        timeout_ms: u64,
+    ) -> Result<Vec<Attempt>> {
         let tx = self.tx()?;
-        let out = claim_in(&tx, now, limit, max_amount)?;
+        let out = claim_in(&tx, now, limit, max_amount, timeout_ms)?;
         tx.commit()?;
         Ok(out)
     }
@@ -689,17 +891,23 @@ impl Store {
     /// One step of a pass, in one transaction: claims up to `limit` due attempts of open periods (as
     /// [`Store::claim_due_within`]; retries and leftovers first), then fills the page by opening up to `open_limit`
     /// due periods ([`Store::subscriptions_to_open_within`], built by `make`) and claiming their first attempts at
-    /// once. Returns how many periods it opened and every attempt claimed: their intents are committed.
+    /// once. Returns how many periods it opened and every attempt claimed: their intents are committed, each
+    /// with `timeout_ms`, the gateway timeout its request is about to be sent with.
+    ///
+    /// A period whose merchant_uid is already taken (by another subscription's period: a prefix shared with
+    /// another deployment, say) is not opened: its subscription is suspended with the reason, logged, and the rest
+    /// of the page goes on.
     pub fn open_and_claim(
         &mut self,
         now: i64,
         limit: usize,
         open_limit: usize,
         max_amount: i64,
+        timeout_ms: u64,
         make: impl Fn(&DueSubscription) -> NewPeriod,
     ) -> Result<(usize, Vec<Attempt>)> {
         let tx = self.tx()?;
-        let mut out = claim_in(&tx, now, limit, max_amount)?;
+        let mut out = claim_in(&tx, now, limit, max_amount, timeout_ms)?;
         let room = limit.saturating_sub(out.len()).min(open_limit);
         let mut opened = 0;
         if room > 0 {
@@ -707,7 +915,8 @@ impl Store {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
                    name, state, next_attempt_at, opened_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9)
+                 ON CONFLICT (merchant_uid) DO NOTHING",
             )?;
             let mut adv = tx.prepare_cached(
                 "UPDATE subscriptions SET next_period = ?2 + 1, next_due_at = ?3, updated_at = ?4
@@ -715,12 +924,12 @@ impl Store {
             )?;
             let mut claim = tx.prepare_cached(
                 "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
-                   status, created_at, updated_at)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
+                   status, created_at, updated_at, timeout_ms)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
             )?;
             for d in &due {
                 let p = make(d);
-                ins.execute(params![
+                let inserted = ins.execute(params![
                     p.subscription_id,
                     p.period as i64,
                     p.due_at,
@@ -731,6 +940,27 @@ impl Store {
                     p.name,
                     now
                 ])?;
+                if inserted == 0 {
+                    // Its merchant_uid is taken (the period itself cannot exist: the subscription's next_period is
+                    // past every period it has).
+                    let owner: Option<(String, i64)> = tx
+                        .prepare_cached("SELECT subscription_id, period FROM periods WHERE merchant_uid = ?1")?
+                        .query_row([&p.merchant_uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    let Some((other, other_period)) = owner else {
+                        bail!("period {} of subscription {} exists already", p.period, p.subscription_id);
+                    };
+                    let why = format!(
+                        "merchant_uid {} of period {} is already used by subscription {other:?} period \
+                         {other_period}; suspended so that no payment is mistaken for another (check \
+                         billing.merchant_uid_prefix)",
+                        p.merchant_uid, p.period
+                    );
+                    tracing::error!(event = "charge.refused", subscription = %p.subscription_id,
+                        merchant_uid = %p.merchant_uid, "charge.refused: {why}");
+                    set_status_tx(&tx, &p.subscription_id, Status::Suspended, now, &why)?;
+                    continue;
+                }
                 if adv.execute(params![p.subscription_id, p.period as i64, p.following_due_at, now])? != 1 {
                     bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
                 }
@@ -741,7 +971,8 @@ impl Store {
                     p.customer_uid,
                     p.amount,
                     p.currency,
-                    now
+                    now,
+                    timeout_ms as i64
                 ])?;
                 out.push(Attempt {
                     id: tx.last_insert_rowid(),
@@ -759,6 +990,8 @@ impl Store {
                     declines: 0,
                     billing: true,
                     past_due: d.sub.status == Status::PastDue,
+                    timeout_ms: Some(timeout_ms),
+                    refused_resends: 0,
                 });
                 opened += 1;
             }
@@ -806,12 +1039,13 @@ impl Store {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    /// Marks an unresolved attempt as being resent (the gateway has no record of it).
-    pub fn mark_resending(&mut self, attempt_id: i64, now: i64) -> Result<()> {
+    /// Marks an unresolved attempt as being resent (the gateway has no record of it) with a request whose timeout
+    /// is `timeout_ms` (committed before the request leaves, so the quiet period after it is never shorter).
+    pub fn mark_resending(&mut self, attempt_id: i64, now: i64, timeout_ms: u64) -> Result<()> {
         self.conn.execute(
-            "UPDATE attempts SET status = 'pending', updated_at = ?2
+            "UPDATE attempts SET status = 'pending', updated_at = ?2, timeout_ms = ?3
              WHERE id = ?1 AND status IN ('pending', 'unknown')",
-            params![attempt_id, now],
+            params![attempt_id, now, timeout_ms as i64],
         )?;
         Ok(())
     }
@@ -1013,7 +1247,7 @@ fn subscriptions_to_open_in(
 }
 
 /// Creates (status pending) the next attempt of up to `limit` open periods due at or before `now`, inside `tx`.
-fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Result<Vec<Attempt>> {
+fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeout_ms: u64) -> Result<Vec<Attempt>> {
     let mut out = Vec::new();
     {
         let mut sel = tx.prepare_cached(
@@ -1043,6 +1277,8 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Re
                 declines: r.get::<_, i64>(8)? as u32,
                 billing: true,
                 past_due: r.get(10)?,
+                timeout_ms: Some(timeout_ms),
+                refused_resends: 0,
             })
         })?;
         for r in rows {
@@ -1050,8 +1286,8 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Re
         }
         let mut ins = tx.prepare_cached(
             "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
-               status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+               status, created_at, updated_at, timeout_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9)",
         )?;
         let mut hold =
             tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?;
@@ -1064,7 +1300,8 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64) -> Re
                 a.customer_uid,
                 a.amount,
                 a.currency,
-                now
+                now,
+                timeout_ms as i64
             ])?;
             a.id = tx.last_insert_rowid();
             hold.execute(params![a.subscription_id, a.period as i64])?;
@@ -1107,7 +1344,8 @@ fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
 
 const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid,
     a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
-    s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due
+    s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due, a.timeout_ms,
+    a.refused_resends
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -1129,6 +1367,8 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         declines: r.get::<_, i64>(12)? as u32,
         billing: r.get(13)?,
         past_due: r.get(14)?,
+        timeout_ms: r.get::<_, Option<i64>>(15)?.map(|t| t.max(0) as u64),
+        refused_resends: r.get::<_, i64>(16)? as u32,
     })
 }
 
@@ -1234,17 +1474,32 @@ fn record_one(
                 });
             }
         }
-        AttemptResult::Unresolved { reason } => {
+        AttemptResult::Unresolved { reason } | AttemptResult::ResendRefused { reason } => {
             let Decision::CheckAt(at) = it.decision else { bail!("unresolved outcome needs a check time") };
+            let refused = matches!(it.result, AttemptResult::ResendRefused { .. }) as i64;
             tx.prepare_cached(
                 "UPDATE attempts SET status = 'unknown', fail_reason = ?2, tries = tries + 1, check_at = ?3,
-                   updated_at = ?4 WHERE id = ?1",
+                   updated_at = ?4, refused_resends = refused_resends + ?5 WHERE id = ?1",
             )?
-            .execute(params![a.id, reason, ts(at), now])?;
+            .execute(params![a.id, reason, ts(at), now, refused])?;
             let mut d = detail();
             d["reason"] = json!(reason);
             d["check_at"] = json!(at.to_rfc3339());
             event(tx, now, "charge.unknown", Some(&a.subscription_id), d)?;
+        }
+        AttemptResult::Mismatch { reason } => {
+            // Held: the period stays open with no next attempt, so nothing more is sent for it (and no later period
+            // of the subscription opens) until an operator acts.
+            tx.prepare_cached(
+                "UPDATE attempts SET status = 'failed', failure = 'mismatch', fail_reason = ?2, check_at = NULL,
+                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![a.id, reason, now])?;
+            tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?
+                .execute(params![a.subscription_id, a.period as i64])?;
+            let mut d = detail();
+            d["reason"] = json!(reason);
+            event(tx, now, "charge.mismatch", Some(&a.subscription_id), d)?;
         }
         AttemptResult::Abandoned { reason } => {
             tx.prepare_cached(
@@ -1400,14 +1655,17 @@ mod tests {
             currency: "KRW".into(),
             card_masked: "424242******4242".into(),
         };
-        let id = store.begin_one_time(&charge, 1).unwrap();
+        let id = store.begin_one_time(&charge, 1, 5000, 100).unwrap();
         // A pass found no record of it and closed it; the command's answer then arrives: paid.
         assert!(store.finish_one_time(id, "failed", Some("abandoned"), None, Some("no record"), 2).unwrap());
         assert!(store.finish_one_time(id, "paid", None, Some("imp_1"), None, 3).unwrap());
-        assert_eq!(store.one_time("m-1").unwrap().map(|s| s.1), Some("paid".to_string()));
+        assert_eq!(store.one_time("m-1").unwrap().map(|s| s.status), Some("paid".to_string()));
         // A settled payment is not replaced.
         assert!(!store.finish_one_time(id, "failed", Some("abandoned"), None, None, 4).unwrap());
-        assert_eq!(store.one_time("m-1").unwrap().map(|s| (s.1, s.2)), Some(("paid".into(), Some("imp_1".into()))));
+        assert_eq!(
+            store.one_time("m-1").unwrap().map(|s| (s.status, s.imp_uid)),
+            Some(("paid".into(), Some("imp_1".into())))
+        );
     }
 
     #[test]
@@ -1452,7 +1710,7 @@ mod tests {
             [("billd-s2-0", 1)]
         );
         assert!(store.unresolved(400, 10).unwrap().is_empty(), "its check is not due before check_at");
-        let claimed = store.claim_due(2000, 10).unwrap();
+        let claimed = store.claim_due(2000, 10, 5000).unwrap();
         assert_eq!(claimed.len(), 1);
         let a = &claimed[0];
         assert_eq!((a.merchant_uid.as_str(), a.attempt, a.declines, a.past_due), ("billd-s1-1", 2, 1, true));

@@ -261,6 +261,7 @@ fn script() -> impl Strategy<Value = Script> {
 struct Entry {
     imp_uid: String,
     merchant_uid: String,
+    customer_uid: String,
     paid: bool,
 }
 
@@ -279,6 +280,11 @@ struct FakeState {
 struct Fake(Arc<Mutex<FakeState>>);
 
 impl Gateway for Fake {
+    /// The config's default (30 s): the quiet period (a minute) is never longer than the first backoff.
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
+
     async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
         let mut s = self.0.lock().unwrap();
         s.charges.push((req.customer_uid.clone(), req.merchant_uid.clone()));
@@ -290,7 +296,12 @@ impl Gateway for Fake {
         s.next += 1;
         let imp_uid = format!("imp_{:012}", s.next);
         let mut record = |paid: bool| {
-            s.ledger.push(Entry { imp_uid: imp_uid.clone(), merchant_uid: req.merchant_uid.clone(), paid })
+            s.ledger.push(Entry {
+                imp_uid: imp_uid.clone(),
+                merchant_uid: req.merchant_uid.clone(),
+                customer_uid: req.customer_uid.clone(),
+                paid,
+            })
         };
         match what {
             Script::Paid => {
@@ -325,6 +336,8 @@ impl Gateway for Fake {
                 imp_uid: e.imp_uid.clone(),
                 merchant_uid: e.merchant_uid.clone(),
                 amount: 9900.0,
+                currency: Some("KRW".into()),
+                customer_uid: Some(e.customer_uid.clone()),
                 status: status.to_string(),
                 fail_reason: (!e.paid).then(|| "잔액부족".to_string()),
             }),
@@ -344,6 +357,8 @@ enum Action {
 struct Unresolved {
     db_tries: u32,
     check_at: i64,
+    /// Resends the gateway refused while it had no record of the attempt.
+    refusals: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -374,6 +389,11 @@ impl Model {
         format!("billd-{}-{period}", self.id)
     }
 
+    /// The billing key: subscription `sN` charges customer `cN`.
+    fn customer(&self) -> String {
+        self.id.replacen('s', "c", 1)
+    }
+
     fn bills(&self) -> bool {
         matches!(self.status, "active" | "past_due")
     }
@@ -387,8 +407,12 @@ impl Model {
         *next += 1;
         let imp_uid = format!("model_{next}");
         match what {
-            Script::Paid | Script::UnknownPaid => ledger.push(Entry { imp_uid, merchant_uid: m, paid: true }),
-            Script::Declined | Script::UnknownDeclined => ledger.push(Entry { imp_uid, merchant_uid: m, paid: false }),
+            Script::Paid | Script::UnknownPaid => {
+                ledger.push(Entry { imp_uid, merchant_uid: m, customer_uid: self.customer(), paid: true })
+            }
+            Script::Declined | Script::UnknownDeclined => {
+                ledger.push(Entry { imp_uid, merchant_uid: m, customer_uid: self.customer(), paid: false })
+            }
             _ => {}
         }
         what
@@ -437,6 +461,7 @@ impl Model {
         now: i64,
         a_tries: u32,
         db_tries: u32,
+        refusals: u32,
         resend: bool,
         ledger: &mut Vec<Entry>,
         next: &mut u64,
@@ -450,8 +475,9 @@ impl Model {
                 let imp = ledger.last().unwrap().imp_uid.clone();
                 self.declined(now, imp)
             }
-            // A refused resend is final only after the first few (RESEND_REFUSALS_TOLERATED = 3 tries).
-            Script::Rejected if !(resend && a_tries < 3) => self.exhausted(period),
+            // A refused resend is final only after two refusals of resends (RESEND_REFUSALS_TOLERATED = 2),
+            // however many other unresolved tries came between.
+            Script::Rejected if !(resend && refusals < 2) => self.exhausted(period),
             Script::Rejected
             | Script::Transient
             | Script::UnknownPaid
@@ -459,7 +485,9 @@ impl Model {
             | Script::UnknownNothing => {
                 let open = self.open.as_mut().unwrap();
                 open.next_attempt_at = None;
-                open.unresolved = Some(Unresolved { db_tries: db_tries + 1, check_at: now + backoff(a_tries + 1) });
+                let refusals = refusals + u32::from(resend && what == Script::Rejected);
+                open.unresolved =
+                    Some(Unresolved { db_tries: db_tries + 1, check_at: now + backoff(a_tries + 1), refusals });
             }
         }
     }
@@ -487,7 +515,7 @@ impl Model {
                 self.declined(now, imp);
             } else {
                 // The gateway never saw it: the same merchant_uid again (a resend is one more unresolved try).
-                self.send(now, u.db_tries, u.db_tries, true, ledger, next, &mut calls);
+                self.send(now, u.db_tries, u.db_tries, u.refusals, true, ledger, next, &mut calls);
             }
         }
         // 2. Open due periods and charge them, oldest first, until nothing more is due.
@@ -512,7 +540,7 @@ impl Model {
                 && open.unresolved.is_none()
                 && open.next_attempt_at.is_some_and(|t| t <= now)
             {
-                self.send(now, 0, 0, false, ledger, next, &mut calls);
+                self.send(now, 0, 0, 0, false, ledger, next, &mut calls);
                 progress = true;
             }
             if !progress {
