@@ -9,6 +9,10 @@
 --  * one_time_charges gets the same timeout_ms and 'mismatch', and check_at: an unknown one-time charge is looked
 --    up again (by a pass or a rerun of charge-once) no sooner than this.
 --  * subscriptions are found by id whatever its case (ids that differ only by case are refused).
+--  * subscriptions.skip_from/skip_to: periods skip_from..skip_to-1 fell due while the subscription was paused and
+--    are not charged; once period skip_from-1 has opened, billing continues at skip_to (a resume skips only what
+--    fell due inside the pause, never a period that fell due before it); subscriptions.suspended_at: when it was
+--    paused (filled from the events for those suspended now).
 -- The two tables are rebuilt by SQLite's documented procedure (foreign keys are off around it; see Store::migrate).
 
 CREATE TABLE attempts_v6 (
@@ -81,3 +85,10 @@ ALTER TABLE one_time_charges_v6 RENAME TO one_time_charges;
 CREATE INDEX one_time_unresolved ON one_time_charges (updated_at) WHERE status IN ('pending', 'unknown');
 
 CREATE INDEX subscriptions_id_nocase ON subscriptions (id COLLATE NOCASE);
+
+ALTER TABLE subscriptions ADD COLUMN skip_from INTEGER;
+ALTER TABLE subscriptions ADD COLUMN skip_to INTEGER;
+ALTER TABLE subscriptions ADD COLUMN suspended_at INTEGER;
+UPDATE subscriptions SET suspended_at = (SELECT max(at) FROM events e WHERE e.subscription_id = subscriptions.id
+                                          AND e.kind = 'subscription.suspended')
+ WHERE status = 'suspended';

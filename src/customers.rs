@@ -413,6 +413,7 @@ pub fn add_subscription(
         next_period: 0,
         status: Status::Active,
         source: Source::Manual,
+        skip: None,
     };
     let now = Utc::now();
     let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);

@@ -524,7 +524,8 @@ fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
         amount: sub.amount,
         currency: sub.currency.clone(),
         name: sub.plan_name.clone(),
-        following_due_at: sub.calendar().due_at(&cfg.billing.clock, sub.next_period + 1).map(ts),
+        following_period: sub.following(sub.next_period),
+        following_due_at: sub.calendar().due_at(&cfg.billing.clock, sub.following(sub.next_period)).map(ts),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Operator commands on a live database: upcoming charges, pause, resume, cancel, retry.
 
 use crate::cli::{engine, load_config, runtime};
-use crate::model::Status;
+use crate::model::{Status, restart_after_pause};
 use crate::store::{Store, from_ts};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
@@ -50,30 +50,31 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     existing(&store, id)?;
     let now = Utc::now();
     let clock = cfg.billing.clock;
-    // Where billing restarts is decided from the subscription as it is inside the write transaction.
-    let (sub, restart) = store.resume_with(id, now.timestamp(), |sub, _suspended_at| {
+    // Where billing restarts is decided from the subscription as it is inside the write transaction: only periods
+    // that fell due while it was paused are skipped (unless --catch-up), never one that fell due before.
+    let mut plan = None;
+    let (sub, _) = store.resume_with(id, now.timestamp(), |sub, paused_at| {
         let cal = sub.calendar();
-        let mut restart = sub.next_period;
-        if !catch_up {
-            while cal.due_at(&clock, restart).is_some_and(|t| t < now) {
-                restart += 1;
-            }
-        }
-        Ok((restart, cal.due_at(&clock, restart).map(|t| t.timestamp())))
+        let due = |p| cal.due_at(&clock, p);
+        let r = restart_after_pause(sub.next_period, paused_at.map(from_ts), now, catch_up, due);
+        plan = Some(r);
+        Ok((r.next_period, due(r.next_period).map(|t| t.timestamp()), r.skip))
     })?;
-    let skipped = restart - sub.next_period;
-    let next = sub
-        .calendar()
-        .due_at(&clock, restart)
-        .map(|t| t.with_timezone(&clock.timezone).to_rfc3339())
-        .unwrap_or_default();
-    if skipped > 0 {
+    let r = plan.expect("the restart was decided");
+    let local = |p: u64| {
+        sub.calendar().due_at(&clock, p).map(|t| t.with_timezone(&clock.timezone).to_rfc3339()).unwrap_or_default()
+    };
+    let owed = r.skip.map(|(from, _)| from - r.next_period).unwrap_or(0);
+    if r.skipped > 0 {
         println!(
-            "{id}: resumed; {skipped} period(s) that fell due while paused are not charged (--catch-up charges them); \
-             next charge {next}"
+            "{id}: resumed; {} period(s) that fell due while paused are not charged (--catch-up charges them){}; next \
+             charge {}",
+            r.skipped,
+            if owed > 0 { format!("; {owed} that fell due before the pause will be") } else { String::new() },
+            local(r.next_period)
         );
     } else {
-        println!("{id}: resumed; next charge {next}");
+        println!("{id}: resumed; next charge {}", local(r.next_period));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -183,7 +184,7 @@ pub fn upcoming(path: &Path, days: u32, json: bool) -> Result<ExitCode> {
                 currency: sub.currency.clone(),
                 kind: if t < now { "overdue" } else { "due" },
             });
-            p += 1;
+            p = sub.following(p);
             due = cal.due_at(clock, p);
         }
     }

@@ -118,7 +118,9 @@ pub struct NewPeriod {
     pub amount: i64,
     pub currency: String,
     pub name: String,
-    /// Due instant of the period after this one (`None`: no further period).
+    /// The period billed after this one ([`Subscription::following`]) and its due instant (`None`: no further
+    /// period).
+    pub following_period: u64,
     pub following_due_at: Option<i64>,
 }
 
@@ -473,7 +475,7 @@ impl Store {
         &mut self,
         id: &str,
         now: i64,
-        restart: impl FnOnce(&Subscription, Option<i64>) -> Result<(u64, Option<i64>)>,
+        restart: impl FnOnce(&Subscription, Option<i64>) -> Result<(u64, Option<i64>, Option<(u64, u64)>)>,
     ) -> Result<(Subscription, u64)> {
         let tx = self.tx()?;
         let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
@@ -484,17 +486,23 @@ impl Store {
         if sub.status != Status::Suspended {
             bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
         }
-        let suspended_at: Option<i64> = tx.query_row(
-            "SELECT max(at) FROM events WHERE subscription_id = ?1 AND kind = 'subscription.suspended'",
-            [id],
-            |r| r.get(0),
-        )?;
+        let suspended_at: Option<i64> =
+            tx.query_row("SELECT suspended_at FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
         crate::failpoint::pause("resume_after_read");
-        let (restart_period, restart_due) = restart(&sub, suspended_at)?;
+        let (restart_period, restart_due, skip) = restart(&sub, suspended_at)?;
         let n = tx.execute(
             "UPDATE subscriptions SET status = 'active', next_period = max(next_period, ?2), next_due_at = ?3,
-               updated_at = ?4 WHERE id = ?1 AND status = 'suspended' AND next_period = ?5",
-            params![id, restart_period as i64, restart_due, now, sub.next_period as i64],
+               updated_at = ?4, skip_from = ?6, skip_to = ?7
+             WHERE id = ?1 AND status = 'suspended' AND next_period = ?5",
+            params![
+                id,
+                restart_period as i64,
+                restart_due,
+                now,
+                sub.next_period as i64,
+                skip.map(|s| s.0 as i64),
+                skip.map(|s| s.1 as i64)
+            ],
         )?;
         if n != 1 {
             bail!("subscription {id:?} changed while it was being resumed; nothing changed");
@@ -806,12 +814,8 @@ impl Store {
 
     // ---- the pass --------------------------------------------------------------------------------------------
 
-    /// Billed subscriptions whose next period is due at or before `now` and that have no open period.
-    pub fn subscriptions_to_open(&self, now: i64, limit: usize) -> Result<Vec<DueSubscription>> {
-        self.subscriptions_to_open_within(now, limit, i64::MAX)
-    }
-
-    /// How many subscriptions [`Store::subscriptions_to_open_within`] would return without a limit.
+    /// How many billed subscriptions have their next period due at or before `now` (its amount within
+    /// `max_amount`) and no open period: what [`Store::open_and_claim`] would open without a limit.
     pub fn subscriptions_to_open_count(&self, now: i64, max_amount: i64) -> Result<usize> {
         let n: i64 = self.conn.prepare_cached(
             "SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
@@ -820,51 +824,6 @@ impl Store {
         )?
         .query_row(params![now, max_amount], |r| r.get(0))?;
         Ok(n as usize)
-    }
-
-    /// [`Store::subscriptions_to_open`] leaving out those whose amount is above `max_amount` (a safety rail:
-    /// such a period is not opened, so fixing the amount or the limit lets it go out).
-    pub fn subscriptions_to_open_within(
-        &self,
-        now: i64,
-        limit: usize,
-        max_amount: i64,
-    ) -> Result<Vec<DueSubscription>> {
-        subscriptions_to_open_in(&self.conn, now, limit, max_amount)
-    }
-
-    /// Opens periods (one transaction) and advances their subscriptions.
-    pub fn open_periods(&mut self, periods: &[NewPeriod], now: i64) -> Result<()> {
-        let tx = self.tx()?;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
-                   name, state, next_attempt_at, opened_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', ?3, ?9)",
-            )?;
-            let mut adv = tx.prepare_cached(
-                "UPDATE subscriptions SET next_period = ?2 + 1, next_due_at = ?3, updated_at = ?4
-                 WHERE id = ?1 AND next_period = ?2",
-            )?;
-            for p in periods {
-                ins.execute(params![
-                    p.subscription_id,
-                    p.period as i64,
-                    p.due_at,
-                    p.merchant_uid,
-                    p.customer_uid,
-                    p.amount,
-                    p.currency,
-                    p.name,
-                    now
-                ])?;
-                if adv.execute(params![p.subscription_id, p.period as i64, p.following_due_at, now])? != 1 {
-                    bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Creates and commits (status pending) the next attempt of up to `limit` open periods due at or before
@@ -890,7 +849,8 @@ impl Store {
 
     /// One step of a pass, in one transaction: claims up to `limit` due attempts of open periods (as
     /// [`Store::claim_due_within`]; retries and leftovers first), then fills the page by opening up to `open_limit`
-    /// due periods ([`Store::subscriptions_to_open_within`], built by `make`) and claiming their first attempts at
+    /// due periods (of subscriptions as [`Store::subscriptions_to_open_count`] counts them, built by `make`) and
+    /// claiming their first attempts at
     /// once. Returns how many periods it opened and every attempt claimed: their intents are committed, each
     /// with `timeout_ms`, the gateway timeout its request is about to be sent with.
     ///
@@ -919,7 +879,9 @@ impl Store {
                  ON CONFLICT (merchant_uid) DO NOTHING",
             )?;
             let mut adv = tx.prepare_cached(
-                "UPDATE subscriptions SET next_period = ?2 + 1, next_due_at = ?3, updated_at = ?4
+                "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4,
+                   skip_from = CASE WHEN ?5 = ?2 + 1 THEN skip_from END,
+                   skip_to = CASE WHEN ?5 = ?2 + 1 THEN skip_to END
                  WHERE id = ?1 AND next_period = ?2",
             )?;
             let mut claim = tx.prepare_cached(
@@ -961,7 +923,14 @@ impl Store {
                     set_status_tx(&tx, &p.subscription_id, Status::Suspended, now, &why)?;
                     continue;
                 }
-                if adv.execute(params![p.subscription_id, p.period as i64, p.following_due_at, now])? != 1 {
+                let advanced = adv.execute(params![
+                    p.subscription_id,
+                    p.period as i64,
+                    p.following_due_at,
+                    now,
+                    p.following_period as i64
+                ])?;
+                if advanced != 1 {
                     bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
                 }
                 claim.execute(params![
@@ -1311,7 +1280,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
 }
 
 const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
-    anchor_date, anchor_period, next_period, next_due_at, status, source FROM subscriptions";
+    anchor_date, anchor_period, next_period, next_due_at, status, source, skip_from, skip_to FROM subscriptions";
 
 /// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
 fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
@@ -1335,6 +1304,10 @@ fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
             next_period: r.get::<_, i64>(10)? as u64,
             status: Status::parse(status).ok_or_else(|| anyhow!("bad status {status:?}"))?,
             source: if source == "config" { Source::Config } else { Source::Manual },
+            skip: match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<i64>>(15)?) {
+                (Some(from), Some(to)) => Some((from as u64, to as u64)),
+                _ => None,
+            },
             id: id.clone(),
         })
     })()
@@ -1393,11 +1366,11 @@ fn set_status_tx(tx: &Transaction<'_>, id: &str, to: Status, now: i64, reason: &
     if from == to || from == Status::Canceled {
         return Ok(Some(from));
     }
-    tx.prepare_cached("UPDATE subscriptions SET status = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
-        id,
-        to.as_str(),
-        now
-    ])?;
+    tx.prepare_cached(
+        "UPDATE subscriptions SET status = ?2, updated_at = ?3,
+           suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END WHERE id = ?1",
+    )?
+    .execute(params![id, to.as_str(), now])?;
     event(
         tx,
         now,
@@ -1620,7 +1593,7 @@ mod tests {
             .execute_batch(
                 "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
                  INSERT INTO subscriptions SELECT 's' || i, 'c', 'p', 'P', 100, 'KRW', '1 month', '2025-01-01',
-                   '2025-01-01', 0, 2, 5000, 'active', 'manual', 0, 0 FROM n;
+                   '2025-01-01', 0, 2, 5000, 'active', 'manual', 0, 0, NULL, NULL, NULL FROM n;
                  INSERT INTO periods SELECT id, 1, 10, 'm-' || id, 'c', 100, 'KRW', 'P', 'open', 0, NULL, 10, NULL
                    FROM subscriptions;
                  INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,

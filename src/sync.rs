@@ -11,7 +11,7 @@ pub enum Change {
     /// A subscription new to the database.
     Insert(Subscription),
     /// Plan, amount, name, currency or customer changes; they apply to periods not yet opened.
-    Update { before: Subscription, after: Subscription, what: Vec<String> },
+    Update { before: Box<Subscription>, after: Box<Subscription>, what: Vec<String> },
     /// Canceled because the file says so or no longer lists it (history is kept).
     Cancel { id: String, reason: String },
 }
@@ -57,6 +57,7 @@ pub fn plan(cfg: &Config, db: &[Subscription], today: NaiveDate) -> SyncPlan {
             next_period: 0,
             status: if spec.canceled { Status::Canceled } else { Status::Active },
             source: Source::Config,
+            skip: None,
         };
         let Some(have) = by_id.get(spec.id.as_str()) else {
             if let Some(second) = plan.interval.nth_date(spec.start, 1).filter(|d| *d <= today) {
@@ -131,7 +132,7 @@ pub fn plan(cfg: &Config, db: &[Subscription], today: NaiveDate) -> SyncPlan {
             what.push(format!("interval {} -> {} from period {at} ({anchor})", have.interval, wanted.interval));
         }
         if !what.is_empty() {
-            out.changes.push(Change::Update { before: (*have).clone(), after, what });
+            out.changes.push(Change::Update { before: Box::new((*have).clone()), after: Box::new(after), what });
         }
     }
     let in_file: std::collections::HashSet<&str> = cfg.subscriptions.iter().map(|s| s.id.as_str()).collect();

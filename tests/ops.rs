@@ -23,9 +23,13 @@ fn run(w: &World, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Start 2 months and 2 days ago: periods 0, 1 and 2 are all due already.
+fn start_two_months_ago() -> String {
+    (chrono::Utc::now() - chrono::Months::new(2) - chrono::Duration::days(2)).date_naive().to_string()
+}
+
 fn paused_world() -> World {
-    // Start 2 months and 2 days ago: periods 0, 1 and 2 are all due already.
-    let start = (chrono::Utc::now() - chrono::Months::new(2) - chrono::Duration::days(2)).date_naive().to_string();
+    let start = start_two_months_ago();
     let w =
         World::new(Setup { body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &start)), ..Default::default() });
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
@@ -37,9 +41,17 @@ fn paused_world() -> World {
     w
 }
 
+/// As if `billd pause` had run `days` days ago (the command itself pauses at the real current time).
+fn paused_days_ago(w: &World, days: i64) {
+    let at = chrono::Utc::now().timestamp() - days * 86_400;
+    w.db().execute("UPDATE subscriptions SET suspended_at = ?1 WHERE id = 's1'", [at]).unwrap();
+}
+
 #[test]
 fn pause_then_resume_skips_the_periods_due_while_paused() {
     let w = paused_world();
+    // Paused before period 0 fell due: periods 0, 1 and 2 all fell due while paused.
+    paused_days_ago(&w, 70);
     let (code, out) = run(&w, &["resume", "s1"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("3 period(s)"), "{out}");
@@ -47,6 +59,44 @@ fn pause_then_resume_skips_the_periods_due_while_paused() {
     assert!(w.paid_for("c1").is_empty());
     w.tick(&now_plus(40));
     assert_eq!(w.paid_for("c1"), ["billd-s1-3"]);
+}
+
+/// Issue 15, point 3: period 0 paid; billd did not run when periods 1 and 2 fell due; the subscription is paused
+/// and resumed. Those two fell due before the pause: the next pass charges both, once each (it charged neither).
+#[test]
+fn resume_never_skips_periods_that_fell_due_before_the_pause() {
+    let start = start_two_months_ago();
+    let w =
+        World::new(Setup { body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &start)), ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick(&format!("{start}T10:00:00+09:00"));
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+    assert_eq!(run(&w, &["pause", "s1"]).0, 0);
+    let (code, out) = run(&w, &["resume", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("not charged"), "{out}");
+    w.tick(&now_plus(0));
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1", "billd-s1-2"]);
+    w.tick(&now_plus(0));
+    assert_eq!(w.ledger().len(), 3, "each charged once");
+    w.assert_consistent();
+}
+
+/// Paused after period 0 fell due but before periods 1 and 2: period 0 is charged, 1 and 2 are skipped, and billing
+/// continues with period 3.
+#[test]
+fn resume_charges_what_fell_due_before_the_pause_and_skips_what_fell_due_during_it() {
+    let w = paused_world();
+    paused_days_ago(&w, 55);
+    let (code, out) = run(&w, &["resume", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 period(s) that fell due while paused are not charged"), "{out}");
+    assert!(out.contains("1 that fell due before the pause will be"), "{out}");
+    w.tick(&now_plus(0));
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+    w.tick(&now_plus(40));
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-3"]);
+    w.assert_consistent();
 }
 
 #[test]
