@@ -20,6 +20,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_exactly_once_holes.sql"),
 ];
 
+/// How long a write waits for another process's write transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes
+/// minutes: README, "Upgrade").
+const MIGRATION_WAIT: Duration = Duration::from_secs(300);
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
@@ -241,8 +248,21 @@ impl Store {
     }
 
     fn configure(&mut self) -> Result<()> {
-        self.conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Switching a new database to WAL needs it to itself: another process creating or migrating it at the same
+        // instant makes this busy for a moment (SQLite does not always wait on its own here), so wait as a write
+        // would.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < MIGRATION_WAIT =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             bail!("cannot switch to WAL journaling (got {mode})");
         }
@@ -250,6 +270,9 @@ impl Store {
         Ok(())
     }
 
+    /// Applies the migrations this database lacks, each once: the schema version is read inside the write
+    /// transaction that applies the next migration, so a process that opens the database at the same instant waits
+    /// for the other's migration (up to [`MIGRATION_WAIT`]) and then finds it done.
     fn migrate(&mut self) -> Result<()> {
         let version: usize = self.conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
         if version > SCHEMA_VERSION {
@@ -273,9 +296,19 @@ impl Store {
             );
         }
         self.conn.execute_batch("PRAGMA foreign_keys=OFF")?;
+        // Another process may be migrating: wait for it as long as a large migration takes, not the usual few
+        // seconds.
+        self.conn.busy_timeout(MIGRATION_WAIT)?;
         let result = (|| -> Result<()> {
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            loop {
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).with_context(|| {
+                    format!("another billd process has been migrating it for {} s", MIGRATION_WAIT.as_secs())
+                })?;
+                let i = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+                if i >= SCHEMA_VERSION {
+                    return Ok(());
+                }
+                let sql = MIGRATIONS[i];
                 tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
                 let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
                 if broken > 0 {
@@ -284,8 +317,8 @@ impl Store {
                 tx.pragma_update(None, "user_version", (i + 1) as i64)?;
                 tx.commit()?;
             }
-            Ok(())
         })();
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
         self.conn.execute_batch("PRAGMA foreign_keys=ON")?;
         result
     }
