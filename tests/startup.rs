@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, sub};
+use common::{MONTHLY, Setup, World, cards, sub};
 use std::process::{Child, Stdio};
 
 /// Issue 15, point 1: 8 processes of mixed commands started at once on a fresh database path, 20 rounds. Each
@@ -13,6 +13,8 @@ fn commands_started_at_once_on_a_new_database_all_work() {
     let body =
         format!("{MONTHLY}{}{}", sub("s1", "c1", "monthly", "2025-01-01"), sub("s2", "c2", "monthly", "2025-01-01"));
     let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
     let commands: [&[&str]; 8] = [
         &["tick", "--as-of", "2025-01-01T10:00:00+09:00"],
         &["charges"],
@@ -56,5 +58,7 @@ fn commands_started_at_once_on_a_new_database_all_work() {
         let db = rusqlite::Connection::open(w.dir.path().join(format!("round{round}.sqlite3"))).unwrap();
         let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, billd::store::SCHEMA_VERSION as i64);
+        let paid: i64 = db.query_row("SELECT count(*) FROM attempts WHERE status = 'paid'", [], |r| r.get(0)).unwrap();
+        assert_eq!(paid, 2, "round {round}: the scheduler that ran charged both periods");
     }
 }
