@@ -27,14 +27,18 @@ fn commands_started_at_once_on_a_new_database_all_work() {
     ];
     for round in 0..20 {
         let config = std::fs::read_to_string(&w.config).unwrap();
-        let config =
-            config
-                .lines()
-                .map(|l| {
-                    if l.starts_with("database = ") { format!("database = \"round{round}.sqlite3\"") } else { l.into() }
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
+        let config = config
+            .lines()
+            .filter(|l| !l.starts_with("merchant_uid_prefix = "))
+            .map(|l| match l {
+                // A database and merchant_uids of its own each round.
+                l if l.starts_with("database = ") => {
+                    format!("database = \"round{round}.sqlite3\"\nmerchant_uid_prefix = \"r{round}\"")
+                }
+                l => l.into(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         std::fs::write(&w.config, config).unwrap();
         let children: Vec<(&[&str], Child)> = commands
             .iter()
