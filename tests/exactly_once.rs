@@ -174,13 +174,13 @@ fn a_restart_with_a_shorter_timeout_keeps_the_quiet_period_of_the_request_in_fli
     w.tick(DUE);
     let check_at: i64 =
         w.db().query_row("SELECT check_at FROM attempts WHERE merchant_uid = 'billd-s0-0'", [], |r| r.get(0)).unwrap();
-    let due = chrono::DateTime::parse_from_rfc3339(DUE).unwrap().timestamp();
-    assert!(check_at >= due + 80, "looked at again {} s after, not twice the 40 s it was sent with", check_at - due);
-    // Well within the first request's quiet period (and its charge still in progress at the gateway).
+    // Past the 1 minute backoff, well within the first request's quiet period (its charge still in progress).
     w.tick("2025-01-01T10:01:10+09:00");
     wait_for("the first request's charge", || paid_count(&w, "billd-s0-0") >= 1);
     std::thread::sleep(Duration::from_millis(3500)); // a resend in progress would be charged by now
     assert_eq!(at_gateway(&w, "billd-s0-0"), 1, "resent while the first request was in progress: {:?}", w.ledger());
+    let due = chrono::DateTime::parse_from_rfc3339(DUE).unwrap().timestamp();
+    assert!(check_at >= due + 80, "looked at again {} s after, not twice the 40 s it was sent with", check_at - due);
     w.tick("2025-01-01T10:01:20+09:00");
     assert_eq!(paid_count(&w, "billd-s0-0"), 1);
     w.assert_consistent();
@@ -200,18 +200,17 @@ fn charge_once_keeps_a_lost_answer_unknown_and_a_rerun_sends_nothing() {
     });
     let args = ["charge-once", "--merchant-uid", "order-777", "--amount", "5000", "--name", "Setup fee"];
     let first = with_card(&w, &args, &card_json(cards::APPROVE));
+    // The operator reruns at once: looked up, not found, nothing sent.
+    let rerun = with_card(&w, &args, &card_json(cards::APPROVE));
+    wait_for("the first request's charge", || paid_count(&w, "order-777") >= 1);
+    std::thread::sleep(Duration::from_millis(3000)); // a second request in progress would be charged by now
+    assert_eq!(at_gateway(&w, "order-777"), 1, "sent twice: {:?}\n{}\n{}", w.ledger(), text(&first), text(&rerun));
     assert!(!first.status.success(), "{}", text(&first));
     assert!(text(&first).contains("outcome unknown"), "{}", text(&first));
     assert!(text(&first).contains("do not retry before"), "{}", text(&first));
     assert!(!text(&first).contains("nothing was charged"), "{}", text(&first));
-    // The operator reruns at once: looked up, not found, nothing sent.
-    let rerun = with_card(&w, &args, &card_json(cards::APPROVE));
     assert!(!rerun.status.success(), "{}", text(&rerun));
     assert!(text(&rerun).contains("do not retry before"), "{}", text(&rerun));
-
-    wait_for("the first request's charge", || paid_count(&w, "order-777") >= 1);
-    std::thread::sleep(Duration::from_millis(3000)); // a second request in progress would be charged by now
-    assert_eq!(at_gateway(&w, "order-777"), 1, "sent twice: {:?}", w.ledger());
     // A pass after the quiet period settles it by lookup.
     let later = (chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339();
     w.tick(&later);
@@ -262,10 +261,9 @@ fn outside_again(w: &World, customer_uid: &str, merchant_uid: &str, amount: i64)
 
 /// Hole 4: `charge-once` accepted a subscription's merchant_uid; next month the gateway refused the period's
 /// charge (paid), the lookup found the 100 KRW payment and billd recorded 9,900 as paid. Now a merchant_uid in
-/// billd's namespace is refused, and a lookup finding a payment for another amount, currency or billing key is a
-/// `charge.mismatch`, held for an operator, never paid.
+/// billd's namespace (or owned by a period) is refused.
 #[test]
-fn a_payment_under_a_subscription_merchant_uid_for_another_amount_is_never_taken_as_paid() {
+fn charge_once_refuses_a_merchant_uid_of_billd_s_own() {
     let body = format!("{MONTHLY}{}", sub("s2", "c2", "monthly", "2025-01-01"));
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
@@ -278,8 +276,17 @@ fn a_payment_under_a_subscription_merchant_uid_for_another_amount_is_never_taken
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(text(&refused).contains("billd's own"), "{}", text(&refused));
     assert_eq!(at_gateway(&w, "billd-s2-1"), 0);
+}
 
-    // Someone else pays 100 KRW under February's merchant_uid anyway.
+/// Hole 4, the other half: a lookup finding a payment for another amount, currency or billing key is a
+/// `charge.mismatch`, held for an operator, never paid.
+#[test]
+fn a_payment_under_a_subscription_merchant_uid_for_another_amount_is_never_taken_as_paid() {
+    let body = format!("{MONTHLY}{}", sub("s2", "c2", "monthly", "2025-01-01"));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    w.tick(DUE);
+    // Someone else (another system of the merchant's) pays 100 KRW under February's merchant_uid.
     outside_again(&w, "c2", "billd-s2-1", 100);
     let out = w.tick("2025-02-01T10:00:00+09:00");
     let log = World::stderr(&out);
