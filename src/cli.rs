@@ -38,7 +38,11 @@ pub enum Command {
         as_of: Option<String>,
     },
     /// Validate the config; exit 1 listing every problem.
-    Check,
+    Check {
+        /// Also ask the gateway for an access token: does it accept gateway.imp_key and its imp_secret?
+        #[arg(long)]
+        online: bool,
+    },
     /// Apply schedules.toml to the database.
     Sync {
         /// Show what would change without changing it.
@@ -181,7 +185,7 @@ pub enum CustomersCommand {
 pub fn main(args: Args) -> Result<ExitCode> {
     let path = config::resolve_path(args.config.as_deref());
     match args.command {
-        Command::Check => check(&path),
+        Command::Check { online } => check(&path, online),
         Command::Tick { as_of } => {
             let now = match as_of {
                 Some(s) => parse_instant(&s)?,
@@ -247,12 +251,33 @@ pub fn load_config(path: &Path) -> Result<Config> {
     Ok(cfg)
 }
 
-fn check(path: &Path) -> Result<ExitCode> {
+fn check(path: &Path, online: bool) -> Result<ExitCode> {
     match config::load(path) {
         Ok(cfg) => {
             let mut problems = Vec::new();
-            if let Err(e) = cfg.gateway.secret.resolve() {
-                problems.push(e);
+            match cfg.gateway.secret.resolve() {
+                Err(e) => problems.push(e),
+                Ok(secret) if online => {
+                    use crate::gateway::{Auth, Gateway};
+                    let g = &cfg.gateway;
+                    let client = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, 1);
+                    match runtime()?.block_on(client.authenticate()) {
+                        Auth::Accepted => {
+                            println!(
+                                "gateway {}: accepts gateway.imp_key {:?} and its imp_secret",
+                                g.base_url, g.imp_key
+                            )
+                        }
+                        Auth::Refused(e) => problems.push(format!(
+                            "gateway.imp_key: the gateway {} refuses {:?} and its imp_secret ({e})",
+                            g.base_url, g.imp_key
+                        )),
+                        Auth::Unavailable(e) => {
+                            problems.push(format!("gateway.base_url: cannot get a token from {}: {e}", g.base_url))
+                        }
+                    }
+                }
+                Ok(_) => {}
             }
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");

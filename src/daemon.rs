@@ -19,6 +19,9 @@ use tracing::{error, info, warn};
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// Pause after a pass that could not run (e.g. the database was locked or the disk full).
 const ERROR_PAUSE: Duration = Duration::from_secs(30);
+/// The longest pause between two tries while the gateway refuses the credentials (the first is `ERROR_PAUSE`,
+/// doubling).
+const UNAUTHORIZED_MAX_PAUSE: Duration = Duration::from_secs(300);
 
 pub fn run(path: &Path) -> Result<ExitCode> {
     let cfg = cli::load_config(path)?;
@@ -86,6 +89,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         notify::ready(&status_line(&engine, None).await);
 
         let max_sleep = watchdog.map(|w| (w / 2).min(MAX_SLEEP)).unwrap_or(MAX_SLEEP);
+        let mut refusals = 0u32;
         loop {
             metrics.beat();
             let (pass_at, pass_started) = (Utc::now(), std::time::Instant::now());
@@ -100,8 +104,20 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     }
                 }
             };
+            let mut refused = None;
             let pause = match &result {
+                Err(e) if e.downcast_ref::<crate::engine::Unauthorized>().is_some() => {
+                    // A configuration error: logged by the engine (gateway.unauthorized); billd stays up, says so,
+                    // and tries again, backing off to every 5 minutes.
+                    metrics.unauthorized.store(true, std::sync::atomic::Ordering::Relaxed);
+                    refusals = refusals.saturating_add(1);
+                    let pause = (ERROR_PAUSE * 2u32.saturating_pow(refusals.min(8) - 1)).min(UNAUTHORIZED_MAX_PAUSE);
+                    refused = Some(pause);
+                    pause.min(max_sleep)
+                }
                 Ok(r) => {
+                    metrics.unauthorized.store(false, std::sync::atomic::Ordering::Relaxed);
+                    refusals = 0;
                     if r.sent + r.reconciled > 0 {
                         r.log_done(pass_at, pass_started.elapsed());
                     }
@@ -118,7 +134,15 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             if engine.stopping() {
                 break;
             }
-            notify::status(&status_line(&engine, result.as_ref().ok()).await);
+            match refused {
+                Some(pause) => notify::status(&format!(
+                    "UNAUTHORIZED: the gateway refuses gateway.imp_key {:?} and its imp_secret; nothing is charged; \
+                     trying again in {} s",
+                    engine.config().gateway.imp_key,
+                    pause.as_secs()
+                )),
+                None => notify::status(&status_line(&engine, result.as_ref().ok()).await),
+            }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = wake.notified() => {}

@@ -15,6 +15,25 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tracing::{error, info, warn};
 
+/// A pass refused to start: the gateway refused billd's credentials (nothing was claimed or sent).
+#[derive(Debug)]
+pub struct Unauthorized {
+    pub imp_key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the gateway refused gateway.imp_key {:?} and its imp_secret ({}); nothing was sent (check both)",
+            self.imp_key, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Unauthorized {}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {
@@ -202,7 +221,10 @@ impl<G: Gateway> Engine<G> {
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
-        let result = self.reconcile_stale(At::start(now), &tx, &sem).await;
+        let result = match self.check_credentials().await {
+            Ok(()) => self.reconcile_stale(At::start(now), &tx, &sem).await,
+            Err(e) => Err(e),
+        };
         drop(tx);
         writer.await.context("the outcome writer panicked")??;
         result
@@ -346,6 +368,7 @@ impl<G: Gateway> Engine<G> {
 
     async fn drive(&self, at: At, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>, report: &mut PassReport) -> Result<()> {
         let now = at.as_of;
+        self.check_credentials().await?;
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
         report.reconciled = self.reconcile_stale(at, tx, sem).await?;
 
@@ -450,6 +473,19 @@ impl<G: Gateway> Engine<G> {
                 break;
             }
         }
+    }
+
+    /// Before a pass claims or sends anything: a refused credential is a configuration error (one
+    /// `gateway.unauthorized` ERROR line and an [`Unauthorized`] error), never an unknown outcome per charge. A
+    /// gateway that does not answer is not a refusal: the pass goes on.
+    async fn check_credentials(&self) -> Result<()> {
+        if let crate::gateway::Auth::Refused(reason) = self.gateway.authenticate().await {
+            let imp_key = self.cfg.gateway.imp_key.clone();
+            error!(event = "gateway.unauthorized", imp_key = %imp_key, reason = %reason,
+                "gateway.unauthorized: the gateway refused gateway.imp_key and its imp_secret; nothing is sent");
+            return Err(Unauthorized { imp_key, reason }.into());
+        }
+        Ok(())
     }
 
     /// Waits until the writer has committed everything sent to it so far.
@@ -944,6 +980,9 @@ mod tests {
         fn timeout(&self) -> std::time::Duration {
             std::time::Duration::from_secs(5)
         }
+        async fn authenticate(&self) -> crate::gateway::Auth {
+            crate::gateway::Auth::Accepted
+        }
         async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
             panic!("a bug in a sender")
         }
@@ -959,6 +998,9 @@ mod tests {
     impl Gateway for RefusesResends {
         fn timeout(&self) -> std::time::Duration {
             std::time::Duration::from_secs(5)
+        }
+        async fn authenticate(&self) -> crate::gateway::Auth {
+            crate::gateway::Auth::Accepted
         }
         async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
             match self.0.fetch_add(1, Ordering::SeqCst) {
@@ -977,6 +1019,9 @@ mod tests {
     impl Gateway for Scripted {
         fn timeout(&self) -> std::time::Duration {
             std::time::Duration::from_secs(5)
+        }
+        async fn authenticate(&self) -> crate::gateway::Auth {
+            crate::gateway::Auth::Accepted
         }
         async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
             let next = self.0.lock().unwrap().pop_front();
@@ -1037,6 +1082,9 @@ mod tests {
         impl Gateway for Slow {
             fn timeout(&self) -> std::time::Duration {
                 std::time::Duration::from_secs(35)
+            }
+            async fn authenticate(&self) -> crate::gateway::Auth {
+                crate::gateway::Auth::Accepted
             }
             async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
                 ChargeOutcome::Unknown("no answer within 35s".into())

@@ -79,6 +79,19 @@ pub enum Lookup {
     Error(String),
 }
 
+/// Whether the gateway accepts billd's credentials (asked before a pass claims or sends anything).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    Accepted,
+    /// The gateway refused them (HTTP 401/403 on the token request): a configuration error, not a charge outcome.
+    Refused(String),
+    /// No answer, or an unreadable one: nothing can be concluded (charges go on and are classified one by one).
+    Unavailable(String),
+}
+
+/// The words of a refused token request (see [`Auth::Refused`]).
+const CREDENTIALS_REFUSED: &str = "the gateway refused the credentials (gateway.imp_key and its imp_secret)";
+
 /// The gateway operations the engine needs.
 pub trait Gateway: Send + Sync + 'static {
     /// How long a request is given to answer: the quiet period before anything sent with it is looked at again
@@ -88,6 +101,8 @@ pub trait Gateway: Send + Sync + 'static {
     fn charge(&self, req: &ChargeRequest) -> impl Future<Output = ChargeOutcome> + Send;
     /// `GET /payments/find/{merchant_uid}/{status}`.
     fn find(&self, merchant_uid: &str, status: &str) -> impl Future<Output = Lookup> + Send;
+    /// Gets (or reuses) an access token: whether the gateway accepts the credentials.
+    fn authenticate(&self) -> impl Future<Output = Auth> + Send;
 }
 
 /// The i'mport REST client.
@@ -250,8 +265,8 @@ impl Iamport {
             .map_err(|e| format!("getToken: {}", describe(&e)))?;
         let status = resp.status().as_u16();
         let text = read_body(resp).await.map_err(|e| format!("getToken: {}", describe(&e)))?;
-        if status == 401 {
-            return Err("getToken: HTTP 401, the gateway refused gateway.imp_key/imp_secret".into());
+        if status == 401 || status == 403 {
+            return Err(format!("getToken: HTTP {status}: {CREDENTIALS_REFUSED}"));
         }
         let env: Envelope = serde_json::from_str(&text)
             // No excerpt: a token answer, even a mangled one, may carry an access token.
@@ -378,6 +393,14 @@ impl Iamport {
 impl Gateway for Iamport {
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    async fn authenticate(&self) -> Auth {
+        match self.token(None).await {
+            Ok(_) => Auth::Accepted,
+            Err(e) if e.contains(CREDENTIALS_REFUSED) => Auth::Refused(e),
+            Err(e) => Auth::Unavailable(e),
+        }
     }
 
     async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {

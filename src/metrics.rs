@@ -1,7 +1,7 @@
 //! Runtime counters and gauges, the health heartbeat, and their Prometheus text exposition (`/metrics`, `/healthz`).
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Gateway latency histogram bucket bounds, in seconds.
@@ -19,6 +19,8 @@ pub struct Metrics {
     pub due_backlog: AtomicI64,
     /// Unix seconds of the last pass that completed.
     pub last_success: AtomicI64,
+    /// The gateway refused the credentials at the last try (`/healthz` is 503 meanwhile).
+    pub unauthorized: AtomicBool,
     /// Milliseconds since start of the last sign of life of the scheduler loop.
     heartbeat_ms: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -37,6 +39,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             due_backlog: AtomicI64::new(0),
             last_success: AtomicI64::new(0),
+            unauthorized: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
@@ -140,7 +143,11 @@ pub async fn serve(
                 let m = metrics.clone();
                 async move {
                     let since = m.since_beat();
-                    if since <= stale_after {
+                    if m.unauthorized.load(Ordering::Relaxed) {
+                        let why = "unauthorized: the gateway refuses gateway.imp_key and its imp_secret; nothing is \
+                                   charged until they are fixed\n";
+                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+                    } else if since <= stale_after {
                         (StatusCode::OK, format!("ok: scheduler loop alive ({}s ago)\n", since.as_secs()))
                     } else {
                         (StatusCode::SERVICE_UNAVAILABLE, format!("stale: no progress for {}s\n", since.as_secs()))

@@ -285,6 +285,10 @@ impl Gateway for Fake {
         std::time::Duration::from_secs(30)
     }
 
+    async fn authenticate(&self) -> billd::gateway::Auth {
+        billd::gateway::Auth::Accepted
+    }
+
     async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
         let mut s = self.0.lock().unwrap();
         s.charges.push((req.customer_uid.clone(), req.merchant_uid.clone()));
