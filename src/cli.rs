@@ -141,6 +141,14 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum SubscriptionsCommand {
+    /// One subscription's whole story: plan, status and why, every period with each attempt, what happens next.
+    Show {
+        /// The subscription id.
+        id: String,
+        /// Print it as JSON (times RFC 3339 with the billing time zone's offset).
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a subscription kept in the database (a config sync never cancels it).
     Add {
         #[arg(long)]
@@ -196,6 +204,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Run => crate::daemon::run(&path),
         Command::Sync { dry_run, force } => sync(&path, dry_run, force),
         Command::Subscriptions { action: None, status, json } => subscriptions(&path, status.as_deref(), json),
+        Command::Subscriptions { action: Some(SubscriptionsCommand::Show { id, json }), .. } => {
+            crate::show::show(&path, &id, json)
+        }
         Command::Subscriptions {
             action: Some(SubscriptionsCommand::Add { id, customer_uid, plan, start, register_card, charge_now }),
             ..

@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod ops;
+pub mod show;
 pub mod store;
 pub mod sync;

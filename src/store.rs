@@ -199,6 +199,34 @@ pub struct OneTimeCharge {
 /// A billed subscription, its next due instant, and its open period (period, next attempt, amount, currency).
 pub type BillingSubscription = (Subscription, Option<i64>, Option<(u64, i64, i64, String)>);
 
+/// One period of a subscription with its attempts, for `subscriptions show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeriodStory {
+    pub period: u64,
+    pub due_at: i64,
+    pub merchant_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    /// `open`, `paid` or `given_up`.
+    pub state: String,
+    pub declines: u32,
+    pub next_attempt_at: Option<i64>,
+    pub attempts: Vec<AttemptStory>,
+}
+
+/// One attempt of a period, for `subscriptions show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptStory {
+    pub attempt: u32,
+    pub status: String,
+    pub failure: Option<String>,
+    pub imp_uid: Option<String>,
+    pub fail_reason: Option<String>,
+    pub check_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// A subscription with its derived state, for listings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubscriptionRow {
@@ -1222,6 +1250,77 @@ impl Store {
             ))
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// A subscription's next due instant (`None`: none, or no such subscription).
+    pub fn next_due_at(&self, id: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT next_due_at FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Every period of a subscription with its attempts, oldest first; and the reason of its latest status
+    /// change (why it is canceled or suspended), if any.
+    pub fn subscription_story(&self, id: &str) -> Result<(Vec<PeriodStory>, Option<String>)> {
+        let mut periods: Vec<PeriodStory> = {
+            let mut st = self.conn.prepare_cached(
+                "SELECT period, due_at, merchant_uid, amount, currency, state, declines, next_attempt_at
+                 FROM periods WHERE subscription_id = ?1 ORDER BY period",
+            )?;
+            let rows = st.query_map([id], |r| {
+                Ok(PeriodStory {
+                    period: r.get::<_, i64>(0)? as u64,
+                    due_at: r.get(1)?,
+                    merchant_uid: r.get(2)?,
+                    amount: r.get(3)?,
+                    currency: r.get(4)?,
+                    state: r.get(5)?,
+                    declines: r.get::<_, i64>(6)? as u32,
+                    next_attempt_at: r.get(7)?,
+                    attempts: Vec::new(),
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT period, attempt, status, failure, imp_uid, fail_reason, check_at, created_at, updated_at
+             FROM attempts WHERE subscription_id = ?1 ORDER BY period, attempt",
+        )?;
+        let rows = st.query_map([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                AttemptStory {
+                    attempt: r.get::<_, i64>(1)? as u32,
+                    status: r.get(2)?,
+                    failure: r.get(3)?,
+                    imp_uid: r.get(4)?,
+                    fail_reason: r.get(5)?,
+                    check_at: r.get(6)?,
+                    created_at: r.get(7)?,
+                    updated_at: r.get(8)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (period, a) = row?;
+            if let Some(p) = periods.iter_mut().find(|p| p.period == period) {
+                p.attempts.push(a);
+            }
+        }
+        let why: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT json_extract(detail, '$.reason') FROM events
+                 WHERE subscription_id = ?1 AND kind IN ('subscription.canceled', 'subscription.suspended')
+                 ORDER BY id DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok((periods, why))
     }
 
     /// Direct access for tests and diagnostics.

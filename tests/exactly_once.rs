@@ -307,6 +307,10 @@ fn a_payment_under_a_subscription_merchant_uid_for_another_amount_is_never_taken
     assert_eq!(w.ledger().len(), before, "a held period was charged again");
     let failed = w.billd().args(["charges", "--failed"]).output().unwrap();
     assert!(text(&failed).contains("billd-s2-1") && text(&failed).contains("mismatch"), "{}", text(&failed));
+    let show = w.billd().args(["subscriptions", "show", "s2"]).output().unwrap();
+    assert!(show.status.success(), "{}", text(&show));
+    assert!(text(&show).contains("held for an operator"), "{}", text(&show));
+    assert!(text(&show).contains("failed (mismatch)"), "{}", text(&show));
 }
 
 /// Hole 6: a merchant_uid already taken (here by a period an older prefix wrote) made the UNIQUE violation abort
