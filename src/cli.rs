@@ -4,7 +4,6 @@ use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::gateway::Iamport;
 use crate::logging::LogFormat;
-use crate::model::Status;
 use crate::store::Store;
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
@@ -203,7 +202,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Run => crate::daemon::run(&path),
         Command::Sync { dry_run, force } => sync(&path, dry_run, force),
-        Command::Subscriptions { action: None, status, json } => subscriptions(&path, status.as_deref(), json),
+        Command::Subscriptions { action: None, status, json } => {
+            crate::listings::subscriptions(&path, status.as_deref(), json)
+        }
         Command::Subscriptions { action: Some(SubscriptionsCommand::Show { id, json }), .. } => {
             crate::show::show(&path, &id, json)
         }
@@ -235,7 +236,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
         }
         Command::Charges { failed, since, subscription, json, follow } => {
-            charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
+            crate::listings::charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
         }
         Command::Upcoming { days, json } => crate::ops::upcoming(&path, days, json),
         Command::Pause { subscription } => crate::ops::pause(&path, &subscription),
@@ -426,115 +427,6 @@ fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
         Err(e) => return Err(e),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn subscriptions(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
-    let cfg = load_config(path)?;
-    let status = status
-        .map(|s| Status::parse(s).ok_or_else(|| anyhow!("--status {s:?}: use active, past_due, suspended or canceled")))
-        .transpose()?;
-    let store = Store::open(&cfg.billing.database)?;
-    let rows = store.list_subscriptions(status)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<20} {:<16} {:<16} {:>10} {:<9} {:<9} {:<25} {:>5}",
-        "ID", "CUSTOMER", "PLAN", "AMOUNT", "STATUS", "SOURCE", "NEXT DUE", "PAID"
-    );
-    for r in &rows {
-        println!(
-            "{:<20} {:<16} {:<16} {:>10} {:<9} {:<9} {:<25} {:>5}",
-            r.id,
-            r.customer_uid,
-            r.plan,
-            format!("{} {}", r.amount, r.currency),
-            r.status,
-            r.source,
-            r.next_due_at.as_deref().unwrap_or("-"),
-            r.paid_periods
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn charges(
-    path: &Path,
-    failed: bool,
-    since: Option<&str>,
-    sub: Option<&str>,
-    json: bool,
-    follow: bool,
-) -> Result<ExitCode> {
-    let cfg = load_config(path)?;
-    let since = since
-        .map(|s| -> Result<i64> {
-            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                return Ok(t.timestamp());
-            }
-            let d = config::parse_date(s).map_err(|e| anyhow!("--since: {e}"))?;
-            Ok(cfg.billing.clock.due_at_midnight(d).timestamp())
-        })
-        .transpose()?;
-    let store = Store::open(&cfg.billing.database)?;
-    let tz = cfg.billing.clock.timezone;
-    let mut last = 0;
-    let mut first = true;
-    loop {
-        let mut rows = store.list_charges(failed, since, sub, last)?;
-        if let Some((id, _)) = rows.last() {
-            last = *id;
-        }
-        if first && !follow && sub.is_none() {
-            rows.extend(store.list_one_time(failed, since)?.into_iter().map(|r| (0, r)));
-        }
-        if json && !follow {
-            let rows: Vec<_> = rows.into_iter().map(|(_, r)| r).collect();
-            println!("{}", serde_json::to_string_pretty(&rows)?);
-            return Ok(ExitCode::SUCCESS);
-        }
-        if first && !json {
-            println!(
-                "{:<17} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} DETAIL",
-                "DUE", "SUBSCRIPTION", "PER", "TRY", "MERCHANT_UID", "AMOUNT", "STATUS"
-            );
-        }
-        first = false;
-        for (_, r) in &rows {
-            if json {
-                println!("{}", serde_json::to_string(r)?);
-                continue;
-            }
-            let detail = match (&r.imp_uid, &r.fail_reason) {
-                (_, Some(reason)) => {
-                    format!("{}{reason}", r.failure.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())
-                }
-                (Some(imp), None) => imp.clone(),
-                _ => String::new(),
-            };
-            let due = DateTime::parse_from_rfc3339(&r.due_at)
-                .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|_| r.due_at.clone());
-            println!(
-                "{:<17} {:<16} {:>4} {:>3} {:<30} {:>10} {:<8} {}",
-                due,
-                r.subscription_id,
-                r.period,
-                r.attempt,
-                r.merchant_uid,
-                format!("{} {}", r.amount, r.currency),
-                r.status,
-                detail
-            );
-        }
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        use std::io::Write;
-        std::io::stdout().flush()?;
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
 }
 
 fn sandbox(

@@ -182,7 +182,7 @@ async fn look_up(
 
 /// The instant, in the billing time zone, for a message.
 fn local(cfg: &Config, t: i64) -> String {
-    crate::store::from_ts(t).with_timezone(&cfg.billing.clock.timezone).to_rfc3339()
+    crate::present::human(t, cfg.billing.clock.timezone)
 }
 
 pub fn charge_once(
@@ -425,7 +425,7 @@ pub fn add_subscription(
         sub.amount,
         sub.currency,
         sub.interval,
-        due.map(|t| t.with_timezone(&cfg.billing.clock.timezone).to_rfc3339()).unwrap_or_default()
+        due.map(|t| crate::present::human(t.timestamp(), cfg.billing.clock.timezone)).unwrap_or_default()
     );
     if !charge_now {
         return Ok(ExitCode::SUCCESS);

@@ -63,8 +63,8 @@ impl PassReport {
         info!(
             event = "pass.done",
             as_of = %as_of.to_rfc3339(),
-            pass_ms = took.as_secs_f64() * 1e3,
-            charge_ms = self.charge_time().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
+            pass_ms = ms(took),
+            charge_ms = self.charge_time().map(ms).unwrap_or(0.0),
             reconciled = self.reconciled,
             opened = self.opened,
             sent = self.sent,
@@ -77,6 +77,11 @@ impl PassReport {
             "pass.done"
         );
     }
+}
+
+/// A duration in milliseconds, rounded to two decimals for a log field (`pass_ms=6.84`).
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
 /// Orchestrates the store and the gateway under the config's rules.

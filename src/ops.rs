@@ -62,7 +62,10 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     })?;
     let r = plan.expect("the restart was decided");
     let local = |p: u64| {
-        sub.calendar().due_at(&clock, p).map(|t| t.with_timezone(&clock.timezone).to_rfc3339()).unwrap_or_default()
+        sub.calendar()
+            .due_at(&clock, p)
+            .map(|t| crate::present::human(t.timestamp(), clock.timezone))
+            .unwrap_or_default()
     };
     let owed = r.skip.map(|(from, _)| from - r.next_period).unwrap_or(0);
     if r.skipped > 0 {

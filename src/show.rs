@@ -3,9 +3,9 @@
 
 use crate::cli::load_config;
 use crate::model::{Status, Subscription};
-use crate::store::{PeriodStory, Store, from_ts};
+use crate::present::{human, rfc3339};
+use crate::store::{PeriodStory, Store};
 use anyhow::{Result, anyhow};
-use chrono_tz::Tz;
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -64,15 +64,6 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
         Some(at) => Next { action: "charge", at: Some(at), text: format!("charge period {}", sub.next_period) },
         None => none("no further period".into()),
     }
-}
-
-/// A time for people: in the billing time zone, with its offset.
-pub fn human(t: i64, tz: Tz) -> String {
-    from_ts(t).with_timezone(&tz).format("%Y-%m-%d %H:%M %:z").to_string()
-}
-
-fn rfc3339(t: i64, tz: Tz) -> String {
-    from_ts(t).with_timezone(&tz).to_rfc3339()
 }
 
 pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {

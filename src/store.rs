@@ -152,9 +152,11 @@ pub struct ChargeRow {
     pub failure: Option<String>,
     pub imp_uid: Option<String>,
     pub fail_reason: Option<String>,
-    pub due_at: String,
-    pub created_at: String,
-    pub updated_at: String,
+    /// Unix seconds (the commands show them in the billing time zone).
+    pub due_at: i64,
+    /// When the attempt was made (its intent committed).
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// A recorded one-time charge, as `charge-once` needs it before sending.
@@ -238,8 +240,17 @@ pub struct SubscriptionRow {
     pub interval: String,
     pub status: String,
     pub source: String,
-    pub next_due_at: Option<String>,
+    /// Unix seconds of the next period's due instant (billed subscriptions only).
+    pub next_due_at: Option<i64>,
     pub paid_periods: u64,
+    /// The open period's next attempt (a retry of a past-due one), if one is scheduled.
+    pub next_attempt_at: Option<i64>,
+    /// The open period's unresolved attempt's next look, if it has one.
+    pub check_at: Option<i64>,
+    /// Declined attempts of the open period (0 without one).
+    pub declines: u32,
+    /// Why it is canceled or suspended (the reason of its latest such change).
+    pub why: Option<String>,
 }
 
 pub fn ts(t: DateTime<Utc>) -> i64 {
@@ -865,9 +876,9 @@ impl Store {
                 failure: r.get(5)?,
                 imp_uid: r.get(6)?,
                 fail_reason: r.get(7)?,
-                due_at: rfc3339(r.get(9)?),
-                created_at: rfc3339(r.get(9)?),
-                updated_at: rfc3339(r.get(10)?),
+                due_at: r.get(9)?,
+                created_at: r.get(9)?,
+                updated_at: r.get(10)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -1191,8 +1202,17 @@ impl Store {
         let mut st = self.conn.prepare_cached(
             "SELECT s.id, s.customer_uid, s.plan_id, s.amount, s.currency, s.interval, s.status, s.source,
                     s.next_due_at,
-                    (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid')
-             FROM subscriptions s WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id",
+                    (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid'),
+                    o.next_attempt_at, o.declines,
+                    (SELECT min(a.check_at) FROM attempts a WHERE a.subscription_id = s.id
+                       AND a.status IN ('pending', 'unknown')),
+                    CASE WHEN s.status IN ('canceled', 'suspended') THEN
+                      (SELECT json_extract(e.detail, '$.reason') FROM events e WHERE e.subscription_id = s.id
+                         AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
+                    END
+             FROM subscriptions s
+             LEFT JOIN periods o ON o.subscription_id = s.id AND o.state = 'open'
+             WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id",
         )?;
         let rows = st.query_map(params![status.map(Status::as_str)], |r| {
             let status: String = r.get(6)?;
@@ -1206,8 +1226,12 @@ impl Store {
                 interval: r.get(5)?,
                 status,
                 source: r.get(7)?,
-                next_due_at: r.get::<_, Option<i64>>(8)?.filter(|_| billing).map(rfc3339),
+                next_due_at: r.get::<_, Option<i64>>(8)?.filter(|_| billing),
                 paid_periods: r.get::<_, i64>(9)? as u64,
+                next_attempt_at: r.get(10)?,
+                declines: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u32,
+                check_at: r.get(12)?,
+                why: r.get(13)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -1243,9 +1267,9 @@ impl Store {
                     failure: r.get(9)?,
                     imp_uid: r.get(10)?,
                     fail_reason: r.get(11)?,
-                    due_at: rfc3339(r.get(12)?),
-                    created_at: rfc3339(r.get(13)?),
-                    updated_at: rfc3339(r.get(14)?),
+                    due_at: r.get(12)?,
+                    created_at: r.get(13)?,
+                    updated_at: r.get(14)?,
                 },
             ))
         })?;
@@ -1671,7 +1695,10 @@ fn record_failure(
             .execute(params![a.subscription_id, a.period as i64, now])?;
             detail["final_action"] = json!(action.as_str());
             event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
-            let why = format!("dunning exhausted: {reason}");
+            let why = match failure {
+                "rejected" => format!("rejected: {reason}"),
+                _ => format!("retries exhausted (last decline: {reason})"),
+            };
             match action {
                 OnExhausted::Cancel => status_to(Status::Canceled, &why, changes)?,
                 OnExhausted::Suspend => status_to(Status::Suspended, &why, changes)?,
