@@ -348,6 +348,7 @@ fn store_alone(db: &std::path::Path, n: usize, now: i64) -> Res<(f64, f64)> {
                 currency: d.sub.currency.clone(),
                 name: d.sub.plan_name.clone(),
                 following_period: d.sub.next_period + 1,
+                skip_ahead: Vec::new(),
                 following_due_at: Some(d.next_due_at + 30 * 86400),
             })
             .map_err(|e| format!("store alone: open_and_claim: {e:#}"))?;

@@ -9,9 +9,10 @@
 --  * one_time_charges gets the same timeout_ms and 'mismatch', and check_at: an unknown one-time charge is looked
 --    up again (by a pass or a rerun of charge-once) no sooner than this.
 --  * subscriptions are found by id whatever its case (ids that differ only by case are refused).
---  * subscriptions.skip_from/skip_to: periods skip_from..skip_to-1 fell due while the subscription was paused and
---    are not charged; once period skip_from-1 has opened, billing continues at skip_to (a resume skips only what
---    fell due inside the pause, never a period that fell due before it); subscriptions.suspended_at: when it was
+--  * subscriptions.skip_windows: the pauses whose periods are not charged, as a JSON array of [from, to) instants
+--    (UNIX s): a period whose due instant lies in one is skipped when billing gets to it. A resume skips only what
+--    fell due inside the pause, never a period that fell due before it (still owed); instants, not period numbers,
+--    so that a later interval change or a second pause keeps the meaning. subscriptions.suspended_at: when it was
 --    paused (filled from the events for those suspended now).
 -- The two tables are rebuilt by SQLite's documented procedure (foreign keys are off around it; see Store::migrate).
 
@@ -86,8 +87,7 @@ CREATE INDEX one_time_unresolved ON one_time_charges (updated_at) WHERE status I
 
 CREATE INDEX subscriptions_id_nocase ON subscriptions (id COLLATE NOCASE);
 
-ALTER TABLE subscriptions ADD COLUMN skip_from INTEGER;
-ALTER TABLE subscriptions ADD COLUMN skip_to INTEGER;
+ALTER TABLE subscriptions ADD COLUMN skip_windows TEXT;
 ALTER TABLE subscriptions ADD COLUMN suspended_at INTEGER;
 UPDATE subscriptions SET suspended_at = (SELECT max(at) FROM events e WHERE e.subscription_id = subscriptions.id
                                           AND e.kind = 'subscription.suspended')

@@ -222,10 +222,14 @@ pub fn charge_once(
     }
     let rt = runtime()?;
     let now = || Utc::now().timestamp();
+    // A "not before" instant (a check after a quiet period), rounded up so that rounding never makes it earlier.
+    let after = |secs: i64| crate::store::ts_ceil(Utc::now()) + secs;
     let timeout = g.timeout();
     // The quiet period after a request whose outcome is unknown: no look at it (and no resend) before it is over.
-    let quiet = 2 * timeout.as_secs().max(1) as i64;
-    if let Some(prev) = store.one_time(merchant_uid)? {
+    let quiet = ((2 * timeout.as_millis() as i64 + 999) / 1000).max(1);
+    let prev = store.one_time(merchant_uid)?;
+    let prev_tries = prev.as_ref().map(|p| p.tries);
+    if let Some(prev) = prev {
         if prev.amount != amount || prev.currency != currency || prev.customer_uid.as_deref() != customer_uid {
             bail!(
                 "merchant_uid {merchant_uid} was first tried with amount {} {}{}; a rerun must ask for the same (or \
@@ -249,15 +253,23 @@ pub fn charge_once(
         match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known)) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp)) => {
-                store.finish_one_time(prev.id, "paid", None, Some(&imp), None, now())?;
+                store.finish_one_time(prev.id, prev.tries, "paid", None, Some(&imp), None, now())?;
                 bail!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
             }
             Ok(Found::Mismatch(why)) => {
-                store.finish_one_time(prev.id, "failed", Some("mismatch"), None, Some(&why), now())?;
+                store.finish_one_time(prev.id, prev.tries, "failed", Some("mismatch"), None, Some(&why), now())?;
                 bail!("merchant_uid {merchant_uid}: {why}; not taken as this charge, nothing sent");
             }
             Ok(Found::Declined(imp, reason)) => {
-                store.finish_one_time(prev.id, "failed", Some("declined"), Some(&imp), Some(&reason), now())?;
+                store.finish_one_time(
+                    prev.id,
+                    prev.tries,
+                    "failed",
+                    Some("declined"),
+                    Some(&imp),
+                    Some(&reason),
+                    now(),
+                )?;
             }
             Ok(Found::Nothing) => {
                 let unresolved = matches!(prev.status.as_str(), "pending" | "unknown");
@@ -274,6 +286,7 @@ pub fn charge_once(
             }
         }
     }
+    crate::failpoint::pause("charge_once_after_check");
     let card = card(&cfg)?;
     let charge = OneTimeCharge {
         merchant_uid: merchant_uid.to_owned(),
@@ -286,7 +299,14 @@ pub fn charge_once(
     // The intent is committed before the request leaves. No pass looks at it before the command is surely over
     // (a token, a retried token, the charge and two lookups, each within the timeout) and a quiet period after.
     let worst = 5 * timeout.as_secs() as i64 + quiet + 60;
-    let id = store.begin_one_time(&charge, now(), timeout.as_millis() as u64, now() + worst)?;
+    let Some((id, tries)) =
+        store.begin_one_time(&charge, now(), timeout.as_millis() as u64, after(worst), prev_tries)?
+    else {
+        bail!(
+            "merchant_uid {merchant_uid}: another `billd charge-once` of it is running or has just run; nothing sent \
+             (rerun to see its outcome)"
+        );
+    };
     let req = ChargeRequest {
         customer_uid: customer_uid.unwrap_or_default().to_owned(),
         merchant_uid: merchant_uid.to_owned(),
@@ -313,20 +333,20 @@ pub fn charge_once(
             Ok(None) => Err(("rejected", None, format!("code {code}: {message}"))),
             Err(e) => {
                 let why = format!("rejected (code {code}: {message}); {e}");
-                return unknown(&cfg, &mut store, id, merchant_uid, &why, now() + quiet);
+                return unknown(&cfg, &mut store, (id, tries), merchant_uid, &why, after(quiet));
             }
         },
         // The request may have been made: unknown until a lookup after the quiet period settles it (a lookup now
         // that finds nothing proves nothing, as the gateway may still be making it).
         ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => match settle() {
             Ok(Some(r)) => r,
-            Ok(None) => return unknown(&cfg, &mut store, id, merchant_uid, &r, now() + quiet),
-            Err(e) => return unknown(&cfg, &mut store, id, merchant_uid, &format!("{r}; {e}"), now() + quiet),
+            Ok(None) => return unknown(&cfg, &mut store, (id, tries), merchant_uid, &r, after(quiet)),
+            Err(e) => return unknown(&cfg, &mut store, (id, tries), merchant_uid, &format!("{r}; {e}"), after(quiet)),
         },
     };
     match settled {
         Ok(imp) => {
-            store.finish_one_time(id, "paid", None, Some(&imp), None, now())?;
+            store.finish_one_time(id, tries, "paid", None, Some(&imp), None, now())?;
             println!("paid: {merchant_uid} {amount} KRW with card {} (imp_uid {imp})", card.masked());
             if let Some(c) = customer_uid {
                 println!("the card is saved as the billing key {c}");
@@ -334,7 +354,7 @@ pub fn charge_once(
             Ok(ExitCode::SUCCESS)
         }
         Err((failure, imp, reason)) => {
-            store.finish_one_time(id, "failed", Some(failure), imp.as_deref(), Some(&reason), now())?;
+            store.finish_one_time(id, tries, "failed", Some(failure), imp.as_deref(), Some(&reason), now())?;
             if failure == "mismatch" {
                 tracing::error!(event = "charge.mismatch", merchant_uid, amount, reason = %reason,
                     "charge.mismatch: not taken as paid; held for an operator");
@@ -349,8 +369,15 @@ pub fn charge_once(
 }
 
 /// A one-time charge whose outcome stays unknown: recorded so (no look at it before `check_at`); says what to do.
-fn unknown(cfg: &Config, store: &mut Store, id: i64, merchant_uid: &str, why: &str, check_at: i64) -> Result<ExitCode> {
-    store.one_time_unknown(id, why, check_at, Utc::now().timestamp())?;
+fn unknown(
+    cfg: &Config,
+    store: &mut Store,
+    (id, tries): (i64, i64),
+    merchant_uid: &str,
+    why: &str,
+    check_at: i64,
+) -> Result<ExitCode> {
+    store.one_time_unknown(id, tries, why, check_at, Utc::now().timestamp())?;
     tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, reason = %why, check_at = %local(cfg, check_at),
         "charge.unknown");
     eprintln!(
@@ -413,7 +440,7 @@ pub fn add_subscription(
         next_period: 0,
         status: Status::Active,
         source: Source::Manual,
-        skip: None,
+        skip: Vec::new(),
     };
     let now = Utc::now();
     let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);

@@ -321,10 +321,12 @@ impl<G: Gateway> Engine<G> {
                     ),
                 },
             };
+            crate::failpoint::pause("one_time_after_lookup");
             let (imp, why) = (imp_uid.clone(), reason.clone());
-            let id = c.id;
+            let (id, tries) = (c.id, c.tries);
+            // Recorded only if no rerun of charge-once began another send of it while the lookups ran.
             let done = self
-                .db(move |s| s.finish_one_time(id, status, failure, imp.as_deref(), why.as_deref(), ts(now)))
+                .db(move |s| s.finish_one_time(id, tries, status, failure, imp.as_deref(), why.as_deref(), ts(now)))
                 .await?;
             if !done {
                 continue;
@@ -556,6 +558,9 @@ impl<G: Gateway> Engine<G> {
 /// The period a due subscription opens next.
 fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
     let sub = &d.sub;
+    let cal = sub.calendar();
+    let due = |p| cal.due_at(&cfg.billing.clock, p).map(ts);
+    let following = sub.following(sub.next_period, due);
     NewPeriod {
         subscription_id: sub.id.clone(),
         period: sub.next_period,
@@ -565,8 +570,9 @@ fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
         amount: sub.amount,
         currency: sub.currency.clone(),
         name: sub.plan_name.clone(),
-        following_period: sub.following(sub.next_period),
-        following_due_at: sub.calendar().due_at(&cfg.billing.clock, sub.following(sub.next_period)).map(ts),
+        following_period: following,
+        following_due_at: due(following),
+        skip_ahead: sub.skip_ahead_of(due(following)),
     }
 }
 

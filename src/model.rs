@@ -77,10 +77,10 @@ pub struct Subscription {
     pub next_period: u64,
     pub status: Status,
     pub source: Source,
-    /// Periods `from..to` fell due while the subscription was paused and are not charged: once period `from - 1`
-    /// has opened, billing continues at `to` (set by `resume` when periods due before the pause are still to be
-    /// charged; `None` otherwise).
-    pub skip: Option<(u64, u64)>,
+    /// Pauses whose periods are not charged: `[from, to)` in UNIX seconds. A period whose due instant lies in one
+    /// is skipped when billing gets to it (set by `resume` when periods that fell due before the pause are still
+    /// owed, so billing cannot simply jump past the pause; dropped once billing is past them).
+    pub skip: Vec<(i64, i64)>,
 }
 
 impl Subscription {
@@ -88,12 +88,18 @@ impl Subscription {
         Calendar { anchor: self.anchor_date, anchor_period: self.anchor_period, interval: self.interval }
     }
 
-    /// The period billed after period `p` (the next one, or the end of a skipped stretch).
-    pub fn following(&self, p: u64) -> u64 {
-        match self.skip {
-            Some((from, to)) if p + 1 == from => to,
-            _ => p + 1,
+    /// The period billed after period `p`: the next one whose due instant (`due`, UNIX s) lies in no skip window.
+    pub fn following(&self, p: u64, due: impl Fn(u64) -> Option<i64>) -> u64 {
+        let mut next = p + 1;
+        while due(next).is_some_and(|t| self.skip.iter().any(|&(from, to)| from <= t && t < to)) {
+            next += 1;
         }
+        next
+    }
+
+    /// The skip windows still ahead of a period due at `due_at` (the ones it has passed can no longer apply).
+    pub fn skip_ahead_of(&self, due_at: Option<i64>) -> Vec<(i64, i64)> {
+        self.skip.iter().copied().filter(|&(_, to)| due_at.is_none_or(|t| t < to)).collect()
     }
 }
 
@@ -102,26 +108,34 @@ impl Subscription {
 pub struct Restart {
     /// The next period to open.
     pub next_period: u64,
-    /// Periods not charged (see [`Subscription::skip`]), when they come after periods still to be charged.
-    pub skip: Option<(u64, u64)>,
+    /// The pause to add to [`Subscription::skip`] (UNIX s), when periods still owed come before its periods.
+    pub skip: Option<(i64, i64)>,
     /// How many periods are not charged.
     pub skipped: u64,
+    /// How many periods that fell due before the pause are still owed (charged first).
+    pub owed: u64,
 }
 
 /// Where billing restarts at `now` for a subscription paused at `paused_at` (`None`: unknown, as for a row older
 /// than the pause record). Only periods whose due instant lies inside the paused interval `[paused_at, now)` are
 /// skipped; a period that fell due before the pause and was never charged (billd was not running, say) is charged
 /// as usual, and `catch_up` charges every period. `due(p)` is period p's due instant (`None`: no such period).
+/// Periods already skipped by earlier pauses (`skip` windows) are neither owed nor counted again.
 pub fn restart_after_pause(
     next_period: u64,
+    skip: &[(i64, i64)],
     paused_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     catch_up: bool,
     due: impl Fn(u64) -> Option<DateTime<Utc>>,
 ) -> Restart {
+    let skipped_before = |t: DateTime<Utc>| skip.iter().any(|&(from, to)| from <= t.timestamp() && t.timestamp() < to);
+    // Owed: due before the pause (and before now), not in an earlier pause.
+    let mut owed = 0;
     let mut first_skipped = next_period;
     if let Some(paused) = paused_at {
-        while due(first_skipped).is_some_and(|t| t < paused && t < now) {
+        while let Some(t) = due(first_skipped).filter(|t| *t < paused && *t < now) {
+            owed += u64::from(!skipped_before(t));
             first_skipped += 1;
         }
     }
@@ -131,11 +145,13 @@ pub fn restart_after_pause(
             end += 1;
         }
     }
-    let skipped = end - first_skipped;
-    match (skipped, first_skipped == next_period) {
-        (0, _) => Restart { next_period, skip: None, skipped: 0 },
-        (_, true) => Restart { next_period: end, skip: None, skipped },
-        (_, false) => Restart { next_period, skip: Some((first_skipped, end)), skipped },
+    let skipped = (first_skipped..end).filter(|p| due(*p).is_some_and(|t| !skipped_before(t))).count() as u64;
+    let window = paused_at.map(|p| p.timestamp()).unwrap_or(i64::MIN);
+    match (end > first_skipped, owed > 0) {
+        // Nothing owed before it: billing jumps past the pause (and any earlier one).
+        (_, false) => Restart { next_period: end, skip: None, skipped, owed },
+        (false, true) => Restart { next_period, skip: None, skipped: 0, owed },
+        (true, true) => Restart { next_period, skip: Some((window, now.timestamp())), skipped, owed },
     }
 }
 
@@ -175,28 +191,37 @@ mod tests {
     #[test]
     fn periods_due_before_the_pause_are_never_skipped() {
         // Period 8 (Sep 1) paid; billd did not run on Oct 1 and Nov 1; paused and resumed on Nov 30.
-        let r = restart_after_pause(9, Some(at("2026-11-30T05:00:00Z")), at("2026-11-30T06:00:00Z"), false, monthly);
-        assert_eq!(r, Restart { next_period: 9, skip: None, skipped: 0 });
+        let r =
+            restart_after_pause(9, &[], Some(at("2026-11-30T05:00:00Z")), at("2026-11-30T06:00:00Z"), false, monthly);
+        assert_eq!(r, Restart { next_period: 9, skip: None, skipped: 0, owed: 2 });
     }
 
     #[test]
     fn only_periods_due_while_paused_are_skipped() {
         // Paused on Oct 15 with Oct 1 never charged; resumed on Dec 15: Nov 1 and Dec 1 fell due while paused.
-        let r = restart_after_pause(9, Some(at("2026-10-15T00:00:00Z")), at("2026-12-15T00:00:00Z"), false, monthly);
-        assert_eq!(r, Restart { next_period: 9, skip: Some((10, 12)), skipped: 2 });
+        let (paused, now) = (at("2026-10-15T00:00:00Z"), at("2026-12-15T00:00:00Z"));
+        let r = restart_after_pause(9, &[], Some(paused), now, false, monthly);
+        let window = (paused.timestamp(), now.timestamp());
+        assert_eq!(r, Restart { next_period: 9, skip: Some(window), skipped: 2, owed: 1 });
         // Nothing owed from before the pause: billing jumps straight past the paused stretch.
-        let r = restart_after_pause(10, Some(at("2026-10-15T00:00:00Z")), at("2026-12-15T00:00:00Z"), false, monthly);
-        assert_eq!(r, Restart { next_period: 12, skip: None, skipped: 2 });
+        let r = restart_after_pause(10, &[], Some(paused), now, false, monthly);
+        assert_eq!(r, Restart { next_period: 12, skip: None, skipped: 2, owed: 0 });
         // --catch-up charges every period.
-        let r = restart_after_pause(9, Some(at("2026-10-15T00:00:00Z")), at("2026-12-15T00:00:00Z"), true, monthly);
-        assert_eq!(r, Restart { next_period: 9, skip: None, skipped: 0 });
+        let r = restart_after_pause(9, &[], Some(paused), now, true, monthly);
+        assert_eq!(r, Restart { next_period: 9, skip: None, skipped: 0, owed: 1 });
         // A pause of unknown start skips everything due before now (the rule before the pause was recorded).
-        let r = restart_after_pause(9, None, at("2026-12-15T00:00:00Z"), false, monthly);
-        assert_eq!(r, Restart { next_period: 12, skip: None, skipped: 3 });
+        let r = restart_after_pause(9, &[], None, now, false, monthly);
+        assert_eq!(r, Restart { next_period: 12, skip: None, skipped: 3, owed: 0 });
+        // A second pause before the owed period was charged: the first pause's periods stay skipped (neither owed
+        // nor counted again), the new pause's are skipped too.
+        let first = (at("2026-10-15T00:00:00Z").timestamp(), at("2026-11-15T00:00:00Z").timestamp());
+        let r = restart_after_pause(9, &[first], Some(at("2026-11-20T00:00:00Z")), now, false, monthly);
+        assert_eq!(r.next_period, 9);
+        assert_eq!((r.owed, r.skipped), (1, 1), "Oct 1 owed and Dec 1 skipped; Nov 1 was skipped by the first");
     }
 
     #[test]
-    fn a_skip_jumps_once_from_the_period_before_it() {
+    fn billing_steps_over_the_periods_due_inside_a_skip_window() {
         let mut s = Subscription {
             id: "s".into(),
             customer_uid: "c".into(),
@@ -211,12 +236,15 @@ mod tests {
             next_period: 9,
             status: Status::Active,
             source: Source::Config,
-            skip: Some((10, 12)),
+            skip: vec![(at("2026-10-15T00:00:00Z").timestamp(), at("2026-12-15T00:00:00Z").timestamp())],
         };
-        assert_eq!(s.following(8), 9);
-        assert_eq!(s.following(9), 12);
-        s.skip = None;
-        assert_eq!(s.following(9), 10);
+        let due = |p| monthly(p).map(|t| t.timestamp());
+        assert_eq!(s.following(8, due), 9);
+        assert_eq!(s.following(9, due), 12);
+        assert_eq!(s.skip_ahead_of(due(12)), [], "past the window: dropped");
+        assert_eq!(s.skip_ahead_of(due(9)).len(), 1);
+        s.skip.clear();
+        assert_eq!(s.following(9, due), 10);
     }
 
     #[test]

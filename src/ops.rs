@@ -56,9 +56,12 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     let (sub, _) = store.resume_with(id, now.timestamp(), |sub, paused_at| {
         let cal = sub.calendar();
         let due = |p| cal.due_at(&clock, p);
-        let r = restart_after_pause(sub.next_period, paused_at.map(from_ts), now, catch_up, due);
+        let r = restart_after_pause(sub.next_period, &sub.skip, paused_at.map(from_ts), now, catch_up, due);
         plan = Some(r);
-        Ok((r.next_period, due(r.next_period).map(|t| t.timestamp()), r.skip))
+        let next_due = due(r.next_period).map(|t| t.timestamp());
+        let mut skip = sub.skip_ahead_of(next_due);
+        skip.extend(r.skip);
+        Ok((r.next_period, next_due, skip))
     })?;
     let r = plan.expect("the restart was decided");
     let local = |p: u64| {
@@ -67,7 +70,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
             .map(|t| crate::present::human(t.timestamp(), clock.timezone))
             .unwrap_or_default()
     };
-    let owed = r.skip.map(|(from, _)| from - r.next_period).unwrap_or(0);
+    let owed = r.owed;
     if r.skipped > 0 {
         println!(
             "{id}: resumed; {} period(s) that fell due while paused are not charged (--catch-up charges them){}; next \
@@ -187,7 +190,7 @@ pub fn upcoming(path: &Path, days: u32, json: bool) -> Result<ExitCode> {
                 currency: sub.currency.clone(),
                 kind: if t < now { "overdue" } else { "due" },
             });
-            p = sub.following(p);
+            p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
             due = cal.due_at(clock, p);
         }
     }

@@ -129,6 +129,8 @@ pub struct NewPeriod {
     /// period).
     pub following_period: u64,
     pub following_due_at: Option<i64>,
+    /// The subscription's skip windows still ahead of the following period.
+    pub skip_ahead: Vec<(i64, i64)>,
 }
 
 /// A subscription that needs its next period opened.
@@ -175,12 +177,17 @@ pub struct OneTimeState {
     /// from before schema 6; see `updated_at`).
     pub check_at: Option<i64>,
     pub updated_at: i64,
+    /// How many times it was sent: a send, a pass's lookup or a command's answer is recorded only if no other send
+    /// of it began meanwhile (see [`Store::finish_one_time`]).
+    pub tries: i64,
 }
 
 /// A one-time charge for a pass to settle by lookup.
 #[derive(Debug, Clone)]
 pub struct UnresolvedOneTime {
     pub id: i64,
+    /// Which send of it this is (see [`Store::finish_one_time`]).
+    pub tries: i64,
     pub merchant_uid: String,
     pub customer_uid: Option<String>,
     pub amount: i64,
@@ -255,6 +262,12 @@ pub struct SubscriptionRow {
 
 pub fn ts(t: DateTime<Utc>) -> i64 {
     t.timestamp()
+}
+
+/// An instant as UNIX seconds rounded up: for a "not before" time (a check after a quiet period), so that rounding
+/// never makes it earlier.
+pub fn ts_ceil(t: DateTime<Utc>) -> i64 {
+    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
 }
 
 pub fn from_ts(t: i64) -> DateTime<Utc> {
@@ -547,7 +560,7 @@ impl Store {
         &mut self,
         id: &str,
         now: i64,
-        restart: impl FnOnce(&Subscription, Option<i64>) -> Result<(u64, Option<i64>, Option<(u64, u64)>)>,
+        restart: impl FnOnce(&Subscription, Option<i64>) -> Result<(u64, Option<i64>, Vec<(i64, i64)>)>,
     ) -> Result<(Subscription, u64)> {
         let tx = self.tx()?;
         let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
@@ -564,17 +577,9 @@ impl Store {
         let (restart_period, restart_due, skip) = restart(&sub, suspended_at)?;
         let n = tx.execute(
             "UPDATE subscriptions SET status = 'active', next_period = max(next_period, ?2), next_due_at = ?3,
-               updated_at = ?4, skip_from = ?6, skip_to = ?7
+               updated_at = ?4, skip_windows = ?6
              WHERE id = ?1 AND status = 'suspended' AND next_period = ?5",
-            params![
-                id,
-                restart_period as i64,
-                restart_due,
-                now,
-                sub.next_period as i64,
-                skip.map(|s| s.0 as i64),
-                skip.map(|s| s.1 as i64)
-            ],
+            params![id, restart_period as i64, restart_due, now, sub.next_period as i64, skip_json(&skip)],
         )?;
         if n != 1 {
             bail!("subscription {id:?} changed while it was being resumed; nothing changed");
@@ -709,7 +714,7 @@ impl Store {
             .conn
             .query_row(
                 "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
-                   updated_at
+                   updated_at, tries
                  FROM one_time_charges WHERE merchant_uid = ?1",
                 [merchant_uid],
                 |r| {
@@ -724,6 +729,7 @@ impl Store {
                         fail_reason: r.get(7)?,
                         check_at: r.get(8)?,
                         updated_at: r.get(9)?,
+                        tries: r.get(10)?,
                     })
                 },
             )
@@ -740,46 +746,65 @@ impl Store {
             .optional()?)
     }
 
-    /// Commits the intent of a one-time charge (status pending) before it is sent; returns its row id. An earlier
-    /// row with this merchant_uid may be sent again if it failed, or if it is unresolved and the caller's lookup
-    /// found no record of it at the gateway after its quiet period. `timeout_ms`: the gateway timeout the request
-    /// is sent with; `check_at`: no pass looks at it before then (the command may still be waiting for answers).
-    pub fn begin_one_time(&mut self, c: &OneTimeCharge, now: i64, timeout_ms: u64, check_at: i64) -> Result<i64> {
+    /// Commits the intent of a one-time charge (status pending) before it is sent; returns its row id and its
+    /// number of tries (which names this send). `prev_tries`: the row as the caller found it (`None`: there was
+    /// none): a failed one, or an unresolved one whose lookup after its quiet period found no record, is sent again
+    /// only if nothing changed it since (another `charge-once` of the same merchant_uid, say); otherwise `None`,
+    /// and nothing may be sent. `timeout_ms`: the gateway timeout the request is sent with; `check_at`: no pass
+    /// looks at it before then (the command may still be waiting for answers).
+    pub fn begin_one_time(
+        &mut self,
+        c: &OneTimeCharge,
+        now: i64,
+        timeout_ms: u64,
+        check_at: i64,
+        prev_tries: Option<i64>,
+    ) -> Result<Option<(i64, i64)>> {
         let tx = self.tx()?;
-        let id: i64 = tx.query_row(
-            "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked, status,
-               tries, created_at, updated_at, timeout_ms, check_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9)
-             ON CONFLICT (merchant_uid) DO UPDATE SET status = 'pending', tries = tries + 1, failure = NULL,
-               fail_reason = NULL, card_masked = excluded.card_masked, updated_at = excluded.updated_at,
-               timeout_ms = excluded.timeout_ms, check_at = excluded.check_at
-               WHERE one_time_charges.status IN ('failed', 'pending', 'unknown')
-             RETURNING id",
-            params![
-                c.merchant_uid,
-                c.customer_uid,
-                c.name,
-                c.amount,
-                c.currency,
-                c.card_masked,
-                now,
-                timeout_ms as i64,
-                check_at
-            ],
-            |r| r.get(0),
-        )?;
+        let row = match prev_tries {
+            None => tx
+                .query_row(
+                    "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked,
+                       status, tries, created_at, updated_at, timeout_ms, check_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9)
+                     ON CONFLICT (merchant_uid) DO NOTHING RETURNING id, tries",
+                    params![
+                        c.merchant_uid,
+                        c.customer_uid,
+                        c.name,
+                        c.amount,
+                        c.currency,
+                        c.card_masked,
+                        now,
+                        timeout_ms as i64,
+                        check_at
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            Some(tries) => tx
+                .query_row(
+                    "UPDATE one_time_charges SET status = 'pending', tries = tries + 1, failure = NULL,
+                       fail_reason = NULL, card_masked = ?3, updated_at = ?4, timeout_ms = ?5, check_at = ?6
+                     WHERE merchant_uid = ?1 AND tries = ?2 AND status IN ('failed', 'pending', 'unknown')
+                     RETURNING id, tries",
+                    params![c.merchant_uid, tries, c.card_masked, now, timeout_ms as i64, check_at],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+        };
         tx.commit()?;
-        Ok(id)
+        Ok(row)
     }
 
     /// Leaves a one-time charge unknown (its answer was lost and no lookup found it): no look at it, by a pass or
     /// a rerun, before `check_at`. Returns whether it did (a settled charge is left as it is).
-    pub fn one_time_unknown(&mut self, id: i64, reason: &str, check_at: i64, now: i64) -> Result<bool> {
+    pub fn one_time_unknown(&mut self, id: i64, tries: i64, reason: &str, check_at: i64, now: i64) -> Result<bool> {
         let tx = self.tx()?;
         let changed = tx.execute(
             "UPDATE one_time_charges SET status = 'unknown', failure = NULL, fail_reason = ?2, check_at = ?3,
-               updated_at = ?4 WHERE id = ?1 AND status IN ('pending', 'unknown')",
-            params![id, reason, check_at, now],
+               updated_at = ?4 WHERE id = ?1 AND tries = ?5 AND status IN ('pending', 'unknown')",
+            params![id, reason, check_at, now, tries],
         )?;
         if changed == 1 {
             let muid: String =
@@ -797,11 +822,14 @@ impl Store {
     }
 
     /// Records a one-time charge's outcome, if it is still pending or unknown, or was closed as abandoned by a
-    /// pass that found no record of it (the answer of the `charge-once` that sent it is better evidence). Returns
-    /// whether it did.
+    /// pass that found no record of it (the answer of the `charge-once` that sent it is better evidence), and no
+    /// other send of it began since the caller read it (`tries` unchanged: a pass's lookup never overwrites a
+    /// rerun's send in progress). Returns whether it did.
+    #[allow(clippy::too_many_arguments)]
     pub fn finish_one_time(
         &mut self,
         id: i64,
+        tries: i64,
         status: &str,
         failure: Option<&str>,
         imp_uid: Option<&str>,
@@ -811,8 +839,9 @@ impl Store {
         let tx = self.tx()?;
         let changed = tx.execute(
             "UPDATE one_time_charges SET status = ?2, failure = ?3, imp_uid = coalesce(?4, imp_uid), fail_reason = ?5,
-               updated_at = ?6 WHERE id = ?1 AND (status IN ('pending', 'unknown') OR failure = 'abandoned')",
-            params![id, status, failure, imp_uid, reason, now],
+               updated_at = ?6
+             WHERE id = ?1 AND tries = ?7 AND (status IN ('pending', 'unknown') OR failure = 'abandoned')",
+            params![id, status, failure, imp_uid, reason, now, tries],
         )?;
         if changed == 0 {
             return Ok(false);
@@ -839,7 +868,7 @@ impl Store {
     /// schema 6 has no check time: it is looked at `fallback_secs` after its last change.
     pub fn unresolved_one_time(&self, now: i64, fallback_secs: i64, limit: usize) -> Result<Vec<UnresolvedOneTime>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, merchant_uid, customer_uid, amount, currency FROM one_time_charges
+            "SELECT id, merchant_uid, customer_uid, amount, currency, tries FROM one_time_charges
              WHERE status IN ('pending', 'unknown') AND coalesce(check_at, updated_at + ?2) <= ?1
              ORDER BY updated_at, id LIMIT ?3",
         )?;
@@ -850,6 +879,7 @@ impl Store {
                 customer_uid: r.get(2)?,
                 amount: r.get(3)?,
                 currency: r.get(4)?,
+                tries: r.get(5)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -947,13 +977,12 @@ impl Store {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
                    name, state, next_attempt_at, opened_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9
+                 WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4)
                  ON CONFLICT (merchant_uid) DO NOTHING",
             )?;
             let mut adv = tx.prepare_cached(
-                "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4,
-                   skip_from = CASE WHEN ?5 = ?2 + 1 THEN skip_from END,
-                   skip_to = CASE WHEN ?5 = ?2 + 1 THEN skip_to END
+                "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4, skip_windows = ?6
                  WHERE id = ?1 AND next_period = ?2",
             )?;
             let mut claim = tx.prepare_cached(
@@ -975,19 +1004,22 @@ impl Store {
                     now
                 ])?;
                 if inserted == 0 {
-                    // Its merchant_uid is taken (the period itself cannot exist: the subscription's next_period is
-                    // past every period it has).
-                    let owner: Option<(String, i64)> = tx
-                        .prepare_cached("SELECT subscription_id, period FROM periods WHERE merchant_uid = ?1")?
-                        .query_row([&p.merchant_uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    // Its merchant_uid is taken, by a period or a one-time charge (the period itself cannot exist:
+                    // the subscription's next_period is past every period it has).
+                    let owner: Option<String> = tx
+                        .prepare_cached(
+                            "SELECT format('subscription \"%s\" period %d', subscription_id, period) FROM periods
+                               WHERE merchant_uid = ?1
+                             UNION ALL SELECT 'a one-time charge' FROM one_time_charges WHERE merchant_uid = ?1",
+                        )?
+                        .query_row([&p.merchant_uid], |r| r.get(0))
                         .optional()?;
-                    let Some((other, other_period)) = owner else {
+                    let Some(owner) = owner else {
                         bail!("period {} of subscription {} exists already", p.period, p.subscription_id);
                     };
                     let why = format!(
-                        "merchant_uid {} of period {} is already used by subscription {other:?} period \
-                         {other_period}; suspended so that no payment is mistaken for another (check \
-                         billing.merchant_uid_prefix)",
+                        "merchant_uid {} of period {} is already used by {owner}; suspended so that no payment is \
+                         mistaken for another (check billing.merchant_uid_prefix)",
                         p.merchant_uid, p.period
                     );
                     tracing::error!(event = "charge.refused", subscription = %p.subscription_id,
@@ -1000,7 +1032,8 @@ impl Store {
                     p.period as i64,
                     p.following_due_at,
                     now,
-                    p.following_period as i64
+                    p.following_period as i64,
+                    skip_json(&p.skip_ahead)
                 ])?;
                 if advanced != 1 {
                     bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
@@ -1436,7 +1469,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
 }
 
 const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
-    anchor_date, anchor_period, next_period, next_due_at, status, source, skip_from, skip_to FROM subscriptions";
+    anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows FROM subscriptions";
 
 /// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
 fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
@@ -1460,15 +1493,20 @@ fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
             next_period: r.get::<_, i64>(10)? as u64,
             status: Status::parse(status).ok_or_else(|| anyhow!("bad status {status:?}"))?,
             source: if source == "config" { Source::Config } else { Source::Manual },
-            skip: match (r.get::<_, Option<i64>>(14)?, r.get::<_, Option<i64>>(15)?) {
-                (Some(from), Some(to)) => Some((from as u64, to as u64)),
-                _ => None,
+            skip: match r.get_ref(14)?.as_str_or_null()? {
+                Some(text) => serde_json::from_str(text).context("skip_windows")?,
+                None => Vec::new(),
             },
             id: id.clone(),
         })
     })()
     .with_context(|| format!("subscription {id:?} has a corrupt row"));
     Ok(parsed)
+}
+
+/// Skip windows as stored: a JSON array of `[from, to]` (NULL when there are none).
+fn skip_json(windows: &[(i64, i64)]) -> Option<String> {
+    (!windows.is_empty()).then(|| serde_json::to_string(windows).unwrap_or_default())
 }
 
 const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid,
@@ -1610,7 +1648,7 @@ fn record_one(
                 "UPDATE attempts SET status = 'unknown', fail_reason = ?2, tries = tries + 1, check_at = ?3,
                    updated_at = ?4, refused_resends = refused_resends + ?5 WHERE id = ?1",
             )?
-            .execute(params![a.id, reason, ts(at), now, refused])?;
+            .execute(params![a.id, reason, ts_ceil(at), now, refused])?;
             let mut d = detail();
             d["reason"] = json!(reason);
             d["check_at"] = json!(at.to_rfc3339());
@@ -1752,7 +1790,7 @@ mod tests {
             .execute_batch(
                 "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
                  INSERT INTO subscriptions SELECT 's' || i, 'c', 'p', 'P', 100, 'KRW', '1 month', '2025-01-01',
-                   '2025-01-01', 0, 2, 5000, 'active', 'manual', 0, 0, NULL, NULL, NULL FROM n;
+                   '2025-01-01', 0, 2, 5000, 'active', 'manual', 0, 0, NULL, NULL FROM n;
                  INSERT INTO periods SELECT id, 1, 10, 'm-' || id, 'c', 100, 'KRW', 'P', 'open', 0, NULL, 10, NULL
                    FROM subscriptions;
                  INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
@@ -1787,13 +1825,14 @@ mod tests {
             currency: "KRW".into(),
             card_masked: "424242******4242".into(),
         };
-        let id = store.begin_one_time(&charge, 1, 5000, 100).unwrap();
+        let (id, tries) = store.begin_one_time(&charge, 1, 5000, 100, None).unwrap().unwrap();
+        assert_eq!(store.begin_one_time(&charge, 1, 5000, 100, None).unwrap(), None, "a second send of it");
         // A pass found no record of it and closed it; the command's answer then arrives: paid.
-        assert!(store.finish_one_time(id, "failed", Some("abandoned"), None, Some("no record"), 2).unwrap());
-        assert!(store.finish_one_time(id, "paid", None, Some("imp_1"), None, 3).unwrap());
+        assert!(store.finish_one_time(id, tries, "failed", Some("abandoned"), None, Some("no record"), 2).unwrap());
+        assert!(store.finish_one_time(id, tries, "paid", None, Some("imp_1"), None, 3).unwrap());
         assert_eq!(store.one_time("m-1").unwrap().map(|s| s.status), Some("paid".to_string()));
         // A settled payment is not replaced.
-        assert!(!store.finish_one_time(id, "failed", Some("abandoned"), None, None, 4).unwrap());
+        assert!(!store.finish_one_time(id, tries, "failed", Some("abandoned"), None, None, 4).unwrap());
         assert_eq!(
             store.one_time("m-1").unwrap().map(|s| (s.status, s.imp_uid)),
             Some(("paid".into(), Some("imp_1".into())))

@@ -57,7 +57,7 @@ pub fn plan(cfg: &Config, db: &[Subscription], today: NaiveDate) -> SyncPlan {
             next_period: 0,
             status: if spec.canceled { Status::Canceled } else { Status::Active },
             source: Source::Config,
-            skip: None,
+            skip: Vec::new(),
         };
         let Some(have) = by_id.get(spec.id.as_str()) else {
             if let Some(second) = plan.interval.nth_date(spec.start, 1).filter(|d| *d <= today) {

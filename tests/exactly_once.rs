@@ -181,7 +181,7 @@ fn a_restart_with_a_shorter_timeout_keeps_the_quiet_period_of_the_request_in_fli
     assert_eq!(at_gateway(&w, "billd-s0-0"), 1, "resent while the first request was in progress: {:?}", w.ledger());
     let due = chrono::DateTime::parse_from_rfc3339(DUE).unwrap().timestamp();
     assert!(check_at >= due + 80, "looked at again {} s after, not twice the 40 s it was sent with", check_at - due);
-    w.tick("2025-01-01T10:01:20+09:00");
+    w.tick("2025-01-01T10:01:30+09:00");
     assert_eq!(paid_count(&w, "billd-s0-0"), 1);
     w.assert_consistent();
 }
@@ -333,7 +333,7 @@ fn a_taken_merchant_uid_suspends_its_subscription_and_never_stops_the_page() {
     w.db()
         .execute_batch(
             "INSERT INTO subscriptions VALUES ('c', 'c9', 'monthly', 'Monthly plan', 9900, 'KRW', '1 month',
-               '2024-12-01', '2024-12-01', 0, 1, NULL, 'canceled', 'manual', 0, 0, NULL, NULL, NULL);
+               '2024-12-01', '2024-12-01', 0, 1, NULL, 'canceled', 'manual', 0, 0, NULL, NULL);
              INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency, name,
                state, opened_at) VALUES ('c', 0, 0, 'a-b-c-0', 'c9', 9900, 'KRW', 'Monthly plan', 'paid', 0);",
         )
@@ -405,4 +405,182 @@ fn ids_that_differ_only_by_case_are_refused_everywhere() {
         st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(ids, ["sub-1", "sub-2"]);
+}
+
+// ---- Found by the independent review of the fixes above ----------------------------------------------------------
+
+/// A daily subscription started ten days ago, paid for its first three days; then paused, the pause backdated to
+/// just after period 3 fell due (billd was not running then, so period 3 is owed), and resumed.
+fn daily_resumed_with_one_owed(w: &World) -> chrono::NaiveDate {
+    let start = (chrono::Utc::now() - chrono::Duration::days(10)).date_naive();
+    w.tick(&format!("{}T10:00:00+09:00", start + chrono::Duration::days(2)));
+    assert_eq!(w.paid_for("c1").len(), 3);
+    assert!(w.billd().args(["pause", "s1"]).output().unwrap().status.success());
+    let paused = chrono::DateTime::parse_from_rfc3339(&format!("{}T11:00:00+09:00", start + chrono::Duration::days(3)));
+    w.db()
+        .execute("UPDATE subscriptions SET suspended_at = ?1 WHERE id = 's1'", [paused.unwrap().timestamp()])
+        .unwrap();
+    let out = w.billd().args(["resume", "s1"]).output().unwrap();
+    assert!(text(&out).contains("1 that fell due before the pause will be"), "{}", text(&out));
+    start
+}
+
+const DAILY: &str = "\n[[plans]]\nid = \"daily\"\nname = \"Daily plan\"\namount = 1000\ninterval = \"1 day\"\n";
+
+/// Review A: a second pause and resume before the owed period was charged erased the first resume's skip range,
+/// and the next pass charged every period of the first pause. Now each pause is a window of time kept until
+/// billing is past it.
+#[test]
+fn a_second_pause_keeps_the_first_pause_s_periods_skipped() {
+    let start = (chrono::Utc::now() - chrono::Duration::days(10)).date_naive().to_string();
+    let w = World::new(Setup { body: &format!("{DAILY}{}", sub("s1", "c1", "daily", &start)), ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    daily_resumed_with_one_owed(&w);
+    assert!(w.billd().args(["pause", "s1"]).output().unwrap().status.success());
+    let out = w.billd().args(["resume", "s1"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    w.tick(&chrono::Utc::now().to_rfc3339());
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1", "billd-s1-2", "billd-s1-3"], "only the owed period");
+    // Tomorrow's period is charged as usual.
+    w.tick(&(chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339());
+    assert_eq!(w.paid_for("c1").len(), 5);
+}
+
+/// Review D: the skip range was period numbers, so an interval change by sync (daily to weekly) moved it onto
+/// weeks after the resume, which were never charged. Now the skip is the pause's window of time.
+#[test]
+fn an_interval_change_after_a_resume_skips_only_what_fell_due_inside_the_pause() {
+    let start = (chrono::Utc::now() - chrono::Duration::days(10)).date_naive().to_string();
+    let body = format!("{DAILY}{}", sub("s1", "c1", "daily", &start));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    daily_resumed_with_one_owed(&w);
+    w.write_config(&Setup { body: &body.replace("\"1 day\"", "\"1 week\""), ..Default::default() });
+    let out = w.billd().arg("sync").output().unwrap();
+    assert!(text(&out).contains("interval 1 day -> 1 week"), "{}", text(&out));
+    w.tick(&chrono::Utc::now().to_rfc3339());
+    assert_eq!(w.paid_for("c1").len(), 4, "the owed period");
+    // Weekly from period 3's date: the weeks after the resume are charged, one a week.
+    w.tick(&(chrono::Utc::now() + chrono::Duration::days(8)).to_rfc3339());
+    assert_eq!(w.paid_for("c1").len(), 5, "a week after the resume: {:?}", w.paid_for("c1"));
+    w.tick(&(chrono::Utc::now() + chrono::Duration::days(15)).to_rfc3339());
+    assert_eq!(w.paid_for("c1").len(), 6);
+    w.assert_consistent();
+}
+
+/// Review B: two `charge-once` of one merchant_uid at once: the second took over the first's pending row (its
+/// charge still in progress at the gateway) and sent too: two paid payments, one in billd. Now a send re-opens a row
+/// only if nothing changed it since the command looked.
+#[test]
+fn two_charge_once_of_one_merchant_uid_at_once_send_once() {
+    let w = World::new(Setup { body: MONTHLY, timeout: "1s", ..Default::default() });
+    let args = ["charge-once", "--merchant-uid", "order-77", "--amount", "5000", "--name", "Setup fee"];
+    // A decides to send (no row yet) and is held there; B runs, its charge made 3 s after arrival.
+    let gate = w.dir.path().join("gate");
+    let mut a = w
+        .billd()
+        .args(args)
+        .env("BILLD_PAUSEPOINT", format!("charge_once_after_check:{}", gate.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    a.stdin.take().unwrap().write_all(card_json(cards::APPROVE).as_bytes()).unwrap();
+    let mut reached = gate.as_os_str().to_owned();
+    reached.push(".reached");
+    wait_for("A at its pausepoint", || Path::new(&reached).exists());
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: None,
+        fault: billd_sandbox::Fault::ChargeLater { after: Duration::from_millis(3000) },
+        times: Some(1),
+    });
+    let b = w.billd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut b = b;
+    b.stdin.take().unwrap().write_all(card_json(cards::APPROVE).as_bytes()).unwrap();
+    wait_for("B's intent", || {
+        w.db().query_row("SELECT count(*) FROM one_time_charges", [], |r| r.get::<_, i64>(0)).unwrap_or(0) == 1
+    });
+    std::fs::write(&gate, b"").unwrap();
+    let a = a.wait_with_output().unwrap();
+    let b = b.wait_with_output().unwrap();
+    wait_for("B's charge", || paid_count(&w, "order-77") >= 1);
+    std::thread::sleep(Duration::from_millis(3500)); // a second request in progress would be charged by now
+    assert_eq!(at_gateway(&w, "order-77"), 1, "sent twice:\nA: {}\nB: {}", text(&a), text(&b));
+    assert!(!a.status.success() && text(&a).contains("another `billd charge-once` of it"), "{}", text(&a));
+}
+
+/// Review C: a pass looked an unknown one-time charge up (no record) while a rerun re-opened it and sent it again;
+/// the pass then recorded "abandoned" over the rerun's send, and never looked again, though the gateway charged it.
+/// Now a pass records its lookup only if no send of the charge began since it read it.
+#[test]
+fn a_pass_never_records_over_a_rerun_s_send_in_progress() {
+    let w = World::new(Setup { body: MONTHLY, timeout: "1s", ..Default::default() });
+    let args = ["charge-once", "--merchant-uid", "order-9", "--amount", "5000", "--name", "Setup fee"];
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: None,
+        fault: billd_sandbox::Fault::Http500,
+        times: Some(1),
+    });
+    let first = with_card(&w, &args, &card_json(cards::APPROVE));
+    assert!(text(&first).contains("outcome unknown"), "{}", text(&first));
+    std::thread::sleep(Duration::from_millis(2500)); // its quiet period (twice the 1 s timeout), in real time
+    // A pass looks it up (nothing) and is held before recording that; meanwhile a rerun sends it again.
+    let gate = w.dir.path().join("gate");
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339();
+    let pass = held_at(&w, "one_time_after_lookup", &gate, &["tick", "--as-of", &later]);
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: None,
+        fault: billd_sandbox::Fault::ChargeLater { after: Duration::from_millis(2000) },
+        times: Some(1),
+    });
+    let rerun = with_card(&w, &args, &card_json(cards::APPROVE));
+    assert!(text(&rerun).contains("outcome unknown"), "{}", text(&rerun));
+    std::fs::write(&gate, b"").unwrap();
+    let pass = pass.wait_with_output().unwrap();
+    assert!(pass.status.success(), "{}", text(&pass));
+    wait_for("the rerun's charge", || paid_count(&w, "order-9") >= 1);
+    let state = || -> (String, Option<String>) {
+        w.db()
+            .query_row("SELECT status, failure FROM one_time_charges WHERE merchant_uid = 'order-9'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+    };
+    assert_eq!(state(), ("unknown".to_string(), None), "the pass recorded its lookup over the rerun's send");
+    // After the rerun's quiet period, a pass settles it as paid.
+    std::thread::sleep(Duration::from_millis(2500));
+    w.tick(&(chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339());
+    assert_eq!(state(), ("paid".to_string(), None));
+    assert_eq!(paid_count(&w, "order-9"), 1);
+}
+
+/// Review E: a key-in payment made under a merchant_uid that later became a period's (a prefix changed, or a
+/// charge-once of an older billd in its namespace) was booked as that period's payment: one payment, counted
+/// twice, the period never charged. Now a period whose merchant_uid a one-time charge holds is not opened: its
+/// subscription is suspended with the reason.
+#[test]
+fn a_period_whose_merchant_uid_a_one_time_charge_holds_is_never_opened() {
+    let w = World::new(Setup { body: MONTHLY, ..Default::default() });
+    let out = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "acme-sub-1-0", "--amount", "9900", "--name", "x", "--customer-uid", "c1"],
+        &card_json(cards::APPROVE),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    w.write_config(&Setup {
+        body: &format!("{MONTHLY}{}", sub("sub-1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    let cfg = std::fs::read_to_string(&w.config)
+        .unwrap()
+        .replace("[billing]\n", "[billing]\nmerchant_uid_prefix = \"acme\"\n");
+    std::fs::write(&w.config, cfg).unwrap();
+    let out = w.billd().args(["tick", "--as-of", DUE]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already used by a one-time charge"), "{}", text(&out));
+    let paid_attempts: i64 =
+        w.db().query_row("SELECT count(*) FROM attempts WHERE status = 'paid'", [], |r| r.get(0)).unwrap();
+    assert_eq!(paid_attempts, 0, "the key-in payment was booked as the period's");
+    assert_eq!(w.status_of("sub-1"), "suspended");
 }

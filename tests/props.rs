@@ -497,14 +497,7 @@ impl Model {
     }
 
     /// One `billd tick` at `now`: reconcile, then open and charge what is due, round after round.
-    fn pass(
-        &mut self,
-        now: i64,
-        cal: &Calendar,
-        clock: &ChargeClock,
-        ledger: &mut Vec<Entry>,
-        next: &mut u64,
-    ) -> Vec<String> {
+    fn pass(&mut self, now: i64, due_at: &dyn Fn(u64) -> i64, ledger: &mut Vec<Entry>, next: &mut u64) -> Vec<String> {
         let mut calls = Vec::new();
         // 1. Unresolved attempts whose check time has come are resolved by lookup only.
         if let Some(open) = self.open.clone()
@@ -526,7 +519,7 @@ impl Model {
         loop {
             let mut progress = false;
             if self.bills() && self.open.is_none() {
-                let due = ts(cal.due_at(clock, self.next_period).unwrap());
+                let due = due_at(self.next_period);
                 if due <= now {
                     self.open = Some(Open {
                         period: self.next_period,
@@ -610,26 +603,58 @@ fn jump() -> impl Strategy<Value = i64> {
 
 #[derive(Debug, Clone)]
 struct Case {
+    timezone: Tz,
+    charge_time: NaiveTime,
     interval: &'static str,
     retry_after: Vec<&'static str>,
     action: Action,
+    /// One script and one start date per subscription (more subscriptions than the engine's concurrency of 2).
     scripts: Vec<Vec<Script>>,
+    starts: Vec<NaiveDate>,
     jumps: Vec<i64>,
+}
+
+/// Start dates that exercise the calendar: month ends, Feb 29, a DST transition day, and any day.
+fn start_date() -> impl Strategy<Value = NaiveDate> {
+    prop_oneof![
+        2 => prop_oneof![
+            Just(NaiveDate::from_ymd_opt(2025, 1, 31).unwrap()),
+            Just(NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()),
+            Just(NaiveDate::from_ymd_opt(2024, 1, 30).unwrap()),
+            Just(NaiveDate::from_ymd_opt(2025, 3, 30).unwrap()),
+            Just(NaiveDate::from_ymd_opt(2025, 3, 9).unwrap()),
+            Just(NaiveDate::from_ymd_opt(2025, 10, 5).unwrap()),
+            Just(NaiveDate::from_ymd_opt(2025, 4, 6).unwrap()),
+        ],
+        1 => any_date(2024, 2025),
+    ]
 }
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        prop_oneof![Just("1 day"), Just("1 week"), Just("1 month")],
+        (dst_zone(), charge_time()),
+        prop_oneof![
+            Just("1 day"),
+            Just("3 days"),
+            Just("1 week"),
+            Just("2 weeks"),
+            Just("1 month"),
+            Just("3 months"),
+            Just("1 year")
+        ],
         proptest::collection::vec(prop_oneof![Just("1h"), Just("1d"), Just("2d"), Just("4d")], 0..4),
         prop_oneof![Just(Action::Cancel), Just(Action::Suspend), Just(Action::Skip)],
-        proptest::collection::vec(proptest::collection::vec(script(), 0..24), 2),
+        proptest::collection::vec((proptest::collection::vec(script(), 0..24), start_date()), 2..6),
         proptest::collection::vec(jump(), 4..24),
     )
-        .prop_map(|(interval, retry_after, action, scripts, jumps)| Case {
+        .prop_map(|((timezone, charge_time), interval, retry_after, action, subs, jumps)| Case {
+            timezone,
+            charge_time,
             interval,
             retry_after,
             action,
-            scripts,
+            scripts: subs.iter().map(|(s, _)| s.clone()).collect(),
+            starts: subs.iter().map(|(_, d)| *d).collect(),
             jumps,
         })
 }
@@ -647,18 +672,25 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         Action::Skip => "skip",
     };
     let retry: Vec<String> = case.retry_after.iter().map(|r| format!("\"{r}\"")).collect();
-    let text = format!(
-        "[billing]\ntimezone = \"Asia/Seoul\"\ncharge_time = \"10:00\"\n\n[gateway]\nbase_url = \"http://127.0.0.1:9\"\n\
-         imp_key = \"k\"\nimp_secret = \"s\"\nconcurrency = 4\n\n[dunning]\nretry_after = [{}]\non_exhausted = \"{action}\"\n\n\
-         [[plans]]\nid = \"p\"\nname = \"Plan\"\namount = 9900\ninterval = \"{}\"\n\n\
-         [[subscriptions]]\nid = \"s0\"\ncustomer_uid = \"c0\"\nplan = \"p\"\nstart = \"2025-01-01\"\n\n\
-         [[subscriptions]]\nid = \"s1\"\ncustomer_uid = \"c1\"\nplan = \"p\"\nstart = \"2025-01-03\"\n",
+    let mut text = format!(
+        "[billing]\ntimezone = \"{}\"\ncharge_time = \"{}\"\n\n[gateway]\nbase_url = \"http://127.0.0.1:9\"\n\
+         imp_key = \"k\"\nimp_secret = \"s\"\nconcurrency = 2\n\n[dunning]\nretry_after = [{}]\non_exhausted = \"{action}\"\n\n\
+         [[plans]]\nid = \"p\"\nname = \"Plan\"\namount = 9900\ninterval = \"{}\"\n",
+        case.timezone.name(),
+        case.charge_time.format("%H:%M"),
         retry.join(", "),
         case.interval
     );
+    for (i, start) in case.starts.iter().enumerate() {
+        text += &format!(
+            "\n[[subscriptions]]\nid = \"s{i}\"\ncustomer_uid = \"c{i}\"\nplan = \"p\"\nstart = \"{start}\"\n"
+        );
+    }
     let cfg: Config = billd::config::parse_str(&text, &dir.path().join("schedules.toml")).expect("valid config");
-    let clock = cfg.billing.clock;
     let interval: Interval = case.interval.parse().unwrap();
+    // Due instants from the test's own calendar and clock (model_nth, model_due_at), never billd's.
+    let time = NaiveTime::from_hms_opt(case.charge_time.hour(), case.charge_time.minute(), 0).unwrap();
+    let due_of = |start: NaiveDate, k: u64| ts(model_due_at(case.timezone, model_nth(interval, start, k), time));
     let store = Store::open(&cfg.billing.database).unwrap();
     let fake = Fake::default();
     let mut models = Vec::new();
@@ -676,13 +708,12 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             script: s.iter().copied().collect(),
         });
     }
-    let starts = ["2025-01-01", "2025-01-03"];
     let engine = Engine::new(store, fake.clone(), cfg.clone());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let db = rusqlite::Connection::open(&cfg.billing.database).unwrap();
     let mut model_ledgers: Vec<Vec<Entry>> = vec![Vec::new(); models.len()];
     let mut model_next = 0u64;
-    let mut now: i64 = ts("2025-01-01T01:00:00Z".parse::<DateTime<Utc>>().unwrap());
+    let mut now: i64 = case.starts.iter().map(|d| due_of(*d, 0)).min().unwrap();
     let mut history = Vec::new();
     for (step, j) in std::iter::once(&0).chain(case.jumps.iter()).enumerate() {
         now += j;
@@ -691,8 +722,8 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         rt.block_on(engine.pass(DateTime::from_timestamp(now, 0).unwrap())).expect("the pass runs");
         let calls: Vec<(String, String)> = fake.0.lock().unwrap().charges[calls_before..].to_vec();
         for (i, m) in models.iter_mut().enumerate() {
-            let cal = Calendar { anchor: starts[i].parse().unwrap(), anchor_period: 0, interval };
-            let want_calls = m.pass(now, &cal, &clock, &mut model_ledgers[i], &mut model_next);
+            let start = case.starts[i];
+            let want_calls = m.pass(now, &|k| due_of(start, k), &mut model_ledgers[i], &mut model_next);
             let got_calls: Vec<String> =
                 calls.iter().filter(|(c, _)| *c == m.customer).map(|(_, muid)| muid.clone()).collect();
             let ctx = format!(
