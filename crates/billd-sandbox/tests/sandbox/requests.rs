@@ -10,11 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Env, env_with_customer, failure, onetime_body, success};
 
 fn classes(env: &Env) -> Vec<(Endpoint, String, AtArrival)> {
-    env.sandbox
-        .requests()
-        .into_iter()
-        .map(|e| (e.endpoint, e.merchant_uid.unwrap_or_default(), e.at_arrival))
-        .collect()
+    env.sandbox.requests().into_iter().map(|e| (e.endpoint, e.merchant_uid.unwrap_or_default(), e.at_arrival)).collect()
 }
 
 #[tokio::test]
