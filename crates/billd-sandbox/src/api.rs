@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::auth::{TokenStore, token_from_authorization};
 use crate::config::{Fault, FaultRule, Latency, SandboxConfig};
-use crate::faults::{Applied, FaultBook, RateWindow};
+use crate::faults::{Applied, Delays, FaultBook, RateWindow};
 use crate::ledger::{CancelRequest, CustomerInfo, Ledger, LedgerEntry, MSG_NO_PAYMENT, Refusal, Sorting, Status};
 use crate::params::{Params, bad_request, card_input, charge_request};
 use crate::requests::{Arrived, Endpoint, RequestLog, RequestLogEntry};
@@ -33,6 +33,7 @@ pub(crate) struct AppState {
     tokens: Mutex<TokenStore>,
     faults: Mutex<FaultBook>,
     rate: Option<Mutex<RateWindow>>,
+    delays: Mutex<Delays>,
     /// Lock order: `requests` before `ledger` (never the other way round).
     requests: Mutex<RequestLog>,
     started: Instant,
@@ -64,6 +65,7 @@ impl AppState {
             faults: Mutex::new(FaultBook::new(cfg.faults.clone())),
             rate: cfg.rate_limit.map(|l| Mutex::new(RateWindow::new(l))),
             requests: Mutex::new(RequestLog::default()),
+            delays: Mutex::new(Delays::new(cfg.seed)),
             imp_key: cfg.imp_key,
             imp_secret: cfg.imp_secret,
             latency: cfg.latency,
@@ -87,6 +89,10 @@ impl AppState {
 
     pub(crate) fn ledger_entries(&self) -> Vec<LedgerEntry> {
         lock(&self.ledger).entries()
+    }
+
+    pub(crate) fn requests_in_progress(&self) -> usize {
+        lock(&self.requests).in_progress()
     }
 
     pub(crate) fn request_entries(&self) -> Vec<RequestLogEntry> {
@@ -143,6 +149,7 @@ impl AppState {
         *lock(&self.ledger) = Ledger::new(rand::random_range(100_000_000_000u64..800_000_000_000));
         *lock(&self.faults) = FaultBook::new(self.initial_faults.clone());
         lock(&self.requests).clear();
+        lock(&self.delays).restart();
         // Seeds were valid at start, so this cannot fail.
         let _ = self.seed();
     }
@@ -440,7 +447,8 @@ async fn onetime(State(st): State<Shared>, req: Request) -> Response {
     .await
 }
 
-/// Runs a charge with its faults: Http500, Garbage and Html502 skip the charge; otherwise the charge is
+/// Runs a charge with its faults: Http500, Garbage and Html502 skip the charge; ChargeLater and
+/// ChargeLaterRandom check it on arrival and make it after a delay, in a task of its own; otherwise the charge is
 /// recorded first, then latency, then a held, dropped or hostile response (see `hostile`).
 async fn charge(
     st: Shared,
@@ -472,8 +480,12 @@ async fn charge(
             r
         }
         Some(Fault::Html502) => crate::hostile::html_502(),
-        Some(Fault::ChargeLater { after }) => {
-            let after = *after;
+        Some(fault @ (Fault::ChargeLater { .. } | Fault::ChargeLaterRandom { .. })) => {
+            let after = match fault {
+                Fault::ChargeLaterRandom { max } => lock(&st.delays).draw(*max),
+                Fault::ChargeLater { after } => *after,
+                _ => Duration::ZERO,
+            };
             let merchant_uid = p.0.get("merchant_uid").and_then(Value::as_str).unwrap_or_default().to_string();
             let arrival = lock(&st.ledger).check_on_arrival(&merchant_uid);
             match arrival {

@@ -135,6 +135,13 @@ impl Sandbox {
         self.state.request_entries()
     }
 
+    /// How many logged requests are still being processed: arrived, their charge (or cancel) not yet made or
+    /// refused, like a `charge_later` charge whose client has gone. A test that moves its client's clock ahead
+    /// faster than real time waits for 0 first: by then the real gateway would have finished them.
+    pub fn requests_in_progress(&self) -> usize {
+        self.state.requests_in_progress()
+    }
+
     /// Adds a fault rule (after the ones already active).
     pub fn add_fault(&self, rule: FaultRule) {
         self.state.add_fault(rule);

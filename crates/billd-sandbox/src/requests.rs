@@ -24,8 +24,8 @@ pub enum Endpoint {
 ///   such a request, so it charges nothing, but a client that sends it has resent a charge it should have
 ///   known was made.
 /// - [`AtArrival::InFlight`]: another request for the same merchant_uid had arrived and was still being
-///   processed: its charge was not yet made or refused (under [`crate::Fault::ChargeLater`]). i'mport would
-///   charge both.
+///   processed: its charge was not yet made or refused (under [`crate::Fault::ChargeLater`] or
+///   [`crate::Fault::ChargeLaterRandom`]). i'mport would charge both.
 /// - [`AtArrival::New`]: neither. A merchant_uid whose earlier attempts were all declined is `New`: trying it
 ///   again is legitimate dunning, which i'mport allows.
 ///
@@ -127,6 +127,11 @@ impl RequestLog {
         }
     }
 
+    /// Requests still in flight.
+    pub(crate) fn in_progress(&self) -> usize {
+        self.in_flight.values().map(|&n| n as usize).sum()
+    }
+
     pub(crate) fn entries(&self) -> Vec<RequestLogEntry> {
         self.entries.clone()
     }
@@ -155,8 +160,11 @@ mod tests {
         assert_eq!(log.arrive(3, Endpoint::Again, req("m2"), false), AtArrival::New);
         log.settled("m1");
         assert_eq!(log.arrive(4, Endpoint::Again, req("m1"), false), AtArrival::InFlight, "one of two still runs");
+        assert_eq!(log.in_progress(), 3);
         log.settled("m1");
         log.settled("m1");
+        assert_eq!(log.in_progress(), 1, "m2");
+        log.settled("m2");
         // Nothing in flight: a declined merchant_uid tried again is new; a paid one is paid.
         assert_eq!(log.arrive(5, Endpoint::Again, req("m1"), false), AtArrival::New);
         assert_eq!(log.arrive(6, Endpoint::Onetime, req("m2"), true), AtArrival::Paid, "paid wins over in flight");

@@ -158,3 +158,42 @@ async fn the_http_view_matches_and_reset_clears_it() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(env.sandbox.requests().is_empty());
 }
+
+/// `charge_later_random`: each charge after its own delay (at most `max`), made even when the client gave up
+/// waiting; until then the request is in progress, and a second one for the same merchant_uid is `in_flight`.
+#[tokio::test]
+async fn charge_later_random_charges_after_the_client_has_gone() {
+    let env = Env::with(billd_sandbox::SandboxConfig { seed: Some(1), ..Default::default() }).await;
+    env.sandbox.register_customer("c", cards::APPROVE).unwrap();
+    env.sandbox.add_fault(FaultRule {
+        customer_uid: None,
+        fault: Fault::ChargeLaterRandom { max: Duration::from_millis(600) },
+        times: None,
+    });
+    let sends: Vec<_> = ["m1", "m2", "m3"]
+        .into_iter()
+        .map(|m| {
+            let (http, url, token) = (env.http.clone(), env.url("/subscribe/payments/again"), env.token.clone());
+            tokio::spawn(async move {
+                http.post(url).bearer_auth(token).json(&crate::helpers::again_body("c", m)).send().await
+            })
+        })
+        .collect();
+    while env.sandbox.requests().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The client goes away (its connections close), answered or not.
+    for s in sends {
+        s.abort();
+    }
+    for _ in 0..500 {
+        if env.sandbox.requests_in_progress() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(env.sandbox.requests_in_progress(), 0, "every delayed charge is made");
+    let paid: Vec<String> = env.sandbox.ledger().into_iter().map(|p| p.merchant_uid).collect();
+    assert_eq!(paid.len(), 3, "{paid:?}");
+    assert!(env.sandbox.requests().iter().all(|r| r.at_arrival == AtArrival::New));
+}
