@@ -120,6 +120,17 @@ impl World {
         self.sandbox.ledger()
     }
 
+    /// Waits until the gateway has no request in progress (a `charge_later_random` charge whose client was killed
+    /// or gave up). A test that moves billd's clock (`--as-of`) past the quiet period faster than real time calls
+    /// this first: by then the real gateway would have finished.
+    pub fn wait_for_gateway_idle(&self) {
+        let start = std::time::Instant::now();
+        while self.sandbox.requests_in_progress() > 0 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(60), "the gateway is still charging after 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The sandbox's request log: every `again`, `onetime` and `cancel` as it arrived.
     pub fn requests(&self) -> Vec<RequestLogEntry> {
         self.sandbox.requests()
@@ -183,7 +194,14 @@ impl World {
         let mut out = BTreeMap::new();
         for e in self.ledger().into_iter().filter(|e| e.status == "paid") {
             let m = e.merchant_uid.clone();
-            assert!(out.insert(m.clone(), e).is_none(), "two paid payments for merchant_uid {m}");
+            if let Some(first) = out.insert(m.clone(), e) {
+                let sent = self.requests();
+                panic!(
+                    "two paid payments for merchant_uid {m} (the first {}); the requests for it:\n{}",
+                    first.imp_uid,
+                    describe_requests_for(&sent, &m)
+                );
+            }
         }
         out
     }
@@ -258,6 +276,15 @@ impl Drop for World {
             None => self.assert_no_repeat_requests(),
         }
     }
+}
+
+/// Every request for `merchant_uid`, with its arrival in ms after the first request of the log.
+pub fn describe_requests_for(log: &[RequestLogEntry], merchant_uid: &str) -> String {
+    let t0 = log.first().map_or(0, |f| f.arrived_at_ms);
+    log.iter()
+        .filter(|e| e.merchant_uid.as_deref() == Some(merchant_uid))
+        .map(|e| format!("  #{} {:?} +{} ms at_arrival={:?}\n", e.seq, e.endpoint, e.arrived_at_ms - t0, e.at_arrival))
+        .collect()
 }
 
 /// Each request that was not `new`, after the requests for the same merchant_uid that came before it.
