@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub};
+use common::{MONTHLY, Setup, World, cards, skip, sub};
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
@@ -104,7 +104,7 @@ fn a_read_only_database_file_sends_nothing() {
     let privileged = std::fs::OpenOptions::new().append(true).open(&path).is_ok();
     let out = if privileged {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            println!("SKIPPED: running as root and setpriv is missing, so a read-only file cannot be simulated");
+            skip("running as root and setpriv (util-linux) is missing, so a read-only file cannot be simulated");
             return;
         }
         tick_via(&w, &["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"])
