@@ -323,3 +323,23 @@ fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
     assert_eq!(w.paid_for("c1").len(), 1);
     w.assert_consistent();
 }
+
+/// The quiet period is not cut short by rounding: billd's clock is not on whole seconds (a pass's `now` is when it
+/// began, to the nanosecond), so a check due at 10:01:30.9 must not run at 10:01:30.1.
+#[test]
+fn an_unresolved_outcome_is_not_looked_at_a_fraction_of_a_second_early() {
+    let w = World::new(Setup {
+        timeout: "45s",
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::Http500, times: Some(1) });
+    // The outcome is unknown at 10:00:00.9 and a bit: its look is due 90 s later, at 10:01:30.9 and a bit.
+    w.tick("2025-01-01T10:00:00.900+09:00");
+    w.tick("2025-01-01T10:01:30.100+09:00");
+    assert_eq!(w.sent("billd-s1-0"), 1, "resent 89.2 s after the outcome, within the 90 s quiet period");
+    w.tick("2025-01-01T10:01:33+09:00");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+    w.assert_consistent();
+}
