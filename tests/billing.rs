@@ -183,6 +183,7 @@ fn catch_up_after_downtime_charges_every_missed_period_once_oldest_first() {
     assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1", "billd-s1-2", "billd-s1-3"]);
     w.tick("2025-04-20T10:00:00+09:00");
     assert_eq!(w.paid_for("c1").len(), 4);
+    assert!(w.sent_by_merchant_uid().values().all(|&n| n == 1), "one `again` per period: {:?}", w.requests());
     w.assert_consistent();
 }
 
@@ -213,7 +214,7 @@ fn lost_response_after_the_charge_is_resolved_by_lookup_not_resent() {
     // merchant_uid up and records the payment.
     w.tick("2025-01-01T10:02:00+09:00");
     assert_eq!(w.paid_for("c1").len(), 1, "never charged twice");
-    assert_eq!(w.attempts_for("c1").len(), 1, "not even sent twice");
+    assert_eq!(w.sent("billd-s1-0"), 1, "not even sent twice: {:?}", w.requests());
     w.assert_consistent();
     assert_eq!(w.status_of("s1"), "active");
 }
@@ -225,7 +226,7 @@ fn dropped_connection_after_the_charge_is_resolved_by_lookup() {
     w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::DropAfterCharge, times: Some(1) });
     w.tick("2025-01-01T10:00:00+09:00");
     w.tick("2025-01-01T10:05:00+09:00");
-    assert_eq!(w.attempts_for("c1").len(), 1);
+    assert_eq!(w.sent("billd-s1-0"), 1, "settled by lookup, not resent: {:?}", w.requests());
     w.assert_consistent();
 }
 
@@ -242,6 +243,7 @@ fn gateway_500_is_not_a_decline_and_is_retried_within_minutes() {
     assert!(w.paid_for("c1").is_empty());
     w.tick("2025-01-01T11:00:00+09:00");
     assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+    assert_eq!(w.sent("billd-s1-0"), 3, "two refused with a 500 (nothing charged), then one paid");
     let (declines, attempt): (i64, i64) = w
         .db()
         .query_row(
@@ -263,6 +265,7 @@ fn garbage_answer_is_unknown_and_reconciled() {
     assert!(w.paid_for("c1").is_empty());
     w.tick("2025-01-01T10:02:00+09:00");
     assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
+    assert_eq!(w.sent("billd-s1-0"), 2, "resent once: the garbage answer charged nothing");
     w.assert_consistent();
 }
 
@@ -315,8 +318,28 @@ fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
     assert_eq!(status, "unknown");
     assert!(check_at >= due + 90, "looked at again after {} s, before twice the 45 s timeout", check_at - due);
     w.tick("2025-01-01T10:01:29+09:00");
-    assert!(w.ledger().is_empty(), "resent within the quiet period");
+    assert_eq!(w.sent("billd-s1-0"), 1, "resent within the quiet period: {:?}", w.requests());
     w.tick("2025-01-01T10:01:31+09:00");
     assert_eq!(w.paid_for("c1").len(), 1);
+    w.assert_consistent();
+}
+
+/// The quiet period is not cut short by rounding: billd's clock is not on whole seconds (a pass's `now` is when it
+/// began, to the nanosecond), so a check due at 10:01:30.9 must not run at 10:01:30.1.
+#[test]
+fn an_unresolved_outcome_is_not_looked_at_a_fraction_of_a_second_early() {
+    let w = World::new(Setup {
+        timeout: "45s",
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::Http500, times: Some(1) });
+    // The outcome is unknown at 10:00:00.9 and a bit: its look is due 90 s later, at 10:01:30.9 and a bit.
+    w.tick("2025-01-01T10:00:00.900+09:00");
+    w.tick("2025-01-01T10:01:30.100+09:00");
+    assert_eq!(w.sent("billd-s1-0"), 1, "resent 89.2 s after the outcome, within the 90 s quiet period");
+    w.tick("2025-01-01T10:01:33+09:00");
+    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
     w.assert_consistent();
 }

@@ -1,7 +1,9 @@
 //! SIGKILL at random instants of a busy pass (`billd tick`) and of the daemon (`billd run`), with gateway latency
-//! and faults (HTTP 500, lost and dropped answers): never two paid charges for a period, every due period paid or
+//! and faults (HTTP 500, lost and dropped answers, charges still in progress at the gateway for up to twice the
+//! gateway timeout, made even after billd is killed): never two paid charges for a period, never a request for a
+//! merchant_uid the gateway had paid or was still charging (checked by the harness), every due period paid or
 //! given up by the dunning policy, nothing left unresolved after recovery. The seed is printed
-//! (`BILLD_TEST_SEED` replays it); `BILLD_CRASH_KILLS=500` asks for more kills.
+//! (`BILLD_TEST_SEED` replays it, the sandbox's delays included); `BILLD_CRASH_KILLS=500` asks for more kills.
 
 mod common;
 
@@ -10,12 +12,17 @@ use common::{MONTHLY, Rng, Setup, World, cards, sub};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// A random gateway fault for the next 1-3 matching charges: nothing charged (HTTP 500), or charged with the
-/// answer lost (held past billd's 1 s timeout) or the connection dropped.
+/// The longest a charge stays in progress at the gateway under `charge_later_random`: twice billd's 1 s timeout.
+const IN_FLIGHT_MAX: Duration = Duration::from_secs(2);
+
+/// A random gateway fault for the next 1-3 matching charges: nothing charged (HTTP 500), charged with the answer
+/// lost (held past billd's 1 s timeout) or the connection dropped, or charged after a random delay of up to
+/// [`IN_FLIGHT_MAX`] (even if billd has given up or been killed meanwhile).
 fn random_fault(customer: Option<String>, rand: &mut impl FnMut(u64) -> u64) -> FaultRule {
-    let fault = match rand(3) {
+    let fault = match rand(4) {
         0 => Fault::Http500,
         1 => Fault::DropAfterCharge,
+        2 => Fault::ChargeLaterRandom { max: IN_FLIGHT_MAX },
         _ => Fault::LoseResponseAfterCharge { hold: Duration::from_millis(1500) },
     };
     FaultRule { customer_uid: customer, fault, times: Some(1 + rand(3) as u32) }
@@ -34,6 +41,7 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
 
     let sandbox = billd_sandbox::SandboxConfig {
         latency: billd_sandbox::Latency::Random { min: Duration::from_millis(5), max: Duration::from_millis(40) },
+        seed: Some(rand(u64::MAX)),
         ..Default::default()
     };
     let mut body = MONTHLY.to_string();
@@ -58,14 +66,27 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
     ];
     let mut kills = 0;
     let mut faults = 0;
+    let mut mid_charge = 0;
     for day in days {
         let as_of = format!("{day}T10:00:00+09:00");
+        // A day passes: billd's clock jumps past every quiet period, so the gateway finishes what it is charging
+        // first, as it would in a day. (Passes on the same day are at the same `--as-of`: billd's clock runs no
+        // faster than real time there, and the quiet period is what keeps it from resending a charge in progress.)
+        w.wait_for_gateway_idle();
         loop {
             // Gateway trouble for customers whose cards approve (the declining ones keep their exact schedule).
             if rand(3) == 0 {
                 let i = 1 + rand(n as u64 - 1) as usize;
                 let i = if i.is_multiple_of(10) { i - 1 } else { i };
                 w.sandbox.add_fault(random_fault(Some(format!("c{i:02}")), &mut rand));
+                faults += 1;
+            }
+            // And often a charge still in progress at the gateway when the pass is killed.
+            if rand(2) == 0 {
+                let i = 1 + rand(n as u64 - 1) as usize;
+                let i = if i.is_multiple_of(10) { i - 1 } else { i };
+                let fault = Fault::ChargeLaterRandom { max: IN_FLIGHT_MAX };
+                w.sandbox.add_fault(FaultRule { customer_uid: Some(format!("c{i:02}")), fault, times: Some(1) });
                 faults += 1;
             }
             let mut child =
@@ -78,13 +99,15 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
             child.kill().unwrap();
             child.wait().unwrap();
             kills += 1;
+            mid_charge += usize::from(w.sandbox.requests_in_progress() > 0);
         }
         w.tick(&as_of);
     }
     // Settle what the faults left unknown (checked a minute or two later), with the gateway healthy again.
     w.sandbox.clear_faults();
+    w.wait_for_gateway_idle();
     w.tick("2025-03-01T10:30:00+09:00");
-    println!("{kills} kills, {faults} fault rules");
+    println!("{kills} kills ({mid_charge} while the gateway was still charging), {faults} fault rules");
     assert!(kills >= kills_wanted.min(20), "only {kills} kills landed mid-pass");
     // Nine in ten customers approve: 3 periods each; the declining ones were canceled after their retries.
     let paid = w.paid_by_merchant_uid();
@@ -135,6 +158,7 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
     let daily = "\n[[plans]]\nid = \"daily\"\nname = \"Daily\"\namount = 1000\ninterval = \"1 day\"\n";
     let sandbox = billd_sandbox::SandboxConfig {
         latency: billd_sandbox::Latency::Random { min: Duration::from_millis(5), max: Duration::from_millis(40) },
+        seed: Some(rand(u64::MAX)),
         ..Default::default()
     };
     let setup = |body: &str| -> String { format!("{daily}{body}") };
@@ -166,7 +190,7 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
     };
     register(&w, &subs);
 
-    let (mut kills, mut faults, mut batches) = (0, 0, 1);
+    let (mut kills, mut faults, mut batches, mut mid_charge) = (0, 0, 1, 0);
     let started = Instant::now();
     while kills < kills_wanted {
         if !work_left(&w) {
@@ -187,6 +211,12 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
             w.sandbox.add_fault(random_fault(None, &mut rand));
             faults += 1;
         }
+        // And often charges still in progress at the gateway when the daemon is killed.
+        if rand(2) == 0 {
+            let fault = Fault::ChargeLaterRandom { max: IN_FLIGHT_MAX };
+            w.sandbox.add_fault(FaultRule { customer_uid: None, fault, times: Some(1 + rand(2) as u32) });
+            faults += 1;
+        }
         let mut child = w.billd().arg("run").stderr(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(30 + rand(400)));
         if let Some(status) = child.try_wait().unwrap() {
@@ -195,14 +225,20 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
+        mid_charge += usize::from(w.sandbox.requests_in_progress() > 0);
         assert!(started.elapsed() < Duration::from_secs(60 + kills_wanted as u64 * 2), "too slow");
     }
-    // Recovery: a healthy gateway, then passes late enough for every unknown outcome's check to be due.
+    // Recovery: a healthy gateway, then passes late enough for every unknown outcome's check to be due (the clock
+    // jumps two hours ahead: the gateway first finishes what it is charging, as it would have by then).
     w.sandbox.clear_faults();
+    w.wait_for_gateway_idle();
     let settle = chrono::Utc::now() + chrono::Duration::hours(2);
     w.tick(&settle.to_rfc3339());
     w.tick(&(settle + chrono::Duration::minutes(1)).to_rfc3339());
-    println!("{kills} kills of `billd run`, {faults} fault rules, {batches} batches of {BATCH} subscriptions");
+    println!(
+        "{kills} kills of `billd run` ({mid_charge} while the gateway was still charging), {faults} fault rules, \
+         {batches} batches of {BATCH} subscriptions"
+    );
 
     let paid = w.paid_by_merchant_uid();
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();

@@ -55,8 +55,11 @@ fn hostile(fault: Fault, charged: bool, reason: &str) {
     assert!(stderr.contains("charge.paid"), "{fault:?}: {stderr}");
     assert_eq!(attempt(&w).0, "paid");
     let ledger = w.ledger();
-    assert_eq!(ledger.len(), 1, "{fault:?}: exactly one `again` reached the card company: {ledger:?}");
+    assert_eq!(ledger.len(), 1, "{fault:?}: exactly one charge at the card company: {ledger:?}");
     assert_eq!(ledger[0].status, "paid");
+    // Resent only when the first request charged nothing.
+    let want = if charged { 1 } else { 2 };
+    assert_eq!(w.sent("billd-s1-0"), want, "{fault:?}: `again` requests: {:?}", w.requests());
     if charged {
         assert!(!stderr.contains("charge.resend"), "{fault:?}: resent although the gateway had charged: {stderr}");
     } else {
@@ -158,6 +161,9 @@ fn a_gateway_that_stays_broken_is_retried_with_the_same_merchant_uid_only() {
     assert_eq!(attempts, 1, "one attempt row, resent under the same merchant_uid");
     assert_eq!(w.status_of("s1"), "active");
     assert!(w.ledger().is_empty());
+    let sent = w.requests();
+    assert!(sent.len() >= 6, "each pass resends: {sent:?}");
+    assert!(sent.iter().all(|r| r.merchant_uid.as_deref() == Some("billd-s1-0")), "a new merchant_uid: {sent:?}");
     w.sandbox.clear_faults();
     w.tick(&t.to_rfc3339());
     assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);

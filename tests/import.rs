@@ -5,6 +5,13 @@ mod common;
 use billd_sandbox::SandboxConfig;
 use common::{MONTHLY, Setup, World, cards, sub};
 
+/// `text` with `{y}` replaced by a year that is always at least a year ahead of the wall clock (and `{y-1}` by the
+/// year before): `billd import` checks start dates against today, so fixed years would start failing once reached.
+fn ahead(text: &str) -> String {
+    let y = chrono::Datelike::year(&chrono::Utc::now()) + 2;
+    text.replace("{y}", &y.to_string()).replace("{y-1}", &(y - 1).to_string())
+}
+
 fn world() -> World {
     World::new(Setup { body: MONTHLY, ..Setup::default() })
 }
@@ -29,7 +36,9 @@ fn imports_then_bills_each_period_once_and_sync_leaves_them_alone() {
     let csv = write(
         &w,
         "book.csv",
-        "\u{feff}customer_uid, id ,plan,start\nc1,s1,monthly,2030-01-31\n\"c2\",\"s2\",monthly,2030-02-15\n\nc3,s3,monthly,2030-03-01\n",
+        &ahead(
+            "\u{feff}customer_uid, id ,plan,start\nc1,s1,monthly,{y}-01-31\n\"c2\",\"s2\",monthly,{y}-02-15\n\nc3,s3,monthly,{y}-03-01\n",
+        ),
     );
     let out = w.billd().arg("import").arg(&csv).output().unwrap();
     assert!(out.status.success(), "{}", World::stderr(&out));
@@ -39,7 +48,7 @@ fn imports_then_bills_each_period_once_and_sync_leaves_them_alone() {
     assert_eq!(count(&w, "SELECT count(*) FROM events WHERE kind = 'subscription.created'"), 3);
     // next_due_at follows the calendar: the start date at charge_time (10:00 in Seoul = 01:00 UTC).
     let due: i64 = w.db().query_row("SELECT next_due_at FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap();
-    assert_eq!(chrono::DateTime::from_timestamp(due, 0).unwrap().to_rfc3339(), "2030-01-31T01:00:00+00:00");
+    assert_eq!(chrono::DateTime::from_timestamp(due, 0).unwrap().to_rfc3339(), ahead("{y}-01-31T01:00:00+00:00"));
 
     // Importing the same file again changes nothing.
     let out = w.billd().arg("import").arg(&csv).output().unwrap();
@@ -48,8 +57,8 @@ fn imports_then_bills_each_period_once_and_sync_leaves_them_alone() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 already in the database, skipped"));
 
     // The config lists no subscription: ticks never cancel imported ones, and bill each period once.
-    w.tick_daily("2030-01-30", "2030-03-01", "10:30:00+09:00");
-    w.tick("2030-03-01T10:30:00+09:00");
+    w.tick_daily(&ahead("{y}-01-30"), &ahead("{y}-03-01"), "10:30:00+09:00");
+    w.tick(&ahead("{y}-03-01T10:30:00+09:00"));
     assert_eq!(count(&w, "SELECT count(*) FROM subscriptions WHERE status = 'active'"), 3);
     let mut paid: Vec<String> = w.paid_by_merchant_uid().into_keys().collect();
     paid.sort();
@@ -63,14 +72,16 @@ fn a_bad_file_is_refused_whole_with_every_problem_located() {
     let csv = write(
         &w,
         "bad.csv",
-        "id,customer_uid,plan,start\n\
-         ok1,c1,monthly,2030-01-01\n\
-         bad id,c2,monthly,2030-01-01\n\
-         s3,c3,weekly,2030-01-01\n\
-         s4,c4,monthly,2030-02-30\n\
-         ok1,c5,monthly,2030-01-01\n\
-         s6,,monthly,2030-01-01\n\
+        &ahead(
+            "id,customer_uid,plan,start\n\
+         ok1,c1,monthly,{y}-01-01\n\
+         bad id,c2,monthly,{y}-01-01\n\
+         s3,c3,weekly,{y}-01-01\n\
+         s4,c4,monthly,{y}-02-30\n\
+         ok1,c5,monthly,{y}-01-01\n\
+         s6,,monthly,{y}-01-01\n\
          s7,c7,monthly\n",
+        ),
     );
     let out = w.billd().arg("import").arg(&csv).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -78,17 +89,18 @@ fn a_bad_file_is_refused_whole_with_every_problem_located() {
     for want in [
         "bad.csv:3: column 1 (id): \"bad id\"",
         "bad.csv:4: column 3 (plan): unknown plan \"weekly\"",
-        "bad.csv:5: column 4 (start): \"2030-02-30\" is not a valid date",
+        "bad.csv:5: column 4 (start): \"{y}-02-30\" is not a valid date",
         "bad.csv:6: column 1 (id): duplicate id \"ok1\" (also on line 2)",
         "bad.csv:7: column 2 (customer_uid): must be 1-80 characters",
         "bad.csv:8: 3 fields, but the header has 4",
         "6 problems found; nothing was imported",
     ] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        let want = ahead(want);
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
     assert_eq!(count(&w, "SELECT count(*) FROM subscriptions"), 0);
 
-    let no_header = write(&w, "nohdr.csv", "s1,c1,monthly,2030-01-01\n");
+    let no_header = write(&w, "nohdr.csv", &ahead("s1,c1,monthly,{y}-01-01\n"));
     let out = w.billd().arg("import").arg(&no_header).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(World::stderr(&out).contains("nohdr.csv:1: the first line must be the header row"));
@@ -97,16 +109,18 @@ fn a_bad_file_is_refused_whole_with_every_problem_located() {
 #[test]
 fn an_id_already_used_differently_is_refused_and_backdated_starts_need_catch_up() {
     let w = World::new(Setup {
-        body: &format!("{MONTHLY}{}", sub("from-config", "cx", "monthly", "2030-01-01")),
+        body: &format!("{MONTHLY}{}", sub("from-config", "cx", "monthly", &ahead("{y}-01-01"))),
         ..Setup::default()
     });
-    w.tick("2029-12-01T10:00:00+09:00"); // syncs the config entry
-    let first = write(&w, "a.csv", "id,customer_uid,plan,start\nm1,c1,monthly,2030-01-01\n");
+    w.tick(&ahead("{y-1}-12-01T10:00:00+09:00")); // syncs the config entry
+    let first = write(&w, "a.csv", &ahead("id,customer_uid,plan,start\nm1,c1,monthly,{y}-01-01\n"));
     assert!(w.billd().arg("import").arg(&first).status().unwrap().success());
     let clash = write(
         &w,
         "b.csv",
-        "id,customer_uid,plan,start\nm2,c2,monthly,2030-01-01\nm1,OTHER,monthly,2030-01-01\nfrom-config,cx,monthly,2030-01-01\n",
+        &ahead(
+            "id,customer_uid,plan,start\nm2,c2,monthly,{y}-01-01\nm1,OTHER,monthly,{y}-01-01\nfrom-config,cx,monthly,{y}-01-01\n",
+        ),
     );
     let out = w.billd().arg("import").arg(&clash).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -146,14 +160,14 @@ fn rate_limit_keeps_every_request_under_the_gateways_limit() {
     let mut csv = String::from("id,customer_uid,plan,start\n");
     for i in 0..10 {
         w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
-        csv.push_str(&format!("r{i},c{i},monthly,2030-01-01\n"));
+        csv.push_str(&ahead(&format!("r{i},c{i},monthly,{{y}}-01-01\n")));
     }
     let path = write(&w, "r.csv", &csv);
     assert!(w.billd().arg("import").arg(&path).status().unwrap().success());
     let out = w
         .billd()
         .env("BILLD_GATEWAY__RATE_LIMIT", "4")
-        .args(["tick", "--as-of", "2030-01-01T10:00:30+09:00"])
+        .args(["tick", "--as-of", ahead("{y}-01-01T10:00:30+09:00").as_str()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", World::stderr(&out));

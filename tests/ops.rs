@@ -129,9 +129,11 @@ fn cancel_and_unknown_subscriptions() {
 }
 
 /// Subscription `s1` past due after its first charge was declined by a card that declines `declines` times.
+/// It starts yesterday (UTC): its first period is due whatever the time of day (10:00 in Seoul is 01:00 UTC, so a
+/// start today would not be due yet between 00:00 and 01:00 UTC), and the next one a month later.
 fn past_due_world(declines: u32) -> World {
     let w = World::new(Setup {
-        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(0))),
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(1))),
         ..Default::default()
     });
     w.sandbox.register_customer("c1", &cards::decline_first(declines)).unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub};
+use common::{MONTHLY, Setup, World, cards, skip, sub};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -203,7 +203,7 @@ fn metrics_and_healthz() {
 #[test]
 fn unit_file_verifies_and_rates_2_or_lower() {
     let Ok(out) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
-        println!("SKIPPED: systemd-analyze is not installed");
+        skip("systemd-analyze (systemd) is not installed");
         return;
     };
     assert!(out.status.success());

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub};
+use common::{MONTHLY, Setup, World, cards, skip, sub};
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
@@ -24,7 +24,7 @@ fn world(n: usize) -> World {
     }
     // A first pass before anything is due creates the database and the subscriptions.
     w.tick(BEFORE);
-    assert!(w.ledger().is_empty());
+    assert!(w.requests().is_empty());
     w
 }
 
@@ -73,7 +73,9 @@ fn assert_nothing_lost(w: &World, n: usize) {
     let want: BTreeSet<String> = (0..n).map(|i| format!("billd-s{i:02}-0")).collect();
     let paid: BTreeSet<String> = w.paid_by_merchant_uid().into_keys().collect();
     assert_eq!(paid, want);
-    assert_eq!(w.ledger().len(), n, "one `again` per period");
+    let sent = w.sent_by_merchant_uid();
+    assert_eq!(sent.keys().cloned().collect::<BTreeSet<_>>(), want, "requests for other merchant_uids");
+    assert!(sent.values().all(|&k| k == 1), "one `again` per period: {sent:?}");
     w.assert_consistent();
 }
 
@@ -85,7 +87,7 @@ fn a_database_locked_by_another_process_sends_nothing() {
     let out = w.billd().args(["tick", "--as-of", DUE]).output().unwrap();
     assert_refused(&w, &out, "a locked database");
     assert!(World::stderr(&out).contains("database is locked"), "{}", World::stderr(&out));
-    assert!(w.ledger().is_empty(), "charged while the database could not record it: {:?}", w.ledger());
+    assert!(w.requests().is_empty(), "sent while the database could not record it: {:?}", w.requests());
     holder.execute_batch("ROLLBACK").unwrap();
     drop(holder);
     assert_nothing_lost(&w, 3);
@@ -102,7 +104,7 @@ fn a_read_only_database_file_sends_nothing() {
     let privileged = std::fs::OpenOptions::new().append(true).open(&path).is_ok();
     let out = if privileged {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            println!("SKIPPED: running as root and setpriv is missing, so a read-only file cannot be simulated");
+            skip("running as root and setpriv (util-linux) is missing, so a read-only file cannot be simulated");
             return;
         }
         tick_via(&w, &["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"])
@@ -115,7 +117,7 @@ fn a_read_only_database_file_sends_nothing() {
         "{}",
         World::stderr(&out)
     );
-    assert!(w.ledger().is_empty(), "{:?}", w.ledger());
+    assert!(w.requests().is_empty(), "{:?}", w.requests());
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
     std::fs::set_permissions(&path, perms).unwrap();
     assert_nothing_lost(&w, 3);
@@ -167,7 +169,7 @@ fn a_database_from_a_newer_schema_is_refused() {
         "{}",
         World::stderr(&out)
     );
-    assert!(w.ledger().is_empty());
+    assert!(w.requests().is_empty());
     let listing = w.billd().arg("charges").output().unwrap();
     assert!(!listing.status.success(), "a listing command must not read a database it does not understand");
     w.db().pragma_update(None, "user_version", billd::store::SCHEMA_VERSION as i64).unwrap();

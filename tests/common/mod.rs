@@ -1,7 +1,13 @@
 //! Test harness: a real sandbox on 127.0.0.1, a real config and SQLite file per test, the real `billd` binary.
+//!
+//! Every [`World`] checks, when it is dropped at the end of a test that did not fail, that no charge request
+//! billd sent repeated a merchant_uid the gateway had already paid or was still charging (the sandbox's request
+//! log, `at_arrival` `paid` or `in_flight`). A test that provokes such a request on purpose says why with
+//! [`World::expect_repeat_requests`].
 #![allow(dead_code)]
 
-use billd_sandbox::{LedgerEntry, Sandbox, SandboxConfig};
+use billd_sandbox::{AtArrival, Endpoint, LedgerEntry, RequestLogEntry, Sandbox, SandboxConfig};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -13,6 +19,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub sandbox: Sandbox,
     pub config: PathBuf,
+    /// Why this test sends a repeat request on purpose ([`World::expect_repeat_requests`]); `None`: it must not.
+    repeats_expected: RefCell<Option<String>>,
 }
 
 pub struct Setup<'a> {
@@ -53,7 +61,7 @@ impl World {
         let sandbox = Sandbox::start(setup.sandbox.clone()).expect("sandbox starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("schedules.toml");
-        let world = World { dir, sandbox, config };
+        let world = World { dir, sandbox, config, repeats_expected: RefCell::new(None) };
         world.write_config(&setup);
         world
     }
@@ -112,12 +120,88 @@ impl World {
         self.sandbox.ledger()
     }
 
+    /// Waits until the gateway has no request in progress (a `charge_later_random` charge whose client was killed
+    /// or gave up). A test that moves billd's clock (`--as-of`) past the quiet period faster than real time calls
+    /// this first: by then the real gateway would have finished.
+    pub fn wait_for_gateway_idle(&self) {
+        let start = std::time::Instant::now();
+        while self.sandbox.requests_in_progress() > 0 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(60), "the gateway is still charging after 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The sandbox's request log: every `again`, `onetime` and `cancel` as it arrived.
+    pub fn requests(&self) -> Vec<RequestLogEntry> {
+        self.sandbox.requests()
+    }
+
+    /// How many charge requests (`again` or `onetime`) for `merchant_uid` reached the gateway, whether they
+    /// charged anything or not.
+    pub fn sent(&self, merchant_uid: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.endpoint != Endpoint::Cancel && r.merchant_uid.as_deref() == Some(merchant_uid))
+            .count()
+    }
+
+    /// Charge requests per merchant_uid.
+    pub fn sent_by_merchant_uid(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for r in self.requests().into_iter().filter(|r| r.endpoint != Endpoint::Cancel) {
+            *out.entry(r.merchant_uid.unwrap_or_default()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Charge requests that named `customer_uid`.
+    pub fn sent_for(&self, customer_uid: &str) -> Vec<RequestLogEntry> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.endpoint != Endpoint::Cancel && r.customer_uid.as_deref() == Some(customer_uid))
+            .collect()
+    }
+
+    /// This test sends a request for a paid or in-flight merchant_uid on purpose; `why` says why (required). The
+    /// check at the end of the test is then skipped (the repeats are printed).
+    pub fn expect_repeat_requests(&self, why: &str) {
+        assert!(!why.trim().is_empty(), "expect_repeat_requests needs a reason");
+        *self.repeats_expected.borrow_mut() = Some(why.to_string());
+    }
+
+    /// Requests that arrived for a merchant_uid already paid or still being charged at the gateway.
+    pub fn repeat_requests(&self) -> Vec<RequestLogEntry> {
+        self.requests().into_iter().filter(|r| r.at_arrival != AtArrival::New).collect()
+    }
+
+    /// Asserts no request hit a paid or in-flight merchant_uid; the failure lists each such request with every
+    /// request for its merchant_uid before it.
+    pub fn assert_no_repeat_requests(&self) {
+        let log = self.requests();
+        let repeats: Vec<&RequestLogEntry> = log.iter().filter(|r| r.at_arrival != AtArrival::New).collect();
+        if repeats.is_empty() {
+            return;
+        }
+        panic!(
+            "billd sent {} request(s) for a merchant_uid the gateway had paid or was still charging:\n{}",
+            repeats.len(),
+            describe_repeats(&log)
+        );
+    }
+
     /// Paid payments at the gateway, per merchant_uid (asserting there is at most one for each).
     pub fn paid_by_merchant_uid(&self) -> BTreeMap<String, LedgerEntry> {
         let mut out = BTreeMap::new();
         for e in self.ledger().into_iter().filter(|e| e.status == "paid") {
             let m = e.merchant_uid.clone();
-            assert!(out.insert(m.clone(), e).is_none(), "two paid payments for merchant_uid {m}");
+            if let Some(first) = out.insert(m.clone(), e) {
+                let sent = self.requests();
+                panic!(
+                    "two paid payments for merchant_uid {m} (the first {}); the requests for it:\n{}",
+                    first.imp_uid,
+                    describe_requests_for(&sent, &m)
+                );
+            }
         }
         out
     }
@@ -175,6 +259,70 @@ impl World {
     pub fn stderr(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        match self.repeats_expected.borrow().as_deref() {
+            Some(why) => {
+                let log = self.requests();
+                if log.iter().any(|r| r.at_arrival != AtArrival::New) {
+                    println!("repeat requests, expected ({why}):\n{}", describe_repeats(&log));
+                }
+            }
+            None => self.assert_no_repeat_requests(),
+        }
+    }
+}
+
+/// Every request for `merchant_uid`, with its arrival in ms after the first request of the log.
+pub fn describe_requests_for(log: &[RequestLogEntry], merchant_uid: &str) -> String {
+    let t0 = log.first().map_or(0, |f| f.arrived_at_ms);
+    log.iter()
+        .filter(|e| e.merchant_uid.as_deref() == Some(merchant_uid))
+        .map(|e| format!("  #{} {:?} +{} ms at_arrival={:?}\n", e.seq, e.endpoint, e.arrived_at_ms - t0, e.at_arrival))
+        .collect()
+}
+
+/// Each request that was not `new`, after the requests for the same merchant_uid that came before it.
+pub fn describe_repeats(log: &[RequestLogEntry]) -> String {
+    let mut out = String::new();
+    for r in log.iter().filter(|r| r.at_arrival != AtArrival::New) {
+        out += &format!(
+            "  #{} {:?} {} {} at_arrival={:?}; before it:\n",
+            r.seq,
+            r.endpoint,
+            r.merchant_uid.as_deref().unwrap_or("-"),
+            r.customer_uid.as_deref().unwrap_or("-"),
+            r.at_arrival
+        );
+        let t0 = log.first().map_or(0, |f| f.arrived_at_ms);
+        for e in log.iter().filter(|e| e.seq < r.seq && e.merchant_uid == r.merchant_uid) {
+            out += &format!(
+                "      #{} {:?} +{} ms at_arrival={:?}\n",
+                e.seq,
+                e.endpoint,
+                e.arrived_at_ms - t0,
+                e.at_arrival
+            );
+        }
+        out += &format!("      (#{} came +{} ms after the first request of the log)\n", r.seq, r.arrived_at_ms - t0);
+    }
+    out
+}
+
+/// A test that cannot run here (a tool it needs is missing) says so with `SKIPPED: <reason>` and returns; under
+/// CI (`CI=true`), where `.ci/run` installs everything the tests need, it fails instead: a skip there would hide
+/// a missing install step.
+pub fn skip(reason: &str) {
+    println!("SKIPPED: {reason}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "SKIPPED under CI=true, where nothing may be skipped: {reason} (.ci/run must install what this test needs)"
+    );
 }
 
 /// A `[[subscriptions]]` entry.

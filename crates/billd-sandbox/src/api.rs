@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,9 +16,10 @@ use serde_json::Value;
 
 use crate::auth::{TokenStore, token_from_authorization};
 use crate::config::{Fault, FaultRule, Latency, SandboxConfig};
-use crate::faults::{Applied, FaultBook, RateWindow};
+use crate::faults::{Applied, Delays, FaultBook, RateWindow};
 use crate::ledger::{CancelRequest, CustomerInfo, Ledger, LedgerEntry, MSG_NO_PAYMENT, Refusal, Sorting, Status};
 use crate::params::{Params, bad_request, card_input, charge_request};
+use crate::requests::{Arrived, Endpoint, RequestLog, RequestLogEntry};
 use crate::server::ConnControl;
 
 /// Everything the handlers share.
@@ -32,6 +33,9 @@ pub(crate) struct AppState {
     tokens: Mutex<TokenStore>,
     faults: Mutex<FaultBook>,
     rate: Option<Mutex<RateWindow>>,
+    delays: Mutex<Delays>,
+    /// Lock order: `requests` before `ledger` (never the other way round).
+    requests: Mutex<RequestLog>,
     started: Instant,
 }
 
@@ -60,6 +64,8 @@ impl AppState {
             tokens: Mutex::new(TokenStore::new(cfg.token_ttl)),
             faults: Mutex::new(FaultBook::new(cfg.faults.clone())),
             rate: cfg.rate_limit.map(|l| Mutex::new(RateWindow::new(l))),
+            requests: Mutex::new(RequestLog::default()),
+            delays: Mutex::new(Delays::new(cfg.seed)),
             imp_key: cfg.imp_key,
             imp_secret: cfg.imp_secret,
             latency: cfg.latency,
@@ -85,6 +91,42 @@ impl AppState {
         lock(&self.ledger).entries()
     }
 
+    pub(crate) fn requests_in_progress(&self) -> usize {
+        lock(&self.requests).in_progress()
+    }
+
+    pub(crate) fn request_entries(&self) -> Vec<RequestLogEntry> {
+        lock(&self.requests).entries()
+    }
+
+    /// Logs a request on arrival, classified against the ledger and the requests still in flight; it stays in
+    /// flight until the returned mark is dropped.
+    fn arrive(self: &Arc<Self>, endpoint: Endpoint, mut fields: Arrived) -> InFlight {
+        let now = now_ms();
+        let mut log = lock(&self.requests);
+        let done = {
+            let ledger = lock(&self.ledger);
+            match endpoint {
+                Endpoint::Cancel => {
+                    match ledger.cancel_target(fields.imp_uid.as_deref(), fields.merchant_uid.as_deref()) {
+                        Some((merchant_uid, customer_uid, fully_refunded)) => {
+                            fields.merchant_uid = Some(merchant_uid);
+                            fields.customer_uid = fields.customer_uid.or(customer_uid);
+                            fully_refunded
+                        }
+                        None => false,
+                    }
+                }
+                Endpoint::Again | Endpoint::Onetime => {
+                    fields.merchant_uid.as_deref().is_some_and(|m| ledger.is_paid(m))
+                }
+            }
+        };
+        let merchant_uid = fields.merchant_uid.clone();
+        log.arrive(now, endpoint, fields, done);
+        InFlight { st: self.clone(), merchant_uid }
+    }
+
     pub(crate) fn add_fault(&self, rule: FaultRule) {
         lock(&self.faults).add(rule);
     }
@@ -106,6 +148,8 @@ impl AppState {
     pub(crate) fn reset(&self) {
         *lock(&self.ledger) = Ledger::new(rand::random_range(100_000_000_000u64..800_000_000_000));
         *lock(&self.faults) = FaultBook::new(self.initial_faults.clone());
+        lock(&self.requests).clear();
+        lock(&self.delays).restart();
         // Seeds were valid at start, so this cannot fail.
         let _ = self.seed();
     }
@@ -128,9 +172,11 @@ pub(crate) fn router(state: Shared) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let api = authed
         .route("/users/getToken", post(get_token))
-        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), log_request));
     let control = Router::new()
         .route("/__sandbox/payments", get(sandbox_payments))
+        .route("/__sandbox/requests", get(sandbox_requests))
         .route("/__sandbox/faults", get(sandbox_faults).post(sandbox_add_fault).delete(sandbox_clear_faults))
         .route("/__sandbox/reset", post(sandbox_reset))
         .route("/__sandbox/receipts/{imp_uid}", get(sandbox_receipt));
@@ -193,6 +239,64 @@ async fn not_found() -> Response {
 }
 
 // ---------------------------------------------------------------- middleware
+
+/// A logged request's in-flight mark: until it is dropped, another request for the same merchant_uid is
+/// logged as `in_flight`.
+pub(crate) struct InFlight {
+    st: Shared,
+    merchant_uid: Option<String>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(m) = &self.merchant_uid {
+            lock(&self.st.requests).settled(m);
+        }
+    }
+}
+
+/// What [`log_request`] hands the handler: the body it read and the request's in-flight mark.
+struct Arrival {
+    params: Result<Params, Refusal>,
+    in_flight: InFlight,
+}
+
+/// A request extension (which must be `Clone`) holding the [`Arrival`] until the handler takes it.
+#[derive(Clone)]
+struct ArrivalSlot(Arc<Mutex<Option<Arrival>>>);
+
+/// Outermost layer: logs `again`, `onetime` and `cancel` on arrival (before the rate limit and the token check),
+/// reading the body once for the log and the handler.
+async fn log_request(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let endpoint = match (req.method() == Method::POST, req.uri().path()) {
+        (true, "/subscribe/payments/again") => Endpoint::Again,
+        (true, "/subscribe/payments/onetime") => Endpoint::Onetime,
+        (true, "/payments/cancel") => Endpoint::Cancel,
+        _ => return next.run(req).await,
+    };
+    let (mut parts, body) = req.into_parts();
+    let params = Params::read(&parts.headers, body).await;
+    let fields = match &params {
+        Ok(p) => Arrived {
+            merchant_uid: p.opt_str("merchant_uid", None).ok().flatten(),
+            amount: p.opt_amount("amount").ok().flatten(),
+            customer_uid: p.opt_str("customer_uid", None).ok().flatten(),
+            imp_uid: if endpoint == Endpoint::Cancel { p.opt_str("imp_uid", None).ok().flatten() } else { None },
+        },
+        Err(_) => Arrived::default(),
+    };
+    let in_flight = st.arrive(endpoint, fields);
+    parts.extensions.insert(ArrivalSlot(Arc::new(Mutex::new(Some(Arrival { params, in_flight })))));
+    next.run(Request::from_parts(parts, Body::empty())).await
+}
+
+/// The body [`log_request`] read and the request's in-flight mark (the body itself if the request was not logged).
+async fn arrived(parts: &axum::http::request::Parts, body: Body) -> (Result<Params, Refusal>, Option<InFlight>) {
+    match parts.extensions.get::<ArrivalSlot>().and_then(|slot| lock(&slot.0).take()) {
+        Some(a) => (a.params, Some(a.in_flight)),
+        None => (Params::read(&parts.headers, body).await, None),
+    }
+}
 
 async fn rate_limit(State(st): State<Shared>, req: Request, next: Next) -> Response {
     if let Some(rate) = &st.rate {
@@ -343,7 +447,8 @@ async fn onetime(State(st): State<Shared>, req: Request) -> Response {
     .await
 }
 
-/// Runs a charge with its faults: Http500, Garbage and Html502 skip the charge; otherwise the charge is
+/// Runs a charge with its faults: Http500, Garbage and Html502 skip the charge; ChargeLater and
+/// ChargeLaterRandom check it on arrival and make it after a delay, in a task of its own; otherwise the charge is
 /// recorded first, then latency, then a held, dropped or hostile response (see `hostile`).
 async fn charge(
     st: Shared,
@@ -351,7 +456,8 @@ async fn charge(
     process: impl FnOnce(&AppState, &Params, &HeaderMap) -> Result<crate::ledger::Payment, Refusal> + Send + 'static,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let p = match Params::read(&parts.headers, body).await {
+    let (params, mut in_flight) = arrived(&parts, body).await;
+    let p = match params {
         Ok(p) => p,
         Err(r) => return refused(r),
     };
@@ -374,20 +480,25 @@ async fn charge(
             r
         }
         Some(Fault::Html502) => crate::hostile::html_502(),
-        Some(Fault::ChargeLater { after }) => {
-            let after = *after;
+        Some(fault @ (Fault::ChargeLater { .. } | Fault::ChargeLaterRandom { .. })) => {
+            let after = match fault {
+                Fault::ChargeLaterRandom { max } => lock(&st.delays).draw(*max),
+                Fault::ChargeLater { after } => *after,
+                _ => Duration::ZERO,
+            };
             let merchant_uid = p.0.get("merchant_uid").and_then(Value::as_str).unwrap_or_default().to_string();
             let arrival = lock(&st.ledger).check_on_arrival(&merchant_uid);
             match arrival {
                 Err(r) => reply::<crate::ledger::Payment>(Err(r)),
                 Ok(()) => {
                     // In a task of its own: the charge is made even if the client has gone meanwhile.
-                    let (st, headers) = (st.clone(), parts.headers.clone());
+                    let (st, headers, mark) = (st.clone(), parts.headers.clone(), in_flight.take());
                     let made = tokio::spawn(async move {
                         sleep(after).await;
                         lock(&st.ledger).checked_on_arrival(&merchant_uid);
                         let made = process(&st, &p, &headers);
                         lock(&st.ledger).arrival_check_done(&merchant_uid);
+                        drop(mark);
                         made
                     });
                     match made.await {
@@ -404,6 +515,8 @@ async fn charge(
         }
         _ => reply(process(&st, &p, &parts.headers)),
     };
+    // Charged or refused: no longer in flight (a `charge_later` charge settles in its own task).
+    drop(in_flight);
     sleep(st.latency.sample() + applied.extra_latency).await;
     match applied.outcome {
         Some(Fault::LoseResponseAfterCharge { hold }) => sleep(hold).await,
@@ -535,8 +648,9 @@ async fn find_all_with_status(
 
 async fn cancel(State(st): State<Shared>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let (params, in_flight) = arrived(&parts, body).await;
     let result = async {
-        let p = Params::read(&parts.headers, body).await?;
+        let p = params?;
         let req = CancelRequest {
             imp_uid: p.opt_str("imp_uid", None)?,
             merchant_uid: p.opt_str("merchant_uid", None)?,
@@ -552,6 +666,7 @@ async fn cancel(State(st): State<Shared>, req: Request) -> Response {
         lock(&st.ledger).cancel(now_s(), req)
     }
     .await;
+    drop(in_flight);
     reply(result)
 }
 
@@ -566,6 +681,10 @@ fn plain_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 async fn sandbox_payments(State(st): State<Shared>) -> Response {
     plain_json(StatusCode::OK, &st.ledger_entries())
+}
+
+async fn sandbox_requests(State(st): State<Shared>) -> Response {
+    plain_json(StatusCode::OK, &st.request_entries())
 }
 
 async fn sandbox_faults(State(st): State<Shared>) -> Response {

@@ -27,6 +27,7 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
 /// token_ttl = "30m"
 /// latency = { min = "20ms", max = "80ms" }   # or latency = "50ms"
 /// rate_limit = 50                            # requests per second; omit for none
+/// seed = 42                                  # random fault delays (charge_later_random); omit for a random seed
 ///
 /// [[customers]]
 /// customer_uid = "demo_customer"
@@ -54,6 +55,10 @@ pub struct SandboxConfig {
     pub rate_limit: Option<u32>,
     /// Faults active from the start.
     pub faults: Vec<FaultRule>,
+    /// Seed of the random delays of [`Fault::ChargeLaterRandom`]: with the same seed, the n-th delay drawn is the
+    /// same from one run to the next (which request draws it depends on the order requests arrive in).
+    /// `None`: a seed of its own at every start. `/__sandbox/reset` starts the sequence again.
+    pub seed: Option<u64>,
     /// Billing keys registered at start.
     pub customers: Vec<SeedCustomer>,
 }
@@ -68,6 +73,7 @@ impl Default for SandboxConfig {
             rate_limit: None,
             faults: Vec::new(),
             customers: Vec::new(),
+            seed: None,
         }
     }
 }
@@ -207,7 +213,8 @@ impl<'de> Deserialize<'de> for Latency {
 /// JSON (for `POST /__sandbox/faults`) and TOML use the same shape:
 /// `{"customer_uid": "cust_1", "fault": "http500", "times": 2}`;
 /// `fault` is one of `"http500"`, `"drop_after_charge"`, `"garbage"`,
-/// `{"lose_response_after_charge": {"hold": "35s"}}`, `{"charge_later": {"after": "2s"}}`, `{"latency": "2s"}`,
+/// `{"lose_response_after_charge": {"hold": "35s"}}`, `{"charge_later": {"after": "2s"}}`,
+/// `{"charge_later_random": {"max": "2s"}}`, `{"latency": "2s"}`,
 /// and the hostile answers
 /// `"html502"`, `"truncated_json"`, `"missing_fields"`, `"mistyped_fields"`, `"huge_body"`,
 /// `{"trickle": {"every": "20ms"}}`, `"reset_mid_body"`, `"wrong_merchant_uid"`, `"wrong_amount"`.
@@ -248,6 +255,14 @@ pub enum Fault {
         /// How long the charge takes.
         #[serde(with = "duration")]
         after: Duration,
+    },
+    /// [`Fault::ChargeLater`] with a delay of its own for each request, drawn uniformly from 0 to `max` (seeded:
+    /// [`SandboxConfig::seed`]). The charge is still made when the client has gone; a second request for the
+    /// same merchant_uid while one is in progress is charged too.
+    ChargeLaterRandom {
+        /// The longest a charge takes.
+        #[serde(with = "duration")]
+        max: Duration,
     },
     /// Extra latency on top of the configured one (the charge still happens as usual).
     Latency(#[serde(with = "duration")] Duration),
@@ -403,6 +418,7 @@ mod tests {
             token_ttl = "2s"
             latency = { min = "10ms", max = "20ms" }
             rate_limit = 50
+            seed = 7
 
             [[customers]]
             customer_uid = "c1"
@@ -424,6 +440,7 @@ mod tests {
         assert_eq!(cfg.token_ttl, Duration::from_secs(2));
         assert_eq!(cfg.latency, Latency::Random { min: Duration::from_millis(10), max: Duration::from_millis(20) });
         assert_eq!(cfg.rate_limit, Some(50));
+        assert_eq!(cfg.seed, Some(7));
         assert_eq!(cfg.customers[0].customer_uid, "c1");
         assert_eq!(
             cfg.faults,
@@ -496,6 +513,7 @@ mod tests {
             r#"{"fault":"garbage"}"#,
             r#"{"fault":{"lose_response_after_charge":{"hold":"1500ms"}}}"#,
             r#"{"customer_uid":"c1","fault":{"charge_later":{"after":"1500ms"}}}"#,
+            r#"{"fault":{"charge_later_random":{"max":"2s"}},"times":3}"#,
             r#"{"fault":{"latency":"2s"}}"#,
             r#"{"fault":"html502"}"#,
             r#"{"fault":"truncated_json","times":1}"#,

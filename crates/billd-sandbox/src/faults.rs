@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use crate::config::{Fault, FaultRule};
 
 /// What the active rules say about one `again` / `onetime` request.
@@ -73,6 +76,32 @@ impl FaultBook {
         }
         self.rules.retain(|r| r.times != Some(0));
         applied
+    }
+}
+
+/// The seeded random delays of `Fault::ChargeLaterRandom`.
+#[derive(Debug)]
+pub(crate) struct Delays {
+    seed: u64,
+    rng: StdRng,
+}
+
+impl Delays {
+    /// `None`: a seed of its own.
+    pub(crate) fn new(seed: Option<u64>) -> Delays {
+        let seed = seed.unwrap_or_else(rand::random);
+        Delays { seed, rng: StdRng::seed_from_u64(seed) }
+    }
+
+    /// The next delay, uniformly in `0..=max` (to the microsecond).
+    pub(crate) fn draw(&mut self, max: Duration) -> Duration {
+        let span = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(self.rng.random_range(0..=span))
+    }
+
+    /// Back to the first delay of the same seed.
+    pub(crate) fn restart(&mut self) {
+        self.rng = StdRng::seed_from_u64(self.seed);
     }
 }
 
@@ -153,6 +182,21 @@ mod tests {
     fn zero_times_is_never_applied() {
         let mut book = FaultBook::new([rule(None, Fault::Http500, Some(0))]);
         assert_eq!(book.take(None).outcome, None);
+    }
+
+    #[test]
+    fn delays_are_in_bounds_and_the_same_for_the_same_seed() {
+        let max = Duration::from_millis(2000);
+        let draws = |d: &mut Delays| (0..50).map(|_| d.draw(max)).collect::<Vec<_>>();
+        let (mut a, mut b, mut c) = (Delays::new(Some(7)), Delays::new(Some(7)), Delays::new(Some(8)));
+        let first = draws(&mut a);
+        assert!(first.iter().all(|d| *d <= max));
+        assert!(first.iter().any(|d| *d > max / 2) && first.iter().any(|d| *d < max / 2), "{first:?}");
+        assert_eq!(first, draws(&mut b));
+        assert_ne!(first, draws(&mut c));
+        a.restart();
+        assert_eq!(draws(&mut a), first);
+        assert_eq!(Delays::new(None).draw(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -504,9 +504,39 @@ impl Ledger {
         self.paid_check(merchant_uid)
     }
 
+    /// Whether `merchant_uid` has a paid payment (one refunded since counts: it cannot be paid again).
+    pub(crate) fn is_paid(&self, merchant_uid: &str) -> bool {
+        self.payments.with_merchant(merchant_uid).iter().any(|&i| self.payments[i].paid_at > 0)
+    }
+
+    /// The payment a cancel names, as [`Ledger::cancel`] picks it (by `imp_uid`, else the latest paid attempt
+    /// with that `merchant_uid`): its merchant_uid, billing key, and whether it is already fully refunded.
+    pub(crate) fn cancel_target(
+        &self,
+        imp_uid: Option<&str>,
+        merchant_uid: Option<&str>,
+    ) -> Option<(String, Option<String>, bool)> {
+        let index = self.cancel_index(imp_uid, merchant_uid)?;
+        let p = &self.payments[index];
+        Some((p.merchant_uid.clone(), p.customer_uid.clone(), p.status == Status::Cancelled))
+    }
+
+    fn cancel_index(&self, imp_uid: Option<&str>, merchant_uid: Option<&str>) -> Option<usize> {
+        match (imp_uid, merchant_uid) {
+            (Some(imp), _) => self.payments.index_of(imp),
+            (None, Some(m)) => {
+                self.payments.with_merchant(m).iter().rev().copied().find(|&i| self.payments[i].paid_at > 0)
+            }
+            (None, None) => None,
+        }
+    }
+
     fn paid_check(&self, merchant_uid: &str) -> Result<(), Refusal> {
-        let paid = self.payments.with_merchant(merchant_uid).iter().any(|&i| self.payments[i].paid_at > 0);
-        if paid { Err(Refusal::business(1, format!("{MSG_ALREADY_PAID} ({merchant_uid})"))) } else { Ok(()) }
+        if self.is_paid(merchant_uid) {
+            Err(Refusal::business(1, format!("{MSG_ALREADY_PAID} ({merchant_uid})")))
+        } else {
+            Ok(())
+        }
     }
 
     fn record(
@@ -627,14 +657,7 @@ impl Ledger {
 
     /// `POST /payments/cancel`: full or partial refund of a paid attempt.
     pub(crate) fn cancel(&mut self, now: i64, req: CancelRequest) -> Result<Payment, Refusal> {
-        let index = match (&req.imp_uid, &req.merchant_uid) {
-            (Some(imp), _) => self.payments.index_of(imp),
-            (None, Some(m)) => {
-                self.payments.with_merchant(m).iter().rev().copied().find(|&i| self.payments[i].paid_at > 0)
-            }
-            (None, None) => None,
-        };
-        let Some(index) = index else {
+        let Some(index) = self.cancel_index(req.imp_uid.as_deref(), req.merchant_uid.as_deref()) else {
             return Err(Refusal::business(1, MSG_NOTHING_TO_CANCEL));
         };
         self.seq += 1;

@@ -3,8 +3,10 @@
 //! It speaks the subset of the V1 API that a billing-key client needs — `getToken`, billing
 //! keys, `again`, `onetime`, lookups and cancel — with the real envelope, status codes and
 //! payment shape (checked against the official OpenAPI document in the tests), plus
-//! deterministic test cards ([`cards`]), fault injection ([`Fault`]) and a ledger of every
-//! attempt ([`Sandbox::ledger`], `GET /__sandbox/payments`).
+//! deterministic test cards ([`cards`]), fault injection ([`Fault`]), a ledger of every
+//! attempt ([`Sandbox::ledger`], `GET /__sandbox/payments`) and a log of every charge and cancel request as it
+//! arrived, saying whether it repeated a paid or in-flight merchant_uid ([`Sandbox::requests`],
+//! `GET /__sandbox/requests`).
 //!
 //! In a test:
 //!
@@ -30,6 +32,7 @@ mod faults;
 mod hostile;
 mod ledger;
 mod params;
+mod requests;
 mod server;
 
 use std::future::Future;
@@ -45,6 +48,7 @@ pub use config::{
     duration,
 };
 pub use ledger::LedgerEntry;
+pub use requests::{AtArrival, Endpoint, RequestLogEntry};
 
 /// Serves the sandbox on `listener` until `shutdown` completes (for the `billd sandbox` command).
 ///
@@ -123,6 +127,19 @@ impl Sandbox {
     /// Every payment attempt ever stored, in order (the same as `GET /__sandbox/payments`).
     pub fn ledger(&self) -> Vec<LedgerEntry> {
         self.state.ledger_entries()
+    }
+
+    /// Every `again`, `onetime` and `cancel` request in the order they arrived, each with what the sandbox
+    /// already knew about its merchant_uid (the same as `GET /__sandbox/requests`; see [`AtArrival`]).
+    pub fn requests(&self) -> Vec<RequestLogEntry> {
+        self.state.request_entries()
+    }
+
+    /// How many logged requests are still being processed: arrived, their charge (or cancel) not yet made or
+    /// refused, like a `charge_later` charge whose client has gone. A test that moves its client's clock ahead
+    /// faster than real time waits for 0 first: by then the real gateway would have finished them.
+    pub fn requests_in_progress(&self) -> usize {
+        self.state.requests_in_progress()
     }
 
     /// Adds a fault rule (after the ones already active).

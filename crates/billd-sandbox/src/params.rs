@@ -25,19 +25,24 @@ impl Params {
         let bytes = axum::body::to_bytes(body, BODY_LIMIT)
             .await
             .map_err(|e| bad_request(format!("cannot read the request body: {e}")))?;
+        Params::parse(headers, &bytes)
+    }
+
+    /// Parses a body already read (JSON, or a form when the content type says so).
+    pub(crate) fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Params, Refusal> {
         let form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"));
         if form {
             let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_bytes(&bytes).map_err(|e| bad_request(format!("malformed form body: {e}")))?;
+                serde_urlencoded::from_bytes(bytes).map_err(|e| bad_request(format!("malformed form body: {e}")))?;
             return Ok(Params(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Params(Map::new()));
         }
-        match serde_json::from_slice::<Value>(&bytes) {
+        match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(map)) => Ok(Params(map)),
             Ok(_) => Err(bad_request("the request body must be a JSON object")),
             Err(e) => Err(bad_request(format!("malformed JSON body: {e}"))),

@@ -125,6 +125,16 @@ pub fn failure(status: StatusCode, body: &Value, want_status: StatusCode, want_c
     body["message"].as_str().expect("message").to_string()
 }
 
+/// A test that cannot run here (a tool it needs is missing) says so with `SKIPPED: <reason>` and returns; under
+/// CI (`CI=true`), where `.ci/run` installs everything the tests need, it fails instead.
+pub fn skip(reason: &str) {
+    println!("SKIPPED: {reason}");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "SKIPPED under CI=true, where nothing may be skipped: {reason} (.ci/run must install what this test needs)"
+    );
+}
+
 /// A registered approving key named `customer_uid`.
 pub async fn env_with_customer(customer_uid: &str) -> Env {
     let env = Env::start().await;

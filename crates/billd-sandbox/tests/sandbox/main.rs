@@ -7,4 +7,5 @@ mod faults;
 mod helpers;
 mod official_client;
 mod payments;
+mod requests;
 mod spec;
