@@ -288,6 +288,10 @@ fn a_payment_under_a_subscription_merchant_uid_for_another_amount_is_never_taken
     w.tick(DUE);
     // Someone else (another system of the merchant's) pays 100 KRW under February's merchant_uid.
     outside_again(&w, "c2", "billd-s2-1", 100);
+    w.expect_repeat_requests(
+        "billd's charge of February goes to a merchant_uid another system has paid: the gateway refuses it and the \
+         lookup must find that payment and hold it, never take it as paid",
+    );
     let out = w.tick("2025-02-01T10:00:00+09:00");
     let log = World::stderr(&out);
     assert!(log.contains("charge.mismatch"), "{log}");
@@ -524,7 +528,7 @@ fn a_pass_never_records_over_a_rerun_s_send_in_progress() {
     });
     let first = with_card(&w, &args, &card_json(cards::APPROVE));
     assert!(text(&first).contains("outcome unknown"), "{}", text(&first));
-    std::thread::sleep(Duration::from_millis(2500)); // its quiet period (twice the 1 s timeout), in real time
+    std::thread::sleep(Duration::from_millis(3500)); // its quiet period (twice the 1 s timeout, rounded up), in real time
     // A pass looks it up (nothing) and is held before recording that; meanwhile a rerun sends it again.
     let gate = w.dir.path().join("gate");
     let later = (chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339();
@@ -549,7 +553,7 @@ fn a_pass_never_records_over_a_rerun_s_send_in_progress() {
     };
     assert_eq!(state(), ("unknown".to_string(), None), "the pass recorded its lookup over the rerun's send");
     // After the rerun's quiet period, a pass settles it as paid.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3500));
     w.tick(&(chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339());
     assert_eq!(state(), ("paid".to_string(), None));
     assert_eq!(paid_count(&w, "order-9"), 1);

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 const BEFORE: &str = "2024-12-31T10:00:00+09:00";
 const DUE: &str = "2025-01-01T10:00:00+09:00";
-const QUIET_OVER: &str = "2025-01-01T10:00:10+09:00";
+const QUIET_OVER: &str = "2025-01-01T10:00:11+09:00";
 
 fn world(n: usize) -> World {
     let mut body = MONTHLY.to_string();
