@@ -5,7 +5,10 @@
 //!   each checked against a direct model.
 //! - The dunning state machine: the real engine and store, driven by a scripted in-process gateway through random
 //!   sequences of paid / declined / rejected / transient / unknown outcomes and clock jumps (back an hour,
-//!   forward minutes to weeks), compared after every pass with a small reference model of the README's rules.
+//!   forward minutes to weeks), compared after every pass with a small reference model of the README's rules. The
+//!   model's due instants come from this file's own calendar and clock (`model_nth`, `model_due_at`), never
+//!   billd's, across zones with DST gaps and folds, month-end and Feb 29 starts, day to year intervals, and two to
+//!   five subscriptions against a concurrency of two.
 //!
 //! Set `PROPTEST_CASES` for more cases.
 
