@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod ops;
+pub mod redact;
 pub mod store;
 pub mod sync;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+#[allow(unused_imports)] // not every test binary uses the test cards
 pub use billd_sandbox::cards;
 
 /// One test's world: a temp folder with schedules.toml and the database, and a sandbox gateway.
