@@ -17,5 +17,6 @@ pub mod model;
 pub mod notify;
 pub mod ops;
 pub mod redact;
+pub mod simulate;
 pub mod store;
 pub mod sync;

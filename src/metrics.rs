@@ -15,6 +15,8 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     pub unresolved: AtomicU64,
     pub in_flight: AtomicI64,
+    /// Charge requests sent (first sends and resends alike), for `limits.max_charges_per_pass`.
+    pub charges_sent: AtomicU64,
     /// Periods due now and not yet charged (set after each pass).
     pub due_backlog: AtomicI64,
     /// Unix seconds of the last pass that completed.
@@ -35,6 +37,7 @@ impl Default for Metrics {
             rejected: AtomicU64::new(0),
             unresolved: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
+            charges_sent: AtomicU64::new(0),
             due_backlog: AtomicI64::new(0),
             last_success: AtomicI64::new(0),
             heartbeat_ms: AtomicU64::new(0),

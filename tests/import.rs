@@ -153,7 +153,7 @@ fn rate_limit_keeps_every_request_under_the_gateways_limit() {
     let out = w
         .billd()
         .env("BILLD_GATEWAY__RATE_LIMIT", "4")
-        .args(["tick", "--as-of", "2030-01-01T10:00:30+09:00"])
+        .args(["tick", "--simulate", "--as-of", "2030-01-01T10:00:30+09:00"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", World::stderr(&out));

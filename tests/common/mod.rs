@@ -87,9 +87,15 @@ impl World {
         c
     }
 
-    /// Runs `billd tick --as-of AS_OF` and asserts it exits 0.
+    /// Runs `billd tick --as-of AS_OF` (with `--simulate` when AS_OF is ahead of the real time) and asserts it
+    /// exits 0.
     pub fn tick(&self, as_of: &str) -> Output {
-        let out = self.billd().args(["tick", "--as-of", as_of]).output().expect("run billd");
+        let mut cmd = self.billd();
+        cmd.args(["tick", "--as-of", as_of]);
+        if future(as_of) {
+            cmd.arg("--simulate");
+        }
+        let out = cmd.output().expect("run billd");
         assert!(
             out.status.success(),
             "billd tick --as-of {as_of} failed: {}\n{}",
@@ -176,6 +182,11 @@ impl World {
     pub fn stderr(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
+}
+
+/// Whether an RFC 3339 instant is ahead of the real time (a tick at it needs `--simulate`).
+pub fn future(as_of: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(as_of).is_ok_and(|t| t > chrono::Utc::now())
 }
 
 /// A `[[subscriptions]]` entry.
