@@ -290,6 +290,8 @@ pub fn lock_database(db: &Path) -> Result<std::fs::File> {
     let mut lock_path = db.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
+    crate::private::create(&lock_path)
+        .with_context(|| format!("cannot create the lock file {}", lock_path.display()))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

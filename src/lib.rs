@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod ops;
+pub mod private;
 pub mod redact;
 pub mod simulate;
 pub mod store;
