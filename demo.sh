@@ -23,7 +23,7 @@ done
 echo "== billing every day at 10:00 Asia/Seoul from 2025-01-31 to 2025-04-01 (failures are logged as they happen)"
 day=2025-01-31
 while [[ "$day" < 2025-04-02 ]]; do
-  BILLD_LOG=warn "$billd" tick --as-of "${day}T10:00:00+09:00"
+  BILLD_LOG=warn "$billd" tick --simulate --as-of "${day}T10:00:00+09:00"
   day=$(date -u -d "$day + 1 day" +%F)
 done
 
@@ -41,7 +41,7 @@ paid = collections.Counter(p["customer_uid"] for p in json.load(sys.stdin) if p[
 for c, n in sorted(paid.items()): print(f"  {c}: {n} paid")'
 echo
 echo "== running the same days again charges nobody twice:"
-BILLD_LOG=warn "$billd" tick --as-of "2025-04-01T10:00:00+09:00"
+BILLD_LOG=warn "$billd" tick --simulate --as-of "2025-04-01T10:00:00+09:00"
 curl -s "http://127.0.0.1:$port/__sandbox/payments" | python3 -c '
 import json, sys
 ps = json.load(sys.stdin); paid = [p for p in ps if p["status"] == "paid"]

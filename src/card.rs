@@ -51,9 +51,10 @@ pub fn mask(number: &str) -> String {
     }
 }
 
-/// Blanks what could be card data in free text (an answer quoted in an error, which a proxy may have filled with
-/// the request): every run of 6 or more digits, single spaces or dashes allowed between them. Runs of 13 or more
-/// digits keep the first 6 and last 4, as [`mask`] does; shorter runs (a birth date, an expiry) are all `*`.
+/// Blanks what could be card data in free text: every run of 6 or more digits, single spaces or dashes allowed
+/// between them. Runs of 13 or more digits keep the first 6 and last 4, as [`mask`] does; shorter runs (a birth
+/// date, an expiry) are all `*`. One step of [`crate::redact::Redactor::clean`], which gateway text goes through (it
+/// also blanks what billd sent, such as the 2 PIN digits this leaves).
 pub fn redact_numbers(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -221,6 +222,11 @@ mod tests {
         assert_eq!(
             redact_numbers(echo),
             r#"{"birth":"******","card_number":"424242******4242","expiry":"****-**","pwd_2digit":"12"}"#
+        );
+        // Digit runs alone leave the PIN digits: gateway text goes through `Redactor::clean`, which blanks them too.
+        assert_eq!(
+            crate::redact::Redactor::default().clean(echo),
+            r#"{"birth":"***","card_number":"***","expiry":"***","pwd_2digit":"***"}"#
         );
         assert_eq!(redact_numbers("card 4242-4242-4242-4242 ok"), "card 4242-42**-****-4242 ok");
         assert_eq!(

@@ -32,9 +32,14 @@ pub enum Command {
     Run,
     /// One full pass (sync the config, reconcile, charge everything due) and exit.
     Tick {
-        /// The instant the pass runs at (RFC 3339, e.g. 2025-03-01T10:00:00+09:00); default now.
+        /// The instant the pass runs at (RFC 3339, e.g. 2025-03-01T10:00:00+09:00); default now. More than a minute
+        /// in the future it is refused unless --simulate: the charges due until then are real.
         #[arg(long, value_name = "RFC3339")]
         as_of: Option<String>,
+        /// Allow an --as-of in the future (tests and demos against a sandbox): every period due until then is
+        /// charged, for real, at gateway.base_url.
+        #[arg(long)]
+        simulate: bool,
     },
     /// Validate the config; exit 1 listing every problem.
     Check {
@@ -193,12 +198,12 @@ pub fn main(args: Args) -> Result<ExitCode> {
     let path = config::resolve_path(args.config.as_deref());
     match args.command {
         Command::Check { online } => check(&path, online),
-        Command::Tick { as_of } => {
+        Command::Tick { as_of, simulate } => {
             let now = match as_of {
                 Some(s) => parse_instant(&s)?,
                 None => Utc::now(),
             };
-            tick(&path, now)
+            tick(&path, now, simulate)
         }
         Command::Run => crate::daemon::run(&path),
         Command::Sync { dry_run, force } => sync(&path, dry_run, force),
@@ -322,6 +327,8 @@ pub fn lock_database(db: &Path) -> Result<std::fs::File> {
     let mut lock_path = db.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
+    crate::private::create(&lock_path)
+        .with_context(|| format!("cannot create the lock file {}", lock_path.display()))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -354,8 +361,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-fn tick(path: &Path, now: DateTime<Utc>) -> Result<ExitCode> {
+fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    crate::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
     let (engine, _lock) = engine(cfg)?;
     let started = std::time::Instant::now();
     let report = runtime()?.block_on(engine.pass(now))?;

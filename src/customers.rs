@@ -47,8 +47,9 @@ fn key_card(v: &Value) -> String {
     if shown.chars().filter(char::is_ascii_digit).count() >= 13 { crate::card::mask(shown) } else { shown.to_owned() }
 }
 
-fn print_key(v: &Value) {
-    println!("customer_uid  {}", str_field(v, "customer_uid"));
+/// Prints a key (its strings were cleaned by the gateway client); the customer_uid shown is the one asked for.
+fn print_key(uid: &str, v: &Value) {
+    println!("customer_uid  {uid}");
     println!("card          {} {}", key_card(v), str_field(v, "card_name"));
     println!("pg            {} ({})", str_field(v, "pg_provider"), str_field(v, "pg_id"));
     for k in ["inserted", "updated"] {
@@ -96,7 +97,7 @@ pub fn register(path: &Path, uid: &str, pg: Option<&str>, channel_key: Option<&s
         Utc::now().timestamp(),
     )?;
     println!("billing key registered");
-    print_key(&key);
+    print_key(uid, &key);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -109,7 +110,7 @@ pub fn show(path: &Path, uid: &str) -> Result<ExitCode> {
         .map_err(|e| anyhow!(e))?;
     match (a.status, a.code, a.response) {
         (200, 0, Some(v)) => {
-            print_key(&v);
+            print_key(uid, &v);
             Ok(ExitCode::SUCCESS)
         }
         (404, ..) => bail!("no billing key for customer_uid {uid:?} at the gateway"),

@@ -376,6 +376,8 @@ impl<G: Gateway> Engine<G> {
     async fn drive(&self, at: At, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>, report: &mut PassReport) -> Result<()> {
         let now = at.as_of;
         self.check_credentials().await?;
+        // Every charge request of this pass counts against limits.max_charges_per_pass, resends included.
+        let sent_before = self.metrics.charges_sent.load(Ordering::Relaxed);
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
         report.reconciled = self.reconcile_stale(at, tx, sem).await?;
 
@@ -384,7 +386,8 @@ impl<G: Gateway> Engine<G> {
             if self.stopping() {
                 return Ok(());
             }
-            self.check_charges_per_pass(now, report.sent).await?;
+            let sent = self.metrics.charges_sent.load(Ordering::Relaxed).saturating_sub(sent_before);
+            self.check_charges_per_pass(now, sent as usize).await?;
             // A round opens at most one period per subscription due at its start (a later period of the same
             // subscription waits for the next round, after the outcome of this one).
             let max_amount = self.cfg.limits.max_amount;
@@ -503,7 +506,8 @@ impl<G: Gateway> Engine<G> {
     }
 
     /// Safety rail `limits.max_charges_per_pass`: before each round of a pass, refuses (an error; nothing of the
-    /// round is sent) when what was sent so far plus what is due now exceeds the limit.
+    /// round is sent) when what was sent so far in the pass (every charge request: earlier catch-up rounds and
+    /// reconciliation's resends included) plus what is due now exceeds the limit.
     async fn check_charges_per_pass(&self, now: DateTime<Utc>, sent: usize) -> Result<()> {
         let max = self.cfg.limits.max_charges_per_pass;
         let due = self.db(move |s| s.due_backlog(ts(now))).await?.max(0) as usize;
@@ -599,6 +603,7 @@ impl<G: Gateway> Engine<G> {
         let req = Self::request(&a);
         let started = std::time::Instant::now();
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.charges_sent.fetch_add(1, Ordering::Relaxed);
         let charge = self.gateway.charge(&req);
         let outcome = if failpoint_armed("after_send") {
             tokio::pin!(charge);

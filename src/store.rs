@@ -284,6 +284,8 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
         }
+        // 0600 whatever the umask (SQLite gives -wal and -shm the same mode).
+        crate::private::create(path).with_context(|| format!("database {}: cannot create", path.display()))?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -125,7 +125,25 @@ fn really_paid(status: u16, body: &str, r: &ChargeRequest) -> bool {
         && p["status"] == "paid"
         && p["merchant_uid"] == r.merchant_uid.as_str()
         && p["amount"].as_f64() == Some(r.amount as f64)
-        && p["imp_uid"].is_string()
+        && p["imp_uid"].as_str().is_some_and(plain_id)
+}
+
+/// An imp_uid billd records as it is: 1-80 letters, digits, `_`, `-` or `.` (anything else is refused as unknown).
+fn plain_id(s: &str) -> bool {
+    (1..=80).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Every string an outcome carries is clean: one line, no control characters, bounded.
+fn clean_strings(outcome: &ChargeOutcome) -> bool {
+    let texts: Vec<&str> = match outcome {
+        ChargeOutcome::Paid { imp_uid } => vec![imp_uid],
+        ChargeOutcome::Declined { imp_uid, reason } => {
+            imp_uid.iter().map(String::as_str).chain([reason.as_str()]).collect()
+        }
+        ChargeOutcome::Rejected { message, .. } => vec![message],
+        ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => vec![r],
+    };
+    texts.iter().all(|t| t.chars().count() <= 600 && !t.chars().any(char::is_control))
 }
 
 proptest! {
@@ -165,6 +183,7 @@ proptest! {
         if matches!(outcome, ChargeOutcome::Paid { .. }) {
             prop_assert!(really_paid(status, &body, &r), "taken as paid: HTTP {} {}", status, body);
         }
+        prop_assert!(clean_strings(&outcome), "gateway text not cleaned: {:?}", outcome);
         let fail_reason_ok = |b: &str| {
             serde_json::from_str::<serde_json::Value>(b)
                 .map(|v| v["response"].get("fail_reason").is_none_or(|f| f.is_null() || f.is_string()))

@@ -167,7 +167,7 @@ fn rate_limit_keeps_every_request_under_the_gateways_limit() {
     let out = w
         .billd()
         .env("BILLD_GATEWAY__RATE_LIMIT", "4")
-        .args(["tick", "--as-of", ahead("{y}-01-01T10:00:30+09:00").as_str()])
+        .args(["tick", "--simulate", "--as-of", ahead("{y}-01-01T10:00:30+09:00").as_str()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", World::stderr(&out));

@@ -182,3 +182,58 @@ fn the_daemon_holding_a_charge_back_does_not_spin() {
     assert!((1..=4).contains(&refusals), "{refusals} charge.refused lines in ~2s: the loop spins or never logs");
     assert!(w.attempts_for("c1").is_empty());
 }
+
+/// One subscription far behind: its catch-up rounds send one charge each, and they add up against the limit.
+#[test]
+fn catch_up_rounds_of_one_subscription_add_up_to_the_limit() {
+    let w = world("max_charges_per_pass = 3", &subs(0..1, "2025-01-01"), 1);
+    let out = tick_raw(&w, "2026-01-01T10:00:00+09:00");
+    assert_eq!(w.ledger().len(), 3, "{}", World::stderr(&out));
+    assert!(!out.status.success() && World::stderr(&out).contains("pass.refused"), "{}", World::stderr(&out));
+}
+
+/// Resends count too: a pass that resends three unresolved charges has sent three, and a limit of 3 holds back a
+/// fourth that falls due in the same pass.
+#[test]
+fn resends_count_against_max_charges_per_pass() {
+    let three = subs(0..3, "2025-01-01");
+    let w = world("max_charges_per_pass = 3", &three, 4);
+    for i in 0..3 {
+        w.sandbox.add_fault(FaultRule { customer_uid: Some(format!("c{i}")), fault: Fault::Http500, times: Some(1) });
+    }
+    w.tick(JAN1);
+    assert!(w.ledger().is_empty(), "HTTP 500 before charging: nothing charged, three charges unresolved");
+    let four = format!("{three}{}", subs(3..4, "2025-01-02"));
+    rewrite(&w, "max_charges_per_pass = 3", &four);
+    let out = tick_raw(&w, "2025-01-02T10:00:00+09:00");
+    let stderr = World::stderr(&out);
+    assert_eq!(w.ledger().len(), 3, "three resends, and no fourth charge in the same pass: {stderr}");
+    assert!(w.attempts_for("c3").is_empty(), "a fourth charge in a pass limited to 3: {stderr}");
+    assert!(!out.status.success() && stderr.contains("pass.refused"), "{stderr}");
+    w.tick("2025-01-02T10:00:00+09:00");
+    assert_eq!(w.paid_by_merchant_uid().len(), 4);
+    w.assert_consistent();
+}
+
+/// `tick --as-of` far in the future would charge, for real, every period due until then (a monthly subscription at
+/// 9999-12-31: some 95,000 charges). It is refused without `--simulate`, before anything is sent; with it, a warning
+/// names the gateway, and the per-pass limit still holds.
+#[test]
+fn a_future_as_of_is_refused_unless_simulate() {
+    let w = world("max_charges_per_pass = 5", &subs(0..1, "2025-01-01"), 1);
+    let out = tick_raw(&w, "9999-12-31T23:59:59Z");
+    let stderr = World::stderr(&out);
+    assert!(w.ledger().is_empty(), "{} charges sent for a pass in 9999: {stderr}", w.ledger().len());
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--simulate") && stderr.contains(&w.sandbox.base_url()), "{stderr}");
+    assert!(stderr.contains("for real"), "the error says why: {stderr}");
+    let out = w.billd().args(["tick", "--simulate", "--as-of", "2099-12-31T10:00:00+09:00"]).output().unwrap();
+    let stderr = World::stderr(&out);
+    let warning = stderr.lines().find(|l| l.contains("tick.simulate")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(warning.contains(&w.sandbox.base_url()), "{warning}");
+    assert_eq!(w.ledger().len(), 5, "the limit holds across catch-up rounds: {stderr}");
+    // A minute of clock skew needs no flag.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc3339();
+    assert!(tick_raw(&w, &soon).status.code() != Some(2));
+    assert!(!World::stderr(&tick_raw(&w, &soon)).contains("--simulate"));
+}

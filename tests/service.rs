@@ -230,3 +230,77 @@ fn unit_file_verifies_and_rates_2_or_lower() {
         .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
     assert!(level <= 2.0, "exposure {level} > 2.0:\n{text}");
 }
+
+/// 300 slow clients on the metrics listener, each sending half of `GET /healthz` and then nothing, against a billd
+/// limited to 256 file descriptors: `/healthz` still answers, and a charge that falls due meanwhile (a subscription
+/// added by a reload) is paid. Before, every half-sent request held a descriptor for good: accept() and then the
+/// config file and the gateway's sockets failed with EMFILE, and billing stalled.
+#[test]
+fn slow_metrics_clients_do_not_stall_billing() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let head = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}");
+    let w = World::new(Setup { body: &head, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let inner = {
+        let mut c = w.billd();
+        c.arg("run");
+        c
+    };
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -n 256 && exec \"$@\"", "sh"]).arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut daemon = Daemon(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let healthz = || -> Option<u16> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_whitespace().nth(1)?.parse().ok()
+    };
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !ok() {
+            assert!(start.elapsed() < Duration::from_secs(30), "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until("the daemon never answered /healthz", &|| healthz() == Some(200));
+    let slow: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    assert!(slow.len() >= 250, "only {} slow clients connected", slow.len());
+    // A subscription due yesterday, added by a reload: the daemon charges it at once.
+    let body = format!("{head}{}", sub("s1", "c1", "monthly", &due_yesterday()));
+    w.write_config(&Setup { body: &body, ..Default::default() });
+    signal(&daemon.0, "-HUP");
+    until("the due charge was not paid while slow clients held the metrics listener", &|| !w.paid_for("c1").is_empty());
+    until("/healthz did not answer while slow clients held the metrics listener", &|| healthz() == Some(200));
+    drop(slow);
+    signal(&daemon.0, "-TERM");
+    assert!(wait_exit(&mut daemon.0, Duration::from_secs(15)).success());
+    w.assert_consistent();
+}
+
+/// A daemon killed if the test fails before stopping it.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

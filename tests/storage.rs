@@ -175,3 +175,62 @@ fn a_database_from_a_newer_schema_is_refused() {
     w.db().pragma_update(None, "user_version", billd::store::SCHEMA_VERSION as i64).unwrap();
     assert_nothing_lost(&w, 2);
 }
+
+/// A billd command run through `sh -c 'umask MASK; exec …'`, with the world's environment.
+fn with_umask(w: &World, mask: &str, args: &[&str]) -> Command {
+    let mut inner = w.billd();
+    inner.args(args);
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("umask {mask} && exec \"$@\""), "sh"]).arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// The database (customers, amounts, card masks), its `-wal` and `-shm`, and the lock are created 0600 whatever the
+/// umask: under umask 022 they used to be 0644 (the lock 0666), readable by every user of the machine.
+#[test]
+fn database_files_are_created_private_whatever_the_umask() {
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string();
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s0", "c0", "monthly", &yesterday)),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c0", cards::APPROVE).unwrap();
+    // The daemon, while it runs: all four files exist.
+    let mut child = with_umask(&w, "022", &["run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while w.paid_for("c0").is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the daemon charged nothing");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let db = w.dir.path().join("billd.sqlite3");
+    let files: Vec<std::path::PathBuf> =
+        ["", "-wal", "-shm", ".lock"].iter().map(|s| db.with_file_name(format!("billd.sqlite3{s}"))).collect();
+    let modes: Vec<(String, String)> = files
+        .iter()
+        .map(|f| (f.file_name().unwrap().to_string_lossy().into_owned(), format!("{:o}", mode(f))))
+        .collect();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    for (name, m) in &modes {
+        assert_eq!(m, "600", "{name} under umask 022: {modes:?}");
+    }
+    // The most permissive umask, with a one-shot pass on a new database.
+    let w = World::new(Setup { body: MONTHLY, ..Default::default() });
+    let out = with_umask(&w, "000", &["tick", "--as-of", DUE]).output().unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+    for name in ["billd.sqlite3", "billd.sqlite3.lock"] {
+        let m = mode(&w.dir.path().join(name));
+        assert_eq!(m, 0o600, "{name} is {m:o} under umask 000");
+    }
+}

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+#[allow(unused_imports)] // not every test binary uses the test cards
 pub use billd_sandbox::cards;
 
 /// One test's world: a temp folder with schedules.toml and the database, and a sandbox gateway.
@@ -94,9 +95,15 @@ impl World {
         c
     }
 
-    /// Runs `billd tick --as-of AS_OF` and asserts it exits 0.
+    /// Runs `billd tick --as-of AS_OF` (with `--simulate` when AS_OF is ahead of the real time) and asserts it
+    /// exits 0.
     pub fn tick(&self, as_of: &str) -> Output {
-        let out = self.billd().args(["tick", "--as-of", as_of]).output().expect("run billd");
+        let mut cmd = self.billd();
+        cmd.args(["tick", "--as-of", as_of]);
+        if future(as_of) {
+            cmd.arg("--simulate");
+        }
+        let out = cmd.output().expect("run billd");
         assert!(
             out.status.success(),
             "billd tick --as-of {as_of} failed: {}\n{}",
@@ -323,6 +330,11 @@ pub fn skip(reason: &str) {
         std::env::var("CI").as_deref() != Ok("true"),
         "SKIPPED under CI=true, where nothing may be skipped: {reason} (.ci/run must install what this test needs)"
     );
+}
+
+/// Whether an RFC 3339 instant is ahead of the real time (a tick at it needs `--simulate`).
+pub fn future(as_of: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(as_of).is_ok_and(|t| t > chrono::Utc::now())
 }
 
 /// A `[[subscriptions]]` entry.

@@ -1,0 +1,425 @@
+//! Text from the gateway made safe to log, print and store: what billd sent removed, card-like digits blanked, control characters stripped, length cut.
+//!
+//! Every string that comes from the gateway (a refusal's message, a fail reason, a payment's status, merchant_uid or
+//! imp_uid, a key's card name, a quoted answer) goes through [`Redactor::clean`] in the gateway client before it
+//! reaches a log line, an error, stdout or the database. A gateway, or a proxy in front of it, may echo the request:
+//! a key-in request carries the card number, birth date and PIN digits, a token request the `imp_secret`, every
+//! request the access token. It may also send terminal escapes, line breaks that forge log lines, or a megabyte of
+//! text. [`Redactor::clean`]:
+//!
+//! 1. blanks the value of any field named like card data or a secret (`"pwd_2digit":"…"`, `birth=…`, …);
+//! 2. removes the values billd itself sent (the [`Redactor`] holds them) wherever else they are: a card number, birth
+//!    date or PIN digits in any grouping (digits with any separators between them), the `imp_secret`, access
+//!    tokens, a channel key;
+//! 3. blanks every other run of 6 or more digits that could be card data (as [`crate::card::redact_numbers`]);
+//! 4. replaces control characters (ESC, CR, LF, …) and invisible format characters with spaces;
+//! 5. cuts the text to [`MAX_CHARS`] characters, ending it with `…`.
+//!
+//! An identifier the gateway gives back (an imp_uid) is not cleaned but checked with [`Redactor::plain_id`]: one
+//! with odd characters, or one holding a value billd sent, is refused (the outcome stays unknown).
+
+use std::collections::VecDeque;
+use std::fmt;
+
+/// The most characters of one gateway string billd keeps (an excerpt ends with `…`).
+pub const MAX_CHARS: usize = 300;
+
+/// Text beyond the final cut that is still searched for sent values, so that one straddling the cut is removed
+/// whole before the cut (a sent value is far shorter than this).
+const SLACK: usize = 512;
+
+/// Field names whose values are blanked wherever the text quotes them (`"key":"value"`, `key=value`), whoever sent
+/// them: card data and credentials.
+const SECRET_KEYS: [&str; 9] =
+    ["card_number", "birth", "pwd_2digit", "expiry", "imp_secret", "access_token", "channel_key", "password", "secret"];
+
+/// How many access tokens are remembered (a daemon fetches a new one every half hour or so; an answer can only echo
+/// a recent one).
+const TOKENS_KEPT: usize = 8;
+
+/// Digits of one sent value may be separated by at most this many characters that are not letters or digits
+/// (`4242-4242`, `4242 4242`, `"4242","4242"`).
+const MAX_GAP: usize = 5;
+
+/// The values billd sent to the gateway, which must never come back out of it; and the one function that cleans
+/// gateway text ([`Redactor::clean`]).
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Card number, birth date, PIN digits: digits only, matched in any grouping.
+    digits: Vec<String>,
+    /// imp_secret, channel key: matched verbatim.
+    words: Vec<String>,
+    /// Recent access tokens: matched verbatim.
+    tokens: VecDeque<String>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Redactor({} digit values, {} words, {} tokens)",
+            self.digits.len(),
+            self.words.len(),
+            self.tokens.len()
+        )
+    }
+}
+
+impl Redactor {
+    /// A number billd sent (card number, birth date, PIN digits): its digits are removed wherever they appear,
+    /// whatever separates them.
+    pub fn sent_digits(&mut self, value: &str) {
+        let d: String = value.chars().filter(char::is_ascii_digit).collect();
+        if !d.is_empty() && !self.digits.contains(&d) {
+            self.digits.push(d);
+        }
+    }
+
+    /// A secret billd sent (imp_secret, channel key): removed verbatim (and in its JSON-escaped form).
+    pub fn sent_word(&mut self, value: &str) {
+        let v = value.trim();
+        let escaped = serde_json::to_string(v).unwrap_or_default();
+        for form in [v, escaped.trim_matches('"')] {
+            if !form.is_empty() && !self.words.iter().any(|w| w == form) {
+                self.words.push(form.to_owned());
+            }
+        }
+    }
+
+    /// An access token billd sent (the last few are remembered).
+    pub fn sent_token(&mut self, value: &str) {
+        let v = value.trim();
+        if v.is_empty() || self.tokens.iter().any(|t| t == v) {
+            return;
+        }
+        if self.tokens.len() == TOKENS_KEPT {
+            self.tokens.pop_front();
+        }
+        self.tokens.push_back(v.to_owned());
+    }
+
+    /// Gateway text made safe: see the module documentation. At most [`MAX_CHARS`] characters (plus `…`).
+    pub fn clean(&self, text: &str) -> String {
+        self.clean_to(text, MAX_CHARS)
+    }
+
+    /// [`Redactor::clean`], cut to `max` characters.
+    pub fn clean_to(&self, text: &str, max: usize) -> String {
+        let mut chars = text.chars();
+        let head: String = chars.by_ref().take(max + SLACK).collect();
+        let mut cut = chars.next().is_some();
+        let s = blank_keyed(&head);
+        let s = self.remove_words(&s);
+        let s = self.remove_digits(&s);
+        let s = crate::card::redact_numbers(&s);
+        let mut out = String::with_capacity(s.len().min(max * 4));
+        for (i, c) in s.chars().enumerate() {
+            if i == max {
+                cut = true;
+                break;
+            }
+            out.push(if invisible(c) { ' ' } else { c });
+        }
+        if cut {
+            out.push('…');
+        }
+        out
+    }
+
+    /// Whether `text` holds a value billd sent (in any of the forms [`Redactor::clean`] removes).
+    pub fn holds_sent(&self, text: &str) -> bool {
+        self.remove_words(text) != text || self.remove_digits(text) != text
+    }
+
+    /// Whether an identifier from the gateway (an imp_uid) can be stored and printed as it is: 1-80 letters, digits,
+    /// `_`, `-` or `.`, holding no value billd sent.
+    pub fn plain_id(&self, id: &str) -> bool {
+        (1..=80).contains(&id.len())
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !self.holds_sent(id)
+    }
+
+    fn remove_words(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for w in self.words.iter().chain(self.tokens.iter()) {
+            if w.chars().count() >= 4 {
+                if out.contains(w.as_str()) {
+                    out = out.replace(w.as_str(), "[redacted]");
+                }
+            } else {
+                out = replace_token(&out, w);
+            }
+        }
+        out
+    }
+
+    /// Blanks the digits of every sent number: long ones (6+ digits) in any grouping, short ones (PIN digits) where
+    /// they stand alone.
+    fn remove_digits(&self, text: &str) -> String {
+        if self.digits.is_empty() || !text.bytes().any(|b| b.is_ascii_digit()) {
+            return text.to_owned();
+        }
+        let mut chars: Vec<char> = text.chars().collect();
+        let mut blank = vec![false; chars.len()];
+        // Chains of digits, each pair separated by at most MAX_GAP characters that are not letters or digits.
+        let mut chains: Vec<Vec<usize>> = Vec::new();
+        let mut chain: Vec<usize> = Vec::new();
+        for (i, c) in chars.iter().enumerate() {
+            if c.is_ascii_digit() {
+                chain.push(i);
+            } else if (c.is_alphanumeric() || chain.last().is_some_and(|&l| i - l > MAX_GAP)) && !chain.is_empty() {
+                chains.push(std::mem::take(&mut chain));
+            }
+        }
+        if !chain.is_empty() {
+            chains.push(chain);
+        }
+        for chain in &chains {
+            let digits: String = chain.iter().map(|&i| chars[i]).collect();
+            for d in self.digits.iter().filter(|d| d.len() >= 6) {
+                let mut from = 0;
+                while let Some(at) = digits[from..].find(d.as_str()) {
+                    for &i in &chain[from + at..from + at + d.len()] {
+                        blank[i] = true;
+                    }
+                    from += at + 1;
+                }
+            }
+            // Short values: a run of adjacent digits equal to one.
+            let mut start = 0;
+            while start < chain.len() {
+                let mut end = start + 1;
+                while end < chain.len() && chain[end] == chain[end - 1] + 1 {
+                    end += 1;
+                }
+                let run: String = chain[start..end].iter().map(|&i| chars[i]).collect();
+                if self.digits.iter().any(|d| d.len() < 6 && *d == run) {
+                    for &i in &chain[start..end] {
+                        blank[i] = true;
+                    }
+                }
+                start = end;
+            }
+        }
+        for (c, b) in chars.iter_mut().zip(&blank) {
+            if *b {
+                *c = '*';
+            }
+        }
+        chars.into_iter().collect()
+    }
+}
+
+/// Replaces `word` where it stands alone (not inside a longer run of letters and digits).
+fn replace_token(text: &str, word: &str) -> String {
+    if word.is_empty() || !text.contains(word) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut prev: Option<char> = None;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().next_back().or(prev);
+        let after = rest[at + word.len()..].chars().next();
+        let alone = !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric);
+        out.push_str(&rest[..at]);
+        out.push_str(if alone { "[redacted]" } else { word });
+        prev = word.chars().next_back();
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Blanks the value after any [`SECRET_KEYS`] name followed by `:` or `=` (quotes, backslashes and spaces around
+/// them allowed): `"pwd_2digit":"73"` becomes `"pwd_2digit":"***"`.
+fn blank_keyed(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for key in SECRET_KEYS {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(key) {
+            let start = from + at;
+            from = start + key.len();
+            if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+                continue;
+            }
+            let mut j = from;
+            while j < bytes.len() && j < from + 4 && matches!(bytes[j], b'"' | b'\'' | b'\\' | b' ') {
+                j += 1;
+            }
+            if j >= bytes.len() || !matches!(bytes[j], b':' | b'=') {
+                continue;
+            }
+            j += 1;
+            let skip = j;
+            while j < bytes.len() && j < skip + 4 && matches!(bytes[j], b'"' | b'\'' | b'\\' | b' ') {
+                j += 1;
+            }
+            let value = j;
+            while j < bytes.len()
+                && j < value + 200
+                && !matches!(bytes[j], b'"' | b'\'' | b'\\' | b'&' | b',' | b'}' | b']' | b';')
+                && !bytes[j].is_ascii_whitespace()
+            {
+                j += 1;
+            }
+            // Only whole characters (the value ends at an ASCII byte or at the 200-byte bound, moved back to one).
+            while j > value && !text.is_char_boundary(j) {
+                j -= 1;
+            }
+            if j > value {
+                spans.push((value, j));
+            }
+        }
+    }
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (s, e) in spans {
+        if s < at {
+            continue;
+        }
+        out.push_str(&text[at..s]);
+        out.push_str("***");
+        at = e;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Characters that must not reach a terminal or a log line as they are: control characters (ESC, CR, LF, NEL, …),
+/// line and paragraph separators, bidirectional overrides and other invisible format characters.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// An excerpt of input quoted in an error (an import field, a config value): at most `max` characters, with control
+/// characters escaped (`{:?}` quoting) and `…` when cut.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(max).collect();
+    if chars.next().is_some() { format!("{head:?}…") } else { format!("{head:?}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARD: &str = "4532015112830366";
+
+    fn sent() -> Redactor {
+        let mut r = Redactor::default();
+        r.sent_digits("4532-0151-1283-0366");
+        r.sent_digits("870215");
+        r.sent_digits("73");
+        r.sent_word("S3cr3t-echo-imp-secret");
+        r.sent_token("tokEchoAccess9");
+        r
+    }
+
+    fn digits_of(s: &str) -> String {
+        s.chars().filter(char::is_ascii_digit).collect()
+    }
+
+    #[test]
+    fn an_echoed_request_keeps_none_of_what_was_sent() {
+        let echo = r#"bad request: {"birth":"870215","card_number":"4532-0151-1283-0366","expiry":"2031-12","pwd_2digit":"73"} Authorization: Bearer tokEchoAccess9 imp_secret S3cr3t-echo-imp-secret"#;
+        let out = sent().clean(echo);
+        for secret in ["870215", "S3cr3t-echo-imp-secret", "tokEchoAccess9", "\"73\"", "2031-12"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(!digits_of(&out).contains(CARD), "{out}");
+        assert!(out.contains(r#""pwd_2digit":"***""#), "{out}");
+        assert!(out.contains("Authorization: Bearer [redacted]"), "{out}");
+    }
+
+    #[test]
+    fn a_sent_card_number_is_removed_in_any_grouping() {
+        let r = sent();
+        for grouped in [
+            "4532015112830366",
+            "4532 0151 1283 0366",
+            "4532.0151.1283.0366",
+            "4532/0151/1283/0366",
+            "4532\",\"0151\",\"1283\",\"0366",
+            "45 32 01 51 12 83 03 66",
+            "453201 5112830366",
+        ] {
+            let out = r.clean(&format!("card [{grouped}] refused"));
+            assert!(!digits_of(&out).contains(CARD), "{grouped}: {out}");
+            assert!(out.starts_with("card [") && out.ends_with("] refused"), "{out}");
+        }
+        // The PIN digits, standing alone, whatever surrounds them; not inside another number.
+        assert_eq!(r.clean("PIN digits [73] wrong"), "PIN digits [**] wrong");
+        assert_eq!(r.clean("HTTP 573, amount 7300"), "HTTP 573, amount 7300");
+        // The birth date with separators.
+        assert_eq!(r.clean("born 87-02-15"), "born **-**-**");
+        assert_eq!(r.clean("born 87.02.15"), "born **.**.**");
+    }
+
+    #[test]
+    fn secret_fields_are_blanked_whoever_sent_them() {
+        let r = Redactor::default();
+        let echo = r#"{"birth":"900101","card_number":"4242424242424242","expiry":"2031-12","pwd_2digit":"12"}"#;
+        assert_eq!(r.clean(echo), r#"{"birth":"***","card_number":"***","expiry":"***","pwd_2digit":"***"}"#);
+        assert_eq!(r.clean("imp_key=k&imp_secret=hunter2&x=1"), "imp_key=k&imp_secret=***&x=1");
+        assert_eq!(r.clean(r#"{\"access_token\": \"abc\"}"#), r#"{\"access_token\": \"***\"}"#);
+        // Card-like numbers in free text are blanked too.
+        assert_eq!(r.clean("card 4242-4242-4242-4242 ok"), "card 4242-42**-****-4242 ok");
+        assert_eq!(r.clean("HTTP 502 at 10:00, code -1, amount 9900"), "HTTP 502 at 10:00, code -1, amount 9900");
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_lines_or_reach_the_terminal() {
+        let text =
+            "declined\n2099-01-01T00:00:00Z  INFO charge.paid subscription=FORGED\x1b[2J\r\u{85}\u{2028}\u{202e}x";
+        let out = Redactor::default().clean(text);
+        assert!(!out.chars().any(invisible), "{out:?}");
+        assert!(out.starts_with("declined ") && out.contains("INFO charge.paid subscription=FORGED [2J"), "{out:?}");
+    }
+
+    #[test]
+    fn long_text_is_cut_and_a_secret_across_the_cut_is_still_removed() {
+        let r = sent();
+        let huge = "x".repeat(1_000_000);
+        let out = r.clean(&huge);
+        assert_eq!(out.chars().count(), MAX_CHARS + 1);
+        assert!(out.ends_with('…'));
+        // The card number starts just before the cut: no digit of it is shown.
+        let text = format!("{}4532 0151 1283 0366{}", "x".repeat(MAX_CHARS - 3), "y".repeat(100));
+        let out = r.clean(&text);
+        assert!(out.ends_with("***…"), "{out}");
+        let text = format!("{}S3cr3t-echo-imp-secret", "x".repeat(MAX_CHARS - 5));
+        assert!(!r.clean(&text).contains("S3cr"), "{}", r.clean(&text));
+    }
+
+    #[test]
+    fn identifiers_are_plain_or_refused() {
+        let r = sent();
+        assert!(r.plain_id("imp_123456789012"));
+        assert!(r.plain_id("billd-sub-0001.x_7"));
+        for bad in ["", "imp 1", "imp_1\n", "imp_1\x1b[2J", "imp_\"1", &"x".repeat(81), "imp_4532015112830366"] {
+            assert!(!r.plain_id(bad), "{bad:?}");
+        }
+        assert!(!r.plain_id("imp-tokEchoAccess9"), "a sent token");
+    }
+
+    #[test]
+    fn short_secrets_are_removed_only_where_they_stand_alone() {
+        let mut r = Redactor::default();
+        r.sent_word("ab1");
+        assert_eq!(r.clean("x ab1 yab1z"), "x [redacted] yab1z");
+    }
+
+    #[test]
+    fn an_excerpt_is_short_and_escaped() {
+        assert_eq!(excerpt("ab\ncd", 10), "\"ab\\ncd\"");
+        assert_eq!(excerpt(&"x".repeat(50), 3), "\"xxx\"…");
+    }
+}
