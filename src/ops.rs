@@ -24,10 +24,10 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
     let sub = existing(&store, id)?;
     match sub.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
-        Status::Suspended => println!("{id}: already paused (suspended)"),
+        Status::Suspended => println!("{id}: already suspended; nothing changed"),
         _ => {
             store.set_status(id, Status::Suspended, Utc::now().timestamp(), "paused by operator")?;
-            println!("{id}: paused (suspended); nothing is charged until `billd resume {id}`");
+            println!("{id}: suspended; nothing is charged until `billd resume {id}`");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -47,7 +47,14 @@ pub fn cancel(path: &Path, id: &str) -> Result<ExitCode> {
 
 pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     let (cfg, mut store) = open(path)?;
-    existing(&store, id)?;
+    match existing(&store, id)?.status {
+        Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be resumed"),
+        s @ (Status::Active | Status::PastDue) => {
+            println!("{id}: not suspended ({s}); nothing changed");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Status::Suspended => {}
+    }
     let now = Utc::now();
     let clock = cfg.billing.clock;
     // Where billing restarts is decided from the subscription as it is inside the write transaction: only periods

@@ -107,6 +107,24 @@ fn resume_with_catch_up_charges_the_missed_periods_oldest_first() {
     assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1", "billd-s1-2"]);
 }
 
+/// Issue 15, point 8: pause and resume on a subscription already in that state behave alike: exit 0, nothing
+/// changed, and the output names the state as the listings do (suspended).
+#[test]
+fn pause_and_resume_twice_say_nothing_changed() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(1))),
+        ..Default::default()
+    });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let (code, out) = run(&w, &["resume", "s1"]);
+    assert_eq!((code, out.contains("not suspended (active); nothing changed")), (0, true), "{out}");
+    let (code, out) = run(&w, &["pause", "s1"]);
+    assert_eq!((code, out.contains("s1: suspended")), (0, true), "{out}");
+    let (code, out) = run(&w, &["pause", "s1"]);
+    assert_eq!((code, out.contains("already suspended; nothing changed")), (0, true), "{out}");
+    assert_eq!(w.status_of("s1"), "suspended");
+}
+
 #[test]
 fn cancel_and_unknown_subscriptions() {
     let w = World::new(Setup {
