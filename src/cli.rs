@@ -236,11 +236,16 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
 }
 
-/// Parses `--as-of`: RFC 3339 with an offset.
+/// Parses `--as-of`: RFC 3339 with an offset, in the years 1970 to 9999.
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
+    let q = crate::redact::quote(s);
+    let t = DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| anyhow!("--as-of {s:?} is not an RFC 3339 instant (like 2025-03-01T10:00:00+09:00)"))
+        .map_err(|_| anyhow!("--as-of {q} is not an RFC 3339 instant (like 2025-03-01T10:00:00+09:00)"))?;
+    if !config::YEARS.contains(&chrono::Datelike::year(&t)) {
+        bail!("--as-of {q} is outside the years 1970 to 9999");
+    }
+    Ok(t)
 }
 
 /// Loads the config, logging its warnings.
