@@ -90,9 +90,13 @@ pub enum Command {
         /// The imp_key it accepts (default imp_sandbox_key).
         #[arg(long)]
         imp_key: Option<String>,
-        /// The imp_secret it accepts (default imp_sandbox_secret).
-        #[arg(long)]
+        /// The imp_secret it accepts (default imp_sandbox_secret). Given on the command line it is visible to every
+        /// user of this machine (ps, /proc): prefer the environment variable or --imp-secret-file.
+        #[arg(long, env = "BILLD_SANDBOX_IMP_SECRET", hide_env_values = true)]
         imp_secret: Option<String>,
+        /// A file holding the imp_secret it accepts (a trailing newline is ignored); wins over --imp-secret.
+        #[arg(long, value_name = "FILE")]
+        imp_secret_file: Option<PathBuf>,
         /// A sandbox TOML file: latency, rate limit, faults, token lifetime, seeded billing keys.
         #[arg(long, value_name = "FILE")]
         sandbox_config: Option<PathBuf>,
@@ -180,8 +184,13 @@ pub enum CustomersCommand {
         customer_uid: String,
         #[arg(long)]
         pg: Option<String>,
-        #[arg(long)]
+        /// The PG channel key. Given on the command line it is visible to every user of this machine (ps, /proc):
+        /// prefer the environment variable or --channel-key-file.
+        #[arg(long, env = "BILLD_CHANNEL_KEY", hide_env_values = true)]
         channel_key: Option<String>,
+        /// A file holding the channel key (a trailing newline is ignored); wins over --channel-key.
+        #[arg(long, value_name = "FILE")]
+        channel_key_file: Option<PathBuf>,
     },
     /// Show a billing key (the card masked).
     Show { customer_uid: String },
@@ -226,7 +235,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
             charge_now,
         ),
         Command::Customers { action } => match action {
-            CustomersCommand::Register { customer_uid, pg, channel_key } => {
+            CustomersCommand::Register { customer_uid, pg, channel_key, channel_key_file } => {
+                let channel_key = secret_arg(channel_key, channel_key_file.as_deref(), "--channel-key-file")?;
                 crate::customers::register(&path, &customer_uid, pg.as_deref(), channel_key.as_deref())
             }
             CustomersCommand::Show { customer_uid } => crate::customers::show(&path, &customer_uid),
@@ -237,7 +247,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::ChargeOnce { merchant_uid, amount, name, customer_uid } => {
             crate::customers::charge_once(&path, &merchant_uid, amount, &name, customer_uid.as_deref())
         }
-        Command::Sandbox { listen, imp_key, imp_secret, sandbox_config } => {
+        Command::Sandbox { listen, imp_key, imp_secret, imp_secret_file, sandbox_config } => {
+            let imp_secret = secret_arg(imp_secret, imp_secret_file.as_deref(), "--imp-secret-file")?;
             sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
         }
         Command::Charges { failed, since, subscription, json, follow } => {
@@ -252,11 +263,28 @@ pub fn main(args: Args) -> Result<ExitCode> {
     }
 }
 
-/// Parses `--as-of`: RFC 3339 with an offset.
+/// A secret given as a value (argv or its environment variable) or as a file (`flag`): the file wins; its trailing
+/// newline is dropped.
+fn secret_arg(value: Option<String>, file: Option<&Path>, flag: &str) -> Result<Option<String>> {
+    let Some(file) = file else { return Ok(value) };
+    let text = std::fs::read_to_string(file).with_context(|| format!("{flag} {}: cannot read it", file.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        bail!("{flag} {}: the file is empty", file.display());
+    }
+    Ok(Some(secret.to_owned()))
+}
+
+/// Parses `--as-of`: RFC 3339 with an offset, in the years 1970 to 9999.
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
+    let q = crate::redact::quote(s);
+    let t = DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| anyhow!("--as-of {s:?} is not an RFC 3339 instant (like 2025-03-01T10:00:00+09:00)"))
+        .map_err(|_| anyhow!("--as-of {q} is not an RFC 3339 instant (like 2025-03-01T10:00:00+09:00)"))?;
+    if !config::YEARS.contains(&chrono::Datelike::year(&t)) {
+        bail!("--as-of {q} is outside the years 1970 to 9999");
+    }
+    Ok(t)
 }
 
 /// Loads the config, logging its warnings.
@@ -450,16 +478,20 @@ fn sandbox(
     if let Some(k) = imp_key {
         cfg.imp_key = k;
     }
-    if let Some(s) = imp_secret {
-        cfg.imp_secret = s;
-    }
+    let shown_secret = match imp_secret {
+        Some(s) if s != cfg.imp_secret => {
+            cfg.imp_secret = s;
+            "(given; not shown)".to_string()
+        }
+        _ => cfg.imp_secret.clone(),
+    };
     runtime()?.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         println!("billd sandbox: i'mport V1 API at http://{addr}");
         println!("  imp_key    = {}", cfg.imp_key);
-        println!("  imp_secret = {}", cfg.imp_secret);
+        println!("  imp_secret = {shown_secret}");
         println!("  ledger     = http://{addr}/__sandbox/payments");
         let shutdown = async {
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -2,7 +2,8 @@
 
 use crate::calendar::{ChargeClock, Interval};
 use crate::dunning::{DunningPolicy, OnExhausted};
-use chrono::{NaiveDate, NaiveTime};
+use crate::redact::quote;
+use chrono::{Datelike, NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -359,8 +360,8 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
 
     let timezone: Tz = raw.billing.timezone.parse().unwrap_or_else(|_| {
         errs.push(format!(
-            "billing.timezone: {:?} is not an IANA time zone (like \"Asia/Seoul\")",
-            raw.billing.timezone
+            "billing.timezone: {} is not an IANA time zone (like \"Asia/Seoul\")",
+            quote(&raw.billing.timezone)
         ));
         Tz::UTC
     });
@@ -375,8 +376,9 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     let prefix = raw.billing.merchant_uid_prefix;
     if prefix.is_empty() || prefix.len() > 12 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         errs.push(format!(
-            "billing.merchant_uid_prefix: {prefix:?} must be 1-12 characters of letters, digits or _ (no '-': a \
-             merchant_uid is PREFIX-ID-PERIOD, and a '-' in the prefix would let two subscriptions share one)"
+            "billing.merchant_uid_prefix: {} must be 1-12 characters of letters, digits or _ (no '-': a \
+             merchant_uid is PREFIX-ID-PERIOD, and a '-' in the prefix would let two subscriptions share one)",
+            quote(&prefix)
         ));
     }
 
@@ -384,8 +386,8 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     match reqwest::Url::parse(&g.base_url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         _ => errs.push(format!(
-            "gateway.base_url: {:?} is not an http(s) URL (like \"https://api.iamport.kr\")",
-            g.base_url
+            "gateway.base_url: {} is not an http(s) URL (like \"https://api.iamport.kr\")",
+            quote(&g.base_url)
         )),
     }
     if g.imp_key.trim().is_empty() {
@@ -446,6 +448,10 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     if let Some(m) = raw.limits.max_amount {
         if m <= 0 {
             errs.push(format!("limits.max_amount: {m} must be positive"));
+        } else if m > MAX_AMOUNT {
+            errs.push(format!(
+                "limits.max_amount: {m} is above {MAX_AMOUNT} (10^12), the most billd accepts (it adds amounts up)"
+            ));
         }
         limits.max_amount = m;
     }
@@ -459,7 +465,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     let metrics_listen = raw.metrics.listen.as_deref().and_then(|l| match l.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            errs.push(format!("metrics.listen: {l:?} is not an address like \"127.0.0.1:9187\""));
+            errs.push(format!("metrics.listen: {} is not an address like \"127.0.0.1:9187\"", quote(l)));
             None
         }
     });
@@ -467,18 +473,18 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     let mut plans = Vec::new();
     let mut plan_ids = HashSet::new();
     for (i, p) in raw.plans.into_iter().enumerate() {
-        let at = format!("plans[{i}] (id {:?})", p.id);
+        let at = format!("plans[{i}] (id {})", quote(&p.id));
         if !valid_id(&p.id) {
             errs.push(format!("{at}.id: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
         if !plan_ids.insert(p.id.clone()) {
-            errs.push(format!("{at}.id: duplicate plan id {:?}", p.id));
+            errs.push(format!("{at}.id: duplicate plan id {}", quote(&p.id)));
         }
         let name_len = p.name.chars().count();
         if name_len == 0 || name_len > 40 {
             errs.push(format!(
-                "{at}.name: {:?} is {name_len} characters; it is sent as the charge's name and must be 1-40",
-                p.name
+                "{at}.name: {} is {name_len} characters; it is sent as the charge's name and must be 1-40",
+                quote(&p.name)
             ));
         }
         if p.amount <= 0 {
@@ -490,7 +496,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
             ));
         }
         if p.currency.len() != 3 || !p.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            errs.push(format!("{at}.currency: {:?} is not a currency code like \"KRW\"", p.currency));
+            errs.push(format!("{at}.currency: {} is not a currency code like \"KRW\"", quote(&p.currency)));
         }
         let interval = p.interval.parse::<Interval>().unwrap_or_else(|e| {
             errs.push(format!("{at}.interval: {e}"));
@@ -503,17 +509,18 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     let mut sub_ids = HashSet::new();
     let mut sub_ids_nocase = std::collections::HashMap::new();
     for (i, s) in raw.subscriptions.into_iter().enumerate() {
-        let at = format!("subscriptions[{i}] (id {:?})", s.id);
+        let at = format!("subscriptions[{i}] (id {})", quote(&s.id));
         if !valid_id(&s.id) {
             errs.push(format!("{at}.id: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
         if !sub_ids.insert(s.id.clone()) {
-            errs.push(format!("{at}.id: duplicate subscription id {:?}", s.id));
+            errs.push(format!("{at}.id: duplicate subscription id {}", quote(&s.id)));
         } else if let Some(other) = sub_ids_nocase.insert(s.id.to_ascii_lowercase(), s.id.clone()) {
             errs.push(format!(
-                "{at}.id: {:?} differs from subscription {other:?} only by case (their merchant_uids would too, and \
-                 the gateway may not tell them apart)",
-                s.id
+                "{at}.id: {} differs from subscription {} only by case (their merchant_uids would too, and the \
+                 gateway may not tell them apart)",
+                quote(&s.id),
+                quote(&other)
             ));
         }
         let cu_len = s.customer_uid.chars().count();
@@ -521,7 +528,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
             errs.push(format!("{at}.customer_uid: must be 1-80 characters (it is {cu_len})"));
         }
         if !plan_ids.contains(&s.plan) {
-            errs.push(format!("{at}.plan: unknown plan {:?} (no [[plans]] entry has that id)", s.plan));
+            errs.push(format!("{at}.plan: unknown plan {} (no [[plans]] entry has that id)", quote(&s.plan)));
         }
         let start = parse_date(&s.start).unwrap_or_else(|e| {
             errs.push(format!("{at}.start: {e}"));
@@ -531,7 +538,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
             None | Some("active") => false,
             Some("canceled") | Some("cancelled") => true,
             Some(other) => {
-                errs.push(format!("{at}.status: {other:?} must be \"active\" or \"canceled\""));
+                errs.push(format!("{at}.status: {} must be \"active\" or \"canceled\"", quote(other)));
                 false
             }
         };
@@ -575,16 +582,28 @@ fn loopback_url(url: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Parses a local date `YYYY-MM-DD`, rejecting impossible ones like 2025-02-30.
+/// The highest `limits.max_amount` (so the highest amount): 10^12. Sums of a few million such amounts still fit in
+/// 64 bits, and no real charge comes near it.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// The years billd accepts in a date or an instant (a start date, an import row, `--since`, `--as-of`): a date
+/// outside them is a typo, and the calendar's arithmetic must stay far from the end of chrono's range.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+/// Parses a local date `YYYY-MM-DD`, rejecting impossible ones like 2025-02-30 and years outside [`YEARS`].
 pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("{text:?} is not a valid date (YYYY-MM-DD, a day that exists)"))
+    let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("{} is not a valid date (YYYY-MM-DD, a day that exists)", quote(text)))?;
+    if !YEARS.contains(&d.year()) {
+        return Err(format!("{} is outside the years 1970 to 9999", quote(text)));
+    }
+    Ok(d)
 }
 
 fn parse_time(text: &str) -> Result<NaiveTime, String> {
     NaiveTime::parse_from_str(text.trim(), "%H:%M")
         .or_else(|_| NaiveTime::parse_from_str(text.trim(), "%H:%M:%S"))
-        .map_err(|_| format!("{text:?} is not a time of day (HH:MM, 24-hour)"))
+        .map_err(|_| format!("{} is not a time of day (HH:MM, 24-hour)", quote(text)))
 }
 
 impl Config {

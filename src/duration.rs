@@ -2,29 +2,37 @@
 
 use std::time::Duration;
 
-/// Parses `N` followed by one unit: `ms`, `s`, `m`, `h`, `d`. Whitespace between number and unit is allowed.
+/// The longest duration the config accepts (a timeout, a retry delay): a year. Longer ones are typos, and date
+/// arithmetic with them could leave the calendar's range.
+pub const MAX: Duration = Duration::from_secs(365 * 86_400);
+
+/// Parses `N` followed by one unit: `ms`, `s`, `m`, `h`, `d`. Whitespace between number and unit is allowed. At
+/// most [`MAX`] (a year).
 pub fn parse(text: &str) -> Result<Duration, String> {
+    let q = crate::redact::quote(text);
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!("{text:?} is not a duration: expected a number and a unit, like 30s, 5m, 1h or 1d"));
+        return Err(format!("{q} is not a duration: expected a number and a unit, like 30s, 5m, 1h or 1d"));
     }
-    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration: the number is too large"))?;
-    let secs = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        "" => {
-            return Err(format!("{text:?} has no unit: write it like 30s, 5m, 1h or 1d"));
-        }
+    let per_unit = match unit.trim() {
+        "ms" => None,
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86_400),
+        "" => return Err(format!("{q} has no unit: write it like 30s, 5m, 1h or 1d")),
         other => {
-            return Err(format!("{text:?} has an unknown unit {other:?}: use ms, s, m, h or d (30s, 5m, 1h, 1d)"));
+            let other = crate::redact::quote(other);
+            return Err(format!("{q} has an unknown unit {other}: use ms, s, m, h or d (30s, 5m, 1h, 1d)"));
         }
     };
-    secs.map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long a duration"))
+    let d = num.parse::<u64>().ok().and_then(|n| match per_unit {
+        None => Some(Duration::from_millis(n)),
+        Some(size) => n.checked_mul(size).map(Duration::from_secs),
+    });
+    d.filter(|d| *d <= MAX).ok_or_else(|| format!("{q} is longer than a year (at most 365d)"))
 }
 
 /// Formats a duration the way the config writes it (largest exact unit).
@@ -57,9 +65,21 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "d", "5", "5x", "1.5h", "-1d", "99999999999999999999d", "1 month"] {
+        for bad in ["", "d", "5", "5x", "1.5h", "-1d", "99999999999999999999d", "1 month", "999999999d", "366d"] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn at_most_a_year() {
+        assert_eq!(parse("365d").unwrap(), MAX);
+        assert_eq!(parse("8760h").unwrap(), MAX);
+        for long in ["366d", "999999999d", "8761h", "31536001s", "31536000001ms"] {
+            let e = parse(long).unwrap_err();
+            assert!(e.contains("longer than a year"), "{long}: {e}");
+        }
+        let e = parse(&format!("{}d", "9".repeat(10_000))).unwrap_err();
+        assert!(e.len() < 400, "the whole input was echoed: {} bytes", e.len());
     }
 
     #[test]

@@ -358,7 +358,12 @@ fn for_each_row(
             Some(_) => problems.push_line(1, format!("column {} ({h}): duplicate column", i + 1)),
             None => problems.push_line(
                 1,
-                format!("column {} ({h:?}): unknown column; the header must be {}", i + 1, COLUMNS.join(",")),
+                format!(
+                    "column {} ({}): unknown column; the header must be {}",
+                    i + 1,
+                    crate::redact::quote(h),
+                    COLUMNS.join(",")
+                ),
             ),
         }
     }
@@ -403,7 +408,8 @@ fn for_each_row(
         let before = problems.total;
         let id = get(0);
         if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            problems.push(line, "id", format!("{id:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+            let id = crate::redact::quote(id);
+            problems.push(line, "id", format!("{id} must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
         let customer_uid = get(1);
         let n = customer_uid.chars().count();
@@ -415,7 +421,11 @@ fn for_each_row(
             problems.push(
                 line,
                 "plan",
-                format!("unknown plan {plan:?} (no [[plans]] entry in {} has that id)", cfg.file.display()),
+                format!(
+                    "unknown plan {} (no [[plans]] entry in {} has that id)",
+                    crate::redact::quote(plan),
+                    cfg.file.display()
+                ),
             );
         }
         let start = parse_date(get(3)).unwrap_or_else(|e| {

@@ -166,11 +166,19 @@ struct Upcoming {
     kind: &'static str,
 }
 
+/// The longest window `upcoming --days` shows: ten years.
+pub const MAX_UPCOMING_DAYS: u32 = 3660;
+
 pub fn upcoming(path: &Path, days: u32, json: bool) -> Result<ExitCode> {
+    if days > MAX_UPCOMING_DAYS {
+        bail!("--days {days} is too far ahead: at most {MAX_UPCOMING_DAYS} (ten years)");
+    }
     let (cfg, store) = open(path)?;
     let clock = &cfg.billing.clock;
     let now = Utc::now();
-    let until = now + chrono::Duration::days(i64::from(days));
+    let until = now
+        .checked_add_signed(chrono::Duration::days(i64::from(days)))
+        .ok_or_else(|| anyhow!("--days {days} goes past the end of the calendar"))?;
     let mut items = Vec::new();
     for (sub, next_due, open) in store.billing_subscriptions(until.timestamp())? {
         if let Some((period, at, amount, currency)) = open {
@@ -211,16 +219,17 @@ pub fn upcoming(path: &Path, days: u32, json: bool) -> Result<ExitCode> {
         let d = chrono::DateTime::parse_from_rfc3339(&i.at).map(|t| t.date_naive()).unwrap_or_default();
         by_day.entry(d).or_default().push(i);
     }
-    let mut grand: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+    // Totals in 128 bits: no sum of 64-bit amounts can overflow them.
+    let mut grand: BTreeMap<&str, (usize, i128)> = BTreeMap::new();
     for (day, list) in &by_day {
-        let mut totals: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+        let mut totals: BTreeMap<&str, (usize, i128)> = BTreeMap::new();
         for i in list {
             let t = totals.entry(&i.currency).or_default();
             t.0 += 1;
-            t.1 += i.amount;
+            t.1 += i128::from(i.amount);
             let g = grand.entry(&i.currency).or_default();
             g.0 += 1;
-            g.1 += i.amount;
+            g.1 += i128::from(i.amount);
         }
         let summary: Vec<String> = totals.iter().map(|(c, (n, a))| format!("{n} charges, {a} {c}")).collect();
         println!("{day}  {}", summary.join("; "));

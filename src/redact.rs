@@ -299,6 +299,15 @@ fn invisible(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
+/// How many characters of an input value an error quotes ([`quote`]).
+pub const QUOTE_MAX: usize = 200;
+
+/// An input value quoted in an error (an import field, a config value, a command-line argument): `{:?}` quoting of
+/// at most [`QUOTE_MAX`] characters, so a 50 MB field is not echoed whole.
+pub fn quote(text: &str) -> String {
+    excerpt(text, QUOTE_MAX)
+}
+
 /// An excerpt of input quoted in an error (an import field, a config value): at most `max` characters, with control
 /// characters escaped (`{:?}` quoting) and `…` when cut.
 pub fn excerpt(text: &str, max: usize) -> String {

@@ -387,3 +387,35 @@ fn an_echoing_gateway_gets_no_secret_into_json_logs_or_the_database() {
     println!("{}", run.all_text());
     check_run(&w, &echo, &run);
 }
+
+/// The channel key need not be on the command line: from `BILLD_CHANNEL_KEY` or `--channel-key-file`, it reaches the
+/// gateway, and an echo of it is cleaned from the output like any other secret billd sent.
+#[test]
+fn a_channel_key_from_the_environment_or_a_file_reaches_the_gateway_and_never_the_output() {
+    let echo = Echo::start();
+    let w = world(&echo);
+    let file = w.dir.path().join("channel_key");
+    std::fs::write(&file, format!("{CHANNEL_KEY}-file\n")).unwrap();
+    let from_env = {
+        let mut c = w.billd();
+        c.env("BILLD_GATEWAY__IMP_SECRET", SECRET).env("BILLD_CHANNEL_KEY", CHANNEL_KEY);
+        c.args(["customers", "register", "ok-env"]);
+        c
+    };
+    let from_file = {
+        let mut c = w.billd();
+        c.env("BILLD_GATEWAY__IMP_SECRET", SECRET).args(["customers", "register", "ok-file", "--channel-key-file"]);
+        c.arg(&file);
+        c
+    };
+    for (mut c, key) in [(from_env, CHANNEL_KEY.to_string()), (from_file, format!("{CHANNEL_KEY}-file"))] {
+        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(card_json().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        let sent = echo.state.bodies.lock().unwrap().last().cloned().unwrap_or_default();
+        assert!(sent.contains(&format!("\"channel_key\":\"{key}\"")), "the channel key was not sent: {sent}");
+        assert!(!text.contains(&key), "the channel key was echoed: {text}");
+    }
+}

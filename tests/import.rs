@@ -187,3 +187,52 @@ fn rate_limit_must_be_positive() {
     let out = w.billd().env("BILLD_GATEWAY__RATE_LIMIT", "2.5").arg("check").output().unwrap();
     assert!(out.status.success(), "{}", World::stderr(&out));
 }
+
+/// A 50 MB field is quoted in the error by its first 200 characters only (the whole field was echoed), and a start
+/// date past the year 9999 (`+10000-01-01`, which the date parser accepts) is refused.
+#[test]
+fn errors_quote_a_huge_field_briefly_and_refuse_years_past_9999() {
+    let w = world();
+    let big = "x".repeat(50 << 20);
+    let csv = format!(
+        "id,customer_uid,plan,start\n{big},c1,monthly,2030-01-01\nok2,c2,{big},2030-01-01\nok3,c3,monthly,{big}\n\
+         ok4,c4,monthly,+10000-01-01\nok5,c5,monthly,1969-12-31\n"
+    );
+    let path = write(&w, "huge.csv", &csv);
+    drop((big, csv));
+    let out = w.billd().arg("import").arg(&path).output().unwrap();
+    let stderr = World::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(stderr.len() < 10_000, "the error is {} bytes long: the field was echoed", stderr.len());
+    for line in ["huge.csv:2: column 1 (id)", "huge.csv:3: column 3 (plan)", "huge.csv:4: column 4 (start)"] {
+        assert!(stderr.contains(line), "{line} missing: {stderr}");
+    }
+    assert!(
+        stderr.contains("huge.csv:5: column 4 (start): \"+10000-01-01\" is outside the years 1970 to 9999"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("huge.csv:6: column 4 (start): \"1969-12-31\" is outside the years 1970 to 9999"),
+        "{stderr}"
+    );
+    assert_eq!(count(&w, "SELECT count(*) FROM subscriptions"), 0);
+}
+
+/// `tick --as-of` outside the years 1970-9999 is refused with a clear error.
+#[test]
+fn as_of_outside_the_supported_years_is_refused() {
+    let w = world();
+    for (as_of, simulate) in
+        [("0001-01-01T00:00:00Z", false), ("1969-12-31T23:59:59Z", false), ("9999-12-31T23:59:59-01:00", true)]
+    {
+        let mut tick = w.billd();
+        tick.args(["tick", "--as-of", as_of]);
+        if simulate {
+            tick.arg("--simulate");
+        }
+        let out = tick.output().unwrap();
+        let stderr = World::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{as_of}: {stderr}");
+        assert!(stderr.contains("outside the years 1970 to 9999"), "{as_of}: {stderr}");
+    }
+}

@@ -268,3 +268,48 @@ fn upcoming_reads_only_what_falls_in_the_window_and_every_waiting_retry() {
     let ten = list("10");
     assert!(ten.contains(&("s1".into(), "due".into())) && ten.contains(&("s2".into(), "retry".into())), "{ten:?}");
 }
+
+/// `upcoming --days` far ahead: a clear error, never a panic (`--days 100000000` panicked with `DateTime + TimeDelta
+/// overflowed`).
+#[test]
+fn upcoming_refuses_a_window_past_ten_years() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(3))),
+        ..Default::default()
+    });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    for days in ["100000000", "4294967295", "3661"] {
+        let (code, out) = run(&w, &["upcoming", "--days", days]);
+        assert_eq!(code, 1, "--days {days}: {out}");
+        assert!(out.contains(&format!("--days {days}")) && out.contains("at most 3660"), "{out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+    let (code, out) = run(&w, &["upcoming", "--days", "3660"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("120 charges") || out.contains("121 charges"), "ten years of a monthly plan: {out}");
+}
+
+/// Amounts near 2^63 added up to a negative total (`upcoming` printed `-22 KRW`): `limits.max_amount` is capped at
+/// 10^12, and totals are summed without overflow.
+#[test]
+fn upcoming_totals_never_overflow() {
+    let huge = "\n[limits]\nmax_amount = 9223372036854775807\n\n[[plans]]\nid = \"huge\"\nname = \"Huge\"\n\
+                amount = 9223372036854775807\ninterval = \"1 month\"\n";
+    let body = format!("{huge}{}{}", sub("s1", "c1", "huge", &days_ago(-3)), sub("s2", "c2", "huge", &days_ago(-3)));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    run(&w, &["sync"]);
+    let (code, out) = run(&w, &["upcoming", "--days", "10"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("limits.max_amount") && out.contains("1000000000000"), "{out}");
+    // At the cap, the totals are exact.
+    let capped = huge.replace("9223372036854775807", "1000000000000");
+    let mut body = capped.clone();
+    for i in 0..3 {
+        body += &sub(&format!("s{i}"), &format!("c{i}"), "huge", &days_ago(-3));
+    }
+    w.write_config(&Setup { body: &body, ..Default::default() });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let (code, out) = run(&w, &["upcoming", "--days", "10"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("next 10 days: 3 charges, 3000000000000 KRW"), "{out}");
+}
