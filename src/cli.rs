@@ -29,6 +29,13 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the scheduler daemon.
+    ///
+    /// It charges each period when it falls due (waking at least every minute), reconciling first what a stopped
+    /// process left unresolved. SIGTERM or SIGINT: in-flight charges finish and are recorded, then it exits 0.
+    /// SIGHUP: schedules.toml is reloaded and applied (an invalid file is refused and the running config stays;
+    /// gateway, database and metrics settings need a restart). With `[metrics] listen = "ADDR"` it serves
+    /// Prometheus text at /metrics and a health check at /healthz (503 when the loop has stalled or the gateway
+    /// refuses the credentials). Only one `run` or `tick` may use a database at a time.
     Run,
     /// One full pass (sync the config, reconcile, charge everything due) and exit.
     Tick {
@@ -61,8 +68,10 @@ pub enum Command {
     Subscriptions {
         #[command(subcommand)]
         action: Option<SubscriptionsCommand>,
-        #[arg(long, value_name = "STATUS")]
+        /// Only subscriptions in this state.
+        #[arg(long, value_name = "STATUS", value_parser = ["active", "past_due", "suspended", "canceled"])]
         status: Option<String>,
+        /// Print them as JSON (times RFC 3339 with the billing time zone's offset).
         #[arg(long)]
         json: bool,
     },
@@ -73,12 +82,16 @@ pub enum Command {
     },
     /// A key-in payment with a card read from stdin or a prompt (with --customer-uid the card is also saved).
     ChargeOnce {
+        /// The order's id at the gateway (1-40 characters, not starting with billd's merchant_uid_prefix and '-').
         #[arg(long)]
         merchant_uid: String,
+        /// The amount, in the currency's unit (KRW).
         #[arg(long)]
         amount: i64,
+        /// The order name the customer sees (1-40 characters).
         #[arg(long)]
         name: String,
+        /// Also save the card as this billing key.
         #[arg(long)]
         customer_uid: Option<String>,
     },
@@ -109,8 +122,10 @@ pub enum Command {
         /// Only attempts updated on or after this date (YYYY-MM-DD, billing timezone) or instant (RFC 3339).
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
+        /// Only this subscription's attempts.
         #[arg(long, value_name = "ID")]
         subscription: Option<String>,
+        /// Print them as JSON (times RFC 3339 with the billing time zone's offset; with --follow, one per line).
         #[arg(long)]
         json: bool,
         /// Keep running and print new attempts as they are recorded (with --failed: new failures).
@@ -122,21 +137,37 @@ pub enum Command {
         /// How many days ahead (default 30).
         #[arg(long, default_value_t = 30)]
         days: u32,
+        /// Look ahead from this instant instead of now (RFC 3339), to inspect a simulated timeline.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
+        /// Print them as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Stop charging a subscription until it is resumed.
-    Pause { subscription: String },
-    /// Resume a paused (suspended) subscription. Periods that fell due meanwhile are skipped unless --catch-up.
-    Resume {
+    /// Stop charging a subscription (it becomes suspended) until it is resumed.
+    Pause {
+        /// The subscription id.
         subscription: String,
+    },
+    /// Resume a suspended subscription. Periods whose due time fell inside the pause are skipped unless --catch-up;
+    /// a period that fell due before the pause and was never charged is charged.
+    Resume {
+        /// The subscription id.
+        subscription: String,
+        /// Charge the periods that fell due while it was suspended too.
         #[arg(long)]
         catch_up: bool,
     },
     /// Cancel a subscription for good (its history is kept).
-    Cancel { subscription: String },
+    Cancel {
+        /// The subscription id.
+        subscription: String,
+    },
     /// Charge a past-due subscription's open period now (same exactly-once rules as scheduled charges).
-    Retry { subscription: String },
+    Retry {
+        /// The subscription id.
+        subscription: String,
+    },
     /// Add subscriptions from a CSV file (header `id,customer_uid,plan,start`; kept in the database only).
     Import {
         /// The CSV file.
@@ -159,10 +190,13 @@ pub enum SubscriptionsCommand {
     },
     /// Add a subscription kept in the database (a config sync never cancels it).
     Add {
+        /// Its id (letters, digits, '-', '_' or '.'; at most 64; not differing from another only by case).
         #[arg(long)]
         id: String,
+        /// The billing key to charge.
         #[arg(long)]
         customer_uid: String,
+        /// A [[plans]] id of the config.
         #[arg(long)]
         plan: String,
         /// First due date (YYYY-MM-DD, billing timezone); default today.
@@ -181,7 +215,9 @@ pub enum SubscriptionsCommand {
 pub enum CustomersCommand {
     /// Issue a billing key for a card (card number, expiry, birth, pwd_2digit from stdin JSON or a prompt).
     Register {
+        /// The billing key to issue (or replace).
         customer_uid: String,
+        /// The PG to issue it with (for example kcp); default: the account's default PG.
         #[arg(long)]
         pg: Option<String>,
         /// The PG channel key. Given on the command line it is visible to every user of this machine (ps, /proc):
@@ -193,10 +229,15 @@ pub enum CustomersCommand {
         channel_key_file: Option<PathBuf>,
     },
     /// Show a billing key (the card masked).
-    Show { customer_uid: String },
+    Show {
+        /// The billing key.
+        customer_uid: String,
+    },
     /// Delete a billing key.
     Delete {
+        /// The billing key.
         customer_uid: String,
+        /// Why (kept by the gateway).
         #[arg(long)]
         reason: Option<String>,
     },
@@ -254,7 +295,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Charges { failed, since, subscription, json, follow } => {
             crate::listings::charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
         }
-        Command::Upcoming { days, json } => crate::ops::upcoming(&path, days, json),
+        Command::Upcoming { days, as_of, json } => {
+            let now = as_of.as_deref().map(parse_instant).transpose()?;
+            crate::ops::upcoming(&path, days, now, json)
+        }
         Command::Pause { subscription } => crate::ops::pause(&path, &subscription),
         Command::Resume { subscription, catch_up } => crate::ops::resume(&path, &subscription, catch_up),
         Command::Cancel { subscription } => crate::ops::cancel(&path, &subscription),

@@ -169,13 +169,14 @@ struct Upcoming {
 /// The longest window `upcoming --days` shows: ten years.
 pub const MAX_UPCOMING_DAYS: u32 = 3660;
 
-pub fn upcoming(path: &Path, days: u32, json: bool) -> Result<ExitCode> {
+/// What is charged from `now` (default the current time) to `days` days later.
+pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json: bool) -> Result<ExitCode> {
     if days > MAX_UPCOMING_DAYS {
         bail!("--days {days} is too far ahead: at most {MAX_UPCOMING_DAYS} (ten years)");
     }
     let (cfg, store) = open(path)?;
     let clock = &cfg.billing.clock;
-    let now = Utc::now();
+    let now = now.unwrap_or_else(Utc::now);
     let until = now
         .checked_add_signed(chrono::Duration::days(i64::from(days)))
         .ok_or_else(|| anyhow!("--days {days} goes past the end of the calendar"))?;

@@ -142,7 +142,7 @@ fn cancel_and_unknown_subscriptions() {
     assert!(out.contains("no subscription \"nope\""), "{out}");
     let (code, out) = run(&w, &["resume", "s1"]);
     assert_eq!(code, 1, "{out}");
-    assert_eq!(run(&w, &["subscriptions", "--status", "bogus"]).0, 1);
+    assert_eq!(run(&w, &["subscriptions", "--status", "bogus"]).0, 2, "a usage error: --status lists its values");
     assert_eq!(run(&w, &["frobnicate"]).0, 2, "usage errors exit 2");
 }
 
@@ -312,4 +312,22 @@ fn upcoming_totals_never_overflow() {
     let (code, out) = run(&w, &["upcoming", "--days", "10"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("next 10 days: 3 charges, 3000000000000 KRW"), "{out}");
+}
+
+/// `upcoming --as-of` inspects a simulated timeline (issue 15, point 8).
+#[test]
+fn upcoming_as_of_looks_ahead_from_that_instant() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-31")),
+        ..Default::default()
+    });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let out = w
+        .billd()
+        .args(["upcoming", "--as-of", "2025-01-30T00:00:00+09:00", "--days", "40", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at: Vec<&str> = v.as_array().unwrap().iter().map(|i| i["at"].as_str().unwrap()).collect();
+    assert_eq!(at, ["2025-01-31T10:00:00+09:00", "2025-02-28T10:00:00+09:00"]);
 }
