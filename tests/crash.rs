@@ -28,6 +28,83 @@ fn random_fault(customer: Option<String>, rand: &mut impl FnMut(u64) -> u64) -> 
     FaultRule { customer_uid: customer, fault, times: Some(1 + rand(3) as u32) }
 }
 
+/// Where the kills landed in the exactly-once protocol, judged from the database and the gateway after each kill:
+/// an attempt the killed process claimed and left pending whose request never reached the gateway ("intent
+/// committed, not sent"), whose request the gateway was still charging ("sent, no answer"), or which the gateway
+/// had charged (and answered, or was about to) without billd recording it ("answered, not recorded").
+#[derive(Debug, Default)]
+struct Hits {
+    not_sent: usize,
+    no_answer: usize,
+    not_recorded: usize,
+}
+
+/// What the gateway and the database held before a process started: its requests, its ledger, and the attempts
+/// already pending (the ones a process commits, as a new claim or a resend, are the others).
+struct Before(usize, usize, std::collections::BTreeSet<String>);
+
+/// The merchant_uids of pending attempts (none before the database exists).
+fn pending(w: &World) -> std::collections::BTreeSet<String> {
+    let db = w.db();
+    match db.prepare("SELECT merchant_uid FROM attempts WHERE status = 'pending'") {
+        Ok(mut st) => st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+impl Before {
+    fn take(w: &World) -> Before {
+        Before(w.sandbox.requests().len(), w.ledger().len(), pending(w))
+    }
+
+    /// Whether the process started since has committed an intent (claimed, or marked a resend).
+    fn intent_committed(&self, w: &World) -> bool {
+        pending(w).iter().any(|m| !self.2.contains(m))
+    }
+}
+
+impl Hits {
+    /// Counts which protocol states a kill left behind (each kill counts once per state it hit).
+    fn count(&mut self, w: &World, before: &Before) {
+        let requests = w.sandbox.requests();
+        let requests = &requests[before.0.min(requests.len())..];
+        let ledger = w.ledger();
+        let ledger = &ledger[before.1.min(ledger.len())..];
+        let (mut a, mut b, mut c) = (false, false, false);
+        for m in pending(w).iter().filter(|m| !before.2.contains(*m)) {
+            let sent = requests.iter().any(|r| r.merchant_uid.as_deref() == Some(m.as_str()));
+            let charged = ledger.iter().any(|e| &e.merchant_uid == m);
+            match (sent, charged) {
+                (false, _) => a = true,
+                (true, false) => b = true,
+                (true, true) => c = true,
+            }
+        }
+        self.not_sent += usize::from(a);
+        self.no_answer += usize::from(b);
+        self.not_recorded += usize::from(c);
+    }
+
+    /// Prints the classes and fails if a kill never landed in one of them.
+    fn report(&self, what: &str) {
+        println!(
+            "{what}: kills that hit 'intent committed, not sent' {}, 'sent, no answer' {}, 'answered, not recorded' {}",
+            self.not_sent, self.no_answer, self.not_recorded
+        );
+        assert!(
+            self.not_sent > 0 && self.no_answer > 0 && self.not_recorded > 0,
+            "{what}: a protocol state no kill landed in: {self:?}"
+        );
+    }
+}
+
+/// Attempts still unresolved (pending or unknown).
+fn unresolved(w: &World) -> i64 {
+    w.db()
+        .query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
 /// Subscriptions in the batch; the long mode (`BILLD_CRASH_KILLS` above 20) scales it up so passes last long
 /// enough for that many kills to land mid-pass.
 const N: usize = 150;
@@ -67,8 +144,14 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
     let mut kills = 0;
     let mut faults = 0;
     let mut mid_charge = 0;
-    for day in days {
-        let as_of = format!("{day}T10:00:00+09:00");
+    let mut hits = Hits::default();
+    for (d, day) in days.iter().enumerate() {
+        let start: chrono::DateTime<chrono::FixedOffset> =
+            chrono::DateTime::parse_from_rfc3339(&format!("{day}T10:00:00+09:00")).unwrap();
+        let mut as_of = start.to_rfc3339();
+        // This day's share of the kills still wanted.
+        let quota = (kills_wanted - kills.min(kills_wanted)).div_ceil(days.len() - d);
+        let (mut day_kills, mut passes) = (0, 0);
         // A day passes: billd's clock jumps past every quiet period, so the gateway finishes what it is charging
         // first, as it would in a day. (Passes on the same day are at the same `--as-of`: billd's clock runs no
         // faster than real time there, and the quiet period is what keeps it from resending a charge in progress.)
@@ -81,27 +164,61 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
                 w.sandbox.add_fault(random_fault(Some(format!("c{i:02}")), &mut rand));
                 faults += 1;
             }
-            // And often a charge still in progress at the gateway when the pass is killed.
+            // And often a charge still in progress at the gateway when the pass is killed: for one of the first
+            // customers a pass sends to, so that it is under way when the kill comes.
             if rand(2) == 0 {
-                let i = 1 + rand(n as u64 - 1) as usize;
-                let i = if i.is_multiple_of(10) { i - 1 } else { i };
+                let i = 1 + rand(4) as usize;
                 let fault = Fault::ChargeLaterRandom { max: IN_FLIGHT_MAX };
                 w.sandbox.add_fault(FaultRule { customer_uid: Some(format!("c{i:02}")), fault, times: Some(1) });
                 faults += 1;
             }
+            let before = Before::take(&w);
             let mut child =
                 w.billd().args(["tick", "--as-of", &as_of]).stderr(std::process::Stdio::null()).spawn().unwrap();
-            std::thread::sleep(Duration::from_millis(rand(150)));
-            if child.try_wait().unwrap().is_some() || kills >= kills_wanted {
+            // Aimed at the protocol: from the first intent this pass commits (a claim, or a resend), a kill soon
+            // after, while it sends and records.
+            let started = Instant::now();
+            let mut armed = false;
+            while day_kills < quota && started.elapsed() < Duration::from_secs(10) {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if before.intent_committed(&w) {
+                    armed = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if armed {
+                std::thread::sleep(Duration::from_millis(rand(60)));
+            }
+            if !armed || child.try_wait().unwrap().is_some() {
                 assert!(child.wait().unwrap().success());
-                break;
+                passes += 1;
+                // Done for the day once its kills are in, or nothing is left unresolved (or, as a bound, after
+                // many passes); else a minute later (past the first unresolved backoff), when resends go out.
+                if day_kills >= quota || unresolved(&w) == 0 || passes > 40 {
+                    break;
+                }
+                w.wait_for_gateway_idle();
+                as_of = (chrono::DateTime::parse_from_rfc3339(&as_of).unwrap() + chrono::Duration::seconds(61))
+                    .to_rfc3339();
+                continue;
             }
             child.kill().unwrap();
             child.wait().unwrap();
             kills += 1;
+            day_kills += 1;
             mid_charge += usize::from(w.sandbox.requests_in_progress() > 0);
+            hits.count(&w, &before);
+            // The next pass of the day comes after the quiet period (twice the 1 s timeout, rounded up), so it
+            // resends what the gateway never saw; the gateway first finishes what it is charging, as it would
+            // have by then.
+            w.wait_for_gateway_idle();
+            as_of = (chrono::DateTime::parse_from_rfc3339(&as_of).unwrap() + chrono::Duration::seconds(3)).to_rfc3339();
         }
-        w.tick(&as_of);
+        w.wait_for_gateway_idle();
+        w.tick(&(chrono::DateTime::parse_from_rfc3339(&as_of).unwrap() + chrono::Duration::seconds(3)).to_rfc3339());
     }
     // Settle what the faults left unknown (checked a minute or two later), with the gateway healthy again.
     w.sandbox.clear_faults();
@@ -109,6 +226,7 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
     w.tick("2025-03-01T10:30:00+09:00");
     println!("{kills} kills ({mid_charge} while the gateway was still charging), {faults} fault rules");
     assert!(kills >= kills_wanted.min(20), "only {kills} kills landed mid-pass");
+    hits.report("billd tick");
     // Nine in ten customers approve: 3 periods each; the declining ones were canceled after their retries.
     let paid = w.paid_by_merchant_uid();
     assert_eq!(paid.len(), (n - n / 10) * 3);
@@ -191,6 +309,7 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
     register(&w, &subs);
 
     let (mut kills, mut faults, mut batches, mut mid_charge) = (0, 0, 1, 0);
+    let mut hits = Hits::default();
     let started = Instant::now();
     while kills < kills_wanted {
         if !work_left(&w) {
@@ -217,6 +336,7 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
             w.sandbox.add_fault(FaultRule { customer_uid: None, fault, times: Some(1 + rand(2) as u32) });
             faults += 1;
         }
+        let before = Before::take(&w);
         let mut child = w.billd().arg("run").stderr(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(30 + rand(400)));
         if let Some(status) = child.try_wait().unwrap() {
@@ -226,6 +346,7 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
         child.wait().unwrap();
         kills += 1;
         mid_charge += usize::from(w.sandbox.requests_in_progress() > 0);
+        hits.count(&w, &before);
         assert!(started.elapsed() < Duration::from_secs(60 + kills_wanted as u64 * 2), "too slow");
     }
     // Recovery: a healthy gateway, then passes late enough for every unknown outcome's check to be due (the clock
@@ -239,6 +360,7 @@ fn sigkill_of_the_daemon_at_random_instants_never_double_charges_or_loses_a_peri
         "{kills} kills of `billd run` ({mid_charge} while the gateway was still charging), {faults} fault rules, \
          {batches} batches of {BATCH} subscriptions"
     );
+    hits.report("billd run");
 
     let paid = w.paid_by_merchant_uid();
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
