@@ -73,15 +73,7 @@ fn the_daemon_with_a_refused_credential_stays_up_and_says_so_on_healthz() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let get = |path: &str| -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let code = out.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, out))
-    };
+    let get = |path: &str| common::http_get(port, path);
     let start = Instant::now();
     let health = loop {
         if let Some((503, t)) = get("/healthz") {

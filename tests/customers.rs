@@ -2,25 +2,7 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards};
-use std::io::Write;
-use std::process::{Output, Stdio};
-
-fn card_json(number: &str) -> String {
-    format!(r#"{{"card_number": "{number}", "expiry": "2031-12", "birth": "900101", "pwd_2digit": "12"}}"#)
-}
-
-/// Runs billd with the card JSON on stdin.
-fn with_card(w: &World, args: &[&str], card: &str) -> Output {
-    let mut child =
-        w.billd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(card.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use common::{MONTHLY, Setup, World, card_json, cards, text, with_card};
 
 fn world() -> World {
     World::new(Setup { body: MONTHLY, ..Default::default() })

@@ -5,29 +5,13 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub};
+use common::{MONTHLY, Setup, World, card_json, cards, sub, text, with_card};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const DUE: &str = "2025-01-01T10:00:00+09:00";
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn card_json(number: &str) -> String {
-    format!(r#"{{"card_number": "{number}", "expiry": "2031-12", "birth": "900101", "pwd_2digit": "12"}}"#)
-}
-
-/// Runs billd with the card JSON on stdin.
-fn with_card(w: &World, args: &[&str], card: &str) -> Output {
-    let mut child =
-        w.billd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(card.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// Waits (at most 30 s) for `cond`.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -52,6 +36,16 @@ fn held_at(w: &World, point: &str, gate: &Path, args: &[&str]) -> Child {
     reached.push(".reached");
     wait_for("the pausepoint", || Path::new(&reached).exists());
     child
+}
+
+/// Gives `other` (started against a command held at a pausepoint) up to two seconds to finish, then opens `gate`.
+/// Before a fix the other command ran to its end meanwhile; after it, it waits for the held one's transaction.
+fn release_after_a_while(other: &mut Child, gate: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) && other.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(gate, b"").unwrap();
 }
 
 /// Paid payments at the gateway for one merchant_uid.
@@ -83,11 +77,7 @@ fn a_sync_racing_a_pass_never_writes_back_a_stale_due_date() {
     // now it waits for the sync's transaction.)
     let mut tick =
         w.billd().args(["tick", "--as-of", DUE]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) && tick.try_wait().unwrap().is_none() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::write(&gate, b"").unwrap();
+    release_after_a_while(&mut tick, &gate);
     let sync = sync.wait_with_output().unwrap();
     assert!(sync.status.success(), "{}", text(&sync));
     let tick = tick.wait_with_output().unwrap();
@@ -124,12 +114,8 @@ fn a_resume_racing_a_sync_restarts_on_the_calendar_the_sync_wrote() {
         ..Default::default()
     });
     let sync = w.billd().arg("sync").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let start = Instant::now();
     let mut sync = sync;
-    while start.elapsed() < Duration::from_secs(2) && sync.try_wait().unwrap().is_none() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::write(&gate, b"").unwrap();
+    release_after_a_while(&mut sync, &gate);
     let resumed = resume.wait_with_output().unwrap();
     assert!(resumed.status.success(), "{}", text(&resumed));
     let synced = sync.wait_with_output().unwrap();

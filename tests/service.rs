@@ -167,15 +167,7 @@ fn metrics_and_healthz() {
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
     let mut child = w.billd().arg("run").stderr(Stdio::null()).spawn().unwrap();
-    let get = |path: &str| -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let code = out.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, out))
-    };
+    let get = |path: &str| common::http_get(port, path);
     let start = Instant::now();
     let text = loop {
         if let Some((200, t)) = get("/metrics")

@@ -364,3 +364,39 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
     }
 }
+
+/// A card as the card commands read it from stdin (JSON).
+pub fn card_json(number: &str) -> String {
+    format!(r#"{{"card_number": "{number}", "expiry": "2031-12", "birth": "900101", "pwd_2digit": "12"}}"#)
+}
+
+/// Runs billd with `card` (see [`card_json`]) on stdin.
+pub fn with_card(w: &World, args: &[&str], card: &str) -> Output {
+    use std::io::Write;
+    let mut child = w
+        .billd()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(card.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A command's stdout and stderr, together.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0): the status code and the whole answer, if it answered.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, out))
+}
