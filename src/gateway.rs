@@ -548,6 +548,14 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration, red: &Red
             Err(outcome) => return outcome,
         },
     };
+    // A payment in another currency is not this charge either (settled later by lookup, as a mismatch).
+    if p.currency.as_deref().is_some_and(|c| c != req.currency) {
+        return ChargeOutcome::Unknown(format!(
+            "the answer is for merchant_uid {} in another currency than {}",
+            red.clean_to(&p.merchant_uid, 80),
+            req.currency
+        ));
+    }
     if p.merchant_uid != req.merchant_uid || (p.amount - req.amount as f64).abs() > 0.000_1 {
         return ChargeOutcome::Unknown(format!(
             "the answer is for merchant_uid {} amount {}, not {} amount {}",

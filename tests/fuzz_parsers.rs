@@ -117,6 +117,55 @@ fn answer() -> impl Strategy<Value = String> {
     )
 }
 
+/// Answers biased toward the edge of "paid": a genuine paid answer for [`req`], then up to two small changes (a
+/// field a little off, dropped, retyped or duplicated, the code or the envelope altered), so that the "taken as paid
+/// only when really paid" property is exercised on near misses, not only on noise.
+fn near_paid() -> impl Strategy<Value = String> {
+    let change = prop_oneof![
+        Just(("amount", serde_json::json!(9901))),
+        Just(("amount", serde_json::json!(9899.999))),
+        Just(("amount", serde_json::json!("9900"))),
+        Just(("amount", serde_json::json!(9900.0))),
+        Just(("merchant_uid", serde_json::json!("billd-sub-1-1"))),
+        Just(("merchant_uid", serde_json::json!("BILLD-SUB-1-0"))),
+        Just(("merchant_uid", serde_json::json!("billd-sub-1-0 "))),
+        Just(("status", serde_json::json!("Paid"))),
+        Just(("status", serde_json::json!("ready"))),
+        Just(("status", serde_json::json!("cancelled"))),
+        Just(("status", serde_json::json!(null))),
+        Just(("imp_uid", serde_json::json!("imp_1\u{1b}[2J"))),
+        Just(("imp_uid", serde_json::json!(""))),
+        Just(("imp_uid", serde_json::json!(12345))),
+        Just(("fail_reason", serde_json::json!("declined"))),
+        Just(("currency", serde_json::json!("USD"))),
+        Just(("extra", serde_json::json!({"nested": [1, 2]}))),
+        Just(("-amount", serde_json::json!(null))),
+        Just(("-status", serde_json::json!(null))),
+        Just(("-imp_uid", serde_json::json!(null))),
+    ];
+    (proptest::collection::vec(change, 0..3), prop_oneof![4 => Just(0i64), 1 => Just(1), 1 => Just(-1)], 0usize..6)
+        .prop_map(|(changes, code, damage)| {
+            let mut payment = serde_json::json!({
+                "imp_uid": "imp_100000000001", "merchant_uid": "billd-sub-1-0", "amount": 9900, "currency": "KRW",
+                "customer_uid": "cust-1", "status": "paid", "fail_reason": null
+            });
+            for (key, value) in changes {
+                match key.strip_prefix('-') {
+                    Some(k) => {
+                        payment.as_object_mut().unwrap().remove(k);
+                    }
+                    None => payment[key] = value,
+                }
+            }
+            let text = serde_json::json!({ "code": code, "message": null, "response": payment }).to_string();
+            match damage {
+                0 => text.replacen("\"response\"", "\"respons\"", 1),
+                1 => format!("{text}}}"),
+                _ => text,
+            }
+        })
+}
+
 fn really_paid(status: u16, body: &str, r: &ChargeRequest) -> bool {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { return false };
     let p = &v["response"];
@@ -125,6 +174,7 @@ fn really_paid(status: u16, body: &str, r: &ChargeRequest) -> bool {
         && p["status"] == "paid"
         && p["merchant_uid"] == r.merchant_uid.as_str()
         && p["amount"].as_f64() == Some(r.amount as f64)
+        && (p["currency"].is_null() || p["currency"] == r.currency.as_str())
         && p["imp_uid"].as_str().is_some_and(plain_id)
 }
 
@@ -176,7 +226,7 @@ proptest! {
     #[test]
     fn answer_classification_never_panics_and_never_invents_a_payment(
         status in prop_oneof![Just(200u16), Just(400), Just(401), Just(404), Just(429), Just(500), Just(502), 100u16..600],
-        body in prop_oneof![answer(), any::<String>()],
+        body in prop_oneof![2 => answer(), 1 => any::<String>(), 3 => near_paid()],
     ) {
         let r = req();
         let outcome = classify_charge_body(status, &body, &r);
