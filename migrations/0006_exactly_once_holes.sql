@@ -51,6 +51,10 @@ FROM attempts;
 DROP TABLE attempts;
 ALTER TABLE attempts_v6 RENAME TO attempts;
 
+-- An attempt left unresolved by an older billd was sent with a timeout nobody recorded: assume a generous one (the
+-- quiet period before it is resent is twice it), never this release's possibly shorter setting.
+UPDATE attempts SET timeout_ms = 300000 WHERE status IN ('pending', 'unknown');
+
 CREATE UNIQUE INDEX attempts_one_paid_per_period ON attempts (subscription_id, period) WHERE status = 'paid';
 CREATE UNIQUE INDEX attempts_one_unresolved_per_period
     ON attempts (subscription_id, period) WHERE status IN ('pending', 'unknown');

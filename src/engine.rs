@@ -105,6 +105,10 @@ impl<G: Gateway> Clone for Engine<G> {
     }
 }
 
+/// The timeout assumed for a request whose attempt recorded none (a row older than schema 6, whose process may
+/// have waited longer than this one does): generous, as the quiet period is twice it.
+const LEGACY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// How many refusals of a resend are taken as "the first request may still be in progress" before a refusal is
 /// final (see [`Engine::send_as`]): the next one is. Only refused resends count, not other unresolved tries.
 const RESEND_REFUSALS_TOLERATED: u32 = 2;
@@ -710,10 +714,13 @@ impl<G: Gateway> Engine<G> {
     /// resend): twice the time the attempt's latest request was given to answer (recorded with the attempt: a
     /// reload or a restart with a shorter `gateway.timeout` never shortens it), a margin for a request still in
     /// progress at the gateway. (The gateway documents no time limit of its own, so this is a margin, not a
-    /// guarantee.) A row from before schema 6 recorded no timeout: the longer of this client's and an hour's
-    /// margin is not known either, so this client's is used.
+    /// guarantee.) A row that recorded no timeout (written by an older billd) gets the longer of this client's and
+    /// [`LEGACY_TIMEOUT`].
     fn quiet_period(&self, a: &Attempt) -> chrono::Duration {
-        let sent_with = a.timeout_ms.map(std::time::Duration::from_millis).unwrap_or_else(|| self.gateway.timeout());
+        let sent_with = a
+            .timeout_ms
+            .map(std::time::Duration::from_millis)
+            .unwrap_or_else(|| self.gateway.timeout().max(LEGACY_TIMEOUT));
         chrono::Duration::from_std(2 * sent_with).unwrap_or(chrono::Duration::hours(1))
     }
 

@@ -46,7 +46,8 @@ pub struct Payment {
 
 impl Payment {
     /// Why this payment is not the one billd asked for (`None`: it is): its amount, currency or billing key
-    /// differs from the request's. `customer_uid`: the billing key charged, if the request named one.
+    /// differs from the request's. `customer_uid`: the billing key charged (`None`: a key-in charge without one,
+    /// so a payment made with a billing key is not it).
     pub fn differs_from(&self, amount: i64, currency: &str, customer_uid: Option<&str>) -> Option<String> {
         let mut why = Vec::new();
         if (self.amount - amount as f64).abs() > 0.000_1 {
@@ -56,10 +57,15 @@ impl Payment {
         if self.currency.as_deref() != Some(currency) {
             why.push(format!("another currency (billd asked for {currency})"));
         }
-        if let Some(c) = customer_uid
-            && self.customer_uid.as_deref() != Some(c)
-        {
-            why.push(format!("another customer_uid (billd asked for {c})"));
+        match customer_uid {
+            Some(c) if self.customer_uid.as_deref() != Some(c) => {
+                why.push(format!("another customer_uid (billd asked for {c})"))
+            }
+            // A key-in charge with no billing key: a payment made with one is not it.
+            None if self.customer_uid.as_deref().is_some_and(|c| !c.is_empty()) => {
+                why.push("a billing key (billd's was a key-in charge without one)".to_string())
+            }
+            _ => {}
         }
         (!why.is_empty()).then(|| {
             format!(

@@ -151,7 +151,11 @@ pub fn restart_after_pause(
         // Nothing owed before it: billing jumps past the pause (and any earlier one).
         (_, false) => Restart { next_period: end, skip: None, skipped, owed },
         (false, true) => Restart { next_period, skip: None, skipped: 0, owed },
-        (true, true) => Restart { next_period, skip: Some((window, now.timestamp())), skipped, owed },
+        // The window ends at `now` rounded up, so a period due in that second is skipped, as counted.
+        (true, true) => {
+            let end = now.timestamp() + i64::from(now.timestamp_subsec_nanos() > 0);
+            Restart { next_period, skip: Some((window, end)), skipped, owed }
+        }
     }
 }
 

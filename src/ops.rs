@@ -26,7 +26,9 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
         Status::Suspended => println!("{id}: already suspended; nothing changed"),
         _ => {
-            store.set_status(id, Status::Suspended, Utc::now().timestamp(), "paused by operator")?;
+            // Rounded up: the pause is never recorded before it happened (a period due in that very second is
+            // owed, not skipped, at resume).
+            store.set_status(id, Status::Suspended, crate::store::ts_ceil(Utc::now()), "paused by operator")?;
             println!("{id}: suspended; nothing is charged until `billd resume {id}`");
         }
     }
@@ -97,6 +99,13 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
     let sub = existing(&store, id)?;
     if !sub.status.bills() {
         bail!("subscription {id:?} is {}; resume it first", sub.status);
+    }
+    if let Some((period, merchant_uid, why)) = store.held_period(id)? {
+        bail!(
+            "{id}: period {period} is held: {why}. i'mport never pays a merchant_uid twice, not even after a refund, \
+             so billd cannot charge {merchant_uid} again; settle it with whoever made that payment (see `billd \
+             subscriptions show {id}`)"
+        );
     }
     let now = Utc::now();
     if !store.retry_now(id, now.timestamp())? {

@@ -574,3 +574,76 @@ fn a_period_whose_merchant_uid_a_one_time_charge_holds_is_never_opened() {
     assert_eq!(paid_attempts, 0, "the key-in payment was booked as the period's");
     assert_eq!(w.status_of("sub-1"), "suspended");
 }
+
+// ---- Found by the second independent review -----------------------------------------------------------------------
+
+/// Review 2, finding 2: a key-in charge (no `--customer-uid`) whose answer was lost; another system then charges a
+/// billing key under the same merchant_uid for the same amount. The lookup took that payment as the key-in card's.
+/// Now a payment on a billing key is not a key-in charge's: a mismatch, never paid.
+#[test]
+fn a_key_in_charge_is_never_settled_by_a_payment_on_a_billing_key() {
+    let w = World::new(Setup { body: MONTHLY, timeout: "1s", ..Default::default() });
+    w.sandbox.register_customer("c9", cards::APPROVE).unwrap();
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: None,
+        fault: billd_sandbox::Fault::Http500,
+        times: Some(1),
+    });
+    let first = with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "order-1", "--amount", "5000", "--name", "Setup fee"],
+        &card_json(cards::APPROVE),
+    );
+    assert!(text(&first).contains("outcome unknown"), "{}", text(&first));
+    outside_again(&w, "c9", "order-1", 5000);
+    std::thread::sleep(Duration::from_millis(3000)); // its quiet period (twice the 1 s timeout, rounded up)
+    let out = w.tick(&(chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339());
+    let (status, failure): (String, Option<String>) = w
+        .db()
+        .query_row("SELECT status, failure FROM one_time_charges WHERE merchant_uid = 'order-1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("mismatch")), "{}", text(&out));
+}
+
+/// Review 2, finding 1: a held mismatch period was re-armed by pause and resume; its resend was refused (the
+/// merchant_uid was paid by someone else) and the refusal ran `on_exhausted` (cancel): the period lost, a good
+/// customer canceled. A held period stays held until an operator settles it; resume does not re-arm it.
+#[test]
+fn a_held_mismatch_period_is_not_re_armed_by_pause_and_resume() {
+    let body = format!("{MONTHLY}{}", sub("s2", "c2", "monthly", "2025-01-01"));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    w.expect_repeat_requests("the period's charge goes to a merchant_uid another system has paid");
+    outside_again(&w, "c2", "billd-s2-0", 100);
+    w.tick(DUE);
+    assert!(w.billd().args(["pause", "s2"]).output().unwrap().status.success());
+    assert!(w.billd().args(["resume", "s2", "--catch-up"]).output().unwrap().status.success());
+    let before = w.sandbox.requests().len();
+    w.tick(&chrono::Utc::now().to_rfc3339());
+    assert_eq!(w.sandbox.requests().len(), before, "the held period was sent again");
+    assert_eq!(w.status_of("s2"), "active", "the customer was canceled");
+    let retry = w.billd().args(["retry", "s2"]).output().unwrap();
+    assert!(!retry.status.success() && text(&retry).contains("held"), "{}", text(&retry));
+}
+
+/// Review 2, finding 4: a period due at 06:12:00 and a pause at 06:12:00.3 (no pass in between): the pause was
+/// stored rounded down to 06:12:00, so the period did not count as due before the pause and was skipped. Now the
+/// instant of a pause is stored rounded up: never before the real pause.
+#[test]
+fn a_pause_is_never_recorded_before_it_happened() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    assert!(w.billd().arg("sync").output().unwrap().status.success());
+    let before = chrono::Utc::now();
+    assert!(w.billd().args(["pause", "s1"]).output().unwrap().status.success());
+    let paused: i64 =
+        w.db().query_row("SELECT suspended_at FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap();
+    assert!(
+        paused as f64 >= before.timestamp() as f64 + f64::from(before.timestamp_subsec_millis()) / 1000.0,
+        "the pause was recorded at {paused}, before the command ran ({before})"
+    );
+}
