@@ -373,10 +373,10 @@ fn check(path: &Path, online: bool) -> Result<ExitCode> {
             }
             if problems.is_empty() {
                 println!(
-                    "{}: OK ({} plans, {} subscriptions; database {})",
+                    "{}: OK ({}, {}; database {})",
                     cfg.file.display(),
-                    cfg.plans.len(),
-                    cfg.subscriptions.len(),
+                    crate::present::count(cfg.plans.len(), "plan"),
+                    crate::present::count(cfg.subscriptions.len(), "subscription"),
                     cfg.billing.database.display()
                 );
                 Ok(ExitCode::SUCCESS)

@@ -17,3 +17,8 @@ pub fn rfc3339(t: i64, tz: Tz) -> String {
 pub fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max - 1).collect::<String>()) }
 }
+
+/// `n` things, in the singular for one (`1 plan`, `2 plans`).
+pub fn count(n: usize, thing: &str) -> String {
+    if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }
+}

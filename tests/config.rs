@@ -55,7 +55,7 @@ fn the_good_config_and_the_repo_example_pass() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, stdout, stderr) = check(dir.path(), GOOD);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("OK (1 plans, 1 subscriptions"), "{stdout}");
+    assert!(stdout.contains("OK (1 plan, 1 subscription;"), "{stdout}");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules.toml");
     let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
         .args(["--config", example.to_str().unwrap(), "check"])

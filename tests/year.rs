@@ -124,6 +124,11 @@ fn a_year_with_sigkill_mid_pass_still_charges_exactly_what_is_due() {
     // period (twice the 1 s gateway timeout): for a kill on the last day, that is this one.
     w.wait_for_gateway_idle();
     w.tick("2025-12-31T10:00:10+09:00");
+    // And an answer a pass of the last day lost (its charge in progress past the 1 s timeout) is looked up after
+    // the unresolved backoff (a minute, then two, ...): half an hour later, as the other days' outcomes are by the
+    // next day's pass.
+    w.wait_for_gateway_idle();
+    w.tick("2025-12-31T10:30:00+09:00");
     println!(
         "{kills} passes killed ({mid_charge} while the gateway was still charging), {recovered} later passes \
          reconciled attempts a killed one left"

@@ -252,7 +252,38 @@ impl World {
         let mut st = db.prepare("SELECT merchant_uid, imp_uid FROM attempts WHERE status = 'paid'").unwrap();
         let rows: Vec<(String, String)> =
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
-        assert_eq!(rows.len(), paid.len(), "paid attempts in the db vs paid payments at the gateway");
+        if rows.len() != paid.len() {
+            // Name the payments billd did not record as paid, with the rows it has for them.
+            let recorded: std::collections::BTreeSet<&str> = rows.iter().map(|(m, _)| m.as_str()).collect();
+            let mut detail = String::new();
+            for m in paid.keys().filter(|m| !recorded.contains(m.as_str())) {
+                let mut st = db
+                    .prepare(
+                        "SELECT attempt, status, failure, fail_reason, check_at FROM attempts WHERE merchant_uid = ?1",
+                    )
+                    .unwrap();
+                let attempts: Vec<String> = st
+                    .query_map([m], |r| {
+                        Ok(format!(
+                            "attempt {} {} {:?} {:?} check_at {:?}",
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<i64>>(4)?
+                        ))
+                    })
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                detail += &format!("  {m}: {attempts:?}\n");
+            }
+            panic!(
+                "paid attempts in the db ({}) vs paid payments at the gateway ({}); not recorded as paid:\n{detail}",
+                rows.len(),
+                paid.len()
+            );
+        }
         for (m, imp) in rows {
             let e = paid.get(&m).unwrap_or_else(|| panic!("db says {m} paid, the gateway does not"));
             assert_eq!(e.imp_uid, imp, "imp_uid of {m}");
