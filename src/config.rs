@@ -158,7 +158,6 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Raw {
     billing: RawBilling,
     gateway: RawGateway,
@@ -175,7 +174,6 @@ struct Raw {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawBilling {
     timezone: String,
     #[serde(default = "default_charge_time")]
@@ -197,7 +195,6 @@ fn default_prefix() -> String {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawGateway {
     base_url: String,
     imp_key: String,
@@ -226,7 +223,6 @@ fn default_concurrency() -> i64 {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDunning {
     #[serde(default = "default_retry_after")]
     retry_after: Vec<String>,
@@ -248,20 +244,17 @@ fn default_on_exhausted() -> String {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawLimits {
     max_amount: Option<i64>,
     max_charges_per_pass: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawPlan {
     id: String,
     name: String,
@@ -276,7 +269,6 @@ fn default_currency() -> String {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSubscription {
     id: String,
     customer_uid: String,
@@ -309,27 +301,50 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let secret = secret.into_string().map_err(|_| fail(format!("{SECRET_VAR} is not valid UTF-8")))?;
         figment = figment.merge(("gateway.imp_secret", secret));
     }
-    let raw: Raw = figment.extract().map_err(|e| ConfigError {
-        file: abs.clone(),
-        problems: e.into_iter().map(|e| describe_figment_error(&e)).collect(),
-    })?;
     let secret_inline =
         figment.find_metadata("gateway.imp_secret").is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
-    validate(raw, abs, secret_inline)
+    extract_and_validate(&figment, abs, secret_inline)
 }
 
 /// Parses and validates config text as if it were the file `file` (no environment overrides; relative paths
 /// resolve against `file`'s folder). For fuzzing and tools; `billd` itself uses [`load`].
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    let raw: Raw = Figment::from(Toml::string(text)).extract().map_err(|e| ConfigError {
-        file: file.to_path_buf(),
-        problems: e.into_iter().map(|e| describe_figment_error(&e)).collect(),
-    })?;
-    validate(raw, file.to_path_buf(), true)
+    extract_and_validate(&Figment::from(Toml::string(text)), file.to_path_buf(), true)
+}
+
+/// Reads the merged config as a tree first, so that every unknown key and every value of the wrong kind is listed
+/// (with its full path and, for a typo, the key it resembles) and left out, instead of the first one hiding the
+/// rest; then the rules of [`validate`] add theirs. Every problem of the file comes back in one error.
+fn extract_and_validate(figment: &Figment, file: PathBuf, secret_inline: bool) -> Result<Config, ConfigError> {
+    let fail = |problems: Vec<String>| ConfigError { file: file.clone(), problems };
+    let mut tree: figment::value::Value =
+        figment.extract().map_err(|e| fail(e.into_iter().map(|e| describe_figment_error(&e)).collect()))?;
+    let mut shape = Vec::new();
+    let mut left_out = Vec::new();
+    crate::config_shape::check(&mut tree, &mut shape, &mut left_out);
+    let raw: Raw = match tree.deserialize() {
+        Ok(raw) => raw,
+        Err(e) => {
+            shape.extend(e.into_iter().map(|e| describe_figment_error(&e)));
+            return Err(fail(shape));
+        }
+    };
+    match validate(raw, file.clone(), secret_inline) {
+        Ok(cfg) if shape.is_empty() => Ok(cfg),
+        Ok(_) => Err(fail(shape)),
+        Err(e) => {
+            // What the rules say of a stand-in for a value of the wrong kind was said already.
+            let said = |p: &String| {
+                left_out.iter().any(|k| p.starts_with(&format!("{k}:")) || p.starts_with(&format!("{k} ")))
+            };
+            shape.extend(e.problems.into_iter().filter(|p| !said(p)));
+            Err(fail(shape))
+        }
+    }
 }
 
 fn describe_figment_error(e: &figment::Error) -> String {
-    let key = e.path.join(".");
+    let key = crate::config_shape::path_of(&e.path);
     let from = e
         .metadata
         .as_ref()
@@ -346,6 +361,7 @@ fn describe_figment_error(e: &figment::Error) -> String {
         .filter(|l| !l.trim_start().trim_start_matches(|c: char| c.is_ascii_digit()).trim_start().starts_with('|'))
         .collect::<Vec<_>>()
         .join(": ");
+    let kind = crate::config_shape::plain_types(&kind);
     if key.is_empty() { format!("{kind}{from}") } else { format!("{key}: {kind}{from}") }
 }
 

@@ -4,6 +4,7 @@ pub mod calendar;
 pub mod card;
 pub mod cli;
 pub mod config;
+pub mod config_shape;
 pub mod customers;
 pub mod daemon;
 pub mod dunning;

@@ -213,3 +213,41 @@ fn an_all_digit_secret_from_the_environment_is_taken_verbatim() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(w.paid_for("c1").len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 15, point 7: `billd check` lists every problem in one run, an unknown key and values of the wrong kind
+/// included (an unknown key used to hide all the rest); key paths are written one way, with the entry's id; no Rust
+/// type names; an unknown key suggests the nearest known one.
+#[test]
+fn check_lists_every_problem_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedules.toml");
+    std::fs::write(
+        &path,
+        "[billing]\ntimezone = \"Asia/Seoul\"\nchrage_time = \"10:00\"\n\n[gateway]\nbase_url = \"http://127.0.0.1:9\"\n\
+         imp_key = \"k\"\nconcurrency = \"four\"\n\n[[plans]]\nid = \"basic\"\nname = \"Basic\"\namount = -5\n\
+         interval = \"1 month\"\n\n[[plans]]\nid = \"coffee-weekly\"\nname = \"Coffee\"\namount = \"lots\"\n\
+         interval = \"1 fortnight\"\n",
+    )
+    .unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .env("BILLD_GATEWAY__IMP_SECRET", "s")
+        .env_remove("BILLD_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "5 problems",
+        "billing.chrage_time: unknown key (did you mean `charge_time`?)",
+        "gateway.concurrency: must be a whole number, not the text \"four\"",
+        "plans[1] (id \"coffee-weekly\").amount: must be a whole number",
+        "plans[0] (id \"basic\").amount: -5 must be a positive whole number",
+        "plans[1] (id \"coffee-weekly\").interval",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    for rust in ["i64", "plans.0", "plans.1", "found `"] {
+        assert!(!stderr.contains(rust), "{rust:?} in:\n{stderr}");
+    }
+}
