@@ -17,10 +17,10 @@ use tracing::warn;
 #[command(name = "billd", version, about = "Recurring billing for i'mport (PortOne V1) billing keys")]
 pub struct Args {
     /// The config file (default ./schedules.toml).
-    #[arg(long, global = true, env = "BILLD_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, env = "BILLD_CONFIG", value_name = "PATH", help_heading = "Global options")]
     pub config: Option<PathBuf>,
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Console)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Console, help_heading = "Global options")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,

@@ -52,3 +52,28 @@ fn run_charges_what_is_due_and_exits_0_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     w.assert_consistent();
 }
+
+/// Issue 15, point 10: with the default log level, `billd run` starts without the scheduler crate's own INFO lines
+/// (`Uninited`, `Job creator created`): its first lines are billd's.
+#[test]
+fn run_starts_without_third_party_info_lines() {
+    let w = World::new(Setup { body: MONTHLY, ..Default::default() });
+    let mut child = w.billd().arg("run").env_remove("BILLD_LOG").stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    wait_for("the daemon's start", Duration::from_secs(30), || {
+        w.db().query_row("SELECT count(*) FROM subscriptions", [], |r| r.get::<_, i64>(0)).is_ok()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    let text = reader.join().unwrap();
+    assert!(text.contains("daemon.started"), "{text}");
+    for chatter in ["Uninited", "Job creator created"] {
+        assert!(!text.contains(chatter), "{chatter:?} in:\n{text}");
+    }
+}
