@@ -131,7 +131,7 @@ pub fn charges(
         }
         if first && !json {
             println!(
-                "{:<22} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
+                "{:<23} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
                 "MADE", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "STATUS"
             );
         }
@@ -149,7 +149,7 @@ pub fn charges(
                 _ => String::new(),
             };
             println!(
-                "{:<22} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
+                "{:<23} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
                 human(r.created_at, tz),
                 r.subscription_id,
                 r.period,

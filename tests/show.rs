@@ -96,7 +96,7 @@ fn listings_say_what_happens_next_in_one_time_format() {
     assert!(charges.contains("2025-01-01 10:00 +09:00"), "{charges}");
     w.tick("2025-01-02T10:00:00+09:00");
     let charges = String::from_utf8_lossy(&w.billd().arg("charges").output().unwrap().stdout).to_string();
-    let made: Vec<&str> = charges.lines().skip(1).map(|l| &l[..22]).collect();
+    let made: Vec<&str> = charges.lines().skip(1).map(|l| &l[..23]).collect();
     let mut sorted = made.clone();
     sorted.sort();
     assert_eq!(made, sorted, "not in the order the attempts were made:\n{charges}");
