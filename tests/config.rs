@@ -220,23 +220,14 @@ fn an_all_digit_secret_from_the_environment_is_taken_verbatim() {
 #[test]
 fn check_lists_every_problem_in_one_run() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("schedules.toml");
-    std::fs::write(
-        &path,
+    let (ok, _, stderr) = check(
+        dir.path(),
         "[billing]\ntimezone = \"Asia/Seoul\"\nchrage_time = \"10:00\"\n\n[gateway]\nbase_url = \"http://127.0.0.1:9\"\n\
          imp_key = \"k\"\nconcurrency = \"four\"\n\n[[plans]]\nid = \"basic\"\nname = \"Basic\"\namount = -5\n\
          interval = \"1 month\"\n\n[[plans]]\nid = \"coffee-weekly\"\nname = \"Coffee\"\namount = \"lots\"\n\
          interval = \"1 fortnight\"\n",
-    )
-    .unwrap();
-    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
-        .args(["--config", path.to_str().unwrap(), "check"])
-        .env("BILLD_GATEWAY__IMP_SECRET", "s")
-        .env_remove("BILLD_CONFIG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    );
+    assert!(!ok, "{stderr}");
     for want in [
         "5 problems",
         "billing.chrage_time: unknown key (did you mean `charge_time`?)",

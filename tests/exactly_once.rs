@@ -38,6 +38,16 @@ fn held_at(w: &World, point: &str, gate: &Path, args: &[&str]) -> Child {
     child
 }
 
+/// A world with one monthly subscription `id` from 2025-01-01, billing key `customer` (a card that approves).
+fn one_monthly(id: &str, customer: &str) -> World {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub(id, customer, "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer(customer, cards::APPROVE).unwrap();
+    w
+}
+
 /// Gives `other` (started against a command held at a pausepoint) up to two seconds to finish, then opens `gate`.
 /// Before a fix the other command ran to its end meanwhile; after it, it waits for the held one's transaction.
 fn release_after_a_while(other: &mut Child, gate: &Path) {
@@ -250,9 +260,7 @@ fn outside_again(w: &World, customer_uid: &str, merchant_uid: &str, amount: i64)
 /// billd's namespace (or owned by a period) is refused.
 #[test]
 fn charge_once_refuses_a_merchant_uid_of_billd_s_own() {
-    let body = format!("{MONTHLY}{}", sub("s2", "c2", "monthly", "2025-01-01"));
-    let w = World::new(Setup { body: &body, ..Default::default() });
-    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    let w = one_monthly("s2", "c2");
     w.tick(DUE);
     let refused = with_card(
         &w,
@@ -268,9 +276,7 @@ fn charge_once_refuses_a_merchant_uid_of_billd_s_own() {
 /// `charge.mismatch`, held for an operator, never paid.
 #[test]
 fn a_payment_under_a_subscription_merchant_uid_for_another_amount_is_never_taken_as_paid() {
-    let body = format!("{MONTHLY}{}", sub("s2", "c2", "monthly", "2025-01-01"));
-    let w = World::new(Setup { body: &body, ..Default::default() });
-    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    let w = one_monthly("s2", "c2");
     w.tick(DUE);
     // Someone else (another system of the merchant's) pays 100 KRW under February's merchant_uid.
     outside_again(&w, "c2", "billd-s2-1", 100);
@@ -612,9 +618,7 @@ fn a_key_in_charge_is_never_settled_by_a_payment_on_a_billing_key() {
 /// customer canceled. A held period stays held until an operator settles it; resume does not re-arm it.
 #[test]
 fn a_held_mismatch_period_is_not_re_armed_by_pause_and_resume() {
-    let body = format!("{MONTHLY}{}", sub("s2", "c2", "monthly", "2025-01-01"));
-    let w = World::new(Setup { body: &body, ..Default::default() });
-    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    let w = one_monthly("s2", "c2");
     w.expect_repeat_requests("the period's charge goes to a merchant_uid another system has paid");
     outside_again(&w, "c2", "billd-s2-0", 100);
     w.tick(DUE);
