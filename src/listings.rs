@@ -61,14 +61,14 @@ pub fn subscriptions(path: &Path, status: Option<&str>, json: bool) -> Result<Ex
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>7} {:>4}  WHY",
-        "ID", "CUSTOMER", "PLAN", "AMOUNT", "STATUS", "NEXT CHARGE", "RETRIES", "PAID"
+        "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  WHY",
+        "ID", "CUSTOMER", "PLAN", "AMOUNT", "STATUS", "NEXT CHARGE", "RETRIES LEFT", "PAID"
     );
     for r in &rows {
         let (at, kind) = next_charge(r);
         let next = at.map(|t| format!("{} {kind}", human(t, tz))).unwrap_or_else(|| "-".into());
         println!(
-            "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>7} {:>4}  {}",
+            "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  {}",
             r.id,
             r.customer_uid,
             r.plan,

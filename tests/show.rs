@@ -71,7 +71,9 @@ fn listings_say_what_happens_next_in_one_time_format() {
     let text = String::from_utf8_lossy(&w.billd().arg("subscriptions").output().unwrap().stdout).to_string();
     let line =
         |id: &str| text.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} in {text}")).to_string();
-    assert!(text.lines().next().unwrap().contains("NEXT CHARGE") && text.contains("RETRIES") && text.contains("WHY"));
+    assert!(
+        text.lines().next().unwrap().contains("NEXT CHARGE") && text.contains("RETRIES LEFT") && text.contains("WHY")
+    );
     // A soft decline: past due, its retry a day later, 2 retries left of 3.
     let late = line("late");
     assert!(late.contains("past_due") && late.contains("2025-01-02 10:00 +09:00 retry"), "{late}");
