@@ -14,7 +14,7 @@
 //! writes billd makes for each charge, on a copy of its database; one thread, no HTTP) and prints the ceiling that
 //! leaves next to billd's own CPU a charge.
 
-use billd::dunning::Decision;
+use billd::billing::dunning::Decision;
 use billd::store::{AttemptResult, NewPeriod, Recorded, Store};
 use billd_sandbox::{Latency, Sandbox, SandboxConfig, cards};
 use chrono::{Duration as Days, Utc};
@@ -342,7 +342,7 @@ fn store_alone(db: &std::path::Path, n: usize, now: i64) -> Res<(f64, f64)> {
                 subscription_id: d.sub.id.clone(),
                 period: d.sub.next_period,
                 due_at: d.next_due_at,
-                merchant_uid: billd::model::merchant_uid("bench", &d.sub.id, d.sub.next_period),
+                merchant_uid: billd::billing::model::merchant_uid("bench", &d.sub.id, d.sub.next_period),
                 customer_uid: d.sub.customer_uid.clone(),
                 amount: d.sub.amount,
                 currency: d.sub.currency.clone(),

@@ -1,17 +1,12 @@
-//! Commands: argument definitions and what each command does.
+//! The command line: argument definitions, and the dispatch of each command to `commands` (or `service` for `run`).
 
-use crate::config::{self, Config};
-use crate::engine::Engine;
-use crate::gateway::Iamport;
-use crate::logging::LogFormat;
-use crate::store::Store;
+use crate::config;
+use crate::service::logging::LogFormat;
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::warn;
 
 #[derive(Parser, Debug)]
 #[command(name = "billd", version, about = "Recurring billing for i'mport (PortOne V1) billing keys")]
@@ -247,26 +242,26 @@ pub enum CustomersCommand {
 pub fn main(args: Args) -> Result<ExitCode> {
     let path = config::resolve_path(args.config.as_deref());
     match args.command {
-        Command::Check { online } => check(&path, online),
+        Command::Check { online } => crate::commands::check::check(&path, online),
         Command::Tick { as_of, simulate } => {
             let now = match as_of {
                 Some(s) => parse_instant(&s)?,
                 None => Utc::now(),
             };
-            tick(&path, now, simulate)
+            crate::commands::tick::tick(&path, now, simulate)
         }
-        Command::Run => crate::daemon::run(&path),
-        Command::Sync { dry_run, force } => sync(&path, dry_run, force),
+        Command::Run => crate::service::daemon::run(&path),
+        Command::Sync { dry_run, force } => crate::commands::tick::sync(&path, dry_run, force),
         Command::Subscriptions { action: None, status, json } => {
-            crate::listings::subscriptions(&path, status.as_deref(), json)
+            crate::commands::listings::subscriptions(&path, status.as_deref(), json)
         }
         Command::Subscriptions { action: Some(SubscriptionsCommand::Show { id, json }), .. } => {
-            crate::show::show(&path, &id, json)
+            crate::commands::show::show(&path, &id, json)
         }
         Command::Subscriptions {
             action: Some(SubscriptionsCommand::Add { id, customer_uid, plan, start, register_card, charge_now }),
             ..
-        } => crate::customers::add_subscription(
+        } => crate::commands::customers::add_subscription(
             &path,
             &id,
             &customer_uid,
@@ -278,32 +273,32 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Customers { action } => match action {
             CustomersCommand::Register { customer_uid, pg, channel_key, channel_key_file } => {
                 let channel_key = secret_arg(channel_key, channel_key_file.as_deref(), "--channel-key-file")?;
-                crate::customers::register(&path, &customer_uid, pg.as_deref(), channel_key.as_deref())
+                crate::commands::customers::register(&path, &customer_uid, pg.as_deref(), channel_key.as_deref())
             }
-            CustomersCommand::Show { customer_uid } => crate::customers::show(&path, &customer_uid),
+            CustomersCommand::Show { customer_uid } => crate::commands::customers::show(&path, &customer_uid),
             CustomersCommand::Delete { customer_uid, reason } => {
-                crate::customers::delete(&path, &customer_uid, reason.as_deref())
+                crate::commands::customers::delete(&path, &customer_uid, reason.as_deref())
             }
         },
         Command::ChargeOnce { merchant_uid, amount, name, customer_uid } => {
-            crate::customers::charge_once(&path, &merchant_uid, amount, &name, customer_uid.as_deref())
+            crate::commands::customers::charge_once(&path, &merchant_uid, amount, &name, customer_uid.as_deref())
         }
         Command::Sandbox { listen, imp_key, imp_secret, imp_secret_file, sandbox_config } => {
             let imp_secret = secret_arg(imp_secret, imp_secret_file.as_deref(), "--imp-secret-file")?;
-            sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
+            crate::commands::sandbox::sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
         }
         Command::Charges { failed, since, subscription, json, follow } => {
-            crate::listings::charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
+            crate::commands::listings::charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
         }
         Command::Upcoming { days, as_of, json } => {
             let now = as_of.as_deref().map(parse_instant).transpose()?;
-            crate::ops::upcoming(&path, days, now, json)
+            crate::commands::ops::upcoming(&path, days, now, json)
         }
-        Command::Pause { subscription } => crate::ops::pause(&path, &subscription),
-        Command::Resume { subscription, catch_up } => crate::ops::resume(&path, &subscription, catch_up),
-        Command::Cancel { subscription } => crate::ops::cancel(&path, &subscription),
-        Command::Retry { subscription } => crate::ops::retry(&path, &subscription),
-        Command::Import { file, catch_up } => crate::import::run(&path, &file, catch_up),
+        Command::Pause { subscription } => crate::commands::ops::pause(&path, &subscription),
+        Command::Resume { subscription, catch_up } => crate::commands::ops::resume(&path, &subscription, catch_up),
+        Command::Cancel { subscription } => crate::commands::ops::cancel(&path, &subscription),
+        Command::Retry { subscription } => crate::commands::ops::retry(&path, &subscription),
+        Command::Import { file, catch_up } => crate::commands::import::run(&path, &file, catch_up),
     }
 }
 
@@ -321,7 +316,7 @@ fn secret_arg(value: Option<String>, file: Option<&Path>, flag: &str) -> Result<
 
 /// Parses `--as-of`: RFC 3339 with an offset, in the years 1970 to 9999.
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>> {
-    let q = crate::redact::quote(s);
+    let q = crate::text::quote(s);
     let t = DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| anyhow!("--as-of {q} is not an RFC 3339 instant (like 2025-03-01T10:00:00+09:00)"))?;
@@ -329,222 +324,4 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>> {
         bail!("--as-of {q} is outside the years 1970 to 9999");
     }
     Ok(t)
-}
-
-/// Loads the config, logging its warnings.
-pub fn load_config(path: &Path) -> Result<Config> {
-    let cfg = config::load(path)?;
-    for w in &cfg.warnings {
-        warn!(event = "config.warning", "{w}");
-    }
-    Ok(cfg)
-}
-
-fn check(path: &Path, online: bool) -> Result<ExitCode> {
-    match config::load(path) {
-        Ok(cfg) => {
-            let mut problems = Vec::new();
-            match cfg.gateway.secret.resolve() {
-                Err(e) => problems.push(e),
-                Ok(secret) if online => {
-                    use crate::gateway::{Auth, Gateway};
-                    let g = &cfg.gateway;
-                    let client = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, 1);
-                    match runtime()?.block_on(client.authenticate()) {
-                        Auth::Accepted => {
-                            println!(
-                                "gateway {}: accepts gateway.imp_key {:?} and its imp_secret",
-                                g.base_url, g.imp_key
-                            )
-                        }
-                        Auth::Refused(e) => problems.push(format!(
-                            "gateway.imp_key: the gateway {} refuses {:?} and its imp_secret ({e})",
-                            g.base_url, g.imp_key
-                        )),
-                        Auth::Unavailable(e) => {
-                            problems.push(format!("gateway.base_url: cannot get a token from {}: {e}", g.base_url))
-                        }
-                    }
-                }
-                Ok(_) => {}
-            }
-            for w in &cfg.warnings {
-                eprintln!("warning: {w}");
-            }
-            if problems.is_empty() {
-                println!(
-                    "{}: OK ({}, {}; database {})",
-                    cfg.file.display(),
-                    crate::present::count(cfg.plans.len(), "plan"),
-                    crate::present::count(cfg.subscriptions.len(), "subscription"),
-                    cfg.billing.database.display()
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for p in problems {
-                    eprintln!("{}: {p}", cfg.file.display());
-                }
-                Ok(ExitCode::FAILURE)
-            }
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-/// Takes the database's exclusive lock: one `run` or `tick` at a time per database.
-pub fn lock_database(db: &Path) -> Result<std::fs::File> {
-    let mut lock_path = db.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    crate::private::create(&lock_path)
-        .with_context(|| format!("cannot create the lock file {}", lock_path.display()))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "database {} is in use by another `billd run` or `billd tick` (lock {}); \
-             only one scheduler may run per database",
-            db.display(),
-            lock_path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).context(format!("cannot lock {}", lock_path.display())),
-    }
-}
-
-/// Builds the engine for a config: lock, database, gateway client.
-pub fn engine(cfg: Config) -> Result<(Engine<Iamport>, std::fs::File)> {
-    let lock = lock_database(&cfg.billing.database)?;
-    let store = Store::open(&cfg.billing.database)?;
-    let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
-    let g = &cfg.gateway;
-    let gateway = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit);
-    Ok((Engine::new(store, gateway, cfg), lock))
-}
-
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
-}
-
-fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode> {
-    let cfg = load_config(path)?;
-    crate::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
-    let (engine, _lock) = engine(cfg)?;
-    let started = std::time::Instant::now();
-    let report = runtime()?.block_on(engine.pass(now))?;
-    report.log_done(now, started.elapsed());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
-    let cfg = load_config(path)?;
-    let mut store = Store::open(&cfg.billing.database)?;
-    let today = cfg.billing.clock.local_date(Utc::now());
-    let show = |plan: &crate::sync::SyncPlan| {
-        for w in &plan.warnings {
-            println!("warning: {w}");
-        }
-        for n in &plan.notes {
-            println!("note: {n}");
-        }
-        for c in &plan.changes {
-            match c {
-                crate::sync::Change::Insert(s) => {
-                    println!(
-                        "add     {} ({} {} {}, plan {}, start {})",
-                        s.id, s.amount, s.currency, s.interval, s.plan_id, s.start_date
-                    )
-                }
-                crate::sync::Change::Update { after, what, .. } => {
-                    println!("update  {}: {}", after.id, what.join("; "))
-                }
-                crate::sync::Change::Cancel { id, reason } => println!("cancel  {id}: {reason}"),
-            }
-        }
-        if plan.is_empty() {
-            println!("in sync: nothing to change");
-        }
-    };
-    if dry_run {
-        let plan = crate::sync::plan(&cfg, &store.config_subscriptions()?, today);
-        show(&plan);
-        if !plan.is_empty() {
-            println!("dry run: nothing changed");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    // Planned and applied in one write transaction, from the rows as they are in it (a pass running meanwhile is
-    // never overwritten with a stale read).
-    let mut refused = false;
-    let plan = store.sync_with(&cfg.billing.clock, Utc::now().timestamp(), |subs, active| {
-        let plan = crate::sync::plan(&cfg, subs, today);
-        show(&plan);
-        if !plan.is_empty() && !force && !crate::sync::cancel_allowed(plan.cancels(), active) {
-            refused = true;
-            bail!(
-                "refusing: this would cancel {} of {active} billed subscriptions (more than 10%); check {} or pass \
-                 --force",
-                plan.cancels(),
-                cfg.file.display()
-            );
-        }
-        Ok(plan)
-    });
-    match plan {
-        Ok(plan) if !plan.is_empty() => println!("applied {} change(s)", plan.changes.len()),
-        Ok(_) => {}
-        Err(e) if refused => {
-            eprintln!("{e}");
-            return Ok(ExitCode::FAILURE);
-        }
-        Err(e) => return Err(e),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn sandbox(
-    listen: std::net::SocketAddr,
-    imp_key: Option<String>,
-    imp_secret: Option<String>,
-    file: Option<&Path>,
-) -> Result<ExitCode> {
-    let mut cfg = match file {
-        Some(f) => billd_sandbox::SandboxConfig::from_toml_file(f)?,
-        None => billd_sandbox::SandboxConfig::default(),
-    };
-    if let Some(k) = imp_key {
-        cfg.imp_key = k;
-    }
-    let shown_secret = match imp_secret {
-        Some(s) if s != cfg.imp_secret => {
-            cfg.imp_secret = s;
-            "(given; not shown)".to_string()
-        }
-        _ => cfg.imp_secret.clone(),
-    };
-    runtime()?.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        println!("billd sandbox: i'mport V1 API at http://{addr}");
-        println!("  imp_key    = {}", cfg.imp_key);
-        println!("  imp_secret = {shown_secret}");
-        println!("  ledger     = http://{addr}/__sandbox/payments");
-        let shutdown = async {
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
-        billd_sandbox::serve(cfg, listener, shutdown).await
-    })?;
-    Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use billd::calendar::{Calendar, ChargeClock, Interval};
+use billd::billing::calendar::{Calendar, ChargeClock, Interval};
 use chrono::{DateTime, Utc};
 use common::{Rng, Setup, World, cards, sub};
 use std::collections::BTreeSet;

@@ -12,7 +12,7 @@
 //!
 //! Set `PROPTEST_CASES` for more cases.
 
-use billd::calendar::{Calendar, ChargeClock, Interval, Unit};
+use billd::billing::calendar::{Calendar, ChargeClock, Interval, Unit};
 use billd::config::Config;
 use billd::engine::Engine;
 use billd::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup, Payment};
@@ -663,7 +663,7 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 fn secs(d: &str) -> i64 {
-    billd::duration::parse(d).unwrap().as_secs() as i64
+    billd::config::duration::parse(d).unwrap().as_secs() as i64
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {

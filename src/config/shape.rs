@@ -69,7 +69,7 @@ fn table(
             let hint = nearest(&name, keys).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
             let known: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
             let plain_name = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && name.len() <= 64;
-            let shown_name = if plain_name { name.clone() } else { crate::redact::quote(&name) };
+            let shown_name = if plain_name { name.clone() } else { crate::text::quote(&name) };
             problems.push(format!(
                 "{}: unknown key{hint}; the keys here are {}",
                 join(shown, &shown_name),
@@ -85,7 +85,7 @@ fn table(
             (Tables(inner), Value::Array(_, items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     let id = match item {
-                        Value::Dict(_, d) => d.get("id").and_then(Value::as_str).map(crate::redact::quote),
+                        Value::Dict(_, d) => d.get("id").and_then(Value::as_str).map(crate::text::quote),
                         _ => None,
                     };
                     let shown_item = match id {
@@ -151,7 +151,7 @@ fn want(kind: Kind) -> &'static str {
 
 fn name_of(v: &Value) -> String {
     match v {
-        Value::String(_, s) => format!("the text {}", crate::redact::quote(s)),
+        Value::String(_, s) => format!("the text {}", crate::text::quote(s)),
         Value::Char(..) => "a character".into(),
         Value::Bool(_, b) => format!("{b}"),
         Value::Num(_, n) => match (whole_value(v), n.to_f64()) {

@@ -1,9 +1,9 @@
 //! SQLite adapter: migrations, pragmas, and every read and write billd makes (one transaction per batch).
 
-use crate::calendar::{ChargeClock, Interval};
-use crate::dunning::{Decision, OnExhausted};
-use crate::model::{Source, Status, Subscription};
-use crate::sync::{Change, SyncPlan};
+use crate::billing::calendar::{ChargeClock, Interval};
+use crate::billing::dunning::{Decision, OnExhausted};
+use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::sync::{Change, SyncPlan};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_init.sql"),
-    include_str!("../migrations/0002_one_time_charges.sql"),
-    include_str!("../migrations/0003_pass_indexes.sql"),
-    include_str!("../migrations/0004_lean_charge_path.sql"),
-    include_str!("../migrations/0005_one_time_unresolved.sql"),
-    include_str!("../migrations/0006_exactly_once_holes.sql"),
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_one_time_charges.sql"),
+    include_str!("../../migrations/0003_pass_indexes.sql"),
+    include_str!("../../migrations/0004_lean_charge_path.sql"),
+    include_str!("../../migrations/0005_one_time_unresolved.sql"),
+    include_str!("../../migrations/0006_exactly_once_holes.sql"),
 ];
 
 /// How long a write waits for another process's write transaction.

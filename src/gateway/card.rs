@@ -53,7 +53,7 @@ pub fn mask(number: &str) -> String {
 
 /// Blanks what could be card data in free text: every run of 6 or more digits, single spaces or dashes allowed
 /// between them. Runs of 13 or more digits keep the first 6 and last 4, as [`mask`] does; shorter runs (a birth
-/// date, an expiry) are all `*`. One step of [`crate::redact::Redactor::clean`], which gateway text goes through (it
+/// date, an expiry) are all `*`. One step of [`crate::gateway::redact::Redactor::clean`], which gateway text goes through (it
 /// also blanks what billd sent, such as the 2 PIN digits this leaves).
 pub fn redact_numbers(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
@@ -225,7 +225,7 @@ mod tests {
         );
         // Digit runs alone leave the PIN digits: gateway text goes through `Redactor::clean`, which blanks them too.
         assert_eq!(
-            crate::redact::Redactor::default().clean(echo),
+            crate::gateway::redact::Redactor::default().clean(echo),
             r#"{"birth":"***","card_number":"***","expiry":"***","pwd_2digit":"***"}"#
         );
         assert_eq!(redact_numbers("card 4242-4242-4242-4242 ok"), "card 4242-42**-****-4242 ok");

@@ -1,7 +1,10 @@
 //! i'mport V1 client: token cache, `again` and lookups, and the classification of every outcome.
 
+pub mod card;
+pub mod redact;
+
 use crate::config::Secret;
-use crate::redact::Redactor;
+use crate::gateway::redact::Redactor;
 use serde::Deserialize;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -416,7 +419,7 @@ impl Iamport {
     pub async fn charge_once(
         &self,
         req: &ChargeRequest,
-        card: &crate::card::Card,
+        card: &crate::gateway::card::Card,
         customer_uid: Option<&str>,
     ) -> ChargeOutcome {
         let mut body = card.request_fields();
@@ -533,7 +536,7 @@ fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration, red: &Red
     let (status, text) = match sent {
         Sent::Error(e) if e.is_connect() => return ChargeOutcome::Transient(describe(&e)),
         Sent::Error(e) if e.is_timeout() => {
-            return ChargeOutcome::Unknown(format!("no answer within {}", crate::duration::format(timeout)));
+            return ChargeOutcome::Unknown(format!("no answer within {}", crate::config::duration::format(timeout)));
         }
         Sent::Error(e) => return ChargeOutcome::Unknown(describe(&e)),
         Sent::Response(s, t) => (s, t),
@@ -693,7 +696,7 @@ fn shown_card(s: &str, red: &Redactor) -> String {
     let digits = s.chars().filter(char::is_ascii_digit).count();
     let card_chars = s.len() <= 40 && s.chars().all(|c| c.is_ascii_digit() || matches!(c, '*' | '-' | ' '));
     if card_chars && (13..=19).contains(&digits) && !s.contains('*') {
-        crate::card::mask(s)
+        crate::gateway::card::mask(s)
     } else if card_chars && digits <= 10 && s.contains('*') && !red.holds_sent(s) {
         s.to_owned()
     } else {

@@ -1,7 +1,7 @@
 //! Operator commands on a live database: upcoming charges, pause, resume, cancel, retry.
 
-use crate::cli::{engine, load_config, runtime};
-use crate::model::{Status, restart_after_pause};
+use crate::app::{engine, load_config, runtime};
+use crate::billing::model::{Status, restart_after_pause};
 use crate::store::{Store, from_ts};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
@@ -15,7 +15,7 @@ fn open(path: &Path) -> Result<(crate::config::Config, Store)> {
     Ok((cfg, store))
 }
 
-fn existing(store: &Store, id: &str) -> Result<crate::model::Subscription> {
+fn existing(store: &Store, id: &str) -> Result<crate::billing::model::Subscription> {
     store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.path().display()))
 }
 
@@ -76,7 +76,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     let local = |p: u64| {
         sub.calendar()
             .due_at(&clock, p)
-            .map(|t| crate::present::human(t.timestamp(), clock.timezone))
+            .map(|t| crate::commands::present::human(t.timestamp(), clock.timezone))
             .unwrap_or_default()
     };
     let owed = r.owed;

@@ -50,7 +50,7 @@ pub struct Summary {
 
 /// `billd import FILE`: the command.
 pub fn run(config: &Path, file: &Path, catch_up: bool) -> Result<ExitCode> {
-    let cfg = crate::cli::load_config(config)?;
+    let cfg = crate::app::load_config(config)?;
     let store = Store::open(&cfg.billing.database)?;
     let started = Instant::now();
     match import(&cfg, &store, file, catch_up, std::io::stderr().is_terminal()) {
@@ -268,7 +268,8 @@ fn insert_chunk(tx: &Transaction<'_>, cfg: &Config, rows: &[Row], now: i64, summ
         tx.prepare_cached("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
     for row in rows {
         let plan = cfg.plan(&row.plan).ok_or_else(|| anyhow!("line {}: unknown plan {:?}", row.line, row.plan))?;
-        let calendar = crate::calendar::Calendar { anchor: row.start, anchor_period: 0, interval: plan.interval };
+        let calendar =
+            crate::billing::calendar::Calendar { anchor: row.start, anchor_period: 0, interval: plan.interval };
         let due = calendar.due_at(&cfg.billing.clock, 0).map(ts);
         let start = row.start.to_string();
         let n = ins.execute(params![
@@ -361,7 +362,7 @@ fn for_each_row(
                 format!(
                     "column {} ({}): unknown column; the header must be {}",
                     i + 1,
-                    crate::redact::quote(h),
+                    crate::text::quote(h),
                     COLUMNS.join(",")
                 ),
             ),
@@ -408,7 +409,7 @@ fn for_each_row(
         let before = problems.total;
         let id = get(0);
         if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            let id = crate::redact::quote(id);
+            let id = crate::text::quote(id);
             problems.push(line, "id", format!("{id} must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
         let customer_uid = get(1);
@@ -423,7 +424,7 @@ fn for_each_row(
                 "plan",
                 format!(
                     "unknown plan {} (no [[plans]] entry in {} has that id)",
-                    crate::redact::quote(plan),
+                    crate::text::quote(plan),
                     cfg.file.display()
                 ),
             );

@@ -9,7 +9,7 @@ pub const MAX: Duration = Duration::from_secs(365 * 86_400);
 /// Parses `N` followed by one unit: `ms`, `s`, `m`, `h`, `d`. Whitespace between number and unit is allowed. At
 /// most [`MAX`] (a year).
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let q = crate::redact::quote(text);
+    let q = crate::text::quote(text);
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -24,7 +24,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "d" => Some(86_400),
         "" => return Err(format!("{q} has no unit: write it like 30s, 5m, 1h or 1d")),
         other => {
-            let other = crate::redact::quote(other);
+            let other = crate::text::quote(other);
             return Err(format!("{q} has an unknown unit {other}: use ms, s, m, h or d (30s, 5m, 1h, 1d)"));
         }
     };

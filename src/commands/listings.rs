@@ -1,10 +1,10 @@
 //! The listings `billd subscriptions` and `billd charges`: what happens next for each subscription, every attempt in
 //! the order it was made.
 
-use crate::cli::load_config;
+use crate::app::load_config;
+use crate::billing::model::Status;
+use crate::commands::present::{cut, human, rfc3339};
 use crate::config;
-use crate::model::Status;
-use crate::present::{cut, human, rfc3339};
 use crate::store::{ChargeRow, Store, SubscriptionRow};
 use anyhow::{Result, anyhow};
 use chrono::DateTime;

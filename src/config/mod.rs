@@ -1,8 +1,12 @@
 //! `schedules.toml`: loading with figment (file, then `BILLD_…` env vars), validation into domain types.
 
-use crate::calendar::{ChargeClock, Interval};
-use crate::dunning::{DunningPolicy, OnExhausted};
-use crate::redact::quote;
+pub mod duration;
+pub mod shape;
+
+use crate::billing::calendar::{ChargeClock, Interval};
+use crate::billing::dunning::{DunningPolicy, OnExhausted};
+use crate::billing::model::{Source, Status, Subscription};
+use crate::text::quote;
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use figment::Figment;
@@ -321,7 +325,7 @@ fn extract_and_validate(figment: &Figment, file: PathBuf, secret_inline: bool) -
         figment.extract().map_err(|e| fail(e.into_iter().map(|e| describe_figment_error(&e)).collect()))?;
     let mut shape = Vec::new();
     let mut left_out = Vec::new();
-    crate::config_shape::check(&mut tree, &mut shape, &mut left_out);
+    crate::config::shape::check(&mut tree, &mut shape, &mut left_out);
     let raw: Raw = match tree.deserialize() {
         Ok(raw) => raw,
         Err(e) => {
@@ -344,7 +348,7 @@ fn extract_and_validate(figment: &Figment, file: PathBuf, secret_inline: bool) -
 }
 
 fn describe_figment_error(e: &figment::Error) -> String {
-    let key = crate::config_shape::path_of(&e.path);
+    let key = crate::config::shape::path_of(&e.path);
     let from = e
         .metadata
         .as_ref()
@@ -361,7 +365,7 @@ fn describe_figment_error(e: &figment::Error) -> String {
         .filter(|l| !l.trim_start().trim_start_matches(|c: char| c.is_ascii_digit()).trim_start().starts_with('|'))
         .collect::<Vec<_>>()
         .join(": ");
-    let kind = crate::config_shape::plain_types(&kind);
+    let kind = crate::config::shape::plain_types(&kind);
     if key.is_empty() { format!("{kind}{from}") } else { format!("{key}: {kind}{from}") }
 }
 
@@ -399,7 +403,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     }
 
     let g = raw.gateway;
-    match reqwest::Url::parse(&g.base_url) {
+    match url::Url::parse(&g.base_url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         _ => errs.push(format!(
             "gateway.base_url: {} is not an http(s) URL (like \"https://api.iamport.kr\")",
@@ -409,7 +413,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     if g.imp_key.trim().is_empty() {
         errs.push("gateway.imp_key: must not be empty".into());
     }
-    let timeout = crate::duration::parse(&g.timeout).unwrap_or_else(|e| {
+    let timeout = crate::config::duration::parse(&g.timeout).unwrap_or_else(|e| {
         errs.push(format!("gateway.timeout: {e}"));
         Duration::from_secs(30)
     });
@@ -449,7 +453,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     let mut dunning = DunningPolicy::default();
     dunning.retry_after.clear();
     for (i, r) in raw.dunning.retry_after.iter().enumerate() {
-        match crate::duration::parse(r) {
+        match crate::config::duration::parse(r) {
             Ok(d) if !d.is_zero() => dunning.retry_after.push(d),
             Ok(_) => errs.push(format!("dunning.retry_after[{i}]: must be longer than 0s")),
             Err(e) => errs.push(format!("dunning.retry_after[{i}]: {e}")),
@@ -516,7 +520,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         }
         let interval = p.interval.parse::<Interval>().unwrap_or_else(|e| {
             errs.push(format!("{at}.interval: {e}"));
-            Interval { count: 1, unit: crate::calendar::Unit::Month }
+            Interval { count: 1, unit: crate::billing::calendar::Unit::Month }
         });
         plans.push(Plan { id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval });
     }
@@ -592,7 +596,7 @@ fn secret_text(v: StringOrNumber) -> String {
 }
 
 fn loopback_url(url: &str) -> bool {
-    reqwest::Url::parse(url)
+    url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(|h| matches!(h, "127.0.0.1" | "localhost" | "[::1]")))
         .unwrap_or(false)
@@ -623,6 +627,34 @@ fn parse_time(text: &str) -> Result<NaiveTime, String> {
 }
 
 impl Config {
+    /// The subscriptions this file wants, as the billing rules see them (an entry with `status = "canceled"` has
+    /// that status; an entry naming an unknown plan, which validation refuses, is left out).
+    pub fn wanted_subscriptions(&self) -> Vec<Subscription> {
+        let mut out = Vec::with_capacity(self.subscriptions.len());
+        for spec in &self.subscriptions {
+            let Some(plan) = self.plan(&spec.plan) else {
+                continue;
+            };
+            out.push(Subscription {
+                id: spec.id.clone(),
+                customer_uid: spec.customer_uid.clone(),
+                plan_id: plan.id.clone(),
+                plan_name: plan.name.clone(),
+                amount: plan.amount,
+                currency: plan.currency.clone(),
+                interval: plan.interval,
+                start_date: spec.start,
+                anchor_date: spec.start,
+                anchor_period: 0,
+                next_period: 0,
+                status: if spec.canceled { Status::Canceled } else { Status::Active },
+                source: Source::Config,
+                skip: Vec::new(),
+            });
+        }
+        out
+    }
+
     pub fn plan(&self, id: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.id == id)
     }

@@ -26,13 +26,13 @@ impl FromStr for Interval {
 
     /// Parses `N day|week|month|year` (plural allowed), e.g. `1 month`, `2 weeks`, `30 days`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let q = crate::redact::quote(text);
+        let q = crate::text::quote(text);
         let mut words = text.split_whitespace();
         let (Some(n), Some(u), None) = (words.next(), words.next(), words.next()) else {
             return Err(format!("{q} is not an interval: write N day|week|month|year, like \"1 month\""));
         };
         let count: u32 =
-            n.parse().map_err(|_| format!("{q}: {} is not a positive whole number", crate::redact::quote(n)))?;
+            n.parse().map_err(|_| format!("{q}: {} is not a positive whole number", crate::text::quote(n)))?;
         if count == 0 || count > 1000 {
             return Err(format!("{q}: the count must be between 1 and 1000"));
         }
@@ -42,7 +42,7 @@ impl FromStr for Interval {
             "month" | "months" => Unit::Month,
             "year" | "years" => Unit::Year,
             other => {
-                let other = crate::redact::quote(other);
+                let other = crate::text::quote(other);
                 return Err(format!("{q}: unknown unit {other} (use day, week, month or year)"));
             }
         };

@@ -11,7 +11,7 @@
 //! 2. removes the values billd itself sent (the [`Redactor`] holds them) wherever else they are: a card number, birth
 //!    date or PIN digits in any grouping (digits with any separators between them), the `imp_secret`, access
 //!    tokens, a channel key;
-//! 3. blanks every other run of 6 or more digits that could be card data (as [`crate::card::redact_numbers`]);
+//! 3. blanks every other run of 6 or more digits that could be card data (as [`crate::gateway::card::redact_numbers`]);
 //! 4. replaces control characters (ESC, CR, LF, …) and invisible format characters with spaces;
 //! 5. cuts the text to [`MAX_CHARS`] characters, ending it with `…`.
 //!
@@ -111,7 +111,7 @@ impl Redactor {
         let s = blank_keyed(&head);
         let s = self.remove_words(&s);
         let s = self.remove_digits(&s);
-        let s = crate::card::redact_numbers(&s);
+        let s = crate::gateway::card::redact_numbers(&s);
         let mut out = String::with_capacity(s.len().min(max * 4));
         for (i, c) in s.chars().enumerate() {
             if i == max {
@@ -299,23 +299,6 @@ fn invisible(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
-/// How many characters of an input value an error quotes ([`quote`]).
-pub const QUOTE_MAX: usize = 200;
-
-/// An input value quoted in an error (an import field, a config value, a command-line argument): `{:?}` quoting of
-/// at most [`QUOTE_MAX`] characters, so a 50 MB field is not echoed whole.
-pub fn quote(text: &str) -> String {
-    excerpt(text, QUOTE_MAX)
-}
-
-/// An excerpt of input quoted in an error (an import field, a config value): at most `max` characters, with control
-/// characters escaped (`{:?}` quoting) and `…` when cut.
-pub fn excerpt(text: &str, max: usize) -> String {
-    let mut chars = text.chars();
-    let head: String = chars.by_ref().take(max).collect();
-    if chars.next().is_some() { format!("{head:?}…") } else { format!("{head:?}") }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,11 +407,5 @@ mod tests {
         let mut r = Redactor::default();
         r.sent_word("ab1");
         assert_eq!(r.clean("x ab1 yab1z"), "x [redacted] yab1z");
-    }
-
-    #[test]
-    fn an_excerpt_is_short_and_escaped() {
-        assert_eq!(excerpt("ab\ncd", 10), "\"ab\\ncd\"");
-        assert_eq!(excerpt(&"x".repeat(50), 3), "\"xxx\"…");
     }
 }

@@ -1,6 +1,6 @@
 //! Billing domain records shared by the engine, the sync planner and the store.
 
-use crate::calendar::{Calendar, Interval};
+use crate::billing::calendar::{Calendar, Interval};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::fmt;
 

@@ -1,9 +1,9 @@
 //! Pure sync planning: what applying `schedules.toml` changes in the database, before anything is written.
 
-use crate::config::Config;
-use crate::model::{Source, Status, Subscription};
+use crate::billing::model::{Source, Status, Subscription};
 use chrono::NaiveDate;
 use std::collections::HashMap;
+use std::path::Path;
 
 /// One change to the database.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,59 +35,42 @@ impl SyncPlan {
     }
 }
 
-/// Compares the config with the config-sourced subscriptions in the database.
-pub fn plan(cfg: &Config, db: &[Subscription], today: NaiveDate) -> SyncPlan {
+/// Compares the subscriptions the config file wants (`wanted`, from `file`; a `canceled` entry has that status) with
+/// the config-sourced subscriptions in the database.
+pub fn plan(wanted: &[Subscription], file: &Path, db: &[Subscription], today: NaiveDate) -> SyncPlan {
     let mut out = SyncPlan::default();
     let by_id: HashMap<&str, &Subscription> = db.iter().map(|s| (s.id.as_str(), s)).collect();
-    for spec in &cfg.subscriptions {
-        let Some(plan) = cfg.plan(&spec.plan) else {
-            continue;
-        };
-        let wanted = Subscription {
-            id: spec.id.clone(),
-            customer_uid: spec.customer_uid.clone(),
-            plan_id: plan.id.clone(),
-            plan_name: plan.name.clone(),
-            amount: plan.amount,
-            currency: plan.currency.clone(),
-            interval: plan.interval,
-            start_date: spec.start,
-            anchor_date: spec.start,
-            anchor_period: 0,
-            next_period: 0,
-            status: if spec.canceled { Status::Canceled } else { Status::Active },
-            source: Source::Config,
-            skip: Vec::new(),
-        };
-        let Some(have) = by_id.get(spec.id.as_str()) else {
-            if let Some(second) = plan.interval.nth_date(spec.start, 1).filter(|d| *d <= today) {
+    for wanted in wanted {
+        let canceled = wanted.status == Status::Canceled;
+        let Some(have) = by_id.get(wanted.id.as_str()) else {
+            if let Some(second) = wanted.interval.nth_date(wanted.start_date, 1).filter(|d| *d <= today) {
                 out.warnings.push(format!(
                     "subscription {:?} starts {} and its period of {second} is already due too: every period \
                      since the start will be charged now (when migrating, set start to the next due date)",
-                    spec.id, spec.start
+                    wanted.id, wanted.start_date
                 ));
             }
-            out.changes.push(Change::Insert(wanted));
+            out.changes.push(Change::Insert(wanted.clone()));
             continue;
         };
         if have.status == Status::Canceled {
-            if !spec.canceled {
+            if !canceled {
                 out.notes.push(format!(
                     "subscription {:?} is canceled in the database and stays canceled; add it under a new id to bill it again",
-                    spec.id
+                    wanted.id
                 ));
             }
             continue;
         }
-        if spec.canceled {
+        if canceled {
             out.changes
-                .push(Change::Cancel { id: spec.id.clone(), reason: "status = \"canceled\" in the config".into() });
+                .push(Change::Cancel { id: wanted.id.clone(), reason: "status = \"canceled\" in the config".into() });
             continue;
         }
         if have.source != Source::Config {
             out.warnings.push(format!(
                 "subscription {:?} exists in the database (added by command); the config entry is ignored",
-                spec.id
+                wanted.id
             ));
             continue;
         }
@@ -119,7 +102,7 @@ pub fn plan(cfg: &Config, db: &[Subscription], today: NaiveDate) -> SyncPlan {
                 out.warnings.push(format!(
                     "subscription {:?}: start changed from {} to {} after billing began; ignored \
                      (cancel it and add a new subscription to bill on a new anchor)",
-                    spec.id, have.start_date, wanted.start_date
+                    wanted.id, have.start_date, wanted.start_date
                 ));
             }
         }
@@ -135,11 +118,11 @@ pub fn plan(cfg: &Config, db: &[Subscription], today: NaiveDate) -> SyncPlan {
             out.changes.push(Change::Update { before: Box::new((*have).clone()), after: Box::new(after), what });
         }
     }
-    let in_file: std::collections::HashSet<&str> = cfg.subscriptions.iter().map(|s| s.id.as_str()).collect();
+    let in_file: std::collections::HashSet<&str> = wanted.iter().map(|s| s.id.as_str()).collect();
     for have in db {
         if have.source == Source::Config && have.status != Status::Canceled && !in_file.contains(have.id.as_str()) {
             out.changes
-                .push(Change::Cancel { id: have.id.clone(), reason: format!("removed from {}", cfg.file.display()) });
+                .push(Change::Cancel { id: have.id.clone(), reason: format!("removed from {}", file.display()) });
         }
     }
     out

@@ -1,9 +1,9 @@
 //! `billd run`: the long-running scheduler loop, its wake-ups, its signals and what it tells systemd.
 
-use crate::cli;
+use crate::app;
 use crate::engine::{Engine, PassReport};
 use crate::gateway::Iamport;
-use crate::notify;
+use crate::service::notify;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use std::path::Path;
@@ -24,9 +24,9 @@ const ERROR_PAUSE: Duration = Duration::from_secs(30);
 const UNAUTHORIZED_MAX_PAUSE: Duration = Duration::from_secs(300);
 
 pub fn run(path: &Path) -> Result<ExitCode> {
-    let cfg = cli::load_config(path)?;
-    let (mut engine, _lock) = cli::engine(cfg)?;
-    let rt = cli::runtime()?;
+    let cfg = app::load_config(path)?;
+    let (mut engine, _lock) = app::engine(cfg)?;
+    let rt = app::runtime()?;
     rt.block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -69,7 +69,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             let stale = watchdog.unwrap_or(MAX_SLEEP + Duration::from_secs(60)).max(Duration::from_secs(120));
             let m = metrics.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(listener, m, stale).await {
+                if let Err(e) = crate::service::metrics::serve(listener, m, stale).await {
                     error!(event = "metrics.error", "the metrics server stopped: {e}");
                 }
             });
@@ -168,7 +168,7 @@ fn stop(engine: &Engine<Iamport>, signal: &str) {
 /// SIGHUP: reload and apply the config; an invalid file is refused and the running config stays in force.
 async fn reload(engine: &mut Engine<Iamport>, path: &Path) {
     notify::reloading();
-    match cli::load_config(path) {
+    match app::load_config(path) {
         Ok(new) => {
             let old = engine.config();
             if new.gateway.base_url != old.gateway.base_url

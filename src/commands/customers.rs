@@ -1,10 +1,10 @@
 //! Card commands: register, show and delete billing keys, key-in payments (`charge-once`), `subscriptions add`.
 
-use crate::card::{Card, read_card};
-use crate::cli::{load_config, runtime};
+use crate::app::{load_config, runtime};
+use crate::billing::model::{Source, Status, Subscription};
 use crate::config::Config;
+use crate::gateway::card::{Card, read_card};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Iamport, Lookup};
-use crate::model::{Source, Status, Subscription};
 use crate::store::{OneTimeCharge, Store};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
@@ -44,7 +44,11 @@ fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
 /// The key's card number as the gateway gave it, masked here too in case it came unmasked.
 fn key_card(v: &Value) -> String {
     let shown = str_field(v, "card_number");
-    if shown.chars().filter(char::is_ascii_digit).count() >= 13 { crate::card::mask(shown) } else { shown.to_owned() }
+    if shown.chars().filter(char::is_ascii_digit).count() >= 13 {
+        crate::gateway::card::mask(shown)
+    } else {
+        shown.to_owned()
+    }
 }
 
 /// Prints a key (its strings were cleaned by the gateway client); the customer_uid shown is the one asked for.
@@ -183,7 +187,7 @@ async fn look_up(
 
 /// The instant, in the billing time zone, for a message.
 fn local(cfg: &Config, t: i64) -> String {
-    crate::present::human(t, cfg.billing.clock.timezone)
+    crate::commands::present::human(t, cfg.billing.clock.timezone)
 }
 
 pub fn charge_once(
@@ -453,13 +457,13 @@ pub fn add_subscription(
         sub.amount,
         sub.currency,
         sub.interval,
-        due.map(|t| crate::present::human(t.timestamp(), cfg.billing.clock.timezone)).unwrap_or_default()
+        due.map(|t| crate::commands::present::human(t.timestamp(), cfg.billing.clock.timezone)).unwrap_or_default()
     );
     if !charge_now {
         return Ok(ExitCode::SUCCESS);
     }
-    use crate::ops::ChargedNow;
-    match crate::ops::charge_due_now(&cfg, id)? {
+    use crate::commands::ops::ChargedNow;
+    match crate::commands::ops::charge_due_now(&cfg, id)? {
         ChargedNow::Attempt(r) if r.status == "paid" => {
             println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
             Ok(ExitCode::SUCCESS)

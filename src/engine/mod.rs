@@ -1,14 +1,16 @@
 //! The billing pass: sync the config, reconcile unresolved attempts, open due periods, charge, record outcomes.
 
+pub mod metrics;
+
+use crate::billing::dunning::{Decision, Outcome};
+use crate::billing::model::merchant_uid;
+use crate::billing::sync;
 use crate::config::Config;
-use crate::dunning::{Decision, Outcome};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
-use crate::metrics::Metrics;
-use crate::model::merchant_uid;
 use crate::store::{Attempt, AttemptResult, DueSubscription, NewPeriod, Recorded, StatusChange, Store, from_ts, ts};
-use crate::sync;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use metrics::Metrics;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,7 +192,7 @@ impl<G: Gateway> Engine<G> {
         self.db(move |s| {
             // Planned from the rows as they are inside the write transaction that applies it.
             let plan = s.sync_with(&cfg.billing.clock, ts(now), |subs, active| {
-                let plan = sync::plan(&cfg, subs, cfg.billing.clock.local_date(now));
+                let plan = sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, cfg.billing.clock.local_date(now));
                 for w in &plan.warnings {
                     warn!(event = "config.sync", "{w}");
                 }
@@ -980,7 +982,7 @@ fn log_changes(changes: &[StatusChange]) {
     for c in changes {
         let event = format!("subscription.{}", c.to.as_str());
         match c.to {
-            crate::model::Status::Active => {
+            crate::billing::model::Status::Active => {
                 info!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
             }
             _ => {
@@ -1092,7 +1094,7 @@ mod tests {
         assert_eq!(state(&engine), ("unknown".into(), "open".into(), 4, 1), "the first refusal was taken as final");
         assert_eq!(
             engine.store.lock().unwrap().subscription("s0").unwrap().unwrap().status,
-            crate::model::Status::Active
+            crate::billing::model::Status::Active
         );
     }
 

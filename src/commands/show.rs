@@ -1,9 +1,9 @@
 //! `billd subscriptions show ID`: one subscription's whole story (plan, status and why, every period with each
 //! attempt, and what happens next, when).
 
-use crate::cli::load_config;
-use crate::model::{Status, Subscription};
-use crate::present::{human, rfc3339};
+use crate::app::load_config;
+use crate::billing::model::{Status, Subscription};
+use crate::commands::present::{human, rfc3339};
 use crate::store::{PeriodStory, Store};
 use anyhow::{Result, anyhow};
 use serde_json::json;

@@ -1,0 +1,6 @@
+//! The billing rules, pure and without I/O: the calendar, subscriptions and money, dunning, sync planning.
+
+pub mod calendar;
+pub mod dunning;
+pub mod model;
+pub mod sync;

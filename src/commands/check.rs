@@ -1,0 +1,62 @@
+//! `billd check`: validate the config (and with `--online`, the credentials) and list every problem.
+
+use crate::app::runtime;
+use crate::config;
+use crate::gateway::Iamport;
+use anyhow::Result;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn check(path: &Path, online: bool) -> Result<ExitCode> {
+    match config::load(path) {
+        Ok(cfg) => {
+            let mut problems = Vec::new();
+            match cfg.gateway.secret.resolve() {
+                Err(e) => problems.push(e),
+                Ok(secret) if online => {
+                    use crate::gateway::{Auth, Gateway};
+                    let g = &cfg.gateway;
+                    let client = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, 1);
+                    match runtime()?.block_on(client.authenticate()) {
+                        Auth::Accepted => {
+                            println!(
+                                "gateway {}: accepts gateway.imp_key {:?} and its imp_secret",
+                                g.base_url, g.imp_key
+                            )
+                        }
+                        Auth::Refused(e) => problems.push(format!(
+                            "gateway.imp_key: the gateway {} refuses {:?} and its imp_secret ({e})",
+                            g.base_url, g.imp_key
+                        )),
+                        Auth::Unavailable(e) => {
+                            problems.push(format!("gateway.base_url: cannot get a token from {}: {e}", g.base_url))
+                        }
+                    }
+                }
+                Ok(_) => {}
+            }
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
+            if problems.is_empty() {
+                println!(
+                    "{}: OK ({}, {}; database {})",
+                    cfg.file.display(),
+                    crate::commands::present::count(cfg.plans.len(), "plan"),
+                    crate::commands::present::count(cfg.subscriptions.len(), "subscription"),
+                    cfg.billing.database.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in problems {
+                    eprintln!("{}: {p}", cfg.file.display());
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

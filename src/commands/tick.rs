@@ -1,0 +1,85 @@
+//! `billd tick` (one pass at an instant) and `billd sync` (apply schedules.toml to the database).
+
+use crate::app::{engine, load_config, runtime};
+use crate::store::Store;
+use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    let (engine, _lock) = engine(cfg)?;
+    let started = std::time::Instant::now();
+    let report = runtime()?.block_on(engine.pass(now))?;
+    report.log_done(now, started.elapsed());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let mut store = Store::open(&cfg.billing.database)?;
+    let today = cfg.billing.clock.local_date(Utc::now());
+    let show = |plan: &crate::billing::sync::SyncPlan| {
+        for w in &plan.warnings {
+            println!("warning: {w}");
+        }
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
+        for c in &plan.changes {
+            match c {
+                crate::billing::sync::Change::Insert(s) => {
+                    println!(
+                        "add     {} ({} {} {}, plan {}, start {})",
+                        s.id, s.amount, s.currency, s.interval, s.plan_id, s.start_date
+                    )
+                }
+                crate::billing::sync::Change::Update { after, what, .. } => {
+                    println!("update  {}: {}", after.id, what.join("; "))
+                }
+                crate::billing::sync::Change::Cancel { id, reason } => println!("cancel  {id}: {reason}"),
+            }
+        }
+        if plan.is_empty() {
+            println!("in sync: nothing to change");
+        }
+    };
+    if dry_run {
+        let plan =
+            crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, &store.config_subscriptions()?, today);
+        show(&plan);
+        if !plan.is_empty() {
+            println!("dry run: nothing changed");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Planned and applied in one write transaction, from the rows as they are in it (a pass running meanwhile is
+    // never overwritten with a stale read).
+    let mut refused = false;
+    let plan = store.sync_with(&cfg.billing.clock, Utc::now().timestamp(), |subs, active| {
+        let plan = crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, today);
+        show(&plan);
+        if !plan.is_empty() && !force && !crate::billing::sync::cancel_allowed(plan.cancels(), active) {
+            refused = true;
+            bail!(
+                "refusing: this would cancel {} of {active} billed subscriptions (more than 10%); check {} or pass \
+                 --force",
+                plan.cancels(),
+                cfg.file.display()
+            );
+        }
+        Ok(plan)
+    });
+    match plan {
+        Ok(plan) if !plan.is_empty() => println!("applied {} change(s)", plan.changes.len()),
+        Ok(_) => {}
+        Err(e) if refused => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ExitCode::SUCCESS)
+}
