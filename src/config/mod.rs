@@ -1,7 +1,12 @@
 //! `schedules.toml`: loading with figment (file, then `BILLD_…` env vars), validation into domain types.
 
 pub mod duration;
+mod raw;
+mod secret;
 pub mod shape;
+
+use raw::*;
+pub use secret::{Secret, SecretSpec};
 
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::dunning::{DunningPolicy, OnExhausted};
@@ -11,7 +16,6 @@ use chrono::{Datelike, NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -83,64 +87,6 @@ pub struct SubscriptionSpec {
     pub canceled: bool,
 }
 
-/// Where the gateway secret comes from; resolved only by commands that talk to the gateway.
-#[derive(Clone)]
-pub enum SecretSpec {
-    Value(Secret),
-    File(PathBuf),
-    Missing,
-}
-
-impl fmt::Debug for SecretSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecretSpec::Value(_) => f.write_str("Value([redacted])"),
-            SecretSpec::File(p) => write!(f, "File({})", p.display()),
-            SecretSpec::Missing => f.write_str("Missing"),
-        }
-    }
-}
-
-/// A secret string that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl SecretSpec {
-    /// Reads the secret; the error names where billd looked.
-    pub fn resolve(&self) -> Result<Secret, String> {
-        match self {
-            SecretSpec::Value(s) => Ok(s.clone()),
-            SecretSpec::File(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("gateway.imp_secret: cannot read the secret file {}: {e}", p.display()))?;
-                let s = text.trim();
-                if s.is_empty() {
-                    return Err(format!("gateway.imp_secret: the secret file {} is empty", p.display()));
-                }
-                Ok(Secret(s.to_owned()))
-            }
-            SecretSpec::Missing => Err("gateway.imp_secret is not set: set the env var BILLD_GATEWAY__IMP_SECRET, \
-                 or gateway.imp_secret_file, or provide $CREDENTIALS_DIRECTORY/imp_secret (systemd LoadCredential)"
-                .into()),
-        }
-    }
-}
-
 /// Every problem found in one config file.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -160,126 +106,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-#[derive(Deserialize)]
-struct Raw {
-    billing: RawBilling,
-    gateway: RawGateway,
-    #[serde(default)]
-    dunning: RawDunning,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    metrics: RawMetrics,
-    #[serde(default)]
-    plans: Vec<RawPlan>,
-    #[serde(default)]
-    subscriptions: Vec<RawSubscription>,
-}
-
-#[derive(Deserialize)]
-struct RawBilling {
-    timezone: String,
-    #[serde(default = "default_charge_time")]
-    charge_time: String,
-    #[serde(default = "default_database")]
-    database: String,
-    #[serde(default = "default_prefix")]
-    merchant_uid_prefix: String,
-}
-
-fn default_charge_time() -> String {
-    "10:00".into()
-}
-fn default_database() -> String {
-    "billd.sqlite3".into()
-}
-fn default_prefix() -> String {
-    "billd".into()
-}
-
-#[derive(Deserialize)]
-struct RawGateway {
-    base_url: String,
-    imp_key: String,
-    imp_secret: Option<StringOrNumber>,
-    imp_secret_file: Option<String>,
-    #[serde(default = "default_timeout")]
-    timeout: String,
-    #[serde(default = "default_concurrency")]
-    concurrency: i64,
-    rate_limit: Option<f64>,
-}
-
-/// Env vars are parsed as TOML values, so an all-digit secret arrives as a number.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StringOrNumber {
-    S(String),
-    I(i64),
-}
-
-fn default_timeout() -> String {
-    "30s".into()
-}
-fn default_concurrency() -> i64 {
-    16
-}
-
-#[derive(Deserialize)]
-struct RawDunning {
-    #[serde(default = "default_retry_after")]
-    retry_after: Vec<String>,
-    #[serde(default = "default_on_exhausted")]
-    on_exhausted: String,
-}
-
-impl Default for RawDunning {
-    fn default() -> Self {
-        RawDunning { retry_after: default_retry_after(), on_exhausted: default_on_exhausted() }
-    }
-}
-
-fn default_retry_after() -> Vec<String> {
-    vec!["1d".into(), "2d".into(), "4d".into()]
-}
-fn default_on_exhausted() -> String {
-    "cancel".into()
-}
-
-#[derive(Deserialize, Default)]
-struct RawLimits {
-    max_amount: Option<i64>,
-    max_charges_per_pass: Option<i64>,
-}
-
-#[derive(Deserialize, Default)]
-struct RawMetrics {
-    listen: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawPlan {
-    id: String,
-    name: String,
-    amount: i64,
-    #[serde(default = "default_currency")]
-    currency: String,
-    interval: String,
-}
-
-fn default_currency() -> String {
-    "KRW".into()
-}
-
-#[derive(Deserialize)]
-struct RawSubscription {
-    id: String,
-    customer_uid: String,
-    plan: String,
-    start: String,
-    status: Option<String>,
-}
 
 /// The config path: `--config`, else `BILLD_CONFIG`, else `./schedules.toml` (the caller passes the first two).
 pub fn resolve_path(explicit: Option<&Path>) -> PathBuf {
@@ -432,7 +258,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         other => (None, other.map(secret_text)),
     };
     let secret = if let Some(v) = from_env {
-        SecretSpec::Value(Secret(v))
+        SecretSpec::Value(Secret::new(v))
     } else if let Some(f) = &g.imp_secret_file {
         SecretSpec::File(dir.join(f))
     } else if let Some(creds) = std::env::var_os("CREDENTIALS_DIRECTORY") {
@@ -445,7 +271,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
                 file.display()
             ));
         }
-        SecretSpec::Value(Secret(v))
+        SecretSpec::Value(Secret::new(v))
     } else {
         SecretSpec::Missing
     };
@@ -586,13 +412,6 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         subscriptions: subs,
         warnings,
     })
-}
-
-fn secret_text(v: StringOrNumber) -> String {
-    match v {
-        StringOrNumber::S(s) => s,
-        StringOrNumber::I(i) => i.to_string(),
-    }
 }
 
 fn loopback_url(url: &str) -> bool {

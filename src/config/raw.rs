@@ -1,0 +1,130 @@
+//! The config file as written: the serde shape `schedules.toml` is read into, with its defaults, before validation.
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub(super) struct Raw {
+    pub(super) billing: RawBilling,
+    pub(super) gateway: RawGateway,
+    #[serde(default)]
+    pub(super) dunning: RawDunning,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) plans: Vec<RawPlan>,
+    #[serde(default)]
+    pub(super) subscriptions: Vec<RawSubscription>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawBilling {
+    pub(super) timezone: String,
+    #[serde(default = "default_charge_time")]
+    pub(super) charge_time: String,
+    #[serde(default = "default_database")]
+    pub(super) database: String,
+    #[serde(default = "default_prefix")]
+    pub(super) merchant_uid_prefix: String,
+}
+
+pub(super) fn default_charge_time() -> String {
+    "10:00".into()
+}
+pub(super) fn default_database() -> String {
+    "billd.sqlite3".into()
+}
+pub(super) fn default_prefix() -> String {
+    "billd".into()
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawGateway {
+    pub(super) base_url: String,
+    pub(super) imp_key: String,
+    pub(super) imp_secret: Option<StringOrNumber>,
+    pub(super) imp_secret_file: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub(super) timeout: String,
+    #[serde(default = "default_concurrency")]
+    pub(super) concurrency: i64,
+    pub(super) rate_limit: Option<f64>,
+}
+
+/// Env vars are parsed as TOML values, so an all-digit secret arrives as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum StringOrNumber {
+    S(String),
+    I(i64),
+}
+
+pub(super) fn default_timeout() -> String {
+    "30s".into()
+}
+pub(super) fn default_concurrency() -> i64 {
+    16
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawDunning {
+    #[serde(default = "default_retry_after")]
+    pub(super) retry_after: Vec<String>,
+    #[serde(default = "default_on_exhausted")]
+    pub(super) on_exhausted: String,
+}
+
+impl Default for RawDunning {
+    fn default() -> Self {
+        RawDunning { retry_after: default_retry_after(), on_exhausted: default_on_exhausted() }
+    }
+}
+
+pub(super) fn default_retry_after() -> Vec<String> {
+    vec!["1d".into(), "2d".into(), "4d".into()]
+}
+pub(super) fn default_on_exhausted() -> String {
+    "cancel".into()
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawLimits {
+    pub(super) max_amount: Option<i64>,
+    pub(super) max_charges_per_pass: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawPlan {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) amount: i64,
+    #[serde(default = "default_currency")]
+    pub(super) currency: String,
+    pub(super) interval: String,
+}
+
+pub(super) fn default_currency() -> String {
+    "KRW".into()
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawSubscription {
+    pub(super) id: String,
+    pub(super) customer_uid: String,
+    pub(super) plan: String,
+    pub(super) start: String,
+    pub(super) status: Option<String>,
+}
+
+pub(super) fn secret_text(v: StringOrNumber) -> String {
+    match v {
+        StringOrNumber::S(s) => s,
+        StringOrNumber::I(i) => i.to_string(),
+    }
+}
