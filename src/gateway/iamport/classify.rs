@@ -168,12 +168,14 @@ fn read_charge_answer(status: u16, text: &str, red: &Redactor) -> Result<Payment
     }
 }
 
-/// Classifies an `again` answer (HTTP status and body) for `req`, as [`Gateway::charge`] does (for fuzzing).
+/// Classifies an `again` answer (HTTP status and body) for `req`, as
+/// [`Gateway::charge`](crate::gateway::Gateway::charge) does (for fuzzing).
 pub fn classify_charge_body(status: u16, body: &str, req: &ChargeRequest) -> ChargeOutcome {
     classify_charge(Sent::Response(status, body.to_owned()), req, Duration::from_secs(30), &Redactor::default())
 }
 
-/// Parses a lookup answer's body as [`Gateway::find`] does: `Ok(None)` when code != 0 (for fuzzing).
+/// Parses a lookup answer's body as [`Gateway::find`](crate::gateway::Gateway::find) does: `Ok(None)` when code != 0
+/// (for fuzzing).
 pub fn parse_payment_body(body: &str) -> Result<Option<Payment>, String> {
     parse_payment(body, &Redactor::default())
 }
