@@ -1,9 +1,8 @@
 //! What every command needs opened: the config (with its warnings logged), the async runtime, the database lock,
 //! and the engine with its store and gateway client.
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Secret};
 use crate::engine::Engine;
-use crate::gateway::Iamport;
 use crate::store::Store;
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
@@ -43,13 +42,28 @@ pub fn lock_database(db: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// The gateway billd charges and keeps cards at: any type implementing the contract of `crate::gateway`
+/// ([`Gateway`](crate::gateway::Gateway) for the engine, [`BillingKeys`](crate::gateway::BillingKeys) for the card
+/// commands). Another gateway is wired here and in [`gateway_with`].
+pub type PaymentGateway = crate::gateway::iamport::Iamport;
+
+/// The gateway client of a config, its secret resolved (an unreadable secret is an error naming the config file).
+pub fn gateway(cfg: &Config) -> Result<PaymentGateway> {
+    let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
+    Ok(gateway_with(cfg, secret))
+}
+
+/// The gateway client of a config whose secret is already resolved.
+pub fn gateway_with(cfg: &Config, secret: Secret) -> PaymentGateway {
+    let g = &cfg.gateway;
+    PaymentGateway::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit)
+}
+
 /// Builds the engine for a config: lock, database, gateway client.
-pub fn engine(cfg: Config) -> Result<(Engine<Iamport>, std::fs::File)> {
+pub fn engine(cfg: Config) -> Result<(Engine<PaymentGateway>, std::fs::File)> {
     let lock = lock_database(&cfg.billing.database)?;
     let store = Store::open(&cfg.billing.database)?;
-    let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
-    let g = &cfg.gateway;
-    let gateway = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit);
+    let gateway = gateway(&cfg)?;
     Ok((Engine::new(store, gateway, cfg), lock))
 }
 

@@ -3,7 +3,8 @@
 //! error always names the file; an answer is taken as paid only when it really says paid, for this merchant_uid
 //! and this amount, with HTTP 200 and code 0. Set `PROPTEST_CASES` for a longer run.
 
-use billd::gateway::{ChargeOutcome, ChargeRequest, classify_charge_body, parse_payment_body};
+use billd::gateway::iamport::{classify_charge_body, parse_payment_body};
+use billd::gateway::{ChargeOutcome, ChargeRequest};
 use proptest::prelude::*;
 use std::path::Path;
 

@@ -3,7 +3,8 @@
 
 #![no_main]
 
-use billd::gateway::{ChargeOutcome, ChargeRequest, classify_charge_body, parse_payment_body};
+use billd::gateway::iamport::{classify_charge_body, parse_payment_body};
+use billd::gateway::{ChargeOutcome, ChargeRequest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,8 +1,7 @@
 //! `billd check`: validate the config (and with `--online`, the credentials) and list every problem.
 
-use crate::app::runtime;
+use crate::app::{gateway_with, runtime};
 use crate::config;
-use crate::gateway::Iamport;
 use anyhow::Result;
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,7 +15,7 @@ pub fn check(path: &Path, online: bool) -> Result<ExitCode> {
                 Ok(secret) if online => {
                     use crate::gateway::{Auth, Gateway};
                     let g = &cfg.gateway;
-                    let client = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, 1);
+                    let client = gateway_with(&cfg, secret);
                     match runtime()?.block_on(client.authenticate()) {
                         Auth::Accepted => {
                             println!(

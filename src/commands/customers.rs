@@ -1,23 +1,16 @@
 //! Card commands: register, show and delete billing keys, key-in payments (`charge-once`), `subscriptions add`.
 
-use crate::app::{load_config, runtime};
+use crate::app::{gateway, load_config, runtime};
 use crate::billing::model::{Source, Status, Subscription};
 use crate::config::Config;
 use crate::gateway::card::{Card, read_card};
-use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Iamport, Lookup};
+use crate::gateway::{BillingKey, BillingKeys, Channel, ChargeOutcome, ChargeRequest, Gateway, KeyError, Lookup};
 use crate::store::{OneTimeCharge, Store};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
-
-fn gateway(cfg: &Config) -> Result<Iamport> {
-    let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
-    let g = &cfg.gateway;
-    Ok(Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit))
-}
 
 fn today(cfg: &Config) -> NaiveDate {
     cfg.billing.clock.local_date(Utc::now())
@@ -37,54 +30,37 @@ fn card(cfg: &Config) -> Result<Card> {
     Card::validate(raw, today(cfg)).map_err(|e| anyhow!("invalid card, nothing was sent: {e}"))
 }
 
-fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("-")
+/// A field of a key the gateway did not give.
+fn shown(field: &Option<String>) -> &str {
+    field.as_deref().unwrap_or("-")
 }
 
-/// The key's card number as the gateway gave it, masked here too in case it came unmasked.
-fn key_card(v: &Value) -> String {
-    let shown = str_field(v, "card_number");
-    if shown.chars().filter(char::is_ascii_digit).count() >= 13 {
-        crate::gateway::card::mask(shown)
-    } else {
-        shown.to_owned()
-    }
-}
-
-/// Prints a key (its strings were cleaned by the gateway client); the customer_uid shown is the one asked for.
-fn print_key(uid: &str, v: &Value) {
+/// Prints a key (cleaned and its card masked by the gateway client); the customer_uid shown is the one asked for.
+fn print_key(uid: &str, key: &BillingKey) {
     println!("customer_uid  {uid}");
-    println!("card          {} {}", key_card(v), str_field(v, "card_name"));
-    println!("pg            {} ({})", str_field(v, "pg_provider"), str_field(v, "pg_id"));
-    for k in ["inserted", "updated"] {
-        let t = v.get(k).and_then(Value::as_i64).unwrap_or(0);
-        let shown = if t == 0 { "-".to_string() } else { crate::store::from_ts(t).to_rfc3339() };
-        println!("{k:<13} {shown}");
+    println!("card          {} {}", shown(&key.card), shown(&key.card_name));
+    println!("pg            {} ({})", shown(&key.pg_provider), shown(&key.pg_id));
+    for (k, t) in [("inserted", key.inserted), ("updated", key.updated)] {
+        let at = t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
+        println!("{k:<13} {at}");
     }
 }
 
-async fn issue_key(g: &Iamport, uid: &str, card: &Card, pg: Option<&str>, channel_key: Option<&str>) -> Result<Value> {
-    let mut body = card.request_fields();
-    if let Some(pg) = pg {
-        body.insert("pg".into(), pg.into());
-    }
-    if let Some(k) = channel_key {
-        body.insert("channel_key".into(), k.into());
-    }
-    let a = g
-        .call(Method::POST, &["subscribe", "customers", uid], &[], Some(&Value::Object(body)))
-        .await
-        .map_err(|e| anyhow!("registering {uid}: {e}"))?;
-    if a.status != 200 || a.code != 0 {
-        bail!(
-            "registering {uid} with card {}: refused (HTTP {}, code {}): {}",
-            card.masked(),
-            a.status,
-            a.code,
-            a.message.unwrap_or_default()
-        );
-    }
-    a.response.ok_or_else(|| anyhow!("registering {uid}: the gateway answered no billing key"))
+async fn issue_key(
+    g: &impl BillingKeys,
+    uid: &str,
+    card: &Card,
+    pg: Option<&str>,
+    channel_key: Option<&str>,
+) -> Result<BillingKey> {
+    g.issue_key(uid, card, Channel { pg, channel_key }).await.map_err(|e| match e {
+        KeyError::Unavailable(e) => anyhow!("registering {uid}: {e}"),
+        // (NotFound: not an answer to an issue; a refusal of it is Refused.)
+        KeyError::NoKey | KeyError::NotFound => anyhow!("registering {uid}: the gateway answered no billing key"),
+        KeyError::Refused { status, code, message } => {
+            anyhow!("registering {uid} with card {}: refused (HTTP {status}, code {code}): {message}", card.masked())
+        }
+    })
 }
 
 pub fn register(path: &Path, uid: &str, pg: Option<&str>, channel_key: Option<&str>) -> Result<ExitCode> {
@@ -97,7 +73,7 @@ pub fn register(path: &Path, uid: &str, pg: Option<&str>, channel_key: Option<&s
     store.log_event(
         "customer.registered",
         None,
-        json!({ "customer_uid": uid, "card": key_card(&key) }),
+        json!({ "customer_uid": uid, "card": shown(&key.card) }),
         Utc::now().timestamp(),
     )?;
     println!("billing key registered");
@@ -109,16 +85,17 @@ pub fn show(path: &Path, uid: &str) -> Result<ExitCode> {
     check_customer_uid(uid)?;
     let cfg = load_config(path)?;
     let g = gateway(&cfg)?;
-    let a = runtime()?
-        .block_on(g.call(Method::GET, &["subscribe", "customers", uid], &[], None))
-        .map_err(|e| anyhow!(e))?;
-    match (a.status, a.code, a.response) {
-        (200, 0, Some(v)) => {
-            print_key(uid, &v);
+    match runtime()?.block_on(g.show_key(uid)) {
+        Ok(key) => {
+            print_key(uid, &key);
             Ok(ExitCode::SUCCESS)
         }
-        (404, ..) => bail!("no billing key for customer_uid {uid:?} at the gateway"),
-        (s, c, _) => bail!("customer {uid}: HTTP {s}, code {c}: {}", a.message.unwrap_or_default()),
+        Err(KeyError::Unavailable(e)) => bail!(e),
+        Err(KeyError::NotFound) => bail!("no billing key for customer_uid {uid:?} at the gateway"),
+        Err(KeyError::Refused { status, code, message }) => {
+            bail!("customer {uid}: HTTP {status}, code {code}: {message}")
+        }
+        Err(KeyError::NoKey) => bail!("customer {uid}: the gateway answered no billing key"),
     }
 }
 
@@ -126,12 +103,8 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>) -> Result<ExitCode> 
     check_customer_uid(uid)?;
     let cfg = load_config(path)?;
     let g = gateway(&cfg)?;
-    let query: Vec<(&str, &str)> = reason.map(|r| vec![("reason", r)]).unwrap_or_default();
-    let a = runtime()?
-        .block_on(g.call(Method::DELETE, &["subscribe", "customers", uid], &query, None))
-        .map_err(|e| anyhow!(e))?;
-    match (a.status, a.code) {
-        (200, 0) => {
+    match runtime()?.block_on(g.delete_key(uid, reason)) {
+        Ok(()) => {
             let mut store = Store::open(&cfg.billing.database)?;
             store.log_event(
                 "customer.deleted",
@@ -142,8 +115,12 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>) -> Result<ExitCode> 
             println!("billing key {uid} deleted");
             Ok(ExitCode::SUCCESS)
         }
-        (404, _) => bail!("no billing key for customer_uid {uid:?} at the gateway"),
-        (s, c) => bail!("deleting {uid}: HTTP {s}, code {c}: {}", a.message.unwrap_or_default()),
+        Err(KeyError::Unavailable(e)) => bail!(e),
+        Err(KeyError::NotFound) => bail!("no billing key for customer_uid {uid:?} at the gateway"),
+        Err(KeyError::Refused { status, code, message }) => {
+            bail!("deleting {uid}: HTTP {status}, code {code}: {message}")
+        }
+        Err(KeyError::NoKey) => bail!("deleting {uid}: the gateway answered no billing key"),
     }
 }
 
@@ -162,7 +139,7 @@ enum Found {
 /// Looks a one-time charge up by merchant_uid (paid, then failed). `known_failed`: the imp_uid of a decline already
 /// recorded for it (a lookup finding that one has found nothing new). Err: the lookup failed.
 async fn look_up(
-    g: &Iamport,
+    g: &impl Gateway,
     merchant_uid: &str,
     amount: i64,
     currency: &str,
@@ -319,7 +296,7 @@ pub fn charge_once(
         currency: currency.into(),
         name: name.to_owned(),
     };
-    let outcome = rt.block_on(g.charge_once(&req, &card, customer_uid));
+    let outcome = rt.block_on(g.pay_with_card(&req, &card, customer_uid));
     // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
     // it failed.
     let settle = || match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, None)) {
@@ -429,7 +406,7 @@ pub fn add_subscription(
         let g = gateway(&cfg)?;
         let card = card(&cfg)?;
         let key = runtime()?.block_on(issue_key(&g, customer_uid, &card, None, None))?;
-        println!("billing key {customer_uid} registered: {}", key_card(&key));
+        println!("billing key {customer_uid} registered: {}", shown(&key.card));
     }
     let sub = Subscription {
         id: id.to_owned(),

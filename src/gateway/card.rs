@@ -5,12 +5,13 @@ use serde::Deserialize;
 use std::fmt;
 use std::io::{IsTerminal, Read};
 
-/// A validated card. It never prints its number, birth date or PIN digits.
+/// A validated card. It never prints its number, birth date or PIN digits; only a gateway client reads them, to
+/// send them.
 pub struct Card {
-    number: String,
+    pub(in crate::gateway) number: String,
     pub expiry: String,
-    birth: String,
-    pwd_2digit: Option<String>,
+    pub(in crate::gateway) birth: String,
+    pub(in crate::gateway) pwd_2digit: Option<String>,
 }
 
 impl fmt::Debug for Card {
@@ -155,20 +156,6 @@ impl Card {
     pub fn masked(&self) -> String {
         mask(&self.number)
     }
-
-    /// The fields i'mport expects (`card_number` as dddd-dddd-dddd-dddd), for a request body only.
-    pub fn request_fields(&self) -> serde_json::Map<String, serde_json::Value> {
-        let grouped: Vec<String> =
-            self.number.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-        let mut m = serde_json::Map::new();
-        m.insert("card_number".into(), grouped.join("-").into());
-        m.insert("expiry".into(), self.expiry.clone().into());
-        m.insert("birth".into(), self.birth.clone().into());
-        if let Some(p) = &self.pwd_2digit {
-            m.insert("pwd_2digit".into(), p.clone().into());
-        }
-        m
-    }
 }
 
 use chrono::Datelike;
@@ -244,7 +231,6 @@ mod tests {
     fn accepts_a_good_card_and_masks_it() {
         let c = Card::validate(raw("4242-4242 4242-4242", "2030-12", "900101"), today()).unwrap();
         assert_eq!(c.masked(), "424242******4242");
-        assert_eq!(c.request_fields()["card_number"], "4242-4242-4242-4242");
         assert!(!format!("{c:?}").contains("4242424242424242"));
     }
 

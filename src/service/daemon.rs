@@ -2,7 +2,6 @@
 
 use crate::app;
 use crate::engine::{Engine, PassReport};
-use crate::gateway::Iamport;
 use crate::service::notify;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -157,7 +156,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     })
 }
 
-fn stop(engine: &Engine<Iamport>, signal: &str) {
+fn stop(engine: &Engine<app::PaymentGateway>, signal: &str) {
     if !engine.stopping() {
         info!(event = "daemon.stopping", signal, "daemon.stopping: finishing in-flight charges");
         notify::stopping("stopping: finishing in-flight charges");
@@ -166,7 +165,7 @@ fn stop(engine: &Engine<Iamport>, signal: &str) {
 }
 
 /// SIGHUP: reload and apply the config; an invalid file is refused and the running config stays in force.
-async fn reload(engine: &mut Engine<Iamport>, path: &Path) {
+async fn reload(engine: &mut Engine<app::PaymentGateway>, path: &Path) {
     notify::reloading();
     match app::load_config(path) {
         Ok(new) => {
@@ -198,7 +197,7 @@ async fn reload(engine: &mut Engine<Iamport>, path: &Path) {
 }
 
 /// One line for `systemctl status`: what is due, in flight and failed.
-async fn status_line(engine: &Engine<Iamport>, report: Option<&PassReport>) -> String {
+async fn status_line(engine: &Engine<app::PaymentGateway>, report: Option<&PassReport>) -> String {
     let now = Utc::now();
     let tz = engine.config().billing.clock.timezone;
     let midnight = engine.config().billing.clock.due_at_midnight(engine.config().billing.clock.local_date(now));

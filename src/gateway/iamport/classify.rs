@@ -1,0 +1,261 @@
+//! Reading i'mport's answers: the envelope, a charge's answer classified into the five outcome classes, a lookup's payment parsed; every string cleaned by the `Redactor`.
+
+use super::{Sent, describe};
+use crate::gateway::redact::Redactor;
+use crate::gateway::{ChargeOutcome, ChargeRequest, Payment};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The envelope of every i'mport answer: `code` (0: done), `message` (why not), `response`.
+#[derive(Deserialize)]
+pub(super) struct Envelope {
+    pub(super) code: i64,
+    pub(super) message: Option<String>,
+    pub(super) response: Option<serde_json::Value>,
+}
+
+/// An envelope whose `response` stays raw JSON text, read straight into what billd needs (no `Value` tree: a
+/// payment has some forty fields).
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    code: i64,
+    message: Option<String>,
+    #[serde(borrow)]
+    response: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An envelope with its payment, read in one pass (the same fields [`RawEnvelope`] reads, so it accepts no body
+/// that the general path would refuse).
+#[derive(Deserialize)]
+struct PaymentEnvelope {
+    code: i64,
+    #[serde(rename = "message")]
+    _message: Option<String>,
+    response: PaymentBody,
+}
+
+#[derive(Deserialize)]
+struct PaymentBody {
+    imp_uid: String,
+    merchant_uid: String,
+    amount: f64,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    customer_uid: Option<String>,
+    status: String,
+    #[serde(default)]
+    fail_reason: Option<String>,
+}
+
+/// Parses an envelope carrying a payment: `Ok(None)` when code != 0. Its strings are cleaned (the merchant_uid is
+/// compared with the one looked up by the caller, and quoted only cleaned); an imp_uid that is not a plain
+/// identifier is refused.
+pub(super) fn parse_payment(text: &str, red: &Redactor) -> Result<Option<Payment>, String> {
+    let env: RawEnvelope<'_> =
+        serde_json::from_str(text).map_err(|_| format!("unreadable response body: {}", snippet(red, text)))?;
+    if env.code != 0 {
+        return Ok(None);
+    }
+    let p: PaymentBody =
+        env.response.filter(|r| r.get() != "null").ok_or_else(|| "code 0 without a payment".to_string()).and_then(
+            |r| {
+                serde_json::from_str(r.get()).map_err(|e| {
+                    format!("malformed payment ({}): {}", red.clean_to(&e.to_string(), 120), snippet(red, text))
+                })
+            },
+        )?;
+    if !red.plain_id(&p.imp_uid) {
+        return Err(odd_imp_uid(&p.imp_uid, red));
+    }
+    Ok(Some(Payment {
+        imp_uid: p.imp_uid,
+        merchant_uid: p.merchant_uid,
+        amount: p.amount,
+        // Kept as they came, only to compare with what billd sent (never printed or stored: see
+        // Payment::differs_from).
+        currency: p.currency,
+        customer_uid: p.customer_uid,
+        status: red.clean_to(&p.status, 40),
+        fail_reason: p.fail_reason.map(|r| red.clean(&r)),
+    }))
+}
+
+/// Why an answer's imp_uid is refused (it is never stored or printed as it is).
+fn odd_imp_uid(imp_uid: &str, red: &Redactor) -> String {
+    format!("the answer's imp_uid {:?} is not a plain identifier; not recorded", red.clean_to(imp_uid, 40))
+}
+
+/// Classifies what an `again` (or `onetime`) request gave, for `req`; `timeout` is the one it was sent with.
+pub(super) fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration, red: &Redactor) -> ChargeOutcome {
+    let (status, text) = match sent {
+        Sent::Error(e) if e.is_connect() => return ChargeOutcome::Transient(describe(&e)),
+        Sent::Error(e) if e.is_timeout() => {
+            return ChargeOutcome::Unknown(format!("no answer within {}", crate::config::duration::format(timeout)));
+        }
+        Sent::Error(e) => return ChargeOutcome::Unknown(describe(&e)),
+        Sent::Response(s, t) => (s, t),
+    };
+    match status {
+        401 => {
+            return ChargeOutcome::Transient("HTTP 401 twice: the gateway refused the access token".into());
+        }
+        429 => return ChargeOutcome::Transient("HTTP 429: rate limited by the gateway".into()),
+        500..=599 => return ChargeOutcome::Transient(format!("HTTP {status}: {}", snippet(red, &text))),
+        _ => {}
+    }
+    let p = match serde_json::from_str::<PaymentEnvelope>(&text) {
+        // The usual answer, read in one pass. Whatever this accepts, the general path below reads the same way.
+        Ok(env) if env.code == 0 && status == 200 => env.response,
+        _ => match read_charge_answer(status, &text, red) {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        },
+    };
+    // A payment in another currency is not this charge either (settled later by lookup, as a mismatch).
+    if p.currency.as_deref().is_some_and(|c| c != req.currency) {
+        return ChargeOutcome::Unknown(format!(
+            "the answer is for merchant_uid {} in another currency than {}",
+            red.clean_to(&p.merchant_uid, 80),
+            req.currency
+        ));
+    }
+    if p.merchant_uid != req.merchant_uid || (p.amount - req.amount as f64).abs() > 0.000_1 {
+        return ChargeOutcome::Unknown(format!(
+            "the answer is for merchant_uid {} amount {}, not {} amount {}",
+            red.clean_to(&p.merchant_uid, 80),
+            p.amount,
+            req.merchant_uid,
+            req.amount
+        ));
+    }
+    if matches!(p.status.as_str(), "paid" | "failed") && !red.plain_id(&p.imp_uid) {
+        return ChargeOutcome::Unknown(odd_imp_uid(&p.imp_uid, red));
+    }
+    match p.status.as_str() {
+        "paid" => ChargeOutcome::Paid { imp_uid: p.imp_uid },
+        "failed" => ChargeOutcome::Declined {
+            imp_uid: Some(p.imp_uid),
+            reason: p
+                .fail_reason
+                .map(|r| red.clean(&r))
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| "declined (no reason given)".into()),
+        },
+        other => ChargeOutcome::Unknown(format!("payment status {:?}", red.clean_to(other, 40))),
+    }
+}
+
+/// An `again` answer that is not a plain payment: a refusal (code != 0) or something unreadable.
+fn read_charge_answer(status: u16, text: &str, red: &Redactor) -> Result<PaymentBody, ChargeOutcome> {
+    let env: RawEnvelope<'_> = serde_json::from_str(text).map_err(|_| {
+        ChargeOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(red, text)))
+    })?;
+    if env.code != 0 {
+        // The refusal's own words, cleaned (it may echo the request).
+        let message = env.message.map(|m| red.clean(&m)).filter(|m| !m.trim().is_empty());
+        return Err(ChargeOutcome::Rejected {
+            code: env.code,
+            message: message.unwrap_or_else(|| format!("HTTP {status}, code {}", env.code)),
+        });
+    }
+    if status != 200 {
+        return Err(ChargeOutcome::Unknown(format!("HTTP {status} with code 0: {}", snippet(red, text))));
+    }
+    match env.response.map(|r| serde_json::from_str(r.get())) {
+        Some(Ok(p)) => Ok(p),
+        _ => Err(ChargeOutcome::Unknown(format!("code 0 without a readable payment: {}", snippet(red, text)))),
+    }
+}
+
+/// Classifies an `again` answer (HTTP status and body) for `req`, as
+/// [`Gateway::charge`](crate::gateway::Gateway::charge) does (for fuzzing).
+pub fn classify_charge_body(status: u16, body: &str, req: &ChargeRequest) -> ChargeOutcome {
+    classify_charge(Sent::Response(status, body.to_owned()), req, Duration::from_secs(30), &Redactor::default())
+}
+
+/// Parses a lookup answer's body as [`Gateway::find`](crate::gateway::Gateway::find) does: `Ok(None)` when code != 0
+/// (for fuzzing).
+pub fn parse_payment_body(body: &str) -> Result<Option<Payment>, String> {
+    parse_payment(body, &Redactor::default())
+}
+
+/// The start of an answer, for an error message: cleaned ([`Redactor::clean`]: a proxy may echo the request, and a
+/// key-in request carries the card), one line, at most 120 characters.
+pub(super) fn snippet(red: &Redactor, text: &str) -> String {
+    red.clean_to(text, 120)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> ChargeRequest {
+        ChargeRequest {
+            customer_uid: "c".into(),
+            merchant_uid: "m-1".into(),
+            amount: 9900,
+            currency: "KRW".into(),
+            name: "n".into(),
+        }
+    }
+
+    fn classify(status: u16, body: &str) -> ChargeOutcome {
+        classify_charge(Sent::Response(status, body.into()), &req(), Duration::from_secs(30), &Redactor::default())
+    }
+
+    #[test]
+    fn classifies_paid_declined_rejected() {
+        let paid = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,"status":"paid"}}"#;
+        assert_eq!(classify(200, paid), ChargeOutcome::Paid { imp_uid: "imp_1".into() });
+        let failed = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_2","merchant_uid":"m-1","amount":9900,"status":"failed","fail_reason":"잔액부족"}}"#;
+        assert_eq!(
+            classify(200, failed),
+            ChargeOutcome::Declined { imp_uid: Some("imp_2".into()), reason: "잔액부족".into() }
+        );
+        let rejected = r#"{"code":-1,"message":"등록되지 않은 구매자입니다.","response":null}"#;
+        assert!(matches!(classify(200, rejected), ChargeOutcome::Rejected { code: -1, .. }));
+    }
+
+    #[test]
+    fn an_answer_echoing_a_card_is_quoted_without_it() {
+        // Some proxies answer an error page that echoes the request: a key-in request carries the card.
+        let echo = r#"bad request: {"birth":"900101","card_number":"4242424242424242","expiry":"2031-12","pwd_2digit":"73"} card 4242424242424242"#;
+        for outcome in [classify(500, echo), classify(200, echo), classify(302, echo)] {
+            let text = format!("{outcome:?}");
+            for secret in ["900101", "4242424242424242", "2031-12", "\"73\""] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            assert!(text.contains(r#"\"card_number\":\"***\""#), "{text}");
+        }
+        // A refusal whose message quotes the card (say, "invalid card number …") is logged without it.
+        let refusal = r#"{"code":-1,"message":"invalid card 4242424242424242 (birth 900101)","response":null}"#;
+        let ChargeOutcome::Rejected { code: -1, message } = classify(200, refusal) else { panic!("a refusal") };
+        assert_eq!(message, "invalid card 424242******4242 (birth ******)");
+    }
+
+    #[test]
+    fn a_redirect_is_an_unknown_outcome_never_followed() {
+        let paid = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,"status":"paid"}}"#;
+        for status in [301, 302, 303, 307, 308] {
+            assert!(matches!(classify(status, "<html>Moved</html>"), ChargeOutcome::Unknown(_)), "{status}");
+            assert!(matches!(classify(status, paid), ChargeOutcome::Unknown(_)), "{status} with a payment body");
+        }
+    }
+
+    #[test]
+    fn garbage_and_mismatches_are_unknown_never_paid() {
+        for body in [
+            "<html>502 Bad Gateway</html>",
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"m-1","amount":9900"#,
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"OTHER","amount":9900,"status":"paid"}}"#,
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"m-1","amount":1,"status":"paid"}}"#,
+            r#"{"code":0,"message":null,"response":{"imp_uid":"x","merchant_uid":"m-1","amount":"9900","status":"paid"}}"#,
+            r#"{"code":0,"message":null,"response":null}"#,
+        ] {
+            assert!(matches!(classify(200, body), ChargeOutcome::Unknown(_)), "{body}");
+        }
+        assert!(matches!(classify(500, "oops"), ChargeOutcome::Transient(_)));
+        assert!(matches!(classify(429, ""), ChargeOutcome::Transient(_)));
+    }
+}

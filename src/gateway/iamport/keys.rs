@@ -1,0 +1,229 @@
+//! i'mport's billing-key and key-in endpoints (`/subscribe/customers/{customer_uid}`, `/subscribe/payments/onetime`): the V1 client's `BillingKeys`, every answer cleaned and typed here.
+
+use super::classify::{Envelope, classify_charge, snippet};
+use super::{Iamport, Sent, describe};
+use crate::gateway::card::{Card, mask};
+use crate::gateway::redact::Redactor;
+use crate::gateway::{BillingKey, BillingKeys, Channel, ChargeOutcome, ChargeRequest, KeyError};
+use chrono::DateTime;
+use reqwest::Method;
+use serde_json::{Map, Value};
+
+/// A billing-key answer: its envelope's status, code and message (cleaned), and the key it holds (cleaned, typed).
+struct KeyAnswer {
+    status: u16,
+    code: i64,
+    message: Option<String>,
+    key: Option<BillingKey>,
+}
+
+impl KeyAnswer {
+    /// The refusal this answer is (its message, or nothing).
+    fn refused(self) -> KeyError {
+        KeyError::Refused { status: self.status, code: self.code, message: self.message.unwrap_or_default() }
+    }
+}
+
+impl Iamport {
+    /// An authenticated call on `/subscribe/customers/{customer_uid}` (re-authenticating once on 401), whose answer
+    /// is an envelope holding a billing key. Err: no answer, or an unreadable one.
+    async fn key_call(
+        &self,
+        method: Method,
+        customer_uid: &str,
+        query: &[(&str, &str)],
+        body: Option<&Map<String, Value>>,
+    ) -> Result<KeyAnswer, String> {
+        if let Some(fields) = body {
+            self.note_sent(fields);
+        }
+        let mut url = self.url(&["subscribe", "customers", customer_uid]);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let sent = self
+            .authed(|| {
+                let rb = self.http.request(method.clone(), url.clone());
+                match body {
+                    Some(b) => rb.json(b),
+                    None => rb,
+                }
+            })
+            .await?;
+        let red = self.sent();
+        match sent {
+            Sent::Error(e) => Err(describe(&e)),
+            Sent::Response(status, text) => {
+                let env: Envelope = serde_json::from_str(&text)
+                    .map_err(|_| format!("HTTP {status} with an unreadable body: {}", snippet(&red, &text)))?;
+                Ok(KeyAnswer {
+                    status,
+                    code: env.code,
+                    message: env.message.map(|m| red.clean(&m)),
+                    key: env.response.map(|r| billing_key(&r, &red)),
+                })
+            }
+        }
+    }
+}
+
+impl BillingKeys for Iamport {
+    /// `POST /subscribe/customers/{customer_uid}`.
+    async fn issue_key(&self, customer_uid: &str, card: &Card, channel: Channel<'_>) -> Result<BillingKey, KeyError> {
+        let mut body = card_fields(card);
+        if let Some(pg) = channel.pg {
+            body.insert("pg".into(), pg.into());
+        }
+        if let Some(k) = channel.channel_key {
+            body.insert("channel_key".into(), k.into());
+        }
+        let a = self.key_call(Method::POST, customer_uid, &[], Some(&body)).await.map_err(KeyError::Unavailable)?;
+        if a.status != 200 || a.code != 0 {
+            return Err(a.refused());
+        }
+        a.key.ok_or(KeyError::NoKey)
+    }
+
+    /// `GET /subscribe/customers/{customer_uid}`.
+    async fn show_key(&self, customer_uid: &str) -> Result<BillingKey, KeyError> {
+        let a = self.key_call(Method::GET, customer_uid, &[], None).await.map_err(KeyError::Unavailable)?;
+        match a {
+            KeyAnswer { status: 200, code: 0, key: Some(key), .. } => Ok(key),
+            KeyAnswer { status: 404, .. } => Err(KeyError::NotFound),
+            a => Err(a.refused()),
+        }
+    }
+
+    /// `DELETE /subscribe/customers/{customer_uid}?reason=…`.
+    async fn delete_key(&self, customer_uid: &str, reason: Option<&str>) -> Result<(), KeyError> {
+        let query: Vec<(&str, &str)> = reason.map(|r| vec![("reason", r)]).unwrap_or_default();
+        let a = self.key_call(Method::DELETE, customer_uid, &query, None).await.map_err(KeyError::Unavailable)?;
+        match (a.status, a.code) {
+            (200, 0) => Ok(()),
+            (404, _) => Err(KeyError::NotFound),
+            _ => Err(a.refused()),
+        }
+    }
+
+    /// `POST /subscribe/payments/onetime` (with `customer_uid` when the card is saved as a billing key).
+    async fn pay_with_card(&self, req: &ChargeRequest, card: &Card, save_as: Option<&str>) -> ChargeOutcome {
+        let mut body = card_fields(card);
+        body.insert("merchant_uid".into(), req.merchant_uid.clone().into());
+        body.insert("amount".into(), req.amount.into());
+        body.insert("currency".into(), req.currency.clone().into());
+        body.insert("name".into(), req.name.clone().into());
+        if let Some(c) = save_as {
+            body.insert("customer_uid".into(), c.into());
+        }
+        self.note_sent(&body);
+        let body = Value::Object(body);
+        let url = self.url(&["subscribe", "payments", "onetime"]);
+        match self.authed(|| self.http.post(url.clone()).json(&body)).await {
+            Ok(sent) => classify_charge(sent, req, self.timeout, &self.sent()),
+            // No token: the payment request never left.
+            Err(e) => ChargeOutcome::Transient(e),
+        }
+    }
+}
+
+/// The card fields i'mport expects (`card_number` as dddd-dddd-dddd-dddd), for a request body only.
+fn card_fields(card: &Card) -> Map<String, Value> {
+    let grouped: Vec<String> =
+        card.number.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let mut m = Map::new();
+    m.insert("card_number".into(), grouped.join("-").into());
+    m.insert("expiry".into(), card.expiry.clone().into());
+    m.insert("birth".into(), card.birth.clone().into());
+    if let Some(p) = &card.pwd_2digit {
+        m.insert("pwd_2digit".into(), p.clone().into());
+    }
+    m
+}
+
+/// A key as an answer's `response` (i'mport's `CustomerAnnotation`) gives it: its strings cleaned, its card number
+/// masked ([`shown_card`], then masked again if it still holds 13 or more digits), its times read from Unix seconds
+/// (0: not given). A field missing or of another type is `None`.
+fn billing_key(v: &Value, red: &Redactor) -> BillingKey {
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(|s| red.clean(s));
+    let time = |k: &str| {
+        v.get(k).and_then(Value::as_i64).filter(|t| *t != 0).map(|t| DateTime::from_timestamp(t, 0).unwrap_or_default())
+    };
+    let card = v.get("card_number").and_then(Value::as_str).map(|s| {
+        let shown = shown_card(s, red);
+        if shown.chars().filter(char::is_ascii_digit).count() >= 13 { mask(&shown) } else { shown }
+    });
+    BillingKey {
+        card,
+        card_name: text("card_name"),
+        pg_provider: text("pg_provider"),
+        pg_id: text("pg_id"),
+        inserted: time("inserted"),
+        updated: time("updated"),
+    }
+}
+
+/// A key's card number as the gateway shows it: a whole card number (13-19 digits, spaces and dashes) masked; a
+/// mask (`424242******4242`: digits, `*`, `-` and spaces, at most 10 digits, nothing billd sent) kept; anything else
+/// cleaned.
+fn shown_card(s: &str, red: &Redactor) -> String {
+    let digits = s.chars().filter(char::is_ascii_digit).count();
+    let card_chars = s.len() <= 40 && s.chars().all(|c| c.is_ascii_digit() || matches!(c, '*' | '-' | ' '));
+    if card_chars && (13..=19).contains(&digits) && !s.contains('*') {
+        mask(s)
+    } else if card_chars && digits <= 10 && s.contains('*') && !red.holds_sent(s) {
+        s.to_owned()
+    } else {
+        red.clean_to(s, 40)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::card::RawCard;
+
+    fn card() -> Card {
+        let raw = RawCard {
+            card_number: "4242-4242 4242-4242".into(),
+            expiry: "2030-12".into(),
+            birth: "900101".into(),
+            pwd_2digit: Some("12".into()),
+        };
+        Card::validate(raw, "2026-11-24".parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_card_is_sent_grouped_as_i_mport_expects() {
+        let f = card_fields(&card());
+        assert_eq!(f["card_number"], "4242-4242-4242-4242");
+        assert_eq!(f["expiry"], "2030-12");
+        assert_eq!(f["birth"], "900101");
+        assert_eq!(f["pwd_2digit"], "12");
+    }
+
+    #[test]
+    fn a_key_is_typed_with_its_card_masked_and_its_strings_cleaned() {
+        let mut red = Redactor::default();
+        red.sent_digits("4242424242424242");
+        let v = serde_json::json!({
+            "card_number": "4242424242424242",
+            "card_name": "echo 4242-4242-4242-4242\nINFO forged",
+            "pg_provider": "kcp",
+            "pg_id": 7,
+            "inserted": 1_700_000_000,
+            "updated": 0,
+        });
+        let key = billing_key(&v, &red);
+        assert_eq!(key.card.as_deref(), Some("424242******4242"));
+        let name = key.card_name.unwrap();
+        assert!(!name.contains("4242-4242") && !name.contains('\n'), "{name}");
+        assert_eq!(key.pg_provider.as_deref(), Some("kcp"));
+        assert_eq!(key.pg_id, None, "not a string");
+        assert_eq!(key.inserted.map(|t| t.to_rfc3339()).as_deref(), Some("2023-11-14T22:13:20+00:00"));
+        assert_eq!(key.updated, None, "0 is not given");
+        // A mask as the gateway gives it is kept; one holding more digits is masked again.
+        let kept = billing_key(&serde_json::json!({ "card_number": "424242******4242" }), &red);
+        assert_eq!(kept.card.as_deref(), Some("424242******4242"));
+        assert_eq!(billing_key(&serde_json::json!([1]), &red), BillingKey::default());
+    }
+}

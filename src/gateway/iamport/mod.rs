@@ -1,0 +1,347 @@
+//! The i'mport (PortOne V1) client: access tokens, the rate limit, sending, and the engine's `Gateway` (charge, lookups); answers are read in `classify`, billing keys in `keys`.
+
+mod classify;
+mod keys;
+
+pub use classify::{classify_charge_body, parse_payment_body};
+
+use crate::config::Secret;
+use crate::gateway::redact::Redactor;
+use crate::gateway::{Auth, ChargeOutcome, ChargeRequest, Gateway, Lookup};
+use classify::{Envelope, classify_charge, parse_payment, snippet};
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// The words of a refused token request (see [`Auth::Refused`]).
+const CREDENTIALS_REFUSED: &str = "the gateway refused the credentials (gateway.imp_key and its imp_secret)";
+
+/// The i'mport REST client.
+pub struct Iamport {
+    http: reqwest::Client,
+    /// `base_url` parsed once (request URLs are built from it).
+    base: Option<reqwest::Url>,
+    base_url: String,
+    imp_key: String,
+    imp_secret: Secret,
+    timeout: Duration,
+    token: Mutex<Option<Token>>,
+    /// `{base_url}/subscribe/payments/again`, built once (a charge is the hot path of a billing day).
+    again: Option<reqwest::Url>,
+    /// `gateway.rate_limit`: every request waits for a permit (see [`Iamport::with_rate_limit`]).
+    rate: Option<RateLimit>,
+    /// The secret values this client sent (imp_secret, access tokens, a card's data): every string of an answer is
+    /// cleaned of them, and of whatever else could be card data, before it leaves this module ([`Redactor::clean`]).
+    sent: std::sync::RwLock<Redactor>,
+}
+
+/// A token bucket holding one request (no bursts: at most one request every 1/rate seconds, which never exceeds
+/// the rate in any window); waiters queue in order on the mutex instead of all polling the bucket.
+struct RateLimit {
+    bucket: governor::DefaultDirectRateLimiter,
+    queue: Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Token {
+    value: Secret,
+    refresh_at: Instant,
+}
+
+/// The JSON body of an `again` request.
+#[derive(serde::Serialize)]
+struct AgainBody<'a> {
+    customer_uid: &'a str,
+    merchant_uid: &'a str,
+    amount: i64,
+    currency: &'a str,
+    name: &'a str,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    access_token: String,
+    now: i64,
+    expired_at: i64,
+}
+
+/// Refresh this long before the server says the token expires (a tenth of short lifetimes).
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+/// What sending a request gave: an answer (HTTP status and body, read by [`read_body`]) or a transport error.
+enum Sent {
+    Response(u16, String),
+    Error(reqwest::Error),
+}
+
+impl Iamport {
+    pub fn new(base_url: &str, imp_key: &str, imp_secret: Secret, timeout: Duration, concurrency: usize) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(concurrency)
+            // i'mport answers in place; a payment request is never re-sent to another address (a 3xx answer is an
+            // unknown outcome, settled by lookup). Without the redirect layer reqwest also parses each URL once less.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("billd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        let mut sent = Redactor::default();
+        sent.sent_word(imp_secret.expose());
+        let mut me = Iamport {
+            http,
+            base: reqwest::Url::parse(base_url.trim_end_matches('/')).ok(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            again: None,
+            imp_key: imp_key.to_owned(),
+            imp_secret,
+            timeout,
+            token: Mutex::new(None),
+            rate: None,
+            sent: std::sync::RwLock::new(sent),
+        };
+        me.again = me.base.is_some().then(|| me.url(&["subscribe", "payments", "again"]));
+        me
+    }
+
+    /// Sends at most `per_second` requests per second (token, charge and lookup requests alike; `None`: no limit).
+    pub fn with_rate_limit(mut self, per_second: Option<f64>) -> Self {
+        self.rate = per_second.filter(|r| r.is_finite() && *r > 0.0).and_then(|r| {
+            let period = Duration::from_secs_f64(1.0 / r).max(Duration::from_nanos(1));
+            governor::Quota::with_period(period)
+                .map(|q| RateLimit { bucket: governor::RateLimiter::direct(q), queue: Mutex::new(()) })
+        });
+        self
+    }
+
+    /// What this client has sent so far, to clean answers with.
+    fn sent(&self) -> std::sync::RwLockReadGuard<'_, Redactor> {
+        self.sent.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers the secret fields of a request body before it leaves (a card's number, birth date and PIN digits,
+    /// a channel key), so that an answer echoing them is cleaned of them.
+    fn note_sent(&self, body: &serde_json::Map<String, serde_json::Value>) {
+        let mut sent = self.sent.write().unwrap_or_else(|p| p.into_inner());
+        for (key, value) in body {
+            let Some(v) = value.as_str() else { continue };
+            match key.as_str() {
+                "card_number" | "birth" | "pwd_2digit" => sent.sent_digits(v),
+                "channel_key" => sent.sent_word(v),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits until the rate limit lets one more request leave.
+    async fn permit(&self) {
+        if let Some(rate) = &self.rate {
+            let _turn = rate.queue.lock().await;
+            rate.bucket.until_ready().await;
+        }
+    }
+
+    /// A valid access token, fetching one if the cached one is near expiry (or `stale` was rejected).
+    async fn token(&self, stale: Option<&Secret>) -> Result<Secret, String> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            let rejected = stale.is_some_and(|s| s == &t.value);
+            if !rejected && Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let body = serde_json::json!({ "imp_key": self.imp_key, "imp_secret": self.imp_secret.expose() });
+        self.permit().await;
+        let resp = self
+            .http
+            .post(format!("{}/users/getToken", self.base_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("getToken: {}", describe(&e)))?;
+        let status = resp.status().as_u16();
+        let text = read_body(resp).await.map_err(|e| format!("getToken: {}", describe(&e)))?;
+        if status == 401 || status == 403 {
+            return Err(format!("getToken: HTTP {status}: {CREDENTIALS_REFUSED}"));
+        }
+        let env: Envelope = serde_json::from_str(&text)
+            // No excerpt: a token answer, even a mangled one, may carry an access token.
+            .map_err(|_| format!("getToken: HTTP {status} with an unreadable body ({} bytes)", text.len()))?;
+        if status != 200 || env.code != 0 {
+            // The refusal's words may echo the request, imp_secret included: cleaned like every gateway string.
+            let message = self.sent().clean(&env.message.unwrap_or_default());
+            return Err(format!("getToken: HTTP {status}, code {}: {message}", env.code));
+        }
+        let tok: TokenBody = env
+            .response
+            .and_then(|r| serde_json::from_value(r).ok())
+            .ok_or_else(|| "getToken: the response has no access_token/now/expired_at".to_string())?;
+        // Use the server's own clock: the lifetime is expired_at - now, whatever our clock says.
+        let life = Duration::from_secs(tok.expired_at.saturating_sub(tok.now).max(0) as u64);
+        self.sent.write().unwrap_or_else(|p| p.into_inner()).sent_token(&tok.access_token);
+        let token = Token {
+            value: Secret::new(tok.access_token),
+            refresh_at: Instant::now() + life.saturating_sub(TOKEN_MARGIN),
+        };
+        *cached = Some(token.clone());
+        Ok(token.value)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
+        self.permit().await;
+        match req.bearer_auth(token.expose()).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match read_body(resp).await {
+                    Ok(t) => Sent::Response(status, t),
+                    Err(e) => Sent::Error(e),
+                }
+            }
+            Err(e) => Sent::Error(e),
+        }
+    }
+
+    /// Sends an authenticated request, re-authenticating once on a 401.
+    async fn authed(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Sent, String> {
+        let token = self.token(None).await?;
+        match self.send(build(), &token).await {
+            Sent::Response(401, _) => {
+                let fresh = self.token(Some(&token)).await?;
+                Ok(self.send(build(), &fresh).await)
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = match &self.base {
+            Some(base) => base.clone(),
+            None => reqwest::Url::parse(&self.base_url).expect("base_url was validated with the config"),
+        };
+        url.path_segments_mut().expect("http(s) URLs have paths").pop_if_empty().extend(segments);
+        url
+    }
+}
+
+impl Gateway for Iamport {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn authenticate(&self) -> Auth {
+        match self.token(None).await {
+            Ok(_) => Auth::Accepted,
+            Err(e) if e.contains(CREDENTIALS_REFUSED) => Auth::Refused(e),
+            Err(e) => Auth::Unavailable(e),
+        }
+    }
+
+    async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
+        let body = AgainBody {
+            customer_uid: &req.customer_uid,
+            merchant_uid: &req.merchant_uid,
+            amount: req.amount,
+            currency: &req.currency,
+            name: &req.name,
+        };
+        let url = self.again.clone().unwrap_or_else(|| self.url(&["subscribe", "payments", "again"]));
+        let sent = match self.authed(|| self.http.post(url.clone()).json(&body)).await {
+            Ok(s) => s,
+            // No token: the charge request never left.
+            Err(e) => return ChargeOutcome::Transient(e),
+        };
+        classify_charge(sent, req, self.timeout, &self.sent())
+    }
+
+    async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {
+        let url = self.url(&["payments", "find", merchant_uid, status]);
+        let sent = match self.authed(|| self.http.get(url.clone())).await {
+            Ok(s) => s,
+            Err(e) => return Lookup::Error(e),
+        };
+        let red = self.sent();
+        match sent {
+            Sent::Error(e) => Lookup::Error(describe(&e)),
+            Sent::Response(404, _) => Lookup::NotFound,
+            Sent::Response(200, text) => match parse_payment(&text, &red) {
+                Ok(Some(p)) if p.merchant_uid == merchant_uid => Lookup::Found(p),
+                Ok(Some(p)) => Lookup::Error(format!(
+                    "lookup of {merchant_uid} answered a payment for merchant_uid {}",
+                    red.clean_to(&p.merchant_uid, 80)
+                )),
+                Ok(None) => Lookup::Error(format!("lookup answered no payment: {}", snippet(&red, &text))),
+                Err(e) => Lookup::Error(e),
+            },
+            Sent::Response(status, text) => Lookup::Error(format!("lookup: HTTP {status}: {}", snippet(&red, &text))),
+        }
+    }
+}
+
+/// The most billd reads of one answer; i'mport's are a few KB.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Reads an answer's body, at most [`MAX_BODY`] bytes: a larger one is never buffered whole and is replaced by a
+/// marker that is not JSON, so it classifies as unreadable (an unknown outcome), never as paid.
+async fn read_body(mut resp: reqwest::Response) -> Result<String, reqwest::Error> {
+    let too_large = || format!("<billd: the answer is larger than {} KiB; not read>", MAX_BODY / 1024);
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Ok(too_large());
+    }
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > MAX_BODY {
+            return Ok(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut msg = if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        "connection failed".to_string()
+    };
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_client_does_not_follow_redirects() {
+        // A server that answers every request with a redirect to itself, and counts the requests.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{addr}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        let client = Iamport::new(&format!("http://{addr}"), "k", Secret::new("s"), Duration::from_secs(5), 4);
+        let request = client.http.post(client.url(&["subscribe", "payments", "again"])).body("{}");
+        let sent = client.send(request, &Secret::new("t")).await;
+        assert!(matches!(sent, Sent::Response(307, _)), "the redirect is the answer");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "no second request was made");
+    }
+}
