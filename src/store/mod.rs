@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_init.sql"),
-    include_str!("../../migrations/0002_one_time_charges.sql"),
-    include_str!("../../migrations/0003_pass_indexes.sql"),
-    include_str!("../../migrations/0004_lean_charge_path.sql"),
-    include_str!("../../migrations/0005_one_time_unresolved.sql"),
-    include_str!("../../migrations/0006_exactly_once_holes.sql"),
+    include_str!("sqlite/migrations/0001_init.sql"),
+    include_str!("sqlite/migrations/0002_one_time_charges.sql"),
+    include_str!("sqlite/migrations/0003_pass_indexes.sql"),
+    include_str!("sqlite/migrations/0004_lean_charge_path.sql"),
+    include_str!("sqlite/migrations/0005_one_time_unresolved.sql"),
+    include_str!("sqlite/migrations/0006_exactly_once_holes.sql"),
 ];
 
 /// How long a write waits for another process's write transaction.
