@@ -1,8 +1,9 @@
 //! SQLite adapter: migrations, pragmas, and every read and write billd makes (one transaction per batch).
 
 use crate::billing::calendar::{ChargeClock, Interval};
-use crate::billing::dunning::{Decision, OnExhausted};
+use crate::billing::dunning::Decision;
 use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::status::{Cause, exhausted_reason, merchant_uid_taken_reason, next_status};
 use crate::billing::sync::{Change, SyncPlan};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -1036,14 +1037,10 @@ impl Store {
                     let Some(owner) = owner else {
                         bail!("period {} of subscription {} exists already", p.period, p.subscription_id);
                     };
-                    let why = format!(
-                        "merchant_uid {} of period {} is already used by {owner}; suspended so that no payment is \
-                         mistaken for another (check billing.merchant_uid_prefix)",
-                        p.merchant_uid, p.period
-                    );
+                    let why = merchant_uid_taken_reason(&p.merchant_uid, p.period, &owner);
                     tracing::error!(event = "charge.refused", subscription = %p.subscription_id,
                         merchant_uid = %p.merchant_uid, "charge.refused: {why}");
-                    set_status_tx(&tx, &p.subscription_id, Status::Suspended, now, &why)?;
+                    change_status(&tx, &p.subscription_id, Cause::MerchantUidTaken, now, &why)?;
                     continue;
                 }
                 let advanced = adv.execute(params![
@@ -1572,13 +1569,22 @@ fn current_status(tx: &Transaction<'_>, id: &str) -> Result<Option<Status>> {
     Ok(s.and_then(|s| Status::parse(&s)))
 }
 
-fn set_status_tx(tx: &Transaction<'_>, id: &str, to: Status, now: i64, reason: &str) -> Result<Option<Status>> {
+/// Moves subscription `id` to the status [`next_status`] decides for `cause`, given its status as it is inside `tx`,
+/// and records the change (with `reason`) as an event. Returns its status before (`None`: no such subscription) and
+/// the status it moved to (`None`: no change).
+fn change_status(
+    tx: &Transaction<'_>,
+    id: &str,
+    cause: Cause,
+    now: i64,
+    reason: &str,
+) -> Result<Option<(Status, Option<Status>)>> {
     let Some(from) = current_status(tx, id)? else {
         return Ok(None);
     };
-    if from == to || from == Status::Canceled {
-        return Ok(Some(from));
-    }
+    let Some(to) = next_status(from, cause) else {
+        return Ok(Some((from, None)));
+    };
     tx.prepare_cached(
         "UPDATE subscriptions SET status = ?2, updated_at = ?3,
            suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END WHERE id = ?1",
@@ -1591,7 +1597,12 @@ fn set_status_tx(tx: &Transaction<'_>, id: &str, to: Status, now: i64, reason: &
         Some(id),
         json!({ "from": from.as_str(), "reason": reason }),
     )?;
-    Ok(Some(from))
+    Ok(Some((from, Some(to))))
+}
+
+/// An operator's (or a config sync's) status change; returns the status before.
+fn set_status_tx(tx: &Transaction<'_>, id: &str, to: Status, now: i64, reason: &str) -> Result<Option<Status>> {
+    Ok(change_status(tx, id, Cause::Operator(to), now, reason)?.map(|(from, _)| from))
 }
 
 /// The statements that record a paid attempt, prepared once for a batch of outcomes.
@@ -1608,19 +1619,9 @@ fn record_one(
     changes: &mut Vec<StatusChange>,
 ) -> Result<()> {
     let a = &it.attempt;
-    let mut status_to = |to: Status, reason: &str, changes: &mut Vec<StatusChange>| -> Result<()> {
-        let from = current_status(tx, &a.subscription_id)?;
-        if let Some(from) = from {
-            // Operator decisions (suspended, canceled) are never undone by a charge outcome.
-            let allowed = match to {
-                Status::Active => from == Status::PastDue,
-                Status::PastDue => from == Status::Active,
-                Status::Suspended | Status::Canceled => from.bills(),
-            };
-            if allowed {
-                set_status_tx(tx, &a.subscription_id, to, now, reason)?;
-                changes.push(StatusChange { subscription_id: a.subscription_id.clone(), from, to });
-            }
+    let mut status_to = |cause: Cause, reason: &str, changes: &mut Vec<StatusChange>| -> Result<()> {
+        if let Some((from, Some(to))) = change_status(tx, &a.subscription_id, cause, now, reason)? {
+            changes.push(StatusChange { subscription_id: a.subscription_id.clone(), from, to });
         }
         Ok(())
     };
@@ -1637,27 +1638,10 @@ fn record_one(
             paid.period.execute(params![a.subscription_id, a.period as i64, now])?;
             // The paid attempt row is the record of the payment (no separate event: this is the hot path of a
             // billing day). A past-due subscription becomes active again; any other status stays as it is.
-            let recovered = a.past_due
-                && tx
-                    .prepare_cached(
-                        "UPDATE subscriptions SET status = 'active', updated_at = ?2
-                         WHERE id = ?1 AND status = 'past_due'",
-                    )?
-                    .execute(params![a.subscription_id, now])?
-                    == 1;
-            if recovered {
-                event(
-                    tx,
-                    now,
-                    "subscription.active",
-                    Some(&a.subscription_id),
-                    json!({ "from": Status::PastDue.as_str(), "reason": "paid" }),
-                )?;
-                changes.push(StatusChange {
-                    subscription_id: a.subscription_id.clone(),
-                    from: Status::PastDue,
-                    to: Status::Active,
-                });
+            // A past-due subscription becomes active again (the status is read only then: no other status can
+            // turn into past due while the attempt is out, as a subscription has one open period).
+            if a.past_due {
+                status_to(Cause::Paid, "paid", changes)?;
             }
         }
         AttemptResult::Unresolved { reason } | AttemptResult::ResendRefused { reason } => {
@@ -1710,7 +1694,7 @@ fn record_one(
     Ok(())
 }
 
-type StatusTo<'a> = dyn FnMut(Status, &str, &mut Vec<StatusChange>) -> Result<()> + 'a;
+type StatusTo<'a> = dyn FnMut(Cause, &str, &mut Vec<StatusChange>) -> Result<()> + 'a;
 
 #[allow(clippy::too_many_arguments)]
 fn record_failure(
@@ -1742,7 +1726,7 @@ fn record_failure(
                 .execute(params![a.subscription_id, a.period as i64, ts(at)])?;
             detail["next_retry"] = json!(at.to_rfc3339());
             event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
-            status_to(Status::PastDue, reason, changes)?;
+            status_to(Cause::FailedWillRetry, reason, changes)?;
         }
         Decision::Exhausted(action) => {
             tx.prepare_cached(
@@ -1752,15 +1736,8 @@ fn record_failure(
             .execute(params![a.subscription_id, a.period as i64, now])?;
             detail["final_action"] = json!(action.as_str());
             event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
-            let why = match failure {
-                "rejected" => format!("rejected: {reason}"),
-                _ => format!("retries exhausted (last decline: {reason})"),
-            };
-            match action {
-                OnExhausted::Cancel => status_to(Status::Canceled, &why, changes)?,
-                OnExhausted::Suspend => status_to(Status::Suspended, &why, changes)?,
-                OnExhausted::Skip => status_to(Status::Active, &why, changes)?,
-            }
+            let why = exhausted_reason(failure == "rejected", reason);
+            status_to(Cause::Exhausted(action), &why, changes)?;
         }
         other => bail!("a failed attempt cannot be followed by {other:?}"),
     }
