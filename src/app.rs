@@ -5,6 +5,7 @@ use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::gateway::Iamport;
 use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use tracing::warn;
@@ -43,10 +44,16 @@ pub fn lock_database(db: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// Opens (creating and migrating if needed) the book the config names: the SQLite database `billing.database`.
+/// The one place that picks the store; everything else sees only the [`Store`] contract.
+pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
+    SqliteStore::open(&cfg.billing.database)
+}
+
 /// Builds the engine for a config: lock, database, gateway client.
-pub fn engine(cfg: Config) -> Result<(Engine<Iamport>, std::fs::File)> {
+pub fn engine(cfg: Config) -> Result<(Engine<impl Store + use<>, Iamport>, std::fs::File)> {
     let lock = lock_database(&cfg.billing.database)?;
-    let store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     let secret = cfg.gateway.secret.resolve().map_err(|e| anyhow!("{}: {e}", cfg.file.display()))?;
     let g = &cfg.gateway;
     let gateway = Iamport::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit);

@@ -16,7 +16,7 @@ use billd::billing::calendar::{Calendar, ChargeClock, Interval, Unit};
 use billd::config::Config;
 use billd::engine::Engine;
 use billd::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup, Payment};
-use billd::store::Store;
+use billd::store::sqlite::SqliteStore as Store;
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;

@@ -7,7 +7,9 @@ use crate::billing::model::merchant_uid;
 use crate::billing::sync;
 use crate::config::Config;
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
-use crate::store::{Attempt, AttemptResult, DueSubscription, NewPeriod, Recorded, StatusChange, Store, from_ts, ts};
+use crate::store::{
+    Attempt, AttemptResult, ChargeStatus, ClaimStep, DueSubscription, Failure, NewPeriod, Recorded, StatusChange, Store,
+};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use metrics::Metrics;
@@ -87,15 +89,15 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// Orchestrates the store and the gateway under the config's rules.
-pub struct Engine<G: Gateway> {
-    store: Arc<Mutex<Store>>,
+pub struct Engine<S: Store, G: Gateway> {
+    store: Arc<Mutex<S>>,
     gateway: Arc<G>,
     cfg: Arc<Config>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
-impl<G: Gateway> Clone for Engine<G> {
+impl<S: Store, G: Gateway> Clone for Engine<S, G> {
     fn clone(&self) -> Self {
         Engine {
             store: self.store.clone(),
@@ -137,8 +139,8 @@ impl At {
 /// How many rows one claim, open or reconcile step handles at once.
 const PAGE: usize = 1024;
 
-impl<G: Gateway> Engine<G> {
-    pub fn new(store: Store, gateway: G, cfg: Config) -> Self {
+impl<S: Store, G: Gateway> Engine<S, G> {
+    pub fn new(store: S, gateway: G, cfg: Config) -> Self {
         Engine {
             store: Arc::new(Mutex::new(store)),
             gateway: Arc::new(gateway),
@@ -172,13 +174,13 @@ impl<G: Gateway> Engine<G> {
     }
 
     /// Runs a store operation on the blocking pool.
-    pub async fn db<R: Send + 'static>(&self, f: impl FnOnce(&mut Store) -> Result<R> + Send + 'static) -> Result<R> {
+    pub async fn db<R: Send + 'static>(&self, f: impl FnOnce(&S) -> Result<R> + Send + 'static) -> Result<R> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = store.lock().unwrap_or_else(|p| p.into_inner());
             // Every database error names the file (SQLite's own messages, like "disk I/O error", do not).
-            let path = guard.path().display().to_string();
-            f(&mut guard)
+            let path = guard.location();
+            f(&guard)
                 .map_err(|e| if format!("{e:#}").contains(&path) { e } else { e.context(format!("database {path}")) })
         })
         .await
@@ -191,7 +193,7 @@ impl<G: Gateway> Engine<G> {
         let cfg = self.cfg.clone();
         self.db(move |s| {
             // Planned from the rows as they are inside the write transaction that applies it.
-            let plan = s.sync_with(&cfg.billing.clock, ts(now), |subs, active| {
+            let plan = s.sync_with(&cfg.billing.clock, now, |subs, active| {
                 let plan = sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, cfg.billing.clock.local_date(now));
                 for w in &plan.warnings {
                     warn!(event = "config.sync", "{w}");
@@ -248,9 +250,8 @@ impl<G: Gateway> Engine<G> {
         let mut after: Option<(String, u64)> = None;
         'pages: loop {
             let key = after.clone();
-            let page = self
-                .db(move |s| s.unresolved_after(ts(now), key.as_ref().map(|(s, p)| (s.as_str(), *p)), PAGE))
-                .await?;
+            let page =
+                self.db(move |s| s.unresolved_after(now, key.as_ref().map(|(s, p)| (s.as_str(), *p)), PAGE)).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.subscription_id.clone(), last.period));
             n += page.len();
@@ -283,8 +284,8 @@ impl<G: Gateway> Engine<G> {
     /// it for the next pass.
     async fn reconcile_one_time(&self, now: DateTime<Utc>) -> Result<usize> {
         // Rows from before schema 6 have no check time: the old rule (five timeouts and a minute after the change).
-        let fallback = 5 * self.gateway.timeout().as_secs() as i64 + 60;
-        let page = self.db(move |s| s.unresolved_one_time(ts(now), fallback, PAGE)).await?;
+        let fallback = chrono::Duration::seconds(5 * self.gateway.timeout().as_secs() as i64 + 60);
+        let page = self.db(move |s| s.unresolved_one_time(now, fallback, PAGE)).await?;
         let mut settled = 0;
         for c in page {
             if self.stopping() {
@@ -297,8 +298,8 @@ impl<G: Gateway> Engine<G> {
             };
             let (status, failure, imp_uid, reason) = match self.gateway.find(&merchant_uid, "paid").await {
                 Lookup::Found(p) => match p.differs_from(c.amount, &c.currency, c.customer_uid.as_deref()) {
-                    None => ("paid", None, Some(p.imp_uid), None),
-                    Some(why) => ("failed", Some("mismatch"), None, Some(why)),
+                    None => (ChargeStatus::Paid, None, Some(p.imp_uid), None),
+                    Some(why) => (ChargeStatus::Failed, Some(Failure::Mismatch), None, Some(why)),
                 },
                 Lookup::Error(e) => {
                     failed_lookup(e);
@@ -306,8 +307,8 @@ impl<G: Gateway> Engine<G> {
                 }
                 Lookup::NotFound => match self.gateway.find(&merchant_uid, "failed").await {
                     Lookup::Found(p) => (
-                        "failed",
-                        Some("declined"),
+                        ChargeStatus::Failed,
+                        Some(Failure::Declined),
                         Some(p.imp_uid),
                         Some(p.fail_reason.unwrap_or_else(|| "declined (no reason given)".into())),
                     ),
@@ -316,8 +317,8 @@ impl<G: Gateway> Engine<G> {
                         continue;
                     }
                     Lookup::NotFound => (
-                        "failed",
-                        Some("abandoned"),
+                        ChargeStatus::Failed,
+                        Some(Failure::Abandoned),
                         None,
                         Some(
                             "no record at the gateway after the quiet period: nothing was charged (rerun \
@@ -332,18 +333,18 @@ impl<G: Gateway> Engine<G> {
             let (id, tries) = (c.id, c.tries);
             // Recorded only if no rerun of charge-once began another send of it while the lookups ran.
             let done = self
-                .db(move |s| s.finish_one_time(id, tries, status, failure, imp.as_deref(), why.as_deref(), ts(now)))
+                .db(move |s| s.finish_one_time(id, tries, status, failure, imp.as_deref(), why.as_deref(), now))
                 .await?;
             if !done {
                 continue;
             }
             settled += 1;
             match (status, failure) {
-                ("paid", _) => info!(event = "charge.paid", merchant_uid = %merchant_uid, one_time = true,
+                (ChargeStatus::Paid, _) => info!(event = "charge.paid", merchant_uid = %merchant_uid, one_time = true,
                     imp_uid = %imp_uid.unwrap_or_default(), "charge.paid"),
-                (_, Some("abandoned")) => info!(event = "charge.abandoned", merchant_uid = %merchant_uid,
+                (_, Some(Failure::Abandoned)) => info!(event = "charge.abandoned", merchant_uid = %merchant_uid,
                     one_time = true, reason = %reason.unwrap_or_default(), "charge.abandoned"),
-                (_, Some("mismatch")) => error!(event = "charge.mismatch", merchant_uid = %merchant_uid,
+                (_, Some(Failure::Mismatch)) => error!(event = "charge.mismatch", merchant_uid = %merchant_uid,
                     one_time = true, reason = %reason.unwrap_or_default(),
                     "charge.mismatch: not taken as paid; held for an operator"),
                 _ => warn!(event = "charge.failed", merchant_uid = %merchant_uid, one_time = true,
@@ -369,12 +370,12 @@ impl<G: Gateway> Engine<G> {
         report.unresolved = tally.unresolved;
         report.mismatched = tally.mismatched;
         report.last_record = tally.last_commit;
-        report.next_wake = self.db(|s| s.next_wake()).await?.map(from_ts);
+        report.next_wake = self.db(|s| s.next_wake()).await?;
         if self.log_over_amount_limit(now).await? > 0 {
             // Held-back periods stay due: do not wake for them again at once.
             report.next_wake = report.next_wake.map(|t| t.max(now + chrono::Duration::minutes(1)));
         }
-        self.metrics.last_success.store(ts(now), Ordering::Relaxed);
+        self.metrics.last_success.store(now.timestamp(), Ordering::Relaxed);
         self.metrics.beat();
         Ok(report)
     }
@@ -397,7 +398,7 @@ impl<G: Gateway> Engine<G> {
             // A round opens at most one period per subscription due at its start (a later period of the same
             // subscription waits for the next round, after the outcome of this one).
             let max_amount = self.cfg.limits.max_amount;
-            let to_open = self.db(move |s| s.subscriptions_to_open_count(ts(now), max_amount)).await?;
+            let to_open = self.db(move |s| s.subscriptions_to_open_count(now, max_amount)).await?;
             let mut opened = 0;
             let mut claimed_any = false;
             // Pages are opened and claimed one step ahead, in a task of their own: the next page's intents commit
@@ -457,7 +458,7 @@ impl<G: Gateway> Engine<G> {
                     unsent.extend(ahead.iter().map(|a| a.id));
                 }
                 let n = unsent.len();
-                self.db(move |s| s.release(&unsent, ts(now))).await?;
+                self.db(move |s| s.release(&unsent, now)).await?;
                 info!(event = "pass.stopping", released = n, "stopping: {n} claimed charges were not sent");
             }
             report.opened += opened;
@@ -516,7 +517,7 @@ impl<G: Gateway> Engine<G> {
     /// reconciliation's resends included) plus what is due now exceeds the limit.
     async fn check_charges_per_pass(&self, now: DateTime<Utc>, sent: usize) -> Result<()> {
         let max = self.cfg.limits.max_charges_per_pass;
-        let due = self.db(move |s| s.due_backlog(ts(now))).await?.max(0) as usize;
+        let due = self.db(move |s| s.due_backlog(now)).await?.max(0) as usize;
         if sent + due > max {
             let file = self.cfg.file.display();
             error!(
@@ -538,7 +539,7 @@ impl<G: Gateway> Engine<G> {
     /// (the store never opens or claims them); returns how many there are.
     async fn log_over_amount_limit(&self, now: DateTime<Utc>) -> Result<usize> {
         let max = self.cfg.limits.max_amount;
-        let held = self.db(move |s| s.over_amount_limit(ts(now), max)).await?;
+        let held = self.db(move |s| s.over_amount_limit(now, max)).await?;
         for (sub, period, amount) in &held {
             error!(event = "charge.refused", subscription = %sub, period, amount, max_amount = max,
                 "charge.refused: the amount is above limits.max_amount in {}; not charged", self.cfg.file.display());
@@ -552,11 +553,18 @@ impl<G: Gateway> Engine<G> {
     async fn open_and_claim(self, now: DateTime<Utc>, open_at_most: usize) -> Result<(usize, Vec<Attempt>)> {
         let cfg = self.cfg.clone();
         let timeout_ms = self.timeout_ms();
-        self.db(move |s| {
-            let max_amount = cfg.limits.max_amount;
-            s.open_and_claim(ts(now), PAGE, open_at_most, max_amount, timeout_ms, |d| new_period(&cfg, d))
-        })
-        .await
+        let ClaimStep { opened, attempts, refused } = self
+            .db(move |s| {
+                let max_amount = cfg.limits.max_amount;
+                s.open_and_claim(now, PAGE, open_at_most, max_amount, timeout_ms, |d| new_period(&cfg, d))
+            })
+            .await?;
+        // Not opened: the period's merchant_uid is taken; its subscription was suspended (and the page went on).
+        for r in &refused {
+            error!(event = "charge.refused", subscription = %r.subscription_id, merchant_uid = %r.merchant_uid,
+                "charge.refused: {}", r.reason);
+        }
+        Ok((opened, attempts))
     }
 
     /// The timeout this process's gateway client sends requests with (recorded with each attempt it sends).
@@ -569,8 +577,8 @@ impl<G: Gateway> Engine<G> {
 fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
     let sub = &d.sub;
     let cal = sub.calendar();
-    let due = |p| cal.due_at(&cfg.billing.clock, p).map(ts);
-    let following = sub.following(sub.next_period, due);
+    let due = |p| cal.due_at(&cfg.billing.clock, p);
+    let following = sub.following(sub.next_period, |p| due(p).map(|t| t.timestamp()));
     NewPeriod {
         subscription_id: sub.id.clone(),
         period: sub.next_period,
@@ -582,11 +590,11 @@ fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
         name: sub.plan_name.clone(),
         following_period: following,
         following_due_at: due(following),
-        skip_ahead: sub.skip_ahead_of(due(following)),
+        skip_ahead: sub.skip_ahead_of(due(following).map(|t| t.timestamp())),
     }
 }
 
-impl<G: Gateway> Engine<G> {
+impl<S: Store, G: Gateway> Engine<S, G> {
     fn request(a: &Attempt) -> ChargeRequest {
         ChargeRequest {
             customer_uid: a.customer_uid.clone(),
@@ -684,7 +692,7 @@ impl<G: Gateway> Engine<G> {
             // refused only once it is paid), so a resend now could be a second charge. Neither resent nor given up
             // now: looked up again after the quiet period.
             // (A wait, not a failure: the quiet period exactly, not the unresolved backoff.)
-            None if a.status == "pending" => {
+            None if a.status == ChargeStatus::Pending => {
                 let reason = "no record at the gateway yet; a request sent before billd stopped may still be in \
                               progress, so it is looked up again after the quiet period before anything else";
                 let decision = Decision::CheckAt(at.now() + self.quiet_period(&a));
@@ -701,7 +709,7 @@ impl<G: Gateway> Engine<G> {
                 // The gateway has no record of it, at least a quiet period after the last send: resend the same
                 // merchant_uid (a paid one cannot be paid twice).
                 let (id, timeout_ms) = (a.id, self.timeout_ms());
-                if let Err(e) = self.db(move |s| s.mark_resending(id, ts(at.as_of), timeout_ms)).await {
+                if let Err(e) = self.db(move |s| s.mark_resending(id, at.as_of, timeout_ms)).await {
                     return self.decide(a, AttemptResult::Unresolved { reason: format!("database: {e:#}") }, at);
                 }
                 info!(event = "charge.resend", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
@@ -890,7 +898,11 @@ enum Msg {
 }
 
 /// Commits outcomes in groups (one transaction per group), then logs them.
-async fn writer<G: Gateway>(engine: Engine<G>, mut rx: mpsc::Receiver<Msg>, now: DateTime<Utc>) -> Result<Tally> {
+async fn writer<S: Store, G: Gateway>(
+    engine: Engine<S, G>,
+    mut rx: mpsc::Receiver<Msg>,
+    now: DateTime<Utc>,
+) -> Result<Tally> {
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(512);
     while rx.recv_many(&mut buf, 512).await > 0 {
@@ -905,7 +917,7 @@ async fn writer<G: Gateway>(engine: Engine<G>, mut rx: mpsc::Receiver<Msg>, now:
         if !batch.is_empty() {
             let (batch, changes) = engine
                 .db(move |s| {
-                    let changes = s.record(&batch, ts(now))?;
+                    let changes = s.record(&batch, now)?;
                     Ok((batch, changes))
                 })
                 .await?;
@@ -997,6 +1009,23 @@ use crate::failpoint::{armed as failpoint_armed, failpoint};
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Book, Ledger, PeriodState, Views};
+
+    /// The status of subscription s0's latest attempt, its period's state, and (while it is unresolved) its tries,
+    /// refused resends, check time and recorded timeout, read through the contract.
+    fn latest<G: Gateway>(
+        e: &Engine<SqliteStore, G>,
+    ) -> (ChargeStatus, PeriodState, u32, u32, Option<DateTime<Utc>>, Option<u64>) {
+        let s = e.store.lock().unwrap();
+        let (periods, _) = s.subscription_story("s0").unwrap();
+        let p = periods.last().expect("a period");
+        let a = p.attempts.last().expect("an attempt");
+        let open = s.unresolved(DateTime::<Utc>::MAX_UTC, 10).unwrap();
+        let (tries, refused, timeout) =
+            open.first().map(|u| (u.tries, u.refused_resends, u.timeout_ms)).unwrap_or((0, 0, None));
+        (a.status, p.state, tries, refused, a.check_at, timeout)
+    }
 
     /// A gateway whose charge panics (a bug in a sender's path).
     struct Panicky;
@@ -1069,17 +1098,11 @@ mod tests {
             ChargeOutcome::Transient("HTTP 503".into()),
         ];
         let gateway = Scripted(Mutex::new(script.into_iter().collect()));
-        let engine = Engine::new(Store::open(&cfg.billing.database).unwrap(), gateway, cfg);
+        let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), gateway, cfg);
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let state = |e: &Engine<Scripted>| -> (String, String, i64, i64) {
-            let s = e.store.lock().unwrap();
-            let row = s.conn().query_row(
-                "SELECT a.status, p.state, a.tries, a.refused_resends FROM attempts a
-                 JOIN periods p USING (subscription_id, period)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            );
-            row.unwrap()
+        let state = |e: &Engine<SqliteStore, Scripted>| {
+            let (status, state, tries, refused, _, _) = latest(e);
+            (status, state, tries, refused)
         };
         let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
         rt.block_on(engine.pass(at)).unwrap();
@@ -1087,11 +1110,19 @@ mod tests {
             at += chrono::Duration::hours(2);
             rt.block_on(engine.pass(at)).unwrap();
         }
-        assert_eq!(state(&engine), ("unknown".into(), "open".into(), 3, 0), "a lost answer and two 5xx resends");
+        assert_eq!(
+            state(&engine),
+            (ChargeStatus::Unknown, PeriodState::Open, 3, 0),
+            "a lost answer and two 5xx resends"
+        );
         // The first refused resend: still unresolved, counted.
         at += chrono::Duration::hours(2);
         rt.block_on(engine.pass(at)).unwrap();
-        assert_eq!(state(&engine), ("unknown".into(), "open".into(), 4, 1), "the first refusal was taken as final");
+        assert_eq!(
+            state(&engine),
+            (ChargeStatus::Unknown, PeriodState::Open, 4, 1),
+            "the first refusal was taken as final"
+        );
         assert_eq!(
             engine.store.lock().unwrap().subscription("s0").unwrap().unwrap().status,
             crate::billing::model::Status::Active
@@ -1120,21 +1151,17 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), 1, 1);
-        let mut engine = Engine::new(Store::open(&cfg.billing.database).unwrap(), Slow, cfg.clone());
+        let mut engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), Slow, cfg.clone());
         let mut reloaded = cfg;
         reloaded.gateway.timeout = std::time::Duration::from_secs(1);
         engine.set_config(reloaded);
         let at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
         tokio::runtime::Runtime::new().unwrap().block_on(engine.pass(at)).unwrap();
-        let (check_at, timeout_ms): (i64, i64) = engine
-            .store
-            .lock()
-            .unwrap()
-            .conn()
-            .query_row("SELECT check_at, timeout_ms FROM attempts", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap();
-        assert_eq!(timeout_ms, 35_000, "the timeout the request was sent with is recorded");
-        assert!(check_at >= ts(at) + 70, "looked at again {} s after the lost answer, not 70 s", check_at - ts(at));
+        let (_, _, _, _, check_at, timeout_ms) = latest(&engine);
+        let check_at = check_at.expect("a check time").timestamp();
+        assert_eq!(timeout_ms, Some(35_000), "the timeout the request was sent with is recorded");
+        let at = at.timestamp();
+        assert!(check_at >= at + 70, "looked at again {} s after the lost answer, not 70 s", check_at - at);
     }
 
     fn config(dir: &std::path::Path, concurrency: usize, subscriptions: usize) -> Config {
@@ -1155,20 +1182,15 @@ mod tests {
     fn a_refused_resend_is_not_final_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), 1, 1);
-        let engine = Engine::new(Store::open(&cfg.billing.database).unwrap(), RefusesResends::default(), cfg);
+        let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), RefusesResends::default(), cfg);
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let status = |e: &Engine<RefusesResends>| -> (String, String) {
-            let s = e.store.lock().unwrap();
-            let row = s.conn().query_row(
-                "SELECT a.status, p.state FROM attempts a JOIN periods p USING (subscription_id, period)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            );
-            row.unwrap()
+        let status = |e: &Engine<SqliteStore, RefusesResends>| {
+            let (status, state, ..) = latest(e);
+            (status, state)
         };
         let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
         rt.block_on(engine.pass(at)).unwrap();
-        assert_eq!(status(&engine), ("unknown".into(), "open".into()), "the first answer was lost");
+        assert_eq!(status(&engine), (ChargeStatus::Unknown, PeriodState::Open), "the first answer was lost");
         // Each later pass finds no record and resends; the refusals are taken as final only after a few.
         let mut seen = Vec::new();
         for _ in 0..6 {
@@ -1176,9 +1198,9 @@ mod tests {
             rt.block_on(engine.pass(at)).unwrap();
             seen.push(status(&engine));
         }
-        let until_final = seen.iter().position(|s| s.1 != "open").expect("a refusal becomes final at last");
+        let until_final = seen.iter().position(|s| s.1 != PeriodState::Open).expect("a refusal becomes final at last");
         assert_eq!(until_final as u32, RESEND_REFUSALS_TOLERATED, "{seen:?}");
-        assert_eq!(seen[until_final], ("failed".into(), "given_up".into()), "{seen:?}");
+        assert_eq!(seen[until_final], (ChargeStatus::Failed, PeriodState::GivenUp), "{seen:?}");
     }
 
     #[test]
@@ -1186,7 +1208,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // More than a page, so the claimer is waiting for the queue to run low when the senders die.
         let cfg = config(dir.path(), 2, PAGE + 100);
-        let engine = Engine::new(Store::open(&cfg.billing.database).unwrap(), Panicky, cfg);
+        let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), Panicky, cfg);
         let now = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let result =
