@@ -183,6 +183,14 @@ pub fn claimed_attempts_are_not_claimed_again<B: Backend>(b: &B) {
     assert!(other.claim_due(later, 100, i64::MAX, TIMEOUT_MS).unwrap().is_empty(), "claimed again by another");
     assert_eq!(other.subscriptions_to_open_count(later, i64::MAX).unwrap(), 0);
     assert_eq!(other.due_backlog(later).unwrap(), 0);
+    // The same for a retry claimed by claim_due.
+    let retry_at = t0() + Duration::days(1);
+    s.record(&[declined(&claimed[0], Decision::RetryAt(retry_at))], t0()).unwrap();
+    let retry = s.claim_due(retry_at, 100, i64::MAX, TIMEOUT_MS).unwrap();
+    assert_eq!(retry.len(), 1);
+    let again = other.claim_due(retry_at + Duration::hours(1), 100, i64::MAX, TIMEOUT_MS).unwrap();
+    assert!(again.is_empty(), "a retry claimed twice: {again:?}");
+    assert_eq!(s.due_backlog(retry_at).unwrap(), 0);
 }
 
 /// Recording paid twice, or paying a second attempt of a paid period, never leaves two paid attempts.
