@@ -15,7 +15,8 @@
 //! leaves next to billd's own CPU a charge.
 
 use billd::billing::dunning::Decision;
-use billd::store::{AttemptResult, NewPeriod, Recorded, Store};
+use billd::store::sqlite::SqliteStore;
+use billd::store::{AttemptResult, Ledger, NewPeriod, Recorded, from_ts};
 use billd_sandbox::{Latency, Sandbox, SandboxConfig, cards};
 use chrono::{Duration as Days, Utc};
 use serde_json::Value;
@@ -333,11 +334,12 @@ fn billd_bound(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
 /// (`open_and_claim`, as billd's pass claims them), each recorded paid in groups of 128, one thread, no HTTP. Returns
 /// the CPU seconds of this thread in the intent transactions and in the outcome transactions.
 fn store_alone(db: &std::path::Path, n: usize, now: i64) -> Res<(f64, f64)> {
-    let mut store = Store::open(db).map_err(|e| format!("store alone: {e:#}"))?;
+    let store = SqliteStore::open(db).map_err(|e| format!("store alone: {e:#}"))?;
+    let now = from_ts(now);
     let (mut intents, mut outcomes, mut claimed) = (0u64, 0u64, 0usize);
     loop {
         let t = thread_cpu_ns()?;
-        let (_, batch) = store
+        let batch = store
             .open_and_claim(now, 1024, usize::MAX, i64::MAX, 30_000, |d| NewPeriod {
                 subscription_id: d.sub.id.clone(),
                 period: d.sub.next_period,
@@ -349,9 +351,10 @@ fn store_alone(db: &std::path::Path, n: usize, now: i64) -> Res<(f64, f64)> {
                 name: d.sub.plan_name.clone(),
                 following_period: d.sub.next_period + 1,
                 skip_ahead: Vec::new(),
-                following_due_at: Some(d.next_due_at + 30 * 86400),
+                following_due_at: Some(d.next_due_at + Days::days(30)),
             })
-            .map_err(|e| format!("store alone: open_and_claim: {e:#}"))?;
+            .map_err(|e| format!("store alone: open_and_claim: {e:#}"))?
+            .attempts;
         intents += thread_cpu_ns()? - t;
         if batch.is_empty() {
             break;

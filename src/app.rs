@@ -4,6 +4,7 @@
 use crate::config::{self, Config, Secret};
 use crate::engine::Engine;
 use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use tracing::warn;
@@ -59,10 +60,16 @@ pub fn gateway_with(cfg: &Config, secret: Secret) -> PaymentGateway {
     PaymentGateway::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit)
 }
 
+/// Opens (creating and migrating if needed) the book the config names: the SQLite database `billing.database`.
+/// The one place that picks the store; everything else sees only the [`Store`] contract.
+pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
+    SqliteStore::open(&cfg.billing.database)
+}
+
 /// Builds the engine for a config: lock, database, gateway client.
-pub fn engine(cfg: Config) -> Result<(Engine<PaymentGateway>, std::fs::File)> {
+pub fn engine(cfg: Config) -> Result<(Engine<impl Store + use<>, PaymentGateway>, std::fs::File)> {
     let lock = lock_database(&cfg.billing.database)?;
-    let store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     let gateway = gateway(&cfg)?;
     Ok((Engine::new(store, gateway, cfg), lock))
 }

@@ -22,7 +22,7 @@ use billd::billing::calendar::{Calendar, ChargeClock, Interval, Unit};
 use billd::config::Config;
 use billd::engine::Engine;
 use billd::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup, Payment};
-use billd::store::Store;
+use billd::store::sqlite::SqliteStore as Store;
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
@@ -898,7 +898,7 @@ fn secs(d: &str) -> i64 {
 struct Process {
     // Declared first, so dropped first: its shutdown ends every task the process spawned.
     rt: tokio::runtime::Runtime,
-    engine: Engine<Fake>,
+    engine: Engine<Store, Fake>,
     fake: Fake,
 }
 

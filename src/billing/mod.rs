@@ -3,4 +3,5 @@
 pub mod calendar;
 pub mod dunning;
 pub mod model;
+pub mod status;
 pub mod sync;

@@ -1,11 +1,11 @@
 //! Card commands: register, show and delete billing keys, key-in payments (`charge-once`), `subscriptions add`.
 
-use crate::app::{gateway, load_config, runtime};
+use crate::app::{gateway, load_config, open_store, runtime};
 use crate::billing::model::{Source, Status, Subscription};
 use crate::config::Config;
 use crate::gateway::card::{Card, read_card};
 use crate::gateway::{BillingKey, BillingKeys, Channel, ChargeOutcome, ChargeRequest, Gateway, KeyError, Lookup};
-use crate::store::{OneTimeCharge, Store};
+use crate::store::{Book, ChargeStatus, Events, Failure, Ledger, OneTime, OneTimeCharge, from_ts};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
 use serde_json::json;
@@ -69,12 +69,12 @@ pub fn register(path: &Path, uid: &str, pg: Option<&str>, channel_key: Option<&s
     let g = gateway(&cfg)?;
     let card = card(&cfg)?;
     let key = runtime()?.block_on(issue_key(&g, uid, &card, pg, channel_key))?;
-    let mut store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     store.log_event(
         "customer.registered",
         None,
         json!({ "customer_uid": uid, "card": shown(&key.card) }),
-        Utc::now().timestamp(),
+        Utc::now(),
     )?;
     println!("billing key registered");
     print_key(uid, &key);
@@ -105,13 +105,8 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>) -> Result<ExitCode> 
     let g = gateway(&cfg)?;
     match runtime()?.block_on(g.delete_key(uid, reason)) {
         Ok(()) => {
-            let mut store = Store::open(&cfg.billing.database)?;
-            store.log_event(
-                "customer.deleted",
-                None,
-                json!({ "customer_uid": uid, "reason": reason }),
-                Utc::now().timestamp(),
-            )?;
+            let store = open_store(&cfg)?;
+            store.log_event("customer.deleted", None, json!({ "customer_uid": uid, "reason": reason }), Utc::now())?;
             println!("billing key {uid} deleted");
             Ok(ExitCode::SUCCESS)
         }
@@ -198,14 +193,14 @@ pub fn charge_once(
     }
     let currency = "KRW";
     let g = gateway(&cfg)?;
-    let mut store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     if let Some((sub, period)) = store.period_by_merchant_uid(merchant_uid)? {
         bail!("--merchant-uid {merchant_uid} is period {period} of subscription {sub:?}; pick another");
     }
     let rt = runtime()?;
     let now = || Utc::now().timestamp();
     // A "not before" instant (a check after a quiet period), rounded up so that rounding never makes it earlier.
-    let after = |secs: i64| crate::store::ts_ceil(Utc::now()) + secs;
+    let after = |secs: i64| crate::store::ceil_second(Utc::now()).timestamp() + secs;
     let timeout = g.timeout();
     // The quiet period after a request whose outcome is unknown: no look at it (and no resend) before it is over.
     let quiet = ((2 * timeout.as_millis() as i64 + 999) / 1000).max(1);
@@ -221,43 +216,53 @@ pub fn charge_once(
                 prev.customer_uid.as_deref().map(|c| format!(" and customer_uid {c}")).unwrap_or_default()
             );
         }
-        if prev.status == "paid" {
+        if prev.status == ChargeStatus::Paid {
             bail!("merchant_uid {merchant_uid} is already paid (imp_uid {})", prev.imp_uid.unwrap_or_default());
         }
-        if prev.failure.as_deref() == Some("mismatch") {
+        if prev.failure == Some(Failure::Mismatch) {
             bail!(
                 "merchant_uid {merchant_uid} is held: {} (see `billd charges --failed`)",
                 prev.fail_reason.unwrap_or_default()
             );
         }
         // Whatever billd recorded, the gateway is asked before anything is sent again.
-        let known = (prev.failure.as_deref() == Some("declined")).then_some(prev.imp_uid.as_deref()).flatten();
+        let known = (prev.failure == Some(Failure::Declined)).then_some(prev.imp_uid.as_deref()).flatten();
         match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known)) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp)) => {
-                store.finish_one_time(prev.id, prev.tries, "paid", None, Some(&imp), None, now())?;
+                store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
                 bail!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
             }
             Ok(Found::Mismatch(why)) => {
-                store.finish_one_time(prev.id, prev.tries, "failed", Some("mismatch"), None, Some(&why), now())?;
+                let mismatch = Some(Failure::Mismatch);
+                store.finish_one_time(
+                    prev.id,
+                    prev.tries,
+                    ChargeStatus::Failed,
+                    mismatch,
+                    None,
+                    Some(&why),
+                    Utc::now(),
+                )?;
                 bail!("merchant_uid {merchant_uid}: {why}; not taken as this charge, nothing sent");
             }
             Ok(Found::Declined(imp, reason)) => {
                 store.finish_one_time(
                     prev.id,
                     prev.tries,
-                    "failed",
-                    Some("declined"),
+                    ChargeStatus::Failed,
+                    Some(Failure::Declined),
                     Some(&imp),
                     Some(&reason),
-                    now(),
+                    Utc::now(),
                 )?;
             }
             Ok(Found::Nothing) => {
-                let unresolved = matches!(prev.status.as_str(), "pending" | "unknown");
+                let unresolved = prev.status.unresolved();
                 // A row from before schema 6 has no check time: the longest a charge-once can take after its
                 // last change.
-                let check_at = prev.check_at.unwrap_or(prev.updated_at + 5 * timeout.as_secs() as i64 + 60);
+                let check_at = prev.check_at.map(|t| t.timestamp());
+                let check_at = check_at.unwrap_or(prev.updated_at.timestamp() + 5 * timeout.as_secs() as i64 + 60);
                 if let Some(at) = Some(check_at).filter(|at| unresolved && *at > now()) {
                     bail!(
                         "merchant_uid {merchant_uid}: outcome unknown: billd will settle it; do not retry before {} \
@@ -282,7 +287,7 @@ pub fn charge_once(
     // (a token, a retried token, the charge and two lookups, each within the timeout) and a quiet period after.
     let worst = 5 * timeout.as_secs() as i64 + quiet + 60;
     let Some((id, tries)) =
-        store.begin_one_time(&charge, now(), timeout.as_millis() as u64, after(worst), prev_tries)?
+        store.begin_one_time(&charge, Utc::now(), timeout.as_millis() as u64, from_ts(after(worst)), prev_tries)?
     else {
         bail!(
             "merchant_uid {merchant_uid}: another `billd charge-once` of it is running or has just run; nothing sent \
@@ -315,20 +320,20 @@ pub fn charge_once(
             Ok(None) => Err(("rejected", None, format!("code {code}: {message}"))),
             Err(e) => {
                 let why = format!("rejected (code {code}: {message}); {e}");
-                return unknown(&cfg, &mut store, (id, tries), merchant_uid, &why, after(quiet));
+                return unknown(&cfg, &store, (id, tries), merchant_uid, &why, after(quiet));
             }
         },
         // The request may have been made: unknown until a lookup after the quiet period settles it (a lookup now
         // that finds nothing proves nothing, as the gateway may still be making it).
         ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => match settle() {
             Ok(Some(r)) => r,
-            Ok(None) => return unknown(&cfg, &mut store, (id, tries), merchant_uid, &r, after(quiet)),
-            Err(e) => return unknown(&cfg, &mut store, (id, tries), merchant_uid, &format!("{r}; {e}"), after(quiet)),
+            Ok(None) => return unknown(&cfg, &store, (id, tries), merchant_uid, &r, after(quiet)),
+            Err(e) => return unknown(&cfg, &store, (id, tries), merchant_uid, &format!("{r}; {e}"), after(quiet)),
         },
     };
     match settled {
         Ok(imp) => {
-            store.finish_one_time(id, tries, "paid", None, Some(&imp), None, now())?;
+            store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
             println!("paid: {merchant_uid} {amount} KRW with card {} (imp_uid {imp})", card.masked());
             if let Some(c) = customer_uid {
                 println!("the card is saved as the billing key {c}");
@@ -336,7 +341,8 @@ pub fn charge_once(
             Ok(ExitCode::SUCCESS)
         }
         Err((failure, imp, reason)) => {
-            store.finish_one_time(id, tries, "failed", Some(failure), imp.as_deref(), Some(&reason), now())?;
+            let (failed, why) = (Failure::parse(failure), Some(reason.as_str()));
+            store.finish_one_time(id, tries, ChargeStatus::Failed, failed, imp.as_deref(), why, Utc::now())?;
             if failure == "mismatch" {
                 tracing::error!(event = "charge.mismatch", merchant_uid, amount, reason = %reason,
                     "charge.mismatch: not taken as paid; held for an operator");
@@ -353,13 +359,13 @@ pub fn charge_once(
 /// A one-time charge whose outcome stays unknown: recorded so (no look at it before `check_at`); says what to do.
 fn unknown(
     cfg: &Config,
-    store: &mut Store,
+    store: &impl OneTime,
     (id, tries): (i64, i64),
     merchant_uid: &str,
     why: &str,
     check_at: i64,
 ) -> Result<ExitCode> {
-    store.one_time_unknown(id, tries, why, check_at, Utc::now().timestamp())?;
+    store.one_time_unknown(id, tries, why, from_ts(check_at), Utc::now())?;
     tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, reason = %why, check_at = %local(cfg, check_at),
         "charge.unknown");
     eprintln!(
@@ -397,7 +403,7 @@ pub fn add_subscription(
         None => today(&cfg),
     };
     {
-        let store = Store::open(&cfg.billing.database)?;
+        let store = open_store(&cfg)?;
         if store.subscription(id)?.is_some() {
             bail!("subscription {id:?} already exists");
         }
@@ -428,7 +434,7 @@ pub fn add_subscription(
     let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);
     // --charge-now makes the first period due at once; later periods keep the start date's anchor.
     let due = if charge_now { first_due.map(|t| t.min(now)) } else { first_due };
-    Store::open(&cfg.billing.database)?.insert_manual(&sub, due.map(|t| t.timestamp()), now.timestamp())?;
+    open_store(&cfg)?.insert_manual(&sub, due, now)?;
     println!(
         "subscription {id} added: {} {} every {}, first due {}",
         sub.amount,
@@ -441,7 +447,7 @@ pub fn add_subscription(
     }
     use crate::commands::ops::ChargedNow;
     match crate::commands::ops::charge_due_now(&cfg, id)? {
-        ChargedNow::Attempt(r) if r.status == "paid" => {
+        ChargedNow::Attempt(r) if r.status == ChargeStatus::Paid => {
             println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }

@@ -12,12 +12,13 @@
 //! Re-importing is safe: a row whose id is already in the database with the same customer_uid, plan and start is
 //! skipped (it is never changed, even if it was canceled since); the same id with other values is an error.
 
+use crate::app::open_store;
+use crate::billing::model::Source;
 use crate::config::{Config, parse_date};
-use crate::store::{Store, ts};
+use crate::store::{Book, ImportRow, ImportedAs};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io::IsTerminal;
@@ -51,7 +52,7 @@ pub struct Summary {
 /// `billd import FILE`: the command.
 pub fn run(config: &Path, file: &Path, catch_up: bool) -> Result<ExitCode> {
     let cfg = crate::app::load_config(config)?;
-    let store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     let started = Instant::now();
     match import(&cfg, &store, file, catch_up, std::io::stderr().is_terminal()) {
         Ok(s) => {
@@ -98,16 +99,10 @@ impl From<anyhow::Error> for ImportError {
     }
 }
 
-impl From<rusqlite::Error> for ImportError {
-    fn from(e: rusqlite::Error) -> Self {
-        ImportError::Other(e.into())
-    }
-}
-
 /// Checks the whole file, then inserts its rows. `progress` draws bars on stderr.
 pub fn import(
     cfg: &Config,
-    store: &Store,
+    store: &impl Book,
     file: &Path,
     catch_up: bool,
     progress: bool,
@@ -133,11 +128,6 @@ pub fn import(
     let mut seen: HashMap<u64, u64, BuildHasherDefault<DefaultHasher>> = HashMap::default();
     let mut rows = 0u64;
     {
-        let mut existing = store
-            .conn()
-            .prepare("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
-        let mut same_but_case =
-            store.conn().prepare("SELECT id FROM subscriptions WHERE id = ?1 COLLATE NOCASE AND id <> ?1 LIMIT 1")?;
         for_each_row(cfg, file, &mut problems, |row, problems, byte| {
             rows += 1;
             if rows.is_multiple_of(4096) {
@@ -154,7 +144,8 @@ pub fn import(
                 );
                 return Ok(());
             }
-            if let Some(other) = same_but_case.query_row([&row.id], |r| r.get::<_, String>(0)).optional()? {
+            let (existing, same_but_case) = store.import_lookup(&row.id)?;
+            if let Some(other) = same_but_case {
                 problems.push(
                     row.line,
                     "id",
@@ -180,10 +171,6 @@ pub fn import(
                 );
             }
             if let Some(have) = existing
-                .query_row([&row.id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-                })
-                .optional()?
                 && let Some(why) = differs(&have, &row)
             {
                 problems.push(row.line, "id", format!("subscription {:?} is already in the database {why}", row.id));
@@ -199,15 +186,13 @@ pub fn import(
 
     // Pass 2: insert, CHUNK rows per transaction.
     let inserting = bar(rows, "importing [{bar:40}] {pos}/{len} rows {elapsed} (eta {eta})");
-    let now = ts(Utc::now());
+    let now = Utc::now();
     let mut summary = Summary::default();
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
     let flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<()> {
-        let tx = Transaction::new_unchecked(store.conn(), TransactionBehavior::Immediate).with_context(|| {
-            format!("database {}: cannot start a write transaction", cfg.billing.database.display())
-        })?;
-        insert_chunk(&tx, cfg, chunk, now, summary)?;
-        tx.commit()?;
+        let (inserted, skipped) = insert_chunk(store, cfg, chunk, now)?;
+        summary.inserted += inserted;
+        summary.skipped += skipped;
         inserting.inc(chunk.len() as u64);
         chunk.clear();
         Ok(())
@@ -236,10 +221,10 @@ pub fn import(
 }
 
 /// Why an existing row blocks the import of `row` (`None` when it is the same subscription: skipped).
-fn differs(have: &(String, String, String, String), row: &Row) -> Option<String> {
-    let (customer_uid, plan, start, source) = have;
-    if source != "manual" {
-        return Some(format!("from {source} (schedules.toml); use another id"));
+fn differs(have: &ImportedAs, row: &Row) -> Option<String> {
+    let ImportedAs { customer_uid, plan_id: plan, start_date: start, source } = have;
+    if *source != Source::Manual {
+        return Some(format!("from {} (schedules.toml); use another id", source.as_str()));
     }
     let mut what = Vec::new();
     if *customer_uid != row.customer_uid {
@@ -254,53 +239,31 @@ fn differs(have: &(String, String, String, String), row: &Row) -> Option<String>
     (!what.is_empty()).then(|| format!("with {} (an import never changes a subscription)", what.join(", ")))
 }
 
-fn insert_chunk(tx: &Transaction<'_>, cfg: &Config, rows: &[Row], now: i64, summary: &mut Summary) -> Result<()> {
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
-           anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)
-         ON CONFLICT (id) DO NOTHING",
-    )?;
-    let mut event = tx.prepare_cached(
-        "INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, 'subscription.created', ?2, ?3)",
-    )?;
-    let mut existing =
-        tx.prepare_cached("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
+/// Inserts one chunk in one write transaction (an existing id with other values is an error: nothing of the chunk is
+/// written); returns how many rows were inserted and how many skipped.
+fn insert_chunk(store: &impl Book, cfg: &Config, rows: &[Row], now: chrono::DateTime<Utc>) -> Result<(usize, usize)> {
+    let mut new = Vec::with_capacity(rows.len());
     for row in rows {
         let plan = cfg.plan(&row.plan).ok_or_else(|| anyhow!("line {}: unknown plan {:?}", row.line, row.plan))?;
         let calendar =
             crate::billing::calendar::Calendar { anchor: row.start, anchor_period: 0, interval: plan.interval };
-        let due = calendar.due_at(&cfg.billing.clock, 0).map(ts);
-        let start = row.start.to_string();
-        let n = ins.execute(params![
-            row.id,
-            row.customer_uid,
-            plan.id,
-            plan.name,
-            plan.amount,
-            plan.currency,
-            plan.interval.to_string(),
-            start,
-            due,
-            now
-        ])?;
-        if n == 0 {
-            // Checked in pass 1; look again in case another command wrote the same id since.
-            let have = existing.query_row([&row.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-            if let Some(why) = differs(&have, row) {
-                bail!("line {}: subscription {:?} is already in the database {why}", row.line, row.id);
-            }
-            summary.skipped += 1;
-            continue;
-        }
-        let detail = serde_json::json!({
-            "plan": plan.id, "amount": plan.amount, "currency": plan.currency, "start": start, "status": "active",
-            "source": "manual", "imported": true,
+        new.push(ImportRow {
+            id: row.id.clone(),
+            customer_uid: row.customer_uid.clone(),
+            plan_id: plan.id.clone(),
+            plan_name: plan.name.clone(),
+            amount: plan.amount,
+            currency: plan.currency.clone(),
+            interval: plan.interval,
+            start_date: row.start,
+            next_due_at: calendar.due_at(&cfg.billing.clock, 0),
         });
-        event.execute(params![now, row.id, detail.to_string()])?;
-        summary.inserted += 1;
     }
-    Ok(())
+    // Checked in pass 1; looked at again in case another command wrote the same id since.
+    store.import_chunk(&new, now, |i, have| match differs(have, &rows[i]) {
+        Some(why) => bail!("line {}: subscription {:?} is already in the database {why}", rows[i].line, rows[i].id),
+        None => Ok(()),
+    })
 }
 
 /// Problems found so far: the first [`MAX_LISTED`] as text, and a count.

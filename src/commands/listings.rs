@@ -2,12 +2,13 @@
 //! the order it was made.
 
 use crate::app::load_config;
+use crate::app::open_store;
 use crate::billing::model::Status;
 use crate::commands::present::{cut, human, rfc3339};
 use crate::config;
-use crate::store::{ChargeRow, Store, SubscriptionRow};
+use crate::store::{ChargeRow, Failure, SubscriptionRow, Views};
 use anyhow::{Result, anyhow};
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -15,8 +16,8 @@ use std::process::ExitCode;
 
 /// A subscription's next charge: (when, what), for the NEXT CHARGE column. A past-due subscription's next charge is
 /// its retry, not its next period; an attempt whose outcome is unknown is looked up first.
-fn next_charge(r: &SubscriptionRow) -> (Option<i64>, &'static str) {
-    if !matches!(r.status.as_str(), "active" | "past_due") {
+fn next_charge(r: &SubscriptionRow) -> (Option<DateTime<Utc>>, &'static str) {
+    if !r.status.bills() {
         return (None, "");
     }
     if let Some(at) = r.check_at {
@@ -32,7 +33,7 @@ fn subscription_json(r: &SubscriptionRow, retries: usize, tz: Tz) -> Value {
     let (at, kind) = next_charge(r);
     json!({
         "id": r.id, "customer_uid": r.customer_uid, "plan": r.plan, "amount": r.amount, "currency": r.currency,
-        "interval": r.interval, "status": r.status, "source": r.source,
+        "interval": r.interval, "status": r.status.as_str(), "source": r.source.as_str(),
         "next_due_at": r.next_due_at.map(|t| rfc3339(t, tz)),
         "next_charge": at.map(|t| json!({ "at": rfc3339(t, tz), "kind": kind })),
         "retries_left": retries_left(r, retries),
@@ -43,7 +44,7 @@ fn subscription_json(r: &SubscriptionRow, retries: usize, tz: Tz) -> Value {
 
 /// Retries left for the open period (or for the next one, for a subscription that bills); `None` otherwise.
 fn retries_left(r: &SubscriptionRow, retries: usize) -> Option<usize> {
-    matches!(r.status.as_str(), "active" | "past_due").then(|| retries.saturating_sub(r.declines as usize))
+    r.status.bills().then(|| retries.saturating_sub(r.declines as usize))
 }
 
 pub fn subscriptions(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
@@ -51,7 +52,7 @@ pub fn subscriptions(path: &Path, status: Option<&str>, json: bool) -> Result<Ex
     let status = status
         .map(|s| Status::parse(s).ok_or_else(|| anyhow!("--status {s:?}: use active, past_due, suspended or canceled")))
         .transpose()?;
-    let store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     let rows = store.list_subscriptions(status)?;
     let tz = cfg.billing.clock.timezone;
     let retries = cfg.dunning.retry_after.len();
@@ -87,7 +88,8 @@ fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
     json!({
         "subscription_id": r.subscription_id, "period": r.period, "attempt": r.attempt,
         "merchant_uid": r.merchant_uid, "customer_uid": r.customer_uid, "amount": r.amount, "currency": r.currency,
-        "status": r.status, "failure": r.failure, "imp_uid": r.imp_uid, "fail_reason": r.fail_reason,
+        "status": r.status.as_str(), "failure": r.failure.map(Failure::as_str), "imp_uid": r.imp_uid,
+        "fail_reason": r.fail_reason,
         "due_at": rfc3339(r.due_at, tz), "made_at": rfc3339(r.created_at, tz), "updated_at": rfc3339(r.updated_at, tz),
     })
 }
@@ -102,15 +104,15 @@ pub fn charges(
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let since = since
-        .map(|s| -> Result<i64> {
+        .map(|s| -> Result<DateTime<Utc>> {
             if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                return Ok(t.timestamp());
+                return Ok(t.with_timezone(&Utc));
             }
             let d = config::parse_date(s).map_err(|e| anyhow!("--since: {e}"))?;
-            Ok(cfg.billing.clock.due_at_midnight(d).timestamp())
+            Ok(cfg.billing.clock.due_at_midnight(d))
         })
         .transpose()?;
-    let store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     let tz = cfg.billing.clock.timezone;
     let mut last = 0;
     let mut first = true;
@@ -143,7 +145,7 @@ pub fn charges(
             }
             let detail = match (&r.imp_uid, &r.fail_reason) {
                 (_, Some(reason)) => {
-                    format!("{}{reason}", r.failure.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())
+                    format!("{}{reason}", r.failure.map(|f| format!("{f}: ")).unwrap_or_default())
                 }
                 (Some(imp), None) => imp.clone(),
                 _ => String::new(),

@@ -1,26 +1,27 @@
 //! Operator commands on a live database: upcoming charges, pause, resume, cancel, retry.
 
+use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
 use crate::billing::model::{Status, restart_after_pause};
-use crate::store::{Store, from_ts};
+use crate::store::{Book, ChargeStatus, Ledger, OpenPeriod, Store, Views, ceil_second, from_ts};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-fn open(path: &Path) -> Result<(crate::config::Config, Store)> {
+fn open(path: &Path) -> Result<(crate::config::Config, impl Store)> {
     let cfg = load_config(path)?;
-    let store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     Ok((cfg, store))
 }
 
-fn existing(store: &Store, id: &str) -> Result<crate::billing::model::Subscription> {
-    store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.path().display()))
+fn existing(store: &impl Store, id: &str) -> Result<crate::billing::model::Subscription> {
+    store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))
 }
 
 pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
-    let (_, mut store) = open(path)?;
+    let (_, store) = open(path)?;
     let sub = existing(&store, id)?;
     match sub.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
@@ -28,7 +29,7 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
         _ => {
             // Rounded up: the pause is never recorded before it happened (a period due in that very second is
             // owed, not skipped, at resume).
-            store.set_status(id, Status::Suspended, crate::store::ts_ceil(Utc::now()), "paused by operator")?;
+            store.set_status(id, Status::Suspended, ceil_second(Utc::now()), "paused by operator")?;
             println!("{id}: suspended; nothing is charged until `billd resume {id}`");
         }
     }
@@ -36,19 +37,19 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
 }
 
 pub fn cancel(path: &Path, id: &str) -> Result<ExitCode> {
-    let (_, mut store) = open(path)?;
+    let (_, store) = open(path)?;
     let sub = existing(&store, id)?;
     if sub.status == Status::Canceled {
         println!("{id}: already canceled");
     } else {
-        store.set_status(id, Status::Canceled, Utc::now().timestamp(), "canceled by operator")?;
+        store.set_status(id, Status::Canceled, Utc::now(), "canceled by operator")?;
         println!("{id}: canceled; it will never be charged again (history kept)");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
-    let (cfg, mut store) = open(path)?;
+    let (cfg, store) = open(path)?;
     match existing(&store, id)?.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be resumed"),
         s @ (Status::Active | Status::PastDue) => {
@@ -62,13 +63,13 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     // Where billing restarts is decided from the subscription as it is inside the write transaction: only periods
     // that fell due while it was paused are skipped (unless --catch-up), never one that fell due before.
     let mut plan = None;
-    let (sub, _) = store.resume_with(id, now.timestamp(), |sub, paused_at| {
+    let (sub, _) = store.resume_with(id, now, |sub, paused_at| {
         let cal = sub.calendar();
         let due = |p| cal.due_at(&clock, p);
-        let r = restart_after_pause(sub.next_period, &sub.skip, paused_at.map(from_ts), now, catch_up, due);
+        let r = restart_after_pause(sub.next_period, &sub.skip, paused_at, now, catch_up, due);
         plan = Some(r);
-        let next_due = due(r.next_period).map(|t| t.timestamp());
-        let mut skip = sub.skip_ahead_of(next_due);
+        let next_due = due(r.next_period);
+        let mut skip = sub.skip_ahead_of(next_due.map(|t| t.timestamp()));
         skip.extend(r.skip);
         Ok((r.next_period, next_due, skip))
     })?;
@@ -95,7 +96,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
 }
 
 pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
-    let (cfg, mut store) = open(path)?;
+    let (cfg, store) = open(path)?;
     let sub = existing(&store, id)?;
     if !sub.status.bills() {
         bail!("subscription {id:?} is {}; resume it first", sub.status);
@@ -108,7 +109,7 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
         );
     }
     let now = Utc::now();
-    if !store.retry_now(id, now.timestamp())? {
+    if !store.retry_now(id, now)? {
         bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
     }
     drop(store);
@@ -123,7 +124,7 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
                 r.status,
                 r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
             );
-            if r.status == "paid" {
+            if r.status == ChargeStatus::Paid {
                 println!("{line}");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -155,7 +156,7 @@ pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<ChargedNo
     match engine(cfg.clone()) {
         Ok((engine, _lock)) => {
             runtime()?.block_on(engine.charge_due(Utc::now()))?;
-            let store = Store::open(&cfg.billing.database)?;
+            let store = open_store(cfg)?;
             let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
             Ok(last.map_or(ChargedNow::NoAttempt, |r| ChargedNow::Attempt(Box::new(r))))
         }
@@ -190,10 +191,10 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
         .checked_add_signed(chrono::Duration::days(i64::from(days)))
         .ok_or_else(|| anyhow!("--days {days} goes past the end of the calendar"))?;
     let mut items = Vec::new();
-    for (sub, next_due, open) in store.billing_subscriptions(until.timestamp())? {
-        if let Some((period, at, amount, currency)) = open {
+    for (sub, next_due, open) in store.billing_subscriptions(until)? {
+        if let Some(OpenPeriod { period, next_attempt_at: at, amount, currency }) = open {
             items.push(Upcoming {
-                at: from_ts(at.max(now.timestamp())).with_timezone(&clock.timezone).to_rfc3339(),
+                at: at.max(from_ts(now.timestamp())).with_timezone(&clock.timezone).to_rfc3339(),
                 subscription: sub.id.clone(),
                 customer_uid: sub.customer_uid.clone(),
                 period,
@@ -204,7 +205,7 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
         }
         let cal = sub.calendar();
         let mut p = sub.next_period;
-        let mut due = next_due.map(from_ts);
+        let mut due = next_due;
         while let Some(t) = due.filter(|t| *t <= until) {
             items.push(Upcoming {
                 at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),

@@ -2,34 +2,36 @@
 //! attempt, and what happens next, when).
 
 use crate::app::load_config;
+use crate::app::open_store;
 use crate::billing::model::{Status, Subscription};
 use crate::commands::present::{human, rfc3339};
-use crate::store::{PeriodStory, Store};
+use crate::store::{Book, Failure, PeriodState, PeriodStory, Store, Views};
 use anyhow::{Result, anyhow};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// What billd does next for a subscription, and when (`at`: unix seconds).
+/// What billd does next for a subscription, and when.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Next {
     /// `charge`, `retry`, `look_up`, `held`, `none`.
     pub action: &'static str,
-    pub at: Option<i64>,
+    pub at: Option<DateTime<Utc>>,
     pub text: String,
 }
 
 /// The next step for `sub` given its periods (oldest first) and its next due instant.
-pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Option<i64>) -> Next {
+pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Option<DateTime<Utc>>) -> Next {
     let none = |text: String| Next { action: "none", at: None, text };
     match sub.status {
         Status::Canceled => return none("none: canceled, never charged again".into()),
         Status::Suspended => return none(format!("none until `billd resume {}`", sub.id)),
         Status::Active | Status::PastDue => {}
     }
-    if let Some(open) = periods.iter().find(|p| p.state == "open") {
+    if let Some(open) = periods.iter().find(|p| p.state == PeriodState::Open) {
         let last = open.attempts.last();
-        if let Some(a) = last.filter(|a| matches!(a.status.as_str(), "pending" | "unknown")) {
+        if let Some(a) = last.filter(|a| a.status.unresolved()) {
             return Next {
                 action: "look_up",
                 at: a.check_at,
@@ -47,7 +49,7 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
                 text: format!("{kind} period {} ({})", open.period, open.merchant_uid),
             };
         }
-        if last.is_some_and(|a| a.failure.as_deref() == Some("mismatch")) {
+        if last.is_some_and(|a| a.failure == Some(Failure::Mismatch)) {
             return Next {
                 action: "held",
                 at: None,
@@ -68,8 +70,8 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
 
 pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let store = Store::open(&cfg.billing.database)?;
-    let sub = store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.path().display()))?;
+    let store = open_store(&cfg)?;
+    let sub = store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))?;
     let next_due_at = store.next_due_at(id)?;
     let (periods, why) = store.subscription_story(id)?;
     let next = next_action(&sub, &periods, next_due_at);
@@ -81,10 +83,10 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             .map(|p| {
                 json!({
                     "period": p.period, "due_at": rfc3339(p.due_at, tz), "merchant_uid": p.merchant_uid,
-                    "amount": p.amount, "currency": p.currency, "state": p.state, "declines": p.declines,
+                    "amount": p.amount, "currency": p.currency, "state": p.state.as_str(), "declines": p.declines,
                     "next_attempt_at": p.next_attempt_at.map(|t| rfc3339(t, tz)),
                     "attempts": p.attempts.iter().map(|a| json!({
-                        "attempt": a.attempt, "status": a.status, "failure": a.failure, "imp_uid": a.imp_uid,
+                        "attempt": a.attempt, "status": a.status.as_str(), "failure": a.failure.map(Failure::as_str), "imp_uid": a.imp_uid,
                         "reason": a.fail_reason, "made_at": rfc3339(a.created_at, tz),
                         "updated_at": rfc3339(a.updated_at, tz), "check_at": a.check_at.map(|t| rfc3339(t, tz)),
                     })).collect::<Vec<_>>(),
@@ -138,7 +140,7 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
                 (Some(f), _, Some(r)) => format!("{} ({f}): {r}", a.status),
                 (None, Some(imp), _) => format!("{} (imp_uid {imp})", a.status),
                 (None, None, Some(r)) => format!("{}: {r}", a.status),
-                _ => a.status.clone(),
+                _ => a.status.to_string(),
             };
             println!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), outcome);
         }

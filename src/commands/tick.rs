@@ -1,7 +1,8 @@
 //! `billd tick` (one pass at an instant) and `billd sync` (apply schedules.toml to the database).
 
+use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
-use crate::store::Store;
+use crate::store::Book;
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use std::path::Path;
@@ -19,7 +20,7 @@ pub fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode>
 
 pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let mut store = Store::open(&cfg.billing.database)?;
+    let store = open_store(&cfg)?;
     let today = cfg.billing.clock.local_date(Utc::now());
     let show = |plan: &crate::billing::sync::SyncPlan| {
         for w in &plan.warnings {
@@ -58,7 +59,7 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
     // Planned and applied in one write transaction, from the rows as they are in it (a pass running meanwhile is
     // never overwritten with a stale read).
     let mut refused = false;
-    let plan = store.sync_with(&cfg.billing.clock, Utc::now().timestamp(), |subs, active| {
+    let plan = store.sync_with(&cfg.billing.clock, Utc::now(), |subs, active| {
         let plan = crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, today);
         show(&plan);
         if !plan.is_empty() && !force && !crate::billing::sync::cancel_allowed(plan.cancels(), active) {

@@ -3,6 +3,7 @@
 use crate::app;
 use crate::engine::{Engine, PassReport};
 use crate::service::notify;
+use crate::store::Store;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use std::path::Path;
@@ -156,7 +157,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     })
 }
 
-fn stop(engine: &Engine<app::PaymentGateway>, signal: &str) {
+fn stop<S: Store>(engine: &Engine<S, app::PaymentGateway>, signal: &str) {
     if !engine.stopping() {
         info!(event = "daemon.stopping", signal, "daemon.stopping: finishing in-flight charges");
         notify::stopping("stopping: finishing in-flight charges");
@@ -165,7 +166,7 @@ fn stop(engine: &Engine<app::PaymentGateway>, signal: &str) {
 }
 
 /// SIGHUP: reload and apply the config; an invalid file is refused and the running config stays in force.
-async fn reload(engine: &mut Engine<app::PaymentGateway>, path: &Path) {
+async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path) {
     notify::reloading();
     match app::load_config(path) {
         Ok(new) => {
@@ -197,15 +198,11 @@ async fn reload(engine: &mut Engine<app::PaymentGateway>, path: &Path) {
 }
 
 /// One line for `systemctl status`: what is due, in flight and failed.
-async fn status_line(engine: &Engine<app::PaymentGateway>, report: Option<&PassReport>) -> String {
+async fn status_line<S: Store>(engine: &Engine<S, app::PaymentGateway>, report: Option<&PassReport>) -> String {
     let now = Utc::now();
     let tz = engine.config().billing.clock.timezone;
     let midnight = engine.config().billing.clock.due_at_midnight(engine.config().billing.clock.local_date(now));
-    let counts = engine
-        .db(move |s| {
-            Ok((s.due_backlog(now.timestamp())?, s.failed_since(midnight.timestamp())?, s.unresolved_count()?))
-        })
-        .await;
+    let counts = engine.db(move |s| Ok((s.due_backlog(now)?, s.failed_since(midnight)?, s.unresolved_count()?))).await;
     let in_flight = engine.metrics().in_flight.load(std::sync::atomic::Ordering::Relaxed);
     match counts {
         Ok((due, failed, unresolved)) => {

@@ -1,0 +1,210 @@
+//! A round's pipeline: `concurrency` senders take claimed attempts from a queue; one writer commits their outcomes in
+//! groups (one transaction per group) and logs them.
+
+use super::report::{Tally, log_changes, log_outcome};
+use super::{At, Engine};
+use crate::gateway::Gateway;
+use crate::store::{Attempt, Recorded, Store};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+impl<S: Store, G: Gateway> Engine<S, G> {
+    /// One of a round's senders: sends claimed attempts from the queue until it is closed and empty, or the engine
+    /// stops (a charge already taken is still sent and recorded).
+    /// A sender also stops if the outcome writer has failed (nothing more can be recorded).
+    pub(super) async fn sender(self, queue: Arc<Queue>, tx: mpsc::Sender<Msg>, sent: Arc<AtomicUsize>, at: At) {
+        // However the sender ends (a panic included), the claimer is told, so it never waits for it forever.
+        let _gone = SenderGone(queue.clone());
+        while !self.stopping() {
+            let Some(a) = queue.pop().await else { break };
+            if self.stopping() {
+                // Woken by a page pushed as the stop came: not sent, so released with the rest.
+                queue.lock().0.push_front(a);
+                break;
+            }
+            sent.fetch_add(1, Ordering::Relaxed);
+            self.metrics.beat();
+            let rec = self.send(a, at).await;
+            if tx.send(Msg::Record(Box::new(rec))).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Waits until the writer has committed everything sent to it so far.
+    pub(super) async fn flush(&self, tx: &mpsc::Sender<Msg>) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        tx.send(Msg::Flush(ack)).await.ok().context("the outcome writer stopped")?;
+        done.await.context("the outcome writer stopped")
+    }
+}
+
+/// A round's senders. If the round ends early (an error), they are left to finish the charges they hold (never
+/// cut off mid-request) and take nothing more; queued attempts stay pending, to be reconciled by the next pass.
+pub(super) struct Senders {
+    pub(super) queue: Arc<Queue>,
+    pub(super) set: tokio::task::JoinSet<()>,
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.queue.take_all();
+        self.queue.close();
+        self.set.detach_all();
+    }
+}
+
+/// Counts a sender out when it ends, however it ends.
+pub(super) struct SenderGone(Arc<Queue>);
+
+impl Drop for SenderGone {
+    fn drop(&mut self) {
+        self.0.senders.fetch_sub(1, Ordering::SeqCst);
+        self.0.drained.notify_one();
+    }
+}
+
+/// A round's claimed attempts waiting for a sender.
+pub(super) struct Queue {
+    state: Mutex<(VecDeque<Attempt>, bool)>,
+    /// Senders wait here for attempts (or the close).
+    filled: Notify,
+    /// The claimer waits here for the queue to run low.
+    drained: Notify,
+    /// "Low": as many attempts as there are senders.
+    low: usize,
+    /// Senders still running.
+    pub(super) senders: AtomicUsize,
+}
+
+impl Queue {
+    pub(super) fn new(low: usize) -> Queue {
+        Queue {
+            state: Mutex::new((VecDeque::new(), false)),
+            filled: Notify::new(),
+            drained: Notify::new(),
+            low,
+            senders: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Attempt>, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn push(&self, batch: Vec<Attempt>) {
+        self.lock().0.extend(batch);
+        self.filled.notify_waiters();
+    }
+
+    /// No more attempts will come: senders finish what is queued, then stop.
+    pub(super) fn close(&self) {
+        self.lock().1 = true;
+        self.filled.notify_waiters();
+    }
+
+    pub(super) fn take_all(&self) -> Vec<Attempt> {
+        self.lock().0.drain(..).collect()
+    }
+
+    pub(super) fn try_pop(&self) -> Result<Attempt, bool> {
+        let mut state = self.lock();
+        match state.0.pop_front() {
+            Some(a) => {
+                if state.0.len() == self.low {
+                    self.drained.notify_one();
+                }
+                Ok(a)
+            }
+            None => Err(state.1),
+        }
+    }
+
+    /// The next attempt, or `None` once the queue is closed and empty.
+    pub(super) async fn pop(&self) -> Option<Attempt> {
+        loop {
+            match self.try_pop() {
+                Ok(a) => return Some(a),
+                Err(true) => return None,
+                Err(false) => {}
+            }
+            // Register before looking again, so a push between the two is not missed.
+            let filled = self.filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
+            match self.try_pop() {
+                Ok(a) => return Some(a),
+                Err(true) => return None,
+                Err(false) => filled.await,
+            }
+        }
+    }
+
+    /// Returns once the queue holds `low` attempts or fewer, every sender has stopped, or `stop()`.
+    pub(super) async fn wait_low(&self, stop: impl Fn() -> bool) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.lock().0.len() <= self.low || self.senders.load(Ordering::SeqCst) == 0 || stop() {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// A message to the outcome writer.
+pub(super) enum Msg {
+    Record(Box<Recorded>),
+    /// Acknowledged once everything sent before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Commits outcomes in groups (one transaction per group), then logs them.
+pub(super) async fn writer<S: Store, G: Gateway>(
+    engine: Engine<S, G>,
+    mut rx: mpsc::Receiver<Msg>,
+    now: DateTime<Utc>,
+) -> Result<Tally> {
+    let mut tally = Tally::default();
+    let mut buf = Vec::with_capacity(512);
+    while rx.recv_many(&mut buf, 512).await > 0 {
+        let mut batch = Vec::with_capacity(buf.len());
+        let mut acks = Vec::new();
+        for m in buf.drain(..) {
+            match m {
+                Msg::Record(r) => batch.push(*r),
+                Msg::Flush(ack) => acks.push(ack),
+            }
+        }
+        if !batch.is_empty() {
+            let (batch, changes) = engine
+                .db(move |s| {
+                    let changes = s.record(&batch, now)?;
+                    Ok((batch, changes))
+                })
+                .await?;
+            tally.last_commit = Some(std::time::Instant::now());
+            let before = (tally.paid, tally.declined, tally.rejected, tally.unresolved);
+            for r in &batch {
+                log_outcome(r, &mut tally);
+            }
+            log_changes(&changes);
+            let m = &engine.metrics;
+            m.paid.fetch_add((tally.paid - before.0) as u64, Ordering::Relaxed);
+            m.declined.fetch_add((tally.declined - before.1) as u64, Ordering::Relaxed);
+            m.rejected.fetch_add((tally.rejected - before.2) as u64, Ordering::Relaxed);
+            m.unresolved.fetch_add((tally.unresolved - before.3) as u64, Ordering::Relaxed);
+            m.beat();
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+    Ok(tally)
+}

@@ -1,0 +1,150 @@
+//! What a pass reports: its counts (`PassReport`, `pass.done`), the refusal of billd's credentials, and the log line
+//! of each recorded outcome and status change.
+
+use crate::billing::dunning::Decision;
+use crate::store::{AttemptResult, Recorded, StatusChange};
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+
+/// A pass refused to start: the gateway refused billd's credentials (nothing was claimed or sent).
+#[derive(Debug)]
+pub struct Unauthorized {
+    pub imp_key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the gateway refused gateway.imp_key {:?} and its imp_secret ({}); nothing was sent (check both)",
+            self.imp_key, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Unauthorized {}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PassReport {
+    pub reconciled: usize,
+    pub opened: usize,
+    pub sent: usize,
+    pub paid: usize,
+    pub declined: usize,
+    pub rejected: usize,
+    pub unresolved: usize,
+    /// Paid payments found under an attempt's merchant_uid that are not what billd asked for (held).
+    pub mismatched: usize,
+    pub next_wake: Option<DateTime<Utc>>,
+    /// When the pass committed its first intent, and its last outcome (for `charge_ms` in logs and benchmarks).
+    pub first_claim: Option<std::time::Instant>,
+    pub last_record: Option<std::time::Instant>,
+}
+
+impl PassReport {
+    /// From the first intent committed to the last outcome recorded (`None` when nothing was sent).
+    pub fn charge_time(&self) -> Option<std::time::Duration> {
+        Some(self.last_record?.saturating_duration_since(self.first_claim?))
+    }
+
+    /// Logs the pass's `pass.done` line (`billd tick` always; `billd run` for passes that did something).
+    pub fn log_done(&self, as_of: DateTime<Utc>, took: std::time::Duration) {
+        info!(
+            event = "pass.done",
+            as_of = %as_of.to_rfc3339(),
+            pass_ms = ms(took),
+            charge_ms = self.charge_time().map(ms).unwrap_or(0.0),
+            reconciled = self.reconciled,
+            opened = self.opened,
+            sent = self.sent,
+            paid = self.paid,
+            declined = self.declined,
+            rejected = self.rejected,
+            unresolved = self.unresolved,
+            mismatched = self.mismatched,
+            next_wake = %self.next_wake.map(|t| t.to_rfc3339()).unwrap_or_else(|| "none".into()),
+            "pass.done"
+        );
+    }
+}
+
+/// A duration in milliseconds, rounded to two decimals for a log field (`pass_ms=6.84`).
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// What the outcome writer recorded in a pass.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) paid: usize,
+    pub(super) declined: usize,
+    pub(super) rejected: usize,
+    pub(super) unresolved: usize,
+    pub(super) mismatched: usize,
+    pub(super) last_commit: Option<std::time::Instant>,
+}
+
+pub(super) fn log_outcome(r: &Recorded, tally: &mut Tally) {
+    let a = &r.attempt;
+    match (&r.result, r.decision) {
+        (AttemptResult::Paid { imp_uid }, _) => {
+            tally.paid += 1;
+            info!(event = "charge.paid", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, attempt = a.attempt,
+                imp_uid = %imp_uid, "charge.paid");
+        }
+        (AttemptResult::Declined { reason, .. } | AttemptResult::Rejected { reason }, decision) => {
+            let failure = if matches!(r.result, AttemptResult::Declined { .. }) {
+                tally.declined += 1;
+                "declined"
+            } else {
+                tally.rejected += 1;
+                "rejected"
+            };
+            let (next_retry, final_action) = match decision {
+                Decision::RetryAt(t) => (t.to_rfc3339(), "retry"),
+                Decision::Exhausted(x) => ("none".to_string(), x.as_str()),
+                _ => ("none".to_string(), "none"),
+            };
+            warn!(event = "charge.failed", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, failure, reason = %reason,
+                attempt = a.attempt, next_retry = %next_retry, final_action, "charge.failed");
+        }
+        (AttemptResult::Mismatch { reason }, _) => {
+            tally.mismatched += 1;
+            error!(event = "charge.mismatch", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, attempt = a.attempt,
+                reason = %reason, "charge.mismatch: not taken as paid; the period is held for an operator");
+        }
+        (AttemptResult::Unresolved { reason } | AttemptResult::ResendRefused { reason }, decision) => {
+            tally.unresolved += 1;
+            let check_at = match decision {
+                Decision::CheckAt(t) => t.to_rfc3339(),
+                _ => String::new(),
+            };
+            warn!(event = "charge.unknown", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, attempt = a.attempt,
+                reason = %reason, check_at = %check_at, "charge.unknown");
+        }
+        (AttemptResult::Abandoned { reason }, _) => {
+            info!(event = "charge.abandoned", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                reason = %reason, "charge.abandoned");
+        }
+    }
+}
+
+pub(super) fn log_changes(changes: &[StatusChange]) {
+    for c in changes {
+        let event = format!("subscription.{}", c.to.as_str());
+        match c.to {
+            crate::billing::model::Status::Active => {
+                info!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
+            }
+            _ => {
+                warn!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
+            }
+        }
+    }
+}

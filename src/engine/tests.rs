@@ -1,0 +1,213 @@
+//! The engine's unit tests: a sender that panics, refused resends, and a reload that must not shorten the quiet
+//! period.
+
+use super::charge::RESEND_REFUSALS_TOLERATED;
+use super::*;
+use crate::gateway::{ChargeOutcome, ChargeRequest, Lookup};
+use crate::store::ChargeStatus;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Book, Ledger, PeriodState, Views};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The status of subscription s0's latest attempt, its period's state, and (while it is unresolved) its tries,
+/// refused resends, check time and recorded timeout, read through the contract.
+fn latest<G: Gateway>(
+    e: &Engine<SqliteStore, G>,
+) -> (ChargeStatus, PeriodState, u32, u32, Option<DateTime<Utc>>, Option<u64>) {
+    let s = e.store.lock().unwrap();
+    let (periods, _) = s.subscription_story("s0").unwrap();
+    let p = periods.last().expect("a period");
+    let a = p.attempts.last().expect("an attempt");
+    let open = s.unresolved(DateTime::<Utc>::MAX_UTC, 10).unwrap();
+    let (tries, refused, timeout) =
+        open.first().map(|u| (u.tries, u.refused_resends, u.timeout_ms)).unwrap_or((0, 0, None));
+    (a.status, p.state, tries, refused, a.check_at, timeout)
+}
+
+/// A gateway whose charge panics (a bug in a sender's path).
+struct Panicky;
+
+impl Gateway for Panicky {
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+    async fn authenticate(&self) -> crate::gateway::Auth {
+        crate::gateway::Auth::Accepted
+    }
+    async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+        panic!("a bug in a sender")
+    }
+    async fn find(&self, _: &str, _: &str) -> Lookup {
+        Lookup::NotFound
+    }
+}
+
+/// A gateway that loses the first answer, then refuses every request, and has no record of anything.
+#[derive(Default)]
+struct RefusesResends(AtomicUsize);
+
+impl Gateway for RefusesResends {
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+    async fn authenticate(&self) -> crate::gateway::Auth {
+        crate::gateway::Auth::Accepted
+    }
+    async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+        match self.0.fetch_add(1, Ordering::SeqCst) {
+            0 => ChargeOutcome::Unknown("no answer".into()),
+            _ => ChargeOutcome::Rejected { code: 1, message: "duplicate merchant_uid".into() },
+        }
+    }
+    async fn find(&self, _: &str, _: &str) -> Lookup {
+        Lookup::NotFound
+    }
+}
+
+/// A gateway that answers charges from a script (then refuses) and has no record of anything.
+struct Scripted(Mutex<VecDeque<ChargeOutcome>>);
+
+impl Gateway for Scripted {
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+    async fn authenticate(&self) -> crate::gateway::Auth {
+        crate::gateway::Auth::Accepted
+    }
+    async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+        let next = self.0.lock().unwrap().pop_front();
+        next.unwrap_or(ChargeOutcome::Rejected { code: 1, message: "refused".into() })
+    }
+    async fn find(&self, _: &str, _: &str) -> Lookup {
+        Lookup::NotFound
+    }
+}
+
+/// Issue 12, hole 5: other unresolved tries (a lost answer, then 5xx answers to two resends) do not count as
+/// refused resends; the first refusal of a resend is not final (the first request may be in progress).
+#[test]
+fn unresolved_tries_do_not_use_up_the_tolerated_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, 1);
+    let script = [
+        ChargeOutcome::Unknown("no answer".into()),
+        ChargeOutcome::Transient("HTTP 503".into()),
+        ChargeOutcome::Transient("HTTP 503".into()),
+    ];
+    let gateway = Scripted(Mutex::new(script.into_iter().collect()));
+    let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), gateway, cfg);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let state = |e: &Engine<SqliteStore, Scripted>| {
+        let (status, state, tries, refused, _, _) = latest(e);
+        (status, state, tries, refused)
+    };
+    let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    rt.block_on(engine.pass(at)).unwrap();
+    for _ in 0..2 {
+        at += chrono::Duration::hours(2);
+        rt.block_on(engine.pass(at)).unwrap();
+    }
+    assert_eq!(state(&engine), (ChargeStatus::Unknown, PeriodState::Open, 3, 0), "a lost answer and two 5xx resends");
+    // The first refused resend: still unresolved, counted.
+    at += chrono::Duration::hours(2);
+    rt.block_on(engine.pass(at)).unwrap();
+    assert_eq!(
+        state(&engine),
+        (ChargeStatus::Unknown, PeriodState::Open, 4, 1),
+        "the first refusal was taken as final"
+    );
+    assert_eq!(
+        engine.store.lock().unwrap().subscription("s0").unwrap().unwrap().status,
+        crate::billing::model::Status::Active
+    );
+}
+
+/// Issue 12, hole 2: a reload (SIGHUP) replaces the config, but the HTTP client keeps the timeout it was built
+/// with. The quiet period after a lost answer is twice the timeout the request was sent with (35 s here), not the
+/// reloaded config's (1 s): the request may be in progress at the gateway for that long.
+#[test]
+fn a_reload_with_a_shorter_timeout_does_not_shorten_the_quiet_period() {
+    struct Slow;
+    impl Gateway for Slow {
+        fn timeout(&self) -> std::time::Duration {
+            std::time::Duration::from_secs(35)
+        }
+        async fn authenticate(&self) -> crate::gateway::Auth {
+            crate::gateway::Auth::Accepted
+        }
+        async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+            ChargeOutcome::Unknown("no answer within 35s".into())
+        }
+        async fn find(&self, _: &str, _: &str) -> Lookup {
+            Lookup::NotFound
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, 1);
+    let mut engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), Slow, cfg.clone());
+    let mut reloaded = cfg;
+    reloaded.gateway.timeout = std::time::Duration::from_secs(1);
+    engine.set_config(reloaded);
+    let at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    tokio::runtime::Runtime::new().unwrap().block_on(engine.pass(at)).unwrap();
+    let (_, _, _, _, check_at, timeout_ms) = latest(&engine);
+    let check_at = check_at.expect("a check time").timestamp();
+    assert_eq!(timeout_ms, Some(35_000), "the timeout the request was sent with is recorded");
+    let at = at.timestamp();
+    assert!(check_at >= at + 70, "looked at again {} s after the lost answer, not 70 s", check_at - at);
+}
+
+fn config(dir: &std::path::Path, concurrency: usize, subscriptions: usize) -> Config {
+    let mut text = format!(
+        "[billing]\ntimezone = \"Asia/Seoul\"\ncharge_time = \"10:00\"\n\n[gateway]\nbase_url = \
+         \"http://127.0.0.1:9\"\nimp_key = \"k\"\nimp_secret = \"s\"\nconcurrency = {concurrency}\n\n[[plans]]\n\
+         id = \"p\"\nname = \"Plan\"\namount = 9900\ninterval = \"1 month\"\n"
+    );
+    for i in 0..subscriptions {
+        text += &format!(
+            "[[subscriptions]]\nid = \"s{i}\"\ncustomer_uid = \"c{i}\"\nplan = \"p\"\nstart = \"2025-01-01\"\n"
+        );
+    }
+    crate::config::parse_str(&text, &dir.join("schedules.toml")).unwrap()
+}
+
+#[test]
+fn a_refused_resend_is_not_final_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, 1);
+    let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), RefusesResends::default(), cfg);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = |e: &Engine<SqliteStore, RefusesResends>| {
+        let (status, state, ..) = latest(e);
+        (status, state)
+    };
+    let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    rt.block_on(engine.pass(at)).unwrap();
+    assert_eq!(status(&engine), (ChargeStatus::Unknown, PeriodState::Open), "the first answer was lost");
+    // Each later pass finds no record and resends; the refusals are taken as final only after a few.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        at += chrono::Duration::hours(2);
+        rt.block_on(engine.pass(at)).unwrap();
+        seen.push(status(&engine));
+    }
+    let until_final = seen.iter().position(|s| s.1 != PeriodState::Open).expect("a refusal becomes final at last");
+    assert_eq!(until_final as u32, RESEND_REFUSALS_TOLERATED, "{seen:?}");
+    assert_eq!(seen[until_final], (ChargeStatus::Failed, PeriodState::GivenUp), "{seen:?}");
+}
+
+#[test]
+fn a_pass_whose_senders_all_panic_ends_with_an_error_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    // More than a page, so the claimer is waiting for the queue to run low when the senders die.
+    let cfg = config(dir.path(), 2, PAGE + 100);
+    let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), Panicky, cfg);
+    let now = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let result =
+        rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(20), engine.pass(now)).await });
+    let err = result.expect("the pass hung").expect_err("a pass whose senders panicked cannot succeed");
+    assert!(format!("{err:#}").contains("a sender panicked"), "{err:#}");
+}

@@ -1,0 +1,349 @@
+//! SQLite: the subscriptions (reads, config sync, operator status changes, resume, manual adds) and the one place a
+//! subscription's status changes (`change_status`, as `billing::status` decides).
+
+use super::events::event;
+use super::{SqliteStore, at, secs};
+use crate::billing::calendar::{ChargeClock, Interval};
+use crate::billing::model::{Status, Subscription};
+use crate::billing::status::{Cause, next_status};
+use crate::billing::sync::{Change, SyncPlan};
+use crate::store::{Book, ImportRow, ImportedAs};
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::json;
+
+pub(super) const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval,
+    start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows FROM subscriptions";
+
+/// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
+pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
+    let id: String = r.get(0)?;
+    let interval = r.get_ref(6)?.as_str()?;
+    let start = r.get_ref(7)?.as_str()?;
+    let anchor = r.get_ref(8)?.as_str()?;
+    let status = r.get_ref(12)?.as_str()?;
+    let parsed = (|| -> Result<Subscription> {
+        Ok(Subscription {
+            customer_uid: r.get(1)?,
+            plan_id: r.get(2)?,
+            plan_name: r.get(3)?,
+            amount: r.get(4)?,
+            currency: r.get(5)?,
+            interval: interval.parse::<Interval>().map_err(|e| anyhow!(e))?,
+            start_date: start.parse::<NaiveDate>()?,
+            anchor_date: anchor.parse::<NaiveDate>()?,
+            anchor_period: r.get::<_, i64>(9)? as u64,
+            next_period: r.get::<_, i64>(10)? as u64,
+            status: Status::parse(status).ok_or_else(|| anyhow!("bad status {status:?}"))?,
+            source: r.get(13)?,
+            skip: match r.get_ref(14)?.as_str_or_null()? {
+                Some(text) => serde_json::from_str(text).context("skip_windows")?,
+                None => Vec::new(),
+            },
+            id: id.clone(),
+        })
+    })()
+    .with_context(|| format!("subscription {id:?} has a corrupt row"));
+    Ok(parsed)
+}
+
+/// Skip windows as stored: a JSON array of `[from, to]` (NULL when there are none).
+pub(super) fn skip_json(windows: &[(i64, i64)]) -> Option<String> {
+    (!windows.is_empty()).then(|| serde_json::to_string(windows).unwrap_or_default())
+}
+
+fn config_subscriptions_in(conn: &Connection) -> Result<Vec<Subscription>> {
+    let mut st = conn.prepare_cached(&format!("{SUB_SELECT} WHERE source = 'config' ORDER BY id"))?;
+    let rows = st.query_map([], sub_from_row)?;
+    rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+}
+
+fn billing_count_in(conn: &Connection) -> Result<usize> {
+    let n: i64 =
+        conn.query_row("SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due')", [], |r| r.get(0))?;
+    Ok(n as usize)
+}
+
+/// The subscription whose id equals `id` but for case, if any (ids that differ only by case are refused: their
+/// merchant_uids would too, and the gateway may not tell them apart).
+pub(super) fn same_id_but_case(conn: &Connection, id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM subscriptions WHERE id = ?1 COLLATE NOCASE AND id <> ?1 LIMIT 1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
+pub(super) fn current_status(conn: &Connection, id: &str) -> Result<Option<Status>> {
+    let s: Option<String> = conn
+        .prepare_cached("SELECT status FROM subscriptions WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(s.and_then(|s| Status::parse(&s)))
+}
+
+/// Moves subscription `id` to the status [`next_status`] decides for `cause`, given its status as it is inside `tx`,
+/// and records the change (with `reason`) as an event. Returns its status before (`None`: no such subscription) and
+/// the status it moved to (`None`: no change).
+pub(super) fn change_status(
+    tx: &Transaction<'_>,
+    id: &str,
+    cause: Cause,
+    now: i64,
+    reason: &str,
+) -> Result<Option<(Status, Option<Status>)>> {
+    let Some(from) = current_status(tx, id)? else {
+        return Ok(None);
+    };
+    let Some(to) = next_status(from, cause) else {
+        return Ok(Some((from, None)));
+    };
+    tx.prepare_cached(
+        "UPDATE subscriptions SET status = ?2, updated_at = ?3,
+           suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END WHERE id = ?1",
+    )?
+    .execute(params![id, to, now])?;
+    event(
+        tx,
+        now,
+        &format!("subscription.{}", to.as_str()),
+        Some(id),
+        json!({ "from": from.as_str(), "reason": reason }),
+    )?;
+    Ok(Some((from, Some(to))))
+}
+
+/// Applies a sync plan inside `tx`. An update is guarded by the state the plan was computed from (a changed row
+/// is an error: nothing of the plan is applied).
+fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {
+    for change in &plan.changes {
+        match change {
+            Change::Insert(s) => {
+                let due = s.calendar().due_at(clock, s.next_period).map(secs);
+                if current_status(tx, &s.id)?.is_some() {
+                    // Added by command or import under the same id: the database's subscription stays as is.
+                    tracing::warn!(event = "config.sync", subscription = %s.id,
+                        "subscription {:?} in the config already exists in the database (added by command or import); the config entry is ignored", s.id);
+                    continue;
+                }
+                if let Some(other) = same_id_but_case(tx, &s.id)? {
+                    tracing::error!(event = "config.sync", subscription = %s.id,
+                        "subscription {:?} in the config differs from subscription {other:?} in the database only \
+                         by case; it is not added (rename it: merchant_uids that differ only by case may be one \
+                         order at the gateway)", s.id);
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
+                       start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
+                       created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+                    params![
+                        s.id,
+                        s.customer_uid,
+                        s.plan_id,
+                        s.plan_name,
+                        s.amount,
+                        s.currency,
+                        s.interval.to_string(),
+                        s.start_date.to_string(),
+                        s.anchor_date.to_string(),
+                        s.anchor_period as i64,
+                        s.next_period as i64,
+                        due,
+                        s.status,
+                        s.source,
+                        now
+                    ],
+                )?;
+                event(
+                    tx,
+                    now,
+                    "subscription.created",
+                    Some(&s.id),
+                    json!({
+                        "plan": s.plan_id, "amount": s.amount, "currency": s.currency,
+                        "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str()
+                    }),
+                )?;
+            }
+            Change::Update { before, after: s, what } => {
+                let due = s.calendar().due_at(clock, s.next_period).map(secs);
+                let n = tx.execute(
+                    "UPDATE subscriptions SET customer_uid = ?2, plan_id = ?3, plan_name = ?4, amount = ?5,
+                       currency = ?6, interval = ?7, start_date = ?8, anchor_date = ?9, anchor_period = ?10,
+                       next_due_at = ?11, updated_at = ?12
+                     WHERE id = ?1 AND next_period = ?13 AND status = ?14",
+                    params![
+                        s.id,
+                        s.customer_uid,
+                        s.plan_id,
+                        s.plan_name,
+                        s.amount,
+                        s.currency,
+                        s.interval.to_string(),
+                        s.start_date.to_string(),
+                        s.anchor_date.to_string(),
+                        s.anchor_period as i64,
+                        due,
+                        now,
+                        before.next_period as i64,
+                        before.status
+                    ],
+                )?;
+                if n != 1 {
+                    bail!("subscription {:?} changed while the config was being applied; nothing applied", s.id);
+                }
+                event(tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
+            }
+            Change::Cancel { id, reason } => {
+                change_status(tx, id, Cause::Operator(Status::Canceled), now, reason)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Book for SqliteStore {
+    fn config_subscriptions(&self) -> Result<Vec<Subscription>> {
+        config_subscriptions_in(&self.conn)
+    }
+
+    fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
+        let mut st = self.conn.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?;
+        match st.query_row([id], sub_from_row).optional()? {
+            Some(r) => Ok(Some(r?)),
+            None => Ok(None),
+        }
+    }
+
+    fn sync_with(
+        &self,
+        clock: &ChargeClock,
+        now: DateTime<Utc>,
+        plan: impl FnOnce(&[Subscription], usize) -> Result<SyncPlan>,
+    ) -> Result<SyncPlan> {
+        let tx = self.tx()?;
+        let subs = config_subscriptions_in(&tx)?;
+        crate::failpoint::pause("sync_after_read");
+        let active = billing_count_in(&tx)?;
+        let plan = plan(&subs, active)?;
+        if !plan.is_empty() {
+            apply_sync_in(&tx, &plan, clock, secs(now))?;
+            tx.commit()?;
+        }
+        Ok(plan)
+    }
+
+    fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>> {
+        let tx = self.tx()?;
+        let from = change_status(&tx, id, Cause::Operator(to), secs(now), reason)?.map(|(from, _)| from);
+        tx.commit()?;
+        Ok(from)
+    }
+
+    fn resume_with(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        restart: impl FnOnce(&Subscription, Option<DateTime<Utc>>) -> Result<(u64, Option<DateTime<Utc>>, Vec<(i64, i64)>)>,
+    ) -> Result<(Subscription, u64)> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
+            Ok(s) => s?,
+            Err(rusqlite::Error::QueryReturnedNoRows) => bail!("no subscription {id:?}"),
+            Err(e) => return Err(e.into()),
+        };
+        if sub.status != Status::Suspended {
+            bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
+        }
+        let suspended_at: Option<i64> =
+            tx.query_row("SELECT suspended_at FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
+        crate::failpoint::pause("resume_after_read");
+        let (restart_period, restart_due, skip) = restart(&sub, suspended_at.map(at))?;
+        let n = tx.execute(
+            "UPDATE subscriptions SET status = 'active', next_period = max(next_period, ?2), next_due_at = ?3,
+               updated_at = ?4, skip_windows = ?6
+             WHERE id = ?1 AND status = 'suspended' AND next_period = ?5",
+            params![id, restart_period as i64, restart_due.map(secs), now, sub.next_period as i64, skip_json(&skip)],
+        )?;
+        if n != 1 {
+            bail!("subscription {id:?} changed while it was being resumed; nothing changed");
+        }
+        tx.execute(
+            "UPDATE periods SET next_attempt_at = ?2 WHERE subscription_id = ?1 AND state = 'open'
+               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = periods.subscription_id
+                                 AND a.period = periods.period
+                                 AND (a.status IN ('pending', 'unknown') OR a.failure = 'mismatch'))",
+            params![id, now],
+        )?;
+        event(
+            &tx,
+            now,
+            "subscription.active",
+            Some(id),
+            json!({ "from": "suspended", "reason": "resumed by operator",
+            "next_period": restart_period }),
+        )?;
+        tx.commit()?;
+        Ok((sub, restart_period))
+    }
+
+    fn insert_manual(&self, s: &Subscription, next_due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        if current_status(&tx, &s.id)?.is_some() {
+            bail!("subscription {:?} already exists", s.id);
+        }
+        if let Some(other) = same_id_but_case(&tx, &s.id)? {
+            bail!(
+                "subscription {:?} differs from subscription {other:?} only by case; pick another id (merchant_uids \
+                 that differ only by case may be one order at the gateway)",
+                s.id
+            );
+        }
+        tx.execute(
+            "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
+               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)",
+            params![
+                s.id,
+                s.customer_uid,
+                s.plan_id,
+                s.plan_name,
+                s.amount,
+                s.currency,
+                s.interval.to_string(),
+                s.start_date.to_string(),
+                next_due_at.map(secs),
+                now
+            ],
+        )?;
+        event(
+            &tx,
+            now,
+            "subscription.created",
+            Some(&s.id),
+            json!({
+                "plan": s.plan_id, "amount": s.amount, "currency": s.currency, "start": s.start_date.to_string(),
+                "source": "manual"
+            }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn import_lookup(&self, id: &str) -> Result<(Option<ImportedAs>, Option<String>)> {
+        super::import::lookup(self, id)
+    }
+
+    fn import_chunk(
+        &self,
+        rows: &[ImportRow],
+        now: DateTime<Utc>,
+        existing: impl FnMut(usize, &ImportedAs) -> Result<()>,
+    ) -> Result<(usize, usize)> {
+        super::import::insert_chunk(self, rows, secs(now), existing)
+    }
+}

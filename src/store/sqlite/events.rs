@@ -1,0 +1,35 @@
+//! SQLite: the event log (`events`), written inside the transaction of the change it records.
+
+use super::{SqliteStore, secs};
+use crate::store::Events;
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, params};
+
+/// Appends an event (inside the caller's transaction).
+pub(super) fn event(
+    conn: &Connection,
+    now: i64,
+    kind: &str,
+    sub: Option<&str>,
+    detail: serde_json::Value,
+) -> Result<()> {
+    conn.prepare_cached("INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![now, kind, sub, detail.to_string()])?;
+    Ok(())
+}
+
+impl Events for SqliteStore {
+    fn log_event(
+        &self,
+        kind: &str,
+        subscription: Option<&str>,
+        detail: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let tx = self.tx()?;
+        event(&tx, secs(now), kind, subscription, detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+}

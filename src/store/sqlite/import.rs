@@ -1,0 +1,78 @@
+//! SQLite: `billd import`'s reads (the existing row, an id that differs only by case) and its chunked inserts (one
+//! transaction per chunk).
+
+use super::SqliteStore;
+use super::book::same_id_but_case;
+use crate::store::{ImportRow, ImportedAs};
+use anyhow::Result;
+use rusqlite::{OptionalExtension, params};
+
+pub(super) fn lookup(store: &SqliteStore, id: &str) -> Result<(Option<ImportedAs>, Option<String>)> {
+    let have = store
+        .conn
+        .prepare_cached("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok(ImportedAs { customer_uid: r.get(0)?, plan_id: r.get(1)?, start_date: r.get(2)?, source: r.get(3)? })
+        })
+        .optional()?;
+    Ok((have, same_id_but_case(&store.conn, id)?))
+}
+
+pub(super) fn insert_chunk(
+    store: &SqliteStore,
+    rows: &[ImportRow],
+    now: i64,
+    mut existing: impl FnMut(usize, &ImportedAs) -> Result<()>,
+) -> Result<(usize, usize)> {
+    let tx = store.tx()?;
+    let (mut inserted, mut skipped) = (0, 0);
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
+               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)
+             ON CONFLICT (id) DO NOTHING",
+        )?;
+        let mut event = tx.prepare_cached(
+            "INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, 'subscription.created', ?2, ?3)",
+        )?;
+        let mut have =
+            tx.prepare_cached("SELECT customer_uid, plan_id, start_date, source FROM subscriptions WHERE id = ?1")?;
+        for (i, row) in rows.iter().enumerate() {
+            let start = row.start_date.to_string();
+            let n = ins.execute(params![
+                row.id,
+                row.customer_uid,
+                row.plan_id,
+                row.plan_name,
+                row.amount,
+                row.currency,
+                row.interval.to_string(),
+                start,
+                row.next_due_at.map(super::secs),
+                now
+            ])?;
+            if n == 0 {
+                let found = have.query_row([&row.id], |r| {
+                    Ok(ImportedAs {
+                        customer_uid: r.get(0)?,
+                        plan_id: r.get(1)?,
+                        start_date: r.get(2)?,
+                        source: r.get(3)?,
+                    })
+                })?;
+                existing(i, &found)?;
+                skipped += 1;
+                continue;
+            }
+            let detail = serde_json::json!({
+                "plan": row.plan_id, "amount": row.amount, "currency": row.currency, "start": start,
+                "status": "active", "source": "manual", "imported": true,
+            });
+            event.execute(params![now, row.id, detail.to_string()])?;
+            inserted += 1;
+        }
+    }
+    tx.commit()?;
+    Ok((inserted, skipped))
+}

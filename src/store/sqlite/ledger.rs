@@ -1,0 +1,431 @@
+//! SQLite: periods and attempts up to the request: opening due periods, claiming attempts (the intents), the
+//! unresolved ones to reconcile, resends, releases, and what is due (outcomes are recorded in `record.rs`).
+
+use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
+use super::events::event;
+use super::{SqliteStore, at, secs};
+use crate::billing::model::Status;
+use crate::billing::status::{Cause, merchant_uid_taken_reason};
+use crate::store::{
+    Attempt, ChargeStatus, ClaimStep, DueSubscription, Ledger, NewPeriod, Recorded, Refused, StatusChange,
+};
+use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::json;
+
+pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
+    a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
+    s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due, a.timeout_ms,
+    a.refused_resends
+  FROM attempts a
+  JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
+  JOIN subscriptions s ON s.id = a.subscription_id";
+
+pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: r.get(0)?,
+        subscription_id: r.get(1)?,
+        period: r.get::<_, i64>(2)? as u64,
+        attempt: r.get::<_, i64>(3)? as u32,
+        merchant_uid: r.get(4)?,
+        customer_uid: r.get(5)?,
+        amount: r.get(6)?,
+        currency: r.get(7)?,
+        name: r.get(8)?,
+        due_at: at(r.get(9)?),
+        status: r.get(10)?,
+        tries: r.get::<_, i64>(11)? as u32,
+        declines: r.get::<_, i64>(12)? as u32,
+        billing: r.get(13)?,
+        past_due: r.get(14)?,
+        timeout_ms: r.get::<_, Option<i64>>(15)?.map(|t| t.max(0) as u64),
+        refused_resends: r.get::<_, i64>(16)? as u32,
+    })
+}
+
+fn subscriptions_to_open_in(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+    max_amount: i64,
+) -> Result<Vec<DueSubscription>> {
+    let mut st = conn.prepare_cached(&format!(
+        "{SUB_SELECT} WHERE status IN ('active', 'past_due') AND next_due_at <= ?1 AND amount <= ?3
+           AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+         ORDER BY next_due_at, id LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
+        let due: i64 = r.get(11)?;
+        Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: at(due) }))
+    })?;
+    rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+}
+
+/// Creates (status pending) the next attempt of up to `limit` open periods due at or before `now`, inside `tx`.
+fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeout_ms: u64) -> Result<Vec<Attempt>> {
+    let mut out = Vec::new();
+    let mut sel = tx.prepare_cached(
+        "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
+                p.due_at, p.declines,
+                (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
+                   AND a.period = p.period) AS made, s.status = 'past_due'
+         FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+         WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
+           AND p.amount <= ?3
+         ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
+    )?;
+    let rows = sel.query_map(params![now, limit as i64, max_amount], |r| {
+        Ok(Attempt {
+            id: 0,
+            subscription_id: r.get(0)?,
+            period: r.get::<_, i64>(1)? as u64,
+            attempt: r.get::<_, i64>(9)? as u32 + 1,
+            merchant_uid: r.get(2)?,
+            customer_uid: r.get(3)?,
+            amount: r.get(4)?,
+            currency: r.get(5)?,
+            name: r.get(6)?,
+            due_at: at(r.get(7)?),
+            status: ChargeStatus::Pending,
+            tries: 0,
+            declines: r.get::<_, i64>(8)? as u32,
+            billing: true,
+            past_due: r.get(10)?,
+            timeout_ms: Some(timeout_ms),
+            refused_resends: 0,
+        })
+    })?;
+    for r in rows {
+        out.push(r?);
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
+           status, created_at, updated_at, timeout_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9)",
+    )?;
+    let mut hold =
+        tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?;
+    for a in &mut out {
+        ins.execute(params![
+            a.subscription_id,
+            a.period as i64,
+            a.attempt as i64,
+            a.merchant_uid,
+            a.customer_uid,
+            a.amount,
+            a.currency,
+            now,
+            timeout_ms as i64
+        ])?;
+        a.id = tx.last_insert_rowid();
+        hold.execute(params![a.subscription_id, a.period as i64])?;
+    }
+    Ok(out)
+}
+
+/// Opens the due periods `make` builds for up to `room` subscriptions and claims their first attempts, inside `tx`.
+/// A period whose merchant_uid is taken is refused (its subscription suspended) and the page goes on.
+fn open_in(
+    tx: &Transaction<'_>,
+    now: i64,
+    room: usize,
+    max_amount: i64,
+    timeout_ms: u64,
+    make: impl Fn(&DueSubscription) -> NewPeriod,
+    step: &mut ClaimStep,
+) -> Result<()> {
+    let due = subscriptions_to_open_in(tx, now, room, max_amount)?;
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
+           name, state, next_attempt_at, opened_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9
+         WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4)
+         ON CONFLICT (merchant_uid) DO NOTHING",
+    )?;
+    let mut adv = tx.prepare_cached(
+        "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4, skip_windows = ?6
+         WHERE id = ?1 AND next_period = ?2",
+    )?;
+    let mut claim = tx.prepare_cached(
+        "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
+           status, created_at, updated_at, timeout_ms)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
+    )?;
+    for d in &due {
+        let p = make(d);
+        let inserted = ins.execute(params![
+            p.subscription_id,
+            p.period as i64,
+            secs(p.due_at),
+            p.merchant_uid,
+            p.customer_uid,
+            p.amount,
+            p.currency,
+            p.name,
+            now
+        ])?;
+        if inserted == 0 {
+            // Its merchant_uid is taken, by a period or a one-time charge (the period itself cannot exist: the
+            // subscription's next_period is past every period it has).
+            let owner: Option<String> = tx
+                .prepare_cached(
+                    "SELECT format('subscription \"%s\" period %d', subscription_id, period) FROM periods
+                       WHERE merchant_uid = ?1
+                     UNION ALL SELECT 'a one-time charge' FROM one_time_charges WHERE merchant_uid = ?1",
+                )?
+                .query_row([&p.merchant_uid], |r| r.get(0))
+                .optional()?;
+            let Some(owner) = owner else {
+                bail!("period {} of subscription {} exists already", p.period, p.subscription_id);
+            };
+            let reason = merchant_uid_taken_reason(&p.merchant_uid, p.period, &owner);
+            change_status(tx, &p.subscription_id, Cause::MerchantUidTaken, now, &reason)?;
+            step.refused.push(Refused {
+                subscription_id: p.subscription_id,
+                period: p.period,
+                merchant_uid: p.merchant_uid,
+                reason,
+            });
+            continue;
+        }
+        let advanced = adv.execute(params![
+            p.subscription_id,
+            p.period as i64,
+            p.following_due_at.map(secs),
+            now,
+            p.following_period as i64,
+            skip_json(&p.skip_ahead)
+        ])?;
+        if advanced != 1 {
+            bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
+        }
+        claim.execute(params![
+            p.subscription_id,
+            p.period as i64,
+            p.merchant_uid,
+            p.customer_uid,
+            p.amount,
+            p.currency,
+            now,
+            timeout_ms as i64
+        ])?;
+        step.attempts.push(Attempt {
+            id: tx.last_insert_rowid(),
+            subscription_id: p.subscription_id,
+            period: p.period,
+            attempt: 1,
+            merchant_uid: p.merchant_uid,
+            customer_uid: p.customer_uid,
+            amount: p.amount,
+            currency: p.currency,
+            name: p.name,
+            due_at: p.due_at,
+            status: ChargeStatus::Pending,
+            tries: 0,
+            declines: 0,
+            billing: true,
+            past_due: d.sub.status == Status::PastDue,
+            timeout_ms: Some(timeout_ms),
+            refused_resends: 0,
+        });
+        step.opened += 1;
+    }
+    Ok(())
+}
+
+impl Ledger for SqliteStore {
+    fn subscriptions_to_open_count(&self, now: DateTime<Utc>, max_amount: i64) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+               AND amount <= ?2
+               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')",
+            )?
+            .query_row(params![secs(now), max_amount], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
+    fn claim_due(&self, now: DateTime<Utc>, limit: usize, max_amount: i64, timeout_ms: u64) -> Result<Vec<Attempt>> {
+        let tx = self.tx()?;
+        let out = claim_in(&tx, secs(now), limit, max_amount, timeout_ms)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn open_and_claim(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        open_limit: usize,
+        max_amount: i64,
+        timeout_ms: u64,
+        make: impl Fn(&DueSubscription) -> NewPeriod,
+    ) -> Result<ClaimStep> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        let mut step =
+            ClaimStep { attempts: claim_in(&tx, now, limit, max_amount, timeout_ms)?, ..ClaimStep::default() };
+        let room = limit.saturating_sub(step.attempts.len()).min(open_limit);
+        if room > 0 {
+            open_in(&tx, now, room, max_amount, timeout_ms, make, &mut step)?;
+        }
+        tx.commit()?;
+        Ok(step)
+    }
+
+    /// Read straight from the one-unresolved-per-period index, so a large backlog (say, after a gateway outage)
+    /// costs one index range a page, never a scan and sort of the whole backlog.
+    fn unresolved_after(&self, now: DateTime<Utc>, after: Option<(&str, u64)>, limit: usize) -> Result<Vec<Attempt>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "{ATTEMPT_SELECT} WHERE a.status IN ('pending', 'unknown') AND (a.status = 'pending' OR a.check_at <= ?1)
+               AND (a.subscription_id, a.period) > (?3, ?4)
+             ORDER BY a.subscription_id, a.period LIMIT ?2"
+        ))?;
+        let (sub, period) = after.unwrap_or(("", 0));
+        let after_period = if after.is_some() { period as i64 } else { -1 };
+        let rows =
+            st.query_map(params![secs(now), limit.min(i64::MAX as usize) as i64, sub, after_period], attempt_from_row)?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn unresolved_count(&self) -> Result<usize> {
+        let n: i64 =
+            self.conn
+                .query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
+    fn known_imp_uids(&self, subscription_id: &str, period: u64) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT imp_uid FROM attempts WHERE subscription_id = ?1 AND period = ?2 AND imp_uid IS NOT NULL",
+        )?;
+        let rows = st.query_map(params![subscription_id, period as i64], |r| r.get(0))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn mark_resending(&self, attempt_id: i64, now: DateTime<Utc>, timeout_ms: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE attempts SET status = 'pending', updated_at = ?2, timeout_ms = ?3
+             WHERE id = ?1 AND status IN ('pending', 'unknown')",
+            params![attempt_id, secs(now), timeout_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn release(&self, attempt_ids: &[i64], now: DateTime<Utc>) -> Result<()> {
+        let tx = self.tx()?;
+        for id in attempt_ids {
+            let key: Option<(String, i64)> = tx
+                .prepare_cached(
+                    "DELETE FROM attempts WHERE id = ?1 AND status = 'pending' AND tries = 0
+                     RETURNING subscription_id, period",
+                )?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((sub, period)) = key {
+                tx.prepare_cached(
+                    "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2",
+                )?
+                .execute(params![sub, period, secs(now)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>> {
+        super::record::record(self, items, secs(now))
+    }
+
+    fn next_wake(&self) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<i64> = self.conn.query_row(
+            "SELECT min(t) FROM (
+               SELECT min(next_due_at) AS t FROM subscriptions WHERE status IN ('active', 'past_due')
+               UNION ALL
+               SELECT min(p.next_attempt_at) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+                 WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.status IN ('active', 'past_due')
+               UNION ALL
+               SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown'))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(t.map(at))
+    }
+
+    fn over_amount_limit(&self, now: DateTime<Utc>, max_amount: i64) -> Result<Vec<(String, u64, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, next_period, amount FROM subscriptions WHERE status IN ('active', 'past_due')
+               AND next_due_at <= ?1 AND amount > ?2
+               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+             UNION ALL
+             SELECT p.subscription_id, p.period, p.amount FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.status IN ('active', 'past_due')",
+        )?;
+        let rows =
+            st.query_map(params![secs(now), max_amount], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+        // Sorted here: an ORDER BY in SQL makes SQLite walk all periods in key order instead of the due indexes.
+        let mut held = rows.collect::<rusqlite::Result<Vec<(String, u64, i64)>>>()?;
+        held.sort();
+        Ok(held)
+    }
+
+    fn due_backlog(&self, now: DateTime<Utc>) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id
+                                        AND p.state = 'open'))
+                  + (SELECT count(*) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+                       WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due'))",
+            [secs(now)],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn failed_since(&self, since: DateTime<Utc>) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM attempts WHERE status = 'failed' AND updated_at >= ?1",
+            [secs(since)],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn held_period(&self, id: &str) -> Result<Option<(u64, String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT p.period, p.merchant_uid, coalesce(a.fail_reason, '') FROM periods p
+                 JOIN attempts a ON a.subscription_id = p.subscription_id AND a.period = p.period
+                 WHERE p.subscription_id = ?1 AND p.state = 'open' AND a.failure = 'mismatch'
+                 ORDER BY a.id DESC LIMIT 1",
+                [id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    fn retry_now(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        let n = tx.execute(
+            "UPDATE periods SET next_attempt_at = ?2 WHERE subscription_id = ?1 AND state = 'open'
+               AND next_attempt_at IS NOT NULL",
+            params![id, now],
+        )?;
+        if n > 0 {
+            event(&tx, now, "subscription.retry", Some(id), json!({ "reason": "retry requested by operator" }))?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn period_by_merchant_uid(&self, merchant_uid: &str) -> Result<Option<(String, u64)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT subscription_id, period FROM periods WHERE merchant_uid = ?1", [merchant_uid], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?)
+    }
+}

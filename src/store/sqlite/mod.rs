@@ -1,0 +1,151 @@
+//! The SQLite adapter of the storage contract: `SqliteStore` (open, pragmas, write transactions) and the
+//! conversions at its edge (instants as UNIX seconds, statuses as their spelling); one file per concern below.
+
+mod book;
+mod events;
+mod import;
+mod ledger;
+mod one_time;
+mod record;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod views;
+
+pub use schema::SCHEMA_VERSION;
+
+use crate::billing::model::{Source, Status};
+use crate::store::{ChargeStatus, Failure, PeriodState, Store, from_ts};
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a write waits for another process's write transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An open billd database (one SQLite file in WAL mode, `synchronous=FULL`).
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
+        }
+        // 0600 whatever the umask (SQLite gives -wal and -shm the same mode).
+        crate::private::create(path).with_context(|| format!("database {}: cannot create", path.display()))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("database {}: cannot open", path.display()))?;
+        let store = SqliteStore { conn, path: path.to_path_buf() };
+        store.configure().with_context(|| format!("database {}", path.display()))?;
+        schema::migrate(&store.conn, &store.path).with_context(|| format!("database {}", path.display()))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&self) -> Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Switching a new database to WAL needs it to itself: another process creating or migrating it at the same
+        // instant makes this busy for a moment (SQLite does not always wait on its own here), so wait as a write
+        // would.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < schema::MIGRATION_WAIT =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!("cannot switch to WAL journaling (got {mode})");
+        }
+        self.conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        Ok(())
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE`: it takes the write lock at once, waiting up to the busy timeout, so
+    /// every read inside it sees what the writes are decided on). One handle runs one transaction at a time.
+    fn tx(&self) -> Result<Transaction<'_>> {
+        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .with_context(|| format!("database {}: cannot start a write transaction", self.path.display()))
+    }
+
+    /// Direct access for this adapter's own tests.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+// ---- the edge: instants and statuses as stored ------------------------------------------------------------------
+
+/// An instant as stored: UNIX seconds, rounded down.
+fn secs(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// A "not before" instant as stored (a check time): UNIX seconds, rounded up, so that rounding never makes it
+/// earlier.
+fn secs_ceil(t: DateTime<Utc>) -> i64 {
+    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
+}
+
+/// A stored instant.
+fn at(t: i64) -> DateTime<Utc> {
+    from_ts(t)
+}
+
+/// Statuses are stored as their spelling (`as_str`), and refused when read back as anything else.
+macro_rules! spelled_sql {
+    ($($t:ty),+) => {$(
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $t {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                <$t>::parse(text).ok_or_else(|| {
+                    FromSqlError::Other(format!("bad {} {text:?}", stringify!($t)).into())
+                })
+            }
+        }
+    )+};
+}
+
+spelled_sql!(ChargeStatus, Failure, PeriodState, Status);
+
+impl ToSql for Source {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Source {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        Ok(if value.as_str()? == "config" { Source::Config } else { Source::Manual })
+    }
+}

@@ -1,0 +1,179 @@
+//! SQLite: one-time (key-in) charges: the intent before `charge-once` sends, and their settlement (guarded by
+//! `tries`, so a send, a pass's lookup and a command's answer never overwrite one another).
+
+use super::events::event;
+use super::{SqliteStore, at, secs, secs_ceil};
+use crate::store::{ChargeStatus, Failure, OneTime, OneTimeCharge, OneTimeState, UnresolvedOneTime};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde_json::json;
+
+impl OneTime for SqliteStore {
+    fn one_time(&self, merchant_uid: &str) -> Result<Option<OneTimeState>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
+                   updated_at, tries
+                 FROM one_time_charges WHERE merchant_uid = ?1",
+                [merchant_uid],
+                |r| {
+                    Ok(OneTimeState {
+                        id: r.get(0)?,
+                        customer_uid: r.get(1)?,
+                        amount: r.get(2)?,
+                        currency: r.get(3)?,
+                        status: r.get(4)?,
+                        failure: r.get(5)?,
+                        imp_uid: r.get(6)?,
+                        fail_reason: r.get(7)?,
+                        check_at: r.get::<_, Option<i64>>(8)?.map(at),
+                        updated_at: at(r.get(9)?),
+                        tries: r.get(10)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn begin_one_time(
+        &self,
+        c: &OneTimeCharge,
+        now: DateTime<Utc>,
+        timeout_ms: u64,
+        check_at: DateTime<Utc>,
+        prev_tries: Option<i64>,
+    ) -> Result<Option<(i64, i64)>> {
+        let (now, check_at) = (secs(now), secs_ceil(check_at));
+        let tx = self.tx()?;
+        let row = match prev_tries {
+            None => tx
+                .query_row(
+                    "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked,
+                       status, tries, created_at, updated_at, timeout_ms, check_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9)
+                     ON CONFLICT (merchant_uid) DO NOTHING RETURNING id, tries",
+                    params![
+                        c.merchant_uid,
+                        c.customer_uid,
+                        c.name,
+                        c.amount,
+                        c.currency,
+                        c.card_masked,
+                        now,
+                        timeout_ms as i64,
+                        check_at
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            Some(tries) => tx
+                .query_row(
+                    "UPDATE one_time_charges SET status = 'pending', tries = tries + 1, failure = NULL,
+                       fail_reason = NULL, card_masked = ?3, updated_at = ?4, timeout_ms = ?5, check_at = ?6
+                     WHERE merchant_uid = ?1 AND tries = ?2 AND status IN ('failed', 'pending', 'unknown')
+                     RETURNING id, tries",
+                    params![c.merchant_uid, tries, c.card_masked, now, timeout_ms as i64, check_at],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+        };
+        tx.commit()?;
+        Ok(row)
+    }
+
+    fn one_time_unknown(
+        &self,
+        id: i64,
+        tries: i64,
+        reason: &str,
+        check_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (now, check_at_secs) = (secs(now), secs_ceil(check_at));
+        let tx = self.tx()?;
+        let changed = tx.execute(
+            "UPDATE one_time_charges SET status = 'unknown', failure = NULL, fail_reason = ?2, check_at = ?3,
+               updated_at = ?4 WHERE id = ?1 AND tries = ?5 AND status IN ('pending', 'unknown')",
+            params![id, reason, check_at_secs, now, tries],
+        )?;
+        if changed == 1 {
+            let muid: String =
+                tx.query_row("SELECT merchant_uid FROM one_time_charges WHERE id = ?1", [id], |r| r.get(0))?;
+            event(
+                &tx,
+                now,
+                "charge.unknown",
+                None,
+                json!({ "merchant_uid": muid, "one_time": true, "reason": reason,
+                        "check_at": at(check_at_secs).to_rfc3339() }),
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    fn finish_one_time(
+        &self,
+        id: i64,
+        tries: i64,
+        status: ChargeStatus,
+        failure: Option<Failure>,
+        imp_uid: Option<&str>,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        let changed = tx.execute(
+            "UPDATE one_time_charges SET status = ?2, failure = ?3, imp_uid = coalesce(?4, imp_uid), fail_reason = ?5,
+               updated_at = ?6
+             WHERE id = ?1 AND tries = ?7 AND (status IN ('pending', 'unknown') OR failure = 'abandoned')",
+            params![id, status, failure, imp_uid, reason, now, tries],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let kind = match status {
+            ChargeStatus::Paid => "charge.paid",
+            ChargeStatus::Failed => "charge.failed",
+            _ => "charge.unknown",
+        };
+        let muid: String =
+            tx.query_row("SELECT merchant_uid FROM one_time_charges WHERE id = ?1", [id], |r| r.get(0))?;
+        event(
+            &tx,
+            now,
+            kind,
+            None,
+            json!({ "merchant_uid": muid, "one_time": true, "imp_uid": imp_uid, "reason": reason }),
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn unresolved_one_time(
+        &self,
+        now: DateTime<Utc>,
+        fallback: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<UnresolvedOneTime>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, merchant_uid, customer_uid, amount, currency, tries FROM one_time_charges
+             WHERE status IN ('pending', 'unknown') AND coalesce(check_at, updated_at + ?2) <= ?1
+             ORDER BY updated_at, id LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![secs(now), fallback.num_seconds(), limit as i64], |r| {
+            Ok(UnresolvedOneTime {
+                id: r.get(0)?,
+                merchant_uid: r.get(1)?,
+                customer_uid: r.get(2)?,
+                amount: r.get(3)?,
+                currency: r.get(4)?,
+                tries: r.get(5)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+}

@@ -1,0 +1,181 @@
+//! SQLite: recording outcomes (group commit): attempts, their periods, and the status changes `billing::status`
+//! decides from the status read inside the transaction.
+
+use super::book::change_status;
+use super::events::event;
+use super::{SqliteStore, secs, secs_ceil};
+use crate::billing::dunning::Decision;
+use crate::billing::status::{Cause, exhausted_reason};
+use crate::store::{AttemptResult, Failure, Recorded, StatusChange};
+use anyhow::{Context, Result, bail};
+use rusqlite::{Transaction, params};
+use serde_json::json;
+
+/// The statements that record a paid attempt, prepared once for a batch of outcomes.
+struct PaidStatements<'a> {
+    attempt: rusqlite::CachedStatement<'a>,
+    period: rusqlite::CachedStatement<'a>,
+}
+
+pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
+    let tx = store.tx()?;
+    let mut changes = Vec::new();
+    {
+        // A billing day's outcomes are nearly all "paid": its two statements are prepared once per batch.
+        let mut paid = PaidStatements {
+            attempt: tx.prepare_cached(
+                "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
+                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+            )?,
+            period: tx.prepare_cached(
+                "UPDATE periods SET state = 'paid', next_attempt_at = NULL, closed_at = ?3
+                 WHERE subscription_id = ?1 AND period = ?2",
+            )?,
+        };
+        for it in items {
+            record_one(&tx, &mut paid, it, now, &mut changes)
+                .with_context(|| format!("recording merchant_uid {}", it.attempt.merchant_uid))?;
+        }
+    }
+    tx.commit()?;
+    Ok(changes)
+}
+
+/// A subscription's status change for `cause`, as `billing::status` decides it; noted in `changes`.
+fn status_to(
+    tx: &Transaction<'_>,
+    it: &Recorded,
+    cause: Cause,
+    now: i64,
+    reason: &str,
+    changes: &mut Vec<StatusChange>,
+) -> Result<()> {
+    let id = &it.attempt.subscription_id;
+    if let Some((from, Some(to))) = change_status(tx, id, cause, now, reason)? {
+        changes.push(StatusChange { subscription_id: id.clone(), from, to });
+    }
+    Ok(())
+}
+
+fn record_one(
+    tx: &Transaction<'_>,
+    paid: &mut PaidStatements<'_>,
+    it: &Recorded,
+    now: i64,
+    changes: &mut Vec<StatusChange>,
+) -> Result<()> {
+    let a = &it.attempt;
+    // The event detail of an outcome that writes an event (a paid one does not).
+    let detail = || {
+        json!({
+            "merchant_uid": a.merchant_uid, "period": a.period, "attempt": a.attempt, "amount": a.amount,
+            "currency": a.currency,
+        })
+    };
+    match &it.result {
+        AttemptResult::Paid { imp_uid } => {
+            paid.attempt.execute(params![a.id, imp_uid, now])?;
+            paid.period.execute(params![a.subscription_id, a.period as i64, now])?;
+            // The paid attempt row is the record of the payment (no separate event: this is the hot path of a
+            // billing day). A past-due subscription becomes active again; its status is read only then (no other
+            // status can turn into past due while the attempt is out, as a subscription has one open period).
+            if a.past_due {
+                status_to(tx, it, Cause::Paid, now, "paid", changes)?;
+            }
+        }
+        AttemptResult::Unresolved { reason } | AttemptResult::ResendRefused { reason } => {
+            let Decision::CheckAt(at) = it.decision else { bail!("unresolved outcome needs a check time") };
+            let refused = matches!(it.result, AttemptResult::ResendRefused { .. }) as i64;
+            tx.prepare_cached(
+                "UPDATE attempts SET status = 'unknown', fail_reason = ?2, tries = tries + 1, check_at = ?3,
+                   updated_at = ?4, refused_resends = refused_resends + ?5 WHERE id = ?1",
+            )?
+            .execute(params![a.id, reason, secs_ceil(at), now, refused])?;
+            let mut d = detail();
+            d["reason"] = json!(reason);
+            d["check_at"] = json!(at.to_rfc3339());
+            event(tx, now, "charge.unknown", Some(&a.subscription_id), d)?;
+        }
+        AttemptResult::Mismatch { reason } => {
+            // Held: the period stays open with no next attempt, so nothing more is sent for it (and no later period
+            // of the subscription opens) until an operator acts.
+            tx.prepare_cached(
+                "UPDATE attempts SET status = 'failed', failure = 'mismatch', fail_reason = ?2, check_at = NULL,
+                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![a.id, reason, now])?;
+            tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?
+                .execute(params![a.subscription_id, a.period as i64])?;
+            let mut d = detail();
+            d["reason"] = json!(reason);
+            event(tx, now, "charge.mismatch", Some(&a.subscription_id), d)?;
+        }
+        AttemptResult::Abandoned { reason } => {
+            tx.prepare_cached(
+                "UPDATE attempts SET status = 'failed', failure = 'abandoned', fail_reason = ?2, check_at = NULL,
+                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![a.id, reason, now])?;
+            // The period stays open: it is charged again only if the subscription bills again.
+            tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
+                .execute(params![a.subscription_id, a.period as i64, now])?;
+            let mut d = detail();
+            d["reason"] = json!(reason);
+            event(tx, now, "charge.abandoned", Some(&a.subscription_id), d)?;
+        }
+        AttemptResult::Declined { imp_uid, reason } => {
+            record_failure(tx, it, now, Failure::Declined, imp_uid.as_deref(), reason, detail(), changes)?;
+        }
+        AttemptResult::Rejected { reason } => {
+            record_failure(tx, it, now, Failure::Rejected, None, reason, detail(), changes)?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_failure(
+    tx: &Transaction<'_>,
+    it: &Recorded,
+    now: i64,
+    failure: Failure,
+    imp_uid: Option<&str>,
+    reason: &str,
+    mut detail: serde_json::Value,
+    changes: &mut Vec<StatusChange>,
+) -> Result<()> {
+    let a = &it.attempt;
+    tx.prepare_cached(
+        "UPDATE attempts SET status = 'failed', failure = ?2, imp_uid = ?3, fail_reason = ?4, check_at = NULL,
+           resolved_at = ?5, updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![a.id, failure, imp_uid, reason, now])?;
+    if failure == Failure::Declined {
+        tx.prepare_cached("UPDATE periods SET declines = declines + 1 WHERE subscription_id = ?1 AND period = ?2")?
+            .execute(params![a.subscription_id, a.period as i64])?;
+    }
+    detail["reason"] = json!(reason);
+    detail["failure"] = json!(failure.as_str());
+    match it.decision {
+        Decision::RetryAt(at) => {
+            tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
+                .execute(params![a.subscription_id, a.period as i64, secs(at)])?;
+            detail["next_retry"] = json!(at.to_rfc3339());
+            event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
+            status_to(tx, it, Cause::FailedWillRetry, now, reason, changes)?;
+        }
+        Decision::Exhausted(action) => {
+            tx.prepare_cached(
+                "UPDATE periods SET state = 'given_up', next_attempt_at = NULL, closed_at = ?3
+                 WHERE subscription_id = ?1 AND period = ?2",
+            )?
+            .execute(params![a.subscription_id, a.period as i64, now])?;
+            detail["final_action"] = json!(action.as_str());
+            event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
+            let why = exhausted_reason(failure == Failure::Rejected, reason);
+            status_to(tx, it, Cause::Exhausted(action), now, &why, changes)?;
+        }
+        other => bail!("a failed attempt cannot be followed by {other:?}"),
+    }
+    Ok(())
+}

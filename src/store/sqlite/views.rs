@@ -1,0 +1,223 @@
+//! SQLite: the read-only views behind the listings, `subscriptions show` and `upcoming`.
+
+use super::book::{SUB_SELECT, sub_from_row};
+use super::{SqliteStore, at, secs};
+use crate::billing::model::{Status, Subscription};
+use crate::store::{AttemptStory, BillingSubscription, ChargeRow, OpenPeriod, PeriodStory, SubscriptionRow, Views};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+impl Views for SqliteStore {
+    fn list_subscriptions(&self, status: Option<Status>) -> Result<Vec<SubscriptionRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT s.id, s.customer_uid, s.plan_id, s.amount, s.currency, s.interval, s.status, s.source,
+                    s.next_due_at,
+                    (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid'),
+                    o.next_attempt_at, o.declines,
+                    (SELECT min(a.check_at) FROM attempts a WHERE a.subscription_id = s.id
+                       AND a.status IN ('pending', 'unknown')),
+                    CASE WHEN s.status IN ('canceled', 'suspended') THEN
+                      (SELECT json_extract(e.detail, '$.reason') FROM events e WHERE e.subscription_id = s.id
+                         AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
+                    END
+             FROM subscriptions s
+             LEFT JOIN periods o ON o.subscription_id = s.id AND o.state = 'open'
+             WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id",
+        )?;
+        let rows = st.query_map(params![status], |r| {
+            let status: Status = r.get(6)?;
+            Ok(SubscriptionRow {
+                id: r.get(0)?,
+                customer_uid: r.get(1)?,
+                plan: r.get(2)?,
+                amount: r.get(3)?,
+                currency: r.get(4)?,
+                interval: r.get(5)?,
+                status,
+                source: r.get(7)?,
+                next_due_at: r.get::<_, Option<i64>>(8)?.filter(|_| status.bills()).map(at),
+                paid_periods: r.get::<_, i64>(9)? as u64,
+                next_attempt_at: r.get::<_, Option<i64>>(10)?.map(at),
+                declines: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u32,
+                check_at: r.get::<_, Option<i64>>(12)?.map(at),
+                why: r.get(13)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn list_charges(
+        &self,
+        failed_only: bool,
+        since: Option<DateTime<Utc>>,
+        subscription: Option<&str>,
+        after_id: i64,
+    ) -> Result<Vec<(i64, ChargeRow)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid, a.amount,
+                    a.currency, a.status, a.failure, a.imp_uid, a.fail_reason, p.due_at, a.created_at, a.updated_at
+             FROM attempts a JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
+             WHERE a.id > ?4 AND (?1 = 0 OR a.status = 'failed') AND (?2 IS NULL OR a.updated_at >= ?2)
+               AND (?3 IS NULL OR a.subscription_id = ?3)
+             ORDER BY a.id",
+        )?;
+        let rows = st.query_map(params![failed_only as i64, since.map(secs), subscription, after_id], |r| {
+            Ok((
+                r.get(0)?,
+                ChargeRow {
+                    subscription_id: r.get(1)?,
+                    period: r.get::<_, i64>(2)? as u64,
+                    attempt: r.get::<_, i64>(3)? as u32,
+                    merchant_uid: r.get(4)?,
+                    customer_uid: r.get(5)?,
+                    amount: r.get(6)?,
+                    currency: r.get(7)?,
+                    status: r.get(8)?,
+                    failure: r.get(9)?,
+                    imp_uid: r.get(10)?,
+                    fail_reason: r.get(11)?,
+                    due_at: at(r.get(12)?),
+                    created_at: at(r.get(13)?),
+                    updated_at: at(r.get(14)?),
+                },
+            ))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn list_one_time(&self, failed_only: bool, since: Option<DateTime<Utc>>) -> Result<Vec<ChargeRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT merchant_uid, coalesce(customer_uid, ''), amount, currency, status, failure, imp_uid, fail_reason,
+                    tries, created_at, updated_at
+             FROM one_time_charges WHERE (?1 = 0 OR status = 'failed') AND (?2 IS NULL OR updated_at >= ?2)
+             ORDER BY id",
+        )?;
+        let rows = st.query_map(params![failed_only as i64, since.map(secs)], |r| {
+            Ok(ChargeRow {
+                subscription_id: "one-time".into(),
+                period: 0,
+                attempt: r.get::<_, i64>(8)? as u32,
+                merchant_uid: r.get(0)?,
+                customer_uid: r.get(1)?,
+                amount: r.get(2)?,
+                currency: r.get(3)?,
+                status: r.get(4)?,
+                failure: r.get(5)?,
+                imp_uid: r.get(6)?,
+                fail_reason: r.get(7)?,
+                due_at: at(r.get(9)?),
+                created_at: at(r.get(9)?),
+                updated_at: at(r.get(10)?),
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn next_due_at(&self, id: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT next_due_at FROM subscriptions WHERE id = ?1", [id], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten()
+            .map(at))
+    }
+
+    fn subscription_story(&self, id: &str) -> Result<(Vec<PeriodStory>, Option<String>)> {
+        let mut periods: Vec<PeriodStory> = {
+            let mut st = self.conn.prepare_cached(
+                "SELECT period, due_at, merchant_uid, amount, currency, state, declines, next_attempt_at
+                 FROM periods WHERE subscription_id = ?1 ORDER BY period",
+            )?;
+            let rows = st.query_map([id], |r| {
+                Ok(PeriodStory {
+                    period: r.get::<_, i64>(0)? as u64,
+                    due_at: at(r.get(1)?),
+                    merchant_uid: r.get(2)?,
+                    amount: r.get(3)?,
+                    currency: r.get(4)?,
+                    state: r.get(5)?,
+                    declines: r.get::<_, i64>(6)? as u32,
+                    next_attempt_at: r.get::<_, Option<i64>>(7)?.map(at),
+                    attempts: Vec::new(),
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT period, attempt, status, failure, imp_uid, fail_reason, check_at, created_at, updated_at
+             FROM attempts WHERE subscription_id = ?1 ORDER BY period, attempt",
+        )?;
+        let rows = st.query_map([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                AttemptStory {
+                    attempt: r.get::<_, i64>(1)? as u32,
+                    status: r.get(2)?,
+                    failure: r.get(3)?,
+                    imp_uid: r.get(4)?,
+                    fail_reason: r.get(5)?,
+                    check_at: r.get::<_, Option<i64>>(6)?.map(at),
+                    created_at: at(r.get(7)?),
+                    updated_at: at(r.get(8)?),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (period, a) = row?;
+            if let Some(p) = periods.iter_mut().find(|p| p.period == period) {
+                p.attempts.push(a);
+            }
+        }
+        let why: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT json_extract(detail, '$.reason') FROM events
+                 WHERE subscription_id = ?1 AND kind IN ('subscription.canceled', 'subscription.suspended')
+                 ORDER BY id DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok((periods, why))
+    }
+
+    /// Read through the due indexes, so a short window over a large book reads only what falls in it.
+    fn billing_subscriptions(&self, until: DateTime<Utc>) -> Result<Vec<BillingSubscription>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "{SUB_SELECT} WHERE id IN (
+               SELECT id FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+               UNION
+               SELECT p.subscription_id FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
+                 WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.status IN ('active', 'past_due'))
+             ORDER BY id"
+        ))?;
+        let subs: Vec<(Subscription, Option<i64>)> = st
+            .query_map([secs(until)], |r| Ok((sub_from_row(r)?, r.get::<_, Option<i64>>(11)?)))?
+            .map(|r| -> Result<_> {
+                let (s, due) = r?;
+                Ok((s?, due))
+            })
+            .collect::<Result<_>>()?;
+        let mut open = self.conn.prepare_cached(
+            "SELECT period, next_attempt_at, amount, currency FROM periods
+             WHERE subscription_id = ?1 AND state = 'open' AND next_attempt_at IS NOT NULL",
+        )?;
+        let mut out = Vec::with_capacity(subs.len());
+        for (s, due) in subs {
+            let o = open
+                .query_row([&s.id], |r| {
+                    Ok(OpenPeriod {
+                        period: r.get::<_, i64>(0)? as u64,
+                        next_attempt_at: at(r.get(1)?),
+                        amount: r.get(2)?,
+                        currency: r.get(3)?,
+                    })
+                })
+                .optional()?;
+            out.push((s, due.map(at), o));
+        }
+        Ok(out)
+    }
+}

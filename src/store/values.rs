@@ -1,0 +1,350 @@
+//! The row and value types of the storage contract: what the traits of `store` take and return. Instants are
+//! `DateTime<Utc>`, statuses are enums; each adapter converts at its own edge.
+
+use crate::billing::dunning::Decision;
+use crate::billing::model::{Source, Status, Subscription};
+use chrono::{DateTime, NaiveDate, Utc};
+use std::fmt;
+
+/// Defines a status enum with its stored spelling (`as_str`, `parse`) and a padded `Display` (tables align it).
+macro_rules! spelled {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl $name {
+            /// How it is spelled in the book, the listings and `--json`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($s => Some(Self::$v),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+spelled! {
+    /// The status of a charge attempt, or of a one-time charge.
+    ChargeStatus {
+        /// Its intent is committed; its request may have left.
+        Pending = "pending",
+        /// Sent, outcome not known: settled by a lookup after its check time.
+        Unknown = "unknown",
+        Paid = "paid",
+        Failed = "failed",
+    }
+}
+
+impl ChargeStatus {
+    /// Pending or unknown: to be settled by a lookup.
+    pub fn unresolved(self) -> bool {
+        matches!(self, ChargeStatus::Pending | ChargeStatus::Unknown)
+    }
+}
+
+spelled! {
+    /// Why a failed charge failed.
+    Failure {
+        /// The card company declined it.
+        Declined = "declined",
+        /// The gateway refused the request: nothing was charged.
+        Rejected = "rejected",
+        /// The gateway holds a paid payment under its merchant_uid that is not what billd asked for: held.
+        Mismatch = "mismatch",
+        /// Never reached the gateway, and no longer to be charged: closed without a charge.
+        Abandoned = "abandoned",
+    }
+}
+
+spelled! {
+    /// The state of a subscription period.
+    PeriodState {
+        Open = "open",
+        Paid = "paid",
+        GivenUp = "given_up",
+    }
+}
+
+/// A charge attempt with what is needed to send or reconcile it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: i64,
+    pub subscription_id: String,
+    pub period: u64,
+    pub attempt: u32,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub name: String,
+    pub due_at: DateTime<Utc>,
+    /// Pending (intent committed, maybe sent) or unknown (sent; outcome to be confirmed).
+    pub status: ChargeStatus,
+    pub tries: u32,
+    /// Declined attempts of this period so far.
+    pub declines: u32,
+    /// Whether the subscription is still billed (active or past due).
+    pub billing: bool,
+    /// Whether the subscription was past due when the attempt was claimed (a payment makes it active again; no
+    /// other status can turn into past due while the attempt is out, as a subscription has one open period).
+    pub past_due: bool,
+    /// The gateway timeout its latest request was sent with, in milliseconds (`None`: a row from before schema
+    /// 6). The quiet period before the next look at it is twice this, whatever the config says now.
+    pub timeout_ms: Option<u64>,
+    /// Resends of it that the gateway refused while no lookup found the first request.
+    pub refused_resends: u32,
+}
+
+/// What the gateway's answer (or a lookup) established about an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    Paid {
+        imp_uid: String,
+    },
+    Declined {
+        imp_uid: Option<String>,
+        reason: String,
+    },
+    Rejected {
+        reason: String,
+    },
+    Unresolved {
+        reason: String,
+    },
+    /// A resend refused by the gateway while no lookup finds the first request (which may still be in progress):
+    /// unresolved, and counted, so that a refusal becomes final only after a few.
+    ResendRefused {
+        reason: String,
+    },
+    /// A lookup found a paid payment under the attempt's merchant_uid whose amount, currency or customer differs
+    /// from what was sent: never taken as paid; the attempt is held (its period waits) for an operator.
+    Mismatch {
+        reason: String,
+    },
+    /// The gateway never saw it and the subscription no longer bills: closed without a charge.
+    Abandoned {
+        reason: String,
+    },
+}
+
+/// An outcome to record, with the dunning decision for its period.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub attempt: Attempt,
+    pub result: AttemptResult,
+    pub decision: Decision,
+}
+
+/// A subscription status change made while recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub subscription_id: String,
+    pub from: Status,
+    pub to: Status,
+}
+
+/// A period to open: computed by the engine from the calendar.
+#[derive(Debug, Clone)]
+pub struct NewPeriod {
+    pub subscription_id: String,
+    pub period: u64,
+    pub due_at: DateTime<Utc>,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub name: String,
+    /// The period billed after this one ([`Subscription::following`]) and its due instant (`None`: no further
+    /// period).
+    pub following_period: u64,
+    pub following_due_at: Option<DateTime<Utc>>,
+    /// The subscription's skip windows still ahead of the following period (as [`Subscription::skip`] keeps them).
+    pub skip_ahead: Vec<(i64, i64)>,
+}
+
+/// A subscription that needs its next period opened.
+#[derive(Debug, Clone)]
+pub struct DueSubscription {
+    pub sub: Subscription,
+    pub next_due_at: DateTime<Utc>,
+}
+
+/// A period that was not opened because its merchant_uid is taken: its subscription was suspended with `reason`
+/// ([`crate::billing::status::merchant_uid_taken_reason`]) in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub subscription_id: String,
+    pub period: u64,
+    pub merchant_uid: String,
+    pub reason: String,
+}
+
+/// What one [`Ledger::open_and_claim`](crate::store::Ledger::open_and_claim) step did.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimStep {
+    /// How many periods it opened.
+    pub opened: usize,
+    /// Every attempt claimed: their intents are committed.
+    pub attempts: Vec<Attempt>,
+    /// Periods not opened because their merchant_uid is taken.
+    pub refused: Vec<Refused>,
+}
+
+/// One attempt row (or one-time charge), for listings.
+#[derive(Debug, Clone)]
+pub struct ChargeRow {
+    pub subscription_id: String,
+    pub period: u64,
+    pub attempt: u32,
+    pub merchant_uid: String,
+    pub customer_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: ChargeStatus,
+    pub failure: Option<Failure>,
+    pub imp_uid: Option<String>,
+    pub fail_reason: Option<String>,
+    pub due_at: DateTime<Utc>,
+    /// When the attempt was made (its intent committed).
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A recorded one-time charge, as `charge-once` needs it before sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OneTimeState {
+    pub id: i64,
+    pub customer_uid: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub status: ChargeStatus,
+    pub failure: Option<Failure>,
+    pub imp_uid: Option<String>,
+    pub fail_reason: Option<String>,
+    /// For an unresolved one: no look at it (by a pass, or a rerun's resend) before this instant (`None`: a row
+    /// from before schema 6; see `updated_at`).
+    pub check_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    /// How many times it was sent: a send, a pass's lookup or a command's answer is recorded only if no other send
+    /// of it began meanwhile (see [`OneTime::finish_one_time`](crate::store::OneTime::finish_one_time)).
+    pub tries: i64,
+}
+
+/// A one-time charge for a pass to settle by lookup.
+#[derive(Debug, Clone)]
+pub struct UnresolvedOneTime {
+    pub id: i64,
+    /// Which send of it this is (see [`OneTime::finish_one_time`](crate::store::OneTime::finish_one_time)).
+    pub tries: i64,
+    pub merchant_uid: String,
+    pub customer_uid: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A key-in payment made by `billd charge-once` (only the masked card is kept).
+#[derive(Debug, Clone)]
+pub struct OneTimeCharge {
+    pub merchant_uid: String,
+    pub customer_uid: Option<String>,
+    pub name: String,
+    pub amount: i64,
+    pub currency: String,
+    pub card_masked: String,
+}
+
+/// An open period waiting for an attempt, for `upcoming`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenPeriod {
+    pub period: u64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A billed subscription, its next due instant, and its open period waiting for an attempt.
+pub type BillingSubscription = (Subscription, Option<DateTime<Utc>>, Option<OpenPeriod>);
+
+/// One period of a subscription with its attempts, for `subscriptions show`.
+#[derive(Debug, Clone)]
+pub struct PeriodStory {
+    pub period: u64,
+    pub due_at: DateTime<Utc>,
+    pub merchant_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    pub state: PeriodState,
+    pub declines: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub attempts: Vec<AttemptStory>,
+}
+
+/// One attempt of a period, for `subscriptions show`.
+#[derive(Debug, Clone)]
+pub struct AttemptStory {
+    pub attempt: u32,
+    pub status: ChargeStatus,
+    pub failure: Option<Failure>,
+    pub imp_uid: Option<String>,
+    pub fail_reason: Option<String>,
+    pub check_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A subscription with its derived state, for listings.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRow {
+    pub id: String,
+    pub customer_uid: String,
+    pub plan: String,
+    pub amount: i64,
+    pub currency: String,
+    pub interval: String,
+    pub status: Status,
+    pub source: Source,
+    /// The next period's due instant (billed subscriptions only).
+    pub next_due_at: Option<DateTime<Utc>>,
+    pub paid_periods: u64,
+    /// The open period's next attempt (a retry of a past-due one), if one is scheduled.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The open period's unresolved attempt's next look, if it has one.
+    pub check_at: Option<DateTime<Utc>>,
+    /// Declined attempts of the open period (0 without one).
+    pub declines: u32,
+    /// Why it is canceled or suspended (the reason of its latest such change).
+    pub why: Option<String>,
+}
+
+/// A subscription as an import compares a row with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedAs {
+    pub customer_uid: String,
+    pub plan_id: String,
+    /// The start date as the book holds it.
+    pub start_date: String,
+    pub source: Source,
+}
+
+/// A subscription an import adds (source manual, active, anchored at its start) with its first due instant.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub id: String,
+    pub customer_uid: String,
+    pub plan_id: String,
+    pub plan_name: String,
+    pub amount: i64,
+    pub currency: String,
+    pub interval: crate::billing::calendar::Interval,
+    pub start_date: NaiveDate,
+    pub next_due_at: Option<DateTime<Utc>>,
+}
