@@ -253,15 +253,15 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Run => crate::service::daemon::run(&path),
         Command::Sync { dry_run, force } => crate::commands::tick::sync(&path, dry_run, force),
         Command::Subscriptions { action: None, status, json } => {
-            crate::commands::listings::subscriptions(&path, status.as_deref(), json)
+            crate::commands::subscriptions::list(&path, status.as_deref(), json)
         }
         Command::Subscriptions { action: Some(SubscriptionsCommand::Show { id, json }), .. } => {
-            crate::commands::show::show(&path, &id, json)
+            crate::commands::subscriptions::show(&path, &id, json)
         }
         Command::Subscriptions {
             action: Some(SubscriptionsCommand::Add { id, customer_uid, plan, start, register_card, charge_now }),
             ..
-        } => crate::commands::customers::add_subscription(
+        } => crate::commands::subscriptions::add(
             &path,
             &id,
             &customer_uid,
@@ -281,14 +281,14 @@ pub fn main(args: Args) -> Result<ExitCode> {
             }
         },
         Command::ChargeOnce { merchant_uid, amount, name, customer_uid } => {
-            crate::commands::customers::charge_once(&path, &merchant_uid, amount, &name, customer_uid.as_deref())
+            crate::commands::charge_once::charge_once(&path, &merchant_uid, amount, &name, customer_uid.as_deref())
         }
         Command::Sandbox { listen, imp_key, imp_secret, imp_secret_file, sandbox_config } => {
             let imp_secret = secret_arg(imp_secret, imp_secret_file.as_deref(), "--imp-secret-file")?;
             crate::commands::sandbox::sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
         }
         Command::Charges { failed, since, subscription, json, follow } => {
-            crate::commands::listings::charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
+            crate::commands::charges::charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
         }
         Command::Upcoming { days, as_of, json } => {
             let now = as_of.as_deref().map(parse_instant).transpose()?;

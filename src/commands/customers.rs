@@ -1,22 +1,21 @@
-//! Card commands: register, show and delete billing keys, key-in payments (`charge-once`), `subscriptions add`.
+//! `billd customers`: register, show and delete billing keys (and the card input the other card commands share).
 
 use crate::app::{gateway, load_config, open_store, runtime};
-use crate::billing::model::{Source, Status, Subscription};
 use crate::config::Config;
 use crate::gateway::card::{Card, read_card};
-use crate::gateway::{BillingKey, BillingKeys, Channel, ChargeOutcome, ChargeRequest, Gateway, KeyError, Lookup};
-use crate::store::{Book, ChargeStatus, Events, Failure, Ledger, OneTime, OneTimeCharge, from_ts};
+use crate::gateway::{BillingKey, BillingKeys, Channel, KeyError};
+use crate::store::Events;
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
 
-fn today(cfg: &Config) -> NaiveDate {
+pub(super) fn today(cfg: &Config) -> NaiveDate {
     cfg.billing.clock.local_date(Utc::now())
 }
 
-fn check_customer_uid(uid: &str) -> Result<()> {
+pub(super) fn check_customer_uid(uid: &str) -> Result<()> {
     let n = uid.chars().count();
     if n == 0 || n > 80 {
         bail!("CUSTOMER_UID must be 1-80 characters (it is {n})");
@@ -25,13 +24,13 @@ fn check_customer_uid(uid: &str) -> Result<()> {
 }
 
 /// Reads and validates the card from stdin or the terminal.
-fn card(cfg: &Config) -> Result<Card> {
+pub(super) fn card(cfg: &Config) -> Result<Card> {
     let raw = read_card().map_err(|e| anyhow!(e))?;
     Card::validate(raw, today(cfg)).map_err(|e| anyhow!("invalid card, nothing was sent: {e}"))
 }
 
 /// A field of a key the gateway did not give.
-fn shown(field: &Option<String>) -> &str {
+pub(super) fn shown(field: &Option<String>) -> &str {
     field.as_deref().unwrap_or("-")
 }
 
@@ -46,7 +45,7 @@ fn print_key(uid: &str, key: &BillingKey) {
     }
 }
 
-async fn issue_key(
+pub(super) async fn issue_key(
     g: &impl BillingKeys,
     uid: &str,
     card: &Card,
@@ -116,349 +115,5 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>) -> Result<ExitCode> 
             bail!("deleting {uid}: HTTP {status}, code {code}: {message}")
         }
         Err(KeyError::NoKey) => bail!("deleting {uid}: the gateway answered no billing key"),
-    }
-}
-
-/// What a lookup by merchant_uid says of a one-time charge.
-enum Found {
-    /// Paid, as asked (imp_uid).
-    Paid(String),
-    /// A paid payment for another amount, currency or card: never taken as this charge.
-    Mismatch(String),
-    /// A failed payment that is not one already recorded for this charge (imp_uid, reason).
-    Declined(String, String),
-    /// No record at the gateway.
-    Nothing,
-}
-
-/// Looks a one-time charge up by merchant_uid (paid, then failed). `known_failed`: the imp_uid of a decline already
-/// recorded for it (a lookup finding that one has found nothing new). Err: the lookup failed.
-async fn look_up(
-    g: &impl Gateway,
-    merchant_uid: &str,
-    amount: i64,
-    currency: &str,
-    customer_uid: Option<&str>,
-    known_failed: Option<&str>,
-) -> Result<Found, String> {
-    match g.find(merchant_uid, "paid").await {
-        Lookup::Found(p) => Ok(match p.differs_from(amount, currency, customer_uid) {
-            None => Found::Paid(p.imp_uid),
-            Some(why) => Found::Mismatch(why),
-        }),
-        Lookup::Error(e) => Err(format!("lookup failed: {e}")),
-        Lookup::NotFound => match g.find(merchant_uid, "failed").await {
-            Lookup::Found(p) if Some(p.imp_uid.as_str()) == known_failed => Ok(Found::Nothing),
-            Lookup::Found(p) if p.differs_from(amount, currency, customer_uid).is_some() => Ok(Found::Nothing),
-            Lookup::Found(p) => Ok(Found::Declined(p.imp_uid, p.fail_reason.unwrap_or_else(|| "declined".into()))),
-            Lookup::Error(e) => Err(format!("lookup failed: {e}")),
-            Lookup::NotFound => Ok(Found::Nothing),
-        },
-    }
-}
-
-/// The instant, in the billing time zone, for a message.
-fn local(cfg: &Config, t: i64) -> String {
-    crate::commands::present::human(t, cfg.billing.clock.timezone)
-}
-
-pub fn charge_once(
-    path: &Path,
-    merchant_uid: &str,
-    amount: i64,
-    name: &str,
-    customer_uid: Option<&str>,
-) -> Result<ExitCode> {
-    let cfg = load_config(path)?;
-    if merchant_uid.is_empty() || merchant_uid.chars().count() > 40 {
-        bail!("--merchant-uid must be 1-40 characters");
-    }
-    let prefix = &cfg.billing.merchant_uid_prefix;
-    if merchant_uid.starts_with(&format!("{prefix}-")) {
-        bail!(
-            "--merchant-uid {merchant_uid}: merchant_uids starting with \"{prefix}-\" are billd's own (subscription \
-             periods, billing.merchant_uid_prefix in {}); pick one outside that namespace",
-            cfg.file.display()
-        );
-    }
-    if amount <= 0 || amount > cfg.limits.max_amount {
-        bail!("--amount {amount} must be between 1 and limits.max_amount ({})", cfg.limits.max_amount);
-    }
-    let n = name.chars().count();
-    if n == 0 || n > 40 {
-        bail!("--name must be 1-40 characters (it is {n})");
-    }
-    if let Some(c) = customer_uid {
-        check_customer_uid(c)?;
-    }
-    let currency = "KRW";
-    let g = gateway(&cfg)?;
-    let store = open_store(&cfg)?;
-    if let Some((sub, period)) = store.period_by_merchant_uid(merchant_uid)? {
-        bail!("--merchant-uid {merchant_uid} is period {period} of subscription {sub:?}; pick another");
-    }
-    let rt = runtime()?;
-    let now = || Utc::now().timestamp();
-    // A "not before" instant (a check after a quiet period), rounded up so that rounding never makes it earlier.
-    let after = |secs: i64| crate::store::ceil_second(Utc::now()).timestamp() + secs;
-    let timeout = g.timeout();
-    // The quiet period after a request whose outcome is unknown: no look at it (and no resend) before it is over.
-    let quiet = ((2 * timeout.as_millis() as i64 + 999) / 1000).max(1);
-    let prev = store.one_time(merchant_uid)?;
-    let prev_tries = prev.as_ref().map(|p| p.tries);
-    if let Some(prev) = prev {
-        if prev.amount != amount || prev.currency != currency || prev.customer_uid.as_deref() != customer_uid {
-            bail!(
-                "merchant_uid {merchant_uid} was first tried with amount {} {}{}; a rerun must ask for the same (or \
-                 use a new merchant_uid)",
-                prev.amount,
-                prev.currency,
-                prev.customer_uid.as_deref().map(|c| format!(" and customer_uid {c}")).unwrap_or_default()
-            );
-        }
-        if prev.status == ChargeStatus::Paid {
-            bail!("merchant_uid {merchant_uid} is already paid (imp_uid {})", prev.imp_uid.unwrap_or_default());
-        }
-        if prev.failure == Some(Failure::Mismatch) {
-            bail!(
-                "merchant_uid {merchant_uid} is held: {} (see `billd charges --failed`)",
-                prev.fail_reason.unwrap_or_default()
-            );
-        }
-        // Whatever billd recorded, the gateway is asked before anything is sent again.
-        let known = (prev.failure == Some(Failure::Declined)).then_some(prev.imp_uid.as_deref()).flatten();
-        match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known)) {
-            Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
-            Ok(Found::Paid(imp)) => {
-                store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
-                bail!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
-            }
-            Ok(Found::Mismatch(why)) => {
-                let mismatch = Some(Failure::Mismatch);
-                store.finish_one_time(
-                    prev.id,
-                    prev.tries,
-                    ChargeStatus::Failed,
-                    mismatch,
-                    None,
-                    Some(&why),
-                    Utc::now(),
-                )?;
-                bail!("merchant_uid {merchant_uid}: {why}; not taken as this charge, nothing sent");
-            }
-            Ok(Found::Declined(imp, reason)) => {
-                store.finish_one_time(
-                    prev.id,
-                    prev.tries,
-                    ChargeStatus::Failed,
-                    Some(Failure::Declined),
-                    Some(&imp),
-                    Some(&reason),
-                    Utc::now(),
-                )?;
-            }
-            Ok(Found::Nothing) => {
-                let unresolved = prev.status.unresolved();
-                // A row from before schema 6 has no check time: the longest a charge-once can take after its
-                // last change.
-                let check_at = prev.check_at.map(|t| t.timestamp());
-                let check_at = check_at.unwrap_or(prev.updated_at.timestamp() + 5 * timeout.as_secs() as i64 + 60);
-                if let Some(at) = Some(check_at).filter(|at| unresolved && *at > now()) {
-                    bail!(
-                        "merchant_uid {merchant_uid}: outcome unknown: billd will settle it; do not retry before {} \
-                         (its first request may still be in progress at the gateway)",
-                        local(&cfg, at)
-                    );
-                }
-            }
-        }
-    }
-    crate::failpoint::pause("charge_once_after_check");
-    let card = card(&cfg)?;
-    let charge = OneTimeCharge {
-        merchant_uid: merchant_uid.to_owned(),
-        customer_uid: customer_uid.map(str::to_owned),
-        name: name.to_owned(),
-        amount,
-        currency: currency.into(),
-        card_masked: card.masked(),
-    };
-    // The intent is committed before the request leaves. No pass looks at it before the command is surely over
-    // (a token, a retried token, the charge and two lookups, each within the timeout) and a quiet period after.
-    let worst = 5 * timeout.as_secs() as i64 + quiet + 60;
-    let Some((id, tries)) =
-        store.begin_one_time(&charge, Utc::now(), timeout.as_millis() as u64, from_ts(after(worst)), prev_tries)?
-    else {
-        bail!(
-            "merchant_uid {merchant_uid}: another `billd charge-once` of it is running or has just run; nothing sent \
-             (rerun to see its outcome)"
-        );
-    };
-    let req = ChargeRequest {
-        customer_uid: customer_uid.unwrap_or_default().to_owned(),
-        merchant_uid: merchant_uid.to_owned(),
-        amount,
-        currency: currency.into(),
-        name: name.to_owned(),
-    };
-    let outcome = rt.block_on(g.pay_with_card(&req, &card, customer_uid));
-    // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
-    // it failed.
-    let settle = || match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, None)) {
-        Ok(Found::Paid(imp)) => Ok(Some(Ok(imp))),
-        Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
-        Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
-        Ok(Found::Nothing) => Ok(None),
-        Err(e) => Err(e),
-    };
-    let settled = match outcome {
-        ChargeOutcome::Paid { imp_uid } => Ok(imp_uid),
-        ChargeOutcome::Declined { imp_uid, reason } => Err(("declined", imp_uid, reason)),
-        ChargeOutcome::Rejected { code, message } => match settle() {
-            Ok(Some(r)) => r,
-            // Refused and no record of it: nothing was charged.
-            Ok(None) => Err(("rejected", None, format!("code {code}: {message}"))),
-            Err(e) => {
-                let why = format!("rejected (code {code}: {message}); {e}");
-                return unknown(&cfg, &store, (id, tries), merchant_uid, &why, after(quiet));
-            }
-        },
-        // The request may have been made: unknown until a lookup after the quiet period settles it (a lookup now
-        // that finds nothing proves nothing, as the gateway may still be making it).
-        ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => match settle() {
-            Ok(Some(r)) => r,
-            Ok(None) => return unknown(&cfg, &store, (id, tries), merchant_uid, &r, after(quiet)),
-            Err(e) => return unknown(&cfg, &store, (id, tries), merchant_uid, &format!("{r}; {e}"), after(quiet)),
-        },
-    };
-    match settled {
-        Ok(imp) => {
-            store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
-            println!("paid: {merchant_uid} {amount} KRW with card {} (imp_uid {imp})", card.masked());
-            if let Some(c) = customer_uid {
-                println!("the card is saved as the billing key {c}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err((failure, imp, reason)) => {
-            let (failed, why) = (Failure::parse(failure), Some(reason.as_str()));
-            store.finish_one_time(id, tries, ChargeStatus::Failed, failed, imp.as_deref(), why, Utc::now())?;
-            if failure == "mismatch" {
-                tracing::error!(event = "charge.mismatch", merchant_uid, amount, reason = %reason,
-                    "charge.mismatch: not taken as paid; held for an operator");
-            } else {
-                tracing::warn!(event = "charge.failed", merchant_uid, amount, failure, reason = %reason,
-                    "charge.failed");
-            }
-            eprintln!("not paid ({failure}): {merchant_uid} with card {}: {reason}", card.masked());
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-/// A one-time charge whose outcome stays unknown: recorded so (no look at it before `check_at`); says what to do.
-fn unknown(
-    cfg: &Config,
-    store: &impl OneTime,
-    (id, tries): (i64, i64),
-    merchant_uid: &str,
-    why: &str,
-    check_at: i64,
-) -> Result<ExitCode> {
-    store.one_time_unknown(id, tries, why, from_ts(check_at), Utc::now())?;
-    tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, reason = %why, check_at = %local(cfg, check_at),
-        "charge.unknown");
-    eprintln!(
-        "outcome unknown: {merchant_uid} ({why}): billd will settle it; do not retry before {} (`billd charges` \
-         shows it once settled; a rerun of this command before then sends nothing)",
-        local(cfg, check_at)
-    );
-    Ok(ExitCode::FAILURE)
-}
-
-/// `billd subscriptions add`: a subscription kept in the database only, optionally with its card registered and
-/// its first period charged at once (under the same exactly-once rules as scheduled charges).
-pub fn add_subscription(
-    path: &Path,
-    id: &str,
-    customer_uid: &str,
-    plan: &str,
-    start: Option<&str>,
-    register_card: bool,
-    charge_now: bool,
-) -> Result<ExitCode> {
-    let cfg = load_config(path)?;
-    check_customer_uid(customer_uid)?;
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        bail!("--id must be 1-64 characters of letters, digits, '-', '_' or '.'");
-    }
-    let plan = cfg
-        .plan(plan)
-        .ok_or_else(|| anyhow!("unknown plan {plan:?} (no [[plans]] entry in {})", cfg.file.display()))?;
-    if cfg.subscriptions.iter().any(|s| s.id == id) {
-        bail!("subscription {id:?} is defined in {}; pick another id", cfg.file.display());
-    }
-    let start = match start {
-        Some(s) => crate::config::parse_date(s).map_err(|e| anyhow!("--start: {e}"))?,
-        None => today(&cfg),
-    };
-    {
-        let store = open_store(&cfg)?;
-        if store.subscription(id)?.is_some() {
-            bail!("subscription {id:?} already exists");
-        }
-    }
-    if register_card {
-        let g = gateway(&cfg)?;
-        let card = card(&cfg)?;
-        let key = runtime()?.block_on(issue_key(&g, customer_uid, &card, None, None))?;
-        println!("billing key {customer_uid} registered: {}", shown(&key.card));
-    }
-    let sub = Subscription {
-        id: id.to_owned(),
-        customer_uid: customer_uid.to_owned(),
-        plan_id: plan.id.clone(),
-        plan_name: plan.name.clone(),
-        amount: plan.amount,
-        currency: plan.currency.clone(),
-        interval: plan.interval,
-        start_date: start,
-        anchor_date: start,
-        anchor_period: 0,
-        next_period: 0,
-        status: Status::Active,
-        source: Source::Manual,
-        skip: Vec::new(),
-    };
-    let now = Utc::now();
-    let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);
-    // --charge-now makes the first period due at once; later periods keep the start date's anchor.
-    let due = if charge_now { first_due.map(|t| t.min(now)) } else { first_due };
-    open_store(&cfg)?.insert_manual(&sub, due, now)?;
-    println!(
-        "subscription {id} added: {} {} every {}, first due {}",
-        sub.amount,
-        sub.currency,
-        sub.interval,
-        due.map(|t| crate::commands::present::human(t.timestamp(), cfg.billing.clock.timezone)).unwrap_or_default()
-    );
-    if !charge_now {
-        return Ok(ExitCode::SUCCESS);
-    }
-    use crate::commands::ops::ChargedNow;
-    match crate::commands::ops::charge_due_now(&cfg, id)? {
-        ChargedNow::Attempt(r) if r.status == ChargeStatus::Paid => {
-            println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
-            Ok(ExitCode::SUCCESS)
-        }
-        ChargedNow::Attempt(r) => {
-            eprintln!("first charge {}: {} {}", r.merchant_uid, r.status, r.fail_reason.unwrap_or_default());
-            Ok(ExitCode::FAILURE)
-        }
-        ChargedNow::NoAttempt => bail!("the first charge was not attempted"),
-        ChargedNow::LeftToDaemon => {
-            println!("the running billd charges the first period within a minute");
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }

@@ -1,88 +1,16 @@
-//! The listings `billd subscriptions` and `billd charges`: what happens next for each subscription, every attempt in
-//! the order it was made.
+//! `billd charges`: every attempt (and one-time charge) in the order it was made, or followed as they are recorded.
 
 use crate::app::load_config;
 use crate::app::open_store;
-use crate::billing::model::Status;
-use crate::commands::present::{cut, human, rfc3339};
+use crate::commands::present::{human, rfc3339};
 use crate::config;
-use crate::store::{ChargeRow, Failure, SubscriptionRow, Views};
+use crate::store::{ChargeRow, Failure, Views};
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
-
-/// A subscription's next charge: (when, what), for the NEXT CHARGE column. A past-due subscription's next charge is
-/// its retry, not its next period; an attempt whose outcome is unknown is looked up first.
-fn next_charge(r: &SubscriptionRow) -> (Option<DateTime<Utc>>, &'static str) {
-    if !r.status.bills() {
-        return (None, "");
-    }
-    if let Some(at) = r.check_at {
-        return (Some(at), "lookup");
-    }
-    if let Some(at) = r.next_attempt_at {
-        return (Some(at), if r.declines > 0 { "retry" } else { "charge" });
-    }
-    (r.next_due_at, "charge")
-}
-
-fn subscription_json(r: &SubscriptionRow, retries: usize, tz: Tz) -> Value {
-    let (at, kind) = next_charge(r);
-    json!({
-        "id": r.id, "customer_uid": r.customer_uid, "plan": r.plan, "amount": r.amount, "currency": r.currency,
-        "interval": r.interval, "status": r.status.as_str(), "source": r.source.as_str(),
-        "next_due_at": r.next_due_at.map(|t| rfc3339(t, tz)),
-        "next_charge": at.map(|t| json!({ "at": rfc3339(t, tz), "kind": kind })),
-        "retries_left": retries_left(r, retries),
-        "paid_periods": r.paid_periods,
-        "why": r.why,
-    })
-}
-
-/// Retries left for the open period (or for the next one, for a subscription that bills); `None` otherwise.
-fn retries_left(r: &SubscriptionRow, retries: usize) -> Option<usize> {
-    r.status.bills().then(|| retries.saturating_sub(r.declines as usize))
-}
-
-pub fn subscriptions(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
-    let cfg = load_config(path)?;
-    let status = status
-        .map(|s| Status::parse(s).ok_or_else(|| anyhow!("--status {s:?}: use active, past_due, suspended or canceled")))
-        .transpose()?;
-    let store = open_store(&cfg)?;
-    let rows = store.list_subscriptions(status)?;
-    let tz = cfg.billing.clock.timezone;
-    let retries = cfg.dunning.retry_after.len();
-    if json {
-        let rows: Vec<Value> = rows.iter().map(|r| subscription_json(r, retries, tz)).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  WHY",
-        "ID", "CUSTOMER", "PLAN", "AMOUNT", "STATUS", "NEXT CHARGE", "RETRIES LEFT", "PAID"
-    );
-    for r in &rows {
-        let (at, kind) = next_charge(r);
-        let next = at.map(|t| format!("{} {kind}", human(t, tz))).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  {}",
-            r.id,
-            r.customer_uid,
-            r.plan,
-            format!("{} {}", r.amount, r.currency),
-            r.status,
-            next,
-            retries_left(r, retries).map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-            r.paid_periods,
-            r.why.as_deref().map(|w| cut(w, 60)).unwrap_or_default()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
 
 fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
     json!({

@@ -1,0 +1,307 @@
+//! `billd subscriptions`: the listing (what happens next for each), `subscriptions show ID` (one subscription's whole
+//! story: plan, status and why, every period with each attempt, what happens next, when) and `subscriptions add`.
+
+use crate::app::{gateway, load_config, open_store, runtime};
+use crate::billing::model::{Source, Status, Subscription};
+use crate::commands::customers::{card, check_customer_uid, issue_key, shown, today};
+use crate::commands::present::{cut, human, rfc3339};
+use crate::store::{Book, ChargeStatus, Failure, PeriodState, PeriodStory, Store, SubscriptionRow, Views};
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// A subscription's next charge: (when, what), for the NEXT CHARGE column. A past-due subscription's next charge is
+/// its retry, not its next period; an attempt whose outcome is unknown is looked up first.
+fn next_charge(r: &SubscriptionRow) -> (Option<DateTime<Utc>>, &'static str) {
+    if !r.status.bills() {
+        return (None, "");
+    }
+    if let Some(at) = r.check_at {
+        return (Some(at), "lookup");
+    }
+    if let Some(at) = r.next_attempt_at {
+        return (Some(at), if r.declines > 0 { "retry" } else { "charge" });
+    }
+    (r.next_due_at, "charge")
+}
+
+fn subscription_json(r: &SubscriptionRow, retries: usize, tz: Tz) -> Value {
+    let (at, kind) = next_charge(r);
+    json!({
+        "id": r.id, "customer_uid": r.customer_uid, "plan": r.plan, "amount": r.amount, "currency": r.currency,
+        "interval": r.interval, "status": r.status.as_str(), "source": r.source.as_str(),
+        "next_due_at": r.next_due_at.map(|t| rfc3339(t, tz)),
+        "next_charge": at.map(|t| json!({ "at": rfc3339(t, tz), "kind": kind })),
+        "retries_left": retries_left(r, retries),
+        "paid_periods": r.paid_periods,
+        "why": r.why,
+    })
+}
+
+/// Retries left for the open period (or for the next one, for a subscription that bills); `None` otherwise.
+fn retries_left(r: &SubscriptionRow, retries: usize) -> Option<usize> {
+    r.status.bills().then(|| retries.saturating_sub(r.declines as usize))
+}
+
+pub fn list(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let status = status
+        .map(|s| Status::parse(s).ok_or_else(|| anyhow!("--status {s:?}: use active, past_due, suspended or canceled")))
+        .transpose()?;
+    let store = open_store(&cfg)?;
+    let rows = store.list_subscriptions(status)?;
+    let tz = cfg.billing.clock.timezone;
+    let retries = cfg.dunning.retry_after.len();
+    if json {
+        let rows: Vec<Value> = rows.iter().map(|r| subscription_json(r, retries, tz)).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  WHY",
+        "ID", "CUSTOMER", "PLAN", "AMOUNT", "STATUS", "NEXT CHARGE", "RETRIES LEFT", "PAID"
+    );
+    for r in &rows {
+        let (at, kind) = next_charge(r);
+        let next = at.map(|t| format!("{} {kind}", human(t, tz))).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  {}",
+            r.id,
+            r.customer_uid,
+            r.plan,
+            format!("{} {}", r.amount, r.currency),
+            r.status,
+            next,
+            retries_left(r, retries).map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            r.paid_periods,
+            r.why.as_deref().map(|w| cut(w, 60)).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What billd does next for a subscription, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Next {
+    /// `charge`, `retry`, `look_up`, `held`, `none`.
+    pub action: &'static str,
+    pub at: Option<DateTime<Utc>>,
+    pub text: String,
+}
+
+/// The next step for `sub` given its periods (oldest first) and its next due instant.
+pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Option<DateTime<Utc>>) -> Next {
+    let none = |text: String| Next { action: "none", at: None, text };
+    match sub.status {
+        Status::Canceled => return none("none: canceled, never charged again".into()),
+        Status::Suspended => return none(format!("none until `billd resume {}`", sub.id)),
+        Status::Active | Status::PastDue => {}
+    }
+    if let Some(open) = periods.iter().find(|p| p.state == PeriodState::Open) {
+        let last = open.attempts.last();
+        if let Some(a) = last.filter(|a| a.status.unresolved()) {
+            return Next {
+                action: "look_up",
+                at: a.check_at,
+                text: format!(
+                    "look up {} (outcome unknown; resent only if the gateway has no record)",
+                    open.merchant_uid
+                ),
+            };
+        }
+        if let Some(at) = open.next_attempt_at {
+            let kind = if open.attempts.is_empty() { "charge" } else { "retry" };
+            return Next {
+                action: kind,
+                at: Some(at),
+                text: format!("{kind} period {} ({})", open.period, open.merchant_uid),
+            };
+        }
+        if last.is_some_and(|a| a.failure == Some(Failure::Mismatch)) {
+            return Next {
+                action: "held",
+                at: None,
+                text: format!(
+                    "held for an operator: period {} ({}) — see its attempt below; cancel the other payment at the \
+                     gateway, then `billd retry {}`",
+                    open.period, open.merchant_uid, sub.id
+                ),
+            };
+        }
+        return none(format!("period {} is open with nothing scheduled", open.period));
+    }
+    match next_due_at {
+        Some(at) => Next { action: "charge", at: Some(at), text: format!("charge period {}", sub.next_period) },
+        None => none("no further period".into()),
+    }
+}
+
+pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let store = open_store(&cfg)?;
+    let sub = store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))?;
+    let next_due_at = store.next_due_at(id)?;
+    let (periods, why) = store.subscription_story(id)?;
+    let next = next_action(&sub, &periods, next_due_at);
+    let tz = cfg.billing.clock.timezone;
+    let why = why.filter(|_| matches!(sub.status, Status::Canceled | Status::Suspended));
+    if as_json {
+        let periods: Vec<_> = periods
+            .iter()
+            .map(|p| {
+                json!({
+                    "period": p.period, "due_at": rfc3339(p.due_at, tz), "merchant_uid": p.merchant_uid,
+                    "amount": p.amount, "currency": p.currency, "state": p.state.as_str(), "declines": p.declines,
+                    "next_attempt_at": p.next_attempt_at.map(|t| rfc3339(t, tz)),
+                    "attempts": p.attempts.iter().map(|a| json!({
+                        "attempt": a.attempt, "status": a.status.as_str(), "failure": a.failure.map(Failure::as_str), "imp_uid": a.imp_uid,
+                        "reason": a.fail_reason, "made_at": rfc3339(a.created_at, tz),
+                        "updated_at": rfc3339(a.updated_at, tz), "check_at": a.check_at.map(|t| rfc3339(t, tz)),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let out = json!({
+            "id": sub.id, "customer_uid": sub.customer_uid, "plan": sub.plan_id, "plan_name": sub.plan_name,
+            "amount": sub.amount, "currency": sub.currency, "interval": sub.interval.to_string(),
+            "start": sub.start_date.to_string(), "source": sub.source.as_str(), "status": sub.status.as_str(),
+            "why": why, "next": { "action": next.action, "at": next.at.map(|t| rfc3339(t, tz)), "what": next.text },
+            "periods": periods,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("subscription {} (customer_uid {})", sub.id, sub.customer_uid);
+    println!(
+        "  plan     {} ({:?}): {} {} every {}, from {} (source {})",
+        sub.plan_id,
+        sub.plan_name,
+        sub.amount,
+        sub.currency,
+        sub.interval,
+        sub.start_date,
+        sub.source.as_str()
+    );
+    match &why {
+        Some(w) => println!("  status   {} ({w})", sub.status),
+        None => println!("  status   {}", sub.status),
+    }
+    match next.at {
+        Some(at) => println!("  next     {} at {}", next.text, human(at, tz)),
+        None => println!("  next     {}", next.text),
+    }
+    if periods.is_empty() {
+        println!("  periods  none opened yet");
+    }
+    for p in &periods {
+        println!(
+            "  period {:<4} due {}  {} {}  {}  {}",
+            p.period,
+            human(p.due_at, tz),
+            p.amount,
+            p.currency,
+            p.state,
+            p.merchant_uid
+        );
+        for a in &p.attempts {
+            let outcome = match (&a.failure, &a.imp_uid, &a.fail_reason) {
+                (Some(f), _, Some(r)) => format!("{} ({f}): {r}", a.status),
+                (None, Some(imp), _) => format!("{} (imp_uid {imp})", a.status),
+                (None, None, Some(r)) => format!("{}: {r}", a.status),
+                _ => a.status.to_string(),
+            };
+            println!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), outcome);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `billd subscriptions add`: a subscription kept in the database only, optionally with its card registered and
+/// its first period charged at once (under the same exactly-once rules as scheduled charges).
+pub fn add(
+    path: &Path,
+    id: &str,
+    customer_uid: &str,
+    plan: &str,
+    start: Option<&str>,
+    register_card: bool,
+    charge_now: bool,
+) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    check_customer_uid(customer_uid)?;
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        bail!("--id must be 1-64 characters of letters, digits, '-', '_' or '.'");
+    }
+    let plan = cfg
+        .plan(plan)
+        .ok_or_else(|| anyhow!("unknown plan {plan:?} (no [[plans]] entry in {})", cfg.file.display()))?;
+    if cfg.subscriptions.iter().any(|s| s.id == id) {
+        bail!("subscription {id:?} is defined in {}; pick another id", cfg.file.display());
+    }
+    let start = match start {
+        Some(s) => crate::config::parse_date(s).map_err(|e| anyhow!("--start: {e}"))?,
+        None => today(&cfg),
+    };
+    {
+        let store = open_store(&cfg)?;
+        if store.subscription(id)?.is_some() {
+            bail!("subscription {id:?} already exists");
+        }
+    }
+    if register_card {
+        let g = gateway(&cfg)?;
+        let card = card(&cfg)?;
+        let key = runtime()?.block_on(issue_key(&g, customer_uid, &card, None, None))?;
+        println!("billing key {customer_uid} registered: {}", shown(&key.card));
+    }
+    let sub = Subscription {
+        id: id.to_owned(),
+        customer_uid: customer_uid.to_owned(),
+        plan_id: plan.id.clone(),
+        plan_name: plan.name.clone(),
+        amount: plan.amount,
+        currency: plan.currency.clone(),
+        interval: plan.interval,
+        start_date: start,
+        anchor_date: start,
+        anchor_period: 0,
+        next_period: 0,
+        status: Status::Active,
+        source: Source::Manual,
+        skip: Vec::new(),
+    };
+    let now = Utc::now();
+    let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);
+    // --charge-now makes the first period due at once; later periods keep the start date's anchor.
+    let due = if charge_now { first_due.map(|t| t.min(now)) } else { first_due };
+    open_store(&cfg)?.insert_manual(&sub, due, now)?;
+    println!(
+        "subscription {id} added: {} {} every {}, first due {}",
+        sub.amount,
+        sub.currency,
+        sub.interval,
+        due.map(|t| crate::commands::present::human(t.timestamp(), cfg.billing.clock.timezone)).unwrap_or_default()
+    );
+    if !charge_now {
+        return Ok(ExitCode::SUCCESS);
+    }
+    use crate::commands::ops::ChargedNow;
+    match crate::commands::ops::charge_due_now(&cfg, id)? {
+        ChargedNow::Attempt(r) if r.status == ChargeStatus::Paid => {
+            println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        ChargedNow::Attempt(r) => {
+            eprintln!("first charge {}: {} {}", r.merchant_uid, r.status, r.fail_reason.unwrap_or_default());
+            Ok(ExitCode::FAILURE)
+        }
+        ChargedNow::NoAttempt => bail!("the first charge was not attempted"),
+        ChargedNow::LeftToDaemon => {
+            println!("the running billd charges the first period within a minute");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
