@@ -18,6 +18,8 @@ pub enum Cause {
     MerchantUidTaken,
     /// An operator's command (pause, cancel) or a config sync sets this status.
     Operator(Status),
+    /// An operator resumes it (`billd resume`): only a suspended subscription resumes, and it bills again.
+    Resume,
 }
 
 /// The status a subscription in status `from` moves to for `cause`, or `None` when it stays as it is.
@@ -30,6 +32,7 @@ pub enum Cause {
 /// - an outcome never undoes an operator's decision: a suspended subscription stays suspended;
 /// - a taken merchant_uid suspends a subscription that bills;
 /// - an operator sets any status;
+/// - a resume makes a suspended subscription active, and nothing else;
 /// - the same status is no change.
 pub fn next_status(from: Status, cause: Cause) -> Option<Status> {
     if from == Status::Canceled {
@@ -37,6 +40,7 @@ pub fn next_status(from: Status, cause: Cause) -> Option<Status> {
     }
     let to = match cause {
         Cause::Operator(to) => to,
+        Cause::Resume if from == Status::Suspended => Status::Active,
         Cause::Paid | Cause::Exhausted(OnExhausted::Skip) if from == Status::PastDue => Status::Active,
         Cause::FailedWillRetry if from == Status::Active => Status::PastDue,
         Cause::Exhausted(OnExhausted::Cancel) if from.bills() => Status::Canceled,
@@ -125,6 +129,14 @@ mod tests {
                 let expected = (from != to).then_some(to);
                 assert_eq!(next_status(from, Cause::Operator(to)), expected, "{from:?} -> {to:?}");
             }
+        }
+    }
+
+    #[test]
+    fn only_a_suspended_subscription_resumes() {
+        assert_eq!(next_status(Suspended, Cause::Resume), Some(Active));
+        for from in [Active, PastDue, Canceled] {
+            assert_eq!(next_status(from, Cause::Resume), None, "{from:?}");
         }
     }
 

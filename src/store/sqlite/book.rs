@@ -255,18 +255,27 @@ impl Book for SqliteStore {
             Err(rusqlite::Error::QueryReturnedNoRows) => bail!("no subscription {id:?}"),
             Err(e) => return Err(e.into()),
         };
-        if sub.status != Status::Suspended {
+        let Some(to) = next_status(sub.status, Cause::Resume) else {
             bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
-        }
+        };
         let suspended_at: Option<i64> =
             tx.query_row("SELECT suspended_at FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
         crate::failpoint::pause("resume_after_read");
         let (restart_period, restart_due, skip) = restart(&sub, suspended_at.map(at))?;
         let n = tx.execute(
-            "UPDATE subscriptions SET status = 'active', next_period = max(next_period, ?2), next_due_at = ?3,
+            "UPDATE subscriptions SET status = ?7, next_period = max(next_period, ?2), next_due_at = ?3,
                updated_at = ?4, skip_windows = ?6
-             WHERE id = ?1 AND status = 'suspended' AND next_period = ?5",
-            params![id, restart_period as i64, restart_due.map(secs), now, sub.next_period as i64, skip_json(&skip)],
+             WHERE id = ?1 AND status = ?8 AND next_period = ?5",
+            params![
+                id,
+                restart_period as i64,
+                restart_due.map(secs),
+                now,
+                sub.next_period as i64,
+                skip_json(&skip),
+                to,
+                sub.status
+            ],
         )?;
         if n != 1 {
             bail!("subscription {id:?} changed while it was being resumed; nothing changed");
@@ -281,9 +290,9 @@ impl Book for SqliteStore {
         event(
             &tx,
             now,
-            "subscription.active",
+            &format!("subscription.{}", to.as_str()),
             Some(id),
-            json!({ "from": "suspended", "reason": "resumed by operator",
+            json!({ "from": sub.status.as_str(), "reason": "resumed by operator",
             "next_period": restart_period }),
         )?;
         tx.commit()?;
