@@ -300,10 +300,9 @@ fn secrets_never_reach_the_logs() {
     assert!(!all.to_lowercase().contains("bearer"), "an Authorization header was logged");
 }
 
-/// An unresolved outcome is looked at again no sooner than twice `gateway.timeout` after it, even when the
-/// unresolved backoff is shorter (a margin for a request still in progress at the gateway).
-#[test]
-fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
+/// Subscription s1 (monthly from 2025-01-01, `gateway.timeout` 45 s) whose first charge gets an HTTP 500: an
+/// outcome billd cannot know, looked at again after the quiet period (90 s).
+fn first_charge_answered_500() -> World {
     let w = World::new(Setup {
         timeout: "45s",
         body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
@@ -311,6 +310,14 @@ fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
     });
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
     w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::Http500, times: Some(1) });
+    w
+}
+
+/// An unresolved outcome is looked at again no sooner than twice `gateway.timeout` after it, even when the
+/// unresolved backoff is shorter (a margin for a request still in progress at the gateway).
+#[test]
+fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
+    let w = first_charge_answered_500(); // quiet period: 90 s
     w.tick("2025-01-01T10:00:00+09:00");
     let (status, check_at): (String, i64) =
         w.db().query_row("SELECT status, check_at FROM attempts", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
@@ -328,13 +335,7 @@ fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
 /// began, to the nanosecond), so a check due at 10:01:30.9 must not run at 10:01:30.1.
 #[test]
 fn an_unresolved_outcome_is_not_looked_at_a_fraction_of_a_second_early() {
-    let w = World::new(Setup {
-        timeout: "45s",
-        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
-        ..Default::default()
-    });
-    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
-    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::Http500, times: Some(1) });
+    let w = first_charge_answered_500(); // quiet period: 90 s
     // The outcome is unknown at 10:00:00.9 and a bit: its look is due 90 s later, at 10:01:30.9 and a bit.
     w.tick("2025-01-01T10:00:00.900+09:00");
     w.tick("2025-01-01T10:01:30.100+09:00");

@@ -51,7 +51,7 @@ async fn look_up(
 
 /// The instant, in the billing time zone, for a message.
 fn local(cfg: &Config, t: i64) -> String {
-    crate::commands::present::human(t, cfg.billing.clock.timezone)
+    crate::commands::present::human(from_ts(t), cfg.billing.clock.timezone)
 }
 
 pub fn charge_once(

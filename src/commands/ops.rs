@@ -75,10 +75,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     })?;
     let r = plan.expect("the restart was decided");
     let local = |p: u64| {
-        sub.calendar()
-            .due_at(&clock, p)
-            .map(|t| crate::commands::present::human(t.timestamp(), clock.timezone))
-            .unwrap_or_default()
+        sub.calendar().due_at(&clock, p).map(|t| crate::commands::present::human(t, clock.timezone)).unwrap_or_default()
     };
     let owed = r.owed;
     if r.skipped > 0 {

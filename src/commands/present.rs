@@ -4,31 +4,14 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-/// An instant to show: a `DateTime<Utc>`, or UNIX seconds.
-pub trait Instant {
-    fn utc(self) -> DateTime<Utc>;
-}
-
-impl Instant for DateTime<Utc> {
-    fn utc(self) -> DateTime<Utc> {
-        self
-    }
-}
-
-impl Instant for i64 {
-    fn utc(self) -> DateTime<Utc> {
-        DateTime::from_timestamp(self, 0).unwrap_or_default()
-    }
-}
-
 /// A time for people: in the billing time zone, to the minute, with its offset.
-pub fn human(t: impl Instant, tz: Tz) -> String {
-    t.utc().with_timezone(&tz).format("%Y-%m-%d %H:%M %:z").to_string()
+pub fn human(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %:z").to_string()
 }
 
 /// A time for `--json`: RFC 3339 with the billing time zone's offset.
-pub fn rfc3339(t: impl Instant, tz: Tz) -> String {
-    t.utc().with_timezone(&tz).to_rfc3339()
+pub fn rfc3339(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).to_rfc3339()
 }
 
 /// A value cut to `max` characters for a table column (with an ellipsis).

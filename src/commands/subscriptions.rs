@@ -283,7 +283,7 @@ pub fn add(
         sub.amount,
         sub.currency,
         sub.interval,
-        due.map(|t| crate::commands::present::human(t.timestamp(), cfg.billing.clock.timezone)).unwrap_or_default()
+        due.map(|t| crate::commands::present::human(t, cfg.billing.clock.timezone)).unwrap_or_default()
     );
     if !charge_now {
         return Ok(ExitCode::SUCCESS);
