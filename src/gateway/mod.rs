@@ -129,13 +129,20 @@ pub struct BillingKey {
     pub updated: Option<DateTime<Utc>>,
 }
 
-/// Where a billing key is issued (`None`: the gateway account's default).
-#[derive(Debug, Clone, Copy, Default)]
+/// Where a billing key is issued (`None`: the gateway account's default). Its `Debug` never shows the channel key.
+#[derive(Clone, Copy, Default)]
 pub struct Channel<'a> {
     /// The card processor, optionally with its merchant id (i'mport's `pg`: `kcp`, `nice.MID1`).
     pub pg: Option<&'a str>,
     /// The gateway's channel key (a credential: never printed, and cleaned from every answer).
     pub channel_key: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Channel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.channel_key.map(|_| "[redacted]");
+        f.debug_struct("Channel").field("pg", &self.pg).field("channel_key", &key).finish()
+    }
 }
 
 /// Why a billing-key request did not do what was asked. Every string was cleaned by the gateway client.
@@ -175,4 +182,17 @@ pub trait BillingKeys: Gateway {
         card: &Card,
         save_as: Option<&str>,
     ) -> impl Future<Output = ChargeOutcome> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_never_prints_its_key() {
+        let c = Channel { pg: Some("kcp"), channel_key: Some("channel-key-s3cret") };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("kcp") && shown.contains("[redacted]"), "{shown}");
+    }
 }
