@@ -1,12 +1,12 @@
-//! What every command needs opened: the config (with its warnings logged), the async runtime, the database lock,
-//! and the engine with its store and gateway client.
+//! What every command needs opened: the config (with its warnings logged), the async runtime, and the engine with
+//! its store (claimed as the book's one scheduler) and gateway client.
 
 use crate::config::{self, Config, Secret};
 use crate::engine::Engine;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use anyhow::{Context, Result, anyhow, bail};
-use std::path::{Path, PathBuf};
+use anyhow::{Context, Result, anyhow};
+use std::path::Path;
 use tracing::warn;
 
 /// Loads the config, logging its warnings.
@@ -16,31 +16,6 @@ pub fn load_config(path: &Path) -> Result<Config> {
         warn!(event = "config.warning", "{w}");
     }
     Ok(cfg)
-}
-
-/// Takes the database's exclusive lock: one `run` or `tick` at a time per database.
-pub fn lock_database(db: &Path) -> Result<std::fs::File> {
-    let mut lock_path = db.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    crate::private::create(&lock_path)
-        .with_context(|| format!("cannot create the lock file {}", lock_path.display()))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open the lock file {}", lock_path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "database {} is in use by another `billd run` or `billd tick` (lock {}); \
-             only one scheduler may run per database",
-            db.display(),
-            lock_path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).context(format!("cannot lock {}", lock_path.display())),
-    }
 }
 
 /// The gateway billd charges and keeps cards at: any type implementing the contract of `crate::gateway`
@@ -66,12 +41,13 @@ pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
     SqliteStore::open(&cfg.billing.database)
 }
 
-/// Builds the engine for a config: lock, database, gateway client.
-pub fn engine(cfg: Config) -> Result<(Engine<impl Store + use<>, PaymentGateway>, std::fs::File)> {
-    let lock = lock_database(&cfg.billing.database)?;
-    let store = open_store(&cfg)?;
+/// Builds the engine for a config: the book (claimed as its one scheduler: see [`Store::claim_scheduler`]) and the
+/// gateway client.
+pub fn engine(cfg: Config) -> Result<Engine<impl Store + use<>, PaymentGateway>> {
+    let mut store = open_store(&cfg)?;
+    store.claim_scheduler()?;
     let gateway = gateway(&cfg)?;
-    Ok((Engine::new(store, gateway, cfg), lock))
+    Ok(Engine::new(store, gateway, cfg))
 }
 
 /// The async runtime a command runs its gateway calls and passes on.

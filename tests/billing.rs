@@ -7,7 +7,15 @@ use common::{MONTHLY, Setup, World, cards, sub};
 use std::time::Duration;
 
 fn world_with(body: &str, customers: &[(&str, &str)]) -> World {
-    let w = World::new(Setup { body, ..Default::default() });
+    with_customers(World::new(Setup { body, ..Default::default() }), customers)
+}
+
+/// A world with a 1 s gateway timeout: a resend waits a real quiet period of 2 s ([`World::wait_quiet`]).
+fn quick_world(body: &str, customers: &[(&str, &str)]) -> World {
+    with_customers(World::new(Setup { body, timeout: "1s", ..Default::default() }), customers)
+}
+
+fn with_customers(w: World, customers: &[(&str, &str)]) -> World {
     for (c, card) in customers {
         w.sandbox.register_customer(c, card).unwrap();
     }
@@ -210,8 +218,9 @@ fn lost_response_after_the_charge_is_resolved_by_lookup_not_resent() {
     let check_at: i64 = w.db().query_row("SELECT check_at FROM attempts", [], |r| r.get(0)).unwrap();
     let due = chrono::DateTime::parse_from_rfc3339("2025-01-01T10:00:00+09:00").unwrap().timestamp();
     assert!(check_at >= due + 61, "looked at again {} s after the pass began", check_at - due);
-    // A pass after the backoff (a minute after the outcome, which came a timeout into the pass) looks the
-    // merchant_uid up and records the payment.
+    // A pass after the backoff (a minute after the outcome, which came a timeout into the pass) and the real
+    // quiet period looks the merchant_uid up and records the payment.
+    w.wait_quiet();
     w.tick("2025-01-01T10:02:00+09:00");
     assert_eq!(w.paid_for("c1").len(), 1, "never charged twice");
     assert_eq!(w.sent("billd-s1-0"), 1, "not even sent twice: {:?}", w.requests());
@@ -222,9 +231,10 @@ fn lost_response_after_the_charge_is_resolved_by_lookup_not_resent() {
 #[test]
 fn dropped_connection_after_the_charge_is_resolved_by_lookup() {
     let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
-    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    let w = quick_world(&body, &[("c1", cards::APPROVE)]);
     w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::DropAfterCharge, times: Some(1) });
     w.tick("2025-01-01T10:00:00+09:00");
+    w.wait_quiet();
     w.tick("2025-01-01T10:05:00+09:00");
     assert_eq!(w.sent("billd-s1-0"), 1, "settled by lookup, not resent: {:?}", w.requests());
     w.assert_consistent();
@@ -233,14 +243,16 @@ fn dropped_connection_after_the_charge_is_resolved_by_lookup() {
 #[test]
 fn gateway_500_is_not_a_decline_and_is_retried_within_minutes() {
     let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
-    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    let w = quick_world(&body, &[("c1", cards::APPROVE)]);
     w.sandbox.add_fault(FaultRule { customer_uid: None, fault: Fault::Http500, times: Some(2) });
     w.tick("2025-01-01T10:00:00+09:00");
     assert_eq!(w.status_of("s1"), "active", "a 500 is not a decline");
     assert!(w.paid_for("c1").is_empty());
-    // Second try at most 5 minutes later: still a 500.
+    // Second try at most 5 minutes later (and the real quiet period after the first): still a 500.
+    w.wait_quiet();
     w.tick("2025-01-01T10:05:00+09:00");
     assert!(w.paid_for("c1").is_empty());
+    w.wait_quiet();
     w.tick("2025-01-01T11:00:00+09:00");
     assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
     assert_eq!(w.sent("billd-s1-0"), 3, "two refused with a 500 (nothing charged), then one paid");
@@ -259,10 +271,11 @@ fn gateway_500_is_not_a_decline_and_is_retried_within_minutes() {
 #[test]
 fn garbage_answer_is_unknown_and_reconciled() {
     let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
-    let w = world_with(&body, &[("c1", cards::APPROVE)]);
+    let w = quick_world(&body, &[("c1", cards::APPROVE)]);
     w.sandbox.add_fault(FaultRule { customer_uid: None, fault: Fault::Garbage, times: Some(1) });
     w.tick("2025-01-01T10:00:00+09:00");
     assert!(w.paid_for("c1").is_empty());
+    w.wait_quiet();
     w.tick("2025-01-01T10:02:00+09:00");
     assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
     assert_eq!(w.sent("billd-s1-0"), 2, "resent once: the garbage answer charged nothing");
@@ -313,8 +326,10 @@ fn first_charge_answered_500() -> World {
     w
 }
 
-/// An unresolved outcome is looked at again no sooner than twice `gateway.timeout` after it, even when the
-/// unresolved backoff is shorter (a margin for a request still in progress at the gateway).
+/// An unresolved outcome is looked at again no sooner than twice `gateway.timeout` after it on the billing clock,
+/// even when the unresolved backoff is shorter (a margin for a request still in progress at the gateway); and
+/// when the billing clock gets there before real time does (here 91 billing seconds are a fraction of a real
+/// second), the look is put off again (`charge.wait`): nothing is resent before 90 real seconds.
 #[test]
 fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
     let w = first_charge_answered_500(); // quiet period: 90 s
@@ -324,23 +339,27 @@ fn an_unresolved_outcome_waits_at_least_twice_the_gateway_timeout() {
     let due = chrono::DateTime::parse_from_rfc3339("2025-01-01T10:00:00+09:00").unwrap().timestamp();
     assert_eq!(status, "unknown");
     assert!(check_at >= due + 90, "looked at again after {} s, before twice the 45 s timeout", check_at - due);
-    w.tick("2025-01-01T10:01:29+09:00");
+    let out = w.tick("2025-01-01T10:01:29+09:00");
+    assert!(!World::stderr(&out).contains("charge.wait"), "looked at before its check time: {}", World::stderr(&out));
     assert_eq!(w.sent("billd-s1-0"), 1, "resent within the quiet period: {:?}", w.requests());
-    w.tick("2025-01-01T10:01:31+09:00");
-    assert_eq!(w.paid_for("c1").len(), 1);
-    w.assert_consistent();
+    let out = w.tick("2025-01-01T10:01:31+09:00");
+    assert!(World::stderr(&out).contains("charge.wait"), "{}", World::stderr(&out));
+    assert_eq!(w.sent("billd-s1-0"), 1, "resent within the real quiet period: {:?}", w.requests());
+    // (Left unresolved: settling it would take 90 real seconds.)
 }
 
 /// The quiet period is not cut short by rounding: billd's clock is not on whole seconds (a pass's `now` is when it
-/// began, to the nanosecond), so a check due at 10:01:30.9 must not run at 10:01:30.1.
+/// began, to the nanosecond), so a check due at 10:01:30.9 must not run at 10:01:30.1 (the pass would consider it,
+/// and put it off in real time: `charge.wait`).
 #[test]
 fn an_unresolved_outcome_is_not_looked_at_a_fraction_of_a_second_early() {
     let w = first_charge_answered_500(); // quiet period: 90 s
     // The outcome is unknown at 10:00:00.9 and a bit: its look is due 90 s later, at 10:01:30.9 and a bit.
     w.tick("2025-01-01T10:00:00.900+09:00");
-    w.tick("2025-01-01T10:01:30.100+09:00");
+    let out = w.tick("2025-01-01T10:01:30.100+09:00");
+    assert!(!World::stderr(&out).contains("charge.wait"), "looked at 89.2 s after: {}", World::stderr(&out));
     assert_eq!(w.sent("billd-s1-0"), 1, "resent 89.2 s after the outcome, within the 90 s quiet period");
-    w.tick("2025-01-01T10:01:33+09:00");
-    assert_eq!(w.paid_for("c1"), ["billd-s1-0"]);
-    w.assert_consistent();
+    let out = w.tick("2025-01-01T10:01:33+09:00");
+    assert!(World::stderr(&out).contains("charge.wait"), "{}", World::stderr(&out));
+    assert_eq!(w.sent("billd-s1-0"), 1);
 }

@@ -245,6 +245,7 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
                     break;
                 }
                 w.wait_for_gateway_idle();
+                w.wait_quiet();
                 as_of = (chrono::DateTime::parse_from_rfc3339(&as_of).unwrap() + chrono::Duration::seconds(61))
                     .to_rfc3339();
                 continue;
@@ -255,18 +256,21 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
             day_kills += 1;
             mid_charge += usize::from(w.sandbox.requests_in_progress() > 0);
             hits.count(&w, &before, &aimed);
-            // The next pass of the day comes after the quiet period (twice the 1 s timeout, rounded up), so it
-            // resends what the gateway never saw; the gateway first finishes what it is charging, as it would
-            // have by then.
+            // The next pass of the day comes after the quiet period (twice the 1 s timeout, rounded up, on the
+            // billing clock; and in real time, waited out), so it resends what the gateway never saw; the gateway
+            // first finishes what it is charging, as it would have by then.
             w.wait_for_gateway_idle();
+            w.wait_quiet();
             as_of = (chrono::DateTime::parse_from_rfc3339(&as_of).unwrap() + chrono::Duration::seconds(3)).to_rfc3339();
         }
         w.wait_for_gateway_idle();
+        w.wait_quiet();
         w.tick(&(chrono::DateTime::parse_from_rfc3339(&as_of).unwrap() + chrono::Duration::seconds(3)).to_rfc3339());
     }
     // Settle what the faults left unknown (checked a minute or two later), with the gateway healthy again.
     w.sandbox.clear_faults();
     w.wait_for_gateway_idle();
+    w.wait_quiet();
     w.tick("2025-03-01T10:30:00+09:00");
     println!("{kills} kills ({mid_charge} while the gateway was still charging), {faults} fault rules");
     assert!(kills >= kills_wanted.min(20), "only {kills} kills landed mid-pass");
@@ -435,8 +439,11 @@ fn sigkill_of_the_daemon_aimed_at_each_billing_day_never_double_charges_or_loses
     // jumps two hours ahead: the gateway first finishes what it is charging, as it would have by then).
     w.sandbox.clear_faults();
     w.wait_for_gateway_idle();
+    // (Real quiet periods are waited out: no billing instant shortens them.)
+    w.wait_quiet();
     let settle = chrono::Utc::now() + chrono::Duration::hours(2);
     w.tick(&settle.to_rfc3339());
+    w.wait_quiet();
     w.tick(&(settle + chrono::Duration::minutes(1)).to_rfc3339());
     let days: Vec<String> =
         per_day.iter().map(|d| d.iter().map(usize::to_string).collect::<Vec<_>>().join("/")).collect();

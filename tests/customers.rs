@@ -109,7 +109,7 @@ fn a_pass_settles_one_time_charges_left_unresolved_by_lookup_only() {
     let db = w.db();
     db.execute(
         "UPDATE one_time_charges SET status = 'pending', failure = NULL, imp_uid = NULL, fail_reason = NULL,
-           updated_at = ?1, check_at = ?1",
+           updated_at = ?1, check_at = ?1, doubt_wall_ms = 1000 * ?1, doubt_boot_ms = NULL, doubt_boot_id = NULL",
         [hour_ago],
     )
     .unwrap();

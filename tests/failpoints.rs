@@ -23,7 +23,8 @@ fn world(latency_ms: u64) -> World {
         latency: billd_sandbox::Latency::Fixed(Duration::from_millis(latency_ms)),
         ..Default::default()
     };
-    let w = World::new(Setup { sandbox, body: &body, concurrency: 4, ..Default::default() });
+    // A 1 s gateway timeout: the quiet period is 2 s, in real time (tests wait it out).
+    let w = World::new(Setup { sandbox, body: &body, concurrency: 4, timeout: "1s", ..Default::default() });
     for i in 0..3 {
         w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
     }
@@ -59,7 +60,7 @@ fn assert_every_charge_had_its_intent(w: &World) {
 /// After recovery: s0..s2 paid once with one `again` each, c3 declined once (a retry scheduled), nothing unresolved.
 /// The rerun settles by lookup what the gateway had seen and resends nothing yet: a request of the process that died
 /// may still be in progress, so what has no record at the gateway is looked up again after a quiet period (twice
-/// the 5 s gateway timeout) and only then resent.
+/// the 1 s gateway timeout, in real time) and only then resent.
 fn assert_recovered(w: &World) {
     let seen: Vec<String> = w.ledger().into_iter().map(|e| e.merchant_uid).collect();
     let sent = w.requests();
@@ -75,14 +76,15 @@ fn assert_recovered(w: &World) {
     let due = chrono::DateTime::parse_from_rfc3339(DUE).unwrap().timestamp();
     // The quiet period runs from the look in the pass (a fraction of a second after its instant), rounded up.
     assert!(
-        held.iter().all(|&(tries, at)| tries == 1 && (due + 10..=due + 11).contains(&at)),
-        "looked up again after 10 s: {held:?}"
+        held.iter().all(|&(tries, at)| tries == 1 && (due + 2..=due + 3).contains(&at)),
+        "looked up again after 2 s: {held:?}"
     );
     assert_eq!(held.len(), attempts(w).len() - seen.len(), "everything the gateway never saw waits: {held:?}");
     // Not yet at the end of the quiet period; then resent.
-    w.tick("2025-01-01T10:00:09+09:00");
+    w.tick("2025-01-01T10:00:01+09:00");
     assert_eq!(w.requests(), sent, "resent within the quiet period");
-    w.tick("2025-01-01T10:00:11+09:00");
+    w.wait_quiet();
+    w.tick("2025-01-01T10:00:03+09:00");
     let paid = w.paid_by_merchant_uid();
     assert_eq!(paid.keys().cloned().collect::<Vec<_>>(), ["billd-s0-0", "billd-s1-0", "billd-s2-0"]);
     let per_uid: BTreeMap<String, usize> = w.sent_by_merchant_uid();
@@ -168,15 +170,24 @@ fn the_daemon_crashing_after_its_intent_commit_recovers_on_restart() {
     w.assert_consistent();
 }
 
-/// A subscription paused while a killed run had its charge in flight: the charge is not closed as "never reached
-/// the gateway" at the first lookup that finds nothing (its request may still be in progress there), only at a
-/// look after the quiet period; the other periods recover as usual.
+/// A subscription paused while a killed run had its charge in flight (the gateway refused it with a 500 and
+/// charged nothing, but billd died before reading that): the pause says a charge already sent will be settled; the
+/// charge is not closed as "never reached the gateway" at the first lookup that finds nothing (its request may
+/// still be in progress there), only at a look after the quiet period; the other periods recover as usual.
 #[test]
 fn an_in_flight_charge_of_a_paused_subscription_is_abandoned_only_after_the_quiet_period() {
-    let w = world(0);
-    crash_at(&w, "after_intent_commit");
+    let w = world(300); // the answers come 300 ms after the requests; billd dies 50 ms after sending
+
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: Some("c0".into()),
+        fault: billd_sandbox::Fault::Http500,
+        times: Some(1),
+    });
+    crash_at(&w, "after_send");
     let out = w.billd().args(["pause", "s0"]).output().unwrap();
     assert!(out.status.success(), "{}", World::stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("one charge already sent will be settled, not repeated"), "{said}");
     let s0 = |w: &World| -> (String, Option<String>) {
         w.db()
             .query_row("SELECT status, failure FROM attempts WHERE subscription_id = 's0'", [], |r| {
@@ -186,8 +197,30 @@ fn an_in_flight_charge_of_a_paused_subscription_is_abandoned_only_after_the_quie
     };
     w.tick(DUE);
     assert_eq!(s0(&w), ("unknown".to_string(), None), "given up while its request may be in progress");
-    w.tick("2025-01-01T10:00:11+09:00");
+    w.wait_quiet();
+    w.tick("2025-01-01T10:00:03+09:00");
     assert_eq!(s0(&w), ("failed".to_string(), Some("abandoned".to_string())));
+    assert_eq!(w.sent("billd-s0-0"), 1, "the paused subscription's charge was sent again");
+    assert_eq!(w.paid_by_merchant_uid().len(), 2, "s1 and s2 paid");
+}
+
+/// A subscription paused after a killed run committed its intents but before any request left: the pause
+/// withdraws its claimed charge at once (nothing for it can be in flight), and nothing is ever sent for it.
+#[test]
+fn a_claimed_charge_of_a_paused_subscription_that_never_left_is_withdrawn() {
+    let w = world(0);
+    crash_at(&w, "after_intent_commit");
+    let out = w.billd().args(["pause", "s0"]).output().unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("one charge claimed by a pass was withdrawn before it was sent"), "{said}");
+    assert!(!said.contains("already sent"), "{said}");
+    let left: i64 =
+        w.db().query_row("SELECT count(*) FROM attempts WHERE subscription_id = 's0'", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0, "the unsent attempt is voided");
+    w.tick(DUE);
+    w.wait_quiet();
+    w.tick("2025-01-01T10:00:03+09:00");
     assert_eq!(w.sent("billd-s0-0"), 0, "a paused subscription's charge was sent");
     assert_eq!(w.paid_by_merchant_uid().len(), 2, "s1 and s2 paid after the quiet period");
 }
@@ -210,7 +243,8 @@ fn a_charge_still_in_progress_at_the_gateway_when_billd_died_is_not_sent_again()
     w.tick(DUE);
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(s0(&w), 1, "the first request's charge was made, billd gone");
-    w.tick("2025-01-01T10:00:11+09:00");
+    w.wait_quiet();
+    w.tick("2025-01-01T10:00:03+09:00");
     assert_eq!(s0(&w), 1, "billd-s0-0 charged twice");
     assert_eq!(w.sent("billd-s0-0"), 1, "billd-s0-0 was sent again: {:?}", w.requests());
     assert_eq!(w.paid_by_merchant_uid().len(), 3);

@@ -30,7 +30,6 @@ fn paid_count(w: &World, merchant_uid: &str) -> usize {
 /// Expected: no second request for a merchant_uid before twice the timeout of real time has passed since the
 /// first was sent (README: "never sooner than a quiet period of twice `gateway.timeout` after the outcome").
 #[test]
-#[ignore = "known hole, not fixed yet: the quiet period is counted in billing time (RELIABILITY.md, What is not covered)"]
 fn a_pass_in_the_past_never_shortens_the_real_quiet_period_of_a_request_in_flight() {
     // A subscription whose first period fell due yesterday at 10:00 Seoul time (the next one is a month away, so
     // the pass at the real time has nothing else to do).

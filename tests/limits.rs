@@ -19,8 +19,9 @@ fn with_limits(limits: &str, body: &str) -> String {
     format!("\n[limits]\n{limits}\n{MONTHLY}{body}")
 }
 
+/// A 1 s gateway timeout: a resend waits a real quiet period of 2 s ([`World::wait_quiet`]).
 fn setup(body: &str) -> Setup<'_> {
-    Setup { body, ..Default::default() }
+    Setup { body, timeout: "1s", ..Default::default() }
 }
 
 fn world(limits: &str, body: &str, customers: usize) -> World {
@@ -73,6 +74,7 @@ fn a_refused_pass_still_reconciles_unresolved_attempts() {
     // Four more subscriptions fall due on Jan 2: above the limit of 3.
     let six = format!("{two}{}", subs(2..6, "2025-01-02"));
     rewrite(&w, "max_charges_per_pass = 3", &six);
+    w.wait_quiet();
     let out = tick_raw(&w, "2025-01-02T10:00:00+09:00");
     let stderr = World::stderr(&out);
     assert!(!out.status.success() && stderr.contains("4 charges are due"), "{stderr}");
@@ -205,6 +207,7 @@ fn resends_count_against_max_charges_per_pass() {
     assert!(w.ledger().is_empty(), "HTTP 500 before charging: nothing charged, three charges unresolved");
     let four = format!("{three}{}", subs(3..4, "2025-01-02"));
     rewrite(&w, "max_charges_per_pass = 3", &four);
+    w.wait_quiet();
     let out = tick_raw(&w, "2025-01-02T10:00:00+09:00");
     let stderr = World::stderr(&out);
     assert_eq!(w.ledger().len(), 3, "three resends, and no fourth charge in the same pass: {stderr}");

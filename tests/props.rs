@@ -894,6 +894,32 @@ fn secs(d: &str) -> i64 {
     billd::config::duration::parse(d).unwrap().as_secs() as i64
 }
 
+/// billd's real clocks in the model: its wall clock is billd's clock of the pass (which the case jumps back and
+/// forth, as a wall clock set by hand), and its boot clock (which wall-clock steps do not move) the gateway's real
+/// time, which only moves forward. Both are set before each pass.
+#[derive(Clone, Default)]
+struct ModelClock {
+    wall: Arc<std::sync::atomic::AtomicI64>,
+    boot: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl ModelClock {
+    fn set(&self, wall: i64, boot: i64) {
+        self.wall.store(wall, std::sync::atomic::Ordering::SeqCst);
+        self.boot.store(boot, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl billd::realtime::RealClock for ModelClock {
+    fn now(&self) -> billd::billing::quiet::RealInstant {
+        let ms = |a: &std::sync::atomic::AtomicI64| a.load(std::sync::atomic::Ordering::SeqCst) * 1000;
+        billd::billing::quiet::RealInstant {
+            wall_ms: ms(&self.wall),
+            boot: Some(("model-boot".into(), ms(&self.boot))),
+        }
+    }
+}
+
 /// One billd process: its own runtime, and an engine on a new `Store` of the database file.
 struct Process {
     // Declared first, so dropped first: its shutdown ends every task the process spawned.
@@ -903,10 +929,10 @@ struct Process {
 }
 
 impl Process {
-    fn start(cfg: &Config, gateway: &Fake) -> Process {
+    fn start(cfg: &Config, gateway: &Fake, clock: &ModelClock) -> Process {
         let fake = gateway.for_process();
         let store = Store::open(&cfg.billing.database).expect("the database opens");
-        let engine = Engine::new(store, fake.clone(), cfg.clone());
+        let engine = Engine::new(store, fake.clone(), cfg.clone()).with_real_clock(clock.clone());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Process { rt, engine, fake }
     }
@@ -995,7 +1021,8 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     }
     // A process that dies is cut off from the database file by pointing its store at this one.
     let scratch = dir.path().join("dead-process.sqlite3");
-    let mut process = Process::start(&cfg, &fake);
+    let clock = ModelClock::default();
+    let mut process = Process::start(&cfg, &fake, &clock);
     let db = rusqlite::Connection::open(&cfg.billing.database).unwrap();
     let mut model_ledgers: Vec<Vec<Entry>> = vec![Vec::new(); models.len()];
     let mut model_next = 0u64;
@@ -1025,6 +1052,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         };
         now += j;
         real += j.max(0);
+        clock.set(now, real);
         let calls_before = {
             let mut s = fake.state.lock().unwrap();
             s.now = real;
@@ -1100,7 +1128,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         if !finished {
             // Restarted as a new process would be: a new runtime, store and engine on the same file.
             drop(process);
-            process = Process::start(&cfg, &fake);
+            process = Process::start(&cfg, &fake, &clock);
         }
     }
     // Nothing lost: every period due by the last pass is closed, paid once at the gateway or given up by the dunning

@@ -122,12 +122,15 @@ fn a_year_with_sigkill_mid_pass_still_charges_exactly_what_is_due() {
     }
     // A charge a killed pass left pending with no record at the gateway is resent by the first pass after its quiet
     // period (twice the 1 s gateway timeout): for a kill on the last day, that is this one.
+    // (The billing clock runs a day a pass; the real quiet periods are waited out: no billing instant shortens them.)
     w.wait_for_gateway_idle();
+    w.wait_quiet();
     w.tick("2025-12-31T10:00:10+09:00");
     // And an answer a pass of the last day lost (its charge in progress past the 1 s timeout) is looked up after
     // the unresolved backoff (a minute, then two, ...): half an hour later, as the other days' outcomes are by the
     // next day's pass.
     w.wait_for_gateway_idle();
+    w.wait_quiet();
     w.tick("2025-12-31T10:30:00+09:00");
     println!(
         "{kills} passes killed ({mid_charge} while the gateway was still charging), {recovered} later passes \

@@ -3,5 +3,6 @@
 pub mod calendar;
 pub mod dunning;
 pub mod model;
+pub mod quiet;
 pub mod status;
 pub mod sync;

@@ -5,6 +5,7 @@ use crate::app::{gateway, load_config, open_store, runtime};
 use crate::commands::customers::{card, check_customer_uid};
 use crate::config::Config;
 use crate::gateway::{BillingKeys, ChargeOutcome, ChargeRequest, Gateway, Lookup};
+use crate::realtime::{RealClock, SystemClock};
 use crate::store::{ChargeStatus, Failure, Ledger, OneTime, OneTimeCharge, from_ts};
 use anyhow::{Result, bail};
 use chrono::Utc;
@@ -62,8 +63,8 @@ pub fn charge_once(
     customer_uid: Option<&str>,
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    if merchant_uid.is_empty() || merchant_uid.chars().count() > 40 {
-        bail!("--merchant-uid must be 1-40 characters");
+    if let Some(why) = crate::ids::refusal(merchant_uid, crate::ids::MERCHANT_UID_MAX) {
+        bail!("--merchant-uid {merchant_uid:?} {why}; nothing was sent");
     }
     let prefix = &cfg.billing.merchant_uid_prefix;
     if merchant_uid.starts_with(&format!("{prefix}-")) {
@@ -155,6 +156,12 @@ pub fn charge_once(
                 // last change.
                 let check_at = prev.check_at.map(|t| t.timestamp());
                 let check_at = check_at.unwrap_or(prev.updated_at.timestamp() + 5 * timeout.as_secs() as i64 + 60);
+                // Not before its check time, nor before the quiet period of its last request has passed in real
+                // time on every clock (a wall clock stepped forward since does not shorten it).
+                let check_at = match &prev.doubt {
+                    Some(d) => d.next_look(Some(from_ts(check_at)), &SystemClock.now()).timestamp(),
+                    None => check_at,
+                };
                 if let Some(at) = Some(check_at).filter(|at| unresolved && *at > now()) {
                     bail!(
                         "merchant_uid {merchant_uid}: outcome unknown: billd will settle it; do not retry before {} \
@@ -178,8 +185,15 @@ pub fn charge_once(
     // The intent is committed before the request leaves. No pass looks at it before the command is surely over
     // (a token, a retried token, the charge and two lookups, each within the timeout) and a quiet period after.
     let worst = 5 * timeout.as_secs() as i64 + quiet + 60;
-    let Some((id, tries)) =
-        store.begin_one_time(&charge, Utc::now(), timeout.as_millis() as u64, from_ts(after(worst)), prev_tries)?
+    let sent = SystemClock.now();
+    let Some((id, tries)) = store.begin_one_time(
+        &charge,
+        &sent,
+        Utc::now(),
+        timeout.as_millis() as u64,
+        from_ts(after(worst)),
+        prev_tries,
+    )?
     else {
         bail!(
             "merchant_uid {merchant_uid}: another `billd charge-once` of it is running or has just run; nothing sent \
@@ -257,7 +271,7 @@ fn unknown(
     why: &str,
     check_at: i64,
 ) -> Result<ExitCode> {
-    store.one_time_unknown(id, tries, why, from_ts(check_at), Utc::now())?;
+    store.one_time_unknown(id, tries, why, &SystemClock.now(), from_ts(check_at), Utc::now())?;
     tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, reason = %why, check_at = %local(cfg, check_at),
         "charge.unknown");
     eprintln!(

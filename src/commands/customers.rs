@@ -16,11 +16,10 @@ pub(super) fn today(cfg: &Config) -> NaiveDate {
 }
 
 pub(super) fn check_customer_uid(uid: &str) -> Result<()> {
-    let n = uid.chars().count();
-    if n == 0 || n > 80 {
-        bail!("CUSTOMER_UID must be 1-80 characters (it is {n})");
+    match crate::ids::refusal(uid, crate::ids::CUSTOMER_UID_MAX) {
+        Some(why) => bail!("CUSTOMER_UID {uid:?} {why}; nothing was sent"),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads and validates the card from stdin or the terminal.

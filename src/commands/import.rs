@@ -376,9 +376,8 @@ fn for_each_row(
             problems.push(line, "id", format!("{id} must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
         let customer_uid = get(1);
-        let n = customer_uid.chars().count();
-        if n == 0 || n > 80 {
-            problems.push(line, "customer_uid", format!("must be 1-80 characters (it is {n})"));
+        if let Some(why) = crate::ids::refusal(customer_uid, crate::ids::CUSTOMER_UID_MAX) {
+            problems.push(line, "customer_uid", why);
         }
         let plan = get(2);
         if cfg.plan(plan).is_none() {

@@ -3,7 +3,7 @@
 use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
 use crate::billing::model::{Status, restart_after_pause};
-use crate::store::{Book, ChargeStatus, Ledger, OpenPeriod, Store, Views, ceil_second, from_ts};
+use crate::store::{Book, ChargeStatus, Ledger, OpenPeriod, StatusSet, Store, Views, ceil_second, from_ts};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
 use std::collections::BTreeMap;
@@ -29,8 +29,8 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
         _ => {
             // Rounded up: the pause is never recorded before it happened (a period due in that very second is
             // owed, not skipped, at resume).
-            store.set_status(id, Status::Suspended, ceil_second(Utc::now()), "paused by operator")?;
-            println!("{id}: suspended; nothing is charged until `billd resume {id}`");
+            let set = store.set_status(id, Status::Suspended, ceil_second(Utc::now()), "paused by operator")?;
+            println!("{id}: suspended; {}", promise(set, &format!("nothing is charged until `billd resume {id}`")));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -42,10 +42,26 @@ pub fn cancel(path: &Path, id: &str) -> Result<ExitCode> {
     if sub.status == Status::Canceled {
         println!("{id}: already canceled");
     } else {
-        store.set_status(id, Status::Canceled, Utc::now(), "canceled by operator")?;
-        println!("{id}: canceled; it will never be charged again (history kept)");
+        let set = store.set_status(id, Status::Canceled, Utc::now(), "canceled by operator")?;
+        println!("{id}: canceled; {} (history kept)", promise(set, "it will never be charged again"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a pause or a cancel can promise, once committed: nothing more is sent, except that a charge whose request
+/// had already left is settled (by lookup), never repeated.
+fn promise(set: Option<StatusSet>, nothing_more: &str) -> String {
+    let set = set.unwrap_or(StatusSet { before: Status::Canceled, voided: 0, in_flight: 0 });
+    let withdrawn = match set.voided {
+        0 => String::new(),
+        1 => " (one charge claimed by a pass was withdrawn before it was sent)".into(),
+        n => format!(" ({n} charges claimed by a pass were withdrawn before they were sent)"),
+    };
+    match set.in_flight {
+        0 => format!("{nothing_more}{withdrawn}"),
+        1 => format!("one charge already sent will be settled, not repeated; beyond it, {nothing_more}{withdrawn}"),
+        n => format!("{n} charges already sent will be settled, not repeated; beyond them, {nothing_more}{withdrawn}"),
+    }
 }
 
 pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
@@ -151,7 +167,7 @@ pub enum ChargedNow {
 /// of the subscription.
 pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<ChargedNow> {
     match engine(cfg.clone()) {
-        Ok((engine, _lock)) => {
+        Ok(engine) => {
             runtime()?.block_on(engine.charge_due(Utc::now()))?;
             let store = open_store(cfg)?;
             let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);

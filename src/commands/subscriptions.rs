@@ -5,7 +5,8 @@ use crate::app::{gateway, load_config, open_store, runtime};
 use crate::billing::model::{Source, Status, Subscription};
 use crate::commands::customers::{card, check_customer_uid, issue_key, shown, today};
 use crate::commands::present::{cut, human, rfc3339};
-use crate::store::{Book, ChargeStatus, Failure, PeriodState, PeriodStory, Store, SubscriptionRow, Views};
+use crate::realtime::{RealClock, SystemClock};
+use crate::store::{Book, ChargeStatus, Doubt, Failure, PeriodState, PeriodStory, Store, SubscriptionRow, Views};
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -13,14 +14,24 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// An unresolved attempt's next look, in real time: the later of its check time and the end of the quiet period of
+/// its request in doubt, measured now on the real clocks (a past `--as-of` or a step of the wall clock never makes
+/// it look sooner than it will).
+pub fn next_look(check_at: Option<DateTime<Utc>>, doubt: Option<&Doubt>) -> Option<DateTime<Utc>> {
+    match doubt {
+        Some(d) => Some(d.next_look(check_at, &SystemClock.now())),
+        None => check_at,
+    }
+}
+
 /// A subscription's next charge: (when, what), for the NEXT CHARGE column. A past-due subscription's next charge is
 /// its retry, not its next period; an attempt whose outcome is unknown is looked up first.
 fn next_charge(r: &SubscriptionRow) -> (Option<DateTime<Utc>>, &'static str) {
     if !r.status.bills() {
         return (None, "");
     }
-    if let Some(at) = r.check_at {
-        return (Some(at), "lookup");
+    if r.check_at.is_some() || r.doubt.is_some() {
+        return (next_look(r.check_at, r.doubt.as_ref()), "lookup");
     }
     if let Some(at) = r.next_attempt_at {
         return (Some(at), if r.declines > 0 { "retry" } else { "charge" });
@@ -105,7 +116,7 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
         if let Some(a) = last.filter(|a| a.status.unresolved()) {
             return Next {
                 action: "look_up",
-                at: a.check_at,
+                at: next_look(a.check_at, a.doubt.as_ref()),
                 text: format!(
                     "look up {} (outcome unknown; resent only if the gateway has no record)",
                     open.merchant_uid
@@ -159,7 +170,7 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
                     "attempts": p.attempts.iter().map(|a| json!({
                         "attempt": a.attempt, "status": a.status.as_str(), "failure": a.failure.map(Failure::as_str), "imp_uid": a.imp_uid,
                         "reason": a.fail_reason, "made_at": rfc3339(a.created_at, tz),
-                        "updated_at": rfc3339(a.updated_at, tz), "check_at": a.check_at.map(|t| rfc3339(t, tz)),
+                        "updated_at": rfc3339(a.updated_at, tz), "check_at": next_look(a.check_at, a.doubt.as_ref()).map(|t| rfc3339(t, tz)),
                     })).collect::<Vec<_>>(),
                 })
             })

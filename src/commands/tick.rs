@@ -11,7 +11,7 @@ use std::process::ExitCode;
 pub fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
-    let (engine, _lock) = engine(cfg)?;
+    let engine = engine(cfg)?;
     let started = std::time::Instant::now();
     let report = runtime()?.block_on(engine.pass(now))?;
     report.log_done(now, started.elapsed());

@@ -369,9 +369,8 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
                 quote(&other)
             ));
         }
-        let cu_len = s.customer_uid.chars().count();
-        if cu_len == 0 || cu_len > 80 {
-            errs.push(format!("{at}.customer_uid: must be 1-80 characters (it is {cu_len})"));
+        if let Some(why) = crate::ids::refusal(&s.customer_uid, crate::ids::CUSTOMER_UID_MAX) {
+            errs.push(format!("{at}.customer_uid: {why}"));
         }
         if !plan_ids.contains(&s.plan) {
             errs.push(format!("{at}.plan: unknown plan {} (no [[plans]] entry has that id)", quote(&s.plan)));

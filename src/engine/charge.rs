@@ -104,6 +104,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             AttemptResult::Mismatch { .. } => Decision::Hold,
             AttemptResult::Abandoned { .. } => Decision::Paid,
         };
-        Recorded { attempt: a, result, decision }
+        // An unresolved outcome is in doubt from now in real time (its request left before): its quiet period is
+        // counted from here on the real clocks.
+        let doubt = matches!(result, AttemptResult::Unresolved { .. } | AttemptResult::ResendRefused { .. })
+            .then(|| self.clock.now());
+        Recorded { attempt: a, result, decision, doubt }
     }
 }

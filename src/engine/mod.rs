@@ -15,12 +15,13 @@ use crate::billing::sync;
 use crate::config::Config;
 use crate::failpoint::failpoint;
 use crate::gateway::Gateway;
+use crate::realtime::{RealClock, SystemClock};
 use crate::store::{Attempt, ClaimStep, DueSubscription, NewPeriod, Store};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use metrics::Metrics;
-use pipeline::{Msg, Queue, Senders, writer};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use pipeline::{Counts, Go, Msg, Queue, Senders, gate, writer};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
@@ -32,6 +33,8 @@ pub struct Engine<S: Store, G: Gateway> {
     cfg: Arc<Config>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// The real clocks the quiet period is measured on (never the billing clock).
+    clock: Arc<dyn RealClock>,
 }
 
 impl<S: Store, G: Gateway> Clone for Engine<S, G> {
@@ -42,6 +45,7 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             cfg: self.cfg.clone(),
             stop: self.stop.clone(),
             metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -76,7 +80,15 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             cfg: Arc::new(cfg),
             stop: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(Metrics::default()),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same engine measuring real time on `clock` instead of the system's clocks: for a model of the protocol
+    /// whose time is simulated (the property tests). The binary never calls it.
+    pub fn with_real_clock(mut self, clock: impl RealClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -163,11 +175,15 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let mut report = PassReport::default();
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
+        let (go, go_rx) = mpsc::channel::<Go>(4096);
+        let gate = tokio::spawn(gate(self.clone(), go_rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
-        let result = self.drive(At::start(now), &tx, &sem, &mut report).await;
-        drop(tx);
+        let result = self.drive(At::start(now), &tx, &go, &sem, &mut report).await;
+        drop((tx, go));
         let tally = writer.await.context("the outcome writer panicked")??;
+        let gated = gate.await.context("the gate panicked")?;
         result?;
+        gated?;
         report.paid = tally.paid;
         report.declined = tally.declined;
         report.rejected = tally.rejected;
@@ -184,13 +200,20 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         Ok(report)
     }
 
-    async fn drive(&self, at: At, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>, report: &mut PassReport) -> Result<()> {
+    async fn drive(
+        &self,
+        at: At,
+        tx: &mpsc::Sender<Msg>,
+        go: &mpsc::Sender<Go>,
+        sem: &Arc<Semaphore>,
+        report: &mut PassReport,
+    ) -> Result<()> {
         let now = at.as_of;
         self.check_credentials().await?;
         // Every charge request of this pass counts against limits.max_charges_per_pass, resends included.
         let sent_before = self.metrics.charges_sent.load(Ordering::Relaxed);
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
-        report.reconciled = self.reconcile_stale(at, tx, sem).await?;
+        (report.reconciled, report.deferred) = self.reconcile_stale(at, tx, sem).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {
@@ -210,7 +233,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             // is still committed before its request leaves). `concurrency` senders take claimed attempts from a
             // queue (no task and no semaphore wake-up per charge).
             let queue = Arc::new(Queue::new(self.cfg.gateway.concurrency));
-            let sent = Arc::new(AtomicUsize::new(0));
+            let counts = Counts::default();
             let mut senders = Senders { queue: queue.clone(), set: tokio::task::JoinSet::new() };
             let mut halted = false;
             let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open)));
@@ -232,7 +255,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     failpoint("after_intent_commit");
                     for _ in 0..self.cfg.gateway.concurrency {
                         queue.senders.fetch_add(1, Ordering::SeqCst);
-                        senders.set.spawn(self.clone().sender(queue.clone(), tx.clone(), sent.clone(), at));
+                        let (queue, tx, go, counts) = (queue.clone(), tx.clone(), go.clone(), counts.clone());
+                        senders.set.spawn(self.clone().sender(queue, tx, go, counts, at));
                     }
                 }
                 if self.stopping() {
@@ -253,7 +277,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             while let Some(done) = senders.set.join_next().await {
                 done.context("a sender panicked")?;
             }
-            report.sent += sent.load(Ordering::Relaxed);
+            report.sent += counts.sent.load(Ordering::Relaxed);
+            report.withdrawn += counts.withdrawn.load(Ordering::Relaxed);
             if halted || self.stopping() {
                 // Claimed but never sent (the senders stop taking work): remove their intents.
                 let mut unsent: Vec<i64> = queue.take_all().iter().map(|a| a.id).collect();

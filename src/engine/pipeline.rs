@@ -1,5 +1,5 @@
-//! A round's pipeline: `concurrency` senders take claimed attempts from a queue; one writer commits their outcomes in
-//! groups (one transaction per group) and logs them.
+//! A round's pipeline: `concurrency` senders take claimed attempts from a queue; one gate makes the "go" writes that
+//! let their requests leave, and one writer commits their outcomes, each in groups (one transaction per group).
 
 use super::report::{Tally, log_changes, log_outcome};
 use super::{At, Engine};
@@ -16,7 +16,14 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// One of a round's senders: sends claimed attempts from the queue until it is closed and empty, or the engine
     /// stops (a charge already taken is still sent and recorded).
     /// A sender also stops if the outcome writer has failed (nothing more can be recorded).
-    pub(super) async fn sender(self, queue: Arc<Queue>, tx: mpsc::Sender<Msg>, sent: Arc<AtomicUsize>, at: At) {
+    pub(super) async fn sender(
+        self,
+        queue: Arc<Queue>,
+        tx: mpsc::Sender<Msg>,
+        go: mpsc::Sender<Go>,
+        n: Counts,
+        at: At,
+    ) {
         // However the sender ends (a panic included), the claimer is told, so it never waits for it forever.
         let _gone = SenderGone(queue.clone());
         while !self.stopping() {
@@ -26,7 +33,14 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 queue.lock().0.push_front(a);
                 break;
             }
-            sent.fetch_add(1, Ordering::Relaxed);
+            // The moment its request leaves is decided by the gate's write: refused if a cancel, a pause or a sync
+            // voided it meanwhile, or its subscription no longer bills (then it is released, never sent).
+            let (reply, allowed) = oneshot::channel();
+            if go.send(Go { id: a.id, reply }).await.is_err() || !allowed.await.unwrap_or(false) {
+                n.withdrawn.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            n.sent.fetch_add(1, Ordering::Relaxed);
             self.metrics.beat();
             let rec = self.send(a, at).await;
             if tx.send(Msg::Record(Box::new(rec))).await.is_err() {
@@ -156,6 +170,51 @@ impl Queue {
             drained.await;
         }
     }
+}
+
+/// What a round's senders did: sent, or withdrawn at the gate.
+#[derive(Clone, Default)]
+pub(super) struct Counts {
+    pub(super) sent: Arc<AtomicUsize>,
+    pub(super) withdrawn: Arc<AtomicUsize>,
+}
+
+/// A sender's request to let a claimed attempt's request leave, answered with whether it may.
+pub(super) struct Go {
+    id: i64,
+    reply: oneshot::Sender<bool>,
+}
+
+/// The gate: the moment requests leave, decided in groups (one write transaction per group,
+/// [`crate::store::Ledger::begin_send`]): each attempt is checked to be still wanted and its subscription still
+/// billed, and stamped as sent at the real instant, before its sender may send it. A failed write lets nothing
+/// leave (the attempts stay claimed; the next pass reconciles them).
+pub(super) async fn gate<S: Store, G: Gateway>(
+    engine: Engine<S, G>,
+    mut rx: mpsc::Receiver<Go>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(256);
+    let mut failed = None;
+    while rx.recv_many(&mut buf, 256).await > 0 {
+        let ids: Vec<i64> = buf.iter().map(|g| g.id).collect();
+        let at = engine.clock.now();
+        let allowed = match engine.db(move |s| s.begin_send(&ids, &at, now)).await {
+            Ok(ids) => ids.into_iter().collect::<std::collections::HashSet<i64>>(),
+            Err(e) => {
+                tracing::error!(
+                    event = "pass.error",
+                    "cannot record that charges are being sent; not sending them: {e:#}"
+                );
+                failed = Some(e);
+                Default::default()
+            }
+        };
+        for g in buf.drain(..) {
+            let _ = g.reply.send(allowed.contains(&g.id));
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// A message to the outcome writer.

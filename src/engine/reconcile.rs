@@ -4,17 +4,26 @@
 use super::pipeline::{Msg, writer};
 use super::{At, Engine, PAGE};
 use crate::billing::dunning::Decision;
+use crate::billing::quiet::quiet_period;
 use crate::gateway::{Gateway, Lookup};
-use crate::store::{Attempt, AttemptResult, ChargeStatus, Failure, Recorded, Store};
+use crate::store::{Attempt, AttemptResult, ChargeStatus, Doubt, Failure, Recorded, Store};
+
+/// What a look at an unresolved attempt came to.
+pub(super) enum Look {
+    /// An outcome to record (paid, declined, still unknown, or a resend's answer).
+    Record(Box<Recorded>),
+    /// The gateway has no record of it yet, and the quiet period of its request is not over in real time: put off
+    /// (its check time moved to the end of the quiet period), neither resent nor given up.
+    Waiting,
+    /// Changed by another process since it was read: left to that process.
+    Skipped,
+}
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
-
-/// The timeout assumed for a request whose attempt recorded none (a row older than schema 6, whose process may
-/// have waited longer than this one does): generous, as the quiet period is twice it.
-const LEGACY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// Reconciles unresolved attempts only (at startup, before telling systemd we are ready).
@@ -28,13 +37,22 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         };
         drop(tx);
         writer.await.context("the outcome writer panicked")??;
-        result
+        result.map(|(n, _)| n)
     }
 
-    pub(super) async fn reconcile_stale(&self, at: At, tx: &mpsc::Sender<Msg>, sem: &Arc<Semaphore>) -> Result<usize> {
+    /// Reconciles the unresolved attempts whose check time has come (and one-time charges); returns how many it
+    /// looked at and how many it left alone because the real quiet period of their request is not over (their
+    /// check time is put off to its end).
+    pub(super) async fn reconcile_stale(
+        &self,
+        at: At,
+        tx: &mpsc::Sender<Msg>,
+        sem: &Arc<Semaphore>,
+    ) -> Result<(usize, usize)> {
         let now = at.as_of;
         // A page at a time, so a large backlog (say, after a gateway outage) is never held at once.
         let mut n = 0;
+        let deferred = Arc::new(AtomicUsize::new(0));
         let mut after: Option<(String, u64)> = None;
         'pages: loop {
             let key = after.clone();
@@ -48,10 +66,17 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     break 'pages;
                 }
                 let permit = sem.clone().acquire_owned().await?;
-                let (me, tx) = (self.clone(), tx.clone());
+                let (me, tx, deferred) = (self.clone(), tx.clone(), deferred.clone());
                 tokio::spawn(async move {
-                    let rec = me.reconcile(a, at).await;
-                    let _ = tx.send(Msg::Record(Box::new(rec))).await;
+                    match me.reconcile(a, at).await {
+                        Look::Record(rec) => {
+                            let _ = tx.send(Msg::Record(rec)).await;
+                        }
+                        Look::Waiting => {
+                            deferred.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Look::Skipped => {}
+                    }
                     drop(permit);
                 });
             }
@@ -60,7 +85,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
         drop(_all);
         self.flush(tx).await?;
-        Ok(n + self.reconcile_one_time(now).await?)
+        let (one_time, one_time_deferred) = self.reconcile_one_time(now).await?;
+        Ok((n + one_time, deferred.load(Ordering::Relaxed) + one_time_deferred))
     }
 
     /// Settles one-time charges (`billd charge-once`) left pending or unknown, by lookup only: a one-time charge is
@@ -70,11 +96,11 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// recorded so; paid with another amount, currency or card: held as a mismatch; declined: recorded so; no
     /// record there: closed as abandoned (rerunning the command looks it up, then sends it). A failed lookup leaves
     /// it for the next pass.
-    pub(super) async fn reconcile_one_time(&self, now: DateTime<Utc>) -> Result<usize> {
+    pub(super) async fn reconcile_one_time(&self, now: DateTime<Utc>) -> Result<(usize, usize)> {
         // Rows from before schema 6 have no check time: the old rule (five timeouts and a minute after the change).
         let fallback = chrono::Duration::seconds(5 * self.gateway.timeout().as_secs() as i64 + 60);
         let page = self.db(move |s| s.unresolved_one_time(now, fallback, PAGE)).await?;
-        let mut settled = 0;
+        let (mut settled, mut deferred) = (0, 0);
         for c in page {
             if self.stopping() {
                 break;
@@ -104,16 +130,30 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                         failed_lookup(e);
                         continue;
                     }
-                    Lookup::NotFound => (
-                        ChargeStatus::Failed,
-                        Some(Failure::Abandoned),
-                        None,
-                        Some(
-                            "no record at the gateway after the quiet period: nothing was charged (rerun \
+                    Lookup::NotFound => {
+                        // Its request may still be in progress in real time (whatever the billing clock says):
+                        // closing it as abandoned now would invite a second charge. Put off to the end of its quiet
+                        // period.
+                        let left = c.doubt.as_ref().map(|d| d.remaining(&self.clock.now())).unwrap_or_default();
+                        if !left.is_zero() {
+                            deferred += 1;
+                            self.wait_event(None, &merchant_uid, left);
+                            let until = now + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::days(366));
+                            let (id, tries) = (c.id, c.tries);
+                            self.db(move |s| s.defer_one_time(id, tries, until)).await?;
+                            continue;
+                        }
+                        (
+                            ChargeStatus::Failed,
+                            Some(Failure::Abandoned),
+                            None,
+                            Some(
+                                "no record at the gateway after the quiet period: nothing was charged (rerun \
                              charge-once to send it; it looks the payment up first)"
-                                .into(),
-                        ),
-                    ),
+                                    .into(),
+                            ),
+                        )
+                    }
                 },
             };
             crate::failpoint::pause("one_time_after_lookup");
@@ -139,12 +179,12 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     failure = "declined", reason = %reason.unwrap_or_default(), "charge.failed"),
             }
         }
-        Ok(settled)
+        Ok((settled, deferred))
     }
 
     /// Resolves an unresolved attempt by looking its merchant_uid up; resends only if the gateway never saw it, and
     /// an attempt left `pending` only after a quiet period (see [`Engine::quiet_period`]).
-    pub(super) async fn reconcile(&self, a: Attempt, at: At) -> Recorded {
+    pub(super) async fn reconcile(&self, a: Attempt, at: At) -> Look {
         let result = match self.gateway.find(&a.merchant_uid, "paid").await {
             Lookup::Found(p) => Some(self.paid_or_mismatch(&a, p)),
             Lookup::Error(e) => Some(AttemptResult::Unresolved { reason: format!("lookup failed: {e}") }),
@@ -168,7 +208,26 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 Lookup::NotFound => None,
             },
         };
-        match result {
+        // Nothing at the gateway for an attempt whose request may still be in progress there (its quiet period not
+        // over in real time, whatever the billing clock says): neither resent nor given up yet.
+        if result.is_none() && a.status == ChargeStatus::Unknown {
+            let left = a
+                .in_doubt
+                .clone()
+                .map(|since| Doubt { since, quiet: quiet_period(a.timeout_ms) }.remaining(&self.clock.now()))
+                .unwrap_or_default();
+            if !left.is_zero() {
+                self.wait_event(Some(&a.subscription_id), &a.merchant_uid, left);
+                let until = at.now() + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::days(366));
+                let waiting = [(a.id, a.tries, until)];
+                if let Err(e) = self.db(move |s| s.defer(&waiting)).await {
+                    let r = AttemptResult::Unresolved { reason: format!("database: {e:#}") };
+                    return Look::Record(Box::new(self.decide(a, r, at)));
+                }
+                return Look::Waiting;
+            }
+        }
+        Look::Record(Box::new(match result {
             Some(r) => self.decide(a, r, at),
             // Left pending by a process that stopped (or a pass that ended early): its request may have left and
             // still be in progress at the gateway, where a lookup may not find it yet (and a merchant_uid is
@@ -179,7 +238,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 let reason = "no record at the gateway yet; a request sent before billd stopped may still be in \
                               progress, so it is looked up again after the quiet period before anything else";
                 let decision = Decision::CheckAt(at.now() + self.quiet_period(&a));
-                Recorded { attempt: a, result: AttemptResult::Unresolved { reason: reason.into() }, decision }
+                let doubt = Some(self.clock.now());
+                Recorded { attempt: a, result: AttemptResult::Unresolved { reason: reason.into() }, decision, doubt }
             }
             None if !a.billing => self.decide(
                 a,
@@ -189,31 +249,46 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 at,
             ),
             None => {
-                // The gateway has no record of it, at least a quiet period after the last send: resend the same
-                // merchant_uid (a paid one cannot be paid twice).
-                let (id, timeout_ms) = (a.id, self.timeout_ms());
-                if let Err(e) = self.db(move |s| s.mark_resending(id, at.as_of, timeout_ms)).await {
-                    return self.decide(a, AttemptResult::Unresolved { reason: format!("database: {e:#}") }, at);
+                // The gateway has no record of it, at least a quiet period (in real time) after the last send:
+                // resend the same merchant_uid (a paid one cannot be paid twice). The resend is claimed by compare
+                // and set: of several processes that read this attempt, one resends; the others send nothing.
+                let timeout_ms = self.timeout_ms();
+                let (read, real) = (a.clone(), self.clock.now());
+                match self.db(move |s| s.mark_resending(&read, &real, at.as_of, timeout_ms)).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        info!(event = "charge.skip", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                            "changed by another process (or no longer billed) since it was read; not resent here");
+                        return Look::Skipped;
+                    }
+                    Err(e) => {
+                        let r = AttemptResult::Unresolved { reason: format!("database: {e:#}") };
+                        return Look::Record(Box::new(self.decide(a, r, at)));
+                    }
                 }
                 info!(event = "charge.resend", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
                     "the gateway has no record of this attempt; sending it again");
-                let a = Attempt { timeout_ms: Some(timeout_ms), ..a };
+                let a = Attempt { timeout_ms: Some(timeout_ms), status: ChargeStatus::Pending, ..a };
                 Box::pin(self.send_as(a, at, true)).await
             }
-        }
+        }))
+    }
+
+    /// Logs that an unresolved charge is put off because its request may still be in progress (`charge.wait`).
+    fn wait_event(&self, subscription: Option<&str>, merchant_uid: &str, left: std::time::Duration) {
+        info!(event = "charge.wait", subscription = subscription.unwrap_or("-"), merchant_uid = %merchant_uid,
+            wait_ms = left.as_millis() as u64,
+            "charge.wait: no record at the gateway yet, and its request may still be in progress (the quiet period \
+             is not over in real time); neither resent nor given up before then");
     }
 
     /// The least time between an unresolved outcome and the next look at it (so also between a send and any
     /// resend): twice the time the attempt's latest request was given to answer (recorded with the attempt: a
     /// reload or a restart with a shorter `gateway.timeout` never shortens it), a margin for a request still in
     /// progress at the gateway. (The gateway documents no time limit of its own, so this is a margin, not a
-    /// guarantee.) A row that recorded no timeout (written by an older billd) gets the longer of this client's and
-    /// [`LEGACY_TIMEOUT`].
+    /// guarantee.) The rule is [`quiet_period`]; in billing time it spaces looks out, and in real time
+    /// ([`Engine::reconcile`]) it bounds every look and resend whatever the billing clock says.
     pub(super) fn quiet_period(&self, a: &Attempt) -> chrono::Duration {
-        let sent_with = a
-            .timeout_ms
-            .map(std::time::Duration::from_millis)
-            .unwrap_or_else(|| self.gateway.timeout().max(LEGACY_TIMEOUT));
-        chrono::Duration::from_std(2 * sent_with).unwrap_or(chrono::Duration::hours(1))
+        chrono::Duration::from_std(quiet_period(a.timeout_ms)).unwrap_or(chrono::Duration::hours(1))
     }
 }

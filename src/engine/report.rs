@@ -37,6 +37,11 @@ pub struct PassReport {
     pub unresolved: usize,
     /// Paid payments found under an attempt's merchant_uid that are not what billd asked for (held).
     pub mismatched: usize,
+    /// Claimed charges refused at the moment of sending (voided by a cancel, a pause or a sync meanwhile, or their
+    /// subscription no longer bills): never sent.
+    pub withdrawn: usize,
+    /// Unresolved charges left alone because the real quiet period of their request is not over yet.
+    pub deferred: usize,
     pub next_wake: Option<DateTime<Utc>>,
     /// When the pass committed its first intent, and its last outcome (for `charge_ms` in logs and benchmarks).
     pub first_claim: Option<std::time::Instant>,
@@ -64,6 +69,8 @@ impl PassReport {
             rejected = self.rejected,
             unresolved = self.unresolved,
             mismatched = self.mismatched,
+            withdrawn = self.withdrawn,
+            deferred = self.deferred,
             next_wake = %self.next_wake.map(|t| t.to_rfc3339()).unwrap_or_else(|| "none".into()),
             "pass.done"
         );

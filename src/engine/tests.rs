@@ -1,5 +1,5 @@
-//! The engine's unit tests: a sender that panics, refused resends, and a reload that must not shorten the quiet
-//! period.
+//! The engine's unit tests: a sender that panics, refused resends, a reload that must not shorten the quiet
+//! period, and a billing instant that must not shorten it in real time.
 
 use super::charge::RESEND_REFUSALS_TOLERATED;
 use super::*;
@@ -24,6 +24,30 @@ fn latest<G: Gateway>(
     let (tries, refused, timeout) =
         open.first().map(|u| (u.tries, u.refused_resends, u.timeout_ms)).unwrap_or((0, 0, None));
     (a.status, p.state, tries, refused, a.check_at, timeout)
+}
+
+/// Real clocks the test sets: `wall` as a wall clock that may be stepped, `boot` as the boot clock (seconds).
+#[derive(Clone, Default)]
+struct TestClock(Arc<Mutex<(i64, i64)>>);
+
+impl TestClock {
+    /// Both clocks at `t` (billing time and real time move together).
+    fn at(t: DateTime<Utc>) -> TestClock {
+        let c = TestClock::default();
+        c.set(t.timestamp(), t.timestamp());
+        c
+    }
+
+    fn set(&self, wall: i64, boot: i64) {
+        *self.0.lock().unwrap() = (wall, boot);
+    }
+}
+
+impl RealClock for TestClock {
+    fn now(&self) -> crate::billing::quiet::RealInstant {
+        let (wall, boot) = *self.0.lock().unwrap();
+        crate::billing::quiet::RealInstant { wall_ms: wall * 1000, boot: Some(("test".into(), boot * 1000)) }
+    }
 }
 
 /// A gateway whose charge panics (a bug in a sender's path).
@@ -97,21 +121,25 @@ fn unresolved_tries_do_not_use_up_the_tolerated_refusals() {
         ChargeOutcome::Transient("HTTP 503".into()),
     ];
     let gateway = Scripted(Mutex::new(script.into_iter().collect()));
-    let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), gateway, cfg);
+    let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    let clock = TestClock::at(at);
+    let engine =
+        Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), gateway, cfg).with_real_clock(clock.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let state = |e: &Engine<SqliteStore, Scripted>| {
         let (status, state, tries, refused, _, _) = latest(e);
         (status, state, tries, refused)
     };
-    let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
     rt.block_on(engine.pass(at)).unwrap();
     for _ in 0..2 {
         at += chrono::Duration::hours(2);
+        clock.set(at.timestamp(), at.timestamp());
         rt.block_on(engine.pass(at)).unwrap();
     }
     assert_eq!(state(&engine), (ChargeStatus::Unknown, PeriodState::Open, 3, 0), "a lost answer and two 5xx resends");
     // The first refused resend: still unresolved, counted.
     at += chrono::Duration::hours(2);
+    clock.set(at.timestamp(), at.timestamp());
     rt.block_on(engine.pass(at)).unwrap();
     assert_eq!(
         state(&engine),
@@ -177,19 +205,22 @@ fn config(dir: &std::path::Path, concurrency: usize, subscriptions: usize) -> Co
 fn a_refused_resend_is_not_final_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 1, 1);
-    let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), RefusesResends::default(), cfg);
+    let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    let clock = TestClock::at(at);
+    let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), RefusesResends::default(), cfg)
+        .with_real_clock(clock.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let status = |e: &Engine<SqliteStore, RefusesResends>| {
         let (status, state, ..) = latest(e);
         (status, state)
     };
-    let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
     rt.block_on(engine.pass(at)).unwrap();
     assert_eq!(status(&engine), (ChargeStatus::Unknown, PeriodState::Open), "the first answer was lost");
     // Each later pass finds no record and resends; the refusals are taken as final only after a few.
     let mut seen = Vec::new();
     for _ in 0..6 {
         at += chrono::Duration::hours(2);
+        clock.set(at.timestamp(), at.timestamp());
         rt.block_on(engine.pass(at)).unwrap();
         seen.push(status(&engine));
     }
@@ -210,4 +241,37 @@ fn a_pass_whose_senders_all_panic_ends_with_an_error_instead_of_hanging() {
         rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(20), engine.pass(now)).await });
     let err = result.expect("the pass hung").expect_err("a pass whose senders panicked cannot succeed");
     assert!(format!("{err:#}").contains("a sender panicked"), "{err:#}");
+}
+
+/// Issue 20, 1: a pass at a billing instant hours later (a `tick --as-of`, or a wall clock stepped forward) finds
+/// the lost answer's check time long past, but its request left a second ago in real time: it may be looked up
+/// (harmless), but finding nothing it is neither resent nor given up until the quiet period (twice the timeout,
+/// 10 s) has passed on the boot clock too; its check time is put off to the end of that wait. Then it is resent.
+#[test]
+fn a_later_billing_instant_never_shortens_the_real_quiet_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1, 1);
+    let gateway = Scripted(Mutex::new([ChargeOutcome::Unknown("no answer".into())].into_iter().collect()));
+    let at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    let clock = TestClock::at(at);
+    let engine =
+        Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), gateway, cfg).with_real_clock(clock.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(engine.pass(at)).unwrap();
+    assert_eq!(latest(&engine).2, 1, "the first answer was lost");
+    // Five hours later on the billing clock and the wall clock, one second later on the boot clock.
+    let later = at + chrono::Duration::hours(5);
+    clock.set(later.timestamp(), at.timestamp() + 1);
+    let report = rt.block_on(engine.pass(later)).unwrap();
+    assert_eq!((report.sent, report.reconciled, report.deferred), (0, 1, 1), "{report:?}");
+    let (status, _, tries, _, check_at, _) = latest(&engine);
+    assert_eq!((status, tries), (ChargeStatus::Unknown, 1), "not resent");
+    // (The pass's instant plus what is left of the wait, timed from the moment in the pass, rounded up.)
+    let put_off = (check_at.expect("a check time") - later).num_seconds();
+    assert!((9..=10).contains(&put_off), "put off to the end of the real quiet period, not {put_off} s");
+    // Once 10 s have passed on the boot clock: looked up (nothing there) and resent (refused by the script).
+    let after = later + chrono::Duration::seconds(10);
+    clock.set(after.timestamp(), at.timestamp() + 11);
+    let report = rt.block_on(engine.pass(after)).unwrap();
+    assert_eq!((report.reconciled, report.deferred), (1, 0), "{report:?}");
 }

@@ -25,7 +25,7 @@ const UNAUTHORIZED_MAX_PAUSE: Duration = Duration::from_secs(300);
 
 pub fn run(path: &Path) -> Result<ExitCode> {
     let cfg = app::load_config(path)?;
-    let (mut engine, _lock) = app::engine(cfg)?;
+    let mut engine = app::engine(cfg)?;
     let rt = app::runtime()?;
     rt.block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -94,13 +94,18 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             metrics.beat();
             let (pass_at, pass_started) = (Utc::now(), std::time::Instant::now());
             let result = {
-                let pass = engine.charge_due(pass_at);
+                // The pass runs on a handle of its own, so that a SIGHUP during it is applied at once (its sync
+                // cancels and voids in the book, and the pass's senders, which check the book at the moment a
+                // request leaves, send nothing for what it removed), not after the pass.
+                let runner = engine.clone();
+                let pass = runner.charge_due(pass_at);
                 tokio::pin!(pass);
                 loop {
                     tokio::select! {
                         r = &mut pass => break r,
                         _ = term.recv() => stop(&engine, "SIGTERM"),
                         _ = int.recv() => stop(&engine, "SIGINT"),
+                        _ = hup.recv() => reload(&mut engine, path).await,
                     }
                 }
             };

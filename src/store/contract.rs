@@ -6,6 +6,7 @@
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::dunning::{Decision, OnExhausted};
 use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::quiet::RealInstant;
 use crate::billing::status::merchant_uid_taken_reason;
 use crate::billing::sync::{Change, SyncPlan};
 use crate::store::{
@@ -110,7 +111,18 @@ fn open_all(s: &impl Store, now: DateTime<Utc>) -> Vec<Attempt> {
 }
 
 fn outcome(a: &Attempt, result: AttemptResult, decision: Decision) -> Recorded {
-    Recorded { attempt: a.clone(), result, decision }
+    Recorded { attempt: a.clone(), result, decision, doubt: Some(real(t0())) }
+}
+
+/// A real instant for the tests' billing instant `t` (the wall and boot clocks read alike).
+fn real(t: DateTime<Utc>) -> RealInstant {
+    RealInstant { wall_ms: t.timestamp_millis(), boot: Some(("contract-boot".into(), t.timestamp_millis())) }
+}
+
+/// Lets the requests of claimed attempts leave (the "go" write at `now`); all of them must be allowed.
+fn sent(s: &impl Store, attempts: &[Attempt], now: DateTime<Utc>) {
+    let ids: Vec<i64> = attempts.iter().map(|a| a.id).collect();
+    assert_eq!(s.begin_send(&ids, &real(now), now).unwrap(), ids, "the claimed attempts may be sent");
 }
 
 fn paid(a: &Attempt) -> Recorded {
@@ -301,6 +313,7 @@ pub fn outcomes_never_undo_a_pause_or_a_cancel<B: Backend>(b: &B) {
     s.record(&first.iter().map(|a| declined(a, Decision::RetryAt(retry_at))).collect::<Vec<_>>(), t0()).unwrap();
     let retries = s.claim_due(retry_at, 10, i64::MAX, TIMEOUT_MS).unwrap();
     assert!(retries.iter().all(|a| a.past_due), "{retries:?}");
+    sent(&s, &retries, retry_at);
     // While the retries are out, an operator pauses one and cancels the other.
     s.set_status("paused", Status::Suspended, retry_at, "paused by operator").unwrap();
     s.set_status("canceled", Status::Canceled, retry_at, "canceled by operator").unwrap();
@@ -311,7 +324,10 @@ pub fn outcomes_never_undo_a_pause_or_a_cancel<B: Backend>(b: &B) {
     assert_eq!((status(&s, "paused"), status(&s, "canceled")), (Status::Suspended, Status::Canceled));
     assert_eq!(paid_attempts(&s, "paused"), 1, "the payment itself is recorded");
     // Canceled is final, even for an operator.
-    assert_eq!(s.set_status("canceled", Status::Active, retry_at, "x").unwrap(), Some(Status::Canceled));
+    assert_eq!(
+        s.set_status("canceled", Status::Active, retry_at, "x").unwrap().map(|x| x.before),
+        Some(Status::Canceled)
+    );
     assert_eq!(status(&s, "canceled"), Status::Canceled);
 }
 
@@ -362,7 +378,7 @@ pub fn a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on<B: Ba
         currency: "KRW".into(),
         card_masked: "424242******4242".into(),
     };
-    s.begin_one_time(&key_in, t0(), TIMEOUT_MS, t0(), None).unwrap().expect("begun");
+    s.begin_one_time(&key_in, &real(t0()), t0(), TIMEOUT_MS, t0(), None).unwrap().expect("begun");
     add(&s, &["a", "b"]);
     let step = s.open_and_claim(t0(), 100, 100, i64::MAX, TIMEOUT_MS, period).unwrap();
     assert_eq!(step.attempts.iter().map(|a| a.merchant_uid.as_str()).collect::<Vec<_>>(), ["m-b-0"]);
@@ -461,20 +477,24 @@ pub fn a_one_time_charge_is_begun_once_and_settled_by_its_own_send_only<B: Backe
         card_masked: "424242******4242".into(),
     };
     let check = t0() + Duration::minutes(5);
-    let (id, tries) = s.begin_one_time(&c, t0(), TIMEOUT_MS, check, None).unwrap().expect("begun");
-    assert_eq!(s.begin_one_time(&c, t0(), TIMEOUT_MS, check, None).unwrap(), None, "begun twice");
+    let (id, tries) = s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, None).unwrap().expect("begun");
+    assert_eq!(s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, None).unwrap(), None, "begun twice");
     let seen = b.open().one_time("once-1").unwrap().expect("durable");
     assert_eq!((seen.status, seen.tries, seen.check_at), (ChargeStatus::Pending, tries, Some(check)));
     assert!(s.unresolved_one_time(check - Duration::seconds(1), Duration::hours(1), 10).unwrap().is_empty());
     assert_eq!(s.unresolved_one_time(check, Duration::hours(1), 10).unwrap().len(), 1);
     // A rerun sends it again (tries moves on); the first send's late answer is then not recorded.
-    let (_, tries2) = s.begin_one_time(&c, t0(), TIMEOUT_MS, check, Some(tries)).unwrap().expect("resent");
+    let (_, tries2) = s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, Some(tries)).unwrap().expect("resent");
     assert!(!s.finish_one_time(id, tries, ChargeStatus::Failed, Some(Failure::Abandoned), None, None, t0()).unwrap());
     assert!(s.finish_one_time(id, tries2, ChargeStatus::Paid, None, Some("imp_1"), None, t0()).unwrap());
     assert!(!s.finish_one_time(id, tries2, ChargeStatus::Failed, Some(Failure::Declined), None, None, t0()).unwrap());
     let done = s.one_time("once-1").unwrap().unwrap();
     assert_eq!((done.status, done.imp_uid.as_deref()), (ChargeStatus::Paid, Some("imp_1")));
-    assert_eq!(s.begin_one_time(&c, t0(), TIMEOUT_MS, check, Some(tries2)).unwrap(), None, "a paid one resent");
+    assert_eq!(
+        s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, Some(tries2)).unwrap(),
+        None,
+        "a paid one resent"
+    );
 }
 
 /// `release` removes intents that were never sent and makes their periods due again; it leaves others alone.

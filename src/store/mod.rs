@@ -26,6 +26,7 @@ pub use values::*;
 
 use crate::billing::calendar::ChargeClock;
 use crate::billing::model::{Status, Subscription};
+use crate::billing::quiet::RealInstant;
 use crate::billing::sync::SyncPlan;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -70,9 +71,13 @@ pub trait Book {
 
     /// An operator's status change (pause, cancel), decided by [`crate::billing::status::next_status`] from the
     /// status read inside the write transaction, recorded with `reason` as a `subscription.<status>` event in the
-    /// same transaction. A suspension records `now` as the instant of the pause. Returns the status before (`None`:
-    /// no such subscription).
-    fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>>;
+    /// same transaction. A suspension records `now` as the instant of the pause. Returns the status before, the
+    /// claimed charges it voided and those already at the gateway (`None`: no such subscription).
+    ///
+    /// **Every** status change to a status that does not bill (this one, a sync's cancel, a suspension by
+    /// dunning or a taken merchant_uid) voids, in its own transaction, the subscription's claimed attempts whose
+    /// requests have not left (no [`Ledger::begin_send`] yet): once it commits, none of them can be sent.
+    fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<StatusSet>>;
 
     /// Resumes a suspended subscription, in one write transaction: `restart` gets the subscription as it is inside
     /// it (so a sync that changed its calendar meanwhile is seen) and the instant it was suspended, and returns the
@@ -159,12 +164,28 @@ pub trait Ledger {
     /// imp_uids of the period's attempts (to tell a new decline from an old one in a lookup).
     fn known_imp_uids(&self, subscription_id: &str, period: u64) -> Result<Vec<String>>;
 
-    /// Marks an unresolved attempt as being resent with a request whose timeout is `timeout_ms`, durably before it
-    /// returns (so the quiet period after the resend is never shorter). No change if it is no longer unresolved.
-    fn mark_resending(&self, attempt_id: i64, now: DateTime<Utc>, timeout_ms: u64) -> Result<()>;
+    /// The moment requests leave: in one write transaction, for each claimed attempt, checks that it is still
+    /// wanted (pending, never sent, not voided) and its subscription still bills, and if so stamps it as sent at
+    /// the real instant `at` (its request may leave from then on); an attempt that fails the check is released
+    /// (as [`Ledger::release`]) in the same transaction. Durable before it returns. Returns the ids that may be
+    /// sent: no other request may leave. Against a cancel, a pause or a sync (which void unsent attempts in their
+    /// own transaction), exactly one of the two wins.
+    fn begin_send(&self, attempt_ids: &[i64], at: &RealInstant, now: DateTime<Utc>) -> Result<Vec<i64>>;
 
-    /// Removes claimed attempts that were never sent (still pending, never tried) and makes their periods due
-    /// again at `now`, in one write transaction. Others are left as they are.
+    /// Claims the resend of an unresolved attempt, as `a` was read (its status and tries: compare and set, so that
+    /// of several processes that read the same attempt exactly one wins), only if its subscription still bills:
+    /// marks it pending, sent at the real instant `at` with a request whose timeout is `timeout_ms`, durably before
+    /// it returns (so the quiet period after the resend is never shorter). Returns whether this caller may resend
+    /// it; `false`: another process changed it, or it no longer bills, and nothing may be sent.
+    fn mark_resending(&self, a: &Attempt, at: &RealInstant, now: DateTime<Utc>, timeout_ms: u64) -> Result<bool>;
+
+    /// Puts off the next look at unknown attempts whose real quiet period is not over: `(attempt id, tries as
+    /// read, check time)`; a check time is only ever moved later, and only while the attempt is as read. One
+    /// write transaction.
+    fn defer(&self, items: &[(i64, u32, DateTime<Utc>)]) -> Result<()>;
+
+    /// Removes claimed attempts that were never sent (still pending, no [`Ledger::begin_send`]) and makes their
+    /// periods due again at `now`, in one write transaction. Others are left as they are.
     fn release(&self, attempt_ids: &[i64], now: DateTime<Utc>) -> Result<()>;
 
     /// Records outcomes and their decisions in one write transaction (group commit): all of them or none (an error
@@ -211,22 +232,28 @@ pub trait OneTime {
     /// (`None`: there was none). A new one is inserted only if its merchant_uid has no row; an existing one is sent
     /// again only if its tries are still `prev_tries` and it is not paid (checked inside the transaction);
     /// otherwise `None`, and nothing may be sent. `check_at`: no pass looks at it before then.
+    /// The request may leave once it returns: the row is stamped as sent at the real instant `at`.
+    #[allow(clippy::too_many_arguments)]
     fn begin_one_time(
         &self,
         c: &OneTimeCharge,
+        at: &RealInstant,
         now: DateTime<Utc>,
         timeout_ms: u64,
         check_at: DateTime<Utc>,
         prev_tries: Option<i64>,
     ) -> Result<Option<(i64, i64)>>;
 
-    /// Leaves a one-time charge unknown (no look at it before `check_at`), with its event, if it is still unresolved
-    /// and `tries` unchanged. Returns whether it did.
+    /// Leaves a one-time charge unknown (no look at it before `check_at`, nor before its quiet period counted from
+    /// the real instant `at`), with its event, if it is still unresolved and `tries` unchanged. Returns whether it
+    /// did.
+    #[allow(clippy::too_many_arguments)]
     fn one_time_unknown(
         &self,
         id: i64,
         tries: i64,
         reason: &str,
+        at: &RealInstant,
         check_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool>;
@@ -255,6 +282,10 @@ pub trait OneTime {
         fallback: chrono::Duration,
         limit: usize,
     ) -> Result<Vec<UnresolvedOneTime>>;
+
+    /// Puts off a pass's next look at an unresolved one-time charge whose real quiet period is not over, to
+    /// `check_at` (only later, and only while its tries are still `tries`).
+    fn defer_one_time(&self, id: i64, tries: i64, check_at: DateTime<Utc>) -> Result<()>;
 }
 
 /// The event log (what happened, for people and audits).
@@ -305,4 +336,9 @@ pub trait Views {
 pub trait Store: Book + Ledger + OneTime + Events + Views + Send + 'static {
     /// What names the book in messages: the database file (SQLite), or the server and database without credentials.
     fn location(&self) -> String;
+
+    /// Makes this handle the book's one scheduler (`run`, `tick`, or a command that runs a pass), until it is
+    /// dropped (or its process dies): an error naming the book if another handle holds it, however that one named
+    /// the book (another path, a link). Enforced by the book itself, not by a file beside it.
+    fn claim_scheduler(&mut self) -> Result<()>;
 }

@@ -3,6 +3,7 @@
 
 use crate::billing::dunning::Decision;
 use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::quiet::{RealInstant, remaining};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::fmt;
 
@@ -102,6 +103,33 @@ pub struct Attempt {
     pub timeout_ms: Option<u64>,
     /// Resends of it that the gateway refused while no lookup found the first request.
     pub refused_resends: u32,
+    /// The latest real instant at which a request of it may have left or been in progress (the "go" write before
+    /// its request left, the recording of an unresolved outcome, a restart finding it pending); `None`: no request
+    /// of it has left (claimed, not sent). The quiet period is counted from it ([`Doubt`]).
+    pub in_doubt: Option<RealInstant>,
+}
+
+/// A request that may still be in progress: since when (real time), and the quiet period it must be left alone
+/// for (twice the timeout it was sent with).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doubt {
+    pub since: RealInstant,
+    pub quiet: std::time::Duration,
+}
+
+impl Doubt {
+    /// How much longer it must be left alone at `now` (zero: its quiet period is over on every clock).
+    pub fn remaining(&self, now: &RealInstant) -> std::time::Duration {
+        remaining(&self.since, now, self.quiet)
+    }
+
+    /// Its next look as a wall-clock instant, for listings: the later of the billing check time `check_at` and
+    /// the end of its real quiet period.
+    pub fn next_look(&self, check_at: Option<DateTime<Utc>>, now: &RealInstant) -> DateTime<Utc> {
+        let wall = DateTime::from_timestamp_millis(now.wall_ms).unwrap_or_default();
+        let quiet_end = wall + chrono::Duration::from_std(self.remaining(now)).unwrap_or(chrono::Duration::MAX / 2);
+        check_at.map_or(quiet_end, |t| t.max(quiet_end))
+    }
 }
 
 /// What the gateway's answer (or a lookup) established about an attempt.
@@ -142,6 +170,21 @@ pub struct Recorded {
     pub attempt: Attempt,
     pub result: AttemptResult,
     pub decision: Decision,
+    /// For an unresolved outcome: the real instant it was decided at (its request left before), from which its
+    /// quiet period is counted. Ignored for other outcomes.
+    pub doubt: Option<RealInstant>,
+}
+
+/// What an operator's status change did (see [`Book::set_status`](crate::store::Book::set_status)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatusSet {
+    /// The status before.
+    pub before: Status,
+    /// Claimed charges of it whose requests had not left: voided in the same transaction (never sent).
+    pub voided: usize,
+    /// Charges of it whose requests had already left and are not settled yet: settled by lookup, never resent
+    /// once it no longer bills.
+    pub in_flight: usize,
 }
 
 /// A subscription status change made while recording.
@@ -234,6 +277,9 @@ pub struct OneTimeState {
     /// from before schema 6; see `updated_at`).
     pub check_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Since when its latest request may have been in progress, and for how long that request must be left
+    /// alone (`None`: never sent).
+    pub doubt: Option<Doubt>,
     /// How many times it was sent: a send, a pass's lookup or a command's answer is recorded only if no other send
     /// of it began meanwhile (see [`OneTime::finish_one_time`](crate::store::OneTime::finish_one_time)).
     pub tries: i64,
@@ -249,6 +295,8 @@ pub struct UnresolvedOneTime {
     pub customer_uid: Option<String>,
     pub amount: i64,
     pub currency: String,
+    /// Since when its latest request may have been in progress (`None`: never sent).
+    pub doubt: Option<Doubt>,
 }
 
 /// A key-in payment made by `billd charge-once` (only the masked card is kept).
@@ -297,6 +345,8 @@ pub struct AttemptStory {
     pub imp_uid: Option<String>,
     pub fail_reason: Option<String>,
     pub check_at: Option<DateTime<Utc>>,
+    /// An unresolved attempt's request in doubt: its next look in real time is [`Doubt::next_look`].
+    pub doubt: Option<Doubt>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -317,8 +367,11 @@ pub struct SubscriptionRow {
     pub paid_periods: u64,
     /// The open period's next attempt (a retry of a past-due one), if one is scheduled.
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// The open period's unresolved attempt's next look, if it has one.
+    /// The open period's unresolved attempt's next look, if it has one (in billing time; see `doubt`).
     pub check_at: Option<DateTime<Utc>>,
+    /// The open period's unresolved attempt's request in doubt, if any: its next look in real time is
+    /// [`Doubt::next_look`].
+    pub doubt: Option<Doubt>,
     /// Declined attempts of the open period (0 without one).
     pub declines: u32,
     /// Why it is canceled or suspended (the reason of its latest such change).

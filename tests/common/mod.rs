@@ -138,6 +138,33 @@ impl World {
         }
     }
 
+    /// Sleeps until the real quiet period of every unresolved request in the database is over (twice the timeout
+    /// each was sent with, counted from the real instant it may have left), so that the next pass may look it up
+    /// and resend it. The quiet period is real time by design (no billing instant shortens it); tests keep it short
+    /// with short gateway timeouts.
+    pub fn wait_quiet(&self) {
+        let db = self.db();
+        let until: Option<i64> = db
+            .query_row(
+                "SELECT max(t) FROM (
+                   SELECT doubt_wall_ms + 2 * coalesce(timeout_ms, 300000) AS t FROM attempts
+                    WHERE status IN ('pending', 'unknown') AND doubt_wall_ms IS NOT NULL
+                   UNION ALL
+                   SELECT doubt_wall_ms + 2 * coalesce(timeout_ms, 300000) FROM one_time_charges
+                    WHERE status IN ('pending', 'unknown') AND doubt_wall_ms IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("quiet periods");
+        let Some(until) = until else { return };
+        let now = chrono::Utc::now().timestamp_millis();
+        let wait = until - now + 50;
+        assert!(wait < 120_000, "a quiet period of {wait} ms: too long for a test (use a short gateway timeout)");
+        if wait > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(wait as u64));
+        }
+    }
+
     /// The sandbox's request log: every `again`, `onetime` and `cancel` as it arrived.
     pub fn requests(&self) -> Vec<RequestLogEntry> {
         self.sandbox.requests()

@@ -37,7 +37,7 @@ impl Iamport {
         if let Some(fields) = body {
             self.note_sent(fields);
         }
-        let mut url = self.url(&["subscribe", "customers", customer_uid]);
+        let mut url = self.url(&["subscribe", "customers", customer_uid])?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -117,7 +117,13 @@ impl BillingKeys for Iamport {
         }
         self.note_sent(&body);
         let body = Value::Object(body);
-        let url = self.url(&["subscribe", "payments", "onetime"]);
+        // Ids a later lookup could not carry: refused before anything is sent (see `crate::ids`).
+        let ids = crate::ids::path_segment(&req.merchant_uid)
+            .and_then(|_| save_as.map_or(Ok(String::new()), crate::ids::path_segment));
+        let url = match ids.and_then(|_| self.url(&["subscribe", "payments", "onetime"])) {
+            Ok(u) => u,
+            Err(e) => return ChargeOutcome::Transient(format!("not sent: {e}")),
+        };
         match self.authed(|| self.http.post(url.clone()).json(&body)).await {
             Ok(sent) => classify_charge(sent, req, self.timeout, &self.sent()),
             // No token: the payment request never left.

@@ -100,7 +100,7 @@ impl Iamport {
             rate: None,
             sent: std::sync::RwLock::new(sent),
         };
-        me.again = me.base.is_some().then(|| me.url(&["subscribe", "payments", "again"]));
+        me.again = me.base.is_some().then(|| me.url(&["subscribe", "payments", "again"]).ok()).flatten();
         me
     }
 
@@ -213,13 +213,20 @@ impl Iamport {
         }
     }
 
-    fn url(&self, segments: &[&str]) -> reqwest::Url {
+    /// The URL of `segments` under the base URL, each one path segment byte for byte ([`crate::ids`]); `Err`
+    /// (nothing is sent) when one cannot be carried as it is.
+    fn url(&self, segments: &[&str]) -> Result<reqwest::Url, String> {
         let mut url = match &self.base {
             Some(base) => base.clone(),
             None => reqwest::Url::parse(&self.base_url).expect("base_url was validated with the config"),
         };
-        url.path_segments_mut().expect("http(s) URLs have paths").pop_if_empty().extend(segments);
-        url
+        let mut path = url.path().trim_end_matches('/').to_string();
+        for s in segments {
+            path.push('/');
+            path.push_str(&crate::ids::path_segment(s).map_err(|e| format!("not sent: {e}"))?);
+        }
+        url.set_path(&path);
+        Ok(url)
     }
 }
 
@@ -244,7 +251,17 @@ impl Gateway for Iamport {
             currency: &req.currency,
             name: &req.name,
         };
-        let url = self.again.clone().unwrap_or_else(|| self.url(&["subscribe", "payments", "again"]));
+        // An id that a lookup's URL could not carry would be charged and then never found: refused before sending.
+        if let Err(e) = crate::ids::path_segment(&req.merchant_uid).and(crate::ids::path_segment(&req.customer_uid)) {
+            return ChargeOutcome::Transient(format!("not sent: {e}"));
+        }
+        let url = match &self.again {
+            Some(u) => u.clone(),
+            None => match self.url(&["subscribe", "payments", "again"]) {
+                Ok(u) => u,
+                Err(e) => return ChargeOutcome::Transient(e),
+            },
+        };
         let sent = match self.authed(|| self.http.post(url.clone()).json(&body)).await {
             Ok(s) => s,
             // No token: the charge request never left.
@@ -254,7 +271,10 @@ impl Gateway for Iamport {
     }
 
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {
-        let url = self.url(&["payments", "find", merchant_uid, status]);
+        let url = match self.url(&["payments", "find", merchant_uid, status]) {
+            Ok(u) => u,
+            Err(e) => return Lookup::Error(e),
+        };
         let sent = match self.authed(|| self.http.get(url.clone())).await {
             Ok(s) => s,
             Err(e) => return Lookup::Error(e),
@@ -339,7 +359,7 @@ mod tests {
             }
         });
         let client = Iamport::new(&format!("http://{addr}"), "k", Secret::new("s"), Duration::from_secs(5), 4);
-        let request = client.http.post(client.url(&["subscribe", "payments", "again"])).body("{}");
+        let request = client.http.post(client.url(&["subscribe", "payments", "again"]).unwrap()).body("{}");
         let sent = client.send(request, &Secret::new("t")).await;
         assert!(matches!(sent, Sent::Response(307, _)), "the redirect is the answer");
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "no second request was made");

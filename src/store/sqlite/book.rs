@@ -7,7 +7,7 @@ use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::model::{Status, Subscription};
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::{Change, SyncPlan};
-use crate::store::{Book, ImportRow, ImportedAs};
+use crate::store::{Book, ImportRow, ImportedAs, StatusSet};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -83,21 +83,24 @@ pub(super) fn current_status(conn: &Connection, id: &str) -> Result<Option<Statu
 }
 
 /// Moves subscription `id` to the status [`next_status`] decides for `cause`, given its status as it is inside `tx`,
-/// and records the change (with `reason`) as an event. Returns its status before (`None`: no such subscription) and
-/// the status it moved to (`None`: no change).
+/// and records the change (with `reason`) as an event. A status that does not bill voids, in the same transaction,
+/// the subscription's claimed attempts whose requests have not left ([`void_unsent`]), whatever made the change.
+/// Returns its status before (`None`: no such subscription), the status it moved to (`None`: no change) and how
+/// many attempts it voided.
 pub(super) fn change_status(
     tx: &Transaction<'_>,
     id: &str,
     cause: Cause,
     now: i64,
     reason: &str,
-) -> Result<Option<(Status, Option<Status>)>> {
+) -> Result<Option<(Status, Option<Status>, usize)>> {
     let Some(from) = current_status(tx, id)? else {
         return Ok(None);
     };
     let Some(to) = next_status(from, cause) else {
-        return Ok(Some((from, None)));
+        return Ok(Some((from, None, 0)));
     };
+    let voided = if to.bills() { 0 } else { void_unsent(tx, id, now)? };
     tx.prepare_cached(
         "UPDATE subscriptions SET status = ?2, updated_at = ?3,
            suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END WHERE id = ?1",
@@ -110,7 +113,37 @@ pub(super) fn change_status(
         Some(id),
         json!({ "from": from.as_str(), "reason": reason }),
     )?;
-    Ok(Some((from, Some(to))))
+    Ok(Some((from, Some(to), voided)))
+}
+
+/// Voids a subscription's claimed attempts whose requests have not left (pending, never stamped by
+/// `Ledger::begin_send`): removed as [`Ledger::release`](crate::store::Ledger::release) removes them, their periods
+/// due again at `now` (charged only if the subscription bills again). A sender that has not yet made its "go"
+/// write then finds nothing to send. Returns how many.
+pub(super) fn void_unsent(tx: &Transaction<'_>, id: &str, now: i64) -> Result<usize> {
+    let mut del = tx.prepare_cached(
+        "DELETE FROM attempts WHERE subscription_id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL
+         RETURNING period",
+    )?;
+    let periods = del.query_map([id], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
+    let mut due = tx.prepare_cached(
+        "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2 AND state = 'open'",
+    )?;
+    for p in &periods {
+        due.execute(params![id, p, now])?;
+    }
+    Ok(periods.len())
+}
+
+/// A subscription's charges whose requests have left and are not settled yet.
+fn in_flight(tx: &Transaction<'_>, id: &str) -> Result<usize> {
+    let n: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM attempts WHERE subscription_id = ?1 AND status IN ('pending', 'unknown')
+               AND doubt_wall_ms IS NOT NULL",
+        )?
+        .query_row([id], |r| r.get(0))?;
+    Ok(n as usize)
 }
 
 /// Applies a sync plan inside `tx`. An update is guarded by the state the plan was computed from (a changed row
@@ -235,11 +268,14 @@ impl Book for SqliteStore {
         Ok(plan)
     }
 
-    fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>> {
+    fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<StatusSet>> {
         let tx = self.tx()?;
-        let from = change_status(&tx, id, Cause::Operator(to), secs(now), reason)?.map(|(from, _)| from);
+        let Some((before, _, voided)) = change_status(&tx, id, Cause::Operator(to), secs(now), reason)? else {
+            return Ok(None);
+        };
+        let in_flight = in_flight(&tx, id)?;
         tx.commit()?;
-        Ok(from)
+        Ok(Some(StatusSet { before, voided, in_flight }))
     }
 
     fn resume_with(

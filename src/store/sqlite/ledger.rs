@@ -3,8 +3,9 @@
 
 use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
 use super::events::event;
-use super::{SqliteStore, at, secs};
+use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::model::Status;
+use crate::billing::quiet::RealInstant;
 use crate::billing::status::{Cause, merchant_uid_taken_reason};
 use crate::store::{
     Attempt, ChargeStatus, ClaimStep, DueSubscription, Ledger, NewPeriod, Recorded, Refused, StatusChange,
@@ -17,7 +18,7 @@ use serde_json::json;
 pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
     a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
     s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due, a.timeout_ms,
-    a.refused_resends
+    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -41,6 +42,7 @@ pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         past_due: r.get(14)?,
         timeout_ms: r.get::<_, Option<i64>>(15)?.map(|t| t.max(0) as u64),
         refused_resends: r.get::<_, i64>(16)? as u32,
+        in_doubt: real_from(r.get(17)?, r.get(18)?, r.get(19)?),
     })
 }
 
@@ -94,6 +96,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
             past_due: r.get(10)?,
             timeout_ms: Some(timeout_ms),
             refused_resends: 0,
+            in_doubt: None,
         })
     })?;
     for r in rows {
@@ -228,8 +231,27 @@ fn open_in(
             past_due: d.sub.status == Status::PastDue,
             timeout_ms: Some(timeout_ms),
             refused_resends: 0,
+            in_doubt: None,
         });
         step.opened += 1;
+    }
+    Ok(())
+}
+
+/// Removes claimed attempts whose requests never left (pending, not stamped by a "go" write) and makes their periods
+/// due again at `now`, inside `tx`.
+fn release_in(tx: &Transaction<'_>, attempt_ids: &[i64], now: i64) -> Result<()> {
+    let mut del = tx.prepare_cached(
+        "DELETE FROM attempts WHERE id = ?1 AND status = 'pending' AND tries = 0 AND doubt_wall_ms IS NULL
+         RETURNING subscription_id, period",
+    )?;
+    let mut due =
+        tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?;
+    for id in attempt_ids {
+        let key: Option<(String, i64)> = del.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        if let Some((sub, period)) = key {
+            due.execute(params![sub, period, now])?;
+        }
     }
     Ok(())
 }
@@ -305,32 +327,62 @@ impl Ledger for SqliteStore {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    fn mark_resending(&self, attempt_id: i64, now: DateTime<Utc>, timeout_ms: u64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE attempts SET status = 'pending', updated_at = ?2, timeout_ms = ?3
-             WHERE id = ?1 AND status IN ('pending', 'unknown')",
-            params![attempt_id, secs(now), timeout_ms as i64],
+    fn begin_send(&self, attempt_ids: &[i64], at: &RealInstant, now: DateTime<Utc>) -> Result<Vec<i64>> {
+        let (wall, boot_ms, boot_id) = real_cols(at);
+        let tx = self.tx()?;
+        let mut go = Vec::with_capacity(attempt_ids.len());
+        {
+            let mut stamp = tx.prepare_cached(
+                "UPDATE attempts SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
+                 WHERE id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL
+                   AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = attempts.subscription_id
+                                 AND s.status IN ('active', 'past_due'))",
+            )?;
+            let mut unwanted = Vec::new();
+            for &id in attempt_ids {
+                if stamp.execute(params![id, wall, boot_ms, boot_id])? == 1 {
+                    go.push(id);
+                } else {
+                    unwanted.push(id);
+                }
+            }
+            release_in(&tx, &unwanted, secs(now))?;
+        }
+        tx.commit()?;
+        Ok(go)
+    }
+
+    fn mark_resending(&self, a: &Attempt, at: &RealInstant, now: DateTime<Utc>, timeout_ms: u64) -> Result<bool> {
+        let (wall, boot_ms, boot_id) = real_cols(at);
+        let n = self.conn.execute(
+            "UPDATE attempts SET status = 'pending', updated_at = ?4, timeout_ms = ?5, doubt_wall_ms = ?6,
+               doubt_boot_ms = ?7, doubt_boot_id = ?8
+             WHERE id = ?1 AND status = ?2 AND tries = ?3
+               AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = attempts.subscription_id
+                             AND s.status IN ('active', 'past_due'))",
+            params![a.id, a.status, a.tries as i64, secs(now), timeout_ms as i64, wall, boot_ms, boot_id],
         )?;
+        Ok(n == 1)
+    }
+
+    fn defer(&self, items: &[(i64, u32, DateTime<Utc>)]) -> Result<()> {
+        let tx = self.tx()?;
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE attempts SET check_at = max(coalesce(check_at, 0), ?3)
+                 WHERE id = ?1 AND status = 'unknown' AND tries = ?2",
+            )?;
+            for (id, tries, check_at) in items {
+                st.execute(params![id, *tries as i64, secs_ceil(*check_at)])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
     fn release(&self, attempt_ids: &[i64], now: DateTime<Utc>) -> Result<()> {
         let tx = self.tx()?;
-        for id in attempt_ids {
-            let key: Option<(String, i64)> = tx
-                .prepare_cached(
-                    "DELETE FROM attempts WHERE id = ?1 AND status = 'pending' AND tries = 0
-                     RETURNING subscription_id, period",
-                )?
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            if let Some((sub, period)) = key {
-                tx.prepare_cached(
-                    "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2",
-                )?
-                .execute(params![sub, period, secs(now)])?;
-            }
-        }
+        release_in(&tx, attempt_ids, secs(now))?;
         tx.commit()?;
         Ok(())
     }

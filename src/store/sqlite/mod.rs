@@ -15,6 +15,7 @@ mod views;
 pub use schema::SCHEMA_VERSION;
 
 use crate::billing::model::{Source, Status};
+use crate::billing::quiet::RealInstant;
 use crate::store::{ChargeStatus, Failure, PeriodState, Store, from_ts};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
@@ -30,6 +31,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// The database file itself, open for the life of the handle (declared after `conn`, so closed after it: SQLite's
+    /// own POSIX locks are not disturbed), for the scheduler's lock ([`Store::claim_scheduler`]).
+    file: std::fs::File,
 }
 
 impl SqliteStore {
@@ -40,12 +44,13 @@ impl SqliteStore {
         }
         // 0600 whatever the umask (SQLite gives -wal and -shm the same mode).
         crate::private::create(path).with_context(|| format!("database {}: cannot create", path.display()))?;
+        let file = std::fs::File::open(path).with_context(|| format!("database {}: cannot open", path.display()))?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("database {}: cannot open", path.display()))?;
-        let store = SqliteStore { conn, path: path.to_path_buf() };
+        let store = SqliteStore { conn, path: path.to_path_buf(), file };
         store.configure().with_context(|| format!("database {}", path.display()))?;
         schema::migrate(&store.conn, &store.path).with_context(|| format!("database {}", path.display()))?;
         Ok(store)
@@ -96,6 +101,23 @@ impl Store for SqliteStore {
     fn location(&self) -> String {
         self.path.display().to_string()
     }
+
+    /// An exclusive `flock` on the database file itself (not a file beside it): every path to the same file (a
+    /// symlink, a hard link, `..`) locks the same inode, and the kernel drops it when the process dies. (SQLite
+    /// locks with POSIX record locks, which `flock` does not touch on Linux.)
+    fn claim_scheduler(&mut self) -> Result<()> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "database {} is in use by another `billd run` or `billd tick` (or a command that charges); only one \
+                 scheduler may run per database",
+                self.path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("database {}: cannot lock it", self.path.display()))
+            }
+        }
+    }
 }
 
 // ---- the edge: instants and statuses as stored ------------------------------------------------------------------
@@ -114,6 +136,16 @@ fn secs_ceil(t: DateTime<Utc>) -> i64 {
 /// A stored instant.
 fn at(t: i64) -> DateTime<Utc> {
     from_ts(t)
+}
+
+/// A real instant as stored: `doubt_wall_ms`, `doubt_boot_ms`, `doubt_boot_id` (`None`: no wall reading).
+fn real_from(wall_ms: Option<i64>, boot_ms: Option<i64>, boot_id: Option<String>) -> Option<RealInstant> {
+    Some(RealInstant { wall_ms: wall_ms?, boot: boot_id.zip(boot_ms) })
+}
+
+/// A real instant's three stored columns.
+fn real_cols(t: &RealInstant) -> (i64, Option<i64>, Option<&str>) {
+    (t.wall_ms, t.boot.as_ref().map(|b| b.1), t.boot.as_ref().map(|b| b.0.as_str()))
 }
 
 /// Statuses are stored as their spelling (`as_str`), and refused when read back as anything else.

@@ -2,8 +2,9 @@
 //! `tries`, so a send, a pass's lookup and a command's answer never overwrite one another).
 
 use super::events::event;
-use super::{SqliteStore, at, secs, secs_ceil};
-use crate::store::{ChargeStatus, Failure, OneTime, OneTimeCharge, OneTimeState, UnresolvedOneTime};
+use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
+use crate::billing::quiet::{RealInstant, quiet_period};
+use crate::store::{ChargeStatus, Doubt, Failure, OneTime, OneTimeCharge, OneTimeState, UnresolvedOneTime};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -15,7 +16,7 @@ impl OneTime for SqliteStore {
             .conn
             .query_row(
                 "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
-                   updated_at, tries
+                   updated_at, tries, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id
                  FROM one_time_charges WHERE merchant_uid = ?1",
                 [merchant_uid],
                 |r| {
@@ -31,6 +32,7 @@ impl OneTime for SqliteStore {
                         check_at: r.get::<_, Option<i64>>(8)?.map(at),
                         updated_at: at(r.get(9)?),
                         tries: r.get(10)?,
+                        doubt: doubt_from(r, 11)?,
                     })
                 },
             )
@@ -40,19 +42,22 @@ impl OneTime for SqliteStore {
     fn begin_one_time(
         &self,
         c: &OneTimeCharge,
+        sent: &RealInstant,
         now: DateTime<Utc>,
         timeout_ms: u64,
         check_at: DateTime<Utc>,
         prev_tries: Option<i64>,
     ) -> Result<Option<(i64, i64)>> {
         let (now, check_at) = (secs(now), secs_ceil(check_at));
+        let (wall, boot_ms, boot_id) = real_cols(sent);
         let tx = self.tx()?;
         let row = match prev_tries {
             None => tx
                 .query_row(
                     "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked,
-                       status, tries, created_at, updated_at, timeout_ms, check_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9)
+                       status, tries, created_at, updated_at, timeout_ms, check_at, doubt_wall_ms, doubt_boot_ms,
+                       doubt_boot_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9, ?10, ?11, ?12)
                      ON CONFLICT (merchant_uid) DO NOTHING RETURNING id, tries",
                     params![
                         c.merchant_uid,
@@ -63,7 +68,10 @@ impl OneTime for SqliteStore {
                         c.card_masked,
                         now,
                         timeout_ms as i64,
-                        check_at
+                        check_at,
+                        wall,
+                        boot_ms,
+                        boot_id
                     ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -71,10 +79,21 @@ impl OneTime for SqliteStore {
             Some(tries) => tx
                 .query_row(
                     "UPDATE one_time_charges SET status = 'pending', tries = tries + 1, failure = NULL,
-                       fail_reason = NULL, card_masked = ?3, updated_at = ?4, timeout_ms = ?5, check_at = ?6
+                       fail_reason = NULL, card_masked = ?3, updated_at = ?4, timeout_ms = ?5, check_at = ?6,
+                       doubt_wall_ms = ?7, doubt_boot_ms = ?8, doubt_boot_id = ?9
                      WHERE merchant_uid = ?1 AND tries = ?2 AND status IN ('failed', 'pending', 'unknown')
                      RETURNING id, tries",
-                    params![c.merchant_uid, tries, c.card_masked, now, timeout_ms as i64, check_at],
+                    params![
+                        c.merchant_uid,
+                        tries,
+                        c.card_masked,
+                        now,
+                        timeout_ms as i64,
+                        check_at,
+                        wall,
+                        boot_ms,
+                        boot_id
+                    ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?,
@@ -88,15 +107,18 @@ impl OneTime for SqliteStore {
         id: i64,
         tries: i64,
         reason: &str,
+        since: &RealInstant,
         check_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let (now, check_at_secs) = (secs(now), secs_ceil(check_at));
+        let (wall, boot_ms, boot_id) = real_cols(since);
         let tx = self.tx()?;
         let changed = tx.execute(
             "UPDATE one_time_charges SET status = 'unknown', failure = NULL, fail_reason = ?2, check_at = ?3,
-               updated_at = ?4 WHERE id = ?1 AND tries = ?5 AND status IN ('pending', 'unknown')",
-            params![id, reason, check_at_secs, now, tries],
+               updated_at = ?4, doubt_wall_ms = ?6, doubt_boot_ms = ?7, doubt_boot_id = ?8
+             WHERE id = ?1 AND tries = ?5 AND status IN ('pending', 'unknown')",
+            params![id, reason, check_at_secs, now, tries, wall, boot_ms, boot_id],
         )?;
         if changed == 1 {
             let muid: String =
@@ -160,7 +182,8 @@ impl OneTime for SqliteStore {
         limit: usize,
     ) -> Result<Vec<UnresolvedOneTime>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, merchant_uid, customer_uid, amount, currency, tries FROM one_time_charges
+            "SELECT id, merchant_uid, customer_uid, amount, currency, tries, timeout_ms, doubt_wall_ms,
+               doubt_boot_ms, doubt_boot_id FROM one_time_charges
              WHERE status IN ('pending', 'unknown') AND coalesce(check_at, updated_at + ?2) <= ?1
              ORDER BY updated_at, id LIMIT ?3",
         )?;
@@ -172,8 +195,25 @@ impl OneTime for SqliteStore {
                 amount: r.get(3)?,
                 currency: r.get(4)?,
                 tries: r.get(5)?,
+                doubt: doubt_from(r, 6)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
+
+    fn defer_one_time(&self, id: i64, tries: i64, check_at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE one_time_charges SET check_at = max(coalesce(check_at, 0), ?3)
+             WHERE id = ?1 AND tries = ?2 AND status IN ('pending', 'unknown')",
+            params![id, tries, secs_ceil(check_at)],
+        )?;
+        Ok(())
+    }
+}
+
+/// A request in doubt from the columns `timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id` starting at `i`.
+pub(super) fn doubt_from(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Doubt>> {
+    let timeout_ms = r.get::<_, Option<i64>>(i)?.map(|t| t.max(0) as u64);
+    Ok(real_from(r.get(i + 1)?, r.get(i + 2)?, r.get(i + 3)?)
+        .map(|since| Doubt { since, quiet: quiet_period(timeout_ms) }))
 }

@@ -3,7 +3,7 @@
 
 use super::book::change_status;
 use super::events::event;
-use super::{SqliteStore, secs, secs_ceil};
+use super::{SqliteStore, real_cols, secs, secs_ceil};
 use crate::billing::dunning::Decision;
 use crate::billing::status::{Cause, exhausted_reason};
 use crate::store::{AttemptResult, Failure, Recorded, StatusChange};
@@ -51,7 +51,7 @@ fn status_to(
     changes: &mut Vec<StatusChange>,
 ) -> Result<()> {
     let id = &it.attempt.subscription_id;
-    if let Some((from, Some(to))) = change_status(tx, id, cause, now, reason)? {
+    if let Some((from, Some(to), _)) = change_status(tx, id, cause, now, reason)? {
         changes.push(StatusChange { subscription_id: id.clone(), from, to });
     }
     Ok(())
@@ -74,7 +74,9 @@ fn record_one(
     };
     match &it.result {
         AttemptResult::Paid { imp_uid } => {
-            paid.attempt.execute(params![a.id, imp_uid, now])?;
+            if paid.attempt.execute(params![a.id, imp_uid, now])? != 1 {
+                bail!("attempt {} is not in the book (voided before it was sent?)", a.id);
+            }
             paid.period.execute(params![a.subscription_id, a.period as i64, now])?;
             // The paid attempt row is the record of the payment (no separate event: this is the hot path of a
             // billing day). A past-due subscription becomes active again; its status is read only then (no other
@@ -86,11 +88,25 @@ fn record_one(
         AttemptResult::Unresolved { reason } | AttemptResult::ResendRefused { reason } => {
             let Decision::CheckAt(at) = it.decision else { bail!("unresolved outcome needs a check time") };
             let refused = matches!(it.result, AttemptResult::ResendRefused { .. }) as i64;
+            // In doubt from the real instant it was decided at (its request left before): the quiet period is
+            // counted from there (an outcome recorded without one keeps the stamp of its send, or, if it has none,
+            // the instant of recording).
+            let (wall, boot_ms, boot_id) = match &it.doubt {
+                Some(d) => {
+                    let (w, m, i) = real_cols(d);
+                    (Some(w), m, i)
+                }
+                None => (None, None, None),
+            };
             tx.prepare_cached(
                 "UPDATE attempts SET status = 'unknown', fail_reason = ?2, tries = tries + 1, check_at = ?3,
-                   updated_at = ?4, refused_resends = refused_resends + ?5 WHERE id = ?1",
+                   updated_at = ?4, refused_resends = refused_resends + ?5,
+                   doubt_wall_ms = coalesce(?6, doubt_wall_ms, 1000 * ?4),
+                   doubt_boot_ms = CASE WHEN ?6 IS NULL THEN doubt_boot_ms ELSE ?7 END,
+                   doubt_boot_id = CASE WHEN ?6 IS NULL THEN doubt_boot_id ELSE ?8 END
+                 WHERE id = ?1",
             )?
-            .execute(params![a.id, reason, secs_ceil(at), now, refused])?;
+            .execute(params![a.id, reason, secs_ceil(at), now, refused, wall, boot_ms, boot_id])?;
             let mut d = detail();
             d["reason"] = json!(reason);
             d["check_at"] = json!(at.to_rfc3339());

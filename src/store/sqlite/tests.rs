@@ -3,6 +3,7 @@
 
 use super::SqliteStore as Store;
 use super::schema::{MIGRATIONS, SCHEMA_VERSION};
+use crate::billing::quiet::RealInstant;
 use crate::store::{ChargeStatus, Failure, Ledger, OneTime, OneTimeCharge, from_ts};
 use rusqlite::Connection;
 use std::path::Path;
@@ -80,9 +81,10 @@ fn a_late_answer_replaces_abandoned_but_nothing_replaces_a_settled_outcome() {
         currency: "KRW".into(),
         card_masked: "424242******4242".into(),
     };
-    let (id, tries) = store.begin_one_time(&charge, from_ts(1), 5000, from_ts(100), None).unwrap().unwrap();
+    let (id, tries) =
+        store.begin_one_time(&charge, &RealInstant::wall(1000), from_ts(1), 5000, from_ts(100), None).unwrap().unwrap();
     assert_eq!(
-        store.begin_one_time(&charge, from_ts(1), 5000, from_ts(100), None).unwrap(),
+        store.begin_one_time(&charge, &RealInstant::wall(1000), from_ts(1), 5000, from_ts(100), None).unwrap(),
         None,
         "a second send of it"
     );

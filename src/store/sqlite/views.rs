@@ -1,9 +1,12 @@
 //! SQLite: the read-only views behind the listings, `subscriptions show` and `upcoming`.
 
 use super::book::{SUB_SELECT, sub_from_row};
+use super::one_time::doubt_from;
 use super::{SqliteStore, at, secs};
 use crate::billing::model::{Status, Subscription};
-use crate::store::{AttemptStory, BillingSubscription, ChargeRow, OpenPeriod, PeriodStory, SubscriptionRow, Views};
+use crate::store::{
+    AttemptStory, BillingSubscription, ChargeRow, ChargeStatus, OpenPeriod, PeriodStory, SubscriptionRow, Views,
+};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -15,14 +18,16 @@ impl Views for SqliteStore {
                     s.next_due_at,
                     (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid'),
                     o.next_attempt_at, o.declines,
-                    (SELECT min(a.check_at) FROM attempts a WHERE a.subscription_id = s.id
-                       AND a.status IN ('pending', 'unknown')),
+                    u.check_at,
                     CASE WHEN s.status IN ('canceled', 'suspended') THEN
                       (SELECT json_extract(e.detail, '$.reason') FROM events e WHERE e.subscription_id = s.id
                          AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
-                    END
+                    END,
+                    u.timeout_ms, u.doubt_wall_ms, u.doubt_boot_ms, u.doubt_boot_id
              FROM subscriptions s
              LEFT JOIN periods o ON o.subscription_id = s.id AND o.state = 'open'
+             LEFT JOIN attempts u ON u.subscription_id = s.id AND u.period = o.period
+               AND u.status IN ('pending', 'unknown')
              WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id",
         )?;
         let rows = st.query_map(params![status], |r| {
@@ -42,6 +47,7 @@ impl Views for SqliteStore {
                 declines: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u32,
                 check_at: r.get::<_, Option<i64>>(12)?.map(at),
                 why: r.get(13)?,
+                doubt: doubt_from(r, 14)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -145,7 +151,8 @@ impl Views for SqliteStore {
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut st = self.conn.prepare_cached(
-            "SELECT period, attempt, status, failure, imp_uid, fail_reason, check_at, created_at, updated_at
+            "SELECT period, attempt, status, failure, imp_uid, fail_reason, check_at, created_at, updated_at,
+                    timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id
              FROM attempts WHERE subscription_id = ?1 ORDER BY period, attempt",
         )?;
         let rows = st.query_map([id], |r| {
@@ -158,6 +165,7 @@ impl Views for SqliteStore {
                     imp_uid: r.get(4)?,
                     fail_reason: r.get(5)?,
                     check_at: r.get::<_, Option<i64>>(6)?.map(at),
+                    doubt: doubt_from(r, 9)?.filter(|_| r.get::<_, ChargeStatus>(2).is_ok_and(|s| s.unresolved())),
                     created_at: at(r.get(7)?),
                     updated_at: at(r.get(8)?),
                 },

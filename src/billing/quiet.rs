@@ -1,0 +1,111 @@
+//! The quiet period in real time: how long a request that may still be in progress must be left alone, measured on
+//! every real clock that applies (never on the billing clock), so that no `--as-of` and no step of the wall clock
+//! shortens it.
+
+use std::time::Duration;
+
+/// A reading of the real clocks, taken by the process that sends or records a request (`crate::realtime` reads
+/// them): the wall clock, and where the system has one, a clock that wall-clock steps do not move and that every
+/// process of this boot shares (Linux `CLOCK_BOOTTIME`, with the kernel's `boot_id` naming the boot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealInstant {
+    /// Milliseconds since the UNIX epoch on the wall clock (`CLOCK_REALTIME`).
+    pub wall_ms: i64,
+    /// Milliseconds since boot (`CLOCK_BOOTTIME`), with the boot it counts in; `None` where there is none.
+    pub boot: Option<(String, i64)>,
+}
+
+impl RealInstant {
+    /// A reading of the wall clock alone (what is known of a request recorded before billd kept real instants).
+    pub fn wall(wall_ms: i64) -> RealInstant {
+        RealInstant { wall_ms, boot: None }
+    }
+}
+
+/// The timeout assumed for a request whose row recorded none (written by a billd older than schema 6, whose
+/// process may have waited longer than this one does): generous, as the quiet period is twice it.
+pub const LEGACY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The quiet period of a request sent with a timeout of `timeout_ms` (`None`: not recorded, see
+/// [`LEGACY_TIMEOUT`]): twice that timeout, a margin for a request still in progress at the gateway (which
+/// documents no time limit of its own). Recorded with each request, so a reload or a restart with a shorter
+/// timeout never shortens it.
+pub fn quiet_period(timeout_ms: Option<u64>) -> Duration {
+    2 * timeout_ms.map(Duration::from_millis).unwrap_or(LEGACY_TIMEOUT).min(Duration::from_secs(86_400 * 366))
+}
+
+/// How much longer a request that may have been in progress at `since` must be left alone at `now`, for a quiet
+/// period of `quiet`: zero once the quiet period has passed on **every** clock that applies. The wall clock always
+/// applies; the boot clock applies when both readings were taken in the same boot. A clock that ran backward
+/// (less elapsed than nothing) only makes the wait longer; a wall clock stepped forward is caught by the boot
+/// clock; after a reboot the wall clock is what is left.
+pub fn remaining(since: &RealInstant, now: &RealInstant, quiet: Duration) -> Duration {
+    let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+    let wait = |elapsed_ms: i64| quiet_ms.saturating_sub(elapsed_ms).max(0);
+    let mut ms = wait(now.wall_ms.saturating_sub(since.wall_ms));
+    if let (Some((boot_then, t0)), Some((boot_now, t1))) = (&since.boot, &now.boot)
+        && boot_then == boot_now
+    {
+        ms = ms.max(wait(t1.saturating_sub(*t0)));
+    }
+    Duration::from_millis(ms as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUIET: Duration = Duration::from_secs(6);
+
+    fn at(wall_ms: i64, boot: Option<(&str, i64)>) -> RealInstant {
+        RealInstant { wall_ms, boot: boot.map(|(id, ms)| (id.to_owned(), ms)) }
+    }
+
+    #[test]
+    fn both_clocks_must_have_passed_the_quiet_period() {
+        let sent = at(1_000_000, Some(("boot-a", 50_000)));
+        // 2 s later on both clocks: 4 s to go.
+        assert_eq!(remaining(&sent, &at(1_002_000, Some(("boot-a", 52_000))), QUIET), Duration::from_secs(4));
+        // 6 s later on both: over.
+        assert_eq!(remaining(&sent, &at(1_006_000, Some(("boot-a", 56_000))), QUIET), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_forward_does_not_shorten_the_wait() {
+        let sent = at(1_000_000, Some(("boot-a", 50_000)));
+        // The wall clock jumped five hours ahead, one real second after the send.
+        let now = at(1_000_000 + 5 * 3_600_000, Some(("boot-a", 51_000)));
+        assert_eq!(remaining(&sent, &now, QUIET), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_only_makes_the_wait_longer() {
+        let sent = at(1_000_000, Some(("boot-a", 50_000)));
+        // 10 real seconds later, but the wall clock was set back a minute meanwhile.
+        let now = at(1_000_000 - 50_000, Some(("boot-a", 60_000)));
+        assert_eq!(remaining(&sent, &now, QUIET), Duration::from_secs(56));
+    }
+
+    #[test]
+    fn after_a_reboot_the_wall_clock_decides() {
+        let sent = at(1_000_000, Some(("boot-a", 50_000)));
+        // The boot clock restarted near zero in another boot: it does not apply.
+        assert_eq!(remaining(&sent, &at(1_003_000, Some(("boot-b", 1_000))), QUIET), Duration::from_secs(3));
+        assert_eq!(remaining(&sent, &at(1_007_000, Some(("boot-b", 1_000))), QUIET), Duration::ZERO);
+        // A reading without a boot clock (a row from before billd kept one) has only the wall clock too.
+        assert_eq!(
+            remaining(&RealInstant::wall(1_000_000), &at(1_001_000, Some(("boot-a", 9))), QUIET),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn extreme_readings_do_not_overflow() {
+        let sent = at(i64::MAX, Some(("b", i64::MAX)));
+        assert_eq!(
+            remaining(&sent, &at(i64::MIN, Some(("b", i64::MIN))), QUIET),
+            Duration::from_millis(i64::MAX as u64)
+        );
+        assert_eq!(remaining(&at(i64::MIN, None), &at(i64::MAX, None), Duration::MAX), Duration::ZERO);
+    }
+}

@@ -1,0 +1,67 @@
+//! The real clocks (never the billing clock): what the quiet period of a request in progress is measured on. The
+//! system's wall clock, and on Linux `CLOCK_BOOTTIME` with the kernel's boot id, a clock that wall-clock steps do
+//! not move and that every process of one boot shares.
+
+use crate::billing::quiet::RealInstant;
+use std::sync::OnceLock;
+
+/// Where the engine and the commands read real time. The binary uses [`SystemClock`]; a model of the protocol
+/// (the property tests) may pass its own.
+pub trait RealClock: Send + Sync + 'static {
+    fn now(&self) -> RealInstant;
+}
+
+/// The operating system's clocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl RealClock for SystemClock {
+    fn now(&self) -> RealInstant {
+        let wall_ms = chrono::Utc::now().timestamp_millis();
+        RealInstant { wall_ms, boot: boot_id().zip(boot_ms()).map(|(id, ms)| (id.to_owned(), ms)) }
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; `None` where the system has none.
+fn boot_id() -> Option<&'static str> {
+    static ID: OnceLock<Option<String>> = OnceLock::new();
+    ID.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = id.trim();
+        (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
+    })
+    .as_deref()
+}
+
+/// Milliseconds on `CLOCK_BOOTTIME` (monotonic, counts suspend, not moved by wall-clock steps).
+#[cfg(target_os = "linux")]
+fn boot_ms() -> Option<i64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given, which points at a live local.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec.saturating_mul(1000).saturating_add(ts.tv_nsec / 1_000_000))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn boot_ms() -> Option<i64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_clock_has_a_boot_clock_on_linux_that_never_runs_backward() {
+        let a = SystemClock.now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let b = SystemClock.now();
+        if cfg!(target_os = "linux") {
+            let ((id_a, ms_a), (id_b, ms_b)) =
+                (a.boot.clone().expect("CLOCK_BOOTTIME"), b.boot.clone().expect("CLOCK_BOOTTIME"));
+            assert_eq!(id_a, id_b);
+            assert!(ms_b >= ms_a + 5, "{ms_a} then {ms_b}");
+        }
+        assert!(a.wall_ms > 1_600_000_000_000, "{a:?}");
+    }
+}
