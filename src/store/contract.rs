@@ -9,6 +9,7 @@ use crate::billing::model::{Source, Status, Subscription};
 use crate::billing::quiet::RealInstant;
 use crate::billing::status::merchant_uid_taken_reason;
 use crate::billing::sync::{Change, SyncPlan};
+use crate::store::StatusSet;
 use crate::store::{
     Attempt, AttemptResult, Book, ChargeStatus, DueSubscription, Failure, Ledger, NewPeriod, OneTime, OneTimeCharge,
     PeriodState, Recorded, Store, Views, ceil_second,
@@ -44,6 +45,9 @@ macro_rules! store_contract_tests {
             resume_decides_from_the_subscription_inside_its_transaction,
             a_one_time_charge_is_begun_once_and_settled_by_its_own_send_only,
             release_removes_only_intents_never_sent,
+            nothing_voided_by_a_cancel_or_a_pause_may_leave,
+            of_two_handles_racing_a_resend_exactly_one_wins,
+            the_scheduler_claim_is_exclusive_across_handles,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -512,4 +516,66 @@ pub fn release_removes_only_intents_never_sent<B: Backend>(b: &B) {
     assert_eq!(story(&s, "b"), [(0, PeriodState::Open, vec![(1, ChargeStatus::Unknown)])]);
     let again = s.claim_due(t0(), 10, i64::MAX, TIMEOUT_MS).unwrap();
     assert_eq!(again.iter().map(|a| (a.subscription_id.as_str(), a.attempt)).collect::<Vec<_>>(), [("a", 1)]);
+}
+
+/// A cancel or a pause voids, in its own transaction, the claimed attempts whose requests have not left, and says
+/// how many it voided and how many are already at the gateway; the "go" write then refuses the voided ones (and
+/// those of a subscription that no longer bills), so nothing of theirs may leave. Either the cancel or the go wins,
+/// never both.
+pub fn nothing_voided_by_a_cancel_or_a_pause_may_leave<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a", "b", "c"]);
+    let claimed = open_all(&s, t0());
+    let id = |sub: &str| claimed.iter().find(|a| a.subscription_id == sub).expect("claimed").id;
+    // b's request leaves first; then a is canceled and b paused (from another handle, as `billd cancel` would).
+    sent(&s, &claimed[1..2], t0());
+    let other = b.open();
+    let canceled = other.set_status("a", Status::Canceled, t0(), "canceled by operator").unwrap();
+    assert_eq!(canceled, Some(StatusSet { before: Status::Active, voided: 1, in_flight: 0 }), "a's unsent claim");
+    let paused = other.set_status("b", Status::Suspended, t0(), "paused by operator").unwrap();
+    assert_eq!(paused, Some(StatusSet { before: Status::Active, voided: 0, in_flight: 1 }), "b's request had left");
+    // The pass's go write for a and c: only c may leave.
+    let allowed = s.begin_send(&[id("a"), id("c")], &real(t0()), t0()).unwrap();
+    assert_eq!(allowed, [id("c")], "a canceled subscription's claimed charge was allowed to leave");
+    assert_eq!(story(&s, "a"), [(0, PeriodState::Open, vec![])], "a's voided intent is gone, history kept");
+    // A second go write for c (already sent) refuses it: nothing leaves twice either.
+    assert_eq!(s.begin_send(&[id("c")], &real(t0()), t0()).unwrap(), Vec::<i64>::new(), "sent twice");
+    // b, at the gateway, is settled by its outcome as usual.
+    s.record(&[paid(&claimed[1])], t0()).unwrap();
+    assert_eq!(paid_attempts(&s, "b"), 1);
+    assert_eq!(status(&s, "b"), Status::Suspended, "an outcome never undoes the pause");
+}
+
+/// Two processes read the same unresolved attempt (the same page) and both find it missing at the gateway: the
+/// resend is a compare and set on its status and tries, so exactly one of them may resend it; a third that read it
+/// before that resend may not either.
+pub fn of_two_handles_racing_a_resend_exactly_one_wins<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a"]);
+    let claimed = open_all(&s, t0());
+    sent(&s, &claimed, t0());
+    let check = t0() + Duration::minutes(1);
+    let lost = outcome(&claimed[0], AttemptResult::Unresolved { reason: "timeout".into() }, Decision::CheckAt(check));
+    s.record(&[lost], t0()).unwrap();
+    let (one, two) = (b.open(), b.open());
+    let read_one = one.unresolved_after(check, None, 10).unwrap();
+    let read_two = two.unresolved_after(check, None, 10).unwrap();
+    assert_eq!((read_one.len(), read_two.len()), (1, 1), "both read the unresolved attempt");
+    let at = real(check);
+    let won_one = one.mark_resending(&read_one[0], &at, check, TIMEOUT_MS).unwrap();
+    let won_two = two.mark_resending(&read_two[0], &at, check, TIMEOUT_MS).unwrap();
+    assert!(won_one ^ won_two, "both or neither may resend: {won_one} {won_two}");
+    assert!(!s.mark_resending(&read_one[0], &at, check, TIMEOUT_MS).unwrap(), "a stale read resent it again");
+}
+
+/// One scheduler per book: while one handle holds the claim, another handle on the same book is refused, with an
+/// error naming the book; once the holder is dropped (or its process dies), another may take it.
+pub fn the_scheduler_claim_is_exclusive_across_handles<B: Backend>(b: &B) {
+    let mut first = b.open();
+    first.claim_scheduler().expect("the first scheduler");
+    let mut second = b.open();
+    let err = second.claim_scheduler().expect_err("a second scheduler on the same book");
+    assert!(format!("{err:#}").contains(&second.location()), "the error does not name the book: {err:#}");
+    drop(first);
+    second.claim_scheduler().expect("the claim is free once its holder is gone");
 }
