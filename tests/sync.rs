@@ -76,10 +76,14 @@ fn removed_or_canceled_entries_are_canceled_and_history_kept() {
         sub("s1", "c1", "monthly", "2025-01-05"),
         sub("s3", "c3", "monthly", "2025-01-05").trim_end()
     );
-    // Two cancels of three: above 10%, so the pass refuses the sync (and still bills the book as it was).
+    // Two cancels of three: above 10%, so the pass refuses the sync, and a pass whose config was refused charges
+    // nothing (issue 21, 1): it exits non-zero.
     rewrite(&w, &body);
-    let out = w.tick("2025-02-05T10:00:00+09:00");
+    let out = w.billd().args(["tick", "--as-of", "2025-02-05T10:00:00+09:00"]).output().unwrap();
+    assert!(!out.status.success(), "a refused config's tick exited 0");
     assert!(World::stderr(&out).contains("refusing"), "{}", World::stderr(&out));
+    assert!(World::stderr(&out).contains("nothing was charged"), "{}", World::stderr(&out));
+    assert_eq!(w.paid_for("c1").len() + w.paid_for("c2").len(), 2, "charged under a refused config");
     assert_eq!(w.status_of("s2"), "active");
     let sync = w.billd().arg("sync").output().unwrap();
     assert_eq!(sync.status.code(), Some(1), "billd sync refuses too");
@@ -91,11 +95,11 @@ fn removed_or_canceled_entries_are_canceled_and_history_kept() {
     assert_eq!(w.status_of("s2"), "canceled");
     assert_eq!(w.status_of("s3"), "canceled");
     w.tick("2025-03-05T10:00:00+09:00");
-    assert_eq!(w.paid_for("c1").len(), 3);
-    assert_eq!(w.paid_for("c2").len(), 2, "history kept, no new charges");
+    assert_eq!(w.paid_for("c1").len(), 3, "February (missed while refused) and March");
+    assert_eq!(w.paid_for("c2").len(), 1, "history kept, no new charges");
     let kept: i64 =
         w.db().query_row("SELECT count(*) FROM attempts WHERE subscription_id = 's2'", [], |r| r.get(0)).unwrap();
-    assert_eq!(kept, 2);
+    assert_eq!(kept, 1);
     // Listing it again does not bring a canceled subscription back.
     rewrite(&w, &both);
     w.tick("2025-04-05T10:00:00+09:00");

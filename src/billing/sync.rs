@@ -140,3 +140,19 @@ fn rebase(s: &Subscription) -> (NaiveDate, u64) {
 pub fn cancel_allowed(cancels: usize, active: usize) -> bool {
     cancels <= 1 || cancels * 10 <= active
 }
+
+/// Why `plan` may not be applied without `--force` (`None`: it may): it would cancel more than 10% (and more than
+/// one) of the subscriptions the sync manages, the config's own that still bill (`managed`: the config-sourced
+/// subscriptions as they are), so a truncated or wrong file cannot cancel them. Subscriptions added by command or
+/// import, which a sync never cancels, do not dilute the count.
+pub fn refusal(plan: &SyncPlan, managed: &[Subscription], file: &Path) -> Option<String> {
+    let billed = managed.iter().filter(|s| s.status.bills()).count();
+    (!plan.is_empty() && !cancel_allowed(plan.cancels(), billed)).then(|| {
+        format!(
+            "{}: applying it would cancel {} of the {billed} billed subscriptions it manages (more than 10%); \
+             refusing, and nothing is charged until it is fixed or applied with `billd sync --force`",
+            file.display(),
+            plan.cancels()
+        )
+    })
+}

@@ -168,7 +168,9 @@ pub enum ChargedNow {
 pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<ChargedNow> {
     match engine(cfg.clone()) {
         Ok(engine) => {
-            runtime()?.block_on(engine.charge_due(Utc::now()))?;
+            // The config in force is applied first, under the same guard as a pass (a refused config charges
+            // nothing).
+            runtime()?.block_on(engine.pass(Utc::now()))?;
             let store = open_store(cfg)?;
             let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
             Ok(last.map_or(ChargedNow::NoAttempt, |r| ChargedNow::Attempt(Box::new(r))))

@@ -59,17 +59,12 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
     // Planned and applied in one write transaction, from the rows as they are in it (a pass running meanwhile is
     // never overwritten with a stale read).
     let mut refused = false;
-    let plan = store.sync_with(&cfg.billing.clock, Utc::now(), |subs, active| {
+    let plan = store.sync_with(&cfg.billing.clock, Utc::now(), |subs, _| {
         let plan = crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, today);
         show(&plan);
-        if !plan.is_empty() && !force && !crate::billing::sync::cancel_allowed(plan.cancels(), active) {
+        if let Some(why) = crate::billing::sync::refusal(&plan, subs, &cfg.file).filter(|_| !force) {
             refused = true;
-            bail!(
-                "refusing: this would cancel {} of {active} billed subscriptions (more than 10%); check {} or pass \
-                 --force",
-                plan.cancels(),
-                cfg.file.display()
-            );
+            bail!(why);
         }
         Ok(plan)
     });

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub last_success: AtomicI64,
     /// The gateway refused the credentials at the last try (`/healthz` is 503 meanwhile).
     pub unauthorized: AtomicBool,
+    /// The config on disk is refused (its sync failed): nothing is charged (`/healthz` is 503 meanwhile).
+    pub config_refused: AtomicBool,
     /// Milliseconds since start of the last sign of life of the scheduler loop.
     heartbeat_ms: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -43,6 +45,7 @@ impl Default for Metrics {
             due_backlog: AtomicI64::new(0),
             last_success: AtomicI64::new(0),
             unauthorized: AtomicBool::new(false),
+            config_refused: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
@@ -106,6 +109,16 @@ impl Metrics {
              # TYPE billd_last_successful_pass_timestamp_seconds gauge\n\
              billd_last_successful_pass_timestamp_seconds {}",
             self.last_success.load(Ordering::Relaxed)
+        );
+        let flag = |a: &AtomicBool| u8::from(a.load(Ordering::Relaxed));
+        let _ = writeln!(
+            o,
+            "# HELP billd_config_refused 1 while the config on disk is refused (nothing is charged).\n\
+             # TYPE billd_config_refused gauge\nbilld_config_refused {}\n\
+             # HELP billd_gateway_unauthorized 1 while the gateway refuses billd's credentials (nothing is charged).\n\
+             # TYPE billd_gateway_unauthorized gauge\nbilld_gateway_unauthorized {}",
+            flag(&self.config_refused),
+            flag(&self.unauthorized)
         );
         let _ = writeln!(
             o,

@@ -8,7 +8,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{PassReport, Unauthorized};
+pub use report::{ConfigRefused, PassReport, Unauthorized};
 
 use crate::billing::model::merchant_uid;
 use crate::billing::sync;
@@ -35,6 +35,8 @@ pub struct Engine<S: Store, G: Gateway> {
     metrics: Arc<Metrics>,
     /// The real clocks the quiet period is measured on (never the billing clock).
     clock: Arc<dyn RealClock>,
+    /// Why the config's last sync was refused (`None`: it was applied): while set, no pass sends anything.
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl<S: Store, G: Gateway> Clone for Engine<S, G> {
@@ -46,6 +48,7 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             stop: self.stop.clone(),
             metrics: self.metrics.clone(),
             clock: self.clock.clone(),
+            refused: self.refused.clone(),
         }
     }
 }
@@ -81,6 +84,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             stop: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(Metrics::default()),
             clock: Arc::new(SystemClock),
+            refused: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -129,49 +133,78 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     }
 
     /// Applies the config to the database. Refuses (and changes nothing) when it would cancel more than 10% of
-    /// the billed subscriptions, unless `force`.
+    /// the billed subscriptions it manages ([`sync::refusal`]), unless `force`. A refused sync (for that or any
+    /// other reason) stops every pass of this engine from sending anything until a sync succeeds
+    /// ([`ConfigRefused`]).
     pub async fn sync(&self, now: DateTime<Utc>, force: bool) -> Result<sync::SyncPlan> {
-        let cfg = self.cfg.clone();
-        self.db(move |s| {
-            // Planned from the rows as they are inside the write transaction that applies it.
-            let plan = s.sync_with(&cfg.billing.clock, now, |subs, active| {
-                let plan = sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, cfg.billing.clock.local_date(now));
-                for w in &plan.warnings {
-                    warn!(event = "config.sync", "{w}");
-                }
-                if !plan.is_empty() && !force && !sync::cancel_allowed(plan.cancels(), active) {
-                    anyhow::bail!(
-                        "{}: applying it would cancel {} of {} billed subscriptions; refusing (run `billd sync \
-                         --force` if that is intended)",
-                        cfg.file.display(),
-                        plan.cancels(),
-                        active
-                    );
-                }
-                Ok(plan)
-            })?;
-            for c in &plan.changes {
-                match c {
-                    sync::Change::Insert(sub) => info!(event = "subscription.created", subscription = %sub.id, plan = %sub.plan_id, start = %sub.start_date, "subscription.created"),
-                    sync::Change::Update { after, what, .. } => info!(event = "subscription.updated", subscription = %after.id, changes = %what.join("; "), "subscription.updated"),
-                    sync::Change::Cancel { id, reason } => info!(event = "subscription.canceled", subscription = %id, reason = %reason, "subscription.canceled"),
-                }
-            }
-            Ok(plan)
-        })
-        .await
+        let result = self.apply_config(now, force).await;
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().map(|e| format!("{e:#}"));
+        result
     }
 
-    /// One full pass at the instant `now` (sync first, then [`Engine::charge_due`]).
+    /// Why the config was refused at its last sync (`None`: applied).
+    pub fn config_refused(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The error every path that would send answers while the config is refused.
+    fn refuse_if_config_refused(&self) -> Result<()> {
+        match self.config_refused() {
+            Some(why) => Err(ConfigRefused(why).into()),
+            None => Ok(()),
+        }
+    }
+
+    async fn apply_config(&self, now: DateTime<Utc>, force: bool) -> Result<sync::SyncPlan> {
+        let cfg = self.cfg.clone();
+        let applied = self
+            .db(move |s| {
+                let mut refused = None;
+                // Planned from the rows as they are inside the write transaction that applies it.
+                let plan = s.sync_with(&cfg.billing.clock, now, |subs, _| {
+                    let today = cfg.billing.clock.local_date(now);
+                    let plan = sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, today);
+                    for w in &plan.warnings {
+                        warn!(event = "config.sync", "{w}");
+                    }
+                    refused = sync::refusal(&plan, subs, &cfg.file).filter(|_| !force);
+                    match &refused {
+                        Some(why) => anyhow::bail!("{why}"),
+                        None => Ok(plan),
+                    }
+                });
+                // The guard's refusal is about the file, not the database: returned as it is.
+                let plan = match (plan, refused) {
+                    (Err(_), Some(why)) => return Ok(Err(why)),
+                    (plan, _) => plan?,
+                };
+                for c in &plan.changes {
+                    match c {
+                        sync::Change::Insert(sub) => info!(event = "subscription.created", subscription = %sub.id, plan = %sub.plan_id, start = %sub.start_date, "subscription.created"),
+                        sync::Change::Update { after, what, .. } => info!(event = "subscription.updated", subscription = %after.id, changes = %what.join("; "), "subscription.updated"),
+                        sync::Change::Cancel { id, reason } => info!(event = "subscription.canceled", subscription = %id, reason = %reason, "subscription.canceled"),
+                    }
+                }
+                Ok(Ok(plan))
+            })
+            .await?;
+        applied.map_err(|why| anyhow::anyhow!(why))
+    }
+
+    /// One full pass at the instant `now`: sync first, then [`Engine::charge_due`]; a refused config charges
+    /// nothing ([`ConfigRefused`]). Every path that charges (`tick`, and the commands that charge now) goes
+    /// through here, so the config in force is applied, under the same guard, before anything is sent.
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport> {
         if let Err(e) = self.sync(now, false).await {
-            error!(event = "config.sync", "config not applied: {e:#}");
+            error!(event = "config.refused", "config.refused: nothing is charged: {e:#}");
         }
         self.charge_due(now).await
     }
 
     /// Reconciles unresolved attempts, then charges everything due at or before `now`, oldest period first.
+    /// Refuses ([`ConfigRefused`]) while the config's last sync is refused.
     pub async fn charge_due(&self, now: DateTime<Utc>) -> Result<PassReport> {
+        self.refuse_if_config_refused()?;
         let mut report = PassReport::default();
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));

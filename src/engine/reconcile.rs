@@ -28,6 +28,8 @@ use tracing::{error, info, warn};
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// Reconciles unresolved attempts only (at startup, before telling systemd we are ready).
     pub async fn reconcile_only(&self, now: DateTime<Utc>) -> Result<usize> {
+        // A resend is a charge: nothing while the config is refused.
+        self.refuse_if_config_refused()?;
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));

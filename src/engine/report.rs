@@ -25,6 +25,19 @@ impl std::fmt::Display for Unauthorized {
 
 impl std::error::Error for Unauthorized {}
 
+/// A pass refused to start because the config on disk was refused (its sync failed: the mass-cancel guard, or any
+/// other error): nothing is claimed, sent or resent until it is fixed or applied with `billd sync --force`.
+#[derive(Debug)]
+pub struct ConfigRefused(pub String);
+
+impl std::fmt::Display for ConfigRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config refused, nothing was charged: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigRefused {}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {

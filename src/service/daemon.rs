@@ -1,7 +1,7 @@
 //! `billd run`: the long-running scheduler loop, its wake-ups, its signals and what it tells systemd.
 
 use crate::app;
-use crate::engine::{Engine, PassReport};
+use crate::engine::{ConfigRefused, Engine, PassReport};
 use crate::service::notify;
 use crate::store::Store;
 use anyhow::{Context, Result};
@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
@@ -78,10 +79,11 @@ pub fn run(path: &Path) -> Result<ExitCode> {
 
         // Startup: migrations ran when the store opened; apply the config, reconcile, then tell systemd.
         if let Err(e) = engine.sync(Utc::now(), false).await {
-            error!(event = "config.sync", "config not applied: {e:#}");
+            error!(event = "config.refused", "config.refused: not applied, nothing is charged: {e:#}");
         }
-        let first = engine.reconcile_only(Utc::now()).await;
-        if let Err(e) = &first {
+        if engine.config_refused().is_none()
+            && let Err(e) = engine.reconcile_only(Utc::now()).await
+        {
             error!(event = "pass.error", "startup reconciliation failed: {e:#}");
         }
         info!(event = "daemon.started", config = %engine.config().file.display(),
@@ -92,6 +94,11 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         let mut refusals = 0u32;
         loop {
             metrics.beat();
+            if engine.config_refused().is_some() {
+                // Nothing is charged while the file on disk is refused: look at it again (fixed, or applied
+                // meanwhile with `billd sync --force`).
+                retry_config(&mut engine, path).await;
+            }
             let (pass_at, pass_started) = (Utc::now(), std::time::Instant::now());
             let result = {
                 // The pass runs on a handle of its own, so that a SIGHUP during it is applied at once (its sync
@@ -110,7 +117,20 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                 }
             };
             let mut refused = None;
+            metrics
+                .config_refused
+                .store(result.as_ref().is_err_and(|e| e.downcast_ref::<ConfigRefused>().is_some()), Ordering::Relaxed);
             let pause = match &result {
+                Err(e) if e.downcast_ref::<ConfigRefused>().is_some() => {
+                    error!(
+                        event = "config.refused",
+                        "config.refused: nothing is charged while {} is refused: \
+                        {e:#}; fix it (`billd check`, then `systemctl reload billd`) or apply it with `billd sync \
+                        --force`",
+                        engine.config().file.display()
+                    );
+                    ERROR_PAUSE.min(max_sleep)
+                }
                 Err(e) if e.downcast_ref::<crate::engine::Unauthorized>().is_some() => {
                     // A configuration error: logged by the engine (gateway.unauthorized); billd stays up, says so,
                     // and tries again, backing off to every 5 minutes.
@@ -140,6 +160,11 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                 break;
             }
             match refused {
+                _ if metrics.config_refused.load(Ordering::Relaxed) => notify::status(&format!(
+                    "CONFIG REFUSED: {} was not applied; nothing is charged until it is fixed or applied with \
+                     `billd sync --force`",
+                    engine.config().file.display()
+                )),
                 Some(pause) => notify::status(&format!(
                     "UNAUTHORIZED: the gateway refuses gateway.imp_key {:?} and its imp_secret; nothing is charged; \
                      trying again in {} s",
@@ -167,6 +192,17 @@ fn stop<S: Store>(engine: &Engine<S, app::PaymentGateway>, signal: &str) {
         info!(event = "daemon.stopping", signal, "daemon.stopping: finishing in-flight charges");
         notify::stopping("stopping: finishing in-flight charges");
         engine.stop();
+    }
+}
+
+/// While the config is refused: reads the file on disk again and tries to apply it (quietly: the pass that follows
+/// logs the refusal if it stands).
+async fn retry_config<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path) {
+    if let Ok(new) = app::load_config(path) {
+        engine.set_config(new);
+    }
+    if engine.sync(Utc::now(), false).await.is_ok() {
+        info!(event = "config.applied", "config.applied: the config is applied again; charging resumes");
     }
 }
 

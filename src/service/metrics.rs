@@ -69,7 +69,11 @@ fn router(metrics: std::sync::Arc<Metrics>, stale_after: Duration) -> axum::Rout
                 let m = metrics.clone();
                 async move {
                     let since = m.since_beat();
-                    if m.unauthorized.load(Ordering::Relaxed) {
+                    if m.config_refused.load(Ordering::Relaxed) {
+                        let why = "config refused: the config on disk was not applied (see the config.refused log \
+                                   line); nothing is charged until it is fixed or applied with `billd sync --force`\n";
+                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+                    } else if m.unauthorized.load(Ordering::Relaxed) {
                         let why = "unauthorized: the gateway refuses gateway.imp_key and its imp_secret; nothing is \
                                    charged until they are fixed\n";
                         (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
