@@ -24,17 +24,18 @@ pub fn refusal(id: &str, max: usize) -> Option<String> {
         return Some(format!("must be 1-{max} characters (it is {n})"));
     }
     if let Some(c) = id.chars().find(|c| c.is_control()) {
+        let hint = if c == '\r' { " (a file saved with Windows line endings?)" } else { "" };
         return Some(format!(
-            "contains the control character U+{:04X}, which the gateway's URL path cannot carry (a file saved with \
-             Windows line endings?)",
+            "contains the control character U+{:04X}, which the gateway's URL path cannot carry{hint}",
             c as u32
         ));
     }
     if id == "." || id == ".." {
-        return Some(format!("{id:?} cannot be a gateway id (a URL path resolves it away)"));
+        return Some("is not a gateway id (a URL path resolves it away)".into());
     }
     if let Some(c) = id.chars().find(|&c| c == '/' || c == '\\') {
-        return Some(format!("contains {c:?}, which the gateway's URL path cannot carry within one id"));
+        let name = if c == '/' { "a slash (/)" } else { "a backslash (\\)" };
+        return Some(format!("contains {name}, which the gateway's URL path cannot carry within one id"));
     }
     if id.trim() != id {
         return Some("starts or ends with white space".into());

@@ -121,3 +121,41 @@ fn cancel_pause_and_a_reload_removing_a_subscription_during_a_busy_run_send_noth
     assert_eq!(w.sent("billd-s9-0") + w.sent("billd-s8-0") + w.sent("billd-s7-0"), 0, "{:?}", w.requests());
     w.assert_consistent();
 }
+
+/// A review found that the go write came before the request waited for its rate-limit turn (and its token): a
+/// cancel confirmed "one charge already sent will be settled" while the request was still queued in billd, and it
+/// left seconds later and was paid. The gateway now asks for the go right before it sends.
+#[test]
+fn a_request_waiting_for_its_rate_limit_turn_is_stopped_by_a_cancel() {
+    let mut body = MONTHLY.to_string();
+    for i in 0..6 {
+        body += &sub(&format!("s{i}"), &format!("c{i}"), "monthly", "2025-01-01");
+    }
+    let w = World::new(Setup { body: &body, concurrency: 4, ..Default::default() });
+    for i in 0..6 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    // One request a second (tokens included): the senders hold s0..s3 and wait for their turns.
+    let tick = w
+        .billd()
+        .args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"])
+        .env("BILLD_GATEWAY__RATE_LIMIT", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the pass's first charge", || !w.requests().is_empty());
+    let mut seen = Vec::new();
+    for id in ["s5", "s4", "s3"] {
+        let (said, at) = confirm(&w, &["cancel", id]);
+        seen.push((id, said, at));
+    }
+    let out = tick.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", World::stderr(&out));
+    for (id, said, at) in &seen {
+        let m = format!("billd-{id}-0");
+        assert_eq!(sent_after(&w, *at, &m), 0, "{m} reached the gateway after `cancel {id}` said: {said}");
+        assert!(!said.contains("already sent"), "{id}: nothing of it had left, yet: {said}");
+    }
+    w.assert_consistent();
+}

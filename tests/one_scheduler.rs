@@ -1,8 +1,9 @@
 //! Issue 20, 3: one scheduler per book, enforced by the book itself. Two ticks on one database, one through a
 //! symlink to the file (or a hard link, or after deleting the old `.lock` side file), both resent an unresolved
 //! charge in the same millisecond: two payments. The scheduler claim is now a lock on the database file itself, so
-//! every path to it meets the same lock; and a resend is a compare and set (the store contract's
-//! `of_two_handles_racing_a_resend_exactly_one_wins`).
+//! every path to it meets the same lock; a hard-linked database is refused outright (SQLite keeps a log per path:
+//! a cancel through one link was unseen by a daemon on the other); and a resend is a compare and set (the store
+//! contract's `of_two_handles_racing_a_resend_exactly_one_wins`).
 
 mod common;
 
@@ -75,9 +76,14 @@ fn a_second_scheduler_through_a_symlink_a_hard_link_or_without_the_side_file_is_
     let symlink = w.dir.path().join("link.sqlite3");
     std::os::unix::fs::symlink(&db, &symlink).unwrap();
     assert_refused(&tick_with(&w, &second_config(&w, &symlink)), "a symlink");
+    // A hard link: refused outright (SQLite would keep a second log beside it: a second book).
     let hard = w.dir.path().join("hard.sqlite3");
     std::fs::hard_link(&db, &hard).unwrap();
-    assert_refused(&tick_with(&w, &second_config(&w, &hard)), "a hard link");
+    let out = tick_with(&w, &second_config(&w, &hard));
+    assert!(!out.status.success() && text(&out).contains("hard links"), "{}", text(&out));
+    let cancel = w.billd().args(["cancel", "s1"]).output().unwrap();
+    assert!(!cancel.status.success() && text(&cancel).contains("hard links"), "{}", text(&cancel));
+    std::fs::remove_file(&hard).unwrap();
     // The lock an older billd kept beside the database, deleted: the same path is refused all the same.
     let _ = std::fs::remove_file(w.dir.path().join("billd.sqlite3.lock"));
     assert_refused(&w.billd().arg("tick").output().unwrap(), "the same path, its side file deleted");

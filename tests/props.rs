@@ -436,13 +436,16 @@ impl Gateway for Fake {
         billd::gateway::Auth::Accepted
     }
 
-    async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
+    async fn charge(&self, req: &ChargeRequest, go: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
+        if !go.await {
+            return None;
+        }
         let Some((outcome, crash)) = self.arrive(req) else { return std::future::pending().await };
-        let Some(crash) = crash else { return outcome };
+        let Some(crash) = crash else { return Some(outcome) };
         self.died.notify_one();
         self.cut.notified().await;
         match crash {
-            Crash::AfterAnswer => outcome,
+            Crash::AfterAnswer => Some(outcome),
             Crash::BeforeSend | Crash::AfterRecord => std::future::pending().await,
         }
     }

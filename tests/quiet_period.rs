@@ -216,3 +216,56 @@ fn a_charge_once_rerun_with_the_wall_clock_ahead_sends_nothing_within_the_quiet_
     assert_eq!(w.sent("order-5"), 1, "sent again within the quiet period: {:?}", w.requests());
     assert_eq!(paid_count(&w, "order-5"), 1);
 }
+
+/// A pass ahead of the real time (`tick --simulate --as-of` an hour on) that finds a charge still in its quiet
+/// period puts its next look off to the end of the quiet period in real time, not an hour on: passes at the real
+/// time look again as soon as the wait is over (found by the new-operator review).
+#[test]
+fn a_pass_ahead_of_real_time_puts_the_next_look_off_in_real_time() {
+    let w = world_in_flight();
+    let out = w.billd().arg("tick").output().unwrap();
+    assert!(text(&out).contains("charge.unknown"), "{}", text(&out));
+    let ahead = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let out = w.billd().args(["tick", "--simulate", "--as-of", &ahead]).output().unwrap();
+    assert!(text(&out).contains("charge.wait") && text(&out).contains("next_look="), "{}", text(&out));
+    let check_at: i64 =
+        w.db().query_row("SELECT check_at FROM attempts WHERE merchant_uid = 'billd-s1-0'", [], |r| r.get(0)).unwrap();
+    let lag = check_at - chrono::Utc::now().timestamp();
+    assert!(lag <= 61, "the next look was put off {lag} s into the real future (the simulated pass's hour)");
+    wait_for("the first request's charge", || paid_count(&w, "billd-s1-0") >= 1);
+    assert_eq!(w.sent("billd-s1-0"), 1);
+}
+
+/// A review found that a `charge-once` killed while its request waited for a token was closed "abandoned: nothing
+/// was charged" by the next pass (its quiet period counted from before the wait), and the gateway then charged it.
+/// A one-time charge its command left `pending` is never given up at the first look that finds nothing: it becomes
+/// unknown, looked at again a full quiet period later.
+#[test]
+fn a_pending_one_time_charge_is_not_given_up_at_the_first_look() {
+    let w = World::new(Setup { body: MONTHLY, timeout: "1s", ..Default::default() });
+    assert!(w.billd().arg("sync").status().unwrap().success()); // creates the database
+    // As a charge-once killed mid-request an hour ago would leave it (its quiet period long over on the clocks).
+    let hour_ago = chrono::Utc::now().timestamp() - 3600;
+    w.db()
+        .execute(
+            "INSERT INTO one_time_charges (merchant_uid, name, amount, currency, card_masked, status, tries,
+               created_at, updated_at, check_at, timeout_ms, doubt_wall_ms)
+             VALUES ('once-9', 'Setup fee', 5000, 'KRW', '424242******4242', 'pending', 1, ?1, ?1, ?1, 1000, ?2)",
+            rusqlite::params![hour_ago, hour_ago * 1000],
+        )
+        .unwrap();
+    let status = |w: &World| -> (String, Option<String>) {
+        w.db()
+            .query_row("SELECT status, failure FROM one_time_charges WHERE merchant_uid = 'once-9'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+    };
+    let out = w.billd().arg("tick").output().unwrap();
+    assert!(text(&out).contains("charge.wait"), "{}", text(&out));
+    assert_eq!(status(&w), ("unknown".to_string(), None), "given up at the first look: {}", text(&out));
+    w.wait_quiet();
+    std::thread::sleep(Duration::from_millis(1100)); // its check time is stored rounded up to the second
+    w.billd().arg("tick").output().unwrap();
+    assert_eq!(status(&w), ("failed".to_string(), Some("abandoned".to_string())));
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 pub struct RealInstant {
     /// Milliseconds since the UNIX epoch on the wall clock (`CLOCK_REALTIME`).
     pub wall_ms: i64,
-    /// Milliseconds since boot (`CLOCK_BOOTTIME`), with the boot it counts in; `None` where there is none.
+    /// Milliseconds since boot (`CLOCK_BOOTTIME`), with the id of the boot it counts in (empty where the id could
+    /// not be read, e.g. under systemd's `ProcSubset=pid`); `None` where there is no such clock.
     pub boot: Option<(String, i64)>,
 }
 
@@ -36,19 +37,35 @@ pub fn quiet_period(timeout_ms: Option<u64>) -> Duration {
 
 /// How much longer a request that may have been in progress at `since` must be left alone at `now`, for a quiet
 /// period of `quiet`: zero once the quiet period has passed on **every** clock that applies. The wall clock always
-/// applies; the boot clock applies when both readings were taken in the same boot. A clock that ran backward
-/// (less elapsed than nothing) only makes the wait longer; a wall clock stepped forward is caught by the boot
-/// clock; after a reboot the wall clock is what is left.
+/// applies. The boot clock applies whenever both readings have one, through a lower bound of the real time elapsed
+/// ([`boot_elapsed_at_least`]), so a wall clock stepped forward is caught by it, whether or not the boot id could
+/// be read. A clock that ran backward (less elapsed than nothing) only makes the wait longer.
 pub fn remaining(since: &RealInstant, now: &RealInstant, quiet: Duration) -> Duration {
     let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
     let wait = |elapsed_ms: i64| quiet_ms.saturating_sub(elapsed_ms).max(0);
     let mut ms = wait(now.wall_ms.saturating_sub(since.wall_ms));
-    if let (Some((boot_then, t0)), Some((boot_now, t1))) = (&since.boot, &now.boot)
-        && boot_then == boot_now
-    {
-        ms = ms.max(wait(t1.saturating_sub(*t0)));
+    if let (Some(then), Some(now)) = (&since.boot, &now.boot) {
+        ms = ms.max(wait(boot_elapsed_at_least(then, now)));
     }
     Duration::from_millis(ms as u64)
+}
+
+/// Real milliseconds that have certainly passed between two boot-clock readings `(boot id, ms since boot)`:
+/// - the same known boot: the difference (negative, or less than nothing, only makes the wait longer);
+/// - known different boots (a reboot in between): at least the time since the later boot, `t1`;
+/// - a boot id unknown on either side (it could not be read): `t1 - t0` if that is not negative, else `t1`. Both
+///   are lower bounds whichever is true: in one boot the difference is exact, and after a reboot even `t1` alone
+///   is less than what passed (and `t1 - t0` less still).
+pub fn boot_elapsed_at_least(then: &(String, i64), now: &(String, i64)) -> i64 {
+    let ((id0, t0), (id1, t1)) = (then, now);
+    let known = !id0.is_empty() && !id1.is_empty();
+    if known && id0 == id1 {
+        t1.saturating_sub(*t0)
+    } else if known || t1 < t0 {
+        *t1
+    } else {
+        t1.saturating_sub(*t0)
+    }
 }
 
 #[cfg(test)]
@@ -87,11 +104,13 @@ mod tests {
     }
 
     #[test]
-    fn after_a_reboot_the_wall_clock_decides() {
+    fn after_a_reboot_the_wall_clock_and_the_time_since_the_boot_decide() {
         let sent = at(1_000_000, Some(("boot-a", 50_000)));
-        // The boot clock restarted near zero in another boot: it does not apply.
-        assert_eq!(remaining(&sent, &at(1_003_000, Some(("boot-b", 1_000))), QUIET), Duration::from_secs(3));
-        assert_eq!(remaining(&sent, &at(1_007_000, Some(("boot-b", 1_000))), QUIET), Duration::ZERO);
+        // The boot clock restarted near zero in another boot: the wall clock applies, and at least the time since
+        // that boot has passed (a lower bound, whatever the wall clock says).
+        assert_eq!(remaining(&sent, &at(1_003_000, Some(("boot-b", 4_000))), QUIET), Duration::from_secs(3));
+        assert_eq!(remaining(&sent, &at(1_007_000, Some(("boot-b", 1_000))), QUIET), Duration::from_secs(5));
+        assert_eq!(remaining(&sent, &at(1_007_000, Some(("boot-b", 6_000))), QUIET), Duration::ZERO);
         // A reading without a boot clock (a row from before billd kept one) has only the wall clock too.
         assert_eq!(
             remaining(&RealInstant::wall(1_000_000), &at(1_001_000, Some(("boot-a", 9))), QUIET),
@@ -107,5 +126,25 @@ mod tests {
             Duration::from_millis(i64::MAX as u64)
         );
         assert_eq!(remaining(&at(i64::MIN, None), &at(i64::MAX, None), Duration::MAX), Duration::ZERO);
+    }
+
+    /// A review found that under the shipped unit (`ProcSubset=pid` hides `/proc/sys`, so no boot id) the boot
+    /// clock was dropped and a wall clock stepped forward resent a charge in flight. Without a boot id on either
+    /// side, the boot clock still bounds the wait.
+    #[test]
+    fn an_unknown_boot_id_still_lets_the_boot_clock_bound_the_wait() {
+        let sent = at(1_000_000, Some(("", 50_000)));
+        // The wall clock stepped 5 h forward, 1 s later on the boot clock: 5 s to go.
+        let later = at(1_000_000 + 5 * 3_600_000, Some(("", 51_000)));
+        assert_eq!(remaining(&sent, &later, QUIET), Duration::from_secs(5));
+        // One side known, the other not: the same.
+        assert_eq!(remaining(&at(1_000_000, Some(("boot-a", 50_000))), &later, QUIET), Duration::from_secs(5));
+        // The boot clock less than before: a reboot, or so it must be taken; elapsed is at least the time since
+        // the boot (3 s here), so 3 s to go.
+        let rebooted = at(1_000_000 + 5 * 3_600_000, Some(("", 3_000)));
+        assert_eq!(remaining(&sent, &rebooted, QUIET), Duration::from_secs(3));
+        // A known reboot: at least the uptime has passed.
+        let known = at(1_000_000 + 5 * 3_600_000, Some(("boot-b", 2_000)));
+        assert_eq!(remaining(&at(1_000_000, Some(("boot-a", 50_000))), &known, QUIET), Duration::from_secs(4));
     }
 }

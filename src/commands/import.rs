@@ -301,7 +301,9 @@ fn for_each_row(
     let reader = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
-        .trim(csv::Trim::All)
+        // Headers are trimmed; fields are trimmed below, except customer_uid, which the gateway receives byte for
+        // byte (white space at either end of it is refused, like a CR, as everywhere ids enter).
+        .trim(csv::Trim::Headers)
         .flexible(true)
         .from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
     let headers = match csv.headers() {
@@ -368,14 +370,15 @@ fn for_each_row(
             problems.push_line(line, format!("{} fields, but the header has {width}", record.len()));
             continue;
         }
-        let get = |c: usize| record.get(index[c]).unwrap_or_default();
+        let raw = |c: usize| record.get(index[c]).unwrap_or_default();
+        let get = |c: usize| raw(c).trim();
         let before = problems.total;
         let id = get(0);
         if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             let id = crate::text::quote(id);
             problems.push(line, "id", format!("{id} must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
-        let customer_uid = get(1);
+        let customer_uid = raw(1);
         if let Some(why) = crate::ids::refusal(customer_uid, crate::ids::CUSTOMER_UID_MAX) {
             problems.push(line, "customer_uid", why);
         }

@@ -24,19 +24,33 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     }
 
     /// Sends one committed attempt and decides what its outcome means.
-    pub(super) async fn send(&self, a: Attempt, at: At) -> Recorded {
-        self.send_as(a, at, false).await
+    /// `go`: the engine's decision that the request may leave, awaited by the gateway right before it sends
+    /// ([`Gateway::charge`]); `None` when it said no (nothing was sent).
+    pub(super) async fn send(&self, a: Attempt, at: At, go: impl Future<Output = bool> + Send) -> Option<Recorded> {
+        self.send_as(a, at, false, go).await
     }
 
     /// [`Engine::send`]; `resend`: the attempt was sent before (by a process that died or lost the answer) and the
     /// lookups found nothing, so that request may still be in progress at the gateway: a refusal of this one (say,
     /// a duplicate merchant_uid) is not taken as final unless a lookup settles it.
-    pub(super) async fn send_as(&self, a: Attempt, at: At, resend: bool) -> Recorded {
+    pub(super) async fn send_as(
+        &self,
+        a: Attempt,
+        at: At,
+        resend: bool,
+        go: impl Future<Output = bool> + Send,
+    ) -> Option<Recorded> {
         let req = Self::request(&a);
         let started = std::time::Instant::now();
-        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.metrics.charges_sent.fetch_add(1, Ordering::Relaxed);
-        let charge = self.gateway.charge(&req);
+        let go = async {
+            let allowed = go.await;
+            if allowed {
+                self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+                self.metrics.charges_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            allowed
+        };
+        let charge = self.gateway.charge(&req, go);
         let outcome = if failpoint_armed("after_send") {
             tokio::pin!(charge);
             tokio::select! {
@@ -46,6 +60,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         } else {
             charge.await
         };
+        let outcome = outcome?;
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics.observe_latency(started.elapsed());
         failpoint("after_response");
@@ -74,7 +89,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             ChargeOutcome::Transient(r) => AttemptResult::Unresolved { reason: format!("transient: {r}") },
             ChargeOutcome::Unknown(r) => AttemptResult::Unresolved { reason: format!("unknown outcome: {r}") },
         };
-        self.decide(a, result, at)
+        Some(self.decide(a, result, at))
     }
 
     /// A paid payment found under the attempt's merchant_uid: paid if it is what billd asked for; otherwise a

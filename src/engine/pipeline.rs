@@ -33,16 +33,20 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 queue.lock().0.push_front(a);
                 break;
             }
-            // The moment its request leaves is decided by the gate's write: refused if a cancel, a pause or a sync
+            // The moment its request leaves is decided by the gate's write, which the gateway asks for right before
+            // it sends (after any wait for a rate-limit turn or a token): refused if a cancel, a pause or a sync
             // voided it meanwhile, or its subscription no longer bills (then it is released, never sent).
-            let (reply, allowed) = oneshot::channel();
-            if go.send(Go { id: a.id, reply }).await.is_err() || !allowed.await.unwrap_or(false) {
+            let id = a.id;
+            let ask = async {
+                let (reply, allowed) = oneshot::channel();
+                go.send(Go { id, reply }).await.is_ok() && allowed.await.unwrap_or(false)
+            };
+            self.metrics.beat();
+            let Some(rec) = self.send(a, at, ask).await else {
                 n.withdrawn.fetch_add(1, Ordering::Relaxed);
                 continue;
-            }
+            };
             n.sent.fetch_add(1, Ordering::Relaxed);
-            self.metrics.beat();
-            let rec = self.send(a, at).await;
             if tx.send(Msg::Record(Box::new(rec))).await.is_err() {
                 break;
             }

@@ -137,10 +137,22 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                         // closing it as abandoned now would invite a second charge. Put off to the end of its quiet
                         // period.
                         let left = c.doubt.as_ref().map(|d| d.remaining(&self.clock.now())).unwrap_or_default();
+                        if c.pending && c.doubt.is_some() {
+                            // Its command stopped before recording an outcome, perhaps while its request waited for
+                            // a token or its turn: it may have left later than recorded. Not given up now: unknown,
+                            // with a full quiet period from this look.
+                            let (id, tries, real) = (c.id, c.tries, self.clock.now());
+                            let quiet = c.doubt.as_ref().map_or(std::time::Duration::ZERO, |d| d.quiet);
+                            let reason = "no record at the gateway yet; the charge-once that sent it stopped before \
+                                          its answer, so it is looked up again after the quiet period";
+                            deferred += 1;
+                            let until = self.wait_event(None, &merchant_uid, quiet, now);
+                            self.db(move |s| s.one_time_unknown(id, tries, reason, &real, until, now)).await?;
+                            continue;
+                        }
                         if !left.is_zero() {
                             deferred += 1;
-                            self.wait_event(None, &merchant_uid, left);
-                            let until = now + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::days(366));
+                            let until = self.wait_event(None, &merchant_uid, left, now);
                             let (id, tries) = (c.id, c.tries);
                             self.db(move |s| s.defer_one_time(id, tries, until)).await?;
                             continue;
@@ -219,8 +231,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 .map(|since| Doubt { since, quiet: quiet_period(a.timeout_ms) }.remaining(&self.clock.now()))
                 .unwrap_or_default();
             if !left.is_zero() {
-                self.wait_event(Some(&a.subscription_id), &a.merchant_uid, left);
-                let until = at.now() + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::days(366));
+                let until = self.wait_event(Some(&a.subscription_id), &a.merchant_uid, left, at.now());
                 let waiting = [(a.id, a.tries, until)];
                 if let Err(e) = self.db(move |s| s.defer(&waiting)).await {
                     let r = AttemptResult::Unresolved { reason: format!("database: {e:#}") };
@@ -229,7 +240,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 return Look::Waiting;
             }
         }
-        Look::Record(Box::new(match result {
+        let rec = match result {
             Some(r) => self.decide(a, r, at),
             // Left pending by a process that stopped (or a pass that ended early): its request may have left and
             // still be in progress at the gateway, where a lookup may not find it yet (and a merchant_uid is
@@ -250,38 +261,65 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 },
                 at,
             ),
-            None => {
-                // The gateway has no record of it, at least a quiet period (in real time) after the last send:
-                // resend the same merchant_uid (a paid one cannot be paid twice). The resend is claimed by compare
-                // and set: of several processes that read this attempt, one resends; the others send nothing.
-                let timeout_ms = self.timeout_ms();
-                let (read, real) = (a.clone(), self.clock.now());
-                match self.db(move |s| s.mark_resending(&read, &real, at.as_of, timeout_ms)).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        info!(event = "charge.skip", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
-                            "changed by another process (or no longer billed) since it was read; not resent here");
-                        return Look::Skipped;
-                    }
-                    Err(e) => {
-                        let r = AttemptResult::Unresolved { reason: format!("database: {e:#}") };
-                        return Look::Record(Box::new(self.decide(a, r, at)));
-                    }
-                }
-                info!(event = "charge.resend", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
-                    "the gateway has no record of this attempt; sending it again");
-                let a = Attempt { timeout_ms: Some(timeout_ms), status: ChargeStatus::Pending, ..a };
-                Box::pin(self.send_as(a, at, true)).await
-            }
-        }))
+            None => return self.resend(a, at).await,
+        };
+        Look::Record(Box::new(rec))
     }
 
-    /// Logs that an unresolved charge is put off because its request may still be in progress (`charge.wait`).
-    fn wait_event(&self, subscription: Option<&str>, merchant_uid: &str, left: std::time::Duration) {
-        info!(event = "charge.wait", subscription = subscription.unwrap_or("-"), merchant_uid = %merchant_uid,
-            wait_ms = left.as_millis() as u64,
+    /// Resends an unresolved attempt the gateway has no record of, at least a quiet period (in real time) after
+    /// its last send, under the same merchant_uid (a paid one cannot be paid twice). The resend is claimed by
+    /// compare and set ([`crate::store::Ledger::mark_resending`]) at the moment the request leaves (the gateway
+    /// asks right before it sends): of several processes that read this attempt one resends, and nothing is sent
+    /// for a subscription that stopped billing meanwhile.
+    async fn resend(&self, a: Attempt, at: At) -> Look {
+        let timeout_ms = self.timeout_ms();
+        let read = a.clone();
+        let sending = Attempt { timeout_ms: Some(timeout_ms), status: ChargeStatus::Pending, ..a.clone() };
+        let go = async move {
+            let real = self.clock.now();
+            match self.db(move |s| s.mark_resending(&read, &real, at.as_of, timeout_ms)).await {
+                Ok(true) => {
+                    info!(event = "charge.resend", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                        "the gateway has no record of this attempt; sending it again");
+                    true
+                }
+                Ok(false) => {
+                    info!(event = "charge.skip", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                        "changed by another process (or no longer billed) since it was read; not resent here");
+                    false
+                }
+                Err(e) => {
+                    error!(event = "pass.error", merchant_uid = %a.merchant_uid,
+                        "cannot record the resend; not resending: {e:#}");
+                    false
+                }
+            }
+        };
+        match Box::pin(self.send_as(sending, at, true, go)).await {
+            Some(rec) => Look::Record(Box::new(rec)),
+            None => Look::Skipped,
+        }
+    }
+
+    /// Logs that an unresolved charge is put off because its request may still be in progress (`charge.wait`),
+    /// with its next look, and returns the check time to put it off to: the end of the wait counted from the
+    /// pass's billing instant `billing_now` or from the wall clock, whichever is earlier, so that neither passes at
+    /// the real time (after a pass ahead of it) nor passes replaying the past (after a pass at the real time) wait
+    /// longer than the quiet period to look again. (A look is harmless; the resend waits for the real clocks.)
+    fn wait_event(
+        &self,
+        subscription: Option<&str>,
+        merchant_uid: &str,
+        left: std::time::Duration,
+        billing_now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let left_c = chrono::Duration::from_std(left).unwrap_or(chrono::Duration::days(366));
+        let wall = DateTime::from_timestamp_millis(self.clock.now().wall_ms).unwrap_or_default() + left_c;
+        info!(event = "charge.wait", subscription = %subscription.unwrap_or("-"), merchant_uid = %merchant_uid,
+            wait_ms = left.as_millis() as u64, next_look = %wall.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "charge.wait: no record at the gateway yet, and its request may still be in progress (the quiet period \
-             is not over in real time); neither resent nor given up before then");
+             is not over in real time); neither resent nor given up before its next look");
+        wall.min(billing_now + left_c)
     }
 
     /// The least time between an unresolved outcome and the next look at it (so also between a send and any

@@ -60,7 +60,7 @@ impl Gateway for Panicky {
     async fn authenticate(&self) -> crate::gateway::Auth {
         crate::gateway::Auth::Accepted
     }
-    async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+    async fn charge(&self, _: &ChargeRequest, _: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
         panic!("a bug in a sender")
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
@@ -79,11 +79,14 @@ impl Gateway for RefusesResends {
     async fn authenticate(&self) -> crate::gateway::Auth {
         crate::gateway::Auth::Accepted
     }
-    async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
-        match self.0.fetch_add(1, Ordering::SeqCst) {
+    async fn charge(&self, _: &ChargeRequest, go: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
+        if !go.await {
+            return None;
+        }
+        Some(match self.0.fetch_add(1, Ordering::SeqCst) {
             0 => ChargeOutcome::Unknown("no answer".into()),
             _ => ChargeOutcome::Rejected { code: 1, message: "duplicate merchant_uid".into() },
-        }
+        })
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
         Lookup::NotFound
@@ -100,9 +103,12 @@ impl Gateway for Scripted {
     async fn authenticate(&self) -> crate::gateway::Auth {
         crate::gateway::Auth::Accepted
     }
-    async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
+    async fn charge(&self, _: &ChargeRequest, go: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
+        if !go.await {
+            return None;
+        }
         let next = self.0.lock().unwrap().pop_front();
-        next.unwrap_or(ChargeOutcome::Rejected { code: 1, message: "refused".into() })
+        Some(next.unwrap_or(ChargeOutcome::Rejected { code: 1, message: "refused".into() }))
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
         Lookup::NotFound
@@ -165,8 +171,8 @@ fn a_reload_with_a_shorter_timeout_does_not_shorten_the_quiet_period() {
         async fn authenticate(&self) -> crate::gateway::Auth {
             crate::gateway::Auth::Accepted
         }
-        async fn charge(&self, _: &ChargeRequest) -> ChargeOutcome {
-            ChargeOutcome::Unknown("no answer within 35s".into())
+        async fn charge(&self, _: &ChargeRequest, go: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
+            go.await.then(|| ChargeOutcome::Unknown("no answer within 35s".into()))
         }
         async fn find(&self, _: &str, _: &str) -> Lookup {
             Lookup::NotFound

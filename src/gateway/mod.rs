@@ -105,7 +105,17 @@ pub trait Gateway: Send + Sync + 'static {
     fn timeout(&self) -> std::time::Duration;
     /// Charges the billing key (i'mport: `POST /subscribe/payments/again`), classified. Never retried internally
     /// except once after a refused access token.
-    fn charge(&self, req: &ChargeRequest) -> impl Future<Output = ChargeOutcome> + Send;
+    ///
+    /// `go` is the engine's last word on whether the request may leave: it is awaited **immediately before the
+    /// request is sent**, after any wait for a rate-limit turn or an access token, and if it resolves `false`
+    /// nothing is sent and `charge` returns `None`. (So a cancel that commits while the request waits for its turn
+    /// stops it: the moment a request leaves is the engine's write, not the moment the engine asked.) `None` only
+    /// then; a request that fails before `go` (no token) is `Some(Transient)`.
+    fn charge(
+        &self,
+        req: &ChargeRequest,
+        go: impl Future<Output = bool> + Send,
+    ) -> impl Future<Output = Option<ChargeOutcome>> + Send;
     /// The payment made under `merchant_uid` with `status` (`paid` or `failed`; i'mport:
     /// `GET /payments/find/{merchant_uid}/{status}`).
     fn find(&self, merchant_uid: &str, status: &str) -> impl Future<Output = Lookup> + Send;

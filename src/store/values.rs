@@ -297,6 +297,9 @@ pub struct UnresolvedOneTime {
     pub currency: String,
     /// Since when its latest request may have been in progress (`None`: never sent).
     pub doubt: Option<Doubt>,
+    /// Still `pending`: the command that sent it has not recorded an outcome (it may have stopped while its
+    /// request waited for a token or a rate-limit turn, so the request may have left later than `doubt` says).
+    pub pending: bool,
 }
 
 /// A key-in payment made by `billd charge-once` (only the masked card is kept).

@@ -189,6 +189,11 @@ impl Iamport {
 
     async fn send(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
         self.permit().await;
+        self.send_now(req, token).await
+    }
+
+    /// Sends a request at once (its rate-limit turn already taken).
+    async fn send_now(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
         match req.bearer_auth(token.expose()).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -243,7 +248,7 @@ impl Gateway for Iamport {
         }
     }
 
-    async fn charge(&self, req: &ChargeRequest) -> ChargeOutcome {
+    async fn charge(&self, req: &ChargeRequest, go: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
         let body = AgainBody {
             customer_uid: &req.customer_uid,
             merchant_uid: &req.merchant_uid,
@@ -253,21 +258,38 @@ impl Gateway for Iamport {
         };
         // An id that a lookup's URL could not carry would be charged and then never found: refused before sending.
         if let Err(e) = crate::ids::path_segment(&req.merchant_uid).and(crate::ids::path_segment(&req.customer_uid)) {
-            return ChargeOutcome::Transient(format!("not sent: {e}"));
+            return Some(ChargeOutcome::Transient(format!("not sent: {e}")));
         }
         let url = match &self.again {
             Some(u) => u.clone(),
             None => match self.url(&["subscribe", "payments", "again"]) {
                 Ok(u) => u,
-                Err(e) => return ChargeOutcome::Transient(e),
+                Err(e) => return Some(ChargeOutcome::Transient(e)),
             },
         };
-        let sent = match self.authed(|| self.http.post(url.clone()).json(&body)).await {
-            Ok(s) => s,
+        // A token and a rate-limit turn first; then the engine's go, and at once the request.
+        let token = match self.token(None).await {
+            Ok(t) => t,
             // No token: the charge request never left.
-            Err(e) => return ChargeOutcome::Transient(e),
+            Err(e) => return Some(ChargeOutcome::Transient(e)),
         };
-        classify_charge(sent, req, self.timeout, &self.sent())
+        self.permit().await;
+        if !go.await {
+            return None;
+        }
+        let build = || self.http.post(url.clone()).json(&body);
+        let sent = match self.send_now(build(), &token).await {
+            // The token was refused, so the request was not processed: once more with a fresh one.
+            Sent::Response(401, _) => match self.token(Some(&token)).await {
+                Ok(fresh) => {
+                    self.permit().await;
+                    self.send_now(build(), &fresh).await
+                }
+                Err(e) => return Some(ChargeOutcome::Transient(e)),
+            },
+            other => other,
+        };
+        Some(classify_charge(sent, req, self.timeout, &self.sent()))
     }
 
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {

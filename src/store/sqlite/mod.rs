@@ -45,6 +45,19 @@ impl SqliteStore {
         // 0600 whatever the umask (SQLite gives -wal and -shm the same mode).
         crate::private::create(path).with_context(|| format!("database {}: cannot create", path.display()))?;
         let file = std::fs::File::open(path).with_context(|| format!("database {}: cannot open", path.display()))?;
+        // SQLite keeps its write-ahead log beside the path it was opened by: two hard links to one file would be
+        // written through two logs (a cancel through one unseen by a daemon on the other, and a corrupt book).
+        // A symlink is fine (SQLite follows it to the file).
+        let links = std::os::unix::fs::MetadataExt::nlink(
+            &file.metadata().with_context(|| format!("database {}: cannot read", path.display()))?,
+        );
+        if links > 1 {
+            bail!(
+                "database {}: the file has {links} hard links; SQLite keeps its log beside each path, so two paths \
+                 to one file would each see a different book. Remove the other links (a symlink is fine)",
+                path.display()
+            );
+        }
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
