@@ -51,7 +51,7 @@ fn a_refused_config_charges_nothing_on_tick_until_it_is_applied() {
     w.write_config(&Setup { body: &format!("{MONTHLY}{}", ten_with_four_cancels("2025-01-01")), ..Default::default() });
     let out = w.billd().args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"]).output().unwrap();
     assert!(!out.status.success(), "tick exited 0 with a refused config: {}", text(&out));
-    assert!(text(&out).contains("refusing") && text(&out).contains("nothing was charged"), "{}", text(&out));
+    assert!(text(&out).contains("refusing") && text(&out).contains("config refused, nothing"), "{}", text(&out));
     assert!(w.requests().is_empty(), "charged under a refused config: {:?}", w.requests());
     assert_eq!(w.status_of("s0"), "active", "nothing of the refused config applied");
     // Applied on purpose: then the pass charges what the config says, s1..s6.
@@ -144,4 +144,84 @@ fn the_mass_cancel_guard_counts_only_what_the_sync_manages() {
     for i in 0..3 {
         assert_eq!(w.status_of(&format!("s{i}")), "active");
     }
+}
+
+/// Point 6: billd's own namespace guard was case-sensitive: `charge-once --merchant-uid BILLD-S1-3` was charged
+/// where `billd-s1-3` is refused, although the gateway may not tell them apart.
+#[test]
+fn charge_once_refuses_billd_s_namespace_in_any_case() {
+    let w = World::new(Setup { body: MONTHLY, ..Default::default() });
+    for id in ["billd-s1-3", "BILLD-S1-3", "Billd-x"] {
+        let out = common::with_card(
+            &w,
+            &["charge-once", "--merchant-uid", id, "--amount", "5000", "--name", "Setup fee"],
+            &common::card_json(cards::APPROVE),
+        );
+        assert!(!out.status.success(), "{id} was charged: {}", text(&out));
+        assert!(text(&out).contains("are billd's own"), "{id}: {}", text(&out));
+    }
+    assert!(w.requests().is_empty(), "{:?}", w.requests());
+}
+
+/// Point 7: `tick --simulate --as-of 2036-12-01` against a real `base_url` sent 120 charges. `--simulate` now runs
+/// only against a gateway on this machine (a loopback `base_url`, like `billd sandbox`).
+#[test]
+fn simulate_refuses_a_gateway_that_is_not_on_this_machine() {
+    let w = world(&ten("2025-01-01"), "");
+    let text_cfg = std::fs::read_to_string(&w.config).unwrap().replace(&w.sandbox.base_url(), "https://api.iamport.kr");
+    std::fs::write(&w.config, text_cfg).unwrap();
+    let out = w.billd().args(["tick", "--simulate", "--as-of", "2036-12-01T10:00:00+09:00"]).output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a loopback address") && text(&out).contains("https://api.iamport.kr"),
+        "{}",
+        text(&out)
+    );
+    let rows: i64 = w.db().query_row("SELECT count(*) FROM attempts", [], |r| r.get(0)).unwrap_or(0);
+    assert_eq!(rows, 0, "claimed charges for a refused simulation");
+}
+
+/// A review found that a SIGHUP whose file is refused, arriving during a busy pass of `billd run`, logged "nothing
+/// is charged" while the pass went on sending twelve more charges, including those of subscriptions the refused
+/// file removed. Once the refusal is logged, nothing more leaves (at most the requests already past their go).
+#[test]
+fn a_refused_reload_during_a_busy_pass_stops_it() {
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string();
+    let twenty: String =
+        (1..=20).map(|i| sub(&format!("s{i:02}"), &format!("c{i:02}"), "monthly", &yesterday)).collect();
+    let w = World::new(Setup { body: &format!("{MONTHLY}{twenty}"), ..Default::default() });
+    for i in 1..=20 {
+        w.sandbox.register_customer(&format!("c{i:02}"), cards::APPROVE).unwrap();
+    }
+    assert!(w.billd().arg("sync").status().unwrap().success());
+    let run = w
+        .billd()
+        .arg("run")
+        .env("BILLD_GATEWAY__RATE_LIMIT", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the pass's first charge", || !w.requests().is_empty());
+    // Half of them removed from the file: refused by the guard.
+    let ten: String = (1..=10).map(|i| sub(&format!("s{i:02}"), &format!("c{i:02}"), "monthly", &yesterday)).collect();
+    w.write_config(&Setup { body: &format!("{MONTHLY}{ten}"), ..Default::default() });
+    assert!(std::process::Command::new("kill").args(["-HUP", &run.id().to_string()]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300)); // the reload is applied at once, the pass goes on
+    let seen = w.requests().len();
+    std::thread::sleep(Duration::from_millis(3000)); // at 2 requests a second, six more would have left
+    let after = w.requests().len() - seen;
+    assert!(std::process::Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap().success());
+    let out = run.wait_with_output().unwrap();
+    let log = World::stderr(&out);
+    assert!(log.contains("config.reload: not applied"), "{log}");
+    // The senders' requests already past their go may still arrive (at most one per sender).
+    assert!(after <= 4, "{after} requests after the refused reload: {:?}", w.requests());
+    let removed: Vec<_> = w
+        .requests()
+        .into_iter()
+        .skip(seen)
+        .filter(|r| r.merchant_uid.as_deref().is_some_and(|m| (11..=20).any(|i| m == format!("billd-s{i:02}-0"))))
+        .collect();
+    assert!(removed.is_empty(), "charged what the refused file removed, after the refusal: {removed:?}");
 }

@@ -269,3 +269,35 @@ fn a_pending_one_time_charge_is_not_given_up_at_the_first_look() {
     w.billd().arg("tick").output().unwrap();
     assert_eq!(status(&w), ("failed".to_string(), Some("abandoned".to_string())));
 }
+
+/// A review found two paid payments for one `charge-once`: a pass ahead of real time took over the pending charge
+/// (its command still waiting for its turn to send), and a rerun later sent it again while the first command's
+/// request was still coming. Now the command's request leaves only through a go write that a pass's takeover
+/// refuses: it sends nothing and says so.
+#[test]
+fn a_charge_once_waiting_for_its_turn_sends_nothing_once_a_pass_took_it_over() {
+    let w = World::new(Setup { body: MONTHLY, timeout: "2s", ..Default::default() });
+    use std::io::Write;
+    // One request every 5 s: the token goes at once, the payment waits for its turn.
+    let mut first = w
+        .billd()
+        .args(["charge-once", "--merchant-uid", "once-1", "--amount", "5000", "--name", "Setup fee"])
+        .env("BILLD_GATEWAY__RATE_LIMIT", "0.2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = first.stdin.take().unwrap().write_all(common::card_json(cards::APPROVE).as_bytes());
+    wait_for("the intent", || {
+        w.db().query_row("SELECT count(*) FROM one_time_charges", [], |r| r.get::<_, i64>(0)).unwrap_or(0) == 1
+    });
+    // A pass an hour ahead takes the pending charge over (unknown, looked at again after a quiet period).
+    let ahead = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let pass = w.billd().args(["tick", "--simulate", "--as-of", &ahead]).output().unwrap();
+    assert!(text(&pass).contains("charge.wait"), "{}", text(&pass));
+    let first = first.wait_with_output().unwrap();
+    assert!(!first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("not sent"), "{}", text(&first));
+    assert_eq!(w.sent("once-1"), 0, "the first command sent after the takeover: {:?}", w.requests());
+}

@@ -67,7 +67,9 @@ pub fn charge_once(
         bail!("--merchant-uid {merchant_uid:?} {why}; nothing was sent");
     }
     let prefix = &cfg.billing.merchant_uid_prefix;
-    if merchant_uid.starts_with(&format!("{prefix}-")) {
+    // Without case: the gateway may not tell merchant_uids apart by case (ids differing only by case are refused
+    // everywhere for that reason).
+    if merchant_uid.to_lowercase().starts_with(&format!("{}-", prefix.to_lowercase())) {
         bail!(
             "--merchant-uid {merchant_uid}: merchant_uids starting with \"{prefix}-\" are billd's own (subscription \
              periods, billing.merchant_uid_prefix in {}); pick one outside that namespace",
@@ -207,7 +209,14 @@ pub fn charge_once(
         currency: currency.into(),
         name: name.to_owned(),
     };
-    let outcome = rt.block_on(g.pay_with_card(&req, &card, customer_uid));
+    // The moment the request leaves (after its token and its turn): only if no pass took the charge over meanwhile.
+    let go = async { store.one_time_go(id, tries, &SystemClock.now()).unwrap_or(false) };
+    let Some(outcome) = rt.block_on(g.pay_with_card(&req, &card, customer_uid, go)) else {
+        bail!(
+            "merchant_uid {merchant_uid}: not sent: a pass or another `billd charge-once` took it over while this one \
+             waited for its access token (rerun to see its outcome; it looks the payment up first)"
+        );
+    };
     // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
     // it failed.
     let settle = || match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, None)) {

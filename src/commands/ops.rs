@@ -175,7 +175,17 @@ pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<ChargedNo
             let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
             Ok(last.map_or(ChargedNow::NoAttempt, |r| ChargedNow::Attempt(Box::new(r))))
         }
-        Err(e) if format!("{e:#}").contains("in use by another") => Ok(ChargedNow::LeftToDaemon),
+        Err(e) if format!("{e:#}").contains("in use by another") => {
+            // The running billd charges nothing while the config is refused: say so rather than promise a charge.
+            let store = open_store(cfg)?;
+            let subs = store.config_subscriptions()?;
+            let today = cfg.billing.clock.local_date(Utc::now());
+            let plan = crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, &subs, today);
+            if let Some(why) = crate::billing::sync::refusal(&plan, &subs, &cfg.file) {
+                bail!("{why}; the running billd charges nothing until then");
+            }
+            Ok(ChargedNow::LeftToDaemon)
+        }
         Err(e) => Err(e),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A pass at an instant ahead of the real time charges every period due until then, for real, at whatever gateway
 //! `gateway.base_url` names (a pass at `9999-12-31` on a monthly book would send thousands of real charges per
-//! subscription). Moving time forward is for tests and demos against a sandbox, so it takes `--simulate`.
+//! subscription). Moving time forward is for tests and demos against a sandbox, so it takes `--simulate`, and
+//! `--simulate` runs only against a gateway on this machine (a loopback `base_url`, like `billd sandbox`).
 
 use crate::config::Config;
 use anyhow::{Result, bail};
@@ -30,6 +31,15 @@ pub fn check_as_of(cfg: &Config, as_of: DateTime<Utc>, now: DateTime<Utc>, simul
             cfg.file.display()
         );
     }
+    if !is_loopback(base_url) {
+        bail!(
+            "--simulate runs only against a sandbox on this machine, and gateway.base_url {base_url} (in {}) is not \
+             a loopback address: a pass at {} would charge, for real, every period due until then. Nothing was done \
+             (point gateway.base_url at `billd sandbox` on 127.0.0.1 to simulate)",
+            cfg.file.display(),
+            as_of.to_rfc3339()
+        );
+    }
     warn!(
         event = "tick.simulate",
         as_of = %as_of.to_rfc3339(),
@@ -37,6 +47,16 @@ pub fn check_as_of(cfg: &Config, as_of: DateTime<Utc>, now: DateTime<Utc>, simul
         "tick.simulate: --as-of is {ahead} in the future; every charge due until then is sent to {base_url} for real"
     );
     Ok(())
+}
+
+/// Whether `base_url` names this machine (`localhost`, 127.0.0.0/8 or `::1`): where `billd sandbox` runs.
+fn is_loopback(base_url: &str) -> bool {
+    match url::Url::parse(base_url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// A rough span, for a message: `3 days`, `2 hours`, `5 minutes`.
@@ -70,6 +90,20 @@ mod tests {
         let far: DateTime<Utc> = "9999-12-31T23:59:59Z".parse().unwrap();
         let e = check_as_of(&c, far, now, false).unwrap_err().to_string();
         assert!(e.contains("--simulate") && e.contains("https://api.iamport.kr") && e.contains("for real"), "{e}");
-        assert!(check_as_of(&c, far, now, true).is_ok());
+        // Issue 21, 7: --simulate against a real gateway sent real charges; it runs only against this machine.
+        let e = check_as_of(&c, far, now, true).unwrap_err().to_string();
+        assert!(e.contains("not a loopback address") && e.contains("Nothing was done"), "{e}");
+        let local = |url: &str| {
+            let text = format!(
+                "[billing]\ntimezone = \"Asia/Seoul\"\n\n[gateway]\nbase_url = \"{url}\"\nimp_key = \"k\"\nimp_secret = \"s\"\n"
+            );
+            crate::config::parse_str(&text, std::path::Path::new("/etc/billd/schedules.toml")).unwrap()
+        };
+        for url in ["http://127.0.0.1:8801", "http://localhost:9", "http://[::1]:80", "http://127.9.9.9"] {
+            assert!(check_as_of(&local(url), far, now, true).is_ok(), "{url}");
+        }
+        for url in ["https://api.iamport.kr", "http://10.0.0.1", "http://localhost.example.com"] {
+            assert!(check_as_of(&local(url), far, now, true).is_err(), "{url}");
+        }
     }
 }

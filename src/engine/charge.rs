@@ -42,9 +42,12 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     ) -> Option<Recorded> {
         let req = Self::request(&a);
         let started = std::time::Instant::now();
+        // Whether the request left (the go said yes): only then is it in flight and counted as sent.
+        let went = std::sync::atomic::AtomicBool::new(false);
         let go = async {
             let allowed = go.await;
             if allowed {
+                went.store(true, Ordering::Relaxed);
                 self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
                 self.metrics.charges_sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -61,8 +64,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             charge.await
         };
         let outcome = outcome?;
-        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.observe_latency(started.elapsed());
+        if went.load(Ordering::Relaxed) {
+            self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.observe_latency(started.elapsed());
+        }
         failpoint("after_response");
         let result = match outcome {
             ChargeOutcome::Paid { imp_uid } => AttemptResult::Paid { imp_uid },

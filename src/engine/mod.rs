@@ -253,6 +253,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             if self.stopping() {
                 return Ok(());
             }
+            // A config refused during the pass (a SIGHUP): nothing more is claimed (the gate already sends nothing).
+            self.refuse_if_config_refused()?;
             let sent = self.metrics.charges_sent.load(Ordering::Relaxed).saturating_sub(sent_before);
             self.check_charges_per_pass(now, sent as usize).await?;
             // A round opens at most one period per subscription due at its start (a later period of the same

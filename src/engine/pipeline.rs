@@ -39,14 +39,17 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let id = a.id;
             let ask = async {
                 let (reply, allowed) = oneshot::channel();
-                go.send(Go { id, reply }).await.is_ok() && allowed.await.unwrap_or(false)
+                let allowed = go.send(Go { id, reply }).await.is_ok() && allowed.await.unwrap_or(false);
+                if allowed {
+                    n.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                allowed
             };
             self.metrics.beat();
             let Some(rec) = self.send(a, at, ask).await else {
                 n.withdrawn.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            n.sent.fetch_add(1, Ordering::Relaxed);
             if tx.send(Msg::Record(Box::new(rec))).await.is_err() {
                 break;
             }
@@ -203,7 +206,12 @@ pub(super) async fn gate<S: Store, G: Gateway>(
     while rx.recv_many(&mut buf, 256).await > 0 {
         let ids: Vec<i64> = buf.iter().map(|g| g.id).collect();
         let at = engine.clock.now();
-        let allowed = match engine.db(move |s| s.begin_send(&ids, &at, now)).await {
+        // A config refused meanwhile (a SIGHUP during the pass): nothing more leaves; the claims are released.
+        let refused = engine.config_refused().is_some();
+        let allowed = match engine
+            .db(move |s| if refused { s.release(&ids, now).map(|()| Vec::new()) } else { s.begin_send(&ids, &at, now) })
+            .await
+        {
             Ok(ids) => ids.into_iter().collect::<std::collections::HashSet<i64>>(),
             Err(e) => {
                 tracing::error!(

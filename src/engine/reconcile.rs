@@ -276,6 +276,11 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let read = a.clone();
         let sending = Attempt { timeout_ms: Some(timeout_ms), status: ChargeStatus::Pending, ..a.clone() };
         let go = async move {
+            if self.config_refused().is_some() {
+                info!(event = "charge.skip", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                    "the config is refused: not resent");
+                return false;
+            }
             let real = self.clock.now();
             match self.db(move |s| s.mark_resending(&read, &real, at.as_of, timeout_ms)).await {
                 Ok(true) => {

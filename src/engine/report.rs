@@ -32,7 +32,7 @@ pub struct ConfigRefused(pub String);
 
 impl std::fmt::Display for ConfigRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "config refused, nothing was charged: {}", self.0)
+        write!(f, "config refused, nothing (more) is charged: {}", self.0)
     }
 }
 

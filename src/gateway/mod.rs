@@ -103,14 +103,14 @@ pub trait Gateway: Send + Sync + 'static {
     /// How long a request is given to answer: the quiet period before anything sent with it is looked at again
     /// (and so resent) is twice this.
     fn timeout(&self) -> std::time::Duration;
-    /// Charges the billing key (i'mport: `POST /subscribe/payments/again`), classified. Never retried internally
-    /// except once after a refused access token.
+    /// Charges the billing key (i'mport: `POST /subscribe/payments/again`), classified. Never retried internally.
     ///
     /// `go` is the engine's last word on whether the request may leave: it is awaited **immediately before the
     /// request is sent**, after any wait for a rate-limit turn or an access token, and if it resolves `false`
     /// nothing is sent and `charge` returns `None`. (So a cancel that commits while the request waits for its turn
     /// stops it: the moment a request leaves is the engine's write, not the moment the engine asked.) `None` only
-    /// then; a request that fails before `go` (no token) is `Some(Transient)`.
+    /// then; a request that fails before `go` (no token) is `Some(Transient)`. Nothing is ever sent that `go` did
+    /// not cover: a request refused for its token (HTTP 401) is not sent again inside `charge` (transient).
     fn charge(
         &self,
         req: &ChargeRequest,
@@ -185,13 +185,15 @@ pub trait BillingKeys: Gateway {
     fn delete_key(&self, customer_uid: &str, reason: Option<&str>)
     -> impl Future<Output = Result<(), KeyError>> + Send;
     /// A key-in payment of `req` (its `customer_uid` is not used) with `card`, classified like a charge; with
-    /// `save_as`, the card is also saved as that billing key.
+    /// `save_as`, the card is also saved as that billing key. `go` as for [`Gateway::charge`]: awaited right before
+    /// the request leaves; `None` when it said no (nothing sent).
     fn pay_with_card(
         &self,
         req: &ChargeRequest,
         card: &Card,
         save_as: Option<&str>,
-    ) -> impl Future<Output = ChargeOutcome> + Send;
+        go: impl Future<Output = bool>,
+    ) -> impl Future<Output = Option<ChargeOutcome>>;
 }
 
 #[cfg(test)]

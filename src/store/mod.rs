@@ -244,6 +244,11 @@ pub trait OneTime {
         prev_tries: Option<i64>,
     ) -> Result<Option<(i64, i64)>>;
 
+    /// The moment a one-time charge's request leaves: stamps it as sent at the real instant `at`, only if it is still
+    /// `pending` under `tries` (no pass took it over as unknown or abandoned meanwhile, no rerun began another send
+    /// of it). Returns whether the request may leave; durable before it returns.
+    fn one_time_go(&self, id: i64, tries: i64, at: &RealInstant) -> Result<bool>;
+
     /// Leaves a one-time charge unknown (no look at it before `check_at`, nor before its quiet period counted from
     /// the real instant `at`), with its event, if it is still unresolved and `tries` unchanged. Returns whether it
     /// did.

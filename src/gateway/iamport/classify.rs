@@ -94,6 +94,7 @@ pub(super) fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration
             return ChargeOutcome::Unknown(format!("no answer within {}", crate::config::duration::format(timeout)));
         }
         Sent::Error(e) => return ChargeOutcome::Unknown(describe(&e)),
+        Sent::Refused(why) => return ChargeOutcome::Transient(why),
         Sent::Response(s, t) => (s, t),
     };
     match status {

@@ -53,6 +53,7 @@ impl Iamport {
         let red = self.sent();
         match sent {
             Sent::Error(e) => Err(describe(&e)),
+            Sent::Refused(why) => Err(why),
             Sent::Response(status, text) => {
                 let env: Envelope = serde_json::from_str(&text)
                     .map_err(|_| format!("HTTP {status} with an unreadable body: {}", snippet(&red, &text)))?;
@@ -106,7 +107,13 @@ impl BillingKeys for Iamport {
     }
 
     /// `POST /subscribe/payments/onetime` (with `customer_uid` when the card is saved as a billing key).
-    async fn pay_with_card(&self, req: &ChargeRequest, card: &Card, save_as: Option<&str>) -> ChargeOutcome {
+    async fn pay_with_card(
+        &self,
+        req: &ChargeRequest,
+        card: &Card,
+        save_as: Option<&str>,
+        go: impl Future<Output = bool>,
+    ) -> Option<ChargeOutcome> {
         let mut body = card_fields(card);
         body.insert("merchant_uid".into(), req.merchant_uid.clone().into());
         body.insert("amount".into(), req.amount.into());
@@ -122,13 +129,10 @@ impl BillingKeys for Iamport {
             .and_then(|_| save_as.map_or(Ok(String::new()), crate::ids::path_segment));
         let url = match ids.and_then(|_| self.url(&["subscribe", "payments", "onetime"])) {
             Ok(u) => u,
-            Err(e) => return ChargeOutcome::Transient(format!("not sent: {e}")),
+            Err(e) => return Some(ChargeOutcome::Transient(format!("not sent: {e}"))),
         };
-        match self.authed(|| self.http.post(url.clone()).json(&body)).await {
-            Ok(sent) => classify_charge(sent, req, self.timeout, &self.sent()),
-            // No token: the payment request never left.
-            Err(e) => ChargeOutcome::Transient(e),
-        }
+        let sent = self.send_after_go(|| self.http.post(url.clone()).json(&body), go).await?;
+        Some(classify_charge(sent, req, self.timeout, &self.sent()))
     }
 }
 

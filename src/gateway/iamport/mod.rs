@@ -72,6 +72,8 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 enum Sent {
     Response(u16, String),
     Error(reqwest::Error),
+    /// Nothing was processed at the gateway (no token, or the token was refused): why.
+    Refused(String),
 }
 
 impl Iamport {
@@ -192,6 +194,34 @@ impl Iamport {
         self.send_now(req, token).await
     }
 
+    /// A charge request (a payment's): a token and a rate-limit turn first, then the caller's `go`, and at once the
+    /// request, sent once. `None`: the go said no, nothing was sent. A 401 (the token was refused, so the request
+    /// was not processed) is not sent again here, where no go would cover it: the token is renewed for later
+    /// requests and the outcome is transient (looked up, and resent only after the quiet period, with a go of its
+    /// own).
+    async fn send_after_go(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        go: impl Future<Output = bool>,
+    ) -> Option<Sent> {
+        let token = match self.token(None).await {
+            Ok(t) => t,
+            // No token: the request never left.
+            Err(e) => return Some(Sent::Refused(e)),
+        };
+        self.permit().await;
+        if !go.await {
+            return None;
+        }
+        Some(match self.send_now(build(), &token).await {
+            Sent::Response(401, _) => {
+                let renewed = self.token(Some(&token)).await.err().map(|e| format!("; {e}")).unwrap_or_default();
+                Sent::Refused(format!("HTTP 401: the access token was refused, nothing was charged{renewed}"))
+            }
+            other => other,
+        })
+    }
+
     /// Sends a request at once (its rate-limit turn already taken).
     async fn send_now(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
         match req.bearer_auth(token.expose()).send().await {
@@ -267,28 +297,7 @@ impl Gateway for Iamport {
                 Err(e) => return Some(ChargeOutcome::Transient(e)),
             },
         };
-        // A token and a rate-limit turn first; then the engine's go, and at once the request.
-        let token = match self.token(None).await {
-            Ok(t) => t,
-            // No token: the charge request never left.
-            Err(e) => return Some(ChargeOutcome::Transient(e)),
-        };
-        self.permit().await;
-        if !go.await {
-            return None;
-        }
-        let build = || self.http.post(url.clone()).json(&body);
-        let sent = match self.send_now(build(), &token).await {
-            // The token was refused, so the request was not processed: once more with a fresh one.
-            Sent::Response(401, _) => match self.token(Some(&token)).await {
-                Ok(fresh) => {
-                    self.permit().await;
-                    self.send_now(build(), &fresh).await
-                }
-                Err(e) => return Some(ChargeOutcome::Transient(e)),
-            },
-            other => other,
-        };
+        let sent = self.send_after_go(|| self.http.post(url.clone()).json(&body), go).await?;
         Some(classify_charge(sent, req, self.timeout, &self.sent()))
     }
 
@@ -304,6 +313,7 @@ impl Gateway for Iamport {
         let red = self.sent();
         match sent {
             Sent::Error(e) => Lookup::Error(describe(&e)),
+            Sent::Refused(why) => Lookup::Error(why),
             Sent::Response(404, _) => Lookup::NotFound,
             Sent::Response(200, text) => match parse_payment(&text, &red) {
                 Ok(Some(p)) if p.merchant_uid == merchant_uid => Lookup::Found(p),

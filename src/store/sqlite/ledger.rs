@@ -143,7 +143,7 @@ fn open_in(
         "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
            name, state, next_attempt_at, opened_at)
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9
-         WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4)
+         WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
          ON CONFLICT (merchant_uid) DO NOTHING",
     )?;
     let mut adv = tx.prepare_cached(
@@ -175,7 +175,7 @@ fn open_in(
                 .prepare_cached(
                     "SELECT format('subscription \"%s\" period %d', subscription_id, period) FROM periods
                        WHERE merchant_uid = ?1
-                     UNION ALL SELECT 'a one-time charge' FROM one_time_charges WHERE merchant_uid = ?1",
+                     UNION ALL SELECT 'a one-time charge' FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE",
                 )?
                 .query_row([&p.merchant_uid], |r| r.get(0))
                 .optional()?;

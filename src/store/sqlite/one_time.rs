@@ -102,6 +102,16 @@ impl OneTime for SqliteStore {
         Ok(row)
     }
 
+    fn one_time_go(&self, id: i64, tries: i64, at: &RealInstant) -> Result<bool> {
+        let (wall, boot_ms, boot_id) = real_cols(at);
+        let changed = self.conn.execute(
+            "UPDATE one_time_charges SET doubt_wall_ms = ?3, doubt_boot_ms = ?4, doubt_boot_id = ?5
+             WHERE id = ?1 AND tries = ?2 AND status = 'pending'",
+            params![id, tries, wall, boot_ms, boot_id],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn one_time_unknown(
         &self,
         id: i64,

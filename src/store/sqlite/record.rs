@@ -72,6 +72,20 @@ fn record_one(
             "currency": a.currency,
         })
     };
+    // An outcome for an attempt that is no longer there to settle (voided by a cancel, a pause or a sync before its
+    // request left, its id perhaps reused since) is dropped: no event, no status change. A paid one cannot be
+    // dropped (it would be a payment billd does not know): that is an error.
+    if !matches!(it.result, AttemptResult::Paid { .. }) {
+        let here = tx
+            .prepare_cached(
+                "SELECT 1 FROM attempts WHERE id = ?1 AND subscription_id = ?2 AND period = ?3 AND attempt = ?4
+                   AND status IN ('pending', 'unknown')",
+            )?
+            .exists(params![a.id, a.subscription_id, a.period as i64, a.attempt])?;
+        if !here {
+            return Ok(());
+        }
+    }
     match &it.result {
         AttemptResult::Paid { imp_uid } => {
             if paid.attempt.execute(params![a.id, imp_uid, now])? != 1 {

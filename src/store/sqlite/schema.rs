@@ -13,6 +13,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_one_time_unresolved.sql"),
     include_str!("migrations/0006_exactly_once_holes.sql"),
     include_str!("migrations/0007_real_time.sql"),
+    include_str!("migrations/0008_merchant_uid_nocase.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes
