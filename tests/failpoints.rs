@@ -197,6 +197,13 @@ fn an_in_flight_charge_of_a_paused_subscription_is_abandoned_only_after_the_quie
     };
     w.tick(DUE);
     assert_eq!(s0(&w), ("unknown".to_string(), None), "given up while its request may be in progress");
+    // The listings say what happens next for it: a lookup, paused or not (found by the new-operator review).
+    let list = w.billd().arg("subscriptions").output().unwrap();
+    let line =
+        String::from_utf8_lossy(&list.stdout).lines().find(|l| l.starts_with("s0")).unwrap_or_default().to_owned();
+    assert!(line.contains("lookup"), "{line}");
+    let show = w.billd().args(["subscriptions", "show", "s0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&show.stdout).contains("look up billd-s0-0"), "{}", common::text(&show));
     w.wait_quiet();
     w.tick("2025-01-01T10:00:03+09:00");
     assert_eq!(s0(&w), ("failed".to_string(), Some("abandoned".to_string())));

@@ -301,3 +301,29 @@ fn a_charge_once_waiting_for_its_turn_sends_nothing_once_a_pass_took_it_over() {
     assert!(text(&first).contains("not sent"), "{}", text(&first));
     assert_eq!(w.sent("once-1"), 0, "the first command sent after the takeover: {:?}", w.requests());
 }
+
+/// A review found two paid payments for one `charge-once` merchant_uid whose first try was declined: the second
+/// try's answer was lost, its settling lookup found the first try's decline and took it for its own ("not paid"),
+/// and a third run then sent again while the second was still being charged. An earlier try's decline is never
+/// this try's outcome.
+#[test]
+fn an_earlier_decline_never_settles_a_charge_once_in_flight() {
+    let w = World::new(Setup { body: MONTHLY, timeout: "1s", ..Default::default() });
+    let args = ["charge-once", "--merchant-uid", "once-2", "--amount", "5000", "--name", "Setup fee"];
+    let declined = common::with_card(&w, &args, &common::card_json(cards::DECLINE_INSUFFICIENT_FUNDS));
+    assert!(text(&declined).contains("not paid (declined)"), "{}", text(&declined));
+    // The second try (a good card) is charged 1.5 s after it arrives: its answer is lost at 1 s.
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: None,
+        fault: billd_sandbox::Fault::ChargeLater { after: Duration::from_millis(1500) },
+        times: Some(1),
+    });
+    let second = common::with_card(&w, &args, &common::card_json(cards::APPROVE));
+    assert!(text(&second).contains("outcome unknown"), "settled by the first try's decline: {}", text(&second));
+    let third = common::with_card(&w, &args, &common::card_json(cards::APPROVE));
+    assert!(!third.status.success() && text(&third).contains("do not retry before"), "{}", text(&third));
+    wait_for("the second try's charge", || paid_count(&w, "once-2") >= 1);
+    std::thread::sleep(Duration::from_millis(2000)); // a third request in progress would be charged by now
+    assert_eq!(paid_count(&w, "once-2"), 1, "{:?}", w.ledger());
+    assert_eq!(w.sent("once-2"), 2, "{:?}", w.requests());
+}

@@ -101,6 +101,9 @@ pub fn charge_once(
     let quiet = ((2 * timeout.as_millis() as i64 + 999) / 1000).max(1);
     let prev = store.one_time(merchant_uid)?;
     let prev_tries = prev.as_ref().map(|p| p.tries);
+    // The imp_uid a row that is not paid keeps is an earlier try's decline: a lookup that finds it has found nothing
+    // of this try (a review found a stale decline settling a try in flight, and a rerun then charged twice).
+    let known_failed = prev.as_ref().and_then(|p| p.imp_uid.clone());
     if let Some(prev) = prev {
         if prev.amount != amount || prev.currency != currency || prev.customer_uid.as_deref() != customer_uid {
             bail!(
@@ -121,8 +124,7 @@ pub fn charge_once(
             );
         }
         // Whatever billd recorded, the gateway is asked before anything is sent again.
-        let known = (prev.failure == Some(Failure::Declined)).then_some(prev.imp_uid.as_deref()).flatten();
-        match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known)) {
+        match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known_failed.as_deref())) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp)) => {
                 store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
@@ -219,13 +221,14 @@ pub fn charge_once(
     };
     // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
     // it failed.
-    let settle = || match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, None)) {
-        Ok(Found::Paid(imp)) => Ok(Some(Ok(imp))),
-        Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
-        Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
-        Ok(Found::Nothing) => Ok(None),
-        Err(e) => Err(e),
-    };
+    let settle =
+        || match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known_failed.as_deref())) {
+            Ok(Found::Paid(imp)) => Ok(Some(Ok(imp))),
+            Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
+            Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
+            Ok(Found::Nothing) => Ok(None),
+            Err(e) => Err(e),
+        };
     let settled = match outcome {
         ChargeOutcome::Paid { imp_uid } => Ok(imp_uid),
         ChargeOutcome::Declined { imp_uid, reason } => Err(("declined", imp_uid, reason)),

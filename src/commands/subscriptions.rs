@@ -27,11 +27,12 @@ pub fn next_look(check_at: Option<DateTime<Utc>>, doubt: Option<&Doubt>) -> Opti
 /// A subscription's next charge: (when, what), for the NEXT CHARGE column. A past-due subscription's next charge is
 /// its retry, not its next period; an attempt whose outcome is unknown is looked up first.
 fn next_charge(r: &SubscriptionRow) -> (Option<DateTime<Utc>>, &'static str) {
-    if !r.status.bills() {
-        return (None, "");
-    }
+    // A charge already at the gateway is settled by lookup whatever the status (a cancel or a pause promised it).
     if r.check_at.is_some() || r.doubt.is_some() {
         return (next_look(r.check_at, r.doubt.as_ref()), "lookup");
+    }
+    if !r.status.bills() {
+        return (None, "");
     }
     if let Some(at) = r.next_attempt_at {
         return (Some(at), if r.declines > 0 { "retry" } else { "charge" });
@@ -106,6 +107,22 @@ pub struct Next {
 /// The next step for `sub` given its periods (oldest first) and its next due instant.
 pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Option<DateTime<Utc>>) -> Next {
     let none = |text: String| Next { action: "none", at: None, text };
+    // A charge already at the gateway is settled by lookup whatever the status (a cancel or a pause promised it).
+    let in_doubt = periods
+        .iter()
+        .filter(|p| p.state == PeriodState::Open)
+        .find_map(|p| p.attempts.last().filter(|a| a.status.unresolved()).map(|a| (p, a)));
+    if let Some((open, a)) = in_doubt.filter(|_| !sub.status.bills()) {
+        let after = match sub.status {
+            Status::Canceled => "then nothing: canceled".to_string(),
+            _ => format!("then nothing until `billd resume {}`", sub.id),
+        };
+        return Next {
+            action: "look_up",
+            at: next_look(a.check_at, a.doubt.as_ref()),
+            text: format!("look up {} (a charge already sent; settled, not repeated), {after}", open.merchant_uid),
+        };
+    }
     match sub.status {
         Status::Canceled => return none("none: canceled, never charged again".into()),
         Status::Suspended => return none(format!("none until `billd resume {}`", sub.id)),

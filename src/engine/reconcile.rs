@@ -122,7 +122,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     continue;
                 }
                 Lookup::NotFound => match self.gateway.find(&merchant_uid, "failed").await {
-                    Lookup::Found(p) => (
+                    // An earlier try's decline is not this try's outcome: as if nothing were found.
+                    Lookup::Found(p) if c.known_failed.as_deref() != Some(p.imp_uid.as_str()) => (
                         ChargeStatus::Failed,
                         Some(Failure::Declined),
                         Some(p.imp_uid),
@@ -132,7 +133,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                         failed_lookup(e);
                         continue;
                     }
-                    Lookup::NotFound => {
+                    Lookup::NotFound | Lookup::Found(_) => {
                         // Its request may still be in progress in real time (whatever the billing clock says):
                         // closing it as abandoned now would invite a second charge. Put off to the end of its quiet
                         // period.

@@ -297,6 +297,8 @@ pub struct UnresolvedOneTime {
     pub currency: String,
     /// Since when its latest request may have been in progress (`None`: never sent).
     pub doubt: Option<Doubt>,
+    /// The imp_uid of an earlier try's decline, if any: a lookup that finds it has found nothing of this try.
+    pub known_failed: Option<String>,
     /// Still `pending`: the command that sent it has not recorded an outcome (it may have stopped while its
     /// request waited for a token or a rate-limit turn, so the request may have left later than `doubt` says).
     pub pending: bool,

@@ -193,7 +193,7 @@ impl OneTime for SqliteStore {
     ) -> Result<Vec<UnresolvedOneTime>> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, merchant_uid, customer_uid, amount, currency, tries, timeout_ms, doubt_wall_ms,
-               doubt_boot_ms, doubt_boot_id, status = 'pending' FROM one_time_charges
+               doubt_boot_ms, doubt_boot_id, status = 'pending', imp_uid FROM one_time_charges
              WHERE status IN ('pending', 'unknown') AND coalesce(check_at, updated_at + ?2) <= ?1
              ORDER BY updated_at, id LIMIT ?3",
         )?;
@@ -207,6 +207,7 @@ impl OneTime for SqliteStore {
                 tries: r.get(5)?,
                 doubt: doubt_from(r, 6)?,
                 pending: r.get(10)?,
+                known_failed: r.get(11)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
