@@ -209,14 +209,14 @@ fn a_refused_reload_during_a_busy_pass_stops_it() {
     assert!(std::process::Command::new("kill").args(["-HUP", &run.id().to_string()]).status().unwrap().success());
     std::thread::sleep(Duration::from_millis(300)); // the reload is applied at once, the pass goes on
     let seen = w.requests().len();
-    std::thread::sleep(Duration::from_millis(3000)); // at 2 requests a second, six more would have left
+    std::thread::sleep(Duration::from_millis(5000)); // at 2 requests a second, ten more would have left
     let after = w.requests().len() - seen;
     assert!(std::process::Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap().success());
     let out = run.wait_with_output().unwrap();
     let log = World::stderr(&out);
     assert!(log.contains("config.reload: not applied"), "{log}");
-    // The senders' requests already past their go may still arrive (at most one per sender).
-    assert!(after <= 4, "{after} requests after the refused reload: {:?}", w.requests());
+    // The senders' requests already past their go may still arrive (one per sender, and a slow reload's margin).
+    assert!(after <= 5, "{after} requests after the refused reload: {:?}", w.requests());
     let removed: Vec<_> = w
         .requests()
         .into_iter()
