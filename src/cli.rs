@@ -238,9 +238,29 @@ pub enum CustomersCommand {
     },
 }
 
+/// A listing whose reader goes away (`billd upcoming | head`) ends quietly, as Unix tools do, instead of panicking
+/// on the closed pipe: the default SIGPIPE action, for the read-only listings only (never for a command that
+/// charges or records, which must finish its writes to the book whatever happens to its output).
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread is started; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs a parsed command and returns the process exit code.
 pub fn main(args: Args) -> Result<ExitCode> {
     let path = config::resolve_path(args.config.as_deref());
+    let listing = matches!(
+        &args.command,
+        Command::Subscriptions { action: None | Some(SubscriptionsCommand::Show { .. }), .. }
+            | Command::Charges { .. }
+            | Command::Upcoming { .. }
+    );
+    if listing {
+        end_quietly_on_a_closed_pipe();
+    }
     match args.command {
         Command::Check { online } => crate::commands::check::check(&path, online),
         Command::Tick { as_of, simulate } => {

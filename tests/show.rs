@@ -106,3 +106,26 @@ fn listings_say_what_happens_next_in_one_time_format() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(v.as_array().unwrap().iter().all(|r| r["made_at"].as_str().unwrap().ends_with("+09:00")), "{v}");
 }
+
+/// Issue 23, 7: `billd upcoming | head` panicked with "Broken pipe" (exit 101). A listing whose reader goes away
+/// ends quietly, as Unix tools do.
+#[test]
+fn a_listing_whose_reader_goes_away_ends_quietly() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.tick("2024-12-31T10:00:00+09:00");
+    for args in [&["upcoming", "--days", "400"][..], &["subscriptions"][..], &["charges"][..]] {
+        let mut child = w
+            .billd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before billd writes
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "billd {args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "billd {args:?} panicked: {stderr}");
+    }
+}

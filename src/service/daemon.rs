@@ -232,7 +232,12 @@ async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Pa
             }
         }
         Err(e) => {
-            error!(event = "config.reload", "config.reload: new config refused, the running one stays in force: {e}")
+            // One line per event (README): the config's problems are joined.
+            let problems = e.to_string().replace("\n  ", "; ");
+            error!(
+                event = "config.reload",
+                "config.reload: new config refused, the running one stays in force: {problems}"
+            )
         }
     }
     notify::ready(&status_line(engine, None).await);
