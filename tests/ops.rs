@@ -202,6 +202,20 @@ fn upcoming_lists_charges_per_day_with_totals() {
     assert_eq!(code, 0);
     assert!(out.contains("2 charges, 19800 KRW"), "{out}");
     assert!(out.contains("next 40 days: 4 charges, 39600 KRW"), "{out}");
+    // Issue 23, 5: the times under a day's heading are in the billing time zone, and the heading says which.
+    assert!(out.contains("(Asia/Seoul)  2 charges"), "{out}");
+}
+
+/// Issue 23, 5: "1 charges".
+#[test]
+fn upcoming_counts_one_charge_in_the_singular() {
+    let start = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive().to_string();
+    let w =
+        World::new(Setup { body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &start)), ..Default::default() });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    let (code, out) = run(&w, &["upcoming", "--days", "10"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 charge, 9900 KRW") && !out.contains("1 charges"), "{out}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
 use crate::billing::model::{Status, restart_after_pause};
+use crate::commands::present::count;
 use crate::store::{Book, ChargeStatus, Ledger, OpenPeriod, StatusSet, Store, Views, ceil_second, from_ts};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
@@ -255,6 +256,7 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
         let d = chrono::DateTime::parse_from_rfc3339(&i.at).map(|t| t.date_naive()).unwrap_or_default();
         by_day.entry(d).or_default().push(i);
     }
+    let zone = clock.timezone;
     // Totals in 128 bits: no sum of 64-bit amounts can overflow them.
     let mut grand: BTreeMap<&str, (usize, i128)> = BTreeMap::new();
     for (day, list) in &by_day {
@@ -267,8 +269,10 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
             g.0 += 1;
             g.1 += i128::from(i.amount);
         }
-        let summary: Vec<String> = totals.iter().map(|(c, (n, a))| format!("{n} charges, {a} {c}")).collect();
-        println!("{day}  {}", summary.join("; "));
+        let summary: Vec<String> =
+            totals.iter().map(|(c, (n, a))| format!("{}, {a} {c}", count(*n, "charge"))).collect();
+        // The times below are in the billing time zone: said once, in the day's heading.
+        println!("{day} ({zone})  {}", summary.join("; "));
         for i in list {
             println!(
                 "    {}  {:<20} {:<20} {:>10} {}  {}",
@@ -281,7 +285,7 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
             );
         }
     }
-    let summary: Vec<String> = grand.iter().map(|(c, (n, a))| format!("{n} charges, {a} {c}")).collect();
+    let summary: Vec<String> = grand.iter().map(|(c, (n, a))| format!("{}, {a} {c}", count(*n, "charge"))).collect();
     println!(
         "next {days} days: {}",
         if summary.is_empty() { "nothing to charge".to_string() } else { summary.join("; ") }
