@@ -115,7 +115,12 @@ pub fn charge_once(
             );
         }
         if prev.status == ChargeStatus::Paid {
-            bail!("merchant_uid {merchant_uid} is already paid (imp_uid {})", prev.imp_uid.unwrap_or_default());
+            // Paid is what was asked: a rerun of a paid charge succeeds (exit 0) and sends nothing.
+            println!(
+                "merchant_uid {merchant_uid} is already paid (imp_uid {}); nothing sent",
+                prev.imp_uid.unwrap_or_default()
+            );
+            return Ok(ExitCode::SUCCESS);
         }
         if prev.failure == Some(Failure::Mismatch) {
             bail!(
@@ -128,7 +133,8 @@ pub fn charge_once(
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp)) => {
                 store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
-                bail!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
+                println!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
+                return Ok(ExitCode::SUCCESS);
             }
             Ok(Found::Mismatch(why)) => {
                 let mismatch = Some(Failure::Mismatch);
