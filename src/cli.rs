@@ -203,6 +203,9 @@ pub enum SubscriptionsCommand {
         /// Charge the first period now.
         #[arg(long)]
         charge_now: bool,
+        /// A --start more than one period back is meant: charge every period since then (refused without it).
+        #[arg(long)]
+        catch_up: bool,
     },
 }
 
@@ -279,7 +282,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
             crate::commands::subscriptions::show(&path, &id, json)
         }
         Command::Subscriptions {
-            action: Some(SubscriptionsCommand::Add { id, customer_uid, plan, start, register_card, charge_now }),
+            action:
+                Some(SubscriptionsCommand::Add { id, customer_uid, plan, start, register_card, charge_now, catch_up }),
             ..
         } => crate::commands::subscriptions::add(
             &path,
@@ -287,8 +291,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             &customer_uid,
             &plan,
             start.as_deref(),
-            register_card,
-            charge_now,
+            crate::commands::subscriptions::AddOptions { register_card, charge_now, catch_up },
         ),
         Command::Customers { action } => match action {
             CustomersCommand::Register { customer_uid, pg, channel_key, channel_key_file } => {

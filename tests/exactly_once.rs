@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, card_json, cards, sub, text, with_card};
+// Entries here replay history or catch up on purpose: `catch_up = true` (issue 21, 2).
+use common::{MONTHLY, Setup, World, card_json, cards, sub_catch_up as sub, text, with_card};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -388,6 +389,7 @@ fn ids_that_differ_only_by_case_are_refused_everywhere() {
             "monthly",
             "--start",
             "2025-01-01",
+            "--catch-up",
         ])
         .output()
         .unwrap();

@@ -225,3 +225,34 @@ fn a_refused_reload_during_a_busy_pass_stops_it() {
         .collect();
     assert!(removed.is_empty(), "charged what the refused file removed, after the refusal: {removed:?}");
 }
+
+/// Point 2: `start = "2025-01-06"` on a monthly plan passed `check` and the next pass sent 24 charges to one card;
+/// `subscriptions add --start 2016-12-06` sent 121. One rule for every way a subscription enters: a start that would
+/// make more than one period due at once is refused (not added, an ERROR names the entry and the key to set) unless
+/// the entry says `catch_up = true` or the command `--catch-up`; `check` lists it. A subscription already in the
+/// book is its history, not a problem.
+#[test]
+fn a_start_more_than_one_period_back_is_refused_unless_it_says_catch_up() {
+    let year_ago = (chrono::Utc::now() - chrono::Duration::days(400)).date_naive().to_string();
+    let w = world(&ten(&year_ago), "");
+    let check = w.billd().arg("check").output().unwrap();
+    assert!(text(&check).contains("catch_up = true") && text(&check).contains("\"s0\""), "{}", text(&check));
+    let out = w.billd().arg("tick").output().unwrap();
+    assert!(text(&out).contains("not added") && text(&out).contains("catch_up = true"), "{}", text(&out));
+    assert!(w.requests().is_empty(), "a year of periods charged at once: {} requests", w.requests().len());
+    let add = w
+        .billd()
+        .args(["subscriptions", "add", "--id", "m1", "--customer-uid", "c1", "--plan", "monthly", "--start", &year_ago])
+        .output()
+        .unwrap();
+    assert!(!add.status.success() && text(&add).contains("--catch-up"), "{}", text(&add));
+    assert!(w.requests().is_empty());
+    // Said explicitly: charged, every period since, once each (s0 alone, as asked).
+    let mut body = format!("{MONTHLY}{}", common::sub_catch_up("s0", "c0", "monthly", &year_ago));
+    body += &ten(&year_ago)[sub("s0", "c0", "monthly", &year_ago).len()..];
+    w.write_config(&Setup { body: &body, ..Default::default() });
+    let out = w.billd().arg("tick").output().unwrap();
+    let paid = w.paid_for("c0").len();
+    assert!(paid >= 13, "s0 caught up: {paid} paid\n{}", text(&out));
+    assert!(w.paid_for("c1").is_empty(), "s1 did not say catch_up");
+}

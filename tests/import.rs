@@ -143,7 +143,12 @@ fn an_id_already_used_differently_is_refused_and_backdated_starts_need_catch_up(
     let old = write(&w, "old.csv", "id,customer_uid,plan,start\nold1,c1,monthly,2020-01-15\n");
     let out = w.billd().arg("import").arg(&old).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(World::stderr(&out).contains("old.csv:2: column 4 (start): 2020-01-15 is more than 1 month ago"));
+    assert!(
+        World::stderr(&out)
+            .contains("old.csv:2: column 4 (start): its start 2020-01-15 is more than one period (1 month) back"),
+        "{}",
+        World::stderr(&out)
+    );
     assert!(w.billd().args(["import", "--catch-up"]).arg(&old).status().unwrap().success());
     assert_eq!(count(&w, "SELECT count(*) FROM subscriptions WHERE id = 'old1'"), 1);
 }

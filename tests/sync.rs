@@ -140,6 +140,7 @@ fn a_config_entry_with_the_id_of_a_manual_subscription_does_not_block_the_sync()
             "monthly",
             "--start",
             "2025-01-05",
+            "--catch-up",
         ])
         .output()
         .unwrap();

@@ -1,5 +1,6 @@
 //! Pure sync planning: what applying `schedules.toml` changes in the database, before anything is written.
 
+use crate::billing::calendar::Interval;
 use crate::billing::model::{Source, Status, Subscription};
 use chrono::NaiveDate;
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ pub struct SyncPlan {
     pub warnings: Vec<String>,
     /// Remarks shown by `billd sync` only (e.g. entries canceled by dunning that the file still lists).
     pub notes: Vec<String>,
+    /// New entries not added, with why (a start more than one period back without `catch_up`): errors.
+    pub refused: Vec<String>,
 }
 
 impl SyncPlan {
@@ -37,20 +40,35 @@ impl SyncPlan {
 
 /// Compares the subscriptions the config file wants (`wanted`, from `file`; a `canceled` entry has that status) with
 /// the config-sourced subscriptions in the database.
-pub fn plan(wanted: &[Subscription], file: &Path, db: &[Subscription], today: NaiveDate) -> SyncPlan {
+pub fn plan(
+    wanted: &[Subscription],
+    catch_up: &dyn Fn(&str) -> bool,
+    file: &Path,
+    db: &[Subscription],
+    today: NaiveDate,
+) -> SyncPlan {
     let mut out = SyncPlan::default();
     let by_id: HashMap<&str, &Subscription> = db.iter().map(|s| (s.id.as_str(), s)).collect();
     for wanted in wanted {
         let canceled = wanted.status == Status::Canceled;
         let Some(have) = by_id.get(wanted.id.as_str()) else {
-            if let Some(second) = wanted.interval.nth_date(wanted.start_date, 1).filter(|d| *d <= today) {
-                out.warnings.push(format!(
-                    "subscription {:?} starts {} and its period of {second} is already due too: every period \
-                     since the start will be charged now (when migrating, set start to the next due date)",
-                    wanted.id, wanted.start_date
-                ));
+            if canceled {
+                out.changes.push(Change::Insert(wanted.clone())); // kept as canceled: nothing is ever charged
+                continue;
             }
-            out.changes.push(Change::Insert(wanted.clone()));
+            match backdated(wanted.interval, wanted.start_date, today) {
+                Some(why) if !catch_up(&wanted.id) => out.refused.push(format!(
+                    "subscription {:?} not added: {why}; set start to the next due date, or add `catch_up = true` \
+                     to its entry in {} to charge them all",
+                    wanted.id,
+                    file.display()
+                )),
+                Some(why) => {
+                    out.warnings.push(format!("subscription {:?} (catch_up = true): {why}", wanted.id));
+                    out.changes.push(Change::Insert(wanted.clone()));
+                }
+                None => out.changes.push(Change::Insert(wanted.clone())),
+            }
             continue;
         };
         if have.status == Status::Canceled {
@@ -133,6 +151,18 @@ fn rebase(s: &Subscription) -> (NaiveDate, u64) {
         Some(d) => (d, s.next_period),
         None => (s.anchor_date, s.anchor_period),
     }
+}
+
+/// Why a subscription starting `start` would have more than one period due at once on `today` (its second
+/// period's date is already here): every period since the start would be charged in one pass. `None`: at most one
+/// is due. One rule for every way a subscription enters (config, `subscriptions add`, `import`); each lets it in
+/// only when told to catch up.
+pub fn backdated(interval: Interval, start: NaiveDate, today: NaiveDate) -> Option<String> {
+    let second = interval.nth_date(start, 1).filter(|d| *d <= today)?;
+    Some(format!(
+        "its start {start} is more than one period ({interval}) back (the period of {second} is already due too): \
+         every period since then would be charged at once"
+    ))
 }
 
 /// Whether a sync may cancel this many of the `active` billing subscriptions without `--force`:

@@ -37,6 +37,18 @@ pub fn check(path: &Path, online: bool) -> Result<ExitCode> {
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
             }
+            // New entries a pass now would not add (a start more than one period back without catch_up), against
+            // the book if it exists (an existing subscription's old start is its history, not a problem). Warned
+            // of, not refused: a pass at an earlier instant (`tick --as-of`, a replay) adds them.
+            let db = if cfg.billing.database.exists() {
+                crate::store::Book::config_subscriptions(&crate::app::open_store(&cfg)?)?
+            } else {
+                Vec::new()
+            };
+            let today = cfg.billing.clock.local_date(chrono::Utc::now());
+            for r in cfg.sync_plan(&db, today).refused {
+                eprintln!("warning: a pass now would refuse it: {r}");
+            }
             if problems.is_empty() {
                 println!(
                     "{}: OK ({}, {}; database {})",

@@ -159,15 +159,11 @@ pub fn import(
             let Some(plan) = cfg.plan(&row.plan) else {
                 return Ok(()); // reported by for_each_row
             };
-            if !catch_up && plan.interval.nth_date(row.start, 1).is_some_and(|second| second <= today) {
+            if let Some(why) = crate::billing::sync::backdated(plan.interval, row.start, today).filter(|_| !catch_up) {
                 problems.push(
                     row.line,
                     "start",
-                    format!(
-                        "{} is more than {} ago: every period since then would be charged at once; set start to \
-                         the next due date, or pass --catch-up to charge them all",
-                        row.start, plan.interval
-                    ),
+                    format!("{why}; set start to the next due date, or pass --catch-up to charge them all"),
                 );
             }
             if let Some(have) = existing

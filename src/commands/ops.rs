@@ -181,7 +181,7 @@ pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<ChargedNo
             let store = open_store(cfg)?;
             let subs = store.config_subscriptions()?;
             let today = cfg.billing.clock.local_date(Utc::now());
-            let plan = crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, &subs, today);
+            let plan = cfg.sync_plan(&subs, today);
             if let Some(why) = crate::billing::sync::refusal(&plan, &subs, &cfg.file) {
                 bail!("{why}; the running billd charges nothing until then");
             }

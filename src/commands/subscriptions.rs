@@ -249,14 +249,21 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
 
 /// `billd subscriptions add`: a subscription kept in the database only, optionally with its card registered and
 /// its first period charged at once (under the same exactly-once rules as scheduled charges).
+/// What `subscriptions add` is told to do besides adding.
+pub struct AddOptions {
+    pub register_card: bool,
+    pub charge_now: bool,
+    /// A start more than one period back is meant (every period since is charged).
+    pub catch_up: bool,
+}
+
 pub fn add(
     path: &Path,
     id: &str,
     customer_uid: &str,
     plan: &str,
     start: Option<&str>,
-    register_card: bool,
-    charge_now: bool,
+    AddOptions { register_card, charge_now, catch_up }: AddOptions,
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     check_customer_uid(customer_uid)?;
@@ -273,6 +280,11 @@ pub fn add(
         Some(s) => crate::config::parse_date(s).map_err(|e| anyhow!("--start: {e}"))?,
         None => today(&cfg),
     };
+    if let Some(why) = crate::billing::sync::backdated(plan.interval, start, today(&cfg)).filter(|_| !catch_up) {
+        bail!(
+            "--start: {why}; nothing was added. Set --start to the next due date, or pass --catch-up to charge them all"
+        );
+    }
     {
         let store = open_store(&cfg)?;
         if store.subscription(id)?.is_some() {

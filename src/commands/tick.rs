@@ -29,6 +29,9 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
         for n in &plan.notes {
             println!("note: {n}");
         }
+        for r in &plan.refused {
+            println!("refused: {r}");
+        }
         for c in &plan.changes {
             match c {
                 crate::billing::sync::Change::Insert(s) => {
@@ -48,8 +51,7 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
         }
     };
     if dry_run {
-        let plan =
-            crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, &store.config_subscriptions()?, today);
+        let plan = cfg.sync_plan(&store.config_subscriptions()?, today);
         show(&plan);
         if !plan.is_empty() {
             println!("dry run: nothing changed");
@@ -60,7 +62,7 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
     // never overwritten with a stale read).
     let mut refused = false;
     let plan = store.sync_with(&cfg.billing.clock, Utc::now(), |subs, _| {
-        let plan = crate::billing::sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, today);
+        let plan = cfg.sync_plan(subs, today);
         show(&plan);
         if let Some(why) = crate::billing::sync::refusal(&plan, subs, &cfg.file).filter(|_| !force) {
             refused = true;

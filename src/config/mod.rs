@@ -85,6 +85,9 @@ pub struct SubscriptionSpec {
     pub plan: String,
     pub start: NaiveDate,
     pub canceled: bool,
+    /// `catch_up = true`: a start more than one period back is meant (every period since is charged when it is
+    /// added); without it such a start is refused.
+    pub catch_up: bool,
 }
 
 /// Every problem found in one config file.
@@ -387,7 +390,8 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
                 false
             }
         };
-        subs.push(SubscriptionSpec { id: s.id, customer_uid: s.customer_uid, plan: s.plan, start, canceled });
+        let catch_up = s.catch_up;
+        subs.push(SubscriptionSpec { id: s.id, customer_uid: s.customer_uid, plan: s.plan, start, canceled, catch_up });
     }
 
     if !errs.is_empty() {
@@ -471,6 +475,13 @@ impl Config {
             });
         }
         out
+    }
+
+    /// What a sync of this config would change in a book holding `db` (its config-sourced subscriptions), on the
+    /// local date `today` ([`crate::billing::sync::plan`]).
+    pub fn sync_plan(&self, db: &[Subscription], today: NaiveDate) -> crate::billing::sync::SyncPlan {
+        let catch_up = |id: &str| self.subscriptions.iter().any(|s| s.id == id && s.catch_up);
+        crate::billing::sync::plan(&self.wanted_subscriptions(), &catch_up, &self.file, db, today)
     }
 
     pub fn plan(&self, id: &str) -> Option<&Plan> {

@@ -120,6 +120,8 @@ pub(super) struct RawSubscription {
     pub(super) plan: String,
     pub(super) start: String,
     pub(super) status: Option<String>,
+    #[serde(default)]
+    pub(super) catch_up: bool,
 }
 
 pub(super) fn secret_text(v: StringOrNumber) -> String {

@@ -12,6 +12,7 @@ enum Kind {
     /// Text or a whole number (a secret from the environment may look like a number).
     TextOrWhole,
     Texts,
+    Flag,
     Table(&'static [(&'static str, Kind)]),
     Tables(&'static [(&'static str, Kind)]),
 }
@@ -35,7 +36,7 @@ const METRICS: &[(&str, Kind)] = &[("listen", Text)];
 const PLAN: &[(&str, Kind)] =
     &[("id", Text), ("name", Text), ("amount", Whole), ("currency", Text), ("interval", Text)];
 const SUBSCRIPTION: &[(&str, Kind)] =
-    &[("id", Text), ("customer_uid", Text), ("plan", Text), ("start", Text), ("status", Text)];
+    &[("id", Text), ("customer_uid", Text), ("plan", Text), ("start", Text), ("status", Text), ("catch_up", Flag)];
 const TOP: &[(&str, Kind)] = &[
     ("billing", Table(BILLING)),
     ("gateway", Table(GATEWAY)),
@@ -107,6 +108,7 @@ fn table(
                     Whole | TextOrWhole => Value::from(1i64),
                     Number => Value::from(1.0f64),
                     Texts => Value::from(Vec::<String>::new()),
+                    Flag => Value::from(false),
                     _ => Value::from(String::new()),
                 };
                 left_out.push(shown_here);
@@ -132,6 +134,7 @@ fn fits(kind: Kind, v: &Value) -> bool {
         Number => matches!(v, Value::Num(..)),
         TextOrWhole => matches!(v, Value::String(..)) || (matches!(v, Value::Num(..)) && whole(v)),
         Texts => matches!(v, Value::Array(..)),
+        Flag => matches!(v, Value::Bool(..)),
         Table(_) => matches!(v, Value::Dict(..)),
         Tables(_) => matches!(v, Value::Array(..)),
     }
@@ -144,6 +147,7 @@ fn want(kind: Kind) -> &'static str {
         Number => "a number",
         TextOrWhole => "text in quotes",
         Texts => "a list of texts, like [\"1d\", \"2d\"]",
+        Flag => "true or false",
         Table(_) => "a table",
         Tables(_) => "a list of tables ([[…]])",
     }

@@ -163,9 +163,12 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 // Planned from the rows as they are inside the write transaction that applies it.
                 let plan = s.sync_with(&cfg.billing.clock, now, |subs, _| {
                     let today = cfg.billing.clock.local_date(now);
-                    let plan = sync::plan(&cfg.wanted_subscriptions(), &cfg.file, subs, today);
+                    let plan = cfg.sync_plan(subs, today);
                     for w in &plan.warnings {
                         warn!(event = "config.sync", "{w}");
+                    }
+                    for r in &plan.refused {
+                        error!(event = "config.sync", "{r}");
                     }
                     refused = sync::refusal(&plan, subs, &cfg.file).filter(|_| !force);
                     match &refused {

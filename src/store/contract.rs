@@ -412,6 +412,7 @@ pub fn sync_applies_nothing_planned_from_a_stale_read<B: Backend>(b: &B) {
         changes: vec![Change::Insert(config("x")), Change::Insert(config("y"))],
         warnings: vec![],
         notes: vec![],
+        refused: vec![],
     };
     s.sync_with(&clock, t0(), |subs, billed| {
         assert_eq!((subs.len(), billed), (0, 0));
@@ -436,6 +437,7 @@ pub fn sync_applies_nothing_planned_from_a_stale_read<B: Backend>(b: &B) {
             ],
             warnings: vec![],
             notes: vec![],
+            refused: vec![],
         })
     };
     assert!(s.sync_with(&clock, t0(), plan).is_err(), "an update planned from a stale row was applied");

@@ -395,6 +395,13 @@ pub fn future(as_of: &str) -> bool {
     chrono::DateTime::parse_from_rfc3339(as_of).is_ok_and(|t| t > chrono::Utc::now())
 }
 
+/// A `[[subscriptions]]` entry with `catch_up = true`: its start may lie more than one period back (every period
+/// since is charged when it is added). For tests that replay history or catch up on purpose; without it such a start
+/// is refused when the entry is added (issue 21, 2).
+pub fn sub_catch_up(id: &str, customer: &str, plan: &str, start: &str) -> String {
+    format!("{}catch_up = true\n", sub(id, customer, plan, start))
+}
+
 /// A `[[subscriptions]]` entry.
 pub fn sub(id: &str, customer: &str, plan: &str, start: &str) -> String {
     format!(
