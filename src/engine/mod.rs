@@ -275,13 +275,16 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let mut senders = Senders { queue: queue.clone(), set: tokio::task::JoinSet::new() };
             let mut halted = false;
             let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open)));
+            // A stop, or a config refused during the pass (a SIGHUP): no more claims; what is claimed and unsent is
+            // released below (the gate already lets nothing leave).
+            let halt = || self.stopping() || self.config_refused().is_some();
             while let Some(step) = next.take() {
                 let (n, batch) = step.await.context("the claim task panicked")??;
                 opened += n;
                 if batch.is_empty() && n == 0 {
                     break;
                 }
-                if !self.stopping() {
+                if !halt() {
                     next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open.saturating_sub(opened))));
                 }
                 if batch.is_empty() {
@@ -297,16 +300,16 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                         senders.set.spawn(self.clone().sender(queue, tx, go, counts, at));
                     }
                 }
-                if self.stopping() {
-                    // Claimed as the stop came: never pushed, released below.
+                if halt() {
+                    // Claimed as the stop (or a refused reload) came: never pushed, released below.
                     queue.lock().0.extend(batch);
                     halted = true;
                     break;
                 }
                 queue.push(batch);
                 // Stay one page ahead, no more: the next page is pushed when this one runs low.
-                queue.wait_low(|| self.stopping()).await;
-                if self.stopping() || queue.senders.load(Ordering::SeqCst) == 0 {
+                queue.wait_low(&halt).await;
+                if halt() || queue.senders.load(Ordering::SeqCst) == 0 {
                     halted = true;
                     break;
                 }
@@ -317,7 +320,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             }
             report.sent += counts.sent.load(Ordering::Relaxed);
             report.withdrawn += counts.withdrawn.load(Ordering::Relaxed);
-            if halted || self.stopping() {
+            if halted || halt() {
                 // Claimed but never sent (the senders stop taking work): remove their intents.
                 let mut unsent: Vec<i64> = queue.take_all().iter().map(|a| a.id).collect();
                 if let Some(step) = next.take() {
