@@ -5,17 +5,9 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub, text};
+use common::{MONTHLY, Setup, World, cards, sub, text, wait_for};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use std::time::Duration;
 
 /// Ten subscriptions due `start`, sent one at a time (concurrency 1) by a gateway that answers each request 300 ms
 /// after it arrives: a pass is busy for some 3 s, its page claimed, s0 first and s9 last.

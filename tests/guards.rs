@@ -4,17 +4,9 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub, text};
+use common::{MONTHLY, Setup, World, cards, sub, text, wait_for};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Ten subscriptions s0..s9 starting `start` (customers c0..c9, cards that approve), with `extra` before them.
 fn ten(start: &str) -> String {

@@ -7,18 +7,9 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, sub, text};
+use common::{MONTHLY, Setup, World, cards, sub, text, wait_for};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A second config, in its own folder, whose `billing.database` is `db` (another path to the same book).
 fn second_config(w: &World, db: &Path) -> std::path::PathBuf {

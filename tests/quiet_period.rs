@@ -6,19 +6,10 @@
 
 mod common;
 
-use common::{MONTHLY, Setup, World, cards, skip, sub, text};
+use common::{MONTHLY, Setup, World, cards, skip, sub, text, wait_for};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// Waits (at most 30 s) for `cond`.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Paid payments at the gateway for one merchant_uid.
 fn paid_count(w: &World, merchant_uid: &str) -> usize {

@@ -390,6 +390,15 @@ pub fn skip(reason: &str) {
     );
 }
 
+/// Waits (at most 30 s, polling every 20 ms) until `cond` holds; fails naming `what` otherwise.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Whether an RFC 3339 instant is ahead of the real time (a tick at it needs `--simulate`).
 pub fn future(as_of: &str) -> bool {
     chrono::DateTime::parse_from_rfc3339(as_of).is_ok_and(|t| t > chrono::Utc::now())
