@@ -80,15 +80,19 @@ pub enum Command {
         /// The order's id at the gateway (1-40 characters, not starting with billd's merchant_uid_prefix and '-').
         #[arg(long)]
         merchant_uid: String,
-        /// The amount, in the currency's unit (KRW).
+        /// The amount in whole won (KRW), sent to the gateway as it is.
         #[arg(long)]
         amount: i64,
         /// The order name the customer sees (1-40 characters).
         #[arg(long)]
         name: String,
-        /// Also save the card as this billing key.
+        /// Also save the card as this billing key once the charge is paid (never when it is not).
         #[arg(long)]
         customer_uid: Option<String>,
+        /// With --customer-uid: replace the card of that billing key if it exists (every subscription of it then
+        /// charges the new card). Without it, an existing key is refused before anything is sent.
+        #[arg(long, requires = "customer_uid")]
+        replace_key: bool,
     },
     /// Serve a local i'mport V1 sandbox (for demos, tests and benchmarks) until SIGINT/SIGTERM.
     Sandbox {
@@ -153,6 +157,11 @@ pub enum Command {
         #[arg(long)]
         catch_up: bool,
     },
+    /// Whether a safety rail (limits.max_charges_per_pass) stopped billing; `release` lifts the stop.
+    Safety {
+        #[command(subcommand)]
+        action: Option<SafetyCommand>,
+    },
     /// Cancel a subscription for good (its history is kept).
     Cancel {
         /// The subscription id.
@@ -200,6 +209,10 @@ pub enum SubscriptionsCommand {
         /// Register the card (stdin JSON or prompt) as the billing key first.
         #[arg(long)]
         register_card: bool,
+        /// With --register-card: replace the card of an existing billing key (every subscription of it then charges
+        /// the new card). Without it, an existing key is refused before anything is done.
+        #[arg(long, requires = "register_card")]
+        replace_key: bool,
         /// Charge the first period now.
         #[arg(long)]
         charge_now: bool,
@@ -207,6 +220,12 @@ pub enum SubscriptionsCommand {
         #[arg(long)]
         catch_up: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SafetyCommand {
+    /// Confirm that billing may go on: the next pass may send up to limits.max_charges_per_pass charges again.
+    Release,
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,6 +244,9 @@ pub enum CustomersCommand {
         /// A file holding the channel key (a trailing newline is ignored); wins over --channel-key.
         #[arg(long, value_name = "FILE")]
         channel_key_file: Option<PathBuf>,
+        /// Replace the card of an existing billing key (every subscription of it then charges the new card).
+        #[arg(long)]
+        replace_key: bool,
     },
     /// Show a billing key (the card masked).
     Show {
@@ -238,6 +260,9 @@ pub enum CustomersCommand {
         /// Why (kept by the gateway).
         #[arg(long)]
         reason: Option<String>,
+        /// Delete it even though subscriptions that are not canceled charge it.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -283,7 +308,16 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Subscriptions {
             action:
-                Some(SubscriptionsCommand::Add { id, customer_uid, plan, start, register_card, charge_now, catch_up }),
+                Some(SubscriptionsCommand::Add {
+                    id,
+                    customer_uid,
+                    plan,
+                    start,
+                    register_card,
+                    replace_key,
+                    charge_now,
+                    catch_up,
+                }),
             ..
         } => crate::commands::subscriptions::add(
             &path,
@@ -291,20 +325,23 @@ pub fn main(args: Args) -> Result<ExitCode> {
             &customer_uid,
             &plan,
             start.as_deref(),
-            crate::commands::subscriptions::AddOptions { register_card, charge_now, catch_up },
+            crate::commands::subscriptions::AddOptions { register_card, replace_key, charge_now, catch_up },
         ),
         Command::Customers { action } => match action {
-            CustomersCommand::Register { customer_uid, pg, channel_key, channel_key_file } => {
+            CustomersCommand::Register { customer_uid, pg, channel_key, channel_key_file, replace_key } => {
                 let channel_key = secret_arg(channel_key, channel_key_file.as_deref(), "--channel-key-file")?;
-                crate::commands::customers::register(&path, &customer_uid, pg.as_deref(), channel_key.as_deref())
+                let (pg, channel_key) = (pg.as_deref(), channel_key.as_deref());
+                crate::commands::customers::register(&path, &customer_uid, pg, channel_key, replace_key)
             }
             CustomersCommand::Show { customer_uid } => crate::commands::customers::show(&path, &customer_uid),
-            CustomersCommand::Delete { customer_uid, reason } => {
-                crate::commands::customers::delete(&path, &customer_uid, reason.as_deref())
+            CustomersCommand::Delete { customer_uid, reason, force } => {
+                crate::commands::customers::delete(&path, &customer_uid, reason.as_deref(), force)
             }
         },
-        Command::ChargeOnce { merchant_uid, amount, name, customer_uid } => {
-            crate::commands::charge_once::charge_once(&path, &merchant_uid, amount, &name, customer_uid.as_deref())
+        Command::ChargeOnce { merchant_uid, amount, name, customer_uid, replace_key } => {
+            let key =
+                customer_uid.as_deref().map(|c| crate::commands::charge_once::SaveKey { customer_uid: c, replace_key });
+            crate::commands::charge_once::charge_once(&path, &merchant_uid, amount, &name, key)
         }
         Command::Sandbox { listen, imp_key, imp_secret, imp_secret_file, sandbox_config } => {
             let imp_secret = secret_arg(imp_secret, imp_secret_file.as_deref(), "--imp-secret-file")?;
@@ -320,6 +357,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Pause { subscription } => crate::commands::ops::pause(&path, &subscription),
         Command::Resume { subscription, catch_up } => crate::commands::ops::resume(&path, &subscription, catch_up),
         Command::Cancel { subscription } => crate::commands::ops::cancel(&path, &subscription),
+        Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
         Command::Retry { subscription } => crate::commands::ops::retry(&path, &subscription),
         Command::Import { file, catch_up } => crate::commands::import::run(&path, &file, catch_up),
     }

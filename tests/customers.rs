@@ -17,8 +17,11 @@ fn register_show_reissue_and_delete_a_billing_key() {
     let show = w.billd().args(["customers", "show", "cust-1"]).output().unwrap();
     assert!(show.status.success(), "{}", text(&show));
     assert!(text(&show).contains("424242******4242"));
-    // Re-issue for the same customer_uid with another card: the key now points at the new card.
-    let again = with_card(&w, &["customers", "register", "cust-1"], &card_json(cards::DECLINE_LOST));
+    // Re-issue for the same customer_uid with another card: refused unless asked (issue 21, point 4), then the key
+    // points at the new card.
+    let refused = with_card(&w, &["customers", "register", "cust-1"], &card_json(cards::DECLINE_LOST));
+    assert!(!refused.status.success() && text(&refused).contains("--replace-key"), "{}", text(&refused));
+    let again = with_card(&w, &["customers", "register", "cust-1", "--replace-key"], &card_json(cards::DECLINE_LOST));
     assert!(again.status.success(), "{}", text(&again));
     let show = w.billd().args(["customers", "show", "cust-1"]).output().unwrap();
     assert!(text(&show).contains("400000******9987"), "{}", text(&show));

@@ -213,8 +213,13 @@ fn run_all(format: &str) -> (World, Echo, Run) {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{what}");
         outputs.push((format!("{format}: {what}"), out));
     };
-    run("register refused", &["customers", "register", "refuse-1", "--channel-key", CHANNEL_KEY], true);
-    run("register", &["customers", "register", "ok-1", "--channel-key", CHANNEL_KEY], true);
+    // The echo answers every key lookup with a "key": --replace-key, so that the card and channel key are sent.
+    run(
+        "register refused",
+        &["customers", "register", "refuse-1", "--replace-key", "--channel-key", CHANNEL_KEY],
+        true,
+    );
+    run("register", &["customers", "register", "ok-1", "--replace-key", "--channel-key", CHANNEL_KEY], true);
     run("show", &["customers", "show", "ok-1"], false);
     for m in ["declined", "rejected", "odd-imp", "sneaky-imp", "odd-status", "other-muid", "huge", "plain"] {
         let merchant_uid = format!("once-{m}");
@@ -222,7 +227,7 @@ fn run_all(format: &str) -> (World, Echo, Run) {
         run(&format!("charge-once {m}"), &args, true);
     }
     let add = ["subscriptions", "add", "--id", "added", "--customer-uid", "refuse-2", "--plan", "monthly"];
-    run("subscriptions add --register-card", &[&add[..], &["--register-card"]].concat(), true);
+    run("subscriptions add --register-card", &[&add[..], &["--register-card", "--replace-key"]].concat(), true);
     run("tick", &["tick", "--as-of", "2025-01-01T10:00:00+09:00"], false);
     // The gateway now refuses tokens, echoing the imp_secret: the next pass's lookups and its new charge, and a card
     // command.
@@ -399,12 +404,13 @@ fn a_channel_key_from_the_environment_or_a_file_reaches_the_gateway_and_never_th
     let from_env = {
         let mut c = w.billd();
         c.env("BILLD_GATEWAY__IMP_SECRET", SECRET).env("BILLD_CHANNEL_KEY", CHANNEL_KEY);
-        c.args(["customers", "register", "ok-env"]);
+        c.args(["customers", "register", "ok-env", "--replace-key"]);
         c
     };
     let from_file = {
         let mut c = w.billd();
-        c.env("BILLD_GATEWAY__IMP_SECRET", SECRET).args(["customers", "register", "ok-file", "--channel-key-file"]);
+        c.env("BILLD_GATEWAY__IMP_SECRET", SECRET).args(["customers", "register", "ok-file", "--replace-key"]);
+        c.arg("--channel-key-file");
         c.arg(&file);
         c
     };

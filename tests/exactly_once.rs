@@ -323,7 +323,9 @@ fn a_taken_merchant_uid_suspends_its_subscription_and_never_stops_the_page() {
         std::fs::read_to_string(&w.config).unwrap().replace("[billing]\n", "[billing]\nmerchant_uid_prefix = \"a\"\n");
     std::fs::write(&w.config, text_cfg).unwrap();
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
-    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    for c in ["c2", "c7"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
     let out = w.billd().arg("sync").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     // As a database billed earlier with prefix "a-b" holds it: subscription "c", period 0, merchant_uid a-b-c-0.
@@ -354,6 +356,10 @@ fn ids_that_differ_only_by_case_are_refused_everywhere() {
     });
     let out = w.billd().arg("sync").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    // `subscriptions add` asks the gateway for the key first (issue 21, point 5).
+    for c in ["c2", "c7"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
 
     let add = w
         .billd()

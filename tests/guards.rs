@@ -6,7 +6,7 @@ mod common;
 
 use common::{MONTHLY, Setup, World, cards, sub, text, wait_for};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Ten subscriptions s0..s9 starting `start` (customers c0..c9, cards that approve), with `extra` before them.
 fn ten(start: &str) -> String {
@@ -23,6 +23,32 @@ fn ten_with_four_cancels(start: &str) -> String {
         }
     }
     body
+}
+
+/// A free port for `[metrics] listen`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Sends `signal` (`-HUP`, `-TERM`) to a running `billd run`.
+fn signal(run: &std::process::Child, signal: &str) {
+    assert!(std::process::Command::new("kill").args([signal, &run.id().to_string()]).status().unwrap().success());
+}
+
+/// Stops a `billd run` (SIGTERM), checks it exits 0, and returns its log.
+fn stop(run: std::process::Child) -> String {
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success());
+    World::stderr(&out)
+}
+
+/// Waits until `/healthz` answers 503, and returns its text and the metrics.
+fn unhealthy(port: u16) -> (String, String) {
+    wait_for("/healthz 503", || common::http_get(port, "/healthz").is_some_and(|(c, _)| c == 503));
+    let (_, health) = common::http_get(port, "/healthz").expect("healthz");
+    let (_, metrics) = common::http_get(port, "/metrics").expect("metrics");
+    (health, metrics)
 }
 
 fn world(body: &str, extra: &str) -> World {
@@ -59,37 +85,24 @@ fn a_refused_config_charges_nothing_on_tick_until_it_is_applied() {
 #[test]
 fn run_with_a_refused_config_sends_nothing_and_says_so_until_the_file_is_fixed() {
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
     let w = world(&ten(&yesterday), &metrics);
     assert!(w.billd().arg("sync").status().unwrap().success()); // the book has the ten; nothing charged yet
     let refused = format!("{metrics}{MONTHLY}{}", ten_with_four_cancels(&yesterday));
     w.write_config(&Setup { body: &refused, ..Default::default() });
     let run = w.billd().arg("run").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let health = {
-        let start = Instant::now();
-        loop {
-            if let Some((503, t)) = common::http_get(port, "/healthz") {
-                break t;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "/healthz never said 503");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let (health, m) = unhealthy(port);
     assert!(health.contains("config refused"), "{health}");
-    let (_, m) = common::http_get(port, "/metrics").expect("metrics");
     assert!(m.contains("billd_config_refused 1"), "{m}");
     std::thread::sleep(Duration::from_millis(500));
     assert!(w.requests().is_empty(), "charged under a refused config: {:?}", w.requests());
     // The file fixed (back to the ten) and reloaded: charging resumes, and health is ok again.
     w.write_config(&Setup { body: &format!("{metrics}{MONTHLY}{}", ten(&yesterday)), ..Default::default() });
-    assert!(std::process::Command::new("kill").args(["-HUP", &run.id().to_string()]).status().unwrap().success());
+    signal(&run, "-HUP");
     wait_for("the ten charges", || w.paid_by_merchant_uid().len() == 10);
     wait_for("/healthz ok", || common::http_get(port, "/healthz").is_some_and(|(c, _)| c == 200));
-    assert!(std::process::Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap().success());
-    let out = run.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let log = World::stderr(&out);
+    let log = stop(run);
     assert!(log.contains("ERROR") && log.contains("config.refused"), "{log}");
     w.assert_consistent();
 }
@@ -198,7 +211,7 @@ fn a_refused_reload_during_a_busy_pass_stops_it() {
     // Half of them removed from the file: refused by the guard.
     let ten: String = (1..=10).map(|i| sub(&format!("s{i:02}"), &format!("c{i:02}"), "monthly", &yesterday)).collect();
     w.write_config(&Setup { body: &format!("{MONTHLY}{ten}"), ..Default::default() });
-    assert!(std::process::Command::new("kill").args(["-HUP", &run.id().to_string()]).status().unwrap().success());
+    signal(&run, "-HUP");
     std::thread::sleep(Duration::from_millis(300)); // the reload is applied at once, the pass goes on
     let seen = w.requests().len();
     std::thread::sleep(Duration::from_millis(5000)); // at 2 requests a second, ten more would have left
@@ -247,4 +260,252 @@ fn a_start_more_than_one_period_back_is_refused_unless_it_says_catch_up() {
     let paid = w.paid_for("c0").len();
     assert!(paid >= 13, "s0 caught up: {paid} paid\n{}", text(&out));
     assert!(w.paid_for("c1").is_empty(), "s1 did not say catch_up");
+}
+
+/// Point 3: the gateway that does not know the keys (the wrong account, a fresh sandbox) used to turn every
+/// subscription `canceled` in one pass, for good. Now a pass whose rejections are a mass rejection (at least
+/// `limits.mass_rejection_count` and `limits.mass_rejection_percent` of its answers) stops sending, changes no
+/// subscription and leaves their periods open: `tick` exits non-zero, and once the account is right they are charged.
+#[test]
+fn a_gateway_that_knows_none_of_the_keys_cancels_nobody() {
+    let w = World::new(Setup { body: &format!("{MONTHLY}{}", ten("2025-01-01")), ..Default::default() });
+    let out = w.billd().args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"]).output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "tick exited 0 on a mass rejection: {said}");
+    assert!(said.contains("pass.mass_rejection") && said.contains("stopped sending"), "{said}");
+    for i in 0..10 {
+        assert_eq!(w.status_of(&format!("s{i}")), "active", "s{i} changed on a mass rejection: {said}");
+    }
+    // The right account now holds the keys: the next pass charges every one of the ten periods (left open).
+    for i in 0..10 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    w.tick("2025-01-01T10:00:00+09:00");
+    let paid: Vec<String> = w.paid_by_merchant_uid().into_keys().collect();
+    assert_eq!(paid, (0..10).map(|i| format!("billd-s{i}-0")).collect::<Vec<_>>());
+    w.assert_consistent();
+}
+
+/// Point 3, below the threshold: two unknown keys among ten are the customers' problem, as before (canceled by the
+/// dunning policy), and the pass goes on.
+#[test]
+fn a_few_rejections_are_the_customers_and_go_on_as_before() {
+    let w = World::new(Setup { body: &format!("{MONTHLY}{}", ten("2025-01-01")), ..Default::default() });
+    for i in 0..8 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    w.tick("2025-01-01T10:00:00+09:00");
+    assert_eq!(w.paid_by_merchant_uid().len(), 8);
+    assert_eq!((w.status_of("s8"), w.status_of("s9")), ("canceled".into(), "canceled".into()));
+    w.assert_consistent();
+}
+
+/// Point 3 under `billd run`: it stays up, sends nothing more after the threshold, cancels nobody, and says so on
+/// `/healthz` (503) and in a metric; a reload after the account is fixed charges the open periods.
+#[test]
+fn run_on_a_mass_rejection_cancels_nobody_and_says_so() {
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string();
+    let port = free_port();
+    let metrics = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let w = World::new(Setup { body: &format!("{metrics}{MONTHLY}{}", ten(&yesterday)), ..Default::default() });
+    let run = w.billd().arg("run").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (health, m) = unhealthy(port);
+    assert!(health.contains("mass rejection"), "{health}");
+    assert!(m.contains("billd_mass_rejection 1"), "{m}");
+    for i in 0..10 {
+        assert_eq!(w.status_of(&format!("s{i}")), "active", "s{i} changed on a mass rejection");
+    }
+    for i in 0..10 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    signal(&run, "-HUP");
+    wait_for("the ten charges", || w.paid_by_merchant_uid().len() == 10);
+    wait_for("/healthz ok", || common::http_get(port, "/healthz").is_some_and(|(c, _)| c == 200));
+    let log = stop(run);
+    assert!(log.contains("ERROR") && log.contains("pass.mass_rejection"), "{log}");
+    w.assert_consistent();
+}
+
+/// Another test card that approves (any Luhn-valid number the sandbox does not list approves).
+const OTHER_CARD: &str = "5555555555554444";
+
+/// `billd customers show CUSTOMER_UID`'s output.
+fn key_of(w: &World, customer: &str) -> String {
+    text(&w.billd().args(["customers", "show", customer]).output().unwrap())
+}
+
+/// `charge-once` of 1000 KRW saving the card as `customer`'s billing key, with `extra` arguments.
+fn charge_once_saving(
+    w: &World,
+    merchant_uid: &str,
+    customer: &str,
+    extra: &[&str],
+    card: &str,
+) -> std::process::Output {
+    let mut args = vec!["charge-once", "--merchant-uid", merchant_uid, "--amount", "1000", "--name", "extra"];
+    args.extend(["--customer-uid", customer]);
+    args.extend(extra);
+    common::with_card(w, &args, &common::card_json(card))
+}
+
+/// Point 4: `charge-once --customer-uid` replaced an active subscriber's card, even when the charge was declined (a
+/// typo moved a subscription to another person's card). Now no command replaces a stored billing key without
+/// `--replace-key`, a charge that is not paid never does, and replacing one says whose subscriptions it moves.
+#[test]
+fn no_command_replaces_a_billing_key_unless_asked_and_never_by_an_unpaid_charge() {
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10)).date_naive().to_string();
+    let w =
+        World::new(Setup { body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &soon)), ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    assert!(w.billd().arg("sync").status().unwrap().success());
+    // Without --replace-key: refused before anything is sent, naming the subscription it would move.
+    let out = charge_once_saving(&w, "once-1", "c1", &[], OTHER_CARD);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--replace-key") && text(&out).contains("s1 (active)"), "{}", text(&out));
+    assert!(w.ledger().is_empty(), "charged although refused: {:?}", w.ledger());
+    assert!(key_of(&w, "c1").contains("424242******4242"), "{}", key_of(&w, "c1"));
+    // With --replace-key, a declined charge leaves the key alone.
+    let out = charge_once_saving(&w, "once-2", "c1", &["--replace-key"], cards::DECLINE_INSUFFICIENT_FUNDS);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(key_of(&w, "c1").contains("424242******4242"), "a declined charge replaced the key: {}", key_of(&w, "c1"));
+    // With --replace-key, a paid charge replaces it, and says whose subscriptions now charge the new card.
+    let out = charge_once_saving(&w, "once-3", "c1", &["--replace-key"], OTHER_CARD);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("replaced") && text(&out).contains("s1 (active)"), "{}", text(&out));
+    assert!(key_of(&w, "c1").contains("555555******4444"), "{}", key_of(&w, "c1"));
+    // A new key is saved once its charge is paid, and never by a declined one.
+    assert!(charge_once_saving(&w, "once-4", "c2", &[], OTHER_CARD).status.success());
+    assert!(key_of(&w, "c2").contains("555555******4444"), "{}", key_of(&w, "c2"));
+    let out = charge_once_saving(&w, "once-5", "c3", &[], cards::DECLINE_INSUFFICIENT_FUNDS);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(key_of(&w, "c3").contains("no billing key"), "a declined charge saved a key: {}", key_of(&w, "c3"));
+    // `customers register` over an existing key: the same rule.
+    let out = common::with_card(&w, &["customers", "register", "c1"], &common::card_json(cards::APPROVE));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--replace-key") && text(&out).contains("s1 (active)"), "{}", text(&out));
+    assert!(key_of(&w, "c1").contains("555555******4444"), "{}", key_of(&w, "c1"));
+    let out =
+        common::with_card(&w, &["customers", "register", "c1", "--replace-key"], &common::card_json(cards::APPROVE));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("s1 (active) now charge it"), "{}", text(&out));
+    assert!(key_of(&w, "c1").contains("424242******4242"), "{}", key_of(&w, "c1"));
+}
+
+/// Point 5: `customers delete` of a key an active subscription uses succeeded silently, and `subscriptions add` with
+/// a mistyped key created a subscription that its first charge then ended. Now the delete is refused (naming the
+/// subscriptions) unless `--force`, and `subscriptions add` creates nothing for a key the gateway does not hold.
+#[test]
+fn keys_do_not_vanish_under_live_subscriptions_and_a_mistyped_key_adds_nothing() {
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10)).date_naive().to_string();
+    let w =
+        World::new(Setup { body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &soon)), ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    assert!(w.billd().arg("sync").status().unwrap().success());
+    let out =
+        w.billd().args(["subscriptions", "add", "--id", "m1", "--customer-uid", "c1x", "--plan", "monthly"]).output();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no billing key") && text(&out).contains("nothing was added"), "{}", text(&out));
+    let n: i64 = w.db().query_row("SELECT count(*) FROM subscriptions WHERE id = 'm1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0, "a subscription was created for a key the gateway does not hold");
+    let out =
+        w.billd().args(["subscriptions", "add", "--id", "m1", "--customer-uid", "c1", "--plan", "monthly"]).output();
+    assert!(out.as_ref().unwrap().status.success(), "{}", text(&out.unwrap()));
+    // Two subscriptions charge c1 now: the delete is refused and names them, and the key stays.
+    let out = w.billd().args(["customers", "delete", "c1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("m1 (active), s1 (active)") && text(&out).contains("--force"), "{}", text(&out));
+    assert!(key_of(&w, "c1").contains("424242******4242"), "{}", key_of(&w, "c1"));
+    // Once they are canceled the delete goes through; --force does it anyway.
+    for id in ["m1", "s1"] {
+        assert!(w.billd().args(["cancel", id]).status().unwrap().success());
+    }
+    assert!(w.billd().args(["customers", "delete", "c1"]).status().unwrap().success());
+    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    let out =
+        w.billd().args(["subscriptions", "add", "--id", "m2", "--customer-uid", "c2", "--plan", "monthly"]).output();
+    assert!(out.unwrap().status.success());
+    assert!(!w.billd().args(["customers", "delete", "c2"]).status().unwrap().success());
+    assert!(w.billd().args(["customers", "delete", "c2", "--force"]).status().unwrap().success());
+    assert!(key_of(&w, "c2").contains("no billing key"), "{}", key_of(&w, "c2"));
+}
+
+/// Point 8: with `max_charges_per_pass` at 20, a subscription started ten years back was charged 20, then 40, then 60
+/// times within a minute under `billd run`: each refused pass was tried again with a fresh count. Now hitting the cap
+/// stops billing, in the book, until an operator acts: `billd safety release` lets one more pass send up to the cap,
+/// and raising the cap lifts the stop.
+#[test]
+fn hitting_the_per_pass_cap_stops_billing_until_an_operator_acts() {
+    let limits = |n: u32| {
+        format!(
+            "\n[limits]\nmax_charges_per_pass = {n}\n{MONTHLY}{}",
+            common::sub_catch_up("s0", "c0", "monthly", "2025-01-01")
+        )
+    };
+    let w = World::new(Setup { body: &limits(3), ..Default::default() });
+    w.sandbox.register_customer("c0", cards::APPROVE).unwrap();
+    let tick = || w.billd().args(["tick", "--as-of", "2026-01-01T10:00:00+09:00"]).output().unwrap();
+    let out = tick();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(w.ledger().len(), 3, "{}", text(&out));
+    // The next pass (cron's next tick, the daemon's next try) sends nothing: the stop is in the book.
+    let out = tick();
+    assert!(!out.status.success() && text(&out).contains("billd safety release"), "{}", text(&out));
+    assert_eq!(w.ledger().len(), 3, "a second pass sent again with a fresh count: {}", text(&out));
+    let shown = text(&w.billd().arg("safety").output().unwrap());
+    assert!(shown.contains("STOPPED") && shown.contains("max_charges_per_pass"), "{shown}");
+    // The operator confirms: one more pass of at most 3, then stopped again.
+    let out = w.billd().args(["safety", "release"]).output().unwrap();
+    assert!(out.status.success() && text(&out).contains("released"), "{}", text(&out));
+    assert!(!tick().status.success());
+    assert_eq!(w.ledger().len(), 6);
+    assert!(!tick().status.success());
+    assert_eq!(w.ledger().len(), 6);
+    // A cap raised above the one that tripped lifts the stop: the 13 periods of 2025-01..2026-01 are charged.
+    w.write_config(&Setup { body: &limits(100), ..Default::default() });
+    let out = tick();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(w.paid_by_merchant_uid().len(), 13);
+    assert!(text(&w.billd().arg("safety").output().unwrap()).contains("billing runs"));
+    w.assert_consistent();
+}
+
+/// Point 8 under `billd run`: the stop shows on `/healthz` (503) and in a metric, and `billd safety release` (with a
+/// reload, or within the daemon's next try) lets it go on.
+#[test]
+fn run_says_it_is_stopped_by_the_cap_and_goes_on_once_released() {
+    let port = free_port();
+    let start = (chrono::Utc::now() - chrono::Duration::days(100)).date_naive().to_string();
+    let body = format!(
+        "\n[limits]\nmax_charges_per_pass = 2\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}{}",
+        common::sub_catch_up("s0", "c0", "monthly", &start)
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c0", cards::APPROVE).unwrap();
+    let run = w.billd().arg("run").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (health, m) = unhealthy(port);
+    assert!(health.contains("safety stop"), "{health}");
+    assert!(m.contains("billd_safety_stop 1"), "{m}");
+    assert_eq!(w.ledger().len(), 2);
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
+    signal(&run, "-HUP");
+    wait_for("two more charges", || w.ledger().len() == 4);
+    let log = stop(run);
+    assert!(log.contains("ERROR") && log.contains("billing.stopped"), "{log}");
+    assert_eq!(w.ledger().len(), 4, "more than the cap after a release: {log}");
+}
+
+/// Point 11: one unit for money. Amounts are whole won, sent as they are; `again` sent 999 meant as cents as $999.
+/// A plan in any currency but KRW is refused by `check` and by every command that loads the config.
+#[test]
+fn a_currency_billd_cannot_bill_is_refused_everywhere() {
+    let soon = (chrono::Utc::now() + chrono::Duration::days(1)).date_naive().to_string();
+    let plan = MONTHLY.replace("amount = 9900", "amount = 999\ncurrency = \"USD\"");
+    let w = World::new(Setup { body: &format!("{plan}{}", sub("s1", "c1", "monthly", &soon)), ..Default::default() });
+    let out = w.billd().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("currency") && text(&out).contains("\"USD\" cannot be billed"), "{}", text(&out));
+    let out = w.billd().args(["tick", "--as-of", &format!("{soon}T10:00:00+09:00")]).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("KRW only"), "{}", text(&out));
+    assert!(w.requests().is_empty(), "sent with a currency billd cannot bill: {:?}", w.requests());
 }

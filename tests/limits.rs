@@ -95,6 +95,10 @@ fn catch_up_never_sends_more_than_the_limit_in_one_pass() {
     let first = w.ledger().len();
     assert!(first <= 4, "{first} charges in one pass");
     assert!(!out.status.success(), "{}", World::stderr(&out));
+    // Billing stays stopped until an operator confirms (issue 21, point 8); then the rest goes out.
+    assert!(!tick_raw(&w, "2025-03-01T10:00:00+09:00").status.success());
+    assert_eq!(w.ledger().len(), first, "sent again before an operator confirmed");
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
     w.tick("2025-03-01T10:00:00+09:00");
     assert_eq!(w.paid_by_merchant_uid().len(), 6);
     w.assert_consistent();
@@ -214,6 +218,7 @@ fn resends_count_against_max_charges_per_pass() {
     assert_eq!(w.ledger().len(), 3, "three resends, and no fourth charge in the same pass: {stderr}");
     assert!(w.attempts_for("c3").is_empty(), "a fourth charge in a pass limited to 3: {stderr}");
     assert!(!out.status.success() && stderr.contains("pass.refused"), "{stderr}");
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
     w.tick("2025-01-02T10:00:00+09:00");
     assert_eq!(w.paid_by_merchant_uid().len(), 4);
     w.assert_consistent();

@@ -4,5 +4,6 @@ pub mod calendar;
 pub mod dunning;
 pub mod model;
 pub mod quiet;
+pub mod rails;
 pub mod status;
 pub mod sync;

@@ -2,8 +2,11 @@
 //! (its intent recorded first, an unknown outcome settled by lookup, never resent blindly).
 
 use crate::app::{gateway, load_config, open_store, runtime};
-use crate::commands::customers::{card, check_customer_uid};
+use crate::commands::customers::{
+    card, check_customer_uid, issue_key, key_at_gateway, moved, refuse_replacing_unasked,
+};
 use crate::config::Config;
+use crate::gateway::card::Card;
 use crate::gateway::{BillingKeys, ChargeOutcome, ChargeRequest, Gateway, Lookup};
 use crate::realtime::{RealClock, SystemClock};
 use crate::store::{ChargeStatus, Failure, Ledger, OneTime, OneTimeCharge, from_ts};
@@ -50,6 +53,78 @@ async fn look_up(
     }
 }
 
+/// `--customer-uid` (and `--replace-key`): the billing key to save the card as, once the charge is paid.
+#[derive(Clone, Copy)]
+pub struct SaveKey<'a> {
+    pub customer_uid: &'a str,
+    /// Replace the card of an existing key (without it, an existing key is refused before anything is sent).
+    pub replace_key: bool,
+}
+
+/// The exit code of a charge that is paid but whose card could not be saved as the billing key asked for.
+const PAID_KEY_NOT_SAVED: u8 = 3;
+
+/// After the charge is paid: saves the card as the billing key asked for (the key is never touched by a charge that
+/// is not paid). `card`: the card this run charged (then the key is issued); `None` on a rerun of a charge already
+/// paid, when a key that is already as asked is left alone (else the card is read to save it). Exit 0 when the key
+/// is as asked, [`PAID_KEY_NOT_SAVED`] when it could not be saved.
+fn save_key_after_paid(
+    cfg: &Config,
+    store: &(impl crate::store::Views + crate::store::Events),
+    g: &impl BillingKeys,
+    rt: &tokio::runtime::Runtime,
+    save: SaveKey<'_>,
+    card: Option<&Card>,
+) -> Result<ExitCode> {
+    let uid = save.customer_uid;
+    let not_saved = |why: String| {
+        eprintln!(
+            "paid, but the card was not saved as billing key {uid}: {why}; save it with `billd customers register \
+             {uid}{}`",
+            if save.replace_key { " --replace-key" } else { "" }
+        );
+        Ok(ExitCode::from(PAID_KEY_NOT_SAVED))
+    };
+    let existing = match rt.block_on(key_at_gateway(g, uid)) {
+        Ok(k) => k,
+        Err(e) => return not_saved(format!("{e:#}")),
+    };
+    let read;
+    let card = match (card, &existing) {
+        (Some(c), _) => c,
+        // A rerun: the key is already as asked (saved by the first run, or replaced by it with this card).
+        (None, Some(k)) if !save.replace_key => {
+            println!("billing key {uid} exists (card {})", crate::commands::customers::shown(&k.card));
+            return Ok(ExitCode::SUCCESS);
+        }
+        (None, _) => {
+            read = crate::commands::customers::card(cfg)?;
+            if existing.as_ref().is_some_and(|k| k.card.as_deref() == Some(read.masked().as_str())) {
+                println!("billing key {uid} already holds card {}", read.masked());
+                return Ok(ExitCode::SUCCESS);
+            }
+            &read
+        }
+    };
+    if existing.is_some() && !save.replace_key {
+        return not_saved("it was created meanwhile, and --replace-key was not given".into());
+    }
+    match rt.block_on(issue_key(g, uid, card, None, None)) {
+        Ok(key) => {
+            let card = crate::commands::customers::shown(&key.card);
+            store.log_event(
+                "customer.registered",
+                None,
+                serde_json::json!({ "customer_uid": uid, "card": card, "replaced": existing.is_some() }),
+                Utc::now(),
+            )?;
+            println!("{}", moved(store, uid, existing.as_ref(), card)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => not_saved(format!("{e:#}")),
+    }
+}
+
 /// The instant, in the billing time zone, for a message.
 fn local(cfg: &Config, t: i64) -> String {
     crate::commands::present::human(from_ts(t), cfg.billing.clock.timezone)
@@ -60,7 +135,7 @@ pub fn charge_once(
     merchant_uid: &str,
     amount: i64,
     name: &str,
-    customer_uid: Option<&str>,
+    save: Option<SaveKey<'_>>,
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     if let Some(why) = crate::ids::refusal(merchant_uid, crate::ids::MERCHANT_UID_MAX) {
@@ -83,9 +158,11 @@ pub fn charge_once(
     if n == 0 || n > 40 {
         bail!("--name must be 1-40 characters (it is {n})");
     }
-    if let Some(c) = customer_uid {
-        check_customer_uid(c)?;
+    if let Some(s) = save {
+        check_customer_uid(s.customer_uid)?;
     }
+    // The charge itself never carries a billing key: the card is saved as one only once the charge is paid
+    // ([`save_key_after_paid`]), so that a declined charge never replaces the card of a key subscriptions charge.
     let currency = "KRW";
     let g = gateway(&cfg)?;
     let store = open_store(&cfg)?;
@@ -104,8 +181,12 @@ pub fn charge_once(
     // The imp_uid a row that is not paid keeps is an earlier try's decline: a lookup that finds it has found nothing
     // of this try (a review found a stale decline settling a try in flight, and a rerun then charged twice).
     let known_failed = prev.as_ref().and_then(|p| p.imp_uid.clone());
+    // The billing key its charge was sent with: only a try by a billd before issue 21 sent one (with the charge);
+    // its lookups must match it.
+    let charged_with = prev.as_ref().and_then(|p| p.customer_uid.clone());
+    let charged_with = charged_with.as_deref();
     if let Some(prev) = prev {
-        if prev.amount != amount || prev.currency != currency || prev.customer_uid.as_deref() != customer_uid {
+        if prev.amount != amount || prev.currency != currency {
             bail!(
                 "merchant_uid {merchant_uid} was first tried with amount {} {}{}; a rerun must ask for the same (or \
                  use a new merchant_uid)",
@@ -120,7 +201,10 @@ pub fn charge_once(
                 "merchant_uid {merchant_uid} is already paid (imp_uid {}); nothing sent",
                 prev.imp_uid.unwrap_or_default()
             );
-            return Ok(ExitCode::SUCCESS);
+            return match save {
+                Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, None),
+                None => Ok(ExitCode::SUCCESS),
+            };
         }
         if prev.failure == Some(Failure::Mismatch) {
             bail!(
@@ -129,12 +213,15 @@ pub fn charge_once(
             );
         }
         // Whatever billd recorded, the gateway is asked before anything is sent again.
-        match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known_failed.as_deref())) {
+        match rt.block_on(look_up(&g, merchant_uid, amount, currency, charged_with, known_failed.as_deref())) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp)) => {
                 store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
                 println!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
-                return Ok(ExitCode::SUCCESS);
+                return match save {
+                    Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, None),
+                    None => Ok(ExitCode::SUCCESS),
+                };
             }
             Ok(Found::Mismatch(why)) => {
                 let mismatch = Some(Failure::Mismatch);
@@ -182,11 +269,22 @@ pub fn charge_once(
             }
         }
     }
+    if let Some(c) = charged_with {
+        bail!(
+            "merchant_uid {merchant_uid} was tried by an earlier billd with billing key {c} sent with the charge, and \
+             no payment of it is found; it is not sent again this way: use a new merchant_uid"
+        );
+    }
+    // An existing billing key is replaced only when asked, and only once paid: refused before anything is sent.
+    if let Some(save) = save {
+        let existing = rt.block_on(key_at_gateway(&g, save.customer_uid)).map_err(|e| e.context("nothing was sent"))?;
+        refuse_replacing_unasked(&store, save.customer_uid, existing.as_ref(), save.replace_key)?;
+    }
     crate::failpoint::pause("charge_once_after_check");
     let card = card(&cfg)?;
     let charge = OneTimeCharge {
         merchant_uid: merchant_uid.to_owned(),
-        customer_uid: customer_uid.map(str::to_owned),
+        customer_uid: None,
         name: name.to_owned(),
         amount,
         currency: currency.into(),
@@ -211,7 +309,7 @@ pub fn charge_once(
         );
     };
     let req = ChargeRequest {
-        customer_uid: customer_uid.unwrap_or_default().to_owned(),
+        customer_uid: String::new(),
         merchant_uid: merchant_uid.to_owned(),
         amount,
         currency: currency.into(),
@@ -219,7 +317,7 @@ pub fn charge_once(
     };
     // The moment the request leaves (after its token and its turn): only if no pass took the charge over meanwhile.
     let go = async { store.one_time_go(id, tries, &SystemClock.now()).unwrap_or(false) };
-    let Some(outcome) = rt.block_on(g.pay_with_card(&req, &card, customer_uid, go)) else {
+    let Some(outcome) = rt.block_on(g.pay_with_card(&req, &card, None, go)) else {
         bail!(
             "merchant_uid {merchant_uid}: not sent: a pass or another `billd charge-once` took it over while this one \
              waited for its access token (rerun to see its outcome; it looks the payment up first)"
@@ -228,7 +326,7 @@ pub fn charge_once(
     // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
     // it failed.
     let settle =
-        || match rt.block_on(look_up(&g, merchant_uid, amount, currency, customer_uid, known_failed.as_deref())) {
+        || match rt.block_on(look_up(&g, merchant_uid, amount, currency, charged_with, known_failed.as_deref())) {
             Ok(Found::Paid(imp)) => Ok(Some(Ok(imp))),
             Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
             Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
@@ -259,10 +357,10 @@ pub fn charge_once(
         Ok(imp) => {
             store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
             println!("paid: {merchant_uid} {amount} KRW with card {} (imp_uid {imp})", card.masked());
-            if let Some(c) = customer_uid {
-                println!("the card is saved as the billing key {c}");
+            match save {
+                Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, Some(&card)),
+                None => Ok(ExitCode::SUCCESS),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Err((failure, imp, reason)) => {
             let (failed, why) = (Failure::parse(failure), Some(reason.as_str()));

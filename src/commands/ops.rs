@@ -1,4 +1,4 @@
-//! Operator commands on a live database: upcoming charges, pause, resume, cancel, retry.
+//! Operator commands on a live database: upcoming charges, pause, resume, cancel, retry, the safety stop.
 
 use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
@@ -32,6 +32,37 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
             // owed, not skipped, at resume).
             let set = store.set_status(id, Status::Suspended, ceil_second(Utc::now()), "paused by operator")?;
             println!("{id}: suspended; {}", promise(set, &format!("nothing is charged until `billd resume {id}`")));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `billd safety`: whether a safety rail stopped billing, and why; `release`: the operator's confirmation that lifts
+/// it (the next pass may send up to `limits.max_charges_per_pass` again).
+pub fn safety(path: &Path, release: bool) -> Result<ExitCode> {
+    let (cfg, store) = open(path)?;
+    let max = cfg.limits.max_charges_per_pass;
+    let stop =
+        if release { store.release_billing("released by operator", Utc::now())? } else { store.safety_stop()? };
+    let since = |s: &crate::store::SafetyStop| crate::commands::present::human(s.at, cfg.billing.clock.timezone);
+    match (stop, release) {
+        (None, false) => println!("billing runs: no safety stop (limits.max_charges_per_pass = {max})"),
+        (None, true) => println!("billing runs: there was no safety stop; nothing changed"),
+        (Some(s), false) => {
+            println!("billing is STOPPED since {}: {}", since(&s), s.reason);
+            println!(
+                "nothing is charged until an operator acts: raise limits.max_charges_per_pass in {} above {}, or \
+                 confirm with `billd safety release`",
+                cfg.file.display(),
+                s.max_charges_per_pass
+            );
+        }
+        (Some(s), true) => {
+            println!("released the safety stop of {} ({})", since(&s), s.reason);
+            println!(
+                "the next pass may send up to limits.max_charges_per_pass ({max}) charges; a running billd starts \
+                 within 30 s (or at once with `systemctl reload billd`)"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

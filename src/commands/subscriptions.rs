@@ -3,7 +3,9 @@
 
 use crate::app::{gateway, load_config, open_store, runtime};
 use crate::billing::model::{Source, Status, Subscription};
-use crate::commands::customers::{card, check_customer_uid, issue_key, shown, today};
+use crate::commands::customers::{
+    card, check_customer_uid, issue_key, key_at_gateway, moved, refuse_replacing_unasked, shown, today,
+};
 use crate::commands::present::{cut, human, rfc3339};
 use crate::realtime::{RealClock, SystemClock};
 use crate::store::{Book, ChargeStatus, Doubt, Failure, PeriodState, PeriodStory, Store, SubscriptionRow, Views};
@@ -252,6 +254,8 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
 /// What `subscriptions add` is told to do besides adding.
 pub struct AddOptions {
     pub register_card: bool,
+    /// With `register_card`: replace the card of an existing key.
+    pub replace_key: bool,
     pub charge_now: bool,
     /// A start more than one period back is meant (every period since is charged).
     pub catch_up: bool,
@@ -263,7 +267,7 @@ pub fn add(
     customer_uid: &str,
     plan: &str,
     start: Option<&str>,
-    AddOptions { register_card, charge_now, catch_up }: AddOptions,
+    AddOptions { register_card, replace_key, charge_now, catch_up }: AddOptions,
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     check_customer_uid(customer_uid)?;
@@ -285,18 +289,27 @@ pub fn add(
             "--start: {why}; nothing was added. Set --start to the next due date, or pass --catch-up to charge them all"
         );
     }
-    {
-        let store = open_store(&cfg)?;
-        if store.subscription(id)?.is_some() {
-            bail!("subscription {id:?} already exists");
-        }
+    let store = open_store(&cfg)?;
+    if store.subscription(id)?.is_some() {
+        bail!("subscription {id:?} already exists");
     }
+    // The billing key must be at the gateway before the subscription exists (a typo would make a subscription that
+    // is rejected, and ended, at its first charge): asked first, and nothing is created when it is not there.
+    let g = gateway(&cfg)?;
+    let rt = runtime()?;
+    let existing = rt.block_on(key_at_gateway(&g, customer_uid)).map_err(|e| e.context("nothing was added"))?;
     if register_card {
-        let g = gateway(&cfg)?;
+        refuse_replacing_unasked(&store, customer_uid, existing.as_ref(), replace_key)?;
         let card = card(&cfg)?;
-        let key = runtime()?.block_on(issue_key(&g, customer_uid, &card, None, None))?;
-        println!("billing key {customer_uid} registered: {}", shown(&key.card));
+        let key = rt.block_on(issue_key(&g, customer_uid, &card, None, None))?;
+        println!("{}", moved(&store, customer_uid, existing.as_ref(), shown(&key.card))?);
+    } else if existing.is_none() {
+        bail!(
+            "no billing key {customer_uid:?} at the gateway: register the card first (`billd customers register \
+             {customer_uid}`, or --register-card here); nothing was added"
+        );
     }
+    drop((rt, store));
     let sub = Subscription {
         id: id.to_owned(),
         customer_uid: customer_uid.to_owned(),

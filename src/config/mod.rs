@@ -11,6 +11,7 @@ pub use secret::{Secret, SecretSpec};
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::dunning::{DunningPolicy, OnExhausted};
 use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::rails::MassRejection;
 use crate::text::quote;
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use chrono_tz::Tz;
@@ -61,11 +62,13 @@ pub struct GatewaySettings {
 pub struct Limits {
     pub max_amount: i64,
     pub max_charges_per_pass: usize,
+    /// `limits.mass_rejection_count` and `limits.mass_rejection_percent`.
+    pub mass_rejection: MassRejection,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_amount: 10_000_000, max_charges_per_pass: 1_000_000 }
+        Limits { max_amount: 10_000_000, max_charges_per_pass: 1_000_000, mass_rejection: MassRejection::default() }
     }
 }
 
@@ -310,6 +313,18 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         }
         limits.max_charges_per_pass = m.max(0) as usize;
     }
+    if let Some(n) = raw.limits.mass_rejection_count {
+        match u32::try_from(n) {
+            Ok(n) if n >= 1 => limits.mass_rejection.count = n,
+            _ => errs.push(format!("limits.mass_rejection_count: {n} must be a whole number from 1 to {}", u32::MAX)),
+        }
+    }
+    if let Some(p) = raw.limits.mass_rejection_percent {
+        match u32::try_from(p) {
+            Ok(p) if (1..=100).contains(&p) => limits.mass_rejection.percent = p,
+            _ => errs.push(format!("limits.mass_rejection_percent: {p} must be a whole number from 1 to 100")),
+        }
+    }
 
     let metrics_listen = raw.metrics.listen.as_deref().and_then(|l| match l.parse() {
         Ok(a) => Some(a),
@@ -346,6 +361,13 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         }
         if p.currency.len() != 3 || !p.currency.chars().all(|c| c.is_ascii_uppercase()) {
             errs.push(format!("{at}.currency: {} is not a currency code like \"KRW\"", quote(&p.currency)));
+        } else if p.currency != BILLED_CURRENCY {
+            errs.push(format!(
+                "{at}.currency: {} cannot be billed: amounts are whole units of the currency, sent to the gateway as \
+                 they are, and billd bills {BILLED_CURRENCY} only (won have no minor unit; an amount in cents would be \
+                 charged as that many dollars)",
+                quote(&p.currency)
+            ));
         }
         let interval = p.interval.parse::<Interval>().unwrap_or_else(|e| {
             errs.push(format!("{at}.interval: {e}"));
@@ -423,6 +445,10 @@ fn loopback_url(url: &str) -> bool {
         .and_then(|u| u.host_str().map(|h| matches!(h, "127.0.0.1" | "localhost" | "[::1]")))
         .unwrap_or(false)
 }
+
+/// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in
+/// the currency's own unit, and KRW has no minor unit). A currency with a minor unit (USD) is refused in the config.
+pub const BILLED_CURRENCY: &str = "KRW";
 
 /// The highest `limits.max_amount` (so the highest amount): 10^12. Sums of a few million such amounts still fit in
 /// 64 bits, and no real charge comes near it.

@@ -92,6 +92,8 @@ pub(super) fn default_on_exhausted() -> String {
 pub(super) struct RawLimits {
     pub(super) max_amount: Option<i64>,
     pub(super) max_charges_per_pass: Option<i64>,
+    pub(super) mass_rejection_count: Option<i64>,
+    pub(super) mass_rejection_percent: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]

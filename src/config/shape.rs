@@ -31,7 +31,12 @@ const GATEWAY: &[(&str, Kind)] = &[
     ("rate_limit", Number),
 ];
 const DUNNING: &[(&str, Kind)] = &[("retry_after", Texts), ("on_exhausted", Text)];
-const LIMITS: &[(&str, Kind)] = &[("max_amount", Whole), ("max_charges_per_pass", Whole)];
+const LIMITS: &[(&str, Kind)] = &[
+    ("max_amount", Whole),
+    ("max_charges_per_pass", Whole),
+    ("mass_rejection_count", Whole),
+    ("mass_rejection_percent", Whole),
+];
 const METRICS: &[(&str, Kind)] = &[("listen", Text)];
 const PLAN: &[(&str, Kind)] =
     &[("id", Text), ("name", Text), ("amount", Whole), ("currency", Text), ("interval", Text)];

@@ -123,6 +123,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             }
             AttemptResult::Mismatch { .. } => Decision::Hold,
             AttemptResult::Abandoned { .. } => Decision::Paid,
+            // (Made by the outcome writer from a rejection, never decided here.)
+            AttemptResult::Withheld { .. } => Decision::Hold,
         };
         // An unresolved outcome is in doubt from now in real time (its request left before): its quiet period is
         // counted from here on the real clocks.

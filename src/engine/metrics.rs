@@ -25,6 +25,10 @@ pub struct Metrics {
     pub unauthorized: AtomicBool,
     /// The config on disk is refused (its sync failed): nothing is charged (`/healthz` is 503 meanwhile).
     pub config_refused: AtomicBool,
+    /// The last pass stopped on a mass rejection (`/healthz` is 503 until a pass ends without one).
+    pub mass_rejection: AtomicBool,
+    /// Billing is stopped by a safety rail until an operator acts (`/healthz` is 503 meanwhile).
+    pub safety_stop: AtomicBool,
     /// Milliseconds since start of the last sign of life of the scheduler loop.
     heartbeat_ms: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -46,6 +50,8 @@ impl Default for Metrics {
             last_success: AtomicI64::new(0),
             unauthorized: AtomicBool::new(false),
             config_refused: AtomicBool::new(false),
+            mass_rejection: AtomicBool::new(false),
+            safety_stop: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
@@ -116,9 +122,15 @@ impl Metrics {
             "# HELP billd_config_refused 1 while the config on disk is refused (nothing is charged).\n\
              # TYPE billd_config_refused gauge\nbilld_config_refused {}\n\
              # HELP billd_gateway_unauthorized 1 while the gateway refuses billd's credentials (nothing is charged).\n\
-             # TYPE billd_gateway_unauthorized gauge\nbilld_gateway_unauthorized {}",
+             # TYPE billd_gateway_unauthorized gauge\nbilld_gateway_unauthorized {}\n\
+             # HELP billd_mass_rejection 1 while the last pass stopped on a mass rejection (nothing more was sent).\n\
+             # TYPE billd_mass_rejection gauge\nbilld_mass_rejection {}\n\
+             # HELP billd_safety_stop 1 while a safety rail stops billing until an operator acts.\n\
+             # TYPE billd_safety_stop gauge\nbilld_safety_stop {}",
             flag(&self.config_refused),
-            flag(&self.unauthorized)
+            flag(&self.unauthorized),
+            flag(&self.mass_rejection),
+            flag(&self.safety_stop)
         );
         let _ = writeln!(
             o,

@@ -8,7 +8,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{ConfigRefused, PassReport, Unauthorized};
+pub use report::{ConfigRefused, MassRejected, PassReport, SafetyStopped, Unauthorized};
 
 use crate::billing::model::merchant_uid;
 use crate::billing::sync;
@@ -37,6 +37,8 @@ pub struct Engine<S: Store, G: Gateway> {
     clock: Arc<dyn RealClock>,
     /// Why the config's last sync was refused (`None`: it was applied): while set, no pass sends anything.
     refused: Arc<Mutex<Option<String>>>,
+    /// Set by the outcome writer when the running pass's rejections became a mass rejection: nothing more is sent.
+    mass_rejected: Arc<AtomicBool>,
 }
 
 impl<S: Store, G: Gateway> Clone for Engine<S, G> {
@@ -49,6 +51,7 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             metrics: self.metrics.clone(),
             clock: self.clock.clone(),
             refused: self.refused.clone(),
+            mass_rejected: self.mass_rejected.clone(),
         }
     }
 }
@@ -85,6 +88,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             metrics: Arc::new(Metrics::default()),
             clock: Arc::new(SystemClock),
             refused: Arc::new(Mutex::new(None)),
+            mass_rejected: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -145,6 +149,11 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// Why the config was refused at its last sync (`None`: applied).
     pub fn config_refused(&self) -> Option<String> {
         self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the running pass's rejections became a mass rejection (then it sends nothing more).
+    fn mass_rejected(&self) -> bool {
+        self.mass_rejected.load(Ordering::SeqCst)
     }
 
     /// The error every path that would send answers while the config is refused.
@@ -208,6 +217,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// Refuses ([`ConfigRefused`]) while the config's last sync is refused.
     pub async fn charge_due(&self, now: DateTime<Utc>) -> Result<PassReport> {
         self.refuse_if_config_refused()?;
+        self.refuse_if_safety_stopped().await?;
+        self.mass_rejected.store(false, Ordering::SeqCst);
         let mut report = PassReport::default();
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
@@ -223,6 +234,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         report.paid = tally.paid;
         report.declined = tally.declined;
         report.rejected = tally.rejected;
+        report.withheld = tally.withheld;
         report.unresolved = tally.unresolved;
         report.mismatched = tally.mismatched;
         report.last_record = tally.last_commit;
@@ -230,6 +242,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         if self.log_over_amount_limit(now).await? > 0 {
             // Held-back periods stay due: do not wake for them again at once.
             report.next_wake = report.next_wake.map(|t| t.max(now + chrono::Duration::minutes(1)));
+        }
+        self.metrics.mass_rejection.store(tally.mass_rejection.is_some(), Ordering::Relaxed);
+        if let Some(mass) = tally.mass_rejection {
+            return Err(mass.into());
         }
         self.metrics.last_success.store(now.timestamp(), Ordering::Relaxed);
         self.metrics.beat();
@@ -258,6 +274,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             }
             // A config refused during the pass (a SIGHUP): nothing more is claimed (the gate already sends nothing).
             self.refuse_if_config_refused()?;
+            if self.mass_rejected() {
+                return Ok(());
+            }
             let sent = self.metrics.charges_sent.load(Ordering::Relaxed).saturating_sub(sent_before);
             self.check_charges_per_pass(now, sent as usize).await?;
             // A round opens at most one period per subscription due at its start (a later period of the same
@@ -275,9 +294,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let mut senders = Senders { queue: queue.clone(), set: tokio::task::JoinSet::new() };
             let mut halted = false;
             let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open)));
-            // A stop, or a config refused during the pass (a SIGHUP): no more claims; what is claimed and unsent is
-            // released below (the gate already lets nothing leave).
-            let halt = || self.stopping() || self.config_refused().is_some();
+            // A stop, a config refused during the pass (a SIGHUP), or a mass rejection: no more claims; what is
+            // claimed and unsent is released below (the gate already lets nothing leave).
+            let halt = || self.stopping() || self.config_refused().is_some() || self.mass_rejected();
             while let Some(step) = next.take() {
                 let (n, batch) = step.await.context("the claim task panicked")??;
                 opened += n;
@@ -355,25 +374,54 @@ impl<S: Store, G: Gateway> Engine<S, G> {
 
     /// Safety rail `limits.max_charges_per_pass`: before each round of a pass, refuses (an error; nothing of the
     /// round is sent) when what was sent so far in the pass (every charge request: earlier catch-up rounds and
-    /// reconciliation's resends included) plus what is due now exceeds the limit.
+    /// reconciliation's resends included) plus what is due now exceeds the limit. A refusal stops billing in the
+    /// book ([`crate::store::Book::stop_billing`]) until an operator acts: a later pass, in this process or another,
+    /// does not start again with a fresh count.
     async fn check_charges_per_pass(&self, now: DateTime<Utc>, sent: usize) -> Result<()> {
         let max = self.cfg.limits.max_charges_per_pass;
         let due = self.db(move |s| s.due_backlog(now)).await?.max(0) as usize;
         if sent + due > max {
-            let file = self.cfg.file.display();
+            let file = self.cfg.file.display().to_string();
             error!(
                 event = "pass.refused",
                 due,
                 sent,
                 max_charges_per_pass = max,
-                "pass.refused: {due} charges are due, above limits.max_charges_per_pass ({max}); none of them is sent"
+                "pass.refused: {due} charges are due, above limits.max_charges_per_pass ({max}); none of them is \
+                 sent, and billing stops until an operator acts"
             );
-            anyhow::bail!(
-                "{file}: limits.max_charges_per_pass: {due} charges are due (after {sent} sent in this pass), more \
-                 than the limit of {max}; refusing to send any of them (raise the limit if this is intended)"
+            let are_due = if due == 1 { "1 charge is due".to_string() } else { format!("{due} charges are due") };
+            let reason = format!(
+                "limits.max_charges_per_pass: {are_due} after {sent} sent in one pass, more than the limit of {max}"
             );
+            let stop = crate::store::SafetyStop { reason, max_charges_per_pass: max as u64, at: chrono::Utc::now() };
+            let kept = stop.clone();
+            self.db(move |s| s.stop_billing(&kept)).await?;
+            self.metrics.safety_stop.store(true, Ordering::Relaxed);
+            return Err(SafetyStopped { stop, file }.into());
         }
         Ok(())
+    }
+
+    /// Refuses ([`SafetyStopped`]) while a safety stop is in force in the book, unless the config in force raised
+    /// `limits.max_charges_per_pass` above the limit that tripped (an operator's act): then the stop is released.
+    async fn refuse_if_safety_stopped(&self) -> Result<()> {
+        let Some(stop) = self.db(|s| s.safety_stop()).await? else {
+            self.metrics.safety_stop.store(false, Ordering::Relaxed);
+            return Ok(());
+        };
+        let max = self.cfg.limits.max_charges_per_pass as u64;
+        if max > stop.max_charges_per_pass {
+            let why = format!("limits.max_charges_per_pass raised from {} to {max}", stop.max_charges_per_pass);
+            let said = why.clone();
+            self.db(move |s| s.release_billing(&said, chrono::Utc::now())).await?;
+            info!(event = "billing.released", reason = %why, "billing.released: {why}");
+            self.metrics.safety_stop.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.metrics.safety_stop.store(true, Ordering::Relaxed);
+        let file = self.cfg.file.display().to_string();
+        Err(SafetyStopped { stop, file }.into())
     }
 
     /// Safety rail `limits.max_amount`: logs every due charge held back because its amount is above the limit

@@ -1,10 +1,10 @@
 //! A round's pipeline: `concurrency` senders take claimed attempts from a queue; one gate makes the "go" writes that
 //! let their requests leave, and one writer commits their outcomes, each in groups (one transaction per group).
 
-use super::report::{Tally, log_changes, log_outcome};
+use super::report::{MassRejected, Tally, log_changes, log_outcome};
 use super::{At, Engine};
 use crate::gateway::Gateway;
-use crate::store::{Attempt, Recorded, Store};
+use crate::store::{Attempt, AttemptResult, Recorded, Store};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
@@ -206,8 +206,9 @@ pub(super) async fn gate<S: Store, G: Gateway>(
     while rx.recv_many(&mut buf, 256).await > 0 {
         let ids: Vec<i64> = buf.iter().map(|g| g.id).collect();
         let at = engine.clock.now();
-        // A config refused meanwhile (a SIGHUP during the pass): nothing more leaves; the claims are released.
-        let refused = engine.config_refused().is_some();
+        // A config refused meanwhile (a SIGHUP during the pass), or a mass rejection: nothing more leaves; the
+        // claims are released.
+        let refused = engine.config_refused().is_some() || engine.mass_rejected();
         let allowed = match engine
             .db(move |s| if refused { s.release(&ids, now).map(|()| Vec::new()) } else { s.begin_send(&ids, &at, now) })
             .await
@@ -237,6 +238,11 @@ pub(super) enum Msg {
 }
 
 /// Commits outcomes in groups (one transaction per group), then logs them.
+///
+/// Rejections are held until the pass ends (their attempts stay pending meanwhile, so nothing else is claimed for
+/// their periods): if the pass's rejections become a mass rejection ([`crate::billing::rails::MassRejection`]), the
+/// pass stops sending and they are recorded as withheld (their periods stay open, no status changes); otherwise they
+/// are recorded as rejections, as the customer's.
 pub(super) async fn writer<S: Store, G: Gateway>(
     engine: Engine<S, G>,
     mut rx: mpsc::Receiver<Msg>,
@@ -244,14 +250,59 @@ pub(super) async fn writer<S: Store, G: Gateway>(
 ) -> Result<Tally> {
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(512);
-    while rx.recv_many(&mut buf, 512).await > 0 {
+    let threshold = engine.cfg.limits.mass_rejection;
+    let mut held: Vec<Recorded> = Vec::new();
+    // Paid, declined and mismatched answers committed so far (the held rejections are the rest of the answers).
+    let mut answers = 0usize;
+    loop {
+        let open = rx.recv_many(&mut buf, 512).await > 0;
         let mut batch = Vec::with_capacity(buf.len());
         let mut acks = Vec::new();
         for m in buf.drain(..) {
             match m {
-                Msg::Record(r) => batch.push(*r),
+                Msg::Record(r) if matches!(r.result, AttemptResult::Rejected { .. }) => held.push(*r),
+                Msg::Record(r) => {
+                    answers += matches!(
+                        r.result,
+                        AttemptResult::Paid { .. } | AttemptResult::Declined { .. } | AttemptResult::Mismatch { .. }
+                    ) as usize;
+                    batch.push(*r)
+                }
                 Msg::Flush(ack) => acks.push(ack),
             }
+        }
+        if tally.mass_rejection.is_none() && threshold.tripped(held.len(), answers + held.len()) {
+            let example = held.first().map(|r| match &r.result {
+                AttemptResult::Rejected { reason } => reason.clone(),
+                _ => String::new(),
+            });
+            let mass = MassRejected {
+                rejected: held.len(),
+                answers: answers + held.len(),
+                example: example.unwrap_or_default(),
+                file: engine.cfg.file.display().to_string(),
+            };
+            engine.mass_rejected.store(true, Ordering::SeqCst);
+            tracing::error!(
+                event = "pass.mass_rejection",
+                rejected = mass.rejected,
+                answers = mass.answers,
+                mass_rejection_count = threshold.count,
+                mass_rejection_percent = threshold.percent,
+                "pass.mass_rejection: {mass}"
+            );
+            tally.mass_rejection = Some(mass);
+        }
+        if !open {
+            // The pass is over: the held rejections are settled one way or the other.
+            let mass = tally.mass_rejection.is_some();
+            batch.extend(held.drain(..).map(|mut r| {
+                if mass && let AttemptResult::Rejected { reason } = &r.result {
+                    r.result =
+                        AttemptResult::Withheld { reason: format!("mass rejection (not the customer's): {reason}") };
+                }
+                r
+            }));
         }
         if !batch.is_empty() {
             let (batch, changes) = engine
@@ -276,6 +327,8 @@ pub(super) async fn writer<S: Store, G: Gateway>(
         for ack in acks {
             let _ = ack.send(());
         }
+        if !open {
+            return Ok(tally);
+        }
     }
-    Ok(tally)
 }

@@ -38,6 +38,59 @@ impl std::fmt::Display for ConfigRefused {
 
 impl std::error::Error for ConfigRefused {}
 
+/// A pass refused to start because billing is stopped by a safety rail (`limits.max_charges_per_pass` tripped):
+/// nothing is claimed or sent until an operator raises the limit or runs `billd safety release`.
+#[derive(Debug)]
+pub struct SafetyStopped {
+    pub stop: crate::store::SafetyStop,
+    pub file: String,
+}
+
+impl std::fmt::Display for SafetyStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "billing is stopped since {} by a safety rail ({}); nothing is charged until an operator acts: raise \
+             limits.max_charges_per_pass in {} above {}, or confirm with `billd safety release` (the next pass may \
+             then send up to the limit again)",
+            self.stop.at.to_rfc3339(),
+            self.stop.reason,
+            self.file,
+            self.stop.max_charges_per_pass
+        )
+    }
+}
+
+impl std::error::Error for SafetyStopped {}
+
+/// A pass stopped sending because its rejections were a mass rejection
+/// ([`crate::billing::rails::MassRejection`]): the gateway account or the config is wrong, not the customers' keys.
+/// The rejected charges were recorded as withheld (their periods stay open, no subscription changed status).
+#[derive(Debug)]
+pub struct MassRejected {
+    pub rejected: usize,
+    pub answers: usize,
+    /// One of the gateway's refusals, as an example.
+    pub example: String,
+    /// The config file (whose `limits.mass_rejection_*` set the threshold).
+    pub file: String,
+}
+
+impl std::fmt::Display for MassRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the gateway rejected {} of the {} charges it answered in this pass ({}): billd stopped sending and \
+             changed no subscription for them (their periods stay open). Check gateway.imp_key and base_url in {} \
+             (a test key against the live account, or a fresh sandbox, knows none of the billing keys); if the \
+             rejections are real, cancel those subscriptions or raise limits.mass_rejection_count",
+            self.rejected, self.answers, self.example, self.file
+        )
+    }
+}
+
+impl std::error::Error for MassRejected {}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {
@@ -47,6 +100,8 @@ pub struct PassReport {
     pub paid: usize,
     pub declined: usize,
     pub rejected: usize,
+    /// Rejections of a mass rejection: recorded as withheld (their periods stay open).
+    pub withheld: usize,
     pub unresolved: usize,
     /// Paid payments found under an attempt's merchant_uid that are not what billd asked for (held).
     pub mismatched: usize,
@@ -80,6 +135,7 @@ impl PassReport {
             paid = self.paid,
             declined = self.declined,
             rejected = self.rejected,
+            withheld = self.withheld,
             unresolved = self.unresolved,
             mismatched = self.mismatched,
             withdrawn = self.withdrawn,
@@ -101,8 +157,11 @@ pub(super) struct Tally {
     pub(super) paid: usize,
     pub(super) declined: usize,
     pub(super) rejected: usize,
+    pub(super) withheld: usize,
     pub(super) unresolved: usize,
     pub(super) mismatched: usize,
+    /// Set when the pass's rejections were a mass rejection: how many, of how many answers, and one refusal.
+    pub(super) mass_rejection: Option<MassRejected>,
     pub(super) last_commit: Option<std::time::Instant>,
 }
 
@@ -147,6 +206,12 @@ pub(super) fn log_outcome(r: &Recorded, tally: &mut Tally) {
             warn!(event = "charge.unknown", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
                 merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, attempt = a.attempt,
                 reason = %reason, check_at = %check_at, "charge.unknown");
+        }
+        (AttemptResult::Withheld { reason }, _) => {
+            tally.withheld += 1;
+            warn!(event = "charge.withheld", subscription = %a.subscription_id, customer_uid = %a.customer_uid,
+                merchant_uid = %a.merchant_uid, amount = a.amount, currency = %a.currency, attempt = a.attempt,
+                reason = %reason, "charge.withheld: rejected in a mass rejection; the period stays open");
         }
         (AttemptResult::Abandoned { reason }, _) => {
             info!(event = "charge.abandoned", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,

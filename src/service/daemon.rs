@@ -131,10 +131,18 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     );
                     ERROR_PAUSE.min(max_sleep)
                 }
-                Err(e) if e.downcast_ref::<crate::engine::Unauthorized>().is_some() => {
-                    // A configuration error: logged by the engine (gateway.unauthorized); billd stays up, says so,
-                    // and tries again, backing off to every 5 minutes.
-                    metrics.unauthorized.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(e) if e.downcast_ref::<crate::engine::SafetyStopped>().is_some() => {
+                    error!(event = "billing.stopped", "billing.stopped: {e:#}");
+                    ERROR_PAUSE.min(max_sleep)
+                }
+                Err(e)
+                    if e.downcast_ref::<crate::engine::Unauthorized>().is_some()
+                        || e.downcast_ref::<crate::engine::MassRejected>().is_some() =>
+                {
+                    // A configuration error: logged by the engine (gateway.unauthorized, pass.mass_rejection); billd
+                    // stays up, says so, and tries again, backing off to every 5 minutes.
+                    let unauthorized = e.downcast_ref::<crate::engine::Unauthorized>().is_some();
+                    metrics.unauthorized.store(unauthorized, std::sync::atomic::Ordering::Relaxed);
                     refusals = refusals.saturating_add(1);
                     let pause = (ERROR_PAUSE * 2u32.saturating_pow(refusals.min(8) - 1)).min(UNAUTHORIZED_MAX_PAUSE);
                     refused = Some(pause);
@@ -164,6 +172,15 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     "CONFIG REFUSED: {} was not applied; nothing is charged until it is fixed or applied with \
                      `billd sync --force`",
                     engine.config().file.display()
+                )),
+                _ if metrics.safety_stop.load(Ordering::Relaxed) => notify::status(
+                    "SAFETY STOP: limits.max_charges_per_pass tripped; nothing is charged until an operator raises the \
+                     limit or runs `billd safety release`",
+                ),
+                Some(pause) if metrics.mass_rejection.load(Ordering::Relaxed) => notify::status(&format!(
+                    "MASS REJECTION: the gateway rejected most charges of the last pass (wrong account or keys?); \
+                     nothing more was sent, no subscription changed; trying again in {} s",
+                    pause.as_secs()
                 )),
                 Some(pause) => notify::status(&format!(
                     "UNAUTHORIZED: the gateway refuses gateway.imp_key {:?} and its imp_secret; nothing is charged; \

@@ -77,6 +77,15 @@ fn router(metrics: std::sync::Arc<Metrics>, stale_after: Duration) -> axum::Rout
                         let why = "unauthorized: the gateway refuses gateway.imp_key and its imp_secret; nothing is \
                                    charged until they are fixed\n";
                         (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+                    } else if m.safety_stop.load(Ordering::Relaxed) {
+                        let why = "safety stop: limits.max_charges_per_pass tripped (see the pass.refused log line); \
+                                   nothing is charged until an operator raises the limit or runs `billd safety \
+                                   release`\n";
+                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+                    } else if m.mass_rejection.load(Ordering::Relaxed) {
+                        let why = "mass rejection: the gateway rejected most charges of the last pass (see the \
+                                   pass.mass_rejection log line); billd stopped sending and tries again later\n";
+                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
                     } else if since <= stale_after {
                         (StatusCode::OK, format!("ok: scheduler loop alive ({}s ago)\n", since.as_secs()))
                     } else {

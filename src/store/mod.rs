@@ -97,6 +97,17 @@ pub trait Book {
     /// differs from an existing one only by case (checked inside the transaction).
     fn insert_manual(&self, s: &Subscription, next_due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()>;
 
+    /// The safety stop in force (`None`: billing runs). While one is in force no pass claims or sends anything.
+    fn safety_stop(&self) -> Result<Option<SafetyStop>>;
+
+    /// Stops billing until [`Book::release_billing`], with a `billing.stopped` event, in one write transaction. A
+    /// stop already in force is kept as it is (the first reason stands).
+    fn stop_billing(&self, stop: &SafetyStop) -> Result<()>;
+
+    /// Lifts the stop in force, with a `billing.released` event saying `why`, in one write transaction; returns it
+    /// (`None`: there was none, and nothing is written).
+    fn release_billing(&self, why: &str, now: DateTime<Utc>) -> Result<Option<SafetyStop>>;
+
     /// For an import's check: the subscription with this id as the import compares it, and another subscription
     /// whose id equals `id` but for case, if any.
     fn import_lookup(&self, id: &str) -> Result<(Option<ImportedAs>, Option<String>)>;
@@ -333,6 +344,10 @@ pub trait Views {
     /// Subscriptions that bill and have something to charge by `until` (their next period falls due, or an open
     /// period waits for an attempt), by id, for `upcoming`.
     fn billing_subscriptions(&self, until: DateTime<Utc>) -> Result<Vec<BillingSubscription>>;
+
+    /// The subscriptions that charge (or will charge again) the billing key `customer_uid`, compared without case
+    /// (the gateway may not tell keys apart by case): every one not canceled, by id, with its status.
+    fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status)>>;
 }
 
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is

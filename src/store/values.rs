@@ -162,6 +162,13 @@ pub enum AttemptResult {
     Abandoned {
         reason: String,
     },
+    /// Rejected by the gateway (nothing charged) in a pass whose rejections were a mass rejection
+    /// ([`crate::billing::rails::MassRejection`]): the gateway's or the config's problem, not the customer's. The
+    /// attempt is closed as rejected, but its period stays open (due again from `now`), uncounted, and the
+    /// subscription's status does not change.
+    Withheld {
+        reason: String,
+    },
 }
 
 /// An outcome to record, with the dunning decision for its period.
@@ -405,4 +412,14 @@ pub struct ImportRow {
     pub interval: crate::billing::calendar::Interval,
     pub start_date: NaiveDate,
     pub next_due_at: Option<DateTime<Utc>>,
+}
+
+/// Billing stopped by a safety rail until an operator acts (see [`crate::store::Book::stop_billing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SafetyStop {
+    /// What tripped, in words (names the limit and what was due).
+    pub reason: String,
+    /// `limits.max_charges_per_pass` when it tripped: a config that raises it above this releases the stop.
+    pub max_charges_per_pass: u64,
+    pub at: DateTime<Utc>,
 }

@@ -7,7 +7,7 @@ use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::model::{Status, Subscription};
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::{Change, SyncPlan};
-use crate::store::{Book, ImportRow, ImportedAs, StatusSet};
+use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusSet};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -333,6 +333,57 @@ impl Book for SqliteStore {
         )?;
         tx.commit()?;
         Ok((sub, restart_period))
+    }
+
+    fn safety_stop(&self) -> Result<Option<SafetyStop>> {
+        Ok(self
+            .conn
+            .query_row("SELECT reason, max_charges_per_pass, created_at FROM safety_stop WHERE id = 1", [], |r| {
+                Ok(SafetyStop {
+                    reason: r.get(0)?,
+                    max_charges_per_pass: r.get::<_, i64>(1)?.max(0) as u64,
+                    at: at(r.get(2)?),
+                })
+            })
+            .optional()?)
+    }
+
+    fn stop_billing(&self, stop: &SafetyStop) -> Result<()> {
+        let tx = self.tx()?;
+        let limit = i64::try_from(stop.max_charges_per_pass).unwrap_or(i64::MAX);
+        let n = tx.execute(
+            "INSERT INTO safety_stop (id, reason, max_charges_per_pass, created_at) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO NOTHING",
+            params![stop.reason, limit, secs(stop.at)],
+        )?;
+        if n > 0 {
+            let detail = json!({ "reason": stop.reason, "max_charges_per_pass": stop.max_charges_per_pass });
+            event(&tx, secs(stop.at), "billing.stopped", None, detail)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn release_billing(&self, why: &str, now: DateTime<Utc>) -> Result<Option<SafetyStop>> {
+        let tx = self.tx()?;
+        let stop = tx
+            .query_row(
+                "DELETE FROM safety_stop WHERE id = 1 RETURNING reason, max_charges_per_pass, created_at",
+                [],
+                |r| {
+                    Ok(SafetyStop {
+                        reason: r.get(0)?,
+                        max_charges_per_pass: r.get::<_, i64>(1)?.max(0) as u64,
+                        at: at(r.get(2)?),
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(s) = &stop {
+            event(&tx, secs(now), "billing.released", None, json!({ "why": why, "stopped_for": s.reason }))?;
+        }
+        tx.commit()?;
+        Ok(stop)
     }
 
     fn insert_manual(&self, s: &Subscription, next_due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()> {

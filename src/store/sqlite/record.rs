@@ -140,19 +140,11 @@ fn record_one(
             d["reason"] = json!(reason);
             event(tx, now, "charge.mismatch", Some(&a.subscription_id), d)?;
         }
-        AttemptResult::Abandoned { reason } => {
-            tx.prepare_cached(
-                "UPDATE attempts SET status = 'failed', failure = 'abandoned', fail_reason = ?2, check_at = NULL,
-                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![a.id, reason, now])?;
-            // The period stays open: it is charged again only if the subscription bills again.
-            tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
-                .execute(params![a.subscription_id, a.period as i64, now])?;
-            let mut d = detail();
-            d["reason"] = json!(reason);
-            event(tx, now, "charge.abandoned", Some(&a.subscription_id), d)?;
-        }
+        // Closed without a charge, the period left open and due: an abandoned attempt is charged again only if the
+        // subscription bills again; a withheld one (a mass rejection) by a later pass, with no decline counted and
+        // no status change.
+        AttemptResult::Abandoned { reason } => close_leaving_open(tx, it, now, Failure::Abandoned, reason, detail())?,
+        AttemptResult::Withheld { reason } => close_leaving_open(tx, it, now, Failure::Rejected, reason, detail())?,
         AttemptResult::Declined { imp_uid, reason } => {
             record_failure(tx, it, now, Failure::Declined, imp_uid.as_deref(), reason, detail(), changes)?;
         }
@@ -161,6 +153,29 @@ fn record_one(
         }
     }
     Ok(())
+}
+
+/// Closes an attempt as failed (`failure`) and leaves its period open and due from `now`, with a `charge.abandoned`
+/// (abandoned) or `charge.withheld` (a rejection withheld in a mass rejection) event.
+fn close_leaving_open(
+    tx: &Transaction<'_>,
+    it: &Recorded,
+    now: i64,
+    failure: Failure,
+    reason: &str,
+    mut detail: serde_json::Value,
+) -> Result<()> {
+    let a = &it.attempt;
+    tx.prepare_cached(
+        "UPDATE attempts SET status = 'failed', failure = ?2, fail_reason = ?3, check_at = NULL, resolved_at = ?4,
+           updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![a.id, failure, reason, now])?;
+    tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
+        .execute(params![a.subscription_id, a.period as i64, now])?;
+    detail["reason"] = json!(reason);
+    let kind = if failure == Failure::Abandoned { "charge.abandoned" } else { "charge.withheld" };
+    event(tx, now, kind, Some(&a.subscription_id), detail)
 }
 
 #[allow(clippy::too_many_arguments)]

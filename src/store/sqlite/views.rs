@@ -12,6 +12,15 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 impl Views for SqliteStore {
+    fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, status FROM subscriptions WHERE customer_uid = ?1 COLLATE NOCASE AND status != 'canceled'
+             ORDER BY id",
+        )?;
+        let rows = st.query_map([customer_uid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn list_subscriptions(&self, status: Option<Status>) -> Result<Vec<SubscriptionRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT s.id, s.customer_uid, s.plan_id, s.amount, s.currency, s.interval, s.status, s.source,

@@ -1,0 +1,9 @@
+-- billd schema v9: a safety rail that trips (limits.max_charges_per_pass, issue 21) stops billing until an operator
+-- acts (raises the limit, or runs `billd safety release`). The stop is kept in the book, so that every process
+-- (`run`, `tick` from cron, the commands that charge) sees it, and a restart does not lift it.
+CREATE TABLE safety_stop (
+    id                   INTEGER PRIMARY KEY CHECK (id = 1),
+    reason               TEXT NOT NULL,
+    max_charges_per_pass INTEGER NOT NULL,
+    created_at           INTEGER NOT NULL
+);
