@@ -122,8 +122,11 @@ pub enum Command {
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
         /// Only this subscription's attempts.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "one_time")]
         subscription: Option<String>,
+        /// Only one-time charges (`charge-once`).
+        #[arg(long)]
+        one_time: bool,
         /// Print them as JSON (times RFC 3339 with the billing time zone's offset; with --follow, one per line).
         #[arg(long)]
         json: bool,
@@ -347,8 +350,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
             let imp_secret = secret_arg(imp_secret, imp_secret_file.as_deref(), "--imp-secret-file")?;
             crate::commands::sandbox::sandbox(listen, imp_key, imp_secret, sandbox_config.as_deref())
         }
-        Command::Charges { failed, since, subscription, json, follow } => {
-            crate::commands::charges::charges(&path, failed, since.as_deref(), subscription.as_deref(), json, follow)
+        Command::Charges { failed, since, subscription, one_time, json, follow } => {
+            let only = match (subscription.as_deref(), one_time) {
+                (Some(id), _) => crate::commands::charges::Only::Subscription(id),
+                (None, true) => crate::commands::charges::Only::OneTime,
+                (None, false) => crate::commands::charges::Only::All,
+            };
+            crate::commands::charges::charges(&path, failed, since.as_deref(), only, json, follow)
         }
         Command::Upcoming { days, as_of, json } => {
             let now = as_of.as_deref().map(parse_instant).transpose()?;

@@ -17,6 +17,9 @@ fn register_show_reissue_and_delete_a_billing_key() {
     let show = w.billd().args(["customers", "show", "cust-1"]).output().unwrap();
     assert!(show.status.success(), "{}", text(&show));
     assert!(text(&show).contains("424242******4242"));
+    // Times in billing.timezone (Asia/Seoul here), like every listing (issue 23, point 5): not UTC.
+    let inserted = text(&show).lines().find(|l| l.starts_with("inserted")).unwrap_or_default().to_string();
+    assert!(inserted.ends_with("+09:00") && !inserted.contains('T'), "{}", text(&show));
     // Re-issue for the same customer_uid with another card: refused unless asked (issue 21, point 4), then the key
     // points at the new card.
     let refused = with_card(&w, &["customers", "register", "cust-1"], &card_json(cards::DECLINE_LOST));

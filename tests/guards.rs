@@ -509,3 +509,160 @@ fn a_currency_billd_cannot_bill_is_refused_everywhere() {
     assert!(!out.status.success() && text(&out).contains("KRW only"), "{}", text(&out));
     assert!(w.requests().is_empty(), "sent with a currency billd cannot bill: {:?}", w.requests());
 }
+
+/// Review of point 3: the threshold was judged on the answers so far, so five stale keys whose periods came first
+/// (5 of the first 5 answers) stopped a pass of a hundred, every pass. It is judged on the whole pass: five of thirty
+/// are the customers' (the dunning policy ends them) and everyone else is charged.
+#[test]
+fn a_few_stale_keys_that_come_first_are_judged_on_the_whole_pass() {
+    let ids: Vec<String> = (0..30).map(|i| format!("s{i:02}")).collect();
+    let body: String = ids.iter().map(|id| sub(id, &format!("c-{id}"), "monthly", "2025-01-01")).collect();
+    let w = World::new(Setup { body: &format!("{MONTHLY}{body}"), concurrency: 1, ..Default::default() });
+    for id in &ids[5..] {
+        w.sandbox.register_customer(&format!("c-{id}"), cards::APPROVE).unwrap();
+    }
+    let out = w.billd().args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(w.paid_by_merchant_uid().len(), 25, "{}", text(&out));
+    for id in &ids[..5] {
+        assert_eq!(w.status_of(id), "canceled", "{id}: {}", text(&out));
+    }
+    w.assert_consistent();
+}
+
+/// Review of point 8: `billd safety release` promised one more pass of at most the limit, but a backlog above the
+/// limit was refused whole again; resends of unresolved charges were not held to the limit at all. Now a released
+/// pass sends up to the limit (part of what is due) and stops again; resends take their share of the limit.
+#[test]
+fn a_release_sends_up_to_the_limit_and_resends_count_against_it() {
+    let body: String = (0..5).map(|i| sub(&format!("s{i}"), &format!("c{i}"), "monthly", "2025-01-01")).collect();
+    let limited = |n: u32| format!("\n[limits]\nmax_charges_per_pass = {n}\n{MONTHLY}{body}");
+    let w = World::new(Setup { body: &limited(2), ..Default::default() });
+    for i in 0..5 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    let tick = || w.billd().args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"]).output().unwrap();
+    assert!(!tick().status.success());
+    assert!(w.ledger().is_empty());
+    let out = w.billd().arg("safety").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "stopped, so `billd safety` exits 1: {}", text(&out));
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
+    let out = tick();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(w.ledger().len(), 2, "a released pass sends up to the limit: {}", text(&out));
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
+    assert!(!tick().status.success());
+    assert_eq!(w.ledger().len(), 4);
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
+    let out = tick();
+    assert!(out.status.success(), "the last one fits: the pass ends the stop: {}", text(&out));
+    assert_eq!(w.paid_by_merchant_uid().len(), 5);
+    assert_eq!(w.billd().arg("safety").output().unwrap().status.code(), Some(0));
+    w.assert_consistent();
+}
+
+/// Review of point 8: resends of unresolved charges went out beyond the limit (40 in one pass under 20).
+#[test]
+fn resends_stop_at_the_limit() {
+    use billd_sandbox::{Fault, FaultRule};
+    let start = |d: &str, r: std::ops::Range<usize>| -> String {
+        r.map(|i| sub(&format!("s{i}"), &format!("c{i}"), "monthly", d)).collect()
+    };
+    let limited = |body: &str| format!("\n[limits]\nmax_charges_per_pass = 2\n{MONTHLY}{body}");
+    let two = start("2025-01-01", 0..2);
+    let w = World::new(Setup { body: &limited(&two), timeout: "1s", ..Default::default() });
+    for i in 0..4 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+        w.sandbox.add_fault(FaultRule { customer_uid: Some(format!("c{i}")), fault: Fault::Http500, times: Some(1) });
+    }
+    w.tick("2025-01-01T10:00:00+09:00");
+    let four = format!("{two}{}", start("2025-01-02", 2..4));
+    w.write_config(&Setup { body: &limited(&four), timeout: "1s", ..Default::default() });
+    w.tick("2025-01-02T10:00:00+09:00"); // s0, s1 wait for their quiet period; s2, s3 go out (and fail)
+    assert!(w.ledger().is_empty(), "HTTP 500 before charging: nothing charged, four unresolved");
+    w.wait_quiet();
+    let out = w.billd().args(["tick", "--as-of", "2025-01-02T11:00:00+09:00"]).output().unwrap();
+    assert_eq!(w.ledger().len(), 2, "four resends in a pass limited to 2: {}", text(&out));
+    assert!(!out.status.success() && text(&out).contains("pass.refused"), "{}", text(&out));
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
+    w.tick("2025-01-02T11:00:00+09:00");
+    assert_eq!(w.paid_by_merchant_uid().len(), 4);
+    w.assert_consistent();
+}
+
+/// Review of points 4 and 5: a rerun of a paid `charge-once` saved whatever card it was given (one that never paid);
+/// `customers delete` did not see the config's subscriptions the book had not synced yet; `subscriptions add
+/// --register-card` issued the key before refusing the id; and a closed stdout made `charge-once` panic after the
+/// payment, before the key was saved.
+#[test]
+fn keys_follow_the_card_that_paid_and_every_user_of_a_key_counts() {
+    let soon = (chrono::Utc::now() + chrono::Duration::days(10)).date_naive().to_string();
+    let w =
+        World::new(Setup { body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &soon)), ..Default::default() });
+    // A paid charge, then a rerun with another card: the charge stays paid, that card is not saved (exit 3).
+    let first = ["charge-once", "--merchant-uid", "o1", "--amount", "1000", "--name", "extra"];
+    assert!(common::with_card(&w, &first, &common::card_json(cards::APPROVE)).status.success());
+    let out = charge_once_saving(&w, "o1", "k1", &[], OTHER_CARD);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("not the card that paid"), "{}", text(&out));
+    assert!(key_of(&w, "k1").contains("no billing key"), "{}", key_of(&w, "k1"));
+    // The same card that paid is saved by the rerun.
+    let out = charge_once_saving(&w, "o1", "k1", &[], cards::APPROVE);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(key_of(&w, "k1").contains("424242******4242"), "{}", key_of(&w, "k1"));
+    // s1 is in schedules.toml only (never synced): deleting its key is refused all the same.
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let out = w.billd().args(["customers", "delete", "c1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("s1 (in") && text(&out).contains("not synced yet"), "{}", text(&out));
+    // An id that differs from s1's only by case is refused before a key is issued.
+    assert!(w.billd().arg("sync").status().unwrap().success());
+    let add = ["subscriptions", "add", "--id", "S1", "--customer-uid", "k9", "--plan", "monthly", "--register-card"];
+    let out = common::with_card(&w, &add, &common::card_json(OTHER_CARD));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("only by case"), "{}", text(&out));
+    assert!(key_of(&w, "k9").contains("no billing key"), "a key was issued for a refused subscription");
+    // A closed stdout: the charge and the key are done all the same, and nothing panics.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = w
+        .billd()
+        .args(["charge-once", "--merchant-uid", "o2", "--amount", "500", "--name", "x", "--customer-uid", "k2"])
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(common::card_json(OTHER_CARD).as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(key_of(&w, "k2").contains("555555******4444"), "{}", key_of(&w, "k2"));
+}
+
+/// Review of point 8: `billd retry` while billing was stopped moved the retry to now, then refused. Now it refuses
+/// before it changes anything.
+#[test]
+fn retry_while_stopped_changes_nothing() {
+    let body = format!(
+        "\n[limits]\nmax_charges_per_pass = 1\n{MONTHLY}{}{}",
+        sub("s0", "c0", "monthly", "2025-01-01"),
+        sub("s1", "c1", "monthly", "2025-01-02")
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c0", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-01T10:00:00+09:00"); // s0 declined: past due, retry tomorrow
+    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    let more = format!("{body}{}{}", sub("s2", "c2", "monthly", "2025-01-02"), "");
+    w.write_config(&Setup { body: &more, ..Default::default() });
+    let out = w.billd().args(["tick", "--as-of", "2025-01-02T10:00:00+09:00"]).output().unwrap();
+    assert!(!out.status.success(), "3 due above a limit of 1: stopped: {}", text(&out));
+    let next = || -> i64 {
+        w.db().query_row("SELECT next_attempt_at FROM periods WHERE subscription_id = 's0'", [], |r| r.get(0)).unwrap()
+    };
+    let before = next();
+    let out = w.billd().args(["retry", "s0"]).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("billd safety release"), "{}", text(&out));
+    assert_eq!(next(), before, "retry changed the schedule although it refused");
+}

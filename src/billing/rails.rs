@@ -17,14 +17,27 @@ impl Default for MassRejection {
 }
 
 impl MassRejection {
-    /// Whether `rejected` rejections among `answers` answers (paid, declined and rejected charges of one pass) are a
-    /// mass rejection: then none of them is taken as the customer's (no subscription changes status for them, their
-    /// periods stay open) and the pass sends nothing more. Below the threshold a rejection is the customer's.
+    /// Whether `rejected` rejections among `answers` answers (paid, declined and rejected charges of a whole pass)
+    /// are a mass rejection: then none of them is taken as the customer's (no subscription changes status for them,
+    /// their periods stay open). Below the threshold a rejection is the customer's. Judged on the whole pass: the
+    /// answers that came first are not a sample (the oldest periods, the same few keys, come first every time).
     pub fn tripped(&self, rejected: usize, answers: usize) -> bool {
         let answers = answers.max(rejected) as u128;
         rejected >= self.count as usize && (rejected as u128) * 100 >= self.percent as u128 * answers
     }
+
+    /// Whether the answers so far of a pass still running leave no doubt: every one a rejection, and at least
+    /// [`EARLY_STOP_FACTOR`] times the count of them. Then the pass stops sending at once (the rest would be
+    /// rejected too); otherwise it is judged when it ends ([`MassRejection::tripped`]).
+    pub fn beyond_doubt(&self, rejected: usize, answers: usize) -> bool {
+        answers <= rejected && rejected as u64 >= EARLY_STOP_FACTOR * u64::from(self.count)
+    }
 }
+
+/// How many times `limits.mass_rejection_count` rejections, with nothing else answered, stop a pass before it ends.
+pub const EARLY_STOP_FACTOR: u64 = 4;
+
+impl MassRejection {}
 
 #[cfg(test)]
 mod tests {
@@ -45,6 +58,17 @@ mod tests {
         assert!(t.tripped(200, 1000));
         // Answers are never fewer than rejections (a caller's count that lags).
         assert!(t.tripped(6, 0));
+    }
+
+    #[test]
+    fn a_pass_stops_early_only_beyond_doubt() {
+        let t = MassRejection::default();
+        // The five stale keys that sort first: 5 of the first 5 answers, but no more.
+        assert!(!t.beyond_doubt(5, 5));
+        assert!(!t.beyond_doubt(19, 19));
+        assert!(t.beyond_doubt(20, 20));
+        // One paid answer among them: judged at the end.
+        assert!(!t.beyond_doubt(40, 41));
     }
 
     #[test]

@@ -64,43 +64,55 @@ pub struct SaveKey<'a> {
 /// The exit code of a charge that is paid but whose card could not be saved as the billing key asked for.
 const PAID_KEY_NOT_SAVED: u8 = 3;
 
-/// After the charge is paid: saves the card as the billing key asked for (the key is never touched by a charge that
-/// is not paid). `card`: the card this run charged (then the key is issued); `None` on a rerun of a charge already
-/// paid, when a key that is already as asked is left alone (else the card is read to save it). Exit 0 when the key
-/// is as asked, [`PAID_KEY_NOT_SAVED`] when it could not be saved.
+/// The card that paid a charge: the one this run charged, or (on a rerun of a charge already paid) the masked card
+/// recorded with it, which the card read again must match.
+pub enum PaidWith<'a> {
+    ThisRun(&'a Card),
+    Recorded(&'a str),
+}
+
+/// After the charge is paid: saves the card that paid it as the billing key asked for (the key is never touched by a
+/// charge that is not paid, nor with a card that did not pay). On a rerun of a charge already paid, a key that is
+/// already as asked is left alone; otherwise the card is read again and must be the one that paid. Exit 0 when the
+/// key is as asked, [`PAID_KEY_NOT_SAVED`] when it could not be saved.
 fn save_key_after_paid(
     cfg: &Config,
-    store: &(impl crate::store::Views + crate::store::Events),
+    store: &(impl crate::store::Views + crate::store::Events + crate::store::Book),
     g: &impl BillingKeys,
     rt: &tokio::runtime::Runtime,
     save: SaveKey<'_>,
-    card: Option<&Card>,
+    paid_with: PaidWith<'_>,
 ) -> Result<ExitCode> {
     let uid = save.customer_uid;
-    let not_saved = |why: String| {
-        eprintln!(
-            "paid, but the card was not saved as billing key {uid}: {why}; save it with `billd customers register \
-             {uid}{}`",
-            if save.replace_key { " --replace-key" } else { "" }
-        );
-        Ok(ExitCode::from(PAID_KEY_NOT_SAVED))
-    };
     let existing = match rt.block_on(key_at_gateway(g, uid)) {
         Ok(k) => k,
-        Err(e) => return not_saved(format!("{e:#}")),
+        Err(e) => return not_saved(save, false, format!("{e:#}")),
+    };
+    let not_saved = |why: String| not_saved(save, existing.is_some(), why);
+    let card = match paid_with {
+        PaidWith::ThisRun(c) => Some(c),
+        PaidWith::Recorded(_) => None,
     };
     let read;
     let card = match (card, &existing) {
         (Some(c), _) => c,
         // A rerun: the key is already as asked (saved by the first run, or replaced by it with this card).
         (None, Some(k)) if !save.replace_key => {
-            println!("billing key {uid} exists (card {})", crate::commands::customers::shown(&k.card));
+            crate::say!("billing key {uid} exists (card {})", crate::commands::customers::shown(&k.card));
             return Ok(ExitCode::SUCCESS);
         }
         (None, _) => {
             read = crate::commands::customers::card(cfg)?;
+            if let PaidWith::Recorded(paid) = paid_with
+                && read.masked() != paid
+            {
+                return not_saved(format!(
+                    "card {} is not the card that paid this charge ({paid}); only that card is saved by charge-once",
+                    read.masked()
+                ));
+            }
             if existing.as_ref().is_some_and(|k| k.card.as_deref() == Some(read.masked().as_str())) {
-                println!("billing key {uid} already holds card {}", read.masked());
+                crate::say!("billing key {uid} already holds card {}", read.masked());
                 return Ok(ExitCode::SUCCESS);
             }
             &read
@@ -118,11 +130,21 @@ fn save_key_after_paid(
                 serde_json::json!({ "customer_uid": uid, "card": card, "replaced": existing.is_some() }),
                 Utc::now(),
             )?;
-            println!("{}", moved(store, uid, existing.as_ref(), card)?);
+            crate::say!("{}", moved(cfg, store, uid, existing.as_ref(), card)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => not_saved(format!("{e:#}")),
     }
+}
+
+/// Says that the charge is paid but its card was not saved as the key, and how to save it; the exit code for that.
+fn not_saved(save: SaveKey<'_>, exists: bool, why: String) -> Result<ExitCode> {
+    let uid = save.customer_uid;
+    let flag = if save.replace_key || exists { " --replace-key" } else { "" };
+    eprintln!(
+        "paid, but the card was not saved as billing key {uid}: {why}; save it with `billd customers register {uid}{flag}`"
+    );
+    Ok(ExitCode::from(PAID_KEY_NOT_SAVED))
 }
 
 /// The instant, in the billing time zone, for a message.
@@ -197,12 +219,12 @@ pub fn charge_once(
         }
         if prev.status == ChargeStatus::Paid {
             // Paid is what was asked: a rerun of a paid charge succeeds (exit 0) and sends nothing.
-            println!(
+            crate::say!(
                 "merchant_uid {merchant_uid} is already paid (imp_uid {}); nothing sent",
                 prev.imp_uid.unwrap_or_default()
             );
             return match save {
-                Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, None),
+                Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, PaidWith::Recorded(&prev.card_masked)),
                 None => Ok(ExitCode::SUCCESS),
             };
         }
@@ -217,9 +239,11 @@ pub fn charge_once(
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp)) => {
                 store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
-                println!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
+                crate::say!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
                 return match save {
-                    Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, None),
+                    Some(save) => {
+                        save_key_after_paid(&cfg, &store, &g, &rt, save, PaidWith::Recorded(&prev.card_masked))
+                    }
                     None => Ok(ExitCode::SUCCESS),
                 };
             }
@@ -278,7 +302,7 @@ pub fn charge_once(
     // An existing billing key is replaced only when asked, and only once paid: refused before anything is sent.
     if let Some(save) = save {
         let existing = rt.block_on(key_at_gateway(&g, save.customer_uid)).map_err(|e| e.context("nothing was sent"))?;
-        refuse_replacing_unasked(&store, save.customer_uid, existing.as_ref(), save.replace_key)?;
+        refuse_replacing_unasked(&cfg, &store, save.customer_uid, existing.as_ref(), save.replace_key)?;
     }
     crate::failpoint::pause("charge_once_after_check");
     let card = card(&cfg)?;
@@ -356,9 +380,9 @@ pub fn charge_once(
     match settled {
         Ok(imp) => {
             store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
-            println!("paid: {merchant_uid} {amount} KRW with card {} (imp_uid {imp})", card.masked());
+            crate::say!("paid: {merchant_uid} {amount} KRW with card {} (imp_uid {imp})", card.masked());
             match save {
-                Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, Some(&card)),
+                Some(save) => save_key_after_paid(&cfg, &store, &g, &rt, save, PaidWith::ThisRun(&card)),
                 None => Ok(ExitCode::SUCCESS),
             }
         }

@@ -12,9 +12,26 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// Which charges to list.
+#[derive(Clone, Copy)]
+pub enum Only<'a> {
+    All,
+    /// One subscription's attempts.
+    Subscription(&'a str),
+    /// One-time charges (`charge-once`).
+    OneTime,
+}
+
+/// What a row is: a subscription period's attempt, or a one-time charge.
+fn kind(r: &ChargeRow) -> &'static str {
+    if r.subscription_id.is_some() { "period" } else { "one-time" }
+}
+
 fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
+    let period = r.subscription_id.as_ref().map(|_| (r.period, r.attempt));
     json!({
-        "subscription_id": r.subscription_id, "period": r.period, "attempt": r.attempt,
+        "kind": kind(r), "subscription_id": r.subscription_id, "period": period.map(|p| p.0),
+        "attempt": period.map(|p| p.1), "tries": r.attempt,
         "merchant_uid": r.merchant_uid, "customer_uid": r.customer_uid, "amount": r.amount, "currency": r.currency,
         "status": r.status.as_str(), "failure": r.failure.map(Failure::as_str), "imp_uid": r.imp_uid,
         "fail_reason": r.fail_reason,
@@ -26,10 +43,14 @@ pub fn charges(
     path: &Path,
     failed: bool,
     since: Option<&str>,
-    sub: Option<&str>,
+    only: Only<'_>,
     json: bool,
     follow: bool,
 ) -> Result<ExitCode> {
+    let sub = match only {
+        Only::Subscription(id) => Some(id),
+        _ => None,
+    };
     let cfg = load_config(path)?;
     let since = since
         .map(|s| -> Result<DateTime<Utc>> {
@@ -45,11 +66,12 @@ pub fn charges(
     let mut last = 0;
     let mut first = true;
     loop {
-        let mut rows = store.list_charges(failed, since, sub, last)?;
+        let mut rows =
+            if matches!(only, Only::OneTime) { Vec::new() } else { store.list_charges(failed, since, sub, last)? };
         if let Some((id, _)) = rows.last() {
             last = *id;
         }
-        if first && !follow && sub.is_none() {
+        if first && !follow && matches!(only, Only::All | Only::OneTime) {
             rows.extend(store.list_one_time(failed, since)?.into_iter().map(|r| (0, r)));
             // In the order the attempts were made, one-time charges among them.
             rows.sort_by_key(|(id, r)| (r.created_at, *id));
@@ -61,8 +83,8 @@ pub fn charges(
         }
         if first && !json {
             println!(
-                "{:<23} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
-                "MADE", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "STATUS"
+                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
+                "MADE", "KIND", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "STATUS"
             );
         }
         first = false;
@@ -78,11 +100,17 @@ pub fn charges(
                 (Some(imp), None) => imp.clone(),
                 _ => String::new(),
             };
+            // A one-time charge has no subscription or period: those columns stay empty; ATTEMPT is its tries.
+            let (sub, period) = match &r.subscription_id {
+                Some(s) => (s.as_str(), r.period.to_string()),
+                None => ("", String::new()),
+            };
             println!(
-                "{:<23} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
+                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
                 human(r.created_at, tz),
-                r.subscription_id,
-                r.period,
+                kind(r),
+                sub,
+                period,
                 r.attempt,
                 r.merchant_uid,
                 format!("{} {}", r.amount, r.currency),

@@ -4,7 +4,7 @@ use crate::app::{gateway, load_config, open_store, runtime};
 use crate::config::Config;
 use crate::gateway::card::{Card, read_card};
 use crate::gateway::{BillingKey, BillingKeys, Channel, KeyError};
-use crate::store::{Events, Views};
+use crate::store::{Book, Events, Views};
 use anyhow::{Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
 use serde_json::json;
@@ -34,13 +34,14 @@ pub(super) fn shown(field: &Option<String>) -> &str {
 }
 
 /// Prints a key (cleaned and its card masked by the gateway client); the customer_uid shown is the one asked for.
-fn print_key(uid: &str, key: &BillingKey) {
-    println!("customer_uid  {uid}");
-    println!("card          {} {}", shown(&key.card), shown(&key.card_name));
-    println!("pg            {} ({})", shown(&key.pg_provider), shown(&key.pg_id));
+/// Times are in `billing.timezone`, like every listing.
+fn print_key(cfg: &Config, uid: &str, key: &BillingKey) {
+    crate::say!("customer_uid  {uid}");
+    crate::say!("card          {} {}", shown(&key.card), shown(&key.card_name));
+    crate::say!("pg            {} ({})", shown(&key.pg_provider), shown(&key.pg_id));
     for (k, t) in [("inserted", key.inserted), ("updated", key.updated)] {
-        let at = t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
-        println!("{k:<13} {at}");
+        let at = t.map_or_else(|| "-".to_string(), |t| crate::commands::present::human(t, cfg.billing.clock.timezone));
+        crate::say!("{k:<13} {at}");
     }
 }
 
@@ -74,11 +75,23 @@ pub(super) async fn key_at_gateway(g: &impl BillingKeys, uid: &str) -> Result<Op
     bail!("cannot tell whether billing key {uid} exists at the gateway ({why})")
 }
 
-/// The subscriptions that charge billing key `uid` (every one not canceled), as a phrase for a message:
-/// `subscriptions s1 (active), s2 (paused)`; `None` when there are none.
-pub(super) fn users_of(store: &impl Views, uid: &str) -> Result<Option<String>> {
-    let subs = store.subscriptions_using(uid)?;
-    let list: Vec<String> = subs.iter().map(|(id, st)| format!("{id} ({st})")).collect();
+/// Who charges billing key `uid`, as a phrase for a message (`subscriptions s1 (active), s2 (suspended)`; `None`:
+/// nobody): the book's subscriptions that are not canceled, whose key it is or whose open period still charges it
+/// (compared without case, as the gateway may not tell keys apart by case), and the config's entries the book has not
+/// seen yet. `exact`: only those whose own key is `uid` exactly (who will charge a card saved under that very key).
+pub(super) fn users_of(cfg: &Config, store: &(impl Views + Book), uid: &str, exact: bool) -> Result<Option<String>> {
+    let mut list: Vec<String> = store
+        .subscriptions_using(uid)?
+        .into_iter()
+        .filter(|(_, _, key)| !exact || key == uid)
+        .map(|(id, st, key)| if key == uid { format!("{id} ({st})") } else { format!("{id} ({st}, key {key})") })
+        .collect();
+    for s in cfg.subscriptions.iter().filter(|s| !s.canceled) {
+        let same = if exact { s.customer_uid == uid } else { s.customer_uid.eq_ignore_ascii_case(uid) };
+        if same && store.subscription(&s.id)?.is_none() {
+            list.push(format!("{} (in {}, not synced yet)", s.id, cfg.file.display()));
+        }
+    }
     Ok(match list.len() {
         0 => None,
         1 => Some(format!("subscription {}", list[0])),
@@ -89,13 +102,14 @@ pub(super) fn users_of(store: &impl Views, uid: &str) -> Result<Option<String>> 
 /// Refuses (nothing sent) to issue billing key `uid` over an existing one unless `replace_key`: replacing a key
 /// moves every subscription that charges it to the new card.
 pub(super) fn refuse_replacing_unasked(
-    store: &impl Views,
+    cfg: &Config,
+    store: &(impl Views + crate::store::Book),
     uid: &str,
     existing: Option<&BillingKey>,
     replace_key: bool,
 ) -> Result<()> {
     let Some(key) = existing.filter(|_| !replace_key) else { return Ok(()) };
-    let users = users_of(store, uid)?.map(|u| format!(", charged by {u}")).unwrap_or_default();
+    let users = users_of(cfg, store, uid, false)?.map(|u| format!(", charged by {u}")).unwrap_or_default();
     bail!(
         "billing key {uid} already exists at the gateway (card {}{users}); this would replace its card, and every \
          subscription of it would charge the new one. Pass --replace-key to replace it; nothing was sent",
@@ -104,8 +118,14 @@ pub(super) fn refuse_replacing_unasked(
 }
 
 /// What replacing billing key `uid` (or issuing it) did, in words: whose subscriptions now charge `card`.
-pub(super) fn moved(store: &impl Views, uid: &str, replaced: Option<&BillingKey>, card: &str) -> Result<String> {
-    let users = users_of(store, uid)?;
+pub(super) fn moved(
+    cfg: &Config,
+    store: &(impl Views + crate::store::Book),
+    uid: &str,
+    replaced: Option<&BillingKey>,
+    card: &str,
+) -> Result<String> {
+    let users = users_of(cfg, store, uid, true)?;
     Ok(match (replaced, users) {
         (Some(old), Some(u)) => {
             format!("billing key {uid} replaced (card {} -> {card}): {u} now charge it", shown(&old.card))
@@ -129,7 +149,7 @@ pub fn register(
     let store = open_store(&cfg)?;
     let rt = runtime()?;
     let existing = rt.block_on(key_at_gateway(&g, uid)).map_err(|e| e.context("nothing was sent"))?;
-    refuse_replacing_unasked(&store, uid, existing.as_ref(), replace_key)?;
+    refuse_replacing_unasked(&cfg, &store, uid, existing.as_ref(), replace_key)?;
     let card = card(&cfg)?;
     let key = rt.block_on(issue_key(&g, uid, &card, pg, channel_key))?;
     store.log_event(
@@ -138,8 +158,8 @@ pub fn register(
         json!({ "customer_uid": uid, "card": shown(&key.card), "replaced": existing.is_some() }),
         Utc::now(),
     )?;
-    println!("{}", moved(&store, uid, existing.as_ref(), shown(&key.card))?);
-    print_key(uid, &key);
+    crate::say!("{}", moved(&cfg, &store, uid, existing.as_ref(), shown(&key.card))?);
+    print_key(&cfg, uid, &key);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -149,7 +169,7 @@ pub fn show(path: &Path, uid: &str) -> Result<ExitCode> {
     let g = gateway(&cfg)?;
     match runtime()?.block_on(g.show_key(uid)) {
         Ok(key) => {
-            print_key(uid, &key);
+            print_key(&cfg, uid, &key);
             Ok(ExitCode::SUCCESS)
         }
         Err(KeyError::Unavailable(e)) => bail!(e),
@@ -165,7 +185,7 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>, force: bool) -> Resu
     check_customer_uid(uid)?;
     let cfg = load_config(path)?;
     let g = gateway(&cfg)?;
-    if let Some(users) = users_of(&open_store(&cfg)?, uid)?.filter(|_| !force) {
+    if let Some(users) = users_of(&cfg, &open_store(&cfg)?, uid, false)?.filter(|_| !force) {
         bail!(
             "billing key {uid} is charged by {users}: without it their next charges are rejected, and the dunning \
              policy ends them. Cancel them first (`billd cancel ID`), or pass --force; nothing was sent"
@@ -175,7 +195,7 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>, force: bool) -> Resu
         Ok(()) => {
             let store = open_store(&cfg)?;
             store.log_event("customer.deleted", None, json!({ "customer_uid": uid, "reason": reason }), Utc::now())?;
-            println!("billing key {uid} deleted");
+            crate::say!("billing key {uid} deleted");
             Ok(ExitCode::SUCCESS)
         }
         Err(KeyError::Unavailable(e)) => bail!(e),

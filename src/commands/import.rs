@@ -56,7 +56,7 @@ pub fn run(config: &Path, file: &Path, catch_up: bool) -> Result<ExitCode> {
     let started = Instant::now();
     match import(&cfg, &store, file, catch_up, std::io::stderr().is_terminal()) {
         Ok(s) => {
-            println!(
+            crate::say!(
                 "imported {} subscription{} from {} ({} already in the database, skipped) in {:.1} s",
                 s.inserted,
                 plural(s.inserted),

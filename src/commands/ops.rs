@@ -26,12 +26,12 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
     let sub = existing(&store, id)?;
     match sub.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
-        Status::Suspended => println!("{id}: already suspended; nothing changed"),
+        Status::Suspended => crate::say!("{id}: already suspended; nothing changed"),
         _ => {
             // Rounded up: the pause is never recorded before it happened (a period due in that very second is
             // owed, not skipped, at resume).
             let set = store.set_status(id, Status::Suspended, ceil_second(Utc::now()), "paused by operator")?;
-            println!("{id}: suspended; {}", promise(set, &format!("nothing is charged until `billd resume {id}`")));
+            crate::say!("{id}: suspended; {}", promise(set, &format!("nothing is charged until `billd resume {id}`")));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -45,37 +45,61 @@ pub fn safety(path: &Path, release: bool) -> Result<ExitCode> {
     let stop =
         if release { store.release_billing("released by operator", Utc::now())? } else { store.safety_stop()? };
     let since = |s: &crate::store::SafetyStop| crate::commands::present::human(s.at, cfg.billing.clock.timezone);
+    let why = |s: &crate::store::SafetyStop| crate::text::quote(&s.reason);
     match (stop, release) {
-        (None, false) => println!("billing runs: no safety stop (limits.max_charges_per_pass = {max})"),
-        (None, true) => println!("billing runs: there was no safety stop; nothing changed"),
+        (None, false) => crate::say!("billing runs: no safety stop (limits.max_charges_per_pass = {max})"),
+        (None, true) => crate::say!("billing runs: there was no safety stop; nothing changed"),
+        (Some(s), false) if s.released => {
+            crate::say!(
+                "billing was stopped at {} ({}); an operator released it: the next pass may send up to {max} charges",
+                since(&s),
+                why(&s)
+            )
+        }
         (Some(s), false) => {
-            println!("billing is STOPPED since {}: {}", since(&s), s.reason);
-            println!(
+            crate::say!("billing is STOPPED since {}: {}", since(&s), why(&s));
+            crate::say!(
                 "nothing is charged until an operator acts: raise limits.max_charges_per_pass in {} above {}, or \
-                 confirm with `billd safety release`",
+                 confirm with `billd safety release` (the next pass then sends up to {max} charges, and stops again \
+                 if more is due)",
                 cfg.file.display(),
                 s.max_charges_per_pass
             );
+            // A script can tell: stopped is not "billing runs".
+            return Ok(ExitCode::FAILURE);
         }
         (Some(s), true) => {
-            println!("released the safety stop of {} ({})", since(&s), s.reason);
-            println!(
-                "the next pass may send up to limits.max_charges_per_pass ({max}) charges; a running billd starts \
-                 within 30 s (or at once with `systemctl reload billd`)"
+            crate::say!("released the safety stop of {} ({})", since(&s), why(&s));
+            crate::say!(
+                "the next pass sends up to limits.max_charges_per_pass ({max}) of what is due, then stops again if \
+                 more is due; a running billd starts within 30 s (or at once with `systemctl reload billd`)"
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Before a command that charges changes anything (`retry` moves a retry to now, `subscriptions add --charge-now`
+/// creates a subscription): refused while a safety stop stands that the config in force does not lift, as the pass
+/// it would run would be.
+pub fn refuse_if_billing_stopped(cfg: &crate::config::Config, store: &impl Book) -> Result<()> {
+    match store.safety_stop()? {
+        Some(stop) if !stop.released && cfg.limits.max_charges_per_pass as u64 <= stop.max_charges_per_pass => {
+            let (file, tz) = (cfg.file.display().to_string(), cfg.billing.clock.timezone);
+            Err(crate::engine::SafetyStopped { stop, file, tz }.into())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn cancel(path: &Path, id: &str) -> Result<ExitCode> {
     let (_, store) = open(path)?;
     let sub = existing(&store, id)?;
     if sub.status == Status::Canceled {
-        println!("{id}: already canceled");
+        crate::say!("{id}: already canceled");
     } else {
         let set = store.set_status(id, Status::Canceled, Utc::now(), "canceled by operator")?;
-        println!("{id}: canceled; {} (history kept)", promise(set, "it will never be charged again"));
+        crate::say!("{id}: canceled; {} (history kept)", promise(set, "it will never be charged again"));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -101,7 +125,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     match existing(&store, id)?.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be resumed"),
         s @ (Status::Active | Status::PastDue) => {
-            println!("{id}: not suspended ({s}); nothing changed");
+            crate::say!("{id}: not suspended ({s}); nothing changed");
             return Ok(ExitCode::SUCCESS);
         }
         Status::Suspended => {}
@@ -127,7 +151,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     };
     let owed = r.owed;
     if r.skipped > 0 {
-        println!(
+        crate::say!(
             "{id}: resumed; {} period(s) that fell due while paused are not charged (--catch-up charges them){}; next \
              charge {}",
             r.skipped,
@@ -135,7 +159,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
             local(r.next_period)
         );
     } else {
-        println!("{id}: resumed; next charge {}", local(r.next_period));
+        crate::say!("{id}: resumed; next charge {}", local(r.next_period));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -153,6 +177,7 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
              subscriptions show {id}`)"
         );
     }
+    refuse_if_billing_stopped(&cfg, &store)?;
     let now = Utc::now();
     if !store.retry_now(id, now)? {
         bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
@@ -170,7 +195,7 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
                 r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
             );
             if r.status == ChargeStatus::Paid {
-                println!("{line}");
+                crate::say!("{line}");
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("{line}");
@@ -179,7 +204,7 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
         }
         ChargedNow::NoAttempt => bail!("{id}: the retry was not attempted"),
         ChargedNow::LeftToDaemon => {
-            println!("{id}: retry scheduled; the running billd charges it within a minute");
+            crate::say!("{id}: retry scheduled; the running billd charges it within a minute");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -279,7 +304,7 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
     }
     items.sort_by(|a, b| a.at.cmp(&b.at).then(a.subscription.cmp(&b.subscription)));
     if json {
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        crate::say!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut by_day: BTreeMap<NaiveDate, Vec<&Upcoming>> = BTreeMap::new();
@@ -303,9 +328,9 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
         let summary: Vec<String> =
             totals.iter().map(|(c, (n, a))| format!("{}, {a} {c}", count(*n, "charge"))).collect();
         // The times below are in the billing time zone: said once, in the day's heading.
-        println!("{day} ({zone})  {}", summary.join("; "));
+        crate::say!("{day} ({zone})  {}", summary.join("; "));
         for i in list {
-            println!(
+            crate::say!(
                 "    {}  {:<20} {:<20} {:>10} {}  {}",
                 &i.at[11..16],
                 i.subscription,
@@ -317,7 +342,7 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
         }
     }
     let summary: Vec<String> = grand.iter().map(|(c, (n, a))| format!("{}, {a} {c}", count(*n, "charge"))).collect();
-    println!(
+    crate::say!(
         "next {days} days: {}",
         if summary.is_empty() { "nothing to charge".to_string() } else { summary.join("; ") }
     );

@@ -71,17 +71,24 @@ pub fn list(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
     let retries = cfg.dunning.retry_after.len();
     if json {
         let rows: Vec<Value> = rows.iter().map(|r| subscription_json(r, retries, tz)).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::say!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    crate::say!(
         "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  WHY",
-        "ID", "CUSTOMER", "PLAN", "AMOUNT", "STATUS", "NEXT CHARGE", "RETRIES LEFT", "PAID"
+        "ID",
+        "CUSTOMER",
+        "PLAN",
+        "AMOUNT",
+        "STATUS",
+        "NEXT CHARGE",
+        "RETRIES LEFT",
+        "PAID"
     );
     for r in &rows {
         let (at, kind) = next_charge(r);
         let next = at.map(|t| format!("{} {kind}", human(t, tz))).unwrap_or_else(|| "-".into());
-        println!(
+        crate::say!(
             "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  {}",
             r.id,
             r.customer_uid,
@@ -201,11 +208,11 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             "why": why, "next": { "action": next.action, "at": next.at.map(|t| rfc3339(t, tz)), "what": next.text },
             "periods": periods,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("subscription {} (customer_uid {})", sub.id, sub.customer_uid);
-    println!(
+    crate::say!("subscription {} (customer_uid {})", sub.id, sub.customer_uid);
+    crate::say!(
         "  plan     {} ({:?}): {} {} every {}, from {} (source {})",
         sub.plan_id,
         sub.plan_name,
@@ -216,18 +223,18 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
         sub.source.as_str()
     );
     match &why {
-        Some(w) => println!("  status   {} ({w})", sub.status),
-        None => println!("  status   {}", sub.status),
+        Some(w) => crate::say!("  status   {} ({w})", sub.status),
+        None => crate::say!("  status   {}", sub.status),
     }
     match next.at {
-        Some(at) => println!("  next     {} at {}", next.text, human(at, tz)),
-        None => println!("  next     {}", next.text),
+        Some(at) => crate::say!("  next     {} at {}", next.text, human(at, tz)),
+        None => crate::say!("  next     {}", next.text),
     }
     if periods.is_empty() {
-        println!("  periods  none opened yet");
+        crate::say!("  periods  none opened yet");
     }
     for p in &periods {
-        println!(
+        crate::say!(
             "  period {:<4} due {}  {} {}  {}  {}",
             p.period,
             human(p.due_at, tz),
@@ -243,7 +250,7 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
                 (None, None, Some(r)) => format!("{}: {r}", a.status),
                 _ => a.status.to_string(),
             };
-            println!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), outcome);
+            crate::say!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), outcome);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -293,16 +300,28 @@ pub fn add(
     if store.subscription(id)?.is_some() {
         bail!("subscription {id:?} already exists");
     }
+    // Everything that would refuse the subscription is asked before a key is issued or a charge is made.
+    if let (_, Some(other)) = store.import_lookup(id)? {
+        bail!(
+            "subscription {id:?} differs from subscription {other:?} only by case; pick another id (merchant_uids \
+             that differ only by case may be one order at the gateway); nothing was added"
+        );
+    }
+    if charge_now {
+        crate::commands::ops::refuse_if_billing_stopped(&cfg, &store)?;
+    }
     // The billing key must be at the gateway before the subscription exists (a typo would make a subscription that
     // is rejected, and ended, at its first charge): asked first, and nothing is created when it is not there.
     let g = gateway(&cfg)?;
     let rt = runtime()?;
     let existing = rt.block_on(key_at_gateway(&g, customer_uid)).map_err(|e| e.context("nothing was added"))?;
     if register_card {
-        refuse_replacing_unasked(&store, customer_uid, existing.as_ref(), replace_key)?;
+        refuse_replacing_unasked(&cfg, &store, customer_uid, existing.as_ref(), replace_key)?;
         let card = card(&cfg)?;
         let key = rt.block_on(issue_key(&g, customer_uid, &card, None, None))?;
-        println!("{}", moved(&store, customer_uid, existing.as_ref(), shown(&key.card))?);
+        let detail = json!({ "customer_uid": customer_uid, "card": shown(&key.card), "replaced": existing.is_some() });
+        crate::store::Events::log_event(&store, "customer.registered", None, detail, Utc::now())?;
+        crate::say!("{}", moved(&cfg, &store, customer_uid, existing.as_ref(), shown(&key.card))?);
     } else if existing.is_none() {
         bail!(
             "no billing key {customer_uid:?} at the gateway: register the card first (`billd customers register \
@@ -331,7 +350,7 @@ pub fn add(
     // --charge-now makes the first period due at once; later periods keep the start date's anchor.
     let due = if charge_now { first_due.map(|t| t.min(now)) } else { first_due };
     open_store(&cfg)?.insert_manual(&sub, due, now)?;
-    println!(
+    crate::say!(
         "subscription {id} added: {} {} every {}, first due {}",
         sub.amount,
         sub.currency,
@@ -344,7 +363,7 @@ pub fn add(
     use crate::commands::ops::ChargedNow;
     match crate::commands::ops::charge_due_now(&cfg, id)? {
         ChargedNow::Attempt(r) if r.status == ChargeStatus::Paid => {
-            println!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
+            crate::say!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
         ChargedNow::Attempt(r) => {
@@ -353,7 +372,7 @@ pub fn add(
         }
         ChargedNow::NoAttempt => bail!("the first charge was not attempted"),
         ChargedNow::LeftToDaemon => {
-            println!("the running billd charges the first period within a minute");
+            crate::say!("the running billd charges the first period within a minute");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -24,37 +24,42 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
     let today = cfg.billing.clock.local_date(Utc::now());
     let show = |plan: &crate::billing::sync::SyncPlan| {
         for w in &plan.warnings {
-            println!("warning: {w}");
+            crate::say!("warning: {w}");
         }
         for n in &plan.notes {
-            println!("note: {n}");
+            crate::say!("note: {n}");
         }
         for r in &plan.refused {
-            println!("refused: {r}");
+            crate::say!("refused: {r}");
         }
         for c in &plan.changes {
             match c {
                 crate::billing::sync::Change::Insert(s) => {
-                    println!(
+                    crate::say!(
                         "add     {} ({} {} {}, plan {}, start {})",
-                        s.id, s.amount, s.currency, s.interval, s.plan_id, s.start_date
+                        s.id,
+                        s.amount,
+                        s.currency,
+                        s.interval,
+                        s.plan_id,
+                        s.start_date
                     )
                 }
                 crate::billing::sync::Change::Update { after, what, .. } => {
-                    println!("update  {}: {}", after.id, what.join("; "))
+                    crate::say!("update  {}: {}", after.id, what.join("; "))
                 }
-                crate::billing::sync::Change::Cancel { id, reason } => println!("cancel  {id}: {reason}"),
+                crate::billing::sync::Change::Cancel { id, reason } => crate::say!("cancel  {id}: {reason}"),
             }
         }
         if plan.is_empty() {
-            println!("in sync: nothing to change");
+            crate::say!("in sync: nothing to change");
         }
     };
     if dry_run {
         let plan = cfg.sync_plan(&store.config_subscriptions()?, today);
         show(&plan);
         if !plan.is_empty() {
-            println!("dry run: nothing changed");
+            crate::say!("dry run: nothing changed");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -71,7 +76,7 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
         Ok(plan)
     });
     match plan {
-        Ok(plan) if !plan.is_empty() => println!("applied {} change(s)", plan.changes.len()),
+        Ok(plan) if !plan.is_empty() => crate::say!("applied {} change(s)", plan.changes.len()),
         Ok(_) => {}
         Err(e) if refused => {
             eprintln!("{e}");

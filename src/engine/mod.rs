@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use metrics::Metrics;
 use pipeline::{Counts, Go, Msg, Queue, Senders, gate, writer};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
@@ -39,6 +39,14 @@ pub struct Engine<S: Store, G: Gateway> {
     refused: Arc<Mutex<Option<String>>>,
     /// Set by the outcome writer when the running pass's rejections became a mass rejection: nothing more is sent.
     mass_rejected: Arc<AtomicBool>,
+    /// The charge requests the running pass may still send (`limits.max_charges_per_pass`, less what it sent: first
+    /// sends at the gate, resends at their go).
+    budget: Arc<AtomicU64>,
+    /// The running pass runs under a safety stop an operator released: it may send up to the limit, in part of a
+    /// round, then the stop trips again if more is due.
+    released: Arc<AtomicBool>,
+    /// A resend of the running pass was held back because the budget was spent.
+    resend_capped: Arc<AtomicBool>,
 }
 
 impl<S: Store, G: Gateway> Clone for Engine<S, G> {
@@ -52,6 +60,9 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             clock: self.clock.clone(),
             refused: self.refused.clone(),
             mass_rejected: self.mass_rejected.clone(),
+            budget: self.budget.clone(),
+            released: self.released.clone(),
+            resend_capped: self.resend_capped.clone(),
         }
     }
 }
@@ -89,6 +100,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             clock: Arc::new(SystemClock),
             refused: Arc::new(Mutex::new(None)),
             mass_rejected: Arc::new(AtomicBool::new(false)),
+            budget: Arc::new(AtomicU64::new(0)),
+            released: Arc::new(AtomicBool::new(false)),
+            resend_capped: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -217,7 +231,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// Refuses ([`ConfigRefused`]) while the config's last sync is refused.
     pub async fn charge_due(&self, now: DateTime<Utc>) -> Result<PassReport> {
         self.refuse_if_config_refused()?;
-        self.refuse_if_safety_stopped().await?;
+        self.open_budget().await?;
         self.mass_rejected.store(false, Ordering::SeqCst);
         let mut report = PassReport::default();
         let (tx, rx) = mpsc::channel::<Msg>(4096);
@@ -247,6 +261,11 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         if let Some(mass) = tally.mass_rejection {
             return Err(mass.into());
         }
+        if self.released.load(Ordering::SeqCst) {
+            // The pass an operator allowed did not trip again: billing goes on.
+            let why = "the pass after the operator's release sent what was due within the limit";
+            self.db(move |s| s.lift_safety_stop(why, true, chrono::Utc::now())).await?;
+        }
         self.metrics.last_success.store(now.timestamp(), Ordering::Relaxed);
         self.metrics.beat();
         Ok(report)
@@ -266,6 +285,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let sent_before = self.metrics.charges_sent.load(Ordering::Relaxed);
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
         (report.reconciled, report.deferred) = self.reconcile_stale(at, tx, sem).await?;
+        self.trip_if_resends_capped(now).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {
@@ -278,11 +298,14 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 return Ok(());
             }
             let sent = self.metrics.charges_sent.load(Ordering::Relaxed).saturating_sub(sent_before);
-            self.check_charges_per_pass(now, sent as usize).await?;
+            // How many charges this round may claim (all that is due, or, after an operator's release, what is left
+            // of the limit).
+            let allowed = self.check_charges_per_pass(now, sent as usize).await?;
             // A round opens at most one period per subscription due at its start (a later period of the same
             // subscription waits for the next round, after the outcome of this one).
             let max_amount = self.cfg.limits.max_amount;
-            let to_open = self.db(move |s| s.subscriptions_to_open_count(now, max_amount)).await?;
+            let to_open = self.db(move |s| s.subscriptions_to_open_count(now, max_amount)).await?.min(allowed);
+            let mut claim_left = allowed;
             let mut opened = 0;
             let mut claimed_any = false;
             // Pages are opened and claimed one step ahead, in a task of their own: the next page's intents commit
@@ -293,18 +316,20 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let counts = Counts::default();
             let mut senders = Senders { queue: queue.clone(), set: tokio::task::JoinSet::new() };
             let mut halted = false;
-            let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open)));
+            let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open, claim_left.min(PAGE))));
             // A stop, a config refused during the pass (a SIGHUP), or a mass rejection: no more claims; what is
             // claimed and unsent is released below (the gate already lets nothing leave).
             let halt = || self.stopping() || self.config_refused().is_some() || self.mass_rejected();
             while let Some(step) = next.take() {
                 let (n, batch) = step.await.context("the claim task panicked")??;
                 opened += n;
+                claim_left = claim_left.saturating_sub(batch.len());
                 if batch.is_empty() && n == 0 {
                     break;
                 }
-                if !halt() {
-                    next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open.saturating_sub(opened))));
+                if !halt() && claim_left > 0 {
+                    let (open, page) = (to_open.saturating_sub(opened), claim_left.min(PAGE));
+                    next = Some(tokio::spawn(self.clone().open_and_claim(now, open, page)));
                 }
                 if batch.is_empty() {
                     continue;
@@ -351,8 +376,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 info!(event = "pass.stopping", released = n, "stopping: {n} claimed charges were not sent");
             }
             report.opened += opened;
-            // Outcomes decide whether later periods of the same subscriptions may open (catch-up, oldest first).
-            self.flush(tx).await?;
+            // Outcomes decide whether later periods of the same subscriptions may open (catch-up, oldest first); the
+            // round's rejections are judged (a mass rejection, or the customers').
+            self.end_round(tx).await?;
             if (opened == 0 && !claimed_any) || self.stopping() {
                 return Ok(());
             }
@@ -372,56 +398,100 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         Ok(())
     }
 
-    /// Safety rail `limits.max_charges_per_pass`: before each round of a pass, refuses (an error; nothing of the
-    /// round is sent) when what was sent so far in the pass (every charge request: earlier catch-up rounds and
-    /// reconciliation's resends included) plus what is due now exceeds the limit. A refusal stops billing in the
-    /// book ([`crate::store::Book::stop_billing`]) until an operator acts: a later pass, in this process or another,
-    /// does not start again with a fresh count.
-    async fn check_charges_per_pass(&self, now: DateTime<Utc>, sent: usize) -> Result<()> {
+    /// Safety rail `limits.max_charges_per_pass`: before each round of a pass, the number of charges the round may
+    /// claim. What is due now must fit in what is left of the limit for this pass (every charge request counts:
+    /// earlier catch-up rounds and reconciliation's resends included); otherwise nothing of the round is sent and
+    /// billing stops in the book ([`crate::store::Book::stop_billing`]) until an operator acts, so that a later pass,
+    /// in this process or another, does not start again with a fresh count. After an operator's release the round
+    /// may send what is left of the limit, part of what is due.
+    async fn check_charges_per_pass(&self, now: DateTime<Utc>, sent: usize) -> Result<usize> {
+        let max_amount = self.cfg.limits.max_amount;
+        let due = self.db(move |s| s.due_backlog(now, max_amount)).await?.max(0) as usize;
+        let left = self.budget.load(Ordering::SeqCst) as usize;
+        if due <= left {
+            return Ok(due);
+        }
+        if self.released.load(Ordering::SeqCst) && left > 0 {
+            return Ok(left);
+        }
+        let are_due = if due == 1 { "1 charge is due".to_string() } else { format!("{due} charges are due") };
+        self.trip(format!(
+            "limits.max_charges_per_pass: {are_due} after {sent} sent in one pass, more than the limit of {} \
+             ({} needed to send them all in one pass)",
+            self.cfg.limits.max_charges_per_pass,
+            sent + due
+        ))
+        .await
+    }
+
+    /// Stops billing in the book for `reason` (one `pass.refused` ERROR line) and returns [`SafetyStopped`].
+    async fn trip<T>(&self, reason: String) -> Result<T> {
         let max = self.cfg.limits.max_charges_per_pass;
-        let due = self.db(move |s| s.due_backlog(now)).await?.max(0) as usize;
-        if sent + due > max {
-            let file = self.cfg.file.display().to_string();
-            error!(
-                event = "pass.refused",
-                due,
-                sent,
-                max_charges_per_pass = max,
-                "pass.refused: {due} charges are due, above limits.max_charges_per_pass ({max}); none of them is \
-                 sent, and billing stops until an operator acts"
-            );
-            let are_due = if due == 1 { "1 charge is due".to_string() } else { format!("{due} charges are due") };
-            let reason = format!(
-                "limits.max_charges_per_pass: {are_due} after {sent} sent in one pass, more than the limit of {max}"
-            );
-            let stop = crate::store::SafetyStop { reason, max_charges_per_pass: max as u64, at: chrono::Utc::now() };
-            let kept = stop.clone();
-            self.db(move |s| s.stop_billing(&kept)).await?;
-            self.metrics.safety_stop.store(true, Ordering::Relaxed);
-            return Err(SafetyStopped { stop, file }.into());
+        error!(
+            event = "pass.refused",
+            max_charges_per_pass = max,
+            "pass.refused: {reason}; nothing more is sent, and billing stops until an operator acts"
+        );
+        let stop =
+            crate::store::SafetyStop { reason, max_charges_per_pass: max as u64, at: Utc::now(), released: false };
+        let kept = stop.clone();
+        self.db(move |s| s.stop_billing(&kept)).await?;
+        self.metrics.safety_stop.store(true, Ordering::Relaxed);
+        Err(SafetyStopped { stop, file: self.cfg.file.display().to_string(), tz: self.cfg.billing.clock.timezone }
+            .into())
+    }
+
+    /// After reconciliation: if a resend was held back because the limit was spent, billing stops.
+    async fn trip_if_resends_capped(&self, _now: DateTime<Utc>) -> Result<()> {
+        if self.resend_capped.swap(false, Ordering::SeqCst) {
+            return self
+                .trip(format!(
+                    "limits.max_charges_per_pass: unresolved charges still wait for a resend after {} sent in one \
+                     pass",
+                    self.cfg.limits.max_charges_per_pass
+                ))
+                .await;
         }
         Ok(())
     }
 
-    /// Refuses ([`SafetyStopped`]) while a safety stop is in force in the book, unless the config in force raised
-    /// `limits.max_charges_per_pass` above the limit that tripped (an operator's act): then the stop is released.
-    async fn refuse_if_safety_stopped(&self) -> Result<()> {
-        let Some(stop) = self.db(|s| s.safety_stop()).await? else {
-            self.metrics.safety_stop.store(false, Ordering::Relaxed);
-            return Ok(());
-        };
+    /// Takes one charge request from the pass's budget (a resend at its go); `false` when it is spent.
+    fn take_one(&self) -> bool {
+        self.budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_ok()
+    }
+
+    /// Takes `n` charge requests from the pass's budget (first sends at the gate; the round was sized to fit).
+    fn spend(&self, n: usize) {
+        let _ = self.budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| Some(b.saturating_sub(n as u64)));
+    }
+
+    /// Before a pass (or the start-up reconciliation) sends anything: sets its budget to `limits.max_charges_per_pass`,
+    /// and refuses ([`SafetyStopped`]) while a safety stop is in force in the book, unless an operator released it
+    /// (then the pass runs in released mode) or the config in force raised the limit above the one that tripped (an
+    /// operator's act: the stop is lifted).
+    async fn open_budget(&self) -> Result<()> {
         let max = self.cfg.limits.max_charges_per_pass as u64;
-        if max > stop.max_charges_per_pass {
-            let why = format!("limits.max_charges_per_pass raised from {} to {max}", stop.max_charges_per_pass);
-            let said = why.clone();
-            self.db(move |s| s.release_billing(&said, chrono::Utc::now())).await?;
-            info!(event = "billing.released", reason = %why, "billing.released: {why}");
-            self.metrics.safety_stop.store(false, Ordering::Relaxed);
-            return Ok(());
+        self.budget.store(max, Ordering::SeqCst);
+        self.released.store(false, Ordering::SeqCst);
+        self.resend_capped.store(false, Ordering::SeqCst);
+        let stop = self.db(|s| s.safety_stop()).await?;
+        match stop {
+            None => {}
+            Some(stop) if max > stop.max_charges_per_pass => {
+                let why = format!("limits.max_charges_per_pass raised from {} to {max}", stop.max_charges_per_pass);
+                let said = why.clone();
+                self.db(move |s| s.lift_safety_stop(&said, false, Utc::now())).await?;
+                info!(event = "billing.resumed", reason = %why, "billing.resumed: {why}");
+            }
+            Some(stop) if stop.released => self.released.store(true, Ordering::SeqCst),
+            Some(stop) => {
+                self.metrics.safety_stop.store(true, Ordering::Relaxed);
+                let (file, tz) = (self.cfg.file.display().to_string(), self.cfg.billing.clock.timezone);
+                return Err(SafetyStopped { stop, file, tz }.into());
+            }
         }
-        self.metrics.safety_stop.store(true, Ordering::Relaxed);
-        let file = self.cfg.file.display().to_string();
-        Err(SafetyStopped { stop, file }.into())
+        self.metrics.safety_stop.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Safety rail `limits.max_amount`: logs every due charge held back because its amount is above the limit
@@ -439,13 +509,18 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// One step of a pass, one transaction: claims (commits the intents of) up to a page of attempts: due ones of
     /// open periods first, then first attempts of newly opened periods (at most `open_at_most` of them). Returns
     /// how many periods it opened and the claimed attempts.
-    async fn open_and_claim(self, now: DateTime<Utc>, open_at_most: usize) -> Result<(usize, Vec<Attempt>)> {
+    async fn open_and_claim(
+        self,
+        now: DateTime<Utc>,
+        open_at_most: usize,
+        page: usize,
+    ) -> Result<(usize, Vec<Attempt>)> {
         let cfg = self.cfg.clone();
         let timeout_ms = self.timeout_ms();
         let ClaimStep { opened, attempts, refused } = self
             .db(move |s| {
                 let max_amount = cfg.limits.max_amount;
-                s.open_and_claim(now, PAGE, open_at_most, max_amount, timeout_ms, |d| new_period(&cfg, d))
+                s.open_and_claim(now, page, open_at_most, max_amount, timeout_ms, |d| new_period(&cfg, d))
             })
             .await?;
         // Not opened: the period's merchant_uid is taken; its subscription was suspended (and the page went on).

@@ -56,10 +56,20 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         }
     }
 
-    /// Waits until the writer has committed everything sent to it so far.
+    /// Waits until the writer has committed everything sent to it so far (held rejections stay held).
     pub(super) async fn flush(&self, tx: &mpsc::Sender<Msg>) -> Result<()> {
+        self.ask_writer(tx, false).await
+    }
+
+    /// At the end of a round: the writer judges the rejections it holds on the pass's answers so far (every
+    /// subscription due at the round's start has been answered once), records them, and commits everything.
+    pub(super) async fn end_round(&self, tx: &mpsc::Sender<Msg>) -> Result<()> {
+        self.ask_writer(tx, true).await
+    }
+
+    async fn ask_writer(&self, tx: &mpsc::Sender<Msg>, judge: bool) -> Result<()> {
         let (ack, done) = oneshot::channel();
-        tx.send(Msg::Flush(ack)).await.ok().context("the outcome writer stopped")?;
+        tx.send(Msg::Flush { ack, judge }).await.ok().context("the outcome writer stopped")?;
         done.await.context("the outcome writer stopped")
     }
 }
@@ -213,7 +223,10 @@ pub(super) async fn gate<S: Store, G: Gateway>(
             .db(move |s| if refused { s.release(&ids, now).map(|()| Vec::new()) } else { s.begin_send(&ids, &at, now) })
             .await
         {
-            Ok(ids) => ids.into_iter().collect::<std::collections::HashSet<i64>>(),
+            Ok(ids) => {
+                engine.spend(ids.len());
+                ids.into_iter().collect::<std::collections::HashSet<i64>>()
+            }
             Err(e) => {
                 tracing::error!(
                     event = "pass.error",
@@ -233,16 +246,20 @@ pub(super) async fn gate<S: Store, G: Gateway>(
 /// A message to the outcome writer.
 pub(super) enum Msg {
     Record(Box<Recorded>),
-    /// Acknowledged once everything sent before it is committed.
-    Flush(oneshot::Sender<()>),
+    /// Acknowledged once everything sent before it is committed; `judge`: the held rejections are judged first
+    /// (the end of a round).
+    Flush {
+        ack: oneshot::Sender<()>,
+        judge: bool,
+    },
 }
 
 /// Commits outcomes in groups (one transaction per group), then logs them.
 ///
 /// Rejections are held until the pass ends (their attempts stay pending meanwhile, so nothing else is claimed for
-/// their periods): if the pass's rejections become a mass rejection ([`crate::billing::rails::MassRejection`]), the
-/// pass stops sending and they are recorded as withheld (their periods stay open, no status changes); otherwise they
-/// are recorded as rejections, as the customer's.
+/// their periods): if the whole pass's rejections are a mass rejection ([`crate::billing::rails::MassRejection`]),
+/// they are recorded as withheld (their periods stay open, no status changes); otherwise as rejections, the
+/// customer's. A pass whose answers so far are all rejections, many of them, stops sending at once.
 pub(super) async fn writer<S: Store, G: Gateway>(
     engine: Engine<S, G>,
     mut rx: mpsc::Receiver<Msg>,
@@ -252,12 +269,15 @@ pub(super) async fn writer<S: Store, G: Gateway>(
     let mut buf = Vec::with_capacity(512);
     let threshold = engine.cfg.limits.mass_rejection;
     let mut held: Vec<Recorded> = Vec::new();
-    // Paid, declined and mismatched answers committed so far (the held rejections are the rest of the answers).
+    // Answers of the pass so far other than the held rejections: paid, declined, mismatched, and rejections already
+    // judged the customers'.
     let mut answers = 0usize;
+    let mut rejected_so_far = 0usize;
     loop {
         let open = rx.recv_many(&mut buf, 512).await > 0;
         let mut batch = Vec::with_capacity(buf.len());
         let mut acks = Vec::new();
+        let mut judge = !open;
         for m in buf.drain(..) {
             match m {
                 Msg::Record(r) if matches!(r.result, AttemptResult::Rejected { .. }) => held.push(*r),
@@ -268,21 +288,34 @@ pub(super) async fn writer<S: Store, G: Gateway>(
                     ) as usize;
                     batch.push(*r)
                 }
-                Msg::Flush(ack) => acks.push(ack),
+                Msg::Flush { ack, judge: j } => {
+                    judge |= j;
+                    acks.push(ack)
+                }
             }
         }
-        if tally.mass_rejection.is_none() && threshold.tripped(held.len(), answers + held.len()) {
+        // Judged at the end of each round (on the pass's answers so far: every subscription due at the round's start
+        // has been answered once) and when the pass ends; in between, only when every answer so far is a rejection
+        // and there are many of them (then nothing more is sent).
+        let answered = answers + held.len();
+        let rejected = rejected_so_far + held.len();
+        let tripped =
+            if judge { threshold.tripped(rejected, answered) } else { threshold.beyond_doubt(rejected, answered) };
+        if tripped {
+            engine.mass_rejected.store(true, Ordering::SeqCst);
+        }
+        let mass = engine.mass_rejected();
+        if mass && !open {
             let example = held.first().map(|r| match &r.result {
                 AttemptResult::Rejected { reason } => reason.clone(),
                 _ => String::new(),
             });
             let mass = MassRejected {
                 rejected: held.len(),
-                answers: answers + held.len(),
+                answers: answered,
                 example: example.unwrap_or_default(),
                 file: engine.cfg.file.display().to_string(),
             };
-            engine.mass_rejected.store(true, Ordering::SeqCst);
             tracing::error!(
                 event = "pass.mass_rejection",
                 rejected = mass.rejected,
@@ -292,17 +325,19 @@ pub(super) async fn writer<S: Store, G: Gateway>(
                 "pass.mass_rejection: {mass}"
             );
             tally.mass_rejection = Some(mass);
-        }
-        if !open {
-            // The pass is over: the held rejections are settled one way or the other.
-            let mass = tally.mass_rejection.is_some();
             batch.extend(held.drain(..).map(|mut r| {
-                if mass && let AttemptResult::Rejected { reason } = &r.result {
+                if let AttemptResult::Rejected { reason } = &r.result {
                     r.result =
                         AttemptResult::Withheld { reason: format!("mass rejection (not the customer's): {reason}") };
                 }
                 r
             }));
+        } else if judge && !mass {
+            // Below the threshold: the customers' own rejections, recorded as such (the dunning policy applies). They
+            // stay counted: the pass's later rejections are judged with them.
+            rejected_so_far += held.len();
+            answers += held.len();
+            batch.append(&mut held);
         }
         if !batch.is_empty() {
             let (batch, changes) = engine

@@ -28,8 +28,10 @@ use tracing::{error, info, warn};
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// Reconciles unresolved attempts only (at startup, before telling systemd we are ready).
     pub async fn reconcile_only(&self, now: DateTime<Utc>) -> Result<usize> {
-        // A resend is a charge: nothing while the config is refused.
+        // A resend is a charge: nothing while the config is refused or billing is stopped by a safety rail, and
+        // the resends count against limits.max_charges_per_pass like a pass's.
         self.refuse_if_config_refused()?;
+        self.open_budget().await?;
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = tokio::spawn(writer(self.clone(), rx, now));
         let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
@@ -39,7 +41,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         };
         drop(tx);
         writer.await.context("the outcome writer panicked")??;
-        result.map(|(n, _)| n)
+        let n = result.map(|(n, _)| n)?;
+        self.trip_if_resends_capped(now).await?;
+        Ok(n)
     }
 
     /// Reconciles the unresolved attempts whose check time has come (and one-time charges); returns how many it
@@ -277,9 +281,16 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let read = a.clone();
         let sending = Attempt { timeout_ms: Some(timeout_ms), status: ChargeStatus::Pending, ..a.clone() };
         let go = async move {
-            if self.config_refused().is_some() {
+            if self.config_refused().is_some() || self.mass_rejected() {
                 info!(event = "charge.skip", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
-                    "the config is refused: not resent");
+                    "the config is refused, or the pass stopped on a mass rejection: not resent");
+                return false;
+            }
+            // A resend counts against limits.max_charges_per_pass, taken from the pass's budget at its go.
+            if !self.take_one() {
+                info!(event = "charge.skip", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                    "limits.max_charges_per_pass is spent in this pass: not resent");
+                self.resend_capped.store(true, Ordering::SeqCst);
                 return false;
             }
             let real = self.clock.now();

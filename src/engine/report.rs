@@ -44,6 +44,8 @@ impl std::error::Error for ConfigRefused {}
 pub struct SafetyStopped {
     pub stop: crate::store::SafetyStop,
     pub file: String,
+    /// The billing time zone (the stop's instant is shown in it).
+    pub tz: chrono_tz::Tz,
 }
 
 impl std::fmt::Display for SafetyStopped {
@@ -53,7 +55,7 @@ impl std::fmt::Display for SafetyStopped {
             "billing is stopped since {} by a safety rail ({}); nothing is charged until an operator acts: raise \
              limits.max_charges_per_pass in {} above {}, or confirm with `billd safety release` (the next pass may \
              then send up to the limit again)",
-            self.stop.at.to_rfc3339(),
+            self.stop.at.with_timezone(&self.tz).format("%Y-%m-%d %H:%M %:z"),
             self.stop.reason,
             self.file,
             self.stop.max_charges_per_pass

@@ -265,7 +265,10 @@ async fn status_line<S: Store>(engine: &Engine<S, app::PaymentGateway>, report: 
     let now = Utc::now();
     let tz = engine.config().billing.clock.timezone;
     let midnight = engine.config().billing.clock.due_at_midnight(engine.config().billing.clock.local_date(now));
-    let counts = engine.db(move |s| Ok((s.due_backlog(now)?, s.failed_since(midnight)?, s.unresolved_count()?))).await;
+    let max_amount = engine.config().limits.max_amount;
+    let counts = engine
+        .db(move |s| Ok((s.due_backlog(now, max_amount)?, s.failed_since(midnight)?, s.unresolved_count()?)))
+        .await;
     let in_flight = engine.metrics().in_flight.load(std::sync::atomic::Ordering::Relaxed);
     match counts {
         Ok((due, failed, unresolved)) => {

@@ -97,16 +97,21 @@ pub trait Book {
     /// differs from an existing one only by case (checked inside the transaction).
     fn insert_manual(&self, s: &Subscription, next_due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()>;
 
-    /// The safety stop in force (`None`: billing runs). While one is in force no pass claims or sends anything.
+    /// The safety stop in force (`None`: billing runs). While one that is not released is in force no pass claims
+    /// or sends anything; a released one lets the next pass send up to the limit.
     fn safety_stop(&self) -> Result<Option<SafetyStop>>;
 
-    /// Stops billing until [`Book::release_billing`], with a `billing.stopped` event, in one write transaction. A
-    /// stop already in force is kept as it is (the first reason stands).
+    /// Stops billing until an operator acts, with a `billing.stopped` event, in one write transaction. A stop in
+    /// force that is not released is kept as it is (the first reason stands); a released one is replaced.
     fn stop_billing(&self, stop: &SafetyStop) -> Result<()>;
 
-    /// Lifts the stop in force, with a `billing.released` event saying `why`, in one write transaction; returns it
-    /// (`None`: there was none, and nothing is written).
+    /// The operator's confirmation: marks the stop in force released, with a `billing.released` event saying
+    /// `why`, in one write transaction; returns the stop as it was (`None`: there was none, nothing is written).
     fn release_billing(&self, why: &str, now: DateTime<Utc>) -> Result<Option<SafetyStop>>;
+
+    /// Removes the stop in force (a raised limit, or a released stop whose pass did not trip again), with a
+    /// `billing.resumed` event saying `why`; `only_released`: only if it is released. Returns whether one was removed.
+    fn lift_safety_stop(&self, why: &str, only_released: bool, now: DateTime<Utc>) -> Result<bool>;
 
     /// For an import's check: the subscription with this id as the import compares it, and another subscription
     /// whose id equals `id` but for case, if any.
@@ -216,8 +221,9 @@ pub trait Ledger {
     fn over_amount_limit(&self, now: DateTime<Utc>, max_amount: i64) -> Result<Vec<(String, u64, i64)>>;
 
     /// Periods due at or before `now` that are not charged yet: open ones waiting for an attempt, and
-    /// subscriptions whose next period has fallen due.
-    fn due_backlog(&self, now: DateTime<Utc>) -> Result<i64>;
+    /// subscriptions whose next period has fallen due; those whose amount is above `max_amount` (held back, never
+    /// sent) are not counted.
+    fn due_backlog(&self, now: DateTime<Utc>, max_amount: i64) -> Result<i64>;
 
     /// Failed attempts recorded at or after `since`.
     fn failed_since(&self, since: DateTime<Utc>) -> Result<i64>;
@@ -346,8 +352,9 @@ pub trait Views {
     fn billing_subscriptions(&self, until: DateTime<Utc>) -> Result<Vec<BillingSubscription>>;
 
     /// The subscriptions that charge (or will charge again) the billing key `customer_uid`, compared without case
-    /// (the gateway may not tell keys apart by case): every one not canceled, by id, with its status.
-    fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status)>>;
+    /// (the gateway may not tell keys apart by case): every one not canceled whose key it is, or whose open period
+    /// still charges it (a period keeps the key it opened with), by id, with its status and its own key.
+    fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status, String)>>;
 }
 
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is

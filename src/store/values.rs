@@ -252,7 +252,8 @@ pub struct ClaimStep {
 /// One attempt row (or one-time charge), for listings.
 #[derive(Debug, Clone)]
 pub struct ChargeRow {
-    pub subscription_id: String,
+    /// The subscription of a period's attempt; `None` for a one-time charge (`charge-once`).
+    pub subscription_id: Option<String>,
     pub period: u64,
     pub attempt: u32,
     pub merchant_uid: String,
@@ -274,6 +275,8 @@ pub struct ChargeRow {
 pub struct OneTimeState {
     pub id: i64,
     pub customer_uid: Option<String>,
+    /// The card of its latest try, masked (first 6, last 4 digits).
+    pub card_masked: String,
     pub amount: i64,
     pub currency: String,
     pub status: ChargeStatus,
@@ -422,4 +425,6 @@ pub struct SafetyStop {
     /// `limits.max_charges_per_pass` when it tripped: a config that raises it above this releases the stop.
     pub max_charges_per_pass: u64,
     pub at: DateTime<Utc>,
+    /// An operator confirmed (`billd safety release`): the next pass may send up to the limit.
+    pub released: bool,
 }

@@ -237,6 +237,20 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
     Ok(())
 }
 
+/// The columns of a safety stop, read leniently (a row edited by hand never makes the stop impossible to read or
+/// release): see [`stop_row`].
+const STOP_COLUMNS: &str = "CAST(reason AS TEXT), CAST(max_charges_per_pass AS INTEGER), CAST(created_at AS INTEGER),
+    CAST(released AS INTEGER)";
+
+fn stop_row(r: &Row<'_>) -> rusqlite::Result<SafetyStop> {
+    Ok(SafetyStop {
+        reason: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+        max_charges_per_pass: r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
+        at: at(r.get::<_, Option<i64>>(2)?.unwrap_or(0)),
+        released: r.get::<_, Option<i64>>(3)?.unwrap_or(0) != 0,
+    })
+}
+
 impl Book for SqliteStore {
     fn config_subscriptions(&self) -> Result<Vec<Subscription>> {
         config_subscriptions_in(&self.conn)
@@ -338,13 +352,7 @@ impl Book for SqliteStore {
     fn safety_stop(&self) -> Result<Option<SafetyStop>> {
         Ok(self
             .conn
-            .query_row("SELECT reason, max_charges_per_pass, created_at FROM safety_stop WHERE id = 1", [], |r| {
-                Ok(SafetyStop {
-                    reason: r.get(0)?,
-                    max_charges_per_pass: r.get::<_, i64>(1)?.max(0) as u64,
-                    at: at(r.get(2)?),
-                })
-            })
+            .query_row(&format!("SELECT {STOP_COLUMNS} FROM safety_stop WHERE id = 1"), [], stop_row)
             .optional()?)
     }
 
@@ -352,8 +360,10 @@ impl Book for SqliteStore {
         let tx = self.tx()?;
         let limit = i64::try_from(stop.max_charges_per_pass).unwrap_or(i64::MAX);
         let n = tx.execute(
-            "INSERT INTO safety_stop (id, reason, max_charges_per_pass, created_at) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO safety_stop (id, reason, max_charges_per_pass, created_at, released) VALUES (1, ?1, ?2, ?3, 0)
+             ON CONFLICT (id) DO UPDATE SET reason = excluded.reason,
+               max_charges_per_pass = excluded.max_charges_per_pass, created_at = excluded.created_at, released = 0
+             WHERE safety_stop.released != 0",
             params![stop.reason, limit, secs(stop.at)],
         )?;
         if n > 0 {
@@ -366,24 +376,26 @@ impl Book for SqliteStore {
 
     fn release_billing(&self, why: &str, now: DateTime<Utc>) -> Result<Option<SafetyStop>> {
         let tx = self.tx()?;
-        let stop = tx
-            .query_row(
-                "DELETE FROM safety_stop WHERE id = 1 RETURNING reason, max_charges_per_pass, created_at",
-                [],
-                |r| {
-                    Ok(SafetyStop {
-                        reason: r.get(0)?,
-                        max_charges_per_pass: r.get::<_, i64>(1)?.max(0) as u64,
-                        at: at(r.get(2)?),
-                    })
-                },
-            )
-            .optional()?;
-        if let Some(s) = &stop {
-            event(&tx, secs(now), "billing.released", None, json!({ "why": why, "stopped_for": s.reason }))?;
+        let stop =
+            tx.query_row(&format!("SELECT {STOP_COLUMNS} FROM safety_stop WHERE id = 1"), [], stop_row).optional()?;
+        if stop.as_ref().is_some_and(|s| !s.released) {
+            tx.execute("UPDATE safety_stop SET released = 1 WHERE id = 1", [])?;
+            let reason = stop.as_ref().map(|s| s.reason.clone());
+            event(&tx, secs(now), "billing.released", None, json!({ "why": why, "stopped_for": reason }))?;
         }
         tx.commit()?;
         Ok(stop)
+    }
+
+    fn lift_safety_stop(&self, why: &str, only_released: bool, now: DateTime<Utc>) -> Result<bool> {
+        let tx = self.tx()?;
+        let n =
+            tx.execute("DELETE FROM safety_stop WHERE id = 1 AND (?1 = 0 OR released != 0)", [only_released as i64])?;
+        if n > 0 {
+            event(&tx, secs(now), "billing.resumed", None, json!({ "why": why }))?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
     }
 
     fn insert_manual(&self, s: &Subscription, next_due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()> {

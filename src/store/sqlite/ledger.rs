@@ -423,14 +423,16 @@ impl Ledger for SqliteStore {
         Ok(held)
     }
 
-    fn due_backlog(&self, now: DateTime<Utc>) -> Result<i64> {
+    fn due_backlog(&self, now: DateTime<Utc>, max_amount: i64) -> Result<i64> {
         Ok(self.conn.query_row(
             "SELECT (SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+                       AND amount <= ?2
                        AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id
                                         AND p.state = 'open'))
                   + (SELECT count(*) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-                       WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due'))",
-            [secs(now)],
+                       WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount <= ?2
+                         AND s.status IN ('active', 'past_due'))",
+            params![secs(now), max_amount],
             |r| r.get(0),
         )?)
     }

@@ -16,13 +16,14 @@ impl OneTime for SqliteStore {
             .conn
             .query_row(
                 "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
-                   updated_at, tries, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id
+                   updated_at, tries, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, card_masked
                  FROM one_time_charges WHERE merchant_uid = ?1",
                 [merchant_uid],
                 |r| {
                     Ok(OneTimeState {
                         id: r.get(0)?,
                         customer_uid: r.get(1)?,
+                        card_masked: r.get(15)?,
                         amount: r.get(2)?,
                         currency: r.get(3)?,
                         status: r.get(4)?,

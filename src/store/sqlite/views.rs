@@ -12,12 +12,15 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 impl Views for SqliteStore {
-    fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status)>> {
+    fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status, String)>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, status FROM subscriptions WHERE customer_uid = ?1 COLLATE NOCASE AND status != 'canceled'
+            "SELECT id, status, customer_uid FROM subscriptions WHERE status != 'canceled'
+               AND (customer_uid = ?1 COLLATE NOCASE
+                    OR id IN (SELECT subscription_id FROM periods WHERE state = 'open'
+                                AND customer_uid = ?1 COLLATE NOCASE))
              ORDER BY id",
         )?;
-        let rows = st.query_map([customer_uid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = st.query_map([customer_uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -110,7 +113,7 @@ impl Views for SqliteStore {
         )?;
         let rows = st.query_map(params![failed_only as i64, since.map(secs)], |r| {
             Ok(ChargeRow {
-                subscription_id: "one-time".into(),
+                subscription_id: None,
                 period: 0,
                 attempt: r.get::<_, i64>(8)? as u32,
                 merchant_uid: r.get(0)?,

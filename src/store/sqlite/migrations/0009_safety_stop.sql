@@ -5,5 +5,8 @@ CREATE TABLE safety_stop (
     id                   INTEGER PRIMARY KEY CHECK (id = 1),
     reason               TEXT NOT NULL,
     max_charges_per_pass INTEGER NOT NULL,
-    created_at           INTEGER NOT NULL
+    created_at           INTEGER NOT NULL,
+    -- 1 once an operator confirmed (`billd safety release`): the next pass may send up to the limit, then the stop
+    -- is lifted, or it trips again.
+    released             INTEGER NOT NULL DEFAULT 0
 );

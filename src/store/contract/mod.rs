@@ -16,6 +16,9 @@ use crate::store::{
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+mod guards;
+pub use guards::*;
+
 /// How a suite test gets at a book.
 pub trait Backend {
     type Store: Store;
@@ -201,7 +204,7 @@ pub fn claimed_attempts_are_not_claimed_again<B: Backend>(b: &B) {
     let other = b.open();
     assert!(other.claim_due(later, 100, i64::MAX, TIMEOUT_MS).unwrap().is_empty(), "claimed again by another");
     assert_eq!(other.subscriptions_to_open_count(later, i64::MAX).unwrap(), 0);
-    assert_eq!(other.due_backlog(later).unwrap(), 0);
+    assert_eq!(other.due_backlog(later, i64::MAX).unwrap(), 0);
     // The same for a retry claimed by claim_due.
     let retry_at = t0() + Duration::days(1);
     s.record(&[declined(&claimed[0], Decision::RetryAt(retry_at))], t0()).unwrap();
@@ -209,7 +212,7 @@ pub fn claimed_attempts_are_not_claimed_again<B: Backend>(b: &B) {
     assert_eq!(retry.len(), 1);
     let again = other.claim_due(retry_at + Duration::hours(1), 100, i64::MAX, TIMEOUT_MS).unwrap();
     assert!(again.is_empty(), "a retry claimed twice: {again:?}");
-    assert_eq!(s.due_backlog(retry_at).unwrap(), 0);
+    assert_eq!(s.due_backlog(retry_at, i64::MAX).unwrap(), 0);
 }
 
 /// Recording paid twice, or paying a second attempt of a paid period, never leaves two paid attempts.
@@ -583,70 +586,4 @@ pub fn the_scheduler_claim_is_exclusive_across_handles<B: Backend>(b: &B) {
     assert!(format!("{err:#}").contains(&second.location()), "the error does not name the book: {err:#}");
     drop(first);
     second.claim_scheduler().expect("the claim is free once its holder is gone");
-}
-
-/// A rejection withheld in a mass rejection closes its attempt as rejected but leaves its period open and due from
-/// the recording instant, its declines uncounted, and its subscription's status unchanged (a past-due one stays past
-/// due, an active one active); the next claim at or after that instant sends the same period again.
-pub fn a_withheld_rejection_leaves_the_period_open_and_the_status_alone<B: Backend>(b: &B) {
-    let s = b.open();
-    add(&s, &["a", "b"]);
-    let claimed = open_all(&s, t0());
-    let (a, b_first) = (&claimed[0], &claimed[1]);
-    // b is past due: its first attempt was declined and its retry is claimed.
-    let retry_at = t0() + Duration::days(1);
-    s.record(&[declined(b_first, Decision::RetryAt(retry_at))], t0()).unwrap();
-    let b_retry = s.claim_due(retry_at, 10, i64::MAX, TIMEOUT_MS).unwrap();
-    sent(&s, std::slice::from_ref(a), t0());
-    sent(&s, &b_retry, retry_at);
-    let withheld =
-        |x: &Attempt| outcome(x, AttemptResult::Withheld { reason: "mass rejection: code -1".into() }, Decision::Hold);
-    s.record(&[withheld(a), withheld(&b_retry[0])], retry_at).unwrap();
-    assert_eq!((status(&s, "a"), status(&s, "b")), (Status::Active, Status::PastDue));
-    for (id, attempts) in
-        [("a", vec![(1, ChargeStatus::Failed)]), ("b", vec![(1, ChargeStatus::Failed), (2, ChargeStatus::Failed)])]
-    {
-        let st = story(&s, id);
-        assert_eq!(st.len(), 1, "{id}: {st:?}");
-        assert_eq!((st[0].1, st[0].2.clone()), (PeriodState::Open, attempts), "{id}: {st:?}");
-    }
-    assert!(s.claim_due(retry_at - Duration::seconds(1), 10, i64::MAX, TIMEOUT_MS).unwrap().is_empty(), "early");
-    let again = s.claim_due(retry_at, 10, i64::MAX, TIMEOUT_MS).unwrap();
-    let mut got: Vec<(String, u32, u32)> =
-        again.iter().map(|x| (x.subscription_id.clone(), x.attempt, x.declines)).collect();
-    got.sort();
-    assert_eq!(got, [("a".to_string(), 2, 0), ("b".to_string(), 3, 1)], "the same periods, declines uncounted");
-}
-
-/// `subscriptions_using` lists every subscription of a billing key that is not canceled (active, past due, paused,
-/// suspended: each may charge it again), comparing keys without case, and nothing of another key.
-pub fn the_subscriptions_using_a_key_are_every_one_not_canceled_whatever_the_case<B: Backend>(b: &B) {
-    let s = b.open();
-    for (id, customer) in [("a", "cust-1"), ("b", "CUST-1"), ("c", "cust-1"), ("d", "cust-1"), ("e", "cust-2")] {
-        s.insert_manual(&Subscription { customer_uid: customer.into(), ..sub(id) }, Some(t0()), t0()).unwrap();
-    }
-    s.set_status("c", Status::Canceled, t0(), "test").unwrap();
-    s.set_status("d", Status::Suspended, t0(), "test").unwrap();
-    assert_eq!(
-        s.subscriptions_using("Cust-1").unwrap(),
-        [("a".to_string(), Status::Active), ("b".to_string(), Status::Active), ("d".to_string(), Status::Suspended)]
-    );
-    assert!(s.subscriptions_using("cust-3").unwrap().is_empty());
-}
-
-/// A safety stop is seen by every handle (another process) and kept until released; a second stop keeps the first
-/// reason; a release returns the stop once, then there is none.
-pub fn a_safety_stop_holds_across_handles_until_released<B: Backend>(b: &B) {
-    let s = b.open();
-    assert_eq!(s.safety_stop().unwrap(), None);
-    let stop = SafetyStop { reason: "120 due, above 20".into(), max_charges_per_pass: 20, at: t0() };
-    s.stop_billing(&stop).unwrap();
-    s.stop_billing(&SafetyStop { reason: "later".into(), max_charges_per_pass: 30, at: t0() + Duration::hours(1) })
-        .unwrap();
-    let other = b.open();
-    assert_eq!(other.safety_stop().unwrap(), Some(stop.clone()), "not seen by another handle, or not the first");
-    drop(s);
-    assert_eq!(other.release_billing("operator", t0()).unwrap(), Some(stop));
-    assert_eq!(b.open().safety_stop().unwrap(), None);
-    assert_eq!(other.release_billing("operator", t0()).unwrap(), None);
 }
