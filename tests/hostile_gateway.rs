@@ -296,7 +296,7 @@ fn assert_no_card_data(what: &str, all: &str) {
 }
 
 #[test]
-fn the_card_number_as_a_key_in_answers_amount_or_code_leaves_no_trace() {
+fn the_card_number_as_a_key_in_answers_amount_leaves_no_trace() {
     let (w, front) = world_behind_front("");
     let card: i64 = CARD_DIGITS.parse().unwrap();
     // The answer and the lookup say the payment is for an amount that is the card number.
@@ -312,7 +312,12 @@ fn the_card_number_as_a_key_in_answers_amount_or_code_leaves_no_trace() {
     assert!(!out.status.success(), "not taken as paid: {}", text(&out));
     assert!(text(&out).contains("5000"), "the message quotes what billd asked for: {}", text(&out));
     assert_no_card_data("amount", &everything(&w, &out));
+}
 
+#[test]
+fn the_card_number_as_a_key_in_answers_code_leaves_no_trace() {
+    let (w, front) = world_behind_front("");
+    let card: i64 = CARD_DIGITS.parse().unwrap();
     // A refusal whose code is the card number (and no payment to be found).
     front.rewrite("/subscribe/payments/onetime", 1, move |_, s, _| {
         (s, json!({ "code": card, "message": "refused", "response": null }))
@@ -325,28 +330,35 @@ fn the_card_number_as_a_key_in_answers_amount_or_code_leaves_no_trace() {
     assert_no_card_data("code", &everything(&w, &out));
 }
 
-#[test]
-fn a_refusal_echoing_the_request_encoded_keeps_no_card_data() {
+/// A refusal (and no payment to be found) whose message quotes the key-in request as `encode` encodes it.
+fn refusal_echoing_the_request(name: &str, encode: fn(&str) -> String) {
     let (w, front) = world_behind_front("");
-    type Encode = fn(&str) -> String;
-    let encodings: [(&str, Encode); 3] = [
-        ("percent", percent),
-        ("json", json_escaped),
-        ("base64", |s| base64::engine::general_purpose::STANDARD.encode(s)),
-    ];
-    for (name, encode) in encodings {
-        front.rewrite("/subscribe/payments/onetime", 1, move |body, _, _| {
-            (200, json!({ "code": -1, "message": format!("bad request: {}", encode(body)), "response": null }))
-        });
-        let merchant_uid = format!("once-{name}");
-        front.rewrite(&format!("/payments/find/{merchant_uid}"), usize::MAX, |_, _, _| {
-            (404, json!({ "code": 1, "message": "no such payment", "response": null }))
-        });
-        let out = charge_once(&w, &merchant_uid);
-        assert!(!out.status.success(), "{name}: {}", text(&out));
-        assert!(text(&out).contains("bad request"), "{name}: the refusal is quoted: {}", text(&out));
-        assert_no_card_data(name, &everything(&w, &out));
-    }
+    front.rewrite("/subscribe/payments/onetime", 1, move |body, _, _| {
+        (200, json!({ "code": -1, "message": format!("bad request: {}", encode(body)), "response": null }))
+    });
+    let merchant_uid = format!("once-{name}");
+    front.rewrite(&format!("/payments/find/{merchant_uid}"), usize::MAX, |_, _, _| {
+        (404, json!({ "code": 1, "message": "no such payment", "response": null }))
+    });
+    let out = charge_once(&w, &merchant_uid);
+    assert!(!out.status.success(), "{name}: {}", text(&out));
+    assert!(text(&out).contains("bad request"), "{name}: the refusal is quoted: {}", text(&out));
+    assert_no_card_data(name, &everything(&w, &out));
+}
+
+#[test]
+fn a_refusal_echoing_the_request_percent_encoded_keeps_no_card_data() {
+    refusal_echoing_the_request("percent", percent);
+}
+
+#[test]
+fn a_refusal_echoing_the_request_json_escaped_keeps_no_card_data() {
+    refusal_echoing_the_request("json", json_escaped);
+}
+
+#[test]
+fn a_refusal_echoing_the_request_base64_encoded_keeps_no_card_data() {
+    refusal_echoing_the_request("base64", |s| base64::engine::general_purpose::STANDARD.encode(s));
 }
 
 // ---- Point 11: requests go only where the config says.
