@@ -32,7 +32,8 @@ pub fn gateway(cfg: &Config) -> Result<PaymentGateway> {
 /// The gateway client of a config whose secret is already resolved.
 pub fn gateway_with(cfg: &Config, secret: Secret) -> PaymentGateway {
     let g = &cfg.gateway;
-    PaymentGateway::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency).with_rate_limit(g.rate_limit)
+    PaymentGateway::new(&g.base_url, &g.imp_key, secret, g.timeout, g.concurrency, g.proxy.as_deref())
+        .with_rate_limit(g.rate_limit)
 }
 
 /// Opens (creating and migrating if needed) the book the config names: the SQLite database `billing.database`.

@@ -1,9 +1,11 @@
 //! The stable-toolchain counterpart of the cargo-fuzz targets in `fuzz/` (which need a nightly compiler): random
-//! and mutated input for the config parser and the gateway's answer classification. Neither may panic; a config
-//! error always names the file; an answer is taken as paid only when it really says paid, for this merchant_uid
-//! and this amount, with HTTP 200 and code 0. Set `PROPTEST_CASES` for a longer run.
+//! and mutated input for the config parser, the gateway's answer classification, and the token and billing-key
+//! answers. None may panic; a config error always names the file; an answer is taken as paid only when it really
+//! says paid, for this merchant_uid and this amount, with HTTP 200 and code 0; a token is used only when a header
+//! can carry it, for a bounded lifetime; a key's strings are clean and its card masked. Set `PROPTEST_CASES` for a
+//! longer run.
 
-use billd::gateway::iamport::{classify_charge_body, parse_payment_body};
+use billd::gateway::iamport::{classify_charge_body, parse_key_body, parse_payment_body, parse_token_body};
 use billd::gateway::{ChargeOutcome, ChargeRequest};
 use proptest::prelude::*;
 use std::path::Path;
@@ -244,5 +246,89 @@ proptest! {
             prop_assert!(matches!(outcome, ChargeOutcome::Paid { .. }), "a real payment not taken as paid: {:?}", outcome);
         }
         let _ = parse_payment_body(&body);
+    }
+}
+
+/// Token and billing-key answers: the envelope with fields of every kind, absurd numbers and hostile text.
+fn token_or_key_answer() -> impl Strategy<Value = String> {
+    let number = prop_oneof![
+        Just(serde_json::json!(0)),
+        Just(serde_json::json!(1_700_000_000)),
+        Just(serde_json::json!(i64::MAX)),
+        Just(serde_json::json!(i64::MIN)),
+        Just(serde_json::json!(u64::MAX)),
+        Just(serde_json::json!(4242424242424242_i64)),
+        Just(serde_json::json!(-1.5)),
+        any::<i64>().prop_map(serde_json::Value::from),
+    ];
+    let text = prop_oneof![
+        Just(serde_json::json!("a1b2c3d4")),
+        Just(serde_json::json!("tok\u{1}en\nX: 1")),
+        Just(serde_json::json!("")),
+        Just(serde_json::json!("4242-4242-4242-4242")),
+        Just(serde_json::json!("424242******4242")),
+        Just(serde_json::json!("%22pwd_2digit%22%3A%2237%22 \u{1b}[2J")),
+        Just(serde_json::json!("eyJjYXJkX251bWJlciI6IjQyNDI0MjQyNDI0MjQyNDIifQ==")),
+        any::<String>().prop_map(serde_json::Value::from),
+    ];
+    let value = prop_oneof![number.clone(), text.clone(), Just(serde_json::Value::Null)];
+    let key = proptest::sample::select(
+        &[
+            "access_token",
+            "now",
+            "expired_at",
+            "card_number",
+            "card_name",
+            "pg_provider",
+            "pg_id",
+            "inserted",
+            "updated",
+        ][..],
+    );
+    (
+        prop_oneof![Just(serde_json::json!(0)), number],
+        proptest::collection::btree_map(key, value, 0..9),
+        text,
+        any::<bool>(),
+    )
+        .prop_map(|(code, response, message, cut)| {
+            let text = serde_json::json!({ "code": code, "message": message, "response": response }).to_string();
+            if cut { text.chars().take(text.chars().count() / 2).collect() } else { text }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(2000), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn token_and_key_answers_never_panic_and_give_only_what_billd_can_use(
+        status in prop_oneof![Just(200u16), Just(401), Just(404), Just(500), 100u16..600],
+        body in prop_oneof![3 => token_or_key_answer(), 1 => any::<String>()],
+    ) {
+        match parse_token_body(status, &body) {
+            Ok(life) => {
+                prop_assert!(life <= std::time::Duration::from_secs(6 * 3600), "{:?}", life);
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let token = v["response"]["access_token"].as_str().unwrap_or_default();
+                prop_assert!(!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()), "{:?}", token);
+            }
+            Err(e) => prop_assert!(!e.chars().any(char::is_control), "{:?}", e),
+        }
+        match parse_key_body(status, &body) {
+            Ok((code, message, key)) => {
+                prop_assert!(code.abs() <= 99_999, "{}", code);
+                let mut texts: Vec<String> = message.into_iter().collect();
+                if let Some(k) = key {
+                    let card = k.card.clone().unwrap_or_default();
+                    prop_assert!(card.chars().filter(char::is_ascii_digit).count() <= 12, "{:?}", card);
+                    texts.extend([k.card, k.card_name, k.pg_provider, k.pg_id].into_iter().flatten());
+                }
+                for t in texts {
+                    prop_assert!(!t.chars().any(char::is_control), "{:?}", t);
+                    prop_assert!(!t.contains("4242424242424242") && !t.contains("4242-4242-4242-4242"), "{:?}", t);
+                }
+            }
+            Err(e) => prop_assert!(!e.chars().any(char::is_control), "{:?}", e),
+        }
     }
 }

@@ -124,13 +124,13 @@ fn paid_for_another_merchant_uid_is_unknown() {
     hostile(
         Fault::WrongMerchantUid,
         true,
-        "the answer is for merchant_uid billd-s1-0-other amount 9900, not billd-s1-0",
+        "the answer is for another merchant_uid than billd asked for (merchant_uid billd-s1-0, amount 9900 KRW)",
     );
 }
 
 #[test]
 fn paid_for_another_amount_is_unknown() {
-    hostile(Fault::WrongAmount, true, "amount 10900, not billd-s1-0 amount 9900");
+    hostile(Fault::WrongAmount, true, "another amount than billd asked for (merchant_uid billd-s1-0, amount 9900 KRW)");
 }
 
 /// A gateway that keeps failing before charging: every check resends the same merchant_uid (backing off), never

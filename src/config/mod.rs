@@ -55,6 +55,8 @@ pub struct GatewaySettings {
     pub concurrency: usize,
     /// At most this many requests per second to the gateway (every request: token, charge, lookup), if set.
     pub rate_limit: Option<f64>,
+    /// The proxy every request goes through (`gateway.proxy`), if set; else none (never one from the environment).
+    pub proxy: Option<String>,
 }
 
 /// Safety rails against typos: beyond them billd refuses to charge.
@@ -236,11 +238,27 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
 
     let g = raw.gateway;
     match url::Url::parse(&g.base_url) {
+        // Key-in card data and the imp_secret in clear: only to a sandbox on this machine.
+        Ok(u) if u.scheme() == "http" && u.host().is_some() && !loopback(&u) => errs.push(format!(
+            "gateway.base_url: {} is http:// to another machine: card data and the imp_secret would cross the \
+             network in clear; use https:// (http:// is only for a sandbox on this machine: 127.0.0.0/8, ::1, \
+             localhost)",
+            quote(&g.base_url)
+        )),
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         _ => errs.push(format!(
             "gateway.base_url: {} is not an http(s) URL (like \"https://api.iamport.kr\")",
             quote(&g.base_url)
         )),
+    }
+    if let Some(p) = &g.proxy {
+        match url::Url::parse(p) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => errs.push(format!(
+                "gateway.proxy: {} is not an http(s) proxy URL (like \"http://proxy.internal:3128\")",
+                quote(p)
+            )),
+        }
     }
     if g.imp_key.trim().is_empty() {
         errs.push("gateway.imp_key: must not be empty".into());
@@ -429,6 +447,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
             timeout,
             concurrency: g.concurrency.clamp(1, 1024) as usize,
             rate_limit: g.rate_limit,
+            proxy: g.proxy,
         },
         dunning,
         limits,
@@ -440,10 +459,17 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
 }
 
 fn loopback_url(url: &str) -> bool {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| matches!(h, "127.0.0.1" | "localhost" | "[::1]")))
-        .unwrap_or(false)
+    url::Url::parse(url).is_ok_and(|u| loopback(&u))
+}
+
+/// Whether `url` names this machine: 127.0.0.0/8, ::1 or localhost.
+fn loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 /// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in

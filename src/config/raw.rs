@@ -50,6 +50,7 @@ pub(super) struct RawGateway {
     #[serde(default = "default_concurrency")]
     pub(super) concurrency: i64,
     pub(super) rate_limit: Option<f64>,
+    pub(super) proxy: Option<String>,
 }
 
 /// Env vars are parsed as TOML values, so an all-digit secret arrives as a number.

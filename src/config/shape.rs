@@ -29,6 +29,7 @@ const GATEWAY: &[(&str, Kind)] = &[
     ("timeout", Text),
     ("concurrency", Whole),
     ("rate_limit", Number),
+    ("proxy", Text),
 ];
 const DUNNING: &[(&str, Kind)] = &[("retry_after", Texts), ("on_exhausted", Text)];
 const LIMITS: &[(&str, Kind)] = &[

@@ -52,7 +52,8 @@ impl Payment {
     pub fn differs_from(&self, amount: i64, currency: &str, customer_uid: Option<&str>) -> Option<String> {
         let mut why = Vec::new();
         if (self.amount - amount as f64).abs() > 0.000_1 {
-            why.push(format!("amount {} (billd asked for {amount})", self.amount));
+            // Described, not quoted: the gateway's number could be anything, a card number included.
+            why.push(format!("another amount (billd asked for {amount})"));
         }
         // The gateway's own currency and customer_uid are not quoted: they are its text, not cleaned.
         if self.currency.as_deref() != Some(currency) {

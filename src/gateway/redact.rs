@@ -5,8 +5,11 @@
 //! reaches a log line, an error, stdout or the database. A gateway, or a proxy in front of it, may echo the request:
 //! a key-in request carries the card number, birth date and PIN digits, a token request the `imp_secret`, every
 //! request the access token. It may also send terminal escapes, line breaks that forge log lines, or a megabyte of
-//! text. [`Redactor::clean`]:
+//! text, or hide what it echoes in an encoding. [`Redactor::clean`]:
 //!
+//! 0. decodes percent-encoding (`%22%3A`) and JSON's `\uXXXX` escapes (a few layers deep), so that the steps below
+//!    see what an encoded echo hides, and replaces each run of base64 text whose decoded text would be cleaned (it
+//!    holds a value billd sent, a secret field or card-like digits) with `[redacted]`;
 //! 1. blanks the value of any field named like card data or a secret (`"pwd_2digit":"…"`, `birth=…`, …);
 //! 2. removes the values billd itself sent (the [`Redactor`] holds them) wherever else they are: a card number, birth
 //!    date or PIN digits in any grouping (digits with any separators between them), the `imp_secret`, access
@@ -106,12 +109,12 @@ impl Redactor {
     /// [`Redactor::clean`], cut to `max` characters.
     pub fn clean_to(&self, text: &str, max: usize) -> String {
         let mut chars = text.chars();
-        let head: String = chars.by_ref().take(max + SLACK).collect();
+        // An encoded character takes up to ENCODED_WIDTH characters: the head keeps as much as it decodes to.
+        let head: String = chars.by_ref().take((max + SLACK) * ENCODED_WIDTH).collect();
         let mut cut = chars.next().is_some();
-        let s = blank_keyed(&head);
-        let s = self.remove_words(&s);
-        let s = self.remove_digits(&s);
-        let s = crate::gateway::card::redact_numbers(&s);
+        let s = decode_escapes(&head);
+        let s = self.blank_base64(&s);
+        let s = self.scrub(&s);
         let mut out = String::with_capacity(s.len().min(max * 4));
         for (i, c) in s.chars().enumerate() {
             if i == max {
@@ -126,9 +129,50 @@ impl Redactor {
         out
     }
 
-    /// Whether `text` holds a value billd sent (in any of the forms [`Redactor::clean`] removes).
+    /// Whether `text` holds a value billd sent (in any of the forms [`Redactor::clean`] removes, encoded ones
+    /// included).
     pub fn holds_sent(&self, text: &str) -> bool {
-        self.remove_words(text) != text || self.remove_digits(text) != text
+        let text = decode_escapes(text);
+        self.remove_words(&text) != text || self.remove_digits(&text) != text || self.blank_base64(&text) != text
+    }
+
+    /// Steps 1 to 3 of [`Redactor::clean`] on decoded text: secret fields blanked, sent values removed, card-like
+    /// digits blanked.
+    fn scrub(&self, text: &str) -> String {
+        let s = blank_keyed(text);
+        let s = self.remove_words(&s);
+        let s = self.remove_digits(&s);
+        crate::gateway::card::redact_numbers(&s)
+    }
+
+    /// Replaces each run of base64 text (at least [`MIN_BASE64`] characters, standard or URL-safe alphabet, padded
+    /// or not) that decodes to text [`Redactor::scrub`] would change with `[redacted]`.
+    fn blank_base64(&self, text: &str) -> String {
+        let bytes = text.as_bytes();
+        let is_b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
+        let mut out = String::with_capacity(text.len());
+        let (mut at, mut copied) = (0, 0);
+        while at < bytes.len() {
+            if !is_b64(bytes[at]) {
+                at += 1;
+                continue;
+            }
+            let start = at;
+            while at < bytes.len() && is_b64(bytes[at]) {
+                at += 1;
+            }
+            let run = &text[start..at];
+            while at < bytes.len() && at - start < run.len() + 2 && bytes[at] == b'=' {
+                at += 1;
+            }
+            if run.len() >= MIN_BASE64 && base64_text(run).is_some_and(|t| self.scrub(&t) != t) {
+                out.push_str(&text[copied..start]);
+                out.push_str("[redacted]");
+                copied = at;
+            }
+        }
+        out.push_str(&text[copied..]);
+        out
     }
 
     /// Whether an identifier from the gateway (an imp_uid) can be stored and printed as it is: 1-80 letters, digits,
@@ -208,6 +252,88 @@ impl Redactor {
         }
         chars.into_iter().collect()
     }
+}
+
+/// The most characters one character takes encoded (`\u0034`; a percent-encoded one takes 3 per byte).
+const ENCODED_WIDTH: usize = 6;
+
+/// The shortest base64 text looked into: 6 bytes, a birth date's length (a card number takes 20 characters).
+const MIN_BASE64: usize = 8;
+
+/// Decodes percent-encoding and JSON's `\uXXXX` escapes, repeatedly (an echo may be encoded more than once), at
+/// most 3 layers. Invalid sequences are kept as they are.
+fn decode_escapes(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for _ in 0..3 {
+        let decoded = unescape_json_u(&percent_encoding::percent_decode_str(&out).decode_utf8_lossy()).into_owned();
+        if decoded == *out {
+            break;
+        }
+        out = std::borrow::Cow::Owned(decoded);
+    }
+    out
+}
+
+/// Decodes JSON's `\uXXXX` escapes (surrogate pairs joined; a lone surrogate becomes U+FFFD).
+fn unescape_json_u(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("\\u") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let hex4 = |s: &str| {
+        s.get(..4).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit())).and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(c) = hex4(after) else {
+            out.push_str("\\u");
+            rest = after;
+            continue;
+        };
+        let low = after.get(4..).and_then(|r| r.strip_prefix("\\u")).and_then(hex4);
+        match low {
+            Some(lo) if (0xD800..0xDC00).contains(&c) && (0xDC00..0xE000).contains(&lo) => {
+                out.push(char::from_u32(0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00)).unwrap_or('\u{fffd}'));
+                rest = &after[10..];
+            }
+            _ => {
+                out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
+                rest = &after[4..];
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The text a run of base64 characters decodes to, if it is text: valid UTF-8 without control characters other
+/// than line breaks and tabs. A run one character too long for base64 is read without its last. (A run is read from
+/// its first character: base64 text glued to letters before it is not recognised.)
+fn base64_text(run: &str) -> Option<String> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+    let run = if run.len() % 4 == 1 { &run[..run.len() - 1] } else { run };
+    let url_safe = run.contains(['-', '_']);
+    if url_safe && run.contains(['+', '/']) {
+        return None;
+    }
+    let bytes = base64::Engine::decode(if url_safe { &URL_SAFE } else { &STANDARD }, run).ok()?;
+    // A run cut short (at the end of a long answer) may end inside a character: read up to it.
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) if e.utf8_error().error_len().is_none() => {
+            let n = e.utf8_error().valid_up_to();
+            String::from_utf8(e.into_bytes()[..n].to_vec()).ok()?
+        }
+        Err(_) => return None,
+    };
+    (!text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))).then_some(text)
 }
 
 /// Replaces `word` where it stands alone (not inside a longer run of letters and digits).
@@ -400,6 +526,35 @@ mod tests {
             assert!(!r.plain_id(bad), "{bad:?}");
         }
         assert!(!r.plain_id("imp-tokEchoAccess9"), "a sent token");
+    }
+
+    #[test]
+    fn encoded_echoes_keep_nothing_that_was_sent() {
+        use base64::Engine as _;
+        let r = sent();
+        let body = r#"{"birth":"870215","card_number":"4532-0151-1283-0366","pwd_2digit":"73","imp_secret":"S3cr3t-echo-imp-secret"}"#;
+        let percent: String = body.bytes().map(|b| format!("%{b:02X}")).collect();
+        let json: String = body.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+        let twice = percent.replace('%', "%25");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body);
+        let cut = &b64[..b64.len() - 7];
+        for echo in [&percent, &json, &twice, &b64, &b64url, cut] {
+            let out = r.clean(&format!("refused: {echo} (bad request)"));
+            for secret in ["870215", "4532", "S3cr3t", "\"73\"", "%2273", "0037", "eyJ"] {
+                assert!(!out.contains(secret), "{secret} in {out}");
+            }
+            assert!(out.starts_with("refused: ") && out.ends_with("(bad request)"), "{out}");
+            assert!(r.holds_sent(echo), "{echo}");
+        }
+        // The issue's echo: the PIN after a percent-encoded key.
+        assert_eq!(r.clean("pwd_2digit%22%3A%2273%22"), r#"pwd_2digit":"***""#);
+        // Plain text that only looks encoded is left alone.
+        for plain in ["100% sure", "declined: insufficient funds", "a \\u00zz b", "Base64Text", "billd-s1-0"] {
+            assert_eq!(r.clean(plain), plain);
+            assert!(!r.holds_sent(plain), "{plain}");
+        }
+        assert!(r.plain_id("imp_123456789012"));
     }
 
     #[test]

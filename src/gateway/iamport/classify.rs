@@ -3,12 +3,27 @@
 use super::{Sent, describe};
 use crate::gateway::redact::Redactor;
 use crate::gateway::{ChargeOutcome, ChargeRequest, Payment};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::time::Duration;
+
+/// The largest `code` (either sign) an answer may carry: i'mport's are 0, 1, -1 and a few more. An answer with another
+/// is unreadable (never quoted as it is: it could be anything, a card number included).
+const MAX_CODE: i64 = 99_999;
+
+/// An envelope's `code`, bounded by [`MAX_CODE`].
+fn bounded_code<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let code = i64::deserialize(d)?;
+    if (-MAX_CODE..=MAX_CODE).contains(&code) {
+        Ok(code)
+    } else {
+        Err(serde::de::Error::custom("the code is out of range"))
+    }
+}
 
 /// The envelope of every i'mport answer: `code` (0: done), `message` (why not), `response`.
 #[derive(Deserialize)]
 pub(super) struct Envelope {
+    #[serde(deserialize_with = "bounded_code")]
     pub(super) code: i64,
     pub(super) message: Option<String>,
     pub(super) response: Option<serde_json::Value>,
@@ -18,6 +33,7 @@ pub(super) struct Envelope {
 /// payment has some forty fields).
 #[derive(Deserialize)]
 struct RawEnvelope<'a> {
+    #[serde(deserialize_with = "bounded_code")]
     code: i64,
     message: Option<String>,
     #[serde(borrow)]
@@ -28,6 +44,7 @@ struct RawEnvelope<'a> {
 /// that the general path would refuse).
 #[derive(Deserialize)]
 struct PaymentEnvelope {
+    #[serde(deserialize_with = "bounded_code")]
     code: i64,
     #[serde(rename = "message")]
     _message: Option<String>,
@@ -113,21 +130,25 @@ pub(super) fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration
             Err(outcome) => return outcome,
         },
     };
-    // A payment in another currency is not this charge either (settled later by lookup, as a mismatch).
-    if p.currency.as_deref().is_some_and(|c| c != req.currency) {
-        return ChargeOutcome::Unknown(format!(
-            "the answer is for merchant_uid {} in another currency than {}",
-            red.clean_to(&p.merchant_uid, 80),
-            req.currency
-        ));
+    // A payment for another merchant_uid, amount or currency is not this charge (settled later by lookup). What came
+    // back is described, never quoted: the message quotes what billd asked for.
+    let mut other = Vec::new();
+    if p.merchant_uid != req.merchant_uid {
+        other.push("merchant_uid");
     }
-    if p.merchant_uid != req.merchant_uid || (p.amount - req.amount as f64).abs() > 0.000_1 {
+    if (p.amount - req.amount as f64).abs() > 0.000_1 {
+        other.push("amount");
+    }
+    if p.currency.as_deref().is_some_and(|c| c != req.currency) {
+        other.push("currency");
+    }
+    if !other.is_empty() {
         return ChargeOutcome::Unknown(format!(
-            "the answer is for merchant_uid {} amount {}, not {} amount {}",
-            red.clean_to(&p.merchant_uid, 80),
-            p.amount,
+            "the answer is for another {} than billd asked for (merchant_uid {}, amount {} {})",
+            other.join(" and "),
             req.merchant_uid,
-            req.amount
+            req.amount,
+            req.currency
         ));
     }
     if matches!(p.status.as_str(), "paid" | "failed") && !red.plain_id(&p.imp_uid) {
@@ -233,6 +254,38 @@ mod tests {
         let refusal = r#"{"code":-1,"message":"invalid card 4242424242424242 (birth 900101)","response":null}"#;
         let ChargeOutcome::Rejected { code: -1, message } = classify(200, refusal) else { panic!("a refusal") };
         assert_eq!(message, "invalid card 424242******4242 (birth ******)");
+    }
+
+    #[test]
+    fn numbers_in_an_answer_are_never_quoted() {
+        let card = 4242424242424242_i64;
+        let answers = [
+            format!(
+                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"m-1","amount":{card},"status":"paid"}}}}"#
+            ),
+            format!(r#"{{"code":{card},"message":"refused","response":null}}"#),
+            format!(r#"{{"code":-{card},"message":"refused","response":null}}"#),
+            format!(
+                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"{card}","amount":9900,"status":"paid"}}}}"#
+            ),
+        ];
+        for body in answers {
+            let outcome = classify(200, &body);
+            assert!(matches!(outcome, ChargeOutcome::Unknown(_)), "{body}: {outcome:?}");
+            assert!(!format!("{outcome:?}").contains(&card.to_string()), "{outcome:?}");
+        }
+        let ChargeOutcome::Unknown(why) = classify(
+            200,
+            &format!(
+                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"m-1","amount":{card},"status":"paid"}}}}"#
+            ),
+        ) else {
+            panic!()
+        };
+        assert_eq!(why, "the answer is for another amount than billd asked for (merchant_uid m-1, amount 9900 KRW)");
+        // A lookup's payment whose code is out of range is unreadable, and not quoted either.
+        let e = parse_payment_body(&format!(r#"{{"code":{card},"message":null,"response":null}}"#)).unwrap_err();
+        assert!(!e.contains(&card.to_string()), "{e}");
     }
 
     #[test]

@@ -50,22 +50,31 @@ impl Iamport {
                 }
             })
             .await?;
-        let red = self.sent();
         match sent {
             Sent::Error(e) => Err(describe(&e)),
             Sent::Refused(why) => Err(why),
-            Sent::Response(status, text) => {
-                let env: Envelope = serde_json::from_str(&text)
-                    .map_err(|_| format!("HTTP {status} with an unreadable body: {}", snippet(&red, &text)))?;
-                Ok(KeyAnswer {
-                    status,
-                    code: env.code,
-                    message: env.message.map(|m| red.clean(&m)),
-                    key: env.response.map(|r| billing_key(&r, &red)),
-                })
-            }
+            Sent::Response(status, text) => read_key_answer(status, &text, &self.sent()),
         }
     }
+}
+
+/// Reads a billing-key answer (HTTP status and body): its envelope and the key it holds, cleaned and typed. Err: an
+/// unreadable one.
+fn read_key_answer(status: u16, text: &str, red: &Redactor) -> Result<KeyAnswer, String> {
+    let env: Envelope = serde_json::from_str(text)
+        .map_err(|_| format!("HTTP {status} with an unreadable body: {}", snippet(red, text)))?;
+    Ok(KeyAnswer {
+        status,
+        code: env.code,
+        message: env.message.map(|m| red.clean(&m)),
+        key: env.response.map(|r| billing_key(&r, red)),
+    })
+}
+
+/// Reads a billing-key answer's body as the client does, for fuzzing: its code, its message and the key it holds
+/// (cleaned, the card masked); Err: unreadable.
+pub fn parse_key_body(status: u16, body: &str) -> Result<(i64, Option<String>, Option<BillingKey>), String> {
+    read_key_answer(status, body, &Redactor::default()).map(|a| (a.code, a.message, a.key))
 }
 
 impl BillingKeys for Iamport {
@@ -131,7 +140,7 @@ impl BillingKeys for Iamport {
             Ok(u) => u,
             Err(e) => return Some(ChargeOutcome::Transient(format!("not sent: {e}"))),
         };
-        let sent = self.send_after_go(|| self.http.post(url.clone()).json(&body), go).await?;
+        let sent = self.send_after_go(self.http.post(url).json(&body), go).await?;
         Some(classify_charge(sent, req, self.timeout, &self.sent()))
     }
 }
@@ -152,12 +161,11 @@ fn card_fields(card: &Card) -> Map<String, Value> {
 
 /// A key as an answer's `response` (i'mport's `CustomerAnnotation`) gives it: its strings cleaned, its card number
 /// masked ([`shown_card`], then masked again if it still holds 13 or more digits), its times read from Unix seconds
-/// (0: not given). A field missing or of another type is `None`.
+/// (0, or a time chrono cannot hold: not given). A field missing or of another type is `None`.
 fn billing_key(v: &Value, red: &Redactor) -> BillingKey {
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(|s| red.clean(s));
-    let time = |k: &str| {
-        v.get(k).and_then(Value::as_i64).filter(|t| *t != 0).map(|t| DateTime::from_timestamp(t, 0).unwrap_or_default())
-    };
+    let time =
+        |k: &str| v.get(k).and_then(Value::as_i64).filter(|t| *t != 0).and_then(|t| DateTime::from_timestamp(t, 0));
     let card = v.get("card_number").and_then(Value::as_str).map(|s| {
         let shown = shown_card(s, red);
         if shown.chars().filter(char::is_ascii_digit).count() >= 13 { mask(&shown) } else { shown }
@@ -231,6 +239,9 @@ mod tests {
         assert_eq!(key.pg_id, None, "not a string");
         assert_eq!(key.inserted.map(|t| t.to_rfc3339()).as_deref(), Some("2023-11-14T22:13:20+00:00"));
         assert_eq!(key.updated, None, "0 is not given");
+        // A time beyond any calendar is not given either (not 1970).
+        let far = billing_key(&serde_json::json!({ "inserted": i64::MAX, "updated": i64::MIN }), &red);
+        assert_eq!((far.inserted, far.updated), (None, None));
         // A mask as the gateway gives it is kept; one holding more digits is masked again.
         let kept = billing_key(&serde_json::json!({ "card_number": "424242******4242" }), &red);
         assert_eq!(kept.card.as_deref(), Some("424242******4242"));

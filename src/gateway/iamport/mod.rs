@@ -4,6 +4,7 @@ mod classify;
 mod keys;
 
 pub use classify::{classify_charge_body, parse_payment_body};
+pub use keys::parse_key_body;
 
 use crate::config::Secret;
 use crate::gateway::redact::Redactor;
@@ -68,6 +69,96 @@ struct TokenBody {
 /// Refresh this long before the server says the token expires (a tenth of short lifetimes).
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
+/// The longest token lifetime billd believes (i'mport's tokens live 30 minutes): a token said to live longer, or
+/// not at all (`expired_at` at or before `now`, or beyond any clock), is used for the request at hand only.
+const MAX_TOKEN_LIFE: Duration = Duration::from_secs(6 * 3600);
+
+/// The longest access token billd sends.
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// A getToken answer billd can use: a token it can send, and how long to use it.
+struct TokenAnswer {
+    value: String,
+    life: Duration,
+}
+
+/// Why no access token could be had.
+#[derive(Debug)]
+enum TokenError {
+    /// The gateway refused the credentials, or gave twice a token billd cannot send: an authentication failure.
+    Refused(String),
+    /// No answer, or an unreadable one: nothing can be concluded.
+    Unavailable(String),
+    /// The gateway gave a token billd cannot send (asked once more before it is a refusal).
+    Unusable(String),
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenError::Refused(e) | TokenError::Unavailable(e) | TokenError::Unusable(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<TokenError> for String {
+    fn from(e: TokenError) -> String {
+        e.to_string()
+    }
+}
+
+/// How long to use a token the server says was issued at `now` and expires at `expired_at` (Unix seconds, on the
+/// server's clock): their difference when it is a sane lifetime (up to [`MAX_TOKEN_LIFE`]), else zero (the token
+/// serves the request at hand, and the next one asks for a new token).
+fn token_life(now: i64, expired_at: i64) -> Duration {
+    expired_at
+        .checked_sub(now)
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .filter(|life| *life <= MAX_TOKEN_LIFE)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Whether billd can send `token` in an `Authorization` header as it is: 1 to [`MAX_TOKEN_LEN`] visible ASCII
+/// characters (no control character, no space).
+fn usable_token(token: &str) -> bool {
+    (1..=MAX_TOKEN_LEN).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Reads a getToken answer (HTTP status and body). Its strings are cleaned; the token itself is never quoted.
+fn read_token(status: u16, text: &str, red: &Redactor) -> Result<TokenAnswer, TokenError> {
+    if status == 401 || status == 403 {
+        return Err(TokenError::Refused(format!("getToken: HTTP {status}: {CREDENTIALS_REFUSED}")));
+    }
+    let env: Envelope = serde_json::from_str(text)
+        // No excerpt: a token answer, even a mangled one, may carry an access token.
+        .map_err(|_| {
+            TokenError::Unavailable(format!("getToken: HTTP {status} with an unreadable body ({} bytes)", text.len()))
+        })?;
+    if status != 200 || env.code != 0 {
+        // The refusal's words may echo the request, imp_secret included: cleaned like every gateway string.
+        let message = red.clean(&env.message.unwrap_or_default());
+        return Err(TokenError::Unavailable(format!("getToken: HTTP {status}, code {}: {message}", env.code)));
+    }
+    let tok: TokenBody = env.response.and_then(|r| serde_json::from_value(r).ok()).ok_or_else(|| {
+        TokenError::Unavailable("getToken: the response has no access_token/now/expired_at".to_string())
+    })?;
+    if !usable_token(&tok.access_token) {
+        return Err(TokenError::Unusable(format!(
+            "getToken: the gateway's access token cannot be sent in a header (it is not 1 to {MAX_TOKEN_LEN} \
+             visible ASCII characters)"
+        )));
+    }
+    // The server's own clock: the lifetime is expired_at - now, whatever billd's clock says.
+    Ok(TokenAnswer { life: token_life(tok.now, tok.expired_at), value: tok.access_token })
+}
+
+/// Reads a getToken answer's body as [`Iamport`] does, for fuzzing: the lifetime billd would use the token for, or
+/// why no token can be used.
+pub fn parse_token_body(status: u16, body: &str) -> Result<Duration, String> {
+    read_token(status, body, &Redactor::default()).map(|t| t.life).map_err(String::from)
+}
+
 /// What sending a request gave: an answer (HTTP status and body, read by [`read_body`]) or a transport error.
 enum Sent {
     Response(u16, String),
@@ -77,8 +168,22 @@ enum Sent {
 }
 
 impl Iamport {
-    pub fn new(base_url: &str, imp_key: &str, imp_secret: Secret, timeout: Duration, concurrency: usize) -> Self {
-        let http = reqwest::Client::builder()
+    /// A client of the gateway at `base_url`; requests go through `proxy` if given, else straight (never through a
+    /// proxy named in the environment: it would receive the imp_secret and, on `http://`, card data).
+    pub fn new(
+        base_url: &str,
+        imp_key: &str,
+        imp_secret: Secret,
+        timeout: Duration,
+        concurrency: usize,
+        proxy: Option<&str>,
+    ) -> Self {
+        let builder = match proxy.map(reqwest::Proxy::all) {
+            Some(Ok(p)) => reqwest::Client::builder().proxy(p),
+            // (A proxy that does not parse was refused with the config; none at all is a direct connection.)
+            _ => reqwest::Client::builder().no_proxy(),
+        };
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(concurrency)
@@ -143,8 +248,9 @@ impl Iamport {
         }
     }
 
-    /// A valid access token, fetching one if the cached one is near expiry (or `stale` was rejected).
-    async fn token(&self, stale: Option<&Secret>) -> Result<Secret, String> {
+    /// A valid access token, fetching one if the cached one is near expiry (or `stale` was rejected). A token billd
+    /// cannot send is asked for once more; a second one is a refusal ([`TokenError::Refused`]).
+    async fn token(&self, stale: Option<&Secret>) -> Result<Secret, TokenError> {
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref() {
             let rejected = stale.is_some_and(|s| s == &t.value);
@@ -152,46 +258,41 @@ impl Iamport {
                 return Ok(t.value.clone());
             }
         }
-        let body = serde_json::json!({ "imp_key": self.imp_key, "imp_secret": self.imp_secret.expose() });
-        self.permit().await;
-        let resp = self
-            .http
-            .post(format!("{}/users/getToken", self.base_url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("getToken: {}", describe(&e)))?;
-        let status = resp.status().as_u16();
-        let text = read_body(resp).await.map_err(|e| format!("getToken: {}", describe(&e)))?;
-        if status == 401 || status == 403 {
-            return Err(format!("getToken: HTTP {status}: {CREDENTIALS_REFUSED}"));
-        }
-        let env: Envelope = serde_json::from_str(&text)
-            // No excerpt: a token answer, even a mangled one, may carry an access token.
-            .map_err(|_| format!("getToken: HTTP {status} with an unreadable body ({} bytes)", text.len()))?;
-        if status != 200 || env.code != 0 {
-            // The refusal's words may echo the request, imp_secret included: cleaned like every gateway string.
-            let message = self.sent().clean(&env.message.unwrap_or_default());
-            return Err(format!("getToken: HTTP {status}, code {}: {message}", env.code));
-        }
-        let tok: TokenBody = env
-            .response
-            .and_then(|r| serde_json::from_value(r).ok())
-            .ok_or_else(|| "getToken: the response has no access_token/now/expired_at".to_string())?;
-        // Use the server's own clock: the lifetime is expired_at - now, whatever our clock says.
-        let life = Duration::from_secs(tok.expired_at.saturating_sub(tok.now).max(0) as u64);
-        self.sent.write().unwrap_or_else(|p| p.into_inner()).sent_token(&tok.access_token);
+        let tok = match self.fetch_token().await {
+            Err(TokenError::Unusable(_)) => match self.fetch_token().await {
+                Err(TokenError::Unusable(why)) => Err(TokenError::Refused(format!("{why}, twice"))),
+                other => other,
+            },
+            other => other,
+        }?;
+        self.sent.write().unwrap_or_else(|p| p.into_inner()).sent_token(&tok.value);
         let token = Token {
-            value: Secret::new(tok.access_token),
-            refresh_at: Instant::now() + life.saturating_sub(TOKEN_MARGIN),
+            value: Secret::new(tok.value),
+            refresh_at: Instant::now().checked_add(tok.life.saturating_sub(TOKEN_MARGIN)).unwrap_or_else(Instant::now),
         };
         *cached = Some(token.clone());
         Ok(token.value)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
+    /// One getToken request, its answer read by [`read_token`].
+    async fn fetch_token(&self) -> Result<TokenAnswer, TokenError> {
+        let body = serde_json::json!({ "imp_key": self.imp_key, "imp_secret": self.imp_secret.expose() });
         self.permit().await;
-        self.send_now(req, token).await
+        let failed = |e: reqwest::Error| TokenError::Unavailable(format!("getToken: {}", describe(&e)));
+        let resp =
+            self.http.post(format!("{}/users/getToken", self.base_url)).json(&body).send().await.map_err(failed)?;
+        let status = resp.status().as_u16();
+        let text = read_body(resp).await.map_err(failed)?;
+        read_token(status, &text, &self.sent())
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
+        let request = match build(req, token) {
+            Ok(r) => r,
+            Err(why) => return Sent::Refused(why),
+        };
+        self.permit().await;
+        self.send_now(request).await
     }
 
     /// A charge request (a payment's): a token and a rate-limit turn first, then the caller's `go`, and at once the
@@ -199,21 +300,22 @@ impl Iamport {
     /// was not processed) is not sent again here, where no go would cover it: the token is renewed for later
     /// requests and the outcome is transient (looked up, and resent only after the quiet period, with a go of its
     /// own).
-    async fn send_after_go(
-        &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
-        go: impl Future<Output = bool>,
-    ) -> Option<Sent> {
+    async fn send_after_go(&self, req: reqwest::RequestBuilder, go: impl Future<Output = bool>) -> Option<Sent> {
         let token = match self.token(None).await {
             Ok(t) => t,
             // No token: the request never left.
-            Err(e) => return Some(Sent::Refused(e)),
+            Err(e) => return Some(Sent::Refused(e.into())),
+        };
+        // Built whole before the go: once it may leave, nothing is left to fail but the sending.
+        let request = match build(req, &token) {
+            Ok(r) => r,
+            Err(why) => return Some(Sent::Refused(why)),
         };
         self.permit().await;
         if !go.await {
             return None;
         }
-        Some(match self.send_now(build(), &token).await {
+        Some(match self.send_now(request).await {
             Sent::Response(401, _) => {
                 let renewed = self.token(Some(&token)).await.err().map(|e| format!("; {e}")).unwrap_or_default();
                 Sent::Refused(format!("HTTP 401: the access token was refused, nothing was charged{renewed}"))
@@ -222,9 +324,9 @@ impl Iamport {
         })
     }
 
-    /// Sends a request at once (its rate-limit turn already taken).
-    async fn send_now(&self, req: reqwest::RequestBuilder, token: &Secret) -> Sent {
-        match req.bearer_auth(token.expose()).send().await {
+    /// Sends a built request at once (its rate-limit turn already taken).
+    async fn send_now(&self, request: reqwest::Request) -> Sent {
+        match self.http.execute(request).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match read_body(resp).await {
@@ -273,8 +375,8 @@ impl Gateway for Iamport {
     async fn authenticate(&self) -> Auth {
         match self.token(None).await {
             Ok(_) => Auth::Accepted,
-            Err(e) if e.contains(CREDENTIALS_REFUSED) => Auth::Refused(e),
-            Err(e) => Auth::Unavailable(e),
+            Err(TokenError::Refused(e)) => Auth::Refused(e),
+            Err(e) => Auth::Unavailable(e.into()),
         }
     }
 
@@ -297,7 +399,7 @@ impl Gateway for Iamport {
                 Err(e) => return Some(ChargeOutcome::Transient(e)),
             },
         };
-        let sent = self.send_after_go(|| self.http.post(url.clone()).json(&body), go).await?;
+        let sent = self.send_after_go(self.http.post(url).json(&body), go).await?;
         Some(classify_charge(sent, req, self.timeout, &self.sent()))
     }
 
@@ -317,10 +419,10 @@ impl Gateway for Iamport {
             Sent::Response(404, _) => Lookup::NotFound,
             Sent::Response(200, text) => match parse_payment(&text, &red) {
                 Ok(Some(p)) if p.merchant_uid == merchant_uid => Lookup::Found(p),
-                Ok(Some(p)) => Lookup::Error(format!(
-                    "lookup of {merchant_uid} answered a payment for merchant_uid {}",
-                    red.clean_to(&p.merchant_uid, 80)
-                )),
+                // What came back is described, not quoted.
+                Ok(Some(_)) => {
+                    Lookup::Error(format!("lookup of {merchant_uid} answered a payment for another merchant_uid"))
+                }
                 Ok(None) => Lookup::Error(format!("lookup answered no payment: {}", snippet(&red, &text))),
                 Err(e) => Lookup::Error(e),
             },
@@ -349,6 +451,16 @@ async fn read_body(mut resp: reqwest::Response) -> Result<String, reqwest::Error
     Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
+/// `req` with its access token, built whole (headers included); `Err`: it cannot be, so nothing is sent (the token
+/// was checked when it came, so this is a request billd could not make, never an unknown outcome).
+fn build(req: reqwest::RequestBuilder, token: &Secret) -> Result<reqwest::Request, String> {
+    req.bearer_auth(token.expose()).build().map_err(|e| {
+        use std::error::Error;
+        let why = e.source().map_or_else(|| e.to_string(), ToString::to_string);
+        format!("not sent: the request could not be built ({why})")
+    })
+}
+
 fn describe(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut msg = if e.is_connect() {
@@ -371,6 +483,38 @@ fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_token_lifetime_outside_sane_bounds_is_used_for_one_request_only() {
+        assert_eq!(token_life(1_700_000_000, 1_700_001_800), Duration::from_secs(1800));
+        for (now, expired_at) in [
+            (1_700_000_000, i64::MAX),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (0, i64::MAX),
+            (1_700_000_000, 1_700_000_000),
+            (1_700_000_000, 1_699_999_000),
+            (1_700_000_000, 1_700_000_000 + 6 * 3600 + 1),
+        ] {
+            assert_eq!(token_life(now, expired_at), Duration::ZERO, "{now} {expired_at}");
+        }
+    }
+
+    #[test]
+    fn a_token_no_header_can_carry_is_not_used() {
+        let answer = |t: &str| {
+            let body = serde_json::json!({"code": 0, "message": null,
+                "response": {"access_token": t, "now": 1_700_000_000, "expired_at": 1_700_001_800}});
+            read_token(200, &body.to_string(), &Redactor::default())
+        };
+        assert_eq!(answer("a1b2c3").map(|t| (t.value, t.life)).unwrap(), ("a1b2c3".into(), Duration::from_secs(1800)));
+        for bad in ["tok\u{1}en", "tok\nen", "tok en", "", "tök", &"x".repeat(MAX_TOKEN_LEN + 1)] {
+            match answer(bad) {
+                Err(TokenError::Unusable(why)) => assert!(!why.contains(bad) || bad.is_empty(), "{why}"),
+                other => panic!("{bad:?}: {:?}", other.map(|t| t.life)),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn the_client_does_not_follow_redirects() {
         // A server that answers every request with a redirect to itself, and counts the requests.
@@ -390,7 +534,7 @@ mod tests {
                 let _ = sock.write_all(answer.as_bytes()).await;
             }
         });
-        let client = Iamport::new(&format!("http://{addr}"), "k", Secret::new("s"), Duration::from_secs(5), 4);
+        let client = Iamport::new(&format!("http://{addr}"), "k", Secret::new("s"), Duration::from_secs(5), 4, None);
         let request = client.http.post(client.url(&["subscribe", "payments", "again"]).unwrap()).body("{}");
         let sent = client.send(request, &Secret::new("t")).await;
         assert!(matches!(sent, Sent::Response(307, _)), "the redirect is the answer");
