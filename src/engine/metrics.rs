@@ -25,6 +25,8 @@ pub struct Metrics {
     pub unauthorized: AtomicBool,
     /// The config on disk is refused (its sync failed): nothing is charged (`/healthz` is 503 meanwhile).
     pub config_refused: AtomicBool,
+    /// `[metrics] listen` could not be bound (billd tries again; systemd STATUS says so meanwhile).
+    pub listener_down: AtomicBool,
     /// Milliseconds since start of the last sign of life of the scheduler loop.
     heartbeat_ms: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -46,6 +48,7 @@ impl Default for Metrics {
             last_success: AtomicI64::new(0),
             unauthorized: AtomicBool::new(false),
             config_refused: AtomicBool::new(false),
+            listener_down: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
