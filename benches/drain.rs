@@ -519,8 +519,9 @@ fn large_book(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
     );
 
     // 6. Start-up with unresolved attempts: a tick that dies right after committing their intents leaves them
-    // pending; the daemon must look each one up before READY (finding nothing, it resends them only after the
-    // quiet period, 2 × the 30 s timeout: a request of the dead process might still be in progress).
+    // pending; READY does not wait for them: the first pass, right after it, looks each one up (finding nothing, it
+    // resends them only after the quiet period, 2 × the 30 s timeout: a request of the dead process might still
+    // be in progress).
     let yesterday = (today - Days::days(1)).to_string();
     w.import(sizes.unresolved, "u", |_| yesterday.clone())?;
     let crashed = w.tick_status(&[("BILLD_FAILPOINT", "after_intent_commit")])?;
@@ -533,14 +534,20 @@ fn large_book(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
     }
     let mut d = Daemon::start(&w)?;
     let ready = d.ready_s;
-    let looked_up = w.query_i64("SELECT count(*) FROM attempts WHERE status = 'unknown' AND tries = 1")? as usize;
-    d.stop()?;
-    if looked_up != sizes.unresolved {
-        return Err(format!("{looked_up} of {} unresolved attempts were looked up before READY", sizes.unresolved));
+    let looked_up = || w.query_i64("SELECT count(*) FROM attempts WHERE status = 'unknown' AND tries = 1");
+    let t = Instant::now();
+    while looked_up()? as usize != sizes.unresolved {
+        if t.elapsed() > Duration::from_secs(300) {
+            let n = looked_up()?;
+            return Err(format!("{n} of {} unresolved attempts were looked up within 5 minutes", sizes.unresolved));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let reconciled = ready + t.elapsed().as_secs_f64();
+    d.stop()?;
     println!(
-        "   start-up: READY after {ready:.2} s with {pending} unresolved attempts (each looked up twice, to be resent \
-         after the quiet period), {ready0:.2} s with none"
+        "   start-up: READY after {ready:.2} s with {pending} unresolved attempts (then each looked up twice, to be \
+         resent after the quiet period, by {reconciled:.2} s), {ready0:.2} s with none"
     );
     report(
         out,
@@ -557,7 +564,7 @@ fn large_book(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
         out,
         Figure {
             target: "6",
-            what: format!("exec to READY, {} unresolved attempts (their lookups included)", pending),
+            what: format!("exec to READY, {} unresolved attempts (looked up after it)", pending),
             measured: ready,
             limit: 2.0,
             unit: "s",

@@ -6,7 +6,24 @@ mod common;
 use common::{MONTHLY, Setup, World, cards, skip, sub};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Collects a child's stderr in the background (so it never blocks on a full pipe); read it at any time.
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let (mut stderr, sink) = (child.stderr.take().expect("stderr piped"), text.clone());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
 
 fn signal(child: &Child, sig: &str) {
     assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
@@ -40,18 +57,23 @@ impl NotifySocket {
 
     /// Reads messages until one contains `needle` (returns it) or the time runs out.
     fn until(&mut self, needle: &str, limit: Duration) -> String {
+        self.until_one(&format!("with {needle:?}"), |m| m.contains(needle), limit)
+    }
+
+    /// Reads messages until one satisfies `ok` (returns it) or the time runs out (the panic names `what`).
+    fn until_one(&mut self, what: &str, ok: impl Fn(&str) -> bool, limit: Duration) -> String {
         let start = Instant::now();
         let mut buf = [0u8; 4096];
         while start.elapsed() < limit {
             if let Ok(n) = self.sock.recv(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
                 self.seen.push(msg.clone());
-                if msg.contains(needle) {
+                if ok(&msg) {
                     return msg;
                 }
             }
         }
-        panic!("no sd_notify message with {needle:?} within {limit:?}; got {:?}", self.seen);
+        panic!("no sd_notify message {what} within {limit:?}; got {:?}", self.seen);
     }
 }
 
@@ -296,4 +318,146 @@ impl Drop for Daemon {
             let _ = self.0.wait();
         }
     }
+}
+
+/// Issue 22, point 4: another process (any local user) holding the `[metrics] listen` port does not stop billing.
+/// Before, `billd run` exited 1 at every start. Now: READY, with STATUS saying the metrics listener is down; the
+/// due charge is paid; one ERROR line; once the port is free, billd binds it (one INFO line) and `/healthz`
+/// answers; STATUS no longer mentions it.
+#[test]
+fn a_taken_metrics_port_does_not_stop_billing_and_is_bound_once_free() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let body = format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}{}",
+        sub("s1", "c1", "monthly", &due_yesterday())
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let mut ns = NotifySocket::new(w.dir.path());
+    let mut daemon =
+        Daemon(w.billd().arg("run").env("NOTIFY_SOCKET", &ns.path).stderr(Stdio::piped()).spawn().unwrap());
+    let stderr = collect_stderr(&mut daemon.0);
+    let ready = ns.until("READY=1", Duration::from_secs(20));
+    assert!(ready.contains(&format!("METRICS DOWN: cannot bind metrics.listen 127.0.0.1:{port}")), "{ready}");
+    common::wait_for("the due charge, while the metrics port is taken", || w.paid_for("c1").len() == 1);
+
+    drop(squatter);
+    let start = Instant::now();
+    while common::http_get(port, "/healthz").map(|(code, _)| code) != Some(200) {
+        let waited = start.elapsed();
+        assert!(waited < Duration::from_secs(60), "/healthz never answered after the port was freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The bind wakes the loop, whose next STATUS drops the note.
+    ns.until_one(
+        "without METRICS DOWN",
+        |m| m.contains("STATUS=due now") && !m.contains("METRICS DOWN"),
+        Duration::from_secs(30),
+    );
+    signal(&daemon.0, "-TERM");
+    assert!(wait_exit(&mut daemon.0, Duration::from_secs(10)).success());
+    std::thread::sleep(Duration::from_millis(100));
+    let log = stderr.lock().unwrap().clone();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one ERROR line for the taken port, not one per retry:\n{log}");
+    assert!(errors[0].contains("metrics.error") && errors[0].contains("billing goes on"), "{}", errors[0]);
+    assert_eq!(log.lines().filter(|l| l.contains("metrics.listening")).count(), 1, "{log}");
+    w.assert_consistent();
+}
+
+/// Issue 22, point 5: a few hundred clients that send half a request and hold their connections do not keep a
+/// health probe out. Before, the 64 first took every slot for the 5 s header timeout and every other connection,
+/// the probe's included, was closed at once (so 0 of the probes answered); now a new connection closes the oldest.
+#[test]
+fn healthz_answers_while_hundreds_of_slow_clients_hold_half_sent_requests() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let body = format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}");
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    let mut daemon = Daemon(w.billd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    // A probe as a monitor sends it: a client timeout of a few seconds.
+    let probe = || -> Option<u16> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_whitespace().nth(1)?.parse().ok()
+    };
+    common::wait_for("the first /healthz", || probe() == Some(200));
+    let mut slow = Vec::new();
+    for round in 0..2 {
+        slow.extend((0..300).filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").ok()?;
+            Some(s)
+        }));
+        assert!(slow.len() >= 250 * (round + 1), "only {} slow clients connected", slow.len());
+        let answers: Vec<Option<u16>> = (0..5).map(|_| probe()).collect();
+        assert!(
+            answers.iter().all(|a| *a == Some(200)),
+            "round {round}: /healthz probes while {} slow clients hold half-sent requests: {answers:?}",
+            slow.len()
+        );
+    }
+    drop(slow);
+    signal(&daemon.0, "-TERM");
+    assert!(wait_exit(&mut daemon.0, Duration::from_secs(10)).success());
+}
+
+/// Issue 22, point 6: READY does not wait on the gateway. Six attempts were charged at the gateway but their
+/// answers lost (unknown); the gateway now takes 1.5 s per lookup (within billd's 3 s timeout). `billd run` sends READY before reconciling them:
+/// the STATUS that comes with READY still counts them unresolved, and its `daemon.started` line comes before any
+/// of their `charge.paid` lines (before, the start-up reconcile ran first: READY waited for every lookup). Then
+/// the first pass settles each by lookup, exactly once: nothing is sent again, nothing charged twice.
+#[test]
+fn ready_comes_before_the_start_up_reconcile_which_still_settles_each_attempt_once() {
+    const N: usize = 6;
+    let start = (chrono::Utc::now() - chrono::Duration::days(3)).date_naive();
+    let mut body = MONTHLY.to_string();
+    for i in 0..N {
+        body += &sub(&format!("s{i}"), "c1", "monthly", &start.to_string());
+    }
+    let sandbox = billd_sandbox::SandboxConfig {
+        lookup_latency: billd_sandbox::Latency::Fixed(Duration::from_millis(1500)),
+        ..Default::default()
+    };
+    let w = World::new(Setup { sandbox, body: &body, timeout: "3s", concurrency: 2, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: Some("c1".into()),
+        fault: billd_sandbox::Fault::DropAfterCharge,
+        times: None,
+    });
+    w.tick(&format!("{start}T10:00:00+09:00"));
+    let unknown = || -> i64 {
+        w.db().query_row("SELECT count(*) FROM attempts WHERE status = 'unknown'", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(unknown(), N as i64, "every answer was lost");
+    assert_eq!(w.paid_for("c1").len(), N, "the gateway charged each");
+    w.sandbox.clear_faults();
+    w.wait_quiet();
+
+    let mut ns = NotifySocket::new(w.dir.path());
+    let mut daemon =
+        Daemon(w.billd().arg("run").env("NOTIFY_SOCKET", &ns.path).stderr(Stdio::piped()).spawn().unwrap());
+    let stderr = collect_stderr(&mut daemon.0);
+    let ready = ns.until("READY=1", Duration::from_secs(60));
+    assert!(ready.contains(&format!("unresolved {N};")), "READY came after the reconcile: {ready}");
+    common::wait_for("every attempt settled by the first pass", || unknown() == 0);
+    signal(&daemon.0, "-TERM");
+    assert!(wait_exit(&mut daemon.0, Duration::from_secs(15)).success());
+    std::thread::sleep(Duration::from_millis(100));
+    let log = stderr.lock().unwrap().clone();
+    let started = log.find("daemon.started").unwrap_or_else(|| panic!("{log}"));
+    let first_paid = log.find("charge.paid").unwrap_or_else(|| panic!("{log}"));
+    assert!(started < first_paid, "the reconcile's outcomes were logged before daemon.started:\n{log}");
+    assert_eq!(log.lines().filter(|l| l.contains("charge.paid")).count(), N, "each attempt settled once:\n{log}");
+    for i in 0..N {
+        assert_eq!(w.sent(&format!("billd-s{i}-0")), 1, "s{i} was sent again: {:?}", w.requests());
+    }
+    assert_eq!(w.paid_for("c1").len(), N, "nothing charged twice");
+    w.assert_consistent();
 }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub mass_rejection: AtomicBool,
     /// Billing is stopped by a safety rail until an operator acts (`/healthz` is 503 meanwhile).
     pub safety_stop: AtomicBool,
+    /// `[metrics] listen` could not be bound (billd tries again; systemd STATUS says so meanwhile).
+    pub listener_down: AtomicBool,
     /// Milliseconds since start of the last sign of life of the scheduler loop.
     heartbeat_ms: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -52,6 +54,7 @@ impl Default for Metrics {
             config_refused: AtomicBool::new(false),
             mass_rejection: AtomicBool::new(false),
             safety_stop: AtomicBool::new(false),
+            listener_down: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),

@@ -1,7 +1,7 @@
 //! Reconciliation: unresolved attempts (and one-time charges) settled by lookup, resent only when the gateway has no
 //! record of them after the quiet period.
 
-use super::pipeline::{Msg, writer};
+use super::pipeline::Msg;
 use super::{At, Engine, PAGE};
 use crate::billing::dunning::Decision;
 use crate::billing::quiet::quiet_period;
@@ -18,7 +18,7 @@ pub(super) enum Look {
     /// Changed by another process since it was read: left to that process.
     Skipped,
 }
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,26 +26,6 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
 
 impl<S: Store, G: Gateway> Engine<S, G> {
-    /// Reconciles unresolved attempts only (at startup, before telling systemd we are ready).
-    pub async fn reconcile_only(&self, now: DateTime<Utc>) -> Result<usize> {
-        // A resend is a charge: nothing while the config is refused or billing is stopped by a safety rail, and
-        // the resends count against limits.max_charges_per_pass like a pass's.
-        self.refuse_if_config_refused()?;
-        self.open_budget().await?;
-        let (tx, rx) = mpsc::channel::<Msg>(4096);
-        let writer = tokio::spawn(writer(self.clone(), rx, now));
-        let sem = Arc::new(Semaphore::new(self.cfg.gateway.concurrency));
-        let result = match self.check_credentials().await {
-            Ok(()) => self.reconcile_stale(At::start(now), &tx, &sem).await,
-            Err(e) => Err(e),
-        };
-        drop(tx);
-        writer.await.context("the outcome writer panicked")??;
-        let n = result.map(|(n, _)| n)?;
-        self.trip_if_resends_capped(now).await?;
-        Ok(n)
-    }
-
     /// Reconciles the unresolved attempts whose check time has come (and one-time charges); returns how many it
     /// looked at and how many it left alone because the real quiet period of their request is not over (their
     /// check time is put off to its end).

@@ -64,27 +64,18 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             });
         }
         if let Some(addr) = engine.config().metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("metrics.listen: cannot bind {addr}"))?;
+            // A port taken (by any local user) never stops billing: an ERROR line, STATUS, and a retry.
+            let listener = crate::service::metrics::bind(addr, &metrics).await;
             let stale = watchdog.unwrap_or(MAX_SLEEP + Duration::from_secs(60)).max(Duration::from_secs(120));
-            let m = metrics.clone();
-            tokio::spawn(async move {
-                if let Err(e) = crate::service::metrics::serve(listener, m, stale).await {
-                    error!(event = "metrics.error", "the metrics server stopped: {e}");
-                }
-            });
-            info!(event = "metrics.listening", address = %addr, "metrics.listening");
+            tokio::spawn(crate::service::metrics::listen(listener, addr, metrics.clone(), stale, wake.clone()));
         }
 
-        // Startup: migrations ran when the store opened; apply the config, reconcile, then tell systemd.
+        // Startup: migrations ran when the store opened; apply the config, then tell systemd. Nothing here waits on
+        // the gateway: unresolved attempts are reconciled by the first pass, after READY, as its first step (it
+        // opens and sends nothing new before every one of them is looked up and recorded), so a large backlog or a
+        // slow gateway never holds READY past TimeoutStartSec.
         if let Err(e) = engine.sync(Utc::now(), false).await {
             error!(event = "config.refused", "config.refused: not applied, nothing is charged: {e:#}");
-        }
-        if engine.config_refused().is_none()
-            && let Err(e) = engine.reconcile_only(Utc::now()).await
-        {
-            error!(event = "pass.error", "startup reconciliation failed: {e:#}");
         }
         info!(event = "daemon.started", config = %engine.config().file.display(),
             database = %engine.config().billing.database.display(), "daemon.started");
@@ -170,23 +161,27 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             match refused {
                 _ if metrics.config_refused.load(Ordering::Relaxed) => notify::status(&format!(
                     "CONFIG REFUSED: {} was not applied; nothing is charged until it is fixed or applied with \
-                     `billd sync --force`",
-                    engine.config().file.display()
+                     `billd sync --force`{}",
+                    engine.config().file.display(),
+                    listener_note(&engine)
                 )),
-                _ if metrics.safety_stop.load(Ordering::Relaxed) => notify::status(
+                _ if metrics.safety_stop.load(Ordering::Relaxed) => notify::status(&format!(
                     "SAFETY STOP: limits.max_charges_per_pass tripped; nothing is charged until an operator raises the \
-                     limit or runs `billd safety release`",
-                ),
+                     limit or runs `billd safety release`{}",
+                    listener_note(&engine)
+                )),
                 Some(pause) if metrics.mass_rejection.load(Ordering::Relaxed) => notify::status(&format!(
-                    "MASS REJECTION: the gateway rejected most charges of the last pass (wrong account or keys?); \
-                     nothing more was sent, no subscription changed; trying again in {} s",
-                    pause.as_secs()
+                    "MASS REJECTION: the gateway rejected a mass of charges in the last pass (wrong account or keys?); \
+                     they were withheld, no subscription changed; trying again in {} s{}",
+                    pause.as_secs(),
+                    listener_note(&engine)
                 )),
                 Some(pause) => notify::status(&format!(
                     "UNAUTHORIZED: the gateway refuses gateway.imp_key {:?} and its imp_secret; nothing is charged; \
-                     trying again in {} s",
+                     trying again in {} s{}",
                     engine.config().gateway.imp_key,
-                    pause.as_secs()
+                    pause.as_secs(),
+                    listener_note(&engine)
                 )),
                 None => notify::status(&status_line(&engine, result.as_ref().ok()).await),
             }
@@ -278,9 +273,22 @@ async fn status_line<S: Store>(engine: &Engine<S, app::PaymentGateway>, report: 
                 .map(|t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
                 .unwrap_or_else(|| "-".into());
             format!(
-                "due now {due}, in flight {in_flight}, failed today {failed}, unresolved {unresolved}; next wake {next}"
+                "due now {due}, in flight {in_flight}, failed today {failed}, unresolved {unresolved}; next wake \
+                 {next}{}",
+                listener_note(engine)
             )
         }
-        Err(e) => format!("database error: {e:#}"),
+        Err(e) => format!("database error: {e:#}{}", listener_note(engine)),
+    }
+}
+
+/// The end of the STATUS line while `[metrics] listen` cannot be bound (empty otherwise).
+fn listener_note<S: Store>(engine: &Engine<S, app::PaymentGateway>) -> String {
+    match engine.config().metrics_listen {
+        Some(addr) if engine.metrics().listener_down.load(Ordering::Relaxed) => format!(
+            "; METRICS DOWN: cannot bind metrics.listen {addr} (billing goes on; trying again every {} s)",
+            crate::service::metrics::BIND_RETRY.as_secs()
+        ),
+        _ => String::new(),
     }
 }

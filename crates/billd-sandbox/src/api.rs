@@ -27,6 +27,7 @@ pub(crate) struct AppState {
     imp_key: String,
     imp_secret: String,
     latency: Latency,
+    lookup_latency: Latency,
     seeds: Vec<crate::config::SeedCustomer>,
     initial_faults: Vec<FaultRule>,
     ledger: Mutex<Ledger>,
@@ -69,6 +70,7 @@ impl AppState {
             imp_key: cfg.imp_key,
             imp_secret: cfg.imp_secret,
             latency: cfg.latency,
+            lookup_latency: cfg.lookup_latency,
             seeds: cfg.customers,
             initial_faults: cfg.faults,
             started: Instant::now(),
@@ -543,6 +545,7 @@ async fn sleep(d: Duration) {
 // ---------------------------------------------------------------- lookups and cancel
 
 async fn get_payment(State(st): State<Shared>, path: Result<Path<String>, PathRejection>) -> Response {
+    sleep(st.lookup_latency.sample()).await;
     reply(path_value(path).and_then(|imp_uid| {
         lock(&st.ledger).payment(&imp_uid).cloned().ok_or_else(|| not_found_refusal(MSG_NO_PAYMENT))
     }))
@@ -587,6 +590,7 @@ fn do_find(
 }
 
 async fn find(State(st): State<Shared>, path: Result<Path<String>, PathRejection>, RawQuery(q): RawQuery) -> Response {
+    sleep(st.lookup_latency.sample()).await;
     reply(path_value(path).and_then(|m| do_find(&st, &m, None, q)))
 }
 
@@ -595,6 +599,7 @@ async fn find_with_status(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> Response {
+    sleep(st.lookup_latency.sample()).await;
     reply(path_value(path).and_then(|(m, s)| do_find(&st, &m, Some(&s), q)))
 }
 
@@ -635,6 +640,7 @@ async fn find_all(
     path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> Response {
+    sleep(st.lookup_latency.sample()).await;
     reply(path_value(path).and_then(|m| do_find_all(&st, &m, None, q)))
 }
 
@@ -643,6 +649,7 @@ async fn find_all_with_status(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> Response {
+    sleep(st.lookup_latency.sample()).await;
     reply(path_value(path).and_then(|(m, s)| do_find_all(&st, &m, Some(&s), q)))
 }
 

@@ -26,6 +26,7 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
 /// imp_secret = "imp_sandbox_secret"
 /// token_ttl = "30m"
 /// latency = { min = "20ms", max = "80ms" }   # or latency = "50ms"
+/// lookup_latency = "2s"                      # payment lookups; omit for none
 /// rate_limit = 50                            # requests per second; omit for none
 /// seed = 42                                  # random fault delays (charge_later_random); omit for a random seed
 ///
@@ -51,6 +52,9 @@ pub struct SandboxConfig {
     pub token_ttl: Duration,
     /// Latency added to `again`, `onetime` and billing-key issue.
     pub latency: Latency,
+    /// Latency added to payment lookups (`/payments/find…`, `/payments/findAll…`, `/payments/{imp_uid}`): a slow
+    /// gateway for billd's reconciliation.
+    pub lookup_latency: Latency,
     /// Requests per second accepted across all API endpoints (not `/__sandbox`); above it HTTP 429.
     pub rate_limit: Option<u32>,
     /// Faults active from the start.
@@ -70,6 +74,7 @@ impl Default for SandboxConfig {
             imp_secret: DEFAULT_IMP_SECRET.to_string(),
             token_ttl: DEFAULT_TOKEN_TTL,
             latency: Latency::None,
+            lookup_latency: Latency::None,
             rate_limit: None,
             faults: Vec::new(),
             customers: Vec::new(),
@@ -100,10 +105,12 @@ impl SandboxConfig {
         if self.token_ttl.is_zero() {
             anyhow::bail!("token_ttl must be longer than zero");
         }
-        if let Latency::Random { min, max } = self.latency
-            && min > max
-        {
-            anyhow::bail!("latency: min ({min:?}) is larger than max ({max:?})");
+        for (key, latency) in [("latency", self.latency), ("lookup_latency", self.lookup_latency)] {
+            if let Latency::Random { min, max } = latency
+                && min > max
+            {
+                anyhow::bail!("{key}: min ({min:?}) is larger than max ({max:?})");
+            }
         }
         if self.rate_limit == Some(0) {
             anyhow::bail!("rate_limit must be at least 1 (omit it for no limit)");
