@@ -132,6 +132,7 @@ fn extreme_accepted_values_never_panic() {
     let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_configs/_good.toml"))
         .unwrap()
         .replace("http://127.0.0.1:9", &sandbox.base_url())
+        .replace("imp_key = \"k\"", "imp_key = \"imp_sandbox_key\"")
         .replace("start = \"2025-01-31\"", "start = \"2025-01-31\"\ncatch_up = true");
     // (what to replace, with what, the instant of the tick); the rate limit's tick has nothing due (a request every
     // 1000 seconds would make it wait), every other one charges.
@@ -157,7 +158,12 @@ fn extreme_accepted_values_never_panic() {
         assert!(good.contains(from), "{from}");
         let tmp = tempfile::tempdir().unwrap();
         let config = tmp.path().join("schedules.toml");
-        std::fs::write(&config, good.replacen(from, to, 1)).unwrap();
+        // A merchant_uid of its own for each case (one sandbox serves them all).
+        let text = good
+            .replacen(from, to, 1)
+            .replace("merchant_uid_prefix = \"billd\"", &format!("merchant_uid_prefix = \"c{i}\""));
+        std::fs::write(&config, text).unwrap();
+        let charges_before = sandbox.ledger().len();
         let check = Command::new(assert_cmd::cargo::cargo_bin("billd"))
             .arg("--config")
             .arg(&config)
@@ -182,6 +188,10 @@ fn extreme_accepted_values_never_panic() {
         }
         if tick.status.code() != Some(0) || said(&tick).contains("panicked") {
             failures.push(format!("case {i} ({to}): tick exited {:?}: {}", tick.status.code(), said(&tick)));
+        }
+        let charged = sandbox.ledger().len() - charges_before;
+        if i > 0 && charged != 1 {
+            failures.push(format!("case {i} ({to}): {charged} charges instead of the one due"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
