@@ -19,8 +19,8 @@ mod off {
 pub use off::{armed, failpoint, pause};
 
 #[cfg(any(debug_assertions, feature = "failpoints"))]
+/// The hooks themselves.
 mod hooks {
-
     /// Aborts the process here when `BILLD_FAILPOINT` names this point. Points: `after_intent_commit`, `after_send`
     /// (request sent, answer not yet read), `after_response` (answer read, outcome not committed).
     pub fn failpoint(name: &str) {
