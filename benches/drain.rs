@@ -1,11 +1,14 @@
 //! Billing-day benchmark: the real `billd` binary against the in-process i'mport sandbox (loopback only).
 //!
 //! ```text
-//! cargo bench --bench drain                 # the full run (a few minutes): the figures in BENCHMARKS.md
-//! cargo bench --bench drain -- --quick      # the same phases, small (seconds); CI runs it as a test:
-//! cargo test --bench drain -- --quick       #   (debug build, only checks that every phase still works)
+//! cargo bench --bench drain --features failpoints               # the full run (a few minutes): BENCHMARKS.md
+//! cargo bench --bench drain --features failpoints -- --quick    # the same phases, small (seconds); CI runs it
+//! cargo test --bench drain -- --quick       # as a test (debug build, only checks that every phase still works)
 //! cargo bench --bench drain -- --only 1,2   # some phases: 1 latency, 2 billd-bound, 3 rate limit, 4 large book
 //! ```
+//!
+//! Phase 4 crashes a tick with `BILLD_FAILPOINT`: a release build has that hook only with `--features failpoints`
+//! (a debug build always has it).
 //!
 //! Each phase starts its own sandbox with the latency or rate limit it needs, writes a `schedules.toml`, imports
 //! the book with `billd import`, and runs `billd tick --as-of …` or `billd run`. Figures are printed next to
@@ -524,6 +527,11 @@ fn large_book(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
     // be in progress).
     let yesterday = (today - Days::days(1)).to_string();
     w.import(sizes.unresolved, "u", |_| yesterday.clone())?;
+    if !cfg!(any(debug_assertions, feature = "failpoints")) {
+        return Err("this phase crashes a tick with BILLD_FAILPOINT, which a release build has only with the \
+                    `failpoints` feature: cargo bench --bench drain --features failpoints"
+            .into());
+    }
     let crashed = w.tick_status(&[("BILLD_FAILPOINT", "after_intent_commit")])?;
     if crashed.success() {
         return Err("the failpoint tick did not stop after its intent commit".into());

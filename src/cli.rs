@@ -2,7 +2,7 @@
 
 use crate::config;
 use crate::service::logging::LogFormat;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -375,7 +375,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
 /// newline is dropped.
 fn secret_arg(value: Option<String>, file: Option<&Path>, flag: &str) -> Result<Option<String>> {
     let Some(file) = file else { return Ok(value) };
-    let text = std::fs::read_to_string(file).with_context(|| format!("{flag} {}: cannot read it", file.display()))?;
+    let text = crate::trust::read(file, "secret file").map_err(|e| anyhow!("{flag}: {e}"))?;
     let secret = text.trim_end_matches(['\n', '\r']);
     if secret.is_empty() {
         bail!("{flag} {}: the file is empty", file.display());

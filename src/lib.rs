@@ -25,3 +25,4 @@ pub mod realtime;
 pub mod service;
 pub mod store;
 pub mod text;
+pub mod trust;

@@ -1,39 +1,124 @@
-//! Files only billd's own user may read: the database (customers, amounts, card masks) and its lock, created 0600 whatever the umask.
+//! Files only billd's own user may read: the database (customers, amounts, card masks) and its side files, opened never through a symlink and kept 0600 whatever the umask.
 
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The mode of the files billd creates.
 pub const MODE: u32 = 0o600;
 
-/// Creates `path` empty with mode 0600 if it does not exist (the umask cannot widen it, nor narrow it below what
-/// billd needs); an existing file is left as it is. SQLite creates a database's `-wal` and `-shm` files with the
-/// database file's own mode, so creating the database file this way before SQLite opens it covers them too.
-pub fn create(path: &Path) -> io::Result<()> {
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(MODE).open(path) {
-        // The umask has already been applied to MODE: set the mode exactly.
-        Ok(file) => file.set_permissions(std::fs::Permissions::from_mode(MODE)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+/// Opens the file at `path` (read-only: the handle is for `fstat` and `flock`), creating it empty with mode 0600 if
+/// it does not exist. Never through a symlink: a symlink at `path`, dangling or not, is an error that says so, and
+/// nothing is created where it points (`O_NOFOLLOW`, and `O_EXCL` to create). Then the file opened (its `fstat`,
+/// not the path) is checked: a regular file, that group and others can neither read nor write (bits found for them
+/// are removed, on the open file). SQLite creates a database's `-wal` and `-shm` files with the database file's
+/// own mode, so a database opened this way before SQLite opens it gets 0600 side files too.
+pub fn open(path: &Path) -> Result<File, String> {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(MODE).custom_flags(flags).open(path) {
+                Ok(_) => {}
+                // Another process created it meanwhile: open what it created, checked as below.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(failed(path, &e, "create")),
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path)
+                .map_err(|e| failed(path, &e, "open"))?
+        }
+        Err(e) => return Err(failed(path, &e, "open")),
+    };
+    keep_private(&file, path)?;
+    Ok(file)
+}
+
+/// Checks a side file of the database (`-wal`, `-shm`, `-journal`) if it exists: not a symlink (SQLite would refuse
+/// it with a vaguer error), a regular file, and private (as in [`open`]).
+pub fn check_side(path: &Path) -> Result<(), String> {
+    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path) {
+        Ok(file) => keep_private(&file, path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(failed(path, &e, "open")),
     }
+}
+
+/// Why `doing` (open, create) failed at `path`: a symlink (`ELOOP` from `O_NOFOLLOW`, or `O_EXCL` meeting a
+/// dangling one) is said as such.
+fn failed(path: &Path, e: &io::Error, doing: &str) -> String {
+    let symlink = e.raw_os_error() == Some(libc::ELOOP)
+        || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !symlink {
+        return format!("{}: cannot {doing}: {e}", path.display());
+    }
+    format!(
+        "{} is a symlink: billd opens its database and side files only at their own path (a symlink could make it \
+         create or use a file elsewhere, readable by others); set billing.database to the real file",
+        path.display()
+    )
+}
+
+/// The open file is a regular file and neither group nor others have any access to it (removed if they had; the
+/// owner's bits are kept, so a read-only file stays read-only).
+fn keep_private(file: &File, path: &Path) -> Result<(), String> {
+    let meta = file.metadata().map_err(|e| format!("{}: cannot read its mode: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        let narrowed = mode & 0o700;
+        file.set_permissions(std::fs::Permissions::from_mode(narrowed)).map_err(|e| {
+            format!("{}: its mode {mode:04o} lets other users read it, and it cannot be narrowed: {e}", path.display())
+        })?;
+        tracing::warn!(event = "file.mode", file = %path.display(),
+            "file.mode: {} had mode {mode:04o} (other users could read it); narrowed to {narrowed:04o}",
+            path.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
-    fn creates_0600_and_leaves_an_existing_file_alone() {
+    fn creates_0600_and_narrows_an_existing_file() {
         let dir = tempfile::tempdir().unwrap();
         let new = dir.path().join("new");
-        create(&new).unwrap();
-        assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o600);
+        open(&new).unwrap();
+        assert_eq!(mode(&new), 0o600);
         let old = dir.path().join("old");
         std::fs::write(&old, b"data").unwrap();
-        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
-        create(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open(&old).unwrap();
         assert_eq!(std::fs::read(&old).unwrap(), b"data");
-        assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(mode(&old), 0o600);
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o444)).unwrap();
+        open(&old).unwrap();
+        assert_eq!(mode(&old), 0o400, "a read-only file stays read-only");
+    }
+
+    #[test]
+    fn never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = open(&link).unwrap_err();
+        assert!(e.contains("is a symlink"), "{e}");
+        assert!(!target.exists(), "a file was created where the dangling symlink points");
+        std::fs::write(&target, b"").unwrap();
+        assert!(open(&link).unwrap_err().contains("is a symlink"));
+        assert!(check_side(&link).unwrap_err().contains("is a symlink"));
+        assert_eq!(check_side(&dir.path().join("absent")), Ok(()));
     }
 }

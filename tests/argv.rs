@@ -1,7 +1,7 @@
 //! Secrets need not be typed on the command line, where every user of the machine can read them (`ps`, `/proc`):
-//! `billd sandbox` takes its imp_secret from `BILLD_SANDBOX_IMP_SECRET` or `--imp-secret-file` (and does not print
-//! it), `customers register` its channel key from `BILLD_CHANNEL_KEY` or `--channel-key-file` (see tests/echo.rs),
-//! and `--help` says why.
+//! `billd sandbox` takes its imp_secret from `BILLD_SANDBOX_IMP_SECRET`, `--imp-secret-file` or `--sandbox-config`
+//! (and does not print it), `customers register` its channel key from `BILLD_CHANNEL_KEY` or `--channel-key-file`
+//! (see tests/echo.rs), and `--help` says why.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -35,7 +35,7 @@ fn sandbox_accepts_only(setup: impl FnOnce(&mut Command)) {
     let mut c = billd();
     c.args(["sandbox", "--listen", "127.0.0.1:0"]);
     setup(&mut c);
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut banner = String::new();
     let addr = loop {
@@ -55,6 +55,9 @@ fn sandbox_accepts_only(setup: impl FnOnce(&mut Command)) {
     let wrong = get_token(&addr, "imp_sandbox_secret");
     let _ = child.kill();
     let _ = child.wait();
+    // Everything it printed, on either stream, over its whole life.
+    out.read_to_string(&mut banner).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut banner).unwrap();
     assert!(ok.contains("\"code\":0"), "the secret was not taken: {ok}");
     assert!(wrong.starts_with("HTTP/1.0 401") || wrong.starts_with("HTTP/1.1 401"), "the default still works: {wrong}");
     assert!(!banner.contains(SECRET), "the sandbox printed the secret: {banner}");
@@ -74,6 +77,21 @@ fn the_sandbox_takes_its_secret_from_a_file() {
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();
     sandbox_accepts_only(|c| {
         c.arg("--imp-secret-file").arg(&file);
+    });
+}
+
+/// Issue 22, point 13: `--sandbox-config FILE` printed the file's imp_secret in the banner.
+#[test]
+fn the_sandbox_does_not_print_the_secret_of_its_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sandbox.toml");
+    std::fs::write(&file, format!("imp_secret = \"{SECRET}\"\n")).unwrap();
+    sandbox_accepts_only(|c| {
+        c.arg("--sandbox-config").arg(&file);
+    });
+    // The same secret given twice (file and environment) is not shown either.
+    sandbox_accepts_only(|c| {
+        c.arg("--sandbox-config").arg(&file).env("BILLD_SANDBOX_IMP_SECRET", SECRET);
     });
 }
 

@@ -1,6 +1,7 @@
 //! The corpus of broken `schedules.toml` files in `tests/bad_configs/`: each file breaks a valid skeleton
 //! (`_good.toml`) in one place and lists what its error must say in `# expect: …` lines. `billd check` must exit 1
-//! with an error that names the file and the key, and `billd tick` must refuse to run (charging nothing).
+//! with an error that names the file and the key, and `billd tick` must refuse to run (charging nothing), never
+//! panicking. Values at the edges of what is accepted run without a panic (`extreme_accepted_values_never_panic`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,6 +75,13 @@ fn every_broken_config_is_refused_naming_the_file_and_the_key() {
         // In-process too: the same refusal from the library's parser.
         let parsed = billd::config::parse_str(&text, &copy);
         assert!(parsed.is_err(), "{name}: parse_str accepted it");
+        // And `tick` refuses it too: exit 1 naming the file, never a panic (101).
+        let out = billd(&copy, &["tick", "--as-of", "2025-03-01T10:00:00+09:00"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(1) || stderr.contains("panicked") || !stderr.contains(&copy.display().to_string())
+        {
+            failures.push(format!("{name}: tick exited {:?}\n{stderr}", out.status.code()));
+        }
     }
     assert!(failures.is_empty(), "{} of {} files:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
@@ -111,4 +119,80 @@ fn a_fatal_error_is_reported_once_in_the_log_format_asked_for() {
     assert_eq!(event["level"], "ERROR");
     assert_eq!(event["event"], "billd.failed");
     assert!(event["message"].as_str().unwrap().contains("does-not-exist.toml"), "{event}");
+}
+
+/// Every numeric, duration and date key at the edge of what `check` accepts: `check` passes, and `tick` (the same
+/// start-up as `run`: config, store, gateway client with its rate limiter) bills without a panic. Before,
+/// `rate_limit = 1e-300` passed `check` and panicked every `tick` and `run` (exit 101); now the values that would
+/// are refused (the `rate_limit_*` files above).
+#[test]
+fn extreme_accepted_values_never_panic() {
+    let sandbox = billd_sandbox::Sandbox::start(billd_sandbox::SandboxConfig::default()).unwrap();
+    sandbox.register_customer("cust-0001", billd_sandbox::cards::APPROVE).unwrap();
+    let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_configs/_good.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:9", &sandbox.base_url())
+        .replace("imp_key = \"k\"", "imp_key = \"imp_sandbox_key\"")
+        .replace("start = \"2025-01-31\"", "start = \"2025-01-31\"\ncatch_up = true");
+    // (what to replace, with what, the instant of the tick); the rate limit's tick has nothing due (a request every
+    // 1000 seconds would make it wait), every other one charges.
+    let due = "2025-01-31T10:00:00+09:00";
+    let cases: &[(&str, &str, &str)] = &[
+        ("concurrency = 4", "concurrency = 4\nrate_limit = 0.001", "2025-01-30T10:00:00+09:00"),
+        ("concurrency = 4", "concurrency = 4\nrate_limit = 1000000", due),
+        ("concurrency = 4", "concurrency = 1024", due),
+        ("timeout = \"30s\"", "timeout = \"365d\"", due),
+        ("timeout = \"30s\"", "timeout = \"1ms\"", due),
+        ("retry_after = [\"1d\", \"2d\", \"4d\"]", "retry_after = [\"365d\", \"1ms\"]", due),
+        ("retry_after = [\"1d\", \"2d\", \"4d\"]", "retry_after = []", due),
+        ("max_amount = 10000000", "max_amount = 1000000000000", due),
+        ("max_charges_per_pass = 100000", "max_charges_per_pass = 9223372036854775807", due),
+        ("interval = \"1 month\"", "interval = \"1000 years\"", due),
+        ("interval = \"1 month\"", "interval = \"1000 days\"", due),
+        ("start = \"2025-01-31\"", "start = \"9999-12-31\"", "9999-12-31T10:00:00+09:00"),
+        ("start = \"2025-01-31\"", "start = \"1970-01-01\"", "1970-01-01T10:00:00+09:00"),
+        ("charge_time = \"10:00\"", "charge_time = \"23:59:59\"", "2025-02-01T00:00:00+09:00"),
+    ];
+    let mut failures = Vec::new();
+    for (i, (from, to, as_of)) in cases.iter().enumerate() {
+        assert!(good.contains(from), "{from}");
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("schedules.toml");
+        // A merchant_uid of its own for each case (one sandbox serves them all).
+        let text = good
+            .replacen(from, to, 1)
+            .replace("merchant_uid_prefix = \"billd\"", &format!("merchant_uid_prefix = \"c{i}\""));
+        std::fs::write(&config, text).unwrap();
+        let charges_before = sandbox.ledger().len();
+        let check = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("check")
+            .env("BILLD_GATEWAY__IMP_SECRET", "imp_sandbox_secret")
+            .env_remove("BILLD_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        let tick = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+            .arg("--config")
+            .arg(&config)
+            .args(["tick", "--simulate", "--as-of", as_of])
+            .env("BILLD_GATEWAY__IMP_SECRET", "imp_sandbox_secret")
+            .env_remove("BILLD_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+        if !check.status.success() {
+            failures.push(format!("case {i} ({to}): check refused it: {}", said(&check)));
+        }
+        if tick.status.code() != Some(0) || said(&tick).contains("panicked") {
+            failures.push(format!("case {i} ({to}): tick exited {:?}: {}", tick.status.code(), said(&tick)));
+        }
+        let charged = sandbox.ledger().len() - charges_before;
+        if i > 0 && charged != 1 {
+            failures.push(format!("case {i} ({to}): {charged} charges instead of the one due"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

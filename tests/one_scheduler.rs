@@ -59,14 +59,18 @@ fn world() -> World {
 }
 
 #[test]
-fn a_second_scheduler_through_a_symlink_a_hard_link_or_without_the_side_file_is_refused() {
+fn a_second_scheduler_through_another_path_a_symlink_a_hard_link_or_without_the_side_file_is_refused() {
     let w = world();
     let mut daemon = running(&w);
     let db = w.dir.path().join("billd.sqlite3");
-    // Another path to the same file: a symlink, and a hard link.
+    // Another path to the same file: a path through `..`, a symlink (refused outright since issue 22, point 12: a
+    // database is never opened through a symlink), and a hard link.
+    let roundabout = w.dir.path().join("other").join("..").join("billd.sqlite3");
+    assert_refused(&tick_with(&w, &second_config(&w, &roundabout)), "a path through ..");
     let symlink = w.dir.path().join("link.sqlite3");
     std::os::unix::fs::symlink(&db, &symlink).unwrap();
-    assert_refused(&tick_with(&w, &second_config(&w, &symlink)), "a symlink");
+    let out = tick_with(&w, &second_config(&w, &symlink));
+    assert!(!out.status.success() && text(&out).contains("is a symlink"), "{}", text(&out));
     // A hard link: refused outright (SQLite would keep a second log beside it: a second book).
     let hard = w.dir.path().join("hard.sqlite3");
     std::fs::hard_link(&db, &hard).unwrap();
@@ -80,8 +84,8 @@ fn a_second_scheduler_through_a_symlink_a_hard_link_or_without_the_side_file_is_
     assert_refused(&w.billd().arg("tick").output().unwrap(), "the same path, its side file deleted");
     assert!(std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
     assert!(daemon.wait().unwrap().success());
-    // Once the daemon is gone, a tick through the symlink is the one scheduler.
-    let out = tick_with(&w, &second_config(&w, &symlink));
+    // Once the daemon is gone, a tick through the other path is the one scheduler.
+    let out = tick_with(&w, &second_config(&w, &roundabout));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(w.sent("billd-s1-0"), 1);
     w.assert_consistent();

@@ -13,18 +13,24 @@ pub fn sandbox(
     file: Option<&Path>,
 ) -> Result<ExitCode> {
     let mut cfg = match file {
-        Some(f) => billd_sandbox::SandboxConfig::from_toml_file(f)?,
+        Some(f) => {
+            let text = crate::trust::read(f, "sandbox config file").map_err(anyhow::Error::msg)?;
+            billd_sandbox::SandboxConfig::from_toml_str(&text)
+                .with_context(|| format!("invalid sandbox config {}", f.display()))?
+        }
         None => billd_sandbox::SandboxConfig::default(),
     };
     if let Some(k) = imp_key {
         cfg.imp_key = k;
     }
-    let shown_secret = match imp_secret {
-        Some(s) if s != cfg.imp_secret => {
-            cfg.imp_secret = s;
-            "(given; not shown)".to_string()
-        }
-        _ => cfg.imp_secret.clone(),
+    if let Some(s) = imp_secret {
+        cfg.imp_secret = s;
+    }
+    // Only the documented default is shown; any other secret (given, or from --sandbox-config) never is.
+    let shown_secret = if cfg.imp_secret == billd_sandbox::DEFAULT_IMP_SECRET {
+        cfg.imp_secret.clone()
+    } else {
+        "(set; not shown)".to_string()
     };
     runtime()?.block_on(async move {
         let listener =

@@ -130,40 +130,48 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     // BILLD_GATEWAY__IMP_SECRET is taken verbatim: figment reads other variables as TOML values, which would turn
     // a secret like 0012345 into the number 12345.
     const SECRET_VAR: &str = "BILLD_GATEWAY__IMP_SECRET";
-    let mut figment = Figment::new().merge(Toml::file_exact(&abs)).merge(
+    // Read once, from the file checked (owner and mode: see crate::trust), never again by path.
+    let text = crate::trust::read(&abs, "config file").map_err(fail)?;
+    let mut figment = Figment::new().merge(Toml::string(&text)).merge(
         Env::prefixed("BILLD_")
             .filter(|k| k.as_str().contains("__") && !k.as_str().eq_ignore_ascii_case("gateway__imp_secret"))
             .split("__"),
     );
-    if let Some(secret) = std::env::var_os(SECRET_VAR) {
+    let from_env = std::env::var_os(SECRET_VAR);
+    // Only the file or SECRET_VAR can set gateway.imp_secret (the prefixed variables leave it out).
+    let secret_inline = from_env.is_none() && figment.contains("gateway.imp_secret");
+    if let Some(secret) = from_env {
         let secret = secret.into_string().map_err(|_| fail(format!("{SECRET_VAR} is not valid UTF-8")))?;
         figment = figment.merge(("gateway.imp_secret", secret));
     }
-    let secret_inline =
-        figment.find_metadata("gateway.imp_secret").is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
-    extract_and_validate(&figment, abs, secret_inline)
+    extract_and_validate(&figment, &text, abs, secret_inline)
 }
 
 /// Parses and validates config text as if it were the file `file` (no environment overrides; relative paths
 /// resolve against `file`'s folder). For fuzzing and tools; `billd` itself uses [`load`].
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    extract_and_validate(&Figment::from(Toml::string(text)), file.to_path_buf(), true)
+    extract_and_validate(&Figment::from(Toml::string(text)), text, file.to_path_buf(), true)
 }
 
 /// Reads the merged config as a tree first, so that every unknown key and every value of the wrong kind is listed
 /// (with its full path and, for a typo, the key it resembles) and left out, instead of the first one hiding the
 /// rest; then the rules of [`validate`] add theirs. Every problem of the file comes back in one error.
-fn extract_and_validate(figment: &Figment, file: PathBuf, secret_inline: bool) -> Result<Config, ConfigError> {
+fn extract_and_validate(
+    figment: &Figment,
+    text: &str,
+    file: PathBuf,
+    secret_inline: bool,
+) -> Result<Config, ConfigError> {
     let fail = |problems: Vec<String>| ConfigError { file: file.clone(), problems };
     let mut tree: figment::value::Value =
-        figment.extract().map_err(|e| fail(e.into_iter().map(|e| describe_figment_error(&e)).collect()))?;
+        figment.extract().map_err(|e| fail(e.into_iter().map(|e| describe_figment_error(&e, text)).collect()))?;
     let mut shape = Vec::new();
     let mut left_out = Vec::new();
     crate::config::shape::check(&mut tree, &mut shape, &mut left_out);
     let raw: Raw = match tree.deserialize() {
         Ok(raw) => raw,
         Err(e) => {
-            shape.extend(e.into_iter().map(|e| describe_figment_error(&e)));
+            shape.extend(e.into_iter().map(|e| describe_figment_error(&e, text)));
             return Err(fail(shape));
         }
     };
@@ -181,8 +189,15 @@ fn extract_and_validate(figment: &Figment, file: PathBuf, secret_inline: bool) -
     }
 }
 
-fn describe_figment_error(e: &figment::Error) -> String {
-    let key = crate::config::shape::path_of(&e.path);
+/// `text` is the file's TOML: a syntax error (a number too large for 64 bits, say) names a line, and the key
+/// written on that line is named too.
+fn describe_figment_error(e: &figment::Error, text: &str) -> String {
+    let mut key = crate::config::shape::path_of(&e.path);
+    if key.is_empty() {
+        let kind = e.kind.to_string();
+        let line = kind.strip_prefix("TOML parse error at line ").and_then(|r| r.split(',').next());
+        key = line.and_then(|n| n.trim().parse().ok()).and_then(|n| key_on_line(text, n)).unwrap_or_default();
+    }
     let from = e
         .metadata
         .as_ref()
@@ -201,6 +216,28 @@ fn describe_figment_error(e: &figment::Error) -> String {
         .join(": ");
     let kind = crate::config::shape::plain_types(&kind);
     if key.is_empty() { format!("{kind}{from}") } else { format!("{key}: {kind}{from}") }
+}
+
+/// The full path of the key written on line `n` (from 1) of TOML `text` (`gateway.concurrency`, `plans[1].amount`),
+/// if that line is a plain `key = …` line.
+fn key_on_line(text: &str, n: usize) -> Option<String> {
+    let plain = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let mut table = String::new();
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for line in text.lines().take(n.checked_sub(1)?) {
+        let l = line.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let i = counts.entry(name.trim().to_string()).and_modify(|c| *c += 1).or_insert(0);
+            table = format!("{}[{i}]", name.trim());
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            table = name.trim().to_string();
+        }
+    }
+    let key = text.lines().nth(n - 1)?.split_once('=')?.0.trim();
+    if !plain(key) || !(table.is_empty() || table.split(['.', '[', ']']).all(|p| p.is_empty() || plain(p))) {
+        return None;
+    }
+    Some(if table.is_empty() { key.to_string() } else { format!("{table}.{key}") })
 }
 
 fn valid_id(s: &str) -> bool {
@@ -273,8 +310,12 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     if !(1..=1024).contains(&g.concurrency) {
         errs.push(format!("gateway.concurrency: {} must be between 1 and 1024", g.concurrency));
     }
-    if let Some(r) = g.rate_limit.filter(|r| !(r.is_finite() && *r > 0.0 && *r <= 1_000_000.0)) {
-        errs.push(format!("gateway.rate_limit: {r} must be a number of requests per second above 0"));
+    if let Some(r) = g.rate_limit.filter(|r| !RATE_LIMIT.contains(r)) {
+        errs.push(format!(
+            "gateway.rate_limit: {r:?} must be between {:?} and {:?} requests per second",
+            RATE_LIMIT.start(),
+            RATE_LIMIT.end()
+        ));
     }
     // Precedence: env var, then imp_secret_file, then the systemd credential, then an inline value.
     let (from_env, inline) = match g.imp_secret {
@@ -475,6 +516,9 @@ fn loopback(url: &url::Url) -> bool {
 /// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in
 /// the currency's own unit, and KRW has no minor unit). A currency with a minor unit (USD) is refused in the config.
 pub const BILLED_CURRENCY: &str = "KRW";
+/// The `gateway.rate_limit`s billd accepts, in requests per second: at least one request every 1000 seconds (a
+/// slower one could not bill a day; ever slower ones overflow the time between two requests), at most a million.
+pub const RATE_LIMIT: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
 
 /// The highest `limits.max_amount` (so the highest amount): 10^12. Sums of a few million such amounts still fit in
 /// 64 bits, and no real charge comes near it.

@@ -46,8 +46,7 @@ impl SecretSpec {
         match self {
             SecretSpec::Value(s) => Ok(s.clone()),
             SecretSpec::File(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("gateway.imp_secret: cannot read the secret file {}: {e}", p.display()))?;
+                let text = crate::trust::read(p, "secret file").map_err(|e| format!("gateway.imp_secret: {e}"))?;
                 let s = text.trim();
                 if s.is_empty() {
                     return Err(format!("gateway.imp_secret: the secret file {} is empty", p.display()));

@@ -212,9 +212,13 @@ impl Iamport {
     }
 
     /// Sends at most `per_second` requests per second (token, charge and lookup requests alike; `None`: no limit).
+    /// A rate outside [`RATE_LIMIT`](crate::config::RATE_LIMIT) (which the config refuses) is taken as its nearest
+    /// bound: no rate can make the time between two requests overflow.
     pub fn with_rate_limit(mut self, per_second: Option<f64>) -> Self {
+        let (slowest, fastest) = (*crate::config::RATE_LIMIT.start(), *crate::config::RATE_LIMIT.end());
         self.rate = per_second.filter(|r| r.is_finite() && *r > 0.0).and_then(|r| {
-            let period = Duration::from_secs_f64(1.0 / r).max(Duration::from_nanos(1));
+            let r = r.clamp(slowest, fastest);
+            let period = Duration::try_from_secs_f64(1.0 / r).ok()?.max(Duration::from_nanos(1));
             governor::Quota::with_period(period)
                 .map(|q| RateLimit { bucket: governor::RateLimiter::direct(q), queue: Mutex::new(()) })
         });
@@ -512,6 +516,17 @@ mod tests {
                 Err(TokenError::Unusable(why)) => assert!(!why.contains(bad) || bad.is_empty(), "{why}"),
                 other => panic!("{bad:?}: {:?}", other.map(|t| t.life)),
             }
+        }
+    }
+
+    #[test]
+    fn no_rate_makes_the_limiter_panic() {
+        let client = || Iamport::new("http://127.0.0.1:9", "k", Secret::new("s"), Duration::from_secs(5), 4, None);
+        for r in [1e-300, 5e-324, f64::MIN_POSITIVE, 1e-12, 0.001, 1.0, 1e6, 1e300, f64::MAX] {
+            assert!(client().with_rate_limit(Some(r)).rate.is_some(), "{r:e}: no limiter");
+        }
+        for r in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(client().with_rate_limit(Some(r)).rate.is_none(), "{r}: a limiter");
         }
     }
 

@@ -17,7 +17,7 @@ pub use schema::SCHEMA_VERSION;
 use crate::billing::model::{Source, Status};
 use crate::billing::quiet::RealInstant;
 use crate::store::{ChargeStatus, Failure, PeriodState, Store, from_ts};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -42,19 +42,29 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
         }
-        // 0600 whatever the umask (SQLite gives -wal and -shm the same mode).
-        crate::private::create(path).with_context(|| format!("database {}: cannot create", path.display()))?;
-        let file = std::fs::File::open(path).with_context(|| format!("database {}: cannot open", path.display()))?;
+        // Never through a symlink, 0600 whatever the umask (SQLite gives -wal and -shm the same mode), and the
+        // same checks for side files left from before (see crate::private).
+        let side = |suffix: &str| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let check_sides = || -> Result<()> {
+            for suffix in ["-wal", "-shm", "-journal"] {
+                crate::private::check_side(&side(suffix)).map_err(|e| anyhow!("database {e}"))?;
+            }
+            Ok(())
+        };
+        let file = crate::private::open(path).map_err(|e| anyhow!("database {e}"))?;
+        check_sides()?;
         // SQLite keeps its write-ahead log beside the path it was opened by: two hard links to one file would be
         // written through two logs (a cancel through one unseen by a daemon on the other, and a corrupt book).
-        // A symlink is fine (SQLite follows it to the file).
-        let links = std::os::unix::fs::MetadataExt::nlink(
-            &file.metadata().with_context(|| format!("database {}: cannot read", path.display()))?,
-        );
+        let opened = file.metadata().with_context(|| format!("database {}: cannot read", path.display()))?;
+        let links = std::os::unix::fs::MetadataExt::nlink(&opened);
         if links > 1 {
             bail!(
                 "database {}: the file has {links} hard links; SQLite keeps its log beside each path, so two paths \
-                 to one file would each see a different book. Remove the other links (a symlink is fine)",
+                 to one file would each see a different book. Remove the other links",
                 path.display()
             );
         }
@@ -65,6 +75,17 @@ impl SqliteStore {
         .with_context(|| format!("database {}: cannot open", path.display()))?;
         let store = SqliteStore { conn, path: path.to_path_buf(), file };
         store.configure().with_context(|| format!("database {}", path.display()))?;
+        // What SQLite opened is still the file checked above (not a symlink or another file swapped in since), and
+        // the side files it made are private.
+        let now = std::fs::symlink_metadata(path).with_context(|| format!("database {}", path.display()))?;
+        let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+            use std::os::unix::fs::MetadataExt;
+            a.dev() == b.dev() && a.ino() == b.ino()
+        };
+        if now.file_type().is_symlink() || !same(&now, &opened) {
+            bail!("database {}: the file was replaced while billd opened it", path.display());
+        }
+        check_sides()?;
         schema::migrate(&store.conn, &store.path).with_context(|| format!("database {}", path.display()))?;
         Ok(store)
     }

@@ -1,0 +1,84 @@
+//! Files billd trusts (the config, secret files): read only when owned by root or billd's own user and writable by no one else, like sshd's StrictModes.
+
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Reads the file at `path` (`what` names it in errors: "config file", "secret file") if it may be trusted: a
+/// regular file owned by root or by the user billd runs as, that neither its group nor others can write. Anyone
+/// else who can write it could point billd at another gateway or secret, so it is refused, saying which file and
+/// why. The checks are of the file opened (its `fstat`), not of the path, so a file swapped in between is not read.
+pub fn read(path: &Path, what: &str) -> Result<String, String> {
+    let shown = path.display();
+    // O_NONBLOCK: a FIFO planted at the path must not hold billd in open(2) (it is refused below).
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    if let Some(why) = refusal(meta.is_file(), meta.uid(), meta.mode(), euid()) {
+        return Err(format!("refusing the {what} {shown}: {why}"));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    Ok(text)
+}
+
+/// The user billd runs as.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Why a file with this owner and mode is not trusted by a process running as `me`, if it is not.
+fn refusal(regular: bool, owner: u32, mode: u32, me: u32) -> Option<String> {
+    if !regular {
+        return Some("it is not a regular file".into());
+    }
+    if owner != 0 && owner != me {
+        return Some(format!(
+            "it is owned by uid {owner}, neither root nor the user billd runs as (uid {me}), so another user could \
+             have written it; chown it to root or uid {me}"
+        ));
+    }
+    let writers = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "its group and every other user",
+        (true, false) => "its group",
+        (false, true) => "every other user",
+        (false, false) => return None,
+    };
+    Some(format!("its mode {:04o} lets {writers} write it; chmod go-w it", mode & 0o7777))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_and_mode_rules() {
+        let me = 1000;
+        assert_eq!(refusal(true, me, 0o100644, me), None);
+        assert_eq!(refusal(true, 0, 0o100600, me), None);
+        assert_eq!(refusal(true, 0, 0o100444, 0), None);
+        let other = refusal(true, 1001, 0o100600, me).unwrap();
+        assert!(other.contains("uid 1001") && other.contains("uid 1000"), "{other}");
+        assert!(refusal(true, 1001, 0o100600, 0).is_some(), "root must not trust another user's file");
+        assert!(refusal(true, me, 0o100664, me).unwrap().contains("0664 lets its group write"));
+        assert!(refusal(true, me, 0o100646, me).unwrap().contains("every other user"));
+        assert!(refusal(false, me, 0o010600, me).unwrap().contains("not a regular file"));
+    }
+
+    #[test]
+    fn reads_an_own_file_and_refuses_a_group_writable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "text").unwrap();
+        let set = |m| std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap();
+        set(0o644);
+        assert_eq!(read(&path, "config file").unwrap(), "text");
+        set(0o664);
+        let e = read(&path, "config file").unwrap_err();
+        assert!(e.contains("refusing the config file") && e.contains(&path.display().to_string()), "{e}");
+    }
+}
