@@ -37,14 +37,27 @@ pub fn open(path: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Checks a side file of the database (`-wal`, `-shm`, `-journal`) if it exists: not a symlink (SQLite would refuse
-/// it with a vaguer error), a regular file, and private (as in [`open`]).
-pub fn check_side(path: &Path) -> Result<(), String> {
-    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path) {
-        Ok(file) => keep_private(&file, path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(failed(path, &e, "open")),
+/// Checks a side file of the database (`-wal`, `-shm`, `-journal`) if it exists, without opening it (SQLite may
+/// have it open in this process, and another descriptor of it, once closed, would drop SQLite's POSIX locks on it):
+/// not a symlink (SQLite would refuse it with a vaguer error), a regular file, and private (narrowed by path).
+pub fn check_side_by_path(path: &Path) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(failed(path, &e, "read")),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(failed(path, &io::Error::from_raw_os_error(libc::ELOOP), "open"));
     }
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(|e| format!("{}: its mode {mode:04o} lets other users read it: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Why `doing` (open, create) failed at `path`: a symlink (`ELOOP` from `O_NOFOLLOW`, or `O_EXCL` meeting a
@@ -118,7 +131,7 @@ mod tests {
         assert!(!target.exists(), "a file was created where the dangling symlink points");
         std::fs::write(&target, b"").unwrap();
         assert!(open(&link).unwrap_err().contains("is a symlink"));
-        assert!(check_side(&link).unwrap_err().contains("is a symlink"));
-        assert_eq!(check_side(&dir.path().join("absent")), Ok(()));
+        assert!(check_side_by_path(&link).unwrap_err().contains("is a symlink"));
+        assert_eq!(check_side_by_path(&dir.path().join("absent")), Ok(()));
     }
 }

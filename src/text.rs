@@ -27,3 +27,10 @@ mod tests {
         assert_eq!(excerpt(&"x".repeat(50), 3), "\"xxx\"…");
     }
 }
+
+/// Characters that must not reach a terminal or a log line as they are: control characters (ESC, CR, LF, NEL, …),
+/// line and paragraph separators, bidirectional overrides and other invisible format characters.
+pub fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}

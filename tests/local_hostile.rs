@@ -245,3 +245,34 @@ fn a_symlink_at_a_side_file_is_refused_and_an_open_database_is_0600() {
     assert!(text(&out).contains("is a symlink") && text(&out).contains("billd.sqlite3-wal"), "{}", text(&out));
     assert!(!target.exists(), "a log was created where the symlink points");
 }
+
+/// Issue 22, point 14 (its second half): every field of every log line is escaped, whatever its origin. A config
+/// kept in a folder whose name holds a newline and a forged `charge.paid` line used to split the log lines that
+/// quote the file (the sync's refusal here), forging a line; now a line stays one line.
+#[test]
+fn no_field_of_a_log_line_can_forge_another_line() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2020-01-01")),
+        ..Default::default()
+    });
+    let forged = "2026-01-01T00:00:00.000Z  INFO charge.paid event=\"charge.paid\" subscription=FORGED";
+    let dir = w.dir.path().join(format!("x\n{forged}\u{1b}[2J"));
+    std::fs::create_dir(&dir).unwrap();
+    let config = dir.join("schedules.toml");
+    std::fs::copy(&w.config, &config).unwrap();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["tick", "--as-of", "2020-03-01T10:00:00+09:00"])
+        .env("BILLD_GATEWAY__IMP_SECRET", "imp_sandbox_secret")
+        .env("BILLD_LOG", "info")
+        .env_remove("BILLD_CONFIG")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("FORGED"), "the path was not logged at all, the test proves nothing: {log}");
+    for line in log.lines() {
+        assert!(!line.starts_with("2026-01-01T00:00:00.000Z"), "a forged line: {log}");
+        assert!(!line.contains('\u{1b}'), "a terminal escape reached the log: {log:?}");
+    }
+}

@@ -102,7 +102,7 @@ mod tests {
         for url in ["http://127.0.0.1:8801", "http://localhost:9", "http://[::1]:80", "http://127.9.9.9"] {
             assert!(check_as_of(&local(url), far, now, true).is_ok(), "{url}");
         }
-        for url in ["https://api.iamport.kr", "http://10.0.0.1", "http://localhost.example.com"] {
+        for url in ["https://api.iamport.kr", "https://10.0.0.1", "https://localhost.example.com"] {
             assert!(check_as_of(&local(url), far, now, true).is_err(), "{url}");
         }
     }

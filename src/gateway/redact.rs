@@ -121,7 +121,7 @@ impl Redactor {
                 cut = true;
                 break;
             }
-            out.push(if invisible(c) { ' ' } else { c });
+            out.push(if crate::text::invisible(c) { ' ' } else { c });
         }
         if cut {
             out.push('…');
@@ -418,13 +418,6 @@ fn blank_keyed(text: &str) -> String {
     out
 }
 
-/// Characters that must not reach a terminal or a log line as they are: control characters (ESC, CR, LF, NEL, …),
-/// line and paragraph separators, bidirectional overrides and other invisible format characters.
-fn invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,7 +491,7 @@ mod tests {
         let text =
             "declined\n2099-01-01T00:00:00Z  INFO charge.paid subscription=FORGED\x1b[2J\r\u{85}\u{2028}\u{202e}x";
         let out = Redactor::default().clean(text);
-        assert!(!out.chars().any(invisible), "{out:?}");
+        assert!(!out.chars().any(crate::text::invisible), "{out:?}");
         assert!(out.starts_with("declined ") && out.contains("INFO charge.paid subscription=FORGED [2J"), "{out:?}");
     }
 

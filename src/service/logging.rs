@@ -51,7 +51,7 @@ pub fn init(format: LogFormat) -> Fatal {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(OneLine { ansi })
         .with_target(false)
         .with_timer(UtcMillis)
         .with_ansi(ansi);
@@ -64,5 +64,76 @@ pub fn init(format: LogFormat) -> Fatal {
             let _ = builder.json().flatten_event(true).with_current_span(false).try_init();
             Fatal::Log
         }
+    }
+}
+
+/// stderr for log lines: whatever a field holds (a path, an error, a value from outside), a line stays one line and
+/// reaches the terminal as text. Every control or invisible format character but the line's own final newline is
+/// written escaped (`\u{a}`); ESC is kept only for the colors of a terminal (`ansi`), as the fields billd logs from
+/// outside are cleaned of it already.
+struct OneLine {
+    ansi: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OneLine {
+    type Writer = OneLineWriter;
+
+    fn make_writer(&'a self) -> OneLineWriter {
+        OneLineWriter { ansi: self.ansi }
+    }
+}
+
+struct OneLineWriter {
+    ansi: bool,
+}
+
+impl OneLineWriter {
+    fn escaped(&self, c: char) -> bool {
+        crate::text::invisible(c) && !(self.ansi && c == '\u{1b}')
+    }
+}
+
+impl std::io::Write for OneLineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        let mut stderr = std::io::stderr().lock();
+        if !body.chars().any(|c| self.escaped(c)) {
+            stderr.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut line = String::with_capacity(buf.len() + 16);
+        for c in body.chars() {
+            if self.escaped(c) {
+                line.extend(c.escape_unicode());
+            } else {
+                line.push(c);
+            }
+        }
+        line.push_str(end);
+        stderr.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OneLineWriter;
+
+    #[test]
+    fn a_line_stays_one_line_whatever_its_fields_hold() {
+        let w = OneLineWriter { ansi: false };
+        for c in ['\n', '\r', '\u{1b}', '\u{7}', '\u{85}', '\u{2028}', '\u{202e}'] {
+            assert!(w.escaped(c), "{c:?}");
+        }
+        assert!(!w.escaped('a') && !w.escaped('한') && !w.escaped(' '));
+        assert!(!OneLineWriter { ansi: true }.escaped('\u{1b}'), "a terminal keeps its colors");
     }
 }

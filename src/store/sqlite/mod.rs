@@ -51,7 +51,7 @@ impl SqliteStore {
         };
         let check_sides = || -> Result<()> {
             for suffix in ["-wal", "-shm", "-journal"] {
-                crate::private::check_side(&side(suffix)).map_err(|e| anyhow!("database {e}"))?;
+                crate::private::check_side_by_path(&side(suffix)).map_err(|e| anyhow!("database {e}"))?;
             }
             Ok(())
         };
@@ -85,7 +85,11 @@ impl SqliteStore {
         if now.file_type().is_symlink() || !same(&now, &opened) {
             bail!("database {}: the file was replaced while billd opened it", path.display());
         }
-        check_sides()?;
+        // By path only: opening (and so closing) another descriptor of a file SQLite has open would drop SQLite's
+        // own POSIX locks on it (a -shm lost that way corrupts its locking: SIGBUS, "locking protocol").
+        for suffix in ["-wal", "-shm"] {
+            crate::private::check_side_by_path(&side(suffix)).map_err(|e| anyhow!("database {e}"))?;
+        }
         schema::migrate(&store.conn, &store.path).with_context(|| format!("database {}", path.display()))?;
         Ok(store)
     }
