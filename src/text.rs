@@ -17,6 +17,13 @@ pub fn excerpt(text: &str, max: usize) -> String {
     if chars.next().is_some() { format!("{head:?}…") } else { format!("{head:?}") }
 }
 
+/// Characters that must not reach a terminal or a log line as they are: control characters (ESC, CR, LF, NEL, …),
+/// line and paragraph separators, bidirectional overrides and other invisible format characters.
+pub fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,11 +33,4 @@ mod tests {
         assert_eq!(excerpt("ab\ncd", 10), "\"ab\\ncd\"");
         assert_eq!(excerpt(&"x".repeat(50), 3), "\"xxx\"…");
     }
-}
-
-/// Characters that must not reach a terminal or a log line as they are: control characters (ESC, CR, LF, NEL, …),
-/// line and paragraph separators, bidirectional overrides and other invisible format characters.
-pub fn invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
