@@ -96,6 +96,20 @@ fn charge_once_paid_declined_and_never_twice() {
         .map(|r| (r["merchant_uid"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
         .collect();
     assert_eq!(statuses, [("once-1".to_string(), "paid".to_string()), ("once-2".to_string(), "paid".to_string())]);
+    // One-time charges are not posing as a subscription named `one-time` (issue 23, point 6): their own KIND, no
+    // subscription, and their own filter.
+    for r in rows.as_array().unwrap() {
+        assert_eq!((r["kind"].as_str(), r["subscription_id"].is_null()), (Some("one-time"), true), "{r}");
+    }
+    let table = text(&w.billd().arg("charges").output().unwrap());
+    let header = table.lines().next().unwrap_or_default().to_string();
+    assert!(header.contains("KIND"), "{table}");
+    let line = table.lines().find(|l| l.contains("once-1")).unwrap_or_default().to_string();
+    assert!(line.contains("one-time") && !line.contains(" one-time  one-time"), "{table}");
+    let only = text(&w.billd().args(["charges", "--one-time"]).output().unwrap());
+    assert!(only.contains("once-1") && only.contains("once-2"), "{only}");
+    let as_sub = text(&w.billd().args(["charges", "--subscription", "one-time"]).output().unwrap());
+    assert!(!as_sub.contains("once-1"), "one-time charges listed as subscription `one-time`: {as_sub}");
 }
 
 #[test]

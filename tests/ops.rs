@@ -3,7 +3,7 @@
 mod common;
 
 // Entries here replay history or catch up on purpose: `catch_up = true` (issue 21, 2).
-use common::{MONTHLY, Setup, World, cards, sub_catch_up as sub};
+use common::{MONTHLY, Setup, World, cards, sub_catch_up as sub, text};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -345,4 +345,32 @@ fn upcoming_as_of_looks_ahead_from_that_instant() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let at: Vec<&str> = v.as_array().unwrap().iter().map(|i| i["at"].as_str().unwrap()).collect();
     assert_eq!(at, ["2025-01-31T10:00:00+09:00", "2025-02-28T10:00:00+09:00"]);
+}
+
+/// Issue 23, point 1: with subscriptions due tomorrow in schedules.toml and no sync yet, `upcoming` said "nothing to
+/// charge" and `subscriptions` was empty. Listings show what the config will bill, marked "not synced", with a note
+/// that says how to apply it; they write nothing.
+#[test]
+fn listings_before_the_first_sync_show_what_the_config_will_bill() {
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).date_naive().to_string();
+    let body = format!("{MONTHLY}{}{}", sub("s1", "c1", "monthly", &tomorrow), sub("s2", "c2", "monthly", &tomorrow));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    let up = text(&w.billd().args(["upcoming", "--days", "40"]).output().unwrap());
+    assert!(!up.contains("nothing to charge"), "{up}");
+    assert!(up.lines().filter(|l| l.contains("not synced")).count() >= 2, "{up}");
+    assert!(up.contains("billd sync"), "the note says how to apply it: {up}");
+    let subs = text(&w.billd().arg("subscriptions").output().unwrap());
+    for id in ["s1", "s2"] {
+        let line = subs.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} not listed: {subs}"));
+        assert!(line.contains("not synced"), "{subs}");
+    }
+    let json = w.billd().args(["subscriptions", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("valid JSON, the note on stderr");
+    assert_eq!(rows.as_array().map(|a| a.len()), Some(2), "{rows}");
+    let n: i64 = w.db().query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0, "a listing wrote to the database");
+    // Once synced, the note is gone and they are active.
+    assert!(w.billd().arg("sync").status().unwrap().success());
+    let subs = text(&w.billd().arg("subscriptions").output().unwrap());
+    assert!(!subs.contains("not synced") && subs.contains("active"), "{subs}");
 }

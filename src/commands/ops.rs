@@ -302,9 +302,32 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
             due = cal.due_at(clock, p);
         }
     }
+    // What the config will bill that the database has not seen yet: listed too, marked "not synced".
+    let (added, note) = crate::commands::present::unsynced(&cfg, &store, now)?.unwrap_or_default();
+    for sub in &added {
+        let cal = sub.calendar();
+        let mut p = sub.next_period;
+        let mut due = cal.due_at(clock, p);
+        while let Some(t) = due.filter(|t| *t <= until) {
+            items.push(Upcoming {
+                at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
+                subscription: sub.id.clone(),
+                customer_uid: sub.customer_uid.clone(),
+                period: p,
+                amount: sub.amount,
+                currency: sub.currency.clone(),
+                kind: "not synced",
+            });
+            p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
+            due = cal.due_at(clock, p);
+        }
+    }
     items.sort_by(|a, b| a.at.cmp(&b.at).then(a.subscription.cmp(&b.subscription)));
     if json {
         crate::say!("{}", serde_json::to_string_pretty(&items)?);
+        if !note.is_empty() {
+            eprintln!("{note}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut by_day: BTreeMap<NaiveDate, Vec<&Upcoming>> = BTreeMap::new();
@@ -346,5 +369,8 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
         "next {days} days: {}",
         if summary.is_empty() { "nothing to charge".to_string() } else { summary.join("; ") }
     );
+    if !note.is_empty() {
+        crate::say!("{note}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -69,9 +69,25 @@ pub fn list(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
     let rows = store.list_subscriptions(status)?;
     let tz = cfg.billing.clock.timezone;
     let retries = cfg.dunning.retry_after.len();
+    // The config's subscriptions the database has not seen yet are listed too, marked "not synced" (they will be
+    // active once applied).
+    let unsynced = crate::commands::present::unsynced(&cfg, &store, Utc::now())?;
+    let (added, note) = unsynced.unwrap_or_default();
+    let added: Vec<_> = added.into_iter().filter(|_| matches!(status, None | Some(Status::Active))).collect();
+    let first_due = |s: &Subscription| s.calendar().due_at(&cfg.billing.clock, 0);
     if json {
-        let rows: Vec<Value> = rows.iter().map(|r| subscription_json(r, retries, tz)).collect();
+        let mut rows: Vec<Value> = rows.iter().map(|r| subscription_json(r, retries, tz)).collect();
+        rows.extend(added.iter().map(|s| {
+            json!({
+                "id": s.id, "customer_uid": s.customer_uid, "plan": s.plan_id, "amount": s.amount,
+                "currency": s.currency, "interval": s.interval.to_string(), "status": "not_synced",
+                "next_charge": first_due(s).map(|t| rfc3339(t, tz)),
+            })
+        }));
         crate::say!("{}", serde_json::to_string_pretty(&rows)?);
+        if !note.is_empty() {
+            eprintln!("{note}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     crate::say!(
@@ -100,6 +116,24 @@ pub fn list(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
             r.paid_periods,
             r.why.as_deref().map(|w| cut(w, 60)).unwrap_or_default()
         );
+    }
+    for s in &added {
+        let next = first_due(s).map(|t| format!("{} charge", human(t, tz))).unwrap_or_else(|| "-".into());
+        crate::say!(
+            "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  {}",
+            s.id,
+            s.customer_uid,
+            s.plan_id,
+            format!("{} {}", s.amount, s.currency),
+            "not synced",
+            next,
+            retries,
+            0,
+            ""
+        );
+    }
+    if !note.is_empty() {
+        crate::say!("{note}");
     }
     Ok(ExitCode::SUCCESS)
 }
