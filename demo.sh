@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-cargo build --quiet --bin billd
+# The first build takes minutes on a fresh machine: cargo's progress shows (on stderr) that it is working.
+echo "== building billd (cargo build; the first build takes a few minutes)" >&2
+cargo build --bin billd
 billd="${CARGO_TARGET_DIR:-target}/debug/billd"
 run="$PWD/demo/last-run"
 rm -rf "$run" && mkdir -p "$run"

@@ -206,3 +206,13 @@ fn every_file_says_what_it_owns_and_why_it_is_long() {
         );
     }
 }
+
+/// Issue 23, point 7: `demo.sh` printed nothing for minutes while it built billd quietly. Its build shows cargo's
+/// progress, and says first that the first build takes a few minutes.
+#[test]
+fn the_demo_shows_its_build_progress() {
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/demo.sh")).unwrap();
+    let build = demo.lines().find(|l| l.trim_start().starts_with("cargo build")).expect("demo.sh builds billd");
+    assert!(!build.contains("--quiet") && !build.split_whitespace().any(|w| w == "-q"), "{build}");
+    assert!(demo.contains("the first build takes a few minutes"), "demo.sh does not say it is building");
+}

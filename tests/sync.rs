@@ -155,3 +155,42 @@ fn a_config_entry_with_the_id_of_a_manual_subscription_does_not_block_the_sync()
     paid.sort();
     assert_eq!(paid, ["billd-s1-0", "billd-s2-0"]);
 }
+
+/// Issue 23, point 3: after `charge_time` changed from 09:30 to 11:00, `sync` said "nothing to change", the next
+/// charge stayed at 09:30 and later ones moved; a `resume` with another `--config` re-stamped a next charge with
+/// its own charge_time. Now a sync shows the change and re-times every next charge not yet claimed, and a command
+/// whose config has another clock than the one in force stamps nothing.
+#[test]
+fn a_new_charge_time_is_applied_by_sync_and_never_by_another_config() {
+    let start = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive();
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &start.to_string()));
+    let w = World::new(Setup { body: &body, charge_time: "09:30", ..Default::default() });
+    let text = |o: std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert!(w.billd().arg("sync").status().unwrap().success());
+    let due = || -> String {
+        let t: i64 =
+            w.db().query_row("SELECT next_due_at FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap();
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .with_timezone(&chrono_tz::Asia::Seoul)
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    assert_eq!(due(), format!("{start} 09:30"));
+    w.write_config(&Setup { body: &body, charge_time: "11:00", ..Default::default() });
+    let dry = text(w.billd().args(["sync", "--dry-run"]).output().unwrap());
+    assert!(dry.contains("09:30") && dry.contains("11:00") && !dry.contains("nothing to change"), "{dry}");
+    assert_eq!(due(), format!("{start} 09:30"), "a dry run changed something");
+    let out = text(w.billd().arg("sync").output().unwrap());
+    assert!(out.contains("re-timed") && !out.contains("nothing to change"), "{out}");
+    assert_eq!(due(), format!("{start} 11:00"));
+    // A pause, then a resume with a config of another charge_time: refused, nothing re-stamped.
+    assert!(w.billd().args(["pause", "s1"]).status().unwrap().success());
+    w.write_config(&Setup { body: &body, charge_time: "10:00", ..Default::default() });
+    let out = w.billd().args(["resume", "s1"]).output().unwrap();
+    let said = text(out.clone());
+    assert!(!out.status.success() && said.contains("billd sync"), "{said}");
+    assert_eq!(due(), format!("{start} 11:00"));
+}

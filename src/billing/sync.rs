@@ -27,6 +27,9 @@ pub struct SyncPlan {
     pub notes: Vec<String>,
     /// New entries not added, with why (a start more than one period back without `catch_up`): errors.
     pub refused: Vec<String>,
+    /// Set by the store when it applied the plan: `billing.timezone` or `charge_time` changed since the last sync,
+    /// and every next charge not yet claimed was re-timed; says from what to what, and how many.
+    pub retimed: Option<String>,
 }
 
 impl SyncPlan {
@@ -34,7 +37,7 @@ impl SyncPlan {
         self.changes.iter().filter(|c| matches!(c, Change::Cancel { .. })).count()
     }
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && self.retimed.is_none()
     }
 }
 

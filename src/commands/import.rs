@@ -53,6 +53,7 @@ pub struct Summary {
 pub fn run(config: &Path, file: &Path, catch_up: bool) -> Result<ExitCode> {
     let cfg = crate::app::load_config(config)?;
     let store = open_store(&cfg)?;
+    crate::commands::ops::refuse_another_clock(&cfg, &store)?;
     let started = Instant::now();
     match import(&cfg, &store, file, catch_up, std::io::stderr().is_terminal()) {
         Ok(s) => {

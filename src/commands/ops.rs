@@ -49,6 +49,16 @@ pub fn safety(path: &Path, release: bool) -> Result<ExitCode> {
     match (stop, release) {
         (None, false) => crate::say!("billing runs: no safety stop (limits.max_charges_per_pass = {max})"),
         (None, true) => crate::say!("billing runs: there was no safety stop; nothing changed"),
+        (Some(s), false) if max as u64 > s.max_charges_per_pass => {
+            crate::say!(
+                "billing was stopped at {} ({}); limits.max_charges_per_pass is now {max} in {}, above the {} that \
+                 tripped: the next pass lifts the stop",
+                since(&s),
+                why(&s),
+                cfg.file.display(),
+                s.max_charges_per_pass
+            )
+        }
         (Some(s), false) if s.released => {
             crate::say!(
                 "billing was stopped at {} ({}); an operator released it: the next pass may send up to {max} charges",
@@ -77,6 +87,25 @@ pub fn safety(path: &Path, release: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Before a command stamps due times with the config's clock (`resume`, `subscriptions add`, `import`): refused when
+/// `billing.timezone` or `charge_time` in the config differ from the clock in force in the database (the one of the
+/// last sync), so that a command never re-times a charge with a config other than the one in force.
+pub fn refuse_another_clock(cfg: &crate::config::Config, store: &impl Book) -> Result<()> {
+    match store.book_clock()? {
+        Some(c) if c != cfg.billing.clock => bail!(
+            "{}: billing.timezone and charge_time ({} {}) differ from those in force in the database ({} {}, from \
+             the last sync); apply the file first with `billd sync` (which re-times every next charge), or use the \
+             config in force; nothing was changed",
+            cfg.file.display(),
+            cfg.billing.clock.charge_time.format("%H:%M"),
+            cfg.billing.clock.timezone,
+            c.charge_time.format("%H:%M"),
+            c.timezone
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Before a command that charges changes anything (`retry` moves a retry to now, `subscriptions add --charge-now`
@@ -128,7 +157,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
             crate::say!("{id}: not suspended ({s}); nothing changed");
             return Ok(ExitCode::SUCCESS);
         }
-        Status::Suspended => {}
+        Status::Suspended => refuse_another_clock(&cfg, &store)?,
     }
     let now = Utc::now();
     let clock = cfg.billing.clock;

@@ -335,6 +335,7 @@ pub fn add(
         bail!("subscription {id:?} already exists");
     }
     // Everything that would refuse the subscription is asked before a key is issued or a charge is made.
+    crate::commands::ops::refuse_another_clock(&cfg, &store)?;
     if let (_, Some(other)) = store.import_lookup(id)? {
         bail!(
             "subscription {id:?} differs from subscription {other:?} only by case; pick another id (merchant_uids \

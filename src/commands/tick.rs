@@ -51,13 +51,30 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
                 crate::billing::sync::Change::Cancel { id, reason } => crate::say!("cancel  {id}: {reason}"),
             }
         }
+    };
+    // After the plan is applied: the re-timing the store did (or would do), and whether there was anything at all.
+    let after = |plan: &crate::billing::sync::SyncPlan| {
+        if let Some(r) = &plan.retimed {
+            crate::say!("update  {r}");
+        }
         if plan.is_empty() {
             crate::say!("in sync: nothing to change");
         }
     };
     if dry_run {
-        let plan = cfg.sync_plan(&store.config_subscriptions()?, today);
+        let mut plan = cfg.sync_plan(&store.config_subscriptions()?, today);
+        plan.retimed = store.book_clock()?.filter(|c| *c != cfg.billing.clock).map(|old| {
+            let new = cfg.billing.clock;
+            format!(
+                "charge time {} {} -> {} {}: every next charge not yet claimed would be re-timed",
+                old.charge_time.format("%H:%M"),
+                old.timezone,
+                new.charge_time.format("%H:%M"),
+                new.timezone
+            )
+        });
         show(&plan);
+        after(&plan);
         if !plan.is_empty() {
             crate::say!("dry run: nothing changed");
         }
@@ -76,8 +93,12 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
         Ok(plan)
     });
     match plan {
-        Ok(plan) if !plan.is_empty() => crate::say!("applied {} change(s)", plan.changes.len()),
-        Ok(_) => {}
+        Ok(plan) => {
+            after(&plan);
+            if !plan.changes.is_empty() {
+                crate::say!("applied {} change(s)", plan.changes.len());
+            }
+        }
         Err(e) if refused => {
             eprintln!("{e}");
             return Ok(ExitCode::FAILURE);

@@ -275,6 +275,20 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
 
     let g = raw.gateway;
     match url::Url::parse(&g.base_url) {
+        // A user name or password in the URL would be printed wherever the URL is (check, errors, logs).
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => errs.push(
+            "gateway.base_url: holds a user name or password (user:password@): billd authenticates with imp_key and \
+             its imp_secret only, and a URL is shown in messages; remove it"
+                .into(),
+        ),
+        // Through a proxy, "this machine" is the proxy's: an http:// gateway would carry the imp_secret and card data
+        // in clear to the proxy, wherever it is.
+        Ok(u) if u.scheme() == "http" && g.proxy.is_some() => errs.push(format!(
+            "gateway.base_url: {} is http:// while gateway.proxy is set: the imp_secret and card data would reach the \
+             proxy in clear; use https:// through a proxy (http:// is only for a sandbox on this machine, without a \
+             proxy)",
+            quote(&g.base_url)
+        )),
         // Key-in card data and the imp_secret in clear: only to a sandbox on this machine.
         Ok(u) if u.scheme() == "http" && u.host().is_some() && !loopback(&u) => errs.push(format!(
             "gateway.base_url: {} is http:// to another machine: card data and the imp_secret would cross the \
@@ -291,10 +305,8 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     if let Some(p) = &g.proxy {
         match url::Url::parse(p) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => errs.push(format!(
-                "gateway.proxy: {} is not an http(s) proxy URL (like \"http://proxy.internal:3128\")",
-                quote(p)
-            )),
+            // (Not quoted: it may hold a proxy password.)
+            _ => errs.push("gateway.proxy: not an http(s) proxy URL (like \"http://proxy.internal:3128\")".into()),
         }
     }
     if g.imp_key.trim().is_empty() {

@@ -204,6 +204,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     (Err(_), Some(why)) => return Ok(Err(why)),
                     (plan, _) => plan?,
                 };
+                if let Some(r) = &plan.retimed {
+                    info!(event = "billing.clock_changed", "billing.clock_changed: {r}");
+                }
                 for c in &plan.changes {
                     match c {
                         sync::Change::Insert(sub) => info!(event = "subscription.created", subscription = %sub.id, plan = %sub.plan_id, start = %sub.start_date, "subscription.created"),
@@ -416,10 +419,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         }
         let are_due = if due == 1 { "1 charge is due".to_string() } else { format!("{due} charges are due") };
         self.trip(format!(
-            "limits.max_charges_per_pass: {are_due} after {sent} sent in one pass, more than the limit of {} \
-             ({} needed to send them all in one pass)",
-            self.cfg.limits.max_charges_per_pass,
-            sent + due
+            "limits.max_charges_per_pass: {are_due} after {sent} sent in one pass, more than the limit of {}",
+            self.cfg.limits.max_charges_per_pass
         ))
         .await
     }

@@ -97,6 +97,11 @@ pub trait Book {
     /// differs from an existing one only by case (checked inside the transaction).
     fn insert_manual(&self, s: &Subscription, next_due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()>;
 
+    /// The charge clock in force: `billing.timezone` and `charge_time` as of the last sync (`None`: never synced).
+    /// [`Book::sync_with`] with another clock re-times, in its transaction, the next due instant of every
+    /// subscription that is not canceled (its next period, not yet claimed) and says so in the plan's `retimed`.
+    fn book_clock(&self) -> Result<Option<ChargeClock>>;
+
     /// The safety stop in force (`None`: billing runs). While one that is not released is in force no pass claims
     /// or sends anything; a released one lets the next pass send up to the limit.
     fn safety_stop(&self) -> Result<Option<SafetyStop>>;

@@ -1,5 +1,5 @@
-//! The storage contract's cases for issue 21's guards: a rejection withheld in a mass rejection, the subscriptions of
-//! a billing key, and the safety stop (the shared helpers are in the parent module).
+//! The storage contract's cases for issues 21 and 23: a rejection withheld in a mass rejection, the subscriptions of
+//! a billing key, the safety stop, and the charge clock in force (the shared helpers are in the parent module).
 
 use super::*;
 
@@ -56,7 +56,8 @@ pub fn the_subscriptions_using_a_key_are_every_one_not_canceled_whatever_the_cas
     // config moves it to cust-5. Its open period still charges cust-4.
     let clock = ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: "10:00".parse().unwrap() };
     let f = Subscription { source: Source::Config, customer_uid: "cust-4".into(), ..sub("f") };
-    let insert = SyncPlan { changes: vec![Change::Insert(f)], warnings: vec![], notes: vec![], refused: vec![] };
+    let insert =
+        SyncPlan { changes: vec![Change::Insert(f)], warnings: vec![], notes: vec![], refused: vec![], retimed: None };
     s.sync_with(&clock, t0(), |_, _| Ok(insert)).unwrap();
     let later = t0() + Duration::days(400);
     let claimed = s.open_and_claim(later, 100, 100, i64::MAX, TIMEOUT_MS, period).unwrap().attempts;
@@ -71,6 +72,7 @@ pub fn the_subscriptions_using_a_key_are_every_one_not_canceled_whatever_the_cas
         warnings: vec![],
         notes: vec![],
         refused: vec![],
+        retimed: None,
     };
     s.sync_with(&clock, later, |_, _| Ok(update)).unwrap();
     assert_eq!(s.subscriptions_using("cust-4").unwrap(), [row("f", Status::PastDue, "cust-5")]);
@@ -106,4 +108,34 @@ pub fn a_safety_stop_holds_across_handles_until_released<B: Backend>(b: &B) {
     assert!(other.lift_safety_stop("limit raised", false, t0()).unwrap());
     assert_eq!(b.open().safety_stop().unwrap(), None);
     assert_eq!(other.release_billing("operator", t0()).unwrap(), None);
+}
+
+/// The first sync records the charge clock in force; a sync with another clock (even with nothing else to change)
+/// re-times the next due instant of every subscription that is not canceled, says so in `retimed`, and records the
+/// new clock; a sync with the same clock re-times nothing.
+pub fn a_sync_with_another_clock_re_times_every_next_charge<B: Backend>(b: &B) {
+    let s = b.open();
+    let at = |h: u32, m: u32| ChargeClock {
+        timezone: chrono_tz::Asia::Seoul,
+        charge_time: chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap(),
+    };
+    let empty = || SyncPlan { changes: vec![], warnings: vec![], notes: vec![], refused: vec![], retimed: None };
+    assert_eq!(s.book_clock().unwrap(), None);
+    let x = Subscription { source: Source::Config, ..sub("x") };
+    let insert = SyncPlan { changes: vec![Change::Insert(x)], ..empty() };
+    s.sync_with(&at(9, 30), t0(), |_, _| Ok(insert)).unwrap();
+    assert_eq!(s.book_clock().unwrap(), Some(at(9, 30)));
+    add(&s, &["y", "z"]);
+    s.set_status("z", Status::Canceled, t0(), "test").unwrap();
+    let z_before = s.next_due_at("z").unwrap();
+    assert!(s.sync_with(&at(9, 30), t0(), |_, _| Ok(empty())).unwrap().retimed.is_none());
+    let plan = s.sync_with(&at(11, 0), t0(), |_, _| Ok(empty())).unwrap();
+    assert!(plan.retimed.is_some() && !plan.is_empty(), "{plan:?}");
+    let other = b.open();
+    assert_eq!(other.book_clock().unwrap(), Some(at(11, 0)));
+    for id in ["x", "y"] {
+        let due = other.next_due_at(id).unwrap().expect("a next due instant");
+        assert_eq!(due.with_timezone(&chrono_tz::Asia::Seoul).format("%H:%M").to_string(), "11:00", "{id}");
+    }
+    assert_eq!(other.next_due_at("z").unwrap(), z_before, "a canceled subscription was re-timed");
 }

@@ -46,6 +46,7 @@ macro_rules! store_contract_tests {
             a_withheld_rejection_leaves_the_period_open_and_the_status_alone,
             the_subscriptions_using_a_key_are_every_one_not_canceled_whatever_the_case,
             a_safety_stop_holds_across_handles_until_released,
+            a_sync_with_another_clock_re_times_every_next_charge,
             a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on,
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,
@@ -419,6 +420,7 @@ pub fn sync_applies_nothing_planned_from_a_stale_read<B: Backend>(b: &B) {
         warnings: vec![],
         notes: vec![],
         refused: vec![],
+        retimed: None,
     };
     s.sync_with(&clock, t0(), |subs, billed| {
         assert_eq!((subs.len(), billed), (0, 0));
@@ -444,6 +446,7 @@ pub fn sync_applies_nothing_planned_from_a_stale_read<B: Backend>(b: &B) {
             warnings: vec![],
             notes: vec![],
             refused: vec![],
+            retimed: None,
         })
     };
     assert!(s.sync_with(&clock, t0(), plan).is_err(), "an update planned from a stale row was applied");

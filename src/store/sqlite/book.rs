@@ -237,6 +237,36 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
     Ok(())
 }
 
+/// The charge clock in force (see [`Book::book_clock`]); an unreadable row counts as none.
+fn book_clock_in(conn: &Connection) -> Result<Option<ChargeClock>> {
+    let row: Option<(String, String)> = conn
+        .query_row("SELECT timezone, charge_time FROM book_clock WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(tz, t)| {
+        Some(ChargeClock {
+            timezone: tz.parse().ok()?,
+            charge_time: chrono::NaiveTime::parse_from_str(&t, "%H:%M:%S").ok()?,
+        })
+    }))
+}
+
+/// Re-times the next due instant of every subscription that is not canceled with `clock` (its next period is not
+/// opened, so not claimed; open periods keep their times); returns how many changed.
+fn retime_in(tx: &Transaction<'_>, clock: &ChargeClock) -> Result<usize> {
+    let subs: Vec<Subscription> = tx
+        .prepare(&format!("{SUB_SELECT} WHERE status != 'canceled'"))?
+        .query_map([], sub_from_row)?
+        .map(|r| r.map_err(anyhow::Error::from).and_then(|s| s))
+        .collect::<Result<_>>()?;
+    let mut n = 0;
+    let mut update = tx.prepare("UPDATE subscriptions SET next_due_at = ?2 WHERE id = ?1 AND next_due_at IS NOT ?2")?;
+    for s in &subs {
+        let due = s.calendar().due_at(clock, s.next_period).map(secs);
+        n += update.execute(params![s.id, due])?;
+    }
+    Ok(n)
+}
+
 /// The columns of a safety stop, read leniently (a row edited by hand never makes the stop impossible to read or
 /// release): see [`stop_row`].
 const STOP_COLUMNS: &str = "CAST(reason AS TEXT), CAST(max_charges_per_pass AS INTEGER), CAST(created_at AS INTEGER),
@@ -274,11 +304,34 @@ impl Book for SqliteStore {
         let subs = config_subscriptions_in(&tx)?;
         crate::failpoint::pause("sync_after_read");
         let active = billing_count_in(&tx)?;
-        let plan = plan(&subs, active)?;
-        if !plan.is_empty() {
-            apply_sync_in(&tx, &plan, clock, secs(now))?;
-            tx.commit()?;
+        let mut plan = plan(&subs, active)?;
+        let in_force = book_clock_in(&tx)?;
+        if in_force != Some(*clock) {
+            // Never synced (the clock is recorded), or another clock: the next charges are re-timed with it.
+            tx.execute(
+                "INSERT INTO book_clock (id, timezone, charge_time) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET timezone = excluded.timezone, charge_time = excluded.charge_time",
+                params![clock.timezone.name(), clock.charge_time.format("%H:%M:%S").to_string()],
+            )?;
+            if let Some(old) = in_force {
+                let n = retime_in(&tx, clock)?;
+                let said = format!(
+                    "charge time {} {} -> {} {}: {n} next charges re-timed",
+                    old.charge_time.format("%H:%M"),
+                    old.timezone,
+                    clock.charge_time.format("%H:%M"),
+                    clock.timezone
+                );
+                let detail = json!({ "from": format!("{} {}", old.charge_time, old.timezone),
+                    "to": format!("{} {}", clock.charge_time, clock.timezone), "retimed": n });
+                event(&tx, secs(now), "billing.clock_changed", None, detail)?;
+                plan.retimed = Some(said);
+            }
         }
+        if !plan.changes.is_empty() {
+            apply_sync_in(&tx, &plan, clock, secs(now))?;
+        }
+        tx.commit()?;
         Ok(plan)
     }
 
@@ -347,6 +400,10 @@ impl Book for SqliteStore {
         )?;
         tx.commit()?;
         Ok((sub, restart_period))
+    }
+
+    fn book_clock(&self) -> Result<Option<ChargeClock>> {
+        book_clock_in(&self.conn)
     }
 
     fn safety_stop(&self) -> Result<Option<SafetyStop>> {

@@ -10,3 +10,12 @@ CREATE TABLE safety_stop (
     -- is lifted, or it trips again.
     released             INTEGER NOT NULL DEFAULT 0
 );
+
+-- The charge clock in force (billing.timezone and charge_time, as of the last sync): a sync with another clock
+-- re-times every next charge not yet claimed, and a command whose config has another clock stamps nothing with it
+-- (issue 23).
+CREATE TABLE book_clock (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    timezone    TEXT NOT NULL,
+    charge_time TEXT NOT NULL
+);
