@@ -187,8 +187,9 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>, force: bool) -> Resu
     let g = gateway(&cfg)?;
     if let Some(users) = users_of(&cfg, &open_store(&cfg)?, uid, false)?.filter(|_| !force) {
         bail!(
-            "billing key {uid} is charged by {users}: without it their next charges are rejected, and the dunning \
-             policy ends them. Cancel them first (`billd cancel ID`), or pass --force; nothing was sent"
+            "billing key {uid} is charged by {users}: without it their next charges are rejected (the dunning policy \
+             ends them; many at once are withheld as a mass rejection instead, and billing waits for an operator). \
+             Cancel them first (`billd cancel ID`), or pass --force; nothing was sent"
         );
     }
     match runtime()?.block_on(g.delete_key(uid, reason)) {
@@ -196,6 +197,9 @@ pub fn delete(path: &Path, uid: &str, reason: Option<&str>, force: bool) -> Resu
             let store = open_store(&cfg)?;
             store.log_event("customer.deleted", None, json!({ "customer_uid": uid, "reason": reason }), Utc::now())?;
             crate::say!("billing key {uid} deleted");
+            if let Some(users) = users_of(&cfg, &store, uid, false)? {
+                crate::say!("{users} now charge a billing key that no longer exists: cancel them, or register a card");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(KeyError::Unavailable(e)) => bail!(e),
