@@ -15,6 +15,7 @@ pub const MODE: u32 = 0o600;
 /// are removed, on the open file). SQLite creates a database's `-wal` and `-shm` files with the database file's
 /// own mode, so a database opened this way before SQLite opens it gets 0600 side files too.
 pub fn open(path: &Path) -> Result<File, String> {
+    let folder = trusted_folder(path)?;
     let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
         Ok(f) => f,
@@ -34,7 +35,39 @@ pub fn open(path: &Path) -> Result<File, String> {
         Err(e) => return Err(failed(path, &e, "open")),
     };
     keep_private(&file, path)?;
+    // Like the config (`crate::trust`): a book another user owns is theirs to read and change. Its owner is billd's
+    // own user, root, or the owner of its folder (the service's user, when root runs a command on its book).
+    let owner = file.metadata().map_err(|e| format!("{}: cannot read its owner: {e}", path.display()))?.uid();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if owner != me && owner != 0 && owner != folder {
+        return Err(format!(
+            "{} belongs to uid {owner}, not to billd's user (uid {me}), root, or the owner of its folder: another \
+             user could read or change the book; chown it, or point billing.database at billd's own file",
+            path.display()
+        ));
+    }
     Ok(file)
+}
+
+/// The owner of the database's folder, which must not be writable by group or others (another user could plant a
+/// database there, or remove it and have every period billed again); a sticky folder (`/tmp`) is no better.
+fn trusted_folder(path: &Path) -> Result<u32, String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: cannot read its folder: {e}", path.display()))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{}: its folder {} can be written by other users (mode {mode:04o}): they could plant or remove the book; \
+             keep the database in a folder only billd's user can write (the unit's StateDirectory, /var/lib/billd)",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(meta.uid())
 }
 
 /// Checks a side file of the database (`-wal`, `-shm`, `-journal`) if it exists, without opening it (SQLite may

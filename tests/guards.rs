@@ -666,3 +666,34 @@ fn retry_while_stopped_changes_nothing() {
     assert!(!out.status.success() && text(&out).contains("billd safety release"), "{}", text(&out));
     assert_eq!(next(), before, "retry changed the schedule although it refused");
 }
+
+/// Review of point 8: one `billd safety release` let each restart of a killed pass send up to the limit again (a
+/// crash loop sent 12 under a limit of 3): the released row stayed until a released pass ended. Now the release is
+/// used up as its pass starts; a pass that does not finish leaves billing stopped.
+#[test]
+fn a_release_is_used_up_by_a_pass_that_does_not_finish() {
+    let body: String = (0..6).map(|i| sub(&format!("s{i}"), &format!("c{i}"), "monthly", "2025-01-01")).collect();
+    let w = World::new(Setup {
+        body: &format!("\n[limits]\nmax_charges_per_pass = 2\n{MONTHLY}{body}"),
+        ..Default::default()
+    });
+    for i in 0..6 {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    let tick = || w.billd().args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"]).output().unwrap();
+    assert!(!tick().status.success());
+    assert!(w.billd().args(["safety", "release"]).status().unwrap().success());
+    // The released pass is killed after its first claim (like kill -9).
+    let out = w
+        .billd()
+        .args(["tick", "--as-of", "2025-01-01T10:00:00+09:00"])
+        .env("BILLD_FAILPOINT", "after_intent_commit")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let shown = w.billd().arg("safety").output().unwrap();
+    assert_eq!(shown.status.code(), Some(1), "the killed pass left billing running: {}", text(&shown));
+    let out = tick();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(w.ledger().is_empty(), "sent again without a new release: {:?}", w.ledger());
+}

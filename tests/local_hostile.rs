@@ -276,3 +276,28 @@ fn no_field_of_a_log_line_can_forge_another_line() {
         assert!(!line.contains('\u{1b}'), "a terminal escape reached the log: {log:?}");
     }
 }
+
+/// A review of issue 22: a database another user pre-created in a folder everyone can write (`/tmp`) was used as
+/// the book, so that user could plant subscriptions and read or change the book. The database's folder must be
+/// writable by billd's user only, and the book must belong to billd's user, root, or the folder's owner.
+#[test]
+fn a_book_in_a_shared_folder_or_of_another_user_is_refused() {
+    let w = world();
+    let shared = w.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o777);
+    let body = format!("database = \"{}\"\n", shared.join("billd.sqlite3").display());
+    let text_now = std::fs::read_to_string(&w.config).unwrap().replace("database = \"billd.sqlite3\"\n", &body);
+    std::fs::write(&w.config, &text_now).unwrap();
+    let out = w.billd().arg("subscriptions").output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("can be written by other users"), "{}", text(&out));
+    assert!(!shared.join("billd.sqlite3").exists(), "a book was created in the shared folder");
+    // A private folder, but a book that belongs to another user.
+    chmod(&shared, 0o700);
+    std::fs::write(shared.join("billd.sqlite3"), b"").unwrap();
+    if give_away(&shared.join("billd.sqlite3")).is_none() {
+        return;
+    }
+    let out = w.billd().arg("subscriptions").output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("belongs to uid"), "{}", text(&out));
+}

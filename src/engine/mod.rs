@@ -265,9 +265,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             return Err(mass.into());
         }
         if self.released.load(Ordering::SeqCst) {
-            // The pass an operator allowed did not trip again: billing goes on.
+            // The pass an operator allowed ended without tripping again: billing goes on.
             let why = "the pass after the operator's release sent what was due within the limit";
-            self.db(move |s| s.lift_safety_stop(why, true, chrono::Utc::now())).await?;
+            self.db(move |s| s.lift_safety_stop(why, false, chrono::Utc::now())).await?;
         }
         self.metrics.last_success.store(now.timestamp(), Ordering::Relaxed);
         self.metrics.beat();
@@ -484,7 +484,20 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 self.db(move |s| s.lift_safety_stop(&said, false, Utc::now())).await?;
                 info!(event = "billing.resumed", reason = %why, "billing.resumed: {why}");
             }
-            Some(stop) if stop.released => self.released.store(true, Ordering::SeqCst),
+            Some(stop) if stop.released => {
+                // The release is used up as this pass starts: a pass that ends early (a process killed in a crash
+                // loop) leaves billing stopped, instead of each restart sending up to the limit again.
+                const UNFINISHED: &str = " (released; the pass it allowed did not finish: release again)";
+                let reason = stop.reason.trim_end_matches(UNFINISHED);
+                let running = crate::store::SafetyStop {
+                    reason: format!("{reason}{UNFINISHED}"),
+                    max_charges_per_pass: stop.max_charges_per_pass,
+                    at: stop.at,
+                    released: false,
+                };
+                self.db(move |s| s.stop_billing(&running)).await?;
+                self.released.store(true, Ordering::SeqCst);
+            }
             Some(stop) => {
                 self.metrics.safety_stop.store(true, Ordering::Relaxed);
                 let (file, tz) = (self.cfg.file.display().to_string(), self.cfg.billing.clock.timezone);
