@@ -417,3 +417,36 @@ fn the_configured_proxy_carries_every_request() {
     assert!(seen.contains(&format!("POST {sandbox}/users/getToken")), "{seen:?}");
     assert!(seen.contains(&format!("POST {sandbox}/subscribe/payments/again")), "{seen:?}");
 }
+
+/// A review of point 2: a gateway that gives access tokens but refuses them on its API (HTTP 401 to every charge and
+/// lookup; a proxy dropping the Authorization header does that) left every charge unknown, pass after pass, with
+/// `/healthz` ok. Once the API refused a token, the next pass checks with a fresh one and stops as unauthorized.
+#[test]
+fn an_api_that_refuses_every_token_is_an_authentication_failure() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string();
+    let body =
+        format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}{}", sub("s1", "c1", "monthly", &yesterday));
+    let w = World::new(Setup { body: &body, timeout: "2s", ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let front = Front::start(w.sandbox.base_url());
+    let config = std::fs::read_to_string(&w.config).unwrap().replace(&w.sandbox.base_url(), &front.url());
+    std::fs::write(&w.config, config).unwrap();
+    let refuse = |_: &str, _: u16, _: Value| (401, json!({"code": -1, "message": "Unauthorized", "response": null}));
+    front.rewrite("/subscribe/payments/again", usize::MAX, refuse);
+    front.rewrite("/payments/find", usize::MAX, refuse);
+    let run = w.billd().arg("run").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    common::wait_for("the charge refused with 401", || {
+        front.seen().iter().any(|s| s.contains("/subscribe/payments/again"))
+    });
+    // The next pass (a reload starts one at once) checks the API with a fresh token.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::process::Command::new("kill").args(["-HUP", &run.id().to_string()]).status().unwrap().success());
+    common::wait_for("/healthz 503", || common::http_get(port, "/healthz").is_some_and(|(c, _)| c == 503));
+    let (_, health) = common::http_get(port, "/healthz").unwrap();
+    assert!(health.contains("unauthorized"), "{health}");
+    assert!(std::process::Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap().success());
+    let out = run.wait_with_output().unwrap();
+    let log = World::stderr(&out);
+    assert!(log.contains("gateway.unauthorized") && log.contains("refuses them"), "{log}");
+}

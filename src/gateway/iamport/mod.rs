@@ -26,6 +26,9 @@ pub struct Iamport {
     imp_key: String,
     imp_secret: Secret,
     timeout: Duration,
+    /// The API answered HTTP 401 to a request with an access token getToken gave, and nothing was accepted since:
+    /// [`Gateway::authenticate`] then checks with a lookup that a fresh token works (see there).
+    api_refused: std::sync::atomic::AtomicBool,
     token: Mutex<Option<Token>>,
     /// `{base_url}/subscribe/payments/again`, built once (a charge is the hot path of a billing day).
     again: Option<reqwest::Url>,
@@ -204,6 +207,7 @@ impl Iamport {
             imp_secret,
             timeout,
             token: Mutex::new(None),
+            api_refused: std::sync::atomic::AtomicBool::new(false),
             rate: None,
             sent: std::sync::RwLock::new(sent),
         };
@@ -319,7 +323,9 @@ impl Iamport {
         if !go.await {
             return None;
         }
-        Some(match self.send_now(request).await {
+        let sent = self.send_now(request).await;
+        self.note_api(&sent);
+        Some(match sent {
             Sent::Response(401, _) => {
                 let renewed = self.token(Some(&token)).await.err().map(|e| format!("; {e}")).unwrap_or_default();
                 Sent::Refused(format!("HTTP 401: the access token was refused, nothing was charged{renewed}"))
@@ -345,12 +351,21 @@ impl Iamport {
     /// Sends an authenticated request, re-authenticating once on a 401.
     async fn authed(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Sent, String> {
         let token = self.token(None).await?;
-        match self.send(build(), &token).await {
+        let sent = match self.send(build(), &token).await {
             Sent::Response(401, _) => {
                 let fresh = self.token(Some(&token)).await?;
-                Ok(self.send(build(), &fresh).await)
+                self.send(build(), &fresh).await
             }
-            other => Ok(other),
+            other => other,
+        };
+        self.note_api(&sent);
+        Ok(sent)
+    }
+
+    /// Notes whether the API took the access token of an answered request (a 401 refused it).
+    fn note_api(&self, sent: &Sent) {
+        if let Sent::Response(status, _) = sent {
+            self.api_refused.store(*status == 401, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -376,10 +391,31 @@ impl Gateway for Iamport {
         self.timeout
     }
 
+    /// A token from getToken, and, once the API refused one (HTTP 401), a lookup with a fresh token that shows
+    /// whether the API takes tokens at all: a gateway that gives tokens and refuses them (a proxy dropping the
+    /// Authorization header, say) is an authentication failure, not an unknown outcome per charge.
     async fn authenticate(&self) -> Auth {
         match self.token(None).await {
-            Ok(_) => Auth::Accepted,
-            Err(TokenError::Refused(e)) => Auth::Refused(e),
+            Ok(_) => {}
+            Err(TokenError::Refused(e)) => return Auth::Refused(e),
+            Err(e) => return Auth::Unavailable(e.into()),
+        }
+        if !self.api_refused.load(std::sync::atomic::Ordering::Relaxed) {
+            return Auth::Accepted;
+        }
+        let url = match self.url(&["payments", "find", "billd-auth-probe", "paid"]) {
+            Ok(u) => u,
+            Err(e) => return Auth::Unavailable(e),
+        };
+        match self.authed(|| self.http.get(url.clone())).await {
+            Ok(Sent::Response(401, _)) => Auth::Refused(
+                "the gateway gives access tokens but its API refuses them (HTTP 401 with a fresh token): a proxy \
+                 dropping the Authorization header, or an account without API access"
+                    .into(),
+            ),
+            Ok(Sent::Response(..)) => Auth::Accepted,
+            Ok(Sent::Error(e)) => Auth::Unavailable(describe(&e)),
+            Ok(Sent::Refused(e)) => Auth::Unavailable(e),
             Err(e) => Auth::Unavailable(e.into()),
         }
     }
