@@ -416,7 +416,7 @@ impl Gateway for Iamport {
             Ok(Sent::Response(..)) => Auth::Accepted,
             Ok(Sent::Error(e)) => Auth::Unavailable(describe(&e)),
             Ok(Sent::Refused(e)) => Auth::Unavailable(e),
-            Err(e) => Auth::Unavailable(e.into()),
+            Err(e) => Auth::Unavailable(e),
         }
     }
 
