@@ -282,13 +282,18 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
                 .into(),
         ),
         // Through a proxy, "this machine" is the proxy's: an http:// gateway would carry the imp_secret and card data
-        // in clear to the proxy, wherever it is.
-        Ok(u) if u.scheme() == "http" && g.proxy.is_some() => errs.push(format!(
-            "gateway.base_url: {} is http:// while gateway.proxy is set: the imp_secret and card data would reach the \
-             proxy in clear; use https:// through a proxy (http:// is only for a sandbox on this machine, without a \
-             proxy)",
-            quote(&g.base_url)
-        )),
+        // in clear to the proxy, so only to a proxy on this machine too.
+        Ok(u)
+            if u.scheme() == "http"
+                && g.proxy.as_deref().is_some_and(|p| !url::Url::parse(p).is_ok_and(|p| loopback(&p))) =>
+        {
+            errs.push(format!(
+                "gateway.base_url: {} is http:// while gateway.proxy is on another machine: the imp_secret and card \
+                 data would reach the proxy in clear; use https:// through a proxy (http:// is only for a sandbox on \
+                 this machine)",
+                quote(&g.base_url)
+            ))
+        }
         // Key-in card data and the imp_secret in clear: only to a sandbox on this machine.
         Ok(u) if u.scheme() == "http" && u.host().is_some() && !loopback(&u) => errs.push(format!(
             "gateway.base_url: {} is http:// to another machine: card data and the imp_secret would cross the \
