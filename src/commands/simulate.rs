@@ -31,7 +31,7 @@ pub fn check_as_of(cfg: &Config, as_of: DateTime<Utc>, now: DateTime<Utc>, simul
             cfg.file.display()
         );
     }
-    if !is_loopback(base_url) {
+    if !crate::config::local::loopback_url(base_url) {
         bail!(
             "--simulate runs only against a sandbox on this machine, and gateway.base_url {base_url} (in {}) is not \
              a loopback address: a pass at {} would charge, for real, every period due until then. Nothing was done \
@@ -47,16 +47,6 @@ pub fn check_as_of(cfg: &Config, as_of: DateTime<Utc>, now: DateTime<Utc>, simul
         "tick.simulate: --as-of is {ahead} in the future; every charge due until then is sent to {base_url} for real"
     );
     Ok(())
-}
-
-/// Whether `base_url` names this machine (`localhost`, 127.0.0.0/8 or `::1`): where `billd sandbox` runs.
-fn is_loopback(base_url: &str) -> bool {
-    match url::Url::parse(base_url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 /// A rough span, for a message: `3 days`, `2 hours`, `5 minutes`.

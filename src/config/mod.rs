@@ -1,10 +1,12 @@
 //! `schedules.toml`: loading with figment (file, then `BILLD_…` env vars), validation into domain types.
 
 pub mod duration;
+pub mod local;
 mod raw;
 mod secret;
 pub mod shape;
 
+use local::{loopback, loopback_url};
 use raw::*;
 pub use secret::{Secret, SecretSpec};
 
@@ -514,20 +516,6 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         subscriptions: subs,
         warnings,
     })
-}
-
-fn loopback_url(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| loopback(&u))
-}
-
-/// Whether `url` names this machine: 127.0.0.0/8, ::1 or localhost.
-fn loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 /// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in
