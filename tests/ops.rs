@@ -374,3 +374,75 @@ fn listings_before_the_first_sync_show_what_the_config_will_bill() {
     let subs = text(&w.billd().arg("subscriptions").output().unwrap());
     assert!(!subs.contains("not synced") && subs.contains("active"), "{subs}");
 }
+
+/// Issue 23, point 2: the README's exit-code table, one row per command, each row checked here (code 3 in
+/// `guards::keys_follow_the_card_that_paid_and_every_user_of_a_key_counts`; `run` exiting 0 on SIGTERM in
+/// `daemon::run_charges_what_is_due_and_exits_0_on_sigterm`; the refusals of `tick` and `sync` in `guards`).
+#[test]
+fn every_row_of_the_exit_code_table_holds() {
+    let soon = (chrono::Utc::now() + chrono::Duration::days(3)).date_naive().to_string();
+    let body = format!("{MONTHLY}{}", common::sub("s1", "c1", "monthly", &soon));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let code = |args: &[&str]| run(&w, args).0;
+    let card = |args: &[&str], number: &str| {
+        common::with_card(&w, args, &common::card_json(number)).status.code().unwrap_or(-1)
+    };
+    let bad_csv = w.dir.path().join("bad.csv");
+    std::fs::write(&bad_csv, "id,customer_uid,plan,start\nx,c9,no-such-plan,2030-01-01\n").unwrap();
+    let rows: Vec<(&str, i32, i32)> = vec![
+        ("usage", code(&["frobnicate"]), 2),
+        ("usage: a missing value", code(&["tick", "--as-of"]), 2),
+        ("check", code(&["check"]), 0),
+        ("sync", code(&["sync"]), 0),
+        ("subscriptions", code(&["subscriptions"]), 0),
+        ("subscriptions --status nope (usage)", code(&["subscriptions", "--status", "nope"]), 2),
+        ("charges", code(&["charges"]), 0),
+        ("charges --since nope", code(&["charges", "--since", "nope"]), 1),
+        ("upcoming", code(&["upcoming"]), 0),
+        ("upcoming --days 99999", code(&["upcoming", "--days", "99999"]), 1),
+        ("subscriptions show s1", code(&["subscriptions", "show", "s1"]), 0),
+        ("subscriptions show nope", code(&["subscriptions", "show", "nope"]), 1),
+        ("pause nope", code(&["pause", "nope"]), 1),
+        ("pause s1", code(&["pause", "s1"]), 0),
+        ("pause s1 again", code(&["pause", "s1"]), 0),
+        ("resume s1", code(&["resume", "s1"]), 0),
+        ("cancel nope", code(&["cancel", "nope"]), 1),
+        ("retry s1 (not past due)", code(&["retry", "s1"]), 1),
+        ("safety", code(&["safety"]), 0),
+        ("safety release", code(&["safety", "release"]), 0),
+        ("customers show c1", code(&["customers", "show", "c1"]), 0),
+        ("customers show nokey", code(&["customers", "show", "nokey"]), 1),
+        ("customers delete c1 (s1 charges it)", code(&["customers", "delete", "c1"]), 1),
+        (
+            "charge-once declined",
+            card(&["charge-once", "--merchant-uid", "x1", "--amount", "100", "--name", "x"], cards::DECLINE_LOST),
+            1,
+        ),
+        (
+            "charge-once paid",
+            card(&["charge-once", "--merchant-uid", "x2", "--amount", "100", "--name", "x"], cards::APPROVE),
+            0,
+        ),
+        (
+            "charge-once paid, rerun",
+            card(&["charge-once", "--merchant-uid", "x2", "--amount", "100", "--name", "x"], cards::APPROVE),
+            0,
+        ),
+        ("import a bad file", code(&["import", bad_csv.to_str().unwrap()]), 1),
+        ("tick", code(&["tick"]), 0),
+        ("cancel s1", code(&["cancel", "s1"]), 0),
+    ];
+    let wrong: Vec<String> = rows
+        .iter()
+        .filter(|(_, got, want)| got != want)
+        .map(|(r, got, want)| format!("{r}: {got}, not {want}"))
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("billd"))
+        .args(["--config", "/nonexistent/schedules.toml", "run"])
+        .env_remove("BILLD_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "run with no config");
+}
