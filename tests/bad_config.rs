@@ -190,7 +190,10 @@ fn extreme_accepted_values_never_panic() {
             failures.push(format!("case {i} ({to}): tick exited {:?}: {}", tick.status.code(), said(&tick)));
         }
         let charged = sandbox.ledger().len() - charges_before;
-        if i > 0 && charged != 1 {
+        // With a 1 ms timeout the token or the charge may time out on a busy machine (then the charge is unknown,
+        // settled by a later pass): that case must not panic, and must not charge twice; it need not charge.
+        let may_time_out = *to == "timeout = \"1ms\"";
+        if i > 0 && (charged > 1 || (charged == 0 && !may_time_out)) {
             failures.push(format!("case {i} ({to}): {charged} charges instead of the one due"));
         }
     }

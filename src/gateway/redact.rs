@@ -165,7 +165,11 @@ impl Redactor {
             while at < bytes.len() && at - start < run.len() + 2 && bytes[at] == b'=' {
                 at += 1;
             }
-            if run.len() >= MIN_BASE64 && base64_text(run).is_some_and(|t| self.scrub(&t) != t) {
+            // Read from each of its first four characters: base64 glued to letters before it is found at one of them.
+            let hides = (0..4)
+                .filter(|&skip| run.len() >= skip + MIN_BASE64)
+                .any(|skip| base64_text(&run[skip..]).is_some_and(|t| self.scrub(&t) != t));
+            if hides {
                 out.push_str(&text[copied..start]);
                 out.push_str("[redacted]");
                 copied = at;
@@ -257,14 +261,18 @@ impl Redactor {
 /// The most characters one character takes encoded (`\u0034`; a percent-encoded one takes 3 per byte).
 const ENCODED_WIDTH: usize = 6;
 
+/// The most layers of percent-encoding and JSON escapes decoded (a review got the PIN through 4 layers when 3 were).
+const DECODE_LAYERS: usize = 16;
+
 /// The shortest base64 text looked into: 6 bytes, a birth date's length (a card number takes 20 characters).
 const MIN_BASE64: usize = 8;
 
-/// Decodes percent-encoding and JSON's `\uXXXX` escapes, repeatedly (an echo may be encoded more than once), at
-/// most 3 layers. Invalid sequences are kept as they are.
+/// Decodes percent-encoding and JSON's `\uXXXX` escapes, repeatedly (an echo may be encoded more than once), until
+/// nothing changes (at most [`DECODE_LAYERS`] layers: each layer shortens the text). Invalid sequences are kept as
+/// they are.
 fn decode_escapes(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = std::borrow::Cow::Borrowed(text);
-    for _ in 0..3 {
+    for _ in 0..DECODE_LAYERS {
         let decoded = unescape_json_u(&percent_encoding::percent_decode_str(&out).decode_utf8_lossy()).into_owned();
         if decoded == *out {
             break;
@@ -308,9 +316,9 @@ fn unescape_json_u(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// The text a run of base64 characters decodes to, if it is text: valid UTF-8 without control characters other
-/// than line breaks and tabs. A run one character too long for base64 is read without its last. (A run is read from
-/// its first character: base64 text glued to letters before it is not recognised.)
+/// The text a run of base64 characters decodes to, read leniently (invalid UTF-8 as U+FFFD, control characters as
+/// spaces: an echo behind a few binary bytes is still read). A run whose length is not a base64 length is read
+/// without its last characters.
 fn base64_text(run: &str) -> Option<String> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
@@ -324,16 +332,8 @@ fn base64_text(run: &str) -> Option<String> {
         return None;
     }
     let bytes = base64::Engine::decode(if url_safe { &URL_SAFE } else { &STANDARD }, run).ok()?;
-    // A run cut short (at the end of a long answer) may end inside a character: read up to it.
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) if e.utf8_error().error_len().is_none() => {
-            let n = e.utf8_error().valid_up_to();
-            String::from_utf8(e.into_bytes()[..n].to_vec()).ok()?
-        }
-        Err(_) => return None,
-    };
-    (!text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))).then_some(text)
+    let text = String::from_utf8_lossy(&bytes);
+    Some(text.chars().map(|c| if c.is_control() && !matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }).collect())
 }
 
 /// Replaces `word` where it stands alone (not inside a longer run of letters and digits).
@@ -539,6 +539,29 @@ mod tests {
             }
             assert!(out.starts_with("refused: ") && out.ends_with("(bad request)"), "{out}");
             assert!(r.holds_sent(echo), "{echo}");
+        }
+        // What a review still got through: base64 behind binary bytes, of text that is not UTF-8, glued to letters;
+        // percent-encoding four layers deep.
+        let mut binary = vec![0u8, 1];
+        binary.extend(body.as_bytes());
+        let mut latin1 = vec![0xe9u8];
+        latin1.extend(body.as_bytes());
+        let four = (0..3).fold(percent.clone(), |p, _| p.replace('%', "%25"));
+        for echo in [
+            base64::engine::general_purpose::STANDARD.encode(&binary),
+            base64::engine::general_purpose::STANDARD.encode(&latin1),
+            format!("Req{b64}"),
+            format!("X{}", base64::engine::general_purpose::STANDARD.encode(format!("::{body}"))),
+            four,
+        ] {
+            let out = r.clean(&format!("refused: {echo}"));
+            // Nothing of the echo is left (its end would carry card data), and decoding what is left shows none.
+            assert!(!out.contains(&echo[echo.len() - 16..]), "{out} (from {echo})");
+            let decoded = (0..8)
+                .fold(out.clone(), |t, _| percent_encoding::percent_decode_str(&t).decode_utf8_lossy().into_owned());
+            for secret in ["870215", "4532", "S3cr3t", "\"73\""] {
+                assert!(!decoded.contains(secret), "{secret} in {decoded} (from {echo})");
+            }
         }
         // The issue's echo: the PIN after a percent-encoded key.
         assert_eq!(r.clean("pwd_2digit%22%3A%2273%22"), r#"pwd_2digit":"***""#);
