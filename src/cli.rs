@@ -150,6 +150,8 @@ pub enum Command {
     Pause {
         /// The subscription id.
         subscription: String,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// Resume a suspended subscription. Periods whose due time fell inside the pause are skipped unless --catch-up;
     /// a period that fell due before the pause and was never charged is charged.
@@ -159,6 +161,8 @@ pub enum Command {
         /// Charge the periods that fell due while it was suspended too.
         #[arg(long)]
         catch_up: bool,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// Whether a safety rail (limits.max_charges_per_pass) stopped billing; `release` lifts the stop.
     Safety {
@@ -169,11 +173,15 @@ pub enum Command {
     Cancel {
         /// The subscription id.
         subscription: String,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// Charge a past-due subscription's open period now (same exactly-once rules as scheduled charges).
     Retry {
         /// The subscription id.
         subscription: String,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// Add subscriptions from a CSV file (header `id,customer_uid,plan,start`; kept in the database only).
     Import {
@@ -223,6 +231,27 @@ pub enum SubscriptionsCommand {
         #[arg(long)]
         catch_up: bool,
     },
+}
+
+/// `--as-of` and `--simulate` for the commands that act at "now" (`pause`, `resume`, `cancel`, `retry`), so that
+/// they can follow a timeline simulated with `tick --as-of`.
+#[derive(clap::Args, Debug)]
+pub struct AsOf {
+    /// The instant the command acts at (RFC 3339); default now. More than a minute in the future it is refused
+    /// unless --simulate (against a sandbox on this machine only), as for `tick`.
+    #[arg(long, value_name = "RFC3339")]
+    pub as_of: Option<String>,
+    /// Allow an --as-of in the future (tests and demos against a sandbox).
+    #[arg(long)]
+    pub simulate: bool,
+}
+
+impl AsOf {
+    /// The instant, and whether a future one is allowed.
+    fn at(&self) -> Result<(DateTime<Utc>, bool)> {
+        let now = self.as_of.as_deref().map(parse_instant).transpose()?.unwrap_or_else(Utc::now);
+        Ok((now, self.simulate))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -362,11 +391,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
             let now = as_of.as_deref().map(parse_instant).transpose()?;
             crate::commands::ops::upcoming(&path, days, now, json)
         }
-        Command::Pause { subscription } => crate::commands::ops::pause(&path, &subscription),
-        Command::Resume { subscription, catch_up } => crate::commands::ops::resume(&path, &subscription, catch_up),
-        Command::Cancel { subscription } => crate::commands::ops::cancel(&path, &subscription),
+        Command::Pause { subscription, at } => crate::commands::ops::pause(&path, &subscription, at.at()?),
+        Command::Resume { subscription, catch_up, at } => {
+            crate::commands::ops::resume(&path, &subscription, catch_up, at.at()?)
+        }
+        Command::Cancel { subscription, at } => crate::commands::ops::cancel(&path, &subscription, at.at()?),
         Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
-        Command::Retry { subscription } => crate::commands::ops::retry(&path, &subscription),
+        Command::Retry { subscription, at } => crate::commands::ops::retry(&path, &subscription, at.at()?),
         Command::Import { file, catch_up } => crate::commands::import::run(&path, &file, catch_up),
     }
 }

@@ -446,3 +446,29 @@ fn every_row_of_the_exit_code_table_holds() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "run with no config");
 }
+
+/// Issue 23, point 8 (in part): `pause`, `resume`, `cancel` and `retry` used the wall clock, so mixing them with
+/// `tick --as-of` gave odd results (a resume put the next charge a year out; the next tick charged two periods at
+/// once). They take `--as-of` (a future one only with `--simulate`, as for `tick`) and follow the simulated
+/// timeline.
+#[test]
+fn pause_and_resume_follow_a_simulated_timeline() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01")),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-01T10:00:00+09:00");
+    assert_eq!(run(&w, &["pause", "s1", "--as-of", "2025-01-15T00:00:00+09:00"]).0, 0);
+    let (code, said) = run(&w, &["resume", "s1", "--as-of", "2025-03-10T00:00:00+09:00"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("2 period(s)") && said.contains("2025-04-01 10:00"), "{said}");
+    w.tick("2025-04-01T10:00:00+09:00");
+    let paid: Vec<String> = w.paid_by_merchant_uid().into_keys().collect();
+    assert_eq!(paid, ["billd-s1-0", "billd-s1-3"], "the skipped periods charged, or more than one at once");
+    // A future instant needs --simulate, as for tick.
+    let (code, said) = run(&w, &["pause", "s1", "--as-of", "2099-01-01T00:00:00+09:00"]);
+    assert!(code == 1 && said.contains("--simulate"), "{said}");
+    assert_eq!(run(&w, &["pause", "s1", "--as-of", "2099-01-01T00:00:00+09:00", "--simulate"]).0, 0);
+    w.assert_consistent();
+}

@@ -17,12 +17,22 @@ fn open(path: &Path) -> Result<(crate::config::Config, impl Store)> {
     Ok((cfg, store))
 }
 
+/// The instant an operator command acts at (`--as-of`, default now), checked like `tick`'s: a future one only with
+/// `--simulate` against a sandbox on this machine.
+pub type At = (chrono::DateTime<Utc>, bool);
+
+fn open_at(path: &Path, (now, simulate): At) -> Result<(crate::config::Config, impl Store)> {
+    let (cfg, store) = open(path)?;
+    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    Ok((cfg, store))
+}
+
 fn existing(store: &impl Store, id: &str) -> Result<crate::billing::model::Subscription> {
     store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))
 }
 
-pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
-    let (_, store) = open(path)?;
+pub fn pause(path: &Path, id: &str, at: At) -> Result<ExitCode> {
+    let (_, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
     match sub.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
@@ -30,7 +40,7 @@ pub fn pause(path: &Path, id: &str) -> Result<ExitCode> {
         _ => {
             // Rounded up: the pause is never recorded before it happened (a period due in that very second is
             // owed, not skipped, at resume).
-            let set = store.set_status(id, Status::Suspended, ceil_second(Utc::now()), "paused by operator")?;
+            let set = store.set_status(id, Status::Suspended, ceil_second(at.0), "paused by operator")?;
             crate::say!("{id}: suspended; {}", promise(set, &format!("nothing is charged until `billd resume {id}`")));
         }
     }
@@ -121,13 +131,13 @@ pub fn refuse_if_billing_stopped(cfg: &crate::config::Config, store: &impl Book)
     }
 }
 
-pub fn cancel(path: &Path, id: &str) -> Result<ExitCode> {
-    let (_, store) = open(path)?;
+pub fn cancel(path: &Path, id: &str, at: At) -> Result<ExitCode> {
+    let (_, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
     if sub.status == Status::Canceled {
         crate::say!("{id}: already canceled");
     } else {
-        let set = store.set_status(id, Status::Canceled, Utc::now(), "canceled by operator")?;
+        let set = store.set_status(id, Status::Canceled, at.0, "canceled by operator")?;
         crate::say!("{id}: canceled; {} (history kept)", promise(set, "it will never be charged again"));
     }
     Ok(ExitCode::SUCCESS)
@@ -149,8 +159,8 @@ fn promise(set: Option<StatusSet>, nothing_more: &str) -> String {
     }
 }
 
-pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
-    let (cfg, store) = open(path)?;
+pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode> {
+    let (cfg, store) = open_at(path, at)?;
     match existing(&store, id)?.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be resumed"),
         s @ (Status::Active | Status::PastDue) => {
@@ -159,7 +169,7 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
         }
         Status::Suspended => refuse_another_clock(&cfg, &store)?,
     }
-    let now = Utc::now();
+    let now = at.0;
     let clock = cfg.billing.clock;
     // Where billing restarts is decided from the subscription as it is inside the write transaction: only periods
     // that fell due while it was paused are skipped (unless --catch-up), never one that fell due before.
@@ -193,8 +203,8 @@ pub fn resume(path: &Path, id: &str, catch_up: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
-    let (cfg, store) = open(path)?;
+pub fn retry(path: &Path, id: &str, at: At) -> Result<ExitCode> {
+    let (cfg, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
     if !sub.status.bills() {
         bail!("subscription {id:?} is {}; resume it first", sub.status);
@@ -207,13 +217,13 @@ pub fn retry(path: &Path, id: &str) -> Result<ExitCode> {
         );
     }
     refuse_if_billing_stopped(&cfg, &store)?;
-    let now = Utc::now();
+    let now = at.0;
     if !store.retry_now(id, now)? {
         bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
     }
     drop(store);
     // Like `subscriptions add --charge-now`: exit 0 only when the retried charge is paid (or handed to the daemon).
-    match charge_due_now(&cfg, id)? {
+    match charge_due_now(&cfg, id, now)? {
         ChargedNow::Attempt(r) => {
             let line = format!(
                 "{id}: attempt {} of period {} ({}): {}{}",
@@ -251,12 +261,12 @@ pub enum ChargedNow {
 
 /// Runs a pass now for what is due (operator `retry`, `subscriptions add --charge-now`) and returns what became
 /// of the subscription.
-pub fn charge_due_now(cfg: &crate::config::Config, id: &str) -> Result<ChargedNow> {
+pub fn charge_due_now(cfg: &crate::config::Config, id: &str, now: chrono::DateTime<Utc>) -> Result<ChargedNow> {
     match engine(cfg.clone()) {
         Ok(engine) => {
             // The config in force is applied first, under the same guard as a pass (a refused config charges
             // nothing).
-            runtime()?.block_on(engine.pass(Utc::now()))?;
+            runtime()?.block_on(engine.pass(now))?;
             let store = open_store(cfg)?;
             let last = store.list_charges(false, None, Some(id), 0)?.into_iter().last().map(|(_, r)| r);
             Ok(last.map_or(ChargedNow::NoAttempt, |r| ChargedNow::Attempt(Box::new(r))))

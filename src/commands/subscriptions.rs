@@ -396,7 +396,7 @@ pub fn add(
         return Ok(ExitCode::SUCCESS);
     }
     use crate::commands::ops::ChargedNow;
-    match crate::commands::ops::charge_due_now(&cfg, id)? {
+    match crate::commands::ops::charge_due_now(&cfg, id, now)? {
         ChargedNow::Attempt(r) if r.status == ChargeStatus::Paid => {
             crate::say!("first charge paid: {} (imp_uid {})", r.merchant_uid, r.imp_uid.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
