@@ -297,6 +297,33 @@ struct Upcoming {
     kind: &'static str,
 }
 
+/// The charges of `sub` from its next period (due at `next_due`) until `until`, stepping over its pause windows;
+/// `kind`: what to call them (default: overdue or due, as `now` says).
+fn charges_until(
+    sub: &crate::billing::model::Subscription,
+    next_due: Option<chrono::DateTime<Utc>>,
+    (now, until): (chrono::DateTime<Utc>, chrono::DateTime<Utc>),
+    clock: &crate::billing::calendar::ChargeClock,
+    kind: Option<&'static str>,
+) -> Vec<Upcoming> {
+    let cal = sub.calendar();
+    let (mut p, mut due, mut out) = (sub.next_period, next_due, Vec::new());
+    while let Some(t) = due.filter(|t| *t <= until) {
+        out.push(Upcoming {
+            at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
+            subscription: sub.id.clone(),
+            customer_uid: sub.customer_uid.clone(),
+            period: p,
+            amount: sub.amount,
+            currency: sub.currency.clone(),
+            kind: kind.unwrap_or(if t < now { "overdue" } else { "due" }),
+        });
+        p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
+        due = cal.due_at(clock, p);
+    }
+    out
+}
+
 /// The longest window `upcoming --days` shows: ten years.
 pub const MAX_UPCOMING_DAYS: u32 = 3660;
 
@@ -324,42 +351,13 @@ pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json
                 kind: "retry",
             });
         }
-        let cal = sub.calendar();
-        let mut p = sub.next_period;
-        let mut due = next_due;
-        while let Some(t) = due.filter(|t| *t <= until) {
-            items.push(Upcoming {
-                at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
-                subscription: sub.id.clone(),
-                customer_uid: sub.customer_uid.clone(),
-                period: p,
-                amount: sub.amount,
-                currency: sub.currency.clone(),
-                kind: if t < now { "overdue" } else { "due" },
-            });
-            p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
-            due = cal.due_at(clock, p);
-        }
+        items.extend(charges_until(&sub, next_due, (now, until), clock, None));
     }
     // What the config will bill that the database has not seen yet: listed too, marked "not synced".
     let (added, note) = crate::commands::present::unsynced(&cfg, &store, now)?.unwrap_or_default();
     for sub in &added {
-        let cal = sub.calendar();
-        let mut p = sub.next_period;
-        let mut due = cal.due_at(clock, p);
-        while let Some(t) = due.filter(|t| *t <= until) {
-            items.push(Upcoming {
-                at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
-                subscription: sub.id.clone(),
-                customer_uid: sub.customer_uid.clone(),
-                period: p,
-                amount: sub.amount,
-                currency: sub.currency.clone(),
-                kind: "not synced",
-            });
-            p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
-            due = cal.due_at(clock, p);
-        }
+        let first = sub.calendar().due_at(clock, sub.next_period);
+        items.extend(charges_until(sub, first, (now, until), clock, Some("not synced")));
     }
     items.sort_by(|a, b| a.at.cmp(&b.at).then(a.subscription.cmp(&b.subscription)));
     if json {
