@@ -59,7 +59,7 @@ pub fn safety(path: &Path, release: bool) -> Result<ExitCode> {
     match (stop, release) {
         (None, false) => crate::say!("billing runs: no safety stop (limits.max_charges_per_pass = {max})"),
         (None, true) => crate::say!("billing runs: there was no safety stop; nothing changed"),
-        (Some(s), false) if max as u64 > s.max_charges_per_pass => {
+        (Some(s), false) if s.lifted_by(max) => {
             crate::say!(
                 "billing was stopped at {} ({}); limits.max_charges_per_pass is now {max} in {}, above the {} that \
                  tripped: the next pass lifts the stop",
@@ -123,7 +123,7 @@ pub fn refuse_another_clock(cfg: &crate::config::Config, store: &impl Book) -> R
 /// it would run would be.
 pub fn refuse_if_billing_stopped(cfg: &crate::config::Config, store: &impl Book) -> Result<()> {
     match store.safety_stop()? {
-        Some(stop) if !stop.released && cfg.limits.max_charges_per_pass as u64 <= stop.max_charges_per_pass => {
+        Some(stop) if !stop.released && !stop.lifted_by(cfg.limits.max_charges_per_pass) => {
             let (file, tz) = (cfg.file.display().to_string(), cfg.billing.clock.timezone);
             Err(crate::engine::SafetyStopped { stop, file, tz }.into())
         }

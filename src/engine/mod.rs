@@ -478,7 +478,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let stop = self.db(|s| s.safety_stop()).await?;
         match stop {
             None => {}
-            Some(stop) if max > stop.max_charges_per_pass => {
+            Some(stop) if stop.lifted_by(self.cfg.limits.max_charges_per_pass) => {
                 let why = format!("limits.max_charges_per_pass raised from {} to {max}", stop.max_charges_per_pass);
                 let said = why.clone();
                 self.db(move |s| s.lift_safety_stop(&said, false, Utc::now())).await?;

@@ -329,6 +329,8 @@ pub(super) async fn writer<S: Store, G: Gateway>(
                 if let AttemptResult::Rejected { reason } = &r.result {
                     r.result =
                         AttemptResult::Withheld { reason: format!("mass rejection (not the customer's): {reason}") };
+                    // Not the dunning policy's final action: the period waits for a later pass.
+                    r.decision = crate::billing::dunning::Decision::Hold;
                 }
                 r
             }));

@@ -428,3 +428,11 @@ pub struct SafetyStop {
     /// An operator confirmed (`billd safety release`): the next pass may send up to the limit.
     pub released: bool,
 }
+
+impl SafetyStop {
+    /// Whether a config with `limits.max_charges_per_pass = max` lifts the stop: an operator raised the limit above
+    /// the one that tripped (the one rule the engine and the commands that charge apply).
+    pub fn lifted_by(&self, max: usize) -> bool {
+        max as u64 > self.max_charges_per_pass
+    }
+}
