@@ -29,8 +29,8 @@ pub enum Command {
     /// process left unresolved. SIGTERM or SIGINT: in-flight charges finish and are recorded, then it exits 0.
     /// SIGHUP: schedules.toml is reloaded and applied (an invalid file is refused and the running config stays;
     /// gateway, database and metrics settings need a restart). With `[metrics] listen = "ADDR"` it serves
-    /// Prometheus text at /metrics and a health check at /healthz (503 when the loop has stalled or the gateway
-    /// refuses the credentials). Only one `run` or `tick` may use a database at a time.
+    /// Prometheus text at /metrics and a health check at /healthz (503 when the loop has stalled, the config is
+    /// refused, the gateway refuses the credentials, the last pass was a mass rejection, or a safety stop holds). Only one `run` or `tick` may use a database at a time.
     Run,
     /// One full pass (sync the config, reconcile, charge everything due) and exit.
     Tick {
