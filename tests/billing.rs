@@ -363,3 +363,68 @@ fn an_unresolved_outcome_is_not_looked_at_a_fraction_of_a_second_early() {
     assert!(World::stderr(&out).contains("charge.wait"), "{}", World::stderr(&out));
     assert_eq!(w.sent("billd-s1-0"), 1);
 }
+
+/// The open period's next attempt and counted declines, as the book holds them (next attempt in Seoul time).
+fn next_retry(w: &World, id: &str) -> (String, i64) {
+    let (at, declines): (i64, i64) = w
+        .db()
+        .query_row(
+            "SELECT next_attempt_at, declines FROM periods WHERE subscription_id = ?1 AND state = 'open'",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let at = chrono::DateTime::from_timestamp(at, 0).unwrap().with_timezone(&chrono_tz::Asia::Seoul);
+    (at.to_rfc3339(), declines)
+}
+
+/// Issue 23, point 4: a retry of whole days lands at `charge_time` that many days after the failed attempt's day,
+/// in `billing.timezone` (a decline at 14:21 after a downtime used to retry at 14:21); one of hours counts from
+/// the attempt.
+#[test]
+fn scheduled_retries_of_whole_days_land_at_charge_time() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-15"));
+    let dunning = "retry_after = [\"1d\", \"6h\", \"2d\"]\non_exhausted = \"cancel\"";
+    let w = World::new(Setup { dunning, body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", &cards::decline_first(3)).unwrap();
+    // billd was down at 10:00: the first charge leaves at 14:21.
+    w.tick("2025-01-15T14:21:00+09:00");
+    assert_eq!(next_retry(&w, "s1"), ("2025-01-16T10:00:00+09:00".to_string(), 1), "1d: the next day at 10:00");
+    w.tick("2025-01-16T10:00:30+09:00");
+    assert_eq!(next_retry(&w, "s1"), ("2025-01-16T16:00:30+09:00".to_string(), 2), "6h: from the attempt");
+    w.tick("2025-01-16T16:00:30+09:00");
+    assert_eq!(next_retry(&w, "s1"), ("2025-01-18T10:00:00+09:00".to_string(), 3), "2d: two days on, at 10:00");
+    w.tick("2025-01-18T10:00:00+09:00");
+    assert_eq!(w.attempts_for("c1").iter().filter(|e| e.status == "paid").count(), 1);
+    assert_eq!(w.status_of("s1"), "active");
+    w.assert_consistent();
+}
+
+/// Issue 23, point 4: `billd retry` is the operator's extra attempt. Declined, it costs the customer none of the
+/// scheduled retries (RETRIES LEFT unchanged) and the scheduled retry stays where it was.
+#[test]
+fn an_operators_retry_costs_no_scheduled_retry() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-15"));
+    let w = world_with(&body, &[("c1", &cards::decline_first(3))]);
+    w.tick("2025-01-15T10:00:00+09:00");
+    let scheduled = ("2025-01-16T10:00:00+09:00".to_string(), 1);
+    assert_eq!(next_retry(&w, "s1"), scheduled);
+    let retries_left = || {
+        let o = w.billd().args(["subscriptions", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["retries_left"].as_i64().unwrap()
+    };
+    assert_eq!(retries_left(), 2);
+    let o = w.billd().args(["retry", "s1", "--as-of", "2025-01-15T18:00:00+09:00"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "declined: {}", common::text(&o));
+    assert_eq!(w.attempts_for("c1").len(), 2, "the operator's retry was sent");
+    assert_eq!(next_retry(&w, "s1"), scheduled, "the scheduled retry moved, or the decline was counted");
+    assert_eq!(retries_left(), 2, "the operator's retry cost a scheduled one");
+    // The scheduled retries follow as if the operator had not retried: the 3rd attempt (1st scheduled retry) is
+    // declined, the 4th (2 days later) paid.
+    w.tick("2025-01-16T10:00:00+09:00");
+    assert_eq!(next_retry(&w, "s1"), ("2025-01-18T10:00:00+09:00".to_string(), 2));
+    w.tick("2025-01-18T10:00:00+09:00");
+    assert_eq!(w.status_of("s1"), "active");
+    w.assert_consistent();
+}

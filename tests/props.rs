@@ -95,6 +95,20 @@ fn model_due_at(tz: Tz, date: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
     }
 }
 
+/// README's retry rule written out: a delay of whole days lands at the charge time (on the model's clock) nearest
+/// to `now + delay`, the later one on a tie; any other delay is exact.
+fn model_retry_at((tz, time): (Tz, NaiveTime), now: i64, delay: i64) -> i64 {
+    let exact = now + delay;
+    if delay % 86_400 != 0 {
+        return exact;
+    }
+    let day = DateTime::from_timestamp(exact, 0).unwrap().with_timezone(&tz).date_naive();
+    let candidates = [day - chrono::Duration::days(1), day, day + chrono::Duration::days(1)];
+    let times = candidates.map(|d| ts(model_due_at(tz, d, time)));
+    let best = times.iter().map(|t| (t - exact).abs()).min().unwrap();
+    times.into_iter().filter(|t| (t - exact).abs() == best).max().unwrap()
+}
+
 fn dst_zone() -> impl Strategy<Value = Tz> {
     prop_oneof![
         Just(chrono_tz::America::New_York),
@@ -525,6 +539,8 @@ struct Model {
     open: Option<Open>,
     closed: BTreeMap<u64, &'static str>,
     retry_after: Vec<i64>,
+    /// `billing.timezone` and `charge_time`: where retries of whole days land.
+    clock: (Tz, NaiveTime),
     action: Action,
     script: VecDeque<Step>,
 }
@@ -633,7 +649,7 @@ impl Model {
         open.known_imp_uids.insert(imp_uid);
         let n = open.declines as usize;
         if n <= self.retry_after.len() {
-            open.next_attempt_at = Some(now + self.retry_after[n - 1]);
+            open.next_attempt_at = Some(model_retry_at(self.clock, now, self.retry_after[n - 1]));
             if self.status == "active" {
                 self.status = "past_due";
             }
@@ -1018,6 +1034,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             open: None,
             closed: BTreeMap::new(),
             retry_after: case.retry_after.iter().map(|r| secs(r)).collect(),
+            clock: (case.timezone, time),
             action: case.action,
             script: s.iter().copied().collect(),
         });

@@ -1,5 +1,7 @@
-//! Pure dunning rules: what happens to a period after each kind of outcome, and the backoff for unresolved ones.
+//! Pure dunning rules: what happens to a period after each kind of outcome, when retries fall, and the backoff for
+//! unresolved ones.
 
+use crate::billing::calendar::ChargeClock;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -36,7 +38,8 @@ impl OnExhausted {
 /// The merchant's dunning policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DunningPolicy {
-    /// Delay before each retry, counted from the previous attempt.
+    /// Delay before each retry, after the previous attempt: a delay of whole days lands at `charge_time` that many
+    /// days after the attempt's local date; any other delay counts from the attempt itself ([`retry_time`]).
     pub retry_after: Vec<Duration>,
     pub on_exhausted: OnExhausted,
 }
@@ -67,6 +70,9 @@ pub enum Decision {
     Paid,
     /// Declined; the next attempt is at this instant and the subscription is past due meanwhile.
     RetryAt(DateTime<Utc>),
+    /// Declined on an operator's extra attempt (made ahead of the scheduled retry): the decline is not counted, and
+    /// the next attempt is the scheduled retry, at this instant, as if the operator had not tried.
+    BackToSchedule(DateTime<Utc>),
     /// The period is given up and the policy's action applies.
     Exhausted(OnExhausted),
     /// Unresolved; look the attempt up (and resend only if the gateway never saw it) at this instant.
@@ -76,20 +82,59 @@ pub enum Decision {
     Hold,
 }
 
+/// What is known of the attempt being decided, beyond its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    /// The period's declines counted so far, before this attempt.
+    pub declines: u32,
+    /// The unresolved tries of this attempt, this one included.
+    pub tries: u32,
+    /// An operator's extra attempt (`billd retry`, or a `resume`, made ahead of the scheduled retry): the scheduled
+    /// retry it went ahead of. `None`: a scheduled attempt.
+    pub ahead_of: Option<DateTime<Utc>>,
+}
+
 impl DunningPolicy {
-    /// Decides the next step. `declines` counts the declined attempts of this period including this one;
-    /// `tries` counts the unresolved tries of the current attempt including this one.
-    pub fn decide(&self, outcome: Outcome, declines: u32, tries: u32, now: DateTime<Utc>) -> Decision {
+    /// Decides the next step after an attempt's outcome at `now` (billing time). A decline of a scheduled attempt
+    /// is counted and schedules the next retry ([`retry_time`]) or, after the last one, the policy's action; a
+    /// decline of an operator's extra attempt is not counted and leaves the scheduled retry where it was.
+    pub fn decide(&self, clock: &ChargeClock, outcome: Outcome, t: Tally, now: DateTime<Utc>) -> Decision {
         match outcome {
             Outcome::Paid => Decision::Paid,
             Outcome::Rejected => Decision::Exhausted(self.on_exhausted),
-            Outcome::Unresolved => Decision::CheckAt(now + to_chrono(unresolved_backoff(tries))),
-            Outcome::Declined => match self.retry_after.get(declines.saturating_sub(1) as usize) {
-                Some(delay) => Decision::RetryAt(now + to_chrono(*delay)),
-                None => Decision::Exhausted(self.on_exhausted),
+            Outcome::Unresolved => Decision::CheckAt(later(now, unresolved_backoff(t.tries))),
+            // Decided once the scheduled retry's time has come (a lookup settled it late), it was that retry.
+            Outcome::Declined => match t.ahead_of.filter(|scheduled| *scheduled > now) {
+                Some(scheduled) => Decision::BackToSchedule(scheduled),
+                None => match self.retry_after.get(t.declines as usize) {
+                    Some(delay) => Decision::RetryAt(retry_time(clock, now, *delay)),
+                    None => Decision::Exhausted(self.on_exhausted),
+                },
             },
         }
     }
+}
+
+/// When a retry `delay` after an attempt at `at` falls. A whole number of days lands at the `charge_time` nearest
+/// to `at + delay` (a tie: the later one), in `billing.timezone`, like every other charge: a decline at 14:21 with
+/// `1d` is retried the next day at 10:00, and never less than half the delay after the attempt. Any other delay
+/// (`6h`, `90m`) counts from the attempt itself.
+pub fn retry_time(clock: &ChargeClock, at: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    const DAY: u64 = 86_400;
+    let exact = later(at, delay);
+    let secs = delay.as_secs();
+    // (Within two days of the end of chrono's time a local date cannot be formed: the exact instant then.)
+    let near_the_end = exact.checked_add_signed(chrono::Duration::days(2)).is_none();
+    if secs == 0 || !secs.is_multiple_of(DAY) || delay.subsec_nanos() != 0 || near_the_end {
+        return exact;
+    }
+    let day = clock.local_date(exact);
+    [day.pred_opt(), Some(day), day.succ_opt()]
+        .into_iter()
+        .flatten()
+        .map(|d| clock.due_at(d))
+        .min_by_key(|t| ((*t - exact).abs(), *t < exact))
+        .unwrap_or(exact)
 }
 
 /// Backoff for unresolved attempts: 1, 2, 4, … minutes, at most one hour. The first retry is within 5 minutes.
@@ -98,8 +143,9 @@ pub fn unresolved_backoff(tries: u32) -> Duration {
     Duration::from_secs((60u64 << exp).min(3600))
 }
 
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// `at + d`, or the last instant chrono knows when that is beyond it.
+fn later(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d).ok().and_then(|d| at.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -110,26 +156,89 @@ mod tests {
         "2025-01-01T01:00:00Z".parse().unwrap()
     }
 
+    fn seoul(time: &str) -> ChargeClock {
+        ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: time.parse().unwrap() }
+    }
+
+    fn counted(declines: u32) -> Tally {
+        Tally { declines, ..Default::default() }
+    }
+
     #[test]
     fn declines_follow_retry_after_then_exhaust() {
-        let p = DunningPolicy::default();
+        // t0 is 10:00 in Seoul, the charge time: each retry lands exactly whole days later.
+        let (p, c) = (DunningPolicy::default(), seoul("10:00"));
         let day = chrono::Duration::days(1);
-        assert_eq!(p.decide(Outcome::Declined, 1, 0, t0()), Decision::RetryAt(t0() + day));
-        assert_eq!(p.decide(Outcome::Declined, 2, 0, t0()), Decision::RetryAt(t0() + day * 2));
-        assert_eq!(p.decide(Outcome::Declined, 3, 0, t0()), Decision::RetryAt(t0() + day * 4));
-        assert_eq!(p.decide(Outcome::Declined, 4, 0, t0()), Decision::Exhausted(OnExhausted::Cancel));
+        assert_eq!(p.decide(&c, Outcome::Declined, counted(0), t0()), Decision::RetryAt(t0() + day));
+        assert_eq!(p.decide(&c, Outcome::Declined, counted(1), t0()), Decision::RetryAt(t0() + day * 2));
+        assert_eq!(p.decide(&c, Outcome::Declined, counted(2), t0()), Decision::RetryAt(t0() + day * 4));
+        assert_eq!(p.decide(&c, Outcome::Declined, counted(3), t0()), Decision::Exhausted(OnExhausted::Cancel));
+    }
+
+    #[test]
+    fn retries_of_whole_days_land_at_the_nearest_charge_time() {
+        let at = |s: &str| s.parse::<DateTime<chrono::FixedOffset>>().unwrap().with_timezone(&Utc);
+        let day = Duration::from_secs(86_400);
+        let c = seoul("10:00");
+        // A decline at 14:21 (after a downtime): the next day at 10:00, not at 14:21.
+        assert_eq!(retry_time(&c, at("2025-01-15T14:21:00+09:00"), day), at("2025-01-16T10:00:00+09:00"));
+        assert_eq!(retry_time(&c, at("2025-01-15T14:21:00+09:00"), 2 * day), at("2025-01-17T10:00:00+09:00"));
+        // Hours count from the attempt, whatever the charge time.
+        let six_hours = Duration::from_secs(6 * 3600);
+        assert_eq!(retry_time(&c, at("2025-01-15T14:21:00+09:00"), six_hours), at("2025-01-15T20:21:00+09:00"));
+        let a_day_and_a_half = Duration::from_secs(36 * 3600);
+        assert_eq!(retry_time(&c, at("2025-01-15T14:21:00+09:00"), a_day_and_a_half), at("2025-01-17T02:21:00+09:00"));
+        // Never less than half the delay after the attempt: charge time at midnight, a decline at 23:30 is retried
+        // the day after next at 00:00 (24.5 h), not 30 minutes later.
+        let midnight = seoul("00:00");
+        assert_eq!(retry_time(&midnight, at("2025-01-15T23:30:00+09:00"), day), at("2025-01-17T00:00:00+09:00"));
+        // A tie (exactly 12 h either way) goes to the later one.
+        let c22 = seoul("22:00");
+        assert_eq!(retry_time(&c22, at("2025-01-15T10:00:00+09:00"), day), at("2025-01-16T22:00:00+09:00"));
+        // Across a DST change the charge time holds in local time.
+        let ny = ChargeClock { timezone: chrono_tz::America::New_York, charge_time: "09:00".parse().unwrap() };
+        assert_eq!(
+            retry_time(&ny, at("2025-03-08T09:00:00-05:00"), day),
+            at("2025-03-09T09:00:00-04:00"),
+            "23 real hours: the local charge time"
+        );
+        // At the end of time: no panic.
+        assert_eq!(retry_time(&c, DateTime::<Utc>::MAX_UTC, day), DateTime::<Utc>::MAX_UTC);
+    }
+
+    #[test]
+    fn an_operators_declined_extra_attempt_goes_back_to_the_schedule() {
+        let (p, c) = (DunningPolicy::default(), seoul("10:00"));
+        let scheduled = t0() + chrono::Duration::days(1);
+        let extra = Tally { declines: 1, tries: 0, ahead_of: Some(scheduled) };
+        let now = t0() + chrono::Duration::hours(8);
+        assert_eq!(p.decide(&c, Outcome::Declined, extra, now), Decision::BackToSchedule(scheduled));
+        // Even with no scheduled retry left to count against, it costs nothing.
+        let last = Tally { declines: 3, ..extra };
+        assert_eq!(p.decide(&c, Outcome::Declined, last, now), Decision::BackToSchedule(scheduled));
+        let late_last = scheduled + chrono::Duration::hours(1);
+        assert_eq!(p.decide(&c, Outcome::Declined, last, late_last), Decision::Exhausted(OnExhausted::Cancel));
+        // Settled once the scheduled retry's time has come (a late lookup): it was that retry, and counts.
+        let late = scheduled + chrono::Duration::hours(1);
+        // (its 2d retry: two days after 11:00, at the nearest 10:00)
+        let three_days = chrono::Duration::days(3);
+        assert_eq!(p.decide(&c, Outcome::Declined, extra, late), Decision::RetryAt(t0() + three_days));
+        // Paid or rejected, it is like any attempt.
+        assert_eq!(p.decide(&c, Outcome::Paid, extra, now), Decision::Paid);
+        assert_eq!(p.decide(&c, Outcome::Rejected, extra, now), Decision::Exhausted(OnExhausted::Cancel));
     }
 
     #[test]
     fn rejection_skips_retries() {
         let p = DunningPolicy { on_exhausted: OnExhausted::Suspend, ..Default::default() };
-        assert_eq!(p.decide(Outcome::Rejected, 0, 0, t0()), Decision::Exhausted(OnExhausted::Suspend));
+        let got = p.decide(&seoul("10:00"), Outcome::Rejected, counted(0), t0());
+        assert_eq!(got, Decision::Exhausted(OnExhausted::Suspend));
     }
 
     #[test]
     fn unresolved_never_uses_a_retry_and_backs_off() {
         let p = DunningPolicy::default();
-        let first = p.decide(Outcome::Unresolved, 0, 1, t0());
+        let first = p.decide(&seoul("10:00"), Outcome::Unresolved, Tally { tries: 1, ..Default::default() }, t0());
         assert_eq!(first, Decision::CheckAt(t0() + chrono::Duration::minutes(1)));
         assert!(unresolved_backoff(1) <= Duration::from_secs(300));
         assert_eq!(unresolved_backoff(3), Duration::from_secs(240));
@@ -139,6 +248,7 @@ mod tests {
     #[test]
     fn no_retries_means_first_decline_exhausts() {
         let p = DunningPolicy { retry_after: vec![], on_exhausted: OnExhausted::Skip };
-        assert_eq!(p.decide(Outcome::Declined, 1, 0, t0()), Decision::Exhausted(OnExhausted::Skip));
+        let got = p.decide(&seoul("10:00"), Outcome::Declined, counted(0), t0());
+        assert_eq!(got, Decision::Exhausted(OnExhausted::Skip));
     }
 }

@@ -2,7 +2,7 @@
 //! period, a refused resend, a payment that is not billd's).
 
 use super::{At, Engine};
-use crate::billing::dunning::{Decision, Outcome};
+use crate::billing::dunning::{Decision, Outcome, Tally};
 use crate::failpoint::{armed as failpoint_armed, failpoint};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
 use crate::store::{Attempt, AttemptResult, Recorded, Store};
@@ -109,14 +109,16 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     pub(super) fn decide(&self, a: Attempt, result: AttemptResult, at: At) -> Recorded {
         let policy = &self.cfg.dunning;
         let now = at.as_of;
+        let (clock, tally) = (&self.cfg.billing.clock, Tally { declines: a.declines, tries: 0, ahead_of: a.ahead_of });
         let decision = match &result {
-            AttemptResult::Paid { .. } => policy.decide(Outcome::Paid, a.declines, 0, now),
-            AttemptResult::Declined { .. } => policy.decide(Outcome::Declined, a.declines + 1, 0, now),
-            AttemptResult::Rejected { .. } => policy.decide(Outcome::Rejected, a.declines, 0, now),
+            AttemptResult::Paid { .. } => policy.decide(clock, Outcome::Paid, tally, now),
+            AttemptResult::Declined { .. } => policy.decide(clock, Outcome::Declined, tally, now),
+            AttemptResult::Rejected { .. } => policy.decide(clock, Outcome::Rejected, tally, now),
             // Timed from now in the pass (a request may leave well after the pass began), and never sooner than
             // the quiet period.
             AttemptResult::Unresolved { .. } | AttemptResult::ResendRefused { .. } => {
-                match policy.decide(Outcome::Unresolved, a.declines, a.tries + 1, at.now()) {
+                let tally = Tally { tries: a.tries + 1, ..tally };
+                match policy.decide(clock, Outcome::Unresolved, tally, at.now()) {
                     Decision::CheckAt(t) => Decision::CheckAt(t.max(at.now() + self.quiet_period(&a))),
                     other => other,
                 }

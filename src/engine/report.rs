@@ -186,6 +186,8 @@ pub(super) fn log_outcome(r: &Recorded, tally: &mut Tally) {
             };
             let (next_retry, final_action) = match decision {
                 Decision::RetryAt(t) => (t.to_rfc3339(), "retry"),
+                // An operator's extra attempt: not counted; the scheduled retry stays.
+                Decision::BackToSchedule(t) => (t.to_rfc3339(), "retry_uncounted"),
                 Decision::Exhausted(x) => ("none".to_string(), x.as_str()),
                 _ => ("none".to_string(), "none"),
             };

@@ -91,8 +91,11 @@ pub struct Attempt {
     /// Pending (intent committed, maybe sent) or unknown (sent; outcome to be confirmed).
     pub status: ChargeStatus,
     pub tries: u32,
-    /// Declined attempts of this period so far.
+    /// Declined attempts of this period so far (counted against the dunning retries).
     pub declines: u32,
+    /// An operator's extra attempt (made due by `retry` or `resume` ahead of the scheduled retry): that scheduled
+    /// instant, where the next attempt stays if this one is declined. `None`: a scheduled attempt.
+    pub ahead_of: Option<DateTime<Utc>>,
     /// Whether the subscription is still billed (active or past due).
     pub billing: bool,
     /// Whether the subscription was past due when the attempt was claimed (a payment makes it active again; no

@@ -1,5 +1,5 @@
 //! The storage contract's cases for issues 21 and 23: a rejection withheld in a mass rejection, the subscriptions of
-//! a billing key, the safety stop, and the charge clock in force (the shared helpers are in the parent module).
+//! a billing key, the safety stop, the charge clock in force and an operator's retry (helpers: the parent module).
 
 use super::*;
 
@@ -138,4 +138,33 @@ pub fn a_sync_with_another_clock_re_times_every_next_charge<B: Backend>(b: &B) {
         assert_eq!(due.with_timezone(&chrono_tz::Asia::Seoul).format("%H:%M").to_string(), "11:00", "{id}");
     }
     assert_eq!(other.next_due_at("z").unwrap(), z_before, "a canceled subscription was re-timed");
+}
+
+/// An operator's retry ahead of the scheduled retry (issue 23, point 4): [`Ledger::retry_now`] makes the period due
+/// now and its claimed attempt carries the scheduled instant it went ahead of (a second `retry_now` before the
+/// claim keeps the same one); a decline recorded with [`Decision::BackToSchedule`] counts no decline, and the next
+/// attempt is the scheduled one, which carries nothing.
+pub fn an_operators_retry_ahead_of_the_schedule_counts_no_decline<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a"]);
+    let first = open_all(&s, t0());
+    let scheduled = t0() + Duration::days(1);
+    s.record(&[declined(&first[0], Decision::RetryAt(scheduled))], t0()).unwrap();
+    let (early, later) = (t0() + Duration::hours(8), t0() + Duration::hours(9));
+    assert!(s.retry_now("a", early).unwrap());
+    assert!(s.retry_now("a", later).unwrap(), "a second retry before the first was made");
+    let extra = b.open().claim_due(later, 10, i64::MAX, TIMEOUT_MS).unwrap();
+    assert_eq!(
+        extra.iter().map(|a| (a.attempt, a.declines, a.ahead_of)).collect::<Vec<_>>(),
+        [(2, 1, Some(scheduled))]
+    );
+    s.record(&[declined(&extra[0], Decision::BackToSchedule(scheduled))], later).unwrap();
+    assert!(s.claim_due(scheduled - Duration::seconds(1), 10, i64::MAX, TIMEOUT_MS).unwrap().is_empty(), "early");
+    let retry = b.open().claim_due(scheduled, 10, i64::MAX, TIMEOUT_MS).unwrap();
+    assert_eq!(retry.iter().map(|a| (a.attempt, a.declines, a.ahead_of)).collect::<Vec<_>>(), [(3, 1, None)]);
+    // A retry at or after the scheduled instant is that retry: it carries nothing.
+    s.record(&[declined(&retry[0], Decision::RetryAt(scheduled + Duration::days(2)))], scheduled).unwrap();
+    assert!(s.retry_now("a", scheduled + Duration::days(3)).unwrap());
+    let late = s.claim_due(scheduled + Duration::days(3), 10, i64::MAX, TIMEOUT_MS).unwrap();
+    assert_eq!(late.iter().map(|a| (a.attempt, a.declines, a.ahead_of)).collect::<Vec<_>>(), [(4, 2, None)]);
 }

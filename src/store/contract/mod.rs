@@ -47,6 +47,7 @@ macro_rules! store_contract_tests {
             the_subscriptions_using_a_key_are_every_one_not_canceled_whatever_the_case,
             a_safety_stop_holds_across_handles_until_released,
             a_sync_with_another_clock_re_times_every_next_charge,
+            an_operators_retry_ahead_of_the_schedule_counts_no_decline,
             a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on,
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,

@@ -2,6 +2,7 @@
 //! subscription's status changes (`change_status`, as `billing::status` decides).
 
 use super::events::event;
+use super::ledger::DUE_NOW_BY_OPERATOR;
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::model::{Status, Subscription};
@@ -384,10 +385,12 @@ impl Book for SqliteStore {
             bail!("subscription {id:?} changed while it was being resumed; nothing changed");
         }
         tx.execute(
-            "UPDATE periods SET next_attempt_at = ?2 WHERE subscription_id = ?1 AND state = 'open'
-               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = periods.subscription_id
-                                 AND a.period = periods.period
-                                 AND (a.status IN ('pending', 'unknown') OR a.failure = 'mismatch'))",
+            &format!(
+                "UPDATE periods SET {DUE_NOW_BY_OPERATOR} WHERE subscription_id = ?1 AND state = 'open'
+                   AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = periods.subscription_id
+                                     AND a.period = periods.period
+                                     AND (a.status IN ('pending', 'unknown') OR a.failure = 'mismatch'))"
+            ),
             params![id, now],
         )?;
         event(

@@ -18,7 +18,7 @@ use serde_json::json;
 pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
     a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
     s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due, a.timeout_ms,
-    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id
+    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, p.retry_ahead_of
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -43,8 +43,15 @@ pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         timeout_ms: r.get::<_, Option<i64>>(15)?.map(|t| t.max(0) as u64),
         refused_resends: r.get::<_, i64>(16)? as u32,
         in_doubt: real_from(r.get(17)?, r.get(18)?, r.get(19)?),
+        ahead_of: r.get::<_, Option<i64>>(20)?.map(at),
     })
 }
+
+/// The SET clause of an operator's "charge it now" (`retry`, `resume`) on a period (`?2`: now): its next attempt
+/// is due now, and if that is ahead of its scheduled retry, the scheduled instant is kept in `retry_ahead_of` (an
+/// earlier one kept there stays: a second retry before the first was made is still ahead of the same retry).
+pub(super) const DUE_NOW_BY_OPERATOR: &str = "next_attempt_at = ?2,
+    retry_ahead_of = CASE WHEN next_attempt_at > ?2 THEN next_attempt_at ELSE retry_ahead_of END";
 
 fn subscriptions_to_open_in(
     conn: &Connection,
@@ -71,7 +78,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
         "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
                 p.due_at, p.declines,
                 (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
-                   AND a.period = p.period) AS made, s.status = 'past_due'
+                   AND a.period = p.period) AS made, s.status = 'past_due', p.retry_ahead_of
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
          WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
            AND p.amount <= ?3
@@ -92,6 +99,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
             status: ChargeStatus::Pending,
             tries: 0,
             declines: r.get::<_, i64>(8)? as u32,
+            ahead_of: r.get::<_, Option<i64>>(11)?.map(at),
             billing: true,
             past_due: r.get(10)?,
             timeout_ms: Some(timeout_ms),
@@ -227,6 +235,7 @@ fn open_in(
             status: ChargeStatus::Pending,
             tries: 0,
             declines: 0,
+            ahead_of: None,
             billing: true,
             past_due: d.sub.status == Status::PastDue,
             timeout_ms: Some(timeout_ms),
@@ -463,8 +472,10 @@ impl Ledger for SqliteStore {
         let now = secs(now);
         let tx = self.tx()?;
         let n = tx.execute(
-            "UPDATE periods SET next_attempt_at = ?2 WHERE subscription_id = ?1 AND state = 'open'
-               AND next_attempt_at IS NOT NULL",
+            &format!(
+                "UPDATE periods SET {DUE_NOW_BY_OPERATOR} WHERE subscription_id = ?1 AND state = 'open'
+                   AND next_attempt_at IS NOT NULL"
+            ),
             params![id, now],
         )?;
         if n > 0 {

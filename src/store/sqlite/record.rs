@@ -28,7 +28,7 @@ pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Resul
                    resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
             )?,
             period: tx.prepare_cached(
-                "UPDATE periods SET state = 'paid', next_attempt_at = NULL, closed_at = ?3
+                "UPDATE periods SET state = 'paid', next_attempt_at = NULL, retry_ahead_of = NULL, closed_at = ?3
                  WHERE subscription_id = ?1 AND period = ?2",
             )?,
         };
@@ -134,8 +134,11 @@ fn record_one(
                    resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
             )?
             .execute(params![a.id, reason, now])?;
-            tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?
-                .execute(params![a.subscription_id, a.period as i64])?;
+            tx.prepare_cached(
+                "UPDATE periods SET next_attempt_at = NULL, retry_ahead_of = NULL
+                 WHERE subscription_id = ?1 AND period = ?2",
+            )?
+            .execute(params![a.subscription_id, a.period as i64])?;
             let mut d = detail();
             d["reason"] = json!(reason);
             event(tx, now, "charge.mismatch", Some(&a.subscription_id), d)?;
@@ -195,17 +198,23 @@ fn record_failure(
            resolved_at = ?5, updated_at = ?5 WHERE id = ?1",
     )?
     .execute(params![a.id, failure, imp_uid, reason, now])?;
-    if failure == Failure::Declined {
-        tx.prepare_cached("UPDATE periods SET declines = declines + 1 WHERE subscription_id = ?1 AND period = ?2")?
-            .execute(params![a.subscription_id, a.period as i64])?;
-    }
+    // A decline counts against the period's retries unless it was an operator's extra attempt; either way the
+    // period's next attempt is a scheduled one from now on.
+    let counted = failure == Failure::Declined && !matches!(it.decision, Decision::BackToSchedule(_));
+    tx.prepare_cached(
+        "UPDATE periods SET declines = declines + ?3, retry_ahead_of = NULL WHERE subscription_id = ?1 AND period = ?2",
+    )?
+    .execute(params![a.subscription_id, a.period as i64, counted as i64])?;
     detail["reason"] = json!(reason);
     detail["failure"] = json!(failure.as_str());
     match it.decision {
-        Decision::RetryAt(at) => {
+        Decision::RetryAt(at) | Decision::BackToSchedule(at) => {
             tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
                 .execute(params![a.subscription_id, a.period as i64, secs(at)])?;
             detail["next_retry"] = json!(at.to_rfc3339());
+            if !counted && failure == Failure::Declined {
+                detail["counted"] = json!(false);
+            }
             event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
             status_to(tx, it, Cause::FailedWillRetry, now, reason, changes)?;
         }
