@@ -3,6 +3,7 @@
 pub mod calendar;
 pub mod dunning;
 pub mod model;
+pub mod proration;
 pub mod quiet;
 pub mod rails;
 pub mod status;

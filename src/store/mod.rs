@@ -214,8 +214,9 @@ pub trait Ledger {
     /// never has two paid attempts (paying a second attempt of a paid period is an error). An unresolved outcome
     /// leaves its attempt unknown until the decision's check time (rounded up). Subscription statuses follow
     /// [`crate::billing::status::next_status`], from the status read inside the transaction (for a paid outcome,
-    /// only for an attempt claimed while past due: nothing else can be made active by it). Returns the status
-    /// changes.
+    /// only for an attempt claimed while past due: nothing else can be made active by it). A decline counts
+    /// against the period's retries unless its decision is [`crate::billing::dunning::Decision::BackToSchedule`].
+    /// Returns the status changes.
     fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>>;
 
     /// The earliest instant at which something becomes due: a period, a retry or a check.
@@ -237,7 +238,9 @@ pub trait Ledger {
     fn held_period(&self, id: &str) -> Result<Option<(u64, String, String)>>;
 
     /// Makes a subscription's open period due at `now` (operator `retry`), with its event, in one write
-    /// transaction; false if it has none waiting (an attempt in flight, or held).
+    /// transaction; false if it has none waiting (an attempt in flight, or held). If that is ahead of its scheduled
+    /// retry, the attempt claimed next carries the scheduled instant ([`Attempt::ahead_of`]; the same for
+    /// [`Book::resume_with`]'s retry) until an outcome other than unresolved is recorded for it.
     fn retry_now(&self, id: &str, now: DateTime<Utc>) -> Result<bool>;
 
     /// The subscription period (subscription, period) that owns `merchant_uid`, if any.

@@ -1,0 +1,223 @@
+//! Pure money rules of a subscription's life (issue 25): what a plan change made now charges or credits, how a
+//! credit pays later periods, and what a discount leaves to charge. Amounts are whole currency units.
+
+use chrono::{DateTime, Utc};
+
+/// A paid period: from its due instant to the next one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// What a change made now settles at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Charged now, as one charge with its own merchant_uid (always at least 1).
+    Charge(i64),
+    /// Owed to the customer: carried to the next periods' amounts (always at least 1).
+    Credit(i64),
+    /// Nothing is owed either way.
+    Even,
+}
+
+impl Settlement {
+    /// From a signed amount owed by the customer (negative: owed to them).
+    fn of(owed: i64) -> Settlement {
+        match owed {
+            0 => Settlement::Even,
+            n if n > 0 => Settlement::Charge(n),
+            n => Settlement::Credit(-n),
+        }
+    }
+
+    /// The amount owed by the customer (negative: owed to them).
+    pub fn owed(self) -> i64 {
+        match self {
+            Settlement::Charge(n) => n,
+            Settlement::Credit(n) => -n,
+            Settlement::Even => 0,
+        }
+    }
+}
+
+/// `amount × part / whole` rounded toward the customer: down for what they pay (`owed > 0`), up for what they get
+/// back. `whole > 0`; `0 <= part <= whole`.
+fn share(amount: i64, part: i64, whole: i64) -> i64 {
+    let exact = i128::from(amount) * i128::from(part);
+    let whole = i128::from(whole);
+    // Euclidean division rounds toward minus infinity, so a negative amount (owed to the customer) rounds up in
+    // size: both ways, in the customer's favour.
+    exact.div_euclid(whole) as i64
+}
+
+/// The seconds of `period` left at `at` (0 before the period's start is impossible: clamped into the period).
+fn remaining(period: Span, at: DateTime<Utc>) -> (i64, i64) {
+    let whole = (period.end - period.start).num_seconds().max(1);
+    let left = (period.end - at).num_seconds().clamp(0, whole);
+    (left, whole)
+}
+
+/// A change of plan made at `at` inside the paid `period`, keeping the period (same interval): the new plan takes
+/// over the rest of it. The customer paid `old_amount` for the whole period; for what is left, they owe the
+/// difference between the new plan's and the old plan's prices for that time, pro rata by seconds, rounded to the
+/// unit in their favour (a charge down, a credit up).
+pub fn change_keeping_period(old_amount: i64, new_amount: i64, period: Span, at: DateTime<Utc>) -> Settlement {
+    let (left, whole) = remaining(period, at);
+    Settlement::of(share(new_amount - old_amount, left, whole))
+}
+
+/// A change of plan made at `at` inside the paid `period` that starts a new period there (a change of interval:
+/// the new anchor is the change's instant). The unused part of the old period is credited (rounded up), and the new
+/// plan's first period is charged in full, less that credit.
+pub fn change_restarting_period(old_amount: i64, new_amount: i64, period: Span, at: DateTime<Utc>) -> Settlement {
+    let (left, whole) = remaining(period, at);
+    let credit = -share(-old_amount, left, whole);
+    Settlement::of(new_amount - credit)
+}
+
+/// A period's `amount` paid with the customer's `credit` first: (what is charged, the credit left). A credit that
+/// covers the whole amount pays the period and nothing is sent (never a charge of 0).
+pub fn apply_credit(amount: i64, credit: i64) -> (i64, i64) {
+    let used = credit.clamp(0, amount.max(0));
+    (amount - used, credit - used)
+}
+
+/// A discount on the first periods of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discount {
+    /// `percent` off (1 to 99), rounded down to the unit in the customer's favour.
+    Percent { percent: u8, periods: u64 },
+    /// `amount` units off.
+    Amount { amount: i64, periods: u64 },
+}
+
+impl Discount {
+    /// What is left to charge of `amount` for the subscription's period number `period` (counted from 0): never
+    /// below 1 (`None`: the discount would leave nothing to charge, a config error the config refuses).
+    pub fn apply(self, amount: i64, period: u64) -> Option<i64> {
+        let (off, periods) = match self {
+            // The customer pays the rounded-down price: the discount is the rest.
+            Discount::Percent { percent, periods } => {
+                (amount - share(amount, 100 - i64::from(percent.min(100)), 100), periods)
+            }
+            Discount::Amount { amount: off, periods } => (off, periods),
+        };
+        if period >= periods {
+            return Some(amount);
+        }
+        let left = amount.checked_sub(off)?;
+        (left >= 1).then_some(left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn january() -> Span {
+        Span { start: t("2025-01-01T00:00:00Z"), end: t("2025-02-01T00:00:00Z") }
+    }
+
+    #[test]
+    fn an_upgrade_halfway_charges_half_the_difference() {
+        let half = t("2025-01-16T12:00:00Z");
+        assert_eq!(change_keeping_period(10_000, 30_000, january(), half), Settlement::Charge(10_000));
+        assert_eq!(change_keeping_period(30_000, 10_000, january(), half), Settlement::Credit(10_000));
+        assert_eq!(change_keeping_period(10_000, 10_000, january(), half), Settlement::Even);
+        // At the period's end nothing is left to settle; at its start, the whole difference.
+        assert_eq!(change_keeping_period(10_000, 30_000, january(), january().end), Settlement::Even);
+        assert_eq!(change_keeping_period(10_000, 30_000, january(), january().start), Settlement::Charge(20_000));
+    }
+
+    #[test]
+    fn rounding_is_in_the_customers_favour() {
+        // 1 unit of difference over a third of the period: 0.33 charged as 0, credited as 1.
+        let span = Span { start: t("2025-01-01T00:00:00Z"), end: t("2025-01-01T00:00:03Z") };
+        let at = t("2025-01-01T00:00:02Z");
+        assert_eq!(change_keeping_period(100, 101, span, at), Settlement::Even);
+        assert_eq!(change_keeping_period(101, 100, span, at), Settlement::Credit(1));
+    }
+
+    #[test]
+    fn a_new_interval_credits_the_unused_part_against_the_new_first_period() {
+        let half = t("2025-01-16T12:00:00Z");
+        // Monthly 10 000 to yearly 100 000 halfway: 5 000 credited, 95 000 charged.
+        assert_eq!(change_restarting_period(10_000, 100_000, january(), half), Settlement::Charge(95_000));
+        // Yearly 100 000 to monthly 1 000 right at the start: 99 000 left to the customer.
+        let year = Span { start: t("2025-01-01T00:00:00Z"), end: t("2026-01-01T00:00:00Z") };
+        assert_eq!(change_restarting_period(100_000, 1_000, year, year.start), Settlement::Credit(99_000));
+    }
+
+    #[test]
+    fn a_credit_pays_periods_before_any_charge() {
+        assert_eq!(apply_credit(9_900, 0), (9_900, 0));
+        assert_eq!(apply_credit(9_900, 1_000), (8_900, 0));
+        assert_eq!(apply_credit(9_900, 9_900), (0, 0));
+        assert_eq!(apply_credit(9_900, 25_000), (0, 15_100));
+    }
+
+    #[test]
+    fn discounts_apply_to_the_first_periods_and_never_reach_zero() {
+        let p = Discount::Percent { percent: 20, periods: 3 };
+        assert_eq!((p.apply(9_900, 0), p.apply(9_900, 2), p.apply(9_900, 3)), (Some(7_920), Some(7_920), Some(9_900)));
+        // 33% of 100: 67 paid (rounded down in the customer's favour, never a fraction).
+        assert_eq!(Discount::Percent { percent: 33, periods: 1 }.apply(100, 0), Some(67));
+        assert_eq!(Discount::Percent { percent: 99, periods: 1 }.apply(1, 0), None, "nothing left to charge");
+        let a = Discount::Amount { amount: 1_000, periods: 1 };
+        assert_eq!((a.apply(9_900, 0), a.apply(9_900, 1)), (Some(8_900), Some(9_900)));
+        assert_eq!(Discount::Amount { amount: 9_900, periods: 1 }.apply(9_900, 0), None);
+        assert_eq!(Discount::Amount { amount: i64::MIN, periods: 1 }.apply(i64::MAX, 0), None, "no overflow");
+    }
+
+    proptest! {
+        /// Over any sequence of changes inside one paid period, the customer pays (first charge, plus every
+        /// change's charge, less every credit) no more than the sum of the prices for the time each plan was in
+        /// force, and less by under one unit per change: nothing is charged twice and no credit is lost.
+        #[test]
+        fn the_customer_pays_each_plan_for_its_time(
+            first in 1i64..10_000_000,
+            changes in proptest::collection::vec((1i64..10_000_000, 0i64..1_000), 0..8),
+            length in 1i64..40_000_000,
+        ) {
+            let start = t("2025-01-01T00:00:00Z");
+            let span = Span { start, end: start + chrono::Duration::seconds(length) };
+            // Change instants in order, inside the period.
+            let mut cuts: Vec<i64> = changes.iter().map(|(_, c)| c * length / 1_000).collect();
+            cuts.sort();
+            let (mut paid, mut price, mut exact) = (i128::from(first), first, 0i128);
+            let mut from = 0i64;
+            for ((amount, _), cut) in changes.iter().zip(&cuts) {
+                let at = start + chrono::Duration::seconds(*cut);
+                paid += i128::from(change_keeping_period(price, *amount, span, at).owed());
+                exact += i128::from(price) * i128::from(cut - from);
+                (price, from) = (*amount, *cut);
+            }
+            exact += i128::from(price) * i128::from(length - from);
+            // paid ≤ exact / length, and paid > exact / length - changes.
+            let l = i128::from(length);
+            prop_assert!(paid * l <= exact, "paid {paid} more than {}", exact / l);
+            prop_assert!((paid + changes.len() as i128) * l >= exact, "paid {paid}, far less than {}", exact / l);
+        }
+
+        /// A credit is never lost nor counted twice: what periods are charged plus the credit left is what they
+        /// cost, and no charge is negative.
+        #[test]
+        fn credits_are_never_lost(credit in 0i64..1_000_000_000, amounts in proptest::collection::vec(1i64..10_000_000, 1..20)) {
+            let mut left = credit;
+            let mut charged = 0i64;
+            for a in &amounts {
+                let (c, rest) = apply_credit(*a, left);
+                prop_assert!(c >= 0 && rest >= 0 && c <= *a);
+                charged += c;
+                left = rest;
+            }
+            prop_assert_eq!(charged + (credit - left), amounts.iter().sum::<i64>());
+        }
+    }
+}
