@@ -428,3 +428,52 @@ fn an_operators_retry_costs_no_scheduled_retry() {
     assert_eq!(w.status_of("s1"), "active");
     w.assert_consistent();
 }
+
+/// A `billd retry` whose pass cannot send (the gateway refuses the credentials) says that the retry stays due and a
+/// later pass makes it (an attacker was told only "nothing was sent", and a later pass then made the charge).
+#[test]
+fn a_retry_that_cannot_be_sent_now_says_it_stays_due() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-15"));
+    let w = world_with(&body, &[("c1", &cards::decline_first(1))]);
+    w.tick("2025-01-15T10:00:00+09:00");
+    let o = w
+        .billd()
+        .args(["retry", "s1", "--as-of", "2025-01-15T18:00:00+09:00"])
+        .env("BILLD_GATEWAY__IMP_SECRET", "not-the-secret")
+        .output()
+        .unwrap();
+    let said = common::text(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(said.contains("stays due") && said.contains("next pass"), "{said}");
+    assert_eq!(w.attempts_for("c1").len(), 1, "nothing sent");
+    // And so it is: the next pass makes it, as the operator's extra attempt.
+    w.tick("2025-01-15T18:30:00+09:00");
+    assert_eq!(w.paid_for("c1").len(), 1);
+}
+
+/// An operator's retry is extra as of when it is made, not when it is settled (an attacker's finding): its answer
+/// lost and settled by a lookup only after the scheduled retry's time, its decline is still not counted, and the
+/// scheduled retry, which could not be made while it was in doubt, is made at once.
+#[test]
+fn an_operators_retry_settled_after_the_scheduled_time_still_costs_no_retry() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-15"));
+    let w = quick_world(&body, &[("c1", &cards::decline_first(2))]);
+    w.tick("2025-01-15T10:00:00+09:00");
+    w.sandbox.add_fault(FaultRule {
+        customer_uid: Some("c1".into()),
+        fault: Fault::LoseResponseAfterCharge { hold: Duration::from_secs(2) },
+        times: Some(1),
+    });
+    let o = w.billd().args(["retry", "s1", "--as-of", "2025-01-15T20:00:00+09:00"]).output().unwrap();
+    assert!(common::text(&o).contains("unknown"), "{}", common::text(&o));
+    w.wait_quiet();
+    // billd was down overnight: the lookup settles the operator's (declined) attempt after the scheduled 10:00.
+    w.tick("2025-01-16T10:00:00+09:00");
+    let attempts = w.attempts_for("c1");
+    assert_eq!(attempts.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(), ["failed", "failed", "paid"]);
+    let declines: i64 =
+        w.db().query_row("SELECT declines FROM periods WHERE subscription_id = 's1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(declines, 1, "the operator's decline was counted");
+    assert_eq!(w.status_of("s1"), "active");
+    w.assert_consistent();
+}

@@ -96,7 +96,8 @@ fn model_due_at(tz: Tz, date: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
 }
 
 /// README's retry rule written out: a delay of whole days lands at the charge time (on the model's clock) nearest
-/// to `now + delay`, the later one on a tie; any other delay is exact.
+/// to `now + delay` among those at least half the delay after `now`, the later one on a tie; any other delay is
+/// exact.
 fn model_retry_at((tz, time): (Tz, NaiveTime), now: i64, delay: i64) -> i64 {
     let exact = now + delay;
     if delay % 86_400 != 0 {
@@ -104,7 +105,8 @@ fn model_retry_at((tz, time): (Tz, NaiveTime), now: i64, delay: i64) -> i64 {
     }
     let day = DateTime::from_timestamp(exact, 0).unwrap().with_timezone(&tz).date_naive();
     let candidates = [day - chrono::Duration::days(1), day, day + chrono::Duration::days(1)];
-    let times = candidates.map(|d| ts(model_due_at(tz, d, time)));
+    let times: Vec<i64> =
+        candidates.iter().map(|d| ts(model_due_at(tz, *d, time))).filter(|t| *t >= now + delay / 2).collect();
     let best = times.iter().map(|t| (t - exact).abs()).min().unwrap();
     times.into_iter().filter(|t| (t - exact).abs() == best).max().unwrap()
 }

@@ -103,9 +103,10 @@ impl DunningPolicy {
             Outcome::Paid => Decision::Paid,
             Outcome::Rejected => Decision::Exhausted(self.on_exhausted),
             Outcome::Unresolved => Decision::CheckAt(later(now, unresolved_backoff(t.tries))),
-            // Decided once the scheduled retry's time has come (a lookup settled it late), it was that retry.
-            Outcome::Declined => match t.ahead_of.filter(|scheduled| *scheduled > now) {
-                Some(scheduled) => Decision::BackToSchedule(scheduled),
+            // Settled after the scheduled retry's time (a lookup settled it late), the scheduled retry is due at
+            // once: it could not be made while this attempt was in doubt.
+            Outcome::Declined => match t.ahead_of {
+                Some(scheduled) => Decision::BackToSchedule(scheduled.max(now)),
                 None => match self.retry_after.get(t.declines as usize) {
                     Some(delay) => Decision::RetryAt(retry_time(clock, now, *delay)),
                     None => Decision::Exhausted(self.on_exhausted),
@@ -116,9 +117,9 @@ impl DunningPolicy {
 }
 
 /// When a retry `delay` after an attempt at `at` falls. A whole number of days lands at the `charge_time` nearest
-/// to `at + delay` (a tie: the later one), in `billing.timezone`, like every other charge: a decline at 14:21 with
-/// `1d` is retried the next day at 10:00, and never less than half the delay after the attempt. Any other delay
-/// (`6h`, `90m`) counts from the attempt itself.
+/// to `at + delay` (a tie: the later one) among those at least half the delay after the attempt, in
+/// `billing.timezone`, like every other charge: a decline at 14:21 with `1d` is retried the next day at 10:00. Any
+/// other delay (`6h`, `90m`) counts from the attempt itself.
 pub fn retry_time(clock: &ChargeClock, at: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
     const DAY: u64 = 86_400;
     let exact = later(at, delay);
@@ -129,10 +130,12 @@ pub fn retry_time(clock: &ChargeClock, at: DateTime<Utc>, delay: Duration) -> Da
         return exact;
     }
     let day = clock.local_date(exact);
+    let soonest = later(at, delay / 2);
     [day.pred_opt(), Some(day), day.succ_opt()]
         .into_iter()
         .flatten()
         .map(|d| clock.due_at(d))
+        .filter(|t| *t >= soonest)
         .min_by_key(|t| ((*t - exact).abs(), *t < exact))
         .unwrap_or(exact)
 }
@@ -202,6 +205,9 @@ mod tests {
             at("2025-03-09T09:00:00-04:00"),
             "23 real hours: the local charge time"
         );
+        // A 25-hour night (New York falls back on 2027-11-07): from 21:29 the evening before, the nearest 09:00
+        // would be 11 h 31 min later, under half the delay: the one after is taken.
+        assert_eq!(retry_time(&ny, at("2027-11-05T21:29:00-04:00"), day), at("2027-11-07T09:00:00-05:00"));
         // At the end of time: no panic.
         assert_eq!(retry_time(&c, DateTime::<Utc>::MAX_UTC, day), DateTime::<Utc>::MAX_UTC);
     }
@@ -217,12 +223,11 @@ mod tests {
         let last = Tally { declines: 3, ..extra };
         assert_eq!(p.decide(&c, Outcome::Declined, last, now), Decision::BackToSchedule(scheduled));
         let late_last = scheduled + chrono::Duration::hours(1);
-        assert_eq!(p.decide(&c, Outcome::Declined, last, late_last), Decision::Exhausted(OnExhausted::Cancel));
-        // Settled once the scheduled retry's time has come (a late lookup): it was that retry, and counts.
+        assert_eq!(p.decide(&c, Outcome::Declined, last, late_last), Decision::BackToSchedule(late_last));
+        // Settled after the scheduled retry's time (a late lookup): still uncounted, and the scheduled retry,
+        // which could not be made while it was in doubt, is due at once.
         let late = scheduled + chrono::Duration::hours(1);
-        // (its 2d retry: two days after 11:00, at the nearest 10:00)
-        let three_days = chrono::Duration::days(3);
-        assert_eq!(p.decide(&c, Outcome::Declined, extra, late), Decision::RetryAt(t0() + three_days));
+        assert_eq!(p.decide(&c, Outcome::Declined, extra, late), Decision::BackToSchedule(late));
         // Paid or rejected, it is like any attempt.
         assert_eq!(p.decide(&c, Outcome::Paid, extra, now), Decision::Paid);
         assert_eq!(p.decide(&c, Outcome::Rejected, extra, now), Decision::Exhausted(OnExhausted::Cancel));

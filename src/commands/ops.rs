@@ -5,7 +5,7 @@ use crate::app::{engine, load_config, runtime};
 use crate::billing::model::{Status, restart_after_pause};
 use crate::commands::present::count;
 use crate::store::{Book, ChargeStatus, Ledger, OpenPeriod, StatusSet, Store, Views, ceil_second, from_ts};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::{NaiveDate, Utc};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -223,7 +223,11 @@ pub fn retry(path: &Path, id: &str, at: At) -> Result<ExitCode> {
     }
     drop(store);
     // Like `subscriptions add --charge-now`: exit 0 only when the retried charge is paid (or handed to the daemon).
-    match charge_due_now(&cfg, id, now)? {
+    // The retry is asked for: if the pass cannot make it now, it stays due, and a later pass makes it.
+    let charged = charge_due_now(&cfg, id, now).with_context(|| {
+        format!("{id}: the retry was not made now; it stays due, and the next pass (the running billd, or `billd tick`) makes it")
+    })?;
+    match charged {
         ChargedNow::Attempt(r) => {
             let line = format!(
                 "{id}: attempt {} of period {} ({}): {}{}",

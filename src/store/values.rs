@@ -93,8 +93,9 @@ pub struct Attempt {
     pub tries: u32,
     /// Declined attempts of this period so far (counted against the dunning retries).
     pub declines: u32,
-    /// An operator's extra attempt (made due by `retry` or `resume` ahead of the scheduled retry): that scheduled
-    /// instant, where the next attempt stays if this one is declined. `None`: a scheduled attempt.
+    /// An operator's extra attempt (made due by `retry` or `resume`, and claimed, before the scheduled retry's
+    /// instant): that scheduled instant, where the next attempt stays if this one is declined (decided when it is
+    /// claimed, kept until it is settled). `None`: a scheduled attempt.
     pub ahead_of: Option<DateTime<Utc>>,
     /// Whether the subscription is still billed (active or past due).
     pub billing: bool,

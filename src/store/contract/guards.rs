@@ -141,10 +141,15 @@ pub fn a_sync_with_another_clock_re_times_every_next_charge<B: Backend>(b: &B) {
 }
 
 /// An operator's retry ahead of the scheduled retry (issue 23, point 4): [`Ledger::retry_now`] makes the period due
-/// now and its claimed attempt carries the scheduled instant it went ahead of (a second `retry_now` before the
-/// claim keeps the same one); a decline recorded with [`Decision::BackToSchedule`] counts no decline, and the next
-/// attempt is the scheduled one, which carries nothing.
+/// now (never later than it was) and the attempt claimed before the scheduled instant carries it (a second
+/// `retry_now` before the claim keeps the same one), decided when it is claimed, not when it is settled; a decline
+/// recorded with [`Decision::BackToSchedule`] counts no decline, and the next attempt is the scheduled one, which
+/// carries nothing.
 pub fn an_operators_retry_ahead_of_the_schedule_counts_no_decline<B: Backend>(b: &B) {
+    let claim = |at: DateTime<Utc>| -> Vec<(u32, u32, Option<DateTime<Utc>>)> {
+        let got = b.open().claim_due(at, 10, i64::MAX, TIMEOUT_MS).unwrap();
+        got.iter().map(|a| (a.attempt, a.declines, a.ahead_of)).collect()
+    };
     let s = b.open();
     add(&s, &["a"]);
     let first = open_all(&s, t0());
@@ -153,18 +158,23 @@ pub fn an_operators_retry_ahead_of_the_schedule_counts_no_decline<B: Backend>(b:
     let (early, later) = (t0() + Duration::hours(8), t0() + Duration::hours(9));
     assert!(s.retry_now("a", early).unwrap());
     assert!(s.retry_now("a", later).unwrap(), "a second retry before the first was made");
-    let extra = b.open().claim_due(later, 10, i64::MAX, TIMEOUT_MS).unwrap();
-    assert_eq!(
-        extra.iter().map(|a| (a.attempt, a.declines, a.ahead_of)).collect::<Vec<_>>(),
-        [(2, 1, Some(scheduled))]
-    );
-    s.record(&[declined(&extra[0], Decision::BackToSchedule(scheduled))], later).unwrap();
-    assert!(s.claim_due(scheduled - Duration::seconds(1), 10, i64::MAX, TIMEOUT_MS).unwrap().is_empty(), "early");
-    let retry = b.open().claim_due(scheduled, 10, i64::MAX, TIMEOUT_MS).unwrap();
-    assert_eq!(retry.iter().map(|a| (a.attempt, a.declines, a.ahead_of)).collect::<Vec<_>>(), [(3, 1, None)]);
+    assert_eq!(claim(later), [(2, 1, Some(scheduled))]);
+    // Its answer is lost and settled only after the scheduled instant: it is still the operator's extra attempt.
+    let settled = scheduled + Duration::hours(1);
+    let extra = s.unresolved(later, 10).unwrap();
+    let check = outcome(&extra[0], AttemptResult::Unresolved { reason: "timeout".into() }, Decision::CheckAt(settled));
+    s.record(&[check], later).unwrap();
+    let extra = s.unresolved(settled, 10).unwrap();
+    assert_eq!(extra.iter().map(|a| a.ahead_of).collect::<Vec<_>>(), [Some(scheduled)], "decided when claimed");
+    s.record(&[declined(&extra[0], Decision::BackToSchedule(settled))], settled).unwrap();
+    assert_eq!(claim(settled), [(3, 1, None)], "the scheduled retry, uncounted before it");
     // A retry at or after the scheduled instant is that retry: it carries nothing.
-    s.record(&[declined(&retry[0], Decision::RetryAt(scheduled + Duration::days(2)))], scheduled).unwrap();
-    assert!(s.retry_now("a", scheduled + Duration::days(3)).unwrap());
-    let late = s.claim_due(scheduled + Duration::days(3), 10, i64::MAX, TIMEOUT_MS).unwrap();
-    assert_eq!(late.iter().map(|a| (a.attempt, a.declines, a.ahead_of)).collect::<Vec<_>>(), [(4, 2, None)]);
+    let third = s.unresolved(settled, 10).unwrap();
+    let next = settled + Duration::days(2);
+    s.record(&[declined(&third[0], Decision::RetryAt(next))], settled).unwrap();
+    // A retry when the next attempt is already due leaves it as it is (never later), so a retry at an earlier
+    // instant afterwards (a past --as-of) still finds the scheduled one.
+    assert!(s.retry_now("a", next + Duration::hours(2)).unwrap());
+    assert!(s.retry_now("a", next - Duration::hours(2)).unwrap());
+    assert_eq!(claim(next - Duration::hours(2)), [(4, 2, Some(next))]);
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
     a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
     s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due, a.timeout_ms,
-    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, p.retry_ahead_of
+    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, a.retry_ahead_of
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -48,10 +48,12 @@ pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
 }
 
 /// The SET clause of an operator's "charge it now" (`retry`, `resume`) on a period (`?2`: now): its next attempt
-/// is due now, and if that is ahead of its scheduled retry, the scheduled instant is kept in `retry_ahead_of` (an
-/// earlier one kept there stays: a second retry before the first was made is still ahead of the same retry).
-pub(super) const DUE_NOW_BY_OPERATOR: &str = "next_attempt_at = ?2,
-    retry_ahead_of = CASE WHEN next_attempt_at > ?2 THEN next_attempt_at ELSE retry_ahead_of END";
+/// is due now (never later than it was: one already due stays as it is), and if that is ahead of its scheduled
+/// retry, the scheduled instant is kept in `retry_ahead_of` (an earlier one kept there stays: a second retry before
+/// the first was made is still ahead of the same scheduled retry).
+pub(super) const DUE_NOW_BY_OPERATOR: &str = "next_attempt_at = min(coalesce(next_attempt_at, ?2), ?2),
+    retry_ahead_of = CASE WHEN next_attempt_at > ?2 THEN coalesce(retry_ahead_of, next_attempt_at)
+                          ELSE retry_ahead_of END";
 
 fn subscriptions_to_open_in(
     conn: &Connection,
@@ -78,7 +80,8 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
         "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
                 p.due_at, p.declines,
                 (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
-                   AND a.period = p.period) AS made, s.status = 'past_due', p.retry_ahead_of
+                   AND a.period = p.period) AS made, s.status = 'past_due',
+                CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
          WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
            AND p.amount <= ?3
@@ -112,8 +115,8 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
     }
     let mut ins = tx.prepare_cached(
         "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
-           status, created_at, updated_at, timeout_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9)",
+           status, created_at, updated_at, timeout_ms, retry_ahead_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9, ?10)",
     )?;
     let mut hold =
         tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?;
@@ -127,7 +130,8 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
             a.amount,
             a.currency,
             now,
-            timeout_ms as i64
+            timeout_ms as i64,
+            a.ahead_of.map(|t| t.timestamp())
         ])?;
         a.id = tx.last_insert_rowid();
         hold.execute(params![a.subscription_id, a.period as i64])?;
