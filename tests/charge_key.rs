@@ -296,3 +296,33 @@ fn a_lost_answer_stays_unknown_until_a_lookup_after_the_quiet_period() {
         assert_eq!(agains(&w, m), 1, "{m} sent twice");
     }
 }
+
+/// A crash (abort, as kill -9) right after the intent is committed, before anything is sent: the rerun at once sends
+/// nothing; a pass makes it unknown, the next one after the quiet period closes it as abandoned (no record at the
+/// gateway); then a rerun looks it up and sends it: one charge.
+#[test]
+fn a_crash_after_the_intent_sends_nothing_until_settled_then_once() {
+    let w = world(MONTHLY);
+    let crashed =
+        w.billd().arg("charge-key").args(ADDON).env("BILLD_FAILPOINT", "one_time_after_intent").output().unwrap();
+    assert!(text(&crashed).contains("failpoint one_time_after_intent: aborting"), "{}", text(&crashed));
+    assert_eq!(row(&w, "addon-1").map(|r| r.0), Some("pending".into()), "the intent was not committed first");
+    assert_eq!(agains(&w, "addon-1"), 0, "sent though it crashed before sending");
+    let rerun = charge_key(&w, &ADDON);
+    assert!(text(&rerun).contains("do not retry before"), "{}", text(&rerun));
+    assert_eq!(agains(&w, "addon-1"), 0, "sent before the charge was settled");
+    let later = || (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
+    w.tick(&later());
+    assert_eq!(row(&w, "addon-1").map(|r| r.0), Some("unknown".into()));
+    w.wait_quiet();
+    w.tick(&later());
+    let abandoned: Option<String> = w
+        .db()
+        .query_row("SELECT failure FROM one_time_charges WHERE merchant_uid = 'addon-1'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(abandoned.as_deref(), Some("abandoned"));
+    let sent = charge_key(&w, &ADDON);
+    assert!(sent.status.success() && text(&sent).contains("paid: addon-1"), "{}", text(&sent));
+    assert_eq!(agains(&w, "addon-1"), 1);
+    paid_once(&w, "addon-1");
+}
