@@ -326,3 +326,57 @@ fn a_crash_after_the_intent_sends_nothing_until_settled_then_once() {
     assert_eq!(agains(&w, "addon-1"), 1);
     paid_once(&w, "addon-1");
 }
+
+/// Someone else's payment under the merchant_uid (another system of the merchant's charged key c2 with it): the
+/// gateway refuses billd's request, and the lookup finds a payment of another billing key. Never taken as paid: held
+/// as a mismatch, exit 1; a rerun sends nothing and says it is held.
+#[test]
+fn a_payment_of_another_key_under_the_merchant_uid_is_never_taken_as_paid() {
+    let w = world(MONTHLY);
+    let base = w.sandbox.base_url();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        let token: serde_json::Value = http
+            .post(format!("{base}/users/getToken"))
+            .json(&serde_json::json!({"imp_key": "imp_sandbox_key", "imp_secret": "imp_sandbox_secret"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["response"]["access_token"].as_str().unwrap().to_string();
+        w.sandbox.register_customer("c3", cards::APPROVE).unwrap();
+        let paid: serde_json::Value = http
+            .post(format!("{base}/subscribe/payments/again"))
+            .bearer_auth(token)
+            .json(
+                &serde_json::json!({"customer_uid": "c3", "merchant_uid": "addon-1", "amount": 3000, "name": "other"}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(paid["response"]["status"], "paid", "{paid}");
+    });
+    w.expect_repeat_requests("billd's charge-key of a merchant_uid another system paid first (refused by the gateway)");
+    let out = charge_key(&w, &ADDON);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not paid (mismatch)") && text(&out).contains("another customer_uid"),
+        "{}",
+        text(&out)
+    );
+    let (status, failure): (String, Option<String>) = w
+        .db()
+        .query_row("SELECT status, failure FROM one_time_charges WHERE merchant_uid = 'addon-1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((status.as_str(), failure.as_deref()), ("failed", Some("mismatch")));
+    let rerun = charge_key(&w, &ADDON);
+    assert!(!rerun.status.success() && text(&rerun).contains("is held"), "{}", text(&rerun));
+    assert_eq!(agains(&w, "addon-1"), 2, "the other system's and billd's one request");
+}
