@@ -239,9 +239,6 @@ pub trait Ledger {
     /// Makes a subscription's open period due at `now` (operator `retry`), with its event, in one write
     /// transaction; false if it has none waiting (an attempt in flight, or held).
     fn retry_now(&self, id: &str, now: DateTime<Utc>) -> Result<bool>;
-
-    /// The subscription period (subscription, period) that owns `merchant_uid`, if any.
-    fn period_by_merchant_uid(&self, merchant_uid: &str) -> Result<Option<(String, u64)>>;
 }
 
 /// One-time charges: key-in ones made by `billd charge-once`, those of a stored billing key made by
