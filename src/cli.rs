@@ -94,6 +94,35 @@ pub enum Command {
         #[arg(long, requires = "customer_uid")]
         replace_key: bool,
     },
+    /// Charge a billing key already stored at the gateway once (an add-on, an overage), no card needed.
+    ///
+    /// Exactly once per merchant_uid, like charge-once: the intent is recorded first, a rerun answers with the
+    /// recorded outcome (exit 0 when paid, nothing sent), and a lost answer stays unknown until a lookup after the
+    /// quiet period. Refused while a safety stop holds billing (unless --despite-safety-stop) and above
+    /// limits.max_amount (unless --above-max-amount).
+    ChargeKey {
+        /// The billing key to charge (it must be at the gateway: it is asked first).
+        customer_uid: String,
+        /// The order's id at the gateway (1-40 characters, not starting with billd's merchant_uid_prefix and '-' in
+        /// any case, not used by any period or other one-time charge in any case).
+        #[arg(long)]
+        merchant_uid: String,
+        /// The amount in whole won (KRW), sent to the gateway as it is.
+        #[arg(long)]
+        amount: i64,
+        /// The order name the customer sees (1-40 characters).
+        #[arg(long)]
+        name: String,
+        /// Tie the charge to this subscription (it must charge CUSTOMER_UID): `subscriptions show` lists it.
+        #[arg(long, value_name = "ID")]
+        subscription: Option<String>,
+        /// Allow an amount above limits.max_amount (refused without it).
+        #[arg(long)]
+        above_max_amount: bool,
+        /// Charge even while a safety rail stops billing (`billd safety`); refused without it.
+        #[arg(long)]
+        despite_safety_stop: bool,
+    },
     /// Serve a local i'mport V1 sandbox (for demos, tests and benchmarks) until SIGINT/SIGTERM.
     Sandbox {
         /// Address to listen on.
@@ -124,7 +153,7 @@ pub enum Command {
         /// Only this subscription's attempts.
         #[arg(long, value_name = "ID", conflicts_with = "one_time")]
         subscription: Option<String>,
-        /// Only one-time charges (`charge-once`).
+        /// Only one-time charges (`charge-once`, and `charge-key`: KIND one-time-key).
         #[arg(long)]
         one_time: bool,
         /// Print them as JSON (times RFC 3339 with the billing time zone's offset; with --follow, one per line).
@@ -374,6 +403,22 @@ pub fn main(args: Args) -> Result<ExitCode> {
             let key =
                 customer_uid.as_deref().map(|c| crate::commands::charge_once::SaveKey { customer_uid: c, replace_key });
             crate::commands::charge_once::charge_once(&path, &merchant_uid, amount, &name, key)
+        }
+        Command::ChargeKey {
+            customer_uid,
+            merchant_uid,
+            amount,
+            name,
+            subscription,
+            above_max_amount,
+            despite_safety_stop,
+        } => {
+            let opts = crate::commands::charge_key::KeyOptions {
+                subscription: subscription.as_deref(),
+                above_max_amount,
+                despite_safety_stop,
+            };
+            crate::commands::charge_key::charge_key(&path, &customer_uid, &merchant_uid, amount, &name, opts)
         }
         Command::Sandbox { listen, imp_key, imp_secret, imp_secret_file, sandbox_config } => {
             let imp_secret = secret_arg(imp_secret, imp_secret_file.as_deref(), "--imp-secret-file")?;

@@ -22,7 +22,8 @@ pub use off::{armed, failpoint, pause};
 /// The hooks themselves.
 mod hooks {
     /// Aborts the process here when `BILLD_FAILPOINT` names this point. Points: `after_intent_commit`, `after_send`
-    /// (request sent, answer not yet read), `after_response` (answer read, outcome not committed).
+    /// (request sent, answer not yet read), `after_response` (answer read, outcome not committed),
+    /// `one_time_after_intent` (a `charge-once` or `charge-key` whose intent is committed, nothing sent yet).
     pub fn failpoint(name: &str) {
         if armed(name) {
             eprintln!("billd: failpoint {name}: aborting");

@@ -384,6 +384,7 @@ fn every_row_of_the_exit_code_table_holds() {
     let body = format!("{MONTHLY}{}", common::sub("s1", "c1", "monthly", &soon));
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("c-lost", cards::DECLINE_LOST).unwrap();
     let code = |args: &[&str]| run(&w, args).0;
     let card = |args: &[&str], number: &str| {
         common::with_card(&w, args, &common::card_json(number)).status.code().unwrap_or(-1)
@@ -428,6 +429,22 @@ fn every_row_of_the_exit_code_table_holds() {
             "charge-once paid, rerun",
             card(&["charge-once", "--merchant-uid", "x2", "--amount", "100", "--name", "x"], cards::APPROVE),
             0,
+        ),
+        ("charge-key paid", code(&["charge-key", "c1", "--merchant-uid", "k1", "--amount", "100", "--name", "x"]), 0),
+        (
+            "charge-key paid, rerun",
+            code(&["charge-key", "c1", "--merchant-uid", "k1", "--amount", "100", "--name", "x"]),
+            0,
+        ),
+        (
+            "charge-key declined",
+            code(&["charge-key", "c-lost", "--merchant-uid", "k3", "--amount", "100", "--name", "x"]),
+            1,
+        ),
+        (
+            "charge-key refused (no such key)",
+            code(&["charge-key", "nokey", "--merchant-uid", "k2", "--amount", "100", "--name", "x"]),
+            1,
         ),
         ("import a bad file", code(&["import", bad_csv.to_str().unwrap()]), 1),
         ("tick", code(&["tick"]), 0),

@@ -4,7 +4,7 @@ use crate::app::load_config;
 use crate::app::open_store;
 use crate::commands::present::{human, rfc3339};
 use crate::config;
-use crate::store::{ChargeRow, Failure, Views};
+use crate::store::{ChargeRow, Failure, OneTimeKind, Views};
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -18,17 +18,22 @@ pub enum Only<'a> {
     All,
     /// One subscription's attempts.
     Subscription(&'a str),
-    /// One-time charges (`charge-once`).
+    /// One-time charges (`charge-once` and `charge-key`).
     OneTime,
 }
 
-/// What a row is: a subscription period's attempt, or a one-time charge.
+/// What a row is: a subscription period's attempt, a one-time key-in charge of a card (`charge-once`), or a
+/// one-time charge of a stored billing key (`charge-key`).
 fn kind(r: &ChargeRow) -> &'static str {
-    if r.subscription_id.is_some() { "period" } else { "one-time" }
+    match r.one_time {
+        None => "period",
+        Some(OneTimeKind::Card) => "one-time",
+        Some(OneTimeKind::Key) => "one-time-key",
+    }
 }
 
 fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
-    let period = r.subscription_id.as_ref().map(|_| (r.period, r.attempt));
+    let period = r.one_time.is_none().then_some((r.period, r.attempt));
     json!({
         "kind": kind(r), "subscription_id": r.subscription_id, "period": period.map(|p| p.0),
         "attempt": period.map(|p| p.1), "tries": r.attempt,
@@ -71,8 +76,9 @@ pub fn charges(
         if let Some((id, _)) = rows.last() {
             last = *id;
         }
-        if first && !follow && matches!(only, Only::All | Only::OneTime) {
-            rows.extend(store.list_one_time(failed, since)?.into_iter().map(|r| (0, r)));
+        if first && !follow {
+            // A subscription's own: the charges of a billing key tied to it (`charge-key --subscription`).
+            rows.extend(store.list_one_time(failed, since, sub)?.into_iter().map(|r| (0, r)));
             // In the order the attempts were made, one-time charges among them.
             rows.sort_by_key(|(id, r)| (r.created_at, *id));
         }
@@ -83,7 +89,7 @@ pub fn charges(
         }
         if first && !json {
             println!(
-                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
+                "{:<23} {:<12} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
                 "MADE", "KIND", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "STATUS"
             );
         }
@@ -100,13 +106,11 @@ pub fn charges(
                 (Some(imp), None) => imp.clone(),
                 _ => String::new(),
             };
-            // A one-time charge has no subscription or period: those columns stay empty; ATTEMPT is its tries.
-            let (sub, period) = match &r.subscription_id {
-                Some(s) => (s.as_str(), r.period.to_string()),
-                None => ("", String::new()),
-            };
+            // A one-time charge has no period (nor a subscription unless tied to one): empty; ATTEMPT is its tries.
+            let sub = r.subscription_id.as_deref().unwrap_or_default();
+            let period = if r.one_time.is_none() { r.period.to_string() } else { String::new() };
             println!(
-                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
+                "{:<23} {:<12} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
                 human(r.created_at, tz),
                 kind(r),
                 sub,

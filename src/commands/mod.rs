@@ -1,10 +1,12 @@
 //! The commands other than `run`: one module per command group.
 
+pub mod charge_key;
 pub mod charge_once;
 pub mod charges;
 pub mod check;
 pub mod customers;
 pub mod import;
+pub mod one_time;
 pub mod ops;
 pub mod present;
 pub mod sandbox;

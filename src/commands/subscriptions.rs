@@ -210,6 +210,16 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
     }
 }
 
+/// A charge's outcome in words, for `subscriptions show`.
+fn outcome(status: ChargeStatus, failure: Option<Failure>, imp_uid: Option<&str>, reason: Option<&str>) -> String {
+    match (failure, imp_uid, reason) {
+        (Some(f), _, Some(r)) => format!("{status} ({f}): {r}"),
+        (None, Some(imp), _) => format!("{status} (imp_uid {imp})"),
+        (None, None, Some(r)) => format!("{status}: {r}"),
+        _ => status.to_string(),
+    }
+}
+
 pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let store = open_store(&cfg)?;
@@ -219,6 +229,8 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let next = next_action(&sub, &periods, next_due_at);
     let tz = cfg.billing.clock.timezone;
     let why = why.filter(|_| matches!(sub.status, Status::Canceled | Status::Suspended));
+    // One-time charges of its billing key tied to it (`charge-key --subscription`).
+    let extra = store.list_one_time(false, None, Some(id))?;
     if as_json {
         let periods: Vec<_> = periods
             .iter()
@@ -241,6 +253,12 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             "start": sub.start_date.to_string(), "source": sub.source.as_str(), "status": sub.status.as_str(),
             "why": why, "next": { "action": next.action, "at": next.at.map(|t| rfc3339(t, tz)), "what": next.text },
             "periods": periods,
+            "one_time_charges": extra.iter().map(|c| json!({
+                "merchant_uid": c.merchant_uid, "customer_uid": c.customer_uid, "amount": c.amount,
+                "currency": c.currency, "status": c.status.as_str(), "failure": c.failure.map(Failure::as_str),
+                "imp_uid": c.imp_uid, "reason": c.fail_reason, "tries": c.attempt,
+                "made_at": rfc3339(c.created_at, tz), "updated_at": rfc3339(c.updated_at, tz),
+            })).collect::<Vec<_>>(),
         });
         crate::say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -278,14 +296,21 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             p.merchant_uid
         );
         for a in &p.attempts {
-            let outcome = match (&a.failure, &a.imp_uid, &a.fail_reason) {
-                (Some(f), _, Some(r)) => format!("{} ({f}): {r}", a.status),
-                (None, Some(imp), _) => format!("{} (imp_uid {imp})", a.status),
-                (None, None, Some(r)) => format!("{}: {r}", a.status),
-                _ => a.status.to_string(),
-            };
+            let outcome = outcome(a.status, a.failure, a.imp_uid.as_deref(), a.fail_reason.as_deref());
             crate::say!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), outcome);
         }
+    }
+    for c in &extra {
+        let outcome = outcome(c.status, c.failure, c.imp_uid.as_deref(), c.fail_reason.as_deref());
+        crate::say!(
+            "  one-time charge-key {}  made {}  {} {}  key {}  {}",
+            c.merchant_uid,
+            human(c.created_at, tz),
+            c.amount,
+            c.currency,
+            c.customer_uid,
+            outcome
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

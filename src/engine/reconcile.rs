@@ -6,7 +6,7 @@ use super::{At, Engine, PAGE};
 use crate::billing::dunning::Decision;
 use crate::billing::quiet::quiet_period;
 use crate::gateway::{Gateway, Lookup};
-use crate::store::{Attempt, AttemptResult, ChargeStatus, Doubt, Failure, Recorded, Store};
+use crate::store::{Attempt, AttemptResult, ChargeStatus, Doubt, Failure, OneTimeKind, Recorded, Store};
 
 /// What a look at an unresolved attempt came to.
 pub(super) enum Look {
@@ -146,11 +146,14 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                             ChargeStatus::Failed,
                             Some(Failure::Abandoned),
                             None,
-                            Some(
+                            Some(format!(
                                 "no record at the gateway after the quiet period: nothing was charged (rerun \
-                             charge-once to send it; it looks the payment up first)"
-                                    .into(),
-                            ),
+                                     {} to send it; it looks the payment up first)",
+                                match c.kind {
+                                    OneTimeKind::Card => "charge-once",
+                                    OneTimeKind::Key => "charge-key",
+                                }
+                            )),
                         )
                     }
                 },

@@ -242,19 +242,24 @@ pub trait Ledger {
     /// retry, the attempt claimed next carries the scheduled instant ([`Attempt::ahead_of`]; the same for
     /// [`Book::resume_with`]'s retry) until an outcome other than unresolved is recorded for it.
     fn retry_now(&self, id: &str, now: DateTime<Utc>) -> Result<bool>;
-
-    /// The subscription period (subscription, period) that owns `merchant_uid`, if any.
-    fn period_by_merchant_uid(&self, merchant_uid: &str) -> Result<Option<(String, u64)>>;
 }
 
-/// One-time (key-in) charges made by `billd charge-once`, and their settlement.
+/// One-time charges: key-in ones made by `billd charge-once`, those of a stored billing key made by
+/// `billd charge-key`; and their settlement.
 pub trait OneTime {
-    /// A one-time charge by merchant_uid.
+    /// A one-time charge by merchant_uid (exactly as spelled).
     fn one_time(&self, merchant_uid: &str) -> Result<Option<OneTimeState>>;
+
+    /// What holds `merchant_uid` compared without case: a subscription period, or a one-time charge (one spelled
+    /// exactly so first). `None`: nothing. A read of committed rows; [`OneTime::begin_one_time`] checks it again
+    /// inside its transaction.
+    fn merchant_uid_holder(&self, merchant_uid: &str) -> Result<Option<MerchantUidHolder>>;
 
     /// Commits the intent of a one-time charge (pending) before it is sent, durably before it returns; returns its
     /// row id and its number of tries (which names this send). `prev_tries`: the row as the caller found it
-    /// (`None`: there was none). A new one is inserted only if its merchant_uid has no row; an existing one is sent
+    /// (`None`: there was none). A new one is inserted only if its merchant_uid has no row; if a period or another
+    /// one-time charge holds it in another case (read inside the transaction), it is an error naming the holder and
+    /// nothing is written. Its kind, billing key and subscription are those of the first try. An existing one is sent
     /// again only if its tries are still `prev_tries` and it is not paid (checked inside the transaction);
     /// otherwise `None`, and nothing may be sent. `check_at`: no pass looks at it before then.
     /// The request may leave once it returns: the row is stamped as sent at the real instant `at`.
@@ -345,8 +350,14 @@ pub trait Views {
         after_id: i64,
     ) -> Result<Vec<(i64, ChargeRow)>>;
 
-    /// One-time charges as listing rows (subscription shown as `one-time`).
-    fn list_one_time(&self, failed_only: bool, since: Option<DateTime<Utc>>) -> Result<Vec<ChargeRow>>;
+    /// One-time charges as listing rows (kind `one_time`), in the order they were made: failed ones only, changed
+    /// at or after `since`, tied to one subscription (`charge-key --subscription`), as asked.
+    fn list_one_time(
+        &self,
+        failed_only: bool,
+        since: Option<DateTime<Utc>>,
+        subscription: Option<&str>,
+    ) -> Result<Vec<ChargeRow>>;
 
     /// A subscription's next due instant (`None`: none, or no such subscription).
     fn next_due_at(&self, id: &str) -> Result<Option<DateTime<Utc>>>;

@@ -67,6 +67,16 @@ spelled! {
 }
 
 spelled! {
+    /// What a one-time charge charges.
+    OneTimeKind {
+        /// A card typed by the operator, in a key-in payment (`billd charge-once`).
+        Card = "card",
+        /// A billing key already stored at the gateway (`billd charge-key`).
+        Key = "key",
+    }
+}
+
+spelled! {
     /// The state of a subscription period.
     PeriodState {
         Open = "open",
@@ -256,8 +266,11 @@ pub struct ClaimStep {
 /// One attempt row (or one-time charge), for listings.
 #[derive(Debug, Clone)]
 pub struct ChargeRow {
-    /// The subscription of a period's attempt; `None` for a one-time charge (`charge-once`).
+    /// The subscription of a period's attempt, or the one a one-time charge of a billing key is tied to
+    /// (`charge-key --subscription`); `None` for other one-time charges.
     pub subscription_id: Option<String>,
+    /// `None`: a period's attempt; otherwise a one-time charge of that kind.
+    pub one_time: Option<OneTimeKind>,
     pub period: u64,
     pub attempt: u32,
     pub merchant_uid: String,
@@ -278,7 +291,12 @@ pub struct ChargeRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OneTimeState {
     pub id: i64,
+    pub kind: OneTimeKind,
+    /// The billing key charged (kind `Key`), or the one an older billd sent with a key-in charge (kind `Card`).
     pub customer_uid: Option<String>,
+    /// The subscription it is tied to (kind `Key` only).
+    pub subscription_id: Option<String>,
+    pub name: String,
     /// The card of its latest try, masked (first 6, last 4 digits).
     pub card_masked: String,
     pub amount: i64,
@@ -306,6 +324,7 @@ pub struct UnresolvedOneTime {
     /// Which send of it this is (see [`OneTime::finish_one_time`](crate::store::OneTime::finish_one_time)).
     pub tries: i64,
     pub merchant_uid: String,
+    pub kind: OneTimeKind,
     pub customer_uid: Option<String>,
     pub amount: i64,
     pub currency: String,
@@ -318,15 +337,46 @@ pub struct UnresolvedOneTime {
     pub pending: bool,
 }
 
-/// A key-in payment made by `billd charge-once` (only the masked card is kept).
+/// A one-time charge: a key-in payment made by `billd charge-once` (only the masked card is kept), or a charge of a
+/// stored billing key made by `billd charge-key`.
 #[derive(Debug, Clone)]
 pub struct OneTimeCharge {
     pub merchant_uid: String,
+    pub kind: OneTimeKind,
+    /// The billing key charged (kind `Key`; `None` for a key-in charge).
     pub customer_uid: Option<String>,
+    /// The subscription a charge of a billing key is tied to.
+    pub subscription_id: Option<String>,
     pub name: String,
     pub amount: i64,
     pub currency: String,
+    /// The card charged, masked (kind `Key`: the key's card as the gateway showed it, or `-`).
     pub card_masked: String,
+}
+
+/// What holds a merchant_uid (compared without case: the gateway may not tell merchant_uids apart by case).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MerchantUidHolder {
+    /// A subscription period (billd's own namespace, or an older prefix).
+    Period { subscription_id: String, period: u64, merchant_uid: String },
+    /// A one-time charge.
+    OneTime { merchant_uid: String, kind: OneTimeKind },
+}
+
+impl fmt::Display for MerchantUidHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Period { subscription_id, period, merchant_uid } => {
+                write!(f, "period {period} of subscription {subscription_id:?} (merchant_uid {merchant_uid})")
+            }
+            Self::OneTime { merchant_uid, kind: OneTimeKind::Card } => {
+                write!(f, "a one-time key-in charge (charge-once) under merchant_uid {merchant_uid}")
+            }
+            Self::OneTime { merchant_uid, kind: OneTimeKind::Key } => {
+                write!(f, "a one-time charge of a billing key (charge-key) under merchant_uid {merchant_uid}")
+            }
+        }
+    }
 }
 
 /// An open period waiting for an attempt, for `upcoming`.

@@ -12,12 +12,14 @@ use crate::billing::sync::{Change, SyncPlan};
 use crate::store::StatusSet;
 use crate::store::{
     Attempt, AttemptResult, Book, ChargeStatus, DueSubscription, Failure, Ledger, NewPeriod, OneTime, OneTimeCharge,
-    PeriodState, Recorded, SafetyStop, Store, Views, ceil_second,
+    OneTimeKind, PeriodState, Recorded, SafetyStop, Store, Views, ceil_second,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 mod guards;
+mod one_time;
 pub use guards::*;
+pub use one_time::*;
 
 /// How a suite test gets at a book.
 pub trait Backend {
@@ -52,6 +54,7 @@ macro_rules! store_contract_tests {
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,
             a_one_time_charge_is_begun_once_and_settled_by_its_own_send_only,
+            a_charge_of_a_billing_key_keeps_its_key_and_subscription_and_no_merchant_uid_is_taken_twice_in_any_case,
             release_removes_only_intents_never_sent,
             nothing_voided_by_a_cancel_or_a_pause_may_leave,
             of_two_handles_racing_a_resend_exactly_one_wins,
@@ -384,7 +387,9 @@ pub fn a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on<B: Ba
     let s = b.open();
     let key_in = OneTimeCharge {
         merchant_uid: "m-a-0".into(),
+        kind: OneTimeKind::Card,
         customer_uid: None,
+        subscription_id: None,
         name: "n".into(),
         amount: 100,
         currency: "KRW".into(),
@@ -478,39 +483,6 @@ pub fn resume_decides_from_the_subscription_inside_its_transaction<B: Backend>(b
     // Not suspended any more: refused, nothing changes.
     assert!(s.resume_with("a", now, |_, _| Ok((5, None, Vec::new()))).is_err());
     assert_eq!(s.subscription("a").unwrap().unwrap().next_period, 1);
-}
-
-/// A one-time charge's intent is begun once per merchant_uid; an outcome is recorded only by the send that is still
-/// current (`tries`), and a paid one is never replaced.
-pub fn a_one_time_charge_is_begun_once_and_settled_by_its_own_send_only<B: Backend>(b: &B) {
-    let s = b.open();
-    let c = OneTimeCharge {
-        merchant_uid: "once-1".into(),
-        customer_uid: None,
-        name: "n".into(),
-        amount: 100,
-        currency: "KRW".into(),
-        card_masked: "424242******4242".into(),
-    };
-    let check = t0() + Duration::minutes(5);
-    let (id, tries) = s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, None).unwrap().expect("begun");
-    assert_eq!(s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, None).unwrap(), None, "begun twice");
-    let seen = b.open().one_time("once-1").unwrap().expect("durable");
-    assert_eq!((seen.status, seen.tries, seen.check_at), (ChargeStatus::Pending, tries, Some(check)));
-    assert!(s.unresolved_one_time(check - Duration::seconds(1), Duration::hours(1), 10).unwrap().is_empty());
-    assert_eq!(s.unresolved_one_time(check, Duration::hours(1), 10).unwrap().len(), 1);
-    // A rerun sends it again (tries moves on); the first send's late answer is then not recorded.
-    let (_, tries2) = s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, Some(tries)).unwrap().expect("resent");
-    assert!(!s.finish_one_time(id, tries, ChargeStatus::Failed, Some(Failure::Abandoned), None, None, t0()).unwrap());
-    assert!(s.finish_one_time(id, tries2, ChargeStatus::Paid, None, Some("imp_1"), None, t0()).unwrap());
-    assert!(!s.finish_one_time(id, tries2, ChargeStatus::Failed, Some(Failure::Declined), None, None, t0()).unwrap());
-    let done = s.one_time("once-1").unwrap().unwrap();
-    assert_eq!((done.status, done.imp_uid.as_deref()), (ChargeStatus::Paid, Some("imp_1")));
-    assert_eq!(
-        s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, Some(tries2)).unwrap(),
-        None,
-        "a paid one resent"
-    );
 }
 
 /// `release` removes intents that were never sent and makes their periods due again; it leaves others alone.

@@ -488,13 +488,4 @@ impl Ledger for SqliteStore {
         tx.commit()?;
         Ok(n > 0)
     }
-
-    fn period_by_merchant_uid(&self, merchant_uid: &str) -> Result<Option<(String, u64)>> {
-        Ok(self
-            .conn
-            .query_row("SELECT subscription_id, period FROM periods WHERE merchant_uid = ?1", [merchant_uid], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-            })
-            .optional()?)
-    }
 }

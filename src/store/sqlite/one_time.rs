@@ -1,11 +1,14 @@
-//! SQLite: one-time (key-in) charges: the intent before `charge-once` sends, and their settlement (guarded by
-//! `tries`, so a send, a pass's lookup and a command's answer never overwrite one another).
+//! SQLite: one-time charges (`charge-once`, `charge-key`): the intent before the command sends, and their settlement
+//! (guarded by `tries`, so a send, a pass's lookup and a command's answer never overwrite one another).
 
 use super::events::event;
 use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::quiet::{RealInstant, quiet_period};
-use crate::store::{ChargeStatus, Doubt, Failure, OneTime, OneTimeCharge, OneTimeState, UnresolvedOneTime};
-use anyhow::Result;
+use crate::store::{
+    ChargeStatus, Doubt, Failure, MerchantUidHolder, OneTime, OneTimeCharge, OneTimeKind, OneTimeState,
+    UnresolvedOneTime,
+};
+use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
@@ -16,13 +19,17 @@ impl OneTime for SqliteStore {
             .conn
             .query_row(
                 "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
-                   updated_at, tries, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, card_masked
+                   updated_at, tries, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, card_masked, kind,
+                   subscription_id, name
                  FROM one_time_charges WHERE merchant_uid = ?1",
                 [merchant_uid],
                 |r| {
                     Ok(OneTimeState {
                         id: r.get(0)?,
+                        kind: r.get(16)?,
                         customer_uid: r.get(1)?,
+                        subscription_id: r.get(17)?,
+                        name: r.get(18)?,
                         card_masked: r.get(15)?,
                         amount: r.get(2)?,
                         currency: r.get(3)?,
@@ -40,6 +47,10 @@ impl OneTime for SqliteStore {
             .optional()?)
     }
 
+    fn merchant_uid_holder(&self, merchant_uid: &str) -> Result<Option<MerchantUidHolder>> {
+        holder(&self.conn, merchant_uid)
+    }
+
     fn begin_one_time(
         &self,
         c: &OneTimeCharge,
@@ -52,13 +63,22 @@ impl OneTime for SqliteStore {
         let (now, check_at) = (secs(now), secs_ceil(check_at));
         let (wall, boot_ms, boot_id) = real_cols(sent);
         let tx = self.tx()?;
+        // A merchant_uid held in another case (by a period or another one-time charge) is never taken: the gateway
+        // may not tell them apart.
+        match holder(&tx, &c.merchant_uid)? {
+            Some(MerchantUidHolder::OneTime { merchant_uid, .. }) if merchant_uid == c.merchant_uid => {}
+            Some(h) => {
+                bail!("merchant_uid {} is taken (compared without case) by {h}; nothing was written", c.merchant_uid)
+            }
+            None => {}
+        }
         let row = match prev_tries {
             None => tx
                 .query_row(
                     "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked,
                        status, tries, created_at, updated_at, timeout_ms, check_at, doubt_wall_ms, doubt_boot_ms,
-                       doubt_boot_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9, ?10, ?11, ?12)
+                       doubt_boot_id, kind, subscription_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT (merchant_uid) DO NOTHING RETURNING id, tries",
                     params![
                         c.merchant_uid,
@@ -72,7 +92,9 @@ impl OneTime for SqliteStore {
                         check_at,
                         wall,
                         boot_ms,
-                        boot_id
+                        boot_id,
+                        c.kind,
+                        c.subscription_id
                     ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -132,16 +154,9 @@ impl OneTime for SqliteStore {
             params![id, reason, check_at_secs, now, tries, wall, boot_ms, boot_id],
         )?;
         if changed == 1 {
-            let muid: String =
-                tx.query_row("SELECT merchant_uid FROM one_time_charges WHERE id = ?1", [id], |r| r.get(0))?;
-            event(
-                &tx,
-                now,
-                "charge.unknown",
-                None,
-                json!({ "merchant_uid": muid, "one_time": true, "reason": reason,
-                        "check_at": at(check_at_secs).to_rfc3339() }),
-            )?;
+            let mut detail = json!({ "reason": reason, "check_at": at(check_at_secs).to_rfc3339() });
+            let sub = describe(&tx, id, &mut detail)?;
+            event(&tx, now, "charge.unknown", sub.as_deref(), detail)?;
         }
         tx.commit()?;
         Ok(changed == 1)
@@ -173,15 +188,9 @@ impl OneTime for SqliteStore {
             ChargeStatus::Failed => "charge.failed",
             _ => "charge.unknown",
         };
-        let muid: String =
-            tx.query_row("SELECT merchant_uid FROM one_time_charges WHERE id = ?1", [id], |r| r.get(0))?;
-        event(
-            &tx,
-            now,
-            kind,
-            None,
-            json!({ "merchant_uid": muid, "one_time": true, "imp_uid": imp_uid, "reason": reason }),
-        )?;
+        let mut detail = json!({ "imp_uid": imp_uid, "reason": reason });
+        let sub = describe(&tx, id, &mut detail)?;
+        event(&tx, now, kind, sub.as_deref(), detail)?;
         tx.commit()?;
         Ok(true)
     }
@@ -194,7 +203,7 @@ impl OneTime for SqliteStore {
     ) -> Result<Vec<UnresolvedOneTime>> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, merchant_uid, customer_uid, amount, currency, tries, timeout_ms, doubt_wall_ms,
-               doubt_boot_ms, doubt_boot_id, status = 'pending', imp_uid FROM one_time_charges
+               doubt_boot_ms, doubt_boot_id, status = 'pending', imp_uid, kind FROM one_time_charges
              WHERE status IN ('pending', 'unknown') AND coalesce(check_at, updated_at + ?2) <= ?1
              ORDER BY updated_at, id LIMIT ?3",
         )?;
@@ -202,6 +211,7 @@ impl OneTime for SqliteStore {
             Ok(UnresolvedOneTime {
                 id: r.get(0)?,
                 merchant_uid: r.get(1)?,
+                kind: r.get(12)?,
                 customer_uid: r.get(2)?,
                 amount: r.get(3)?,
                 currency: r.get(4)?,
@@ -222,6 +232,49 @@ impl OneTime for SqliteStore {
         )?;
         Ok(())
     }
+}
+
+/// What holds `merchant_uid` compared without case: a period, or a one-time charge (one spelled exactly so first).
+fn holder(conn: &rusqlite::Connection, merchant_uid: &str) -> Result<Option<MerchantUidHolder>> {
+    let one_time = conn
+        .prepare_cached(
+            "SELECT merchant_uid, kind FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE
+             ORDER BY merchant_uid = ?1 DESC LIMIT 1",
+        )?
+        .query_row([merchant_uid], |r| Ok(MerchantUidHolder::OneTime { merchant_uid: r.get(0)?, kind: r.get(1)? }))
+        .optional()?;
+    if one_time.is_some() {
+        return Ok(one_time);
+    }
+    Ok(conn
+        .prepare_cached(
+            "SELECT subscription_id, period, merchant_uid FROM periods WHERE merchant_uid = ?1 COLLATE NOCASE LIMIT 1",
+        )?
+        .query_row([merchant_uid], |r| {
+            Ok(MerchantUidHolder::Period {
+                subscription_id: r.get(0)?,
+                period: r.get::<_, i64>(1)? as u64,
+                merchant_uid: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Fills an event's detail with what names one-time charge `id` (its merchant_uid, its kind, and for a charge of a
+/// billing key the key charged); returns the subscription it is tied to, if any.
+fn describe(tx: &rusqlite::Connection, id: i64, detail: &mut serde_json::Value) -> Result<Option<String>> {
+    let (muid, kind, key, sub): (String, OneTimeKind, Option<String>, Option<String>) = tx.query_row(
+        "SELECT merchant_uid, kind, customer_uid, subscription_id FROM one_time_charges WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    detail["merchant_uid"] = json!(muid);
+    detail["one_time"] = json!(true);
+    if kind == OneTimeKind::Key {
+        detail["kind"] = json!(kind.as_str());
+        detail["customer_uid"] = json!(key);
+    }
+    Ok(sub)
 }
 
 /// A request in doubt from the columns `timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id` starting at `i`.

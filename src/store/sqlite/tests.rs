@@ -4,7 +4,7 @@
 use super::SqliteStore as Store;
 use super::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::billing::quiet::RealInstant;
-use crate::store::{ChargeStatus, Failure, Ledger, OneTime, OneTimeCharge, from_ts};
+use crate::store::{ChargeStatus, Failure, Ledger, OneTime, OneTimeCharge, OneTimeKind, from_ts};
 use rusqlite::Connection;
 use std::path::Path;
 
@@ -75,7 +75,9 @@ fn a_late_answer_replaces_abandoned_but_nothing_replaces_a_settled_outcome() {
     let store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
     let charge = OneTimeCharge {
         merchant_uid: "m-1".into(),
+        kind: OneTimeKind::Card,
         customer_uid: None,
+        subscription_id: None,
         name: "n".into(),
         amount: 100,
         currency: "KRW".into(),

@@ -85,6 +85,7 @@ impl Views for SqliteStore {
                 r.get(0)?,
                 ChargeRow {
                     subscription_id: r.get(1)?,
+                    one_time: None,
                     period: r.get::<_, i64>(2)? as u64,
                     attempt: r.get::<_, i64>(3)? as u32,
                     merchant_uid: r.get(4)?,
@@ -104,16 +105,23 @@ impl Views for SqliteStore {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    fn list_one_time(&self, failed_only: bool, since: Option<DateTime<Utc>>) -> Result<Vec<ChargeRow>> {
+    fn list_one_time(
+        &self,
+        failed_only: bool,
+        since: Option<DateTime<Utc>>,
+        subscription: Option<&str>,
+    ) -> Result<Vec<ChargeRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT merchant_uid, coalesce(customer_uid, ''), amount, currency, status, failure, imp_uid, fail_reason,
-                    tries, created_at, updated_at
+                    tries, created_at, updated_at, kind, subscription_id
              FROM one_time_charges WHERE (?1 = 0 OR status = 'failed') AND (?2 IS NULL OR updated_at >= ?2)
+               AND (?3 IS NULL OR subscription_id = ?3)
              ORDER BY id",
         )?;
-        let rows = st.query_map(params![failed_only as i64, since.map(secs)], |r| {
+        let rows = st.query_map(params![failed_only as i64, since.map(secs), subscription], |r| {
             Ok(ChargeRow {
-                subscription_id: None,
+                subscription_id: r.get(12)?,
+                one_time: Some(r.get(11)?),
                 period: 0,
                 attempt: r.get::<_, i64>(8)? as u32,
                 merchant_uid: r.get(0)?,

@@ -1,0 +1,371 @@
+//! The exactly-once protocol of an operator's one-time charge, shared by `charge-once` (a card typed in) and
+//! `charge-key` (a stored billing key): the checks, the intent committed first, the send, and an unknown outcome
+//! settled by lookup only after its quiet period (never sent again blindly).
+
+use crate::commands::present::human;
+use crate::config::Config;
+use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
+use crate::realtime::{RealClock, SystemClock};
+use crate::store::{
+    ChargeStatus, Failure, MerchantUidHolder, OneTime, OneTimeCharge, OneTimeKind, Store, ceil_second, from_ts,
+};
+use anyhow::{Result, bail};
+use chrono::Utc;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The currency of every one-time charge.
+pub const CURRENCY: &str = "KRW";
+
+/// What the operator asked for. A rerun of a merchant_uid must ask for the same (kind, billing key, subscription,
+/// amount, name): anything else is refused before anything is sent.
+pub struct Ask<'a> {
+    /// The command, for messages (`charge-once`, `charge-key`).
+    pub command: &'static str,
+    pub kind: OneTimeKind,
+    pub merchant_uid: &'a str,
+    pub amount: i64,
+    pub name: &'a str,
+    /// The billing key charged (kind `Key`).
+    pub customer_uid: Option<&'a str>,
+    /// The subscription a charge of a billing key is tied to.
+    pub subscription_id: Option<&'a str>,
+}
+
+/// The moment the request may leave: awaited by the gateway right before it sends (see [`Gateway::charge`]).
+pub type Go = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// What a command adds to the protocol: its last checks, and how its request leaves.
+pub trait Sender {
+    /// The last checks before the intent is committed (nothing is sent if they fail; a refusal says so). Returns
+    /// the card to record, masked.
+    fn prepare(&mut self) -> Result<String>;
+    /// Sends the charge; `go` is awaited right before it leaves (`None`: it said no, nothing was sent).
+    fn send(&self, req: &ChargeRequest, go: Go) -> impl Future<Output = Option<ChargeOutcome>>;
+}
+
+/// How the protocol ended (each has been said to the operator).
+pub enum Done {
+    /// Paid by this run (`None`), or already before (`Some`: the card recorded with it, masked): exit 0.
+    Paid { imp_uid: String, before: Option<String> },
+    /// Not paid (declined, refused, held as a mismatch), or its outcome unknown: exit 1.
+    NotPaid,
+}
+
+/// The arguments every one-time charge checks first: a merchant_uid the gateway can carry and outside billd's own
+/// namespace (in any case), a name of 1-40 characters, an amount from 1 to `limits.max_amount` (above it only with
+/// `above_max`, the operator's explicit word).
+pub fn check_args(cfg: &Config, merchant_uid: &str, amount: i64, name: &str, above_max: bool) -> Result<()> {
+    if let Some(why) = crate::ids::refusal(merchant_uid, crate::ids::MERCHANT_UID_MAX) {
+        bail!("--merchant-uid {merchant_uid:?} {why}; nothing was sent");
+    }
+    let prefix = &cfg.billing.merchant_uid_prefix;
+    // Without case: the gateway may not tell merchant_uids apart by case (ids differing only by case are refused
+    // everywhere for that reason).
+    if merchant_uid.to_lowercase().starts_with(&format!("{}-", prefix.to_lowercase())) {
+        bail!(
+            "--merchant-uid {merchant_uid}: merchant_uids starting with \"{prefix}-\" are billd's own (subscription \
+             periods, billing.merchant_uid_prefix in {}); pick one outside that namespace",
+            cfg.file.display()
+        );
+    }
+    if amount <= 0 || (amount > cfg.limits.max_amount && !above_max) {
+        bail!("--amount {amount} must be between 1 and limits.max_amount ({})", cfg.limits.max_amount);
+    }
+    let n = name.chars().count();
+    if n == 0 || n > 40 {
+        bail!("--name must be 1-40 characters (it is {n})");
+    }
+    Ok(())
+}
+
+/// What a lookup by merchant_uid says of a one-time charge.
+enum Found {
+    /// Paid, as asked (imp_uid).
+    Paid(String),
+    /// A paid payment for another amount, currency or card: never taken as this charge.
+    Mismatch(String),
+    /// A failed payment that is not one already recorded for this charge (imp_uid, reason).
+    Declined(String, String),
+    /// No record at the gateway.
+    Nothing,
+}
+
+/// Looks a one-time charge up by merchant_uid (paid, then failed). `customer_uid`: the billing key it charged
+/// (`None`: a key-in charge). `known_failed`: the imp_uid of a decline already recorded for it (a lookup finding
+/// that one has found nothing new). Err: the lookup failed.
+async fn look_up(
+    g: &impl Gateway,
+    merchant_uid: &str,
+    amount: i64,
+    customer_uid: Option<&str>,
+    known_failed: Option<&str>,
+) -> Result<Found, String> {
+    match g.find(merchant_uid, "paid").await {
+        Lookup::Found(p) => Ok(match p.differs_from(amount, CURRENCY, customer_uid) {
+            None => Found::Paid(p.imp_uid),
+            Some(why) => Found::Mismatch(why),
+        }),
+        Lookup::Error(e) => Err(format!("lookup failed: {e}")),
+        Lookup::NotFound => match g.find(merchant_uid, "failed").await {
+            Lookup::Found(p) if Some(p.imp_uid.as_str()) == known_failed => Ok(Found::Nothing),
+            Lookup::Found(p) if p.differs_from(amount, CURRENCY, customer_uid).is_some() => Ok(Found::Nothing),
+            Lookup::Found(p) => Ok(Found::Declined(p.imp_uid, p.fail_reason.unwrap_or_else(|| "declined".into()))),
+            Lookup::Error(e) => Err(format!("lookup failed: {e}")),
+            Lookup::NotFound => Ok(Found::Nothing),
+        },
+    }
+}
+
+/// The instant, in the billing time zone, for a message.
+fn local(cfg: &Config, t: i64) -> String {
+    human(from_ts(t), cfg.billing.clock.timezone)
+}
+
+/// What a rerun asks that differs from the first try of the merchant_uid (`None`: the same).
+fn differs(ask: &Ask<'_>, prev: &crate::store::OneTimeState) -> Option<String> {
+    let mut why = Vec::new();
+    if prev.kind != ask.kind {
+        why.push(match prev.kind {
+            OneTimeKind::Card => "a key-in charge of a card (charge-once)".to_string(),
+            OneTimeKind::Key => "a charge of a billing key (charge-key)".to_string(),
+        });
+    }
+    if prev.amount != ask.amount || prev.currency != CURRENCY {
+        why.push(format!("amount {} {}", prev.amount, prev.currency));
+    }
+    // A key-in row of an older billd may carry the key it sent with the charge: compared for charge-key only.
+    if ask.kind == OneTimeKind::Key && prev.customer_uid.as_deref() != ask.customer_uid {
+        why.push(format!("customer_uid {}", prev.customer_uid.as_deref().unwrap_or("-")));
+    }
+    if prev.subscription_id.as_deref() != ask.subscription_id {
+        why.push(format!("subscription {}", prev.subscription_id.as_deref().unwrap_or("(none)")));
+    }
+    if ask.kind == OneTimeKind::Key && prev.name != ask.name {
+        why.push(format!("name {:?}", prev.name));
+    }
+    (!why.is_empty()).then(|| why.join(", "))
+}
+
+/// Charges `ask` at most once: refuses a merchant_uid held by anything else (without case); on a rerun, asks the
+/// gateway before anything is sent again and never sends before the quiet period of an earlier request is over;
+/// commits the intent, lets `sender` send, and records the outcome (unknown: settled later by lookup only).
+pub fn charge<S: Store, G: Gateway>(
+    cfg: &Config,
+    store: &S,
+    g: &G,
+    rt: &tokio::runtime::Runtime,
+    ask: &Ask<'_>,
+    sender: &mut impl Sender,
+) -> Result<Done> {
+    let (merchant_uid, amount, cmd) = (ask.merchant_uid, ask.amount, ask.command);
+    match store.merchant_uid_holder(merchant_uid)? {
+        Some(MerchantUidHolder::OneTime { merchant_uid: m, .. }) if m == merchant_uid => {}
+        Some(h) => bail!("--merchant-uid {merchant_uid} is taken (compared without case) by {h}; pick another"),
+        None => {}
+    }
+    let now = || Utc::now().timestamp();
+    // A "not before" instant (a check after a quiet period), rounded up so that rounding never makes it earlier.
+    let after = |secs: i64| ceil_second(Utc::now()).timestamp() + secs;
+    let timeout = g.timeout();
+    // The quiet period after a request whose outcome is unknown: no look at it (and no resend) before it is over.
+    let quiet = ((2 * timeout.as_millis() as i64 + 999) / 1000).max(1);
+    let prev = store.one_time(merchant_uid)?;
+    let prev_tries = prev.as_ref().map(|p| p.tries);
+    // The imp_uid a row that is not paid keeps is an earlier try's decline: a lookup that finds it has found nothing
+    // of this try (a review found a stale decline settling a try in flight, and a rerun then charged twice).
+    let known_failed = prev.as_ref().and_then(|p| p.imp_uid.clone());
+    // The billing key its payment must carry: the key charged (charge-key), or, for a key-in charge, the key only
+    // an older billd (before issue 21) sent with it.
+    let charged_with = match &prev {
+        Some(p) => p.customer_uid.clone(),
+        None => ask.customer_uid.map(str::to_owned),
+    };
+    let charged_with = charged_with.as_deref();
+    let legacy_key_in = prev.as_ref().is_some_and(|p| p.kind == OneTimeKind::Card && p.customer_uid.is_some());
+    if let Some(prev) = prev {
+        if let Some(why) = differs(ask, &prev) {
+            bail!(
+                "merchant_uid {merchant_uid} was first tried as {why}; a rerun must ask for the same (or use a new \
+                 merchant_uid); nothing sent"
+            );
+        }
+        if prev.status == ChargeStatus::Paid {
+            // Paid is what was asked: a rerun of a paid charge succeeds (exit 0) and sends nothing.
+            let imp_uid = prev.imp_uid.unwrap_or_default();
+            crate::say!("merchant_uid {merchant_uid} is already paid (imp_uid {imp_uid}); nothing sent");
+            return Ok(Done::Paid { imp_uid, before: Some(prev.card_masked) });
+        }
+        if prev.failure == Some(Failure::Mismatch) {
+            bail!(
+                "merchant_uid {merchant_uid} is held: {} (see `billd charges --failed`)",
+                prev.fail_reason.unwrap_or_default()
+            );
+        }
+        // Whatever billd recorded, the gateway is asked before anything is sent again.
+        match rt.block_on(look_up(g, merchant_uid, amount, charged_with, known_failed.as_deref())) {
+            Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
+            Ok(Found::Paid(imp)) => {
+                store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
+                crate::say!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
+                return Ok(Done::Paid { imp_uid: imp, before: Some(prev.card_masked) });
+            }
+            Ok(Found::Mismatch(why)) => {
+                let (status, failure) = (ChargeStatus::Failed, Some(Failure::Mismatch));
+                store.finish_one_time(prev.id, prev.tries, status, failure, None, Some(&why), Utc::now())?;
+                bail!("merchant_uid {merchant_uid}: {why}; not taken as this charge, nothing sent");
+            }
+            Ok(Found::Declined(imp, reason)) => {
+                let (status, failure) = (ChargeStatus::Failed, Some(Failure::Declined));
+                store.finish_one_time(prev.id, prev.tries, status, failure, Some(&imp), Some(&reason), Utc::now())?;
+            }
+            Ok(Found::Nothing) => {
+                let unresolved = prev.status.unresolved();
+                // A row from before schema 6 has no check time: the longest a command can take after its last
+                // change.
+                let check_at = prev.check_at.map(|t| t.timestamp());
+                let check_at = check_at.unwrap_or(prev.updated_at.timestamp() + 5 * timeout.as_secs() as i64 + 60);
+                // Not before its check time, nor before the quiet period of its last request has passed in real
+                // time on every clock (a wall clock stepped forward since does not shorten it).
+                let check_at = match &prev.doubt {
+                    Some(d) => d.next_look(Some(from_ts(check_at)), &SystemClock.now()).timestamp(),
+                    None => check_at,
+                };
+                if let Some(at) = Some(check_at).filter(|at| unresolved && *at > now()) {
+                    bail!(
+                        "merchant_uid {merchant_uid}: outcome unknown: billd will settle it; do not retry before {} \
+                         (its first request may still be in progress at the gateway)",
+                        local(cfg, at)
+                    );
+                }
+            }
+        }
+    }
+    if legacy_key_in && let Some(c) = charged_with {
+        bail!(
+            "merchant_uid {merchant_uid} was tried by an earlier billd with billing key {c} sent with the charge, and \
+             no payment of it is found; it is not sent again this way: use a new merchant_uid"
+        );
+    }
+    let card_masked = sender.prepare()?;
+    crate::failpoint::pause("charge_once_after_check");
+    let charge = OneTimeCharge {
+        merchant_uid: merchant_uid.to_owned(),
+        kind: ask.kind,
+        customer_uid: ask.customer_uid.map(str::to_owned),
+        subscription_id: ask.subscription_id.map(str::to_owned),
+        name: ask.name.to_owned(),
+        amount,
+        currency: CURRENCY.into(),
+        card_masked,
+    };
+    // The intent is committed before the request leaves. No pass looks at it before the command is surely over
+    // (a token, a retried token, the charge and two lookups, each within the timeout) and a quiet period after.
+    let worst = 5 * timeout.as_secs() as i64 + quiet + 60;
+    let sent = SystemClock.now();
+    let began = store.begin_one_time(
+        &charge,
+        &sent,
+        Utc::now(),
+        timeout.as_millis() as u64,
+        from_ts(after(worst)),
+        prev_tries,
+    )?;
+    let Some((id, tries)) = began else {
+        bail!(
+            "merchant_uid {merchant_uid}: another `billd {cmd}` of it is running or has just run; nothing sent \
+             (rerun to see its outcome)"
+        );
+    };
+    crate::failpoint::failpoint("one_time_after_intent");
+    let req = ChargeRequest {
+        customer_uid: ask.customer_uid.unwrap_or_default().to_owned(),
+        merchant_uid: merchant_uid.to_owned(),
+        amount,
+        currency: CURRENCY.into(),
+        name: ask.name.to_owned(),
+    };
+    // The moment the request leaves (after its token and its turn): only if no pass took the charge over meanwhile.
+    // On a handle of its own, so that the go may be awaited on any thread.
+    let go_store = crate::app::open_store(cfg)?;
+    let go: Go = Box::pin(async move { go_store.one_time_go(id, tries, &SystemClock.now()).unwrap_or(false) });
+    let Some(outcome) = rt.block_on(sender.send(&req, go)) else {
+        bail!(
+            "merchant_uid {merchant_uid}: not sent: a pass or another `billd {cmd}` took it over while this one \
+             waited for its access token (rerun to see its outcome; it looks the payment up first)"
+        );
+    };
+    // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
+    // it failed.
+    let settle = || match rt.block_on(look_up(g, merchant_uid, amount, charged_with, known_failed.as_deref())) {
+        Ok(Found::Paid(imp)) => Ok(Some(Ok(imp))),
+        Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
+        Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
+        Ok(Found::Nothing) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let unknown = |why: &str| unknown(cfg, store, (id, tries), ask, why, after(quiet));
+    let settled = match outcome {
+        ChargeOutcome::Paid { imp_uid } => Ok(imp_uid),
+        ChargeOutcome::Declined { imp_uid, reason } => Err(("declined", imp_uid, reason)),
+        ChargeOutcome::Rejected { code, message } => match settle() {
+            Ok(Some(r)) => r,
+            // Refused and no record of it: nothing was charged.
+            Ok(None) => Err(("rejected", None, format!("code {code}: {message}"))),
+            Err(e) => return unknown(&format!("rejected (code {code}: {message}); {e}")),
+        },
+        // The request may have been made: unknown until a lookup after the quiet period settles it (a lookup now
+        // that finds nothing proves nothing, as the gateway may still be making it).
+        ChargeOutcome::Transient(r) | ChargeOutcome::Unknown(r) => match settle() {
+            Ok(Some(r)) => r,
+            Ok(None) => return unknown(&r),
+            Err(e) => return unknown(&format!("{r}; {e}")),
+        },
+    };
+    let what = match ask.customer_uid {
+        Some(key) if ask.kind == OneTimeKind::Key => format!("billing key {key} (card {})", charge.card_masked),
+        _ => format!("card {}", charge.card_masked),
+    };
+    match settled {
+        Ok(imp) => {
+            store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
+            crate::say!("paid: {merchant_uid} {amount} {CURRENCY} with {what} (imp_uid {imp})");
+            Ok(Done::Paid { imp_uid: imp, before: None })
+        }
+        Err((failure, imp, reason)) => {
+            let (failed, why) = (Failure::parse(failure), Some(reason.as_str()));
+            store.finish_one_time(id, tries, ChargeStatus::Failed, failed, imp.as_deref(), why, Utc::now())?;
+            let key = ask.customer_uid.unwrap_or_default();
+            if failure == "mismatch" {
+                tracing::error!(event = "charge.mismatch", merchant_uid, amount, customer_uid = key, reason = %reason,
+                    "charge.mismatch: not taken as paid; held for an operator");
+            } else {
+                tracing::warn!(event = "charge.failed", merchant_uid, amount, customer_uid = key, failure,
+                    reason = %reason, "charge.failed");
+            }
+            eprintln!("not paid ({failure}): {merchant_uid} with {what}: {reason}");
+            Ok(Done::NotPaid)
+        }
+    }
+}
+
+/// A one-time charge whose outcome stays unknown: recorded so (no look at it before `check_at`); says what to do.
+fn unknown(
+    cfg: &Config,
+    store: &impl OneTime,
+    (id, tries): (i64, i64),
+    ask: &Ask<'_>,
+    why: &str,
+    check_at: i64,
+) -> Result<Done> {
+    let merchant_uid = ask.merchant_uid;
+    store.one_time_unknown(id, tries, why, &SystemClock.now(), from_ts(check_at), Utc::now())?;
+    tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, customer_uid = ask.customer_uid.unwrap_or_default(),
+        reason = %why, check_at = %local(cfg, check_at), "charge.unknown");
+    eprintln!(
+        "outcome unknown: {merchant_uid} ({why}): billd will settle it; do not retry before {} (`billd charges` \
+         shows it once settled; a rerun of this command before then sends nothing)",
+        local(cfg, check_at)
+    );
+    Ok(Done::NotPaid)
+}
