@@ -81,9 +81,16 @@ pub struct Subscription {
     /// is skipped when billing gets to it (set by `resume` when periods that fell due before the pause are still
     /// owed, so billing cannot simply jump past the pause; dropped once billing is past them).
     pub skip: Vec<(i64, i64)>,
+    /// Less charged on its first periods (`None`: none).
+    pub discount: Option<crate::billing::proration::Discount>,
 }
 
 impl Subscription {
+    /// What period `p` charges: the amount, less the discount on the first periods.
+    pub fn amount_of(&self, p: u64) -> i64 {
+        self.discount.map_or(self.amount, |d| d.apply(self.amount, p))
+    }
+
     pub fn calendar(&self) -> Calendar {
         Calendar { anchor: self.anchor_date, anchor_period: self.anchor_period, interval: self.interval }
     }
@@ -241,6 +248,7 @@ mod tests {
             status: Status::Active,
             source: Source::Config,
             skip: vec![(at("2026-10-15T00:00:00Z").timestamp(), at("2026-12-15T00:00:00Z").timestamp())],
+            discount: None,
         };
         let due = |p| monthly(p).map(|t| t.timestamp());
         assert_eq!(s.following(8, due), 9);

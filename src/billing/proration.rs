@@ -83,31 +83,57 @@ pub fn apply_credit(amount: i64, credit: i64) -> (i64, i64) {
     (amount - used, credit - used)
 }
 
-/// A discount on the first periods of a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A discount on the first periods of a subscription (`discount = { percent = 20, periods = 3 }` or
+/// `{ amount = 1000, periods = 3 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
 pub enum Discount {
-    /// `percent` off (1 to 99), rounded down to the unit in the customer's favour.
+    /// `percent` off (1 to 99), the price paid rounded down to the unit in the customer's favour.
     Percent { percent: u8, periods: u64 },
     /// `amount` units off.
     Amount { amount: i64, periods: u64 },
 }
 
 impl Discount {
-    /// What is left to charge of `amount` for the subscription's period number `period` (counted from 0): never
-    /// below 1 (`None`: the discount would leave nothing to charge, a config error the config refuses).
-    pub fn apply(self, amount: i64, period: u64) -> Option<i64> {
-        let (off, periods) = match self {
-            // The customer pays the rounded-down price: the discount is the rest.
-            Discount::Percent { percent, periods } => {
-                (amount - share(amount, 100 - i64::from(percent.min(100)), 100), periods)
-            }
-            Discount::Amount { amount: off, periods } => (off, periods),
+    /// What the discount leaves of `amount` on a discounted period (`None`: nothing, or less than nothing).
+    fn left(self, amount: i64) -> Option<i64> {
+        let left = match self {
+            Discount::Percent { percent, .. } => Some(share(amount, 100 - i64::from(percent.min(100)), 100)),
+            Discount::Amount { amount: off, .. } => amount.checked_sub(off),
         };
-        if period >= periods {
-            return Some(amount);
+        left.filter(|l| *l >= 1)
+    }
+
+    /// Whether it would leave nothing to charge of `amount` (a config error: a discount never reaches 0).
+    pub fn leaves_nothing(self, amount: i64) -> bool {
+        self.left(amount).is_none()
+    }
+
+    /// How many of the first periods it applies to.
+    pub fn periods(self) -> u64 {
+        match self {
+            Discount::Percent { periods, .. } | Discount::Amount { periods, .. } => periods,
         }
-        let left = amount.checked_sub(off)?;
-        (left >= 1).then_some(left)
+    }
+
+    /// What is charged of `amount` for the subscription's period number `period` (counted from 0): less on the
+    /// first [`Discount::periods`], never below 1.
+    pub fn apply(self, amount: i64, period: u64) -> i64 {
+        if period >= self.periods() {
+            return amount;
+        }
+        self.left(amount).unwrap_or(1.min(amount))
+    }
+}
+
+impl std::fmt::Display for Discount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.periods();
+        let s = if n == 1 { "" } else { "s" };
+        match self {
+            Discount::Percent { percent, .. } => write!(f, "{percent}% off the first {n} period{s}"),
+            Discount::Amount { amount, .. } => write!(f, "{amount} off the first {n} period{s}"),
+        }
     }
 }
 
@@ -165,14 +191,23 @@ mod tests {
     #[test]
     fn discounts_apply_to_the_first_periods_and_never_reach_zero() {
         let p = Discount::Percent { percent: 20, periods: 3 };
-        assert_eq!((p.apply(9_900, 0), p.apply(9_900, 2), p.apply(9_900, 3)), (Some(7_920), Some(7_920), Some(9_900)));
+        assert_eq!((p.apply(9_900, 0), p.apply(9_900, 2), p.apply(9_900, 3)), (7_920, 7_920, 9_900));
         // 33% of 100: 67 paid (rounded down in the customer's favour, never a fraction).
-        assert_eq!(Discount::Percent { percent: 33, periods: 1 }.apply(100, 0), Some(67));
-        assert_eq!(Discount::Percent { percent: 99, periods: 1 }.apply(1, 0), None, "nothing left to charge");
+        assert_eq!(Discount::Percent { percent: 33, periods: 1 }.apply(100, 0), 67);
         let a = Discount::Amount { amount: 1_000, periods: 1 };
-        assert_eq!((a.apply(9_900, 0), a.apply(9_900, 1)), (Some(8_900), Some(9_900)));
-        assert_eq!(Discount::Amount { amount: 9_900, periods: 1 }.apply(9_900, 0), None);
-        assert_eq!(Discount::Amount { amount: i64::MIN, periods: 1 }.apply(i64::MAX, 0), None, "no overflow");
+        assert_eq!((a.apply(9_900, 0), a.apply(9_900, 1)), (8_900, 9_900));
+        // One that would leave nothing is a config error; if it came to that, 1 is charged, never 0 or less.
+        let all = Discount::Amount { amount: 9_900, periods: 1 };
+        assert!(all.leaves_nothing(9_900) && !a.leaves_nothing(9_900));
+        assert_eq!(all.apply(9_900, 0), 1);
+        assert!(Discount::Percent { percent: 99, periods: 1 }.leaves_nothing(1), "nothing left to charge");
+        assert!(Discount::Amount { amount: i64::MIN, periods: 1 }.leaves_nothing(i64::MAX), "no overflow");
+        assert_eq!(p.to_string(), "20% off the first 3 periods");
+        // Kept as JSON in the book, each kind by its fields.
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"{"amount":1000,"periods":1}"#);
+        assert_eq!(serde_json::from_str::<Discount>(&json).unwrap(), a);
+        assert_eq!(serde_json::from_str::<Discount>(r#"{"percent":20,"periods":3}"#).unwrap(), p);
     }
 
     proptest! {

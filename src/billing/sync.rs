@@ -127,6 +127,11 @@ pub fn plan(
                 ));
             }
         }
+        if have.discount != wanted.discount {
+            let show = |d: Option<crate::billing::proration::Discount>| d.map_or("none".to_string(), |d| d.to_string());
+            what.push(format!("discount {} -> {}", show(have.discount), show(wanted.discount)));
+            after.discount = wanted.discount;
+        }
         if have.interval != wanted.interval {
             // Keep the next due date and continue from it with the new interval.
             let (anchor, at) = rebase(have);

@@ -318,7 +318,7 @@ fn charges_until(
             subscription: sub.id.clone(),
             customer_uid: sub.customer_uid.clone(),
             period: p,
-            amount: sub.amount,
+            amount: sub.amount_of(p),
             currency: sub.currency.clone(),
             kind: kind.unwrap_or(if t < now { "overdue" } else { "due" }),
         });

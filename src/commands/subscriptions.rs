@@ -250,7 +250,8 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
         let out = json!({
             "id": sub.id, "customer_uid": sub.customer_uid, "plan": sub.plan_id, "plan_name": sub.plan_name,
             "amount": sub.amount, "currency": sub.currency, "interval": sub.interval.to_string(),
-            "start": sub.start_date.to_string(), "source": sub.source.as_str(), "status": sub.status.as_str(),
+            "discount": sub.discount, "start": sub.start_date.to_string(), "source": sub.source.as_str(),
+            "status": sub.status.as_str(),
             "why": why, "next": { "action": next.action, "at": next.at.map(|t| rfc3339(t, tz)), "what": next.text },
             "periods": periods,
             "one_time_charges": extra.iter().map(|c| json!({
@@ -274,6 +275,10 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
         sub.start_date,
         sub.source.as_str()
     );
+    if let Some(d) = sub.discount {
+        let next = sub.amount_of(sub.next_period);
+        crate::say!("  discount {d} (period {} charges {next} {})", sub.next_period, sub.currency);
+    }
     match &why {
         Some(w) => crate::say!("  status   {} ({w})", sub.status),
         None => crate::say!("  status   {}", sub.status),
@@ -404,6 +409,7 @@ pub fn add(
         status: Status::Active,
         source: Source::Manual,
         skip: Vec::new(),
+        discount: None,
     };
     let now = Utc::now();
     let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);

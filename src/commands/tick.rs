@@ -36,13 +36,14 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
             match c {
                 crate::billing::sync::Change::Insert(s) => {
                     crate::say!(
-                        "add     {} ({} {} {}, plan {}, start {})",
+                        "add     {} ({} {} {}, plan {}, start {}{})",
                         s.id,
                         s.amount,
                         s.currency,
                         s.interval,
                         s.plan_id,
-                        s.start_date
+                        s.start_date,
+                        s.discount.map(|d| format!(", {d}")).unwrap_or_default()
                     )
                 }
                 crate::billing::sync::Change::Update { after, what, .. } => {

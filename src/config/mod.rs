@@ -13,6 +13,7 @@ pub use secret::{Secret, SecretSpec};
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::dunning::{DunningPolicy, OnExhausted};
 use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::proration::Discount;
 use crate::billing::rails::MassRejection;
 use crate::text::quote;
 use chrono::{Datelike, NaiveDate, NaiveTime};
@@ -95,6 +96,10 @@ pub struct SubscriptionSpec {
     /// `catch_up = true`: a start more than one period back is meant (every period since is charged when it is
     /// added); without it such a start is refused.
     pub catch_up: bool,
+    /// `amount`: its own price, whatever its plan's (a later change of the plan's price leaves it alone).
+    pub amount: Option<i64>,
+    /// `discount`: less charged on its first periods.
+    pub discount: Option<Discount>,
 }
 
 /// Every problem found in one config file.
@@ -491,7 +496,28 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
             }
         };
         let catch_up = s.catch_up;
-        subs.push(SubscriptionSpec { id: s.id, customer_uid: s.customer_uid, plan: s.plan, start, canceled, catch_up });
+        let plan_amount = plans.iter().find(|p| p.id == s.plan).map(|p| p.amount);
+        if let Some(a) = s.amount {
+            if a <= 0 {
+                errs.push(format!("{at}.amount: {a} must be a positive whole number of {BILLED_CURRENCY}"));
+            } else if a > limits.max_amount {
+                errs.push(format!(
+                    "{at}.amount: {a} is above limits.max_amount ({}); raise the limit if this is intended",
+                    limits.max_amount
+                ));
+            }
+        }
+        let discount = s.discount.and_then(|d| discount(d, s.amount.or(plan_amount), &at, &mut errs));
+        subs.push(SubscriptionSpec {
+            id: s.id,
+            customer_uid: s.customer_uid,
+            plan: s.plan,
+            start,
+            canceled,
+            catch_up,
+            amount: s.amount,
+            discount,
+        });
     }
 
     if !errs.is_empty() {
@@ -516,6 +542,45 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         subscriptions: subs,
         warnings,
     })
+}
+
+/// A subscription's `discount` (at `at`), checked against the amount it applies to (`None`: unknown, already
+/// reported): exactly one of `percent` (1 to 99) and `amount` (at least 1), `periods` at least 1, and something left
+/// to charge.
+fn discount(d: raw::RawDiscount, amount: Option<i64>, at: &str, errs: &mut Vec<String>) -> Option<Discount> {
+    let before = errs.len();
+    if !(1..=10_000).contains(&d.periods) {
+        errs.push(format!("{at}.discount.periods: {} must be 1 to 10000 (the first periods it applies to)", d.periods));
+    }
+    let periods = d.periods.clamp(1, 10_000) as u64;
+    let out = match (d.percent, d.amount) {
+        (Some(p), None) if (1..=99).contains(&p) => Discount::Percent { percent: p as u8, periods },
+        (Some(p), None) => {
+            errs.push(format!("{at}.discount.percent: {p} must be 1 to 99"));
+            return None;
+        }
+        (None, Some(a)) if a >= 1 => Discount::Amount { amount: a, periods },
+        (None, Some(a)) => {
+            errs.push(format!("{at}.discount.amount: {a} must be a positive whole number of {BILLED_CURRENCY}"));
+            return None;
+        }
+        _ => {
+            errs.push(format!(
+                "{at}.discount: give exactly one of percent or amount, with periods: \
+                 {{ percent = 20, periods = 3 }} or {{ amount = 1000, periods = 3 }}"
+            ));
+            return None;
+        }
+    };
+    if let Some(amount) = amount.filter(|a| *a > 0)
+        && out.leaves_nothing(amount)
+    {
+        errs.push(format!(
+            "{at}.discount: {out} leaves nothing to charge of {amount} {BILLED_CURRENCY}; a discounted period is \
+             charged at least 1"
+        ));
+    }
+    (errs.len() == before).then_some(out)
 }
 
 /// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in
@@ -563,7 +628,7 @@ impl Config {
                 customer_uid: spec.customer_uid.clone(),
                 plan_id: plan.id.clone(),
                 plan_name: plan.name.clone(),
-                amount: plan.amount,
+                amount: spec.amount.unwrap_or(plan.amount),
                 currency: plan.currency.clone(),
                 interval: plan.interval,
                 start_date: spec.start,
@@ -573,6 +638,7 @@ impl Config {
                 status: if spec.canceled { Status::Canceled } else { Status::Active },
                 source: Source::Config,
                 skip: Vec::new(),
+                discount: spec.discount,
             });
         }
         out

@@ -125,6 +125,17 @@ pub(super) struct RawSubscription {
     pub(super) status: Option<String>,
     #[serde(default)]
     pub(super) catch_up: bool,
+    /// The subscription's own price (grandfathering), instead of its plan's.
+    pub(super) amount: Option<i64>,
+    pub(super) discount: Option<RawDiscount>,
+}
+
+/// `discount = { percent = 20, periods = 3 }` or `{ amount = 1000, periods = 3 }`.
+#[derive(Deserialize)]
+pub(super) struct RawDiscount {
+    pub(super) percent: Option<i64>,
+    pub(super) amount: Option<i64>,
+    pub(super) periods: i64,
 }
 
 pub(super) fn secret_text(v: StringOrNumber) -> String {

@@ -41,8 +41,17 @@ const LIMITS: &[(&str, Kind)] = &[
 const METRICS: &[(&str, Kind)] = &[("listen", Text)];
 const PLAN: &[(&str, Kind)] =
     &[("id", Text), ("name", Text), ("amount", Whole), ("currency", Text), ("interval", Text)];
-const SUBSCRIPTION: &[(&str, Kind)] =
-    &[("id", Text), ("customer_uid", Text), ("plan", Text), ("start", Text), ("status", Text), ("catch_up", Flag)];
+const DISCOUNT: &[(&str, Kind)] = &[("percent", Whole), ("amount", Whole), ("periods", Whole)];
+const SUBSCRIPTION: &[(&str, Kind)] = &[
+    ("id", Text),
+    ("customer_uid", Text),
+    ("plan", Text),
+    ("start", Text),
+    ("status", Text),
+    ("catch_up", Flag),
+    ("amount", Whole),
+    ("discount", Table(DISCOUNT)),
+];
 const TOP: &[(&str, Kind)] = &[
     ("billing", Table(BILLING)),
     ("gateway", Table(GATEWAY)),

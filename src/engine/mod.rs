@@ -563,7 +563,7 @@ fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
         due_at: d.next_due_at,
         merchant_uid: merchant_uid(&cfg.billing.merchant_uid_prefix, &sub.id, sub.next_period),
         customer_uid: sub.customer_uid.clone(),
-        amount: sub.amount,
+        amount: sub.amount_of(sub.next_period),
         currency: sub.currency.clone(),
         name: sub.plan_name.clone(),
         following_period: following,

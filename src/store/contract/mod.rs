@@ -17,8 +17,10 @@ use crate::store::{
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 mod guards;
+mod lifecycle;
 mod one_time;
 pub use guards::*;
+pub use lifecycle::*;
 pub use one_time::*;
 
 /// How a suite test gets at a book.
@@ -50,6 +52,7 @@ macro_rules! store_contract_tests {
             a_safety_stop_holds_across_handles_until_released,
             a_sync_with_another_clock_re_times_every_next_charge,
             an_operators_retry_ahead_of_the_schedule_counts_no_decline,
+            a_subscription_keeps_its_discount_through_sync_and_manual_adds,
             a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on,
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,
@@ -93,6 +96,7 @@ fn sub(id: &str) -> Subscription {
         status: Status::Active,
         source: Source::Manual,
         skip: Vec::new(),
+        discount: None,
     }
 }
 

@@ -6,6 +6,7 @@ use super::ledger::DUE_NOW_BY_OPERATOR;
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::model::{Status, Subscription};
+use crate::billing::proration::Discount;
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::{Change, SyncPlan};
 use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusSet};
@@ -15,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 pub(super) const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval,
-    start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows FROM subscriptions";
+    start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows, discount
+    FROM subscriptions";
 
 /// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
 pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
@@ -42,11 +44,20 @@ pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>
                 Some(text) => serde_json::from_str(text).context("skip_windows")?,
                 None => Vec::new(),
             },
+            discount: match r.get_ref(15)?.as_str_or_null()? {
+                Some(text) => Some(serde_json::from_str(text).context("discount")?),
+                None => None,
+            },
             id: id.clone(),
         })
     })()
     .with_context(|| format!("subscription {id:?} has a corrupt row"));
     Ok(parsed)
+}
+
+/// A discount as stored: JSON (NULL when there is none).
+pub(super) fn discount_json(d: Option<Discount>) -> Option<String> {
+    d.map(|d| serde_json::to_string(&d).unwrap_or_default())
 }
 
 /// Skip windows as stored: a JSON array of `[from, to]` (NULL when there are none).
@@ -170,8 +181,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                 tx.execute(
                     "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
                        start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
-                       created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+                       created_at, updated_at, discount)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16)",
                     params![
                         s.id,
                         s.customer_uid,
@@ -187,7 +198,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                         due,
                         s.status,
                         s.source,
-                        now
+                        now,
+                        discount_json(s.discount)
                     ],
                 )?;
                 event(
@@ -197,7 +209,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                     Some(&s.id),
                     json!({
                         "plan": s.plan_id, "amount": s.amount, "currency": s.currency,
-                        "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str()
+                        "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str(),
+                        "discount": s.discount,
                     }),
                 )?;
             }
@@ -206,7 +219,7 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                 let n = tx.execute(
                     "UPDATE subscriptions SET customer_uid = ?2, plan_id = ?3, plan_name = ?4, amount = ?5,
                        currency = ?6, interval = ?7, start_date = ?8, anchor_date = ?9, anchor_period = ?10,
-                       next_due_at = ?11, updated_at = ?12
+                       next_due_at = ?11, updated_at = ?12, discount = ?15
                      WHERE id = ?1 AND next_period = ?13 AND status = ?14",
                     params![
                         s.id,
@@ -222,7 +235,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                         due,
                         now,
                         before.next_period as i64,
-                        before.status
+                        before.status,
+                        discount_json(s.discount)
                     ],
                 )?;
                 if n != 1 {
@@ -473,8 +487,8 @@ impl Book for SqliteStore {
         }
         tx.execute(
             "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
-               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)",
+               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at, discount)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10, ?11)",
             params![
                 s.id,
                 s.customer_uid,
@@ -485,7 +499,8 @@ impl Book for SqliteStore {
                 s.interval.to_string(),
                 s.start_date.to_string(),
                 next_due_at.map(secs),
-                now
+                now,
+                discount_json(s.discount)
             ],
         )?;
         event(

@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_safety_stop.sql"),
     include_str!("migrations/0010_operator_retry.sql"),
     include_str!("migrations/0011_one_time_key_charges.sql"),
+    include_str!("migrations/0012_discount.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes

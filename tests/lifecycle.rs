@@ -1,0 +1,89 @@
+//! A subscription's life beyond "a fixed plan forever" (issue 25), end to end with the real binary and the sandbox:
+//! prices of its own and discounts.
+
+mod common;
+
+use common::{MONTHLY as PLANS, Setup, World, cards, sub};
+
+/// The amounts paid at the sandbox by `customer`, oldest first.
+fn paid_amounts(w: &World, customer: &str) -> Vec<i64> {
+    let mut paid: Vec<_> = w.ledger().into_iter().filter(|e| e.status == "paid").collect();
+    paid.retain(|e| e.customer_uid.as_deref() == Some(customer));
+    paid.sort_by(|a, b| a.merchant_uid.cmp(&b.merchant_uid));
+    paid.into_iter().map(|e| e.amount).collect()
+}
+
+fn body(plan_amount: i64, extra: &str) -> String {
+    let plans = PLANS.replace("amount = 9900", &format!("amount = {plan_amount}"));
+    format!(
+        "{plans}{}{}{extra}",
+        sub("grandfathered", "c-own", "monthly", "2025-01-10") + "amount = 7900\n",
+        sub("plain", "c-plain", "monthly", "2025-01-10")
+    )
+}
+
+/// `amount` on a subscription is its own price: a later change of the plan's price leaves it alone, while the
+/// plan's other subscriptions bill the new price from their next period.
+#[test]
+fn a_subscriptions_own_price_survives_a_change_of_its_plans_price() {
+    let w = World::new(Setup { body: &body(9900, ""), ..Default::default() });
+    for c in ["c-own", "c-plain"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    w.tick("2025-01-10T10:00:00+09:00");
+    w.write_config(&Setup { body: &body(12900, ""), ..Default::default() });
+    w.tick("2025-02-10T10:00:00+09:00");
+    assert_eq!(paid_amounts(&w, "c-own"), [7900, 7900]);
+    assert_eq!(paid_amounts(&w, "c-plain"), [9900, 12900]);
+    w.assert_consistent();
+}
+
+/// `discount` charges the first N periods less (percent rounded in the customer's favour, or an amount off), then
+/// the full price; `subscriptions show` and `upcoming` say what the next periods charge.
+#[test]
+fn a_discount_applies_to_the_first_periods_only() {
+    let text = format!(
+        "{PLANS}{}discount = {{ percent = 33, periods = 2 }}\n{}discount = {{ amount = 1000, periods = 1 }}\n",
+        sub("pct", "c-pct", "monthly", "2025-01-10"),
+        sub("off", "c-off", "monthly", "2025-01-10")
+    );
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    for c in ["c-pct", "c-off"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    w.tick("2025-01-10T10:00:00+09:00");
+    let show = w.billd().args(["subscriptions", "show", "pct"]).output().unwrap();
+    let said = common::text(&show);
+    assert!(said.contains("33% off the first 2 periods") && said.contains("period 1 charges 6633 KRW"), "{said}");
+    let as_of = ["upcoming", "--days", "40", "--json", "--as-of", "2025-01-11T00:00:00+09:00"];
+    let listed = common::text(&w.billd().args(as_of).output().unwrap());
+    assert!(
+        listed.contains("6633") && listed.contains("9900"),
+        "upcoming shows the discounted and full amounts: {listed}"
+    );
+    for month in ["02", "03"] {
+        w.tick(&format!("2025-{month}-10T10:00:00+09:00"));
+    }
+    // 9900 × 0.67 = 6633 (rounded down: the customer's favour).
+    assert_eq!(paid_amounts(&w, "c-pct"), [6633, 6633, 9900]);
+    assert_eq!(paid_amounts(&w, "c-off"), [8900, 9900, 9900]);
+    w.assert_consistent();
+}
+
+/// A discount added to the config later applies to the periods not yet opened (counted from the subscription's
+/// first period), and `sync` says so.
+#[test]
+fn a_discount_added_later_applies_from_the_next_period() {
+    let plain = format!("{PLANS}{}", sub("s1", "c1", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &plain, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-10T10:00:00+09:00");
+    let discounted = format!("{plain}discount = {{ percent = 50, periods = 2 }}\n");
+    w.write_config(&Setup { body: &discounted, ..Default::default() });
+    let o = w.billd().args(["sync", "--dry-run"]).output().unwrap();
+    assert!(common::text(&o).contains("discount none -> 50% off the first 2 periods"), "{}", common::text(&o));
+    for month in ["02", "03"] {
+        w.tick(&format!("2025-{month}-10T10:00:00+09:00"));
+    }
+    assert_eq!(paid_amounts(&w, "c1"), [9900, 4950, 9900], "period 1 is the last discounted one");
+}
