@@ -47,6 +47,9 @@ pub struct Billing {
     pub clock: ChargeClock,
     pub database: PathBuf,
     pub merchant_uid_prefix: String,
+    /// `catch_up_window`: a period more overdue than this when a pass gets to it is skipped, not charged (`None`:
+    /// every missed period is charged).
+    pub catch_up_window: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +282,18 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
             quote(&prefix)
         ));
     }
+
+    let catch_up_window = raw.billing.catch_up_window.as_deref().and_then(|w| match duration::parse(w) {
+        Ok(d) if d.as_secs() >= 60 => Some(d),
+        Ok(_) => {
+            errs.push("billing.catch_up_window: must be at least 1m (a period is due for a minute at least)".into());
+            None
+        }
+        Err(e) => {
+            errs.push(format!("billing.catch_up_window: {e}"));
+            None
+        }
+    });
 
     let g = raw.gateway;
     match url::Url::parse(&g.base_url) {
@@ -525,7 +540,12 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     }
     Ok(Config {
         file,
-        billing: Billing { clock: ChargeClock { timezone, charge_time }, database, merchant_uid_prefix: prefix },
+        billing: Billing {
+            clock: ChargeClock { timezone, charge_time },
+            database,
+            merchant_uid_prefix: prefix,
+            catch_up_window,
+        },
         gateway: GatewaySettings {
             base_url: g.base_url.trim_end_matches('/').to_owned(),
             imp_key: g.imp_key,
