@@ -311,7 +311,9 @@ pub trait OneTime {
     /// Records a one-time charge's outcome, with its event, if it is still pending or unknown, or was closed as
     /// abandoned (the answer of the `charge-once` that sent it is better evidence), and no other send of it began
     /// since the caller read it (`tries` unchanged, checked inside the transaction: a pass's lookup never
-    /// overwrites a rerun's send in progress). A paid one is never replaced. Returns whether it did.
+    /// overwrites a rerun's send in progress). A paid outcome also replaces a recorded failure other than a
+    /// mismatch (a payment found is proof: the gateway pays a merchant_uid at most once, and billd must know every
+    /// payment it caused). A paid one is never replaced. Returns whether it did.
     #[allow(clippy::too_many_arguments)]
     fn finish_one_time(
         &self,
