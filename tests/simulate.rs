@@ -126,7 +126,7 @@ fn run_simulates_time_at_speed() {
     let notify_path = w.dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let child = w
+    let mut child = w
         .billd()
         .args(["run", "--as-of", "2025-03-01T09:00:00+09:00", "--simulate", "--speed", "86400"])
         .env("NOTIFY_SOCKET", &notify_path)
@@ -137,6 +137,9 @@ fn run_simulates_time_at_speed() {
     let mut ready = None;
     while ready.is_none() {
         assert!(Instant::now() < deadline, "no READY");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("billd run exited {status} before READY: {}", text(&child.wait_with_output().unwrap()));
+        }
         let mut buf = [0u8; 4096];
         if let Ok(n) = notify.recv(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
