@@ -198,3 +198,37 @@ fn run_refuses_a_future_instant_without_simulate_and_simulate_against_a_real_gat
     }
     assert!(w.requests().is_empty() && w.ledger().is_empty(), "something was sent");
 }
+
+/// Under simulated time, a charge whose outcome is unknown waits for its quiet period in real time, but its next look
+/// is put off in billing time (the earlier of the two clocks), which a fast simulated clock reaches at once: the
+/// loop looked it up again and again (some hundred looks in half a second) until the real wait was over. It now
+/// pauses a second between such looks; the charge is settled by lookup and sent once.
+#[test]
+fn run_on_a_simulated_clock_waits_for_the_quiet_period_without_spinning() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-03-02"));
+    let w = World::new(Setup { body: &body, timeout: "2s", ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    // The gateway charges 3 s after the request, which times out after 2 s: unknown, quiet for 4 s of real time.
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: Some("c1".into()),
+        fault: billd_sandbox::Fault::ChargeLater { after: Duration::from_millis(3000) },
+        times: Some(1),
+    });
+    let child = w
+        .billd()
+        .args(["run", "--as-of", "2025-03-01T09:00:00+09:00", "--simulate", "--speed", "86400"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for("the charge found paid by lookup", || {
+        let paid = "SELECT count(*) FROM attempts WHERE merchant_uid = 'billd-s1-0' AND status = 'paid'";
+        w.db().query_row(paid, [], |r| r.get::<_, i64>(0)).unwrap_or(0) == 1
+    });
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let looks = log.lines().filter(|l| l.contains("charge.wait")).count();
+    assert!((1..20).contains(&looks), "{looks} looks during a 4 s quiet period (the loop spun):\n{log}");
+    assert_eq!(w.sent("billd-s1-0"), 1);
+    w.assert_consistent();
+}
