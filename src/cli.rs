@@ -31,7 +31,22 @@ pub enum Command {
     /// gateway, database and metrics settings need a restart). With `[metrics] listen = "ADDR"` it serves
     /// Prometheus text at /metrics and a health check at /healthz (503 when the loop has stalled, the config is
     /// refused, the gateway refuses the credentials, the last pass was a mass rejection, or a safety stop holds). Only one `run` or `tick` may use a database at a time.
-    Run,
+    Run {
+        /// Start the billing clock at this instant (RFC 3339) instead of now; it then advances with the real clock
+        /// (--speed times as fast). More than a minute in the future it is refused unless --simulate, as for `tick`.
+        /// The quiet periods of requests in doubt stay on the real clock.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
+        /// Simulated time (tests and demos against a sandbox on this machine only): allows a future --as-of and
+        /// --speed; every period due on the simulated clock is charged, for real, at gateway.base_url. The start-up
+        /// line, STATUS and /healthz show the simulated instant.
+        #[arg(long)]
+        simulate: bool,
+        /// With --simulate: the billing clock runs this many times as fast as the real one (86400: a day a second);
+        /// the sleeps until the next charge are shortened to match.
+        #[arg(long, default_value_t = 1, requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        speed: u32,
+    },
     /// One full pass (sync the config, reconcile, charge everything due) and exit.
     Tick {
         /// The instant the pass runs at (RFC 3339, e.g. 2025-03-01T10:00:00+09:00); default now. More than a minute
@@ -44,12 +59,20 @@ pub enum Command {
         simulate: bool,
     },
     /// Validate the config; exit 1 listing every problem.
+    ///
+    /// With --as-of, the warning about new entries a pass would refuse (a start more than one period back) is judged
+    /// as on that day.
     Check {
         /// Also ask the gateway for an access token: does it accept gateway.imp_key and its imp_secret?
         #[arg(long)]
         online: bool,
+        #[command(flatten)]
+        view: ViewAsOf,
     },
     /// Apply schedules.toml to the database.
+    ///
+    /// With --as-of, it is applied as on that day: a config subscription starting more than one period before it is
+    /// refused (unless catch_up), and the changes are recorded at that instant.
     Sync {
         /// Show what would change without changing it.
         #[arg(long)]
@@ -57,8 +80,12 @@ pub enum Command {
         /// Allow canceling more than 10% of the billed subscriptions at once.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// List subscriptions, or add one (`billd subscriptions add`).
+    ///
+    /// With --as-of, the config's subscriptions not synced yet are listed as a sync on that day would add them.
     #[command(args_conflicts_with_subcommands = true)]
     Subscriptions {
         #[command(subcommand)]
@@ -69,6 +96,8 @@ pub enum Command {
         /// Print them as JSON (times RFC 3339 with the billing time zone's offset).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        view: ViewAsOf,
     },
     /// Billing keys at the gateway: register a card, show or delete a key.
     Customers {
@@ -164,13 +193,14 @@ pub enum Command {
         follow: bool,
     },
     /// What will be charged when, per day, with totals.
+    ///
+    /// With --as-of, it looks ahead from that instant: what fell due before it and is not charged is overdue.
     Upcoming {
         /// How many days ahead (default 30).
         #[arg(long, default_value_t = 30)]
         days: u32,
-        /// Look ahead from this instant instead of now (RFC 3339), to inspect a simulated timeline.
-        #[arg(long, value_name = "RFC3339")]
-        as_of: Option<String>,
+        #[command(flatten)]
+        view: ViewAsOf,
         /// Print them as JSON.
         #[arg(long)]
         json: bool,
@@ -213,12 +243,17 @@ pub enum Command {
         at: AsOf,
     },
     /// Add subscriptions from a CSV file (header `id,customer_uid,plan,start`; kept in the database only).
+    ///
+    /// With --as-of, it imports as on that day: a start more than one interval before it is refused (unless
+    /// --catch-up), and the rows are recorded at that instant.
     Import {
         /// The CSV file.
         file: PathBuf,
         /// Accept start dates more than one interval ago (every period since the start is charged at once).
         #[arg(long)]
         catch_up: bool,
+        #[command(flatten)]
+        at: AsOf,
     },
 }
 
@@ -233,6 +268,10 @@ pub enum SubscriptionsCommand {
         json: bool,
     },
     /// Add a subscription kept in the database (a config sync never cancels it).
+    ///
+    /// With --as-of, it is added as on that day: the default --start is that date, a --start more than one period
+    /// before it is refused (unless --catch-up), and --charge-now charges at that instant. A card's expiry is still
+    /// checked against the real date.
     Add {
         /// Its id (letters, digits, '-', '_' or '.'; at most 64; not differing from another only by case).
         #[arg(long)]
@@ -259,11 +298,14 @@ pub enum SubscriptionsCommand {
         /// A --start more than one period back is meant: charge every period since then (refused without it).
         #[arg(long)]
         catch_up: bool,
+        #[command(flatten)]
+        at: AsOf,
     },
 }
 
-/// `--as-of` and `--simulate` for the commands that act at "now" (`pause`, `resume`, `cancel`, `retry`), so that
-/// they can follow a timeline simulated with `tick --as-of`.
+/// `--as-of` and `--simulate` for the commands that act at "now" and write it down (`pause`, `resume`, `cancel`,
+/// `retry`, `sync`, `subscriptions add`, `import`), so that they can follow a timeline simulated with `tick --as-of`.
+/// The real instants of the exactly-once protocol (when a request left, its quiet period) stay real.
 #[derive(clap::Args, Debug)]
 pub struct AsOf {
     /// The instant the command acts at (RFC 3339); default now. More than a minute in the future it is refused
@@ -276,10 +318,26 @@ pub struct AsOf {
 }
 
 impl AsOf {
-    /// The instant, and whether a future one is allowed.
+    /// The instant, and whether a future one is allowed (checked by `commands::simulate::check_as_of` once the
+    /// config is read).
     fn at(&self) -> Result<(DateTime<Utc>, bool)> {
         let now = self.as_of.as_deref().map(parse_instant).transpose()?.unwrap_or_else(Utc::now);
         Ok((now, self.simulate))
+    }
+}
+
+/// `--as-of` for the read-only commands whose output depends on "today" (`subscriptions`, `upcoming`, `check`): they
+/// change nothing, so any instant is allowed, past or future, without `--simulate`.
+#[derive(clap::Args, Debug)]
+pub struct ViewAsOf {
+    /// Show it as at this instant (RFC 3339; default now), to inspect a simulated timeline.
+    #[arg(long, value_name = "RFC3339")]
+    pub as_of: Option<String>,
+}
+
+impl ViewAsOf {
+    fn at(&self) -> Result<DateTime<Utc>> {
+        Ok(self.as_of.as_deref().map(parse_instant).transpose()?.unwrap_or_else(Utc::now))
     }
 }
 
@@ -351,7 +409,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         end_quietly_on_a_closed_pipe();
     }
     match args.command {
-        Command::Check { online } => crate::commands::check::check(&path, online),
+        Command::Check { online, view } => crate::commands::check::check(&path, online, view.at()?),
         Command::Tick { as_of, simulate } => {
             let now = match as_of {
                 Some(s) => parse_instant(&s)?,
@@ -359,10 +417,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
             };
             crate::commands::tick::tick(&path, now, simulate)
         }
-        Command::Run => crate::service::daemon::run(&path),
-        Command::Sync { dry_run, force } => crate::commands::tick::sync(&path, dry_run, force),
-        Command::Subscriptions { action: None, status, json } => {
-            crate::commands::subscriptions::list(&path, status.as_deref(), json)
+        Command::Run { as_of, simulate, speed } => {
+            let from = as_of.as_deref().map(parse_instant).transpose()?;
+            crate::service::daemon::run(&path, crate::service::clock::Start { from, simulate, speed })
+        }
+        Command::Sync { dry_run, force, at } => crate::commands::tick::sync(&path, dry_run, force, at.at()?),
+        Command::Subscriptions { action: None, status, json, view } => {
+            crate::commands::subscriptions::list(&path, status.as_deref(), json, view.at()?)
         }
         Command::Subscriptions { action: Some(SubscriptionsCommand::Show { id, json }), .. } => {
             crate::commands::subscriptions::show(&path, &id, json)
@@ -378,6 +439,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
                     replace_key,
                     charge_now,
                     catch_up,
+                    at,
                 }),
             ..
         } => crate::commands::subscriptions::add(
@@ -386,7 +448,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
             &customer_uid,
             &plan,
             start.as_deref(),
-            crate::commands::subscriptions::AddOptions { register_card, replace_key, charge_now, catch_up },
+            crate::commands::subscriptions::AddOptions {
+                register_card,
+                replace_key,
+                charge_now,
+                catch_up,
+                at: at.at()?,
+            },
         ),
         Command::Customers { action } => match action {
             CustomersCommand::Register { customer_uid, pg, channel_key, channel_key_file, replace_key } => {
@@ -432,10 +500,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             };
             crate::commands::charges::charges(&path, failed, since.as_deref(), only, json, follow)
         }
-        Command::Upcoming { days, as_of, json } => {
-            let now = as_of.as_deref().map(parse_instant).transpose()?;
-            crate::commands::ops::upcoming(&path, days, now, json)
-        }
+        Command::Upcoming { days, view, json } => crate::commands::ops::upcoming(&path, days, view.at()?, json),
         Command::Pause { subscription, at } => crate::commands::ops::pause(&path, &subscription, at.at()?),
         Command::Resume { subscription, catch_up, at } => {
             crate::commands::ops::resume(&path, &subscription, catch_up, at.at()?)
@@ -443,7 +508,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Cancel { subscription, at } => crate::commands::ops::cancel(&path, &subscription, at.at()?),
         Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
         Command::Retry { subscription, at } => crate::commands::ops::retry(&path, &subscription, at.at()?),
-        Command::Import { file, catch_up } => crate::commands::import::run(&path, &file, catch_up),
+        Command::Import { file, catch_up, at } => crate::commands::import::run(&path, &file, catch_up, at.at()?),
     }
 }
 

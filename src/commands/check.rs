@@ -6,7 +6,8 @@ use anyhow::Result;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn check(path: &Path, online: bool) -> Result<ExitCode> {
+/// `now`: the instant "a pass now" is judged at (`--as-of`).
+pub fn check(path: &Path, online: bool, now: chrono::DateTime<chrono::Utc>) -> Result<ExitCode> {
     match config::load(path) {
         Ok(cfg) => {
             let mut problems = Vec::new();
@@ -45,7 +46,7 @@ pub fn check(path: &Path, online: bool) -> Result<ExitCode> {
             } else {
                 Vec::new()
             };
-            let today = cfg.billing.clock.local_date(chrono::Utc::now());
+            let today = cfg.billing.clock.local_date(now);
             for r in cfg.sync_plan(&db, today).refused {
                 eprintln!("warning: a pass now would refuse it: {r}");
             }

@@ -50,12 +50,13 @@ pub struct Summary {
 }
 
 /// `billd import FILE`: the command.
-pub fn run(config: &Path, file: &Path, catch_up: bool) -> Result<ExitCode> {
+pub fn run(config: &Path, file: &Path, catch_up: bool, (now, simulate): crate::commands::ops::At) -> Result<ExitCode> {
     let cfg = crate::app::load_config(config)?;
+    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
     let store = open_store(&cfg)?;
     crate::commands::ops::refuse_another_clock(&cfg, &store)?;
     let started = Instant::now();
-    match import(&cfg, &store, file, catch_up, std::io::stderr().is_terminal()) {
+    match import(&cfg, &store, file, (catch_up, now), std::io::stderr().is_terminal()) {
         Ok(s) => {
             crate::say!(
                 "imported {} subscription{} from {} ({} already in the database, skipped) in {:.1} s",
@@ -100,12 +101,13 @@ impl From<anyhow::Error> for ImportError {
     }
 }
 
-/// Checks the whole file, then inserts its rows. `progress` draws bars on stderr.
+/// Checks the whole file, then inserts its rows as at `now` (a start more than one interval before its date is
+/// refused unless `catch_up`). `progress` draws bars on stderr.
 pub fn import(
     cfg: &Config,
     store: &impl Book,
     file: &Path,
-    catch_up: bool,
+    (catch_up, now): (bool, chrono::DateTime<Utc>),
     progress: bool,
 ) -> Result<Summary, ImportError> {
     let size = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
@@ -122,7 +124,7 @@ pub fn import(
 
     // Pass 1: check every row; nothing is written unless the whole file is valid.
     let checking = bar(size, "checking  [{bar:40}] {bytes}/{total_bytes} {elapsed}");
-    let today = cfg.billing.clock.local_date(Utc::now());
+    let today = cfg.billing.clock.local_date(now);
     let mut problems = Problems::default();
     // Ids seen so far, by a 64-bit hash (8 bytes each instead of the id; a false duplicate needs a collision, about
     // one chance in 10^7 for a million rows), with the line each was on.
@@ -183,7 +185,6 @@ pub fn import(
 
     // Pass 2: insert, CHUNK rows per transaction.
     let inserting = bar(rows, "importing [{bar:40}] {pos}/{len} rows {elapsed} (eta {eta})");
-    let now = Utc::now();
     let mut summary = Summary::default();
     let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
     let flush = |chunk: &mut Vec<Row>, summary: &mut Summary| -> Result<()> {

@@ -279,8 +279,7 @@ pub fn charge_due_now(cfg: &crate::config::Config, id: &str, now: chrono::DateTi
             // The running billd charges nothing while the config is refused: say so rather than promise a charge.
             let store = open_store(cfg)?;
             let subs = store.config_subscriptions()?;
-            let today = cfg.billing.clock.local_date(Utc::now());
-            let plan = cfg.sync_plan(&subs, today);
+            let plan = cfg.sync_plan(&subs, cfg.billing.clock.local_date(now));
             if let Some(why) = crate::billing::sync::refusal(&plan, &subs, &cfg.file) {
                 bail!("{why}; the running billd charges nothing until then");
             }
@@ -332,13 +331,12 @@ fn charges_until(
 pub const MAX_UPCOMING_DAYS: u32 = 3660;
 
 /// What is charged from `now` (default the current time) to `days` days later.
-pub fn upcoming(path: &Path, days: u32, now: Option<chrono::DateTime<Utc>>, json: bool) -> Result<ExitCode> {
+pub fn upcoming(path: &Path, days: u32, now: chrono::DateTime<Utc>, json: bool) -> Result<ExitCode> {
     if days > MAX_UPCOMING_DAYS {
         bail!("--days {days} is too far ahead: at most {MAX_UPCOMING_DAYS} (ten years)");
     }
     let (cfg, store) = open(path)?;
     let clock = &cfg.billing.clock;
-    let now = now.unwrap_or_else(Utc::now);
     let until = now
         .checked_add_signed(chrono::Duration::days(i64::from(days)))
         .ok_or_else(|| anyhow!("--days {days} goes past the end of the calendar"))?;

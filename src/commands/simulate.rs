@@ -1,4 +1,4 @@
-//! `billd tick --as-of` in the future: refused unless `--simulate`, which warns that the charges are real.
+//! `--as-of` in the future (`tick`, `run` and the commands that act at an instant): refused unless `--simulate`.
 //!
 //! A pass at an instant ahead of the real time charges every period due until then, for real, at whatever gateway
 //! `gateway.base_url` names (a pass at `9999-12-31` on a monthly book would send thousands of real charges per
@@ -15,12 +15,23 @@ pub const MAX_AHEAD: chrono::Duration = chrono::Duration::minutes(1);
 
 /// Checks a pass's instant against the real time `now`: an instant more than [`MAX_AHEAD`] in the future is refused
 /// (an error saying why) unless `simulate`, which logs a warning naming the gateway that will be charged.
+/// `--simulate` itself runs only against a loopback gateway, whatever the instant (`billd run --simulate --speed N`
+/// from a past instant overtakes the real time).
 pub fn check_as_of(cfg: &Config, as_of: DateTime<Utc>, now: DateTime<Utc>, simulate: bool) -> Result<()> {
+    let base_url = &cfg.gateway.base_url;
+    if simulate && !crate::config::local::loopback_url(base_url) {
+        bail!(
+            "--simulate runs only against a sandbox on this machine, and gateway.base_url {base_url} (in {}) is not \
+             a loopback address: a simulated clock (at {}) would charge, for real, every period due on it. Nothing \
+             was done (point gateway.base_url at `billd sandbox` on 127.0.0.1 to simulate)",
+            cfg.file.display(),
+            as_of.to_rfc3339()
+        );
+    }
     if as_of <= now + MAX_AHEAD {
         return Ok(());
     }
     let ahead = describe(as_of - now);
-    let base_url = &cfg.gateway.base_url;
     if !simulate {
         bail!(
             "--as-of {} is {ahead} after the current time ({}): a pass at a future instant charges, for real, every \
@@ -29,15 +40,6 @@ pub fn check_as_of(cfg: &Config, as_of: DateTime<Utc>, now: DateTime<Utc>, simul
             as_of.to_rfc3339(),
             now.to_rfc3339(),
             cfg.file.display()
-        );
-    }
-    if !crate::config::local::loopback_url(base_url) {
-        bail!(
-            "--simulate runs only against a sandbox on this machine, and gateway.base_url {base_url} (in {}) is not \
-             a loopback address: a pass at {} would charge, for real, every period due until then. Nothing was done \
-             (point gateway.base_url at `billd sandbox` on 127.0.0.1 to simulate)",
-            cfg.file.display(),
-            as_of.to_rfc3339()
         );
     }
     warn!(
@@ -94,6 +96,9 @@ mod tests {
         }
         for url in ["https://api.iamport.kr", "https://10.0.0.1", "https://localhost.example.com"] {
             assert!(check_as_of(&local(url), far, now, true).is_err(), "{url}");
+            // `run --simulate --speed N` from the past overtakes the real time: --simulate alone needs this machine.
+            assert!(check_as_of(&local(url), now - chrono::Duration::days(30), now, true).is_err(), "{url}");
+            assert!(check_as_of(&local(url), now - chrono::Duration::days(30), now, false).is_ok(), "{url}");
         }
     }
 }

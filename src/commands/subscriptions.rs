@@ -4,7 +4,7 @@
 use crate::app::{gateway, load_config, open_store, runtime};
 use crate::billing::model::{Source, Status, Subscription};
 use crate::commands::customers::{
-    card, check_customer_uid, issue_key, key_at_gateway, moved, refuse_replacing_unasked, shown, today,
+    card, check_customer_uid, issue_key, key_at_gateway, moved, refuse_replacing_unasked, shown,
 };
 use crate::commands::present::{cut, human, rfc3339};
 use crate::realtime::{RealClock, SystemClock};
@@ -60,7 +60,8 @@ fn retries_left(r: &SubscriptionRow, retries: usize) -> Option<usize> {
     r.status.bills().then(|| retries.saturating_sub(r.declines as usize))
 }
 
-pub fn list(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
+/// `now`: the day the config's unsynced subscriptions are judged on (`--as-of`).
+pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let status = status
         .map(|s| Status::parse(s).ok_or_else(|| anyhow!("--status {s:?}: use active, past_due, suspended or canceled")))
@@ -71,7 +72,7 @@ pub fn list(path: &Path, status: Option<&str>, json: bool) -> Result<ExitCode> {
     let retries = cfg.dunning.retry_after.len();
     // The config's subscriptions the database has not seen yet are listed too, marked "not synced" (they will be
     // active once applied).
-    let unsynced = crate::commands::present::unsynced(&cfg, &store, Utc::now())?;
+    let unsynced = crate::commands::present::unsynced(&cfg, &store, now)?;
     let (added, note) = unsynced.unwrap_or_default();
     let added: Vec<_> = added.into_iter().filter(|_| matches!(status, None | Some(Status::Active))).collect();
     let first_due = |s: &Subscription| s.calendar().due_at(&cfg.billing.clock, 0);
@@ -330,6 +331,8 @@ pub struct AddOptions {
     pub charge_now: bool,
     /// A start more than one period back is meant (every period since is charged).
     pub catch_up: bool,
+    /// The instant it is added at (`--as-of`, checked as `tick`'s is): today's date and the charge's instant.
+    pub at: crate::commands::ops::At,
 }
 
 pub fn add(
@@ -338,9 +341,11 @@ pub fn add(
     customer_uid: &str,
     plan: &str,
     start: Option<&str>,
-    AddOptions { register_card, replace_key, charge_now, catch_up }: AddOptions,
+    AddOptions { register_card, replace_key, charge_now, catch_up, at: (now, simulate) }: AddOptions,
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    let today = cfg.billing.clock.local_date(now);
     check_customer_uid(customer_uid)?;
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         bail!("--id must be 1-64 characters of letters, digits, '-', '_' or '.'");
@@ -353,9 +358,9 @@ pub fn add(
     }
     let start = match start {
         Some(s) => crate::config::parse_date(s).map_err(|e| anyhow!("--start: {e}"))?,
-        None => today(&cfg),
+        None => today,
     };
-    if let Some(why) = crate::billing::sync::backdated(plan.interval, start, today(&cfg)).filter(|_| !catch_up) {
+    if let Some(why) = crate::billing::sync::backdated(plan.interval, start, today).filter(|_| !catch_up) {
         bail!(
             "--start: {why}; nothing was added. Set --start to the next due date, or pass --catch-up to charge them all"
         );
@@ -411,7 +416,6 @@ pub fn add(
         skip: Vec::new(),
         discount: None,
     };
-    let now = Utc::now();
     let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);
     // --charge-now makes the first period due at once; later periods keep the start date's anchor.
     let due = if charge_now { first_due.map(|t| t.min(now)) } else { first_due };

@@ -18,10 +18,12 @@ pub fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
+/// `(now, simulate)`: the instant it applies the file at (`--as-of`), checked as `tick`'s is.
+pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::commands::ops::At) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
     let store = open_store(&cfg)?;
-    let today = cfg.billing.clock.local_date(Utc::now());
+    let today = cfg.billing.clock.local_date(now);
     let show = |plan: &crate::billing::sync::SyncPlan| {
         for w in &plan.warnings {
             crate::say!("warning: {w}");
@@ -84,7 +86,7 @@ pub fn sync(path: &Path, dry_run: bool, force: bool) -> Result<ExitCode> {
     // Planned and applied in one write transaction, from the rows as they are in it (a pass running meanwhile is
     // never overwritten with a stale read).
     let mut refused = false;
-    let plan = store.sync_with(&cfg.billing.clock, Utc::now(), |subs, _| {
+    let plan = store.sync_with(&cfg.billing.clock, now, |subs, _| {
         let plan = cfg.sync_plan(subs, today);
         show(&plan);
         if let Some(why) = crate::billing::sync::refusal(&plan, subs, &cfg.file).filter(|_| !force) {

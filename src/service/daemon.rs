@@ -2,6 +2,7 @@
 
 use crate::app;
 use crate::engine::{ConfigRefused, Engine, PassReport};
+use crate::service::clock::{BillingClock, Start};
 use crate::service::notify;
 use crate::store::Store;
 use anyhow::{Context, Result};
@@ -23,10 +24,21 @@ const ERROR_PAUSE: Duration = Duration::from_secs(30);
 /// The longest pause between two tries while the gateway refuses the credentials (the first is `ERROR_PAUSE`,
 /// doubling).
 const UNAUTHORIZED_MAX_PAUSE: Duration = Duration::from_secs(300);
+/// Under simulated time, the least pause after a pass that left charges waiting for their quiet period: that wait is
+/// real time, and their next look, counted on the wall clock, is behind the simulated instant (without it the loop
+/// would look them up again at once, over and over).
+const SIMULATED_WAIT_PAUSE: Duration = Duration::from_secs(1);
 
-pub fn run(path: &Path) -> Result<ExitCode> {
+/// `billd run`; `start`: the billing clock (`--as-of`, `--simulate`, `--speed`), checked against the config as
+/// `tick --as-of` is (a future instant only with `--simulate`, and `--simulate` only against this machine).
+pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
     let cfg = app::load_config(path)?;
+    if start.from.is_some() || start.simulate {
+        let from = start.from.unwrap_or_else(Utc::now);
+        crate::commands::simulate::check_as_of(&cfg, from, Utc::now(), start.simulate)?;
+    }
     let mut engine = app::engine(cfg)?;
+    let clock = BillingClock::start(start);
     let rt = app::runtime()?;
     rt.block_on(async move {
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -67,19 +79,29 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             // A port taken (by any local user) never stops billing: an ERROR line, STATUS, and a retry.
             let listener = crate::service::metrics::bind(addr, &metrics).await;
             let stale = watchdog.unwrap_or(MAX_SLEEP + Duration::from_secs(60)).max(Duration::from_secs(120));
-            tokio::spawn(crate::service::metrics::listen(listener, addr, metrics.clone(), stale, wake.clone()));
+            let health = crate::service::metrics::Health { stale_after: stale, clock };
+            tokio::spawn(crate::service::metrics::listen(listener, addr, metrics.clone(), health, wake.clone()));
         }
 
         // Startup: migrations ran when the store opened; apply the config, then tell systemd. Nothing here waits on
         // the gateway: unresolved attempts are reconciled by the first pass, after READY, as its first step (it
         // opens and sends nothing new before every one of them is looked up and recorded), so a large backlog or a
         // slow gateway never holds READY past TimeoutStartSec.
-        if let Err(e) = engine.sync(Utc::now(), false).await {
+        if let Err(e) = engine.sync(clock.now(), false).await {
             error!(event = "config.refused", "config.refused: not applied, nothing is charged: {e:#}");
         }
-        info!(event = "daemon.started", config = %engine.config().file.display(),
-            database = %engine.config().billing.database.display(), "daemon.started");
-        notify::ready(&status_line(&engine, None).await);
+        let (config, database) = (engine.config().file.display(), engine.config().billing.database.display());
+        match clock {
+            BillingClock::Wall => {
+                info!(event = "daemon.started", config = %config, database = %database, "daemon.started")
+            }
+            BillingClock::Simulated { from, speed, .. } => warn!(event = "daemon.started", config = %config,
+                database = %database, simulated_from = %from.to_rfc3339(), speed,
+                "daemon.started: SIMULATING time from {} at {speed}x real speed; every charge due on that clock is \
+                 sent to {} for real (the quiet periods stay on the real clock)",
+                from.to_rfc3339(), engine.config().gateway.base_url),
+        }
+        notify::ready(&status_line(&engine, &clock, None).await);
 
         let max_sleep = watchdog.map(|w| (w / 2).min(MAX_SLEEP)).unwrap_or(MAX_SLEEP);
         let mut refusals = 0u32;
@@ -88,9 +110,9 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             if engine.config_refused().is_some() {
                 // Nothing is charged while the file on disk is refused: look at it again (fixed, or applied
                 // meanwhile with `billd sync --force`).
-                retry_config(&mut engine, path).await;
+                retry_config(&mut engine, path, &clock).await;
             }
-            let (pass_at, pass_started) = (Utc::now(), std::time::Instant::now());
+            let (pass_at, pass_started) = (clock.now(), std::time::Instant::now());
             let result = {
                 // The pass runs on a handle of its own, so that a SIGHUP during it is applied at once (its sync
                 // cancels and voids in the book, and the pass's senders, which check the book at the moment a
@@ -103,7 +125,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                         r = &mut pass => break r,
                         _ = term.recv() => stop(&engine, "SIGTERM"),
                         _ = int.recv() => stop(&engine, "SIGINT"),
-                        _ = hup.recv() => reload(&mut engine, path).await,
+                        _ = hup.recv() => reload(&mut engine, path, &clock).await,
                     }
                 }
             };
@@ -145,10 +167,8 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     if r.sent + r.reconciled + r.skipped > 0 {
                         r.log_done(pass_at, pass_started.elapsed());
                     }
-                    r.next_wake
-                        .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                        .unwrap_or(MAX_SLEEP)
-                        .min(max_sleep)
+                    let pause = r.next_wake.map(|t| clock.real_until(t)).unwrap_or(MAX_SLEEP).min(max_sleep);
+                    if clock.simulated() && r.deferred > 0 { pause.max(SIMULATED_WAIT_PAUSE) } else { pause }
                 }
                 Err(e) => {
                     error!(event = "pass.error", "the pass could not run: {e:#}");
@@ -163,34 +183,34 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     "CONFIG REFUSED: {} was not applied; nothing is charged until it is fixed or applied with \
                      `billd sync --force`{}",
                     engine.config().file.display(),
-                    listener_note(&engine)
+                    notes(&engine, &clock)
                 )),
                 _ if metrics.safety_stop.load(Ordering::Relaxed) => notify::status(&format!(
                     "SAFETY STOP: limits.max_charges_per_pass tripped; nothing is charged until an operator raises the \
                      limit or runs `billd safety release`{}",
-                    listener_note(&engine)
+                    notes(&engine, &clock)
                 )),
                 Some(pause) if metrics.mass_rejection.load(Ordering::Relaxed) => notify::status(&format!(
                     "MASS REJECTION: the gateway rejected a mass of charges in the last pass (wrong account or keys?); \
                      they were withheld, no subscription changed; trying again in {} s{}",
                     pause.as_secs(),
-                    listener_note(&engine)
+                    notes(&engine, &clock)
                 )),
                 Some(pause) => notify::status(&format!(
                     "UNAUTHORIZED: the gateway refuses gateway.imp_key {:?} and its imp_secret; nothing is charged; \
                      trying again in {} s{}",
                     engine.config().gateway.imp_key,
                     pause.as_secs(),
-                    listener_note(&engine)
+                    notes(&engine, &clock)
                 )),
-                None => notify::status(&status_line(&engine, result.as_ref().ok()).await),
+                None => notify::status(&status_line(&engine, &clock, result.as_ref().ok()).await),
             }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = wake.notified() => {}
                 _ = term.recv() => { stop(&engine, "SIGTERM"); break }
                 _ = int.recv() => { stop(&engine, "SIGINT"); break }
-                _ = hup.recv() => reload(&mut engine, path).await,
+                _ = hup.recv() => reload(&mut engine, path, &clock).await,
             }
         }
         let _ = sched.clone().shutdown().await;
@@ -209,17 +229,17 @@ fn stop<S: Store>(engine: &Engine<S, app::PaymentGateway>, signal: &str) {
 
 /// While the config is refused: reads the file on disk again and tries to apply it (quietly: the pass that follows
 /// logs the refusal if it stands).
-async fn retry_config<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path) {
+async fn retry_config<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path, clock: &BillingClock) {
     if let Ok(new) = app::load_config(path) {
         engine.set_config(new);
     }
-    if engine.sync(Utc::now(), false).await.is_ok() {
+    if engine.sync(clock.now(), false).await.is_ok() {
         info!(event = "config.applied", "config.applied: the config is applied again; charging resumes");
     }
 }
 
 /// SIGHUP: reload and apply the config; an invalid file is refused and the running config stays in force.
-async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path) {
+async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path, clock: &BillingClock) {
     notify::reloading();
     match app::load_config(path) {
         Ok(new) => {
@@ -238,7 +258,7 @@ async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Pa
                 );
             }
             engine.set_config(new);
-            match engine.sync(Utc::now(), false).await {
+            match engine.sync(clock.now(), false).await {
                 Ok(plan) => info!(event = "config.reload", changes = plan.changes.len(), "config.reload: applied"),
                 Err(e) => error!(event = "config.reload", "config.reload: not applied: {e:#}"),
             }
@@ -252,12 +272,16 @@ async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Pa
             )
         }
     }
-    notify::ready(&status_line(engine, None).await);
+    notify::ready(&status_line(engine, clock, None).await);
 }
 
-/// One line for `systemctl status`: what is due, in flight and failed.
-async fn status_line<S: Store>(engine: &Engine<S, app::PaymentGateway>, report: Option<&PassReport>) -> String {
-    let now = Utc::now();
+/// One line for `systemctl status`: what is due, in flight and failed (and the simulated instant, if simulating).
+async fn status_line<S: Store>(
+    engine: &Engine<S, app::PaymentGateway>,
+    clock: &BillingClock,
+    report: Option<&PassReport>,
+) -> String {
+    let now = clock.now();
     let tz = engine.config().billing.clock.timezone;
     let midnight = engine.config().billing.clock.due_at_midnight(engine.config().billing.clock.local_date(now));
     let max_amount = engine.config().limits.max_amount;
@@ -275,11 +299,17 @@ async fn status_line<S: Store>(engine: &Engine<S, app::PaymentGateway>, report: 
             format!(
                 "due now {due}, in flight {in_flight}, failed today {failed}, unresolved {unresolved}; next wake \
                  {next}{}",
-                listener_note(engine)
+                notes(engine, clock)
             )
         }
-        Err(e) => format!("database error: {e:#}{}", listener_note(engine)),
+        Err(e) => format!("database error: {e:#}{}", notes(engine, clock)),
     }
+}
+
+/// The end of every STATUS line: the simulated instant, if simulating, and whether the metrics listener is down.
+fn notes<S: Store>(engine: &Engine<S, app::PaymentGateway>, clock: &BillingClock) -> String {
+    let sim = clock.describe(engine.config().billing.clock.timezone);
+    format!("{}{}", if sim.is_empty() { String::new() } else { format!("; {sim}") }, listener_note(engine))
 }
 
 /// The end of the STATUS line while `[metrics] listen` cannot be bound (empty otherwise).

@@ -20,6 +20,14 @@ pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
 /// How often billd tries again to bind `[metrics] listen` when it could not.
 pub const BIND_RETRY: Duration = Duration::from_secs(10);
 
+/// What `/healthz` judges and says: the loop is stale after `stale_after` without a beat; under simulated time, the
+/// simulated instant is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    pub stale_after: Duration,
+    pub clock: crate::service::clock::BillingClock,
+}
+
 /// Binds `[metrics] listen`. A failure never stops billing: it is one `metrics.error` ERROR line, and
 /// `metrics.listener_down` is set (systemd STATUS says so) until [`listen`] binds it.
 pub async fn bind(addr: SocketAddr, metrics: &Metrics) -> Option<TcpListener> {
@@ -45,7 +53,7 @@ pub async fn listen(
     listener: Option<TcpListener>,
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    stale_after: Duration,
+    health: Health,
     changed: Arc<tokio::sync::Notify>,
 ) {
     let listener = match listener {
@@ -64,17 +72,17 @@ pub async fn listen(
             }
         },
     };
-    if let Err(e) = serve(listener, metrics, stale_after).await {
+    if let Err(e) = serve(listener, metrics, health).await {
         tracing::error!(event = "metrics.error", "the metrics server stopped: {e}");
     }
 }
 
 /// Serves `/metrics` and `/healthz` until the task is dropped. `/healthz` is 200 while the loop beats within
-/// `stale_after`, else 503. Slow clients can neither stall billing by taking file descriptors nor keep a health
+/// `health.stale_after`, else 503. Slow clients can neither stall billing by taking file descriptors nor keep a health
 /// probe out: at most [`MAX_CONNECTIONS`] connections are open at once (a new one closes the oldest), each must
 /// send its headers within [`HEADER_READ_TIMEOUT`], and none lives longer than [`MAX_CONNECTION_AGE`].
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stale_after: Duration) -> std::io::Result<()> {
-    let app = router(metrics, stale_after);
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Health) -> std::io::Result<()> {
+    let app = router(metrics, health);
     // The open connections, oldest first, each with its id (to remove itself when it ends).
     let open: Arc<Mutex<VecDeque<(u64, AbortHandle)>>> = Arc::default();
     for id in 0u64.. {
@@ -113,8 +121,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stale_after: Du
 }
 
 /// The routes: `/metrics` and `/healthz`.
-fn router(metrics: Arc<Metrics>, stale_after: Duration) -> axum::Router {
-    use axum::{Router, http::StatusCode, routing::get};
+fn router(metrics: Arc<Metrics>, Health { stale_after, clock }: Health) -> axum::Router {
+    use axum::{Router, routing::get};
     let m1 = metrics.clone();
     Router::new()
         .route(
@@ -129,31 +137,44 @@ fn router(metrics: Arc<Metrics>, stale_after: Duration) -> axum::Router {
             get(move || {
                 let m = metrics.clone();
                 async move {
-                    let since = m.since_beat();
-                    if m.config_refused.load(Ordering::Relaxed) {
-                        let why = "config refused: the config on disk was not applied (see the config.refused log \
-                                   line); nothing is charged until it is fixed or applied with `billd sync --force`\n";
-                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
-                    } else if m.unauthorized.load(Ordering::Relaxed) {
-                        let why = "unauthorized: the gateway refuses gateway.imp_key and its imp_secret; nothing is \
-                                   charged until they are fixed\n";
-                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
-                    } else if m.safety_stop.load(Ordering::Relaxed) {
-                        let why = "safety stop: limits.max_charges_per_pass tripped (see the pass.refused log line); \
-                                   nothing is charged until an operator raises the limit or runs `billd safety \
-                                   release`\n";
-                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
-                    } else if m.mass_rejection.load(Ordering::Relaxed) {
-                        let why = "mass rejection: the gateway rejected limits.mass_rejection_count or more charges \
-                                   of the last pass, at least limits.mass_rejection_percent of its answers (see the \
-                                   pass.mass_rejection log line); they were withheld and billd tries again later\n";
-                        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
-                    } else if since <= stale_after {
-                        (StatusCode::OK, format!("ok: scheduler loop alive ({}s ago)\n", since.as_secs()))
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, format!("stale: no progress for {}s\n", since.as_secs()))
+                    let (code, why) = health(&m, stale_after);
+                    match clock {
+                        // UTC, as in the log lines (the listener does not know the billing time zone's rules).
+                        crate::service::clock::BillingClock::Simulated { .. } => {
+                            (code, format!("{why}{}\n", clock.describe(chrono_tz::UTC)))
+                        }
+                        crate::service::clock::BillingClock::Wall => (code, why),
                     }
                 }
             }),
         )
+}
+
+/// `/healthz`'s answer: 503 and why while billing is stopped or the loop stalls, else 200.
+fn health(m: &Metrics, stale_after: Duration) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let since = m.since_beat();
+    if m.config_refused.load(Ordering::Relaxed) {
+        let why = "config refused: the config on disk was not applied (see the config.refused log \
+                   line); nothing is charged until it is fixed or applied with `billd sync --force`\n";
+        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+    } else if m.unauthorized.load(Ordering::Relaxed) {
+        let why = "unauthorized: the gateway refuses gateway.imp_key and its imp_secret; nothing is \
+                   charged until they are fixed\n";
+        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+    } else if m.safety_stop.load(Ordering::Relaxed) {
+        let why = "safety stop: limits.max_charges_per_pass tripped (see the pass.refused log line); \
+                   nothing is charged until an operator raises the limit or runs `billd safety \
+                   release`\n";
+        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+    } else if m.mass_rejection.load(Ordering::Relaxed) {
+        let why = "mass rejection: the gateway rejected limits.mass_rejection_count or more charges \
+                   of the last pass, at least limits.mass_rejection_percent of its answers (see the \
+                   pass.mass_rejection log line); they were withheld and billd tries again later\n";
+        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+    } else if since <= stale_after {
+        (StatusCode::OK, format!("ok: scheduler loop alive ({}s ago)\n", since.as_secs()))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("stale: no progress for {}s\n", since.as_secs()))
+    }
 }
