@@ -428,8 +428,12 @@ impl Gateway for Iamport {
             currency: &req.currency,
             name: &req.name,
         };
-        // An id that a lookup's URL could not carry would be charged and then never found: refused before sending.
-        if let Err(e) = crate::ids::path_segment(&req.merchant_uid).and(crate::ids::path_segment(&req.customer_uid)) {
+        // An id that a lookup's URL could not carry would be charged and then never found, and an amount above the
+        // ceiling is never meant: refused before sending.
+        let checked = crate::ids::path_segment(&req.merchant_uid)
+            .and(crate::ids::path_segment(&req.customer_uid))
+            .and_then(|_| check_amount(req.amount));
+        if let Err(e) = checked {
             return Some(ChargeOutcome::Transient(format!("not sent: {e}")));
         }
         let url = match &self.again {
@@ -468,6 +472,17 @@ impl Gateway for Iamport {
             },
             Sent::Response(status, text) => Lookup::Error(format!("lookup: HTTP {status}: {}", snippet(&red, &text))),
         }
+    }
+}
+
+/// Whether billd may send `amount`: from 1 to [`crate::config::MAX_AMOUNT`] (10^12), whatever the flags and the
+/// limits say (every charge request passes here); `Err`: why not.
+fn check_amount(amount: i64) -> Result<(), String> {
+    let max = crate::config::MAX_AMOUNT;
+    if (1..=max).contains(&amount) {
+        Ok(())
+    } else {
+        Err(format!("the amount {amount} is outside 1 to {max} (10^12), the most billd ever sends"))
     }
 }
 
