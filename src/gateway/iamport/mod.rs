@@ -581,6 +581,27 @@ mod tests {
         }
     }
 
+    /// Issue 24 hardening, point i: no amount above config::MAX_AMOUNT (10^12), nor below 1, leaves the client,
+    /// whoever asks (the engine, charge-key with --above-max-amount, charge-once).
+    #[tokio::test]
+    async fn no_amount_above_the_ceiling_is_sent() {
+        let client = Iamport::new("http://127.0.0.1:9", "k", Secret::new("s"), Duration::from_secs(5), 4, None);
+        for amount in [crate::config::MAX_AMOUNT + 1, i64::MAX, 0, -9900] {
+            let req = ChargeRequest {
+                customer_uid: "c1".into(),
+                merchant_uid: "m-1".into(),
+                amount,
+                currency: "KRW".into(),
+                name: "n".into(),
+            };
+            let outcome = client.charge(&req, async { true }).await;
+            assert!(
+                matches!(&outcome, Some(ChargeOutcome::Transient(why)) if why.contains("not sent") && why.contains("10^12")),
+                "{amount}: {outcome:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn the_client_does_not_follow_redirects() {
         // A server that answers every request with a redirect to itself, and counts the requests.
