@@ -380,3 +380,58 @@ fn a_payment_of_another_key_under_the_merchant_uid_is_never_taken_as_paid() {
     assert!(!rerun.status.success() && text(&rerun).contains("is held"), "{}", text(&rerun));
     assert_eq!(agains(&w, "addon-1"), 2, "the other system's and billd's one request");
 }
+
+/// An outsider's reproduction (critical): a card that declines its first charge; each try's answer lost (the gateway
+/// makes the charge 1.9 s later, inside the quiet period). The rerun after the quiet period finds try 1's decline and
+/// sends try 2; try 2's answer is lost too, and the lookup right after it must not take try 1's decline (already
+/// recorded) for try 2's outcome: try 2 stays unknown, nothing is sent before its quiet period, and it settles as
+/// paid. One payment at the gateway, and billd knows it.
+#[test]
+fn a_rerun_never_takes_an_earlier_decline_for_its_own_outcome() {
+    let w = world(MONTHLY);
+    w.sandbox.register_customer("c3", &cards::decline_first(1)).unwrap();
+    w.sandbox.add_fault(FaultRule {
+        customer_uid: Some("c3".into()),
+        fault: Fault::ChargeLater { after: Duration::from_millis(1900) },
+        times: Some(3),
+    });
+    let args = ["c3", "--merchant-uid", "dd1", "--amount", "100", "--name", "Add-on"];
+    let first = charge_key(&w, &args);
+    assert!(text(&first).contains("outcome unknown"), "{}", text(&first));
+    w.wait_for_gateway_idle();
+    w.wait_quiet();
+    // Finds try 1 declined, sends try 2 (answer lost: it is made, and paid, 1.9 s later).
+    let second = charge_key(&w, &args);
+    assert!(text(&second).contains("outcome unknown"), "try 2 settled by try 1's decline: {}", text(&second));
+    let early = charge_key(&w, &args);
+    assert!(text(&early).contains("do not retry before"), "resent inside try 2's quiet period: {}", text(&early));
+    w.wait_for_gateway_idle();
+    w.wait_quiet();
+    let settled = charge_key(&w, &args);
+    assert_eq!(settled.status.code(), Some(0), "{}", text(&settled));
+    let imp = paid_once(&w, "dd1");
+    assert_eq!(row(&w, "dd1"), Some(("paid".into(), "key".into(), Some("c3".into()), Some(imp))));
+    assert_eq!(agains(&w, "dd1"), 2);
+}
+
+/// A payment found at the gateway is recorded even where billd had recorded a failure (a decline taken for the
+/// outcome of a try in flight, by an older billd): the rerun that finds it says paid only once the book says so.
+#[test]
+fn a_payment_found_replaces_a_recorded_failure() {
+    let w = world(MONTHLY);
+    let args = ["c1", "--merchant-uid", "ff1", "--amount", "100", "--name", "Add-on"];
+    assert!(charge_key(&w, &args).status.success());
+    let imp = paid_once(&w, "ff1");
+    // As the bug left it: the payment made, the row failed (declined).
+    w.db()
+        .execute(
+            "UPDATE one_time_charges SET status = 'failed', failure = 'declined', imp_uid = 'imp_000000000001'
+             WHERE merchant_uid = 'ff1'",
+            [],
+        )
+        .unwrap();
+    let rerun = charge_key(&w, &args);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    assert_eq!(row(&w, "ff1"), Some(("paid".into(), "key".into(), Some("c1".into()), Some(imp))));
+    assert_eq!(agains(&w, "ff1"), 1);
+}

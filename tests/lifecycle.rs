@@ -87,3 +87,47 @@ fn a_discount_added_later_applies_from_the_next_period() {
     }
     assert_eq!(paid_amounts(&w, "c1"), [9900, 4950, 9900], "period 1 is the last discounted one");
 }
+
+/// `billing.catch_up_window` (issue 25, stale backlog): billd offline for two months on a weekly plan; the pass that
+/// follows skips, never charges, every period due longer ago than the window (recorded `skipped`, with a
+/// `period.skipped` line), charges the ones inside it, and billing goes on.
+#[test]
+fn periods_older_than_the_catch_up_window_are_skipped_not_charged() {
+    let body = r#"
+[[plans]]
+id = "weekly"
+name = "Weekly plan"
+amount = 1000
+interval = "1 week"
+"#;
+    let text = format!("{body}{}", sub("s1", "c1", "weekly", "2025-01-06"));
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    std::fs::write(
+        &w.config,
+        std::fs::read_to_string(&w.config).unwrap().replace("[billing]\n", "[billing]\ncatch_up_window = \"10d\"\n"),
+    )
+    .unwrap();
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-06T10:00:00+09:00");
+    // Back two months later (2025-03-10 is a Monday): 2025-01-13 .. 2025-02-24 are older than 10 days; 03-03 and
+    // 03-10 are inside the window.
+    let out = w.tick("2025-03-10T10:00:00+09:00");
+    let said = World::stderr(&out);
+    assert_eq!(said.matches("event=\"period.skipped\"").count(), 7, "{said}");
+    assert!(said.contains("older than catch_up_window (10d)"), "{said}");
+    let states: Vec<(i64, String)> = {
+        let db = w.db();
+        let mut st =
+            db.prepare("SELECT period, state FROM periods WHERE subscription_id = 's1' ORDER BY period").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let skipped: Vec<i64> = states.iter().filter(|(_, s)| s == "skipped").map(|(p, _)| *p).collect();
+    let paid: Vec<i64> = states.iter().filter(|(_, s)| s == "paid").map(|(p, _)| *p).collect();
+    assert_eq!((skipped, paid), ((1..=7).collect::<Vec<_>>(), vec![0, 8, 9]));
+    assert_eq!(paid_amounts(&w, "c1"), [1000, 1000, 1000], "only the periods inside the window were charged");
+    let show = common::text(&w.billd().args(["subscriptions", "show", "s1"]).output().unwrap());
+    assert!(show.contains("skipped"), "{show}");
+    w.tick("2025-03-17T10:00:00+09:00");
+    assert_eq!(paid_amounts(&w, "c1").len(), 4, "billing goes on");
+    w.assert_consistent();
+}

@@ -110,6 +110,13 @@ impl Subscription {
     }
 }
 
+/// With `billing.catch_up_window`, the instant before which a period falling due is skipped, not charged, by a pass
+/// at `now` (`None`: no window, every missed period is charged).
+pub fn catch_up_cutoff(now: DateTime<Utc>, window: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
+    let w = chrono::Duration::from_std(window?).ok()?;
+    now.checked_sub_signed(w)
+}
+
 /// Where billing restarts when a paused (suspended) subscription is resumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restart {

@@ -196,7 +196,10 @@ pub fn charge<S: Store, G: Gateway>(
     let prev_tries = prev.as_ref().map(|p| p.tries);
     // The imp_uid a row that is not paid keeps is an earlier try's decline: a lookup that finds it has found nothing
     // of this try (a review found a stale decline settling a try in flight, and a rerun then charged twice).
-    let known_failed = prev.as_ref().and_then(|p| p.imp_uid.clone());
+    // Kept up to date: a decline the lookup below finds and records is known from then on too (an outsider found try
+    // 1's decline, found again right after try 2's lost answer, taken for try 2's outcome: the next rerun charged
+    // twice).
+    let mut known_failed = prev.as_ref().and_then(|p| p.imp_uid.clone());
     // The billing key its payment must carry: the key charged (charge-key), or, for a key-in charge, the key only
     // an older billd (before issue 21) sent with it.
     let charged_with = match &prev {
@@ -228,7 +231,12 @@ pub fn charge<S: Store, G: Gateway>(
         match rt.block_on(look_up(g, merchant_uid, amount, charged_with, known_failed.as_deref())) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp)) => {
-                store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
+                let now = Utc::now();
+                if !store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, now)? {
+                    bail!(
+                        "merchant_uid {merchant_uid} is paid at the gateway (imp_uid {imp}), but another billd                          process changed its record meanwhile; nothing sent (rerun to see what is recorded)"
+                    );
+                }
                 crate::say!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
                 return Ok(Done::Paid { imp_uid: imp, before: Some(prev.card_masked) });
             }
@@ -240,6 +248,7 @@ pub fn charge<S: Store, G: Gateway>(
             Ok(Found::Declined(imp, reason)) => {
                 let (status, failure) = (ChargeStatus::Failed, Some(Failure::Declined));
                 store.finish_one_time(prev.id, prev.tries, status, failure, Some(&imp), Some(&reason), Utc::now())?;
+                known_failed = Some(imp);
             }
             Ok(Found::Nothing) => {
                 let unresolved = prev.status.unresolved();

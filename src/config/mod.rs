@@ -1,6 +1,7 @@
 //! `schedules.toml`: loading with figment (file, then `BILLD_…` env vars), validation into domain types.
 
 pub mod duration;
+mod entries;
 pub mod local;
 mod raw;
 mod secret;
@@ -20,7 +21,6 @@ use chrono::{Datelike, NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub struct Billing {
     pub clock: ChargeClock,
     pub database: PathBuf,
     pub merchant_uid_prefix: String,
+    /// `catch_up_window`: a period more overdue than this when a pass gets to it is skipped, not charged (`None`:
+    /// every missed period is charged).
+    pub catch_up_window: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +283,18 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         ));
     }
 
+    let catch_up_window = raw.billing.catch_up_window.as_deref().and_then(|w| match duration::parse(w) {
+        Ok(d) if d.as_secs() >= 60 => Some(d),
+        Ok(_) => {
+            errs.push("billing.catch_up_window: must be at least 1m (a period is due for a minute at least)".into());
+            None
+        }
+        Err(e) => {
+            errs.push(format!("billing.catch_up_window: {e}"));
+            None
+        }
+    });
+
     let g = raw.gateway;
     match url::Url::parse(&g.base_url) {
         // A user name or password in the URL would be printed wherever the URL is (check, errors, logs).
@@ -417,115 +432,20 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         }
     });
 
-    let mut plans = Vec::new();
-    let mut plan_ids = HashSet::new();
-    for (i, p) in raw.plans.into_iter().enumerate() {
-        let at = format!("plans[{i}] (id {})", quote(&p.id));
-        if !valid_id(&p.id) {
-            errs.push(format!("{at}.id: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
-        }
-        if !plan_ids.insert(p.id.clone()) {
-            errs.push(format!("{at}.id: duplicate plan id {}", quote(&p.id)));
-        }
-        let name_len = p.name.chars().count();
-        if name_len == 0 || name_len > 40 {
-            errs.push(format!(
-                "{at}.name: {} is {name_len} characters; it is sent as the charge's name and must be 1-40",
-                quote(&p.name)
-            ));
-        }
-        if p.amount <= 0 {
-            errs.push(format!("{at}.amount: {} must be a positive whole number of {}", p.amount, p.currency));
-        } else if p.amount > limits.max_amount {
-            errs.push(format!(
-                "{at}.amount: {} is above limits.max_amount ({}); raise the limit if this is intended",
-                p.amount, limits.max_amount
-            ));
-        }
-        if p.currency.len() != 3 || !p.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            errs.push(format!("{at}.currency: {} is not a currency code like \"KRW\"", quote(&p.currency)));
-        } else if p.currency != BILLED_CURRENCY {
-            errs.push(format!(
-                "{at}.currency: {} cannot be billed: amounts are whole units of the currency, sent to the gateway as \
-                 they are, and billd bills {BILLED_CURRENCY} only (won have no minor unit; an amount in cents would be \
-                 charged as that many dollars)",
-                quote(&p.currency)
-            ));
-        }
-        let interval = p.interval.parse::<Interval>().unwrap_or_else(|e| {
-            errs.push(format!("{at}.interval: {e}"));
-            Interval { count: 1, unit: crate::billing::calendar::Unit::Month }
-        });
-        plans.push(Plan { id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval });
-    }
-
-    let mut subs = Vec::new();
-    let mut sub_ids = HashSet::new();
-    let mut sub_ids_nocase = std::collections::HashMap::new();
-    for (i, s) in raw.subscriptions.into_iter().enumerate() {
-        let at = format!("subscriptions[{i}] (id {})", quote(&s.id));
-        if !valid_id(&s.id) {
-            errs.push(format!("{at}.id: must be 1-64 characters of letters, digits, '-', '_' or '.'"));
-        }
-        if !sub_ids.insert(s.id.clone()) {
-            errs.push(format!("{at}.id: duplicate subscription id {}", quote(&s.id)));
-        } else if let Some(other) = sub_ids_nocase.insert(s.id.to_ascii_lowercase(), s.id.clone()) {
-            errs.push(format!(
-                "{at}.id: {} differs from subscription {} only by case (their merchant_uids would too, and the \
-                 gateway may not tell them apart)",
-                quote(&s.id),
-                quote(&other)
-            ));
-        }
-        if let Some(why) = crate::ids::refusal(&s.customer_uid, crate::ids::CUSTOMER_UID_MAX) {
-            errs.push(format!("{at}.customer_uid: {why}"));
-        }
-        if !plan_ids.contains(&s.plan) {
-            errs.push(format!("{at}.plan: unknown plan {} (no [[plans]] entry has that id)", quote(&s.plan)));
-        }
-        let start = parse_date(&s.start).unwrap_or_else(|e| {
-            errs.push(format!("{at}.start: {e}"));
-            NaiveDate::MIN
-        });
-        let canceled = match s.status.as_deref() {
-            None | Some("active") => false,
-            Some("canceled") | Some("cancelled") => true,
-            Some(other) => {
-                errs.push(format!("{at}.status: {} must be \"active\" or \"canceled\"", quote(other)));
-                false
-            }
-        };
-        let catch_up = s.catch_up;
-        let plan_amount = plans.iter().find(|p| p.id == s.plan).map(|p| p.amount);
-        if let Some(a) = s.amount {
-            if a <= 0 {
-                errs.push(format!("{at}.amount: {a} must be a positive whole number of {BILLED_CURRENCY}"));
-            } else if a > limits.max_amount {
-                errs.push(format!(
-                    "{at}.amount: {a} is above limits.max_amount ({}); raise the limit if this is intended",
-                    limits.max_amount
-                ));
-            }
-        }
-        let discount = s.discount.and_then(|d| discount(d, s.amount.or(plan_amount), &at, &mut errs));
-        subs.push(SubscriptionSpec {
-            id: s.id,
-            customer_uid: s.customer_uid,
-            plan: s.plan,
-            start,
-            canceled,
-            catch_up,
-            amount: s.amount,
-            discount,
-        });
-    }
+    let plans = entries::plans(raw.plans, &limits, &mut errs);
+    let subs = entries::subscriptions(raw.subscriptions, &plans, &limits, &mut errs);
 
     if !errs.is_empty() {
         return Err(ConfigError { file, problems: errs });
     }
     Ok(Config {
         file,
-        billing: Billing { clock: ChargeClock { timezone, charge_time }, database, merchant_uid_prefix: prefix },
+        billing: Billing {
+            clock: ChargeClock { timezone, charge_time },
+            database,
+            merchant_uid_prefix: prefix,
+            catch_up_window,
+        },
         gateway: GatewaySettings {
             base_url: g.base_url.trim_end_matches('/').to_owned(),
             imp_key: g.imp_key,
@@ -542,45 +462,6 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         subscriptions: subs,
         warnings,
     })
-}
-
-/// A subscription's `discount` (at `at`), checked against the amount it applies to (`None`: unknown, already
-/// reported): exactly one of `percent` (1 to 99) and `amount` (at least 1), `periods` at least 1, and something left
-/// to charge.
-fn discount(d: raw::RawDiscount, amount: Option<i64>, at: &str, errs: &mut Vec<String>) -> Option<Discount> {
-    let before = errs.len();
-    if !(1..=10_000).contains(&d.periods) {
-        errs.push(format!("{at}.discount.periods: {} must be 1 to 10000 (the first periods it applies to)", d.periods));
-    }
-    let periods = d.periods.clamp(1, 10_000) as u64;
-    let out = match (d.percent, d.amount) {
-        (Some(p), None) if (1..=99).contains(&p) => Discount::Percent { percent: p as u8, periods },
-        (Some(p), None) => {
-            errs.push(format!("{at}.discount.percent: {p} must be 1 to 99"));
-            return None;
-        }
-        (None, Some(a)) if a >= 1 => Discount::Amount { amount: a, periods },
-        (None, Some(a)) => {
-            errs.push(format!("{at}.discount.amount: {a} must be a positive whole number of {BILLED_CURRENCY}"));
-            return None;
-        }
-        _ => {
-            errs.push(format!(
-                "{at}.discount: give exactly one of percent or amount, with periods: \
-                 {{ percent = 20, periods = 3 }} or {{ amount = 1000, periods = 3 }}"
-            ));
-            return None;
-        }
-    };
-    if let Some(amount) = amount.filter(|a| *a > 0)
-        && out.leaves_nothing(amount)
-    {
-        errs.push(format!(
-            "{at}.discount: {out} leaves nothing to charge of {amount} {BILLED_CURRENCY}; a discounted period is \
-             charged at least 1"
-        ));
-    }
-    (errs.len() == before).then_some(out)
 }
 
 /// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in

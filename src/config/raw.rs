@@ -27,6 +27,7 @@ pub(super) struct RawBilling {
     pub(super) database: String,
     #[serde(default = "default_prefix")]
     pub(super) merchant_uid_prefix: String,
+    pub(super) catch_up_window: Option<String>,
 }
 
 pub(super) fn default_charge_time() -> String {

@@ -19,8 +19,13 @@ enum Kind {
 
 use Kind::*;
 
-const BILLING: &[(&str, Kind)] =
-    &[("timezone", Text), ("charge_time", Text), ("database", Text), ("merchant_uid_prefix", Text)];
+const BILLING: &[(&str, Kind)] = &[
+    ("timezone", Text),
+    ("charge_time", Text),
+    ("database", Text),
+    ("merchant_uid_prefix", Text),
+    ("catch_up_window", Text),
+];
 const GATEWAY: &[(&str, Kind)] = &[
     ("base_url", Text),
     ("imp_key", Text),

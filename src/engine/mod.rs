@@ -5,6 +5,7 @@ pub mod metrics;
 mod pipeline;
 mod reconcile;
 mod report;
+mod stale;
 #[cfg(test)]
 mod tests;
 
@@ -289,6 +290,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
         (report.reconciled, report.deferred) = self.reconcile_stale(at, tx, sem).await?;
         self.trip_if_resends_capped(now).await?;
+        // Periods due longer ago than billing.catch_up_window are skipped, never charged, before anything opens.
+        report.skipped = self.skip_stale(now).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {

@@ -97,6 +97,8 @@ impl std::error::Error for MassRejected {}
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {
     pub reconciled: usize,
+    /// Periods skipped, never charged: due longer ago than `billing.catch_up_window`.
+    pub skipped: usize,
     pub opened: usize,
     pub sent: usize,
     pub paid: usize,
@@ -132,6 +134,7 @@ impl PassReport {
             pass_ms = ms(took),
             charge_ms = self.charge_time().map(ms).unwrap_or(0.0),
             reconciled = self.reconciled,
+            skipped = self.skipped,
             opened = self.opened,
             sent = self.sent,
             paid = self.paid,

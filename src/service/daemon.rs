@@ -142,7 +142,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                 Ok(r) => {
                     metrics.unauthorized.store(false, std::sync::atomic::Ordering::Relaxed);
                     refusals = 0;
-                    if r.sent + r.reconciled > 0 {
+                    if r.sent + r.reconciled + r.skipped > 0 {
                         r.log_done(pass_at, pass_started.elapsed());
                     }
                     r.next_wake

@@ -169,6 +169,21 @@ pub trait Ledger {
         make: impl Fn(&DueSubscription) -> NewPeriod,
     ) -> Result<ClaimStep>;
 
+    /// `billing.catch_up_window`: in one write transaction, for up to `limit` billed subscriptions with no open
+    /// period whose next period fell due before `cutoff` (oldest first), records that period as skipped (never
+    /// charged; built by `make`, its merchant_uid kept when free) with a `period.skipped` event saying `reason`, and
+    /// advances the subscription to the period `make` names as following it, only if its next period is still the
+    /// one `make` saw (otherwise an error, nothing written). One period per subscription per call (call again until
+    /// it returns none); returns the periods skipped.
+    fn skip_stale(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+        reason: &str,
+        make: impl Fn(&DueSubscription) -> NewPeriod,
+    ) -> Result<Vec<NewPeriod>>;
+
     /// Unresolved attempts to reconcile now: every pending one (left by a process that stopped) and every unknown
     /// one whose check time is at or before `now`, in (subscription, period) order after the key `after`, at most
     /// `limit`. Paging by the last key returned yields each such attempt once.
@@ -296,7 +311,9 @@ pub trait OneTime {
     /// Records a one-time charge's outcome, with its event, if it is still pending or unknown, or was closed as
     /// abandoned (the answer of the `charge-once` that sent it is better evidence), and no other send of it began
     /// since the caller read it (`tries` unchanged, checked inside the transaction: a pass's lookup never
-    /// overwrites a rerun's send in progress). A paid one is never replaced. Returns whether it did.
+    /// overwrites a rerun's send in progress). A paid outcome also replaces a recorded failure other than a
+    /// mismatch (a payment found is proof: the gateway pays a merchant_uid at most once, and billd must know every
+    /// payment it caused). A paid one is never replaced. Returns whether it did.
     #[allow(clippy::too_many_arguments)]
     fn finish_one_time(
         &self,

@@ -82,6 +82,8 @@ spelled! {
         Open = "open",
         Paid = "paid",
         GivenUp = "given_up",
+        /// Due longer ago than `billing.catch_up_window` when a pass got to it: never charged.
+        Skipped = "skipped",
     }
 }
 

@@ -30,3 +30,45 @@ pub fn a_subscription_keeps_its_discount_through_sync_and_manual_adds<B: Backend
     s.insert_manual(&manual, Some(t0()), t0()).unwrap();
     assert_eq!(b.open().subscription("m").unwrap().unwrap().discount, Some(off));
 }
+
+/// `billing.catch_up_window` (issue 25): [`Ledger::skip_stale`] records each billed subscription's next period due
+/// before the cutoff as skipped, with its event, and advances the subscription, one period per subscription per
+/// call, durably, and never charges it; periods due at or after the cutoff, open periods and subscriptions that do
+/// not bill are left alone.
+pub fn stale_periods_are_skipped_and_never_charged<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a", "b", "open", "paused"]);
+    // "open" has an open period (a retry waits): left alone; "paused" does not bill.
+    s.open_and_claim(t0(), 100, 100, i64::MAX, TIMEOUT_MS, period).unwrap();
+    let claimed = s.claim_due(t0(), 100, i64::MAX, TIMEOUT_MS).unwrap();
+    assert!(claimed.is_empty());
+    let opened = s.unresolved(t0(), 100).unwrap();
+    let retry_at = t0() + Duration::days(1);
+    let recorded: Vec<Recorded> = opened
+        .iter()
+        .map(|a| if a.subscription_id == "open" { declined(a, Decision::RetryAt(retry_at)) } else { paid(a) })
+        .collect();
+    s.record(&recorded, t0()).unwrap();
+    s.set_status("paused", Status::Suspended, t0(), "paused").unwrap();
+    // 100 days later, with a 31-day window: "a" and "b" have periods 1 and 2 (due t0+30d, t0+60d) before the
+    // cutoff (t0+69d), period 3 (t0+90d) after it.
+    let now = t0() + Duration::days(100);
+    let cutoff = now - Duration::days(31);
+    let first = s.skip_stale(cutoff, now, 10, "older than catch_up_window (31d)", period).unwrap();
+    assert_eq!(first.iter().map(|p| (p.subscription_id.as_str(), p.period)).collect::<Vec<_>>(), [("a", 1), ("b", 1)]);
+    let second = b.open().skip_stale(cutoff, now, 1, "older than catch_up_window (31d)", period).unwrap();
+    assert_eq!(second.iter().map(|p| (p.subscription_id.as_str(), p.period)).collect::<Vec<_>>(), [("a", 2)]);
+    let third = b.open().skip_stale(cutoff, now, 10, "older than catch_up_window (31d)", period).unwrap();
+    assert_eq!(third.iter().map(|p| (p.subscription_id.as_str(), p.period)).collect::<Vec<_>>(), [("b", 2)]);
+    assert!(s.skip_stale(cutoff, now, 10, "again", period).unwrap().is_empty(), "nothing more before the cutoff");
+    let reread = b.open();
+    let states: Vec<(u64, PeriodState)> = story(&reread, "a").iter().map(|(p, st, _)| (*p, *st)).collect();
+    assert_eq!(states, [(0, PeriodState::Paid), (1, PeriodState::Skipped), (2, PeriodState::Skipped)]);
+    assert!(story(&reread, "a").iter().all(|(p, _, a)| *p == 0 || a.is_empty()), "a skipped period was charged");
+    // The next period (due after the cutoff) is opened and charged as usual; the others were left alone.
+    let next = reread.open_and_claim(now, 100, 100, i64::MAX, TIMEOUT_MS, period).unwrap().attempts;
+    let mut got: Vec<(String, u64)> = next.iter().map(|a| (a.subscription_id.clone(), a.period)).collect();
+    got.sort();
+    assert_eq!(got, [("a".into(), 3), ("b".into(), 3), ("open".into(), 0)]);
+    assert_eq!(story(&reread, "paused").len(), 1, "a subscription that does not bill skips nothing");
+}

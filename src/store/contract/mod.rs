@@ -53,6 +53,7 @@ macro_rules! store_contract_tests {
             a_sync_with_another_clock_re_times_every_next_charge,
             an_operators_retry_ahead_of_the_schedule_counts_no_decline,
             a_subscription_keeps_its_discount_through_sync_and_manual_adds,
+            stale_periods_are_skipped_and_never_charged,
             a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on,
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,

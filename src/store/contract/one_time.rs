@@ -6,7 +6,8 @@ use super::*;
 use crate::store::MerchantUidHolder;
 
 /// A one-time charge's intent is begun once per merchant_uid; an outcome is recorded only by the send that is still
-/// current (`tries`), and a paid one is never replaced.
+/// current (`tries`), a paid one is never replaced, and a payment found replaces a recorded failure (but a
+/// mismatch, which is held).
 pub fn a_one_time_charge_is_begun_once_and_settled_by_its_own_send_only<B: Backend>(b: &B) {
     let s = b.open();
     let c = OneTimeCharge {
@@ -33,6 +34,24 @@ pub fn a_one_time_charge_is_begun_once_and_settled_by_its_own_send_only<B: Backe
     assert!(!s.finish_one_time(id, tries2, ChargeStatus::Failed, Some(Failure::Declined), None, None, t0()).unwrap());
     let done = s.one_time("once-1").unwrap().unwrap();
     assert_eq!((done.status, done.imp_uid.as_deref()), (ChargeStatus::Paid, Some("imp_1")));
+    // A payment found replaces a recorded failure (not a mismatch): billd knows every payment it caused.
+    let d = OneTimeCharge { merchant_uid: "once-2".into(), ..c.clone() };
+    let (id2, t2) = s.begin_one_time(&d, &real(t0()), t0(), TIMEOUT_MS, check, None).unwrap().expect("begun");
+    assert!(
+        s.finish_one_time(id2, t2, ChargeStatus::Failed, Some(Failure::Declined), Some("imp_d"), None, t0()).unwrap()
+    );
+    assert!(s.finish_one_time(id2, t2, ChargeStatus::Paid, None, Some("imp_2"), None, t0()).unwrap(), "paid found");
+    let found = b.open().one_time("once-2").unwrap().unwrap();
+    assert_eq!((found.status, found.imp_uid.as_deref()), (ChargeStatus::Paid, Some("imp_2")));
+    let e = OneTimeCharge { merchant_uid: "once-3".into(), ..c.clone() };
+    let (id3, t3) = s.begin_one_time(&e, &real(t0()), t0(), TIMEOUT_MS, check, None).unwrap().expect("begun");
+    assert!(
+        s.finish_one_time(id3, t3, ChargeStatus::Failed, Some(Failure::Mismatch), None, Some("held"), t0()).unwrap()
+    );
+    assert!(
+        !s.finish_one_time(id3, t3, ChargeStatus::Paid, None, Some("imp_3"), None, t0()).unwrap(),
+        "a mismatch is held"
+    );
     assert_eq!(
         s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, check, Some(tries2)).unwrap(),
         None,

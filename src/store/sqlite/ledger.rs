@@ -139,6 +139,70 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
     Ok(out)
 }
 
+/// Advances a subscription from the period `p` opens or skips to the one following it, inside `tx`: an error if its
+/// next period is no longer `p`'s.
+fn advance(tx: &Transaction<'_>, p: &NewPeriod, now: i64) -> Result<()> {
+    let advanced = tx
+        .prepare_cached(
+            "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4, skip_windows = ?6
+             WHERE id = ?1 AND next_period = ?2",
+        )?
+        .execute(params![
+            p.subscription_id,
+            p.period as i64,
+            p.following_due_at.map(secs),
+            now,
+            p.following_period as i64,
+            skip_json(&p.skip_ahead)
+        ])?;
+    if advanced != 1 {
+        bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
+    }
+    Ok(())
+}
+
+/// [`Ledger::skip_stale`] inside `tx`.
+pub(super) fn skip_stale_in(
+    tx: &Transaction<'_>,
+    cutoff: i64,
+    now: i64,
+    limit: usize,
+    reason: &str,
+    make: impl Fn(&DueSubscription) -> NewPeriod,
+) -> Result<Vec<NewPeriod>> {
+    let due = subscriptions_to_open_in(tx, cutoff - 1, limit, i64::MAX)?;
+    let mut out = Vec::with_capacity(due.len());
+    for d in &due {
+        let p = make(d);
+        tx.prepare_cached(
+            "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
+               name, state, next_attempt_at, opened_at, closed_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'skipped', NULL, ?9, ?9
+             WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
+             ON CONFLICT (merchant_uid) DO NOTHING",
+        )?
+        .execute(params![
+            p.subscription_id,
+            p.period as i64,
+            secs(p.due_at),
+            p.merchant_uid,
+            p.customer_uid,
+            p.amount,
+            p.currency,
+            p.name,
+            now
+        ])?;
+        advance(tx, &p, now)?;
+        let detail = json!({
+            "period": p.period, "merchant_uid": p.merchant_uid, "due_at": p.due_at.to_rfc3339(), "amount": p.amount,
+            "currency": p.currency, "reason": reason,
+        });
+        event(tx, now, "period.skipped", Some(&p.subscription_id), detail)?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// Opens the due periods `make` builds for up to `room` subscriptions and claims their first attempts, inside `tx`.
 /// A period whose merchant_uid is taken is refused (its subscription suspended) and the page goes on.
 fn open_in(
@@ -157,10 +221,6 @@ fn open_in(
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9
          WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
          ON CONFLICT (merchant_uid) DO NOTHING",
-    )?;
-    let mut adv = tx.prepare_cached(
-        "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4, skip_windows = ?6
-         WHERE id = ?1 AND next_period = ?2",
     )?;
     let mut claim = tx.prepare_cached(
         "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
@@ -204,17 +264,7 @@ fn open_in(
             });
             continue;
         }
-        let advanced = adv.execute(params![
-            p.subscription_id,
-            p.period as i64,
-            p.following_due_at.map(secs),
-            now,
-            p.following_period as i64,
-            skip_json(&p.skip_ahead)
-        ])?;
-        if advanced != 1 {
-            bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
-        }
+        advance(tx, &p, now)?;
         claim.execute(params![
             p.subscription_id,
             p.period as i64,
@@ -308,6 +358,20 @@ impl Ledger for SqliteStore {
         }
         tx.commit()?;
         Ok(step)
+    }
+
+    fn skip_stale(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+        reason: &str,
+        make: impl Fn(&DueSubscription) -> NewPeriod,
+    ) -> Result<Vec<NewPeriod>> {
+        let tx = self.tx()?;
+        let skipped = skip_stale_in(&tx, secs(cutoff), secs(now), limit, reason, make)?;
+        tx.commit()?;
+        Ok(skipped)
     }
 
     /// Read straight from the one-unresolved-per-period index, so a large backlog (say, after a gateway outage)

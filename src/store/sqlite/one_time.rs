@@ -177,7 +177,8 @@ impl OneTime for SqliteStore {
         let changed = tx.execute(
             "UPDATE one_time_charges SET status = ?2, failure = ?3, imp_uid = coalesce(?4, imp_uid), fail_reason = ?5,
                updated_at = ?6
-             WHERE id = ?1 AND tries = ?7 AND (status IN ('pending', 'unknown') OR failure = 'abandoned')",
+             WHERE id = ?1 AND tries = ?7 AND (status IN ('pending', 'unknown') OR failure = 'abandoned'
+                                               OR (?2 = 'paid' AND status = 'failed' AND failure != 'mismatch'))",
             params![id, status, failure, imp_uid, reason, now, tries],
         )?;
         if changed == 0 {
