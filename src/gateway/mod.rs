@@ -92,6 +92,17 @@ impl Payment {
     }
 }
 
+/// Whether billd may send `amount`: from 1 to [`crate::config::MAX_AMOUNT`] (10^12), whatever the flags and the
+/// limits say (every charge request a gateway client makes is checked here first); `Err`: why not.
+pub fn sendable_amount(amount: i64) -> Result<(), String> {
+    let max = crate::config::MAX_AMOUNT;
+    if (1..=max).contains(&amount) {
+        Ok(())
+    } else {
+        Err(format!("the amount {amount} is outside 1 to {max} (10^12), the most billd ever sends"))
+    }
+}
+
 /// What a lookup by merchant_uid established.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {

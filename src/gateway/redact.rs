@@ -1,4 +1,4 @@
-//! Text from the gateway made safe to log, print and store: what billd sent removed, card-like digits blanked, control characters stripped, length cut.
+//! Text from the gateway made safe to log, print and store: what billd sent removed, card-like digits blanked, control characters stripped, length cut (long: one cleaning pipeline, its decoders and its tests, kept together so that every step is read in order).
 //!
 //! Every string that comes from the gateway (a refusal's message, a fail reason, a payment's status, merchant_uid or
 //! imp_uid, a key's card name, a quoted answer) goes through [`Redactor::clean`] in the gateway client before it

@@ -151,7 +151,7 @@ impl BillingKeys for Iamport {
         // Ids a later lookup could not carry, and amounts above the ceiling: refused before anything is sent.
         let ids = crate::ids::path_segment(&req.merchant_uid)
             .and_then(|_| save_as.map_or(Ok(String::new()), crate::ids::path_segment))
-            .and_then(|_| super::check_amount(req.amount));
+            .and_then(|_| crate::gateway::sendable_amount(req.amount));
         let url = match ids.and_then(|_| self.url(&["subscribe", "payments", "onetime"])) {
             Ok(u) => u,
             Err(e) => return Some(ChargeOutcome::Transient(format!("not sent: {e}"))),
@@ -341,5 +341,33 @@ mod tests {
         let same = r#"{"code":0,"message":null,"response":{"customer_uid":"c1","card_number":"424242******4242","card_name":"Visa"}}"#;
         let g = answering(same).await;
         assert_eq!(g.show_key("c1").await.unwrap().card.as_deref(), Some("424242******4242"));
+    }
+
+    /// Issue 24 hardening, point i: no amount above config::MAX_AMOUNT (10^12), nor below 1, leaves the client,
+    /// whoever asks (the engine, charge-key with --above-max-amount, charge-once).
+    #[tokio::test]
+    async fn no_amount_above_the_ceiling_is_sent() {
+        let client = Iamport::new(
+            "http://127.0.0.1:9",
+            "k",
+            crate::config::Secret::new("s"),
+            std::time::Duration::from_secs(5),
+            4,
+            None,
+        );
+        for amount in [crate::config::MAX_AMOUNT + 1, i64::MAX, 0, -9900] {
+            let req = ChargeRequest {
+                customer_uid: "c1".into(),
+                merchant_uid: "m-1".into(),
+                amount,
+                currency: "KRW".into(),
+                name: "n".into(),
+            };
+            let outcome = crate::gateway::Gateway::charge(&client, &req, async { true }).await;
+            assert!(
+                matches!(&outcome, Some(ChargeOutcome::Transient(why)) if why.contains("not sent") && why.contains("10^12")),
+                "{amount}: {outcome:?}"
+            );
+        }
     }
 }
