@@ -5,7 +5,8 @@
 //! `/subscribe/customers/{customer_uid}`). An id that a path cannot carry as it is (a control character, which URL
 //! parsers drop; `.` or `..`, which they resolve away; `/` or `\`, which servers split on) would be charged under
 //! one id and looked up under another: a lookup that finds nothing, and a charge that seems never to have happened.
-//! Such ids are refused before anything is sent, wherever an id enters billd.
+//! Such ids are refused before anything is sent, wherever an id enters billd; so are ids holding an invisible
+//! character ([`crate::text::invisible`]: a zero-width space or a direction override makes one id print as another).
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -30,6 +31,13 @@ pub fn refusal(id: &str, max: usize) -> Option<String> {
             c as u32
         ));
     }
+    if let Some(c) = id.chars().find(|&c| crate::text::invisible(c)) {
+        return Some(format!(
+            "contains the invisible character U+{:04X} (it shows as nothing, or reorders or breaks the line it is \
+             printed on: the id would look like another one)",
+            c as u32
+        ));
+    }
     if id == "." || id == ".." {
         return Some("is not a gateway id (a URL path resolves it away)".into());
     }
@@ -41,6 +49,22 @@ pub fn refusal(id: &str, max: usize) -> Option<String> {
         return Some("starts or ends with white space".into());
     }
     None
+}
+
+/// Why `id` cannot be a merchant_uid an operator chooses for a one-time charge (`charge-once`, `charge-key`);
+/// `None` when it can. Besides [`refusal`]: printable ASCII only (letters, digits, punctuation, inner spaces).
+/// i'mport's order ids are ASCII in practice, and a look-alike letter (a fullwidth `ＢＩＬＬＤ-`) would slip past
+/// billd's own prefix, which is compared in ASCII.
+pub fn merchant_uid_refusal(id: &str) -> Option<String> {
+    refusal(id, MERCHANT_UID_MAX).or_else(|| {
+        id.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')).map(|c| {
+            format!(
+                "contains {c:?} (U+{:04X}): a merchant_uid billd is given is printable ASCII (letters, digits, \
+                 punctuation)",
+                c as u32
+            )
+        })
+    })
 }
 
 /// `id` as one URL path segment, every byte outside the unreserved characters percent-encoded; `Err` (why) for an
@@ -74,5 +98,24 @@ mod tests {
         assert!(refusal(&"x".repeat(81), 80).unwrap().contains("1-80 characters (it is 81)"));
         assert!(refusal("order-77\r", 40).unwrap().contains("U+000D"));
         assert_eq!(refusal("c1", 80), None);
+    }
+
+    /// Issue 24 hardening, F4: invisible and bidirectional characters are refused in every id (they print as
+    /// nothing, or reorder a line: `dem\u{200b}o-sub-1-1` looks like one of billd's own merchant_uids).
+    #[test]
+    fn invisible_characters_are_refused_in_ids() {
+        for c in
+            ['\u{202e}', '\u{2028}', '\u{2029}', '\u{200b}', '\u{200d}', '\u{feff}', '\u{ad}', '\u{2066}', '\u{61c}']
+        {
+            let id = format!("dem{c}o-sub-1-1");
+            let why = refusal(&id, 80).unwrap_or_else(|| panic!("{id:?} was accepted"));
+            assert!(why.contains(&format!("U+{:04X}", c as u32)), "{why}");
+            assert!(path_segment(&id).is_err());
+        }
+        assert_eq!(refusal("주문-1", 80), None, "letters of any script are kept");
+        // A merchant_uid an operator gives is printable ASCII.
+        assert!(merchant_uid_refusal("ＢＩＬＬＤ-x").unwrap().contains("U+FF22"));
+        assert!(merchant_uid_refusal("주문-1").is_some());
+        assert_eq!(merchant_uid_refusal("order 77-b"), None);
     }
 }

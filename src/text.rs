@@ -1,4 +1,5 @@
-//! Input quoted in an error message: cut short, with control characters escaped.
+//! Text shown to people: input quoted in an error message (cut short, control characters escaped), and what must
+//! not reach a terminal as it is (invisible characters, escaped in table cells).
 
 /// How many characters of an input value an error quotes ([`quote`]).
 pub const QUOTE_MAX: usize = 200;
@@ -18,10 +19,36 @@ pub fn excerpt(text: &str, max: usize) -> String {
 }
 
 /// Characters that must not reach a terminal or a log line as they are: control characters (ESC, CR, LF, NEL, …),
-/// line and paragraph separators, bidirectional overrides and other invisible format characters.
+/// line and paragraph separators, and the format characters that show nothing ([`shows_nothing`]).
 pub fn invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || shows_nothing(c)
+}
+
+/// Format characters that take no room and show nothing, so that removing one joins what it split: the soft hyphen,
+/// zero-width spaces and joiners, direction marks, embeddings, overrides and isolates, invisible operators, the
+/// byte-order mark, Hangul fillers, tag characters.
+pub fn shows_nothing(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180f}'
+        | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}' | '\u{e0000}'..='\u{e007f}')
+}
+
+/// Text read back from the database or from outside, made safe for one table cell or message line: every
+/// [`invisible`] character written escaped (`\u{1b}`), as the log lines write them; the rest as it is.
+pub fn cell(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(invisible) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if invisible(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -32,5 +59,11 @@ mod tests {
     fn an_excerpt_is_short_and_escaped() {
         assert_eq!(excerpt("ab\ncd", 10), "\"ab\\ncd\"");
         assert_eq!(excerpt(&"x".repeat(50), 3), "\"xxx\"…");
+    }
+
+    #[test]
+    fn a_cell_shows_invisible_characters_escaped() {
+        assert_eq!(cell("evil\u{1b}[2J\rx\u{202e}y\u{ad}"), "evil\\u{1b}[2J\\u{d}x\\u{202e}y\\u{ad}");
+        assert_eq!(cell("주문 1"), "주문 1");
     }
 }

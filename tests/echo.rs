@@ -91,11 +91,20 @@ fn echo_of(auth: &str, path: &str, body: &str) -> String {
     t
 }
 
-fn payment(merchant_uid: &str, amount: i64, status: &str, imp_uid: &str, echo: &str) -> Value {
+/// A payment of `customer_uid` (the key charged; `None` for a key-in payment), in KRW: billd takes an answer for
+/// only what it asked for (issue 24 hardening, F7).
+fn payment(
+    merchant_uid: &str,
+    amount: i64,
+    status: &str,
+    imp_uid: &str,
+    echo: &str,
+    customer_uid: Option<&str>,
+) -> Value {
     let short: String = echo.chars().take(4096).collect();
     json!({
-        "imp_uid": imp_uid, "merchant_uid": merchant_uid, "amount": amount, "status": status,
-        "fail_reason": echo, "card_name": short, "card_number": short,
+        "imp_uid": imp_uid, "merchant_uid": merchant_uid, "amount": amount, "currency": "KRW", "status": status,
+        "customer_uid": customer_uid, "fail_reason": echo, "card_name": short, "card_number": short,
     })
 }
 
@@ -121,8 +130,9 @@ async fn answer(State(st): State<Arc<EchoState>>, req: Request) -> Response {
         if parts.method == "POST" && last.starts_with("refuse") {
             return refuse(&echo);
         }
+        // The key asked for (a key answered for another customer_uid is not taken), echoing in every other field.
         return ok(json!({
-            "customer_uid": echo, "card_name": echo, "card_number": echo, "pg_provider": echo, "pg_id": echo,
+            "customer_uid": last, "card_name": echo, "card_number": echo, "pg_provider": echo, "pg_id": echo,
             "inserted": 0, "updated": 0,
         }));
     }
@@ -130,26 +140,27 @@ async fn answer(State(st): State<Arc<EchoState>>, req: Request) -> Response {
         let req: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         let m = req["merchant_uid"].as_str().unwrap_or_default().to_owned();
         let amount = req["amount"].as_i64().unwrap_or(0);
+        let key = req["customer_uid"].as_str();
         let card: String =
             req["card_number"].as_str().unwrap_or_default().chars().filter(char::is_ascii_digit).collect();
         let sneaky = if card.is_empty() { format!("imp_{TOKEN}") } else { format!("imp_{card}") };
         // A megabyte of fail reason (the answer stays under the 1 MiB billd reads).
         let huge = format!("{echo}{}", "x".repeat(1_000_000));
         return match () {
-            _ if m.contains("declined") => ok(payment(&m, amount, "failed", "imp_1", &echo)),
+            _ if m.contains("declined") => ok(payment(&m, amount, "failed", "imp_1", &echo, key)),
             _ if m.contains("rejected") => refuse(&echo),
-            _ if m.contains("odd-imp") => ok(payment(&m, amount, "paid", &echo, &echo)),
-            _ if m.contains("sneaky-imp") => ok(payment(&m, amount, "paid", &sneaky, &echo)),
-            _ if m.contains("odd-status") => ok(payment(&m, amount, &echo, "imp_1", &echo)),
-            _ if m.contains("other-muid") => ok(payment(&echo, amount, "paid", "imp_1", &echo)),
-            _ if m.contains("huge") => ok(payment(&m, amount, "failed", "imp_1", &huge)),
-            _ => ok(payment(&m, amount, "paid", "imp_1", &echo)),
+            _ if m.contains("odd-imp") => ok(payment(&m, amount, "paid", &echo, &echo, key)),
+            _ if m.contains("sneaky-imp") => ok(payment(&m, amount, "paid", &sneaky, &echo, key)),
+            _ if m.contains("odd-status") => ok(payment(&m, amount, &echo, "imp_1", &echo, key)),
+            _ if m.contains("other-muid") => ok(payment(&echo, amount, "paid", "imp_1", &echo, key)),
+            _ if m.contains("huge") => ok(payment(&m, amount, "failed", "imp_1", &huge, key)),
+            _ => ok(payment(&m, amount, "paid", "imp_1", &echo, key)),
         };
     }
     if path.starts_with("/payments/find/") {
         let m = path.trim_start_matches("/payments/find/").split('/').next().unwrap_or_default().to_owned();
         if m.contains("rejected") && last == "failed" {
-            return ok(payment(&m, 5000, "failed", "imp_2", &echo));
+            return ok(payment(&m, 5000, "failed", "imp_2", &echo, None));
         }
         return json_answer(StatusCode::NOT_FOUND, json!({ "code": 1, "message": echo, "response": null }));
     }

@@ -47,12 +47,14 @@ fn a_customer_uid_with_a_control_character_is_refused_by_check() {
     assert!(text(&out).contains("customer_uid") && text(&out).contains("U+000D"), "{}", text(&out));
 }
 
-/// An id with characters a URL must escape (a space, `?`, `#`, `%`, Hangul) is charged and then found by a lookup
-/// under exactly that id: a rerun of the command looks it up first, finds it paid, and sends nothing.
+/// An id with characters a URL must escape (a space, `?`, `#`, `%`) is charged and then found by a lookup under
+/// exactly that id: a rerun of the command looks it up first, finds it paid, and sends nothing. (A merchant_uid an
+/// operator gives is printable ASCII since the issue 24 hardening; a customer_uid in Hangul is percent-encoded byte
+/// for byte by the same `ids::path_segment`, see its unit tests.)
 #[test]
 fn an_id_with_reserved_characters_is_looked_up_byte_for_byte() {
     let w = World::new(Setup { body: MONTHLY, ..Default::default() });
-    let id = "주문 77?#%2e%2e";
+    let id = "order 77?#%2e%2e";
     let args = ["charge-once", "--merchant-uid", id, "--amount", "5000", "--name", "Setup fee"];
     let first = with_card(&w, &args, &card_json(cards::APPROVE));
     assert!(first.status.success(), "{}", text(&first));

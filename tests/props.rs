@@ -478,7 +478,7 @@ impl Gateway for Fake {
                     .map(|e| Payment {
                         imp_uid: e.imp_uid.clone(),
                         merchant_uid: e.merchant_uid.clone(),
-                        amount: 9900.0,
+                        amount: 9900,
                         currency: Some("KRW".into()),
                         customer_uid: Some(e.customer_uid.clone()),
                         status: status.to_string(),

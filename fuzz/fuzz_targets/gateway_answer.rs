@@ -1,5 +1,6 @@
 //! Classification of an `again` answer and parsing of a lookup answer: never panics, and an answer is taken as
-//! paid only when it says paid, with HTTP 200 and code 0, for this merchant_uid and this amount, with a plain imp_uid.
+//! paid only when it says paid, with HTTP 200 and code 0, for this merchant_uid, amount, currency and billing key,
+//! with a plain imp_uid.
 
 #![no_main]
 
@@ -26,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(v["response"]["status"], "paid");
         assert_eq!(v["response"]["merchant_uid"], "billd-sub-1-0");
         assert_eq!(v["response"]["amount"].as_f64(), Some(9900.0));
+        assert_eq!(v["response"]["currency"], "KRW");
+        assert_eq!(v["response"]["customer_uid"], "cust-1");
         let imp_uid = v["response"]["imp_uid"].as_str().expect("a paid answer has an imp_uid");
         assert!(imp_uid.len() <= 80 && imp_uid.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)));
     }

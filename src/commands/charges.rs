@@ -5,6 +5,7 @@ use crate::app::open_store;
 use crate::commands::present::{human, rfc3339};
 use crate::config;
 use crate::store::{ChargeRow, Failure, OneTimeKind, Views};
+use crate::text::cell;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -109,17 +110,18 @@ pub fn charges(
             // A one-time charge has no period (nor a subscription unless tied to one): empty; ATTEMPT is its tries.
             let sub = r.subscription_id.as_deref().unwrap_or_default();
             let period = if r.one_time.is_none() { r.period.to_string() } else { String::new() };
+            // What the book holds is shown escaped (a row planted with a terminal escape is shown, not obeyed).
             println!(
                 "{:<23} {:<12} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
                 human(r.created_at, tz),
                 kind(r),
-                sub,
+                cell(sub),
                 period,
                 r.attempt,
-                r.merchant_uid,
-                format!("{} {}", r.amount, r.currency),
+                cell(&r.merchant_uid),
+                cell(&format!("{} {}", r.amount, r.currency)),
                 r.status,
-                detail
+                cell(&detail)
             );
         }
         if !follow {

@@ -52,12 +52,14 @@ pub enum Done {
     NotPaid,
 }
 
-/// The arguments every one-time charge checks first: a merchant_uid the gateway can carry and outside billd's own
-/// namespace (in any case), a name of 1-40 characters, an amount from 1 to `limits.max_amount` (above it only with
-/// `above_max`, the operator's explicit word).
+/// The arguments every one-time charge checks first: a merchant_uid the gateway can carry, of printable ASCII
+/// ([`crate::ids::merchant_uid_refusal`]) and outside billd's own namespace (in any case), a name of 1-40 characters
+/// the customer can read (something visible, no control character, escape, line break or direction override: it
+/// is the order name on their receipt), an amount from 1 to `limits.max_amount` (above it only with `above_max`,
+/// the operator's explicit word, and never above [`crate::config::MAX_AMOUNT`]).
 pub fn check_args(cfg: &Config, merchant_uid: &str, amount: i64, name: &str, above_max: bool) -> Result<()> {
-    if let Some(why) = crate::ids::refusal(merchant_uid, crate::ids::MERCHANT_UID_MAX) {
-        bail!("--merchant-uid {merchant_uid:?} {why}; nothing was sent");
+    if let Some(why) = crate::ids::merchant_uid_refusal(merchant_uid) {
+        bail!("--merchant-uid {} {why}; nothing was sent", crate::text::quote(merchant_uid));
     }
     let prefix = &cfg.billing.merchant_uid_prefix;
     // Without case: the gateway may not tell merchant_uids apart by case (ids differing only by case are refused
@@ -72,9 +74,29 @@ pub fn check_args(cfg: &Config, merchant_uid: &str, amount: i64, name: &str, abo
     if amount <= 0 || (amount > cfg.limits.max_amount && !above_max) {
         bail!("--amount {amount} must be between 1 and limits.max_amount ({})", cfg.limits.max_amount);
     }
+    if amount > crate::config::MAX_AMOUNT {
+        bail!(
+            "--amount {amount} is above {} (10^12), the most billd ever sends, even with --above-max-amount; nothing \
+             was sent",
+            crate::config::MAX_AMOUNT
+        );
+    }
     let n = name.chars().count();
     if n == 0 || n > 40 {
         bail!("--name must be 1-40 characters (it is {n})");
+    }
+    if let Some(c) = name.chars().find(|&c| crate::text::invisible(c)) {
+        bail!(
+            "--name contains the invisible character U+{:04X} (a control character, terminal escape, line break or \
+             direction override); the name is the order name the customer sees, so it must be plain text; nothing \
+             was sent",
+            c as u32
+        );
+    }
+    if name.trim().is_empty() {
+        bail!(
+            "--name has nothing visible (white space only); it is the order name the customer sees; nothing was sent"
+        );
     }
     Ok(())
 }

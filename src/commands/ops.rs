@@ -395,8 +395,8 @@ pub fn upcoming(path: &Path, days: u32, now: chrono::DateTime<Utc>, json: bool) 
             crate::say!(
                 "    {}  {:<20} {:<20} {:>10} {}  {}",
                 &i.at[11..16],
-                i.subscription,
-                i.customer_uid,
+                crate::text::cell(&i.subscription),
+                crate::text::cell(&i.customer_uid),
                 i.amount,
                 i.currency,
                 i.kind

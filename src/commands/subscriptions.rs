@@ -9,6 +9,7 @@ use crate::commands::customers::{
 use crate::commands::present::{cut, human, rfc3339};
 use crate::realtime::{RealClock, SystemClock};
 use crate::store::{Book, ChargeStatus, Doubt, Failure, PeriodState, PeriodStory, Store, SubscriptionRow, Views};
+use crate::text::cell;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -107,15 +108,15 @@ pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -
         let next = at.map(|t| format!("{} {kind}", human(t, tz))).unwrap_or_else(|| "-".into());
         crate::say!(
             "{:<20} {:<14} {:<14} {:>12} {:<9} {:<30} {:>12} {:>4}  {}",
-            r.id,
-            r.customer_uid,
-            r.plan,
-            format!("{} {}", r.amount, r.currency),
+            cell(&r.id),
+            cell(&r.customer_uid),
+            cell(&r.plan),
+            cell(&format!("{} {}", r.amount, r.currency)),
             r.status,
             next,
             retries_left(r, retries).map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             r.paid_periods,
-            r.why.as_deref().map(|w| cut(w, 60)).unwrap_or_default()
+            cell(&r.why.as_deref().map(|w| cut(w, 60)).unwrap_or_default())
         );
     }
     for s in &added {
@@ -265,10 +266,11 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
         crate::say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    crate::say!("subscription {} (customer_uid {})", sub.id, sub.customer_uid);
+    // What the book holds is shown escaped ([`cell`]): a row planted with a terminal escape is shown, not obeyed.
+    crate::say!("subscription {} (customer_uid {})", cell(&sub.id), cell(&sub.customer_uid));
     crate::say!(
         "  plan     {} ({:?}): {} {} every {}, from {} (source {})",
-        sub.plan_id,
+        cell(&sub.plan_id),
         sub.plan_name,
         sub.amount,
         sub.currency,
@@ -281,7 +283,7 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
         crate::say!("  discount {d} (period {} charges {next} {})", sub.next_period, sub.currency);
     }
     match &why {
-        Some(w) => crate::say!("  status   {} ({w})", sub.status),
+        Some(w) => crate::say!("  status   {} ({})", sub.status, cell(w)),
         None => crate::say!("  status   {}", sub.status),
     }
     match next.at {
@@ -299,23 +301,23 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             p.amount,
             p.currency,
             p.state,
-            p.merchant_uid
+            cell(&p.merchant_uid)
         );
         for a in &p.attempts {
             let outcome = outcome(a.status, a.failure, a.imp_uid.as_deref(), a.fail_reason.as_deref());
-            crate::say!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), outcome);
+            crate::say!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), cell(&outcome));
         }
     }
     for c in &extra {
         let outcome = outcome(c.status, c.failure, c.imp_uid.as_deref(), c.fail_reason.as_deref());
         crate::say!(
             "  one-time charge-key {}  made {}  {} {}  key {}  {}",
-            c.merchant_uid,
+            cell(&c.merchant_uid),
             human(c.created_at, tz),
             c.amount,
-            c.currency,
-            c.customer_uid,
-            outcome
+            cell(&c.currency),
+            cell(&c.customer_uid),
+            cell(&outcome)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -52,43 +52,99 @@ pub fn mask(number: &str) -> String {
     }
 }
 
-/// Blanks what could be card data in free text: every run of 6 or more digits, single spaces or dashes allowed
-/// between them. Runs of 13 or more digits keep the first 6 and last 4, as [`mask`] does; shorter runs (a birth
-/// date, an expiry) are all `*`. One step of [`crate::gateway::redact::Redactor::clean`], which gateway text goes through (it
-/// also blanks what billd sent, such as the 2 PIN digits this leaves).
-pub fn redact_numbers(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
+/// The most characters that are neither letters nor digits between two digit groups of one number (`4242  4242`,
+/// `4242","4242`, `4242 - 4242`).
+const MAX_SEPARATOR: usize = 3;
+
+/// The most digits of a card number (ISO/IEC 7812).
+const CARD_DIGITS_MAX: usize = 19;
+
+/// The digit chains of `chars`, as ranges of positions from the first digit to the last: groups of ASCII digits,
+/// each two separated by 1 to [`MAX_SEPARATOR`] characters that are neither letters nor digits (whatever they are:
+/// `*`, `.`, `,`, `/`, `_`, spaces).
+fn chains(chars: &[char]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         if !chars[i].is_ascii_digit() {
-            out.push(chars[i]);
             i += 1;
             continue;
         }
-        // The run: digits, with single separators between digits.
+        let start = i;
         let mut end = i;
-        while end < chars.len()
-            && (chars[end].is_ascii_digit()
-                || (matches!(chars[end], ' ' | '-') && chars.get(end + 1).is_some_and(char::is_ascii_digit)))
-        {
+        while end < chars.len() && chars[end].is_ascii_digit() {
             end += 1;
         }
-        let run = &chars[i..end];
-        let n = run.iter().filter(|c| c.is_ascii_digit()).count();
-        let mut seen = 0;
-        for &c in run {
-            if c.is_ascii_digit() {
-                seen += 1;
-                let keep = n < 6 || (n >= 13 && (seen <= 6 || seen > n - 4));
-                out.push(if keep { c } else { '*' });
-            } else {
-                out.push(c);
+        loop {
+            let mut k = end;
+            while k < chars.len() && k - end <= MAX_SEPARATOR && !chars[k].is_alphanumeric() {
+                k += 1;
+            }
+            if k == end || k - end > MAX_SEPARATOR || !chars.get(k).is_some_and(char::is_ascii_digit) {
+                break;
+            }
+            end = k;
+            while end < chars.len() && chars[end].is_ascii_digit() {
+                end += 1;
             }
         }
+        out.push(start..end);
         i = end;
     }
     out
+}
+
+/// Whether `text` holds what could be a card number: a chain of 13 or more digits (see [`redact_numbers`]).
+pub fn holds_card_number(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    chains(&chars).into_iter().any(|r| chars[r].iter().filter(|c| c.is_ascii_digit()).count() >= 13)
+}
+
+/// Blanks what could be card data in free text. A chain of digit groups separated by short runs of characters
+/// that are neither letters nor digits (any of them: `4242*4242…`, `4242.4242…`, `4242  4242…`) holding 13 to 19
+/// digits is a card number: it keeps its first 6 and last 4 digits, as [`mask`] does; one holding more (several
+/// numbers billd cannot tell apart, a card among them perhaps) keeps none. In a shorter chain, every run of 6 or
+/// more digits with single spaces or dashes between them (a birth date, an expiry) is all `*`; amounts, times and
+/// codes (`9,900`, `10:00`, `-1`) stay as they are. One step of [`crate::gateway::redact::Redactor::clean`], which
+/// gateway text goes through (it also blanks what billd sent, such as the 2 PIN digits this leaves).
+pub fn redact_numbers(text: &str) -> String {
+    if !text.bytes().any(|b| b.is_ascii_digit()) {
+        return text.to_owned();
+    }
+    let mut chars: Vec<char> = text.chars().collect();
+    let digit = |c: &char| c.is_ascii_digit();
+    for chain in chains(&chars) {
+        let n = chars[chain.clone()].iter().filter(|c| digit(c)).count();
+        if n >= 13 {
+            let mut seen = 0;
+            for c in &mut chars[chain] {
+                if c.is_ascii_digit() {
+                    seen += 1;
+                    if n > CARD_DIGITS_MAX || (seen > 6 && seen <= n - 4) {
+                        *c = '*';
+                    }
+                }
+            }
+            continue;
+        }
+        // Runs with single spaces or dashes between digits.
+        let mut at = chain.start;
+        while at < chain.end {
+            let mut end = at + 1;
+            while end < chain.end && (digit(&chars[end]) || (matches!(chars[end], ' ' | '-') && digit(&chars[end + 1])))
+            {
+                end += 1;
+            }
+            if chars[at..end].iter().filter(|c| digit(c)).count() >= 6 {
+                chars[at..end].iter_mut().filter(|c| c.is_ascii_digit()).for_each(|c| *c = '*');
+            }
+            at = end;
+            while at < chain.end && !digit(&chars[at]) {
+                at += 1;
+            }
+        }
+    }
+    chars.into_iter().collect()
 }
 
 fn luhn(digits: &str) -> bool {
@@ -217,6 +273,35 @@ mod tests {
             redact_numbers("HTTP 502 at 10:00, code -1, amount 9900"),
             "HTTP 502 at 10:00, code -1, amount 9900"
         );
+    }
+
+    /// Issue 24 hardening, F1: a card number whose digit groups are separated by anything but one space or dash
+    /// was kept whole in gateway text (and so in stderr, logs, `fail_reason` and `billd charges`).
+    #[test]
+    fn a_card_number_is_masked_whatever_separates_its_groups() {
+        for sep in ["*", ".", ",", "  ", "/", "_", "\",\"", ":", " - ", "~"] {
+            let grouped = ["4242", "4242", "4242", "4242"].join(sep);
+            let out = redact_numbers(&format!("card {grouped} declined"));
+            let digits: String = out.chars().filter(char::is_ascii_digit).collect();
+            assert_eq!(digits, "4242424242", "{sep:?}: {out}");
+            assert!(out.starts_with("card 4242") && out.ends_with("4242 declined"), "{sep:?}: {out}");
+        }
+        assert_eq!(redact_numbers("card 4242*4242*4242*4242 declined"), "card 4242*42********4242 declined");
+        assert_eq!(redact_numbers("4242.4242.4242.4242"), "4242.42**.****.4242");
+        // 13 and 19 digits, in groups of any size.
+        assert_eq!(redact_numbers("3782.822463.10005"), "3782.82****.*0005");
+        assert_eq!(redact_numbers("6011/0009/9013/9424/123"), "6011/00**/****/***4/123");
+        // Longer chains hold numbers billd cannot tell apart: nothing of them is shown.
+        assert_eq!(redact_numbers("ids 900101,4242424242424242"), "ids ******,****************");
+        // Amounts, times and codes stay readable.
+        for plain in [
+            "HTTP 502 at 10:00, code -1, amount 9900",
+            "amount 9,900 KRW, 1,000,000 KRW max",
+            "paid 2 of 3 (9900 / 19800)",
+            "retry at 10:00:00",
+        ] {
+            assert_eq!(redact_numbers(plain), plain);
+        }
     }
 
     fn raw(n: &str, exp: &str, birth: &str) -> RawCard {

@@ -38,7 +38,8 @@ pub enum ChargeOutcome {
 pub struct Payment {
     pub imp_uid: String,
     pub merchant_uid: String,
-    pub amount: f64,
+    /// Read as an exact integer (a fraction or an inexact number makes the answer unreadable).
+    pub amount: i64,
     pub currency: Option<String>,
     pub customer_uid: Option<String>,
     pub status: String,
@@ -46,29 +47,40 @@ pub struct Payment {
 }
 
 impl Payment {
-    /// Why this payment is not the one billd asked for (`None`: it is): its amount, currency or billing key
-    /// differs from the request's. `customer_uid`: the billing key charged (`None`: a key-in charge without one,
-    /// so a payment made with a billing key is not it).
-    pub fn differs_from(&self, amount: i64, currency: &str, customer_uid: Option<&str>) -> Option<String> {
-        let mut why = Vec::new();
-        if (self.amount - amount as f64).abs() > 0.000_1 {
-            // Described, not quoted: the gateway's number could be anything, a card number included.
-            why.push(format!("another amount (billd asked for {amount})"));
+    /// What of this payment is not what billd asked for (empty: it is): `amount`, `currency` (missing or another),
+    /// `customer_uid` (another billing key, or none for a key charged; any for a key-in charge, `customer_uid`
+    /// `None`). The one rule for a lookup's payment and a charge's own answer.
+    pub fn mismatches(&self, amount: i64, currency: &str, customer_uid: Option<&str>) -> Vec<&'static str> {
+        let mut other = Vec::new();
+        if self.amount != amount {
+            other.push("amount");
         }
-        // The gateway's own currency and customer_uid are not quoted: they are its text, not cleaned.
         if self.currency.as_deref() != Some(currency) {
-            why.push(format!("another currency (billd asked for {currency})"));
+            other.push("currency");
         }
-        match customer_uid {
-            Some(c) if self.customer_uid.as_deref() != Some(c) => {
-                why.push(format!("another customer_uid (billd asked for {c})"))
-            }
-            // A key-in charge with no billing key: a payment made with one is not it.
-            None if self.customer_uid.as_deref().is_some_and(|c| !c.is_empty()) => {
-                why.push("a billing key (billd's was a key-in charge without one)".to_string())
-            }
-            _ => {}
+        let key = self.customer_uid.as_deref().filter(|c| !c.is_empty());
+        if key != customer_uid {
+            other.push("customer_uid");
         }
+        other
+    }
+
+    /// Why this payment is not the one billd asked for (`None`: it is): its amount, currency or billing key
+    /// differs from the request's ([`Payment::mismatches`]). `customer_uid`: the billing key charged (`None`: a
+    /// key-in charge without one, so a payment made with a billing key is not it).
+    pub fn differs_from(&self, amount: i64, currency: &str, customer_uid: Option<&str>) -> Option<String> {
+        // Described, not quoted: the gateway's number could be anything, a card number included, and its currency
+        // and customer_uid are its text, not cleaned.
+        let why: Vec<String> = self
+            .mismatches(amount, currency, customer_uid)
+            .into_iter()
+            .map(|m| match (m, customer_uid) {
+                ("amount", _) => format!("another amount (billd asked for {amount})"),
+                ("currency", _) => format!("another currency (billd asked for {currency})"),
+                (_, Some(c)) => format!("another customer_uid (billd asked for {c})"),
+                (_, None) => "a billing key (billd's was a key-in charge without one)".to_string(),
+            })
+            .collect();
         (!why.is_empty()).then(|| {
             format!(
                 "the gateway holds payment {} under merchant_uid {} with {}",
@@ -77,6 +89,17 @@ impl Payment {
                 why.join(", ")
             )
         })
+    }
+}
+
+/// Whether billd may send `amount`: from 1 to [`crate::config::MAX_AMOUNT`] (10^12), whatever the flags and the
+/// limits say (every charge request a gateway client makes is checked here first); `Err`: why not.
+pub fn sendable_amount(amount: i64) -> Result<(), String> {
+    let max = crate::config::MAX_AMOUNT;
+    if (1..=max).contains(&amount) {
+        Ok(())
+    } else {
+        Err(format!("the amount {amount} is outside 1 to {max} (10^12), the most billd ever sends"))
     }
 }
 

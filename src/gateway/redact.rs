@@ -1,4 +1,4 @@
-//! Text from the gateway made safe to log, print and store: what billd sent removed, card-like digits blanked, control characters stripped, length cut.
+//! Text from the gateway made safe to log, print and store: what billd sent removed, card-like digits blanked, control characters stripped, length cut (long: one cleaning pipeline, its decoders and its tests, kept together so that every step is read in order).
 //!
 //! Every string that comes from the gateway (a refusal's message, a fail reason, a payment's status, merchant_uid or
 //! imp_uid, a key's card name, a quoted answer) goes through [`Redactor::clean`] in the gateway client before it
@@ -7,19 +7,22 @@
 //! request the access token. It may also send terminal escapes, line breaks that forge log lines, or a megabyte of
 //! text, or hide what it echoes in an encoding. [`Redactor::clean`]:
 //!
-//! 0. decodes percent-encoding (`%22%3A`) and JSON's `\uXXXX` escapes (a few layers deep), so that the steps below
-//!    see what an encoded echo hides, and replaces each run of base64 text whose decoded text would be cleaned (it
-//!    holds a value billd sent, a secret field or card-like digits) with `[redacted]`;
+//! 0. decodes percent-encoding (`%22%3A`) and JSON's `\uXXXX` escapes (a few layers deep) and removes the characters
+//!    that show nothing (a soft hyphen, a zero-width space: [`crate::text::shows_nothing`]), so that the steps below
+//!    see what an encoded or split echo hides, and replaces each run of base64 text whose decoded text would be
+//!    cleaned (it holds a value billd sent, a secret field or card-like digits) with `[redacted]`;
 //! 1. blanks the value of any field named like card data or a secret (`"pwd_2digit":"…"`, `birth=…`, …);
 //! 2. removes the values billd itself sent (the [`Redactor`] holds them) wherever else they are: a card number, birth
 //!    date or PIN digits in any grouping (digits with any separators between them), the `imp_secret`, access
-//!    tokens, a channel key;
-//! 3. blanks every other run of 6 or more digits that could be card data (as [`crate::gateway::card::redact_numbers`]);
+//!    tokens, a channel key (in any case, and the secrets also written in hex);
+//! 3. blanks every other number that could be card data: a card number whatever separates its digit groups, runs of
+//!    6 or more digits (as [`crate::gateway::card::redact_numbers`]);
 //! 4. replaces control characters (ESC, CR, LF, …) and invisible format characters with spaces;
 //! 5. cuts the text to [`MAX_CHARS`] characters, ending it with `…`.
 //!
 //! An identifier the gateway gives back (an imp_uid) is not cleaned but checked with [`Redactor::plain_id`]: one
-//! with odd characters, or one holding a value billd sent, is refused (the outcome stays unknown).
+//! with odd characters, one holding a value billd sent, or one holding what could be a card number, is refused
+//! (the outcome stays unknown).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -50,9 +53,9 @@ const MAX_GAP: usize = 5;
 pub struct Redactor {
     /// Card number, birth date, PIN digits: digits only, matched in any grouping.
     digits: Vec<String>,
-    /// imp_secret, channel key: matched verbatim.
+    /// imp_secret, channel key (and their JSON-escaped and hex forms): matched in any case.
     words: Vec<String>,
-    /// Recent access tokens: matched verbatim.
+    /// Recent access tokens: matched in any case.
     tokens: VecDeque<String>,
 }
 
@@ -78,11 +81,12 @@ impl Redactor {
         }
     }
 
-    /// A secret billd sent (imp_secret, channel key): removed verbatim (and in its JSON-escaped form).
+    /// A secret billd sent (imp_secret, channel key): removed in any case, as it is, JSON-escaped, and in hex.
     pub fn sent_word(&mut self, value: &str) {
         let v = value.trim();
         let escaped = serde_json::to_string(v).unwrap_or_default();
-        for form in [v, escaped.trim_matches('"')] {
+        let hex: String = v.bytes().map(|b| format!("{b:02x}")).collect();
+        for form in [v, escaped.trim_matches('"'), &hex] {
             if !form.is_empty() && !self.words.iter().any(|w| w == form) {
                 self.words.push(form.to_owned());
             }
@@ -180,23 +184,21 @@ impl Redactor {
     }
 
     /// Whether an identifier from the gateway (an imp_uid) can be stored and printed as it is: 1-80 letters, digits,
-    /// `_`, `-` or `.`, holding no value billd sent.
+    /// `_`, `-` or `.`, holding no value billd sent and nothing that could be a card number (13 or more digits in
+    /// groups, Luhn-valid or not: a Luhn check would pass the number with one digit changed, and no gateway id
+    /// needs that many digits; i'mport's are `imp_` and 12).
     pub fn plain_id(&self, id: &str) -> bool {
         (1..=80).contains(&id.len())
             && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !crate::gateway::card::holds_card_number(id)
             && !self.holds_sent(id)
     }
 
+    /// Removes every sent secret and token, in any (ASCII) case: a short one only where it stands alone.
     fn remove_words(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for w in self.words.iter().chain(self.tokens.iter()) {
-            if w.chars().count() >= 4 {
-                if out.contains(w.as_str()) {
-                    out = out.replace(w.as_str(), "[redacted]");
-                }
-            } else {
-                out = replace_token(&out, w);
-            }
+            out = replace_token(&out, w, w.chars().count() >= 4);
         }
         out
     }
@@ -268,8 +270,9 @@ const DECODE_LAYERS: usize = 16;
 const MIN_BASE64: usize = 8;
 
 /// Decodes percent-encoding and JSON's `\uXXXX` escapes, repeatedly (an echo may be encoded more than once), until
-/// nothing changes (at most [`DECODE_LAYERS`] layers: each layer shortens the text). Invalid sequences are kept as
-/// they are.
+/// nothing changes (at most [`DECODE_LAYERS`] layers: each layer shortens the text), and removes the characters that
+/// show nothing ([`crate::text::shows_nothing`]: a soft hyphen inside a secret hides it from a plain search).
+/// Invalid sequences are kept as they are.
 fn decode_escapes(text: &str) -> std::borrow::Cow<'_, str> {
     let mut out = std::borrow::Cow::Borrowed(text);
     for _ in 0..DECODE_LAYERS {
@@ -278,6 +281,9 @@ fn decode_escapes(text: &str) -> std::borrow::Cow<'_, str> {
             break;
         }
         out = std::borrow::Cow::Owned(decoded);
+    }
+    if out.chars().any(crate::text::shows_nothing) {
+        out = std::borrow::Cow::Owned(out.chars().filter(|&c| !crate::text::shows_nothing(c)).collect());
     }
     out
 }
@@ -336,24 +342,26 @@ fn base64_text(run: &str) -> Option<String> {
     Some(text.chars().map(|c| if c.is_control() && !matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }).collect())
 }
 
-/// Replaces `word` where it stands alone (not inside a longer run of letters and digits).
-fn replace_token(text: &str, word: &str) -> String {
-    if word.is_empty() || !text.contains(word) {
+/// Replaces `word`, in any ASCII case, with `[redacted]`: everywhere (`anywhere`), or only where it stands alone
+/// (not inside a longer run of letters and digits).
+fn replace_token(text: &str, word: &str, anywhere: bool) -> String {
+    // ASCII case folding keeps every byte offset.
+    let (lower, word) = (text.to_ascii_lowercase(), word.to_ascii_lowercase());
+    if word.is_empty() || !lower.contains(&word) {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut prev: Option<char> = None;
-    while let Some(at) = rest.find(word) {
-        let before = rest[..at].chars().next_back().or(prev);
-        let after = rest[at + word.len()..].chars().next();
+    let mut at = 0;
+    while let Some(found) = lower[at..].find(&word) {
+        let (start, end) = (at + found, at + found + word.len());
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
         let alone = !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric);
-        out.push_str(&rest[..at]);
-        out.push_str(if alone { "[redacted]" } else { word });
-        prev = word.chars().next_back();
-        rest = &rest[at + word.len()..];
+        out.push_str(&text[at..start]);
+        out.push_str(if anywhere || alone { "[redacted]" } else { &text[start..end] });
+        at = end;
     }
-    out.push_str(rest);
+    out.push_str(&text[at..]);
     out
 }
 
@@ -571,6 +579,51 @@ mod tests {
             assert!(!r.holds_sent(plain), "{plain}");
         }
         assert!(r.plain_id("imp_123456789012"));
+    }
+
+    /// Issue 24 hardening, F2: an id from the gateway holding a card-number-like digit run (13 or more digits,
+    /// whatever separates them, Luhn-valid or not) is not an id: never stored or printed.
+    #[test]
+    fn an_id_holding_a_card_number_is_refused() {
+        let r = Redactor::default();
+        for bad in [
+            "4242424242424242",
+            "imp_4242424242424242",
+            "4242424242424241",
+            "imp_4242-4242-4242-4242",
+            "imp_4242.4242.4242.4242",
+            "imp_4242_4242_4242_4242",
+            "1234567890123",
+        ] {
+            assert!(!r.plain_id(bad), "{bad:?} was taken as an id");
+        }
+        // i'mport's own (imp_ and 12 digits) and other short digit runs are ids.
+        for good in ["imp_123456789012", "imp_448280090638", "imp-2025-01-01", "pay_12345678_9012"] {
+            assert!(r.plain_id(good), "{good:?} was refused");
+        }
+    }
+
+    /// Issue 24 hardening, point ii: a secret billd sent, echoed in upper case, in hex, or with invisible
+    /// characters inside, is removed as well.
+    #[test]
+    fn a_sent_secret_is_removed_in_any_case_in_hex_and_through_invisible_characters() {
+        let mut r = Redactor::default();
+        r.sent_word("imp_sandbox_secret");
+        let hex: String = "imp_sandbox_secret".bytes().map(|b| format!("{b:02x}")).collect();
+        for echo in [
+            "IMP_SANDBOX_SECRET".to_string(),
+            "Imp_Sandbox_Secret".to_string(),
+            hex.clone(),
+            hex.to_uppercase(),
+            "imp_sand\u{ad}box_secret".to_string(),
+            "imp\u{200b}_sandbox_se\u{feff}cret".to_string(),
+        ] {
+            let out = r.clean(&format!("bad key: {echo} (refused)"));
+            assert_eq!(out, "bad key: [redacted] (refused)", "{echo:?}");
+            assert!(r.holds_sent(&echo), "{echo:?}");
+        }
+        // Text around it is kept as it was.
+        assert_eq!(r.clean("imp_sandbox_public is fine"), "imp_sandbox_public is fine");
     }
 
     #[test]

@@ -51,11 +51,27 @@ struct PaymentEnvelope {
     response: PaymentBody,
 }
 
+/// A payment's `amount` as an exact integer: a JSON integer, or a number with a fraction only when the fraction
+/// is zero and the number is one an f64 holds exactly (below 2^53). Anything else is unreadable: compared as an f64,
+/// 9900.00001 was 9900, and above 2^53 two amounts were one.
+fn exact_amount<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < EXACT => Ok(f as i64),
+        _ => Err(serde::de::Error::custom("the amount is not a whole number billd can compare exactly")),
+    }
+}
+
 #[derive(Deserialize)]
 struct PaymentBody {
     imp_uid: String,
     merchant_uid: String,
-    amount: f64,
+    #[serde(deserialize_with = "exact_amount")]
+    amount: i64,
     #[serde(default)]
     currency: Option<String>,
     #[serde(default)]
@@ -130,17 +146,22 @@ pub(super) fn classify_charge(sent: Sent, req: &ChargeRequest, timeout: Duration
             Err(outcome) => return outcome,
         },
     };
-    // A payment for another merchant_uid, amount or currency is not this charge (settled later by lookup). What came
-    // back is described, never quoted: the message quotes what billd asked for.
-    let mut other = Vec::new();
+    // A payment for another merchant_uid, amount, currency or billing key is not this charge (settled later by
+    // lookup): the same rule as a lookup's payment (`Payment::mismatches`; the key charged, none for a key-in charge
+    // without one). What came back is described, never quoted: the message quotes what billd asked for.
+    let payment = Payment {
+        imp_uid: String::new(),
+        merchant_uid: p.merchant_uid.clone(),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        customer_uid: p.customer_uid.clone(),
+        status: String::new(),
+        fail_reason: None,
+    };
+    let key = Some(req.customer_uid.as_str()).filter(|k| !k.is_empty());
+    let mut other = payment.mismatches(req.amount, &req.currency, key);
     if p.merchant_uid != req.merchant_uid {
-        other.push("merchant_uid");
-    }
-    if (p.amount - req.amount as f64).abs() > 0.000_1 {
-        other.push("amount");
-    }
-    if p.currency.as_deref().is_some_and(|c| c != req.currency) {
-        other.push("currency");
+        other.insert(0, "merchant_uid");
     }
     if !other.is_empty() {
         return ChargeOutcome::Unknown(format!(
@@ -228,9 +249,9 @@ mod tests {
 
     #[test]
     fn classifies_paid_declined_rejected() {
-        let paid = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,"status":"paid"}}"#;
+        let paid = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,"currency":"KRW","customer_uid":"c","status":"paid"}}"#;
         assert_eq!(classify(200, paid), ChargeOutcome::Paid { imp_uid: "imp_1".into() });
-        let failed = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_2","merchant_uid":"m-1","amount":9900,"status":"failed","fail_reason":"잔액부족"}}"#;
+        let failed = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_2","merchant_uid":"m-1","amount":9900,"currency":"KRW","customer_uid":"c","status":"failed","fail_reason":"잔액부족"}}"#;
         assert_eq!(
             classify(200, failed),
             ChargeOutcome::Declined { imp_uid: Some("imp_2".into()), reason: "잔액부족".into() }
@@ -261,7 +282,7 @@ mod tests {
         let card = 4242424242424242_i64;
         let answers = [
             format!(
-                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"m-1","amount":{card},"status":"paid"}}}}"#
+                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"m-1","amount":{card},"currency":"KRW","customer_uid":"c","status":"paid"}}}}"#
             ),
             format!(r#"{{"code":{card},"message":"refused","response":null}}"#),
             format!(r#"{{"code":-{card},"message":"refused","response":null}}"#),
@@ -277,7 +298,7 @@ mod tests {
         let ChargeOutcome::Unknown(why) = classify(
             200,
             &format!(
-                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"m-1","amount":{card},"status":"paid"}}}}"#
+                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"m-1","amount":{card},"currency":"KRW","customer_uid":"c","status":"paid"}}}}"#
             ),
         ) else {
             panic!()
@@ -286,6 +307,75 @@ mod tests {
         // A lookup's payment whose code is out of range is unreadable, and not quoted either.
         let e = parse_payment_body(&format!(r#"{{"code":{card},"message":null,"response":null}}"#)).unwrap_err();
         assert!(!e.contains(&card.to_string()), "{e}");
+    }
+
+    /// A paid answer to `req()` with `fields` replaced (a `null` removes the field).
+    fn paid_with(fields: serde_json::Value) -> String {
+        let mut p = serde_json::json!({"imp_uid": "imp_1", "merchant_uid": "m-1", "amount": 9900, "currency": "KRW",
+            "customer_uid": "c", "status": "paid"});
+        for (k, v) in fields.as_object().unwrap() {
+            match v {
+                serde_json::Value::Null => p.as_object_mut().unwrap().remove(k),
+                v => p.as_object_mut().unwrap().insert(k.clone(), v.clone()),
+            };
+        }
+        serde_json::json!({"code": 0, "message": null, "response": p}).to_string()
+    }
+
+    /// Issue 24 hardening, F2: an imp_uid holding a card number is not an id: the answer is unreadable (the outcome
+    /// is unknown, settled by lookup) and the number is never quoted.
+    #[test]
+    fn an_imp_uid_holding_a_card_number_is_never_taken() {
+        for imp in ["4242424242424242", "imp_4242424242424242", "imp_4242-4242-4242-4242"] {
+            for status in ["paid", "failed"] {
+                let body = paid_with(serde_json::json!({ "imp_uid": imp, "status": status }));
+                let outcome = classify(200, &body);
+                assert!(matches!(outcome, ChargeOutcome::Unknown(_)), "{imp} {status}: {outcome:?}");
+                assert!(!format!("{outcome:?}").contains("4242424242"), "{outcome:?}");
+                let found = parse_payment_body(&body);
+                assert!(found.is_err(), "{imp}: a lookup took it: {found:?}");
+                assert!(!format!("{found:?}").contains("4242424242"), "{found:?}");
+            }
+        }
+        assert_eq!(classify(200, &paid_with(serde_json::json!({}))), ChargeOutcome::Paid { imp_uid: "imp_1".into() });
+    }
+
+    /// Issue 24 hardening, F7: the direct answer to a charge is checked as a lookup's payment is
+    /// (`Payment::differs_from`): another billing key, or no currency, is not this charge.
+    #[test]
+    fn a_paid_answer_must_match_the_request_as_a_lookup_must() {
+        for fields in [
+            serde_json::json!({ "customer_uid": "someone-else" }),
+            serde_json::json!({ "customer_uid": null }),
+            serde_json::json!({ "currency": null }),
+            serde_json::json!({ "currency": "USD" }),
+        ] {
+            let outcome = classify(200, &paid_with(fields.clone()));
+            assert!(matches!(outcome, ChargeOutcome::Unknown(_)), "{fields}: {outcome:?}");
+        }
+    }
+
+    /// Issue 24 hardening, point i: amounts are compared as integers: one that differs by a fraction, or beyond
+    /// what an f64 holds exactly, is another amount.
+    #[test]
+    fn amounts_are_compared_exactly() {
+        for amount in [serde_json::json!(9900.00001), serde_json::json!(9899.99999), serde_json::json!(9900.5)] {
+            let outcome = classify(200, &paid_with(serde_json::json!({ "amount": amount })));
+            assert!(matches!(outcome, ChargeOutcome::Unknown(_)), "{amount}: {outcome:?}");
+        }
+        // 2^53 + 1 and 2^53 are one f64.
+        let body = paid_with(serde_json::json!({ "amount": 9_007_199_254_740_993_i64 }));
+        let big = ChargeRequest { amount: 9_007_199_254_740_992, ..req() };
+        let outcome =
+            classify_charge(Sent::Response(200, body.clone()), &big, Duration::from_secs(30), &Redactor::default());
+        assert!(matches!(outcome, ChargeOutcome::Unknown(_)), "{outcome:?}");
+        let p = parse_payment_body(&body).ok().flatten();
+        assert!(p.is_none_or(|p| p.differs_from(9_007_199_254_740_992, "KRW", Some("c")).is_some()), "taken as equal");
+        // An integral amount written with a fraction is that amount.
+        assert_eq!(
+            classify(200, &paid_with(serde_json::json!({ "amount": 9900.0 }))),
+            ChargeOutcome::Paid { imp_uid: "imp_1".into() }
+        );
     }
 
     #[test]

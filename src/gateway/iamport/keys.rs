@@ -15,6 +15,8 @@ struct KeyAnswer {
     code: i64,
     message: Option<String>,
     key: Option<BillingKey>,
+    /// The customer_uid the answer's key is for (as the gateway wrote it: compared, never shown).
+    uid: Option<String>,
 }
 
 impl KeyAnswer {
@@ -53,7 +55,18 @@ impl Iamport {
         match sent {
             Sent::Error(e) => Err(describe(&e)),
             Sent::Refused(why) => Err(why),
-            Sent::Response(status, text) => read_key_answer(status, &text, &self.sent()),
+            Sent::Response(status, text) => {
+                let answer = read_key_answer(status, &text, &self.sent())?;
+                // A key for another customer_uid (or for none said) is not the key asked for: the answer is
+                // unreadable. The gateway's own id is not quoted (it is its text).
+                if answer.code == 0 && answer.uid.as_deref() != Some(customer_uid) {
+                    return Err(format!(
+                        "the gateway answered a billing key that is not {customer_uid} (its customer_uid differs or \
+                         is missing)"
+                    ));
+                }
+                Ok(answer)
+            }
         }
     }
 }
@@ -63,11 +76,13 @@ impl Iamport {
 fn read_key_answer(status: u16, text: &str, red: &Redactor) -> Result<KeyAnswer, String> {
     let env: Envelope = serde_json::from_str(text)
         .map_err(|_| format!("HTTP {status} with an unreadable body: {}", snippet(red, text)))?;
+    let uid = env.response.as_ref().and_then(|r| r.get("customer_uid")).and_then(Value::as_str).map(str::to_owned);
     Ok(KeyAnswer {
         status,
         code: env.code,
         message: env.message.map(|m| red.clean(&m)),
         key: env.response.map(|r| billing_key(&r, red)),
+        uid,
     })
 }
 
@@ -133,15 +148,18 @@ impl BillingKeys for Iamport {
         }
         self.note_sent(&body);
         let body = Value::Object(body);
-        // Ids a later lookup could not carry: refused before anything is sent (see `crate::ids`).
+        // Ids a later lookup could not carry, and amounts above the ceiling: refused before anything is sent.
         let ids = crate::ids::path_segment(&req.merchant_uid)
-            .and_then(|_| save_as.map_or(Ok(String::new()), crate::ids::path_segment));
+            .and_then(|_| save_as.map_or(Ok(String::new()), crate::ids::path_segment))
+            .and_then(|_| crate::gateway::sendable_amount(req.amount));
         let url = match ids.and_then(|_| self.url(&["subscribe", "payments", "onetime"])) {
             Ok(u) => u,
             Err(e) => return Some(ChargeOutcome::Transient(format!("not sent: {e}"))),
         };
         let sent = self.send_after_go(self.http.post(url).json(&body), go).await?;
-        Some(classify_charge(sent, req, self.timeout, &self.sent()))
+        // The payment answered must be of the key the card is saved as, if any (of none otherwise).
+        let asked = ChargeRequest { customer_uid: save_as.unwrap_or_default().to_owned(), ..req.clone() };
+        Some(classify_charge(sent, &asked, self.timeout, &self.sent()))
     }
 }
 
@@ -181,18 +199,37 @@ fn billing_key(v: &Value, red: &Redactor) -> BillingKey {
 }
 
 /// A key's card number as the gateway shows it: a whole card number (13-19 digits, spaces and dashes) masked; a
-/// mask (`424242******4242`: digits, `*`, `-` and spaces, at most 10 digits, nothing billd sent) kept; anything else
-/// cleaned.
+/// mask (`424242******4242`: digits, `*`, `-` and spaces, nothing billd sent) shown with at most its first 6 and last
+/// 4 digits ([`mask_again`]); anything else cleaned.
 fn shown_card(s: &str, red: &Redactor) -> String {
     let digits = s.chars().filter(char::is_ascii_digit).count();
     let card_chars = s.len() <= 40 && s.chars().all(|c| c.is_ascii_digit() || matches!(c, '*' | '-' | ' '));
     if card_chars && (13..=19).contains(&digits) && !s.contains('*') {
         mask(s)
-    } else if card_chars && digits <= 10 && s.contains('*') && !red.holds_sent(s) {
-        s.to_owned()
+    } else if card_chars && s.contains('*') && !red.holds_sent(s) {
+        mask_again(s)
     } else {
         red.clean_to(s, 40)
     }
+}
+
+/// A mask from the gateway with every digit hidden but the first 6 and the last 4 of the number: a digit is kept
+/// only in the unbroken run of digits the mask starts with (its first 6 at most) or ends with (its last 4 at most);
+/// every other digit becomes `*` (`4242424242******` shows `424242**********`). Spaces and dashes are kept.
+fn mask_again(s: &str) -> String {
+    let places: Vec<char> = s.chars().filter(|c| c.is_ascii_digit() || *c == '*').collect();
+    let lead = places.iter().take_while(|c| c.is_ascii_digit()).count().min(6);
+    let trail = places.iter().rev().take_while(|c| c.is_ascii_digit()).count().min(4);
+    let mut at = 0;
+    s.chars()
+        .map(|c| {
+            if !(c.is_ascii_digit() || c == '*') {
+                return c;
+            }
+            at += 1;
+            if c.is_ascii_digit() && (at <= lead || at > places.len() - trail) { c } else { '*' }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -246,5 +283,91 @@ mod tests {
         let kept = billing_key(&serde_json::json!({ "card_number": "424242******4242" }), &red);
         assert_eq!(kept.card.as_deref(), Some("424242******4242"));
         assert_eq!(billing_key(&serde_json::json!([1]), &red), BillingKey::default());
+    }
+
+    /// Issue 24 hardening, F3: a mask from the gateway showing more than the first 6 and the last 4 digits is
+    /// masked again (every other digit becomes `*`).
+    #[test]
+    fn a_gateway_mask_shows_at_most_the_first_6_and_last_4_digits() {
+        let red = Redactor::default();
+        let shown = |n: &str| billing_key(&serde_json::json!({ "card_number": n }), &red).card.unwrap();
+        for (given, want) in [
+            ("4242424242******", "424242**********"),
+            ("******4242424242", "************4242"),
+            ("4242 4242 42** ****", "4242 42** **** ****"),
+            ("4242-42**-****-4242", "4242-42**-****-4242"),
+            ("424242******4242", "424242******4242"),
+            ("4242424242*", "424242*****"),
+            ("42**42**42**4242", "42**********4242"),
+            ("****-****-****-4242", "****-****-****-4242"),
+        ] {
+            assert_eq!(shown(given), want, "{given}");
+        }
+    }
+
+    /// A fake gateway on 127.0.0.1 that gives a token and answers every other request with `body` (HTTP 200).
+    async fn answering(body: &'static str) -> Iamport {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 65536];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let answer = if head.contains("/users/getToken") {
+                    r#"{"code":0,"message":null,"response":{"access_token":"tok1","now":1700000000,"expired_at":1700001800}}"#
+                } else {
+                    body
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        let secret = crate::config::Secret::new("s");
+        Iamport::new(&format!("http://{addr}"), "k", secret, std::time::Duration::from_secs(5), 1, None)
+    }
+
+    /// Issue 24 hardening, F7: a billing key answered for another customer_uid than the one asked for is not that
+    /// key.
+    #[tokio::test]
+    async fn a_key_answered_for_another_customer_uid_is_not_taken() {
+        let other = r#"{"code":0,"message":null,"response":{"customer_uid":"someone-else","card_number":"424242******4242","card_name":"Visa"}}"#;
+        let g = answering(other).await;
+        assert!(matches!(g.show_key("c1").await, Err(KeyError::Unavailable(_))), "{:?}", g.show_key("c1").await);
+        let same = r#"{"code":0,"message":null,"response":{"customer_uid":"c1","card_number":"424242******4242","card_name":"Visa"}}"#;
+        let g = answering(same).await;
+        assert_eq!(g.show_key("c1").await.unwrap().card.as_deref(), Some("424242******4242"));
+    }
+
+    /// Issue 24 hardening, point i: no amount above config::MAX_AMOUNT (10^12), nor below 1, leaves the client,
+    /// whoever asks (the engine, charge-key with --above-max-amount, charge-once).
+    #[tokio::test]
+    async fn no_amount_above_the_ceiling_is_sent() {
+        let client = Iamport::new(
+            "http://127.0.0.1:9",
+            "k",
+            crate::config::Secret::new("s"),
+            std::time::Duration::from_secs(5),
+            4,
+            None,
+        );
+        for amount in [crate::config::MAX_AMOUNT + 1, i64::MAX, 0, -9900] {
+            let req = ChargeRequest {
+                customer_uid: "c1".into(),
+                merchant_uid: "m-1".into(),
+                amount,
+                currency: "KRW".into(),
+                name: "n".into(),
+            };
+            let outcome = crate::gateway::Gateway::charge(&client, &req, async { true }).await;
+            assert!(
+                matches!(&outcome, Some(ChargeOutcome::Transient(why)) if why.contains("not sent") && why.contains("10^12")),
+                "{amount}: {outcome:?}"
+            );
+        }
     }
 }

@@ -428,8 +428,12 @@ impl Gateway for Iamport {
             currency: &req.currency,
             name: &req.name,
         };
-        // An id that a lookup's URL could not carry would be charged and then never found: refused before sending.
-        if let Err(e) = crate::ids::path_segment(&req.merchant_uid).and(crate::ids::path_segment(&req.customer_uid)) {
+        // An id that a lookup's URL could not carry would be charged and then never found, and an amount above the
+        // ceiling is never meant: refused before sending.
+        let checked = crate::ids::path_segment(&req.merchant_uid)
+            .and(crate::ids::path_segment(&req.customer_uid))
+            .and_then(|_| crate::gateway::sendable_amount(req.amount));
+        if let Err(e) = checked {
             return Some(ChargeOutcome::Transient(format!("not sent: {e}")));
         }
         let url = match &self.again {
