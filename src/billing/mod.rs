@@ -5,5 +5,6 @@ pub mod dunning;
 pub mod model;
 pub mod quiet;
 pub mod rails;
+pub mod refunds;
 pub mod status;
 pub mod sync;

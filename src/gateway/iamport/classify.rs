@@ -472,10 +472,7 @@ mod tests {
         let p = parse_refunds(none, &Redactor::default()).unwrap().unwrap();
         assert!(p.history.is_empty() && p.cancel_amount == 0);
         // An entry without a cancellation_id billd can keep is named by its place.
-        let odd = done.replace(
-            r#""cancellation_id":"c1""#,
-            r#""cancellation_id":"c 1\n""#,
-        );
+        let odd = done.replace(r#""cancellation_id":"c1""#, r#""cancellation_id":"c 1\n""#);
         let p = parse_refunds(&odd, &Redactor::default()).unwrap().unwrap();
         assert_eq!(p.history[0].id, "#0");
     }

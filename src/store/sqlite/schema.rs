@@ -15,6 +15,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_real_time.sql"),
     include_str!("migrations/0008_merchant_uid_nocase.sql"),
     include_str!("migrations/0009_safety_stop.sql"),
+    include_str!("migrations/0010_refunds.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes
