@@ -4,7 +4,7 @@ use crate::app::load_config;
 use crate::app::open_store;
 use crate::commands::present::{human, rfc3339};
 use crate::config;
-use crate::store::{ChargeRow, Failure, Views};
+use crate::store::{ChargeRow, ChargeStatus, Failure, Views};
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -34,7 +34,7 @@ fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
         "attempt": period.map(|p| p.1), "tries": r.attempt,
         "merchant_uid": r.merchant_uid, "customer_uid": r.customer_uid, "amount": r.amount, "currency": r.currency,
         "status": r.status.as_str(), "failure": r.failure.map(Failure::as_str), "imp_uid": r.imp_uid,
-        "fail_reason": r.fail_reason,
+        "fail_reason": r.fail_reason, "refunded": r.refunded,
         "due_at": rfc3339(r.due_at, tz), "made_at": rfc3339(r.created_at, tz), "updated_at": rfc3339(r.updated_at, tz),
     })
 }
@@ -83,8 +83,8 @@ pub fn charges(
         }
         if first && !json {
             println!(
-                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
-                "MADE", "KIND", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "STATUS"
+                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:>8} {:<8} DETAIL",
+                "MADE", "KIND", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "REFUNDED", "STATUS"
             );
         }
         first = false;
@@ -105,8 +105,10 @@ pub fn charges(
                 Some(s) => (s.as_str(), r.period.to_string()),
                 None => ("", String::new()),
             };
+            // What was refunded of a paid charge (`-`: nothing to refund, it is not paid).
+            let refunded = if r.status == ChargeStatus::Paid { r.refunded.to_string() } else { "-".into() };
             println!(
-                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
+                "{:<23} {:<8} {:<16} {:>6} {:>7} {:<30} {:>12} {:>8} {:<8} {}",
                 human(r.created_at, tz),
                 kind(r),
                 sub,
@@ -114,6 +116,7 @@ pub fn charges(
                 r.attempt,
                 r.merchant_uid,
                 format!("{} {}", r.amount, r.currency),
+                refunded,
                 r.status,
                 detail
             );

@@ -7,6 +7,7 @@ pub mod customers;
 pub mod import;
 pub mod ops;
 pub mod present;
+pub mod refunds;
 pub mod sandbox;
 pub mod simulate;
 pub mod subscriptions;

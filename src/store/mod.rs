@@ -364,8 +364,9 @@ pub trait Refunds {
     /// `seen`: its cancel history, from a lookup or a refund's answer), in one write transaction that decides from
     /// the rows inside it ([`crate::billing::refunds::attribute`]):
     /// - its refund in doubt is refunded if the history holds it (recording the entry's id, with a
-    ///   `charge.refunded` event); if not, a pending one becomes unknown, its quiet period counted from `real_now`
-    ///   (its command may have stopped before its request left: it may still leave later than recorded); an
+    ///   `charge.refunded` event); if not, a pending one is left alone until its check time (the command that began
+    ///   it may still be sending it), then becomes unknown, its quiet period counted from `real_now` (its request
+    ///   may have left later than recorded); an
     ///   unknown one whose quiet period is over at `real_now` fails (nothing refunded, `refund.failed`); otherwise
     ///   it stays unknown, its next look put off to the end of its quiet period;
     /// - then, if none of its refunds is in doubt, every entry of the history no row records is recorded as a refund

@@ -268,6 +268,8 @@ pub struct ChargeRow {
     /// When the attempt was made (its intent committed).
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// How much of it was refunded (refunds done; 0 for a charge that is not paid).
+    pub refunded: i64,
 }
 
 /// A recorded one-time charge, as `charge-once` needs it before sending.

@@ -78,15 +78,20 @@ pub fn a_refused_refund_frees_its_amount_and_an_unknown_one_does_not<B: Backend>
     assert_eq!(statuses, [RefundStatus::Failed, RefundStatus::Unknown]);
 }
 
-/// `refund_go` lets a request leave only while its refund is pending: once a pass took it over (unknown), nothing
-/// of it may be sent.
+/// `refund_go` lets a request leave only while its refund is pending: a look before its check time leaves it to its
+/// command; once a pass took it over (unknown), nothing of it may be sent.
 pub fn a_refund_taken_over_by_a_pass_may_not_leave<B: Backend>(b: &B) {
     let s = b.open();
     paid_charge(&s, "m1");
     let r = begin(&s, &refund("m1", None)).unwrap();
     assert!(s.refund_go(r.id, &real(t0())).unwrap());
-    // A pass that finds nothing at the gateway for a pending refund makes it unknown (quiet from its look).
+    // Nothing at the gateway before its check time: left alone (its command may still be sending it).
     let settled = b.open().settle_refunds("m1", 10_000, &[], &real(t0()), t0()).unwrap();
+    assert_eq!(settled.in_doubt.map(|r| r.status), Some(RefundStatus::Pending), "taken over from a live command");
+    assert!(s.refund_go(r.id, &real(t0())).unwrap());
+    // From its check time, a look that finds nothing makes it unknown (quiet from its look).
+    let check = t0() + Duration::minutes(1);
+    let settled = b.open().settle_refunds("m1", 10_000, &[], &real(check), check).unwrap();
     assert_eq!(settled.in_doubt.map(|r| r.status), Some(RefundStatus::Unknown));
     assert!(!s.refund_go(r.id, &real(t0())).unwrap(), "a refund taken over was let go");
 }

@@ -242,6 +242,8 @@ impl Refunds for SqliteStore {
                 )?;
                 taken.push(seen[i].id.clone());
                 event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&by_id(&tx, d.id)?))?;
+            } else if d.status == RefundStatus::Pending && d.check_at.is_some_and(|t| t > now) {
+                // The command that began it may still be sending it (its check time is when it is surely over).
             } else if d.status == RefundStatus::Pending {
                 // Its command stopped before recording an outcome, perhaps before its request left: a full quiet
                 // period from this look.
