@@ -1,17 +1,16 @@
-//! The i'mport (PortOne V1) client: access tokens, the rate limit, sending, and the engine's `Gateway` (charge, lookups); answers are read in `classify`, billing keys in `keys`.
+//! The i'mport (PortOne V1) client: access tokens, the rate limit, sending, and the engine's `Gateway` (charge, lookups, refunds); answers are read in `classify`, billing keys in `keys`, refund requests in `refunds` (long: the one sending path every request takes, tokens and the go included, is kept in one file).
 
 mod classify;
 mod keys;
+mod refunds;
 
 pub use classify::{classify_charge_body, classify_refund_body, parse_payment_body};
 pub use keys::parse_key_body;
 
 use crate::config::Secret;
 use crate::gateway::redact::Redactor;
-use crate::gateway::{
-    Auth, ChargeOutcome, ChargeRequest, Gateway, Lookup, RefundOutcome, RefundRequest, RefundsLookup,
-};
-use classify::{Envelope, classify_charge, classify_refund, parse_payment, parse_refunds, snippet};
+use crate::gateway::{self as gw, Auth, ChargeOutcome, ChargeRequest, Gateway, Lookup};
+use classify::{Envelope, classify_charge, parse_payment, snippet};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -52,15 +51,6 @@ struct RateLimit {
 struct Token {
     value: Secret,
     refresh_at: Instant,
-}
-
-/// The JSON body of a `cancel` request (a refund).
-#[derive(serde::Serialize)]
-struct CancelBody<'a> {
-    imp_uid: &'a str,
-    amount: i64,
-    checksum: i64,
-    reason: &'a str,
 }
 
 /// The JSON body of an `again` request.
@@ -454,11 +444,15 @@ impl Gateway for Iamport {
         Some(classify_charge(sent, req, self.timeout, &self.sent()))
     }
 
-    async fn refund(&self, req: &RefundRequest, go: impl Future<Output = bool> + Send) -> Option<RefundOutcome> {
+    async fn refund(
+        &self,
+        req: &gw::RefundRequest,
+        go: impl Future<Output = bool> + Send,
+    ) -> Option<gw::RefundOutcome> {
         self.cancel(req, go).await
     }
 
-    async fn refunds(&self, imp_uid: &str) -> RefundsLookup {
+    async fn refunds(&self, imp_uid: &str) -> gw::RefundsLookup {
         self.payment_refunds(imp_uid).await
     }
 
@@ -486,52 +480,6 @@ impl Gateway for Iamport {
                 Err(e) => Lookup::Error(e),
             },
             Sent::Response(status, text) => Lookup::Error(format!("lookup: HTTP {status}: {}", snippet(&red, &text))),
-        }
-    }
-}
-
-impl Iamport {
-    /// `POST /payments/cancel` for `req`, through the one path of every request that moves money
-    /// ([`Iamport::send_after_go`]).
-    pub(crate) async fn cancel(&self, req: &RefundRequest, go: impl Future<Output = bool>) -> Option<RefundOutcome> {
-        let body =
-            CancelBody { imp_uid: &req.imp_uid, amount: req.amount, checksum: req.checksum, reason: &req.reason };
-        let url = match self.url(&["payments", "cancel"]) {
-            Ok(u) => u,
-            Err(e) => return Some(RefundOutcome::Transient(e)),
-        };
-        // A refund's lookup carries its imp_uid in the URL: one it could not carry is refused before sending.
-        if let Err(e) = crate::ids::path_segment(&req.imp_uid) {
-            return Some(RefundOutcome::Transient(format!("not sent: {e}")));
-        }
-        let sent = self.send_after_go(self.http.post(url).json(&body), go).await?;
-        Some(classify_refund(sent, req, self.timeout, &self.sent()))
-    }
-
-    /// `GET /payments/{imp_uid}`: the payment's refunds.
-    pub(crate) async fn payment_refunds(&self, imp_uid: &str) -> RefundsLookup {
-        let url = match self.url(&["payments", imp_uid]) {
-            Ok(u) => u,
-            Err(e) => return RefundsLookup::Error(e),
-        };
-        let sent = match self.authed(|| self.http.get(url.clone())).await {
-            Ok(s) => s,
-            Err(e) => return RefundsLookup::Error(e),
-        };
-        let red = self.sent();
-        match sent {
-            Sent::Error(e) => RefundsLookup::Error(describe(&e)),
-            Sent::Refused(why) => RefundsLookup::Error(why),
-            Sent::Response(404, _) => RefundsLookup::NotFound,
-            Sent::Response(200, text) => match parse_refunds(&text, &red) {
-                Ok(Some(p)) if p.imp_uid == imp_uid => RefundsLookup::Found(p),
-                Ok(Some(_)) => RefundsLookup::Error(format!("lookup of {imp_uid} answered another payment")),
-                Ok(None) => RefundsLookup::Error(format!("lookup answered no payment: {}", snippet(&red, &text))),
-                Err(e) => RefundsLookup::Error(e),
-            },
-            Sent::Response(status, text) => {
-                RefundsLookup::Error(format!("lookup: HTTP {status}: {}", snippet(&red, &text)))
-            }
         }
     }
 }
