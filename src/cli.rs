@@ -192,6 +192,31 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Refund a paid charge, in part or whole (at most once: a lost answer is settled by a lookup, never resent).
+    Refund {
+        /// The charge's merchant_uid, exactly as `billd charges` lists it.
+        merchant_uid: String,
+        /// Whole won to refund (default: all that remains).
+        #[arg(long)]
+        amount: Option<i64>,
+        /// Why (sent to the gateway and kept; 1-200 characters).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List refunds (billd's and those found at the gateway).
+    Refunds {
+        /// Only refunds made on or after this date (YYYY-MM-DD, billing timezone) or instant (RFC 3339); with
+        /// --sync, only charges paid since then are looked up.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Print them as JSON (times RFC 3339 with the billing time zone's offset).
+        #[arg(long)]
+        json: bool,
+        /// First look every paid charge up at the gateway: settles refunds in doubt and records refunds made
+        /// outside billd (i'mport's console).
+        #[arg(long)]
+        sync: bool,
+    },
     /// What will be charged when, per day, with totals.
     ///
     /// With --as-of, it looks ahead from that instant: what fell due before it and is not charged is overdue.
@@ -403,6 +428,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         &args.command,
         Command::Subscriptions { action: None | Some(SubscriptionsCommand::Show { .. }), .. }
             | Command::Charges { .. }
+            | Command::Refunds { sync: false, .. }
             | Command::Upcoming { .. }
     );
     if listing {
@@ -499,6 +525,12 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 (None, false) => crate::commands::charges::Only::All,
             };
             crate::commands::charges::charges(&path, failed, since.as_deref(), only, json, follow)
+        }
+        Command::Refund { merchant_uid, amount, reason } => {
+            crate::commands::refunds::refund(&path, &merchant_uid, amount, &reason)
+        }
+        Command::Refunds { since, json, sync } => {
+            crate::commands::refunds::refunds(&path, since.as_deref(), json, sync)
         }
         Command::Upcoming { days, view, json } => crate::commands::ops::upcoming(&path, days, view.at()?, json),
         Command::Pause { subscription, at } => crate::commands::ops::pause(&path, &subscription, at.at()?),

@@ -446,6 +446,23 @@ fn every_row_of_the_exit_code_table_holds() {
             code(&["charge-key", "nokey", "--merchant-uid", "k2", "--amount", "100", "--name", "x"]),
             1,
         ),
+        ("refund nope (no such charge)", code(&["refund", "nope", "--reason", "x"]), 1),
+        ("refund x2 (too much)", code(&["refund", "x2", "--amount", "101", "--reason", "x"]), 1),
+        ("refund x2", code(&["refund", "x2", "--amount", "40", "--reason", "x"]), 0),
+        (
+            "refund x2 (a lost answer)",
+            {
+                w.sandbox.add_fault(billd_sandbox::FaultRule {
+                    customer_uid: None,
+                    fault: billd_sandbox::Fault::DropAfterCancel,
+                    times: Some(1),
+                });
+                code(&["refund", "x2", "--amount", "10", "--reason", "y"])
+            },
+            3,
+        ),
+        ("refunds", code(&["refunds"]), 0),
+        ("refunds --since nope", code(&["refunds", "--since", "nope"]), 1),
         ("import a bad file", code(&["import", bad_csv.to_str().unwrap()]), 1),
         ("tick", code(&["tick"]), 0),
         ("cancel s1", code(&["cancel", "s1"]), 0),

@@ -466,6 +466,16 @@ impl Gateway for Fake {
         }
     }
 
+    async fn refund(
+        &self,
+        _: &billd::gateway::RefundRequest,
+        _: impl Future<Output = bool> + Send,
+    ) -> Option<billd::gateway::RefundOutcome> {
+        unreachable!("this test makes no refunds")
+    }
+    async fn refunds(&self, _: &str) -> billd::gateway::RefundsLookup {
+        unreachable!("this test makes no refunds")
+    }
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {
         let found = {
             let s = self.state.lock().unwrap();

@@ -6,5 +6,6 @@ pub mod model;
 pub mod proration;
 pub mod quiet;
 pub mod rails;
+pub mod refunds;
 pub mod status;
 pub mod sync;

@@ -4,7 +4,7 @@ use crate::app::load_config;
 use crate::app::open_store;
 use crate::commands::present::{human, rfc3339};
 use crate::config;
-use crate::store::{ChargeRow, Failure, OneTimeKind, Views};
+use crate::store::{ChargeRow, ChargeStatus, Failure, OneTimeKind, Views};
 use crate::text::cell;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
@@ -40,7 +40,7 @@ fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
         "attempt": period.map(|p| p.1), "tries": r.attempt,
         "merchant_uid": r.merchant_uid, "customer_uid": r.customer_uid, "amount": r.amount, "currency": r.currency,
         "status": r.status.as_str(), "failure": r.failure.map(Failure::as_str), "imp_uid": r.imp_uid,
-        "fail_reason": r.fail_reason,
+        "fail_reason": r.fail_reason, "refunded": r.refunded,
         "due_at": rfc3339(r.due_at, tz), "made_at": rfc3339(r.created_at, tz), "updated_at": rfc3339(r.updated_at, tz),
     })
 }
@@ -90,8 +90,8 @@ pub fn charges(
         }
         if first && !json {
             println!(
-                "{:<23} {:<12} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} DETAIL",
-                "MADE", "KIND", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "STATUS"
+                "{:<23} {:<12} {:<16} {:>6} {:>7} {:<30} {:>12} {:>8} {:<8} DETAIL",
+                "MADE", "KIND", "SUBSCRIPTION", "PERIOD", "ATTEMPT", "MERCHANT_UID", "AMOUNT", "REFUNDED", "STATUS"
             );
         }
         first = false;
@@ -110,9 +110,11 @@ pub fn charges(
             // A one-time charge has no period (nor a subscription unless tied to one): empty; ATTEMPT is its tries.
             let sub = r.subscription_id.as_deref().unwrap_or_default();
             let period = if r.one_time.is_none() { r.period.to_string() } else { String::new() };
+            // What was refunded of a paid charge (`-`: nothing to refund, it is not paid).
+            let refunded = if r.status == ChargeStatus::Paid { r.refunded.to_string() } else { "-".into() };
             // What the book holds is shown escaped (a row planted with a terminal escape is shown, not obeyed).
             println!(
-                "{:<23} {:<12} {:<16} {:>6} {:>7} {:<30} {:>12} {:<8} {}",
+                "{:<23} {:<12} {:<16} {:>6} {:>7} {:<30} {:>12} {:>8} {:<8} {}",
                 human(r.created_at, tz),
                 kind(r),
                 cell(sub),
@@ -120,6 +122,7 @@ pub fn charges(
                 r.attempt,
                 cell(&r.merchant_uid),
                 cell(&format!("{} {}", r.amount, r.currency)),
+                refunded,
                 r.status,
                 cell(&detail)
             );

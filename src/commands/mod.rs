@@ -9,6 +9,7 @@ pub mod import;
 pub mod one_time;
 pub mod ops;
 pub mod present;
+pub mod refunds;
 pub mod sandbox;
 pub mod simulate;
 pub mod subscriptions;

@@ -19,6 +19,20 @@ pub fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max - 1).collect::<String>()) }
 }
 
+/// Free text from a person or the gateway (a refund's reason), shown on one line: every character a terminal must not
+/// get as it is ([`crate::text::invisible`]) is written escaped (`\u{1b}`).
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if crate::text::invisible(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `n` things, in the singular for one (`1 plan`, `2 plans`).
 pub fn count(n: usize, thing: &str) -> String {
     if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }

@@ -4,6 +4,7 @@ mod charge;
 pub mod metrics;
 mod pipeline;
 mod reconcile;
+pub mod refunds;
 mod report;
 mod stale;
 #[cfg(test)]

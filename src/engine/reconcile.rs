@@ -1,4 +1,4 @@
-//! Reconciliation: unresolved attempts (and one-time charges) settled by lookup, resent only when the gateway has no
+//! Reconciliation: unresolved attempts (and one-time charges, and refunds in `refunds`) settled by lookup, resent only when the gateway has no
 //! record of them after the quiet period.
 
 use super::pipeline::Msg;
@@ -72,7 +72,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         drop(_all);
         self.flush(tx).await?;
         let (one_time, one_time_deferred) = self.reconcile_one_time(now).await?;
-        Ok((n + one_time, deferred.load(Ordering::Relaxed) + one_time_deferred))
+        let refunds = self.reconcile_refunds(now).await?;
+        Ok((n + one_time + refunds, deferred.load(Ordering::Relaxed) + one_time_deferred))
     }
 
     /// Settles one-time charges (`billd charge-once`) left pending or unknown, by lookup only: a one-time charge is

@@ -63,6 +63,16 @@ impl Gateway for Panicky {
     async fn charge(&self, _: &ChargeRequest, _: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
         panic!("a bug in a sender")
     }
+    async fn refund(
+        &self,
+        _: &crate::gateway::RefundRequest,
+        _: impl Future<Output = bool> + Send,
+    ) -> Option<crate::gateway::RefundOutcome> {
+        unreachable!("this test makes no refunds")
+    }
+    async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+        unreachable!("this test makes no refunds")
+    }
     async fn find(&self, _: &str, _: &str) -> Lookup {
         Lookup::NotFound
     }
@@ -88,6 +98,16 @@ impl Gateway for RefusesResends {
             _ => ChargeOutcome::Rejected { code: 1, message: "duplicate merchant_uid".into() },
         })
     }
+    async fn refund(
+        &self,
+        _: &crate::gateway::RefundRequest,
+        _: impl Future<Output = bool> + Send,
+    ) -> Option<crate::gateway::RefundOutcome> {
+        unreachable!("this test makes no refunds")
+    }
+    async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+        unreachable!("this test makes no refunds")
+    }
     async fn find(&self, _: &str, _: &str) -> Lookup {
         Lookup::NotFound
     }
@@ -109,6 +129,16 @@ impl Gateway for Scripted {
         }
         let next = self.0.lock().unwrap().pop_front();
         Some(next.unwrap_or(ChargeOutcome::Rejected { code: 1, message: "refused".into() }))
+    }
+    async fn refund(
+        &self,
+        _: &crate::gateway::RefundRequest,
+        _: impl Future<Output = bool> + Send,
+    ) -> Option<crate::gateway::RefundOutcome> {
+        unreachable!("this test makes no refunds")
+    }
+    async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+        unreachable!("this test makes no refunds")
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
         Lookup::NotFound
@@ -173,6 +203,16 @@ fn a_reload_with_a_shorter_timeout_does_not_shorten_the_quiet_period() {
         }
         async fn charge(&self, _: &ChargeRequest, go: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
             go.await.then(|| ChargeOutcome::Unknown("no answer within 35s".into()))
+        }
+        async fn refund(
+            &self,
+            _: &crate::gateway::RefundRequest,
+            _: impl Future<Output = bool> + Send,
+        ) -> Option<crate::gateway::RefundOutcome> {
+            unreachable!("this test makes no refunds")
+        }
+        async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+            unreachable!("this test makes no refunds")
         }
         async fn find(&self, _: &str, _: &str) -> Lookup {
             Lookup::NotFound

@@ -1,4 +1,4 @@
-//! The gateway contract: what the engine (`Gateway`) and the card commands (`BillingKeys`) ask of a payment gateway, in typed values; i'mport V1 in `iamport/`.
+//! The gateway contract: what the engine and the refund commands (`Gateway`) and the card commands (`BillingKeys`) ask of a payment gateway, in typed values; i'mport V1 in `iamport/`.
 
 pub mod card;
 pub mod iamport;
@@ -112,6 +112,75 @@ pub enum Lookup {
     Error(String),
 }
 
+/// One refund of a paid payment (i'mport: a partial or full cancel).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundRequest {
+    /// The payment refunded (the gateway's id of it).
+    pub imp_uid: String,
+    /// Its merchant_uid, as billd recorded it (to check the answer against).
+    pub merchant_uid: String,
+    /// Whole won, more than 0.
+    pub amount: i64,
+    /// The refundable balance billd knows (i'mport's `checksum`): the gateway refunds nothing if its own balance
+    /// differs, so a stale or repeated refund is refused, never made twice.
+    pub checksum: i64,
+    /// The operator's reason (free text, sent as it is).
+    pub reason: String,
+}
+
+/// One refund of a payment as the gateway lists it (i'mport: an entry of `cancel_history`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cancellation {
+    /// The gateway's id of it (i'mport's `cancellation_id`), a plain identifier; `#N` (the N-th entry, from 0) when
+    /// the gateway gave none billd can keep.
+    pub id: String,
+    pub amount: i64,
+    /// When it was made (`None`: the gateway did not say).
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Its reason, cleaned.
+    pub reason: String,
+}
+
+/// What a payment's refunds are at the gateway (a lookup by imp_uid, or a refund's answer). Amounts are whole
+/// numbers the gateway gave; strings are cleaned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentRefunds {
+    pub imp_uid: String,
+    pub merchant_uid: String,
+    /// The amount paid.
+    pub amount: i64,
+    /// The amount refunded so far (the sum of `history`: an answer where they differ is not read).
+    pub cancel_amount: i64,
+    /// `paid`, or `cancelled` once fully refunded (cleaned).
+    pub status: String,
+    /// Every refund, in the gateway's order (oldest first).
+    pub history: Vec<Cancellation>,
+}
+
+/// What one refund request established.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundOutcome {
+    /// The gateway answered with the payment after the refund (code 0).
+    Refunded(PaymentRefunds),
+    /// Refused by the gateway (code != 0: a checksum that is not its balance, an amount above it, a payment fully
+    /// refunded already): nothing refunded.
+    Refused { code: i64, message: String },
+    /// Trouble that is not a refusal (no connection, 429, 5xx): the refund may not have been made; settled by a
+    /// lookup.
+    Transient(String),
+    /// The refund may have been made but the answer is missing or unreadable: settled by a lookup.
+    Unknown(String),
+}
+
+/// What a lookup of a payment's refunds by imp_uid established.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundsLookup {
+    Found(PaymentRefunds),
+    NotFound,
+    /// The lookup itself failed (or its answer could not be read): nothing can be concluded.
+    Error(String),
+}
+
 /// Whether the gateway accepts billd's credentials (asked before a pass claims or sends anything).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
@@ -145,6 +214,17 @@ pub trait Gateway: Send + Sync + 'static {
     fn find(&self, merchant_uid: &str, status: &str) -> impl Future<Output = Lookup> + Send;
     /// Gets (or reuses) an access token: whether the gateway accepts the credentials.
     fn authenticate(&self) -> impl Future<Output = Auth> + Send;
+    /// Refunds part or all of a paid payment (i'mport: `POST /payments/cancel` with `imp_uid`, `amount`, `reason`
+    /// and `checksum`), classified. Never retried internally. `go` as for [`Gateway::charge`]: awaited right before
+    /// the request leaves (after its token and its rate-limit turn); `None` only when it said no (nothing sent).
+    fn refund(
+        &self,
+        req: &RefundRequest,
+        go: impl Future<Output = bool> + Send,
+    ) -> impl Future<Output = Option<RefundOutcome>> + Send;
+    /// A payment's amount and refunds by imp_uid (i'mport: `GET /payments/{imp_uid}`): how a refund whose answer
+    /// was lost is settled, and how refunds made outside billd are found.
+    fn refunds(&self, imp_uid: &str) -> impl Future<Output = RefundsLookup> + Send;
 }
 
 /// A billing key as the gateway shows it. Every string was cleaned by the gateway client (`redact`); the card number

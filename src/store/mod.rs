@@ -340,6 +340,84 @@ pub trait OneTime {
     fn defer_one_time(&self, id: i64, tries: i64, check_at: DateTime<Utc>) -> Result<()>;
 }
 
+/// Refunds of paid charges: the intent of each `billd refund` committed before its request may leave, its settlement
+/// by a lookup of the payment (never by sending again), and refunds made outside billd found in a payment's cancel
+/// history. A charge is a paid attempt of a period or a paid one-time charge, named by its merchant_uid exactly as
+/// stored. At most one refund of a charge is unresolved (pending or unknown) at a time.
+pub trait Refunds {
+    /// The charge `merchant_uid` as a refund sees it: what was paid, what was refunded, its refund in doubt
+    /// (`None`: no charge has it). Committed rows only.
+    fn refund_target(&self, merchant_uid: &str) -> Result<Option<RefundTarget>>;
+
+    /// Commits the intent of a refund (pending, with a `refund.pending` event) before its request may leave, in one
+    /// write transaction that decides from the rows as they are inside it: the charge exists and is paid, no other
+    /// refund of it is unresolved, and the amount (`None`: all that remains) is at most what was paid less every
+    /// refund of it not known to have failed. Otherwise nothing is written and the reason is returned. The row
+    /// records the checksum (what remains, as billd knows it), `timeout_ms`, the real instant `at` and `check_at`
+    /// (no pass looks at it before then). So refunds begun at once by several processes never add up to more than
+    /// the charge. Durable before it returns.
+    fn begin_refund(
+        &self,
+        r: &NewRefund,
+        at: &RealInstant,
+        now: DateTime<Utc>,
+        timeout_ms: u64,
+        check_at: DateTime<Utc>,
+    ) -> Result<std::result::Result<RefundRow, RefundRefused>>;
+
+    /// The moment a refund's request leaves: stamps the real instant `at` on it, only if it is still pending (no
+    /// pass took it over as unknown meanwhile). Returns whether the request may leave; durable before it returns.
+    fn refund_go(&self, id: i64, at: &RealInstant) -> Result<bool>;
+
+    /// Records that the gateway refused a refund (failed: nothing refunded), with a `refund.failed` event, in one
+    /// write transaction, if it is still pending or unknown. Returns whether it did.
+    fn refund_refused(&self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Leaves a refund unknown, with a `refund.unknown` event, in one write transaction, if it is still pending or
+    /// unknown: no look at it before `check_at`, nor before its quiet period counted from the real instant `at`.
+    /// Returns whether it did.
+    fn refund_unknown(
+        &self,
+        id: i64,
+        reason: &str,
+        at: &RealInstant,
+        check_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Settles the refunds of charge `merchant_uid` against the payment's refunds at the gateway (`paid`: its amount;
+    /// `seen`: its cancel history, from a lookup or a refund's answer), in one write transaction that decides from
+    /// the rows inside it ([`crate::billing::refunds::attribute`]):
+    /// - its refund in doubt is refunded if the history holds it (recording the entry's id, with a
+    ///   `charge.refunded` event); if not, a pending one is left alone until its check time (the command that began
+    ///   it may still be sending it), then becomes unknown, its quiet period counted from `real_now` (its request
+    ///   may have left later than recorded); an
+    ///   unknown one whose quiet period is over at `real_now` fails (nothing refunded, `refund.failed`); otherwise
+    ///   it stays unknown, its next look put off to the end of its quiet period;
+    /// - then, if none of its refunds is in doubt, every entry of the history no row records is recorded as a refund
+    ///   made outside billd (refunded, source external, with a `charge.refunded` event).
+    ///
+    /// A charge that is not paid in the book changes nothing.
+    fn settle_refunds(
+        &self,
+        merchant_uid: &str,
+        paid: i64,
+        seen: &[SeenRefund],
+        real_now: &RealInstant,
+        now: DateTime<Utc>,
+    ) -> Result<RefundsSettled>;
+
+    /// Refunds in doubt whose check time is at or before `now` (the oldest first), at most `limit`.
+    fn unresolved_refunds(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RefundRow>>;
+
+    /// Paid charges (paid at or after `since`, if given) after the merchant_uid `after` in merchant_uid order, at
+    /// most `limit`: paging by the last one returned yields each once.
+    fn paid_charges(&self, since: Option<DateTime<Utc>>, after: Option<&str>, limit: usize) -> Result<Vec<PaidCharge>>;
+
+    /// Refunds begun (or, for external ones, made) at or after `since`, in the order they were recorded.
+    fn list_refunds(&self, since: Option<DateTime<Utc>>) -> Result<Vec<RefundRow>>;
+}
+
 /// The event log (what happened, for people and audits).
 pub trait Events {
     /// Appends an event that belongs to no pass (a billing key registered by command, say), durably.
@@ -396,7 +474,7 @@ pub trait Views {
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is
 /// used by one thread at a time (the engine serializes its calls), but other handles (other processes) may use the
 /// same book at once.
-pub trait Store: Book + Ledger + OneTime + Events + Views + Send + 'static {
+pub trait Store: Book + Ledger + OneTime + Refunds + Events + Views + Send + 'static {
     /// What names the book in messages: the database file (SQLite), or the server and database without credentials.
     fn location(&self) -> String;
 

@@ -670,11 +670,41 @@ async fn cancel(State(st): State<Shared>, req: Request) -> Response {
         if req.imp_uid.is_none() && req.merchant_uid.is_none() {
             return Err(bad_request("one of `imp_uid` or `merchant_uid` is required"));
         }
-        lock(&st.ledger).cancel(now_s(), req)
+        let mut ledger = lock(&st.ledger);
+        // The faults of cancels match the billing key of the payment the cancel names.
+        let key = ledger.cancel_target(req.imp_uid.as_deref(), req.merchant_uid.as_deref()).and_then(|t| t.1);
+        let applied = lock(&st.faults).take_cancel(key.as_deref());
+        Ok((ledger.cancel(now_s(), req), applied))
     }
     .await;
     drop(in_flight);
+    let (result, applied) = match result {
+        Ok((r, applied)) => (r, applied),
+        Err(refusal) => (Err(refusal), Applied::default()),
+    };
+    sleep(applied.extra_latency).await;
+    // The cancel is made (or refused); only its answer is lost.
+    if applied.outcome == Some(Fault::DropAfterCancel)
+        && let Some(conn) = parts.extensions.get::<ConnControl>()
+    {
+        conn.drop_connection();
+        std::future::pending::<()>().await;
+    }
     reply(result)
+}
+
+impl AppState {
+    /// A cancel made outside the API's client (as an operator does in i'mport's console): `amount` `None` cancels
+    /// the whole balance.
+    pub(crate) fn console_cancel(&self, imp_uid: &str, amount: Option<i64>, reason: &str) -> Result<(), Refusal> {
+        let req = CancelRequest {
+            imp_uid: Some(imp_uid.to_owned()),
+            amount,
+            reason: Some(reason.to_owned()),
+            ..Default::default()
+        };
+        lock(&self.ledger).cancel(now_s(), req).map(|_| ())
+    }
 }
 
 // ---------------------------------------------------------------- /__sandbox

@@ -224,7 +224,8 @@ impl<'de> Deserialize<'de> for Latency {
 /// `{"charge_later_random": {"max": "2s"}}`, `{"latency": "2s"}`,
 /// and the hostile answers
 /// `"html502"`, `"truncated_json"`, `"missing_fields"`, `"mistyped_fields"`, `"huge_body"`,
-/// `{"trickle": {"every": "20ms"}}`, `"reset_mid_body"`, `"wrong_merchant_uid"`, `"wrong_amount"`.
+/// `{"trickle": {"every": "20ms"}}`, `"reset_mid_body"`, `"wrong_merchant_uid"`, `"wrong_amount"`; and for
+/// `POST /payments/cancel` only, `"drop_after_cancel"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
@@ -299,12 +300,22 @@ pub enum Fault {
     WrongMerchantUid,
     /// The charge is recorded, then a `paid` answer carries another `amount` than the request's.
     WrongAmount,
+    /// `POST /payments/cancel` only (a charge ignores it): the cancel is made as usual, then the TCP connection is
+    /// closed without any HTTP response (a refund whose answer is lost). A rule's `customer_uid` matches the
+    /// billing key of the payment the cancel names.
+    DropAfterCancel,
 }
 
 impl Fault {
     /// Whether the fault keeps the request from being charged (decided before charging).
     pub fn before_charge(&self) -> bool {
         matches!(self, Fault::Http500 | Fault::Garbage | Fault::Html502)
+    }
+
+    /// Whether the fault is about cancels (applied to `POST /payments/cancel` only; every other fault is applied to
+    /// charges only).
+    pub fn on_cancel(&self) -> bool {
+        matches!(self, Fault::DropAfterCancel)
     }
 }
 

@@ -45,8 +45,19 @@ impl FaultBook {
         &self.rules
     }
 
-    /// Picks the faults for a request on `customer_uid` and counts them against their `times`.
+    /// Picks the faults for a charge request on `customer_uid` and counts them against their `times` (the faults of
+    /// cancels are left alone).
     pub(crate) fn take(&mut self, customer_uid: Option<&str>) -> Applied {
+        self.take_for(customer_uid, false)
+    }
+
+    /// Picks the faults for a cancel of a payment made with `customer_uid` (only the faults of cancels, see
+    /// [`Fault::on_cancel`]) and counts them against their `times`.
+    pub(crate) fn take_cancel(&mut self, customer_uid: Option<&str>) -> Applied {
+        self.take_for(customer_uid, true)
+    }
+
+    fn take_for(&mut self, customer_uid: Option<&str>, cancel: bool) -> Applied {
         let mut applied = Applied::default();
         if self.rules.is_empty() {
             return applied;
@@ -55,7 +66,7 @@ impl FaultBook {
             let matches = match &rule.customer_uid {
                 None => true,
                 Some(c) => customer_uid == Some(c.as_str()),
-            };
+            } && rule.fault.on_cancel() == cancel;
             if !matches {
                 continue;
             }
@@ -176,6 +187,17 @@ mod tests {
         // The Http500 rule was not consumed by the first request.
         assert_eq!(book.take(Some("c")).outcome, Some(Fault::Http500));
         assert_eq!(book.take(Some("c")).outcome, None);
+    }
+
+    #[test]
+    fn cancel_faults_hit_cancels_only_and_charge_faults_charges_only() {
+        let mut book =
+            FaultBook::new([rule(None, Fault::DropAfterCancel, Some(1)), rule(None, Fault::Http500, Some(1))]);
+        assert_eq!(book.take(Some("c")).outcome, Some(Fault::Http500));
+        assert_eq!(book.take(Some("c")).outcome, None, "a charge took the cancel's fault");
+        assert_eq!(book.take_cancel(Some("c")).outcome, Some(Fault::DropAfterCancel));
+        assert_eq!(book.take_cancel(Some("c")).outcome, None);
+        assert!(book.rules().is_empty());
     }
 
     #[test]

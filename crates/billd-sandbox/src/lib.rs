@@ -158,6 +158,16 @@ impl Sandbox {
         self.state.register_customer(customer_uid, card_number)
     }
 
+    /// Refunds a paid payment as an operator does in i'mport's console, outside any API client (`amount` `None`:
+    /// the whole balance left): the payment's `cancel_amount` and `cancel_history` grow as for
+    /// `POST /payments/cancel`, which this request does not go through (nor its request log). Fails as the API
+    /// refuses such a cancel (a payment not paid, fully refunded already, or an amount above its balance).
+    pub fn refund_in_console(&self, imp_uid: &str, amount: Option<i64>, reason: &str) -> anyhow::Result<()> {
+        self.state
+            .console_cancel(imp_uid, amount, reason)
+            .map_err(|r| anyhow::anyhow!("cancel of {imp_uid} refused: code {}: {}", r.code, r.message))
+    }
+
     /// Stops the server and waits for its thread.
     pub fn shutdown(mut self) {
         self.stop_and_join();

@@ -2,7 +2,10 @@
 
 use super::{Sent, describe};
 use crate::gateway::redact::Redactor;
-use crate::gateway::{ChargeOutcome, ChargeRequest, Payment};
+use crate::gateway::{
+    Cancellation, ChargeOutcome, ChargeRequest, Payment, PaymentRefunds, RefundOutcome, RefundRequest,
+};
+use chrono::DateTime;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
@@ -223,6 +226,138 @@ pub fn parse_payment_body(body: &str) -> Result<Option<Payment>, String> {
     parse_payment(body, &Redactor::default())
 }
 
+/// The largest amount billd reads from an answer (whole won): anything else is unreadable, never quoted.
+const MAX_AMOUNT: f64 = 1e15;
+
+/// A payment's refunds as i'mport gives them (`PaymentAnnotation`, the fields billd needs).
+#[derive(Deserialize)]
+struct RefundsBody {
+    imp_uid: String,
+    merchant_uid: String,
+    amount: f64,
+    cancel_amount: f64,
+    status: String,
+    #[serde(default)]
+    cancel_history: Option<Vec<CancelBody>>,
+}
+
+/// One `cancel_history` entry (`PaymentCancelAnnotation`).
+#[derive(Deserialize)]
+struct CancelBody {
+    amount: f64,
+    #[serde(default)]
+    cancelled_at: Option<i64>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    cancellation_id: Option<String>,
+}
+
+/// A whole amount of won from an answer (0 to [`MAX_AMOUNT`]); `None` otherwise (never quoted: it could be anything,
+/// a card number included).
+fn whole(x: f64) -> Option<i64> {
+    (x.is_finite() && x.fract() == 0.0 && (0.0..=MAX_AMOUNT).contains(&x)).then_some(x as i64)
+}
+
+/// Reads a payment's refunds from an envelope's `response`: whole amounts, a history whose sum is `cancel_amount`,
+/// a plain imp_uid; strings cleaned. `Err`: why it cannot be read (described, numbers never quoted).
+fn read_refunds(response: &str, red: &Redactor) -> Result<PaymentRefunds, String> {
+    let p: RefundsBody = serde_json::from_str(response)
+        .map_err(|e| format!("malformed payment ({})", red.clean_to(&e.to_string(), 120)))?;
+    if !red.plain_id(&p.imp_uid) {
+        return Err(odd_imp_uid(&p.imp_uid, red));
+    }
+    let (Some(amount), Some(cancel_amount)) = (whole(p.amount), whole(p.cancel_amount)) else {
+        return Err("the payment's amount or cancel_amount is not a whole amount of won".into());
+    };
+    let mut history = Vec::new();
+    for (i, c) in p.cancel_history.unwrap_or_default().into_iter().enumerate() {
+        let Some(a) = whole(c.amount).filter(|a| *a > 0) else {
+            return Err("a cancel_history amount is not a whole amount of won".into());
+        };
+        let id = c.cancellation_id.filter(|id| red.plain_id(id)).unwrap_or_else(|| format!("#{i}"));
+        history.push(Cancellation {
+            id,
+            amount: a,
+            cancelled_at: c.cancelled_at.filter(|t| *t > 0).and_then(|t| DateTime::from_timestamp(t, 0)),
+            reason: red.clean_to(&c.reason.unwrap_or_default(), 200),
+        });
+    }
+    let listed = history.iter().try_fold(0i64, |sum, c| sum.checked_add(c.amount));
+    if listed != Some(cancel_amount) || cancel_amount > amount {
+        return Err("the payment's cancel_history does not add up to its cancel_amount (or exceeds its amount)".into());
+    }
+    Ok(PaymentRefunds {
+        imp_uid: p.imp_uid,
+        merchant_uid: red.clean_to(&p.merchant_uid, 80),
+        amount,
+        cancel_amount,
+        status: red.clean_to(&p.status, 40),
+        history,
+    })
+}
+
+/// Parses a lookup's answer (`GET /payments/{imp_uid}`, HTTP 200): the payment's refunds; `Ok(None)` when code != 0.
+pub(super) fn parse_refunds(text: &str, red: &Redactor) -> Result<Option<PaymentRefunds>, String> {
+    let env: RawEnvelope<'_> =
+        serde_json::from_str(text).map_err(|_| format!("unreadable response body: {}", snippet(red, text)))?;
+    if env.code != 0 {
+        return Ok(None);
+    }
+    let response = env.response.filter(|r| r.get() != "null").ok_or_else(|| "code 0 without a payment".to_string())?;
+    read_refunds(response.get(), red).map(Some)
+}
+
+/// Classifies what a cancel request gave, for `req`; `timeout` is the one it was sent with. Like a charge's: a
+/// refusal is code != 0, trouble before the gateway processed it is transient, anything else that is not a
+/// readable payment (the one asked for) is unknown.
+pub(super) fn classify_refund(sent: Sent, req: &RefundRequest, timeout: Duration, red: &Redactor) -> RefundOutcome {
+    let (status, text) = match sent {
+        Sent::Error(e) if e.is_connect() => return RefundOutcome::Transient(describe(&e)),
+        Sent::Error(e) if e.is_timeout() => {
+            return RefundOutcome::Unknown(format!("no answer within {}", crate::config::duration::format(timeout)));
+        }
+        Sent::Error(e) => return RefundOutcome::Unknown(describe(&e)),
+        Sent::Refused(why) => return RefundOutcome::Transient(why),
+        Sent::Response(s, t) => (s, t),
+    };
+    match status {
+        401 => return RefundOutcome::Transient("HTTP 401: the gateway refused the access token".into()),
+        429 => return RefundOutcome::Transient("HTTP 429: rate limited by the gateway".into()),
+        500..=599 => return RefundOutcome::Transient(format!("HTTP {status}: {}", snippet(red, &text))),
+        _ => {}
+    }
+    let Ok(env) = serde_json::from_str::<RawEnvelope<'_>>(&text) else {
+        return RefundOutcome::Unknown(format!("HTTP {status} with an unreadable body: {}", snippet(red, &text)));
+    };
+    if env.code != 0 {
+        let message = env.message.map(|m| red.clean(&m)).filter(|m| !m.trim().is_empty());
+        return RefundOutcome::Refused {
+            code: env.code,
+            message: message.unwrap_or_else(|| format!("HTTP {status}, code {}", env.code)),
+        };
+    }
+    if status != 200 {
+        return RefundOutcome::Unknown(format!("HTTP {status} with code 0: {}", snippet(red, &text)));
+    }
+    let read = env
+        .response
+        .filter(|r| r.get() != "null")
+        .ok_or_else(|| "code 0 without a payment".to_string())
+        .and_then(|r| read_refunds(r.get(), red));
+    match read {
+        Ok(p) if p.imp_uid == req.imp_uid => RefundOutcome::Refunded(p),
+        Ok(_) => RefundOutcome::Unknown(format!("the answer is for another payment than {}", req.imp_uid)),
+        Err(e) => RefundOutcome::Unknown(e),
+    }
+}
+
+/// Classifies a cancel answer (HTTP status and body) for `req`, as
+/// [`Gateway::refund`](crate::gateway::Gateway::refund) does (for fuzzing and tests).
+pub fn classify_refund_body(status: u16, body: &str, req: &RefundRequest) -> RefundOutcome {
+    classify_refund(Sent::Response(status, body.to_owned()), req, Duration::from_secs(30), &Redactor::default())
+}
+
 /// The start of an answer, for an error message: cleaned ([`Redactor::clean`]: a proxy may echo the request, and a
 /// key-in request carries the card), one line, at most 120 characters.
 pub(super) fn snippet(red: &Redactor, text: &str) -> String {
@@ -385,6 +520,51 @@ mod tests {
             assert!(matches!(classify(status, "<html>Moved</html>"), ChargeOutcome::Unknown(_)), "{status}");
             assert!(matches!(classify(status, paid), ChargeOutcome::Unknown(_)), "{status} with a payment body");
         }
+    }
+
+    fn refund_req() -> RefundRequest {
+        RefundRequest {
+            imp_uid: "imp_1".into(),
+            merchant_uid: "m-1".into(),
+            amount: 3000,
+            checksum: 9900,
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn a_refund_answer_is_read_whole_or_not_at_all() {
+        let done = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,
+            "cancel_amount":3000,"status":"paid","cancel_history":[{"pg_tid":"t","amount":3000,"cancelled_at":1700000000,
+            "reason":"r","cancellation_id":"c1"}]}}"#;
+        let RefundOutcome::Refunded(p) = classify_refund_body(200, done, &refund_req()) else { panic!("refunded") };
+        assert_eq!((p.amount, p.cancel_amount, p.history.len(), p.history[0].id.as_str()), (9900, 3000, 1, "c1"));
+        let refused = r#"{"code":1,"message":"checksum이 일치하지 않습니다.","response":null}"#;
+        assert!(matches!(classify_refund_body(200, refused, &refund_req()), RefundOutcome::Refused { code: 1, .. }));
+        assert!(matches!(classify_refund_body(503, "busy", &refund_req()), RefundOutcome::Transient(_)));
+        let card = 4242424242424242_i64;
+        for body in [
+            "<html>502</html>".to_string(),
+            // Another payment, a history that does not add up, amounts that are not whole won.
+            done.replace("imp_1", "imp_2"),
+            done.replace(r#""cancel_amount":3000"#, r#""cancel_amount":2000"#),
+            done.replace(r#""amount":9900"#, &format!(r#""amount":{card}.5"#)),
+            done.replace(r#""amount":3000,"cancelled_at""#, &format!(r#""amount":{card},"cancelled_at""#)),
+            r#"{"code":0,"message":null,"response":null}"#.to_string(),
+        ] {
+            let outcome = classify_refund_body(200, &body, &refund_req());
+            assert!(matches!(outcome, RefundOutcome::Unknown(_)), "{body}: {outcome:?}");
+            assert!(!format!("{outcome:?}").contains(&card.to_string()), "{outcome:?}");
+        }
+        // A lookup reads the same way; no cancel_history at all is no refund.
+        let none = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,
+            "cancel_amount":0,"status":"paid"}}"#;
+        let p = parse_refunds(none, &Redactor::default()).unwrap().unwrap();
+        assert!(p.history.is_empty() && p.cancel_amount == 0);
+        // An entry without a cancellation_id billd can keep is named by its place.
+        let odd = done.replace(r#""cancellation_id":"c1""#, r#""cancellation_id":"c 1\n""#);
+        let p = parse_refunds(&odd, &Redactor::default()).unwrap().unwrap();
+        assert_eq!(p.history[0].id, "#0");
     }
 
     #[test]

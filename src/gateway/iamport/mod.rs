@@ -1,14 +1,15 @@
-//! The i'mport (PortOne V1) client: access tokens, the rate limit, sending, and the engine's `Gateway` (charge, lookups); answers are read in `classify`, billing keys in `keys`.
+//! The i'mport (PortOne V1) client: access tokens, the rate limit, sending, and the engine's `Gateway` (charge, lookups, refunds); answers are read in `classify`, billing keys in `keys`, refund requests in `refunds` (long: the one sending path every request takes, tokens and the go included, is kept in one file).
 
 mod classify;
 mod keys;
+mod refunds;
 
-pub use classify::{classify_charge_body, parse_payment_body};
+pub use classify::{classify_charge_body, classify_refund_body, parse_payment_body};
 pub use keys::parse_key_body;
 
 use crate::config::Secret;
 use crate::gateway::redact::Redactor;
-use crate::gateway::{Auth, ChargeOutcome, ChargeRequest, Gateway, Lookup};
+use crate::gateway::{self as gw, Auth, ChargeOutcome, ChargeRequest, Gateway, Lookup};
 use classify::{Envelope, classify_charge, parse_payment, snippet};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -445,6 +446,18 @@ impl Gateway for Iamport {
         };
         let sent = self.send_after_go(self.http.post(url).json(&body), go).await?;
         Some(classify_charge(sent, req, self.timeout, &self.sent()))
+    }
+
+    async fn refund(
+        &self,
+        req: &gw::RefundRequest,
+        go: impl Future<Output = bool> + Send,
+    ) -> Option<gw::RefundOutcome> {
+        self.cancel(req, go).await
+    }
+
+    async fn refunds(&self, imp_uid: &str) -> gw::RefundsLookup {
+        self.payment_refunds(imp_uid).await
     }
 
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {

@@ -19,9 +19,11 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 mod guards;
 mod lifecycle;
 mod one_time;
+mod refunds;
 pub use guards::*;
 pub use lifecycle::*;
 pub use one_time::*;
+pub use refunds::*;
 
 /// How a suite test gets at a book.
 pub trait Backend {
@@ -63,6 +65,11 @@ macro_rules! store_contract_tests {
             nothing_voided_by_a_cancel_or_a_pause_may_leave,
             of_two_handles_racing_a_resend_exactly_one_wins,
             the_scheduler_claim_is_exclusive_across_handles,
+            refunds_begun_at_once_never_add_up_to_more_than_the_charge,
+            a_refused_refund_frees_its_amount_and_an_unknown_one_does_not,
+            a_refund_taken_over_by_a_pass_may_not_leave,
+            a_refund_in_doubt_is_settled_only_by_what_the_gateway_lists,
+            paid_charges_are_paged_once_each,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

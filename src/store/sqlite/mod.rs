@@ -7,6 +7,7 @@ mod import;
 mod ledger;
 mod one_time;
 mod record;
+mod refunds;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -16,7 +17,7 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::billing::model::{Source, Status};
 use crate::billing::quiet::RealInstant;
-use crate::store::{ChargeStatus, Failure, OneTimeKind, PeriodState, Store, from_ts};
+use crate::store::{ChargeStatus, Failure, OneTimeKind, PeriodState, RefundSource, RefundStatus, Store, from_ts};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
@@ -206,7 +207,7 @@ macro_rules! spelled_sql {
     )+};
 }
 
-spelled_sql!(ChargeStatus, Failure, OneTimeKind, PeriodState, Status);
+spelled_sql!(ChargeStatus, Failure, OneTimeKind, PeriodState, RefundSource, RefundStatus, Status);
 
 impl ToSql for Source {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {

@@ -74,7 +74,9 @@ impl Views for SqliteStore {
     ) -> Result<Vec<(i64, ChargeRow)>> {
         let mut st = self.conn.prepare_cached(
             "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid, a.amount,
-                    a.currency, a.status, a.failure, a.imp_uid, a.fail_reason, p.due_at, a.created_at, a.updated_at
+                    a.currency, a.status, a.failure, a.imp_uid, a.fail_reason, p.due_at, a.created_at, a.updated_at,
+                    CASE WHEN a.status = 'paid' THEN (SELECT coalesce(sum(f.amount), 0) FROM refunds f
+                      WHERE f.merchant_uid = a.merchant_uid AND f.status = 'refunded') ELSE 0 END
              FROM attempts a JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
              WHERE a.id > ?4 AND (?1 = 0 OR a.status = 'failed') AND (?2 IS NULL OR a.updated_at >= ?2)
                AND (?3 IS NULL OR a.subscription_id = ?3)
@@ -99,6 +101,7 @@ impl Views for SqliteStore {
                     due_at: at(r.get(12)?),
                     created_at: at(r.get(13)?),
                     updated_at: at(r.get(14)?),
+                    refunded: r.get(15)?,
                 },
             ))
         })?;
@@ -113,7 +116,9 @@ impl Views for SqliteStore {
     ) -> Result<Vec<ChargeRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT merchant_uid, coalesce(customer_uid, ''), amount, currency, status, failure, imp_uid, fail_reason,
-                    tries, created_at, updated_at, kind, subscription_id
+                    tries, created_at, updated_at, kind, subscription_id,
+                    CASE WHEN status = 'paid' THEN (SELECT coalesce(sum(f.amount), 0) FROM refunds f
+                      WHERE f.merchant_uid = one_time_charges.merchant_uid AND f.status = 'refunded') ELSE 0 END
              FROM one_time_charges WHERE (?1 = 0 OR status = 'failed') AND (?2 IS NULL OR updated_at >= ?2)
                AND (?3 IS NULL OR subscription_id = ?3)
              ORDER BY id",
@@ -135,6 +140,7 @@ impl Views for SqliteStore {
                 due_at: at(r.get(9)?),
                 created_at: at(r.get(9)?),
                 updated_at: at(r.get(10)?),
+                refunded: r.get(13)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()

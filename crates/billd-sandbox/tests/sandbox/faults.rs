@@ -243,3 +243,30 @@ impl Env {
             .await
     }
 }
+
+/// Issue 24: a refund whose answer is lost. The cancel is made, then the connection is closed without an answer;
+/// charges are not touched by the rule, and a lookup shows the refund.
+#[tokio::test]
+async fn drop_after_cancel_makes_the_cancel_and_loses_its_answer() {
+    let env = env_with_customer("cust_dc").await;
+    env.sandbox.add_fault(rule(Some("cust_dc"), Fault::DropAfterCancel, Some(1)));
+    let (status, body) = env.again("cust_dc", "order_dc").await;
+    let imp_uid = success(status, &body)["imp_uid"].as_str().unwrap().to_string();
+    let sent = env
+        .http
+        .post(env.url("/payments/cancel"))
+        .bearer_auth(&env.token)
+        .json(&json!({"imp_uid": imp_uid, "amount": 900, "checksum": 9900, "reason": "lost"}))
+        .send()
+        .await;
+    let err = sent.expect_err("no HTTP response");
+    assert!(!err.is_timeout(), "a dropped connection, not a timeout: {err:?}");
+    let (status, body) = env.get(&format!("/payments/{imp_uid}")).await;
+    let p = success(status, &body);
+    assert_eq!((p["status"].as_str(), p["cancel_amount"].as_i64()), (Some("paid"), Some(900)));
+    assert_eq!(p["cancel_history"][0]["amount"], 900);
+    // Once: the next cancel is answered.
+    let (status, body) =
+        env.post("/payments/cancel", &json!({"imp_uid": imp_uid, "amount": 100, "checksum": 9000})).await;
+    assert_eq!(success(status, &body)["cancel_amount"], 1000);
+}

@@ -390,3 +390,33 @@ async fn unknown_routes_are_404_envelopes() {
     let (s, b) = env.get("/no/such/endpoint").await;
     failure(s, &b, StatusCode::NOT_FOUND, 1);
 }
+
+/// Issue 24: a cancel of a payment that was not paid, a stale checksum after a partial cancel, and a refund made
+/// in the console (outside the API) are what i'mport answers: refused, refused, seen by the next lookup.
+#[tokio::test]
+async fn cancel_refuses_an_unpaid_payment_and_a_stale_checksum_and_sees_console_refunds() {
+    let env = env_with_customer("cust_r").await;
+    env.sandbox.register_customer("cust_declined", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    let (s, b) = env.again("cust_declined", "order_failed").await;
+    let failed = success(s, &b)["imp_uid"].as_str().unwrap().to_string();
+    let (s, b) = env.post("/payments/cancel", &json!({"imp_uid": failed, "reason": "x"})).await;
+    failure(s, &b, StatusCode::OK, 1);
+
+    let (s, b) = env.again("cust_r", "order_r").await;
+    let imp_uid = success(s, &b)["imp_uid"].as_str().unwrap().to_string();
+    env.sandbox.refund_in_console(&imp_uid, Some(1900), "console").unwrap();
+    // billd's view (nothing refunded) is stale: refused, nothing changed.
+    let (s, b) = env.post("/payments/cancel", &json!({"imp_uid": imp_uid, "amount": 100, "checksum": 9900})).await;
+    failure(s, &b, StatusCode::OK, 1);
+    let (s, b) = env.get(&format!("/payments/{imp_uid}")).await;
+    let p = success(s, &b);
+    assert_eq!((p["cancel_amount"].as_i64(), p["status"].as_str()), (Some(1900), Some("paid")));
+    assert_eq!(p["cancel_history"].as_array().map(Vec::len), Some(1));
+    assert_eq!(p["cancel_history"][0]["reason"], "console");
+    assert!(env.sandbox.refund_in_console(&imp_uid, Some(8001), "too much").is_err());
+    env.sandbox.refund_in_console(&imp_uid, None, "the rest").unwrap();
+    let (s, b) = env.get(&format!("/payments/{imp_uid}")).await;
+    let p = success(s, &b);
+    assert_eq!((p["cancel_amount"].as_i64(), p["status"].as_str()), (Some(9900), Some("cancelled")));
+    assert!(env.sandbox.refund_in_console(&imp_uid, None, "again").is_err(), "a fully cancelled payment");
+}

@@ -1,0 +1,308 @@
+//! `billd refund` (a refund of a paid charge, at most once: its intent committed first, a lost answer settled by a lookup of the payment, never by sending again) and `billd refunds` (the list, and `--sync`: refunds made outside billd).
+
+use crate::app::{gateway, load_config, open_store, runtime};
+use crate::commands::present::{human, rfc3339, shown};
+use crate::config::{self, Config};
+use crate::engine::refunds::{log_refund, look_up_and_settle};
+use crate::gateway::{Gateway, RefundOutcome, RefundRequest};
+use crate::realtime::{RealClock, SystemClock};
+use crate::store::{NewRefund, RefundRefused, RefundRow, RefundStatus, RefundTarget, Refunds};
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Exit code: refused before anything was sent, or refused by the gateway (nothing refunded).
+const REFUSED: u8 = 1;
+/// Exit code: the outcome of a refund is not known (billd settles it by lookup; nothing is to be sent again).
+const UNKNOWN: u8 = 3;
+
+/// The longest reason billd sends.
+const REASON_MAX: usize = 200;
+
+/// What remains of a charge, in words.
+fn remains(t: &RefundTarget) -> String {
+    let left = crate::billing::refunds::refundable(t.amount, t.refunded);
+    format!(
+        "charge {} paid {} {}; {} refunded; {} can still be refunded",
+        t.merchant_uid, t.amount, t.currency, t.refunded, left
+    )
+}
+
+/// Says that a refund's outcome is not known and when billd settles it; the exit code for that.
+fn in_doubt(cfg: &Config, r: &RefundRow, what: &str) -> ExitCode {
+    let when = r.check_at.map(|t| human(t, cfg.billing.clock.timezone)).unwrap_or_else(|| "its next look".into());
+    eprintln!(
+        "{what}: refund of {} {} of charge {} (reason {}): outcome unknown ({}). billd settles it by looking the \
+         payment up, not before {when} (the next `billd refund {}`, `billd refunds --sync` or pass of `billd run`); \
+         nothing is sent again",
+        r.amount,
+        r.currency,
+        r.merchant_uid,
+        shown(&r.reason),
+        r.detail.as_deref().unwrap_or("no answer"),
+        r.merchant_uid
+    );
+    ExitCode::from(UNKNOWN)
+}
+
+/// Refuses with `why`, nothing sent.
+fn refused(why: String) -> Result<ExitCode> {
+    eprintln!("{why}");
+    Ok(ExitCode::from(REFUSED))
+}
+
+pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    if let Some(a) = amount.filter(|a| *a <= 0) {
+        bail!("--amount {a}: a refund is a whole number of won, more than 0; nothing was sent");
+    }
+    let n = reason.chars().count();
+    if reason.trim().is_empty() || n > REASON_MAX {
+        bail!("--reason must be 1-{REASON_MAX} characters, not blank (it is {n}); nothing was sent");
+    }
+    let store = open_store(&cfg)?;
+    let Some(target) = store.refund_target(merchant_uid)? else {
+        return refused(format!(
+            "no charge of billd has merchant_uid {} (merchant_uids are matched exactly as recorded; see `billd \
+             charges`); nothing was sent",
+            shown(merchant_uid)
+        ));
+    };
+    let Some(imp_uid) = target.imp_uid.clone() else {
+        return refused(format!(
+            "charge {merchant_uid} is not paid ({}); only a paid charge can be refunded; nothing was sent",
+            target.status.as_str()
+        ));
+    };
+    let g = gateway(&cfg)?;
+    let rt = runtime()?;
+    let now = Utc::now;
+    // The payment as the gateway has it first: it settles a refund of it in doubt (an earlier run that stopped or
+    // lost its answer) and records refunds made outside billd, so that the checksum is right.
+    let looked = rt.block_on(look_up_and_settle(&store, &g, &SystemClock, merchant_uid, &imp_uid, now()))?;
+    let settled = match looked {
+        Ok(s) => s.in_doubt,
+        Err(e) if target.unresolved.is_some() => {
+            let r = target.unresolved.as_ref().expect("checked");
+            eprintln!("{e}");
+            return Ok(in_doubt(&cfg, r, "nothing sent"));
+        }
+        Err(e) => {
+            tracing::warn!(event = "refund.lookup", merchant_uid, reason = %e,
+                "the payment's lookup failed; the refund is sent with the balance billd knows (the gateway refuses \
+                 it if that is stale)");
+            None
+        }
+    };
+    if let Some(r) = settled {
+        match r.status {
+            RefundStatus::Pending if r.check_at.is_some_and(|t| t > now()) => {
+                return refused(format!(
+                    "another refund of charge {merchant_uid} ({} {}, reason {}) is in progress; nothing was sent \
+                     (rerun once it is over to see its outcome)",
+                    r.amount,
+                    r.currency,
+                    shown(&r.reason)
+                ));
+            }
+            RefundStatus::Pending | RefundStatus::Unknown => return Ok(in_doubt(&cfg, &r, "nothing sent")),
+            // A rerun of the refund an earlier run made: done, nothing sent again.
+            RefundStatus::Refunded if r.reason == reason && amount.is_none_or(|a| a == r.amount) => {
+                crate::say!(
+                    "refund of {} {} of charge {merchant_uid} was made by an earlier run (cancellation {}); nothing \
+                     sent again",
+                    r.amount,
+                    r.currency,
+                    r.cancellation_id.as_deref().unwrap_or("-")
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => {}
+        }
+    }
+    let timeout = g.timeout();
+    let quiet = chrono::Duration::from_std(crate::billing::quiet::quiet_period(Some(timeout.as_millis() as u64)))
+        .unwrap_or(chrono::Duration::hours(1));
+    // No pass looks at it before this command is surely over (a token, a retried token, the refund and a lookup,
+    // each within the timeout) and a quiet period after.
+    let worst = chrono::Duration::from_std(5 * timeout).unwrap_or(chrono::Duration::hours(1)) + quiet;
+    let asked = NewRefund { merchant_uid: merchant_uid.to_owned(), amount, reason: reason.to_owned() };
+    let begun = store.begin_refund(&asked, &SystemClock.now(), now(), timeout.as_millis() as u64, now() + worst)?;
+    let row = match begun {
+        Ok(r) => r,
+        Err(refusal) => {
+            let t = store.refund_target(merchant_uid)?.unwrap_or(target);
+            return refused(match refusal {
+                RefundRefused::NoCharge => {
+                    format!("no charge of billd has merchant_uid {merchant_uid}; nothing was sent")
+                }
+                RefundRefused::NotPaid(s) => {
+                    format!("charge {merchant_uid} is not paid ({}); nothing was sent", s.as_str())
+                }
+                RefundRefused::Unresolved(r) => format!(
+                    "another refund of charge {merchant_uid} ({} {}) is in progress or its outcome is not known yet; \
+                     nothing was sent (rerun once it is settled)",
+                    r.amount, r.currency
+                ),
+                RefundRefused::TooMuch { .. } => format!(
+                    "{}: refund of {} refused; nothing was sent",
+                    remains(&t),
+                    amount.map_or_else(|| "the rest".to_string(), |a| a.to_string())
+                ),
+            });
+        }
+    };
+    crate::failpoint::failpoint("refund_after_intent");
+    crate::failpoint::pause("refund_after_intent");
+    let req = RefundRequest {
+        imp_uid: row.imp_uid.clone(),
+        merchant_uid: merchant_uid.to_owned(),
+        amount: row.amount,
+        checksum: row.checksum.unwrap_or_default(),
+        reason: reason.to_owned(),
+    };
+    // The moment the request leaves (after its token and its turn): only if no pass took the refund over meanwhile.
+    // (The go may run on another thread of the runtime: the store is lent to it behind a lock.)
+    let lent = std::sync::Mutex::new(store);
+    let go = async { lent.lock().is_ok_and(|s| s.refund_go(row.id, &SystemClock.now()).unwrap_or(false)) };
+    let outcome = rt.block_on(g.refund(&req, go));
+    let store = lent.into_inner().map_err(|_| anyhow!("the store's lock was poisoned"))?;
+    let Some(outcome) = outcome else {
+        bail!(
+            "refund of charge {merchant_uid}: not sent: a pass took it over while this one waited for its access \
+             token; it settles it by lookup"
+        );
+    };
+    crate::failpoint::failpoint("refund_after_response");
+    // A lost or unreadable answer: unknown, settled only by a lookup after the quiet period (a look now that does not
+    // find the refund would prove nothing: it may still be in progress at the gateway).
+    let doubt = |why: String| -> Result<ExitCode> {
+        let check = now() + quiet;
+        store.refund_unknown(row.id, &why, &SystemClock.now(), check, now())?;
+        let r = store.refund_target(merchant_uid)?.and_then(|t| t.unresolved).ok_or_else(|| {
+            anyhow!("refund of charge {merchant_uid}: settled meanwhile by another process; see `billd refunds`")
+        })?;
+        log_refund(&r);
+        Ok(in_doubt(&cfg, &r, "not known"))
+    };
+    match outcome {
+        RefundOutcome::Refunded(p) => {
+            let seen = crate::engine::refunds::seen(&p);
+            let s = store.settle_refunds(merchant_uid, p.amount, &seen, &SystemClock.now(), now())?;
+            match s.in_doubt {
+                Some(r) if r.status == RefundStatus::Refunded => Ok(done(&store, &r)),
+                // An answer that does not list this refund at its balance: not known; settled by lookup.
+                _ => doubt("the answer does not list this refund".into()),
+            }
+        }
+        RefundOutcome::Refused { code, message } => {
+            let why = format!("refused by the gateway (code {code}): {message}");
+            store.refund_refused(row.id, &why, now())?;
+            // A stale balance (a refund made outside billd) is recorded now, so the next refund is right.
+            let _ = rt.block_on(look_up_and_settle(&store, &g, &SystemClock, merchant_uid, &row.imp_uid, now()));
+            let t = store.refund_target(merchant_uid)?;
+            tracing::warn!(event = "refund.failed", merchant_uid, amount = row.amount, reason = %why, "refund.failed");
+            refused(format!(
+                "refund of {} of charge {merchant_uid} {why}; nothing was refunded{}",
+                row.amount,
+                t.map(|t| format!(" ({})", remains(&t))).unwrap_or_default()
+            ))
+        }
+        RefundOutcome::Transient(why) | RefundOutcome::Unknown(why) => doubt(why),
+    }
+}
+
+/// Says that a refund is done; exit 0.
+fn done(store: &impl Refunds, r: &RefundRow) -> ExitCode {
+    log_refund(r);
+    let left = store.refund_target(&r.merchant_uid).ok().flatten().map(|t| remains(&t)).unwrap_or_default();
+    crate::say!("refunded {} {} of charge {} (imp_uid {}): {left}", r.amount, r.currency, r.merchant_uid, r.imp_uid);
+    ExitCode::SUCCESS
+}
+
+/// How many paid charges a `--sync` looks up per page.
+const SYNC_PAGE: usize = 200;
+
+fn refund_json(r: &RefundRow, tz: chrono_tz::Tz) -> Value {
+    json!({
+        "merchant_uid": r.merchant_uid, "imp_uid": r.imp_uid, "amount": r.amount, "currency": r.currency,
+        "status": r.status.as_str(), "source": r.source.as_str(), "reason": r.reason, "detail": r.detail,
+        "cancellation_id": r.cancellation_id, "checksum": r.checksum,
+        "made_at": rfc3339(r.created_at, tz), "updated_at": rfc3339(r.updated_at, tz),
+    })
+}
+
+/// `billd refunds [--since DATE] [--json] [--sync]`.
+pub fn refunds(path: &Path, since: Option<&str>, json: bool, sync: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let since = since.map(|s| parse_since(&cfg, s)).transpose()?;
+    let store = open_store(&cfg)?;
+    let tz = cfg.billing.clock.timezone;
+    let mut failed_lookups = 0;
+    if sync {
+        let g = gateway(&cfg)?;
+        let rt = runtime()?;
+        // Refunds in doubt first (whatever --since says), then every paid charge (since --since), a page at a time.
+        let far = Utc::now() + chrono::Duration::days(366 * 100);
+        let in_doubt = store.unresolved_refunds(far, SYNC_PAGE)?.into_iter().map(|r| (r.merchant_uid, r.imp_uid));
+        let mut look = |charges: Vec<(String, String)>| -> Result<()> {
+            for (m, imp) in charges {
+                if let Err(e) = rt.block_on(look_up_and_settle(&store, &g, &SystemClock, &m, &imp, Utc::now()))? {
+                    failed_lookups += 1;
+                    tracing::warn!(event = "refund.lookup", merchant_uid = %m, reason = %e, "refunds --sync");
+                }
+            }
+            Ok(())
+        };
+        look(in_doubt.collect())?;
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.paid_charges(since, after.as_deref(), SYNC_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.merchant_uid.clone());
+            look(page.into_iter().map(|c| (c.merchant_uid, c.imp_uid)).collect())?;
+        }
+    }
+    let rows = store.list_refunds(since)?;
+    if json {
+        let rows: Vec<Value> = rows.iter().map(|r| refund_json(r, tz)).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<23} {:<30} {:<20} {:>12} {:<8} {:<8} REASON",
+            "MADE", "MERCHANT_UID", "IMP_UID", "AMOUNT", "STATUS", "SOURCE"
+        );
+        for r in &rows {
+            let why = match (&r.detail, r.status) {
+                (Some(d), RefundStatus::Failed | RefundStatus::Unknown) => format!(" ({})", shown(d)),
+                _ => String::new(),
+            };
+            println!(
+                "{:<23} {:<30} {:<20} {:>12} {:<8} {:<8} {}{why}",
+                human(r.created_at, tz),
+                r.merchant_uid,
+                r.imp_uid,
+                format!("{} {}", r.amount, r.currency),
+                r.status,
+                r.source,
+                shown(&r.reason)
+            );
+        }
+    }
+    if failed_lookups > 0 {
+        eprintln!("{failed_lookups} payment lookup(s) failed; rerun `billd refunds --sync` to look them up again");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: a date (midnight in the billing time zone) or an RFC 3339 instant.
+fn parse_since(cfg: &Config, s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = config::parse_date(s).map_err(|e| anyhow!("--since: {e}"))?;
+    Ok(cfg.billing.clock.due_at_midnight(d))
+}

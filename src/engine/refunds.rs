@@ -1,0 +1,100 @@
+//! Refunds in doubt settled by a lookup of the payment (`GET /payments/{imp_uid}` at i'mport), never by sending again: by every pass, `billd refund` and `billd refunds --sync`; refunds made outside billd recorded on the way.
+
+use super::Engine;
+use crate::gateway::{Gateway, PaymentRefunds, RefundsLookup};
+use crate::realtime::RealClock;
+use crate::store::{RefundRow, RefundStatus, Refunds, RefundsSettled, SeenRefund, Store};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+/// How many refunds in doubt a pass looks at, at most (the rest wait for the next pass).
+const PAGE: usize = 256;
+
+/// A payment's cancel history as the store takes it.
+pub fn seen(p: &PaymentRefunds) -> Vec<SeenRefund> {
+    p.history
+        .iter()
+        .map(|c| SeenRefund { id: c.id.clone(), amount: c.amount, at: c.cancelled_at, reason: c.reason.clone() })
+        .collect()
+}
+
+/// Looks the payment of charge `merchant_uid` (`imp_uid`) up and settles its refunds from what the gateway lists
+/// ([`Refunds::settle_refunds`]); logs what changed. `Err`: the lookup failed (nothing changed), as text.
+pub async fn look_up_and_settle(
+    store: &impl Refunds,
+    gateway: &impl Gateway,
+    clock: &dyn RealClock,
+    merchant_uid: &str,
+    imp_uid: &str,
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<RefundsSettled, String>> {
+    let p = match gateway.refunds(imp_uid).await {
+        RefundsLookup::Found(p) => p,
+        RefundsLookup::NotFound => {
+            return Ok(Err(format!("the gateway has no payment {imp_uid} (charge {merchant_uid})")));
+        }
+        RefundsLookup::Error(e) => return Ok(Err(format!("lookup of payment {imp_uid} failed: {e}"))),
+    };
+    let settled = store.settle_refunds(merchant_uid, p.amount, &seen(&p), &clock.now(), now)?;
+    log_settled(&settled);
+    Ok(Ok(settled))
+}
+
+/// One log line per refund a settlement changed.
+pub fn log_settled(s: &RefundsSettled) {
+    if let Some(r) = &s.in_doubt {
+        log_refund(r);
+    }
+    for r in &s.external {
+        log_refund(r);
+    }
+}
+
+/// One log line for a refund as it now is.
+pub fn log_refund(r: &RefundRow) {
+    let (m, imp, amount, source) = (&r.merchant_uid, &r.imp_uid, r.amount, r.source.as_str());
+    let detail = r.detail.as_deref().unwrap_or_default();
+    match r.status {
+        RefundStatus::Refunded => info!(event = "charge.refunded", merchant_uid = %m, imp_uid = %imp, amount, source,
+            reason = %r.reason, "charge.refunded"),
+        RefundStatus::Failed => warn!(event = "refund.failed", merchant_uid = %m, imp_uid = %imp, amount,
+            reason = %detail, "refund.failed: nothing was refunded"),
+        RefundStatus::Unknown | RefundStatus::Pending => info!(event = "refund.unknown", merchant_uid = %m,
+            imp_uid = %imp, amount, reason = %detail,
+            "refund.unknown: settled by a lookup of the payment after its quiet period, never by sending again"),
+    }
+}
+
+impl<S: Store, G: Gateway> Engine<S, G> {
+    /// Settles refunds in doubt whose check time has come (a `billd refund` that lost its answer or stopped), by a
+    /// lookup of their payments; returns how many it looked at. A failed lookup leaves them for the next pass.
+    pub(super) async fn reconcile_refunds(&self, now: DateTime<Utc>) -> Result<usize> {
+        let page = self.db(move |s| s.unresolved_refunds(now, PAGE)).await?;
+        let n = page.len();
+        for r in page {
+            if self.stopping() {
+                break;
+            }
+            let p = match self.gateway.refunds(&r.imp_uid).await {
+                RefundsLookup::Found(p) => p,
+                RefundsLookup::NotFound => {
+                    warn!(event = "refund.unknown", merchant_uid = %r.merchant_uid, imp_uid = %r.imp_uid,
+                        "the gateway has no such payment; the refund stays unknown");
+                    continue;
+                }
+                RefundsLookup::Error(e) => {
+                    warn!(event = "refund.unknown", merchant_uid = %r.merchant_uid, reason = %e,
+                        "the refund's lookup failed; looking again in the next pass");
+                    continue;
+                }
+            };
+            let (m, seen, real) = (r.merchant_uid.clone(), seen(&p), self.clock.now());
+            match self.db(move |s| s.settle_refunds(&m, p.amount, &seen, &real, now)).await {
+                Ok(settled) => log_settled(&settled),
+                Err(e) => warn!(event = "refund.unknown", merchant_uid = %r.merchant_uid, "{e:#}"),
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,156 @@
+//! The storage contract's cases for issue 24: refunds (intent first, never more than the charge, settled only by
+//! what the gateway lists, refunds made outside billd recorded once); the shared helpers are in the parent module.
+
+use super::*;
+use crate::store::{NewRefund, RefundRefused, RefundSource, RefundStatus, Refunds, SeenRefund};
+
+/// A paid one-time charge of 10000 under `merchant_uid`.
+fn paid_charge(s: &impl Store, merchant_uid: &str) {
+    let c = OneTimeCharge {
+        merchant_uid: merchant_uid.into(),
+        kind: OneTimeKind::Card,
+        customer_uid: None,
+        subscription_id: None,
+        name: "n".into(),
+        amount: 10_000,
+        currency: "KRW".into(),
+        card_masked: "424242******4242".into(),
+    };
+    let (id, tries) = s.begin_one_time(&c, &real(t0()), t0(), TIMEOUT_MS, t0(), None).unwrap().unwrap();
+    let imp = format!("imp_{merchant_uid}");
+    assert!(s.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, t0()).unwrap());
+}
+
+fn refund(merchant_uid: &str, amount: Option<i64>) -> NewRefund {
+    NewRefund { merchant_uid: merchant_uid.into(), amount, reason: "goodwill".into() }
+}
+
+/// Begins a refund at [`t0`] (its first look a minute later).
+fn begin(s: &impl Refunds, r: &NewRefund) -> Result<crate::store::RefundRow, RefundRefused> {
+    s.begin_refund(r, &real(t0()), t0(), TIMEOUT_MS, t0() + Duration::minutes(1)).unwrap()
+}
+
+fn seen(id: &str, amount: i64) -> SeenRefund {
+    SeenRefund { id: id.into(), amount, at: Some(t0()), reason: "r".into() }
+}
+
+/// `begin_refund` decides inside its transaction: a charge that does not exist (in another case), is not paid, has
+/// a refund in doubt, or has less left than asked is refused with nothing written; the intent is durable (another
+/// handle sees it) and records what remained as its checksum; two handles at once never begin more than the charge.
+pub fn refunds_begun_at_once_never_add_up_to_more_than_the_charge<B: Backend>(b: &B) {
+    let (s1, s2) = (b.open(), b.open());
+    paid_charge(&s1, "Order-1");
+    assert_eq!(begin(&s1, &refund("order-1", None)), Err(RefundRefused::NoCharge), "the case as stored");
+    add(&s1, &["a"]);
+    let a = open_all(&s1, t0());
+    assert_eq!(begin(&s1, &refund(&a[0].merchant_uid, None)), Err(RefundRefused::NotPaid(ChargeStatus::Pending)));
+    let first = begin(&s1, &refund("Order-1", Some(6000))).expect("begun");
+    assert_eq!((first.status, first.checksum, first.amount), (RefundStatus::Pending, Some(10_000), 6000));
+    assert!(b.open().refund_target("Order-1").unwrap().unwrap().unresolved.is_some(), "not durable");
+    // Another process at once: refused while the first is in doubt, whatever it asks.
+    assert!(matches!(begin(&s2, &refund("Order-1", Some(4000))), Err(RefundRefused::Unresolved(_))));
+    let p = seen("c1", 6000);
+    let settled = s2.settle_refunds("Order-1", 10_000, std::slice::from_ref(&p), &real(t0()), t0()).unwrap();
+    assert_eq!(settled.in_doubt.map(|r| r.status), Some(RefundStatus::Refunded));
+    assert_eq!(
+        begin(&s2, &refund("Order-1", Some(4001))),
+        Err(RefundRefused::TooMuch { paid: 10_000, refunded: 6000, remaining: 4000 })
+    );
+    let rest = begin(&s2, &refund("Order-1", None)).expect("the rest");
+    assert_eq!((rest.amount, rest.checksum), (4000, Some(4000)));
+    let t = s1.refund_target("Order-1").unwrap().unwrap();
+    assert_eq!((t.amount, t.refunded, t.unresolved.map(|r| r.id)), (10_000, 6000, Some(rest.id)));
+}
+
+/// A refund the gateway refused (`refund_refused`) frees its amount; one whose outcome is unknown
+/// (`refund_unknown`) still counts as spent, and is listed for a look only from its check time.
+pub fn a_refused_refund_frees_its_amount_and_an_unknown_one_does_not<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let r = begin(&s, &refund("m1", Some(3000))).unwrap();
+    assert!(s.refund_refused(r.id, "checksum mismatch", t0()).unwrap());
+    assert!(!s.refund_refused(r.id, "twice", t0()).unwrap(), "a settled refund changed again");
+    let r = begin(&s, &refund("m1", Some(10_000))).expect("the whole charge is left");
+    let check = t0() + Duration::minutes(5);
+    assert!(s.refund_unknown(r.id, "no answer", &real(t0()), check, t0()).unwrap());
+    assert!(s.unresolved_refunds(check - Duration::seconds(1), 10).unwrap().is_empty(), "looked at too early");
+    assert_eq!(s.unresolved_refunds(check, 10).unwrap().iter().map(|x| x.id).collect::<Vec<_>>(), [r.id]);
+    assert!(matches!(begin(&s, &refund("m1", Some(1))), Err(RefundRefused::Unresolved(_))));
+    let listed = b.open().list_refunds(None).unwrap();
+    let statuses: Vec<RefundStatus> = listed.iter().map(|x| x.status).collect();
+    assert_eq!(statuses, [RefundStatus::Failed, RefundStatus::Unknown]);
+}
+
+/// `refund_go` lets a request leave only while its refund is pending: a look before its check time leaves it to its
+/// command; once a pass took it over (unknown), nothing of it may be sent.
+pub fn a_refund_taken_over_by_a_pass_may_not_leave<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let r = begin(&s, &refund("m1", None)).unwrap();
+    assert!(s.refund_go(r.id, &real(t0())).unwrap());
+    // Nothing at the gateway before its check time: left alone (its command may still be sending it).
+    let settled = b.open().settle_refunds("m1", 10_000, &[], &real(t0()), t0()).unwrap();
+    assert_eq!(settled.in_doubt.map(|r| r.status), Some(RefundStatus::Pending), "taken over from a live command");
+    assert!(s.refund_go(r.id, &real(t0())).unwrap());
+    // From its check time, a look that finds nothing makes it unknown (quiet from its look).
+    let check = t0() + Duration::minutes(1);
+    let settled = b.open().settle_refunds("m1", 10_000, &[], &real(check), check).unwrap();
+    assert_eq!(settled.in_doubt.map(|r| r.status), Some(RefundStatus::Unknown));
+    assert!(!s.refund_go(r.id, &real(t0())).unwrap(), "a refund taken over was let go");
+}
+
+/// `settle_refunds` takes a refund in doubt as made only if the gateway lists it at its checksum; fails it only once
+/// its quiet period is over on the real clocks; records refunds made outside billd once, and only once its own
+/// refund is no longer in doubt.
+pub fn a_refund_in_doubt_is_settled_only_by_what_the_gateway_lists<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let r = begin(&s, &refund("m1", Some(2000))).unwrap();
+    let later = t0() + Duration::seconds(2);
+    assert!(s.refund_unknown(r.id, "no answer", &real(t0()), later, t0()).unwrap());
+    // An outside refund of the same amount at another balance is not it, and is not recorded while billd's is in
+    // doubt; the quiet period (10 s) is not over: still unknown.
+    let outside = [seen("x1", 3000), seen("x2", 2000)];
+    let settled = s.settle_refunds("m1", 10_000, &outside, &real(later), later).unwrap();
+    assert_eq!(settled.in_doubt.as_ref().map(|r| r.status), Some(RefundStatus::Unknown));
+    assert!(settled.external.is_empty(), "{settled:?}");
+    // The quiet period is over and it is still not listed: failed, and the outside refunds are recorded, once.
+    let after = t0() + Duration::seconds(11);
+    let settled = s.settle_refunds("m1", 10_000, &outside, &real(after), after).unwrap();
+    assert_eq!(settled.in_doubt.map(|r| r.status), Some(RefundStatus::Failed));
+    let ext: Vec<(i64, RefundSource)> = settled.external.iter().map(|r| (r.amount, r.source)).collect();
+    assert_eq!(ext, [(3000, RefundSource::External), (2000, RefundSource::External)]);
+    assert!(s.settle_refunds("m1", 10_000, &outside, &real(after), after).unwrap().external.is_empty(), "twice");
+    // A refund begun against the balance billd now knows (5000) is found where the gateway made it.
+    let r = begin(&s, &refund("m1", Some(2000))).unwrap();
+    assert_eq!(r.checksum, Some(5000));
+    let made = [seen("x1", 3000), seen("x2", 2000), seen("c3", 2000)];
+    let settled = b.open().settle_refunds("m1", 10_000, &made, &real(after), after).unwrap();
+    let done = settled.in_doubt.unwrap();
+    assert_eq!((done.status, done.cancellation_id.as_deref()), (RefundStatus::Refunded, Some("c3")));
+    assert_eq!(s.refund_target("m1").unwrap().unwrap().refunded, 7000);
+    // A payment the gateway shows with another amount is not settled from.
+    assert!(s.settle_refunds("m1", 9_999, &made, &real(after), after).is_err());
+}
+
+/// `paid_charges` pages through every paid charge (periods and one-time) once, by merchant_uid.
+pub fn paid_charges_are_paged_once_each<B: Backend>(b: &B) {
+    let s = b.open();
+    for m in ["m3", "m1", "m2"] {
+        paid_charge(&s, m);
+    }
+    add(&s, &["a"]);
+    let a = open_all(&s, t0());
+    sent(&s, &a, t0());
+    s.record(&[paid(&a[0])], t0()).unwrap();
+    let mut seen_all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.paid_charges(None, after.as_deref(), 2).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.merchant_uid.clone());
+        seen_all.extend(page.into_iter().map(|c| c.merchant_uid));
+    }
+    assert_eq!(seen_all, ["m-a-0", "m1", "m2", "m3"]);
+    assert!(s.paid_charges(Some(t0() + Duration::days(1)), None, 10).unwrap().is_empty(), "--since");
+}

@@ -1,0 +1,367 @@
+//! SQLite: refunds: the intent before `billd refund` sends, its settlement by a lookup of the payment, and refunds made outside billd found in its cancel history.
+
+use super::events::event;
+use super::one_time::doubt_from;
+use super::{SqliteStore, at, real_cols, secs, secs_ceil};
+use crate::billing::quiet::RealInstant;
+use crate::billing::quiet::quiet_period;
+use crate::billing::refunds::{attribute, refundable};
+use crate::store::{
+    ChargeStatus, NewRefund, PaidCharge, RefundRefused, RefundRow, RefundStatus, RefundTarget, Refunds, RefundsSettled,
+    SeenRefund,
+};
+use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+/// The columns [`row`] reads, in its order.
+const COLS: &str = "id, merchant_uid, imp_uid, amount, currency, checksum, reason, status, source, cancellation_id,
+    detail, check_at, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, created_at, updated_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RefundRow> {
+    Ok(RefundRow {
+        id: r.get(0)?,
+        merchant_uid: r.get(1)?,
+        imp_uid: r.get(2)?,
+        amount: r.get(3)?,
+        currency: r.get(4)?,
+        checksum: r.get(5)?,
+        reason: r.get(6)?,
+        status: r.get(7)?,
+        source: r.get(8)?,
+        cancellation_id: r.get(9)?,
+        detail: r.get(10)?,
+        check_at: r.get::<_, Option<i64>>(11)?.map(at),
+        doubt: doubt_from(r, 12)?,
+        created_at: at(r.get(16)?),
+        updated_at: at(r.get(17)?),
+    })
+}
+
+/// A charge as a refund needs it (read inside the caller's transaction, if any).
+struct Charge {
+    imp_uid: Option<String>,
+    status: ChargeStatus,
+    amount: i64,
+    currency: String,
+    /// The subscription of a period's charge (for its events).
+    subscription: Option<String>,
+}
+
+/// The charge `merchant_uid` (as stored): a period's paid attempt (else its latest one), or a one-time charge.
+fn charge(conn: &Connection, merchant_uid: &str) -> Result<Option<Charge>> {
+    let read = |r: &rusqlite::Row<'_>| {
+        Ok(Charge {
+            imp_uid: r.get(0)?,
+            status: r.get(1)?,
+            amount: r.get(2)?,
+            currency: r.get(3)?,
+            subscription: r.get(4)?,
+        })
+    };
+    let period = conn
+        .prepare_cached(
+            "SELECT a.imp_uid, a.status, a.amount, a.currency, a.subscription_id
+             FROM periods p JOIN attempts a ON a.subscription_id = p.subscription_id AND a.period = p.period
+             WHERE p.merchant_uid = ?1 ORDER BY a.status = 'paid' DESC, a.id DESC LIMIT 1",
+        )?
+        .query_row([merchant_uid], read)
+        .optional()?;
+    if period.is_some() {
+        return Ok(period);
+    }
+    Ok(conn
+        .prepare_cached("SELECT imp_uid, status, amount, currency, NULL FROM one_time_charges WHERE merchant_uid = ?1")?
+        .query_row([merchant_uid], read)
+        .optional()?)
+}
+
+/// Every refund of a charge, oldest first.
+fn refunds_of(conn: &Connection, merchant_uid: &str) -> Result<Vec<RefundRow>> {
+    let mut st = conn.prepare_cached(&format!("SELECT {COLS} FROM refunds WHERE merchant_uid = ?1 ORDER BY id"))?;
+    let rows = st.query_map([merchant_uid], row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn by_id(conn: &Connection, id: i64) -> Result<RefundRow> {
+    Ok(conn.query_row(&format!("SELECT {COLS} FROM refunds WHERE id = ?1"), [id], row)?)
+}
+
+/// Refunded so far, and spent (every refund not known to have failed: those in doubt count).
+fn sums(rows: &[RefundRow]) -> (i64, i64) {
+    let refunded = rows.iter().filter(|r| r.status == RefundStatus::Refunded).map(|r| r.amount).sum();
+    let spent = rows.iter().filter(|r| r.status != RefundStatus::Failed).map(|r| r.amount).sum();
+    (refunded, spent)
+}
+
+/// The event detail of a refund.
+fn detail(r: &RefundRow) -> serde_json::Value {
+    json!({ "merchant_uid": r.merchant_uid, "imp_uid": r.imp_uid, "amount": r.amount, "currency": r.currency,
+            "reason": r.reason, "source": r.source.as_str(), "cancellation_id": r.cancellation_id,
+            "detail": r.detail })
+}
+
+impl Refunds for SqliteStore {
+    fn refund_target(&self, merchant_uid: &str) -> Result<Option<RefundTarget>> {
+        let Some(c) = charge(&self.conn, merchant_uid)? else { return Ok(None) };
+        let rows = refunds_of(&self.conn, merchant_uid)?;
+        let (refunded, _) = sums(&rows);
+        Ok(Some(RefundTarget {
+            merchant_uid: merchant_uid.to_owned(),
+            imp_uid: c.imp_uid.filter(|_| c.status == ChargeStatus::Paid),
+            status: c.status,
+            amount: c.amount,
+            currency: c.currency,
+            refunded,
+            unresolved: rows.into_iter().find(|r| r.status.unresolved()),
+        }))
+    }
+
+    fn begin_refund(
+        &self,
+        r: &NewRefund,
+        sent: &RealInstant,
+        now: DateTime<Utc>,
+        timeout_ms: u64,
+        check_at: DateTime<Utc>,
+    ) -> Result<std::result::Result<RefundRow, RefundRefused>> {
+        let tx = self.tx()?;
+        let Some(c) = charge(&tx, &r.merchant_uid)? else { return Ok(Err(RefundRefused::NoCharge)) };
+        let imp_uid = match (&c.imp_uid, c.status) {
+            (Some(imp), ChargeStatus::Paid) => imp.clone(),
+            (_, status) => return Ok(Err(RefundRefused::NotPaid(status))),
+        };
+        let rows = refunds_of(&tx, &r.merchant_uid)?;
+        if let Some(u) = rows.iter().find(|x| x.status.unresolved()) {
+            return Ok(Err(RefundRefused::Unresolved(Box::new(u.clone()))));
+        }
+        let (refunded, spent) = sums(&rows);
+        let remaining = refundable(c.amount, spent);
+        let amount = r.amount.unwrap_or(remaining);
+        if amount <= 0 || amount > remaining {
+            return Ok(Err(RefundRefused::TooMuch { paid: c.amount, refunded, remaining }));
+        }
+        let (wall, boot_ms, boot_id) = real_cols(sent);
+        let n = secs(now);
+        let id: i64 = tx.query_row(
+            "INSERT INTO refunds (merchant_uid, imp_uid, amount, currency, checksum, reason, status, source,
+               timeout_ms, check_at, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 'billd', ?7, ?8, ?9, ?10, ?11, ?12, ?12) RETURNING id",
+            params![
+                r.merchant_uid,
+                imp_uid,
+                amount,
+                c.currency,
+                remaining,
+                r.reason,
+                timeout_ms as i64,
+                secs_ceil(check_at),
+                wall,
+                boot_ms,
+                boot_id,
+                n
+            ],
+            |x| x.get(0),
+        )?;
+        let begun = by_id(&tx, id)?;
+        let mut d = detail(&begun);
+        d["checksum"] = json!(remaining);
+        event(&tx, n, "refund.pending", c.subscription.as_deref(), d)?;
+        tx.commit()?;
+        Ok(Ok(begun))
+    }
+
+    fn refund_go(&self, id: i64, at: &RealInstant) -> Result<bool> {
+        let (wall, boot_ms, boot_id) = real_cols(at);
+        let changed = self.conn.execute(
+            "UPDATE refunds SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
+             WHERE id = ?1 AND status = 'pending'",
+            params![id, wall, boot_ms, boot_id],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn refund_refused(&self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<bool> {
+        let tx = self.tx()?;
+        let done = to_failed(&tx, id, reason, secs(now))?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    fn refund_unknown(
+        &self,
+        id: i64,
+        reason: &str,
+        since: &RealInstant,
+        check_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let tx = self.tx()?;
+        let done = to_unknown(&tx, id, reason, since, secs_ceil(check_at), secs(now))?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    fn settle_refunds(
+        &self,
+        merchant_uid: &str,
+        paid: i64,
+        seen: &[SeenRefund],
+        real_now: &RealInstant,
+        now: DateTime<Utc>,
+    ) -> Result<RefundsSettled> {
+        let n = secs(now);
+        let tx = self.tx()?;
+        let Some(c) = charge(&tx, merchant_uid)?.filter(|c| c.status == ChargeStatus::Paid) else {
+            return Ok(RefundsSettled::default());
+        };
+        let Some(imp_uid) = c.imp_uid.clone() else { return Ok(RefundsSettled::default()) };
+        if paid != c.amount {
+            bail!(
+                "charge {merchant_uid}: the gateway's payment {imp_uid} has another amount than billd recorded ({} {}); \
+                 its refunds are not settled from it",
+                c.amount,
+                c.currency
+            );
+        }
+        let rows = refunds_of(&tx, merchant_uid)?;
+        let recorded: Vec<String> = rows.iter().filter_map(|r| r.cancellation_id.clone()).collect();
+        let cancels: Vec<(&str, i64)> = seen.iter().map(|s| (s.id.as_str(), s.amount)).collect();
+        let doubt = rows.iter().find(|r| r.status.unresolved()).cloned();
+        let in_doubt = doubt.as_ref().map(|d| (d.amount, d.checksum.unwrap_or(-1)));
+        let found = attribute(c.amount, &cancels, |id| recorded.iter().any(|r| r == id), in_doubt);
+        let mut settled = RefundsSettled::default();
+        let mut taken = recorded.clone();
+        if let Some(d) = doubt {
+            if let Some(i) = found.ours {
+                tx.execute(
+                    "UPDATE refunds SET status = 'refunded', cancellation_id = ?2, detail = NULL, check_at = NULL,
+                       updated_at = ?3 WHERE id = ?1",
+                    params![d.id, seen[i].id, n],
+                )?;
+                taken.push(seen[i].id.clone());
+                event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&by_id(&tx, d.id)?))?;
+            } else if d.status == RefundStatus::Pending && d.check_at.is_some_and(|t| t > now) {
+                // The command that began it may still be sending it (its check time is when it is surely over).
+            } else if d.status == RefundStatus::Pending {
+                // Its command stopped before recording an outcome, perhaps before its request left: a full quiet
+                // period from this look.
+                let quiet = d.doubt.as_ref().map_or(quiet_period(None), |x| x.quiet);
+                let check = secs_ceil(now + chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::hours(1)));
+                let why = "no such refund at the gateway yet; the `billd refund` that sent it stopped before its \
+                           answer, so it is looked up again after the quiet period";
+                to_unknown(&tx, d.id, why, real_now, check, n)?;
+            } else {
+                let left = d.doubt.as_ref().map(|x| x.remaining(real_now)).unwrap_or_default();
+                if left.is_zero() {
+                    let why = "not in the payment's refunds at the gateway after the quiet period: nothing was \
+                               refunded (run `billd refund` again to refund it)";
+                    to_failed(&tx, d.id, why, n)?;
+                } else {
+                    let until = now + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::hours(1));
+                    tx.execute(
+                        "UPDATE refunds SET check_at = max(coalesce(check_at, 0), ?2)
+                         WHERE id = ?1 AND status = 'unknown'",
+                        params![d.id, secs_ceil(until)],
+                    )?;
+                }
+            }
+            settled.in_doubt = Some(by_id(&tx, d.id)?);
+        }
+        // Refunds made outside billd, once billd's own is no longer in doubt (one of them could be it).
+        if settled.in_doubt.as_ref().is_none_or(|r| !r.status.unresolved()) {
+            let outside = attribute(c.amount, &cancels, |id| taken.iter().any(|t| t == id), None).external;
+            for i in outside {
+                let s = &seen[i];
+                let made = s.at.map_or(n, secs);
+                let id: i64 = tx.query_row(
+                    "INSERT INTO refunds (merchant_uid, imp_uid, amount, currency, reason, status, source,
+                       cancellation_id, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'refunded', 'external', ?6, ?7, ?8) RETURNING id",
+                    params![merchant_uid, imp_uid, s.amount, c.currency, s.reason, s.id, made, n],
+                    |x| x.get(0),
+                )?;
+                let r = by_id(&tx, id)?;
+                event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&r))?;
+                settled.external.push(r);
+            }
+        }
+        tx.commit()?;
+        Ok(settled)
+    }
+
+    fn unresolved_refunds(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RefundRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {COLS} FROM refunds WHERE status IN ('pending', 'unknown') AND coalesce(check_at, 0) <= ?1
+             ORDER BY check_at, id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![secs(now), limit as i64], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn paid_charges(&self, since: Option<DateTime<Utc>>, after: Option<&str>, limit: usize) -> Result<Vec<PaidCharge>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT merchant_uid, imp_uid, amount FROM (
+               SELECT merchant_uid, imp_uid, amount, updated_at AS t FROM attempts
+                WHERE status = 'paid' AND imp_uid IS NOT NULL
+               UNION ALL
+               SELECT merchant_uid, imp_uid, amount, updated_at FROM one_time_charges
+                WHERE status = 'paid' AND imp_uid IS NOT NULL)
+             WHERE (?1 IS NULL OR t >= ?1) AND (?2 IS NULL OR merchant_uid > ?2)
+             ORDER BY merchant_uid LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![since.map(secs), after, limit as i64], |r| {
+            Ok(PaidCharge { merchant_uid: r.get(0)?, imp_uid: r.get(1)?, amount: r.get(2)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn list_refunds(&self, since: Option<DateTime<Utc>>) -> Result<Vec<RefundRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {COLS} FROM refunds WHERE (?1 IS NULL OR created_at >= ?1) ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![since.map(secs)], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// Fails a refund in doubt (nothing refunded), with its event; false if it is not in doubt.
+fn to_failed(tx: &Connection, id: i64, reason: &str, now: i64) -> Result<bool> {
+    let changed = tx.execute(
+        "UPDATE refunds SET status = 'failed', detail = ?2, check_at = NULL, updated_at = ?3
+         WHERE id = ?1 AND status IN ('pending', 'unknown')",
+        params![id, reason, now],
+    )?;
+    if changed == 1 {
+        let r = by_id(tx, id)?;
+        event(tx, now, "refund.failed", subscription_of(tx, &r.merchant_uid)?.as_deref(), detail(&r))?;
+    }
+    Ok(changed == 1)
+}
+
+/// Leaves a refund in doubt unknown from the real instant `since` until `check_at` at least, with its event; false
+/// if it is not in doubt.
+fn to_unknown(tx: &Connection, id: i64, reason: &str, since: &RealInstant, check_at: i64, now: i64) -> Result<bool> {
+    let (wall, boot_ms, boot_id) = real_cols(since);
+    let changed = tx.execute(
+        "UPDATE refunds SET status = 'unknown', detail = ?2, check_at = ?3, updated_at = ?4, doubt_wall_ms = ?5,
+           doubt_boot_ms = ?6, doubt_boot_id = ?7
+         WHERE id = ?1 AND status IN ('pending', 'unknown')",
+        params![id, reason, check_at, now, wall, boot_ms, boot_id],
+    )?;
+    if changed == 1 {
+        let r = by_id(tx, id)?;
+        let mut d = detail(&r);
+        d["check_at"] = json!(at(check_at).to_rfc3339());
+        event(tx, now, "refund.unknown", subscription_of(tx, &r.merchant_uid)?.as_deref(), d)?;
+    }
+    Ok(changed == 1)
+}
+
+/// The subscription whose period has this merchant_uid (`None`: a one-time charge).
+fn subscription_of(conn: &Connection, merchant_uid: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT subscription_id FROM periods WHERE merchant_uid = ?1", [merchant_uid], |r| r.get(0))
+        .optional()?)
+}

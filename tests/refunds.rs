@@ -1,0 +1,309 @@
+//! Issue 24, refunds: `billd refund` and `billd refunds` against the sandbox, with the real binary. A refund is made
+//! at most once: its intent is committed before its request, a refund larger than what remains (or of a charge that
+//! is not paid, or unknown) is refused before anything is sent, a lost answer is settled by a lookup of the payment
+//! and never sent again, a crash in the middle and two refunds at once never refund more than the charge, and a
+//! refund made outside billd (i'mport's console) is found by `billd refunds --sync` and shown by `billd charges`.
+
+mod common;
+
+use billd_sandbox::{Endpoint, Fault, FaultRule};
+use common::{MONTHLY, Setup, World, cards, sub, text};
+use serde_json::Value;
+use std::process::Output;
+
+const DUE: &str = "2025-01-01T10:00:00+09:00";
+/// The first period of s1: 9900 KRW, paid by the first tick.
+const CHARGE: &str = "billd-s1-0";
+
+/// s1 (c1, approved) paid once; s2 (c2, declined) not paid. A 1 s gateway timeout: the quiet period is 2 s.
+fn world() -> World {
+    let body =
+        format!("{MONTHLY}{}{}", sub("s1", "c1", "monthly", "2025-01-01"), sub("s2", "c2", "monthly", "2025-01-01"));
+    let w = World::new(Setup { body: &body, timeout: "1s", ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("c2", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w.tick(DUE);
+    assert!(w.paid_by_merchant_uid().contains_key(CHARGE));
+    w
+}
+
+fn refund(w: &World, args: &[&str]) -> Output {
+    w.billd().arg("refund").args(args).output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Cancel requests that reached the gateway.
+fn cancels(w: &World) -> usize {
+    w.requests().iter().filter(|r| r.endpoint == Endpoint::Cancel).count()
+}
+
+/// The charge's payment at the gateway: (cancel_amount, status).
+fn at_gateway(w: &World, merchant_uid: &str) -> (i64, String) {
+    let e = w.ledger().into_iter().find(|e| e.merchant_uid == merchant_uid && e.paid_at > 0).expect("paid");
+    (e.cancel_amount, e.status)
+}
+
+/// `billd charges --json`: the refunded amount of a charge.
+fn refunded_in_charges(w: &World, merchant_uid: &str) -> i64 {
+    let out = w.billd().args(["charges", "--json"]).output().unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows.as_array().unwrap().iter().find(|r| r["merchant_uid"] == merchant_uid && r["status"] == "paid");
+    row.expect("listed")["refunded"].as_i64().unwrap()
+}
+
+/// (amount, status, source) of every refund row, in order.
+fn refund_rows(w: &World) -> Vec<(i64, String, String)> {
+    let db = w.db();
+    let mut st = db.prepare("SELECT amount, status, source FROM refunds ORDER BY id").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
+
+/// Sleeps until every refund in doubt may be looked at and settled: its check time has come and its real quiet
+/// period is over.
+fn wait_refunds_quiet(w: &World) {
+    let until: Option<i64> = w
+        .db()
+        .query_row(
+            "SELECT max(max(doubt_wall_ms + 2 * timeout_ms, 1000 * check_at)) FROM refunds
+              WHERE status IN ('pending', 'unknown')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if let Some(until) = until {
+        let wait = until - chrono::Utc::now().timestamp_millis() + 50;
+        assert!(wait < 30_000, "a wait of {wait} ms");
+        if wait > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(wait as u64));
+        }
+    }
+}
+
+#[test]
+fn a_charge_is_refunded_in_parts_until_nothing_remains() {
+    let w = world();
+    let first = refund(&w, &[CHARGE, "--amount", "3000", "--reason", "late delivery"]);
+    assert_eq!(code(&first), 0, "{}", text(&first));
+    assert!(text(&first).contains("6900 can still be refunded"), "{}", text(&first));
+    assert_eq!(at_gateway(&w, CHARGE), (3000, "paid".into()));
+    assert_eq!(refunded_in_charges(&w, CHARGE), 3000);
+    let table = text(&w.billd().arg("charges").output().unwrap());
+    assert!(table.lines().next().unwrap().contains("REFUNDED"), "{table}");
+    let line = table.lines().find(|l| l.contains(CHARGE)).unwrap().to_string();
+    assert!(line.contains(" 3000 paid"), "{table}");
+
+    // More than remains: refused with what remains, nothing sent.
+    let sent = cancels(&w);
+    let too_much = refund(&w, &[CHARGE, "--amount", "7000", "--reason", "x"]);
+    assert_eq!(code(&too_much), 1, "{}", text(&too_much));
+    let said = text(&too_much);
+    assert!(said.contains("paid 9900 KRW; 3000 refunded; 6900 can still be refunded"), "{said}");
+    assert_eq!(cancels(&w), sent, "a refund larger than what remains was sent");
+
+    // The rest, then nothing remains.
+    let rest = refund(&w, &[CHARGE, "--reason", "cancelled order"]);
+    assert_eq!(code(&rest), 0, "{}", text(&rest));
+    assert_eq!(at_gateway(&w, CHARGE), (9900, "cancelled".into()));
+    let none = refund(&w, &[CHARGE, "--amount", "1", "--reason", "x"]);
+    assert_eq!(code(&none), 1, "{}", text(&none));
+    assert!(text(&none).contains("0 can still be refunded"), "{}", text(&none));
+    assert_eq!(cancels(&w), sent + 1);
+    assert_eq!(refunded_in_charges(&w, CHARGE), 9900);
+
+    let listed: Value =
+        serde_json::from_slice(&w.billd().args(["refunds", "--json"]).output().unwrap().stdout).unwrap();
+    let rows: Vec<(i64, &str, &str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["amount"].as_i64().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["source"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [(3000, "refunded", "billd", "late delivery"), (6900, "refunded", "billd", "cancelled order")]);
+    assert!(listed[0]["made_at"].as_str().unwrap().ends_with("+09:00"), "{listed}");
+    let events: i64 =
+        w.db().query_row("SELECT count(*) FROM events WHERE kind = 'charge.refunded'", [], |r| r.get(0)).unwrap();
+    assert_eq!(events, 2);
+}
+
+#[test]
+fn refunds_of_unknown_or_unpaid_charges_are_refused_before_anything_is_sent() {
+    let w = world();
+    for (args, says) in [
+        (vec!["billd-nope-0", "--reason", "x"], "no charge of billd has merchant_uid"),
+        // The merchant_uid as stored, not another case of it.
+        (vec!["BILLD-S1-0", "--reason", "x"], "no charge of billd has merchant_uid"),
+        (vec!["billd-s2-0", "--reason", "x"], "is not paid (failed)"),
+    ] {
+        let out = refund(&w, &args);
+        assert_eq!(code(&out), 1, "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    let bad = refund(&w, &[CHARGE, "--amount", "0", "--reason", "x"]);
+    assert_eq!(code(&bad), 1, "{}", text(&bad));
+    let blank = refund(&w, &[CHARGE, "--reason", " "]);
+    assert_eq!(code(&blank), 1, "{}", text(&blank));
+    assert_eq!(cancels(&w), 0, "a refused refund was sent");
+    assert!(refund_rows(&w).is_empty());
+}
+
+/// The cancel is made but its answer is lost: the refund is unknown (exit 3) and nothing is sent again; a pass
+/// after the quiet period settles it by looking the payment up. A second lost answer is settled by the rerun of the
+/// same refund, which finds it at the gateway and sends nothing.
+#[test]
+fn a_refund_whose_answer_is_lost_is_settled_by_lookup_and_never_sent_again() {
+    let w = world();
+    let lose = || {
+        w.sandbox.add_fault(FaultRule {
+            customer_uid: Some("c1".into()),
+            fault: Fault::DropAfterCancel,
+            times: Some(1),
+        })
+    };
+    lose();
+    let lost = refund(&w, &[CHARGE, "--amount", "1000", "--reason", "lost answer"]);
+    assert_eq!(code(&lost), 3, "{}", text(&lost));
+    assert!(text(&lost).contains("outcome unknown"), "{}", text(&lost));
+    assert_eq!(refund_rows(&w), [(1000, "unknown".into(), "billd".into())]);
+    assert_eq!(at_gateway(&w, CHARGE).0, 1000, "the gateway made the refund");
+    let listed = String::from_utf8_lossy(&w.billd().arg("refunds").output().unwrap().stdout).to_string();
+    assert!(listed.contains("unknown"), "{listed}");
+    wait_refunds_quiet(&w);
+    w.tick(&chrono::Utc::now().to_rfc3339());
+    assert_eq!(refund_rows(&w), [(1000, "refunded".into(), "billd".into())]);
+    assert_eq!(cancels(&w), 1, "a refund in doubt was sent again");
+    assert_eq!(refunded_in_charges(&w, CHARGE), 1000);
+
+    lose();
+    let args = [CHARGE, "--amount", "500", "--reason", "lost again"];
+    assert_eq!(code(&refund(&w, &args)), 3);
+    let rerun = refund(&w, &args);
+    assert_eq!(code(&rerun), 0, "{}", text(&rerun));
+    assert!(text(&rerun).contains("nothing sent again"), "{}", text(&rerun));
+    assert_eq!(cancels(&w), 2, "a refund in doubt was sent again");
+    assert_eq!(at_gateway(&w, CHARGE).0, 1500);
+}
+
+/// kill -9 after the gateway made the refund, before billd recorded it; the rerun finds it by lookup and sends
+/// nothing: one refund at the gateway.
+#[test]
+fn a_refund_killed_in_the_middle_is_made_once() {
+    let w = world();
+    let args = [CHARGE, "--amount", "2500", "--reason", "crash"];
+    let crashed = w.billd().arg("refund").args(args).env("BILLD_FAILPOINT", "refund_after_response").output().unwrap();
+    assert!(
+        !crashed.status.success() && text(&crashed).contains("failpoint refund_after_response"),
+        "{}",
+        text(&crashed)
+    );
+    assert_eq!(refund_rows(&w), [(2500, "pending".into(), "billd".into())], "the intent was not committed first");
+    let rerun = refund(&w, &args);
+    assert_eq!(code(&rerun), 0, "{}", text(&rerun));
+    assert!(text(&rerun).contains("nothing sent again"), "{}", text(&rerun));
+    assert_eq!(cancels(&w), 1, "the refund was sent twice");
+    assert_eq!(at_gateway(&w, CHARGE), (2500, "paid".into()));
+    assert_eq!(refund_rows(&w), [(2500, "refunded".into(), "billd".into())]);
+}
+
+/// kill -9 after the intent, before anything is sent: a rerun leaves it to the command that began it until that one
+/// is surely over (its check time), then finds nothing at the gateway and keeps it in doubt for a quiet period, then
+/// a rerun refunds it: one refund at the gateway, never two.
+#[test]
+fn a_refund_killed_before_sending_is_sent_once_after_the_quiet_period() {
+    let w = world();
+    let args = [CHARGE, "--amount", "2500", "--reason", "crash"];
+    let crashed = w.billd().arg("refund").args(args).env("BILLD_FAILPOINT", "refund_after_intent").output().unwrap();
+    assert!(!crashed.status.success(), "{}", text(&crashed));
+    let early = refund(&w, &args);
+    assert_eq!(code(&early), 1, "{}", text(&early));
+    assert!(text(&early).contains("in progress"), "{}", text(&early));
+    wait_refunds_quiet(&w);
+    let looked = refund(&w, &args);
+    assert_eq!(code(&looked), 3, "{}", text(&looked));
+    assert_eq!(cancels(&w), 0);
+    wait_refunds_quiet(&w);
+    let later = refund(&w, &args);
+    assert_eq!(code(&later), 0, "{}", text(&later));
+    assert_eq!(cancels(&w), 1);
+    assert_eq!(at_gateway(&w, CHARGE).0, 2500);
+    assert_eq!(refund_rows(&w), [(2500, "failed".into(), "billd".into()), (2500, "refunded".into(), "billd".into())]);
+}
+
+/// Two `billd refund` processes of one charge at once: the second is refused while the first is in flight (held
+/// after its intent), and in any order they never refund more than the charge.
+#[test]
+fn two_refunds_of_one_charge_at_once_never_refund_more_than_the_charge() {
+    let w = world();
+    let gate = w.dir.path().join("gate");
+    let mut first = w
+        .billd()
+        .args(["refund", CHARGE, "--amount", "6000", "--reason", "first"])
+        .env("BILLD_PAUSEPOINT", format!("refund_after_intent:{}", gate.display()))
+        .spawn()
+        .unwrap();
+    let reached = w.dir.path().join("gate.reached");
+    common::wait_for("the first refund's intent", || reached.exists());
+    let second = refund(&w, &[CHARGE, "--amount", "6000", "--reason", "second"]);
+    // The first goes on whatever the second did (a failed assertion must not leave it waiting).
+    std::fs::write(&gate, b"").unwrap();
+    let first_done = first.wait().unwrap().success();
+    assert_eq!(code(&second), 1, "{}", text(&second));
+    assert!(text(&second).contains("in progress"), "{}", text(&second));
+    assert!(first_done);
+    assert_eq!(at_gateway(&w, CHARGE).0, 6000);
+
+    // Both at once, unpaused, for the rest and more: whatever the order, never more than the charge.
+    // Both started before either is waited for.
+    let start = || {
+        w.billd()
+            .args(["refund", CHARGE, "--amount", "3900", "--reason", "race"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (start(), start());
+    let (a, b) = (pa.wait_with_output().unwrap(), pb.wait_with_output().unwrap());
+    assert_eq!([code(&a), code(&b)].iter().filter(|c| **c == 0).count(), 1, "{}\n{}", text(&a), text(&b));
+    assert_eq!(at_gateway(&w, CHARGE), (9900, "cancelled".into()));
+}
+
+/// A refund made in i'mport's console is found by `billd refunds --sync` and shown by `billd charges`; the next
+/// `billd refund` counts it.
+#[test]
+fn a_refund_made_outside_billd_is_found_by_sync() {
+    let w = world();
+    let imp_uid = w.paid_by_merchant_uid()[CHARGE].imp_uid.clone();
+    w.sandbox.refund_in_console(&imp_uid, Some(2000), "console \u{1b}[31mrefund").unwrap();
+    assert_eq!(refunded_in_charges(&w, CHARGE), 0, "not looked up yet");
+    let synced = w.billd().args(["refunds", "--sync"]).output().unwrap();
+    assert!(synced.status.success(), "{}", text(&synced));
+    let out = String::from_utf8_lossy(&synced.stdout).to_string();
+    assert!(out.contains("external") && out.contains("2000 KRW"), "{out}");
+    assert!(!out.contains('\u{1b}'), "the gateway's reason printed as it is: {out}");
+    assert_eq!(refunded_in_charges(&w, CHARGE), 2000);
+    // Once, however often it is synced.
+    assert!(w.billd().args(["refunds", "--sync"]).output().unwrap().status.success());
+    assert_eq!(refund_rows(&w), [(2000, "refunded".into(), "external".into())]);
+    let too_much = refund(&w, &[CHARGE, "--amount", "8000", "--reason", "x"]);
+    assert_eq!(code(&too_much), 1, "{}", text(&too_much));
+    assert!(text(&too_much).contains("7900 can still be refunded"), "{}", text(&too_much));
+    assert_eq!(cancels(&w), 0);
+    // The operator's reason is kept as given and printed escaped.
+    let odd = refund(&w, &[CHARGE, "--amount", "100", "--reason", "goodwill \u{1b}[2J"]);
+    assert_eq!(code(&odd), 0, "{}", text(&odd));
+    let out = String::from_utf8_lossy(&w.billd().arg("refunds").output().unwrap().stdout).to_string();
+    assert!(!out.contains('\u{1b}') && out.contains("goodwill \\u{1b}[2J"), "{out}");
+    let stored: String =
+        w.db().query_row("SELECT reason FROM refunds WHERE source = 'billd'", [], |r| r.get(0)).unwrap();
+    assert_eq!(stored, "goodwill \u{1b}[2J");
+}
