@@ -1,0 +1,130 @@
+//! The storage contract's refund values (issue 24): a refund's status and source, its rows, and what
+//! `Refunds` takes and returns.
+
+use super::{ChargeStatus, Doubt};
+use chrono::{DateTime, Utc};
+use std::fmt;
+
+spelled! {
+    /// The status of a refund.
+    RefundStatus {
+        /// Its intent is committed; its request may have left.
+        Pending = "pending",
+        /// Sent, outcome not known: settled by a lookup of the payment after its check time, never by sending again.
+        Unknown = "unknown",
+        Refunded = "refunded",
+        /// Not made (refused by the gateway, or not in the payment's refunds after the quiet period).
+        Failed = "failed",
+    }
+}
+
+impl RefundStatus {
+    /// Pending or unknown: to be settled by a lookup.
+    pub fn unresolved(self) -> bool {
+        matches!(self, RefundStatus::Pending | RefundStatus::Unknown)
+    }
+}
+
+spelled! {
+    /// Who made a refund.
+    RefundSource {
+        /// `billd refund`.
+        Billd = "billd",
+        /// Found in the payment's refunds at the gateway (i'mport's console, say).
+        External = "external",
+    }
+}
+
+/// A refund row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundRow {
+    pub id: i64,
+    /// The charge's merchant_uid, as stored.
+    pub merchant_uid: String,
+    pub imp_uid: String,
+    pub amount: i64,
+    pub currency: String,
+    /// The refundable balance billd knew when it began the refund (sent as i'mport's checksum); `None` for an
+    /// external one.
+    pub checksum: Option<i64>,
+    /// The operator's reason (or the gateway's, cleaned, for an external one), as given: escape it to print it.
+    pub reason: String,
+    pub status: RefundStatus,
+    pub source: RefundSource,
+    /// The gateway's id of the refund (its cancel history entry), once known.
+    pub cancellation_id: Option<String>,
+    /// Why it failed, or why its outcome is not known.
+    pub detail: Option<String>,
+    /// No pass looks at an unresolved one before then.
+    pub check_at: Option<DateTime<Utc>>,
+    /// Since when its request may have been in progress, and for how long it must be left alone.
+    pub doubt: Option<Doubt>,
+    /// When it was begun (for an external one: when the gateway made it, if it said).
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A paid charge as a refund sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundTarget {
+    /// As stored.
+    pub merchant_uid: String,
+    /// `None`: not paid (its status says what it is).
+    pub imp_uid: Option<String>,
+    pub status: ChargeStatus,
+    pub amount: i64,
+    pub currency: String,
+    /// Refunded so far (done).
+    pub refunded: i64,
+    /// Its refund whose outcome is not known (pending or unknown), if any.
+    pub unresolved: Option<RefundRow>,
+}
+
+/// A refund to begin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRefund {
+    pub merchant_uid: String,
+    /// `None`: all that remains.
+    pub amount: Option<i64>,
+    pub reason: String,
+}
+
+/// Why a refund was not begun (nothing written); the listing's words.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundRefused {
+    /// No charge has this merchant_uid.
+    NoCharge,
+    /// The charge is not paid (its status).
+    NotPaid(ChargeStatus),
+    /// Another refund of it is unresolved.
+    Unresolved(Box<RefundRow>),
+    /// More than remains: what was paid, refunded so far, and what remains.
+    TooMuch { paid: i64, refunded: i64, remaining: i64 },
+}
+
+/// One refund as a payment's cancel history shows it (the gateway's words cleaned by the gateway client).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenRefund {
+    /// The gateway's id of it.
+    pub id: String,
+    pub amount: i64,
+    pub at: Option<DateTime<Utc>>,
+    pub reason: String,
+}
+
+/// What a settlement of a charge's refunds changed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RefundsSettled {
+    /// The refund in doubt, as it is after the settlement (`None`: there was none).
+    pub in_doubt: Option<RefundRow>,
+    /// Refunds made outside billd, recorded now.
+    pub external: Vec<RefundRow>,
+}
+
+/// A paid charge for a sweep of refunds made outside billd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaidCharge {
+    pub merchant_uid: String,
+    pub imp_uid: String,
+    pub amount: i64,
+}
