@@ -532,7 +532,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Refunds { since, json, sync } => {
             crate::commands::refunds::refunds(&path, since.as_deref(), json, sync)
         }
-        Command::Upcoming { days, view, json } => crate::commands::ops::upcoming(&path, days, view.at()?, json),
+        Command::Upcoming { days, view, json } => crate::commands::upcoming::upcoming(&path, days, view.at()?, json),
         Command::Pause { subscription, at } => crate::commands::ops::pause(&path, &subscription, at.at()?),
         Command::Resume { subscription, catch_up, at } => {
             crate::commands::ops::resume(&path, &subscription, catch_up, at.at()?)

@@ -110,7 +110,21 @@ interval = "1 week"
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
     w.tick("2025-01-06T10:00:00+09:00");
     // Back two months later (2025-03-10 is a Monday): 2025-01-13 .. 2025-02-24 are older than 10 days; 03-03 and
-    // 03-10 are inside the window.
+    // 03-10 are inside the window. `upcoming` says so before the pass: the backlog first, the skipped apart and
+    // not in the total.
+    let ahead = ["upcoming", "--days", "3", "--as-of", "2025-03-10T09:00:00+09:00"];
+    let listed = common::text(&w.billd().args(ahead).output().unwrap());
+    assert!(listed.contains("overdue at 2025-03-10 09:00 +09:00") && listed.contains("1 charge, 1000 KRW"), "{listed}");
+    assert!(listed.contains("skipped (due more than 10d before") && listed.contains("7 periods, 7000 KRW"), "{listed}");
+    assert!(listed.contains("next 3 days: 2 charges, 2000 KRW"), "the skipped counted as charges: {listed}");
+    let dry = w.billd().args(["sync", "--dry-run", "--as-of", "2025-03-10T09:00:00+09:00"]).output().unwrap();
+    let said = common::text(&dry);
+    assert_eq!(said.matches("older than catch_up_window (10d), never charged").count(), 7, "{said}");
+    assert!(said.contains("skip    s1 period 1 (due 2025-01-13 10:00 +09:00)"), "{said}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&w.billd().args(ahead).arg("--json").output().unwrap().stdout).unwrap();
+    let kinds: Vec<&str> = json.as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, [vec!["skipped"; 7], vec!["overdue", "due"]].concat());
     let out = w.tick("2025-03-10T10:00:00+09:00");
     let said = World::stderr(&out);
     assert_eq!(said.matches("event=\"period.skipped\"").count(), 7, "{said}");

@@ -87,6 +87,14 @@ fn removed_or_canceled_entries_are_canceled_and_history_kept() {
     assert_eq!(w.status_of("s2"), "active");
     let sync = w.billd().arg("sync").output().unwrap();
     assert_eq!(sync.status.code(), Some(1), "billd sync refuses too");
+    // A dry run says so too (a new operator's dry run said "nothing changed" and exited 0, then the sync refused).
+    let dry = w.billd().args(["sync", "--dry-run"]).output().unwrap();
+    assert_eq!(dry.status.code(), Some(1), "{}", World::stderr(&dry));
+    assert!(
+        World::stderr(&dry).contains("refused") && World::stderr(&dry).contains("--force"),
+        "{}",
+        World::stderr(&dry)
+    );
     let dry = w.billd().args(["sync", "--dry-run", "--force"]).output().unwrap();
     let text = String::from_utf8_lossy(&dry.stdout);
     assert!(text.contains("cancel  s2") && text.contains("cancel  s3"), "{text}");

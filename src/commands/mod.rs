@@ -14,3 +14,4 @@ pub mod sandbox;
 pub mod simulate;
 pub mod subscriptions;
 pub mod tick;
+pub mod upcoming;

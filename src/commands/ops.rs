@@ -3,11 +3,9 @@
 use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
 use crate::billing::model::{Status, restart_after_pause};
-use crate::commands::present::count;
-use crate::store::{Book, ChargeStatus, Ledger, OpenPeriod, StatusSet, Store, Views, ceil_second, from_ts};
+use crate::store::{Book, ChargeStatus, Ledger, StatusSet, Store, Views, ceil_second};
 use anyhow::{Context, Result, anyhow, bail};
-use chrono::{NaiveDate, Utc};
-use std::collections::BTreeMap;
+use chrono::Utc;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -287,129 +285,4 @@ pub fn charge_due_now(cfg: &crate::config::Config, id: &str, now: chrono::DateTi
         }
         Err(e) => Err(e),
     }
-}
-
-#[derive(serde::Serialize)]
-struct Upcoming {
-    at: String,
-    subscription: String,
-    customer_uid: String,
-    period: u64,
-    amount: i64,
-    currency: String,
-    kind: &'static str,
-}
-
-/// The charges of `sub` from its next period (due at `next_due`) until `until`, stepping over its pause windows;
-/// `kind`: what to call them (default: overdue or due, as `now` says).
-fn charges_until(
-    sub: &crate::billing::model::Subscription,
-    next_due: Option<chrono::DateTime<Utc>>,
-    (now, until): (chrono::DateTime<Utc>, chrono::DateTime<Utc>),
-    clock: &crate::billing::calendar::ChargeClock,
-    kind: Option<&'static str>,
-) -> Vec<Upcoming> {
-    let cal = sub.calendar();
-    let (mut p, mut due, mut out) = (sub.next_period, next_due, Vec::new());
-    while let Some(t) = due.filter(|t| *t <= until) {
-        out.push(Upcoming {
-            at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
-            subscription: sub.id.clone(),
-            customer_uid: sub.customer_uid.clone(),
-            period: p,
-            amount: sub.amount_of(p),
-            currency: sub.currency.clone(),
-            kind: kind.unwrap_or(if t < now { "overdue" } else { "due" }),
-        });
-        p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
-        due = cal.due_at(clock, p);
-    }
-    out
-}
-
-/// The longest window `upcoming --days` shows: ten years.
-pub const MAX_UPCOMING_DAYS: u32 = 3660;
-
-/// What is charged from `now` (default the current time) to `days` days later.
-pub fn upcoming(path: &Path, days: u32, now: chrono::DateTime<Utc>, json: bool) -> Result<ExitCode> {
-    if days > MAX_UPCOMING_DAYS {
-        bail!("--days {days} is too far ahead: at most {MAX_UPCOMING_DAYS} (ten years)");
-    }
-    let (cfg, store) = open(path)?;
-    let clock = &cfg.billing.clock;
-    let until = now
-        .checked_add_signed(chrono::Duration::days(i64::from(days)))
-        .ok_or_else(|| anyhow!("--days {days} goes past the end of the calendar"))?;
-    let mut items = Vec::new();
-    for (sub, next_due, open) in store.billing_subscriptions(until)? {
-        if let Some(OpenPeriod { period, next_attempt_at: at, amount, currency }) = open {
-            items.push(Upcoming {
-                at: at.max(from_ts(now.timestamp())).with_timezone(&clock.timezone).to_rfc3339(),
-                subscription: sub.id.clone(),
-                customer_uid: sub.customer_uid.clone(),
-                period,
-                amount,
-                currency,
-                kind: "retry",
-            });
-        }
-        items.extend(charges_until(&sub, next_due, (now, until), clock, None));
-    }
-    // What the config will bill that the database has not seen yet: listed too, marked "not synced".
-    let (added, note) = crate::commands::present::unsynced(&cfg, &store, now)?.unwrap_or_default();
-    for sub in &added {
-        let first = sub.calendar().due_at(clock, sub.next_period);
-        items.extend(charges_until(sub, first, (now, until), clock, Some("not synced")));
-    }
-    items.sort_by(|a, b| a.at.cmp(&b.at).then(a.subscription.cmp(&b.subscription)));
-    if json {
-        crate::say!("{}", serde_json::to_string_pretty(&items)?);
-        if !note.is_empty() {
-            eprintln!("{note}");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut by_day: BTreeMap<NaiveDate, Vec<&Upcoming>> = BTreeMap::new();
-    for i in &items {
-        let d = chrono::DateTime::parse_from_rfc3339(&i.at).map(|t| t.date_naive()).unwrap_or_default();
-        by_day.entry(d).or_default().push(i);
-    }
-    let zone = clock.timezone;
-    // Totals in 128 bits: no sum of 64-bit amounts can overflow them.
-    let mut grand: BTreeMap<&str, (usize, i128)> = BTreeMap::new();
-    for (day, list) in &by_day {
-        let mut totals: BTreeMap<&str, (usize, i128)> = BTreeMap::new();
-        for i in list {
-            let t = totals.entry(&i.currency).or_default();
-            t.0 += 1;
-            t.1 += i128::from(i.amount);
-            let g = grand.entry(&i.currency).or_default();
-            g.0 += 1;
-            g.1 += i128::from(i.amount);
-        }
-        let summary: Vec<String> =
-            totals.iter().map(|(c, (n, a))| format!("{}, {a} {c}", count(*n, "charge"))).collect();
-        // The times below are in the billing time zone: said once, in the day's heading.
-        crate::say!("{day} ({zone})  {}", summary.join("; "));
-        for i in list {
-            crate::say!(
-                "    {}  {:<20} {:<20} {:>10} {}  {}",
-                &i.at[11..16],
-                crate::text::cell(&i.subscription),
-                crate::text::cell(&i.customer_uid),
-                i.amount,
-                i.currency,
-                i.kind
-            );
-        }
-    }
-    let summary: Vec<String> = grand.iter().map(|(c, (n, a))| format!("{}, {a} {c}", count(*n, "charge"))).collect();
-    crate::say!(
-        "next {days} days: {}",
-        if summary.is_empty() { "nothing to charge".to_string() } else { summary.join("; ") }
-    );
-    if !note.is_empty() {
-        crate::say!("{note}");
-    }
-    Ok(ExitCode::SUCCESS)
 }

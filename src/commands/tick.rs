@@ -78,6 +78,20 @@ pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::com
         });
         show(&plan);
         after(&plan);
+        // What the next pass would skip, never charge (billing.catch_up_window).
+        let window = cfg.billing.catch_up_window.map(crate::config::duration::format).unwrap_or_default();
+        for (id, period, due) in crate::commands::upcoming::skipped_by_window(&cfg, &store, now)? {
+            let due = crate::commands::present::human(due, cfg.billing.clock.timezone);
+            crate::say!(
+                "skip    {id} period {period} (due {due}): older than catch_up_window ({window}), never charged"
+            );
+        }
+        // As `billd sync` would judge it: the mass-cancel guard (or any refusal) is said, and the dry run exits 1.
+        let subs = store.config_subscriptions()?;
+        if let Some(why) = crate::billing::sync::refusal(&plan, &subs, &cfg.file).filter(|_| !force) {
+            eprintln!("refused: {why} (`billd sync` would apply nothing; --force applies it anyway)");
+            return Ok(ExitCode::FAILURE);
+        }
         if !plan.is_empty() {
             crate::say!("dry run: nothing changed");
         }

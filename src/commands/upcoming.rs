@@ -1,0 +1,195 @@
+//! `billd upcoming`: what will be charged when, from an instant (`--as-of`, default now): the backlog first (what
+//! is overdue, and what `billing.catch_up_window` will skip), then day by day, with totals.
+
+use crate::app::{load_config, open_store};
+use crate::billing::calendar::ChargeClock;
+use crate::billing::model::{Subscription, catch_up_cutoff};
+use crate::commands::present::{count, human};
+use crate::store::{OpenPeriod, Views, from_ts};
+use crate::text::cell;
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The longest window `upcoming --days` shows: ten years.
+pub const MAX_UPCOMING_DAYS: u32 = 3660;
+
+#[derive(serde::Serialize)]
+struct Upcoming {
+    /// When it is charged: its due instant, or `now` for one already due (RFC 3339, billing time zone).
+    at: String,
+    /// When it fell due (or its retry is set for).
+    due_at: String,
+    subscription: String,
+    customer_uid: String,
+    period: u64,
+    amount: i64,
+    currency: String,
+    /// `due`, `overdue`, `retry`, `skipped` (older than `catch_up_window`: never charged) or `not synced`.
+    kind: &'static str,
+    #[serde(skip)]
+    due: DateTime<Utc>,
+}
+
+/// The charges of `sub` from its next period (due at `next_due`) until `until`, stepping over its pause windows;
+/// `kind`: what to call them (default: skipped before `cutoff`, overdue before `now`, due after).
+fn charges_until(
+    sub: &Subscription,
+    next_due: Option<DateTime<Utc>>,
+    (now, until, cutoff): (DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>),
+    clock: &ChargeClock,
+    kind: Option<&'static str>,
+) -> Vec<Upcoming> {
+    let cal = sub.calendar();
+    let (mut p, mut due, mut out) = (sub.next_period, next_due, Vec::new());
+    while let Some(t) = due.filter(|t| *t <= until) {
+        let default = match t {
+            t if cutoff.is_some_and(|c| t < c) => "skipped",
+            t if t < now => "overdue",
+            _ => "due",
+        };
+        out.push(Upcoming {
+            at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
+            due_at: t.with_timezone(&clock.timezone).to_rfc3339(),
+            subscription: sub.id.clone(),
+            customer_uid: sub.customer_uid.clone(),
+            period: p,
+            amount: sub.amount_of(p),
+            currency: sub.currency.clone(),
+            kind: kind.unwrap_or(default),
+            due: t,
+        });
+        p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
+        due = cal.due_at(clock, p);
+    }
+    out
+}
+
+/// Counts and sums per currency, in 128 bits (no sum of 64-bit amounts can overflow them): `2 charges, 19800 KRW`.
+fn totals<'a>(items: impl Iterator<Item = &'a Upcoming>, what: &str) -> String {
+    let mut by: BTreeMap<&str, (usize, i128)> = BTreeMap::new();
+    for i in items {
+        let t = by.entry(&i.currency).or_default();
+        t.0 += 1;
+        t.1 += i128::from(i.amount);
+    }
+    let all: Vec<String> = by.iter().map(|(c, (n, a))| format!("{}, {a} {c}", count(*n, what))).collect();
+    all.join("; ")
+}
+
+fn line(time: &str, i: &Upcoming) {
+    crate::say!(
+        "    {time}  {:<20} {:<20} {:>10} {}  {}",
+        cell(&i.subscription),
+        cell(&i.customer_uid),
+        i.amount,
+        i.currency,
+        i.kind
+    );
+}
+
+/// The periods a pass at `now` would skip, never charge (`billing.catch_up_window`): (subscription, period, due).
+pub fn skipped_by_window(
+    cfg: &crate::config::Config,
+    store: &impl Views,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, u64, DateTime<Utc>)>> {
+    let Some(cutoff) = catch_up_cutoff(now, cfg.billing.catch_up_window) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (sub, next_due, _) in store.billing_subscriptions(cutoff)? {
+        let stale = charges_until(&sub, next_due, (now, cutoff, Some(cutoff)), &cfg.billing.clock, None);
+        out.extend(stale.into_iter().filter(|i| i.kind == "skipped").map(|i| (i.subscription, i.period, i.due)));
+    }
+    Ok(out)
+}
+
+/// What is charged from `now` to `days` days later.
+pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Result<ExitCode> {
+    if days > MAX_UPCOMING_DAYS {
+        bail!("--days {days} is too far ahead: at most {MAX_UPCOMING_DAYS} (ten years)");
+    }
+    let cfg = load_config(path)?;
+    let store = open_store(&cfg)?;
+    let clock = &cfg.billing.clock;
+    let until = now
+        .checked_add_signed(chrono::Duration::days(i64::from(days)))
+        .ok_or_else(|| anyhow!("--days {days} goes past the end of the calendar"))?;
+    let window = cfg.billing.catch_up_window;
+    let span = (now, until, catch_up_cutoff(now, window));
+    let mut items = Vec::new();
+    for (sub, next_due, open) in store.billing_subscriptions(until)? {
+        if let Some(OpenPeriod { period, next_attempt_at: at, amount, currency }) = open {
+            items.push(Upcoming {
+                at: at.max(from_ts(now.timestamp())).with_timezone(&clock.timezone).to_rfc3339(),
+                due_at: at.with_timezone(&clock.timezone).to_rfc3339(),
+                subscription: sub.id.clone(),
+                customer_uid: sub.customer_uid.clone(),
+                period,
+                amount,
+                currency,
+                kind: "retry",
+                due: at,
+            });
+        }
+        items.extend(charges_until(&sub, next_due, span, clock, None));
+    }
+    // What the config will bill that the database has not seen yet: listed too, marked "not synced".
+    let (added, note) = crate::commands::present::unsynced(&cfg, &store, now)?.unwrap_or_default();
+    for sub in &added {
+        let first = sub.calendar().due_at(clock, sub.next_period);
+        items.extend(charges_until(sub, first, span, clock, Some("not synced")));
+    }
+    items.sort_by(|a, b| a.due.cmp(&b.due).then(a.subscription.cmp(&b.subscription)));
+    if json {
+        crate::say!("{}", serde_json::to_string_pretty(&items)?);
+        if !note.is_empty() {
+            eprintln!("{note}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let zone = clock.timezone;
+    // The backlog first: what is already due (charged by the next pass), then what the window skips.
+    let (skipped, charged): (Vec<&Upcoming>, Vec<&Upcoming>) = items.iter().partition(|i| i.kind == "skipped");
+    let (overdue, ahead): (Vec<&Upcoming>, Vec<&Upcoming>) = charged.into_iter().partition(|i| i.due <= now);
+    if !overdue.is_empty() {
+        crate::say!(
+            "overdue at {} (charged by the next pass, oldest first): {}",
+            human(now, zone),
+            totals(overdue.iter().copied(), "charge")
+        );
+        for i in &overdue {
+            line(&human(i.due, zone)[..16], i);
+        }
+    }
+    if !skipped.is_empty() {
+        let w = crate::config::duration::format(window.unwrap_or_default());
+        crate::say!(
+            "skipped (due more than {w} before, billing.catch_up_window: never charged): {}",
+            totals(skipped.iter().copied(), "period")
+        );
+        for i in &skipped {
+            line(&human(i.due, zone)[..16], i);
+        }
+    }
+    let mut by_day: BTreeMap<NaiveDate, Vec<&Upcoming>> = BTreeMap::new();
+    for i in &ahead {
+        by_day.entry(i.due.with_timezone(&zone).date_naive()).or_default().push(i);
+    }
+    for (day, list) in &by_day {
+        // The times below are in the billing time zone: said once, in the day's heading.
+        crate::say!("{day} ({zone})  {}", totals(list.iter().copied(), "charge"));
+        for i in list {
+            line(&i.due.with_timezone(&zone).format("%H:%M").to_string(), i);
+        }
+    }
+    let all = totals(overdue.iter().chain(&ahead).copied(), "charge");
+    crate::say!("next {days} days: {}", if all.is_empty() { "nothing to charge".to_string() } else { all });
+    if !note.is_empty() {
+        crate::say!("{note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
