@@ -241,3 +241,18 @@ fn as_of_outside_the_supported_years_is_refused() {
         assert!(stderr.contains("outside the years 1970 to 9999"), "{as_of}: {stderr}");
     }
 }
+
+/// A new operator's finding: importing the same file again months later failed ("its start is more than one period
+/// back ... pass --catch-up to charge them all"), although every row was already imported. A row already in the
+/// database is skipped whatever the date; the backdated-start rule is for what an import adds.
+#[test]
+fn a_file_imported_before_imports_again_later_whatever_the_date() {
+    let w = world();
+    let csv = write(&w, "again.csv", "id,customer_uid,plan,start\nt1,c1,monthly,2025-01-10\n");
+    let first = w.billd().args(["import"]).arg(&csv).args(["--as-of", "2025-01-05T00:00:00+09:00"]).output().unwrap();
+    assert!(first.status.success(), "{}", common::text(&first));
+    let later = w.billd().args(["import"]).arg(&csv).args(["--as-of", "2025-05-01T00:00:00+09:00"]).output().unwrap();
+    assert!(later.status.success(), "{}", common::text(&later));
+    assert!(common::text(&later).contains("1 already in the database"), "{}", common::text(&later));
+    assert_eq!(count(&w, "SELECT count(*) FROM subscriptions"), 1);
+}

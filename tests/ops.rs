@@ -252,12 +252,29 @@ fn charges_failed_follow_prints_new_failures_as_they_are_recorded() {
     }
     let line = seen.iter().find(|l| l.contains("billd-s1-0")).unwrap();
     assert!(line.contains("failed") && line.contains("잔액부족"), "{line}");
+    // One-time charges too (a new operator's --follow never showed them): a declined charge-key.
+    let key = ["charge-key", "c1", "--merchant-uid", "addon-f", "--amount", "500", "--name", "Add-on"];
+    assert_eq!(run(&w, &key).0, 1);
+    while !seen.iter().any(|l: &String| l.contains("addon-f")) {
+        assert!(start.elapsed() < Duration::from_secs(30), "follow never printed the one-time charge: {seen:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    seen.extend(rx.try_iter());
+    assert_eq!(seen.iter().filter(|l| l.contains("addon-f")).count(), 1, "printed twice: {seen:#?}");
     follow.kill().unwrap();
     follow.wait().unwrap();
     let o = w.billd().args(["charges", "--failed", "--json", "--since", "2025-01-01"]).output().unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 1);
-    assert_eq!(rows[0]["failure"], "declined");
+    let got: Vec<(&str, &str)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["merchant_uid"].as_str().unwrap(), r["failure"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [("billd-s1-0", "declined"), ("addon-f", "declined")]);
 }
 
 #[test]

@@ -71,18 +71,23 @@ pub fn charges(
     let tz = cfg.billing.clock.timezone;
     let mut last = 0;
     let mut first = true;
+    // One-time charges have no attempt ids to follow: each (merchant_uid, status, tries) is shown once, so
+    // `--follow` prints a new one-time charge, and its outcome, as they are recorded (they were never shown).
+    let mut shown = std::collections::HashSet::new();
     loop {
         let mut rows =
             if matches!(only, Only::OneTime) { Vec::new() } else { store.list_charges(failed, since, sub, last)? };
         if let Some((id, _)) = rows.last() {
             last = *id;
         }
-        if first && !follow {
-            // A subscription's own: the charges of a billing key tied to it (`charge-key --subscription`).
-            rows.extend(store.list_one_time(failed, since, sub)?.into_iter().map(|r| (0, r)));
-            // In the order the attempts were made, one-time charges among them.
-            rows.sort_by_key(|(id, r)| (r.created_at, *id));
+        // A subscription's own: the charges of a billing key tied to it (`charge-key --subscription`).
+        for r in store.list_one_time(failed, since, sub)? {
+            if shown.insert((r.merchant_uid.clone(), r.status, r.attempt)) {
+                rows.push((0, r));
+            }
         }
+        // In the order the attempts were made, one-time charges among them.
+        rows.sort_by_key(|(id, r)| (r.created_at, *id));
         if json && !follow {
             let rows: Vec<Value> = rows.iter().map(|(_, r)| charge_json(r, tz)).collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -162,7 +162,11 @@ pub fn import(
             let Some(plan) = cfg.plan(&row.plan) else {
                 return Ok(()); // reported by for_each_row
             };
-            if let Some(why) = crate::billing::sync::backdated(plan.interval, row.start, today).filter(|_| !catch_up) {
+            // A row already imported is skipped, whatever the date: the backdated-start rule is for what it adds.
+            if existing.is_none()
+                && let Some(why) =
+                    crate::billing::sync::backdated(plan.interval, row.start, today).filter(|_| !catch_up)
+            {
                 problems.push(
                     row.line,
                     "start",
