@@ -82,5 +82,5 @@ for s in subs:
 PY
 echo
 echo "The demo's database is $run/billd.sqlite3. Explore it, for example:"
-echo "  BILLD_BILLING__DATABASE=$run/billd.sqlite3 $billd subscriptions show sub-0005"
-echo "  BILLD_BILLING__DATABASE=$run/billd.sqlite3 $billd charges --failed"
+echo "  BILLD_CONFIG=$PWD/schedules.toml BILLD_BILLING__DATABASE=$run/billd.sqlite3 $billd subscriptions show sub-0005"
+echo "  BILLD_CONFIG=$PWD/schedules.toml BILLD_BILLING__DATABASE=$run/billd.sqlite3 $billd charges --failed"

@@ -387,7 +387,7 @@ fn no_command_replaces_a_billing_key_unless_asked_and_never_by_an_unpaid_charge(
     let out =
         common::with_card(&w, &["customers", "register", "c1", "--replace-key"], &common::card_json(cards::APPROVE));
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("s1 (active) now charge it"), "{}", text(&out));
+    assert!(text(&out).contains("subscription s1 (active) now charges it"), "{}", text(&out));
     assert!(key_of(&w, "c1").contains("424242******4242"), "{}", key_of(&w, "c1"));
 }
 

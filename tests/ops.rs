@@ -170,6 +170,7 @@ fn retry_charges_a_past_due_period_now() {
     assert_eq!(w.status_of("s1"), "active");
     let (code, out) = run(&w, &["retry", "s1"]);
     assert_eq!(code, 1, "nothing left to retry: {out}");
+    assert!(out.contains("is active, not past due"), "say why: {out}");
     assert_eq!(w.paid_for("c1").len(), 1);
 }
 
@@ -384,6 +385,10 @@ fn listings_before_the_first_sync_show_what_the_config_will_bill() {
     let json = w.billd().args(["subscriptions", "--json"]).output().unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("valid JSON, the note on stderr");
     assert_eq!(rows.as_array().map(|a| a.len()), Some(2), "{rows}");
+    let show = text(&w.billd().args(["subscriptions", "show", "s1"]).output().unwrap());
+    assert!(show.contains("not synced") && show.contains("billd sync"), "{show}");
+    // One shape for every row: next_charge is an object here as for a synced one (a new operator's script broke).
+    assert_eq!(rows[0]["next_charge"]["kind"], "charge", "{rows}");
     let n: i64 = w.db().query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0, "a listing wrote to the database");
     // Once synced, the note is gone and they are active.

@@ -132,7 +132,9 @@ impl std::fmt::Display for Discount {
         let s = if n == 1 { "" } else { "s" };
         match self {
             Discount::Percent { percent, .. } => write!(f, "{percent}% off the first {n} period{s}"),
-            Discount::Amount { amount, .. } => write!(f, "{amount} off the first {n} period{s}"),
+            Discount::Amount { amount, .. } => {
+                write!(f, "{amount} {} off the first {n} period{s}", crate::config::BILLED_CURRENCY)
+            }
         }
     }
 }

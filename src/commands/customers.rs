@@ -126,12 +126,14 @@ pub(super) fn moved(
     card: &str,
 ) -> Result<String> {
     let users = users_of(cfg, store, uid, true)?;
+    // "subscription a (...) charges it", "subscriptions a, b (...) charge it".
+    let verb = |u: &str| if u.starts_with("subscriptions ") { "charge" } else { "charges" };
     Ok(match (replaced, users) {
         (Some(old), Some(u)) => {
-            format!("billing key {uid} replaced (card {} -> {card}): {u} now charge it", shown(&old.card))
+            format!("billing key {uid} replaced (card {} -> {card}): {u} now {} it", shown(&old.card), verb(&u))
         }
         (Some(old), None) => format!("billing key {uid} replaced (card {} -> {card})", shown(&old.card)),
-        (None, Some(u)) => format!("billing key {uid} saved (card {card}): {u} charge it"),
+        (None, Some(u)) => format!("billing key {uid} saved (card {card}): {u} {} it", verb(&u)),
         (None, None) => format!("billing key {uid} saved (card {card})"),
     })
 }

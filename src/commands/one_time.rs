@@ -72,7 +72,8 @@ pub fn check_args(cfg: &Config, merchant_uid: &str, amount: i64, name: &str, abo
         );
     }
     if amount <= 0 || (amount > cfg.limits.max_amount && !above_max) {
-        bail!("--amount {amount} must be between 1 and limits.max_amount ({})", cfg.limits.max_amount);
+        let hint = if amount > 0 { "; if it is meant, charge-key takes --above-max-amount" } else { "" };
+        bail!("--amount {amount} must be between 1 and limits.max_amount ({}){hint}", cfg.limits.max_amount);
     }
     if amount > crate::config::MAX_AMOUNT {
         bail!(

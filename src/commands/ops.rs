@@ -217,6 +217,12 @@ pub fn retry(path: &Path, id: &str, at: At) -> Result<ExitCode> {
     refuse_if_billing_stopped(&cfg, &store)?;
     let now = at.0;
     if !store.retry_now(id, now)? {
+        if sub.status == Status::Active {
+            bail!(
+                "subscription {id:?} is active, not past due: no unpaid period to retry (a retry charges a past-due \
+                 subscription's open period now)"
+            );
+        }
         bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
     }
     drop(store);

@@ -83,7 +83,9 @@ pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -
             json!({
                 "id": s.id, "customer_uid": s.customer_uid, "plan": s.plan_id, "amount": s.amount,
                 "currency": s.currency, "interval": s.interval.to_string(), "status": "not_synced",
-                "next_charge": first_due(s).map(|t| rfc3339(t, tz)),
+                // The same shape as a synced subscription's (a script reads next_charge.kind either way).
+                "next_charge": first_due(s).map(|t| json!({ "at": rfc3339(t, tz), "kind": "charge" })),
+                "source": "config", "retries_left": retries, "paid_periods": 0, "why": null,
             })
         }));
         crate::say!("{}", serde_json::to_string_pretty(&rows)?);
@@ -225,7 +227,17 @@ fn outcome(status: ChargeStatus, failure: Option<Failure>, imp_uid: Option<&str>
 pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let store = open_store(&cfg)?;
-    let sub = store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))?;
+    let Some(sub) = store.subscription(id)? else {
+        // In the config but not in the book yet: say how to apply it.
+        if cfg.subscriptions.iter().any(|s| s.id == id) {
+            bail!(
+                "subscription {id:?} is in {} but not in the database yet (not synced): `billd sync` applies the \
+                 file (the running billd does at its next pass)",
+                cfg.file.display()
+            );
+        }
+        bail!("no subscription {id:?} in {}", store.location());
+    };
     let next_due_at = store.next_due_at(id)?;
     let (periods, why) = store.subscription_story(id)?;
     let next = next_action(&sub, &periods, next_due_at);

@@ -21,7 +21,10 @@ pub fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode>
 /// `(now, simulate)`: the instant it applies the file at (`--as-of`), checked as `tick`'s is.
 pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::commands::ops::At) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    // A dry run writes and sends nothing: any instant may be looked at.
+    if !dry_run {
+        crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    }
     let store = open_store(&cfg)?;
     let today = cfg.billing.clock.local_date(now);
     let show = |plan: &crate::billing::sync::SyncPlan| {
