@@ -234,6 +234,13 @@ pub enum Command {
     Pause {
         /// The subscription id.
         subscription: String,
+        /// Resume by itself on this local date (YYYY-MM-DD, billing.timezone), at its first instant; periods due
+        /// while paused are skipped then, as with `resume`.
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// With --until: charge the periods that fell due while paused when it resumes.
+        #[arg(long, requires = "until")]
+        catch_up: bool,
         #[command(flatten)]
         at: AsOf,
     },
@@ -533,7 +540,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
             crate::commands::refunds::refunds(&path, since.as_deref(), json, sync)
         }
         Command::Upcoming { days, view, json } => crate::commands::upcoming::upcoming(&path, days, view.at()?, json),
-        Command::Pause { subscription, at } => crate::commands::ops::pause(&path, &subscription, at.at()?),
+        Command::Pause { subscription, until, catch_up, at } => {
+            let until = until.as_deref().map(|d| (d, catch_up));
+            crate::commands::ops::pause(&path, &subscription, until, at.at()?)
+        }
         Command::Resume { subscription, catch_up, at } => {
             crate::commands::ops::resume(&path, &subscription, catch_up, at.at()?)
         }

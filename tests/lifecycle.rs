@@ -145,3 +145,54 @@ interval = "1 week"
     assert_eq!(paid_amounts(&w, "c1").len(), 4, "billing goes on");
     w.assert_consistent();
 }
+
+/// `billd pause ID --until DATE [--catch-up]` (issue 25): the subscription resumes by itself on that day (the first
+/// pass from then on); the periods that fell due while paused are skipped, or with `--catch-up` charged then.
+#[test]
+fn a_pause_until_a_date_resumes_by_itself() {
+    let text = format!(
+        "{PLANS}{}{}",
+        sub("skip", "c-skip", "monthly", "2025-01-10"),
+        sub("catch", "c-catch", "monthly", "2025-01-10")
+    );
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    for c in ["c-skip", "c-catch"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    w.tick("2025-01-10T10:00:00+09:00");
+    let pause = |id: &str, extra: &[&str]| {
+        let mut c = w.billd();
+        c.args(["pause", id, "--until", "2025-03-15", "--as-of", "2025-01-20T00:00:00+09:00"]).args(extra);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", common::text(&o));
+        common::text(&o)
+    };
+    assert!(pause("skip", &[]).contains("resumes by itself at 2025-03-15 00:00 +09:00"));
+    assert!(pause("catch", &["--catch-up"]).contains("charged then"));
+    w.tick("2025-02-10T10:00:00+09:00");
+    assert_eq!(w.status_of("skip"), "suspended");
+    let out = w.tick("2025-03-15T00:00:00+09:00");
+    assert!(World::stderr(&out).contains("subscription.resumed"), "{}", World::stderr(&out));
+    assert_eq!((w.status_of("skip"), w.status_of("catch")), ("active".to_string(), "active".to_string()));
+    w.tick("2025-04-10T10:00:00+09:00");
+    let periods = |c: &str| -> Vec<String> {
+        let mut m: Vec<String> = w
+            .paid_by_merchant_uid()
+            .into_values()
+            .filter(|e| e.customer_uid.as_deref() == Some(c))
+            .map(|e| e.merchant_uid)
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(periods("c-skip"), ["billd-skip-0", "billd-skip-3"], "February and March skipped");
+    assert_eq!(periods("c-catch"), ["billd-catch-0", "billd-catch-1", "billd-catch-2", "billd-catch-3"]);
+    // A date not after now is refused.
+    let o = w
+        .billd()
+        .args(["pause", "skip", "--until", "2025-04-01", "--as-of", "2025-04-10T11:00:00+09:00"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", common::text(&o));
+    w.assert_consistent();
+}

@@ -117,6 +117,24 @@ pub fn catch_up_cutoff(now: DateTime<Utc>, window: Option<std::time::Duration>) 
     now.checked_sub_signed(w)
 }
 
+/// What resuming `sub` (paused at `paused_at`) at `now` does, for [`crate::store::Book::resume_with`]: where billing
+/// restarts ([`restart_after_pause`]), that period's due instant, and the skip windows to keep.
+pub fn resume_plan(
+    sub: &Subscription,
+    paused_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    catch_up: bool,
+    clock: &crate::billing::calendar::ChargeClock,
+) -> (Restart, Option<DateTime<Utc>>, Vec<(i64, i64)>) {
+    let cal = sub.calendar();
+    let due = |p| cal.due_at(clock, p);
+    let r = restart_after_pause(sub.next_period, &sub.skip, paused_at, now, catch_up, due);
+    let next_due = due(r.next_period);
+    let mut skip = sub.skip_ahead_of(next_due.map(|t| t.timestamp()));
+    skip.extend(r.skip);
+    (r, next_due, skip)
+}
+
 /// Where billing restarts when a paused (suspended) subscription is resumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Restart {

@@ -2,7 +2,8 @@
 
 use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
-use crate::billing::model::{Status, restart_after_pause};
+use crate::billing::model::{Status, resume_plan};
+use crate::commands::present::human;
 use crate::store::{Book, ChargeStatus, Ledger, StatusSet, Store, Views, ceil_second};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
@@ -29,17 +30,36 @@ fn existing(store: &impl Store, id: &str) -> Result<crate::billing::model::Subsc
     store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))
 }
 
-pub fn pause(path: &Path, id: &str, at: At) -> Result<ExitCode> {
-    let (_, store) = open_at(path, at)?;
+/// `until`: the local date it resumes by itself (at its first instant), and whether the periods that fell due while
+/// paused are then charged (`--catch-up`).
+pub fn pause(path: &Path, id: &str, until: Option<(&str, bool)>, at: At) -> Result<ExitCode> {
+    let (cfg, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
+    let clock = cfg.billing.clock;
+    let until = until
+        .map(|(date, catch_up)| -> Result<_> {
+            let d = crate::config::parse_date(date).map_err(|e| anyhow!("--until: {e}"))?;
+            let resume_at = clock.due_at_midnight(d);
+            if resume_at <= at.0 {
+                bail!("--until {d} is not after now ({}): nothing changed", human(at.0, clock.timezone));
+            }
+            Ok((resume_at, catch_up))
+        })
+        .transpose()?;
+    let then = |(t, catch_up): (chrono::DateTime<Utc>, bool)| {
+        let what =
+            if catch_up { "the periods due meanwhile charged then" } else { "the periods due meanwhile skipped" };
+        format!("it resumes by itself at {} ({what})", human(t, clock.timezone))
+    };
     match sub.status {
         Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
-        Status::Suspended => crate::say!("{id}: already suspended; nothing changed"),
+        Status::Suspended if until.is_none() => crate::say!("{id}: already suspended; nothing changed"),
         _ => {
             // Rounded up: the pause is never recorded before it happened (a period due in that very second is
             // owed, not skipped, at resume).
-            let set = store.set_status(id, Status::Suspended, ceil_second(at.0), "paused by operator")?;
-            crate::say!("{id}: suspended; {}", promise(set, &format!("nothing is charged until `billd resume {id}`")));
+            let set = store.pause(id, ceil_second(at.0), "paused by operator", until)?;
+            let end = until.map(then).unwrap_or_else(|| format!("nothing is charged until `billd resume {id}`"));
+            crate::say!("{id}: suspended; {}", promise(set, &end));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -172,14 +192,9 @@ pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode>
     // Where billing restarts is decided from the subscription as it is inside the write transaction: only periods
     // that fell due while it was paused are skipped (unless --catch-up), never one that fell due before.
     let mut plan = None;
-    let (sub, _) = store.resume_with(id, now, |sub, paused_at| {
-        let cal = sub.calendar();
-        let due = |p| cal.due_at(&clock, p);
-        let r = restart_after_pause(sub.next_period, &sub.skip, paused_at, now, catch_up, due);
+    let (sub, _) = store.resume_with(id, now, "resumed by operator", |sub, paused_at| {
+        let (r, next_due, skip) = resume_plan(sub, paused_at, now, catch_up, &clock);
         plan = Some(r);
-        let next_due = due(r.next_period);
-        let mut skip = sub.skip_ahead_of(next_due.map(|t| t.timestamp()));
-        skip.extend(r.skip);
         Ok((r.next_period, next_due, skip))
     })?;
     let r = plan.expect("the restart was decided");

@@ -1,12 +1,12 @@
 //! The billing pass: sync the config, reconcile unresolved attempts, open due periods, charge, record outcomes.
 
 mod charge;
+mod lifecycle;
 pub mod metrics;
 mod pipeline;
 mod reconcile;
 pub mod refunds;
 mod report;
-mod stale;
 #[cfg(test)]
 mod tests;
 
@@ -291,7 +291,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
         (report.reconciled, report.deferred) = self.reconcile_stale(at, tx, sem).await?;
         self.trip_if_resends_capped(now).await?;
-        // Periods due longer ago than billing.catch_up_window are skipped, never charged, before anything opens.
+        // Pauses that end now resume; periods due longer ago than billing.catch_up_window are skipped, never
+        // charged; both before anything opens.
+        self.resume_due(now).await?;
         report.skipped = self.skip_stale(now).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.

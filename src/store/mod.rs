@@ -83,14 +83,31 @@ pub trait Book {
     /// it (so a sync that changed its calendar meanwhile is seen) and the instant it was suspended, and returns the
     /// period to restart at, its due instant and the skip windows to keep. The subscription becomes active only if
     /// it is still suspended at the same next period (otherwise an error, nothing written); its open period, if it
-    /// has one that is not unresolved or held by a mismatch, is retried at `now`. Returns the subscription as it
-    /// was and the restart period. An error if there is no such subscription or it is not suspended.
+    /// has one that is not unresolved or held by a mismatch, is retried at `now`; a scheduled resume
+    /// ([`Book::pause`]'s `until`) is cleared; the event says `reason`. Returns the subscription as it was and the
+    /// restart period. An error if there is no such subscription or it is not suspended.
     fn resume_with(
         &self,
         id: &str,
         now: DateTime<Utc>,
+        reason: &str,
         restart: impl FnOnce(&Subscription, Option<DateTime<Utc>>) -> Result<(u64, Option<DateTime<Utc>>, Vec<(i64, i64)>)>,
     ) -> Result<(Subscription, u64)>;
+
+    /// An operator's pause: [`Book::set_status`] to suspended (same rules, same transaction), and with `until`, the
+    /// instant it resumes by itself and whether the periods that fell due while paused are then charged
+    /// (`catch_up`), kept only if the subscription is suspended (a canceled one is not). Any later status change
+    /// forgets it; [`Book::resume_with`] clears it.
+    fn pause(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+        until: Option<(DateTime<Utc>, bool)>,
+    ) -> Result<Option<StatusSet>>;
+
+    /// The suspended subscriptions whose pause ends at or before `now` (`pause --until`), with their `catch_up`.
+    fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>>;
 
     /// Adds a subscription created by command (source manual: a config sync never cancels it), with its
     /// `subscription.created` event, in one write transaction. An error (nothing written) if its id is taken, or

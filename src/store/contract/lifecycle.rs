@@ -72,3 +72,22 @@ pub fn stale_periods_are_skipped_and_never_charged<B: Backend>(b: &B) {
     assert_eq!(got, [("a".into(), 3), ("b".into(), 3), ("open".into(), 0)]);
     assert_eq!(story(&reread, "paused").len(), 1, "a subscription that does not bill skips nothing");
 }
+
+/// `pause --until` (issue 25): [`Book::pause`] suspends and keeps when the pause ends (and its catch-up), listed by
+/// [`Book::resumes_due`] once due and only while suspended; a resume clears it, and so does any other status
+/// change (a cancel); a pause without an end is never listed.
+pub fn a_pause_with_an_end_is_listed_when_due_and_only_while_suspended<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a", "b", "c"]);
+    let end = t0() + Duration::days(10);
+    s.pause("a", t0(), "paused", Some((end, true))).unwrap();
+    s.pause("b", t0(), "paused", Some((end, false))).unwrap();
+    s.pause("c", t0(), "paused", None).unwrap();
+    assert_eq!(status(&s, "a"), Status::Suspended);
+    assert!(b.open().resumes_due(end - Duration::seconds(1)).unwrap().is_empty(), "before its end");
+    assert_eq!(b.open().resumes_due(end).unwrap(), [("a".to_string(), true), ("b".to_string(), false)]);
+    s.set_status("b", Status::Canceled, t0(), "canceled").unwrap();
+    s.resume_with("a", end, "resumed", |sub, _| Ok((sub.next_period, Some(end), Vec::new()))).unwrap();
+    assert_eq!(status(&s, "a"), Status::Active);
+    assert!(b.open().resumes_due(end + Duration::days(400)).unwrap().is_empty(), "resumed, canceled or no end");
+}

@@ -56,6 +56,7 @@ macro_rules! store_contract_tests {
             an_operators_retry_ahead_of_the_schedule_counts_no_decline,
             a_subscription_keeps_its_discount_through_sync_and_manual_adds,
             stale_periods_are_skipped_and_never_charged,
+            a_pause_with_an_end_is_listed_when_due_and_only_while_suspended,
             a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on,
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,
@@ -479,10 +480,10 @@ pub fn resume_decides_from_the_subscription_inside_its_transaction<B: Backend>(b
     add(&s, &["a"]);
     let paused_at = t0() + Duration::milliseconds(1500);
     s.set_status("a", Status::Suspended, ceil_second(paused_at), "paused by operator").unwrap();
-    assert!(s.resume_with("nope", t0(), |_, _| unreachable!()).is_err());
+    assert!(s.resume_with("nope", t0(), "resumed", |_, _| unreachable!()).is_err());
     let now = t0() + Duration::days(40);
     let (before, restart) = s
-        .resume_with("a", now, |sub, at| {
+        .resume_with("a", now, "resumed", |sub, at| {
             assert_eq!(sub.status, Status::Suspended);
             assert_eq!(at, Some(ceil_second(paused_at)), "the pause instant moved");
             Ok((1, Some(now + Duration::days(1)), Vec::new()))
@@ -493,7 +494,7 @@ pub fn resume_decides_from_the_subscription_inside_its_transaction<B: Backend>(b
     assert_eq!((after.status, after.next_period), (Status::Active, 1));
     assert_eq!(s.next_due_at("a").unwrap(), Some(now + Duration::days(1)));
     // Not suspended any more: refused, nothing changes.
-    assert!(s.resume_with("a", now, |_, _| Ok((5, None, Vec::new()))).is_err());
+    assert!(s.resume_with("a", now, "resumed", |_, _| Ok((5, None, Vec::new()))).is_err());
     assert_eq!(s.subscription("a").unwrap().unwrap().next_period, 1);
 }
 

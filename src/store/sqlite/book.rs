@@ -114,7 +114,7 @@ pub(super) fn change_status(
     };
     let voided = if to.bills() { 0 } else { void_unsent(tx, id, now)? };
     tx.prepare_cached(
-        "UPDATE subscriptions SET status = ?2, updated_at = ?3,
+        "UPDATE subscriptions SET status = ?2, updated_at = ?3, resume_at = NULL, resume_catch_up = 0,
            suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END WHERE id = ?1",
     )?
     .execute(params![id, to, now])?;
@@ -360,10 +360,46 @@ impl Book for SqliteStore {
         Ok(Some(StatusSet { before, voided, in_flight }))
     }
 
+    fn pause(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        reason: &str,
+        until: Option<(DateTime<Utc>, bool)>,
+    ) -> Result<Option<StatusSet>> {
+        let tx = self.tx()?;
+        let Some((before, to, voided)) = change_status(&tx, id, Cause::Operator(Status::Suspended), secs(now), reason)?
+        else {
+            return Ok(None);
+        };
+        // Only a pause that took effect (or one already in force) gets its end: never a canceled subscription.
+        if let Some((at, catch_up)) = until
+            && (to == Some(Status::Suspended) || (to.is_none() && before == Status::Suspended))
+        {
+            tx.execute(
+                "UPDATE subscriptions SET resume_at = ?2, resume_catch_up = ?3 WHERE id = ?1",
+                params![id, secs(at), catch_up as i64],
+            )?;
+        }
+        let in_flight = in_flight(&tx, id)?;
+        tx.commit()?;
+        Ok(Some(StatusSet { before, voided, in_flight }))
+    }
+
+    fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, resume_catch_up FROM subscriptions
+             WHERE resume_at IS NOT NULL AND resume_at <= ?1 AND status = 'suspended' ORDER BY resume_at, id",
+        )?;
+        let rows = st.query_map([secs(now)], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
     fn resume_with(
         &self,
         id: &str,
         now: DateTime<Utc>,
+        reason: &str,
         restart: impl FnOnce(&Subscription, Option<DateTime<Utc>>) -> Result<(u64, Option<DateTime<Utc>>, Vec<(i64, i64)>)>,
     ) -> Result<(Subscription, u64)> {
         let now = secs(now);
@@ -382,7 +418,7 @@ impl Book for SqliteStore {
         let (restart_period, restart_due, skip) = restart(&sub, suspended_at.map(at))?;
         let n = tx.execute(
             "UPDATE subscriptions SET status = ?7, next_period = max(next_period, ?2), next_due_at = ?3,
-               updated_at = ?4, skip_windows = ?6
+               updated_at = ?4, skip_windows = ?6, resume_at = NULL, resume_catch_up = 0
              WHERE id = ?1 AND status = ?8 AND next_period = ?5",
             params![
                 id,
@@ -412,7 +448,7 @@ impl Book for SqliteStore {
             now,
             &format!("subscription.{}", to.as_str()),
             Some(id),
-            json!({ "from": sub.status.as_str(), "reason": "resumed by operator",
+            json!({ "from": sub.status.as_str(), "reason": reason,
             "next_period": restart_period }),
         )?;
         tx.commit()?;
