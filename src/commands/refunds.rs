@@ -243,7 +243,7 @@ fn sent_refund(
             let why = format!("refused by the gateway (code {code}): {message}");
             // Believed once the payment, looked up, does not list the refund (a refusal whose refund was made
             // anyway is found here, not recorded as made outside billd).
-            let p = match rt.block_on(g.refunds(&row.imp_uid)) {
+            let p = match rt.block_on(g.refunds(&row.imp_uid, merchant_uid)) {
                 RefundsLookup::Found(p) => p,
                 RefundsLookup::NotFound | RefundsLookup::Error(_) => {
                     return doubt(format!(

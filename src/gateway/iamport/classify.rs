@@ -259,6 +259,12 @@ fn whole(x: f64) -> Option<i64> {
     (x.is_finite() && x.fract() == 0.0 && (0.0..=MAX_AMOUNT).contains(&x)).then_some(x as i64)
 }
 
+/// FNV-1a (64 bits) of `text`: a hash that stays the same across builds, for the id of a cancel history entry
+/// without one.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Reads a payment's refunds from an envelope's `response`: whole amounts, a history whose sum is `cancel_amount`,
 /// a plain imp_uid; strings cleaned. `Err`: why it cannot be read (described, numbers never quoted).
 fn read_refunds(response: &str, red: &Redactor) -> Result<PaymentRefunds, String> {
@@ -270,17 +276,34 @@ fn read_refunds(response: &str, red: &Redactor) -> Result<PaymentRefunds, String
     let (Some(amount), Some(cancel_amount)) = (whole(p.amount), whole(p.cancel_amount)) else {
         return Err("the payment's amount or cancel_amount is not a whole amount of won".into());
     };
-    let mut history = Vec::new();
-    for (i, c) in p.cancel_history.unwrap_or_default().into_iter().enumerate() {
+    // Only a paid payment, or one refunded in full, has refunds billd reads.
+    if !matches!(p.status.as_str(), "paid" | "cancelled") {
+        return Err(format!("the payment's status is {}, not paid or cancelled", red.clean_to(&p.status, 40)));
+    }
+    let mut history: Vec<Cancellation> = Vec::new();
+    for c in p.cancel_history.unwrap_or_default() {
         let Some(a) = whole(c.amount).filter(|a| *a > 0) else {
             return Err("a cancel_history amount is not a whole amount of won".into());
         };
-        let id = c.cancellation_id.filter(|id| red.plain_id(id)).unwrap_or_else(|| format!("#{i}"));
+        let cancelled_at = c.cancelled_at.filter(|t| *t > 0);
+        let reason = red.clean_to(&c.reason.unwrap_or_default(), 200);
+        let id = match c.cancellation_id.filter(|id| red.plain_id(id)) {
+            Some(id) => id,
+            None => {
+                // Named by what it is, not by its place (places shift): the n-th entry of that content.
+                let key = format!("~{a}-{}-{:016x}", cancelled_at.unwrap_or(0), fnv1a(&reason));
+                let n = history.iter().filter(|h| h.id.starts_with(&format!("{key}-"))).count();
+                format!("{key}-{n}")
+            }
+        };
+        if history.iter().any(|h| h.id == id) {
+            return Err("the payment's cancel_history lists one cancellation_id twice".into());
+        }
         history.push(Cancellation {
             id,
             amount: a,
-            cancelled_at: c.cancelled_at.filter(|t| *t > 0).and_then(|t| DateTime::from_timestamp(t, 0)),
-            reason: red.clean_to(&c.reason.unwrap_or_default(), 200),
+            cancelled_at: cancelled_at.and_then(|t| DateTime::from_timestamp(t, 0)),
+            reason,
         });
     }
     let listed = history.iter().try_fold(0i64, |sum, c| sum.checked_add(c.amount));
@@ -346,8 +369,11 @@ pub(super) fn classify_refund(sent: Sent, req: &RefundRequest, timeout: Duration
         .ok_or_else(|| "code 0 without a payment".to_string())
         .and_then(|r| read_refunds(r.get(), red));
     match read {
-        Ok(p) if p.imp_uid == req.imp_uid => RefundOutcome::Refunded(p),
-        Ok(_) => RefundOutcome::Unknown(format!("the answer is for another payment than {}", req.imp_uid)),
+        Ok(p) if p.imp_uid == req.imp_uid && p.merchant_uid == req.merchant_uid => RefundOutcome::Refunded(p),
+        Ok(_) => RefundOutcome::Unknown(format!(
+            "the answer is for another payment than {} (another imp_uid or merchant_uid)",
+            req.imp_uid
+        )),
         Err(e) => RefundOutcome::Unknown(e),
     }
 }
@@ -561,10 +587,53 @@ mod tests {
             "cancel_amount":0,"status":"paid"}}"#;
         let p = parse_refunds(none, &Redactor::default()).unwrap().unwrap();
         assert!(p.history.is_empty() && p.cancel_amount == 0);
-        // An entry without a cancellation_id billd can keep is named by its place.
+        // An entry without a cancellation_id billd can keep is named by what it is (see the next test).
         let odd = done.replace(r#""cancellation_id":"c1""#, r#""cancellation_id":"c 1\n""#);
         let p = parse_refunds(&odd, &Redactor::default()).unwrap().unwrap();
-        assert_eq!(p.history[0].id, "#0");
+        assert!(p.history[0].id.starts_with("~3000-1700000000-"), "{}", p.history[0].id);
+    }
+
+    /// Issue 24 review, R3 and R4: an entry without a stable id keeps its id when entries are added before it or
+    /// other entries lose theirs (it is named by its amount, time and reason, not its place); an answer listing one
+    /// cancellation_id twice is unreadable (not a store error after the refund was sent).
+    #[test]
+    fn a_cancel_history_entry_without_an_id_is_named_by_what_it_is() {
+        let body = |history: &str, total: i64| {
+            format!(
+                r#"{{"code":0,"message":null,"response":{{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,
+                "cancel_amount":{total},"status":"paid","cancel_history":[{history}]}}}}"#
+            )
+        };
+        let a = r#"{"amount":1000,"cancelled_at":1700000000,"reason":"console"}"#;
+        let b = r#"{"amount":2000,"cancelled_at":1700000100,"reason":"other","cancellation_id":"c2"}"#;
+        let red = Redactor::default();
+        let alone = parse_refunds(&body(a, 1000), &red).unwrap().unwrap();
+        let after = parse_refunds(&body(&format!("{b},{a}"), 3000), &red).unwrap().unwrap();
+        assert_eq!(alone.history[0].id, after.history[1].id, "its id moved with its place");
+        // Two entries of the same content are two refunds, each named once.
+        let twice = parse_refunds(&body(&format!("{a},{a}"), 2000), &red).unwrap().unwrap();
+        assert_ne!(twice.history[0].id, twice.history[1].id);
+        // One cancellation_id twice: unreadable.
+        assert!(parse_refunds(&body(&format!("{b},{b}"), 4000), &red).is_err());
+    }
+
+    /// Issue 24 review, R5: a refund's answer (or a lookup) for another merchant_uid than billd's, or with a status
+    /// other than paid or cancelled, is not read as the payment.
+    #[test]
+    fn a_refund_answer_for_another_merchant_uid_or_status_is_not_the_payment() {
+        let done = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,
+            "cancel_amount":3000,"status":"paid","cancel_history":[{"pg_tid":"t","amount":3000,"cancelled_at":1700000000,
+            "reason":"r","cancellation_id":"c1"}]}}"#;
+        for body in [
+            done.replace(r#""merchant_uid":"m-1""#, r#""merchant_uid":"m-2""#),
+            done.replace(r#""status":"paid""#, r#""status":"failed""#),
+            done.replace(r#""status":"paid""#, r#""status":"ready""#),
+        ] {
+            let outcome = classify_refund_body(200, &body, &refund_req());
+            assert!(matches!(outcome, RefundOutcome::Unknown(_)), "{body}: {outcome:?}");
+        }
+        let full = done.replace(r#""status":"paid""#, r#""status":"cancelled""#);
+        assert!(matches!(classify_refund_body(200, &full, &refund_req()), RefundOutcome::Refunded(_)));
     }
 
     #[test]

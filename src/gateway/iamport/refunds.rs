@@ -31,8 +31,9 @@ impl Iamport {
         Some(classify_refund(sent, req, self.timeout, &self.sent()))
     }
 
-    /// `GET /payments/{imp_uid}`: the payment's refunds.
-    pub(crate) async fn payment_refunds(&self, imp_uid: &str) -> RefundsLookup {
+    /// `GET /payments/{imp_uid}`: the payment's refunds, if the answer is that payment (`imp_uid` and
+    /// `merchant_uid`).
+    pub(crate) async fn payment_refunds(&self, imp_uid: &str, merchant_uid: &str) -> RefundsLookup {
         let url = match self.url(&["payments", imp_uid]) {
             Ok(u) => u,
             Err(e) => return RefundsLookup::Error(e),
@@ -47,8 +48,11 @@ impl Iamport {
             Sent::Refused(why) => RefundsLookup::Error(why),
             Sent::Response(404, _) => RefundsLookup::NotFound,
             Sent::Response(200, text) => match parse_refunds(&text, &red) {
-                Ok(Some(p)) if p.imp_uid == imp_uid => RefundsLookup::Found(p),
-                Ok(Some(_)) => RefundsLookup::Error(format!("lookup of {imp_uid} answered another payment")),
+                Ok(Some(p)) if p.imp_uid == imp_uid && p.merchant_uid == merchant_uid => RefundsLookup::Found(p),
+                Ok(Some(_)) => RefundsLookup::Error(format!(
+                    "lookup of {imp_uid} answered another payment (another imp_uid or merchant_uid than {})",
+                    crate::text::cell(merchant_uid)
+                )),
                 Ok(None) => RefundsLookup::Error(format!("lookup answered no payment: {}", snippet(&red, &text))),
                 Err(e) => RefundsLookup::Error(e),
             },
