@@ -192,14 +192,17 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Refund a paid charge, in part or whole (at most once: a lost answer is settled by a lookup, never resent).
+    /// Refund a paid charge, in part or whole (at most once: a lost answer is settled by a lookup, never resent). A
+    /// refund is its merchant_uid, amount and reason: rerunning one already made sends nothing (exit 0); to refund
+    /// the same amount again on purpose, give another --reason.
     Refund {
         /// The charge's merchant_uid, exactly as `billd charges` lists it.
         merchant_uid: String,
         /// Whole won to refund (default: all that remains).
         #[arg(long)]
         amount: Option<i64>,
-        /// Why (sent to the gateway and kept; 1-200 characters).
+        /// Why (sent to the gateway and kept; 1-200 characters, something visible, no card number, not the
+        /// imp_secret). With the merchant_uid and amount it names the refund: another reason is another refund.
         #[arg(long)]
         reason: String,
     },

@@ -473,7 +473,7 @@ impl Gateway for Fake {
     ) -> Option<billd::gateway::RefundOutcome> {
         unreachable!("this test makes no refunds")
     }
-    async fn refunds(&self, _: &str) -> billd::gateway::RefundsLookup {
+    async fn refunds(&self, _: &str, _: &str) -> billd::gateway::RefundsLookup {
         unreachable!("this test makes no refunds")
     }
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {

@@ -188,7 +188,7 @@ fn a_refund_whose_answer_is_lost_is_settled_by_lookup_and_never_sent_again() {
     assert_eq!(code(&refund(&w, &args)), 3);
     let rerun = refund(&w, &args);
     assert_eq!(code(&rerun), 0, "{}", text(&rerun));
-    assert!(text(&rerun).contains("nothing sent again"), "{}", text(&rerun));
+    assert!(text(&rerun).contains("already made"), "{}", text(&rerun));
     assert_eq!(cancels(&w), 2, "a refund in doubt was sent again");
     assert_eq!(at_gateway(&w, CHARGE).0, 1500);
 }
@@ -208,7 +208,7 @@ fn a_refund_killed_in_the_middle_is_made_once() {
     assert_eq!(refund_rows(&w), [(2500, "pending".into(), "billd".into())], "the intent was not committed first");
     let rerun = refund(&w, &args);
     assert_eq!(code(&rerun), 0, "{}", text(&rerun));
-    assert!(text(&rerun).contains("nothing sent again"), "{}", text(&rerun));
+    assert!(text(&rerun).contains("already made"), "{}", text(&rerun));
     assert_eq!(cancels(&w), 1, "the refund was sent twice");
     assert_eq!(at_gateway(&w, CHARGE), (2500, "paid".into()));
     assert_eq!(refund_rows(&w), [(2500, "refunded".into(), "billd".into())]);
@@ -263,15 +263,15 @@ fn two_refunds_of_one_charge_at_once_never_refund_more_than_the_charge() {
 
     // Both at once, unpaused, for the rest and more: whatever the order, never more than the charge.
     // Both started before either is waited for.
-    let start = || {
+    let start = |n: u32| {
         w.billd()
-            .args(["refund", CHARGE, "--amount", "3900", "--reason", "race"])
+            .args(["refund", CHARGE, "--amount", "3900", "--reason", &format!("race {}", n)])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (pa, pb) = (start(), start());
+    let (pa, pb) = (start(1), start(2));
     let (a, b) = (pa.wait_with_output().unwrap(), pb.wait_with_output().unwrap());
     assert_eq!([code(&a), code(&b)].iter().filter(|c| **c == 0).count(), 1, "{}\n{}", text(&a), text(&b));
     assert_eq!(at_gateway(&w, CHARGE), (9900, "cancelled".into()));
@@ -306,4 +306,120 @@ fn a_refund_made_outside_billd_is_found_by_sync() {
     let stored: String =
         w.db().query_row("SELECT reason FROM refunds WHERE source = 'billd'", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, "goodwill \u{1b}[2J");
+}
+
+/// Issue 24 review, R1: a refund is identified by (merchant_uid, amount, reason). Rerunning the same command after
+/// its refund was made (answered, or settled by `refunds --sync` after a lost answer) sends nothing and exits 0,
+/// saying when it was made; the rest without --amount likewise; another --reason refunds the same amount again.
+#[test]
+fn a_rerun_of_a_refund_already_made_sends_nothing() {
+    let w = world();
+    let args = [CHARGE, "--amount", "1000", "--reason", "partial"];
+    assert_eq!(code(&refund(&w, &args)), 0);
+    for _ in 0..2 {
+        let again = refund(&w, &args);
+        assert_eq!(code(&again), 0, "{}", text(&again));
+        assert!(text(&again).contains("already made"), "{}", text(&again));
+        assert!(text(&again).contains("another --reason"), "{}", text(&again));
+    }
+    assert_eq!(cancels(&w), 1, "a rerun refunded again");
+    assert_eq!(at_gateway(&w, CHARGE).0, 1000);
+    // On purpose: another reason.
+    assert_eq!(code(&refund(&w, &[CHARGE, "--amount", "1000", "--reason", "partial, second"])), 0);
+    assert_eq!(cancels(&w), 2);
+
+    // A lost answer (exit 3) settled by `refunds --sync`: the rerun sends nothing.
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::DropAfterCancel, times: Some(1) });
+    let lost_args = [CHARGE, "--amount", "700", "--reason", "lost"];
+    let lost = refund(&w, &lost_args);
+    assert_eq!(code(&lost), 3, "{}", text(&lost));
+    assert!(text(&lost).contains("rerun of this same command sends nothing"), "{}", text(&lost));
+    wait_refunds_quiet(&w);
+    assert!(w.billd().args(["refunds", "--sync"]).output().unwrap().status.success());
+    let rerun = refund(&w, &lost_args);
+    assert_eq!(code(&rerun), 0, "{}", text(&rerun));
+    assert!(text(&rerun).contains("already made"), "{}", text(&rerun));
+    assert_eq!(cancels(&w), 3, "a refund settled by --sync was sent again");
+
+    // The rest, twice: made once.
+    let rest = [CHARGE, "--reason", "order cancelled"];
+    assert_eq!(code(&refund(&w, &rest)), 0);
+    let again = refund(&w, &rest);
+    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert!(text(&again).contains("already made"), "{}", text(&again));
+    assert_eq!(cancels(&w), 4);
+    assert_eq!(at_gateway(&w, CHARGE), (9900, "cancelled".into()));
+}
+
+/// Issue 24 review, R2: free text an operator gives that is sent or kept (--reason, --name) is refused when it holds
+/// a card number, the imp_secret, or nothing visible: the error names the flag, nothing is sent or written.
+#[test]
+fn a_reason_holding_a_card_number_a_secret_or_nothing_visible_is_refused() {
+    let w = world();
+    for (reason, says) in [
+        ("card 4242 4242 4242 4242 refund", "card number"),
+        ("key imp_sandbox_secret", "imp_secret"),
+        ("\u{200b}", "nothing visible"),
+        (" \u{200b}\u{feff} ", "nothing visible"),
+    ] {
+        let out = refund(&w, &[CHARGE, "--amount", "100", "--reason", reason]);
+        assert_eq!(code(&out), 1, "{reason:?}: {}", text(&out));
+        let said = text(&out);
+        assert!(said.contains("--reason") && said.contains(says), "{reason:?}: {said}");
+        assert!(!said.contains("4242 4242 4242 4242") && !said.contains("imp_sandbox_secret"), "{said}");
+    }
+    assert_eq!(cancels(&w), 0, "a refused reason was sent");
+    assert!(refund_rows(&w).is_empty());
+    let logged: String = w.db().query_row("SELECT group_concat(detail, ' ') FROM events", [], |r| r.get(0)).unwrap();
+    assert!(!logged.contains("4242 4242"), "{logged}");
+    // The same rule for charge-once --name.
+    let out = common::with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-1", "--amount", "1000", "--name", "4242424242424242"],
+        &common::card_json(cards::APPROVE),
+    );
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("--name") && text(&out).contains("card number"), "{}", text(&out));
+}
+
+/// Issue 24 review, R8 and R9: a wrong secret, or a gateway that cannot be reached for the payment's lookup, refuses
+/// the refund before its intent: exit 1, nothing written, nothing sent ("rerun later"), no quiet period to wait.
+#[test]
+fn a_refund_whose_lookup_or_credentials_fail_is_refused_before_its_intent() {
+    let w = world();
+    let args = [CHARGE, "--amount", "1000", "--reason", "r"];
+    let wrong = w.billd().arg("refund").args(args).env("BILLD_GATEWAY__IMP_SECRET", "not-the-secret").output().unwrap();
+    assert_eq!(code(&wrong), 1, "{}", text(&wrong));
+    assert!(text(&wrong).contains("nothing was sent"), "{}", text(&wrong));
+    assert!(refund_rows(&w).is_empty(), "a refund refused for its credentials was written");
+    let down =
+        w.billd().arg("refund").args(args).env("BILLD_GATEWAY__BASE_URL", "http://127.0.0.1:9").output().unwrap();
+    assert_eq!(code(&down), 1, "{}", text(&down));
+    assert!(text(&down).contains("rerun later"), "{}", text(&down));
+    assert!(refund_rows(&w).is_empty(), "a refund was begun without the payment's lookup");
+    assert_eq!(cancels(&w), 0);
+    // Nothing to wait for: the refund goes at once.
+    assert_eq!(code(&refund(&w, &args)), 0);
+}
+
+/// Issue 24 review, R4: one charge that cannot be settled (its payment's amount differs from billd's) does not stop
+/// `refunds --sync`: the other charges are looked up, the failure is reported at the end (exit 1).
+#[test]
+fn one_bad_charge_does_not_stop_refunds_sync() {
+    let w = world();
+    // A second paid charge (a one-time charge) with a console refund.
+    let once = common::with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-1", "--amount", "5000", "--name", "goods"],
+        &common::card_json(cards::APPROVE),
+    );
+    assert_eq!(code(&once), 0, "{}", text(&once));
+    let imp_uid = w.ledger().into_iter().find(|e| e.merchant_uid == "once-1" && e.paid_at > 0).unwrap().imp_uid;
+    w.sandbox.refund_in_console(&imp_uid, Some(1000), "console").unwrap();
+    // billd's record of the first charge disagrees with the gateway.
+    w.db().execute("UPDATE attempts SET amount = 9800 WHERE merchant_uid = ?1", [CHARGE]).unwrap();
+    let synced = w.billd().args(["refunds", "--sync"]).output().unwrap();
+    assert_eq!(code(&synced), 1, "{}", text(&synced));
+    assert!(text(&synced).contains(CHARGE), "{}", text(&synced));
+    assert_eq!(refund_rows(&w), [(1000, "refunded".into(), "external".into())], "{}", text(&synced));
 }

@@ -16,26 +16,32 @@ pub struct Attributed {
     pub external: Vec<usize>,
 }
 
-/// Reads a payment's cancel history (`cancels`: each entry's id and amount, in the gateway's order) for a charge of
-/// `paid`. `recorded(id)`: a row records that entry already. `doubt`: the amount and checksum of billd's refund whose
-/// outcome is not known, if any.
+/// One entry of a payment's cancel history as [`attribute`] reads it: its id, amount and reason.
+pub type Cancel<'a> = (&'a str, i64, &'a str);
+
+/// Reads a payment's cancel history (`cancels`, in the gateway's order) for a charge of `paid`. `recorded(id)`: a
+/// row records that entry already. `doubt`: the amount, checksum and reason (as the gateway lists it) of billd's
+/// refund whose outcome is not known, if any.
 ///
-/// The refund in doubt was made if, and only if, the history holds an entry no row records, of its amount, whose
-/// earlier entries add up to `paid - checksum`: the gateway makes a refund only when its own refundable balance is
-/// the checksum sent with it, so that is the only place the refund can be. (Another refund of the same amount made
-/// outside billd at another balance is not it.)
+/// The refund in doubt was made if, and only if, the history holds an entry no row records, of its amount and
+/// reason, whose earlier entries add up to `paid - checksum`: the gateway makes a refund only when its own refundable
+/// balance is the checksum sent with it, so that is the only place the refund can be, and it keeps the reason billd
+/// sent. (Another refund of the same amount made outside billd at another balance, or at that balance with another
+/// reason, is not it.)
 pub fn attribute(
     paid: i64,
-    cancels: &[(&str, i64)],
+    cancels: &[Cancel<'_>],
     recorded: impl Fn(&str) -> bool,
-    doubt: Option<(i64, i64)>,
+    doubt: Option<(i64, i64, &str)>,
 ) -> Attributed {
     let mut before = 0i64;
     let mut ours = None;
-    for (i, (id, amount)) in cancels.iter().enumerate() {
+    for (i, (id, amount, reason)) in cancels.iter().enumerate() {
         if ours.is_none()
             && !recorded(id)
-            && doubt.is_some_and(|(a, checksum)| *amount == a && before == paid.saturating_sub(checksum))
+            && doubt.is_some_and(|(a, checksum, why)| {
+                *amount == a && before == paid.saturating_sub(checksum) && *reason == why
+            })
         {
             ours = Some(i);
         }
@@ -57,19 +63,29 @@ mod tests {
     fn the_refund_in_doubt_is_the_entry_at_its_checksum() {
         // 10000 paid; 3000 refunded by billd (c1); then an outside refund of 2000 (c2); billd's refund of 2000 was
         // sent against a balance of 5000 (c3).
-        let h = [("c1", 3000), ("c2", 2000), ("c3", 2000)];
+        let h = [("c1", 3000, "b"), ("c2", 2000, "b"), ("c3", 2000, "b")];
         let rec = |id: &str| id == "c1";
-        assert_eq!(attribute(10000, &h, rec, Some((2000, 5000))), Attributed { ours: Some(2), external: vec![1] });
+        assert_eq!(attribute(10000, &h, rec, Some((2000, 5000, "b"))), Attributed { ours: Some(2), external: vec![1] });
         // Sent against 7000 (before the outside refund): the entry at that balance, c2.
-        assert_eq!(attribute(10000, &h, rec, Some((2000, 7000))), Attributed { ours: Some(1), external: vec![2] });
+        assert_eq!(attribute(10000, &h, rec, Some((2000, 7000, "b"))), Attributed { ours: Some(1), external: vec![2] });
         // Not made (no entry at its balance of that amount): nothing taken as external meanwhile.
-        assert_eq!(attribute(10000, &h, rec, Some((1000, 7000))), Attributed { ours: None, external: vec![] });
-        assert_eq!(attribute(10000, &h, rec, Some((2000, 4000))), Attributed { ours: None, external: vec![] });
+        assert_eq!(attribute(10000, &h, rec, Some((1000, 7000, "b"))), Attributed { ours: None, external: vec![] });
+        assert_eq!(attribute(10000, &h, rec, Some((2000, 4000, "b"))), Attributed { ours: None, external: vec![] });
         // Nothing in doubt: every entry no row records is external.
         assert_eq!(attribute(10000, &h, rec, None), Attributed { ours: None, external: vec![1, 2] });
         // An entry a row records already is never taken again.
         let all = |_: &str| true;
-        assert_eq!(attribute(10000, &h, all, Some((3000, 10000))), Attributed::default());
+        assert_eq!(attribute(10000, &h, all, Some((3000, 10000, "b"))), Attributed::default());
+    }
+
+    #[test]
+    fn an_entry_at_the_checksum_with_another_reason_is_not_billds() {
+        // billd's refund of 2000 (reason "late") in doubt, never sent; an operator refunded 2000 in the console at
+        // the same balance: not billd's.
+        let h = [("x1", 2000, "console goodwill")];
+        let none = |_: &str| false;
+        assert_eq!(attribute(10000, &h, none, Some((2000, 10000, "late"))), Attributed::default());
+        assert_eq!(attribute(10000, &h, none, Some((2000, 10000, "console goodwill"))).ours, Some(0));
     }
 
     #[test]

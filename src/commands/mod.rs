@@ -15,3 +15,27 @@ pub mod simulate;
 pub mod subscriptions;
 pub mod tick;
 pub mod upcoming;
+
+/// The one rule for free text an operator gives that billd sends or keeps (`refund --reason`, `--name` of the
+/// one-time charges): refused, naming `flag`, when it shows nothing (white space and invisible characters only),
+/// holds what could be a card number ([`crate::gateway::card::holds_card_number`]) or holds the configured
+/// imp_secret (in any of the forms the redactor knows). The text itself is never quoted.
+pub fn check_free_text(cfg: &crate::config::Config, flag: &str, text: &str) -> anyhow::Result<()> {
+    if text.chars().all(|c| c.is_whitespace() || crate::text::invisible(c)) {
+        anyhow::bail!("{flag} has nothing visible (white space or invisible characters only); nothing was sent");
+    }
+    if crate::gateway::card::holds_card_number(text) {
+        anyhow::bail!(
+            "{flag} holds what could be a card number (13 or more digits in a row, whatever separates them); it \
+             would be sent to the gateway and kept in billd's book and logs, so it is refused; nothing was sent"
+        );
+    }
+    if let Ok(secret) = cfg.gateway.secret.resolve() {
+        let mut red = crate::gateway::redact::Redactor::default();
+        red.sent_word(secret.expose());
+        if red.holds_sent(text) {
+            anyhow::bail!("{flag} holds the configured gateway.imp_secret; it is refused; nothing was sent");
+        }
+    }
+    Ok(())
+}

@@ -99,6 +99,7 @@ pub fn check_args(cfg: &Config, merchant_uid: &str, amount: i64, name: &str, abo
             "--name has nothing visible (white space only); it is the order name the customer sees; nothing was sent"
         );
     }
+    crate::commands::check_free_text(cfg, "--name", name)?;
     Ok(())
 }
 

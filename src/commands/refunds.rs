@@ -4,7 +4,7 @@ use crate::app::{gateway, load_config, open_store, runtime};
 use crate::commands::present::{human, rfc3339, shown};
 use crate::config::{self, Config};
 use crate::engine::refunds::{log_refund, look_up_and_settle};
-use crate::gateway::{Gateway, RefundOutcome, RefundRequest};
+use crate::gateway::{Auth, Gateway, PaymentRefunds, RefundOutcome, RefundRequest, RefundsLookup};
 use crate::realtime::{RealClock, SystemClock};
 use crate::store::{NewRefund, RefundRefused, RefundRow, RefundStatus, RefundTarget, Refunds};
 use anyhow::{Result, anyhow, bail};
@@ -35,8 +35,9 @@ fn in_doubt(cfg: &Config, r: &RefundRow, what: &str) -> ExitCode {
     let when = r.check_at.map(|t| human(t, cfg.billing.clock.timezone)).unwrap_or_else(|| "its next look".into());
     eprintln!(
         "{what}: refund of {} {} of charge {} (reason {}): outcome unknown ({}). billd settles it by looking the \
-         payment up, not before {when} (the next `billd refund {}`, `billd refunds --sync` or pass of `billd run`); \
-         nothing is sent again",
+         payment up, not before {when} (the next `billd refund {}`, `billd refunds --sync` or pass of `billd run`). \
+         A rerun of this same command sends nothing: it looks the payment up and says whether the refund was made \
+         (exit 0) or is still unknown (exit 3); only once it is known not to have been made can it be sent again",
         r.amount,
         r.currency,
         r.merchant_uid,
@@ -49,8 +50,13 @@ fn in_doubt(cfg: &Config, r: &RefundRow, what: &str) -> ExitCode {
 
 /// Refuses with `why`, nothing sent.
 fn refused(why: String) -> Result<ExitCode> {
+    Ok(refused_code(why))
+}
+
+/// Says `why`; the exit code of a refusal.
+fn refused_code(why: String) -> ExitCode {
     eprintln!("{why}");
-    Ok(ExitCode::from(REFUSED))
+    ExitCode::from(REFUSED)
 }
 
 pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str) -> Result<ExitCode> {
@@ -62,6 +68,7 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
     if reason.trim().is_empty() || n > REASON_MAX {
         bail!("--reason must be 1-{REASON_MAX} characters, not blank (it is {n}); nothing was sent");
     }
+    crate::commands::check_free_text(&cfg, "--reason", reason)?;
     let store = open_store(&cfg)?;
     let Some(target) = store.refund_target(merchant_uid)? else {
         return refused(format!(
@@ -79,6 +86,10 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
     let g = gateway(&cfg)?;
     let rt = runtime()?;
     let now = Utc::now;
+    // Credentials the gateway refuses: nothing is begun (no refund in doubt, no quiet period for nothing).
+    if let Auth::Refused(why) = rt.block_on(g.authenticate()) {
+        return refused(format!("refund of charge {merchant_uid}: {why}; nothing was sent"));
+    }
     // The payment as the gateway has it first: it settles a refund of it in doubt (an earlier run that stopped or
     // lost its answer) and records refunds made outside billd, so that the checksum is right.
     let looked = rt.block_on(look_up_and_settle(&store, &g, &SystemClock, merchant_uid, &imp_uid, now()))?;
@@ -89,12 +100,8 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
             eprintln!("{e}");
             return Ok(in_doubt(&cfg, r, "nothing sent"));
         }
-        Err(e) => {
-            tracing::warn!(event = "refund.lookup", merchant_uid, reason = %e,
-                "the payment's lookup failed; the refund is sent with the balance billd knows (the gateway refuses \
-                 it if that is stale)");
-            None
-        }
+        // Fail closed: without the payment as the gateway has it, the balance billd knows may be stale.
+        Err(e) => return refused(format!("{e}; nothing was sent (rerun later)")),
     };
     if let Some(r) = settled {
         match r.status {
@@ -108,16 +115,9 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
                 ));
             }
             RefundStatus::Pending | RefundStatus::Unknown => return Ok(in_doubt(&cfg, &r, "nothing sent")),
-            // A rerun of the refund an earlier run made: done, nothing sent again.
+            // A rerun of the refund an earlier run made (its lookup just found it): done, nothing sent again.
             RefundStatus::Refunded if r.reason == reason && amount.is_none_or(|a| a == r.amount) => {
-                crate::say!(
-                    "refund of {} {} of charge {merchant_uid} was made by an earlier run (cancellation {}); nothing \
-                     sent again",
-                    r.amount,
-                    r.currency,
-                    r.cancellation_id.as_deref().unwrap_or("-")
-                );
-                return Ok(ExitCode::SUCCESS);
+                return Ok(made_already(&cfg, &r, now()));
             }
             _ => {}
         }
@@ -141,6 +141,7 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
                 RefundRefused::NotPaid(s) => {
                     format!("charge {merchant_uid} is not paid ({}); nothing was sent", s.as_str())
                 }
+                RefundRefused::Made(r) => return Ok(made_already(&cfg, &r, now())),
                 RefundRefused::Unresolved(r) => format!(
                     "another refund of charge {merchant_uid} ({} {}) is in progress or its outcome is not known yet; \
                      nothing was sent (rerun once it is settled)",
@@ -176,49 +177,144 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
         );
     };
     crate::failpoint::failpoint("refund_after_response");
-    // A lost or unreadable answer: unknown, settled only by a lookup after the quiet period (a look now that does not
-    // find the refund would prove nothing: it may still be in progress at the gateway).
+    // From here the request may have left: the exit is 0 (made) or 3 (not known), never 1, unless the gateway
+    // refused it and its payment, looked up, does not list it.
+    let after = sent_refund(&cfg, &store, &g, &rt, &row, outcome, quiet);
+    match after {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            // Whatever went wrong after sending (a store error, say): not known, never "nothing refunded".
+            eprintln!("refund of charge {merchant_uid}: {e:#}");
+            let r = mine(&store, &row).ok().flatten().unwrap_or(row);
+            Ok(in_doubt(&cfg, &r, "not known"))
+        }
+    }
+}
+
+/// billd's refund `row`, as it is now (`None`: gone, which does not happen).
+fn mine(store: &impl Refunds, row: &RefundRow) -> Result<Option<RefundRow>> {
+    Ok(store.list_refunds(Some(row.created_at))?.into_iter().find(|r| r.id == row.id))
+}
+
+/// What a refund whose request may have left came to: its outcome, settled in the store.
+fn sent_refund(
+    cfg: &Config,
+    store: &impl Refunds,
+    g: &impl Gateway,
+    rt: &tokio::runtime::Runtime,
+    row: &RefundRow,
+    outcome: RefundOutcome,
+    quiet: chrono::Duration,
+) -> Result<ExitCode> {
+    let merchant_uid = row.merchant_uid.as_str();
+    let now = Utc::now;
+    // A lost or unreadable answer: unknown, settled only by a lookup after the quiet period (a look now that does
+    // not find the refund would prove nothing: it may still be in progress at the gateway). Settled meanwhile by
+    // another process (its lookup found it): said as it is.
     let doubt = |why: String| -> Result<ExitCode> {
-        let check = now() + quiet;
-        store.refund_unknown(row.id, &why, &SystemClock.now(), check, now())?;
-        let r = store.refund_target(merchant_uid)?.and_then(|t| t.unresolved).ok_or_else(|| {
-            anyhow!("refund of charge {merchant_uid}: settled meanwhile by another process; see `billd refunds`")
-        })?;
+        store.refund_unknown(row.id, &why, &SystemClock.now(), now() + quiet, now())?;
+        let r = mine(store, row)?.ok_or_else(|| anyhow!("refund of charge {merchant_uid}: its row is gone"))?;
         log_refund(&r);
-        Ok(in_doubt(&cfg, &r, "not known"))
+        Ok(match r.status {
+            RefundStatus::Refunded => done(store, &r, " (recorded by another process that looked the payment up)"),
+            RefundStatus::Failed => refused_code(format!(
+                "refund of {} of charge {merchant_uid}: settled meanwhile by another process: not made ({}); see \
+                 `billd refunds`",
+                r.amount,
+                shown(r.detail.as_deref().unwrap_or("-"))
+            )),
+            _ => in_doubt(cfg, &r, "not known"),
+        })
+    };
+    // Settles the refund against the payment `p` the gateway gave; true if it is made.
+    let settle = |p: &PaymentRefunds| -> Result<Option<RefundRow>> {
+        let seen = crate::engine::refunds::seen(p);
+        store.settle_refunds(merchant_uid, p.amount, &seen, &SystemClock.now(), now())?;
+        Ok(mine(store, row)?.filter(|r| r.status == RefundStatus::Refunded))
     };
     match outcome {
-        RefundOutcome::Refunded(p) => {
-            let seen = crate::engine::refunds::seen(&p);
-            let s = store.settle_refunds(merchant_uid, p.amount, &seen, &SystemClock.now(), now())?;
-            match s.in_doubt {
-                Some(r) if r.status == RefundStatus::Refunded => Ok(done(&store, &r)),
-                // An answer that does not list this refund at its balance: not known; settled by lookup.
-                _ => doubt("the answer does not list this refund".into()),
-            }
-        }
+        RefundOutcome::Refunded(p) => match settle(&p) {
+            Ok(Some(r)) => Ok(done(store, &r, "")),
+            // An answer that does not list this refund at its balance: not known; settled by lookup.
+            Ok(None) => doubt("the answer does not list this refund".into()),
+            Err(e) => doubt(format!("its answer could not be settled: {e:#}")),
+        },
         RefundOutcome::Refused { code, message } => {
             let why = format!("refused by the gateway (code {code}): {message}");
+            // Believed once the payment, looked up, does not list the refund (a refusal whose refund was made
+            // anyway is found here, not recorded as made outside billd).
+            let p = match rt.block_on(g.refunds(&row.imp_uid, merchant_uid)) {
+                RefundsLookup::Found(p) => p,
+                RefundsLookup::NotFound | RefundsLookup::Error(_) => {
+                    return doubt(format!(
+                        "{why}; the payment's lookup that would confirm nothing was refunded failed"
+                    ));
+                }
+            };
+            match settle(&p) {
+                Ok(Some(r)) => return Ok(done(store, &r, " (the gateway answered that it refused it, but lists it)")),
+                Ok(None) => {}
+                Err(e) => return doubt(format!("{why}; the payment's lookup could not be settled: {e:#}")),
+            }
             store.refund_refused(row.id, &why, now())?;
             // A stale balance (a refund made outside billd) is recorded now, so the next refund is right.
-            let _ = rt.block_on(look_up_and_settle(&store, &g, &SystemClock, merchant_uid, &row.imp_uid, now()));
+            if let Err(e) = settle(&p) {
+                tracing::warn!(event = "refund.lookup", merchant_uid, reason = %format!("{e:#}"), "refund.lookup");
+            }
             let t = store.refund_target(merchant_uid)?;
             tracing::warn!(event = "refund.failed", merchant_uid, amount = row.amount, reason = %why, "refund.failed");
-            refused(format!(
+            Ok(refused_code(format!(
                 "refund of {} of charge {merchant_uid} {why}; nothing was refunded{}",
                 row.amount,
                 t.map(|t| format!(" ({})", remains(&t))).unwrap_or_default()
-            ))
+            )))
         }
         RefundOutcome::Transient(why) | RefundOutcome::Unknown(why) => doubt(why),
     }
 }
 
-/// Says that a refund is done; exit 0.
-fn done(store: &impl Refunds, r: &RefundRow) -> ExitCode {
+/// A rerun of a refund made already or in doubt ([`RefundRefused::Made`]): says so, nothing sent; 0 if it was made,
+/// 3 if its outcome is not known (1 while the command that began it may still be sending it).
+fn made_already(cfg: &Config, r: &RefundRow, now: DateTime<Utc>) -> ExitCode {
+    let again = "to refund the same amount again on purpose, give another --reason";
+    match r.status {
+        RefundStatus::Refunded => {
+            crate::say!(
+                "refund of {} {} of charge {} (reason {}) was already made on {} (imp_uid {}, cancellation {}); \
+                 nothing was sent ({again})",
+                r.amount,
+                r.currency,
+                r.merchant_uid,
+                shown(&r.reason),
+                human(r.updated_at, cfg.billing.clock.timezone),
+                r.imp_uid,
+                r.cancellation_id.as_deref().unwrap_or("-")
+            );
+            ExitCode::SUCCESS
+        }
+        RefundStatus::Pending if r.check_at.is_some_and(|t| t > now) => refused_code(format!(
+            "the same refund of charge {} ({} {}, reason {}) is in progress; nothing was sent (rerun once it is \
+             over to see its outcome; {again})",
+            r.merchant_uid,
+            r.amount,
+            r.currency,
+            shown(&r.reason)
+        )),
+        _ => in_doubt(cfg, r, "nothing sent"),
+    }
+}
+
+/// Says that a refund is done (`how`: by whom, if not this command's answer); exit 0.
+fn done(store: &impl Refunds, r: &RefundRow, how: &str) -> ExitCode {
     log_refund(r);
     let left = store.refund_target(&r.merchant_uid).ok().flatten().map(|t| remains(&t)).unwrap_or_default();
-    crate::say!("refunded {} {} of charge {} (imp_uid {}): {left}", r.amount, r.currency, r.merchant_uid, r.imp_uid);
+    crate::say!(
+        "refunded {} {} of charge {} (imp_uid {}){how}: {left}",
+        r.amount,
+        r.currency,
+        r.merchant_uid,
+        r.imp_uid
+    );
     ExitCode::SUCCESS
 }
 
@@ -240,7 +336,8 @@ pub fn refunds(path: &Path, since: Option<&str>, json: bool, sync: bool) -> Resu
     let since = since.map(|s| parse_since(&cfg, s)).transpose()?;
     let store = open_store(&cfg)?;
     let tz = cfg.billing.clock.timezone;
-    let mut failed_lookups = 0;
+    // Charges that could not be looked up or settled: reported at the end, the others go on.
+    let mut failed: Vec<String> = Vec::new();
     if sync {
         let g = gateway(&cfg)?;
         let rt = runtime()?;
@@ -249,10 +346,13 @@ pub fn refunds(path: &Path, since: Option<&str>, json: bool, sync: bool) -> Resu
         let in_doubt = store.unresolved_refunds(far, SYNC_PAGE)?.into_iter().map(|r| (r.merchant_uid, r.imp_uid));
         let mut look = |charges: Vec<(String, String)>| -> Result<()> {
             for (m, imp) in charges {
-                if let Err(e) = rt.block_on(look_up_and_settle(&store, &g, &SystemClock, &m, &imp, Utc::now()))? {
-                    failed_lookups += 1;
-                    tracing::warn!(event = "refund.lookup", merchant_uid = %m, reason = %e, "refunds --sync");
-                }
+                let why = match rt.block_on(look_up_and_settle(&store, &g, &SystemClock, &m, &imp, Utc::now())) {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => e,
+                    Err(e) => format!("{e:#}"),
+                };
+                tracing::warn!(event = "refund.lookup", merchant_uid = %m, reason = %why, "refunds --sync");
+                failed.push(format!("charge {m}: {why}"));
             }
             Ok(())
         };
@@ -291,8 +391,15 @@ pub fn refunds(path: &Path, since: Option<&str>, json: bool, sync: bool) -> Resu
             );
         }
     }
-    if failed_lookups > 0 {
-        eprintln!("{failed_lookups} payment lookup(s) failed; rerun `billd refunds --sync` to look them up again");
+    if !failed.is_empty() {
+        for f in &failed {
+            eprintln!("{f}");
+        }
+        eprintln!(
+            "{} charge(s) could not be looked up or settled (the others were); rerun `billd refunds --sync` to look \
+             them up again",
+            failed.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

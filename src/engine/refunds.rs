@@ -29,7 +29,7 @@ pub async fn look_up_and_settle(
     imp_uid: &str,
     now: DateTime<Utc>,
 ) -> Result<std::result::Result<RefundsSettled, String>> {
-    let p = match gateway.refunds(imp_uid).await {
+    let p = match gateway.refunds(imp_uid, merchant_uid).await {
         RefundsLookup::Found(p) => p,
         RefundsLookup::NotFound => {
             return Ok(Err(format!("the gateway has no payment {imp_uid} (charge {merchant_uid})")));
@@ -76,7 +76,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             if self.stopping() {
                 break;
             }
-            let p = match self.gateway.refunds(&r.imp_uid).await {
+            let p = match self.gateway.refunds(&r.imp_uid, &r.merchant_uid).await {
                 RefundsLookup::Found(p) => p,
                 RefundsLookup::NotFound => {
                     warn!(event = "refund.unknown", merchant_uid = %r.merchant_uid, imp_uid = %r.imp_uid,

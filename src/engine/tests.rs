@@ -70,7 +70,7 @@ impl Gateway for Panicky {
     ) -> Option<crate::gateway::RefundOutcome> {
         unreachable!("this test makes no refunds")
     }
-    async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+    async fn refunds(&self, _: &str, _: &str) -> crate::gateway::RefundsLookup {
         unreachable!("this test makes no refunds")
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
@@ -105,7 +105,7 @@ impl Gateway for RefusesResends {
     ) -> Option<crate::gateway::RefundOutcome> {
         unreachable!("this test makes no refunds")
     }
-    async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+    async fn refunds(&self, _: &str, _: &str) -> crate::gateway::RefundsLookup {
         unreachable!("this test makes no refunds")
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
@@ -137,7 +137,7 @@ impl Gateway for Scripted {
     ) -> Option<crate::gateway::RefundOutcome> {
         unreachable!("this test makes no refunds")
     }
-    async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+    async fn refunds(&self, _: &str, _: &str) -> crate::gateway::RefundsLookup {
         unreachable!("this test makes no refunds")
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
@@ -211,7 +211,7 @@ fn a_reload_with_a_shorter_timeout_does_not_shorten_the_quiet_period() {
         ) -> Option<crate::gateway::RefundOutcome> {
             unreachable!("this test makes no refunds")
         }
-        async fn refunds(&self, _: &str) -> crate::gateway::RefundsLookup {
+        async fn refunds(&self, _: &str, _: &str) -> crate::gateway::RefundsLookup {
             unreachable!("this test makes no refunds")
         }
         async fn find(&self, _: &str, _: &str) -> Lookup {

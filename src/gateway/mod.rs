@@ -131,8 +131,9 @@ pub struct RefundRequest {
 /// One refund of a payment as the gateway lists it (i'mport: an entry of `cancel_history`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cancellation {
-    /// The gateway's id of it (i'mport's `cancellation_id`), a plain identifier; `#N` (the N-th entry, from 0) when
-    /// the gateway gave none billd can keep.
+    /// The gateway's id of it (i'mport's `cancellation_id`), a plain identifier; when the gateway gave none billd
+    /// can keep, `~AMOUNT-CANCELLED_AT-HASH_OF_REASON-N` (the N-th entry of that content, from 0): named by what it
+    /// is, not by its place in the history, which shifts.
     pub id: String,
     pub amount: i64,
     /// When it was made (`None`: the gateway did not say).
@@ -224,7 +225,9 @@ pub trait Gateway: Send + Sync + 'static {
     ) -> impl Future<Output = Option<RefundOutcome>> + Send;
     /// A payment's amount and refunds by imp_uid (i'mport: `GET /payments/{imp_uid}`): how a refund whose answer
     /// was lost is settled, and how refunds made outside billd are found.
-    fn refunds(&self, imp_uid: &str) -> impl Future<Output = RefundsLookup> + Send;
+    /// The answer is for `imp_uid` and for `merchant_uid` (billd's record of it), with a status of `paid` or
+    /// `cancelled`, or it is an error.
+    fn refunds(&self, imp_uid: &str, merchant_uid: &str) -> impl Future<Output = RefundsLookup> + Send;
 }
 
 /// A billing key as the gateway shows it. Every string was cleaned by the gateway client (`redact`); the card number

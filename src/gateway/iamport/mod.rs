@@ -456,8 +456,8 @@ impl Gateway for Iamport {
         self.cancel(req, go).await
     }
 
-    async fn refunds(&self, imp_uid: &str) -> gw::RefundsLookup {
-        self.payment_refunds(imp_uid).await
+    async fn refunds(&self, imp_uid: &str, merchant_uid: &str) -> gw::RefundsLookup {
+        self.payment_refunds(imp_uid, merchant_uid).await
     }
 
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {

@@ -71,6 +71,8 @@ macro_rules! store_contract_tests {
             a_refund_taken_over_by_a_pass_may_not_leave,
             a_refund_in_doubt_is_settled_only_by_what_the_gateway_lists,
             paid_charges_are_paged_once_each,
+            the_same_refund_is_not_begun_again,
+            never_more_refunded_than_the_gateway_lists,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

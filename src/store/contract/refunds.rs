@@ -30,8 +30,9 @@ fn begin(s: &impl Refunds, r: &NewRefund) -> Result<crate::store::RefundRow, Ref
     s.begin_refund(r, &real(t0()), t0(), TIMEOUT_MS, t0() + Duration::minutes(1)).unwrap()
 }
 
+/// An entry of a cancel history with billd's reason ([`refund`]'s).
 fn seen(id: &str, amount: i64) -> SeenRefund {
-    SeenRefund { id: id.into(), amount, at: Some(t0()), reason: "r".into() }
+    SeenRefund { id: id.into(), amount, at: Some(t0()), reason: "goodwill".into() }
 }
 
 /// `begin_refund` decides inside its transaction: a charge that does not exist (in another case), is not paid, has
@@ -153,4 +154,58 @@ pub fn paid_charges_are_paged_once_each<B: Backend>(b: &B) {
     }
     assert_eq!(seen_all, ["m-a-0", "m1", "m2", "m3"]);
     assert!(s.paid_charges(Some(t0() + Duration::days(1)), None, 10).unwrap().is_empty(), "--since");
+}
+
+/// Issue 24 review, R1: a refund is (merchant_uid, amount, reason): `begin_refund` does not begin one whose twin is
+/// refunded or in doubt (it returns that refund, nothing written); a failed one, or another reason, is begun; the
+/// rest (no amount) again once nothing remains is the refund of the rest made.
+pub fn the_same_refund_is_not_begun_again<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let first = begin(&s, &refund("m1", Some(1000))).unwrap();
+    let Err(RefundRefused::Made(twin)) = begin(&s, &refund("m1", Some(1000))) else { panic!("in doubt: begun again") };
+    assert_eq!(twin.id, first.id);
+    s.settle_refunds("m1", 10_000, &[seen("c1", 1000)], &real(t0()), t0()).unwrap();
+    let Err(RefundRefused::Made(twin)) = begin(&b.open(), &refund("m1", Some(1000))) else { panic!("made: again") };
+    assert_eq!((twin.id, twin.status), (first.id, RefundStatus::Refunded));
+    let rows = s.list_refunds(None).unwrap().len();
+    // Another reason: another refund.
+    let other = NewRefund { reason: "goodwill, again".into(), ..refund("m1", Some(1000)) };
+    let second = begin(&s, &other).expect("another reason");
+    assert_eq!(s.list_refunds(None).unwrap().len(), rows + 1);
+    // A failed one is no twin.
+    assert!(s.refund_refused(second.id, "refused", t0()).unwrap());
+    let again = begin(&s, &other).expect("a failed refund is begun again");
+    assert!(s.refund_refused(again.id, "refused", t0()).unwrap());
+    // The rest, twice.
+    let rest = begin(&s, &refund("m1", None)).unwrap();
+    assert_eq!(rest.amount, 9000);
+    let h = [seen("c1", 1000), seen("c2", 9000)];
+    s.settle_refunds("m1", 10_000, &h, &real(t0()), t0()).unwrap();
+    let Err(RefundRefused::Made(twin)) = begin(&s, &refund("m1", None)) else { panic!("the rest made twice") };
+    assert_eq!(twin.id, rest.id);
+}
+
+/// Issue 24 review, R3, R6, R7: `settle_refunds` never records more refunded than the gateway lists (an answer that
+/// would, nothing recorded, an error naming the charge); an external refund's time is the gateway's only between
+/// the charge and a day ahead; an entry at the checksum of billd's refund in doubt with another reason is not it.
+pub fn never_more_refunded_than_the_gateway_lists<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let far = SeenRefund { at: Some(t0() + Duration::days(3650)), reason: "console".into(), ..seen("x1", 3000) };
+    let got = s.settle_refunds("m1", 10_000, std::slice::from_ref(&far), &real(t0()), t0()).unwrap();
+    assert_eq!(got.external.iter().map(|r| r.created_at).collect::<Vec<_>>(), [t0()], "a time from the future");
+    // The same refund under another name (its id stripped, say): it would make 6000 of 3000 listed.
+    let renamed = SeenRefund { id: "#0".into(), ..far.clone() };
+    let err = s.settle_refunds("m1", 10_000, &[renamed], &real(t0()), t0()).unwrap_err();
+    assert!(format!("{err:#}").contains("m1"), "{err:#}");
+    assert_eq!(s.refund_target("m1").unwrap().unwrap().refunded, 3000);
+    assert_eq!(s.list_refunds(None).unwrap().len(), 1, "recorded from an answer that lists less");
+    // billd's refund of 2000 in doubt (sent against 7000, never made); a console refund of 2000 at that balance.
+    let r = begin(&s, &refund("m1", Some(2000))).unwrap();
+    assert_eq!(r.checksum, Some(7000));
+    let console = SeenRefund { reason: "operator".into(), ..seen("x2", 2000) };
+    let later = t0() + Duration::minutes(2);
+    let got = s.settle_refunds("m1", 10_000, &[far, console], &real(later), later).unwrap();
+    assert_ne!(got.in_doubt.map(|r| r.status), Some(RefundStatus::Refunded), "the console's refund taken as billd's");
 }

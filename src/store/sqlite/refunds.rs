@@ -5,10 +5,10 @@ use super::one_time::doubt_from;
 use super::{SqliteStore, at, real_cols, secs, secs_ceil};
 use crate::billing::quiet::RealInstant;
 use crate::billing::quiet::quiet_period;
-use crate::billing::refunds::{attribute, refundable};
+use crate::billing::refunds::{Cancel, attribute, refundable};
 use crate::store::{
-    ChargeStatus, NewRefund, PaidCharge, RefundRefused, RefundRow, RefundStatus, RefundTarget, Refunds, RefundsSettled,
-    SeenRefund,
+    ChargeStatus, NewRefund, PaidCharge, RefundRefused, RefundRow, RefundSource, RefundStatus, RefundTarget, Refunds,
+    RefundsSettled, SeenRefund,
 };
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
@@ -47,6 +47,8 @@ struct Charge {
     currency: String,
     /// The subscription of a period's charge (for its events).
     subscription: Option<String>,
+    /// When billd began the charge (seconds): no refund of it was made before.
+    begun: i64,
 }
 
 /// The charge `merchant_uid` (as stored): a period's paid attempt (else its latest one), or a one-time charge.
@@ -58,11 +60,12 @@ fn charge(conn: &Connection, merchant_uid: &str) -> Result<Option<Charge>> {
             amount: r.get(2)?,
             currency: r.get(3)?,
             subscription: r.get(4)?,
+            begun: r.get(5)?,
         })
     };
     let period = conn
         .prepare_cached(
-            "SELECT a.imp_uid, a.status, a.amount, a.currency, a.subscription_id
+            "SELECT a.imp_uid, a.status, a.amount, a.currency, a.subscription_id, a.created_at
              FROM periods p JOIN attempts a ON a.subscription_id = p.subscription_id AND a.period = p.period
              WHERE p.merchant_uid = ?1 ORDER BY a.status = 'paid' DESC, a.id DESC LIMIT 1",
         )?
@@ -72,7 +75,10 @@ fn charge(conn: &Connection, merchant_uid: &str) -> Result<Option<Charge>> {
         return Ok(period);
     }
     Ok(conn
-        .prepare_cached("SELECT imp_uid, status, amount, currency, NULL FROM one_time_charges WHERE merchant_uid = ?1")?
+        .prepare_cached(
+            "SELECT imp_uid, status, amount, currency, NULL, created_at FROM one_time_charges
+                WHERE merchant_uid = ?1",
+        )?
         .query_row([merchant_uid], read)
         .optional()?)
 }
@@ -133,11 +139,22 @@ impl Refunds for SqliteStore {
             (_, status) => return Ok(Err(RefundRefused::NotPaid(status))),
         };
         let rows = refunds_of(&tx, &r.merchant_uid)?;
+        let (refunded, spent) = sums(&rows);
+        let remaining = refundable(c.amount, spent);
+        // A refund is (merchant_uid, amount, reason): the same one made or in doubt is not begun again. Without an
+        // amount (the rest), one that took the whole balance then, once nothing remains.
+        let same = |x: &&RefundRow| {
+            x.source == RefundSource::Billd
+                && x.status != RefundStatus::Failed
+                && x.reason == r.reason
+                && r.amount.map_or(remaining == 0 && x.checksum == Some(x.amount), |a| a == x.amount)
+        };
+        if let Some(m) = rows.iter().rev().find(same) {
+            return Ok(Err(RefundRefused::Made(Box::new(m.clone()))));
+        }
         if let Some(u) = rows.iter().find(|x| x.status.unresolved()) {
             return Ok(Err(RefundRefused::Unresolved(Box::new(u.clone()))));
         }
-        let (refunded, spent) = sums(&rows);
-        let remaining = refundable(c.amount, spent);
         let amount = r.amount.unwrap_or(remaining);
         if amount <= 0 || amount > remaining {
             return Ok(Err(RefundRefused::TooMuch { paid: c.amount, refunded, remaining }));
@@ -227,9 +244,11 @@ impl Refunds for SqliteStore {
         }
         let rows = refunds_of(&tx, merchant_uid)?;
         let recorded: Vec<String> = rows.iter().filter_map(|r| r.cancellation_id.clone()).collect();
-        let cancels: Vec<(&str, i64)> = seen.iter().map(|s| (s.id.as_str(), s.amount)).collect();
+        let cancels: Vec<Cancel<'_>> = seen.iter().map(|s| (s.id.as_str(), s.amount, s.reason.as_str())).collect();
         let doubt = rows.iter().find(|r| r.status.unresolved()).cloned();
-        let in_doubt = doubt.as_ref().map(|d| (d.amount, d.checksum.unwrap_or(-1)));
+        // Its reason as the gateway client gives a listed one back (cleaned as every gateway string is).
+        let listed_reason = doubt.as_ref().map(|d| as_listed(&d.reason)).unwrap_or_default();
+        let in_doubt = doubt.as_ref().map(|d| (d.amount, d.checksum.unwrap_or(-1), listed_reason.as_str()));
         let found = attribute(c.amount, &cancels, |id| recorded.iter().any(|r| r == id), in_doubt);
         let mut settled = RefundsSettled::default();
         let mut taken = recorded.clone();
@@ -274,7 +293,8 @@ impl Refunds for SqliteStore {
             let outside = attribute(c.amount, &cancels, |id| taken.iter().any(|t| t == id), None).external;
             for i in outside {
                 let s = &seen[i];
-                let made = s.at.map_or(n, secs);
+                // The gateway's time of it, if it is one it could be (from the charge to a day ahead), else now.
+                let made = s.at.map(secs).filter(|t| (c.begun..=n + 86_400).contains(t)).unwrap_or(n);
                 let id: i64 = tx.query_row(
                     "INSERT INTO refunds (merchant_uid, imp_uid, amount, currency, reason, status, source,
                        cancellation_id, created_at, updated_at)
@@ -286,6 +306,22 @@ impl Refunds for SqliteStore {
                 event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&r))?;
                 settled.external.push(r);
             }
+        }
+        // Never more refunded than the gateway lists: an answer that would make it so (entries billd cannot tell
+        // from ones it recorded, say) is not read for this charge.
+        let listed: i64 = seen.iter().map(|s| s.amount).sum();
+        let total: i64 = tx.query_row(
+            "SELECT coalesce(sum(amount), 0) FROM refunds WHERE merchant_uid = ?1 AND status = 'refunded'",
+            [merchant_uid],
+            |r| r.get(0),
+        )?;
+        if total > listed {
+            bail!(
+                "charge {merchant_uid}: the gateway's payment {imp_uid} lists {listed} {cur} refunded, but settling \
+                 its cancel history would make billd's refunds of it {total} {cur} (entries billd cannot tell from \
+                 those it recorded); nothing was recorded from this answer",
+                cur = c.currency
+            );
         }
         tx.commit()?;
         Ok(settled)
@@ -357,6 +393,12 @@ fn to_unknown(tx: &Connection, id: i64, reason: &str, since: &RealInstant, check
         event(tx, now, "refund.unknown", subscription_of(tx, &r.merchant_uid)?.as_deref(), d)?;
     }
     Ok(changed == 1)
+}
+
+/// A reason billd sent as the gateway client reads it back from a cancel history (cleaned, at most 200
+/// characters): what an entry that is billd's refund shows.
+fn as_listed(reason: &str) -> String {
+    crate::gateway::redact::Redactor::default().clean_to(reason, 200)
 }
 
 /// The subscription whose period has this merchant_uid (`None`: a one-time charge).

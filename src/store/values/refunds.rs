@@ -98,6 +98,9 @@ pub enum RefundRefused {
     NotPaid(ChargeStatus),
     /// Another refund of it is unresolved.
     Unresolved(Box<RefundRow>),
+    /// The same refund (merchant_uid, amount, reason; without an amount: the rest, with nothing left) was made
+    /// already or is in doubt: that refund of billd's (refunded, pending or unknown).
+    Made(Box<RefundRow>),
     /// More than remains: what was paid, refunded so far, and what remains.
     TooMuch { paid: i64, refunded: i64, remaining: i64 },
 }
