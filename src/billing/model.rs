@@ -7,35 +7,57 @@ use std::fmt;
 /// A subscription's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// In its trial: its first period falls due when the trial ends (then active once paid).
+    Trialing,
     Active,
     PastDue,
+    /// Billed until `cancel_at` (no period due at or after it opens), canceled then.
+    Canceling,
     Suspended,
     Canceled,
+    /// Its fixed term is over: the last period was paid or given up. Final, like canceled.
+    Completed,
 }
 
 impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 7] = [
+        Status::Trialing,
+        Status::Active,
+        Status::PastDue,
+        Status::Canceling,
+        Status::Suspended,
+        Status::Canceled,
+        Status::Completed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Trialing => "trialing",
             Status::Active => "active",
             Status::PastDue => "past_due",
+            Status::Canceling => "canceling",
             Status::Suspended => "suspended",
             Status::Canceled => "canceled",
+            Status::Completed => "completed",
         }
     }
 
     pub fn parse(s: &str) -> Option<Status> {
         Some(match s {
-            "active" => Status::Active,
-            "past_due" => Status::PastDue,
-            "suspended" => Status::Suspended,
-            "canceled" | "cancelled" => Status::Canceled,
-            _ => return None,
+            "cancelled" => Status::Canceled,
+            s => *Status::ALL.iter().find(|st| st.as_str() == s)?,
         })
     }
 
     /// Whether periods of a subscription in this state are charged.
     pub fn bills(self) -> bool {
-        matches!(self, Status::Active | Status::PastDue)
+        matches!(self, Status::Trialing | Status::Active | Status::PastDue | Status::Canceling)
+    }
+
+    /// Whether nothing ever changes it again (canceled, completed).
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Canceled | Status::Completed)
     }
 }
 

@@ -3,6 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
+/// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in
+/// the currency's own unit, and KRW has no minor unit). A currency with a minor unit (USD) is refused in the config.
+pub const BILLED_CURRENCY: &str = "KRW";
+
 /// A paid period: from its due instant to the next one's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -133,7 +137,7 @@ impl std::fmt::Display for Discount {
         match self {
             Discount::Percent { percent, .. } => write!(f, "{percent}% off the first {n} period{s}"),
             Discount::Amount { amount, .. } => {
-                write!(f, "{amount} {} off the first {n} period{s}", crate::config::BILLED_CURRENCY)
+                write!(f, "{amount} {} off the first {n} period{s}", BILLED_CURRENCY)
             }
         }
     }

@@ -20,31 +20,39 @@ pub enum Cause {
     Operator(Status),
     /// An operator resumes it (`billd resume`): only a suspended subscription resumes, and it bills again.
     Resume,
+    /// Its fixed term ended: the last period was paid, or given up and skipped.
+    TermEnded,
+    /// Its `cancel_at` came (a cancel at period end, or `cancel_at` in the config).
+    CancelAtReached,
 }
 
 /// The status a subscription in status `from` moves to for `cause`, or `None` when it stays as it is.
 ///
-/// - canceled is final: nothing moves a canceled subscription;
-/// - a paid charge makes a past-due subscription active (any other status stays);
-/// - a failure with a retry makes an active subscription past due;
-/// - exhaustion applies the policy to a subscription that bills: cancel, suspend, or skip (a past-due one becomes
-///   active again, for the next period);
+/// - canceled and completed are final: nothing moves them;
+/// - a paid charge makes a past-due or trialing subscription active (canceling stays canceling);
+/// - a failure with a retry makes an active or trialing subscription past due (canceling stays canceling);
+/// - exhaustion applies the policy to a subscription that bills: cancel, suspend, or skip (a past-due or trialing
+///   one becomes active again, for the next period; canceling stays canceling);
 /// - an outcome never undoes an operator's decision: a suspended subscription stays suspended;
 /// - a taken merchant_uid suspends a subscription that bills;
 /// - an operator sets any status;
 /// - a resume makes a suspended subscription active, and nothing else;
+/// - the end of a term completes a subscription that is not suspended; `cancel_at` cancels one that is canceling;
 /// - the same status is no change.
 pub fn next_status(from: Status, cause: Cause) -> Option<Status> {
-    if from == Status::Canceled {
+    use Status::*;
+    if from.is_final() {
         return None;
     }
     let to = match cause {
         Cause::Operator(to) => to,
-        Cause::Resume if from == Status::Suspended => Status::Active,
-        Cause::Paid | Cause::Exhausted(OnExhausted::Skip) if from == Status::PastDue => Status::Active,
-        Cause::FailedWillRetry if from == Status::Active => Status::PastDue,
-        Cause::Exhausted(OnExhausted::Cancel) if from.bills() => Status::Canceled,
-        Cause::Exhausted(OnExhausted::Suspend) | Cause::MerchantUidTaken if from.bills() => Status::Suspended,
+        Cause::Resume if from == Suspended => Active,
+        Cause::Paid | Cause::Exhausted(OnExhausted::Skip) if matches!(from, PastDue | Trialing) => Active,
+        Cause::FailedWillRetry if matches!(from, Active | Trialing) => PastDue,
+        Cause::Exhausted(OnExhausted::Cancel) if from.bills() => Canceled,
+        Cause::Exhausted(OnExhausted::Suspend) | Cause::MerchantUidTaken if from.bills() => Suspended,
+        Cause::TermEnded if from != Suspended => Completed,
+        Cause::CancelAtReached if from == Canceling => Canceled,
         _ => return None,
     };
     (to != from).then_some(to)
@@ -71,7 +79,7 @@ mod tests {
     use super::*;
     use Status::*;
 
-    const ALL: [Status; 4] = [Active, PastDue, Suspended, Canceled];
+    const ALL: [Status; 7] = Status::ALL;
 
     #[test]
     fn a_paid_charge_makes_a_past_due_subscription_active_and_nothing_else() {
@@ -116,15 +124,44 @@ mod tests {
     }
 
     #[test]
-    fn canceled_is_final_even_for_an_operator() {
+    fn canceled_and_completed_are_final_even_for_an_operator() {
         for to in ALL {
             assert_eq!(next_status(Canceled, Cause::Operator(to)), None, "{to:?}");
+            assert_eq!(next_status(Completed, Cause::Operator(to)), None, "{to:?}");
+        }
+    }
+
+    #[test]
+    fn a_trial_ends_with_its_first_outcome_and_canceling_stays_until_its_time() {
+        assert_eq!(next_status(Trialing, Cause::Paid), Some(Active));
+        assert_eq!(next_status(Trialing, Cause::FailedWillRetry), Some(PastDue));
+        assert_eq!(next_status(Trialing, Cause::Exhausted(OnExhausted::Skip)), Some(Active));
+        assert_eq!(next_status(Trialing, Cause::Exhausted(OnExhausted::Cancel)), Some(Canceled));
+        for outcome in [Cause::Paid, Cause::FailedWillRetry, Cause::Exhausted(OnExhausted::Skip)] {
+            assert_eq!(next_status(Canceling, outcome), None, "{outcome:?}: canceling stays until cancel_at");
+        }
+        assert_eq!(next_status(Canceling, Cause::Exhausted(OnExhausted::Suspend)), Some(Suspended));
+        assert_eq!(next_status(Canceling, Cause::CancelAtReached), Some(Canceled));
+        for from in [Trialing, Active, PastDue, Suspended] {
+            assert_eq!(next_status(from, Cause::CancelAtReached), None, "{from:?}: only canceling is canceled then");
+        }
+    }
+
+    #[test]
+    fn a_term_ends_completed_unless_suspended() {
+        for from in [Trialing, Active, PastDue, Canceling] {
+            assert_eq!(next_status(from, Cause::TermEnded), Some(Completed), "{from:?}");
+        }
+        assert_eq!(next_status(Suspended, Cause::TermEnded), None);
+        for from in ALL {
+            assert_eq!(from.bills(), matches!(from, Trialing | Active | PastDue | Canceling), "{from:?}");
+            assert_eq!(Status::parse(from.as_str()), Some(from));
         }
     }
 
     #[test]
     fn an_operator_sets_any_other_status_and_the_same_status_is_no_change() {
-        for from in [Active, PastDue, Suspended] {
+        for from in [Trialing, Active, PastDue, Canceling, Suspended] {
             for to in ALL {
                 let expected = (from != to).then_some(to);
                 assert_eq!(next_status(from, Cause::Operator(to)), expected, "{from:?} -> {to:?}");
@@ -135,7 +172,7 @@ mod tests {
     #[test]
     fn only_a_suspended_subscription_resumes() {
         assert_eq!(next_status(Suspended, Cause::Resume), Some(Active));
-        for from in [Active, PastDue, Canceled] {
+        for from in [Trialing, Active, PastDue, Canceling, Canceled, Completed] {
             assert_eq!(next_status(from, Cause::Resume), None, "{from:?}");
         }
     }

@@ -74,10 +74,11 @@ pub fn plan(
             }
             continue;
         };
-        if have.status == Status::Canceled {
+        if have.status.is_final() {
             if !canceled {
+                let s = have.status;
                 out.notes.push(format!(
-                    "subscription {:?} is canceled in the database and stays canceled; add it under a new id to bill it again",
+                    "subscription {:?} is {s} in the database and stays {s}; add it under a new id to bill it again",
                     wanted.id
                 ));
             }
@@ -146,7 +147,7 @@ pub fn plan(
     }
     let in_file: std::collections::HashSet<&str> = wanted.iter().map(|s| s.id.as_str()).collect();
     for have in db {
-        if have.source == Source::Config && have.status != Status::Canceled && !in_file.contains(have.id.as_str()) {
+        if have.source == Source::Config && !have.status.is_final() && !in_file.contains(have.id.as_str()) {
             out.changes
                 .push(Change::Cancel { id: have.id.clone(), reason: format!("removed from {}", file.display()) });
         }

@@ -52,7 +52,7 @@ pub fn pause(path: &Path, id: &str, until: Option<(&str, bool)>, at: At) -> Resu
         format!("it resumes by itself at {} ({what})", human(t, clock.timezone))
     };
     match sub.status {
-        Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be paused"),
+        s if s.is_final() => bail!("subscription {id:?} is {s}; it cannot be paused"),
         Status::Suspended if until.is_none() => crate::say!("{id}: already suspended; nothing changed"),
         _ => {
             // Rounded up: the pause is never recorded before it happened (a period due in that very second is
@@ -152,8 +152,8 @@ pub fn refuse_if_billing_stopped(cfg: &crate::config::Config, store: &impl Book)
 pub fn cancel(path: &Path, id: &str, at: At) -> Result<ExitCode> {
     let (_, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
-    if sub.status == Status::Canceled {
-        crate::say!("{id}: already canceled");
+    if sub.status.is_final() {
+        crate::say!("{id}: already {}", sub.status);
     } else {
         let set = store.set_status(id, Status::Canceled, at.0, "canceled by operator")?;
         crate::say!("{id}: canceled; {} (history kept)", promise(set, "it will never be charged again"));
@@ -180,12 +180,12 @@ fn promise(set: Option<StatusSet>, nothing_more: &str) -> String {
 pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode> {
     let (cfg, store) = open_at(path, at)?;
     match existing(&store, id)?.status {
-        Status::Canceled => bail!("subscription {id:?} is canceled; it cannot be resumed"),
-        s @ (Status::Active | Status::PastDue) => {
+        s if s.is_final() => bail!("subscription {id:?} is {s}; it cannot be resumed"),
+        Status::Suspended => refuse_another_clock(&cfg, &store)?,
+        s => {
             crate::say!("{id}: not suspended ({s}); nothing changed");
             return Ok(ExitCode::SUCCESS);
         }
-        Status::Suspended => refuse_another_clock(&cfg, &store)?,
     }
     let now = at.0;
     let clock = cfg.billing.clock;

@@ -161,7 +161,7 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
         .find_map(|p| p.attempts.last().filter(|a| a.status.unresolved()).map(|a| (p, a)));
     if let Some((open, a)) = in_doubt.filter(|_| !sub.status.bills()) {
         let after = match sub.status {
-            Status::Canceled => "then nothing: canceled".to_string(),
+            s if s.is_final() => format!("then nothing: {s}"),
             _ => format!("then nothing until `billd resume {}`", sub.id),
         };
         return Next {
@@ -172,8 +172,9 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
     }
     match sub.status {
         Status::Canceled => return none("none: canceled, never charged again".into()),
+        Status::Completed => return none("none: its term is over (completed)".into()),
         Status::Suspended => return none(format!("none until `billd resume {}`", sub.id)),
-        Status::Active | Status::PastDue => {}
+        Status::Trialing | Status::Active | Status::PastDue | Status::Canceling => {}
     }
     if let Some(open) = periods.iter().find(|p| p.state == PeriodState::Open) {
         let last = open.attempts.last();
@@ -242,7 +243,7 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let (periods, why) = store.subscription_story(id)?;
     let next = next_action(&sub, &periods, next_due_at);
     let tz = cfg.billing.clock.timezone;
-    let why = why.filter(|_| matches!(sub.status, Status::Canceled | Status::Suspended));
+    let why = why.filter(|_| matches!(sub.status, Status::Canceled | Status::Completed | Status::Suspended));
     // One-time charges of its billing key tied to it (`charge-key --subscription`).
     let extra = store.list_one_time(false, None, Some(id))?;
     if as_json {

@@ -464,9 +464,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
     })
 }
 
-/// The one currency billd bills: amounts are whole won, sent to the gateway unchanged (i'mport takes `amount` in
-/// the currency's own unit, and KRW has no minor unit). A currency with a minor unit (USD) is refused in the config.
-pub const BILLED_CURRENCY: &str = "KRW";
+pub use crate::billing::proration::BILLED_CURRENCY;
 /// The `gateway.rate_limit`s billd accepts, in requests per second: at least one request every 1000 seconds (a
 /// slower one could not bill a day; ever slower ones overflow the time between two requests), at most a million.
 pub const RATE_LIMIT: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;

@@ -115,8 +115,8 @@ pub struct Attempt {
     pub ahead_of: Option<DateTime<Utc>>,
     /// Whether the subscription is still billed (active or past due).
     pub billing: bool,
-    /// Whether the subscription was past due when the attempt was claimed (a payment makes it active again; no
-    /// other status can turn into past due while the attempt is out, as a subscription has one open period).
+    /// Whether the subscription was past due or trialing when the attempt was claimed (a payment makes it active;
+    /// no other status can turn into those while the attempt is out, as a subscription has one open period).
     pub past_due: bool,
     /// The gateway timeout its latest request was sent with, in milliseconds (`None`: a row from before schema
     /// 6). The quiet period before the next look at it is twice this, whatever the config says now.

@@ -72,8 +72,7 @@ fn config_subscriptions_in(conn: &Connection) -> Result<Vec<Subscription>> {
 }
 
 fn billing_count_in(conn: &Connection) -> Result<usize> {
-    let n: i64 =
-        conn.query_row("SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due')", [], |r| r.get(0))?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM subscriptions WHERE bills", [], |r| r.get(0))?;
     Ok(n as usize)
 }
 

@@ -17,7 +17,7 @@ use serde_json::json;
 
 pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
     a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
-    s.status IN ('active', 'past_due') AS billing, s.status = 'past_due' AS past_due, a.timeout_ms,
+    s.bills AS billing, s.status IN ('past_due', 'trialing') AS past_due, a.timeout_ms,
     a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, a.retry_ahead_of
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
@@ -62,7 +62,7 @@ fn subscriptions_to_open_in(
     max_amount: i64,
 ) -> Result<Vec<DueSubscription>> {
     let mut st = conn.prepare_cached(&format!(
-        "{SUB_SELECT} WHERE status IN ('active', 'past_due') AND next_due_at <= ?1 AND amount <= ?3
+        "{SUB_SELECT} WHERE bills AND next_due_at <= ?1 AND amount <= ?3
            AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
          ORDER BY next_due_at, id LIMIT ?2"
     ))?;
@@ -80,10 +80,10 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
         "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
                 p.due_at, p.declines,
                 (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
-                   AND a.period = p.period) AS made, s.status = 'past_due',
+                   AND a.period = p.period) AS made, s.status IN ('past_due', 'trialing'),
                 CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-         WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.status IN ('active', 'past_due')
+         WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.bills
            AND p.amount <= ?3
          ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
     )?;
@@ -291,7 +291,7 @@ fn open_in(
             declines: 0,
             ahead_of: None,
             billing: true,
-            past_due: d.sub.status == Status::PastDue,
+            past_due: matches!(d.sub.status, Status::PastDue | Status::Trialing),
             timeout_ms: Some(timeout_ms),
             refused_resends: 0,
             in_doubt: None,
@@ -324,7 +324,7 @@ impl Ledger for SqliteStore {
         let n: i64 = self
             .conn
             .prepare_cached(
-                "SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+                "SELECT count(*) FROM subscriptions WHERE bills AND next_due_at <= ?1
                AND amount <= ?2
                AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')",
             )?
@@ -413,7 +413,7 @@ impl Ledger for SqliteStore {
                 "UPDATE attempts SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
                  WHERE id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL
                    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = attempts.subscription_id
-                                 AND s.status IN ('active', 'past_due'))",
+                                 AND s.bills)",
             )?;
             let mut unwanted = Vec::new();
             for &id in attempt_ids {
@@ -436,7 +436,7 @@ impl Ledger for SqliteStore {
                doubt_boot_ms = ?7, doubt_boot_id = ?8
              WHERE id = ?1 AND status = ?2 AND tries = ?3
                AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = attempts.subscription_id
-                             AND s.status IN ('active', 'past_due'))",
+                             AND s.bills)",
             params![a.id, a.status, a.tries as i64, secs(now), timeout_ms as i64, wall, boot_ms, boot_id],
         )?;
         Ok(n == 1)
@@ -471,10 +471,10 @@ impl Ledger for SqliteStore {
     fn next_wake(&self) -> Result<Option<DateTime<Utc>>> {
         let t: Option<i64> = self.conn.query_row(
             "SELECT min(t) FROM (
-               SELECT min(next_due_at) AS t FROM subscriptions WHERE status IN ('active', 'past_due')
+               SELECT min(next_due_at) AS t FROM subscriptions WHERE bills
                UNION ALL
                SELECT min(p.next_attempt_at) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-                 WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.status IN ('active', 'past_due')
+                 WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.bills
                UNION ALL
                SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown'))",
             [],
@@ -485,12 +485,12 @@ impl Ledger for SqliteStore {
 
     fn over_amount_limit(&self, now: DateTime<Utc>, max_amount: i64) -> Result<Vec<(String, u64, i64)>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, next_period, amount FROM subscriptions WHERE status IN ('active', 'past_due')
+            "SELECT id, next_period, amount FROM subscriptions WHERE bills
                AND next_due_at <= ?1 AND amount > ?2
                AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
              UNION ALL
              SELECT p.subscription_id, p.period, p.amount FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.status IN ('active', 'past_due')",
+               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.bills",
         )?;
         let rows =
             st.query_map(params![secs(now), max_amount], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
@@ -502,13 +502,13 @@ impl Ledger for SqliteStore {
 
     fn due_backlog(&self, now: DateTime<Utc>, max_amount: i64) -> Result<i64> {
         Ok(self.conn.query_row(
-            "SELECT (SELECT count(*) FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+            "SELECT (SELECT count(*) FROM subscriptions WHERE bills AND next_due_at <= ?1
                        AND amount <= ?2
                        AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id
                                         AND p.state = 'open'))
                   + (SELECT count(*) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                        WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount <= ?2
-                         AND s.status IN ('active', 'past_due'))",
+                         AND s.bills)",
             params![secs(now), max_amount],
             |r| r.get(0),
         )?)

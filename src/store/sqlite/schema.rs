@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_skipped_periods.sql"),
     include_str!("migrations/0014_refunds.sql"),
     include_str!("migrations/0015_pause_until.sql"),
+    include_str!("migrations/0016_lifecycle_statuses.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes

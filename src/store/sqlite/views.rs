@@ -221,10 +221,10 @@ impl Views for SqliteStore {
     fn billing_subscriptions(&self, until: DateTime<Utc>) -> Result<Vec<BillingSubscription>> {
         let mut st = self.conn.prepare_cached(&format!(
             "{SUB_SELECT} WHERE id IN (
-               SELECT id FROM subscriptions WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
+               SELECT id FROM subscriptions WHERE bills AND next_due_at <= ?1
                UNION
                SELECT p.subscription_id FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-                 WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.status IN ('active', 'past_due'))
+                 WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.bills)
              ORDER BY id"
         ))?;
         let subs: Vec<(Subscription, Option<i64>)> = st
