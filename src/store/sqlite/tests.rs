@@ -168,3 +168,25 @@ fn migration_4_keeps_every_row_and_every_guarantee() {
     assert_eq!((a.merchant_uid.as_str(), a.attempt, a.declines, a.past_due), ("billd-s1-1", 2, 1, true));
     assert_eq!(store.next_wake().unwrap(), Some(from_ts(500)));
 }
+
+/// The one SQL list of what bills (the generated column `bills`, schema 16) is `Status::bills`, status by status:
+/// every query that asks what bills asks it.
+#[test]
+fn the_bills_column_is_status_bills() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("b.sqlite3")).unwrap();
+    for s in crate::billing::model::Status::ALL {
+        let bills: bool = store
+            .conn()
+            .query_row(
+                "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
+                   anchor_date, status, source, created_at, updated_at)
+                 VALUES (?1, 'c', 'p', 'P', 1, 'KRW', '1 month', '2025-01-01', '2025-01-01', ?1, 'manual', 0, 0)
+                 RETURNING bills",
+                [s.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(bills, s.bills(), "{s}");
+    }
+}
