@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_discount.sql"),
     include_str!("migrations/0013_skipped_periods.sql"),
     include_str!("migrations/0014_refunds.sql"),
+    include_str!("migrations/0015_plan_changes.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes
