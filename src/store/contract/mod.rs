@@ -16,10 +16,12 @@ use crate::store::{
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+mod changes;
 mod guards;
 mod lifecycle;
 mod one_time;
 mod refunds;
+pub use changes::*;
 pub use guards::*;
 pub use lifecycle::*;
 pub use one_time::*;
@@ -70,6 +72,7 @@ macro_rules! store_contract_tests {
             a_refund_taken_over_by_a_pass_may_not_leave,
             a_refund_in_doubt_is_settled_only_by_what_the_gateway_lists,
             paid_charges_are_paged_once_each,
+            a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
