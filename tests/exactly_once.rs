@@ -332,7 +332,7 @@ fn a_taken_merchant_uid_suspends_its_subscription_and_never_stops_the_page() {
     w.db()
         .execute_batch(
             "INSERT INTO subscriptions VALUES ('c', 'c9', 'monthly', 'Monthly plan', 9900, 'KRW', '1 month',
-               '2024-12-01', '2024-12-01', 0, 1, NULL, 'canceled', 'manual', 0, 0, NULL, NULL, NULL);
+               '2024-12-01', '2024-12-01', 0, 1, NULL, 'canceled', 'manual', 0, 0, NULL, NULL, NULL, 0);
              INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency, name,
                state, opened_at) VALUES ('c', 0, 0, 'a-b-c-0', 'c9', 9900, 'KRW', 'Monthly plan', 'paid', 0);",
         )

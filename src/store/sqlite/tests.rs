@@ -46,8 +46,8 @@ fn unresolved_attempts_are_paged_by_key_each_once() {
         .execute_batch(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
              INSERT INTO subscriptions SELECT 's' || i, 'c', 'p', 'P', 100, 'KRW', '1 month', '2025-01-01',
-               '2025-01-01', 0, 2, 5000, 'active', 'manual', 0, 0, NULL, NULL, NULL FROM n;
-             INSERT INTO periods SELECT id, 1, 10, 'm-' || id, 'c', 100, 'KRW', 'P', 'open', 0, NULL, 10, NULL, NULL
+               '2025-01-01', 0, 2, 5000, 'active', 'manual', 0, 0, NULL, NULL, NULL, 0 FROM n;
+             INSERT INTO periods SELECT id, 1, 10, 'm-' || id, 'c', 100, 'KRW', 'P', 'open', 0, NULL, 10, NULL, NULL, 0
                FROM subscriptions;
              INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
                status, check_at, created_at, updated_at)
