@@ -100,6 +100,12 @@ fn an_upgrade_now_charges_the_difference_once_and_the_next_period_bills_the_new_
     // `billd charges` lists it as a proration charge.
     let charges = billd(&w, &["charges"]);
     assert!(text(&charges).contains("proration") && text(&charges).contains("billd-s1-0-c1"), "{}", text(&charges));
+    // `subscriptions show` lists the change and its charge.
+    let show = text(&billd(&w, &["subscriptions", "show", "s1"]));
+    assert!(
+        show.contains("change   basic -> pro (now)") && show.contains("one-time proration billd-s1-0-c1"),
+        "{show}"
+    );
     w.tick("2025-02-01T01:00:00Z");
     assert_eq!(payments(&w, "billd-s1-1"), [(30_000, "paid".to_string())]);
 }
@@ -112,6 +118,8 @@ fn a_downgrade_now_credits_the_next_periods_and_never_sends_a_zero_charge() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("10000 KRW credited"), "{}", text(&out));
     assert_eq!(credit(&w), 10_000);
+    let show = text(&billd(&w, &["subscriptions", "show", "s1"]));
+    assert!(show.contains("credit   10000 KRW") && show.contains("10000 KRW credited"), "{show}");
     let before = w.requests().iter().filter(|r| r.endpoint == Endpoint::Again).count();
     assert_eq!(before, 1, "a downgrade sent a request");
     // February costs 10000: paid by the credit, nothing sent.
