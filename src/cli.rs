@@ -1,7 +1,8 @@
-//! The command line: argument definitions, and the dispatch of each command to `commands` (or `service` for `run`).
+//! The command line: argument definitions, and the dispatch of each command to `commands` (or `service` for `run`) (long: every command's flags and their help text are kept together, as `--help` shows them).
 
 use crate::config;
 use crate::service::logging::LogFormat;
+use crate::store::ChangeTiming;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -302,6 +303,28 @@ pub enum SubscriptionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a subscription's plan: at period end (the next period bills the new plan; nothing is charged today),
+    /// or now (the current paid period is settled pro rata by seconds: an upgrade's difference is charged once, a
+    /// downgrade's is credited to the next periods).
+    ///
+    /// Exit 0: changed (or already on that plan); 1: its charge was not paid, or its outcome is unknown (the message
+    /// says when to rerun; a rerun settles it by lookup and never charges twice).
+    #[command(group = clap::ArgGroup::new("when").required(true).args(["at_period_end", "now"]))]
+    Change {
+        /// The subscription id.
+        id: String,
+        /// A [[plans]] id of the config (for a subscription from the config file, the plan its entry names).
+        #[arg(long)]
+        plan: String,
+        /// The next period bills the new plan.
+        #[arg(long)]
+        at_period_end: bool,
+        /// Settle the current paid period now, pro rata.
+        #[arg(long)]
+        now: bool,
+        #[command(flatten)]
+        at: AsOf,
+    },
     /// Add a subscription kept in the database (a config sync never cancels it).
     ///
     /// With --as-of, it is added as on that day: the default --start is that date, a --start more than one period
@@ -460,6 +483,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Sync { dry_run, force, at } => crate::commands::tick::sync(&path, dry_run, force, at.at()?),
         Command::Subscriptions { action: None, status, json, view } => {
             crate::commands::subscriptions::list(&path, status.as_deref(), json, view.at()?)
+        }
+        Command::Subscriptions {
+            action: Some(SubscriptionsCommand::Change { id, plan, at_period_end: _, now, at }),
+            ..
+        } => {
+            let timing = if now { ChangeTiming::Now } else { ChangeTiming::PeriodEnd };
+            crate::commands::change::change(&path, &id, &plan, timing, at.at()?)
         }
         Command::Subscriptions { action: Some(SubscriptionsCommand::Show { id, json }), .. } => {
             crate::commands::subscriptions::show(&path, &id, json)

@@ -486,6 +486,22 @@ fn every_row_of_the_exit_code_table_holds() {
         ("refunds", code(&["refunds"]), 0),
         ("refunds --since nope", code(&["refunds", "--since", "nope"]), 1),
         ("import a bad file", code(&["import", bad_csv.to_str().unwrap()]), 1),
+        ("subscriptions change nope", code(&["subscriptions", "change", "nope", "--plan", "monthly", "--now"]), 1),
+        (
+            "subscriptions change s1 (already on it)",
+            code(&["subscriptions", "change", "s1", "--plan", "monthly", "--at-period-end"]),
+            0,
+        ),
+        (
+            "subscriptions change s1 (the file names another plan)",
+            code(&["subscriptions", "change", "s1", "--plan", "other", "--now"]),
+            1,
+        ),
+        (
+            "subscriptions change s1 (neither --now nor --at-period-end)",
+            code(&["subscriptions", "change", "s1", "--plan", "x"]),
+            2,
+        ),
         ("tick", code(&["tick"]), 0),
         ("cancel s1", code(&["cancel", "s1"]), 0),
     ];

@@ -226,6 +226,20 @@ pub fn merchant_uid(prefix: &str, subscription_id: &str, period: u64) -> String 
     format!("{prefix}-{head}{tail}")
 }
 
+/// The merchant_uid of the `n`-th charge of a plan change made now in period `period` (n = 1, 2, ...):
+/// `{prefix}-{subscription}-{period}-c{n}`, deterministic, at most 40 characters (long ids shortened with a hash, as
+/// [`merchant_uid`] does), never a period's (which ends in digits after its last '-').
+pub fn change_merchant_uid(prefix: &str, subscription_id: &str, period: u64, n: u64) -> String {
+    let full = format!("{prefix}-{subscription_id}-{period}-c{n}");
+    if full.len() <= 40 {
+        return full;
+    }
+    let tail = format!("~{:016x}-{period}-c{n}", fnv1a64(subscription_id.as_bytes()));
+    let room = 40usize.saturating_sub(prefix.len() + 1 + tail.len());
+    let head: String = subscription_id.chars().take(room).collect();
+    format!("{prefix}-{head}{tail}")
+}
+
 /// FNV-1a, 64-bit: a stable hash (std's hashers are not stable across releases).
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
@@ -304,6 +318,16 @@ mod tests {
         assert_eq!(s.skip_ahead_of(due(9)).len(), 1);
         s.skip.clear();
         assert_eq!(s.following(9, due), 10);
+    }
+
+    #[test]
+    fn a_change_charge_has_its_own_merchant_uid_that_fits_40() {
+        assert_eq!(change_merchant_uid("billd", "sub-0001", 12, 1), "billd-sub-0001-12-c1");
+        let long = "a-very-long-subscription-identifier-from-the-crm-0001";
+        let m = change_merchant_uid("billd", long, 123_456, 2);
+        assert!(m.len() <= 40 && m.ends_with("-123456-c2"), "{m}");
+        assert_ne!(m, merchant_uid("billd", long, 123_456));
+        assert_ne!(m, change_merchant_uid("billd", long, 123_456, 1));
     }
 
     #[test]

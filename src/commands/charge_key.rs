@@ -24,13 +24,13 @@ pub struct KeyOptions<'a> {
 
 /// The billing key: charged through the engine's own call (`Gateway::charge`, i'mport's `again`), once the book
 /// lets it (no safety stop in force, unless the operator says so) and the gateway shows the key.
-struct KeySender<'a, G, S> {
-    cfg: &'a Config,
-    g: &'a G,
-    store: &'a S,
-    rt: &'a tokio::runtime::Runtime,
-    customer_uid: &'a str,
-    despite_safety_stop: bool,
+pub(crate) struct KeySender<'a, G, S> {
+    pub cfg: &'a Config,
+    pub g: &'a G,
+    pub store: &'a S,
+    pub rt: &'a tokio::runtime::Runtime,
+    pub customer_uid: &'a str,
+    pub despite_safety_stop: bool,
 }
 
 impl<G: BillingKeys, S: Book> Sender for KeySender<'_, G, S> {

@@ -30,6 +30,7 @@ fn kind(r: &ChargeRow) -> &'static str {
         None => "period",
         Some(OneTimeKind::Card) => "one-time",
         Some(OneTimeKind::Key) => "one-time-key",
+        Some(OneTimeKind::Proration) => "proration",
     }
 }
 

@@ -1,5 +1,6 @@
 //! The commands other than `run`: one module per command group.
 
+pub mod change;
 pub mod charge_key;
 pub mod charge_once;
 pub mod charges;

@@ -153,19 +153,20 @@ fn differs(ask: &Ask<'_>, prev: &crate::store::OneTimeState) -> Option<String> {
         why.push(match prev.kind {
             OneTimeKind::Card => "a key-in charge of a card (charge-once)".to_string(),
             OneTimeKind::Key => "a charge of a billing key (charge-key)".to_string(),
+            OneTimeKind::Proration => "the charge of a plan change (subscriptions change)".to_string(),
         });
     }
     if prev.amount != ask.amount || prev.currency != CURRENCY {
         why.push(format!("amount {} {}", prev.amount, prev.currency));
     }
     // A key-in row of an older billd may carry the key it sent with the charge: compared for charge-key only.
-    if ask.kind == OneTimeKind::Key && prev.customer_uid.as_deref() != ask.customer_uid {
+    if ask.kind != OneTimeKind::Card && prev.customer_uid.as_deref() != ask.customer_uid {
         why.push(format!("customer_uid {}", prev.customer_uid.as_deref().unwrap_or("-")));
     }
     if prev.subscription_id.as_deref() != ask.subscription_id {
         why.push(format!("subscription {}", prev.subscription_id.as_deref().unwrap_or("(none)")));
     }
-    if ask.kind == OneTimeKind::Key && prev.name != ask.name {
+    if ask.kind != OneTimeKind::Card && prev.name != ask.name {
         why.push(format!("name {:?}", prev.name));
     }
     (!why.is_empty()).then(|| why.join(", "))
@@ -356,7 +357,7 @@ pub fn charge<S: Store, G: Gateway>(
         },
     };
     let what = match ask.customer_uid {
-        Some(key) if ask.kind == OneTimeKind::Key => format!("billing key {key} (card {})", charge.card_masked),
+        Some(key) if ask.kind != OneTimeKind::Card => format!("billing key {key} (card {})", charge.card_masked),
         _ => format!("card {}", charge.card_masked),
     };
     match settled {

@@ -246,6 +246,9 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let why = why.filter(|_| matches!(sub.status, Status::Canceled | Status::Completed | Status::Suspended));
     // One-time charges of its billing key tied to it (`charge-key --subscription`).
     let extra = store.list_one_time(false, None, Some(id))?;
+    // Its plan changes and the credit they left (issue 25).
+    let (changes, credit) =
+        (crate::store::Changes::plan_changes(&store, id)?, crate::store::Changes::credit(&store, id)?);
     if as_json {
         let periods: Vec<_> = periods
             .iter()
@@ -269,7 +272,14 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             "status": sub.status.as_str(),
             "why": why, "next": { "action": next.action, "at": next.at.map(|t| rfc3339(t, tz)), "what": next.text },
             "periods": periods,
+            "credit": credit,
+            "plan_changes": changes.iter().map(|r| json!({
+                "timing": r.change.timing.as_str(), "at": rfc3339(r.change.at, tz), "period": r.change.period,
+                "from": r.change.from_plan_id, "to": r.change.to_plan_id, "owed": r.change.owed,
+                "merchant_uid": r.change.merchant_uid, "state": r.state.as_str(),
+            })).collect::<Vec<_>>(),
             "one_time_charges": extra.iter().map(|c| json!({
+                "kind": c.one_time.map(|k| k.as_str()),
                 "merchant_uid": c.merchant_uid, "customer_uid": c.customer_uid, "amount": c.amount,
                 "currency": c.currency, "status": c.status.as_str(), "failure": c.failure.map(Failure::as_str),
                 "imp_uid": c.imp_uid, "reason": c.fail_reason, "tries": c.attempt,
@@ -321,10 +331,31 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             crate::say!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), cell(&outcome));
         }
     }
+    if credit > 0 {
+        crate::say!("  credit   {credit} {} (taken off the next periods' charges)", sub.currency);
+    }
+    for r in &changes {
+        let c = &r.change;
+        let settled = match c.owed {
+            0 => "nothing owed".to_string(),
+            n if n < 0 => format!("{} {} credited", -n, sub.currency),
+            n => format!("{n} {} charged as {}", sub.currency, cell(c.merchant_uid.as_deref().unwrap_or("-"))),
+        };
+        crate::say!(
+            "  change   {} -> {} ({}) at {}, period {}: {settled}  {}",
+            cell(&c.from_plan_id),
+            cell(&c.to_plan_id),
+            c.timing,
+            human(c.at, tz),
+            c.period,
+            r.state
+        );
+    }
     for c in &extra {
         let outcome = outcome(c.status, c.failure, c.imp_uid.as_deref(), c.fail_reason.as_deref());
+        let kind = if c.one_time == Some(crate::store::OneTimeKind::Proration) { "proration" } else { "charge-key" };
         crate::say!(
-            "  one-time charge-key {}  made {}  {} {}  key {}  {}",
+            "  one-time {kind} {}  made {}  {} {}  key {}  {}",
             cell(&c.merchant_uid),
             human(c.created_at, tz),
             c.amount,

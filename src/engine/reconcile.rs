@@ -153,6 +153,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                                 match c.kind {
                                     OneTimeKind::Card => "charge-once",
                                     OneTimeKind::Key => "charge-key",
+                                    OneTimeKind::Proration => "subscriptions change",
                                 }
                             )),
                         )

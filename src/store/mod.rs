@@ -176,6 +176,11 @@ pub trait Ledger {
     /// subscription is suspended, in the same transaction, as [`crate::billing::status::Cause::MerchantUidTaken`]
     /// decides and with [`crate::billing::status::merchant_uid_taken_reason`]; it is returned in
     /// [`ClaimStep::refused`], and the rest of the page goes on.
+    ///
+    /// A subscription's credit ([`Changes::credit`]) pays its period first
+    /// ([`crate::billing::proration::apply_credit`], read and spent inside the transaction): its attempts charge
+    /// what the credit leaves, and a period the credit covers whole is recorded paid with no attempt (never a
+    /// charge of 0), with a `period.paid_by_credit` event. A subscription with a pending plan change opens nothing.
     fn open_and_claim(
         &self,
         now: DateTime<Utc>,
@@ -331,6 +336,10 @@ pub trait OneTime {
     /// overwrites a rerun's send in progress). A paid outcome also replaces a recorded failure other than a
     /// mismatch (a payment found is proof: the gateway pays a merchant_uid at most once, and billd must know every
     /// payment it caused). A paid one is never replaced. Returns whether it did.
+    ///
+    /// The charge of a plan change (kind proration): a paid outcome applies the change (as [`Changes::change_plan`]
+    /// describes) in the same transaction, if the subscription still has the plan it was changed from; a failed
+    /// one fails a pending change (the plan stays as it was), with a `subscription.plan_change_failed` event.
     #[allow(clippy::too_many_arguments)]
     fn finish_one_time(
         &self,
@@ -437,6 +446,39 @@ pub trait Refunds {
     fn list_refunds(&self, since: Option<DateTime<Utc>>) -> Result<Vec<RefundRow>>;
 }
 
+/// Plan changes (`billd subscriptions change`, issue 25) and the credit they leave to a subscription.
+pub trait Changes {
+    /// Records a plan change decided from the subscription as the caller read it, in one write transaction that
+    /// decides from the rows inside it. Refused (nothing written; the reason returned) unless the subscription
+    /// exists, bills, still has plan `from_plan_id`, has no open period and no pending change, its next period is
+    /// still the one the change was decided from (`period` at period end, `period + 1` now) and it has exactly
+    /// `seen` plan changes (so a change decided from a stale read, or twice at once, is never applied).
+    ///
+    /// A change that charges (`owed > 0`) is kept pending and the subscription is left as it is until its charge
+    /// (the one-time charge `merchant_uid`, kind proration) is paid: [`OneTime::finish_one_time`] applies it in its own
+    /// transaction, and fails it if the charge fails; meanwhile no period of the subscription opens. Any other
+    /// change is applied at once. Applying one makes the subscription bill the new plan (plan, name, amount,
+    /// interval, the calendar given), adds a credit (`owed < 0`) to its credit, records the new plan's first period
+    /// paid when the change opens one, with a `subscription.plan_changed` event, in the same transaction.
+    fn change_plan(
+        &self,
+        c: &PlanChange,
+        seen: usize,
+        now: DateTime<Utc>,
+    ) -> Result<std::result::Result<PlanChangeRow, String>>;
+
+    /// Fails the pending change whose charge is `merchant_uid`, with a `subscription.plan_change_failed` event, in one
+    /// write transaction, only if no one-time charge holds that merchant_uid (its intent was never committed, so
+    /// nothing of it can have been sent). Returns whether it did.
+    fn abandon_plan_change(&self, merchant_uid: &str, reason: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Every plan change of a subscription, oldest first.
+    fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>>;
+
+    /// The credit a subscription holds, in its currency (0: none, or no such subscription).
+    fn credit(&self, id: &str) -> Result<i64>;
+}
+
 /// The event log (what happened, for people and audits).
 pub trait Events {
     /// Appends an event that belongs to no pass (a billing key registered by command, say), durably.
@@ -493,7 +535,7 @@ pub trait Views {
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is
 /// used by one thread at a time (the engine serializes its calls), but other handles (other processes) may use the
 /// same book at once.
-pub trait Store: Book + Ledger + OneTime + Refunds + Events + Views + Send + 'static {
+pub trait Store: Book + Ledger + OneTime + Refunds + Changes + Events + Views + Send + 'static {
     /// What names the book in messages: the database file (SQLite), or the server and database without credentials.
     fn location(&self) -> String;
 

@@ -34,7 +34,9 @@ macro_rules! spelled {
 }
 
 // (After the macro: the refund types are spelled with it too.)
+mod changes;
 mod refunds;
+pub use changes::*;
 pub use refunds::*;
 
 spelled! {
@@ -77,6 +79,8 @@ spelled! {
         Card = "card",
         /// A billing key already stored at the gateway (`billd charge-key`).
         Key = "key",
+        /// The charge of a plan change made now (`billd subscriptions change --now`), on the subscription's key.
+        Proration = "proration",
     }
 }
 
@@ -382,6 +386,9 @@ impl fmt::Display for MerchantUidHolder {
             }
             Self::OneTime { merchant_uid, kind: OneTimeKind::Key } => {
                 write!(f, "a one-time charge of a billing key (charge-key) under merchant_uid {merchant_uid}")
+            }
+            Self::OneTime { merchant_uid, kind: OneTimeKind::Proration } => {
+                write!(f, "the charge of a plan change (subscriptions change) under merchant_uid {merchant_uid}")
             }
         }
     }

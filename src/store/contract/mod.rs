@@ -16,10 +16,12 @@ use crate::store::{
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+mod changes;
 mod guards;
 mod lifecycle;
 mod one_time;
 mod refunds;
+pub use changes::*;
 pub use guards::*;
 pub use lifecycle::*;
 pub use one_time::*;
@@ -73,6 +75,7 @@ macro_rules! store_contract_tests {
             paid_charges_are_paged_once_each,
             the_same_refund_is_not_begun_again,
             never_more_refunded_than_the_gateway_lists,
+            a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

@@ -5,6 +5,7 @@ use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
 use super::events::event;
 use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::model::Status;
+use crate::billing::proration::apply_credit;
 use crate::billing::quiet::RealInstant;
 use crate::billing::status::{Cause, merchant_uid_taken_reason};
 use crate::store::{
@@ -64,6 +65,8 @@ fn subscriptions_to_open_in(
     let mut st = conn.prepare_cached(&format!(
         "{SUB_SELECT} WHERE bills AND next_due_at <= ?1 AND amount <= ?3
            AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+           AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id
+                             AND c.state = 'pending')
          ORDER BY next_due_at, id LIMIT ?2"
     ))?;
     let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
@@ -77,7 +80,7 @@ fn subscriptions_to_open_in(
 fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeout_ms: u64) -> Result<Vec<Attempt>> {
     let mut out = Vec::new();
     let mut sel = tx.prepare_cached(
-        "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount, p.currency, p.name,
+        "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount - p.credit, p.currency, p.name,
                 p.due_at, p.declines,
                 (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
                    AND a.period = p.period) AS made, s.status IN ('past_due', 'trialing'),
@@ -215,13 +218,17 @@ fn open_in(
     step: &mut ClaimStep,
 ) -> Result<()> {
     let due = subscriptions_to_open_in(tx, now, room, max_amount)?;
+    // A period the subscription's credit covers whole is recorded paid (closed) at once: nothing is sent.
     let mut ins = tx.prepare_cached(
         "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
-           name, state, next_attempt_at, opened_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', NULL, ?9
+           name, state, next_attempt_at, opened_at, credit, closed_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?10 = ?6 THEN 'paid' ELSE 'open' END, NULL, ?9, ?10,
+                CASE WHEN ?10 = ?6 THEN ?9 END
          WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
          ON CONFLICT (merchant_uid) DO NOTHING",
     )?;
+    let mut credit_of = tx.prepare_cached("SELECT credit FROM subscriptions WHERE id = ?1")?;
+    let mut spend = tx.prepare_cached("UPDATE subscriptions SET credit = ?2 WHERE id = ?1")?;
     let mut claim = tx.prepare_cached(
         "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
            status, created_at, updated_at, timeout_ms)
@@ -229,6 +236,9 @@ fn open_in(
     )?;
     for d in &due {
         let p = make(d);
+        // The credit pays first (read inside the transaction); what it leaves is charged.
+        let credit: i64 = credit_of.query_row([&p.subscription_id], |r| r.get(0))?;
+        let (charged, left) = apply_credit(p.amount, credit);
         let inserted = ins.execute(params![
             p.subscription_id,
             p.period as i64,
@@ -238,7 +248,8 @@ fn open_in(
             p.amount,
             p.currency,
             p.name,
-            now
+            now,
+            p.amount - charged
         ])?;
         if inserted == 0 {
             // Its merchant_uid is taken, by a period or a one-time charge (the period itself cannot exist: the
@@ -265,12 +276,24 @@ fn open_in(
             continue;
         }
         advance(tx, &p, now)?;
+        if credit > 0 {
+            spend.execute(params![p.subscription_id, left])?;
+        }
+        if charged == 0 {
+            let detail = json!({
+                "period": p.period, "merchant_uid": p.merchant_uid, "amount": p.amount, "currency": p.currency,
+                "credit_left": left,
+            });
+            event(tx, now, "period.paid_by_credit", Some(&p.subscription_id), detail)?;
+            step.opened += 1;
+            continue;
+        }
         claim.execute(params![
             p.subscription_id,
             p.period as i64,
             p.merchant_uid,
             p.customer_uid,
-            p.amount,
+            charged,
             p.currency,
             now,
             timeout_ms as i64
@@ -282,7 +305,7 @@ fn open_in(
             attempt: 1,
             merchant_uid: p.merchant_uid,
             customer_uid: p.customer_uid,
-            amount: p.amount,
+            amount: charged,
             currency: p.currency,
             name: p.name,
             due_at: p.due_at,
@@ -326,7 +349,9 @@ impl Ledger for SqliteStore {
             .prepare_cached(
                 "SELECT count(*) FROM subscriptions WHERE bills AND next_due_at <= ?1
                AND amount <= ?2
-               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')",
+               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+               AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id
+                                 AND c.state = 'pending')",
             )?
             .query_row(params![secs(now), max_amount], |r| r.get(0))?;
         Ok(n as usize)

@@ -2,6 +2,7 @@
 //! conversions at its edge (instants as UNIX seconds, statuses as their spelling); one file per concern below.
 
 mod book;
+mod changes;
 mod events;
 mod import;
 mod ledger;
@@ -17,7 +18,10 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::billing::model::{Source, Status};
 use crate::billing::quiet::RealInstant;
-use crate::store::{ChargeStatus, Failure, OneTimeKind, PeriodState, RefundSource, RefundStatus, Store, from_ts};
+use crate::store::{
+    ChangeState, ChangeTiming, ChargeStatus, Failure, OneTimeKind, PeriodState, RefundSource, RefundStatus, Store,
+    from_ts,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
@@ -207,7 +211,17 @@ macro_rules! spelled_sql {
     )+};
 }
 
-spelled_sql!(ChargeStatus, Failure, OneTimeKind, PeriodState, RefundSource, RefundStatus, Status);
+spelled_sql!(
+    ChargeStatus,
+    ChangeState,
+    ChangeTiming,
+    Failure,
+    OneTimeKind,
+    PeriodState,
+    RefundSource,
+    RefundStatus,
+    Status
+);
 
 impl ToSql for Source {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {

@@ -192,6 +192,14 @@ impl OneTime for SqliteStore {
         let mut detail = json!({ "imp_uid": imp_uid, "reason": reason });
         let sub = describe(&tx, id, &mut detail)?;
         event(&tx, now, kind, sub.as_deref(), detail)?;
+        // The charge of a plan change: its outcome applies or fails the change, in this transaction.
+        let (merchant_uid, of): (String, OneTimeKind) =
+            tx.query_row("SELECT merchant_uid, kind FROM one_time_charges WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        if of == OneTimeKind::Proration && matches!(status, ChargeStatus::Paid | ChargeStatus::Failed) {
+            super::changes::settle_in(&tx, &merchant_uid, status == ChargeStatus::Paid, now)?;
+        }
         tx.commit()?;
         Ok(true)
     }
@@ -271,7 +279,7 @@ fn describe(tx: &rusqlite::Connection, id: i64, detail: &mut serde_json::Value) 
     )?;
     detail["merchant_uid"] = json!(muid);
     detail["one_time"] = json!(true);
-    if kind == OneTimeKind::Key {
+    if kind != OneTimeKind::Card {
         detail["kind"] = json!(kind.as_str());
         detail["customer_uid"] = json!(key);
     }

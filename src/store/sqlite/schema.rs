@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_refunds.sql"),
     include_str!("migrations/0015_pause_until.sql"),
     include_str!("migrations/0016_lifecycle_statuses.sql"),
+    include_str!("migrations/0017_plan_changes.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes

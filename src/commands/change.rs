@@ -1,0 +1,279 @@
+//! `billd subscriptions change ID --plan P (--at-period-end | --now)`: a plan change decided from the book, recorded
+//! by `Changes::change_plan`; one made now settles the paid period pro rata (`billing::proration`), its charge under
+//! the exactly-once protocol of one-time charges (`commands/one_time.rs`), its credit kept for the next periods.
+
+use crate::app::{gateway, load_config, open_store, runtime};
+use crate::billing::calendar::Calendar;
+use crate::billing::model::{Source, Subscription, change_merchant_uid, merchant_uid};
+use crate::billing::proration::{Span, change_keeping_period, change_restarting_period};
+use crate::commands::charge_key::KeySender;
+use crate::commands::one_time::{Ask, Done, charge};
+use crate::commands::present::human;
+use crate::config::Config;
+use crate::store::{Book, Store, Views};
+use crate::store::{ChangeState, ChangeTiming, Changes, OneTimeKind, PeriodState, PlanChange, PlanChangeRow};
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// What the subscription bills once changed to `plan`: the plan of the config, or, for a subscription from the
+/// config file, its entry there (which must name `plan` already, so that a sync never undoes the change).
+fn target(cfg: &Config, sub: &Subscription, plan: &str, timing: ChangeTiming) -> Result<Subscription> {
+    let when = match timing {
+        ChangeTiming::Now => "now",
+        ChangeTiming::PeriodEnd => "at period end",
+    };
+    let file = cfg.file.display();
+    if sub.source == Source::Config {
+        let wanted = cfg.wanted_subscriptions().into_iter().find(|w| w.id == sub.id);
+        return match wanted {
+            Some(w) if w.plan_id == plan => Ok(Subscription { discount: w.discount, ..with_plan(sub, &w) }),
+            Some(w) => bail!(
+                "subscription {} comes from {file}, whose entry names plan {}: its plan is the file's. Name plan {plan} \
+                 on its entry first, then run this again to apply it {when} (a sync then agrees); nothing changed",
+                sub.id,
+                w.plan_id
+            ),
+            None => bail!("subscription {} comes from {file}, which no longer lists it; nothing changed", sub.id),
+        };
+    }
+    let p = cfg.plan(plan).ok_or_else(|| anyhow!("no plan {plan:?} in {file}; nothing changed"))?;
+    let mut to = sub.clone();
+    (to.plan_id, to.plan_name, to.amount, to.currency, to.interval) =
+        (p.id.clone(), p.name.clone(), p.amount, p.currency.clone(), p.interval);
+    Ok(to)
+}
+
+/// `sub` with the plan, name, price, currency and interval of `w`.
+fn with_plan(sub: &Subscription, w: &Subscription) -> Subscription {
+    let mut to = sub.clone();
+    (to.plan_id, to.plan_name, to.amount, to.currency, to.interval) =
+        (w.plan_id.clone(), w.plan_name.clone(), w.amount, w.currency.clone(), w.interval);
+    to
+}
+
+/// Decides the change of `sub` to `to` at `now`, from the book as read (refusals before anything changes).
+fn decide(
+    cfg: &Config,
+    store: &impl Store,
+    sub: &Subscription,
+    to: &Subscription,
+    timing: ChangeTiming,
+    changes: &[PlanChangeRow],
+    now: DateTime<Utc>,
+) -> Result<PlanChange> {
+    let id = &sub.id;
+    let (periods, _) = store.subscription_story(id)?;
+    if let Some(p) = periods.iter().find(|p| p.state == PeriodState::Open) {
+        bail!(
+            "subscription {id} has period {} open and not paid (an attempt may be in flight): settle it first (`billd \
+             retry {id}`, or let dunning run); nothing changed",
+            p.period
+        );
+    }
+    let mut c = PlanChange {
+        subscription_id: id.clone(),
+        timing,
+        at: now,
+        period: sub.next_period,
+        from_plan_id: sub.plan_id.clone(),
+        from_amount: sub.amount,
+        from_interval: sub.interval,
+        to_plan_id: to.plan_id.clone(),
+        to_plan_name: to.plan_name.clone(),
+        to_amount: to.amount,
+        to_interval: to.interval,
+        rate: None,
+        owed: 0,
+        merchant_uid: None,
+        anchor_date: sub.anchor_date,
+        anchor_period: sub.anchor_period,
+        next_period: sub.next_period,
+        next_due_at: None,
+        opens: None,
+    };
+    if timing == ChangeTiming::PeriodEnd {
+        // A new interval keeps the next due date and continues from it (as a sync's change of interval does).
+        if to.interval != sub.interval
+            && let Some(d) = sub.calendar().date_of(sub.next_period)
+        {
+            (c.anchor_date, c.anchor_period) = (d, sub.next_period);
+        }
+        return Ok(c);
+    }
+    // Now: the paid period whose span holds `now` is settled.
+    let end = store.next_due_at(id)?;
+    let last = periods.last().filter(|p| p.period + 1 == sub.next_period);
+    let Some(paid) = last.filter(|p| p.state == PeriodState::Paid && p.due_at <= now && end.is_some_and(|e| now < e))
+    else {
+        bail!(
+            "subscription {id} has no paid period covering {} (--now settles the current paid period); use \
+             --at-period-end; nothing changed",
+            human(now, cfg.billing.clock.timezone)
+        );
+    };
+    let span = Span { start: paid.due_at, end: end.unwrap_or(now) };
+    // The price in force for the rest of the period: the last change made now in it, or what it was opened at.
+    let mut applied = changes.iter().rev().filter(|r| r.state == ChangeState::Applied);
+    let rate = applied.find(|r| r.change.timing == ChangeTiming::Now && r.change.period == paid.period);
+    let rate = rate.and_then(|r| r.change.rate).unwrap_or(paid.amount);
+    c.period = paid.period;
+    let settled = if to.interval == sub.interval {
+        let new = to.amount_of(paid.period);
+        c.rate = Some(new);
+        change_keeping_period(rate, new, span, now)
+    } else {
+        // The new plan's first period starts now (period + 1): its anchor is today's local date.
+        let first = to.amount_of(paid.period + 1);
+        let anchor = cfg.billing.clock.local_date(now);
+        let cal = Calendar { anchor, anchor_period: paid.period + 1, interval: to.interval };
+        (c.anchor_date, c.anchor_period, c.next_period) = (anchor, paid.period + 1, paid.period + 2);
+        c.next_due_at = Some(
+            cal.due_at(&cfg.billing.clock, paid.period + 2)
+                .ok_or_else(|| anyhow!("subscription {id}: the new interval has no next due date; nothing changed"))?,
+        );
+        c.opens = Some((merchant_uid(&cfg.billing.merchant_uid_prefix, id, paid.period + 1), first));
+        change_restarting_period(rate, first, span, now)
+    };
+    c.owed = settled.owed();
+    if c.owed > 0 {
+        if c.owed > cfg.limits.max_amount {
+            bail!(
+                "subscription {id}: the change would charge {} {} now, above limits.max_amount ({}); nothing changed",
+                c.owed,
+                sub.currency,
+                cfg.limits.max_amount
+            );
+        }
+        let n = changes.iter().filter(|r| r.change.period == paid.period && r.change.merchant_uid.is_some()).count();
+        c.merchant_uid = Some(change_merchant_uid(&cfg.billing.merchant_uid_prefix, id, paid.period, n as u64 + 1));
+    }
+    Ok(c)
+}
+
+/// Charges a pending change's difference under the one-time protocol (a rerun settles it by lookup first, and
+/// never sends before its quiet period); its outcome applies or fails the change (`finish_one_time`).
+fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChangeRow) -> Result<ExitCode> {
+    let c = &row.change;
+    let merchant_uid = c.merchant_uid.as_deref().unwrap_or_default();
+    let (g, rt) = (gateway(cfg)?, runtime()?);
+    let ask = Ask {
+        command: "subscriptions change",
+        kind: OneTimeKind::Proration,
+        merchant_uid,
+        amount: c.owed,
+        name: &c.to_plan_name,
+        customer_uid: Some(&sub.customer_uid),
+        subscription_id: Some(&sub.id),
+    };
+    let mut sender =
+        KeySender { cfg, g: &g, store, rt: &rt, customer_uid: &sub.customer_uid, despite_safety_stop: false };
+    let done = match charge(cfg, store, &g, &rt, &ask, &mut sender) {
+        Ok(done) => done,
+        Err(e) => {
+            // Refused before its intent (no key, a safety stop): nothing was sent, and the plan stays as it was.
+            if store.one_time(merchant_uid)?.is_none()
+                && store.abandon_plan_change(merchant_uid, &format!("{e:#}"), Utc::now())?
+            {
+                return Err(e.context(format!("{}: the plan is unchanged ({})", sub.id, sub.plan_id)));
+            }
+            return Err(e);
+        }
+    };
+    let state = store.plan_changes(&sub.id)?.into_iter().find(|r| r.id == row.id).map(|r| r.state);
+    match (done, state) {
+        (Done::Paid { .. }, Some(ChangeState::Applied)) => {
+            crate::say!(
+                "{}: plan changed to {} now; {} {} charged ({merchant_uid})",
+                sub.id,
+                c.to_plan_id,
+                c.owed,
+                sub.currency
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (Done::Paid { .. }, _) => {
+            eprintln!(
+                "{}: the change's charge {merchant_uid} is paid but the change is not in force (see `billd subscriptions show {}`)",
+                sub.id, sub.id
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        (Done::NotPaid, Some(ChangeState::Failed)) => {
+            eprintln!("{}: the change's charge was not paid; the plan is unchanged ({})", sub.id, c.from_plan_id);
+            Ok(ExitCode::FAILURE)
+        }
+        (Done::NotPaid, _) => {
+            eprintln!(
+                "{}: the change to {} takes effect once its charge {merchant_uid} is settled (rerun this command, or a \
+                 pass settles it); no period opens meanwhile",
+                sub.id, c.to_plan_id
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub fn change(
+    path: &Path,
+    id: &str,
+    plan: &str,
+    timing: ChangeTiming,
+    (now, simulate): (DateTime<Utc>, bool),
+) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    let store = open_store(&cfg)?;
+    let sub = store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))?;
+    let changes = store.plan_changes(id)?;
+    // A change whose charge is not settled: a rerun settles it (never another change over it).
+    if let Some(row) = changes.iter().find(|r| r.state == ChangeState::Pending) {
+        if row.change.to_plan_id != plan || row.change.timing != timing {
+            bail!(
+                "subscription {id} has a change to plan {} ({}) whose charge is not settled: rerun `billd subscriptions \
+                 change {id} --plan {} --now` to settle it first; nothing changed",
+                row.change.to_plan_id,
+                row.change.merchant_uid.as_deref().unwrap_or("-"),
+                row.change.to_plan_id
+            );
+        }
+        return settle(&cfg, &store, &sub, row);
+    }
+    if sub.plan_id == plan {
+        crate::say!("{id}: the plan already is {plan}; nothing changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !sub.status.bills() {
+        bail!("subscription {id} is {}: it does not bill; nothing changed", sub.status);
+    }
+    let to = target(&cfg, &sub, plan, timing)?;
+    if to.currency != sub.currency {
+        bail!("plan {plan} bills in {}, subscription {id} in {}; nothing changed", to.currency, sub.currency);
+    }
+    let c = decide(&cfg, &store, &sub, &to, timing, &changes, now)?;
+    let row = store.change_plan(&c, changes.len(), now)?.map_err(|why| anyhow!("{why}; nothing changed"))?;
+    crate::failpoint::failpoint("change_after_pending");
+    if row.state == ChangeState::Pending {
+        return settle(&cfg, &store, &sub, &row);
+    }
+    let cur = &sub.currency;
+    match (timing, c.owed) {
+        (ChangeTiming::PeriodEnd, _) => {
+            let due = store.next_due_at(id)?.map(|t| human(t, cfg.billing.clock.timezone)).unwrap_or("-".into());
+            crate::say!(
+                "{id}: plan changes to {plan} ({} {cur} every {}) from period {} (due {due}); nothing charged today",
+                to.amount,
+                to.interval,
+                c.period
+            );
+        }
+        (_, owed) if owed < 0 => crate::say!(
+            "{id}: plan changed to {plan} now; {} {cur} credited (credit {} {cur}), taken off the next periods",
+            -owed,
+            store.credit(id)?
+        ),
+        _ => crate::say!("{id}: plan changed to {plan} now; nothing owed either way"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,303 @@
+//! SQLite: plan changes (`plan_changes`) and the credit they leave (`subscriptions.credit`): recorded, and applied
+//! at once or, for one that charges, by whatever settles its charge (`apply_in`, called from `one_time.rs`).
+
+use super::book::current_status;
+use super::events::event;
+use super::{SqliteStore, at, secs};
+use crate::billing::calendar::Interval;
+use crate::store::{ChangeState, ChangeTiming, Changes, PlanChange, PlanChangeRow};
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::json;
+
+const CHANGE_SELECT: &str = "SELECT id, state, subscription_id, timing, at, period, from_plan_id, from_amount,
+    from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid, anchor_date,
+    anchor_period, next_period, next_due_at, opens_uid, opens_amount, created_at FROM plan_changes";
+
+fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
+    let interval = |i: usize| -> rusqlite::Result<Result<Interval>> {
+        Ok(r.get_ref(i)?.as_str()?.parse::<Interval>().map_err(|e| anyhow!(e)))
+    };
+    let (from_interval, to_interval) = (interval(8)?, interval(12)?);
+    let anchor = r.get_ref(16)?.as_str()?.parse::<NaiveDate>();
+    let timing = r.get_ref(3)?.as_str()?;
+    let state = r.get_ref(1)?.as_str()?;
+    let opens_uid: Option<String> = r.get(20)?;
+    let opens_amount: Option<i64> = r.get(21)?;
+    let id: i64 = r.get(0)?;
+    let change = (|| -> Result<PlanChange> {
+        Ok(PlanChange {
+            subscription_id: r.get(2)?,
+            timing: ChangeTiming::parse(timing).ok_or_else(|| anyhow!("bad timing {timing:?}"))?,
+            at: at(r.get(4)?),
+            period: r.get::<_, i64>(5)? as u64,
+            from_plan_id: r.get(6)?,
+            from_amount: r.get(7)?,
+            from_interval: from_interval?,
+            to_plan_id: r.get(9)?,
+            to_plan_name: r.get(10)?,
+            to_amount: r.get(11)?,
+            to_interval: to_interval?,
+            rate: r.get(13)?,
+            owed: r.get(14)?,
+            merchant_uid: r.get(15)?,
+            anchor_date: anchor?,
+            anchor_period: r.get::<_, i64>(17)? as u64,
+            next_period: r.get::<_, i64>(18)? as u64,
+            next_due_at: r.get::<_, Option<i64>>(19)?.map(at),
+            opens: opens_uid.zip(opens_amount),
+        })
+    })();
+    Ok((|| {
+        Ok(PlanChangeRow {
+            id,
+            state: ChangeState::parse(state).ok_or_else(|| anyhow!("bad state {state:?}"))?,
+            change: change?,
+            created_at: at(r.get(22)?),
+        })
+    })()
+    .map_err(|e: anyhow::Error| e.context(format!("plan change {id} has a corrupt row"))))
+}
+
+/// The plan changes of subscription `id`, oldest first.
+fn changes_of(conn: &Connection, id: &str) -> Result<Vec<PlanChangeRow>> {
+    let mut st = conn.prepare_cached(&format!("{CHANGE_SELECT} WHERE subscription_id = ?1 ORDER BY id"))?;
+    let rows = st.query_map([id], change_from_row)?;
+    rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+}
+
+/// Applies a recorded change inside `tx` (the subscription bills the new plan; a credit is added; a new first
+/// period is recorded paid), marks it applied, and logs `subscription.plan_changed`. An error if the subscription no
+/// longer has the plan the change was made from (nothing of it applies).
+pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i64) -> Result<()> {
+    let credit = (-c.owed).max(0);
+    let changed = tx
+        .prepare_cached(
+            "UPDATE subscriptions SET plan_id = ?3, plan_name = ?4, amount = ?5, interval = ?6, anchor_date = ?7,
+               anchor_period = ?8, next_period = ?9, next_due_at = coalesce(?10, next_due_at),
+               credit = credit + ?11, updated_at = ?12
+             WHERE id = ?1 AND plan_id = ?2",
+        )?
+        .execute(params![
+            c.subscription_id,
+            c.from_plan_id,
+            c.to_plan_id,
+            c.to_plan_name,
+            c.to_amount,
+            c.to_interval.to_string(),
+            c.anchor_date.to_string(),
+            c.anchor_period as i64,
+            c.next_period as i64,
+            c.next_due_at.map(secs),
+            credit,
+            now
+        ])?;
+    if changed != 1 {
+        bail!("subscription {} no longer has plan {}; the change is not applied", c.subscription_id, c.from_plan_id);
+    }
+    if let Some((uid, amount)) = &c.opens {
+        // The new plan's first period, from the change's instant: paid by the change (its charge, or the old
+        // period's unused part).
+        let (customer, currency): (String, String) = tx.query_row(
+            "SELECT customer_uid, currency FROM subscriptions WHERE id = ?1",
+            [&c.subscription_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let inserted = tx.execute(
+            "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency, name,
+               state, next_attempt_at, opened_at, closed_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'paid', NULL, ?9, ?9
+             WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
+             ON CONFLICT DO NOTHING",
+            params![
+                c.subscription_id,
+                (c.period + 1) as i64,
+                secs(c.at),
+                uid,
+                customer,
+                amount,
+                currency,
+                c.to_plan_name,
+                now
+            ],
+        )?;
+        if inserted != 1 {
+            bail!("period {} of subscription {} (merchant_uid {uid}) exists already", c.period + 1, c.subscription_id);
+        }
+    }
+    tx.execute("UPDATE plan_changes SET state = 'applied', updated_at = ?2 WHERE id = ?1", params![row_id, now])?;
+    let detail = json!({
+        "timing": c.timing.as_str(), "at": c.at.to_rfc3339(), "period": c.period,
+        "from": c.from_plan_id, "to": c.to_plan_id, "amount": c.to_amount, "interval": c.to_interval.to_string(),
+        "owed": c.owed, "merchant_uid": c.merchant_uid, "credit_added": credit,
+    });
+    event(tx, now, "subscription.plan_changed", Some(&c.subscription_id), detail)
+}
+
+/// What settling the one-time charge `merchant_uid` does to the plan change it belongs to, inside `tx`: paid
+/// applies it (unless the subscription has moved to another plan since: then only an event says so), failed fails
+/// a pending one. Nothing for a charge that belongs to no change.
+pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, now: i64) -> Result<()> {
+    let row = tx
+        .prepare_cached(&format!("{CHANGE_SELECT} WHERE merchant_uid = ?1"))?
+        .query_row([merchant_uid], change_from_row)
+        .optional()?;
+    let Some(row) = row else { return Ok(()) };
+    let row = row?;
+    let c = &row.change;
+    match (paid, row.state) {
+        (_, ChangeState::Applied) | (false, ChangeState::Failed) => Ok(()),
+        (true, _) => {
+            let plan: Option<String> = tx
+                .query_row("SELECT plan_id FROM subscriptions WHERE id = ?1", [&c.subscription_id], |r| r.get(0))
+                .optional()?;
+            if plan.as_deref() == Some(c.from_plan_id.as_str()) {
+                apply_in(tx, row.id, c, now)
+            } else {
+                let detail = json!({ "merchant_uid": merchant_uid, "to": c.to_plan_id,
+                    "reason": "its charge was found paid after the subscription changed plan: refund it if it is not owed" });
+                event(tx, now, "subscription.plan_change_paid_late", Some(&c.subscription_id), detail)
+            }
+        }
+        (false, _) => {
+            tx.execute(
+                "UPDATE plan_changes SET state = 'failed', updated_at = ?2 WHERE id = ?1",
+                params![row.id, now],
+            )?;
+            let detail = json!({ "merchant_uid": merchant_uid, "from": c.from_plan_id, "to": c.to_plan_id });
+            event(tx, now, "subscription.plan_change_failed", Some(&c.subscription_id), detail)
+        }
+    }
+}
+
+/// Why `c` may not be recorded, read inside `tx` (`None`: it may).
+fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<String>> {
+    let id = &c.subscription_id;
+    let Some(status) = current_status(tx, id)? else {
+        return Ok(Some(format!("no subscription {id:?}")));
+    };
+    if !status.bills() {
+        return Ok(Some(format!("subscription {id} is {status}: it does not bill")));
+    }
+    let (plan, next): (String, i64) =
+        tx.query_row("SELECT plan_id, next_period FROM subscriptions WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let open: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM periods WHERE subscription_id = ?1 AND state = 'open')",
+        [id],
+        |r| r.get(0),
+    )?;
+    let (count, pending): (i64, i64) = tx.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE state = 'pending') FROM plan_changes WHERE subscription_id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let expected = match c.timing {
+        ChangeTiming::Now => c.period + 1,
+        ChangeTiming::PeriodEnd => c.period,
+    };
+    Ok(if plan != c.from_plan_id {
+        Some(format!("subscription {id} has plan {plan} now, not {}", c.from_plan_id))
+    } else if open {
+        Some(format!("subscription {id} has an open period (charge it with `billd retry` or let dunning run first)"))
+    } else if pending > 0 {
+        Some(format!("subscription {id} has a plan change whose charge is not settled yet"))
+    } else if next as u64 != expected || count as usize != seen {
+        Some(format!("subscription {id} changed meanwhile (another command or a pass); rerun to decide again"))
+    } else {
+        None
+    })
+}
+
+impl Changes for SqliteStore {
+    fn change_plan(
+        &self,
+        c: &PlanChange,
+        seen: usize,
+        now: DateTime<Utc>,
+    ) -> Result<std::result::Result<PlanChangeRow, String>> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        if let Some(why) = refusal(&tx, c, seen)? {
+            return Ok(Err(why));
+        }
+        if (c.owed > 0) != c.merchant_uid.is_some() {
+            bail!("plan change of {}: a charge needs its merchant_uid, and only a charge has one", c.subscription_id);
+        }
+        let id = tx
+            .prepare_cached(
+                "INSERT INTO plan_changes (subscription_id, timing, at, period, from_plan_id, from_amount,
+                   from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid,
+                   anchor_date, anchor_period, next_period, next_due_at, opens_uid, opens_amount, state, created_at,
+                   updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+                   'pending', ?21, ?21)",
+            )?
+            .insert(params![
+                c.subscription_id,
+                c.timing.as_str(),
+                secs(c.at),
+                c.period as i64,
+                c.from_plan_id,
+                c.from_amount,
+                c.from_interval.to_string(),
+                c.to_plan_id,
+                c.to_plan_name,
+                c.to_amount,
+                c.to_interval.to_string(),
+                c.rate,
+                c.owed,
+                c.merchant_uid,
+                c.anchor_date.to_string(),
+                c.anchor_period as i64,
+                c.next_period as i64,
+                c.next_due_at.map(secs),
+                c.opens.as_ref().map(|o| o.0.as_str()),
+                c.opens.as_ref().map(|o| o.1),
+                now
+            ])?;
+        let state = if c.merchant_uid.is_none() {
+            apply_in(&tx, id, c, now)?;
+            ChangeState::Applied
+        } else {
+            let detail = json!({ "merchant_uid": c.merchant_uid, "owed": c.owed, "to": c.to_plan_id });
+            event(&tx, now, "subscription.plan_change_pending", Some(&c.subscription_id), detail)?;
+            ChangeState::Pending
+        };
+        tx.commit()?;
+        Ok(Ok(PlanChangeRow { id, state, change: c.clone(), created_at: at(now) }))
+    }
+
+    fn abandon_plan_change(&self, merchant_uid: &str, reason: &str, now: DateTime<Utc>) -> Result<bool> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        let failed: Option<String> = tx
+            .query_row(
+                "UPDATE plan_changes SET state = 'failed', updated_at = ?2
+                 WHERE merchant_uid = ?1 AND state = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE)
+                 RETURNING subscription_id",
+                params![merchant_uid, now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(sub) = &failed {
+            let detail = json!({ "merchant_uid": merchant_uid, "reason": reason, "sent": false });
+            event(&tx, now, "subscription.plan_change_failed", Some(sub), detail)?;
+        }
+        tx.commit()?;
+        Ok(failed.is_some())
+    }
+
+    fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>> {
+        changes_of(&self.conn, id)
+    }
+
+    fn credit(&self, id: &str) -> Result<i64> {
+        let credit: Option<i64> =
+            self.conn.query_row("SELECT credit FROM subscriptions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        Ok(credit.unwrap_or(0))
+    }
+}
