@@ -196,3 +196,50 @@ fn a_pause_until_a_date_resumes_by_itself() {
     assert_eq!(o.status.code(), Some(1), "{}", common::text(&o));
     w.assert_consistent();
 }
+
+/// Trials (issue 25): `trial = "14d"` on a plan, `trial_ends` on a subscription. `start` is the signup; the first
+/// charge falls due when the trial ends, later periods keep that anchor; the subscription is `trialing` until its
+/// first charge is paid (a declined one makes it past due, as for any charge).
+#[test]
+fn a_trial_puts_the_first_charge_at_its_end_and_the_anchor_with_it() {
+    let plans = r#"
+[[plans]]
+id = "trial"
+name = "Monthly with a trial"
+amount = 9900
+interval = "1 month"
+trial = "14d"
+"#;
+    let text = format!(
+        "{plans}{}{}{}trial_ends = \"2025-02-01\"\n",
+        sub("t1", "c1", "trial", "2025-01-01"),
+        sub("t2", "c2", "trial", "2025-01-01"),
+        sub("t3", "c3", "trial", "2025-01-01")
+    );
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("c2", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w.sandbox.register_customer("c3", cards::APPROVE).unwrap();
+    assert!(w.billd().args(["sync", "--as-of", "2025-01-01T09:00:00+09:00"]).status().unwrap().success());
+    assert_eq!(w.status_of("t1"), "trialing");
+    let listed = common::text(
+        &w.billd().args(["upcoming", "--days", "40", "--as-of", "2025-01-01T09:00:00+09:00"]).output().unwrap(),
+    );
+    assert!(listed.contains("trial ends"), "{listed}");
+    w.tick("2025-01-14T10:00:00+09:00");
+    assert!(w.ledger().is_empty(), "charged during the trial");
+    w.tick("2025-01-15T10:00:00+09:00");
+    assert_eq!(paid_amounts(&w, "c1"), [9900]);
+    assert_eq!((w.status_of("t1"), w.status_of("t2")), ("active".to_string(), "past_due".to_string()));
+    assert_eq!(w.status_of("t3"), "trialing", "its own trial_ends");
+    w.tick("2025-02-01T10:00:00+09:00");
+    assert_eq!(paid_amounts(&w, "c3"), [9900]);
+    assert_eq!(
+        w.due_dates("t1", chrono_tz::Asia::Seoul),
+        ["2025-01-15T10:00:00+09:00"],
+        "the anchor is the trial's end"
+    );
+    w.tick("2025-02-15T10:00:00+09:00");
+    assert_eq!(paid_amounts(&w, "c1"), [9900, 9900]);
+    w.assert_consistent();
+}

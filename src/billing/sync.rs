@@ -59,7 +59,8 @@ pub fn plan(
                 out.changes.push(Change::Insert(wanted.clone())); // kept as canceled: nothing is ever charged
                 continue;
             }
-            match backdated(wanted.interval, wanted.start_date, today) {
+            // The first charge falls due at the anchor (the end of a trial, or the start).
+            match backdated(wanted.interval, wanted.anchor_date, today) {
                 Some(why) if !catch_up(&wanted.id) => out.refused.push(format!(
                     "subscription {:?} not added: {why}; set start to the next due date, or add `catch_up = true` \
                      to its entry in {} to charge them all",
@@ -115,10 +116,15 @@ pub fn plan(
         after.amount = wanted.amount;
         after.currency = wanted.currency.clone();
         after.customer_uid = wanted.customer_uid.clone();
+        // Before its first charge, a new start or trial moves the first due date (the anchor).
+        if have.next_period == 0 && have.anchor_date != wanted.anchor_date && have.start_date == wanted.start_date {
+            after.anchor_date = wanted.anchor_date;
+            what.push(format!("first charge (trial end) {} -> {}", have.anchor_date, wanted.anchor_date));
+        }
         if have.start_date != wanted.start_date {
             if have.next_period == 0 {
                 after.start_date = wanted.start_date;
-                after.anchor_date = wanted.start_date;
+                after.anchor_date = wanted.anchor_date;
                 what.push(format!("start {} -> {}", have.start_date, wanted.start_date));
             } else {
                 out.warnings.push(format!(

@@ -48,6 +48,8 @@ fn charges_until(
         let default = match t {
             t if cutoff.is_some_and(|c| t < c) => "skipped",
             t if t < now => "overdue",
+            // The first charge of a subscription in its trial: when the trial ends.
+            _ if p == 0 && sub.status == crate::billing::model::Status::Trialing => "trial ends",
             _ => "due",
         };
         out.push(Upcoming {

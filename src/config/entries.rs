@@ -50,7 +50,19 @@ pub(super) fn plans(raw: Vec<RawPlan>, limits: &Limits, errs: &mut Vec<String>) 
             errs.push(format!("{at}.interval: {e}"));
             Interval { count: 1, unit: crate::billing::calendar::Unit::Month }
         });
-        plans.push(Plan { id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval });
+        let trial_days = match p.trial.as_deref().map(crate::config::duration::parse) {
+            None => 0,
+            Some(Ok(d)) if d.as_secs() % 86_400 == 0 && d.subsec_nanos() == 0 => d.as_secs() / 86_400,
+            Some(Ok(_)) => {
+                errs.push(format!("{at}.trial: a trial is whole days (\"14d\"; \"0d\" for none)"));
+                0
+            }
+            Some(Err(e)) => {
+                errs.push(format!("{at}.trial: {e}"));
+                0
+            }
+        };
+        plans.push(Plan { id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval, trial_days });
     }
 
     plans
@@ -113,6 +125,17 @@ pub(super) fn subscriptions(
             }
         }
         let discount = s.discount.and_then(|d| discount(d, s.amount.or(plan_amount), &at, errs));
+        let trial_ends = s.trial_ends.as_deref().and_then(|t| match parse_date(t) {
+            Ok(d) if d >= start => Some(d),
+            Ok(d) => {
+                errs.push(format!("{at}.trial_ends: {d} is before its start {start}"));
+                None
+            }
+            Err(e) => {
+                errs.push(format!("{at}.trial_ends: {e}"));
+                None
+            }
+        });
         subs.push(SubscriptionSpec {
             id: s.id,
             customer_uid: s.customer_uid,
@@ -122,6 +145,7 @@ pub(super) fn subscriptions(
             catch_up,
             amount: s.amount,
             discount,
+            trial_ends,
         });
     }
 

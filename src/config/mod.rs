@@ -87,6 +87,8 @@ pub struct Plan {
     pub amount: i64,
     pub currency: String,
     pub interval: Interval,
+    /// Days of free trial before a new subscription's first charge (0: none).
+    pub trial_days: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +105,8 @@ pub struct SubscriptionSpec {
     pub amount: Option<i64>,
     /// `discount`: less charged on its first periods.
     pub discount: Option<Discount>,
+    /// `trial_ends`: the day its trial ends, instead of its plan's `trial`.
+    pub trial_ends: Option<NaiveDate>,
 }
 
 /// Every problem found in one config file.
@@ -502,6 +506,14 @@ impl Config {
             let Some(plan) = self.plan(&spec.plan) else {
                 continue;
             };
+            // `start` is the signup; with a trial, the first charge falls due when it ends, and later periods keep
+            // that anchor.
+            let first = spec.trial_ends.unwrap_or_else(|| spec.start + chrono::Days::new(plan.trial_days));
+            let status = match (spec.canceled, first > spec.start) {
+                (true, _) => Status::Canceled,
+                (false, true) => Status::Trialing,
+                (false, false) => Status::Active,
+            };
             out.push(Subscription {
                 id: spec.id.clone(),
                 customer_uid: spec.customer_uid.clone(),
@@ -511,10 +523,10 @@ impl Config {
                 currency: plan.currency.clone(),
                 interval: plan.interval,
                 start_date: spec.start,
-                anchor_date: spec.start,
+                anchor_date: first,
                 anchor_period: 0,
                 next_period: 0,
-                status: if spec.canceled { Status::Canceled } else { Status::Active },
+                status,
                 source: Source::Config,
                 skip: Vec::new(),
                 discount: spec.discount,

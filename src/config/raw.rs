@@ -111,6 +111,8 @@ pub(super) struct RawPlan {
     #[serde(default = "default_currency")]
     pub(super) currency: String,
     pub(super) interval: String,
+    /// A free trial before the first charge, in whole days (`14d`; `0d`: none).
+    pub(super) trial: Option<String>,
 }
 
 pub(super) fn default_currency() -> String {
@@ -129,6 +131,8 @@ pub(super) struct RawSubscription {
     /// The subscription's own price (grandfathering), instead of its plan's.
     pub(super) amount: Option<i64>,
     pub(super) discount: Option<RawDiscount>,
+    /// The day its trial ends (its first charge falls due then), instead of the plan's trial.
+    pub(super) trial_ends: Option<String>,
 }
 
 /// `discount = { percent = 20, periods = 3 }` or `{ amount = 1000, periods = 3 }`.

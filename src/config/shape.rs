@@ -45,7 +45,7 @@ const LIMITS: &[(&str, Kind)] = &[
 ];
 const METRICS: &[(&str, Kind)] = &[("listen", Text)];
 const PLAN: &[(&str, Kind)] =
-    &[("id", Text), ("name", Text), ("amount", Whole), ("currency", Text), ("interval", Text)];
+    &[("id", Text), ("name", Text), ("amount", Whole), ("currency", Text), ("interval", Text), ("trial", Text)];
 const DISCOUNT: &[(&str, Kind)] = &[("percent", Whole), ("amount", Whole), ("periods", Whole)];
 const SUBSCRIPTION: &[(&str, Kind)] = &[
     ("id", Text),
@@ -56,6 +56,7 @@ const SUBSCRIPTION: &[(&str, Kind)] = &[
     ("catch_up", Flag),
     ("amount", Whole),
     ("discount", Table(DISCOUNT)),
+    ("trial_ends", Text),
 ];
 const TOP: &[(&str, Kind)] = &[
     ("billing", Table(BILLING)),
