@@ -268,6 +268,10 @@ pub enum Command {
     Cancel {
         /// The subscription id.
         subscription: String,
+        /// Bill it until the end of the period in force, then cancel it (it is `canceling` meanwhile): no period
+        /// due then or later is charged.
+        #[arg(long)]
+        at_period_end: bool,
         #[command(flatten)]
         at: AsOf,
     },
@@ -580,7 +584,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Resume { subscription, catch_up, at } => {
             crate::commands::ops::resume(&path, &subscription, catch_up, at.at()?)
         }
-        Command::Cancel { subscription, at } => crate::commands::ops::cancel(&path, &subscription, at.at()?),
+        Command::Cancel { subscription, at_period_end, at } => {
+            crate::commands::ops::cancel(&path, &subscription, at_period_end, at.at()?)
+        }
         Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
         Command::Retry { subscription, at } => crate::commands::ops::retry(&path, &subscription, at.at()?),
         Command::Import { file, catch_up, at } => crate::commands::import::run(&path, &file, catch_up, at.at()?),

@@ -243,3 +243,41 @@ trial = "14d"
     assert_eq!(paid_amounts(&w, "c1"), [9900, 9900]);
     w.assert_consistent();
 }
+
+/// Cancel at period end (issue 25): `billd cancel ID --at-period-end` and `cancel_at` in the config. The subscription
+/// is `canceling` and billed until then; no period due at or after that moment is charged; it is `canceled` after.
+#[test]
+fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
+    let text = format!("{PLANS}{}cancel_at = \"2025-03-01\"\n", sub("cfg", "c-cfg", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    for c in ["c-cmd", "c-cfg"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    let add = ["subscriptions", "add", "--id", "cmd", "--customer-uid", "c-cmd", "--plan", "monthly"];
+    let o = w.billd().args(add).args(["--start", "2025-01-10", "--as-of", "2025-01-09T00:00:00+09:00"]).output();
+    assert!(o.as_ref().unwrap().status.success(), "{}", common::text(&o.unwrap()));
+    w.tick("2025-01-10T10:00:00+09:00");
+    assert_eq!(w.status_of("cfg"), "canceling");
+    // A config subscription's end is the file's: the command says so and changes nothing.
+    let o = w.billd().args(["cancel", "cfg", "--at-period-end", "--as-of", "2025-01-20T00:00:00+09:00"]).output();
+    assert!(common::text(&o.unwrap()).contains("set `cancel_at"));
+    let o =
+        w.billd().args(["cancel", "cmd", "--at-period-end", "--as-of", "2025-01-20T00:00:00+09:00"]).output().unwrap();
+    assert!(
+        o.status.success() && common::text(&o).contains("billed until 2025-02-10 10:00 +09:00"),
+        "{}",
+        common::text(&o)
+    );
+    assert_eq!(w.status_of("cmd"), "canceling");
+    let listed = common::text(
+        &w.billd().args(["upcoming", "--days", "60", "--as-of", "2025-01-20T00:00:00+09:00"]).output().unwrap(),
+    );
+    assert!(!listed.contains("cmd "), "a period at or after its end is listed: {listed}");
+    w.tick("2025-02-10T10:00:00+09:00");
+    assert_eq!((w.status_of("cmd"), w.status_of("cfg")), ("canceled".to_string(), "canceling".to_string()));
+    w.tick("2025-03-10T10:00:00+09:00");
+    assert_eq!(w.status_of("cfg"), "canceled");
+    assert_eq!(paid_amounts(&w, "c-cmd"), [9900], "charged at or after its end");
+    assert_eq!(paid_amounts(&w, "c-cfg"), [9900, 9900]);
+    w.assert_consistent();
+}

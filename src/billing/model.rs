@@ -105,9 +105,17 @@ pub struct Subscription {
     pub skip: Vec<(i64, i64)>,
     /// Less charged on its first periods (`None`: none).
     pub discount: Option<crate::billing::proration::Discount>,
+    /// No period due at or after this instant opens (a cancel at period end, `cancel_at` in the config); the
+    /// subscription is canceled then. `None`: none.
+    pub cancel_at: Option<DateTime<Utc>>,
 }
 
 impl Subscription {
+    /// Period `p`'s due instant if it is ever billed: `None` past the calendar's end or at or after `cancel_at`.
+    pub fn billed_due(&self, clock: &crate::billing::calendar::ChargeClock, p: u64) -> Option<DateTime<Utc>> {
+        self.calendar().due_at(clock, p).filter(|t| self.cancel_at.is_none_or(|c| *t < c))
+    }
+
     /// What period `p` charges: the amount, less the discount on the first periods.
     pub fn amount_of(&self, p: u64) -> i64 {
         self.discount.map_or(self.amount, |d| d.apply(self.amount, p))
@@ -151,7 +159,7 @@ pub fn resume_plan(
     let cal = sub.calendar();
     let due = |p| cal.due_at(clock, p);
     let r = restart_after_pause(sub.next_period, &sub.skip, paused_at, now, catch_up, due);
-    let next_due = due(r.next_period);
+    let next_due = sub.billed_due(clock, r.next_period);
     let mut skip = sub.skip_ahead_of(next_due.map(|t| t.timestamp()));
     skip.extend(r.skip);
     (r, next_due, skip)
@@ -310,6 +318,7 @@ mod tests {
             source: Source::Config,
             skip: vec![(at("2026-10-15T00:00:00Z").timestamp(), at("2026-12-15T00:00:00Z").timestamp())],
             discount: None,
+            cancel_at: None,
         };
         let due = |p| monthly(p).map(|t| t.timestamp());
         assert_eq!(s.following(8, due), 9);

@@ -134,6 +134,11 @@ pub fn plan(
                 ));
             }
         }
+        if have.cancel_at != wanted.cancel_at {
+            let show = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("none".to_string(), |t| t.to_rfc3339());
+            what.push(format!("cancel_at {} -> {}", show(have.cancel_at), show(wanted.cancel_at)));
+            after.cancel_at = wanted.cancel_at;
+        }
         if have.discount != wanted.discount {
             let show = |d: Option<crate::billing::proration::Discount>| d.map_or("none".to_string(), |d| d.to_string());
             what.push(format!("discount {} -> {}", show(have.discount), show(wanted.discount)));

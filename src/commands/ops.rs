@@ -149,9 +149,32 @@ pub fn refuse_if_billing_stopped(cfg: &crate::config::Config, store: &impl Book)
     }
 }
 
-pub fn cancel(path: &Path, id: &str, at: At) -> Result<ExitCode> {
-    let (_, store) = open_at(path, at)?;
+pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<ExitCode> {
+    let (cfg, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
+    if at_period_end && !sub.status.is_final() {
+        // The end of the period in force: the next period's due instant (nothing due then or later is charged).
+        let Some(end) = store.next_due_at(id)? else {
+            bail!(
+                "subscription {id:?} has no next period: nothing more is charged; `billd cancel {id}` cancels it now"
+            );
+        };
+        if !sub.status.bills() {
+            bail!("subscription {id:?} is {}; cancel it now with `billd cancel {id}`", sub.status);
+        }
+        // The file is the source of a config subscription: a sync would undo a cancel_at set here.
+        if sub.source == crate::billing::model::Source::Config {
+            bail!(
+                "subscription {id:?} comes from {}: set `cancel_at = \"YYYY-MM-DD\"` in its entry (the next sync \
+                 applies it); nothing changed",
+                cfg.file.display()
+            );
+        }
+        store.cancel_at(id, end, at.0, "canceled at period end by operator")?;
+        let end = human(end, cfg.billing.clock.timezone);
+        crate::say!("{id}: canceling; billed until {end}, canceled then (no period due then or later is charged)");
+        return Ok(ExitCode::SUCCESS);
+    }
     if sub.status.is_final() {
         crate::say!("{id}: already {}", sub.status);
     } else {

@@ -461,6 +461,7 @@ pub fn add(
         source: Source::Manual,
         skip: Vec::new(),
         discount: None,
+        cancel_at: None,
     };
     let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);
     // --charge-now makes the first period due at once; later periods keep the start date's anchor.

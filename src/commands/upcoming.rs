@@ -64,7 +64,7 @@ fn charges_until(
             due: t,
         });
         p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
-        due = cal.due_at(clock, p);
+        due = sub.billed_due(clock, p);
     }
     out
 }

@@ -125,6 +125,13 @@ pub(super) fn subscriptions(
             }
         }
         let discount = s.discount.and_then(|d| discount(d, s.amount.or(plan_amount), &at, errs));
+        let cancel_at = s.cancel_at.as_deref().and_then(|t| match parse_date(t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errs.push(format!("{at}.cancel_at: {e}"));
+                None
+            }
+        });
         let trial_ends = s.trial_ends.as_deref().and_then(|t| match parse_date(t) {
             Ok(d) if d >= start => Some(d),
             Ok(d) => {
@@ -146,6 +153,7 @@ pub(super) fn subscriptions(
             amount: s.amount,
             discount,
             trial_ends,
+            cancel_at,
         });
     }
 

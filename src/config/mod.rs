@@ -107,6 +107,8 @@ pub struct SubscriptionSpec {
     pub discount: Option<Discount>,
     /// `trial_ends`: the day its trial ends, instead of its plan's `trial`.
     pub trial_ends: Option<NaiveDate>,
+    /// `cancel_at`: no period due on or after this local day is charged; it is canceled at its first instant.
+    pub cancel_at: Option<NaiveDate>,
 }
 
 /// Every problem found in one config file.
@@ -509,10 +511,12 @@ impl Config {
             // `start` is the signup; with a trial, the first charge falls due when it ends, and later periods keep
             // that anchor.
             let first = spec.trial_ends.unwrap_or_else(|| spec.start + chrono::Days::new(plan.trial_days));
-            let status = match (spec.canceled, first > spec.start) {
-                (true, _) => Status::Canceled,
-                (false, true) => Status::Trialing,
-                (false, false) => Status::Active,
+            let cancel_at = spec.cancel_at.map(|d| self.billing.clock.due_at_midnight(d));
+            let status = match (spec.canceled, cancel_at.is_some(), first > spec.start) {
+                (true, _, _) => Status::Canceled,
+                (false, true, _) => Status::Canceling,
+                (false, false, true) => Status::Trialing,
+                (false, false, false) => Status::Active,
             };
             out.push(Subscription {
                 id: spec.id.clone(),
@@ -530,6 +534,7 @@ impl Config {
                 source: Source::Config,
                 skip: Vec::new(),
                 discount: spec.discount,
+                cancel_at,
             });
         }
         out

@@ -133,6 +133,8 @@ pub(super) struct RawSubscription {
     pub(super) discount: Option<RawDiscount>,
     /// The day its trial ends (its first charge falls due then), instead of the plan's trial.
     pub(super) trial_ends: Option<String>,
+    /// No period due on or after this day is charged; canceled then.
+    pub(super) cancel_at: Option<String>,
 }
 
 /// `discount = { percent = 20, periods = 3 }` or `{ amount = 1000, periods = 3 }`.

@@ -57,6 +57,7 @@ const SUBSCRIPTION: &[(&str, Kind)] = &[
     ("amount", Whole),
     ("discount", Table(DISCOUNT)),
     ("trial_ends", Text),
+    ("cancel_at", Text),
 ];
 const TOP: &[(&str, Kind)] = &[
     ("billing", Table(BILLING)),

@@ -1,5 +1,5 @@
-//! What a pass does to subscriptions before it charges: the pauses that end (`pause --until`) resume, and the
-//! periods due longer ago than `billing.catch_up_window` are recorded as skipped, never charged.
+//! What a pass does to subscriptions before it charges: the pauses that end (`pause --until`) resume, those whose
+//! `cancel_at` came are canceled, and the periods due longer ago than `billing.catch_up_window` are skipped.
 
 use super::{Engine, PAGE, new_period};
 use crate::billing::model::{catch_up_cutoff, resume_plan};
@@ -10,6 +10,14 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 impl<S: Store, G: Gateway> Engine<S, G> {
+    /// Cancels the canceling subscriptions whose `cancel_at` has come (a cancel at period end).
+    pub(super) async fn end_canceling(&self, now: DateTime<Utc>) -> Result<()> {
+        for id in self.db(move |s| s.end_canceling(now)).await? {
+            info!(event = "subscription.canceled", subscription = %id, "subscription.canceled: its cancel_at came");
+        }
+        Ok(())
+    }
+
     /// Resumes the subscriptions whose pause ends at or before `now` (`pause --until`), as `billd resume` would
     /// (with the pause's `--catch-up`); returns how many. One that changed meanwhile is left for the next pass.
     pub(super) async fn resume_due(&self, now: DateTime<Utc>) -> Result<usize> {

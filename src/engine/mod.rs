@@ -294,6 +294,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         // Pauses that end now resume; periods due longer ago than billing.catch_up_window are skipped, never
         // charged; both before anything opens.
         self.resume_due(now).await?;
+        self.end_canceling(now).await?;
         report.skipped = self.skip_stale(now).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
@@ -573,7 +574,8 @@ fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
         currency: sub.currency.clone(),
         name: sub.plan_name.clone(),
         following_period: following,
-        following_due_at: due(following),
+        // None at or after cancel_at: no period due then ever opens.
+        following_due_at: sub.billed_due(&cfg.billing.clock, following),
         skip_ahead: sub.skip_ahead_of(due(following).map(|t| t.timestamp())),
     }
 }

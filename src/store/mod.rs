@@ -106,6 +106,16 @@ pub trait Book {
         until: Option<(DateTime<Utc>, bool)>,
     ) -> Result<Option<StatusSet>>;
 
+    /// A cancel at period end: in one write transaction, a subscription that bills becomes canceling (with its
+    /// `subscription.canceling` event), no period due at or after `at` opens (its next period, if due then, never
+    /// will), and [`Book::end_canceling`] cancels it at `at`. Returns its status before (`None`: no such
+    /// subscription); one that does not bill is left as it is.
+    fn cancel_at(&self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>>;
+
+    /// Cancels, each with its event, in one write transaction, every canceling subscription whose `cancel_at` is at
+    /// or before `now`; returns their ids.
+    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
+
     /// The suspended subscriptions whose pause ends at or before `now` (`pause --until`), with their `catch_up`.
     fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>>;
 

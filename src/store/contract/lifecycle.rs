@@ -91,3 +91,25 @@ pub fn a_pause_with_an_end_is_listed_when_due_and_only_while_suspended<B: Backen
     assert_eq!(status(&s, "a"), Status::Active);
     assert!(b.open().resumes_due(end + Duration::days(400)).unwrap().is_empty(), "resumed, canceled or no end");
 }
+
+/// Cancel at period end (issue 25): [`Book::cancel_at`] makes a subscription that bills canceling, with no period
+/// due at or after its end opening (a next period due then never opens), and [`Book::end_canceling`] cancels it once
+/// its end has come; one that does not bill is left as it is.
+pub fn a_cancel_at_period_end_stops_opening_and_cancels_when_due<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a", "b"]);
+    let end = t0();
+    s.pause("b", t0() - Duration::days(1), "paused", None).unwrap();
+    assert_eq!(s.cancel_at("a", end, t0() - Duration::days(1), "end").unwrap(), Some(Status::Active));
+    assert_eq!(s.cancel_at("b", end, t0(), "end").unwrap(), Some(Status::Suspended));
+    assert_eq!((status(&s, "a"), status(&s, "b")), (Status::Canceling, Status::Suspended));
+    assert_eq!(
+        b.open().subscriptions_to_open_count(t0() + Duration::days(1), i64::MAX).unwrap(),
+        0,
+        "opened at its end"
+    );
+    assert!(s.end_canceling(end - Duration::seconds(1)).unwrap().is_empty(), "canceled before its end");
+    assert_eq!(b.open().end_canceling(end).unwrap(), ["a".to_string()]);
+    assert_eq!(status(&s, "a"), Status::Canceled);
+    assert!(s.end_canceling(end + Duration::days(1)).unwrap().is_empty(), "canceled twice");
+}

@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 pub(super) const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval,
-    start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows, discount
-    FROM subscriptions";
+    start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows, discount,
+    cancel_at FROM subscriptions";
 
 /// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
 pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
@@ -48,6 +48,7 @@ pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>
                 Some(text) => Some(serde_json::from_str(text).context("discount")?),
                 None => None,
             },
+            cancel_at: r.get::<_, Option<i64>>(16)?.map(at),
             id: id.clone(),
         })
     })()
@@ -163,7 +164,7 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
     for change in &plan.changes {
         match change {
             Change::Insert(s) => {
-                let due = s.calendar().due_at(clock, s.next_period).map(secs);
+                let due = s.billed_due(clock, s.next_period).map(secs);
                 if current_status(tx, &s.id)?.is_some() {
                     // Added by command or import under the same id: the database's subscription stays as is.
                     tracing::warn!(event = "config.sync", subscription = %s.id,
@@ -180,8 +181,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                 tx.execute(
                     "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
                        start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
-                       created_at, updated_at, discount)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16)",
+                       created_at, updated_at, discount, cancel_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17)",
                     params![
                         s.id,
                         s.customer_uid,
@@ -198,7 +199,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                         s.status,
                         s.source,
                         now,
-                        discount_json(s.discount)
+                        discount_json(s.discount),
+                        s.cancel_at.map(secs)
                     ],
                 )?;
                 event(
@@ -214,11 +216,11 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                 )?;
             }
             Change::Update { before, after: s, what } => {
-                let due = s.calendar().due_at(clock, s.next_period).map(secs);
+                let due = s.billed_due(clock, s.next_period).map(secs);
                 let n = tx.execute(
                     "UPDATE subscriptions SET customer_uid = ?2, plan_id = ?3, plan_name = ?4, amount = ?5,
                        currency = ?6, interval = ?7, start_date = ?8, anchor_date = ?9, anchor_period = ?10,
-                       next_due_at = ?11, updated_at = ?12, discount = ?15
+                       next_due_at = ?11, updated_at = ?12, discount = ?15, cancel_at = ?16
                      WHERE id = ?1 AND next_period = ?13 AND status = ?14",
                     params![
                         s.id,
@@ -235,13 +237,21 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                         now,
                         before.next_period as i64,
                         before.status,
-                        discount_json(s.discount)
+                        discount_json(s.discount),
+                        s.cancel_at.map(secs)
                     ],
                 )?;
                 if n != 1 {
                     bail!("subscription {:?} changed while the config was being applied; nothing applied", s.id);
                 }
                 event(tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
+                // A cancel_at set makes it canceling; one removed makes a canceling one active again.
+                if before.cancel_at != s.cancel_at {
+                    let to = if s.cancel_at.is_some() { Status::Canceling } else { Status::Active };
+                    if s.cancel_at.is_some() || before.status == Status::Canceling {
+                        change_status(tx, &s.id, Cause::Operator(to), now, "cancel_at in the config")?;
+                    }
+                }
             }
             Change::Cancel { id, reason } => {
                 change_status(tx, id, Cause::Operator(Status::Canceled), now, reason)?;
@@ -383,6 +393,40 @@ impl Book for SqliteStore {
         let in_flight = in_flight(&tx, id)?;
         tx.commit()?;
         Ok(Some(StatusSet { before, voided, in_flight }))
+    }
+
+    fn cancel_at(&self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>> {
+        let tx = self.tx()?;
+        let Some(from) = current_status(&tx, id)? else {
+            return Ok(None);
+        };
+        if !from.bills() {
+            return Ok(Some(from));
+        }
+        // No period due at or after `at` opens: the next one not yet opened, if it is, never will.
+        tx.execute(
+            "UPDATE subscriptions SET cancel_at = ?2,
+               next_due_at = CASE WHEN next_due_at >= ?2 THEN NULL ELSE next_due_at END WHERE id = ?1",
+            params![id, secs(at)],
+        )?;
+        change_status(&tx, id, Cause::Operator(Status::Canceling), secs(now), reason)?;
+        tx.commit()?;
+        Ok(Some(from))
+    }
+
+    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let tx = self.tx()?;
+        let due: Vec<String> = tx
+            .prepare_cached(
+                "SELECT id FROM subscriptions WHERE status = 'canceling' AND cancel_at <= ?1 ORDER BY cancel_at, id",
+            )?
+            .query_map([secs(now)], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in &due {
+            change_status(&tx, id, Cause::CancelAtReached, secs(now), "canceled at its cancel_at (period end)")?;
+        }
+        tx.commit()?;
+        Ok(due)
     }
 
     fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>> {
