@@ -418,17 +418,23 @@ fn ids_that_differ_only_by_case_are_refused_everywhere() {
 /// A daily subscription started ten days ago, paid for its first three days; then paused, the pause backdated to
 /// just after period 3 fell due (billd was not running then, so period 3 is owed), and resumed.
 fn daily_resumed_with_one_owed(w: &World) -> chrono::NaiveDate {
-    let start = (chrono::Utc::now() - chrono::Duration::days(10)).date_naive();
-    w.tick(&format!("{}T10:00:00+09:00", start + chrono::Duration::days(2)));
+    // A fixed timeline (the wall clock made these tests depend on the time of day, against the 10:00 charge time).
+    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+    w.tick("2025-01-03T10:00:00+09:00");
     assert_eq!(w.paid_for("c1").len(), 3);
-    assert!(w.billd().args(["pause", "s1"]).output().unwrap().status.success());
-    let paused = chrono::DateTime::parse_from_rfc3339(&format!("{}T11:00:00+09:00", start + chrono::Duration::days(3)));
-    w.db()
-        .execute("UPDATE subscriptions SET suspended_at = ?1 WHERE id = 's1'", [paused.unwrap().timestamp()])
-        .unwrap();
-    let out = w.billd().args(["resume", "s1"]).output().unwrap();
+    // Paused the day after, at 11:00: that day's 10:00 period fell due before the pause and was never charged.
+    assert!(w.billd().args(["pause", "s1", "--as-of", "2025-01-04T11:00:00+09:00"]).output().unwrap().status.success());
+    let out = w.billd().args(["resume", "s1", "--as-of", NOW]).output().unwrap();
     assert!(text(&out).contains("1 that fell due before the pause will be"), "{}", text(&out));
     start
+}
+
+/// The "now" of the daily pause tests: ten days after their start, after the charge time.
+const NOW: &str = "2025-01-11T15:00:00+09:00";
+
+/// `NOW` plus `days`.
+fn now_plus(days: i64) -> String {
+    (chrono::DateTime::parse_from_rfc3339(NOW).unwrap() + chrono::Duration::days(days)).to_rfc3339()
 }
 
 const DAILY: &str = "\n[[plans]]\nid = \"daily\"\nname = \"Daily plan\"\namount = 1000\ninterval = \"1 day\"\n";
@@ -438,17 +444,17 @@ const DAILY: &str = "\n[[plans]]\nid = \"daily\"\nname = \"Daily plan\"\namount 
 /// billing is past it.
 #[test]
 fn a_second_pause_keeps_the_first_pause_s_periods_skipped() {
-    let start = (chrono::Utc::now() - chrono::Duration::days(10)).date_naive().to_string();
-    let w = World::new(Setup { body: &format!("{DAILY}{}", sub("s1", "c1", "daily", &start)), ..Default::default() });
+    let w =
+        World::new(Setup { body: &format!("{DAILY}{}", sub("s1", "c1", "daily", "2025-01-01")), ..Default::default() });
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
     daily_resumed_with_one_owed(&w);
-    assert!(w.billd().args(["pause", "s1"]).output().unwrap().status.success());
-    let out = w.billd().args(["resume", "s1"]).output().unwrap();
+    assert!(w.billd().args(["pause", "s1", "--as-of", NOW]).output().unwrap().status.success());
+    let out = w.billd().args(["resume", "s1", "--as-of", NOW]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    w.tick(&chrono::Utc::now().to_rfc3339());
+    w.tick(NOW);
     assert_eq!(w.paid_for("c1"), ["billd-s1-0", "billd-s1-1", "billd-s1-2", "billd-s1-3"], "only the owed period");
     // Tomorrow's period is charged as usual.
-    w.tick(&(chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339());
+    w.tick(&now_plus(1));
     assert_eq!(w.paid_for("c1").len(), 5);
 }
 
@@ -456,20 +462,19 @@ fn a_second_pause_keeps_the_first_pause_s_periods_skipped() {
 /// weeks after the resume, which were never charged. Now the skip is the pause's window of time.
 #[test]
 fn an_interval_change_after_a_resume_skips_only_what_fell_due_inside_the_pause() {
-    let start = (chrono::Utc::now() - chrono::Duration::days(10)).date_naive().to_string();
-    let body = format!("{DAILY}{}", sub("s1", "c1", "daily", &start));
+    let body = format!("{DAILY}{}", sub("s1", "c1", "daily", "2025-01-01"));
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
     daily_resumed_with_one_owed(&w);
     w.write_config(&Setup { body: &body.replace("\"1 day\"", "\"1 week\""), ..Default::default() });
-    let out = w.billd().arg("sync").output().unwrap();
+    let out = w.billd().args(["sync", "--as-of", NOW]).output().unwrap();
     assert!(text(&out).contains("interval 1 day -> 1 week"), "{}", text(&out));
-    w.tick(&chrono::Utc::now().to_rfc3339());
+    w.tick(NOW);
     assert_eq!(w.paid_for("c1").len(), 4, "the owed period");
     // Weekly from period 3's date: the weeks after the resume are charged, one a week.
-    w.tick(&(chrono::Utc::now() + chrono::Duration::days(8)).to_rfc3339());
+    w.tick(&now_plus(8));
     assert_eq!(w.paid_for("c1").len(), 5, "a week after the resume: {:?}", w.paid_for("c1"));
-    w.tick(&(chrono::Utc::now() + chrono::Duration::days(15)).to_rfc3339());
+    w.tick(&now_plus(15));
     assert_eq!(w.paid_for("c1").len(), 6);
     w.assert_consistent();
 }
