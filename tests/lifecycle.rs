@@ -281,3 +281,38 @@ fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
     assert_eq!(paid_amounts(&w, "c-cfg"), [9900, 9900]);
     w.assert_consistent();
 }
+
+/// Fixed terms (issue 25): `periods = 3` on a plan, `end` on a subscription: no period opens after the last one, and
+/// when the last period is paid the subscription is `completed`, a final status a sync never reopens.
+#[test]
+fn a_fixed_term_completes_after_its_last_period() {
+    let plans = r#"
+[[plans]]
+id = "three"
+name = "Three months"
+amount = 9900
+interval = "1 month"
+periods = 3
+"#;
+    let text = format!(
+        "{plans}{PLANS}{}{}end = \"2025-02-15\"\n",
+        sub("p3", "c1", "three", "2025-01-10"),
+        sub("e2", "c2", "monthly", "2025-01-10")
+    );
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    for c in ["c1", "c2"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    for month in ["01", "02", "03", "04", "05"] {
+        w.tick(&format!("2025-{month}-10T10:00:00+09:00"));
+        if month == "02" {
+            assert_eq!(w.status_of("e2"), "completed", "its last period (due before its end) is paid");
+        }
+    }
+    assert_eq!(paid_amounts(&w, "c1"), [9900, 9900, 9900]);
+    assert_eq!(paid_amounts(&w, "c2"), [9900, 9900]);
+    assert_eq!((w.status_of("p3"), w.status_of("e2")), ("completed".to_string(), "completed".to_string()));
+    let sync = common::text(&w.billd().args(["sync", "--as-of", "2025-05-10T11:00:00+09:00"]).output().unwrap());
+    assert!(sync.contains("completed in the database and stays completed"), "{sync}");
+    w.assert_consistent();
+}

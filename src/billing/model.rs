@@ -108,11 +108,18 @@ pub struct Subscription {
     /// No period due at or after this instant opens (a cancel at period end, `cancel_at` in the config); the
     /// subscription is canceled then. `None`: none.
     pub cancel_at: Option<DateTime<Utc>>,
+    /// The last period of a fixed term (`None`: no end): none after it opens, and it is completed once that one
+    /// is paid (or given up and skipped).
+    pub last_period: Option<u64>,
 }
 
 impl Subscription {
-    /// Period `p`'s due instant if it is ever billed: `None` past the calendar's end or at or after `cancel_at`.
+    /// Period `p`'s due instant if it is ever billed: `None` past the calendar's end, past the last period of a
+    /// fixed term, or at or after `cancel_at`.
     pub fn billed_due(&self, clock: &crate::billing::calendar::ChargeClock, p: u64) -> Option<DateTime<Utc>> {
+        if self.last_period.is_some_and(|last| p > last) {
+            return None;
+        }
         self.calendar().due_at(clock, p).filter(|t| self.cancel_at.is_none_or(|c| *t < c))
     }
 
@@ -319,6 +326,7 @@ mod tests {
             skip: vec![(at("2026-10-15T00:00:00Z").timestamp(), at("2026-12-15T00:00:00Z").timestamp())],
             discount: None,
             cancel_at: None,
+            last_period: None,
         };
         let due = |p| monthly(p).map(|t| t.timestamp());
         assert_eq!(s.following(8, due), 9);

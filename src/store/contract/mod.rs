@@ -113,6 +113,7 @@ fn sub(id: &str) -> Subscription {
         skip: Vec::new(),
         discount: None,
         cancel_at: None,
+        last_period: None,
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::json;
 
 pub(super) const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval,
     start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows, discount,
-    cancel_at FROM subscriptions";
+    cancel_at, last_period FROM subscriptions";
 
 /// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
 pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
@@ -49,6 +49,7 @@ pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>
                 None => None,
             },
             cancel_at: r.get::<_, Option<i64>>(16)?.map(at),
+            last_period: r.get::<_, Option<i64>>(17)?.map(|p| p.max(0) as u64),
             id: id.clone(),
         })
     })()
@@ -181,8 +182,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                 tx.execute(
                     "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
                        start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
-                       created_at, updated_at, discount, cancel_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17)",
+                       created_at, updated_at, discount, cancel_at, last_period)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18)",
                     params![
                         s.id,
                         s.customer_uid,
@@ -200,7 +201,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                         s.source,
                         now,
                         discount_json(s.discount),
-                        s.cancel_at.map(secs)
+                        s.cancel_at.map(secs),
+                        s.last_period.map(|p| p as i64)
                     ],
                 )?;
                 event(
@@ -220,7 +222,7 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                 let n = tx.execute(
                     "UPDATE subscriptions SET customer_uid = ?2, plan_id = ?3, plan_name = ?4, amount = ?5,
                        currency = ?6, interval = ?7, start_date = ?8, anchor_date = ?9, anchor_period = ?10,
-                       next_due_at = ?11, updated_at = ?12, discount = ?15, cancel_at = ?16
+                       next_due_at = ?11, updated_at = ?12, discount = ?15, cancel_at = ?16, last_period = ?17
                      WHERE id = ?1 AND next_period = ?13 AND status = ?14",
                     params![
                         s.id,
@@ -238,7 +240,8 @@ fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now
                         before.next_period as i64,
                         before.status,
                         discount_json(s.discount),
-                        s.cancel_at.map(secs)
+                        s.cancel_at.map(secs),
+                        s.last_period.map(|p| p as i64)
                     ],
                 )?;
                 if n != 1 {
