@@ -263,6 +263,8 @@ pub trait Ledger {
     /// [`crate::billing::status::next_status`], from the status read inside the transaction (for a paid outcome,
     /// only for an attempt claimed while past due: nothing else can be made active by it). A decline counts
     /// against the period's retries unless its decision is [`crate::billing::dunning::Decision::BackToSchedule`].
+    /// The last period of a fixed term ([`Attempt::ends_term`]) paid, or given up and skipped, completes its
+    /// subscription in the same transaction ([`crate::billing::status::Cause::TermEnded`]).
     /// Returns the status changes.
     fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>>;
 
