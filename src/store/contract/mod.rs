@@ -73,6 +73,10 @@ macro_rules! store_contract_tests {
             paid_charges_are_paged_once_each,
             the_same_refund_is_not_begun_again,
             never_more_refunded_than_the_gateway_lists,
+            a_failed_refund_the_gateway_made_late_is_billds_and_not_begun_again,
+            a_refund_made_outside_billd_with_the_same_amount_and_reason_is_not_begun_again,
+            a_reason_is_compared_exactly_and_only_as_the_gateway_gave_it,
+            a_lookup_older_than_a_recorded_refund_records_nothing,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
