@@ -233,7 +233,8 @@ fn sent_refund(
                      settled it meanwhile as not made ({}); the gateway may still make it (a request held on its \
                      way). If it does, the next `billd refunds --sync` or `billd refund {merchant_uid}` records it as \
                      this refund, and a rerun of this same command then sends nothing; a rerun before that sends it \
-                     again with the same checksum, so that at most one of the two can be made",
+                     again, and each carries the balance it was sent against as its checksum, so the gateway makes \
+                     at most one of the two",
                     r.amount,
                     r.currency,
                     shown(r.detail.as_deref().unwrap_or("-"))
