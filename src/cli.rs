@@ -194,8 +194,9 @@ pub enum Command {
         follow: bool,
     },
     /// Refund a paid charge, in part or whole (at most once: a lost answer is settled by a lookup, never resent). A
-    /// refund is its merchant_uid, amount and reason: rerunning one already made sends nothing (exit 0); to refund
-    /// the same amount again on purpose, give another --reason.
+    /// refund is its merchant_uid, amount and reason: rerunning one already made (by billd, or listed at the gateway
+    /// as made outside billd) sends nothing (exit 0); to refund the same amount again on purpose, give another
+    /// --reason.
     Refund {
         /// The charge's merchant_uid, exactly as `billd charges` lists it.
         merchant_uid: String,
@@ -203,7 +204,9 @@ pub enum Command {
         #[arg(long)]
         amount: Option<i64>,
         /// Why (sent to the gateway and kept; 1-200 characters, something visible, no card number, not the
-        /// imp_secret). With the merchant_uid and amount it names the refund: another reason is another refund.
+        /// imp_secret, and text the gateway gives back unchanged: no run of 6 or more digits, no invisible or control
+        /// character, no %XX or \uXXXX sequence). With the merchant_uid and amount it names the refund, exactly:
+        /// another reason is another refund.
         #[arg(long)]
         reason: String,
     },
