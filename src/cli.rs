@@ -285,6 +285,18 @@ pub enum Command {
         #[command(flatten)]
         at: AsOf,
     },
+    /// Reactivate a subscription that dunning canceled or suspended (the customer has registered a card that pays):
+    /// billing continues with the next period due after now, from its original anchor; with --charge-now, the period
+    /// whose retries ran out is charged now first. One an operator or a sync stopped is not reactivated (exit 1).
+    Reactivate {
+        /// The subscription id.
+        subscription: String,
+        /// Charge the period whose retries ran out now, under its own merchant_uid.
+        #[arg(long)]
+        charge_now: bool,
+        #[command(flatten)]
+        at: AsOf,
+    },
     /// Add subscriptions from a CSV file (header `id,customer_uid,plan,start`; kept in the database only).
     ///
     /// With --as-of, it imports as on that day: a start more than one interval before it is refused (unless
@@ -592,6 +604,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
         Command::Retry { subscription, at } => crate::commands::ops::retry(&path, &subscription, at.at()?),
+        Command::Reactivate { subscription, charge_now, at } => {
+            crate::commands::ops::reactivate(&path, &subscription, charge_now, at.at()?)
+        }
         Command::Import { file, catch_up, at } => crate::commands::import::run(&path, &file, catch_up, at.at()?),
     }
 }

@@ -316,3 +316,55 @@ periods = 3
     assert!(sync.contains("completed in the database and stays completed"), "{sync}");
     w.assert_consistent();
 }
+
+/// `billd reactivate ID [--charge-now]` (issue 25): a subscription dunning canceled, once its customer has a card
+/// that pays, bills again: from the next period due after now (the missed ones not charged), or with --charge-now
+/// first the period whose retries ran out, under its own merchant_uid. One an operator canceled is not reactivated.
+#[test]
+fn a_subscription_dunning_canceled_is_reactivated_and_one_an_operator_canceled_is_not() {
+    let text = format!(
+        "{PLANS}{}{}{}",
+        sub("later", "c-later", "monthly", "2025-01-10"),
+        sub("now", "c-now", "monthly", "2025-01-10"),
+        sub("op", "c-op", "monthly", "2025-01-10")
+    );
+    let dunning = "retry_after = [\"1d\"]\non_exhausted = \"cancel\"";
+    let w = World::new(Setup { body: &text, dunning, ..Default::default() });
+    for c in ["c-later", "c-now"] {
+        w.sandbox.register_customer(c, cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    }
+    w.sandbox.register_customer("c-op", cards::APPROVE).unwrap();
+    w.tick("2025-01-10T10:00:00+09:00");
+    w.tick("2025-01-11T10:00:00+09:00");
+    assert_eq!((w.status_of("later"), w.status_of("now")), ("canceled".to_string(), "canceled".to_string()));
+    // The customers register cards that pay; an operator cancels "op".
+    for c in ["c-later", "c-now"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    assert!(w.billd().args(["cancel", "op", "--as-of", "2025-01-12T00:00:00+09:00"]).status().unwrap().success());
+    let run = |args: &[&str]| {
+        let o = w.billd().arg("reactivate").args(args).output().unwrap();
+        (o.status.code(), common::text(&o))
+    };
+    let (code, said) = run(&["op", "--as-of", "2025-01-20T12:00:00+09:00"]);
+    assert!(code == Some(1) && said.contains("not by dunning"), "{said}");
+    let (code, said) = run(&["later", "--as-of", "2025-01-20T12:00:00+09:00"]);
+    assert!(code == Some(0) && said.contains("period 1 (2025-02-10 10:00 +09:00)"), "{said}");
+    let (code, said) = run(&["now", "--charge-now", "--as-of", "2025-01-20T12:00:00+09:00"]);
+    assert!(code == Some(0) && said.contains("period 0 (billd-now-0) paid"), "{said}");
+    w.tick("2025-02-10T10:00:00+09:00");
+    let paid = |c: &str| -> Vec<String> {
+        let mut m: Vec<String> = w
+            .paid_by_merchant_uid()
+            .into_values()
+            .filter(|e| e.customer_uid.as_deref() == Some(c))
+            .map(|e| e.merchant_uid)
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(paid("c-later"), ["billd-later-1"], "the missed period charged, or billing did not continue");
+    assert_eq!(paid("c-now"), ["billd-now-0", "billd-now-1"]);
+    assert_eq!((w.status_of("later"), w.status_of("op")), ("active".to_string(), "canceled".to_string()));
+    w.assert_consistent();
+}

@@ -154,6 +154,23 @@ pub fn catch_up_cutoff(now: DateTime<Utc>, window: Option<std::time::Duration>) 
     now.checked_sub_signed(w)
 }
 
+/// Where billing continues when a subscription dunning stopped is reactivated at `now`: the first period from its
+/// next one that falls due after `now`, from the original anchor (the periods in between are not charged), and its
+/// due instant (`None`: no period will ever fall due).
+pub fn reactivation_period(
+    sub: &Subscription,
+    now: DateTime<Utc>,
+    clock: &crate::billing::calendar::ChargeClock,
+) -> (u64, Option<DateTime<Utc>>) {
+    let mut p = sub.next_period;
+    loop {
+        match sub.billed_due(clock, p) {
+            Some(t) if t <= now => p += 1,
+            due => return (p, due),
+        }
+    }
+}
+
 /// What resuming `sub` (paused at `paused_at`) at `now` does, for [`crate::store::Book::resume_with`]: where billing
 /// restarts ([`restart_after_pause`]), that period's due instant, and the skip windows to keep.
 pub fn resume_plan(

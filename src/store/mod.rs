@@ -112,6 +112,20 @@ pub trait Book {
     /// subscription); one that does not bill is left as it is.
     fn cancel_at(&self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>>;
 
+    /// Reactivates a subscription that dunning canceled or suspended (`billd reactivate`), in one write transaction:
+    /// an error, nothing written, if it is not canceled or suspended, or an operator or a sync stopped it. It becomes
+    /// active (its event in the same transaction), billing continues at the period `restart` names from the
+    /// subscription as it is inside the transaction, and with `charge_now` the last period given up is reopened,
+    /// due now (charged under its own merchant_uid: the gateway refuses a merchant_uid only once paid). Returns the
+    /// period billing continues at and the period reopened.
+    fn reactivate(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        charge_now: bool,
+        restart: impl FnOnce(&Subscription) -> (u64, Option<DateTime<Utc>>),
+    ) -> Result<(u64, Option<u64>)>;
+
     /// Cancels, each with its event, in one write transaction, every canceling subscription whose `cancel_at` is at
     /// or before `now`; returns their ids.
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>>;

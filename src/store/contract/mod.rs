@@ -61,6 +61,7 @@ macro_rules! store_contract_tests {
             a_pause_with_an_end_is_listed_when_due_and_only_while_suspended,
             a_cancel_at_period_end_stops_opening_and_cancels_when_due,
             the_last_period_of_a_term_paid_completes_the_subscription,
+            only_what_dunning_stopped_is_reactivated,
             a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on,
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,

@@ -117,9 +117,10 @@ pub(super) fn change_status(
     let voided = if to.bills() { 0 } else { void_unsent(tx, id, now)? };
     tx.prepare_cached(
         "UPDATE subscriptions SET status = ?2, updated_at = ?3, resume_at = NULL, resume_catch_up = 0,
-           suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END WHERE id = ?1",
+           suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END,
+           stopped_by = CASE WHEN ?4 THEN 'dunning' END WHERE id = ?1",
     )?
-    .execute(params![id, to, now])?;
+    .execute(params![id, to, now, matches!(cause, Cause::Exhausted(_))])?;
     event(
         tx,
         now,
@@ -281,6 +282,57 @@ impl Book for SqliteStore {
         change_status(&tx, id, Cause::Operator(Status::Canceling), secs(now), reason)?;
         tx.commit()?;
         Ok(Some(from))
+    }
+
+    fn reactivate(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        charge_now: bool,
+        restart: impl FnOnce(&Subscription) -> (u64, Option<DateTime<Utc>>),
+    ) -> Result<(u64, Option<u64>)> {
+        let tx = self.tx()?;
+        let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
+            Ok(s) => s?,
+            Err(rusqlite::Error::QueryReturnedNoRows) => bail!("no subscription {id:?}"),
+            Err(e) => return Err(e.into()),
+        };
+        if !matches!(sub.status, Status::Canceled | Status::Suspended) {
+            bail!("subscription {id:?} is {}: only one that dunning canceled or suspended is reactivated", sub.status);
+        }
+        let by: Option<String> =
+            tx.query_row("SELECT stopped_by FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
+        if by.as_deref() != Some("dunning") {
+            bail!(
+                "subscription {id:?} was {} by an operator or a sync, not by dunning: it is not reactivated (`billd \
+                 resume` restarts a pause; a canceled subscription is added again under a new id)",
+                sub.status
+            );
+        }
+        let (period, due) = restart(&sub);
+        let now_s = secs(now);
+        tx.execute(
+            "UPDATE subscriptions SET next_period = max(next_period, ?2), next_due_at = ?3, updated_at = ?4
+             WHERE id = ?1",
+            params![id, period as i64, due.map(secs), now_s],
+        )?;
+        change_status(&tx, id, Cause::Reactivate, now_s, "reactivated by operator")?;
+        let reopened = if charge_now {
+            tx.query_row(
+                "UPDATE periods SET state = 'open', next_attempt_at = ?2, closed_at = NULL, retry_ahead_of = NULL
+                 WHERE subscription_id = ?1 AND state = 'given_up'
+                   AND period = (SELECT max(period) FROM periods WHERE subscription_id = ?1 AND state = 'given_up')
+                 RETURNING period",
+                params![id, now_s],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|p| p as u64)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok((period, reopened))
     }
 
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
