@@ -13,6 +13,14 @@ fn paid_amounts(w: &World, customer: &str) -> Vec<i64> {
     paid.into_iter().map(|e| e.amount).collect()
 }
 
+/// The merchant_uids paid at the sandbox by `customer`, sorted.
+fn paid_merchant_uids(w: &World, customer: &str) -> Vec<String> {
+    let paid = w.paid_by_merchant_uid().into_values().filter(|e| e.customer_uid.as_deref() == Some(customer));
+    let mut m: Vec<String> = paid.map(|e| e.merchant_uid).collect();
+    m.sort();
+    m
+}
+
 fn body(plan_amount: i64, extra: &str) -> String {
     let plans = PLANS.replace("amount = 9900", &format!("amount = {plan_amount}"));
     format!(
@@ -175,16 +183,7 @@ fn a_pause_until_a_date_resumes_by_itself() {
     assert!(World::stderr(&out).contains("subscription.resumed"), "{}", World::stderr(&out));
     assert_eq!((w.status_of("skip"), w.status_of("catch")), ("active".to_string(), "active".to_string()));
     w.tick("2025-04-10T10:00:00+09:00");
-    let periods = |c: &str| -> Vec<String> {
-        let mut m: Vec<String> = w
-            .paid_by_merchant_uid()
-            .into_values()
-            .filter(|e| e.customer_uid.as_deref() == Some(c))
-            .map(|e| e.merchant_uid)
-            .collect();
-        m.sort();
-        m
-    };
+    let periods = |c: &str| paid_merchant_uids(&w, c);
     assert_eq!(periods("c-skip"), ["billd-skip-0", "billd-skip-3"], "February and March skipped");
     assert_eq!(periods("c-catch"), ["billd-catch-0", "billd-catch-1", "billd-catch-2", "billd-catch-3"]);
     // A date not after now is refused.
@@ -353,16 +352,7 @@ fn a_subscription_dunning_canceled_is_reactivated_and_one_an_operator_canceled_i
     let (code, said) = run(&["now", "--charge-now", "--as-of", "2025-01-20T12:00:00+09:00"]);
     assert!(code == Some(0) && said.contains("period 0 (billd-now-0) paid"), "{said}");
     w.tick("2025-02-10T10:00:00+09:00");
-    let paid = |c: &str| -> Vec<String> {
-        let mut m: Vec<String> = w
-            .paid_by_merchant_uid()
-            .into_values()
-            .filter(|e| e.customer_uid.as_deref() == Some(c))
-            .map(|e| e.merchant_uid)
-            .collect();
-        m.sort();
-        m
-    };
+    let paid = |c: &str| paid_merchant_uids(&w, c);
     assert_eq!(paid("c-later"), ["billd-later-1"], "the missed period charged, or billing did not continue");
     assert_eq!(paid("c-now"), ["billd-now-0", "billd-now-1"]);
     assert_eq!((w.status_of("later"), w.status_of("op")), ("active".to_string(), "canceled".to_string()));
