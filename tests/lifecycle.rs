@@ -263,7 +263,7 @@ fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
     let o =
         w.billd().args(["cancel", "cmd", "--at-period-end", "--as-of", "2025-01-20T00:00:00+09:00"]).output().unwrap();
     assert!(
-        o.status.success() && common::text(&o).contains("billed until 2025-02-10 10:00 +09:00"),
+        o.status.success() && common::text(&o).contains("billed until 2025-02-10 00:00 +09:00"),
         "{}",
         common::text(&o)
     );
@@ -356,5 +356,60 @@ fn a_subscription_dunning_canceled_is_reactivated_and_one_an_operator_canceled_i
     assert_eq!(paid("c-later"), ["billd-later-1"], "the missed period charged, or billing did not continue");
     assert_eq!(paid("c-now"), ["billd-now-0", "billd-now-1"]);
     assert_eq!((w.status_of("later"), w.status_of("op")), ("active".to_string(), "canceled".to_string()));
+    w.assert_consistent();
+}
+
+/// An outsider's findings on the lifecycle (each reproduced here): a charge time moved earlier re-timed a period
+/// canceled at period end before its cancel_at, and it was charged; adding `cancel_at` to a paused subscription
+/// un-paused it; a period due before `cancel_at` missed while billd was down was never charged; a term shortened by
+/// the config never completed; a start moved months back charged every period since in one pass.
+#[test]
+fn the_lifecycle_edges_an_outsider_found_hold() {
+    let text = format!(
+        "{PLANS}{}{}cancel_at = \"2025-03-01\"\n{}periods = 6\n{}",
+        sub("paused", "c-paused", "monthly", "2025-01-05"),
+        sub("down", "c-down", "monthly", "2025-01-05"),
+        sub("short", "c-short", "monthly", "2025-01-05"),
+        sub("later", "c-later", "monthly", "2025-06-01")
+    );
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    for c in ["c-cmd", "c-paused", "c-down", "c-short", "c-later"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    let add = ["subscriptions", "add", "--id", "cmd", "--customer-uid", "c-cmd", "--plan", "monthly"];
+    let o = w.billd().args(add).args(["--start", "2025-01-05", "--as-of", "2025-01-01T00:00:00+09:00"]).output();
+    assert!(o.as_ref().unwrap().status.success(), "{}", common::text(&o.unwrap()));
+    w.tick("2025-01-05T10:00:00+09:00");
+    let ok = |args: &[&str]| {
+        let o = w.billd().args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", common::text(&o));
+    };
+    ok(&["cancel", "cmd", "--at-period-end", "--as-of", "2025-01-10T00:00:00+09:00"]);
+    ok(&["pause", "paused", "--as-of", "2025-01-10T00:00:00+09:00"]);
+    // The file: charge time 09:00, cancel_at on the paused one, a term of 2 for "short", a start months back.
+    let edited = text
+        .replace(
+            "start = \"2025-01-05\"\n\n[[subscriptions]]\nid = \"down\"",
+            "start = \"2025-01-05\"\ncancel_at = \"2025-06-01\"\n\n[[subscriptions]]\nid = \"down\"",
+        )
+        .replace("periods = 6", "periods = 2")
+        .replace("start = \"2025-06-01\"", "start = \"2024-10-01\"");
+    assert_eq!(edited.matches("cancel_at").count(), 2, "the edit put cancel_at on the paused one: {edited}");
+    assert!(edited.contains("periods = 2") && edited.contains("2024-10-01"), "{edited}");
+    w.write_config(&Setup { body: &edited, charge_time: "09:00", ..Default::default() });
+    let said = common::text(&w.billd().args(["sync", "--as-of", "2025-01-10T00:00:00+09:00"]).output().unwrap());
+    assert!(said.contains("first charge not moved") || said.contains("not moved"), "{said}");
+    assert_eq!(w.status_of("paused"), "suspended", "cancel_at un-paused it");
+    // billd is down from February 4 until March 10.
+    w.tick("2025-02-04T10:00:00+09:00");
+    w.tick("2025-03-10T10:00:00+09:00");
+    w.tick("2025-03-11T10:00:00+09:00");
+    assert_eq!(paid_merchant_uids(&w, "c-cmd"), ["billd-cmd-0"], "charged at or after its cancel at period end");
+    assert!(paid_merchant_uids(&w, "c-paused").len() == 1, "charged while paused");
+    assert_eq!(paid_merchant_uids(&w, "c-down"), ["billd-down-0", "billd-down-1"], "the missed February period");
+    assert_eq!(w.status_of("down"), "canceled");
+    assert_eq!(paid_merchant_uids(&w, "c-short"), ["billd-short-0", "billd-short-1"]);
+    assert_eq!(w.status_of("short"), "completed", "a shortened term");
+    assert!(paid_merchant_uids(&w, "c-later").len() <= 1, "a start moved back charged every period since at once");
     w.assert_consistent();
 }

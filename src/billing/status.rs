@@ -40,7 +40,8 @@ pub enum Cause {
 /// - a taken merchant_uid suspends a subscription that bills;
 /// - an operator sets any status;
 /// - a resume makes a suspended subscription active, and nothing else;
-/// - the end of a term completes a subscription that is not suspended; `cancel_at` cancels one that is canceling;
+/// - the end of a term completes a subscription that is not suspended; `cancel_at` cancels one that bills (a
+///   canceling one, or one a resume or a reactivation made active again before it);
 /// - the same status is no change.
 pub fn next_status(from: Status, cause: Cause) -> Option<Status> {
     use Status::*;
@@ -59,7 +60,7 @@ pub fn next_status(from: Status, cause: Cause) -> Option<Status> {
         Cause::Exhausted(OnExhausted::Cancel) if from.bills() => Canceled,
         Cause::Exhausted(OnExhausted::Suspend) | Cause::MerchantUidTaken if from.bills() => Suspended,
         Cause::TermEnded if from != Suspended => Completed,
-        Cause::CancelAtReached if from == Canceling => Canceled,
+        Cause::CancelAtReached if from.bills() => Canceled,
         _ => return None,
     };
     (to != from).then_some(to)
@@ -149,9 +150,10 @@ mod tests {
         }
         assert_eq!(next_status(Canceling, Cause::Exhausted(OnExhausted::Suspend)), Some(Suspended));
         assert_eq!(next_status(Canceling, Cause::CancelAtReached), Some(Canceled));
-        for from in [Trialing, Active, PastDue, Suspended] {
-            assert_eq!(next_status(from, Cause::CancelAtReached), None, "{from:?}: only canceling is canceled then");
+        for from in [Trialing, Active, PastDue] {
+            assert_eq!(next_status(from, Cause::CancelAtReached), Some(Canceled), "{from:?}: its cancel_at stands");
         }
+        assert_eq!(next_status(Suspended, Cause::CancelAtReached), None, "a pause holds");
     }
 
     #[test]

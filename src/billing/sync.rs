@@ -116,12 +116,29 @@ pub fn plan(
         after.amount = wanted.amount;
         after.currency = wanted.currency.clone();
         after.customer_uid = wanted.customer_uid.clone();
-        // Before its first charge, a new start or trial moves the first due date (the anchor).
-        if have.next_period == 0 && have.anchor_date != wanted.anchor_date && have.start_date == wanted.start_date {
+        // Before its first charge, a new start or trial moves the first due date (the anchor), under the rule of a
+        // new subscription: one more than a period back is refused unless `catch_up` (an outsider moved a start
+        // months back and one pass charged every period since).
+        let moved_back = (have.next_period == 0 && have.anchor_date != wanted.anchor_date)
+            .then(|| backdated(wanted.interval, wanted.anchor_date, today))
+            .flatten()
+            .filter(|_| !catch_up(&wanted.id));
+        if let Some(why) = &moved_back {
+            out.refused.push(format!(
+                "subscription {:?}: its first charge not moved to {}: {why}; set a later start, or add `catch_up = \
+                 true` to its entry in {} to charge them all",
+                wanted.id,
+                wanted.anchor_date,
+                file.display()
+            ));
+        } else if have.next_period == 0
+            && have.anchor_date != wanted.anchor_date
+            && have.start_date == wanted.start_date
+        {
             after.anchor_date = wanted.anchor_date;
             what.push(format!("first charge (trial end) {} -> {}", have.anchor_date, wanted.anchor_date));
         }
-        if have.start_date != wanted.start_date {
+        if have.start_date != wanted.start_date && moved_back.is_none() {
             if have.next_period == 0 {
                 after.start_date = wanted.start_date;
                 after.anchor_date = wanted.anchor_date;

@@ -153,8 +153,9 @@ pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<Exit
     let (cfg, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
     if at_period_end && !sub.status.is_final() {
-        // The end of the period in force: the next period's due instant (nothing due then or later is charged).
-        let Some(end) = store.next_due_at(id)? else {
+        // The end of the period in force: the first instant of the next period's day (nothing due that day or later
+        // is charged, whatever a later charge_time says: an outsider moved it earlier and the period was charged).
+        let Some(next) = store.next_due_at(id)? else {
             bail!(
                 "subscription {id:?} has no next period: nothing more is charged; `billd cancel {id}` cancels it now"
             );
@@ -170,8 +171,10 @@ pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<Exit
                 cfg.file.display()
             );
         }
+        let clock = cfg.billing.clock;
+        let end = clock.due_at_midnight(clock.local_date(next));
         store.cancel_at(id, end, at.0, "canceled at period end by operator")?;
-        let end = human(end, cfg.billing.clock.timezone);
+        let end = human(end, clock.timezone);
         crate::say!("{id}: canceling; billed until {end}, canceled then (no period due then or later is charged)");
         return Ok(ExitCode::SUCCESS);
     }

@@ -141,6 +141,17 @@ pub(super) fn subscriptions(
             }
         }
         let discount = s.discount.and_then(|d| discount(d, s.amount.or(plan_amount), &at, errs));
+        let trial_ends = s.trial_ends.as_deref().and_then(|t| match parse_date(t) {
+            Ok(d) if d >= start => Some(d),
+            Ok(d) => {
+                errs.push(format!("{at}.trial_ends: {d} is before its start {start}"));
+                None
+            }
+            Err(e) => {
+                errs.push(format!("{at}.trial_ends: {e}"));
+                None
+            }
+        });
         let periods = match s.periods {
             None => None,
             Some(n) if (1..=100_000).contains(&n) => Some(n as u64),
@@ -153,7 +164,7 @@ pub(super) fn subscriptions(
             // The first charge is at the start, or the end of a trial: a term must hold it.
             Ok(d) => {
                 let trial = plans.iter().find(|p| p.id == s.plan).map_or(0, |p| p.trial_days);
-                let first = start.checked_add_days(chrono::Days::new(trial)).unwrap_or(start);
+                let first = trial_ends.unwrap_or(start.checked_add_days(chrono::Days::new(trial)).unwrap_or(start));
                 if d < first {
                     errs.push(format!("{at}.end: {d} is before its first charge ({first})"));
                 }
@@ -171,17 +182,6 @@ pub(super) fn subscriptions(
             Ok(d) => Some(d),
             Err(e) => {
                 errs.push(format!("{at}.cancel_at: {e}"));
-                None
-            }
-        });
-        let trial_ends = s.trial_ends.as_deref().and_then(|t| match parse_date(t) {
-            Ok(d) if d >= start => Some(d),
-            Ok(d) => {
-                errs.push(format!("{at}.trial_ends: {d} is before its start {start}"));
-                None
-            }
-            Err(e) => {
-                errs.push(format!("{at}.trial_ends: {e}"));
                 None
             }
         });

@@ -126,8 +126,9 @@ pub trait Book {
         restart: impl FnOnce(&Subscription) -> (u64, Option<DateTime<Utc>>),
     ) -> Result<(u64, Option<u64>)>;
 
-    /// Cancels, each with its event, in one write transaction, every canceling subscription whose `cancel_at` is at
-    /// or before `now`; returns their ids.
+    /// In one write transaction, each with its event: cancels every subscription that bills whose `cancel_at` is at
+    /// or before `now` once nothing due before it is left to open or settle, and completes every one whose fixed
+    /// term has nothing left to bill; returns their ids.
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
 
     /// The suspended subscriptions whose pause ends at or before `now` (`pause --until`), with their `catch_up`.

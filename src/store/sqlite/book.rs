@@ -337,17 +337,30 @@ impl Book for SqliteStore {
 
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let tx = self.tx()?;
-        let due: Vec<String> = tx
-            .prepare_cached(
-                "SELECT id FROM subscriptions WHERE status = 'canceling' AND cancel_at <= ?1 ORDER BY cancel_at, id",
-            )?
-            .query_map([secs(now)], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for id in &due {
+        // Once nothing due before cancel_at is left to open or settle (a period missed while billd was down is charged
+        // first: an outsider's was never charged), and whatever status a resume or a reactivation left it in.
+        let ended = |sql: &str| -> Result<Vec<String>> {
+            Ok(tx.prepare_cached(sql)?.query_map([secs(now)], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+        };
+        let nothing_left = "next_due_at IS NULL AND NOT EXISTS (SELECT 1 FROM periods p
+               WHERE p.subscription_id = subscriptions.id AND p.state = 'open')";
+        let canceled = ended(&format!(
+            "SELECT id FROM subscriptions WHERE bills AND cancel_at <= ?1 AND {nothing_left} ORDER BY cancel_at, id"
+        ))?;
+        for id in &canceled {
             change_status(&tx, id, Cause::CancelAtReached, secs(now), "canceled at its cancel_at (period end)")?;
         }
+        // A fixed term with nothing left to bill (shortened by a sync, its last period skipped by a pause, or
+        // reactivated past it) is completed.
+        let completed = ended(&format!(
+            "SELECT id FROM subscriptions WHERE bills AND ?1 IS NOT NULL AND last_period IS NOT NULL
+               AND next_period > last_period AND {nothing_left} ORDER BY id"
+        ))?;
+        for id in &completed {
+            change_status(&tx, id, Cause::TermEnded, secs(now), "its term is over: no period is left to bill")?;
+        }
         tx.commit()?;
-        Ok(due)
+        Ok(canceled.into_iter().chain(completed).collect())
     }
 
     fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>> {

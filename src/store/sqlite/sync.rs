@@ -101,10 +101,16 @@ pub(super) fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &Charg
                     bail!("subscription {:?} changed while the config was being applied; nothing applied", s.id);
                 }
                 event(tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
-                // A cancel_at set makes it canceling; one removed makes a canceling one active again.
+                // A cancel_at set makes a subscription that bills canceling; one removed makes a canceling one active
+                // again. A paused or suspended one stays so (an outsider's paused subscription was billed again).
                 if before.cancel_at != s.cancel_at {
-                    let to = if s.cancel_at.is_some() { Status::Canceling } else { Status::Active };
-                    if s.cancel_at.is_some() || before.status == Status::Canceling {
+                    let current = current_status(tx, &s.id)?;
+                    let to = match (s.cancel_at.is_some(), current) {
+                        (true, Some(st)) if st.bills() && st != Status::Canceling => Some(Status::Canceling),
+                        (false, Some(Status::Canceling)) => Some(Status::Active),
+                        _ => None,
+                    };
+                    if let Some(to) = to {
                         change_status(tx, &s.id, Cause::Operator(to), now, "cancel_at in the config")?;
                     }
                 }
@@ -134,14 +140,16 @@ pub(super) fn book_clock_in(conn: &Connection) -> Result<Option<ChargeClock>> {
 /// opened, so not claimed; open periods keep their times); returns how many changed.
 pub(super) fn retime_in(tx: &Transaction<'_>, clock: &ChargeClock) -> Result<usize> {
     let subs: Vec<Subscription> = tx
-        .prepare(&format!("{SUB_SELECT} WHERE status != 'canceled'"))?
+        .prepare(&format!("{SUB_SELECT} WHERE status NOT IN ('canceled', 'completed')"))?
         .query_map([], sub_from_row)?
         .map(|r| r.map_err(anyhow::Error::from).and_then(|s| s))
         .collect::<Result<_>>()?;
     let mut n = 0;
     let mut update = tx.prepare("UPDATE subscriptions SET next_due_at = ?2 WHERE id = ?1 AND next_due_at IS NOT ?2")?;
     for s in &subs {
-        let due = s.calendar().due_at(clock, s.next_period).map(secs);
+        // Only periods that are ever billed (a term's last, before cancel_at): an outsider's re-timed charge time put
+        // a period canceled at period end before its cancel_at, and it was charged.
+        let due = s.billed_due(clock, s.next_period).map(secs);
         n += update.execute(params![s.id, due])?;
     }
     Ok(n)
