@@ -194,8 +194,9 @@ pub enum Command {
         follow: bool,
     },
     /// Refund a paid charge, in part or whole (at most once: a lost answer is settled by a lookup, never resent). A
-    /// refund is its merchant_uid, amount and reason: rerunning one already made sends nothing (exit 0); to refund
-    /// the same amount again on purpose, give another --reason.
+    /// refund is its merchant_uid, amount and reason: rerunning one already made (by billd, or listed at the gateway
+    /// as made outside billd) sends nothing (exit 0); to refund the same amount again on purpose, give another
+    /// --reason.
     Refund {
         /// The charge's merchant_uid, exactly as `billd charges` lists it.
         merchant_uid: String,
@@ -203,7 +204,9 @@ pub enum Command {
         #[arg(long)]
         amount: Option<i64>,
         /// Why (sent to the gateway and kept; 1-200 characters, something visible, no card number, not the
-        /// imp_secret). With the merchant_uid and amount it names the refund: another reason is another refund.
+        /// imp_secret, and text the gateway gives back unchanged: no run of 6 or more digits, no invisible or control
+        /// character, no %XX or \uXXXX sequence). With the merchant_uid and amount it names the refund, exactly:
+        /// another reason is another refund.
         #[arg(long)]
         reason: String,
     },
@@ -282,6 +285,18 @@ pub enum Command {
     Retry {
         /// The subscription id.
         subscription: String,
+        #[command(flatten)]
+        at: AsOf,
+    },
+    /// Reactivate a subscription that dunning canceled or suspended (the customer has registered a card that pays):
+    /// billing continues with the next period due after now, from its original anchor; with --charge-now, the period
+    /// whose retries ran out is charged now first. One an operator or a sync stopped is not reactivated (exit 1).
+    Reactivate {
+        /// The subscription id.
+        subscription: String,
+        /// Charge the period whose retries ran out now, under its own merchant_uid.
+        #[arg(long)]
+        charge_now: bool,
         #[command(flatten)]
         at: AsOf,
     },
@@ -596,6 +611,9 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
         Command::Retry { subscription, at } => crate::commands::ops::retry(&path, &subscription, at.at()?),
+        Command::Reactivate { subscription, charge_now, at } => {
+            crate::commands::ops::reactivate(&path, &subscription, charge_now, at.at()?)
+        }
         Command::Import { file, catch_up, at } => crate::commands::import::run(&path, &file, catch_up, at.at()?),
     }
 }

@@ -13,6 +13,14 @@ fn paid_amounts(w: &World, customer: &str) -> Vec<i64> {
     paid.into_iter().map(|e| e.amount).collect()
 }
 
+/// The merchant_uids paid at the sandbox by `customer`, sorted.
+fn paid_merchant_uids(w: &World, customer: &str) -> Vec<String> {
+    let paid = w.paid_by_merchant_uid().into_values().filter(|e| e.customer_uid.as_deref() == Some(customer));
+    let mut m: Vec<String> = paid.map(|e| e.merchant_uid).collect();
+    m.sort();
+    m
+}
+
 fn body(plan_amount: i64, extra: &str) -> String {
     let plans = PLANS.replace("amount = 9900", &format!("amount = {plan_amount}"));
     format!(
@@ -175,16 +183,7 @@ fn a_pause_until_a_date_resumes_by_itself() {
     assert!(World::stderr(&out).contains("subscription.resumed"), "{}", World::stderr(&out));
     assert_eq!((w.status_of("skip"), w.status_of("catch")), ("active".to_string(), "active".to_string()));
     w.tick("2025-04-10T10:00:00+09:00");
-    let periods = |c: &str| -> Vec<String> {
-        let mut m: Vec<String> = w
-            .paid_by_merchant_uid()
-            .into_values()
-            .filter(|e| e.customer_uid.as_deref() == Some(c))
-            .map(|e| e.merchant_uid)
-            .collect();
-        m.sort();
-        m
-    };
+    let periods = |c: &str| paid_merchant_uids(&w, c);
     assert_eq!(periods("c-skip"), ["billd-skip-0", "billd-skip-3"], "February and March skipped");
     assert_eq!(periods("c-catch"), ["billd-catch-0", "billd-catch-1", "billd-catch-2", "billd-catch-3"]);
     // A date not after now is refused.
@@ -279,5 +278,83 @@ fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
     assert_eq!(w.status_of("cfg"), "canceled");
     assert_eq!(paid_amounts(&w, "c-cmd"), [9900], "charged at or after its end");
     assert_eq!(paid_amounts(&w, "c-cfg"), [9900, 9900]);
+    w.assert_consistent();
+}
+
+/// Fixed terms (issue 25): `periods = 3` on a plan, `end` on a subscription: no period opens after the last one, and
+/// when the last period is paid the subscription is `completed`, a final status a sync never reopens.
+#[test]
+fn a_fixed_term_completes_after_its_last_period() {
+    let plans = r#"
+[[plans]]
+id = "three"
+name = "Three months"
+amount = 9900
+interval = "1 month"
+periods = 3
+"#;
+    let text = format!(
+        "{plans}{PLANS}{}{}end = \"2025-02-15\"\n",
+        sub("p3", "c1", "three", "2025-01-10"),
+        sub("e2", "c2", "monthly", "2025-01-10")
+    );
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    for c in ["c1", "c2"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    for month in ["01", "02", "03", "04", "05"] {
+        w.tick(&format!("2025-{month}-10T10:00:00+09:00"));
+        if month == "02" {
+            assert_eq!(w.status_of("e2"), "completed", "its last period (due before its end) is paid");
+        }
+    }
+    assert_eq!(paid_amounts(&w, "c1"), [9900, 9900, 9900]);
+    assert_eq!(paid_amounts(&w, "c2"), [9900, 9900]);
+    assert_eq!((w.status_of("p3"), w.status_of("e2")), ("completed".to_string(), "completed".to_string()));
+    let sync = common::text(&w.billd().args(["sync", "--as-of", "2025-05-10T11:00:00+09:00"]).output().unwrap());
+    assert!(sync.contains("completed in the database and stays completed"), "{sync}");
+    w.assert_consistent();
+}
+
+/// `billd reactivate ID [--charge-now]` (issue 25): a subscription dunning canceled, once its customer has a card
+/// that pays, bills again: from the next period due after now (the missed ones not charged), or with --charge-now
+/// first the period whose retries ran out, under its own merchant_uid. One an operator canceled is not reactivated.
+#[test]
+fn a_subscription_dunning_canceled_is_reactivated_and_one_an_operator_canceled_is_not() {
+    let text = format!(
+        "{PLANS}{}{}{}",
+        sub("later", "c-later", "monthly", "2025-01-10"),
+        sub("now", "c-now", "monthly", "2025-01-10"),
+        sub("op", "c-op", "monthly", "2025-01-10")
+    );
+    let dunning = "retry_after = [\"1d\"]\non_exhausted = \"cancel\"";
+    let w = World::new(Setup { body: &text, dunning, ..Default::default() });
+    for c in ["c-later", "c-now"] {
+        w.sandbox.register_customer(c, cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    }
+    w.sandbox.register_customer("c-op", cards::APPROVE).unwrap();
+    w.tick("2025-01-10T10:00:00+09:00");
+    w.tick("2025-01-11T10:00:00+09:00");
+    assert_eq!((w.status_of("later"), w.status_of("now")), ("canceled".to_string(), "canceled".to_string()));
+    // The customers register cards that pay; an operator cancels "op".
+    for c in ["c-later", "c-now"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+    }
+    assert!(w.billd().args(["cancel", "op", "--as-of", "2025-01-12T00:00:00+09:00"]).status().unwrap().success());
+    let run = |args: &[&str]| {
+        let o = w.billd().arg("reactivate").args(args).output().unwrap();
+        (o.status.code(), common::text(&o))
+    };
+    let (code, said) = run(&["op", "--as-of", "2025-01-20T12:00:00+09:00"]);
+    assert!(code == Some(1) && said.contains("not by dunning"), "{said}");
+    let (code, said) = run(&["later", "--as-of", "2025-01-20T12:00:00+09:00"]);
+    assert!(code == Some(0) && said.contains("period 1 (2025-02-10 10:00 +09:00)"), "{said}");
+    let (code, said) = run(&["now", "--charge-now", "--as-of", "2025-01-20T12:00:00+09:00"]);
+    assert!(code == Some(0) && said.contains("period 0 (billd-now-0) paid"), "{said}");
+    w.tick("2025-02-10T10:00:00+09:00");
+    let paid = |c: &str| paid_merchant_uids(&w, c);
+    assert_eq!(paid("c-later"), ["billd-later-1"], "the missed period charged, or billing did not continue");
+    assert_eq!(paid("c-now"), ["billd-now-0", "billd-now-1"]);
+    assert_eq!((w.status_of("later"), w.status_of("op")), ("active".to_string(), "canceled".to_string()));
     w.assert_consistent();
 }

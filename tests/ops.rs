@@ -432,6 +432,7 @@ fn every_row_of_the_exit_code_table_holds() {
         ("resume s1", code(&["resume", "s1"]), 0),
         ("cancel nope", code(&["cancel", "nope"]), 1),
         ("retry s1 (not past due)", code(&["retry", "s1"]), 1),
+        ("reactivate s1 (not stopped by dunning)", code(&["reactivate", "s1"]), 1),
         ("safety", code(&["safety"]), 0),
         ("safety release", code(&["safety", "release"]), 0),
         ("customers show c1", code(&["customers", "show", "c1"]), 0),

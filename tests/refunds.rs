@@ -298,14 +298,12 @@ fn a_refund_made_outside_billd_is_found_by_sync() {
     assert_eq!(code(&too_much), 1, "{}", text(&too_much));
     assert!(text(&too_much).contains("7900 can still be refunded"), "{}", text(&too_much));
     assert_eq!(cancels(&w), 0);
-    // The operator's reason is kept as given and printed escaped.
+    // A billd reason holding a terminal escape would not come back unchanged (issue 24, second review, F2):
+    // refused at input, nothing sent.
     let odd = refund(&w, &[CHARGE, "--amount", "100", "--reason", "goodwill \u{1b}[2J"]);
-    assert_eq!(code(&odd), 0, "{}", text(&odd));
-    let out = String::from_utf8_lossy(&w.billd().arg("refunds").output().unwrap().stdout).to_string();
-    assert!(!out.contains('\u{1b}') && out.contains("goodwill \\u{1b}[2J"), "{out}");
-    let stored: String =
-        w.db().query_row("SELECT reason FROM refunds WHERE source = 'billd'", [], |r| r.get(0)).unwrap();
-    assert_eq!(stored, "goodwill \u{1b}[2J");
+    assert_eq!(code(&odd), 1, "{}", text(&odd));
+    assert!(!text(&odd).contains('\u{1b}'), "{}", text(&odd));
+    assert_eq!(cancels(&w), 0);
 }
 
 /// Issue 24 review, R1: a refund is identified by (merchant_uid, amount, reason). Rerunning the same command after
@@ -422,4 +420,201 @@ fn one_bad_charge_does_not_stop_refunds_sync() {
     assert_eq!(code(&synced), 1, "{}", text(&synced));
     assert!(text(&synced).contains(CHARGE), "{}", text(&synced));
     assert_eq!(refund_rows(&w), [(1000, "refunded".into(), "external".into())], "{}", text(&synced));
+}
+
+/// Sends SIGSTOP or SIGCONT to a child.
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Holds the next cancel of c1's payment `secs` at the gateway before it is made (as a proxy in front of i'mport).
+fn hold_cancel(w: &World, secs: u64) {
+    w.sandbox.add_fault(FaultRule {
+        customer_uid: Some("c1".into()),
+        fault: Fault::CancelLater { after: std::time::Duration::from_secs(secs) },
+        times: Some(1),
+    });
+}
+
+/// Issue 24, second review, F1: a cancel that reaches the gateway late (held 9 s), after billd's refund was settled
+/// as failed, is billd's refund (its row becomes refunded, not an external one) and a rerun of the same command
+/// sends nothing: one refund at the gateway, never two.
+#[test]
+fn a_refund_that_lands_after_it_was_settled_failed_is_billds_and_never_sent_again() {
+    let w = world();
+    hold_cancel(&w, 9);
+    let args = [CHARGE, "--amount", "2000", "--reason", "damaged item"];
+    let first = refund(&w, &args);
+    assert_eq!(code(&first), 3, "{}", text(&first));
+    wait_refunds_quiet(&w);
+    let synced = w.billd().args(["refunds", "--sync"]).output().unwrap();
+    assert!(synced.status.success(), "{}", text(&synced));
+    assert_eq!(refund_rows(&w), [(2000, "failed".into(), "billd".into())]);
+    assert_eq!(at_gateway(&w, CHARGE).0, 0, "the held cancel landed before the sync: nothing tested");
+    common::wait_for("the held cancel to land", || at_gateway(&w, CHARGE).0 == 2000);
+    w.wait_for_gateway_idle();
+    let synced = w.billd().args(["refunds", "--sync"]).output().unwrap();
+    assert!(synced.status.success(), "{}", text(&synced));
+    assert_eq!(refund_rows(&w), [(2000, "refunded".into(), "billd".into())], "the late refund is not billd's");
+    let rerun = refund(&w, &args);
+    assert_eq!(code(&rerun), 0, "{}", text(&rerun));
+    assert!(text(&rerun).contains("already made"), "{}", text(&rerun));
+    assert_eq!(cancels(&w), 1, "the same refund was sent twice");
+    assert_eq!(at_gateway(&w, CHARGE).0, 2000, "refunded twice");
+}
+
+/// F1, the rerun alone (no sync after the late cancel landed): its lookup finds billd's failed refund made.
+#[test]
+fn a_rerun_after_a_late_refund_landed_sends_nothing() {
+    let w = world();
+    hold_cancel(&w, 9);
+    let args = [CHARGE, "--amount", "2000", "--reason", "damaged item"];
+    assert_eq!(code(&refund(&w, &args)), 3);
+    wait_refunds_quiet(&w);
+    assert!(w.billd().args(["refunds", "--sync"]).output().unwrap().status.success());
+    assert_eq!(refund_rows(&w), [(2000, "failed".into(), "billd".into())]);
+    assert_eq!(at_gateway(&w, CHARGE).0, 0, "the held cancel landed before the sync: nothing tested");
+    common::wait_for("the held cancel to land", || at_gateway(&w, CHARGE).0 == 2000);
+    w.wait_for_gateway_idle();
+    let rerun = refund(&w, &args);
+    assert_eq!(code(&rerun), 0, "{}", text(&rerun));
+    assert!(text(&rerun).contains("already made"), "{}", text(&rerun));
+    assert_eq!(cancels(&w), 1, "the same refund was sent twice");
+    assert_eq!(at_gateway(&w, CHARGE).0, 2000, "refunded twice");
+    assert_eq!(refund_rows(&w), [(2000, "refunded".into(), "billd".into())]);
+}
+
+/// F2: a reason the gateway-text cleaner would change (a long digit run, an invisible character, a %-encoded
+/// sequence, a control character) is refused at input, naming --reason and why: nothing sent, nothing written. A
+/// console refund whose reason differs from billd's only in an invisible character is not billd's.
+#[test]
+fn a_reason_that_would_not_come_back_unchanged_is_refused() {
+    let w = world();
+    for reason in ["goodwill, ticket 20241107", "good\u{200b}will", "goodwill %41", "goodwill \u{1b}[2J"] {
+        let out = refund(&w, &[CHARGE, "--amount", "100", "--reason", reason]);
+        assert_eq!(code(&out), 1, "{reason:?}: {}", text(&out));
+        assert!(text(&out).contains("--reason") && text(&out).contains("unchanged"), "{reason:?}: {}", text(&out));
+    }
+    assert_eq!(cancels(&w), 0, "a refused reason was sent");
+    assert!(refund_rows(&w).is_empty());
+    // billd's refund of 2000 "goodwill" begun, never sent (killed); an operator refunds 2000 "good\u{200b}will" in
+    // the console at that balance: not billd's refund.
+    let args = [CHARGE, "--amount", "2000", "--reason", "goodwill"];
+    let crashed = w.billd().arg("refund").args(args).env("BILLD_FAILPOINT", "refund_after_intent").output().unwrap();
+    assert!(!crashed.status.success(), "{}", text(&crashed));
+    let imp_uid = w.paid_by_merchant_uid()[CHARGE].imp_uid.clone();
+    w.sandbox.refund_in_console(&imp_uid, Some(2000), "good\u{200b}will").unwrap();
+    wait_refunds_quiet(&w);
+    assert!(w.billd().args(["refunds", "--sync"]).output().unwrap().status.success());
+    let rows = refund_rows(&w);
+    assert_ne!(rows[0], (2000, "refunded".into(), "billd".into()), "the console's refund taken as billd's: {rows:?}");
+}
+
+/// F3: after a refund whose answer was lost, the rest (no --amount, same reason) refunds the rest; only once
+/// nothing remains is it a rerun ("already made").
+#[test]
+fn the_rest_after_a_refund_in_doubt_refunds_the_rest() {
+    let w = world();
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::DropAfterCancel, times: Some(1) });
+    let lost = refund(&w, &[CHARGE, "--amount", "3000", "--reason", "R"]);
+    assert_eq!(code(&lost), 3, "{}", text(&lost));
+    let rest = refund(&w, &[CHARGE, "--reason", "R"]);
+    assert_eq!(code(&rest), 0, "{}", text(&rest));
+    assert!(text(&rest).contains("refunded 6900"), "{}", text(&rest));
+    assert_eq!(at_gateway(&w, CHARGE), (9900, "cancelled".into()));
+    let again = refund(&w, &[CHARGE, "--reason", "R"]);
+    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert!(text(&again).contains("already made"), "{}", text(&again));
+    assert_eq!(cancels(&w), 2);
+}
+
+/// F4: a `billd refund` frozen (SIGSTOP) while its cancel is held at the gateway; other processes' syncs settle its
+/// row unknown, then failed; the cancel lands; the process resumes: its request did leave, so it exits 0 (made) or
+/// 3 (not known), never 1 "not made"; the next sync records the refund as billd's and a rerun sends nothing.
+#[test]
+fn a_refund_frozen_while_its_cancel_is_held_never_says_not_made() {
+    let w = world();
+    hold_cancel(&w, 14);
+    let child = w
+        .billd()
+        .args(["refund", CHARGE, "--amount", "2000", "--reason", "frozen"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for("the cancel to reach the gateway", || cancels(&w) == 1);
+    signal(&child, "-STOP");
+    // Settled by other processes while it is frozen: unknown, then failed.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        wait_refunds_quiet(&w);
+        let synced = w.billd().args(["refunds", "--sync"]).output().unwrap();
+        statuses.push((refund_rows(&w)[0].1.clone(), synced.status.success()));
+    }
+    let landed_early = at_gateway(&w, CHARGE).0 != 0;
+    common::wait_for("the held cancel to land", || at_gateway(&w, CHARGE).0 == 2000);
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(statuses, [("unknown".to_string(), true), ("failed".to_string(), true)]);
+    assert!(!landed_early, "the held cancel landed before the syncs: nothing tested");
+    assert!(matches!(code(&out), 0 | 3), "a sent refund said not made: {}", text(&out));
+    if code(&out) == 3 {
+        assert!(text(&out).contains("request left"), "{}", text(&out));
+    }
+    w.wait_for_gateway_idle();
+    assert!(w.billd().args(["refunds", "--sync"]).output().unwrap().status.success());
+    assert_eq!(refund_rows(&w), [(2000, "refunded".into(), "billd".into())]);
+    let rerun = refund(&w, &[CHARGE, "--amount", "2000", "--reason", "frozen"]);
+    assert_eq!(code(&rerun), 0, "{}", text(&rerun));
+    assert_eq!(cancels(&w), 1);
+    assert_eq!(at_gateway(&w, CHARGE).0, 2000);
+}
+
+/// Lesser: two refunds of one charge where the first's lookup is older than the second's write: the first is
+/// refused, saying another refund was recorded meanwhile and nothing was sent (not a ledger mismatch).
+#[test]
+fn a_refund_whose_lookup_is_older_than_another_refund_sends_nothing_and_says_so() {
+    let w = world();
+    let gate = w.dir.path().join("gate");
+    let first = w
+        .billd()
+        .args(["refund", CHARGE, "--amount", "2000", "--reason", "first"])
+        .env("BILLD_PAUSEPOINT", format!("refund_lookup_before_settle:{}", gate.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reached = w.dir.path().join("gate.reached");
+    common::wait_for("the first refund's lookup", || reached.exists());
+    let second = refund(&w, &[CHARGE, "--amount", "4000", "--reason", "second"]);
+    std::fs::write(&gate, b"").unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(code(&second), 0, "{}", text(&second));
+    assert_eq!(code(&first), 1, "{}", text(&first));
+    let said = text(&first);
+    assert!(
+        said.contains("another refund of this charge was recorded meanwhile") && said.contains("nothing was sent"),
+        "{said}"
+    );
+    assert_eq!(cancels(&w), 1);
+    assert_eq!(at_gateway(&w, CHARGE).0, 4000);
+    // The rerun goes.
+    assert_eq!(code(&refund(&w, &[CHARGE, "--amount", "2000", "--reason", "first"])), 0);
+    assert_eq!(at_gateway(&w, CHARGE).0, 6000);
+}
+
+/// F1: the "same refund" rule sees a refund the gateway lists whatever its source: after a console refund of 2000
+/// with the reason billd is given, `billd refund --amount 2000 --reason` that reason sends nothing and says it was
+/// made outside billd; another reason refunds.
+#[test]
+fn a_refund_the_gateway_lists_with_the_same_amount_and_reason_is_not_sent_again() {
+    let w = world();
+    let imp_uid = w.paid_by_merchant_uid()[CHARGE].imp_uid.clone();
+    w.sandbox.refund_in_console(&imp_uid, Some(2000), "damaged item").unwrap();
+    let same = refund(&w, &[CHARGE, "--amount", "2000", "--reason", "damaged item"]);
+    assert_eq!(code(&same), 0, "{}", text(&same));
+    assert!(text(&same).contains("already made outside billd"), "{}", text(&same));
+    assert_eq!(cancels(&w), 0, "a refund the gateway lists was sent again");
+    assert_eq!(code(&refund(&w, &[CHARGE, "--amount", "2000", "--reason", "damaged item, second"])), 0);
+    assert_eq!(at_gateway(&w, CHARGE).0, 4000);
 }

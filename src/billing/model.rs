@@ -108,11 +108,18 @@ pub struct Subscription {
     /// No period due at or after this instant opens (a cancel at period end, `cancel_at` in the config); the
     /// subscription is canceled then. `None`: none.
     pub cancel_at: Option<DateTime<Utc>>,
+    /// The last period of a fixed term (`None`: no end): none after it opens, and it is completed once that one
+    /// is paid (or given up and skipped).
+    pub last_period: Option<u64>,
 }
 
 impl Subscription {
-    /// Period `p`'s due instant if it is ever billed: `None` past the calendar's end or at or after `cancel_at`.
+    /// Period `p`'s due instant if it is ever billed: `None` past the calendar's end, past the last period of a
+    /// fixed term, or at or after `cancel_at`.
     pub fn billed_due(&self, clock: &crate::billing::calendar::ChargeClock, p: u64) -> Option<DateTime<Utc>> {
+        if self.last_period.is_some_and(|last| p > last) {
+            return None;
+        }
         self.calendar().due_at(clock, p).filter(|t| self.cancel_at.is_none_or(|c| *t < c))
     }
 
@@ -145,6 +152,23 @@ impl Subscription {
 pub fn catch_up_cutoff(now: DateTime<Utc>, window: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
     let w = chrono::Duration::from_std(window?).ok()?;
     now.checked_sub_signed(w)
+}
+
+/// Where billing continues when a subscription dunning stopped is reactivated at `now`: the first period from its
+/// next one that falls due after `now`, from the original anchor (the periods in between are not charged), and its
+/// due instant (`None`: no period will ever fall due).
+pub fn reactivation_period(
+    sub: &Subscription,
+    now: DateTime<Utc>,
+    clock: &crate::billing::calendar::ChargeClock,
+) -> (u64, Option<DateTime<Utc>>) {
+    let mut p = sub.next_period;
+    loop {
+        match sub.billed_due(clock, p) {
+            Some(t) if t <= now => p += 1,
+            due => return (p, due),
+        }
+    }
 }
 
 /// What resuming `sub` (paused at `paused_at`) at `now` does, for [`crate::store::Book::resume_with`]: where billing
@@ -319,6 +343,7 @@ mod tests {
             skip: vec![(at("2026-10-15T00:00:00Z").timestamp(), at("2026-12-15T00:00:00Z").timestamp())],
             discount: None,
             cancel_at: None,
+            last_period: None,
         };
         let due = |p| monthly(p).map(|t| t.timestamp());
         assert_eq!(s.following(8, due), 9);

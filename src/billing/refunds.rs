@@ -16,8 +16,9 @@ pub struct Attributed {
     pub external: Vec<usize>,
 }
 
-/// One entry of a payment's cancel history as [`attribute`] reads it: its id, amount and reason.
-pub type Cancel<'a> = (&'a str, i64, &'a str);
+/// One entry of a payment's cancel history as [`attribute`] reads it: its id, amount and reason (`None`: the
+/// gateway's reason was changed by cleaning it, so it is not one billd sent).
+pub type Cancel<'a> = (&'a str, i64, Option<&'a str>);
 
 /// Reads a payment's cancel history (`cancels`, in the gateway's order) for a charge of `paid`. `recorded(id)`: a
 /// row records that entry already. `doubt`: the amount, checksum and reason (as the gateway lists it) of billd's
@@ -26,7 +27,7 @@ pub type Cancel<'a> = (&'a str, i64, &'a str);
 /// The refund in doubt was made if, and only if, the history holds an entry no row records, of its amount and
 /// reason, whose earlier entries add up to `paid - checksum`: the gateway makes a refund only when its own refundable
 /// balance is the checksum sent with it, so that is the only place the refund can be, and it keeps the reason billd
-/// sent. (Another refund of the same amount made outside billd at another balance, or at that balance with another
+/// sent, exactly (billd sends only reasons that come back unchanged: an entry whose reason was cleaned is not it). (Another refund of the same amount made outside billd at another balance, or at that balance with another
 /// reason, is not it.)
 pub fn attribute(
     paid: i64,
@@ -40,7 +41,7 @@ pub fn attribute(
         if ours.is_none()
             && !recorded(id)
             && doubt.is_some_and(|(a, checksum, why)| {
-                *amount == a && before == paid.saturating_sub(checksum) && *reason == why
+                *amount == a && before == paid.saturating_sub(checksum) && *reason == Some(why)
             })
         {
             ours = Some(i);
@@ -63,7 +64,7 @@ mod tests {
     fn the_refund_in_doubt_is_the_entry_at_its_checksum() {
         // 10000 paid; 3000 refunded by billd (c1); then an outside refund of 2000 (c2); billd's refund of 2000 was
         // sent against a balance of 5000 (c3).
-        let h = [("c1", 3000, "b"), ("c2", 2000, "b"), ("c3", 2000, "b")];
+        let h = [("c1", 3000, Some("b")), ("c2", 2000, Some("b")), ("c3", 2000, Some("b"))];
         let rec = |id: &str| id == "c1";
         assert_eq!(attribute(10000, &h, rec, Some((2000, 5000, "b"))), Attributed { ours: Some(2), external: vec![1] });
         // Sent against 7000 (before the outside refund): the entry at that balance, c2.
@@ -82,10 +83,20 @@ mod tests {
     fn an_entry_at_the_checksum_with_another_reason_is_not_billds() {
         // billd's refund of 2000 (reason "late") in doubt, never sent; an operator refunded 2000 in the console at
         // the same balance: not billd's.
-        let h = [("x1", 2000, "console goodwill")];
+        let h = [("x1", 2000, Some("console goodwill"))];
         let none = |_: &str| false;
         assert_eq!(attribute(10000, &h, none, Some((2000, 10000, "late"))), Attributed::default());
         assert_eq!(attribute(10000, &h, none, Some((2000, 10000, "console goodwill"))).ours, Some(0));
+    }
+
+    /// Issue 24, second review, F2: an entry whose reason the gateway client had to clean (digits blanked,
+    /// invisible characters dropped) is never billd's, even if what is left equals billd's reason.
+    #[test]
+    fn an_entry_whose_reason_was_cleaned_is_not_billds() {
+        let none = |_: &str| false;
+        let h = [("x1", 2000, None)];
+        assert_eq!(attribute(10000, &h, none, Some((2000, 10000, "goodwill"))), Attributed::default());
+        assert_eq!(attribute(10000, &h, none, None).external, [0]);
     }
 
     #[test]

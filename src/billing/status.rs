@@ -24,6 +24,9 @@ pub enum Cause {
     TermEnded,
     /// Its `cancel_at` came (a cancel at period end, or `cancel_at` in the config).
     CancelAtReached,
+    /// An operator reactivates it (`billd reactivate`): only one that dunning canceled or suspended (the store
+    /// checks who stopped it), once the customer has a card that pays.
+    Reactivate,
 }
 
 /// The status a subscription in status `from` moves to for `cause`, or `None` when it stays as it is.
@@ -41,6 +44,10 @@ pub enum Cause {
 /// - the same status is no change.
 pub fn next_status(from: Status, cause: Cause) -> Option<Status> {
     use Status::*;
+    // The one way out of canceled: dunning's cancel, reactivated by an operator.
+    if cause == Cause::Reactivate {
+        return matches!(from, Canceled | Suspended).then_some(Active);
+    }
     if from.is_final() {
         return None;
     }
@@ -144,6 +151,15 @@ mod tests {
         assert_eq!(next_status(Canceling, Cause::CancelAtReached), Some(Canceled));
         for from in [Trialing, Active, PastDue, Suspended] {
             assert_eq!(next_status(from, Cause::CancelAtReached), None, "{from:?}: only canceling is canceled then");
+        }
+    }
+
+    #[test]
+    fn only_canceled_or_suspended_is_reactivated() {
+        assert_eq!(next_status(Canceled, Cause::Reactivate), Some(Active));
+        assert_eq!(next_status(Suspended, Cause::Reactivate), Some(Active));
+        for from in [Trialing, Active, PastDue, Canceling, Completed] {
+            assert_eq!(next_status(from, Cause::Reactivate), None, "{from:?}");
         }
     }
 

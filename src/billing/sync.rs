@@ -134,6 +134,11 @@ pub fn plan(
                 ));
             }
         }
+        if have.last_period != wanted.last_period {
+            let show = |p: Option<u64>| p.map_or("no end".to_string(), |p| format!("{} periods", p + 1));
+            what.push(format!("term {} -> {}", show(have.last_period), show(wanted.last_period)));
+            after.last_period = wanted.last_period;
+        }
         if have.cancel_at != wanted.cancel_at {
             let show = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("none".to_string(), |t| t.to_rfc3339());
             what.push(format!("cancel_at {} -> {}", show(have.cancel_at), show(wanted.cancel_at)));

@@ -40,3 +40,19 @@ pub fn check_free_text(cfg: &crate::config::Config, flag: &str, text: &str) -> a
     }
     Ok(())
 }
+
+/// A refund's `--reason`: [`check_free_text`], and one the gateway gives back unchanged, since billd tells its refund
+/// in a payment's cancel history by its reason, exactly. Refused: a reason the gateway-text cleaner would change (a
+/// run of 6 or more digits, an invisible or control character, a %-encoded or \u-escaped sequence).
+pub fn check_reason(cfg: &crate::config::Config, flag: &str, text: &str) -> anyhow::Result<()> {
+    check_free_text(cfg, flag, text)?;
+    if crate::gateway::redact::Redactor::default().clean_to(text, text.chars().count()) != text {
+        anyhow::bail!(
+            "{flag} would not come back from the gateway unchanged (billd reads gateway text through a cleaner that \
+             blanks runs of 6 or more digits, drops invisible and control characters and decodes %XX and \\uXXXX \
+             sequences; billd tells its refund from others by its reason, exactly): write it without those; nothing \
+             was sent"
+        );
+    }
+    Ok(())
+}

@@ -239,6 +239,52 @@ pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `billd reactivate`: a subscription dunning stopped bills again; with `charge_now`, its given-up period is charged
+/// now (exit 0 only if paid, as for `retry`).
+pub fn reactivate(path: &Path, id: &str, charge_now: bool, at: At) -> Result<ExitCode> {
+    let (cfg, store) = open_at(path, at)?;
+    existing(&store, id)?;
+    refuse_another_clock(&cfg, &store)?;
+    if charge_now {
+        refuse_if_billing_stopped(&cfg, &store)?;
+    }
+    let (now, clock) = (at.0, cfg.billing.clock);
+    let (period, reopened) =
+        store.reactivate(id, now, charge_now, |sub| crate::billing::model::reactivation_period(sub, now, &clock))?;
+    let next = store.next_due_at(id)?.map(|t| human(t, clock.timezone)).unwrap_or_else(|| "none".into());
+    crate::say!("{id}: reactivated; billing continues with period {period} ({next})");
+    let Some(p) = reopened.filter(|_| charge_now) else {
+        if charge_now {
+            crate::say!("{id}: no period was given up; nothing to charge now");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    drop(store);
+    match charge_due_now(&cfg, id, now)? {
+        ChargedNow::Attempt(r) if r.status == ChargeStatus::Paid => {
+            crate::say!("{id}: period {p} ({}) paid", r.merchant_uid);
+            Ok(ExitCode::SUCCESS)
+        }
+        ChargedNow::Attempt(r) => {
+            eprintln!(
+                "{id}: period {p} ({}): {}{}",
+                r.merchant_uid,
+                r.status,
+                r.fail_reason.map(|f| format!(" ({f})")).unwrap_or_default()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        ChargedNow::NoAttempt => {
+            eprintln!("{id}: period {p} was not charged (see `billd subscriptions show {id}`)");
+            Ok(ExitCode::FAILURE)
+        }
+        ChargedNow::LeftToDaemon => {
+            crate::say!("{id}: period {p} is due now; the running billd charges it");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 pub fn retry(path: &Path, id: &str, at: At) -> Result<ExitCode> {
     let (cfg, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;

@@ -6,7 +6,9 @@ use crate::config::{self, Config};
 use crate::engine::refunds::{log_refund, look_up_and_settle};
 use crate::gateway::{Auth, Gateway, PaymentRefunds, RefundOutcome, RefundRequest, RefundsLookup};
 use crate::realtime::{RealClock, SystemClock};
-use crate::store::{NewRefund, RefundRefused, RefundRow, RefundStatus, RefundTarget, Refunds};
+use crate::store::{
+    NewRefund, RefundRefused, RefundRow, RefundSource, RefundStatus, RefundTarget, Refunds, RefundsStale,
+};
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -68,7 +70,7 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
     if reason.trim().is_empty() || n > REASON_MAX {
         bail!("--reason must be 1-{REASON_MAX} characters, not blank (it is {n}); nothing was sent");
     }
-    crate::commands::check_free_text(&cfg, "--reason", reason)?;
+    crate::commands::check_reason(&cfg, "--reason", reason)?;
     let store = open_store(&cfg)?;
     let Some(target) = store.refund_target(merchant_uid)? else {
         return refused(format!(
@@ -92,7 +94,16 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
     }
     // The payment as the gateway has it first: it settles a refund of it in doubt (an earlier run that stopped or
     // lost its answer) and records refunds made outside billd, so that the checksum is right.
-    let looked = rt.block_on(look_up_and_settle(&store, &g, &SystemClock, merchant_uid, &imp_uid, now()))?;
+    let looked = match rt.block_on(look_up_and_settle(&store, &g, &SystemClock, merchant_uid, &imp_uid, now())) {
+        // The lookup is older than a refund another process recorded since: nothing sent, nothing recorded.
+        Err(e) if e.downcast_ref::<RefundsStale>().is_some() => {
+            return refused(format!(
+                "refund of charge {merchant_uid}: another refund of this charge was recorded meanwhile (after this \
+                 command looked the payment up); nothing was sent; rerun"
+            ));
+        }
+        r => r?,
+    };
     let settled = match looked {
         Ok(s) => s.in_doubt,
         Err(e) if target.unresolved.is_some() => {
@@ -115,11 +126,8 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
                 ));
             }
             RefundStatus::Pending | RefundStatus::Unknown => return Ok(in_doubt(&cfg, &r, "nothing sent")),
-            // A rerun of the refund an earlier run made (its lookup just found it): done, nothing sent again.
-            RefundStatus::Refunded if r.reason == reason && amount.is_none_or(|a| a == r.amount) => {
-                return Ok(made_already(&cfg, &r, now()));
-            }
-            _ => {}
+            // Settled (made or not): whether this is a rerun of it is `begin_refund`'s one rule.
+            RefundStatus::Refunded | RefundStatus::Failed => {}
         }
     }
     let timeout = g.timeout();
@@ -224,12 +232,22 @@ fn sent_refund(
         log_refund(&r);
         Ok(match r.status {
             RefundStatus::Refunded => done(store, &r, " (recorded by another process that looked the payment up)"),
-            RefundStatus::Failed => refused_code(format!(
-                "refund of {} of charge {merchant_uid}: settled meanwhile by another process: not made ({}); see \
-                 `billd refunds`",
-                r.amount,
-                shown(r.detail.as_deref().unwrap_or("-"))
-            )),
+            // Its request left (it may have been held on its way, or this process stopped): the gateway may still
+            // make it. Not known; a lookup that finds it records it as this refund.
+            RefundStatus::Failed => {
+                eprintln!(
+                    "refund of {} {} of charge {merchant_uid}: outcome unknown: its request left, but another process \
+                     settled it meanwhile as not made ({}); the gateway may still make it (a request held on its \
+                     way). If it does, the next `billd refunds --sync` or `billd refund {merchant_uid}` records it as \
+                     this refund, and a rerun of this same command then sends nothing; a rerun before that sends it \
+                     again, and each carries the balance it was sent against as its checksum, so the gateway makes \
+                     at most one of the two",
+                    r.amount,
+                    r.currency,
+                    shown(r.detail.as_deref().unwrap_or("-"))
+                );
+                ExitCode::from(UNKNOWN)
+            }
             _ => in_doubt(cfg, &r, "not known"),
         })
     };
@@ -286,8 +304,9 @@ fn made_already(cfg: &Config, r: &RefundRow, now: DateTime<Utc>) -> ExitCode {
     let again = "to refund the same amount again on purpose, give another --reason";
     match r.status {
         RefundStatus::Refunded => {
+            let by = if r.source == RefundSource::External { " outside billd (the gateway lists it)" } else { "" };
             crate::say!(
-                "refund of {} {} of charge {} (reason {}) was already made on {} (imp_uid {}, cancellation {}); \
+                "refund of {} {} of charge {} (reason {}) was already made{by} on {} (imp_uid {}, cancellation {}); \
                  nothing was sent ({again})",
                 r.amount,
                 r.currency,

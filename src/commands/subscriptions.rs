@@ -462,6 +462,7 @@ pub fn add(
         skip: Vec::new(),
         discount: None,
         cancel_at: None,
+        last_period: None,
     };
     let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);
     // --charge-now makes the first period due at once; later periods keep the start date's anchor.

@@ -62,7 +62,23 @@ pub(super) fn plans(raw: Vec<RawPlan>, limits: &Limits, errs: &mut Vec<String>) 
                 0
             }
         };
-        plans.push(Plan { id: p.id, name: p.name, amount: p.amount, currency: p.currency, interval, trial_days });
+        let periods = match p.periods {
+            None => None,
+            Some(n) if (1..=100_000).contains(&n) => Some(n as u64),
+            Some(n) => {
+                errs.push(format!("{at}.periods: {n} must be 1 to 100000 (a fixed term of that many periods)"));
+                None
+            }
+        };
+        plans.push(Plan {
+            id: p.id,
+            name: p.name,
+            amount: p.amount,
+            currency: p.currency,
+            interval,
+            trial_days,
+            periods,
+        });
     }
 
     plans
@@ -125,6 +141,32 @@ pub(super) fn subscriptions(
             }
         }
         let discount = s.discount.and_then(|d| discount(d, s.amount.or(plan_amount), &at, errs));
+        let periods = match s.periods {
+            None => None,
+            Some(n) if (1..=100_000).contains(&n) => Some(n as u64),
+            Some(n) => {
+                errs.push(format!("{at}.periods: {n} must be 1 to 100000 (a fixed term of that many periods)"));
+                None
+            }
+        };
+        let end = s.end.as_deref().and_then(|t| match parse_date(t) {
+            // The first charge is at the start, or the end of a trial: a term must hold it.
+            Ok(d) => {
+                let trial = plans.iter().find(|p| p.id == s.plan).map_or(0, |p| p.trial_days);
+                let first = start.checked_add_days(chrono::Days::new(trial)).unwrap_or(start);
+                if d < first {
+                    errs.push(format!("{at}.end: {d} is before its first charge ({first})"));
+                }
+                Some(d)
+            }
+            Err(e) => {
+                errs.push(format!("{at}.end: {e}"));
+                None
+            }
+        });
+        if periods.is_some() && end.is_some() {
+            errs.push(format!("{at}: give periods or end, not both (both end its term)"));
+        }
         let cancel_at = s.cancel_at.as_deref().and_then(|t| match parse_date(t) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -154,6 +196,8 @@ pub(super) fn subscriptions(
             discount,
             trial_ends,
             cancel_at,
+            periods,
+            end,
         });
     }
 

@@ -89,6 +89,8 @@ pub struct Plan {
     pub interval: Interval,
     /// Days of free trial before a new subscription's first charge (0: none).
     pub trial_days: u64,
+    /// A fixed term: this many periods, then the subscription is completed (`None`: no end).
+    pub periods: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +111,9 @@ pub struct SubscriptionSpec {
     pub trial_ends: Option<NaiveDate>,
     /// `cancel_at`: no period due on or after this local day is charged; it is canceled at its first instant.
     pub cancel_at: Option<NaiveDate>,
+    /// A fixed term of its own: `periods` (instead of the plan's), or `end` (the periods due up to that day).
+    pub periods: Option<u64>,
+    pub end: Option<NaiveDate>,
 }
 
 /// Every problem found in one config file.
@@ -499,6 +504,17 @@ fn parse_time(text: &str) -> Result<NaiveTime, String> {
         .map_err(|_| format!("{} is not a time of day (HH:MM, 24-hour)", quote(text)))
 }
 
+/// The last period of a fixed term (`None`: no end): the subscription's own `periods` or `end`, else its plan's
+/// `periods`. With `end`, the last period due on or before that day (checked to exist: `end` is not before the first
+/// charge).
+fn last_period(spec: &SubscriptionSpec, plan: &Plan, first: NaiveDate) -> Option<u64> {
+    if let Some(end) = spec.end {
+        let interval = plan.interval;
+        return Some((0..).take_while(|p| interval.nth_date(first, *p).is_some_and(|d| d <= end)).last().unwrap_or(0));
+    }
+    spec.periods.or(plan.periods).map(|n| n.saturating_sub(1))
+}
+
 impl Config {
     /// The subscriptions this file wants, as the billing rules see them (an entry with `status = "canceled"` has
     /// that status; an entry naming an unknown plan, which validation refuses, is left out).
@@ -535,6 +551,7 @@ impl Config {
                 skip: Vec::new(),
                 discount: spec.discount,
                 cancel_at,
+                last_period: last_period(spec, plan, first),
             });
         }
         out

@@ -113,6 +113,8 @@ pub(super) struct RawPlan {
     pub(super) interval: String,
     /// A free trial before the first charge, in whole days (`14d`; `0d`: none).
     pub(super) trial: Option<String>,
+    /// A fixed term: this many periods, then the subscription is completed.
+    pub(super) periods: Option<i64>,
 }
 
 pub(super) fn default_currency() -> String {
@@ -135,6 +137,9 @@ pub(super) struct RawSubscription {
     pub(super) trial_ends: Option<String>,
     /// No period due on or after this day is charged; canceled then.
     pub(super) cancel_at: Option<String>,
+    /// A fixed term: this many periods (instead of the plan's), or the periods due up to this day.
+    pub(super) periods: Option<i64>,
+    pub(super) end: Option<String>,
 }
 
 /// `discount = { percent = 20, periods = 3 }` or `{ amount = 1000, periods = 3 }`.

@@ -44,8 +44,15 @@ const LIMITS: &[(&str, Kind)] = &[
     ("mass_rejection_percent", Whole),
 ];
 const METRICS: &[(&str, Kind)] = &[("listen", Text)];
-const PLAN: &[(&str, Kind)] =
-    &[("id", Text), ("name", Text), ("amount", Whole), ("currency", Text), ("interval", Text), ("trial", Text)];
+const PLAN: &[(&str, Kind)] = &[
+    ("id", Text),
+    ("name", Text),
+    ("amount", Whole),
+    ("currency", Text),
+    ("interval", Text),
+    ("trial", Text),
+    ("periods", Whole),
+];
 const DISCOUNT: &[(&str, Kind)] = &[("percent", Whole), ("amount", Whole), ("periods", Whole)];
 const SUBSCRIPTION: &[(&str, Kind)] = &[
     ("id", Text),
@@ -58,6 +65,8 @@ const SUBSCRIPTION: &[(&str, Kind)] = &[
     ("discount", Table(DISCOUNT)),
     ("trial_ends", Text),
     ("cancel_at", Text),
+    ("periods", Whole),
+    ("end", Text),
 ];
 const TOP: &[(&str, Kind)] = &[
     ("billing", Table(BILLING)),

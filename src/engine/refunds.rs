@@ -15,7 +15,13 @@ const PAGE: usize = 256;
 pub fn seen(p: &PaymentRefunds) -> Vec<SeenRefund> {
     p.history
         .iter()
-        .map(|c| SeenRefund { id: c.id.clone(), amount: c.amount, at: c.cancelled_at, reason: c.reason.clone() })
+        .map(|c| SeenRefund {
+            id: c.id.clone(),
+            amount: c.amount,
+            at: c.cancelled_at,
+            reason: c.reason.clone(),
+            verbatim: c.verbatim,
+        })
         .collect()
 }
 
@@ -36,6 +42,7 @@ pub async fn look_up_and_settle(
         }
         RefundsLookup::Error(e) => return Ok(Err(format!("lookup of payment {imp_uid} failed: {e}"))),
     };
+    crate::failpoint::pause("refund_lookup_before_settle");
     let settled = store.settle_refunds(merchant_uid, p.amount, &seen(&p), &clock.now(), now)?;
     log_settled(&settled);
     Ok(Ok(settled))
@@ -46,7 +53,7 @@ pub fn log_settled(s: &RefundsSettled) {
     if let Some(r) = &s.in_doubt {
         log_refund(r);
     }
-    for r in &s.external {
+    for r in s.late.iter().chain(&s.external) {
         log_refund(r);
     }
 }

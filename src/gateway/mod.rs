@@ -140,6 +140,8 @@ pub struct Cancellation {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// Its reason, cleaned.
     pub reason: String,
+    /// Cleaning left the reason as the gateway gave it (no digits blanked, nothing invisible, nothing decoded).
+    pub verbatim: bool,
 }
 
 /// What a payment's refunds are at the gateway (a lookup by imp_uid, or a refund's answer). Amounts are whole

@@ -114,6 +114,20 @@ pub trait Book {
     /// subscription); one that does not bill is left as it is.
     fn cancel_at(&self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>>;
 
+    /// Reactivates a subscription that dunning canceled or suspended (`billd reactivate`), in one write transaction:
+    /// an error, nothing written, if it is not canceled or suspended, or an operator or a sync stopped it. It becomes
+    /// active (its event in the same transaction), billing continues at the period `restart` names from the
+    /// subscription as it is inside the transaction, and with `charge_now` the last period given up is reopened,
+    /// due now (charged under its own merchant_uid: the gateway refuses a merchant_uid only once paid). Returns the
+    /// period billing continues at and the period reopened.
+    fn reactivate(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        charge_now: bool,
+        restart: impl FnOnce(&Subscription) -> (u64, Option<DateTime<Utc>>),
+    ) -> Result<(u64, Option<u64>)>;
+
     /// Cancels, each with its event, in one write transaction, every canceling subscription whose `cancel_at` is at
     /// or before `now`; returns their ids.
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
@@ -265,8 +279,10 @@ pub trait Ledger {
     /// [`crate::billing::status::next_status`], from the status read inside the transaction (for a paid outcome,
     /// only for an attempt claimed while past due: nothing else can be made active by it). A decline counts
     /// against the period's retries unless its decision is [`crate::billing::dunning::Decision::BackToSchedule`].
-    /// A period given up (retries exhausted) gives the credit it had taken back to its subscription, with a
-    /// `period.credit_returned` event. Returns the status changes.
+    /// The last period of a fixed term ([`Attempt::ends_term`]) paid, or given up and skipped, completes its
+    /// subscription in the same transaction ([`crate::billing::status::Cause::TermEnded`]). A period given up
+    /// (retries exhausted) gives the credit it had taken back to its subscription, with a `period.credit_returned`
+    /// event. Returns the status changes.
     fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>>;
 
     /// The earliest instant at which something becomes due: a period, a retry or a check.

@@ -117,6 +117,8 @@ pub struct Attempt {
     /// instant): that scheduled instant, where the next attempt stays if this one is declined (decided when it is
     /// claimed, kept until it is settled). `None`: a scheduled attempt.
     pub ahead_of: Option<DateTime<Utc>>,
+    /// Whether its period is the last of a fixed term (paid, or given up and skipped, the subscription completes).
+    pub ends_term: bool,
     /// Whether the subscription is still billed (active or past due).
     pub billing: bool,
     /// Whether the subscription was past due or trialing when the attempt was claimed (a payment makes it active;

@@ -655,7 +655,7 @@ async fn find_all_with_status(
 
 async fn cancel(State(st): State<Shared>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let (params, in_flight) = arrived(&parts, body).await;
+    let (params, mut in_flight) = arrived(&parts, body).await;
     let result = async {
         let p = params?;
         let req = CancelRequest {
@@ -670,11 +670,26 @@ async fn cancel(State(st): State<Shared>, req: Request) -> Response {
         if req.imp_uid.is_none() && req.merchant_uid.is_none() {
             return Err(bad_request("one of `imp_uid` or `merchant_uid` is required"));
         }
-        let mut ledger = lock(&st.ledger);
         // The faults of cancels match the billing key of the payment the cancel names.
-        let key = ledger.cancel_target(req.imp_uid.as_deref(), req.merchant_uid.as_deref()).and_then(|t| t.1);
+        let key = lock(&st.ledger).cancel_target(req.imp_uid.as_deref(), req.merchant_uid.as_deref()).and_then(|t| t.1);
         let applied = lock(&st.faults).take_cancel(key.as_deref());
-        Ok((ledger.cancel(now_s(), req), applied))
+        let Some(Fault::CancelLater { after }) = applied.outcome else {
+            return Ok((lock(&st.ledger).cancel(now_s(), req), applied));
+        };
+        // Held, then made in a task of its own: made even if the client has gone meanwhile.
+        let (st, mark) = (st.clone(), in_flight.take());
+        let made = tokio::spawn(async move {
+            sleep(after).await;
+            let made = lock(&st.ledger).cancel(now_s(), req);
+            drop(mark);
+            made
+        });
+        let made = made.await.map_err(|e| Refusal {
+            http: 500,
+            code: -1,
+            message: format!("sandbox: the cancel task failed: {e}"),
+        })?;
+        Ok((made, applied))
     }
     .await;
     drop(in_flight);

@@ -225,7 +225,7 @@ impl<'de> Deserialize<'de> for Latency {
 /// and the hostile answers
 /// `"html502"`, `"truncated_json"`, `"missing_fields"`, `"mistyped_fields"`, `"huge_body"`,
 /// `{"trickle": {"every": "20ms"}}`, `"reset_mid_body"`, `"wrong_merchant_uid"`, `"wrong_amount"`; and for
-/// `POST /payments/cancel` only, `"drop_after_cancel"`.
+/// `POST /payments/cancel` only, `"drop_after_cancel"` and `{"cancel_later": {"after": "9s"}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
@@ -304,6 +304,14 @@ pub enum Fault {
     /// closed without any HTTP response (a refund whose answer is lost). A rule's `customer_uid` matches the
     /// billing key of the payment the cancel names.
     DropAfterCancel,
+    /// `POST /payments/cancel` only: the cancel reaches the payment `after` late (as through a proxy that holds it):
+    /// it is checked and made only then (its checksum against the balance of that moment), in a task of its own
+    /// that goes on if the client has gone; the answer follows it.
+    CancelLater {
+        /// How long the cancel is held before it is made.
+        #[serde(with = "duration")]
+        after: Duration,
+    },
 }
 
 impl Fault {
@@ -315,7 +323,7 @@ impl Fault {
     /// Whether the fault is about cancels (applied to `POST /payments/cancel` only; every other fault is applied to
     /// charges only).
     pub fn on_cancel(&self) -> bool {
-        matches!(self, Fault::DropAfterCancel)
+        matches!(self, Fault::DropAfterCancel | Fault::CancelLater { .. })
     }
 }
 

@@ -286,7 +286,9 @@ fn read_refunds(response: &str, red: &Redactor) -> Result<PaymentRefunds, String
             return Err("a cancel_history amount is not a whole amount of won".into());
         };
         let cancelled_at = c.cancelled_at.filter(|t| *t > 0);
-        let reason = red.clean_to(&c.reason.unwrap_or_default(), 200);
+        let raw = c.reason.unwrap_or_default();
+        let reason = red.clean_to(&raw, 200);
+        let verbatim = reason == raw;
         let id = match c.cancellation_id.filter(|id| red.plain_id(id)) {
             Some(id) => id,
             None => {
@@ -304,6 +306,7 @@ fn read_refunds(response: &str, red: &Redactor) -> Result<PaymentRefunds, String
             amount: a,
             cancelled_at: cancelled_at.and_then(|t| DateTime::from_timestamp(t, 0)),
             reason,
+            verbatim,
         });
     }
     let listed = history.iter().try_fold(0i64, |sum, c| sum.checked_add(c.amount));

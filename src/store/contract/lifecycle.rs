@@ -113,3 +113,43 @@ pub fn a_cancel_at_period_end_stops_opening_and_cancels_when_due<B: Backend>(b: 
     assert_eq!(status(&s, "a"), Status::Canceled);
     assert!(s.end_canceling(end + Duration::days(1)).unwrap().is_empty(), "canceled twice");
 }
+
+/// A fixed term (issue 25): a subscription keeps its last period through a sync, and when that period is paid it is
+/// completed in the same transaction as the outcome (with its event); nothing moves a completed subscription.
+pub fn the_last_period_of_a_term_paid_completes_the_subscription<B: Backend>(b: &B) {
+    let s = b.open();
+    let clock = ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: "10:00".parse().unwrap() };
+    let term = Subscription { source: Source::Config, last_period: Some(0), ..sub("t") };
+    s.sync_with(&clock, t0(), |_, _| Ok(SyncPlan { changes: vec![Change::Insert(term)], ..Default::default() }))
+        .unwrap();
+    assert_eq!(b.open().subscription("t").unwrap().unwrap().last_period, Some(0));
+    let first = s.open_and_claim(t0(), 10, 10, i64::MAX, TIMEOUT_MS, period).unwrap().attempts;
+    assert_eq!(first.iter().map(|a| a.ends_term).collect::<Vec<_>>(), [true]);
+    let changes = s.record(&[paid(&first[0])], t0()).unwrap();
+    assert_eq!(status(&b.open(), "t"), Status::Completed);
+    assert_eq!(changes.iter().map(|c| c.to).collect::<Vec<_>>(), [Status::Completed]);
+    s.set_status("t", Status::Active, t0(), "operator").unwrap();
+    assert_eq!(status(&s, "t"), Status::Completed, "a completed subscription moved");
+}
+
+/// `billd reactivate` (issue 25): [`Book::reactivate`] restarts only what dunning stopped (an operator's cancel is
+/// refused, nothing written), at the period `restart` names, and with `charge_now` reopens the last period given up,
+/// due now.
+pub fn only_what_dunning_stopped_is_reactivated<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["d", "o"]);
+    let first = open_all(&s, t0());
+    let exhausted: Vec<Recorded> =
+        first.iter().map(|a| declined(a, Decision::Exhausted(OnExhausted::Cancel))).collect();
+    s.record(&exhausted[..1], t0()).unwrap();
+    s.set_status("o", Status::Canceled, t0(), "operator").unwrap();
+    assert!(s.reactivate("o", t0(), false, |sub| (sub.next_period, None)).is_err(), "an operator's cancel");
+    assert_eq!(status(&s, "o"), Status::Canceled);
+    let later = t0() + Duration::days(40);
+    let (period, reopened) = s.reactivate("d", later, true, |_| (2, Some(later + Duration::days(20)))).unwrap();
+    assert_eq!((period, reopened), (2, Some(0)));
+    assert_eq!(status(&b.open(), "d"), Status::Active);
+    let again = b.open().claim_due(later, 10, i64::MAX, TIMEOUT_MS).unwrap();
+    assert_eq!(again.iter().map(|a| (a.subscription_id.as_str(), a.period)).collect::<Vec<_>>(), [("d", 0)]);
+    assert!(s.reactivate("d", later, false, |sub| (sub.next_period, None)).is_err(), "active: not reactivated");
+}

@@ -60,6 +60,8 @@ macro_rules! store_contract_tests {
             stale_periods_are_skipped_and_never_charged,
             a_pause_with_an_end_is_listed_when_due_and_only_while_suspended,
             a_cancel_at_period_end_stops_opening_and_cancels_when_due,
+            the_last_period_of_a_term_paid_completes_the_subscription,
+            only_what_dunning_stopped_is_reactivated,
             a_taken_merchant_uid_suspends_its_subscription_and_the_page_goes_on,
             sync_applies_nothing_planned_from_a_stale_read,
             resume_decides_from_the_subscription_inside_its_transaction,
@@ -78,6 +80,10 @@ macro_rules! store_contract_tests {
             never_more_refunded_than_the_gateway_lists,
             a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods,
             a_pending_change_holds_a_sync_and_credits_are_never_lost_or_refunded,
+            a_failed_refund_the_gateway_made_late_is_billds_and_not_begun_again,
+            a_refund_made_outside_billd_with_the_same_amount_and_reason_is_not_begun_again,
+            a_reason_is_compared_exactly_and_only_as_the_gateway_gave_it,
+            a_lookup_older_than_a_recorded_refund_records_nothing,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
@@ -114,6 +120,7 @@ fn sub(id: &str) -> Subscription {
         skip: Vec::new(),
         discount: None,
         cancel_at: None,
+        last_period: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! what the gateway lists, refunds made outside billd recorded once); the shared helpers are in the parent module.
 
 use super::*;
-use crate::store::{NewRefund, RefundRefused, RefundSource, RefundStatus, Refunds, SeenRefund};
+use crate::store::{NewRefund, RefundRefused, RefundSource, RefundStatus, Refunds, RefundsStale, SeenRefund};
 
 /// A paid one-time charge of 10000 under `merchant_uid`.
 fn paid_charge(s: &impl Store, merchant_uid: &str) {
@@ -32,7 +32,7 @@ fn begin(s: &impl Refunds, r: &NewRefund) -> Result<crate::store::RefundRow, Ref
 
 /// An entry of a cancel history with billd's reason ([`refund`]'s).
 fn seen(id: &str, amount: i64) -> SeenRefund {
-    SeenRefund { id: id.into(), amount, at: Some(t0()), reason: "goodwill".into() }
+    SeenRefund { id: id.into(), amount, at: Some(t0()), reason: "goodwill".into(), verbatim: true }
 }
 
 /// `begin_refund` decides inside its transaction: a charge that does not exist (in another case), is not paid, has
@@ -111,7 +111,8 @@ pub fn a_refund_in_doubt_is_settled_only_by_what_the_gateway_lists<B: Backend>(b
     assert!(s.refund_unknown(r.id, "no answer", &real(t0()), later, t0()).unwrap());
     // An outside refund of the same amount at another balance is not it, and is not recorded while billd's is in
     // doubt; the quiet period (10 s) is not over: still unknown.
-    let outside = [seen("x1", 3000), seen("x2", 2000)];
+    let console = |id: &str, amount| SeenRefund { reason: "console".into(), ..seen(id, amount) };
+    let outside = [console("x1", 3000), console("x2", 2000)];
     let settled = s.settle_refunds("m1", 10_000, &outside, &real(later), later).unwrap();
     assert_eq!(settled.in_doubt.as_ref().map(|r| r.status), Some(RefundStatus::Unknown));
     assert!(settled.external.is_empty(), "{settled:?}");
@@ -125,7 +126,7 @@ pub fn a_refund_in_doubt_is_settled_only_by_what_the_gateway_lists<B: Backend>(b
     // A refund begun against the balance billd now knows (5000) is found where the gateway made it.
     let r = begin(&s, &refund("m1", Some(2000))).unwrap();
     assert_eq!(r.checksum, Some(5000));
-    let made = [seen("x1", 3000), seen("x2", 2000), seen("c3", 2000)];
+    let made = [console("x1", 3000), console("x2", 2000), seen("c3", 2000)];
     let settled = b.open().settle_refunds("m1", 10_000, &made, &real(after), after).unwrap();
     let done = settled.in_doubt.unwrap();
     assert_eq!((done.status, done.cancellation_id.as_deref()), (RefundStatus::Refunded, Some("c3")));
@@ -208,4 +209,89 @@ pub fn never_more_refunded_than_the_gateway_lists<B: Backend>(b: &B) {
     let later = t0() + Duration::minutes(2);
     let got = s.settle_refunds("m1", 10_000, &[far, console], &real(later), later).unwrap();
     assert_ne!(got.in_doubt.map(|r| r.status), Some(RefundStatus::Refunded), "the console's refund taken as billd's");
+}
+
+/// Issue 24, second review, F1: billd's refund settled as failed (not listed after its quiet period) that the
+/// gateway makes after all (a cancel held on its way) is billd's: the entry of its amount and reason at its
+/// checksum's place makes its row refunded (not an external one), once; the same refund is then not begun again. An
+/// entry of that amount and reason at another place is not it.
+pub fn a_failed_refund_the_gateway_made_late_is_billds_and_not_begun_again<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let r = begin(&s, &refund("m1", Some(2000))).unwrap();
+    assert!(s.refund_unknown(r.id, "no answer", &real(t0()), t0(), t0()).unwrap());
+    let after = t0() + Duration::seconds(11);
+    let settled = s.settle_refunds("m1", 10_000, &[], &real(after), after).unwrap();
+    assert_eq!(settled.in_doubt.map(|r| r.status), Some(RefundStatus::Failed));
+    // The cancel lands: the entry at balance 10000 (nothing before it) of 2000, "goodwill".
+    let landed = [seen("c1", 2000)];
+    let settled = b.open().settle_refunds("m1", 10_000, &landed, &real(after), after).unwrap();
+    let late: Vec<(i64, RefundStatus, RefundSource, Option<&str>)> =
+        settled.late.iter().map(|r| (r.id, r.status, r.source, r.cancellation_id.as_deref())).collect();
+    assert_eq!(late, [(r.id, RefundStatus::Refunded, RefundSource::Billd, Some("c1"))]);
+    assert!(settled.external.is_empty(), "billd's late refund recorded as external: {settled:?}");
+    assert_eq!(s.settle_refunds("m1", 10_000, &landed, &real(after), after).unwrap(), Default::default(), "twice");
+    assert_eq!(s.refund_target("m1").unwrap().unwrap().refunded, 2000);
+    let Err(RefundRefused::Made(twin)) = begin(&s, &refund("m1", Some(2000))) else { panic!("begun again") };
+    assert_eq!(twin.id, r.id);
+    // Another refund of 1000, sent against 8000, refused; an entry of 1000 "goodwill" at balance 10000 (before c1)
+    // is not it.
+    let other = begin(&s, &refund("m1", Some(1000))).unwrap();
+    assert_eq!(other.checksum, Some(8000));
+    assert!(s.refund_refused(other.id, "refused", after).unwrap());
+    let elsewhere = [seen("x0", 1000), seen("c1", 2000)];
+    let settled = s.settle_refunds("m1", 10_000, &elsewhere, &real(after), after).unwrap();
+    assert!(settled.late.is_empty(), "an entry at another balance taken as billd's: {settled:?}");
+    assert_eq!(settled.external.iter().map(|r| r.amount).collect::<Vec<_>>(), [1000]);
+}
+
+/// F1: the "same refund" rule sees a refund the gateway lists whatever its source: one made outside billd of the
+/// same amount and reason is not begun again (another reason is).
+pub fn a_refund_made_outside_billd_with_the_same_amount_and_reason_is_not_begun_again<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let got = s.settle_refunds("m1", 10_000, &[seen("x1", 1000)], &real(t0()), t0()).unwrap();
+    let ext = got.external[0].clone();
+    assert_eq!(ext.source, RefundSource::External);
+    let Err(RefundRefused::Made(twin)) = begin(&s, &refund("m1", Some(1000))) else { panic!("sent again") };
+    assert_eq!(twin.id, ext.id);
+    let other = NewRefund { reason: "another".into(), ..refund("m1", Some(1000)) };
+    assert!(begin(&s, &other).is_ok(), "another reason is another refund");
+}
+
+/// F2: billd's reason is compared exactly with an entry's, and only with a reason the gateway gave unchanged: an
+/// entry whose reason differs only in digits (as the client lists it, cleaned) or was cleaned to billd's very text
+/// is not billd's refund in doubt.
+pub fn a_reason_is_compared_exactly_and_only_as_the_gateway_gave_it<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    let mine = NewRefund { reason: "goodwill, ticket 20241107".into(), ..refund("m1", Some(2000)) };
+    let r = begin(&s, &mine).unwrap();
+    let listed = crate::gateway::redact::Redactor::default().clean_to("goodwill, ticket 20241199", 200);
+    let console = SeenRefund { reason: listed, verbatim: false, ..seen("x1", 2000) };
+    let later = t0() + Duration::minutes(2);
+    let got = s.settle_refunds("m1", 10_000, &[console], &real(later), later).unwrap();
+    assert_ne!(got.in_doubt.map(|r| r.status), Some(RefundStatus::Refunded), "another ticket taken as billd's");
+    // "good\u{200b}will" in the console, cleaned to "goodwill": not billd's "goodwill" either.
+    let b2 = b.open();
+    paid_charge(&b2, "m2");
+    let r2 = begin(&b2, &refund("m2", Some(2000))).unwrap();
+    let cleaned = SeenRefund { verbatim: false, ..seen("x2", 2000) };
+    let got = b2.settle_refunds("m2", 10_000, &[cleaned], &real(later), later).unwrap();
+    assert_eq!(got.in_doubt.map(|r| (r.id, r.status == RefundStatus::Refunded)), Some((r2.id, false)));
+    assert!(r.id != r2.id);
+}
+
+/// Lesser: a lookup older than a refund another process recorded since (its cancellation id is not listed) is an
+/// error of its own ([`RefundsStale`]): nothing is recorded from it.
+pub fn a_lookup_older_than_a_recorded_refund_records_nothing<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_charge(&s, "m1");
+    begin(&s, &refund("m1", Some(4000))).unwrap();
+    s.settle_refunds("m1", 10_000, &[seen("c1", 4000)], &real(t0()), t0()).unwrap();
+    let rows = s.list_refunds(None).unwrap();
+    let err = s.settle_refunds("m1", 10_000, &[], &real(t0()), t0()).unwrap_err();
+    let stale = err.downcast_ref::<RefundsStale>().expect("a stale lookup told apart");
+    assert_eq!((stale.merchant_uid.as_str(), stale.cancellation_id.as_str()), ("m1", "c1"));
+    assert_eq!(s.list_refunds(None).unwrap(), rows, "recorded from a stale lookup");
 }

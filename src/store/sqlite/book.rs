@@ -3,12 +3,13 @@
 
 use super::events::event;
 use super::ledger::DUE_NOW_BY_OPERATOR;
+use super::sync::{apply_sync_in, book_clock_in, retime_in};
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::model::{Status, Subscription};
 use crate::billing::proration::Discount;
 use crate::billing::status::{Cause, next_status};
-use crate::billing::sync::{Change, SyncPlan};
+use crate::billing::sync::SyncPlan;
 use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusSet};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -17,7 +18,7 @@ use serde_json::json;
 
 pub(super) const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval,
     start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, skip_windows, discount,
-    cancel_at FROM subscriptions";
+    cancel_at, last_period FROM subscriptions";
 
 /// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
 pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
@@ -49,6 +50,7 @@ pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>
                 None => None,
             },
             cancel_at: r.get::<_, Option<i64>>(16)?.map(at),
+            last_period: r.get::<_, Option<i64>>(17)?.map(|p| p.max(0) as u64),
             id: id.clone(),
         })
     })()
@@ -115,9 +117,10 @@ pub(super) fn change_status(
     let voided = if to.bills() { 0 } else { void_unsent(tx, id, now)? };
     tx.prepare_cached(
         "UPDATE subscriptions SET status = ?2, updated_at = ?3, resume_at = NULL, resume_catch_up = 0,
-           suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END WHERE id = ?1",
+           suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END,
+           stopped_by = CASE WHEN ?4 THEN 'dunning' END WHERE id = ?1",
     )?
-    .execute(params![id, to, now])?;
+    .execute(params![id, to, now, matches!(cause, Cause::Exhausted(_))])?;
     event(
         tx,
         now,
@@ -158,169 +161,6 @@ fn in_flight(tx: &Transaction<'_>, id: &str) -> Result<usize> {
     Ok(n as usize)
 }
 
-/// Leaves out of `plan` the updates of subscriptions with a plan change whose charge is not settled (read inside
-/// `tx`), each with a warning: the change applies (or fails) first, from the plan it was made from, and the next
-/// sync applies the file then. So a sync never moves a subscription under its change (which would leave it
-/// pending, and no period would open again).
-fn hold_pending_changes(tx: &Transaction<'_>, plan: &mut SyncPlan) -> Result<()> {
-    let mut pending = tx.prepare_cached(
-        "SELECT to_plan_id, merchant_uid FROM plan_changes WHERE subscription_id = ?1 AND state = 'pending'",
-    )?;
-    let mut held = Vec::new();
-    for change in std::mem::take(&mut plan.changes) {
-        if let Change::Update { after, .. } = &change
-            && let Some((to, uid)) = pending
-                .query_row([&after.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
-                .optional()?
-        {
-            held.push(format!(
-                "subscription {:?}: its change to plan {to} has a charge not settled yet ({}); the config's changes \
-                 to it are applied by a sync once it is settled (rerun `billd subscriptions change` or let a pass \
-                 settle it)",
-                after.id,
-                uid.as_deref().unwrap_or("-")
-            ));
-            continue;
-        }
-        plan.changes.push(change);
-    }
-    plan.warnings.extend(held);
-    Ok(())
-}
-
-/// Applies a sync plan inside `tx`. An update is guarded by the state the plan was computed from (a changed row
-/// is an error: nothing of the plan is applied).
-fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {
-    for change in &plan.changes {
-        match change {
-            Change::Insert(s) => {
-                let due = s.billed_due(clock, s.next_period).map(secs);
-                if current_status(tx, &s.id)?.is_some() {
-                    // Added by command or import under the same id: the database's subscription stays as is.
-                    tracing::warn!(event = "config.sync", subscription = %s.id,
-                        "subscription {:?} in the config already exists in the database (added by command or import); the config entry is ignored", s.id);
-                    continue;
-                }
-                if let Some(other) = same_id_but_case(tx, &s.id)? {
-                    tracing::error!(event = "config.sync", subscription = %s.id,
-                        "subscription {:?} in the config differs from subscription {other:?} in the database only \
-                         by case; it is not added (rename it: merchant_uids that differ only by case may be one \
-                         order at the gateway)", s.id);
-                    continue;
-                }
-                tx.execute(
-                    "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
-                       start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
-                       created_at, updated_at, discount, cancel_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17)",
-                    params![
-                        s.id,
-                        s.customer_uid,
-                        s.plan_id,
-                        s.plan_name,
-                        s.amount,
-                        s.currency,
-                        s.interval.to_string(),
-                        s.start_date.to_string(),
-                        s.anchor_date.to_string(),
-                        s.anchor_period as i64,
-                        s.next_period as i64,
-                        due,
-                        s.status,
-                        s.source,
-                        now,
-                        discount_json(s.discount),
-                        s.cancel_at.map(secs)
-                    ],
-                )?;
-                event(
-                    tx,
-                    now,
-                    "subscription.created",
-                    Some(&s.id),
-                    json!({
-                        "plan": s.plan_id, "amount": s.amount, "currency": s.currency,
-                        "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str(),
-                        "discount": s.discount,
-                    }),
-                )?;
-            }
-            Change::Update { before, after: s, what } => {
-                let due = s.billed_due(clock, s.next_period).map(secs);
-                let n = tx.execute(
-                    "UPDATE subscriptions SET customer_uid = ?2, plan_id = ?3, plan_name = ?4, amount = ?5,
-                       currency = ?6, interval = ?7, start_date = ?8, anchor_date = ?9, anchor_period = ?10,
-                       next_due_at = ?11, updated_at = ?12, discount = ?15, cancel_at = ?16
-                     WHERE id = ?1 AND next_period = ?13 AND status = ?14",
-                    params![
-                        s.id,
-                        s.customer_uid,
-                        s.plan_id,
-                        s.plan_name,
-                        s.amount,
-                        s.currency,
-                        s.interval.to_string(),
-                        s.start_date.to_string(),
-                        s.anchor_date.to_string(),
-                        s.anchor_period as i64,
-                        due,
-                        now,
-                        before.next_period as i64,
-                        before.status,
-                        discount_json(s.discount),
-                        s.cancel_at.map(secs)
-                    ],
-                )?;
-                if n != 1 {
-                    bail!("subscription {:?} changed while the config was being applied; nothing applied", s.id);
-                }
-                event(tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
-                // A cancel_at set makes it canceling; one removed makes a canceling one active again.
-                if before.cancel_at != s.cancel_at {
-                    let to = if s.cancel_at.is_some() { Status::Canceling } else { Status::Active };
-                    if s.cancel_at.is_some() || before.status == Status::Canceling {
-                        change_status(tx, &s.id, Cause::Operator(to), now, "cancel_at in the config")?;
-                    }
-                }
-            }
-            Change::Cancel { id, reason } => {
-                change_status(tx, id, Cause::Operator(Status::Canceled), now, reason)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The charge clock in force (see [`Book::book_clock`]); an unreadable row counts as none.
-fn book_clock_in(conn: &Connection) -> Result<Option<ChargeClock>> {
-    let row: Option<(String, String)> = conn
-        .query_row("SELECT timezone, charge_time FROM book_clock WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(row.and_then(|(tz, t)| {
-        Some(ChargeClock {
-            timezone: tz.parse().ok()?,
-            charge_time: chrono::NaiveTime::parse_from_str(&t, "%H:%M:%S").ok()?,
-        })
-    }))
-}
-
-/// Re-times the next due instant of every subscription that is not canceled with `clock` (its next period is not
-/// opened, so not claimed; open periods keep their times); returns how many changed.
-fn retime_in(tx: &Transaction<'_>, clock: &ChargeClock) -> Result<usize> {
-    let subs: Vec<Subscription> = tx
-        .prepare(&format!("{SUB_SELECT} WHERE status != 'canceled'"))?
-        .query_map([], sub_from_row)?
-        .map(|r| r.map_err(anyhow::Error::from).and_then(|s| s))
-        .collect::<Result<_>>()?;
-    let mut n = 0;
-    let mut update = tx.prepare("UPDATE subscriptions SET next_due_at = ?2 WHERE id = ?1 AND next_due_at IS NOT ?2")?;
-    for s in &subs {
-        let due = s.calendar().due_at(clock, s.next_period).map(secs);
-        n += update.execute(params![s.id, due])?;
-    }
-    Ok(n)
-}
-
 /// The columns of a safety stop, read leniently (a row edited by hand never makes the stop impossible to read or
 /// release): see [`stop_row`].
 const STOP_COLUMNS: &str = "CAST(reason AS TEXT), CAST(max_charges_per_pass AS INTEGER), CAST(created_at AS INTEGER),
@@ -359,7 +199,7 @@ impl Book for SqliteStore {
         crate::failpoint::pause("sync_after_read");
         let active = billing_count_in(&tx)?;
         let mut plan = plan(&subs, active)?;
-        hold_pending_changes(&tx, &mut plan)?;
+        super::sync::hold_pending_changes(&tx, &mut plan)?;
         let in_force = book_clock_in(&tx)?;
         if in_force != Some(*clock) {
             // Never synced (the clock is recorded), or another clock: the next charges are re-timed with it.
@@ -443,6 +283,57 @@ impl Book for SqliteStore {
         change_status(&tx, id, Cause::Operator(Status::Canceling), secs(now), reason)?;
         tx.commit()?;
         Ok(Some(from))
+    }
+
+    fn reactivate(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        charge_now: bool,
+        restart: impl FnOnce(&Subscription) -> (u64, Option<DateTime<Utc>>),
+    ) -> Result<(u64, Option<u64>)> {
+        let tx = self.tx()?;
+        let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
+            Ok(s) => s?,
+            Err(rusqlite::Error::QueryReturnedNoRows) => bail!("no subscription {id:?}"),
+            Err(e) => return Err(e.into()),
+        };
+        if !matches!(sub.status, Status::Canceled | Status::Suspended) {
+            bail!("subscription {id:?} is {}: only one that dunning canceled or suspended is reactivated", sub.status);
+        }
+        let by: Option<String> =
+            tx.query_row("SELECT stopped_by FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
+        if by.as_deref() != Some("dunning") {
+            bail!(
+                "subscription {id:?} was {} by an operator or a sync, not by dunning: it is not reactivated (`billd \
+                 resume` restarts a pause; a canceled subscription is added again under a new id)",
+                sub.status
+            );
+        }
+        let (period, due) = restart(&sub);
+        let now_s = secs(now);
+        tx.execute(
+            "UPDATE subscriptions SET next_period = max(next_period, ?2), next_due_at = ?3, updated_at = ?4
+             WHERE id = ?1",
+            params![id, period as i64, due.map(secs), now_s],
+        )?;
+        change_status(&tx, id, Cause::Reactivate, now_s, "reactivated by operator")?;
+        let reopened = if charge_now {
+            tx.query_row(
+                "UPDATE periods SET state = 'open', next_attempt_at = ?2, closed_at = NULL, retry_ahead_of = NULL
+                 WHERE subscription_id = ?1 AND state = 'given_up'
+                   AND period = (SELECT max(period) FROM periods WHERE subscription_id = ?1 AND state = 'given_up')
+                 RETURNING period",
+                params![id, now_s],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|p| p as u64)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok((period, reopened))
     }
 
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>> {

@@ -19,7 +19,8 @@ use serde_json::json;
 pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
     a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
     s.bills AS billing, s.status IN ('past_due', 'trialing') AS past_due, a.timeout_ms,
-    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, a.retry_ahead_of
+    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, a.retry_ahead_of,
+    p.period IS s.last_period AS ends_term
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -45,6 +46,7 @@ pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         refused_resends: r.get::<_, i64>(16)? as u32,
         in_doubt: real_from(r.get(17)?, r.get(18)?, r.get(19)?),
         ahead_of: r.get::<_, Option<i64>>(20)?.map(at),
+        ends_term: r.get(21)?,
     })
 }
 
@@ -84,7 +86,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
                 p.due_at, p.declines,
                 (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
                    AND a.period = p.period) AS made, s.status IN ('past_due', 'trialing'),
-                CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END
+                CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END, p.period IS s.last_period
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
          WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.bills
            AND p.amount <= ?3
@@ -106,6 +108,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
             tries: 0,
             declines: r.get::<_, i64>(8)? as u32,
             ahead_of: r.get::<_, Option<i64>>(11)?.map(at),
+            ends_term: r.get(12)?,
             billing: true,
             past_due: r.get(10)?,
             timeout_ms: Some(timeout_ms),
@@ -201,6 +204,15 @@ pub(super) fn skip_stale_in(
             "currency": p.currency, "reason": reason,
         });
         event(tx, now, "period.skipped", Some(&p.subscription_id), detail)?;
+        if d.sub.last_period == Some(p.period) {
+            change_status(
+                tx,
+                &p.subscription_id,
+                Cause::TermEnded,
+                now,
+                "its last period was skipped: its term is over",
+            )?;
+        }
         out.push(p);
     }
     Ok(out)
@@ -315,6 +327,7 @@ fn open_in(
             ahead_of: None,
             billing: true,
             past_due: matches!(d.sub.status, Status::PastDue | Status::Trialing),
+            ends_term: d.sub.last_period == Some(p.period),
             timeout_ms: Some(timeout_ms),
             refused_resends: 0,
             in_doubt: None,

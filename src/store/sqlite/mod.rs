@@ -10,6 +10,7 @@ mod one_time;
 mod record;
 mod refunds;
 mod schema;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod views;

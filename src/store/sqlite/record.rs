@@ -98,6 +98,9 @@ fn record_one(
             if a.past_due {
                 status_to(tx, it, Cause::Paid, now, "paid", changes)?;
             }
+            if a.ends_term {
+                status_to(tx, it, Cause::TermEnded, now, "its last period is paid: its term is over", changes)?;
+            }
         }
         AttemptResult::Unresolved { reason } | AttemptResult::ResendRefused { reason } => {
             let Decision::CheckAt(at) = it.decision else { bail!("unresolved outcome needs a check time") };
@@ -229,6 +232,10 @@ fn record_failure(
             event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
             let why = exhausted_reason(failure == Failure::Rejected, reason);
             status_to(tx, it, Cause::Exhausted(action), now, &why, changes)?;
+            if a.ends_term && action == crate::billing::dunning::OnExhausted::Skip {
+                let why = "its last period was given up: its term is over";
+                status_to(tx, it, Cause::TermEnded, now, why, changes)?;
+            }
         }
         other => bail!("a failed attempt cannot be followed by {other:?}"),
     }

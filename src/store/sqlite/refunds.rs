@@ -8,7 +8,7 @@ use crate::billing::quiet::quiet_period;
 use crate::billing::refunds::{Cancel, attribute, refundable};
 use crate::store::{
     ChargeStatus, NewRefund, PaidCharge, RefundRefused, RefundRow, RefundSource, RefundStatus, RefundTarget, Refunds,
-    RefundsSettled, SeenRefund,
+    RefundsSettled, RefundsStale, SeenRefund,
 };
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
@@ -141,13 +141,13 @@ impl Refunds for SqliteStore {
         let rows = refunds_of(&tx, &r.merchant_uid)?;
         let (refunded, spent) = sums(&rows);
         let remaining = refundable(c.amount, spent);
-        // A refund is (merchant_uid, amount, reason): the same one made or in doubt is not begun again. Without an
-        // amount (the rest), one that took the whole balance then, once nothing remains.
+        // A refund is (merchant_uid, amount, reason): the same one made or in doubt is not begun again, whoever
+        // made it (billd, or outside billd: the gateway lists it). Without an amount (the rest), one that took the
+        // whole balance then, once nothing remains. This is the one place the rule is decided.
         let same = |x: &&RefundRow| {
-            x.source == RefundSource::Billd
-                && x.status != RefundStatus::Failed
+            x.status != RefundStatus::Failed
                 && x.reason == r.reason
-                && r.amount.map_or(remaining == 0 && x.checksum == Some(x.amount), |a| a == x.amount)
+                && r.amount.map_or(remaining == 0 && x.checksum.is_none_or(|c| c == x.amount), |a| a == x.amount)
         };
         if let Some(m) = rows.iter().rev().find(same) {
             return Ok(Err(RefundRefused::Made(Box::new(m.clone()))));
@@ -249,12 +249,23 @@ impl Refunds for SqliteStore {
             );
         }
         let rows = refunds_of(&tx, merchant_uid)?;
+        // An answer older than a refund recorded meanwhile (by another process, after this lookup was answered):
+        // nothing is read from it.
+        let unlisted = rows
+            .iter()
+            .filter(|r| r.status == RefundStatus::Refunded)
+            .filter_map(|r| r.cancellation_id.as_deref())
+            .find(|id| !seen.iter().any(|s| s.id == *id));
+        if let Some(id) = unlisted {
+            return Err(RefundsStale { merchant_uid: merchant_uid.to_owned(), cancellation_id: id.to_owned() }.into());
+        }
         let recorded: Vec<String> = rows.iter().filter_map(|r| r.cancellation_id.clone()).collect();
-        let cancels: Vec<Cancel<'_>> = seen.iter().map(|s| (s.id.as_str(), s.amount, s.reason.as_str())).collect();
+        // An entry's reason counts only as the gateway gave it (billd's reasons come back unchanged): compared
+        // exactly.
+        let cancels: Vec<Cancel<'_>> =
+            seen.iter().map(|s| (s.id.as_str(), s.amount, s.verbatim.then_some(s.reason.as_str()))).collect();
         let doubt = rows.iter().find(|r| r.status.unresolved()).cloned();
-        // Its reason as the gateway client gives a listed one back (cleaned as every gateway string is).
-        let listed_reason = doubt.as_ref().map(|d| as_listed(&d.reason)).unwrap_or_default();
-        let in_doubt = doubt.as_ref().map(|d| (d.amount, d.checksum.unwrap_or(-1), listed_reason.as_str()));
+        let in_doubt = doubt.as_ref().map(|d| (d.amount, d.checksum.unwrap_or(-1), d.reason.as_str()));
         let found = attribute(c.amount, &cancels, |id| recorded.iter().any(|r| r == id), in_doubt);
         let mut settled = RefundsSettled::default();
         let mut taken = recorded.clone();
@@ -293,6 +304,25 @@ impl Refunds for SqliteStore {
                 }
             }
             settled.in_doubt = Some(by_id(&tx, d.id)?);
+        }
+        // billd's refunds settled as failed that the gateway made after all (a cancel that reached it after the
+        // quiet period): the entry of its amount and reason at its checksum's place is that refund, not one made
+        // outside billd.
+        for f in rows.iter().filter(|r| r.source == RefundSource::Billd && r.status == RefundStatus::Failed) {
+            let Some(checksum) = f.checksum else { continue };
+            let late = Some((f.amount, checksum, f.reason.as_str()));
+            let Some(i) = attribute(c.amount, &cancels, |id| taken.iter().any(|t| t == id), late).ours else {
+                continue;
+            };
+            tx.execute(
+                "UPDATE refunds SET status = 'refunded', cancellation_id = ?2, detail = NULL, check_at = NULL,
+                   updated_at = ?3 WHERE id = ?1 AND status = 'failed'",
+                params![f.id, seen[i].id, n],
+            )?;
+            taken.push(seen[i].id.clone());
+            let r = by_id(&tx, f.id)?;
+            event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&r))?;
+            settled.late.push(r);
         }
         // Refunds made outside billd, once billd's own is no longer in doubt (one of them could be it).
         if settled.in_doubt.as_ref().is_none_or(|r| !r.status.unresolved()) {
@@ -399,12 +429,6 @@ fn to_unknown(tx: &Connection, id: i64, reason: &str, since: &RealInstant, check
         event(tx, now, "refund.unknown", subscription_of(tx, &r.merchant_uid)?.as_deref(), d)?;
     }
     Ok(changed == 1)
-}
-
-/// A reason billd sent as the gateway client reads it back from a cancel history (cleaned, at most 200
-/// characters): what an entry that is billd's refund shows.
-fn as_listed(reason: &str) -> String {
-    crate::gateway::redact::Redactor::default().clean_to(reason, 200)
 }
 
 /// The subscription whose period has this merchant_uid (`None`: a one-time charge).

@@ -220,6 +220,7 @@ fn a_paid_change_whose_subscription_moved_is_credited_back() {
         skip: Vec::new(),
         discount: None,
         cancel_at: None,
+        last_period: None,
     };
     store.insert_manual(&sub, Some(from_ts(1_000_000)), from_ts(1)).unwrap();
     // Its period 0 paid (the change settles it).

@@ -99,7 +99,8 @@ pub enum RefundRefused {
     /// Another refund of it is unresolved.
     Unresolved(Box<RefundRow>),
     /// The same refund (merchant_uid, amount, reason; without an amount: the rest, with nothing left) was made
-    /// already or is in doubt: that refund of billd's (refunded, pending or unknown).
+    /// already or is in doubt: that refund (billd's, refunded, pending or unknown; or one the gateway lists, made
+    /// outside billd).
     Made(Box<RefundRow>),
     /// More than remains: what was paid, refunded so far, and what remains.
     TooMuch { paid: i64, refunded: i64, remaining: i64 },
@@ -116,6 +117,9 @@ pub struct SeenRefund {
     pub amount: i64,
     pub at: Option<DateTime<Utc>>,
     pub reason: String,
+    /// The gateway's reason came back as the cleaner leaves it (cleaning changed nothing): only such an entry can
+    /// be billd's refund, whose reason is always one the cleaner leaves unchanged.
+    pub verbatim: bool,
 }
 
 /// What a settlement of a charge's refunds changed.
@@ -125,7 +129,31 @@ pub struct RefundsSettled {
     pub in_doubt: Option<RefundRow>,
     /// Refunds made outside billd, recorded now.
     pub external: Vec<RefundRow>,
+    /// billd's refunds settled as failed that the gateway made after all (a cancel that reached it late), now
+    /// refunded.
+    pub late: Vec<RefundRow>,
 }
+
+/// A payment's lookup older than what billd recorded of it: a refund billd recorded (its cancellation id) is not
+/// in it (another process recorded it after this lookup was answered). Nothing is recorded from such an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundsStale {
+    pub merchant_uid: String,
+    pub cancellation_id: String,
+}
+
+impl std::fmt::Display for RefundsStale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "charge {}: the payment's lookup does not list refund {} that billd recorded (it is older than that \
+             record); nothing was recorded from it",
+            self.merchant_uid, self.cancellation_id
+        )
+    }
+}
+
+impl std::error::Error for RefundsStale {}
 
 /// A paid charge for a sweep of refunds made outside billd.
 #[derive(Debug, Clone, PartialEq)]

@@ -270,3 +270,34 @@ async fn drop_after_cancel_makes_the_cancel_and_loses_its_answer() {
         env.post("/payments/cancel", &json!({"imp_uid": imp_uid, "amount": 100, "checksum": 9000})).await;
     assert_eq!(success(status, &body)["cancel_amount"], 1000);
 }
+
+/// Issue 24, second review: a cancel that reaches the gateway late. It is held, then checked and made (its checksum
+/// against the balance of that moment) even though the client gave up; until then no lookup shows it.
+#[tokio::test]
+async fn cancel_later_makes_the_cancel_late_even_if_the_client_has_gone() {
+    let env = env_with_customer("cust_cl").await;
+    let hold = std::time::Duration::from_millis(600);
+    env.sandbox.add_fault(rule(Some("cust_cl"), Fault::CancelLater { after: hold }, Some(1)));
+    let (status, body) = env.again("cust_cl", "order_cl").await;
+    let imp_uid = success(status, &body)["imp_uid"].as_str().unwrap().to_string();
+    let sent = env
+        .http
+        .post(env.url("/payments/cancel"))
+        .bearer_auth(&env.token)
+        .timeout(std::time::Duration::from_millis(100))
+        .json(&json!({"imp_uid": imp_uid, "amount": 900, "checksum": 9900, "reason": "late"}))
+        .send()
+        .await;
+    assert!(sent.expect_err("the client gives up first").is_timeout());
+    let (status, body) = env.get(&format!("/payments/{imp_uid}")).await;
+    assert_eq!(success(status, &body)["cancel_amount"], 0, "made before it was held");
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = env.get(&format!("/payments/{imp_uid}")).await;
+        if success(status, &body)["cancel_amount"] == 900 {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the held cancel was never made");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
