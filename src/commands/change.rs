@@ -198,6 +198,11 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
             return Err(e);
         }
     };
+    if matches!(done, Done::Paid { .. }) {
+        // Paid, and still pending: left so by an older billd (a sync moved the subscription before its charge was
+        // found paid); settled now as a paid charge settles a change.
+        store.settle_paid_change(merchant_uid, Utc::now())?;
+    }
     let state = store.plan_changes(&sub.id)?.into_iter().find(|r| r.id == row.id).map(|r| r.state);
     match (done, state) {
         (Done::Paid { .. }, Some(ChangeState::Applied)) => {

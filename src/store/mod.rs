@@ -506,6 +506,13 @@ pub trait Changes {
     /// nothing of it can have been sent). Returns whether it did.
     fn abandon_plan_change(&self, merchant_uid: &str, reason: &str, now: DateTime<Utc>) -> Result<bool>;
 
+    /// Settles the pending change whose charge `merchant_uid` is already recorded paid, as settling that charge
+    /// does now ([`Changes::change_plan`]): applied, or, if the subscription moved to another plan, failed with the
+    /// charge credited; in one write transaction. Such a change is left only by an older billd (its charge found
+    /// paid after a sync moved the subscription): the change's rerun clears it. Returns whether it did (false for a
+    /// change not pending or a charge not paid).
+    fn settle_paid_change(&self, merchant_uid: &str, now: DateTime<Utc>) -> Result<bool>;
+
     /// Every plan change of a subscription, oldest first.
     fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>>;
 

@@ -132,6 +132,7 @@ pub fn a_pending_change_holds_a_sync_and_credits_are_never_lost_or_refunded<B: B
     let (id, tries) = s.begin_one_time(&charge, &real(t0()), t0(), TIMEOUT_MS, t0(), None).unwrap().expect("begun");
     assert!(s.finish_one_time(id, tries, ChargeStatus::Paid, None, Some("imp_h"), None, t0()).unwrap());
     assert_eq!(s.plan_changes("h").unwrap()[0].state, ChangeState::Applied, "a paid change left pending");
+    assert!(!s.settle_paid_change("m-h-0-c1", t0()).unwrap(), "a change not pending settled again");
     // g: 2000 credited; its next period (4900) takes it, is declined to the end and given up: the credit is back.
     s.change_plan(&to_q("g", -2000), 0, t0()).unwrap().expect("applied");
     let next: Vec<Attempt> =

@@ -361,6 +361,21 @@ impl Changes for SqliteStore {
         Ok(failed.is_some())
     }
 
+    fn settle_paid_change(&self, merchant_uid: &str, now: DateTime<Utc>) -> Result<bool> {
+        let tx = self.tx()?;
+        let stuck: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM plan_changes c JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
+               WHERE c.merchant_uid = ?1 AND c.state = 'pending' AND o.status = 'paid')",
+            [merchant_uid],
+            |r| r.get(0),
+        )?;
+        if stuck {
+            settle_in(&tx, merchant_uid, true, secs(now))?;
+        }
+        tx.commit()?;
+        Ok(stuck)
+    }
+
     fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>> {
         changes_of(&self.conn, id)
     }
