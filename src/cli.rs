@@ -226,6 +226,9 @@ pub enum Command {
     },
     /// What will be charged when, per day, with totals.
     ///
+    /// A subscription's credit (from plan changes) pays its next periods first: each is listed at what is charged
+    /// after it, and one the credit pays whole as `paid by credit`, out of the totals.
+    ///
     /// With --as-of, it looks ahead from that instant: what fell due before it and is not charged is overdue.
     Upcoming {
         /// How many days ahead (default 30).
@@ -326,6 +329,10 @@ pub enum SubscriptionsCommand {
     /// or now (the current paid period is settled pro rata by seconds: an upgrade's difference is charged once, a
     /// downgrade's is credited to the next periods).
     ///
+    /// --now settles the period in force at its own plan and interval, whatever is scheduled after it, and replaces
+    /// a change scheduled at period end. A new interval restarts at the change; its next charge is one interval
+    /// after the first charge time at or after the change. A change dated before the last one is refused.
+    ///
     /// Exit 0: changed (or already on that plan); 1: its charge was not paid, or its outcome is unknown (the message
     /// says when to rerun; a rerun settles it by lookup and never charges twice).
     #[command(group = clap::ArgGroup::new("when").required(true).args(["at_period_end", "now"]))]
@@ -338,7 +345,7 @@ pub enum SubscriptionsCommand {
         /// The next period bills the new plan.
         #[arg(long)]
         at_period_end: bool,
-        /// Settle the current paid period now, pro rata.
+        /// Settle the current paid period now, pro rata (replaces a change scheduled at period end).
         #[arg(long)]
         now: bool,
         #[command(flatten)]

@@ -118,6 +118,17 @@ impl ChargeClock {
     pub fn local_date(&self, instant: DateTime<Utc>) -> NaiveDate {
         instant.with_timezone(&self.timezone).date_naive()
     }
+
+    /// The local date of the first charge time at or after `instant`: `instant`'s own date, or the next one when
+    /// the charge time of that day is already past. A calendar anchored there starting at `instant` makes a first
+    /// period at least one interval long (never a short period charged in full).
+    pub fn first_date_from(&self, instant: DateTime<Utc>) -> NaiveDate {
+        let date = self.local_date(instant);
+        match date.succ_opt() {
+            Some(next) if self.due_at(date) < instant => next,
+            _ => date,
+        }
+    }
 }
 
 /// A subscription's calendar: period `p` falls due at `anchor + (p - anchor_period) × interval`.
@@ -151,6 +162,20 @@ mod tests {
 
     fn monthly() -> Interval {
         "1 month".parse().unwrap()
+    }
+
+    #[test]
+    fn the_first_date_from_an_instant_is_never_before_it() {
+        let clock =
+            ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: NaiveTime::from_hms_opt(10, 0, 0).unwrap() };
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        // 09:59 KST: today's 10:00 is ahead; 10:00 exactly: today; 23:59 KST: tomorrow's.
+        assert_eq!(clock.first_date_from(t("2025-01-16T00:59:00Z")), d("2025-01-16"));
+        assert_eq!(clock.first_date_from(t("2025-01-16T01:00:00Z")), d("2025-01-16"));
+        assert_eq!(clock.first_date_from(t("2025-01-16T14:59:00Z")), d("2025-01-17"));
+        for at in ["2025-01-16T00:59:00Z", "2025-01-16T01:00:01Z", "2025-01-31T14:59:59Z"] {
+            assert!(clock.due_at(clock.first_date_from(t(at))) >= t(at), "{at}");
+        }
     }
 
     #[test]

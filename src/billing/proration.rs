@@ -246,6 +246,65 @@ mod tests {
             prop_assert!((paid + changes.len() as i128) * l >= exact, "paid {paid}, far less than {}", exact / l);
         }
 
+        /// Issue 25 review (L2): over random plans of several intervals, change instants and sequences of changes
+        /// (the same interval keeps the period; another one restarts it at the change, anchored as
+        /// `subscriptions change` anchors it: `ChargeClock::first_date_from`), the customer never pays more than
+        /// each plan's price for the time it was in force (a price per interval, so per second of its period, or of
+        /// a whole interval for a restarted first period that runs longer); and the credits the changes leave pay
+        /// the next periods with nothing lost.
+        #[test]
+        fn the_customer_never_pays_more_than_each_plan_for_its_time_across_intervals(
+            first in (1i64..5_000_000, 0usize..4),
+            changes in proptest::collection::vec((1i64..5_000_000, 0usize..4, 0i64..1_000), 1..8),
+            start_minute in 0i64..(366 * 24 * 60),
+        ) {
+            use crate::billing::calendar::{ChargeClock, Interval};
+            let intervals: Vec<Interval> =
+                ["1 month", "1 year", "1 week", "10 days"].iter().map(|i| i.parse().unwrap()).collect();
+            let clock = ChargeClock {
+                timezone: chrono_tz::Asia::Seoul,
+                charge_time: chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
+            };
+            // The first period, from a charge time.
+            let at0 = t("2025-01-01T00:00:00Z") + chrono::Duration::minutes(start_minute);
+            let anchor = clock.first_date_from(at0);
+            let mut interval = intervals[first.1];
+            let mut span = Span { start: clock.due_at(anchor), end: clock.due_at(interval.nth_date(anchor, 1).unwrap()) };
+            // Per second, what the plan in force costs: its price over its period (or over a whole interval).
+            let (mut price, mut per) = (first.0, (span.end - span.start).num_seconds() as f64);
+            let (mut paid, mut exact, mut from, mut credit) = (first.0 as f64, 0f64, span.start, 0i64);
+            for (amount, which, cut) in &changes {
+                let at = span.start + chrono::Duration::seconds((span.end - span.start).num_seconds() * cut / 1_000);
+                let at = at.max(from);
+                exact += price as f64 * (at - from).num_seconds() as f64 / per;
+                let owed = if intervals[*which] == interval {
+                    change_keeping_period(price, *amount, span, at).owed()
+                } else {
+                    let owed = change_restarting_period(price, *amount, span, at).owed();
+                    interval = intervals[*which];
+                    let anchor = clock.first_date_from(at);
+                    let next = clock.due_at(interval.nth_date(anchor, 1).unwrap());
+                    prop_assert!(clock.due_at(anchor) >= at, "anchored before the change");
+                    per = (next - clock.due_at(anchor)).num_seconds() as f64;
+                    span = Span { start: at, end: next };
+                    owed
+                };
+                paid += owed as f64;
+                credit += (-owed).max(0);
+                (price, from) = (*amount, at);
+            }
+            exact += price as f64 * (span.end - from).num_seconds() as f64 / per;
+            prop_assert!(paid <= exact + 1e-6 * exact.max(1.0), "paid {paid}, more than {exact}");
+            // The credit pays the next periods of the plan in force: nothing lost, nothing counted twice.
+            let (mut left, mut charged) = (credit, 0i64);
+            for _ in 0..12 {
+                let (c, rest) = apply_credit(price, left);
+                prop_assert!(c >= 0 && rest >= 0);
+                (charged, left) = (charged + c, rest);
+            }
+            prop_assert_eq!(charged + (credit - left), 12 * price);
+        }
+
         /// A credit is never lost nor counted twice: what periods are charged plus the credit left is what they
         /// cost, and no charge is negative.
         #[test]

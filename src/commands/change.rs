@@ -53,6 +53,17 @@ fn with_plan(sub: &Subscription, w: &Subscription) -> Subscription {
     to
 }
 
+/// The changes scheduled at period end that the book's row bills from period `next` on, oldest first: those made
+/// since the last change made now (which replaced any scheduled before it).
+fn scheduled(changes: &[PlanChangeRow], next: u64) -> impl Iterator<Item = &PlanChangeRow> {
+    let applied: Vec<&PlanChangeRow> = changes.iter().filter(|r| r.state == ChangeState::Applied).collect();
+    let since = applied.iter().rposition(|r| r.change.timing == ChangeTiming::Now).map_or(0, |i| i + 1);
+    applied
+        .into_iter()
+        .skip(since)
+        .filter(move |r| r.change.timing == ChangeTiming::PeriodEnd && r.change.period == next)
+}
+
 /// Decides the change of `sub` to `to` at `now`, from the book as read (refusals before anything changes).
 fn decide(
     cfg: &Config,
@@ -79,7 +90,7 @@ fn decide(
         period: sub.next_period,
         from_plan_id: sub.plan_id.clone(),
         from_amount: sub.amount,
-        from_interval: sub.interval,
+        from_interval: sub.interval, // `Now`: the interval of the period it settles (below)
         to_plan_id: to.plan_id.clone(),
         to_plan_name: to.plan_name.clone(),
         to_amount: to.amount,
@@ -114,19 +125,25 @@ fn decide(
         );
     };
     let span = Span { start: paid.due_at, end: end.unwrap_or(now) };
+    // The plan of the period being settled: the book's row already bills a change scheduled at period end (made
+    // since the last change made now), so that period's interval is the first such change's `from`. A change made
+    // now replaces any change scheduled at period end (the new plan is in force from now on).
+    let in_force = scheduled(changes, sub.next_period).next().map_or(sub.interval, |r| r.change.from_interval);
     // The price in force for the rest of the period: the last change made now in it, or what it was opened at.
     let mut applied = changes.iter().rev().filter(|r| r.state == ChangeState::Applied);
     let rate = applied.find(|r| r.change.timing == ChangeTiming::Now && r.change.period == paid.period);
     let rate = rate.and_then(|r| r.change.rate).unwrap_or(paid.amount);
-    c.period = paid.period;
-    let settled = if to.interval == sub.interval {
+    (c.period, c.from_amount, c.from_interval) = (paid.period, rate, in_force);
+    let settled = if to.interval == in_force {
         let new = to.amount_of(paid.period);
         c.rate = Some(new);
         change_keeping_period(rate, new, span, now)
     } else {
-        // The new plan's first period starts now (period + 1): its anchor is today's local date.
+        // The new plan's first period starts now (period + 1) and runs to a date one interval after its anchor:
+        // today's local date, or tomorrow's if today's charge time is past, so that it is never shorter than the
+        // interval it is charged in full for (the hours until the next charge time are the customer's).
         let first = to.amount_of(paid.period + 1);
-        let anchor = cfg.billing.clock.local_date(now);
+        let anchor = cfg.billing.clock.first_date_from(now);
         let cal = Calendar { anchor, anchor_period: paid.period + 1, interval: to.interval };
         (c.anchor_date, c.anchor_period, c.next_period) = (anchor, paid.period + 1, paid.period + 2);
         c.next_due_at = Some(
@@ -181,6 +198,11 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
             return Err(e);
         }
     };
+    if matches!(done, Done::Paid { .. }) {
+        // Paid, and still pending: left so by an older billd (a sync moved the subscription before its charge was
+        // found paid); settled now as a paid charge settles a change.
+        store.settle_paid_change(merchant_uid, Utc::now())?;
+    }
     let state = store.plan_changes(&sub.id)?.into_iter().find(|r| r.id == row.id).map(|r| r.state);
     match (done, state) {
         (Done::Paid { .. }, Some(ChangeState::Applied)) => {
@@ -192,6 +214,17 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
                 sub.currency
             );
             Ok(ExitCode::SUCCESS)
+        }
+        (Done::Paid { .. }, Some(ChangeState::Failed)) => {
+            eprintln!(
+                "{}: the change's charge {merchant_uid} was found paid after the subscription changed plan (it bills {} \
+                 now): the change does not apply, and its {} {} are credited to the next periods",
+                sub.id,
+                store.subscription(&sub.id)?.map(|s| s.plan_id).unwrap_or_default(),
+                c.owed,
+                sub.currency
+            );
+            Ok(ExitCode::FAILURE)
         }
         (Done::Paid { .. }, _) => {
             eprintln!(
@@ -253,6 +286,14 @@ pub fn change(
     }
     let c = decide(&cfg, &store, &sub, &to, timing, &changes, now)?;
     let row = store.change_plan(&c, changes.len(), now)?.map_err(|why| anyhow!("{why}; nothing changed"))?;
+    if timing == ChangeTiming::Now
+        && let Some(r) = scheduled(&changes, sub.next_period).last()
+    {
+        crate::say!(
+            "{id}: once in force, this change replaces the change to {} scheduled at period end",
+            r.change.to_plan_id
+        );
+    }
     crate::failpoint::failpoint("change_after_pending");
     if row.state == ChangeState::Pending {
         return settle(&cfg, &store, &sub, &row);

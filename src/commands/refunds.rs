@@ -155,6 +155,13 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
                      nothing was sent (rerun once it is settled)",
                     r.amount, r.currency
                 ),
+                RefundRefused::Credited { refundable, credited } => format!(
+                    "charge {merchant_uid}: {credited} {cur} of its period's payments were credited by a plan change \
+                     (the customer's already); at most {refundable} {cur} can be refunded; refund of {} refused; \
+                     nothing was sent",
+                    amount.map_or_else(|| "the rest".to_string(), |a| a.to_string()),
+                    cur = t.currency
+                ),
                 RefundRefused::TooMuch { .. } => format!(
                     "{}: refund of {} refused; nothing was sent",
                     remains(&t),

@@ -105,8 +105,8 @@ pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::com
     let mut refused = false;
     let plan = store.sync_with(&cfg.billing.clock, now, |subs, _| {
         let plan = cfg.sync_plan(subs, today);
-        show(&plan);
         if let Some(why) = crate::billing::sync::refusal(&plan, subs, &cfg.file).filter(|_| !force) {
+            show(&plan);
             refused = true;
             bail!(why);
         }
@@ -114,6 +114,8 @@ pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::com
     });
     match plan {
         Ok(plan) => {
+            // As applied: the store holds back the updates of subscriptions whose plan change is not settled.
+            show(&plan);
             after(&plan);
             if !plan.changes.is_empty() {
                 crate::say!("applied {} change(s)", plan.changes.len());

@@ -4,8 +4,9 @@
 use crate::app::{load_config, open_store};
 use crate::billing::calendar::ChargeClock;
 use crate::billing::model::{Subscription, catch_up_cutoff};
+use crate::billing::proration::apply_credit;
 use crate::commands::present::{count, human};
-use crate::store::{OpenPeriod, Views, from_ts};
+use crate::store::{Changes, OpenPeriod, Views, from_ts};
 use crate::text::cell;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -27,20 +28,25 @@ struct Upcoming {
     period: u64,
     amount: i64,
     currency: String,
-    /// `due`, `overdue`, `retry`, `skipped` (older than `catch_up_window`: never charged) or `not synced`.
+    /// `due`, `overdue`, `retry`, `skipped` (older than `catch_up_window`: never charged), `not synced`, or
+    /// `paid by credit` (the subscription's credit pays it whole: nothing is charged, `amount` is 0).
     kind: &'static str,
+    /// What the subscription's credit pays of it (`amount` is what is charged after it).
+    credit: i64,
     #[serde(skip)]
     due: DateTime<Utc>,
 }
 
 /// The charges of `sub` from its next period (due at `next_due`) until `until`, stepping over its pause windows;
-/// `kind`: what to call them (default: skipped before `cutoff`, overdue before `now`, due after).
+/// `kind`: what to call them (default: skipped before `cutoff`, overdue before `now`, due after). Its `credit` pays
+/// the periods that open first (as a pass spends it: `proration::apply_credit`); one it pays whole is `paid by
+/// credit`.
 fn charges_until(
     sub: &Subscription,
     next_due: Option<DateTime<Utc>>,
     (now, until, cutoff): (DateTime<Utc>, DateTime<Utc>, Option<DateTime<Utc>>),
     clock: &ChargeClock,
-    kind: Option<&'static str>,
+    (kind, mut credit): (Option<&'static str>, i64),
 ) -> Vec<Upcoming> {
     let cal = sub.calendar();
     let (mut p, mut due, mut out) = (sub.next_period, next_due, Vec::new());
@@ -52,15 +58,21 @@ fn charges_until(
             _ if p == 0 && sub.status == crate::billing::model::Status::Trialing => "trial ends",
             _ => "due",
         };
+        let price = sub.amount_of(p);
+        // A skipped period is never opened: the credit is not spent on it.
+        let (amount, left) = if default == "skipped" { (price, credit) } else { apply_credit(price, credit) };
+        let paid_by_credit = amount == 0 && kind.is_none();
+        credit = left;
         out.push(Upcoming {
             at: t.max(now).with_timezone(&clock.timezone).to_rfc3339(),
             due_at: t.with_timezone(&clock.timezone).to_rfc3339(),
             subscription: sub.id.clone(),
             customer_uid: sub.customer_uid.clone(),
             period: p,
-            amount: sub.amount_of(p),
+            amount,
             currency: sub.currency.clone(),
-            kind: kind.unwrap_or(default),
+            kind: if paid_by_credit { PAID_BY_CREDIT } else { kind.unwrap_or(default) },
+            credit: price - amount,
             due: t,
         });
         p = sub.following(p, |q| cal.due_at(clock, q).map(|t| t.timestamp()));
@@ -69,10 +81,14 @@ fn charges_until(
     out
 }
 
+/// The kind of a period the subscription's credit pays whole (no charge).
+const PAID_BY_CREDIT: &str = "paid by credit";
+
 /// Counts and sums per currency, in 128 bits (no sum of 64-bit amounts can overflow them): `2 charges, 19800 KRW`.
+/// Periods paid by credit are not charges: left out.
 fn totals<'a>(items: impl Iterator<Item = &'a Upcoming>, what: &str) -> String {
     let mut by: BTreeMap<&str, (usize, i128)> = BTreeMap::new();
-    for i in items {
+    for i in items.filter(|i| i.kind != PAID_BY_CREDIT) {
         let t = by.entry(&i.currency).or_default();
         t.0 += 1;
         t.1 += i128::from(i.amount);
@@ -103,7 +119,7 @@ pub fn skipped_by_window(
     };
     let mut out = Vec::new();
     for (sub, next_due, _) in store.billing_subscriptions(cutoff)? {
-        let stale = charges_until(&sub, next_due, (now, cutoff, Some(cutoff)), &cfg.billing.clock, None);
+        let stale = charges_until(&sub, next_due, (now, cutoff, Some(cutoff)), &cfg.billing.clock, (None, 0));
         out.extend(stale.into_iter().filter(|i| i.kind == "skipped").map(|i| (i.subscription, i.period, i.due)));
     }
     Ok(out)
@@ -134,16 +150,18 @@ pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Resul
                 amount,
                 currency,
                 kind: "retry",
+                credit: 0,
                 due: at,
             });
         }
-        items.extend(charges_until(&sub, next_due, span, clock, None));
+        let credit = store.credit(&sub.id)?;
+        items.extend(charges_until(&sub, next_due, span, clock, (None, credit)));
     }
     // What the config will bill that the database has not seen yet: listed too, marked "not synced".
     let (added, note) = crate::commands::present::unsynced(&cfg, &store, now)?.unwrap_or_default();
     for sub in &added {
         let first = sub.calendar().due_at(clock, sub.next_period);
-        items.extend(charges_until(sub, first, span, clock, Some("not synced")));
+        items.extend(charges_until(sub, first, span, clock, (Some("not synced"), 0)));
     }
     items.sort_by(|a, b| a.due.cmp(&b.due).then(a.subscription.cmp(&b.subscription)));
     if json {
@@ -183,7 +201,8 @@ pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Resul
     }
     for (day, list) in &by_day {
         // The times below are in the billing time zone: said once, in the day's heading.
-        crate::say!("{day} ({zone})  {}", totals(list.iter().copied(), "charge"));
+        let total = totals(list.iter().copied(), "charge");
+        crate::say!("{day} ({zone})  {}", if total.is_empty() { "nothing charged" } else { &total });
         for i in list {
             line(&i.due.with_timezone(&zone).format("%H:%M").to_string(), i);
         }

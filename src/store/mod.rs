@@ -60,8 +60,10 @@ pub trait Book {
     /// the changes (or an error: nothing is written). An update is applied only if the subscription's next period
     /// and status are still those `plan` saw (otherwise an error, and nothing of the plan is applied); a cancel
     /// follows [`crate::billing::status::next_status`] for an operator's cancel. A config entry whose id is in the
-    /// book already (added by command or import), or differs from one only by case, is not added (logged). Nothing
-    /// is written when the plan is empty.
+    /// book already (added by command or import), or differs from one only by case, is not added (logged). An update
+    /// of a subscription with a pending plan change is held (left out of the plan returned, with a warning): the
+    /// change settles from the plan it was made from, and a later sync applies the file. Nothing is written when the
+    /// plan is empty.
     fn sync_with(
         &self,
         clock: &ChargeClock,
@@ -279,8 +281,9 @@ pub trait Ledger {
     /// only for an attempt claimed while past due: nothing else can be made active by it). A decline counts
     /// against the period's retries unless its decision is [`crate::billing::dunning::Decision::BackToSchedule`].
     /// The last period of a fixed term ([`Attempt::ends_term`]) paid, or given up and skipped, completes its
-    /// subscription in the same transaction ([`crate::billing::status::Cause::TermEnded`]).
-    /// Returns the status changes.
+    /// subscription in the same transaction ([`crate::billing::status::Cause::TermEnded`]). A period given up
+    /// (retries exhausted) gives the credit it had taken back to its subscription, with a `period.credit_returned`
+    /// event. Returns the status changes.
     fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>>;
 
     /// The earliest instant at which something becomes due: a period, a retry or a check.
@@ -407,7 +410,9 @@ pub trait Refunds {
     /// refund (a billd refund of the charge with the same amount and reason; without an amount, one of the whole
     /// balance then with the same reason, once nothing remains) is neither refunded nor in doubt
     /// ([`RefundRefused::Made`]), no other refund of it is unresolved, and the amount (`None`: all that remains) is at most what was paid less every
-    /// refund of it not known to have failed. Otherwise nothing is written and the reason is returned. The row
+    /// refund of it not known to have failed, and (issue 25) within what its period may refund beside the credit
+    /// the plan changes of that period left ([`RefundRefused::Credited`]). Otherwise nothing is written and the
+    /// reason is returned. The row
     /// records the checksum (what remains, as billd knows it), `timeout_ms`, the real instant `at` and `check_at`
     /// (no pass looks at it before then). So refunds begun at once by several processes never add up to more than
     /// the charge. Durable before it returns.
@@ -483,7 +488,10 @@ pub trait Changes {
     ///
     /// A change that charges (`owed > 0`) is kept pending and the subscription is left as it is until its charge
     /// (the one-time charge `merchant_uid`, kind proration) is paid: [`OneTime::finish_one_time`] applies it in its own
-    /// transaction, and fails it if the charge fails; meanwhile no period of the subscription opens. Any other
+    /// transaction, and fails it if the charge fails; meanwhile no period of the subscription opens (and a sync
+    /// does not move it). A charge found paid when the subscription no longer has `from_plan_id` fails the change
+    /// and credits the charge to the subscription (`subscription.plan_change_credited`): never left pending. A
+    /// change dated before the subscription's last change not failed is refused. Any other
     /// change is applied at once. Applying one makes the subscription bill the new plan (plan, name, amount,
     /// interval, the calendar given), adds a credit (`owed < 0`) to its credit, records the new plan's first period
     /// paid when the change opens one, with a `subscription.plan_changed` event, in the same transaction.
@@ -498,6 +506,13 @@ pub trait Changes {
     /// write transaction, only if no one-time charge holds that merchant_uid (its intent was never committed, so
     /// nothing of it can have been sent). Returns whether it did.
     fn abandon_plan_change(&self, merchant_uid: &str, reason: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Settles the pending change whose charge `merchant_uid` is already recorded paid, as settling that charge
+    /// does now ([`Changes::change_plan`]): applied, or, if the subscription moved to another plan, failed with the
+    /// charge credited; in one write transaction. Such a change is left only by an older billd (its charge found
+    /// paid after a sync moved the subscription): the change's rerun clears it. Returns whether it did (false for a
+    /// change not pending or a charge not paid).
+    fn settle_paid_change(&self, merchant_uid: &str, now: DateTime<Utc>) -> Result<bool>;
 
     /// Every plan change of a subscription, oldest first.
     fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>>;

@@ -401,6 +401,7 @@ impl fmt::Display for MerchantUidHolder {
 pub struct OpenPeriod {
     pub period: u64,
     pub next_attempt_at: DateTime<Utc>,
+    /// What its attempts charge: its amount less what the subscription's credit paid of it.
     pub amount: i64,
     pub currency: String,
 }

@@ -92,3 +92,59 @@ pub fn a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next
     assert_eq!((b_now.plan_id.as_str(), b_now.amount), ("q", 4900), "paid, and the change not applied with it");
     assert_eq!(s.plan_changes("b").unwrap()[0].state, ChangeState::Applied);
 }
+
+/// Issue 25 review: a pending change is never stranded and a credit never lost or refunded. A sync leaves the
+/// subscription of a pending change as it is (its update held, with a warning), so the change's paid charge still
+/// applies it; a period given up by dunning gives back the credit it had taken, in the give-up's transaction; a
+/// refund of a period's charge never takes what a change of that period credited.
+pub fn a_pending_change_holds_a_sync_and_credits_are_never_lost_or_refunded<B: Backend>(b: &B) {
+    let s = b.open();
+    let clock = ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: "10:00".parse().unwrap() };
+    let config = Subscription { source: Source::Config, ..sub("h") };
+    let insert = SyncPlan { changes: vec![Change::Insert(config)], ..SyncPlan::default() };
+    s.sync_with(&clock, t0(), |_, _| Ok(insert)).unwrap();
+    paid_first(&s, &["g"]); // and h's first period, due at t0 too
+    assert!(s.change_plan(&to_q("h", 2500), 0, t0()).unwrap().expect("recorded").state == ChangeState::Pending);
+    // A sync planned to move h meanwhile: held, said, nothing of it applied.
+    let held = s
+        .sync_with(&clock, t0(), |subs, _| {
+            let before = subs.iter().find(|x| x.id == "h").unwrap().clone();
+            let after = Subscription { plan_id: "r".into(), amount: 1, ..before.clone() };
+            let what = vec!["plan p -> r".into()];
+            Ok(SyncPlan {
+                changes: vec![Change::Update { before: Box::new(before), after: Box::new(after), what }],
+                ..SyncPlan::default()
+            })
+        })
+        .unwrap();
+    assert!(held.changes.is_empty() && held.warnings.len() == 1, "{held:?}");
+    assert_eq!(s.subscription("h").unwrap().unwrap().plan_id, "p", "a sync moved a subscription under its change");
+    let charge = OneTimeCharge {
+        merchant_uid: "m-h-0-c1".into(),
+        kind: OneTimeKind::Proration,
+        customer_uid: Some("c-h".into()),
+        subscription_id: Some("h".into()),
+        name: "Q".into(),
+        amount: 2500,
+        currency: "KRW".into(),
+        card_masked: "-".into(),
+    };
+    let (id, tries) = s.begin_one_time(&charge, &real(t0()), t0(), TIMEOUT_MS, t0(), None).unwrap().expect("begun");
+    assert!(s.finish_one_time(id, tries, ChargeStatus::Paid, None, Some("imp_h"), None, t0()).unwrap());
+    assert_eq!(s.plan_changes("h").unwrap()[0].state, ChangeState::Applied, "a paid change left pending");
+    assert!(!s.settle_paid_change("m-h-0-c1", t0()).unwrap(), "a change not pending settled again");
+    // g: 2000 credited; its next period (4900) takes it, is declined to the end and given up: the credit is back.
+    s.change_plan(&to_q("g", -2000), 0, t0()).unwrap().expect("applied");
+    let next: Vec<Attempt> =
+        open_all(&s, t0() + Duration::days(30)).into_iter().filter(|a| a.subscription_id == "g").collect();
+    assert_eq!((next[0].amount, s.credit("g").unwrap()), (2900, 0));
+    s.record(&[declined(&next[0], Decision::Exhausted(OnExhausted::Skip))], t0() + Duration::days(30)).unwrap();
+    assert_eq!(b.open().credit("g").unwrap(), 2000, "the credit of a period given up is lost");
+    // g's first charge (9900) paid for the 2000 credited: at most 7900 of it is refunded.
+    use crate::store::{NewRefund, RefundRefused, Refunds};
+    let refund = |amount| NewRefund { merchant_uid: "m-g-0".into(), amount, reason: "r".into() };
+    let begin = |r: &NewRefund| s.begin_refund(r, &real(t0()), t0(), TIMEOUT_MS, t0() + Duration::minutes(1)).unwrap();
+    assert_eq!(begin(&refund(None)), Err(RefundRefused::Credited { refundable: 7900, credited: 2000 }));
+    assert_eq!(begin(&refund(Some(7901))), Err(RefundRefused::Credited { refundable: 7900, credited: 2000 }));
+    assert!(begin(&refund(Some(7900))).is_ok());
+}

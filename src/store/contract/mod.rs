@@ -79,6 +79,7 @@ macro_rules! store_contract_tests {
             the_same_refund_is_not_begun_again,
             never_more_refunded_than_the_gateway_lists,
             a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods,
+            a_pending_change_holds_a_sync_and_credits_are_never_lost_or_refunded,
             a_failed_refund_the_gateway_made_late_is_billds_and_not_begun_again,
             a_refund_made_outside_billd_with_the_same_amount_and_reason_is_not_begun_again,
             a_reason_is_compared_exactly_and_only_as_the_gateway_gave_it,

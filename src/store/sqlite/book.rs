@@ -199,6 +199,7 @@ impl Book for SqliteStore {
         crate::failpoint::pause("sync_after_read");
         let active = billing_count_in(&tx)?;
         let mut plan = plan(&subs, active)?;
+        super::sync::hold_pending_changes(&tx, &mut plan)?;
         let in_force = book_clock_in(&tx)?;
         if in_force != Some(*clock) {
             // Never synced (the clock is recorded), or another clock: the next charges are re-timed with it.

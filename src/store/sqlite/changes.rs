@@ -136,8 +136,8 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
 }
 
 /// What settling the one-time charge `merchant_uid` does to the plan change it belongs to, inside `tx`: paid
-/// applies it (unless the subscription has moved to another plan since: then only an event says so), failed fails
-/// a pending one. Nothing for a charge that belongs to no change.
+/// applies it (unless the subscription has moved to another plan since: then the change fails and its charge is
+/// credited to the subscription, `subscription.plan_change_credited`), failed fails a pending one. Nothing for a charge that belongs to no change.
 pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, now: i64) -> Result<()> {
     let row = tx
         .prepare_cached(&format!("{CHANGE_SELECT} WHERE merchant_uid = ?1"))?
@@ -155,9 +155,21 @@ pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, no
             if plan.as_deref() == Some(c.from_plan_id.as_str()) {
                 apply_in(tx, row.id, c, now)
             } else {
-                let detail = json!({ "merchant_uid": merchant_uid, "to": c.to_plan_id,
-                    "reason": "its charge was found paid after the subscription changed plan: refund it if it is not owed" });
-                event(tx, now, "subscription.plan_change_paid_late", Some(&c.subscription_id), detail)
+                // The subscription moved meanwhile (it no longer bills the plan the change was decided from): the
+                // change cannot apply, and what its charge took is the customer's, credited to the next periods
+                // like a downgrade's credit. The change fails, so that periods open again.
+                tx.execute(
+                    "UPDATE subscriptions SET credit = credit + ?2, updated_at = ?3 WHERE id = ?1",
+                    params![c.subscription_id, c.owed, now],
+                )?;
+                tx.execute(
+                    "UPDATE plan_changes SET state = 'failed', updated_at = ?2 WHERE id = ?1",
+                    params![row.id, now],
+                )?;
+                let detail = json!({ "merchant_uid": merchant_uid, "from": c.from_plan_id, "to": c.to_plan_id,
+                    "credited": c.owed, "plan": plan,
+                    "reason": "its charge was found paid after the subscription changed plan: credited to the next periods" });
+                event(tx, now, "subscription.plan_change_credited", Some(&c.subscription_id), detail)
             }
         }
         (false, _) => {
@@ -169,6 +181,52 @@ pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, no
             event(tx, now, "subscription.plan_change_failed", Some(&c.subscription_id), detail)
         }
     }
+}
+
+/// The refund rule of credits (inside `tx`): a subscription's period P is paid by its charges (the period's, and
+/// the charges of changes made now in P); the credits those changes left (a downgrade's, or a change's charge
+/// credited back because the subscription had moved) came out of that money and are the customer's already. So a
+/// refund of one of P's charges may take at most what P's charges were paid, less their refunds not known to have
+/// failed, less those credits. `None`: the charge is no period's or change's, or P left no credit (no limit here);
+/// else (what may still be refunded, what was credited).
+pub(super) fn refundable_beside_credit(tx: &Transaction<'_>, merchant_uid: &str) -> Result<Option<(i64, i64)>> {
+    let of: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT subscription_id, period FROM periods WHERE merchant_uid = ?1
+             UNION ALL SELECT subscription_id, period FROM plan_changes WHERE merchant_uid = ?1 LIMIT 1",
+            [merchant_uid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, period)) = of else { return Ok(None) };
+    let credited: i64 = tx.query_row(
+        "SELECT coalesce(sum(CASE WHEN c.state = 'applied' AND c.owed < 0 THEN -c.owed
+                                  WHEN c.state = 'failed' AND o.status = 'paid' THEN c.owed ELSE 0 END), 0)
+         FROM plan_changes c LEFT JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
+         WHERE c.subscription_id = ?1 AND c.period = ?2 AND c.timing = 'now'",
+        params![id, period],
+        |r| r.get(0),
+    )?;
+    if credited == 0 {
+        return Ok(None);
+    }
+    // P's charges: the period's merchant_uid and its changes'.
+    let (paid, spent): (i64, i64) = tx.query_row(
+        "WITH charges (m) AS (
+           SELECT merchant_uid FROM periods WHERE subscription_id = ?1 AND period = ?2
+           UNION SELECT merchant_uid FROM plan_changes
+             WHERE subscription_id = ?1 AND period = ?2 AND merchant_uid IS NOT NULL)
+         SELECT
+           (SELECT coalesce(sum(a.amount), 0) FROM attempts a
+              WHERE a.subscription_id = ?1 AND a.period = ?2 AND a.status = 'paid')
+           + (SELECT coalesce(sum(o.amount), 0) FROM one_time_charges o
+              WHERE o.merchant_uid IN (SELECT m FROM charges) AND o.status = 'paid'),
+           (SELECT coalesce(sum(f.amount), 0) FROM refunds f
+              WHERE f.merchant_uid IN (SELECT m FROM charges) AND f.status != 'failed')",
+        params![id, period],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Some(((paid - spent - credited).max(0), credited)))
 }
 
 /// Why `c` may not be recorded, read inside `tx` (`None`: it may).
@@ -194,6 +252,12 @@ fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<S
         [id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    // The last change in force (or pending): a change is never dated before it (a back-dated `--as-of` would
+    // settle time already settled by it).
+    let last: Option<i64> =
+        tx.query_row("SELECT max(at) FROM plan_changes WHERE subscription_id = ?1 AND state != 'failed'", [id], |r| {
+            r.get(0)
+        })?;
     let expected = match c.timing {
         ChangeTiming::Now => c.period + 1,
         ChangeTiming::PeriodEnd => c.period,
@@ -204,6 +268,12 @@ fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<S
         Some(format!("subscription {id} has an open period (charge it with `billd retry` or let dunning run first)"))
     } else if pending > 0 {
         Some(format!("subscription {id} has a plan change whose charge is not settled yet"))
+    } else if let Some(last) = last.filter(|l| secs(c.at) < *l) {
+        Some(format!(
+            "subscription {id}: a change at {} is before the last change of it ({}); changes are made in time order",
+            c.at.to_rfc3339(),
+            at(last).to_rfc3339()
+        ))
     } else if next as u64 != expected || count as usize != seen {
         Some(format!("subscription {id} changed meanwhile (another command or a pass); rerun to decide again"))
     } else {
@@ -289,6 +359,21 @@ impl Changes for SqliteStore {
         }
         tx.commit()?;
         Ok(failed.is_some())
+    }
+
+    fn settle_paid_change(&self, merchant_uid: &str, now: DateTime<Utc>) -> Result<bool> {
+        let tx = self.tx()?;
+        let stuck: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM plan_changes c JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
+               WHERE c.merchant_uid = ?1 AND c.state = 'pending' AND o.status = 'paid')",
+            [merchant_uid],
+            |r| r.get(0),
+        )?;
+        if stuck {
+            settle_in(&tx, merchant_uid, true, secs(now))?;
+        }
+        tx.commit()?;
+        Ok(stuck)
     }
 
     fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>> {

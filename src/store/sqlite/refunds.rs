@@ -159,6 +159,12 @@ impl Refunds for SqliteStore {
         if amount <= 0 || amount > remaining {
             return Ok(Err(RefundRefused::TooMuch { paid: c.amount, refunded, remaining }));
         }
+        // Issue 25: never what a plan change of the charge's period credited (the credit is the customer's already).
+        if let Some((refundable, credited)) = super::changes::refundable_beside_credit(&tx, &r.merchant_uid)?
+            && amount > refundable
+        {
+            return Ok(Err(RefundRefused::Credited { refundable, credited }));
+        }
         let (wall, boot_ms, boot_id) = real_cols(sent);
         let n = secs(now);
         let id: i64 = tx.query_row(

@@ -12,6 +12,36 @@ use anyhow::{Result, bail};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::json;
 
+/// Leaves out of `plan` the updates of subscriptions with a plan change whose charge is not settled (read inside
+/// `tx`), each with a warning: the change applies (or fails) first, from the plan it was made from, and the next
+/// sync applies the file then. So a sync never moves a subscription under its change (which would leave it
+/// pending, and no period would open again).
+pub(super) fn hold_pending_changes(tx: &Transaction<'_>, plan: &mut SyncPlan) -> Result<()> {
+    let mut pending = tx.prepare_cached(
+        "SELECT to_plan_id, merchant_uid FROM plan_changes WHERE subscription_id = ?1 AND state = 'pending'",
+    )?;
+    let mut held = Vec::new();
+    for change in std::mem::take(&mut plan.changes) {
+        if let Change::Update { after, .. } = &change
+            && let Some((to, uid)) = pending
+                .query_row([&after.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
+                .optional()?
+        {
+            held.push(format!(
+                "subscription {:?}: its change to plan {to} has a charge not settled yet ({}); the config's changes \
+                 to it are applied by a sync once it is settled (rerun `billd subscriptions change` or let a pass \
+                 settle it)",
+                after.id,
+                uid.as_deref().unwrap_or("-")
+            ));
+            continue;
+        }
+        plan.changes.push(change);
+    }
+    plan.warnings.extend(held);
+    Ok(())
+}
+
 /// Applies a sync plan inside `tx`. An update is guarded by the state the plan was computed from (a changed row
 /// is an error: nothing of the plan is applied).
 pub(super) fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {

@@ -190,3 +190,127 @@ fn the_bills_column_is_status_bills() {
         assert_eq!(bills, s.bills(), "{s}");
     }
 }
+
+/// Subscription `s` (plan p, 9900 a month, period 0 paid) with a change to plan q made now whose charge of 2500
+/// (`m-s-0-c1`) is pending.
+fn pending_change(store: &Store) {
+    use crate::billing::model::{Source, Status, Subscription};
+    use crate::store::{Book, ChangeState, ChangeTiming, Changes, PlanChange};
+    let date = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+    let month: crate::billing::calendar::Interval = "1 month".parse().unwrap();
+    let sub = Subscription {
+        id: "s".into(),
+        customer_uid: "c".into(),
+        plan_id: "p".into(),
+        plan_name: "P".into(),
+        amount: 9900,
+        currency: "KRW".into(),
+        interval: month,
+        start_date: date,
+        anchor_date: date,
+        anchor_period: 0,
+        next_period: 1,
+        status: Status::Active,
+        source: Source::Manual,
+        skip: Vec::new(),
+        discount: None,
+        cancel_at: None,
+        last_period: None,
+    };
+    store.insert_manual(&sub, Some(from_ts(1_000_000)), from_ts(1)).unwrap();
+    // Its period 0 paid (the change settles it).
+    store.conn.execute("UPDATE subscriptions SET next_period = 1 WHERE id = 's'", []).unwrap();
+    let change = PlanChange {
+        subscription_id: "s".into(),
+        timing: ChangeTiming::Now,
+        at: from_ts(10),
+        period: 0,
+        from_plan_id: "p".into(),
+        from_amount: 9900,
+        from_interval: month,
+        to_plan_id: "q".into(),
+        to_plan_name: "Q".into(),
+        to_amount: 19_900,
+        to_interval: month,
+        rate: Some(19_900),
+        owed: 2500,
+        merchant_uid: Some("m-s-0-c1".into()),
+        anchor_date: date,
+        anchor_period: 0,
+        next_period: 1,
+        next_due_at: None,
+        opens: None,
+    };
+    assert_eq!(store.change_plan(&change, 0, from_ts(10)).unwrap().unwrap().state, ChangeState::Pending);
+}
+
+/// The charge of [`pending_change`].
+fn proration_charge() -> OneTimeCharge {
+    OneTimeCharge {
+        merchant_uid: "m-s-0-c1".into(),
+        kind: OneTimeKind::Proration,
+        customer_uid: Some("c".into()),
+        subscription_id: Some("s".into()),
+        name: "Q".into(),
+        amount: 2500,
+        currency: "KRW".into(),
+        card_masked: "-".into(),
+    }
+}
+
+/// Issue 25 review F2: a change's charge found paid after its subscription moved to another plan (as a sync of a
+/// billd before the fix did, or any write outside the change) settles the change: it fails, its charge is
+/// credited to the subscription with `subscription.plan_change_credited`, and nothing is left pending to block the
+/// subscription's periods.
+#[test]
+fn a_paid_change_whose_subscription_moved_is_credited_back() {
+    use crate::store::{Book, ChangeState, Changes};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
+    pending_change(&store);
+    store.conn.execute("UPDATE subscriptions SET plan_id = 'r' WHERE id = 's'", []).unwrap();
+    let (id, tries) = store
+        .begin_one_time(&proration_charge(), &RealInstant::wall(1000), from_ts(11), 5000, from_ts(100), None)
+        .unwrap()
+        .unwrap();
+    assert!(store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some("imp_1"), None, from_ts(12)).unwrap());
+    assert_eq!(store.plan_changes("s").unwrap()[0].state, ChangeState::Failed, "the change was left pending");
+    assert_eq!(store.credit("s").unwrap(), 2500, "the paid charge was neither applied nor credited");
+    let credited: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM events WHERE kind = 'subscription.plan_change_credited'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(credited, 1);
+    assert_eq!(store.subscription("s").unwrap().unwrap().plan_id, "r");
+}
+
+/// A change an older billd left pending with its charge paid (found paid after a sync moved the subscription: the
+/// subscription never opened a period again) is settled by `settle_paid_change` (the change's rerun): failed, its
+/// charge credited.
+#[test]
+fn a_change_left_pending_with_its_charge_paid_is_settled_by_its_rerun() {
+    use crate::store::{ChangeState, Changes};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
+    pending_change(&store);
+    // As an older billd left it: the plan moved, the charge paid, the change still pending.
+    store.conn.execute("UPDATE subscriptions SET plan_id = 'r' WHERE id = 's'", []).unwrap();
+    let (id, tries) = store
+        .begin_one_time(&proration_charge(), &RealInstant::wall(1000), from_ts(11), 5000, from_ts(100), None)
+        .unwrap()
+        .unwrap();
+    // The outcome recorded without the change's settlement (what the older billd's settle_in did: an event only).
+    store
+        .conn
+        .execute(
+            "UPDATE one_time_charges SET status = 'paid', imp_uid = 'imp_1' WHERE id = ?1 AND tries = ?2",
+            [id, tries],
+        )
+        .unwrap();
+    assert_eq!(store.plan_changes("s").unwrap()[0].state, ChangeState::Pending);
+    assert!(store.settle_paid_change("m-s-0-c1", from_ts(20)).unwrap());
+    assert_eq!(store.plan_changes("s").unwrap()[0].state, ChangeState::Failed);
+    assert_eq!(store.credit("s").unwrap(), 2500);
+    assert!(!store.settle_paid_change("m-s-0-c1", from_ts(21)).unwrap(), "settled twice");
+    assert_eq!(store.credit("s").unwrap(), 2500, "credited twice");
+}

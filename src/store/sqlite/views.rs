@@ -235,7 +235,7 @@ impl Views for SqliteStore {
             })
             .collect::<Result<_>>()?;
         let mut open = self.conn.prepare_cached(
-            "SELECT period, next_attempt_at, amount, currency FROM periods
+            "SELECT period, next_attempt_at, amount - credit, currency FROM periods
              WHERE subscription_id = ?1 AND state = 'open' AND next_attempt_at IS NOT NULL",
         )?;
         let mut out = Vec::with_capacity(subs.len());

@@ -104,6 +104,9 @@ pub enum RefundRefused {
     Made(Box<RefundRow>),
     /// More than remains: what was paid, refunded so far, and what remains.
     TooMuch { paid: i64, refunded: i64, remaining: i64 },
+    /// More than the charge's period may refund beside the credit its plan changes left (issue 25): what may still
+    /// be refunded, and what was credited.
+    Credited { refundable: i64, credited: i64 },
 }
 
 /// One refund as a payment's cancel history shows it (the gateway's words cleaned by the gateway client).
