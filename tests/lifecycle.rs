@@ -413,3 +413,25 @@ fn the_lifecycle_edges_an_outsider_found_hold() {
     assert!(paid_merchant_uids(&w, "c-later").len() <= 1, "a start moved back charged every period since at once");
     w.assert_consistent();
 }
+
+/// A third review's finding: `end` was recounted with a new interval when the plan's interval changed in the file,
+/// billing weeks past it (or skipping a month before it). A subscription with a fixed term keeps its interval: the
+/// change of its plan is not applied, and the sync says so.
+#[test]
+fn a_fixed_term_keeps_its_interval_when_its_plan_changes_in_the_file() {
+    let weekly = "\n[[plans]]\nid = \"weekly\"\nname = \"Weekly\"\namount = 2000\ninterval = \"1 week\"\n";
+    let text = format!("{PLANS}{weekly}{}end = \"2025-03-15\"\n", sub("w", "c-w", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    w.sandbox.register_customer("c-w", cards::APPROVE).unwrap();
+    w.tick("2025-01-10T10:00:00+09:00");
+    w.tick("2025-02-10T10:00:00+09:00");
+    let edited = text.replace("plan = \"monthly\"", "plan = \"weekly\"");
+    w.write_config(&Setup { body: &edited, ..Default::default() });
+    let said = common::text(&w.billd().args(["sync", "--as-of", "2025-02-12T00:00:00+09:00"]).output().unwrap());
+    assert!(said.contains("keeps its interval"), "{said}");
+    for day in ["2025-03-10", "2025-03-17", "2025-03-24", "2025-04-30"] {
+        w.tick(&format!("{day}T10:00:00+09:00"));
+    }
+    assert_eq!(paid_amounts(&w, "c-w"), [9900, 9900, 9900], "billed past its end, or at another interval");
+    assert_eq!(w.status_of("w"), "completed");
+}

@@ -489,3 +489,30 @@ fn upcoming_shows_the_amounts_after_credit() {
     let amounts: Vec<i64> = items.iter().map(|i| i["amount"].as_i64().unwrap()).collect();
     assert_eq!(amounts, [5_000, 10_000], "{items:?}");
 }
+
+/// A third review's findings (each reproduced): a period already refunded was credited again by a downgrade made
+/// now (10 000 back and 4 843 of credit on 10 000 paid); an interval change made now on a subscription canceled at
+/// period end restarted the calendar past its cancel date, and a year was charged after it.
+#[test]
+fn a_change_now_never_credits_a_refunded_period_nor_bills_past_a_cancel_date() {
+    let w = world();
+    subscribed(&w, "pro");
+    let refund = billd(&w, &["refund", "billd-s1-0", "--amount", "1000", "--reason", "goodwill"]);
+    assert!(refund.status.success(), "{}", text(&refund));
+    let out = change(&w, "basic", "--now", "2025-01-16T12:00:00+09:00");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("has refunds"), "{}", text(&out));
+    let credit: i64 = w.db().query_row("SELECT credit FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(credit, 0, "a refunded period credited");
+    // Canceled at period end, then an interval change now: refused (it changes at period end, past its end).
+    let end = billd(&w, &["cancel", "s1", "--at-period-end", "--as-of", "2025-01-17T00:00:00+09:00"]);
+    assert!(end.status.success(), "{}", text(&end));
+    let out = change(&w, "annual", "--now", "2025-01-17T12:00:00+09:00");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("fixed term or a cancel date") || said.contains("no paid period covering"), "{said}");
+    w.tick("2025-02-01T10:00:00+09:00");
+    w.tick("2026-01-17T10:00:00+09:00");
+    assert_eq!(w.paid_for("c1").len(), 1, "charged after its cancel date");
+    assert_eq!(w.status_of("s1"), "canceled");
+}

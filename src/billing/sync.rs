@@ -97,6 +97,17 @@ pub fn plan(
             ));
             continue;
         }
+        // A fixed term is counted in the periods of its interval: a subscription with one keeps it, and a change of
+        // its plan's interval is not applied at all (an outsider's `end` was recounted with a new interval, billing
+        // weeks past it, or skipping a month before it).
+        if have.interval != wanted.interval && (have.last_period.is_some() || wanted.last_period.is_some()) {
+            out.warnings.push(format!(
+                "subscription {:?}: its plan's interval {} -> {} is not applied, nor the rest of the change: a \
+                 subscription with a fixed term keeps its interval (cancel it and add a new subscription)",
+                wanted.id, have.interval, wanted.interval
+            ));
+            continue;
+        }
         let mut after = (*have).clone();
         let mut what = Vec::new();
         if have.plan_id != wanted.plan_id {

@@ -134,6 +134,14 @@ fn decide(
     let rate = applied.find(|r| r.change.timing == ChangeTiming::Now && r.change.period == paid.period);
     let rate = rate.and_then(|r| r.change.rate).unwrap_or(paid.amount);
     (c.period, c.from_amount, c.from_interval) = (paid.period, rate, in_force);
+    // A fixed term or a cancel date is counted in the periods of its interval: a restart now would bill past it (an
+    // outsider was charged a year after a cancel date this way). Such a subscription changes interval at period end.
+    if to.interval != in_force && (sub.cancel_at.is_some() || sub.last_period.is_some()) {
+        bail!(
+            "subscription {id} has a fixed term or a cancel date: its interval changes only at period end \
+             (--at-period-end); nothing changed"
+        );
+    }
     let settled = if to.interval == in_force {
         let new = to.amount_of(paid.period);
         c.rate = Some(new);

@@ -13,7 +13,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// Cancels the canceling subscriptions whose `cancel_at` has come (a cancel at period end).
     pub(super) async fn end_canceling(&self, now: DateTime<Utc>) -> Result<()> {
         for id in self.db(move |s| s.end_canceling(now)).await? {
-            info!(event = "subscription.canceled", subscription = %id, "subscription.canceled: its cancel_at came");
+            info!(event = "subscription.ended", subscription = %id,
+                "subscription.ended: its cancel_at came, or its term has nothing left to bill (see its status)");
         }
         Ok(())
     }

@@ -262,10 +262,25 @@ fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<S
         ChangeTiming::Now => c.period + 1,
         ChangeTiming::PeriodEnd => c.period,
     };
+    // A change now credits or charges the rest of a period from what it paid: a period with refunds (made or in
+    // doubt) would be credited money already given back (an outsider got 10 000 back and 4 843 of credit on 10 000).
+    let refunded: bool = c.timing == ChangeTiming::Now
+        && tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM refunds f JOIN periods p ON p.merchant_uid = f.merchant_uid
+               WHERE p.subscription_id = ?1 AND p.period = ?2 AND f.status != 'failed')",
+            params![id, c.period as i64],
+            |r| r.get(0),
+        )?;
     Ok(if plan != c.from_plan_id {
         Some(format!("subscription {id} has plan {plan} now, not {}", c.from_plan_id))
     } else if open {
         Some(format!("subscription {id} has an open period (charge it with `billd retry` or let dunning run first)"))
+    } else if refunded {
+        Some(format!(
+            "subscription {id}: period {} has refunds; a change now would credit what was given back (change at \
+             period end)",
+            c.period
+        ))
     } else if pending > 0 {
         Some(format!("subscription {id} has a plan change whose charge is not settled yet"))
     } else if let Some(last) = last.filter(|l| secs(c.at) < *l) {
