@@ -237,7 +237,8 @@ pub fn charge<S: Store, G: Gateway>(
                 let now = Utc::now();
                 if !store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, now)? {
                     bail!(
-                        "merchant_uid {merchant_uid} is paid at the gateway (imp_uid {imp}), but another billd                          process changed its record meanwhile; nothing sent (rerun to see what is recorded)"
+                        "merchant_uid {merchant_uid} is paid at the gateway (imp_uid {imp}), but another billd \
+                         process changed its record meanwhile; nothing sent (rerun to see what is recorded)"
                     );
                 }
                 crate::say!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
