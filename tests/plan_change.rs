@@ -516,3 +516,25 @@ fn a_change_now_never_credits_a_refunded_period_nor_bills_past_a_cancel_date() {
     assert_eq!(w.paid_for("c1").len(), 1, "charged after its cancel date");
     assert_eq!(w.status_of("s1"), "canceled");
 }
+
+/// A fourth review's findings: refunding an upgrade's own charge, then downgrading now, credited the refunded money;
+/// an interval change at period end on a subscription with a cancel date billed a year past it.
+#[test]
+fn a_refunded_upgrade_is_not_credited_and_a_cancel_date_keeps_its_interval_at_period_end() {
+    let w = world();
+    subscribed(&w, "basic");
+    let up = change(&w, "pro", "--now", "2025-01-16T12:00:00+09:00");
+    assert!(up.status.success(), "{}", text(&up));
+    let refund = billd(&w, &["refund", "billd-s1-0-c1", "--reason", "goodwill"]);
+    assert!(refund.status.success(), "{}", text(&refund));
+    let down = change(&w, "basic", "--now", "2025-01-16T13:00:00+09:00");
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+    assert!(text(&down).contains("has refunds"), "{}", text(&down));
+    let credit: i64 = w.db().query_row("SELECT credit FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(credit, 0, "a refunded upgrade credited");
+    let end = billd(&w, &["cancel", "s1", "--at-period-end", "--as-of", "2025-01-17T00:00:00+09:00"]);
+    assert!(end.status.success(), "{}", text(&end));
+    let yearly = change(&w, "annual", "--at-period-end", "2025-01-17T12:00:00+09:00");
+    assert_eq!(yearly.status.code(), Some(1), "{}", text(&yearly));
+    assert!(text(&yearly).contains("keeps its interval"), "{}", text(&yearly));
+}

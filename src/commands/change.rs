@@ -104,6 +104,15 @@ fn decide(
         next_due_at: None,
         opens: None,
     };
+    // A fixed term or a cancel date is counted in the periods of its interval: the subscription keeps it, now or at
+    // period end (an outsider's at-period-end change billed a year past a cancel date, and recounted an end).
+    if to.interval != sub.interval && (sub.cancel_at.is_some() || sub.last_period.is_some()) {
+        bail!(
+            "subscription {id} has a fixed term or a cancel date: it keeps its interval ({}); nothing changed \
+             (cancel it and add a new subscription for the new plan)",
+            sub.interval
+        );
+    }
     if timing == ChangeTiming::PeriodEnd {
         // A new interval keeps the next due date and continues from it (as a sync's change of interval does).
         if to.interval != sub.interval

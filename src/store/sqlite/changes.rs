@@ -262,12 +262,16 @@ fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<S
         ChangeTiming::Now => c.period + 1,
         ChangeTiming::PeriodEnd => c.period,
     };
-    // A change now credits or charges the rest of a period from what it paid: a period with refunds (made or in
-    // doubt) would be credited money already given back (an outsider got 10 000 back and 4 843 of credit on 10 000).
+    // A change now credits or charges the rest of a period from what it paid: a period with refunds (of its own
+    // charge or of a change's charge in it; made, in doubt, or failed, which may still land) would be credited
+    // money already given back (outsiders got 10 000 back and 4 843 of credit on 10 000, and a refunded upgrade
+    // credited again).
     let refunded: bool = c.timing == ChangeTiming::Now
         && tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM refunds f JOIN periods p ON p.merchant_uid = f.merchant_uid
-               WHERE p.subscription_id = ?1 AND p.period = ?2 AND f.status != 'failed')",
+            "SELECT EXISTS (SELECT 1 FROM refunds f WHERE f.merchant_uid IN (
+               SELECT merchant_uid FROM periods WHERE subscription_id = ?1 AND period = ?2
+               UNION SELECT merchant_uid FROM plan_changes
+                 WHERE subscription_id = ?1 AND period = ?2 AND merchant_uid IS NOT NULL))",
             params![id, c.period as i64],
             |r| r.get(0),
         )?;
