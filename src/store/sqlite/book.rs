@@ -6,7 +6,7 @@ use super::ledger::DUE_NOW_BY_OPERATOR;
 use super::sync::{apply_sync_in, book_clock_in, retime_in};
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::{ChargeClock, Interval};
-use crate::billing::model::{Status, Subscription};
+use crate::billing::model::{Source, Status, Subscription};
 use crate::billing::proration::Discount;
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::SyncPlan;
@@ -56,6 +56,49 @@ pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>
     })()
     .with_context(|| format!("subscription {id:?} has a corrupt row"));
     Ok(parsed)
+}
+
+/// Writes a new subscription row (every column a subscription keeps) and its `subscription.created` event, inside
+/// `tx`: the one place a subscription is inserted, for a sync and a command alike (a column added since was written
+/// by one of two copies only).
+pub(super) fn insert_row(
+    tx: &Transaction<'_>,
+    s: &Subscription,
+    source: Source,
+    due: Option<i64>,
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
+           anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at, discount,
+           cancel_at, last_period)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18)",
+        params![
+            s.id,
+            s.customer_uid,
+            s.plan_id,
+            s.plan_name,
+            s.amount,
+            s.currency,
+            s.interval.to_string(),
+            s.start_date.to_string(),
+            s.anchor_date.to_string(),
+            s.anchor_period as i64,
+            s.next_period as i64,
+            due,
+            s.status,
+            source,
+            now,
+            discount_json(s.discount),
+            s.cancel_at.map(secs),
+            s.last_period.map(|p| p as i64)
+        ],
+    )?;
+    let detail = json!({
+        "plan": s.plan_id, "amount": s.amount, "currency": s.currency, "start": s.start_date.to_string(),
+        "status": s.status.as_str(), "source": source.as_str(), "discount": s.discount,
+    });
+    event(tx, now, "subscription.created", Some(&s.id), detail)
 }
 
 /// A discount as stored: JSON (NULL when there is none).
@@ -499,34 +542,15 @@ impl Book for SqliteStore {
                 s.id
             );
         }
-        tx.execute(
-            "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
-               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at, discount)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10, ?11)",
-            params![
-                s.id,
-                s.customer_uid,
-                s.plan_id,
-                s.plan_name,
-                s.amount,
-                s.currency,
-                s.interval.to_string(),
-                s.start_date.to_string(),
-                next_due_at.map(secs),
-                now,
-                discount_json(s.discount)
-            ],
-        )?;
-        event(
-            &tx,
-            now,
-            "subscription.created",
-            Some(&s.id),
-            json!({
-                "plan": s.plan_id, "amount": s.amount, "currency": s.currency, "start": s.start_date.to_string(),
-                "source": "manual"
-            }),
-        )?;
+        // A command adds it from its start: its first period is period 0 of a calendar anchored there.
+        let manual = Subscription {
+            anchor_date: s.start_date,
+            anchor_period: 0,
+            next_period: 0,
+            status: Status::Active,
+            ..s.clone()
+        };
+        insert_row(&tx, &manual, Source::Manual, next_due_at.map(secs), now)?;
         tx.commit()?;
         Ok(())
     }

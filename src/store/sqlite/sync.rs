@@ -1,7 +1,9 @@
 //! SQLite: applying a config sync's plan to the book (inserts, updates, cancels, and the re-timing of next charges
 //! when the charge clock changed).
 
-use super::book::{SUB_SELECT, change_status, current_status, discount_json, same_id_but_case, sub_from_row};
+use super::book::{
+    SUB_SELECT, change_status, current_status, discount_json, insert_row, same_id_but_case, sub_from_row,
+};
 use super::events::event;
 use super::secs;
 use crate::billing::calendar::ChargeClock;
@@ -62,43 +64,7 @@ pub(super) fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &Charg
                          order at the gateway)", s.id);
                     continue;
                 }
-                tx.execute(
-                    "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
-                       start_date, anchor_date, anchor_period, next_period, next_due_at, status, source,
-                       created_at, updated_at, discount, cancel_at, last_period)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18)",
-                    params![
-                        s.id,
-                        s.customer_uid,
-                        s.plan_id,
-                        s.plan_name,
-                        s.amount,
-                        s.currency,
-                        s.interval.to_string(),
-                        s.start_date.to_string(),
-                        s.anchor_date.to_string(),
-                        s.anchor_period as i64,
-                        s.next_period as i64,
-                        due,
-                        s.status,
-                        s.source,
-                        now,
-                        discount_json(s.discount),
-                        s.cancel_at.map(secs),
-                        s.last_period.map(|p| p as i64)
-                    ],
-                )?;
-                event(
-                    tx,
-                    now,
-                    "subscription.created",
-                    Some(&s.id),
-                    json!({
-                        "plan": s.plan_id, "amount": s.amount, "currency": s.currency,
-                        "start": s.start_date.to_string(), "status": s.status.as_str(), "source": s.source.as_str(),
-                        "discount": s.discount,
-                    }),
-                )?;
+                insert_row(tx, s, s.source, due, now)?;
             }
             Change::Update { before, after: s, what } => {
                 let due = s.billed_due(clock, s.next_period).map(secs);
