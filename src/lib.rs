@@ -23,6 +23,7 @@ pub mod ids;
 pub mod private;
 pub mod realtime;
 pub mod service;
+pub mod shapes;
 pub mod store;
 pub mod text;
 pub mod trust;

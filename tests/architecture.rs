@@ -146,11 +146,14 @@ fn no_two_modules_import_each_other() {
 fn sqlite_and_http_types_stay_in_their_adapters() {
     for m in modules() {
         let code = code(&m.text);
-        for (krate, home) in [("rusqlite", "store::sqlite"), ("reqwest", "gateway::iamport")] {
-            let inside = m.path == home || is_ancestor(home, &m.path);
+        // The webhook delivery service has an HTTP client of its own (issue 26), beside the gateway's.
+        for (krate, homes) in
+            [("rusqlite", &["store::sqlite"][..]), ("reqwest", &["gateway::iamport", "webhooks::deliver"])]
+        {
+            let inside = homes.iter().any(|home| m.path == *home || is_ancestor(home, &m.path));
             assert!(
                 inside || !code.contains(&format!("{krate}::")),
-                "{} uses {krate}; only {home} may (the others see the contract)",
+                "{} uses {krate}; only {homes:?} may (the others see the contract)",
                 m.file.display()
             );
         }

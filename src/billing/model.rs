@@ -5,7 +5,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::fmt;
 
 /// A subscription's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// In its trial: its first period falls due when the trial ends (then active once paid).
     Trialing,
@@ -68,7 +69,8 @@ impl fmt::Display for Status {
 }
 
 /// Where a subscription was defined: `schedules.toml` (synced) or the database only (never canceled by a sync).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     Config,
     Manual,
@@ -145,6 +147,15 @@ impl Subscription {
     pub fn skip_ahead_of(&self, due_at: Option<i64>) -> Vec<(i64, i64)> {
         self.skip.iter().copied().filter(|&(_, to)| due_at.is_none_or(|t| t < to)).collect()
     }
+}
+
+/// How long before a trial ends the app is told (`subscription.trial_ending`).
+pub const TRIAL_ENDING_NOTICE: chrono::Duration = chrono::Duration::days(3);
+
+/// The instant up to which trials ending are announced by a pass at `now`: trials ending after `now` and at or
+/// before it.
+pub fn trial_ending_horizon(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + TRIAL_ENDING_NOTICE
 }
 
 /// With `billing.catch_up_window`, the instant before which a period falling due is skipped, not charged, by a pass

@@ -2,14 +2,14 @@
 
 use crate::app::load_config;
 use crate::app::open_store;
-use crate::commands::present::{human, rfc3339};
+use crate::commands::present::human;
 use crate::config;
-use crate::store::{ChargeRow, ChargeStatus, Failure, OneTimeKind, Views};
+use crate::shapes::{charge_json, kind};
+use crate::store::{ChargeStatus, Views};
 use crate::text::cell;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -21,29 +21,6 @@ pub enum Only<'a> {
     Subscription(&'a str),
     /// One-time charges (`charge-once` and `charge-key`).
     OneTime,
-}
-
-/// What a row is: a subscription period's attempt, a one-time key-in charge of a card (`charge-once`), or a
-/// one-time charge of a stored billing key (`charge-key`).
-fn kind(r: &ChargeRow) -> &'static str {
-    match r.one_time {
-        None => "period",
-        Some(OneTimeKind::Card) => "one-time",
-        Some(OneTimeKind::Key) => "one-time-key",
-        Some(OneTimeKind::Proration) => "proration",
-    }
-}
-
-fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
-    let period = r.one_time.is_none().then_some((r.period, r.attempt));
-    json!({
-        "kind": kind(r), "subscription_id": r.subscription_id, "period": period.map(|p| p.0),
-        "attempt": period.map(|p| p.1), "tries": r.attempt,
-        "merchant_uid": r.merchant_uid, "customer_uid": r.customer_uid, "amount": r.amount, "currency": r.currency,
-        "status": r.status.as_str(), "failure": r.failure.map(Failure::as_str), "imp_uid": r.imp_uid,
-        "fail_reason": r.fail_reason, "refunded": r.refunded,
-        "due_at": rfc3339(r.due_at, tz), "made_at": rfc3339(r.created_at, tz), "updated_at": rfc3339(r.updated_at, tz),
-    })
 }
 
 pub fn charges(

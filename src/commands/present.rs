@@ -4,14 +4,11 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+pub use crate::shapes::rfc3339;
+
 /// A time for people: in the billing time zone, to the minute, with its offset.
 pub fn human(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz).format("%Y-%m-%d %H:%M %:z").to_string()
-}
-
-/// A time for `--json`: RFC 3339 with the billing time zone's offset.
-pub fn rfc3339(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz).to_rfc3339()
 }
 
 /// A value cut to `max` characters for a table column (with an ellipsis).

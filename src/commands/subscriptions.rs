@@ -7,59 +7,14 @@ use crate::commands::customers::{
     card, check_customer_uid, issue_key, key_at_gateway, moved, refuse_replacing_unasked, shown,
 };
 use crate::commands::present::{cut, human, rfc3339};
-use crate::realtime::{RealClock, SystemClock};
-use crate::store::{Book, ChargeStatus, Doubt, Failure, PeriodState, PeriodStory, Store, SubscriptionRow, Views};
+use crate::shapes::{next_charge, next_look, retries_left, subscription_json};
+use crate::store::{Book, ChargeStatus, Failure, PeriodState, PeriodStory, Store, Views};
 use crate::text::cell;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
-
-/// An unresolved attempt's next look, in real time: the later of its check time and the end of the quiet period of
-/// its request in doubt, measured now on the real clocks (a past `--as-of` or a step of the wall clock never makes
-/// it look sooner than it will).
-pub fn next_look(check_at: Option<DateTime<Utc>>, doubt: Option<&Doubt>) -> Option<DateTime<Utc>> {
-    match doubt {
-        Some(d) => Some(d.next_look(check_at, &SystemClock.now())),
-        None => check_at,
-    }
-}
-
-/// A subscription's next charge: (when, what), for the NEXT CHARGE column. A past-due subscription's next charge is
-/// its retry, not its next period; an attempt whose outcome is unknown is looked up first.
-fn next_charge(r: &SubscriptionRow) -> (Option<DateTime<Utc>>, &'static str) {
-    // A charge already at the gateway is settled by lookup whatever the status (a cancel or a pause promised it).
-    if r.check_at.is_some() || r.doubt.is_some() {
-        return (next_look(r.check_at, r.doubt.as_ref()), "lookup");
-    }
-    if !r.status.bills() {
-        return (None, "");
-    }
-    if let Some(at) = r.next_attempt_at {
-        return (Some(at), if r.declines > 0 { "retry" } else { "charge" });
-    }
-    (r.next_due_at, "charge")
-}
-
-fn subscription_json(r: &SubscriptionRow, retries: usize, tz: Tz) -> Value {
-    let (at, kind) = next_charge(r);
-    json!({
-        "id": r.id, "customer_uid": r.customer_uid, "plan": r.plan, "amount": r.amount, "currency": r.currency,
-        "interval": r.interval, "status": r.status.as_str(), "source": r.source.as_str(),
-        "next_due_at": r.next_due_at.map(|t| rfc3339(t, tz)),
-        "next_charge": at.map(|t| json!({ "at": rfc3339(t, tz), "kind": kind })),
-        "retries_left": retries_left(r, retries),
-        "paid_periods": r.paid_periods,
-        "why": r.why,
-    })
-}
-
-/// Retries left for the open period (or for the next one, for a subscription that bills); `None` otherwise.
-fn retries_left(r: &SubscriptionRow, retries: usize) -> Option<usize> {
-    r.status.bills().then(|| retries.saturating_sub(r.declines as usize))
-}
 
 /// `now`: the day the config's unsynced subscriptions are judged on (`--as-of`).
 pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -> Result<ExitCode> {

@@ -2,7 +2,7 @@
 //! `cancel_at` came are canceled, and the periods due longer ago than `billing.catch_up_window` are skipped.
 
 use super::{Engine, PAGE, new_period};
-use crate::billing::model::{catch_up_cutoff, resume_plan};
+use crate::billing::model::{catch_up_cutoff, resume_plan, trial_ending_horizon};
 use crate::gateway::Gateway;
 use crate::store::Store;
 use anyhow::Result;
@@ -46,6 +46,16 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             }
         }
         Ok(resumed)
+    }
+
+    /// Tells the app about trials ending within [`TRIAL_ENDING_NOTICE`](crate::billing::model::TRIAL_ENDING_NOTICE)
+    /// of `now` (`subscription.trial_ending`, once per subscription).
+    pub(super) async fn announce_trials_ending(&self, now: DateTime<Utc>) -> Result<()> {
+        let until = trial_ending_horizon(now);
+        for id in self.db(move |s| s.announce_trials_ending(until, now)).await? {
+            info!(event = "subscription.trial_ending", subscription = %id, "subscription.trial_ending: its trial ends within 3 days");
+        }
+        Ok(())
     }
 
     /// Skips every period due before the window at `now`, page by page; returns how many.

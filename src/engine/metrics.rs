@@ -31,6 +31,14 @@ pub struct Metrics {
     pub safety_stop: AtomicBool,
     /// `[metrics] listen` could not be bound (billd tries again; systemd STATUS says so meanwhile).
     pub listener_down: AtomicBool,
+    /// Webhook deliveries by result (2xx; failed and tried again; failed and given up).
+    pub webhooks_delivered: AtomicU64,
+    pub webhooks_retried: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+    /// Events not delivered yet (set by the delivery service).
+    pub webhook_backlog: AtomicI64,
+    /// Age of the oldest event not delivered yet (0: none).
+    pub webhook_oldest_pending_seconds: AtomicI64,
     /// Milliseconds since start of the last sign of life of the scheduler loop.
     heartbeat_ms: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -55,6 +63,11 @@ impl Default for Metrics {
             mass_rejection: AtomicBool::new(false),
             safety_stop: AtomicBool::new(false),
             listener_down: AtomicBool::new(false),
+            webhooks_delivered: AtomicU64::new(0),
+            webhooks_retried: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
+            webhook_backlog: AtomicI64::new(0),
+            webhook_oldest_pending_seconds: AtomicI64::new(0),
             heartbeat_ms: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
@@ -134,6 +147,27 @@ impl Metrics {
             flag(&self.unauthorized),
             flag(&self.mass_rejection),
             flag(&self.safety_stop)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP billd_webhook_deliveries_total Webhook delivery attempts by result.\n\
+             # TYPE billd_webhook_deliveries_total counter"
+        );
+        for (result, v) in [
+            ("delivered", g(&self.webhooks_delivered)),
+            ("retry", g(&self.webhooks_retried)),
+            ("failed", g(&self.webhooks_failed)),
+        ] {
+            let _ = writeln!(o, "billd_webhook_deliveries_total{{result=\"{result}\"}} {v}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP billd_webhook_backlog Webhook events not delivered yet.\n# TYPE billd_webhook_backlog gauge\n\
+             billd_webhook_backlog {}\n\
+             # HELP billd_webhook_oldest_pending_seconds Age of the oldest webhook event not delivered yet.\n\
+             # TYPE billd_webhook_oldest_pending_seconds gauge\nbilld_webhook_oldest_pending_seconds {}",
+            self.webhook_backlog.load(Ordering::Relaxed),
+            self.webhook_oldest_pending_seconds.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             o,

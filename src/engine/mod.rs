@@ -296,6 +296,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         self.resume_due(now).await?;
         self.end_canceling(now).await?;
         report.skipped = self.skip_stale(now).await?;
+        self.announce_trials_ending(now).await?;
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {

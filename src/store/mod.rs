@@ -1,5 +1,6 @@
-//! The storage contract: the traits billd's engine and commands use (by concern), each method's transactional
-//! guarantee, and the row and value types they exchange. Adapters live in folders of their own (`sqlite/`); the
+//! The storage contract (long: the whole contract in one place, trait by trait, each method with its guarantee): the
+//! traits billd's engine and commands use (by concern), each method's transactional guarantee, and the row and
+//! value types they exchange. Adapters live in folders of their own (`sqlite/`); the
 //! contract test suite every adapter must pass is `contract.rs`.
 //!
 //! # What every adapter guarantees
@@ -17,6 +18,10 @@
 //!   makes a look at a charge earlier than its quiet period allows (RELIABILITY §13). An instant that must never be
 //!   recorded before it happened (a pause) is passed already rounded up, with [`ceil_second`].
 //! - **Reads without a write** see committed rows only.
+//! - **Every change publishes its events in its own transaction** ([`Outbox`]): a method that records a charge's
+//!   outcome (paid, failed with a retry or a final action), a refund, a subscription's creation, status change,
+//!   plan change or update, or a period skipped or paid by credit, writes the public event of it into the outbox in
+//!   the same transaction. No event without its change, no change without its event.
 
 pub mod contract;
 pub mod sqlite;
@@ -533,6 +538,49 @@ pub trait Events {
     ) -> Result<()>;
 }
 
+/// The outbox: the public events of the book's changes (written by the methods that make them, see the module's
+/// guarantees), read and marked by the webhook delivery service. Per stream (a subscription's events; the events of
+/// no subscription are one stream), events are delivered in `sequence` order: one is deliverable only once every
+/// earlier one of its stream is delivered or given up.
+pub trait Outbox {
+    /// Up to `limit` deliverable events at `now`, oldest first: each stream's first pending event, if its
+    /// `next_attempt_at` has come.
+    fn deliverable(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEvent>>;
+
+    /// Records one delivery attempt of pending event `id`, durably: `body` (what was sent; kept from the first
+    /// attempt on, later values ignored), one more attempt, and its outcome (delivered, retry at, given up). False
+    /// (nothing written) if the event is not pending (delivered or given up meanwhile by another handle).
+    fn delivery_attempted(&self, id: &str, body: &str, outcome: &Delivery, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Gives up every pending event created before `before` that was never attempted (webhooks are off, or
+    /// were): marked failed with `why`, replayable. Returns how many.
+    fn expire_unsent(&self, before: DateTime<Utc>, why: &str, now: DateTime<Utc>) -> Result<usize>;
+
+    /// Deletes events delivered or given up before `before` (pending ones are kept). Returns how many.
+    fn prune_outbox(&self, before: DateTime<Utc>) -> Result<usize>;
+
+    /// Events by `filter`, oldest first (at most `limit`).
+    fn outbox_events(&self, filter: &OutboxFilter, limit: usize) -> Result<Vec<OutboxEvent>>;
+
+    /// One event by id.
+    fn outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>>;
+
+    /// Makes delivered or failed events pending again (attempts start over, due at `now`, given up after
+    /// `give_up_at`); pending ones are left as they are. Returns the ids made pending.
+    fn replay(&self, which: &Replay, give_up_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<String>>;
+
+    /// Counts for metrics.
+    fn outbox_stats(&self) -> Result<OutboxStats>;
+
+    /// The earliest `next_attempt_at` of a pending event (the delivery service's next wake), if any.
+    fn next_delivery(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// Publishes `subscription.trial_ending` once in a subscription's life for each trialing subscription whose
+    /// trial ends (its first due instant) after `now` and at or before `until`, with its event, in one transaction.
+    /// Returns their ids.
+    fn announce_trials_ending(&self, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<String>>;
+}
+
 /// Read-only views for the listings and `subscriptions show` (committed rows; no transaction held).
 pub trait Views {
     /// Every subscription (or those with `status`) by id, with its derived state.
@@ -577,7 +625,7 @@ pub trait Views {
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is
 /// used by one thread at a time (the engine serializes its calls), but other handles (other processes) may use the
 /// same book at once.
-pub trait Store: Book + Ledger + OneTime + Refunds + Changes + Events + Views + Send + 'static {
+pub trait Store: Book + Ledger + OneTime + Refunds + Changes + Events + Outbox + Views + Send + 'static {
     /// What names the book in messages: the database file (SQLite), or the server and database without credentials.
     fn location(&self) -> String;
 

@@ -25,9 +25,22 @@ macro_rules! spelled {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.pad(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("unknown {}: {text}", stringify!($name))))
             }
         }
     };
@@ -35,8 +48,10 @@ macro_rules! spelled {
 
 // (After the macro: the refund types are spelled with it too.)
 mod changes;
+mod outbox;
 mod refunds;
 pub use changes::*;
+pub use outbox::*;
 pub use refunds::*;
 
 spelled! {
@@ -275,8 +290,8 @@ pub struct ClaimStep {
     pub refused: Vec<Refused>,
 }
 
-/// One attempt row (or one-time charge), for listings.
-#[derive(Debug, Clone)]
+/// One attempt row (or one-time charge), for listings and the outbox's snapshots.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChargeRow {
     /// The subscription of a period's attempt, or the one a one-time charge of a billing key is tied to
     /// (`charge-key --subscription`); `None` for other one-time charges.
@@ -438,8 +453,8 @@ pub struct AttemptStory {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A subscription with its derived state, for listings.
-#[derive(Debug, Clone)]
+/// A subscription with its derived state, for listings and the outbox's snapshots.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SubscriptionRow {
     pub id: String,
     pub customer_uid: String,
@@ -457,7 +472,8 @@ pub struct SubscriptionRow {
     /// The open period's unresolved attempt's next look, if it has one (in billing time; see `doubt`).
     pub check_at: Option<DateTime<Utc>>,
     /// The open period's unresolved attempt's request in doubt, if any: its next look in real time is
-    /// [`Doubt::next_look`].
+    /// [`Doubt::next_look`]. (Not in the outbox's snapshots: a real instant of this machine.)
+    #[serde(skip)]
     pub doubt: Option<Doubt>,
     /// Declined attempts of the open period (0 without one).
     pub declines: u32,

@@ -20,11 +20,13 @@ mod changes;
 mod guards;
 mod lifecycle;
 mod one_time;
+mod outbox;
 mod refunds;
 pub use changes::*;
 pub use guards::*;
 pub use lifecycle::*;
 pub use one_time::*;
+pub use outbox::*;
 pub use refunds::*;
 
 /// How a suite test gets at a book.
@@ -78,6 +80,10 @@ macro_rules! store_contract_tests {
             paid_charges_are_paged_once_each,
             the_same_refund_is_not_begun_again,
             never_more_refunded_than_the_gateway_lists,
+            every_change_publishes_its_event_in_its_transaction,
+            events_are_deliverable_in_order_per_stream,
+            replay_expiry_and_pruning_keep_the_outbox_straight,
+            a_trial_ending_is_announced_once,
             a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods,
             a_pending_change_holds_a_sync_and_credits_are_never_lost_or_refunded,
             a_failed_refund_the_gateway_made_late_is_billds_and_not_begun_again,

@@ -1,8 +1,9 @@
 //! SQLite: the subscriptions (reads, config sync, operator status changes, resume, manual adds) and the one place a
 //! subscription's status changes (`change_status`, as `billing::status` decides).
 
-use super::events::event;
+use super::events::{event, subscription_event};
 use super::ledger::DUE_NOW_BY_OPERATOR;
+use super::outbox::{About, fields, publish};
 use super::sync::{apply_sync_in, book_clock_in, retime_in};
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::{ChargeClock, Interval};
@@ -10,7 +11,7 @@ use crate::billing::model::{Source, Status, Subscription};
 use crate::billing::proration::Discount;
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::SyncPlan;
-use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusSet};
+use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusSet, status_event};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -98,7 +99,7 @@ pub(super) fn insert_row(
         "plan": s.plan_id, "amount": s.amount, "currency": s.currency, "start": s.start_date.to_string(),
         "status": s.status.as_str(), "source": source.as_str(), "discount": s.discount,
     });
-    event(tx, now, "subscription.created", Some(&s.id), detail)
+    subscription_event(tx, now, "subscription.created", &s.id, detail)
 }
 
 /// A discount as stored: JSON (NULL when there is none).
@@ -164,13 +165,10 @@ pub(super) fn change_status(
            stopped_by = CASE WHEN ?4 THEN 'dunning' END WHERE id = ?1",
     )?
     .execute(params![id, to, now, matches!(cause, Cause::Exhausted(_))])?;
-    event(
-        tx,
-        now,
-        &format!("subscription.{}", to.as_str()),
-        Some(id),
-        json!({ "from": from.as_str(), "reason": reason }),
-    )?;
+    let detail = json!({ "from": from.as_str(), "reason": reason });
+    event(tx, now, &format!("subscription.{}", to.as_str()), Some(id), detail)?;
+    let extra = fields(json!({ "previous_status": from.as_str(), "reason": reason }));
+    publish(tx, now, status_event(to, cause), Some(id), About::Subscription(id), extra)?;
     Ok(Some((from, Some(to), voided)))
 }
 
@@ -472,6 +470,8 @@ impl Book for SqliteStore {
             json!({ "from": sub.status.as_str(), "reason": reason,
             "next_period": restart_period }),
         )?;
+        let extra = fields(json!({ "previous_status": sub.status.as_str(), "reason": reason }));
+        publish(&tx, now, status_event(to, Cause::Resume), Some(id), About::Subscription(id), extra)?;
         tx.commit()?;
         Ok((sub, restart_period))
     }

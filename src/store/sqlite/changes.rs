@@ -2,7 +2,7 @@
 //! at once or, for one that charges, by whatever settles its charge (`apply_in`, called from `one_time.rs`).
 
 use super::book::current_status;
-use super::events::event;
+use super::events::{event, subscription_event};
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::Interval;
 use crate::store::{ChangeState, ChangeTiming, Changes, PlanChange, PlanChangeRow};
@@ -132,7 +132,7 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
         "from": c.from_plan_id, "to": c.to_plan_id, "amount": c.to_amount, "interval": c.to_interval.to_string(),
         "owed": c.owed, "merchant_uid": c.merchant_uid, "credit_added": credit,
     });
-    event(tx, now, "subscription.plan_changed", Some(&c.subscription_id), detail)
+    subscription_event(tx, now, "subscription.plan_changed", &c.subscription_id, detail)
 }
 
 /// What settling the one-time charge `merchant_uid` does to the plan change it belongs to, inside `tx`: paid

@@ -1,5 +1,6 @@
 //! SQLite: the event log (`events`), written inside the transaction of the change it records.
 
+use super::outbox::{About, fields, publish};
 use super::{SqliteStore, secs};
 use crate::store::Events;
 use anyhow::Result;
@@ -17,6 +18,19 @@ pub(super) fn event(
     conn.prepare_cached("INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![now, kind, sub, detail.to_string()])?;
     Ok(())
+}
+
+/// Appends event `kind` of subscription `id` and publishes it to the outbox under the same type, with the
+/// subscription as it is now and the detail's fields (inside the caller's transaction).
+pub(super) fn subscription_event(
+    conn: &Connection,
+    now: i64,
+    kind: &str,
+    id: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    event(conn, now, kind, Some(id), detail.clone())?;
+    publish(conn, now, kind, Some(id), About::Subscription(id), fields(detail))
 }
 
 impl Events for SqliteStore {

@@ -2,7 +2,7 @@
 //! unresolved ones to reconcile, resends, releases, and what is due (outcomes are recorded in `record.rs`).
 
 use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
-use super::events::event;
+use super::events::{event, subscription_event};
 use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::model::Status;
 use crate::billing::proration::apply_credit;
@@ -203,7 +203,7 @@ pub(super) fn skip_stale_in(
             "period": p.period, "merchant_uid": p.merchant_uid, "due_at": p.due_at.to_rfc3339(), "amount": p.amount,
             "currency": p.currency, "reason": reason,
         });
-        event(tx, now, "period.skipped", Some(&p.subscription_id), detail)?;
+        subscription_event(tx, now, "period.skipped", &p.subscription_id, detail)?;
         if d.sub.last_period == Some(p.period) {
             change_status(
                 tx,
@@ -296,7 +296,7 @@ fn open_in(
                 "period": p.period, "merchant_uid": p.merchant_uid, "amount": p.amount, "currency": p.currency,
                 "credit_left": left,
             });
-            event(tx, now, "period.paid_by_credit", Some(&p.subscription_id), detail)?;
+            subscription_event(tx, now, "period.paid_by_credit", &p.subscription_id, detail)?;
             step.opened += 1;
             continue;
         }

@@ -7,6 +7,7 @@ mod events;
 mod import;
 mod ledger;
 mod one_time;
+mod outbox;
 mod record;
 mod refunds;
 mod schema;

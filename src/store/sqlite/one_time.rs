@@ -2,6 +2,7 @@
 //! (guarded by `tries`, so a send, a pass's lookup and a command's answer never overwrite one another).
 
 use super::events::event;
+use super::outbox::{About, fields, publish};
 use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::quiet::{RealInstant, quiet_period};
 use crate::store::{
@@ -191,7 +192,12 @@ impl OneTime for SqliteStore {
         };
         let mut detail = json!({ "imp_uid": imp_uid, "reason": reason });
         let sub = describe(&tx, id, &mut detail)?;
-        event(&tx, now, kind, sub.as_deref(), detail)?;
+        event(&tx, now, kind, sub.as_deref(), detail.clone())?;
+        if matches!(status, ChargeStatus::Paid | ChargeStatus::Failed) {
+            let muid = detail["merchant_uid"].as_str().unwrap_or_default();
+            let extra = fields(json!({ "reason": detail["reason"] }));
+            publish(&tx, now, kind, sub.as_deref(), About::OneTime(muid), extra)?;
+        }
         // The charge of a plan change: its outcome applies or fails the change, in this transaction.
         let (merchant_uid, of): (String, OneTimeKind) =
             tx.query_row("SELECT merchant_uid, kind FROM one_time_charges WHERE id = ?1", [id], |r| {

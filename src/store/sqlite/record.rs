@@ -3,6 +3,7 @@
 
 use super::book::change_status;
 use super::events::event;
+use super::outbox::{About, fields, publish};
 use super::{SqliteStore, real_cols, secs, secs_ceil};
 use crate::billing::dunning::Decision;
 use crate::billing::status::{Cause, exhausted_reason};
@@ -25,7 +26,7 @@ pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Resul
         let mut paid = PaidStatements {
             attempt: tx.prepare_cached(
                 "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
-                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
+                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1 AND status != 'paid'",
             )?,
             period: tx.prepare_cached(
                 "UPDATE periods SET state = 'paid', next_attempt_at = NULL, retry_ahead_of = NULL, closed_at = ?3
@@ -89,9 +90,16 @@ fn record_one(
     match &it.result {
         AttemptResult::Paid { imp_uid } => {
             if paid.attempt.execute(params![a.id, imp_uid, now])? != 1 {
+                // Recorded paid already (by another handle that settled it too): nothing more to write or publish.
+                let already =
+                    tx.prepare_cached("SELECT 1 FROM attempts WHERE id = ?1 AND status = 'paid'")?.exists([a.id])?;
+                if already {
+                    return Ok(());
+                }
                 bail!("attempt {} is not in the book (voided before it was sent?)", a.id);
             }
             paid.period.execute(params![a.subscription_id, a.period as i64, now])?;
+            publish(tx, now, "charge.paid", Some(&a.subscription_id), About::Attempt(a.id), Default::default())?;
             // The paid attempt row is the record of the payment (no separate event: this is the hot path of a
             // billing day). A past-due subscription becomes active again; its status is read only then (no other
             // status can turn into past due while the attempt is out, as a subscription has one open period).
@@ -218,7 +226,7 @@ fn record_failure(
             if !counted && failure == Failure::Declined {
                 detail["counted"] = json!(false);
             }
-            event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
+            charge_failed(tx, now, a, detail)?;
             status_to(tx, it, Cause::FailedWillRetry, now, reason, changes)?;
         }
         Decision::Exhausted(action) => {
@@ -229,7 +237,7 @@ fn record_failure(
             .execute(params![a.subscription_id, a.period as i64, now])?;
             return_credit(tx, &a.subscription_id, a.period, now)?;
             detail["final_action"] = json!(action.as_str());
-            event(tx, now, "charge.failed", Some(&a.subscription_id), detail)?;
+            charge_failed(tx, now, a, detail)?;
             let why = exhausted_reason(failure == Failure::Rejected, reason);
             status_to(tx, it, Cause::Exhausted(action), now, &why, changes)?;
             if a.ends_term && action == crate::billing::dunning::OnExhausted::Skip {
@@ -240,6 +248,15 @@ fn record_failure(
         other => bail!("a failed attempt cannot be followed by {other:?}"),
     }
     Ok(())
+}
+
+/// The `charge.failed` event of attempt `a`, logged and published (its `reason`, `failure`, and `next_retry` or
+/// `final_action`).
+fn charge_failed(tx: &Transaction<'_>, now: i64, a: &crate::store::Attempt, detail: serde_json::Value) -> Result<()> {
+    event(tx, now, "charge.failed", Some(&a.subscription_id), detail.clone())?;
+    let keep = ["reason", "failure", "next_retry", "final_action", "counted"];
+    let extra = fields(detail).into_iter().filter(|(k, _)| keep.contains(&k.as_str())).collect();
+    publish(tx, now, "charge.failed", Some(&a.subscription_id), About::Attempt(a.id), extra)
 }
 
 /// Gives the credit a period given up had taken (`periods.credit`, spent when it opened) back to its subscription,

@@ -2,6 +2,7 @@
 
 use super::events::event;
 use super::one_time::doubt_from;
+use super::outbox::{About, fields, publish};
 use super::{SqliteStore, at, real_cols, secs, secs_ceil};
 use crate::billing::quiet::RealInstant;
 use crate::billing::quiet::quiet_period;
@@ -106,6 +107,15 @@ fn detail(r: &RefundRow) -> serde_json::Value {
     json!({ "merchant_uid": r.merchant_uid, "imp_uid": r.imp_uid, "amount": r.amount, "currency": r.currency,
             "reason": r.reason, "source": r.source.as_str(), "cancellation_id": r.cancellation_id,
             "detail": r.detail })
+}
+
+/// The `charge.refunded` event of refund `r`, logged and published (the charge as it is now, and the refund).
+fn refunded(tx: &rusqlite::Connection, now: i64, sub: Option<&str>, r: &RefundRow) -> Result<()> {
+    event(tx, now, "charge.refunded", sub, detail(r))?;
+    let refund = json!({ "amount": r.amount, "currency": r.currency, "reason": r.reason, "source": r.source.as_str(),
+                         "cancellation_id": r.cancellation_id });
+    let extra = fields(json!({ "refund": refund }));
+    publish(tx, now, "charge.refunded", sub, About::PaidCharge(&r.merchant_uid), extra)
 }
 
 impl Refunds for SqliteStore {
@@ -277,7 +287,7 @@ impl Refunds for SqliteStore {
                     params![d.id, seen[i].id, n],
                 )?;
                 taken.push(seen[i].id.clone());
-                event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&by_id(&tx, d.id)?))?;
+                refunded(&tx, n, c.subscription.as_deref(), &by_id(&tx, d.id)?)?;
             } else if d.status == RefundStatus::Pending && d.check_at.is_some_and(|t| t > now) {
                 // The command that began it may still be sending it (its check time is when it is surely over).
             } else if d.status == RefundStatus::Pending {
@@ -321,7 +331,7 @@ impl Refunds for SqliteStore {
             )?;
             taken.push(seen[i].id.clone());
             let r = by_id(&tx, f.id)?;
-            event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&r))?;
+            refunded(&tx, n, c.subscription.as_deref(), &r)?;
             settled.late.push(r);
         }
         // Refunds made outside billd, once billd's own is no longer in doubt (one of them could be it).
@@ -339,7 +349,7 @@ impl Refunds for SqliteStore {
                     |x| x.get(0),
                 )?;
                 let r = by_id(&tx, id)?;
-                event(&tx, n, "charge.refunded", c.subscription.as_deref(), detail(&r))?;
+                refunded(&tx, n, c.subscription.as_deref(), &r)?;
                 settled.external.push(r);
             }
         }

@@ -4,7 +4,7 @@
 use super::book::{
     SUB_SELECT, change_status, current_status, discount_json, insert_row, same_id_but_case, sub_from_row,
 };
-use super::events::event;
+use super::events::subscription_event;
 use super::secs;
 use crate::billing::calendar::ChargeClock;
 use crate::billing::model::{Status, Subscription};
@@ -96,7 +96,8 @@ pub(super) fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &Charg
                 if n != 1 {
                     bail!("subscription {:?} changed while the config was being applied; nothing applied", s.id);
                 }
-                event(tx, now, "subscription.updated", Some(&s.id), json!({ "changes": what }))?;
+                let detail = json!({ "changes": what });
+                subscription_event(tx, now, "subscription.updated", &s.id, detail)?;
                 // A cancel_at set makes a subscription that bills canceling; one removed makes a canceling one active
                 // again. A paused or suspended one stays so (an outsider's paused subscription was billed again).
                 if before.cancel_at != s.cancel_at {

@@ -25,43 +25,9 @@ impl Views for SqliteStore {
     }
 
     fn list_subscriptions(&self, status: Option<Status>) -> Result<Vec<SubscriptionRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT s.id, s.customer_uid, s.plan_id, s.amount, s.currency, s.interval, s.status, s.source,
-                    s.next_due_at,
-                    (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid'),
-                    o.next_attempt_at, o.declines,
-                    u.check_at,
-                    CASE WHEN s.status IN ('canceled', 'suspended') THEN
-                      (SELECT json_extract(e.detail, '$.reason') FROM events e WHERE e.subscription_id = s.id
-                         AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
-                    END,
-                    u.timeout_ms, u.doubt_wall_ms, u.doubt_boot_ms, u.doubt_boot_id
-             FROM subscriptions s
-             LEFT JOIN periods o ON o.subscription_id = s.id AND o.state = 'open'
-             LEFT JOIN attempts u ON u.subscription_id = s.id AND u.period = o.period
-               AND u.status IN ('pending', 'unknown')
-             WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id",
-        )?;
-        let rows = st.query_map(params![status], |r| {
-            let status: Status = r.get(6)?;
-            Ok(SubscriptionRow {
-                id: r.get(0)?,
-                customer_uid: r.get(1)?,
-                plan: r.get(2)?,
-                amount: r.get(3)?,
-                currency: r.get(4)?,
-                interval: r.get(5)?,
-                status,
-                source: r.get(7)?,
-                next_due_at: r.get::<_, Option<i64>>(8)?.filter(|_| status.bills()).map(at),
-                paid_periods: r.get::<_, i64>(9)? as u64,
-                next_attempt_at: r.get::<_, Option<i64>>(10)?.map(at),
-                declines: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u32,
-                check_at: r.get::<_, Option<i64>>(12)?.map(at),
-                why: r.get(13)?,
-                doubt: doubt_from(r, 14)?,
-            })
-        })?;
+        let mut st =
+            self.conn.prepare_cached(&format!("{SUB_ROW_SELECT} WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id"))?;
+        let rows = st.query_map(params![status], sub_row)?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
@@ -72,38 +38,13 @@ impl Views for SqliteStore {
         subscription: Option<&str>,
         after_id: i64,
     ) -> Result<Vec<(i64, ChargeRow)>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid, a.customer_uid, a.amount,
-                    a.currency, a.status, a.failure, a.imp_uid, a.fail_reason, p.due_at, a.created_at, a.updated_at,
-                    CASE WHEN a.status = 'paid' THEN (SELECT coalesce(sum(f.amount), 0) FROM refunds f
-                      WHERE f.merchant_uid = a.merchant_uid AND f.status = 'refunded') ELSE 0 END
-             FROM attempts a JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
-             WHERE a.id > ?4 AND (?1 = 0 OR a.status = 'failed') AND (?2 IS NULL OR a.updated_at >= ?2)
+        let mut st = self.conn.prepare_cached(&format!(
+            "{CHARGE_SELECT} WHERE a.id > ?4 AND (?1 = 0 OR a.status = 'failed') AND (?2 IS NULL OR a.updated_at >= ?2)
                AND (?3 IS NULL OR a.subscription_id = ?3)
-             ORDER BY a.id",
-        )?;
+             ORDER BY a.id"
+        ))?;
         let rows = st.query_map(params![failed_only as i64, since.map(secs), subscription, after_id], |r| {
-            Ok((
-                r.get(0)?,
-                ChargeRow {
-                    subscription_id: r.get(1)?,
-                    one_time: None,
-                    period: r.get::<_, i64>(2)? as u64,
-                    attempt: r.get::<_, i64>(3)? as u32,
-                    merchant_uid: r.get(4)?,
-                    customer_uid: r.get(5)?,
-                    amount: r.get(6)?,
-                    currency: r.get(7)?,
-                    status: r.get(8)?,
-                    failure: r.get(9)?,
-                    imp_uid: r.get(10)?,
-                    fail_reason: r.get(11)?,
-                    due_at: at(r.get(12)?),
-                    created_at: at(r.get(13)?),
-                    updated_at: at(r.get(14)?),
-                    refunded: r.get(15)?,
-                },
-            ))
+            Ok((r.get(0)?, charge_row(r)?))
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
@@ -114,35 +55,12 @@ impl Views for SqliteStore {
         since: Option<DateTime<Utc>>,
         subscription: Option<&str>,
     ) -> Result<Vec<ChargeRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT merchant_uid, coalesce(customer_uid, ''), amount, currency, status, failure, imp_uid, fail_reason,
-                    tries, created_at, updated_at, kind, subscription_id,
-                    CASE WHEN status = 'paid' THEN (SELECT coalesce(sum(f.amount), 0) FROM refunds f
-                      WHERE f.merchant_uid = one_time_charges.merchant_uid AND f.status = 'refunded') ELSE 0 END
-             FROM one_time_charges WHERE (?1 = 0 OR status = 'failed') AND (?2 IS NULL OR updated_at >= ?2)
+        let mut st = self.conn.prepare_cached(&format!(
+            "{ONE_TIME_SELECT} WHERE (?1 = 0 OR status = 'failed') AND (?2 IS NULL OR updated_at >= ?2)
                AND (?3 IS NULL OR subscription_id = ?3)
-             ORDER BY id",
-        )?;
-        let rows = st.query_map(params![failed_only as i64, since.map(secs), subscription], |r| {
-            Ok(ChargeRow {
-                subscription_id: r.get(12)?,
-                one_time: Some(r.get(11)?),
-                period: 0,
-                attempt: r.get::<_, i64>(8)? as u32,
-                merchant_uid: r.get(0)?,
-                customer_uid: r.get(1)?,
-                amount: r.get(2)?,
-                currency: r.get(3)?,
-                status: r.get(4)?,
-                failure: r.get(5)?,
-                imp_uid: r.get(6)?,
-                fail_reason: r.get(7)?,
-                due_at: at(r.get(9)?),
-                created_at: at(r.get(9)?),
-                updated_at: at(r.get(10)?),
-                refunded: r.get(13)?,
-            })
-        })?;
+             ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![failed_only as i64, since.map(secs), subscription], one_time_row)?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
@@ -254,4 +172,98 @@ impl Views for SqliteStore {
         }
         Ok(out)
     }
+}
+
+/// A subscription with its derived state, as listings show it (then `WHERE` on `s`).
+pub(super) const SUB_ROW_SELECT: &str = "SELECT s.id, s.customer_uid, s.plan_id, s.amount, s.currency, s.interval,
+        s.status, s.source, s.next_due_at,
+        (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid'),
+        o.next_attempt_at, o.declines,
+        u.check_at,
+        CASE WHEN s.status IN ('canceled', 'suspended') THEN
+          (SELECT json_extract(e.detail, '$.reason') FROM events e WHERE e.subscription_id = s.id
+             AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
+        END,
+        u.timeout_ms, u.doubt_wall_ms, u.doubt_boot_ms, u.doubt_boot_id
+     FROM subscriptions s
+     LEFT JOIN periods o ON o.subscription_id = s.id AND o.state = 'open'
+     LEFT JOIN attempts u ON u.subscription_id = s.id AND u.period = o.period
+       AND u.status IN ('pending', 'unknown')";
+
+pub(super) fn sub_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriptionRow> {
+    let status: Status = r.get(6)?;
+    Ok(SubscriptionRow {
+        id: r.get(0)?,
+        customer_uid: r.get(1)?,
+        plan: r.get(2)?,
+        amount: r.get(3)?,
+        currency: r.get(4)?,
+        interval: r.get(5)?,
+        status,
+        source: r.get(7)?,
+        next_due_at: r.get::<_, Option<i64>>(8)?.filter(|_| status.bills()).map(at),
+        paid_periods: r.get::<_, i64>(9)? as u64,
+        next_attempt_at: r.get::<_, Option<i64>>(10)?.map(at),
+        declines: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u32,
+        check_at: r.get::<_, Option<i64>>(12)?.map(at),
+        why: r.get(13)?,
+        doubt: doubt_from(r, 14)?,
+    })
+}
+
+/// A period's attempt (its row id first), as `billd charges` shows it (then `WHERE` on `a`).
+pub(super) const CHARGE_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
+        a.customer_uid, a.amount, a.currency, a.status, a.failure, a.imp_uid, a.fail_reason, p.due_at, a.created_at,
+        a.updated_at,
+        CASE WHEN a.status = 'paid' THEN (SELECT coalesce(sum(f.amount), 0) FROM refunds f
+          WHERE f.merchant_uid = a.merchant_uid AND f.status = 'refunded') ELSE 0 END
+     FROM attempts a JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period";
+
+pub(super) fn charge_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChargeRow> {
+    Ok(ChargeRow {
+        subscription_id: r.get(1)?,
+        one_time: None,
+        period: r.get::<_, i64>(2)? as u64,
+        attempt: r.get::<_, i64>(3)? as u32,
+        merchant_uid: r.get(4)?,
+        customer_uid: r.get(5)?,
+        amount: r.get(6)?,
+        currency: r.get(7)?,
+        status: r.get(8)?,
+        failure: r.get(9)?,
+        imp_uid: r.get(10)?,
+        fail_reason: r.get(11)?,
+        due_at: at(r.get(12)?),
+        created_at: at(r.get(13)?),
+        updated_at: at(r.get(14)?),
+        refunded: r.get(15)?,
+    })
+}
+
+/// A one-time charge, as `billd charges` shows it (then `WHERE` on `one_time_charges`).
+pub(super) const ONE_TIME_SELECT: &str = "SELECT merchant_uid, coalesce(customer_uid, ''), amount, currency, status,
+        failure, imp_uid, fail_reason, tries, created_at, updated_at, kind, subscription_id,
+        CASE WHEN status = 'paid' THEN (SELECT coalesce(sum(f.amount), 0) FROM refunds f
+          WHERE f.merchant_uid = one_time_charges.merchant_uid AND f.status = 'refunded') ELSE 0 END
+     FROM one_time_charges";
+
+pub(super) fn one_time_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChargeRow> {
+    Ok(ChargeRow {
+        subscription_id: r.get(12)?,
+        one_time: Some(r.get(11)?),
+        period: 0,
+        attempt: r.get::<_, i64>(8)? as u32,
+        merchant_uid: r.get(0)?,
+        customer_uid: r.get(1)?,
+        amount: r.get(2)?,
+        currency: r.get(3)?,
+        status: r.get(4)?,
+        failure: r.get(5)?,
+        imp_uid: r.get(6)?,
+        fail_reason: r.get(7)?,
+        due_at: at(r.get(9)?),
+        created_at: at(r.get(9)?),
+        updated_at: at(r.get(10)?),
+        refunded: r.get(13)?,
+    })
 }

@@ -3,7 +3,6 @@
 
 use crate::billing::calendar::Interval;
 use chrono::{DateTime, NaiveDate, Utc};
-use std::fmt;
 
 spelled! {
     /// When a plan change takes effect.

@@ -3,7 +3,6 @@
 
 use super::{ChargeStatus, Doubt};
 use chrono::{DateTime, Utc};
-use std::fmt;
 
 spelled! {
     /// The status of a refund.

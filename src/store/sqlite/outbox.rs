@@ -1,0 +1,234 @@
+//! SQLite: the webhook outbox (`outbox`): public events published inside the transaction of their change, and
+//! their delivery state.
+
+use super::events::subscription_event;
+use super::views::{CHARGE_SELECT, ONE_TIME_SELECT, SUB_ROW_SELECT, charge_row, one_time_row, sub_row};
+use super::{SqliteStore, at, secs};
+use crate::store::{Delivery, DeliveryState, Outbox, OutboxEvent, OutboxFilter, OutboxStats, Replay, Snapshot};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+/// What a published event is about: a period's attempt (its row id), a one-time charge or the paid charge of a
+/// merchant_uid (a refund's), or a subscription.
+pub(super) enum About<'a> {
+    Attempt(i64),
+    /// A one-time charge by merchant_uid.
+    OneTime(&'a str),
+    /// The paid charge of this merchant_uid, a period's attempt or a one-time charge.
+    PaidCharge(&'a str),
+    Subscription(&'a str),
+}
+
+/// Publishes event `kind` about `about` into the outbox, inside the caller's transaction, with the charge or
+/// subscription as it is now in that transaction and `extra` (the event's own fields). `subscription` names the
+/// stream (`None`: the stream of events of no subscription).
+pub(super) fn publish(
+    conn: &Connection,
+    now: i64,
+    kind: &str,
+    subscription: Option<&str>,
+    about: About<'_>,
+    extra: Map<String, Value>,
+) -> Result<()> {
+    let mut snapshot = Snapshot { charge: None, subscription: None, extra };
+    match about {
+        About::Attempt(id) => {
+            let sql = format!("{CHARGE_SELECT} WHERE a.id = ?1");
+            snapshot.charge = conn.prepare_cached(&sql)?.query_row([id], charge_row).optional()?;
+        }
+        About::OneTime(merchant_uid) => {
+            let sql = format!("{ONE_TIME_SELECT} WHERE merchant_uid = ?1");
+            snapshot.charge = conn.prepare_cached(&sql)?.query_row([merchant_uid], one_time_row).optional()?;
+        }
+        About::PaidCharge(merchant_uid) => {
+            let sql = format!("{CHARGE_SELECT} WHERE a.merchant_uid = ?1 AND a.status = 'paid'");
+            snapshot.charge = conn.prepare_cached(&sql)?.query_row([merchant_uid], charge_row).optional()?;
+            if snapshot.charge.is_none() {
+                let sql = format!("{ONE_TIME_SELECT} WHERE merchant_uid = ?1");
+                snapshot.charge = conn.prepare_cached(&sql)?.query_row([merchant_uid], one_time_row).optional()?;
+            }
+        }
+        About::Subscription(id) => {
+            let sql = format!("{SUB_ROW_SELECT} WHERE s.id = ?1");
+            snapshot.subscription = conn.prepare_cached(&sql)?.query_row([id], sub_row).optional()?;
+        }
+    }
+    let stream = subscription.unwrap_or("");
+    let sequence: i64 = conn
+        .prepare_cached(
+            "INSERT INTO outbox_streams (stream, last) VALUES (?1, 1)
+             ON CONFLICT (stream) DO UPDATE SET last = last + 1 RETURNING last",
+        )?
+        .query_row([stream], |r| r.get(0))?;
+    // The id: 128 random bits from SQLite's generator (seeded by the operating system), unique forever.
+    conn.prepare_cached(
+        "INSERT INTO outbox (id, type, created_at, subscription_id, stream, sequence, snapshot, next_attempt_at)
+         VALUES ('evt_' || lower(hex(randomblob(16))), ?1, ?2, ?3, ?4, ?5, ?6, ?2)",
+    )?
+    .execute(params![kind, now, subscription, stream, sequence, serde_json::to_string(&snapshot)?])
+    .with_context(|| format!("publishing {kind}"))?;
+    Ok(())
+}
+
+/// An object's fields as an event's `extra`.
+pub(super) fn fields(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+const EVENT_SELECT: &str = "SELECT id, type, created_at, subscription_id, sequence, snapshot, body, state, attempts,
+        next_attempt_at, give_up_at, last_attempt_at, last_error, settled_at FROM outbox";
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEvent> {
+    let snapshot: String = r.get(5)?;
+    let state: String = r.get(7)?;
+    Ok(OutboxEvent {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        created_at: at(r.get(2)?),
+        subscription_id: r.get(3)?,
+        sequence: r.get::<_, i64>(4)? as u64,
+        snapshot: serde_json::from_str(&snapshot)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?,
+        body: r.get(6)?,
+        state: DeliveryState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, state.clone().into())
+        })?,
+        attempts: r.get::<_, i64>(8)? as u32,
+        next_attempt_at: at(r.get(9)?),
+        give_up_at: r.get::<_, Option<i64>>(10)?.map(at),
+        last_attempt_at: r.get::<_, Option<i64>>(11)?.map(at),
+        last_error: r.get(12)?,
+        settled_at: r.get::<_, Option<i64>>(13)?.map(at),
+    })
+}
+
+impl Outbox for SqliteStore {
+    fn deliverable(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEvent>> {
+        // Each stream's head: a pending event with no earlier pending event in its stream.
+        let mut st = self.conn.prepare_cached(&format!(
+            "{EVENT_SELECT} o WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending' AND e.stream = o.stream
+                                 AND e.sequence < o.sequence)
+             ORDER BY o.seq LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![secs(now), limit as i64], event_row)?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn delivery_attempted(&self, id: &str, body: &str, outcome: &Delivery, now: DateTime<Utc>) -> Result<bool> {
+        let tx = self.tx()?;
+        let (state, next, error) = match outcome {
+            Delivery::Delivered => ("delivered", None, None),
+            Delivery::RetryAt(t, e) => ("pending", Some(secs(*t)), Some(e.as_str())),
+            Delivery::GaveUp(e) => ("failed", None, Some(e.as_str())),
+        };
+        let n = tx
+            .prepare_cached(
+                "UPDATE outbox SET body = coalesce(body, ?2), attempts = attempts + 1, state = ?3,
+                   next_attempt_at = coalesce(?4, next_attempt_at), last_attempt_at = ?5,
+                   last_error = CASE WHEN ?3 = 'delivered' THEN last_error ELSE ?6 END,
+                   settled_at = CASE WHEN ?3 = 'pending' THEN NULL ELSE ?5 END
+                 WHERE id = ?1 AND state = 'pending'",
+            )?
+            .execute(params![id, body, state, next, secs(now), error])?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    fn expire_unsent(&self, before: DateTime<Utc>, why: &str, now: DateTime<Utc>) -> Result<usize> {
+        let tx = self.tx()?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE outbox SET state = 'failed', last_error = ?2, settled_at = ?3
+                 WHERE state = 'pending' AND attempts = 0 AND created_at < ?1",
+            )?
+            .execute(params![secs(before), why, secs(now)])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn prune_outbox(&self, before: DateTime<Utc>) -> Result<usize> {
+        let tx = self.tx()?;
+        let n = tx
+            .prepare_cached("DELETE FROM outbox WHERE state != 'pending' AND settled_at < ?1")?
+            .execute([secs(before)])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn outbox_events(&self, filter: &OutboxFilter, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "{EVENT_SELECT} WHERE (?1 = 0 OR state = 'failed') AND (?2 IS NULL OR created_at >= ?2)
+               AND (?3 IS NULL OR subscription_id = ?3)
+             ORDER BY seq LIMIT ?4"
+        ))?;
+        let rows = st.query_map(
+            params![filter.failed_only as i64, filter.since.map(secs), filter.subscription, limit as i64],
+            event_row,
+        )?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    fn outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>> {
+        let sql = format!("{EVENT_SELECT} WHERE id = ?1");
+        Ok(self.conn.prepare_cached(&sql)?.query_row([id], event_row).optional()?)
+    }
+
+    fn replay(&self, which: &Replay, give_up_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let tx = self.tx()?;
+        let (id, since) = match which {
+            Replay::Event(id) => (Some(id.as_str()), None),
+            Replay::Since(t) => (None, Some(secs(*t))),
+        };
+        let ids = tx
+            .prepare_cached(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, give_up_at = ?4,
+                   settled_at = NULL
+                 WHERE state != 'pending' AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR created_at >= ?2)
+                 RETURNING id",
+            )?
+            .query_map(params![id, since, secs(now), secs(give_up_at)], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn outbox_stats(&self) -> Result<OutboxStats> {
+        let (pending, oldest): (i64, Option<i64>) =
+            self.conn.query_row("SELECT count(*), min(created_at) FROM outbox WHERE state = 'pending'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(OutboxStats { pending: pending as u64, oldest_pending: oldest.map(at) })
+    }
+
+    fn announce_trials_ending(&self, until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let tx = self.tx()?;
+        let due: Vec<(String, i64)> = tx
+            .prepare_cached(
+                "SELECT id, next_due_at FROM subscriptions s WHERE bills AND next_due_at <= ?1 AND next_due_at > ?2
+                   AND status = 'trialing'
+                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.subscription_id = s.id
+                                     AND e.kind = 'subscription.trial_ending')
+                 ORDER BY next_due_at, id",
+            )?
+            .query_map(params![secs(until), secs(now)], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, ends) in &due {
+            let detail = serde_json::json!({ "trial_ends": at(*ends).to_rfc3339() });
+            subscription_event(&tx, secs(now), "subscription.trial_ending", id, detail)?;
+        }
+        tx.commit()?;
+        Ok(due.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn next_delivery(&self) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<i64> =
+            self.conn.query_row("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?;
+        Ok(t.map(at))
+    }
+}
