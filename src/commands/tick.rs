@@ -11,10 +11,14 @@ use std::process::ExitCode;
 pub fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    let hooks = open_store(&cfg)?;
     let engine = engine(cfg)?;
     let started = std::time::Instant::now();
-    let report = runtime()?.block_on(engine.pass(now))?;
+    let rt = runtime()?;
+    let report = rt.block_on(engine.pass(now))?;
     report.log_done(now, started.elapsed());
+    // Once at the end of each tick: the events of the pass (and any others due) are delivered, each tried once.
+    rt.block_on(crate::webhooks::deliver::once(hooks, engine.config(), &engine.metrics(), now))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
+use crate::config::Config;
+use tokio::sync::{Notify, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
 
@@ -83,6 +84,12 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
             tokio::spawn(crate::service::metrics::listen(listener, addr, metrics.clone(), health, wake.clone()));
         }
 
+        // The webhook delivery service: a task of its own, on a handle of its own, never in the way of a charge.
+        let (hooks, hooks_rx) = watch::channel(Arc::new(engine.config().clone()));
+        let kick = Arc::new(Notify::new());
+        let store = app::open_store(engine.config())?;
+        tokio::spawn(crate::service::webhooks::serve(store, hooks_rx, metrics.clone(), clock, kick.clone()));
+
         // Startup: migrations ran when the store opened; apply the config, then tell systemd. Nothing here waits on
         // the gateway: unresolved attempts are reconciled by the first pass, after READY, as its first step (it
         // opens and sends nothing new before every one of them is looked up and recorded), so a large backlog or a
@@ -125,10 +132,12 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
                         r = &mut pass => break r,
                         _ = term.recv() => stop(&engine, "SIGTERM"),
                         _ = int.recv() => stop(&engine, "SIGINT"),
-                        _ = hup.recv() => reload(&mut engine, path, &clock).await,
+                        _ = hup.recv() => reload(&mut engine, path, &clock, &hooks).await,
                     }
                 }
             };
+            // The pass's events go out now, not at the delivery service's next look.
+            kick.notify_one();
             let mut refused = None;
             metrics
                 .config_refused
@@ -210,7 +219,7 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
                 _ = wake.notified() => {}
                 _ = term.recv() => { stop(&engine, "SIGTERM"); break }
                 _ = int.recv() => { stop(&engine, "SIGINT"); break }
-                _ = hup.recv() => reload(&mut engine, path, &clock).await,
+                _ = hup.recv() => reload(&mut engine, path, &clock, &hooks).await,
             }
         }
         let _ = sched.clone().shutdown().await;
@@ -239,7 +248,12 @@ async fn retry_config<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, pat
 }
 
 /// SIGHUP: reload and apply the config; an invalid file is refused and the running config stays in force.
-async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path, clock: &BillingClock) {
+async fn reload<S: Store>(
+    engine: &mut Engine<S, app::PaymentGateway>,
+    path: &Path,
+    clock: &BillingClock,
+    hooks: &watch::Sender<Arc<Config>>,
+) {
     notify::reloading();
     match app::load_config(path) {
         Ok(new) => {
@@ -258,6 +272,8 @@ async fn reload<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Pa
                 );
             }
             engine.set_config(new);
+            // The delivery service takes the new [webhooks] (and billing time zone) at once.
+            hooks.send_replace(Arc::new(engine.config().clone()));
             match engine.sync(clock.now(), false).await {
                 Ok(plan) => info!(event = "config.reload", changes = plan.changes.len(), "config.reload: applied"),
                 Err(e) => error!(event = "config.reload", "config.reload: not applied: {e:#}"),

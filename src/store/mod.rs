@@ -543,9 +543,10 @@ pub trait Events {
 /// no subscription are one stream), events are delivered in `sequence` order: one is deliverable only once every
 /// earlier one of its stream is delivered or given up.
 pub trait Outbox {
-    /// Up to `limit` deliverable events at `now`, oldest first: each stream's first pending event, if its
-    /// `next_attempt_at` has come.
-    fn deliverable(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEvent>>;
+    /// Up to `limit` deliverable events at `now` after position `after` (an event's [`OutboxEvent::position`]; 0:
+    /// from the start), in order of position: each stream's first pending event, if its `next_attempt_at` has come.
+    /// A caller pages through with the last one's position (cheap on a large outbox: the scan goes forward).
+    fn deliverable(&self, now: DateTime<Utc>, after: i64, limit: usize) -> Result<Vec<OutboxEvent>>;
 
     /// Records one delivery attempt of pending event `id`, durably: `body` (what was sent; kept from the first
     /// attempt on, later values ignored), one more attempt, and its outcome (delivered, retry at, given up). False

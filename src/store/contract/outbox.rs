@@ -86,7 +86,7 @@ pub fn events_are_deliverable_in_order_per_stream<B: Backend>(b: &B) {
     let heads = |at| -> Vec<(String, u64)> {
         let mut v: Vec<_> = b
             .open()
-            .deliverable(at, 10)
+            .deliverable(at, 0, 10)
             .unwrap()
             .into_iter()
             .map(|e| (e.subscription_id.unwrap(), e.sequence))
@@ -99,6 +99,11 @@ pub fn events_are_deliverable_in_order_per_stream<B: Backend>(b: &B) {
     };
     assert!(heads(t0() - Duration::seconds(1)).is_empty(), "an event deliverable before its change");
     assert_eq!(heads(t0()), [("a".to_string(), 1), ("b".to_string(), 1)]);
+    // Paged by position: after the first head, only the second.
+    let first = s.deliverable(t0(), 0, 1).unwrap();
+    let rest = s.deliverable(t0(), first[0].position, 10).unwrap();
+    assert_eq!((first.len(), rest.len()), (1, 1));
+    assert!(rest[0].position > first[0].position && rest[0].id != first[0].id);
     let (a, bb) = (ids("a"), ids("b"));
     assert!(s.delivery_attempted(&a[0], "first body", &Delivery::Delivered, t0()).unwrap());
     let later = t0() + Duration::seconds(5);

@@ -80,43 +80,46 @@ pub(super) fn fields(v: Value) -> Map<String, Value> {
     }
 }
 
-const EVENT_SELECT: &str = "SELECT id, type, created_at, subscription_id, sequence, snapshot, body, state, attempts,
+const EVENT_SELECT: &str = "SELECT seq, id, type, created_at, subscription_id, sequence, snapshot, body, state, attempts,
         next_attempt_at, give_up_at, last_attempt_at, last_error, settled_at FROM outbox";
 
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEvent> {
-    let snapshot: String = r.get(5)?;
-    let state: String = r.get(7)?;
+    let snapshot: String = r.get(6)?;
+    let state: String = r.get(8)?;
     Ok(OutboxEvent {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        created_at: at(r.get(2)?),
-        subscription_id: r.get(3)?,
-        sequence: r.get::<_, i64>(4)? as u64,
+        position: r.get(0)?,
+        id: r.get(1)?,
+        kind: r.get(2)?,
+        created_at: at(r.get(3)?),
+        subscription_id: r.get(4)?,
+        sequence: r.get::<_, i64>(5)? as u64,
         snapshot: serde_json::from_str(&snapshot)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?,
-        body: r.get(6)?,
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e)))?,
+        body: r.get(7)?,
         state: DeliveryState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, state.clone().into())
+            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, state.clone().into())
         })?,
-        attempts: r.get::<_, i64>(8)? as u32,
-        next_attempt_at: at(r.get(9)?),
-        give_up_at: r.get::<_, Option<i64>>(10)?.map(at),
-        last_attempt_at: r.get::<_, Option<i64>>(11)?.map(at),
-        last_error: r.get(12)?,
-        settled_at: r.get::<_, Option<i64>>(13)?.map(at),
+        attempts: r.get::<_, i64>(9)? as u32,
+        next_attempt_at: at(r.get(10)?),
+        give_up_at: r.get::<_, Option<i64>>(11)?.map(at),
+        last_attempt_at: r.get::<_, Option<i64>>(12)?.map(at),
+        last_error: r.get(13)?,
+        settled_at: r.get::<_, Option<i64>>(14)?.map(at),
     })
 }
 
 impl Outbox for SqliteStore {
-    fn deliverable(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEvent>> {
-        // Each stream's head: a pending event with no earlier pending event in its stream.
+    fn deliverable(&self, now: DateTime<Utc>, after: i64, limit: usize) -> Result<Vec<OutboxEvent>> {
+        // Each stream's head: a pending event with no earlier pending event in its stream (forward over the pending
+        // events by position, so a page costs what it reads).
         let mut st = self.conn.prepare_cached(&format!(
-            "{EVENT_SELECT} o WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
+            "{EVENT_SELECT} o INDEXED BY outbox_pending_seq WHERE o.state = 'pending' AND o.seq > ?3
+               AND o.next_attempt_at <= ?1
                AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending' AND e.stream = o.stream
                                  AND e.sequence < o.sequence)
              ORDER BY o.seq LIMIT ?2"
         ))?;
-        let rows = st.query_map(params![secs(now), limit as i64], event_row)?;
+        let rows = st.query_map(params![secs(now), limit as i64, after], event_row)?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 

@@ -33,6 +33,8 @@ pub struct Snapshot {
 /// A public event in the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
+    /// Its place in the whole outbox (the order events were written in), for paging.
+    pub position: i64,
     /// Stable and unique forever (`evt_` + 32 hex digits): the `webhook-id` of every delivery of it.
     pub id: String,
     /// `charge.paid`, `subscription.canceled`, ... (see [`PUBLIC_TYPES`]).

@@ -1,0 +1,133 @@
+//! `billd webhooks`: the outbox's events with their delivery state (what happens next to each), and `webhooks
+//! replay` (send delivered or given-up events again).
+
+use crate::app::{load_config, open_store};
+use crate::commands::present::{human, rfc3339};
+use crate::config::{self, Config};
+use crate::store::{DeliveryState, Outbox, OutboxEvent, OutboxFilter, Replay};
+use crate::text::cell;
+use anyhow::{Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The most events one listing prints (the oldest first; narrow it with --since).
+const LISTED: usize = 10_000;
+
+/// `--since`: a date (midnight in the billing time zone) or an RFC 3339 instant.
+pub fn since(cfg: &Config, s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = config::parse_date(s).map_err(|e| anyhow!("--since: {e}"))?;
+    Ok(cfg.billing.clock.due_at_midnight(d))
+}
+
+/// What happens next to an event (or what became of it), for people.
+fn next(e: &OutboxEvent, cfg: &Config) -> String {
+    let tz = cfg.billing.clock.timezone;
+    match e.state {
+        DeliveryState::Pending if cfg.webhooks.is_none() => "not sent: webhooks are off ([webhooks] url)".into(),
+        DeliveryState::Pending if e.attempts == 0 => format!("sent from {}", human(e.next_attempt_at, tz)),
+        DeliveryState::Pending => format!("tried again at {}", human(e.next_attempt_at, tz)),
+        DeliveryState::Delivered => format!("delivered {}", e.settled_at.map(|t| human(t, tz)).unwrap_or_default()),
+        DeliveryState::Failed => format!(
+            "given up {}: `billd webhooks replay {}` sends it again",
+            e.settled_at.map(|t| human(t, tz)).unwrap_or_default(),
+            e.id
+        ),
+    }
+}
+
+/// `billd webhooks [--failed] [--since DATE] [--json]`.
+pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let filter = OutboxFilter {
+        failed_only: failed,
+        since: since_arg.map(|s| since(&cfg, s)).transpose()?,
+        subscription: None,
+    };
+    let store = open_store(&cfg)?;
+    let events = store.outbox_events(&filter, LISTED)?;
+    let tz = cfg.billing.clock.timezone;
+    if as_json {
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id, "type": e.kind, "created_at": rfc3339(e.created_at, tz),
+                    "subscription_id": e.subscription_id, "sequence": e.sequence, "state": e.state.as_str(),
+                    "attempts": e.attempts, "last_attempt_at": e.last_attempt_at.map(|t| rfc3339(t, tz)),
+                    "last_error": e.last_error,
+                    "next_attempt_at": (e.state == DeliveryState::Pending).then(|| rfc3339(e.next_attempt_at, tz)),
+                    "settled_at": e.settled_at.map(|t| rfc3339(t, tz)),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if events.is_empty() {
+        println!("no events{}", if failed { " given up" } else { "" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<23} {:<36} {:<27} {:<16} {:>5} {:<9} {:>8}  NEXT / LAST ERROR",
+        "CREATED", "EVENT", "TYPE", "SUBSCRIPTION", "SEQ", "STATE", "ATTEMPTS"
+    );
+    for e in &events {
+        let error = e.last_error.as_deref().map(|x| format!(" (last: {x})")).unwrap_or_default();
+        println!(
+            "{:<23} {:<36} {:<27} {:<16} {:>5} {:<9} {:>8}  {}{}",
+            human(e.created_at, tz),
+            e.id,
+            e.kind,
+            cell(e.subscription_id.as_deref().unwrap_or("")),
+            e.sequence,
+            e.state,
+            e.attempts,
+            next(e, &cfg),
+            cell(&error)
+        );
+    }
+    if events.len() == LISTED {
+        println!("(the first {LISTED} only: narrow it with --since)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `billd webhooks replay EVENT_ID` or `billd webhooks replay --since DATE`: makes delivered or given-up events
+/// pending again, for the running daemon (or the next `tick`) to send, each with its own `webhook-id` and the same
+/// body; given up again `max_age` after the replay.
+pub fn replay(path: &Path, id: Option<&str>, since_arg: Option<&str>, now: DateTime<Utc>) -> Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let Some(hooks) = &cfg.webhooks else {
+        bail!("webhooks are off: set [webhooks] url (and its secret) in {} to send events", path.display());
+    };
+    let which = match (id, since_arg) {
+        (Some(id), None) => Replay::Event(id.to_owned()),
+        (None, Some(s)) => Replay::Since(since(&cfg, s)?),
+        _ => bail!("give an event id or --since DATE (not both)"),
+    };
+    let store = open_store(&cfg)?;
+    if let Replay::Event(id) = &which {
+        match store.outbox_event(id)? {
+            None => bail!("no event {id:?} (see `billd webhooks`; events are kept {} after delivery)", hooks.retain_text()),
+            Some(e) if e.state == DeliveryState::Pending => {
+                println!("{id}: already on its way ({})", next(&e, &cfg));
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(_) => {}
+        }
+    }
+    let give_up_at = now + hooks.max_age;
+    let ids = store.replay(&which, give_up_at, now)?;
+    for id in &ids {
+        println!("{id}: sent again by the running daemon (or the next `billd tick`)");
+    }
+    if ids.is_empty() {
+        println!("nothing to replay: no delivered or given-up event since then");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,71 @@
+//! The webhook delivery service inside `billd run`: a task of its own, with its own handle on the book, that
+//! delivers the outbox's events as they become deliverable, prunes old ones, and never holds up a charge.
+
+use crate::engine::metrics::Metrics;
+use crate::service::clock::BillingClock;
+use crate::store::Store;
+use crate::config::Config;
+use crate::webhooks::deliver::{Deliverer, db, housekeep};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// The longest the service sleeps without looking at the outbox: events written by other processes (a command's
+/// cancel, a `billd refund`) are noticed within it.
+const POLL: Duration = Duration::from_secs(5);
+/// How often old events are pruned.
+const HOUSEKEEPING: Duration = Duration::from_secs(3600);
+/// Pause after an error (the database locked, say).
+const ERROR_PAUSE: Duration = Duration::from_secs(30);
+
+/// Runs until the process ends: delivers what is deliverable on the billing clock, then sleeps until the next
+/// event is due, `kick` is notified (a pass wrote events), or [`POLL`] passes. `settings` changes on a reload.
+pub async fn serve<S: Store>(
+    store: S,
+    mut settings: watch::Receiver<Arc<Config>>,
+    metrics: Arc<Metrics>,
+    clock: BillingClock,
+    kick: Arc<Notify>,
+) {
+    let store = Arc::new(Mutex::new(store));
+    let mut last_housekeeping: Option<std::time::Instant> = None;
+    let mut deliverer: Option<Deliverer> = None;
+    let mut rebuild = true;
+    loop {
+        let now = clock.now();
+        let mut pause = POLL;
+        let round = async {
+            if rebuild || deliverer.is_none() {
+                let cfg = settings.borrow_and_update().clone();
+                deliverer = Some(Deliverer::new(&cfg)?);
+                rebuild = false;
+            }
+            let d = deliverer.as_ref().expect("built above");
+            if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
+                housekeep(&store, &d.settings, now).await?;
+                last_housekeeping = Some(std::time::Instant::now());
+            }
+            d.deliver_due(&store, &metrics, now).await?;
+            if d.settings.send.is_some()
+                && let Some(next) = db(&store, |s| s.next_delivery()).await?
+            {
+                pause = pause.min(clock.real_until(next));
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = round.await {
+            tracing::error!(event = "webhook.error", "webhook.error: delivery could not run: {e:#}; trying again in {} s",
+                ERROR_PAUSE.as_secs());
+            pause = ERROR_PAUSE;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = kick.notified() => {}
+            changed = settings.changed() => match changed {
+                Ok(()) => rebuild = true,
+                // The daemon is ending.
+                Err(_) => return,
+            },
+        }
+    }
+}

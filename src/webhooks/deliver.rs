@@ -1,0 +1,267 @@
+//! The webhook delivery service: sends the outbox's deliverable events to `[webhooks] url`, signed, at least once,
+//! in order per subscription and in parallel across them, with its own HTTP client, off the charging path.
+
+use super::body::render;
+use super::schedule::after_failure;
+use super::sign;
+use crate::config::{self, Config, WebhookSecret};
+use crate::engine::metrics::Metrics;
+use crate::store::{Delivery, OutboxEvent, Store};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use futures::StreamExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How many deliverable events one round reads at most.
+const ROUND: usize = 256;
+
+/// What delivery needs from the config, read once (a reload builds a new one).
+#[derive(Clone)]
+pub struct Settings {
+    /// Where and how events are sent; `None`: webhooks are off (events are kept, then given up after `max_age`).
+    pub send: Option<Sending>,
+    pub max_age: chrono::Duration,
+    /// How long a delivered or given-up event is kept.
+    pub retain: chrono::Duration,
+    /// The billing time zone (instants in `data` are written with its offset, as the listings write them).
+    pub tz: Tz,
+    /// The dunning policy's retries (a subscription's `retries_left`).
+    pub retries: usize,
+}
+
+/// `[webhooks] url` and what sending there takes.
+#[derive(Clone)]
+pub struct Sending {
+    pub url: String,
+    pub secret: WebhookSecret,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+impl Settings {
+    /// The settings of `cfg`, its secret read now.
+    pub fn of(cfg: &Config) -> Result<Settings> {
+        let hooks = cfg.webhooks.as_ref();
+        let age = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let send = match hooks {
+            None => None,
+            Some(h) => Some(Sending {
+                url: h.url.to_string(),
+                secret: h.secret.resolve().map_err(anyhow::Error::msg)?,
+                timeout: h.timeout,
+                concurrency: h.concurrency,
+            }),
+        };
+        Ok(Settings {
+            send,
+            max_age: age(hooks.map_or(config::webhooks::DEFAULT_MAX_AGE, |h| h.max_age)),
+            retain: age(hooks.map_or(config::webhooks::DEFAULT_RETAIN, |h| h.retain)),
+            tz: cfg.billing.clock.timezone,
+            retries: cfg.dunning.retry_after.len(),
+        })
+    }
+}
+
+/// `billd tick`'s delivery, on `store`: housekeeping, then every event deliverable at `now`, each tried once.
+pub async fn once<S: Store>(store: S, cfg: &Config, metrics: &Metrics, now: DateTime<Utc>) -> Result<Round> {
+    let store = Arc::new(Mutex::new(store));
+    let d = Deliverer::new(cfg)?;
+    housekeep(&store, &d.settings, now).await?;
+    let round = d.deliver_due(&store, metrics, now).await?;
+    if round != Round::default() {
+        tracing::info!(event = "webhook.round", delivered = round.delivered, retried = round.retried,
+            gave_up = round.gave_up, "webhook.round: {} delivered, {} to be tried again, {} given up",
+            round.delivered, round.retried, round.gave_up);
+    }
+    Ok(round)
+}
+
+/// Prunes the events delivered or given up more than `retain` ago; with webhooks off, gives up the events older than
+/// `max_age` that were never sent (turned on later, webhooks send only what is recent; the rest can be replayed).
+pub async fn housekeep<S: Store>(store: &Arc<Mutex<S>>, settings: &Settings, now: DateTime<Utc>) -> Result<()> {
+    let (retain, max_age, off) = (settings.retain, settings.max_age, settings.send.is_none());
+    let (pruned, expired) = db(store, move |s| {
+        let expired = if off { s.expire_unsent(now - max_age, "not sent: webhooks are off ([webhooks] url)", now)? } else { 0 };
+        Ok((s.prune_outbox(now - retain)?, expired))
+    })
+    .await?;
+    if pruned + expired > 0 {
+        tracing::info!(event = "webhook.housekeeping", pruned, expired,
+            "webhook.housekeeping: {pruned} old event(s) pruned, {expired} never sent given up");
+    }
+    Ok(())
+}
+
+/// Delivery with its settings and its own HTTP client (one connection pool for the life of the settings).
+pub struct Deliverer {
+    pub settings: Settings,
+    client: Option<reqwest::Client>,
+}
+
+impl Deliverer {
+    /// The delivery of `cfg`: its secret read now (an error names where it came from, never the secret).
+    pub fn new(cfg: &Config) -> Result<Deliverer> {
+        let settings = Settings::of(cfg)?;
+        let client = settings.send.as_ref().map(client).transpose()?;
+        Ok(Deliverer { settings, client })
+    }
+
+    /// [`deliver_due`] with these settings (nothing when webhooks are off).
+    pub async fn deliver_due<S: Store>(&self, store: &Arc<Mutex<S>>, metrics: &Metrics, now: DateTime<Utc>) -> Result<Round> {
+        match &self.client {
+            Some(c) => deliver_due(store, c, &self.settings, metrics, now).await,
+            None => {
+                refresh_gauges(store, metrics, now).await?;
+                Ok(Round::default())
+            }
+        }
+    }
+}
+
+/// The delivery service's own client: its own connection pool and timeout, and no redirects (a 3xx is a failed
+/// delivery: the signed request goes only where it was configured to).
+fn client(settings: &Sending) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("billd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the webhook HTTP client")
+}
+
+/// What a round of deliveries did.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Round {
+    pub delivered: usize,
+    /// Failed attempts to be tried again.
+    pub retried: usize,
+    /// Failed attempts given up (their `max_age` passed).
+    pub gave_up: usize,
+}
+
+/// Delivers every event deliverable at `now` (billing clock), round after round, until none is: an event
+/// delivered makes the next one of its subscription deliverable; a failed one waits for its retry. Each event is
+/// tried at most once per call.
+async fn deliver_due<S: Store>(
+    store: &Arc<Mutex<S>>,
+    client: &reqwest::Client,
+    settings: &Settings,
+    metrics: &Metrics,
+    now: DateTime<Utc>,
+) -> Result<Round> {
+    let mut total = Round::default();
+    let Some(sending) = &settings.send else {
+        return Ok(total);
+    };
+    let mut tried = std::collections::HashSet::new();
+    // Forward over the outbox by position; once at its end, again from the start only if something was delivered
+    // (a delivered event makes the next one of its stream deliverable, perhaps behind the cursor).
+    let (mut after, mut delivered_this_sweep) = (0, false);
+    loop {
+        let page = db(store, move |s| s.deliverable(now, after, ROUND)).await?;
+        let Some(last) = page.last() else {
+            if delivered_this_sweep && after > 0 {
+                (after, delivered_this_sweep) = (0, false);
+                continue;
+            }
+            break;
+        };
+        after = last.position;
+        let heads: Vec<OutboxEvent> = page.into_iter().filter(|e| tried.insert(e.id.clone())).collect();
+        if heads.is_empty() {
+            continue;
+        }
+        let outcomes: Vec<(OutboxEvent, String, Delivery)> = futures::stream::iter(heads)
+            .map(|e| async move {
+                let body = match &e.body {
+                    Some(b) => b.clone(),
+                    None => render(&e, settings.tz, settings.retries),
+                };
+                let outcome = match send(client, sending, &e.id, &body).await {
+                    Ok(()) => Delivery::Delivered,
+                    Err(error) => after_failure(e.attempts, e.created_at, e.give_up_at, settings.max_age, now, error),
+                };
+                (e, body, outcome)
+            })
+            .buffer_unordered(sending.concurrency.max(1))
+            .collect()
+            .await;
+        // (Test hook: the app has them, billd has not recorded it: a kill here delivers them again.)
+        crate::failpoint::failpoint("webhook_after_send");
+        for (e, body, outcome) in outcomes {
+            match &outcome {
+                Delivery::Delivered => {
+                    total.delivered += 1;
+                    delivered_this_sweep = true;
+                    metrics.webhooks_delivered.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(event = "webhook.delivered", id = %e.id, kind = %e.kind, "webhook.delivered");
+                }
+                Delivery::RetryAt(at, error) => {
+                    total.retried += 1;
+                    metrics.webhooks_retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(event = "webhook.retry", id = %e.id, kind = %e.kind, attempt = e.attempts + 1,
+                        next_attempt = %at.to_rfc3339(), "webhook.retry: {error}; tried again at {at}");
+                }
+                Delivery::GaveUp(error) => {
+                    total.gave_up += 1;
+                    metrics.webhooks_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(event = "webhook.failed", id = %e.id, kind = %e.kind, attempts = e.attempts + 1,
+                        "webhook.failed: {error}; given up (max_age passed); `billd webhooks replay {}` sends it \
+                         again", e.id);
+                }
+            }
+            let id = e.id.clone();
+            db(store, move |s| s.delivery_attempted(&id, &body, &outcome, now)).await?;
+        }
+    }
+    refresh_gauges(store, metrics, now).await?;
+    Ok(total)
+}
+
+/// Sets the backlog gauges from the outbox.
+pub async fn refresh_gauges<S: Store>(store: &Arc<Mutex<S>>, metrics: &Metrics, now: DateTime<Utc>) -> Result<()> {
+    let stats = db(store, |s| s.outbox_stats()).await?;
+    metrics.webhook_backlog.store(stats.pending as i64, Ordering::Relaxed);
+    let age = stats.oldest_pending.map_or(0, |t| (now - t).num_seconds().max(0));
+    metrics.webhook_oldest_pending_seconds.store(age, Ordering::Relaxed);
+    Ok(())
+}
+
+/// One POST of `body`, signed now (receivers compare the timestamp with their clock): `Err` with why it failed
+/// (an HTTP status, a timeout, no connection), never with the answer's body or the URL.
+async fn send(client: &reqwest::Client, settings: &Sending, id: &str, body: &str) -> Result<(), String> {
+    let timestamp = Utc::now().timestamp();
+    let signature = sign::signature(&settings.secret, id, timestamp, body.as_bytes());
+    let answer = client
+        .post(&settings.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await;
+    match answer {
+        Ok(a) if a.status().is_success() => Ok(()),
+        Ok(a) => Err(format!("HTTP {}", a.status().as_u16())),
+        Err(e) if e.is_timeout() => Err(format!("no answer within {:?}", settings.timeout)),
+        Err(e) if e.is_connect() => Err("no connection".to_owned()),
+        Err(e) => Err(format!("request failed: {}", e.without_url())),
+    }
+}
+
+pub(crate) async fn db<S: Store, R: Send + 'static>(
+    store: &Arc<Mutex<S>>,
+    f: impl FnOnce(&mut S) -> Result<R> + Send + 'static,
+) -> Result<R> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .context("database task panicked")?
+}

@@ -1,0 +1,235 @@
+//! Webhooks end to end (issue 26): the real binary, the sandbox, and a real HTTP receiver on 127.0.0.1 that
+//! verifies every delivery's Standard Webhooks signature. Billing time comes from `--as-of`.
+
+mod common;
+
+use billd::config::WebhookSecret;
+use billd::webhooks::sign;
+use common::{MONTHLY, Setup, World, cards, sub};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One delivery as the receiver got it.
+#[derive(Debug, Clone)]
+struct Got {
+    id: String,
+    body: Value,
+    verified: bool,
+}
+
+/// An HTTP receiver: answers each POST with the next status of `script` (200 once it is empty), after
+/// verifying its signature, and keeps what it got.
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Got>>>,
+    script: Arc<Mutex<VecDeque<u16>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let script: Arc<Mutex<VecDeque<u16>>> = Arc::default();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (g, s) = (got.clone(), script.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                    let secret = WebhookSecret::parse(SECRET).unwrap();
+                    let now = chrono::Utc::now().timestamp();
+                    let verified = sign::verify(
+                        &secret,
+                        &h("webhook-id"),
+                        &h("webhook-timestamp"),
+                        &h("webhook-signature"),
+                        &body,
+                        now,
+                    )
+                    .is_ok();
+                    let id = h("webhook-id");
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    g.lock().unwrap().push(Got { id, body, verified });
+                    let status = s.lock().unwrap().pop_front().unwrap_or(200);
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { port, got, script, _rt: rt }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// (type, subscription, sequence) of what it got, in order.
+    fn kinds(&self) -> Vec<(String, String, u64)> {
+        self.got()
+            .iter()
+            .map(|g| {
+                let b = &g.body;
+                (
+                    b["type"].as_str().unwrap_or_default().to_owned(),
+                    b["subscription_id"].as_str().unwrap_or_default().to_owned(),
+                    b["sequence"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn answer_next(&self, statuses: &[u16]) {
+        self.script.lock().unwrap().extend(statuses);
+    }
+}
+
+fn world(receiver: &Receiver, body: &str) -> World {
+    let body = format!("{MONTHLY}{body}\n[webhooks]\nurl = \"{}\"\ntimeout = \"2s\"\n", receiver.url());
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("cust-b", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w
+}
+
+fn billd(w: &World, args: &[&str]) -> std::process::Output {
+    w.billd().env("BILLD_WEBHOOKS__SECRET", SECRET).args(args).output().unwrap()
+}
+
+fn tick(w: &World, as_of: &str) {
+    let out = billd(w, &["tick", "--as-of", as_of, "--simulate"]);
+    assert!(out.status.success(), "tick {as_of}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn list(w: &World, args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["webhooks", "--json"];
+    a.extend(args);
+    let out = billd(w, &a);
+    assert!(out.status.success(), "webhooks: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+/// A tick's events reach the app signed, in order per subscription, each with the charge or subscription as the
+/// listings show them.
+#[test]
+fn a_ticks_events_are_delivered_signed_and_in_order() {
+    let r = Receiver::start();
+    let subs = format!("{}{}", sub("a", "cust-a", "monthly", "2030-01-01"), sub("b", "cust-b", "monthly", "2030-01-01"));
+    let w = world(&r, &subs);
+    tick(&w, "2030-01-01T10:00:00+09:00");
+    let got = r.got();
+    assert!(got.iter().all(|g| g.verified), "a delivery whose signature does not verify: {got:#?}");
+    let of = |id: &str| -> Vec<(String, u64)> {
+        r.kinds().into_iter().filter(|(_, s, _)| s == id).map(|(k, _, n)| (k, n)).collect()
+    };
+    assert_eq!(of("a"), [("subscription.created".into(), 1), ("charge.paid".into(), 2)]);
+    assert_eq!(
+        of("b"),
+        [("subscription.created".into(), 1), ("charge.failed".into(), 2), ("subscription.past_due".into(), 3)]
+    );
+    // `data` is the charge as `billd charges --json` shows it.
+    let charges: Value = serde_json::from_slice(&billd(&w, &["charges", "--json"]).stdout).unwrap();
+    let paid = got.iter().find(|g| g.body["type"] == "charge.paid").unwrap();
+    let listed = charges.as_array().unwrap().iter().find(|c| c["subscription_id"] == "a").unwrap();
+    for (k, v) in listed.as_object().unwrap() {
+        assert_eq!(&paid.body["data"][k], v, "data.{k} differs from `billd charges --json`");
+    }
+    let failed = got.iter().find(|g| g.body["type"] == "charge.failed").unwrap();
+    assert_eq!(failed.body["data"]["next_retry"], "2030-01-02T10:00:00+09:00");
+    assert_eq!(failed.body["id"].as_str(), Some(failed.id.as_str()), "webhook-id is the event's id");
+    // Nothing left to deliver; the listing says so.
+    let listed = list(&w, &[]);
+    assert_eq!(listed.len(), 5);
+    assert!(listed.iter().all(|e| e["state"] == "delivered" && e["attempts"] == 1), "{listed:#?}");
+    // No card data, no secret.
+    let all = serde_json::to_string(&got.iter().map(|g| &g.body).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains(SECRET) && !all.contains(cards::APPROVE), "a secret or a card number in an event");
+}
+
+/// A failed delivery is tried again after its backoff with the same id and body, and holds back its
+/// subscription's later events until then; other subscriptions' events go on.
+#[test]
+fn a_failed_delivery_is_retried_with_its_id_and_holds_its_subscriptions_later_events() {
+    let r = Receiver::start();
+    let w = world(&r, &sub("a", "cust-a", "monthly", "2030-01-01"));
+    // The first delivery (a's subscription.created) fails.
+    r.answer_next(&[500]);
+    tick(&w, "2030-01-01T10:00:00+09:00");
+    assert_eq!(r.kinds(), [("subscription.created".into(), "a".into(), 1)], "charge.paid went before its elder");
+    let e = list(&w, &[]);
+    assert_eq!((e[0]["state"].as_str(), e[0]["attempts"].as_u64()), (Some("pending"), Some(1)));
+    assert_eq!(e[0]["last_error"], "HTTP 500");
+    assert_eq!(e[0]["next_attempt_at"], "2030-01-01T10:00:05+09:00");
+    // Before its retry: nothing is sent.
+    tick(&w, "2030-01-01T10:00:04+09:00");
+    assert_eq!(r.got().len(), 1);
+    tick(&w, "2030-01-01T10:00:05+09:00");
+    let got = r.got();
+    assert_eq!(got.len(), 3, "{:?}", r.kinds());
+    assert_eq!(got[0].id, got[1].id, "a retry has another webhook-id");
+    assert_eq!(got[0].body, got[1].body, "a retry sends another body");
+    assert_eq!(got[2].body["type"], "charge.paid");
+}
+
+/// An event not delivered within max_age is given up (kept, listed by --failed) and a replay sends it again.
+#[test]
+fn an_event_given_up_is_listed_and_replayed() {
+    let r = Receiver::start();
+    let w = world(&r, &sub("a", "cust-a", "monthly", "2030-01-01"));
+    r.answer_next(&[503; 20]);
+    tick(&w, "2030-01-01T10:00:00+09:00");
+    // Past its retries' schedule and max_age (3 days): the next failure gives it up.
+    tick(&w, "2030-01-05T10:00:00+09:00");
+    let failed = list(&w, &["--failed"]);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!((failed[0]["type"].as_str(), failed[0]["last_error"].as_str()), (Some("subscription.created"), Some("HTTP 503")));
+    let id = failed[0]["id"].as_str().unwrap().to_owned();
+    // Its subscription's next event went out once it was given up.
+    assert!(r.kinds().iter().any(|(k, _, _)| k == "charge.paid") || list(&w, &[])[1]["attempts"] == 1);
+    r.script.lock().unwrap().clear();
+    let out = billd(&w, &["webhooks", "replay", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tick(&w, "2030-01-05T10:00:01+09:00");
+    let last = r.got().pop().unwrap();
+    assert_eq!((last.id.as_str(), last.verified), (id.as_str(), true));
+    assert!(list(&w, &["--failed"]).is_empty());
+}
+
+/// A delivery whose process is killed after the app got it and before it was recorded is delivered again, with
+/// the same webhook-id (at least once; the app dedupes by id). Nothing is lost.
+#[test]
+fn a_kill_after_sending_delivers_again_with_the_same_id() {
+    let r = Receiver::start();
+    let w = world(&r, &sub("a", "cust-a", "monthly", "2030-01-01"));
+    let out = billd(&w, &["tick", "--as-of", "2030-01-01T10:00:00+09:00", "--simulate"]);
+    assert!(out.status.success());
+    let first = r.got();
+    // A new event, then a tick killed right after sending it.
+    let out = billd(&w, &["pause", "a", "--as-of", "2030-01-01T10:00:30+09:00", "--simulate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let killed = w
+        .billd()
+        .env("BILLD_WEBHOOKS__SECRET", SECRET)
+        .env("BILLD_FAILPOINT", "webhook_after_send")
+        .args(["tick", "--as-of", "2030-01-01T10:01:00+09:00", "--simulate"])
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the failpoint did not fire");
+    tick(&w, "2030-01-01T10:02:00+09:00");
+    let got = r.got();
+    let after: Vec<&Got> = got[first.len()..].iter().collect();
+    assert_eq!(after.len(), 2, "{after:#?}");
+    assert_eq!(after[0].id, after[1].id);
+    assert_eq!(after[1].body["type"], "subscription.suspended");
+    assert!(list(&w, &[]).iter().all(|e| e["state"] == "delivered"));
+}
