@@ -300,6 +300,16 @@ pub enum Command {
         #[command(flatten)]
         at: AsOf,
     },
+    /// Webhooks to the merchant's app: `new-secret` prints a fresh signing secret.
+    ///
+    /// Every event is posted to webhooks.url, signed per Standard Webhooks 1.0 with the webhook secret (from
+    /// BILLD_WEBHOOKS__SECRET, webhooks.secret_file or $CREDENTIALS_DIRECTORY/webhook_secret). A bare
+    /// `billd webhooks` will list the events and their deliveries (not built yet: it exits 2).
+    #[command(args_conflicts_with_subcommands = true)]
+    Webhooks {
+        #[command(subcommand)]
+        action: Option<WebhooksCommand>,
+    },
     /// Add subscriptions from a CSV file (header `id,customer_uid,plan,start`; kept in the database only).
     ///
     /// With --as-of, it imports as on that day: a start more than one interval before it is refused (unless
@@ -423,6 +433,15 @@ impl ViewAsOf {
     fn at(&self) -> Result<DateTime<Utc>> {
         Ok(self.as_of.as_deref().map(parse_instant).transpose()?.unwrap_or_else(Utc::now))
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhooksCommand {
+    /// Print a fresh webhook secret (whsec_ + base64 of 32 random bytes from the OS) on stdout, and nothing else.
+    ///
+    /// Give it to billd (BILLD_WEBHOOKS__SECRET, webhooks.secret_file or the systemd credential webhook_secret) and
+    /// to the app that verifies the deliveries. It reads no config and keeps nothing.
+    NewSecret,
 }
 
 #[derive(Subcommand, Debug)]
@@ -615,6 +634,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
             crate::commands::ops::reactivate(&path, &subscription, charge_now, at.at()?)
         }
         Command::Import { file, catch_up, at } => crate::commands::import::run(&path, &file, catch_up, at.at()?),
+        Command::Webhooks { action: Some(WebhooksCommand::NewSecret) } => crate::commands::webhooks::new_secret(),
+        Command::Webhooks { action: None } => crate::commands::webhooks::list_not_built(),
     }
 }
 

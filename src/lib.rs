@@ -26,3 +26,4 @@ pub mod service;
 pub mod store;
 pub mod text;
 pub mod trust;
+pub mod webhooks;
