@@ -300,6 +300,25 @@ pub enum Command {
         #[command(flatten)]
         at: AsOf,
     },
+    /// The events sent to the merchant's app, with their delivery state and what happens next to each.
+    ///
+    /// Every event is posted to webhooks.url, signed per Standard Webhooks 1.0 with the webhook secret (from
+    /// BILLD_WEBHOOKS__SECRET, webhooks.secret_file or $CREDENTIALS_DIRECTORY/webhook_secret), by `billd run` (and
+    /// at the end of each `billd tick`). `replay` sends events again; `new-secret` prints a fresh signing secret.
+    #[command(args_conflicts_with_subcommands = true)]
+    Webhooks {
+        #[command(subcommand)]
+        action: Option<WebhooksCommand>,
+        /// Only events given up (not delivered within webhooks.max_age).
+        #[arg(long)]
+        failed: bool,
+        /// Only events created on or after this date (YYYY-MM-DD, billing timezone) or instant (RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Print them as JSON (times RFC 3339 with the billing time zone's offset).
+        #[arg(long)]
+        json: bool,
+    },
     /// Add subscriptions from a CSV file (header `id,customer_uid,plan,start`; kept in the database only).
     ///
     /// With --as-of, it imports as on that day: a start more than one interval before it is refused (unless
@@ -423,6 +442,25 @@ impl ViewAsOf {
     fn at(&self) -> Result<DateTime<Utc>> {
         Ok(self.as_of.as_deref().map(parse_instant).transpose()?.unwrap_or_else(Utc::now))
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhooksCommand {
+    /// Print a fresh webhook secret (whsec_ + base64 of 32 random bytes from the OS) on stdout, and nothing else.
+    ///
+    /// Give it to billd (BILLD_WEBHOOKS__SECRET, webhooks.secret_file or the systemd credential webhook_secret) and
+    /// to the app that verifies the deliveries. It reads no config and keeps nothing.
+    NewSecret,
+    /// Send events again (delivered or given up; each with its own webhook-id and the same body), by the running
+    /// daemon or the next `billd tick`: one event by id, or every one created since a date.
+    Replay {
+        /// The event's id (`evt_…`, as `billd webhooks` lists it).
+        #[arg(required_unless_present = "since", conflicts_with = "since")]
+        event_id: Option<String>,
+        /// Every event created on or after this date (YYYY-MM-DD, billing timezone) or instant (RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -615,6 +653,13 @@ pub fn main(args: Args) -> Result<ExitCode> {
             crate::commands::ops::reactivate(&path, &subscription, charge_now, at.at()?)
         }
         Command::Import { file, catch_up, at } => crate::commands::import::run(&path, &file, catch_up, at.at()?),
+        Command::Webhooks { action: Some(WebhooksCommand::NewSecret), .. } => crate::commands::webhooks::new_secret(),
+        Command::Webhooks { action: Some(WebhooksCommand::Replay { event_id, since }), .. } => {
+            crate::commands::webhooks::replay(&path, event_id.as_deref(), since.as_deref(), Utc::now())
+        }
+        Command::Webhooks { action: None, failed, since, json } => {
+            crate::commands::webhooks::list(&path, failed, since.as_deref(), json)
+        }
     }
 }
 

@@ -27,3 +27,4 @@ pub mod shapes;
 pub mod store;
 pub mod text;
 pub mod trust;
+pub mod webhooks;

@@ -27,6 +27,7 @@ fn billd(config: &Path, args: &[&str]) -> std::process::Output {
         .arg(config)
         .args(args)
         .env("BILLD_GATEWAY__IMP_SECRET", "s")
+        .env_remove("BILLD_WEBHOOKS__SECRET")
         .env_remove("BILLD_CONFIG")
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("BILLD_GATEWAY__CONCURRENCY")

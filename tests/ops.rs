@@ -485,6 +485,7 @@ fn every_row_of_the_exit_code_table_holds() {
             3,
         ),
         ("refunds", code(&["refunds"]), 0),
+        ("webhooks new-secret", code(&["webhooks", "new-secret"]), 0),
         ("refunds --since nope", code(&["refunds", "--since", "nope"]), 1),
         ("import a bad file", code(&["import", bad_csv.to_str().unwrap()]), 1),
         ("subscriptions change nope", code(&["subscriptions", "change", "nope", "--plan", "monthly", "--now"]), 1),

@@ -35,6 +35,10 @@ pub fn check(path: &Path, online: bool, now: chrono::DateTime<chrono::Utc>) -> R
                 }
                 Ok(_) => {}
             }
+            // The webhook secret is read and its form checked here, as the gateway's is (never shown).
+            if let Some(Err(e)) = cfg.webhooks.as_ref().map(|w| w.secret.resolve()) {
+                problems.push(e);
+            }
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
             }

@@ -16,6 +16,7 @@ pub mod simulate;
 pub mod subscriptions;
 pub mod tick;
 pub mod upcoming;
+pub mod webhooks;
 
 /// The one rule for free text an operator gives that billd sends or keeps (`refund --reason`, `--name` of the
 /// one-time charges): refused, naming `flag`, when it shows nothing (white space and invisible characters only),

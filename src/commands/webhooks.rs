@@ -1,12 +1,12 @@
-//! `billd webhooks`: the outbox's events with their delivery state (what happens next to each), and `webhooks
-//! replay` (send delivered or given-up events again).
+//! `billd webhooks`: the outbox's events with their delivery state (what happens next to each), `webhooks replay`
+//! (send delivered or given-up events again) and `webhooks new-secret` (a fresh Standard Webhooks signing secret).
 
 use crate::app::{load_config, open_store};
 use crate::commands::present::{human, rfc3339};
-use crate::config::{self, Config};
+use crate::config::{self, Config, WebhookSecret};
 use crate::store::{DeliveryState, Outbox, OutboxEvent, OutboxFilter, Replay};
 use crate::text::cell;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::path::Path;
@@ -14,6 +14,27 @@ use std::process::ExitCode;
 
 /// The most events one listing prints (the oldest first; narrow it with --since).
 const LISTED: usize = 10_000;
+
+/// How many random bytes a new secret holds (256 bits; the spec asks for 24 to 64).
+pub const NEW_SECRET_BYTES: usize = 32;
+
+/// A fresh secret: [`NEW_SECRET_BYTES`] bytes from the operating system's random generator.
+pub fn generate() -> Result<WebhookSecret> {
+    let mut key = vec![0u8; NEW_SECRET_BYTES];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("{e}")).context("cannot read the OS random generator")?;
+    WebhookSecret::from_key(key).map_err(anyhow::Error::msg)
+}
+
+/// `billd webhooks new-secret`: prints a fresh `whsec_…` secret on stdout, and nothing else. It reads no config and
+/// writes nothing: where it goes (BILLD_WEBHOOKS__SECRET, webhooks.secret_file, a systemd credential, and the
+/// app's verifier) is the operator's to choose.
+pub fn new_secret() -> Result<ExitCode> {
+    use std::io::Write as _;
+    let line = format!("{}\n", generate()?.expose_whsec());
+    // Not `say!`: a secret that could not be written must not look printed (exit 1 instead).
+    std::io::stdout().write_all(line.as_bytes()).and_then(|_| std::io::stdout().flush()).context("cannot write it")?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `--since`: a date (midnight in the billing time zone) or an RFC 3339 instant.
 pub fn since(cfg: &Config, s: &str) -> Result<DateTime<Utc>> {
@@ -43,11 +64,8 @@ fn next(e: &OutboxEvent, cfg: &Config) -> String {
 /// `billd webhooks [--failed] [--since DATE] [--json]`.
 pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let filter = OutboxFilter {
-        failed_only: failed,
-        since: since_arg.map(|s| since(&cfg, s)).transpose()?,
-        subscription: None,
-    };
+    let filter =
+        OutboxFilter { failed_only: failed, since: since_arg.map(|s| since(&cfg, s)).transpose()?, subscription: None };
     let store = open_store(&cfg)?;
     let events = store.outbox_events(&filter, LISTED)?;
     let tz = cfg.billing.clock.timezone;
@@ -113,7 +131,10 @@ pub fn replay(path: &Path, id: Option<&str>, since_arg: Option<&str>, now: DateT
     let store = open_store(&cfg)?;
     if let Replay::Event(id) = &which {
         match store.outbox_event(id)? {
-            None => bail!("no event {id:?} (see `billd webhooks`; events are kept {} after delivery)", hooks.retain_text()),
+            None => bail!(
+                "no event {id:?} (see `billd webhooks`; events are kept {} after delivery)",
+                config::duration::format(hooks.retain)
+            ),
             Some(e) if e.state == DeliveryState::Pending => {
                 println!("{id}: already on its way ({})", next(&e, &cfg));
                 return Ok(ExitCode::SUCCESS);
@@ -121,7 +142,7 @@ pub fn replay(path: &Path, id: Option<&str>, since_arg: Option<&str>, now: DateT
             Some(_) => {}
         }
     }
-    let give_up_at = now + hooks.max_age;
+    let give_up_at = now + chrono::Duration::from_std(hooks.max_age).unwrap_or(chrono::Duration::days(3));
     let ids = store.replay(&which, give_up_at, now)?;
     for id in &ids {
         println!("{id}: sent again by the running daemon (or the next `billd tick`)");

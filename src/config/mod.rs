@@ -6,10 +6,15 @@ pub mod local;
 mod raw;
 mod secret;
 pub mod shape;
+mod webhooks;
 
 use local::{loopback, loopback_url};
 use raw::*;
 pub use secret::{Secret, SecretSpec};
+pub use webhooks::{
+    DEFAULT_MAX_AGE as WEBHOOK_DEFAULT_MAX_AGE, DEFAULT_RETAIN as WEBHOOK_DEFAULT_RETAIN, WebhookSecret,
+    WebhookSecretSpec, WebhookSettings,
+};
 
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::dunning::{DunningPolicy, OnExhausted};
@@ -36,6 +41,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where to serve Prometheus metrics and `/healthz`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[webhooks]`: where events are posted and how they are signed (`None`: no `webhooks.url`, webhooks off).
+    pub webhooks: Option<WebhookSettings>,
     pub plans: Vec<Plan>,
     pub subscriptions: Vec<SubscriptionSpec>,
     /// Non-fatal remarks (e.g. an inline secret), to be logged by the caller.
@@ -155,9 +162,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = crate::trust::read(&abs, "config file").map_err(fail)?;
     let mut figment = Figment::new().merge(Toml::string(&text)).merge(
         Env::prefixed("BILLD_")
-            .filter(|k| k.as_str().contains("__") && !k.as_str().eq_ignore_ascii_case("gateway__imp_secret"))
+            .filter(|k| {
+                let verbatim = ["gateway__imp_secret", "webhooks__secret"];
+                k.as_str().contains("__") && !verbatim.iter().any(|v| k.as_str().eq_ignore_ascii_case(v))
+            })
             .split("__"),
     );
+    // BILLD_WEBHOOKS__SECRET is taken verbatim too, and only from the environment (see config::webhooks).
+    let webhook_secret = webhooks::secret_from_env().map_err(fail)?;
     let from_env = std::env::var_os(SECRET_VAR);
     // Only the file or SECRET_VAR can set gateway.imp_secret (the prefixed variables leave it out).
     let secret_inline = from_env.is_none() && figment.contains("gateway.imp_secret");
@@ -165,13 +177,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let secret = secret.into_string().map_err(|_| fail(format!("{SECRET_VAR} is not valid UTF-8")))?;
         figment = figment.merge(("gateway.imp_secret", secret));
     }
-    extract_and_validate(&figment, &text, abs, secret_inline)
+    extract_and_validate(&figment, &text, abs, secret_inline, webhook_secret)
 }
 
 /// Parses and validates config text as if it were the file `file` (no environment overrides; relative paths
 /// resolve against `file`'s folder). For fuzzing and tools; `billd` itself uses [`load`].
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    extract_and_validate(&Figment::from(Toml::string(text)), text, file.to_path_buf(), true)
+    extract_and_validate(&Figment::from(Toml::string(text)), text, file.to_path_buf(), true, None)
 }
 
 /// Reads the merged config as a tree first, so that every unknown key and every value of the wrong kind is listed
@@ -182,6 +194,7 @@ fn extract_and_validate(
     text: &str,
     file: PathBuf,
     secret_inline: bool,
+    webhook_secret: Option<String>,
 ) -> Result<Config, ConfigError> {
     let fail = |problems: Vec<String>| ConfigError { file: file.clone(), problems };
     let mut tree: figment::value::Value =
@@ -196,7 +209,7 @@ fn extract_and_validate(
             return Err(fail(shape));
         }
     };
-    match validate(raw, file.clone(), secret_inline) {
+    match validate(raw, file.clone(), secret_inline, webhook_secret) {
         Ok(cfg) if shape.is_empty() => Ok(cfg),
         Ok(_) => Err(fail(shape)),
         Err(e) => {
@@ -265,7 +278,12 @@ fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, ConfigError> {
+fn validate(
+    raw: Raw,
+    file: PathBuf,
+    secret_inline: bool,
+    webhook_secret: Option<String>,
+) -> Result<Config, ConfigError> {
     let mut errs: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -443,6 +461,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         }
     });
 
+    let webhooks = webhooks::settings(raw.webhooks, webhook_secret, &dir, &file, &mut errs, &mut warnings);
     let plans = entries::plans(raw.plans, &limits, &mut errs);
     let subs = entries::subscriptions(raw.subscriptions, &plans, &limits, &mut errs);
 
@@ -469,6 +488,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         dunning,
         limits,
         metrics_listen,
+        webhooks,
         plans,
         subscriptions: subs,
         warnings,

@@ -12,6 +12,8 @@ pub(super) struct Raw {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    /// `[webhooks]`, if written (defaults are applied in `config::webhooks`, which tells a key left out).
+    pub(super) webhooks: Option<RawWebhooks>,
     #[serde(default)]
     pub(super) plans: Vec<RawPlan>,
     #[serde(default)]
@@ -101,6 +103,16 @@ pub(super) struct RawLimits {
 #[derive(Deserialize, Default)]
 pub(super) struct RawMetrics {
     pub(super) listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawWebhooks {
+    pub(super) url: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) max_age: Option<String>,
+    pub(super) concurrency: Option<i64>,
+    pub(super) retain: Option<String>,
 }
 
 #[derive(Deserialize)]

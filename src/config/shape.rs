@@ -44,6 +44,14 @@ const LIMITS: &[(&str, Kind)] = &[
     ("mass_rejection_percent", Whole),
 ];
 const METRICS: &[(&str, Kind)] = &[("listen", Text)];
+const WEBHOOKS: &[(&str, Kind)] = &[
+    ("url", Text),
+    ("secret_file", Text),
+    ("timeout", Text),
+    ("max_age", Text),
+    ("concurrency", Whole),
+    ("retain", Text),
+];
 const PLAN: &[(&str, Kind)] = &[
     ("id", Text),
     ("name", Text),
@@ -74,6 +82,7 @@ const TOP: &[(&str, Kind)] = &[
     ("dunning", Table(DUNNING)),
     ("limits", Table(LIMITS)),
     ("metrics", Table(METRICS)),
+    ("webhooks", Table(WEBHOOKS)),
     ("plans", Tables(PLAN)),
     ("subscriptions", Tables(SUBSCRIPTION)),
 ];

@@ -1,6 +1,7 @@
 //! `billd run`: the long-running scheduler loop, its wake-ups, its signals and what it tells systemd.
 
 use crate::app;
+use crate::config::Config;
 use crate::engine::{ConfigRefused, Engine, PassReport};
 use crate::service::clock::{BillingClock, Start};
 use crate::service::notify;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
-use crate::config::Config;
 use tokio::sync::{Notify, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};

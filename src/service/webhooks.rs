@@ -1,10 +1,10 @@
 //! The webhook delivery service inside `billd run`: a task of its own, with its own handle on the book, that
 //! delivers the outbox's events as they become deliverable, prunes old ones, and never holds up a charge.
 
+use crate::config::Config;
 use crate::engine::metrics::Metrics;
 use crate::service::clock::BillingClock;
 use crate::store::Store;
-use crate::config::Config;
 use crate::webhooks::deliver::{Deliverer, db, housekeep};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +45,7 @@ pub async fn serve<S: Store>(
                 housekeep(&store, &d.settings, now).await?;
                 last_housekeeping = Some(std::time::Instant::now());
             }
-            d.deliver_due(&store, &metrics, now).await?;
+            d.deliver_due(&store, &metrics, || clock.now()).await?;
             if d.settings.send.is_some()
                 && let Some(next) = db(&store, |s| s.next_delivery()).await?
             {
@@ -54,8 +54,11 @@ pub async fn serve<S: Store>(
             anyhow::Ok(())
         };
         if let Err(e) = round.await {
-            tracing::error!(event = "webhook.error", "webhook.error: delivery could not run: {e:#}; trying again in {} s",
-                ERROR_PAUSE.as_secs());
+            tracing::error!(
+                event = "webhook.error",
+                "webhook.error: delivery could not run: {e:#}; trying again in {} s",
+                ERROR_PAUSE.as_secs()
+            );
             pause = ERROR_PAUSE;
         }
         tokio::select! {

@@ -15,8 +15,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How many deliverable events one round reads at most.
+/// How many deliverable events one read returns at most.
 const ROUND: usize = 256;
+/// While deliveries are out, how often the outbox is looked at again for new events.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 /// What delivery needs from the config, read once (a reload builds a new one).
 #[derive(Clone)]
@@ -57,8 +59,8 @@ impl Settings {
         };
         Ok(Settings {
             send,
-            max_age: age(hooks.map_or(config::webhooks::DEFAULT_MAX_AGE, |h| h.max_age)),
-            retain: age(hooks.map_or(config::webhooks::DEFAULT_RETAIN, |h| h.retain)),
+            max_age: age(hooks.map_or(config::WEBHOOK_DEFAULT_MAX_AGE, |h| h.max_age)),
+            retain: age(hooks.map_or(config::WEBHOOK_DEFAULT_RETAIN, |h| h.retain)),
             tz: cfg.billing.clock.timezone,
             retries: cfg.dunning.retry_after.len(),
         })
@@ -70,11 +72,18 @@ pub async fn once<S: Store>(store: S, cfg: &Config, metrics: &Metrics, now: Date
     let store = Arc::new(Mutex::new(store));
     let d = Deliverer::new(cfg)?;
     housekeep(&store, &d.settings, now).await?;
-    let round = d.deliver_due(&store, metrics, now).await?;
+    let round = d.deliver_due(&store, metrics, || now).await?;
     if round != Round::default() {
-        tracing::info!(event = "webhook.round", delivered = round.delivered, retried = round.retried,
-            gave_up = round.gave_up, "webhook.round: {} delivered, {} to be tried again, {} given up",
-            round.delivered, round.retried, round.gave_up);
+        tracing::info!(
+            event = "webhook.round",
+            delivered = round.delivered,
+            retried = round.retried,
+            gave_up = round.gave_up,
+            "webhook.round: {} delivered, {} to be tried again, {} given up",
+            round.delivered,
+            round.retried,
+            round.gave_up
+        );
     }
     Ok(round)
 }
@@ -84,13 +93,18 @@ pub async fn once<S: Store>(store: S, cfg: &Config, metrics: &Metrics, now: Date
 pub async fn housekeep<S: Store>(store: &Arc<Mutex<S>>, settings: &Settings, now: DateTime<Utc>) -> Result<()> {
     let (retain, max_age, off) = (settings.retain, settings.max_age, settings.send.is_none());
     let (pruned, expired) = db(store, move |s| {
-        let expired = if off { s.expire_unsent(now - max_age, "not sent: webhooks are off ([webhooks] url)", now)? } else { 0 };
+        let expired =
+            if off { s.expire_unsent(now - max_age, "not sent: webhooks are off ([webhooks] url)", now)? } else { 0 };
         Ok((s.prune_outbox(now - retain)?, expired))
     })
     .await?;
     if pruned + expired > 0 {
-        tracing::info!(event = "webhook.housekeeping", pruned, expired,
-            "webhook.housekeeping: {pruned} old event(s) pruned, {expired} never sent given up");
+        tracing::info!(
+            event = "webhook.housekeeping",
+            pruned,
+            expired,
+            "webhook.housekeeping: {pruned} old event(s) pruned, {expired} never sent given up"
+        );
     }
     Ok(())
 }
@@ -109,12 +123,18 @@ impl Deliverer {
         Ok(Deliverer { settings, client })
     }
 
-    /// [`deliver_due`] with these settings (nothing when webhooks are off).
-    pub async fn deliver_due<S: Store>(&self, store: &Arc<Mutex<S>>, metrics: &Metrics, now: DateTime<Utc>) -> Result<Round> {
+    /// [`deliver_due`] with these settings (nothing when webhooks are off). `now`: the billing clock, read at each
+    /// step (events written meanwhile, by a pass, are delivered in the same call).
+    pub async fn deliver_due<S: Store>(
+        &self,
+        store: &Arc<Mutex<S>>,
+        metrics: &Metrics,
+        now: impl Fn() -> DateTime<Utc>,
+    ) -> Result<Round> {
         match &self.client {
             Some(c) => deliver_due(store, c, &self.settings, metrics, now).await,
             None => {
-                refresh_gauges(store, metrics, now).await?;
+                refresh_gauges(store, metrics, now()).await?;
                 Ok(Round::default())
             }
         }
@@ -142,83 +162,122 @@ pub struct Round {
     pub gave_up: usize,
 }
 
-/// Delivers every event deliverable at `now` (billing clock), round after round, until none is: an event
+/// Delivers every event deliverable at `now` (billing clock), `concurrency` at a time, until none is: an event
 /// delivered makes the next one of its subscription deliverable; a failed one waits for its retry. Each event is
-/// tried at most once per call.
+/// tried at most once per call. A pipeline, not rounds: an app that never answers holds back only its own
+/// subscription's events (up to `timeout`), never another's.
 async fn deliver_due<S: Store>(
     store: &Arc<Mutex<S>>,
     client: &reqwest::Client,
     settings: &Settings,
     metrics: &Metrics,
-    now: DateTime<Utc>,
+    now: impl Fn() -> DateTime<Utc>,
 ) -> Result<Round> {
     let mut total = Round::default();
     let Some(sending) = &settings.send else {
         return Ok(total);
     };
+    let concurrency = sending.concurrency.max(1);
     let mut tried = std::collections::HashSet::new();
-    // Forward over the outbox by position; once at its end, again from the start only if something was delivered
-    // (a delivered event makes the next one of its stream deliverable, perhaps behind the cursor).
-    let (mut after, mut delivered_this_sweep) = (0, false);
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    // Forward over the outbox by position. At its end, with nothing in flight, again from the start only if
+    // something was settled (delivered or given up) since the last start: that makes the next event of its
+    // stream deliverable, perhaps behind the cursor.
+    let (mut after, mut at_end, mut delivered_since_start) = (0, false, false);
     loop {
-        let page = db(store, move |s| s.deliverable(now, after, ROUND)).await?;
-        let Some(last) = page.last() else {
-            if delivered_this_sweep && after > 0 {
-                (after, delivered_this_sweep) = (0, false);
+        while !at_end && inflight.len() < concurrency {
+            let (want, at) = (ROUND.min(concurrency - inflight.len()), now());
+            let page = db(store, move |s| s.deliverable(at, after, want)).await?;
+            let Some(last) = page.last() else {
+                at_end = true;
+                break;
+            };
+            after = last.position;
+            for e in page.into_iter().filter(|e| tried.insert(e.id.clone())) {
+                inflight.push(deliver_one(store, client, settings, sending, metrics, e, at));
+            }
+        }
+        // While some are out, look again for new events every second (a pass writes them; a slow app's
+        // attempt must not hold them back).
+        let next = if at_end && !inflight.is_empty() {
+            tokio::select! {
+                n = inflight.next() => n,
+                _ = tokio::time::sleep(LOOK_AGAIN) => {
+                    at_end = false;
+                    continue;
+                }
+            }
+        } else {
+            inflight.next().await
+        };
+        let Some(outcome) = next else {
+            if at_end && delivered_since_start {
+                (after, at_end, delivered_since_start) = (0, false, false);
                 continue;
             }
             break;
         };
-        after = last.position;
-        let heads: Vec<OutboxEvent> = page.into_iter().filter(|e| tried.insert(e.id.clone())).collect();
-        if heads.is_empty() {
-            continue;
+        let outcome = outcome?;
+        match outcome {
+            Delivery::Delivered => total.delivered += 1,
+            Delivery::RetryAt(..) => total.retried += 1,
+            Delivery::GaveUp(_) => total.gave_up += 1,
         }
-        let outcomes: Vec<(OutboxEvent, String, Delivery)> = futures::stream::iter(heads)
-            .map(|e| async move {
-                let body = match &e.body {
-                    Some(b) => b.clone(),
-                    None => render(&e, settings.tz, settings.retries),
-                };
-                let outcome = match send(client, sending, &e.id, &body).await {
-                    Ok(()) => Delivery::Delivered,
-                    Err(error) => after_failure(e.attempts, e.created_at, e.give_up_at, settings.max_age, now, error),
-                };
-                (e, body, outcome)
-            })
-            .buffer_unordered(sending.concurrency.max(1))
-            .collect()
-            .await;
-        // (Test hook: the app has them, billd has not recorded it: a kill here delivers them again.)
-        crate::failpoint::failpoint("webhook_after_send");
-        for (e, body, outcome) in outcomes {
-            match &outcome {
-                Delivery::Delivered => {
-                    total.delivered += 1;
-                    delivered_this_sweep = true;
-                    metrics.webhooks_delivered.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(event = "webhook.delivered", id = %e.id, kind = %e.kind, "webhook.delivered");
-                }
-                Delivery::RetryAt(at, error) => {
-                    total.retried += 1;
-                    metrics.webhooks_retried.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(event = "webhook.retry", id = %e.id, kind = %e.kind, attempt = e.attempts + 1,
-                        next_attempt = %at.to_rfc3339(), "webhook.retry: {error}; tried again at {at}");
-                }
-                Delivery::GaveUp(error) => {
-                    total.gave_up += 1;
-                    metrics.webhooks_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(event = "webhook.failed", id = %e.id, kind = %e.kind, attempts = e.attempts + 1,
-                        "webhook.failed: {error}; given up (max_age passed); `billd webhooks replay {}` sends it \
-                         again", e.id);
-                }
-            }
-            let id = e.id.clone();
-            db(store, move |s| s.delivery_attempted(&id, &body, &outcome, now)).await?;
+        if !matches!(outcome, Delivery::RetryAt(..)) {
+            // Settled: the next event of its stream is deliverable (beyond the cursor, or behind it).
+            (at_end, delivered_since_start) = (false, true);
         }
     }
-    refresh_gauges(store, metrics, now).await?;
+    refresh_gauges(store, metrics, now()).await?;
     Ok(total)
+}
+
+/// One attempt of `e`: its body (kept from its first attempt), sent signed, and the outcome recorded as soon as it
+/// is known.
+async fn deliver_one<S: Store>(
+    store: &Arc<Mutex<S>>,
+    client: &reqwest::Client,
+    settings: &Settings,
+    sending: &Sending,
+    metrics: &Metrics,
+    e: OutboxEvent,
+    now: DateTime<Utc>,
+) -> Result<Delivery> {
+    let body = match &e.body {
+        Some(b) => b.clone(),
+        None => render(&e, settings.tz, settings.retries),
+    };
+    let outcome = match send(client, sending, &e.id, &body).await {
+        Ok(()) => Delivery::Delivered,
+        Err(error) => after_failure(e.attempts, e.created_at, e.give_up_at, settings.max_age, now, error),
+    };
+    // (Test hook: the app has it, billd has not recorded it: a kill here delivers it again.)
+    crate::failpoint::failpoint("webhook_after_send");
+    log(&e, &outcome, metrics);
+    let (id, o) = (e.id.clone(), outcome.clone());
+    db(store, move |s| s.delivery_attempted(&id, &body, &o, now)).await?;
+    Ok(outcome)
+}
+
+/// One line and one count per attempt.
+fn log(e: &OutboxEvent, outcome: &Delivery, metrics: &Metrics) {
+    match outcome {
+        Delivery::Delivered => {
+            metrics.webhooks_delivered.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(event = "webhook.delivered", id = %e.id, kind = %e.kind, "webhook.delivered");
+        }
+        Delivery::RetryAt(at, error) => {
+            metrics.webhooks_retried.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(event = "webhook.retry", id = %e.id, kind = %e.kind, attempt = e.attempts + 1,
+                next_attempt = %at.to_rfc3339(), "webhook.retry: {error}; tried again at {at}");
+        }
+        Delivery::GaveUp(error) => {
+            metrics.webhooks_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(event = "webhook.failed", id = %e.id, kind = %e.kind, attempts = e.attempts + 1,
+                "webhook.failed: {error}; given up (max_age passed); `billd webhooks replay {}` sends it again",
+                e.id);
+        }
+    }
 }
 
 /// Sets the backlog gauges from the outbox.

@@ -91,6 +91,7 @@ impl World {
             .env("BILLD_GATEWAY__IMP_SECRET", "imp_sandbox_secret")
             .env("BILLD_LOG", "info")
             .env_remove("BILLD_CONFIG")
+            .env_remove("BILLD_WEBHOOKS__SECRET")
             .env_remove("CREDENTIALS_DIRECTORY");
         c
     }

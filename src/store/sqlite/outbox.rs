@@ -80,7 +80,8 @@ pub(super) fn fields(v: Value) -> Map<String, Value> {
     }
 }
 
-const EVENT_SELECT: &str = "SELECT seq, id, type, created_at, subscription_id, sequence, snapshot, body, state, attempts,
+const EVENT_SELECT: &str =
+    "SELECT seq, id, type, created_at, subscription_id, sequence, snapshot, body, state, attempts,
         next_attempt_at, give_up_at, last_attempt_at, last_error, settled_at FROM outbox";
 
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEvent> {
