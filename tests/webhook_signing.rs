@@ -45,15 +45,6 @@ fn new_secret_prints_a_fresh_32_byte_secret_and_nothing_else() {
     assert_ne!(a, b, "two calls gave the same secret");
 }
 
-#[test]
-fn a_bare_webhooks_says_the_listing_is_not_built_yet() {
-    let out = billd(&["webhooks"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(out.stdout.is_empty());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not built yet") && stderr.contains("new-secret"), "{stderr}");
-}
-
 /// Runs the reference verifier on each case (secret, headers, body; read from stdin, never argv) and returns one
 /// line per case: `ok` or `rejected: <why>`.
 const VERIFIER: &str = r#"

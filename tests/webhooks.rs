@@ -203,6 +203,10 @@ fn an_event_given_up_is_listed_and_replayed() {
     assert_eq!(kinds, [("subscription.created", "HTTP 503"), ("charge.paid", "HTTP 503")], "{failed:#?}");
     assert_eq!(failed[1]["attempts"], 1);
     let id = failed[0]["id"].as_str().unwrap().to_owned();
+    // The table says what to do.
+    let table = String::from_utf8_lossy(&billd(&w, &["webhooks", "--failed"]).stdout).into_owned();
+    assert!(table.contains(&format!("`billd webhooks replay {id}` sends it again")), "{table}");
+    assert!(table.contains("(last: HTTP 503)"), "{table}");
     r.script.lock().unwrap().clear();
     let out = billd(&w, &["webhooks", "replay", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

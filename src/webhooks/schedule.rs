@@ -61,8 +61,8 @@ mod tests {
             Delivery::RetryAt(t("2025-01-01T00:00:05Z"), e())
         );
         assert_eq!(
-            after_failure(3, created, None, day3, t("2025-01-02T00:00:00Z"), e()),
-            Delivery::RetryAt(t("2025-01-02T05:00:00Z"), e())
+            after_failure(3, created, None, day3, t("2025-01-02T00:00:00Z"), e()), // the 4th failure: 2 h
+            Delivery::RetryAt(t("2025-01-02T02:00:00Z"), e())
         );
         assert_eq!(after_failure(7, created, None, day3, t("2025-01-04T00:00:00Z"), e()), Delivery::GaveUp(e()));
         // A replay's own deadline replaces the creation's.
