@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where to serve Prometheus metrics and `/healthz`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where `billd run` takes i'mport's notifications (`POST /iamport/notice`), if anywhere (`[notices] listen`).
+    pub notices_listen: Option<std::net::SocketAddr>,
     pub plans: Vec<Plan>,
     pub subscriptions: Vec<SubscriptionSpec>,
     /// Non-fatal remarks (e.g. an inline secret), to be logged by the caller.
@@ -443,6 +445,14 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         }
     });
 
+    let notices_listen = raw.notices.listen.as_deref().and_then(|l| match l.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(format!("notices.listen: {} is not an address like \"0.0.0.0:8789\"", quote(l)));
+            None
+        }
+    });
+
     let plans = entries::plans(raw.plans, &limits, &mut errs);
     let subs = entries::subscriptions(raw.subscriptions, &plans, &limits, &mut errs);
 
@@ -469,6 +479,7 @@ fn validate(raw: Raw, file: PathBuf, secret_inline: bool) -> Result<Config, Conf
         dunning,
         limits,
         metrics_listen,
+        notices_listen,
         plans,
         subscriptions: subs,
         warnings,

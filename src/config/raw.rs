@@ -13,6 +13,8 @@ pub(super) struct Raw {
     #[serde(default)]
     pub(super) metrics: RawMetrics,
     #[serde(default)]
+    pub(super) notices: RawNotices,
+    #[serde(default)]
     pub(super) plans: Vec<RawPlan>,
     #[serde(default)]
     pub(super) subscriptions: Vec<RawSubscription>,
@@ -100,6 +102,12 @@ pub(super) struct RawLimits {
 
 #[derive(Deserialize, Default)]
 pub(super) struct RawMetrics {
+    pub(super) listen: Option<String>,
+}
+
+/// `[notices]`: i'mport's notifications (issue 26).
+#[derive(Deserialize, Default)]
+pub(super) struct RawNotices {
     pub(super) listen: Option<String>,
 }
 

@@ -44,6 +44,7 @@ const LIMITS: &[(&str, Kind)] = &[
     ("mass_rejection_percent", Whole),
 ];
 const METRICS: &[(&str, Kind)] = &[("listen", Text)];
+const NOTICES: &[(&str, Kind)] = &[("listen", Text)];
 const PLAN: &[(&str, Kind)] = &[
     ("id", Text),
     ("name", Text),
@@ -74,6 +75,7 @@ const TOP: &[(&str, Kind)] = &[
     ("dunning", Table(DUNNING)),
     ("limits", Table(LIMITS)),
     ("metrics", Table(METRICS)),
+    ("notices", Table(NOTICES)),
     ("plans", Tables(PLAN)),
     ("subscriptions", Tables(SUBSCRIPTION)),
 ];

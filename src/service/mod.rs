@@ -1,7 +1,8 @@
-//! Running as a service: the daemon loop (`billd run`), systemd notification, the metrics listener, logging.
+//! Running as a service: the daemon loop (`billd run`), systemd notification, the metrics listener, i'mport's notifications, logging.
 
 pub mod clock;
 pub mod daemon;
 pub mod logging;
 pub mod metrics;
+pub mod notices;
 pub mod notify;
