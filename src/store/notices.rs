@@ -28,8 +28,8 @@ pub trait Notices {
     /// unresolved attempt, else its paid attempt, else its latest attempt; else a one-time charge.
     fn notice_target(&self, merchant_uid: &str) -> Result<NoticeTarget>;
 
-    /// Records one outcome as [`super::Ledger::record`] does (the same rules, in one write transaction), only if its
-    /// attempt is still as `item.attempt` was read: unresolved, with the same status and the same tries, checked
+    /// Records one outcome as [`super::Ledger::record`] does (the same rules, its events and their outbox entries
+    /// included, in one write transaction), only if its attempt is still as `item.attempt` was read: unresolved, with the same status and the same tries, checked
     /// inside the transaction. So a settlement decided from an earlier read (a notification's) never overwrites what
     /// a pass, a resend or another settlement recorded meanwhile, and is never recorded twice. Returns the status
     /// changes, or `None` when the attempt changed (nothing is written).

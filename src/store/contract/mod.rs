@@ -1,5 +1,6 @@
-//! The storage contract's test suite: every guarantee the exactly-once protocol relies on, written against the
-//! traits only, so that every adapter runs the same tests (`tests/store_contract.rs` runs them on SQLite with
+//! The storage contract's test suite (long: the macro that lists every case, which grows with each concern, and the
+//! helpers the cases share): every guarantee the exactly-once protocol relies on, written against the traits only,
+//! so that every adapter runs the same tests (`tests/store_contract.rs` runs them on SQLite with
 //! [`store_contract_tests!`](crate::store_contract_tests); a PostgreSQL adapter instantiates the same macro).
 //! Each test panics with what it found when a guarantee does not hold.
 

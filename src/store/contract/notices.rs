@@ -1,7 +1,7 @@
 //! The storage contract's cases for i'mport's notifications (issue 26): what a merchant_uid names in the book, and a settlement from an earlier read recorded only if nothing changed since (the shared helpers are in the parent module).
 
 use super::*;
-use crate::store::{NoticeTarget, Notices};
+use crate::store::{NoticeTarget, Notices, Outbox};
 
 /// `notice_target` says what the book holds under a merchant_uid, exactly as stored: a period's unresolved attempt
 /// (as a pass reads it), its paid attempt with the payment's imp_uid, its failed one; a one-time charge likewise;
@@ -66,12 +66,18 @@ pub fn a_settlement_from_an_earlier_read_is_recorded_only_if_nothing_changed<B: 
         other => panic!("{m}: {other:?}"),
     };
     let (a, bb) = (read("m-a-0"), read("m-b-0"));
-    // a: recorded once from the read; the same read again records nothing.
+    // a: recorded once from the read, with its public event; the same read again records and publishes nothing.
+    let published = |s: &B::Store| {
+        let all = s.outbox_events(&crate::store::OutboxFilter::default(), 1000).unwrap();
+        all.into_iter().filter(|e| e.subscription_id.as_deref() == Some("a") && e.kind == "charge.paid").count()
+    };
     assert_eq!(b.open().record_unchanged(&paid(&a), t0()).unwrap(), Some(vec![]), "not recorded");
     assert_eq!(story(&s, "a"), [(0, PeriodState::Paid, vec![(1, ChargeStatus::Paid)])]);
+    assert_eq!(published(&b.open()), 1, "recorded without its event");
     assert_eq!(s.record_unchanged(&paid(&a), t0()).unwrap(), None, "recorded twice");
     assert_eq!(s.record_unchanged(&declined(&a, Decision::RetryAt(check)), t0()).unwrap(), None);
     assert_eq!(story(&s, "a"), [(0, PeriodState::Paid, vec![(1, ChargeStatus::Paid)])], "a paid attempt changed");
+    assert_eq!(published(&s), 1, "published twice");
     // b: a pass resends it after the read; the stale read records nothing over the resend in flight.
     assert!(s.mark_resending(&bb, &real(check), check, TIMEOUT_MS).unwrap(), "the resend");
     assert_eq!(s.record_unchanged(&paid(&bb), check).unwrap(), None, "recorded over a resend");
