@@ -22,6 +22,10 @@ pub(super) enum Look {
 }
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{error, info, warn};
 
 /// What settled a one-time charge: its status, its failure, the payment's imp_uid, and why.
 pub(super) type OneTimeVerdict = (ChargeStatus, Option<Failure>, Option<String>, Option<String>);
@@ -34,10 +38,6 @@ pub(super) fn one_time_paid(c: &UnresolvedOneTime, p: crate::gateway::Payment) -
         Some(why) => (ChargeStatus::Failed, Some(Failure::Mismatch), None, Some(why)),
     }
 }
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::{Semaphore, mpsc};
-use tracing::{error, info, warn};
 
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// Reconciles the unresolved attempts whose check time has come (and one-time charges); returns how many it
