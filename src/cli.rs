@@ -29,9 +29,12 @@ pub enum Command {
     /// It charges each period when it falls due (waking at least every minute), reconciling first what a stopped
     /// process left unresolved. SIGTERM or SIGINT: in-flight charges finish and are recorded, then it exits 0.
     /// SIGHUP: schedules.toml is reloaded and applied (an invalid file is refused and the running config stays;
-    /// gateway, database and metrics settings need a restart). With `[metrics] listen = "ADDR"` it serves
+    /// gateway, database, metrics and notices settings need a restart). With `[metrics] listen = "ADDR"` it serves
     /// Prometheus text at /metrics and a health check at /healthz (503 when the loop has stalled, the config is
-    /// refused, the gateway refuses the credentials, the last pass was a mass rejection, or a safety stop holds). Only one `run` or `tick` may use a database at a time.
+    /// refused, the gateway refuses the credentials, the last pass was a mass rejection, or a safety stop holds). With
+    /// `[notices] listen = "ADDR"` it takes i'mport's notifications at POST /iamport/notice (never believed: each
+    /// payment is looked up, and only what the lookup shows is settled). Only one `run` or `tick` may use a database
+    /// at a time.
     Run {
         /// Start the billing clock at this instant (RFC 3339) instead of now; it then advances with the real clock
         /// (--speed times as fast). More than a minute in the future it is refused unless --simulate, as for `tick`.

@@ -476,6 +476,9 @@ impl Gateway for Fake {
     async fn refunds(&self, _: &str, _: &str) -> billd::gateway::RefundsLookup {
         unreachable!("this test makes no refunds")
     }
+    async fn payment(&self, _: &str) -> Lookup {
+        unreachable!("this model posts no notifications")
+    }
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {
         let found = {
             let s = self.state.lock().unwrap();

@@ -43,6 +43,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `[webhooks]`: where events are posted and how they are signed (`None`: no `webhooks.url`, webhooks off).
     pub webhooks: Option<WebhookSettings>,
+    /// Where `billd run` takes i'mport's notifications (`POST /iamport/notice`), if anywhere (`[notices] listen`).
+    pub notices_listen: Option<std::net::SocketAddr>,
     pub plans: Vec<Plan>,
     pub subscriptions: Vec<SubscriptionSpec>,
     /// Non-fatal remarks (e.g. an inline secret), to be logged by the caller.
@@ -462,6 +464,14 @@ fn validate(
     });
 
     let webhooks = webhooks::settings(raw.webhooks, webhook_secret, &dir, &file, &mut errs, &mut warnings);
+    let notices_listen = raw.notices.listen.as_deref().and_then(|l| match l.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(format!("notices.listen: {} is not an address like \"0.0.0.0:8789\"", quote(l)));
+            None
+        }
+    });
+
     let plans = entries::plans(raw.plans, &limits, &mut errs);
     let subs = entries::subscriptions(raw.subscriptions, &plans, &limits, &mut errs);
 
@@ -489,6 +499,7 @@ fn validate(
         limits,
         metrics_listen,
         webhooks,
+        notices_listen,
         plans,
         subscriptions: subs,
         warnings,

@@ -15,6 +15,8 @@ pub(super) struct Raw {
     /// `[webhooks]`, if written (defaults are applied in `config::webhooks`, which tells a key left out).
     pub(super) webhooks: Option<RawWebhooks>,
     #[serde(default)]
+    pub(super) notices: RawNotices,
+    #[serde(default)]
     pub(super) plans: Vec<RawPlan>,
     #[serde(default)]
     pub(super) subscriptions: Vec<RawSubscription>,
@@ -113,6 +115,12 @@ pub(super) struct RawWebhooks {
     pub(super) max_age: Option<String>,
     pub(super) concurrency: Option<i64>,
     pub(super) retain: Option<String>,
+}
+
+/// `[notices]`: i'mport's notifications (issue 26).
+#[derive(Deserialize, Default)]
+pub(super) struct RawNotices {
+    pub(super) listen: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -52,6 +52,7 @@ const WEBHOOKS: &[(&str, Kind)] = &[
     ("concurrency", Whole),
     ("retain", Text),
 ];
+const NOTICES: &[(&str, Kind)] = &[("listen", Text)];
 const PLAN: &[(&str, Kind)] = &[
     ("id", Text),
     ("name", Text),
@@ -83,6 +84,7 @@ const TOP: &[(&str, Kind)] = &[
     ("limits", Table(LIMITS)),
     ("metrics", Table(METRICS)),
     ("webhooks", Table(WEBHOOKS)),
+    ("notices", Table(NOTICES)),
     ("plans", Tables(PLAN)),
     ("subscriptions", Tables(SUBSCRIPTION)),
 ];

@@ -3,6 +3,7 @@
 mod charge;
 mod lifecycle;
 pub mod metrics;
+pub mod notices;
 mod pipeline;
 mod reconcile;
 pub mod refunds;
@@ -49,6 +50,9 @@ pub struct Engine<S: Store, G: Gateway> {
     released: Arc<AtomicBool>,
     /// A resend of the running pass was held back because the budget was spent.
     resend_capped: Arc<AtomicBool>,
+    /// Held while a pass reconciles and while a notification settles a charge (`notices`): one of them at a time, so
+    /// that neither records over what the other is deciding.
+    settling: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<S: Store, G: Gateway> Clone for Engine<S, G> {
@@ -65,6 +69,7 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             budget: self.budget.clone(),
             released: self.released.clone(),
             resend_capped: self.resend_capped.clone(),
+            settling: self.settling.clone(),
         }
     }
 }
@@ -105,6 +110,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             budget: Arc::new(AtomicU64::new(0)),
             released: Arc::new(AtomicBool::new(false)),
             resend_capped: Arc::new(AtomicBool::new(false)),
+            settling: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

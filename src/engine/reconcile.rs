@@ -6,7 +6,9 @@ use super::{At, Engine, PAGE};
 use crate::billing::dunning::Decision;
 use crate::billing::quiet::quiet_period;
 use crate::gateway::{Gateway, Lookup};
-use crate::store::{Attempt, AttemptResult, ChargeStatus, Doubt, Failure, OneTimeKind, Recorded, Store};
+use crate::store::{
+    Attempt, AttemptResult, ChargeStatus, Doubt, Failure, OneTimeKind, Recorded, Store, UnresolvedOneTime,
+};
 
 /// What a look at an unresolved attempt came to.
 pub(super) enum Look {
@@ -25,6 +27,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
 
+/// What settled a one-time charge: its status, its failure, the payment's imp_uid, and why.
+pub(super) type OneTimeVerdict = (ChargeStatus, Option<Failure>, Option<String>, Option<String>);
+
+/// A paid payment under a one-time charge's merchant_uid: paid if it is what was asked (amount, currency, billing
+/// key), otherwise a mismatch, held and never taken as paid.
+pub(super) fn one_time_paid(c: &UnresolvedOneTime, p: crate::gateway::Payment) -> OneTimeVerdict {
+    match p.differs_from(c.amount, &c.currency, c.customer_uid.as_deref()) {
+        None => (ChargeStatus::Paid, None, Some(p.imp_uid), None),
+        Some(why) => (ChargeStatus::Failed, Some(Failure::Mismatch), None, Some(why)),
+    }
+}
+
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// Reconciles the unresolved attempts whose check time has come (and one-time charges); returns how many it
     /// looked at and how many it left alone because the real quiet period of their request is not over (their
@@ -36,6 +50,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         sem: &Arc<Semaphore>,
     ) -> Result<(usize, usize)> {
         let now = at.as_of;
+        // No notification settles anything while the pass reconciles (and records, and flushes).
+        let _settling = self.settling.lock().await;
         // A page at a time, so a large backlog (say, after a gateway outage) is never held at once.
         let mut n = 0;
         let deferred = Arc::new(AtomicUsize::new(0));
@@ -97,100 +113,120 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 warn!(event = "charge.unknown", merchant_uid = %c.merchant_uid, one_time = true, reason = %e,
                     "charge.unknown: the one-time charge's lookup failed; looking again in the next pass");
             };
-            let (status, failure, imp_uid, reason) = match self.gateway.find(&merchant_uid, "paid").await {
-                Lookup::Found(p) => match p.differs_from(c.amount, &c.currency, c.customer_uid.as_deref()) {
-                    None => (ChargeStatus::Paid, None, Some(p.imp_uid), None),
-                    Some(why) => (ChargeStatus::Failed, Some(Failure::Mismatch), None, Some(why)),
-                },
-                Lookup::Error(e) => {
+            let verdict = match self.look_one_time(&c).await {
+                Ok(Some(v)) => v,
+                Err(e) => {
                     failed_lookup(e);
                     continue;
                 }
-                Lookup::NotFound => match self.gateway.find(&merchant_uid, "failed").await {
-                    // An earlier try's decline is not this try's outcome: as if nothing were found.
-                    Lookup::Found(p) if c.known_failed.as_deref() != Some(p.imp_uid.as_str()) => (
-                        ChargeStatus::Failed,
-                        Some(Failure::Declined),
-                        Some(p.imp_uid),
-                        Some(p.fail_reason.unwrap_or_else(|| "declined (no reason given)".into())),
-                    ),
-                    Lookup::Error(e) => {
-                        failed_lookup(e);
+                Ok(None) => {
+                    // Its request may still be in progress in real time (whatever the billing clock says): closing
+                    // it as abandoned now would invite a second charge. Put off to the end of its quiet period.
+                    let left = c.doubt.as_ref().map(|d| d.remaining(&self.clock.now())).unwrap_or_default();
+                    if c.pending && c.doubt.is_some() {
+                        // Its command stopped before recording an outcome, perhaps while its request waited for a
+                        // token or its turn: it may have left later than recorded. Not given up now: unknown, with a
+                        // full quiet period from this look.
+                        let (id, tries, real) = (c.id, c.tries, self.clock.now());
+                        let quiet = c.doubt.as_ref().map_or(std::time::Duration::ZERO, |d| d.quiet);
+                        let reason = "no record at the gateway yet; the charge-once that sent it stopped before its \
+                                      answer, so it is looked up again after the quiet period";
+                        deferred += 1;
+                        let until = self.wait_event(None, &merchant_uid, quiet, now);
+                        self.db(move |s| s.one_time_unknown(id, tries, reason, &real, until, now)).await?;
                         continue;
                     }
-                    Lookup::NotFound | Lookup::Found(_) => {
-                        // Its request may still be in progress in real time (whatever the billing clock says):
-                        // closing it as abandoned now would invite a second charge. Put off to the end of its quiet
-                        // period.
-                        let left = c.doubt.as_ref().map(|d| d.remaining(&self.clock.now())).unwrap_or_default();
-                        if c.pending && c.doubt.is_some() {
-                            // Its command stopped before recording an outcome, perhaps while its request waited for
-                            // a token or its turn: it may have left later than recorded. Not given up now: unknown,
-                            // with a full quiet period from this look.
-                            let (id, tries, real) = (c.id, c.tries, self.clock.now());
-                            let quiet = c.doubt.as_ref().map_or(std::time::Duration::ZERO, |d| d.quiet);
-                            let reason = "no record at the gateway yet; the charge-once that sent it stopped before \
-                                          its answer, so it is looked up again after the quiet period";
-                            deferred += 1;
-                            let until = self.wait_event(None, &merchant_uid, quiet, now);
-                            self.db(move |s| s.one_time_unknown(id, tries, reason, &real, until, now)).await?;
-                            continue;
-                        }
-                        if !left.is_zero() {
-                            deferred += 1;
-                            let until = self.wait_event(None, &merchant_uid, left, now);
-                            let (id, tries) = (c.id, c.tries);
-                            self.db(move |s| s.defer_one_time(id, tries, until)).await?;
-                            continue;
-                        }
-                        (
-                            ChargeStatus::Failed,
-                            Some(Failure::Abandoned),
-                            None,
-                            Some(format!(
-                                "no record at the gateway after the quiet period: nothing was charged (rerun \
-                                     {} to send it; it looks the payment up first)",
-                                match c.kind {
-                                    OneTimeKind::Card => "charge-once",
-                                    OneTimeKind::Key => "charge-key",
-                                    OneTimeKind::Proration => "subscriptions change",
-                                }
-                            )),
-                        )
+                    if !left.is_zero() {
+                        deferred += 1;
+                        let until = self.wait_event(None, &merchant_uid, left, now);
+                        let (id, tries) = (c.id, c.tries);
+                        self.db(move |s| s.defer_one_time(id, tries, until)).await?;
+                        continue;
                     }
-                },
+                    (
+                        ChargeStatus::Failed,
+                        Some(Failure::Abandoned),
+                        None,
+                        Some(format!(
+                            "no record at the gateway after the quiet period: nothing was charged (rerun {} to send \
+                             it; it looks the payment up first)",
+                            match c.kind {
+                                OneTimeKind::Card => "charge-once",
+                                OneTimeKind::Key => "charge-key",
+                                OneTimeKind::Proration => "subscriptions change",
+                            }
+                        )),
+                    )
+                }
             };
             crate::failpoint::pause("one_time_after_lookup");
-            let (imp, why) = (imp_uid.clone(), reason.clone());
-            let (id, tries) = (c.id, c.tries);
-            // Recorded only if no rerun of charge-once began another send of it while the lookups ran.
-            let done = self
-                .db(move |s| s.finish_one_time(id, tries, status, failure, imp.as_deref(), why.as_deref(), now))
-                .await?;
-            if !done {
-                continue;
-            }
-            settled += 1;
-            match (status, failure) {
-                (ChargeStatus::Paid, _) => info!(event = "charge.paid", merchant_uid = %merchant_uid, one_time = true,
-                    imp_uid = %imp_uid.unwrap_or_default(), "charge.paid"),
-                (_, Some(Failure::Abandoned)) => info!(event = "charge.abandoned", merchant_uid = %merchant_uid,
-                    one_time = true, reason = %reason.unwrap_or_default(), "charge.abandoned"),
-                (_, Some(Failure::Mismatch)) => error!(event = "charge.mismatch", merchant_uid = %merchant_uid,
-                    one_time = true, reason = %reason.unwrap_or_default(),
-                    "charge.mismatch: not taken as paid; held for an operator"),
-                _ => warn!(event = "charge.failed", merchant_uid = %merchant_uid, one_time = true,
-                    failure = "declined", reason = %reason.unwrap_or_default(), "charge.failed"),
+            if self.finish_one_time_logged(&c, verdict, now).await? {
+                settled += 1;
             }
         }
         Ok((settled, deferred))
     }
 
-    /// Resolves an unresolved attempt by looking its merchant_uid up; resends only if the gateway never saw it, and
-    /// an attempt left `pending` only after a quiet period (see [`Engine::quiet_period`]).
-    pub(super) async fn reconcile(&self, a: Attempt, at: At) -> Look {
-        let result = match self.gateway.find(&a.merchant_uid, "paid").await {
-            Lookup::Found(p) => Some(self.paid_or_mismatch(&a, p)),
+    /// The lookups of a one-time charge by its merchant_uid (paid, then failed), judged by the one rule for a
+    /// one-time charge: paid as asked, paid otherwise (a mismatch, held), or declined (a decline already known for it
+    /// is not this try's outcome). `Ok(None)`: no record of this try; `Err`: a lookup failed.
+    pub(super) async fn look_one_time(&self, c: &UnresolvedOneTime) -> Result<Option<OneTimeVerdict>, String> {
+        match self.gateway.find(&c.merchant_uid, "paid").await {
+            Lookup::Found(p) => Ok(Some(one_time_paid(c, p))),
+            Lookup::Error(e) => Err(e),
+            Lookup::NotFound => match self.gateway.find(&c.merchant_uid, "failed").await {
+                // An earlier try's decline is not this try's outcome: as if nothing were found.
+                Lookup::Found(p) if c.known_failed.as_deref() != Some(p.imp_uid.as_str()) => Ok(Some((
+                    ChargeStatus::Failed,
+                    Some(Failure::Declined),
+                    Some(p.imp_uid),
+                    Some(p.fail_reason.unwrap_or_else(|| "declined (no reason given)".into())),
+                ))),
+                Lookup::Error(e) => Err(e),
+                Lookup::NotFound | Lookup::Found(_) => Ok(None),
+            },
+        }
+    }
+
+    /// Records what settled a one-time charge, only if no rerun began another send of it since it was read
+    /// ([`crate::store::OneTime::finish_one_time`]: a paid one also applies its plan change), and logs it. Returns
+    /// whether it was recorded.
+    pub(super) async fn finish_one_time_logged(
+        &self,
+        c: &UnresolvedOneTime,
+        (status, failure, imp_uid, reason): OneTimeVerdict,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (imp, why) = (imp_uid.clone(), reason.clone());
+        let (id, tries) = (c.id, c.tries);
+        // Recorded only if no rerun of charge-once began another send of it while the lookups ran.
+        let done = self
+            .db(move |s| s.finish_one_time(id, tries, status, failure, imp.as_deref(), why.as_deref(), now))
+            .await?;
+        if !done {
+            return Ok(false);
+        }
+        let merchant_uid = &c.merchant_uid;
+        match (status, failure) {
+            (ChargeStatus::Paid, _) => info!(event = "charge.paid", merchant_uid = %merchant_uid, one_time = true,
+                imp_uid = %imp_uid.unwrap_or_default(), "charge.paid"),
+            (_, Some(Failure::Abandoned)) => info!(event = "charge.abandoned", merchant_uid = %merchant_uid,
+                one_time = true, reason = %reason.unwrap_or_default(), "charge.abandoned"),
+            (_, Some(Failure::Mismatch)) => error!(event = "charge.mismatch", merchant_uid = %merchant_uid,
+                one_time = true, reason = %reason.unwrap_or_default(),
+                "charge.mismatch: not taken as paid; held for an operator"),
+            _ => warn!(event = "charge.failed", merchant_uid = %merchant_uid, one_time = true,
+                failure = "declined", reason = %reason.unwrap_or_default(), "charge.failed"),
+        }
+        Ok(true)
+    }
+
+    /// What the gateway's lookups by merchant_uid (paid, then failed) say of an unresolved attempt: paid (or a
+    /// mismatch, never taken as paid), declined, or, if a lookup failed, still unresolved. `None`: no record of it.
+    /// The one rule for every look at an attempt (a pass's, and a notification's).
+    pub(super) async fn look(&self, a: &Attempt) -> Option<AttemptResult> {
+        match self.gateway.find(&a.merchant_uid, "paid").await {
+            Lookup::Found(p) => Some(self.paid_or_mismatch(a, p)),
             Lookup::Error(e) => Some(AttemptResult::Unresolved { reason: format!("lookup failed: {e}") }),
             Lookup::NotFound => match self.gateway.find(&a.merchant_uid, "failed").await {
                 Lookup::Error(e) => Some(AttemptResult::Unresolved { reason: format!("lookup failed: {e}") }),
@@ -211,7 +247,13 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 }
                 Lookup::NotFound => None,
             },
-        };
+        }
+    }
+
+    /// Resolves an unresolved attempt by looking its merchant_uid up; resends only if the gateway never saw it, and
+    /// an attempt left `pending` only after a quiet period (see [`Engine::quiet_period`]).
+    pub(super) async fn reconcile(&self, a: Attempt, at: At) -> Look {
+        let result = self.look(&a).await;
         // Nothing at the gateway for an attempt whose request may still be in progress there (its quiet period not
         // over in real time, whatever the billing clock says): neither resent nor given up yet.
         if result.is_none() && a.status == ChargeStatus::Unknown {

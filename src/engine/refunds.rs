@@ -43,9 +43,22 @@ pub async fn look_up_and_settle(
         RefundsLookup::Error(e) => return Ok(Err(format!("lookup of payment {imp_uid} failed: {e}"))),
     };
     crate::failpoint::pause("refund_lookup_before_settle");
-    let settled = store.settle_refunds(merchant_uid, p.amount, &seen(&p), &clock.now(), now)?;
+    Ok(Ok(settle_seen(store, clock, merchant_uid, &p, now)?))
+}
+
+/// Settles the refunds of charge `merchant_uid` from what a lookup of its payment listed
+/// ([`Refunds::settle_refunds`]: its refund in doubt, then refunds made outside billd, each recorded once); logs what
+/// changed. The one place a lookup's answer is taken (`billd refund`, `refunds --sync`, every pass, a notification).
+pub fn settle_seen(
+    store: &impl Refunds,
+    clock: &dyn RealClock,
+    merchant_uid: &str,
+    p: &PaymentRefunds,
+    now: DateTime<Utc>,
+) -> Result<RefundsSettled> {
+    let settled = store.settle_refunds(merchant_uid, p.amount, &seen(p), &clock.now(), now)?;
     log_settled(&settled);
-    Ok(Ok(settled))
+    Ok(settled)
 }
 
 /// One log line per refund a settlement changed.
@@ -96,10 +109,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     continue;
                 }
             };
-            let (m, seen, real) = (r.merchant_uid.clone(), seen(&p), self.clock.now());
-            match self.db(move |s| s.settle_refunds(&m, p.amount, &seen, &real, now)).await {
-                Ok(settled) => log_settled(&settled),
-                Err(e) => warn!(event = "refund.unknown", merchant_uid = %r.merchant_uid, "{e:#}"),
+            let (m, clock) = (r.merchant_uid.clone(), self.clock.clone());
+            if let Err(e) = self.db(move |s| settle_seen(s, clock.as_ref(), &m, &p, now)).await {
+                warn!(event = "refund.unknown", merchant_uid = %r.merchant_uid, "{e:#}");
             }
         }
         Ok(n)

@@ -76,6 +76,9 @@ impl Gateway for Panicky {
     async fn find(&self, _: &str, _: &str) -> Lookup {
         Lookup::NotFound
     }
+    async fn payment(&self, _: &str) -> Lookup {
+        Lookup::NotFound
+    }
 }
 
 /// A gateway that loses the first answer, then refuses every request, and has no record of anything.
@@ -111,6 +114,9 @@ impl Gateway for RefusesResends {
     async fn find(&self, _: &str, _: &str) -> Lookup {
         Lookup::NotFound
     }
+    async fn payment(&self, _: &str) -> Lookup {
+        Lookup::NotFound
+    }
 }
 
 /// A gateway that answers charges from a script (then refuses) and has no record of anything.
@@ -141,6 +147,9 @@ impl Gateway for Scripted {
         unreachable!("this test makes no refunds")
     }
     async fn find(&self, _: &str, _: &str) -> Lookup {
+        Lookup::NotFound
+    }
+    async fn payment(&self, _: &str) -> Lookup {
         Lookup::NotFound
     }
 }
@@ -215,6 +224,9 @@ fn a_reload_with_a_shorter_timeout_does_not_shorten_the_quiet_period() {
             unreachable!("this test makes no refunds")
         }
         async fn find(&self, _: &str, _: &str) -> Lookup {
+            Lookup::NotFound
+        }
+        async fn payment(&self, _: &str) -> Lookup {
             Lookup::NotFound
         }
     }

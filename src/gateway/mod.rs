@@ -103,7 +103,7 @@ pub fn sendable_amount(amount: i64) -> Result<(), String> {
     }
 }
 
-/// What a lookup by merchant_uid established.
+/// What a lookup (by merchant_uid, or by imp_uid) established.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
     Found(Payment),
@@ -230,6 +230,11 @@ pub trait Gateway: Send + Sync + 'static {
     /// The answer is for `imp_uid` and for `merchant_uid` (billd's record of it), with a status of `paid` or
     /// `cancelled`, or it is an error.
     fn refunds(&self, imp_uid: &str, merchant_uid: &str) -> impl Future<Output = RefundsLookup> + Send;
+    /// The payment `imp_uid` (i'mport: `GET /payments/{imp_uid}`), read as [`Gateway::find`] reads one (a plain
+    /// imp_uid, an exact amount, strings cleaned): `Found` only for that imp_uid (an answer for another is an
+    /// error), `NotFound` when the gateway has none. How billd checks an unsigned notification: its merchant_uid
+    /// is the caller's to compare.
+    fn payment(&self, imp_uid: &str) -> impl Future<Output = Lookup> + Send;
 }
 
 /// A billing key as the gateway shows it. Every string was cleaned by the gateway client (`redact`); the card number

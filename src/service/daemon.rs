@@ -90,6 +90,13 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
         let store = app::open_store(engine.config())?;
         tokio::spawn(crate::service::webhooks::serve(store, hooks_rx, metrics.clone(), clock, kick.clone()));
 
+        // i'mport's notifications: settled with the engine in force (replaced after a reload), off the loop.
+        let notices = engine.config().notices_listen.map(|addr| {
+            let (tx, rx) = tokio::sync::watch::channel(engine.clone());
+            tokio::spawn(crate::service::notices::run(addr, rx, clock));
+            tx
+        });
+
         // Startup: migrations ran when the store opened; apply the config, then tell systemd. Nothing here waits on
         // the gateway: unresolved attempts are reconciled by the first pass, after READY, as its first step (it
         // opens and sends nothing new before every one of them is looked up and recorded), so a large backlog or a
@@ -114,6 +121,9 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
         let mut refusals = 0u32;
         loop {
             metrics.beat();
+            if let Some(tx) = &notices {
+                tx.send_replace(engine.clone());
+            }
             if engine.config_refused().is_some() {
                 // Nothing is charged while the file on disk is refused: look at it again (fixed, or applied
                 // meanwhile with `billd sync --force`).
@@ -265,10 +275,11 @@ async fn reload<S: Store>(
                 || new.gateway.rate_limit != old.gateway.rate_limit
                 || new.billing.database != old.billing.database
                 || new.metrics_listen != old.metrics_listen
+                || new.notices_listen != old.notices_listen
             {
                 warn!(
                     event = "config.reload",
-                    "gateway, database or metrics settings changed: restart billd to apply them"
+                    "gateway, database, metrics or notices settings changed: restart billd to apply them"
                 );
             }
             engine.set_config(new);

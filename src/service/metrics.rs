@@ -79,10 +79,19 @@ pub async fn listen(
 
 /// Serves `/metrics` and `/healthz` until the task is dropped. `/healthz` is 200 while the loop beats within
 /// `health.stale_after`, else 503. Slow clients can neither stall billing by taking file descriptors nor keep a health
-/// probe out: at most [`MAX_CONNECTIONS`] connections are open at once (a new one closes the oldest), each must
-/// send its headers within [`HEADER_READ_TIMEOUT`], and none lives longer than [`MAX_CONNECTION_AGE`].
+/// probe out ([`serve_bounded`]): at most [`MAX_CONNECTIONS`] connections are open at once (a new one closes the
+/// oldest), each must send its headers within [`HEADER_READ_TIMEOUT`], and none lives longer than
+/// [`MAX_CONNECTION_AGE`].
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Health) -> std::io::Result<()> {
-    let app = router(metrics, health);
+    serve_bounded(listener, router(metrics, health), "metrics").await
+}
+
+/// Serves `app` on `listener` until the task is dropped, within the bounds every listener of billd keeps (the
+/// metrics listener's, and the notifications' receiver's): at most [`MAX_CONNECTIONS`] connections open at once (a
+/// new one closes the oldest), headers within [`HEADER_READ_TIMEOUT`], no connection older than
+/// [`MAX_CONNECTION_AGE`]. `name` names the listener in its log lines (`{name}.error`).
+pub async fn serve_bounded(listener: TcpListener, app: axum::Router, name: &'static str) -> std::io::Result<()> {
+    let event = format!("{name}.error");
     // The open connections, oldest first, each with its id (to remove itself when it ends).
     let open: Arc<Mutex<VecDeque<(u64, AbortHandle)>>> = Arc::default();
     for id in 0u64.. {
@@ -90,7 +99,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Health)
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(event = "metrics.error", "metrics listener: accept failed: {e}");
+                tracing::warn!(event = %event, "{name} listener: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

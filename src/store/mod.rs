@@ -24,9 +24,11 @@
 //!   the same transaction. No event without its change, no change without its event.
 
 pub mod contract;
+mod notices;
 pub mod sqlite;
 mod values;
 
+pub use notices::{NoticeTarget, Notices};
 pub use values::*;
 
 use crate::billing::calendar::ChargeClock;
@@ -626,7 +628,9 @@ pub trait Views {
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is
 /// used by one thread at a time (the engine serializes its calls), but other handles (other processes) may use the
 /// same book at once.
-pub trait Store: Book + Ledger + OneTime + Refunds + Changes + Events + Outbox + Views + Send + 'static {
+pub trait Store:
+    Book + Ledger + OneTime + Refunds + Changes + Events + Outbox + Views + Notices + Send + 'static
+{
     /// What names the book in messages: the database file (SQLite), or the server and database without credentials.
     fn location(&self) -> String;
 

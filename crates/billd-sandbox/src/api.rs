@@ -38,6 +38,8 @@ pub(crate) struct AppState {
     /// Lock order: `requests` before `ledger` (never the other way round).
     requests: Mutex<RequestLog>,
     started: Instant,
+    /// Posts i'mport's notifications (`notice_url`), if set.
+    notifier: Option<crate::notices::Notifier>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -59,6 +61,8 @@ impl AppState {
     /// Checks the configuration and builds the initial state (seeded keys, configured faults).
     pub(crate) fn new(cfg: SandboxConfig) -> anyhow::Result<AppState> {
         cfg.validate()?;
+        let notifier =
+            cfg.notice_url.as_deref().map(|url| crate::notices::Notifier::start(url, cfg.notice_format)).transpose()?;
         let first_imp = rand::random_range(100_000_000_000u64..800_000_000_000);
         let state = AppState {
             ledger: Mutex::new(Ledger::new(first_imp)),
@@ -74,6 +78,7 @@ impl AppState {
             seeds: cfg.customers,
             initial_faults: cfg.faults,
             started: Instant::now(),
+            notifier,
         };
         state.seed()?;
         Ok(state)
@@ -99,6 +104,19 @@ impl AppState {
 
     pub(crate) fn request_entries(&self) -> Vec<RequestLogEntry> {
         lock(&self.requests).entries()
+    }
+
+    pub(crate) fn notice_entries(&self) -> Vec<crate::notices::NoticeLogEntry> {
+        self.notifier.as_ref().map(|n| n.entries()).unwrap_or_default()
+    }
+
+    /// A charge was made: an approval is notified (an ordinary decline is not, as i'mport does).
+    fn notify_paid(&self, made: &Result<crate::ledger::Payment, Refusal>) {
+        if let (Some(n), Ok(p)) = (&self.notifier, made)
+            && p.status == Status::Paid
+        {
+            n.notify(&p.imp_uid, &p.merchant_uid, "paid", None);
+        }
     }
 
     /// Logs a request on arrival, classified against the ledger and the requests still in flight; it stays in
@@ -152,6 +170,9 @@ impl AppState {
         *lock(&self.faults) = FaultBook::new(self.initial_faults.clone());
         lock(&self.requests).clear();
         lock(&self.delays).restart();
+        if let Some(n) = &self.notifier {
+            n.clear();
+        }
         // Seeds were valid at start, so this cannot fail.
         let _ = self.seed();
     }
@@ -181,6 +202,8 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/__sandbox/requests", get(sandbox_requests))
         .route("/__sandbox/faults", get(sandbox_faults).post(sandbox_add_fault).delete(sandbox_clear_faults))
         .route("/__sandbox/reset", post(sandbox_reset))
+        .route("/__sandbox/notices", get(sandbox_notices))
+        .route("/__sandbox/console/cancel", post(sandbox_console_cancel))
         .route("/__sandbox/receipts/{imp_uid}", get(sandbox_receipt));
     api.merge(control).fallback(not_found).with_state(state)
 }
@@ -499,6 +522,7 @@ async fn charge(
                         sleep(after).await;
                         lock(&st.ledger).checked_on_arrival(&merchant_uid);
                         let made = process(&st, &p, &headers);
+                        st.notify_paid(&made);
                         lock(&st.ledger).arrival_check_done(&merchant_uid);
                         drop(mark);
                         made
@@ -515,7 +539,11 @@ async fn charge(
                 }
             }
         }
-        _ => reply(process(&st, &p, &parts.headers)),
+        _ => {
+            let made = process(&st, &p, &parts.headers);
+            st.notify_paid(&made);
+            reply(made)
+        }
     };
     // Charged or refused: no longer in flight (a `charge_later` charge settles in its own task).
     drop(in_flight);
@@ -711,14 +739,25 @@ async fn cancel(State(st): State<Shared>, req: Request) -> Response {
 impl AppState {
     /// A cancel made outside the API's client (as an operator does in i'mport's console): `amount` `None` cancels
     /// the whole balance.
-    pub(crate) fn console_cancel(&self, imp_uid: &str, amount: Option<i64>, reason: &str) -> Result<(), Refusal> {
+    /// i'mport posts a `cancelled` notification for it (a cancel through the API posts none).
+    pub(crate) fn console_cancel(
+        &self,
+        imp_uid: &str,
+        amount: Option<i64>,
+        reason: &str,
+    ) -> Result<crate::ledger::Payment, Refusal> {
         let req = CancelRequest {
             imp_uid: Some(imp_uid.to_owned()),
             amount,
             reason: Some(reason.to_owned()),
             ..Default::default()
         };
-        lock(&self.ledger).cancel(now_s(), req).map(|_| ())
+        let p = lock(&self.ledger).cancel(now_s(), req)?;
+        if let Some(n) = &self.notifier {
+            let id = p.cancel_history.last().map(|c| c.cancellation_id.as_str());
+            n.notify(&p.imp_uid, &p.merchant_uid, "cancelled", id);
+        }
+        Ok(p)
     }
 }
 
@@ -759,6 +798,27 @@ async fn sandbox_add_fault(State(st): State<Shared>, body: axum::body::Bytes) ->
 async fn sandbox_clear_faults(State(st): State<Shared>) -> Response {
     st.clear_faults();
     sandbox_faults(State(st)).await
+}
+
+async fn sandbox_notices(State(st): State<Shared>) -> Response {
+    plain_json(StatusCode::OK, &st.notice_entries())
+}
+
+/// `{"imp_uid": "...", "amount": 3000, "reason": "..."}` (`amount` omitted: the whole balance left): a cancel as an
+/// operator makes it in i'mport's console, answered like `POST /payments/cancel`.
+async fn sandbox_console_cancel(State(st): State<Shared>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ConsoleCancel {
+        imp_uid: String,
+        amount: Option<i64>,
+        #[serde(default)]
+        reason: String,
+    }
+    match serde_json::from_slice::<ConsoleCancel>(&body) {
+        Ok(c) => reply(st.console_cancel(&c.imp_uid, c.amount, &c.reason)),
+        Err(e) => plain_json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": format!("invalid cancel: {e}") })),
+    }
 }
 
 async fn sandbox_reset(State(st): State<Shared>) -> Response {

@@ -29,6 +29,8 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
 /// lookup_latency = "2s"                      # payment lookups; omit for none
 /// rate_limit = 50                            # requests per second; omit for none
 /// seed = 42                                  # random fault delays (charge_later_random); omit for a random seed
+/// notice_url = "http://127.0.0.1:8789/iamport/notice"  # i'mport's notifications; omit for none
+/// notice_format = "json"                     # or "form" (application/x-www-form-urlencoded)
 ///
 /// [[customers]]
 /// customer_uid = "demo_customer"
@@ -65,6 +67,12 @@ pub struct SandboxConfig {
     pub seed: Option<u64>,
     /// Billing keys registered at start.
     pub customers: Vec<SeedCustomer>,
+    /// Where i'mport's notifications are posted (`http://HOST:PORT/PATH`), as i'mport posts them: on every approval
+    /// (`paid`) and every cancel made in the console (`POST /__sandbox/console/cancel`, `cancelled`); never on an
+    /// ordinary decline, nor on a cancel through the API. `None`: none are posted.
+    pub notice_url: Option<String>,
+    /// How their bodies are written.
+    pub notice_format: crate::notices::NoticeFormat,
 }
 
 impl Default for SandboxConfig {
@@ -79,6 +87,8 @@ impl Default for SandboxConfig {
             faults: Vec::new(),
             customers: Vec::new(),
             seed: None,
+            notice_url: None,
+            notice_format: crate::notices::NoticeFormat::Json,
         }
     }
 }
@@ -111,6 +121,9 @@ impl SandboxConfig {
             {
                 anyhow::bail!("{key}: min ({min:?}) is larger than max ({max:?})");
             }
+        }
+        if let Some(url) = &self.notice_url {
+            crate::notices::check_url(url).map_err(|e| anyhow::anyhow!(e))?;
         }
         if self.rate_limit == Some(0) {
             anyhow::bail!("rate_limit must be at least 1 (omit it for no limit)");

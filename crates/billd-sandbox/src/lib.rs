@@ -4,9 +4,10 @@
 //! keys, `again`, `onetime`, lookups and cancel — with the real envelope, status codes and
 //! payment shape (checked against the official OpenAPI document in the tests), plus
 //! deterministic test cards ([`cards`]), fault injection ([`Fault`]), a ledger of every
-//! attempt ([`Sandbox::ledger`], `GET /__sandbox/payments`) and a log of every charge and cancel request as it
+//! attempt ([`Sandbox::ledger`], `GET /__sandbox/payments`), a log of every charge and cancel request as it
 //! arrived, saying whether it repeated a paid or in-flight merchant_uid ([`Sandbox::requests`],
-//! `GET /__sandbox/requests`).
+//! `GET /__sandbox/requests`), and i'mport's notifications, posted to `notice_url` on approvals and console cancels
+//! ([`Sandbox::notices`], `GET /__sandbox/notices`).
 //!
 //! In a test:
 //!
@@ -31,6 +32,7 @@ mod config;
 mod faults;
 mod hostile;
 mod ledger;
+mod notices;
 mod params;
 mod requests;
 mod server;
@@ -48,6 +50,7 @@ pub use config::{
     duration,
 };
 pub use ledger::LedgerEntry;
+pub use notices::{NoticeFormat, NoticeLogEntry};
 pub use requests::{AtArrival, Endpoint, RequestLogEntry};
 
 /// Serves the sandbox on `listener` until `shutdown` completes (for the `billd sandbox` command).
@@ -161,11 +164,20 @@ impl Sandbox {
     /// Refunds a paid payment as an operator does in i'mport's console, outside any API client (`amount` `None`:
     /// the whole balance left): the payment's `cancel_amount` and `cancel_history` grow as for
     /// `POST /payments/cancel`, which this request does not go through (nor its request log). Fails as the API
-    /// refuses such a cancel (a payment not paid, fully refunded already, or an amount above its balance).
+    /// refuses such a cancel (a payment not paid, fully refunded already, or an amount above its balance). With a
+    /// `notice_url`, a `cancelled` notification is posted, as i'mport posts one for a console cancel (the same as
+    /// `POST /__sandbox/console/cancel`).
     pub fn refund_in_console(&self, imp_uid: &str, amount: Option<i64>, reason: &str) -> anyhow::Result<()> {
         self.state
             .console_cancel(imp_uid, amount, reason)
+            .map(|_| ())
             .map_err(|r| anyhow::anyhow!("cancel of {imp_uid} refused: code {}: {}", r.code, r.message))
+    }
+
+    /// Every notification posted to `notice_url` so far, in order, with the receiver's answer (the same as
+    /// `GET /__sandbox/notices`).
+    pub fn notices(&self) -> Vec<NoticeLogEntry> {
+        self.state.notice_entries()
     }
 
     /// Stops the server and waits for its thread.

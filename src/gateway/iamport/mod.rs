@@ -460,6 +460,30 @@ impl Gateway for Iamport {
         self.payment_refunds(imp_uid, merchant_uid).await
     }
 
+    async fn payment(&self, imp_uid: &str) -> Lookup {
+        let url = match self.url(&["payments", imp_uid]) {
+            Ok(u) => u,
+            Err(e) => return Lookup::Error(e),
+        };
+        let sent = match self.authed(|| self.http.get(url.clone())).await {
+            Ok(s) => s,
+            Err(e) => return Lookup::Error(e),
+        };
+        let red = self.sent();
+        match sent {
+            Sent::Error(e) => Lookup::Error(describe(&e)),
+            Sent::Refused(why) => Lookup::Error(why),
+            Sent::Response(404, _) => Lookup::NotFound,
+            Sent::Response(200, text) => match parse_payment(&text, &red) {
+                Ok(Some(p)) if p.imp_uid == imp_uid => Lookup::Found(p),
+                Ok(Some(_)) => Lookup::Error(format!("lookup of {imp_uid} answered another payment")),
+                Ok(None) => Lookup::Error(format!("lookup answered no payment: {}", snippet(&red, &text))),
+                Err(e) => Lookup::Error(e),
+            },
+            Sent::Response(status, text) => Lookup::Error(format!("lookup: HTTP {status}: {}", snippet(&red, &text))),
+        }
+    }
+
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {
         let url = match self.url(&["payments", "find", merchant_uid, status]) {
             Ok(u) => u,

@@ -1,5 +1,6 @@
-//! The storage contract's test suite: every guarantee the exactly-once protocol relies on, written against the
-//! traits only, so that every adapter runs the same tests (`tests/store_contract.rs` runs them on SQLite with
+//! The storage contract's test suite (long: the macro that lists every case, which grows with each concern, and the
+//! helpers the cases share): every guarantee the exactly-once protocol relies on, written against the traits only,
+//! so that every adapter runs the same tests (`tests/store_contract.rs` runs them on SQLite with
 //! [`store_contract_tests!`](crate::store_contract_tests); a PostgreSQL adapter instantiates the same macro).
 //! Each test panics with what it found when a guarantee does not hold.
 
@@ -19,12 +20,14 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 mod changes;
 mod guards;
 mod lifecycle;
+mod notices;
 mod one_time;
 mod outbox;
 mod refunds;
 pub use changes::*;
 pub use guards::*;
 pub use lifecycle::*;
+pub use notices::*;
 pub use one_time::*;
 pub use outbox::*;
 pub use refunds::*;
@@ -90,6 +93,8 @@ macro_rules! store_contract_tests {
             a_refund_made_outside_billd_with_the_same_amount_and_reason_is_not_begun_again,
             a_reason_is_compared_exactly_and_only_as_the_gateway_gave_it,
             a_lookup_older_than_a_recorded_refund_records_nothing,
+            a_notice_names_what_the_book_holds_under_its_merchant_uid,
+            a_settlement_from_an_earlier_read_is_recorded_only_if_nothing_changed,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

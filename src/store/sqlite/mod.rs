@@ -6,6 +6,7 @@ mod changes;
 mod events;
 mod import;
 mod ledger;
+mod notices;
 mod one_time;
 mod outbox;
 mod record;

@@ -216,26 +216,11 @@ impl OneTime for SqliteStore {
         fallback: chrono::Duration,
         limit: usize,
     ) -> Result<Vec<UnresolvedOneTime>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, merchant_uid, customer_uid, amount, currency, tries, timeout_ms, doubt_wall_ms,
-               doubt_boot_ms, doubt_boot_id, status = 'pending', imp_uid, kind FROM one_time_charges
-             WHERE status IN ('pending', 'unknown') AND coalesce(check_at, updated_at + ?2) <= ?1
-             ORDER BY updated_at, id LIMIT ?3",
-        )?;
-        let rows = st.query_map(params![secs(now), fallback.num_seconds(), limit as i64], |r| {
-            Ok(UnresolvedOneTime {
-                id: r.get(0)?,
-                merchant_uid: r.get(1)?,
-                kind: r.get(12)?,
-                customer_uid: r.get(2)?,
-                amount: r.get(3)?,
-                currency: r.get(4)?,
-                tries: r.get(5)?,
-                doubt: doubt_from(r, 6)?,
-                pending: r.get(10)?,
-                known_failed: r.get(11)?,
-            })
-        })?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "{UNRESOLVED_ONE_TIME_SELECT} WHERE status IN ('pending', 'unknown')
+               AND coalesce(check_at, updated_at + ?2) <= ?1 ORDER BY updated_at, id LIMIT ?3"
+        ))?;
+        let rows = st.query_map(params![secs(now), fallback.num_seconds(), limit as i64], unresolved_one_time_row)?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
@@ -247,6 +232,27 @@ impl OneTime for SqliteStore {
         )?;
         Ok(())
     }
+}
+
+/// The columns [`unresolved_one_time_row`] reads, from `one_time_charges`.
+pub(super) const UNRESOLVED_ONE_TIME_SELECT: &str = "SELECT id, merchant_uid, customer_uid, amount, currency, tries,
+    timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, status = 'pending', imp_uid, kind, status
+  FROM one_time_charges";
+
+/// A one-time charge to settle, as [`UNRESOLVED_ONE_TIME_SELECT`] reads it.
+pub(super) fn unresolved_one_time_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnresolvedOneTime> {
+    Ok(UnresolvedOneTime {
+        id: r.get(0)?,
+        merchant_uid: r.get(1)?,
+        kind: r.get(12)?,
+        customer_uid: r.get(2)?,
+        amount: r.get(3)?,
+        currency: r.get(4)?,
+        tries: r.get(5)?,
+        doubt: doubt_from(r, 6)?,
+        pending: r.get(10)?,
+        known_failed: r.get(11)?,
+    })
 }
 
 /// What holds `merchant_uid` compared without case: a period, or a one-time charge (one spelled exactly so first).

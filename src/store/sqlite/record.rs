@@ -18,12 +18,9 @@ struct PaidStatements<'a> {
     period: rusqlite::CachedStatement<'a>,
 }
 
-pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
-    let tx = store.tx()?;
-    let mut changes = Vec::new();
-    {
-        // A billing day's outcomes are nearly all "paid": its two statements are prepared once per batch.
-        let mut paid = PaidStatements {
+impl<'a> PaidStatements<'a> {
+    fn prepare(tx: &'a Transaction<'_>) -> Result<PaidStatements<'a>> {
+        Ok(PaidStatements {
             attempt: tx.prepare_cached(
                 "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
                    resolved_at = ?3, updated_at = ?3 WHERE id = ?1 AND status != 'paid'",
@@ -32,7 +29,16 @@ pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Resul
                 "UPDATE periods SET state = 'paid', next_attempt_at = NULL, retry_ahead_of = NULL, closed_at = ?3
                  WHERE subscription_id = ?1 AND period = ?2",
             )?,
-        };
+        })
+    }
+}
+
+pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
+    let tx = store.tx()?;
+    let mut changes = Vec::new();
+    {
+        // A billing day's outcomes are nearly all "paid": its two statements are prepared once per batch.
+        let mut paid = PaidStatements::prepare(&tx)?;
         for it in items {
             record_one(&tx, &mut paid, it, now, &mut changes)
                 .with_context(|| format!("recording merchant_uid {}", it.attempt.merchant_uid))?;
@@ -40,6 +46,33 @@ pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Resul
     }
     tx.commit()?;
     Ok(changes)
+}
+
+/// [`record`] for one outcome, only if its attempt is still unresolved with the status and tries it was read with
+/// (checked inside the transaction); `None`: it changed, nothing is written (`Notices::record_unchanged`).
+pub(super) fn record_unchanged(store: &SqliteStore, it: &Recorded, now: i64) -> Result<Option<Vec<StatusChange>>> {
+    let a = &it.attempt;
+    if !a.status.unresolved() {
+        return Ok(None);
+    }
+    let tx = store.tx()?;
+    let same = tx
+        .prepare_cached(
+            "SELECT 1 FROM attempts WHERE id = ?1 AND subscription_id = ?2 AND period = ?3 AND attempt = ?4
+               AND status = ?5 AND tries = ?6",
+        )?
+        .exists(params![a.id, a.subscription_id, a.period as i64, a.attempt, a.status, a.tries])?;
+    if !same {
+        return Ok(None);
+    }
+    let mut changes = Vec::new();
+    {
+        let mut paid = PaidStatements::prepare(&tx)?;
+        record_one(&tx, &mut paid, it, now, &mut changes)
+            .with_context(|| format!("recording merchant_uid {}", a.merchant_uid))?;
+    }
+    tx.commit()?;
+    Ok(Some(changes))
 }
 
 /// A subscription's status change for `cause`, as `billing::status` decides it; noted in `changes`.

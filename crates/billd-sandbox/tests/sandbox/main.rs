@@ -5,6 +5,7 @@ mod config;
 mod customers;
 mod faults;
 mod helpers;
+mod notices;
 mod official_client;
 mod payments;
 mod requests;
