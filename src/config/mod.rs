@@ -1,4 +1,5 @@
-//! `schedules.toml`: loading with figment (file, then `BILLD_…` env vars), validation into domain types.
+//! `schedules.toml` (long: every section validated in one pass, so that every problem is listed at once): loading with
+//! figment (file, then `BILLD_…` env vars), validation into domain types.
 
 pub mod duration;
 mod entries;

@@ -17,6 +17,8 @@ const POLL: Duration = Duration::from_secs(5);
 const HOUSEKEEPING: Duration = Duration::from_secs(3600);
 /// Pause after an error (the database locked, say).
 const ERROR_PAUSE: Duration = Duration::from_secs(30);
+/// The shortest pause between two looks (never a busy loop, whatever the outbox holds).
+const MIN_PAUSE: Duration = Duration::from_millis(250);
 
 /// Runs until the process ends: delivers what is deliverable on the billing clock, then sleeps until the next
 /// event is due, `kick` is notified (a pass wrote events), or [`POLL`] passes. `settings` changes on a reload.
@@ -62,7 +64,7 @@ pub async fn serve<S: Store>(
             pause = ERROR_PAUSE;
         }
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(pause.max(MIN_PAUSE)) => {}
             _ = kick.notified() => {}
             changed = settings.changed() => match changed {
                 Ok(()) => rebuild = true,

@@ -575,7 +575,9 @@ pub trait Outbox {
     /// Counts for metrics.
     fn outbox_stats(&self) -> Result<OutboxStats>;
 
-    /// The earliest `next_attempt_at` of a pending event (the delivery service's next wake), if any.
+    /// The earliest retry: the earliest `next_attempt_at` of a pending event already tried (a stream's head in its
+    /// backoff), if any: the delivery service's next wake for retries. (Events never tried are delivered as soon as
+    /// they are deliverable; those behind a head wait for it, whatever their own `next_attempt_at`.)
     fn next_delivery(&self) -> Result<Option<DateTime<Utc>>>;
 
     /// Publishes `subscription.trial_ending` once in a subscription's life for each trialing subscription whose

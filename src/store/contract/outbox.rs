@@ -109,6 +109,8 @@ pub fn events_are_deliverable_in_order_per_stream<B: Backend>(b: &B) {
     let later = t0() + Duration::seconds(5);
     assert!(s.delivery_attempted(&bb[0], "b body", &Delivery::RetryAt(later, "HTTP 500".into()), t0()).unwrap());
     assert_eq!(heads(t0()), [("a".to_string(), 2)], "b's second event went before its first");
+    // The next wake is b's retry, not b's second event's own (past) instant: it waits behind its head.
+    assert_eq!(b.open().next_delivery().unwrap(), Some(later));
     assert_eq!(heads(later), [("a".to_string(), 2), ("b".to_string(), 1)]);
     // Settled events are not attempted again; the first body stays.
     assert!(!s.delivery_attempted(&a[0], "other body", &Delivery::Delivered, later).unwrap());
@@ -125,7 +127,8 @@ pub fn events_are_deliverable_in_order_per_stream<B: Backend>(b: &B) {
     assert_eq!(failed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [bb[0].as_str()]);
     let stats = b.open().outbox_stats().unwrap();
     assert_eq!((stats.pending, stats.oldest_pending), (2, Some(t0())));
-    assert_eq!(b.open().next_delivery().unwrap(), Some(t0()));
+    // The next retry: none is waiting (b's first was given up; a's second was never tried).
+    assert_eq!(b.open().next_delivery().unwrap(), None);
 }
 
 /// A replay makes delivered or given-up events pending again, due now with a new deadline (a pending one is left

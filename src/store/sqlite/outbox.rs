@@ -231,8 +231,11 @@ impl Outbox for SqliteStore {
     }
 
     fn next_delivery(&self) -> Result<Option<DateTime<Utc>>> {
-        let t: Option<i64> =
-            self.conn.query_row("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?;
+        let t: Option<i64> = self.conn.query_row(
+            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending' AND attempts > 0",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(t.map(at))
     }
 }

@@ -26,7 +26,7 @@ CREATE TABLE outbox (
 
 CREATE INDEX outbox_pending ON outbox (stream, sequence) WHERE state = 'pending';
 CREATE INDEX outbox_pending_seq ON outbox (seq) WHERE state = 'pending';
-CREATE INDEX outbox_pending_at ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX outbox_retry_at ON outbox (next_attempt_at) WHERE state = 'pending' AND attempts > 0;
 CREATE INDEX outbox_settled ON outbox (settled_at) WHERE state != 'pending';
 CREATE INDEX outbox_created ON outbox (created_at);
 
