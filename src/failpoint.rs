@@ -39,8 +39,9 @@ mod hooks {
 
     /// With `BILLD_PAUSEPOINT=NAME:GATE`, the process reaching point NAME creates the file `GATE.reached` and waits
     /// until the file GATE exists, then goes on. Points: `sync_after_read` (a sync has read the subscriptions it is
-    /// about to change), `resume_after_read`, `refund_after_intent`, `refund_lookup_before_settle` (a
-    /// refund's lookup of the payment is back, not yet settled in the store).
+    /// about to change), `resume_after_read`, `one_time_after_intent` (a one-time charge's intent is committed, its
+    /// go not given yet), `refund_after_intent`, `refund_lookup_before_settle` (a refund's lookup of the payment is
+    /// back, not yet settled in the store).
     pub fn pause(name: &str) {
         let Ok(spec) = std::env::var("BILLD_PAUSEPOINT") else { return };
         let Some((point, gate)) = spec.split_once(':') else { return };

@@ -1,6 +1,7 @@
 //! The billing rules, pure and without I/O: the calendar, subscriptions and money, dunning, sync planning.
 
 pub mod calendar;
+pub mod credit;
 pub mod dunning;
 pub mod model;
 pub mod proration;

@@ -87,6 +87,80 @@ pub fn apply_credit(amount: i64, credit: i64) -> (i64, i64) {
     (amount - used, credit - used)
 }
 
+/// A plan change made now as it was decided, for [`paid_change_applies`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided<'a> {
+    /// Still pending (not failed, withdrawn or abandoned meanwhile).
+    pub pending: bool,
+    pub from_plan: &'a str,
+    /// The subscription's next period when it was decided (the period after the one it settles).
+    pub next_period: u64,
+    /// A change of interval: it restarts the calendar at `at` and opens the new plan's first period.
+    pub restarts: bool,
+    /// The instant of the change.
+    pub at: DateTime<Utc>,
+    /// The credit it counts on to pay part of its charge.
+    pub credit_used: i64,
+}
+
+/// A subscription as it is when its plan change's charge is found paid (read inside the settling transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsItIs<'a> {
+    pub plan: &'a str,
+    /// Its status bills (`Status::bills`).
+    pub bills: bool,
+    /// Its status is final: canceled or completed (`Status::is_final`).
+    pub ended: bool,
+    pub next_period: u64,
+    pub cancel_at: Option<DateTime<Utc>>,
+    pub last_period: Option<u64>,
+    /// When it was last paused (suspended), if ever.
+    pub paused_at: Option<DateTime<Utc>>,
+    pub credit: i64,
+}
+
+/// Whether a plan change whose charge is found paid still applies to its subscription as it is now: only the
+/// subscription it was decided from. `Err(why)`: it does not (its paid charge is then the customer's, credited).
+///
+/// - a change no longer pending (withdrawn by a cancel or a pause, abandoned, failed) never applies;
+/// - nor to a subscription that moved to another plan, no longer bills (paused, canceled, completed), whose
+///   calendar moved (a period opened or skipped since: a pause and resume), or whose credit no longer pays the part
+///   of the charge it was to pay;
+/// - a change of interval restarts the calendar: never over a cancel date or a fixed term (it would bill past them),
+///   nor after a pause since the change (it would undo what the pause and resume decided).
+///
+/// A change that keeps the period writes no calendar: it applies to a subscription canceling at period end, or
+/// paused and resumed without a period skipped.
+pub fn paid_change_applies(d: &Decided<'_>, s: &AsItIs<'_>) -> Result<(), &'static str> {
+    if !d.pending {
+        return Err(
+            "the change was withdrawn (a cancel or a pause), abandoned or failed before its charge was found paid",
+        );
+    }
+    if s.plan != d.from_plan {
+        return Err("the subscription moved to another plan meanwhile");
+    }
+    if s.ended {
+        return Err("the subscription ended (canceled or completed) before the change's charge was found paid");
+    }
+    if !s.bills {
+        return Err("the subscription was paused before the change's charge was found paid");
+    }
+    if s.next_period != d.next_period {
+        return Err("the subscription's calendar moved meanwhile (a period opened or was skipped: a pause and resume)");
+    }
+    if s.credit < d.credit_used {
+        return Err("the credit that was to pay part of the change is no longer held");
+    }
+    if d.restarts && (s.cancel_at.is_some() || s.last_period.is_some()) {
+        return Err("a new interval would bill past the subscription's cancel date or fixed term, set meanwhile");
+    }
+    if d.restarts && s.paused_at.is_some_and(|p| p >= d.at) {
+        return Err("the subscription was paused since the change: a new interval would undo what its resume decided");
+    }
+    Ok(())
+}
+
 /// A discount on the first periods of a subscription (`discount = { percent = 20, periods = 3 }` or
 /// `{ amount = 1000, periods = 3 }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -214,6 +288,42 @@ mod tests {
         assert_eq!(json, r#"{"amount":1000,"periods":1}"#);
         assert_eq!(serde_json::from_str::<Discount>(&json).unwrap(), a);
         assert_eq!(serde_json::from_str::<Discount>(r#"{"percent":20,"periods":3}"#).unwrap(), p);
+    }
+
+    #[test]
+    fn a_paid_change_applies_only_to_the_subscription_it_was_decided_from() {
+        let at = t("2025-01-16T13:00:00Z");
+        let d = Decided { pending: true, from_plan: "a", next_period: 1, restarts: false, at, credit_used: 0 };
+        let s = AsItIs {
+            plan: "a",
+            bills: true,
+            ended: false,
+            next_period: 1,
+            cancel_at: None,
+            last_period: None,
+            paused_at: None,
+            credit: 0,
+        };
+        assert_eq!(paid_change_applies(&d, &s), Ok(()));
+        let no = |d: Decided<'_>, s: AsItIs<'_>| paid_change_applies(&d, &s).is_err();
+        assert!(no(Decided { pending: false, ..d }, s), "a withdrawn change applied");
+        assert!(no(d, AsItIs { plan: "b", ..s }), "applied over another plan");
+        // Canceled or completed; suspended.
+        for (bills, ended) in [(false, true), (false, false)] {
+            assert!(no(d, AsItIs { bills, ended, ..s }), "applied to a subscription that does not bill");
+        }
+        assert!(no(d, AsItIs { next_period: 4, ..s }), "applied over a pause and resume that skipped periods");
+        assert!(no(Decided { credit_used: 100, ..d }, AsItIs { credit: 99, ..s }), "applied without its credit");
+        // Keeping the period: a cancel at period end or a short pause writes nothing it would undo.
+        let later = Some(t("2025-02-01T00:00:00Z"));
+        assert_eq!(paid_change_applies(&d, &AsItIs { cancel_at: later, ..s }), Ok(()), "canceling at period end");
+        assert_eq!(paid_change_applies(&d, &AsItIs { paused_at: later, ..s }), Ok(()));
+        // A new interval: never over a cancel date, a term, or a pause since the change.
+        let restart = Decided { restarts: true, ..d };
+        assert!(no(restart, AsItIs { cancel_at: later, ..s }));
+        assert!(no(restart, AsItIs { last_period: Some(3), ..s }));
+        assert!(no(restart, AsItIs { paused_at: later, ..s }));
+        assert_eq!(paid_change_applies(&restart, &AsItIs { paused_at: Some(t("2025-01-02T00:00:00Z")), ..s }), Ok(()));
     }
 
     proptest! {

@@ -64,6 +64,32 @@ fn scheduled(changes: &[PlanChangeRow], next: u64) -> impl Iterator<Item = &Plan
         .filter(move |r| r.change.timing == ChangeTiming::PeriodEnd && r.change.period == next)
 }
 
+/// A discount counts periods of the plan it was given for (issue 25 review): a change to another interval from
+/// period `first` on would stretch what is left of it over periods of the new interval (two half-price years for
+/// two half-price months). Refused while the discount `to` carries still covers a period from `first` on: its entry
+/// must end it first (`periods = first`, or no discount), then the change is made.
+fn discount_keeps_its_plan(
+    cfg: &Config,
+    sub: &Subscription,
+    to: &Subscription,
+    interval: crate::billing::calendar::Interval,
+    first: u64,
+) -> Result<()> {
+    match to.discount.filter(|d| d.periods() > first) {
+        Some(d) => bail!(
+            "subscription {}: its discount ({d}) counts periods of the plan it was given for (every {interval}); \
+             plan {} bills every {}, so what is left of it would discount whole periods of that interval. End it \
+             in its entry in {} first (periods = {first}, the periods already billed, or no discount), then run \
+             this again; nothing changed",
+            sub.id,
+            to.plan_id,
+            to.interval,
+            cfg.file.display()
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Decides the change of `sub` to `to` at `now`, from the book as read (refusals before anything changes).
 fn decide(
     cfg: &Config,
@@ -97,6 +123,7 @@ fn decide(
         to_interval: to.interval,
         rate: None,
         owed: 0,
+        credit_used: 0,
         merchant_uid: None,
         anchor_date: sub.anchor_date,
         anchor_period: sub.anchor_period,
@@ -114,6 +141,7 @@ fn decide(
         );
     }
     if timing == ChangeTiming::PeriodEnd {
+        discount_keeps_its_plan(cfg, sub, to, sub.interval, sub.next_period)?;
         // A new interval keeps the next due date and continues from it (as a sync's change of interval does).
         if to.interval != sub.interval
             && let Some(d) = sub.calendar().date_of(sub.next_period)
@@ -150,6 +178,9 @@ fn decide(
             "subscription {id} has a fixed term or a cancel date: its interval changes only at period end \
              (--at-period-end); nothing changed"
         );
+    }
+    if to.interval != in_force {
+        discount_keeps_its_plan(cfg, sub, to, in_force, paid.period + 1)?;
     }
     let settled = if to.interval == in_force {
         let new = to.amount_of(paid.period);
@@ -196,7 +227,7 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
         command: "subscriptions change",
         kind: OneTimeKind::Proration,
         merchant_uid,
-        amount: c.owed,
+        amount: c.charge(),
         name: &c.to_plan_name,
         customer_uid: Some(&sub.customer_uid),
         subscription_id: Some(&sub.id),
@@ -223,23 +254,32 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
     let state = store.plan_changes(&sub.id)?.into_iter().find(|r| r.id == row.id).map(|r| r.state);
     match (done, state) {
         (Done::Paid { .. }, Some(ChangeState::Applied)) => {
+            let used = match c.credit_used {
+                0 => String::new(),
+                n => format!(" (and {n} {} of its credit)", sub.currency),
+            };
             crate::say!(
-                "{}: plan changed to {} now; {} {} charged ({merchant_uid})",
+                "{}: plan changed to {} now; {} {} charged ({merchant_uid}){used}",
                 sub.id,
                 c.to_plan_id,
-                c.owed,
+                c.charge(),
                 sub.currency
             );
             Ok(ExitCode::SUCCESS)
         }
         (Done::Paid { .. }, Some(ChangeState::Failed)) => {
+            let now = store.subscription(&sub.id)?;
             eprintln!(
-                "{}: the change's charge {merchant_uid} was found paid after the subscription changed plan (it bills {} \
-                 now): the change does not apply, and its {} {} are credited to the next periods",
+                "{}: the change's charge {merchant_uid} was found paid, but the subscription changed meanwhile (it is \
+                 {}, plan {}): the change does not apply, and its {} {} are credited to the subscription{} (`billd \
+                 subscriptions show {}` says why)",
                 sub.id,
-                store.subscription(&sub.id)?.map(|s| s.plan_id).unwrap_or_default(),
-                c.owed,
-                sub.currency
+                now.as_ref().map(|s| s.status.to_string()).unwrap_or_default(),
+                now.as_ref().map(|s| s.plan_id.clone()).unwrap_or_default(),
+                c.charge(),
+                sub.currency,
+                if now.is_some_and(|s| s.status.is_final()) { ", refundable as it has ended" } else { "" },
+                sub.id
             );
             Ok(ExitCode::FAILURE)
         }
@@ -316,6 +356,15 @@ pub fn change(
         return settle(&cfg, &store, &sub, &row);
     }
     let cur = &sub.currency;
+    if row.change.credit_used > 0 {
+        crate::say!(
+            "{id}: plan changed to {plan} now; {} {cur} owed, paid by its credit (credit {} {cur} left); nothing \
+             charged",
+            row.change.credit_used,
+            store.credit(id)?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     match (timing, c.owed) {
         (ChangeTiming::PeriodEnd, _) => {
             let due = store.next_due_at(id)?.map(|t| human(t, cfg.billing.clock.timezone)).unwrap_or("-".into());

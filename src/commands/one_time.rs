@@ -313,6 +313,7 @@ pub fn charge<S: Store, G: Gateway>(
         );
     };
     crate::failpoint::failpoint("one_time_after_intent");
+    crate::failpoint::pause("one_time_after_intent");
     let req = ChargeRequest {
         customer_uid: ask.customer_uid.unwrap_or_default().to_owned(),
         merchant_uid: merchant_uid.to_owned(),
@@ -325,6 +326,25 @@ pub fn charge<S: Store, G: Gateway>(
     let go_store = crate::app::open_store(cfg)?;
     let go: Go = Box::pin(async move { go_store.one_time_go(id, tries, &SystemClock.now()).unwrap_or(false) });
     let Some(outcome) = rt.block_on(sender.send(&req, go)) else {
+        if ask.kind == OneTimeKind::Proration {
+            // The go said no: this request never left, and the change is no longer pending or its subscription no
+            // longer bills (a cancel or a pause withdrew it): nothing was charged; recorded so at once.
+            let why =
+                "not sent: its plan change was withdrawn (the subscription stopped billing) before the request left";
+            store.finish_one_time(
+                id,
+                tries,
+                ChargeStatus::Failed,
+                Some(Failure::Abandoned),
+                None,
+                Some(why),
+                Utc::now(),
+            )?;
+            bail!(
+                "merchant_uid {merchant_uid}: not sent: the subscription stopped billing (a cancel or a pause) or its \
+                 plan change was withdrawn before the request left; nothing was charged"
+            );
+        }
         bail!(
             "merchant_uid {merchant_uid}: not sent: a pass or another `billd {cmd}` took it over while this one \
              waited for its access token (rerun to see its outcome; it looks the payment up first)"

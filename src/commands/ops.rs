@@ -176,6 +176,14 @@ pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<Exit
         store.cancel_at(id, end, at.0, "canceled at period end by operator")?;
         let end = human(end, clock.timezone);
         crate::say!("{id}: canceling; billed until {end}, canceled then (no period due then or later is charged)");
+        let pending = crate::store::Changes::plan_changes(&store, id)?;
+        if let Some(r) = pending.iter().find(|r| r.state == crate::store::ChangeState::Pending) {
+            crate::say!(
+                "{id}: its plan change to {} is not settled yet: if its charge is paid, a change of interval does \
+                 not apply (its charge is credited, refundable once it is canceled); one that keeps the period does",
+                r.change.to_plan_id
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if sub.status.is_final() {
@@ -190,16 +198,41 @@ pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<Exit
 /// What a pause or a cancel can promise, once committed: nothing more is sent, except that a charge whose request
 /// had already left is settled (by lookup), never repeated.
 fn promise(set: Option<StatusSet>, nothing_more: &str) -> String {
-    let set = set.unwrap_or(StatusSet { before: Status::Canceled, voided: 0, in_flight: 0 });
+    let set = set.unwrap_or(StatusSet {
+        before: Status::Canceled,
+        voided: 0,
+        in_flight: 0,
+        change_charges: 0,
+        changes_withdrawn: 0,
+    });
     let withdrawn = match set.voided {
         0 => String::new(),
         1 => " (one charge claimed by a pass was withdrawn before it was sent)".into(),
         n => format!(" ({n} charges claimed by a pass were withdrawn before they were sent)"),
     };
+    let withdrawn = match set.changes_withdrawn {
+        0 => withdrawn,
+        _ => format!(
+            "{withdrawn} (a plan change whose charge had not been sent was withdrawn: its charge is never sent, the \
+             plan stays as it was)"
+        ),
+    };
+    // A plan change's charge already sent (issue 25): settled by lookup too; if paid, the change does not apply.
+    let change = match set.change_charges {
+        0 => "",
+        _ => {
+            " (a plan change's charge among them: if it is paid, the change does not apply and the amount is \
+               credited to the subscription, refundable once it has ended; see `billd subscriptions show`)"
+        }
+    };
     match set.in_flight {
         0 => format!("{nothing_more}{withdrawn}"),
-        1 => format!("one charge already sent will be settled, not repeated; beyond it, {nothing_more}{withdrawn}"),
-        n => format!("{n} charges already sent will be settled, not repeated; beyond them, {nothing_more}{withdrawn}"),
+        1 => format!(
+            "one charge already sent will be settled, not repeated{change}; beyond it, {nothing_more}{withdrawn}"
+        ),
+        n => format!(
+            "{n} charges already sent will be settled, not repeated{change}; beyond them, {nothing_more}{withdrawn}"
+        ),
     }
 }
 

@@ -23,13 +23,25 @@ const UNKNOWN: u8 = 3;
 /// The longest reason billd sends.
 const REASON_MAX: usize = 200;
 
-/// What remains of a charge, in words.
+/// What remains of a charge, in words: what it can still refund, the credit of its period's plan changes counted
+/// (issue 25: never more than the refund rule of credits allows).
 fn remains(t: &RefundTarget) -> String {
     let left = crate::billing::refunds::refundable(t.amount, t.refunded);
-    format!(
-        "charge {} paid {} {}; {} refunded; {} can still be refunded",
-        t.merchant_uid, t.amount, t.currency, t.refunded, left
-    )
+    match t.beside_credit {
+        Some((cap, credited)) if cap < left => format!(
+            "charge {} paid {} {cur}; {} refunded; {} {cur} can still be refunded ({credited} {cur} of its period's \
+             payments were credited by a plan change: the customer's already)",
+            t.merchant_uid,
+            t.amount,
+            t.refunded,
+            cap.max(0),
+            cur = t.currency
+        ),
+        _ => format!(
+            "charge {} paid {} {}; {} refunded; {} can still be refunded",
+            t.merchant_uid, t.amount, t.currency, t.refunded, left
+        ),
+    }
 }
 
 /// Says that a refund's outcome is not known and when billd settles it; the exit code for that.

@@ -204,6 +204,10 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     // Its plan changes and the credit they left (issue 25).
     let (changes, credit) =
         (crate::store::Changes::plan_changes(&store, id)?, crate::store::Changes::credit(&store, id)?);
+    // Credit left when it ended: released, refundable (issue 25); a pending change holds it.
+    let released: i64 = changes.iter().map(|r| r.released).sum();
+    let held = changes.iter().find(|r| r.state == crate::store::ChangeState::Pending).map(|r| held_by(&store, r));
+    let held = held.transpose()?;
     if as_json {
         let periods: Vec<_> = periods
             .iter()
@@ -228,9 +232,12 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             "why": why, "next": { "action": next.action, "at": next.at.map(|t| rfc3339(t, tz)), "what": next.text },
             "periods": periods,
             "credit": credit,
+            "credit_released": released,
+            "held": held,
             "plan_changes": changes.iter().map(|r| json!({
                 "timing": r.change.timing.as_str(), "at": rfc3339(r.change.at, tz), "period": r.change.period,
                 "from": r.change.from_plan_id, "to": r.change.to_plan_id, "owed": r.change.owed,
+                "credit_used": r.change.credit_used, "charged": r.change.charge(), "released": r.released,
                 "merchant_uid": r.change.merchant_uid, "state": r.state.as_str(),
             })).collect::<Vec<_>>(),
             "one_time_charges": extra.iter().map(|c| json!({
@@ -268,6 +275,9 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
         Some(at) => crate::say!("  next     {} at {}", next.text, human(at, tz)),
         None => crate::say!("  next     {}", next.text),
     }
+    if let Some(h) = &held {
+        crate::say!("  held     {}", cell(h));
+    }
     if periods.is_empty() {
         crate::say!("  periods  none opened yet");
     }
@@ -289,21 +299,44 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     if credit > 0 {
         crate::say!("  credit   {credit} {} (taken off the next periods' charges)", sub.currency);
     }
+    if released > 0 {
+        crate::say!(
+            "  credit   {released} {} released when it ended: the customer's, refundable from the charges of the \
+             periods whose changes credited it (`billd refund MERCHANT_UID --amount N`)",
+            sub.currency
+        );
+    }
     for r in &changes {
         let c = &r.change;
-        let settled = match c.owed {
-            0 => "nothing owed".to_string(),
-            n if n < 0 => format!("{} {} credited", -n, sub.currency),
-            n => format!("{n} {} charged as {}", sub.currency, cell(c.merchant_uid.as_deref().unwrap_or("-"))),
+        let used = match c.credit_used {
+            0 => String::new(),
+            n => format!(", {n} {} of it paid by credit", sub.currency),
+        };
+        let settled = match (c.owed, c.charge()) {
+            (0, _) => "nothing owed".to_string(),
+            (n, _) if n < 0 => format!("{} {} credited", -n, sub.currency),
+            (n, 0) => format!("{n} {} owed, paid by credit", sub.currency),
+            (n, m) => format!(
+                "{n} {cur} owed, {m} {cur} charged as {}{used}",
+                cell(c.merchant_uid.as_deref().unwrap_or("-")),
+                cur = sub.currency
+            ),
+        };
+        // A failed change whose charge was paid anyway did not apply: its charge was credited (issue 25).
+        let paid = extra.iter().any(|x| {
+            Some(x.merchant_uid.as_str()) == c.merchant_uid.as_deref() && x.status == crate::store::ChargeStatus::Paid
+        });
+        let state = match r.state {
+            crate::store::ChangeState::Failed if paid => "not applied (its paid charge was credited)".to_string(),
+            s => s.to_string(),
         };
         crate::say!(
-            "  change   {} -> {} ({}) at {}, period {}: {settled}  {}",
+            "  change   {} -> {} ({}) at {}, period {}: {settled}  {state}",
             cell(&c.from_plan_id),
             cell(&c.to_plan_id),
             c.timing,
             human(c.at, tz),
             c.period,
-            r.state
         );
     }
     for c in &extra {
@@ -320,6 +353,21 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What holds a subscription whose plan change `r` is pending (no period of it opens meanwhile), in words.
+fn held_by(store: &impl crate::store::OneTime, r: &crate::store::PlanChangeRow) -> Result<String> {
+    let uid = r.change.merchant_uid.as_deref().unwrap_or("-");
+    let charge = match store.one_time(uid)? {
+        None => {
+            "its charge was never begun (its command stopped): the next pass abandons it, nothing was sent".to_string()
+        }
+        Some(c) => format!(
+            "its charge is {}: settled by lookup (a rerun of the change, or a pass), never sent again blindly",
+            c.status.as_str()
+        ),
+    };
+    Ok(format!("by its plan change to {} ({uid}): {charge}; no period opens until it is settled", r.change.to_plan_id))
 }
 
 /// `billd subscriptions add`: a subscription kept in the database only, optionally with its card registered and

@@ -28,8 +28,9 @@ struct Upcoming {
     period: u64,
     amount: i64,
     currency: String,
-    /// `due`, `overdue`, `retry`, `skipped` (older than `catch_up_window`: never charged), `not synced`, or
-    /// `paid by credit` (the subscription's credit pays it whole: nothing is charged, `amount` is 0).
+    /// `due`, `overdue`, `retry`, `skipped` (older than `catch_up_window`: never charged), `not synced`,
+    /// `paid by credit` (the subscription's credit pays it whole: nothing is charged, `amount` is 0), or `held` (a
+    /// plan change of the subscription is pending: nothing opens until it is settled).
     kind: &'static str,
     /// What the subscription's credit pays of it (`amount` is what is charged after it).
     credit: i64,
@@ -83,6 +84,9 @@ fn charges_until(
 
 /// The kind of a period the subscription's credit pays whole (no charge).
 const PAID_BY_CREDIT: &str = "paid by credit";
+
+/// The kind of a period of a subscription held by a pending plan change (nothing opens until it is settled).
+const HELD: &str = "held";
 
 /// Counts and sums per currency, in 128 bits (no sum of 64-bit amounts can overflow them): `2 charges, 19800 KRW`.
 /// Periods paid by credit are not charges: left out.
@@ -139,7 +143,18 @@ pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Resul
     let window = cfg.billing.catch_up_window;
     let span = (now, until, catch_up_cutoff(now, window));
     let mut items = Vec::new();
+    // Subscriptions held by a pending plan change: nothing of theirs opens until it is settled (issue 25).
+    let held: BTreeMap<String, String> = store
+        .pending_changes()?
+        .into_iter()
+        .map(|r| (r.change.subscription_id.clone(), r.change.merchant_uid.unwrap_or_default()))
+        .collect();
     for (sub, next_due, open) in store.billing_subscriptions(until)? {
+        if held.contains_key(&sub.id) {
+            let credit = store.credit(&sub.id)?;
+            items.extend(charges_until(&sub, next_due, span, clock, (Some(HELD), credit)));
+            continue;
+        }
         if let Some(OpenPeriod { period, next_attempt_at: at, amount, currency }) = open {
             items.push(Upcoming {
                 at: at.max(from_ts(now.timestamp())).with_timezone(&clock.timezone).to_rfc3339(),
@@ -173,7 +188,21 @@ pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Resul
     }
     let zone = clock.timezone;
     // The backlog first: what is already due (charged by the next pass), then what the window skips.
-    let (skipped, charged): (Vec<&Upcoming>, Vec<&Upcoming>) = items.iter().partition(|i| i.kind == "skipped");
+    let (held_items, items): (Vec<&Upcoming>, Vec<&Upcoming>) = items.iter().partition(|i| i.kind == HELD);
+    if !held_items.is_empty() {
+        crate::say!(
+            "held (a plan change is pending: nothing of these subscriptions opens until it is settled, by lookup or \
+             by the next pass; see `billd subscriptions show ID`): {}",
+            totals(held_items.iter().copied(), "charge")
+        );
+        for (id, uid) in &held {
+            crate::say!("    {:<20} plan change charge {}", cell(id), cell(if uid.is_empty() { "-" } else { uid }));
+        }
+        for i in &held_items {
+            line(&human(i.due, zone)[..16], i);
+        }
+    }
+    let (skipped, charged): (Vec<&Upcoming>, Vec<&Upcoming>) = items.into_iter().partition(|i| i.kind == "skipped");
     let (overdue, ahead): (Vec<&Upcoming>, Vec<&Upcoming>) = charged.into_iter().partition(|i| i.due <= now);
     if !overdue.is_empty() {
         crate::say!(

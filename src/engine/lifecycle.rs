@@ -13,8 +13,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// Cancels the canceling subscriptions whose `cancel_at` has come (a cancel at period end).
     pub(super) async fn end_canceling(&self, now: DateTime<Utc>) -> Result<()> {
         for id in self.db(move |s| s.end_canceling(now)).await? {
-            info!(event = "subscription.ended", subscription = %id,
-                "subscription.ended: its cancel_at came, or its term has nothing left to bill (see its status)");
+            let released = self.credit_released(&id).await?;
+            info!(event = "subscription.ended", subscription = %id, credit_released = released,
+                "subscription.ended: its cancel_at came, or its term has nothing left to bill (see its status){}",
+                super::changes::released_note(released));
         }
         Ok(())
     }

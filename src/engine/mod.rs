@@ -1,5 +1,6 @@
 //! The billing pass: sync the config, reconcile unresolved attempts, open due periods, charge, record outcomes.
 
+mod changes;
 mod charge;
 mod lifecycle;
 pub mod metrics;
@@ -296,6 +297,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let sent_before = self.metrics.charges_sent.load(Ordering::Relaxed);
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
         (report.reconciled, report.deferred) = self.reconcile_stale(at, tx, sem).await?;
+        self.settle_held_changes(now).await?;
         self.trip_if_resends_capped(now).await?;
         // Pauses that end now resume; periods due longer ago than billing.catch_up_window are skipped, never
         // charged; both before anything opens.

@@ -234,6 +234,11 @@ pub(super) fn log_changes(changes: &[StatusChange]) {
             crate::billing::model::Status::Active => {
                 info!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
             }
+            _ if c.credit_released > 0 => {
+                warn!(event = %event, subscription = %c.subscription_id, from = %c.from,
+                    credit_released = c.credit_released,
+                    "{event}: it ended with {} of credit left, released: refundable (`billd refund`)", c.credit_released)
+            }
             _ => {
                 warn!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
             }

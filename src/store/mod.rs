@@ -335,7 +335,9 @@ pub trait OneTime {
     /// one-time charge holds it in another case (read inside the transaction), it is an error naming the holder and
     /// nothing is written. Its kind, billing key and subscription are those of the first try. An existing one is sent
     /// again only if its tries are still `prev_tries` and it is not paid (checked inside the transaction);
-    /// otherwise `None`, and nothing may be sent. `check_at`: no pass looks at it before then.
+    /// otherwise `None`, and nothing may be sent. `check_at`: no pass looks at it before then. The charge of a plan
+    /// change (kind proration) is begun only while its change is pending (read inside the transaction; otherwise an
+    /// error, nothing written).
     /// The request may leave once it returns: the row is stamped as sent at the real instant `at`.
     #[allow(clippy::too_many_arguments)]
     fn begin_one_time(
@@ -348,9 +350,11 @@ pub trait OneTime {
         prev_tries: Option<i64>,
     ) -> Result<Option<(i64, i64)>>;
 
-    /// The moment a one-time charge's request leaves: stamps it as sent at the real instant `at`, only if it is still
-    /// `pending` under `tries` (no pass took it over as unknown or abandoned meanwhile, no rerun began another send
-    /// of it). Returns whether the request may leave; durable before it returns.
+    /// The moment a one-time charge's request leaves: stamps it as sent at the real instant `at` (the "go": from then
+    /// on it may have left), only if it is still `pending` under `tries` (no pass took it over as unknown or
+    /// abandoned meanwhile, no rerun began another send of it), and, for the charge of a plan change, only while
+    /// that change is pending and its subscription bills (a cancel or a pause withdraws it in its own transaction:
+    /// exactly one of the two wins). Returns whether the request may leave; durable before it returns.
     fn one_time_go(&self, id: i64, tries: i64, at: &RealInstant) -> Result<bool>;
 
     /// Leaves a one-time charge unknown (no look at it before `check_at`, nor before its quiet period counted from
@@ -491,16 +495,27 @@ pub trait Changes {
     /// decides from the rows inside it. Refused (nothing written; the reason returned) unless the subscription
     /// exists, bills, still has plan `from_plan_id`, has no open period and no pending change, its next period is
     /// still the one the change was decided from (`period` at period end, `period + 1` now) and it has exactly
-    /// `seen` plan changes (so a change decided from a stale read, or twice at once, is never applied).
+    /// `seen` plan changes (so a change decided from a stale read, or twice at once, is never applied). A change
+    /// now is refused for a period any of whose charges (its own, and the change charges that are its money:
+    /// [`crate::billing::credit::ChangeMoney::charge_period`]) has a refund, made, in doubt or failed.
     ///
-    /// A change that charges (`owed > 0`) is kept pending and the subscription is left as it is until its charge
-    /// (the one-time charge `merchant_uid`, kind proration) is paid: [`OneTime::finish_one_time`] applies it in its own
+    /// The credit the subscription holds pays an amount owed first
+    /// ([`crate::billing::proration::apply_credit`], read inside the transaction): the row returned says how much
+    /// ([`PlanChange::credit_used`], spent when the change applies) and what is charged ([`PlanChange::charge`]);
+    /// a change the credit pays whole has no merchant_uid and is applied at once.
+    ///
+    /// A change that charges is kept pending and the subscription is left as it is until its charge (the one-time
+    /// charge `merchant_uid`, kind proration) is settled: [`OneTime::finish_one_time`] settles it in its own
     /// transaction, and fails it if the charge fails; meanwhile no period of the subscription opens (and a sync
-    /// does not move it). A charge found paid when the subscription no longer has `from_plan_id` fails the change
-    /// and credits the charge to the subscription (`subscription.plan_change_credited`): never left pending. A
-    /// change dated before the subscription's last change not failed is refused. Any other
-    /// change is applied at once. Applying one makes the subscription bill the new plan (plan, name, amount,
-    /// interval, the calendar given), adds a credit (`owed < 0`) to its credit, records the new plan's first period
+    /// does not move it). A charge found paid applies the change only if
+    /// [`crate::billing::proration::paid_change_applies`] says it still does to the subscription as it is inside
+    /// that transaction (pending, same plan, still billing, same next period, ...); otherwise the change fails and
+    /// its charge is credited to the subscription (`subscription.plan_change_credited`), released at once as
+    /// refundable if the subscription has ended: never left pending, never applied to a subscription that moved. A
+    /// change dated before the subscription's last change not failed is refused. Any other change is applied at
+    /// once. Applying one makes the subscription bill the new plan (plan, name, amount, interval; the calendar
+    /// given for a change at period end or one that restarts the interval, none for one that keeps the period),
+    /// adds a credit (`owed < 0`) to its credit and spends the credit used, records the new plan's first period
     /// paid when the change opens one, with a `subscription.plan_changed` event, in the same transaction.
     fn change_plan(
         &self,
@@ -514,6 +529,19 @@ pub trait Changes {
     /// nothing of it can have been sent). Returns whether it did.
     fn abandon_plan_change(&self, merchant_uid: &str, reason: &str, now: DateTime<Utc>) -> Result<bool>;
 
+    /// Fails, in one write transaction, every pending change recorded (its `created_at`, in billing time) at or
+    /// before `recorded_before` whose charge has no intent (no one-time charge holds its merchant_uid, read inside
+    /// the transaction: nothing of it can have been sent, and [`OneTime::begin_one_time`] refuses the intent of a
+    /// change that is not pending, so of the two exactly one wins), each with a `subscription.plan_change_failed`
+    /// event saying `reason`. A pass calls it, so that a change whose command died before its charge's intent (a
+    /// kill -9) never holds its subscription forever. Returns the changes failed.
+    fn abandon_unbegun_changes(
+        &self,
+        recorded_before: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PlanChangeRow>>;
+
     /// Settles the pending change whose charge `merchant_uid` is already recorded paid, as settling that charge
     /// does now ([`Changes::change_plan`]): applied, or, if the subscription moved to another plan, failed with the
     /// charge credited; in one write transaction. Such a change is left only by an older billd (its charge found
@@ -523,6 +551,9 @@ pub trait Changes {
 
     /// Every plan change of a subscription, oldest first.
     fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>>;
+
+    /// Every pending plan change (each holds its subscription: no period of it opens), oldest first.
+    fn pending_changes(&self) -> Result<Vec<PlanChangeRow>>;
 
     /// The credit a subscription holds, in its currency (0: none, or no such subscription).
     fn credit(&self, id: &str) -> Result<i64>;

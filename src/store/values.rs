@@ -233,6 +233,12 @@ pub struct StatusSet {
     /// Charges of it whose requests had already left and are not settled yet: settled by lookup, never resent
     /// once it no longer bills.
     pub in_flight: usize,
+    /// Of `in_flight`, the charges of a pending plan change: if paid, the change does not apply to a subscription
+    /// that no longer bills, and the charge is credited (refundable once the subscription has ended).
+    pub change_charges: usize,
+    /// Pending plan changes of it whose charges had not left: withdrawn (failed) in the same transaction, their
+    /// charges never sent.
+    pub changes_withdrawn: usize,
 }
 
 /// A subscription status change made while recording.
@@ -241,6 +247,8 @@ pub struct StatusChange {
     pub subscription_id: String,
     pub from: Status,
     pub to: Status,
+    /// Credit released as refundable by an end (canceled, completed) with credit left (issue 25); 0: none.
+    pub credit_released: i64,
 }
 
 /// A period to open: computed by the engine from the calendar.

@@ -6,7 +6,7 @@ use super::*;
 use crate::store::{ChangeState, ChangeTiming, Changes, PlanChange};
 
 /// A change of `id` (plan p, 9900, monthly, period 0 paid, period 1 next) to plan q at `t0 + 15 days`.
-fn to_q(id: &str, owed: i64) -> PlanChange {
+pub(super) fn to_q(id: &str, owed: i64) -> PlanChange {
     PlanChange {
         subscription_id: id.into(),
         timing: ChangeTiming::Now,
@@ -21,6 +21,7 @@ fn to_q(id: &str, owed: i64) -> PlanChange {
         to_interval: "1 month".parse().unwrap(),
         rate: Some(4900),
         owed,
+        credit_used: 0,
         merchant_uid: (owed > 0).then(|| format!("m-{id}-0-c1")),
         anchor_date: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
         anchor_period: 0,
@@ -31,7 +32,7 @@ fn to_q(id: &str, owed: i64) -> PlanChange {
 }
 
 /// Subscriptions `ids` with period 0 paid.
-fn paid_first(s: &impl Store, ids: &[&str]) {
+pub(super) fn paid_first(s: &impl Store, ids: &[&str]) {
     add(s, ids);
     let claimed = open_all(s, t0());
     sent(s, &claimed, t0());

@@ -17,6 +17,7 @@ use crate::store::{
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+mod change_money;
 mod changes;
 mod guards;
 mod lifecycle;
@@ -24,6 +25,7 @@ mod notices;
 mod one_time;
 mod outbox;
 mod refunds;
+pub use change_money::*;
 pub use changes::*;
 pub use guards::*;
 pub use lifecycle::*;
@@ -89,6 +91,11 @@ macro_rules! store_contract_tests {
             a_trial_ending_is_announced_once,
             a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods,
             a_pending_change_holds_a_sync_and_credits_are_never_lost_or_refunded,
+            a_change_charge_leaves_only_while_its_change_is_pending_and_its_subscription_bills,
+            a_paid_change_applies_only_to_the_subscription_it_was_decided_from,
+            a_change_never_begun_is_abandoned_and_never_holds_the_next_wake,
+            credits_count_in_every_form_and_are_released_when_a_subscription_ends,
+            no_period_opens_at_or_after_its_cancel_date_whatever_wrote_its_due_instant,
             a_failed_refund_the_gateway_made_late_is_billds_and_not_begun_again,
             a_refund_made_outside_billd_with_the_same_amount_and_reason_is_not_begun_again,
             a_reason_is_compared_exactly_and_only_as_the_gateway_gave_it,
@@ -553,10 +560,17 @@ pub fn nothing_voided_by_a_cancel_or_a_pause_may_leave<B: Backend>(b: &B) {
     // b's request leaves first; then a is canceled and b paused (from another handle, as `billd cancel` would).
     sent(&s, &claimed[1..2], t0());
     let other = b.open();
+    let set = |voided, in_flight| StatusSet {
+        before: Status::Active,
+        voided,
+        in_flight,
+        change_charges: 0,
+        changes_withdrawn: 0,
+    };
     let canceled = other.set_status("a", Status::Canceled, t0(), "canceled by operator").unwrap();
-    assert_eq!(canceled, Some(StatusSet { before: Status::Active, voided: 1, in_flight: 0 }), "a's unsent claim");
+    assert_eq!(canceled, Some(set(1, 0)), "a's unsent claim");
     let paused = other.set_status("b", Status::Suspended, t0(), "paused by operator").unwrap();
-    assert_eq!(paused, Some(StatusSet { before: Status::Active, voided: 0, in_flight: 1 }), "b's request had left");
+    assert_eq!(paused, Some(set(0, 1)), "b's request had left");
     // The pass's go write for a and c: only c may leave.
     let allowed = s.begin_send(&[id("a"), id("c")], &real(t0()), t0()).unwrap();
     assert_eq!(allowed, [id("c")], "a canceled subscription's claimed charge was allowed to leave");

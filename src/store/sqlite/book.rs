@@ -140,36 +140,48 @@ pub(super) fn current_status(conn: &Connection, id: &str) -> Result<Option<Statu
     Ok(s.and_then(|s| Status::parse(&s)))
 }
 
+/// What [`change_status`] did: (before, after, attempts voided, plan changes withdrawn).
+type Moved = (Status, Option<Status>, usize, usize);
+
 /// Moves subscription `id` to the status [`next_status`] decides for `cause`, given its status as it is inside `tx`,
 /// and records the change (with `reason`) as an event. A status that does not bill voids, in the same transaction,
 /// the subscription's claimed attempts whose requests have not left ([`void_unsent`]), whatever made the change.
-/// Returns its status before (`None`: no such subscription), the status it moved to (`None`: no change) and how
-/// many attempts it voided.
+/// Returns its status before (`None`: no such subscription), the status it moved to (`None`: no change), how many
+/// attempts it voided and how many plan changes whose charges had not left it withdrew (`changes::withdraw_in`).
 pub(super) fn change_status(
     tx: &Transaction<'_>,
     id: &str,
     cause: Cause,
     now: i64,
     reason: &str,
-) -> Result<Option<(Status, Option<Status>, usize)>> {
+) -> Result<Option<Moved>> {
     let Some(from) = current_status(tx, id)? else {
         return Ok(None);
     };
     let Some(to) = next_status(from, cause) else {
-        return Ok(Some((from, None, 0)));
+        return Ok(Some((from, None, 0, 0)));
     };
-    let voided = if to.bills() { 0 } else { void_unsent(tx, id, now)? };
+    // A plan change whose charge has not left is withdrawn with the claims.
+    let (voided, withdrawn) =
+        if to.bills() { (0, 0) } else { (void_unsent(tx, id, now)?, super::changes::withdraw_in(tx, id, now)?.0) };
     tx.prepare_cached(
         "UPDATE subscriptions SET status = ?2, updated_at = ?3, resume_at = NULL, resume_catch_up = 0,
            suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END,
            stopped_by = CASE WHEN ?4 THEN 'dunning' END WHERE id = ?1",
     )?
     .execute(params![id, to, now, matches!(cause, Cause::Exhausted(_))])?;
-    let detail = json!({ "from": from.as_str(), "reason": reason });
+    // An end (canceled, completed) with credit left releases it: refundable, never lost.
+    let released = super::credit::release_credit_in(tx, id, now)?;
+    let mut detail = json!({ "from": from.as_str(), "reason": reason });
+    let mut extra = json!({ "previous_status": from.as_str(), "reason": reason });
+    if released > 0 {
+        detail["credit_released"] = json!(released);
+        extra["credit_released"] = json!(released);
+    }
     event(tx, now, &format!("subscription.{}", to.as_str()), Some(id), detail)?;
-    let extra = fields(json!({ "previous_status": from.as_str(), "reason": reason }));
+    let extra = fields(extra);
     publish(tx, now, status_event(to, cause), Some(id), About::Subscription(id), extra)?;
-    Ok(Some((from, Some(to), voided)))
+    Ok(Some((from, Some(to), voided, withdrawn)))
 }
 
 /// Voids a subscription's claimed attempts whose requests have not left (pending, never stamped by
@@ -191,15 +203,17 @@ pub(super) fn void_unsent(tx: &Transaction<'_>, id: &str, now: i64) -> Result<us
     Ok(periods.len())
 }
 
-/// A subscription's charges whose requests have left and are not settled yet.
-fn in_flight(tx: &Transaction<'_>, id: &str) -> Result<usize> {
-    let n: i64 = tx
+/// A subscription's charges whose requests have left and are not settled yet; second, those of its plan changes.
+fn in_flight(tx: &Transaction<'_>, id: &str) -> Result<(usize, usize)> {
+    let (n, changes): (i64, i64) = tx
         .prepare_cached(
-            "SELECT count(*) FROM attempts WHERE subscription_id = ?1 AND status IN ('pending', 'unknown')
-               AND doubt_wall_ms IS NOT NULL",
+            "SELECT (SELECT count(*) FROM attempts WHERE subscription_id = ?1 AND status IN ('pending', 'unknown')
+                       AND doubt_wall_ms IS NOT NULL),
+                    (SELECT count(*) FROM plan_changes c JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
+                       WHERE c.subscription_id = ?1 AND c.state = 'pending' AND o.status IN ('pending', 'unknown'))",
         )?
-        .query_row([id], |r| r.get(0))?;
-    Ok(n as usize)
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((n as usize + changes as usize, changes as usize))
 }
 
 /// The columns of a safety stop, read leniently (a row edited by hand never makes the stop impossible to read or
@@ -273,12 +287,14 @@ impl Book for SqliteStore {
 
     fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<StatusSet>> {
         let tx = self.tx()?;
-        let Some((before, _, voided)) = change_status(&tx, id, Cause::Operator(to), secs(now), reason)? else {
+        let Some((before, _, voided, changes_withdrawn)) =
+            change_status(&tx, id, Cause::Operator(to), secs(now), reason)?
+        else {
             return Ok(None);
         };
-        let in_flight = in_flight(&tx, id)?;
+        let (in_flight, change_charges) = in_flight(&tx, id)?;
         tx.commit()?;
-        Ok(Some(StatusSet { before, voided, in_flight }))
+        Ok(Some(StatusSet { before, voided, in_flight, change_charges, changes_withdrawn }))
     }
 
     fn pause(
@@ -289,7 +305,8 @@ impl Book for SqliteStore {
         until: Option<(DateTime<Utc>, bool)>,
     ) -> Result<Option<StatusSet>> {
         let tx = self.tx()?;
-        let Some((before, to, voided)) = change_status(&tx, id, Cause::Operator(Status::Suspended), secs(now), reason)?
+        let Some((before, to, voided, changes_withdrawn)) =
+            change_status(&tx, id, Cause::Operator(Status::Suspended), secs(now), reason)?
         else {
             return Ok(None);
         };
@@ -302,9 +319,9 @@ impl Book for SqliteStore {
                 params![id, secs(at), catch_up as i64],
             )?;
         }
-        let in_flight = in_flight(&tx, id)?;
+        let (in_flight, change_charges) = in_flight(&tx, id)?;
         tx.commit()?;
-        Ok(Some(StatusSet { before, voided, in_flight }))
+        Ok(Some(StatusSet { before, voided, in_flight, change_charges, changes_withdrawn }))
     }
 
     fn cancel_at(&self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>> {
@@ -386,9 +403,13 @@ impl Book for SqliteStore {
         };
         let nothing_left = "next_due_at IS NULL AND NOT EXISTS (SELECT 1 FROM periods p
                WHERE p.subscription_id = subscriptions.id AND p.state = 'open')";
-        let canceled = ended(&format!(
-            "SELECT id FROM subscriptions WHERE bills AND cancel_at <= ?1 AND {nothing_left} ORDER BY cancel_at, id"
-        ))?;
+        // A due instant at or after cancel_at never opens (`ledger::OPENS_NEXT`): nothing is left either.
+        let canceled = ended(
+            "SELECT id FROM subscriptions WHERE bills AND cancel_at <= ?1
+               AND (next_due_at IS NULL OR next_due_at >= cancel_at)
+               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+             ORDER BY cancel_at, id",
+        )?;
         for id in &canceled {
             change_status(&tx, id, Cause::CancelAtReached, secs(now), "canceled at its cancel_at (period end)")?;
         }

@@ -1,10 +1,14 @@
 //! SQLite: plan changes (`plan_changes`) and the credit they leave (`subscriptions.credit`): recorded, and applied
-//! at once or, for one that charges, by whatever settles its charge (`apply_in`, called from `one_time.rs`).
+//! at once or, for one that charges, by whatever settles its charge (`settle_in`, called from `one_time.rs`), as
+//! `billing::proration::paid_change_applies` decides from the subscription as it is then.
 
 use super::book::current_status;
+use super::credit::{any_refund, money_of, period_charges, release_credit_in};
 use super::events::{event, subscription_event};
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::Interval;
+use crate::billing::model::Status;
+use crate::billing::proration::{AsItIs, Decided, apply_credit, paid_change_applies};
 use crate::store::{ChangeState, ChangeTiming, Changes, PlanChange, PlanChangeRow};
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -13,7 +17,8 @@ use serde_json::json;
 
 const CHANGE_SELECT: &str = "SELECT id, state, subscription_id, timing, at, period, from_plan_id, from_amount,
     from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid, anchor_date,
-    anchor_period, next_period, next_due_at, opens_uid, opens_amount, created_at FROM plan_changes";
+    anchor_period, next_period, next_due_at, opens_uid, opens_amount, created_at, credit_used, released
+    FROM plan_changes";
 
 fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
     let interval = |i: usize| -> rusqlite::Result<Result<Interval>> {
@@ -41,6 +46,7 @@ fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
             to_interval: to_interval?,
             rate: r.get(13)?,
             owed: r.get(14)?,
+            credit_used: r.get(23)?,
             merchant_uid: r.get(15)?,
             anchor_date: anchor?,
             anchor_period: r.get::<_, i64>(17)? as u64,
@@ -55,6 +61,7 @@ fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
             state: ChangeState::parse(state).ok_or_else(|| anyhow!("bad state {state:?}"))?,
             change: change?,
             created_at: at(r.get(22)?),
+            released: r.get(24)?,
         })
     })()
     .map_err(|e: anyhow::Error| e.context(format!("plan change {id} has a corrupt row"))))
@@ -67,16 +74,22 @@ fn changes_of(conn: &Connection, id: &str) -> Result<Vec<PlanChangeRow>> {
     rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
 }
 
-/// Applies a recorded change inside `tx` (the subscription bills the new plan; a credit is added; a new first
-/// period is recorded paid), marks it applied, and logs `subscription.plan_changed`. An error if the subscription no
-/// longer has the plan the change was made from (nothing of it applies).
+/// Applies a recorded change inside `tx` (the subscription bills the new plan; a credit is added, and the held credit
+/// it counted on spent; a new first period is recorded paid), marks it applied, and logs `subscription.plan_changed`.
+/// A change that keeps the period writes no calendar (the subscription keeps its next period and due date as they
+/// are); one at period end or one that restarts the interval writes the calendar it decided. An error if the
+/// subscription no longer has the plan the change was made from (nothing of it applies).
 pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i64) -> Result<()> {
     let credit = (-c.owed).max(0);
+    let calendar = c.timing == ChangeTiming::PeriodEnd || c.opens.is_some();
     let changed = tx
         .prepare_cached(
-            "UPDATE subscriptions SET plan_id = ?3, plan_name = ?4, amount = ?5, interval = ?6, anchor_date = ?7,
-               anchor_period = ?8, next_period = ?9, next_due_at = coalesce(?10, next_due_at),
-               credit = credit + ?11, updated_at = ?12
+            "UPDATE subscriptions SET plan_id = ?3, plan_name = ?4, amount = ?5, interval = ?6,
+               anchor_date = CASE WHEN ?13 THEN ?7 ELSE anchor_date END,
+               anchor_period = CASE WHEN ?13 THEN ?8 ELSE anchor_period END,
+               next_period = CASE WHEN ?13 THEN ?9 ELSE next_period END,
+               next_due_at = CASE WHEN ?13 THEN coalesce(?10, next_due_at) ELSE next_due_at END,
+               credit = credit + ?11 - ?14, updated_at = ?12
              WHERE id = ?1 AND plan_id = ?2",
         )?
         .execute(params![
@@ -91,7 +104,9 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
             c.next_period as i64,
             c.next_due_at.map(secs),
             credit,
-            now
+            now,
+            calendar,
+            c.credit_used
         ])?;
     if changed != 1 {
         bail!("subscription {} no longer has plan {}; the change is not applied", c.subscription_id, c.from_plan_id);
@@ -130,14 +145,17 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
     let detail = json!({
         "timing": c.timing.as_str(), "at": c.at.to_rfc3339(), "period": c.period,
         "from": c.from_plan_id, "to": c.to_plan_id, "amount": c.to_amount, "interval": c.to_interval.to_string(),
-        "owed": c.owed, "merchant_uid": c.merchant_uid, "credit_added": credit,
+        "owed": c.owed, "merchant_uid": c.merchant_uid, "credit_added": credit, "credit_used": c.credit_used,
     });
     subscription_event(tx, now, "subscription.plan_changed", &c.subscription_id, detail)
 }
 
-/// What settling the one-time charge `merchant_uid` does to the plan change it belongs to, inside `tx`: paid
-/// applies it (unless the subscription has moved to another plan since: then the change fails and its charge is
-/// credited to the subscription, `subscription.plan_change_credited`), failed fails a pending one. Nothing for a charge that belongs to no change.
+/// What settling the one-time charge `merchant_uid` does to the plan change it belongs to, inside `tx`. Paid: the
+/// change applies if [`paid_change_applies`] says it still does to the subscription as it is inside `tx`; otherwise
+/// it is not applied (failed, if it was pending, so that periods open again) and what its charge took is the
+/// customer's: credited to the subscription (`subscription.plan_change_credited`, with the reason), and released as
+/// refundable at once if the subscription has ended. Failed: a pending change fails. Nothing for a charge that
+/// belongs to no change.
 pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, now: i64) -> Result<()> {
     let row = tx
         .prepare_cached(&format!("{CHANGE_SELECT} WHERE merchant_uid = ?1"))?
@@ -148,28 +166,72 @@ pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, no
     let c = &row.change;
     match (paid, row.state) {
         (_, ChangeState::Applied) | (false, ChangeState::Failed) => Ok(()),
-        (true, _) => {
-            let plan: Option<String> = tx
-                .query_row("SELECT plan_id FROM subscriptions WHERE id = ?1", [&c.subscription_id], |r| r.get(0))
+        (true, state) => {
+            let sub = tx
+                .query_row(
+                    "SELECT plan_id, status, next_period, cancel_at, last_period, suspended_at, credit
+                     FROM subscriptions WHERE id = ?1",
+                    [&c.subscription_id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Status>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
+                            r.get::<_, i64>(6)?,
+                        ))
+                    },
+                )
                 .optional()?;
-            if plan.as_deref() == Some(c.from_plan_id.as_str()) {
-                apply_in(tx, row.id, c, now)
-            } else {
-                // The subscription moved meanwhile (it no longer bills the plan the change was decided from): the
-                // change cannot apply, and what its charge took is the customer's, credited to the next periods
-                // like a downgrade's credit. The change fails, so that periods open again.
-                tx.execute(
-                    "UPDATE subscriptions SET credit = credit + ?2, updated_at = ?3 WHERE id = ?1",
-                    params![c.subscription_id, c.owed, now],
-                )?;
-                tx.execute(
-                    "UPDATE plan_changes SET state = 'failed', updated_at = ?2 WHERE id = ?1",
-                    params![row.id, now],
-                )?;
-                let detail = json!({ "merchant_uid": merchant_uid, "from": c.from_plan_id, "to": c.to_plan_id,
-                    "credited": c.owed, "plan": plan,
-                    "reason": "its charge was found paid after the subscription changed plan: credited to the next periods" });
-                event(tx, now, "subscription.plan_change_credited", Some(&c.subscription_id), detail)
+            let decided = Decided {
+                pending: state == ChangeState::Pending,
+                from_plan: &c.from_plan_id,
+                next_period: c.period + 1,
+                restarts: c.opens.is_some(),
+                at: c.at,
+                credit_used: c.credit_used,
+            };
+            let verdict = match &sub {
+                Some((plan, status, next, cancel_at, last, paused, credit)) => paid_change_applies(
+                    &decided,
+                    &AsItIs {
+                        plan,
+                        bills: status.bills(),
+                        ended: status.is_final(),
+                        next_period: *next as u64,
+                        cancel_at: cancel_at.map(at),
+                        last_period: last.map(|p| p.max(0) as u64),
+                        paused_at: paused.map(at),
+                        credit: *credit,
+                    },
+                ),
+                None => Err("the subscription is gone"),
+            };
+            match verdict {
+                Ok(()) => apply_in(tx, row.id, c, now),
+                Err(why) => {
+                    // Not applied: the charge paid is the customer's, carried to the next periods like a downgrade's
+                    // credit (released at once, refundable, if the subscription has ended). The change fails, so
+                    // that periods open again.
+                    let charged = c.charge();
+                    tx.execute(
+                        "UPDATE subscriptions SET credit = credit + ?2, updated_at = ?3 WHERE id = ?1",
+                        params![c.subscription_id, charged, now],
+                    )?;
+                    tx.execute(
+                        "UPDATE plan_changes SET state = 'failed', updated_at = ?2 WHERE id = ?1",
+                        params![row.id, now],
+                    )?;
+                    let detail = json!({ "merchant_uid": merchant_uid, "from": c.from_plan_id, "to": c.to_plan_id,
+                        "credited": charged, "plan": sub.as_ref().map(|s| s.0.clone()),
+                        "reason": format!("its charge was found paid, but the change no longer applies: {why}; \
+                                           the charge is credited to the subscription") });
+                    event(tx, now, "subscription.plan_change_credited", Some(&c.subscription_id), detail)?;
+                    release_credit_in(tx, &c.subscription_id, now)?;
+                    Ok(())
+                }
             }
         }
         (false, _) => {
@@ -183,50 +245,34 @@ pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, no
     }
 }
 
-/// The refund rule of credits (inside `tx`): a subscription's period P is paid by its charges (the period's, and
-/// the charges of changes made now in P); the credits those changes left (a downgrade's, or a change's charge
-/// credited back because the subscription had moved) came out of that money and are the customer's already. So a
-/// refund of one of P's charges may take at most what P's charges were paid, less their refunds not known to have
-/// failed, less those credits. `None`: the charge is no period's or change's, or P left no credit (no limit here);
-/// else (what may still be refunded, what was credited).
-pub(super) fn refundable_beside_credit(tx: &Transaction<'_>, merchant_uid: &str) -> Result<Option<(i64, i64)>> {
-    let of: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT subscription_id, period FROM periods WHERE merchant_uid = ?1
-             UNION ALL SELECT subscription_id, period FROM plan_changes WHERE merchant_uid = ?1 LIMIT 1",
-            [merchant_uid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((id, period)) = of else { return Ok(None) };
-    let credited: i64 = tx.query_row(
-        "SELECT coalesce(sum(CASE WHEN c.state = 'applied' AND c.owed < 0 THEN -c.owed
-                                  WHEN c.state = 'failed' AND o.status = 'paid' THEN c.owed ELSE 0 END), 0)
-         FROM plan_changes c LEFT JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
-         WHERE c.subscription_id = ?1 AND c.period = ?2 AND c.timing = 'now'",
-        params![id, period],
-        |r| r.get(0),
-    )?;
-    if credited == 0 {
-        return Ok(None);
+/// Withdraws, inside `tx`, the pending plan changes of subscription `id` whose charge has not left (no intent yet,
+/// or an intent whose "go" was never given): failed with a `subscription.plan_change_failed` event, so that their
+/// charge never leaves (the go and the intent of a change's charge require its change pending). Called by every
+/// status change to a status that does not bill. Returns (how many were withdrawn, how many changes have a charge
+/// that may have left: settled by lookup; if paid, credited, never applied to a subscription that does not bill).
+pub(super) fn withdraw_in(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(usize, usize)> {
+    let pending: Vec<(i64, Option<String>, bool)> = tx
+        .prepare_cached(
+            "SELECT c.id, c.merchant_uid,
+               o.id IS NULL OR (o.status = 'pending' AND o.go_wall_ms IS NULL) OR o.status = 'failed'
+             FROM plan_changes c LEFT JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
+             WHERE c.subscription_id = ?1 AND c.state = 'pending'",
+        )?
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let (mut withdrawn, mut out) = (0, 0);
+    for (change, uid, unsent) in pending {
+        if !unsent {
+            out += 1;
+            continue;
+        }
+        tx.execute("UPDATE plan_changes SET state = 'failed', updated_at = ?2 WHERE id = ?1", params![change, now])?;
+        let detail = json!({ "merchant_uid": uid, "sent": false,
+            "reason": "withdrawn: the subscription stopped billing (a cancel or a pause) before its charge left" });
+        event(tx, now, "subscription.plan_change_failed", Some(id), detail)?;
+        withdrawn += 1;
     }
-    // P's charges: the period's merchant_uid and its changes'.
-    let (paid, spent): (i64, i64) = tx.query_row(
-        "WITH charges (m) AS (
-           SELECT merchant_uid FROM periods WHERE subscription_id = ?1 AND period = ?2
-           UNION SELECT merchant_uid FROM plan_changes
-             WHERE subscription_id = ?1 AND period = ?2 AND merchant_uid IS NOT NULL)
-         SELECT
-           (SELECT coalesce(sum(a.amount), 0) FROM attempts a
-              WHERE a.subscription_id = ?1 AND a.period = ?2 AND a.status = 'paid')
-           + (SELECT coalesce(sum(o.amount), 0) FROM one_time_charges o
-              WHERE o.merchant_uid IN (SELECT m FROM charges) AND o.status = 'paid'),
-           (SELECT coalesce(sum(f.amount), 0) FROM refunds f
-              WHERE f.merchant_uid IN (SELECT m FROM charges) AND f.status != 'failed')",
-        params![id, period],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(Some(((paid - spent - credited).max(0), credited)))
+    Ok((withdrawn, out))
 }
 
 /// Why `c` may not be recorded, read inside `tx` (`None`: it may).
@@ -266,15 +312,10 @@ fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<S
     // charge or of a change's charge in it; made, in doubt, or failed, which may still land) would be credited
     // money already given back (outsiders got 10 000 back and 4 843 of credit on 10 000, and a refunded upgrade
     // credited again).
-    let refunded: bool = c.timing == ChangeTiming::Now
-        && tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM refunds f WHERE f.merchant_uid IN (
-               SELECT merchant_uid FROM periods WHERE subscription_id = ?1 AND period = ?2
-               UNION SELECT merchant_uid FROM plan_changes
-                 WHERE subscription_id = ?1 AND period = ?2 AND merchant_uid IS NOT NULL))",
-            params![id, c.period as i64],
-            |r| r.get(0),
-        )?;
+    // The period's charges are its own and the change charges that are its money (`billing::credit`: a change of
+    // interval's charge pays the new plan's first period).
+    let refunded: bool =
+        c.timing == ChangeTiming::Now && any_refund(tx, &period_charges(tx, id, c.period, &money_of(tx, id)?)?)?;
     Ok(if plan != c.from_plan_id {
         Some(format!("subscription {id} has plan {plan} now, not {}", c.from_plan_id))
     } else if open {
@@ -315,14 +356,29 @@ impl Changes for SqliteStore {
         if (c.owed > 0) != c.merchant_uid.is_some() {
             bail!("plan change of {}: a charge needs its merchant_uid, and only a charge has one", c.subscription_id);
         }
+        // The credit the customer holds pays the change's charge first (read here, spent when it applies): what it
+        // leaves is charged; a credit that covers it whole charges nothing, and the change applies at once.
+        let held: i64 =
+            tx.query_row("SELECT credit FROM subscriptions WHERE id = ?1", [&c.subscription_id], |r| r.get(0))?;
+        let mut c = c.clone();
+        if c.owed > 0 {
+            let (charged, _) = apply_credit(c.owed, held);
+            c.credit_used = c.owed - charged;
+            if charged == 0 {
+                c.merchant_uid = None;
+            }
+        } else {
+            c.credit_used = 0;
+        }
+        let c = &c;
         let id = tx
             .prepare_cached(
                 "INSERT INTO plan_changes (subscription_id, timing, at, period, from_plan_id, from_amount,
                    from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid,
                    anchor_date, anchor_period, next_period, next_due_at, opens_uid, opens_amount, state, created_at,
-                   updated_at)
+                   updated_at, credit_used)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                   'pending', ?21, ?21)",
+                   'pending', ?21, ?21, ?22)",
             )?
             .insert(params![
                 c.subscription_id,
@@ -345,18 +401,20 @@ impl Changes for SqliteStore {
                 c.next_due_at.map(secs),
                 c.opens.as_ref().map(|o| o.0.as_str()),
                 c.opens.as_ref().map(|o| o.1),
-                now
+                now,
+                c.credit_used
             ])?;
         let state = if c.merchant_uid.is_none() {
             apply_in(&tx, id, c, now)?;
             ChangeState::Applied
         } else {
-            let detail = json!({ "merchant_uid": c.merchant_uid, "owed": c.owed, "to": c.to_plan_id });
+            let detail = json!({ "merchant_uid": c.merchant_uid, "owed": c.owed, "credit_used": c.credit_used,
+                "charge": c.charge(), "to": c.to_plan_id });
             event(&tx, now, "subscription.plan_change_pending", Some(&c.subscription_id), detail)?;
             ChangeState::Pending
         };
         tx.commit()?;
-        Ok(Ok(PlanChangeRow { id, state, change: c.clone(), created_at: at(now) }))
+        Ok(Ok(PlanChangeRow { id, state, change: c.clone(), created_at: at(now), released: 0 }))
     }
 
     fn abandon_plan_change(&self, merchant_uid: &str, reason: &str, now: DateTime<Utc>) -> Result<bool> {
@@ -380,6 +438,35 @@ impl Changes for SqliteStore {
         Ok(failed.is_some())
     }
 
+    fn abandon_unbegun_changes(
+        &self,
+        recorded_before: DateTime<Utc>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PlanChangeRow>> {
+        let now = secs(now);
+        let tx = self.tx()?;
+        let ids: Vec<i64> = tx
+            .prepare_cached(
+                "UPDATE plan_changes SET state = 'failed', updated_at = ?2
+                 WHERE state = 'pending' AND created_at <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM one_time_charges o
+                                     WHERE o.merchant_uid = plan_changes.merchant_uid COLLATE NOCASE)
+                 RETURNING id",
+            )?
+            .query_map(params![secs(recorded_before), now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = tx.query_row(&format!("{CHANGE_SELECT} WHERE id = ?1"), [id], change_from_row)??;
+            let detail = json!({ "merchant_uid": row.change.merchant_uid, "reason": reason, "sent": false });
+            event(&tx, now, "subscription.plan_change_failed", Some(&row.change.subscription_id), detail)?;
+            out.push(row);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     fn settle_paid_change(&self, merchant_uid: &str, now: DateTime<Utc>) -> Result<bool> {
         let tx = self.tx()?;
         let stuck: bool = tx.query_row(
@@ -397,6 +484,12 @@ impl Changes for SqliteStore {
 
     fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>> {
         changes_of(&self.conn, id)
+    }
+
+    fn pending_changes(&self) -> Result<Vec<PlanChangeRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{CHANGE_SELECT} WHERE state = 'pending' ORDER BY id"))?;
+        let rows = st.query_map([], change_from_row)?;
+        rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
     }
 
     fn credit(&self, id: &str) -> Result<i64> {

@@ -58,6 +58,16 @@ pub(super) const DUE_NOW_BY_OPERATOR: &str = "next_attempt_at = min(coalesce(nex
     retry_ahead_of = CASE WHEN next_attempt_at > ?2 THEN coalesce(retry_ahead_of, next_attempt_at)
                           ELSE retry_ahead_of END";
 
+/// The one rule of which subscriptions may open their next period (a `WHERE` on `subscriptions`, its due instant
+/// aside): it bills, its next due instant is before its `cancel_at` (whatever wrote it) and its next period within its
+/// term, no period of it is open and no plan change of it pending. Every query that opens, counts or waits for a next
+/// period uses it.
+pub(super) const OPENS_NEXT: &str = "bills AND next_due_at IS NOT NULL
+    AND (cancel_at IS NULL OR next_due_at < cancel_at)
+    AND (last_period IS NULL OR next_period <= last_period)
+    AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+    AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id AND c.state = 'pending')";
+
 fn subscriptions_to_open_in(
     conn: &Connection,
     now: i64,
@@ -65,10 +75,7 @@ fn subscriptions_to_open_in(
     max_amount: i64,
 ) -> Result<Vec<DueSubscription>> {
     let mut st = conn.prepare_cached(&format!(
-        "{SUB_SELECT} WHERE bills AND next_due_at <= ?1 AND amount <= ?3
-           AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
-           AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id
-                             AND c.state = 'pending')
+        "{SUB_SELECT} WHERE {OPENS_NEXT} AND next_due_at <= ?1 AND amount <= ?3
          ORDER BY next_due_at, id LIMIT ?2"
     ))?;
     let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
@@ -359,13 +366,9 @@ impl Ledger for SqliteStore {
     fn subscriptions_to_open_count(&self, now: DateTime<Utc>, max_amount: i64) -> Result<usize> {
         let n: i64 = self
             .conn
-            .prepare_cached(
-                "SELECT count(*) FROM subscriptions WHERE bills AND next_due_at <= ?1
-               AND amount <= ?2
-               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
-               AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id
-                                 AND c.state = 'pending')",
-            )?
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at <= ?1 AND amount <= ?2"
+            ))?
             .query_row(params![secs(now), max_amount], |r| r.get(0))?;
         Ok(n as usize)
     }
@@ -507,14 +510,18 @@ impl Ledger for SqliteStore {
     }
 
     fn next_wake(&self) -> Result<Option<DateTime<Utc>>> {
+        // Only what a pass would do: a subscription held (a pending plan change, an open period, a cancel date or
+        // a term reached) never makes the next wake an instant already past (a daemon would spin on it).
         let t: Option<i64> = self.conn.query_row(
-            "SELECT min(t) FROM (
-               SELECT min(next_due_at) AS t FROM subscriptions WHERE bills
+            &format!(
+                "SELECT min(t) FROM (
+               SELECT min(next_due_at) AS t FROM subscriptions WHERE {OPENS_NEXT}
                UNION ALL
                SELECT min(p.next_attempt_at) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                  WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.bills
                UNION ALL
-               SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown'))",
+               SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown'))"
+            ),
             [],
             |r| r.get(0),
         )?;
@@ -523,12 +530,11 @@ impl Ledger for SqliteStore {
 
     fn over_amount_limit(&self, now: DateTime<Utc>, max_amount: i64) -> Result<Vec<(String, u64, i64)>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, next_period, amount FROM subscriptions WHERE bills
+            &format!("SELECT id, next_period, amount FROM subscriptions WHERE {OPENS_NEXT}
                AND next_due_at <= ?1 AND amount > ?2
-               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
              UNION ALL
              SELECT p.subscription_id, p.period, p.amount FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.bills",
+               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.bills"),
         )?;
         let rows =
             st.query_map(params![secs(now), max_amount], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
@@ -540,13 +546,13 @@ impl Ledger for SqliteStore {
 
     fn due_backlog(&self, now: DateTime<Utc>, max_amount: i64) -> Result<i64> {
         Ok(self.conn.query_row(
-            "SELECT (SELECT count(*) FROM subscriptions WHERE bills AND next_due_at <= ?1
-                       AND amount <= ?2
-                       AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id
-                                        AND p.state = 'open'))
+            &format!(
+                "SELECT (SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at <= ?1
+                       AND amount <= ?2)
                   + (SELECT count(*) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                        WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount <= ?2
-                         AND s.bills)",
+                         AND s.bills)"
+            ),
             params![secs(now), max_amount],
             |r| r.get(0),
         )?)

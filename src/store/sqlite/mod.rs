@@ -3,6 +3,7 @@
 
 mod book;
 mod changes;
+mod credit;
 mod events;
 mod import;
 mod ledger;

@@ -73,6 +73,22 @@ impl OneTime for SqliteStore {
             }
             None => {}
         }
+        // The charge of a plan change leaves only for a change still pending (a cancel or a pause withdraws one
+        // whose charge has not left; a pass abandons one whose intent never came): of the two, exactly one wins.
+        if c.kind == OneTimeKind::Proration {
+            let pending: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM plan_changes WHERE merchant_uid = ?1 AND state = 'pending')",
+                [&c.merchant_uid],
+                |r| r.get(0),
+            )?;
+            if !pending {
+                bail!(
+                    "merchant_uid {}: its plan change is no longer pending (withdrawn by a cancel or a pause, or \
+                     abandoned by a pass); nothing was written, nothing sent",
+                    c.merchant_uid
+                );
+            }
+        }
         let row = match prev_tries {
             None => tx
                 .query_row(
@@ -104,7 +120,7 @@ impl OneTime for SqliteStore {
                 .query_row(
                     "UPDATE one_time_charges SET status = 'pending', tries = tries + 1, failure = NULL,
                        fail_reason = NULL, card_masked = ?3, updated_at = ?4, timeout_ms = ?5, check_at = ?6,
-                       doubt_wall_ms = ?7, doubt_boot_ms = ?8, doubt_boot_id = ?9
+                       doubt_wall_ms = ?7, doubt_boot_ms = ?8, doubt_boot_id = ?9, go_wall_ms = NULL
                      WHERE merchant_uid = ?1 AND tries = ?2 AND status IN ('failed', 'pending', 'unknown')
                      RETURNING id, tries",
                     params![
@@ -128,9 +144,15 @@ impl OneTime for SqliteStore {
 
     fn one_time_go(&self, id: i64, tries: i64, at: &RealInstant) -> Result<bool> {
         let (wall, boot_ms, boot_id) = real_cols(at);
+        // A plan change's charge leaves only while its change is pending and its subscription bills (as a period's
+        // attempt leaves only while its subscription bills: `Ledger::begin_send`); a cancel or a pause withdraws
+        // the change in its own transaction, so exactly one of the two wins.
         let changed = self.conn.execute(
-            "UPDATE one_time_charges SET doubt_wall_ms = ?3, doubt_boot_ms = ?4, doubt_boot_id = ?5
-             WHERE id = ?1 AND tries = ?2 AND status = 'pending'",
+            "UPDATE one_time_charges SET doubt_wall_ms = ?3, doubt_boot_ms = ?4, doubt_boot_id = ?5, go_wall_ms = ?3
+             WHERE id = ?1 AND tries = ?2 AND status = 'pending'
+               AND (kind != 'proration' OR EXISTS (
+                 SELECT 1 FROM plan_changes c JOIN subscriptions s ON s.id = c.subscription_id
+                 WHERE c.merchant_uid = one_time_charges.merchant_uid AND c.state = 'pending' AND s.bills))",
             params![id, tries, wall, boot_ms, boot_id],
         )?;
         Ok(changed == 1)

@@ -131,6 +131,7 @@ impl Refunds for SqliteStore {
             currency: c.currency,
             refunded,
             unresolved: rows.into_iter().find(|r| r.status.unresolved()),
+            beside_credit: super::credit::refundable_beside_credit(&self.conn, merchant_uid)?,
         }))
     }
 
@@ -170,7 +171,7 @@ impl Refunds for SqliteStore {
             return Ok(Err(RefundRefused::TooMuch { paid: c.amount, refunded, remaining }));
         }
         // Issue 25: never what a plan change of the charge's period credited (the credit is the customer's already).
-        if let Some((refundable, credited)) = super::changes::refundable_beside_credit(&tx, &r.merchant_uid)?
+        if let Some((refundable, credited)) = super::credit::refundable_beside_credit(&tx, &r.merchant_uid)?
             && amount > refundable
         {
             return Ok(Err(RefundRefused::Credited { refundable, credited }));

@@ -234,6 +234,7 @@ fn pending_change(store: &Store) {
         to_interval: month,
         rate: Some(19_900),
         owed: 2500,
+        credit_used: 0,
         merchant_uid: Some("m-s-0-c1".into()),
         anchor_date: date,
         anchor_period: 0,

@@ -44,10 +44,14 @@ pub struct PlanChange {
     pub to_interval: Interval,
     /// `Now`: what the settled period costs from `at` on (a later change of the same period starts from it).
     pub rate: Option<i64>,
-    /// What the customer owes for it: > 0 charged once under `merchant_uid`, < 0 credited (carried to the next
-    /// periods' amounts), 0 nothing.
+    /// What the customer owes for it: > 0 charged (less the credit they hold, [`PlanChange::credit_used`]) once
+    /// under `merchant_uid`, < 0 credited (carried to the next periods' amounts), 0 nothing.
     pub owed: i64,
-    /// The charge's merchant_uid (`{prefix}-{subscription}-{period}-c{n}`), exactly when `owed > 0`.
+    /// The credit the subscription held that pays part of `owed` (decided by the store inside the transaction that
+    /// records the change: the command passes 0). Spent when the change is applied.
+    pub credit_used: i64,
+    /// The charge's merchant_uid (`{prefix}-{subscription}-{period}-c{n}`), exactly when [`PlanChange::charge`] is
+    /// more than 0.
     pub merchant_uid: Option<String>,
     /// The subscription's calendar once it is applied.
     pub anchor_date: NaiveDate,
@@ -60,6 +64,13 @@ pub struct PlanChange {
     pub opens: Option<(String, i64)>,
 }
 
+impl PlanChange {
+    /// What is charged for it: what is owed, less the held credit that pays part of it (0: nothing is charged).
+    pub fn charge(&self) -> i64 {
+        (self.owed - self.credit_used).max(0)
+    }
+}
+
 /// A plan change as the book keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanChangeRow {
@@ -67,4 +78,6 @@ pub struct PlanChangeRow {
     pub state: ChangeState,
     pub change: PlanChange,
     pub created_at: DateTime<Utc>,
+    /// How much of the credit it added was released when the subscription ended (refundable since).
+    pub released: i64,
 }

@@ -77,6 +77,9 @@ pub struct RefundTarget {
     pub refunded: i64,
     /// Its refund whose outcome is not known (pending or unknown), if any.
     pub unresolved: Option<RefundRow>,
+    /// What its period's charges may still refund beside the credit their plan changes left, and that credit
+    /// (issue 25, [`crate::billing::credit::refund_cap`]); `None`: no such limit.
+    pub beside_credit: Option<(i64, i64)>,
 }
 
 /// A refund to begin.
