@@ -13,7 +13,8 @@ use serde_json::json;
 
 const CHANGE_SELECT: &str = "SELECT id, state, subscription_id, timing, at, period, from_plan_id, from_amount,
     from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid, anchor_date,
-    anchor_period, next_period, next_due_at, opens_uid, opens_amount, created_at FROM plan_changes";
+    anchor_period, next_period, next_due_at, opens_uid, opens_amount, created_at, sets_term, to_last_period
+    FROM plan_changes";
 
 fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
     let interval = |i: usize| -> rusqlite::Result<Result<Interval>> {
@@ -47,6 +48,10 @@ fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
             next_period: r.get::<_, i64>(18)? as u64,
             next_due_at: r.get::<_, Option<i64>>(19)?.map(at),
             opens: opens_uid.zip(opens_amount),
+            last_period: (r.get::<_, i64>(23)? != 0)
+                .then(|| r.get::<_, Option<i64>>(24))
+                .transpose()?
+                .map(|p| p.map(|p| p.max(0) as u64)),
         })
     })();
     Ok((|| {
@@ -72,10 +77,15 @@ fn changes_of(conn: &Connection, id: &str) -> Result<Vec<PlanChangeRow>> {
 /// longer has the plan the change was made from (nothing of it applies).
 pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i64) -> Result<()> {
     let credit = (-c.owed).max(0);
+    // A term it sets (`?13`: sets one; `?14`: its last period, NULL for none) applies with it; one whose last period
+    // is before the next period leaves nothing to open (completed by the next pass, as a term shortened in the file).
     let changed = tx
         .prepare_cached(
             "UPDATE subscriptions SET plan_id = ?3, plan_name = ?4, amount = ?5, interval = ?6, anchor_date = ?7,
-               anchor_period = ?8, next_period = ?9, next_due_at = coalesce(?10, next_due_at),
+               anchor_period = ?8, next_period = ?9,
+               next_due_at = CASE WHEN ?13 AND ?14 IS NOT NULL AND ?9 > ?14 THEN NULL
+                                  ELSE coalesce(?10, next_due_at) END,
+               last_period = CASE WHEN ?13 THEN ?14 ELSE last_period END,
                credit = credit + ?11, updated_at = ?12
              WHERE id = ?1 AND plan_id = ?2",
         )?
@@ -91,7 +101,9 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
             c.next_period as i64,
             c.next_due_at.map(secs),
             credit,
-            now
+            now,
+            c.last_period.is_some(),
+            c.last_period.flatten().map(|p| p as i64)
         ])?;
     if changed != 1 {
         bail!("subscription {} no longer has plan {}; the change is not applied", c.subscription_id, c.from_plan_id);
@@ -131,6 +143,7 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
         "timing": c.timing.as_str(), "at": c.at.to_rfc3339(), "period": c.period,
         "from": c.from_plan_id, "to": c.to_plan_id, "amount": c.to_amount, "interval": c.to_interval.to_string(),
         "owed": c.owed, "merchant_uid": c.merchant_uid, "credit_added": credit,
+        "last_period": c.last_period.flatten(),
     });
     subscription_event(tx, now, "subscription.plan_changed", &c.subscription_id, detail)
 }
@@ -320,9 +333,9 @@ impl Changes for SqliteStore {
                 "INSERT INTO plan_changes (subscription_id, timing, at, period, from_plan_id, from_amount,
                    from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid,
                    anchor_date, anchor_period, next_period, next_due_at, opens_uid, opens_amount, state, created_at,
-                   updated_at)
+                   updated_at, sets_term, to_last_period)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                   'pending', ?21, ?21)",
+                   'pending', ?21, ?21, ?22, ?23)",
             )?
             .insert(params![
                 c.subscription_id,
@@ -345,7 +358,9 @@ impl Changes for SqliteStore {
                 c.next_due_at.map(secs),
                 c.opens.as_ref().map(|o| o.0.as_str()),
                 c.opens.as_ref().map(|o| o.1),
-                now
+                now,
+                c.last_period.is_some(),
+                c.last_period.flatten().map(|p| p as i64)
             ])?;
         let state = if c.merchant_uid.is_none() {
             apply_in(&tx, id, c, now)?;
