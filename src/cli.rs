@@ -333,8 +333,11 @@ pub enum SubscriptionsCommand {
     /// downgrade's is credited to the next periods).
     ///
     /// --now settles the period in force at its own plan and interval, whatever is scheduled after it, and replaces
-    /// a change scheduled at period end. A new interval restarts at the change; its next charge is one interval
-    /// after the first charge time at or after the change. A change dated before the last one is refused.
+    /// a change scheduled at period end, and says how its amount was computed. A new interval restarts at the
+    /// change; its next charge is one interval after the first charge time at or after the change. A change dated
+    /// before the last one is refused, and so is one whose next period never opens (a canceling subscription's last
+    /// period, a term's end). The new plan's fixed term (`periods`, counted from the first charge) applies with the
+    /// change unless the subscription has its own; a trial end already promised is kept.
     ///
     /// Exit 0: changed (or already on that plan); 1: its charge was not paid, or its outcome is unknown (the message
     /// says when to rerun; a rerun settles it by lookup and never charges twice).
