@@ -22,6 +22,8 @@ pub struct Args {
     pub command: Command,
 }
 
+// Parsed once per run: the size of its largest variant (`subscriptions add` and its terms) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the scheduler daemon.
@@ -337,6 +339,7 @@ pub enum Command {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum SubscriptionsCommand {
     /// One subscription's whole story: plan, status and why, every period with each attempt, what happens next.
@@ -352,8 +355,11 @@ pub enum SubscriptionsCommand {
     /// downgrade's is credited to the next periods).
     ///
     /// --now settles the period in force at its own plan and interval, whatever is scheduled after it, and replaces
-    /// a change scheduled at period end. A new interval restarts at the change; its next charge is one interval
-    /// after the first charge time at or after the change. A change dated before the last one is refused.
+    /// a change scheduled at period end, and says how its amount was computed. A new interval restarts at the
+    /// change; its next charge is one interval after the first charge time at or after the change. A change dated
+    /// before the last one is refused, and so is one whose next period never opens (a canceling subscription's last
+    /// period, a term's end). The new plan's fixed term (`periods`, counted from the first charge) applies with the
+    /// change unless the subscription has its own; a trial end already promised is kept.
     ///
     /// Exit 0: changed (or already on that plan); 1: its charge was not paid, or its outcome is unknown (the message
     /// says when to rerun; a rerun settles it by lookup and never charges twice).
@@ -375,9 +381,12 @@ pub enum SubscriptionsCommand {
     },
     /// Add a subscription kept in the database (a config sync never cancels it).
     ///
-    /// With --as-of, it is added as on that day: the default --start is that date, a --start more than one period
-    /// before it is refused (unless --catch-up), and --charge-now charges at that instant. A card's expiry is still
-    /// checked against the real date.
+    /// It gets its plan's trial and fixed term, as a `[[subscriptions]]` entry does (trialing until its first charge
+    /// when the trial ends); the flags below set its own, as the entry's keys do.
+    ///
+    /// With --as-of, it is added as on that day: the default --start is that date, a first charge more than one
+    /// period before it is refused (unless --catch-up), and --charge-now charges at that instant. A card's expiry is
+    /// still checked against the real date.
     Add {
         /// Its id (letters, digits, '-', '_' or '.'; at most 64; not differing from another only by case).
         #[arg(long)]
@@ -388,9 +397,12 @@ pub enum SubscriptionsCommand {
         /// A [[plans]] id of the config.
         #[arg(long)]
         plan: String,
-        /// First due date (YYYY-MM-DD, billing timezone); default today.
+        /// Its signup date (YYYY-MM-DD, billing timezone); default today. Its first charge falls due then, or when
+        /// its trial ends (the plan's `trial`, or --trial-ends); later periods keep that anchor.
         #[arg(long)]
         start: Option<String>,
+        #[command(flatten)]
+        terms: SubscriptionTerms,
         /// Register the card (stdin JSON or prompt) as the billing key first.
         #[arg(long)]
         register_card: bool,
@@ -398,7 +410,7 @@ pub enum SubscriptionsCommand {
         /// the new card). Without it, an existing key is refused before anything is done.
         #[arg(long, requires = "register_card")]
         replace_key: bool,
-        /// Charge the first period now.
+        /// Charge the first period now (refused with a trial: its first charge falls due when the trial ends).
         #[arg(long)]
         charge_now: bool,
         /// A --start more than one period back is meant: charge every period since then (refused without it).
@@ -407,6 +419,63 @@ pub enum SubscriptionsCommand {
         #[command(flatten)]
         at: AsOf,
     },
+}
+
+/// What `subscriptions add` may say of a subscription besides its plan: the keys a `[[subscriptions]]` entry has,
+/// checked by the same rules and messages (`billing::terms::check`), each error naming its flag (exit 1, nothing
+/// added).
+#[derive(clap::Args, Debug, Default)]
+pub struct SubscriptionTerms {
+    /// Its own trial end (YYYY-MM-DD, on or after --start): its first charge falls due that day, instead of after
+    /// the plan's trial (--trial-ends equal to --start: no trial).
+    #[arg(long, value_name = "DATE")]
+    pub trial_ends: Option<String>,
+    /// Its own fixed term: this many periods (instead of the plan's `periods`), then it is completed.
+    #[arg(long, value_name = "N")]
+    pub periods: Option<i64>,
+    /// Its own fixed term: the periods due up to this day (YYYY-MM-DD), then it is completed.
+    #[arg(long, value_name = "DATE")]
+    pub end: Option<String>,
+    /// Cancel at period end: no period due on or after this day (YYYY-MM-DD) is charged; it is canceling until then.
+    #[arg(long, value_name = "DATE")]
+    pub cancel_at: Option<String>,
+    /// Its own price in whole KRW (instead of the plan's; at most limits.max_amount).
+    #[arg(long, value_name = "N")]
+    pub amount: Option<i64>,
+    /// A discount of this percent (1-99, the price rounded down) on its first --discount-periods periods.
+    #[arg(long, value_name = "P")]
+    pub discount_percent: Option<i64>,
+    /// A discount of this many KRW on its first --discount-periods periods (never leaving less than 1).
+    #[arg(long, value_name = "A")]
+    pub discount_amount: Option<i64>,
+    /// How many of its first periods the discount applies to.
+    #[arg(long, value_name = "N")]
+    pub discount_periods: Option<i64>,
+}
+
+impl SubscriptionTerms {
+    fn flags(self) -> crate::commands::subscriptions::TermFlags {
+        let SubscriptionTerms {
+            trial_ends,
+            periods,
+            end,
+            cancel_at,
+            amount,
+            discount_percent,
+            discount_amount,
+            discount_periods,
+        } = self;
+        crate::commands::subscriptions::TermFlags {
+            trial_ends,
+            periods,
+            end,
+            cancel_at,
+            amount,
+            discount_percent,
+            discount_amount,
+            discount_periods,
+        }
+    }
 }
 
 /// `--as-of` and `--simulate` for the commands that act at "now" and write it down (`pause`, `resume`, `cancel`,
@@ -568,6 +637,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
                     customer_uid,
                     plan,
                     start,
+                    terms,
                     register_card,
                     replace_key,
                     charge_now,
@@ -580,7 +650,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             &id,
             &customer_uid,
             &plan,
-            start.as_deref(),
+            (start.as_deref(), &terms.flags()),
             crate::commands::subscriptions::AddOptions {
                 register_card,
                 replace_key,

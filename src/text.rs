@@ -34,6 +34,27 @@ pub fn shows_nothing(c: char) -> bool {
         | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}' | '\u{e0000}'..='\u{e007f}')
 }
 
+/// The one rule for an order name, what the customer sees on the receipt (a plan's `name`, sent with each of its
+/// charges; `--name` of `charge-key` and `charge-once`): why it is refused, if it is (1 to 40 characters, no
+/// [`invisible`] character, something visible). Said after the key or flag that holds it.
+pub fn order_name_refusal(name: &str) -> Option<String> {
+    let n = name.chars().count();
+    if n == 0 || n > 40 {
+        return Some(format!("is {n} characters; it is sent as the charge's name and must be 1-40"));
+    }
+    if let Some(c) = name.chars().find(|&c| invisible(c)) {
+        return Some(format!(
+            "contains the invisible character U+{:04X} (a control character, terminal escape, line break or \
+             direction override); it is the order name the customer sees, so it must be plain text",
+            c as u32
+        ));
+    }
+    if name.chars().all(char::is_whitespace) {
+        return Some("has nothing visible (white space only); it is the order name the customer sees".into());
+    }
+    None
+}
+
 /// Text read back from the database or from outside, made safe for one table cell or message line: every
 /// [`invisible`] character written escaped (`\u{1b}`), as the log lines write them; the rest as it is.
 pub fn cell(text: &str) -> std::borrow::Cow<'_, str> {

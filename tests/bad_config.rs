@@ -1,5 +1,6 @@
 //! The corpus of broken `schedules.toml` files in `tests/bad_configs/`: each file breaks a valid skeleton
-//! (`_good.toml`) in one place and lists what its error must say in `# expect: …` lines. `billd check` must exit 1
+//! (`_good.toml`) in one place and lists what its error must say in `# expect: …` lines (and must not say in
+//! `# not: …` lines). `billd check` must exit 1
 //! with an error that names the file and the key, and `billd tick` must refuse to run (charging nothing), never
 //! panicking. Values at the edges of what is accepted run without a panic (`extreme_accepted_values_never_panic`).
 
@@ -19,6 +20,11 @@ fn corpus() -> Vec<PathBuf> {
 
 fn expectations(text: &str) -> Vec<&str> {
     text.lines().filter_map(|l| l.strip_prefix("# expect: ")).map(str::trim_end).collect()
+}
+
+/// What the error must not say (`# not: …` lines): a serde type name, a message that hides the key's own.
+fn exclusions(text: &str) -> Vec<&str> {
+    text.lines().filter_map(|l| l.strip_prefix("# not: ")).map(str::trim_end).collect()
 }
 
 fn billd(config: &Path, args: &[&str]) -> std::process::Output {
@@ -65,6 +71,11 @@ fn every_broken_config_is_refused_naming_the_file_and_the_key() {
         for n in needles {
             if !stderr.contains(n) {
                 problems.push(format!("{n:?} missing"));
+            }
+        }
+        for n in exclusions(&text) {
+            if stderr.contains(n) {
+                problems.push(format!("{n:?} said"));
             }
         }
         if stderr.contains("panicked") {

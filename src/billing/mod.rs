@@ -10,3 +10,4 @@ pub mod rails;
 pub mod refunds;
 pub mod status;
 pub mod sync;
+pub mod terms;

@@ -217,6 +217,38 @@ impl std::fmt::Display for Discount {
     }
 }
 
+/// How a change made now at `at` inside the paid `period` comes to what it settles, in words (said by `subscriptions
+/// change`): the part of the period left, and, keeping the period, the difference of the prices for it; restarting
+/// it (`restart`), the unused part of the old price credited and the new plan's first period charged. The same
+/// arithmetic as [`change_keeping_period`] and [`change_restarting_period`].
+pub fn explain(old_amount: i64, new_amount: i64, period: Span, at: DateTime<Utc>, restart: bool) -> String {
+    let (left, whole) = remaining(period, at);
+    let part = format!("{} of the period's {} are left", length(left), length(whole));
+    let c = BILLED_CURRENCY;
+    if restart {
+        let credit = -share(-old_amount, left, whole);
+        let owed = Settlement::of(new_amount - credit).owed();
+        format!(
+            "{part}: its unused part {old_amount} x {left}/{whole} s = {credit} {c} (rounded up) is credited, the new \
+             plan's first period is {new_amount} {c}: {new_amount} - {credit} = {owed} {c}"
+        )
+    } else {
+        let owed = share(new_amount - old_amount, left, whole);
+        let rounded = if owed >= 0 { "rounded down" } else { "rounded up, as a credit" };
+        format!(
+            "{part}: (new price {new_amount} - price in force {old_amount}) x {left}/{whole} s = {owed} {c} ({rounded})"
+        )
+    }
+}
+
+/// A length of time in whole days, hours and minutes (`22d 3h 5m`; `0m` for less than a minute).
+fn length(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    let parts: Vec<String> =
+        [(d, "d"), (h, "h"), (m, "m")].iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect();
+    if parts.is_empty() { "0m".into() } else { parts.join(" ") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +290,21 @@ mod tests {
         // Yearly 100 000 to monthly 1 000 right at the start: 99 000 left to the customer.
         let year = Span { start: t("2025-01-01T00:00:00Z"), end: t("2026-01-01T00:00:00Z") };
         assert_eq!(change_restarting_period(100_000, 1_000, year, year.start), Settlement::Credit(99_000));
+    }
+
+    #[test]
+    fn the_words_of_a_change_say_the_amount_it_settles() {
+        let at = t("2025-01-11T00:00:00Z");
+        let keep = explain(10_000, 20_000, january(), at, false);
+        assert!(keep.ends_with("= 6774 KRW (rounded down)"), "{keep}");
+        assert_eq!(change_keeping_period(10_000, 20_000, january(), at).owed(), 6774);
+        let restart = explain(10_000, 99_000, january(), at, true);
+        assert_eq!(change_restarting_period(10_000, 99_000, january(), at).owed(), 99_000 - 6775);
+        assert!(
+            restart.contains("= 6775 KRW (rounded up)") && restart.ends_with("99000 - 6775 = 92225 KRW"),
+            "{restart}"
+        );
+        assert!(restart.starts_with("21d of the period's 31d are left"), "{restart}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::billing::calendar::Interval;
 use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::terms;
 use chrono::NaiveDate;
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,15 +42,26 @@ impl SyncPlan {
     }
 }
 
-/// Compares the subscriptions the config file wants (`wanted`, from `file`; a `canceled` entry has that status) with
-/// the config-sourced subscriptions in the database.
+/// What a subscription's entry in the file says beyond what [`Subscription`] holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EntryKeys {
+    /// `catch_up = true`: a start more than one period back is meant.
+    pub catch_up: bool,
+    /// `trial_ends`: its own trial end (the first charge), if it has one.
+    pub trial_ends: Option<NaiveDate>,
+}
+
+/// Compares the subscriptions the config file wants (`wanted`, from `file`, whose billing time zone is `tz`; a
+/// `canceled` entry has that status; `keys`: what each entry says beyond them) with the config-sourced subscriptions
+/// in the database.
 pub fn plan(
     wanted: &[Subscription],
-    catch_up: &dyn Fn(&str) -> bool,
-    file: &Path,
+    keys: &dyn Fn(&str) -> EntryKeys,
+    (file, tz): (&Path, chrono_tz::Tz),
     db: &[Subscription],
     today: NaiveDate,
 ) -> SyncPlan {
+    let catch_up = |id: &str| keys(id).catch_up;
     let mut out = SyncPlan::default();
     let by_id: HashMap<&str, &Subscription> = db.iter().map(|s| (s.id.as_str(), s)).collect();
     for wanted in wanted {
@@ -97,13 +109,17 @@ pub fn plan(
             ));
             continue;
         }
-        // A fixed term is counted in the periods of its interval: a subscription with one keeps it, and a change of
-        // its plan's interval is not applied at all (an outsider's `end` was recounted with a new interval, billing
-        // weeks past it, or skipping a month before it).
-        if have.interval != wanted.interval && (have.last_period.is_some() || wanted.last_period.is_some()) {
+        // A fixed term is counted in the periods of its interval, and a cancel date ends a period of it: a
+        // subscription with either keeps its interval, and a change of its plan's interval is not applied at all (an
+        // outsider's `end` was recounted with a new interval, billing weeks past it, or skipping a month before it;
+        // another's was moved to a yearly plan and charged a year's price six weeks before its cancel date). The
+        // rule of `subscriptions change`.
+        let bounded = |s: &Subscription| s.last_period.is_some() || s.cancel_at.is_some();
+        if have.interval != wanted.interval && (bounded(have) || bounded(wanted)) {
             out.warnings.push(format!(
                 "subscription {:?}: its plan's interval {} -> {} is not applied, nor the rest of the change: a \
-                 subscription with a fixed term keeps its interval (cancel it and add a new subscription)",
+                 subscription with a fixed term or a cancel date keeps its interval (cancel it and add a new \
+                 subscription)",
                 wanted.id, have.interval, wanted.interval
             ));
             continue;
@@ -127,10 +143,17 @@ pub fn plan(
         after.amount = wanted.amount;
         after.currency = wanted.currency.clone();
         after.customer_uid = wanted.customer_uid.clone();
-        // Before its first charge, a new start or trial moves the first due date (the anchor), under the rule of a
-        // new subscription: one more than a period back is refused unless `catch_up` (an outsider moved a start
-        // months back and one pass charged every period since).
-        let moved_back = (have.next_period == 0 && have.anchor_date != wanted.anchor_date)
+        // Before its first charge, a new start, or a new `trial_ends` of its own, moves the first due date (the
+        // anchor), under the rule of a new subscription: one more than a period back is refused unless `catch_up` (an
+        // outsider moved a start months back and one pass charged every period since). Its plan's trial is given when
+        // it is added: another plan, or the plan's `trial` edited, never moves a trial end already promised (an
+        // outsider's trialing subscription, moved to a plan without a trial, was charged 12 days before the trial
+        // end `upcoming` and `subscriptions show` had said).
+        let own_trial = keys(&wanted.id).trial_ends;
+        let moves = have.next_period == 0
+            && have.anchor_date != wanted.anchor_date
+            && (have.start_date != wanted.start_date || own_trial.is_some());
+        let moved_back = moves
             .then(|| backdated(wanted.interval, wanted.anchor_date, today))
             .flatten()
             .filter(|_| !catch_up(&wanted.id));
@@ -142,17 +165,23 @@ pub fn plan(
                 wanted.anchor_date,
                 file.display()
             ));
-        } else if have.next_period == 0
-            && have.anchor_date != wanted.anchor_date
-            && have.start_date == wanted.start_date
-        {
+        } else if moves {
             after.anchor_date = wanted.anchor_date;
-            what.push(format!("first charge (trial end) {} -> {}", have.anchor_date, wanted.anchor_date));
+            if have.start_date == wanted.start_date {
+                what.push(format!("first charge (trial end) {} -> {}", have.anchor_date, wanted.anchor_date));
+            }
+        } else if have.next_period == 0 && have.anchor_date != wanted.anchor_date {
+            out.notes.push(format!(
+                "subscription {:?}: its first charge stays on {} (its trial end when it was added), where its plan's \
+                 trial would put it on {}: a plan's trial is given when a subscription is added, and another plan or \
+                 an edited `trial` never moves a trial end already promised (set `trial_ends` on its entry to move \
+                 it)",
+                wanted.id, have.anchor_date, wanted.anchor_date
+            ));
         }
         if have.start_date != wanted.start_date && moved_back.is_none() {
             if have.next_period == 0 {
                 after.start_date = wanted.start_date;
-                after.anchor_date = wanted.anchor_date;
                 what.push(format!("start {} -> {}", have.start_date, wanted.start_date));
             } else {
                 out.warnings.push(format!(
@@ -164,12 +193,17 @@ pub fn plan(
         }
         if have.last_period != wanted.last_period {
             let show = |p: Option<u64>| p.map_or("no end".to_string(), |p| format!("{} periods", p + 1));
-            what.push(format!("term {} -> {}", show(have.last_period), show(wanted.last_period)));
+            let over = terms::term_over(wanted.last_period, have.next_period);
+            let over = over.map(|w| format!(" ({w})")).unwrap_or_default();
+            what.push(format!("term {} -> {}{over}", show(have.last_period), show(wanted.last_period)));
             after.last_period = wanted.last_period;
         }
         if have.cancel_at != wanted.cancel_at {
-            let show = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("none".to_string(), |t| t.to_rfc3339());
-            what.push(format!("cancel_at {} -> {}", show(have.cancel_at), show(wanted.cancel_at)));
+            what.push(format!(
+                "cancel_at {} -> {}",
+                terms::cancel_date(have.cancel_at, tz),
+                terms::cancel_date(wanted.cancel_at, tz)
+            ));
             after.cancel_at = wanted.cancel_at;
         }
         if have.discount != wanted.discount {

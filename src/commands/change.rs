@@ -5,7 +5,7 @@
 use crate::app::{gateway, load_config, open_store, runtime};
 use crate::billing::calendar::Calendar;
 use crate::billing::model::{Source, Subscription, change_merchant_uid, merchant_uid};
-use crate::billing::proration::{Span, change_keeping_period, change_restarting_period};
+use crate::billing::proration::{Span, change_keeping_period, change_restarting_period, explain};
 use crate::commands::charge_key::KeySender;
 use crate::commands::one_time::{Ask, Done, charge};
 use crate::commands::present::human;
@@ -26,9 +26,12 @@ fn target(cfg: &Config, sub: &Subscription, plan: &str, timing: ChangeTiming) ->
     };
     let file = cfg.file.display();
     if sub.source == Source::Config {
+        // Its term is its entry's, as a sync counts it.
         let wanted = cfg.wanted_subscriptions().into_iter().find(|w| w.id == sub.id);
         return match wanted {
-            Some(w) if w.plan_id == plan => Ok(Subscription { discount: w.discount, ..with_plan(sub, &w) }),
+            Some(w) if w.plan_id == plan => {
+                Ok(Subscription { discount: w.discount, last_period: w.last_period, ..with_plan(sub, &w) })
+            }
             Some(w) => bail!(
                 "subscription {} comes from {file}, whose entry names plan {}: its plan is the file's. Name plan {plan} \
                  on its entry first, then run this again to apply it {when} (a sync then agrees); nothing changed",
@@ -42,6 +45,8 @@ fn target(cfg: &Config, sub: &Subscription, plan: &str, timing: ChangeTiming) ->
     let mut to = sub.clone();
     (to.plan_id, to.plan_name, to.amount, to.currency, to.interval) =
         (p.id.clone(), p.name.clone(), p.amount, p.currency.clone(), p.interval);
+    // The new plan's fixed term (counted from its first period), unless it has one of its own.
+    to.last_period = crate::billing::terms::term_on_plan(sub.last_period, cfg.plan(&sub.plan_id), p);
     Ok(to)
 }
 
@@ -99,7 +104,7 @@ fn decide(
     timing: ChangeTiming,
     changes: &[PlanChangeRow],
     now: DateTime<Utc>,
-) -> Result<PlanChange> {
+) -> Result<(PlanChange, String)> {
     let id = &sub.id;
     let (periods, _) = store.subscription_story(id)?;
     if let Some(p) = periods.iter().find(|p| p.state == PeriodState::Open) {
@@ -130,15 +135,45 @@ fn decide(
         next_period: sub.next_period,
         next_due_at: None,
         opens: None,
+        last_period: Some(to.last_period),
     };
+    let clock = &cfg.billing.clock;
+    let tz = clock.timezone;
     // A fixed term or a cancel date is counted in the periods of its interval: the subscription keeps it, now or at
-    // period end (an outsider's at-period-end change billed a year past a cancel date, and recounted an end).
-    if to.interval != sub.interval && (sub.cancel_at.is_some() || sub.last_period.is_some()) {
+    // period end (an outsider's at-period-end change billed a year past a cancel date, and recounted an end); so
+    // does a subscription the new plan gives a term.
+    let bounded = sub.cancel_at.is_some() || sub.last_period.is_some() || to.last_period.is_some();
+    if to.interval != sub.interval && bounded {
         bail!(
-            "subscription {id} has a fixed term or a cancel date: it keeps its interval ({}); nothing changed \
-             (cancel it and add a new subscription for the new plan)",
+            "subscription {id} has a fixed term or a cancel date (or plan {} gives it a term): it keeps its interval \
+             ({}); nothing changed (cancel it and add a new subscription for the new plan)",
+            to.plan_id,
             sub.interval
         );
+    }
+    // No period after the one in force is ever billed (its cancel date, or the end of its term): a change at period
+    // end would apply to nothing (an outsider's was accepted and `show` then reported a plan that never bills), and
+    // one made now would settle its last period.
+    if sub.billed_due(clock, sub.next_period).is_none() {
+        let why = match (sub.cancel_at, sub.last_period) {
+            (Some(at), _) => {
+                format!("it is canceling: no period is billed from {} on (its cancel date)", human(at, tz))
+            }
+            (None, Some(last)) => format!("period {last} is the last of its fixed term"),
+            (None, None) => format!("period {} has no due date", sub.next_period),
+        };
+        match timing {
+            ChangeTiming::PeriodEnd => bail!(
+                "subscription {id}: {why}, so period {}, the first a change at period end would bill on plan {}, \
+                 never opens; nothing changed",
+                sub.next_period,
+                to.plan_id
+            ),
+            ChangeTiming::Now => bail!(
+                "subscription {id}: {why}, so the period in force is its last, and a change now is not made in a \
+                 subscription's last period; nothing changed"
+            ),
+        }
     }
     if timing == ChangeTiming::PeriodEnd {
         discount_keeps_its_plan(cfg, sub, to, sub.interval, sub.next_period)?;
@@ -148,9 +183,18 @@ fn decide(
         {
             (c.anchor_date, c.anchor_period) = (d, sub.next_period);
         }
-        return Ok(c);
+        return Ok((c, String::new()));
     }
-    // Now: the paid period whose span holds `now` is settled.
+    // Now: the paid period whose span holds `now` is settled; a trial has none.
+    if sub.next_period == 0 {
+        let first = sub.billed_due(clock, 0).map(|t| human(t, tz)).unwrap_or_else(|| "-".into());
+        bail!(
+            "subscription {id} is {} and has paid nothing yet (its first charge falls due at {first}): --now settles \
+             a paid period; use --at-period-end (its first period then bills the new plan, at the same date); \
+             nothing changed",
+            sub.status
+        );
+    }
     let end = store.next_due_at(id)?;
     let last = periods.last().filter(|p| p.period + 1 == sub.next_period);
     let Some(paid) = last.filter(|p| p.state == PeriodState::Paid && p.due_at <= now && end.is_some_and(|e| now < e))
@@ -182,9 +226,11 @@ fn decide(
     if to.interval != in_force {
         discount_keeps_its_plan(cfg, sub, to, in_force, paid.period + 1)?;
     }
+    let how;
     let settled = if to.interval == in_force {
         let new = to.amount_of(paid.period);
         c.rate = Some(new);
+        how = explain(rate, new, span, now, false);
         change_keeping_period(rate, new, span, now)
     } else {
         // The new plan's first period starts now (period + 1) and runs to a date one interval after its anchor:
@@ -199,6 +245,7 @@ fn decide(
                 .ok_or_else(|| anyhow!("subscription {id}: the new interval has no next due date; nothing changed"))?,
         );
         c.opens = Some((merchant_uid(&cfg.billing.merchant_uid_prefix, id, paid.period + 1), first));
+        how = explain(rate, first, span, now, true);
         change_restarting_period(rate, first, span, now)
     };
     c.owed = settled.owed();
@@ -214,7 +261,7 @@ fn decide(
         let n = changes.iter().filter(|r| r.change.period == paid.period && r.change.merchant_uid.is_some()).count();
         c.merchant_uid = Some(change_merchant_uid(&cfg.billing.merchant_uid_prefix, id, paid.period, n as u64 + 1));
     }
-    Ok(c)
+    Ok((c, format!("period {} ({} to {}): {how}", paid.period, human(span.start, tz), human(span.end, tz))))
 }
 
 /// Charges a pending change's difference under the one-time protocol (a rerun settles it by lookup first, and
@@ -231,6 +278,7 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
         name: &c.to_plan_name,
         customer_uid: Some(&sub.customer_uid),
         subscription_id: Some(&sub.id),
+        made_at: Some(c.at),
     };
     let mut sender =
         KeySender { cfg, g: &g, store, rt: &rt, customer_uid: &sub.customer_uid, despite_safety_stop: false };
@@ -305,6 +353,23 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
     }
 }
 
+/// The fixed term `to` has once changed, in words: how many periods (counted from its first charge), and its last
+/// period's due date, or that it has none; and that none is left from period `from` on, if so.
+fn term_words(to: &Subscription, from: u64, clock: &crate::billing::calendar::ChargeClock) -> String {
+    let Some(last) = to.last_period else {
+        return "no fixed term on the new plan: billed until canceled".into();
+    };
+    let n = last + 1;
+    let due = to.calendar().due_at(clock, last).map(|t| human(t, clock.timezone)).unwrap_or_else(|| "-".into());
+    let over = crate::billing::terms::term_over(Some(last), from).map(|w| format!(" ({w})")).unwrap_or_default();
+    format!(
+        "its fixed term is {n} period{} counted from its first charge (plan {}): the last is period {last}, due \
+         {due}{over}",
+        if n == 1 { "" } else { "s" },
+        to.plan_id
+    )
+}
+
 pub fn change(
     path: &Path,
     id: &str,
@@ -341,7 +406,7 @@ pub fn change(
     if to.currency != sub.currency {
         bail!("plan {plan} bills in {}, subscription {id} in {}; nothing changed", to.currency, sub.currency);
     }
-    let c = decide(&cfg, &store, &sub, &to, timing, &changes, now)?;
+    let (c, how) = decide(&cfg, &store, &sub, &to, timing, &changes, now)?;
     let row = store.change_plan(&c, changes.len(), now)?.map_err(|why| anyhow!("{why}; nothing changed"))?;
     if timing == ChangeTiming::Now
         && let Some(r) = scheduled(&changes, sub.next_period).last()
@@ -351,8 +416,15 @@ pub fn change(
             r.change.to_plan_id
         );
     }
+    if !how.is_empty() {
+        crate::say!("{id}: {how}");
+    }
+    let term = (to.last_period != sub.last_period).then(|| term_words(&to, c.next_period, &cfg.billing.clock));
     crate::failpoint::failpoint("change_after_pending");
     if row.state == ChangeState::Pending {
+        if let Some(t) = &term {
+            crate::say!("{id}: once in force, {t}");
+        }
         return settle(&cfg, &store, &sub, &row);
     }
     let cur = &sub.currency;
@@ -381,6 +453,9 @@ pub fn change(
             store.credit(id)?
         ),
         _ => crate::say!("{id}: plan changed to {plan} now; nothing owed either way"),
+    }
+    if let Some(t) = &term {
+        crate::say!("{id}: {t}");
     }
     Ok(ExitCode::SUCCESS)
 }

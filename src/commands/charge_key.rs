@@ -117,6 +117,7 @@ pub fn charge_key(
         name,
         customer_uid: Some(customer_uid),
         subscription_id: opts.subscription,
+        made_at: None,
     };
     let mut sender = KeySender {
         cfg: &cfg,

@@ -164,6 +164,7 @@ pub fn charge_once(
         name,
         customer_uid: None,
         subscription_id: None,
+        made_at: None,
     };
     let mut sender = CardSender { cfg: &cfg, g: &g, store: &store, rt: &rt, save, card: None };
     let before = match charge(&cfg, &store, &g, &rt, &ask, &mut sender)? {

@@ -14,6 +14,7 @@
 
 use crate::app::open_store;
 use crate::billing::model::Source;
+use crate::billing::terms::{self, Own};
 use crate::config::{Config, parse_date};
 use crate::store::{Book, ImportRow, ImportedAs};
 use anyhow::{Context, Result, anyhow, bail};
@@ -163,9 +164,10 @@ pub fn import(
                 return Ok(()); // reported by for_each_row
             };
             // A row already imported is skipped, whatever the date: the backdated-start rule is for what it adds.
+            // Judged from its first charge (its start, or the end of its plan's trial), as a config entry's is.
+            let first = terms::first_charge(plan.trial_days, row.start, None);
             if existing.is_none()
-                && let Some(why) =
-                    crate::billing::sync::backdated(plan.interval, row.start, today).filter(|_| !catch_up)
+                && let Some(why) = crate::billing::sync::backdated(plan.interval, first, today).filter(|_| !catch_up)
             {
                 problems.push(
                     row.line,
@@ -245,20 +247,25 @@ fn differs(have: &ImportedAs, row: &Row) -> Option<String> {
 /// written); returns how many rows were inserted and how many skipped.
 fn insert_chunk(store: &impl Book, cfg: &Config, rows: &[Row], now: chrono::DateTime<Utc>) -> Result<(usize, usize)> {
     let mut new = Vec::with_capacity(rows.len());
+    let clock = &cfg.billing.clock;
     for row in rows {
         let plan = cfg.plan(&row.plan).ok_or_else(|| anyhow!("line {}: unknown plan {:?}", row.line, row.plan))?;
-        let calendar =
-            crate::billing::calendar::Calendar { anchor: row.start, anchor_period: 0, interval: plan.interval };
+        // Its plan's trial and term, as a config entry or `subscriptions add` gets them.
+        let s =
+            terms::subscription((&row.id, &row.customer_uid), plan, row.start, &Own::default(), Source::Manual, clock);
         new.push(ImportRow {
-            id: row.id.clone(),
-            customer_uid: row.customer_uid.clone(),
-            plan_id: plan.id.clone(),
-            plan_name: plan.name.clone(),
-            amount: plan.amount,
-            currency: plan.currency.clone(),
-            interval: plan.interval,
-            start_date: row.start,
-            next_due_at: calendar.due_at(&cfg.billing.clock, 0),
+            next_due_at: s.billed_due(clock, 0),
+            id: s.id,
+            customer_uid: s.customer_uid,
+            plan_id: s.plan_id,
+            plan_name: s.plan_name,
+            amount: s.amount,
+            currency: s.currency,
+            interval: s.interval,
+            start_date: s.start_date,
+            anchor_date: s.anchor_date,
+            status: s.status,
+            last_period: s.last_period,
         });
     }
     // Checked in pass 1; looked at again in case another command wrote the same id since.

@@ -30,6 +30,9 @@ pub struct Ask<'a> {
     pub customer_uid: Option<&'a str>,
     /// The subscription a charge of a billing key is tied to.
     pub subscription_id: Option<&'a str>,
+    /// When it is recorded as made (`None`: now, on the real clock): a plan change's charge is made at the change's
+    /// instant, on the billing clock (`--as-of`), as a pass's charges are. Quiet periods stay real.
+    pub made_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// The moment the request may leave: awaited by the gateway right before it sends (see [`Gateway::charge`]).
@@ -82,22 +85,8 @@ pub fn check_args(cfg: &Config, merchant_uid: &str, amount: i64, name: &str, abo
             crate::config::MAX_AMOUNT
         );
     }
-    let n = name.chars().count();
-    if n == 0 || n > 40 {
-        bail!("--name must be 1-40 characters (it is {n})");
-    }
-    if let Some(c) = name.chars().find(|&c| crate::text::invisible(c)) {
-        bail!(
-            "--name contains the invisible character U+{:04X} (a control character, terminal escape, line break or \
-             direction override); the name is the order name the customer sees, so it must be plain text; nothing \
-             was sent",
-            c as u32
-        );
-    }
-    if name.trim().is_empty() {
-        bail!(
-            "--name has nothing visible (white space only); it is the order name the customer sees; nothing was sent"
-        );
+    if let Some(why) = crate::text::order_name_refusal(name) {
+        bail!("--name {why}; nothing was sent");
     }
     crate::commands::check_free_text(cfg, "--name", name)?;
     Ok(())
@@ -301,7 +290,7 @@ pub fn charge<S: Store, G: Gateway>(
     let began = store.begin_one_time(
         &charge,
         &sent,
-        Utc::now(),
+        ask.made_at.unwrap_or_else(Utc::now),
         timeout.as_millis() as u64,
         from_ts(after(worst)),
         prev_tries,

@@ -31,7 +31,8 @@ pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -
     let unsynced = crate::commands::present::unsynced(&cfg, &store, now)?;
     let (added, note) = unsynced.unwrap_or_default();
     let added: Vec<_> = added.into_iter().filter(|_| matches!(status, None | Some(Status::Active))).collect();
-    let first_due = |s: &Subscription| s.calendar().due_at(&cfg.billing.clock, 0);
+    // Its first charge, if it is ever billed (a cancel date at or before it leaves none).
+    let first_due = |s: &Subscription| s.billed_due(&cfg.billing.clock, 0);
     if json {
         let mut rows: Vec<Value> = rows.iter().map(|r| subscription_json(r, retries, tz)).collect();
         rows.extend(added.iter().map(|s| {
@@ -180,6 +181,30 @@ fn outcome(status: ChargeStatus, failure: Option<Failure>, imp_uid: Option<&str>
     }
 }
 
+/// What paid a period that no charge of its own paid (no attempt), for `subscriptions show`: the first period of a
+/// plan change made now to a new interval is paid by the change (its charge `…-cN`, or the old period's unused
+/// part), and one a credit covers whole is paid by the credit. `None`: its attempts say it.
+fn paid_by(p: &PeriodStory, changes: &[crate::store::PlanChangeRow]) -> Option<String> {
+    if p.state != PeriodState::Paid || !p.attempts.is_empty() {
+        return None;
+    }
+    let change = changes.iter().find(|r| r.change.opens.as_ref().is_some_and(|(uid, _)| *uid == p.merchant_uid));
+    Some(match change.map(|r| &r.change) {
+        Some(c) => match &c.merchant_uid {
+            Some(m) => format!(
+                "paid by the change to plan {} (its charge {m}: the first period, less the unused part of period {}); \
+                 no payment has merchant_uid {}",
+                c.to_plan_id, c.period, p.merchant_uid
+            ),
+            None => format!(
+                "paid by the change to plan {} (the unused part of period {} covered it); nothing was charged",
+                c.to_plan_id, c.period
+            ),
+        },
+        None => "paid by credit (from a plan change); nothing was charged".into(),
+    })
+}
+
 pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     let store = open_store(&cfg)?;
@@ -216,6 +241,7 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
                     "period": p.period, "due_at": rfc3339(p.due_at, tz), "merchant_uid": p.merchant_uid,
                     "amount": p.amount, "currency": p.currency, "state": p.state.as_str(), "declines": p.declines,
                     "next_attempt_at": p.next_attempt_at.map(|t| rfc3339(t, tz)),
+                    "paid_by": paid_by(p, &changes),
                     "attempts": p.attempts.iter().map(|a| json!({
                         "attempt": a.attempt, "status": a.status.as_str(), "failure": a.failure.map(Failure::as_str), "imp_uid": a.imp_uid,
                         "reason": a.fail_reason, "made_at": rfc3339(a.created_at, tz),
@@ -291,6 +317,9 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             p.state,
             cell(&p.merchant_uid)
         );
+        if let Some(by) = paid_by(p, &changes) {
+            crate::say!("      {}", cell(&by));
+        }
         for a in &p.attempts {
             let outcome = outcome(a.status, a.failure, a.imp_uid.as_deref(), a.fail_reason.as_deref());
             crate::say!("      attempt {:<2} made {}  {}", a.attempt, human(a.created_at, tz), cell(&outcome));
@@ -370,6 +399,58 @@ fn held_by(store: &impl crate::store::OneTime, r: &crate::store::PlanChangeRow) 
     Ok(format!("by its plan change to {} ({uid}): {charge}; no period opens until it is settled", r.change.to_plan_id))
 }
 
+/// The flags of `subscriptions add` that set a subscription's own terms, as given (the keys of a config entry).
+#[derive(Debug, Clone, Default)]
+pub struct TermFlags {
+    pub trial_ends: Option<String>,
+    pub periods: Option<i64>,
+    pub end: Option<String>,
+    pub cancel_at: Option<String>,
+    pub amount: Option<i64>,
+    pub discount_percent: Option<i64>,
+    pub discount_amount: Option<i64>,
+    pub discount_periods: Option<i64>,
+}
+
+/// Subscription `id` of key `customer_uid` starting `start` on `plan`, with the terms its flags give (`terms`),
+/// checked by the rules of a config entry's keys, each problem naming its flag (all of them, nothing added).
+fn with_terms(
+    ids: (&str, &str),
+    plan: &crate::config::Plan,
+    start: chrono::NaiveDate,
+    terms: &TermFlags,
+    max_amount: i64,
+    clock: &crate::billing::calendar::ChargeClock,
+) -> Result<Subscription> {
+    use crate::billing::terms::{Spelling, Written, WrittenDiscount, check, subscription};
+    let mut problems = Vec::new();
+    let mut date = |flag: &str, t: &Option<String>| {
+        t.as_deref().and_then(|t| match crate::config::parse_date(t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("{flag}: {e}"));
+                None
+            }
+        })
+    };
+    let (trial_ends, end, cancel_at) =
+        (date("--trial-ends", &terms.trial_ends), date("--end", &terms.end), date("--cancel-at", &terms.cancel_at));
+    let discount =
+        (terms.discount_percent.is_some() || terms.discount_amount.is_some() || terms.discount_periods.is_some())
+            .then_some(WrittenDiscount {
+                percent: terms.discount_percent,
+                amount: terms.discount_amount,
+                periods: terms.discount_periods,
+            });
+    let written = Written { trial_ends, periods: terms.periods, end, cancel_at, amount: terms.amount, discount };
+    let (own, found) = check(Some(plan), start, &written, max_amount, Spelling::Flags);
+    problems.extend(found.into_iter().map(|(key, why)| format!("{}: {why}", Spelling::Flags.key(key))));
+    if !problems.is_empty() {
+        bail!("{}; nothing was added", problems.join("; "));
+    }
+    Ok(subscription(ids, plan, start, &own, Source::Manual, clock))
+}
+
 /// `billd subscriptions add`: a subscription kept in the database only, optionally with its card registered and
 /// its first period charged at once (under the same exactly-once rules as scheduled charges).
 /// What `subscriptions add` is told to do besides adding.
@@ -389,7 +470,7 @@ pub fn add(
     id: &str,
     customer_uid: &str,
     plan: &str,
-    start: Option<&str>,
+    (start, terms): (Option<&str>, &TermFlags),
     AddOptions { register_card, replace_key, charge_now, catch_up, at: (now, simulate) }: AddOptions,
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
@@ -409,9 +490,19 @@ pub fn add(
         Some(s) => crate::config::parse_date(s).map_err(|e| anyhow!("--start: {e}"))?,
         None => today,
     };
-    if let Some(why) = crate::billing::sync::backdated(plan.interval, start, today).filter(|_| !catch_up) {
+    // Its trial, term, cancel date, price and discount: a config entry's rules (and its plan's trial and term).
+    let sub = with_terms((id, customer_uid), plan, start, terms, cfg.limits.max_amount, &cfg.billing.clock)?;
+    // Judged from its first charge (its start, or its trial's end), as a config entry's is.
+    if let Some(why) = crate::billing::sync::backdated(plan.interval, sub.anchor_date, today).filter(|_| !catch_up) {
         bail!(
             "--start: {why}; nothing was added. Set --start to the next due date, or pass --catch-up to charge them all"
+        );
+    }
+    if charge_now && sub.anchor_date > start {
+        bail!(
+            "--charge-now: subscription {id} is in its trial until {} (its first charge falls due then); nothing was \
+             added. Drop --charge-now, or give --trial-ends {start} for no trial",
+            sub.anchor_date
         );
     }
     let store = open_store(&cfg)?;
@@ -448,35 +539,17 @@ pub fn add(
         );
     }
     drop((rt, store));
-    let sub = Subscription {
-        id: id.to_owned(),
-        customer_uid: customer_uid.to_owned(),
-        plan_id: plan.id.clone(),
-        plan_name: plan.name.clone(),
-        amount: plan.amount,
-        currency: plan.currency.clone(),
-        interval: plan.interval,
-        start_date: start,
-        anchor_date: start,
-        anchor_period: 0,
-        next_period: 0,
-        status: Status::Active,
-        source: Source::Manual,
-        skip: Vec::new(),
-        discount: None,
-        cancel_at: None,
-        last_period: None,
-    };
-    let first_due = sub.calendar().due_at(&cfg.billing.clock, 0);
+    // None: never billed (a cancel date at or before its first charge).
+    let first_due = sub.billed_due(&cfg.billing.clock, 0);
     // --charge-now makes the first period due at once; later periods keep the start date's anchor.
     let due = if charge_now { first_due.map(|t| t.min(now)) } else { first_due };
     open_store(&cfg)?.insert_manual(&sub, due, now)?;
+    let tz = cfg.billing.clock.timezone;
     crate::say!(
-        "subscription {id} added: {} {} every {}, first due {}",
-        sub.amount,
-        sub.currency,
-        sub.interval,
-        due.map(|t| crate::commands::present::human(t, cfg.billing.clock.timezone)).unwrap_or_default()
+        "subscription {id} added ({}): {}, first due {}",
+        sub.status,
+        crate::billing::terms::describe(&sub, &cfg.billing.clock),
+        due.map(|t| human(t, tz)).unwrap_or_else(|| "never (nothing is charged)".into())
     );
     if !charge_now {
         return Ok(ExitCode::SUCCESS);

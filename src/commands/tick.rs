@@ -44,16 +44,7 @@ pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::com
         for c in &plan.changes {
             match c {
                 crate::billing::sync::Change::Insert(s) => {
-                    crate::say!(
-                        "add     {} ({} {} {}, plan {}, start {}{})",
-                        s.id,
-                        s.amount,
-                        s.currency,
-                        s.interval,
-                        s.plan_id,
-                        s.start_date,
-                        s.discount.map(|d| format!(", {d}")).unwrap_or_default()
-                    )
+                    crate::say!("add     {} ({})", s.id, crate::billing::terms::describe(s, &cfg.billing.clock))
                 }
                 crate::billing::sync::Change::Update { after, what, .. } => {
                     crate::say!("update  {}: {}", after.id, what.join("; "))
@@ -62,13 +53,19 @@ pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::com
             }
         }
     };
-    // After the plan is applied: the re-timing the store did (or would do), and whether there was anything at all.
+    // After the plan is applied: the re-timing the store did (or would do), whether there was anything at all, and
+    // the subscriptions added by command or import that bill a plan at another price than the file's (a sync never
+    // reprices them: grandfathered).
+    let grandfathered = grandfathered(&cfg, &store)?;
     let after = |plan: &crate::billing::sync::SyncPlan| {
         if let Some(r) = &plan.retimed {
             crate::say!("update  {r}");
         }
         if plan.is_empty() {
             crate::say!("in sync: nothing to change");
+        }
+        for g in &grandfathered {
+            crate::say!("note: {g}");
         }
     };
     if dry_run {
@@ -132,4 +129,21 @@ pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::com
         Err(e) => return Err(e),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plans whose price in the file differs from what subscriptions added by command or import are charged on them
+/// (their price when added, or their own `--amount`), in words: a sync never reprices those (grandfathering).
+fn grandfathered(cfg: &crate::config::Config, store: &impl crate::store::Views) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (plan, amount, n) in store.manual_prices()? {
+        let Some(p) = cfg.plan(&plan).filter(|p| p.amount != amount) else { continue };
+        let (s, are) = if n == 1 { ("", "is") } else { ("s", "are") };
+        out.push(format!(
+            "{n} subscription{s} added by command or import on plan {plan} {are} charged {amount} {}, not its price in \
+             the file ({} {}): a sync never reprices them (they keep the price they were added with, or their own \
+             --amount); `billd subscriptions change ID --plan P` moves one to plan P's price",
+            p.currency, p.amount, p.currency
+        ));
+    }
+    Ok(out)
 }

@@ -175,7 +175,8 @@ pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Resul
     // What the config will bill that the database has not seen yet: listed too, marked "not synced".
     let (added, note) = crate::commands::present::unsynced(&cfg, &store, now)?.unwrap_or_default();
     for sub in &added {
-        let first = sub.calendar().due_at(clock, sub.next_period);
+        // Only a period ever billed: a cancel date at or before the first charge leaves none.
+        let first = sub.billed_due(clock, sub.next_period);
         items.extend(charges_until(sub, first, span, clock, (Some("not synced"), 0)));
     }
     items.sort_by(|a, b| a.due.cmp(&b.due).then(a.subscription.cmp(&b.subscription)));

@@ -1,10 +1,10 @@
 //! The `[[plans]]` and `[[subscriptions]]` entries of `schedules.toml`: each checked, every problem named by its
 //! key (`plans[0] (id "basic").amount`), with what is left to bill.
 
-use super::raw::{RawDiscount, RawPlan, RawSubscription};
+use super::raw::{RawPlan, RawSubscription};
 use super::{BILLED_CURRENCY, Limits, Plan, SubscriptionSpec, parse_date, valid_id};
 use crate::billing::calendar::Interval;
-use crate::billing::proration::Discount;
+use crate::billing::terms::{Spelling, Written, WrittenDiscount, check};
 use crate::text::quote;
 use chrono::NaiveDate;
 use std::collections::HashSet;
@@ -21,12 +21,9 @@ pub(super) fn plans(raw: Vec<RawPlan>, limits: &Limits, errs: &mut Vec<String>) 
         if !plan_ids.insert(p.id.clone()) {
             errs.push(format!("{at}.id: duplicate plan id {}", quote(&p.id)));
         }
-        let name_len = p.name.chars().count();
-        if name_len == 0 || name_len > 40 {
-            errs.push(format!(
-                "{at}.name: {} is {name_len} characters; it is sent as the charge's name and must be 1-40",
-                quote(&p.name)
-            ));
+        // The rule of `--name` (the order name the customer sees; every charge of the plan is sent with it).
+        if let Some(why) = crate::text::order_name_refusal(&p.name) {
+            errs.push(format!("{at}.name: {} {why}", quote(&p.name)));
         }
         if p.amount <= 0 {
             errs.push(format!("{at}.amount: {} must be a positive whole number of {}", p.amount, p.currency));
@@ -129,62 +126,32 @@ pub(super) fn subscriptions(
             }
         };
         let catch_up = s.catch_up;
-        let plan_amount = plans.iter().find(|p| p.id == s.plan).map(|p| p.amount);
-        if let Some(a) = s.amount {
-            if a <= 0 {
-                errs.push(format!("{at}.amount: {a} must be a positive whole number of {BILLED_CURRENCY}"));
-            } else if a > limits.max_amount {
-                errs.push(format!(
-                    "{at}.amount: {a} is above limits.max_amount ({}); raise the limit if this is intended",
-                    limits.max_amount
-                ));
-            }
-        }
-        let discount = s.discount.and_then(|d| discount(d, s.amount.or(plan_amount), &at, errs));
-        let trial_ends = s.trial_ends.as_deref().and_then(|t| match parse_date(t) {
-            Ok(d) if d >= start => Some(d),
-            Ok(d) => {
-                errs.push(format!("{at}.trial_ends: {d} is before its start {start}"));
-                None
-            }
-            Err(e) => {
-                errs.push(format!("{at}.trial_ends: {e}"));
-                None
-            }
-        });
-        let periods = match s.periods {
-            None => None,
-            Some(n) if (1..=100_000).contains(&n) => Some(n as u64),
-            Some(n) => {
-                errs.push(format!("{at}.periods: {n} must be 1 to 100000 (a fixed term of that many periods)"));
-                None
-            }
-        };
-        let end = s.end.as_deref().and_then(|t| match parse_date(t) {
-            // The first charge is at the start, or the end of a trial: a term must hold it.
-            Ok(d) => {
-                let trial = plans.iter().find(|p| p.id == s.plan).map_or(0, |p| p.trial_days);
-                let first = trial_ends.unwrap_or(start.checked_add_days(chrono::Days::new(trial)).unwrap_or(start));
-                if d < first {
-                    errs.push(format!("{at}.end: {d} is before its first charge ({first})"));
+        let date = |key: &str, t: &Option<String>, errs: &mut Vec<String>| {
+            t.as_deref().and_then(|t| match parse_date(t) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    errs.push(format!("{at}.{key}: {e}"));
+                    None
                 }
-                Some(d)
+            })
+        };
+        let written = Written {
+            trial_ends: date("trial_ends", &s.trial_ends, errs),
+            periods: s.periods,
+            end: date("end", &s.end, errs),
+            cancel_at: date("cancel_at", &s.cancel_at, errs),
+            amount: s.amount,
+            discount: s.discount.map(|d| WrittenDiscount { percent: d.percent, amount: d.amount, periods: d.periods }),
+        };
+        // The rules `subscriptions add` checks its flags with, named as keys of this entry.
+        let plan = plans.iter().find(|p| p.id == s.plan);
+        let (own, problems) = check(plan, start, &written, limits.max_amount, Spelling::Toml);
+        for (key, why) in problems {
+            match Spelling::Toml.key(key) {
+                "" => errs.push(format!("{at}: {why}")),
+                k => errs.push(format!("{at}.{k}: {why}")),
             }
-            Err(e) => {
-                errs.push(format!("{at}.end: {e}"));
-                None
-            }
-        });
-        if periods.is_some() && end.is_some() {
-            errs.push(format!("{at}: give periods or end, not both (both end its term)"));
         }
-        let cancel_at = s.cancel_at.as_deref().and_then(|t| match parse_date(t) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                errs.push(format!("{at}.cancel_at: {e}"));
-                None
-            }
-        });
         subs.push(SubscriptionSpec {
             id: s.id,
             customer_uid: s.customer_uid,
@@ -192,53 +159,9 @@ pub(super) fn subscriptions(
             start,
             canceled,
             catch_up,
-            amount: s.amount,
-            discount,
-            trial_ends,
-            cancel_at,
-            periods,
-            end,
+            own,
         });
     }
 
     subs
-}
-
-/// A subscription's `discount` (at `at`), checked against the amount it applies to (`None`: unknown, already
-/// reported): exactly one of `percent` (1 to 99) and `amount` (at least 1), `periods` at least 1, and something left
-/// to charge.
-fn discount(d: RawDiscount, amount: Option<i64>, at: &str, errs: &mut Vec<String>) -> Option<Discount> {
-    let before = errs.len();
-    if !(1..=10_000).contains(&d.periods) {
-        errs.push(format!("{at}.discount.periods: {} must be 1 to 10000 (the first periods it applies to)", d.periods));
-    }
-    let periods = d.periods.clamp(1, 10_000) as u64;
-    let out = match (d.percent, d.amount) {
-        (Some(p), None) if (1..=99).contains(&p) => Discount::Percent { percent: p as u8, periods },
-        (Some(p), None) => {
-            errs.push(format!("{at}.discount.percent: {p} must be 1 to 99"));
-            return None;
-        }
-        (None, Some(a)) if a >= 1 => Discount::Amount { amount: a, periods },
-        (None, Some(a)) => {
-            errs.push(format!("{at}.discount.amount: {a} must be a positive whole number of {BILLED_CURRENCY}"));
-            return None;
-        }
-        _ => {
-            errs.push(format!(
-                "{at}.discount: give exactly one of percent or amount, with periods: \
-                 {{ percent = 20, periods = 3 }} or {{ amount = 1000, periods = 3 }}"
-            ));
-            return None;
-        }
-    };
-    if let Some(amount) = amount.filter(|a| *a > 0)
-        && out.leaves_nothing(amount)
-    {
-        errs.push(format!(
-            "{at}.discount: {out} leaves nothing to charge of {amount} {BILLED_CURRENCY}; a discounted period is \
-             charged at least 1"
-        ));
-    }
-    (errs.len() == before).then_some(out)
 }

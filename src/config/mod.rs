@@ -17,11 +17,11 @@ pub use webhooks::{
     WebhookSecretSpec, WebhookSettings,
 };
 
-use crate::billing::calendar::{ChargeClock, Interval};
+use crate::billing::calendar::ChargeClock;
 use crate::billing::dunning::{DunningPolicy, OnExhausted};
 use crate::billing::model::{Source, Status, Subscription};
-use crate::billing::proration::Discount;
 use crate::billing::rails::MassRejection;
+use crate::billing::terms::Own;
 use crate::text::quote;
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use chrono_tz::Tz;
@@ -90,18 +90,8 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub id: String,
-    pub name: String,
-    pub amount: i64,
-    pub currency: String,
-    pub interval: Interval,
-    /// Days of free trial before a new subscription's first charge (0: none).
-    pub trial_days: u64,
-    /// A fixed term: this many periods, then the subscription is completed (`None`: no end).
-    pub periods: Option<u64>,
-}
+/// A `[[plans]]` entry (the billing rules' own type: a subscription's terms are derived from it there).
+pub use crate::billing::terms::Plan;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionSpec {
@@ -113,17 +103,9 @@ pub struct SubscriptionSpec {
     /// `catch_up = true`: a start more than one period back is meant (every period since is charged when it is
     /// added); without it such a start is refused.
     pub catch_up: bool,
-    /// `amount`: its own price, whatever its plan's (a later change of the plan's price leaves it alone).
-    pub amount: Option<i64>,
-    /// `discount`: less charged on its first periods.
-    pub discount: Option<Discount>,
-    /// `trial_ends`: the day its trial ends, instead of its plan's `trial`.
-    pub trial_ends: Option<NaiveDate>,
-    /// `cancel_at`: no period due on or after this local day is charged; it is canceled at its first instant.
-    pub cancel_at: Option<NaiveDate>,
-    /// A fixed term of its own: `periods` (instead of the plan's), or `end` (the periods due up to that day).
-    pub periods: Option<u64>,
-    pub end: Option<NaiveDate>,
+    /// Its own terms (`trial_ends`, `periods`, `end`, `cancel_at`, `amount`, `discount`), checked: see
+    /// [`crate::billing::terms`].
+    pub own: Own,
 }
 
 /// Every problem found in one config file.
@@ -520,12 +502,19 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 /// outside them is a typo, and the calendar's arithmetic must stay far from the end of chrono's range.
 pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
 
-/// Parses a local date `YYYY-MM-DD`, rejecting impossible ones like 2025-02-30 and years outside [`YEARS`].
+/// Parses a local date written `YYYY-MM-DD` exactly (four digits, two, two: `2025-3-10` is refused, as the messages
+/// ask for that form), rejecting impossible ones like 2025-02-30 and years outside [`YEARS`].
 pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
-    let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("{} is not a valid date (YYYY-MM-DD, a day that exists)", quote(text)))?;
+    let bad = || format!("{} is not a valid date (YYYY-MM-DD, a day that exists)", quote(text));
+    let t = text.trim();
+    let form = t.len() == 10
+        && t.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    let d = NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| bad())?;
     if !YEARS.contains(&d.year()) {
         return Err(format!("{} is outside the years 1970 to 9999", quote(text)));
+    }
+    if !form {
+        return Err(bad());
     }
     Ok(d)
 }
@@ -534,17 +523,6 @@ fn parse_time(text: &str) -> Result<NaiveTime, String> {
     NaiveTime::parse_from_str(text.trim(), "%H:%M")
         .or_else(|_| NaiveTime::parse_from_str(text.trim(), "%H:%M:%S"))
         .map_err(|_| format!("{} is not a time of day (HH:MM, 24-hour)", quote(text)))
-}
-
-/// The last period of a fixed term (`None`: no end): the subscription's own `periods` or `end`, else its plan's
-/// `periods`. With `end`, the last period due on or before that day (checked to exist: `end` is not before the first
-/// charge).
-fn last_period(spec: &SubscriptionSpec, plan: &Plan, first: NaiveDate) -> Option<u64> {
-    if let Some(end) = spec.end {
-        let interval = plan.interval;
-        return Some((0..).take_while(|p| interval.nth_date(first, *p).is_some_and(|d| d <= end)).last().unwrap_or(0));
-    }
-    spec.periods.or(plan.periods).map(|n| n.saturating_sub(1))
 }
 
 impl Config {
@@ -557,34 +535,20 @@ impl Config {
                 continue;
             };
             // `start` is the signup; with a trial, the first charge falls due when it ends, and later periods keep
-            // that anchor.
-            let first = spec.trial_ends.unwrap_or_else(|| spec.start + chrono::Days::new(plan.trial_days));
-            let cancel_at = spec.cancel_at.map(|d| self.billing.clock.due_at_midnight(d));
-            let status = match (spec.canceled, cancel_at.is_some(), first > spec.start) {
-                (true, _, _) => Status::Canceled,
-                (false, true, _) => Status::Canceling,
-                (false, false, true) => Status::Trialing,
-                (false, false, false) => Status::Active,
-            };
-            out.push(Subscription {
-                id: spec.id.clone(),
-                customer_uid: spec.customer_uid.clone(),
-                plan_id: plan.id.clone(),
-                plan_name: plan.name.clone(),
-                amount: spec.amount.unwrap_or(plan.amount),
-                currency: plan.currency.clone(),
-                interval: plan.interval,
-                start_date: spec.start,
-                anchor_date: first,
-                anchor_period: 0,
-                next_period: 0,
-                status,
-                source: Source::Config,
-                skip: Vec::new(),
-                discount: spec.discount,
-                cancel_at,
-                last_period: last_period(spec, plan, first),
-            });
+            // that anchor: the rule `subscriptions add` and `import` follow too.
+            let ids = (spec.id.as_str(), spec.customer_uid.as_str());
+            let mut s = crate::billing::terms::subscription(
+                ids,
+                plan,
+                spec.start,
+                &spec.own,
+                Source::Config,
+                &self.billing.clock,
+            );
+            if spec.canceled {
+                s.status = Status::Canceled;
+            }
+            out.push(s);
         }
         out
     }
@@ -592,8 +556,15 @@ impl Config {
     /// What a sync of this config would change in a book holding `db` (its config-sourced subscriptions), on the
     /// local date `today` ([`crate::billing::sync::plan`]).
     pub fn sync_plan(&self, db: &[Subscription], today: NaiveDate) -> crate::billing::sync::SyncPlan {
-        let catch_up = |id: &str| self.subscriptions.iter().any(|s| s.id == id && s.catch_up);
-        crate::billing::sync::plan(&self.wanted_subscriptions(), &catch_up, &self.file, db, today)
+        let keys = |id: &str| {
+            let spec = self.subscriptions.iter().find(|s| s.id == id);
+            crate::billing::sync::EntryKeys {
+                catch_up: spec.is_some_and(|s| s.catch_up),
+                trial_ends: spec.and_then(|s| s.own.trial_ends),
+            }
+        };
+        let file = (self.file.as_path(), self.billing.clock.timezone);
+        crate::billing::sync::plan(&self.wanted_subscriptions(), &keys, file, db, today)
     }
 
     pub fn plan(&self, id: &str) -> Option<&Plan> {

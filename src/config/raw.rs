@@ -167,7 +167,7 @@ pub(super) struct RawSubscription {
 pub(super) struct RawDiscount {
     pub(super) percent: Option<i64>,
     pub(super) amount: Option<i64>,
-    pub(super) periods: i64,
+    pub(super) periods: Option<i64>,
 }
 
 pub(super) fn secret_text(v: StringOrNumber) -> String {

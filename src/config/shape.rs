@@ -7,6 +7,8 @@ use figment::value::{Dict, Value};
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Text,
+    /// A date as text in quotes (`"2025-03-01"`).
+    Date,
     Whole,
     Number,
     /// Text or a whole number (a secret from the environment may look like a number).
@@ -67,15 +69,15 @@ const SUBSCRIPTION: &[(&str, Kind)] = &[
     ("id", Text),
     ("customer_uid", Text),
     ("plan", Text),
-    ("start", Text),
+    ("start", Date),
     ("status", Text),
     ("catch_up", Flag),
     ("amount", Whole),
     ("discount", Table(DISCOUNT)),
-    ("trial_ends", Text),
-    ("cancel_at", Text),
+    ("trial_ends", Date),
+    ("cancel_at", Date),
     ("periods", Whole),
-    ("end", Text),
+    ("end", Date),
 ];
 const TOP: &[(&str, Kind)] = &[
     ("billing", Table(BILLING)),
@@ -146,6 +148,12 @@ fn table(
                 problems.push(format!("{shown_here}: must be {}, not {}", want(kind), name_of(v)));
                 // A stand-in of the right kind, so that the rest of the file is still checked; what the rules
                 // then say of this key is not repeated (`left_out`).
+                // A table left out entirely (an optional one, like a discount: a stand-in would be read as one).
+                if let Table(_) = kind {
+                    dict.remove(&name);
+                    left_out.push(shown_here);
+                    continue;
+                }
                 *v = match kind {
                     Whole | TextOrWhole => Value::from(1i64),
                     Number => Value::from(1.0f64),
@@ -171,7 +179,7 @@ fn whole_value(v: &Value) -> Option<i128> {
 fn fits(kind: Kind, v: &Value) -> bool {
     let whole = |v: &Value| whole_value(v).is_some();
     match kind {
-        Text => matches!(v, Value::String(..)),
+        Text | Date => matches!(v, Value::String(..)),
         Whole => matches!(v, Value::Num(..)) && whole(v),
         Number => matches!(v, Value::Num(..)),
         TextOrWhole => matches!(v, Value::String(..)) || (matches!(v, Value::Num(..)) && whole(v)),
@@ -185,11 +193,15 @@ fn fits(kind: Kind, v: &Value) -> bool {
 fn want(kind: Kind) -> &'static str {
     match kind {
         Text => "text in quotes",
+        Date => "a date in quotes, like \"2025-03-01\" (YYYY-MM-DD)",
         Whole => "a whole number",
         Number => "a number",
         TextOrWhole => "text in quotes",
         Texts => "a list of texts, like [\"1d\", \"2d\"]",
         Flag => "true or false",
+        Table(inner) if std::ptr::eq(inner, DISCOUNT) => {
+            "a table like { percent = 20, periods = 3 } or { amount = 1000, periods = 3 }"
+        }
         Table(_) => "a table",
         Tables(_) => "a list of tables ([[…]])",
     }
@@ -206,6 +218,13 @@ fn name_of(v: &Value) -> String {
             _ => "a number".into(),
         },
         Value::Empty(..) => "nothing".into(),
+        // A TOML date or time written without quotes (figment keeps it as a table of one private key).
+        Value::Dict(_, d) if d.len() == 1 && d.keys().all(|k| k.contains("toml_private_datetime")) => {
+            match d.values().next().and_then(Value::as_str) {
+                Some(t) => format!("the TOML date {} (without quotes)", crate::text::quote(t)),
+                None => "a TOML date without quotes".into(),
+            }
+        }
         Value::Dict(..) => "a table".into(),
         Value::Array(..) => "a list".into(),
     }

@@ -218,7 +218,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 }
                 for c in &plan.changes {
                     match c {
-                        sync::Change::Insert(sub) => info!(event = "subscription.created", subscription = %sub.id, plan = %sub.plan_id, start = %sub.start_date, "subscription.created"),
+                        sync::Change::Insert(sub) => info!(event = "subscription.created", subscription = %sub.id, plan = %sub.plan_id, start = %sub.start_date, terms = %crate::billing::terms::describe(sub, &cfg.billing.clock), "subscription.created"),
                         sync::Change::Update { after, what, .. } => info!(event = "subscription.updated", subscription = %after.id, changes = %what.join("; "), "subscription.updated"),
                         sync::Change::Cancel { id, reason } => info!(event = "subscription.canceled", subscription = %id, reason = %reason, "subscription.canceled"),
                     }

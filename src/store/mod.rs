@@ -144,8 +144,10 @@ pub trait Book {
     fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>>;
 
     /// Adds a subscription created by command (source manual: a config sync never cancels it), with its
-    /// `subscription.created` event, in one write transaction. An error (nothing written) if its id is taken, or
-    /// differs from an existing one only by case (checked inside the transaction).
+    /// `subscription.created` event, in one write transaction: its period 0 next, on its calendar's anchor (its first
+    /// charge: its start, or its trial's end), with its status (trialing, active or canceling), term and cancel date
+    /// as given. An error (nothing written) if its id is taken, or differs from an existing one only by case (checked
+    /// inside the transaction), or its status does not bill.
     fn insert_manual(&self, s: &Subscription, next_due_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()>;
 
     /// The charge clock in force: `billing.timezone` and `charge_time` as of the last sync (`None`: never synced).
@@ -656,6 +658,11 @@ pub trait Views {
     /// (the gateway may not tell keys apart by case): every one not canceled whose key it is, or whose open period
     /// still charges it (a period keeps the key it opened with), by id, with its status and its own key.
     fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status, String)>>;
+
+    /// The prices the subscriptions added by command or import that still bill are charged, per plan: (plan id,
+    /// amount, how many), by plan and amount. A read of committed rows (for `billd sync`'s note on grandfathered
+    /// prices: a config sync never changes those subscriptions).
+    fn manual_prices(&self) -> Result<Vec<(String, i64, u64)>>;
 }
 
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is

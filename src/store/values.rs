@@ -499,7 +499,8 @@ pub struct ImportedAs {
     pub source: Source,
 }
 
-/// A subscription an import adds (source manual, active, anchored at its start) with its first due instant.
+/// A subscription an import adds (source manual, with its plan's terms: `billing::terms::subscription`) with its
+/// first due instant.
 #[derive(Debug, Clone)]
 pub struct ImportRow {
     pub id: String,
@@ -510,6 +511,12 @@ pub struct ImportRow {
     pub currency: String,
     pub interval: crate::billing::calendar::Interval,
     pub start_date: NaiveDate,
+    /// Its first charge's date (its start, or the end of its plan's trial): period 0 of its calendar.
+    pub anchor_date: NaiveDate,
+    /// Trialing (a trial before its first charge) or active.
+    pub status: crate::billing::model::Status,
+    /// The last period of its plan's fixed term (`None`: none).
+    pub last_period: Option<u64>,
     pub next_due_at: Option<DateTime<Utc>>,
 }
 

@@ -28,6 +28,7 @@ pub(super) fn to_q(id: &str, owed: i64) -> PlanChange {
         next_period: 1,
         next_due_at: None,
         opens: None,
+        last_period: None,
     }
 }
 
@@ -42,15 +43,29 @@ pub(super) fn paid_first(s: &impl Store, ids: &[&str]) {
 
 pub fn a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods<B: Backend>(b: &B) {
     let s = b.open();
-    paid_first(&s, &["a", "b"]);
+    paid_first(&s, &["a", "b", "e"]);
     // Decided from a stale read (one change seen that is not there): refused, nothing written.
     assert!(s.change_plan(&to_q("a", -2500), 1, t0()).unwrap().is_err());
     assert!(s.plan_changes("a").unwrap().is_empty());
-    // A downgrade: applied at once, its credit kept (durably: another handle sees it).
-    let row = s.change_plan(&to_q("a", -12_000), 0, t0()).unwrap().expect("applied");
-    assert_eq!(row.state, ChangeState::Applied);
+    // A downgrade: applied at once, its credit kept (durably: another handle sees it), with the term it gives.
+    let row = s.change_plan(&PlanChange { last_period: Some(Some(5)), ..to_q("a", -12_000) }, 0, t0());
+    assert_eq!(row.unwrap().expect("applied").state, ChangeState::Applied);
     let other = b.open();
     assert_eq!(other.credit("a").unwrap(), 12_000);
+    assert_eq!(other.subscription("a").unwrap().unwrap().last_period, Some(5), "the change's term not applied");
+    // A change at period end to a term already over (its last period 0, period 1 next): nothing opens again, and
+    // the subscription is completed.
+    let over = PlanChange {
+        timing: ChangeTiming::PeriodEnd,
+        period: 1,
+        rate: None,
+        last_period: Some(Some(0)),
+        ..to_q("e", 0)
+    };
+    s.change_plan(&over, 0, t0()).unwrap().expect("applied");
+    assert_eq!(b.open().next_due_at("e").unwrap(), None, "a period past the term's end will open");
+    assert_eq!(s.end_canceling(t0() + Duration::days(1)).unwrap(), ["e"]);
+    assert_eq!(status(&b.open(), "e"), Status::Completed);
     assert_eq!(
         (other.subscription("a").unwrap().unwrap().plan_id, other.subscription("a").unwrap().unwrap().amount),
         ("q".into(), 4900)

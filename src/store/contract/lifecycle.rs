@@ -5,8 +5,10 @@ use super::*;
 use crate::billing::proration::Discount;
 
 /// A subscription keeps its discount as a sync inserts or updates it, and as a command adds it; what the next
-/// period charges follows ([`Subscription::amount_of`]).
-pub fn a_subscription_keeps_its_discount_through_sync_and_manual_adds<B: Backend>(b: &B) {
+/// period charges follows ([`Subscription::amount_of`]). A command's add ([`Book::insert_manual`]) keeps the terms it
+/// is given: a trial (trialing, its calendar anchored at the trial's end), a fixed term and a cancel date; a status
+/// that does not bill is refused, nothing written. [`Views::manual_prices`] counts what they are charged.
+pub fn a_subscription_keeps_its_terms_through_sync_and_manual_adds<B: Backend>(b: &B) {
     let s = b.open();
     let clock = ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: "10:00".parse().unwrap() };
     let pct = Discount::Percent { percent: 20, periods: 2 };
@@ -29,6 +31,27 @@ pub fn a_subscription_keeps_its_discount_through_sync_and_manual_adds<B: Backend
     let manual = Subscription { discount: Some(off), ..sub("m") };
     s.insert_manual(&manual, Some(t0()), t0()).unwrap();
     assert_eq!(b.open().subscription("m").unwrap().unwrap().discount, Some(off));
+    // With a trial, a term and a cancel date (an outsider's trial was charged on its signup day, its term forever).
+    let trial_end = manual.start_date + chrono::Days::new(14);
+    let cancel_at = Some(clock.due_at_midnight(trial_end + chrono::Days::new(90)));
+    let terms = [
+        Subscription { anchor_date: trial_end, status: Status::Trialing, last_period: Some(2), ..sub("t") },
+        Subscription { status: Status::Canceling, cancel_at, ..sub("k") },
+    ];
+    for t in &terms {
+        s.insert_manual(t, Some(clock.due_at(t.anchor_date)), t0()).unwrap();
+        let got = b.open().subscription(&t.id).unwrap().unwrap();
+        let kept = (got.anchor_date, got.status, got.last_period, got.cancel_at, got.source);
+        assert_eq!(kept, (t.anchor_date, t.status, t.last_period, t.cancel_at, Source::Manual), "{}", t.id);
+        assert_eq!(b.open().next_due_at(&t.id).unwrap(), Some(clock.due_at(t.anchor_date)));
+    }
+    assert!(s.insert_manual(&Subscription { status: Status::Canceled, ..sub("n") }, None, t0()).is_err());
+    assert!(b.open().subscription("n").unwrap().is_none(), "a subscription added that never bills");
+    // What they are charged, per plan and price ([`Views::manual_prices`]): the three added by command, which a
+    // sync never reprices; the config's are not counted.
+    assert_eq!(b.open().manual_prices().unwrap(), [("p".to_string(), 9900, 3)]);
+    s.set_status("k", Status::Canceled, t0(), "operator").unwrap();
+    assert_eq!(b.open().manual_prices().unwrap(), [("p".to_string(), 9900, 2)], "one that no longer bills counted");
 }
 
 /// `billing.catch_up_window` (issue 25): [`Ledger::skip_stale`] records each billed subscription's next period due

@@ -63,7 +63,7 @@ macro_rules! store_contract_tests {
             a_safety_stop_holds_across_handles_until_released,
             a_sync_with_another_clock_re_times_every_next_charge,
             an_operators_retry_ahead_of_the_schedule_counts_no_decline,
-            a_subscription_keeps_its_discount_through_sync_and_manual_adds,
+            a_subscription_keeps_its_terms_through_sync_and_manual_adds,
             stale_periods_are_skipped_and_never_charged,
             a_pause_with_an_end_is_listed_when_due_and_only_while_suspended,
             a_cancel_at_period_end_stops_opening_and_cancels_when_due,

@@ -563,14 +563,13 @@ impl Book for SqliteStore {
                 s.id
             );
         }
-        // A command adds it from its start: its first period is period 0 of a calendar anchored there.
-        let manual = Subscription {
-            anchor_date: s.start_date,
-            anchor_period: 0,
-            next_period: 0,
-            status: Status::Active,
-            ..s.clone()
-        };
+        // A command adds it before its first period: period 0 of a calendar anchored at its first charge (its start,
+        // or its trial's end), in the status its terms give (trialing, canceling or active; never one that does not
+        // bill).
+        if !s.status.bills() {
+            bail!("subscription {:?} would be added {}: a new subscription bills", s.id, s.status);
+        }
+        let manual = Subscription { anchor_period: 0, next_period: 0, ..s.clone() };
         insert_row(&tx, &manual, Source::Manual, next_due_at.map(secs), now)?;
         tx.commit()?;
         Ok(())

@@ -17,7 +17,8 @@ use serde_json::json;
 
 const CHANGE_SELECT: &str = "SELECT id, state, subscription_id, timing, at, period, from_plan_id, from_amount,
     from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid, anchor_date,
-    anchor_period, next_period, next_due_at, opens_uid, opens_amount, created_at, credit_used, released
+    anchor_period, next_period, next_due_at, opens_uid, opens_amount, created_at, credit_used, released, sets_term,
+    to_last_period
     FROM plan_changes";
 
 fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
@@ -53,6 +54,10 @@ fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
             next_period: r.get::<_, i64>(18)? as u64,
             next_due_at: r.get::<_, Option<i64>>(19)?.map(at),
             opens: opens_uid.zip(opens_amount),
+            last_period: (r.get::<_, i64>(25)? != 0)
+                .then(|| r.get::<_, Option<i64>>(26))
+                .transpose()?
+                .map(|p| p.map(|p| p.max(0) as u64)),
         })
     })();
     Ok((|| {
@@ -82,13 +87,18 @@ fn changes_of(conn: &Connection, id: &str) -> Result<Vec<PlanChangeRow>> {
 pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i64) -> Result<()> {
     let credit = (-c.owed).max(0);
     let calendar = c.timing == ChangeTiming::PeriodEnd || c.opens.is_some();
+    // A term it sets (`?15`: sets one; `?16`: its last period, NULL for none) applies with it; one whose last period
+    // is before the next period leaves nothing to open (completed by the next pass, as a term shortened in the file).
     let changed = tx
         .prepare_cached(
             "UPDATE subscriptions SET plan_id = ?3, plan_name = ?4, amount = ?5, interval = ?6,
                anchor_date = CASE WHEN ?13 THEN ?7 ELSE anchor_date END,
                anchor_period = CASE WHEN ?13 THEN ?8 ELSE anchor_period END,
                next_period = CASE WHEN ?13 THEN ?9 ELSE next_period END,
-               next_due_at = CASE WHEN ?13 THEN coalesce(?10, next_due_at) ELSE next_due_at END,
+               next_due_at = CASE
+                 WHEN ?15 AND ?16 IS NOT NULL AND (CASE WHEN ?13 THEN ?9 ELSE next_period END) > ?16 THEN NULL
+                 WHEN ?13 THEN coalesce(?10, next_due_at) ELSE next_due_at END,
+               last_period = CASE WHEN ?15 THEN ?16 ELSE last_period END,
                credit = credit + ?11 - ?14, updated_at = ?12
              WHERE id = ?1 AND plan_id = ?2",
         )?
@@ -106,7 +116,9 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
             credit,
             now,
             calendar,
-            c.credit_used
+            c.credit_used,
+            c.last_period.is_some(),
+            c.last_period.flatten().map(|p| p as i64)
         ])?;
     if changed != 1 {
         bail!("subscription {} no longer has plan {}; the change is not applied", c.subscription_id, c.from_plan_id);
@@ -146,6 +158,7 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
         "timing": c.timing.as_str(), "at": c.at.to_rfc3339(), "period": c.period,
         "from": c.from_plan_id, "to": c.to_plan_id, "amount": c.to_amount, "interval": c.to_interval.to_string(),
         "owed": c.owed, "merchant_uid": c.merchant_uid, "credit_added": credit, "credit_used": c.credit_used,
+        "last_period": c.last_period.flatten(),
     });
     subscription_event(tx, now, "subscription.plan_changed", &c.subscription_id, detail)
 }
@@ -376,9 +389,9 @@ impl Changes for SqliteStore {
                 "INSERT INTO plan_changes (subscription_id, timing, at, period, from_plan_id, from_amount,
                    from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid,
                    anchor_date, anchor_period, next_period, next_due_at, opens_uid, opens_amount, state, created_at,
-                   updated_at, credit_used)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                   'pending', ?21, ?21, ?22)",
+                    updated_at, credit_used, sets_term, to_last_period)
+                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
+                    'pending', ?21, ?21, ?22, ?23, ?24)",
             )?
             .insert(params![
                 c.subscription_id,
@@ -402,7 +415,9 @@ impl Changes for SqliteStore {
                 c.opens.as_ref().map(|o| o.0.as_str()),
                 c.opens.as_ref().map(|o| o.1),
                 now,
-                c.credit_used
+                c.credit_used,
+                c.last_period.is_some(),
+                c.last_period.flatten().map(|p| p as i64)
             ])?;
         let state = if c.merchant_uid.is_none() {
             apply_in(&tx, id, c, now)?;

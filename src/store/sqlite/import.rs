@@ -29,8 +29,9 @@ pub(super) fn insert_chunk(
     {
         let mut ins = tx.prepare_cached(
             "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
-               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, 0, ?9, 'active', 'manual', ?10, ?10)
+               anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at,
+               last_period)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?11, 0, 0, ?9, ?12, 'manual', ?10, ?10, ?13)
              ON CONFLICT (id) DO NOTHING",
         )?;
         let mut event = tx.prepare_cached(
@@ -50,7 +51,10 @@ pub(super) fn insert_chunk(
                 row.interval.to_string(),
                 start,
                 row.next_due_at.map(super::secs),
-                now
+                now,
+                row.anchor_date.to_string(),
+                row.status,
+                row.last_period.map(|p| p as i64)
             ])?;
             if n == 0 {
                 let found = have.query_row([&row.id], |r| {
@@ -67,7 +71,7 @@ pub(super) fn insert_chunk(
             }
             let detail = serde_json::json!({
                 "plan": row.plan_id, "amount": row.amount, "currency": row.currency, "start": start,
-                "status": "active", "source": "manual", "imported": true,
+                "status": row.status.as_str(), "source": "manual", "imported": true,
             });
             event.execute(params![now, row.id, detail.to_string()])?;
             inserted += 1;

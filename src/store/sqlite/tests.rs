@@ -241,6 +241,7 @@ fn pending_change(store: &Store) {
         next_period: 1,
         next_due_at: None,
         opens: None,
+        last_period: None,
     };
     assert_eq!(store.change_plan(&change, 0, from_ts(10)).unwrap().unwrap().state, ChangeState::Pending);
 }

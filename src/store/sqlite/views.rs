@@ -24,6 +24,15 @@ impl Views for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn manual_prices(&self) -> Result<Vec<(String, i64, u64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT plan_id, amount, count(*) FROM subscriptions WHERE source = 'manual' AND bills
+             GROUP BY plan_id, amount ORDER BY plan_id, amount",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn list_subscriptions(&self, status: Option<Status>) -> Result<Vec<SubscriptionRow>> {
         let mut st =
             self.conn.prepare_cached(&format!("{SUB_ROW_SELECT} WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id"))?;

@@ -62,6 +62,9 @@ pub struct PlanChange {
     /// A new interval made now: the new plan's first period (`period + 1`, from `at`), recorded paid by the change
     /// under this merchant_uid, and its amount.
     pub opens: Option<(String, i64)>,
+    /// The subscription's fixed term once it is applied (`billing::terms::term_on_plan`): `Some(last)`, its last
+    /// period (`Some(None)`: no term); `None`: left as it is (a change recorded before schema 20).
+    pub last_period: Option<Option<u64>>,
 }
 
 impl PlanChange {
