@@ -6,11 +6,13 @@ mod changes;
 mod events;
 mod import;
 mod ledger;
+mod lifecycle;
 mod one_time;
 mod outbox;
 mod record;
 mod refunds;
 mod schema;
+mod stale;
 mod sync;
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_plan_changes.sql"),
     include_str!("migrations/0018_stopped_by.sql"),
     include_str!("migrations/0019_outbox.sql"),
+    include_str!("migrations/0020_no_pause_end_for_dunning.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes
