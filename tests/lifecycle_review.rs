@@ -94,6 +94,8 @@ fn a_subscription_dunning_suspended_is_restarted_by_reactivate_only() {
     assert!(code == Some(1) && said.contains("billd reactivate s"), "{said}");
     let (code, said) = run(&w, &["resume", "s", "--as-of", "2025-01-12T00:00:00+09:00"]);
     assert!(code == Some(1) && said.contains("billd reactivate s"), "{said}");
+    let (code, said) = run(&w, &["retry", "s", "--as-of", "2025-01-12T00:00:00+09:00"]);
+    assert!(code == Some(1) && said.contains("billd reactivate s"), "not `resume it first`: {said}");
     assert_eq!(w.status_of("s"), "suspended");
 
     // The customer registers a card that pays.
@@ -163,6 +165,8 @@ fn resume_and_reactivate_never_announce_a_charge_past_the_end() {
     assert_eq!(w.status_of("fx"), "completed");
 
     // Dunning canceled, nothing left in its term: reactivating would bill nothing.
+    let (code, said) = run(&w, &["resume", "k", "--as-of", "2025-03-10T10:00:00+09:00"]);
+    assert!(code == Some(1) && said.contains("billd reactivate k"), "{said}");
     let (code, said) = run(&w, &["reactivate", "k", "--as-of", "2025-03-10T10:00:00+09:00"]);
     assert!(code == Some(1) && said.contains("--charge-now"), "{said}");
     assert_eq!(w.status_of("k"), "canceled");

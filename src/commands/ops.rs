@@ -30,6 +30,17 @@ fn existing(store: &impl Store, id: &str) -> Result<crate::billing::model::Subsc
     store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))
 }
 
+/// For a refusal: how a subscription that dunning stopped bills again (empty for any other).
+fn by_dunning(store: &impl Store, id: &str) -> Result<String> {
+    Ok(match store.subscription_row(id)? {
+        Some(r) if r.stopped_by_dunning => format!(
+            " (by dunning): once its customer has a card that pays, `billd reactivate {id}` bills it again \
+             (`--charge-now` charges its given-up period first)"
+        ),
+        _ => String::new(),
+    })
+}
+
 /// `until`: the local date it resumes by itself (at its first instant), and whether the periods that fell due while
 /// paused are then charged (`--catch-up`).
 pub fn pause(path: &Path, id: &str, until: Option<(&str, bool)>, at: At) -> Result<ExitCode> {
@@ -216,7 +227,7 @@ fn promise(set: Option<StatusSet>, nothing_more: &str) -> String {
 pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode> {
     let (cfg, store) = open_at(path, at)?;
     match existing(&store, id)?.status {
-        s if s.is_final() => bail!("subscription {id:?} is {s}; it cannot be resumed"),
+        s if s.is_final() => bail!("subscription {id:?} is {s}; it cannot be resumed{}", by_dunning(&store, id)?),
         Status::Suspended => refuse_another_clock(&cfg, &store)?,
         s => {
             crate::say!("{id}: not suspended ({s}); nothing changed");
@@ -340,7 +351,10 @@ pub fn retry(path: &Path, id: &str, at: At) -> Result<ExitCode> {
     let (cfg, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
     if !sub.status.bills() {
-        bail!("subscription {id:?} is {}; resume it first", sub.status);
+        match by_dunning(&store, id)? {
+            hint if hint.is_empty() => bail!("subscription {id:?} is {}; resume it first", sub.status),
+            hint => bail!("subscription {id:?} is {}{hint}", sub.status),
+        }
     }
     if let Some((period, merchant_uid, why)) = store.held_period(id)? {
         bail!(

@@ -99,15 +99,19 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let mut failed: HashSet<String> = HashSet::new();
         loop {
             let mut progressed = false;
-            let mut after: Option<String> = None;
+            let mut after: Option<(DateTime<Utc>, String)> = None;
             loop {
                 if self.stopping() {
                     return Ok(done);
                 }
                 let (only, from) = (self.only.clone(), after.clone());
-                let page = self.db(move |s| s.stale_due(cutoff, only.as_deref(), from.as_deref(), PAGE)).await?;
+                let page = self
+                    .db(move |s| {
+                        s.stale_due(cutoff, only.as_deref(), from.as_ref().map(|(t, id)| (*t, id.as_str())), PAGE)
+                    })
+                    .await?;
                 let Some(last) = page.last() else { break };
-                after = Some(last.sub.id.clone());
+                after = Some((last.next_due_at, last.sub.id.clone()));
                 let todo: Vec<NewPeriod> =
                     page.iter().filter(|d| !failed.contains(&d.sub.id)).map(|d| new_period(&self.cfg, d)).collect();
                 let looked: Vec<(NewPeriod, Lookup)> = futures::stream::iter(todo)

@@ -253,14 +253,15 @@ pub trait Ledger {
     ) -> Result<ClaimStep>;
 
     /// `billing.catch_up_window`, a read of committed rows: the billed subscriptions (of `only`, if given) with no
-    /// open period and no pending plan change whose next period fell due before `cutoff`, by id after `after`, at
-    /// most `limit` (paging by the last id returned yields each once). Their periods are looked up at the gateway,
-    /// then settled by [`Ledger::settle_stale`].
+    /// open period and no pending plan change whose next period fell due before `cutoff`, in (next due instant, id)
+    /// order after the key `after`, at most `limit` (paging by the last key returned yields each once, and a
+    /// subscription settled meanwhile whose next period is still due before `cutoff` comes again, later). Their
+    /// periods are looked up at the gateway, then settled by [`Ledger::settle_stale`].
     fn stale_due(
         &self,
         cutoff: DateTime<Utc>,
         only: Option<&str>,
-        after: Option<&str>,
+        after: Option<(DateTime<Utc>, &str)>,
         limit: usize,
     ) -> Result<Vec<DueSubscription>>;
 

@@ -34,7 +34,7 @@ pub fn a_subscription_keeps_its_discount_through_sync_and_manual_adds<B: Backend
 }
 
 /// `billing.catch_up_window` (issue 25): [`Ledger::stale_due`] lists each billed subscription whose next period fell
-/// due before the cutoff (no open period), paged by id; [`Ledger::settle_stale`] records those periods skipped (with
+/// due before the cutoff (no open period), paged by (due, id); [`Ledger::settle_stale`] records those periods skipped (with
 /// their event) and advances the subscriptions, one period per subscription per call, durably, and never charges
 /// them; periods due at or after the cutoff, open periods and subscriptions that do not bill are left alone.
 pub fn stale_periods_are_skipped_and_never_charged<B: Backend>(b: &B) {
@@ -56,7 +56,7 @@ pub fn stale_periods_are_skipped_and_never_charged<B: Backend>(b: &B) {
     // cutoff (t0+69d), period 3 (t0+90d) after it.
     let now = t0() + Duration::days(100);
     let cutoff = now - Duration::days(31);
-    let skip = |s: &B::Store, limit: usize, after: Option<&str>| -> Vec<(String, u64)> {
+    let skip = |s: &B::Store, limit: usize, after: Option<(DateTime<Utc>, &str)>| -> Vec<(String, u64)> {
         let due = s.stale_due(cutoff, None, after, limit).unwrap();
         let items: Vec<(NewPeriod, StaleFound)> = due
             .iter()
@@ -67,7 +67,8 @@ pub fn stale_periods_are_skipped_and_never_charged<B: Backend>(b: &B) {
     };
     assert_eq!(skip(&s, 10, None), [("a".into(), 1), ("b".into(), 1)]);
     assert_eq!(skip(&b.open(), 1, None), [("a".into(), 2)]);
-    assert_eq!(skip(&b.open(), 10, Some("a")), [("b".into(), 2)], "paged by id");
+    let after_a = Some((t0() + Duration::days(60), "a"));
+    assert_eq!(skip(&b.open(), 10, after_a), [("b".into(), 2)], "paged by (due, id)");
     assert!(skip(&s, 10, None).is_empty(), "nothing more before the cutoff");
     let reread = b.open();
     let states: Vec<(u64, PeriodState)> = story(&reread, "a").iter().map(|(p, st, _)| (*p, *st)).collect();

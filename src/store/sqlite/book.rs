@@ -389,10 +389,10 @@ impl Book for SqliteStore {
                 [id],
                 |r| r.get(0),
             )?;
-            let end = if sub.cancel_at.is_some_and(|c| c <= now) { "its cancel_at passed" } else { "its term is over" };
+            let end = if sub.last_period.is_some_and(|l| period > l) { "its term is over" } else { "its cancel_at" };
             bail!(
-                "subscription {id:?}: reactivated, it would bill nothing ({end}: no period is left to charge){}; \
-                 nothing changed",
+                "subscription {id:?} is not reactivated: it would bill nothing (no period is left to charge before \
+                 {end}){}; nothing changed",
                 given_up
                     .filter(|_| !charge_now)
                     .map(|p| format!("; `billd reactivate {id} --charge-now` charges its given-up period {p}"))

@@ -371,10 +371,10 @@ impl Ledger for SqliteStore {
         &self,
         cutoff: DateTime<Utc>,
         only: Option<&str>,
-        after: Option<&str>,
+        after: Option<(DateTime<Utc>, &str)>,
         limit: usize,
     ) -> Result<Vec<DueSubscription>> {
-        super::stale::stale_due(&self.conn, secs(cutoff), only, after, limit)
+        super::stale::stale_due(&self.conn, secs(cutoff), only, after.map(|(t, id)| (secs(t), id)), limit)
     }
 
     fn settle_stale(&self, items: &[(NewPeriod, StaleFound)], now: DateTime<Utc>) -> Result<Vec<usize>> {

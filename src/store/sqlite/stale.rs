@@ -17,17 +17,19 @@ pub(super) fn stale_due(
     conn: &Connection,
     cutoff: i64,
     only: Option<&str>,
-    after: Option<&str>,
+    after: Option<(i64, &str)>,
     limit: usize,
 ) -> Result<Vec<DueSubscription>> {
+    // Through the due index: a book with nothing stale costs one empty range, whatever its size.
     let mut st = conn.prepare_cached(&format!(
-        "{SUB_SELECT} WHERE bills AND next_due_at < ?1 AND (?2 IS NULL OR id = ?2) AND id > ?3
+        "{SUB_SELECT} WHERE bills AND next_due_at < ?1 AND (next_due_at, id) > (?3, ?4) AND (?2 IS NULL OR id = ?2)
            AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
            AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id
                              AND c.state = 'pending')
-         ORDER BY id LIMIT ?4"
+         ORDER BY next_due_at, id LIMIT ?5"
     ))?;
-    let rows = st.query_map(params![cutoff, only, after.unwrap_or(""), limit.min(i64::MAX as usize) as i64], |r| {
+    let (due, id) = after.unwrap_or((i64::MIN, ""));
+    let rows = st.query_map(params![cutoff, only, due, id, limit.min(i64::MAX as usize) as i64], |r| {
         let due: i64 = r.get(11)?;
         Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: at(due) }))
     })?;

@@ -20,11 +20,6 @@ pub struct Scope {
 impl Scope {
     /// Every subscription, every due period.
     pub const ALL: Scope = Scope { only: None, not_before: None };
-
-    /// Whether subscription `id` is in it.
-    pub fn takes(&self, id: &str) -> bool {
-        self.only.as_deref().is_none_or(|o| o == id)
-    }
 }
 
 /// What the gateway holds under the merchant_uid of a period older than `billing.catch_up_window` (looked up before
