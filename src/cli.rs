@@ -249,8 +249,9 @@ pub enum Command {
     Pause {
         /// The subscription id.
         subscription: String,
-        /// Resume by itself on this local date (YYYY-MM-DD, billing.timezone), at its first instant; periods due
-        /// while paused are skipped then, as with `resume`.
+        /// Resume by itself on this local date (YYYY-MM-DD, billing.timezone), at its first instant, even if no pass
+        /// runs then: periods due while paused (before it) are skipped, as with `resume`; those due after it are
+        /// charged. Refused for a subscription dunning suspended (`billd reactivate` restarts it).
         #[arg(long, value_name = "DATE")]
         until: Option<String>,
         /// With --until: charge the periods that fell due while paused when it resumes.
@@ -260,7 +261,8 @@ pub enum Command {
         at: AsOf,
     },
     /// Resume a suspended subscription. Periods whose due time fell inside the pause are skipped unless --catch-up;
-    /// a period that fell due before the pause and was never charged is charged.
+    /// a period that fell due before the pause and was never charged is charged. One dunning suspended is refused
+    /// (`billd reactivate` restarts it).
     Resume {
         /// The subscription id.
         subscription: String,
@@ -286,7 +288,8 @@ pub enum Command {
         #[command(flatten)]
         at: AsOf,
     },
-    /// Charge a past-due subscription's open period now (same exactly-once rules as scheduled charges).
+    /// Charge a past-due subscription's open period now (same exactly-once rules as scheduled charges); no other
+    /// subscription is charged.
     Retry {
         /// The subscription id.
         subscription: String,
@@ -295,7 +298,8 @@ pub enum Command {
     },
     /// Reactivate a subscription that dunning canceled or suspended (the customer has registered a card that pays):
     /// billing continues with the next period due after now, from its original anchor; with --charge-now, the period
-    /// whose retries ran out is charged now first. One an operator or a sync stopped is not reactivated (exit 1).
+    /// whose retries ran out is charged now first (no other subscription is charged). One an operator or a sync
+    /// stopped is not reactivated, nor one that would bill nothing without --charge-now (exit 1).
     Reactivate {
         /// The subscription id.
         subscription: String,
@@ -410,7 +414,8 @@ pub enum SubscriptionsCommand {
         /// the new card). Without it, an existing key is refused before anything is done.
         #[arg(long, requires = "register_card")]
         replace_key: bool,
-        /// Charge the first period now (refused with a trial: its first charge falls due when the trial ends).
+        /// Charge the first period now (this subscription only: no other one due is charged; refused with a trial:
+        /// its first charge falls due when the trial ends).
         #[arg(long)]
         charge_now: bool,
         /// A --start more than one period back is meant: charge every period since then (refused without it).

@@ -73,6 +73,9 @@ pub fn subscription_json(r: &SubscriptionRow, retries: usize, tz: Tz) -> Value {
         "retries_left": retries_left(r, retries),
         "paid_periods": r.paid_periods,
         "why": r.why,
+        "resume_at": r.resume_at.map(|t| rfc3339(t, tz)),
+        "cancel_at": r.cancel_at.map(|t| rfc3339(t, tz)),
+        "stopped_by": r.stopped_by_dunning.then_some("dunning"),
     })
 }
 

@@ -263,7 +263,9 @@ fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
     let o =
         w.billd().args(["cancel", "cmd", "--at-period-end", "--as-of", "2025-01-20T00:00:00+09:00"]).output().unwrap();
     assert!(
-        o.status.success() && common::text(&o).contains("billed until 2025-02-10 00:00 +09:00"),
+        o.status.success()
+            && common::text(&o).contains("the end of its period in force, 2025-02-10 10:00 +09:00")
+            && common::text(&o).contains("canceled from 2025-02-10 00:00 +09:00"),
         "{}",
         common::text(&o)
     );

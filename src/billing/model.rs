@@ -182,18 +182,45 @@ pub fn reactivation_period(
     }
 }
 
-/// What resuming `sub` (paused at `paused_at`) at `now` does, for [`crate::store::Book::resume_with`]: where billing
-/// restarts ([`restart_after_pause`]), that period's due instant, and the skip windows to keep.
+/// A pause as the book keeps it: when it began (`None`: unknown, a row older than the pause record), when it ends by
+/// itself (`pause --until`; `None`: when an operator resumes it), and whether the periods that fell due while paused
+/// are then charged (the pause's `--catch-up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pause {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub catch_up: bool,
+}
+
+impl Pause {
+    /// Whether it ended by itself at or before `now` (its `until` came).
+    pub fn ended_by(&self, now: DateTime<Utc>) -> bool {
+        self.until.is_some_and(|u| u <= now)
+    }
+
+    /// When it ends for a resume at `now`: at its own end if that came already (whenever the resume runs after it: a
+    /// pass that did not run that day, an operator's `resume`), else at `now`.
+    pub fn end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.until.filter(|_| self.ended_by(now)).unwrap_or(now)
+    }
+}
+
+/// What resuming `sub` (under `pause`) at `now` does, for [`crate::store::Book::resume_with`]: where billing restarts
+/// ([`restart_after_pause`] over the paused interval, which ends at [`Pause::end`]: a pause whose own end came ended
+/// then, and the periods due since are charged as any period missed while billd was down), that period's due instant
+/// if it is ever billed, and the skip windows to keep. `catch_up` charges the periods due while paused, and so does
+/// the pause's own `catch_up` once its end came.
 pub fn resume_plan(
     sub: &Subscription,
-    paused_at: Option<DateTime<Utc>>,
+    pause: &Pause,
     now: DateTime<Utc>,
     catch_up: bool,
     clock: &crate::billing::calendar::ChargeClock,
 ) -> (Restart, Option<DateTime<Utc>>, Vec<(i64, i64)>) {
     let cal = sub.calendar();
     let due = |p| cal.due_at(clock, p);
-    let r = restart_after_pause(sub.next_period, &sub.skip, paused_at, now, catch_up, due);
+    let catch_up = catch_up || (pause.ended_by(now) && pause.catch_up);
+    let r = restart_after_pause(sub.next_period, &sub.skip, pause.since, pause.end(now), catch_up, due);
     let next_due = sub.billed_due(clock, r.next_period);
     let mut skip = sub.skip_ahead_of(next_due.map(|t| t.timestamp()));
     skip.extend(r.skip);
@@ -333,6 +360,50 @@ mod tests {
         let r = restart_after_pause(9, &[first], Some(at("2026-11-20T00:00:00Z")), now, false, monthly);
         assert_eq!(r.next_period, 9);
         assert_eq!((r.owed, r.skipped), (1, 1), "Oct 1 owed and Dec 1 skipped; Nov 1 was skipped by the first");
+    }
+
+    #[test]
+    fn a_pause_that_ended_by_itself_skips_only_what_fell_due_before_its_end() {
+        // Monthly from 2026-01-01 01:00 UTC; period 0 paid; paused on Jan 20 until Feb 15; resumed on Apr 5 (no pass
+        // ran on Feb 15): February's period fell due while paused, March's and April's after the pause.
+        let clock =
+            crate::billing::calendar::ChargeClock { timezone: chrono_tz::UTC, charge_time: "01:00".parse().unwrap() };
+        let sub = Subscription { next_period: 1, ..sub_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()) };
+        let pause =
+            Pause { since: Some(at("2026-01-20T00:00:00Z")), until: Some(at("2026-02-15T00:00:00Z")), catch_up: false };
+        let (r, due, _) = resume_plan(&sub, &pause, at("2026-04-05T00:00:00Z"), false, &clock);
+        assert_eq!((r.next_period, r.skipped), (2, 1), "March and April are owed, February skipped");
+        assert_eq!(due, Some(at("2026-03-01T01:00:00Z")));
+        // Resumed before its end (an operator's resume): the pause ends then.
+        let (r, _, _) = resume_plan(&sub, &pause, at("2026-02-10T00:00:00Z"), false, &clock);
+        assert_eq!((r.next_period, r.skipped), (2, 1));
+        // Its own catch-up applies once its end came, and an operator's --catch-up always.
+        let with = Pause { catch_up: true, ..pause };
+        assert_eq!(resume_plan(&sub, &with, at("2026-04-05T00:00:00Z"), false, &clock).0.next_period, 1);
+        assert_eq!(resume_plan(&sub, &with, at("2026-02-10T00:00:00Z"), false, &clock).0.next_period, 2);
+        assert_eq!(resume_plan(&sub, &pause, at("2026-04-05T00:00:00Z"), true, &clock).0.next_period, 1);
+    }
+
+    fn sub_from(start: NaiveDate) -> Subscription {
+        Subscription {
+            id: "s".into(),
+            customer_uid: "c".into(),
+            plan_id: "p".into(),
+            plan_name: "P".into(),
+            amount: 1,
+            currency: "KRW".into(),
+            interval: "1 month".parse().unwrap(),
+            start_date: start,
+            anchor_date: start,
+            anchor_period: 0,
+            next_period: 0,
+            status: Status::Suspended,
+            source: Source::Config,
+            skip: Vec::new(),
+            discount: None,
+            cancel_at: None,
+            last_period: None,
+        }
     }
 
     #[test]

@@ -128,6 +128,17 @@ pub(super) fn moved(
     let users = users_of(cfg, store, uid, true)?;
     // "subscription a (...) charges it", "subscriptions a, b (...) charge it".
     let verb = |u: &str| if u.starts_with("subscriptions ") { "charge" } else { "charges" };
+    // What dunning stopped bills again only when an operator says so (`reactivate`): named, with the command.
+    let stopped: String = store
+        .stopped_by_dunning(uid)?
+        .iter()
+        .map(|(id, st)| {
+            format!(
+                "\nsubscription {id} of this key was {st} by dunning: `billd reactivate {id} --charge-now` charges its \
+                 given-up period now and bills it again (without --charge-now, from its next period)"
+            )
+        })
+        .collect();
     Ok(match (replaced, users) {
         (Some(old), Some(u)) => {
             format!("billing key {uid} replaced (card {} -> {card}): {u} now {} it", shown(&old.card), verb(&u))
@@ -135,7 +146,7 @@ pub(super) fn moved(
         (Some(old), None) => format!("billing key {uid} replaced (card {} -> {card})", shown(&old.card)),
         (None, Some(u)) => format!("billing key {uid} saved (card {card}): {u} {} it", verb(&u)),
         (None, None) => format!("billing key {uid} saved (card {card})"),
-    })
+    } + &stopped)
 }
 
 pub fn register(

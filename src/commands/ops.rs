@@ -30,6 +30,17 @@ fn existing(store: &impl Store, id: &str) -> Result<crate::billing::model::Subsc
     store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))
 }
 
+/// For a refusal: how a subscription that dunning stopped bills again (empty for any other).
+fn by_dunning(store: &impl Store, id: &str) -> Result<String> {
+    Ok(match store.subscription_row(id)? {
+        Some(r) if r.stopped_by_dunning => format!(
+            " (by dunning): once its customer has a card that pays, `billd reactivate {id}` bills it again \
+             (`--charge-now` charges its given-up period first)"
+        ),
+        _ => String::new(),
+    })
+}
+
 /// `until`: the local date it resumes by itself (at its first instant), and whether the periods that fell due while
 /// paused are then charged (`--catch-up`).
 pub fn pause(path: &Path, id: &str, until: Option<(&str, bool)>, at: At) -> Result<ExitCode> {
@@ -51,8 +62,13 @@ pub fn pause(path: &Path, id: &str, until: Option<(&str, bool)>, at: At) -> Resu
             if catch_up { "the periods due meanwhile charged then" } else { "the periods due meanwhile skipped" };
         format!("it resumes by itself at {} ({what})", human(t, clock.timezone))
     };
+    let by_dunning = store.subscription_row(id)?.is_some_and(|r| r.stopped_by_dunning);
     match sub.status {
         s if s.is_final() => bail!("subscription {id:?} is {s}; it cannot be paused"),
+        Status::Suspended if until.is_none() && by_dunning => crate::say!(
+            "{id}: already suspended (by dunning); nothing changed. `billd reactivate {id}` restarts it once its \
+             customer has a card that pays"
+        ),
         Status::Suspended if until.is_none() => crate::say!("{id}: already suspended; nothing changed"),
         _ => {
             // Rounded up: the pause is never recorded before it happened (a period due in that very second is
@@ -172,10 +188,15 @@ pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<Exit
             );
         }
         let clock = cfg.billing.clock;
-        let end = clock.due_at_midnight(clock.local_date(next));
+        let day = clock.local_date(next);
+        let end = clock.due_at_midnight(day);
         store.cancel_at(id, end, at.0, "canceled at period end by operator")?;
-        let end = human(end, clock.timezone);
-        crate::say!("{id}: canceling; billed until {end}, canceled then (no period due then or later is charged)");
+        crate::say!(
+            "{id}: canceling; billed until the end of its period in force, {} (that next charge is not made): no \
+             period due on {day} or later is charged, and it is canceled from {}",
+            human(next, clock.timezone),
+            human(end, clock.timezone)
+        );
         let pending = crate::store::Changes::plan_changes(&store, id)?;
         if let Some(r) = pending.iter().find(|r| r.state == crate::store::ChangeState::Pending) {
             crate::say!(
@@ -239,7 +260,7 @@ fn promise(set: Option<StatusSet>, nothing_more: &str) -> String {
 pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode> {
     let (cfg, store) = open_at(path, at)?;
     match existing(&store, id)?.status {
-        s if s.is_final() => bail!("subscription {id:?} is {s}; it cannot be resumed"),
+        s if s.is_final() => bail!("subscription {id:?} is {s}; it cannot be resumed{}", by_dunning(&store, id)?),
         Status::Suspended => refuse_another_clock(&cfg, &store)?,
         s => {
             crate::say!("{id}: not suspended ({s}); nothing changed");
@@ -248,30 +269,45 @@ pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode>
     }
     let now = at.0;
     let clock = cfg.billing.clock;
-    // Where billing restarts is decided from the subscription as it is inside the write transaction: only periods
-    // that fell due while it was paused are skipped (unless --catch-up), never one that fell due before.
+    // Where billing restarts is decided from the subscription and its pause as they are inside the write
+    // transaction: only periods that fell due while it was paused (until its own end, if that came) are skipped
+    // (unless --catch-up), never one that fell due before.
     let mut plan = None;
-    let (sub, _) = store.resume_with(id, now, "resumed by operator", |sub, paused_at| {
-        let (r, next_due, skip) = resume_plan(sub, paused_at, now, catch_up, &clock);
-        plan = Some(r);
+    let (sub, _) = store.resume_with(id, now, "resumed by operator", |sub, pause| {
+        let (r, next_due, skip) = resume_plan(sub, pause, now, catch_up, &clock);
+        plan = Some((r, pause.ended_by(now).then_some(pause.until).flatten()));
         Ok((r.next_period, next_due, skip))
     })?;
-    let r = plan.expect("the restart was decided");
-    let local = |p: u64| {
-        sub.calendar().due_at(&clock, p).map(|t| crate::commands::present::human(t, clock.timezone)).unwrap_or_default()
-    };
-    let owed = r.owed;
-    if r.skipped > 0 {
-        crate::say!(
-            "{id}: resumed; {} period(s) that fell due while paused are not charged (--catch-up charges them){}; next \
-             charge {}",
-            r.skipped,
-            if owed > 0 { format!("; {owed} that fell due before the pause will be") } else { String::new() },
-            local(r.next_period)
-        );
-    } else {
-        crate::say!("{id}: resumed; next charge {}", local(r.next_period));
+    let (r, ended) = plan.expect("the restart was decided");
+    let local = |t| human(t, clock.timezone);
+    let mut said = format!("{id}: resumed");
+    if let Some(t) = ended {
+        said += &format!(" (its pause ended by itself at {})", local(t));
     }
+    if r.skipped > 0 {
+        said +=
+            &format!("; {} period(s) that fell due while paused are not charged (--catch-up charges them)", r.skipped);
+    }
+    if r.owed > 0 {
+        said += &format!("; {} that fell due before the pause will be", r.owed);
+    }
+    // What it is now (decided in the resume's transaction): a subscription with nothing left to bill ended there.
+    let after = existing(&store, id)?;
+    let end = after.cancel_at.map(local).unwrap_or_default();
+    match after.status {
+        Status::Completed => said += "; its term is over, nothing is left to bill: completed",
+        Status::Canceled => said += &format!("; its cancel date ({end}) has passed, nothing is left to bill: canceled"),
+        status => {
+            match sub.billed_due(&clock, r.next_period) {
+                Some(t) => said += &format!("; next charge {}", local(t)),
+                None => said += "; no further charge",
+            }
+            if status == Status::Canceling {
+                said += &format!("; canceling: no period due from {end} on is charged, and it is canceled then");
+            }
+        }
+    }
+    crate::say!("{said}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -285,10 +321,33 @@ pub fn reactivate(path: &Path, id: &str, charge_now: bool, at: At) -> Result<Exi
         refuse_if_billing_stopped(&cfg, &store)?;
     }
     let (now, clock) = (at.0, cfg.billing.clock);
-    let (period, reopened) =
-        store.reactivate(id, now, charge_now, |sub| crate::billing::model::reactivation_period(sub, now, &clock))?;
-    let next = store.next_due_at(id)?.map(|t| human(t, clock.timezone)).unwrap_or_else(|| "none".into());
-    crate::say!("{id}: reactivated; billing continues with period {period} ({next})");
+    // The periods it does not charge: from its next one to where billing continues (decided inside the transaction,
+    // from the subscription as it is there).
+    let mut passed = Vec::new();
+    let (period, reopened) = store.reactivate(id, now, charge_now, |sub| {
+        let (period, due) = crate::billing::model::reactivation_period(sub, now, &clock);
+        passed = (sub.next_period..period).filter_map(|p| Some((p, sub.billed_due(&clock, p)?))).collect();
+        (period, due)
+    })?;
+    let local = |t| human(t, clock.timezone);
+    let after = existing(&store, id)?;
+    let next = match store.next_due_at(id)? {
+        Some(t) => format!("period {period} ({})", local(t)),
+        None => "no further period (nothing is left to bill after it)".to_string(),
+    };
+    let mut said = format!("{id}: reactivated; billing continues with {next}");
+    if !passed.is_empty() {
+        let list: Vec<String> = passed.iter().map(|(p, t)| format!("period {p} ({})", local(*t))).collect();
+        said += &format!("; not charged, as it fell due while it was stopped: {}", list.join(", "));
+    }
+    if !charge_now {
+        said += "; the period whose retries ran out is not charged either (--charge-now charges it)";
+    }
+    if after.status == Status::Canceling {
+        let end = after.cancel_at.map(local).unwrap_or_default();
+        said += &format!("; canceling: no period due from {end} on is charged");
+    }
+    crate::say!("{said}");
     let Some(p) = reopened.filter(|_| charge_now) else {
         if charge_now {
             crate::say!("{id}: no period was given up; nothing to charge now");
@@ -325,7 +384,10 @@ pub fn retry(path: &Path, id: &str, at: At) -> Result<ExitCode> {
     let (cfg, store) = open_at(path, at)?;
     let sub = existing(&store, id)?;
     if !sub.status.bills() {
-        bail!("subscription {id:?} is {}; resume it first", sub.status);
+        match by_dunning(&store, id)? {
+            hint if hint.is_empty() => bail!("subscription {id:?} is {}; resume it first", sub.status),
+            hint => bail!("subscription {id:?} is {}{hint}", sub.status),
+        }
     }
     if let Some((period, merchant_uid, why)) = store.held_period(id)? {
         bail!(
@@ -387,11 +449,13 @@ pub enum ChargedNow {
     LeftToDaemon,
 }
 
-/// Runs a pass now for what is due (operator `retry`, `subscriptions add --charge-now`) and returns what became
-/// of the subscription.
+/// Runs a pass now for what is due of subscription `id` only (operator `retry`, `reactivate --charge-now`,
+/// `subscriptions add --charge-now`; the config is applied first, as by every pass) and returns what became of it.
 pub fn charge_due_now(cfg: &crate::config::Config, id: &str, now: chrono::DateTime<Utc>) -> Result<ChargedNow> {
     match engine(cfg.clone()) {
         Ok(engine) => {
+            // This subscription only: every other one due is left to the next pass (`run`, `tick`).
+            let engine = engine.only(id);
             // The config in force is applied first, under the same guard as a pass (a refused config charges
             // nothing).
             runtime()?.block_on(engine.pass(now))?;

@@ -74,7 +74,7 @@ pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -
             next,
             retries_left(r, retries).map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             r.paid_periods,
-            cell(&r.why.as_deref().map(|w| cut(w, 60)).unwrap_or_default())
+            cell(&cut(&why_of(r, tz), 60))
         );
     }
     for s in &added {
@@ -98,6 +98,16 @@ pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -
     Ok(ExitCode::SUCCESS)
 }
 
+/// The WHY column: why it stopped, and when a paused one resumes by itself or a canceling one ends.
+fn why_of(r: &crate::store::SubscriptionRow, tz: chrono_tz::Tz) -> String {
+    let why = r.why.clone().unwrap_or_default();
+    match (r.resume_at, r.cancel_at) {
+        (Some(t), _) => format!("resumes {} (pause --until); {why}", human(t, tz)),
+        (None, Some(t)) if r.status.bills() => format!("ends {} (cancel at period end)", human(t, tz)),
+        _ => why,
+    }
+}
+
 /// What billd does next for a subscription, and when.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Next {
@@ -107,8 +117,14 @@ pub struct Next {
     pub text: String,
 }
 
-/// The next step for `sub` given its periods (oldest first) and its next due instant.
-pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Option<DateTime<Utc>>) -> Next {
+/// The next step for `sub` given its periods (oldest first), its next due instant and whether dunning stopped it
+/// (then `billd reactivate` restarts it, never `resume`).
+pub fn next_action(
+    sub: &Subscription,
+    periods: &[PeriodStory],
+    next_due_at: Option<DateTime<Utc>>,
+    by_dunning: bool,
+) -> Next {
     let none = |text: String| Next { action: "none", at: None, text };
     // A charge already at the gateway is settled by lookup whatever the status (a cancel or a pause promised it).
     let in_doubt = periods
@@ -117,6 +133,7 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
         .find_map(|p| p.attempts.last().filter(|a| a.status.unresolved()).map(|a| (p, a)));
     if let Some((open, a)) = in_doubt.filter(|_| !sub.status.bills()) {
         let after = match sub.status {
+            _ if by_dunning => format!("then nothing until `billd reactivate {} [--charge-now]`", sub.id),
             s if s.is_final() => format!("then nothing: {s}"),
             _ => format!("then nothing until `billd resume {}`", sub.id),
         };
@@ -126,7 +143,16 @@ pub fn next_action(sub: &Subscription, periods: &[PeriodStory], next_due_at: Opt
             text: format!("look up {} (a charge already sent; settled, not repeated), {after}", open.merchant_uid),
         };
     }
+    let reactivate = |what: &str| {
+        format!(
+            "none: {what} by dunning; once its customer has a card that pays, `billd reactivate {0}` bills it again \
+             (`billd reactivate {0} --charge-now` charges its given-up period first)",
+            sub.id
+        )
+    };
     match sub.status {
+        Status::Canceled if by_dunning => return none(reactivate("canceled")),
+        Status::Suspended if by_dunning => return none(reactivate("suspended")),
         Status::Canceled => return none("none: canceled, never charged again".into()),
         Status::Completed => return none("none: its term is over (completed)".into()),
         Status::Suspended => return none(format!("none until `billd resume {}`", sub.id)),
@@ -221,8 +247,18 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     };
     let next_due_at = store.next_due_at(id)?;
     let (periods, why) = store.subscription_story(id)?;
-    let next = next_action(&sub, &periods, next_due_at);
+    let row = store.subscription_row(id)?;
+    let by_dunning = row.as_ref().is_some_and(|r| r.stopped_by_dunning);
+    let mut next = next_action(&sub, &periods, next_due_at, by_dunning);
     let tz = cfg.billing.clock.timezone;
+    // A pause with an end: it resumes by itself then, and what it charges first after it.
+    let after_pause = crate::commands::upcoming::after_pause(&cfg, &store, &sub, &periods)?;
+    if let Some((until, _, _)) = after_pause.filter(|_| next.action == "none") {
+        let text = "resume by itself (pause --until; an operator's `billd resume` before then resumes it sooner)";
+        next = Next { action: "resume", at: Some(until), text: text.into() };
+    }
+    let then = after_pause.and_then(|(_, p, t)| Some((p, t?)));
+    let cancel_at = row.as_ref().and_then(|r| r.cancel_at).filter(|_| !sub.status.is_final());
     let why = why.filter(|_| matches!(sub.status, Status::Canceled | Status::Completed | Status::Suspended));
     // One-time charges of its billing key tied to it (`charge-key --subscription`).
     let extra = store.list_one_time(false, None, Some(id))?;
@@ -256,6 +292,10 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
             "discount": sub.discount, "start": sub.start_date.to_string(), "source": sub.source.as_str(),
             "status": sub.status.as_str(),
             "why": why, "next": { "action": next.action, "at": next.at.map(|t| rfc3339(t, tz)), "what": next.text },
+            "after_pause": then.map(|(p, t)| json!({ "period": p, "at": rfc3339(t, tz) })),
+            "resume_at": after_pause.map(|(t, _, _)| rfc3339(t, tz)),
+            "cancel_at": cancel_at.map(|t| rfc3339(t, tz)),
+            "stopped_by": by_dunning.then_some("dunning"),
             "periods": periods,
             "credit": credit,
             "credit_released": released,
@@ -303,6 +343,12 @@ pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     }
     if let Some(h) = &held {
         crate::say!("  held     {}", cell(h));
+    }
+    if let Some((p, t)) = then {
+        crate::say!("  then     charge period {p} at {}", human(t, tz));
+    }
+    if let Some(t) = cancel_at {
+        crate::say!("  ends     {}: no period due then or later is charged (cancel at period end)", human(t, tz));
     }
     if periods.is_empty() {
         crate::say!("  periods  none opened yet");

@@ -3,10 +3,10 @@
 
 use crate::app::{load_config, open_store};
 use crate::billing::calendar::ChargeClock;
-use crate::billing::model::{Subscription, catch_up_cutoff};
+use crate::billing::model::{Pause, Status, Subscription, catch_up_cutoff, resume_plan};
 use crate::billing::proration::apply_credit;
 use crate::commands::present::{count, human};
-use crate::store::{Changes, OpenPeriod, Views, from_ts};
+use crate::store::{Changes, OpenPeriod, PeriodState, PeriodStory, Views, from_ts};
 use crate::text::cell;
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -80,6 +80,46 @@ fn charges_until(
         due = sub.billed_due(clock, p);
     }
     out
+}
+
+/// A subscription paused until a date as it will be once its pause ends by itself (`pause --until`), as the pass at
+/// that end restarts it ([`resume_plan`]: the periods due while paused skipped, unless the pause's `--catch-up`): the
+/// pause's end, the subscription then, and its next due instant (`None`: nothing left to bill). `None` for a pause
+/// without an end.
+pub fn resumed(
+    sub: &Subscription,
+    pause: &Pause,
+    clock: &ChargeClock,
+) -> Option<(DateTime<Utc>, Subscription, Option<DateTime<Utc>>)> {
+    let until = pause.until?;
+    let (r, next_due, skip) = resume_plan(sub, pause, until, pause.catch_up, clock);
+    Some((until, Subscription { next_period: r.next_period, skip, status: Status::Active, ..sub.clone() }, next_due))
+}
+
+/// A pause's end, the period charged first after it, and when (`None`: nothing left to bill).
+pub type AfterPause = (DateTime<Utc>, u64, Option<DateTime<Utc>>);
+
+/// For `subscriptions show`: a paused subscription's own end and its first charge after it (the period, and when:
+/// at the end for an open period owed from before the pause, else its due instant; `None`: nothing left to bill).
+pub fn after_pause(
+    cfg: &crate::config::Config,
+    store: &impl Views,
+    sub: &Subscription,
+    periods: &[PeriodStory],
+) -> Result<Option<AfterPause>> {
+    let Some(pause) = store.pause_of(&sub.id)? else { return Ok(None) };
+    let Some((until, after, next_due)) = resumed(sub, &pause, &cfg.billing.clock) else { return Ok(None) };
+    // An open period not in doubt nor held is charged when it resumes.
+    let open = periods.iter().find(|p| {
+        p.state == PeriodState::Open
+            && p.attempts
+                .last()
+                .is_none_or(|a| !a.status.unresolved() && a.failure != Some(crate::store::Failure::Mismatch))
+    });
+    Ok(Some(match open {
+        Some(p) => (until, p.period, Some(until)),
+        None => (until, after.next_period, next_due),
+    }))
 }
 
 /// The kind of a period the subscription's credit pays whole (no charge).
@@ -171,6 +211,26 @@ pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Resul
         }
         let credit = store.credit(&sub.id)?;
         items.extend(charges_until(&sub, next_due, span, clock, (None, credit)));
+    }
+    // Paused until a date: what it charges once it resumes by itself (its open period then, and the periods after).
+    for (sub, pause, open) in store.resuming_by(until)? {
+        let Some((end, after, next_due)) = resumed(&sub, &pause, clock) else { continue };
+        if let Some(OpenPeriod { period, amount, currency, .. }) = open {
+            items.push(Upcoming {
+                at: end.max(now).with_timezone(&clock.timezone).to_rfc3339(),
+                due_at: end.with_timezone(&clock.timezone).to_rfc3339(),
+                subscription: sub.id.clone(),
+                customer_uid: sub.customer_uid.clone(),
+                period,
+                amount,
+                currency,
+                kind: "retry",
+                credit: 0,
+                due: end,
+            });
+        }
+        let credit = store.credit(&sub.id)?;
+        items.extend(charges_until(&after, next_due, span, clock, (None, credit)));
     }
     // What the config will bill that the database has not seen yet: listed too, marked "not synced".
     let (added, note) = crate::commands::present::unsynced(&cfg, &store, now)?.unwrap_or_default();

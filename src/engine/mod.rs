@@ -9,6 +9,7 @@ mod pipeline;
 mod reconcile;
 pub mod refunds;
 mod report;
+mod scope;
 #[cfg(test)]
 mod tests;
 
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::failpoint::failpoint;
 use crate::gateway::Gateway;
 use crate::realtime::{RealClock, SystemClock};
-use crate::store::{Attempt, ClaimStep, DueSubscription, NewPeriod, Store};
+use crate::store::{Attempt, ClaimStep, DueSubscription, NewPeriod, Scope, Store};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use metrics::Metrics;
@@ -54,6 +55,9 @@ pub struct Engine<S: Store, G: Gateway> {
     /// Held while a pass reconciles and while a notification settles a charge (`notices`): one of them at a time, so
     /// that neither records over what the other is deciding.
     settling: Arc<tokio::sync::Mutex<()>>,
+    /// The one subscription its passes charge (a command that charges one now: `retry`, `reactivate --charge-now`,
+    /// `subscriptions add --charge-now`); `None`: every subscription (`run`, `tick`).
+    only: Option<String>,
 }
 
 impl<S: Store, G: Gateway> Clone for Engine<S, G> {
@@ -71,6 +75,7 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             released: self.released.clone(),
             resend_capped: self.resend_capped.clone(),
             settling: self.settling.clone(),
+            only: self.only.clone(),
         }
     }
 }
@@ -112,6 +117,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             released: Arc::new(AtomicBool::new(false)),
             resend_capped: Arc::new(AtomicBool::new(false)),
             settling: Arc::new(tokio::sync::Mutex::new(())),
+            only: None,
         }
     }
 
@@ -265,15 +271,15 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         report.mismatched = tally.mismatched;
         report.last_record = tally.last_commit;
         report.next_wake = self.db(|s| s.next_wake()).await?;
-        if self.log_over_amount_limit(now).await? > 0 {
-            // Held-back periods stay due: do not wake for them again at once.
+        if self.log_over_amount_limit(now).await? > 0 || report.stale_left + report.resumes_failed > 0 {
+            // Held back (over the limit, a failed lookup, a pause not ended): still due; do not wake at once for it.
             report.next_wake = report.next_wake.map(|t| t.max(now + chrono::Duration::minutes(1)));
         }
         self.metrics.mass_rejection.store(tally.mass_rejection.is_some(), Ordering::Relaxed);
         if let Some(mass) = tally.mass_rejection {
             return Err(mass.into());
         }
-        if self.released.load(Ordering::SeqCst) {
+        if self.released.load(Ordering::SeqCst) && self.only.is_none() {
             // The pass an operator allowed ended without tripping again: billing goes on.
             let why = "the pass after the operator's release sent what was due within the limit";
             self.db(move |s| s.lift_safety_stop(why, false, chrono::Utc::now())).await?;
@@ -299,12 +305,14 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         (report.reconciled, report.deferred) = self.reconcile_stale(at, tx, sem).await?;
         self.settle_held_changes(now).await?;
         self.trip_if_resends_capped(now).await?;
-        // Pauses that end now resume; periods due longer ago than billing.catch_up_window are skipped, never
-        // charged; both before anything opens.
-        self.resume_due(now).await?;
+        // Pauses that end now resume (as of their end); periods due longer ago than billing.catch_up_window are looked
+        // up and recorded paid or skipped, never charged; both before anything opens.
+        (_, report.resumes_failed) = self.resume_due(now).await?;
         self.end_canceling(now).await?;
-        report.skipped = self.skip_stale(now).await?;
+        let stale = self.settle_stale(now).await?;
+        (report.skipped, report.found_paid, report.stale_left) = (stale.skipped, stale.found_paid, stale.left);
         self.announce_trials_ending(now).await?;
+        let scope = self.scope(now);
 
         // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
         loop {
@@ -319,11 +327,13 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let sent = self.metrics.charges_sent.load(Ordering::Relaxed).saturating_sub(sent_before);
             // How many charges this round may claim (all that is due, or, after an operator's release, what is left
             // of the limit).
-            let allowed = self.check_charges_per_pass(now, sent as usize).await?;
+            let allowed = self.check_charges_per_pass(&scope, now, sent as usize).await?;
             // A round opens at most one period per subscription due at its start (a later period of the same
             // subscription waits for the next round, after the outcome of this one).
             let max_amount = self.cfg.limits.max_amount;
-            let to_open = self.db(move |s| s.subscriptions_to_open_count(now, max_amount)).await?.min(allowed);
+            let within = scope.clone();
+            let to_open =
+                self.db(move |s| s.subscriptions_to_open_count_within(&within, now, max_amount)).await?.min(allowed);
             let mut claim_left = allowed;
             let mut opened = 0;
             let mut claimed_any = false;
@@ -335,7 +345,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let counts = Counts::default();
             let mut senders = Senders { queue: queue.clone(), set: tokio::task::JoinSet::new() };
             let mut halted = false;
-            let mut next = Some(tokio::spawn(self.clone().open_and_claim(now, to_open, claim_left.min(PAGE))));
+            let mut next =
+                Some(tokio::spawn(self.clone().open_and_claim(scope.clone(), now, to_open, claim_left.min(PAGE))));
             // A stop, a config refused during the pass (a SIGHUP), or a mass rejection: no more claims; what is
             // claimed and unsent is released below (the gate already lets nothing leave).
             let halt = || self.stopping() || self.config_refused().is_some() || self.mass_rejected();
@@ -348,7 +359,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 }
                 if !halt() && claim_left > 0 {
                     let (open, page) = (to_open.saturating_sub(opened), claim_left.min(PAGE));
-                    next = Some(tokio::spawn(self.clone().open_and_claim(now, open, page)));
+                    next = Some(tokio::spawn(self.clone().open_and_claim(scope.clone(), now, open, page)));
                 }
                 if batch.is_empty() {
                     continue;
@@ -423,9 +434,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// billing stops in the book ([`crate::store::Book::stop_billing`]) until an operator acts, so that a later pass,
     /// in this process or another, does not start again with a fresh count. After an operator's release the round
     /// may send what is left of the limit, part of what is due.
-    async fn check_charges_per_pass(&self, now: DateTime<Utc>, sent: usize) -> Result<usize> {
+    async fn check_charges_per_pass(&self, scope: &Scope, now: DateTime<Utc>, sent: usize) -> Result<usize> {
         let max_amount = self.cfg.limits.max_amount;
-        let due = self.db(move |s| s.due_backlog(now, max_amount)).await?.max(0) as usize;
+        let scope = scope.clone();
+        let due = self.db(move |s| s.due_backlog_within(&scope, now, max_amount)).await?.max(0) as usize;
         let left = self.budget.load(Ordering::SeqCst) as usize;
         if due <= left {
             return Ok(due);
@@ -502,7 +514,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             }
             Some(stop) if stop.released => {
                 // The release is used up as this pass starts: a pass that ends early (a process killed in a crash
-                // loop) leaves billing stopped, instead of each restart sending up to the limit again.
+                // loop) leaves billing stopped, instead of each restart sending up to the limit again. (A command's
+                // pass for one subscription leaves the release to the next full pass.)
                 const UNFINISHED: &str = " (released; the pass it allowed did not finish: release again)";
                 let reason = stop.reason.trim_end_matches(UNFINISHED);
                 let running = crate::store::SafetyStop {
@@ -511,7 +524,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     at: stop.at,
                     released: false,
                 };
-                self.db(move |s| s.stop_billing(&running)).await?;
+                if self.only.is_none() {
+                    self.db(move |s| s.stop_billing(&running)).await?;
+                }
                 self.released.store(true, Ordering::SeqCst);
             }
             Some(stop) => {
@@ -541,6 +556,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// how many periods it opened and the claimed attempts.
     async fn open_and_claim(
         self,
+        scope: Scope,
         now: DateTime<Utc>,
         open_at_most: usize,
         page: usize,
@@ -550,7 +566,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let ClaimStep { opened, attempts, refused } = self
             .db(move |s| {
                 let max_amount = cfg.limits.max_amount;
-                s.open_and_claim(now, page, open_at_most, max_amount, timeout_ms, |d| new_period(&cfg, d))
+                s.open_and_claim_within(&scope, now, page, open_at_most, max_amount, timeout_ms, |d| {
+                    new_period(&cfg, d)
+                })
             })
             .await?;
         // Not opened: the period's merchant_uid is taken; its subscription was suspended (and the page went on).

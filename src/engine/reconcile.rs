@@ -62,6 +62,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 self.db(move |s| s.unresolved_after(now, key.as_ref().map(|(s, p)| (s.as_str(), *p)), PAGE)).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.subscription_id.clone(), last.period));
+            // A pass for one subscription (a command's) settles its attempts only.
+            let page: Vec<Attempt> = page.into_iter().filter(|a| self.in_scope(&a.subscription_id)).collect();
             n += page.len();
             for a in page {
                 if self.stopping() {
@@ -87,6 +89,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let _all = sem.acquire_many(self.cfg.gateway.concurrency as u32).await?;
         drop(_all);
         self.flush(tx).await?;
+        if self.only.is_some() {
+            // One-time charges and refunds are left to the next full pass.
+            return Ok((n, deferred.load(Ordering::Relaxed)));
+        }
         let (one_time, one_time_deferred) = self.reconcile_one_time(now).await?;
         let refunds = self.reconcile_refunds(now).await?;
         Ok((n + one_time + refunds, deferred.load(Ordering::Relaxed) + one_time_deferred))

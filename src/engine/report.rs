@@ -97,8 +97,15 @@ impl std::error::Error for MassRejected {}
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {
     pub reconciled: usize,
-    /// Periods skipped, never charged: due longer ago than `billing.catch_up_window`.
+    /// Periods skipped, never charged: due longer ago than `billing.catch_up_window` and not paid at the gateway.
     pub skipped: usize,
+    /// Periods due longer ago than `billing.catch_up_window` that the gateway had paid (the book did not know):
+    /// recorded paid, not charged again.
+    pub found_paid: usize,
+    /// Subscriptions whose period older than the window could not be looked up: left for a later pass.
+    pub stale_left: usize,
+    /// Pauses whose end came that could not be resumed: left for the next pass.
+    pub resumes_failed: usize,
     pub opened: usize,
     pub sent: usize,
     pub paid: usize,
@@ -135,6 +142,7 @@ impl PassReport {
             charge_ms = self.charge_time().map(ms).unwrap_or(0.0),
             reconciled = self.reconciled,
             skipped = self.skipped,
+            found_paid = self.found_paid,
             opened = self.opened,
             sent = self.sent,
             paid = self.paid,
@@ -231,7 +239,7 @@ pub(super) fn log_changes(changes: &[StatusChange]) {
     for c in changes {
         let event = format!("subscription.{}", c.to.as_str());
         match c.to {
-            crate::billing::model::Status::Active => {
+            crate::billing::model::Status::Active | crate::billing::model::Status::Completed => {
                 info!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
             }
             _ if c.credit_released > 0 => {

@@ -333,3 +333,89 @@ fn a_later_billing_instant_never_shortens_the_real_quiet_period() {
     let report = rt.block_on(engine.pass(after)).unwrap();
     assert_eq!((report.reconciled, report.deferred), (1, 0), "{report:?}");
 }
+
+/// A gateway whose lookups fail for the merchant_uids listed in `failing` (and find nothing otherwise), and that
+/// pays every charge, recording its merchant_uid.
+#[derive(Default)]
+struct FailingLookups {
+    failing: Mutex<Vec<String>>,
+    charged: Mutex<Vec<String>>,
+}
+
+impl Gateway for FailingLookups {
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+    async fn authenticate(&self) -> crate::gateway::Auth {
+        crate::gateway::Auth::Accepted
+    }
+    async fn charge(&self, req: &ChargeRequest, go: impl Future<Output = bool> + Send) -> Option<ChargeOutcome> {
+        if !go.await {
+            return None;
+        }
+        self.charged.lock().unwrap().push(req.merchant_uid.clone());
+        Some(ChargeOutcome::Paid { imp_uid: format!("imp_{}", self.charged.lock().unwrap().len()) })
+    }
+    async fn refund(
+        &self,
+        _: &crate::gateway::RefundRequest,
+        _: impl Future<Output = bool> + Send,
+    ) -> Option<crate::gateway::RefundOutcome> {
+        unreachable!("this test makes no refunds")
+    }
+    async fn refunds(&self, _: &str, _: &str) -> crate::gateway::RefundsLookup {
+        unreachable!("this test makes no refunds")
+    }
+    async fn payment(&self, _: &str) -> Lookup {
+        Lookup::NotFound
+    }
+    async fn find(&self, merchant_uid: &str, _: &str) -> Lookup {
+        if self.failing.lock().unwrap().iter().any(|m| m == merchant_uid) {
+            Lookup::Error("HTTP 503".into())
+        } else {
+            Lookup::NotFound
+        }
+    }
+}
+
+/// `catch_up_window` (issue 25 review): a period older than the window is looked up before it is skipped; when its
+/// lookup fails it is neither skipped nor charged, and no later period of its subscription opens in that pass (it
+/// waits, and the pass does not wake again at once); the next pass whose lookup answers skips it, then charges
+/// what is inside the window. Other subscriptions are billed meanwhile.
+#[test]
+fn a_stale_period_whose_lookup_fails_is_neither_skipped_nor_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2, 2);
+    cfg.billing.catch_up_window = Some(std::time::Duration::from_secs(10 * 86_400));
+    let first = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
+    let engine = Engine::new(SqliteStore::open(&cfg.billing.database).unwrap(), FailingLookups::default(), cfg)
+        .with_real_clock(TestClock::at(first));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(engine.pass(first)).unwrap();
+    // April 5: February's and March's periods are older than 10 days; April 1's is inside the window. s0's
+    // lookups fail.
+    *engine.gateway.failing.lock().unwrap() = vec!["billd-s0-1".into()];
+    let now = DateTime::parse_from_rfc3339("2025-04-05T02:00:00Z").unwrap().with_timezone(&Utc);
+    let report = rt.block_on(engine.pass(now)).unwrap();
+    let states = |id: &str| -> Vec<(u64, PeriodState)> {
+        let s = engine.store.lock().unwrap();
+        s.subscription_story(id).unwrap().0.iter().map(|p| (p.period, p.state)).collect()
+    };
+    assert_eq!(states("s0"), [(0, PeriodState::Paid)], "skipped or charged without a lookup");
+    assert_eq!(
+        states("s1"),
+        [(0, PeriodState::Paid), (1, PeriodState::Skipped), (2, PeriodState::Skipped), (3, PeriodState::Paid)]
+    );
+    assert_eq!((report.skipped, report.stale_left), (2, 1));
+    assert!(report.next_wake.is_some_and(|t| t >= now + chrono::Duration::minutes(1)), "{:?}", report.next_wake);
+    // The gateway answers again.
+    engine.gateway.failing.lock().unwrap().clear();
+    rt.block_on(engine.pass(now + chrono::Duration::hours(1))).unwrap();
+    assert_eq!(
+        states("s0"),
+        [(0, PeriodState::Paid), (1, PeriodState::Skipped), (2, PeriodState::Skipped), (3, PeriodState::Paid)]
+    );
+    let mut charged = engine.gateway.charged.lock().unwrap().clone();
+    charged.sort();
+    assert_eq!(charged, ["billd-s0-0", "billd-s0-3", "billd-s1-0", "billd-s1-3"]);
+}

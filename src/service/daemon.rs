@@ -183,7 +183,7 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
                 Ok(r) => {
                     metrics.unauthorized.store(false, std::sync::atomic::Ordering::Relaxed);
                     refusals = 0;
-                    if r.sent + r.reconciled + r.skipped > 0 {
+                    if r.sent + r.reconciled + r.skipped + r.found_paid > 0 {
                         r.log_done(pass_at, pass_started.elapsed());
                     }
                     let pause = r.next_wake.map(|t| clock.real_until(t)).unwrap_or(MAX_SLEEP).min(max_sleep);

@@ -32,7 +32,7 @@ pub use notices::{NoticeTarget, Notices};
 pub use values::*;
 
 use crate::billing::calendar::ChargeClock;
-use crate::billing::model::{Status, Subscription};
+use crate::billing::model::{Pause, Status, Subscription};
 use crate::billing::quiet::RealInstant;
 use crate::billing::sync::SyncPlan;
 use anyhow::Result;
@@ -88,25 +88,31 @@ pub trait Book {
     /// requests have not left (no [`Ledger::begin_send`] yet): once it commits, none of them can be sent.
     fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<StatusSet>>;
 
-    /// Resumes a suspended subscription, in one write transaction: `restart` gets the subscription as it is inside
-    /// it (so a sync that changed its calendar meanwhile is seen) and the instant it was suspended, and returns the
-    /// period to restart at, its due instant and the skip windows to keep. The subscription becomes active only if
+    /// Resumes a suspended subscription, in one write transaction: `restart` gets the subscription and its pause
+    /// (when it began, when it ends by itself, its catch-up) as they are inside it (so a sync that changed its
+    /// calendar meanwhile, or a pause given another end, is seen), and returns the period to restart at, its due
+    /// instant and the skip windows to keep (or an error: nothing written). The subscription becomes active only if
     /// it is still suspended at the same next period (otherwise an error, nothing written); its open period, if it
     /// has one that is not unresolved or held by a mismatch, is retried at `now`; a scheduled resume
-    /// ([`Book::pause`]'s `until`) is cleared; the event says `reason`. Returns the subscription as it was and the
-    /// restart period. An error if there is no such subscription or it is not suspended.
+    /// ([`Book::pause`]'s `until`) is cleared; the event says `reason`. Then, in the same transaction, as
+    /// [`crate::billing::status::next_status`] decides: one with nothing left to bill is ended at once, as
+    /// [`Book::end_canceling`] ends it (canceled once its `cancel_at` came, completed once its term is over), and one
+    /// with a `cancel_at` still to come is canceling again. Returns the subscription as it was and the restart
+    /// period. An error (nothing written) if there is no such subscription, it is not suspended, or dunning suspended
+    /// it (`billd reactivate` restarts that).
     fn resume_with(
         &self,
         id: &str,
         now: DateTime<Utc>,
         reason: &str,
-        restart: impl FnOnce(&Subscription, Option<DateTime<Utc>>) -> Result<(u64, Option<DateTime<Utc>>, Vec<(i64, i64)>)>,
+        restart: impl FnOnce(&Subscription, &Pause) -> Result<(u64, Option<DateTime<Utc>>, Vec<(i64, i64)>)>,
     ) -> Result<(Subscription, u64)>;
 
     /// An operator's pause: [`Book::set_status`] to suspended (same rules, same transaction), and with `until`, the
     /// instant it resumes by itself and whether the periods that fell due while paused are then charged
     /// (`catch_up`), kept only if the subscription is suspended (a canceled one is not). Any later status change
-    /// forgets it; [`Book::resume_with`] clears it.
+    /// forgets it; [`Book::resume_with`] clears it. With `until`, a subscription dunning suspended is refused (an
+    /// error, nothing written): it is not the operator's pause, and only `billd reactivate` restarts it.
     fn pause(
         &self,
         id: &str,
@@ -126,7 +132,9 @@ pub trait Book {
     /// active (its event in the same transaction), billing continues at the period `restart` names from the
     /// subscription as it is inside the transaction, and with `charge_now` the last period given up is reopened,
     /// due now (charged under its own merchant_uid: the gateway refuses a merchant_uid only once paid). Returns the
-    /// period billing continues at and the period reopened.
+    /// period billing continues at and the period reopened. Refused too (nothing written) when it would bill
+    /// nothing: no period reopened and none ever due from the restart (its term is over, or its `cancel_at` passed).
+    /// Then, as [`Book::resume_with`] does, one with a `cancel_at` still to come is canceling again.
     fn reactivate(
         &self,
         id: &str,
@@ -136,8 +144,8 @@ pub trait Book {
     ) -> Result<(u64, Option<u64>)>;
 
     /// In one write transaction, each with its event: cancels every subscription that bills whose `cancel_at` is at
-    /// or before `now` once nothing due before it is left to open or settle, and completes every one whose fixed
-    /// term has nothing left to bill; returns their ids.
+    /// or before `now` once nothing due before it is left to open or settle (the reason says "canceled at period
+    /// end"), and completes every one whose fixed term has nothing left to bill; returns their ids.
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
 
     /// The suspended subscriptions whose pause ends at or before `now` (`pause --until`), with their `catch_up`.
@@ -192,7 +200,12 @@ pub trait Book {
 pub trait Ledger {
     /// How many billed subscriptions have their next period due at or before `now` (amount within `max_amount`)
     /// and no open period: what [`Ledger::open_and_claim`] would open without a limit.
-    fn subscriptions_to_open_count(&self, now: DateTime<Utc>, max_amount: i64) -> Result<usize>;
+    fn subscriptions_to_open_count(&self, now: DateTime<Utc>, max_amount: i64) -> Result<usize> {
+        self.subscriptions_to_open_count_within(&Scope::ALL, now, max_amount)
+    }
+
+    /// [`Ledger::subscriptions_to_open_count`] within `scope`: what [`Ledger::open_and_claim_within`] would open.
+    fn subscriptions_to_open_count_within(&self, scope: &Scope, now: DateTime<Utc>, max_amount: i64) -> Result<usize>;
 
     /// Claims up to `limit` due attempts of open periods (their next attempt due at or before `now`, amount within
     /// `max_amount`, of billed subscriptions; retries and leftovers by next attempt time), in one write
@@ -225,22 +238,51 @@ pub trait Ledger {
         max_amount: i64,
         timeout_ms: u64,
         make: impl Fn(&DueSubscription) -> NewPeriod,
-    ) -> Result<ClaimStep>;
+    ) -> Result<ClaimStep> {
+        self.open_and_claim_within(&Scope::ALL, now, limit, open_limit, max_amount, timeout_ms, make)
+    }
 
-    /// `billing.catch_up_window`: in one write transaction, for up to `limit` billed subscriptions with no open
-    /// period whose next period fell due before `cutoff` (oldest first), records that period as skipped (never
-    /// charged; built by `make`, its merchant_uid kept when free) with a `period.skipped` event saying `reason`, and
-    /// advances the subscription to the period `make` names as following it, only if its next period is still the
-    /// one `make` saw (otherwise an error, nothing written). One period per subscription per call (call again until
-    /// it returns none); returns the periods skipped.
-    fn skip_stale(
+    /// [`Ledger::open_and_claim`] within `scope`: only the periods of `scope.only` (if set) are claimed or opened,
+    /// and no period due before `scope.not_before` is opened (an open period's retry is claimed whatever its due).
+    #[allow(clippy::too_many_arguments)]
+    fn open_and_claim_within(
         &self,
-        cutoff: DateTime<Utc>,
+        scope: &Scope,
         now: DateTime<Utc>,
         limit: usize,
-        reason: &str,
+        open_limit: usize,
+        max_amount: i64,
+        timeout_ms: u64,
         make: impl Fn(&DueSubscription) -> NewPeriod,
-    ) -> Result<Vec<NewPeriod>>;
+    ) -> Result<ClaimStep>;
+
+    /// `billing.catch_up_window`, a read of committed rows: the billed subscriptions (of `only`, if given) with no
+    /// open period and no pending plan change whose next period fell due before `cutoff`, in (next due instant, id)
+    /// order after the key `after`, at most `limit` (paging by the last key returned yields each once, and a
+    /// subscription settled meanwhile whose next period is still due before `cutoff` comes again, later). Their
+    /// periods are looked up at the gateway, then settled by [`Ledger::settle_stale`].
+    fn stale_due(
+        &self,
+        cutoff: DateTime<Utc>,
+        only: Option<&str>,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: usize,
+    ) -> Result<Vec<DueSubscription>>;
+
+    /// `billing.catch_up_window`: settles periods older than the window (each built from a [`Ledger::stale_due`] row)
+    /// as their lookup at the gateway found them, in one write transaction that decides from the rows inside it. Each
+    /// is written only if its subscription still bills, has no open period and its next period is still that one
+    /// (otherwise it is left alone, for a later pass):
+    /// - [`StaleFound::Paid`]: recorded paid with one paid attempt under its merchant_uid and the gateway's imp_uid
+    ///   (a payment the book did not know, as after a backup is restored: refundable as any other), with a
+    ///   `charge.paid` event;
+    /// - [`StaleFound::NotPaid`]: recorded skipped (never charged; its merchant_uid kept when free), with a
+    ///   `period.skipped` event saying its reason;
+    ///
+    /// and its subscription advances to the period following it; the last period of a fixed term completes it
+    /// ([`crate::billing::status::Cause::TermEnded`]). A period whose merchant_uid another charge holds (another
+    /// case, a one-time charge) is not recorded paid: skipped, saying so. Returns the indexes of `items` written.
+    fn settle_stale(&self, items: &[(NewPeriod, StaleFound)], now: DateTime<Utc>) -> Result<Vec<usize>>;
 
     /// Unresolved attempts to reconcile now: every pending one (left by a process that stopped) and every unknown
     /// one whose check time is at or before `now`, in (subscription, period) order after the key `after`, at most
@@ -295,7 +337,8 @@ pub trait Ledger {
     /// event. Returns the status changes.
     fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>>;
 
-    /// The earliest instant at which something becomes due: a period, a retry or a check.
+    /// The earliest instant at which something becomes due: a period, a retry, a check, or the end of a pause
+    /// (`pause --until`: the pass that resumes it).
     fn next_wake(&self) -> Result<Option<DateTime<Utc>>>;
 
     /// Due charges held back because their amount is above `max_amount`: (subscription, period, amount), sorted,
@@ -305,7 +348,12 @@ pub trait Ledger {
     /// Periods due at or before `now` that are not charged yet: open ones waiting for an attempt, and
     /// subscriptions whose next period has fallen due; those whose amount is above `max_amount` (held back, never
     /// sent) are not counted.
-    fn due_backlog(&self, now: DateTime<Utc>, max_amount: i64) -> Result<i64>;
+    fn due_backlog(&self, now: DateTime<Utc>, max_amount: i64) -> Result<i64> {
+        self.due_backlog_within(&Scope::ALL, now, max_amount)
+    }
+
+    /// [`Ledger::due_backlog`] within `scope`: what [`Ledger::open_and_claim_within`] would claim and open.
+    fn due_backlog_within(&self, scope: &Scope, now: DateTime<Utc>, max_amount: i64) -> Result<i64>;
 
     /// Failed attempts recorded at or after `since`.
     fn failed_since(&self, since: DateTime<Utc>) -> Result<i64>;
@@ -653,6 +701,21 @@ pub trait Views {
     /// Subscriptions that bill and have something to charge by `until` (their next period falls due, or an open
     /// period waits for an attempt), by id, for `upcoming`.
     fn billing_subscriptions(&self, until: DateTime<Utc>) -> Result<Vec<BillingSubscription>>;
+
+    /// One subscription with its derived state, as [`Views::list_subscriptions`] lists it (`None`: no such id).
+    fn subscription_row(&self, id: &str) -> Result<Option<SubscriptionRow>>;
+
+    /// The pause of a suspended subscription: when it began, when it ends by itself, its catch-up (`None`: no such
+    /// subscription, or it is not suspended).
+    fn pause_of(&self, id: &str) -> Result<Option<Pause>>;
+
+    /// The subscriptions paused until a date at or before `until` (`pause --until`; not one dunning suspended), with
+    /// their pause and their open period waiting for an attempt, by id, for `upcoming`.
+    fn resuming_by(&self, until: DateTime<Utc>) -> Result<Vec<PausedSubscription>>;
+
+    /// The subscriptions of billing key `customer_uid` (compared without case) that dunning canceled or suspended,
+    /// what `billd reactivate` restarts, by id with their status.
+    fn stopped_by_dunning(&self, customer_uid: &str) -> Result<Vec<(String, Status)>>;
 
     /// The subscriptions that charge (or will charge again) the billing key `customer_uid`, compared without case
     /// (the gateway may not tell keys apart by case): every one not canceled whose key it is, or whose open period

@@ -48,9 +48,11 @@ macro_rules! spelled {
 
 // (After the macro: the refund types are spelled with it too.)
 mod changes;
+mod lifecycle;
 mod outbox;
 mod refunds;
 pub use changes::*;
+pub use lifecycle::*;
 pub use outbox::*;
 pub use refunds::*;
 
@@ -487,6 +489,16 @@ pub struct SubscriptionRow {
     pub declines: u32,
     /// Why it is canceled or suspended (the reason of its latest such change).
     pub why: Option<String>,
+    /// A paused subscription's own end (`pause --until`): it resumes by itself then.
+    #[serde(default)]
+    pub resume_at: Option<DateTime<Utc>>,
+    /// No period due at or after this instant is charged (a cancel at period end, `cancel_at` in the config).
+    #[serde(default)]
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// Canceled or suspended by dunning (its retries ran out, or a charge was rejected): `billd reactivate` restarts
+    /// it, never `resume`.
+    #[serde(default)]
+    pub stopped_by_dunning: bool,
 }
 
 /// A subscription as an import compares a row with it.

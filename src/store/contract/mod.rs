@@ -66,6 +66,11 @@ macro_rules! store_contract_tests {
             a_subscription_keeps_its_terms_through_sync_and_manual_adds,
             stale_periods_are_skipped_and_never_charged,
             a_pause_with_an_end_is_listed_when_due_and_only_while_suspended,
+            a_pause_with_an_end_wakes_the_scheduler_and_is_shown,
+            what_dunning_suspended_is_neither_resumed_nor_paused_until_a_date,
+            a_restart_with_nothing_left_to_bill_ends_at_once_and_a_cancel_date_stands,
+            stale_periods_the_gateway_paid_are_recorded_paid_and_the_others_skipped,
+            a_scoped_step_takes_one_subscription_and_no_period_before_its_bound,
             a_cancel_at_period_end_stops_opening_and_cancels_when_due,
             the_last_period_of_a_term_paid_completes_the_subscription,
             only_what_dunning_stopped_is_reactivated,
@@ -504,31 +509,6 @@ pub fn sync_applies_nothing_planned_from_a_stale_read<B: Backend>(b: &B) {
     assert!(s.sync_with(&clock, t0(), plan).is_err(), "an update planned from a stale row was applied");
     assert_eq!(status(&s, "y"), Status::Active, "part of a refused plan was applied");
     assert_eq!(s.subscription("x").unwrap().unwrap().amount, 9900);
-}
-
-/// `resume_with` decides from the subscription as it is inside its transaction, with the instant of the pause as
-/// it was recorded (rounded up by the caller, never down by the store).
-pub fn resume_decides_from_the_subscription_inside_its_transaction<B: Backend>(b: &B) {
-    let s = b.open();
-    add(&s, &["a"]);
-    let paused_at = t0() + Duration::milliseconds(1500);
-    s.set_status("a", Status::Suspended, ceil_second(paused_at), "paused by operator").unwrap();
-    assert!(s.resume_with("nope", t0(), "resumed", |_, _| unreachable!()).is_err());
-    let now = t0() + Duration::days(40);
-    let (before, restart) = s
-        .resume_with("a", now, "resumed", |sub, at| {
-            assert_eq!(sub.status, Status::Suspended);
-            assert_eq!(at, Some(ceil_second(paused_at)), "the pause instant moved");
-            Ok((1, Some(now + Duration::days(1)), Vec::new()))
-        })
-        .unwrap();
-    assert_eq!((before.status, restart), (Status::Suspended, 1));
-    let after = s.subscription("a").unwrap().unwrap();
-    assert_eq!((after.status, after.next_period), (Status::Active, 1));
-    assert_eq!(s.next_due_at("a").unwrap(), Some(now + Duration::days(1)));
-    // Not suspended any more: refused, nothing changes.
-    assert!(s.resume_with("a", now, "resumed", |_, _| Ok((5, None, Vec::new()))).is_err());
-    assert_eq!(s.subscription("a").unwrap().unwrap().next_period, 1);
 }
 
 /// `release` removes intents that were never sent and makes their periods due again; it leaves others alone.

@@ -3,11 +3,12 @@
 
 use super::events::{event, subscription_event};
 use super::ledger::DUE_NOW_BY_OPERATOR;
+use super::lifecycle::{after_restart, end_in, pause_in, stopped_by_dunning};
 use super::outbox::{About, fields, publish};
 use super::sync::{apply_sync_in, book_clock_in, retime_in};
 use super::{SqliteStore, at, secs};
 use crate::billing::calendar::{ChargeClock, Interval};
-use crate::billing::model::{Source, Status, Subscription};
+use crate::billing::model::{Pause, Source, Status, Subscription};
 use crate::billing::proration::Discount;
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::SyncPlan;
@@ -305,6 +306,14 @@ impl Book for SqliteStore {
         until: Option<(DateTime<Utc>, bool)>,
     ) -> Result<Option<StatusSet>> {
         let tx = self.tx()?;
+        // A pause's end is an operator's: never put on what dunning suspended (it would reactivate it that day).
+        if until.is_some() && current_status(&tx, id)? == Some(Status::Suspended) && stopped_by_dunning(&tx, id)? {
+            bail!(
+                "subscription {id:?} was suspended by dunning, not paused: it does not resume by itself; once its \
+                 customer has a card that pays, `billd reactivate {id}` restarts it (with --charge-now, its given-up \
+                 period is charged first); nothing changed"
+            );
+        }
         let Some((before, to, voided, changes_withdrawn)) =
             change_status(&tx, id, Cause::Operator(Status::Suspended), secs(now), reason)?
         else {
@@ -390,40 +399,33 @@ impl Book for SqliteStore {
         } else {
             None
         };
+        if due.is_none() && reopened.is_none() {
+            // Nothing written: reactivated, it would end at once (and completed is final: no `--charge-now` after).
+            let given_up: Option<i64> = tx.query_row(
+                "SELECT max(period) FROM periods WHERE subscription_id = ?1 AND state = 'given_up'",
+                [id],
+                |r| r.get(0),
+            )?;
+            let end = if sub.last_period.is_some_and(|l| period > l) { "its term is over" } else { "its cancel_at" };
+            bail!(
+                "subscription {id:?} is not reactivated: it would bill nothing (no period is left to charge before \
+                 {end}){}; nothing changed",
+                given_up
+                    .filter(|_| !charge_now)
+                    .map(|p| format!("; `billd reactivate {id} --charge-now` charges its given-up period {p}"))
+                    .unwrap_or_default()
+            );
+        }
+        after_restart(&tx, id, now_s)?;
         tx.commit()?;
         Ok((period, reopened))
     }
 
     fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let tx = self.tx()?;
-        // Once nothing due before cancel_at is left to open or settle (a period missed while billd was down is charged
-        // first: an outsider's was never charged), and whatever status a resume or a reactivation left it in.
-        let ended = |sql: &str| -> Result<Vec<String>> {
-            Ok(tx.prepare_cached(sql)?.query_map([secs(now)], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
-        };
-        let nothing_left = "next_due_at IS NULL AND NOT EXISTS (SELECT 1 FROM periods p
-               WHERE p.subscription_id = subscriptions.id AND p.state = 'open')";
-        // A due instant at or after cancel_at never opens (`ledger::OPENS_NEXT`): nothing is left either.
-        let canceled = ended(
-            "SELECT id FROM subscriptions WHERE bills AND cancel_at <= ?1
-               AND (next_due_at IS NULL OR next_due_at >= cancel_at)
-               AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
-             ORDER BY cancel_at, id",
-        )?;
-        for id in &canceled {
-            change_status(&tx, id, Cause::CancelAtReached, secs(now), "canceled at its cancel_at (period end)")?;
-        }
-        // A fixed term with nothing left to bill (shortened by a sync, its last period skipped by a pause, or
-        // reactivated past it) is completed.
-        let completed = ended(&format!(
-            "SELECT id FROM subscriptions WHERE bills AND ?1 IS NOT NULL AND last_period IS NOT NULL
-               AND next_period > last_period AND {nothing_left} ORDER BY id"
-        ))?;
-        for id in &completed {
-            change_status(&tx, id, Cause::TermEnded, secs(now), "its term is over: no period is left to bill")?;
-        }
+        let ended = end_in(&tx, secs(now), None)?;
         tx.commit()?;
-        Ok(canceled.into_iter().chain(completed).collect())
+        Ok(ended)
     }
 
     fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>> {
@@ -440,7 +442,7 @@ impl Book for SqliteStore {
         id: &str,
         now: DateTime<Utc>,
         reason: &str,
-        restart: impl FnOnce(&Subscription, Option<DateTime<Utc>>) -> Result<(u64, Option<DateTime<Utc>>, Vec<(i64, i64)>)>,
+        restart: impl FnOnce(&Subscription, &Pause) -> Result<(u64, Option<DateTime<Utc>>, Vec<(i64, i64)>)>,
     ) -> Result<(Subscription, u64)> {
         let now = secs(now);
         let tx = self.tx()?;
@@ -452,10 +454,16 @@ impl Book for SqliteStore {
         let Some(to) = next_status(sub.status, Cause::Resume) else {
             bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
         };
-        let suspended_at: Option<i64> =
-            tx.query_row("SELECT suspended_at FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
+        if stopped_by_dunning(&tx, id)? {
+            bail!(
+                "subscription {id:?} was suspended by dunning, not paused: `billd reactivate {id}` restarts it once \
+                 its customer has a card that pays (with --charge-now, its given-up period is charged first; a \
+                 resume would drop that period for good); nothing changed"
+            );
+        }
+        let pause = pause_in(&tx, id)?.unwrap_or_default();
         crate::failpoint::pause("resume_after_read");
-        let (restart_period, restart_due, skip) = restart(&sub, suspended_at.map(at))?;
+        let (restart_period, restart_due, skip) = restart(&sub, &pause)?;
         let n = tx.execute(
             "UPDATE subscriptions SET status = ?7, next_period = max(next_period, ?2), next_due_at = ?3,
                updated_at = ?4, skip_windows = ?6, resume_at = NULL, resume_catch_up = 0
@@ -493,6 +501,7 @@ impl Book for SqliteStore {
         )?;
         let extra = fields(json!({ "previous_status": sub.status.as_str(), "reason": reason }));
         publish(&tx, now, status_event(to, Cause::Resume), Some(id), About::Subscription(id), extra)?;
+        after_restart(&tx, id, now)?;
         tx.commit()?;
         Ok((sub, restart_period))
     }

@@ -9,7 +9,8 @@ use crate::billing::proration::apply_credit;
 use crate::billing::quiet::RealInstant;
 use crate::billing::status::{Cause, merchant_uid_taken_reason};
 use crate::store::{
-    Attempt, ChargeStatus, ClaimStep, DueSubscription, Ledger, NewPeriod, Recorded, Refused, StatusChange,
+    Attempt, ChargeStatus, ClaimStep, DueSubscription, Ledger, NewPeriod, Recorded, Refused, Scope, StaleFound,
+    StatusChange,
 };
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
@@ -68,25 +69,42 @@ pub(super) const OPENS_NEXT: &str = "bills AND next_due_at IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
     AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id AND c.state = 'pending')";
 
-fn subscriptions_to_open_in(
+/// The first due instant a scope's step opens (`scope.not_before`, or none), in UNIX seconds.
+fn from_of(scope: &Scope) -> i64 {
+    scope.not_before.map_or(i64::MIN, secs)
+}
+
+/// The subscriptions (of `scope`) whose next period is due from `scope.not_before` to `now` and may open, oldest due
+/// first.
+pub(super) fn subscriptions_to_open_in(
     conn: &Connection,
+    scope: &Scope,
     now: i64,
     limit: usize,
     max_amount: i64,
 ) -> Result<Vec<DueSubscription>> {
     let mut st = conn.prepare_cached(&format!(
-        "{SUB_SELECT} WHERE {OPENS_NEXT} AND next_due_at <= ?1 AND amount <= ?3
+        "{SUB_SELECT} WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?5 AND ?1 AND amount <= ?3
+           AND (?4 IS NULL OR id = ?4)
          ORDER BY next_due_at, id LIMIT ?2"
     ))?;
-    let rows = st.query_map(params![now, limit as i64, max_amount], |r| {
+    let rows = st.query_map(params![now, limit as i64, max_amount, scope.only, from_of(scope)], |r| {
         let due: i64 = r.get(11)?;
         Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: at(due) }))
     })?;
     rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
 }
 
-/// Creates (status pending) the next attempt of up to `limit` open periods due at or before `now`, inside `tx`.
-fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeout_ms: u64) -> Result<Vec<Attempt>> {
+/// Creates (status pending) the next attempt of up to `limit` open periods due at or before `now` (of `only`, if
+/// given), inside `tx`.
+fn claim_in(
+    tx: &Transaction<'_>,
+    only: Option<&str>,
+    now: i64,
+    limit: usize,
+    max_amount: i64,
+    timeout_ms: u64,
+) -> Result<Vec<Attempt>> {
     let mut out = Vec::new();
     let mut sel = tx.prepare_cached(
         "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount - p.credit, p.currency, p.name,
@@ -96,10 +114,10 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
                 CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END, p.period IS s.last_period
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
          WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.bills
-           AND p.amount <= ?3
+           AND p.amount <= ?3 AND (?4 IS NULL OR p.subscription_id = ?4)
          ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
     )?;
-    let rows = sel.query_map(params![now, limit as i64, max_amount], |r| {
+    let rows = sel.query_map(params![now, limit as i64, max_amount, only], |r| {
         Ok(Attempt {
             id: 0,
             subscription_id: r.get(0)?,
@@ -154,7 +172,7 @@ fn claim_in(tx: &Transaction<'_>, now: i64, limit: usize, max_amount: i64, timeo
 
 /// Advances a subscription from the period `p` opens or skips to the one following it, inside `tx`: an error if its
 /// next period is no longer `p`'s.
-fn advance(tx: &Transaction<'_>, p: &NewPeriod, now: i64) -> Result<()> {
+pub(super) fn advance(tx: &Transaction<'_>, p: &NewPeriod, now: i64) -> Result<()> {
     let advanced = tx
         .prepare_cached(
             "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4, skip_windows = ?6
@@ -174,61 +192,12 @@ fn advance(tx: &Transaction<'_>, p: &NewPeriod, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// [`Ledger::skip_stale`] inside `tx`.
-pub(super) fn skip_stale_in(
-    tx: &Transaction<'_>,
-    cutoff: i64,
-    now: i64,
-    limit: usize,
-    reason: &str,
-    make: impl Fn(&DueSubscription) -> NewPeriod,
-) -> Result<Vec<NewPeriod>> {
-    let due = subscriptions_to_open_in(tx, cutoff - 1, limit, i64::MAX)?;
-    let mut out = Vec::with_capacity(due.len());
-    for d in &due {
-        let p = make(d);
-        tx.prepare_cached(
-            "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
-               name, state, next_attempt_at, opened_at, closed_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'skipped', NULL, ?9, ?9
-             WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
-             ON CONFLICT (merchant_uid) DO NOTHING",
-        )?
-        .execute(params![
-            p.subscription_id,
-            p.period as i64,
-            secs(p.due_at),
-            p.merchant_uid,
-            p.customer_uid,
-            p.amount,
-            p.currency,
-            p.name,
-            now
-        ])?;
-        advance(tx, &p, now)?;
-        let detail = json!({
-            "period": p.period, "merchant_uid": p.merchant_uid, "due_at": p.due_at.to_rfc3339(), "amount": p.amount,
-            "currency": p.currency, "reason": reason,
-        });
-        subscription_event(tx, now, "period.skipped", &p.subscription_id, detail)?;
-        if d.sub.last_period == Some(p.period) {
-            change_status(
-                tx,
-                &p.subscription_id,
-                Cause::TermEnded,
-                now,
-                "its last period was skipped: its term is over",
-            )?;
-        }
-        out.push(p);
-    }
-    Ok(out)
-}
-
 /// Opens the due periods `make` builds for up to `room` subscriptions and claims their first attempts, inside `tx`.
 /// A period whose merchant_uid is taken is refused (its subscription suspended) and the page goes on.
+#[allow(clippy::too_many_arguments)]
 fn open_in(
     tx: &Transaction<'_>,
+    scope: &Scope,
     now: i64,
     room: usize,
     max_amount: i64,
@@ -236,7 +205,7 @@ fn open_in(
     make: impl Fn(&DueSubscription) -> NewPeriod,
     step: &mut ClaimStep,
 ) -> Result<()> {
-    let due = subscriptions_to_open_in(tx, now, room, max_amount)?;
+    let due = subscriptions_to_open_in(tx, scope, now, room, max_amount)?;
     // A period the subscription's credit covers whole is recorded paid (closed) at once: nothing is sent.
     let mut ins = tx.prepare_cached(
         "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
@@ -363,25 +332,27 @@ fn release_in(tx: &Transaction<'_>, attempt_ids: &[i64], now: i64) -> Result<()>
 }
 
 impl Ledger for SqliteStore {
-    fn subscriptions_to_open_count(&self, now: DateTime<Utc>, max_amount: i64) -> Result<usize> {
+    fn subscriptions_to_open_count_within(&self, scope: &Scope, now: DateTime<Utc>, max_amount: i64) -> Result<usize> {
         let n: i64 = self
             .conn
             .prepare_cached(&format!(
-                "SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at <= ?1 AND amount <= ?2"
+                "SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?4 AND ?1
+                   AND amount <= ?2 AND (?3 IS NULL OR id = ?3)"
             ))?
-            .query_row(params![secs(now), max_amount], |r| r.get(0))?;
+            .query_row(params![secs(now), max_amount, scope.only, from_of(scope)], |r| r.get(0))?;
         Ok(n as usize)
     }
 
     fn claim_due(&self, now: DateTime<Utc>, limit: usize, max_amount: i64, timeout_ms: u64) -> Result<Vec<Attempt>> {
         let tx = self.tx()?;
-        let out = claim_in(&tx, secs(now), limit, max_amount, timeout_ms)?;
+        let out = claim_in(&tx, None, secs(now), limit, max_amount, timeout_ms)?;
         tx.commit()?;
         Ok(out)
     }
 
-    fn open_and_claim(
+    fn open_and_claim_within(
         &self,
+        scope: &Scope,
         now: DateTime<Utc>,
         limit: usize,
         open_limit: usize,
@@ -391,28 +362,31 @@ impl Ledger for SqliteStore {
     ) -> Result<ClaimStep> {
         let now = secs(now);
         let tx = self.tx()?;
-        let mut step =
-            ClaimStep { attempts: claim_in(&tx, now, limit, max_amount, timeout_ms)?, ..ClaimStep::default() };
+        let attempts = claim_in(&tx, scope.only.as_deref(), now, limit, max_amount, timeout_ms)?;
+        let mut step = ClaimStep { attempts, ..ClaimStep::default() };
         let room = limit.saturating_sub(step.attempts.len()).min(open_limit);
         if room > 0 {
-            open_in(&tx, now, room, max_amount, timeout_ms, make, &mut step)?;
+            open_in(&tx, scope, now, room, max_amount, timeout_ms, make, &mut step)?;
         }
         tx.commit()?;
         Ok(step)
     }
 
-    fn skip_stale(
+    fn stale_due(
         &self,
         cutoff: DateTime<Utc>,
-        now: DateTime<Utc>,
+        only: Option<&str>,
+        after: Option<(DateTime<Utc>, &str)>,
         limit: usize,
-        reason: &str,
-        make: impl Fn(&DueSubscription) -> NewPeriod,
-    ) -> Result<Vec<NewPeriod>> {
+    ) -> Result<Vec<DueSubscription>> {
+        super::stale::stale_due(&self.conn, secs(cutoff), only, after.map(|(t, id)| (secs(t), id)), limit)
+    }
+
+    fn settle_stale(&self, items: &[(NewPeriod, StaleFound)], now: DateTime<Utc>) -> Result<Vec<usize>> {
         let tx = self.tx()?;
-        let skipped = skip_stale_in(&tx, secs(cutoff), secs(now), limit, reason, make)?;
+        let written = super::stale::settle_stale_in(&tx, items, secs(now))?;
         tx.commit()?;
-        Ok(skipped)
+        Ok(written)
     }
 
     /// Read straight from the one-unresolved-per-period index, so a large backlog (say, after a gateway outage)
@@ -520,7 +494,9 @@ impl Ledger for SqliteStore {
                SELECT min(p.next_attempt_at) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                  WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.bills
                UNION ALL
-               SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown'))"
+               SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown')
+               UNION ALL
+               SELECT min(resume_at) FROM subscriptions WHERE status = 'suspended' AND resume_at IS NOT NULL)"
             ),
             [],
             |r| r.get(0),
@@ -544,16 +520,16 @@ impl Ledger for SqliteStore {
         Ok(held)
     }
 
-    fn due_backlog(&self, now: DateTime<Utc>, max_amount: i64) -> Result<i64> {
+    fn due_backlog_within(&self, scope: &Scope, now: DateTime<Utc>, max_amount: i64) -> Result<i64> {
         Ok(self.conn.query_row(
             &format!(
-                "SELECT (SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at <= ?1
-                       AND amount <= ?2)
+                "SELECT (SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?4 AND ?1
+                       AND amount <= ?2 AND (?3 IS NULL OR id = ?3))
                   + (SELECT count(*) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                        WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount <= ?2
-                         AND s.bills)"
+                         AND s.bills AND (?3 IS NULL OR p.subscription_id = ?3))"
             ),
-            params![secs(now), max_amount],
+            params![secs(now), max_amount, scope.only, from_of(scope)],
             |r| r.get(0),
         )?)
     }

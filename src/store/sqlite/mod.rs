@@ -7,12 +7,14 @@ mod credit;
 mod events;
 mod import;
 mod ledger;
+mod lifecycle;
 mod notices;
 mod one_time;
 mod outbox;
 mod record;
 mod refunds;
 mod schema;
+mod stale;
 mod sync;
 #[cfg(test)]
 mod tests;

@@ -316,3 +316,43 @@ fn a_change_left_pending_with_its_charge_paid_is_settled_by_its_rerun() {
     assert!(!store.settle_paid_change("m-s-0-c1", from_ts(21)).unwrap(), "settled twice");
     assert_eq!(store.credit("s").unwrap(), 2500, "credited twice");
 }
+
+/// Schema 22 (issue 25 review): a pause's end that an older billd let be set on a subscription dunning suspended
+/// (it would have reactivated it on that date) is dropped, with an event; an operator's pause keeps its end.
+#[test]
+fn migration_22_drops_the_pause_end_of_what_dunning_suspended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("billd.sqlite3");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
+                   start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, created_at,
+                   updated_at, resume_at, resume_catch_up, stopped_by)
+                 VALUES ('d', 'c', 'p', 'P', 100, 'KRW', '1 month', '2025-01-01', '2025-01-01', 0, 1, NULL,
+                   'suspended', 'manual', 0, 0, 5000, 1, 'dunning'),
+                        ('o', 'c', 'p', 'P', 100, 'KRW', '1 month', '2025-01-01', '2025-01-01', 0, 1, NULL,
+                   'suspended', 'manual', 0, 0, 6000, 0, NULL);
+                 PRAGMA user_version = 19;",
+            )
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let ends: Vec<(String, Option<i64>)> = {
+        let mut st = store.conn().prepare("SELECT id, resume_at FROM subscriptions ORDER BY id").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(ends, [("d".to_string(), None), ("o".to_string(), Some(6000))]);
+    let said: i64 = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'subscription.resume_dropped' AND subscription_id = 'd'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(said, 1);
+    assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION);
+}

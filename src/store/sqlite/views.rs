@@ -3,15 +3,70 @@
 use super::book::{SUB_SELECT, sub_from_row};
 use super::one_time::doubt_from;
 use super::{SqliteStore, at, secs};
+use crate::billing::model::Pause;
 use crate::billing::model::{Status, Subscription};
 use crate::store::{
-    AttemptStory, BillingSubscription, ChargeRow, ChargeStatus, OpenPeriod, PeriodStory, SubscriptionRow, Views,
+    AttemptStory, BillingSubscription, ChargeRow, ChargeStatus, OpenPeriod, PausedSubscription, PeriodStory,
+    SubscriptionRow, Views,
 };
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
+/// A subscription's open period waiting for an attempt, if any.
+fn open_period(conn: &rusqlite::Connection, id: &str) -> Result<Option<OpenPeriod>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT period, next_attempt_at, amount - credit, currency FROM periods
+             WHERE subscription_id = ?1 AND state = 'open' AND next_attempt_at IS NOT NULL",
+        )?
+        .query_row([id], |r| {
+            Ok(OpenPeriod {
+                period: r.get::<_, i64>(0)? as u64,
+                next_attempt_at: at(r.get(1)?),
+                amount: r.get(2)?,
+                currency: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
 impl Views for SqliteStore {
+    fn subscription_row(&self, id: &str) -> Result<Option<SubscriptionRow>> {
+        let mut st = self.conn.prepare_cached(&format!("{SUB_ROW_SELECT} WHERE s.id = ?1"))?;
+        Ok(st.query_row([id], sub_row).optional()?)
+    }
+
+    fn pause_of(&self, id: &str) -> Result<Option<Pause>> {
+        super::lifecycle::pause_in(&self.conn, id)
+    }
+
+    fn resuming_by(&self, until: DateTime<Utc>) -> Result<Vec<PausedSubscription>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "{SUB_SELECT} WHERE status = 'suspended' AND resume_at IS NOT NULL AND resume_at <= ?1 ORDER BY id"
+        ))?;
+        let subs: Vec<Subscription> = st
+            .query_map([secs(until)], sub_from_row)?
+            .map(|r| -> Result<Subscription> { r? })
+            .collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(subs.len());
+        for s in subs {
+            let pause = super::lifecycle::pause_in(&self.conn, &s.id)?.unwrap_or_default();
+            let open = open_period(&self.conn, &s.id)?;
+            out.push((s, pause, open));
+        }
+        Ok(out)
+    }
+
+    fn stopped_by_dunning(&self, customer_uid: &str) -> Result<Vec<(String, Status)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, status FROM subscriptions WHERE stopped_by = 'dunning' AND status IN ('canceled', 'suspended')
+               AND customer_uid = ?1 COLLATE NOCASE ORDER BY id",
+        )?;
+        let rows = st.query_map([customer_uid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn subscriptions_using(&self, customer_uid: &str) -> Result<Vec<(String, Status, String)>> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, status, customer_uid FROM subscriptions WHERE status != 'canceled'
@@ -161,22 +216,9 @@ impl Views for SqliteStore {
                 Ok((s?, due))
             })
             .collect::<Result<_>>()?;
-        let mut open = self.conn.prepare_cached(
-            "SELECT period, next_attempt_at, amount - credit, currency FROM periods
-             WHERE subscription_id = ?1 AND state = 'open' AND next_attempt_at IS NOT NULL",
-        )?;
         let mut out = Vec::with_capacity(subs.len());
         for (s, due) in subs {
-            let o = open
-                .query_row([&s.id], |r| {
-                    Ok(OpenPeriod {
-                        period: r.get::<_, i64>(0)? as u64,
-                        next_attempt_at: at(r.get(1)?),
-                        amount: r.get(2)?,
-                        currency: r.get(3)?,
-                    })
-                })
-                .optional()?;
+            let o = open_period(&self.conn, &s.id)?;
             out.push((s, due.map(at), o));
         }
         Ok(out)
@@ -193,7 +235,8 @@ pub(super) const SUB_ROW_SELECT: &str = "SELECT s.id, s.customer_uid, s.plan_id,
           (SELECT json_extract(e.detail, '$.reason') FROM events e WHERE e.subscription_id = s.id
              AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
         END,
-        u.timeout_ms, u.doubt_wall_ms, u.doubt_boot_ms, u.doubt_boot_id
+        u.timeout_ms, u.doubt_wall_ms, u.doubt_boot_ms, u.doubt_boot_id,
+        CASE WHEN s.status = 'suspended' THEN s.resume_at END, s.cancel_at, s.stopped_by IS 'dunning'
      FROM subscriptions s
      LEFT JOIN periods o ON o.subscription_id = s.id AND o.state = 'open'
      LEFT JOIN attempts u ON u.subscription_id = s.id AND u.period = o.period
@@ -217,6 +260,9 @@ pub(super) fn sub_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriptionRow
         check_at: r.get::<_, Option<i64>>(12)?.map(at),
         why: r.get(13)?,
         doubt: doubt_from(r, 14)?,
+        resume_at: r.get::<_, Option<i64>>(18)?.map(at),
+        cancel_at: r.get::<_, Option<i64>>(19)?.map(at),
+        stopped_by_dunning: r.get(20)?,
     })
 }
 

@@ -1,0 +1,91 @@
+//! SQLite: a subscription's life beyond charging (issue 25): its pause as the book keeps it, who stopped it, and its
+//! end (canceled at its `cancel_at`, completed with its term) for every subscription or after a restart.
+
+use super::at;
+use super::book::change_status;
+use crate::billing::model::{Pause, Status};
+use crate::billing::status::Cause;
+use anyhow::Result;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+/// The pause of subscription `id` if it is suspended: when it began, when it ends by itself, its catch-up.
+pub(super) fn pause_in(conn: &Connection, id: &str) -> Result<Option<Pause>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT suspended_at, resume_at, resume_catch_up FROM subscriptions WHERE id = ?1 AND status = 'suspended'",
+        )?
+        .query_row([id], |r| {
+            Ok(Pause {
+                since: r.get::<_, Option<i64>>(0)?.map(at),
+                until: r.get::<_, Option<i64>>(1)?.map(at),
+                catch_up: r.get::<_, i64>(2)? != 0,
+            })
+        })
+        .optional()?)
+}
+
+/// Whether dunning stopped subscription `id` (its retries ran out, or a charge was rejected), inside `tx`.
+pub(super) fn stopped_by_dunning(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+    let by: Option<Option<String>> =
+        tx.query_row("SELECT stopped_by FROM subscriptions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+    Ok(by.flatten().as_deref() == Some("dunning"))
+}
+
+/// [`crate::store::Book::end_canceling`] inside `tx`, for every subscription or only `only`: cancels those whose `cancel_at` came
+/// once nothing before it is left to open or settle, completes those whose fixed term has nothing left to bill.
+pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Result<Vec<String>> {
+    // Once nothing due before cancel_at is left to open or settle (a period missed while billd was down is charged
+    // first: an outsider's was never charged), and whatever status a resume or a reactivation left it in.
+    let ended = |sql: &str| -> Result<Vec<(String, String)>> {
+        Ok(tx
+            .prepare_cached(sql)?
+            .query_map(params![now, only], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    };
+    let nothing_left = "next_due_at IS NULL AND (?2 IS NULL OR id = ?2) AND NOT EXISTS (SELECT 1 FROM periods p
+           WHERE p.subscription_id = subscriptions.id AND p.state = 'open')";
+    // A due instant at or after cancel_at never opens (`ledger::OPENS_NEXT`): nothing is left either.
+    let canceled = ended(
+        "SELECT id, source FROM subscriptions WHERE bills AND cancel_at <= ?1 AND (?2 IS NULL OR id = ?2)
+           AND (next_due_at IS NULL OR next_due_at >= cancel_at)
+           AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+         ORDER BY cancel_at, id",
+    )?;
+    for (id, source) in &canceled {
+        // The operator's cancel at period end, or the file's cancel_at.
+        let why = if source == "config" {
+            "canceled at period end (cancel_at in the config)"
+        } else {
+            "canceled at period end"
+        };
+        change_status(tx, id, Cause::CancelAtReached, now, why)?;
+    }
+    // A fixed term with nothing left to bill (shortened by a sync, its last period skipped by a pause, or
+    // reactivated past it) is completed.
+    let completed = ended(&format!(
+        "SELECT id, source FROM subscriptions WHERE bills AND ?1 IS NOT NULL AND last_period IS NOT NULL
+           AND next_period > last_period AND {nothing_left} ORDER BY id"
+    ))?;
+    for (id, _) in &completed {
+        change_status(tx, id, Cause::TermEnded, now, "its term is over: no period is left to bill")?;
+    }
+    Ok(canceled.into_iter().chain(completed).map(|(id, _)| id).collect())
+}
+
+/// After a resume or a reactivation made subscription `id` bill again, inside `tx`: with nothing left to bill it ends
+/// at once ([`end_in`]: canceled once its `cancel_at` came, completed once its term is over); with a `cancel_at`
+/// (still ahead, or passed with periods before it left) it is canceling again.
+pub(super) fn after_restart(tx: &Transaction<'_>, id: &str, now: i64) -> Result<()> {
+    if !end_in(tx, now, Some(id))?.is_empty() {
+        return Ok(());
+    }
+    let canceling: bool = tx.query_row(
+        "SELECT bills AND status != 'canceling' AND cancel_at IS NOT NULL FROM subscriptions WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    if canceling {
+        change_status(tx, id, Cause::Operator(Status::Canceling), now, "its cancel at period end stands")?;
+    }
+    Ok(())
+}
