@@ -528,7 +528,7 @@ pub enum WebhooksCommand {
     /// Give it to billd (BILLD_WEBHOOKS__SECRET, webhooks.secret_file or the systemd credential webhook_secret) and
     /// to the app that verifies the deliveries. It reads no config and keeps nothing.
     NewSecret,
-    /// Send events again (delivered or given up; each with its own webhook-id and the same body), by the running
+    /// Send events again (delivered or given up; each with its own id as webhook-id and the same body), by the running
     /// daemon or the next `billd tick`: one event by id, or every one created since a date.
     Replay {
         /// The event's id (`evt_…`, as `billd webhooks` lists it).

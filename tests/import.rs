@@ -46,6 +46,8 @@ fn imports_then_bills_each_period_once_and_sync_leaves_them_alone() {
     assert!(stdout.contains("imported 3 subscriptions") && stdout.contains("0 already"), "{stdout}");
     assert_eq!(count(&w, "SELECT count(*) FROM subscriptions WHERE source = 'manual' AND status = 'active'"), 3);
     assert_eq!(count(&w, "SELECT count(*) FROM events WHERE kind = 'subscription.created'"), 3);
+    // Each with its public event, as a subscription added any other way (webhooks).
+    assert_eq!(count(&w, "SELECT count(*) FROM outbox WHERE type = 'subscription.created' AND sequence = 1"), 3);
     // next_due_at follows the calendar: the start date at charge_time (10:00 in Seoul = 01:00 UTC).
     let due: i64 = w.db().query_row("SELECT next_due_at FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap();
     assert_eq!(chrono::DateTime::from_timestamp(due, 0).unwrap().to_rfc3339(), ahead("{y}-01-31T01:00:00+00:00"));

@@ -306,3 +306,61 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A reload whose webhook secret cannot be read is refused, and the running config (and delivery) stays in force.
+#[test]
+fn a_reload_with_an_unreadable_secret_is_refused() {
+    let r = Receiver::start();
+    let body = format!(
+        "{MONTHLY}{}\n[webhooks]\nurl = \"{}\"\nsecret_file = \"whsec\"\n",
+        sub("a", "cust-a", "monthly", "2030-01-01"),
+        r.url()
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
+    let secret = w.dir.path().join("whsec");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let log = w.dir.path().join("run.log");
+    let daemon = w
+        .billd()
+        .args(["run", "--as-of", "2029-12-31T10:00:00+09:00", "--simulate"])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = daemon.id().to_string();
+    let _daemon = KillOnDrop(daemon);
+    common::wait_for("the created event delivered", || r.kinds().iter().any(|(k, _, _)| k == "subscription.created"));
+    std::fs::remove_file(&secret).unwrap();
+    std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    common::wait_for("the reload refused", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("config.reload: new config refused")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("webhooks.secret_file"), "the refusal names the key: {text}");
+    assert!(!text.contains("config.reload: applied"), "{text}");
+}
+
+/// A tick delivering to an app that never answers has let go of the book: the next tick runs meanwhile.
+#[test]
+fn a_tick_delivering_to_a_hanging_app_holds_back_no_other_tick() {
+    let r = Receiver::start();
+    let body = format!(
+        "{MONTHLY}{}\n[webhooks]\nurl = \"{}\"\ntimeout = \"5s\"\n",
+        sub("hang", "cust-a", "monthly", "2030-01-01"),
+        r.url()
+    );
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
+    let first = w
+        .billd()
+        .env("BILLD_WEBHOOKS__SECRET", SECRET)
+        .args(["tick", "--as-of", "2030-01-01T10:00:00+09:00", "--simulate"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _first = KillOnDrop(first);
+    common::wait_for("the first tick delivering", || !r.kinds().is_empty());
+    let second = billd(&w, &["tick", "--as-of", "2030-01-02T10:00:00+09:00", "--simulate"]);
+    assert!(second.status.success(), "the next tick was held up: {}", String::from_utf8_lossy(&second.stderr));
+}

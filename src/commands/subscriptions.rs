@@ -1,4 +1,5 @@
-//! `billd subscriptions`: the listing (what happens next for each), `subscriptions show ID` (one subscription's whole
+//! `billd subscriptions` (long: the listing, `show`'s whole story and `add` with the terms its flags give, one command
+//! group): the listing (what happens next for each), `subscriptions show ID` (one subscription's whole
 //! story: plan, status and why, every period with each attempt, what happens next, when) and `subscriptions add`.
 
 use crate::app::{gateway, load_config, open_store, runtime};

@@ -11,14 +11,20 @@ use std::process::ExitCode;
 pub fn tick(path: &Path, now: DateTime<Utc>, simulate: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
+    // The webhook secret is read before anything is charged: a tick that exits 1 charged nothing.
+    let deliverer = crate::webhooks::deliver::Deliverer::new(&cfg)?;
     let hooks = open_store(&cfg)?;
     let engine = engine(cfg)?;
     let started = std::time::Instant::now();
     let rt = runtime()?;
     let report = rt.block_on(engine.pass(now))?;
     report.log_done(now, started.elapsed());
-    // Once at the end of each tick: the events of the pass (and any others due) are delivered, each tried once.
-    rt.block_on(crate::webhooks::deliver::once(hooks, engine.config(), &engine.metrics(), now))?;
+    // Once at the end of each tick, after the book's scheduler lock is let go (a next tick, or a `retry`, is never
+    // held up by a slow app): the events of the pass (and any others due), each tried at most once, for at most
+    // twice webhooks.timeout; what is left waits for the next tick or the daemon.
+    let metrics = engine.metrics();
+    drop(engine);
+    rt.block_on(deliverer.once(hooks, &metrics, now))?;
     Ok(ExitCode::SUCCESS)
 }
 

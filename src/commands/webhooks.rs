@@ -51,7 +51,7 @@ fn next(e: &OutboxEvent, cfg: &Config) -> String {
     match e.state {
         DeliveryState::Pending if cfg.webhooks.is_none() => "not sent: webhooks are off ([webhooks] url)".into(),
         DeliveryState::Pending if e.attempts == 0 => format!("sent from {}", human(e.next_attempt_at, tz)),
-        DeliveryState::Pending => format!("tried again at {}", human(e.next_attempt_at, tz)),
+        DeliveryState::Pending => format!("next try at {}", human(e.next_attempt_at, tz)),
         DeliveryState::Delivered => format!("delivered {}", e.settled_at.map(|t| human(t, tz)).unwrap_or_default()),
         DeliveryState::Failed => format!(
             "given up {}: `billd webhooks replay {}` sends it again",
@@ -95,7 +95,10 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
         "CREATED", "EVENT", "TYPE", "SUBSCRIPTION", "SEQ", "STATE", "ATTEMPTS"
     );
     for e in &events {
-        let error = e.last_error.as_deref().map(|x| format!(" (last: {x})")).unwrap_or_default();
+        let error = match (&e.last_error, e.state) {
+            (Some(x), DeliveryState::Pending | DeliveryState::Failed) => format!(" (last: {x})"),
+            _ => String::new(),
+        };
         println!(
             "{:<23} {:<36} {:<27} {:<16} {:>5} {:<9} {:>8}  {}{}",
             human(e.created_at, tz),
@@ -132,7 +135,8 @@ pub fn replay(path: &Path, id: Option<&str>, since_arg: Option<&str>, now: DateT
     if let Replay::Event(id) = &which {
         match store.outbox_event(id)? {
             None => bail!(
-                "no event {id:?} (see `billd webhooks`; events are kept {} after delivery)",
+                "no event {:?} (see `billd webhooks`; events are kept {} after delivery)",
+                crate::commands::present::cut(id, 200),
                 config::duration::format(hooks.retain)
             ),
             Some(e) if e.state == DeliveryState::Pending => {

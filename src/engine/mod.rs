@@ -1,4 +1,5 @@
-//! The billing pass: sync the config, reconcile unresolved attempts, open due periods, charge, record outcomes.
+//! The billing pass (long: the engine's state and its pass, step by step, in one place): sync the config, reconcile
+//! unresolved attempts, open due periods, charge, record outcomes.
 
 mod changes;
 mod charge;

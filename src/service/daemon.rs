@@ -265,7 +265,12 @@ async fn reload<S: Store>(
     hooks: &watch::Sender<Arc<Config>>,
 ) {
     notify::reloading();
-    match app::load_config(path) {
+    // A [webhooks] secret that cannot be read refuses the new config, as `billd check` does (it would stop delivery).
+    let loaded = app::load_config(path).and_then(|new| match new.webhooks.as_ref().map(|h| h.secret.resolve()) {
+        Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+        _ => Ok(new),
+    });
+    match loaded {
         Ok(new) => {
             let old = engine.config();
             if new.gateway.base_url != old.gateway.base_url

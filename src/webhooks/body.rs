@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 
 /// The event's fields that are instants (written in UTC by the store), rewritten with the billing time zone's offset.
-const INSTANTS: [&str; 2] = ["next_retry", "trial_ends"];
+const INSTANTS: [&str; 4] = ["next_retry", "trial_ends", "due_at", "at"];
 
 /// The payload of `e`, as sent (compact JSON). `tz`: the billing time zone; `retries`: the dunning policy's.
 pub fn render(e: &OutboxEvent, tz: Tz, retries: usize) -> String {

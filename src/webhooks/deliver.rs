@@ -17,6 +17,8 @@ use std::time::Duration;
 
 /// How many deliverable events one read returns at most.
 const ROUND: usize = 256;
+/// How long `billd tick` delivers at most (or twice `webhooks.timeout`, if longer).
+pub const TICK_BUDGET: Duration = Duration::from_secs(60);
 /// While deliveries are out, how often the outbox is looked at again for new events.
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
@@ -67,27 +69,6 @@ impl Settings {
     }
 }
 
-/// `billd tick`'s delivery, on `store`: housekeeping, then every event deliverable at `now`, each tried once.
-pub async fn once<S: Store>(store: S, cfg: &Config, metrics: &Metrics, now: DateTime<Utc>) -> Result<Round> {
-    let store = Arc::new(Mutex::new(store));
-    let d = Deliverer::new(cfg)?;
-    housekeep(&store, &d.settings, now).await?;
-    let round = d.deliver_due(&store, metrics, || now).await?;
-    if round != Round::default() {
-        tracing::info!(
-            event = "webhook.round",
-            delivered = round.delivered,
-            retried = round.retried,
-            gave_up = round.gave_up,
-            "webhook.round: {} delivered, {} to be tried again, {} given up",
-            round.delivered,
-            round.retried,
-            round.gave_up
-        );
-    }
-    Ok(round)
-}
-
 /// Prunes the events delivered or given up more than `retain` ago; with webhooks off, gives up the events older than
 /// `max_age` that were never sent (turned on later, webhooks send only what is recent; the rest can be replayed).
 pub async fn housekeep<S: Store>(store: &Arc<Mutex<S>>, settings: &Settings, now: DateTime<Utc>) -> Result<()> {
@@ -123,6 +104,42 @@ impl Deliverer {
         Ok(Deliverer { settings, client })
     }
 
+    /// `billd tick`'s delivery, on `store`: housekeeping, then the events deliverable at `now`, each tried at most
+    /// once, for at most [`TICK_BUDGET`] or twice `timeout` (the rest stay pending: never lost, sent by the next tick
+    /// or the daemon).
+    pub async fn once<S: Store>(&self, store: S, metrics: &Metrics, now: DateTime<Utc>) -> Result<Round> {
+        let store = Arc::new(Mutex::new(store));
+        housekeep(&store, &self.settings, now).await?;
+        let Some(sending) = &self.settings.send else {
+            return self.deliver_due(&store, metrics, || now).await;
+        };
+        let budget = TICK_BUDGET.max(sending.timeout * 2);
+        let round = match tokio::time::timeout(budget, self.deliver_due(&store, metrics, || now)).await {
+            Ok(round) => round?,
+            Err(_) => {
+                tracing::warn!(
+                    event = "webhook.round",
+                    "webhook.round: stopped after {budget:?} (the app is slow or \
+                    does not answer); the events not delivered are sent by the next tick or the daemon"
+                );
+                Round::default()
+            }
+        };
+        if round != Round::default() {
+            tracing::info!(
+                event = "webhook.round",
+                delivered = round.delivered,
+                retried = round.retried,
+                gave_up = round.gave_up,
+                "webhook.round: {} delivered, {} to be tried again, {} given up",
+                round.delivered,
+                round.retried,
+                round.gave_up
+            );
+        }
+        Ok(round)
+    }
+
     /// [`deliver_due`] with these settings (nothing when webhooks are off). `now`: the billing clock, read at each
     /// step (events written meanwhile, by a pass, are delivered in the same call).
     pub async fn deliver_due<S: Store>(
@@ -147,6 +164,9 @@ fn client(settings: &Sending) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // Never through a proxy from the environment (HTTP_PROXY, ALL_PROXY): the signed events go straight to the
+        // configured url, as the gateway's requests do.
+        .no_proxy()
         .user_agent(concat!("billd/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot build the webhook HTTP client")
@@ -269,7 +289,7 @@ fn log(e: &OutboxEvent, outcome: &Delivery, metrics: &Metrics) {
         Delivery::RetryAt(at, error) => {
             metrics.webhooks_retried.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(event = "webhook.retry", id = %e.id, kind = %e.kind, attempt = e.attempts + 1,
-                next_attempt = %at.to_rfc3339(), "webhook.retry: {error}; tried again at {at}");
+                next_attempt = %at.to_rfc3339(), "webhook.retry: {error}; next try at {at}");
         }
         Delivery::GaveUp(error) => {
             metrics.webhooks_failed.fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 
 use super::SqliteStore;
 use super::book::same_id_but_case;
+use super::outbox::{About, fields, publish};
 use crate::store::{ImportRow, ImportedAs};
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
@@ -74,6 +75,8 @@ pub(super) fn insert_chunk(
                 "status": row.status.as_str(), "source": "manual", "imported": true,
             });
             event.execute(params![now, row.id, detail.to_string()])?;
+            // Its public event, as every other way in writes one (`book::insert_row`).
+            publish(&tx, now, "subscription.created", Some(&row.id), About::Subscription(&row.id), fields(detail))?;
             inserted += 1;
         }
     }
