@@ -537,6 +537,10 @@ pub enum WebhooksCommand {
         /// Every event created on or after this date (YYYY-MM-DD, billing timezone) or instant (RFC 3339).
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
+        /// The instant of the replay (its events are due from then, and given up webhooks.max_age after it), to
+        /// follow a simulated timeline.
+        #[command(flatten)]
+        at: AsOf,
     },
 }
 
@@ -732,8 +736,8 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Import { file, catch_up, at } => crate::commands::import::run(&path, &file, catch_up, at.at()?),
         Command::Webhooks { action: Some(WebhooksCommand::NewSecret), .. } => crate::commands::webhooks::new_secret(),
-        Command::Webhooks { action: Some(WebhooksCommand::Replay { event_id, since }), .. } => {
-            crate::commands::webhooks::replay(&path, event_id.as_deref(), since.as_deref(), Utc::now())
+        Command::Webhooks { action: Some(WebhooksCommand::Replay { event_id, since, at }), .. } => {
+            crate::commands::webhooks::replay(&path, event_id.as_deref(), since.as_deref(), at.at()?)
         }
         Command::Webhooks { action: None, failed, since, json } => {
             crate::commands::webhooks::list(&path, failed, since.as_deref(), json)

@@ -208,15 +208,26 @@ fn an_event_given_up_is_listed_and_replayed() {
     assert!(table.contains(&format!("`billd webhooks replay {id}` sends it again")), "{table}");
     assert!(table.contains("(last: HTTP 503)"), "{table}");
     r.script.lock().unwrap().clear();
-    let out = billd(&w, &["webhooks", "replay", &id]);
+    let out = billd(&w, &["webhooks", "replay", &id, "--as-of", "2030-01-05T10:00:00+09:00", "--simulate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    tick(&w, "2030-01-05T10:00:01+09:00");
+    // Replayed on the billing clock: its max_age counts from the replay, so a failure is tried again, not given up.
+    r.answer_next(&[500]);
+    tick(&w, "2030-01-05T10:00:00+09:00");
+    let e = list(&w, &[]).into_iter().find(|e| e["id"] == id.as_str()).unwrap();
+    assert_eq!(
+        (e["state"].as_str(), e["next_attempt_at"].as_str()),
+        (Some("pending"), Some("2030-01-05T10:00:05+09:00"))
+    );
+    tick(&w, "2030-01-05T10:00:05+09:00");
     let last = r.got().pop().unwrap();
     assert_eq!((last.id.as_str(), last.verified), (id.as_str(), true));
     assert_eq!(list(&w, &["--failed"]).len(), 1);
-    let out = billd(&w, &["webhooks", "replay", "--since", "2030-01-01"]);
+    let out = billd(
+        &w,
+        &["webhooks", "replay", "--since", "2030-01-01", "--as-of", "2030-01-05T10:00:06+09:00", "--simulate"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    tick(&w, "2030-01-05T10:00:02+09:00");
+    tick(&w, "2030-01-05T10:00:06+09:00");
     assert_eq!(r.got().pop().unwrap().body["type"], "charge.paid");
     assert!(list(&w, &["--failed"]).is_empty());
 }

@@ -121,8 +121,14 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
 /// `billd webhooks replay EVENT_ID` or `billd webhooks replay --since DATE`: makes delivered or given-up events
 /// pending again, for the running daemon (or the next `tick`) to send, each with its own `webhook-id` and the same
 /// body; given up again `max_age` after the replay.
-pub fn replay(path: &Path, id: Option<&str>, since_arg: Option<&str>, now: DateTime<Utc>) -> Result<ExitCode> {
+pub fn replay(
+    path: &Path,
+    id: Option<&str>,
+    since_arg: Option<&str>,
+    (now, simulate): crate::commands::ops::At,
+) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
     let Some(hooks) = &cfg.webhooks else {
         bail!("webhooks are off: set [webhooks] url (and its secret) in {} to send events", path.display());
     };
