@@ -76,15 +76,14 @@ pub(super) fn settle_stale_in(tx: &Transaction<'_>, items: &[(NewPeriod, StaleFo
     Ok(written)
 }
 
-/// Records period `p` paid under `imp_uid` (a payment the gateway holds that the book did not know): the period
-/// closed paid and one paid attempt, with a `charge.paid` event. False (nothing written) when its merchant_uid is
-/// held by another period or a one-time charge.
-fn record_paid(tx: &Transaction<'_>, p: &NewPeriod, imp_uid: &str, now: i64) -> Result<bool> {
-    let inserted = tx
+/// Inserts period `p` closed at `now` in `state` (`paid` or `skipped`), unless its merchant_uid is held by another
+/// period or a one-time charge (in any case); returns how many rows it inserted (0 or 1).
+fn insert_closed(tx: &Transaction<'_>, p: &NewPeriod, state: &str, now: i64) -> Result<usize> {
+    Ok(tx
         .prepare_cached(
             "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
                name, state, next_attempt_at, opened_at, closed_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'paid', NULL, ?9, ?9
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, NULL, ?9, ?9
              WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
              ON CONFLICT (merchant_uid) DO NOTHING",
         )?
@@ -97,8 +96,16 @@ fn record_paid(tx: &Transaction<'_>, p: &NewPeriod, imp_uid: &str, now: i64) -> 
             p.amount,
             p.currency,
             p.name,
-            now
-        ])?;
+            now,
+            state
+        ])?)
+}
+
+/// Records period `p` paid under `imp_uid` (a payment the gateway holds that the book did not know): the period
+/// closed paid and one paid attempt, with a `charge.paid` event. False (nothing written) when its merchant_uid is
+/// held by another period or a one-time charge.
+fn record_paid(tx: &Transaction<'_>, p: &NewPeriod, imp_uid: &str, now: i64) -> Result<bool> {
+    let inserted = insert_closed(tx, p, "paid", now)?;
     if inserted == 0 {
         return Ok(false);
     }
@@ -129,24 +136,7 @@ fn record_paid(tx: &Transaction<'_>, p: &NewPeriod, imp_uid: &str, now: i64) -> 
 
 /// Records period `p` skipped (never charged; its merchant_uid kept when free), with a `period.skipped` event.
 fn record_skipped(tx: &Transaction<'_>, p: &NewPeriod, reason: &str, now: i64) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
-           name, state, next_attempt_at, opened_at, closed_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'skipped', NULL, ?9, ?9
-         WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
-         ON CONFLICT (merchant_uid) DO NOTHING",
-    )?
-    .execute(params![
-        p.subscription_id,
-        p.period as i64,
-        secs(p.due_at),
-        p.merchant_uid,
-        p.customer_uid,
-        p.amount,
-        p.currency,
-        p.name,
-        now
-    ])?;
+    insert_closed(tx, p, "skipped", now)?;
     let detail = json!({
         "period": p.period, "merchant_uid": p.merchant_uid, "due_at": p.due_at.to_rfc3339(), "amount": p.amount,
         "currency": p.currency, "reason": reason,
