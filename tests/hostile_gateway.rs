@@ -450,3 +450,29 @@ fn an_api_that_refuses_every_token_is_an_authentication_failure() {
     let log = World::stderr(&out);
     assert!(log.contains("gateway.unauthorized") && log.contains("refuses them"), "{log}");
 }
+
+/// A lookup "was it paid?" answered with a payment of another status (a declined one, under the charge's own
+/// merchant_uid, amount and key) is no answer: the charge stays unknown. It used to be taken as paid (the lookup's
+/// status was never read), so a declined period was recorded paid and never charged again.
+#[test]
+fn a_paid_lookup_answered_with_a_declined_payment_is_not_taken_as_paid() {
+    let (w, front) = world_behind_front("");
+    w.sandbox.register_customer("c1", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    let drop = billd_sandbox::Fault::DropAfterCharge;
+    w.sandbox.add_fault(billd_sandbox::FaultRule { customer_uid: Some("c1".into()), fault: drop, times: Some(1) });
+    assert!(tick(&w).status.success());
+    assert_eq!(attempts(&w)[0].0, "unknown");
+    let failed = w.ledger().into_iter().find(|e| e.merchant_uid == "billd-s1-0").expect("declined at the gateway");
+    let imp_uid = failed.imp_uid.clone();
+    front.rewrite("/payments/find/billd-s1-0/paid", usize::MAX, move |_, _, _| {
+        let payment = json!({ "imp_uid": imp_uid, "merchant_uid": "billd-s1-0", "amount": 9900, "currency": "KRW",
+            "customer_uid": "c1", "status": "failed", "fail_reason": "잔액부족" });
+        (200, json!({ "code": 0, "message": null, "response": payment }))
+    });
+    w.wait_quiet();
+    let out = w.billd().args(["tick", "--as-of", "2025-01-01T10:05:00+09:00"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let recorded = attempts(&w);
+    assert!(recorded.iter().all(|(s, _)| s != "paid"), "a declined payment was taken as paid: {recorded:?}");
+    assert!(text(&out).contains("another status"), "{}", text(&out));
+}

@@ -329,3 +329,39 @@ fn after_the_quiet_period_a_decline_is_settled_by_the_passs_own_lookups() {
     assert_eq!(w.status_of("s1"), "past_due");
     assert_eq!(w.sent(m), 1, "never resent");
 }
+
+/// Notices review, F1 and F2: a charge whose answer was lost, then refunded in i'mport's console before billd
+/// looked. Its cancel notification (the payment now `cancelled`, or `paid` with part of it refunded) used to be
+/// ignored ("neither paid nor failed"), and a full refund left the pass's lookups finding nothing. Now the
+/// notification settles the charge paid with its payment and records the console's refund with it: a full refund of
+/// s1, a partial one of s2.
+#[test]
+fn a_cancel_notification_of_a_lost_answer_settles_it_paid_and_records_the_refund() {
+    let port = free_port();
+    let w = world(port, &["s1", "s2"], "60s", false);
+    for c in ["c-s1", "c-s2"] {
+        w.sandbox.register_customer(c, cards::APPROVE).unwrap();
+        w.sandbox.add_fault(FaultRule { customer_uid: Some(c.into()), fault: Fault::DropAfterCharge, times: Some(1) });
+    }
+    let d = Daemon::start(&w);
+    let (m1, m2) = ("billd-s1-0", "billd-s2-0");
+    wait_for("both unknown", || attempt(&w, m1).0 == "unknown" && attempt(&w, m2).0 == "unknown");
+    for (m, amount) in [(m1, None), (m2, Some(2000))] {
+        let imp_uid = imp_uid_at_gateway(&w, m);
+        w.sandbox.refund_in_console(&imp_uid, amount, "refunded by phone").unwrap();
+        assert_eq!(post(port, &notice(&imp_uid, m, "cancelled")), 200);
+        let line = d.wait_line("the notification looked at", looked_at(m));
+        assert!(line.contains("notice.settled"), "{line}");
+        let (status, imp, _, _) = attempt(&w, m);
+        assert_eq!((status.as_str(), imp.as_deref()), ("paid", Some(imp_uid.as_str())), "{m}");
+    }
+    let refunds: Vec<(String, i64, String)> = {
+        let db = w.db();
+        let mut st = db.prepare("SELECT merchant_uid, amount, source FROM refunds ORDER BY merchant_uid").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(refunds, [(m1.into(), 9900, "external".into()), (m2.into(), 2000, "external".into())]);
+    assert_eq!((w.sent(m1), w.sent(m2)), (1, 1), "never resent");
+    drop(d);
+    assert_eq!((w.status_of("s1"), w.status_of("s2")), ("active".into(), "active".into()));
+}

@@ -618,3 +618,67 @@ fn a_refund_the_gateway_lists_with_the_same_amount_and_reason_is_not_sent_again(
     assert_eq!(code(&refund(&w, &[CHARGE, "--amount", "2000", "--reason", "damaged item, second"])), 0);
     assert_eq!(at_gateway(&w, CHARGE).0, 4000);
 }
+
+/// Notices review, F1: a charge whose answer was lost and which was then refunded in full in i'mport's console (its
+/// payment `cancelled`) before billd looked it up. The lookups used to ask for `paid` and `failed` only: nothing
+/// found, the charge was resent (refused: the merchant_uid was paid), recorded rejected, and dunning went on to
+/// cancel a customer who had paid. It is recorded paid with its payment, the console refund is recorded on the way,
+/// nothing is sent again, and the subscription stays active.
+#[test]
+fn a_lost_answer_refunded_in_the_console_before_its_lookup_is_recorded_paid_and_refunded() {
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
+    let w = World::new(Setup { body: &body, timeout: "1s", ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: Fault::DropAfterCharge, times: Some(1) });
+    w.tick(DUE);
+    let imp_uid = w.paid_by_merchant_uid()[CHARGE].imp_uid.clone();
+    w.sandbox.refund_in_console(&imp_uid, None, "refunded by phone").unwrap();
+    assert_eq!(at_gateway(&w, CHARGE), (9900, "cancelled".into()));
+    w.wait_quiet();
+    w.tick("2025-01-01T10:05:00+09:00");
+    assert_eq!(w.sent(CHARGE), 1, "sent again: {:?}", w.requests());
+    let (status, imp): (String, Option<String>) = w
+        .db()
+        .query_row("SELECT status, imp_uid FROM attempts WHERE merchant_uid = ?1", [CHARGE], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((status.as_str(), imp.as_deref()), ("paid", Some(imp_uid.as_str())));
+    assert_eq!(refund_rows(&w), [(9900, "refunded".into(), "external".into())]);
+    assert_eq!(refunded_in_charges(&w, CHARGE), 9900);
+    assert_eq!(w.status_of("s1"), "active");
+    // Later periods bill as usual.
+    w.tick("2025-02-01T10:00:00+09:00");
+    assert!(w.paid_by_merchant_uid().contains_key("billd-s1-1"));
+}
+
+/// The same for a one-time charge: a `charge-once` whose answer was lost, refunded in full in the console before a
+/// pass looked it up, is recorded paid (it used to be closed as abandoned, "nothing was charged") and its refund is
+/// recorded.
+#[test]
+fn a_one_time_charge_refunded_in_the_console_before_its_lookup_is_recorded_paid_and_refunded() {
+    let w = World::new(Setup { body: MONTHLY, timeout: "1s", ..Default::default() });
+    // Charged after the command gave up waiting and looked (nothing found yet): unknown.
+    let later = Fault::ChargeLater { after: std::time::Duration::from_millis(1500) };
+    w.sandbox.add_fault(FaultRule { customer_uid: None, fault: later, times: Some(1) });
+    let once = common::with_card(
+        &w,
+        &["charge-once", "--merchant-uid", "once-1", "--amount", "5000", "--name", "goods"],
+        &common::card_json(cards::APPROVE),
+    );
+    assert!(text(&once).contains("outcome unknown"), "{}", text(&once));
+    common::wait_for("the charge at the gateway", || w.ledger().iter().any(|e| e.merchant_uid == "once-1"));
+    let imp_uid = w.ledger().into_iter().find(|e| e.merchant_uid == "once-1").expect("charged").imp_uid;
+    w.sandbox.refund_in_console(&imp_uid, None, "refunded by phone").unwrap();
+    w.wait_quiet();
+    w.tick(&(chrono::Utc::now() + chrono::Duration::seconds(10)).to_rfc3339());
+    let (status, imp): (String, Option<String>) = w
+        .db()
+        .query_row("SELECT status, imp_uid FROM one_time_charges WHERE merchant_uid = 'once-1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((status.as_str(), imp.as_deref()), ("paid", Some(imp_uid.as_str())));
+    assert_eq!(refund_rows(&w), [(5000, "refunded".into(), "external".into())]);
+    assert_eq!(w.sent("once-1"), 1);
+}

@@ -4,6 +4,7 @@
 
 use crate::commands::present::human;
 use crate::config::Config;
+use crate::engine::refunds::look_up_and_settle;
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
 use crate::realtime::{RealClock, SystemClock};
 use crate::store::{
@@ -94,8 +95,8 @@ pub fn check_args(cfg: &Config, merchant_uid: &str, amount: i64, name: &str, abo
 
 /// What a lookup by merchant_uid says of a one-time charge.
 enum Found {
-    /// Paid, as asked (imp_uid).
-    Paid(String),
+    /// Paid, as asked (imp_uid), and whether the gateway shows it refunded since (its refunds to be recorded).
+    Paid(String, bool),
     /// A paid payment for another amount, currency or card: never taken as this charge.
     Mismatch(String),
     /// A failed payment that is not one already recorded for this charge (imp_uid, reason).
@@ -114,9 +115,9 @@ async fn look_up(
     customer_uid: Option<&str>,
     known_failed: Option<&str>,
 ) -> Result<Found, String> {
-    match g.find(merchant_uid, "paid").await {
+    match g.find_paid(merchant_uid).await {
         Lookup::Found(p) => Ok(match p.differs_from(amount, CURRENCY, customer_uid) {
-            None => Found::Paid(p.imp_uid),
+            None => Found::Paid(p.imp_uid.clone(), p.refunded()),
             Some(why) => Found::Mismatch(why),
         }),
         Lookup::Error(e) => Err(format!("lookup failed: {e}")),
@@ -222,7 +223,7 @@ pub fn charge<S: Store, G: Gateway>(
         // Whatever billd recorded, the gateway is asked before anything is sent again.
         match rt.block_on(look_up(g, merchant_uid, amount, charged_with, known_failed.as_deref())) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
-            Ok(Found::Paid(imp)) => {
+            Ok(Found::Paid(imp, refunded)) => {
                 let now = Utc::now();
                 if !store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, now)? {
                     bail!(
@@ -231,6 +232,9 @@ pub fn charge<S: Store, G: Gateway>(
                     );
                 }
                 crate::say!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
+                if refunded {
+                    record_refunds(store, g, rt, merchant_uid, &imp);
+                }
                 return Ok(Done::Paid { imp_uid: imp, before: Some(prev.card_masked) });
             }
             Ok(Found::Mismatch(why)) => {
@@ -342,7 +346,7 @@ pub fn charge<S: Store, G: Gateway>(
     // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
     // it failed.
     let settle = || match rt.block_on(look_up(g, merchant_uid, amount, charged_with, known_failed.as_deref())) {
-        Ok(Found::Paid(imp)) => Ok(Some(Ok(imp))),
+        Ok(Found::Paid(imp, refunded)) => Ok(Some(Ok((imp, refunded)))),
         Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
         Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
         Ok(Found::Nothing) => Ok(None),
@@ -350,7 +354,7 @@ pub fn charge<S: Store, G: Gateway>(
     };
     let unknown = |why: &str| unknown(cfg, store, (id, tries), ask, why, after(quiet));
     let settled = match outcome {
-        ChargeOutcome::Paid { imp_uid } => Ok(imp_uid),
+        ChargeOutcome::Paid { imp_uid } => Ok((imp_uid, false)),
         ChargeOutcome::Declined { imp_uid, reason } => Err(("declined", imp_uid, reason)),
         ChargeOutcome::Rejected { code, message } => match settle() {
             Ok(Some(r)) => r,
@@ -371,9 +375,12 @@ pub fn charge<S: Store, G: Gateway>(
         _ => format!("card {}", charge.card_masked),
     };
     match settled {
-        Ok(imp) => {
+        Ok((imp, refunded)) => {
             store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
             crate::say!("paid: {merchant_uid} {amount} {CURRENCY} with {what} (imp_uid {imp})");
+            if refunded {
+                record_refunds(store, g, rt, merchant_uid, &imp);
+            }
             Ok(Done::Paid { imp_uid: imp, before: None })
         }
         Err((failure, imp, reason)) => {
@@ -389,6 +396,27 @@ pub fn charge<S: Store, G: Gateway>(
             }
             eprintln!("not paid ({failure}): {merchant_uid} with {what}: {reason}");
             Ok(Done::NotPaid)
+        }
+    }
+}
+
+/// A paid one-time charge the gateway shows refunded since (in its console): its refunds recorded as `billd refunds
+/// --sync` records them, and said; a failure is said (nothing else depends on it).
+fn record_refunds<S: Store, G: Gateway>(
+    store: &S,
+    g: &G,
+    rt: &tokio::runtime::Runtime,
+    merchant_uid: &str,
+    imp_uid: &str,
+) {
+    let looked = rt.block_on(look_up_and_settle(store, g, &SystemClock, merchant_uid, imp_uid, Utc::now()));
+    match looked {
+        Ok(Ok(_)) => crate::say!("the gateway shows it refunded since; its refunds are recorded (`billd charges`)"),
+        Ok(Err(e)) => {
+            eprintln!("its refunds at the gateway could not be recorded now ({e}); `billd refunds --sync` does")
+        }
+        Err(e) => {
+            eprintln!("its refunds at the gateway could not be recorded now ({e:#}); `billd refunds --sync` does")
         }
     }
 }

@@ -74,7 +74,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             ChargeOutcome::Declined { imp_uid, reason } => AttemptResult::Declined { imp_uid, reason },
             ChargeOutcome::Rejected { code, message } => {
                 // A refusal may mean "already paid" (a resend after a lost answer): confirm before giving up.
-                match self.gateway.find(&a.merchant_uid, "paid").await {
+                match self.gateway.find_paid(&a.merchant_uid).await {
                     Lookup::Found(p) => self.paid_or_mismatch(&a, p),
                     // A few refusals of a resend only (counted apart from other unresolved tries): after the quiet
                     // period and the backoff, the first request is long over.
@@ -101,7 +101,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// mismatch, never taken as paid (a key-in payment under a subscription's merchant_uid, say).
     pub(super) fn paid_or_mismatch(&self, a: &Attempt, p: crate::gateway::Payment) -> AttemptResult {
         match p.differs_from(a.amount, &a.currency, Some(&a.customer_uid)) {
-            None => AttemptResult::Paid { imp_uid: p.imp_uid },
+            None => {
+                self.note_if_refunded(&a.merchant_uid, &p);
+                AttemptResult::Paid { imp_uid: p.imp_uid }
+            }
             Some(reason) => AttemptResult::Mismatch { reason },
         }
     }

@@ -118,7 +118,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     page.iter().filter(|d| !failed.contains(&d.sub.id)).map(|d| new_period(&self.cfg, d)).collect();
                 let looked: Vec<(NewPeriod, Lookup)> = futures::stream::iter(todo)
                     .map(|p| async move {
-                        let found = self.gateway.find(&p.merchant_uid, "paid").await;
+                        let found = self.gateway.find_paid(&p.merchant_uid).await;
                         (p, found)
                     })
                     .buffer_unordered(self.cfg.gateway.concurrency.max(1))
@@ -170,7 +170,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     fn stale_found(&self, p: &NewPeriod, found: Lookup, reason: &str) -> Option<StaleFound> {
         match found {
             Lookup::Found(pay) => match pay.differs_from(p.amount, &p.currency, Some(&p.customer_uid)) {
-                None => Some(StaleFound::Paid { imp_uid: pay.imp_uid }),
+                None => {
+                    self.note_if_refunded(&p.merchant_uid, &pay);
+                    Some(StaleFound::Paid { imp_uid: pay.imp_uid })
+                }
                 Some(why) => {
                     error!(event = "charge.mismatch", subscription = %p.subscription_id, merchant_uid = %p.merchant_uid,
                         reason = %why, "charge.mismatch: not taken as this period's payment; the period is skipped");

@@ -56,6 +56,10 @@ pub struct Engine<S: Store, G: Gateway> {
     /// Held while a pass reconciles and while a notification settles a charge (`notices`): one of them at a time, so
     /// that neither records over what the other is deciding.
     settling: Arc<tokio::sync::Mutex<()>>,
+    /// Payments (merchant_uid, imp_uid) the running pass's lookups took as charges' payments and found refunded at
+    /// the gateway: their refunds are recorded at the end of the pass, once the charges are recorded paid
+    /// ([`Engine::record_refunds_found`]).
+    refunds_found: Arc<Mutex<Vec<(String, String)>>>,
     /// The one subscription its passes charge (a command that charges one now: `retry`, `reactivate --charge-now`,
     /// `subscriptions add --charge-now`); `None`: every subscription (`run`, `tick`).
     only: Option<String>,
@@ -76,6 +80,7 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             released: self.released.clone(),
             resend_capped: self.resend_capped.clone(),
             settling: self.settling.clone(),
+            refunds_found: self.refunds_found.clone(),
             only: self.only.clone(),
         }
     }
@@ -118,6 +123,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             released: Arc::new(AtomicBool::new(false)),
             resend_capped: Arc::new(AtomicBool::new(false)),
             settling: Arc::new(tokio::sync::Mutex::new(())),
+            refunds_found: Arc::new(Mutex::new(Vec::new())),
             only: None,
         }
     }
@@ -262,6 +268,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         drop((tx, go));
         let tally = writer.await.context("the outcome writer panicked")??;
         let gated = gate.await.context("the gate panicked")?;
+        self.record_refunds_found(now).await;
         result?;
         gated?;
         report.paid = tally.paid;

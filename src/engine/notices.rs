@@ -2,9 +2,11 @@
 //!
 //! What a notification may do, and no more:
 //! - an unresolved charge (a period's attempt, a one-time charge, a plan change's charge) whose payment the gateway
-//!   shows **paid** under the notification's merchant_uid is settled at once, by the rule every lookup applies
-//!   (`paid_or_mismatch` for an attempt, `one_time_paid` for a one-time charge: amount, currency and billing key
-//!   compared, a mismatch held, never taken as paid), recorded only if the charge is still as it was read;
+//!   shows **paid** (or refunded since: `cancelled`) under the notification's merchant_uid is settled at once, by
+//!   the rule every lookup applies (`paid_or_mismatch` for an attempt, `one_time_paid` for a one-time charge:
+//!   amount, currency and billing key compared, a mismatch held, never taken as paid), recorded only if the charge
+//!   is still as it was read; the refunds the payment shows (or the cancel notified) are recorded after it, as
+//!   `refunds --sync` records them;
 //! - a payment shown **failed** is never taken from the notification alone: once the charge's real quiet period is
 //!   over (no request of it can still be in progress), the pass's own lookups by merchant_uid (`look`,
 //!   `look_one_time`) are made and what they find is recorded; before that, nothing;
@@ -13,7 +15,6 @@
 //! - nothing else: a charge still pending (its request in flight) is left to its sender, and nothing here ever sends
 //!   a charge, resends one, gives one up or puts off a look.
 
-use super::reconcile::one_time_paid;
 use super::report::{Tally, log_changes, log_outcome};
 use super::{At, Engine};
 use crate::billing::quiet::quiet_period;
@@ -87,11 +88,18 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         // Decided from a fresh read, and recorded, while no pass reconciles.
         let _settling = self.settling.lock().await;
         let m = n.merchant_uid.clone();
-        match self.db(move |s| s.notice_target(&m)).await? {
-            NoticeTarget::Attempt(a) => self.notice_of_attempt(a, payment, as_of).await,
-            NoticeTarget::OneTime(c) => self.notice_of_one_time(c, payment, as_of).await,
-            _ => ignored("its charge was settled meanwhile"),
+        // A payment refunded since (in full, or in part as the notification says): its refunds are recorded once
+        // its charge is recorded paid (nothing is recorded for a charge that is not).
+        let refunded = (payment.refunded() || n.status == "cancelled").then(|| payment.imp_uid.clone());
+        let noticed = match self.db(move |s| s.notice_target(&m)).await? {
+            NoticeTarget::Attempt(a) => self.notice_of_attempt(a, payment, as_of).await?,
+            NoticeTarget::OneTime(c) => self.notice_of_one_time(c, payment, as_of).await?,
+            _ => return ignored("its charge was settled meanwhile"),
+        };
+        if let (Noticed::Settled(_), Some(imp_uid)) = (&noticed, refunded) {
+            self.record_refunds_of(&n.merchant_uid, &imp_uid, as_of).await;
         }
+        Ok(noticed)
     }
 
     /// An unresolved attempt of a period, and its payment as the gateway shows it.
@@ -100,7 +108,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             return Ok(Noticed::Wait(Some(p)));
         }
         let result = match p.status.as_str() {
-            "paid" => self.paid_or_mismatch(&a, p),
+            "paid" | "cancelled" => self.paid_or_mismatch(&a, p),
             "failed" => {
                 let over = a.in_doubt.clone().is_some_and(|since| {
                     Doubt { since, quiet: quiet_period(a.timeout_ms) }.remaining(&self.clock.now()).is_zero()
@@ -117,7 +125,11 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     _ => return ignored("its lookups find no outcome of this attempt; left to its next lookup"),
                 }
             }
-            other => return ignored(&format!("the payment is {other}, neither paid nor failed; left to its lookups")),
+            other => {
+                return ignored(&format!(
+                    "the payment is {other}, neither paid, refunded nor failed; left to its lookups"
+                ));
+            }
         };
         let rec = self.decide(a, result, At::start(as_of));
         let (rec, changes) = self.db(move |s| s.record_unchanged(&rec, as_of).map(|c| (rec, c))).await?;
@@ -142,7 +154,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             return Ok(Noticed::Wait(Some(p)));
         }
         let verdict = match p.status.as_str() {
-            "paid" => one_time_paid(&c, p),
+            "paid" | "cancelled" => self.one_time_paid(&c, p),
             "failed" => {
                 let over = c.doubt.as_ref().is_some_and(|d| d.remaining(&self.clock.now()).is_zero());
                 if !over {
@@ -154,7 +166,11 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     Err(e) => return ignored(&format!("lookup failed: {e}; left to its next lookup")),
                 }
             }
-            other => return ignored(&format!("the payment is {other}, neither paid nor failed; left to its lookups")),
+            other => {
+                return ignored(&format!(
+                    "the payment is {other}, neither paid, refunded nor failed; left to its lookups"
+                ));
+            }
         };
         let what = format!("one-time charge: {}", verdict.0);
         if self.finish_one_time_logged(&c, verdict, as_of).await? {

@@ -32,14 +32,20 @@ pub(super) type OneTimeVerdict = (ChargeStatus, Option<Failure>, Option<String>,
 
 /// A paid payment under a one-time charge's merchant_uid: paid if it is what was asked (amount, currency, billing
 /// key), otherwise a mismatch, held and never taken as paid.
-pub(super) fn one_time_paid(c: &UnresolvedOneTime, p: crate::gateway::Payment) -> OneTimeVerdict {
-    match p.differs_from(c.amount, &c.currency, c.customer_uid.as_deref()) {
-        None => (ChargeStatus::Paid, None, Some(p.imp_uid), None),
-        Some(why) => (ChargeStatus::Failed, Some(Failure::Mismatch), None, Some(why)),
-    }
-}
-
 impl<S: Store, G: Gateway> Engine<S, G> {
+    /// A payment found under a one-time charge's merchant_uid: paid if it is what was asked (a refund shown with it
+    /// is recorded at the end of the pass), else held as a mismatch. The one rule for a lookup's and a
+    /// notification's.
+    pub(super) fn one_time_paid(&self, c: &UnresolvedOneTime, p: crate::gateway::Payment) -> OneTimeVerdict {
+        match p.differs_from(c.amount, &c.currency, c.customer_uid.as_deref()) {
+            None => {
+                self.note_if_refunded(&c.merchant_uid, &p);
+                (ChargeStatus::Paid, None, Some(p.imp_uid), None)
+            }
+            Some(why) => (ChargeStatus::Failed, Some(Failure::Mismatch), None, Some(why)),
+        }
+    }
+
     /// Reconciles the unresolved attempts whose check time has come (and one-time charges); returns how many it
     /// looked at and how many it left alone because the real quiet period of their request is not over (their
     /// check time is put off to its end).
@@ -177,8 +183,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// one-time charge: paid as asked, paid otherwise (a mismatch, held), or declined (a decline already known for it
     /// is not this try's outcome). `Ok(None)`: no record of this try; `Err`: a lookup failed.
     pub(super) async fn look_one_time(&self, c: &UnresolvedOneTime) -> Result<Option<OneTimeVerdict>, String> {
-        match self.gateway.find(&c.merchant_uid, "paid").await {
-            Lookup::Found(p) => Ok(Some(one_time_paid(c, p))),
+        match self.gateway.find_paid(&c.merchant_uid).await {
+            Lookup::Found(p) => Ok(Some(self.one_time_paid(c, p))),
             Lookup::Error(e) => Err(e),
             Lookup::NotFound => match self.gateway.find(&c.merchant_uid, "failed").await {
                 // An earlier try's decline is not this try's outcome: as if nothing were found.
@@ -231,7 +237,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// mismatch, never taken as paid), declined, or, if a lookup failed, still unresolved. `None`: no record of it.
     /// The one rule for every look at an attempt (a pass's, and a notification's).
     pub(super) async fn look(&self, a: &Attempt) -> Option<AttemptResult> {
-        match self.gateway.find(&a.merchant_uid, "paid").await {
+        match self.gateway.find_paid(&a.merchant_uid).await {
             Lookup::Found(p) => Some(self.paid_or_mismatch(a, p)),
             Lookup::Error(e) => Some(AttemptResult::Unresolved { reason: format!("lookup failed: {e}") }),
             Lookup::NotFound => match self.gateway.find(&a.merchant_uid, "failed").await {

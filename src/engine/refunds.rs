@@ -1,7 +1,7 @@
 //! Refunds in doubt settled by a lookup of the payment (`GET /payments/{imp_uid}` at i'mport), never by sending again: by every pass, `billd refund` and `billd refunds --sync`; refunds made outside billd recorded on the way.
 
 use super::Engine;
-use crate::gateway::{Gateway, PaymentRefunds, RefundsLookup};
+use crate::gateway::{Gateway, Payment, PaymentRefunds, RefundsLookup};
 use crate::realtime::RealClock;
 use crate::store::{RefundRow, RefundStatus, Refunds, RefundsSettled, SeenRefund, Store};
 use anyhow::Result;
@@ -87,6 +87,45 @@ pub fn log_refund(r: &RefundRow) {
 }
 
 impl<S: Store, G: Gateway> Engine<S, G> {
+    /// A payment a lookup took as charge `merchant_uid`'s: if the gateway shows it refunded, its refunds are to be
+    /// recorded once the charge is recorded paid ([`Engine::record_refunds_found`]).
+    pub(super) fn note_if_refunded(&self, merchant_uid: &str, p: &Payment) {
+        if p.refunded() {
+            let mut found = self.refunds_found.lock().unwrap_or_else(|e| e.into_inner());
+            found.push((merchant_uid.to_owned(), p.imp_uid.clone()));
+        }
+    }
+
+    /// Records the refunds of the payments this pass's lookups found refunded (see [`Engine::note_if_refunded`]), as
+    /// `billd refunds --sync` would: a charge answered by nobody and refunded in the console before billd looked is
+    /// recorded paid, then refunded. A failed lookup is logged (the refunds are then recorded by `refunds --sync` or
+    /// the payment's next notification); nothing here sends anything.
+    pub(super) async fn record_refunds_found(&self, now: DateTime<Utc>) {
+        let found = std::mem::take(&mut *self.refunds_found.lock().unwrap_or_else(|e| e.into_inner()));
+        for (merchant_uid, imp_uid) in found {
+            self.record_refunds_of(&merchant_uid, &imp_uid, now).await;
+        }
+    }
+
+    /// Records the refunds the gateway lists for payment `imp_uid` of charge `merchant_uid` (recorded paid), as
+    /// `billd refunds --sync` would; a failure is logged (then `refunds --sync` records them).
+    pub(super) async fn record_refunds_of(&self, merchant_uid: &str, imp_uid: &str, now: DateTime<Utc>) {
+        let why = match self.gateway.refunds(imp_uid, merchant_uid).await {
+            RefundsLookup::Found(p) => {
+                let (m, clock) = (merchant_uid.to_owned(), self.clock.clone());
+                match self.db(move |s| settle_seen(s, clock.as_ref(), &m, &p, now)).await {
+                    Ok(_) => return,
+                    Err(e) => format!("{e:#}"),
+                }
+            }
+            RefundsLookup::NotFound => "the gateway has no such payment".to_string(),
+            RefundsLookup::Error(e) => e,
+        };
+        warn!(event = "refund.unknown", merchant_uid = %merchant_uid, imp_uid = %imp_uid, reason = %why,
+            "the payment was refunded at the gateway, but its refunds could not be recorded now; `billd refunds \
+             --sync` records them");
+    }
+
     /// Settles refunds in doubt whose check time has come (a `billd refund` that lost its answer or stopped), by a
     /// lookup of their payments; returns how many it looked at. A failed lookup leaves them for the next pass.
     pub(super) async fn reconcile_refunds(&self, now: DateTime<Utc>) -> Result<usize> {

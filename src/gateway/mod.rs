@@ -65,6 +65,12 @@ impl Payment {
         other
     }
 
+    /// Whether the gateway shows it refunded in full (i'mport: `cancelled`): a payment that took the money, refunded
+    /// since (in the console, say); its refunds are recorded from a lookup of them ([`Gateway::refunds`]).
+    pub fn refunded(&self) -> bool {
+        self.status == "cancelled"
+    }
+
     /// Why this payment is not the one billd asked for (`None`: it is): its amount, currency or billing key
     /// differs from the request's ([`Payment::mismatches`]). `customer_uid`: the billing key charged (`None`: a
     /// key-in charge without one, so a payment made with a billing key is not it).
@@ -212,9 +218,28 @@ pub trait Gateway: Send + Sync + 'static {
         req: &ChargeRequest,
         go: impl Future<Output = bool> + Send,
     ) -> impl Future<Output = Option<ChargeOutcome>> + Send;
-    /// The payment made under `merchant_uid` with `status` (`paid` or `failed`; i'mport:
-    /// `GET /payments/find/{merchant_uid}/{status}`).
+    /// The payment made under `merchant_uid` with `status` (`paid`, `failed` or `cancelled`; i'mport:
+    /// `GET /payments/find/{merchant_uid}/{status}`). "Was it paid?" is [`Gateway::find_paid`].
     fn find(&self, merchant_uid: &str, status: &str) -> impl Future<Output = Lookup> + Send;
+    /// The payment that took the money under `merchant_uid`, however much of it was refunded since: `paid`, else
+    /// `cancelled` (refunded in full, by billd or in the console: it was paid all the same). The one lookup every
+    /// "was it charged?" asks: a charge refunded before billd looked is never taken for one never made (and sent
+    /// again, refused, given up by dunning). Its [`Payment::refunded`] says which.
+    fn find_paid(&self, merchant_uid: &str) -> impl Future<Output = Lookup> + Send {
+        async move {
+            // A payment of another status than the one asked for is not an answer to the question.
+            let only = |status: &str, found: Lookup| match found {
+                Lookup::Found(p) if p.status != status => Lookup::Error(format!(
+                    "a lookup of {status} payments under {merchant_uid} answered a payment of another status"
+                )),
+                other => other,
+            };
+            match only("paid", self.find(merchant_uid, "paid").await) {
+                Lookup::NotFound => only("cancelled", self.find(merchant_uid, "cancelled").await),
+                other => other,
+            }
+        }
+    }
     /// Gets (or reuses) an access token: whether the gateway accepts the credentials.
     fn authenticate(&self) -> impl Future<Output = Auth> + Send;
     /// Refunds part or all of a paid payment (i'mport: `POST /payments/cancel` with `imp_uid`, `amount`, `reason`
