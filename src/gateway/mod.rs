@@ -219,7 +219,9 @@ pub trait Gateway: Send + Sync + 'static {
         go: impl Future<Output = bool> + Send,
     ) -> impl Future<Output = Option<ChargeOutcome>> + Send;
     /// The payment made under `merchant_uid` with `status` (`paid`, `failed` or `cancelled`; i'mport:
-    /// `GET /payments/find/{merchant_uid}/{status}`). "Was it paid?" is [`Gateway::find_paid`].
+    /// `GET /payments/find/{merchant_uid}/{status}`). `Found` only for a payment of that merchant_uid and that
+    /// status: an answer with another is an error (no answer to the question). "Was it paid?" is
+    /// [`Gateway::find_paid`].
     fn find(&self, merchant_uid: &str, status: &str) -> impl Future<Output = Lookup> + Send;
     /// The payment that took the money under `merchant_uid`, however much of it was refunded since: `paid`, else
     /// `cancelled` (refunded in full, by billd or in the console: it was paid all the same). The one lookup every
@@ -227,15 +229,8 @@ pub trait Gateway: Send + Sync + 'static {
     /// again, refused, given up by dunning). Its [`Payment::refunded`] says which.
     fn find_paid(&self, merchant_uid: &str) -> impl Future<Output = Lookup> + Send {
         async move {
-            // A payment of another status than the one asked for is not an answer to the question.
-            let only = |status: &str, found: Lookup| match found {
-                Lookup::Found(p) if p.status != status => Lookup::Error(format!(
-                    "a lookup of {status} payments under {merchant_uid} answered a payment of another status"
-                )),
-                other => other,
-            };
-            match only("paid", self.find(merchant_uid, "paid").await) {
-                Lookup::NotFound => only("cancelled", self.find(merchant_uid, "cancelled").await),
+            match self.find(merchant_uid, "paid").await {
+                Lookup::NotFound => self.find(merchant_uid, "cancelled").await,
                 other => other,
             }
         }

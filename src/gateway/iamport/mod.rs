@@ -499,8 +499,11 @@ impl Gateway for Iamport {
             Sent::Refused(why) => Lookup::Error(why),
             Sent::Response(404, _) => Lookup::NotFound,
             Sent::Response(200, text) => match parse_payment(&text, &red) {
-                Ok(Some(p)) if p.merchant_uid == merchant_uid => Lookup::Found(p),
+                Ok(Some(p)) if p.merchant_uid == merchant_uid && p.status == status => Lookup::Found(p),
                 // What came back is described, not quoted.
+                Ok(Some(p)) if p.merchant_uid == merchant_uid => Lookup::Error(format!(
+                    "a lookup of {status} payments under {merchant_uid} answered a payment of another status"
+                )),
                 Ok(Some(_)) => {
                     Lookup::Error(format!("lookup of {merchant_uid} answered a payment for another merchant_uid"))
                 }
