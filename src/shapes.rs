@@ -23,13 +23,14 @@ pub fn kind(r: &ChargeRow) -> &'static str {
     }
 }
 
-/// A charge as `billd charges --json` shows it.
+/// A charge as `billd charges --json` shows it (`customer_uid` null for a key-in charge: no billing key).
 pub fn charge_json(r: &ChargeRow, tz: Tz) -> Value {
     let period = r.one_time.is_none().then_some((r.period, r.attempt));
+    let key = Some(r.customer_uid.as_str()).filter(|k| !k.is_empty());
     json!({
         "kind": kind(r), "subscription_id": r.subscription_id, "period": period.map(|p| p.0),
         "attempt": period.map(|p| p.1), "tries": r.attempt,
-        "merchant_uid": r.merchant_uid, "customer_uid": r.customer_uid, "amount": r.amount, "currency": r.currency,
+        "merchant_uid": r.merchant_uid, "customer_uid": key, "amount": r.amount, "currency": r.currency,
         "status": r.status.as_str(), "failure": r.failure.map(Failure::as_str), "imp_uid": r.imp_uid,
         "fail_reason": r.fail_reason, "refunded": r.refunded,
         "due_at": rfc3339(r.due_at, tz), "made_at": rfc3339(r.created_at, tz), "updated_at": rfc3339(r.updated_at, tz),

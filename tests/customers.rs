@@ -100,6 +100,8 @@ fn charge_once_paid_declined_and_never_twice() {
     // subscription, and their own filter.
     for r in rows.as_array().unwrap() {
         assert_eq!((r["kind"].as_str(), r["subscription_id"].is_null()), (Some("one-time"), true), "{r}");
+        // A key-in charge has no billing key: null, not "" (issue 26 review).
+        assert!(r["customer_uid"].is_null(), "{r}");
     }
     let table = text(&w.billd().arg("charges").output().unwrap());
     let header = table.lines().next().unwrap_or_default().to_string();

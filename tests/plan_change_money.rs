@@ -352,3 +352,47 @@ fn a_discount_is_never_stretched_over_a_new_interval() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(payments(&w, "billd-s1-0-c1"), [(97_500, "paid".to_string())]);
 }
+
+/// Lookups review, 1: a change's charge whose answer was lost and which was refunded in full in i'mport's console
+/// before billd recorded it collected nothing: the change is not applied (and nothing credited), by a rerun as by a
+/// pass. It used to be taken as paid once lookups found refunded payments: the upgrade applied for free, or, after
+/// a pause, its money was credited on top of the refund.
+#[test]
+fn a_change_charge_refunded_in_the_console_before_it_is_recorded_does_not_apply() {
+    let w = world();
+    subscribed(&w, "basic");
+    next_charge_in_doubt(&w);
+    let out = change(&w, "pro", HALFWAY);
+    assert!(!out.status.success(), "{}", text(&out));
+    let m = "billd-s1-0-c1";
+    wait_for("the change's charge at the gateway", || !payments(&w, m).is_empty());
+    let imp_uid = w.ledger().into_iter().find(|e| e.merchant_uid == m).unwrap().imp_uid;
+    w.sandbox.refund_in_console(&imp_uid, None, "upgrade refunded by phone").unwrap();
+    let rerun = settle_by_rerun(&w, "pro");
+    assert!(!rerun.status.success(), "{}", text(&rerun));
+    assert!(text(&rerun).contains("refunded in full"), "{}", text(&rerun));
+    assert_eq!(plan_of(&w), "basic", "{}", text(&rerun));
+    assert_eq!(credit(&w), 0);
+    assert_eq!(agains(&w, m), 1);
+    // February bills the old plan.
+    w.tick("2025-02-01T01:00:00Z");
+    assert_eq!(payments(&w, "billd-s1-1"), [(10000, "paid".to_string())]);
+}
+
+/// Lookups review, 2: a refund made in i'mport's console and not recorded yet (no notification, no `refunds
+/// --sync`) was credited again by a change now: 6 000 of January given back by the merchant, then 3 097 of credit
+/// for its unused part. The change looks the period's refunds up first, records them, and is refused.
+#[test]
+fn a_change_now_looks_the_periods_refunds_up_before_crediting() {
+    let w = world();
+    subscribed(&w, "pro");
+    let imp_uid = w.ledger().into_iter().find(|e| e.merchant_uid == "billd-s1-0").unwrap().imp_uid;
+    w.sandbox.refund_in_console(&imp_uid, Some(6000), "partial, by phone").unwrap();
+    let out = change(&w, "basic", HALFWAY);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("has refunds"), "{}", text(&out));
+    assert_eq!((plan_of(&w), credit(&w)), ("pro".to_string(), 0));
+    let rows: i64 =
+        w.db().query_row("SELECT count(*) FROM refunds WHERE source = 'external'", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 1, "the console refund is recorded");
+}

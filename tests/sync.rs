@@ -129,6 +129,19 @@ fn one_removed_subscription_is_canceled_by_the_pass() {
     w.tick("2025-02-05T10:00:00+09:00");
     assert_eq!(w.status_of("s2"), "canceled");
     assert_eq!(w.paid_for("c1").len(), 5);
+    // The reason, kept and sent to the merchant's app with the event, names the file, not where it lives on the
+    // server (issue 26 review).
+    let reason: String = w
+        .db()
+        .query_row(
+            "SELECT snapshot FROM outbox
+              WHERE type = 'subscription.canceled' AND subscription_id = 's2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let dir = w.config.parent().unwrap().display().to_string();
+    assert!(reason.contains("removed from") && !reason.contains(&dir), "{reason}");
 }
 
 #[test]

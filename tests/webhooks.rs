@@ -175,6 +175,13 @@ fn a_failed_delivery_is_retried_with_its_id_and_holds_its_subscriptions_later_ev
     assert_eq!((e[0]["state"].as_str(), e[0]["attempts"].as_u64()), (Some("pending"), Some(1)));
     assert_eq!(e[0]["last_error"], "HTTP 500");
     assert_eq!(e[0]["next_attempt_at"], "2030-01-01T10:00:05+09:00");
+    // The charge's event waits for it, and the listing says so (it used to say "sent from" an instant already past).
+    let head = e[0]["id"].as_str().unwrap();
+    assert_eq!((e[1]["type"].as_str(), e[1]["waits_for"].as_str()), (Some("charge.paid"), Some(head)), "{e:?}");
+    assert!(e[0]["waits_for"].is_null());
+    let table = String::from_utf8_lossy(&billd(&w, &["webhooks"]).stdout).into_owned();
+    let line = table.lines().find(|l| l.contains("charge.paid")).unwrap_or_default();
+    assert!(line.contains(&format!("waits for {head}")), "{table}");
     // Before its retry: nothing is sent.
     tick(&w, "2030-01-01T10:00:04+09:00");
     assert_eq!(r.got().len(), 1);

@@ -226,8 +226,9 @@ pub fn plan(
     let in_file: std::collections::HashSet<&str> = wanted.iter().map(|s| s.id.as_str()).collect();
     for have in db {
         if have.source == Source::Config && !have.status.is_final() && !in_file.contains(have.id.as_str()) {
-            out.changes
-                .push(Change::Cancel { id: have.id.clone(), reason: format!("removed from {}", file.display()) });
+            // The file's name, not its path: the reason is kept, and sent with the event to the merchant's app.
+            let name = file.file_name().map_or_else(|| "the config".into(), |n| n.to_string_lossy());
+            out.changes.push(Change::Cancel { id: have.id.clone(), reason: format!("removed from {name}") });
         }
     }
     out

@@ -10,7 +10,9 @@ use crate::commands::charge_key::KeySender;
 use crate::commands::one_time::{Ask, Done, charge};
 use crate::commands::present::human;
 use crate::config::Config;
-use crate::store::{Book, Store, Views};
+use crate::engine::refunds::look_up_and_settle;
+use crate::realtime::SystemClock;
+use crate::store::{Book, ChargeStatus, Store, Views};
 use crate::store::{ChangeState, ChangeTiming, Changes, OneTimeKind, PeriodState, PlanChange, PlanChangeRow};
 use anyhow::{Result, anyhow, bail};
 use chrono::{DateTime, Utc};
@@ -264,6 +266,34 @@ fn decide(
     Ok((c, format!("period {} ({} to {}): {how}", paid.period, human(span.start, tz), human(span.end, tz))))
 }
 
+/// Before a change now credits or charges what is left of period `period`: the refunds the gateway lists for the
+/// period's paid charges (its own, and the subscription's plan-change charges) are recorded, as `billd refunds
+/// --sync` records them, so that a refund made in i'mport's console and not recorded yet is never credited again
+/// (the store refuses a change now in a period with refunds). A lookup that fails refuses the change.
+fn record_gateway_refunds(cfg: &Config, store: &impl Store, id: &str, period: u64, now: DateTime<Utc>) -> Result<()> {
+    let own = store.list_charges(false, None, Some(id), 0)?.into_iter().map(|(_, r)| r).filter(|r| r.period == period);
+    let changes = store.list_one_time(false, None, Some(id))?;
+    let changes = changes.into_iter().filter(|r| r.one_time == Some(OneTimeKind::Proration));
+    let paid: Vec<(String, String)> = own
+        .chain(changes)
+        .filter(|r| r.status == ChargeStatus::Paid)
+        .filter_map(|r| r.imp_uid.map(|imp| (r.merchant_uid, imp)))
+        .collect();
+    if paid.is_empty() {
+        return Ok(());
+    }
+    let (g, rt) = (gateway(cfg)?, runtime()?);
+    for (m, imp) in paid {
+        if let Err(e) = rt.block_on(look_up_and_settle(store, &g, &SystemClock, &m, &imp, now))? {
+            bail!(
+                "subscription {id}: a change now settles what was paid for period {period}, and the refunds of its \
+                 charge {m} could not be checked at the gateway ({e}); nothing changed (run it again)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Charges a pending change's difference under the one-time protocol (a rerun settles it by lookup first, and
 /// never sends before its quiet period); its outcome applies or fails the change (`finish_one_time`).
 fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChangeRow) -> Result<ExitCode> {
@@ -407,6 +437,9 @@ pub fn change(
         bail!("plan {plan} bills in {}, subscription {id} in {}; nothing changed", to.currency, sub.currency);
     }
     let (c, how) = decide(&cfg, &store, &sub, &to, timing, &changes, now)?;
+    if timing == ChangeTiming::Now {
+        record_gateway_refunds(&cfg, &store, id, c.period, now)?;
+    }
     let row = store.change_plan(&c, changes.len(), now)?.map_err(|why| anyhow!("{why}; nothing changed"))?;
     if timing == ChangeTiming::Now
         && let Some(r) = scheduled(&changes, sub.next_period).last()

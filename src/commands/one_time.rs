@@ -4,7 +4,7 @@
 
 use crate::commands::present::human;
 use crate::config::Config;
-use crate::engine::refunds::look_up_and_settle;
+use crate::engine::refunds::{change_taken_back, look_up_and_settle};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
 use crate::realtime::{RealClock, SystemClock};
 use crate::store::{
@@ -99,23 +99,26 @@ enum Found {
     Paid(String, bool),
     /// A paid payment for another amount, currency or card: never taken as this charge.
     Mismatch(String),
+    /// A plan change's charge paid and refunded in full before billd recorded it (imp_uid, why): not collected.
+    TakenBack(String, String),
     /// A failed payment that is not one already recorded for this charge (imp_uid, reason).
     Declined(String, String),
     /// No record at the gateway.
     Nothing,
 }
 
-/// Looks a one-time charge up by merchant_uid (paid, then failed). `customer_uid`: the billing key it charged
-/// (`None`: a key-in charge). `known_failed`: the imp_uid of a decline already recorded for it (a lookup finding
-/// that one has found nothing new). Err: the lookup failed.
+/// Looks a one-time charge of `kind` up by merchant_uid (paid or refunded since, then failed). `customer_uid`: the
+/// billing key it charged (`None`: a key-in charge). `known_failed`: the imp_uid of a decline already recorded for
+/// it (a lookup finding that one has found nothing new). Err: the lookup failed.
 async fn look_up(
     g: &impl Gateway,
-    merchant_uid: &str,
+    (merchant_uid, kind): (&str, OneTimeKind),
     amount: i64,
     customer_uid: Option<&str>,
     known_failed: Option<&str>,
 ) -> Result<Found, String> {
     match g.find_paid(merchant_uid).await {
+        Lookup::Found(p) if let Some(why) = change_taken_back(kind, &p) => Ok(Found::TakenBack(p.imp_uid, why)),
         Lookup::Found(p) => Ok(match p.differs_from(amount, CURRENCY, customer_uid) {
             None => Found::Paid(p.imp_uid.clone(), p.refunded()),
             Some(why) => Found::Mismatch(why),
@@ -221,7 +224,7 @@ pub fn charge<S: Store, G: Gateway>(
             );
         }
         // Whatever billd recorded, the gateway is asked before anything is sent again.
-        match rt.block_on(look_up(g, merchant_uid, amount, charged_with, known_failed.as_deref())) {
+        match rt.block_on(look_up(g, (merchant_uid, ask.kind), amount, charged_with, known_failed.as_deref())) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp, refunded)) => {
                 let now = Utc::now();
@@ -241,6 +244,12 @@ pub fn charge<S: Store, G: Gateway>(
                 let (status, failure) = (ChargeStatus::Failed, Some(Failure::Mismatch));
                 store.finish_one_time(prev.id, prev.tries, status, failure, None, Some(&why), Utc::now())?;
                 bail!("merchant_uid {merchant_uid}: {why}; not taken as this charge, nothing sent");
+            }
+            Ok(Found::TakenBack(imp, why)) => {
+                let (status, failure) = (ChargeStatus::Failed, Some(Failure::Abandoned));
+                store.finish_one_time(prev.id, prev.tries, status, failure, Some(&imp), Some(&why), Utc::now())?;
+                eprintln!("not paid: {merchant_uid}: {why}; nothing sent");
+                return Ok(Done::NotPaid);
             }
             Ok(Found::Declined(imp, reason)) => {
                 let (status, failure) = (ChargeStatus::Failed, Some(Failure::Declined));
@@ -345,13 +354,15 @@ pub fn charge<S: Store, G: Gateway>(
     };
     // A lookup right after the answer: Some(outcome) if it settles the charge; None if it found nothing; Err if
     // it failed.
-    let settle = || match rt.block_on(look_up(g, merchant_uid, amount, charged_with, known_failed.as_deref())) {
-        Ok(Found::Paid(imp, refunded)) => Ok(Some(Ok((imp, refunded)))),
-        Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
-        Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
-        Ok(Found::Nothing) => Ok(None),
-        Err(e) => Err(e),
-    };
+    let settle =
+        || match rt.block_on(look_up(g, (merchant_uid, ask.kind), amount, charged_with, known_failed.as_deref())) {
+            Ok(Found::Paid(imp, refunded)) => Ok(Some(Ok((imp, refunded)))),
+            Ok(Found::Mismatch(m)) => Ok(Some(Err(("mismatch", None, m)))),
+            Ok(Found::TakenBack(imp, why)) => Ok(Some(Err(("abandoned", Some(imp), why)))),
+            Ok(Found::Declined(imp, reason)) => Ok(Some(Err(("declined", Some(imp), reason)))),
+            Ok(Found::Nothing) => Ok(None),
+            Err(e) => Err(e),
+        };
     let unknown = |why: &str| unknown(cfg, store, (id, tries), ask, why, after(quiet));
     let settled = match outcome {
         ChargeOutcome::Paid { imp_uid } => Ok((imp_uid, false)),

@@ -45,9 +45,31 @@ pub fn since(cfg: &Config, s: &str) -> Result<DateTime<Utc>> {
     Ok(cfg.billing.clock.due_at_midnight(d))
 }
 
-/// What happens next to an event (or what became of it), for people.
-fn next(e: &OutboxEvent, cfg: &Config) -> String {
+/// For each listed event that waits behind an earlier pending event of its subscription (events of a subscription
+/// are delivered in order), the id of the first of them: it is sent once that one is delivered or given up.
+fn heads(events: &[OutboxEvent]) -> std::collections::HashMap<i64, String> {
+    let mut head: std::collections::HashMap<Option<&str>, &str> = std::collections::HashMap::new();
+    let mut behind = std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e.state == DeliveryState::Pending) {
+        match head.get(&e.subscription_id.as_deref()) {
+            Some(first) => {
+                behind.insert(e.position, first.to_string());
+            }
+            None => {
+                head.insert(e.subscription_id.as_deref(), e.id.as_str());
+            }
+        }
+    }
+    behind
+}
+
+/// What happens next to an event (or what became of it), for people. `behind`: the earlier event of its
+/// subscription it waits for, if any.
+fn next(e: &OutboxEvent, cfg: &Config, behind: Option<&String>) -> String {
     let tz = cfg.billing.clock.timezone;
+    if let (DeliveryState::Pending, Some(first), Some(_)) = (e.state, behind, &cfg.webhooks) {
+        return format!("waits for {first} (a subscription's events are sent in order)");
+    }
     match e.state {
         DeliveryState::Pending if cfg.webhooks.is_none() => "not sent: webhooks are off ([webhooks] url)".into(),
         DeliveryState::Pending if e.attempts == 0 => format!("sent from {}", human(e.next_attempt_at, tz)),
@@ -69,6 +91,7 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
     let store = open_store(&cfg)?;
     let events = store.outbox_events(&filter, LISTED)?;
     let tz = cfg.billing.clock.timezone;
+    let behind = heads(&events);
     if as_json {
         let rows: Vec<_> = events
             .iter()
@@ -79,6 +102,7 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
                     "attempts": e.attempts, "last_attempt_at": e.last_attempt_at.map(|t| rfc3339(t, tz)),
                     "last_error": e.last_error,
                     "next_attempt_at": (e.state == DeliveryState::Pending).then(|| rfc3339(e.next_attempt_at, tz)),
+                    "waits_for": behind.get(&e.position),
                     "settled_at": e.settled_at.map(|t| rfc3339(t, tz)),
                 })
             })
@@ -108,7 +132,7 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
             e.sequence,
             e.state,
             e.attempts,
-            next(e, &cfg),
+            next(e, &cfg, behind.get(&e.position)),
             cell(&error)
         );
     }
@@ -146,7 +170,7 @@ pub fn replay(
                 config::duration::format(hooks.retain)
             ),
             Some(e) if e.state == DeliveryState::Pending => {
-                println!("{id}: already on its way ({})", next(&e, &cfg));
+                println!("{id}: already on its way ({})", next(&e, &cfg, None));
                 return Ok(ExitCode::SUCCESS);
             }
             Some(_) => {}

@@ -30,13 +30,15 @@ use tracing::{error, info, warn};
 /// What settled a one-time charge: its status, its failure, the payment's imp_uid, and why.
 pub(super) type OneTimeVerdict = (ChargeStatus, Option<Failure>, Option<String>, Option<String>);
 
-/// A paid payment under a one-time charge's merchant_uid: paid if it is what was asked (amount, currency, billing
-/// key), otherwise a mismatch, held and never taken as paid.
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// A payment found under a one-time charge's merchant_uid: paid if it is what was asked (a refund shown with it
-    /// is recorded at the end of the pass), else held as a mismatch. The one rule for a lookup's and a
-    /// notification's.
+    /// is recorded at the end of the pass), else held as a mismatch, never taken as paid; a plan change's charge
+    /// refunded in full before it was recorded is not collected ([`super::refunds::change_taken_back`]). The one
+    /// rule for a lookup's and a notification's.
     pub(super) fn one_time_paid(&self, c: &UnresolvedOneTime, p: crate::gateway::Payment) -> OneTimeVerdict {
+        if let Some(why) = super::refunds::change_taken_back(c.kind, &p) {
+            return (ChargeStatus::Failed, Some(Failure::Abandoned), Some(p.imp_uid), Some(why));
+        }
         match p.differs_from(c.amount, &c.currency, c.customer_uid.as_deref()) {
             None => {
                 self.note_if_refunded(&c.merchant_uid, &p);

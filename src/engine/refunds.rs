@@ -3,13 +3,27 @@
 use super::Engine;
 use crate::gateway::{Gateway, Payment, PaymentRefunds, RefundsLookup};
 use crate::realtime::RealClock;
-use crate::store::{RefundRow, RefundStatus, Refunds, RefundsSettled, SeenRefund, Store};
+use crate::store::{OneTimeKind, RefundRow, RefundStatus, Refunds, RefundsSettled, SeenRefund, Store};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 /// How many refunds in doubt a pass looks at, at most (the rest wait for the next pass).
 const PAGE: usize = 256;
+
+/// A plan change's charge found refunded in full before billd recorded it (in i'mport's console, say): nothing of it
+/// was collected, so the change it pays for is not applied (the charge is recorded failed, for this reason), never
+/// applied, or credited, with its money given back. `None` for any other charge or payment. The one rule for a
+/// pass's lookups, a notification and a rerun of `subscriptions change`.
+pub fn change_taken_back(kind: OneTimeKind, p: &Payment) -> Option<String> {
+    (kind == OneTimeKind::Proration && p.refunded()).then(|| {
+        format!(
+            "paid and then refunded in full at the gateway (payment {}) before billd recorded it: nothing was \
+             collected, so the plan change is not applied",
+            p.imp_uid
+        )
+    })
+}
 
 /// A payment's cancel history as the store takes it.
 pub fn seen(p: &PaymentRefunds) -> Vec<SeenRefund> {
@@ -98,8 +112,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
 
     /// Records the refunds of the payments this pass's lookups found refunded (see [`Engine::note_if_refunded`]), as
     /// `billd refunds --sync` would: a charge answered by nobody and refunded in the console before billd looked is
-    /// recorded paid, then refunded. A failed lookup is logged (the refunds are then recorded by `refunds --sync` or
-    /// the payment's next notification); nothing here sends anything.
+    /// recorded paid, then refunded. One that fails is logged and tried again by the next pass of this process
+    /// (`refunds --sync` records them too); nothing here sends anything. (Until they are recorded, a plan change
+    /// now looks the period's refunds up itself: none is credited again.)
     pub(super) async fn record_refunds_found(&self, now: DateTime<Utc>) {
         let found = std::mem::take(&mut *self.refunds_found.lock().unwrap_or_else(|e| e.into_inner()));
         for (merchant_uid, imp_uid) in found {
@@ -108,7 +123,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     }
 
     /// Records the refunds the gateway lists for payment `imp_uid` of charge `merchant_uid` (recorded paid), as
-    /// `billd refunds --sync` would; a failure is logged (then `refunds --sync` records them).
+    /// `billd refunds --sync` would; a failure is logged and left for the next pass to try again.
     pub(super) async fn record_refunds_of(&self, merchant_uid: &str, imp_uid: &str, now: DateTime<Utc>) {
         let why = match self.gateway.refunds(imp_uid, merchant_uid).await {
             RefundsLookup::Found(p) => {
@@ -122,8 +137,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             RefundsLookup::Error(e) => e,
         };
         warn!(event = "refund.unknown", merchant_uid = %merchant_uid, imp_uid = %imp_uid, reason = %why,
-            "the payment was refunded at the gateway, but its refunds could not be recorded now; `billd refunds \
-             --sync` records them");
+            "the payment was refunded at the gateway, but its refunds could not be recorded now; the next pass tries \
+             again (`billd refunds --sync` records them too)");
+        let mut again = self.refunds_found.lock().unwrap_or_else(|e| e.into_inner());
+        again.push((merchant_uid.to_owned(), imp_uid.to_owned()));
     }
 
     /// Settles refunds in doubt whose check time has come (a `billd refund` that lost its answer or stopped), by a

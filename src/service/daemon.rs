@@ -127,7 +127,7 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
             if engine.config_refused().is_some() {
                 // Nothing is charged while the file on disk is refused: look at it again (fixed, or applied
                 // meanwhile with `billd sync --force`).
-                retry_config(&mut engine, path, &clock).await;
+                retry_config(&mut engine, path, &clock, &hooks).await;
             }
             let (pass_at, pass_started) = (clock.now(), std::time::Instant::now());
             let result = {
@@ -248,13 +248,28 @@ fn stop<S: Store>(engine: &Engine<S, app::PaymentGateway>, signal: &str) {
 
 /// While the config is refused: reads the file on disk again and tries to apply it (quietly: the pass that follows
 /// logs the refusal if it stands).
-async fn retry_config<S: Store>(engine: &mut Engine<S, app::PaymentGateway>, path: &Path, clock: &BillingClock) {
-    if let Ok(new) = app::load_config(path) {
+async fn retry_config<S: Store>(
+    engine: &mut Engine<S, app::PaymentGateway>,
+    path: &Path,
+    clock: &BillingClock,
+    hooks: &watch::Sender<Arc<Config>>,
+) {
+    if let Ok(new) = load_for_reload(path) {
         engine.set_config(new);
+        hooks.send_replace(Arc::new(engine.config().clone()));
     }
     if engine.sync(clock.now(), false).await.is_ok() {
         info!(event = "config.applied", "config.applied: the config is applied again; charging resumes");
     }
+}
+
+/// The config on disk as the running daemon takes it (a reload, or a retry while the config is refused): valid, and
+/// with a `[webhooks]` secret that can be read, as `billd check` requires (one that cannot would stop delivery).
+fn load_for_reload(path: &Path) -> anyhow::Result<Config> {
+    app::load_config(path).and_then(|new| match new.webhooks.as_ref().map(|h| h.secret.resolve()) {
+        Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+        _ => Ok(new),
+    })
 }
 
 /// SIGHUP: reload and apply the config; an invalid file is refused and the running config stays in force.
@@ -265,12 +280,7 @@ async fn reload<S: Store>(
     hooks: &watch::Sender<Arc<Config>>,
 ) {
     notify::reloading();
-    // A [webhooks] secret that cannot be read refuses the new config, as `billd check` does (it would stop delivery).
-    let loaded = app::load_config(path).and_then(|new| match new.webhooks.as_ref().map(|h| h.secret.resolve()) {
-        Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
-        _ => Ok(new),
-    });
-    match loaded {
+    match load_for_reload(path) {
         Ok(new) => {
             let old = engine.config();
             if new.gateway.base_url != old.gateway.base_url
