@@ -267,3 +267,37 @@ fn a_command_that_charges_one_subscription_charges_no_other() {
     assert_eq!(paid(&w, "c-a"), ["billd-a-0"]);
     w.assert_consistent();
 }
+
+/// README review, 5: `pause --until` past the subscription's cancel date (without --catch-up: what falls due while
+/// paused is skipped). The pause said it "resumes by itself" on a date after the cancel, the listings said so after
+/// the cancel date, and at the pause's end the app got `subscription.resumed` (active) and `subscription.canceled`
+/// at the same instant. Now the command says the cancel date comes first, a pass on the cancel date cancels it
+/// while paused (the daemon wakes for it), and it is never resumed; a pass only at the pause's end (billd down
+/// meanwhile) cancels it too, without a resume.
+#[test]
+fn a_pause_past_its_cancel_date_ends_at_the_cancel_date_and_never_resumes() {
+    for pass_on_the_cancel_date in [true, false] {
+        let text = format!("{PLANS}{}cancel_at = \"2025-02-01\"\n", sub("p", "c-p", "monthly", "2025-01-01"));
+        let w = World::new(Setup { body: &text, ..Default::default() });
+        w.sandbox.register_customer("c-p", cards::APPROVE).unwrap();
+        w.tick("2025-01-01T10:00:00+09:00");
+        let (code, said) = run(&w, &["pause", "p", "--until", "2025-03-15", "--as-of", "2025-01-20T00:00:00+09:00"]);
+        assert!(code == Some(0) && said.contains("comes first") && !said.contains("resumes by itself"), "{said}");
+        // The daemon's next wake is the cancel date (2025-02-01 00:00 KST), not the pause's end.
+        let out = w.tick("2025-01-21T10:00:00+09:00");
+        assert!(World::stderr(&out).contains("next_wake=2025-01-31T15:00:00+00:00"), "{}", World::stderr(&out));
+        if pass_on_the_cancel_date {
+            w.tick("2025-02-01T10:00:00+09:00");
+            assert_eq!(w.status_of("p"), "canceled");
+        }
+        w.tick("2025-03-15T10:00:00+09:00");
+        assert_eq!(w.status_of("p"), "canceled");
+        let resumed: i64 = w
+            .db()
+            .query_row("SELECT count(*) FROM outbox WHERE type = 'subscription.resumed'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(resumed, 0, "canceled at its cancel date, and announced resumed ({pass_on_the_cancel_date})");
+        w.tick("2025-04-01T10:00:00+09:00");
+        assert_eq!(paid(&w, "c-p"), ["billd-p-0"], "charged past the cancel date");
+    }
+}

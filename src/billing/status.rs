@@ -60,7 +60,10 @@ pub fn next_status(from: Status, cause: Cause) -> Option<Status> {
         Cause::Exhausted(OnExhausted::Cancel) if from.bills() => Canceled,
         Cause::Exhausted(OnExhausted::Suspend) | Cause::MerchantUidTaken if from.bills() => Suspended,
         Cause::TermEnded if from != Suspended => Completed,
-        Cause::CancelAtReached if from.bills() => Canceled,
+        // A paused one too: the store ends only a pause with an end that skips what falls due meanwhile (`pause
+        // --until` without --catch-up) at its cancel date; other pauses and a dunning suspension hold until restarted
+        // (what they may charge then is due before the cancel date).
+        Cause::CancelAtReached if from.bills() || from == Suspended => Canceled,
         _ => return None,
     };
     (to != from).then_some(to)
@@ -153,7 +156,7 @@ mod tests {
         for from in [Trialing, Active, PastDue] {
             assert_eq!(next_status(from, Cause::CancelAtReached), Some(Canceled), "{from:?}: its cancel_at stands");
         }
-        assert_eq!(next_status(Suspended, Cause::CancelAtReached), None, "a pause holds");
+        assert_eq!(next_status(Suspended, Cause::CancelAtReached), Some(Canceled), "its cancel date ends a pause");
     }
 
     #[test]

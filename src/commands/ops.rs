@@ -60,7 +60,14 @@ pub fn pause(path: &Path, id: &str, until: Option<(&str, bool)>, at: At) -> Resu
     let then = |(t, catch_up): (chrono::DateTime<Utc>, bool)| {
         let what =
             if catch_up { "the periods due meanwhile charged then" } else { "the periods due meanwhile skipped" };
-        format!("it resumes by itself at {} ({what})", human(t, clock.timezone))
+        match sub.cancel_at.filter(|c| *c < t && !catch_up) {
+            // The store ends such a pause at its cancel date (`end_in`): it never resumes.
+            Some(c) => format!(
+                "its cancel date {} comes first: it is canceled then and never resumes ({what})",
+                human(c, clock.timezone)
+            ),
+            None => format!("it resumes by itself at {} ({what})", human(t, clock.timezone)),
+        }
     };
     let by_dunning = store.subscription_row(id)?.is_some_and(|r| r.stopped_by_dunning);
     match sub.status {

@@ -315,8 +315,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         self.trip_if_resends_capped(now).await?;
         // Pauses that end now resume (as of their end); periods due longer ago than billing.catch_up_window are looked
         // up and recorded paid or skipped, never charged; both before anything opens.
-        (_, report.resumes_failed) = self.resume_due(now).await?;
+        // Cancel dates first: a pause that skips what falls due ends at its cancel date, never resumed past it.
         self.end_canceling(now).await?;
+        (_, report.resumes_failed) = self.resume_due(now).await?;
         let stale = self.settle_stale(now).await?;
         (report.skipped, report.found_paid, report.stale_left) = (stale.skipped, stale.found_paid, stale.left);
         self.announce_trials_ending(now).await?;

@@ -178,12 +178,19 @@ pub fn a_pause_with_an_end_is_listed_when_due_and_only_while_suspended<B: Backen
 
 /// Cancel at period end (issue 25): [`Book::cancel_at`] makes a subscription that bills canceling, with no period
 /// due at or after its end opening (a next period due then never opens), and [`Book::end_canceling`] cancels it once
-/// its end has come; one that does not bill is left as it is.
+/// its end has come; one that does not bill is left as it is. Paused past its end with `pause --until` that skips
+/// what falls due (`c`), it is canceled at its end all the same, never resumed past it; paused with catch-up (`d`:
+/// what it charges at resume is due before its end) it holds.
 pub fn a_cancel_at_period_end_stops_opening_and_cancels_when_due<B: Backend>(b: &B) {
     let s = b.open();
-    add(&s, &["a", "b"]);
+    add(&s, &["a", "b", "c", "d"]);
     let end = t0();
     s.pause("b", t0() - Duration::days(1), "paused", None).unwrap();
+    for (id, catch_up) in [("c", false), ("d", true)] {
+        s.cancel_at(id, end, t0() - Duration::days(2), "end").unwrap();
+        let until = Some((end + Duration::days(10), catch_up));
+        s.pause(id, t0() - Duration::days(1), "paused", until).unwrap();
+    }
     assert_eq!(s.cancel_at("a", end, t0() - Duration::days(1), "end").unwrap(), Some(Status::Active));
     assert_eq!(s.cancel_at("b", end, t0(), "end").unwrap(), Some(Status::Suspended));
     assert_eq!((status(&s, "a"), status(&s, "b")), (Status::Canceling, Status::Suspended));
@@ -193,9 +200,13 @@ pub fn a_cancel_at_period_end_stops_opening_and_cancels_when_due<B: Backend>(b: 
         "opened at its end"
     );
     assert!(s.end_canceling(end - Duration::seconds(1)).unwrap().is_empty(), "canceled before its end");
-    assert_eq!(b.open().end_canceling(end).unwrap(), ["a".to_string()]);
-    assert_eq!(status(&s, "a"), Status::Canceled);
+    assert_eq!(b.open().end_canceling(end).unwrap(), ["a".to_string(), "c".to_string()]);
+    assert_eq!(
+        (status(&s, "a"), status(&s, "c"), status(&s, "d")),
+        (Status::Canceled, Status::Canceled, Status::Suspended)
+    );
     assert!(s.end_canceling(end + Duration::days(1)).unwrap().is_empty(), "canceled twice");
+    assert_eq!(b.open().resumes_due(end + Duration::days(10)).unwrap(), [("d".to_string(), true)], "c resumes");
 }
 
 /// A fixed term (issue 25): a subscription keeps its last period through a sync, and when that period is paid it is

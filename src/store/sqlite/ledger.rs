@@ -3,6 +3,7 @@
 
 use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
 use super::events::{event, subscription_event};
+use super::lifecycle::PAUSE_ENDED_BY_CANCEL_AT;
 use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::model::Status;
 use crate::billing::proration::apply_credit;
@@ -496,7 +497,11 @@ impl Ledger for SqliteStore {
                UNION ALL
                SELECT min(check_at) FROM attempts WHERE status IN ('pending', 'unknown')
                UNION ALL
-               SELECT min(resume_at) FROM subscriptions WHERE status = 'suspended' AND resume_at IS NOT NULL)"
+               SELECT min(CASE WHEN cancel_at < resume_at AND {PAUSE_ENDED_BY_CANCEL_AT}
+                                 AND NOT EXISTS (SELECT 1 FROM periods p
+                                                  WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
+                               THEN cancel_at ELSE resume_at END)
+                 FROM subscriptions WHERE status = 'suspended' AND resume_at IS NOT NULL)"
             ),
             [],
             |r| r.get(0),

@@ -31,45 +31,56 @@ pub(super) fn stopped_by_dunning(tx: &Transaction<'_>, id: &str) -> Result<bool>
     Ok(by.flatten().as_deref() == Some("dunning"))
 }
 
+/// A row of `subscriptions` paused with an end that skips what falls due meanwhile (`pause --until` without
+/// --catch-up; an operator's pause, not dunning's): its cancel date ends it, paused ([`end_in`]), and the daemon
+/// wakes for that date if it comes before the pause's end (`next_wake`). The one condition for both.
+pub(super) const PAUSE_ENDED_BY_CANCEL_AT: &str =
+    "(status = 'suspended' AND stopped_by IS NULL AND resume_at IS NOT NULL AND resume_catch_up = 0)";
+
 /// [`crate::store::Book::end_canceling`] inside `tx`, for every subscription or only `only`: cancels those whose `cancel_at` came
 /// once nothing before it is left to open or settle, completes those whose fixed term has nothing left to bill.
 pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Result<Vec<String>> {
     // Once nothing due before cancel_at is left to open or settle (a period missed while billd was down is charged
     // first: an outsider's was never charged), and whatever status a resume or a reactivation left it in.
-    let ended = |sql: &str| -> Result<Vec<(String, String)>> {
+    let ended = |sql: &str| -> Result<Vec<(String, String, String)>> {
         Ok(tx
             .prepare_cached(sql)?
-            .query_map(params![now, only], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![now, only], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?)
     };
     let nothing_left = "next_due_at IS NULL AND (?2 IS NULL OR id = ?2) AND NOT EXISTS (SELECT 1 FROM periods p
            WHERE p.subscription_id = subscriptions.id AND p.state = 'open')";
-    // A due instant at or after cancel_at never opens (`ledger::OPENS_NEXT`): nothing is left either.
-    let canceled = ended(
-        "SELECT id, source FROM subscriptions WHERE bills AND cancel_at <= ?1 AND (?2 IS NULL OR id = ?2)
-           AND (next_due_at IS NULL OR next_due_at >= cancel_at)
+    // A due instant at or after cancel_at never opens (`ledger::OPENS_NEXT`): nothing is left either. A pause with
+    // an end that skips what falls due meanwhile (`pause --until` without --catch-up) has nothing left either: it
+    // ends at its cancel date, never resumed past it (an outsider's `pause --until` past the date resumed it,
+    // announced, and canceled it the same instant). A pause with --catch-up holds (what it charges at its end is due
+    // before the date), and so do one without an end (`resume` decides then) and a dunning suspension.
+    let canceled = ended(&format!(
+        "SELECT id, source, status FROM subscriptions WHERE cancel_at <= ?1 AND (?2 IS NULL OR id = ?2)
+           AND ((bills AND (next_due_at IS NULL OR next_due_at >= cancel_at)) OR {PAUSE_ENDED_BY_CANCEL_AT})
            AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
-         ORDER BY cancel_at, id",
-    )?;
-    for (id, source) in &canceled {
+         ORDER BY cancel_at, id"
+    ))?;
+    for (id, source, status) in &canceled {
         // The operator's cancel at period end, or the file's cancel_at.
-        let why = if source == "config" {
-            "canceled at period end (cancel_at in the config)"
-        } else {
-            "canceled at period end"
+        let why = match (source.as_str(), status.as_str()) {
+            ("config", "suspended") => "canceled at its cancel date while paused (cancel_at in the config)",
+            (_, "suspended") => "canceled at its cancel date while paused",
+            ("config", _) => "canceled at period end (cancel_at in the config)",
+            _ => "canceled at period end",
         };
         change_status(tx, id, Cause::CancelAtReached, now, why)?;
     }
     // A fixed term with nothing left to bill (shortened by a sync, its last period skipped by a pause, or
     // reactivated past it) is completed.
     let completed = ended(&format!(
-        "SELECT id, source FROM subscriptions WHERE bills AND ?1 IS NOT NULL AND last_period IS NOT NULL
+        "SELECT id, source, status FROM subscriptions WHERE bills AND ?1 IS NOT NULL AND last_period IS NOT NULL
            AND next_period > last_period AND {nothing_left} ORDER BY id"
     ))?;
-    for (id, _) in &completed {
+    for (id, _, _) in &completed {
         change_status(tx, id, Cause::TermEnded, now, "its term is over: no period is left to bill")?;
     }
-    Ok(canceled.into_iter().chain(completed).map(|(id, _)| id).collect())
+    Ok(canceled.into_iter().chain(completed).map(|(id, _, _)| id).collect())
 }
 
 /// After a resume or a reactivation made subscription `id` bill again, inside `tx`: with nothing left to bill it ends
