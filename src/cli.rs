@@ -128,6 +128,8 @@ pub enum Command {
         /// charges the new card). Without it, an existing key is refused before anything is sent.
         #[arg(long, requires = "customer_uid")]
         replace_key: bool,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// Charge a billing key already stored at the gateway once (an add-on, an overage), no card needed.
     ///
@@ -157,6 +159,8 @@ pub enum Command {
         /// Charge even while a safety rail stops billing (`billd safety`); refused without it.
         #[arg(long)]
         despite_safety_stop: bool,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// Serve a local i'mport V1 sandbox (for demos, tests and benchmarks) until SIGINT/SIGTERM.
     Sandbox {
@@ -214,6 +218,8 @@ pub enum Command {
         /// another reason is another refund.
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// List refunds (billd's and those found at the gateway).
     Refunds {
@@ -228,6 +234,8 @@ pub enum Command {
         /// outside billd (i'mport's console).
         #[arg(long)]
         sync: bool,
+        #[command(flatten)]
+        at: AsOf,
     },
     /// What will be charged when, per day, with totals.
     ///
@@ -484,7 +492,8 @@ impl SubscriptionTerms {
 }
 
 /// `--as-of` and `--simulate` for the commands that act at "now" and write it down (`pause`, `resume`, `cancel`,
-/// `retry`, `sync`, `subscriptions add`, `import`), so that they can follow a timeline simulated with `tick --as-of`.
+/// `retry`, `sync`, `subscriptions add`, `import`, `charge-once`, `charge-key`, `refund`, `refunds --sync`), so that
+/// they can follow a timeline simulated with `tick --as-of`.
 /// The real instants of the exactly-once protocol (when a request left, its quiet period) stay real.
 #[derive(clap::Args, Debug)]
 pub struct AsOf {
@@ -503,6 +512,12 @@ impl AsOf {
     fn at(&self) -> Result<(DateTime<Utc>, bool)> {
         let now = self.as_of.as_deref().map(parse_instant).transpose()?.unwrap_or_else(Utc::now);
         Ok((now, self.simulate))
+    }
+
+    /// The instant if one was given (a command then runs on a clock from it: `clock::BillingClock::command`), and
+    /// whether a future one is allowed.
+    fn given(&self) -> Result<(Option<DateTime<Utc>>, bool)> {
+        Ok((self.as_of.as_deref().map(parse_instant).transpose()?, self.simulate))
     }
 }
 
@@ -623,7 +638,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Run { as_of, simulate, speed } => {
             let from = as_of.as_deref().map(parse_instant).transpose()?;
-            crate::service::daemon::run(&path, crate::service::clock::Start { from, simulate, speed })
+            crate::service::daemon::run(&path, crate::clock::Start { from, simulate, speed })
         }
         Command::Sync { dry_run, force, at } => crate::commands::tick::sync(&path, dry_run, force, at.at()?),
         Command::Subscriptions { action: None, status, json, view } => {
@@ -679,10 +694,10 @@ pub fn main(args: Args) -> Result<ExitCode> {
                 crate::commands::customers::delete(&path, &customer_uid, reason.as_deref(), force)
             }
         },
-        Command::ChargeOnce { merchant_uid, amount, name, customer_uid, replace_key } => {
+        Command::ChargeOnce { merchant_uid, amount, name, customer_uid, replace_key, at } => {
             let key =
                 customer_uid.as_deref().map(|c| crate::commands::charge_once::SaveKey { customer_uid: c, replace_key });
-            crate::commands::charge_once::charge_once(&path, &merchant_uid, amount, &name, key)
+            crate::commands::charge_once::charge_once(&path, &merchant_uid, amount, &name, key, at.given()?)
         }
         Command::ChargeKey {
             customer_uid,
@@ -692,13 +707,22 @@ pub fn main(args: Args) -> Result<ExitCode> {
             subscription,
             above_max_amount,
             despite_safety_stop,
+            at,
         } => {
             let opts = crate::commands::charge_key::KeyOptions {
                 subscription: subscription.as_deref(),
                 above_max_amount,
                 despite_safety_stop,
             };
-            crate::commands::charge_key::charge_key(&path, &customer_uid, &merchant_uid, amount, &name, opts)
+            crate::commands::charge_key::charge_key(
+                &path,
+                &customer_uid,
+                &merchant_uid,
+                amount,
+                &name,
+                opts,
+                at.given()?,
+            )
         }
         Command::Sandbox { listen, imp_key, imp_secret, imp_secret_file, sandbox_config } => {
             let imp_secret = secret_arg(imp_secret, imp_secret_file.as_deref(), "--imp-secret-file")?;
@@ -712,11 +736,11 @@ pub fn main(args: Args) -> Result<ExitCode> {
             };
             crate::commands::charges::charges(&path, failed, since.as_deref(), only, json, follow)
         }
-        Command::Refund { merchant_uid, amount, reason } => {
-            crate::commands::refunds::refund(&path, &merchant_uid, amount, &reason)
+        Command::Refund { merchant_uid, amount, reason, at } => {
+            crate::commands::refunds::refund(&path, &merchant_uid, amount, &reason, at.given()?)
         }
-        Command::Refunds { since, json, sync } => {
-            crate::commands::refunds::refunds(&path, since.as_deref(), json, sync)
+        Command::Refunds { since, json, sync, at } => {
+            crate::commands::refunds::refunds(&path, since.as_deref(), json, sync, at.given()?)
         }
         Command::Upcoming { days, view, json } => crate::commands::upcoming::upcoming(&path, days, view.at()?, json),
         Command::Pause { subscription, until, catch_up, at } => {

@@ -14,6 +14,7 @@ macro_rules! say {
 pub mod app;
 pub mod billing;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod engine;

@@ -382,3 +382,35 @@ fn a_tick_delivering_to_a_hanging_app_holds_back_no_other_tick() {
     let second = billd(&w, &["tick", "--as-of", "2030-01-02T10:00:00+09:00", "--simulate"]);
     assert!(second.status.success(), "the next tick was held up: {}", String::from_utf8_lossy(&second.stderr));
 }
+
+/// README review, 8: `charge-key`, `charge-once` and `refund` had no `--as-of`: in a timeline simulated with
+/// `tick --as-of`, their events were stamped with the real clock (years before), so their deliveries counted
+/// `max_age` from then and a first failure gave them up at once. They take `--as-of` (and `--simulate`) as the other
+/// commands that write "now" do: their events carry the simulated instant, and a failed delivery is retried.
+#[test]
+fn commands_that_charge_or_refund_follow_a_simulated_timeline() {
+    let r = Receiver::start();
+    let w = world(&r, &sub("a", "cust-a", "monthly", "2030-01-01"));
+    tick(&w, "2030-01-01T10:00:00+09:00");
+    let at = "2030-01-02T10:00:00+09:00";
+    let args = ["charge-key", "cust-a", "--merchant-uid", "addon-1", "--amount", "500", "--name", "add-on"];
+    let out = billd(&w, &[&args[..], &["--as-of", at, "--simulate"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        billd(&w, &["refund", "billd-a-0", "--amount", "100", "--reason", "goodwill", "--as-of", at, "--simulate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = list(&w, &["--since", "2030-01-02"]);
+    let stamped: Vec<(&str, &str)> =
+        events.iter().map(|e| (e["type"].as_str().unwrap(), e["created_at"].as_str().unwrap())).collect();
+    assert_eq!(stamped.len(), 2, "{events:#?}");
+    assert!(stamped.iter().all(|(_, t)| t.starts_with("2030-01-02T10:00:0")), "{stamped:?}");
+    // A failed first delivery is retried (max_age counts from the simulated instant), not given up.
+    r.answer_next(&[500, 500]);
+    tick(&w, "2030-01-02T10:00:05+09:00");
+    assert!(list(&w, &["--failed"]).is_empty(), "given up at the first failure");
+    tick(&w, "2030-01-02T10:10:00+09:00");
+    assert!(list(&w, &[]).iter().all(|e| e["state"] == "delivered"), "{:#?}", list(&w, &[]));
+    // A future instant needs --simulate, as for tick.
+    let out = billd(&w, &["refund", "billd-a-0", "--amount", "100", "--reason", "again", "--as-of", at]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -296,7 +296,13 @@ fn record_gateway_refunds(cfg: &Config, store: &impl Store, id: &str, period: u6
 
 /// Charges a pending change's difference under the one-time protocol (a rerun settles it by lookup first, and
 /// never sends before its quiet period); its outcome applies or fails the change (`finish_one_time`).
-fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChangeRow) -> Result<ExitCode> {
+fn settle<S: Store>(
+    cfg: &Config,
+    store: &S,
+    sub: &Subscription,
+    row: &PlanChangeRow,
+    now: DateTime<Utc>,
+) -> Result<ExitCode> {
     let c = &row.change;
     let merchant_uid = c.merchant_uid.as_deref().unwrap_or_default();
     let (g, rt) = (gateway(cfg)?, runtime()?);
@@ -309,6 +315,7 @@ fn settle<S: Store>(cfg: &Config, store: &S, sub: &Subscription, row: &PlanChang
         customer_uid: Some(&sub.customer_uid),
         subscription_id: Some(&sub.id),
         made_at: Some(c.at),
+        clock: crate::clock::BillingClock::command(Some(now)),
     };
     let mut sender =
         KeySender { cfg, g: &g, store, rt: &rt, customer_uid: &sub.customer_uid, despite_safety_stop: false };
@@ -423,7 +430,7 @@ pub fn change(
                 row.change.to_plan_id
             );
         }
-        return settle(&cfg, &store, &sub, row);
+        return settle(&cfg, &store, &sub, row, now);
     }
     if sub.plan_id == plan {
         crate::say!("{id}: the plan already is {plan}; nothing changed");
@@ -458,7 +465,7 @@ pub fn change(
         if let Some(t) = &term {
             crate::say!("{id}: once in force, {t}");
         }
-        return settle(&cfg, &store, &sub, &row);
+        return settle(&cfg, &store, &sub, &row, now);
     }
     let cur = &sub.currency;
     if row.change.credit_used > 0 {

@@ -90,8 +90,10 @@ pub fn charge_key(
     amount: i64,
     name: &str,
     opts: KeyOptions<'_>,
+    at: (Option<chrono::DateTime<chrono::Utc>>, bool),
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    let clock = crate::commands::simulate::command_clock(&cfg, at)?;
     check_customer_uid(customer_uid)?;
     check_args(&cfg, merchant_uid, amount, name, opts.above_max_amount)?;
     let g = gateway(&cfg)?;
@@ -118,6 +120,7 @@ pub fn charge_key(
         customer_uid: Some(customer_uid),
         subscription_id: opts.subscription,
         made_at: None,
+        clock,
     };
     let mut sender = KeySender {
         cfg: &cfg,

@@ -139,14 +139,17 @@ impl<G: BillingKeys, S: Views + Book> Sender for CardSender<'_, G, S> {
     }
 }
 
+/// `at`: the command's `--as-of` and `--simulate` (a future instant needs `--simulate`, as for `tick`).
 pub fn charge_once(
     path: &Path,
     merchant_uid: &str,
     amount: i64,
     name: &str,
     save: Option<SaveKey<'_>>,
+    at: (Option<chrono::DateTime<Utc>>, bool),
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    let clock = crate::commands::simulate::command_clock(&cfg, at)?;
     check_args(&cfg, merchant_uid, amount, name, false)?;
     if let Some(s) = save {
         check_customer_uid(s.customer_uid)?;
@@ -165,6 +168,7 @@ pub fn charge_once(
         customer_uid: None,
         subscription_id: None,
         made_at: None,
+        clock,
     };
     let mut sender = CardSender { cfg: &cfg, g: &g, store: &store, rt: &rt, save, card: None };
     let before = match charge(&cfg, &store, &g, &rt, &ask, &mut sender)? {

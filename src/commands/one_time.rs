@@ -2,6 +2,7 @@
 //! `charge-key` (a stored billing key): the checks, the intent committed first, the send, and an unknown outcome
 //! settled by lookup only after its quiet period (never sent again blindly).
 
+use crate::clock::BillingClock;
 use crate::commands::present::human;
 use crate::config::Config;
 use crate::engine::refunds::{change_taken_back, look_up_and_settle};
@@ -31,9 +32,12 @@ pub struct Ask<'a> {
     pub customer_uid: Option<&'a str>,
     /// The subscription a charge of a billing key is tied to.
     pub subscription_id: Option<&'a str>,
-    /// When it is recorded as made (`None`: now, on the real clock): a plan change's charge is made at the change's
+    /// When it is recorded as made (`None`: now, on `clock`): a plan change's charge is made at the change's
     /// instant, on the billing clock (`--as-of`), as a pass's charges are. Quiet periods stay real.
     pub made_at: Option<chrono::DateTime<Utc>>,
+    /// The billing instant the command acts at (its `--as-of`, or the wall clock): what it records and the check
+    /// times of a pass. Quiet periods are measured on the real clocks whatever it says.
+    pub clock: BillingClock,
 }
 
 /// The moment the request may leave: awaited by the gateway right before it sends (see [`Gateway::charge`]).
@@ -182,9 +186,9 @@ pub fn charge<S: Store, G: Gateway>(
         Some(h) => bail!("--merchant-uid {merchant_uid} is taken (compared without case) by {h}; pick another"),
         None => {}
     }
-    let now = || Utc::now().timestamp();
+    let now = || ask.clock.now().timestamp();
     // A "not before" instant (a check after a quiet period), rounded up so that rounding never makes it earlier.
-    let after = |secs: i64| ceil_second(Utc::now()).timestamp() + secs;
+    let after = |secs: i64| ceil_second(ask.clock.now()).timestamp() + secs;
     let timeout = g.timeout();
     // The quiet period after a request whose outcome is unknown: no look at it (and no resend) before it is over.
     let quiet = ((2 * timeout.as_millis() as i64 + 999) / 1000).max(1);
@@ -227,7 +231,7 @@ pub fn charge<S: Store, G: Gateway>(
         match rt.block_on(look_up(g, (merchant_uid, ask.kind), amount, charged_with, known_failed.as_deref())) {
             Err(e) => bail!("merchant_uid {merchant_uid}: {e}; nothing sent (rerun later)"),
             Ok(Found::Paid(imp, refunded)) => {
-                let now = Utc::now();
+                let now = ask.clock.now();
                 if !store.finish_one_time(prev.id, prev.tries, ChargeStatus::Paid, None, Some(&imp), None, now)? {
                     bail!(
                         "merchant_uid {merchant_uid} is paid at the gateway (imp_uid {imp}), but another billd \
@@ -236,24 +240,25 @@ pub fn charge<S: Store, G: Gateway>(
                 }
                 crate::say!("merchant_uid {merchant_uid} was already paid (imp_uid {imp}); nothing sent");
                 if refunded {
-                    record_refunds(store, g, rt, merchant_uid, &imp);
+                    record_refunds(store, g, rt, merchant_uid, &imp, ask.clock.now());
                 }
                 return Ok(Done::Paid { imp_uid: imp, before: Some(prev.card_masked) });
             }
             Ok(Found::Mismatch(why)) => {
                 let (status, failure) = (ChargeStatus::Failed, Some(Failure::Mismatch));
-                store.finish_one_time(prev.id, prev.tries, status, failure, None, Some(&why), Utc::now())?;
+                store.finish_one_time(prev.id, prev.tries, status, failure, None, Some(&why), ask.clock.now())?;
                 bail!("merchant_uid {merchant_uid}: {why}; not taken as this charge, nothing sent");
             }
             Ok(Found::TakenBack(imp, why)) => {
                 let (status, failure) = (ChargeStatus::Failed, Some(Failure::Abandoned));
-                store.finish_one_time(prev.id, prev.tries, status, failure, Some(&imp), Some(&why), Utc::now())?;
+                store.finish_one_time(prev.id, prev.tries, status, failure, Some(&imp), Some(&why), ask.clock.now())?;
                 eprintln!("not paid: {merchant_uid}: {why}; nothing sent");
                 return Ok(Done::NotPaid);
             }
             Ok(Found::Declined(imp, reason)) => {
                 let (status, failure) = (ChargeStatus::Failed, Some(Failure::Declined));
-                store.finish_one_time(prev.id, prev.tries, status, failure, Some(&imp), Some(&reason), Utc::now())?;
+                let now = ask.clock.now();
+                store.finish_one_time(prev.id, prev.tries, status, failure, Some(&imp), Some(&reason), now)?;
                 known_failed = Some(imp);
             }
             Ok(Found::Nothing) => {
@@ -303,7 +308,7 @@ pub fn charge<S: Store, G: Gateway>(
     let began = store.begin_one_time(
         &charge,
         &sent,
-        ask.made_at.unwrap_or_else(Utc::now),
+        ask.made_at.unwrap_or_else(|| ask.clock.now()),
         timeout.as_millis() as u64,
         from_ts(after(worst)),
         prev_tries,
@@ -340,7 +345,7 @@ pub fn charge<S: Store, G: Gateway>(
                 Some(Failure::Abandoned),
                 None,
                 Some(why),
-                Utc::now(),
+                ask.clock.now(),
             )?;
             bail!(
                 "merchant_uid {merchant_uid}: not sent: the subscription stopped billing (a cancel or a pause) or its \
@@ -387,16 +392,16 @@ pub fn charge<S: Store, G: Gateway>(
     };
     match settled {
         Ok((imp, refunded)) => {
-            store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, Utc::now())?;
+            store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some(&imp), None, ask.clock.now())?;
             crate::say!("paid: {merchant_uid} {amount} {CURRENCY} with {what} (imp_uid {imp})");
             if refunded {
-                record_refunds(store, g, rt, merchant_uid, &imp);
+                record_refunds(store, g, rt, merchant_uid, &imp, ask.clock.now());
             }
             Ok(Done::Paid { imp_uid: imp, before: None })
         }
         Err((failure, imp, reason)) => {
             let (failed, why) = (Failure::parse(failure), Some(reason.as_str()));
-            store.finish_one_time(id, tries, ChargeStatus::Failed, failed, imp.as_deref(), why, Utc::now())?;
+            store.finish_one_time(id, tries, ChargeStatus::Failed, failed, imp.as_deref(), why, ask.clock.now())?;
             let key = ask.customer_uid.unwrap_or_default();
             if failure == "mismatch" {
                 tracing::error!(event = "charge.mismatch", merchant_uid, amount, customer_uid = key, reason = %reason,
@@ -419,8 +424,9 @@ fn record_refunds<S: Store, G: Gateway>(
     rt: &tokio::runtime::Runtime,
     merchant_uid: &str,
     imp_uid: &str,
+    now: chrono::DateTime<Utc>,
 ) {
-    let looked = rt.block_on(look_up_and_settle(store, g, &SystemClock, merchant_uid, imp_uid, Utc::now()));
+    let looked = rt.block_on(look_up_and_settle(store, g, &SystemClock, merchant_uid, imp_uid, now));
     match looked {
         Ok(Ok(_)) => crate::say!("the gateway shows it refunded since; its refunds are recorded (`billd charges`)"),
         Ok(Err(e)) => {
@@ -442,7 +448,7 @@ fn unknown(
     check_at: i64,
 ) -> Result<Done> {
     let merchant_uid = ask.merchant_uid;
-    store.one_time_unknown(id, tries, why, &SystemClock.now(), from_ts(check_at), Utc::now())?;
+    store.one_time_unknown(id, tries, why, &SystemClock.now(), from_ts(check_at), ask.clock.now())?;
     tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, customer_uid = ask.customer_uid.unwrap_or_default(),
         reason = %why, check_at = %local(cfg, check_at), "charge.unknown");
     eprintln!(

@@ -1,6 +1,7 @@
 //! `billd refund` (a refund of a paid charge, at most once: its intent committed first, a lost answer settled by a lookup of the payment, never by sending again) and `billd refunds` (the list, and `--sync`: refunds made outside billd).
 
 use crate::app::{gateway, load_config, open_store, runtime};
+use crate::clock::BillingClock;
 use crate::commands::present::{human, rfc3339, shown};
 use crate::config::{self, Config};
 use crate::engine::refunds::{log_refund, look_up_and_settle};
@@ -73,8 +74,16 @@ fn refused_code(why: String) -> ExitCode {
     ExitCode::from(REFUSED)
 }
 
-pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str) -> Result<ExitCode> {
+/// `at`: the command's `--as-of` and `--simulate` (the instant it records; quiet periods stay real).
+pub fn refund(
+    path: &Path,
+    merchant_uid: &str,
+    amount: Option<i64>,
+    reason: &str,
+    at: (Option<DateTime<Utc>>, bool),
+) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    let clock = crate::commands::simulate::command_clock(&cfg, at)?;
     if let Some(a) = amount.filter(|a| *a <= 0) {
         bail!("--amount {a}: a refund is a whole number of won, more than 0; nothing was sent");
     }
@@ -99,7 +108,7 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
     };
     let g = gateway(&cfg)?;
     let rt = runtime()?;
-    let now = Utc::now;
+    let now = || clock.now();
     // Credentials the gateway refuses: nothing is begun (no refund in doubt, no quiet period for nothing).
     if let Auth::Refused(why) = rt.block_on(g.authenticate()) {
         return refused(format!("refund of charge {merchant_uid}: {why}; nothing was sent"));
@@ -206,7 +215,7 @@ pub fn refund(path: &Path, merchant_uid: &str, amount: Option<i64>, reason: &str
     crate::failpoint::failpoint("refund_after_response");
     // From here the request may have left: the exit is 0 (made) or 3 (not known), never 1, unless the gateway
     // refused it and its payment, looked up, does not list it.
-    let after = sent_refund(&cfg, &store, &g, &rt, &row, outcome, quiet);
+    let after = sent_refund(&cfg, &store, &g, &rt, (&row, &clock), outcome, quiet);
     match after {
         Ok(code) => Ok(code),
         Err(e) => {
@@ -229,12 +238,12 @@ fn sent_refund(
     store: &impl Refunds,
     g: &impl Gateway,
     rt: &tokio::runtime::Runtime,
-    row: &RefundRow,
+    (row, clock): (&RefundRow, &BillingClock),
     outcome: RefundOutcome,
     quiet: chrono::Duration,
 ) -> Result<ExitCode> {
     let merchant_uid = row.merchant_uid.as_str();
-    let now = Utc::now;
+    let now = || clock.now();
     // A lost or unreadable answer: unknown, settled only by a lookup after the quiet period (a look now that does
     // not find the refund would prove nothing: it may still be in progress at the gateway). Settled meanwhile by
     // another process (its lookup found it): said as it is.
@@ -369,8 +378,16 @@ fn refund_json(r: &RefundRow, tz: chrono_tz::Tz) -> Value {
 }
 
 /// `billd refunds [--since DATE] [--json] [--sync]`.
-pub fn refunds(path: &Path, since: Option<&str>, json: bool, sync: bool) -> Result<ExitCode> {
+/// `at`: with `--sync`, the command's `--as-of` and `--simulate` (the instant refunds found are recorded at).
+pub fn refunds(
+    path: &Path,
+    since: Option<&str>,
+    json: bool,
+    sync: bool,
+    at: (Option<DateTime<Utc>>, bool),
+) -> Result<ExitCode> {
     let cfg = load_config(path)?;
+    let clock = crate::commands::simulate::command_clock(&cfg, at)?;
     let since = since.map(|s| parse_since(&cfg, s)).transpose()?;
     let store = open_store(&cfg)?;
     let tz = cfg.billing.clock.timezone;
@@ -380,11 +397,11 @@ pub fn refunds(path: &Path, since: Option<&str>, json: bool, sync: bool) -> Resu
         let g = gateway(&cfg)?;
         let rt = runtime()?;
         // Refunds in doubt first (whatever --since says), then every paid charge (since --since), a page at a time.
-        let far = Utc::now() + chrono::Duration::days(366 * 100);
+        let far = clock.now() + chrono::Duration::days(366 * 100);
         let in_doubt = store.unresolved_refunds(far, SYNC_PAGE)?.into_iter().map(|r| (r.merchant_uid, r.imp_uid));
         let mut look = |charges: Vec<(String, String)>| -> Result<()> {
             for (m, imp) in charges {
-                let why = match rt.block_on(look_up_and_settle(&store, &g, &SystemClock, &m, &imp, Utc::now())) {
+                let why = match rt.block_on(look_up_and_settle(&store, &g, &SystemClock, &m, &imp, clock.now())) {
                     Ok(Ok(_)) => continue,
                     Ok(Err(e)) => e,
                     Err(e) => format!("{e:#}"),

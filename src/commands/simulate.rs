@@ -5,6 +5,7 @@
 //! subscription). Moving time forward is for tests and demos against a sandbox, so it takes `--simulate`, and
 //! `--simulate` runs only against a gateway on this machine (a loopback `base_url`, like `billd sandbox`).
 
+use crate::clock::BillingClock;
 use crate::config::Config;
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
@@ -17,6 +18,14 @@ pub const MAX_AHEAD: chrono::Duration = chrono::Duration::minutes(1);
 /// (an error saying why) unless `simulate`, which logs a warning naming the gateway that will be charged.
 /// `--simulate` itself runs only against a loopback gateway, whatever the instant (`billd run --simulate --speed N`
 /// from a past instant overtakes the real time).
+/// The clock of a command that writes "now" (`charge-once`, `charge-key`, `refund`, `refunds --sync`): its
+/// `--as-of` (checked as [`check_as_of`] checks it) advancing with real time, or the wall clock without one.
+pub fn command_clock(cfg: &Config, (as_of, simulate): (Option<DateTime<Utc>>, bool)) -> Result<BillingClock> {
+    let now = Utc::now();
+    check_as_of(cfg, as_of.unwrap_or(now), now, simulate)?;
+    Ok(BillingClock::command(as_of))
+}
+
 pub fn check_as_of(cfg: &Config, as_of: DateTime<Utc>, now: DateTime<Utc>, simulate: bool) -> Result<()> {
     let base_url = &cfg.gateway.base_url;
     if simulate && !crate::config::local::loopback_url(base_url) {

@@ -1,9 +1,9 @@
 //! `billd run`: the long-running scheduler loop, its wake-ups, its signals and what it tells systemd.
 
 use crate::app;
+use crate::clock::{BillingClock, Start};
 use crate::config::Config;
 use crate::engine::{ConfigRefused, Engine, PassReport};
-use crate::service::clock::{BillingClock, Start};
 use crate::service::notify;
 use crate::store::Store;
 use anyhow::{Context, Result};

@@ -25,7 +25,7 @@ pub const BIND_RETRY: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct Health {
     pub stale_after: Duration,
-    pub clock: crate::service::clock::BillingClock,
+    pub clock: crate::clock::BillingClock,
 }
 
 /// Binds `[metrics] listen`. A failure never stops billing: it is one `metrics.error` ERROR line, and
@@ -149,10 +149,10 @@ fn router(metrics: Arc<Metrics>, Health { stale_after, clock }: Health) -> axum:
                     let (code, why) = health(&m, stale_after);
                     match clock {
                         // UTC, as in the log lines (the listener does not know the billing time zone's rules).
-                        crate::service::clock::BillingClock::Simulated { .. } => {
+                        crate::clock::BillingClock::Simulated { .. } => {
                             (code, format!("{why}{}\n", clock.describe(chrono_tz::UTC)))
                         }
-                        crate::service::clock::BillingClock::Wall => (code, why),
+                        crate::clock::BillingClock::Wall => (code, why),
                     }
                 }
             }),

@@ -1,7 +1,6 @@
 //! Running as a service: the daemon loop (`billd run`), systemd notification, the metrics listener, i'mport's
 //! notifications, logging, and the webhook delivery service beside the loop.
 
-pub mod clock;
 pub mod daemon;
 pub mod logging;
 pub mod metrics;

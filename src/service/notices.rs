@@ -8,11 +8,11 @@
 //! gateway lookups at a time). Log lines name the imp_uid and merchant_uid, only once they are ids
 //! billd may log (never a card number, never a secret); a refused body is never quoted.
 
+use crate::clock::BillingClock;
 use crate::engine::Engine;
 use crate::engine::notices::{Notice, Noticed};
 use crate::gateway::Gateway;
 use crate::gateway::redact::Redactor;
-use crate::service::clock::BillingClock;
 use crate::service::metrics::{BIND_RETRY, serve_bounded};
 use crate::store::Store;
 use axum::http::{HeaderMap, StatusCode, header};

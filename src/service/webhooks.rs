@@ -1,9 +1,9 @@
 //! The webhook delivery service inside `billd run`: a task of its own, with its own handle on the book, that
 //! delivers the outbox's events as they become deliverable, prunes old ones, and never holds up a charge.
 
+use crate::clock::BillingClock;
 use crate::config::Config;
 use crate::engine::metrics::Metrics;
-use crate::service::clock::BillingClock;
 use crate::store::Store;
 use crate::webhooks::deliver::{Deliverer, db, housekeep};
 use std::sync::{Arc, Mutex};

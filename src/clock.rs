@@ -1,4 +1,4 @@
-//! The daemon's billing clock: the wall clock, or simulated time (`billd run --as-of T --simulate --speed N`).
+//! The billing clock of the daemon and of the commands that write "now": the wall clock, or simulated time (`billd run --as-of T --simulate --speed N`; a command's `--as-of T`, at speed 1).
 //!
 //! Simulated time starts at T and advances N times as fast as the real clock; the sleeps until the next charge are
 //! divided by N. It only decides what falls due: the quiet periods of requests in doubt are measured on the real
@@ -35,6 +35,12 @@ impl BillingClock {
                 speed: speed.max(1),
             },
         }
+    }
+
+    /// A command's clock: from its `--as-of` (advancing with real time while it runs, so that what it writes
+    /// stays in order), or the wall clock without one.
+    pub fn command(as_of: Option<DateTime<Utc>>) -> BillingClock {
+        BillingClock::start(Start { from: as_of, simulate: false, speed: 1 })
     }
 
     /// The billing instant now.
