@@ -396,3 +396,104 @@ fn a_change_now_looks_the_periods_refunds_up_before_crediting() {
         w.db().query_row("SELECT count(*) FROM refunds WHERE source = 'external'", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 1, "the console refund is recorded");
 }
+
+/// Lifecycle review, 1: credit a period took when it opened (a downgrade's), on a period then declined and still open
+/// when the subscription is canceled by an operator: the credit stayed on the open period, neither spendable nor
+/// refundable (`refund` counted it as the customer's already). It is given back and released with the end, and
+/// refundable.
+#[test]
+fn credit_on_an_open_period_is_released_when_the_subscription_is_canceled() {
+    let w = world();
+    subscribed(&w, "pro");
+    let out = change(&w, "basic", "2025-01-25T01:00:00Z");
+    assert!(out.status.success(), "{}", text(&out));
+    let credit_made = credit(&w);
+    assert!(credit_made > 0 && credit_made < 10000, "{credit_made}");
+    w.sandbox.register_customer("c1", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
+    w.tick("2025-02-01T01:00:00Z");
+    assert_eq!(w.status_of("s1"), "past_due");
+    assert_eq!(credit(&w), 0, "period 1 took the credit when it opened");
+    let out = billd(&w, &["cancel", "s1", "--as-of", "2025-02-02T00:00:00Z"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (on_periods, released): (i64, i64) = w
+        .db()
+        .query_row(
+            "SELECT (SELECT coalesce(sum(credit), 0) FROM periods WHERE subscription_id = 's1'),
+                    (SELECT coalesce(sum(released), 0) FROM plan_changes WHERE subscription_id = 's1')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((on_periods, released), (0, credit_made), "the credit is lost on the open period");
+    // Released, the credit is refundable from January's charge with the rest of it: all 30 000 (before, at most
+    // 30 000 less the credit stuck on the open period).
+    let all = refund(&w, "billd-s1-0", Some(30000));
+    assert!(all.status.success(), "{}", text(&all));
+    assert_eq!(refunded(&w), 30000);
+}
+
+/// Lifecycle review, 5 and 6: a subscription added by command with a discount. A change at period end to a plan of
+/// the same interval was refused as if it changed the interval (and told to edit an entry it does not have); a change
+/// to a plan the discount leaves nothing of was accepted and charged 1 won a period.
+#[test]
+fn a_discount_blocks_only_a_change_of_interval_and_never_leaves_a_one_won_price() {
+    let plans = format!("{PLANS}\n[[plans]]\nid = \"mini\"\nname = \"Mini\"\namount = 1000\ninterval = \"1 month\"\n");
+    let w = World::new(Setup { body: &plans, timeout: "1s", ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let add = [
+        "subscriptions",
+        "add",
+        "--id",
+        "s1",
+        "--customer-uid",
+        "c1",
+        "--plan",
+        "pro",
+        "--start",
+        "2025-01-01",
+        "--discount-amount",
+        "2999",
+        "--discount-periods",
+        "3",
+        "--as-of",
+        "2025-01-01T00:00:00Z",
+    ];
+    let out = billd(&w, &add);
+    assert!(out.status.success(), "{}", text(&out));
+    w.tick("2025-01-01T01:00:00Z");
+    let at_end = ["subscriptions", "change", "s1", "--plan", "basic", "--at-period-end", "--as-of", HALFWAY];
+    let out = billd(&w, &at_end);
+    assert!(out.status.success(), "a change of the same interval refused: {}", text(&out));
+    for timing in ["--now", "--at-period-end"] {
+        let out = billd(&w, &["subscriptions", "change", "s1", "--plan", "mini", timing, "--as-of", HALFWAY]);
+        assert!(!out.status.success(), "{timing}: {}", text(&out));
+        assert!(text(&out).contains("leaves nothing"), "{timing}: {}", text(&out));
+    }
+    let out = billd(&w, &["subscriptions", "change", "s1", "--plan", "annual", "--at-period-end", "--as-of", HALFWAY]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("in its entry"), "a subscription added by command has no entry: {}", text(&out));
+}
+
+/// Lifecycle review, 2 and 4: a period that fell due and is not charged yet (no pass since: billd down, or `tick`
+/// from an hourly timer) is the period in force, owed at its plan. A change at period end repriced it (charged the
+/// new plan's price for February), and a cancel at period end ended at an instant already past, so February was
+/// never charged. Now the change is refused until a pass charges it, and the cancel ends with the period after it.
+#[test]
+fn a_period_due_and_not_charged_yet_is_neither_repriced_nor_dropped() {
+    let w = world();
+    subscribed(&w, "pro");
+    // February fell due at 2025-02-01T01:00Z; no pass has run since.
+    let change = ["subscriptions", "change", "s1", "--plan", "basic", "--at-period-end"];
+    let out = billd(&w, &[&change[..], &["--as-of", "2025-02-01T01:30:00Z"]].concat());
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("not charged yet"), "{}", text(&out));
+    assert_eq!(plan_of(&w), "pro");
+    let out = billd(&w, &["cancel", "s1", "--at-period-end", "--as-of", "2025-02-03T00:00:00Z"]);
+    assert!(out.status.success(), "{}", text(&out));
+    w.tick("2025-02-03T01:00:00Z");
+    assert_eq!(payments(&w, "billd-s1-1"), [(30000, "paid".to_string())], "February dropped or repriced");
+    assert_eq!(w.status_of("s1"), "canceling");
+    w.tick("2025-03-01T01:00:00Z");
+    assert!(payments(&w, "billd-s1-2").is_empty(), "charged past the cancel");
+    assert_eq!(w.status_of("s1"), "canceled");
+}

@@ -480,6 +480,10 @@ impl Gateway for Fake {
         unreachable!("this model posts no notifications")
     }
     async fn find(&self, merchant_uid: &str, status: &str) -> Lookup {
+        if status == "cancelled" {
+            // The model refunds nothing: no payment is ever cancelled.
+            return Lookup::NotFound;
+        }
         let found = {
             let s = self.state.lock().unwrap();
             let want_paid = status == "paid";

@@ -82,19 +82,30 @@ fn discount_keeps_its_plan(
     interval: crate::billing::calendar::Interval,
     first: u64,
 ) -> Result<()> {
-    match to.discount.filter(|d| d.periods() > first) {
-        Some(d) => bail!(
-            "subscription {}: its discount ({d}) counts periods of the plan it was given for (every {interval}); \
-             plan {} bills every {}, so what is left of it would discount whole periods of that interval. End it \
-             in its entry in {} first (periods = {first}, the periods already billed, or no discount), then run \
-             this again; nothing changed",
-            sub.id,
-            to.plan_id,
-            to.interval,
+    let Some(d) = to.discount.filter(|d| d.periods() > first) else { return Ok(()) };
+    // A subscription of the file ends it in its entry; one added by command keeps it until its last period.
+    let what_to_do = if sub.source == Source::Config {
+        format!(
+            "End it in its entry in {} first (periods = {first}, the periods already billed, or no discount), then \
+             run this again",
             cfg.file.display()
-        ),
-        None => Ok(()),
-    }
+        )
+    } else {
+        format!(
+            "It ends with period {}: change the plan from then on (--at-period-end after period {} is billed), or \
+             change to a plan of the same interval",
+            d.periods() - 1,
+            d.periods() - 1
+        )
+    };
+    bail!(
+        "subscription {}: its discount ({d}) counts periods of the plan it was given for (every {interval}); plan {} \
+         bills every {}, so what is left of it would discount whole periods of that interval. {what_to_do}; nothing \
+         changed",
+        sub.id,
+        to.plan_id,
+        to.interval
+    )
 }
 
 /// Decides the change of `sub` to `to` at `now`, from the book as read (refusals before anything changes).
@@ -178,7 +189,21 @@ fn decide(
         }
     }
     if timing == ChangeTiming::PeriodEnd {
-        discount_keeps_its_plan(cfg, sub, to, sub.interval, sub.next_period)?;
+        // The next period fell due and is not charged yet (no pass since): it is the period in force, owed at its
+        // plan; a change at period end would reprice it (an outsider's hourly timer charged the new price for it).
+        if let Some(due) = sub.billed_due(clock, sub.next_period).filter(|d| *d <= now) {
+            bail!(
+                "subscription {id}: period {} fell due at {} and is not charged yet (no pass has run since): it is \
+                 the period in force, owed at plan {}. Let a pass charge it (`billd tick`, or the daemon), then \
+                 change at period end; nothing changed",
+                sub.next_period,
+                human(due, tz),
+                sub.plan_id
+            );
+        }
+        if to.interval != sub.interval {
+            discount_keeps_its_plan(cfg, sub, to, sub.interval, sub.next_period)?;
+        }
         // A new interval keeps the next due date and continues from it (as a sync's change of interval does).
         if to.interval != sub.interval
             && let Some(d) = sub.calendar().date_of(sub.next_period)
@@ -440,6 +465,21 @@ pub fn change(
         bail!("subscription {id} is {}: it does not bill; nothing changed", sub.status);
     }
     let to = target(&cfg, &sub, plan, timing)?;
+    // The subscription's own discount on the new plan's price: one that would leave nothing is refused here, as
+    // `subscriptions add` and the config refuse it (it was charged 1 won a period).
+    // The first period the new price is charged for: the rest of the paid period (now), or the next one.
+    let first = match timing {
+        ChangeTiming::Now => sub.next_period.saturating_sub(1),
+        ChangeTiming::PeriodEnd => sub.next_period,
+    };
+    if let Some(d) = to.discount.filter(|d| d.leaves_nothing(to.amount) && first < d.periods()) {
+        bail!(
+            "subscription {id}: its discount ({d}) leaves nothing to charge of plan {plan}'s {} {}; a discounted period \
+             is charged at least 1. Nothing changed",
+            to.amount,
+            to.currency
+        );
+    }
     if to.currency != sub.currency {
         bail!("plan {plan} bills in {}, subscription {id} in {}; nothing changed", to.currency, sub.currency);
     }

@@ -195,13 +195,33 @@ pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<Exit
             );
         }
         let clock = cfg.billing.clock;
-        let day = clock.local_date(next);
+        // A period that fell due and is not charged yet (no pass since: billd down, an hourly timer) is owed: the
+        // period in force is the last one due, and it ends with the first due after now (an outsider's cancel ended
+        // at an instant already past, and the owed period was never charged).
+        let (mut period, mut ends) = (sub.next_period, next);
+        while ends <= at.0 {
+            period += 1;
+            match sub.calendar().due_at(&clock, period) {
+                Some(t) => ends = t,
+                None => bail!("subscription {id:?} has no due date after period {}; nothing changed", period - 1),
+            }
+        }
+        let owed = period - sub.next_period;
+        let day = clock.local_date(ends);
         let end = clock.due_at_midnight(day);
         store.cancel_at(id, end, at.0, "canceled at period end by operator")?;
+        if owed > 0 {
+            crate::say!(
+                "{id}: {owed} period(s) from period {} (due {}) fell due and are not charged yet: they are charged \
+                 as usual",
+                sub.next_period,
+                human(next, clock.timezone)
+            );
+        }
         crate::say!(
             "{id}: canceling; billed until the end of its period in force, {} (that next charge is not made): no \
              period due on {day} or later is charged, and it is canceled from {}",
-            human(next, clock.timezone),
+            human(ends, clock.timezone),
             human(end, clock.timezone)
         );
         let pending = crate::store::Changes::plan_changes(&store, id)?;

@@ -183,6 +183,11 @@ pub fn refund(
                     amount.map_or_else(|| "the rest".to_string(), |a| a.to_string()),
                     cur = t.currency
                 ),
+                RefundRefused::ChangePending(m) => format!(
+                    "charge {merchant_uid}: its subscription has a plan change whose charge {m} is not settled, and \
+                     what the change credits of this period is known only once it is: settle it first (rerun the \
+                     `billd subscriptions change`, or let a pass settle it); nothing was sent"
+                ),
                 RefundRefused::TooMuch { .. } => format!(
                     "{}: refund of {} refused; nothing was sent",
                     remains(&t),

@@ -474,7 +474,8 @@ pub trait Refunds {
     /// balance then with the same reason, once nothing remains) is neither refunded nor in doubt
     /// ([`RefundRefused::Made`]), no other refund of it is unresolved, and the amount (`None`: all that remains) is at most what was paid less every
     /// refund of it not known to have failed, and (issue 25) within what its period may refund beside the credit
-    /// the plan changes of that period left ([`RefundRefused::Credited`]). Otherwise nothing is written and the
+    /// the plan changes of that period left ([`RefundRefused::Credited`]), and the charge's subscription has no plan
+    /// change whose charge is not settled ([`RefundRefused::ChangePending`]). Otherwise nothing is written and the
     /// reason is returned. The row
     /// records the checksum (what remains, as billd knows it), `timeout_ms`, the real instant `at` and `check_at`
     /// (no pass looks at it before then). So refunds begun at once by several processes never add up to more than

@@ -159,7 +159,8 @@ pub fn a_change_never_begun_is_abandoned_and_never_holds_the_next_wake<B: Backen
 }
 
 /// Issue 25 review F1, F5 and the held credit: the refund cap counts what a change of interval took from the old
-/// period (its unused part, netted into the new one, with or without a charge), not only a credit left over; the
+/// period (its unused part, netted into the new one, with or without a charge), not only a credit left over, and
+/// nothing is refunded while a change's charge is not settled (lifecycle review 3); the
 /// credit a subscription holds when it ends is released, refundable; a credit held pays a change's charge first.
 pub fn credits_count_in_every_form_and_are_released_when_a_subscription_ends<B: Backend>(b: &B) {
     let s = b.open();
@@ -167,6 +168,8 @@ pub fn credits_count_in_every_form_and_are_released_when_a_subscription_ends<B: 
     // i: monthly 9900 -> yearly 100 000 halfway: 4950 of the month went into the year; the month refunds the rest.
     let (id, tries) = begun(&s, &to_yearly("i", 100_000));
     assert!(s.one_time_go(id, tries, &real(t0())).unwrap());
+    // While the change's charge is not settled, what it credits of the month is not known: nothing is refunded.
+    assert_eq!(refund(&s, "m-i-0", 100), Err(RefundRefused::ChangePending("m-i-0-c1".into())));
     assert!(s.finish_one_time(id, tries, ChargeStatus::Paid, None, Some("imp_i"), None, t0()).unwrap());
     assert_eq!(state(&s, "i"), ChangeState::Applied);
     assert_eq!(refund(&s, "m-i-0", 9900), Err(RefundRefused::Credited { refundable: 4950, credited: 4950 }));

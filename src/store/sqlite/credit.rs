@@ -104,6 +104,23 @@ pub(super) fn refundable_beside_credit(conn: &Connection, merchant_uid: &str) ->
     Ok(refund_cap(period, &money, own_paid, spent))
 }
 
+/// Gives the credit a period not paid had taken (`periods.credit`, spent when it opened) back to its subscription,
+/// with a `period.credit_returned` event, inside `tx` (the transaction that gives the period up, or ends the
+/// subscription): a credit is never lost with a period that is not paid.
+pub(super) fn return_credit(tx: &Connection, id: &str, period: u64, now: i64) -> Result<()> {
+    let credit: i64 = tx
+        .prepare_cached("SELECT credit FROM periods WHERE subscription_id = ?1 AND period = ?2")?
+        .query_row(params![id, period as i64], |r| r.get(0))?;
+    if credit == 0 {
+        return Ok(());
+    }
+    tx.prepare_cached("UPDATE periods SET credit = 0 WHERE subscription_id = ?1 AND period = ?2")?
+        .execute(params![id, period as i64])?;
+    tx.prepare_cached("UPDATE subscriptions SET credit = credit + ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, credit, now])?;
+    event(tx, now, "period.credit_returned", Some(id), json!({ "period": period, "credit": credit }))
+}
+
 /// Releases the credit left to subscription `id` if it has ended (canceled or completed, read inside the caller's
 /// transaction): taken out of its credit (no period ever spends it), recorded on the changes that added it
 /// ([`release`]), and refundable from then on (the refund cap of their periods no longer counts it), with a
@@ -111,6 +128,20 @@ pub(super) fn refundable_beside_credit(conn: &Connection, merchant_uid: &str) ->
 pub(super) fn release_credit_in(conn: &Connection, id: &str, now: i64) -> Result<i64> {
     if !current_status(conn, id)?.is_some_and(|s| s.is_final()) {
         return Ok(0);
+    }
+    // An open period that will never be charged now (no request of it in flight) gives back the credit it took
+    // first (an outsider's canceled past-due subscription kept 4 517 on its open period: neither spendable nor
+    // refundable). One in flight keeps it until its charge is settled.
+    let open: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT period FROM periods p WHERE subscription_id = ?1 AND state = 'open' AND credit > 0
+               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.subscription_id = p.subscription_id
+                                 AND a.period = p.period AND a.status IN ('pending', 'unknown'))",
+        )?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for period in open {
+        return_credit(conn, id, period as u64, now)?;
     }
     let credit: i64 = conn.query_row("SELECT credit FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
     if credit <= 0 {

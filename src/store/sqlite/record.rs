@@ -275,7 +275,7 @@ fn record_failure(
                  WHERE subscription_id = ?1 AND period = ?2",
             )?
             .execute(params![a.subscription_id, a.period as i64, now])?;
-            return_credit(tx, &a.subscription_id, a.period, now)?;
+            super::credit::return_credit(tx, &a.subscription_id, a.period, now)?;
             detail["final_action"] = json!(action.as_str());
             charge_failed(tx, now, a, detail)?;
             let why = exhausted_reason(failure == Failure::Rejected, reason);
@@ -297,21 +297,4 @@ fn charge_failed(tx: &Transaction<'_>, now: i64, a: &crate::store::Attempt, deta
     let keep = ["reason", "failure", "next_retry", "final_action", "counted"];
     let extra = fields(detail).into_iter().filter(|(k, _)| keep.contains(&k.as_str())).collect();
     publish(tx, now, "charge.failed", Some(&a.subscription_id), About::Attempt(a.id), extra)
-}
-
-/// Gives the credit a period given up had taken (`periods.credit`, spent when it opened) back to its subscription,
-/// with a `period.credit_returned` event, inside `tx` (the give-up's transaction): a credit is never lost with a
-/// period that is not paid.
-fn return_credit(tx: &Transaction<'_>, id: &str, period: u64, now: i64) -> Result<()> {
-    let credit: i64 = tx
-        .prepare_cached("SELECT credit FROM periods WHERE subscription_id = ?1 AND period = ?2")?
-        .query_row(params![id, period as i64], |r| r.get(0))?;
-    if credit == 0 {
-        return Ok(());
-    }
-    tx.prepare_cached("UPDATE periods SET credit = 0 WHERE subscription_id = ?1 AND period = ?2")?
-        .execute(params![id, period as i64])?;
-    tx.prepare_cached("UPDATE subscriptions SET credit = credit + ?2, updated_at = ?3 WHERE id = ?1")?
-        .execute(params![id, credit, now])?;
-    event(tx, now, "period.credit_returned", Some(id), json!({ "period": period, "credit": credit }))
 }

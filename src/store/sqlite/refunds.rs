@@ -170,6 +170,16 @@ impl Refunds for SqliteStore {
         if amount <= 0 || amount > remaining {
             return Ok(Err(RefundRefused::TooMuch { paid: c.amount, refunded, remaining }));
         }
+        if let Some(sub) = &c.subscription
+            && let Some(m) = tx
+                .prepare_cached(
+                    "SELECT coalesce(merchant_uid, '') FROM plan_changes WHERE subscription_id = ?1 AND state = 'pending'",
+                )?
+                .query_row([sub], |r| r.get::<_, String>(0))
+                .optional()?
+        {
+            return Ok(Err(RefundRefused::ChangePending(m)));
+        }
         // Issue 25: never what a plan change of the charge's period credited (the credit is the customer's already).
         if let Some((refundable, credited)) = super::credit::refundable_beside_credit(&tx, &r.merchant_uid)?
             && amount > refundable

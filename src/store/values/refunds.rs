@@ -109,6 +109,10 @@ pub enum RefundRefused {
     /// More than the charge's period may refund beside the credit its plan changes left (issue 25): what may still
     /// be refunded, and what was credited.
     Credited { refundable: i64, credited: i64 },
+    /// The charge's subscription has a plan change whose charge is not settled (its merchant_uid): what that change
+    /// credits of the charge's period is not known until it is, so nothing of it is refunded meanwhile (a refund
+    /// then was credited again when the change applied).
+    ChangePending(String),
 }
 
 /// One refund as a payment's cancel history shows it (the gateway's words cleaned by the gateway client).
