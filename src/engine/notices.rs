@@ -36,6 +36,18 @@ pub struct Notice {
     pub cancellation_id: Option<String>,
 }
 
+impl Notice {
+    /// Its merchant_uid as log lines show it: as it is, or with its digits masked when it holds what could be a
+    /// card number (a run of 13 or more digits: the body is unsigned, whoever sent it).
+    pub fn shown_merchant_uid(&self) -> String {
+        if crate::gateway::card::holds_card_number(&self.merchant_uid) {
+            crate::gateway::card::redact_numbers(&self.merchant_uid)
+        } else {
+            self.merchant_uid.clone()
+        }
+    }
+}
+
 /// What came of a notification.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Noticed {
