@@ -25,6 +25,25 @@ pub fn read(path: &Path, what: &str) -> Result<String, String> {
     Ok(text)
 }
 
+/// A warning if the secret file `key` names (at `path`) can be read by users other than its owner: they have the
+/// secret (`None`: it cannot, or it cannot be looked at now; reading it later says why). Like ssh's refusal of a
+/// private key others can read, but a warning (`billd check` and every command's start say it), so that a
+/// deployment that works keeps working.
+pub fn readable_secret(key: &str, path: &Path) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.mode();
+    let readers = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+        (true, true) => "its group and every other user",
+        (true, false) => "its group",
+        (false, true) => "every other user",
+        (false, false) => return None,
+    };
+    Some(format!(
+        "{key} {}: its mode {:04o} lets {readers} read the secret; chmod 600 it (or use a systemd credential)",
+        path.display(),
+        mode & 0o7777
+    ))
+}
+
 /// The user billd runs as.
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

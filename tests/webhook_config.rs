@@ -279,3 +279,19 @@ fn the_secret_never_reaches_output_logs_or_the_database() {
     }
     assert!(files >= 1, "no database was written");
 }
+
+/// Issue 26 review: a secret file other users can read (mode 0644) was taken without a word. It is still taken (a
+/// deployment that works keeps working), and `billd check` warns, naming the key, the file and the fix; the same
+/// for the gateway's imp_secret_file. A 0600 file gets no warning.
+#[test]
+fn a_secret_file_others_can_read_is_warned_of() {
+    let c = Case::new(&format!("{URL}\nsecret_file = \"webhook.secret\""));
+    let path = c.secret_file("webhook.secret", FRESH);
+    let (code, out) = c.check(None, false);
+    assert!(code == Some(0) && !out.contains("secret_file"), "{out}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = c.check(None, false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: webhooks.secret_file") && out.contains("chmod 600"), "{out}");
+    assert!(out.contains("every other user") && !out.contains(FRESH), "{out}");
+}

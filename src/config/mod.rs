@@ -378,6 +378,7 @@ fn validate(
     let secret = if let Some(v) = from_env {
         SecretSpec::Value(Secret::new(v))
     } else if let Some(f) = &g.imp_secret_file {
+        warnings.extend(crate::trust::readable_secret("gateway.imp_secret_file", &dir.join(f)));
         SecretSpec::File(dir.join(f))
     } else if let Some(creds) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         SecretSpec::File(PathBuf::from(creds).join("imp_secret"))

@@ -273,6 +273,7 @@ pub(super) fn settings(
     let secret = if let Some(v) = from_env {
         Some(WebhookSecretSpec::Env(Secret::new(v)))
     } else if let Some(f) = secret_file {
+        warnings.extend(crate::trust::readable_secret("webhooks.secret_file", &dir.join(&f)));
         Some(WebhookSecretSpec::File(dir.join(f)))
     } else if let Some(p) = credential {
         Some(WebhookSecretSpec::Credential(p))
