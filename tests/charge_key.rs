@@ -435,3 +435,23 @@ fn a_payment_found_replaces_a_recorded_failure() {
     assert_eq!(row(&w, "ff1"), Some(("paid".into(), "key".into(), Some("c1".into()), Some(imp))));
     assert_eq!(agains(&w, "ff1"), 1);
 }
+
+/// Money review 2, A1: with `--as-of` on charge-key, a rerun at a later billing instant (59 s ahead: no --simulate
+/// needed) was let through the quiet period of the first request, which the gateway was still making: two paid
+/// charges. The quiet period is real time whatever `--as-of` says: the rerun is refused, nothing is sent again.
+#[test]
+fn a_rerun_at_a_later_as_of_is_still_held_by_the_real_quiet_period() {
+    let w = world("");
+    let later = Fault::ChargeLater { after: Duration::from_millis(1500) };
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c1".into()), fault: later, times: Some(1) });
+    let first = charge_key(&w, &ADDON);
+    assert!(text(&first).contains("outcome unknown"), "{}", text(&first));
+    let ahead = (chrono::Utc::now() + chrono::Duration::seconds(59)).to_rfc3339();
+    let rerun = charge_key(&w, &[&ADDON[..], &["--as-of", &ahead]].concat());
+    assert!(!rerun.status.success(), "{}", text(&rerun));
+    assert!(text(&rerun).contains("do not retry before"), "{}", text(&rerun));
+    wait_for("the first request charged", || w.ledger().iter().any(|e| e.merchant_uid == "addon-1"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(agains(&w, "addon-1"), 1, "sent again inside the quiet period");
+    paid_once(&w, "addon-1");
+}

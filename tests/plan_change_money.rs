@@ -497,3 +497,32 @@ fn a_period_due_and_not_charged_yet_is_neither_repriced_nor_dropped() {
     assert!(payments(&w, "billd-s1-2").is_empty(), "charged past the cancel");
     assert_eq!(w.status_of("s1"), "canceled");
 }
+
+/// Money review 2, A2: canceled while the period holding a downgrade's credit had its charge in doubt (a 500), the
+/// charge then settled as not made: the credit stayed on the open period for good. It is given back and released
+/// when the charge is settled, refundable.
+#[test]
+fn credit_of_a_period_in_doubt_is_released_once_its_charge_settles_unpaid_after_a_cancel() {
+    let w = world();
+    subscribed(&w, "pro");
+    assert!(change(&w, "basic", "2025-01-25T01:00:00Z").status.success());
+    let credit_made = credit(&w);
+    w.sandbox.add_fault(FaultRule { customer_uid: None, fault: Fault::Http500, times: Some(5) });
+    w.tick("2025-02-01T01:00:00Z");
+    assert_eq!(credit(&w), 0, "period 1 took the credit");
+    let out = billd(&w, &["cancel", "s1", "--as-of", "2025-02-01T02:00:00Z"]);
+    assert!(out.status.success(), "{}", text(&out));
+    w.wait_quiet();
+    w.tick("2025-02-01T03:00:00Z");
+    let (on_periods, released): (i64, i64) = w
+        .db()
+        .query_row(
+            "SELECT (SELECT coalesce(sum(credit), 0) FROM periods WHERE subscription_id = 's1'),
+                    (SELECT coalesce(sum(released), 0) FROM plan_changes WHERE subscription_id = 's1')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((on_periods, released), (0, credit_made), "{}", show(&w));
+    assert!(payments(&w, "billd-s1-1").iter().all(|(_, s)| s != "paid"));
+}

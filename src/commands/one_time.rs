@@ -186,9 +186,13 @@ pub fn charge<S: Store, G: Gateway>(
         Some(h) => bail!("--merchant-uid {merchant_uid} is taken (compared without case) by {h}; pick another"),
         None => {}
     }
-    let now = || ask.clock.now().timestamp();
+    // Check times and the gate before a rerun are real time (the wall clock, as every pass's look at a one-time
+    // charge is also kept behind its real quiet period): never the billing clock, which `--as-of` moves (an
+    // outsider's rerun at a later --as-of skipped the quiet period and charged twice). What is recorded (made,
+    // settled) is on `ask.clock`.
+    let now = || Utc::now().timestamp();
     // A "not before" instant (a check after a quiet period), rounded up so that rounding never makes it earlier.
-    let after = |secs: i64| ceil_second(ask.clock.now()).timestamp() + secs;
+    let after = |secs: i64| ceil_second(Utc::now()).timestamp() + secs;
     let timeout = g.timeout();
     // The quiet period after a request whose outcome is unknown: no look at it (and no resend) before it is over.
     let quiet = ((2 * timeout.as_millis() as i64 + 999) / 1000).max(1);

@@ -137,7 +137,7 @@ pub fn refund(
     };
     if let Some(r) = settled {
         match r.status {
-            RefundStatus::Pending if r.check_at.is_some_and(|t| t > now()) => {
+            RefundStatus::Pending if r.check_at.is_some_and(|t| t > Utc::now()) => {
                 return refused(format!(
                     "another refund of charge {merchant_uid} ({} {}, reason {}) is in progress; nothing was sent \
                      (rerun once it is over to see its outcome)",
@@ -158,7 +158,9 @@ pub fn refund(
     // each within the timeout) and a quiet period after.
     let worst = chrono::Duration::from_std(5 * timeout).unwrap_or(chrono::Duration::hours(1)) + quiet;
     let asked = NewRefund { merchant_uid: merchant_uid.to_owned(), amount, reason: reason.to_owned() };
-    let begun = store.begin_refund(&asked, &SystemClock.now(), now(), timeout.as_millis() as u64, now() + worst)?;
+    // Its check time is real time (when its command is surely over), never the billing clock --as-of moves.
+    let check_at = Utc::now() + worst;
+    let begun = store.begin_refund(&asked, &SystemClock.now(), now(), timeout.as_millis() as u64, check_at)?;
     let row = match begun {
         Ok(r) => r,
         Err(refusal) => {
@@ -170,7 +172,7 @@ pub fn refund(
                 RefundRefused::NotPaid(s) => {
                     format!("charge {merchant_uid} is not paid ({}); nothing was sent", s.as_str())
                 }
-                RefundRefused::Made(r) => return Ok(made_already(&cfg, &r, now())),
+                RefundRefused::Made(r) => return Ok(made_already(&cfg, &r, Utc::now())),
                 RefundRefused::Unresolved(r) => format!(
                     "another refund of charge {merchant_uid} ({} {}) is in progress or its outcome is not known yet; \
                      nothing was sent (rerun once it is settled)",
@@ -253,7 +255,7 @@ fn sent_refund(
     // not find the refund would prove nothing: it may still be in progress at the gateway). Settled meanwhile by
     // another process (its lookup found it): said as it is.
     let doubt = |why: String| -> Result<ExitCode> {
-        store.refund_unknown(row.id, &why, &SystemClock.now(), now() + quiet, now())?;
+        store.refund_unknown(row.id, &why, &SystemClock.now(), Utc::now() + quiet, now())?;
         let r = mine(store, row)?.ok_or_else(|| anyhow!("refund of charge {merchant_uid}: its row is gone"))?;
         log_refund(&r);
         Ok(match r.status {

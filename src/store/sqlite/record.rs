@@ -206,6 +206,17 @@ fn record_one(
             record_failure(tx, it, now, Failure::Rejected, None, reason, detail(), changes)?;
         }
     }
+    // Not paid, for a subscription that has ended meanwhile (canceled while this charge was in doubt): the credit
+    // its period took comes back and is released now, refundable (an outsider's stayed on the period for good).
+    if matches!(
+        it.result,
+        AttemptResult::Abandoned { .. }
+            | AttemptResult::Withheld { .. }
+            | AttemptResult::Declined { .. }
+            | AttemptResult::Rejected { .. }
+    ) {
+        super::credit::release_credit_in(tx, &a.subscription_id, now)?;
+    }
     Ok(())
 }
 

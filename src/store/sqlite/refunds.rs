@@ -256,6 +256,9 @@ impl Refunds for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<RefundsSettled> {
         let n = secs(now);
+        // A refund's check times are real time (its request's quiet period is): from the wall clock, whatever
+        // billing instant `now` is (a far `--as-of` put a check years off, and no pass in real time looked again).
+        let wall = DateTime::from_timestamp_millis(real_now.wall_ms).unwrap_or(now);
         let tx = self.tx()?;
         let Some(c) = charge(&tx, merchant_uid)?.filter(|c| c.status == ChargeStatus::Paid) else {
             return Ok(RefundsSettled::default());
@@ -299,13 +302,13 @@ impl Refunds for SqliteStore {
                 )?;
                 taken.push(seen[i].id.clone());
                 refunded(&tx, n, c.subscription.as_deref(), &by_id(&tx, d.id)?)?;
-            } else if d.status == RefundStatus::Pending && d.check_at.is_some_and(|t| t > now) {
+            } else if d.status == RefundStatus::Pending && d.check_at.is_some_and(|t| t > wall) {
                 // The command that began it may still be sending it (its check time is when it is surely over).
             } else if d.status == RefundStatus::Pending {
                 // Its command stopped before recording an outcome, perhaps before its request left: a full quiet
                 // period from this look.
                 let quiet = d.doubt.as_ref().map_or(quiet_period(None), |x| x.quiet);
-                let check = secs_ceil(now + chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::hours(1)));
+                let check = secs_ceil(wall + chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::hours(1)));
                 let why = "no such refund at the gateway yet; the `billd refund` that sent it stopped before its \
                            answer, so it is looked up again after the quiet period";
                 to_unknown(&tx, d.id, why, real_now, check, n)?;
@@ -316,7 +319,7 @@ impl Refunds for SqliteStore {
                                refunded (run `billd refund` again to refund it)";
                     to_failed(&tx, d.id, why, n)?;
                 } else {
-                    let until = now + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::hours(1));
+                    let until = wall + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::hours(1));
                     tx.execute(
                         "UPDATE refunds SET check_at = max(coalesce(check_at, 0), ?2)
                          WHERE id = ?1 AND status = 'unknown'",
