@@ -546,6 +546,7 @@ pub fn nothing_voided_by_a_cancel_or_a_pause_may_leave<B: Backend>(b: &B) {
         in_flight,
         change_charges: 0,
         changes_withdrawn: 0,
+        credit_released: 0,
     };
     let canceled = other.set_status("a", Status::Canceled, t0(), "canceled by operator").unwrap();
     assert_eq!(canceled, Some(set(1, 0)), "a's unsent claim");
