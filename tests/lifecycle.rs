@@ -30,6 +30,16 @@ fn body(plan_amount: i64, extra: &str) -> String {
     )
 }
 
+/// The ids `billd subscriptions --status STATUS` lists, sorted.
+fn listed_with_status(w: &World, status: &str) -> Vec<String> {
+    let o = w.billd().args(["subscriptions", "--json", "--status", status]).output().unwrap();
+    assert!(o.status.success(), "--status {status}: {}", common::text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut ids: Vec<String> = v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
 /// `amount` on a subscription is its own price: a later change of the plan's price leaves it alone, while the
 /// plan's other subscriptions bill the new price from their next period.
 #[test]
@@ -221,6 +231,7 @@ trial = "14d"
     w.sandbox.register_customer("c3", cards::APPROVE).unwrap();
     assert!(w.billd().args(["sync", "--as-of", "2025-01-01T09:00:00+09:00"]).status().unwrap().success());
     assert_eq!(w.status_of("t1"), "trialing");
+    assert_eq!(listed_with_status(&w, "trialing"), ["t1", "t2", "t3"]);
     let listed = common::text(
         &w.billd().args(["upcoming", "--days", "40", "--as-of", "2025-01-01T09:00:00+09:00"]).output().unwrap(),
     );
@@ -270,6 +281,7 @@ fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
         common::text(&o)
     );
     assert_eq!(w.status_of("cmd"), "canceling");
+    assert_eq!(listed_with_status(&w, "canceling"), ["cfg", "cmd"]);
     let listed = common::text(
         &w.billd().args(["upcoming", "--days", "60", "--as-of", "2025-01-20T00:00:00+09:00"]).output().unwrap(),
     );
@@ -313,6 +325,7 @@ periods = 3
     assert_eq!(paid_amounts(&w, "c1"), [9900, 9900, 9900]);
     assert_eq!(paid_amounts(&w, "c2"), [9900, 9900]);
     assert_eq!((w.status_of("p3"), w.status_of("e2")), ("completed".to_string(), "completed".to_string()));
+    assert_eq!(listed_with_status(&w, "completed"), ["e2", "p3"]);
     let sync = common::text(&w.billd().args(["sync", "--as-of", "2025-05-10T11:00:00+09:00"]).output().unwrap());
     assert!(sync.contains("completed in the database and stays completed"), "{sync}");
     w.assert_consistent();
