@@ -286,8 +286,13 @@ fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
         &w.billd().args(["upcoming", "--days", "60", "--as-of", "2025-01-20T00:00:00+09:00"]).output().unwrap(),
     );
     assert!(!listed.contains("cmd "), "a period at or after its end is listed: {listed}");
-    w.tick("2025-02-10T10:00:00+09:00");
+    let tick = w.tick("2025-02-10T10:00:00+09:00");
     assert_eq!((w.status_of("cmd"), w.status_of("cfg")), ("canceled".to_string(), "canceling".to_string()));
+    // Its end is logged as its status, as the README says (it was `subscription.ended`).
+    let log = World::stderr(&tick);
+    let ended = |l: &&str| l.contains("subscription=cmd") && l.contains("event=subscription.canceled");
+    assert!(log.lines().any(|l| ended(&l)), "{log}");
+    assert!(!log.contains("subscription.ended"), "{log}");
     w.tick("2025-03-10T10:00:00+09:00");
     assert_eq!(w.status_of("cfg"), "canceled");
     assert_eq!(paid_amounts(&w, "c-cmd"), [9900], "charged at or after its end");
@@ -329,6 +334,24 @@ periods = 3
     let sync = common::text(&w.billd().args(["sync", "--as-of", "2025-05-10T11:00:00+09:00"]).output().unwrap());
     assert!(sync.contains("completed in the database and stays completed"), "{sync}");
     w.assert_consistent();
+}
+
+/// A term the file shortens to the periods already paid ends at the next pass, logged as its status
+/// (`subscription.completed`, INFO), as every other status change is (it was `subscription.ended`).
+#[test]
+fn a_term_ended_by_a_pass_is_logged_as_completed() {
+    let text = format!("{PLANS}{}periods = 3\n", sub("s", "c1", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-10T10:00:00+09:00");
+    w.tick("2025-02-10T10:00:00+09:00");
+    assert_eq!(w.status_of("s"), "active");
+    w.write_config(&Setup { body: &text.replace("periods = 3", "periods = 2"), ..Default::default() });
+    let log = World::stderr(&w.tick("2025-02-11T10:00:00+09:00"));
+    assert_eq!(w.status_of("s"), "completed");
+    let ended = |l: &str| l.contains("subscription=s ") && l.contains("event=subscription.completed");
+    assert!(log.lines().any(|l| ended(l) && l.contains("INFO")), "{log}");
+    assert!(!log.contains("subscription.ended"), "{log}");
 }
 
 /// `billd reactivate ID [--charge-now]` (issue 25): a subscription dunning canceled, once its customer has a card

@@ -193,7 +193,7 @@ pub fn a_cancel_at_period_end_stops_opening_and_cancels_when_due<B: Backend>(b: 
         "opened at its end"
     );
     assert!(s.end_canceling(end - Duration::seconds(1)).unwrap().is_empty(), "canceled before its end");
-    assert_eq!(b.open().end_canceling(end).unwrap(), ["a".to_string()]);
+    assert_eq!(ended(b.open().end_canceling(end).unwrap()), [("a".into(), Status::Canceled)]);
     assert_eq!(status(&s, "a"), Status::Canceled);
     assert!(s.end_canceling(end + Duration::days(1)).unwrap().is_empty(), "canceled twice");
 }

@@ -203,6 +203,11 @@ fn status(s: &impl Store, id: &str) -> Status {
     s.subscription(id).unwrap().expect("the subscription").status
 }
 
+/// (subscription, status it moved to) of each status change.
+fn ended(changes: Vec<crate::store::StatusChange>) -> Vec<(String, Status)> {
+    changes.into_iter().map(|c| (c.subscription_id, c.to)).collect()
+}
+
 /// A period, its state, and (attempt, status) of each of its attempts.
 type PeriodLine = (u64, PeriodState, Vec<(u32, ChargeStatus)>);
 

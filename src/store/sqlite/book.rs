@@ -12,7 +12,7 @@ use crate::billing::model::{Pause, Source, Status, Subscription};
 use crate::billing::proration::Discount;
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::SyncPlan;
-use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusSet, status_event};
+use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusChange, StatusSet, status_event};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -422,7 +422,7 @@ impl Book for SqliteStore {
         Ok((period, reopened))
     }
 
-    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<StatusChange>> {
         let tx = self.tx()?;
         let ended = end_in(&tx, secs(now), None)?;
         tx.commit()?;
