@@ -616,6 +616,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             | Command::Charges { .. }
             | Command::Refunds { sync: false, .. }
             | Command::Upcoming { .. }
+            | Command::Webhooks { action: None, .. }
     );
     if listing {
         end_quietly_on_a_closed_pipe();

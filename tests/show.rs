@@ -115,7 +115,9 @@ fn a_listing_whose_reader_goes_away_ends_quietly() {
     let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-01"));
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.tick("2024-12-31T10:00:00+09:00");
-    for args in [&["upcoming", "--days", "400"][..], &["subscriptions"][..], &["charges"][..]] {
+    // `webhooks` too (it printed with println!: exit 101).
+    let listings = [&["upcoming", "--days", "400"][..], &["subscriptions"][..], &["charges"][..], &["webhooks"][..]];
+    for args in listings.into_iter().chain([&["webhooks", "--json"][..]]) {
         let mut child = w
             .billd()
             .args(args)
