@@ -67,6 +67,7 @@ fn heads(events: &[OutboxEvent]) -> std::collections::HashMap<i64, String> {
 /// subscription it waits for, if any.
 fn next(e: &OutboxEvent, cfg: &Config, behind: Option<&String>) -> String {
     let tz = cfg.billing.clock.timezone;
+    let settled = e.settled_at.map(|t| human(t, tz)).unwrap_or_default();
     if let (DeliveryState::Pending, Some(first), Some(_)) = (e.state, behind, &cfg.webhooks) {
         return format!("waits for {first} (a subscription's events are sent in order)");
     }
@@ -74,12 +75,12 @@ fn next(e: &OutboxEvent, cfg: &Config, behind: Option<&String>) -> String {
         DeliveryState::Pending if cfg.webhooks.is_none() => "not sent: webhooks are off ([webhooks] url)".into(),
         DeliveryState::Pending if e.attempts == 0 => format!("sent from {}", human(e.next_attempt_at, tz)),
         DeliveryState::Pending => format!("next try at {}", human(e.next_attempt_at, tz)),
-        DeliveryState::Delivered => format!("delivered {}", e.settled_at.map(|t| human(t, tz)).unwrap_or_default()),
-        DeliveryState::Failed => format!(
-            "given up {}: `billd webhooks replay {}` sends it again",
-            e.settled_at.map(|t| human(t, tz)).unwrap_or_default(),
-            e.id
-        ),
+        DeliveryState::Delivered => format!("delivered {settled}"),
+        // A replay is refused while webhooks are off: not suggested then.
+        DeliveryState::Failed if cfg.webhooks.is_none() => {
+            format!("given up {settled}; webhooks are off ([webhooks] url): it can be replayed once they are on")
+        }
+        DeliveryState::Failed => format!("given up {settled}: `billd webhooks replay {}` sends it again", e.id),
     }
 }
 
