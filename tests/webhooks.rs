@@ -193,15 +193,21 @@ fn a_failed_delivery_is_retried_with_its_id_and_holds_its_subscriptions_later_ev
     assert_eq!(got[2].body["type"], "charge.paid");
 }
 
-/// An event not delivered within max_age is given up (kept, listed by --failed) and a replay sends it again.
-#[test]
-fn an_event_given_up_is_listed_and_replayed() {
-    let r = Receiver::start();
-    let w = world(&r, &sub("a", "cust-a", "monthly", "2030-01-01"));
+/// Subscription `a`'s events, which `r` answers 503 until they are given up (on 2030-01-05).
+fn given_up(r: &Receiver) -> World {
+    let w = world(r, &sub("a", "cust-a", "monthly", "2030-01-01"));
     r.answer_next(&[503; 20]);
     tick(&w, "2030-01-01T10:00:00+09:00");
     // Past its retries' schedule and max_age (3 days): the next failure gives it up.
     tick(&w, "2030-01-05T10:00:00+09:00");
+    w
+}
+
+/// An event not delivered within max_age is given up (kept, listed by --failed) and a replay sends it again.
+#[test]
+fn an_event_given_up_is_listed_and_replayed() {
+    let r = Receiver::start();
+    let w = given_up(&r);
     // Given up, the first event no longer holds its subscription's next one, which is tried (once, however old)
     // and given up too.
     let failed = list(&w, &["--failed"]);
@@ -244,10 +250,7 @@ fn an_event_given_up_is_listed_and_replayed() {
 #[test]
 fn a_given_up_event_listed_with_webhooks_off_suggests_no_replay() {
     let r = Receiver::start();
-    let w = world(&r, &sub("a", "cust-a", "monthly", "2030-01-01"));
-    r.answer_next(&[503; 20]);
-    tick(&w, "2030-01-01T10:00:00+09:00");
-    tick(&w, "2030-01-05T10:00:00+09:00");
+    let w = given_up(&r);
     let id = list(&w, &["--failed"])[0]["id"].as_str().unwrap().to_owned();
     let body = format!("{MONTHLY}{}", sub("a", "cust-a", "monthly", "2030-01-01"));
     w.write_config(&Setup { body: &body, ..Default::default() });
