@@ -1,5 +1,6 @@
 //! The command line: argument definitions, and the dispatch of each command to `commands` (or `service` for `run`) (long: every command's flags and their help text are kept together, as `--help` shows them).
 
+use crate::billing::model::Status;
 use crate::config;
 use crate::service::logging::LogFormat;
 use crate::store::ChangeTiming;
@@ -97,8 +98,8 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<SubscriptionsCommand>,
         /// Only subscriptions in this state.
-        #[arg(long, value_name = "STATUS", value_parser = ["active", "past_due", "suspended", "canceled"])]
-        status: Option<String>,
+        #[arg(long, value_name = "STATUS", value_parser = status_arg())]
+        status: Option<Status>,
         /// Print them as JSON (times RFC 3339 with the billing time zone's offset).
         #[arg(long)]
         json: bool,
@@ -603,6 +604,13 @@ pub enum CustomersCommand {
     },
 }
 
+/// `--status`: any status billd shows, from the one list of them ([`Status::ALL`]).
+fn status_arg() -> impl clap::builder::TypedValueParser<Value = Status> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Status::ALL.map(Status::as_str))
+        .map(|s| Status::parse(&s).expect("one of Status::ALL"))
+}
+
 /// A listing whose reader goes away (`billd upcoming | head`) ends quietly, as Unix tools do, instead of panicking
 /// on the closed pipe: the default SIGPIPE action, for the read-only listings only (never for a command that
 /// charges or records, which must finish its writes to the book whatever happens to its output).
@@ -623,6 +631,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
             | Command::Charges { .. }
             | Command::Refunds { sync: false, .. }
             | Command::Upcoming { .. }
+            | Command::Webhooks { action: None, .. }
     );
     if listing {
         end_quietly_on_a_closed_pipe();
@@ -642,7 +651,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Sync { dry_run, force, at } => crate::commands::tick::sync(&path, dry_run, force, at.at()?),
         Command::Subscriptions { action: None, status, json, view } => {
-            crate::commands::subscriptions::list(&path, status.as_deref(), json, view.at()?)
+            crate::commands::subscriptions::list(&path, status, json, view.at()?)
         }
         Command::Subscriptions {
             action: Some(SubscriptionsCommand::Change { id, plan, at_period_end: _, now, at }),

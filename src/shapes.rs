@@ -80,7 +80,11 @@ pub fn subscription_json(r: &SubscriptionRow, retries: usize, tz: Tz) -> Value {
     })
 }
 
-/// Retries left for the open period (or for the next one, for a subscription that bills); `None` otherwise.
+/// Retries left for the open period (or for the next one, for a subscription that bills); `None` otherwise: the
+/// scheduled retries not yet made, the one shown as NEXT CHARGE included. A period's first decline schedules the
+/// first retry and makes none (`billing::dunning`: the n-th decline is followed by the n-th retry, if there is one),
+/// so with 3 retries, 3 are left after it (attempts 2, 3 and 4 are made).
 pub fn retries_left(r: &SubscriptionRow, retries: usize) -> Option<usize> {
-    r.status.bills().then(|| retries.saturating_sub(r.declines as usize))
+    let made = (r.declines as usize).saturating_sub(1);
+    r.status.bills().then(|| retries.saturating_sub(made))
 }

@@ -414,16 +414,18 @@ fn an_operators_retry_costs_no_scheduled_retry() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         v[0]["retries_left"].as_i64().unwrap()
     };
-    assert_eq!(retries_left(), 2);
+    // None of the 3 scheduled retries used yet (the first is NEXT CHARGE).
+    assert_eq!(retries_left(), 3);
     let o = w.billd().args(["retry", "s1", "--as-of", "2025-01-15T18:00:00+09:00"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "declined: {}", common::text(&o));
     assert_eq!(w.attempts_for("c1").len(), 2, "the operator's retry was sent");
     assert_eq!(next_retry(&w, "s1"), scheduled, "the scheduled retry moved, or the decline was counted");
-    assert_eq!(retries_left(), 2, "the operator's retry cost a scheduled one");
+    assert_eq!(retries_left(), 3, "the operator's retry cost a scheduled one");
     // The scheduled retries follow as if the operator had not retried: the 3rd attempt (1st scheduled retry) is
     // declined, the 4th (2 days later) paid.
     w.tick("2025-01-16T10:00:00+09:00");
     assert_eq!(next_retry(&w, "s1"), ("2025-01-18T10:00:00+09:00".to_string(), 2));
+    assert_eq!(retries_left(), 2, "the 2nd and 3rd scheduled retries are left");
     w.tick("2025-01-18T10:00:00+09:00");
     assert_eq!(w.status_of("s1"), "active");
     w.assert_consistent();

@@ -41,6 +41,9 @@ fn the_help_says_what_an_operator_needs() {
         assert!(run.contains(needle), "run --help does not mention {needle}:\n{run}");
     }
     let subs = help(&["subscriptions", "--help"]);
-    assert!(subs.contains("active, past_due, suspended, canceled"), "{subs}");
+    // --status takes every status billd shows.
+    let all: Vec<&str> = billd::billing::model::Status::ALL.iter().map(|s| s.as_str()).collect();
+    assert!(subs.contains(&all.join(", ")), "{subs}");
+    assert!(subs.contains("trialing, active, past_due, canceling, suspended, canceled, completed"), "{subs}");
     assert!(help(&["upcoming", "--help"]).contains("--as-of"));
 }

@@ -30,6 +30,16 @@ fn body(plan_amount: i64, extra: &str) -> String {
     )
 }
 
+/// The ids `billd subscriptions --status STATUS` lists, sorted.
+fn listed_with_status(w: &World, status: &str) -> Vec<String> {
+    let o = w.billd().args(["subscriptions", "--json", "--status", status]).output().unwrap();
+    assert!(o.status.success(), "--status {status}: {}", common::text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut ids: Vec<String> = v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
 /// `amount` on a subscription is its own price: a later change of the plan's price leaves it alone, while the
 /// plan's other subscriptions bill the new price from their next period.
 #[test]
@@ -221,6 +231,7 @@ trial = "14d"
     w.sandbox.register_customer("c3", cards::APPROVE).unwrap();
     assert!(w.billd().args(["sync", "--as-of", "2025-01-01T09:00:00+09:00"]).status().unwrap().success());
     assert_eq!(w.status_of("t1"), "trialing");
+    assert_eq!(listed_with_status(&w, "trialing"), ["t1", "t2", "t3"]);
     let listed = common::text(
         &w.billd().args(["upcoming", "--days", "40", "--as-of", "2025-01-01T09:00:00+09:00"]).output().unwrap(),
     );
@@ -270,12 +281,18 @@ fn a_cancel_at_period_end_bills_until_then_and_cancels_then() {
         common::text(&o)
     );
     assert_eq!(w.status_of("cmd"), "canceling");
+    assert_eq!(listed_with_status(&w, "canceling"), ["cfg", "cmd"]);
     let listed = common::text(
         &w.billd().args(["upcoming", "--days", "60", "--as-of", "2025-01-20T00:00:00+09:00"]).output().unwrap(),
     );
     assert!(!listed.contains("cmd "), "a period at or after its end is listed: {listed}");
-    w.tick("2025-02-10T10:00:00+09:00");
+    let tick = w.tick("2025-02-10T10:00:00+09:00");
     assert_eq!((w.status_of("cmd"), w.status_of("cfg")), ("canceled".to_string(), "canceling".to_string()));
+    // Its end is logged as its status, as the README says (it was `subscription.ended`).
+    let log = World::stderr(&tick);
+    let ended = |l: &&str| l.contains("subscription=cmd") && l.contains("event=subscription.canceled");
+    assert!(log.lines().any(|l| ended(&l)), "{log}");
+    assert!(!log.contains("subscription.ended"), "{log}");
     w.tick("2025-03-10T10:00:00+09:00");
     assert_eq!(w.status_of("cfg"), "canceled");
     assert_eq!(paid_amounts(&w, "c-cmd"), [9900], "charged at or after its end");
@@ -313,9 +330,28 @@ periods = 3
     assert_eq!(paid_amounts(&w, "c1"), [9900, 9900, 9900]);
     assert_eq!(paid_amounts(&w, "c2"), [9900, 9900]);
     assert_eq!((w.status_of("p3"), w.status_of("e2")), ("completed".to_string(), "completed".to_string()));
+    assert_eq!(listed_with_status(&w, "completed"), ["e2", "p3"]);
     let sync = common::text(&w.billd().args(["sync", "--as-of", "2025-05-10T11:00:00+09:00"]).output().unwrap());
     assert!(sync.contains("completed in the database and stays completed"), "{sync}");
     w.assert_consistent();
+}
+
+/// A term the file shortens to the periods already paid ends at the next pass, logged as its status
+/// (`subscription.completed`, INFO), as every other status change is (it was `subscription.ended`).
+#[test]
+fn a_term_ended_by_a_pass_is_logged_as_completed() {
+    let text = format!("{PLANS}{}periods = 3\n", sub("s", "c1", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &text, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.tick("2025-01-10T10:00:00+09:00");
+    w.tick("2025-02-10T10:00:00+09:00");
+    assert_eq!(w.status_of("s"), "active");
+    w.write_config(&Setup { body: &text.replace("periods = 3", "periods = 2"), ..Default::default() });
+    let log = World::stderr(&w.tick("2025-02-11T10:00:00+09:00"));
+    assert_eq!(w.status_of("s"), "completed");
+    let ended = |l: &str| l.contains("subscription=s ") && l.contains("event=subscription.completed");
+    assert!(log.lines().any(|l| ended(l) && l.contains("INFO")), "{log}");
+    assert!(!log.contains("subscription.ended"), "{log}");
 }
 
 /// `billd reactivate ID [--charge-now]` (issue 25): a subscription dunning canceled, once its customer has a card

@@ -106,6 +106,14 @@ fn an_upgrade_now_charges_the_difference_once_and_the_next_period_bills_the_new_
     // `billd charges` lists it as a proration charge.
     let charges = billd(&w, &["charges"]);
     assert!(text(&charges).contains("proration") && text(&charges).contains("billd-s1-0-c1"), "{}", text(&charges));
+    // Listed with its subscription, never as a one-time charge (README: `--one-time` lists only those, both kinds).
+    let one_time = text(&billd(&w, &["charges", "--one-time"]));
+    assert!(!one_time.contains("billd-s1-0-c1") && !one_time.contains("proration"), "{one_time}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&billd(&w, &["charges", "--one-time", "--json"]).stdout).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(0), "{json}");
+    let its_own = text(&billd(&w, &["charges", "--subscription", "s1"]));
+    assert!(its_own.contains("proration") && its_own.contains("billd-s1-0-c1"), "{its_own}");
     // `subscriptions show` lists the change and its charge.
     let show = text(&billd(&w, &["subscriptions", "show", "s1"]));
     assert!(

@@ -304,6 +304,25 @@ fn credit_left_when_a_subscription_ends_is_refundable() {
     assert_eq!(refunded(&w), 19_355);
 }
 
+/// A `billd cancel` (now) of a subscription holding credit says what it released and how to refund it, as the
+/// README promises of an end's output (it said only "canceled; it will never be charged again").
+#[test]
+fn a_cancel_says_the_credit_it_releases_and_how_to_refund_it() {
+    let w = world();
+    subscribed(&w, "pro");
+    assert!(text(&change(&w, "basic", "2025-01-02T01:00:00Z")).contains("19355 KRW credited"));
+    let out = billd(&w, &["cancel", "s1", "--as-of", "2025-01-03T01:00:00Z"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("canceled") && said.contains("19355 KRW"), "the credit released is not said: {said}");
+    assert!(said.contains("refundable") && said.contains("billd refund"), "how to refund it is not said: {said}");
+    assert_eq!(w.status_of("s1"), "canceled");
+    assert_eq!(credit(&w), 0, "the credit is still held");
+    // A second cancel releases nothing more ("already canceled").
+    let again = billd(&w, &["cancel", "s1", "--as-of", "2025-01-03T02:00:00Z"]);
+    assert!(!text(&again).contains("19355"), "{}", text(&again));
+}
+
 /// The credit a subscription holds pays a change's charge first: whole (nothing sent), or in part (the rest sent).
 #[test]
 fn a_change_charge_spends_the_credit_held_first() {

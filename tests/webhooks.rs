@@ -193,15 +193,21 @@ fn a_failed_delivery_is_retried_with_its_id_and_holds_its_subscriptions_later_ev
     assert_eq!(got[2].body["type"], "charge.paid");
 }
 
-/// An event not delivered within max_age is given up (kept, listed by --failed) and a replay sends it again.
-#[test]
-fn an_event_given_up_is_listed_and_replayed() {
-    let r = Receiver::start();
-    let w = world(&r, &sub("a", "cust-a", "monthly", "2030-01-01"));
+/// Subscription `a`'s events, which `r` answers 503 until they are given up (on 2030-01-05).
+fn given_up(r: &Receiver) -> World {
+    let w = world(r, &sub("a", "cust-a", "monthly", "2030-01-01"));
     r.answer_next(&[503; 20]);
     tick(&w, "2030-01-01T10:00:00+09:00");
     // Past its retries' schedule and max_age (3 days): the next failure gives it up.
     tick(&w, "2030-01-05T10:00:00+09:00");
+    w
+}
+
+/// An event not delivered within max_age is given up (kept, listed by --failed) and a replay sends it again.
+#[test]
+fn an_event_given_up_is_listed_and_replayed() {
+    let r = Receiver::start();
+    let w = given_up(&r);
     // Given up, the first event no longer holds its subscription's next one, which is tried (once, however old)
     // and given up too.
     let failed = list(&w, &["--failed"]);
@@ -237,6 +243,27 @@ fn an_event_given_up_is_listed_and_replayed() {
     tick(&w, "2030-01-05T10:00:06+09:00");
     assert_eq!(r.got().pop().unwrap().body["type"], "charge.paid");
     assert!(list(&w, &["--failed"]).is_empty());
+}
+
+/// With webhooks off (`[webhooks]` removed after events were given up), the listing does not suggest a replay,
+/// which would be refused: it says webhooks are off.
+#[test]
+fn a_given_up_event_listed_with_webhooks_off_suggests_no_replay() {
+    let r = Receiver::start();
+    let w = given_up(&r);
+    let id = list(&w, &["--failed"])[0]["id"].as_str().unwrap().to_owned();
+    let body = format!("{MONTHLY}{}", sub("a", "cust-a", "monthly", "2030-01-01"));
+    w.write_config(&Setup { body: &body, ..Default::default() });
+    // (No secret either: one without webhooks.url is refused.)
+    let off = |args: &[&str]| w.billd().args(args).output().unwrap();
+    let listed = off(&["webhooks", "--failed"]);
+    let table = common::text(&listed);
+    let line = table.lines().find(|l| l.contains(&id)).unwrap_or_default();
+    assert!(line.contains("given up") && line.contains("webhooks are off"), "{table}");
+    assert!(!table.contains("webhooks replay"), "a replay suggested, which is refused: {table}");
+    let replay = off(&["webhooks", "replay", &id]);
+    assert!(common::text(&replay).contains("webhooks are off"), "{}", common::text(&replay));
+    assert_eq!(replay.status.code(), Some(1));
 }
 
 /// A delivery whose process is killed after the app got it and before it was recorded is delivered again, with

@@ -5,7 +5,7 @@ use crate::app::open_store;
 use crate::commands::present::human;
 use crate::config;
 use crate::shapes::{charge_json, kind};
-use crate::store::{ChargeStatus, Views};
+use crate::store::{ChargeStatus, OneTimeKind, Views};
 use crate::text::cell;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
@@ -19,7 +19,8 @@ pub enum Only<'a> {
     All,
     /// One subscription's attempts.
     Subscription(&'a str),
-    /// One-time charges (`charge-once` and `charge-key`).
+    /// One-time charges (`charge-once` and `charge-key`), not a plan change's `proration` charge (listed with its
+    /// subscription).
     OneTime,
 }
 
@@ -60,6 +61,9 @@ pub fn charges(
         }
         // A subscription's own: the charges of a billing key tied to it (`charge-key --subscription`).
         for r in store.list_one_time(failed, since, sub)? {
+            if matches!(only, Only::OneTime) && r.one_time == Some(OneTimeKind::Proration) {
+                continue;
+            }
             if shown.insert((r.merchant_uid.clone(), r.status, r.attempt)) {
                 rows.push((0, r));
             }

@@ -238,7 +238,17 @@ pub fn cancel(path: &Path, id: &str, at_period_end: bool, at: At) -> Result<Exit
         crate::say!("{id}: already {}", sub.status);
     } else {
         let set = store.set_status(id, Status::Canceled, at.0, "canceled by operator")?;
-        crate::say!("{id}: canceled; {} (history kept)", promise(set, "it will never be charged again"));
+        // The credit it held, as the cancel released it (credits are never lost).
+        let released = match set.map_or(0, |s| s.credit_released) {
+            0 => String::new(),
+            n => format!(
+                "; its credit of {n} {} is released: the customer's, refundable from the charges of the periods whose \
+                 changes credited it (`billd refund MERCHANT_UID --amount N`; `billd subscriptions show {id}` lists \
+                 them)",
+                sub.currency
+            ),
+        };
+        crate::say!("{id}: canceled; {} (history kept){released}", promise(set, "it will never be charged again"));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -252,6 +262,7 @@ fn promise(set: Option<StatusSet>, nothing_more: &str) -> String {
         in_flight: 0,
         change_charges: 0,
         changes_withdrawn: 0,
+        credit_released: 0,
     });
     let withdrawn = match set.voided {
         0 => String::new(),

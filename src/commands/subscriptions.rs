@@ -18,11 +18,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// `now`: the day the config's unsynced subscriptions are judged on (`--as-of`).
-pub fn list(path: &Path, status: Option<&str>, json: bool, now: DateTime<Utc>) -> Result<ExitCode> {
+pub fn list(path: &Path, status: Option<Status>, json: bool, now: DateTime<Utc>) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let status = status
-        .map(|s| Status::parse(s).ok_or_else(|| anyhow!("--status {s:?}: use active, past_due, suspended or canceled")))
-        .transpose()?;
     let store = open_store(&cfg)?;
     let rows = store.list_subscriptions(status)?;
     let tz = cfg.billing.clock.timezone;

@@ -67,6 +67,7 @@ fn heads(events: &[OutboxEvent]) -> std::collections::HashMap<i64, String> {
 /// subscription it waits for, if any.
 fn next(e: &OutboxEvent, cfg: &Config, behind: Option<&String>) -> String {
     let tz = cfg.billing.clock.timezone;
+    let settled = e.settled_at.map(|t| human(t, tz)).unwrap_or_default();
     if let (DeliveryState::Pending, Some(first), Some(_)) = (e.state, behind, &cfg.webhooks) {
         return format!("waits for {first} (a subscription's events are sent in order)");
     }
@@ -74,12 +75,12 @@ fn next(e: &OutboxEvent, cfg: &Config, behind: Option<&String>) -> String {
         DeliveryState::Pending if cfg.webhooks.is_none() => "not sent: webhooks are off ([webhooks] url)".into(),
         DeliveryState::Pending if e.attempts == 0 => format!("sent from {}", human(e.next_attempt_at, tz)),
         DeliveryState::Pending => format!("next try at {}", human(e.next_attempt_at, tz)),
-        DeliveryState::Delivered => format!("delivered {}", e.settled_at.map(|t| human(t, tz)).unwrap_or_default()),
-        DeliveryState::Failed => format!(
-            "given up {}: `billd webhooks replay {}` sends it again",
-            e.settled_at.map(|t| human(t, tz)).unwrap_or_default(),
-            e.id
-        ),
+        DeliveryState::Delivered => format!("delivered {settled}"),
+        // A replay is refused while webhooks are off: not suggested then.
+        DeliveryState::Failed if cfg.webhooks.is_none() => {
+            format!("given up {settled}; webhooks are off ([webhooks] url): it can be replayed once they are on")
+        }
+        DeliveryState::Failed => format!("given up {settled}: `billd webhooks replay {}` sends it again", e.id),
     }
 }
 
@@ -107,23 +108,29 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::say!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if events.is_empty() {
-        println!("no events{}", if failed { " given up" } else { "" });
+        crate::say!("no events{}", if failed { " given up" } else { "" });
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    crate::say!(
         "{:<23} {:<36} {:<27} {:<16} {:>5} {:<9} {:>8}  NEXT / LAST ERROR",
-        "CREATED", "EVENT", "TYPE", "SUBSCRIPTION", "SEQ", "STATE", "ATTEMPTS"
+        "CREATED",
+        "EVENT",
+        "TYPE",
+        "SUBSCRIPTION",
+        "SEQ",
+        "STATE",
+        "ATTEMPTS"
     );
     for e in &events {
         let error = match (&e.last_error, e.state) {
             (Some(x), DeliveryState::Pending | DeliveryState::Failed) => format!(" (last: {x})"),
             _ => String::new(),
         };
-        println!(
+        crate::say!(
             "{:<23} {:<36} {:<27} {:<16} {:>5} {:<9} {:>8}  {}{}",
             human(e.created_at, tz),
             e.id,
@@ -137,7 +144,7 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
         );
     }
     if events.len() == LISTED {
-        println!("(the first {LISTED} only: narrow it with --since)");
+        crate::say!("(the first {LISTED} only: narrow it with --since)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -170,7 +177,7 @@ pub fn replay(
                 config::duration::format(hooks.retain)
             ),
             Some(e) if e.state == DeliveryState::Pending => {
-                println!("{id}: already on its way ({})", next(&e, &cfg, None));
+                crate::say!("{id}: already on its way ({})", next(&e, &cfg, None));
                 return Ok(ExitCode::SUCCESS);
             }
             Some(_) => {}
@@ -179,10 +186,10 @@ pub fn replay(
     let give_up_at = now + chrono::Duration::from_std(hooks.max_age).unwrap_or(chrono::Duration::days(3));
     let ids = store.replay(&which, give_up_at, now)?;
     for id in &ids {
-        println!("{id}: sent again by the running daemon (or the next `billd tick`)");
+        crate::say!("{id}: sent again by the running daemon (or the next `billd tick`)");
     }
     if ids.is_empty() {
-        println!("nothing to replay: no delivered or given-up event since then");
+        crate::say!("nothing to replay: no delivered or given-up event since then");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -455,6 +455,14 @@ fn validate(
             None
         }
     });
+    if let (Some(n), Some(m)) = (notices_listen, metrics_listen)
+        && one_port(n, m)
+    {
+        errs.push(format!(
+            "notices.listen {n} and metrics.listen {m}: the same port, which `billd run` cannot listen on twice: give \
+             them different ports"
+        ));
+    }
 
     let plans = entries::plans(raw.plans, &limits, &mut errs);
     let subs = entries::subscriptions(raw.subscriptions, &plans, &limits, &mut errs);
@@ -488,6 +496,14 @@ fn validate(
         subscriptions: subs,
         warnings,
     })
+}
+
+/// Whether two listeners cannot both bind: the same port (not 0, any free one) on the same address, or on every
+/// address of one (`0.0.0.0` holds the port for IPv4, `[::]` for both).
+fn one_port(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    let every =
+        |x: &std::net::SocketAddr, y: &std::net::SocketAddr| x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4());
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || every(&a, &b) || every(&b, &a))
 }
 
 pub use crate::billing::proration::BILLED_CURRENCY;

@@ -50,21 +50,4 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let row = self.db(move |s| s.one_time(&m)).await?;
         Ok(row.map(|r| r.status == crate::store::ChargeStatus::Unknown))
     }
-
-    /// The credit released as refundable when subscription `id` ended (issue 25: credits are never lost).
-    pub(super) async fn credit_released(&self, id: &str) -> Result<i64> {
-        let id = id.to_owned();
-        Ok(self.db(move |s| s.plan_changes(&id)).await?.iter().map(|r| r.released).sum())
-    }
-}
-
-/// What an end's log line adds about credit released (empty: none).
-pub(super) fn released_note(released: i64) -> String {
-    match released {
-        0 => String::new(),
-        n => format!(
-            "; it ended with {n} of credit left, released: refundable (`billd refund`, see `billd \
-                      subscriptions show`)"
-        ),
-    }
 }

@@ -27,12 +27,8 @@ pub(super) struct Stale {
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// Cancels the canceling subscriptions whose `cancel_at` has come (a cancel at period end).
     pub(super) async fn end_canceling(&self, now: DateTime<Utc>) -> Result<()> {
-        for id in self.db(move |s| s.end_canceling(now)).await? {
-            let released = self.credit_released(&id).await?;
-            info!(event = "subscription.ended", subscription = %id, credit_released = released,
-                "subscription.ended: its cancel_at came, or its term has nothing left to bill (see its status){}",
-                super::changes::released_note(released));
-        }
+        // Logged as every status change is: the event named after the status it moved to.
+        super::report::log_changes(&self.db(move |s| s.end_canceling(now)).await?);
         Ok(())
     }
 

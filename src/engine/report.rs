@@ -235,20 +235,23 @@ pub(super) fn log_outcome(r: &Recorded, tally: &mut Tally) {
     }
 }
 
+/// Logs status changes (an outcome's, or an end a pass made: a cancel date come, a term over), each as the event
+/// named after the status it moved to: `subscription.active` and `subscription.completed` at INFO, the others at
+/// WARN; an end with credit left says how much it released (`credit_released`: refundable).
 pub(super) fn log_changes(changes: &[StatusChange]) {
+    use crate::billing::model::Status::{Active, Completed};
     for c in changes {
-        let event = format!("subscription.{}", c.to.as_str());
-        match c.to {
-            crate::billing::model::Status::Active | crate::billing::model::Status::Completed => {
-                info!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
+        let (event, id, from, released) =
+            (format!("subscription.{}", c.to.as_str()), &c.subscription_id, c.from, c.credit_released);
+        let note = format!(": it ended with {released} of credit left, released: refundable (`billd refund`)");
+        match (matches!(c.to, Active | Completed), released > 0) {
+            (true, false) => info!(event = %event, subscription = %id, from = %from, "{event}"),
+            (true, true) => {
+                info!(event = %event, subscription = %id, from = %from, credit_released = released, "{event}{note}")
             }
-            _ if c.credit_released > 0 => {
-                warn!(event = %event, subscription = %c.subscription_id, from = %c.from,
-                    credit_released = c.credit_released,
-                    "{event}: it ended with {} of credit left, released: refundable (`billd refund`)", c.credit_released)
-            }
-            _ => {
-                warn!(event = %event, subscription = %c.subscription_id, from = %c.from, "{event}")
+            (false, false) => warn!(event = %event, subscription = %id, from = %from, "{event}"),
+            (false, true) => {
+                warn!(event = %event, subscription = %id, from = %from, credit_released = released, "{event}{note}")
             }
         }
     }

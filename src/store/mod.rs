@@ -147,8 +147,9 @@ pub trait Book {
     /// or before `now` once nothing due before it is left to open or settle (the reason says "canceled at period
     /// end"), and every one paused by `pause --until` without catch-up whose `cancel_at` is (it never resumes past
     /// it: "while paused"; other pauses, and dunning's suspensions, hold); completes every one whose fixed term has
-    /// nothing left to bill; returns their ids.
-    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
+    /// nothing left to bill; returns those status changes (the status each moved to, and the credit its end
+    /// released).
+    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<StatusChange>>;
 
     /// The suspended subscriptions whose pause ends at or before `now` (`pause --until`), with their `catch_up`.
     fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>>;

@@ -241,6 +241,8 @@ pub struct StatusSet {
     /// Pending plan changes of it whose charges had not left: withdrawn (failed) in the same transaction, their
     /// charges never sent.
     pub changes_withdrawn: usize,
+    /// The credit it held, released by this change when it ended it (canceled): refundable from then on; 0: none.
+    pub credit_released: i64,
 }
 
 /// A subscription status change made while recording.

@@ -227,6 +227,6 @@ pub fn no_period_opens_at_or_after_its_cancel_date_whatever_wrote_its_due_instan
     assert_eq!(s.due_backlog(later, i64::MAX).unwrap(), 0);
     assert!(open_all(&s, later).is_empty(), "opened past its cancel date");
     assert_eq!(s.next_wake().unwrap(), None, "woken for a period that never opens");
-    assert_eq!(s.end_canceling(later).unwrap(), ["m"]);
+    assert_eq!(ended(s.end_canceling(later).unwrap()), [("m".into(), Status::Canceled)]);
     assert_eq!(status(&s, "m"), Status::Canceled);
 }

@@ -64,7 +64,7 @@ pub fn a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next
     };
     s.change_plan(&over, 0, t0()).unwrap().expect("applied");
     assert_eq!(b.open().next_due_at("e").unwrap(), None, "a period past the term's end will open");
-    assert_eq!(s.end_canceling(t0() + Duration::days(1)).unwrap(), ["e"]);
+    assert_eq!(ended(s.end_canceling(t0() + Duration::days(1)).unwrap()), [("e".into(), Status::Completed)]);
     assert_eq!(status(&b.open(), "e"), Status::Completed);
     assert_eq!(
         (other.subscription("a").unwrap().unwrap().plan_id, other.subscription("a").unwrap().unwrap().amount),

@@ -203,6 +203,11 @@ fn status(s: &impl Store, id: &str) -> Status {
     s.subscription(id).unwrap().expect("the subscription").status
 }
 
+/// (subscription, status it moved to) of each status change.
+fn ended(changes: Vec<crate::store::StatusChange>) -> Vec<(String, Status)> {
+    changes.into_iter().map(|c| (c.subscription_id, c.to)).collect()
+}
+
 /// A period, its state, and (attempt, status) of each of its attempts.
 type PeriodLine = (u64, PeriodState, Vec<(u32, ChargeStatus)>);
 
@@ -546,6 +551,7 @@ pub fn nothing_voided_by_a_cancel_or_a_pause_may_leave<B: Backend>(b: &B) {
         in_flight,
         change_charges: 0,
         changes_withdrawn: 0,
+        credit_released: 0,
     };
     let canceled = other.set_status("a", Status::Canceled, t0(), "canceled by operator").unwrap();
     assert_eq!(canceled, Some(set(1, 0)), "a's unsent claim");

@@ -12,7 +12,7 @@ use crate::billing::model::{Pause, Source, Status, Subscription};
 use crate::billing::proration::Discount;
 use crate::billing::status::{Cause, next_status};
 use crate::billing::sync::SyncPlan;
-use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusSet, status_event};
+use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusChange, StatusSet, status_event};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -141,14 +141,15 @@ pub(super) fn current_status(conn: &Connection, id: &str) -> Result<Option<Statu
     Ok(s.and_then(|s| Status::parse(&s)))
 }
 
-/// What [`change_status`] did: (before, after, attempts voided, plan changes withdrawn).
-type Moved = (Status, Option<Status>, usize, usize);
+/// What [`change_status`] did: (before, after, attempts voided, plan changes withdrawn, credit released).
+type Moved = (Status, Option<Status>, usize, usize, i64);
 
 /// Moves subscription `id` to the status [`next_status`] decides for `cause`, given its status as it is inside `tx`,
 /// and records the change (with `reason`) as an event. A status that does not bill voids, in the same transaction,
 /// the subscription's claimed attempts whose requests have not left ([`void_unsent`]), whatever made the change.
 /// Returns its status before (`None`: no such subscription), the status it moved to (`None`: no change), how many
-/// attempts it voided and how many plan changes whose charges had not left it withdrew (`changes::withdraw_in`).
+/// attempts it voided, how many plan changes whose charges had not left it withdrew (`changes::withdraw_in`) and
+/// how much credit an end released (`credit::release_credit_in`).
 pub(super) fn change_status(
     tx: &Transaction<'_>,
     id: &str,
@@ -160,7 +161,7 @@ pub(super) fn change_status(
         return Ok(None);
     };
     let Some(to) = next_status(from, cause) else {
-        return Ok(Some((from, None, 0, 0)));
+        return Ok(Some((from, None, 0, 0, 0)));
     };
     // A plan change whose charge has not left is withdrawn with the claims.
     let (voided, withdrawn) =
@@ -182,7 +183,7 @@ pub(super) fn change_status(
     event(tx, now, &format!("subscription.{}", to.as_str()), Some(id), detail)?;
     let extra = fields(extra);
     publish(tx, now, status_event(to, cause), Some(id), About::Subscription(id), extra)?;
-    Ok(Some((from, Some(to), voided, withdrawn)))
+    Ok(Some((from, Some(to), voided, withdrawn, released)))
 }
 
 /// Voids a subscription's claimed attempts whose requests have not left (pending, never stamped by
@@ -288,14 +289,14 @@ impl Book for SqliteStore {
 
     fn set_status(&self, id: &str, to: Status, now: DateTime<Utc>, reason: &str) -> Result<Option<StatusSet>> {
         let tx = self.tx()?;
-        let Some((before, _, voided, changes_withdrawn)) =
+        let Some((before, _, voided, changes_withdrawn, credit_released)) =
             change_status(&tx, id, Cause::Operator(to), secs(now), reason)?
         else {
             return Ok(None);
         };
         let (in_flight, change_charges) = in_flight(&tx, id)?;
         tx.commit()?;
-        Ok(Some(StatusSet { before, voided, in_flight, change_charges, changes_withdrawn }))
+        Ok(Some(StatusSet { before, voided, in_flight, change_charges, changes_withdrawn, credit_released }))
     }
 
     fn pause(
@@ -314,7 +315,7 @@ impl Book for SqliteStore {
                  period is charged first); nothing changed"
             );
         }
-        let Some((before, to, voided, changes_withdrawn)) =
+        let Some((before, to, voided, changes_withdrawn, credit_released)) =
             change_status(&tx, id, Cause::Operator(Status::Suspended), secs(now), reason)?
         else {
             return Ok(None);
@@ -330,7 +331,7 @@ impl Book for SqliteStore {
         }
         let (in_flight, change_charges) = in_flight(&tx, id)?;
         tx.commit()?;
-        Ok(Some(StatusSet { before, voided, in_flight, change_charges, changes_withdrawn }))
+        Ok(Some(StatusSet { before, voided, in_flight, change_charges, changes_withdrawn, credit_released }))
     }
 
     fn cancel_at(&self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>, reason: &str) -> Result<Option<Status>> {
@@ -421,7 +422,7 @@ impl Book for SqliteStore {
         Ok((period, reopened))
     }
 
-    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    fn end_canceling(&self, now: DateTime<Utc>) -> Result<Vec<StatusChange>> {
         let tx = self.tx()?;
         let ended = end_in(&tx, secs(now), None)?;
         tx.commit()?;

@@ -5,6 +5,7 @@ use super::at;
 use super::book::change_status;
 use crate::billing::model::{Pause, Status};
 use crate::billing::status::Cause;
+use crate::store::StatusChange;
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -39,7 +40,8 @@ pub(super) const PAUSE_ENDED_BY_CANCEL_AT: &str =
 
 /// [`crate::store::Book::end_canceling`] inside `tx`, for every subscription or only `only`: cancels those whose `cancel_at` came
 /// once nothing before it is left to open or settle, completes those whose fixed term has nothing left to bill.
-pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Result<Vec<String>> {
+/// Returns the status changes it made.
+pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Result<Vec<StatusChange>> {
     // Once nothing due before cancel_at is left to open or settle (a period missed while billd was down is charged
     // first: an outsider's was never charged), and whatever status a resume or a reactivation left it in.
     let ended = |sql: &str| -> Result<Vec<(String, String, String)>> {
@@ -61,6 +63,13 @@ pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Resu
            AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
          ORDER BY cancel_at, id"
     ))?;
+    let mut changes = Vec::new();
+    let mut end = |id: &String, cause, why| -> Result<()> {
+        if let Some((from, Some(to), _, _, credit_released)) = change_status(tx, id, cause, now, why)? {
+            changes.push(StatusChange { subscription_id: id.clone(), from, to, credit_released });
+        }
+        Ok(())
+    };
     for (id, source, status) in &canceled {
         // The operator's cancel at period end, or the file's cancel_at.
         let why = match (source.as_str(), status.as_str()) {
@@ -69,7 +78,7 @@ pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Resu
             ("config", _) => "canceled at period end (cancel_at in the config)",
             _ => "canceled at period end",
         };
-        change_status(tx, id, Cause::CancelAtReached, now, why)?;
+        end(id, Cause::CancelAtReached, why)?;
     }
     // A fixed term with nothing left to bill (shortened by a sync, its last period skipped by a pause, or
     // reactivated past it) is completed.
@@ -78,9 +87,9 @@ pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Resu
            AND next_period > last_period AND {nothing_left} ORDER BY id"
     ))?;
     for (id, _, _) in &completed {
-        change_status(tx, id, Cause::TermEnded, now, "its term is over: no period is left to bill")?;
+        end(id, Cause::TermEnded, "its term is over: no period is left to bill")?;
     }
-    Ok(canceled.into_iter().chain(completed).map(|(id, _, _)| id).collect())
+    Ok(changes)
 }
 
 /// After a resume or a reactivation made subscription `id` bill again, inside `tx`: with nothing left to bill it ends

@@ -85,14 +85,8 @@ fn status_to(
     changes: &mut Vec<StatusChange>,
 ) -> Result<()> {
     let id = &it.attempt.subscription_id;
-    if let Some((from, Some(to), ..)) = change_status(tx, id, cause, now, reason)? {
-        // An end with credit left released it (refundable): said in the end's log line.
-        let credit_released = if to.is_final() {
-            tx.prepare_cached("SELECT coalesce(sum(released), 0) FROM plan_changes WHERE subscription_id = ?1")?
-                .query_row([id], |r| r.get(0))?
-        } else {
-            0
-        };
+    // An end with credit left released it (refundable): said in the end's log line.
+    if let Some((from, Some(to), _, _, credit_released)) = change_status(tx, id, cause, now, reason)? {
         changes.push(StatusChange { subscription_id: id.clone(), from, to, credit_released });
     }
     Ok(())
