@@ -230,3 +230,31 @@ pub fn no_period_opens_at_or_after_its_cancel_date_whatever_wrote_its_due_instan
     assert_eq!(ended(s.end_canceling(later).unwrap()), [("m".into(), Status::Canceled)]);
     assert_eq!(status(&s, "m"), Status::Canceled);
 }
+
+/// Money reviews 2 and 3: the credit a period took (from a downgrade), on a subscription ended while that period's
+/// charge was in doubt, is given back and released when the charge settles unpaid: declined (`d`) or held as a
+/// mismatch (`m`) alike, as an end after the settlement would have released it (it stayed on the period for good).
+pub fn credit_of_a_period_settled_unpaid_after_its_subscription_ended_is_released<B: Backend>(b: &B) {
+    let s = b.open();
+    paid_first(&s, &["d", "m"]);
+    for id in ["d", "m"] {
+        s.change_plan(&to_q(id, -2000), 0, t0()).unwrap().expect("applied");
+    }
+    let due = s.next_due_at("d").unwrap().expect("a next period");
+    let claimed = open_all(&s, due);
+    assert_eq!(claimed.iter().map(|a| a.amount).collect::<Vec<_>>(), [2900, 2900], "the credit took 2000 of each");
+    sent(&s, &claimed, due);
+    for id in ["d", "m"] {
+        s.set_status(id, Status::Canceled, due, "canceled by operator").unwrap();
+    }
+    let mismatch = AttemptResult::Mismatch { reason: "another amount".into() };
+    let outcomes = [
+        declined(&claimed[0], Decision::RetryAt(due + Duration::days(1))),
+        outcome(&claimed[1], mismatch, Decision::Hold),
+    ];
+    s.record(&outcomes, due + Duration::minutes(5)).unwrap();
+    for id in ["d", "m"] {
+        let released: i64 = s.plan_changes(id).unwrap().iter().map(|r| r.released).sum();
+        assert_eq!((s.credit(id).unwrap(), released), (0, 2000), "{id}: the credit is not released");
+    }
+}

@@ -100,6 +100,7 @@ macro_rules! store_contract_tests {
             a_paid_change_applies_only_to_the_subscription_it_was_decided_from,
             a_change_never_begun_is_abandoned_and_never_holds_the_next_wake,
             credits_count_in_every_form_and_are_released_when_a_subscription_ends,
+            credit_of_a_period_settled_unpaid_after_its_subscription_ended_is_released,
             no_period_opens_at_or_after_its_cancel_date_whatever_wrote_its_due_instant,
             a_failed_refund_the_gateway_made_late_is_billds_and_not_begun_again,
             a_refund_made_outside_billd_with_the_same_amount_and_reason_is_not_begun_again,

@@ -200,14 +200,16 @@ fn record_one(
             record_failure(tx, it, now, Failure::Rejected, None, reason, detail(), changes)?;
         }
     }
-    // Not paid, for a subscription that has ended meanwhile (canceled while this charge was in doubt): the credit
-    // its period took comes back and is released now, refundable (an outsider's stayed on the period for good).
+    // Not paid (or held as a mismatch), for a subscription that has ended meanwhile (canceled while this charge was
+    // in doubt): the credit its period took comes back and is released now, refundable, as an end after this
+    // outcome releases it (an outsider's stayed on the period for good).
     if matches!(
         it.result,
         AttemptResult::Abandoned { .. }
             | AttemptResult::Withheld { .. }
             | AttemptResult::Declined { .. }
             | AttemptResult::Rejected { .. }
+            | AttemptResult::Mismatch { .. }
     ) {
         super::credit::release_credit_in(tx, &a.subscription_id, now)?;
     }
