@@ -302,7 +302,11 @@ fn the_daemon_delivers_and_a_hanging_app_holds_back_no_charge() {
     let r = Receiver::start();
     let subs =
         format!("{}{}", sub("hang", "cust-a", "monthly", "2030-01-01"), sub("b", "cust-a", "monthly", "2030-01-01"));
-    let body = format!("{MONTHLY}{subs}\n[webhooks]\nurl = \"{}\"\ntimeout = \"60s\"\n", r.url());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let body = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}{subs}\n[webhooks]\nurl = \"{}\"\ntimeout = \"60s\"\n",
+        r.url()
+    );
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
     // No delivery of subscription "hang"'s events ever gets an answer.
@@ -340,6 +344,10 @@ fn the_daemon_delivers_and_a_hanging_app_holds_back_no_charge() {
     // Its later events wait for its first (sent at least once: never one of sequence 2 before 1 is answered).
     let sent: Vec<u64> = r.kinds().iter().filter(|(_, s, _)| s == "hang").map(|(_, _, n)| *n).collect();
     assert!(!sent.is_empty() && sent.iter().all(|n| *n == 1), "its second event went before the first: {sent:?}");
+    // The backlog gauge counts them while the delivery hangs (inputs review: it read 0 until the round ended).
+    common::wait_for("the backlog gauge at 2", || {
+        common::http_get(port, "/metrics").is_some_and(|(_, m)| m.lines().any(|l| l == "billd_webhook_backlog 2"))
+    });
 }
 
 /// A daemon stopped when the test ends, passed or failed.

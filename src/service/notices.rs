@@ -234,7 +234,8 @@ async fn receive(
     let (imp_uid, merchant_uid, status) = (notice.imp_uid.clone(), notice.shown_merchant_uid(), notice.status.clone());
     match inbox.admit(notice) {
         Admission::Queued => {
-            info!(event = "notice.received", imp_uid = %imp_uid, merchant_uid = %merchant_uid, status = %status,
+            // Quoted (`?`): the notification is unsigned, and its words must not read as fields of the line.
+            info!(event = "notice.received", imp_uid = ?imp_uid, merchant_uid = ?merchant_uid, status = ?status,
                 "notice.received: looked up after this answer");
             (StatusCode::OK, "ok\n")
         }

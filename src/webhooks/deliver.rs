@@ -21,6 +21,8 @@ const ROUND: usize = 256;
 pub const TICK_BUDGET: Duration = Duration::from_secs(60);
 /// While deliveries are out, how often the outbox is looked at again for new events.
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
+/// How often at most the backlog gauges are read while a round's deliveries are out.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 /// What delivery needs from the config, read once (a reload builds a new one).
 #[derive(Clone)]
@@ -204,6 +206,10 @@ async fn deliver_due<S: Store>(
     // something was settled (delivered or given up) since the last start: that makes the next event of its
     // stream deliverable, perhaps behind the cursor.
     let (mut after, mut at_end, mut delivered_since_start) = (0, false, false);
+    // The backlog gauges are read at the start and every few seconds while deliveries are out (an app that hangs
+    // holds a round for its timeout: the gauges read 0 while 200 events waited).
+    refresh_gauges(store, metrics, now()).await?;
+    let mut gauged = std::time::Instant::now();
     loop {
         while !at_end && inflight.len() < concurrency {
             let (want, at) = (ROUND.min(concurrency - inflight.len()), now());
@@ -224,6 +230,10 @@ async fn deliver_due<S: Store>(
                 n = inflight.next() => n,
                 _ = tokio::time::sleep(LOOK_AGAIN) => {
                     at_end = false;
+                    if gauged.elapsed() >= GAUGES_EVERY {
+                        refresh_gauges(store, metrics, now()).await?;
+                        gauged = std::time::Instant::now();
+                    }
                     continue;
                 }
             }
@@ -328,7 +338,17 @@ async fn send(client: &reqwest::Client, settings: &Sending, id: &str, body: &str
         Ok(a) => Err(format!("HTTP {}", a.status().as_u16())),
         Err(e) if e.is_timeout() => Err(format!("no answer within {:?}", settings.timeout)),
         Err(e) if e.is_connect() => Err("no connection".to_owned()),
-        Err(e) => Err(format!("request failed: {}", e.without_url())),
+        // With its causes (a status line or header the app got wrong, a connection it closed), never the URL.
+        Err(e) => {
+            let e = e.without_url();
+            let mut why = format!("request failed: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why = format!("{why}: {c}");
+                cause = c.source();
+            }
+            Err(why)
+        }
     }
 }
 
