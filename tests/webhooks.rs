@@ -2,101 +2,12 @@
 //! verifies every delivery's Standard Webhooks signature. Billing time comes from `--as-of`.
 
 mod common;
+#[path = "common/receiver.rs"]
+mod receiver;
 
-use billd::config::WebhookSecret;
-use billd::webhooks::sign;
-use common::{MONTHLY, Setup, World, cards, sub};
+use common::{KillOnDrop, MONTHLY, Setup, World, cards, sub};
+use receiver::{Got, Receiver, SECRET};
 use serde_json::Value;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// One delivery as the receiver got it.
-#[derive(Debug, Clone)]
-struct Got {
-    id: String,
-    body: Value,
-    verified: bool,
-}
-
-/// An HTTP receiver: answers each POST with the next status of `script` (200 once it is empty; 0: never answers;
-/// and never to an event of subscription `hang`), after verifying its signature, and keeps what it got.
-struct Receiver {
-    port: u16,
-    got: Arc<Mutex<Vec<Got>>>,
-    script: Arc<Mutex<VecDeque<u16>>>,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
-        let script: Arc<Mutex<VecDeque<u16>>> = Arc::default();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (g, s) = (got.clone(), script.clone());
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (g, s) = (g.clone(), s.clone());
-                async move {
-                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                    let secret = WebhookSecret::parse(SECRET).unwrap();
-                    let now = chrono::Utc::now().timestamp();
-                    let verified = sign::verify(
-                        &secret,
-                        &h("webhook-id"),
-                        &h("webhook-timestamp"),
-                        &h("webhook-signature"),
-                        &body,
-                        now,
-                    )
-                    .is_ok();
-                    let id = h("webhook-id");
-                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    g.lock().unwrap().push(Got { id, body: body.clone(), verified });
-                    let hang = body["subscription_id"] == "hang";
-                    let status = if hang { 0 } else { s.lock().unwrap().pop_front().unwrap_or(200) };
-                    if status == 0 {
-                        std::future::pending::<()>().await;
-                    }
-                    axum::http::StatusCode::from_u16(status).unwrap()
-                }
-            }),
-        );
-        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { port, got, script, _rt: rt }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// (type, subscription, sequence) of what it got, in order.
-    fn kinds(&self) -> Vec<(String, String, u64)> {
-        self.got()
-            .iter()
-            .map(|g| {
-                let b = &g.body;
-                (
-                    b["type"].as_str().unwrap_or_default().to_owned(),
-                    b["subscription_id"].as_str().unwrap_or_default().to_owned(),
-                    b["sequence"].as_u64().unwrap_or_default(),
-                )
-            })
-            .collect()
-    }
-
-    fn answer_next(&self, statuses: &[u16]) {
-        self.script.lock().unwrap().extend(statuses);
-    }
-}
 
 fn world(receiver: &Receiver, body: &str) -> World {
     let body = format!("{MONTHLY}{body}\n[webhooks]\nurl = \"{}\"\ntimeout = \"2s\"\n", receiver.url());
@@ -220,7 +131,7 @@ fn an_event_given_up_is_listed_and_replayed() {
     let table = String::from_utf8_lossy(&billd(&w, &["webhooks", "--failed"]).stdout).into_owned();
     assert!(table.contains(&format!("`billd webhooks replay {id}` sends it again")), "{table}");
     assert!(table.contains("(last: HTTP 503)"), "{table}");
-    r.script.lock().unwrap().clear();
+    r.clear_script();
     let out = billd(&w, &["webhooks", "replay", &id, "--as-of", "2030-01-05T10:00:00+09:00", "--simulate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Replayed on the billing clock: its max_age counts from the replay, so a failure is tried again, not given up.
@@ -348,16 +259,6 @@ fn the_daemon_delivers_and_a_hanging_app_holds_back_no_charge() {
     common::wait_for("the backlog gauge at 2", || {
         common::http_get(port, "/metrics").is_some_and(|(_, m)| m.lines().any(|l| l == "billd_webhook_backlog 2"))
     });
-}
-
-/// A daemon stopped when the test ends, passed or failed.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A reload whose webhook secret cannot be read is refused, and the running config (and delivery) stays in force.

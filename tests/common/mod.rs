@@ -400,6 +400,16 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A process (a daemon) killed when the test ends, passed or failed.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Whether an RFC 3339 instant is ahead of the real time (a tick at it needs `--simulate`).
 pub fn future(as_of: &str) -> bool {
     chrono::DateTime::parse_from_rfc3339(as_of).is_ok_and(|t| t > chrono::Utc::now())
@@ -424,6 +434,11 @@ pub fn sub(id: &str, customer: &str, plan: &str, start: &str) -> String {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator drawing from `seed` (one derived from the test's, say).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
     pub fn from_env() -> Rng {
         let seed = std::env::var("BILLD_TEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
