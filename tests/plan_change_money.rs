@@ -100,6 +100,18 @@ fn plan_of(w: &World) -> String {
     w.db().query_row("SELECT plan_id FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap()
 }
 
+/// s1's credit still held by its periods, and what its plan changes' credit released in all.
+fn credit_on_periods_and_released(w: &World) -> (i64, i64) {
+    w.db()
+        .query_row(
+            "SELECT (SELECT coalesce(sum(credit), 0) FROM periods WHERE subscription_id = 's1'),
+                    (SELECT coalesce(sum(released), 0) FROM plan_changes WHERE subscription_id = 's1')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
 fn credit(w: &World) -> i64 {
     w.db().query_row("SELECT credit FROM subscriptions WHERE id = 's1'", [], |r| r.get(0)).unwrap()
 }
@@ -434,15 +446,7 @@ fn credit_on_an_open_period_is_released_when_the_subscription_is_canceled() {
     assert_eq!(credit(&w), 0, "period 1 took the credit when it opened");
     let out = billd(&w, &["cancel", "s1", "--as-of", "2025-02-02T00:00:00Z"]);
     assert!(out.status.success(), "{}", text(&out));
-    let (on_periods, released): (i64, i64) = w
-        .db()
-        .query_row(
-            "SELECT (SELECT coalesce(sum(credit), 0) FROM periods WHERE subscription_id = 's1'),
-                    (SELECT coalesce(sum(released), 0) FROM plan_changes WHERE subscription_id = 's1')",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (on_periods, released) = credit_on_periods_and_released(&w);
     assert_eq!((on_periods, released), (0, credit_made), "the credit is lost on the open period");
     // Released, the credit is refundable from January's charge with the rest of it: all 30 000 (before, at most
     // 30 000 less the credit stuck on the open period).
@@ -533,15 +537,7 @@ fn credit_of_a_period_in_doubt_is_released_once_its_charge_settles_unpaid_after_
     assert!(out.status.success(), "{}", text(&out));
     w.wait_quiet();
     w.tick("2025-02-01T03:00:00Z");
-    let (on_periods, released): (i64, i64) = w
-        .db()
-        .query_row(
-            "SELECT (SELECT coalesce(sum(credit), 0) FROM periods WHERE subscription_id = 's1'),
-                    (SELECT coalesce(sum(released), 0) FROM plan_changes WHERE subscription_id = 's1')",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (on_periods, released) = credit_on_periods_and_released(&w);
     assert_eq!((on_periods, released), (0, credit_made), "{}", show(&w));
     assert!(payments(&w, "billd-s1-1").iter().all(|(_, s)| s != "paid"));
 }
