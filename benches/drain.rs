@@ -5,6 +5,7 @@
 //! cargo bench --bench drain --features failpoints -- --quick    # the same phases, small (seconds); CI runs it
 //! cargo test --bench drain -- --quick       # as a test (debug build, only checks that every phase still works)
 //! cargo bench --bench drain -- --only 1,2   # some phases: 1 latency, 2 billd-bound, 3 rate limit, 4 large book
+//! cargo bench --bench drain -- --store-only # phase 2's store-alone figure only (to profile the store)
 //! ```
 //!
 //! Phase 4 crashes a tick with `BILLD_FAILPOINT`: a release build has that hook only with `--features failpoints`
@@ -97,6 +98,14 @@ fn main() {
         println!(
             "quick mode: small sizes (a debug build under `cargo test`): the figures only show that every phase works"
         );
+    }
+    if args.iter().any(|a| a == "--store-only") {
+        // Only phase 2's store-alone figure (for profiling the store: `perf record` this process).
+        if let Err(e) = store_only(&sizes) {
+            println!("store alone FAILED: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     let mut results: Vec<Figure> = Vec::new();
     let mut failed = Vec::new();
@@ -331,6 +340,27 @@ fn billd_bound(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
             goal: Goal::AtLeast(0.70),
         },
     );
+    Ok(())
+}
+
+/// `--store-only`: phase 2's store-alone measurement alone, `rounds` times on a fresh import each.
+fn store_only(sizes: &Sizes) -> Res<()> {
+    let n = sizes.bound_subs;
+    let now = chrono::DateTime::parse_from_rfc3339(AS_OF).map_err(|e| format!("{AS_OF}: {e}"))?.timestamp();
+    for round in 1..=sizes.rounds {
+        let sandbox = sandbox(SandboxConfig::default())?;
+        let w = World::new(&sandbox, None)?;
+        w.import(n, "s", |_| BILLING_DAY.to_string())?;
+        let copy = w.copy_db()?;
+        let (intents, outcomes) = store_alone(&copy.path().join(DB_FILE), n, now)?;
+        let us = |secs: f64| secs * 1e6 / n as f64;
+        println!(
+            "   round {round}: store alone: {n} charges, {:.1} µs a charge (intents {:.1}, outcomes {:.1})",
+            us(intents) + us(outcomes),
+            us(intents),
+            us(outcomes)
+        );
+    }
     Ok(())
 }
 

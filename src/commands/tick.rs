@@ -110,7 +110,7 @@ pub fn sync(path: &Path, dry_run: bool, force: bool, (now, simulate): crate::com
     // Planned and applied in one write transaction, from the rows as they are in it (a pass running meanwhile is
     // never overwritten with a stale read).
     let mut refused = false;
-    let plan = store.sync_with(&cfg.billing.clock, now, |subs, _| {
+    let plan = store.sync_with(&cfg.billing.clock, now, |subs| {
         let plan = cfg.sync_plan(subs, today);
         if let Some(why) = crate::billing::sync::refusal(&plan, subs, &cfg.file).filter(|_| !force) {
             show(&plan);

@@ -206,7 +206,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             .db(move |s| {
                 let mut refused = None;
                 // Planned from the rows as they are inside the write transaction that applies it.
-                let plan = s.sync_with(&cfg.billing.clock, now, |subs, _| {
+                let plan = s.sync_with(&cfg.billing.clock, now, |subs| {
                     let today = cfg.billing.clock.local_date(now);
                     let plan = cfg.sync_plan(subs, today);
                     for w in &plan.warnings {

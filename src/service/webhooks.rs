@@ -5,7 +5,7 @@ use crate::clock::BillingClock;
 use crate::config::Config;
 use crate::engine::metrics::Metrics;
 use crate::store::Store;
-use crate::webhooks::deliver::{Deliverer, db, housekeep};
+use crate::webhooks::deliver::{Deliverer, db, housekeep, refresh_gauges};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -43,14 +43,22 @@ pub async fn serve<S: Store>(
                 rebuild = false;
             }
             let d = deliverer.as_ref().expect("built above");
+            let off = d.settings.send.is_none();
             if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
                 housekeep(&store, &d.settings, now).await?;
                 last_housekeeping = Some(std::time::Instant::now());
+                if off {
+                    refresh_gauges(&store, &metrics, now).await?;
+                }
+            }
+            if off {
+                // Webhooks off: nothing to deliver; the service wakes for housekeeping or a reload only (a look
+                // every few seconds cost an idle daemon a count of every event kept unsent).
+                pause = HOUSEKEEPING.saturating_sub(last_housekeeping.map_or(Duration::ZERO, |t| t.elapsed()));
+                return anyhow::Ok(());
             }
             d.deliver_due(&store, &metrics, || clock.now()).await?;
-            if d.settings.send.is_some()
-                && let Some(next) = db(&store, |s| s.next_delivery()).await?
-            {
+            if let Some(next) = db(&store, |s| s.next_delivery()).await? {
                 pause = pause.min(clock.real_until(next));
             }
             anyhow::Ok(())

@@ -62,8 +62,8 @@ pub trait Book {
     /// One subscription (`None`: no such id).
     fn subscription(&self, id: &str) -> Result<Option<Subscription>>;
 
-    /// Applies the config to the book in one write transaction. `plan` gets the config-sourced subscriptions and
-    /// the number of billed (active or past-due) subscriptions **as they are inside that transaction**, and returns
+    /// Applies the config to the book in one write transaction. `plan` gets the config-sourced subscriptions **as
+    /// they are inside that transaction** (never the whole book: a sync costs what the file manages), and returns
     /// the changes (or an error: nothing is written). An update is applied only if the subscription's next period
     /// and status are still those `plan` saw (otherwise an error, and nothing of the plan is applied); a cancel
     /// follows [`crate::billing::status::next_status`] for an operator's cancel. A config entry whose id is in the
@@ -75,7 +75,7 @@ pub trait Book {
         &self,
         clock: &ChargeClock,
         now: DateTime<Utc>,
-        plan: impl FnOnce(&[Subscription], usize) -> Result<SyncPlan>,
+        plan: impl FnOnce(&[Subscription]) -> Result<SyncPlan>,
     ) -> Result<SyncPlan>;
 
     /// An operator's status change (pause, cancel), decided by [`crate::billing::status::next_status`] from the

@@ -118,12 +118,12 @@ pub fn a_pending_change_holds_a_sync_and_credits_are_never_lost_or_refunded<B: B
     let clock = ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: "10:00".parse().unwrap() };
     let config = Subscription { source: Source::Config, ..sub("h") };
     let insert = SyncPlan { changes: vec![Change::Insert(config)], ..SyncPlan::default() };
-    s.sync_with(&clock, t0(), |_, _| Ok(insert)).unwrap();
+    s.sync_with(&clock, t0(), |_| Ok(insert)).unwrap();
     paid_first(&s, &["g"]); // and h's first period, due at t0 too
     assert!(s.change_plan(&to_q("h", 2500), 0, t0()).unwrap().expect("recorded").state == ChangeState::Pending);
     // A sync planned to move h meanwhile: held, said, nothing of it applied.
     let held = s
-        .sync_with(&clock, t0(), |subs, _| {
+        .sync_with(&clock, t0(), |subs| {
             let before = subs.iter().find(|x| x.id == "h").unwrap().clone();
             let after = Subscription { plan_id: "r".into(), amount: 1, ..before.clone() };
             let what = vec!["plan p -> r".into()];

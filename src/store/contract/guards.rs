@@ -58,7 +58,7 @@ pub fn the_subscriptions_using_a_key_are_every_one_not_canceled_whatever_the_cas
     let f = Subscription { source: Source::Config, customer_uid: "cust-4".into(), ..sub("f") };
     let insert =
         SyncPlan { changes: vec![Change::Insert(f)], warnings: vec![], notes: vec![], refused: vec![], retimed: None };
-    s.sync_with(&clock, t0(), |_, _| Ok(insert)).unwrap();
+    s.sync_with(&clock, t0(), |_| Ok(insert)).unwrap();
     let later = t0() + Duration::days(400);
     let claimed = s.open_and_claim(later, 100, 100, i64::MAX, TIMEOUT_MS, period).unwrap().attempts;
     let f_attempt = claimed.iter().find(|a| a.subscription_id == "f").expect("f's attempt");
@@ -74,7 +74,7 @@ pub fn the_subscriptions_using_a_key_are_every_one_not_canceled_whatever_the_cas
         refused: vec![],
         retimed: None,
     };
-    s.sync_with(&clock, later, |_, _| Ok(update)).unwrap();
+    s.sync_with(&clock, later, |_| Ok(update)).unwrap();
     assert_eq!(s.subscriptions_using("cust-4").unwrap(), [row("f", Status::PastDue, "cust-5")]);
     assert_eq!(s.subscriptions_using("cust-5").unwrap(), [row("f", Status::PastDue, "cust-5")]);
 }
@@ -123,13 +123,13 @@ pub fn a_sync_with_another_clock_re_times_every_next_charge<B: Backend>(b: &B) {
     assert_eq!(s.book_clock().unwrap(), None);
     let x = Subscription { source: Source::Config, ..sub("x") };
     let insert = SyncPlan { changes: vec![Change::Insert(x)], ..empty() };
-    s.sync_with(&at(9, 30), t0(), |_, _| Ok(insert)).unwrap();
+    s.sync_with(&at(9, 30), t0(), |_| Ok(insert)).unwrap();
     assert_eq!(s.book_clock().unwrap(), Some(at(9, 30)));
     add(&s, &["y", "z"]);
     s.set_status("z", Status::Canceled, t0(), "test").unwrap();
     let z_before = s.next_due_at("z").unwrap();
-    assert!(s.sync_with(&at(9, 30), t0(), |_, _| Ok(empty())).unwrap().retimed.is_none());
-    let plan = s.sync_with(&at(11, 0), t0(), |_, _| Ok(empty())).unwrap();
+    assert!(s.sync_with(&at(9, 30), t0(), |_| Ok(empty())).unwrap().retimed.is_none());
+    let plan = s.sync_with(&at(11, 0), t0(), |_| Ok(empty())).unwrap();
     assert!(plan.retimed.is_some() && !plan.is_empty(), "{plan:?}");
     let other = b.open();
     assert_eq!(other.book_clock().unwrap(), Some(at(11, 0)));

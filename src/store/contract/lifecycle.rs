@@ -16,7 +16,7 @@ pub fn a_subscription_keeps_its_terms_through_sync_and_manual_adds<B: Backend>(b
     let pct = Discount::Percent { percent: 20, periods: 2 };
     let with = |id: &str, d: Option<Discount>| Subscription { source: Source::Config, discount: d, ..sub(id) };
     let plan = |changes: Vec<Change>| SyncPlan { changes, ..Default::default() };
-    s.sync_with(&clock, t0(), |_, _| Ok(plan(vec![Change::Insert(with("x", Some(pct)))]))).unwrap();
+    s.sync_with(&clock, t0(), |_| Ok(plan(vec![Change::Insert(with("x", Some(pct)))]))).unwrap();
     let x = b.open().subscription("x").unwrap().unwrap();
     assert_eq!((x.discount, x.amount_of(0), x.amount_of(2)), (Some(pct), x.amount * 80 / 100, x.amount));
     // Updated by a sync: replaced, then removed.
@@ -26,7 +26,7 @@ pub fn a_subscription_keeps_its_terms_through_sync_and_manual_adds<B: Backend>(b
         let after = Subscription { discount: d, ..before.clone() };
         let what = vec!["discount".to_string()];
         let update = Change::Update { before: Box::new(before), after: Box::new(after), what };
-        s.sync_with(&clock, t0(), |_, _| Ok(plan(vec![update]))).unwrap();
+        s.sync_with(&clock, t0(), |_| Ok(plan(vec![update]))).unwrap();
         assert_eq!(b.open().subscription("x").unwrap().unwrap().discount, d);
     }
     // Added by command.
@@ -216,8 +216,7 @@ pub fn the_last_period_of_a_term_paid_completes_the_subscription<B: Backend>(b: 
     let s = b.open();
     let clock = ChargeClock { timezone: chrono_tz::Asia::Seoul, charge_time: "10:00".parse().unwrap() };
     let term = Subscription { source: Source::Config, last_period: Some(0), ..sub("t") };
-    s.sync_with(&clock, t0(), |_, _| Ok(SyncPlan { changes: vec![Change::Insert(term)], ..Default::default() }))
-        .unwrap();
+    s.sync_with(&clock, t0(), |_| Ok(SyncPlan { changes: vec![Change::Insert(term)], ..Default::default() })).unwrap();
     assert_eq!(b.open().subscription("t").unwrap().unwrap().last_period, Some(0));
     let first = s.open_and_claim(t0(), 10, 10, i64::MAX, TIMEOUT_MS, period).unwrap().attempts;
     assert_eq!(first.iter().map(|a| a.ends_term).collect::<Vec<_>>(), [true]);
@@ -312,7 +311,7 @@ pub fn a_restart_with_nothing_left_to_bill_ends_at_once_and_a_cancel_date_stands
     let term = Subscription { source: Source::Config, last_period: Some(1), ..sub("t") };
     let k = Subscription { source: Source::Config, last_period: Some(0), ..sub("k") };
     let plan = SyncPlan { changes: vec![Change::Insert(term), Change::Insert(k)], ..Default::default() };
-    s.sync_with(&clock, t0(), |_, _| Ok(plan)).unwrap();
+    s.sync_with(&clock, t0(), |_| Ok(plan)).unwrap();
     add(&s, &["c"]);
     let first = open_all(&s, t0());
     let outcomes: Vec<Recorded> = first

@@ -178,7 +178,7 @@ pub fn a_trial_ending_is_announced_once<B: Backend>(b: &B) {
             Change::Insert(t)
         })
         .collect();
-    s.sync_with(&clock, t0(), |_, _| Ok(SyncPlan { changes, ..Default::default() })).unwrap();
+    s.sync_with(&clock, t0(), |_| Ok(SyncPlan { changes, ..Default::default() })).unwrap();
     let until = t0() + Duration::days(3);
     assert_eq!(s.announce_trials_ending(until, t0()).unwrap(), ["soon"]);
     assert!(b.open().announce_trials_ending(until, t0()).unwrap().is_empty(), "announced twice");

@@ -119,11 +119,6 @@ fn config_subscriptions_in(conn: &Connection) -> Result<Vec<Subscription>> {
     rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
 }
 
-fn billing_count_in(conn: &Connection) -> Result<usize> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM subscriptions WHERE bills", [], |r| r.get(0))?;
-    Ok(n as usize)
-}
-
 /// The subscription whose id equals `id` but for case, if any (ids that differ only by case are refused: their
 /// merchant_uids would too, and the gateway may not tell them apart).
 pub(super) fn same_id_but_case(conn: &Connection, id: &str) -> Result<Option<String>> {
@@ -249,13 +244,12 @@ impl Book for SqliteStore {
         &self,
         clock: &ChargeClock,
         now: DateTime<Utc>,
-        plan: impl FnOnce(&[Subscription], usize) -> Result<SyncPlan>,
+        plan: impl FnOnce(&[Subscription]) -> Result<SyncPlan>,
     ) -> Result<SyncPlan> {
         let tx = self.tx()?;
         let subs = config_subscriptions_in(&tx)?;
         crate::failpoint::pause("sync_after_read");
-        let active = billing_count_in(&tx)?;
-        let mut plan = plan(&subs, active)?;
+        let mut plan = plan(&subs)?;
         super::sync::hold_pending_changes(&tx, &mut plan)?;
         let in_force = book_clock_in(&tx)?;
         if in_force != Some(*clock) {

@@ -62,12 +62,16 @@ pub(super) fn publish(
              ON CONFLICT (stream) DO UPDATE SET last = last + 1 RETURNING last",
         )?
         .query_row([stream], |r| r.get(0))?;
-    // The id: 128 random bits from SQLite's generator (seeded by the operating system), unique forever.
+    // The id: the real instant in milliseconds (12 hex digits), then 80 random bits from SQLite's generator
+    // (seeded by the operating system): unique forever, and written in about the order of the index of ids, so
+    // that an insert appends to that index instead of landing on a random page of it (a large outbox made every
+    // insert read and rewrite a page).
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     conn.prepare_cached(
         "INSERT INTO outbox (id, type, created_at, subscription_id, stream, sequence, snapshot, next_attempt_at)
-         VALUES ('evt_' || lower(hex(randomblob(16))), ?1, ?2, ?3, ?4, ?5, ?6, ?2)",
+         VALUES (printf('evt_%012x', ?7) || lower(hex(randomblob(10))), ?1, ?2, ?3, ?4, ?5, ?6, ?2)",
     )?
-    .execute(params![kind, now, subscription, stream, sequence, serde_json::to_string(&snapshot)?])
+    .execute(params![kind, now, subscription, stream, sequence, serde_json::to_string(&snapshot)?, ms])
     .with_context(|| format!("publishing {kind}"))?;
     Ok(())
 }
@@ -149,7 +153,8 @@ impl Outbox for SqliteStore {
         let n = tx
             .prepare_cached(
                 "UPDATE outbox SET state = 'failed', last_error = ?2, settled_at = ?3
-                 WHERE state = 'pending' AND attempts = 0 AND created_at < ?1",
+                 WHERE seq IN (SELECT seq FROM outbox INDEXED BY outbox_unsent
+                               WHERE state = 'pending' AND attempts = 0 AND created_at < ?1)",
             )?
             .execute(params![secs(before), why, secs(now)])?;
         tx.commit()?;
@@ -203,10 +208,16 @@ impl Outbox for SqliteStore {
     }
 
     fn outbox_stats(&self) -> Result<OutboxStats> {
-        let (pending, oldest): (i64, Option<i64>) =
-            self.conn.query_row("SELECT count(*), min(created_at) FROM outbox WHERE state = 'pending'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        // Both from the index of pending events: a count of its entries (no row is read), and the first pending
+        // event by position, the oldest one (events are written in order; a full scan for min(created_at) took a
+        // quarter of a second with a million pending).
+        let (pending, oldest): (i64, Option<i64>) = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM outbox INDEXED BY outbox_pending_seq WHERE state = 'pending'),
+                    (SELECT created_at FROM outbox INDEXED BY outbox_pending_seq WHERE state = 'pending'
+                     ORDER BY seq LIMIT 1)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(OutboxStats { pending: pending as u64, oldest_pending: oldest.map(at) })
     }
 
@@ -214,8 +225,8 @@ impl Outbox for SqliteStore {
         let tx = self.tx()?;
         let due: Vec<(String, i64)> = tx
             .prepare_cached(
-                "SELECT id, next_due_at FROM subscriptions s WHERE bills AND next_due_at <= ?1 AND next_due_at > ?2
-                   AND status = 'trialing'
+                "SELECT id, next_due_at FROM subscriptions s INDEXED BY subscriptions_trialing_due
+                 WHERE status = 'trialing' AND next_due_at <= ?1 AND next_due_at > ?2 AND bills
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.subscription_id = s.id
                                      AND e.kind = 'subscription.trial_ending')
                  ORDER BY next_due_at, id",

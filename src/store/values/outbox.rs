@@ -92,7 +92,7 @@ pub enum Replay {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OutboxStats {
     pub pending: u64,
-    /// The oldest pending event's creation.
+    /// The creation of the first pending event in the order events were written (the oldest).
     pub oldest_pending: Option<DateTime<Utc>>,
 }
 
