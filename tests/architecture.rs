@@ -60,6 +60,17 @@ fn imports(m: &Module, known: &BTreeSet<String>) -> BTreeSet<String> {
             out.insert(t);
         }
     }
+    // `super::x` names a sibling module (or an item of the parent, which is not an edge).
+    let parent = m.path.rsplit_once("::").map_or("", |(p, _)| p);
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("super::") {
+        rest = &rest[i + "super::".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let sibling = if parent.is_empty() { name } else { format!("{parent}::{name}") };
+        if known.contains(&sibling) && sibling != m.path {
+            out.insert(sibling);
+        }
+    }
     out
 }
 
@@ -132,6 +143,26 @@ fn no_two_modules_import_each_other() {
     }
     if let Some(c) = find_loop(&tops) {
         panic!("the top-level modules import each other in a loop: {}\nedges: {tops:#?}", c.join(" -> "));
+    }
+    // The SQLite adapter's files still use each other's helpers both ways (its trait impls sit beside the helpers
+    // other files use); issue 27's move of its logic into `store/sql/` untangles them. No new loop: these edges are
+    // the only ones allowed back.
+    const KNOWN: &[(&str, &str)] = &[
+        ("store::sqlite::stale", "store::sqlite::ledger"),
+        ("store::sqlite::events", "store::sqlite::outbox"),
+        ("store::sqlite::lifecycle", "store::sqlite::book"),
+        ("store::sqlite::credit", "store::sqlite::book"),
+        ("store::sqlite::ledger", "store::sqlite::book"),
+        ("store::sqlite::changes", "store::sqlite::book"),
+        ("store::sqlite::sync", "store::sqlite::book"),
+        ("store::sqlite::stale", "store::sqlite::book"),
+        ("store::sqlite::record", "store::sqlite::book"),
+        ("store::sqlite::one_time", "store::sqlite::outbox"),
+        ("store::sqlite::views", "store::sqlite::book"),
+    ];
+    for (from, to) in KNOWN {
+        let there = files.get_mut(*from).is_some_and(|edges| edges.remove(*to));
+        assert!(there, "{from} no longer imports {to}: take the edge off the list of known loops");
     }
     if let Some(c) = find_loop(&files) {
         panic!("modules import each other in a loop: {}", c.join(" -> "));

@@ -4,6 +4,7 @@
 use super::events::{event, subscription_event};
 use super::ledger::DUE_NOW_BY_OPERATOR;
 use super::lifecycle::{after_restart, end_in, pause_in, stopped_by_dunning};
+use super::names::same_id_but_case;
 use super::outbox::{About, fields, publish};
 use super::sync::{apply_sync_in, book_clock_in, retime_in};
 use super::{SqliteStore, at, secs};
@@ -119,15 +120,6 @@ fn config_subscriptions_in(conn: &Connection) -> Result<Vec<Subscription>> {
     rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
 }
 
-/// The subscription whose id equals `id` but for case, if any (ids that differ only by case are refused: their
-/// merchant_uids would too, and the gateway may not tell them apart).
-pub(super) fn same_id_but_case(conn: &Connection, id: &str) -> Result<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT id FROM subscriptions WHERE id = ?1 COLLATE NOCASE AND id <> ?1 LIMIT 1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?)
-}
-
 pub(super) fn current_status(conn: &Connection, id: &str) -> Result<Option<Status>> {
     let s: Option<String> = conn
         .prepare_cached("SELECT status FROM subscriptions WHERE id = ?1")?
@@ -215,8 +207,8 @@ fn in_flight(tx: &Transaction<'_>, id: &str) -> Result<(usize, usize)> {
 
 /// The columns of a safety stop, read leniently (a row edited by hand never makes the stop impossible to read or
 /// release): see [`stop_row`].
-const STOP_COLUMNS: &str = "CAST(reason AS TEXT), CAST(max_charges_per_pass AS INTEGER), CAST(created_at AS INTEGER),
-    CAST(released AS INTEGER)";
+const STOP_COLUMNS: &str = "CAST(reason AS TEXT), CAST(max_charges_per_pass AS BIGINT), CAST(created_at AS BIGINT),
+    CAST(released AS BIGINT)";
 
 fn stop_row(r: &Row<'_>) -> rusqlite::Result<SafetyStop> {
     Ok(SafetyStop {
@@ -375,7 +367,7 @@ impl Book for SqliteStore {
         let (period, due) = restart(&sub);
         let now_s = secs(now);
         tx.execute(
-            "UPDATE subscriptions SET next_period = max(next_period, ?2), next_due_at = ?3, updated_at = ?4
+            "UPDATE subscriptions SET next_period = CASE WHEN next_period > ?2 THEN next_period ELSE ?2 END, next_due_at = ?3, updated_at = ?4
              WHERE id = ?1",
             params![id, period as i64, due.map(secs), now_s],
         )?;
@@ -460,7 +452,7 @@ impl Book for SqliteStore {
         crate::failpoint::pause("resume_after_read");
         let (restart_period, restart_due, skip) = restart(&sub, &pause)?;
         let n = tx.execute(
-            "UPDATE subscriptions SET status = ?7, next_period = max(next_period, ?2), next_due_at = ?3,
+            "UPDATE subscriptions SET status = ?7, next_period = CASE WHEN next_period > ?2 THEN next_period ELSE ?2 END, next_due_at = ?3,
                updated_at = ?4, skip_windows = ?6, resume_at = NULL, resume_catch_up = 0
              WHERE id = ?1 AND status = ?8 AND next_period = ?5",
             params![

@@ -2,7 +2,7 @@
 //! transaction per chunk).
 
 use super::SqliteStore;
-use super::book::same_id_but_case;
+use super::names::same_id_but_case;
 use super::outbox::{About, fields, publish};
 use crate::store::{ImportRow, ImportedAs};
 use anyhow::Result;

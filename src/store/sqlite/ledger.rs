@@ -22,7 +22,7 @@ pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.perio
     a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
     s.bills AS billing, s.status IN ('past_due', 'trialing') AS past_due, a.timeout_ms,
     a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, a.retry_ahead_of,
-    p.period IS s.last_period AS ends_term
+    p.period IS NOT DISTINCT FROM s.last_period AS ends_term
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -56,7 +56,8 @@ pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
 /// is due now (never later than it was: one already due stays as it is), and if that is ahead of its scheduled
 /// retry, the scheduled instant is kept in `retry_ahead_of` (an earlier one kept there stays: a second retry before
 /// the first was made is still ahead of the same scheduled retry).
-pub(super) const DUE_NOW_BY_OPERATOR: &str = "next_attempt_at = min(coalesce(next_attempt_at, ?2), ?2),
+pub(super) const DUE_NOW_BY_OPERATOR: &str =
+    "next_attempt_at = CASE WHEN next_attempt_at < ?2 THEN next_attempt_at ELSE ?2 END,
     retry_ahead_of = CASE WHEN next_attempt_at > ?2 THEN coalesce(retry_ahead_of, next_attempt_at)
                           ELSE retry_ahead_of END";
 
@@ -112,7 +113,7 @@ fn claim_in(
                 p.due_at, p.declines,
                 (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
                    AND a.period = p.period) AS made, s.status IN ('past_due', 'trialing'),
-                CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END, p.period IS s.last_period
+                CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END, p.period IS NOT DISTINCT FROM s.last_period
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
          WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.bills
            AND p.amount <= ?3 AND (?4 IS NULL OR p.subscription_id = ?4)
@@ -148,24 +149,26 @@ fn claim_in(
     let mut ins = tx.prepare_cached(
         "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
            status, created_at, updated_at, timeout_ms, retry_ahead_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9, ?10) RETURNING id",
     )?;
     let mut hold =
         tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?;
     for a in &mut out {
-        ins.execute(params![
-            a.subscription_id,
-            a.period as i64,
-            a.attempt as i64,
-            a.merchant_uid,
-            a.customer_uid,
-            a.amount,
-            a.currency,
-            now,
-            timeout_ms as i64,
-            a.ahead_of.map(|t| t.timestamp())
-        ])?;
-        a.id = tx.last_insert_rowid();
+        a.id = ins.query_row(
+            params![
+                a.subscription_id,
+                a.period as i64,
+                a.attempt as i64,
+                a.merchant_uid,
+                a.customer_uid,
+                a.amount,
+                a.currency,
+                now,
+                timeout_ms as i64,
+                a.ahead_of.map(|t| t.timestamp())
+            ],
+            |r| r.get(0),
+        )?;
         hold.execute(params![a.subscription_id, a.period as i64])?;
     }
     Ok(out)
@@ -221,7 +224,7 @@ fn open_in(
     let mut claim = tx.prepare_cached(
         "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
            status, created_at, updated_at, timeout_ms)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8)",
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8) RETURNING id",
     )?;
     for d in &due {
         let p = make(d);
@@ -245,7 +248,7 @@ fn open_in(
             // subscription's next_period is past every period it has).
             let owner: Option<String> = tx
                 .prepare_cached(
-                    "SELECT format('subscription \"%s\" period %d', subscription_id, period) FROM periods
+                    "SELECT 'subscription \"' || subscription_id || '\" period ' || period FROM periods
                        WHERE merchant_uid = ?1
                      UNION ALL SELECT 'a one-time charge' FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE",
                 )?
@@ -277,18 +280,21 @@ fn open_in(
             step.opened += 1;
             continue;
         }
-        claim.execute(params![
-            p.subscription_id,
-            p.period as i64,
-            p.merchant_uid,
-            p.customer_uid,
-            charged,
-            p.currency,
-            now,
-            timeout_ms as i64
-        ])?;
+        let id = claim.query_row(
+            params![
+                p.subscription_id,
+                p.period as i64,
+                p.merchant_uid,
+                p.customer_uid,
+                charged,
+                p.currency,
+                now,
+                timeout_ms as i64
+            ],
+            |r| r.get(0),
+        )?;
         step.attempts.push(Attempt {
-            id: tx.last_insert_rowid(),
+            id,
             subscription_id: p.subscription_id,
             period: p.period,
             attempt: 1,
@@ -462,7 +468,7 @@ impl Ledger for SqliteStore {
         let tx = self.tx()?;
         {
             let mut st = tx.prepare_cached(
-                "UPDATE attempts SET check_at = max(coalesce(check_at, 0), ?3)
+                "UPDATE attempts SET check_at = CASE WHEN check_at > ?3 THEN check_at ELSE ?3 END
                  WHERE id = ?1 AND status = 'unknown' AND tries = ?2",
             )?;
             for (id, tries, check_at) in items {

@@ -8,6 +8,7 @@ mod events;
 mod import;
 mod ledger;
 mod lifecycle;
+mod names;
 mod notices;
 mod one_time;
 mod outbox;

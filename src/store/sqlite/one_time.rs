@@ -248,7 +248,7 @@ impl OneTime for SqliteStore {
 
     fn defer_one_time(&self, id: i64, tries: i64, check_at: DateTime<Utc>) -> Result<()> {
         self.conn.execute(
-            "UPDATE one_time_charges SET check_at = max(coalesce(check_at, 0), ?3)
+            "UPDATE one_time_charges SET check_at = CASE WHEN check_at > ?3 THEN check_at ELSE ?3 END
              WHERE id = ?1 AND tries = ?2 AND status IN ('pending', 'unknown')",
             params![id, tries, secs_ceil(check_at)],
         )?;

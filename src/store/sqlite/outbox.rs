@@ -62,18 +62,25 @@ pub(super) fn publish(
              ON CONFLICT (stream) DO UPDATE SET last = last + 1 RETURNING last",
         )?
         .query_row([stream], |r| r.get(0))?;
-    // The id: the real instant in milliseconds (12 hex digits), then 80 random bits from SQLite's generator
-    // (seeded by the operating system): unique forever, and written in about the order of the index of ids, so
-    // that an insert appends to that index instead of landing on a random page of it (a large outbox made every
-    // insert read and rewrite a page).
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     conn.prepare_cached(
         "INSERT INTO outbox (id, type, created_at, subscription_id, stream, sequence, snapshot, next_attempt_at)
-         VALUES (printf('evt_%012x', ?7) || lower(hex(randomblob(10))), ?1, ?2, ?3, ?4, ?5, ?6, ?2)",
+         VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?2)",
     )?
-    .execute(params![kind, now, subscription, stream, sequence, serde_json::to_string(&snapshot)?, ms])
+    .execute(params![kind, now, subscription, stream, sequence, serde_json::to_string(&snapshot)?, event_id()?])
     .with_context(|| format!("publishing {kind}"))?;
     Ok(())
+}
+
+/// A new event id: `evt_`, the real instant in milliseconds (12 hex digits), then 80 random bits from the operating
+/// system (20 hex digits). Unique forever, and written in about the order of the index of ids, so that an insert
+/// appends to that index instead of landing on a random page of it (random ids made every insert into a large
+/// outbox read and rewrite a page).
+fn event_id() -> Result<String> {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("cannot read the OS random generator: {e}"))?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("evt_{:012x}{hex}", ms & 0xffff_ffff_ffff))
 }
 
 /// An object's fields as an event's `extra`.

@@ -321,7 +321,7 @@ impl Refunds for SqliteStore {
                 } else {
                     let until = wall + chrono::Duration::from_std(left).unwrap_or(chrono::Duration::hours(1));
                     tx.execute(
-                        "UPDATE refunds SET check_at = max(coalesce(check_at, 0), ?2)
+                        "UPDATE refunds SET check_at = CASE WHEN check_at > ?2 THEN check_at ELSE ?2 END
                          WHERE id = ?1 AND status = 'unknown'",
                         params![d.id, secs_ceil(until)],
                     )?;

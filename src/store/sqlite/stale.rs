@@ -109,22 +109,25 @@ fn record_paid(tx: &Transaction<'_>, p: &NewPeriod, imp_uid: &str, now: i64) -> 
     if inserted == 0 {
         return Ok(false);
     }
-    tx.prepare_cached(
-        "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
+    let attempt: i64 = tx
+        .prepare_cached(
+            "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
            status, imp_uid, created_at, updated_at, resolved_at)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'paid', ?7, ?8, ?8, ?8)",
-    )?
-    .execute(params![
-        p.subscription_id,
-        p.period as i64,
-        p.merchant_uid,
-        p.customer_uid,
-        p.amount,
-        p.currency,
-        imp_uid,
-        now
-    ])?;
-    let attempt = tx.last_insert_rowid();
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'paid', ?7, ?8, ?8, ?8) RETURNING id",
+        )?
+        .query_row(
+            params![
+                p.subscription_id,
+                p.period as i64,
+                p.merchant_uid,
+                p.customer_uid,
+                p.amount,
+                p.currency,
+                imp_uid,
+                now
+            ],
+            |r| r.get(0),
+        )?;
     let detail = json!({
         "period": p.period, "merchant_uid": p.merchant_uid, "imp_uid": imp_uid, "amount": p.amount,
         "currency": p.currency, "reason": "older than catch_up_window: found paid at the gateway",

@@ -1,10 +1,9 @@
 //! SQLite: applying a config sync's plan to the book (inserts, updates, cancels, and the re-timing of next charges
 //! when the charge clock changed).
 
-use super::book::{
-    SUB_SELECT, change_status, current_status, discount_json, insert_row, same_id_but_case, sub_from_row,
-};
+use super::book::{SUB_SELECT, change_status, current_status, discount_json, insert_row, sub_from_row};
 use super::events::subscription_event;
+use super::names::same_id_but_case;
 use super::secs;
 use crate::billing::calendar::ChargeClock;
 use crate::billing::model::{Status, Subscription};
@@ -142,7 +141,8 @@ pub(super) fn retime_in(tx: &Transaction<'_>, clock: &ChargeClock) -> Result<usi
         .map(|r| r.map_err(anyhow::Error::from).and_then(|s| s))
         .collect::<Result<_>>()?;
     let mut n = 0;
-    let mut update = tx.prepare("UPDATE subscriptions SET next_due_at = ?2 WHERE id = ?1 AND next_due_at IS NOT ?2")?;
+    let mut update =
+        tx.prepare("UPDATE subscriptions SET next_due_at = ?2 WHERE id = ?1 AND next_due_at IS DISTINCT FROM ?2")?;
     for s in &subs {
         // Only periods that are ever billed (a term's last, before cancel_at): an outsider's re-timed charge time put
         // a period canceled at period end before its cancel_at, and it was charged.

@@ -236,7 +236,7 @@ pub(super) const SUB_ROW_SELECT: &str = "SELECT s.id, s.customer_uid, s.plan_id,
              AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
         END,
         u.timeout_ms, u.doubt_wall_ms, u.doubt_boot_ms, u.doubt_boot_id,
-        CASE WHEN s.status = 'suspended' THEN s.resume_at END, s.cancel_at, s.stopped_by IS 'dunning'
+        CASE WHEN s.status = 'suspended' THEN s.resume_at END, s.cancel_at, s.stopped_by IS NOT DISTINCT FROM 'dunning'
      FROM subscriptions s
      LEFT JOIN periods o ON o.subscription_id = s.id AND o.state = 'open'
      LEFT JOIN attempts u ON u.subscription_id = s.id AND u.period = o.period
