@@ -43,6 +43,12 @@ const BILLING_DAY: &str = "2031-03-01";
 const AS_OF: &str = "2031-03-01T10:00:30+09:00";
 /// The database file in a world's folder (`billing.database`).
 const DB_FILE: &str = "billd.sqlite3";
+/// Where billd reads the webhook secret from (`config::webhooks::SECRET_VAR`).
+const SECRET_VAR: &str = "BILLD_WEBHOOKS__SECRET";
+
+#[path = "drain/receiver.rs"]
+mod receiver;
+use receiver::Receiver;
 
 type Res<T> = Result<T, String>;
 type Phase = fn(&Sizes, &mut Vec<Figure>) -> Res<()>;
@@ -57,6 +63,8 @@ struct Sizes {
     idle: Duration,
     /// Runs of billd and of the bare client in phase 2.
     rounds: usize,
+    /// Phase 5: the `charge.paid` events of one billing day delivered to a slow app.
+    webhook_events: usize,
 }
 
 fn main() {
@@ -67,7 +75,7 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2, 3, 4]);
+        .unwrap_or_else(|| vec![1, 2, 3, 4, 5]);
     let sizes = if quick {
         Sizes {
             latency_subs: 2_000,
@@ -78,6 +86,7 @@ fn main() {
             unresolved: 100,
             idle: Duration::from_secs(3),
             rounds: 1,
+            webhook_events: 500,
         }
     } else {
         Sizes {
@@ -89,6 +98,7 @@ fn main() {
             unresolved: 1_000,
             idle: Duration::from_secs(65),
             rounds: 3,
+            webhook_events: 20_000,
         }
     };
     println!("billd drain benchmark ({}), binary {BILLD}", if quick { "quick" } else { "full" });
@@ -109,11 +119,12 @@ fn main() {
     }
     let mut results: Vec<Figure> = Vec::new();
     let mut failed = Vec::new();
-    let phases: [(u32, &str, Phase); 4] = [
+    let phases: [(u32, &str, Phase); 5] = [
         (1, "latency-bound", latency_bound),
-        (2, "billd-bound", billd_bound),
+        (2, "billd-bound, webhooks off and on", billd_bound),
         (3, "rate-limited", rate_limited),
         (4, "large book, idle, start-up", large_book),
+        (5, "webhooks: a billing day's events to a slow app", webhook_drain),
     ];
     for (n, name, phase) in phases {
         if !only.contains(&n) {
@@ -267,6 +278,8 @@ fn billd_bound(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
     let (mut bare_cpu, mut billd_cpu, mut sandbox_cpu, mut store_cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let us = |secs: f64| secs * 1e6 / n as f64;
+    // charges/s with webhooks [off, on], of `billd tick` and of `billd run`.
+    let mut hooks: [[Vec<f64>; 2]; 2] = Default::default();
     for round in 1..=sizes.rounds {
         let (b, cpu) = bare_client(n, Latency::None)?;
         println!(
@@ -307,6 +320,15 @@ fn billd_bound(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
             a + b
         );
         store_cpu.push(a + b);
+        // Webhooks off and on (issue 26), the same tick and then the same daemon drain, each with a fresh sandbox,
+        // database and receiver; which of the two goes first alternates by round.
+        let order = if round % 2 == 1 { [false, true] } else { [true, false] };
+        for daemon in [false, true] {
+            for on in order {
+                let rate = with_webhooks(n, on, daemon)?;
+                hooks[usize::from(daemon)][usize::from(on)].push(rate);
+            }
+        }
     }
     let (b, cpu) = bare_client(n, Latency::None)?;
     println!("   bare client once more: {b:.0}/s (CPU {:.0} µs a charge)", us(cpu));
@@ -340,6 +362,23 @@ fn billd_bound(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
             goal: Goal::AtLeast(0.70),
         },
     );
+    for (daemon, [off, on]) in hooks.iter_mut().enumerate() {
+        let (runs, how) = (on.len(), if daemon == 1 { "`billd run` drain" } else { "`billd tick`" });
+        report(
+            out,
+            Figure {
+                target: "2",
+                what: format!(
+                    "  {how}, webhooks on (a receiver answering 200 at once) vs off: {n} due, charges/s (medians of \
+                     {runs} runs each)"
+                ),
+                measured: median(on),
+                limit: median(off),
+                unit: "charges/s",
+                goal: Goal::AtLeast(0.90),
+            },
+        );
+    }
     Ok(())
 }
 
@@ -362,6 +401,75 @@ fn store_only(sizes: &Sizes) -> Res<()> {
         );
     }
     Ok(())
+}
+
+/// One billd-bound run with webhooks `on` (to a receiver answering 200 at once, `[webhooks]` defaults) or off: a
+/// tick, or (`daemon`) `billd run` from the same instant until its pass is done. Returns charges/s (first intent to
+/// last outcome, `charge_ms` of `pass.done`). The import's `subscription.created` events and the pass's
+/// `charge.paid` are written either way: with webhooks off a tick gives up the import's (older than `max_age` on
+/// the simulated clock) and sends nothing; on, they are delivered, after the pass by a tick, during it by the daemon.
+fn with_webhooks(n: usize, on: bool, daemon: bool) -> Res<f64> {
+    let sandbox = sandbox(SandboxConfig::default())?;
+    let receiver = Receiver::fast();
+    let w = World::new(&sandbox, None)?;
+    w.import(n, "s", |_| BILLING_DAY.to_string())?;
+    if on {
+        w.webhooks(Some((&receiver.url(), 8)))?;
+    }
+    let (how, state) = (if daemon { "billd run" } else { "billd tick" }, if on { "on" } else { "off" });
+    let rate = if daemon {
+        let mut d = Daemon::start_at(&w, AS_OF)?;
+        let t = Instant::now();
+        let done = d.next_pass(Duration::from_secs(600)).ok_or("billd run logged no pass.done within 10 minutes")?;
+        let field = |k: &str| done[k].as_f64().unwrap_or(0.0);
+        let (sent, paid, charge_s) = (field("sent") as usize, field("paid") as usize, field("charge_ms") / 1e3);
+        if sent != n || paid != n {
+            return Err(format!("{how}: expected {n} charges paid, the pass sent {sent} (paid {paid})"));
+        }
+        let by_done = receiver.events();
+        let all = on && receiver.wait_for(2 * n, Duration::from_secs(300));
+        let all_s = t.elapsed().as_secs_f64() + d.ready_s;
+        d.stop()?;
+        let delivery = match (on, all) {
+            (false, _) => String::new(),
+            (true, true) => format!(
+                "; {by_done} events delivered by pass.done, all {} by {all_s:.1} s from exec ({} deliveries)",
+                2 * n,
+                receiver.deliveries()
+            ),
+            (true, false) => format!("; only {} of {} events delivered within 5 minutes", receiver.events(), 2 * n),
+        };
+        println!(
+            "      {how}, webhooks {state}: {sent} charges in {charge_s:.2} s: {:.0}/s{delivery}",
+            sent as f64 / charge_s
+        );
+        sent as f64 / charge_s
+    } else {
+        let pass = w.tick(AS_OF, &[])?;
+        pass.expect_all_paid(n)?;
+        let delivery = if on {
+            format!(
+                "; then delivered {} events ({} received) in {:.2} s",
+                pass.delivered,
+                receiver.events(),
+                pass.wall_s - pass.pass_s
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "      {how}, webhooks {state}: {} charges in {:.2} s: {:.0}/s (process {:.2} s{delivery})",
+            pass.sent,
+            pass.charge_s,
+            pass.sent as f64 / pass.charge_s,
+            pass.wall_s
+        );
+        pass.sent as f64 / pass.charge_s
+    };
+    if receiver.unverified() > 0 {
+        return Err(format!("{how}: {} deliveries carried no signature", receiver.unverified()));
+    }
+    Ok(rate)
 }
 
 /// The store's share of a billing day, on a copy of a database with `n` due at `now`: pages of intents
@@ -676,6 +784,68 @@ fn large_book(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
     Ok(())
 }
 
+/// Target 7 (issue 26): a billing day's `charge.paid` events, written by a tick with webhooks off, then delivered by
+/// `billd run` to an app that answers each after 50 ms, at most C at a time, with `[webhooks] concurrency = C`:
+/// the app's limit is C / 50 ms; the figure is events per second from the first delivery's arrival to the last
+/// one's answer, as the app saw them.
+fn webhook_drain(sizes: &Sizes, out: &mut Vec<Figure>) -> Res<()> {
+    let (n, latency) = (sizes.webhook_events, Duration::from_millis(50));
+    for concurrency in [8, 64] {
+        let sandbox = sandbox(SandboxConfig::default())?;
+        let w = World::new(&sandbox, None)?;
+        w.import(n, "s", |_| BILLING_DAY.to_string())?;
+        // Webhooks off: the tick writes the pass's events, sends none, and gives up the import's (older than
+        // max_age on the simulated clock): what is left pending is the billing day's charge.paid.
+        w.tick(AS_OF, &[])?.expect_all_paid(n)?;
+        let pending = w.query_i64("SELECT count(*) FROM outbox WHERE state = 'pending' AND type = 'charge.paid'")?;
+        let others = w.query_i64("SELECT count(*) FROM outbox WHERE state = 'pending' AND type != 'charge.paid'")?;
+        if pending as usize != n || others != 0 {
+            return Err(format!("expected {n} charge.paid pending, found {pending} (and {others} other events)"));
+        }
+        let receiver = Receiver::limited(concurrency, latency);
+        w.webhooks(Some((&receiver.url(), concurrency)))?;
+        let limit = concurrency as f64 / latency.as_secs_f64();
+        let mut d = Daemon::start_at(&w, AS_OF)?;
+        let within = Duration::from_secs_f64(n as f64 / limit * 4.0 + 60.0);
+        if !receiver.wait_for(n, within) {
+            return Err(format!("{} of {n} events delivered within {within:?}", receiver.events()));
+        }
+        // The last outcomes are written after the app's answers.
+        let t = Instant::now();
+        while w.query_i64("SELECT count(*) FROM outbox WHERE state = 'pending'")? > 0 {
+            if t.elapsed() > Duration::from_secs(30) {
+                return Err("events delivered but still pending 30 s later".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.stop()?;
+        if receiver.unverified() > 0 {
+            return Err(format!("{} deliveries did not verify", receiver.unverified()));
+        }
+        let span = receiver.span_s();
+        println!(
+            "   concurrency {concurrency}: {n} events in {span:.2} s ({} deliveries; at most {} answered at once)",
+            receiver.deliveries(),
+            receiver.peak()
+        );
+        report(
+            out,
+            Figure {
+                target: "7",
+                what: format!(
+                    "webhooks: {n} charge.paid to an app answering in 50 ms, {concurrency} at a time, \
+                     `[webhooks] concurrency = {concurrency}`"
+                ),
+                measured: n as f64 / span,
+                limit,
+                unit: "events/s",
+                goal: Goal::AtLeast(0.90),
+            },
+        );
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------------------- the world
 
 fn sandbox(cfg: SandboxConfig) -> Res<Sandbox> {
@@ -690,6 +860,10 @@ fn sandbox(cfg: SandboxConfig) -> Res<Sandbox> {
 struct World {
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// `schedules.toml` without `[webhooks]`.
+    text: String,
+    /// Webhooks on: `[webhooks]` with this url and concurrency (and the secret in billd's environment).
+    hooks: std::cell::RefCell<Option<(String, usize)>>,
 }
 
 /// What `billd tick` reported.
@@ -706,6 +880,8 @@ struct Pass {
     /// CPU seconds of the `billd tick` process, and of this process (the sandbox) meanwhile.
     cpu_s: f64,
     sandbox_cpu_s: f64,
+    /// Events the tick delivered after its pass (webhooks on).
+    delivered: usize,
 }
 
 impl Pass {
@@ -733,8 +909,19 @@ impl World {
              [[plans]]\nid = \"monthly\"\nname = \"Monthly plan\"\namount = 9900\ninterval = \"1 month\"\n",
             sandbox.base_url()
         );
-        std::fs::write(&config, text).map_err(|e| e.to_string())?;
-        Ok(World { dir, config })
+        std::fs::write(&config, &text).map_err(|e| e.to_string())?;
+        Ok(World { dir, config, text, hooks: None.into() })
+    }
+
+    /// Turns webhooks on (to `url`, `concurrency` at a time) or off for the commands run from now on.
+    fn webhooks(&self, hooks: Option<(&str, usize)>) -> Res<()> {
+        let mut text = self.text.clone();
+        if let Some((url, concurrency)) = hooks {
+            text += &format!("\n[webhooks]\nurl = \"{url}\"\nconcurrency = {concurrency}\n");
+        }
+        std::fs::write(&self.config, text).map_err(|e| e.to_string())?;
+        *self.hooks.borrow_mut() = hooks.map(|(u, c)| (u.to_owned(), c));
+        Ok(())
     }
 
     fn billd(&self) -> Command {
@@ -750,7 +937,11 @@ impl World {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove(SECRET_VAR)
             .stdin(Stdio::null());
+        if self.hooks.borrow().is_some() {
+            c.env(SECRET_VAR, receiver::SECRET);
+        }
         c
     }
 
@@ -800,11 +991,14 @@ impl World {
         if !status.success() {
             return Err(format!("billd tick failed ({status}): {}", tail(&stderr)));
         }
-        let done = stderr
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        let lines: Vec<Value> = stderr.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+        let done = lines
+            .iter()
             .find(|v| v["event"] == "pass.done")
             .ok_or_else(|| format!("billd tick logged no pass.done: {}", tail(&stderr)))?;
+        let delivered =
+            lines.iter().find(|v| v["event"] == "webhook.round").and_then(|v| v["delivered"].as_u64()).unwrap_or(0)
+                as usize;
         let n = |k: &str| done[k].as_u64().unwrap_or(0) as usize;
         let ms = |k: &str| done[k].as_f64().unwrap_or(0.0) / 1e3;
         Ok(Pass {
@@ -816,6 +1010,7 @@ impl World {
             wall_s,
             cpu_s: cpu1.1 - cpu0.1,
             sandbox_cpu_s: cpu1.0 - cpu0.0,
+            delivered,
         })
     }
 
@@ -887,12 +1082,21 @@ struct Daemon {
 
 impl Daemon {
     fn start(w: &World) -> Res<Daemon> {
+        Daemon::spawn(w, &[])
+    }
+
+    /// `billd run --simulate --as-of AS_OF`: the billing clock starts at `as_of` and runs at the real speed.
+    fn start_at(w: &World, as_of: &str) -> Res<Daemon> {
+        Daemon::spawn(w, &["--simulate", "--as-of", as_of])
+    }
+
+    fn spawn(w: &World, args: &[&str]) -> Res<Daemon> {
         let sock_path = w.dir.path().join(format!("notify-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).map_err(|e| e.to_string())?;
         sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
         let mut c = w.billd();
-        c.arg("run").env("NOTIFY_SOCKET", &sock_path).stdout(Stdio::null()).stderr(Stdio::piped());
+        c.arg("run").args(args).env("NOTIFY_SOCKET", &sock_path).stdout(Stdio::null()).stderr(Stdio::piped());
         let t = Instant::now();
         let mut child = c.spawn().map_err(|e| e.to_string())?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
@@ -935,8 +1139,13 @@ impl Daemon {
 
     /// The `sent` of the next `pass.done` logged within `wait`.
     fn pass_done(&mut self, wait: Duration) -> Option<usize> {
+        self.next_pass(wait).and_then(|v| v["sent"].as_u64()).map(|n| n as usize)
+    }
+
+    /// The next `pass.done` line logged within `wait`.
+    fn next_pass(&mut self, wait: Duration) -> Option<Value> {
         match self.events.recv_timeout(wait) {
-            Ok(v) if v["event"] == "pass.done" => v["sent"].as_u64().map(|n| n as usize),
+            Ok(v) if v["event"] == "pass.done" => Some(v),
             Ok(v) => {
                 println!("   daemon error: {v}");
                 None
