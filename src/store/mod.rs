@@ -635,10 +635,17 @@ pub trait Outbox {
     /// A caller pages through with the last one's position (cheap on a large outbox: the scan goes forward).
     fn deliverable(&self, now: DateTime<Utc>, after: i64, limit: usize) -> Result<Vec<OutboxEvent>>;
 
-    /// Records one delivery attempt of pending event `id`, durably: `body` (what was sent; kept from the first
-    /// attempt on, later values ignored), one more attempt, and its outcome (delivered, retry at, given up). False
-    /// (nothing written) if the event is not pending (delivered or given up meanwhile by another handle).
-    fn delivery_attempted(&self, id: &str, body: &str, outcome: &Delivery, now: DateTime<Utc>) -> Result<bool>;
+    /// Records delivery attempts of pending events, durably and all in one transaction (all or none), each as if
+    /// recorded alone, in order: its `body` (what was sent; kept from the event's first attempt on, later values
+    /// ignored), one more attempt, and its outcome (delivered, retry at, given up). For each, false (nothing
+    /// written for it) if its event is not pending (delivered or given up meanwhile by another handle).
+    fn deliveries_attempted(&self, attempts: &[DeliveryAttempt], now: DateTime<Utc>) -> Result<Vec<bool>>;
+
+    /// [`Outbox::deliveries_attempted`] of one attempt.
+    fn delivery_attempted(&self, id: &str, body: &str, outcome: &Delivery, now: DateTime<Utc>) -> Result<bool> {
+        let attempt = DeliveryAttempt { id: id.to_owned(), body: body.to_owned(), outcome: outcome.clone() };
+        Ok(self.deliveries_attempted(std::slice::from_ref(&attempt), now)?.first().copied().unwrap_or(false))
+    }
 
     /// Gives up every pending event created before `before` that was never attempted (webhooks are off, or
     /// were): marked failed with `why`, replayable. Returns how many.

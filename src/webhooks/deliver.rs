@@ -6,7 +6,7 @@ use super::schedule::after_failure;
 use super::sign;
 use crate::config::{self, Config, WebhookSecret};
 use crate::engine::metrics::Metrics;
-use crate::store::{Delivery, OutboxEvent, Store};
+use crate::store::{Delivery, DeliveryAttempt, OutboxEvent, Store};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -184,7 +184,10 @@ pub struct Round {
 /// Delivers every event deliverable at `now` (billing clock), `concurrency` at a time, until none is: an event
 /// delivered makes the next one of its subscription deliverable; a failed one waits for its retry. Each event is
 /// tried at most once per call. A pipeline, not rounds: an app that never answers holds back only its own
-/// subscription's events (up to `timeout`), never another's.
+/// subscription's events (up to `timeout`), never another's. The app never waits on the database: the next page of
+/// deliverable events is read while the last one's are sent, and the outcomes that come in while one transaction
+/// is written are written together in the next (one commit for many; an outcome not written yet is an event sent
+/// again after a crash, as at-least-once allows).
 async fn deliver_due<S: Store>(
     store: &Arc<Mutex<S>>,
     client: &reqwest::Client,
@@ -198,78 +201,94 @@ async fn deliver_due<S: Store>(
     };
     let concurrency = sending.concurrency.max(1);
     let mut tried = std::collections::HashSet::new();
+    // Events read and not sent yet, each with the instant it was read at.
+    let mut ready = std::collections::VecDeque::new();
     let mut inflight = futures::stream::FuturesUnordered::new();
+    // Outcomes known and not written yet; the page being read (and when); the outcomes being written.
+    let mut outcomes: Vec<DeliveryAttempt> = Vec::new();
+    let mut reading: Option<(Task<Vec<OutboxEvent>>, DateTime<Utc>)> = None;
+    let mut writing: Option<Task<Vec<DeliveryAttempt>>> = None;
     // Forward over the outbox by position. At its end, with nothing in flight, again from the start only if
     // something was settled (delivered or given up) since the last start: that makes the next event of its
     // stream deliverable, perhaps behind the cursor.
-    let (mut after, mut at_end, mut delivered_since_start) = (0, false, false);
+    let (mut after, mut at_end, mut settled_since_start) = (0, false, false);
     // The backlog gauges are read at the start and every few seconds while deliveries are out (an app that hangs
     // holds a round for its timeout: the gauges read 0 while 200 events waited).
     refresh_gauges(store, metrics, now()).await?;
     let mut gauged = std::time::Instant::now();
+    let mut look_again = tokio::time::interval_at(tokio::time::Instant::now() + LOOK_AGAIN, LOOK_AGAIN);
+    look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while !at_end && inflight.len() < concurrency {
-            let (want, at) = (ROUND.min(concurrency - inflight.len()), now());
-            let page = db(store, move |s| s.deliverable(at, after, want)).await?;
-            let Some(last) = page.last() else {
-                at_end = true;
-                break;
-            };
-            after = last.position;
-            for e in page.into_iter().filter(|e| tried.insert(e.id.clone())) {
-                inflight.push(deliver_one(store, client, settings, sending, metrics, e, at));
-            }
+        while inflight.len() < concurrency
+            && let Some((e, at)) = ready.pop_front()
+        {
+            inflight.push(attempt(client, settings, sending, metrics, e, at));
         }
-        // While some are out, look again for new events every second (a pass writes them; a slow app's
-        // attempt must not hold them back).
-        let next = if at_end && !inflight.is_empty() {
-            tokio::select! {
-                n = inflight.next() => n,
-                _ = tokio::time::sleep(LOOK_AGAIN) => {
-                    at_end = false;
-                    if gauged.elapsed() >= GAUGES_EVERY {
-                        refresh_gauges(store, metrics, now()).await?;
-                        gauged = std::time::Instant::now();
-                    }
-                    continue;
-                }
-            }
-        } else {
-            inflight.next().await
-        };
-        let Some(outcome) = next else {
-            if at_end && delivered_since_start {
-                (after, at_end, delivered_since_start) = (0, false, false);
+        if reading.is_none() && !at_end && ready.len() < concurrency {
+            let at = now();
+            reading = Some((blocking(store, move |s| s.deliverable(at, after, ROUND)), at));
+        }
+        if writing.is_none() && !outcomes.is_empty() {
+            let (batch, at) = (std::mem::take(&mut outcomes), now());
+            writing = Some(blocking(store, move |s| s.deliveries_attempted(&batch, at).map(|_| batch)));
+        }
+        if reading.is_none() && writing.is_none() && inflight.is_empty() && ready.is_empty() {
+            // At the end (else a read would be under way), everything sent and written.
+            if settled_since_start {
+                (after, at_end, settled_since_start) = (0, false, false);
                 continue;
             }
             break;
-        };
-        let outcome = outcome?;
-        match outcome {
-            Delivery::Delivered => total.delivered += 1,
-            Delivery::RetryAt(..) => total.retried += 1,
-            Delivery::GaveUp(_) => total.gave_up += 1,
         }
-        if !matches!(outcome, Delivery::RetryAt(..)) {
-            // Settled: the next event of its stream is deliverable (beyond the cursor, or behind it).
-            (at_end, delivered_since_start) = (false, true);
+        tokio::select! {
+            page = async { (&mut reading.as_mut().expect("reading").0).await }, if reading.is_some() => {
+                let (_, at) = reading.take().expect("reading");
+                let page = page.context("database task panicked")??;
+                at_end = page.len() < ROUND;
+                if let Some(last) = page.last() {
+                    after = last.position;
+                }
+                ready.extend(page.into_iter().filter(|e| tried.insert(e.id.clone())).map(|e| (e, at)));
+            }
+            batch = async { writing.as_mut().expect("writing").await }, if writing.is_some() => {
+                writing = None;
+                for a in batch.context("database task panicked")?? {
+                    match a.outcome {
+                        Delivery::Delivered => total.delivered += 1,
+                        Delivery::RetryAt(..) => total.retried += 1,
+                        Delivery::GaveUp(_) => total.gave_up += 1,
+                    }
+                    if !matches!(a.outcome, Delivery::RetryAt(..)) {
+                        // Settled: the next event of its stream is deliverable (beyond the cursor, or behind it).
+                        (at_end, settled_since_start) = (false, true);
+                    }
+                }
+            }
+            Some(outcome) = inflight.next(), if !inflight.is_empty() => outcomes.push(outcome),
+            // While some are out, look again for new events every second (a pass writes them; a slow app's
+            // attempt must not hold them back).
+            _ = look_again.tick() => {
+                at_end = false;
+                if gauged.elapsed() >= GAUGES_EVERY {
+                    refresh_gauges(store, metrics, now()).await?;
+                    gauged = std::time::Instant::now();
+                }
+            }
         }
     }
     refresh_gauges(store, metrics, now()).await?;
     Ok(total)
 }
 
-/// One attempt of `e`: its body (kept from its first attempt), sent signed, and the outcome recorded as soon as it
-/// is known.
-async fn deliver_one<S: Store>(
-    store: &Arc<Mutex<S>>,
+/// One attempt of `e`: its body (kept from its first attempt), sent signed; the outcome, to be recorded.
+async fn attempt(
     client: &reqwest::Client,
     settings: &Settings,
     sending: &Sending,
     metrics: &Metrics,
     e: OutboxEvent,
     now: DateTime<Utc>,
-) -> Result<Delivery> {
+) -> DeliveryAttempt {
     let body = match &e.body {
         Some(b) => b.clone(),
         None => render(&e, settings.tz, settings.retries),
@@ -281,9 +300,7 @@ async fn deliver_one<S: Store>(
     // (Test hook: the app has it, billd has not recorded it: a kill here delivers it again.)
     crate::failpoint::failpoint("webhook_after_send");
     log(&e, &outcome, metrics);
-    let (id, o) = (e.id.clone(), outcome.clone());
-    db(store, move |s| s.delivery_attempted(&id, &body, &o, now)).await?;
-    Ok(outcome)
+    DeliveryAttempt { id: e.id, body, outcome }
 }
 
 /// One line and one count per attempt.
@@ -353,11 +370,20 @@ pub(crate) async fn db<S: Store, R: Send + 'static>(
     store: &Arc<Mutex<S>>,
     f: impl FnOnce(&mut S) -> Result<R> + Send + 'static,
 ) -> Result<R> {
+    blocking(store, f).await.context("database task panicked")?
+}
+
+/// A database call running on its own thread.
+type Task<R> = tokio::task::JoinHandle<Result<R>>;
+
+/// Starts `f` on the store on a blocking thread (it runs to its end even if the task is dropped).
+fn blocking<S: Store, R: Send + 'static>(
+    store: &Arc<Mutex<S>>,
+    f: impl FnOnce(&mut S) -> Result<R> + Send + 'static,
+) -> Task<R> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     })
-    .await
-    .context("database task panicked")?
 }

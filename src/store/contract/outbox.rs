@@ -2,7 +2,7 @@
 //! events are deliverable in order per stream, and their delivery state (helpers: the parent module).
 
 use super::*;
-use crate::store::{Delivery, DeliveryState, Outbox, OutboxEvent, OutboxFilter, Replay};
+use crate::store::{Delivery, DeliveryAttempt, DeliveryState, Outbox, OutboxEvent, OutboxFilter, Replay};
 
 fn all(s: &impl Store) -> Vec<OutboxEvent> {
     s.outbox_events(&OutboxFilter::default(), 1000).unwrap()
@@ -129,6 +129,44 @@ pub fn events_are_deliverable_in_order_per_stream<B: Backend>(b: &B) {
     assert_eq!((stats.pending, stats.oldest_pending), (2, Some(t0())));
     // The next retry: none is waiting (b's first was given up; a's second was never tried).
     assert_eq!(b.open().next_delivery().unwrap(), None);
+}
+
+/// Attempts recorded together are each recorded as if alone, in order, in one transaction: a delivered one makes
+/// the next event of its stream deliverable, a retry holds its stream until it is due, one whose event is no longer
+/// pending writes nothing (false), and an empty batch writes nothing.
+pub fn attempts_recorded_together_are_each_recorded_as_if_alone<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a", "b", "c"]);
+    let claimed = open_all(&s, t0());
+    s.record(&claimed.iter().map(paid).collect::<Vec<_>>(), t0()).unwrap();
+    let ids = |sub: &str| -> Vec<String> {
+        all(&s).into_iter().filter(|e| e.subscription_id.as_deref() == Some(sub)).map(|e| e.id).collect()
+    };
+    let (a, bb, c) = (ids("a"), ids("b"), ids("c"));
+    assert!(s.delivery_attempted(&c[0], "c body", &Delivery::Delivered, t0()).unwrap());
+    let later = t0() + Duration::seconds(5);
+    let attempt = |id: &str, body: &str, outcome| DeliveryAttempt { id: id.into(), body: body.into(), outcome };
+    let batch = [
+        attempt(&a[0], "a body", Delivery::Delivered),
+        attempt(&bb[0], "b body", Delivery::RetryAt(later, "HTTP 500".into())),
+        attempt(&c[0], "c again", Delivery::Delivered),
+    ];
+    assert_eq!(s.deliveries_attempted(&batch, t0()).unwrap(), [true, true, false]);
+    assert!(s.deliveries_attempted(&[], later).unwrap().is_empty());
+    let other = b.open();
+    let event = |id: &str| other.outbox_event(id).unwrap().unwrap();
+    let (ea, eb, ec) = (event(&a[0]), event(&bb[0]), event(&c[0]));
+    assert_eq!((ea.state, ea.attempts, ea.body.as_deref()), (DeliveryState::Delivered, 1, Some("a body")));
+    assert_eq!(
+        (eb.state, eb.attempts, eb.next_attempt_at, eb.last_error.as_deref()),
+        (DeliveryState::Pending, 1, later, Some("HTTP 500"))
+    );
+    assert_eq!((ec.state, ec.attempts, ec.body.as_deref()), (DeliveryState::Delivered, 1, Some("c body")));
+    let mut heads: Vec<(String, u64)> =
+        other.deliverable(t0(), 0, 10).unwrap().into_iter().map(|e| (e.subscription_id.unwrap(), e.sequence)).collect();
+    heads.sort();
+    assert_eq!(heads, [("a".to_string(), 2), ("c".to_string(), 2)], "b's retry holds its stream");
+    assert_eq!(other.next_delivery().unwrap(), Some(later));
 }
 
 /// A replay makes delivered or given-up events pending again, due now with a new deadline (a pending one is left

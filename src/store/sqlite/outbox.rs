@@ -4,7 +4,9 @@
 use super::events::subscription_event;
 use super::views::{CHARGE_SELECT, ONE_TIME_SELECT, SUB_ROW_SELECT, charge_row, one_time_row, sub_row};
 use super::{SqliteStore, at, secs};
-use crate::store::{Delivery, DeliveryState, Outbox, OutboxEvent, OutboxFilter, OutboxStats, Replay, Snapshot};
+use crate::store::{
+    Delivery, DeliveryAttempt, DeliveryState, Outbox, OutboxEvent, OutboxFilter, OutboxStats, Replay, Snapshot,
+};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -135,24 +137,31 @@ impl Outbox for SqliteStore {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    fn delivery_attempted(&self, id: &str, body: &str, outcome: &Delivery, now: DateTime<Utc>) -> Result<bool> {
+    fn deliveries_attempted(&self, attempts: &[DeliveryAttempt], now: DateTime<Utc>) -> Result<Vec<bool>> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
         let tx = self.tx()?;
-        let (state, next, error) = match outcome {
-            Delivery::Delivered => ("delivered", None, None),
-            Delivery::RetryAt(t, e) => ("pending", Some(secs(*t)), Some(e.as_str())),
-            Delivery::GaveUp(e) => ("failed", None, Some(e.as_str())),
-        };
-        let n = tx
-            .prepare_cached(
+        let mut written = Vec::with_capacity(attempts.len());
+        {
+            let mut update = tx.prepare_cached(
                 "UPDATE outbox SET body = coalesce(body, ?2), attempts = attempts + 1, state = ?3,
                    next_attempt_at = coalesce(?4, next_attempt_at), last_attempt_at = ?5,
                    last_error = CASE WHEN ?3 = 'delivered' THEN last_error ELSE ?6 END,
                    settled_at = CASE WHEN ?3 = 'pending' THEN NULL ELSE ?5 END
                  WHERE id = ?1 AND state = 'pending'",
-            )?
-            .execute(params![id, body, state, next, secs(now), error])?;
+            )?;
+            for a in attempts {
+                let (state, next, error) = match &a.outcome {
+                    Delivery::Delivered => ("delivered", None, None),
+                    Delivery::RetryAt(t, e) => ("pending", Some(secs(*t)), Some(e.as_str())),
+                    Delivery::GaveUp(e) => ("failed", None, Some(e.as_str())),
+                };
+                written.push(update.execute(params![a.id, a.body, state, next, secs(now), error])? == 1);
+            }
+        }
         tx.commit()?;
-        Ok(n == 1)
+        Ok(written)
     }
 
     fn expire_unsent(&self, before: DateTime<Utc>, why: &str, now: DateTime<Utc>) -> Result<usize> {

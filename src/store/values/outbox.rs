@@ -71,6 +71,14 @@ pub enum Delivery {
     GaveUp(String),
 }
 
+/// One delivery attempt to record: the event, what was sent, and how it went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    pub id: String,
+    pub body: String,
+    pub outcome: Delivery,
+}
+
 /// Which events of the outbox a listing shows.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxFilter {
