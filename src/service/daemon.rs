@@ -84,11 +84,12 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
             tokio::spawn(crate::service::metrics::listen(listener, addr, metrics.clone(), health, wake.clone()));
         }
 
-        // The webhook delivery service: a task of its own, on a handle of its own, never in the way of a charge.
+        // The webhook delivery service: a thread of its own, at a lower CPU priority, on a handle of its own, never
+        // in the way of a charge.
         let (hooks, hooks_rx) = watch::channel(Arc::new(engine.config().clone()));
         let kick = Arc::new(Notify::new());
         let store = app::open_store(engine.config())?;
-        tokio::spawn(crate::service::webhooks::serve(store, hooks_rx, metrics.clone(), clock, kick.clone()));
+        crate::service::webhooks::start(store, hooks_rx, metrics.clone(), clock, kick.clone())?;
 
         // i'mport's notifications: settled with the engine in force (replaced after a reload), off the loop.
         let notices = engine.config().notices_listen.map(|addr| {

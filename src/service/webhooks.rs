@@ -20,6 +20,42 @@ const ERROR_PAUSE: Duration = Duration::from_secs(30);
 /// The shortest pause between two looks (never a busy loop, whatever the outbox holds).
 const MIN_PAUSE: Duration = Duration::from_millis(250);
 
+/// How much lower than the charging the delivery thread's CPU priority is (added to its nice value).
+const NICER: i32 = 10;
+
+/// Starts [`serve`] on a thread of its own, with a runtime of its own, at a lower CPU priority than the rest of
+/// billd (its nice value [`NICER`] higher; the threads it starts for database calls inherit it): on a machine short
+/// of CPU, charges go first and deliveries use what is left; on an idle one they go at full speed.
+pub fn start<S: Store>(
+    store: S,
+    settings: watch::Receiver<Arc<Config>>,
+    metrics: Arc<Metrics>,
+    clock: BillingClock,
+    kick: Arc<Notify>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("billd-webhooks".into()).spawn(move || {
+        // On Linux the nice value is a thread's own (setpriority of "process" 0 is the calling thread); a failure
+        // leaves it as it was.
+        // SAFETY: nice(2) takes an integer and changes only the calling thread's priority; errno is this thread's
+        // (cleared first: -1 is also a valid new nice value).
+        let failed = unsafe {
+            *libc::__errno_location() = 0;
+            libc::nice(NICER) == -1 && *libc::__errno_location() != 0
+        };
+        if failed {
+            tracing::warn!(
+                event = "webhook.priority",
+                "webhook.priority: could not lower the delivery thread's \
+                priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        runtime.block_on(serve(store, settings, metrics, clock, kick))
+    })?;
+    Ok(())
+}
+
 /// Runs until the process ends: delivers what is deliverable on the billing clock, then sleeps until the next
 /// event is due, `kick` is notified (a pass wrote events), or [`POLL`] passes. `settings` changes on a reload.
 pub async fn serve<S: Store>(
