@@ -4,12 +4,23 @@
 //! cargo bench --bench drain --features failpoints               # the full run (a few minutes): BENCHMARKS.md
 //! cargo bench --bench drain --features failpoints -- --quick    # the same phases, small (seconds); CI runs it
 //! cargo test --bench drain -- --quick       # as a test (debug build, only checks that every phase still works)
-//! cargo bench --bench drain -- --only 1,2   # some phases: 1 latency, 2 billd-bound, 3 rate limit, 4 large book
+//! cargo bench --bench drain -- --only 1,2   # some phases: 1 latency, 2 billd-bound, 3 rate limit, 4 large book,
+//!                                           # 5 webhooks to a slow app
+//! cargo bench --bench drain -- --only 2 --rounds 6   # phase 2 with 6 rounds (3 by default, 1 with --quick)
 //! cargo bench --bench drain -- --store-only # phase 2's store-alone figure only (to profile the store)
 //! ```
 //!
 //! Phase 4 crashes a tick with `BILLD_FAILPOINT`: a release build has that hook only with `--features failpoints`
 //! (a debug build always has it).
+//!
+//! Webhooks (issue 26): the app is a receiver in this process (`drain/receiver.rs`, 127.0.0.1). Phase 2 also runs
+//! `billd tick` and then `billd run --simulate --as-of …` with webhooks off and on (a receiver answering 200 at
+//! once; `[webhooks] concurrency = 8`, the default), alternating which goes first by round, and reports on / off of
+//! charges/s (`charge_ms` of `pass.done`). Events are written either way, so the ratio is delivery's cost. Phase 5
+//! charges a billing day with webhooks off (the tick gives up the import's `subscription.created`, older than
+//! `max_age` on the simulated clock, so only the day's `charge.paid` are pending), then starts `billd run` with
+//! webhooks on to a receiver that answers each delivery after 50 ms, at most C at a time (C = `[webhooks]
+//! concurrency` = 8, then 64): figure = events / (first arrival to last answer at the receiver), limit = C / 50 ms.
 //!
 //! Each phase starts its own sandbox with the latency or rate limit it needs, writes a `schedules.toml`, imports
 //! the book with `billd import`, and runs `billd tick --as-of …` or `billd run`. Figures are printed next to
@@ -76,7 +87,9 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2, 3, 4, 5]);
-    let sizes = if quick {
+    let rounds: Option<usize> =
+        args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
+    let mut sizes = if quick {
         Sizes {
             latency_subs: 2_000,
             bound_subs: 5_000,
@@ -101,6 +114,7 @@ fn main() {
             webhook_events: 20_000,
         }
     };
+    sizes.rounds = rounds.unwrap_or(sizes.rounds);
     println!("billd drain benchmark ({}), binary {BILLD}", if quick { "quick" } else { "full" });
     println!("machine: {}", machine());
     println!("load average at start: {}", load());
