@@ -373,3 +373,37 @@ fn a_plans_new_price_reaches_the_files_subscriptions_and_the_sync_names_the_gran
     assert_eq!((paid(&w, "c-cfg"), paid(&w, "c-cmd")), (vec![9900, 12900], vec![9900, 9900]));
     w.assert_consistent();
 }
+
+/// Outside review (low): a subscription whose term was completed after an operator's pause showed the pause's
+/// reason ("completed (paused by operator)"); it now says why it completed.
+#[test]
+fn a_completed_subscription_says_its_term_is_over_not_why_it_last_stopped() {
+    const TERM: &str = r#"
+[[plans]]
+id = "t2"
+name = "Two months"
+amount = 10000
+interval = "1 month"
+periods = 2
+"#;
+    let w = World::new(Setup { body: &format!("{TERM}{}", sub("t", "c-t", "t2", "2025-03-10")), ..Default::default() });
+    w.sandbox.register_customer("c-t", cards::APPROVE).unwrap();
+    w.tick("2025-03-10T12:00:00+09:00");
+    let (code, said) = run(&w, &["pause", "t"], "2025-03-20T12:00:00+09:00");
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = run(&w, &["resume", "t", "--catch-up"], "2025-04-20T12:00:00+09:00");
+    assert_eq!(code, Some(0), "{said}");
+    w.tick("2025-04-20T12:00:00+09:00");
+    assert_eq!(w.status_of("t"), "completed");
+    assert_eq!(paid(&w, "c-t"), [10000, 10000]);
+    let o = w.billd().args(["subscriptions", "show", "t", "--json"]).output().unwrap();
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    let shown: serde_json::Value = serde_json::from_str(said.trim()).unwrap_or_else(|e| panic!("{e}: {said}"));
+    let why = shown["why"].as_str().unwrap_or_default();
+    assert!(why.contains("term is over"), "{why:?} in {said}");
+    let o = w.billd().args(["subscriptions", "--as-of", "2025-04-20T12:00:00+09:00"]).output().unwrap();
+    let listed = text(&o);
+    assert!(o.status.success(), "{listed}");
+    assert!(!listed.contains("paused by operator") && listed.contains("term is over"), "{listed}");
+}

@@ -189,7 +189,8 @@ impl Views for SqliteStore {
             .conn
             .query_row(
                 "SELECT json_extract(detail, '$.reason') FROM events
-                 WHERE subscription_id = ?1 AND kind IN ('subscription.canceled', 'subscription.suspended')
+                 WHERE subscription_id = ?1
+                   AND kind IN ('subscription.canceled', 'subscription.suspended', 'subscription.completed')
                  ORDER BY id DESC LIMIT 1",
                 [id],
                 |r| r.get(0),
@@ -231,9 +232,10 @@ pub(super) const SUB_ROW_SELECT: &str = "SELECT s.id, s.customer_uid, s.plan_id,
         (SELECT count(*) FROM periods p WHERE p.subscription_id = s.id AND p.state = 'paid'),
         o.next_attempt_at, o.declines,
         u.check_at,
-        CASE WHEN s.status IN ('canceled', 'suspended') THEN
+        CASE WHEN s.status IN ('canceled', 'suspended', 'completed') THEN
           (SELECT json_extract(e.detail, '$.reason') FROM events e WHERE e.subscription_id = s.id
-             AND e.kind IN ('subscription.canceled', 'subscription.suspended') ORDER BY e.id DESC LIMIT 1)
+             AND e.kind IN ('subscription.canceled', 'subscription.suspended', 'subscription.completed')
+           ORDER BY e.id DESC LIMIT 1)
         END,
         u.timeout_ms, u.doubt_wall_ms, u.doubt_boot_ms, u.doubt_boot_id,
         CASE WHEN s.status = 'suspended' THEN s.resume_at END, s.cancel_at, s.stopped_by IS NOT DISTINCT FROM 'dunning'
