@@ -549,3 +549,24 @@ fn pause_and_resume_follow_a_simulated_timeline() {
     assert_eq!(run(&w, &["pause", "s1", "--as-of", "2099-01-01T00:00:00+09:00", "--simulate"]).0, 0);
     w.assert_consistent();
 }
+
+/// Outside review (low): a command or pass killed while its charge was out leaves the attempt in doubt; `retry` and
+/// `reactivate` then refused with "is active, not past due" / "only one that dunning canceled or suspended" and did
+/// not say that a charge was in doubt and would be settled. They now say so (nothing is sent either way).
+#[test]
+fn retry_and_reactivate_say_when_a_charge_is_in_doubt() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("a", "c-a", "monthly", &days_ago(1))),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c-a", cards::APPROVE).unwrap();
+    let out = w.billd().arg("tick").env("BILLD_FAILPOINT", "after_intent_commit").output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(w.status_of("a"), "active");
+    for args in [&["retry", "a"][..], &["reactivate", "a", "--charge-now"][..]] {
+        let (code, said) = run(&w, args);
+        assert_eq!(code, 1, "{args:?}: {said}");
+        assert!(said.contains("in doubt") && said.contains("billd-a-0"), "{args:?}: {said}");
+    }
+    assert!(w.ledger().is_empty(), "nothing may be sent: {:?}", w.ledger());
+}

@@ -351,6 +351,20 @@ pub fn resume(path: &Path, id: &str, catch_up: bool, at: At) -> Result<ExitCode>
 
 /// `billd reactivate`: a subscription dunning stopped bills again; with `charge_now`, its given-up period is charged
 /// now (exit 0 only if paid, as for `retry`).
+/// What an operator should know when `id` has a charge in doubt (an attempt whose answer was never recorded: a
+/// pass or command killed while it was out), as a tail for a refusal; empty when none is.
+fn in_doubt(store: &impl Store, id: &str) -> Result<String> {
+    let (periods, _) = store.subscription_story(id)?;
+    let doubtful = periods.iter().find(|p| p.attempts.iter().any(|a| a.status.unresolved()));
+    Ok(doubtful.map_or_else(String::new, |p| {
+        format!(
+            "; its period {} charge {} is in doubt (its answer was not recorded): the next pass (`billd tick`, or the \
+             running billd) looks it up and settles it, never charging it twice (`billd subscriptions show {id}`)",
+            p.period, p.merchant_uid
+        )
+    }))
+}
+
 pub fn reactivate(path: &Path, id: &str, charge_now: bool, at: At) -> Result<ExitCode> {
     let (cfg, store) = open_at(path, at)?;
     existing(&store, id)?;
@@ -362,11 +376,15 @@ pub fn reactivate(path: &Path, id: &str, charge_now: bool, at: At) -> Result<Exi
     // The periods it does not charge: from its next one to where billing continues (decided inside the transaction,
     // from the subscription as it is there).
     let mut passed = Vec::new();
-    let (period, reopened) = store.reactivate(id, now, charge_now, |sub| {
+    let reactivated = store.reactivate(id, now, charge_now, |sub| {
         let (period, due) = crate::billing::model::reactivation_period(sub, now, &clock);
         passed = (sub.next_period..period).filter_map(|p| Some((p, sub.billed_due(&clock, p)?))).collect();
         (period, due)
-    })?;
+    });
+    let (period, reopened) = match reactivated {
+        Ok(r) => r,
+        Err(e) => bail!("{e:#}{}", in_doubt(&store, id)?),
+    };
     let local = |t| human(t, clock.timezone);
     let after = existing(&store, id)?;
     let next = match store.next_due_at(id)? {
@@ -440,7 +458,8 @@ pub fn retry(path: &Path, id: &str, at: At) -> Result<ExitCode> {
         if sub.status == Status::Active {
             bail!(
                 "subscription {id:?} is active, not past due: no unpaid period to retry (a retry charges a past-due \
-                 subscription's open period now)"
+                 subscription's open period now){}",
+                in_doubt(&store, id)?
             );
         }
         bail!("subscription {id:?} has no unpaid period waiting for a retry (an attempt may be in flight)");
