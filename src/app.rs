@@ -37,9 +37,41 @@ pub fn gateway_with(cfg: &Config, secret: Secret) -> PaymentGateway {
 }
 
 /// Opens (creating and migrating if needed) the book the config names: the SQLite database `billing.database`.
-/// The one place that picks the store; everything else sees only the [`Store`] contract.
+/// The one place that picks the store; everything else sees only the [`Store`] contract. For what fills a book
+/// (passes, `sync`, `import`, `subscriptions add`, one-time charges, card commands); the others take
+/// [`existing_store`] or [`listed_store`], so that a mistyped `billing.database` never leaves a stray empty book.
 pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
     SqliteStore::open(&cfg.billing.database)
+}
+
+/// The book the config names, which must exist: for commands that change what is in it (pause, cancel, refund, ...).
+pub fn existing_store(cfg: &Config) -> Result<impl Store + use<>> {
+    let path = &cfg.billing.database;
+    if !path.exists() {
+        anyhow::bail!("{}", no_book(cfg));
+    }
+    SqliteStore::open(path)
+}
+
+/// The book the config names for a listing: if there is none yet, an empty one in memory (the listing then shows
+/// what the config alone holds), said once on stderr; no file is created.
+pub fn listed_store(cfg: &Config) -> Result<impl Store + use<>> {
+    let path = &cfg.billing.database;
+    if path.exists() {
+        return SqliteStore::open(path);
+    }
+    eprintln!("note: {}", no_book(cfg));
+    SqliteStore::empty(path)
+}
+
+/// Why there is no book to show or change, naming the key and the file that point to it.
+fn no_book(cfg: &Config) -> String {
+    format!(
+        "there is no database at {} (billing.database in {}) yet: `billd sync` or a pass (`billd tick`, `billd run`) \
+         creates it; if it exists elsewhere, fix billing.database",
+        cfg.billing.database.display(),
+        cfg.file.display()
+    )
 }
 
 /// Builds the engine for a config: the book (claimed as its one scheduler: see [`Store::claim_scheduler`]) and the

@@ -51,6 +51,12 @@ pub fn open(path: &Path) -> Result<File, String> {
     Ok(file)
 }
 
+/// The checks [`open`] makes of `path`'s folder, for a caller that does not create the file (a listing of a book
+/// not created yet): an error names what is wrong.
+pub fn check_folder(path: &Path) -> Result<(), String> {
+    trusted_folder(path).map(|_| ())
+}
+
 /// The owner of the database's folder, which must not be writable by group or others (another user could plant a
 /// database there, or remove it and have every period billed again); a sticky folder (`/tmp`) is no better. Every
 /// folder above it, up to `/` (as written and as resolved through symlinks), must be owned by root, billd's user or

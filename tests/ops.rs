@@ -389,8 +389,8 @@ fn listings_before_the_first_sync_show_what_the_config_will_bill() {
     assert!(show.contains("not synced") && show.contains("billd sync"), "{show}");
     // One shape for every row: next_charge is an object here as for a synced one (a new operator's script broke).
     assert_eq!(rows[0]["next_charge"]["kind"], "charge", "{rows}");
-    let n: i64 = w.db().query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 0, "a listing wrote to the database");
+    // Read only: no book is created by a listing (it lists an empty one, and says there is none yet).
+    assert!(!w.dir.path().join("billd.sqlite3").exists(), "a listing created the database");
     // Once synced, the note is gone and they are active.
     assert!(w.billd().arg("sync").status().unwrap().success());
     let subs = text(&w.billd().arg("subscriptions").output().unwrap());
@@ -569,4 +569,34 @@ fn retry_and_reactivate_say_when_a_charge_is_in_doubt() {
         assert!(said.contains("in doubt") && said.contains("billd-a-0"), "{args:?}: {said}");
     }
     assert!(w.ledger().is_empty(), "nothing may be sent: {:?}", w.ledger());
+}
+
+/// A mistyped `billing.database` (the folder exists, the file does not): listings show an empty book and say which
+/// key and file point where; commands that change the book refuse, naming them; none of them leaves a stray empty
+/// database behind (they created one, and listed nothing, without a word).
+#[test]
+fn a_mistyped_database_path_is_named_and_no_stray_book_is_created() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("a", "c-a", "monthly", &days_ago(1))),
+        ..Default::default()
+    });
+    let typo = w.dir.path().join("bild.sqlite3");
+    let with_typo = |args: &[&str]| {
+        let o = w.billd().env("BILLD_BILLING__DATABASE", &typo).args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), text(&o))
+    };
+    for args in [&["charges"][..], &["subscriptions"], &["upcoming"], &["webhooks"], &["refunds"]] {
+        let (code, said) = with_typo(args);
+        assert_eq!(code, 0, "{args:?}: {said}");
+        assert!(said.contains("bild.sqlite3") && said.contains("billing.database"), "{args:?}: {said}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    let (_, listed) = with_typo(&["subscriptions"]);
+    assert!(listed.contains("not synced"), "the config's subscription is still listed: {listed}");
+    for args in [&["pause", "a"][..], &["cancel", "a"], &["refund", "billd-a-0", "--reason", "x"]] {
+        let (code, said) = with_typo(args);
+        assert_eq!(code, 1, "{args:?}: {said}");
+        assert!(said.contains("bild.sqlite3") && said.contains("billing.database"), "{args:?}: {said}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
 }

@@ -2,7 +2,7 @@
 //! by `Changes::change_plan`; one made now settles the paid period pro rata (`billing::proration`), its charge under
 //! the exactly-once protocol of one-time charges (`commands/one_time.rs`), its credit kept for the next periods.
 
-use crate::app::{gateway, load_config, open_store, runtime};
+use crate::app::{existing_store, gateway, load_config, runtime};
 use crate::billing::calendar::Calendar;
 use crate::billing::model::{Source, Subscription, change_merchant_uid, merchant_uid};
 use crate::billing::proration::{Span, change_keeping_period, change_restarting_period, explain};
@@ -441,7 +441,7 @@ pub fn change(
 ) -> Result<ExitCode> {
     let cfg = load_config(path)?;
     crate::commands::simulate::check_as_of(&cfg, now, Utc::now(), simulate)?;
-    let store = open_store(&cfg)?;
+    let store = existing_store(&cfg)?;
     let sub = store.subscription(id)?.ok_or_else(|| anyhow!("no subscription {id:?} in {}", store.location()))?;
     let changes = store.plan_changes(id)?;
     // A change whose charge is not settled: a rerun settles it (never another change over it).

@@ -1,7 +1,7 @@
 //! `billd charges`: every attempt (and one-time charge) in the order it was made, or followed as they are recorded.
 
+use crate::app::listed_store;
 use crate::app::load_config;
-use crate::app::open_store;
 use crate::commands::present::human;
 use crate::config;
 use crate::shapes::{charge_json, kind};
@@ -46,7 +46,7 @@ pub fn charges(
             Ok(cfg.billing.clock.due_at_midnight(d))
         })
         .transpose()?;
-    let store = open_store(&cfg)?;
+    let store = listed_store(&cfg)?;
     let tz = cfg.billing.clock.timezone;
     let mut last = 0;
     let mut first = true;

@@ -1,7 +1,7 @@
 //! Operator commands on a live database: upcoming charges, pause, resume, cancel, retry, the safety stop.
 
-use crate::app::open_store;
 use crate::app::{engine, load_config, runtime};
+use crate::app::{existing_store, open_store};
 use crate::billing::model::{Status, resume_plan};
 use crate::commands::present::human;
 use crate::store::{Book, ChargeStatus, Ledger, StatusSet, Store, Views, ceil_second};
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 fn open(path: &Path) -> Result<(crate::config::Config, impl Store)> {
     let cfg = load_config(path)?;
-    let store = open_store(&cfg)?;
+    let store = existing_store(&cfg)?;
     Ok((cfg, store))
 }
 

@@ -1,6 +1,6 @@
 //! `billd refund` (a refund of a paid charge, at most once: its intent committed first, a lost answer settled by a lookup of the payment, never by sending again) and `billd refunds` (the list, and `--sync`: refunds made outside billd).
 
-use crate::app::{gateway, load_config, open_store, runtime};
+use crate::app::{existing_store, gateway, listed_store, load_config, runtime};
 use crate::clock::BillingClock;
 use crate::commands::present::{human, rfc3339, shown};
 use crate::config::{self, Config};
@@ -92,7 +92,7 @@ pub fn refund(
         bail!("--reason must be 1-{REASON_MAX} characters, not blank (it is {n}); nothing was sent");
     }
     crate::commands::check_reason(&cfg, "--reason", reason)?;
-    let store = open_store(&cfg)?;
+    let store = existing_store(&cfg)?;
     let Some(target) = store.refund_target(merchant_uid)? else {
         return refused(format!(
             "no charge of billd has merchant_uid {} (merchant_uids are matched exactly as recorded; see `billd \
@@ -396,7 +396,7 @@ pub fn refunds(
     let cfg = load_config(path)?;
     let clock = crate::commands::simulate::command_clock(&cfg, at)?;
     let since = since.map(|s| parse_since(&cfg, s)).transpose()?;
-    let store = open_store(&cfg)?;
+    let store = listed_store(&cfg)?;
     let tz = cfg.billing.clock.timezone;
     // Charges that could not be looked up or settled: reported at the end, the others go on.
     let mut failed: Vec<String> = Vec::new();

@@ -2,7 +2,7 @@
 //! group): the listing (what happens next for each), `subscriptions show ID` (one subscription's whole
 //! story: plan, status and why, every period with each attempt, what happens next, when) and `subscriptions add`.
 
-use crate::app::{gateway, load_config, open_store, runtime};
+use crate::app::{gateway, listed_store, load_config, open_store, runtime};
 use crate::billing::model::{Source, Status, Subscription};
 use crate::commands::customers::{
     card, check_customer_uid, issue_key, key_at_gateway, moved, refuse_replacing_unasked, shown,
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 /// `now`: the day the config's unsynced subscriptions are judged on (`--as-of`).
 pub fn list(path: &Path, status: Option<Status>, json: bool, now: DateTime<Utc>) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let store = open_store(&cfg)?;
+    let store = listed_store(&cfg)?;
     let rows = store.list_subscriptions(status)?;
     let tz = cfg.billing.clock.timezone;
     let retries = cfg.dunning.retry_after.len();
@@ -231,7 +231,7 @@ fn paid_by(p: &PeriodStory, changes: &[crate::store::PlanChangeRow]) -> Option<S
 
 pub fn show(path: &Path, id: &str, as_json: bool) -> Result<ExitCode> {
     let cfg = load_config(path)?;
-    let store = open_store(&cfg)?;
+    let store = listed_store(&cfg)?;
     let Some(sub) = store.subscription(id)? else {
         // In the config but not in the book yet: say how to apply it.
         if cfg.subscriptions.iter().any(|s| s.id == id) {

@@ -1,7 +1,7 @@
 //! `billd upcoming`: what will be charged when, from an instant (`--as-of`, default now): the backlog first (what
 //! is overdue, and what `billing.catch_up_window` will skip), then day by day, with totals.
 
-use crate::app::{load_config, open_store};
+use crate::app::{listed_store, load_config};
 use crate::billing::calendar::ChargeClock;
 use crate::billing::model::{Pause, Status, Subscription, catch_up_cutoff, resume_plan};
 use crate::billing::proration::apply_credit;
@@ -175,7 +175,7 @@ pub fn upcoming(path: &Path, days: u32, now: DateTime<Utc>, json: bool) -> Resul
         bail!("--days {days} is too far ahead: at most {MAX_UPCOMING_DAYS} (ten years)");
     }
     let cfg = load_config(path)?;
-    let store = open_store(&cfg)?;
+    let store = listed_store(&cfg)?;
     let clock = &cfg.billing.clock;
     let until = now
         .checked_add_signed(chrono::Duration::days(i64::from(days)))

@@ -1,7 +1,7 @@
 //! `billd webhooks`: the outbox's events with their delivery state (what happens next to each), `webhooks replay`
 //! (send delivered or given-up events again) and `webhooks new-secret` (a fresh Standard Webhooks signing secret).
 
-use crate::app::{load_config, open_store};
+use crate::app::{existing_store, listed_store, load_config};
 use crate::commands::present::{human, rfc3339};
 use crate::config::{self, Config, WebhookSecret};
 use crate::store::{DeliveryState, Outbox, OutboxEvent, OutboxFilter, Replay};
@@ -89,7 +89,7 @@ pub fn list(path: &Path, failed: bool, since_arg: Option<&str>, as_json: bool) -
     let cfg = load_config(path)?;
     let filter =
         OutboxFilter { failed_only: failed, since: since_arg.map(|s| since(&cfg, s)).transpose()?, subscription: None };
-    let store = open_store(&cfg)?;
+    let store = listed_store(&cfg)?;
     let events = store.outbox_events(&filter, LISTED)?;
     let tz = cfg.billing.clock.timezone;
     let behind = heads(&events);
@@ -168,7 +168,7 @@ pub fn replay(
         (None, Some(s)) => Replay::Since(since(&cfg, s)?),
         _ => bail!("give an event id or --since DATE (not both)"),
     };
-    let store = open_store(&cfg)?;
+    let store = existing_store(&cfg)?;
     if let Replay::Event(id) = &which {
         match store.outbox_event(id)? {
             None => bail!(

@@ -44,8 +44,9 @@ pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     /// The database file itself, open for the life of the handle (declared after `conn`, so closed after it: SQLite's
-    /// own POSIX locks are not disturbed), for the scheduler's lock ([`Store::claim_scheduler`]).
-    file: std::fs::File,
+    /// own POSIX locks are not disturbed), for the scheduler's lock ([`Store::claim_scheduler`]). `None`: an empty
+    /// book in memory ([`SqliteStore::empty`]).
+    file: Option<std::fs::File>,
 }
 
 impl SqliteStore {
@@ -85,7 +86,7 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("database {}: cannot open", path.display()))?;
-        let store = SqliteStore { conn, path: path.to_path_buf(), file };
+        let store = SqliteStore { conn, path: path.to_path_buf(), file: Some(file) };
         store.configure().with_context(|| format!("database {}", path.display()))?;
         // What SQLite opened is still the file checked above (not a symlink or another file swapped in since), and
         // the side files it made are private.
@@ -103,6 +104,21 @@ impl SqliteStore {
             crate::private::check_side_by_path(&side(suffix)).map_err(|e| anyhow!("database {e}"))?;
         }
         schema::migrate(&store.conn, &store.path).with_context(|| format!("database {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// An empty book in memory at this build's schema, named `path` in messages: what a database not created yet
+    /// would list (nothing), without creating a file. It cannot be claimed as a scheduler.
+    pub fn empty(path: &Path) -> Result<SqliteStore> {
+        // Where it would be is checked as for a real one (a shared folder is refused before anything is there).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
+        }
+        crate::private::check_folder(path).map_err(|e| anyhow!("database {e}"))?;
+        let conn = Connection::open_in_memory().context("cannot open an empty book in memory")?;
+        conn.execute_batch("PRAGMA foreign_keys=ON;")?;
+        let store = SqliteStore { conn, path: path.to_path_buf(), file: None };
+        schema::migrate(&store.conn, &store.path)?;
         Ok(store)
     }
 
@@ -156,7 +172,10 @@ impl Store for SqliteStore {
     /// symlink, a hard link, `..`) locks the same inode, and the kernel drops it when the process dies. (SQLite
     /// locks with POSIX record locks, which `flock` does not touch on Linux.)
     fn claim_scheduler(&mut self) -> Result<()> {
-        match self.file.try_lock() {
+        let Some(file) = &self.file else {
+            bail!("database {}: there is no such database yet; nothing can be scheduled on it", self.path.display());
+        };
+        match file.try_lock() {
             Ok(()) => Ok(()),
             Err(std::fs::TryLockError::WouldBlock) => bail!(
                 "database {} is in use by another `billd run` or `billd tick` (or a command that charges); only one \
