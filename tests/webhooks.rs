@@ -370,3 +370,31 @@ fn commands_that_charge_or_refund_follow_a_simulated_timeline() {
     let out = billd(&w, &["refund", "billd-a-0", "--amount", "100", "--reason", "again", "--as-of", at]);
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An outside review: with webhooks off the delivery service no longer looks every few seconds, and its backlog
+/// gauges froze at their first reading (50 while 340 events were kept unsent). They are read after every pass.
+#[test]
+fn with_webhooks_off_the_backlog_gauge_follows_the_passes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let subs =
+        format!("{}{}", sub("a", "cust-a", "monthly", "2030-01-01"), sub("b", "cust-a", "monthly", "2030-01-01"));
+    let body = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}{subs}");
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
+    let daemon = w
+        .billd()
+        .args(["run", "--as-of", "2029-12-31T10:00:00+09:00", "--simulate", "--speed", "86400"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = KillOnDrop(daemon);
+    // Two subscription.created, then (a simulated day later) two charge.paid: four kept unsent.
+    common::wait_for("both charges paid", || {
+        w.db()
+            .query_row("SELECT count(*) FROM attempts WHERE status = 'paid'", [], |r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n == 2)
+    });
+    common::wait_for("the backlog gauge at 4", || {
+        common::http_get(port, "/metrics").is_some_and(|(_, m)| m.lines().any(|l| l == "billd_webhook_backlog 4"))
+    });
+}

@@ -83,13 +83,12 @@ pub async fn serve<S: Store>(
             if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
                 housekeep(&store, &d.settings, now).await?;
                 last_housekeeping = Some(std::time::Instant::now());
-                if off {
-                    refresh_gauges(&store, &metrics, now).await?;
-                }
             }
             if off {
-                // Webhooks off: nothing to deliver; the service wakes for housekeeping or a reload only (a look
-                // every few seconds cost an idle daemon a count of every event kept unsent).
+                // Webhooks off: nothing to deliver; the service wakes after each pass (which may have written
+                // events: the gauges are read then), for housekeeping, or for a reload, never on a timer of a few
+                // seconds (that cost an idle daemon a count of every event kept unsent).
+                refresh_gauges(&store, &metrics, now).await?;
                 pause = HOUSEKEEPING.saturating_sub(last_housekeeping.map_or(Duration::ZERO, |t| t.elapsed()));
                 return anyhow::Ok(());
             }

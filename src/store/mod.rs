@@ -635,6 +635,12 @@ pub trait Outbox {
     /// A caller pages through with the last one's position (cheap on a large outbox: the scan goes forward).
     fn deliverable(&self, now: DateTime<Utc>, after: i64, limit: usize) -> Result<Vec<OutboxEvent>>;
 
+    /// Whether event `id`, read by [`Outbox::deliverable`] with `attempts` attempts, is deliverable still at `now`:
+    /// pending, tried by no one since (the same number of attempts), its `next_attempt_at` come, and no earlier
+    /// event of its stream pending. A page read ahead can hold events that a replay (an earlier event pending
+    /// again) or another handle's delivery made not deliverable since: checked right before each is sent.
+    fn still_deliverable(&self, id: &str, attempts: u32, now: DateTime<Utc>) -> Result<bool>;
+
     /// Records delivery attempts of pending events, durably and all in one transaction (all or none), each as if
     /// recorded alone, in order: its `body` (what was sent; kept from the event's first attempt on, later values
     /// ignored), one more attempt, and its outcome (delivered, retry at, given up). For each, false (nothing

@@ -222,7 +222,7 @@ async fn deliver_due<S: Store>(
         while inflight.len() < concurrency
             && let Some((e, at)) = ready.pop_front()
         {
-            inflight.push(attempt(client, settings, sending, metrics, e, at));
+            inflight.push(attempt(store, client, settings, sending, metrics, e, at));
         }
         if reading.is_none() && !at_end && ready.len() < concurrency {
             let at = now();
@@ -264,7 +264,15 @@ async fn deliver_due<S: Store>(
                     }
                 }
             }
-            Some(outcome) = inflight.next(), if !inflight.is_empty() => outcomes.push(outcome),
+            Some(taken) = inflight.next(), if !inflight.is_empty() => match taken? {
+                Taken::Attempted(a) => outcomes.push(a),
+                // No longer deliverable (a replay made an earlier event of its stream pending again, another
+                // process tried it): left to a later read, from the start (the replayed ones are behind the cursor).
+                Taken::Skipped(id) => {
+                    tried.remove(&id);
+                    (at_end, settled_since_start) = (false, true);
+                }
+            },
             // While some are out, look again for new events every second (a pass writes them; a slow app's
             // attempt must not hold them back).
             _ = look_again.tick() => {
@@ -281,14 +289,23 @@ async fn deliver_due<S: Store>(
 }
 
 /// One attempt of `e`: its body (kept from its first attempt), sent signed; the outcome, to be recorded.
-async fn attempt(
+async fn attempt<S: Store>(
+    store: &Arc<Mutex<S>>,
     client: &reqwest::Client,
     settings: &Settings,
     sending: &Sending,
     metrics: &Metrics,
     e: OutboxEvent,
     now: DateTime<Utc>,
-) -> DeliveryAttempt {
+) -> Result<Taken> {
+    // Read ahead, perhaps a while ago: sent only if it is deliverable still (order per stream after a replay, and
+    // no second sending of what another process just tried).
+    let (id, tries) = (e.id.clone(), e.attempts);
+    let still =
+        blocking(store, move |s| s.still_deliverable(&id, tries, now)).await.context("database task panicked")??;
+    if !still {
+        return Ok(Taken::Skipped(e.id));
+    }
     let body = match &e.body {
         Some(b) => b.clone(),
         None => render(&e, settings.tz, settings.retries),
@@ -300,7 +317,14 @@ async fn attempt(
     // (Test hook: the app has it, billd has not recorded it: a kill here delivers it again.)
     crate::failpoint::failpoint("webhook_after_send");
     log(&e, &outcome, metrics);
-    DeliveryAttempt { id: e.id, body, outcome }
+    Ok(Taken::Attempted(DeliveryAttempt { id: e.id, body, outcome }))
+}
+
+/// What became of an event taken from the events read ahead.
+enum Taken {
+    Attempted(DeliveryAttempt),
+    /// Not deliverable any more: not sent.
+    Skipped(String),
 }
 
 /// One line and one count per attempt.

@@ -93,6 +93,7 @@ macro_rules! store_contract_tests {
             every_change_publishes_its_event_in_its_transaction,
             events_are_deliverable_in_order_per_stream,
             attempts_recorded_together_are_each_recorded_as_if_alone,
+            an_event_read_ahead_is_deliverable_only_while_it_still_is,
             replay_expiry_and_pruning_keep_the_outbox_straight,
             a_trial_ending_is_announced_once,
             a_plan_change_applies_once_from_a_fresh_read_and_its_credit_pays_the_next_periods,

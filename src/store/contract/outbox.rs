@@ -131,6 +131,35 @@ pub fn events_are_deliverable_in_order_per_stream<B: Backend>(b: &B) {
     assert_eq!(b.open().next_delivery().unwrap(), None);
 }
 
+/// An event read ahead is sent only if it is deliverable still: not once an earlier event of its stream is pending
+/// again (a replay), nor once another handle tried it (its attempts changed) or it waits for a retry.
+pub fn an_event_read_ahead_is_deliverable_only_while_it_still_is<B: Backend>(b: &B) {
+    let s = b.open();
+    add(&s, &["a"]);
+    let claimed = open_all(&s, t0());
+    s.record(&claimed.iter().map(paid).collect::<Vec<_>>(), t0()).unwrap();
+    let events = all(&s);
+    assert!(events.len() >= 2, "{events:?}");
+    let (first, second) = (&events[0], &events[1]);
+    assert!(s.still_deliverable(&first.id, 0, t0()).unwrap());
+    assert!(!s.still_deliverable(&second.id, 0, t0()).unwrap(), "behind a pending event of its stream");
+    assert!(!s.still_deliverable(&first.id, 0, t0() - Duration::seconds(1)).unwrap(), "before its instant");
+    assert!(s.delivery_attempted(&first.id, "body", &Delivery::Delivered, t0()).unwrap());
+    let page = s.deliverable(t0(), 0, 10).unwrap();
+    assert_eq!(page.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [second.id.as_str()]);
+    assert!(b.open().still_deliverable(&second.id, 0, t0()).unwrap());
+    // A replay of the first makes it pending again: the second, read ahead, waits for it.
+    assert_eq!(b.open().replay(&Replay::Event(first.id.clone()), t0() + Duration::days(3), t0()).unwrap().len(), 1);
+    assert!(!s.still_deliverable(&second.id, 0, t0()).unwrap(), "sent before the replayed event it follows");
+    assert!(s.delivery_attempted(&first.id, "body", &Delivery::Delivered, t0()).unwrap());
+    // Another handle tried it meanwhile: its attempts changed.
+    let later = t0() + Duration::seconds(5);
+    assert!(b.open().delivery_attempted(&second.id, "b", &Delivery::RetryAt(later, "HTTP 500".into()), t0()).unwrap());
+    assert!(!s.still_deliverable(&second.id, 0, later).unwrap(), "tried by another handle since it was read");
+    assert!(!s.still_deliverable(&second.id, 1, t0()).unwrap(), "before its retry");
+    assert!(s.still_deliverable(&second.id, 1, later).unwrap());
+}
+
 /// Attempts recorded together are each recorded as if alone, in order, in one transaction: a delivered one makes
 /// the next event of its stream deliverable, a retry holds its stream until it is due, one whose event is no longer
 /// pending writes nothing (false), and an empty batch writes nothing.

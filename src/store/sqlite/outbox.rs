@@ -137,6 +137,18 @@ impl Outbox for SqliteStore {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
+    fn still_deliverable(&self, id: &str, attempts: u32, now: DateTime<Utc>) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM outbox o WHERE o.id = ?1 AND o.state = 'pending' AND o.attempts = ?2
+                   AND o.next_attempt_at <= ?3
+                   AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.state = 'pending' AND e.stream = o.stream
+                                     AND e.sequence < o.sequence)",
+            )?
+            .exists(params![id, attempts as i64, secs(now)])?)
+    }
+
     fn deliveries_attempted(&self, attempts: &[DeliveryAttempt], now: DateTime<Utc>) -> Result<Vec<bool>> {
         if attempts.is_empty() {
             return Ok(Vec::new());
