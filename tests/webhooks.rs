@@ -398,3 +398,33 @@ fn with_webhooks_off_the_backlog_gauge_follows_the_passes() {
         common::http_get(port, "/metrics").is_some_and(|(_, m)| m.lines().any(|l| l == "billd_webhook_backlog 4"))
     });
 }
+
+/// An outside review: a SIGHUP that moved `webhooks.url` (or turned webhooks off, or rotated the secret) was taken
+/// only once the whole backlog had gone to the old url, signed with the old secret (572 requests over 30 s). A
+/// round now stops sending when the settings change; the new url gets the rest.
+#[test]
+fn a_reload_moving_the_url_is_taken_at_once_not_after_the_backlog() {
+    let (old, new) = (Receiver::start(), Receiver::start());
+    old.latency(500, 500);
+    let subs: String = (0..60).map(|i| sub(&format!("s{i:02}"), "cust-a", "monthly", "2030-01-01")).collect();
+    let body = format!("{MONTHLY}{subs}\n[webhooks]\nurl = \"{}\"\nconcurrency = 1\n", old.url());
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
+    let daemon = w
+        .billd()
+        .env("BILLD_WEBHOOKS__SECRET", SECRET)
+        .args(["run", "--as-of", "2030-01-01T10:00:00+09:00", "--simulate"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = daemon.id();
+    let _daemon = KillOnDrop(daemon);
+    // 120 events at half a second each, one at a time: a minute of backlog for the old url.
+    common::wait_for("the old url getting events", || !old.got().is_empty());
+    let config = std::fs::read_to_string(&w.config).unwrap().replace(&old.url(), &new.url());
+    std::fs::write(&w.config, config).unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    common::wait_for("the new url getting events", || !new.got().is_empty());
+    assert!(old.got().len() < 60, "the old url got {} events", old.got().len());
+    assert!(new.got().iter().all(|g| g.verified));
+}

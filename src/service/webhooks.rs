@@ -92,7 +92,9 @@ pub async fn serve<S: Store>(
                 pause = HOUSEKEEPING.saturating_sub(last_housekeeping.map_or(Duration::ZERO, |t| t.elapsed()));
                 return anyhow::Ok(());
             }
-            d.deliver_due(&store, &metrics, || clock.now()).await?;
+            // A reload is taken at once, not after the backlog: the round stops sending when the settings change.
+            let changed = settings.clone();
+            d.deliver_due(&store, &metrics, || clock.now(), || changed.has_changed().unwrap_or(true)).await?;
             if let Some(next) = db(&store, |s| s.next_delivery()).await? {
                 pause = pause.min(clock.real_until(next));
             }

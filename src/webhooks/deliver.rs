@@ -113,10 +113,10 @@ impl Deliverer {
         let store = Arc::new(Mutex::new(store));
         housekeep(&store, &self.settings, now).await?;
         let Some(sending) = &self.settings.send else {
-            return self.deliver_due(&store, metrics, || now).await;
+            return self.deliver_due(&store, metrics, || now, || false).await;
         };
         let budget = TICK_BUDGET.max(sending.timeout * 2);
-        let round = match tokio::time::timeout(budget, self.deliver_due(&store, metrics, || now)).await {
+        let round = match tokio::time::timeout(budget, self.deliver_due(&store, metrics, || now, || false)).await {
             Ok(round) => round?,
             Err(_) => {
                 tracing::warn!(
@@ -143,15 +143,17 @@ impl Deliverer {
     }
 
     /// [`deliver_due`] with these settings (nothing when webhooks are off). `now`: the billing clock, read at each
-    /// step (events written meanwhile, by a pass, are delivered in the same call).
+    /// step (events written meanwhile, by a pass, are delivered in the same call); `stop`: read at each step, true
+    /// to stop sending (what is out is answered and recorded first).
     pub async fn deliver_due<S: Store>(
         &self,
         store: &Arc<Mutex<S>>,
         metrics: &Metrics,
         now: impl Fn() -> DateTime<Utc>,
+        stop: impl Fn() -> bool,
     ) -> Result<Round> {
         match &self.client {
-            Some(c) => deliver_due(store, c, &self.settings, metrics, now).await,
+            Some(c) => deliver_due(store, c, &self.settings, metrics, now, stop).await,
             None => Ok(Round::default()),
         }
     }
@@ -194,6 +196,7 @@ async fn deliver_due<S: Store>(
     settings: &Settings,
     metrics: &Metrics,
     now: impl Fn() -> DateTime<Utc>,
+    stop: impl Fn() -> bool,
 ) -> Result<Round> {
     let mut total = Round::default();
     let Some(sending) = &settings.send else {
@@ -219,12 +222,16 @@ async fn deliver_due<S: Store>(
     let mut look_again = tokio::time::interval_at(tokio::time::Instant::now() + LOOK_AGAIN, LOOK_AGAIN);
     look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while inflight.len() < concurrency
+        // Told to stop (the settings changed: webhooks off, another url or secret): nothing more is sent; what is
+        // out is answered and recorded first.
+        let stopping = stop();
+        while !stopping
+            && inflight.len() < concurrency
             && let Some((e, at)) = ready.pop_front()
         {
             inflight.push(attempt(store, client, settings, sending, metrics, e, at));
         }
-        if reading.is_none() && !at_end && ready.len() < concurrency {
+        if !stopping && reading.is_none() && !at_end && ready.len() < concurrency {
             let at = now();
             reading = Some((blocking(store, move |s| s.deliverable(at, after, ROUND)), at));
         }
@@ -232,9 +239,9 @@ async fn deliver_due<S: Store>(
             let (batch, at) = (std::mem::take(&mut outcomes), now());
             writing = Some(blocking(store, move |s| s.deliveries_attempted(&batch, at).map(|_| batch)));
         }
-        if reading.is_none() && writing.is_none() && inflight.is_empty() && ready.is_empty() {
+        if reading.is_none() && writing.is_none() && inflight.is_empty() && (ready.is_empty() || stopping) {
             // At the end (else a read would be under way), everything sent and written.
-            if settled_since_start {
+            if settled_since_start && !stopping {
                 (after, at_end, settled_since_start) = (0, false, false);
                 continue;
             }
