@@ -428,3 +428,38 @@ fn a_reload_moving_the_url_is_taken_at_once_not_after_the_backlog() {
     assert!(old.got().len() < 60, "the old url got {} events", old.got().len());
     assert!(new.got().iter().all(|g| g.verified));
 }
+
+/// An outside review: one subscription's hung delivery held other subscriptions' next events for its whole
+/// timeout when those were behind the read cursor (written before delivery began): the read started again from
+/// the beginning only once nothing was out. It now starts again at once.
+#[test]
+fn a_hung_delivery_does_not_hold_another_subscriptions_next_event_written_before_it() {
+    let r = Receiver::start();
+    let b = sub("b", "cust-a", "monthly", "2030-01-01");
+    let w = World::new(Setup { body: &format!("{MONTHLY}{b}"), ..Default::default() });
+    w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
+    // Webhooks off: b's created and charge.paid are written, then "hang"'s (after them): none sent.
+    w.tick("2030-01-01T10:00:00+09:00");
+    let hang = sub("hang", "cust-a", "monthly", "2030-01-01");
+    std::fs::write(&w.config, format!("{}{hang}", std::fs::read_to_string(&w.config).unwrap())).unwrap();
+    w.tick("2030-01-01T10:00:01+09:00");
+    let on = format!(
+        "{}\n[webhooks]\nurl = \"{}\"\ntimeout = \"60s\"\nmax_age = \"30d\"\n",
+        std::fs::read_to_string(&w.config).unwrap(),
+        r.url()
+    );
+    std::fs::write(&w.config, on).unwrap();
+    let daemon = w
+        .billd()
+        .env("BILLD_WEBHOOKS__SECRET", SECRET)
+        .args(["run", "--as-of", "2030-01-01T10:00:05+09:00", "--simulate"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = KillOnDrop(daemon);
+    // The first read finds b's first event and "hang"'s first (b's second waits for b's first): once b's first is
+    // delivered, b's second is behind the cursor, while "hang"'s first is out for 60 s.
+    common::wait_for("both of b's events delivered", || {
+        r.kinds().iter().filter(|(_, s, _)| s == "b").map(|(_, _, n)| *n).collect::<Vec<_>>() == [1, 2]
+    });
+}

@@ -211,7 +211,7 @@ async fn deliver_due<S: Store>(
     let mut outcomes: Vec<DeliveryAttempt> = Vec::new();
     let mut reading: Option<(Task<Vec<OutboxEvent>>, DateTime<Utc>)> = None;
     let mut writing: Option<Task<Vec<DeliveryAttempt>>> = None;
-    // Forward over the outbox by position. At its end, with nothing in flight, again from the start only if
+    // Forward over the outbox by position. At its end, again from the start (not waiting for what is out) only if
     // something was settled (delivered or given up) since the last start: that makes the next event of its
     // stream deliverable, perhaps behind the cursor.
     let (mut after, mut at_end, mut settled_since_start) = (0, false, false);
@@ -231,6 +231,12 @@ async fn deliver_due<S: Store>(
         {
             inflight.push(attempt(store, client, settings, sending, metrics, e, at));
         }
+        // At the cursor's end with something settled since the last start: again from the start at once, without
+        // waiting for what is still out (a hung app's request held every other subscription's next event, behind
+        // the cursor, for its whole timeout). What is out or was tried is not read twice (`tried`).
+        if !stopping && reading.is_none() && at_end && settled_since_start {
+            (after, at_end, settled_since_start) = (0, false, false);
+        }
         if !stopping && reading.is_none() && !at_end && ready.len() < concurrency {
             let at = now();
             reading = Some((blocking(store, move |s| s.deliverable(at, after, ROUND)), at));
@@ -241,10 +247,6 @@ async fn deliver_due<S: Store>(
         }
         if reading.is_none() && writing.is_none() && inflight.is_empty() && (ready.is_empty() || stopping) {
             // At the end (else a read would be under way), everything sent and written.
-            if settled_since_start && !stopping {
-                (after, at_end, settled_since_start) = (0, false, false);
-                continue;
-            }
             break;
         }
         tokio::select! {
