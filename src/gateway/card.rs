@@ -59,20 +59,26 @@ const MAX_SEPARATOR: usize = 3;
 /// The most digits of a card number (ISO/IEC 7812).
 const CARD_DIGITS_MAX: usize = 19;
 
-/// The digit chains of `chars`, as ranges of positions from the first digit to the last: groups of ASCII digits,
+/// A digit, as card data could be written: ASCII, or any other decimal digit (fullwidth `４２４２`, other scripts'),
+/// which a reader takes for the same number.
+fn is_digit(c: char) -> bool {
+    c.is_ascii_digit() || (!c.is_ascii() && c.is_numeric())
+}
+
+/// The digit chains of `chars`, as ranges of positions from the first digit to the last: groups of digits,
 /// each two separated by 1 to [`MAX_SEPARATOR`] characters that are neither letters nor digits (whatever they are:
 /// `*`, `.`, `,`, `/`, `_`, spaces).
 fn chains(chars: &[char]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
-        if !chars[i].is_ascii_digit() {
+        if !is_digit(chars[i]) {
             i += 1;
             continue;
         }
         let start = i;
         let mut end = i;
-        while end < chars.len() && chars[end].is_ascii_digit() {
+        while end < chars.len() && is_digit(chars[end]) {
             end += 1;
         }
         loop {
@@ -80,11 +86,11 @@ fn chains(chars: &[char]) -> Vec<std::ops::Range<usize>> {
             while k < chars.len() && k - end <= MAX_SEPARATOR && !chars[k].is_alphanumeric() {
                 k += 1;
             }
-            if k == end || k - end > MAX_SEPARATOR || !chars.get(k).is_some_and(char::is_ascii_digit) {
+            if k == end || k - end > MAX_SEPARATOR || !chars.get(k).is_some_and(|c| is_digit(*c)) {
                 break;
             }
             end = k;
-            while end < chars.len() && chars[end].is_ascii_digit() {
+            while end < chars.len() && is_digit(chars[end]) {
                 end += 1;
             }
         }
@@ -97,7 +103,7 @@ fn chains(chars: &[char]) -> Vec<std::ops::Range<usize>> {
 /// Whether `text` holds what could be a card number: a chain of 13 or more digits (see [`redact_numbers`]).
 pub fn holds_card_number(text: &str) -> bool {
     let chars: Vec<char> = text.chars().collect();
-    chains(&chars).into_iter().any(|r| chars[r].iter().filter(|c| c.is_ascii_digit()).count() >= 13)
+    chains(&chars).into_iter().any(|r| chars[r].iter().filter(|c| is_digit(**c)).count() >= 13)
 }
 
 /// Blanks what could be card data in free text. A chain of digit groups separated by short runs of characters
@@ -108,17 +114,17 @@ pub fn holds_card_number(text: &str) -> bool {
 /// codes (`9,900`, `10:00`, `-1`) stay as they are. One step of [`crate::gateway::redact::Redactor::clean`], which
 /// gateway text goes through (it also blanks what billd sent, such as the 2 PIN digits this leaves).
 pub fn redact_numbers(text: &str) -> String {
-    if !text.bytes().any(|b| b.is_ascii_digit()) {
+    if !text.chars().any(is_digit) {
         return text.to_owned();
     }
     let mut chars: Vec<char> = text.chars().collect();
-    let digit = |c: &char| c.is_ascii_digit();
+    let digit = |c: &char| is_digit(*c);
     for chain in chains(&chars) {
         let n = chars[chain.clone()].iter().filter(|c| digit(c)).count();
         if n >= 13 {
             let mut seen = 0;
             for c in &mut chars[chain] {
-                if c.is_ascii_digit() {
+                if is_digit(*c) {
                     seen += 1;
                     if n > CARD_DIGITS_MAX || (seen > 6 && seen <= n - 4) {
                         *c = '*';
@@ -136,7 +142,7 @@ pub fn redact_numbers(text: &str) -> String {
                 end += 1;
             }
             if chars[at..end].iter().filter(|c| digit(c)).count() >= 6 {
-                chars[at..end].iter_mut().filter(|c| c.is_ascii_digit()).for_each(|c| *c = '*');
+                chars[at..end].iter_mut().filter(|c| is_digit(**c)).for_each(|c| *c = '*');
             }
             at = end;
             while at < chain.end && !digit(&chars[at]) {
@@ -273,6 +279,18 @@ mod tests {
             redact_numbers("HTTP 502 at 10:00, code -1, amount 9900"),
             "HTTP 502 at 10:00, code -1, amount 9900"
         );
+    }
+
+    /// A card number in fullwidth (or another script's) digits is the same number to a reader: an unsigned
+    /// notification's merchant_uid of `４２４２４２４２４２４２４２４２` was logged whole.
+    #[test]
+    fn a_card_number_in_fullwidth_digits_is_masked_too() {
+        let wide = "４２４２４２４２４２４２４２４２";
+        assert!(holds_card_number(wide));
+        assert_eq!(redact_numbers(&format!("uid {wide}")), "uid ４２４２４２******４２４２");
+        assert_eq!(redact_numbers("uid 4242４２４２4242４２４２"), "uid 4242４２******４２４２");
+        // Korean text and amounts stay as they are.
+        assert_eq!(redact_numbers("잔액부족 9,900원"), "잔액부족 9,900원");
     }
 
     /// Issue 24 hardening, F1: a card number whose digit groups are separated by anything but one space or dash
