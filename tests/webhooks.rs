@@ -221,15 +221,7 @@ fn the_daemon_delivers_and_a_hanging_app_holds_back_no_charge() {
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
     // No delivery of subscription "hang"'s events ever gets an answer.
-    let daemon = w
-        .billd()
-        .env("BILLD_WEBHOOKS__SECRET", SECRET)
-        .args(["run", "--as-of", "2030-01-01T10:00:00+09:00", "--simulate"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = daemon.id();
-    let _daemon = KillOnDrop(daemon);
+    let (pid, _daemon) = daemon(&w, true, &["--as-of", "2030-01-01T10:00:00+09:00", "--simulate"]);
     let outbox = |sub: &str| -> Vec<(String, String, i64)> {
         let db = w.db();
         // (Empty until the daemon has made the book.)
@@ -381,13 +373,7 @@ fn with_webhooks_off_the_backlog_gauge_follows_the_passes() {
     let body = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n{MONTHLY}{subs}");
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
-    let daemon = w
-        .billd()
-        .args(["run", "--as-of", "2029-12-31T10:00:00+09:00", "--simulate", "--speed", "86400"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = KillOnDrop(daemon);
+    let (_, _daemon) = daemon(&w, false, &["--as-of", "2029-12-31T10:00:00+09:00", "--simulate", "--speed", "86400"]);
     // Two subscription.created, then (a simulated day later) two charge.paid: four kept unsent.
     common::wait_for("both charges paid", || {
         w.db()
@@ -410,15 +396,7 @@ fn a_reload_moving_the_url_is_taken_at_once_not_after_the_backlog() {
     let body = format!("{MONTHLY}{subs}\n[webhooks]\nurl = \"{}\"\nconcurrency = 1\n", old.url());
     let w = World::new(Setup { body: &body, ..Default::default() });
     w.sandbox.register_customer("cust-a", cards::APPROVE).unwrap();
-    let daemon = w
-        .billd()
-        .env("BILLD_WEBHOOKS__SECRET", SECRET)
-        .args(["run", "--as-of", "2030-01-01T10:00:00+09:00", "--simulate"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = daemon.id();
-    let _daemon = KillOnDrop(daemon);
+    let (pid, _daemon) = daemon(&w, true, &["--as-of", "2030-01-01T10:00:00+09:00", "--simulate"]);
     // 120 events at half a second each, one at a time: a minute of backlog for the old url.
     common::wait_for("the old url getting events", || !old.got().is_empty());
     let config = std::fs::read_to_string(&w.config).unwrap().replace(&old.url(), &new.url());
@@ -449,17 +427,20 @@ fn a_hung_delivery_does_not_hold_another_subscriptions_next_event_written_before
         r.url()
     );
     std::fs::write(&w.config, on).unwrap();
-    let daemon = w
-        .billd()
-        .env("BILLD_WEBHOOKS__SECRET", SECRET)
-        .args(["run", "--as-of", "2030-01-01T10:00:05+09:00", "--simulate"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = KillOnDrop(daemon);
+    let (_, _daemon) = daemon(&w, true, &["--as-of", "2030-01-01T10:00:05+09:00", "--simulate"]);
     // The first read finds b's first event and "hang"'s first (b's second waits for b's first): once b's first is
     // delivered, b's second is behind the cursor, while "hang"'s first is out for 60 s.
     common::wait_for("both of b's events delivered", || {
         r.kinds().iter().filter(|(_, s, _)| s == "b").map(|(_, _, n)| *n).collect::<Vec<_>>() == [1, 2]
     });
+}
+
+/// `billd run ARGS` in `w` (with the receiver's secret when `secret`), killed when the test ends: its pid and guard.
+fn daemon(w: &World, secret: bool, args: &[&str]) -> (u32, KillOnDrop) {
+    let mut c = w.billd();
+    if secret {
+        c.env("BILLD_WEBHOOKS__SECRET", SECRET);
+    }
+    let child = c.arg("run").args(args).stderr(std::process::Stdio::null()).spawn().unwrap();
+    (child.id(), KillOnDrop(child))
 }
