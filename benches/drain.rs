@@ -31,7 +31,7 @@
 
 use billd::billing::dunning::Decision;
 use billd::realtime::{RealClock, SystemClock};
-use billd::store::sqlite::SqliteStore;
+use billd::store::sqlite;
 use billd::store::{AttemptResult, Ledger, NewPeriod, Recorded, from_ts};
 use billd_sandbox::{Latency, Sandbox, SandboxConfig, cards};
 use chrono::{Duration as Days, Utc};
@@ -490,7 +490,7 @@ fn with_webhooks(n: usize, on: bool, daemon: bool) -> Res<f64> {
 /// (`open_and_claim`, as billd's pass claims them, and the "go" writes before their requests leave), each recorded paid in groups of 128, one thread, no HTTP. Returns
 /// the CPU seconds of this thread in the intent transactions and in the outcome transactions.
 fn store_alone(db: &std::path::Path, n: usize, now: i64) -> Res<(f64, f64)> {
-    let store = SqliteStore::open(db).map_err(|e| format!("store alone: {e:#}"))?;
+    let store = sqlite::open(db).map_err(|e| format!("store alone: {e:#}"))?;
     let now = from_ts(now);
     let (mut intents, mut outcomes, mut claimed) = (0u64, 0u64, 0usize);
     loop {

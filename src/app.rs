@@ -4,7 +4,7 @@
 use crate::config::{self, Config, Secret};
 use crate::engine::Engine;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite;
 use anyhow::{Context, Result, anyhow};
 use std::path::Path;
 use tracing::warn;
@@ -41,7 +41,7 @@ pub fn gateway_with(cfg: &Config, secret: Secret) -> PaymentGateway {
 /// (passes, `sync`, `import`, `subscriptions add`, one-time charges, card commands); the others take
 /// [`existing_store`] or [`listed_store`], so that a mistyped `billing.database` never leaves a stray empty book.
 pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
-    SqliteStore::open(&cfg.billing.database)
+    sqlite::open(&cfg.billing.database)
 }
 
 /// The book the config names, which must exist: for commands that change what is in it (pause, cancel, refund, ...).
@@ -50,7 +50,7 @@ pub fn existing_store(cfg: &Config) -> Result<impl Store + use<>> {
     if !path.exists() {
         anyhow::bail!("{}", no_book(cfg));
     }
-    SqliteStore::open(path)
+    sqlite::open(path)
 }
 
 /// The book the config names for a listing: if there is none yet, an empty one in memory (the listing then shows
@@ -58,10 +58,10 @@ pub fn existing_store(cfg: &Config) -> Result<impl Store + use<>> {
 pub fn listed_store(cfg: &Config) -> Result<impl Store + use<>> {
     let path = &cfg.billing.database;
     if path.exists() {
-        return SqliteStore::open(path);
+        return sqlite::open(path);
     }
     eprintln!("note: {}", no_book(cfg));
-    SqliteStore::empty(path)
+    sqlite::empty(path)
 }
 
 /// Why there is no book to show or change, naming the key and the file that point to it.

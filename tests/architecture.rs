@@ -148,17 +148,17 @@ fn no_two_modules_import_each_other() {
     // other files use); issue 27's move of its logic into `store/sql/` untangles them. No new loop: these edges are
     // the only ones allowed back.
     const KNOWN: &[(&str, &str)] = &[
-        ("store::sqlite::stale", "store::sqlite::ledger"),
-        ("store::sqlite::events", "store::sqlite::outbox"),
-        ("store::sqlite::lifecycle", "store::sqlite::book"),
-        ("store::sqlite::credit", "store::sqlite::book"),
-        ("store::sqlite::ledger", "store::sqlite::book"),
-        ("store::sqlite::changes", "store::sqlite::book"),
-        ("store::sqlite::sync", "store::sqlite::book"),
-        ("store::sqlite::stale", "store::sqlite::book"),
-        ("store::sqlite::record", "store::sqlite::book"),
-        ("store::sqlite::one_time", "store::sqlite::outbox"),
-        ("store::sqlite::views", "store::sqlite::book"),
+        ("store::sql::stale", "store::sql::ledger"),
+        ("store::sql::events", "store::sql::outbox"),
+        ("store::sql::lifecycle", "store::sql::book"),
+        ("store::sql::credit", "store::sql::book"),
+        ("store::sql::ledger", "store::sql::book"),
+        ("store::sql::changes", "store::sql::book"),
+        ("store::sql::sync", "store::sql::book"),
+        ("store::sql::stale", "store::sql::book"),
+        ("store::sql::record", "store::sql::book"),
+        ("store::sql::one_time", "store::sql::outbox"),
+        ("store::sql::views", "store::sql::book"),
     ];
     for (from, to) in KNOWN {
         let there = files.get_mut(*from).is_some_and(|edges| edges.remove(*to));

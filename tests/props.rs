@@ -22,7 +22,8 @@ use billd::billing::calendar::{Calendar, ChargeClock, Interval, Unit};
 use billd::config::Config;
 use billd::engine::Engine;
 use billd::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup, Payment};
-use billd::store::sqlite::SqliteStore as Store;
+use billd::store::sql::SqlStore as Store;
+use billd::store::sqlite;
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use proptest::prelude::*;
@@ -969,7 +970,7 @@ struct Process {
 impl Process {
     fn start(cfg: &Config, gateway: &Fake, clock: &ModelClock) -> Process {
         let fake = gateway.for_process();
-        let store = Store::open(&cfg.billing.database).expect("the database opens");
+        let store = sqlite::open(&cfg.billing.database).expect("the database opens");
         let engine = Engine::new(store, fake.clone(), cfg.clone()).with_real_clock(clock.clone());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Process { rt, engine, fake }
@@ -997,7 +998,7 @@ impl Process {
             let scratch = scratch.to_path_buf();
             self.rt
                 .block_on(self.engine.db(move |s| {
-                    *s = Store::open(&scratch)?;
+                    *s = sqlite::open(&scratch)?;
                     Ok(())
                 }))
                 .expect("the scratch database opens");

@@ -2,7 +2,8 @@
 //! database file.
 
 use billd::store::contract::Backend;
-use billd::store::sqlite::SqliteStore;
+use billd::store::sql::SqlStore;
+use billd::store::sqlite;
 
 /// A fresh SQLite book in a temporary folder; each `open` is a new connection to the same file.
 struct Sqlite(tempfile::TempDir);
@@ -14,10 +15,10 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
-    type Store = SqliteStore;
+    type Store = SqlStore;
 
-    fn open(&self) -> SqliteStore {
-        SqliteStore::open(&self.0.path().join("billd.sqlite3")).unwrap()
+    fn open(&self) -> SqlStore {
+        sqlite::open(&self.0.path().join("billd.sqlite3")).unwrap()
     }
 }
 

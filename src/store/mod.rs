@@ -25,6 +25,7 @@
 
 pub mod contract;
 mod notices;
+pub mod sql;
 pub mod sqlite;
 mod values;
 

@@ -1,38 +1,17 @@
-//! The SQLite adapter of the storage contract: `SqliteStore` (open, pragmas, write transactions) and the
-//! conversions at its edge (instants as UNIX seconds, statuses as their spelling); one file per concern below.
+//! The SQLite backend of the SQL store: opening a book file (pragmas, file trust, migrations), its write
+//! transactions, the scheduler's lock, and `Db` over a rusqlite connection.
 
-mod book;
-mod changes;
-mod credit;
-mod events;
-mod import;
-mod ledger;
-mod lifecycle;
-mod names;
-mod notices;
-mod one_time;
-mod outbox;
-mod record;
-mod refunds;
 mod schema;
-mod stale;
-mod sync;
 #[cfg(test)]
 mod tests;
-mod views;
 
 pub use schema::SCHEMA_VERSION;
 
-use crate::billing::model::{Source, Status};
-use crate::billing::quiet::RealInstant;
-use crate::store::{
-    ChangeState, ChangeTiming, ChargeStatus, Failure, OneTimeKind, PeriodState, RefundSource, RefundStatus, Store,
-    from_ts,
-};
+use crate::store::sql::db::{Cell, Db, Param, Row, ToParam};
+use crate::store::sql::{Backend, SqlStore, Tx};
 use anyhow::{Context, Result, anyhow, bail};
-use chrono::{DateTime, Utc};
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,18 +19,28 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An open billd database (one SQLite file in WAL mode, `synchronous=FULL`).
-pub struct SqliteStore {
+pub struct Sqlite {
     conn: Connection,
     path: PathBuf,
     /// The database file itself, open for the life of the handle (declared after `conn`, so closed after it: SQLite's
     /// own POSIX locks are not disturbed), for the scheduler's lock ([`Store::claim_scheduler`]). `None`: an empty
-    /// book in memory ([`SqliteStore::empty`]).
+    /// book in memory ([`empty`]).
     file: Option<std::fs::File>,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) and migrates the database at `path`.
-    pub fn open(path: &Path) -> Result<SqliteStore> {
+/// Opens (creating if needed) and migrates the book file at `path`.
+pub fn open(path: &Path) -> Result<SqlStore> {
+    Sqlite::open(path).map(SqlStore::new)
+}
+
+/// An empty book in memory at this build's schema, named `path` in messages: what a database not created yet
+/// would list (nothing), without creating a file. It cannot be claimed as a scheduler.
+pub fn empty(path: &Path) -> Result<SqlStore> {
+    Sqlite::empty(path).map(SqlStore::new)
+}
+
+impl Sqlite {
+    fn open(path: &Path) -> Result<Sqlite> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
         }
@@ -86,7 +75,7 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("database {}: cannot open", path.display()))?;
-        let store = SqliteStore { conn, path: path.to_path_buf(), file: Some(file) };
+        let store = Sqlite { conn, path: path.to_path_buf(), file: Some(file) };
         store.configure().with_context(|| format!("database {}", path.display()))?;
         // What SQLite opened is still the file checked above (not a symlink or another file swapped in since), and
         // the side files it made are private.
@@ -107,9 +96,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// An empty book in memory at this build's schema, named `path` in messages: what a database not created yet
-    /// would list (nothing), without creating a file. It cannot be claimed as a scheduler.
-    pub fn empty(path: &Path) -> Result<SqliteStore> {
+    fn empty(path: &Path) -> Result<Sqlite> {
         // Where it would be is checked as for a real one (a shared folder is refused before anything is there).
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
@@ -117,13 +104,9 @@ impl SqliteStore {
         crate::private::check_folder(path).map_err(|e| anyhow!("database {e}"))?;
         let conn = Connection::open_in_memory().context("cannot open an empty book in memory")?;
         conn.execute_batch("PRAGMA foreign_keys=ON;")?;
-        let store = SqliteStore { conn, path: path.to_path_buf(), file: None };
+        let store = Sqlite { conn, path: path.to_path_buf(), file: None };
         schema::migrate(&store.conn, &store.path)?;
         Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn configure(&self) -> Result<()> {
@@ -148,22 +131,25 @@ impl SqliteStore {
         self.conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         Ok(())
     }
-
-    /// A write transaction (`BEGIN IMMEDIATE`: it takes the write lock at once, waiting up to the busy timeout, so
-    /// every read inside it sees what the writes are decided on). One handle runs one transaction at a time.
-    fn tx(&self) -> Result<Transaction<'_>> {
-        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .with_context(|| format!("database {}: cannot start a write transaction", self.path.display()))
-    }
-
-    /// Direct access for this adapter's own tests.
-    #[cfg(test)]
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
-    }
 }
 
-impl Store for SqliteStore {
+impl Backend for Sqlite {
+    fn db(&self) -> &dyn Db {
+        &self.conn
+    }
+
+    /// `BEGIN IMMEDIATE`: it takes the write lock at once, waiting up to the busy timeout.
+    fn write(&self) -> Result<Box<dyn Tx + '_>> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .with_context(|| format!("database {}: cannot start a write transaction", self.path.display()))?;
+        Ok(Box::new(tx))
+    }
+
+    /// `BEGIN DEFERRED`: its snapshot is taken at its first read.
+    fn read(&self) -> Result<Box<dyn Tx + '_>> {
+        Ok(Box::new(self.conn.unchecked_transaction()?))
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
@@ -189,74 +175,77 @@ impl Store for SqliteStore {
     }
 }
 
-// ---- the edge: instants and statuses as stored ------------------------------------------------------------------
+// ---- Db over a rusqlite connection ------------------------------------------------------------------------------
 
-/// An instant as stored: UNIX seconds, rounded down.
-fn secs(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
-}
+/// A bound parameter, as rusqlite binds it (text borrowed, not copied).
+struct Bound<'a>(&'a dyn ToParam);
 
-/// A "not before" instant as stored (a check time): UNIX seconds, rounded up, so that rounding never makes it
-/// earlier.
-fn secs_ceil(t: DateTime<Utc>) -> i64 {
-    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
-}
-
-/// A stored instant.
-fn at(t: i64) -> DateTime<Utc> {
-    from_ts(t)
-}
-
-/// A real instant as stored: `doubt_wall_ms`, `doubt_boot_ms`, `doubt_boot_id` (`None`: no wall reading).
-fn real_from(wall_ms: Option<i64>, boot_ms: Option<i64>, boot_id: Option<String>) -> Option<RealInstant> {
-    Some(RealInstant { wall_ms: wall_ms?, boot: boot_id.zip(boot_ms) })
-}
-
-/// A real instant's three stored columns.
-fn real_cols(t: &RealInstant) -> (i64, Option<i64>, Option<&str>) {
-    (t.wall_ms, t.boot.as_ref().map(|b| b.1), t.boot.as_ref().map(|b| b.0.as_str()))
-}
-
-/// Statuses are stored as their spelling (`as_str`), and refused when read back as anything else.
-macro_rules! spelled_sql {
-    ($($t:ty),+) => {$(
-        impl ToSql for $t {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
-            }
-        }
-
-        impl FromSql for $t {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                let text = value.as_str()?;
-                <$t>::parse(text).ok_or_else(|| {
-                    FromSqlError::Other(format!("bad {} {text:?}", stringify!($t)).into())
-                })
-            }
-        }
-    )+};
-}
-
-spelled_sql!(
-    ChargeStatus,
-    ChangeState,
-    ChangeTiming,
-    Failure,
-    OneTimeKind,
-    PeriodState,
-    RefundSource,
-    RefundStatus,
-    Status
-);
-
-impl ToSql for Source {
+impl ToSql for Bound<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
+        Ok(match self.0.to_param() {
+            Param::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Param::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(i)),
+            Param::Real(r) => ToSqlOutput::Borrowed(ValueRef::Real(r)),
+            Param::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        })
     }
 }
 
-impl FromSql for Source {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        Ok(if value.as_str()? == "config" { Source::Config } else { Source::Manual })
+struct LiteRow<'a, 'b>(&'a rusqlite::Row<'b>);
+
+impl Row for LiteRow<'_, '_> {
+    fn cell(&self, i: usize) -> Result<Cell<'_>> {
+        Ok(match self.0.get_ref(i)? {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(n) => Cell::Int(n),
+            ValueRef::Real(r) => Cell::Real(r),
+            ValueRef::Text(t) => Cell::Text(std::str::from_utf8(t).with_context(|| format!("column {i}"))?),
+            ValueRef::Blob(_) => bail!("column {i}: expected a value, found a blob"),
+        })
+    }
+}
+
+/// Statements are prepared once per connection (rusqlite's statement cache).
+impl Db for Connection {
+    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize> {
+        let mut st = self.prepare_cached(sql)?;
+        Ok(st.execute(rusqlite::params_from_iter(params.iter().map(|p| Bound(*p))))?)
+    }
+
+    fn query_each(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        each: &mut dyn FnMut(&dyn Row) -> Result<bool>,
+    ) -> Result<()> {
+        let mut st = self.prepare_cached(sql)?;
+        let mut rows = st.query(rusqlite::params_from_iter(params.iter().map(|p| Bound(*p))))?;
+        while let Some(row) = rows.next()? {
+            if !each(&LiteRow(row))? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Db for Transaction<'_> {
+    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize> {
+        Db::execute(&**self, sql, params)
+    }
+
+    fn query_each(
+        &self,
+        sql: &str,
+        params: &[&dyn ToParam],
+        each: &mut dyn FnMut(&dyn Row) -> Result<bool>,
+    ) -> Result<()> {
+        (**self).query_each(sql, params, each)
+    }
+}
+
+impl Tx for Transaction<'_> {
+    fn commit(self: Box<Self>) -> Result<()> {
+        Ok((*self).commit()?)
     }
 }

@@ -1,12 +1,18 @@
 //! Tests of the SQLite adapter itself: its migrations, and guarantees that need SQL to set up (a large backlog).
 //! The contract's guarantees are tested for every adapter by `store::contract`.
 
-use super::SqliteStore as Store;
+use super::Sqlite;
 use super::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::billing::quiet::RealInstant;
+use crate::store::sql::SqlStore;
 use crate::store::{ChargeStatus, Failure, Ledger, OneTime, OneTimeCharge, OneTimeKind, from_ts};
 use rusqlite::Connection;
 use std::path::Path;
+
+/// The connection under a store this adapter opened.
+fn conn(store: &SqlStore) -> &Connection {
+    &store.backend::<Sqlite>().expect("a SQLite book").conn
+}
 
 /// A version-3 database (as billd 0.1 before migration 0004 left it) with a paid period, a declined one due
 /// for a retry and an attempt whose outcome is unknown.
@@ -40,9 +46,8 @@ fn v3_database(path: &Path) {
 #[test]
 fn unresolved_attempts_are_paged_by_key_each_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
-    store
-        .conn()
+    let store = super::open(&dir.path().join("billd.sqlite3")).unwrap();
+    conn(&store)
         .execute_batch(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
              INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date, anchor_date, anchor_period,
@@ -75,7 +80,7 @@ fn unresolved_attempts_are_paged_by_key_each_once() {
 #[test]
 fn a_late_answer_replaces_abandoned_but_nothing_replaces_a_settled_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
+    let store = super::open(&dir.path().join("billd.sqlite3")).unwrap();
     let charge = OneTimeCharge {
         merchant_uid: "m-1".into(),
         kind: OneTimeKind::Card,
@@ -126,8 +131,8 @@ fn migration_4_keeps_every_row_and_every_guarantee() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("billd.sqlite3");
     v3_database(&path);
-    let store = Store::open(&path).unwrap();
-    let c = store.conn();
+    let store = super::open(&path).unwrap();
+    let c = conn(&store);
     let one = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
     assert_eq!(one("PRAGMA user_version"), SCHEMA_VERSION as i64);
     assert_eq!(one("PRAGMA foreign_keys"), 1, "foreign keys are back on after the migration");
@@ -174,10 +179,9 @@ fn migration_4_keeps_every_row_and_every_guarantee() {
 #[test]
 fn the_bills_column_is_status_bills() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("b.sqlite3")).unwrap();
+    let store = super::open(&dir.path().join("b.sqlite3")).unwrap();
     for s in crate::billing::model::Status::ALL {
-        let bills: bool = store
-            .conn()
+        let bills: bool = conn(&store)
             .query_row(
                 "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
                    anchor_date, status, source, created_at, updated_at)
@@ -193,7 +197,7 @@ fn the_bills_column_is_status_bills() {
 
 /// Subscription `s` (plan p, 9900 a month, period 0 paid) with a change to plan q made now whose charge of 2500
 /// (`m-s-0-c1`) is pending.
-fn pending_change(store: &Store) {
+fn pending_change(store: &SqlStore) {
     use crate::billing::model::{Source, Status, Subscription};
     use crate::store::{Book, ChangeState, ChangeTiming, Changes, PlanChange};
     let date = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
@@ -219,7 +223,7 @@ fn pending_change(store: &Store) {
     };
     store.insert_manual(&sub, Some(from_ts(1_000_000)), from_ts(1)).unwrap();
     // Its period 0 paid (the change settles it).
-    store.conn.execute("UPDATE subscriptions SET next_period = 1 WHERE id = 's'", []).unwrap();
+    conn(store).execute("UPDATE subscriptions SET next_period = 1 WHERE id = 's'", []).unwrap();
     let change = PlanChange {
         subscription_id: "s".into(),
         timing: ChangeTiming::Now,
@@ -268,9 +272,9 @@ fn proration_charge() -> OneTimeCharge {
 fn a_paid_change_whose_subscription_moved_is_credited_back() {
     use crate::store::{Book, ChangeState, Changes};
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
+    let store = super::open(&dir.path().join("billd.sqlite3")).unwrap();
     pending_change(&store);
-    store.conn.execute("UPDATE subscriptions SET plan_id = 'r' WHERE id = 's'", []).unwrap();
+    conn(&store).execute("UPDATE subscriptions SET plan_id = 'r' WHERE id = 's'", []).unwrap();
     let (id, tries) = store
         .begin_one_time(&proration_charge(), &RealInstant::wall(1000), from_ts(11), 5000, from_ts(100), None)
         .unwrap()
@@ -278,8 +282,7 @@ fn a_paid_change_whose_subscription_moved_is_credited_back() {
     assert!(store.finish_one_time(id, tries, ChargeStatus::Paid, None, Some("imp_1"), None, from_ts(12)).unwrap());
     assert_eq!(store.plan_changes("s").unwrap()[0].state, ChangeState::Failed, "the change was left pending");
     assert_eq!(store.credit("s").unwrap(), 2500, "the paid charge was neither applied nor credited");
-    let credited: i64 = store
-        .conn
+    let credited: i64 = conn(&store)
         .query_row("SELECT count(*) FROM events WHERE kind = 'subscription.plan_change_credited'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(credited, 1);
@@ -293,17 +296,16 @@ fn a_paid_change_whose_subscription_moved_is_credited_back() {
 fn a_change_left_pending_with_its_charge_paid_is_settled_by_its_rerun() {
     use crate::store::{ChangeState, Changes};
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("billd.sqlite3")).unwrap();
+    let store = super::open(&dir.path().join("billd.sqlite3")).unwrap();
     pending_change(&store);
     // As an older billd left it: the plan moved, the charge paid, the change still pending.
-    store.conn.execute("UPDATE subscriptions SET plan_id = 'r' WHERE id = 's'", []).unwrap();
+    conn(&store).execute("UPDATE subscriptions SET plan_id = 'r' WHERE id = 's'", []).unwrap();
     let (id, tries) = store
         .begin_one_time(&proration_charge(), &RealInstant::wall(1000), from_ts(11), 5000, from_ts(100), None)
         .unwrap()
         .unwrap();
     // The outcome recorded without the change's settlement (what the older billd's settle_in did: an event only).
-    store
-        .conn
+    conn(&store)
         .execute(
             "UPDATE one_time_charges SET status = 'paid', imp_uid = 'imp_1' WHERE id = ?1 AND tries = ?2",
             [id, tries],
@@ -324,9 +326,8 @@ fn migration_22_drops_the_pause_end_of_what_dunning_suspended() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("billd.sqlite3");
     {
-        let store = Store::open(&path).unwrap();
-        store
-            .conn()
+        let store = super::open(&path).unwrap();
+        conn(&store)
             .execute_batch(
                 "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval,
                    start_date, anchor_date, anchor_period, next_period, next_due_at, status, source, created_at,
@@ -339,14 +340,13 @@ fn migration_22_drops_the_pause_end_of_what_dunning_suspended() {
             )
             .unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = super::open(&path).unwrap();
     let ends: Vec<(String, Option<i64>)> = {
-        let mut st = store.conn().prepare("SELECT id, resume_at FROM subscriptions ORDER BY id").unwrap();
+        let mut st = conn(&store).prepare("SELECT id, resume_at FROM subscriptions ORDER BY id").unwrap();
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(ends, [("d".to_string(), None), ("o".to_string(), Some(6000))]);
-    let said: i64 = store
-        .conn()
+    let said: i64 = conn(&store)
         .query_row(
             "SELECT count(*) FROM events WHERE kind = 'subscription.resume_dropped' AND subscription_id = 'd'",
             [],
@@ -363,8 +363,8 @@ fn migration_22_drops_the_pause_end_of_what_dunning_suspended() {
 #[test]
 fn no_rule_in_the_schema_lists_three_values_or_more() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("b.sqlite3")).unwrap();
-    let mut st = store.conn().prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").unwrap();
+    let store = super::open(&dir.path().join("b.sqlite3")).unwrap();
+    let mut st = conn(&store).prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").unwrap();
     let schema: Vec<(String, String)> =
         st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
     let mut long_lists = Vec::new();
@@ -456,12 +456,12 @@ fn migration_23_keeps_every_row_of_the_tables_it_rebuilds() {
         rows(&conn)
     };
     assert!(before.iter().all(|t| !t.is_empty()));
-    let store = Store::open(&path).unwrap();
-    assert_eq!(rows(store.conn()), before);
+    let store = super::open(&path).unwrap();
+    assert_eq!(rows(conn(&store)), before);
     let broken: i64 =
-        store.conn().query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        conn(&store).query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
     assert_eq!(broken, 0);
-    let ok: String = store.conn().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = conn(&store).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
 }
 
@@ -471,16 +471,23 @@ fn migration_23_keeps_every_row_of_the_tables_it_rebuilds() {
 #[test]
 fn event_ids_sort_in_the_order_events_are_written() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("b.sqlite3")).unwrap();
+    let store = super::open(&dir.path().join("b.sqlite3")).unwrap();
     for i in 0..40 {
         let extra = serde_json::Map::new();
-        super::outbox::publish(store.conn(), i, "charge.paid", None, super::outbox::About::OneTime("none"), extra)
-            .unwrap();
+        crate::store::sql::publish(
+            conn(&store),
+            i,
+            "charge.paid",
+            None,
+            crate::store::sql::About::OneTime("none"),
+            extra,
+        )
+        .unwrap();
         if i % 10 == 9 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
-    let mut st = store.conn().prepare("SELECT id FROM outbox ORDER BY seq").unwrap();
+    let mut st = conn(&store).prepare("SELECT id FROM outbox ORDER BY seq").unwrap();
     let ids: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     let instants: Vec<&str> = ids.iter().map(|id| &id[4..16]).collect();
     assert!(instants.is_sorted(), "{ids:#?}");

@@ -1,29 +1,25 @@
 //! SQLite: the event log (`events`), written inside the transaction of the change it records.
 
+use super::db::{Db, params};
 use super::outbox::{About, fields, publish};
-use super::{SqliteStore, secs};
+use super::{SqlStore, secs};
 use crate::store::Events;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
 
 /// Appends an event (inside the caller's transaction).
-pub(super) fn event(
-    conn: &Connection,
-    now: i64,
-    kind: &str,
-    sub: Option<&str>,
-    detail: serde_json::Value,
-) -> Result<()> {
-    conn.prepare_cached("INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![now, kind, sub, detail.to_string()])?;
+pub(super) fn event(conn: &dyn Db, now: i64, kind: &str, sub: Option<&str>, detail: serde_json::Value) -> Result<()> {
+    conn.execute(
+        "INSERT INTO events (at, kind, subscription_id, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![now, kind, sub, detail.to_string()],
+    )?;
     Ok(())
 }
 
 /// Appends event `kind` of subscription `id` and publishes it to the outbox under the same type, with the
 /// subscription as it is now and the detail's fields (inside the caller's transaction).
 pub(super) fn subscription_event(
-    conn: &Connection,
+    conn: &dyn Db,
     now: i64,
     kind: &str,
     id: &str,
@@ -33,7 +29,7 @@ pub(super) fn subscription_event(
     publish(conn, now, kind, Some(id), About::Subscription(id), fields(detail))
 }
 
-impl Events for SqliteStore {
+impl Events for SqlStore {
     fn log_event(
         &self,
         kind: &str,

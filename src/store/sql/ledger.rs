@@ -2,9 +2,10 @@
 //! unresolved ones to reconcile, resends, releases, and what is due (outcomes are recorded in `record.rs`).
 
 use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
+use super::db::{Db, Row, params};
 use super::events::{event, subscription_event};
 use super::lifecycle::PAUSE_ENDED_BY_CANCEL_AT;
-use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
+use super::{SqlStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::model::Status;
 use crate::billing::proration::apply_credit;
 use crate::billing::quiet::RealInstant;
@@ -15,7 +16,6 @@ use crate::store::{
 };
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
@@ -27,12 +27,12 @@ pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.perio
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
 
-pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+pub(super) fn attempt_from_row(r: &dyn Row) -> Result<Attempt> {
     Ok(Attempt {
         id: r.get(0)?,
         subscription_id: r.get(1)?,
-        period: r.get::<_, i64>(2)? as u64,
-        attempt: r.get::<_, i64>(3)? as u32,
+        period: r.get::<i64>(2)? as u64,
+        attempt: r.get::<i64>(3)? as u32,
         merchant_uid: r.get(4)?,
         customer_uid: r.get(5)?,
         amount: r.get(6)?,
@@ -40,14 +40,14 @@ pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         name: r.get(8)?,
         due_at: at(r.get(9)?),
         status: r.get(10)?,
-        tries: r.get::<_, i64>(11)? as u32,
-        declines: r.get::<_, i64>(12)? as u32,
+        tries: r.get::<i64>(11)? as u32,
+        declines: r.get::<i64>(12)? as u32,
         billing: r.get(13)?,
         past_due: r.get(14)?,
-        timeout_ms: r.get::<_, Option<i64>>(15)?.map(|t| t.max(0) as u64),
-        refused_resends: r.get::<_, i64>(16)? as u32,
+        timeout_ms: r.get::<Option<i64>>(15)?.map(|t| t.max(0) as u64),
+        refused_resends: r.get::<i64>(16)? as u32,
         in_doubt: real_from(r.get(17)?, r.get(18)?, r.get(19)?),
-        ahead_of: r.get::<_, Option<i64>>(20)?.map(at),
+        ahead_of: r.get::<Option<i64>>(20)?.map(at),
         ends_term: r.get(21)?,
     })
 }
@@ -79,28 +79,28 @@ fn from_of(scope: &Scope) -> i64 {
 /// The subscriptions (of `scope`) whose next period is due from `scope.not_before` to `now` and may open, oldest due
 /// first.
 pub(super) fn subscriptions_to_open_in(
-    conn: &Connection,
+    conn: &dyn Db,
     scope: &Scope,
     now: i64,
     limit: usize,
     max_amount: i64,
 ) -> Result<Vec<DueSubscription>> {
-    let mut st = conn.prepare_cached(&format!(
+    let st = format!(
         "{SUB_SELECT} WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?5 AND ?1 AND amount <= ?3
            AND (?4 IS NULL OR id = ?4)
          ORDER BY next_due_at, id LIMIT ?2"
-    ))?;
-    let rows = st.query_map(params![now, limit as i64, max_amount, scope.only, from_of(scope)], |r| {
+    );
+    let rows = conn.query_map(&st, params![now, limit as i64, max_amount, scope.only, from_of(scope)], |r| {
         let due: i64 = r.get(11)?;
-        Ok(sub_from_row(r)?.map(|sub| DueSubscription { sub, next_due_at: at(due) }))
+        Ok(DueSubscription { sub: sub_from_row(r)?, next_due_at: at(due) })
     })?;
-    rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+    Ok(rows)
 }
 
 /// Creates (status pending) the next attempt of up to `limit` open periods due at or before `now` (of `only`, if
 /// given), inside `tx`.
 fn claim_in(
-    tx: &Transaction<'_>,
+    tx: &dyn Db,
     only: Option<&str>,
     now: i64,
     limit: usize,
@@ -108,7 +108,7 @@ fn claim_in(
     timeout_ms: u64,
 ) -> Result<Vec<Attempt>> {
     let mut out = Vec::new();
-    let mut sel = tx.prepare_cached(
+    let sel =
         "SELECT p.subscription_id, p.period, p.merchant_uid, p.customer_uid, p.amount - p.credit, p.currency, p.name,
                 p.due_at, p.declines,
                 (SELECT count(*) FROM attempts a WHERE a.subscription_id = p.subscription_id
@@ -117,14 +117,13 @@ fn claim_in(
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
          WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.bills
            AND p.amount <= ?3 AND (?4 IS NULL OR p.subscription_id = ?4)
-         ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2",
-    )?;
-    let rows = sel.query_map(params![now, limit as i64, max_amount, only], |r| {
+         ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2";
+    let rows = tx.query_map(sel, params![now, limit as i64, max_amount, only], |r| {
         Ok(Attempt {
             id: 0,
             subscription_id: r.get(0)?,
-            period: r.get::<_, i64>(1)? as u64,
-            attempt: r.get::<_, i64>(9)? as u32 + 1,
+            period: r.get::<i64>(1)? as u64,
+            attempt: r.get::<i64>(9)? as u32 + 1,
             merchant_uid: r.get(2)?,
             customer_uid: r.get(3)?,
             amount: r.get(4)?,
@@ -133,8 +132,8 @@ fn claim_in(
             due_at: at(r.get(7)?),
             status: ChargeStatus::Pending,
             tries: 0,
-            declines: r.get::<_, i64>(8)? as u32,
-            ahead_of: r.get::<_, Option<i64>>(11)?.map(at),
+            declines: r.get::<i64>(8)? as u32,
+            ahead_of: r.get::<Option<i64>>(11)?.map(at),
             ends_term: r.get(12)?,
             billing: true,
             past_due: r.get(10)?,
@@ -143,18 +142,14 @@ fn claim_in(
             in_doubt: None,
         })
     })?;
-    for r in rows {
-        out.push(r?);
-    }
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
+    out.extend(rows);
+    let ins = "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
            status, created_at, updated_at, timeout_ms, retry_ahead_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9, ?10) RETURNING id",
-    )?;
-    let mut hold =
-        tx.prepare_cached("UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2")?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9, ?10) RETURNING id";
+    let hold = "UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2";
     for a in &mut out {
-        a.id = ins.query_row(
+        a.id = tx.query_row(
+            ins,
             params![
                 a.subscription_id,
                 a.period as i64,
@@ -169,27 +164,26 @@ fn claim_in(
             ],
             |r| r.get(0),
         )?;
-        hold.execute(params![a.subscription_id, a.period as i64])?;
+        tx.execute(hold, params![a.subscription_id, a.period as i64])?;
     }
     Ok(out)
 }
 
 /// Advances a subscription from the period `p` opens or skips to the one following it, inside `tx`: an error if its
 /// next period is no longer `p`'s.
-pub(super) fn advance(tx: &Transaction<'_>, p: &NewPeriod, now: i64) -> Result<()> {
-    let advanced = tx
-        .prepare_cached(
-            "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4, skip_windows = ?6
+pub(super) fn advance(tx: &dyn Db, p: &NewPeriod, now: i64) -> Result<()> {
+    let advanced = tx.execute(
+        "UPDATE subscriptions SET next_period = ?5, next_due_at = ?3, updated_at = ?4, skip_windows = ?6
              WHERE id = ?1 AND next_period = ?2",
-        )?
-        .execute(params![
+        params![
             p.subscription_id,
             p.period as i64,
             p.following_due_at.map(secs),
             now,
             p.following_period as i64,
             skip_json(&p.skip_ahead)
-        ])?;
+        ],
+    )?;
     if advanced != 1 {
         bail!("subscription {} changed while opening period {}", p.subscription_id, p.period);
     }
@@ -200,7 +194,7 @@ pub(super) fn advance(tx: &Transaction<'_>, p: &NewPeriod, now: i64) -> Result<(
 /// A period whose merchant_uid is taken is refused (its subscription suspended) and the page goes on.
 #[allow(clippy::too_many_arguments)]
 fn open_in(
-    tx: &Transaction<'_>,
+    tx: &dyn Db,
     scope: &Scope,
     now: i64,
     room: usize,
@@ -211,49 +205,47 @@ fn open_in(
 ) -> Result<()> {
     let due = subscriptions_to_open_in(tx, scope, now, room, max_amount)?;
     // A period the subscription's credit covers whole is recorded paid (closed) at once: nothing is sent.
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
+    let ins = "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
            name, state, next_attempt_at, opened_at, credit, closed_at)
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?10 = ?6 THEN 'paid' ELSE 'open' END, NULL, ?9, ?10,
                 CASE WHEN ?10 = ?6 THEN ?9 END
          WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
-         ON CONFLICT (merchant_uid) DO NOTHING",
-    )?;
-    let mut credit_of = tx.prepare_cached("SELECT credit FROM subscriptions WHERE id = ?1")?;
-    let mut spend = tx.prepare_cached("UPDATE subscriptions SET credit = ?2 WHERE id = ?1")?;
-    let mut claim = tx.prepare_cached(
-        "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
+         ON CONFLICT (merchant_uid) DO NOTHING";
+    let credit_of = "SELECT credit FROM subscriptions WHERE id = ?1";
+    let spend = "UPDATE subscriptions SET credit = ?2 WHERE id = ?1";
+    let claim = "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
            status, created_at, updated_at, timeout_ms)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8) RETURNING id",
-    )?;
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8) RETURNING id";
     for d in &due {
         let p = make(d);
         // The credit pays first (read inside the transaction); what it leaves is charged.
-        let credit: i64 = credit_of.query_row([&p.subscription_id], |r| r.get(0))?;
+        let credit: i64 = tx.query_row(credit_of, params![&p.subscription_id], |r| r.get(0))?;
         let (charged, left) = apply_credit(p.amount, credit);
-        let inserted = ins.execute(params![
-            p.subscription_id,
-            p.period as i64,
-            secs(p.due_at),
-            p.merchant_uid,
-            p.customer_uid,
-            p.amount,
-            p.currency,
-            p.name,
-            now,
-            p.amount - charged
-        ])?;
+        let inserted = tx.execute(
+            ins,
+            params![
+                p.subscription_id,
+                p.period as i64,
+                secs(p.due_at),
+                p.merchant_uid,
+                p.customer_uid,
+                p.amount,
+                p.currency,
+                p.name,
+                now,
+                p.amount - charged
+            ],
+        )?;
         if inserted == 0 {
             // Its merchant_uid is taken, by a period or a one-time charge (the period itself cannot exist: the
             // subscription's next_period is past every period it has).
-            let owner: Option<String> = tx
-                .prepare_cached(
-                    "SELECT 'subscription \"' || subscription_id || '\" period ' || period FROM periods
+            let owner: Option<String> = tx.query_opt(
+                "SELECT 'subscription \"' || subscription_id || '\" period ' || period FROM periods
                        WHERE merchant_uid = ?1
                      UNION ALL SELECT 'a one-time charge' FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE",
-                )?
-                .query_row([&p.merchant_uid], |r| r.get(0))
-                .optional()?;
+                params![&p.merchant_uid],
+                |r| r.get(0),
+            )?;
             let Some(owner) = owner else {
                 bail!("period {} of subscription {} exists already", p.period, p.subscription_id);
             };
@@ -269,7 +261,7 @@ fn open_in(
         }
         advance(tx, &p, now)?;
         if credit > 0 {
-            spend.execute(params![p.subscription_id, left])?;
+            tx.execute(spend, params![p.subscription_id, left])?;
         }
         if charged == 0 {
             let detail = json!({
@@ -280,7 +272,8 @@ fn open_in(
             step.opened += 1;
             continue;
         }
-        let id = claim.query_row(
+        let id = tx.query_row(
+            claim,
             params![
                 p.subscription_id,
                 p.period as i64,
@@ -322,31 +315,29 @@ fn open_in(
 
 /// Removes claimed attempts whose requests never left (pending, not stamped by a "go" write) and makes their periods
 /// due again at `now`, inside `tx`.
-fn release_in(tx: &Transaction<'_>, attempt_ids: &[i64], now: i64) -> Result<()> {
-    let mut del = tx.prepare_cached(
-        "DELETE FROM attempts WHERE id = ?1 AND status = 'pending' AND tries = 0 AND doubt_wall_ms IS NULL
-         RETURNING subscription_id, period",
-    )?;
-    let mut due =
-        tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?;
+fn release_in(tx: &dyn Db, attempt_ids: &[i64], now: i64) -> Result<()> {
+    let del = "DELETE FROM attempts WHERE id = ?1 AND status = 'pending' AND tries = 0 AND doubt_wall_ms IS NULL
+         RETURNING subscription_id, period";
+    let due = "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2";
     for id in attempt_ids {
-        let key: Option<(String, i64)> = del.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        let key: Option<(String, i64)> = tx.query_opt(del, params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if let Some((sub, period)) = key {
-            due.execute(params![sub, period, now])?;
+            tx.execute(due, params![sub, period, now])?;
         }
     }
     Ok(())
 }
 
-impl Ledger for SqliteStore {
+impl Ledger for SqlStore {
     fn subscriptions_to_open_count_within(&self, scope: &Scope, now: DateTime<Utc>, max_amount: i64) -> Result<usize> {
-        let n: i64 = self
-            .conn
-            .prepare_cached(&format!(
+        let n: i64 = self.db().query_row(
+            &format!(
                 "SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?4 AND ?1
                    AND amount <= ?2 AND (?3 IS NULL OR id = ?3)"
-            ))?
-            .query_row(params![secs(now), max_amount, scope.only, from_of(scope)], |r| r.get(0))?;
+            ),
+            params![secs(now), max_amount, scope.only, from_of(scope)],
+            |r| r.get(0),
+        )?;
         Ok(n as usize)
     }
 
@@ -386,7 +377,7 @@ impl Ledger for SqliteStore {
         after: Option<(DateTime<Utc>, &str)>,
         limit: usize,
     ) -> Result<Vec<DueSubscription>> {
-        super::stale::stale_due(&self.conn, secs(cutoff), only, after.map(|(t, id)| (secs(t), id)), limit)
+        super::stale::stale_due(self.db(), secs(cutoff), only, after.map(|(t, id)| (secs(t), id)), limit)
     }
 
     fn settle_stale(&self, items: &[(NewPeriod, StaleFound)], now: DateTime<Utc>) -> Result<Vec<usize>> {
@@ -399,31 +390,34 @@ impl Ledger for SqliteStore {
     /// Read straight from the one-unresolved-per-period index, so a large backlog (say, after a gateway outage)
     /// costs one index range a page, never a scan and sort of the whole backlog.
     fn unresolved_after(&self, now: DateTime<Utc>, after: Option<(&str, u64)>, limit: usize) -> Result<Vec<Attempt>> {
-        let mut st = self.conn.prepare_cached(&format!(
+        let st = format!(
             "{ATTEMPT_SELECT} WHERE a.status IN ('pending', 'unknown') AND (a.status = 'pending' OR a.check_at <= ?1)
                AND (a.subscription_id, a.period) > (?3, ?4)
              ORDER BY a.subscription_id, a.period LIMIT ?2"
-        ))?;
+        );
         let (sub, period) = after.unwrap_or(("", 0));
         let after_period = if after.is_some() { period as i64 } else { -1 };
-        let rows =
-            st.query_map(params![secs(now), limit.min(i64::MAX as usize) as i64, sub, after_period], attempt_from_row)?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+        let rows = self.db().query_map(
+            &st,
+            params![secs(now), limit.min(i64::MAX as usize) as i64, sub, after_period],
+            attempt_from_row,
+        )?;
+        Ok(rows)
     }
 
     fn unresolved_count(&self) -> Result<usize> {
-        let n: i64 =
-            self.conn
-                .query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| r.get(0))?;
+        let n: i64 = self.db().query_row(
+            "SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')",
+            params![],
+            |r| r.get(0),
+        )?;
         Ok(n as usize)
     }
 
     fn known_imp_uids(&self, subscription_id: &str, period: u64) -> Result<Vec<String>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT imp_uid FROM attempts WHERE subscription_id = ?1 AND period = ?2 AND imp_uid IS NOT NULL",
-        )?;
-        let rows = st.query_map(params![subscription_id, period as i64], |r| r.get(0))?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+        let st = "SELECT imp_uid FROM attempts WHERE subscription_id = ?1 AND period = ?2 AND imp_uid IS NOT NULL";
+        let rows = self.db().query_map(st, params![subscription_id, period as i64], |r| r.get(0))?;
+        Ok(rows)
     }
 
     fn begin_send(&self, attempt_ids: &[i64], at: &RealInstant, now: DateTime<Utc>) -> Result<Vec<i64>> {
@@ -431,15 +425,13 @@ impl Ledger for SqliteStore {
         let tx = self.tx()?;
         let mut go = Vec::with_capacity(attempt_ids.len());
         {
-            let mut stamp = tx.prepare_cached(
-                "UPDATE attempts SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
+            let stamp = "UPDATE attempts SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
                  WHERE id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL
                    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = attempts.subscription_id
-                                 AND s.bills)",
-            )?;
+                                 AND s.bills)";
             let mut unwanted = Vec::new();
             for &id in attempt_ids {
-                if stamp.execute(params![id, wall, boot_ms, boot_id])? == 1 {
+                if tx.execute(stamp, params![id, wall, boot_ms, boot_id])? == 1 {
                     go.push(id);
                 } else {
                     unwanted.push(id);
@@ -453,7 +445,7 @@ impl Ledger for SqliteStore {
 
     fn mark_resending(&self, a: &Attempt, at: &RealInstant, now: DateTime<Utc>, timeout_ms: u64) -> Result<bool> {
         let (wall, boot_ms, boot_id) = real_cols(at);
-        let n = self.conn.execute(
+        let n = self.db().execute(
             "UPDATE attempts SET status = 'pending', updated_at = ?4, timeout_ms = ?5, doubt_wall_ms = ?6,
                doubt_boot_ms = ?7, doubt_boot_id = ?8
              WHERE id = ?1 AND status = ?2 AND tries = ?3
@@ -467,12 +459,10 @@ impl Ledger for SqliteStore {
     fn defer(&self, items: &[(i64, u32, DateTime<Utc>)]) -> Result<()> {
         let tx = self.tx()?;
         {
-            let mut st = tx.prepare_cached(
-                "UPDATE attempts SET check_at = CASE WHEN check_at > ?3 THEN check_at ELSE ?3 END
-                 WHERE id = ?1 AND status = 'unknown' AND tries = ?2",
-            )?;
+            let st = "UPDATE attempts SET check_at = CASE WHEN check_at > ?3 THEN check_at ELSE ?3 END
+                 WHERE id = ?1 AND status = 'unknown' AND tries = ?2";
             for (id, tries, check_at) in items {
-                st.execute(params![id, *tries as i64, secs_ceil(*check_at)])?;
+                tx.execute(st, params![id, *tries as i64, secs_ceil(*check_at)])?;
             }
         }
         tx.commit()?;
@@ -493,7 +483,7 @@ impl Ledger for SqliteStore {
     fn next_wake(&self) -> Result<Option<DateTime<Utc>>> {
         // Only what a pass would do: a subscription held (a pending plan change, an open period, a cancel date or
         // a term reached) never makes the next wake an instant already past (a daemon would spin on it).
-        let t: Option<i64> = self.conn.query_row(
+        let t: Option<i64> = self.db().query_row(
             &format!(
                 "SELECT min(t) FROM (
                SELECT min(next_due_at) AS t FROM subscriptions WHERE {OPENS_NEXT}
@@ -509,30 +499,29 @@ impl Ledger for SqliteStore {
                                THEN cancel_at ELSE resume_at END)
                  FROM subscriptions WHERE status = 'suspended' AND resume_at IS NOT NULL)"
             ),
-            [],
+            params![],
             |r| r.get(0),
         )?;
         Ok(t.map(at))
     }
 
     fn over_amount_limit(&self, now: DateTime<Utc>, max_amount: i64) -> Result<Vec<(String, u64, i64)>> {
-        let mut st = self.conn.prepare_cached(
-            &format!("SELECT id, next_period, amount FROM subscriptions WHERE {OPENS_NEXT}
+        let st = format!("SELECT id, next_period, amount FROM subscriptions WHERE {OPENS_NEXT}
                AND next_due_at <= ?1 AND amount > ?2
              UNION ALL
              SELECT p.subscription_id, p.period, p.amount FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
-               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.bills"),
-        )?;
-        let rows =
-            st.query_map(params![secs(now), max_amount], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+               WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount > ?2 AND s.bills");
+        let rows = self
+            .db()
+            .query_map(&st, params![secs(now), max_amount], |r| Ok((r.get(0)?, r.get::<i64>(1)? as u64, r.get(2)?)))?;
         // Sorted here: an ORDER BY in SQL makes SQLite walk all periods in key order instead of the due indexes.
-        let mut held = rows.collect::<rusqlite::Result<Vec<(String, u64, i64)>>>()?;
+        let mut held: Vec<(String, u64, i64)> = rows;
         held.sort();
         Ok(held)
     }
 
     fn due_backlog_within(&self, scope: &Scope, now: DateTime<Utc>, max_amount: i64) -> Result<i64> {
-        Ok(self.conn.query_row(
+        self.db().query_row(
             &format!(
                 "SELECT (SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?4 AND ?1
                        AND amount <= ?2 AND (?3 IS NULL OR id = ?3))
@@ -542,29 +531,26 @@ impl Ledger for SqliteStore {
             ),
             params![secs(now), max_amount, scope.only, from_of(scope)],
             |r| r.get(0),
-        )?)
+        )
     }
 
     fn failed_since(&self, since: DateTime<Utc>) -> Result<i64> {
-        Ok(self.conn.query_row(
+        self.db().query_row(
             "SELECT count(*) FROM attempts WHERE status = 'failed' AND updated_at >= ?1",
-            [secs(since)],
+            params![secs(since)],
             |r| r.get(0),
-        )?)
+        )
     }
 
     fn held_period(&self, id: &str) -> Result<Option<(u64, String, String)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT p.period, p.merchant_uid, coalesce(a.fail_reason, '') FROM periods p
+        self.db().query_opt(
+            "SELECT p.period, p.merchant_uid, coalesce(a.fail_reason, '') FROM periods p
                  JOIN attempts a ON a.subscription_id = p.subscription_id AND a.period = p.period
                  WHERE p.subscription_id = ?1 AND p.state = 'open' AND a.failure = 'mismatch'
                  ORDER BY a.id DESC LIMIT 1",
-                [id],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?)
+            params![id],
+            |r| Ok((r.get::<i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+        )
     }
 
     fn retry_now(&self, id: &str, now: DateTime<Utc>) -> Result<bool> {

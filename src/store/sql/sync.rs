@@ -2,6 +2,7 @@
 //! when the charge clock changed).
 
 use super::book::{SUB_SELECT, change_status, current_status, discount_json, insert_row, sub_from_row};
+use super::db::{Db, params};
 use super::events::subscription_event;
 use super::names::same_id_but_case;
 use super::secs;
@@ -10,23 +11,19 @@ use crate::billing::model::{Status, Subscription};
 use crate::billing::status::Cause;
 use crate::billing::sync::{Change, SyncPlan};
 use anyhow::{Result, bail};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::json;
 
 /// Leaves out of `plan` the updates of subscriptions with a plan change whose charge is not settled (read inside
 /// `tx`), each with a warning: the change applies (or fails) first, from the plan it was made from, and the next
 /// sync applies the file then. So a sync never moves a subscription under its change (which would leave it
 /// pending, and no period would open again).
-pub(super) fn hold_pending_changes(tx: &Transaction<'_>, plan: &mut SyncPlan) -> Result<()> {
-    let mut pending = tx.prepare_cached(
-        "SELECT to_plan_id, merchant_uid FROM plan_changes WHERE subscription_id = ?1 AND state = 'pending'",
-    )?;
+pub(super) fn hold_pending_changes(tx: &dyn Db, plan: &mut SyncPlan) -> Result<()> {
+    let pending = "SELECT to_plan_id, merchant_uid FROM plan_changes WHERE subscription_id = ?1 AND state = 'pending'";
     let mut held = Vec::new();
     for change in std::mem::take(&mut plan.changes) {
         if let Change::Update { after, .. } = &change
-            && let Some((to, uid)) = pending
-                .query_row([&after.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
-                .optional()?
+            && let Some((to, uid)) =
+                tx.query_opt(pending, params![&after.id], |r| Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?)))?
         {
             held.push(format!(
                 "subscription {:?}: its change to plan {to} has a charge not settled yet ({}); the config's changes \
@@ -45,7 +42,7 @@ pub(super) fn hold_pending_changes(tx: &Transaction<'_>, plan: &mut SyncPlan) ->
 
 /// Applies a sync plan inside `tx`. An update is guarded by the state the plan was computed from (a changed row
 /// is an error: nothing of the plan is applied).
-pub(super) fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {
+pub(super) fn apply_sync_in(tx: &dyn Db, plan: &SyncPlan, clock: &ChargeClock, now: i64) -> Result<()> {
     for change in &plan.changes {
         match change {
             Change::Insert(s) => {
@@ -120,10 +117,11 @@ pub(super) fn apply_sync_in(tx: &Transaction<'_>, plan: &SyncPlan, clock: &Charg
 }
 
 /// The charge clock in force (see [`Book::book_clock`]); an unreadable row counts as none.
-pub(super) fn book_clock_in(conn: &Connection) -> Result<Option<ChargeClock>> {
-    let row: Option<(String, String)> = conn
-        .query_row("SELECT timezone, charge_time FROM book_clock WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+pub(super) fn book_clock_in(conn: &dyn Db) -> Result<Option<ChargeClock>> {
+    let row: Option<(String, String)> =
+        conn.query_opt("SELECT timezone, charge_time FROM book_clock WHERE id = 1", params![], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     Ok(row.and_then(|(tz, t)| {
         Some(ChargeClock {
             timezone: tz.parse().ok()?,
@@ -134,20 +132,16 @@ pub(super) fn book_clock_in(conn: &Connection) -> Result<Option<ChargeClock>> {
 
 /// Re-times the next due instant of every subscription that is not canceled with `clock` (its next period is not
 /// opened, so not claimed; open periods keep their times); returns how many changed.
-pub(super) fn retime_in(tx: &Transaction<'_>, clock: &ChargeClock) -> Result<usize> {
-    let subs: Vec<Subscription> = tx
-        .prepare(&format!("{SUB_SELECT} WHERE status NOT IN ('canceled', 'completed')"))?
-        .query_map([], sub_from_row)?
-        .map(|r| r.map_err(anyhow::Error::from).and_then(|s| s))
-        .collect::<Result<_>>()?;
+pub(super) fn retime_in(tx: &dyn Db, clock: &ChargeClock) -> Result<usize> {
+    let subs: Vec<Subscription> =
+        tx.query_map(&format!("{SUB_SELECT} WHERE status NOT IN ('canceled', 'completed')"), params![], sub_from_row)?;
     let mut n = 0;
-    let mut update =
-        tx.prepare("UPDATE subscriptions SET next_due_at = ?2 WHERE id = ?1 AND next_due_at IS DISTINCT FROM ?2")?;
+    let update = "UPDATE subscriptions SET next_due_at = ?2 WHERE id = ?1 AND next_due_at IS DISTINCT FROM ?2";
     for s in &subs {
         // Only periods that are ever billed (a term's last, before cancel_at): an outsider's re-timed charge time put
         // a period canceled at period end before its cancel_at, and it was charged.
         let due = s.billed_due(clock, s.next_period).map(secs);
-        n += update.execute(params![s.id, due])?;
+        n += tx.execute(update, params![s.id, due])?;
     }
     Ok(n)
 }

@@ -4,15 +4,15 @@
 
 use super::book::current_status;
 use super::credit::{any_refund, money_of, period_charges, release_credit_in};
+use super::db::{Db, Row, params};
 use super::events::{event, subscription_event};
-use super::{SqliteStore, at, secs};
+use super::{SqlStore, at, secs};
 use crate::billing::calendar::Interval;
 use crate::billing::model::Status;
 use crate::billing::proration::{AsItIs, Decided, apply_credit, paid_change_applies};
 use crate::store::{ChangeState, ChangeTiming, Changes, PlanChange, PlanChangeRow};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 const CHANGE_SELECT: &str = "SELECT id, state, subscription_id, timing, at, period, from_plan_id, from_amount,
@@ -21,62 +21,56 @@ const CHANGE_SELECT: &str = "SELECT id, state, subscription_id, timing, at, peri
     to_last_period
     FROM plan_changes";
 
-fn change_from_row(r: &Row<'_>) -> rusqlite::Result<Result<PlanChangeRow>> {
-    let interval = |i: usize| -> rusqlite::Result<Result<Interval>> {
-        Ok(r.get_ref(i)?.as_str()?.parse::<Interval>().map_err(|e| anyhow!(e)))
-    };
-    let (from_interval, to_interval) = (interval(8)?, interval(12)?);
-    let anchor = r.get_ref(16)?.as_str()?.parse::<NaiveDate>();
-    let timing = r.get_ref(3)?.as_str()?;
-    let state = r.get_ref(1)?.as_str()?;
-    let opens_uid: Option<String> = r.get(20)?;
-    let opens_amount: Option<i64> = r.get(21)?;
+fn change_from_row(r: &dyn Row) -> Result<PlanChangeRow> {
     let id: i64 = r.get(0)?;
-    let change = (|| -> Result<PlanChange> {
-        Ok(PlanChange {
+    let read = || -> Result<PlanChangeRow> {
+        let interval = |i: usize| -> Result<Interval> { r.text(i)?.parse::<Interval>().map_err(|e| anyhow!(e)) };
+        let timing = r.text(3)?;
+        let state = r.text(1)?;
+        let opens_uid: Option<String> = r.get(20)?;
+        let opens_amount: Option<i64> = r.get(21)?;
+        let change = PlanChange {
             subscription_id: r.get(2)?,
             timing: ChangeTiming::parse(timing).ok_or_else(|| anyhow!("bad timing {timing:?}"))?,
             at: at(r.get(4)?),
-            period: r.get::<_, i64>(5)? as u64,
+            period: r.get::<i64>(5)? as u64,
             from_plan_id: r.get(6)?,
             from_amount: r.get(7)?,
-            from_interval: from_interval?,
+            from_interval: interval(8)?,
             to_plan_id: r.get(9)?,
             to_plan_name: r.get(10)?,
             to_amount: r.get(11)?,
-            to_interval: to_interval?,
+            to_interval: interval(12)?,
             rate: r.get(13)?,
             owed: r.get(14)?,
             credit_used: r.get(23)?,
             merchant_uid: r.get(15)?,
-            anchor_date: anchor?,
-            anchor_period: r.get::<_, i64>(17)? as u64,
-            next_period: r.get::<_, i64>(18)? as u64,
-            next_due_at: r.get::<_, Option<i64>>(19)?.map(at),
+            anchor_date: r.text(16)?.parse::<NaiveDate>()?,
+            anchor_period: r.get::<i64>(17)? as u64,
+            next_period: r.get::<i64>(18)? as u64,
+            next_due_at: r.get::<Option<i64>>(19)?.map(at),
             opens: opens_uid.zip(opens_amount),
-            last_period: (r.get::<_, i64>(25)? != 0)
-                .then(|| r.get::<_, Option<i64>>(26))
+            last_period: (r.get::<i64>(25)? != 0)
+                .then(|| r.get::<Option<i64>>(26))
                 .transpose()?
                 .map(|p| p.map(|p| p.max(0) as u64)),
-        })
-    })();
-    Ok((|| {
+        };
         Ok(PlanChangeRow {
             id,
             state: ChangeState::parse(state).ok_or_else(|| anyhow!("bad state {state:?}"))?,
-            change: change?,
+            change,
             created_at: at(r.get(22)?),
             released: r.get(24)?,
         })
-    })()
-    .map_err(|e: anyhow::Error| e.context(format!("plan change {id} has a corrupt row"))))
+    };
+    read().with_context(|| format!("plan change {id} has a corrupt row"))
 }
 
 /// The plan changes of subscription `id`, oldest first.
-fn changes_of(conn: &Connection, id: &str) -> Result<Vec<PlanChangeRow>> {
-    let mut st = conn.prepare_cached(&format!("{CHANGE_SELECT} WHERE subscription_id = ?1 ORDER BY id"))?;
-    let rows = st.query_map([id], change_from_row)?;
-    rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+fn changes_of(conn: &dyn Db, id: &str) -> Result<Vec<PlanChangeRow>> {
+    let st = format!("{CHANGE_SELECT} WHERE subscription_id = ?1 ORDER BY id");
+    let rows = conn.query_map(&st, params![id], change_from_row)?;
+    Ok(rows)
 }
 
 /// Applies a recorded change inside `tx` (the subscription bills the new plan; a credit is added, and the held credit
@@ -84,14 +78,13 @@ fn changes_of(conn: &Connection, id: &str) -> Result<Vec<PlanChangeRow>> {
 /// A change that keeps the period writes no calendar (the subscription keeps its next period and due date as they
 /// are); one at period end or one that restarts the interval writes the calendar it decided. An error if the
 /// subscription no longer has the plan the change was made from (nothing of it applies).
-pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i64) -> Result<()> {
+pub(super) fn apply_in(tx: &dyn Db, row_id: i64, c: &PlanChange, now: i64) -> Result<()> {
     let credit = (-c.owed).max(0);
     let calendar = c.timing == ChangeTiming::PeriodEnd || c.opens.is_some();
     // A term it sets (`?15`: sets one; `?16`: its last period, NULL for none) applies with it; one whose last period
     // is before the next period leaves nothing to open (completed by the next pass, as a term shortened in the file).
-    let changed = tx
-        .prepare_cached(
-            "UPDATE subscriptions SET plan_id = ?3, plan_name = ?4, amount = ?5, interval = ?6,
+    let changed = tx.execute(
+        "UPDATE subscriptions SET plan_id = ?3, plan_name = ?4, amount = ?5, interval = ?6,
                anchor_date = CASE WHEN ?13 THEN ?7 ELSE anchor_date END,
                anchor_period = CASE WHEN ?13 THEN ?8 ELSE anchor_period END,
                next_period = CASE WHEN ?13 THEN ?9 ELSE next_period END,
@@ -101,8 +94,7 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
                last_period = CASE WHEN ?15 THEN ?16 ELSE last_period END,
                credit = credit + ?11 - ?14, updated_at = ?12
              WHERE id = ?1 AND plan_id = ?2",
-        )?
-        .execute(params![
+        params![
             c.subscription_id,
             c.from_plan_id,
             c.to_plan_id,
@@ -119,7 +111,8 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
             c.credit_used,
             c.last_period.is_some(),
             c.last_period.flatten().map(|p| p as i64)
-        ])?;
+        ],
+    )?;
     if changed != 1 {
         bail!("subscription {} no longer has plan {}; the change is not applied", c.subscription_id, c.from_plan_id);
     }
@@ -128,7 +121,7 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
         // period's unused part).
         let (customer, currency): (String, String) = tx.query_row(
             "SELECT customer_uid, currency FROM subscriptions WHERE id = ?1",
-            [&c.subscription_id],
+            params![&c.subscription_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let inserted = tx.execute(
@@ -169,35 +162,30 @@ pub(super) fn apply_in(tx: &Transaction<'_>, row_id: i64, c: &PlanChange, now: i
 /// customer's: credited to the subscription (`subscription.plan_change_credited`, with the reason), and released as
 /// refundable at once if the subscription has ended. Failed: a pending change fails. Nothing for a charge that
 /// belongs to no change.
-pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, now: i64) -> Result<()> {
-    let row = tx
-        .prepare_cached(&format!("{CHANGE_SELECT} WHERE merchant_uid = ?1"))?
-        .query_row([merchant_uid], change_from_row)
-        .optional()?;
+pub(super) fn settle_in(tx: &dyn Db, merchant_uid: &str, paid: bool, now: i64) -> Result<()> {
+    let row =
+        tx.query_opt(&format!("{CHANGE_SELECT} WHERE merchant_uid = ?1"), params![merchant_uid], change_from_row)?;
     let Some(row) = row else { return Ok(()) };
-    let row = row?;
     let c = &row.change;
     match (paid, row.state) {
         (_, ChangeState::Applied) | (false, ChangeState::Failed) => Ok(()),
         (true, state) => {
-            let sub = tx
-                .query_row(
-                    "SELECT plan_id, status, next_period, cancel_at, last_period, suspended_at, credit
+            let sub = tx.query_opt(
+                "SELECT plan_id, status, next_period, cancel_at, last_period, suspended_at, credit
                      FROM subscriptions WHERE id = ?1",
-                    [&c.subscription_id],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, Status>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, Option<i64>>(3)?,
-                            r.get::<_, Option<i64>>(4)?,
-                            r.get::<_, Option<i64>>(5)?,
-                            r.get::<_, i64>(6)?,
-                        ))
-                    },
-                )
-                .optional()?;
+                params![&c.subscription_id],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<Status>(1)?,
+                        r.get::<i64>(2)?,
+                        r.get::<Option<i64>>(3)?,
+                        r.get::<Option<i64>>(4)?,
+                        r.get::<Option<i64>>(5)?,
+                        r.get::<i64>(6)?,
+                    ))
+                },
+            )?;
             let decided = Decided {
                 pending: state == ChangeState::Pending,
                 from_plan: &c.from_plan_id,
@@ -263,16 +251,15 @@ pub(super) fn settle_in(tx: &Transaction<'_>, merchant_uid: &str, paid: bool, no
 /// charge never leaves (the go and the intent of a change's charge require its change pending). Called by every
 /// status change to a status that does not bill. Returns (how many were withdrawn, how many changes have a charge
 /// that may have left: settled by lookup; if paid, credited, never applied to a subscription that does not bill).
-pub(super) fn withdraw_in(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(usize, usize)> {
-    let pending: Vec<(i64, Option<String>, bool)> = tx
-        .prepare_cached(
-            "SELECT c.id, c.merchant_uid,
+pub(super) fn withdraw_in(tx: &dyn Db, id: &str, now: i64) -> Result<(usize, usize)> {
+    let pending: Vec<(i64, Option<String>, bool)> = tx.query_map(
+        "SELECT c.id, c.merchant_uid,
                o.id IS NULL OR (o.status = 'pending' AND o.go_wall_ms IS NULL) OR o.status = 'failed'
              FROM plan_changes c LEFT JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
              WHERE c.subscription_id = ?1 AND c.state = 'pending'",
-        )?
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let (mut withdrawn, mut out) = (0, 0);
     for (change, uid, unsent) in pending {
         if !unsent {
@@ -289,7 +276,7 @@ pub(super) fn withdraw_in(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(u
 }
 
 /// Why `c` may not be recorded, read inside `tx` (`None`: it may).
-fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<String>> {
+fn refusal(tx: &dyn Db, c: &PlanChange, seen: usize) -> Result<Option<String>> {
     let id = &c.subscription_id;
     let Some(status) = current_status(tx, id)? else {
         return Ok(Some(format!("no subscription {id:?}")));
@@ -298,25 +285,26 @@ fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<S
         return Ok(Some(format!("subscription {id} is {status}: it does not bill")));
     }
     let (plan, next): (String, i64) =
-        tx.query_row("SELECT plan_id, next_period FROM subscriptions WHERE id = ?1", [id], |r| {
+        tx.query_row("SELECT plan_id, next_period FROM subscriptions WHERE id = ?1", params![id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
     let open: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM periods WHERE subscription_id = ?1 AND state = 'open')",
-        [id],
+        params![id],
         |r| r.get(0),
     )?;
     let (count, pending): (i64, i64) = tx.query_row(
         "SELECT count(*), count(*) FILTER (WHERE state = 'pending') FROM plan_changes WHERE subscription_id = ?1",
-        [id],
+        params![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     // The last change in force (or pending): a change is never dated before it (a back-dated `--as-of` would
     // settle time already settled by it).
-    let last: Option<i64> =
-        tx.query_row("SELECT max(at) FROM plan_changes WHERE subscription_id = ?1 AND state != 'failed'", [id], |r| {
-            r.get(0)
-        })?;
+    let last: Option<i64> = tx.query_row(
+        "SELECT max(at) FROM plan_changes WHERE subscription_id = ?1 AND state != 'failed'",
+        params![id],
+        |r| r.get(0),
+    )?;
     let expected = match c.timing {
         ChangeTiming::Now => c.period + 1,
         ChangeTiming::PeriodEnd => c.period,
@@ -354,7 +342,7 @@ fn refusal(tx: &Transaction<'_>, c: &PlanChange, seen: usize) -> Result<Option<S
     })
 }
 
-impl Changes for SqliteStore {
+impl Changes for SqlStore {
     fn change_plan(
         &self,
         c: &PlanChange,
@@ -372,7 +360,7 @@ impl Changes for SqliteStore {
         // The credit the customer holds pays the change's charge first (read here, spent when it applies): what it
         // leaves is charged; a credit that covers it whole charges nothing, and the change applies at once.
         let held: i64 =
-            tx.query_row("SELECT credit FROM subscriptions WHERE id = ?1", [&c.subscription_id], |r| r.get(0))?;
+            tx.query_row("SELECT credit FROM subscriptions WHERE id = ?1", params![&c.subscription_id], |r| r.get(0))?;
         let mut c = c.clone();
         if c.owed > 0 {
             let (charged, _) = apply_credit(c.owed, held);
@@ -384,16 +372,14 @@ impl Changes for SqliteStore {
             c.credit_used = 0;
         }
         let c = &c;
-        let id = tx
-            .prepare_cached(
-                "INSERT INTO plan_changes (subscription_id, timing, at, period, from_plan_id, from_amount,
+        let id: i64 = tx.query_row(
+            "INSERT INTO plan_changes (subscription_id, timing, at, period, from_plan_id, from_amount,
                    from_interval, to_plan_id, to_plan_name, to_amount, to_interval, rate, owed, merchant_uid,
                    anchor_date, anchor_period, next_period, next_due_at, opens_uid, opens_amount, state, created_at,
                     updated_at, credit_used, sets_term, to_last_period)
                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,
-                    'pending', ?21, ?21, ?22, ?23, ?24)",
-            )?
-            .insert(params![
+                    'pending', ?21, ?21, ?22, ?23, ?24) RETURNING id",
+            params![
                 c.subscription_id,
                 c.timing.as_str(),
                 secs(c.at),
@@ -418,7 +404,9 @@ impl Changes for SqliteStore {
                 c.credit_used,
                 c.last_period.is_some(),
                 c.last_period.flatten().map(|p| p as i64)
-            ])?;
+            ],
+            |r| r.get(0),
+        )?;
         let state = if c.merchant_uid.is_none() {
             apply_in(&tx, id, c, now)?;
             ChangeState::Applied
@@ -435,16 +423,14 @@ impl Changes for SqliteStore {
     fn abandon_plan_change(&self, merchant_uid: &str, reason: &str, now: DateTime<Utc>) -> Result<bool> {
         let now = secs(now);
         let tx = self.tx()?;
-        let failed: Option<String> = tx
-            .query_row(
-                "UPDATE plan_changes SET state = 'failed', updated_at = ?2
+        let failed: Option<String> = tx.query_opt(
+            "UPDATE plan_changes SET state = 'failed', updated_at = ?2
                  WHERE merchant_uid = ?1 AND state = 'pending'
                    AND NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE)
                  RETURNING subscription_id",
-                params![merchant_uid, now],
-                |r| r.get(0),
-            )
-            .optional()?;
+            params![merchant_uid, now],
+            |r| r.get(0),
+        )?;
         if let Some(sub) = &failed {
             let detail = json!({ "merchant_uid": merchant_uid, "reason": reason, "sent": false });
             event(&tx, now, "subscription.plan_change_failed", Some(sub), detail)?;
@@ -461,19 +447,18 @@ impl Changes for SqliteStore {
     ) -> Result<Vec<PlanChangeRow>> {
         let now = secs(now);
         let tx = self.tx()?;
-        let ids: Vec<i64> = tx
-            .prepare_cached(
-                "UPDATE plan_changes SET state = 'failed', updated_at = ?2
+        let ids: Vec<i64> = tx.query_map(
+            "UPDATE plan_changes SET state = 'failed', updated_at = ?2
                  WHERE state = 'pending' AND created_at <= ?1
                    AND NOT EXISTS (SELECT 1 FROM one_time_charges o
                                      WHERE o.merchant_uid = plan_changes.merchant_uid COLLATE NOCASE)
                  RETURNING id",
-            )?
-            .query_map(params![secs(recorded_before), now], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            params![secs(recorded_before), now],
+            |r| r.get(0),
+        )?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let row = tx.query_row(&format!("{CHANGE_SELECT} WHERE id = ?1"), [id], change_from_row)??;
+            let row = tx.query_row(&format!("{CHANGE_SELECT} WHERE id = ?1"), params![id], change_from_row)?;
             let detail = json!({ "merchant_uid": row.change.merchant_uid, "reason": reason, "sent": false });
             event(&tx, now, "subscription.plan_change_failed", Some(&row.change.subscription_id), detail)?;
             out.push(row);
@@ -487,7 +472,7 @@ impl Changes for SqliteStore {
         let stuck: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM plan_changes c JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
                WHERE c.merchant_uid = ?1 AND c.state = 'pending' AND o.status = 'paid')",
-            [merchant_uid],
+            params![merchant_uid],
             |r| r.get(0),
         )?;
         if stuck {
@@ -498,18 +483,18 @@ impl Changes for SqliteStore {
     }
 
     fn plan_changes(&self, id: &str) -> Result<Vec<PlanChangeRow>> {
-        changes_of(&self.conn, id)
+        changes_of(self.db(), id)
     }
 
     fn pending_changes(&self) -> Result<Vec<PlanChangeRow>> {
-        let mut st = self.conn.prepare_cached(&format!("{CHANGE_SELECT} WHERE state = 'pending' ORDER BY id"))?;
-        let rows = st.query_map([], change_from_row)?;
-        rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+        let st = format!("{CHANGE_SELECT} WHERE state = 'pending' ORDER BY id");
+        let rows = self.db().query_map(&st, params![], change_from_row)?;
+        Ok(rows)
     }
 
     fn credit(&self, id: &str) -> Result<i64> {
         let credit: Option<i64> =
-            self.conn.query_row("SELECT credit FROM subscriptions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            self.db().query_opt("SELECT credit FROM subscriptions WHERE id = ?1", params![id], |r| r.get(0))?;
         Ok(credit.unwrap_or(0))
     }
 }

@@ -2,45 +2,30 @@
 //! decides from the status read inside the transaction.
 
 use super::book::change_status;
+use super::db::{Db, params};
 use super::events::event;
 use super::outbox::{About, fields, publish};
-use super::{SqliteStore, real_cols, secs, secs_ceil};
+use super::{SqlStore, real_cols, secs, secs_ceil};
 use crate::billing::dunning::Decision;
 use crate::billing::status::{Cause, exhausted_reason};
 use crate::store::{AttemptResult, Failure, Recorded, StatusChange};
 use anyhow::{Context, Result, bail};
-use rusqlite::{Transaction, params};
 use serde_json::json;
 
-/// The statements that record a paid attempt, prepared once for a batch of outcomes.
-struct PaidStatements<'a> {
-    attempt: rusqlite::CachedStatement<'a>,
-    period: rusqlite::CachedStatement<'a>,
-}
+/// A paid attempt: its row (`?1` id, `?2` imp_uid, `?3` now)…
+const PAID_ATTEMPT: &str = "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
+    resolved_at = ?3, updated_at = ?3 WHERE id = ?1 AND status != 'paid'";
 
-impl<'a> PaidStatements<'a> {
-    fn prepare(tx: &'a Transaction<'_>) -> Result<PaidStatements<'a>> {
-        Ok(PaidStatements {
-            attempt: tx.prepare_cached(
-                "UPDATE attempts SET status = 'paid', imp_uid = ?2, fail_reason = NULL, check_at = NULL,
-                   resolved_at = ?3, updated_at = ?3 WHERE id = ?1 AND status != 'paid'",
-            )?,
-            period: tx.prepare_cached(
-                "UPDATE periods SET state = 'paid', next_attempt_at = NULL, retry_ahead_of = NULL, closed_at = ?3
-                 WHERE subscription_id = ?1 AND period = ?2",
-            )?,
-        })
-    }
-}
+/// …and its period (`?1` subscription, `?2` period, `?3` now).
+const PAID_PERIOD: &str = "UPDATE periods SET state = 'paid', next_attempt_at = NULL, retry_ahead_of = NULL,
+    closed_at = ?3 WHERE subscription_id = ?1 AND period = ?2";
 
-pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
+pub(super) fn record(store: &SqlStore, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
     let tx = store.tx()?;
     let mut changes = Vec::new();
     {
-        // A billing day's outcomes are nearly all "paid": its two statements are prepared once per batch.
-        let mut paid = PaidStatements::prepare(&tx)?;
         for it in items {
-            record_one(&tx, &mut paid, it, now, &mut changes)
+            record_one(&tx, it, now, &mut changes)
                 .with_context(|| format!("recording merchant_uid {}", it.attempt.merchant_uid))?;
         }
     }
@@ -50,26 +35,23 @@ pub(super) fn record(store: &SqliteStore, items: &[Recorded], now: i64) -> Resul
 
 /// [`record`] for one outcome, only if its attempt is still unresolved with the status and tries it was read with
 /// (checked inside the transaction); `None`: it changed, nothing is written (`Notices::record_unchanged`).
-pub(super) fn record_unchanged(store: &SqliteStore, it: &Recorded, now: i64) -> Result<Option<Vec<StatusChange>>> {
+pub(super) fn record_unchanged(store: &SqlStore, it: &Recorded, now: i64) -> Result<Option<Vec<StatusChange>>> {
     let a = &it.attempt;
     if !a.status.unresolved() {
         return Ok(None);
     }
     let tx = store.tx()?;
-    let same = tx
-        .prepare_cached(
-            "SELECT 1 FROM attempts WHERE id = ?1 AND subscription_id = ?2 AND period = ?3 AND attempt = ?4
+    let same = tx.exists(
+        "SELECT 1 FROM attempts WHERE id = ?1 AND subscription_id = ?2 AND period = ?3 AND attempt = ?4
                AND status = ?5 AND tries = ?6",
-        )?
-        .exists(params![a.id, a.subscription_id, a.period as i64, a.attempt, a.status, a.tries])?;
+        params![a.id, a.subscription_id, a.period as i64, a.attempt, a.status, a.tries],
+    )?;
     if !same {
         return Ok(None);
     }
     let mut changes = Vec::new();
     {
-        let mut paid = PaidStatements::prepare(&tx)?;
-        record_one(&tx, &mut paid, it, now, &mut changes)
-            .with_context(|| format!("recording merchant_uid {}", a.merchant_uid))?;
+        record_one(&tx, it, now, &mut changes).with_context(|| format!("recording merchant_uid {}", a.merchant_uid))?;
     }
     tx.commit()?;
     Ok(Some(changes))
@@ -77,7 +59,7 @@ pub(super) fn record_unchanged(store: &SqliteStore, it: &Recorded, now: i64) -> 
 
 /// A subscription's status change for `cause`, as `billing::status` decides it; noted in `changes`.
 fn status_to(
-    tx: &Transaction<'_>,
+    tx: &dyn Db,
     it: &Recorded,
     cause: Cause,
     now: i64,
@@ -92,13 +74,7 @@ fn status_to(
     Ok(())
 }
 
-fn record_one(
-    tx: &Transaction<'_>,
-    paid: &mut PaidStatements<'_>,
-    it: &Recorded,
-    now: i64,
-    changes: &mut Vec<StatusChange>,
-) -> Result<()> {
+fn record_one(tx: &dyn Db, it: &Recorded, now: i64, changes: &mut Vec<StatusChange>) -> Result<()> {
     let a = &it.attempt;
     // The event detail of an outcome that writes an event (a paid one does not).
     let detail = || {
@@ -111,28 +87,26 @@ fn record_one(
     // request left, its id perhaps reused since) is dropped: no event, no status change. A paid one cannot be
     // dropped (it would be a payment billd does not know): that is an error.
     if !matches!(it.result, AttemptResult::Paid { .. }) {
-        let here = tx
-            .prepare_cached(
-                "SELECT 1 FROM attempts WHERE id = ?1 AND subscription_id = ?2 AND period = ?3 AND attempt = ?4
+        let here = tx.exists(
+            "SELECT 1 FROM attempts WHERE id = ?1 AND subscription_id = ?2 AND period = ?3 AND attempt = ?4
                    AND status IN ('pending', 'unknown')",
-            )?
-            .exists(params![a.id, a.subscription_id, a.period as i64, a.attempt])?;
+            params![a.id, a.subscription_id, a.period as i64, a.attempt],
+        )?;
         if !here {
             return Ok(());
         }
     }
     match &it.result {
         AttemptResult::Paid { imp_uid } => {
-            if paid.attempt.execute(params![a.id, imp_uid, now])? != 1 {
+            if tx.execute(PAID_ATTEMPT, params![a.id, imp_uid, now])? != 1 {
                 // Recorded paid already (by another handle that settled it too): nothing more to write or publish.
-                let already =
-                    tx.prepare_cached("SELECT 1 FROM attempts WHERE id = ?1 AND status = 'paid'")?.exists([a.id])?;
+                let already = tx.exists("SELECT 1 FROM attempts WHERE id = ?1 AND status = 'paid'", params![a.id])?;
                 if already {
                     return Ok(());
                 }
                 bail!("attempt {} is not in the book (voided before it was sent?)", a.id);
             }
-            paid.period.execute(params![a.subscription_id, a.period as i64, now])?;
+            tx.execute(PAID_PERIOD, params![a.subscription_id, a.period as i64, now])?;
             publish(tx, now, "charge.paid", Some(&a.subscription_id), About::Attempt(a.id), Default::default())?;
             // The paid attempt row is the record of the payment (no separate event: this is the hot path of a
             // billing day). A past-due subscription becomes active again; its status is read only then (no other
@@ -157,15 +131,15 @@ fn record_one(
                 }
                 None => (None, None, None),
             };
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE attempts SET status = 'unknown', fail_reason = ?2, tries = tries + 1, check_at = ?3,
                    updated_at = ?4, refused_resends = refused_resends + ?5,
                    doubt_wall_ms = coalesce(?6, doubt_wall_ms, 1000 * ?4),
                    doubt_boot_ms = CASE WHEN ?6 IS NULL THEN doubt_boot_ms ELSE ?7 END,
                    doubt_boot_id = CASE WHEN ?6 IS NULL THEN doubt_boot_id ELSE ?8 END
                  WHERE id = ?1",
-            )?
-            .execute(params![a.id, reason, secs_ceil(at), now, refused, wall, boot_ms, boot_id])?;
+                params![a.id, reason, secs_ceil(at), now, refused, wall, boot_ms, boot_id],
+            )?;
             let mut d = detail();
             d["reason"] = json!(reason);
             d["check_at"] = json!(at.to_rfc3339());
@@ -174,16 +148,16 @@ fn record_one(
         AttemptResult::Mismatch { reason } => {
             // Held: the period stays open with no next attempt, so nothing more is sent for it (and no later period
             // of the subscription opens) until an operator acts.
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE attempts SET status = 'failed', failure = 'mismatch', fail_reason = ?2, check_at = NULL,
                    resolved_at = ?3, updated_at = ?3 WHERE id = ?1",
-            )?
-            .execute(params![a.id, reason, now])?;
-            tx.prepare_cached(
+                params![a.id, reason, now],
+            )?;
+            tx.execute(
                 "UPDATE periods SET next_attempt_at = NULL, retry_ahead_of = NULL
                  WHERE subscription_id = ?1 AND period = ?2",
-            )?
-            .execute(params![a.subscription_id, a.period as i64])?;
+                params![a.subscription_id, a.period as i64],
+            )?;
             let mut d = detail();
             d["reason"] = json!(reason);
             event(tx, now, "charge.mismatch", Some(&a.subscription_id), d)?;
@@ -219,7 +193,7 @@ fn record_one(
 /// Closes an attempt as failed (`failure`) and leaves its period open and due from `now`, with a `charge.abandoned`
 /// (abandoned) or `charge.withheld` (a rejection withheld in a mass rejection) event.
 fn close_leaving_open(
-    tx: &Transaction<'_>,
+    tx: &dyn Db,
     it: &Recorded,
     now: i64,
     failure: Failure,
@@ -227,13 +201,15 @@ fn close_leaving_open(
     mut detail: serde_json::Value,
 ) -> Result<()> {
     let a = &it.attempt;
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE attempts SET status = 'failed', failure = ?2, fail_reason = ?3, check_at = NULL, resolved_at = ?4,
            updated_at = ?4 WHERE id = ?1",
-    )?
-    .execute(params![a.id, failure, reason, now])?;
-    tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
-        .execute(params![a.subscription_id, a.period as i64, now])?;
+        params![a.id, failure, reason, now],
+    )?;
+    tx.execute(
+        "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2",
+        params![a.subscription_id, a.period as i64, now],
+    )?;
     detail["reason"] = json!(reason);
     let kind = if failure == Failure::Abandoned { "charge.abandoned" } else { "charge.withheld" };
     event(tx, now, kind, Some(&a.subscription_id), detail)
@@ -241,7 +217,7 @@ fn close_leaving_open(
 
 #[allow(clippy::too_many_arguments)]
 fn record_failure(
-    tx: &Transaction<'_>,
+    tx: &dyn Db,
     it: &Recorded,
     now: i64,
     failure: Failure,
@@ -251,24 +227,26 @@ fn record_failure(
     changes: &mut Vec<StatusChange>,
 ) -> Result<()> {
     let a = &it.attempt;
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE attempts SET status = 'failed', failure = ?2, imp_uid = ?3, fail_reason = ?4, check_at = NULL,
            resolved_at = ?5, updated_at = ?5 WHERE id = ?1",
-    )?
-    .execute(params![a.id, failure, imp_uid, reason, now])?;
+        params![a.id, failure, imp_uid, reason, now],
+    )?;
     // A decline counts against the period's retries unless it was an operator's extra attempt; either way the
     // period's next attempt is a scheduled one from now on.
     let counted = failure == Failure::Declined && !matches!(it.decision, Decision::BackToSchedule(_));
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE periods SET declines = declines + ?3, retry_ahead_of = NULL WHERE subscription_id = ?1 AND period = ?2",
-    )?
-    .execute(params![a.subscription_id, a.period as i64, counted as i64])?;
+        params![a.subscription_id, a.period as i64, counted as i64],
+    )?;
     detail["reason"] = json!(reason);
     detail["failure"] = json!(failure.as_str());
     match it.decision {
         Decision::RetryAt(at) | Decision::BackToSchedule(at) => {
-            tx.prepare_cached("UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2")?
-                .execute(params![a.subscription_id, a.period as i64, secs(at)])?;
+            tx.execute(
+                "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2",
+                params![a.subscription_id, a.period as i64, secs(at)],
+            )?;
             detail["next_retry"] = json!(at.to_rfc3339());
             if !counted && failure == Failure::Declined {
                 detail["counted"] = json!(false);
@@ -277,11 +255,11 @@ fn record_failure(
             status_to(tx, it, Cause::FailedWillRetry, now, reason, changes)?;
         }
         Decision::Exhausted(action) => {
-            tx.prepare_cached(
+            tx.execute(
                 "UPDATE periods SET state = 'given_up', next_attempt_at = NULL, closed_at = ?3
                  WHERE subscription_id = ?1 AND period = ?2",
-            )?
-            .execute(params![a.subscription_id, a.period as i64, now])?;
+                params![a.subscription_id, a.period as i64, now],
+            )?;
             super::credit::return_credit(tx, &a.subscription_id, a.period, now)?;
             detail["final_action"] = json!(action.as_str());
             charge_failed(tx, now, a, detail)?;
@@ -299,7 +277,7 @@ fn record_failure(
 
 /// The `charge.failed` event of attempt `a`, logged and published (its `reason`, `failure`, and `next_retry` or
 /// `final_action`).
-fn charge_failed(tx: &Transaction<'_>, now: i64, a: &crate::store::Attempt, detail: serde_json::Value) -> Result<()> {
+fn charge_failed(tx: &dyn Db, now: i64, a: &crate::store::Attempt, detail: serde_json::Value) -> Result<()> {
     event(tx, now, "charge.failed", Some(&a.subscription_id), detail.clone())?;
     let keep = ["reason", "failure", "next_retry", "final_action", "counted"];
     let extra = fields(detail).into_iter().filter(|(k, _)| keep.contains(&k.as_str())).collect();

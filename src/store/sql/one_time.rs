@@ -1,9 +1,10 @@
 //! SQLite: one-time charges (`charge-once`, `charge-key`): the intent before the command sends, and their settlement
 //! (guarded by `tries`, so a send, a pass's lookup and a command's answer never overwrite one another).
 
+use super::db::{Db, Row, params};
 use super::events::event;
 use super::outbox::{About, fields, publish};
-use super::{SqliteStore, at, real_cols, real_from, secs, secs_ceil};
+use super::{SqlStore, at, real_cols, real_from, secs, secs_ceil};
 use crate::billing::quiet::{RealInstant, quiet_period};
 use crate::store::{
     ChargeStatus, Doubt, Failure, MerchantUidHolder, OneTime, OneTimeCharge, OneTimeKind, OneTimeState,
@@ -11,45 +12,41 @@ use crate::store::{
 };
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
-impl OneTime for SqliteStore {
+impl OneTime for SqlStore {
     fn one_time(&self, merchant_uid: &str) -> Result<Option<OneTimeState>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
+        self.db().query_opt(
+            "SELECT id, customer_uid, amount, currency, status, failure, imp_uid, fail_reason, check_at,
                    updated_at, tries, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, card_masked, kind,
                    subscription_id, name
                  FROM one_time_charges WHERE merchant_uid = ?1",
-                [merchant_uid],
-                |r| {
-                    Ok(OneTimeState {
-                        id: r.get(0)?,
-                        kind: r.get(16)?,
-                        customer_uid: r.get(1)?,
-                        subscription_id: r.get(17)?,
-                        name: r.get(18)?,
-                        card_masked: r.get(15)?,
-                        amount: r.get(2)?,
-                        currency: r.get(3)?,
-                        status: r.get(4)?,
-                        failure: r.get(5)?,
-                        imp_uid: r.get(6)?,
-                        fail_reason: r.get(7)?,
-                        check_at: r.get::<_, Option<i64>>(8)?.map(at),
-                        updated_at: at(r.get(9)?),
-                        tries: r.get(10)?,
-                        doubt: doubt_from(r, 11)?,
-                    })
-                },
-            )
-            .optional()?)
+            params![merchant_uid],
+            |r| {
+                Ok(OneTimeState {
+                    id: r.get(0)?,
+                    kind: r.get(16)?,
+                    customer_uid: r.get(1)?,
+                    subscription_id: r.get(17)?,
+                    name: r.get(18)?,
+                    card_masked: r.get(15)?,
+                    amount: r.get(2)?,
+                    currency: r.get(3)?,
+                    status: r.get(4)?,
+                    failure: r.get(5)?,
+                    imp_uid: r.get(6)?,
+                    fail_reason: r.get(7)?,
+                    check_at: r.get::<Option<i64>>(8)?.map(at),
+                    updated_at: at(r.get(9)?),
+                    tries: r.get(10)?,
+                    doubt: doubt_from(r, 11)?,
+                })
+            },
+        )
     }
 
     fn merchant_uid_holder(&self, merchant_uid: &str) -> Result<Option<MerchantUidHolder>> {
-        holder(&self.conn, merchant_uid)
+        holder(self.db(), merchant_uid)
     }
 
     fn begin_one_time(
@@ -78,7 +75,7 @@ impl OneTime for SqliteStore {
         if c.kind == OneTimeKind::Proration {
             let pending: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM plan_changes WHERE merchant_uid = ?1 AND state = 'pending')",
-                [&c.merchant_uid],
+                params![&c.merchant_uid],
                 |r| r.get(0),
             )?;
             if !pending {
@@ -90,53 +87,39 @@ impl OneTime for SqliteStore {
             }
         }
         let row = match prev_tries {
-            None => tx
-                .query_row(
-                    "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked,
+            None => tx.query_opt(
+                "INSERT INTO one_time_charges (merchant_uid, customer_uid, name, amount, currency, card_masked,
                        status, tries, created_at, updated_at, timeout_ms, check_at, doubt_wall_ms, doubt_boot_ms,
                        doubt_boot_id, kind, subscription_id)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 1, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT (merchant_uid) DO NOTHING RETURNING id, tries",
-                    params![
-                        c.merchant_uid,
-                        c.customer_uid,
-                        c.name,
-                        c.amount,
-                        c.currency,
-                        c.card_masked,
-                        now,
-                        timeout_ms as i64,
-                        check_at,
-                        wall,
-                        boot_ms,
-                        boot_id,
-                        c.kind,
-                        c.subscription_id
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?,
-            Some(tries) => tx
-                .query_row(
-                    "UPDATE one_time_charges SET status = 'pending', tries = tries + 1, failure = NULL,
+                params![
+                    c.merchant_uid,
+                    c.customer_uid,
+                    c.name,
+                    c.amount,
+                    c.currency,
+                    c.card_masked,
+                    now,
+                    timeout_ms as i64,
+                    check_at,
+                    wall,
+                    boot_ms,
+                    boot_id,
+                    c.kind,
+                    c.subscription_id
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?,
+            Some(tries) => tx.query_opt(
+                "UPDATE one_time_charges SET status = 'pending', tries = tries + 1, failure = NULL,
                        fail_reason = NULL, card_masked = ?3, updated_at = ?4, timeout_ms = ?5, check_at = ?6,
                        doubt_wall_ms = ?7, doubt_boot_ms = ?8, doubt_boot_id = ?9, go_wall_ms = NULL
                      WHERE merchant_uid = ?1 AND tries = ?2 AND status IN ('failed', 'pending', 'unknown')
                      RETURNING id, tries",
-                    params![
-                        c.merchant_uid,
-                        tries,
-                        c.card_masked,
-                        now,
-                        timeout_ms as i64,
-                        check_at,
-                        wall,
-                        boot_ms,
-                        boot_id
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?,
+                params![c.merchant_uid, tries, c.card_masked, now, timeout_ms as i64, check_at, wall, boot_ms, boot_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?,
         };
         tx.commit()?;
         Ok(row)
@@ -147,7 +130,7 @@ impl OneTime for SqliteStore {
         // A plan change's charge leaves only while its change is pending and its subscription bills (as a period's
         // attempt leaves only while its subscription bills: `Ledger::begin_send`); a cancel or a pause withdraws
         // the change in its own transaction, so exactly one of the two wins.
-        let changed = self.conn.execute(
+        let changed = self.db().execute(
             "UPDATE one_time_charges SET doubt_wall_ms = ?3, doubt_boot_ms = ?4, doubt_boot_id = ?5, go_wall_ms = ?3
              WHERE id = ?1 AND tries = ?2 AND status = 'pending'
                AND (kind != 'proration' OR EXISTS (
@@ -222,7 +205,7 @@ impl OneTime for SqliteStore {
         }
         // The charge of a plan change: its outcome applies or fails the change, in this transaction.
         let (merchant_uid, of): (String, OneTimeKind) =
-            tx.query_row("SELECT merchant_uid, kind FROM one_time_charges WHERE id = ?1", [id], |r| {
+            tx.query_row("SELECT merchant_uid, kind FROM one_time_charges WHERE id = ?1", params![id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         if of == OneTimeKind::Proration && matches!(status, ChargeStatus::Paid | ChargeStatus::Failed) {
@@ -238,16 +221,20 @@ impl OneTime for SqliteStore {
         fallback: chrono::Duration,
         limit: usize,
     ) -> Result<Vec<UnresolvedOneTime>> {
-        let mut st = self.conn.prepare_cached(&format!(
+        let st = format!(
             "{UNRESOLVED_ONE_TIME_SELECT} WHERE status IN ('pending', 'unknown')
                AND coalesce(check_at, updated_at + ?2) <= ?1 ORDER BY updated_at, id LIMIT ?3"
-        ))?;
-        let rows = st.query_map(params![secs(now), fallback.num_seconds(), limit as i64], unresolved_one_time_row)?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+        );
+        let rows = self.db().query_map(
+            &st,
+            params![secs(now), fallback.num_seconds(), limit as i64],
+            unresolved_one_time_row,
+        )?;
+        Ok(rows)
     }
 
     fn defer_one_time(&self, id: i64, tries: i64, check_at: DateTime<Utc>) -> Result<()> {
-        self.conn.execute(
+        self.db().execute(
             "UPDATE one_time_charges SET check_at = CASE WHEN check_at > ?3 THEN check_at ELSE ?3 END
              WHERE id = ?1 AND tries = ?2 AND status IN ('pending', 'unknown')",
             params![id, tries, secs_ceil(check_at)],
@@ -262,7 +249,7 @@ pub(super) const UNRESOLVED_ONE_TIME_SELECT: &str = "SELECT id, merchant_uid, cu
   FROM one_time_charges";
 
 /// A one-time charge to settle, as [`UNRESOLVED_ONE_TIME_SELECT`] reads it.
-pub(super) fn unresolved_one_time_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnresolvedOneTime> {
+pub(super) fn unresolved_one_time_row(r: &dyn Row) -> Result<UnresolvedOneTime> {
     Ok(UnresolvedOneTime {
         id: r.get(0)?,
         merchant_uid: r.get(1)?,
@@ -278,37 +265,35 @@ pub(super) fn unresolved_one_time_row(r: &rusqlite::Row<'_>) -> rusqlite::Result
 }
 
 /// What holds `merchant_uid` compared without case: a period, or a one-time charge (one spelled exactly so first).
-fn holder(conn: &rusqlite::Connection, merchant_uid: &str) -> Result<Option<MerchantUidHolder>> {
-    let one_time = conn
-        .prepare_cached(
-            "SELECT merchant_uid, kind FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE
+fn holder(conn: &dyn Db, merchant_uid: &str) -> Result<Option<MerchantUidHolder>> {
+    let one_time = conn.query_opt(
+        "SELECT merchant_uid, kind FROM one_time_charges WHERE merchant_uid = ?1 COLLATE NOCASE
              ORDER BY merchant_uid = ?1 DESC LIMIT 1",
-        )?
-        .query_row([merchant_uid], |r| Ok(MerchantUidHolder::OneTime { merchant_uid: r.get(0)?, kind: r.get(1)? }))
-        .optional()?;
+        params![merchant_uid],
+        |r| Ok(MerchantUidHolder::OneTime { merchant_uid: r.get(0)?, kind: r.get(1)? }),
+    )?;
     if one_time.is_some() {
         return Ok(one_time);
     }
-    Ok(conn
-        .prepare_cached(
-            "SELECT subscription_id, period, merchant_uid FROM periods WHERE merchant_uid = ?1 COLLATE NOCASE LIMIT 1",
-        )?
-        .query_row([merchant_uid], |r| {
+    conn.query_opt(
+        "SELECT subscription_id, period, merchant_uid FROM periods WHERE merchant_uid = ?1 COLLATE NOCASE LIMIT 1",
+        params![merchant_uid],
+        |r| {
             Ok(MerchantUidHolder::Period {
                 subscription_id: r.get(0)?,
-                period: r.get::<_, i64>(1)? as u64,
+                period: r.get::<i64>(1)? as u64,
                 merchant_uid: r.get(2)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Fills an event's detail with what names one-time charge `id` (its merchant_uid, its kind, and for a charge of a
 /// billing key the key charged); returns the subscription it is tied to, if any.
-fn describe(tx: &rusqlite::Connection, id: i64, detail: &mut serde_json::Value) -> Result<Option<String>> {
+fn describe(tx: &dyn Db, id: i64, detail: &mut serde_json::Value) -> Result<Option<String>> {
     let (muid, kind, key, sub): (String, OneTimeKind, Option<String>, Option<String>) = tx.query_row(
         "SELECT merchant_uid, kind, customer_uid, subscription_id FROM one_time_charges WHERE id = ?1",
-        [id],
+        params![id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     detail["merchant_uid"] = json!(muid);
@@ -321,8 +306,8 @@ fn describe(tx: &rusqlite::Connection, id: i64, detail: &mut serde_json::Value) 
 }
 
 /// A request in doubt from the columns `timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id` starting at `i`.
-pub(super) fn doubt_from(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Doubt>> {
-    let timeout_ms = r.get::<_, Option<i64>>(i)?.map(|t| t.max(0) as u64);
+pub(super) fn doubt_from(r: &dyn Row, i: usize) -> Result<Option<Doubt>> {
+    let timeout_ms = r.get::<Option<i64>>(i)?.map(|t| t.max(0) as u64);
     Ok(real_from(r.get(i + 1)?, r.get(i + 2)?, r.get(i + 3)?)
         .map(|since| Doubt { since, quiet: quiet_period(timeout_ms) }))
 }

@@ -1,9 +1,10 @@
 //! SQLite: refunds: the intent before `billd refund` sends, its settlement by a lookup of the payment, and refunds made outside billd found in its cancel history.
 
+use super::db::{Db, Row, params};
 use super::events::event;
 use super::one_time::doubt_from;
 use super::outbox::{About, fields, publish};
-use super::{SqliteStore, at, real_cols, secs, secs_ceil};
+use super::{SqlStore, at, real_cols, secs, secs_ceil};
 use crate::billing::quiet::RealInstant;
 use crate::billing::quiet::quiet_period;
 use crate::billing::refunds::{Cancel, attribute, refundable};
@@ -13,14 +14,13 @@ use crate::store::{
 };
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 /// The columns [`row`] reads, in its order.
 const COLS: &str = "id, merchant_uid, imp_uid, amount, currency, checksum, reason, status, source, cancellation_id,
     detail, check_at, timeout_ms, doubt_wall_ms, doubt_boot_ms, doubt_boot_id, created_at, updated_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RefundRow> {
+fn row(r: &dyn Row) -> Result<RefundRow> {
     Ok(RefundRow {
         id: r.get(0)?,
         merchant_uid: r.get(1)?,
@@ -33,7 +33,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RefundRow> {
         source: r.get(8)?,
         cancellation_id: r.get(9)?,
         detail: r.get(10)?,
-        check_at: r.get::<_, Option<i64>>(11)?.map(at),
+        check_at: r.get::<Option<i64>>(11)?.map(at),
         doubt: doubt_from(r, 12)?,
         created_at: at(r.get(16)?),
         updated_at: at(r.get(17)?),
@@ -53,8 +53,8 @@ struct Charge {
 }
 
 /// The charge `merchant_uid` (as stored): a period's paid attempt (else its latest one), or a one-time charge.
-fn charge(conn: &Connection, merchant_uid: &str) -> Result<Option<Charge>> {
-    let read = |r: &rusqlite::Row<'_>| {
+fn charge(conn: &dyn Db, merchant_uid: &str) -> Result<Option<Charge>> {
+    let read = |r: &dyn Row| {
         Ok(Charge {
             imp_uid: r.get(0)?,
             status: r.get(1)?,
@@ -64,35 +64,33 @@ fn charge(conn: &Connection, merchant_uid: &str) -> Result<Option<Charge>> {
             begun: r.get(5)?,
         })
     };
-    let period = conn
-        .prepare_cached(
-            "SELECT a.imp_uid, a.status, a.amount, a.currency, a.subscription_id, a.created_at
+    let period = conn.query_opt(
+        "SELECT a.imp_uid, a.status, a.amount, a.currency, a.subscription_id, a.created_at
              FROM periods p JOIN attempts a ON a.subscription_id = p.subscription_id AND a.period = p.period
              WHERE p.merchant_uid = ?1 ORDER BY a.status = 'paid' DESC, a.id DESC LIMIT 1",
-        )?
-        .query_row([merchant_uid], read)
-        .optional()?;
+        params![merchant_uid],
+        read,
+    )?;
     if period.is_some() {
         return Ok(period);
     }
-    Ok(conn
-        .prepare_cached(
-            "SELECT imp_uid, status, amount, currency, NULL, created_at FROM one_time_charges
+    conn.query_opt(
+        "SELECT imp_uid, status, amount, currency, NULL, created_at FROM one_time_charges
                 WHERE merchant_uid = ?1",
-        )?
-        .query_row([merchant_uid], read)
-        .optional()?)
+        params![merchant_uid],
+        read,
+    )
 }
 
 /// Every refund of a charge, oldest first.
-fn refunds_of(conn: &Connection, merchant_uid: &str) -> Result<Vec<RefundRow>> {
-    let mut st = conn.prepare_cached(&format!("SELECT {COLS} FROM refunds WHERE merchant_uid = ?1 ORDER BY id"))?;
-    let rows = st.query_map([merchant_uid], row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+fn refunds_of(conn: &dyn Db, merchant_uid: &str) -> Result<Vec<RefundRow>> {
+    let st = format!("SELECT {COLS} FROM refunds WHERE merchant_uid = ?1 ORDER BY id");
+    let rows = conn.query_map(&st, params![merchant_uid], row)?;
+    Ok(rows)
 }
 
-fn by_id(conn: &Connection, id: i64) -> Result<RefundRow> {
-    Ok(conn.query_row(&format!("SELECT {COLS} FROM refunds WHERE id = ?1"), [id], row)?)
+fn by_id(conn: &dyn Db, id: i64) -> Result<RefundRow> {
+    conn.query_row(&format!("SELECT {COLS} FROM refunds WHERE id = ?1"), params![id], row)
 }
 
 /// Refunded so far, and spent (every refund not known to have failed: those in doubt count).
@@ -110,7 +108,7 @@ fn detail(r: &RefundRow) -> serde_json::Value {
 }
 
 /// The `charge.refunded` event of refund `r`, logged and published (the charge as it is now, and the refund).
-fn refunded(tx: &rusqlite::Connection, now: i64, sub: Option<&str>, r: &RefundRow) -> Result<()> {
+fn refunded(tx: &dyn Db, now: i64, sub: Option<&str>, r: &RefundRow) -> Result<()> {
     event(tx, now, "charge.refunded", sub, detail(r))?;
     let refund = json!({ "amount": r.amount, "currency": r.currency, "reason": r.reason, "source": r.source.as_str(),
                          "cancellation_id": r.cancellation_id });
@@ -118,10 +116,10 @@ fn refunded(tx: &rusqlite::Connection, now: i64, sub: Option<&str>, r: &RefundRo
     publish(tx, now, "charge.refunded", sub, About::PaidCharge(&r.merchant_uid), extra)
 }
 
-impl Refunds for SqliteStore {
+impl Refunds for SqlStore {
     fn refund_target(&self, merchant_uid: &str) -> Result<Option<RefundTarget>> {
-        let Some(c) = charge(&self.conn, merchant_uid)? else { return Ok(None) };
-        let rows = refunds_of(&self.conn, merchant_uid)?;
+        let Some(c) = charge(self.db(), merchant_uid)? else { return Ok(None) };
+        let rows = refunds_of(self.db(), merchant_uid)?;
         let (refunded, _) = sums(&rows);
         Ok(Some(RefundTarget {
             merchant_uid: merchant_uid.to_owned(),
@@ -131,7 +129,7 @@ impl Refunds for SqliteStore {
             currency: c.currency,
             refunded,
             unresolved: rows.into_iter().find(|r| r.status.unresolved()),
-            beside_credit: super::credit::refundable_beside_credit(&self.conn, merchant_uid)?,
+            beside_credit: super::credit::refundable_beside_credit(self.db(), merchant_uid)?,
         }))
     }
 
@@ -171,12 +169,11 @@ impl Refunds for SqliteStore {
             return Ok(Err(RefundRefused::TooMuch { paid: c.amount, refunded, remaining }));
         }
         if let Some(sub) = &c.subscription
-            && let Some(m) = tx
-                .prepare_cached(
-                    "SELECT coalesce(merchant_uid, '') FROM plan_changes WHERE subscription_id = ?1 AND state = 'pending'",
-                )?
-                .query_row([sub], |r| r.get::<_, String>(0))
-                .optional()?
+            && let Some(m) = tx.query_opt(
+                "SELECT coalesce(merchant_uid, '') FROM plan_changes WHERE subscription_id = ?1 AND state = 'pending'",
+                params![sub],
+                |r| r.get::<String>(0),
+            )?
         {
             return Ok(Err(RefundRefused::ChangePending(m)));
         }
@@ -218,7 +215,7 @@ impl Refunds for SqliteStore {
 
     fn refund_go(&self, id: i64, at: &RealInstant) -> Result<bool> {
         let (wall, boot_ms, boot_id) = real_cols(at);
-        let changed = self.conn.execute(
+        let changed = self.db().execute(
             "UPDATE refunds SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
              WHERE id = ?1 AND status = 'pending'",
             params![id, wall, boot_ms, boot_id],
@@ -372,7 +369,7 @@ impl Refunds for SqliteStore {
         let listed: i64 = seen.iter().map(|s| s.amount).sum();
         let total: i64 = tx.query_row(
             "SELECT coalesce(sum(amount), 0) FROM refunds WHERE merchant_uid = ?1 AND status = 'refunded'",
-            [merchant_uid],
+            params![merchant_uid],
             |r| r.get(0),
         )?;
         if total > listed {
@@ -388,42 +385,38 @@ impl Refunds for SqliteStore {
     }
 
     fn unresolved_refunds(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RefundRow>> {
-        let mut st = self.conn.prepare_cached(&format!(
+        let st = format!(
             "SELECT {COLS} FROM refunds WHERE status IN ('pending', 'unknown') AND coalesce(check_at, 0) <= ?1
              ORDER BY check_at, id LIMIT ?2"
-        ))?;
-        let rows = st.query_map(params![secs(now), limit as i64], row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        );
+        let rows = self.db().query_map(&st, params![secs(now), limit as i64], row)?;
+        Ok(rows)
     }
 
     fn paid_charges(&self, since: Option<DateTime<Utc>>, after: Option<&str>, limit: usize) -> Result<Vec<PaidCharge>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT merchant_uid, imp_uid, amount FROM (
+        let st = "SELECT merchant_uid, imp_uid, amount FROM (
                SELECT merchant_uid, imp_uid, amount, updated_at AS t FROM attempts
                 WHERE status = 'paid' AND imp_uid IS NOT NULL
                UNION ALL
                SELECT merchant_uid, imp_uid, amount, updated_at FROM one_time_charges
                 WHERE status = 'paid' AND imp_uid IS NOT NULL)
              WHERE (?1 IS NULL OR t >= ?1) AND (?2 IS NULL OR merchant_uid > ?2)
-             ORDER BY merchant_uid LIMIT ?3",
-        )?;
-        let rows = st.query_map(params![since.map(secs), after, limit as i64], |r| {
+             ORDER BY merchant_uid LIMIT ?3";
+        let rows = self.db().query_map(st, params![since.map(secs), after, limit as i64], |r| {
             Ok(PaidCharge { merchant_uid: r.get(0)?, imp_uid: r.get(1)?, amount: r.get(2)? })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows)
     }
 
     fn list_refunds(&self, since: Option<DateTime<Utc>>) -> Result<Vec<RefundRow>> {
-        let mut st = self.conn.prepare_cached(&format!(
-            "SELECT {COLS} FROM refunds WHERE (?1 IS NULL OR created_at >= ?1) ORDER BY id"
-        ))?;
-        let rows = st.query_map(params![since.map(secs)], row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let st = format!("SELECT {COLS} FROM refunds WHERE (?1 IS NULL OR created_at >= ?1) ORDER BY id");
+        let rows = self.db().query_map(&st, params![since.map(secs)], row)?;
+        Ok(rows)
     }
 }
 
 /// Fails a refund in doubt (nothing refunded), with its event; false if it is not in doubt.
-fn to_failed(tx: &Connection, id: i64, reason: &str, now: i64) -> Result<bool> {
+fn to_failed(tx: &dyn Db, id: i64, reason: &str, now: i64) -> Result<bool> {
     let changed = tx.execute(
         "UPDATE refunds SET status = 'failed', detail = ?2, check_at = NULL, updated_at = ?3
          WHERE id = ?1 AND status IN ('pending', 'unknown')",
@@ -438,7 +431,7 @@ fn to_failed(tx: &Connection, id: i64, reason: &str, now: i64) -> Result<bool> {
 
 /// Leaves a refund in doubt unknown from the real instant `since` until `check_at` at least, with its event; false
 /// if it is not in doubt.
-fn to_unknown(tx: &Connection, id: i64, reason: &str, since: &RealInstant, check_at: i64, now: i64) -> Result<bool> {
+fn to_unknown(tx: &dyn Db, id: i64, reason: &str, since: &RealInstant, check_at: i64, now: i64) -> Result<bool> {
     let (wall, boot_ms, boot_id) = real_cols(since);
     let changed = tx.execute(
         "UPDATE refunds SET status = 'unknown', detail = ?2, check_at = ?3, updated_at = ?4, doubt_wall_ms = ?5,
@@ -456,8 +449,6 @@ fn to_unknown(tx: &Connection, id: i64, reason: &str, since: &RealInstant, check
 }
 
 /// The subscription whose period has this merchant_uid (`None`: a one-time charge).
-fn subscription_of(conn: &Connection, merchant_uid: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row("SELECT subscription_id FROM periods WHERE merchant_uid = ?1", [merchant_uid], |r| r.get(0))
-        .optional()?)
+fn subscription_of(conn: &dyn Db, merchant_uid: &str) -> Result<Option<String>> {
+    conn.query_opt("SELECT subscription_id FROM periods WHERE merchant_uid = ?1", params![merchant_uid], |r| r.get(0))
 }

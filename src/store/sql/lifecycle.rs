@@ -3,32 +3,31 @@
 
 use super::at;
 use super::book::change_status;
+use super::db::{Db, params};
 use crate::billing::model::{Pause, Status};
 use crate::billing::status::Cause;
 use crate::store::StatusChange;
 use anyhow::Result;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 /// The pause of subscription `id` if it is suspended: when it began, when it ends by itself, its catch-up.
-pub(super) fn pause_in(conn: &Connection, id: &str) -> Result<Option<Pause>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT suspended_at, resume_at, resume_catch_up FROM subscriptions WHERE id = ?1 AND status = 'suspended'",
-        )?
-        .query_row([id], |r| {
+pub(super) fn pause_in(conn: &dyn Db, id: &str) -> Result<Option<Pause>> {
+    conn.query_opt(
+        "SELECT suspended_at, resume_at, resume_catch_up FROM subscriptions WHERE id = ?1 AND status = 'suspended'",
+        params![id],
+        |r| {
             Ok(Pause {
-                since: r.get::<_, Option<i64>>(0)?.map(at),
-                until: r.get::<_, Option<i64>>(1)?.map(at),
-                catch_up: r.get::<_, i64>(2)? != 0,
+                since: r.get::<Option<i64>>(0)?.map(at),
+                until: r.get::<Option<i64>>(1)?.map(at),
+                catch_up: r.get::<i64>(2)? != 0,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Whether dunning stopped subscription `id` (its retries ran out, or a charge was rejected), inside `tx`.
-pub(super) fn stopped_by_dunning(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+pub(super) fn stopped_by_dunning(tx: &dyn Db, id: &str) -> Result<bool> {
     let by: Option<Option<String>> =
-        tx.query_row("SELECT stopped_by FROM subscriptions WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        tx.query_opt("SELECT stopped_by FROM subscriptions WHERE id = ?1", params![id], |r| r.get(0))?;
     Ok(by.flatten().as_deref() == Some("dunning"))
 }
 
@@ -41,14 +40,11 @@ pub(super) const PAUSE_ENDED_BY_CANCEL_AT: &str =
 /// [`crate::store::Book::end_canceling`] inside `tx`, for every subscription or only `only`: cancels those whose `cancel_at` came
 /// once nothing before it is left to open or settle, completes those whose fixed term has nothing left to bill.
 /// Returns the status changes it made.
-pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Result<Vec<StatusChange>> {
+pub(super) fn end_in(tx: &dyn Db, now: i64, only: Option<&str>) -> Result<Vec<StatusChange>> {
     // Once nothing due before cancel_at is left to open or settle (a period missed while billd was down is charged
     // first: an outsider's was never charged), and whatever status a resume or a reactivation left it in.
     let ended = |sql: &str| -> Result<Vec<(String, String, String)>> {
-        Ok(tx
-            .prepare_cached(sql)?
-            .query_map(params![now, only], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?)
+        tx.query_map(sql, params![now, only], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
     };
     let nothing_left = "next_due_at IS NULL AND (?2 IS NULL OR id = ?2) AND NOT EXISTS (SELECT 1 FROM periods p
            WHERE p.subscription_id = subscriptions.id AND p.state = 'open')";
@@ -95,13 +91,13 @@ pub(super) fn end_in(tx: &Transaction<'_>, now: i64, only: Option<&str>) -> Resu
 /// After a resume or a reactivation made subscription `id` bill again, inside `tx`: with nothing left to bill it ends
 /// at once ([`end_in`]: canceled once its `cancel_at` came, completed once its term is over); with a `cancel_at`
 /// (still ahead, or passed with periods before it left) it is canceling again.
-pub(super) fn after_restart(tx: &Transaction<'_>, id: &str, now: i64) -> Result<()> {
+pub(super) fn after_restart(tx: &dyn Db, id: &str, now: i64) -> Result<()> {
     if !end_in(tx, now, Some(id))?.is_empty() {
         return Ok(());
     }
     let canceling: bool = tx.query_row(
         "SELECT bills AND status != 'canceling' AND cancel_at IS NOT NULL FROM subscriptions WHERE id = ?1",
-        [id],
+        params![id],
         |r| r.get(0),
     )?;
     if canceling {

@@ -1,13 +1,14 @@
 //! SQLite: the subscriptions (reads, config sync, operator status changes, resume, manual adds) and the one place a
 //! subscription's status changes (`change_status`, as `billing::status` decides).
 
+use super::db::{Db, Row, params};
 use super::events::{event, subscription_event};
 use super::ledger::DUE_NOW_BY_OPERATOR;
 use super::lifecycle::{after_restart, end_in, pause_in, stopped_by_dunning};
 use super::names::same_id_but_case;
 use super::outbox::{About, fields, publish};
 use super::sync::{apply_sync_in, book_clock_in, retime_in};
-use super::{SqliteStore, at, secs};
+use super::{SqlStore, at, secs};
 use crate::billing::calendar::{ChargeClock, Interval};
 use crate::billing::model::{Pause, Source, Status, Subscription};
 use crate::billing::proration::Discount;
@@ -16,7 +17,6 @@ use crate::billing::sync::SyncPlan;
 use crate::store::{Book, ImportRow, ImportedAs, SafetyStop, StatusChange, StatusSet, status_event};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::json;
 
 pub(super) const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name, amount, currency, interval,
@@ -24,13 +24,14 @@ pub(super) const SUB_SELECT: &str = "SELECT id, customer_uid, plan_id, plan_name
     cancel_at, last_period FROM subscriptions";
 
 /// A row of [`SUB_SELECT`] (read by position: looking columns up by name was a measurable part of opening periods).
-pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>> {
+pub(super) fn sub_from_row(r: &dyn Row) -> Result<Subscription> {
     let id: String = r.get(0)?;
-    let interval = r.get_ref(6)?.as_str()?;
-    let start = r.get_ref(7)?.as_str()?;
-    let anchor = r.get_ref(8)?.as_str()?;
-    let status = r.get_ref(12)?.as_str()?;
-    let parsed = (|| -> Result<Subscription> {
+
+    (|| -> Result<Subscription> {
+        let interval = r.text(6)?;
+        let start = r.text(7)?;
+        let anchor = r.text(8)?;
+        let status = r.text(12)?;
         Ok(Subscription {
             customer_uid: r.get(1)?,
             plan_id: r.get(2)?,
@@ -40,37 +41,30 @@ pub(super) fn sub_from_row(r: &Row<'_>) -> rusqlite::Result<Result<Subscription>
             interval: interval.parse::<Interval>().map_err(|e| anyhow!(e))?,
             start_date: start.parse::<NaiveDate>()?,
             anchor_date: anchor.parse::<NaiveDate>()?,
-            anchor_period: r.get::<_, i64>(9)? as u64,
-            next_period: r.get::<_, i64>(10)? as u64,
+            anchor_period: r.get::<i64>(9)? as u64,
+            next_period: r.get::<i64>(10)? as u64,
             status: Status::parse(status).ok_or_else(|| anyhow!("bad status {status:?}"))?,
             source: r.get(13)?,
-            skip: match r.get_ref(14)?.as_str_or_null()? {
+            skip: match r.text_opt(14)? {
                 Some(text) => serde_json::from_str(text).context("skip_windows")?,
                 None => Vec::new(),
             },
-            discount: match r.get_ref(15)?.as_str_or_null()? {
+            discount: match r.text_opt(15)? {
                 Some(text) => Some(serde_json::from_str(text).context("discount")?),
                 None => None,
             },
-            cancel_at: r.get::<_, Option<i64>>(16)?.map(at),
-            last_period: r.get::<_, Option<i64>>(17)?.map(|p| p.max(0) as u64),
+            cancel_at: r.get::<Option<i64>>(16)?.map(at),
+            last_period: r.get::<Option<i64>>(17)?.map(|p| p.max(0) as u64),
             id: id.clone(),
         })
     })()
-    .with_context(|| format!("subscription {id:?} has a corrupt row"));
-    Ok(parsed)
+    .with_context(|| format!("subscription {id:?} has a corrupt row"))
 }
 
 /// Writes a new subscription row (every column a subscription keeps) and its `subscription.created` event, inside
 /// `tx`: the one place a subscription is inserted, for a sync and a command alike (a column added since was written
 /// by one of two copies only).
-pub(super) fn insert_row(
-    tx: &Transaction<'_>,
-    s: &Subscription,
-    source: Source,
-    due: Option<i64>,
-    now: i64,
-) -> Result<()> {
+pub(super) fn insert_row(tx: &dyn Db, s: &Subscription, source: Source, due: Option<i64>, now: i64) -> Result<()> {
     tx.execute(
         "INSERT INTO subscriptions (id, customer_uid, plan_id, plan_name, amount, currency, interval, start_date,
            anchor_date, anchor_period, next_period, next_due_at, status, source, created_at, updated_at, discount,
@@ -114,17 +108,15 @@ pub(super) fn skip_json(windows: &[(i64, i64)]) -> Option<String> {
     (!windows.is_empty()).then(|| serde_json::to_string(windows).unwrap_or_default())
 }
 
-fn config_subscriptions_in(conn: &Connection) -> Result<Vec<Subscription>> {
-    let mut st = conn.prepare_cached(&format!("{SUB_SELECT} WHERE source = 'config' ORDER BY id"))?;
-    let rows = st.query_map([], sub_from_row)?;
-    rows.map(|r| r.map_err(Into::into).and_then(|x| x)).collect()
+fn config_subscriptions_in(conn: &dyn Db) -> Result<Vec<Subscription>> {
+    let st = format!("{SUB_SELECT} WHERE source = 'config' ORDER BY id");
+    let rows = conn.query_map(&st, params![], sub_from_row)?;
+    Ok(rows)
 }
 
-pub(super) fn current_status(conn: &Connection, id: &str) -> Result<Option<Status>> {
-    let s: Option<String> = conn
-        .prepare_cached("SELECT status FROM subscriptions WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
+pub(super) fn current_status(conn: &dyn Db, id: &str) -> Result<Option<Status>> {
+    let s: Option<String> =
+        conn.query_opt("SELECT status FROM subscriptions WHERE id = ?1", params![id], |r| r.get(0))?;
     Ok(s.and_then(|s| Status::parse(&s)))
 }
 
@@ -137,13 +129,7 @@ type Moved = (Status, Option<Status>, usize, usize, i64);
 /// Returns its status before (`None`: no such subscription), the status it moved to (`None`: no change), how many
 /// attempts it voided, how many plan changes whose charges had not left it withdrew (`changes::withdraw_in`) and
 /// how much credit an end released (`credit::release_credit_in`).
-pub(super) fn change_status(
-    tx: &Transaction<'_>,
-    id: &str,
-    cause: Cause,
-    now: i64,
-    reason: &str,
-) -> Result<Option<Moved>> {
+pub(super) fn change_status(tx: &dyn Db, id: &str, cause: Cause, now: i64, reason: &str) -> Result<Option<Moved>> {
     let Some(from) = current_status(tx, id)? else {
         return Ok(None);
     };
@@ -153,12 +139,12 @@ pub(super) fn change_status(
     // A plan change whose charge has not left is withdrawn with the claims.
     let (voided, withdrawn) =
         if to.bills() { (0, 0) } else { (void_unsent(tx, id, now)?, super::changes::withdraw_in(tx, id, now)?.0) };
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE subscriptions SET status = ?2, updated_at = ?3, resume_at = NULL, resume_catch_up = 0,
            suspended_at = CASE WHEN ?2 = 'suspended' THEN ?3 ELSE suspended_at END,
            stopped_by = CASE WHEN ?4 THEN 'dunning' END WHERE id = ?1",
-    )?
-    .execute(params![id, to, now, matches!(cause, Cause::Exhausted(_))])?;
+        params![id, to, now, matches!(cause, Cause::Exhausted(_))],
+    )?;
     // An end (canceled, completed) with credit left releases it: refundable, never lost.
     let released = super::credit::release_credit_in(tx, id, now)?;
     let mut detail = json!({ "from": from.as_str(), "reason": reason });
@@ -177,31 +163,27 @@ pub(super) fn change_status(
 /// `Ledger::begin_send`): removed as [`Ledger::release`](crate::store::Ledger::release) removes them, their periods
 /// due again at `now` (charged only if the subscription bills again). A sender that has not yet made its "go"
 /// write then finds nothing to send. Returns how many.
-pub(super) fn void_unsent(tx: &Transaction<'_>, id: &str, now: i64) -> Result<usize> {
-    let mut del = tx.prepare_cached(
-        "DELETE FROM attempts WHERE subscription_id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL
-         RETURNING period",
-    )?;
-    let periods = del.query_map([id], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
-    let mut due = tx.prepare_cached(
-        "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2 AND state = 'open'",
-    )?;
+pub(super) fn void_unsent(tx: &dyn Db, id: &str, now: i64) -> Result<usize> {
+    let del = "DELETE FROM attempts WHERE subscription_id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL
+         RETURNING period";
+    let periods = tx.query_map(del, params![id], |r| r.get::<i64>(0))?;
+    let due = "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2 AND state = 'open'";
     for p in &periods {
-        due.execute(params![id, p, now])?;
+        tx.execute(due, params![id, p, now])?;
     }
     Ok(periods.len())
 }
 
 /// A subscription's charges whose requests have left and are not settled yet; second, those of its plan changes.
-fn in_flight(tx: &Transaction<'_>, id: &str) -> Result<(usize, usize)> {
-    let (n, changes): (i64, i64) = tx
-        .prepare_cached(
-            "SELECT (SELECT count(*) FROM attempts WHERE subscription_id = ?1 AND status IN ('pending', 'unknown')
+fn in_flight(tx: &dyn Db, id: &str) -> Result<(usize, usize)> {
+    let (n, changes): (i64, i64) = tx.query_row(
+        "SELECT (SELECT count(*) FROM attempts WHERE subscription_id = ?1 AND status IN ('pending', 'unknown')
                        AND doubt_wall_ms IS NOT NULL),
                     (SELECT count(*) FROM plan_changes c JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
                        WHERE c.subscription_id = ?1 AND c.state = 'pending' AND o.status IN ('pending', 'unknown'))",
-        )?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     Ok((n as usize + changes as usize, changes as usize))
 }
 
@@ -210,26 +192,23 @@ fn in_flight(tx: &Transaction<'_>, id: &str) -> Result<(usize, usize)> {
 const STOP_COLUMNS: &str = "CAST(reason AS TEXT), CAST(max_charges_per_pass AS BIGINT), CAST(created_at AS BIGINT),
     CAST(released AS BIGINT)";
 
-fn stop_row(r: &Row<'_>) -> rusqlite::Result<SafetyStop> {
+fn stop_row(r: &dyn Row) -> Result<SafetyStop> {
     Ok(SafetyStop {
-        reason: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-        max_charges_per_pass: r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
-        at: at(r.get::<_, Option<i64>>(2)?.unwrap_or(0)),
-        released: r.get::<_, Option<i64>>(3)?.unwrap_or(0) != 0,
+        reason: r.get::<Option<String>>(0)?.unwrap_or_default(),
+        max_charges_per_pass: r.get::<Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
+        at: at(r.get::<Option<i64>>(2)?.unwrap_or(0)),
+        released: r.get::<Option<i64>>(3)?.unwrap_or(0) != 0,
     })
 }
 
-impl Book for SqliteStore {
+impl Book for SqlStore {
     fn config_subscriptions(&self) -> Result<Vec<Subscription>> {
-        config_subscriptions_in(&self.conn)
+        config_subscriptions_in(self.db())
     }
 
     fn subscription(&self, id: &str) -> Result<Option<Subscription>> {
-        let mut st = self.conn.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?;
-        match st.query_row([id], sub_from_row).optional()? {
-            Some(r) => Ok(Some(r?)),
-            None => Ok(None),
-        }
+        let st = format!("{SUB_SELECT} WHERE id = ?1");
+        self.db().query_opt(&st, params![id], sub_from_row)
     }
 
     fn sync_with(
@@ -347,16 +326,14 @@ impl Book for SqliteStore {
         restart: impl FnOnce(&Subscription) -> (u64, Option<DateTime<Utc>>),
     ) -> Result<(u64, Option<u64>)> {
         let tx = self.tx()?;
-        let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
-            Ok(s) => s?,
-            Err(rusqlite::Error::QueryReturnedNoRows) => bail!("no subscription {id:?}"),
-            Err(e) => return Err(e.into()),
+        let Some(sub) = tx.query_opt(&format!("{SUB_SELECT} WHERE id = ?1"), params![id], sub_from_row)? else {
+            bail!("no subscription {id:?}");
         };
         if !matches!(sub.status, Status::Canceled | Status::Suspended) {
             bail!("subscription {id:?} is {}: only one that dunning canceled or suspended is reactivated", sub.status);
         }
         let by: Option<String> =
-            tx.query_row("SELECT stopped_by FROM subscriptions WHERE id = ?1", [id], |r| r.get(0))?;
+            tx.query_row("SELECT stopped_by FROM subscriptions WHERE id = ?1", params![id], |r| r.get(0))?;
         if by.as_deref() != Some("dunning") {
             bail!(
                 "subscription {id:?} was {} by an operator or a sync, not by dunning: it is not reactivated (`billd \
@@ -373,15 +350,14 @@ impl Book for SqliteStore {
         )?;
         change_status(&tx, id, Cause::Reactivate, now_s, "reactivated by operator")?;
         let reopened = if charge_now {
-            tx.query_row(
+            tx.query_opt(
                 "UPDATE periods SET state = 'open', next_attempt_at = ?2, closed_at = NULL, retry_ahead_of = NULL
                  WHERE subscription_id = ?1 AND state = 'given_up'
                    AND period = (SELECT max(period) FROM periods WHERE subscription_id = ?1 AND state = 'given_up')
                  RETURNING period",
                 params![id, now_s],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
+                |r| r.get::<i64>(0),
+            )?
             .map(|p| p as u64)
         } else {
             None
@@ -390,7 +366,7 @@ impl Book for SqliteStore {
             // Nothing written: reactivated, it would end at once (and completed is final: no `--charge-now` after).
             let given_up: Option<i64> = tx.query_row(
                 "SELECT max(period) FROM periods WHERE subscription_id = ?1 AND state = 'given_up'",
-                [id],
+                params![id],
                 |r| r.get(0),
             )?;
             let end = if sub.last_period.is_some_and(|l| period > l) { "its term is over" } else { "its cancel_at" };
@@ -416,12 +392,10 @@ impl Book for SqliteStore {
     }
 
     fn resumes_due(&self, now: DateTime<Utc>) -> Result<Vec<(String, bool)>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, resume_catch_up FROM subscriptions
-             WHERE resume_at IS NOT NULL AND resume_at <= ?1 AND status = 'suspended' ORDER BY resume_at, id",
-        )?;
-        let rows = st.query_map([secs(now)], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+        let st = "SELECT id, resume_catch_up FROM subscriptions
+             WHERE resume_at IS NOT NULL AND resume_at <= ?1 AND status = 'suspended' ORDER BY resume_at, id";
+        let rows = self.db().query_map(st, params![secs(now)], |r| Ok((r.get(0)?, r.get::<i64>(1)? != 0)))?;
+        Ok(rows)
     }
 
     fn resume_with(
@@ -433,10 +407,8 @@ impl Book for SqliteStore {
     ) -> Result<(Subscription, u64)> {
         let now = secs(now);
         let tx = self.tx()?;
-        let sub = match tx.prepare_cached(&format!("{SUB_SELECT} WHERE id = ?1"))?.query_row([id], sub_from_row) {
-            Ok(s) => s?,
-            Err(rusqlite::Error::QueryReturnedNoRows) => bail!("no subscription {id:?}"),
-            Err(e) => return Err(e.into()),
+        let Some(sub) = tx.query_opt(&format!("{SUB_SELECT} WHERE id = ?1"), params![id], sub_from_row)? else {
+            bail!("no subscription {id:?}");
         };
         let Some(to) = next_status(sub.status, Cause::Resume) else {
             bail!("subscription {id:?} is {}, not paused/suspended", sub.status);
@@ -494,14 +466,11 @@ impl Book for SqliteStore {
     }
 
     fn book_clock(&self) -> Result<Option<ChargeClock>> {
-        book_clock_in(&self.conn)
+        book_clock_in(self.db())
     }
 
     fn safety_stop(&self) -> Result<Option<SafetyStop>> {
-        Ok(self
-            .conn
-            .query_row(&format!("SELECT {STOP_COLUMNS} FROM safety_stop WHERE id = 1"), [], stop_row)
-            .optional()?)
+        self.db().query_opt(&format!("SELECT {STOP_COLUMNS} FROM safety_stop WHERE id = 1"), params![], stop_row)
     }
 
     fn stop_billing(&self, stop: &SafetyStop) -> Result<()> {
@@ -525,9 +494,9 @@ impl Book for SqliteStore {
     fn release_billing(&self, why: &str, now: DateTime<Utc>) -> Result<Option<SafetyStop>> {
         let tx = self.tx()?;
         let stop =
-            tx.query_row(&format!("SELECT {STOP_COLUMNS} FROM safety_stop WHERE id = 1"), [], stop_row).optional()?;
+            tx.query_opt(&format!("SELECT {STOP_COLUMNS} FROM safety_stop WHERE id = 1"), params![], stop_row)?;
         if stop.as_ref().is_some_and(|s| !s.released) {
-            tx.execute("UPDATE safety_stop SET released = 1 WHERE id = 1", [])?;
+            tx.execute("UPDATE safety_stop SET released = 1 WHERE id = 1", params![])?;
             let reason = stop.as_ref().map(|s| s.reason.clone());
             event(&tx, secs(now), "billing.released", None, json!({ "why": why, "stopped_for": reason }))?;
         }
@@ -537,8 +506,10 @@ impl Book for SqliteStore {
 
     fn lift_safety_stop(&self, why: &str, only_released: bool, now: DateTime<Utc>) -> Result<bool> {
         let tx = self.tx()?;
-        let n =
-            tx.execute("DELETE FROM safety_stop WHERE id = 1 AND (?1 = 0 OR released != 0)", [only_released as i64])?;
+        let n = tx.execute(
+            "DELETE FROM safety_stop WHERE id = 1 AND (?1 = 0 OR released != 0)",
+            params![only_released as i64],
+        )?;
         if n > 0 {
             event(&tx, secs(now), "billing.resumed", None, json!({ "why": why }))?;
         }

@@ -1,34 +1,32 @@
 //! SQLite: what a notification's merchant_uid names in the book (`Notices::notice_target`), and a settlement recorded only if its attempt is unchanged (`record.rs` does the recording).
 
+use super::db::params;
 use super::ledger::{ATTEMPT_SELECT, attempt_from_row};
 use super::one_time::{UNRESOLVED_ONE_TIME_SELECT, unresolved_one_time_row};
-use super::{SqliteStore, secs};
+use super::{SqlStore, secs};
 use crate::store::{ChargeStatus, NoticeTarget, Notices, Recorded, StatusChange};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::OptionalExtension;
 
-impl Notices for SqliteStore {
+impl Notices for SqlStore {
     fn notice_target(&self, merchant_uid: &str) -> Result<NoticeTarget> {
         // One read transaction: the reads below see one snapshot of the book.
-        let tx = self.conn.unchecked_transaction()?;
-        let unresolved = tx
-            .prepare_cached(&format!(
-                "{ATTEMPT_SELECT} WHERE p.merchant_uid = ?1 AND a.status IN ('pending', 'unknown') LIMIT 1"
-            ))?
-            .query_row([merchant_uid], attempt_from_row)
-            .optional()?;
+        let tx = self.snapshot()?;
+        let unresolved = tx.query_opt(
+            &format!("{ATTEMPT_SELECT} WHERE p.merchant_uid = ?1 AND a.status IN ('pending', 'unknown') LIMIT 1"),
+            params![merchant_uid],
+            attempt_from_row,
+        )?;
         if let Some(a) = unresolved {
             return Ok(NoticeTarget::Attempt(a));
         }
-        let period: Option<(Option<String>, Option<ChargeStatus>)> = tx
-            .prepare_cached(
-                "SELECT a.imp_uid, a.status FROM periods p
+        let period: Option<(Option<String>, Option<ChargeStatus>)> = tx.query_opt(
+            "SELECT a.imp_uid, a.status FROM periods p
                    LEFT JOIN attempts a ON a.subscription_id = p.subscription_id AND a.period = p.period
                  WHERE p.merchant_uid = ?1 ORDER BY a.status = 'paid' DESC, a.id DESC LIMIT 1",
-            )?
-            .query_row([merchant_uid], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+            params![merchant_uid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         if let Some(found) = period {
             return Ok(match found {
                 (Some(imp_uid), Some(ChargeStatus::Paid)) => NoticeTarget::Paid { imp_uid },
@@ -36,12 +34,11 @@ impl Notices for SqliteStore {
                 (_, None) => NoticeTarget::Uncharged,
             });
         }
-        let one_time = tx
-            .prepare_cached(&format!("{UNRESOLVED_ONE_TIME_SELECT} WHERE merchant_uid = ?1"))?
-            .query_row([merchant_uid], |r| {
-                Ok((unresolved_one_time_row(r)?, r.get::<_, ChargeStatus>(13)?, r.get::<_, Option<String>>(11)?))
-            })
-            .optional()?;
+        let one_time = tx.query_opt(
+            &format!("{UNRESOLVED_ONE_TIME_SELECT} WHERE merchant_uid = ?1"),
+            params![merchant_uid],
+            |r| Ok((unresolved_one_time_row(r)?, r.get::<ChargeStatus>(13)?, r.get::<Option<String>>(11)?)),
+        )?;
         Ok(match one_time {
             Some((c, status, _)) if status.unresolved() => NoticeTarget::OneTime(c),
             Some((_, ChargeStatus::Paid, Some(imp_uid))) => NoticeTarget::Paid { imp_uid },
