@@ -1,10 +1,11 @@
 //! What every command needs opened: the config (with its warnings logged), the async runtime, and the engine with
 //! its store (claimed as the book's one scheduler) and gateway client.
 
-use crate::config::{self, Config, Secret};
+use crate::config::{self, Config, Database, Secret};
 use crate::engine::Engine;
 use crate::store::Store;
-use crate::store::sqlite;
+use crate::store::sql::SqlStore;
+use crate::store::{postgres, sqlite};
 use anyhow::{Context, Result, anyhow};
 use std::path::Path;
 use tracing::warn;
@@ -36,32 +37,51 @@ pub fn gateway_with(cfg: &Config, secret: Secret) -> PaymentGateway {
         .with_rate_limit(g.rate_limit)
 }
 
-/// Opens (creating and migrating if needed) the book the config names: the SQLite database `billing.database`.
-/// The one place that picks the store; everything else sees only the [`Store`] contract. For what fills a book
-/// (passes, `sync`, `import`, `subscriptions add`, one-time charges, card commands); the others take
-/// [`existing_store`] or [`listed_store`], so that a mistyped `billing.database` never leaves a stray empty book.
+/// Opens (creating and migrating if needed) the book the config names (`billing.database`: a SQLite file or a
+/// PostgreSQL database). The one place that picks the store; everything else sees only the [`Store`] contract. For
+/// what fills a book (passes, `sync`, `import`, `subscriptions add`, one-time charges, card commands); the others
+/// take [`existing_store`] or [`listed_store`], so that a mistyped `billing.database` never leaves a stray empty
+/// book.
 pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
-    sqlite::open(&cfg.billing.database)
+    match &cfg.billing.database {
+        Database::File(path) => sqlite::open(path),
+        Database::Postgres(target) => postgres::open(target),
+    }
 }
 
 /// The book the config names, which must exist: for commands that change what is in it (pause, cancel, refund, ...).
 pub fn existing_store(cfg: &Config) -> Result<impl Store + use<>> {
-    let path = &cfg.billing.database;
-    if !path.exists() {
-        anyhow::bail!("{}", no_book(cfg));
-    }
-    sqlite::open(path)
+    found_store(cfg)?.ok_or_else(|| anyhow!("{}", no_book(cfg)))
 }
 
 /// The book the config names for a listing: if there is none yet, an empty one in memory (the listing then shows
-/// what the config alone holds), said once on stderr; no file is created.
+/// what the config alone holds), said once on stderr; nothing is created.
 pub fn listed_store(cfg: &Config) -> Result<impl Store + use<>> {
-    let path = &cfg.billing.database;
-    if path.exists() {
-        return sqlite::open(path);
+    if let Some(store) = found_store(cfg)? {
+        return Ok(store);
+    }
+    if let Some(path) = cfg.billing.database.file() {
+        // Where it would be is checked as for a real one (a shared folder is refused before anything is there).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            anyhow::bail!(
+                "database {}: the folder {} does not exist (set billing.database)",
+                path.display(),
+                dir.display()
+            );
+        }
+        crate::private::check_folder(path).map_err(|e| anyhow!("database {e}"))?;
     }
     eprintln!("note: {}", no_book(cfg));
-    sqlite::empty(path)
+    sqlite::empty(&cfg.billing.database.display())
+}
+
+/// The book the config names if there is one (`None`: none yet; nothing is created).
+pub fn found_store(cfg: &Config) -> Result<Option<SqlStore>> {
+    match &cfg.billing.database {
+        Database::File(path) if !path.exists() => Ok(None),
+        Database::File(path) => sqlite::open(path).map(Some),
+        Database::Postgres(target) => postgres::open_existing(target),
+    }
 }
 
 /// Why there is no book to show or change, naming the key and the file that point to it.

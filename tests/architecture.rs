@@ -178,9 +178,11 @@ fn sqlite_and_http_types_stay_in_their_adapters() {
     for m in modules() {
         let code = code(&m.text);
         // The webhook delivery service has an HTTP client of its own (issue 26), beside the gateway's.
-        for (krate, homes) in
-            [("rusqlite", &["store::sqlite"][..]), ("reqwest", &["gateway::iamport", "webhooks::deliver"])]
-        {
+        for (krate, homes) in [
+            ("rusqlite", &["store::sqlite"][..]),
+            ("tokio_postgres", &["store::postgres"][..]),
+            ("reqwest", &["gateway::iamport", "webhooks::deliver"]),
+        ] {
             let inside = homes.iter().any(|home| m.path == *home || is_ancestor(home, &m.path));
             assert!(
                 inside || !code.contains(&format!("{krate}::")),
@@ -191,13 +193,28 @@ fn sqlite_and_http_types_stay_in_their_adapters() {
     }
 }
 
+/// The store writes only inside a write transaction (`SqlStore::tx`), never on the bare connection: PostgreSQL puts
+/// writers one at a time there, and a conditional write outside one would be decided on a snapshot another writer is
+/// changing.
+#[test]
+fn the_store_writes_only_in_a_write_transaction() {
+    for m in modules().into_iter().filter(|m| m.path.starts_with("store::sql::")) {
+        let code = code(&m.text);
+        for bare in ["db().execute(", "db().query_row(\"INSERT", "db().query_row(\"UPDATE", "db().query_row(\"DELETE"] {
+            assert!(!code.contains(bare), "{} writes on the bare connection ({bare}): use self.tx()", m.file.display());
+        }
+    }
+}
+
 /// The engine, the commands and the service see the contracts only: the one module that names an adapter is `app`,
 /// which picks them (unit tests aside: they build an engine on a real SQLite file).
 #[test]
 fn only_app_names_an_adapter() {
     for m in modules() {
         let code = code(&m.text);
-        for (adapter, home) in [("store::sqlite", "store"), ("gateway::iamport", "gateway")] {
+        for (adapter, home) in
+            [("store::sqlite", "store"), ("store::postgres", "store"), ("gateway::iamport", "gateway")]
+        {
             let allowed = m.path == "app" || top(&m.path) == home || m.path.ends_with("::tests");
             assert!(
                 allowed || !code.contains(adapter),

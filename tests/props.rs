@@ -970,7 +970,7 @@ struct Process {
 impl Process {
     fn start(cfg: &Config, gateway: &Fake, clock: &ModelClock) -> Process {
         let fake = gateway.for_process();
-        let store = sqlite::open(&cfg.billing.database).expect("the database opens");
+        let store = sqlite::open(cfg.billing.database.file().unwrap()).expect("the database opens");
         let engine = Engine::new(store, fake.clone(), cfg.clone()).with_real_clock(clock.clone());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Process { rt, engine, fake }
@@ -1063,7 +1063,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let scratch = dir.path().join("dead-process.sqlite3");
     let clock = ModelClock::default();
     let mut process = Process::start(&cfg, &fake, &clock);
-    let db = rusqlite::Connection::open(&cfg.billing.database).unwrap();
+    let db = rusqlite::Connection::open(cfg.billing.database.file().unwrap()).unwrap();
     let mut model_ledgers: Vec<Vec<Entry>> = vec![Vec::new(); models.len()];
     let mut model_next = 0u64;
     // billd's clock (it jumps back and forth), and the gateway's real time, which only moves forward: a jump back

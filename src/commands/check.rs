@@ -45,10 +45,9 @@ pub fn check(path: &Path, online: bool, now: chrono::DateTime<chrono::Utc>) -> R
             // New entries a pass now would not add (a start more than one period back without catch_up), against
             // the book if it exists (an existing subscription's old start is its history, not a problem). Warned
             // of, not refused: a pass at an earlier instant (`tick --as-of`, a replay) adds them.
-            let db = if cfg.billing.database.exists() {
-                crate::store::Book::config_subscriptions(&crate::app::open_store(&cfg)?)?
-            } else {
-                Vec::new()
+            let db = match crate::app::found_store(&cfg)? {
+                Some(store) => crate::store::Book::config_subscriptions(&store)?,
+                None => Vec::new(),
             };
             let today = cfg.billing.clock.local_date(now);
             for r in cfg.sync_plan(&db, today).refused {

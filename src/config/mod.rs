@@ -1,15 +1,19 @@
 //! `schedules.toml` (long: every section validated in one pass, so that every problem is listed at once): loading with
 //! figment (file, then `BILLD_…` env vars), validation into domain types.
 
+mod database;
 pub mod duration;
 mod entries;
 pub mod local;
+mod pg;
 mod raw;
 mod secret;
 pub mod shape;
 mod webhooks;
 
+pub use database::Database;
 use local::{loopback, loopback_url};
+pub use pg::{PgTarget, Tls};
 use raw::*;
 pub use secret::{Secret, SecretSpec};
 pub use webhooks::{
@@ -55,7 +59,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Billing {
     pub clock: ChargeClock,
-    pub database: PathBuf,
+    pub database: Database,
     pub merchant_uid_prefix: String,
     /// `catch_up_window`: a period more overdue than this when a pass gets to it is skipped, not charged (`None`:
     /// every missed period is charged).
@@ -148,13 +152,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let mut figment = Figment::new().merge(Toml::string(&text)).merge(
         Env::prefixed("BILLD_")
             .filter(|k| {
-                let verbatim = ["gateway__imp_secret", "webhooks__secret"];
+                let verbatim = ["gateway__imp_secret", "webhooks__secret", "billing__database_password"];
                 k.as_str().contains("__") && !verbatim.iter().any(|v| k.as_str().eq_ignore_ascii_case(v))
             })
             .split("__"),
     );
     // BILLD_WEBHOOKS__SECRET is taken verbatim too, and only from the environment (see config::webhooks).
     let webhook_secret = webhooks::secret_from_env().map_err(fail)?;
+    let db_password = database::password_from_env().map_err(fail)?;
     let from_env = std::env::var_os(SECRET_VAR);
     // Only the file or SECRET_VAR can set gateway.imp_secret (the prefixed variables leave it out).
     let secret_inline = from_env.is_none() && figment.contains("gateway.imp_secret");
@@ -162,13 +167,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let secret = secret.into_string().map_err(|_| fail(format!("{SECRET_VAR} is not valid UTF-8")))?;
         figment = figment.merge(("gateway.imp_secret", secret));
     }
-    extract_and_validate(&figment, &text, abs, secret_inline, webhook_secret)
+    extract_and_validate(&figment, &text, abs, secret_inline, webhook_secret, db_password)
 }
 
 /// Parses and validates config text as if it were the file `file` (no environment overrides; relative paths
 /// resolve against `file`'s folder). For fuzzing and tools; `billd` itself uses [`load`].
 pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    extract_and_validate(&Figment::from(Toml::string(text)), text, file.to_path_buf(), true, None)
+    extract_and_validate(&Figment::from(Toml::string(text)), text, file.to_path_buf(), true, None, None)
 }
 
 /// Reads the merged config as a tree first, so that every unknown key and every value of the wrong kind is listed
@@ -180,6 +185,7 @@ fn extract_and_validate(
     file: PathBuf,
     secret_inline: bool,
     webhook_secret: Option<String>,
+    db_password: Option<String>,
 ) -> Result<Config, ConfigError> {
     let fail = |problems: Vec<String>| ConfigError { file: file.clone(), problems };
     let mut tree: figment::value::Value =
@@ -194,7 +200,7 @@ fn extract_and_validate(
             return Err(fail(shape));
         }
     };
-    match validate(raw, file.clone(), secret_inline, webhook_secret) {
+    match validate(raw, file.clone(), secret_inline, webhook_secret, db_password) {
         Ok(cfg) if shape.is_empty() => Ok(cfg),
         Ok(_) => Err(fail(shape)),
         Err(e) => {
@@ -268,6 +274,7 @@ fn validate(
     file: PathBuf,
     secret_inline: bool,
     webhook_secret: Option<String>,
+    db_password: Option<String>,
 ) -> Result<Config, ConfigError> {
     let mut errs: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
@@ -284,10 +291,7 @@ fn validate(
         errs.push(format!("billing.charge_time: {e}"));
         NaiveTime::MIN
     });
-    if raw.billing.database.trim().is_empty() {
-        errs.push("billing.database: must name a file".into());
-    }
-    let database = dir.join(&raw.billing.database);
+    let database = database::database(&raw.billing, db_password, &dir, &mut errs, &mut warnings);
     let prefix = raw.billing.merchant_uid_prefix;
     if prefix.is_empty() || prefix.len() > 12 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         errs.push(format!(

@@ -29,6 +29,9 @@ pub(super) struct RawBilling {
     pub(super) charge_time: String,
     #[serde(default = "default_database")]
     pub(super) database: String,
+    /// Only ever from the file, where it is refused (the environment's is taken verbatim apart).
+    pub(super) database_password: Option<StringOrNumber>,
+    pub(super) database_password_file: Option<String>,
     #[serde(default = "default_prefix")]
     pub(super) merchant_uid_prefix: String,
     pub(super) catch_up_window: Option<String>,

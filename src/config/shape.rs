@@ -25,6 +25,8 @@ const BILLING: &[(&str, Kind)] = &[
     ("timezone", Text),
     ("charge_time", Text),
     ("database", Text),
+    ("database_password", TextOrWhole),
+    ("database_password_file", Text),
     ("merchant_uid_prefix", Text),
     ("catch_up_window", Text),
 ];

@@ -169,7 +169,8 @@ fn unresolved_tries_do_not_use_up_the_tolerated_refusals() {
     let gateway = Scripted(Mutex::new(script.into_iter().collect()));
     let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
     let clock = TestClock::at(at);
-    let engine = Engine::new(sqlite::open(&cfg.billing.database).unwrap(), gateway, cfg).with_real_clock(clock.clone());
+    let engine = Engine::new(sqlite::open(cfg.billing.database.file().unwrap()).unwrap(), gateway, cfg)
+        .with_real_clock(clock.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let state = |e: &Engine<SqlStore, Scripted>| {
         let (status, state, tries, refused, _, _) = latest(e);
@@ -232,7 +233,7 @@ fn a_reload_with_a_shorter_timeout_does_not_shorten_the_quiet_period() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 1, 1);
-    let mut engine = Engine::new(sqlite::open(&cfg.billing.database).unwrap(), Slow, cfg.clone());
+    let mut engine = Engine::new(sqlite::open(cfg.billing.database.file().unwrap()).unwrap(), Slow, cfg.clone());
     let mut reloaded = cfg;
     reloaded.gateway.timeout = std::time::Duration::from_secs(1);
     engine.set_config(reloaded);
@@ -265,8 +266,9 @@ fn a_refused_resend_is_not_final_at_once() {
     let cfg = config(dir.path(), 1, 1);
     let mut at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
     let clock = TestClock::at(at);
-    let engine = Engine::new(sqlite::open(&cfg.billing.database).unwrap(), RefusesResends::default(), cfg)
-        .with_real_clock(clock.clone());
+    let engine =
+        Engine::new(sqlite::open(cfg.billing.database.file().unwrap()).unwrap(), RefusesResends::default(), cfg)
+            .with_real_clock(clock.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let status = |e: &Engine<SqlStore, RefusesResends>| {
         let (status, state, ..) = latest(e);
@@ -292,7 +294,7 @@ fn a_pass_whose_senders_all_panic_ends_with_an_error_instead_of_hanging() {
     let dir = tempfile::tempdir().unwrap();
     // More than a page, so the claimer is waiting for the queue to run low when the senders die.
     let cfg = config(dir.path(), 2, PAGE + 100);
-    let engine = Engine::new(sqlite::open(&cfg.billing.database).unwrap(), Panicky, cfg);
+    let engine = Engine::new(sqlite::open(cfg.billing.database.file().unwrap()).unwrap(), Panicky, cfg);
     let now = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let result =
@@ -312,7 +314,8 @@ fn a_later_billing_instant_never_shortens_the_real_quiet_period() {
     let gateway = Scripted(Mutex::new([ChargeOutcome::Unknown("no answer".into())].into_iter().collect()));
     let at = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
     let clock = TestClock::at(at);
-    let engine = Engine::new(sqlite::open(&cfg.billing.database).unwrap(), gateway, cfg).with_real_clock(clock.clone());
+    let engine = Engine::new(sqlite::open(cfg.billing.database.file().unwrap()).unwrap(), gateway, cfg)
+        .with_real_clock(clock.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(engine.pass(at)).unwrap();
     assert_eq!(latest(&engine).2, 1, "the first answer was lost");
@@ -387,8 +390,9 @@ fn a_stale_period_whose_lookup_fails_is_neither_skipped_nor_charged() {
     let mut cfg = config(dir.path(), 2, 2);
     cfg.billing.catch_up_window = Some(std::time::Duration::from_secs(10 * 86_400));
     let first = DateTime::parse_from_rfc3339("2025-01-01T02:00:00Z").unwrap().with_timezone(&Utc);
-    let engine = Engine::new(sqlite::open(&cfg.billing.database).unwrap(), FailingLookups::default(), cfg)
-        .with_real_clock(TestClock::at(first));
+    let engine =
+        Engine::new(sqlite::open(cfg.billing.database.file().unwrap()).unwrap(), FailingLookups::default(), cfg)
+            .with_real_clock(TestClock::at(first));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(engine.pass(first)).unwrap();
     // April 5: February's and March's periods are older than 10 days; April 1's is inside the window. s0's

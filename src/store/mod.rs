@@ -25,6 +25,7 @@
 
 pub mod contract;
 mod notices;
+pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 mod values;

@@ -89,7 +89,7 @@ pub(super) fn apply_in(tx: &dyn Db, row_id: i64, c: &PlanChange, now: i64) -> Re
                anchor_period = CASE WHEN ?13 THEN ?8 ELSE anchor_period END,
                next_period = CASE WHEN ?13 THEN ?9 ELSE next_period END,
                next_due_at = CASE
-                 WHEN ?15 AND ?16 IS NOT NULL AND (CASE WHEN ?13 THEN ?9 ELSE next_period END) > ?16 THEN NULL
+                 WHEN ?15 AND CAST(?16 AS BIGINT) IS NOT NULL AND (CASE WHEN ?13 THEN ?9 ELSE next_period END) > ?16 THEN NULL
                  WHEN ?13 THEN coalesce(?10, next_due_at) ELSE next_due_at END,
                last_period = CASE WHEN ?15 THEN ?16 ELSE last_period END,
                credit = credit + ?11 - ?14, updated_at = ?12

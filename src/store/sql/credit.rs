@@ -12,7 +12,7 @@ use serde_json::json;
 /// The plan changes of subscription `id` as money, oldest first (each with what its charge was paid).
 pub(super) fn money_of(conn: &dyn Db, id: &str) -> Result<Vec<ChangeMoney>> {
     let st = "SELECT c.id, c.timing = 'now', c.period, c.state, c.owed, c.opens_amount, c.merchant_uid, c.released,
-           coalesce(o.status = 'paid', 0), coalesce(o.amount, 0)
+           coalesce(o.status = 'paid', FALSE), coalesce(o.amount, 0)
          FROM plan_changes c LEFT JOIN one_time_charges o ON o.merchant_uid = c.merchant_uid
          WHERE c.subscription_id = ?1 ORDER BY c.id";
     let rows = conn.query_map(st, params![id], |r| {

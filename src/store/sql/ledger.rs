@@ -87,7 +87,7 @@ pub(super) fn subscriptions_to_open_in(
 ) -> Result<Vec<DueSubscription>> {
     let st = format!(
         "{SUB_SELECT} WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?5 AND ?1 AND amount <= ?3
-           AND (?4 IS NULL OR id = ?4)
+           AND (CAST(?4 AS TEXT) IS NULL OR id = ?4)
          ORDER BY next_due_at, id LIMIT ?2"
     );
     let rows = conn.query_map(&st, params![now, limit as i64, max_amount, scope.only, from_of(scope)], |r| {
@@ -116,7 +116,7 @@ fn claim_in(
                 CASE WHEN p.retry_ahead_of > ?1 THEN p.retry_ahead_of END, p.period IS NOT DISTINCT FROM s.last_period
          FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
          WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND s.bills
-           AND p.amount <= ?3 AND (?4 IS NULL OR p.subscription_id = ?4)
+           AND p.amount <= ?3 AND (CAST(?4 AS TEXT) IS NULL OR p.subscription_id = ?4)
          ORDER BY p.next_attempt_at, p.due_at, p.subscription_id LIMIT ?2";
     let rows = tx.query_map(sel, params![now, limit as i64, max_amount, only], |r| {
         Ok(Attempt {
@@ -207,8 +207,8 @@ fn open_in(
     // A period the subscription's credit covers whole is recorded paid (closed) at once: nothing is sent.
     let ins = "INSERT INTO periods (subscription_id, period, due_at, merchant_uid, customer_uid, amount, currency,
            name, state, next_attempt_at, opened_at, credit, closed_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?10 = ?6 THEN 'paid' ELSE 'open' END, NULL, ?9, ?10,
-                CASE WHEN ?10 = ?6 THEN ?9 END
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN CAST(?10 AS BIGINT) = CAST(?6 AS BIGINT) THEN 'paid' ELSE 'open' END, NULL, ?9, ?10,
+                CASE WHEN CAST(?10 AS BIGINT) = CAST(?6 AS BIGINT) THEN CAST(?9 AS BIGINT) END
          WHERE NOT EXISTS (SELECT 1 FROM one_time_charges WHERE merchant_uid = ?4 COLLATE NOCASE)
          ON CONFLICT (merchant_uid) DO NOTHING";
     let credit_of = "SELECT credit FROM subscriptions WHERE id = ?1";
@@ -333,7 +333,7 @@ impl Ledger for SqlStore {
         let n: i64 = self.db().query_row(
             &format!(
                 "SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?4 AND ?1
-                   AND amount <= ?2 AND (?3 IS NULL OR id = ?3)"
+                   AND amount <= ?2 AND (CAST(?3 AS TEXT) IS NULL OR id = ?3)"
             ),
             params![secs(now), max_amount, scope.only, from_of(scope)],
             |r| r.get(0),
@@ -445,7 +445,8 @@ impl Ledger for SqlStore {
 
     fn mark_resending(&self, a: &Attempt, at: &RealInstant, now: DateTime<Utc>, timeout_ms: u64) -> Result<bool> {
         let (wall, boot_ms, boot_id) = real_cols(at);
-        let n = self.db().execute(
+        let tx = self.tx()?;
+        let n = tx.execute(
             "UPDATE attempts SET status = 'pending', updated_at = ?4, timeout_ms = ?5, doubt_wall_ms = ?6,
                doubt_boot_ms = ?7, doubt_boot_id = ?8
              WHERE id = ?1 AND status = ?2 AND tries = ?3
@@ -453,6 +454,7 @@ impl Ledger for SqlStore {
                              AND s.bills)",
             params![a.id, a.status, a.tries as i64, secs(now), timeout_ms as i64, wall, boot_ms, boot_id],
         )?;
+        tx.commit()?;
         Ok(n == 1)
     }
 
@@ -497,7 +499,7 @@ impl Ledger for SqlStore {
                                  AND NOT EXISTS (SELECT 1 FROM periods p
                                                   WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
                                THEN cancel_at ELSE resume_at END)
-                 FROM subscriptions WHERE status = 'suspended' AND resume_at IS NOT NULL)"
+                 FROM subscriptions WHERE status = 'suspended' AND resume_at IS NOT NULL) AS wakes"
             ),
             params![],
             |r| r.get(0),
@@ -524,10 +526,10 @@ impl Ledger for SqlStore {
         self.db().query_row(
             &format!(
                 "SELECT (SELECT count(*) FROM subscriptions WHERE {OPENS_NEXT} AND next_due_at BETWEEN ?4 AND ?1
-                       AND amount <= ?2 AND (?3 IS NULL OR id = ?3))
+                       AND amount <= ?2 AND (CAST(?3 AS TEXT) IS NULL OR id = ?3))
                   + (SELECT count(*) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                        WHERE p.state = 'open' AND p.next_attempt_at <= ?1 AND p.amount <= ?2
-                         AND s.bills AND (?3 IS NULL OR p.subscription_id = ?3))"
+                         AND s.bills AND (CAST(?3 AS TEXT) IS NULL OR p.subscription_id = ?3))"
             ),
             params![secs(now), max_amount, scope.only, from_of(scope)],
             |r| r.get(0),

@@ -46,7 +46,8 @@ pub(super) fn end_in(tx: &dyn Db, now: i64, only: Option<&str>) -> Result<Vec<St
     let ended = |sql: &str| -> Result<Vec<(String, String, String)>> {
         tx.query_map(sql, params![now, only], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
     };
-    let nothing_left = "next_due_at IS NULL AND (?2 IS NULL OR id = ?2) AND NOT EXISTS (SELECT 1 FROM periods p
+    let nothing_left =
+        "next_due_at IS NULL AND (CAST(?2 AS TEXT) IS NULL OR id = ?2) AND NOT EXISTS (SELECT 1 FROM periods p
            WHERE p.subscription_id = subscriptions.id AND p.state = 'open')";
     // A due instant at or after cancel_at never opens (`ledger::OPENS_NEXT`): nothing is left either. A pause with
     // an end that skips what falls due meanwhile (`pause --until` without --catch-up) has nothing left either: it
@@ -54,7 +55,7 @@ pub(super) fn end_in(tx: &dyn Db, now: i64, only: Option<&str>) -> Result<Vec<St
     // announced, and canceled it the same instant). A pause with --catch-up holds (what it charges at its end is due
     // before the date), and so do one without an end (`resume` decides then) and a dunning suspension.
     let canceled = ended(&format!(
-        "SELECT id, source, status FROM subscriptions WHERE cancel_at <= ?1 AND (?2 IS NULL OR id = ?2)
+        "SELECT id, source, status FROM subscriptions WHERE cancel_at <= ?1 AND (CAST(?2 AS TEXT) IS NULL OR id = ?2)
            AND ((bills AND (next_due_at IS NULL OR next_due_at >= cancel_at)) OR {PAUSE_ENDED_BY_CANCEL_AT})
            AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
          ORDER BY cancel_at, id"
@@ -79,7 +80,7 @@ pub(super) fn end_in(tx: &dyn Db, now: i64, only: Option<&str>) -> Result<Vec<St
     // A fixed term with nothing left to bill (shortened by a sync, its last period skipped by a pause, or
     // reactivated past it) is completed.
     let completed = ended(&format!(
-        "SELECT id, source, status FROM subscriptions WHERE bills AND ?1 IS NOT NULL AND last_period IS NOT NULL
+        "SELECT id, source, status FROM subscriptions WHERE bills AND CAST(?1 AS BIGINT) IS NOT NULL AND last_period IS NOT NULL
            AND next_period > last_period AND {nothing_left} ORDER BY id"
     ))?;
     for (id, _, _) in &completed {

@@ -109,6 +109,9 @@ impl SqlStore {
         self.backend.db()
     }
 
+    /// A write transaction. Every write goes through one, a single statement too: that is where PostgreSQL's writers
+    /// are put one at a time (SQLite's are anyway), so that a conditional write ("only if it still bills") is
+    /// decided on what every other write left (`tests/architecture.rs` checks that no write bypasses it).
     fn tx(&self) -> Result<Txn<'_>> {
         Ok(Txn(self.backend.write()?))
     }

@@ -130,7 +130,8 @@ impl OneTime for SqlStore {
         // A plan change's charge leaves only while its change is pending and its subscription bills (as a period's
         // attempt leaves only while its subscription bills: `Ledger::begin_send`); a cancel or a pause withdraws
         // the change in its own transaction, so exactly one of the two wins.
-        let changed = self.db().execute(
+        let tx = self.tx()?;
+        let changed = tx.execute(
             "UPDATE one_time_charges SET doubt_wall_ms = ?3, doubt_boot_ms = ?4, doubt_boot_id = ?5, go_wall_ms = ?3
              WHERE id = ?1 AND tries = ?2 AND status = 'pending'
                AND (kind != 'proration' OR EXISTS (
@@ -138,6 +139,7 @@ impl OneTime for SqlStore {
                  WHERE c.merchant_uid = one_time_charges.merchant_uid AND c.state = 'pending' AND s.bills))",
             params![id, tries, wall, boot_ms, boot_id],
         )?;
+        tx.commit()?;
         Ok(changed == 1)
     }
 
@@ -234,11 +236,13 @@ impl OneTime for SqlStore {
     }
 
     fn defer_one_time(&self, id: i64, tries: i64, check_at: DateTime<Utc>) -> Result<()> {
-        self.db().execute(
+        let tx = self.tx()?;
+        tx.execute(
             "UPDATE one_time_charges SET check_at = CASE WHEN check_at > ?3 THEN check_at ELSE ?3 END
              WHERE id = ?1 AND tries = ?2 AND status IN ('pending', 'unknown')",
             params![id, tries, secs_ceil(check_at)],
         )?;
+        tx.commit()?;
         Ok(())
     }
 }

@@ -60,7 +60,7 @@ pub(crate) fn publish(
     let stream = subscription.unwrap_or("");
     let sequence: i64 = conn.query_row(
         "INSERT INTO outbox_streams (stream, last) VALUES (?1, 1)
-             ON CONFLICT (stream) DO UPDATE SET last = last + 1 RETURNING last",
+             ON CONFLICT (stream) DO UPDATE SET last = outbox_streams.last + 1 RETURNING last",
         params![stream],
         |r| r.get(0),
     )?;
@@ -154,7 +154,7 @@ impl Outbox for SqlStore {
             let update = "UPDATE outbox SET body = coalesce(body, ?2), attempts = attempts + 1, state = ?3,
                    next_attempt_at = coalesce(?4, next_attempt_at), last_attempt_at = ?5,
                    last_error = CASE WHEN ?3 = 'delivered' THEN last_error ELSE ?6 END,
-                   settled_at = CASE WHEN ?3 = 'pending' THEN NULL ELSE ?5 END
+                   settled_at = CASE WHEN ?3 = 'pending' THEN NULL ELSE CAST(?5 AS BIGINT) END
                  WHERE id = ?1 AND state = 'pending'";
             for a in attempts {
                 let (state, next, error) = match &a.outcome {
@@ -190,8 +190,8 @@ impl Outbox for SqlStore {
 
     fn outbox_events(&self, filter: &OutboxFilter, limit: usize) -> Result<Vec<OutboxEvent>> {
         let st = format!(
-            "{EVENT_SELECT} WHERE (?1 = 0 OR state = 'failed') AND (?2 IS NULL OR created_at >= ?2)
-               AND (?3 IS NULL OR subscription_id = ?3)
+            "{EVENT_SELECT} WHERE (?1 = 0 OR state = 'failed') AND (CAST(?2 AS BIGINT) IS NULL OR created_at >= ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR subscription_id = ?3)
              ORDER BY seq LIMIT ?4"
         );
         let rows = self.db().query_map(
@@ -216,7 +216,7 @@ impl Outbox for SqlStore {
         let ids = tx.query_map(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, give_up_at = ?4,
                    settled_at = NULL
-                 WHERE state != 'pending' AND (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR created_at >= ?2)
+                 WHERE state != 'pending' AND (CAST(?1 AS TEXT) IS NULL OR id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR created_at >= ?2)
                  RETURNING id",
             params![id, since, secs(now), secs(give_up_at)],
             |r| r.get(0),

@@ -134,9 +134,9 @@ fn record_one(tx: &dyn Db, it: &Recorded, now: i64, changes: &mut Vec<StatusChan
             tx.execute(
                 "UPDATE attempts SET status = 'unknown', fail_reason = ?2, tries = tries + 1, check_at = ?3,
                    updated_at = ?4, refused_resends = refused_resends + ?5,
-                   doubt_wall_ms = coalesce(?6, doubt_wall_ms, 1000 * ?4),
-                   doubt_boot_ms = CASE WHEN ?6 IS NULL THEN doubt_boot_ms ELSE ?7 END,
-                   doubt_boot_id = CASE WHEN ?6 IS NULL THEN doubt_boot_id ELSE ?8 END
+                   doubt_wall_ms = coalesce(?6, doubt_wall_ms, 1000 * CAST(?4 AS BIGINT)),
+                   doubt_boot_ms = CASE WHEN CAST(?6 AS BIGINT) IS NULL THEN doubt_boot_ms ELSE ?7 END,
+                   doubt_boot_id = CASE WHEN CAST(?6 AS BIGINT) IS NULL THEN doubt_boot_id ELSE ?8 END
                  WHERE id = ?1",
                 params![a.id, reason, secs_ceil(at), now, refused, wall, boot_ms, boot_id],
             )?;

@@ -215,11 +215,13 @@ impl Refunds for SqlStore {
 
     fn refund_go(&self, id: i64, at: &RealInstant) -> Result<bool> {
         let (wall, boot_ms, boot_id) = real_cols(at);
-        let changed = self.db().execute(
+        let tx = self.tx()?;
+        let changed = tx.execute(
             "UPDATE refunds SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
              WHERE id = ?1 AND status = 'pending'",
             params![id, wall, boot_ms, boot_id],
         )?;
+        tx.commit()?;
         Ok(changed == 1)
     }
 
@@ -387,7 +389,7 @@ impl Refunds for SqlStore {
     fn unresolved_refunds(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<RefundRow>> {
         let st = format!(
             "SELECT {COLS} FROM refunds WHERE status IN ('pending', 'unknown') AND coalesce(check_at, 0) <= ?1
-             ORDER BY check_at, id LIMIT ?2"
+             ORDER BY check_at NULLS FIRST, id LIMIT ?2"
         );
         let rows = self.db().query_map(&st, params![secs(now), limit as i64], row)?;
         Ok(rows)
@@ -399,8 +401,8 @@ impl Refunds for SqlStore {
                 WHERE status = 'paid' AND imp_uid IS NOT NULL
                UNION ALL
                SELECT merchant_uid, imp_uid, amount, updated_at FROM one_time_charges
-                WHERE status = 'paid' AND imp_uid IS NOT NULL)
-             WHERE (?1 IS NULL OR t >= ?1) AND (?2 IS NULL OR merchant_uid > ?2)
+                WHERE status = 'paid' AND imp_uid IS NOT NULL) AS paid
+             WHERE (CAST(?1 AS BIGINT) IS NULL OR t >= ?1) AND (CAST(?2 AS TEXT) IS NULL OR merchant_uid > ?2)
              ORDER BY merchant_uid LIMIT ?3";
         let rows = self.db().query_map(st, params![since.map(secs), after, limit as i64], |r| {
             Ok(PaidCharge { merchant_uid: r.get(0)?, imp_uid: r.get(1)?, amount: r.get(2)? })
@@ -409,7 +411,8 @@ impl Refunds for SqlStore {
     }
 
     fn list_refunds(&self, since: Option<DateTime<Utc>>) -> Result<Vec<RefundRow>> {
-        let st = format!("SELECT {COLS} FROM refunds WHERE (?1 IS NULL OR created_at >= ?1) ORDER BY id");
+        let st =
+            format!("SELECT {COLS} FROM refunds WHERE (CAST(?1 AS BIGINT) IS NULL OR created_at >= ?1) ORDER BY id");
         let rows = self.db().query_map(&st, params![since.map(secs)], row)?;
         Ok(rows)
     }

@@ -22,7 +22,7 @@ pub(super) fn stale_due(
 ) -> Result<Vec<DueSubscription>> {
     // Through the due index: a book with nothing stale costs one empty range, whatever its size.
     let st = format!(
-        "{SUB_SELECT} WHERE bills AND next_due_at < ?1 AND (next_due_at, id) > (?3, ?4) AND (?2 IS NULL OR id = ?2)
+        "{SUB_SELECT} WHERE bills AND next_due_at < ?1 AND (next_due_at, id) > (?3, ?4) AND (CAST(?2 AS TEXT) IS NULL OR id = ?2)
            AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = subscriptions.id AND p.state = 'open')
            AND NOT EXISTS (SELECT 1 FROM plan_changes c WHERE c.subscription_id = subscriptions.id
                              AND c.state = 'pending')

@@ -81,7 +81,7 @@ impl Views for SqlStore {
     }
 
     fn list_subscriptions(&self, status: Option<Status>) -> Result<Vec<SubscriptionRow>> {
-        let st = format!("{SUB_ROW_SELECT} WHERE (?1 IS NULL OR s.status = ?1) ORDER BY s.id");
+        let st = format!("{SUB_ROW_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR s.status = ?1) ORDER BY s.id");
         let rows = self.db().query_map(&st, params![status], sub_row)?;
         Ok(rows)
     }
@@ -94,8 +94,8 @@ impl Views for SqlStore {
         after_id: i64,
     ) -> Result<Vec<(i64, ChargeRow)>> {
         let st = format!(
-            "{CHARGE_SELECT} WHERE a.id > ?4 AND (?1 = 0 OR a.status = 'failed') AND (?2 IS NULL OR a.updated_at >= ?2)
-               AND (?3 IS NULL OR a.subscription_id = ?3)
+            "{CHARGE_SELECT} WHERE a.id > ?4 AND (?1 = 0 OR a.status = 'failed') AND (CAST(?2 AS BIGINT) IS NULL OR a.updated_at >= ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR a.subscription_id = ?3)
              ORDER BY a.id"
         );
         let rows =
@@ -112,8 +112,8 @@ impl Views for SqlStore {
         subscription: Option<&str>,
     ) -> Result<Vec<ChargeRow>> {
         let st = format!(
-            "{ONE_TIME_SELECT} WHERE (?1 = 0 OR status = 'failed') AND (?2 IS NULL OR updated_at >= ?2)
-               AND (?3 IS NULL OR subscription_id = ?3)
+            "{ONE_TIME_SELECT} WHERE (?1 = 0 OR status = 'failed') AND (CAST(?2 AS BIGINT) IS NULL OR updated_at >= ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR subscription_id = ?3)
              ORDER BY id"
         );
         let rows =

@@ -33,10 +33,10 @@ pub fn open(path: &Path) -> Result<SqlStore> {
     Sqlite::open(path).map(SqlStore::new)
 }
 
-/// An empty book in memory at this build's schema, named `path` in messages: what a database not created yet
-/// would list (nothing), without creating a file. It cannot be claimed as a scheduler.
-pub fn empty(path: &Path) -> Result<SqlStore> {
-    Sqlite::empty(path).map(SqlStore::new)
+/// An empty book in memory at this build's schema, named `shown` in messages: what a book not created yet would
+/// list (nothing), without creating anything. It cannot be claimed as a scheduler.
+pub fn empty(shown: &str) -> Result<SqlStore> {
+    Sqlite::empty(shown).map(SqlStore::new)
 }
 
 impl Sqlite {
@@ -96,15 +96,10 @@ impl Sqlite {
         Ok(store)
     }
 
-    fn empty(path: &Path) -> Result<Sqlite> {
-        // Where it would be is checked as for a real one (a shared folder is refused before anything is there).
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-            bail!("database {}: the folder {} does not exist (set billing.database)", path.display(), dir.display());
-        }
-        crate::private::check_folder(path).map_err(|e| anyhow!("database {e}"))?;
+    fn empty(shown: &str) -> Result<Sqlite> {
         let conn = Connection::open_in_memory().context("cannot open an empty book in memory")?;
         conn.execute_batch("PRAGMA foreign_keys=ON;")?;
-        let store = Sqlite { conn, path: path.to_path_buf(), file: None };
+        let store = Sqlite { conn, path: PathBuf::from(shown), file: None };
         schema::migrate(&store.conn, &store.path)?;
         Ok(store)
     }
