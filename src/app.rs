@@ -84,6 +84,25 @@ pub fn found_store(cfg: &Config) -> Result<Option<SqlStore>> {
     }
 }
 
+/// The book `spec` names for `billd store copy` (a SQLite path, relative to the working folder, or a
+/// `postgres://` URL, whose password is the config's): it must exist unless `create`.
+pub fn store_at(cfg: &Config, spec: &str, create: bool) -> Result<SqlStore> {
+    if config::is_url(spec) {
+        let password = cfg.billing.database_password.as_ref().map(Secret::expose);
+        let target = config::PgTarget::parse(spec, password).map_err(|e| anyhow!("the postgres:// URL {e}"))?;
+        if create {
+            return postgres::open(&target);
+        }
+        return postgres::open_existing(&target)?
+            .ok_or_else(|| anyhow!("there is no billd book at {}", target.display()));
+    }
+    let path = Path::new(spec);
+    if !create && !path.exists() {
+        anyhow::bail!("there is no billd book at {}", path.display());
+    }
+    sqlite::open(path)
+}
+
 /// Why there is no book to show or change, naming the key and the file that point to it.
 fn no_book(cfg: &Config) -> String {
     format!(

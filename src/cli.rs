@@ -281,6 +281,11 @@ pub enum Command {
         #[command(flatten)]
         at: AsOf,
     },
+    /// The book itself: `copy` moves a whole book, with its history, between SQLite and PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
     /// Whether a safety rail (limits.max_charges_per_pass) stopped billing; `release` lifts the stop.
     Safety {
         #[command(subcommand)]
@@ -561,6 +566,22 @@ pub enum WebhooksCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy a whole book (every subscription, period, attempt, event, refund, plan change and webhook event, with
+    /// their ids) into an empty one: a SQLite file to a PostgreSQL database, or back. Refused if the target holds
+    /// anything or a `billd run`/`tick` uses either book; the rows are counted on both sides at the end. A
+    /// postgres:// URL takes the config's database password (never one in the URL).
+    Copy {
+        /// The book to copy: a SQLite file or a postgres:// URL.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        from: String,
+        /// The empty book to fill (created if it does not exist): a SQLite file or a postgres:// URL.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        to: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum SafetyCommand {
     /// Confirm that billing may go on: the next pass may send up to limits.max_charges_per_pass charges again.
     Release,
@@ -762,6 +783,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         Command::Cancel { subscription, at_period_end, at } => {
             crate::commands::ops::cancel(&path, &subscription, at_period_end, at.at()?)
         }
+        Command::Store { action: StoreCommand::Copy { from, to } } => crate::commands::store::copy(&path, &from, &to),
         Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
         Command::Retry { subscription, at } => crate::commands::ops::retry(&path, &subscription, at.at()?),
         Command::Reactivate { subscription, charge_now, at } => {

@@ -2,6 +2,7 @@
 //! password, which never sits in the config file: `billing.database_password_file`, the environment, or a
 //! systemd credential.
 
+use super::Secret;
 use super::pg::{PgTarget, is_url};
 use super::raw::RawBilling;
 use std::path::{Path, PathBuf};
@@ -45,33 +46,21 @@ pub(super) fn password_from_env() -> Result<Option<String>, String> {
         .transpose()
 }
 
+/// The book and the PostgreSQL password (also kept apart: `billd store copy` takes URLs of its own).
 pub(super) fn database(
     raw: &RawBilling,
     from_env: Option<String>,
     dir: &Path,
     errs: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) -> Database {
+) -> (Database, Option<Secret>) {
     if raw.database_password.is_some() {
         errs.push(format!(
             "billing.database_password: a password is not kept in the config file; put it in a file named by \
              billing.database_password_file, in {PASSWORD_VAR}, or in the systemd credential {CREDENTIAL}"
         ));
     }
-    let name = raw.database.trim();
-    if name.is_empty() {
-        errs.push("billing.database: must name a file or a postgres:// URL".into());
-        return Database::File(dir.join(&raw.database));
-    }
-    if !is_url(name) {
-        if from_env.is_some() || raw.database_password_file.is_some() {
-            warnings.push(
-                "a database password is set, but billing.database is a SQLite file, which has none: it is not used"
-                    .into(),
-            );
-        }
-        return Database::File(dir.join(&raw.database));
-    }
+    let explicit = from_env.is_some() || raw.database_password_file.is_some();
     let password = match password(raw, from_env, dir, warnings) {
         Ok(p) => p,
         Err(e) => {
@@ -79,14 +68,30 @@ pub(super) fn database(
             None
         }
     };
-    match PgTarget::parse(name, password.as_deref()) {
+    let name = raw.database.trim();
+    if name.is_empty() {
+        errs.push("billing.database: must name a file or a postgres:// URL".into());
+        return (Database::File(dir.join(&raw.database)), password.map(Secret::new));
+    }
+    if !is_url(name) {
+        if explicit {
+            warnings.push(
+                "a database password is set, but billing.database is a SQLite file, which has none: it is used only \
+                 by `billd store copy`"
+                    .into(),
+            );
+        }
+        return (Database::File(dir.join(&raw.database)), password.map(Secret::new));
+    }
+    let database = match PgTarget::parse(name, password.as_deref()) {
         Ok(t) => Database::Postgres(t),
         Err(e) => {
             // Never the URL itself: it may hold the password the message refuses.
             errs.push(format!("billing.database: the postgres:// URL {e}"));
             Database::File(PathBuf::new())
         }
-    }
+    };
+    (database, password.map(Secret::new))
 }
 
 /// The password, by precedence: the environment, `database_password_file`, the systemd credential; none at all

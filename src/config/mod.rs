@@ -13,7 +13,7 @@ mod webhooks;
 
 pub use database::Database;
 use local::{loopback, loopback_url};
-pub use pg::{PgTarget, Tls};
+pub use pg::{PgTarget, Tls, is_url};
 use raw::*;
 pub use secret::{Secret, SecretSpec};
 pub use webhooks::{
@@ -60,6 +60,9 @@ pub struct Config {
 pub struct Billing {
     pub clock: ChargeClock,
     pub database: Database,
+    /// The PostgreSQL password (`database_password_file`, `BILLD_BILLING__DATABASE_PASSWORD`, the credential
+    /// `database_password`), if given: inside `database` for its book, and for `billd store copy`'s URLs.
+    pub database_password: Option<Secret>,
     pub merchant_uid_prefix: String,
     /// `catch_up_window`: a period more overdue than this when a pass gets to it is skipped, not charged (`None`:
     /// every missed period is charged).
@@ -291,7 +294,7 @@ fn validate(
         errs.push(format!("billing.charge_time: {e}"));
         NaiveTime::MIN
     });
-    let database = database::database(&raw.billing, db_password, &dir, &mut errs, &mut warnings);
+    let (database, database_password) = database::database(&raw.billing, db_password, &dir, &mut errs, &mut warnings);
     let prefix = raw.billing.merchant_uid_prefix;
     if prefix.is_empty() || prefix.len() > 12 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         errs.push(format!(
@@ -479,6 +482,7 @@ fn validate(
         billing: Billing {
             clock: ChargeClock { timezone, charge_time },
             database,
+            database_password,
             merchant_uid_prefix: prefix,
             catch_up_window,
         },

@@ -238,6 +238,38 @@ impl Backend for Postgres {
         self.target.display()
     }
 
+    fn columns(&self, table: &str) -> Result<Vec<String>> {
+        let db: &dyn Db = self;
+        db.query_map(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = ?1 AND is_generated = 'NEVER'
+             ORDER BY ordinal_position",
+            crate::store::sql::db::params![table],
+            |r| r.get(0),
+        )
+    }
+
+    /// Each identity column's sequence moved past the ids copied (else the next insert would take id 1 again).
+    fn after_copy(&self, tx: &dyn Db, table: &str) -> Result<()> {
+        let identities: Vec<String> = tx.query_map(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = ?1 AND is_identity = 'YES'",
+            crate::store::sql::db::params![table],
+            |r| r.get(0),
+        )?;
+        for column in identities {
+            tx.query_row(
+                &format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', '{column}'),
+                                   (SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)"
+                ),
+                crate::store::sql::db::params![],
+                |_| Ok(()),
+            )?;
+        }
+        Ok(())
+    }
+
     fn claim_scheduler(&mut self) -> Result<()> {
         let client = self.client()?;
         if !lock_scheduler(&client)? {

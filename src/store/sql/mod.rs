@@ -3,6 +3,7 @@
 
 mod book;
 mod changes;
+pub mod copy;
 mod credit;
 pub mod db;
 mod events;
@@ -51,6 +52,15 @@ pub trait Backend: Send + Any {
 
     /// See [`Store::claim_scheduler`].
     fn claim_scheduler(&mut self) -> Result<()>;
+
+    /// The columns a row of `table` keeps (not the generated ones), in the schema's order.
+    fn columns(&self, table: &str) -> Result<Vec<String>>;
+
+    /// After rows were copied into `table` with their ids (in `tx`): what the backend needs so that its next id
+    /// follows them (PostgreSQL's identity sequences; SQLite keeps up by itself).
+    fn after_copy(&self, _tx: &dyn Db, _table: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A write transaction of a [`Backend`]; dropped without [`Tx::commit`], it rolls back.

@@ -149,6 +149,15 @@ impl Backend for Sqlite {
         self.path.display().to_string()
     }
 
+    fn columns(&self, table: &str) -> Result<Vec<String>> {
+        let db: &dyn Db = &self.conn;
+        db.query_map(
+            "SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0 ORDER BY cid",
+            crate::store::sql::db::params![table],
+            |r| r.get(0),
+        )
+    }
+
     /// An exclusive `flock` on the database file itself (not a file beside it): every path to the same file (a
     /// symlink, a hard link, `..`) locks the same inode, and the kernel drops it when the process dies. (SQLite
     /// locks with POSIX record locks, which `flock` does not touch on Linux.)
