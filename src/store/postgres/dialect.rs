@@ -45,10 +45,9 @@ fn without_index_hints(sql: &str) -> String {
 /// string.
 fn operand_before(s: &str) -> usize {
     let trimmed = s.trim_end();
-    let start = trimmed
+    trimmed
         .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '?' || c == '\''))
-        .map_or(0, |i| i + 1);
-    start
+        .map_or(0, |i| i + 1)
 }
 
 /// `a = b COLLATE NOCASE` → `lower(a) = lower(b COLLATE "C")`: ASCII case folding, as SQLite's NOCASE (the
