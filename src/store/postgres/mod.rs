@@ -158,12 +158,16 @@ impl Db for Postgres {
     ) -> Result<()> {
         let client = self.client()?;
         let st = self.statement(&client, sql)?;
-        let rows = futures::executor::block_on(client.query_raw(&st, params.iter().map(|p| Bound(*p))))
-            .map_err(|e| self.error(e))?;
-        let mut rows = std::pin::pin!(rows);
-        while let Some(row) = futures::executor::block_on(futures::StreamExt::next(&mut rows)) {
-            let row = row.map_err(|e| self.error(e))?;
-            if !each(&PgRow(&row))? {
+        // Every row is read before the first is handed over: a caller may run another statement on this connection
+        // while it reads them (as SQLite allows), which would wait forever behind rows not yet taken.
+        let rows: Vec<tokio_postgres::Row> = futures::executor::block_on(async {
+            let stream = client.query_raw(&st, params.iter().map(|p| Bound(*p))).await?;
+            futures::TryStreamExt::try_collect(stream).await
+        })
+        .map_err(|e| self.error(e))?;
+        drop(client);
+        for row in &rows {
+            if !each(&PgRow(row))? {
                 break;
             }
         }
