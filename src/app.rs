@@ -105,9 +105,13 @@ pub fn store_at(cfg: &Config, spec: &str, create: bool) -> Result<SqlStore> {
 
 /// Why there is no book to show or change, naming the key and the file that point to it.
 fn no_book(cfg: &Config) -> String {
+    let (what, how) = match &cfg.billing.database {
+        Database::File(_) => ("no database at", "creates it"),
+        Database::Postgres(_) => ("no billd book (its tables) in", "creates its tables"),
+    };
     format!(
-        "there is no database at {} (billing.database in {}) yet: `billd sync` or a pass (`billd tick`, `billd run`) \
-         creates it; if it exists elsewhere, fix billing.database",
+        "there is {what} {} (billing.database in {}) yet: `billd sync` or a pass (`billd tick`, `billd run`) {how}; \
+         if it exists elsewhere, fix billing.database",
         cfg.billing.database.display(),
         cfg.file.display()
     )

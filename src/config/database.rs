@@ -3,7 +3,7 @@
 //! systemd credential.
 
 use super::Secret;
-use super::pg::{PgTarget, is_url};
+use super::pg::{PgTarget, is_other_url, is_url};
 use super::raw::RawBilling;
 use std::path::{Path, PathBuf};
 
@@ -72,6 +72,14 @@ pub(super) fn database(
     if name.is_empty() {
         errs.push("billing.database: must name a file or a postgres:// URL".into());
         return (Database::File(dir.join(&raw.database)), password.map(Secret::new));
+    }
+    if is_other_url(name) && !is_url(name) {
+        let scheme = name.split_once("://").map_or("", |(s, _)| s);
+        errs.push(format!(
+            "billing.database: a {}:// URL is neither a SQLite file nor a postgres:// URL",
+            crate::text::excerpt(scheme, 20)
+        ));
+        return (Database::File(PathBuf::new()), password.map(Secret::new));
     }
     if !is_url(name) {
         if explicit {

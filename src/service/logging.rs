@@ -41,6 +41,10 @@ pub enum Fatal {
 /// Returns where fatal errors are to be reported.
 pub fn init(format: LogFormat) -> Fatal {
     let filter = EnvFilter::try_from_env("BILLD_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // The PostgreSQL client's own lines are never written, whatever BILLD_LOG says: they carry the server's notices
+    // as it sent them (raw control characters) and, at debug level, every statement's parameters. billd says what
+    // matters itself, cleaned.
+    let filter = filter.add_directive("tokio_postgres=off".parse().expect("a directive"));
     let journal = format == LogFormat::Console && std::env::var_os("JOURNAL_STREAM").is_some();
     if let Some(layer) = journal.then(tracing_journald::layer).and_then(Result::ok) {
         use tracing_subscriber::layer::SubscriberExt;

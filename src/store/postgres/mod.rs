@@ -24,6 +24,9 @@ const WRITE_LOCK: i64 = 0x6269_6c6c_6400_0001;
 /// The advisory lock of the scheduler (held by the session of the one `billd run`/`tick` that charges).
 const SCHEDULER_LOCK: i64 = 0x6269_6c6c_6400_0002;
 
+/// How long a scheduler claim waits for the lock of a process that has just ended.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The runtime that drives every connection's socket: one thread for the process, started at the first connection.
 /// Callers wait on their queries from any thread (a blocking task or not) with `futures::executor::block_on`,
 /// never inside this runtime.
@@ -40,6 +43,10 @@ fn io() -> &'static tokio::runtime::Handle {
     })
 }
 
+/// The longest one statement may take before the connection is given up (a server that stopped answering): the
+/// statement fails, and the next one connects again. Migrations are not bound by it.
+const STATEMENT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Waits for `f`, which runs on the I/O runtime.
 fn wait<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Result<T> {
     futures::executor::block_on(io().spawn(f)).map_err(|e| anyhow!("the database I/O task failed: {e}"))
@@ -48,7 +55,7 @@ fn wait<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Resul
 /// Opens (migrating if needed) the PostgreSQL book at `target`.
 pub fn open(target: &PgTarget) -> Result<SqlStore> {
     let pg = Postgres::connect(target)?;
-    schema::migrate(&pg).with_context(|| format!("database {}", target.display()))?;
+    schema::migrate(&pg)?;
     Ok(SqlStore::new(pg))
 }
 
@@ -56,10 +63,10 @@ pub fn open(target: &PgTarget) -> Result<SqlStore> {
 /// billd book yet (nothing is created).
 pub fn open_existing(target: &PgTarget) -> Result<Option<SqlStore>> {
     let pg = Postgres::connect(target)?;
-    if !schema::exists(&pg).with_context(|| format!("database {}", target.display()))? {
+    if !schema::exists(&pg)? {
         return Ok(None);
     }
-    schema::migrate(&pg).with_context(|| format!("database {}", target.display()))?;
+    schema::migrate(&pg)?;
     Ok(Some(SqlStore::new(pg)))
 }
 
@@ -71,7 +78,10 @@ pub struct Postgres {
     prepared: RefCell<HashMap<String, Statement>>,
     /// A transaction is open on the connection (no reconnection under it).
     in_tx: Cell<bool>,
-    /// This handle holds the scheduler's lock (taken again after a reconnection, or an error).
+    /// A statement outlived [`STATEMENT`]: the connection is dropped and made again before the next one.
+    broken: Cell<bool>,
+    /// This handle holds the scheduler's lock (an advisory lock of its session): losing the connection loses it,
+    /// and the process then stops (`scheduler.lost`).
     scheduler: bool,
 }
 
@@ -83,29 +93,24 @@ impl Postgres {
             client: RefCell::new(client),
             prepared: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
+            broken: Cell::new(false),
             scheduler: false,
         })
     }
 
     /// The client, connected again first if the connection was lost outside a transaction.
     fn client(&self) -> Result<std::cell::Ref<'_, Client>> {
-        if self.client.borrow().is_closed() {
+        if self.client.borrow().is_closed() || self.broken.get() {
             if self.in_tx.get() {
                 bail!("database {}: the connection was lost in a transaction", self.target.display());
             }
-            let client = connect::connect(&self.target)?;
             if self.scheduler {
-                let held = lock_scheduler(&client)?;
-                if !held {
-                    bail!(
-                        "database {}: the scheduler's lock was lost with the connection and another billd holds it \
-                         now",
-                        self.target.display()
-                    );
-                }
+                self.lost();
             }
+            let client = connect::connect(&self.target)?;
             *self.client.borrow_mut() = client;
             self.prepared.borrow_mut().clear();
+            self.broken.set(false);
         }
         Ok(self.client.borrow())
     }
@@ -115,38 +120,76 @@ impl Postgres {
             return Ok(st.clone());
         }
         let translated = dialect::translate(sql);
-        let st = futures::executor::block_on(client.prepare(&translated)).map_err(|e| self.error(e))?;
+        let st = self.wait(client.prepare(&translated))?;
         self.prepared.borrow_mut().insert(sql.to_string(), st.clone());
         Ok(st)
     }
 
+    /// The scheduler's lock was the session's: it went with the connection, and another billd may have taken the
+    /// book meanwhile. This process stops here, as if killed (what it had in flight is reconciled by the next
+    /// scheduler, after its quiet period); systemd starts it again.
+    fn lost(&self) -> ! {
+        tracing::error!(
+            event = "scheduler.lost",
+            database = %self.target.display(),
+            "the connection holding the scheduler's lock on {} was lost (the server restarted, failed over or ended \
+             the session): another billd may hold the book now, so this one stops",
+            self.target.display()
+        );
+        std::process::exit(1);
+    }
+
     /// A PostgreSQL error, with the server's message and the book's location (never the password: it is not in the
-    /// target).
+    /// target). The scheduler's connection lost: the process stops ([`Postgres::lost`]).
     fn error(&self, e: tokio_postgres::Error) -> anyhow::Error {
+        let gone = e.is_closed()
+            || e.as_db_error().is_some_and(|db| db.code().code().starts_with("57P"))
+            || self.client.try_borrow().is_ok_and(|c| c.is_closed());
+        if self.scheduler && gone {
+            self.lost();
+        }
         match e.as_db_error() {
-            Some(db) => anyhow!("database {}: {} ({})", self.target.display(), db.message(), db.code().code()),
-            None => anyhow!("database {}: {e}", self.target.display()),
+            Some(db) => anyhow!("database {}: {} ({})", self.target.display(), said(db.message()), db.code().code()),
+            None => anyhow!("database {}: {}", self.target.display(), said(&e.to_string())),
         }
     }
 
     fn batch(&self, sql: &str) -> Result<()> {
         let client = self.client()?;
+        self.wait(client.batch_execute(sql))
+    }
+
+    /// Statements that may take long (a migration of a large book): no time limit.
+    fn batch_unbounded(&self, sql: &str) -> Result<()> {
+        let client = self.client()?;
         futures::executor::block_on(client.batch_execute(sql)).map_err(|e| self.error(e))
     }
-}
 
-/// Tries the scheduler's advisory lock on `client`'s session.
-fn lock_scheduler(client: &Client) -> Result<bool> {
-    let row = futures::executor::block_on(client.query_one("SELECT pg_try_advisory_lock($1)", &[&SCHEDULER_LOCK]))?;
-    Ok(row.get(0))
+    /// Waits for `f` at most [`STATEMENT`]; past it, the connection is marked to be made again and `f` fails.
+    fn wait<T>(&self, f: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T> {
+        let timer = io().spawn(async { tokio::time::sleep(STATEMENT).await });
+        match futures::executor::block_on(futures::future::select(std::pin::pin!(f), timer)) {
+            futures::future::Either::Left((done, timer)) => {
+                timer.abort();
+                done.map_err(|e| self.error(e))
+            }
+            futures::future::Either::Right(_) => {
+                self.broken.set(true);
+                bail!(
+                    "database {}: no answer within {} s (the connection is given up and made again)",
+                    self.target.display(),
+                    STATEMENT.as_secs()
+                )
+            }
+        }
+    }
 }
 
 impl Db for Postgres {
     fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> Result<usize> {
         let client = self.client()?;
         let st = self.statement(&client, sql)?;
-        let n = futures::executor::block_on(client.execute_raw(&st, params.iter().map(|p| Bound(*p))))
-            .map_err(|e| self.error(e))?;
+        let n = self.wait(client.execute_raw(&st, params.iter().map(|p| Bound(*p))))?;
         Ok(n as usize)
     }
 
@@ -160,11 +203,10 @@ impl Db for Postgres {
         let st = self.statement(&client, sql)?;
         // Every row is read before the first is handed over: a caller may run another statement on this connection
         // while it reads them (as SQLite allows), which would wait forever behind rows not yet taken.
-        let rows: Vec<tokio_postgres::Row> = futures::executor::block_on(async {
+        let rows: Vec<tokio_postgres::Row> = self.wait(async {
             let stream = client.query_raw(&st, params.iter().map(|p| Bound(*p))).await?;
             futures::TryStreamExt::try_collect(stream).await
-        })
-        .map_err(|e| self.error(e))?;
+        })?;
         drop(client);
         for row in &rows {
             if !each(&PgRow(row))? {
@@ -172,6 +214,19 @@ impl Db for Postgres {
             }
         }
         Ok(())
+    }
+}
+
+/// The scheduler's lock is given back when its handle goes (the server would free it only once it notices the
+/// session is gone, a moment after).
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Not the scheduler any more: a failure here is not a lost lock.
+        let held = std::mem::replace(&mut self.scheduler, false);
+        if held && !self.client.borrow().is_closed() {
+            let client = self.client.borrow();
+            let _ = self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&SCHEDULER_LOCK]));
+        }
     }
 }
 
@@ -274,22 +329,54 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    /// The lock of a process that just ended is freed when the server notices its session is gone, a moment later:
+    /// a claim waits up to [`CLAIM_WAIT`] for it before refusing (ticks run back to back, a restart after a kill).
     fn claim_scheduler(&mut self) -> Result<()> {
-        let client = self.client()?;
-        if !lock_scheduler(&client)? {
-            bail!(
-                "database {} is in use by another `billd run` or `billd tick` (or a command that charges); only one \
-                 scheduler may run per database",
-                self.target.display()
-            );
+        let started = std::time::Instant::now();
+        loop {
+            let client = self.client()?;
+            let held: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&SCHEDULER_LOCK]))?.get(0);
+            drop(client);
+            if held {
+                self.scheduler = true;
+                return Ok(());
+            }
+            if started.elapsed() >= CLAIM_WAIT {
+                bail!(
+                    "database {} is in use by another `billd run` or `billd tick` (or a command that charges); only \
+                     one scheduler may run per database",
+                    self.target.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        drop(client);
-        self.scheduler = true;
-        Ok(())
     }
+}
+
+/// What the server said, for a message: invisible characters escaped, at most 300 characters (a server's text is
+/// not trusted to be short or clean).
+pub(super) fn said(text: &str) -> String {
+    let safe = crate::text::cell(text);
+    let mut out: String = safe.chars().take(300).collect();
+    if safe.chars().nth(300).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Runs `f` on the I/O runtime and waits (for connecting, which spawns the connection's task there).
 pub(crate) fn on_io<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Result<T> {
     wait(f)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_a_server_says_is_shown_escaped_and_short() {
+        assert_eq!(super::said("plain"), "plain");
+        let hostile = format!("\u{1b}]0;pwned\u{7}{}", "x".repeat(1000));
+        let shown = super::said(&hostile);
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'), "{shown:?}");
+        assert!(shown.chars().count() <= 301 && shown.ends_with('…'), "{shown:?}");
+    }
 }

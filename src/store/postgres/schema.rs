@@ -33,15 +33,16 @@ pub(super) fn migrate(pg: &Postgres) -> Result<()> {
         };
         if version > SCHEMA_VERSION {
             bail!(
-                "schema version {version} is newer than this billd understands ({SCHEMA_VERSION}); run the newer \
-                 billd that wrote it"
+                "database {}: schema version {version} is newer than this billd understands ({SCHEMA_VERSION}); run \
+                 the newer billd that wrote it",
+                pg.target.display()
             );
         }
         for (to, sql) in MIGRATIONS.iter().filter(|m| m.0 > version) {
             if version > 0 {
                 tracing::info!(event = "database.migrate", from = version, to, "migrating to schema {to}");
             }
-            pg.batch(sql).with_context(|| format!("migration to schema {to}"))?;
+            pg.batch_unbounded(sql).with_context(|| format!("migration to schema {to}"))?;
             pg.execute("UPDATE schema_version SET version = ?1", params![*to as i64])?;
         }
         Ok(())

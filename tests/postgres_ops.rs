@@ -1,0 +1,53 @@
+//! Issue 27: operating billd on a PostgreSQL book (a throwaway cluster the test starts: `tests/common/pg.rs`), with
+//! the real binary and the sandbox: one scheduler per book, and what happens when the server ends the session
+//! that held its lock.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use common::{MONTHLY, Setup, World, cards, sub, text, wait_for};
+use std::process::{Command, Stdio};
+
+/// The scheduler's lock on a PostgreSQL book is its session's: an outside review ended that session (a failover,
+/// a restart, an idle timeout do the same) and a second `tick` charged beside the running daemon, which then took
+/// the lock back without a word. The daemon now stops as soon as it finds its connection gone, saying why.
+#[test]
+fn a_daemon_whose_session_is_ended_stops_saying_it_lost_the_scheduler_lock() {
+    let Some(db) = pg::database() else { return };
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let log = w.dir.path().join("run.log");
+    let mut daemon = w
+        .billd()
+        .env("BILLD_BILLING__DATABASE", db.url())
+        .args(["run", "--as-of", "2025-01-10T10:00:00+09:00", "--simulate"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let tick = || {
+        w.billd()
+            .env("BILLD_BILLING__DATABASE", db.url())
+            .args(["tick", "--simulate", "--as-of", "2025-01-10T10:00:00+09:00"])
+            .output()
+            .unwrap()
+    };
+    wait_for("the daemon's first charge", || w.paid_for("c1").len() == 1);
+    assert!(text(&tick()).contains("in use by another"), "one scheduler per book");
+
+    let ended =
+        db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'billd'");
+    assert_ne!(ended, "0", "the daemon's sessions were found and ended");
+    // The daemon looks at the book at once on a reload.
+    let hup = Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    wait_for("the daemon to stop", || daemon.try_wait().unwrap().is_some());
+    let status = daemon.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("scheduler.lost") && said.contains("lost"), "{said}");
+    assert!(!said.contains("config.refused"), "not mistaken for a refused config: {said}");
+    assert_eq!(w.paid_for("c1").len(), 1, "January charged once");
+}
