@@ -5,13 +5,16 @@
 //! protocol state it interrupted. Never two paid charges for a period, never a request for a merchant_uid the gateway
 //! had paid or was still charging (checked by the harness), every due period paid or given up by the dunning
 //! policy, nothing left unresolved after recovery. The seed is printed (`BILLD_TEST_SEED` replays it, the sandbox's
-//! delays included); `BILLD_CRASH_KILLS=500` asks for more kills.
+//! delays included); `BILLD_CRASH_KILLS=500` asks for more kills. Each test runs on SQLite and on PostgreSQL
+//! (`…_on_postgres`: a database of the throwaway cluster of `tests/common/pg.rs`; issue 27).
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use billd_sandbox::{Fault, FaultRule};
 // Entries here replay history or catch up on purpose: `catch_up = true` (issue 21, 2).
-use common::{MONTHLY, Rng, Setup, World, cards, sub_catch_up as sub};
+use common::{MONTHLY, Rng, Setup, World, cards, lit, sub_catch_up as sub};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -58,17 +61,20 @@ struct Intent {
 
 /// The pending attempts (none before the database exists).
 fn pending(w: &World) -> BTreeSet<Intent> {
-    let db = w.db();
-    match db.prepare("SELECT merchant_uid, subscription_id, period, tries FROM attempts WHERE status = 'pending'") {
-        Ok(mut st) => st
-            .query_map([], |r| {
-                Ok(Intent { merchant_uid: r.get(0)?, subscription: r.get(1)?, period: r.get(2)?, tries: r.get(3)? })
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect(),
-        Err(_) => Default::default(),
-    }
+    let Ok(rows) =
+        w.query("SELECT merchant_uid, subscription_id, period, tries FROM attempts WHERE status = 'pending'")
+    else {
+        return Default::default();
+    };
+    let int = |v: &Option<String>| v.as_deref().unwrap().parse().unwrap();
+    rows.iter()
+        .map(|r| Intent {
+            merchant_uid: r[0].clone().unwrap(),
+            subscription: r[1].clone().unwrap(),
+            period: int(&r[2]),
+            tries: int(&r[3]),
+        })
+        .collect()
 }
 
 /// What the gateway and the database held before a process started: its requests, its ledger, and the intents
@@ -158,9 +164,8 @@ impl Hits {
 
 /// Attempts still unresolved (pending or unknown).
 fn unresolved(w: &World) -> i64 {
-    w.db()
-        .query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| r.get(0))
-        .unwrap_or(0)
+    let sql = "SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')";
+    w.query(sql).ok().and_then(|r| r.first()?.first()?.clone()).map_or(0, |n| n.parse().unwrap())
 }
 
 /// Subscriptions in the batch; the long mode (`BILLD_CRASH_KILLS` above 20) scales it up so passes last long
@@ -169,6 +174,17 @@ const N: usize = 150;
 
 #[test]
 fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
+    sigkill_during_a_batch(None);
+}
+
+#[test]
+fn sigkill_during_a_batch_never_double_charges_or_loses_a_period_on_postgres() {
+    let Some(db) = pg::database() else { return };
+    sigkill_during_a_batch(Some(db.url()));
+}
+
+/// The tick test's body, on SQLite or on the PostgreSQL book at `postgres`.
+fn sigkill_during_a_batch(postgres: Option<&str>) {
     let kills_wanted: usize = std::env::var("BILLD_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let n = N * (kills_wanted / 20).max(1);
     let mut rng = Rng::from_env();
@@ -183,7 +199,7 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
     for i in 0..n {
         body += &sub(&format!("s{i:02}"), &format!("c{i:02}"), "monthly", "2025-01-01");
     }
-    let w = World::new(Setup { sandbox, body: &body, concurrency: 4, timeout: "1s", ..Default::default() });
+    let w = World::new(Setup { sandbox, body: &body, concurrency: 4, timeout: "1s", postgres, ..Default::default() });
     for i in 0..n {
         let card = if i % 10 == 0 { cards::DECLINE_INSUFFICIENT_FUNDS.to_string() } else { cards::APPROVE.to_string() };
         w.sandbox.register_customer(&format!("c{i:02}"), &card).unwrap();
@@ -297,19 +313,15 @@ fn sigkill_during_a_batch_never_double_charges_or_loses_a_period() {
 /// whose check is a minute away (the backoff after a lost answer) is not work in hand.
 fn work_left(w: &World, subscriptions: usize) -> bool {
     let now = chrono::Utc::now().timestamp();
-    let n: i64 = w
-        .db()
-        .query_row(
-            "SELECT (SELECT count(*) FROM subscriptions s WHERE status IN ('active', 'past_due') AND next_due_at <= ?1
-                       AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = s.id AND p.state = 'open'))
-                  + (SELECT count(*) FROM periods WHERE state = 'open' AND next_attempt_at <= ?1)
-                  + (SELECT count(*) FROM attempts WHERE status = 'pending')
-                  + (SELECT count(*) FROM attempts WHERE status = 'unknown' AND check_at <= ?1 + 3)
-                  + ?2 - (SELECT count(*) FROM subscriptions)",
-            [now, subscriptions as i64],
-            |r| r.get(0),
-        )
-        .unwrap_or(1);
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM subscriptions s WHERE status IN ('active', 'past_due') AND next_due_at <= {now}
+                   AND NOT EXISTS (SELECT 1 FROM periods p WHERE p.subscription_id = s.id AND p.state = 'open'))
+              + (SELECT count(*) FROM periods WHERE state = 'open' AND next_attempt_at <= {now})
+              + (SELECT count(*) FROM attempts WHERE status = 'pending')
+              + (SELECT count(*) FROM attempts WHERE status = 'unknown' AND check_at <= {now} + 3)
+              + {subscriptions} - (SELECT count(*) FROM subscriptions)"
+    );
+    let n: i64 = w.query(&sql).ok().and_then(|r| r.first()?.first()?.clone()).map_or(1, |n| n.parse().unwrap());
     n > 0
 }
 
@@ -326,6 +338,17 @@ fn work_left(w: &World, subscriptions: usize) -> bool {
 /// one decline, and nothing is unresolved.
 #[test]
 fn sigkill_of_the_daemon_aimed_at_each_billing_day_never_double_charges_or_loses_a_period() {
+    sigkill_of_the_daemon(None);
+}
+
+#[test]
+fn sigkill_of_the_daemon_aimed_at_each_billing_day_never_double_charges_or_loses_a_period_on_postgres() {
+    let Some(db) = pg::database() else { return };
+    sigkill_of_the_daemon(Some(db.url()));
+}
+
+/// The daemon test's body, on SQLite or on the PostgreSQL book at `postgres`.
+fn sigkill_of_the_daemon(postgres: Option<&str>) {
     let mut rng = Rng::from_env();
     let mut rand = move |n: u64| rng.below(n);
     let kills_wanted: usize = std::env::var("BILLD_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
@@ -364,6 +387,7 @@ fn sigkill_of_the_daemon_aimed_at_each_billing_day_never_double_charges_or_loses
         concurrency: 4,
         dunning: "retry_after = []\non_exhausted = \"skip\"",
         body: &text,
+        postgres,
     });
     w.sandbox.register_customer("c-decl", cards::DECLINE_INSUFFICIENT_FUNDS).unwrap();
     let register = |w: &World, subs: &[String]| {
@@ -461,7 +485,6 @@ fn sigkill_of_the_daemon_aimed_at_each_billing_day_never_double_charges_or_loses
     for e in w.ledger().into_iter().filter(|e| e.status == "failed") {
         *failed.entry(e.merchant_uid).or_default() += 1;
     }
-    let db = w.db();
     // Every subscription starts on `start`, daily at 00:00 UTC.
     let mut due_periods = Vec::new();
     let mut d = start;
@@ -473,9 +496,9 @@ fn sigkill_of_the_daemon_aimed_at_each_billing_day_never_double_charges_or_loses
     for s in &subs {
         for &p in &due_periods {
             let m = format!("billd-{s}-{p}");
-            let state: String = db
-                .query_row("SELECT state FROM periods WHERE merchant_uid = ?1", [&m], |r| r.get(0))
-                .unwrap_or_else(|_| panic!("{m} was due and never opened"));
+            let state = w.rows(&format!("SELECT state FROM periods WHERE merchant_uid = {}", lit(&m)));
+            let state =
+                state.first().and_then(|r| r[0].clone()).unwrap_or_else(|| panic!("{m} was due and never opened"));
             if s == "decl" {
                 assert_eq!(state, "given_up", "{m}");
                 assert_eq!(failed.get(&m), Some(&1), "{m}: exactly one declined attempt");

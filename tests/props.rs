@@ -16,7 +16,15 @@
 //!   or given up by the dunning rules; the gateway fails the case on any request for a merchant_uid it has paid or
 //!   is still charging.
 //!
+//! - Both stores (issue 27): the model's cases run on SQLite and, fewer of them, on PostgreSQL (`…_on_postgres`, a
+//!   fresh database of the throwaway cluster of `tests/common/pg.rs` per case, skipped loudly without PostgreSQL
+//!   outside CI); a dying process is cut off to a scratch SQLite file either way.
+//!
 //! Set `PROPTEST_CASES` for more cases.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use billd::billing::calendar::{Calendar, ChargeClock, Interval, Unit};
 use billd::config::Config;
@@ -26,6 +34,7 @@ use billd::store::sql::SqlStore as Store;
 use billd::store::sqlite;
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
+use common::book::{self, Row, lit};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -830,29 +839,47 @@ fn ts(t: DateTime<Utc>) -> i64 {
 /// declines, next attempt), unresolved attempt (status, tries, check_at), closed periods).
 type DbView = (String, u64, Option<(u64, u32, Option<i64>)>, Option<(String, u32, Option<i64>)>, BTreeMap<u64, String>);
 
-fn db_view(db: &rusqlite::Connection, id: &str) -> DbView {
-    let (status, next_period): (String, i64) = db
-        .query_row("SELECT status, next_period FROM subscriptions WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap();
+/// The book a case runs on, read by [`db_view`].
+enum Book {
+    Sqlite(rusqlite::Connection),
+    Postgres(book::Postgres),
+}
+
+impl Book {
+    fn rows(&self, sql: &str) -> Vec<Row> {
+        match self {
+            Book::Sqlite(db) => book::sqlite_query(db, sql),
+            Book::Postgres(pg) => pg.query(sql),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+fn db_view(db: &Book, id: &str) -> DbView {
+    let id = lit(id);
+    let int = |v: &Option<String>| v.as_deref().expect("not NULL").parse::<i64>().unwrap();
+    let time = |v: &Option<String>| v.as_deref().map(|t| t.parse::<i64>().unwrap());
+    let sub = db.rows(&format!("SELECT status, next_period FROM subscriptions WHERE id = {id}"));
+    let (status, next_period) = (sub[0][0].clone().unwrap(), int(&sub[0][1]));
     let open = db
-        .query_row(
-            "SELECT period, declines, next_attempt_at FROM periods WHERE subscription_id = ?1 AND state = 'open'",
-            [id],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u32, r.get(2)?)),
-        )
-        .ok();
+        .rows(&format!(
+            "SELECT period, declines, next_attempt_at FROM periods WHERE subscription_id = {id} AND state = 'open'"
+        ))
+        .first()
+        .map(|r| (int(&r[0]) as u64, int(&r[1]) as u32, time(&r[2])));
     let unresolved = db
-        .query_row(
-            "SELECT status, tries, check_at FROM attempts WHERE subscription_id = ?1 AND status IN ('pending', 'unknown')",
-            [id],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32, r.get(2)?)),
-        )
-        .ok();
-    let mut st = db
-        .prepare("SELECT period, state FROM periods WHERE subscription_id = ?1 AND state != 'open' ORDER BY period")
-        .unwrap();
-    let closed =
-        st.query_map([id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        .rows(&format!(
+            "SELECT status, tries, check_at FROM attempts WHERE subscription_id = {id} AND status IN ('pending', 'unknown')"
+        ))
+        .first()
+        .map(|r| (r[0].clone().unwrap(), int(&r[1]) as u32, time(&r[2])));
+    let closed = db
+        .rows(&format!(
+            "SELECT period, state FROM periods WHERE subscription_id = {id} AND state != 'open' ORDER BY period"
+        ))
+        .into_iter()
+        .map(|r| (int(&r[0]) as u64, r[1].clone().unwrap()))
+        .collect();
     (status, next_period as u64, open, unresolved, closed)
 }
 
@@ -970,7 +997,11 @@ struct Process {
 impl Process {
     fn start(cfg: &Config, gateway: &Fake, clock: &ModelClock) -> Process {
         let fake = gateway.for_process();
-        let store = sqlite::open(cfg.billing.database.file().unwrap()).expect("the database opens");
+        let store = match &cfg.billing.database {
+            billd::config::Database::File(path) => sqlite::open(path),
+            billd::config::Database::Postgres(target) => billd::store::postgres::open(target),
+        }
+        .expect("the database opens");
         let engine = Engine::new(store, fake.clone(), cfg.clone()).with_real_clock(clock.clone());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         Process { rt, engine, fake }
@@ -1015,7 +1046,8 @@ impl Process {
     }
 }
 
-fn run_case(case: &Case) -> Result<(), TestCaseError> {
+/// One case, on SQLite (a file in a temp folder) or on the PostgreSQL book at `postgres`.
+fn run_case(case: &Case, postgres: Option<&str>) -> Result<(), TestCaseError> {
     // On tmpfs when there is one: the model runs thousands of fsynced commits.
     let dir = tempfile::Builder::new().tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
     let action = match case.action {
@@ -1024,8 +1056,9 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         Action::Skip => "skip",
     };
     let retry: Vec<String> = case.retry_after.iter().map(|r| format!("\"{r}\"")).collect();
+    let database = postgres.map(|url| format!("database = \"{url}\"\n")).unwrap_or_default();
     let mut text = format!(
-        "[billing]\ntimezone = \"{}\"\ncharge_time = \"{}\"\n\n[gateway]\nbase_url = \"http://127.0.0.1:9\"\n\
+        "[billing]\ntimezone = \"{}\"\ncharge_time = \"{}\"\n{database}\n[gateway]\nbase_url = \"http://127.0.0.1:9\"\n\
          imp_key = \"k\"\nimp_secret = \"s\"\nconcurrency = 2\n\n[dunning]\nretry_after = [{}]\non_exhausted = \"{action}\"\n\n\
          [[plans]]\nid = \"p\"\nname = \"Plan\"\namount = 9900\ninterval = \"{}\"\n",
         case.timezone.name(),
@@ -1063,7 +1096,10 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let scratch = dir.path().join("dead-process.sqlite3");
     let clock = ModelClock::default();
     let mut process = Process::start(&cfg, &fake, &clock);
-    let db = rusqlite::Connection::open(cfg.billing.database.file().unwrap()).unwrap();
+    let db = match &cfg.billing.database {
+        billd::config::Database::File(path) => Book::Sqlite(rusqlite::Connection::open(path).unwrap()),
+        billd::config::Database::Postgres(_) => Book::Postgres(book::Postgres::new(postgres.unwrap())),
+    };
     let mut model_ledgers: Vec<Vec<Entry>> = vec![Vec::new(); models.len()];
     let mut model_next = 0u64;
     // billd's clock (it jumps back and forth), and the gateway's real time, which only moves forward: a jump back
@@ -1213,7 +1249,19 @@ proptest! {
     /// once the passes run past every check, every due period is paid once or given up by the dunning rules.
     #[test]
     fn dunning_state_machine_matches_the_model(case in case()) {
-        run_case(&case)?;
+        run_case(&case, None)?;
+    }
+}
+
+proptest! {
+    // Fewer cases on PostgreSQL: each is a fresh database, and every commit a round trip.
+    #![proptest_config(ProptestConfig { cases: cases(32), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The same model, on a PostgreSQL book (a fresh database per case; skipped, saying so, without PostgreSQL).
+    #[test]
+    fn dunning_state_machine_matches_the_model_on_postgres(case in case()) {
+        let Some(db) = pg::database() else { return Ok(()) };
+        run_case(&case, Some(db.url()))?;
     }
 }
 
@@ -1224,6 +1272,19 @@ proptest! {
 /// period, which settles it; every period ends paid once or declined as the dunning rules say.
 #[test]
 fn a_restart_at_each_protocol_point_waits_for_the_gateway_and_settles_by_lookup() {
+    restart_at_each_protocol_point(|| None);
+}
+
+#[test]
+fn a_restart_at_each_protocol_point_waits_for_the_gateway_and_settles_by_lookup_on_postgres() {
+    if pg::database().is_none() {
+        return;
+    }
+    restart_at_each_protocol_point(|| pg::database());
+}
+
+/// Each case on the book `book()` gives (a fresh PostgreSQL database, or `None`: SQLite).
+fn restart_at_each_protocol_point(book: impl Fn() -> Option<pg::PgDb>) {
     let mut failures = Vec::new();
     for crash in [Crash::BeforeSend, Crash::AfterRecord, Crash::AfterAnswer] {
         for late in [0, QUIET] {
@@ -1239,7 +1300,8 @@ fn a_restart_at_each_protocol_point_waits_for_the_gateway_and_settles_by_lookup(
                     // Restarted at once, then passes half a quiet period apart, then a day later.
                     jumps: vec![0, QUIET / 2, QUIET / 2, 86_400],
                 };
-                if let Err(e) = run_case(&case) {
+                let db = book();
+                if let Err(e) = run_case(&case, db.as_ref().map(pg::PgDb::url)) {
                     failures.push(format!(
                         "billd died {crash:?} of a charge scripted {what:?}, recorded {late} s late: {e}"
                     ));

@@ -1,4 +1,7 @@
-//! Test harness: a real sandbox on 127.0.0.1, a real config and SQLite file per test, the real `billd` binary.
+//! Test harness: a real sandbox on 127.0.0.1, a real config and book per test, the real `billd` binary.
+//!
+//! The book is a SQLite file in the test's folder, or a PostgreSQL database given at setup ([`Setup::postgres`]);
+//! the harness reads it through [`World::query`], which runs on either ([`World::db`] is SQLite's only).
 //!
 //! Every [`World`] checks, when it is dropped at the end of a test that did not fail, that no charge request
 //! billd sent repeated a merchant_uid the gateway had already paid or was still charging (the sandbox's request
@@ -14,12 +17,18 @@ use std::process::{Command, Output};
 
 #[allow(unused_imports)] // not every test binary uses the test cards
 pub use billd_sandbox::cards;
+#[allow(unused_imports)] // not every test binary reads the book
+pub use book::lit;
+
+pub mod book;
 
 /// One test's world: a temp folder with schedules.toml and the database, and a sandbox gateway.
 pub struct World {
     pub dir: tempfile::TempDir,
     pub sandbox: Sandbox,
     pub config: PathBuf,
+    /// The book's PostgreSQL URL ([`Setup::postgres`]) and a client of it; `None`: `billd.sqlite3` in `dir`.
+    postgres: Option<book::Postgres>,
     /// Why this test sends a repeat request on purpose ([`World::expect_repeat_requests`]); `None`: it must not.
     repeats_expected: RefCell<Option<String>>,
 }
@@ -33,6 +42,9 @@ pub struct Setup<'a> {
     pub dunning: &'a str,
     /// `[[plans]]` and `[[subscriptions]]` entries.
     pub body: &'a str,
+    /// The book on PostgreSQL at this URL (`billing.database`, kept by every [`World::write_config`]); `None`
+    /// (the default): SQLite, `billd.sqlite3` in the test's folder.
+    pub postgres: Option<&'a str>,
 }
 
 impl Default for Setup<'_> {
@@ -45,6 +57,7 @@ impl Default for Setup<'_> {
             concurrency: 4,
             dunning: "retry_after = [\"1d\", \"2d\", \"4d\"]\non_exhausted = \"cancel\"",
             body: "",
+            postgres: None,
         }
     }
 }
@@ -62,18 +75,21 @@ impl World {
         let sandbox = Sandbox::start(setup.sandbox.clone()).expect("sandbox starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("schedules.toml");
-        let world = World { dir, sandbox, config, repeats_expected: RefCell::new(None) };
+        let postgres = setup.postgres.map(book::Postgres::new);
+        let world = World { dir, sandbox, config, postgres, repeats_expected: RefCell::new(None) };
         world.write_config(&setup);
         world
     }
 
+    /// Writes the config; its `billing.database` is the world's book whatever `setup.postgres` says.
     pub fn write_config(&self, setup: &Setup<'_>) {
         let text = format!(
-            "[billing]\ntimezone = \"{}\"\ncharge_time = \"{}\"\ndatabase = \"billd.sqlite3\"\n\n\
+            "[billing]\ntimezone = \"{}\"\ncharge_time = \"{}\"\ndatabase = \"{}\"\n\n\
              [gateway]\nbase_url = \"{}\"\nimp_key = \"imp_sandbox_key\"\ntimeout = \"{}\"\nconcurrency = {}\n\n\
              [dunning]\n{}\n{}",
             setup.timezone,
             setup.charge_time,
+            self.postgres.as_ref().map_or("billd.sqlite3", |p| p.url.as_str()),
             self.sandbox.base_url(),
             setup.timeout,
             setup.concurrency,
@@ -144,19 +160,14 @@ impl World {
     /// and resend it. The quiet period is real time by design (no billing instant shortens it); tests keep it short
     /// with short gateway timeouts.
     pub fn wait_quiet(&self) {
-        let db = self.db();
-        let until: Option<i64> = db
-            .query_row(
-                "SELECT max(t) FROM (
-                   SELECT doubt_wall_ms + 2 * coalesce(timeout_ms, 300000) AS t FROM attempts
-                    WHERE status IN ('pending', 'unknown') AND doubt_wall_ms IS NOT NULL
-                   UNION ALL
-                   SELECT doubt_wall_ms + 2 * coalesce(timeout_ms, 300000) FROM one_time_charges
-                    WHERE status IN ('pending', 'unknown') AND doubt_wall_ms IS NOT NULL)",
-                [],
-                |r| r.get(0),
-            )
-            .expect("quiet periods");
+        let until = self.int(
+            "SELECT max(t) FROM (
+               SELECT doubt_wall_ms + 2 * coalesce(timeout_ms, 300000) AS t FROM attempts
+                WHERE status IN ('pending', 'unknown') AND doubt_wall_ms IS NOT NULL
+               UNION ALL
+               SELECT doubt_wall_ms + 2 * coalesce(timeout_ms, 300000) FROM one_time_charges
+                WHERE status IN ('pending', 'unknown') AND doubt_wall_ms IS NOT NULL) AS q",
+        );
         let Some(until) = until else { return };
         let now = chrono::Utc::now().timestamp_millis();
         let wait = until - now + 50;
@@ -254,21 +265,53 @@ impl World {
         self.ledger().into_iter().filter(|e| e.customer_uid.as_deref() == Some(customer_uid)).collect()
     }
 
+    /// The SQLite book (a test that reads it with rusqlite runs on SQLite only: [`World::query`] runs on either).
     pub fn db(&self) -> rusqlite::Connection {
+        assert!(
+            self.postgres.is_none(),
+            "World::db opens the SQLite book; this world's is on PostgreSQL (World::query)"
+        );
         rusqlite::Connection::open(self.dir.path().join("billd.sqlite3")).expect("open db")
     }
 
+    /// Whether the book is on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// Runs one SQL query (literals only, no parameters: see [`lit`]; SQL both stores take) on the book, SQLite or
+    /// PostgreSQL: its rows, each value as text (integers in decimal), `None` for NULL. An error (no such table
+    /// before billd has created the book, say) is returned, not a failure.
+    pub fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        match &self.postgres {
+            Some(pg) => pg.query(sql),
+            None => book::sqlite_query(&self.db(), sql),
+        }
+    }
+
+    /// [`World::query`]'s rows, failing the test on an error.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The integer in the first column of the first row (`None`: NULL or no row), failing the test on an error.
+    pub fn int(&self, sql: &str) -> Option<i64> {
+        self.rows(sql).first().and_then(|r| r.first().cloned().flatten()).map(|v| v.parse().expect("an integer"))
+    }
+
     pub fn status_of(&self, sub: &str) -> String {
-        self.db().query_row("SELECT status FROM subscriptions WHERE id = ?1", [sub], |r| r.get(0)).expect("status")
+        let rows = self.rows(&format!("SELECT status FROM subscriptions WHERE id = {}", lit(sub)));
+        rows.first().and_then(|r| r[0].clone()).unwrap_or_else(|| panic!("no subscription {sub}"))
     }
 
     /// Local due dates of a subscription's periods, in order.
     pub fn due_dates(&self, sub: &str, tz: chrono_tz::Tz) -> Vec<String> {
-        let db = self.db();
-        let mut st = db.prepare("SELECT due_at FROM periods WHERE subscription_id = ?1 ORDER BY period").unwrap();
-        st.query_map([sub], |r| r.get::<_, i64>(0))
-            .unwrap()
-            .map(|t| chrono::DateTime::from_timestamp(t.unwrap(), 0).unwrap().with_timezone(&tz).to_rfc3339())
+        self.rows(&format!("SELECT due_at FROM periods WHERE subscription_id = {} ORDER BY period", lit(sub)))
+            .into_iter()
+            .map(|r| {
+                let t: i64 = r[0].as_deref().expect("due_at").parse().unwrap();
+                chrono::DateTime::from_timestamp(t, 0).unwrap().with_timezone(&tz).to_rfc3339()
+            })
             .collect()
     }
 
@@ -276,33 +319,23 @@ impl World {
     /// at most one paid attempt per period, and nothing is left unresolved.
     pub fn assert_consistent(&self) {
         let paid = self.paid_by_merchant_uid();
-        let db = self.db();
-        let mut st = db.prepare("SELECT merchant_uid, imp_uid FROM attempts WHERE status = 'paid'").unwrap();
-        let rows: Vec<(String, String)> =
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        let rows: Vec<(String, String)> = self
+            .rows("SELECT merchant_uid, imp_uid FROM attempts WHERE status = 'paid'")
+            .into_iter()
+            .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+            .collect();
         if rows.len() != paid.len() {
             // Name the payments billd did not record as paid, with the rows it has for them.
             let recorded: std::collections::BTreeSet<&str> = rows.iter().map(|(m, _)| m.as_str()).collect();
             let mut detail = String::new();
             for m in paid.keys().filter(|m| !recorded.contains(m.as_str())) {
-                let mut st = db
-                    .prepare(
-                        "SELECT attempt, status, failure, fail_reason, check_at FROM attempts WHERE merchant_uid = ?1",
-                    )
-                    .unwrap();
-                let attempts: Vec<String> = st
-                    .query_map([m], |r| {
-                        Ok(format!(
-                            "attempt {} {} {:?} {:?} check_at {:?}",
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<String>>(2)?,
-                            r.get::<_, Option<String>>(3)?,
-                            r.get::<_, Option<i64>>(4)?
-                        ))
-                    })
-                    .unwrap()
-                    .map(Result::unwrap)
+                let attempts: Vec<String> = self
+                    .rows(&format!(
+                        "SELECT attempt, status, failure, fail_reason, check_at FROM attempts WHERE merchant_uid = {}",
+                        lit(m)
+                    ))
+                    .into_iter()
+                    .map(|r| format!("attempt {:?} {:?} {:?} {:?} check_at {:?}", r[0], r[1], r[2], r[3], r[4]))
                     .collect();
                 detail += &format!("  {m}: {attempts:?}\n");
             }
@@ -316,10 +349,8 @@ impl World {
             let e = paid.get(&m).unwrap_or_else(|| panic!("db says {m} paid, the gateway does not"));
             assert_eq!(e.imp_uid, imp, "imp_uid of {m}");
         }
-        let unresolved: i64 = db
-            .query_row("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(unresolved, 0, "unresolved attempts left");
+        let unresolved = self.int("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')");
+        assert_eq!(unresolved, Some(0), "unresolved attempts left");
     }
 
     pub fn stderr(out: &Output) -> String {
