@@ -351,6 +351,11 @@ impl World {
         }
         let unresolved = self.int("SELECT count(*) FROM attempts WHERE status IN ('pending', 'unknown')");
         assert_eq!(unresolved, Some(0), "unresolved attempts left");
+        if self.on_postgres() {
+            // The book was on PostgreSQL all along: billd never fell back to a SQLite file.
+            let file = self.dir.path().join("billd.sqlite3");
+            assert!(!file.exists(), "{} exists, but this world's book is on PostgreSQL", file.display());
+        }
     }
 
     pub fn stderr(out: &Output) -> String {
