@@ -1280,7 +1280,7 @@ fn a_restart_at_each_protocol_point_waits_for_the_gateway_and_settles_by_lookup_
     if pg::database().is_none() {
         return;
     }
-    restart_at_each_protocol_point(|| pg::database());
+    restart_at_each_protocol_point(pg::database);
 }
 
 /// Each case on the book `book()` gives (a fresh PostgreSQL database, or `None`: SQLite).
