@@ -51,3 +51,49 @@ fn a_daemon_whose_session_is_ended_stops_saying_it_lost_the_scheduler_lock() {
     assert!(!said.contains("config.refused"), "not mistaken for a refused config: {said}");
     assert_eq!(w.paid_for("c1").len(), 1, "January charged once");
 }
+
+/// An outside review cut billd's connection between a transaction's last statement and its COMMIT: billd sent the
+/// COMMIT on a new session, where the server answered "no transaction in progress", and took it as done: `cancel`
+/// said "canceled", the book still said active, and the next period was charged. A connection lost in a
+/// transaction is now an error, and what billd says is what the book holds.
+#[test]
+fn a_connection_lost_before_a_commit_is_an_error_never_a_commit_on_a_new_session() {
+    let Some(db) = pg::database() else { return };
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let on_pg = |c: &mut Command| {
+        c.env("BILLD_BILLING__DATABASE", db.url());
+    };
+    let mut tick = w.billd();
+    on_pg(&mut tick);
+    assert!(tick.args(["tick", "--simulate", "--as-of", "2025-01-10T10:00:00+09:00"]).status().unwrap().success());
+
+    let gate = w.dir.path().join("gate");
+    let reached = w.dir.path().join("gate.reached");
+    let mut cancel = w.billd();
+    on_pg(&mut cancel);
+    let cancel = cancel
+        .args(["cancel", "s1"])
+        .env("BILLD_PAUSEPOINT", format!("pg_before_commit:{}", gate.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the cancel to reach its COMMIT", || reached.exists());
+    let ended =
+        db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'billd'");
+    assert_ne!(ended, "0");
+    std::fs::write(&gate, b"").unwrap();
+    let out = cancel.wait_with_output().unwrap();
+    let status = db.sql("SELECT status FROM subscriptions WHERE id = 's1'");
+    assert!(!out.status.success(), "a cancel never saved was reported done: {}; the book says {status}", text(&out));
+    assert_eq!(status, "active", "{}", text(&out));
+    assert!(text(&out).contains("rolled back") || text(&out).contains("not saved"), "{}", text(&out));
+
+    let mut again = w.billd();
+    on_pg(&mut again);
+    let out = again.args(["cancel", "s1"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(db.sql("SELECT status FROM subscriptions WHERE id = 's1'"), "canceled");
+}

@@ -76,9 +76,6 @@ fn a_year_of_daily_passes_charges_exactly_what_is_due() {
 }
 
 #[test]
-#[ignore = "issue 27: a tick started right after another one exited can find the book `in use by another billd run or \
-            tick` (the scheduler's session advisory lock is never unlocked, only dropped with the backend, which ends \
-            after the client has exited); failed once in two runs, at the 2025-03-02 tick"]
 fn a_year_of_daily_passes_charges_exactly_what_is_due_on_postgres() {
     let Some(db) = pg::database() else { return };
     a_year_of_daily_passes(Some(db.url()));

@@ -101,11 +101,15 @@ impl Postgres {
     /// The client, connected again first if the connection was lost outside a transaction.
     fn client(&self) -> Result<std::cell::Ref<'_, Client>> {
         if self.client.borrow().is_closed() || self.broken.get() {
-            if self.in_tx.get() {
-                bail!("database {}: the connection was lost in a transaction", self.target.display());
-            }
             if self.scheduler {
                 self.lost();
+            }
+            if self.in_tx.get() {
+                // Never carried on by a new session: the server rolled the transaction back with the old one.
+                bail!(
+                    "database {}: the connection was lost in a transaction, which the server rolled back",
+                    self.target.display()
+                );
             }
             let client = connect::connect(&self.target)?;
             *self.client.borrow_mut() = client;
@@ -260,19 +264,24 @@ impl Db for PgTx<'_> {
 }
 
 impl Tx for PgTx<'_> {
+    /// COMMIT on the connection the transaction began on, never another: a connection lost before it means the
+    /// server rolled the transaction back, and that is an error (an outside review saw a COMMIT sent on a new
+    /// session answer "no transaction in progress" and a cancel reported done that was never saved).
     fn commit(mut self: Box<Self>) -> Result<()> {
+        crate::failpoint::pause("pg_before_commit");
+        let committed = self.pg.batch("COMMIT");
         self.done = true;
         self.pg.in_tx.set(false);
-        self.pg.batch("COMMIT")
+        committed.context("the transaction was not saved (or cannot be known to be)")
     }
 }
 
 impl Drop for PgTx<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.pg.in_tx.set(false);
-            // A lost connection has rolled it back already.
+            // A lost connection has rolled it back already (and the ROLLBACK fails, never sent on a new session).
             let _ = self.pg.batch("ROLLBACK");
+            self.pg.in_tx.set(false);
         }
     }
 }

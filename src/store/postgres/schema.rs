@@ -23,6 +23,8 @@ pub(super) fn migrate(pg: &Postgres) -> Result<()> {
     let last = MIGRATIONS.last().map_or(0, |m| m.0);
     assert_eq!(last, SCHEMA_VERSION, "the PostgreSQL schema follows SQLite's");
     pg.batch("BEGIN")?;
+    // One transaction, never carried on by a new session if the connection is lost.
+    pg.in_tx.set(true);
     let result = (|| -> Result<()> {
         pg.execute("SELECT pg_advisory_xact_lock(?1)", params![MIGRATION_LOCK])?;
         let db: &dyn Db = pg;
@@ -48,9 +50,14 @@ pub(super) fn migrate(pg: &Postgres) -> Result<()> {
         Ok(())
     })();
     match result {
-        Ok(()) => pg.batch("COMMIT"),
+        Ok(()) => {
+            let committed = pg.batch("COMMIT");
+            pg.in_tx.set(false);
+            committed
+        }
         Err(e) => {
             let _ = pg.batch("ROLLBACK");
+            pg.in_tx.set(false);
             Err(e)
         }
     }
