@@ -97,3 +97,33 @@ fn a_connection_lost_before_a_commit_is_an_error_never_a_commit_on_a_new_session
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(db.sql("SELECT status FROM subscriptions WHERE id = 's1'"), "canceled");
 }
+
+/// A lock held elsewhere (an operator's `LOCK TABLE` left open, said an outside review) stalled a pass for as long
+/// as it was held; SQLite gives up after its busy timeout. On PostgreSQL a write now gives up the same way: the
+/// command fails, saying so, and changes nothing.
+#[test]
+fn a_table_locked_elsewhere_fails_a_write_instead_of_stalling_it() {
+    let Some(db) = pg::database() else { return };
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let billd = |args: &[&str]| w.billd().env("BILLD_BILLING__DATABASE", db.url()).args(args).output().unwrap();
+    assert!(billd(&["tick", "--simulate", "--as-of", "2025-01-10T10:00:00+09:00"]).status.success());
+
+    let mut holder = db
+        .psql()
+        .args(["-c", "BEGIN; LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120); COMMIT"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the lock to be held", || {
+        db.sql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'subscriptions' AND l.mode = 'AccessExclusiveLock' AND l.granted") == "1"
+    });
+    let out = billd(&["cancel", "s1"]);
+    db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()");
+    holder.wait().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("lock timeout"), "{}", text(&out));
+    assert_eq!(db.sql("SELECT status FROM subscriptions WHERE id = 's1'"), "active");
+}

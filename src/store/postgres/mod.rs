@@ -88,6 +88,7 @@ pub struct Postgres {
 impl Postgres {
     fn connect(target: &PgTarget) -> Result<Postgres> {
         let client = connect::connect(target)?;
+        session(&client, target)?;
         Ok(Postgres {
             target: target.clone(),
             client: RefCell::new(client),
@@ -112,6 +113,7 @@ impl Postgres {
                 );
             }
             let client = connect::connect(&self.target)?;
+            session(&client, &self.target)?;
             *self.client.borrow_mut() = client;
             self.prepared.borrow_mut().clear();
             self.broken.set(false);
@@ -219,6 +221,14 @@ impl Db for Postgres {
         }
         Ok(())
     }
+}
+
+/// A new session's settings: a lock held elsewhere (another billd's write, an operator's `LOCK TABLE` left open) is
+/// waited for 5 s at most, as SQLite's busy timeout does: the statement then fails (a pass is tried again later),
+/// never stalls. A migration waits longer (`schema::migrate`).
+fn session(client: &Client, target: &PgTarget) -> Result<()> {
+    futures::executor::block_on(client.batch_execute("SET lock_timeout = '5s'"))
+        .map_err(|e| anyhow!("database {}: {}", target.display(), said(&e.to_string())))
 }
 
 /// The scheduler's lock is given back when its handle goes (the server would free it only once it notices the

@@ -22,7 +22,8 @@ pub(super) fn exists(pg: &Postgres) -> Result<bool> {
 pub(super) fn migrate(pg: &Postgres) -> Result<()> {
     let last = MIGRATIONS.last().map_or(0, |m| m.0);
     assert_eq!(last, SCHEMA_VERSION, "the PostgreSQL schema follows SQLite's");
-    pg.batch("BEGIN")?;
+    // Another process may be migrating: wait for it as long as a large migration takes (as SQLite's does).
+    pg.batch("BEGIN; SET LOCAL lock_timeout = '300s'")?;
     // One transaction, never carried on by a new session if the connection is lost.
     pg.in_tx.set(true);
     let result = (|| -> Result<()> {
