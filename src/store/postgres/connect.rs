@@ -57,7 +57,18 @@ pub(super) fn connect(target: &PgTarget) -> Result<tokio_postgres::Client> {
             })?
         }
     };
-    client.ok_or_else(timed_out)?.map_err(|e| anyhow!("database {shown}: cannot connect: {}", describe(&e)))
+    client.ok_or_else(timed_out)?.map_err(|e| {
+        let why = describe(&e);
+        let hint = if why.contains("password missing") {
+            ": the server asks for a password; give it in billing.database_password_file, \
+             BILLD_BILLING__DATABASE_PASSWORD or the systemd credential database_password"
+        } else if why.contains("does not support TLS") {
+            ": the server offers no TLS; to a server on this machine, leave sslmode out (or sslmode=disable)"
+        } else {
+            ""
+        };
+        anyhow!("database {shown}: cannot connect: {why}{hint}")
+    })
 }
 
 /// A connection error's cause, said once (the server's message if it sent one).
