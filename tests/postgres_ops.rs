@@ -38,7 +38,7 @@ fn a_daemon_whose_session_is_ended_stops_saying_it_lost_the_scheduler_lock() {
     assert!(text(&tick()).contains("in use by another"), "one scheduler per book");
 
     let ended =
-        db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'billd'");
+        db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'billd' AND datname = current_database()");
     assert_ne!(ended, "0", "the daemon's sessions were found and ended");
     // The daemon looks at the book at once on a reload.
     let hup = Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().unwrap();
@@ -82,7 +82,7 @@ fn a_connection_lost_before_a_commit_is_an_error_never_a_commit_on_a_new_session
         .unwrap();
     wait_for("the cancel to reach its COMMIT", || reached.exists());
     let ended =
-        db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'billd'");
+        db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'billd' AND datname = current_database()");
     assert_ne!(ended, "0");
     std::fs::write(&gate, b"").unwrap();
     let out = cancel.wait_with_output().unwrap();
@@ -121,7 +121,7 @@ fn a_table_locked_elsewhere_fails_a_write_instead_of_stalling_it() {
         db.sql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'subscriptions' AND l.mode = 'AccessExclusiveLock' AND l.granted") == "1"
     });
     let out = billd(&["cancel", "s1"]);
-    db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()");
+    db.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND datname = current_database() AND pid <> pg_backend_pid()");
     holder.wait().unwrap();
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("lock timeout"), "{}", text(&out));
