@@ -117,13 +117,16 @@ fn no_book(cfg: &Config) -> String {
     )
 }
 
-/// Builds the engine for a config: the book (claimed as its one scheduler: see [`Store::claim_scheduler`]) and the
-/// gateway client.
+/// Builds the engine for a config: the book (claimed as one of its schedulers, see [`Store::claim_scheduler`], and
+/// joined as a daemon, see [`crate::store::Daemons`]) and the gateway client.
 pub fn engine(cfg: Config) -> Result<Engine<impl Store + use<>, PaymentGateway>> {
     let mut store = open_store(&cfg)?;
     store.claim_scheduler()?;
     let gateway = gateway(&cfg)?;
-    Ok(Engine::new(store, gateway, cfg))
+    // One of the book's daemons, with a lease, for as long as the engine lives (issue 27).
+    let mut engine = Engine::new(store, gateway, cfg);
+    engine.join()?;
+    Ok(engine)
 }
 
 /// The async runtime a command runs its gateway calls and passes on.

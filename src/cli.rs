@@ -286,6 +286,13 @@ pub enum Command {
         #[command(subcommand)]
         action: StoreCommand,
     },
+    /// The daemons sharing the book: host, pid, version, last heartbeat, lease, charges each holds, and which does
+    /// the one-at-a-time jobs (config sync, sweeps); those that left in the last day too.
+    Status {
+        /// One JSON array of daemons.
+        #[arg(long)]
+        json: bool,
+    },
     /// Whether a safety rail (limits.max_charges_per_pass) stopped billing; `release` lifts the stop.
     Safety {
         #[command(subcommand)]
@@ -785,6 +792,7 @@ pub fn main(args: Args) -> Result<ExitCode> {
         }
         Command::Store { action: StoreCommand::Copy { from, to } } => crate::commands::store::copy(&path, &from, &to),
         Command::Safety { action } => crate::commands::ops::safety(&path, action.is_some()),
+        Command::Status { json } => crate::commands::status::status(&path, json),
         Command::Retry { subscription, at } => crate::commands::ops::retry(&path, &subscription, at.at()?),
         Command::Reactivate { subscription, charge_now, at } => {
             crate::commands::ops::reactivate(&path, &subscription, charge_now, at.at()?)

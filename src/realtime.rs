@@ -24,6 +24,46 @@ impl RealClock for SystemClock {
     }
 }
 
+/// Milliseconds on a clock that never runs backward and that wall-clock steps do not move: `CLOCK_BOOTTIME` (it
+/// counts a suspend too), or elsewhere the process's monotonic clock. For this process's own deadlines.
+pub fn steady_ms() -> i64 {
+    boot_ms().unwrap_or_else(|| {
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_millis().min(i64::MAX as u128) as i64
+    })
+}
+
+/// The database's clock, the one clock of the daemons sharing a book (issue 27): read at each heartbeat and carried
+/// forward between them on this machine's steady clock ([`steady_ms`]), so that neither skew between servers nor a
+/// step of this machine's wall clock moves it. Its readings are off by at most the round trip of the last reading.
+/// The boot clock of each reading is this machine's, as [`SystemClock`]'s (it only ever lengthens a wait, see
+/// [`crate::billing::quiet::remaining`]).
+#[derive(Debug)]
+pub struct BookClock {
+    /// (database ms, steady ms) at the last reading.
+    anchor: std::sync::Mutex<(i64, i64)>,
+}
+
+impl BookClock {
+    /// A clock that read `db_ms` on the database's clock when this machine's steady clock said `steady_ms`.
+    pub fn new(db_ms: i64, steady_ms: i64) -> BookClock {
+        BookClock { anchor: std::sync::Mutex::new((db_ms, steady_ms)) }
+    }
+
+    /// A new reading of the database's clock (taken right before `steady_ms` was read).
+    pub fn set(&self, db_ms: i64, steady_ms: i64) {
+        *self.anchor.lock().unwrap_or_else(|p| p.into_inner()) = (db_ms, steady_ms);
+    }
+}
+
+impl RealClock for BookClock {
+    fn now(&self) -> RealInstant {
+        let (db_ms, at) = *self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        let wall_ms = db_ms.saturating_add(steady_ms().saturating_sub(at).max(0));
+        RealInstant { wall_ms, boot: SystemClock.now().boot }
+    }
+}
+
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; `None` where the system has none.
 fn boot_id() -> Option<&'static str> {
     static ID: OnceLock<Option<String>> = OnceLock::new();

@@ -22,6 +22,7 @@ impl Postgres {
 
 impl Backend for Postgres {
     type Store = SqlStore;
+    const SHARED: bool = true;
 
     fn open(&self) -> SqlStore {
         postgres::open(&PgTarget::parse(self.0.url(), None).unwrap()).unwrap()

@@ -97,15 +97,15 @@ fn a_copy_is_refused_onto_a_book_that_holds_anything_and_while_a_daemon_uses_the
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the daemon to hold the book", || {
-        let out = on(&w, db.url(), &["tick", "--simulate", "--as-of", "2025-03-20T10:00:00+09:00"]);
-        text(&out).contains("in use by another")
+    wait_for("the daemon to join the book", || {
+        let out = on(&w, db.url(), &["status", "--json"]);
+        text(&out).contains("\"running\": true")
     });
     let out = copy(&w, db.url(), empty.url());
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     assert!(!out.status.success(), "copied from a book a daemon uses: {}", text(&out));
-    assert!(text(&out).contains("in use by another"), "{}", text(&out));
+    assert!(text(&out).contains("in use by a `billd run`"), "{}", text(&out));
     assert_eq!(
         empty.sql("SELECT to_regclass('subscriptions') IS NULL OR (SELECT count(*) FROM subscriptions) = 0"),
         "t"

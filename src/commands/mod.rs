@@ -13,6 +13,7 @@ pub mod present;
 pub mod refunds;
 pub mod sandbox;
 pub mod simulate;
+pub mod status;
 pub mod store;
 pub mod subscriptions;
 pub mod tick;

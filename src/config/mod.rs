@@ -67,6 +67,9 @@ pub struct Billing {
     /// `catch_up_window`: a period more overdue than this when a pass gets to it is skipped, not charged (`None`:
     /// every missed period is charged).
     pub catch_up_window: Option<Duration>,
+    /// `lease`: how long a daemon's lease on the book runs without a heartbeat (renewed every quarter of it); a
+    /// daemon that fails to renew it in time stops, and another takes its work over once it lapsed.
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -316,6 +319,19 @@ fn validate(
         }
     });
 
+    let lease = match raw.billing.lease.as_deref().map(duration::parse) {
+        None => DEFAULT_LEASE,
+        Some(Ok(d)) if (MIN_LEASE..=MAX_LEASE).contains(&d) => d,
+        Some(Ok(_)) => {
+            errs.push("billing.lease: must be from 2s to 10m".into());
+            DEFAULT_LEASE
+        }
+        Some(Err(e)) => {
+            errs.push(format!("billing.lease: {e}"));
+            DEFAULT_LEASE
+        }
+    };
+
     let g = raw.gateway;
     match url::Url::parse(&g.base_url) {
         // A user name or password in the URL would be printed wherever the URL is (check, errors, logs).
@@ -485,6 +501,7 @@ fn validate(
             database_password,
             merchant_uid_prefix: prefix,
             catch_up_window,
+            lease,
         },
         gateway: GatewaySettings {
             base_url: g.base_url.trim_end_matches('/').to_owned(),
@@ -596,3 +613,9 @@ impl Config {
         self.plans.iter().find(|p| p.id == id)
     }
 }
+
+/// `billing.lease` when unset: a daemon that stops renewing its lease is taken over within about this long.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The shortest and longest `billing.lease`.
+pub const MIN_LEASE: Duration = Duration::from_secs(2);
+pub const MAX_LEASE: Duration = Duration::from_secs(600);

@@ -35,6 +35,7 @@ pub(super) struct RawBilling {
     #[serde(default = "default_prefix")]
     pub(super) merchant_uid_prefix: String,
     pub(super) catch_up_window: Option<String>,
+    pub(super) lease: Option<String>,
 }
 
 pub(super) fn default_charge_time() -> String {

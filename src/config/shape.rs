@@ -29,6 +29,7 @@ const BILLING: &[(&str, Kind)] = &[
     ("database_password_file", Text),
     ("merchant_uid_prefix", Text),
     ("catch_up_window", Text),
+    ("lease", Text),
 ];
 const GATEWAY: &[(&str, Kind)] = &[
     ("base_url", Text),

@@ -45,7 +45,16 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         // Whether the request left (the go said yes): only then is it in flight and counted as sent.
         let went = std::sync::atomic::AtomicBool::new(false);
         let go = async {
-            let allowed = go.await;
+            let asked = crate::realtime::steady_ms();
+            let mut allowed = go.await;
+            if allowed && !self.may_send(asked) {
+                // Its go is written, so it stays in doubt (pending) for this daemon's next sweep, or for the daemon
+                // that takes it over: looked up, and resent only after its quiet period.
+                tracing::warn!(event = "charge.late", subscription = %a.subscription_id, merchant_uid = %a.merchant_uid,
+                    "charge.late: this daemon's lease is not renewed in time (or the request waited too long since \
+                     its go); not sent");
+                allowed = false;
+            }
             if allowed {
                 went.store(true, Ordering::Relaxed);
                 self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 
 mod changes;
 mod charge;
+mod lease;
 mod lifecycle;
 pub mod metrics;
 pub mod notices;
@@ -63,6 +64,8 @@ pub struct Engine<S: Store, G: Gateway> {
     /// The one subscription its passes charge (a command that charges one now: `retry`, `reactivate --charge-now`,
     /// `subscriptions add --charge-now`); `None`: every subscription (`run`, `tick`).
     only: Option<String>,
+    /// This process's membership of the book (`None`: not joined, as in the engine's own tests).
+    member: Option<Arc<lease::Member<S>>>,
 }
 
 impl<S: Store, G: Gateway> Clone for Engine<S, G> {
@@ -82,6 +85,7 @@ impl<S: Store, G: Gateway> Clone for Engine<S, G> {
             settling: self.settling.clone(),
             refunds_found: self.refunds_found.clone(),
             only: self.only.clone(),
+            member: self.member.clone(),
         }
     }
 }
@@ -125,6 +129,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             settling: Arc::new(tokio::sync::Mutex::new(())),
             refunds_found: Arc::new(Mutex::new(Vec::new())),
             only: None,
+            member: None,
         }
     }
 
@@ -245,11 +250,34 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// One full pass at the instant `now`: sync first, then [`Engine::charge_due`]; a refused config charges
     /// nothing ([`ConfigRefused`]). Every path that charges (`tick`, and the commands that charge now) goes
     /// through here, so the config in force is applied, under the same guard, before anything is sent.
+    ///
+    /// On a book several daemons share, only the one holding the one-at-a-time jobs syncs (the others charge the book
+    /// as it synced it: every daemon's config should be the same file).
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport> {
-        if let Err(e) = self.sync(now, false).await {
+        if self.holds_jobs().await?
+            && let Err(e) = self.sync(now, false).await
+        {
             error!(event = "config.refused", "config.refused: nothing is charged: {e:#}");
         }
         self.charge_due(now).await
+    }
+
+    /// Whether this process does the book's one-at-a-time jobs (config sync, sweeps, catch-up, pruning) in its
+    /// passes: always when it has not joined the book as a daemon; otherwise while it holds them
+    /// ([`crate::store::Daemons::try_jobs`], tried again at each pass: a daemon that stopped gives them up).
+    async fn holds_jobs(&self) -> Result<bool> {
+        let Some(lease) = self.lease() else { return Ok(true) };
+        let jobs = self.db(|s| s.try_jobs()).await?;
+        if jobs != lease.jobs.swap(jobs, Ordering::SeqCst) {
+            info!(
+                event = "daemon.jobs",
+                daemon = lease.id,
+                jobs,
+                "daemon.jobs: this daemon {} the one-at-a-time jobs",
+                if jobs { "now does" } else { "does not do" }
+            );
+        }
+        Ok(jobs)
     }
 
     /// Reconciles unresolved attempts, then charges everything due at or before `now`, oldest period first.
@@ -311,8 +339,24 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let sent_before = self.metrics.charges_sent.load(Ordering::Relaxed);
         // 1. Reconcile what earlier passes (or a crashed process) left unresolved.
         (report.reconciled, report.deferred) = self.reconcile_stale(at, tx, sem).await?;
-        self.settle_held_changes(now).await?;
+        // The one-at-a-time jobs (on a book several daemons share, one of them does them).
+        let jobs = self.holds_jobs().await?;
+        if jobs {
+            self.settle_held_changes(now).await?;
+        }
         self.trip_if_resends_capped(now).await?;
+        if jobs {
+            self.sweep(now, report).await?;
+        }
+        let scope = self.scope(now);
+
+        // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
+        self.rounds(at, tx, go, report, scope, sent_before).await
+    }
+
+    /// One-at-a-time jobs of a pass, before anything opens: cancel dates, pauses that end, periods older than the
+    /// catch-up window, trial endings.
+    async fn sweep(&self, now: DateTime<Utc>, report: &mut PassReport) -> Result<()> {
         // Pauses that end now resume (as of their end); periods due longer ago than billing.catch_up_window are looked
         // up and recorded paid or skipped, never charged; both before anything opens.
         // Cancel dates first: a pause that skips what falls due ends at its cancel date, never resumed past it.
@@ -320,10 +364,21 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         (_, report.resumes_failed) = self.resume_due(now).await?;
         let stale = self.settle_stale(now).await?;
         (report.skipped, report.found_paid, report.stale_left) = (stale.skipped, stale.found_paid, stale.left);
-        self.announce_trials_ending(now).await?;
-        let scope = self.scope(now);
+        self.announce_trials_ending(now).await
+    }
 
-        // 2. Open due periods and send their attempts, until nothing more falls due at `now`.
+    /// The rounds of a pass: open due periods and send their attempts, until nothing more falls due at `now`.
+    #[allow(clippy::too_many_arguments)]
+    async fn rounds(
+        &self,
+        at: At,
+        tx: &mpsc::Sender<Msg>,
+        go: &mpsc::Sender<Go>,
+        report: &mut PassReport,
+        scope: Scope,
+        sent_before: u64,
+    ) -> Result<()> {
+        let now = at.as_of;
         loop {
             if self.stopping() {
                 return Ok(());

@@ -218,7 +218,10 @@ pub(super) async fn gate<S: Store, G: Gateway>(
         let at = engine.clock.now();
         // A config refused meanwhile (a SIGHUP during the pass), or a mass rejection: nothing more leaves; the
         // claims are released.
-        let refused = engine.config_refused().is_some() || engine.mass_rejected();
+        // So is a lease not renewed in time (this daemon may be about to lose its work to another).
+        let refused = engine.config_refused().is_some()
+            || engine.mass_rejected()
+            || !engine.may_send(crate::realtime::steady_ms());
         let allowed = match engine
             .db(move |s| if refused { s.release(&ids, now).map(|()| Vec::new()) } else { s.begin_send(&ids, &at, now) })
             .await
@@ -342,12 +345,14 @@ pub(super) async fn writer<S: Store, G: Gateway>(
             batch.append(&mut held);
         }
         if !batch.is_empty() {
-            let (batch, changes) = engine
+            let (mut batch, changes, fenced) = engine
                 .db(move |s| {
-                    let changes = s.record(&batch, now)?;
-                    Ok((batch, changes))
+                    let (changes, fenced) = s.record_fenced(&batch, now)?;
+                    Ok((batch, changes, fenced))
                 })
                 .await?;
+            // Fenced off (another daemon took them over): not this daemon's outcomes to count or log.
+            batch.retain(|r| !fenced.contains(&r.attempt.id));
             tally.last_commit = Some(std::time::Instant::now());
             let before = (tally.paid, tally.declined, tally.rejected, tally.unresolved);
             for r in &batch {

@@ -289,9 +289,12 @@ pub trait Ledger {
     /// case, a one-time charge) is not recorded paid: skipped, saying so. Returns the indexes of `items` written.
     fn settle_stale(&self, items: &[(NewPeriod, StaleFound)], now: DateTime<Utc>) -> Result<Vec<usize>>;
 
-    /// Unresolved attempts to reconcile now: every pending one (left by a process that stopped) and every unknown
-    /// one whose check time is at or before `now`, in (subscription, period) order after the key `after`, at most
-    /// `limit`. Paging by the last key returned yields each such attempt once.
+    /// Takes over the unresolved attempts to reconcile now: every pending one (left by a process that stopped) and
+    /// every unknown one whose check time is at or before `now`, of no live daemon but this handle's ([`Daemons`]:
+    /// its owner is this handle's daemon, no one, or a daemon whose lease lapsed or ended, on the database's clock),
+    /// in (subscription, period) order after the key `after`, at most `limit`, each stamped with this handle's daemon
+    /// as its owner in one write transaction (so no other daemon touches it while this one's lease lives). Paging by
+    /// the last key returned yields each such attempt once.
     fn unresolved_after(&self, now: DateTime<Utc>, after: Option<(&str, u64)>, limit: usize) -> Result<Vec<Attempt>>;
 
     /// [`Ledger::unresolved_after`] from the start.
@@ -310,23 +313,26 @@ pub trait Ledger {
     /// the real instant `at` (its request may leave from then on); an attempt that fails the check is released
     /// (as [`Ledger::release`]) in the same transaction. Durable before it returns. Returns the ids that may be
     /// sent: no other request may leave. Against a cancel, a pause or a sync (which void unsent attempts in their
-    /// own transaction), exactly one of the two wins.
+    /// own transaction), exactly one of the two wins. Fenced ([`Daemons`]): an attempt this handle's daemon does not
+    /// own is neither stamped nor released, and may not be sent.
     fn begin_send(&self, attempt_ids: &[i64], at: &RealInstant, now: DateTime<Utc>) -> Result<Vec<i64>>;
 
     /// Claims the resend of an unresolved attempt, as `a` was read (its status and tries: compare and set, so that
     /// of several processes that read the same attempt exactly one wins), only if its subscription still bills:
     /// marks it pending, sent at the real instant `at` with a request whose timeout is `timeout_ms`, durably before
     /// it returns (so the quiet period after the resend is never shorter). Returns whether this caller may resend
-    /// it; `false`: another process changed it, or it no longer bills, and nothing may be sent.
+    /// it; `false`: another process changed it, it no longer bills, or this handle's daemon does not own it (fenced),
+    /// and nothing may be sent.
     fn mark_resending(&self, a: &Attempt, at: &RealInstant, now: DateTime<Utc>, timeout_ms: u64) -> Result<bool>;
 
     /// Puts off the next look at unknown attempts whose real quiet period is not over: `(attempt id, tries as
-    /// read, check time)`; a check time is only ever moved later, and only while the attempt is as read. One
-    /// write transaction.
+    /// read, check time)`; a check time is only ever moved later, and only while the attempt is as read and this
+    /// handle's daemon owns it (fenced). One write transaction.
     fn defer(&self, items: &[(i64, u32, DateTime<Utc>)]) -> Result<()>;
 
     /// Removes claimed attempts that were never sent (still pending, no [`Ledger::begin_send`]) and makes their
-    /// periods due again at `now`, in one write transaction. Others are left as they are.
+    /// periods due again at `now`, in one write transaction, of those this handle's daemon owns (fenced). Others
+    /// are left as they are.
     fn release(&self, attempt_ids: &[i64], now: DateTime<Utc>) -> Result<()>;
 
     /// Records outcomes and their decisions in one write transaction (group commit): all of them or none (an error
@@ -340,7 +346,15 @@ pub trait Ledger {
     /// subscription in the same transaction ([`crate::billing::status::Cause::TermEnded`]). A period given up
     /// (retries exhausted) gives the credit it had taken back to its subscription, with a `period.credit_returned`
     /// event. Returns the status changes.
-    fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>>;
+    ///
+    /// Fenced ([`Daemons`]): an outcome of an attempt this handle's daemon does not own (another daemon took it
+    /// over after this one's lease lapsed) writes nothing and is not an error; the rest of the batch is recorded.
+    fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>> {
+        Ok(self.record_fenced(items, now)?.0)
+    }
+
+    /// [`Ledger::record`], also returning the ids of the attempts whose outcomes were fenced off (nothing written).
+    fn record_fenced(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<(Vec<StatusChange>, Vec<i64>)>;
 
     /// The earliest instant at which something becomes due: a period, a retry, a check, or the end of a pause
     /// (`pause --until`: the pass that resumes it).
@@ -747,17 +761,59 @@ pub trait Views {
     fn manual_prices(&self) -> Result<Vec<(String, i64, u64)>>;
 }
 
+/// The daemons sharing a book (issue 27). Every process that charges (`billd run`, `tick`, a command that runs a
+/// pass) joins the book with a lease it renews, measured on the database's clock (one clock for every daemon, so
+/// that skew between servers never shortens a lease). An attempt records its owner: the daemon that claimed it or
+/// took it over. While its owner's lease lives, no other daemon takes it; once the lease lapsed or ended, the next
+/// sweep ([`Ledger::unresolved_after`]) takes it over as a stopped process's. Every write about an attempt after
+/// its claim (its go, its release, its next look, its resend, its outcome) is fenced: made only by its owner, so a
+/// daemon that lost its lease writes nothing over the daemon that took its work. A daemon's id is never reused and a
+/// lapsed lease is never renewed: the owner is the fence.
+pub trait Daemons {
+    /// Joins the book as a new daemon with a lease of `lease` from the database's clock now: from then on this
+    /// handle stamps the attempts it claims or takes over with it, and its fenced writes require it. Returns the
+    /// daemon's id and the database's clock (ms).
+    fn join(&mut self, who: &DaemonInfo, lease: std::time::Duration) -> Result<(i64, i64)>;
+
+    /// Renews the lease of this handle's daemon for `lease` from the database's clock now, only if it has neither
+    /// lapsed nor ended (never revived: another daemon may have taken its work), noting whether it holds the
+    /// one-at-a-time jobs. Returns the database's clock (ms) when renewed; `None`: the lease is lost, and the daemon
+    /// must send nothing more. An error if this handle has not joined.
+    fn heartbeat(&self, lease: std::time::Duration, jobs: bool) -> Result<Option<i64>>;
+
+    /// Ends this handle's daemon's lease now, saying `why`: its unresolved attempts may be taken over at once.
+    /// Nothing if it has not joined.
+    fn leave(&self, why: &str) -> Result<()>;
+
+    /// The database's clock, in milliseconds since the UNIX epoch.
+    fn clock_ms(&self) -> Result<i64>;
+
+    /// Whether this handle holds the one-at-a-time jobs (config sync, imports, sweeps, pruning): taken if free,
+    /// and kept for the handle's life. On a book with one scheduler (SQLite), its scheduler does them.
+    fn try_jobs(&mut self) -> Result<bool>;
+
+    /// The daemons that run, and those that left or lapsed within `recent` of the database's clock, oldest first.
+    fn daemons(&self, recent: std::time::Duration) -> Result<Vec<DaemonRow>>;
+}
+
 /// Everything the engine and the commands need from a book. A handle may be moved to another thread; one handle is
 /// used by one thread at a time (the engine serializes its calls), but other handles (other processes) may use the
 /// same book at once.
 pub trait Store:
-    Book + Ledger + OneTime + Refunds + Changes + Events + Outbox + Views + Notices + Send + 'static
+    Book + Ledger + OneTime + Refunds + Changes + Events + Outbox + Views + Notices + Daemons + Send + 'static
 {
     /// What names the book in messages: the database file (SQLite), or the server and database without credentials.
     fn location(&self) -> String;
 
-    /// Makes this handle the book's one scheduler (`run`, `tick`, or a command that runs a pass), until it is
-    /// dropped (or its process dies): an error naming the book if another handle holds it, however that one named
-    /// the book (another path, a link). Enforced by the book itself, not by a file beside it.
+    /// Makes this handle one of the book's schedulers (`run`, `tick`, or a command that runs a pass), until it is
+    /// dropped (or its process dies): an error naming the book if it may not be one, however the other handles named
+    /// the book (another path, a link). Enforced by the book itself, not by a file beside it. A SQLite book has one
+    /// scheduler at a time (so every daemon lease left in it is ended: their processes are gone); several daemons
+    /// share a PostgreSQL book ([`Daemons`]), none while a handle holds it whole.
     fn claim_scheduler(&mut self) -> Result<()>;
+
+    /// Holds the whole book (`billd store copy`): an error naming the book while any scheduler holds it, or (on a
+    /// book several daemons share) while a daemon's lease runs; then no scheduler may claim it until this handle is
+    /// dropped.
+    fn claim_book(&mut self) -> Result<()>;
 }

@@ -48,10 +48,12 @@ macro_rules! spelled {
 
 // (After the macro: the refund types are spelled with it too.)
 mod changes;
+mod daemons;
 mod lifecycle;
 mod outbox;
 mod refunds;
 pub use changes::*;
+pub use daemons::*;
 pub use lifecycle::*;
 pub use outbox::*;
 pub use refunds::*;

@@ -21,8 +21,18 @@ use tokio_postgres::{Client, Statement};
 /// read inside a write transaction sees what its writes are decided on.
 const WRITE_LOCK: i64 = 0x6269_6c6c_6400_0001;
 
-/// The advisory lock of the scheduler (held by the session of the one `billd run`/`tick` that charges).
+/// The advisory lock of the schedulers: shared by every daemon (`billd run`, `tick`, a command that charges) while
+/// it runs, taken whole by `billd store copy` (so that nothing is copied while a daemon may write, and no daemon
+/// starts during a copy).
 const SCHEDULER_LOCK: i64 = 0x6269_6c6c_6400_0002;
+
+/// The advisory lock of the one-at-a-time jobs (config sync, sweeps, pruning): one daemon holds it, for as long as
+/// its session lives; the others skip those jobs.
+const JOBS_LOCK: i64 = 0x6269_6c6c_6400_0004;
+
+/// The advisory locks of the daemons: daemon `id` holds `DAEMON_LOCKS + id` for as long as its session lives, so
+/// that another daemon can tell one whose process died (or whose session ended) from one merely stopped.
+const DAEMON_LOCKS: i64 = 0x6269_6c6c_6401_0000;
 
 /// How long a scheduler claim waits for the lock of a process that has just ended.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -80,9 +90,18 @@ pub struct Postgres {
     in_tx: Cell<bool>,
     /// A statement outlived [`STATEMENT`]: the connection is dropped and made again before the next one.
     broken: Cell<bool>,
-    /// This handle holds the scheduler's lock (an advisory lock of its session): losing the connection loses it,
-    /// and the process then stops (`scheduler.lost`).
-    scheduler: bool,
+    /// This handle holds the scheduler's lock (an advisory lock of its session), shared (a daemon) or whole (a
+    /// copy): losing the connection loses it, and the process then stops (`scheduler.lost`).
+    scheduler: Option<Held>,
+    /// This handle's session holds the one-at-a-time jobs' lock ([`JOBS_LOCK`]).
+    jobs: bool,
+}
+
+/// How a handle holds the scheduler's lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Shared,
+    Whole,
 }
 
 impl Postgres {
@@ -95,14 +114,15 @@ impl Postgres {
             prepared: RefCell::new(HashMap::new()),
             in_tx: Cell::new(false),
             broken: Cell::new(false),
-            scheduler: false,
+            scheduler: None,
+            jobs: false,
         })
     }
 
     /// The client, connected again first if the connection was lost outside a transaction.
     fn client(&self) -> Result<std::cell::Ref<'_, Client>> {
         if self.client.borrow().is_closed() || self.broken.get() {
-            if self.scheduler {
+            if self.scheduler.is_some() {
                 self.lost();
             }
             if self.in_tx.get() {
@@ -151,7 +171,7 @@ impl Postgres {
         let gone = e.is_closed()
             || e.as_db_error().is_some_and(|db| db.code().code().starts_with("57P"))
             || self.client.try_borrow().is_ok_and(|c| c.is_closed());
-        if self.scheduler && gone {
+        if self.scheduler.is_some() && gone {
             self.lost();
         }
         match e.as_db_error() {
@@ -236,10 +256,22 @@ fn session(client: &Client, target: &PgTarget) -> Result<()> {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Not the scheduler any more: a failure here is not a lost lock.
-        let held = std::mem::replace(&mut self.scheduler, false);
-        if held && !self.client.borrow().is_closed() {
-            let client = self.client.borrow();
-            let _ = self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&SCHEDULER_LOCK]));
+        let held = self.scheduler.take();
+        let jobs = std::mem::replace(&mut self.jobs, false);
+        if self.client.borrow().is_closed() {
+            return;
+        }
+        let client = self.client.borrow();
+        let unlock = match held {
+            Some(Held::Shared) => Some("SELECT pg_advisory_unlock_shared($1)"),
+            Some(Held::Whole) => Some("SELECT pg_advisory_unlock($1)"),
+            None => None,
+        };
+        if let Some(unlock) = unlock {
+            let _ = self.wait(client.query_one(unlock, &[&SCHEDULER_LOCK]));
+        }
+        if jobs {
+            let _ = self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&JOBS_LOCK]));
         }
     }
 }
@@ -348,24 +380,83 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    /// The lock of a process that just ended is freed when the server notices its session is gone, a moment later:
-    /// a claim waits up to [`CLAIM_WAIT`] for it before refusing (ticks run back to back, a restart after a kill).
-    fn claim_scheduler(&mut self) -> Result<()> {
+    /// Shared with the other daemons: refused only while a copy holds the book whole.
+    fn claim_scheduler(&mut self) -> Result<bool> {
+        self.claim(Held::Shared)?;
+        Ok(false)
+    }
+
+    fn claim_book(&mut self) -> Result<bool> {
+        self.claim(Held::Whole)?;
+        Ok(false)
+    }
+
+    fn try_jobs(&mut self) -> Result<bool> {
+        if !self.jobs {
+            let client = self.client()?;
+            let held: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&JOBS_LOCK]))?.get(0);
+            drop(client);
+            self.jobs = held;
+        }
+        Ok(self.jobs)
+    }
+
+    fn hold_daemon(&self, tx: &dyn Db, id: i64) -> Result<()> {
+        tx.execute("SELECT pg_advisory_lock(?1)", crate::store::sql::db::params![DAEMON_LOCKS + id]).map(|_| ())
+    }
+
+    /// Its lock is free: no session holds it (taken and given back at once).
+    fn daemon_gone(&self, id: i64) -> Result<bool> {
+        let client = self.client()?;
+        let key = DAEMON_LOCKS + id;
+        let free: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]))?.get(0);
+        if free {
+            self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&key]))?;
+        }
+        Ok(free)
+    }
+
+    fn clock_ms(&self) -> Result<i64> {
+        let client = self.client()?;
+        let now = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+        Ok(self.wait(client.query_one(now, &[]))?.get(0))
+    }
+}
+
+impl Postgres {
+    /// Takes the scheduler's lock as `how`. The lock of a process that just ended is freed when the server notices
+    /// its session is gone, a moment later: a claim waits up to [`CLAIM_WAIT`] for it before refusing (a copy
+    /// right after the daemons stopped, a restart after a kill).
+    fn claim(&mut self, how: Held) -> Result<()> {
+        if self.scheduler.is_some() {
+            bail!("database {}: this handle holds the scheduler's lock already", self.target.display());
+        }
+        let try_lock = match how {
+            Held::Shared => "SELECT pg_try_advisory_lock_shared($1)",
+            Held::Whole => "SELECT pg_try_advisory_lock($1)",
+        };
         let started = std::time::Instant::now();
         loop {
             let client = self.client()?;
-            let held: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&SCHEDULER_LOCK]))?.get(0);
+            let held: bool = self.wait(client.query_one(try_lock, &[&SCHEDULER_LOCK]))?.get(0);
             drop(client);
             if held {
-                self.scheduler = true;
+                self.scheduler = Some(how);
                 return Ok(());
             }
             if started.elapsed() >= CLAIM_WAIT {
-                bail!(
-                    "database {} is in use by another `billd run` or `billd tick` (or a command that charges); only \
-                     one scheduler may run per database",
-                    self.target.display()
-                );
+                match how {
+                    Held::Shared => bail!(
+                        "database {} is being copied (`billd store copy` holds it whole); no daemon may run on it \
+                         meanwhile",
+                        self.target.display()
+                    ),
+                    Held::Whole => bail!(
+                        "database {} is in use by a `billd run` or `billd tick` (or a command that charges, or \
+                         another copy); stop every daemon on it first",
+                        self.target.display()
+                    ),
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 
 /// The migrations, by the schema version each one brings the book to (the same numbers as SQLite's: one build, one
 /// version).
-const MIGRATIONS: &[(usize, &str)] = &[(23, include_str!("migrations/0023_baseline.sql"))];
+const MIGRATIONS: &[(usize, &str)] =
+    &[(23, include_str!("migrations/0023_baseline.sql")), (24, include_str!("migrations/0024_daemons.sql"))];
 
 /// Taken by a migration, so that two processes opening one new book do not both create it.
 const MIGRATION_LOCK: i64 = 0x6269_6c6c_6400_0003;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 /// Every table of a book, each after the tables it refers to.
 pub const TABLES: &[&str] = &[
+    "daemons",
     "subscriptions",
     "periods",
     "attempts",
@@ -64,12 +65,12 @@ pub fn counts(store: &SqlStore) -> Result<Vec<(&'static str, u64)>> {
         .collect()
 }
 
-/// Copies every row of `from` into `to`, which must be empty; both are claimed as their book's scheduler for the
-/// copy (so nothing charges on either meanwhile: a running daemon makes it refuse). Returns each table's count,
+/// Copies every row of `from` into `to`, which must be empty; both books are held whole for the copy
+/// ([`Store::claim_book`]: nothing charges on either meanwhile, and a running daemon or a live lease makes it refuse). Returns each table's count,
 /// checked equal on both sides after the copy.
 pub fn copy(from: &mut SqlStore, to: &mut SqlStore) -> Result<Vec<(&'static str, u64)>> {
-    from.claim_scheduler().context("the source book")?;
-    to.claim_scheduler().context("the target book")?;
+    from.claim_book().context("the source book")?;
+    to.claim_book().context("the target book")?;
     let taken: Vec<_> = counts(to)?.into_iter().filter(|(_, n)| *n > 0).collect();
     if !taken.is_empty() {
         let list: Vec<String> = taken.iter().map(|(t, n)| format!("{t} {n}")).collect();

@@ -2,6 +2,7 @@
 //! unresolved ones to reconcile, resends, releases, and what is due (outcomes are recorded in `record.rs`).
 
 use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
+use super::daemons::not_owned_by_others;
 use super::db::{Db, Row, params};
 use super::events::{event, subscription_event};
 use super::lifecycle::PAUSE_ENDED_BY_CANCEL_AT;
@@ -22,7 +23,7 @@ pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.perio
     a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
     s.bills AS billing, s.status IN ('past_due', 'trialing') AS past_due, a.timeout_ms,
     a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, a.retry_ahead_of,
-    p.period IS NOT DISTINCT FROM s.last_period AS ends_term
+    p.period IS NOT DISTINCT FROM s.last_period AS ends_term, a.owner
   FROM attempts a
   JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
   JOIN subscriptions s ON s.id = a.subscription_id";
@@ -101,6 +102,7 @@ pub(super) fn subscriptions_to_open_in(
 /// given), inside `tx`.
 fn claim_in(
     tx: &dyn Db,
+    owner: Option<i64>,
     only: Option<&str>,
     now: i64,
     limit: usize,
@@ -144,8 +146,8 @@ fn claim_in(
     })?;
     out.extend(rows);
     let ins = "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
-           status, created_at, updated_at, timeout_ms, retry_ahead_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9, ?10) RETURNING id";
+           status, created_at, updated_at, timeout_ms, retry_ahead_of, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9, ?10, ?11) RETURNING id";
     let hold = "UPDATE periods SET next_attempt_at = NULL WHERE subscription_id = ?1 AND period = ?2";
     for a in &mut out {
         a.id = tx.query_row(
@@ -160,7 +162,8 @@ fn claim_in(
                 a.currency,
                 now,
                 timeout_ms as i64,
-                a.ahead_of.map(|t| t.timestamp())
+                a.ahead_of.map(|t| t.timestamp()),
+                owner
             ],
             |r| r.get(0),
         )?;
@@ -195,6 +198,7 @@ pub(super) fn advance(tx: &dyn Db, p: &NewPeriod, now: i64) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn open_in(
     tx: &dyn Db,
+    owner: Option<i64>,
     scope: &Scope,
     now: i64,
     room: usize,
@@ -214,8 +218,8 @@ fn open_in(
     let credit_of = "SELECT credit FROM subscriptions WHERE id = ?1";
     let spend = "UPDATE subscriptions SET credit = ?2 WHERE id = ?1";
     let claim = "INSERT INTO attempts (subscription_id, period, attempt, merchant_uid, customer_uid, amount, currency,
-           status, created_at, updated_at, timeout_ms)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8) RETURNING id";
+           status, created_at, updated_at, timeout_ms, owner)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?8, ?9) RETURNING id";
     for d in &due {
         let p = make(d);
         // The credit pays first (read inside the transaction); what it leaves is charged.
@@ -282,7 +286,8 @@ fn open_in(
                 charged,
                 p.currency,
                 now,
-                timeout_ms as i64
+                timeout_ms as i64,
+                owner
             ],
             |r| r.get(0),
         )?;
@@ -315,12 +320,13 @@ fn open_in(
 
 /// Removes claimed attempts whose requests never left (pending, not stamped by a "go" write) and makes their periods
 /// due again at `now`, inside `tx`.
-fn release_in(tx: &dyn Db, attempt_ids: &[i64], now: i64) -> Result<()> {
+fn release_in(tx: &dyn Db, owner: Option<i64>, attempt_ids: &[i64], now: i64) -> Result<()> {
     let del = "DELETE FROM attempts WHERE id = ?1 AND status = 'pending' AND tries = 0 AND doubt_wall_ms IS NULL
+           AND owner IS NOT DISTINCT FROM ?2
          RETURNING subscription_id, period";
     let due = "UPDATE periods SET next_attempt_at = ?3 WHERE subscription_id = ?1 AND period = ?2";
     for id in attempt_ids {
-        let key: Option<(String, i64)> = tx.query_opt(del, params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let key: Option<(String, i64)> = tx.query_opt(del, params![id, owner], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if let Some((sub, period)) = key {
             tx.execute(due, params![sub, period, now])?;
         }
@@ -343,7 +349,7 @@ impl Ledger for SqlStore {
 
     fn claim_due(&self, now: DateTime<Utc>, limit: usize, max_amount: i64, timeout_ms: u64) -> Result<Vec<Attempt>> {
         let tx = self.tx()?;
-        let out = claim_in(&tx, None, secs(now), limit, max_amount, timeout_ms)?;
+        let out = claim_in(&tx, self.owner, None, secs(now), limit, max_amount, timeout_ms)?;
         tx.commit()?;
         Ok(out)
     }
@@ -360,11 +366,11 @@ impl Ledger for SqlStore {
     ) -> Result<ClaimStep> {
         let now = secs(now);
         let tx = self.tx()?;
-        let attempts = claim_in(&tx, scope.only.as_deref(), now, limit, max_amount, timeout_ms)?;
+        let attempts = claim_in(&tx, self.owner, scope.only.as_deref(), now, limit, max_amount, timeout_ms)?;
         let mut step = ClaimStep { attempts, ..ClaimStep::default() };
         let room = limit.saturating_sub(step.attempts.len()).min(open_limit);
         if room > 0 {
-            open_in(&tx, scope, now, room, max_amount, timeout_ms, make, &mut step)?;
+            open_in(&tx, self.owner, scope, now, room, max_amount, timeout_ms, make, &mut step)?;
         }
         tx.commit()?;
         Ok(step)
@@ -389,20 +395,37 @@ impl Ledger for SqlStore {
 
     /// Read straight from the one-unresolved-per-period index, so a large backlog (say, after a gateway outage)
     /// costs one index range a page, never a scan and sort of the whole backlog.
+    /// A daemon's takeover is one write transaction: the attempts are read and stamped with their new owner under
+    /// the write lock, so two daemons never take the same one.
     fn unresolved_after(&self, now: DateTime<Utc>, after: Option<(&str, u64)>, limit: usize) -> Result<Vec<Attempt>> {
         let st = format!(
             "{ATTEMPT_SELECT} WHERE a.status IN ('pending', 'unknown') AND (a.status = 'pending' OR a.check_at <= ?1)
-               AND (a.subscription_id, a.period) > (?3, ?4)
-             ORDER BY a.subscription_id, a.period LIMIT ?2"
+               AND (a.subscription_id, a.period) > (?3, ?4) AND {}
+             ORDER BY a.subscription_id, a.period LIMIT ?2",
+            not_owned_by_others(5, 6)
         );
+        if after.is_none() && self.owner.is_some() {
+            super::daemons::end_gone(self)?;
+        }
         let (sub, period) = after.unwrap_or(("", 0));
         let after_period = if after.is_some() { period as i64 } else { -1 };
-        let rows = self.db().query_map(
+        let clock = self.backend.clock_ms()?;
+        let tx = self.tx()?;
+        let rows = tx.query_map(
             &st,
-            params![secs(now), limit.min(i64::MAX as usize) as i64, sub, after_period],
-            attempt_from_row,
+            params![secs(now), limit.min(i64::MAX as usize) as i64, sub, after_period, self.owner, clock],
+            |r| Ok((attempt_from_row(r)?, r.get::<Option<i64>>(22)?)),
         )?;
-        Ok(rows)
+        let take = "UPDATE attempts SET owner = ?2 WHERE id = ?1";
+        let mut out = Vec::with_capacity(rows.len());
+        for (a, owner) in rows {
+            if self.owner.is_some() && owner != self.owner {
+                tx.execute(take, params![a.id, self.owner])?;
+            }
+            out.push(a);
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     fn unresolved_count(&self) -> Result<usize> {
@@ -426,18 +449,18 @@ impl Ledger for SqlStore {
         let mut go = Vec::with_capacity(attempt_ids.len());
         {
             let stamp = "UPDATE attempts SET doubt_wall_ms = ?2, doubt_boot_ms = ?3, doubt_boot_id = ?4
-                 WHERE id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL
+                 WHERE id = ?1 AND status = 'pending' AND doubt_wall_ms IS NULL AND owner IS NOT DISTINCT FROM ?5
                    AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = attempts.subscription_id
                                  AND s.bills)";
             let mut unwanted = Vec::new();
             for &id in attempt_ids {
-                if tx.execute(stamp, params![id, wall, boot_ms, boot_id])? == 1 {
+                if tx.execute(stamp, params![id, wall, boot_ms, boot_id, self.owner])? == 1 {
                     go.push(id);
                 } else {
                     unwanted.push(id);
                 }
             }
-            release_in(&tx, &unwanted, secs(now))?;
+            release_in(&tx, self.owner, &unwanted, secs(now))?;
         }
         tx.commit()?;
         Ok(go)
@@ -449,10 +472,10 @@ impl Ledger for SqlStore {
         let n = tx.execute(
             "UPDATE attempts SET status = 'pending', updated_at = ?4, timeout_ms = ?5, doubt_wall_ms = ?6,
                doubt_boot_ms = ?7, doubt_boot_id = ?8
-             WHERE id = ?1 AND status = ?2 AND tries = ?3
+             WHERE id = ?1 AND status = ?2 AND tries = ?3 AND owner IS NOT DISTINCT FROM ?9
                AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = attempts.subscription_id
                              AND s.bills)",
-            params![a.id, a.status, a.tries as i64, secs(now), timeout_ms as i64, wall, boot_ms, boot_id],
+            params![a.id, a.status, a.tries as i64, secs(now), timeout_ms as i64, wall, boot_ms, boot_id, self.owner],
         )?;
         tx.commit()?;
         Ok(n == 1)
@@ -462,9 +485,9 @@ impl Ledger for SqlStore {
         let tx = self.tx()?;
         {
             let st = "UPDATE attempts SET check_at = CASE WHEN check_at > ?3 THEN check_at ELSE ?3 END
-                 WHERE id = ?1 AND status = 'unknown' AND tries = ?2";
+                 WHERE id = ?1 AND status = 'unknown' AND tries = ?2 AND owner IS NOT DISTINCT FROM ?4";
             for (id, tries, check_at) in items {
-                tx.execute(st, params![id, *tries as i64, secs_ceil(*check_at)])?;
+                tx.execute(st, params![id, *tries as i64, secs_ceil(*check_at), self.owner])?;
             }
         }
         tx.commit()?;
@@ -473,12 +496,12 @@ impl Ledger for SqlStore {
 
     fn release(&self, attempt_ids: &[i64], now: DateTime<Utc>) -> Result<()> {
         let tx = self.tx()?;
-        release_in(&tx, attempt_ids, secs(now))?;
+        release_in(&tx, self.owner, attempt_ids, secs(now))?;
         tx.commit()?;
         Ok(())
     }
 
-    fn record(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<Vec<StatusChange>> {
+    fn record_fenced(&self, items: &[Recorded], now: DateTime<Utc>) -> Result<(Vec<StatusChange>, Vec<i64>)> {
         super::record::record(self, items, secs(now))
     }
 

@@ -5,6 +5,7 @@ mod book;
 mod changes;
 pub mod copy;
 mod credit;
+mod daemons;
 pub mod db;
 mod events;
 mod import;
@@ -50,8 +51,30 @@ pub trait Backend: Send + Any {
     /// Where the book is, for messages (never a secret).
     fn location(&self) -> String;
 
-    /// See [`Store::claim_scheduler`].
-    fn claim_scheduler(&mut self) -> Result<()>;
+    /// See [`Store::claim_scheduler`]; `true`: this handle is the book's only scheduler (no other may run, so a
+    /// lease other daemons left running in the book is over).
+    fn claim_scheduler(&mut self) -> Result<bool>;
+
+    /// See [`Store::claim_book`]; `true`: no scheduler can be running (a lease left in the book is over).
+    fn claim_book(&mut self) -> Result<bool>;
+
+    /// See [`crate::store::Daemons::try_jobs`].
+    fn try_jobs(&mut self) -> Result<bool>;
+
+    /// The database's clock (every daemon's one clock), in milliseconds since the UNIX epoch.
+    fn clock_ms(&self) -> Result<i64>;
+
+    /// Inside the transaction `tx` that inserts daemon `id` (this handle's): what lets other handles tell, later,
+    /// that its process is gone ([`Backend::daemon_gone`]). Nothing where one scheduler runs at a time.
+    fn hold_daemon(&self, _tx: &dyn Db, _id: i64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether daemon `id` (another handle's) is surely gone, its lease still running: its process died or lost
+    /// its database session (so it can write nothing more). `false`: it may be alive (stopped, stalled, or running).
+    fn daemon_gone(&self, _id: i64) -> Result<bool> {
+        Ok(false)
+    }
 
     /// The columns a row of `table` keeps (not the generated ones), in the schema's order.
     fn columns(&self, table: &str) -> Result<Vec<String>>;
@@ -103,11 +126,14 @@ impl<'a> Deref for Txn<'a> {
 /// An open billd book, on whichever backend opened it.
 pub struct SqlStore {
     backend: Box<dyn Backend>,
+    /// The daemon this handle joined the book as ([`crate::store::Daemons::join`]): the owner its claims and
+    /// takeovers stamp, and the fence its writes require. `None`: not joined (the attempts it writes have no owner).
+    owner: Option<i64>,
 }
 
 impl SqlStore {
     pub fn new(backend: impl Backend) -> SqlStore {
-        SqlStore { backend: Box::new(backend) }
+        SqlStore { backend: Box::new(backend), owner: None }
     }
 
     /// The backend, as its own type (`None`: another backend).
@@ -137,7 +163,17 @@ impl Store for SqlStore {
     }
 
     fn claim_scheduler(&mut self) -> Result<()> {
-        self.backend.claim_scheduler()
+        if self.backend.claim_scheduler()? {
+            daemons::end_others(self)?;
+        }
+        Ok(())
+    }
+
+    fn claim_book(&mut self) -> Result<()> {
+        if !self.backend.claim_book()? {
+            daemons::refuse_running(self)?;
+        }
+        Ok(())
     }
 }
 

@@ -20,17 +20,29 @@ const PAID_ATTEMPT: &str = "UPDATE attempts SET status = 'paid', imp_uid = ?2, f
 const PAID_PERIOD: &str = "UPDATE periods SET state = 'paid', next_attempt_at = NULL, retry_ahead_of = NULL,
     closed_at = ?3 WHERE subscription_id = ?1 AND period = ?2";
 
-pub(super) fn record(store: &SqlStore, items: &[Recorded], now: i64) -> Result<Vec<StatusChange>> {
+/// Records a batch (see [`crate::store::Ledger::record`]); returns the status changes and the attempts fenced off.
+pub(super) fn record(store: &SqlStore, items: &[Recorded], now: i64) -> Result<(Vec<StatusChange>, Vec<i64>)> {
     let tx = store.tx()?;
     let mut changes = Vec::new();
-    {
-        for it in items {
-            record_one(&tx, it, now, &mut changes)
-                .with_context(|| format!("recording merchant_uid {}", it.attempt.merchant_uid))?;
+    let mut fenced = Vec::new();
+    let owner_of = "SELECT owner FROM attempts WHERE id = ?1";
+    for it in items {
+        let a = &it.attempt;
+        // (An attempt not in the book is recording's error, below.)
+        let owner: Option<Option<i64>> = tx.query_opt(owner_of, params![a.id], |r| r.get(0))?;
+        if owner.is_some_and(|o| o != store.owner) {
+            // Another daemon took it over (this one's lease lapsed): its outcome is that daemon's to record.
+            tracing::warn!(event = "charge.fenced", subscription = %a.subscription_id, period = a.period,
+                merchant_uid = %a.merchant_uid,
+                "charge.fenced: this daemon's lease lapsed and another daemon took the charge over; its outcome here \
+                 is not recorded (the new owner looks it up)");
+            fenced.push(a.id);
+            continue;
         }
+        record_one(&tx, it, now, &mut changes).with_context(|| format!("recording merchant_uid {}", a.merchant_uid))?;
     }
     tx.commit()?;
-    Ok(changes)
+    Ok((changes, fenced))
 }
 
 /// [`record`] for one outcome, only if its attempt is still unresolved with the status and tries it was read with

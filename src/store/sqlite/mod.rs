@@ -26,6 +26,8 @@ pub struct Sqlite {
     /// own POSIX locks are not disturbed), for the scheduler's lock ([`Store::claim_scheduler`]). `None`: an empty
     /// book in memory ([`empty`]).
     file: Option<std::fs::File>,
+    /// This handle holds the file's `flock` ([`Backend::claim_scheduler`]).
+    scheduler: bool,
 }
 
 /// Opens (creating if needed) and migrates the book file at `path`.
@@ -75,7 +77,7 @@ impl Sqlite {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("database {}: cannot open", path.display()))?;
-        let store = Sqlite { conn, path: path.to_path_buf(), file: Some(file) };
+        let store = Sqlite { conn, path: path.to_path_buf(), file: Some(file), scheduler: false };
         store.configure().with_context(|| format!("database {}", path.display()))?;
         // What SQLite opened is still the file checked above (not a symlink or another file swapped in since), and
         // the side files it made are private.
@@ -99,7 +101,7 @@ impl Sqlite {
     fn empty(shown: &str) -> Result<Sqlite> {
         let conn = Connection::open_in_memory().context("cannot open an empty book in memory")?;
         conn.execute_batch("PRAGMA foreign_keys=ON;")?;
-        let store = Sqlite { conn, path: PathBuf::from(shown), file: None };
+        let store = Sqlite { conn, path: PathBuf::from(shown), file: None, scheduler: false };
         schema::migrate(&store.conn, &store.path)?;
         Ok(store)
     }
@@ -160,13 +162,17 @@ impl Backend for Sqlite {
 
     /// An exclusive `flock` on the database file itself (not a file beside it): every path to the same file (a
     /// symlink, a hard link, `..`) locks the same inode, and the kernel drops it when the process dies. (SQLite
-    /// locks with POSIX record locks, which `flock` does not touch on Linux.)
-    fn claim_scheduler(&mut self) -> Result<()> {
+    /// locks with POSIX record locks, which `flock` does not touch on Linux.) One scheduler per file: the one that
+    /// holds it is alone (`true`), so a daemon whose lease was left running in the book is gone.
+    fn claim_scheduler(&mut self) -> Result<bool> {
         let Some(file) = &self.file else {
             bail!("database {}: there is no such database yet; nothing can be scheduled on it", self.path.display());
         };
         match file.try_lock() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.scheduler = true;
+                Ok(true)
+            }
             Err(std::fs::TryLockError::WouldBlock) => bail!(
                 "database {} is in use by another `billd run` or `billd tick` (or a command that charges); only one \
                  scheduler may run per database",
@@ -176,6 +182,20 @@ impl Backend for Sqlite {
                 Err(e).with_context(|| format!("database {}: cannot lock it", self.path.display()))
             }
         }
+    }
+
+    fn claim_book(&mut self) -> Result<bool> {
+        self.claim_scheduler()
+    }
+
+    /// The one scheduler does them all.
+    fn try_jobs(&mut self) -> Result<bool> {
+        Ok(self.scheduler)
+    }
+
+    /// One machine: its wall clock.
+    fn clock_ms(&self) -> Result<i64> {
+        Ok(chrono::Utc::now().timestamp_millis())
     }
 }
 

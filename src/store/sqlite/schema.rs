@@ -29,6 +29,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0021_change_terms.sql"),
     include_str!("migrations/0022_no_pause_end_for_dunning.sql"),
     include_str!("migrations/0023_lean_checks.sql"),
+    include_str!("migrations/0024_daemons.sql"),
 ];
 
 /// How long opening a database waits for another process that is migrating it (a rebuild of a large history takes

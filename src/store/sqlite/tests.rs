@@ -336,6 +336,8 @@ fn migration_22_drops_the_pause_end_of_what_dunning_suspended() {
                    'suspended', 'manual', 0, 0, 5000, 1, 'dunning'),
                         ('o', 'c', 'p', 'P', 100, 'KRW', '1 month', '2025-01-01', '2025-01-01', 0, 1, NULL,
                    'suspended', 'manual', 0, 0, 6000, 0, NULL);
+                 DROP TABLE daemons;
+                 ALTER TABLE attempts DROP COLUMN owner;
                  PRAGMA user_version = 21;",
             )
             .unwrap();

@@ -1,0 +1,175 @@
+//! The daemons sharing a book: joining with a lease on the database's clock, heartbeats, leaving, the list
+//! `billd status` shows, and the rule of which attempts a daemon may take over.
+
+use super::SqlStore;
+use super::db::{Row, params};
+use crate::store::{DaemonInfo, DaemonRow, Daemons, Store};
+use anyhow::{Result, bail};
+use std::time::Duration;
+
+/// The condition (on `attempts a`) that no live daemon other than this handle's owns the attempt: its owner is
+/// `?{me}`, no one, or a daemon whose lease lapsed (at `?{now}`, the database's clock in ms) or ended. The one rule
+/// of what a sweep may take over.
+pub(super) fn not_owned_by_others(me: usize, now: usize) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = a.owner AND d.left_ms IS NULL AND d.lease_until_ms > ?{now}
+                    AND d.id IS DISTINCT FROM ?{me})"
+    )
+}
+
+/// Ends every other daemon's lease: this handle is the book's only scheduler, so their processes are gone.
+pub(super) fn end_others(store: &SqlStore) -> Result<()> {
+    let now = store.backend.clock_ms()?;
+    let tx = store.tx()?;
+    tx.execute(
+        "UPDATE daemons SET left_ms = ?1, left_why = 'gone: another scheduler found the book free'
+           WHERE left_ms IS NULL AND id IS DISTINCT FROM ?2",
+        params![now, store.owner],
+    )?;
+    tx.commit()
+}
+
+/// An error naming the daemons whose leases run on the book (a copy waits for them to stop, or to lapse).
+pub(super) fn refuse_running(store: &SqlStore) -> Result<()> {
+    let running: Vec<DaemonRow> = store.daemons(Duration::ZERO)?.into_iter().filter(DaemonRow::running).collect();
+    if let Some(d) = running.first() {
+        let left = ((d.lease_until_ms - d.db_now_ms).max(0) + 999) / 1000;
+        bail!(
+            "database {}: {} daemon(s) hold a lease on it (daemon {} on {}, pid {}, for {left} s more): stop them \
+             first (a daemon killed without leaving holds its lease until it lapses)",
+            store.location(),
+            running.len(),
+            d.id,
+            d.info.host,
+            d.info.pid
+        );
+    }
+    Ok(())
+}
+
+/// Ends the leases of the other daemons that own unresolved attempts and are surely gone
+/// ([`super::Backend::daemon_gone`]: a process killed, a session ended), so that their work is taken over at once
+/// instead of when their leases lapse. A daemon merely stopped or stalled keeps its lease until it lapses.
+pub(super) fn end_gone(store: &SqlStore) -> Result<()> {
+    let now = store.backend.clock_ms()?;
+    let owners: Vec<i64> = store.db().query_map(
+        "SELECT DISTINCT d.id FROM daemons d JOIN attempts a ON a.owner = d.id
+          WHERE d.left_ms IS NULL AND d.lease_until_ms > ?1 AND d.id IS DISTINCT FROM ?2
+            AND (a.status = 'pending' OR a.status = 'unknown')",
+        params![now, store.owner],
+        |r| r.get(0),
+    )?;
+    for id in owners {
+        if store.backend.daemon_gone(id)? {
+            let tx = store.tx()?;
+            tx.execute(
+                "UPDATE daemons SET left_ms = ?2, left_why = 'gone: its database session ended'
+                   WHERE id = ?1 AND left_ms IS NULL",
+                params![id, store.backend.clock_ms()?],
+            )?;
+            tx.commit()?;
+        }
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn daemon_row(r: &dyn Row) -> Result<DaemonRow> {
+    Ok(DaemonRow {
+        id: r.get(0)?,
+        info: DaemonInfo {
+            host: r.get(1)?,
+            pid: r.get::<i64>(2)?.clamp(0, u32::MAX as i64) as u32,
+            version: r.get(3)?,
+        },
+        started_ms: r.get(4)?,
+        heartbeat_ms: r.get(5)?,
+        lease_until_ms: r.get(6)?,
+        left: match r.get::<Option<i64>>(7)? {
+            Some(at) => Some((at, r.get::<Option<String>>(8)?.unwrap_or_default())),
+            None => None,
+        },
+        jobs: r.get::<i64>(9)? != 0,
+        holds: r.get::<i64>(10)?.max(0) as u64,
+        db_now_ms: 0,
+    })
+}
+
+impl Daemons for SqlStore {
+    fn join(&mut self, who: &DaemonInfo, lease: Duration) -> Result<(i64, i64)> {
+        let now = self.backend.clock_ms()?;
+        let tx = self.tx()?;
+        let id: i64 = tx.query_row(
+            "INSERT INTO daemons (host, pid, version, started_ms, heartbeat_ms, lease_until_ms)
+               VALUES (?1, ?2, ?3, ?4, ?4, ?5) RETURNING id",
+            params![who.host, who.pid as i64, who.version, now, now.saturating_add(millis(lease))],
+            |r| r.get(0),
+        )?;
+        self.backend.hold_daemon(&tx, id)?;
+        tx.commit()?;
+        self.owner = Some(id);
+        Ok((id, now))
+    }
+
+    fn heartbeat(&self, lease: Duration, jobs: bool) -> Result<Option<i64>> {
+        let Some(me) = self.owner else { bail!("database {}: this handle has not joined the book", self.location()) };
+        let tx = self.tx()?;
+        let now = self.backend.clock_ms()?;
+        let renewed = tx.execute(
+            "UPDATE daemons SET heartbeat_ms = ?2, lease_until_ms = ?3, jobs = ?4
+               WHERE id = ?1 AND left_ms IS NULL AND lease_until_ms > ?2",
+            params![me, now, now.saturating_add(millis(lease)), jobs as i64],
+        )?;
+        if renewed == 0 {
+            // Lapsed: said so in the book (once), for `billd status`.
+            tx.execute(
+                "UPDATE daemons SET left_ms = ?2, left_why = 'its lease lapsed' WHERE id = ?1 AND left_ms IS NULL",
+                params![me, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok((renewed == 1).then_some(now))
+    }
+
+    fn leave(&self, why: &str) -> Result<()> {
+        let Some(me) = self.owner else { return Ok(()) };
+        let now = self.backend.clock_ms()?;
+        let tx = self.tx()?;
+        tx.execute(
+            "UPDATE daemons SET left_ms = ?2, left_why = ?3 WHERE id = ?1 AND left_ms IS NULL",
+            params![me, now, why],
+        )?;
+        tx.commit()
+    }
+
+    fn clock_ms(&self) -> Result<i64> {
+        self.backend.clock_ms()
+    }
+
+    fn try_jobs(&mut self) -> Result<bool> {
+        self.backend.try_jobs()
+    }
+
+    fn daemons(&self, recent: Duration) -> Result<Vec<DaemonRow>> {
+        let now = self.backend.clock_ms()?;
+        let since = now.saturating_sub(millis(recent));
+        let mut rows = self.db().query_map(
+            "SELECT d.id, d.host, d.pid, d.version, d.started_ms, d.heartbeat_ms, d.lease_until_ms, d.left_ms,
+                    d.left_why, d.jobs,
+                    (SELECT count(*) FROM attempts a WHERE a.owner = d.id
+                       AND (a.status = 'pending' OR a.status = 'unknown'))
+               FROM daemons d
+              WHERE (d.left_ms IS NULL AND d.lease_until_ms > ?1) OR coalesce(d.left_ms, d.lease_until_ms) >= ?1
+              ORDER BY d.id",
+            params![since],
+            daemon_row,
+        )?;
+        for r in &mut rows {
+            r.db_now_ms = now;
+        }
+        Ok(rows)
+    }
+}
