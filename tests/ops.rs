@@ -600,3 +600,38 @@ fn a_mistyped_database_path_is_named_and_no_stray_book_is_created() {
         assert!(!typo.exists(), "{args:?} created {}", typo.display());
     }
 }
+
+/// Issue 27: `billd status` lists the daemons that joined the book: a daemon running (its host, pid, lease left,
+/// and that it does the one-at-a-time jobs), and a tick that came and left (why), newest last; `--json` the same.
+#[test]
+fn status_lists_the_daemons_that_run_and_those_that_left() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(3))),
+        ..Default::default()
+    });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let (code, out) = run(&w, &["status"]);
+    assert_ne!(code, 0, "a status of no book: {out}");
+    assert!(out.contains("billd sync"), "{out}");
+    w.tick(&now_plus(0));
+    let (code, out) = run(&w, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no daemon runs on it"), "{out}");
+    assert!(out.contains("ended") && out.contains("stopped"), "the tick's daemon, left: {out}");
+    let mut daemon =
+        common::KillOnDrop(w.billd().args(["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let pid = daemon.0.id().to_string();
+    common::wait_for("the daemon to join", || run(&w, &["status"]).1.contains(&pid));
+    let (code, out) = run(&w, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().find(|l| l.contains(&pid)).unwrap_or_default();
+    assert!(line.contains(" left") && line.trim_end().ends_with("yes"), "the running daemon's line: {out}");
+    let (_, json) = run(&w, &["status", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let running: Vec<&serde_json::Value> =
+        list.as_array().unwrap().iter().filter(|d| d["running"] == serde_json::json!(true)).collect();
+    assert_eq!(running.len(), 1, "{json}");
+    assert_eq!(running[0]["pid"].to_string(), pid, "{json}");
+    assert_eq!(running[0]["jobs"], serde_json::json!(true), "{json}");
+    daemon.0.kill().unwrap();
+}

@@ -32,7 +32,7 @@ pub fn status(path: &Path, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     crate::say!(
-        "{:<7} {:<20} {:>8} {:<9} {:<22} {:<15} {:<24} {:>5} {:<4}",
+        "{:<7} {:<20} {:>8} {:<9} {:<24} {:<15} {:<24} {:>5} {:<4}",
         "DAEMON",
         "HOST",
         "PID",
@@ -51,7 +51,7 @@ pub fn status(path: &Path, json: bool) -> Result<ExitCode> {
             None => format!("lapsed {} ago", ago(d.lease_until_ms)),
         };
         crate::say!(
-            "{:<7} {:<20} {:>8} {:<9} {:<22} {:<15} {:<24} {:>5} {:<4}",
+            "{:<7} {:<20} {:>8} {:<9} {:<24} {:<15} {:<24} {:>5} {:<4}",
             d.id,
             crate::commands::present::cut(&d.info.host, 20),
             d.info.pid,

@@ -27,6 +27,14 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A renewal asked for at `asked` (steady ms) succeeded, the database's clock then at `db_ms`.
+    fn renewed(&self, asked: i64, db_ms: i64) {
+        self.renewed.fetch_max(asked, Ordering::SeqCst);
+        if let Some(clock) = &self.clock {
+            clock.set(db_ms, steady_ms());
+        }
+    }
+
     fn half_ms(&self) -> i64 {
         (self.length.as_millis() / 2).min(i64::MAX as u128) as i64
     }
@@ -93,6 +101,18 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         Ok(())
     }
 
+    /// Renews the lease now (as the heartbeat does), with whether this daemon holds the one-at-a-time jobs.
+    pub(super) async fn renew_now(&self) -> Result<()> {
+        let Some(member) = &self.member else { return Ok(()) };
+        let lease = member.lease.clone();
+        let (length, jobs, asked) = (lease.length, lease.jobs.load(Ordering::SeqCst), steady_ms());
+        match self.db(move |s| s.heartbeat(length, jobs)).await? {
+            Some(db_ms) => lease.renewed(asked, db_ms),
+            None => lost(&lease, "the book says its lease lapsed (another daemon may have taken its work over)"),
+        }
+        Ok(())
+    }
+
     /// This process's lease (`None`: not joined, as in the tests of the engine alone).
     pub(super) fn lease(&self) -> Option<&Lease> {
         self.member.as_ref().map(|m| &*m.lease)
@@ -116,12 +136,7 @@ fn heartbeat<S: Store>(store: Arc<Mutex<S>>, lease: Arc<Lease>, stopped: mpsc::R
         let jobs = lease.jobs.load(Ordering::SeqCst);
         let renewed = store.lock().unwrap_or_else(|p| p.into_inner()).heartbeat(lease.length, jobs);
         match renewed {
-            Ok(Some(db_ms)) => {
-                lease.renewed.store(asked, Ordering::SeqCst);
-                if let Some(clock) = &lease.clock {
-                    clock.set(db_ms, steady_ms());
-                }
-            }
+            Ok(Some(db_ms)) => lease.renewed(asked, db_ms),
             Ok(None) => lost(&lease, "the book says its lease lapsed (another daemon may have taken its work over)"),
             Err(e) => {
                 let since =

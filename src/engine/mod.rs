@@ -276,6 +276,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 "daemon.jobs: this daemon {} the one-at-a-time jobs",
                 if jobs { "now does" } else { "does not do" }
             );
+            // Shown at once (`billd status`), not at the next heartbeat.
+            self.renew_now().await?;
         }
         Ok(jobs)
     }
@@ -307,7 +309,10 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         report.mismatched = tally.mismatched;
         report.last_record = tally.last_commit;
         report.next_wake = self.db(|s| s.next_wake()).await?;
-        if self.log_over_amount_limit(now).await? > 0 || report.stale_left + report.resumes_failed > 0 {
+        // A daemon without the one-at-a-time jobs leaves pauses that end and periods past the catch-up window to
+        // the one that has them: their instants never wake it at once (it would spin while that one is stopped).
+        let skips_jobs = self.lease().is_some_and(|l| !l.jobs.load(Ordering::SeqCst));
+        if skips_jobs || self.log_over_amount_limit(now).await? > 0 || report.stale_left + report.resumes_failed > 0 {
             // Held back (over the limit, a failed lookup, a pause not ended): still due; do not wake at once for it.
             report.next_wake = report.next_wake.map(|t| t.max(now + chrono::Duration::minutes(1)));
         }

@@ -11,11 +11,13 @@ pub struct DaemonInfo {
 impl DaemonInfo {
     /// This process: its host name (as the kernel has it), pid and billd's version.
     pub fn this_process() -> DaemonInfo {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| crate::text::cell(h.trim()).chars().take(64).collect::<String>())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown".into());
+        // From the kernel (uname), not /proc/sys, which systemd's ProcSubset=pid hides.
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `buf.len()` bytes into the live local buffer it is given.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let raw = if rc == 0 { &buf[..buf.iter().position(|&b| b == 0).unwrap_or(buf.len())] } else { &[][..] };
+        let host = crate::text::cell(String::from_utf8_lossy(raw).trim()).chars().take(64).collect::<String>();
+        let host = if host.is_empty() { "unknown".into() } else { host };
         DaemonInfo { host, pid: std::process::id(), version: env!("CARGO_PKG_VERSION").into() }
     }
 }
