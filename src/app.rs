@@ -3,8 +3,8 @@
 
 use crate::config::{self, Config, Database, Secret};
 use crate::engine::Engine;
-use crate::store::Store;
 use crate::store::sql::SqlStore;
+use crate::store::{Daemons, Store};
 use crate::store::{postgres, sqlite};
 use anyhow::{Context, Result, anyhow};
 use std::path::Path;
@@ -45,8 +45,17 @@ pub fn gateway_with(cfg: &Config, secret: Secret) -> PaymentGateway {
 pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
     match &cfg.billing.database {
         Database::File(path) => sqlite::open(path),
-        Database::Postgres(target) => postgres::open(target),
+        Database::Postgres(target) => postgres::open(target).and_then(on_book_clock),
     }
+}
+
+/// A PostgreSQL book shared by several daemons (issue 27): this process's real instants are then on the database's
+/// clock ([`crate::realtime::anchor`]), as every other daemon's and command's are, so skew between servers never
+/// shortens a quiet period.
+fn on_book_clock(store: SqlStore) -> Result<SqlStore> {
+    let steady = crate::realtime::steady_ms();
+    crate::realtime::anchor(store.clock_ms()?, steady);
+    Ok(store)
 }
 
 /// The book the config names, which must exist: for commands that change what is in it (pause, cancel, refund, ...).
@@ -80,7 +89,7 @@ pub fn found_store(cfg: &Config) -> Result<Option<SqlStore>> {
     match &cfg.billing.database {
         Database::File(path) if !path.exists() => Ok(None),
         Database::File(path) => sqlite::open(path).map(Some),
-        Database::Postgres(target) => postgres::open_existing(target),
+        Database::Postgres(target) => postgres::open_existing(target)?.map(on_book_clock).transpose(),
     }
 }
 

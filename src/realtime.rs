@@ -64,6 +64,38 @@ impl RealClock for BookClock {
     }
 }
 
+/// The process's book clock: set once a PostgreSQL book is opened ([`anchor`]), so that every real instant this
+/// process records or compares (a charge's go, a refund's, a one-time charge's, their quiet periods) is on the
+/// database's clock, as every other daemon's are. Unset: the system's clocks.
+static BOOK: OnceLock<BookClock> = OnceLock::new();
+
+/// Puts this process on the database's clock: `db_ms` read on it when the steady clock said `steady`.
+pub fn anchor(db_ms: i64, steady: i64) {
+    if BOOK.set(BookClock::new(db_ms, steady)).is_err()
+        && let Some(book) = BOOK.get()
+    {
+        book.set(db_ms, steady);
+    }
+}
+
+/// The real clock of this process: the book's ([`anchor`]) if it has one, else the system's.
+pub fn clock() -> &'static dyn RealClock {
+    match BOOK.get() {
+        Some(book) => book,
+        None => &SystemClock,
+    }
+}
+
+/// [`clock`] as a value (for what holds a `RealClock`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessClock;
+
+impl RealClock for ProcessClock {
+    fn now(&self) -> RealInstant {
+        clock().now()
+    }
+}
+
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; `None` where the system has none.
 fn boot_id() -> Option<&'static str> {
     static ID: OnceLock<Option<String>> = OnceLock::new();

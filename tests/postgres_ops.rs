@@ -130,3 +130,52 @@ fn a_table_locked_elsewhere_fails_a_write_instead_of_stalling_it() {
     assert!(text(&out).contains("lock timeout"), "{}", text(&out));
     assert_eq!(db.sql("SELECT status FROM subscriptions WHERE id = 's1'"), "active");
 }
+
+/// Issue 27, one clock for all: the real instants a process records on a shared book (a charge's go, the instant
+/// an unknown outcome is in doubt from) are the database server's clock, so that another server's quiet period is
+/// never shortened by this one's skew. A `billd tick` whose wall clock is an hour behind (libfaketime; its boot
+/// clock real) loses a charge's answer: the instant it records is the server's, not an hour early. (On the old
+/// code, its own wall clock: an hour early, and a daemon on another server would have resent at once.)
+#[test]
+fn a_skewed_machine_records_real_instants_on_the_database_servers_clock() {
+    let Some(db) = pg::database() else { return };
+    let found = std::fs::read_dir("/usr/lib").ok().and_then(|dirs| {
+        dirs.flatten().find_map(|d| {
+            let p = d.path().join("faketime/libfaketimeMT.so.1");
+            p.exists().then_some(p)
+        })
+    });
+    let Some(lib) = found else {
+        common::skip("libfaketime is not installed (apt-get install faketime)");
+        return;
+    };
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string();
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &yesterday));
+    let w = World::new(Setup { body: &body, timeout: "2s", postgres: Some(db.url()), ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    // The gateway charges 3 s after the request, answering only then: billd gives up on the answer at 2 s.
+    w.sandbox.add_fault(billd_sandbox::FaultRule {
+        customer_uid: Some("c1".into()),
+        fault: billd_sandbox::Fault::ChargeLater { after: std::time::Duration::from_millis(3000) },
+        times: Some(1),
+    });
+    let out = w
+        .billd()
+        .arg("tick")
+        .env("LD_PRELOAD", &lib)
+        .env("FAKETIME", "-1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let server_now: i64 = db.sql("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").parse().unwrap();
+    let recorded: i64 = db
+        .sql("SELECT doubt_wall_ms FROM attempts WHERE status = 'unknown'")
+        .parse()
+        .unwrap_or_else(|_| panic!("no unknown attempt: {}", db.sql("SELECT status FROM attempts")));
+    let behind = server_now - recorded;
+    assert!(
+        (0..60_000).contains(&behind),
+        "the instant recorded is {behind} ms before the server's clock now (an hour: the skewed machine's clock)"
+    );
+}

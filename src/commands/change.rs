@@ -11,7 +11,7 @@ use crate::commands::one_time::{Ask, Done, charge};
 use crate::commands::present::human;
 use crate::config::Config;
 use crate::engine::refunds::look_up_and_settle;
-use crate::realtime::SystemClock;
+use crate::realtime::ProcessClock;
 use crate::store::{Book, ChargeStatus, Store, Views};
 use crate::store::{ChangeState, ChangeTiming, Changes, OneTimeKind, PeriodState, PlanChange, PlanChangeRow};
 use anyhow::{Result, anyhow, bail};
@@ -309,7 +309,7 @@ fn record_gateway_refunds(cfg: &Config, store: &impl Store, id: &str, period: u6
     }
     let (g, rt) = (gateway(cfg)?, runtime()?);
     for (m, imp) in paid {
-        if let Err(e) = rt.block_on(look_up_and_settle(store, &g, &SystemClock, &m, &imp, now))? {
+        if let Err(e) = rt.block_on(look_up_and_settle(store, &g, &ProcessClock, &m, &imp, now))? {
             bail!(
                 "subscription {id}: a change now settles what was paid for period {period}, and the refunds of its \
                  charge {m} could not be checked at the gateway ({e}); nothing changed (run it again)"

@@ -7,7 +7,7 @@ use crate::commands::present::human;
 use crate::config::Config;
 use crate::engine::refunds::{change_taken_back, look_up_and_settle};
 use crate::gateway::{ChargeOutcome, ChargeRequest, Gateway, Lookup};
-use crate::realtime::{RealClock, SystemClock};
+use crate::realtime::{ProcessClock, RealClock};
 use crate::store::{
     ChargeStatus, Failure, MerchantUidHolder, OneTime, OneTimeCharge, OneTimeKind, Store, ceil_second, from_ts,
 };
@@ -274,7 +274,7 @@ pub fn charge<S: Store, G: Gateway>(
                 // Not before its check time, nor before the quiet period of its last request has passed in real
                 // time on every clock (a wall clock stepped forward since does not shorten it).
                 let check_at = match &prev.doubt {
-                    Some(d) => d.next_look(Some(from_ts(check_at)), &SystemClock.now()).timestamp(),
+                    Some(d) => d.next_look(Some(from_ts(check_at)), &ProcessClock.now()).timestamp(),
                     None => check_at,
                 };
                 if let Some(at) = Some(check_at).filter(|at| unresolved && *at > now()) {
@@ -308,7 +308,7 @@ pub fn charge<S: Store, G: Gateway>(
     // The intent is committed before the request leaves. No pass looks at it before the command is surely over
     // (a token, a retried token, the charge and two lookups, each within the timeout) and a quiet period after.
     let worst = 5 * timeout.as_secs() as i64 + quiet + 60;
-    let sent = SystemClock.now();
+    let sent = ProcessClock.now();
     let began = store.begin_one_time(
         &charge,
         &sent,
@@ -335,7 +335,7 @@ pub fn charge<S: Store, G: Gateway>(
     // The moment the request leaves (after its token and its turn): only if no pass took the charge over meanwhile.
     // On a handle of its own, so that the go may be awaited on any thread.
     let go_store = crate::app::open_store(cfg)?;
-    let go: Go = Box::pin(async move { go_store.one_time_go(id, tries, &SystemClock.now()).unwrap_or(false) });
+    let go: Go = Box::pin(async move { go_store.one_time_go(id, tries, &ProcessClock.now()).unwrap_or(false) });
     let Some(outcome) = rt.block_on(sender.send(&req, go)) else {
         if ask.kind == OneTimeKind::Proration {
             // The go said no: this request never left, and the change is no longer pending or its subscription no
@@ -430,7 +430,7 @@ fn record_refunds<S: Store, G: Gateway>(
     imp_uid: &str,
     now: chrono::DateTime<Utc>,
 ) {
-    let looked = rt.block_on(look_up_and_settle(store, g, &SystemClock, merchant_uid, imp_uid, now));
+    let looked = rt.block_on(look_up_and_settle(store, g, &ProcessClock, merchant_uid, imp_uid, now));
     match looked {
         Ok(Ok(_)) => crate::say!("the gateway shows it refunded since; its refunds are recorded (`billd charges`)"),
         Ok(Err(e)) => {
@@ -452,7 +452,7 @@ fn unknown(
     check_at: i64,
 ) -> Result<Done> {
     let merchant_uid = ask.merchant_uid;
-    store.one_time_unknown(id, tries, why, &SystemClock.now(), from_ts(check_at), ask.clock.now())?;
+    store.one_time_unknown(id, tries, why, &ProcessClock.now(), from_ts(check_at), ask.clock.now())?;
     tracing::warn!(event = "charge.unknown", merchant_uid, one_time = true, customer_uid = ask.customer_uid.unwrap_or_default(),
         reason = %why, check_at = %local(cfg, check_at), "charge.unknown");
     eprintln!(

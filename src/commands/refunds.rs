@@ -6,7 +6,7 @@ use crate::commands::present::{human, rfc3339, shown};
 use crate::config::{self, Config};
 use crate::engine::refunds::{log_refund, look_up_and_settle};
 use crate::gateway::{Auth, Gateway, PaymentRefunds, RefundOutcome, RefundRequest, RefundsLookup};
-use crate::realtime::{RealClock, SystemClock};
+use crate::realtime::{ProcessClock, RealClock};
 use crate::store::{
     NewRefund, RefundRefused, RefundRow, RefundSource, RefundStatus, RefundTarget, Refunds, RefundsStale,
 };
@@ -115,7 +115,7 @@ pub fn refund(
     }
     // The payment as the gateway has it first: it settles a refund of it in doubt (an earlier run that stopped or
     // lost its answer) and records refunds made outside billd, so that the checksum is right.
-    let looked = match rt.block_on(look_up_and_settle(&store, &g, &SystemClock, merchant_uid, &imp_uid, now())) {
+    let looked = match rt.block_on(look_up_and_settle(&store, &g, &ProcessClock, merchant_uid, &imp_uid, now())) {
         // The lookup is older than a refund another process recorded since: nothing sent, nothing recorded.
         Err(e) if e.downcast_ref::<RefundsStale>().is_some() => {
             return refused(format!(
@@ -160,7 +160,7 @@ pub fn refund(
     let asked = NewRefund { merchant_uid: merchant_uid.to_owned(), amount, reason: reason.to_owned() };
     // Its check time is real time (when its command is surely over), never the billing clock --as-of moves.
     let check_at = Utc::now() + worst;
-    let begun = store.begin_refund(&asked, &SystemClock.now(), now(), timeout.as_millis() as u64, check_at)?;
+    let begun = store.begin_refund(&asked, &ProcessClock.now(), now(), timeout.as_millis() as u64, check_at)?;
     let row = match begun {
         Ok(r) => r,
         Err(refusal) => {
@@ -210,7 +210,7 @@ pub fn refund(
     // The moment the request leaves (after its token and its turn): only if no pass took the refund over meanwhile.
     // (The go may run on another thread of the runtime: the store is lent to it behind a lock.)
     let lent = std::sync::Mutex::new(store);
-    let go = async { lent.lock().is_ok_and(|s| s.refund_go(row.id, &SystemClock.now()).unwrap_or(false)) };
+    let go = async { lent.lock().is_ok_and(|s| s.refund_go(row.id, &ProcessClock.now()).unwrap_or(false)) };
     let outcome = rt.block_on(g.refund(&req, go));
     let store = lent.into_inner().map_err(|_| anyhow!("the store's lock was poisoned"))?;
     let Some(outcome) = outcome else {
@@ -255,7 +255,7 @@ fn sent_refund(
     // not find the refund would prove nothing: it may still be in progress at the gateway). Settled meanwhile by
     // another process (its lookup found it): said as it is.
     let doubt = |why: String| -> Result<ExitCode> {
-        store.refund_unknown(row.id, &why, &SystemClock.now(), Utc::now() + quiet, now())?;
+        store.refund_unknown(row.id, &why, &ProcessClock.now(), Utc::now() + quiet, now())?;
         let r = mine(store, row)?.ok_or_else(|| anyhow!("refund of charge {merchant_uid}: its row is gone"))?;
         log_refund(&r);
         Ok(match r.status {
@@ -282,7 +282,7 @@ fn sent_refund(
     // Settles the refund against the payment `p` the gateway gave; true if it is made.
     let settle = |p: &PaymentRefunds| -> Result<Option<RefundRow>> {
         let seen = crate::engine::refunds::seen(p);
-        store.settle_refunds(merchant_uid, p.amount, &seen, &SystemClock.now(), now())?;
+        store.settle_refunds(merchant_uid, p.amount, &seen, &ProcessClock.now(), now())?;
         Ok(mine(store, row)?.filter(|r| r.status == RefundStatus::Refunded))
     };
     match outcome {
@@ -408,7 +408,7 @@ pub fn refunds(
         let in_doubt = store.unresolved_refunds(far, SYNC_PAGE)?.into_iter().map(|r| (r.merchant_uid, r.imp_uid));
         let mut look = |charges: Vec<(String, String)>| -> Result<()> {
             for (m, imp) in charges {
-                let why = match rt.block_on(look_up_and_settle(&store, &g, &SystemClock, &m, &imp, clock.now())) {
+                let why = match rt.block_on(look_up_and_settle(&store, &g, &ProcessClock, &m, &imp, clock.now())) {
                     Ok(Ok(_)) => continue,
                     Ok(Err(e)) => e,
                     Err(e) => format!("{e:#}"),

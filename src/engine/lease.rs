@@ -3,7 +3,7 @@
 
 use super::Engine;
 use crate::gateway::Gateway;
-use crate::realtime::{BookClock, steady_ms};
+use crate::realtime::{ProcessClock, steady_ms};
 use crate::store::{DaemonInfo, Store};
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -22,16 +22,17 @@ pub struct Lease {
     renewed: AtomicI64,
     /// This process holds the book's one-at-a-time jobs (reported with each heartbeat).
     pub jobs: AtomicBool,
-    /// The database's clock, read at each renewal (`None`: the book's clock is this machine's, as on SQLite).
-    clock: Option<Arc<BookClock>>,
+    /// The book's clock is the database server's (PostgreSQL), read again at each renewal
+    /// ([`crate::realtime::anchor`]); `false`: this machine's (SQLite).
+    shared: bool,
 }
 
 impl Lease {
     /// A renewal asked for at `asked` (steady ms) succeeded, the database's clock then at `db_ms`.
     fn renewed(&self, asked: i64, db_ms: i64) {
         self.renewed.fetch_max(asked, Ordering::SeqCst);
-        if let Some(clock) = &self.clock {
-            clock.set(db_ms, steady_ms());
+        if self.shared {
+            crate::realtime::anchor(db_ms, steady_ms());
         }
     }
 
@@ -88,11 +89,12 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
             store.join(&DaemonInfo::this_process(), length)?
         };
-        let clock = shared.then(|| Arc::new(BookClock::new(db_ms, steady_ms())));
-        if let Some(clock) = &clock {
-            self.clock = clock.clone();
+        if shared {
+            crate::realtime::anchor(db_ms, steady_ms());
+            self.clock = Arc::new(ProcessClock);
         }
-        let lease = Arc::new(Lease { id, length, renewed: AtomicI64::new(asked), jobs: AtomicBool::new(false), clock });
+        let lease =
+            Arc::new(Lease { id, length, renewed: AtomicI64::new(asked), jobs: AtomicBool::new(false), shared });
         let (stop, stopped) = mpsc::channel();
         let (store, beat) = (self.store.clone(), lease.clone());
         std::thread::Builder::new().name("billd-lease".into()).spawn(move || heartbeat(store, beat, stopped))?;
