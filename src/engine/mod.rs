@@ -267,7 +267,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// ([`crate::store::Daemons::try_jobs`], tried again at each pass: a daemon that stopped gives them up).
     async fn holds_jobs(&self) -> Result<bool> {
         let Some(lease) = self.lease() else { return Ok(true) };
-        let jobs = self.db(|s| s.try_jobs()).await?;
+        let jobs = self.db(|s| s.try_jobs(crate::store::Jobs::Billing)).await?;
         if jobs != lease.jobs.swap(jobs, Ordering::SeqCst) {
             info!(
                 event = "daemon.jobs",

@@ -79,6 +79,10 @@ pub async fn serve<S: Store>(
                 rebuild = false;
             }
             let d = deliverer.as_ref().expect("built above");
+            // On a book several daemons share, one of them delivers and keeps the outbox (issue 27).
+            if !db(&store, |s| s.try_jobs(crate::store::Jobs::Deliveries)).await? {
+                return anyhow::Ok(());
+            }
             let off = d.settings.send.is_none();
             if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
                 housekeep(&store, &d.settings, now).await?;

@@ -788,9 +788,9 @@ pub trait Daemons {
     /// The database's clock, in milliseconds since the UNIX epoch.
     fn clock_ms(&self) -> Result<i64>;
 
-    /// Whether this handle holds the one-at-a-time jobs (config sync, imports, sweeps, pruning): taken if free,
-    /// and kept for the handle's life. On a book with one scheduler (SQLite), its scheduler does them.
-    fn try_jobs(&mut self) -> Result<bool>;
+    /// Whether this handle holds the one-at-a-time jobs `which`: taken if free, and kept for the handle's life. On a
+    /// book with one scheduler (SQLite), its scheduler does the billing jobs, and webhook deliveries are its process's.
+    fn try_jobs(&mut self, which: Jobs) -> Result<bool>;
 
     /// The daemons that run, and those that left or lapsed within `recent` of the database's clock, oldest first.
     fn daemons(&self, recent: std::time::Duration) -> Result<Vec<DaemonRow>>;

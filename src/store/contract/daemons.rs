@@ -149,3 +149,31 @@ pub fn a_daemon_whose_process_is_gone_is_taken_over_at_once<B: Backend>(b: &B) {
     let list = setup.daemons(HOUR).unwrap();
     assert!(list.iter().any(|d| d.info.host == "dead" && !d.running()), "{list:?}");
 }
+
+/// The one-at-a-time jobs: of the schedulers of a book, at most one holds each kind at a time (a second is told no,
+/// and does not do them), and they pass to another once the holder is gone.
+pub fn each_kind_of_one_at_a_time_jobs_is_held_by_one_scheduler_at_a_time<B: Backend>(b: &B) {
+    use crate::store::Jobs;
+    let mut first = b.open();
+    first.claim_scheduler().expect("the first scheduler");
+    assert!(first.try_jobs(Jobs::Billing).unwrap(), "the lone scheduler does not do the billing jobs");
+    assert!(first.try_jobs(Jobs::Billing).unwrap(), "held jobs were lost");
+    let mut deliveries = b.open();
+    assert!(deliveries.try_jobs(Jobs::Deliveries).unwrap(), "no one delivers");
+    if B::SHARED {
+        let mut second = b.open();
+        second.claim_scheduler().expect("a second scheduler on a shared book");
+        assert!(!second.try_jobs(Jobs::Billing).unwrap(), "two schedulers do the billing jobs at once");
+        let mut other = b.open();
+        assert!(!other.try_jobs(Jobs::Deliveries).unwrap(), "two handles deliver at once");
+        drop((first, deliveries));
+        assert!(second.try_jobs(Jobs::Billing).unwrap(), "the billing jobs did not pass on once their holder left");
+        assert!(other.try_jobs(Jobs::Deliveries).unwrap(), "deliveries did not pass on once their holder left");
+    } else {
+        drop(first);
+        let mut second = b.open();
+        assert!(!second.try_jobs(Jobs::Billing).unwrap(), "a handle that is not the scheduler does the billing jobs");
+        second.claim_scheduler().expect("the next scheduler");
+        assert!(second.try_jobs(Jobs::Billing).unwrap(), "the next scheduler does not do the billing jobs");
+    }
+}

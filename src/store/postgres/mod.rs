@@ -26,9 +26,11 @@ const WRITE_LOCK: i64 = 0x6269_6c6c_6400_0001;
 /// starts during a copy).
 const SCHEDULER_LOCK: i64 = 0x6269_6c6c_6400_0002;
 
-/// The advisory lock of the one-at-a-time jobs (config sync, sweeps, pruning): one daemon holds it, for as long as
-/// its session lives; the others skip those jobs.
+/// The advisory locks of the one-at-a-time jobs (`Jobs::Billing`: config sync, sweeps; `Jobs::Deliveries`: webhook
+/// deliveries and the outbox's pruning): one daemon holds each, for as long as its session lives; the others skip
+/// those jobs.
 const JOBS_LOCK: i64 = 0x6269_6c6c_6400_0004;
+const DELIVERIES_LOCK: i64 = 0x6269_6c6c_6400_0005;
 
 /// The advisory locks of the daemons: daemon `id` holds `DAEMON_LOCKS + id` for as long as its session lives, so
 /// that another daemon can tell one whose process died (or whose session ended) from one merely stopped.
@@ -93,8 +95,8 @@ pub struct Postgres {
     /// This handle holds the scheduler's lock (an advisory lock of its session), shared (a daemon) or whole (a
     /// copy): losing the connection loses it, and the process then stops (`scheduler.lost`).
     scheduler: Option<Held>,
-    /// This handle's session holds the one-at-a-time jobs' lock ([`JOBS_LOCK`]).
-    jobs: bool,
+    /// The one-at-a-time jobs' lock this handle's session holds ([`JOBS_LOCK`] or [`DELIVERIES_LOCK`]).
+    jobs: Option<i64>,
 }
 
 /// How a handle holds the scheduler's lock.
@@ -115,7 +117,7 @@ impl Postgres {
             in_tx: Cell::new(false),
             broken: Cell::new(false),
             scheduler: None,
-            jobs: false,
+            jobs: None,
         })
     }
 
@@ -257,7 +259,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         // Not the scheduler any more: a failure here is not a lost lock.
         let held = self.scheduler.take();
-        let jobs = std::mem::replace(&mut self.jobs, false);
+        let jobs = self.jobs.take();
         if self.client.borrow().is_closed() {
             return;
         }
@@ -270,8 +272,8 @@ impl Drop for Postgres {
         if let Some(unlock) = unlock {
             let _ = self.wait(client.query_one(unlock, &[&SCHEDULER_LOCK]));
         }
-        if jobs {
-            let _ = self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&JOBS_LOCK]));
+        if let Some(key) = jobs {
+            let _ = self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&key]));
         }
     }
 }
@@ -391,14 +393,20 @@ impl Backend for Postgres {
         Ok(false)
     }
 
-    fn try_jobs(&mut self) -> Result<bool> {
-        if !self.jobs {
+    /// One handle holds one kind of jobs (the engine's handle the billing jobs, the delivery service's the
+    /// deliveries).
+    fn try_jobs(&mut self, which: crate::store::Jobs) -> Result<bool> {
+        let key = match which {
+            crate::store::Jobs::Billing => JOBS_LOCK,
+            crate::store::Jobs::Deliveries => DELIVERIES_LOCK,
+        };
+        if self.jobs.is_none() {
             let client = self.client()?;
-            let held: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&JOBS_LOCK]))?.get(0);
+            let held: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]))?.get(0);
             drop(client);
-            self.jobs = held;
+            self.jobs = held.then_some(key);
         }
-        Ok(self.jobs)
+        Ok(self.jobs == Some(key))
     }
 
     fn hold_daemon(&self, tx: &dyn Db, id: i64) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use super::SqlStore;
 use super::db::{Row, params};
-use crate::store::{DaemonInfo, DaemonRow, Daemons, Store};
+use crate::store::{DaemonInfo, DaemonRow, Daemons, Jobs, Store};
 use anyhow::{Result, bail};
 use std::time::Duration;
 
@@ -149,8 +149,8 @@ impl Daemons for SqlStore {
         self.backend.clock_ms()
     }
 
-    fn try_jobs(&mut self) -> Result<bool> {
-        self.backend.try_jobs()
+    fn try_jobs(&mut self, which: Jobs) -> Result<bool> {
+        self.backend.try_jobs(which)
     }
 
     fn daemons(&self, recent: Duration) -> Result<Vec<DaemonRow>> {

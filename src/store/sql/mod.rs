@@ -59,7 +59,7 @@ pub trait Backend: Send + Any {
     fn claim_book(&mut self) -> Result<bool>;
 
     /// See [`crate::store::Daemons::try_jobs`].
-    fn try_jobs(&mut self) -> Result<bool>;
+    fn try_jobs(&mut self, which: crate::store::Jobs) -> Result<bool>;
 
     /// The database's clock (every daemon's one clock), in milliseconds since the UNIX epoch.
     fn clock_ms(&self) -> Result<i64>;

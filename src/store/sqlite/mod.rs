@@ -188,9 +188,12 @@ impl Backend for Sqlite {
         self.claim_scheduler()
     }
 
-    /// The one scheduler does them all.
-    fn try_jobs(&mut self) -> Result<bool> {
-        Ok(self.scheduler)
+    /// The one scheduler does the billing jobs; its process's delivery service delivers.
+    fn try_jobs(&mut self, which: crate::store::Jobs) -> Result<bool> {
+        Ok(match which {
+            crate::store::Jobs::Billing => self.scheduler,
+            crate::store::Jobs::Deliveries => true,
+        })
     }
 
     /// One machine: its wall clock.

@@ -1,5 +1,16 @@
 //! The daemons sharing a book, as the store records and lists them.
 
+/// The jobs that run on one daemon at a time ([`crate::store::Daemons::try_jobs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// A pass's config sync and sweeps (cancel dates, pauses that end, the catch-up window, trial endings, plan
+    /// changes whose command died).
+    Billing,
+    /// Webhook deliveries and the outbox's housekeeping (pruning, giving up old unsent events): one daemon delivers,
+    /// so two never send the same event at once.
+    Deliveries,
+}
+
 /// A process joining a book as one of its daemons ([`crate::store::Daemons::join`]): what `billd status` shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonInfo {
