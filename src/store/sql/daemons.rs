@@ -73,6 +73,9 @@ pub(super) fn end_gone(store: &SqlStore) -> Result<()> {
     Ok(())
 }
 
+/// How long the book keeps a daemon that left (for `billd status` and audits).
+const KEPT_MS: i64 = 7 * 86_400_000;
+
 fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
@@ -109,6 +112,9 @@ impl Daemons for SqlStore {
             |r| r.get(0),
         )?;
         self.backend.hold_daemon(&tx, id)?;
+        // The book keeps a week of daemons that left (a tick a minute would otherwise add half a million a year); an
+        // id is never reused, so an attempt whose owner is gone from the list is simply no live daemon's.
+        tx.execute("DELETE FROM daemons WHERE left_ms < ?1", params![now.saturating_sub(KEPT_MS)])?;
         tx.commit()?;
         self.owner = Some(id);
         Ok((id, now))

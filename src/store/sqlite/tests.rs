@@ -498,3 +498,29 @@ fn event_ids_sort_in_the_order_events_are_written() {
     assert_eq!(distinct.len(), ids.len());
     assert!(ids.iter().all(|id| id.len() == 36 && id[4..].bytes().all(|b| b.is_ascii_hexdigit())), "{ids:#?}");
 }
+
+/// Schema 24: the book keeps a week of daemons that left (a tick a minute would add half a million rows a year),
+/// and a daemon's id is never reused, even after the newest row is pruned (AUTOINCREMENT): an id is the fence of
+/// the attempts it owned.
+#[test]
+fn daemons_that_left_over_a_week_ago_are_pruned_and_ids_are_never_reused() {
+    use crate::store::{DaemonInfo, Daemons};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("billd.sqlite3");
+    let who = DaemonInfo { host: "h".into(), pid: 1, version: "t".into() };
+    let mut old = super::open(&path).unwrap();
+    let (old_id, _) = old.join(&who, std::time::Duration::from_secs(60)).unwrap();
+    old.leave("stopped").unwrap();
+    let week = 7 * 86_400_000 + 1000;
+    conn(&old).execute("UPDATE daemons SET left_ms = left_ms - ?1 WHERE id = ?2", [week, old_id]).unwrap();
+    let mut recent = super::open(&path).unwrap();
+    let (recent_id, _) = recent.join(&who, std::time::Duration::from_secs(60)).unwrap();
+    let ids: Vec<i64> =
+        recent.daemons(std::time::Duration::from_secs(86_400 * 30)).unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(ids, [recent_id], "a daemon that left over a week ago is still kept");
+    recent.leave("stopped").unwrap();
+    conn(&recent).execute("UPDATE daemons SET left_ms = left_ms - ?1", [week]).unwrap();
+    let mut next = super::open(&path).unwrap();
+    let (next_id, _) = next.join(&who, std::time::Duration::from_secs(60)).unwrap();
+    assert!(next_id > recent_id && recent_id > old_id, "an id was reused: {old_id} {recent_id} {next_id}");
+}
