@@ -179,3 +179,59 @@ fn a_skewed_machine_records_real_instants_on_the_database_servers_clock() {
         "the instant recorded is {behind} ms before the server's clock now (an hour: the skewed machine's clock)"
     );
 }
+
+/// An outside review (issue 27): billd's advisory locks were the database's, not the book's. Two books in one
+/// database (two schemas, `options=-c search_path=…`) shared them: the second book's first daemon waited on the
+/// first's daemon lock until it timed out, its later daemons never got the one-at-a-time jobs (no config sync), and
+/// a subscription its config canceled was charged. Each book now locks under a key of its own.
+#[test]
+fn two_books_in_one_database_share_no_lock() {
+    let Some(db) = pg::database() else { return };
+    db.sql("CREATE SCHEMA book_a; CREATE SCHEMA book_b");
+    let url = |schema: &str| format!("{}?options=-c%20search_path%3D{schema}", db.url());
+    let body =
+        format!("{MONTHLY}{}{}", sub("s1", "c1", "monthly", "2025-01-10"), sub("s2", "c2", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &body, ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    w.sandbox.register_customer("c2", cards::APPROVE).unwrap();
+    let (a, b) = (url("book_a"), url("book_b"));
+    let on = |book: &str, args: &[&str]| {
+        w.billd()
+            .env("BILLD_BILLING__DATABASE", book)
+            .env("BILLD_BILLING__MERCHANT_UID_PREFIX", if book == a { "a" } else { "b" })
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(on(&a, &["sync"]).status.success());
+    let log = w.dir.path().join("a.log");
+    let mut daemon = common::KillOnDrop(
+        w.billd()
+            .env("BILLD_BILLING__DATABASE", &a)
+            .env("BILLD_BILLING__MERCHANT_UID_PREFIX", "a")
+            .args(["run", "--as-of", "2025-01-10T10:00:00+09:00", "--simulate"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("book a's daemon to charge", || w.paid_for("c1").len() == 1 && w.paid_for("c2").len() == 1);
+    // Book b, beside it: its own daemon 1 joins, does its own jobs (the sync cancels s2, as its config says).
+    let canceled = body.replace(
+        &sub("s2", "c2", "monthly", "2025-01-10"),
+        &format!("{}status = \"canceled\"\n", sub("s2", "c2", "monthly", "2025-01-10")),
+    );
+    std::fs::write(&w.config, std::fs::read_to_string(&w.config).unwrap().replace(&body, &canceled)).unwrap();
+    let tick = on(&b, &["tick", "--simulate", "--as-of", "2025-02-10T10:00:00+09:00"]);
+    assert!(tick.status.success(), "book b's tick beside book a's daemon: {}", text(&tick));
+    let status = on(&b, &["status", "--json"]);
+    assert!(text(&status).contains("\"daemon\": 1"), "book b's first daemon: {}", text(&status));
+    let listed = text(&on(&b, &["subscriptions"]));
+    assert!(listed.contains("canceled"), "book b's config was not synced: {listed}");
+    assert!(
+        w.paid_for("c2").iter().all(|m| !m.starts_with("b-s2")),
+        "book b charged what its config canceled: {:?}",
+        w.paid_for("c2")
+    );
+    daemon.0.kill().unwrap();
+}

@@ -17,24 +17,34 @@ use std::future::Future;
 use std::sync::OnceLock;
 use tokio_postgres::{Client, Statement};
 
+// billd's advisory locks are the book's own: two keys, the book's lock key (a random number its schema keeps,
+// `schema_version.lock_key`) and one of these, so that two books in one database (two schemas), or another
+// application's locks, never share one.
+
 /// The advisory lock every write transaction takes first: writes run one at a time, as SQLite's do, so that every
 /// read inside a write transaction sees what its writes are decided on.
-const WRITE_LOCK: i64 = 0x6269_6c6c_6400_0001;
+const WRITE_LOCK: i32 = 1;
 
 /// The advisory lock of the schedulers: shared by every daemon (`billd run`, `tick`, a command that charges) while
 /// it runs, taken whole by `billd store copy` (so that nothing is copied while a daemon may write, and no daemon
 /// starts during a copy).
-const SCHEDULER_LOCK: i64 = 0x6269_6c6c_6400_0002;
+const SCHEDULER_LOCK: i32 = 2;
 
 /// The advisory locks of the one-at-a-time jobs (`Jobs::Billing`: config sync, sweeps; `Jobs::Deliveries`: webhook
 /// deliveries and the outbox's pruning): one daemon holds each, for as long as its session lives; the others skip
 /// those jobs.
-const JOBS_LOCK: i64 = 0x6269_6c6c_6400_0004;
-const DELIVERIES_LOCK: i64 = 0x6269_6c6c_6400_0005;
+const JOBS_LOCK: i32 = 4;
+const DELIVERIES_LOCK: i32 = 5;
 
 /// The advisory locks of the daemons: daemon `id` holds `DAEMON_LOCKS + id` for as long as its session lives, so
 /// that another daemon can tell one whose process died (or whose session ended) from one merely stopped.
-const DAEMON_LOCKS: i64 = 0x6269_6c6c_6401_0000;
+const DAEMON_LOCKS: i32 = 1000;
+
+/// The lock of daemon `id`: its key (ids beyond what one book ever gives out wrap, harmlessly: the lock only tells
+/// "surely gone" from "maybe alive").
+fn daemon_lock(id: i64) -> i32 {
+    DAEMON_LOCKS.wrapping_add((id & 0x3fff_ffff) as i32)
+}
 
 /// How long a scheduler claim waits for the lock of a process that has just ended.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -68,6 +78,7 @@ fn wait<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Resul
 pub fn open(target: &PgTarget) -> Result<SqlStore> {
     let pg = Postgres::connect(target)?;
     schema::migrate(&pg)?;
+    pg.read_lock_key()?;
     Ok(SqlStore::new(pg))
 }
 
@@ -79,6 +90,7 @@ pub fn open_existing(target: &PgTarget) -> Result<Option<SqlStore>> {
         return Ok(None);
     }
     schema::migrate(&pg)?;
+    pg.read_lock_key()?;
     Ok(Some(SqlStore::new(pg)))
 }
 
@@ -96,7 +108,10 @@ pub struct Postgres {
     /// copy): losing the connection loses it, and the process then stops (`scheduler.lost`).
     scheduler: Option<Held>,
     /// The one-at-a-time jobs' lock this handle's session holds ([`JOBS_LOCK`] or [`DELIVERIES_LOCK`]).
-    jobs: Option<i64>,
+    jobs: Option<i32>,
+    /// The book's lock key (`schema_version.lock_key`), the first key of each of its advisory locks; read once the
+    /// book's schema is there ([`Postgres::read_lock_key`]).
+    book: Cell<i32>,
 }
 
 /// How a handle holds the scheduler's lock.
@@ -107,6 +122,15 @@ enum Held {
 }
 
 impl Postgres {
+    /// Reads the book's lock key (once its schema is there), before any lock of the book is taken.
+    fn read_lock_key(&self) -> Result<()> {
+        let db: &dyn Db = self;
+        let key =
+            db.query_row("SELECT lock_key FROM schema_version", crate::store::sql::db::params![], |r| r.get::<i64>(0))?;
+        self.book.set(key as i32);
+        Ok(())
+    }
+
     fn connect(target: &PgTarget) -> Result<Postgres> {
         let client = connect::connect(target)?;
         session(&client, target)?;
@@ -118,6 +142,7 @@ impl Postgres {
             broken: Cell::new(false),
             scheduler: None,
             jobs: None,
+            book: Cell::new(0),
         })
     }
 
@@ -265,15 +290,16 @@ impl Drop for Postgres {
         }
         let client = self.client.borrow();
         let unlock = match held {
-            Some(Held::Shared) => Some("SELECT pg_advisory_unlock_shared($1)"),
-            Some(Held::Whole) => Some("SELECT pg_advisory_unlock($1)"),
+            Some(Held::Shared) => Some("SELECT pg_advisory_unlock_shared($1, $2)"),
+            Some(Held::Whole) => Some("SELECT pg_advisory_unlock($1, $2)"),
             None => None,
         };
+        let book = self.book.get();
         if let Some(unlock) = unlock {
-            let _ = self.wait(client.query_one(unlock, &[&SCHEDULER_LOCK]));
+            let _ = self.wait(client.query_one(unlock, &[&book, &SCHEDULER_LOCK]));
         }
         if let Some(key) = jobs {
-            let _ = self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&key]));
+            let _ = self.wait(client.query_one("SELECT pg_advisory_unlock($1, $2)", &[&book, &key]));
         }
     }
 }
@@ -337,7 +363,7 @@ impl Backend for Postgres {
 
     fn write(&self) -> Result<Box<dyn Tx + '_>> {
         let tx = PgTx::begin(self, "BEGIN")?;
-        tx.execute("SELECT pg_advisory_xact_lock(?1)", crate::store::sql::db::params![WRITE_LOCK])
+        tx.execute("SELECT pg_advisory_xact_lock(?1, ?2)", crate::store::sql::db::params![self.book.get(), WRITE_LOCK])
             .context("cannot take the write lock")?;
         Ok(Box::new(tx))
     }
@@ -402,7 +428,8 @@ impl Backend for Postgres {
         };
         if self.jobs.is_none() {
             let client = self.client()?;
-            let held: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]))?.get(0);
+            let book = self.book.get();
+            let held: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&book, &key]))?.get(0);
             drop(client);
             self.jobs = held.then_some(key);
         }
@@ -410,16 +437,17 @@ impl Backend for Postgres {
     }
 
     fn hold_daemon(&self, tx: &dyn Db, id: i64) -> Result<()> {
-        tx.execute("SELECT pg_advisory_lock(?1)", crate::store::sql::db::params![DAEMON_LOCKS + id]).map(|_| ())
+        let key = crate::store::sql::db::params![self.book.get(), daemon_lock(id)];
+        tx.execute("SELECT pg_advisory_lock(?1, ?2)", key).map(|_| ())
     }
 
     /// Its lock is free: no session holds it (taken and given back at once).
     fn daemon_gone(&self, id: i64) -> Result<bool> {
         let client = self.client()?;
-        let key = DAEMON_LOCKS + id;
-        let free: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]))?.get(0);
+        let (book, key) = (self.book.get(), daemon_lock(id));
+        let free: bool = self.wait(client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&book, &key]))?.get(0);
         if free {
-            self.wait(client.query_one("SELECT pg_advisory_unlock($1)", &[&key]))?;
+            self.wait(client.query_one("SELECT pg_advisory_unlock($1, $2)", &[&book, &key]))?;
         }
         Ok(free)
     }
@@ -440,13 +468,14 @@ impl Postgres {
             bail!("database {}: this handle holds the scheduler's lock already", self.target.display());
         }
         let try_lock = match how {
-            Held::Shared => "SELECT pg_try_advisory_lock_shared($1)",
-            Held::Whole => "SELECT pg_try_advisory_lock($1)",
+            Held::Shared => "SELECT pg_try_advisory_lock_shared($1, $2)",
+            Held::Whole => "SELECT pg_try_advisory_lock($1, $2)",
         };
+        let book = self.book.get();
         let started = std::time::Instant::now();
         loop {
             let client = self.client()?;
-            let held: bool = self.wait(client.query_one(try_lock, &[&SCHEDULER_LOCK]))?.get(0);
+            let held: bool = self.wait(client.query_one(try_lock, &[&book, &SCHEDULER_LOCK]))?.get(0);
             drop(client);
             if held {
                 self.scheduler = Some(how);

@@ -13,3 +13,6 @@ CREATE TABLE daemons (
 );
 CREATE INDEX daemons_running ON daemons (lease_until_ms) WHERE left_ms IS NULL;
 ALTER TABLE attempts ADD COLUMN owner BIGINT;
+-- The book's own advisory lock key (the first key of each of billd's locks on it: `store/postgres/mod.rs`), random,
+-- so that two books in one database (two schemas) or another application's locks never share a lock with it.
+ALTER TABLE schema_version ADD COLUMN lock_key INTEGER NOT NULL DEFAULT (floor(random() * 2147483647))::integer;
