@@ -235,3 +235,38 @@ fn two_books_in_one_database_share_no_lock() {
     );
     daemon.0.kill().unwrap();
 }
+
+/// An outside review (issue 27): a heartbeat waited behind the book's write lock, so one long writer (a large
+/// `billd import`, 35 s a chunk on PostgreSQL) stopped every daemon (`lease.lost`). A lease is renewed under the
+/// daemons' own lock now: a daemon with a 2 s lease outlives the book's write lock held for 8 s.
+#[test]
+fn a_long_writer_does_not_stop_the_daemons_heartbeats() {
+    let Some(db) = pg::database() else { return };
+    let body = format!("{MONTHLY}{}", sub("s1", "c1", "monthly", "2025-01-10"));
+    let w = World::new(Setup { body: &body, postgres: Some(db.url()), ..Default::default() });
+    w.sandbox.register_customer("c1", cards::APPROVE).unwrap();
+    let config = std::fs::read_to_string(&w.config).unwrap().replace("[billing]\n", "[billing]\nlease = \"2s\"\n");
+    std::fs::write(&w.config, config).unwrap();
+    let log = w.dir.path().join("run.log");
+    let mut daemon = common::KillOnDrop(
+        w.billd()
+            .args(["run", "--as-of", "2025-01-10T10:00:00+09:00", "--simulate"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the daemon's first charge", || w.paid_for("c1").len() == 1);
+    let key = db.sql("SELECT lock_key FROM schema_version");
+    // The book's write lock (billd's key 1 under the book's key), held 8 s by another session.
+    let held = db
+        .psql()
+        .args(["-At", "-c", &format!("SELECT pg_advisory_lock({key}, 1); SELECT pg_sleep(8)")])
+        .output()
+        .unwrap();
+    assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stderr));
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon stopped while the write lock was held: {said}");
+    assert!(!said.contains("lease.lost"), "{said}");
+    daemon.0.kill().unwrap();
+}

@@ -20,7 +20,7 @@ pub struct Lease {
     /// This machine's steady clock ([`steady_ms`]) right before the last renewal that succeeded was asked for: the
     /// lease runs at least `length` from then, on the database's clock.
     renewed: AtomicI64,
-    /// This process holds the book's one-at-a-time jobs (reported with each heartbeat).
+    /// This process holds the book's one-at-a-time billing jobs (as of its last pass).
     pub jobs: AtomicBool,
     /// The book's clock is the database server's (PostgreSQL), read again at each renewal
     /// ([`crate::realtime::anchor`]); `false`: this machine's (SQLite).
@@ -103,18 +103,6 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         Ok(())
     }
 
-    /// Renews the lease now (as the heartbeat does), with whether this daemon holds the one-at-a-time jobs.
-    pub(super) async fn renew_now(&self) -> Result<()> {
-        let Some(member) = &self.member else { return Ok(()) };
-        let lease = member.lease.clone();
-        let (length, jobs, asked) = (lease.length, lease.jobs.load(Ordering::SeqCst), steady_ms());
-        match self.db(move |s| s.heartbeat(length, jobs)).await? {
-            Some(db_ms) => lease.renewed(asked, db_ms),
-            None => lost(&lease, "the book says its lease lapsed (another daemon may have taken its work over)"),
-        }
-        Ok(())
-    }
-
     /// This process's lease (`None`: not joined, as in the tests of the engine alone).
     pub(super) fn lease(&self) -> Option<&Lease> {
         self.member.as_ref().map(|m| &*m.lease)
@@ -135,8 +123,7 @@ fn heartbeat<S: Store>(store: Arc<Mutex<S>>, lease: Arc<Lease>, stopped: mpsc::R
             return;
         }
         let asked = steady_ms();
-        let jobs = lease.jobs.load(Ordering::SeqCst);
-        let renewed = store.lock().unwrap_or_else(|p| p.into_inner()).heartbeat(lease.length, jobs);
+        let renewed = store.lock().unwrap_or_else(|p| p.into_inner()).heartbeat(lease.length);
         match renewed {
             Ok(Some(db_ms)) => lease.renewed(asked, db_ms),
             Ok(None) => lost(&lease, "the book says its lease lapsed (another daemon may have taken its work over)"),

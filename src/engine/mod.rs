@@ -187,6 +187,22 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         result
     }
 
+    /// [`Engine::sync`] by a daemon: only the one holding the one-at-a-time jobs applies its config to a book several
+    /// daemons share (so two servers whose files differ for a moment never undo each other's changes); the others
+    /// leave it and say so (`None`).
+    pub async fn sync_if_jobs(&self, now: DateTime<Utc>) -> Result<Option<sync::SyncPlan>> {
+        if !self.holds_jobs().await? {
+            info!(
+                event = "config.not_applied",
+                "config.not_applied: another daemon does the one-at-a-time jobs and \
+                applies its config to the book (`billd status` shows which); give every server the same file and reload \
+                them all"
+            );
+            return Ok(None);
+        }
+        self.sync(now, false).await.map(Some)
+    }
+
     /// Why the config was refused at its last sync (`None`: applied).
     pub fn config_refused(&self) -> Option<String> {
         self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -254,9 +270,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
     /// On a book several daemons share, only the one holding the one-at-a-time jobs syncs (the others charge the book
     /// as it synced it: every daemon's config should be the same file).
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<PassReport> {
-        if self.holds_jobs().await?
-            && let Err(e) = self.sync(now, false).await
-        {
+        if let Err(e) = self.sync_if_jobs(now).await {
             error!(event = "config.refused", "config.refused: nothing is charged: {e:#}");
         }
         self.charge_due(now).await
@@ -276,8 +290,6 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                 "daemon.jobs: this daemon {} the one-at-a-time jobs",
                 if jobs { "now does" } else { "does not do" }
             );
-            // Shown at once (`billd status`), not at the next heartbeat.
-            self.renew_now().await?;
         }
         Ok(jobs)
     }

@@ -102,7 +102,7 @@ pub fn run(path: &Path, start: Start) -> Result<ExitCode> {
         // the gateway: unresolved attempts are reconciled by the first pass, after READY, as its first step (it
         // opens and sends nothing new before every one of them is looked up and recorded), so a large backlog or a
         // slow gateway never holds READY past TimeoutStartSec.
-        if let Err(e) = engine.sync(clock.now(), false).await {
+        if let Err(e) = engine.sync_if_jobs(clock.now()).await {
             error!(event = "config.refused", "config.refused: not applied, nothing is charged: {e:#}");
         }
         let (config, database) = (engine.config().file.display(), engine.config().billing.database.display());
@@ -259,7 +259,7 @@ async fn retry_config<S: Store>(
         engine.set_config(new);
         hooks.send_replace(Arc::new(engine.config().clone()));
     }
-    if engine.sync(clock.now(), false).await.is_ok() {
+    if engine.sync_if_jobs(clock.now()).await.is_ok_and(|plan| plan.is_some()) {
         info!(event = "config.applied", "config.applied: the config is applied again; charging resumes");
     }
 }
@@ -301,8 +301,11 @@ async fn reload<S: Store>(
             engine.set_config(new);
             // The delivery service takes the new [webhooks] (and billing time zone) at once.
             hooks.send_replace(Arc::new(engine.config().clone()));
-            match engine.sync(clock.now(), false).await {
-                Ok(plan) => info!(event = "config.reload", changes = plan.changes.len(), "config.reload: applied"),
+            match engine.sync_if_jobs(clock.now()).await {
+                Ok(Some(plan)) => {
+                    info!(event = "config.reload", changes = plan.changes.len(), "config.reload: applied")
+                }
+                Ok(None) => info!(event = "config.reload", "config.reload: read; applied by the daemon doing the jobs"),
                 Err(e) => error!(event = "config.reload", "config.reload: not applied: {e:#}"),
             }
         }

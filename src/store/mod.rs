@@ -776,10 +776,10 @@ pub trait Daemons {
     fn join(&mut self, who: &DaemonInfo, lease: std::time::Duration) -> Result<(i64, i64)>;
 
     /// Renews the lease of this handle's daemon for `lease` from the database's clock now, only if it has neither
-    /// lapsed nor ended (never revived: another daemon may have taken its work), noting whether it holds the
-    /// one-at-a-time jobs. Returns the database's clock (ms) when renewed; `None`: the lease is lost, and the daemon
-    /// must send nothing more. An error if this handle has not joined.
-    fn heartbeat(&self, lease: std::time::Duration, jobs: bool) -> Result<Option<i64>>;
+    /// lapsed nor ended (never revived: another daemon may have taken its work). Returns the database's clock (ms)
+    /// when renewed; `None`: the lease is lost, and the daemon must send nothing more. An error if this handle has
+    /// not joined. Never waits for the book's other writers (a long import holds them): only for the daemons' own.
+    fn heartbeat(&self, lease: std::time::Duration) -> Result<Option<i64>>;
 
     /// Ends this handle's daemon's lease now, saying `why`: its unresolved attempts may be taken over at once.
     /// Nothing if it has not joined.
@@ -788,8 +788,10 @@ pub trait Daemons {
     /// The database's clock, in milliseconds since the UNIX epoch.
     fn clock_ms(&self) -> Result<i64>;
 
-    /// Whether this handle holds the one-at-a-time jobs `which`: taken if free, and kept for the handle's life. On a
-    /// book with one scheduler (SQLite), its scheduler does the billing jobs, and webhook deliveries are its process's.
+    /// Whether this handle holds the one-at-a-time jobs `which`, taken if free. The billing jobs are a daemon's
+    /// (this handle's, once joined): held while its lease lives, taken by another once it lapsed or ended (so a
+    /// stopped daemon never keeps them). Webhook deliveries are a handle's, for its life (PostgreSQL: a session
+    /// lock); on a book with one scheduler (SQLite), its process's.
     fn try_jobs(&mut self, which: Jobs) -> Result<bool>;
 
     /// The daemons that run, and those that left or lapsed within `recent` of the database's clock, oldest first.

@@ -93,15 +93,17 @@ pub fn a_lapsed_lease_is_never_renewed_and_the_daemons_are_listed<B: Backend>(b:
     let setup = b.open();
     add(&setup, &["a"]);
     let lapsed = daemon(b, "lapsed", Std::ZERO);
-    assert_eq!(lapsed.heartbeat(HOUR, false).unwrap(), None, "a lapsed lease was renewed");
-    assert_eq!(lapsed.heartbeat(HOUR, false).unwrap(), None, "a lapsed lease was renewed the second time");
+    assert_eq!(lapsed.heartbeat(HOUR).unwrap(), None, "a lapsed lease was renewed");
+    assert_eq!(lapsed.heartbeat(HOUR).unwrap(), None, "a lapsed lease was renewed the second time");
     let live = daemon(b, "live", HOUR);
     let claimed = open_all(&live, t0());
     assert_eq!(claimed.len(), 1);
-    assert!(live.heartbeat(HOUR, true).unwrap().is_some(), "a live lease was not renewed");
+    let mut live = live;
+    assert!(live.try_jobs(crate::store::Jobs::Billing).unwrap(), "no one did the billing jobs");
+    assert!(live.heartbeat(HOUR).unwrap().is_some(), "a live lease was not renewed");
     let leaving = daemon(b, "leaving", HOUR);
     leaving.leave("stopped by test").unwrap();
-    assert_eq!(leaving.heartbeat(HOUR, false).unwrap(), None, "a daemon that left was renewed");
+    assert_eq!(leaving.heartbeat(HOUR).unwrap(), None, "a daemon that left was renewed");
     let list = setup.daemons(HOUR).unwrap();
     let row = |host: &str| list.iter().find(|d| d.info.host == host).unwrap_or_else(|| panic!("{host}: {list:?}"));
     assert!(row("live").running() && row("live").jobs && row("live").holds == 1, "{:?}", row("live"));
@@ -150,30 +152,35 @@ pub fn a_daemon_whose_process_is_gone_is_taken_over_at_once<B: Backend>(b: &B) {
     assert!(list.iter().any(|d| d.info.host == "dead" && !d.running()), "{list:?}");
 }
 
-/// The one-at-a-time jobs: of the schedulers of a book, at most one holds each kind at a time (a second is told no,
-/// and does not do them), and they pass to another once the holder is gone.
-pub fn each_kind_of_one_at_a_time_jobs_is_held_by_one_scheduler_at_a_time<B: Backend>(b: &B) {
+/// The one-at-a-time jobs. The billing jobs: one live daemon holds them at a time (another is told no); they pass
+/// to another once the holder's lease lapsed (a daemon stopped never keeps them) or it left; a handle that has not
+/// joined never holds them. Deliveries: one handle at a time on a shared book, passed on once it is gone.
+pub fn each_kind_of_one_at_a_time_jobs_is_held_by_one_at_a_time<B: Backend>(b: &B) {
     use crate::store::Jobs;
-    let mut first = b.open();
-    first.claim_scheduler().expect("the first scheduler");
-    assert!(first.try_jobs(Jobs::Billing).unwrap(), "the lone scheduler does not do the billing jobs");
+    let mut stranger = b.open();
+    assert!(!stranger.try_jobs(Jobs::Billing).unwrap(), "a handle that has not joined does the billing jobs");
+    let mut first = daemon(b, "first", HOUR);
+    assert!(first.try_jobs(Jobs::Billing).unwrap(), "no daemon does the billing jobs");
     assert!(first.try_jobs(Jobs::Billing).unwrap(), "held jobs were lost");
+    let mut second = daemon(b, "second", HOUR);
+    assert!(!second.try_jobs(Jobs::Billing).unwrap(), "two daemons do the billing jobs at once");
+    // The holder stalls past its lease (renewed for nothing: lapsed at once): the jobs pass on.
+    first.heartbeat(Std::ZERO).unwrap();
+    assert!(second.try_jobs(Jobs::Billing).unwrap(), "a lapsed holder kept the billing jobs");
+    assert!(!first.try_jobs(Jobs::Billing).unwrap(), "a lapsed daemon still does the billing jobs");
+    let mut third = daemon(b, "third", HOUR);
+    assert!(!third.try_jobs(Jobs::Billing).unwrap(), "two daemons do the billing jobs at once");
+    second.leave("stopped").unwrap();
+    assert!(third.try_jobs(Jobs::Billing).unwrap(), "the billing jobs did not pass on once their holder left");
+    let list = third.daemons(HOUR).unwrap();
+    assert_eq!(list.iter().filter(|d| d.jobs && d.running()).count(), 1, "{list:?}");
+
     let mut deliveries = b.open();
     assert!(deliveries.try_jobs(Jobs::Deliveries).unwrap(), "no one delivers");
     if B::SHARED {
-        let mut second = b.open();
-        second.claim_scheduler().expect("a second scheduler on a shared book");
-        assert!(!second.try_jobs(Jobs::Billing).unwrap(), "two schedulers do the billing jobs at once");
         let mut other = b.open();
         assert!(!other.try_jobs(Jobs::Deliveries).unwrap(), "two handles deliver at once");
-        drop((first, deliveries));
-        assert!(second.try_jobs(Jobs::Billing).unwrap(), "the billing jobs did not pass on once their holder left");
+        drop(deliveries);
         assert!(other.try_jobs(Jobs::Deliveries).unwrap(), "deliveries did not pass on once their holder left");
-    } else {
-        drop(first);
-        let mut second = b.open();
-        assert!(!second.try_jobs(Jobs::Billing).unwrap(), "a handle that is not the scheduler does the billing jobs");
-        second.claim_scheduler().expect("the next scheduler");
-        assert!(second.try_jobs(Jobs::Billing).unwrap(), "the next scheduler does not do the billing jobs");
     }
 }

@@ -93,7 +93,7 @@ macro_rules! store_contract_tests {
             a_lapsed_lease_is_never_renewed_and_the_daemons_are_listed,
             the_whole_book_claim_excludes_every_scheduler,
             a_daemon_whose_process_is_gone_is_taken_over_at_once,
-            each_kind_of_one_at_a_time_jobs_is_held_by_one_scheduler_at_a_time,
+            each_kind_of_one_at_a_time_jobs_is_held_by_one_at_a_time,
             refunds_begun_at_once_never_add_up_to_more_than_the_charge,
             a_refused_refund_frees_its_amount_and_an_unknown_one_does_not,
             a_refund_taken_over_by_a_pass_may_not_leave,

@@ -30,11 +30,13 @@ const WRITE_LOCK: i32 = 1;
 /// starts during a copy).
 const SCHEDULER_LOCK: i32 = 2;
 
-/// The advisory locks of the one-at-a-time jobs (`Jobs::Billing`: config sync, sweeps; `Jobs::Deliveries`: webhook
-/// deliveries and the outbox's pruning): one daemon holds each, for as long as its session lives; the others skip
-/// those jobs.
-const JOBS_LOCK: i32 = 4;
+/// The advisory lock of webhook deliveries and the outbox's pruning (`Jobs::Deliveries`): one handle holds it, for as
+/// long as its session lives; the others skip those jobs. (The billing jobs are the daemons table's.)
 const DELIVERIES_LOCK: i32 = 5;
+
+/// The lock of the daemons' own writes (joins, heartbeats, leaving, the billing jobs): one at a time among them,
+/// never behind [`WRITE_LOCK`] (a long import would stop every daemon's heartbeat).
+const DAEMONS_LOCK: i32 = 6;
 
 /// The advisory locks of the daemons: daemon `id` holds `DAEMON_LOCKS + id` for as long as its session lives, so
 /// that another daemon can tell one whose process died (or whose session ended) from one merely stopped.
@@ -107,7 +109,7 @@ pub struct Postgres {
     /// This handle holds the scheduler's lock (an advisory lock of its session), shared (a daemon) or whole (a
     /// copy): losing the connection loses it, and the process then stops (`scheduler.lost`).
     scheduler: Option<Held>,
-    /// The one-at-a-time jobs' lock this handle's session holds ([`JOBS_LOCK`] or [`DELIVERIES_LOCK`]).
+    /// The deliveries' lock this handle's session holds ([`DELIVERIES_LOCK`]).
     jobs: Option<i32>,
     /// The book's lock key (`schema_version.lock_key`), the first key of each of its advisory locks; read once the
     /// book's schema is there ([`Postgres::read_lock_key`]).
@@ -368,6 +370,17 @@ impl Backend for Postgres {
         Ok(Box::new(tx))
     }
 
+    /// Ordered among the daemons' own writes by a lock of their own, never behind [`WRITE_LOCK`].
+    fn write_daemons(&self) -> Result<Box<dyn Tx + '_>> {
+        let tx = PgTx::begin(self, "BEGIN")?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(?1, ?2)",
+            crate::store::sql::db::params![self.book.get(), DAEMONS_LOCK],
+        )
+        .context("cannot take the daemons' lock")?;
+        Ok(Box::new(tx))
+    }
+
     fn read(&self) -> Result<Box<dyn Tx + '_>> {
         Ok(Box::new(PgTx::begin(self, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?))
     }
@@ -419,13 +432,9 @@ impl Backend for Postgres {
         Ok(false)
     }
 
-    /// One handle holds one kind of jobs (the engine's handle the billing jobs, the delivery service's the
-    /// deliveries).
-    fn try_jobs(&mut self, which: crate::store::Jobs) -> Result<bool> {
-        let key = match which {
-            crate::store::Jobs::Billing => JOBS_LOCK,
-            crate::store::Jobs::Deliveries => DELIVERIES_LOCK,
-        };
+    /// A session lock, kept for the handle's life.
+    fn try_deliveries(&mut self) -> Result<bool> {
+        let key = DELIVERIES_LOCK;
         if self.jobs.is_none() {
             let client = self.client()?;
             let book = self.book.get();

@@ -104,7 +104,7 @@ fn daemon_row(r: &dyn Row) -> Result<DaemonRow> {
 impl Daemons for SqlStore {
     fn join(&mut self, who: &DaemonInfo, lease: Duration) -> Result<(i64, i64)> {
         let now = self.backend.clock_ms()?;
-        let tx = self.tx()?;
+        let tx = self.daemons_tx()?;
         let id: i64 = tx.query_row(
             "INSERT INTO daemons (host, pid, version, started_ms, heartbeat_ms, lease_until_ms)
                VALUES (?1, ?2, ?3, ?4, ?4, ?5) RETURNING id",
@@ -120,14 +120,14 @@ impl Daemons for SqlStore {
         Ok((id, now))
     }
 
-    fn heartbeat(&self, lease: Duration, jobs: bool) -> Result<Option<i64>> {
+    fn heartbeat(&self, lease: Duration) -> Result<Option<i64>> {
         let Some(me) = self.owner else { bail!("database {}: this handle has not joined the book", self.location()) };
-        let tx = self.tx()?;
+        let tx = self.daemons_tx()?;
         let now = self.backend.clock_ms()?;
         let renewed = tx.execute(
-            "UPDATE daemons SET heartbeat_ms = ?2, lease_until_ms = ?3, jobs = ?4
+            "UPDATE daemons SET heartbeat_ms = ?2, lease_until_ms = ?3
                WHERE id = ?1 AND left_ms IS NULL AND lease_until_ms > ?2",
-            params![me, now, now.saturating_add(millis(lease)), jobs as i64],
+            params![me, now, now.saturating_add(millis(lease))],
         )?;
         if renewed == 0 {
             // Lapsed: said so in the book (once), for `billd status`.
@@ -143,7 +143,7 @@ impl Daemons for SqlStore {
     fn leave(&self, why: &str) -> Result<()> {
         let Some(me) = self.owner else { return Ok(()) };
         let now = self.backend.clock_ms()?;
-        let tx = self.tx()?;
+        let tx = self.daemons_tx()?;
         tx.execute(
             "UPDATE daemons SET left_ms = ?2, left_why = ?3 WHERE id = ?1 AND left_ms IS NULL",
             params![me, now, why],
@@ -156,7 +156,26 @@ impl Daemons for SqlStore {
     }
 
     fn try_jobs(&mut self, which: Jobs) -> Result<bool> {
-        self.backend.try_jobs(which)
+        match which {
+            Jobs::Deliveries => self.backend.try_deliveries(),
+            Jobs::Billing => {
+                let Some(me) = self.owner else { return Ok(false) };
+                let tx = self.daemons_tx()?;
+                let now = self.backend.clock_ms()?;
+                tx.execute(
+                    "UPDATE daemons SET jobs = 1 WHERE id = ?1 AND jobs = 0 AND left_ms IS NULL AND lease_until_ms > ?2
+                       AND NOT EXISTS (SELECT 1 FROM daemons o WHERE o.id <> ?1 AND o.jobs = 1 AND o.left_ms IS NULL
+                                         AND o.lease_until_ms > ?2)",
+                    params![me, now],
+                )?;
+                let held = tx.exists(
+                    "SELECT 1 FROM daemons WHERE id = ?1 AND jobs = 1 AND left_ms IS NULL AND lease_until_ms > ?2",
+                    params![me, now],
+                )?;
+                tx.commit()?;
+                Ok(held)
+            }
+        }
     }
 
     fn daemons(&self, recent: Duration) -> Result<Vec<DaemonRow>> {

@@ -45,6 +45,12 @@ pub trait Backend: Send + Any {
     /// writes are decided on. One handle runs one transaction at a time.
     fn write(&self) -> Result<Box<dyn Tx + '_>>;
 
+    /// A write transaction of the `daemons` table alone (see `SqlStore::daemons_tx`): one at a time among such
+    /// writes; on a backend whose writers are one at a time anyway (SQLite), [`Backend::write`].
+    fn write_daemons(&self) -> Result<Box<dyn Tx + '_>> {
+        self.write()
+    }
+
     /// A read transaction: every read inside it sees one snapshot of the book.
     fn read(&self) -> Result<Box<dyn Tx + '_>>;
 
@@ -58,8 +64,8 @@ pub trait Backend: Send + Any {
     /// See [`Store::claim_book`]; `true`: no scheduler can be running (a lease left in the book is over).
     fn claim_book(&mut self) -> Result<bool>;
 
-    /// See [`crate::store::Daemons::try_jobs`].
-    fn try_jobs(&mut self, which: crate::store::Jobs) -> Result<bool>;
+    /// Whether this handle delivers the webhooks ([`crate::store::Daemons::try_jobs`]'s `Jobs::Deliveries`).
+    fn try_deliveries(&mut self) -> Result<bool>;
 
     /// The database's clock (every daemon's one clock), in milliseconds since the UNIX epoch.
     fn clock_ms(&self) -> Result<i64>;
@@ -150,6 +156,12 @@ impl SqlStore {
     /// decided on what every other write left (`tests/architecture.rs` checks that no write bypasses it).
     fn tx(&self) -> Result<Txn<'_>> {
         Ok(Txn(self.backend.write()?))
+    }
+
+    /// A write transaction of the daemons' own rows (join, heartbeat, leave, the billing jobs): ordered among the
+    /// daemons' writes, never behind the book's other writers (a long import), so a lease is renewed whatever they do.
+    fn daemons_tx(&self) -> Result<Txn<'_>> {
+        Ok(Txn(self.backend.write_daemons()?))
     }
 
     fn snapshot(&self) -> Result<Txn<'_>> {

@@ -26,8 +26,6 @@ pub struct Sqlite {
     /// own POSIX locks are not disturbed), for the scheduler's lock ([`Store::claim_scheduler`]). `None`: an empty
     /// book in memory ([`empty`]).
     file: Option<std::fs::File>,
-    /// This handle holds the file's `flock` ([`Backend::claim_scheduler`]).
-    scheduler: bool,
 }
 
 /// Opens (creating if needed) and migrates the book file at `path`.
@@ -77,7 +75,7 @@ impl Sqlite {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("database {}: cannot open", path.display()))?;
-        let store = Sqlite { conn, path: path.to_path_buf(), file: Some(file), scheduler: false };
+        let store = Sqlite { conn, path: path.to_path_buf(), file: Some(file) };
         store.configure().with_context(|| format!("database {}", path.display()))?;
         // What SQLite opened is still the file checked above (not a symlink or another file swapped in since), and
         // the side files it made are private.
@@ -101,7 +99,7 @@ impl Sqlite {
     fn empty(shown: &str) -> Result<Sqlite> {
         let conn = Connection::open_in_memory().context("cannot open an empty book in memory")?;
         conn.execute_batch("PRAGMA foreign_keys=ON;")?;
-        let store = Sqlite { conn, path: PathBuf::from(shown), file: None, scheduler: false };
+        let store = Sqlite { conn, path: PathBuf::from(shown), file: None };
         schema::migrate(&store.conn, &store.path)?;
         Ok(store)
     }
@@ -169,10 +167,7 @@ impl Backend for Sqlite {
             bail!("database {}: there is no such database yet; nothing can be scheduled on it", self.path.display());
         };
         match file.try_lock() {
-            Ok(()) => {
-                self.scheduler = true;
-                Ok(true)
-            }
+            Ok(()) => Ok(true),
             Err(std::fs::TryLockError::WouldBlock) => bail!(
                 "database {} is in use by another `billd run` or `billd tick` (or a command that charges); only one \
                  scheduler may run per database",
@@ -188,12 +183,9 @@ impl Backend for Sqlite {
         self.claim_scheduler()
     }
 
-    /// The one scheduler does the billing jobs; its process's delivery service delivers.
-    fn try_jobs(&mut self, which: crate::store::Jobs) -> Result<bool> {
-        Ok(match which {
-            crate::store::Jobs::Billing => self.scheduler,
-            crate::store::Jobs::Deliveries => true,
-        })
+    /// The one scheduler's process delivers.
+    fn try_deliveries(&mut self) -> Result<bool> {
+        Ok(true)
     }
 
     /// One machine: its wall clock.
