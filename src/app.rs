@@ -133,8 +133,9 @@ pub fn engine(cfg: Config) -> Result<Engine<impl Store + use<>, PaymentGateway>>
     store.claim_scheduler()?;
     let gateway = gateway(&cfg)?;
     // One of the book's daemons, with a lease, for as long as the engine lives (issue 27).
+    let beat = open_store(&cfg)?;
     let mut engine = Engine::new(store, gateway, cfg);
-    engine.join()?;
+    engine.join(beat)?;
     Ok(engine)
 }
 

@@ -237,8 +237,10 @@ fn two_books_in_one_database_share_no_lock() {
 }
 
 /// An outside review (issue 27): a heartbeat waited behind the book's write lock, so one long writer (a large
-/// `billd import`, 35 s a chunk on PostgreSQL) stopped every daemon (`lease.lost`). A lease is renewed under the
-/// daemons' own lock now: a daemon with a 2 s lease outlives the book's write lock held for 8 s.
+/// `billd import`, 35 s a chunk on PostgreSQL) stopped every daemon (`lease.lost`); and the heartbeat shared the
+/// engine's handle, so a write of the daemon's own waiting for that lock held it up too. A lease is renewed on a
+/// handle of its own, under the daemons' own lock: a daemon with a 2 s lease, writing meanwhile, outlives the book's
+/// write lock held for 8 s.
 #[test]
 fn a_long_writer_does_not_stop_the_daemons_heartbeats() {
     let Some(db) = pg::database() else { return };
@@ -258,15 +260,27 @@ fn a_long_writer_does_not_stop_the_daemons_heartbeats() {
     );
     wait_for("the daemon's first charge", || w.paid_for("c1").len() == 1);
     let key = db.sql("SELECT lock_key FROM schema_version");
-    // The book's write lock (billd's key 1 under the book's key), held 8 s by another session.
-    let held = db
+    // The book's write lock (billd's key 1 under the book's key), held 8 s by another session; meanwhile the daemon
+    // writes (a reload applies the config), waiting for it as long as its lock_timeout (5 s).
+    let holder = db
         .psql()
         .args(["-At", "-c", &format!("SELECT pg_advisory_lock({key}, 1); SELECT pg_sleep(8)")])
-        .output()
+        .stdout(Stdio::null())
+        .spawn()
         .unwrap();
-    assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stderr));
+    let mut holder = common::KillOnDrop(holder);
+    wait_for("the write lock to be held", || {
+        db.sql(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = {key}::int::oid AND objid = 1 \
+             AND granted"
+        )) == "1"
+    });
+    let hup = Command::new("kill").args(["-HUP", &daemon.0.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    assert!(holder.0.wait().unwrap().success());
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon stopped while the write lock was held: {said}");
     assert!(!said.contains("lease.lost"), "{said}");
+    assert!(said.contains("config.reload"), "the daemon's reload did not run meanwhile: {said}");
     daemon.0.kill().unwrap();
 }

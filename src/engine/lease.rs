@@ -79,9 +79,10 @@ impl<S: Store> Drop for Member<S> {
 
 impl<S: Store, G: Gateway> Engine<S, G> {
     /// Joins the book as a daemon ([`crate::store::Daemons::join`]) with a lease of `billing.lease`, renewed every
-    /// quarter of it by a thread of its own. A lease that cannot be renewed (lapsed in the book, or not renewed in
-    /// time) stops the process: another daemon takes its work over, and systemd starts it again.
-    pub fn join(&mut self) -> Result<()> {
+    /// quarter of it by a thread of its own on `beat`, a handle of its own on the same book (never queued behind the
+    /// engine's work). A lease that cannot be renewed (lapsed in the book, or not renewed in time) stops the process:
+    /// another daemon takes its work over, and systemd starts it again.
+    pub fn join(&mut self, beat: S) -> Result<()> {
         let length = self.cfg.billing.lease;
         let shared = matches!(self.cfg.billing.database, crate::config::Database::Postgres(_));
         let asked = steady_ms();
@@ -96,8 +97,8 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let lease =
             Arc::new(Lease { id, length, renewed: AtomicI64::new(asked), jobs: AtomicBool::new(false), shared });
         let (stop, stopped) = mpsc::channel();
-        let (store, beat) = (self.store.clone(), lease.clone());
-        std::thread::Builder::new().name("billd-lease".into()).spawn(move || heartbeat(store, beat, stopped))?;
+        let held = lease.clone();
+        std::thread::Builder::new().name("billd-lease".into()).spawn(move || heartbeat(beat, held, stopped))?;
         info!(event = "daemon.joined", daemon = id, lease_ms = length.as_millis() as u64, "daemon.joined");
         self.member = Some(Arc::new(Member { store: self.store.clone(), lease, stop: Some(stop) }));
         Ok(())
@@ -116,14 +117,14 @@ impl<S: Store, G: Gateway> Engine<S, G> {
 
 /// The heartbeat: renews the lease every quarter of it until `stopped` closes. A lease the book says is lost, or one
 /// not renewed for a whole lease (the database unreachable), stops the process.
-fn heartbeat<S: Store>(store: Arc<Mutex<S>>, lease: Arc<Lease>, stopped: mpsc::Receiver<()>) {
+fn heartbeat<S: Store>(store: S, lease: Arc<Lease>, stopped: mpsc::Receiver<()>) {
     let every = lease.length / 4;
     loop {
         if !matches!(stopped.recv_timeout(every), Err(mpsc::RecvTimeoutError::Timeout)) {
             return;
         }
         let asked = steady_ms();
-        let renewed = store.lock().unwrap_or_else(|p| p.into_inner()).heartbeat(lease.length);
+        let renewed = store.heartbeat(lease.id, lease.length);
         match renewed {
             Ok(Some(db_ms)) => lease.renewed(asked, db_ms),
             Ok(None) => lost(&lease, "the book says its lease lapsed (another daemon may have taken its work over)"),

@@ -775,11 +775,12 @@ pub trait Daemons {
     /// daemon's id and the database's clock (ms).
     fn join(&mut self, who: &DaemonInfo, lease: std::time::Duration) -> Result<(i64, i64)>;
 
-    /// Renews the lease of this handle's daemon for `lease` from the database's clock now, only if it has neither
-    /// lapsed nor ended (never revived: another daemon may have taken its work). Returns the database's clock (ms)
-    /// when renewed; `None`: the lease is lost, and the daemon must send nothing more. An error if this handle has
-    /// not joined. Never waits for the book's other writers (a long import holds them): only for the daemons' own.
-    fn heartbeat(&self, lease: std::time::Duration) -> Result<Option<i64>>;
+    /// Renews the lease of daemon `daemon` (this process's, joined on any of its handles: the heartbeat runs on a
+    /// handle of its own, never queued behind the engine's work) for `lease` from the database's clock now, only if
+    /// it has neither lapsed nor ended (never revived: another daemon may have taken its work). Returns the
+    /// database's clock (ms) when renewed; `None`: the lease is lost, and the daemon must send nothing more. Never
+    /// waits for the book's other writers (a long import holds them): only for the daemons' own writes.
+    fn heartbeat(&self, daemon: i64, lease: std::time::Duration) -> Result<Option<i64>>;
 
     /// Ends this handle's daemon's lease now, saying `why`: its unresolved attempts may be taken over at once.
     /// Nothing if it has not joined.

@@ -92,18 +92,21 @@ pub fn a_daemon_whose_work_was_taken_over_writes_nothing_about_it<B: Backend>(b:
 pub fn a_lapsed_lease_is_never_renewed_and_the_daemons_are_listed<B: Backend>(b: &B) {
     let setup = b.open();
     add(&setup, &["a"]);
-    let lapsed = daemon(b, "lapsed", Std::ZERO);
-    assert_eq!(lapsed.heartbeat(HOUR).unwrap(), None, "a lapsed lease was renewed");
-    assert_eq!(lapsed.heartbeat(HOUR).unwrap(), None, "a lapsed lease was renewed the second time");
-    let live = daemon(b, "live", HOUR);
+    let mut lapsed = b.open();
+    let (lapsed_id, _) = lapsed.join(&who("lapsed"), Std::ZERO).unwrap();
+    assert_eq!(lapsed.heartbeat(lapsed_id, HOUR).unwrap(), None, "a lapsed lease was renewed");
+    assert_eq!(setup.heartbeat(lapsed_id, HOUR).unwrap(), None, "a lapsed lease was renewed the second time");
+    let mut live = b.open();
+    let (live_id, _) = live.join(&who("live"), HOUR).unwrap();
     let claimed = open_all(&live, t0());
     assert_eq!(claimed.len(), 1);
-    let mut live = live;
     assert!(live.try_jobs(crate::store::Jobs::Billing).unwrap(), "no one did the billing jobs");
-    assert!(live.heartbeat(HOUR).unwrap().is_some(), "a live lease was not renewed");
-    let leaving = daemon(b, "leaving", HOUR);
+    // Renewed from another handle of its process (the heartbeat's own).
+    assert!(setup.heartbeat(live_id, HOUR).unwrap().is_some(), "a live lease was not renewed");
+    let mut leaving = b.open();
+    let (leaving_id, _) = leaving.join(&who("leaving"), HOUR).unwrap();
     leaving.leave("stopped by test").unwrap();
-    assert_eq!(leaving.heartbeat(HOUR).unwrap(), None, "a daemon that left was renewed");
+    assert_eq!(leaving.heartbeat(leaving_id, HOUR).unwrap(), None, "a daemon that left was renewed");
     let list = setup.daemons(HOUR).unwrap();
     let row = |host: &str| list.iter().find(|d| d.info.host == host).unwrap_or_else(|| panic!("{host}: {list:?}"));
     assert!(row("live").running() && row("live").jobs && row("live").holds == 1, "{:?}", row("live"));
@@ -165,7 +168,8 @@ pub fn each_kind_of_one_at_a_time_jobs_is_held_by_one_at_a_time<B: Backend>(b: &
     let mut second = daemon(b, "second", HOUR);
     assert!(!second.try_jobs(Jobs::Billing).unwrap(), "two daemons do the billing jobs at once");
     // The holder stalls past its lease (renewed for nothing: lapsed at once): the jobs pass on.
-    first.heartbeat(Std::ZERO).unwrap();
+    let first_id = first.daemons(HOUR).unwrap().iter().find(|d| d.info.host == "first").unwrap().id;
+    first.heartbeat(first_id, Std::ZERO).unwrap();
     assert!(second.try_jobs(Jobs::Billing).unwrap(), "a lapsed holder kept the billing jobs");
     assert!(!first.try_jobs(Jobs::Billing).unwrap(), "a lapsed daemon still does the billing jobs");
     let mut third = daemon(b, "third", HOUR);

@@ -120,8 +120,7 @@ impl Daemons for SqlStore {
         Ok((id, now))
     }
 
-    fn heartbeat(&self, lease: Duration) -> Result<Option<i64>> {
-        let Some(me) = self.owner else { bail!("database {}: this handle has not joined the book", self.location()) };
+    fn heartbeat(&self, me: i64, lease: Duration) -> Result<Option<i64>> {
         let tx = self.daemons_tx()?;
         let now = self.backend.clock_ms()?;
         let renewed = tx.execute(
