@@ -36,8 +36,8 @@ pub enum Command {
     /// Prometheus text at /metrics and a health check at /healthz (503 when the loop has stalled, the config is
     /// refused, the gateway refuses the credentials, the last pass was a mass rejection, or a safety stop holds). With
     /// `[notices] listen = "ADDR"` it takes i'mport's notifications at POST /iamport/notice (never believed: each
-    /// payment is looked up, and only what the lookup shows is settled). Only one `run` or `tick` may use a database
-    /// at a time.
+    /// payment is looked up, and only what the lookup shows is settled). Only one `run` or `tick` may use a SQLite
+    /// book at a time; several share a PostgreSQL book (`billd status` lists them).
     Run {
         /// Start the billing clock at this instant (RFC 3339) instead of now; it then advances with the real clock
         /// (--speed times as fast). More than a minute in the future it is refused unless --simulate, as for `tick`.

@@ -617,7 +617,7 @@ fn status_lists_the_daemons_that_run_and_those_that_left() {
     let (code, out) = run(&w, &["status"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("no daemon runs on it"), "{out}");
-    assert!(out.contains("ended") && out.contains("stopped"), "the tick's daemon, left: {out}");
+    assert!(out.contains("ended") && out.contains("its process ended"), "the tick's daemon, left: {out}");
     let mut daemon =
         common::KillOnDrop(w.billd().args(["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     let pid = daemon.0.id().to_string();
@@ -634,4 +634,32 @@ fn status_lists_the_daemons_that_run_and_those_that_left() {
     assert_eq!(running[0]["pid"].to_string(), pid, "{json}");
     assert_eq!(running[0]["jobs"], serde_json::json!(true), "{json}");
     daemon.0.kill().unwrap();
+}
+
+/// An outside review (issue 27): `billd status` printed the daemons table's text raw (a host or a reason holding
+/// terminal escapes, newlines) and panicked on an instant near the ends of its range. Rows forged by a local user
+/// with write access are now shown escaped, and extremes as `-` or clamped, without a panic; the JSON stays valid.
+#[test]
+fn status_shows_forged_daemon_rows_escaped_and_never_panics() {
+    let w = World::new(Setup {
+        body: &format!("{MONTHLY}{}", sub("s1", "c1", "monthly", &days_ago(3))),
+        ..Default::default()
+    });
+    assert_eq!(run(&w, &["sync"]).0, 0);
+    w.db()
+        .execute_batch(&format!(
+            "INSERT INTO daemons (host, pid, version, started_ms, heartbeat_ms, lease_until_ms, left_ms, left_why)
+               VALUES ('evil\x1b]0;PWNED\x07\nfake row', 99999999999, 'v\x1b[2J', {min}, {min}, {max}, NULL, NULL),
+                      ('h', -5, 'v', 0, {min}, {min}, {min}, 'gone\r\x1b[K')",
+            min = i64::MIN,
+            max = i64::MAX
+        ))
+        .unwrap();
+    let (code, out) = run(&w, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains('\x1b') && !out.contains('\x07') && !out.contains('\r'), "raw control characters: {out:?}");
+    assert!(!out.contains("\nfake row"), "a newline in a host made a row of its own: {out}");
+    let (code, json) = run(&w, &["status", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    serde_json::from_str::<serde_json::Value>(&json).expect("valid JSON");
 }

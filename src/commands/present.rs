@@ -67,8 +67,8 @@ pub fn unsynced(
         what.push(format!("{} to apply (not shown here)", count(others, "other change")));
     }
     let note = format!(
-        "note: {} has {}: apply it with `billd sync` (a running `billd run` applies it at its next pass, or at once \
-         with `systemctl reload billd`)",
+        "note: {} has {}: apply it with `billd sync` (a running `billd run` applies it when reloaded, \
+         `systemctl reload billd`, or restarted)",
         cfg.file.display(),
         what.join(" and ")
     );

@@ -66,7 +66,7 @@ impl<S: Store> Drop for Member<S> {
     fn drop(&mut self) {
         self.stop.take();
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        match store.leave("stopped") {
+        match store.leave("left: its process ended") {
             Ok(()) => info!(event = "daemon.left", daemon = self.lease.id, "daemon.left: left the book"),
             Err(e) => warn!(
                 event = "daemon.left",

@@ -91,6 +91,11 @@ pub fn copy(from: &mut SqlStore, to: &mut SqlStore) -> Result<Vec<(&'static str,
         })?;
         to.backend.after_copy(&write, table)?;
     }
+    // No daemon runs on the copy: a lease copied running (one of a process killed without leaving) is ended there.
+    write.execute(
+        "UPDATE daemons SET left_ms = ?1, left_why = 'gone: its book was copied' WHERE left_ms IS NULL",
+        crate::store::sql::db::params![to.backend.clock_ms()?],
+    )?;
     write.commit()?;
     drop(read);
     let (source, target) = (counts(from)?, counts(to)?);

@@ -30,17 +30,24 @@ pub(super) fn end_others(store: &SqlStore) -> Result<()> {
 }
 
 /// An error naming the daemons whose leases run on the book (a copy waits for them to stop, or to lapse).
+/// A lease whose daemon is surely gone ([`super::Backend::daemon_gone`]: its session ended) is no obstacle: it can
+/// write nothing more.
 pub(super) fn refuse_running(store: &SqlStore) -> Result<()> {
-    let running: Vec<DaemonRow> = store.daemons(Duration::ZERO)?.into_iter().filter(DaemonRow::running).collect();
+    let mut running = Vec::new();
+    for d in store.daemons(Duration::ZERO)?.into_iter().filter(DaemonRow::running) {
+        if !store.backend.daemon_gone(d.id)? {
+            running.push(d);
+        }
+    }
     if let Some(d) = running.first() {
-        let left = ((d.lease_until_ms - d.db_now_ms).max(0) + 999) / 1000;
+        let left = (d.lease_until_ms.saturating_sub(d.db_now_ms).max(0) / 1000).saturating_add(1);
         bail!(
             "database {}: {} daemon(s) hold a lease on it (daemon {} on {}, pid {}, for {left} s more): stop them \
              first (a daemon killed without leaving holds its lease until it lapses)",
             store.location(),
             running.len(),
             d.id,
-            d.info.host,
+            crate::text::cell(&d.info.host),
             d.info.pid
         );
     }
