@@ -582,7 +582,8 @@ pub enum StoreCommand {
         /// The book to copy: a SQLite file or a postgres:// URL.
         #[arg(long, value_name = "PATH_OR_URL")]
         from: String,
-        /// The empty book to fill (created if it does not exist): a SQLite file or a postgres:// URL.
+        /// The empty book to fill: a SQLite file (created if it does not exist) or a postgres:// URL (its database
+        /// must exist; billd creates its tables).
         #[arg(long, value_name = "PATH_OR_URL")]
         to: String,
     },
