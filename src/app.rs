@@ -53,8 +53,7 @@ pub fn open_store(cfg: &Config) -> Result<impl Store + use<>> {
 /// clock ([`crate::realtime::anchor`]), as every other daemon's and command's are, so skew between servers never
 /// shortens a quiet period.
 fn on_book_clock(store: SqlStore) -> Result<SqlStore> {
-    let steady = crate::realtime::steady_ms();
-    crate::realtime::anchor(store.clock_ms()?, steady);
+    crate::realtime::anchor_with(|| store.clock_ms())?;
     Ok(store)
 }
 

@@ -33,6 +33,16 @@ pub fn steady_ms() -> i64 {
     })
 }
 
+/// The wall clock as it read when this process first asked, carried forward on the steady clock: a clock of this
+/// machine that a step of the wall clock does not move while the process runs (a lease measured on the wall clock
+/// itself would lapse at once when it is stepped forward). For the leases of a book only one process schedules on at
+/// a time (SQLite).
+pub fn process_wall_ms() -> i64 {
+    static START: OnceLock<(i64, i64)> = OnceLock::new();
+    let (wall, steady) = *START.get_or_init(|| (chrono::Utc::now().timestamp_millis(), steady_ms()));
+    wall.saturating_add(steady_ms().saturating_sub(steady))
+}
+
 /// The database's clock, the one clock of the daemons sharing a book (issue 27): read at each heartbeat and carried
 /// forward between them on this machine's steady clock ([`steady_ms`]), so that neither skew between servers nor a
 /// step of this machine's wall clock moves it. Its readings are off by at most the round trip of the last reading.
@@ -76,6 +86,21 @@ pub fn anchor(db_ms: i64, steady: i64) {
     {
         book.set(db_ms, steady);
     }
+}
+
+/// Puts this process on the database's clock with a reading of its own: `read` asks the database for its clock,
+/// timed on the steady clock, and the reading is taken as made halfway through the round trip (so it is off by at
+/// most half of it; an outside review found a reading taken before a wait for a lock, seconds late,
+/// and a stamp that late shortened another server's quiet period). A round trip longer than a second is not taken
+/// (the last reading stands), unless there is none yet.
+pub fn anchor_with(read: impl FnOnce() -> anyhow::Result<i64>) -> anyhow::Result<()> {
+    let before = steady_ms();
+    let db_ms = read()?;
+    let after = steady_ms();
+    if after.saturating_sub(before) <= 1000 || BOOK.get().is_none() {
+        anchor(db_ms, before + after.saturating_sub(before) / 2);
+    }
+    Ok(())
 }
 
 /// The real clock of this process: the book's ([`anchor`]) if it has one, else the system's.

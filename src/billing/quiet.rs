@@ -50,6 +50,24 @@ pub fn remaining(since: &RealInstant, now: &RealInstant, quiet: Duration) -> Dur
     Duration::from_millis(ms as u64)
 }
 
+/// When a request whose go was written at `go` may be in progress at the gateway until, at the latest, for a quiet
+/// period counted from it: `go` plus `late` (its sender lets it leave within one timeout of its go, and its client
+/// gives it up within one more if it has not reached the gateway: two timeouts in all), but never before `now`. On
+/// each clock: the wall clock, and the boot clock when both readings are of the same known boot (otherwise `now`'s).
+/// An outside review found a daemon taking over a charge counted its quiet period from its own lookup, while the
+/// first owner's request, still connecting, reached the gateway after it: both were charged.
+pub fn in_doubt_until(go: &RealInstant, late: Duration, now: &RealInstant) -> RealInstant {
+    let late_ms = i64::try_from(late.as_millis()).unwrap_or(i64::MAX);
+    let wall_ms = now.wall_ms.max(go.wall_ms.saturating_add(late_ms));
+    let boot = match (&go.boot, &now.boot) {
+        (Some((id0, t0)), Some((id1, t1))) if !id0.is_empty() && id0 == id1 => {
+            Some((id1.clone(), (*t1).max(t0.saturating_add(late_ms))))
+        }
+        _ => now.boot.clone(),
+    };
+    RealInstant { wall_ms, boot }
+}
+
 /// Real milliseconds that have certainly passed between two boot-clock readings `(boot id, ms since boot)`:
 /// - the same known boot: the difference (negative, or less than nothing, only makes the wait longer);
 /// - known different boots (a reboot in between): at least the time since the later boot, `t1`;
@@ -116,6 +134,23 @@ mod tests {
             remaining(&RealInstant::wall(1_000_000), &at(1_001_000, Some(("boot-a", 9))), QUIET),
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn a_request_given_its_go_is_in_doubt_two_timeouts_after_it_at_the_earliest() {
+        let go = at(1_000_000, Some(("boot-a", 50_000)));
+        let late = Duration::from_secs(10);
+        // Looked at right after the go: in doubt until the go plus two timeouts, on both clocks.
+        let soon = in_doubt_until(&go, late, &at(1_001_000, Some(("boot-a", 51_000))));
+        assert_eq!(soon, at(1_010_000, Some(("boot-a", 60_000))));
+        // So the quiet period after it ends no sooner than go + late + quiet.
+        assert_eq!(remaining(&soon, &at(1_001_000, Some(("boot-a", 51_000))), QUIET), Duration::from_secs(15));
+        // Looked at long after: from the look.
+        let long = at(2_000_000, Some(("boot-a", 1_050_000)));
+        assert_eq!(in_doubt_until(&go, late, &long), long);
+        // Another machine's boot clock (another boot id) is not carried over: the looker's stands.
+        let elsewhere = at(1_001_000, Some(("boot-b", 7)));
+        assert_eq!(in_doubt_until(&go, late, &elsewhere), at(1_010_000, Some(("boot-b", 7))));
     }
 
     #[test]

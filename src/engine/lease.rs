@@ -28,12 +28,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A renewal asked for at `asked` (steady ms) succeeded, the database's clock then at `db_ms`.
-    fn renewed(&self, asked: i64, db_ms: i64) {
+    /// A renewal asked for at `asked` (steady ms) succeeded.
+    fn renewed(&self, asked: i64) {
         self.renewed.fetch_max(asked, Ordering::SeqCst);
-        if self.shared {
-            crate::realtime::anchor(db_ms, steady_ms());
-        }
     }
 
     fn half_ms(&self) -> i64 {
@@ -86,12 +83,12 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         let length = self.cfg.billing.lease;
         let shared = matches!(self.cfg.billing.database, crate::config::Database::Postgres(_));
         let asked = steady_ms();
-        let (id, db_ms) = {
+        let id = {
             let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-            store.join(&DaemonInfo::this_process(), length)?
+            store.join(&DaemonInfo::this_process(), length)?.0
         };
         if shared {
-            crate::realtime::anchor(db_ms, steady_ms());
+            crate::realtime::anchor_with(|| beat.clock_ms())?;
             self.clock = Arc::new(ProcessClock);
         }
         let lease =
@@ -126,7 +123,15 @@ fn heartbeat<S: Store>(store: S, lease: Arc<Lease>, stopped: mpsc::Receiver<()>)
         let asked = steady_ms();
         let renewed = store.heartbeat(lease.id, lease.length);
         match renewed {
-            Ok(Some(db_ms)) => lease.renewed(asked, db_ms),
+            Ok(Some(_)) => {
+                lease.renewed(asked);
+                // The database's clock read again, on its own (not the renewal's reading, taken before its commit).
+                if lease.shared
+                    && let Err(e) = crate::realtime::anchor_with(|| store.clock_ms())
+                {
+                    warn!(event = "daemon.heartbeat", daemon = lease.id, "could not read the database's clock: {e:#}");
+                }
+            }
             Ok(None) => lost(&lease, "the book says its lease lapsed (another daemon may have taken its work over)"),
             Err(e) => {
                 let since =

@@ -296,8 +296,19 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             None if a.status == ChargeStatus::Pending => {
                 let reason = "no record at the gateway yet; a request sent before billd stopped may still be in \
                               progress, so it is looked up again after the quiet period before anything else";
-                let decision = Decision::CheckAt(at.now() + self.quiet_period(&a));
-                let doubt = Some(self.clock.now());
+                // In doubt from now; or, taken over from a daemon that may still be running (cut off from the
+                // database, or stalled) after its go was written, from the latest its request may reach the gateway
+                // (two timeouts after its go).
+                let late = 2 * std::time::Duration::from_millis(a.timeout_ms.unwrap_or(0));
+                let real = self.clock.now();
+                let doubt = Some(match &a.in_doubt {
+                    Some(go) if a.taken_over => crate::billing::quiet::in_doubt_until(go, late, &real),
+                    _ => real,
+                });
+                let wait = doubt.as_ref().map_or(std::time::Duration::ZERO, |d| {
+                    Doubt { since: d.clone(), quiet: quiet_period(a.timeout_ms) }.remaining(&self.clock.now())
+                });
+                let decision = Decision::CheckAt(at.now() + chrono::Duration::from_std(wait).unwrap_or_default());
                 Recorded { attempt: a, result: AttemptResult::Unresolved { reason: reason.into() }, decision, doubt }
             }
             None if !a.billing => self.decide(

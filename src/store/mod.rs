@@ -293,8 +293,9 @@ pub trait Ledger {
     /// every unknown one whose check time is at or before `now`, of no live daemon but this handle's ([`Daemons`]:
     /// its owner is this handle's daemon, no one, or a daemon whose lease lapsed or ended, on the database's clock),
     /// in (subscription, period) order after the key `after`, at most `limit`, each stamped with this handle's daemon
-    /// as its owner in one write transaction (so no other daemon touches it while this one's lease lives). Paging by
-    /// the last key returned yields each such attempt once.
+    /// as its owner in one write transaction (so no other daemon touches it while this one's lease lives), and marked
+    /// [`Attempt::taken_over`] if its owner was another daemon that may still run. Paging by the last key returned
+    /// yields each such attempt once.
     fn unresolved_after(&self, now: DateTime<Utc>, after: Option<(&str, u64)>, limit: usize) -> Result<Vec<Attempt>>;
 
     /// [`Ledger::unresolved_after`] from the start.

@@ -152,6 +152,11 @@ pub struct Attempt {
     /// its request left, the recording of an unresolved outcome, a restart finding it pending); `None`: no request
     /// of it has left (claimed, not sent). The quiet period is counted from it ([`Doubt`]).
     pub in_doubt: Option<RealInstant>,
+    /// Taken over by this sweep from another daemon that may still be running (a book several daemons share: one
+    /// whose lease lapsed, or whose database session ended): a request it was given the go for may still reach the
+    /// gateway up to two timeouts after that go ([`crate::billing::quiet::in_doubt_until`]). `false` for a claim, and
+    /// where the one scheduler knows the others are gone (SQLite).
+    pub taken_over: bool,
 }
 
 /// A request that may still be in progress: since when (real time), and the quiet period it must be left alone

@@ -3,18 +3,59 @@
 
 use super::SqlStore;
 use super::db::{Row, params};
-use crate::store::{DaemonInfo, DaemonRow, Daemons, Jobs, Store};
+use super::ledger::{ATTEMPT_SELECT, attempt_from_row};
+use crate::store::{Attempt, DaemonInfo, DaemonRow, Daemons, Jobs, Store};
 use anyhow::{Result, bail};
 use std::time::Duration;
 
 /// The condition (on `attempts a`) that no live daemon other than this handle's owns the attempt: its owner is
 /// `?{me}`, no one, or a daemon whose lease lapsed (at `?{now}`, the database's clock in ms) or ended. The one rule
 /// of what a sweep may take over.
-pub(super) fn not_owned_by_others(me: usize, now: usize) -> String {
+fn not_owned_by_others(me: usize, now: usize) -> String {
     format!(
         "NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = a.owner AND d.left_ms IS NULL AND d.lease_until_ms > ?{now}
                     AND d.id IS DISTINCT FROM ?{me})"
     )
+}
+
+/// [`crate::store::Ledger::unresolved_after`]: a page of the unresolved attempts to reconcile at `now` (UNIX s) that
+/// no live daemon but this handle's owns, taken over in one write transaction (read and stamped with their new owner
+/// under the write lock, so two daemons never take the same one).
+pub(super) fn take_unresolved(
+    store: &SqlStore,
+    now: i64,
+    after: Option<(&str, u64)>,
+    limit: usize,
+) -> Result<Vec<Attempt>> {
+    let st = format!(
+        "{ATTEMPT_SELECT} WHERE a.status IN ('pending', 'unknown') AND (a.status = 'pending' OR a.check_at <= ?1)
+           AND (a.subscription_id, a.period) > (?3, ?4) AND {}
+         ORDER BY a.subscription_id, a.period LIMIT ?2",
+        not_owned_by_others(5, 6)
+    );
+    if after.is_none() && store.owner.is_some() {
+        end_gone(store)?;
+    }
+    let (sub, period) = after.unwrap_or(("", 0));
+    let after_period = if after.is_some() { period as i64 } else { -1 };
+    let clock = store.backend.clock_ms()?;
+    let tx = store.tx()?;
+    let rows = tx.query_map(
+        &st,
+        params![now, limit.min(i64::MAX as usize) as i64, sub, after_period, store.owner, clock],
+        |r| Ok((attempt_from_row(r)?, r.get::<Option<i64>>(22)?)),
+    )?;
+    let take = "UPDATE attempts SET owner = ?2 WHERE id = ?1";
+    let mut out = Vec::with_capacity(rows.len());
+    for (mut a, owner) in rows {
+        if store.owner.is_some() && owner != store.owner {
+            tx.execute(take, params![a.id, store.owner])?;
+            a.taken_over = !store.alone && owner.is_some();
+        }
+        out.push(a);
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
 /// Ends every other daemon's lease: this handle is the book's only scheduler, so their processes are gone.
@@ -57,7 +98,7 @@ pub(super) fn refuse_running(store: &SqlStore) -> Result<()> {
 /// Ends the leases of the other daemons that own unresolved attempts and are surely gone
 /// ([`super::Backend::daemon_gone`]: a process killed, a session ended), so that their work is taken over at once
 /// instead of when their leases lapse. A daemon merely stopped or stalled keeps its lease until it lapses.
-pub(super) fn end_gone(store: &SqlStore) -> Result<()> {
+fn end_gone(store: &SqlStore) -> Result<()> {
     let now = store.backend.clock_ms()?;
     let owners: Vec<i64> = store.db().query_map(
         "SELECT DISTINCT d.id FROM daemons d JOIN attempts a ON a.owner = d.id

@@ -2,7 +2,6 @@
 //! unresolved ones to reconcile, resends, releases, and what is due (outcomes are recorded in `record.rs`).
 
 use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
-use super::daemons::not_owned_by_others;
 use super::db::{Db, Row, params};
 use super::events::{event, subscription_event};
 use super::lifecycle::PAUSE_ENDED_BY_CANCEL_AT;
@@ -47,6 +46,7 @@ pub(super) fn attempt_from_row(r: &dyn Row) -> Result<Attempt> {
         past_due: r.get(14)?,
         timeout_ms: r.get::<Option<i64>>(15)?.map(|t| t.max(0) as u64),
         refused_resends: r.get::<i64>(16)? as u32,
+        taken_over: false,
         in_doubt: real_from(r.get(17)?, r.get(18)?, r.get(19)?),
         ahead_of: r.get::<Option<i64>>(20)?.map(at),
         ends_term: r.get(21)?,
@@ -141,6 +141,7 @@ fn claim_in(
             past_due: r.get(10)?,
             timeout_ms: Some(timeout_ms),
             refused_resends: 0,
+            taken_over: false,
             in_doubt: None,
         })
     })?;
@@ -311,6 +312,7 @@ fn open_in(
             ends_term: d.sub.last_period == Some(p.period),
             timeout_ms: Some(timeout_ms),
             refused_resends: 0,
+            taken_over: false,
             in_doubt: None,
         });
         step.opened += 1;
@@ -394,38 +396,10 @@ impl Ledger for SqlStore {
     }
 
     /// Read straight from the one-unresolved-per-period index, so a large backlog (say, after a gateway outage)
-    /// costs one index range a page, never a scan and sort of the whole backlog.
-    /// A daemon's takeover is one write transaction: the attempts are read and stamped with their new owner under
-    /// the write lock, so two daemons never take the same one.
+    /// costs one index range a page, never a scan and sort of the whole backlog; taken over in one write transaction
+    /// (`daemons::take_unresolved`).
     fn unresolved_after(&self, now: DateTime<Utc>, after: Option<(&str, u64)>, limit: usize) -> Result<Vec<Attempt>> {
-        let st = format!(
-            "{ATTEMPT_SELECT} WHERE a.status IN ('pending', 'unknown') AND (a.status = 'pending' OR a.check_at <= ?1)
-               AND (a.subscription_id, a.period) > (?3, ?4) AND {}
-             ORDER BY a.subscription_id, a.period LIMIT ?2",
-            not_owned_by_others(5, 6)
-        );
-        if after.is_none() && self.owner.is_some() {
-            super::daemons::end_gone(self)?;
-        }
-        let (sub, period) = after.unwrap_or(("", 0));
-        let after_period = if after.is_some() { period as i64 } else { -1 };
-        let clock = self.backend.clock_ms()?;
-        let tx = self.tx()?;
-        let rows = tx.query_map(
-            &st,
-            params![secs(now), limit.min(i64::MAX as usize) as i64, sub, after_period, self.owner, clock],
-            |r| Ok((attempt_from_row(r)?, r.get::<Option<i64>>(22)?)),
-        )?;
-        let take = "UPDATE attempts SET owner = ?2 WHERE id = ?1";
-        let mut out = Vec::with_capacity(rows.len());
-        for (a, owner) in rows {
-            if self.owner.is_some() && owner != self.owner {
-                tx.execute(take, params![a.id, self.owner])?;
-            }
-            out.push(a);
-        }
-        tx.commit()?;
-        Ok(out)
+        super::daemons::take_unresolved(self, secs(now), after, limit)
     }
 
     fn unresolved_count(&self) -> Result<usize> {

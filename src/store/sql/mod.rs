@@ -135,11 +135,13 @@ pub struct SqlStore {
     /// The daemon this handle joined the book as ([`crate::store::Daemons::join`]): the owner its claims and
     /// takeovers stamp, and the fence its writes require. `None`: not joined (the attempts it writes have no owner).
     owner: Option<i64>,
+    /// This handle is the book's only scheduler ([`Backend::claim_scheduler`]): every other daemon is surely gone.
+    alone: bool,
 }
 
 impl SqlStore {
     pub fn new(backend: impl Backend) -> SqlStore {
-        SqlStore { backend: Box::new(backend), owner: None }
+        SqlStore { backend: Box::new(backend), owner: None, alone: false }
     }
 
     /// The backend, as its own type (`None`: another backend).
@@ -176,6 +178,7 @@ impl Store for SqlStore {
 
     fn claim_scheduler(&mut self) -> Result<()> {
         if self.backend.claim_scheduler()? {
+            self.alone = true;
             daemons::end_others(self)?;
         }
         Ok(())

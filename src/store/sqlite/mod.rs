@@ -188,9 +188,10 @@ impl Backend for Sqlite {
         Ok(true)
     }
 
-    /// One machine: its wall clock.
+    /// One machine, one scheduler at a time: its wall clock as this process first read it, carried forward on the
+    /// steady clock (a wall clock stepped forward would lapse the scheduler's own lease at once).
     fn clock_ms(&self) -> Result<i64> {
-        Ok(chrono::Utc::now().timestamp_millis())
+        Ok(crate::realtime::process_wall_ms())
     }
 }
 
