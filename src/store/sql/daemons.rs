@@ -2,8 +2,8 @@
 //! `billd status` shows, and the rule of which attempts a daemon may take over.
 
 use super::SqlStore;
+use super::attempts::{ATTEMPT_SELECT, attempt_from_row};
 use super::db::{Row, params};
-use super::ledger::{ATTEMPT_SELECT, attempt_from_row};
 use crate::store::{Attempt, DaemonInfo, DaemonRow, Daemons, Jobs, Store};
 use anyhow::{Result, bail};
 use std::time::Duration;

@@ -2,10 +2,10 @@
 //! unresolved ones to reconcile, resends, releases, and what is due (outcomes are recorded in `record.rs`).
 
 use super::book::{SUB_SELECT, change_status, skip_json, sub_from_row};
-use super::db::{Db, Row, params};
+use super::db::{Db, params};
 use super::events::{event, subscription_event};
 use super::lifecycle::PAUSE_ENDED_BY_CANCEL_AT;
-use super::{SqlStore, at, real_cols, real_from, secs, secs_ceil};
+use super::{SqlStore, at, real_cols, secs, secs_ceil};
 use crate::billing::model::Status;
 use crate::billing::proration::apply_credit;
 use crate::billing::quiet::RealInstant;
@@ -17,41 +17,6 @@ use crate::store::{
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use serde_json::json;
-
-pub(super) const ATTEMPT_SELECT: &str = "SELECT a.id, a.subscription_id, a.period, a.attempt, a.merchant_uid,
-    a.customer_uid, a.amount, a.currency, p.name, p.due_at, a.status, a.tries, p.declines,
-    s.bills AS billing, s.status IN ('past_due', 'trialing') AS past_due, a.timeout_ms,
-    a.refused_resends, a.doubt_wall_ms, a.doubt_boot_ms, a.doubt_boot_id, a.retry_ahead_of,
-    p.period IS NOT DISTINCT FROM s.last_period AS ends_term, a.owner
-  FROM attempts a
-  JOIN periods p ON p.subscription_id = a.subscription_id AND p.period = a.period
-  JOIN subscriptions s ON s.id = a.subscription_id";
-
-pub(super) fn attempt_from_row(r: &dyn Row) -> Result<Attempt> {
-    Ok(Attempt {
-        id: r.get(0)?,
-        subscription_id: r.get(1)?,
-        period: r.get::<i64>(2)? as u64,
-        attempt: r.get::<i64>(3)? as u32,
-        merchant_uid: r.get(4)?,
-        customer_uid: r.get(5)?,
-        amount: r.get(6)?,
-        currency: r.get(7)?,
-        name: r.get(8)?,
-        due_at: at(r.get(9)?),
-        status: r.get(10)?,
-        tries: r.get::<i64>(11)? as u32,
-        declines: r.get::<i64>(12)? as u32,
-        billing: r.get(13)?,
-        past_due: r.get(14)?,
-        timeout_ms: r.get::<Option<i64>>(15)?.map(|t| t.max(0) as u64),
-        refused_resends: r.get::<i64>(16)? as u32,
-        taken_over: false,
-        in_doubt: real_from(r.get(17)?, r.get(18)?, r.get(19)?),
-        ahead_of: r.get::<Option<i64>>(20)?.map(at),
-        ends_term: r.get(21)?,
-    })
-}
 
 /// The SET clause of an operator's "charge it now" (`retry`, `resume`) on a period (`?2`: now): its next attempt
 /// is due now (never later than it was: one already due stays as it is), and if that is ahead of its scheduled

@@ -1,6 +1,7 @@
 //! The storage contract over SQL: `SqlStore` implements every trait of `crate::store` once, against `db::Db`, for
 //! whichever backend opened it (`store::sqlite`); one file per concern below.
 
+mod attempts;
 mod book;
 mod changes;
 pub mod copy;

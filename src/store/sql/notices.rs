@@ -1,7 +1,7 @@
 //! SQLite: what a notification's merchant_uid names in the book (`Notices::notice_target`), and a settlement recorded only if its attempt is unchanged (`record.rs` does the recording).
 
+use super::attempts::{ATTEMPT_SELECT, attempt_from_row};
 use super::db::params;
-use super::ledger::{ATTEMPT_SELECT, attempt_from_row};
 use super::one_time::{UNRESOLVED_ONE_TIME_SELECT, unresolved_one_time_row};
 use super::{SqlStore, secs};
 use crate::store::{ChargeStatus, NoticeTarget, Notices, Recorded, StatusChange};
