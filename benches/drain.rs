@@ -5,7 +5,7 @@
 //! cargo bench --bench drain --features failpoints -- --quick    # the same phases, small (seconds); CI runs it
 //! cargo test --bench drain -- --quick       # as a test (debug build, only checks that every phase still works)
 //! cargo bench --bench drain -- --only 1,2   # some phases: 1 latency, 2 billd-bound, 3 rate limit, 4 large book,
-//!                                           # 5 webhooks to a slow app
+//!                                           # 5 webhooks to a slow app, 6 PostgreSQL
 //! cargo bench --bench drain -- --only 2 --rounds 6   # phase 2 with 6 rounds (3 by default, 1 with --quick)
 //! cargo bench --bench drain -- --store-only # phase 2's store-alone figure only (to profile the store)
 //! ```
@@ -21,6 +21,12 @@
 //! `max_age` on the simulated clock, so only the day's `charge.paid` are pending), then starts `billd run` with
 //! webhooks on to a receiver that answers each delivery after 50 ms, at most C at a time (C = `[webhooks]
 //! concurrency` = 8, then 64): figure = events / (first arrival to last answer at the receiver), limit = C / 50 ms.
+//!
+//! Phase 6 (issue 27) runs billd on PostgreSQL: the tests' throwaway cluster (`tests/common/pg.rs`: the machine's
+//! PostgreSQL, started by this process, skipped where it is not installed and failing then under `CI=true`), turned
+//! durable (fsync, synchronous_commit, full_page_writes on). 1, 2 and 3 daemons on one book, 50 ms, 64 in flight each,
+//! up before the due instant: charges/s at the gateway against N × 1,280; a billd-bound tick on PostgreSQL and on
+//! SQLite (the two books in the same folder) next to the bare client; a large book's idle pass, start-up and idle CPU.
 //!
 //! Each phase starts its own sandbox with the latency or rate limit it needs, writes a `schedules.toml`, imports
 //! the book with `billd import`, and runs `billd tick --as-of …` or `billd run`. Figures are printed next to
@@ -61,6 +67,21 @@ const SECRET_VAR: &str = "BILLD_WEBHOOKS__SECRET";
 mod receiver;
 use receiver::Receiver;
 
+/// The throwaway PostgreSQL cluster of the tests (initdb and pg_ctl of the machine's PostgreSQL, started by this
+/// process and stopped when it exits).
+#[path = "../tests/common/pg.rs"]
+mod pg;
+#[path = "drain/postgres.rs"]
+mod postgres;
+
+/// What `pg` takes from the tests' common module: a phase whose tool is missing says so, and fails under `CI=true`.
+mod common {
+    pub fn skip(reason: &str) {
+        println!("   SKIPPED: {reason}");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "SKIPPED under CI=true, where nothing may be skipped");
+    }
+}
+
 type Res<T> = Result<T, String>;
 type Phase = fn(&Sizes, &mut Vec<Figure>) -> Res<()>;
 
@@ -86,7 +107,7 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2, 3, 4, 5]);
+        .unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6]);
     let rounds: Option<usize> =
         args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
     let mut sizes = if quick {
@@ -133,12 +154,13 @@ fn main() {
     }
     let mut results: Vec<Figure> = Vec::new();
     let mut failed = Vec::new();
-    let phases: [(u32, &str, Phase); 5] = [
+    let phases: [(u32, &str, Phase); 6] = [
         (1, "latency-bound", latency_bound),
         (2, "billd-bound, webhooks off and on", billd_bound),
         (3, "rate-limited", rate_limited),
         (4, "large book, idle, start-up", large_book),
         (5, "webhooks: a billing day's events to a slow app", webhook_drain),
+        (6, "PostgreSQL: 1, 2 and 3 daemons on one book, billd-bound next to SQLite, a large book", postgres::phase),
     ];
     for (n, name, phase) in phases {
         if !only.contains(&n) {
@@ -912,11 +934,16 @@ impl Pass {
 
 impl World {
     fn new(sandbox: &Sandbox, rate_limit: Option<f64>) -> Res<World> {
-        let dir = tempfile::Builder::new().prefix("billd-bench-").tempdir().map_err(|e| e.to_string())?;
+        World::with_book(sandbox, rate_limit, DB_FILE, &std::env::temp_dir())
+    }
+
+    /// A world whose book is `database` (a file in the world's folder, or a `postgres://` URL), its folder in `parent`.
+    fn with_book(sandbox: &Sandbox, rate_limit: Option<f64>, database: &str, parent: &std::path::Path) -> Res<World> {
+        let dir = tempfile::Builder::new().prefix("billd-bench-").tempdir_in(parent).map_err(|e| e.to_string())?;
         let config = dir.path().join("schedules.toml");
         let rate = rate_limit.map(|r| format!("rate_limit = {r}\n")).unwrap_or_default();
         let text = format!(
-            "[billing]\ntimezone = \"Asia/Seoul\"\ncharge_time = \"10:00\"\ndatabase = \"{DB_FILE}\"\n\
+            "[billing]\ntimezone = \"Asia/Seoul\"\ncharge_time = \"10:00\"\ndatabase = \"{database}\"\n\
              merchant_uid_prefix = \"bench\"\n\n\
              [gateway]\nbase_url = \"{}\"\nimp_key = \"imp_sandbox_key\"\ntimeout = \"30s\"\nconcurrency = {CONCURRENCY}\n{rate}\n\
              [limits]\nmax_charges_per_pass = 10000000\n\n\
@@ -1105,7 +1132,10 @@ impl Daemon {
     }
 
     fn spawn(w: &World, args: &[&str]) -> Res<Daemon> {
-        let sock_path = w.dir.path().join(format!("notify-{}.sock", std::process::id()));
+        // Several daemons may share a world (phase 6): each has its socket and log.
+        static SPAWNED: AtomicU64 = AtomicU64::new(0);
+        let k = SPAWNED.fetch_add(1, Ordering::Relaxed);
+        let sock_path = w.dir.path().join(format!("notify-{}-{k}.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).map_err(|e| e.to_string())?;
         sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
@@ -1115,7 +1145,7 @@ impl Daemon {
         let mut child = c.spawn().map_err(|e| e.to_string())?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (tx, events) = mpsc::channel();
-        let log = w.dir.path().join("daemon.log");
+        let log = w.dir.path().join(format!("daemon-{k}.log"));
         std::thread::spawn(move || {
             let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).ok();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {

@@ -11,7 +11,7 @@ use std::path::Path;
 pub fn read(path: &Path, what: &str) -> Result<String, String> {
     let shown = path.display();
     // O_NONBLOCK: a FIFO planted at the path must not hold billd in open(2) (it is refused below).
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
@@ -20,10 +20,22 @@ pub fn read(path: &Path, what: &str) -> Result<String, String> {
     if let Some(why) = refusal(meta.is_file(), meta.uid(), meta.mode(), euid()) {
         return Err(format!("refusing the {what} {shown}: {why}"));
     }
+    // At most MAX_BYTES, whatever the file says its size is (a /proc file says 0 and can hold far more): a path
+    // naming the wrong file (`/proc/self/pagemap`, a disk image) is refused instead of filling the memory.
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    let read = file.take(MAX_BYTES + 1).read_to_string(&mut text);
+    read.map_err(|e| format!("cannot read the {what} {shown}: {e}"))?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(format!(
+            "refusing the {what} {shown}: it holds more than {} MiB (is it the right file?)",
+            MAX_BYTES >> 20
+        ));
+    }
     Ok(text)
 }
+
+/// The most billd reads of a config or secret file: 64 MiB (a config of several hundred thousand subscriptions).
+pub const MAX_BYTES: u64 = 64 << 20;
 
 /// A warning if the secret file `key` names (at `path`) can be read by users other than its owner: they have the
 /// secret (`None`: it cannot, or it cannot be looked at now; reading it later says why). Like ssh's refusal of a
@@ -73,6 +85,19 @@ fn refusal(regular: bool, owner: u32, mode: u32, me: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found fuzzing the config: `database_password_file = "/proc/self/pagemap"` read until the memory ran out.
+    #[test]
+    fn a_file_larger_than_any_config_or_secret_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(MAX_BYTES + 1).unwrap();
+        let e = read(&path, "secret file").unwrap_err();
+        assert!(e.contains("more than 64 MiB") && e.contains("huge"), "{e}");
+        f.set_len(MAX_BYTES).unwrap();
+        assert_eq!(read(&path, "secret file").unwrap().len() as u64, MAX_BYTES);
+    }
 
     #[test]
     fn owner_and_mode_rules() {

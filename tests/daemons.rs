@@ -657,3 +657,58 @@ fn fence_round(w: &World, k: usize, a_day: &str, b_day: &str) -> bool {
     assert!(status_b.success(), "B: {status_b}\n{}", std::fs::read_to_string(&b_log).unwrap());
     late.contains("charge.fenced")
 }
+
+/// Found measuring issue 27's throughput: a daemon without the one-at-a-time jobs put off every wake by a minute,
+/// even for a billing day still ahead, so the day began on one daemon and the others joined a minute late; and the
+/// first daemon to wake claimed 1024 charges at once, a whole small day. Two daemons, up before a day's due instant
+/// (the second's billing clock started where the first's is): each takes part in the day (the gateway answers in
+/// 100 ms, 4 at a time per daemon: a few seconds of work for one). Fails with either fault back.
+#[test]
+fn every_daemon_wakes_when_a_billing_day_begins() {
+    let Some(db) = pg::database() else { return };
+    const N: usize = 160;
+    let mut body = MONTHLY.to_string();
+    for i in 0..N {
+        body += &sub(&format!("s{i}"), &format!("c{i}"), "monthly", "2025-02-01");
+    }
+    let sandbox = SandboxConfig { latency: Latency::Fixed(Duration::from_millis(100)), ..SandboxConfig::default() };
+    let w = World::new(Setup { body: &body, sandbox, postgres: Some(db.url()), ..Default::default() });
+    for i in 0..N {
+        w.sandbox.register_customer(&format!("c{i}"), cards::APPROVE).unwrap();
+    }
+    // Ten seconds before the due instant (10:00 in Seoul) on the first daemon's clock.
+    let start = t("2025-02-01T09:59:50+09:00");
+    let (a_log, b_log) = (w.dir.path().join("a.log"), w.dir.path().join("b.log"));
+    let spawned = Instant::now();
+    let a = spawn_daemon(&w, &start.to_rfc3339(), None, &a_log);
+    let synced = "SELECT count(*) FROM subscriptions";
+    wait_for("A to apply the config", || {
+        w.query(synced).is_ok_and(|r| r.first().and_then(|r| r[0].as_deref()) == Some(&*N.to_string()))
+    });
+    let b_start = start + chrono::Duration::from_std(spawned.elapsed()).unwrap();
+    let b = spawn_daemon(&w, &b_start.to_rfc3339(), None, &b_log);
+    let (a_id, b_id) = (daemon_of(&w, &a.0)["daemon"].to_string(), daemon_of(&w, &b.0)["daemon"].to_string());
+    assert!(
+        spawned.elapsed() < Duration::from_secs(8),
+        "(the harness) both daemons should be up well before the due instant, 10 s after A started"
+    );
+    let paid = "SELECT count(*) FROM attempts WHERE status = 'paid'";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.int(paid) != Some(N as i64) {
+        assert!(Instant::now() < deadline, "{N} charges were not all paid within a minute");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let by = |id: &str| w.int(&format!("SELECT count(*) FROM attempts WHERE owner = {id}")).unwrap();
+    let (by_a, by_b) = (by(&a_id), by(&b_id));
+    println!("A charged {by_a}, B {by_b} (of {N})");
+    assert_eq!(by_a + by_b, N as i64);
+    assert!(
+        by_b > 0 && by_a > 0,
+        "one daemon charged the whole day (A {by_a}, B {by_b}):\nA:\n{}\nB:\n{}",
+        std::fs::read_to_string(&a_log).unwrap(),
+        std::fs::read_to_string(&b_log).unwrap()
+    );
+    assert_eq!(w.ledger().iter().filter(|e| e.status == "paid").count(), N);
+    w.assert_no_repeat_requests();
+    drop((a, b));
+}

@@ -112,6 +112,13 @@ impl At {
 /// How many rows one claim, open or reconcile step handles at once.
 const PAGE: usize = 1024;
 
+/// How many due charges a pass claims at a time ([`PAGE`] at most): four rounds of its `concurrency` senders, at
+/// least 64 (each page's intents commit in one transaction). A claimed charge is this daemon's until it is sent, so
+/// daemons sharing a book share a billing day to its end only if none holds far more than it can send at once.
+fn claim_page(concurrency: usize) -> usize {
+    concurrency.saturating_mul(4).clamp(64, PAGE)
+}
+
 impl<S: Store, G: Gateway> Engine<S, G> {
     pub fn new(store: S, gateway: G, cfg: Config) -> Self {
         Engine {
@@ -322,11 +329,13 @@ impl<S: Store, G: Gateway> Engine<S, G> {
         report.last_record = tally.last_commit;
         report.next_wake = self.db(|s| s.next_wake()).await?;
         // A daemon without the one-at-a-time jobs leaves pauses that end and periods past the catch-up window to
-        // the one that has them: their instants never wake it at once (it would spin while that one is stopped).
+        // the one that has them: their instants, once past, never wake it at once (it would spin while that one is
+        // stopped). An instant still ahead wakes it when it comes, as it wakes the others: every daemon takes part in
+        // a billing day from its first second.
         let skips_jobs = self.lease().is_some_and(|l| !l.jobs.load(Ordering::SeqCst));
         if skips_jobs || self.log_over_amount_limit(now).await? > 0 || report.stale_left + report.resumes_failed > 0 {
             // Held back (over the limit, a failed lookup, a pause not ended): still due; do not wake at once for it.
-            report.next_wake = report.next_wake.map(|t| t.max(now + chrono::Duration::minutes(1)));
+            report.next_wake = report.next_wake.map(|t| wake_after_held(t, now));
         }
         self.metrics.mass_rejection.store(tally.mass_rejection.is_some(), Ordering::Relaxed);
         if let Some(mass) = tally.mass_rejection {
@@ -426,8 +435,9 @@ impl<S: Store, G: Gateway> Engine<S, G> {
             let counts = Counts::default();
             let mut senders = Senders { queue: queue.clone(), set: tokio::task::JoinSet::new() };
             let mut halted = false;
+            let page = claim_page(self.cfg.gateway.concurrency);
             let mut next =
-                Some(tokio::spawn(self.clone().open_and_claim(scope.clone(), now, to_open, claim_left.min(PAGE))));
+                Some(tokio::spawn(self.clone().open_and_claim(scope.clone(), now, to_open, claim_left.min(page))));
             // A stop, a config refused during the pass (a SIGHUP), or a mass rejection: no more claims; what is
             // claimed and unsent is released below (the gate already lets nothing leave).
             let halt = || self.stopping() || self.config_refused().is_some() || self.mass_rejected();
@@ -439,7 +449,7 @@ impl<S: Store, G: Gateway> Engine<S, G> {
                     break;
                 }
                 if !halt() && claim_left > 0 {
-                    let (open, page) = (to_open.saturating_sub(opened), claim_left.min(PAGE));
+                    let (open, page) = (to_open.saturating_sub(opened), claim_left.min(page));
                     next = Some(tokio::spawn(self.clone().open_and_claim(scope.clone(), now, open, page)));
                 }
                 if batch.is_empty() {
@@ -686,4 +696,12 @@ fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
         following_due_at: sub.billed_due(&cfg.billing.clock, following),
         skip_ahead: sub.skip_ahead_of(due(following).map(|t| t.timestamp())),
     }
+}
+
+/// When a pass that left something held back (over the amount limit, a failed lookup, a pause not ended), or that ran
+/// on a daemon without the one-at-a-time jobs, wakes next: at the earliest instant `t` while it is still ahead (a
+/// billing day wakes every daemon when it begins), else a minute from now (an instant already past is what was held
+/// back: waking for it at once would spin).
+fn wake_after_held(t: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    if t > now { t } else { now + chrono::Duration::minutes(1) }
 }

@@ -422,3 +422,13 @@ fn a_stale_period_whose_lookup_fails_is_neither_skipped_nor_charged() {
     charged.sort();
     assert_eq!(charged, ["billd-s0-0", "billd-s0-3", "billd-s1-0", "billd-s1-3"]);
 }
+
+#[test]
+fn a_held_pass_wakes_at_an_instant_ahead_and_never_at_once_for_one_past() {
+    let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2031, 3, 1, 1, 0, 0).unwrap();
+    let minute = chrono::Duration::minutes(1);
+    assert_eq!(wake_after_held(now + chrono::Duration::seconds(5), now), now + chrono::Duration::seconds(5));
+    assert_eq!(wake_after_held(now + chrono::Duration::hours(3), now), now + chrono::Duration::hours(3));
+    assert_eq!(wake_after_held(now, now), now + minute);
+    assert_eq!(wake_after_held(now - chrono::Duration::days(2), now), now + minute);
+}
