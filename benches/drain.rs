@@ -6,6 +6,7 @@
 //! cargo test --bench drain -- --quick       # as a test (debug build, only checks that every phase still works)
 //! cargo bench --bench drain -- --only 1,2   # some phases: 1 latency, 2 billd-bound, 3 rate limit, 4 large book,
 //!                                           # 5 webhooks to a slow app, 6 PostgreSQL
+//! cargo bench --bench drain -- --only 6 --pg-parts book    # phase 6's parts: daemons, bound, book (all by default)
 //! cargo bench --bench drain -- --only 2 --rounds 6   # phase 2 with 6 rounds (3 by default, 1 with --quick)
 //! cargo bench --bench drain -- --store-only # phase 2's store-alone figure only (to profile the store)
 //! ```

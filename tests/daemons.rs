@@ -75,21 +75,34 @@ fn db_now_ms(w: &World) -> i64 {
     w.int("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").unwrap()
 }
 
-/// The book's write lock (`store/postgres`: `WRITE_LOCK`, 0x6269_6c6c_6400_0001), as `pg_locks` shows an advisory
-/// lock: its high and low 32 bits.
-const WRITE_LOCK: (u32, u32) = (0x6269_6c6c, 0x6400_0001);
-
 /// Sessions of billd idle inside a write transaction for at least `ms`, holding the book's write lock (a process
-/// stopped between such a BEGIN and its COMMIT holds it for as long as it is stopped).
+/// stopped between such a BEGIN and its COMMIT holds it for as long as it is stopped). The lock (`store/postgres`:
+/// `pg_advisory_xact_lock(book's lock_key, WRITE_LOCK = 1)`) shows in `pg_locks` as classid = the key's 32 bits,
+/// objid = 1, objsubid = 2.
 fn frozen_writes(w: &World, ms: u64) -> i64 {
     w.int(&format!(
         "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
           WHERE a.datname = current_database() AND a.application_name = 'billd'
             AND a.state LIKE 'idle in transaction%' AND clock_timestamp() - a.state_change > interval '{ms} milliseconds'
-            AND l.locktype = 'advisory' AND l.granted AND l.classid = {} AND l.objid = {}",
-        WRITE_LOCK.0, WRITE_LOCK.1
+            AND l.locktype = 'advisory' AND l.granted AND l.objid = 1 AND l.objsubid = 2
+            AND l.classid::bigint = ((SELECT lock_key FROM schema_version)::bigint & 4294967295)"
     ))
     .unwrap_or(0)
+}
+
+/// Stops a daemon (SIGSTOP) outside a write transaction: one left open would hold the book's write lock while it is
+/// stopped, and every other daemon's writes with it.
+fn stop_outside_a_write(w: &World, child: &Child, who: &str) {
+    for _ in 0..50 {
+        signal(child, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(30));
+        if frozen_writes(w, 20) == 0 {
+            return;
+        }
+        signal(child, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    panic!("{who} is always stopped inside a write transaction");
 }
 
 /// One log line of a daemon: its instant (ms since the epoch), its event and its `key=value` fields.
@@ -569,19 +582,7 @@ fn fence_round(w: &World, k: usize, a_day: &str, b_day: &str) -> bool {
     let a_log = w.dir.path().join(format!("a{k}.log"));
     let mut a = spawn_daemon(w, &format!("{a_day}T10:00:00+09:00"), None, &a_log);
     wait_for("A's request to reach the gateway", || w.sent(&m) == 1);
-    // Stopped outside a write transaction (one left open would hold the book's write lock while A is stopped).
-    let mut tries = 0;
-    loop {
-        signal(&a.0, libc::SIGSTOP);
-        std::thread::sleep(Duration::from_millis(30));
-        if frozen_writes(w, 20) == 0 {
-            break;
-        }
-        tries += 1;
-        assert!(tries < 50, "A is always stopped inside a write transaction");
-        signal(&a.0, libc::SIGCONT);
-        std::thread::sleep(Duration::from_millis(3));
-    }
+    stop_outside_a_write(w, &a.0, "A");
     assert_eq!(w.ledger().iter().filter(|e| e.merchant_uid == m && e.status == "paid").count(), 1);
     let a_daemon = daemon_of(w, &a.0)["daemon"].clone();
     let a_id = a_daemon.to_string();
@@ -711,4 +712,66 @@ fn every_daemon_wakes_when_a_billing_day_begins() {
     assert_eq!(w.ledger().iter().filter(|e| e.status == "paid").count(), N);
     w.assert_no_repeat_requests();
     drop((a, b));
+}
+
+/// An outside review: the daemon doing the jobs ran pass after pass (5,000 in 93 s) beside a stopped daemon whose
+/// charge in doubt had its check time behind it while its lease lived (the book's next wake is the earliest check
+/// time of every charge in doubt, another live daemon's too). A past instant never wakes a daemon at once: here, at
+/// 20 billing seconds a second, one pass a billing minute (three real seconds), where J ran one pass after another
+/// (about two a second in a debug build). Passes are counted by the `STATUS=` each sends to systemd's notify socket.
+#[test]
+fn a_daemon_never_spins_on_another_daemons_charge_in_doubt() {
+    let Some(db) = pg::database() else { return };
+    let body = MONTHLY.to_string() + &sub("lost", "c-lost", "monthly", "2025-02-01");
+    let w = World::new(Setup { body: &body, timeout: "1s", postgres: Some(db.url()), ..Default::default() });
+    w.sandbox.register_customer("c-lost", cards::APPROVE).unwrap();
+    let lost = Fault::LoseResponseAfterCharge { hold: Duration::from_secs(3) };
+    w.sandbox.add_fault(FaultRule { customer_uid: Some("c-lost".into()), fault: lost, times: Some(1) });
+    // Two billing minutes (six real seconds) before the charge is due.
+    let start = t("2025-02-01T09:58:00+09:00");
+    let (j_log, n_log) = (w.dir.path().join("j.log"), w.dir.path().join("n.log"));
+    let notify = w.dir.path().join("j-notify.sock");
+    let passes = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    passes.set_nonblocking(true).unwrap();
+    let spawned = Instant::now();
+    let j = KillOnDrop(
+        w.billd()
+            .args(["run", "--as-of", &start.to_rfc3339(), "--simulate", "--speed", "20"])
+            .env("NOTIFY_SOCKET", &notify)
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&j_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("J to make the book", || w.query("SELECT count(*) FROM daemons").is_ok());
+    let j_id = daemon_of(&w, &j.0)["daemon"].to_string();
+    wait_for("J to do the jobs", || {
+        w.query(&format!("SELECT jobs FROM daemons WHERE id = {j_id}"))
+            .is_ok_and(|r| r.first().and_then(|r| r[0].as_deref()) == Some("1"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // J stopped, N charges the day: the answer is lost, the charge in doubt (N's, its lease alive).
+    stop_outside_a_write(&w, &j.0, "J");
+    let n_start = start + chrono::Duration::from_std(spawned.elapsed() * 20).unwrap();
+    let n = spawn_daemon(&w, &n_start.to_rfc3339(), Some(20), &n_log);
+    let in_doubt = "SELECT count(*) FROM attempts WHERE status = 'unknown'";
+    wait_for("N's charge to be in doubt", || w.query(in_doubt).is_ok_and(|r| r[0][0].as_deref() == Some("1")));
+    stop_outside_a_write(&w, &n.0, "N");
+    signal(&j.0, libc::SIGCONT);
+    // J's clock passes the charge's check time (a billing minute after it was sent) within three real seconds; then
+    // J's passes over eight seconds.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut buf = [0u8; 4096];
+    while passes.recv(&mut buf).is_ok() {}
+    std::thread::sleep(Duration::from_secs(8));
+    let mut n_passes = 0;
+    while let Ok(n) = passes.recv(&mut buf) {
+        n_passes += usize::from(String::from_utf8_lossy(&buf[..n]).contains("STATUS="));
+    }
+    println!("J ran {n_passes} passes in 8 s beside N's charge in doubt");
+    assert!(n_passes <= 5, "J spun: {n_passes} passes in 8 s:\n{}", std::fs::read_to_string(&j_log).unwrap());
+    assert_eq!(w.int("SELECT count(*) FROM attempts WHERE status = 'unknown'"), Some(1), "(the harness) N's charge");
+    assert_eq!(w.sent("billd-lost-0"), 1, "the charge in doubt was sent again");
+    drop((j, n));
 }

@@ -76,6 +76,20 @@ fn wait<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> Resul
     futures::executor::block_on(io().spawn(f)).map_err(|e| anyhow!("the database I/O task failed: {e}"))
 }
 
+/// Waits here for `f` at most `limit` (`None`: it did not finish in time). The timer is made in the I/O runtime's
+/// context and polled here with `f` (a task spawned for it cost the I/O thread two wake-ups a statement: billd's CPU
+/// a charge on PostgreSQL went from 1034 to 791 µs without it, BENCHMARKS.md target 8).
+fn within<T>(limit: std::time::Duration, f: impl Future<Output = T>) -> Option<T> {
+    let timer = {
+        let _in_io = io().enter();
+        tokio::time::sleep(limit)
+    };
+    match futures::executor::block_on(futures::future::select(std::pin::pin!(f), std::pin::pin!(timer))) {
+        futures::future::Either::Left((done, _)) => Some(done),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
 /// Opens (migrating if needed) the PostgreSQL book at `target`.
 pub fn open(target: &PgTarget) -> Result<SqlStore> {
     let pg = Postgres::connect(target)?;
@@ -222,13 +236,9 @@ impl Postgres {
 
     /// Waits for `f` at most [`STATEMENT`]; past it, the connection is marked to be made again and `f` fails.
     fn wait<T>(&self, f: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T> {
-        let timer = io().spawn(async { tokio::time::sleep(STATEMENT).await });
-        match futures::executor::block_on(futures::future::select(std::pin::pin!(f), timer)) {
-            futures::future::Either::Left((done, timer)) => {
-                timer.abort();
-                done.map_err(|e| self.error(e))
-            }
-            futures::future::Either::Right(_) => {
+        match within(STATEMENT, f) {
+            Some(done) => done.map_err(|e| self.error(e)),
+            None => {
                 self.broken.set(true);
                 bail!(
                     "database {}: no answer within {} s (the connection is given up and made again)",
@@ -527,6 +537,16 @@ pub(crate) fn on_io<T: Send + 'static>(f: impl Future<Output = T> + Send + 'stat
 
 #[cfg(test)]
 mod tests {
+    use super::within;
+
+    #[test]
+    fn a_statement_waited_for_past_its_limit_is_given_up() {
+        let t = std::time::Instant::now();
+        assert_eq!(within(std::time::Duration::from_millis(100), std::future::pending::<()>()), None);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(100));
+        assert_eq!(within(std::time::Duration::from_secs(30), async { 5 }), Some(5));
+    }
+
     #[test]
     fn what_a_server_says_is_shown_escaped_and_short() {
         assert_eq!(super::said("plain"), "plain");

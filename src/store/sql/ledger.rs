@@ -446,11 +446,14 @@ impl Ledger for SqlStore {
 
     fn next_wake(&self) -> Result<Option<DateTime<Utc>>> {
         // Only what a pass would do: a subscription held (a pending plan change, an open period, a cancel date or
-        // a term reached) never makes the next wake an instant already past (a daemon would spin on it).
+        // a term reached) never makes the next wake an instant already past (a daemon would spin on it). The first
+        // due subscription is the first in the due index that opens next (`ORDER BY … LIMIT 1`: PostgreSQL reads
+        // `min()` over that filter as a scan of the whole table, 1.3 s for a million subscriptions).
         let t: Option<i64> = self.db().query_row(
             &format!(
                 "SELECT min(t) FROM (
-               SELECT min(next_due_at) AS t FROM subscriptions WHERE {OPENS_NEXT}
+               SELECT t FROM (SELECT next_due_at AS t FROM subscriptions WHERE {OPENS_NEXT}
+                               ORDER BY next_due_at LIMIT 1) AS first_due
                UNION ALL
                SELECT min(p.next_attempt_at) FROM periods p JOIN subscriptions s ON s.id = p.subscription_id
                  WHERE p.state = 'open' AND p.next_attempt_at IS NOT NULL AND s.bills
