@@ -86,7 +86,8 @@ fn refusal(regular: bool, owner: u32, mode: u32, me: u32) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Found fuzzing the config: `database_password_file = "/proc/self/pagemap"` read until the memory ran out.
+    /// Found trying the config fuzz target's inputs: `database_password_file = "/proc/self/pagemap"` was read until
+    /// the memory ran out.
     #[test]
     fn a_file_larger_than_any_config_or_secret_is_refused_unread() {
         let dir = tempfile::tempdir().unwrap();

@@ -697,10 +697,9 @@ fn new_period(cfg: &Config, d: &DueSubscription) -> NewPeriod {
     }
 }
 
-/// When a pass that left something held back (over the amount limit, a failed lookup, a pause not ended), or that ran
-/// on a daemon without the one-at-a-time jobs, wakes next: at the earliest instant `t` while it is still ahead (a
-/// billing day wakes every daemon when it begins), else a minute from now (an instant already past is what was held
-/// back: waking for it at once would spin).
+/// When a pass's daemon wakes next, the book's earliest instant being `t`: at `t` while it is still ahead (a billing
+/// day wakes every daemon when it begins), else a minute from now (an instant already past is one the pass could not
+/// settle: held back, another daemon's jobs, another live daemon's charge in doubt; waking for it at once would spin).
 fn wake_after_held(t: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     if t > now { t } else { now + chrono::Duration::minutes(1) }
 }
