@@ -114,6 +114,18 @@ mod tests {
         assert!(p.history[0].id.starts_with("~3000-1700000000-"), "{}", p.history[0].id);
     }
 
+    /// An outside review: a merchant_uid with six digits between dashes (`billd-sub-0001-10`, the README's own
+    /// subscription id from its tenth period) was read blanked, as numbers in a gateway's text are, so every lookup
+    /// of its refunds "answered another payment" and it could never be refunded or changed. It is read as it came
+    /// (billd only compares it with its own).
+    #[test]
+    fn a_merchant_uid_with_many_digits_is_read_as_it_came() {
+        let body = r#"{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"billd-sub-0001-10",
+            "amount":9900,"cancel_amount":0,"status":"paid"}}"#;
+        let p = parse_refunds(body, &Redactor::default()).unwrap().unwrap();
+        assert_eq!(p.merchant_uid, "billd-sub-0001-10");
+    }
+
     /// Issue 24 review, R3 and R4: an entry without a stable id keeps its id when entries are added before it or
     /// other entries lose theirs (it is named by its amount, time and reason, not its place); an answer listing one
     /// cancellation_id twice is unreadable (not a store error after the refund was sent).
